@@ -1,0 +1,30 @@
+"""symcnn: derive and run the mathematics of convolutional networks, from one definition per layer.
+
+- :mod:`symcnn.ops`: each op's forward pass as a SymPy index formula (the single definition);
+- :mod:`symcnn.layers`: those formulas expanded at small shapes, on arrays of symbols or numbers;
+- :mod:`symcnn.derive`: gradients by differentiation (the vector-Jacobian product) and
+  :func:`~symcnn.derive.derive` for one op at a small configuration;
+- :mod:`symcnn.examples`: the reference documents' worked examples, reproduced and checked.
+
+Names are imported lazily, so that ``import symcnn`` stays cheap and a numeric runtime that
+needs no SymPy does not load it.
+
+Example:
+    >>> from symcnn import LayerConfig, derive
+    >>> derive(LayerConfig("conv2d", input_size=3, kernel=2, bias=False)).gradients["grad_input"][0, 0, 0, 1]
+    a*w01 + b*w00
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+_LAZY = {"LayerConfig": "symcnn.derive", "derive": "symcnn.derive", "vjp": "symcnn.derive"}
+
+__all__ = ["LayerConfig", "derive", "vjp", "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'symcnn' has no attribute {name!r}")

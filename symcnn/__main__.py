@@ -1,0 +1,7 @@
+"""``python -m symcnn``: the same as the ``symcnn`` command."""
+
+import sys
+
+from symcnn.cli import main
+
+sys.exit(main())

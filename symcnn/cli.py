@@ -1,0 +1,206 @@
+"""The ``symcnn`` command. Thin: it parses arguments and calls the library.
+
+User errors print one line on stderr and exit with status 2; ``--check`` mismatches exit 1.
+
+Example:
+    $ symcnn derive conv2d --input 3x3 --kernel 2 --no-bias
+    $ symcnn examples --check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from typing import Optional, Sequence
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the option and the constraint), exit status 2."""
+
+    def error(self, message: str):  # noqa: D401 (argparse's API)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _size(text: str) -> object:
+    """``3`` or ``3x4`` as an int or an (int, int) pair."""
+    match = re.fullmatch(r"\s*(-?\d+)\s*(?:[xX×]\s*(-?\d+)\s*)?", text)  # sign: the library names the bound
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected an integer or HxW (like 3 or 3x4), got {text!r}")
+    first, second = match.groups()
+    return int(first) if second is None else (int(first), int(second))
+
+
+def _count(text: str) -> int:
+    if not re.fullmatch(r"\s*\d+\s*", text):
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    return int(text)
+
+
+def _values(text: str) -> list[list[str]]:
+    """Rows separated by ``;``, numbers in a row by commas or spaces."""
+    rows = [[item for item in re.split(r"[\s,]+", row.strip()) if item] for row in text.split(";")]
+    rows = [row for row in rows if row]
+    if not rows:
+        raise argparse.ArgumentTypeError("expected numbers like '1,5,4; 9,2,1; 6,3,2'")
+    return rows
+
+
+def _add_derive(commands) -> None:
+    from symcnn.derive import OPS
+
+    derive = commands.add_parser(
+        "derive",
+        help="expand one op at a small configuration: output and every gradient",
+        description="Expand OP at a small configuration and derive dL/dX, dL/dW and dL/db by differentiation.",
+    )
+    derive.add_argument("op", choices=OPS, metavar="OP", help=f"one of {', '.join(OPS)}")
+    derive.add_argument("--input", type=_size, default=(3, 3), metavar="HxW",
+                        help="input height x width (dense: the number of input features); default 3x3")
+    derive.add_argument("--kernel", type=_size, default=(2, 2), metavar="K|KhxKw", help="kernel size; default 2x2")
+    derive.add_argument("--channels-in", type=_count, default=1, metavar="C", help="input channels; default 1")
+    derive.add_argument("--channels-out", type=_count, default=1, metavar="C",
+                        help="output channels (conv2d) or output features (dense); default 1")
+    derive.add_argument("--stride", type=_size, default=None, metavar="S|SHxSW",
+                        help="default 1 for conv2d, the kernel size for pooling (as in PyTorch)")
+    derive.add_argument("--padding", type=_size, default=0, metavar="P|PHxPW", help="zero padding (conv2d); default 0")
+    derive.add_argument("--dilation", type=_size, default=1, metavar="D|DHxDW", help="dilation (conv2d); default 1")
+    derive.add_argument("--batch", type=_count, default=1, metavar="N", help="batch size; default 1")
+    derive.add_argument("--no-bias", action="store_true", help="conv2d or dense without a bias")
+    derive.add_argument("--values", type=_values, default=None, metavar="ROWS",
+                        help="numeric input in row-major order, rows separated by ';' (e.g. '1,5,4;9,2,1;6,3,2')")
+    derive.add_argument("--format", choices=("text", "latex", "json"), default="text")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="symcnn", description="Derive and check the mathematics of convolutional networks.")
+    parser.add_argument("--version", action="version", version=f"symcnn {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    commands.add_parser("demo", help="a guided tour: the documents' examples, derived and checked")
+    examples = commands.add_parser("examples", help="list the documents' worked examples; --check derives them")
+    examples.add_argument("--check", action="store_true", help="derive each example and compare with its document")
+    examples.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_derive(commands)
+    return parser
+
+
+def _version() -> str:
+    from symcnn import __version__
+
+    return __version__
+
+
+_OPTION_OF_FIELD = {
+    "input_size": "--input",
+    "channels_in": "--channels-in",
+    "channels_out": "--channels-out",
+    "kernel": "--kernel",
+    "stride": "--stride",
+    "padding": "--padding",
+    "dilation": "--dilation",
+    "batch": "--batch",
+    "values": "--values",
+}
+
+
+def _as_option(message: str) -> str:
+    """A library message ``field: ...`` as the CLI says it: ``--option: ...``."""
+    field, separator, rest = message.partition(": ")
+    return f"{_OPTION_OF_FIELD[field]}: {rest}" if separator and field in _OPTION_OF_FIELD else message
+
+
+def _run_derive(args) -> int:
+    try:
+        return _derive_and_print(args)
+    except ValueError as error:
+        raise ValueError(_as_option(str(error))) from None
+
+
+def _derive_and_print(args) -> int:
+    from symcnn import render
+    from symcnn.derive import LayerConfig, derive, parse_values
+
+    if args.op == "dense" and isinstance(args.input, tuple):
+        raise ValueError("--input: dense takes the number of input features, like --input 4")
+    config = LayerConfig(
+        op=args.op,
+        input_size=args.input,
+        kernel=args.kernel,
+        channels_in=args.channels_in,
+        channels_out=args.channels_out,
+        stride=args.stride,
+        padding=args.padding,
+        dilation=args.dilation,
+        batch=args.batch,
+        bias=not args.no_bias,
+    )
+    values = None
+    if args.values is not None:
+        width = config.input_shape[-1]
+        for number, row in enumerate(args.values, start=1):
+            if len(args.values) > 1 and len(row) != width:
+                raise ValueError(f"--values: row {number} has {len(row)} numbers, expected {width} (the input width)")
+        values = parse_values([item for row in args.values for item in row], config.input_shape)
+    result = derive(config, values)
+    print({"text": render.as_text, "latex": render.as_latex, "json": render.as_json}[args.format](result))
+    return 0
+
+
+def _run_examples(args) -> int:
+    from symcnn.examples import EXAMPLE_LIST, check
+
+    if not args.check:
+        if args.json:
+            print(json.dumps([{"name": e.name, "document": e.document, "section": e.section, "title": e.title}
+                              for e in EXAMPLE_LIST], indent=2))
+        else:
+            width = max(len(e.name) for e in EXAMPLE_LIST)
+            for e in EXAMPLE_LIST:
+                print(f"{e.name:<{width}}  {e.document}  {e.title}")
+        return 0
+    results = [check(example) for example in EXAMPLE_LIST]
+    if args.json:
+        print(json.dumps([{"name": r.name, "document": r.document, "status": r.status, "checked": r.checked,
+                           "mismatches": list(r.mismatches)} for r in results], indent=2))
+    else:
+        print(_results_table(results))
+    return 1 if any(r.status != "ok" for r in results) else 0
+
+
+def _results_table(results) -> str:
+    width = max(len(r.name) for r in results)
+    lines = [f"{'example':<{width}}  {'document':<25}  status"]
+    for r in results:
+        lines.append(f"{r.name:<{width}}  {r.document:<25}  {r.status} ({r.checked} values)")
+        lines += [f"    {mismatch}" for mismatch in r.mismatches]
+    passed = sum(r.status == "ok" for r in results)
+    lines.append(f"{passed} of {len(results)} examples reproduce their documents")
+    return "\n".join(lines)
+
+
+def _run_demo(args) -> int:
+    from symcnn import demo
+
+    return demo.run()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    runners = {"demo": _run_demo, "examples": _run_examples, "derive": _run_derive}
+    try:
+        return runners[args.command](args)
+    except ValueError as error:  # user errors: one line, no traceback
+        print(f"symcnn {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("symcnn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

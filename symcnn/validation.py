@@ -1,0 +1,65 @@
+"""Checks shared by every boundary: one-line ``ValueError`` messages naming the field.
+
+Example:
+    >>> pair(2, "stride", minimum=1)
+    (2, 2)
+    >>> pair(0, "stride", minimum=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: stride: must be an integer >= 1, got 0
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+__all__ = ["integer", "pair", "check_window"]
+
+
+def integer(value, field: str, minimum: int) -> int:
+    """``value`` as an ``int`` of at least ``minimum`` (bools and floats refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            import numpy
+
+            if isinstance(value, numpy.integer):
+                value = int(value)
+        except ImportError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{field}: must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def pair(value, field: str, minimum: int) -> tuple[int, int]:
+    """An int or a pair of ints as ``(height, width)``, each at least ``minimum``."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{field}: must be an integer or a pair [height, width], got {list(value)!r}")
+        return integer(value[0], field, minimum), integer(value[1], field, minimum)
+    number = integer(value, field, minimum)
+    return number, number
+
+
+def check_window(
+    input_size: Sequence[int],
+    kernel: Sequence[int],
+    padding: Sequence[int] = (0, 0),
+    dilation: Sequence[int] = (1, 1),
+    field: str = "kernel",
+) -> None:
+    """Refuse a (dilated) kernel larger than the (padded) input, naming both sizes.
+
+    >>> check_window((3, 3), (4, 1))
+    Traceback (most recent call last):
+    ...
+    ValueError: kernel: the kernel (4x1) is larger than the input (3x3)
+    """
+    extent = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+    padded = [size + 2 * p for size, p in zip(input_size, padding)]
+    if any(e > s for e, s in zip(extent, padded)):
+        kernel_text = f"{kernel[0]}x{kernel[1]}"
+        if tuple(dilation) != (1, 1):
+            kernel_text += f" at dilation {dilation[0]}x{dilation[1]}, spanning {extent[0]}x{extent[1]}"
+        input_text = "padded input" if any(padding) else "input"
+        raise ValueError(f"{field}: the kernel ({kernel_text}) is larger than the {input_text} ({padded[0]}x{padded[1]})")
