@@ -10,7 +10,7 @@ Names are imported lazily, so that ``import symcnn`` stays cheap and a numeric r
 needs no SymPy does not load it.
 
 Example:
-    >>> from symcnn import LayerConfig, derive
+    >>> from symcnn.derive import LayerConfig, derive
     >>> derive(LayerConfig("conv2d", input_size=3, kernel=2, bias=False)).gradients["grad_input"][0, 0, 0, 1]
     a*w01 + b*w00
 """
@@ -19,9 +19,10 @@ from importlib import import_module
 
 __version__ = "0.1.0"
 
-_LAZY = {"LayerConfig": "symcnn.derive", "derive": "symcnn.derive", "vjp": "symcnn.derive"}
+# (``derive`` the function is not re-exported: the submodule ``symcnn.derive`` has that name.)
+_LAZY = {"LayerConfig": "symcnn.derive", "vjp": "symcnn.derive"}
 
-__all__ = ["LayerConfig", "derive", "vjp", "__version__"]
+__all__ = ["LayerConfig", "vjp", "__version__"]
 
 
 def __getattr__(name: str):

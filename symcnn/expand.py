@@ -3,7 +3,8 @@
 :func:`evaluate` binds an :class:`~symcnn.ops.IndexFormula` to concrete arrays (of symbols or
 numbers) and returns the output array, element by element: it substitutes the output index,
 unrolls every ``Sum`` and ``MaxOver`` over its now concrete range, and replaces each tensor
-read by the array's element (zero outside the array: padding).
+read by the array's element. Reads outside a tensor are zero where the tensor is zero-padded
+(a convolution's input), and an error anywhere else.
 
 Example:
     >>> from symcnn import ops
@@ -22,7 +23,7 @@ from typing import Mapping
 import sympy
 from sympy import Array, Expr, Indexed, Sum
 
-from symcnn.functions import MaxOver, WindowMax
+from symcnn.functions import FirstArgmax, MaxOver, WindowMax, first_max_indicator
 from symcnn.ops import IndexFormula
 from symcnn.tensors import indices_of
 
@@ -45,6 +46,19 @@ def _unroll_reduction(node: Expr, combine) -> Expr:
     return combine(*[unroll(term) for term in terms])
 
 
+def _unroll_first_argmax(node: FirstArgmax) -> Expr:
+    """The routing indicator at a concrete position: which element of the unrolled window."""
+    flat, stride = 0, 1
+    for coordinate, limit in reversed(list(zip(node.position, node.limits))):
+        values = _concrete_range(node, limit)
+        if not coordinate.is_Integer or int(coordinate) not in values:
+            raise ValueError(f"cannot unroll {node}: position {coordinate} is not in {limit[0]}'s range")
+        flat += (int(coordinate) - values.start) * stride
+        stride *= len(values)
+    window = _unroll_reduction(MaxOver(node.function, *node.limits), lambda *args: args)
+    return first_max_indicator(tuple(window), flat)
+
+
 def unroll(expr: Expr) -> Expr:
     """Expand every ``Sum`` and ``MaxOver`` with concrete limits into an ``Add`` / ``WindowMax``.
 
@@ -57,20 +71,22 @@ def unroll(expr: Expr) -> Expr:
         return _unroll_reduction(expr, sympy.Add)
     if isinstance(expr, MaxOver):
         return _unroll_reduction(expr, WindowMax)
+    if isinstance(expr, FirstArgmax):
+        return _unroll_first_argmax(expr)
     if not expr.args:
         return expr
-    args = [unroll(arg) if isinstance(arg, Expr) else arg for arg in expr.args]
+    args = [unroll(arg) if isinstance(arg, sympy.Basic) else arg for arg in expr.args]
     return expr.func(*args) if any(new is not old for new, old in zip(args, expr.args)) else expr
 
 
-def bind_shapes(formula: IndexFormula, arrays: Mapping[str, Array]) -> dict[Expr, int]:
+def bind_shapes(formula: IndexFormula, arrays: Mapping[str, Array], known: Mapping[Expr, int] = {}) -> dict[Expr, int]:
     """Shape parameters read off the arrays' shapes, checked for consistency.
 
     A dimension that is a bare symbol (``C_in``) is bound to the array's size; any other
     dimension (``C_in*H_in*W_in``) must agree with the bindings. Raises ``ValueError``
-    naming the tensor and axis.
+    naming the tensor and axis. ``known`` are bindings given beforehand (stride, padding, ...).
     """
-    bindings: dict[Expr, int] = {}
+    bindings: dict[Expr, int] = dict(known)
     for tensor in formula.operands:
         if tensor.role not in arrays:
             raise ValueError(f"{formula.op}: missing the {tensor.role} tensor")
@@ -114,8 +130,7 @@ def evaluate(formula: IndexFormula, arrays: Mapping[str, Array], parameters: Map
     expression. Raises ``ValueError`` when the output would
     be empty or a parameter is missing.
     """
-    bindings = bind_shapes(formula, arrays)
-    bindings.update(_parameter_bindings(formula, parameters))
+    bindings = bind_shapes(formula, arrays, _parameter_bindings(formula, parameters))
     concrete = formula.substitute(bindings)
     out_shape = []
     for axis, dimension in enumerate(concrete.output.shape):
@@ -126,14 +141,19 @@ def evaluate(formula: IndexFormula, arrays: Mapping[str, Array], parameters: Map
             raise ValueError(f"{formula.op}: the output would be empty (axis {axis} has size {dimension})")
         out_shape.append(int(dimension))
 
-    lookup = {tensor.base: arrays[tensor.role] for tensor in formula.operands}
+    tensors = {tensor.base: tensor for tensor in formula.operands}
 
     def read(element: Indexed) -> Expr:
-        array = lookup[element.base]
+        tensor, array = tensors[element.base], arrays[tensors[element.base].role]
+        if not all(value.is_Integer for value in element.indices):
+            raise ValueError(f"{formula.op}: read of {element} at a non-integer index")
         index = tuple(int(value) for value in element.indices)
         if all(0 <= value < size for value, size in zip(index, array.shape)):
             return array[index]
-        return sympy.S.Zero  # zero padding
+        if tensor.zero_padded:
+            return sympy.S.Zero
+        # A formula must keep its own reads in range (its conditions say where): never pad silently.
+        raise ValueError(f"{formula.op}: read of {element} outside the {tensor.role} tensor of shape {tuple(array.shape)}")
 
     # Unroll once with the output indices still symbolic, then visit each output point.
     body = unroll(concrete.rhs)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import sympy
 from sympy import And, Expr, Function, Piecewise, S, exp
 
-__all__ = ["relu", "leaky_relu", "elu", "WindowMax", "MaxOver", "first_max_indicator"]
+__all__ = ["relu", "leaky_relu", "elu", "WindowMax", "MaxOver", "FirstArgmax", "first_max_indicator"]
 
 
 def relu(x: Expr) -> Expr:
@@ -110,7 +110,7 @@ class MaxOver(Expr):
     >>> from sympy import IndexedBase, symbols
     >>> X, m = IndexedBase("X"), symbols("m", integer=True)
     >>> MaxOver(X[m], (m, 0, 1))
-    MaxOver(X[m], (m, 0, 1))
+    max_{m}(X[m])
     """
 
     is_commutative = True
@@ -133,8 +133,75 @@ class MaxOver(Expr):
 
     @property
     def free_symbols(self):
-        bound = set(self.variables)
-        free = self.function.free_symbols - bound
-        for _, low, high in self.limits:
-            free |= low.free_symbols | high.free_symbols
+        return _free_symbols_of_reduction(self.function, self.limits)
+
+    def _eval_derivative(self, symbol):
+        # d max_w f(w) = sum_w [w is the first argmax] * d f(w): the routing rule, in index form.
+        # The indicator keeps its own copy of the window with primed variables, so that
+        # substituting for the outer sum's variables never captures the window's.
+        primed = {var: sympy.Symbol(var.name + "'", **var.assumptions0) for var in self.variables}
+        window = self.function.xreplace(primed)
+        window_limits = [(primed[var], low, high) for var, low, high in self.limits]
+        indicator = FirstArgmax(window, tuple(self.variables), *window_limits)
+        return sympy.Sum(indicator * sympy.diff(self.function, symbol), *self.limits)
+
+    def _sympystr(self, printer) -> str:
+        variables = ", ".join(printer._print(var) for var in self.variables)
+        return f"max_{{{variables}}}({printer._print(self.function)})"
+
+
+def _free_symbols_of_reduction(function: Expr, limits) -> set:
+    bound = {limit[0] for limit in limits}
+    free = function.free_symbols - bound
+    for _, low, high in limits:
+        free |= low.free_symbols | high.free_symbols
+    return free
+
+
+class FirstArgmax(Expr):
+    """1 where ``position`` is the first argmax of ``function`` over the window ``limits``, else 0.
+
+    ``FirstArgmax(X[s*i + u'], (u,), (u', 0, K - 1))`` is the max-pooling routing indicator of
+    the gradient formula: it is 1 when the window element at offset ``u`` is the window's first
+    maximum in row-major order. :func:`symcnn.expand.unroll` evaluates it at concrete indices
+    into :func:`first_max_indicator` of the window's elements.
+    """
+
+    is_commutative = True
+
+    def __new__(cls, function, position, *limits):
+        limits = tuple(sympy.Tuple(*map(sympy.sympify, limit)) for limit in limits)
+        return Expr.__new__(cls, sympy.sympify(function), sympy.Tuple(*position), *limits)
+
+    @property
+    def function(self) -> Expr:
+        return self.args[0]
+
+    @property
+    def position(self) -> tuple[Expr, ...]:
+        return tuple(self.args[1])
+
+    @property
+    def limits(self) -> tuple[sympy.Tuple, ...]:
+        return self.args[2:]
+
+    @property
+    def free_symbols(self):
+        free = _free_symbols_of_reduction(self.function, self.limits)
+        for coordinate in self.position:
+            free |= coordinate.free_symbols
         return free
+
+    def _eval_derivative(self, symbol):
+        return S.Zero  # piecewise constant
+
+    def _sympystr(self, printer) -> str:
+        position = ", ".join(printer._print(p) for p in self.position)
+        variables = ", ".join(printer._print(limit[0]) for limit in self.limits)
+        return f"[({position}) = first argmax_{{{variables}}} {printer._print(self.function)}]"
+
+    def _latex(self, printer) -> str:
+        position = ", ".join(printer._print(p) for p in self.position)
+        variables = ", ".join(printer._print(limit[0]) for limit in self.limits)
+        return (r"\mathbb{1}\left[(%s) = \operatorname{argmax}_{%s} %s\right]"
+                % (position, variables, printer._print(self.function)))

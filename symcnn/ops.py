@@ -4,7 +4,7 @@ An :class:`IndexFormula` is ``Y[indices] = rhs`` over ``IndexedBase`` tensors, w
 parameters (batch, channels, sizes, stride, padding, dilation) as symbols. Everything else in
 symcnn comes from these definitions: the small-shape expansion (:mod:`symcnn.expand`), the
 gradients (by differentiation of the expansion, and later in general index form), reports and
-generated kernels. Reads of an input outside its bounds are zero padding.
+generated kernels. A convolution's input is zero-padded: its reads outside the input are zero.
 
 Conventions (DESIGN.md): cross-correlation, NCHW, weights ``(C_out, C_in, K_h, K_w)``,
 dense weights ``(out, in)``, flatten in CHW order, every index 0-based.
@@ -12,7 +12,7 @@ dense weights ``(out, in)``, flatten in CHW order, every index 0-based.
 Example:
     >>> formula = conv2d()
     >>> formula.equation()
-    Eq(Y[n, c_out, i, j], b[c_out] + Sum(W[c_out, c_in, u, v]*X[n, c_in, d_h*u - p_h + i*s_h, d_w*v - p_w + j*s_w], (c_in, 0, C_in - 1), (u, 0, K_h - 1), (v, 0, K_w - 1)))
+    Eq(Y[n, c_out, i, j], b[c_out] + Sum(W[c_out, c_in, u, v]*X[n, c_in, d_h*u + i*s_h - p_h, d_w*v + j*s_w - p_w], (c_in, 0, C_in - 1), (u, 0, K_h - 1), (v, 0, K_w - 1)))
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ u, v = _index("u"), _index("v")
 
 X, Wt, b, Y = IndexedBase("X"), IndexedBase("W"), IndexedBase("b"), IndexedBase("Y")
 T = IndexedBase("T")  # one-hot targets
+alpha = Symbol("alpha", positive=True)  # the negative-side slope (LeakyReLU) or scale (ELU)
 
 
 def output_size(size: Expr, kernel: Expr, stride: Expr, padding: Expr, dilation: Expr) -> Expr:
@@ -96,6 +97,7 @@ class Tensor:
     role: str
     base: IndexedBase
     shape: tuple[Expr, ...]
+    zero_padded: bool = False  # reads outside the shape are zero (padding) rather than an error
 
     @property
     def name(self) -> str:
@@ -116,6 +118,8 @@ class IndexFormula:
     rhs: Expr
     operands: tuple[Tensor, ...]
     parameters: Mapping[str, Expr] = field(default_factory=dict)
+    # Facts about the inputs, (Sum, value), that gradients may use: one-hot targets sum to 1.
+    identities: tuple[tuple[Expr, Expr], ...] = ()
 
     def equation(self) -> Eq:
         lhs = self.output.base[self.indices] if self.indices else self.output.base
@@ -147,6 +151,7 @@ class IndexFormula:
             rhs=sub(self.rhs),
             operands=tuple(sub_tensor(t) for t in self.operands),
             parameters={role: sub(expr) for role, expr in self.parameters.items()},
+            identities=tuple((sub(total), sub(value)) for total, value in self.identities),
         )
 
 
@@ -175,7 +180,7 @@ def conv2d(bias: bool = True) -> IndexFormula:
     product = Wt[c_out, c_in, u, v] * X[n, c_in, s_h * i + d_h * u - p_h, s_w * j + d_w * v - p_w]
     rhs = Sum(product, (c_in, 0, C_in - 1), (u, 0, K_h - 1), (v, 0, K_w - 1))
     operands = [
-        Tensor("input", X, (N, C_in, H_in, W_in)),
+        Tensor("input", X, (N, C_in, H_in, W_in), zero_padded=True),
         Tensor("weight", Wt, (C_out, C_in, K_h, K_w)),
     ]
     if bias:
@@ -292,12 +297,12 @@ def relu(rank: int = 4) -> IndexFormula:
     return elementwise("relu", relu_function, rank)
 
 
-def leaky_relu(alpha: Expr = sympy.Rational(1, 100), rank: int = 4) -> IndexFormula:
+def leaky_relu(alpha: Expr = alpha, rank: int = 4) -> IndexFormula:
     """``Y = X`` where ``X > 0``, else ``alpha*X``."""
     return elementwise("leaky_relu", lambda x: leaky_relu_function(x, alpha), rank)
 
 
-def elu(alpha: Expr = sympy.S.One, rank: int = 4) -> IndexFormula:
+def elu(alpha: Expr = alpha, rank: int = 4) -> IndexFormula:
     """``Y = X`` where ``X > 0``, else ``alpha*(exp(X) - 1)``."""
     return elementwise("elu", lambda x: elu_function(x, alpha), rank)
 
@@ -324,6 +329,7 @@ def cross_entropy() -> IndexFormula:
         rhs=rhs,
         operands=(Tensor("input", X, (N, F_in)), Tensor("target", T, (N, F_in))),
         parameters={"batch": N, "in_features": F_in},
+        identities=((Sum(T[n, j], (j, 0, F_in - 1)), sympy.S.One),),
     )
 
 
@@ -342,4 +348,5 @@ def softmax_cross_entropy() -> IndexFormula:
         rhs=rhs,
         operands=(Tensor("input", X, (N, F_in)), Tensor("target", T, (N, F_in))),
         parameters={"batch": N, "in_features": F_in},
+        identities=((Sum(T[n, j], (j, 0, F_in - 1)), sympy.S.One),),
     )
