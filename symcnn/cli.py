@@ -85,7 +85,26 @@ def _build_parser() -> argparse.ArgumentParser:
     examples.add_argument("--check", action="store_true", help="derive each example and compare with its document")
     examples.add_argument("--json", action="store_true", help="machine-readable output")
     _add_derive(commands)
+    _add_formula(commands)
     return parser
+
+
+def _add_formula(commands) -> None:
+    from symcnn.formulas import FORMULA_OPS
+
+    formula = commands.add_parser(
+        "formula",
+        help="the general index formula of an op's gradient, derived, for any stride, padding and dilation",
+        description="Print the general formula of OP: its forward pass, or its gradient derived in gather "
+                    "form with every condition (divisibility by the stride, range of the solved index).",
+    )
+    formula.add_argument("op", choices=list(FORMULA_OPS), metavar="OP", help=f"one of {', '.join(FORMULA_OPS)}")
+    formula.add_argument("--wrt", choices=("input", "weight", "bias", "forward"), default="input",
+                         help="the gradient with respect to this operand, or the forward formula; default input")
+    for option, meta in (("kernel", "K|KhxKw"), ("stride", "S|SHxSW"), ("padding", "P|PHxPW"), ("dilation", "D|DHxDW")):
+        formula.add_argument(f"--{option}", type=_size, default=None, metavar=meta,
+                             help=f"specialize the {option} and simplify (default: general)")
+    formula.add_argument("--format", choices=("text", "latex", "json"), default="text")
 
 
 def _version() -> str:
@@ -104,6 +123,7 @@ _OPTION_OF_FIELD = {
     "dilation": "--dilation",
     "batch": "--batch",
     "values": "--values",
+    "wrt": "--wrt",
 }
 
 
@@ -182,6 +202,18 @@ def _results_table(results) -> str:
     return "\n".join(lines)
 
 
+def _run_formula(args) -> int:
+    from symcnn.formulas import general_formula
+
+    try:
+        view = general_formula(args.op, args.wrt, kernel=args.kernel, stride=args.stride,
+                               padding=args.padding, dilation=args.dilation)
+    except ValueError as error:
+        raise ValueError(_as_option(str(error))) from None
+    print({"text": view.text, "latex": view.latex, "json": view.json}[args.format]())
+    return 0
+
+
 def _run_demo(args) -> int:
     from symcnn import demo
 
@@ -191,7 +223,7 @@ def _run_demo(args) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    runners = {"demo": _run_demo, "examples": _run_examples, "derive": _run_derive}
+    runners = {"demo": _run_demo, "examples": _run_examples, "derive": _run_derive, "formula": _run_formula}
     try:
         return runners[args.command](args)
     except ValueError as error:  # user errors: one line, no traceback
@@ -200,6 +232,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("symcnn: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `symcnn ... | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

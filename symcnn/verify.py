@@ -26,11 +26,23 @@ from symcnn.tensors import indices_of, upstream_array
 __all__ = ["expand_gradient", "elementwise_gradients", "mismatches", "exactly_equal"]
 
 
+def _canonical(expr):
+    """``expr`` rebuilt node by node with SymPy's evaluation, so that conditions built with
+    ``evaluate=False`` (max-pool routing) compare structurally with evaluated ones."""
+    if not expr.args:
+        return expr
+    return expr.func(*[_canonical(arg) for arg in expr.args])
+
+
 def exactly_equal(first: sympy.Expr, second: sympy.Expr) -> bool:
     """Exact equality of two expressions: their difference expands (or cancels) to zero."""
     difference = sympy.sympify(first) - sympy.sympify(second)
     if difference == 0 or sympy.expand(difference) == 0:
         return True
+    if difference.has(sympy.Piecewise):
+        difference = _canonical(sympy.sympify(first)) - _canonical(sympy.sympify(second))
+        if sympy.expand(difference) == 0:
+            return True
     if difference.has(sympy.Piecewise):  # g*Piecewise((1, c), (0, True)) vs Piecewise((g, c), (0, True))
         folded = sympy.piecewise_fold(sympy.expand(difference))
         if isinstance(folded, sympy.Piecewise):
