@@ -79,7 +79,10 @@ class SymcnnStrPrinter(StrPrinter):
         if _is_iverson(expr):
             term, condition = expr.args[0]
             return f"[{self._print(condition)}] * {self.parenthesize(term, 50)}"
-        return super()._print_Piecewise(expr)
+        if len(expr.args) == 2 and expr.args[1].cond == sympy.true:
+            (first, condition), (otherwise, _) = expr.args
+            return f"({self._print(first)} if {self._print(condition)} else {self._print(otherwise)})"
+        return self._print_Basic(expr)
 
     def _print_Equality(self, expr):
         divisibility = _divisibility(expr)
