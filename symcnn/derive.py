@@ -238,7 +238,7 @@ def parse_values(values: Sequence, shape: Sequence[int]) -> Array:
     for text in values:
         try:
             number = sympy.Rational(str(text).strip())
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, ZeroDivisionError):
             raise ValueError(f"values: {text!r} is not a number") from None
         numbers.append(number)
     return Array(numbers, tuple(shape))

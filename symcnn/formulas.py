@@ -9,7 +9,7 @@ reader can rebuild the object, substitute a configuration and evaluate it.
 Example:
     >>> view = general_formula("conv2d", "input", stride=1, padding=0, dilation=1)
     >>> print(view.text().splitlines()[1])
-    dL/dX[n, c_in, k, l] = sum_{c_out=0..C_out - 1, u=0..K_h - 1, v=0..K_w - 1} [k - u >= 0 and l - v >= 0 and k - u <= H_out - 1 and l - v <= W_out - 1] * W[c_out, c_in, u, v]*dL/dY[n, c_out, k - u, l - v]
+    dL/dX[n, c_in, k, l] = sum_{c_out=0..C_out - 1, u=0..K_h - 1, v=0..K_w - 1} [0 <= k - u and 0 <= l - v and k - u <= H_out - 1 and l - v <= W_out - 1] * (W[c_out, c_in, u, v]*dL/dY[n, c_out, k - u, l - v])
 """
 
 from __future__ import annotations

@@ -73,11 +73,25 @@ def symbol_table(tensors: Mapping[str, Array]) -> dict[str, tuple[str, tuple[int
     return table
 
 
+def _check_leaves(value, name: str) -> None:
+    """Every leaf of a nested list must be a number or a SymPy expression (not a string, not None)."""
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            _check_leaves(item, name)
+        return
+    if isinstance(value, (bool, str, bytes)) or value is None:
+        raise ValueError(f"{name}: expected a rectangular nested list of numbers or symbols, got {value!r}")
+    try:
+        sympy.sympify(value, strict=True)
+    except (sympy.SympifyError, TypeError):
+        raise ValueError(f"{name}: expected a rectangular nested list of numbers or symbols, got {value!r}") from None
+
+
 def as_array(value, name: str) -> Array:
     """``value`` (nested lists, NumPy array or SymPy array) as a SymPy ``Array``.
 
     Numbers become exact SymPy numbers (floats stay floats). Raises ``ValueError`` naming the
-    tensor when the nesting is ragged or an element is not a SymPy-compatible scalar.
+    tensor when the nesting is ragged or an element is not a number or SymPy expression.
     """
     if isinstance(value, sympy.NDimArray):
         return Array(value)
@@ -85,13 +99,13 @@ def as_array(value, name: str) -> Array:
         import numpy
 
         if isinstance(value, numpy.ndarray):
+            if value.dtype.kind not in "biuf":
+                raise ValueError(f"{name}: expected a numeric array, got dtype {value.dtype}")
             return Array(value.tolist(), value.shape)
     except ImportError:  # numpy is a dependency, but the symbolic side does not need it
         pass
+    _check_leaves(value, name)
     try:
-        array = Array(value)
-        for element in array:
-            sympy.sympify(element, strict=True)
+        return Array(value)
     except (ValueError, TypeError, sympy.SympifyError) as error:
         raise ValueError(f"{name}: expected a rectangular nested list of numbers or symbols ({error})") from None
-    return array

@@ -1,0 +1,47 @@
+"""Shared test settings: a reproducible hypothesis profile and the optional PyTorch oracle.
+
+The ``ci`` profile (the default) is derandomized, so CI runs the same examples every time,
+has no deadline (SymPy's first call to a function is slow) and a modest number of examples
+to keep the suite fast. ``HYPOTHESIS_PROFILE=thorough`` runs more examples, still reproducibly.
+
+Tests that need PyTorch take the ``torch`` fixture (or call :func:`require_torch`): they are
+skipped, not failed, where PyTorch is not importable.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    deadline=None,
+    max_examples=30,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "thorough",
+    deadline=None,
+    max_examples=300,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def require_torch():
+    """The ``torch`` module, or skip the calling test where PyTorch is not importable."""
+    return pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="session")
+def torch():
+    """PyTorch, the independent oracle; skips the test where it is not installed."""
+    return require_torch()
