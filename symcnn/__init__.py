@@ -4,7 +4,10 @@
 - :mod:`symcnn.layers`: those formulas expanded at small shapes, on arrays of symbols or numbers;
 - :mod:`symcnn.derive`: gradients by differentiation (the vector-Jacobian product) and
   :func:`~symcnn.derive.derive` for one op at a small configuration;
-- :mod:`symcnn.examples`: the reference documents' worked examples, reproduced and checked.
+- :mod:`symcnn.examples`: the reference documents' worked examples, reproduced and checked;
+- :mod:`symcnn.adjoint`: general gradient formulas in index notation, derived;
+- :mod:`symcnn.generate` and :mod:`symcnn.runtime`: numba kernels from templates, and
+  :class:`~symcnn.runtime.Network`, which runs them (without SymPy).
 
 Names are imported lazily, so that ``import symcnn`` stays cheap and a numeric runtime that
 needs no SymPy does not load it.
@@ -20,9 +23,9 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 # (``derive`` the function is not re-exported: the submodule ``symcnn.derive`` has that name.)
-_LAZY = {"LayerConfig": "symcnn.derive", "vjp": "symcnn.derive"}
+_LAZY = {"LayerConfig": "symcnn.derive", "vjp": "symcnn.derive", "Network": "symcnn.runtime"}
 
-__all__ = ["LayerConfig", "vjp", "__version__"]
+__all__ = ["LayerConfig", "vjp", "Network", "__version__"]
 
 
 def __getattr__(name: str):

@@ -86,7 +86,22 @@ def _build_parser() -> argparse.ArgumentParser:
     examples.add_argument("--json", action="store_true", help="machine-readable output")
     _add_derive(commands)
     _add_formula(commands)
+    _add_generate(commands)
     return parser
+
+
+def _add_generate(commands) -> None:
+    generate = commands.add_parser(
+        "generate",
+        help="render the numba kernels of network specs from the templates",
+        description="Render templates/ into one package of numba kernels per spec: every layer's forward "
+                    "and gradient kernels and the loss, each shape a constant. Deterministic and atomic.",
+    )
+    generate.add_argument("specs", nargs="*", metavar="SPEC",
+                          help="shipped spec names or .toml paths (default: every shipped spec)")
+    generate.add_argument("--out", default=None, metavar="DIR", help="output directory (default: generated/)")
+    generate.add_argument("--check", action="store_true",
+                          help="write nothing; exit 1 and name the stale files when the output differs")
 
 
 def _add_formula(commands) -> None:
@@ -214,6 +229,26 @@ def _run_formula(args) -> int:
     return 0
 
 
+def _run_generate(args) -> int:
+    from symcnn.generate import generate
+    from symcnn.spec import SHIPPED_SPECS
+
+    specs = args.specs or list(SHIPPED_SPECS)
+    if args.check:
+        stale = generate(specs, args.out, check=True)
+        for path in stale:
+            print(f"stale: {path}")
+        if stale:
+            print(f"{len(stale)} generated file(s) differ from what the templates produce; "
+                  "run `symcnn generate` to update them", file=sys.stderr)
+            return 1
+        print(f"generated kernels are up to date ({', '.join(specs)})")
+        return 0
+    for path in generate(specs, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
 def _run_demo(args) -> int:
     from symcnn import demo
 
@@ -223,7 +258,8 @@ def _run_demo(args) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    runners = {"demo": _run_demo, "examples": _run_examples, "derive": _run_derive, "formula": _run_formula}
+    runners = {"demo": _run_demo, "examples": _run_examples, "derive": _run_derive, "formula": _run_formula,
+               "generate": _run_generate}
     try:
         return runners[args.command](args)
     except ValueError as error:  # user errors: one line, no traceback

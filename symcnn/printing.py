@@ -24,9 +24,11 @@ from typing import Mapping
 import sympy
 from sympy import Eq, Expr, Mod, Piecewise, Symbol
 from sympy.printing.latex import LatexPrinter
+from sympy.printing.pycode import PythonCodePrinter
 from sympy.printing.str import StrPrinter
 
-__all__ = ["SymcnnLatexPrinter", "SymcnnStrPrinter", "Iverson", "latex", "text", "readable", "OUT_SIZE_NAMES"]
+__all__ = ["SymcnnLatexPrinter", "SymcnnStrPrinter", "NumbaPrinter", "FloorDiv", "Iverson", "latex", "text",
+           "readable", "import_lines", "OUT_SIZE_NAMES"]
 
 #: Display names for the derived output sizes.
 OUT_SIZE_NAMES = {"out_height": Symbol("H_out", integer=True, positive=True),
@@ -193,3 +195,63 @@ def _rebuild(expr, replacements):
     if isinstance(expr, (sympy.And, Piecewise)):
         return expr.func(*args, evaluate=False)
     return expr.func(*args)
+
+
+class FloorDiv(Expr):
+    """Integer division ``a // b`` of an index, exact where its conditions hold (code only)."""
+
+    def __new__(cls, numerator, denominator):
+        return Expr.__new__(cls, sympy.sympify(numerator), sympy.sympify(denominator))
+
+    def _sympystr(self, printer):
+        return f"({printer._print(self.args[0])}) // {printer._print(self.args[1])}"
+
+
+class NumbaPrinter(PythonCodePrinter):
+    """Kernel arithmetic for numba: array reads by their Python names, integer index maps.
+
+    Strict: an expression it cannot print exactly is an error, never wrong code.
+
+    >>> from sympy import IndexedBase, symbols
+    >>> X, k = IndexedBase("X"), symbols("k", integer=True)
+    >>> NumbaPrinter({X: "x"}).doprint(X[FloorDiv(k + 1, 2)])
+    'x[(k + 1) // 2]'
+    """
+
+    def __init__(self, array_names: Mapping, symbol_names: Mapping = {}):
+        super().__init__({"fully_qualified_modules": False, "strict": True})
+        self.array_names = dict(array_names)
+        self.symbol_names = {sympy.sympify(key): value for key, value in symbol_names.items() if key is not None}
+
+    def _print_Indexed(self, expr):
+        if expr.base not in self.array_names:
+            raise ValueError(f"no array name for tensor {expr.base}")
+        indices = ", ".join(self._print(index) for index in expr.indices)
+        return f"{self.array_names[expr.base]}[{indices}]"
+
+    def _print_Symbol(self, expr):
+        if expr in self.symbol_names:
+            return self.symbol_names[expr]
+        name = expr.name.replace("'", "_p")
+        if not name.isidentifier():
+            raise ValueError(f"symbol {expr.name!r} has no Python name")
+        return name
+
+    def _print_FloorDiv(self, expr):
+        numerator, denominator = expr.args
+        return f"({self._print(numerator)}) // {self._print(denominator)}"
+
+    def _print_Rational(self, expr):
+        return f"{expr.p}/{expr.q}" if expr.q != 1 else str(expr.p)
+
+    def imports(self) -> frozenset:
+        """``(module, name)`` of every function the printed code calls (``("math", "exp")``)."""
+        return frozenset((module, name) for module, names in self.module_imports.items() for name in names)
+
+
+def import_lines(imports) -> list[str]:
+    """``from math import exp, log`` lines for a set of ``(module, name)``."""
+    modules: dict[str, set] = {}
+    for module, name in imports:
+        modules.setdefault(module, set()).add(name)
+    return [f"from {module} import {', '.join(sorted(names))}" for module, names in sorted(modules.items())]

@@ -14,16 +14,19 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import numpy as np
 import sympy
 from sympy import Array
 
+from symcnn import layers
+
 from symcnn.adjoint import GradientFormula, gradients_of
-from symcnn.derive import vjp
+from symcnn.derive import gradient, vjp
 from symcnn.expand import evaluate
 from symcnn.ops import IndexFormula
-from symcnn.tensors import indices_of, upstream_array
+from symcnn.tensors import indices_of, symbol_array, upstream_array
 
-__all__ = ["expand_gradient", "elementwise_gradients", "mismatches", "exactly_equal"]
+__all__ = ["expand_gradient", "elementwise_gradients", "mismatches", "exactly_equal", "symbolic_network_gradients"]
 
 
 def _canonical(expr):
@@ -80,4 +83,86 @@ def mismatches(forward: IndexFormula, arrays: Mapping[str, Array], parameters: M
             tuple(index) for index in indices_of(general.shape)
             if not exactly_equal(general[index], oracle[role][index])
         ]
+    return result
+
+
+def _symbolic_layer(layer, x, params):
+    """One layer expanded symbolically on a fresh symbol input; returns output and operand arrays."""
+    s = layer.settings
+    operands = {"input": symbol_array(f"in{layer.index}_", x.shape)}
+    h = operands["input"]
+    if layer.kind in ("conv2d", "dense"):
+        shapes = layer.parameter_shapes()
+        operands["weight"] = symbol_array(f"w{layer.index}_", shapes[f"{layer.name}.weight"])
+        if f"{layer.name}.bias" in shapes:
+            operands["bias"] = symbol_array(f"b{layer.index}_", shapes[f"{layer.name}.bias"])
+        bias = operands.get("bias")
+        if layer.kind == "conv2d":
+            h = layers.conv2d(h, operands["weight"], bias, s["stride"], s["padding"], s["dilation"])
+        else:
+            h = layers.dense(h, operands["weight"], bias)
+    elif layer.kind == "relu":
+        h = layers.relu(h)
+    elif layer.kind == "leaky_relu":
+        h = layers.leaky_relu(h, sympy.nsimplify(s["alpha"]))
+    elif layer.kind == "elu":
+        h = layers.elu(h, sympy.nsimplify(s["alpha"]))
+    elif layer.kind == "maxpool2d":
+        h = layers.maxpool2d(h, s["kernel"], s["stride"])
+    elif layer.kind == "avgpool2d":
+        h = layers.avgpool2d(h, s["kernel"], s["stride"])
+    elif layer.kind == "global_avgpool":
+        h = layers.global_avgpool(h)
+    elif layer.kind == "flatten":
+        h = layers.flatten(h)
+    return h, operands
+
+
+def _substitution(operands, numbers):
+    values = {}
+    for role, array in operands.items():
+        for index in np.ndindex(*numbers[role].shape):
+            values[array[index]] = sympy.Float(float(numbers[role][index]), 30)
+    return values
+
+
+def _numeric(array, values) -> np.ndarray:
+    shape = tuple(int(size) for size in array.shape)
+    return np.array([float(array[index].xreplace(values)) for index in np.ndindex(*shape)]).reshape(shape)
+
+
+def symbolic_network_gradients(spec, params: dict, x, labels) -> dict:
+    """Loss and every gradient of a network (spec) by the symbolic layers, for numeric values.
+
+    Layer by layer: expand the layer's index formula on fresh symbols (symcnn.layers), evaluate it
+    with the numbers substituted, and backpropagate with the vector-Jacobian product of the
+    expansion (symcnn.derive.vjp). This is the oracle the generated kernels are checked against;
+    keep the spec small (every element is a SymPy expression). Returns ``{"loss": float,
+    "<layer>.weight": array, ..., "input": array}``.
+    """
+    records, value = [], x
+    for layer in spec.layers:
+        output, operands = _symbolic_layer(layer, value, params)
+        numbers = {"input": value}
+        if "weight" in operands:
+            numbers["weight"] = params[f"{layer.name}.weight"]
+            if "bias" in operands:
+                numbers["bias"] = params[f"{layer.name}.bias"]
+        values = _substitution(operands, numbers)
+        records.append((layer, output, operands, values))
+        value = _numeric(output, values)
+    scores = symbol_array("z", value.shape)
+    targets = np.zeros(value.shape)
+    targets[np.arange(len(labels)), labels] = 1
+    loss = layers.softmax_cross_entropy(scores, sympy.Array(targets.astype(int).tolist()))
+    values = _substitution({"z": scores}, {"z": value})
+    result = {"loss": float(loss.xreplace(values))}
+    upstream = _numeric(gradient(loss, scores), values)
+    for layer, output, operands, values in reversed(records):
+        grads = vjp(output, sympy.Array(upstream.tolist()), operands)
+        for role in ("weight", "bias"):
+            if role in grads:
+                result[f"{layer.name}.{role}"] = _numeric(grads[role], values)
+        upstream = _numeric(grads["input"], values)
+    result["input"] = upstream
     return result

@@ -1,0 +1,387 @@
+"""Kernels from formulas: lower each layer's forward and gradient formulas to a kernel description.
+
+For one layer of a network spec, :func:`layer_kernels` takes the op's forward formula and its
+derived gradients (:mod:`symcnn.adjoint`), substitutes every shape, stride, padding and dilation
+(all but the batch size, which stays a runtime variable), rewrites what a kernel computes
+differently from what a reader reads, and prints the arithmetic and index maps with
+:class:`~symcnn.printing.NumbaPrinter`. The result, a :class:`Kernel` per function, holds only
+printed strings and loop bounds: the templates lay them out and add no math.
+
+Rewrites (before printing, never inside the printer):
+- an index ``(k + 1 - u)/2``, exact under its divisibility condition, becomes ``(k + 1 - u) // 2``;
+- a read of a zero-padded input gets its bounds as conditions;
+- max pooling's routing indicator ``[(u, v) = first argmax]`` becomes a test of the window's
+  argmax offset, which the forward kernel records (document 001's "switch variables");
+- ``sum_j exp(z_j)`` is computed as ``exp(m) * sum_j exp(z_j - m)`` with ``m = max_j z_j``, so that
+  large scores do not overflow (log-sum-exp).
+
+Example:
+    >>> from symcnn.spec import load_spec
+    >>> kernels = layer_kernels(load_spec("digits").layers[0])
+    >>> [kernel.name for kernel in kernels]
+    ['conv1_forward', 'conv1_grad_input', 'conv1_grad_weight', 'conv1_grad_bias']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+import sympy
+from sympy import Expr, Indexed, IndexedBase, Sum, Symbol
+
+from symcnn import ops
+from symcnn.adjoint import GatherTerm, GradientFormula, _terms, derive_gradient
+from symcnn.functions import FirstArgmax, MaxOver
+from symcnn.formulas import FormulaView
+from symcnn.printing import FloorDiv, NumbaPrinter, text
+from symcnn.spec import LayerSpec, NetworkSpec
+
+__all__ = ["Loop", "Term", "Reduction", "Kernel", "layer_kernels", "loss_kernels", "network_kernels"]
+
+
+@dataclass(frozen=True)
+class Loop:
+    variable: str
+    stop: str  # printed: a constant, or N for the batch
+    parallel: bool = False
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """A value hoisted out of a term: ``name = sum (or max) over loops of value``."""
+
+    name: str
+    kind: str  # "sum" or "max"
+    loops: tuple[Loop, ...]
+    value: str
+
+
+@dataclass(frozen=True)
+class Term:
+    """``acc += value`` over ``loops`` where ``condition`` holds (``None``: always).
+
+    ``reductions`` are computed in the innermost loop, before the value (softmax's normalizer).
+    """
+
+    loops: tuple[Loop, ...]
+    condition: Optional[str]
+    value: str
+    reductions: tuple[Reduction, ...] = ()
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One generated function, fully printed: the template only lays it out."""
+
+    name: str
+    formula: str  # for the docstring
+    arguments: tuple[str, ...]  # arrays, in order; the output last
+    output: str
+    output_shape: tuple[str, ...]
+    output_loops: tuple[Loop, ...]
+    kind: str = "sum"  # "sum": accumulate terms; "max": window max with argmax (max pooling)
+    terms: tuple[Term, ...] = ()
+    result: Optional[str] = None  # a scalar kernel's return value, printed (the loss's -acc/N)
+    switch: Optional[str] = None  # the argmax output of a max kernel
+    window: tuple[Loop, ...] = ()  # the window loops of a max kernel
+    window_value: str = ""
+    window_offset: str = ""
+    imports: frozenset = frozenset()  # (module, name) the printed code calls
+    batch_from: str = ""  # the argument whose first axis is the batch size N
+
+
+# Array names in generated code, by formula role.
+ARRAY_NAMES = {
+    "input": "x", "weight": "weight", "bias": "bias", "output": "out", "target": "targets",
+    "grad_output": "grad_output", "grad_input": "grad_input", "grad_weight": "grad_weight",
+    "grad_bias": "grad_bias",
+}
+
+
+def _batch_symbol(formula: ops.IndexFormula) -> Optional[Symbol]:
+    return formula.parameters.get("batch")
+
+
+def _layer_parameters(layer: LayerSpec) -> tuple[ops.IndexFormula, dict]:
+    """The op's forward formula and every shape parameter's value except the batch size."""
+    settings, shape = layer.settings, layer.input_shape
+    if layer.kind == "conv2d":
+        formula = ops.conv2d(bias=settings["bias"])
+        values = {ops.C_in: shape[0], ops.H_in: shape[1], ops.W_in: shape[2], ops.C_out: settings["out_channels"],
+                  ops.K_h: settings["kernel"][0], ops.K_w: settings["kernel"][1],
+                  ops.s_h: settings["stride"][0], ops.s_w: settings["stride"][1],
+                  ops.p_h: settings["padding"][0], ops.p_w: settings["padding"][1],
+                  ops.d_h: settings["dilation"][0], ops.d_w: settings["dilation"][1]}
+    elif layer.kind in ("maxpool2d", "avgpool2d"):
+        formula = ops.maxpool2d() if layer.kind == "maxpool2d" else ops.avgpool2d()
+        values = {ops.C_in: shape[0], ops.H_in: shape[1], ops.W_in: shape[2],
+                  ops.K_h: settings["kernel"][0], ops.K_w: settings["kernel"][1],
+                  ops.s_h: settings["stride"][0], ops.s_w: settings["stride"][1]}
+    elif layer.kind in ("global_avgpool", "flatten"):
+        formula = ops.global_avgpool() if layer.kind == "global_avgpool" else ops.flatten()
+        values = {ops.C_in: shape[0], ops.H_in: shape[1], ops.W_in: shape[2]}
+    elif layer.kind == "dense":
+        formula = ops.dense(bias=settings["bias"])
+        values = {ops.F_in: shape[0], ops.F_out: settings["out_features"]}
+    else:  # element-wise activations, rank 4 or 2
+        rank = len(shape) + 1
+        factory = {"relu": ops.relu, "leaky_relu": ops.leaky_relu, "elu": ops.elu}[layer.kind]
+        formula = factory(rank=rank)
+        values = {ops.C_in: shape[0], ops.H_in: shape[1], ops.W_in: shape[2]} if rank == 4 else {ops.F_in: shape[0]}
+        if "alpha" in settings:
+            values[ops.alpha] = sympy.Float(settings["alpha"]) if settings["alpha"] != int(settings["alpha"]) \
+                else sympy.Integer(int(settings["alpha"]))
+    return formula, values
+
+
+# --- rewrites -------------------------------------------------------------------------------
+
+
+def _integer_index(expr: Expr) -> Expr:
+    """An integer-valued index with rational coefficients as a floor division (exact by its conditions)."""
+    expr = sympy.sympify(expr)
+    if isinstance(expr, sympy.floor):
+        numerator, denominator = sympy.fraction(sympy.together(expr.args[0]))
+        return FloorDiv(_integer_index(numerator), denominator) if denominator != 1 else _integer_index(numerator)
+    if isinstance(expr, sympy.Mod):
+        return sympy.Mod(_integer_index(expr.args[0]), expr.args[1], evaluate=False)
+    if isinstance(expr, (sympy.Add, sympy.Mul)):
+        numerator, denominator = sympy.fraction(sympy.together(expr))
+        if denominator != 1 and denominator.is_Integer:
+            return FloorDiv(sympy.expand(numerator), denominator)
+        if any(arg.has(sympy.floor, sympy.Mod) for arg in expr.args):
+            return expr.func(*[_integer_index(arg) for arg in expr.args], evaluate=False)
+    return expr
+
+
+def _integer_indices(expr: Expr) -> Expr:
+    """Every array index and every comparison in ``expr`` with integer arithmetic."""
+    def rewrite(node):
+        if isinstance(node, Indexed):
+            return node.base[tuple(_integer_index(index) for index in node.indices)]
+        if isinstance(node, sympy.Rel) and not any(isinstance(a, Indexed) or a.has(Indexed) for a in node.args):
+            return node.func(_integer_index(node.lhs), _integer_index(node.rhs), evaluate=False)
+        return None
+
+    return _replace(expr, rewrite)
+
+
+def _replace(expr, rewrite):
+    """Bottom-up rewrite that leaves unevaluated the nodes it builds (printer-ready)."""
+    new = rewrite(expr)
+    if new is not None:
+        return new
+    if not expr.args or isinstance(expr, (Symbol, sympy.Number, IndexedBase)):
+        return expr
+    args = [_replace(arg, rewrite) for arg in expr.args]
+    if all(a is b for a, b in zip(args, expr.args)):
+        return expr
+    try:
+        return expr.func(*args, evaluate=False)
+    except TypeError:
+        return expr.func(*args)
+
+
+def _padding_conditions(expr: Expr, padded: Mapping[IndexedBase, tuple]) -> list:
+    """Bounds of every read of a zero-padded tensor: the read counts only inside the tensor."""
+    conditions = []
+    for read in sorted(expr.atoms(Indexed), key=sympy.default_sort_key):
+        if read.base not in padded:
+            continue
+        for index, size in zip(read.indices, padded[read.base]):
+            if index.is_Symbol or index.is_Integer:
+                continue  # a loop index over the tensor's own axis, or a constant: in range
+            conditions += [sympy.Le(0, index, evaluate=False), sympy.Lt(index, size, evaluate=False)]
+    return conditions
+
+
+def _switch_test(node: FirstArgmax, switch: IndexedBase, stride: tuple) -> Expr:
+    """``[(u, v) = first argmax of window (i, j)]`` as ``switch[n, c, i, j] == u*K_w + v``."""
+    read = next(iter(node.function.atoms(Indexed)))
+    window_variables = [limit[0] for limit in node.limits]
+    extents = [limit[2] - limit[1] + 1 for limit in node.limits]
+    leading = list(read.indices[:-2])
+    window_origin = []
+    for axis, step in zip((-2, -1), stride):
+        start = read.indices[axis].xreplace({variable: 0 for variable in window_variables})
+        window_origin.append(start / step)
+    offset = node.position[0] * extents[1] + node.position[1]
+    return sympy.Eq(switch[tuple(leading + window_origin)], offset, evaluate=False)
+
+
+# --- lowering -----------------------------------------------------------------------------------
+
+
+class _Lowering:
+    """Prints one kernel's pieces with one printer, collecting its imports."""
+
+    def __init__(self, formula_tensors, batch: Optional[Symbol], extra_names=None):
+        names = {tensor.base: ARRAY_NAMES.get(tensor.role, tensor.role) for tensor in formula_tensors}
+        names.update(extra_names or {})
+        self.names = names
+        self.printer = NumbaPrinter(names, {batch: "N"} if batch is not None else {})
+        self.padded = {tensor.base: tensor.shape for tensor in formula_tensors if tensor.zero_padded}
+        self.counter = 0
+
+    def code(self, expr) -> str:
+        return self.printer.doprint(_integer_indices(sympy.sympify(expr)))
+
+    def loop(self, variable, low, high, parallel=False) -> Loop:
+        if low != 0:
+            raise ValueError(f"loop over {variable} starts at {low}, not 0")
+        return Loop(self.printer.doprint(variable), self.code(high + 1), parallel)
+
+    def hoist(self, body: Expr, reductions: list) -> Expr:
+        """Move inner sums (softmax's normalizer) out of the body into reductions."""
+        for inner in sorted(body.atoms(Sum), key=lambda s: -sympy.count_ops(s)):
+            if inner not in body.atoms(Sum):
+                continue
+            name = f"sum{self.counter}"
+            self.counter += 1
+            function = inner.function
+            limits = inner.limits
+            exps = [node for node in function.atoms(sympy.exp)]
+            if len(exps) == 1 and function == exps[0]:  # sum exp(z): shift by the max (log-sum-exp)
+                peak_name = f"peak{self.counter}"
+                self.counter += 1
+                peak = Symbol(peak_name)
+                reductions.append(Reduction(peak_name, "max",
+                                            tuple(self.loop(*limit) for limit in limits), self.code(exps[0].args[0])))
+                reductions.append(Reduction(name, "sum", tuple(self.loop(*limit) for limit in limits),
+                                            self.code(sympy.exp(exps[0].args[0] - peak))))
+                body = body.xreplace({inner: sympy.exp(peak) * Symbol(name)})
+            else:
+                reductions.append(Reduction(name, "sum", tuple(self.loop(*limit) for limit in limits),
+                                            self.code(function)))
+                body = body.xreplace({inner: Symbol(name)})
+        # exp(z)/(exp(m)*s) -> exp(z - m)/s: combine the exponentials the shift introduced
+        return sympy.powsimp(sympy.expand_log(body, force=True), combine="exp")
+
+    def term(self, term: GatherTerm) -> Term:
+        reductions: list = []
+        body = self.hoist(term.body, reductions)
+        conditions = list(term.conditions) + _padding_conditions(body, self.padded)
+        # divisibility first: it makes the integer divisions of the other conditions exact
+        conditions.sort(key=lambda c: not (isinstance(c, sympy.Eq) and c.lhs.has(sympy.Mod)))
+        condition = " and ".join(f"({self.code(c)})" for c in conditions) if conditions else None
+        loops = tuple(self.loop(*limit) for limit in term.limits)
+        return Term(loops, condition, self.code(body), tuple(reductions))
+
+
+def _output_loops(lowering: _Lowering, indices, shape, batch) -> tuple[Loop, ...]:
+    loops = []
+    for position, (index, size) in enumerate(zip(indices, shape)):
+        stop = "N" if size == batch else lowering.code(size)
+        loops.append(Loop(lowering.printer.doprint(index), stop, parallel=position == 0))
+    return tuple(loops)
+
+
+def _forward_terms(formula: ops.IndexFormula) -> list[GatherTerm]:
+    return [GatherTerm(tuple(limits), (), summand) for limits, summand in _terms(formula.rhs, set(formula.indices))]
+
+
+def _docstring(formula: ops.IndexFormula, gradient: Optional[GradientFormula], values: dict) -> str:
+    """The kernel's formula as ``symcnn formula`` prints it, and the constants it was specialized to."""
+    wrt = gradient.wrt if gradient is not None else "forward"
+    equation = gradient.equation() if gradient is not None else formula.equation()
+    view = FormulaView(formula.op, wrt, equation, formula, gradient, {})
+    constants = ", ".join(f"{symbol} = {value}" for symbol, value in
+                          sorted(values.items(), key=lambda item: str(item[0])))
+    return f"{view.text()}\n\nwith {constants}." if constants else view.text()
+
+
+def _kernel_name(layer_label: str, what: str) -> str:
+    return f"{layer_label}_{what}"
+
+
+def _arguments(lowering: _Lowering, expr_terms, output_name: str, order) -> tuple[str, ...]:
+    used = set()
+    for term in expr_terms:
+        for node in term.body.atoms(Indexed):
+            used.add(lowering.names[node.base])
+    return tuple(name for name in order if name in used) + (output_name,)
+
+
+_ARGUMENT_ORDER = ("grad_output", "x", "weight", "bias", "targets", "switch")
+
+
+def _forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict) -> Kernel:
+    concrete = formula.substitute(values)
+    batch = _batch_symbol(formula)
+    lowering = _Lowering(concrete.tensors, batch)
+    name = _kernel_name(layer.label, "forward")
+    loops = _output_loops(lowering, concrete.indices, concrete.output.shape, batch)
+    doc = _docstring(formula, None, values)
+    if isinstance(concrete.rhs, MaxOver):  # max pooling: the window max and its first argmax
+        window = tuple(lowering.loop(*limit) for limit in concrete.rhs.limits)
+        extent = concrete.rhs.limits[1][2] + 1
+        offset = lowering.code(concrete.rhs.limits[0][0] * extent + concrete.rhs.limits[1][0])
+        return Kernel(name, doc, ("x", "out", "switch"), "out", (), loops, kind="max",
+                      switch="switch", window=window, window_value=lowering.code(concrete.rhs.function),
+                      window_offset=offset, imports=lowering.printer.imports(), batch_from="x")
+    terms = tuple(lowering.term(term) for term in _forward_terms(concrete))
+    arguments = _arguments(lowering, _forward_terms(concrete), "out", _ARGUMENT_ORDER)
+    return Kernel(name, doc, arguments, "out", (), loops, terms=terms,
+                  imports=lowering.printer.imports(), batch_from="x")
+
+
+def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, stride=None) -> Kernel:
+    concrete = gradient.substitute(values)
+    batch = _batch_symbol(gradient.forward)
+    switch = IndexedBase("switch")
+    tensors = concrete.operands + (concrete.gradient,)
+    lowering = _Lowering(tensors, batch, {switch: "switch"})
+    terms = []
+    for term in concrete.terms:
+        body = term.body
+        if body.has(FirstArgmax):
+            body = body.replace(lambda node: isinstance(node, FirstArgmax),
+                                lambda node: sympy.Piecewise((1, _switch_test(node, switch, stride)), (0, True)))
+        terms.append(GatherTerm(term.limits, term.conditions, body))
+    printed = tuple(lowering.term(term) for term in terms)
+    role = gradient.gradient.role
+    loops = _output_loops(lowering, concrete.indices, concrete.gradient.shape, batch)
+    arguments = _arguments(lowering, terms, ARRAY_NAMES[role], _ARGUMENT_ORDER)
+    batch_from = next((a for a in arguments[:-1] if a in ("grad_output", "x")), arguments[0])
+    return Kernel(_kernel_name(layer.label, role), _docstring(gradient.forward, gradient, values), arguments,
+                  ARRAY_NAMES[role], (),
+                  loops, terms=printed, imports=lowering.printer.imports(), batch_from=batch_from)
+
+
+def layer_kernels(layer: LayerSpec) -> list[Kernel]:
+    """The forward kernel and one kernel per gradient of ``layer``."""
+    formula, values = _layer_parameters(layer)
+    kernels = [_forward_kernel(layer, formula, values)]
+    stride = layer.settings.get("stride")
+    for tensor in formula.operands:
+        if tensor.role in ("input", "weight", "bias"):
+            gradient = derive_gradient(formula, tensor.role)
+            kernels.append(_gradient_kernel(layer, gradient, values, stride))
+    return kernels
+
+
+def loss_kernels(spec: NetworkSpec) -> list[Kernel]:
+    """The loss (softmax cross-entropy, batch mean) and its gradient with respect to the scores."""
+    formula = ops.softmax_cross_entropy()
+    values = {ops.F_in: spec.classes}
+    concrete = formula.substitute(values)
+    batch = _batch_symbol(formula)
+    lowering = _Lowering(concrete.tensors, batch)
+    # L = -(1/N) sum_{n,i} T (X - log sum exp X): accumulate the sum, then scale by -1/N.
+    scale, summation = concrete.rhs.as_independent(Sum, as_Add=False)
+    terms = _forward_terms(ops.IndexFormula("loss", concrete.output, (), summation, concrete.operands))
+    printed = tuple(lowering.term(term) for term in terms)
+    loss = Kernel("loss_forward", _docstring(formula, None, values), ("x", "targets"), "", (), (), terms=printed,
+                  result=lowering.code(scale * Symbol("acc")), imports=lowering.printer.imports(), batch_from="x")
+    gradient = derive_gradient(formula, "input")
+    loss_layer = LayerSpec("loss", -1, (spec.classes,), (), "loss")
+    grad = _gradient_kernel(loss_layer, gradient, values)
+    return [loss, grad]
+
+
+def network_kernels(spec: NetworkSpec) -> dict[str, list[Kernel]]:
+    """Every kernel of ``spec``, by module (layer label, and ``loss``)."""
+    modules = {layer.label: layer_kernels(layer) for layer in spec.layers}
+    modules["loss"] = loss_kernels(spec)
+    return modules

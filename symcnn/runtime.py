@@ -1,0 +1,265 @@
+"""Run a network on its generated kernels: forward, loss and gradients, SGD steps.
+
+This module never imports SymPy. It loads a spec's generated kernel package (shipped in
+``generated/``, or generated on demand, in a subprocess, into a cache keyed by the spec's
+content), and validates every array at the boundary: numba does not bounds-check, so an
+unchecked array would be memory corruption, not an error.
+
+Example:
+    >>> import numpy as np
+    >>> net = Network.from_spec("digits", seed=0)
+    >>> x = np.zeros((2, 1, 8, 8), dtype=np.float32)
+    >>> net.forward(x).shape
+    (2, 10)
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from symcnn.spec import SHIPPED_SPECS, LayerSpec, NetworkSpec, load_spec, shipped_kernels_dir
+
+__all__ = ["Network", "load_kernels", "cache_dir"]
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def cache_dir() -> Path:
+    """Where kernels of specs that are not shipped are generated: ``$SYMCNN_CACHE_DIR`` or
+    ``$XDG_CACHE_HOME/symcnn`` (default ``~/.cache/symcnn``)."""
+    if os.environ.get("SYMCNN_CACHE_DIR"):
+        return Path(os.environ["SYMCNN_CACHE_DIR"])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "symcnn"
+
+
+def _import_package(directory: Path, name: str):
+    """Import a generated package from its directory under a stable module name."""
+    if name in sys.modules:
+        return sys.modules[name]
+    location = importlib.util.spec_from_file_location(
+        name, directory / "__init__.py", submodule_search_locations=[str(directory)])
+    if location is None or location.loader is None:
+        raise ImportError(f"cannot import generated kernels from {directory}")
+    module = importlib.util.module_from_spec(location)
+    sys.modules[name] = module
+    try:
+        location.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def _generate_into(spec_path: str, out: Path) -> None:
+    """Run ``symcnn generate`` in a subprocess: code generation needs SymPy, the runtime does not."""
+    print(f"symcnn: generating kernels for spec {Path(spec_path).stem!r} into {out} (once; cached)",
+          file=sys.stderr)
+    result = subprocess.run([sys.executable, "-m", "symcnn", "generate", spec_path, "--out", str(out)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ValueError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "generation failed")
+
+
+def load_kernels(spec: NetworkSpec, spec_path: Optional[str] = None):
+    """The kernel package of ``spec``: the shipped one when it matches, else a cached one."""
+    shipped = shipped_kernels_dir() / spec.module_name
+    if (shipped / "__init__.py").is_file():
+        package = _import_package(shipped, f"symcnn_kernels_{spec.module_name}")
+        if getattr(package, "SPEC_DIGEST", None) == spec.digest():
+            return package
+        del sys.modules[f"symcnn_kernels_{spec.module_name}"]
+    key = f"{spec.module_name}_{spec.digest()}"
+    directory = cache_dir() / key
+    if not (directory / spec.module_name / "__init__.py").is_file():
+        if spec_path is None:
+            raise ValueError(f"spec {spec.name!r}: no generated kernels, and no spec file to generate them from")
+        _generate_into(spec_path, directory)
+    return _import_package(directory / spec.module_name, f"symcnn_kernels_{key}")
+
+
+def _describe(array) -> str:
+    if not isinstance(array, np.ndarray):
+        return f"a {type(array).__name__}"
+    layout = "" if array.flags.c_contiguous else "non-contiguous "
+    return f"a {layout}{array.dtype} array of shape {array.shape}"
+
+
+class Network:
+    """A network of generated kernels, with its parameters by PyTorch name.
+
+    ``params`` maps ``conv1.weight``, ``conv1.bias``, ... to arrays in PyTorch's shapes,
+    He-initialized from ``seed`` (biases zero).
+    """
+
+    def __init__(self, spec: NetworkSpec, kernels, dtype: str = "float32", seed: int = 0):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype: must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        self.spec = spec
+        self.kernels = kernels
+        self.dtype = np.dtype(DTYPES[dtype])
+        self.params = self._initial_params(seed)
+        self._functions = {}
+        self._compiling_announced = False
+        for module_name in kernels.MODULES:
+            module = importlib.import_module(f"{kernels.__name__}.{module_name}")
+            for kernel_name in kernels.ARGUMENTS:
+                if kernel_name.startswith(f"{module_name}_") and hasattr(module, kernel_name):
+                    self._functions[kernel_name] = getattr(module, kernel_name)
+
+    @classmethod
+    def from_spec(cls, spec: Union[str, os.PathLike], dtype: str = "float32", seed: int = 0) -> "Network":
+        """A shipped spec by name (``"seed004"``) or a path to a ``.toml`` spec file."""
+        loaded = load_spec(spec)
+        spec_path = None if str(spec) in SHIPPED_SPECS else str(Path(spec).resolve())
+        return cls(loaded, load_kernels(loaded, spec_path), dtype=dtype, seed=seed)
+
+    # --- parameters -----------------------------------------------------------------------
+
+    def _initial_params(self, seed: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        params = {}
+        for name, shape in self.spec.parameter_shapes().items():
+            if name.endswith(".bias"):
+                params[name] = np.zeros(shape, dtype=self.dtype)
+            else:
+                fan_in = int(np.prod(shape[1:]))
+                params[name] = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(self.dtype)
+        return params
+
+    def _check_params(self) -> None:
+        expected = self.spec.parameter_shapes()
+        if set(self.params) != set(expected):
+            missing, extra = set(expected) - set(self.params), set(self.params) - set(expected)
+            raise ValueError(f"params: missing {sorted(missing)}, unexpected {sorted(extra)}")
+        for name, shape in expected.items():
+            self._check_array(self.params[name], name, shape)
+
+    def load_params(self, params: dict) -> None:
+        """Replace the parameters (e.g. from a PyTorch ``state_dict`` as NumPy arrays), checked."""
+        converted = {name: np.ascontiguousarray(value, dtype=self.dtype) for name, value in params.items()}
+        previous, self.params = self.params, converted
+        try:
+            self._check_params()
+        except ValueError:
+            self.params = previous
+            raise
+
+    # --- checks ---------------------------------------------------------------------------
+
+    def _check_array(self, array, name: str, shape: tuple) -> None:
+        if (not isinstance(array, np.ndarray) or array.dtype != self.dtype or tuple(array.shape) != tuple(shape)
+                or not array.flags.c_contiguous):
+            expected = ", ".join(str(size) for size in shape)
+            raise ValueError(f"{name}: expected a C-contiguous {self.dtype} array of shape ({expected}), "
+                             f"got {_describe(array)}")
+
+    def _check_input(self, x) -> int:
+        if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[0] < 1:
+            raise ValueError(f"x: expected a C-contiguous {self.dtype} array of shape "
+                             f"(N, {', '.join(map(str, self.spec.input_shape))}), got {_describe(x)}")
+        self._check_array(x, "x", (x.shape[0], *self.spec.input_shape))
+        return x.shape[0]
+
+    def _one_hot(self, labels, batch: int) -> np.ndarray:
+        if (not isinstance(labels, np.ndarray) or labels.shape != (batch,)
+                or not np.issubdtype(labels.dtype, np.integer)):
+            raise ValueError(f"labels: expected an integer array of shape ({batch},), got {_describe(labels)}")
+        if labels.min() < 0 or labels.max() >= self.spec.classes:
+            raise ValueError(f"labels: must lie in [0, {self.spec.classes - 1}], "
+                             f"got values from {labels.min()} to {labels.max()}")
+        targets = np.zeros((batch, self.spec.classes), dtype=self.dtype)
+        targets[np.arange(batch), labels] = 1
+        return targets
+
+    # --- passes ---------------------------------------------------------------------------
+
+    def _call(self, kernel_name: str, arrays: dict):
+        arguments = [arrays[name] for name in self.kernels.ARGUMENTS[kernel_name]]
+        function = self._functions[kernel_name]
+        if not function.signatures and not self._compiling_announced:
+            # The first call compiles (or loads numba's cache); say so when it takes a while.
+            self._compiling_announced = True
+            timer = threading.Timer(1.0, lambda: print(
+                f"symcnn: compiling the {self.spec.name} kernels for {self.dtype} (first use; numba caches them)",
+                file=sys.stderr, flush=True))
+            timer.daemon = True
+            timer.start()
+            try:
+                return function(*arguments)
+            finally:
+                timer.cancel()
+        return function(*arguments)
+
+    def _layer_arrays(self, layer: LayerSpec) -> dict:
+        arrays = {}
+        if layer.name and f"{layer.name}.weight" in self.params:
+            arrays["weight"] = self.params[f"{layer.name}.weight"]
+            if f"{layer.name}.bias" in self.params:
+                arrays["bias"] = self.params[f"{layer.name}.bias"]
+        return arrays
+
+    def _forward(self, x: np.ndarray):
+        batch = x.shape[0]
+        inputs, switches = [], {}
+        value = x
+        for layer in self.spec.layers:
+            inputs.append(value)
+            arrays = self._layer_arrays(layer)
+            arrays["x"] = value
+            arrays["out"] = np.empty((batch, *layer.output_shape), dtype=self.dtype)
+            if layer.kind == "maxpool2d":
+                arrays["switch"] = switches[layer.label] = np.empty((batch, *layer.output_shape), dtype=np.int64)
+            self._call(f"{layer.label}_forward", arrays)
+            value = arrays["out"]
+        return value, inputs, switches
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The class scores (logits) of ``x (N, C, H, W)``."""
+        self._check_input(x)
+        self._check_params()
+        return self._forward(x)[0]
+
+    def loss_and_grads(self, x: np.ndarray, labels: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+        """The batch-mean softmax cross-entropy and its gradient for every parameter and the input."""
+        batch = self._check_input(x)
+        targets = self._one_hot(labels, batch)
+        self._check_params()
+        logits, inputs, switches = self._forward(x)
+        loss = float(self._call("loss_forward", {"x": logits, "targets": targets}))
+        upstream = np.empty_like(logits)
+        self._call("loss_grad_input", {"x": logits, "targets": targets, "grad_input": upstream})
+        grads: dict[str, np.ndarray] = {}
+        for layer, layer_input in zip(reversed(self.spec.layers), reversed(inputs)):
+            arrays = self._layer_arrays(layer)
+            arrays.update(x=layer_input, grad_output=upstream)
+            if layer.label in switches:
+                arrays["switch"] = switches[layer.label]
+            for role in ("weight", "bias"):
+                if role in arrays:
+                    arrays[f"grad_{role}"] = gradient = np.empty_like(arrays[role])
+                    self._call(f"{layer.label}_grad_{role}", arrays)
+                    grads[f"{layer.name}.{role}"] = gradient
+            arrays["grad_input"] = np.empty_like(layer_input)
+            self._call(f"{layer.label}_grad_input", arrays)
+            upstream = arrays["grad_input"]
+        grads["input"] = upstream
+        return loss, grads
+
+    def train_step(self, x: np.ndarray, labels: np.ndarray, lr: float = 0.01) -> float:
+        """One step of plain SGD; returns the loss before the step."""
+        if not np.isfinite(lr) or lr <= 0:
+            raise ValueError(f"lr: must be a positive number, got {lr!r}")
+        loss, grads = self.loss_and_grads(x, labels)
+        for name, parameter in self.params.items():
+            parameter -= self.dtype.type(lr) * grads[name]
+        return loss

@@ -1,0 +1,280 @@
+"""Network specs: frozen layer descriptions, parsed from TOML or built in Python, validated at once.
+
+A spec is the only user input that reaches generated code, so it is validated before anything is
+rendered: every key known, every field of the right type and range, every parameterized layer's
+name a plain Python identifier (a spec can never put code into a generated module), and every
+shape consistent. Errors are ``ValueError`` with one line naming the layer and field.
+
+Example:
+    >>> spec = load_spec("digits")
+    >>> [(layer.kind, layer.output_shape) for layer in spec.layers][:3]
+    [('conv2d', (16, 8, 8)), ('relu', (16, 8, 8)), ('maxpool2d', (16, 4, 4))]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import keyword
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from symcnn.validation import check_window, integer, pair
+
+__all__ = ["LayerSpec", "NetworkSpec", "SHIPPED_SPECS", "load_spec", "parse_spec", "spec_from_dict", "SPEC_DIR",
+           "shipped_kernels_dir"]
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+SPEC_DIR = PACKAGE_ROOT / "specs"
+
+
+def shipped_kernels_dir() -> Path:
+    """Where the shipped specs' kernels live: inside an installed wheel (``symcnn/_generated``,
+    written by the build hook), else ``generated/`` of the source checkout."""
+    installed = PACKAGE_ROOT / "_generated"
+    return installed if installed.is_dir() else PACKAGE_ROOT.parent / "generated"
+SHIPPED_SPECS = ("seed004", "seed004-text", "digits")
+
+LOSSES = ("softmax_cross_entropy",)
+
+# The keys each layer type takes (besides "type"), with defaults; None = required.
+LAYER_KEYS: dict[str, dict[str, Any]] = {
+    "conv2d": {"name": None, "out_channels": None, "kernel": None, "stride": 1, "padding": 0, "dilation": 1,
+               "bias": True},
+    "relu": {},
+    "leaky_relu": {"alpha": 0.01},
+    "elu": {"alpha": 1.0},
+    "maxpool2d": {"kernel": None, "stride": None},
+    "avgpool2d": {"kernel": None, "stride": None},
+    "global_avgpool": {},
+    "flatten": {},
+    "dense": {"name": None, "out_features": None, "bias": True},
+}
+PARAMETERIZED = ("conv2d", "dense")
+RESERVED_LABELS = ("loss", "input")  # a generated module, and the gradient key of the input
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_SPEC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer, validated, with its input and output shapes (without the batch axis)."""
+
+    kind: str
+    index: int
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    name: Optional[str] = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """How errors and generated code refer to the layer: its name, or ``kind<index>``."""
+        return self.name or f"{self.kind}{self.index}"
+
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        """``{"conv1.weight": (16, 3, 3, 3), "conv1.bias": (16,)}``: PyTorch's names and shapes."""
+        if self.kind == "conv2d":
+            channels_in = self.input_shape[0]
+            shapes = {f"{self.name}.weight": (self.settings["out_channels"], channels_in, *self.settings["kernel"])}
+        elif self.kind == "dense":
+            shapes = {f"{self.name}.weight": (self.settings["out_features"], self.input_shape[0])}
+        else:
+            return {}
+        if self.settings["bias"]:
+            shapes[f"{self.name}.bias"] = (shapes[f"{self.name}.weight"][0],)
+        return shapes
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A network: its name, input shape ``(C, H, W)``, loss and layers, validated."""
+
+    name: str
+    input_shape: tuple[int, int, int]
+    loss: str
+    layers: tuple[LayerSpec, ...]
+    source: str = ""  # the canonical TOML text the spec was read from, for hashing
+
+    @property
+    def module_name(self) -> str:
+        """The generated package's name: the spec name with ``-`` as ``_``."""
+        return self.name.replace("-", "_")
+
+    @property
+    def classes(self) -> int:
+        return self.layers[-1].output_shape[0]
+
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes: dict[str, tuple[int, ...]] = {}
+        for layer in self.layers:
+            shapes.update(layer.parameter_shapes())
+        return shapes
+
+    def digest(self) -> str:
+        """A short hash of the spec's content, for caching generated code."""
+        return hashlib.sha256(self.source.encode()).hexdigest()[:16]
+
+
+def _error(where: str, field_name: str, message: str) -> ValueError:
+    return ValueError(f"{where}: {field_name}: {message}")
+
+
+def _check_keys(table: Mapping, allowed, where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise _error(where, key, f"unknown key (allowed: {', '.join(sorted(allowed)) or 'none'})")
+
+
+def _field(check, where: str, field_name: str, *args):
+    try:
+        return check(*args)
+    except ValueError as error:  # re-prefix with the layer
+        message = str(error)
+        message = message.split(": ", 1)[1] if ": " in message else message
+        raise _error(where, field_name, message) from None
+
+
+def _positive_pair(value, where, field_name, minimum=1):
+    if isinstance(value, list):
+        value = tuple(value)
+    return _field(pair, where, field_name, value, field_name, minimum)
+
+
+def _layer(table: Mapping, index: int, shape: tuple[int, ...], names: set) -> LayerSpec:
+    if not isinstance(table, Mapping):
+        raise _error(f"layers[{index}]", "type", "each layer must be a table")
+    kind = table.get("type")
+    where = f"layer {index} ({kind})" if isinstance(kind, str) else f"layer {index}"
+    if kind not in LAYER_KEYS:
+        raise _error(where, "type", f"must be one of {', '.join(LAYER_KEYS)}, got {kind!r}")
+    keys = LAYER_KEYS[kind]
+    _check_keys({k: v for k, v in table.items() if k != "type"}, keys, where)
+    values = {key: table.get(key, default) for key, default in keys.items()}
+    for key, value in values.items():
+        if value is None and not (key == "stride" and kind in ("maxpool2d", "avgpool2d")):
+            raise _error(where, key, "missing (required)")
+
+    name = values.pop("name", None)
+    if kind in PARAMETERIZED:
+        if not isinstance(name, str) or not _IDENTIFIER.match(name) or keyword.iskeyword(name):
+            raise _error(where, "name", f"must be a plain Python identifier (letters, digits, _), got {name!r}")
+        if name in names:
+            raise _error(where, "name", f"{name!r} is used by another layer")
+        names.add(name)
+        where = f"layer {index} ({kind} {name!r})"
+    for flag in ("bias",):
+        if flag in values and not isinstance(values[flag], bool):
+            raise _error(where, flag, f"must be true or false, got {values[flag]!r}")
+
+    settings: dict[str, Any] = {}
+    if kind in ("conv2d", "maxpool2d", "avgpool2d"):
+        if len(shape) != 3:
+            raise _error(where, "type", f"needs a (C, H, W) input, got shape {shape}; it cannot follow a flatten")
+        settings["kernel"] = _positive_pair(values["kernel"], where, "kernel")
+        stride = values["stride"] if values["stride"] is not None else settings["kernel"]
+        settings["stride"] = _positive_pair(stride, where, "stride")
+    if kind == "conv2d":
+        settings["out_channels"] = _field(integer, where, "out_channels", values["out_channels"], "out_channels", 1)
+        settings["padding"] = _positive_pair(values["padding"], where, "padding", 0)
+        settings["dilation"] = _positive_pair(values["dilation"], where, "dilation")
+        settings["bias"] = values["bias"]
+        _field(check_window, where, "kernel", shape[1:], settings["kernel"], settings["padding"], settings["dilation"])
+        sizes = [
+            (size + 2 * p - d * (k - 1) - 1) // s + 1
+            for size, k, s, p, d in zip(shape[1:], settings["kernel"], settings["stride"], settings["padding"],
+                                        settings["dilation"])
+        ]
+        output = (settings["out_channels"], *sizes)
+    elif kind in ("maxpool2d", "avgpool2d"):
+        _field(check_window, where, "kernel", shape[1:], settings["kernel"])
+        sizes = [(size - k) // s + 1 for size, k, s in zip(shape[1:], settings["kernel"], settings["stride"])]
+        output = (shape[0], *sizes)
+    elif kind == "global_avgpool":
+        if len(shape) != 3:
+            raise _error(where, "type", f"needs a (C, H, W) input, got shape {shape}")
+        output = (shape[0], 1, 1)
+    elif kind == "flatten":
+        output = (math.prod(shape),)
+    elif kind == "dense":
+        if len(shape) != 1:
+            raise _error(where, "type", f"needs a flat input, got shape {shape}: put a flatten before it")
+        settings["out_features"] = _field(integer, where, "out_features", values["out_features"], "out_features", 1)
+        settings["bias"] = values["bias"]
+        output = (settings["out_features"],)
+    else:  # activations
+        if "alpha" in values:
+            alpha = values["alpha"]
+            if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
+                raise _error(where, "alpha", f"must be a positive number, got {alpha!r}")
+            settings["alpha"] = float(alpha)
+        output = shape
+    return LayerSpec(kind, index, shape, tuple(output), name, settings)
+
+
+def spec_from_dict(data: Mapping, source: str = "") -> NetworkSpec:
+    """Validate a spec given as a dict (the TOML's structure)."""
+    _check_keys(data, ("name", "input", "loss", "layers", "description"), "spec")
+    name = data.get("name")
+    if not isinstance(name, str) or not _SPEC_NAME.match(name):
+        raise _error("spec", "name", f"must start with a letter and hold only letters, digits, _ and - "
+                                     f"(at most 64), got {name!r}")
+    where = f"spec {name!r}"
+    raw_input = data.get("input")
+    if not isinstance(raw_input, list) or len(raw_input) != 3:
+        raise _error(where, "input", f"must be [channels, height, width], got {raw_input!r}")
+    input_shape = tuple(_field(integer, where, "input", value, "input", 1) for value in raw_input)
+    loss = data.get("loss", "softmax_cross_entropy")
+    if loss not in LOSSES:
+        raise _error(where, "loss", f"must be one of {', '.join(LOSSES)}, got {loss!r}")
+    layers_data = data.get("layers")
+    if not isinstance(layers_data, list) or not layers_data:
+        raise _error(where, "layers", "at least one [[layers]] table is required")
+    layers, shape, names = [], input_shape, set()
+    for index, table in enumerate(layers_data):
+        layer = _layer(table, index, shape, names)
+        layers.append(layer)
+        shape = layer.output_shape
+    labels = {}
+    for layer in layers:  # kernel modules are named after labels: they must be unique
+        if layer.label in labels or layer.label in RESERVED_LABELS:
+            raise _error(f"layer {layer.index} ({layer.kind})", "name",
+                         f"{layer.label!r} is taken (by layer {labels.get(layer.label, 'symcnn')}); choose another")
+        labels[layer.label] = layer.index
+    if len(shape) != 1:
+        raise _error(where, "layers", f"the last layer must give class scores (a flat vector), got shape {shape}")
+    if layers[-1].kind != "dense":
+        raise _error(where, "layers", "the last layer must be a dense layer (the class scores)")
+    return NetworkSpec(name, input_shape, loss, tuple(layers), source or repr(sorted(data.items(), key=str)))
+
+
+def parse_spec(text: str) -> NetworkSpec:
+    """A spec from TOML text."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"spec: not valid TOML ({error})") from None
+    return spec_from_dict(data, source=text)
+
+
+def load_spec(name_or_path) -> NetworkSpec:
+    """A shipped spec by name (``seed004``) or a ``.toml`` file by path."""
+    text_name = str(name_or_path)
+    if text_name in SHIPPED_SPECS:
+        path = SPEC_DIR / f"{text_name}.toml"
+    else:
+        path = Path(text_name)
+        if path.suffix != ".toml":
+            raise ValueError(f"spec: {text_name!r} is neither a shipped spec ({', '.join(SHIPPED_SPECS)}) "
+                             "nor a path to a .toml file")
+        if not path.is_file():
+            raise ValueError(f"spec: no such file: {text_name}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"spec: cannot read {text_name}: {error}") from None
+    return parse_spec(text)

@@ -1,0 +1,186 @@
+"""`symcnn generate`: specs validated before rendering, output deterministic, atomic and checked."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from kernels_helpers import toml_of
+from symcnn import generate as generate_module
+from symcnn.cli import main
+from symcnn.generate import render_package, stale_files, write_package
+from symcnn.spec import SHIPPED_SPECS, load_spec, parse_spec, shipped_kernels_dir, spec_from_dict
+
+
+def run(capsys, *argv):
+    try:
+        status = main(list(argv))
+    except SystemExit as exit_:
+        status = exit_.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.mark.parametrize("name", SHIPPED_SPECS)
+def test_committed_kernels_are_up_to_date(name):
+    spec = load_spec(name)
+    assert stale_files(render_package(spec), shipped_kernels_dir() / spec.module_name) == []
+
+
+def test_generate_check_passes_on_the_checkout(capsys):
+    status, out, _ = run(capsys, "generate", "--check")
+    assert status == 0 and "up to date" in out
+
+
+def test_regeneration_is_byte_identical(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    for out in (first, second):
+        generate_module.generate(["digits"], out)
+    files = sorted(p.relative_to(first) for p in first.rglob("*.py"))
+    assert files and files == sorted(p.relative_to(second) for p in second.rglob("*.py"))
+    assert all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
+
+
+def test_check_names_stale_missing_and_extra_files(tmp_path, capsys):
+    generate_module.generate(["digits"], tmp_path)
+    package = tmp_path / "digits"
+    (package / "conv1.py").write_text((package / "conv1.py").read_text() + "# edited by hand\n")
+    (package / "relu1.py").unlink()
+    (package / "extra.py").write_text("")
+    status, out, err = run(capsys, "generate", "digits", "--out", str(tmp_path), "--check")
+    assert status == 1
+    stale = {line.removeprefix("stale: ") for line in out.splitlines()}
+    assert stale == {str(package / name) for name in ("conv1.py", "relu1.py", "extra.py")}
+    assert "run `symcnn generate`" in err
+    assert run(capsys, "generate", "digits", "--out", str(tmp_path))[0] == 0
+    assert run(capsys, "generate", "digits", "--out", str(tmp_path), "--check")[0] == 0
+
+
+def test_an_interrupted_write_leaves_the_previous_package(tmp_path, monkeypatch):
+    generate_module.generate(["digits"], tmp_path)
+    package = tmp_path / "digits"
+    before = {p.name: p.read_bytes() for p in package.glob("*.py")}
+    written = []
+    original = generate_module._write_atomically
+
+    def interrupted(path, text):
+        written.append(path)
+        if len(written) == 3:
+            raise KeyboardInterrupt
+        original(path, text)
+
+    monkeypatch.setattr(generate_module, "_write_atomically", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_package({name: "broken\n" for name in before}, package)
+    assert {p.name: p.read_bytes() for p in package.glob("*.py")} == before
+    assert [p for p in tmp_path.iterdir() if p.name != "digits"] == []  # no staging left behind
+
+
+def test_an_interrupted_swap_is_restored_on_the_next_run(tmp_path):
+    generate_module.generate(["digits"], tmp_path)
+    package = tmp_path / "digits"
+    package.rename(tmp_path / "digits.previous")  # as if stopped between the two renames
+    generate_module.generate(["digits"], tmp_path)
+    assert (package / "__init__.py").is_file() and not (tmp_path / "digits.previous").exists()
+
+
+def _spec(**overrides):
+    spec = {"name": "tiny", "input": [1, 4, 4],
+            "layers": [{"type": "conv2d", "name": "conv", "out_channels": 2, "kernel": 3},
+                       {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 3}]}
+    spec.update(overrides)
+    return spec
+
+
+INJECTIONS = ["conv; import os", "conv\nimport os", "__import__('os')", "a b", "1conv", "class", "conv.weight", "",
+              "x" * 0 + "é", 'conv"""']
+
+
+@pytest.mark.parametrize("name", INJECTIONS)
+def test_a_name_that_is_not_a_plain_identifier_is_refused_and_nothing_is_written(name, tmp_path, capsys):
+    spec = _spec()
+    spec["layers"][0]["name"] = name
+    path = tmp_path / "evil.toml"
+    path.write_text(toml_of(spec))
+    status, out, err = run(capsys, "generate", str(path), "--out", str(tmp_path / "out"))
+    assert status == 2 and out == "" and "Traceback" not in err
+    assert err.count("\n") == 1 and "layer 0 (conv2d): name: must be a plain Python identifier" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_text_fields_reach_generated_code_only_as_literals(tmp_path):
+    """A description full of quotes and code lands in SPEC_TOML as a string, nothing else."""
+    payload = '\\"\\"\\"; import os; os.system(\\"echo pwned\\") #'
+    text = toml_of(_spec(name="quoted")).replace('name = "quoted"', f'name = "quoted"\ndescription = "{payload}"')
+    spec = parse_spec(text)
+    files = render_package(spec)
+    tree = ast.parse(files["__init__.py"])
+    for node in tree.body:
+        assert isinstance(node, ast.Assign) and isinstance(node.value, (ast.Constant, ast.Tuple, ast.Dict))
+    namespace: dict = {}
+    exec(compile(tree, "__init__.py", "exec"), namespace)  # noqa: S102 (asserted inert above)
+    assert namespace["SPEC_TOML"] == text
+    for source in files.values():
+        ast.parse(source)  # every module is valid Python
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s["layers"].insert(0, {"type": "conv3d"}), "layer 0 (conv3d): type: must be one of conv2d"),
+    (lambda s: s["layers"][0].update(kernal=3), "layer 0 (conv2d): kernal: unknown key (allowed: bias, dilation"),
+    (lambda s: s["layers"][0].pop("out_channels"), "layer 0 (conv2d): out_channels: missing (required)"),
+    (lambda s: s["layers"][0].update(kernel=5), "layer 0 (conv2d 'conv'): kernel: the kernel (5x5) is larger than "
+                                                "the input (4x4)"),
+    (lambda s: s["layers"][0].update(stride=0), "layer 0 (conv2d 'conv'): stride: must be an integer >= 1, got 0"),
+    (lambda s: s["layers"][0].update(padding=-1), "padding: must be an integer >= 0, got -1"),
+    (lambda s: s["layers"][0].update(out_channels=0), "out_channels: must be an integer >= 1, got 0"),
+    (lambda s: s["layers"][0].update(kernel=[3, 3, 3]), "kernel: must be an integer or a pair"),
+    (lambda s: s["layers"][0].update(bias="yes"), "bias: must be true or false"),
+    (lambda s: s["layers"].pop(1), "layer 1 (dense 'fc'): type: needs a flat input, got shape (2, 2, 2): put a flatten"),
+    (lambda s: s["layers"][2].update(name="conv"), "layer 2 (dense): name: 'conv' is used by another layer"),
+    (lambda s: s["layers"][2].update(name="loss"), "name: 'loss' is taken"),
+    (lambda s: s["layers"].append({"type": "relu"}), "the last layer must be a dense layer"),
+    (lambda s: s.update(input=[1, 4]), "input: must be [channels, height, width]"),
+    (lambda s: s.update(input=[1, 0, 4]), "input: must be an integer >= 1, got 0"),
+    (lambda s: s.update(loss="mse"), "loss: must be one of softmax_cross_entropy"),
+    (lambda s: s.update(name="../escape"), "spec: name: must start with a letter"),
+    (lambda s: s.update(extra=1), "spec: extra: unknown key"),
+    (lambda s: s["layers"].insert(1, {"type": "leaky_relu", "alpha": -1}), "alpha: must be a positive number"),
+])
+def test_spec_errors_name_the_layer_and_field(change, message):
+    spec = _spec()
+    change(spec)
+    with pytest.raises(ValueError) as error:
+        spec_from_dict(spec)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_malformed_toml_and_missing_files(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = \n")
+    status, _, err = run(capsys, "generate", str(bad), "--out", str(tmp_path))
+    assert status == 2 and "spec: not valid TOML" in err
+    status, _, err = run(capsys, "generate", str(tmp_path / "missing.toml"))
+    assert status == 2 and "no such file" in err
+
+
+def test_every_kernel_docstring_carries_its_formula():
+    files = render_package(load_spec("seed004"))
+    tree = ast.parse(files["conv1.py"])
+    docstrings = {node.name: ast.get_docstring(node) for node in tree.body if isinstance(node, ast.FunctionDef)}
+    assert set(docstrings) == {"conv1_forward", "conv1_grad_input", "conv1_grad_weight", "conv1_grad_bias"}
+    assert "dL/dX[n, c_in, k, l] = sum_{c_out=0..C_out - 1" in docstrings["conv1_grad_input"]
+    assert "with C_in = 3, C_out = 16, H_in = 32" in docstrings["conv1_grad_input"]
+    assert files["conv1.py"].startswith("# Generated by symcnn")
+    assert "from spec 'seed004' with template 'layer.py.jinja'" in files["conv1.py"]
+    assert "Do not edit" in files["conv1.py"]
+
+
+def test_templates_hold_no_math():
+    """The templates lay out loops: no arithmetic on indices or values is typed into them."""
+    for template in (Path(generate_module.template_dir())).glob("*.jinja"):
+        code = "\n".join(line for line in template.read_text().splitlines()
+                         if not line.lstrip().startswith("{#"))
+        for forbidden in ("exp(", "log(", " * ", "//", " % ", "+= 1", "- 1]"):
+            assert forbidden not in code.replace('"    " * depth', ""), (template.name, forbidden)
