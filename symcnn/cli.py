@@ -87,7 +87,46 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_derive(commands)
     _add_formula(commands)
     _add_generate(commands)
+    _add_train(commands)
     return parser
+
+
+def _number(kind):
+    def parse(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a{'n integer' if kind is int else ' number'}, got {text!r}")
+    return parse
+
+
+def _add_train(commands) -> None:
+    train = commands.add_parser(
+        "train",
+        help="train a network's generated kernels on real data (minibatch SGD with momentum)",
+        description="Train SPEC on the shipped handwritten digits (resized to the spec's input) or an .npz "
+                    "file, with a progress bar, held-out accuracy per epoch, checkpoints and curves.",
+    )
+    train.add_argument("spec", metavar="SPEC", help="a shipped spec name or a .toml path")
+    train.add_argument("--data", default="digits", metavar="digits|PATH.npz",
+                       help="'digits' (1,797 real 8x8 digits, shipped) or an .npz with x (N,C,H,W) and y (N,)")
+    train.add_argument("--epochs", type=_number(int), default=15)
+    train.add_argument("--batch", type=_number(int), default=32)
+    train.add_argument("--lr", type=_number(float), default=0.05, help="peak learning rate (default 0.05)")
+    train.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
+                       help="learning-rate schedule (default cosine decay to 0)")
+    train.add_argument("--warmup", type=_number(float), default=1.0, metavar="EPOCHS",
+                       help="epochs of linear learning-rate warm-up from 0 (default 1)")
+    train.add_argument("--momentum", type=_number(float), default=0.9)
+    train.add_argument("--weight-decay", type=_number(float), default=5e-4)
+    train.add_argument("--seed", type=_number(int), default=0, help="initialization and shuffling (default 0)")
+    train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    train.add_argument("--checkpoint", default=None, metavar="PATH",
+                       help="write a checkpoint here after every epoch and on Ctrl-C")
+    train.add_argument("--resume", default=None, metavar="PATH", help="continue from this checkpoint")
+    train.add_argument("--plot", default=None, metavar="PATH.png", help="write loss and accuracy curves (matplotlib)")
+    train.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _add_generate(commands) -> None:
@@ -139,6 +178,18 @@ _OPTION_OF_FIELD = {
     "batch": "--batch",
     "values": "--values",
     "wrt": "--wrt",
+    "epochs": "--epochs",
+    "batch": "--batch",
+    "lr": "--lr",
+    "momentum": "--momentum",
+    "weight_decay": "--weight-decay",
+    "seed": "--seed",
+    "schedule": "--schedule",
+    "warmup": "--warmup",
+    "data": "--data",
+    "resume": "--resume",
+    "plot": "--plot",
+    "checkpoint": "--checkpoint",
 }
 
 
@@ -249,6 +300,15 @@ def _run_generate(args) -> int:
     return 0
 
 
+def _run_train(args) -> int:
+    from symcnn.training_cli import run_training
+
+    try:
+        return run_training(args)
+    except ValueError as error:
+        raise ValueError(_as_option(str(error))) from None
+
+
 def _run_demo(args) -> int:
     from symcnn import demo
 
@@ -259,7 +319,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     runners = {"demo": _run_demo, "examples": _run_examples, "derive": _run_derive, "formula": _run_formula,
-               "generate": _run_generate}
+               "generate": _run_generate, "train": _run_train}
     try:
         return runners[args.command](args)
     except ValueError as error:  # user errors: one line, no traceback

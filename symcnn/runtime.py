@@ -108,6 +108,7 @@ class Network:
         self.kernels = kernels
         self.dtype = np.dtype(DTYPES[dtype])
         self.params = self._initial_params(seed)
+        self.input_stats = (0.0, 1.0)  # (mean, std) the inputs were standardized with in training
         self._functions = {}
         self._compiling_announced = False
         for module_name in kernels.MODULES:
@@ -254,6 +255,28 @@ class Network:
             upstream = arrays["grad_input"]
         grads["input"] = upstream
         return loss, grads
+
+    def fit(self, data="digits", epochs: int = 15, batch: int = 32, lr: float = 0.05, momentum: float = 0.9,
+            weight_decay: float = 5e-4, seed: int = 0, schedule: str = "cosine", warmup: float = 1.0,
+            checkpoint=None, progress: bool = True) -> list[dict]:
+        """Train with minibatch SGD (see :mod:`symcnn.train`); returns one dict per epoch.
+
+        ``data`` is ``"digits"``, a path to an ``.npz``, or a :class:`symcnn.data.Dataset`. Inputs
+        are standardized by the training set's mean and standard deviation, kept in
+        ``self.input_stats`` for later predictions: ``forward((x - mean) / std)``.
+        """
+        from symcnn.data import Dataset, load_data
+        from symcnn.train import TrainConfig, Trainer
+
+        if not isinstance(data, Dataset):
+            data = load_data(str(data), self.spec.input_shape, self.spec.classes)
+        data = data.standardized()
+        config = TrainConfig(epochs=epochs, batch=batch, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                             seed=seed, schedule=schedule, warmup=warmup)
+        trainer = Trainer(self, config)
+        history = trainer.fit(data, progress=progress, checkpoint=checkpoint)
+        self.input_stats = (data.mean, data.std)
+        return history
 
     def train_step(self, x: np.ndarray, labels: np.ndarray, lr: float = 0.01) -> float:
         """One step of plain SGD; returns the loss before the step."""
