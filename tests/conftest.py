@@ -45,3 +45,20 @@ def require_torch():
 def torch():
     """PyTorch, the independent oracle; skips the test where it is not installed."""
     return require_torch()
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``symcnn ARGV`` in this process: ``(exit status, stdout, stderr)``, whether main returns or
+    argparse exits."""
+    from symcnn.cli import main
+
+    def run(*argv):
+        try:
+            status = main([str(arg) for arg in argv])
+        except SystemExit as exit_:
+            status = exit_.code
+        captured = capsys.readouterr()
+        return status, captured.out, captured.err
+
+    return run

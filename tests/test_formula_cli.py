@@ -9,21 +9,13 @@ import sys
 import pytest
 import sympy
 
-from symcnn.cli import main
 from symcnn.formulas import FORMULA_OPS, from_srepr, general_formula
 
 
-def run(capsys, *argv):
-    try:
-        status = main(list(argv))
-    except SystemExit as exit_:  # argparse's own errors
-        status = exit_.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
-def test_text_shows_the_formula_its_conditions_and_the_output_size(capsys):
-    status, out, err = run(capsys, "formula", "conv2d", "--wrt", "input")
+def test_text_shows_the_formula_its_conditions_and_the_output_size(cli):
+    status, out, err = cli("formula", "conv2d", "--wrt", "input")
     assert status == 0 and err == ""
     assert out.startswith("conv2d: gradient with respect to the input\n")
     assert "dL/dX[n, c_in, k, l] = sum_{c_out=0..C_out - 1, u=0..K_h - 1, v=0..K_w - 1}" in out
@@ -32,16 +24,16 @@ def test_text_shows_the_formula_its_conditions_and_the_output_size(capsys):
     assert "where H_out = floor((H_in - d_h*(K_h - 1) + 2*p_h - 1)/s_h) + 1" in out
 
 
-def test_specializing_stride_one_simplifies(capsys):
-    status, out, _ = run(capsys, "formula", "conv2d", "--stride", "1", "--padding", "0", "--dilation", "1")
+def test_specializing_stride_one_simplifies(cli):
+    status, out, _ = cli("formula", "conv2d", "--stride", "1", "--padding", "0", "--dilation", "1")
     assert status == 0
     assert "|" not in out and "dL/dY[n, c_out, k - u, l - v]" in out
     assert "(stride 1, padding 0, dilation 1)" in out
 
 
 @pytest.mark.parametrize("wrt", ["weight", "bias", "forward"])
-def test_every_role_of_conv2d(capsys, wrt):
-    status, out, _ = run(capsys, "formula", "conv2d", "--wrt", wrt)
+def test_every_role_of_conv2d(cli, wrt):
+    status, out, _ = cli("formula", "conv2d", "--wrt", wrt)
     assert status == 0
     first_line = out.splitlines()[1]
     assert first_line.split(" = ")[0] == {"weight": "dL/dW[c_out, c_in, u, v]", "bias": "dL/db[c_out]",
@@ -49,23 +41,23 @@ def test_every_role_of_conv2d(capsys, wrt):
 
 
 @pytest.mark.parametrize("op", list(FORMULA_OPS))
-def test_every_op_prints_in_every_format(capsys, op):
+def test_every_op_prints_in_every_format(cli, op):
     for output_format in ("text", "latex", "json"):
-        status, out, err = run(capsys, "formula", op, "--format", output_format)
+        status, out, err = cli("formula", op, "--format", output_format)
         assert status == 0 and err == "" and out.strip()
-    data = json.loads(run(capsys, "formula", op, "--format", "json")[1])
+    data = json.loads(cli("formula", op, "--format", "json")[1])
     assert from_srepr(data["srepr"]) == general_formula(op, "input").equation
     assert data["tensors"]["grad_input"]["name"] == "dL/dX"
 
 
-def test_latex_uses_the_documents_notation(capsys):
-    _, out, _ = run(capsys, "formula", "conv2d", "--format", "latex")
+def test_latex_uses_the_documents_notation(cli):
+    _, out, _ = cli("formula", "conv2d", "--format", "latex")
     assert out.startswith(r"\frac{\partial L}{\partial X_{n, c_{in}, k, l}} = \sum")
     assert r"s_{h} \mid" in out and r"H_{out} - 1" in out
 
 
-def test_json_parameters_name_every_role(capsys):
-    data = json.loads(run(capsys, "formula", "conv2d", "--format", "json")[1])
+def test_json_parameters_name_every_role(cli):
+    data = json.loads(cli("formula", "conv2d", "--format", "json")[1])
     roles = {"batch", "in_channels", "out_channels", "in_height", "in_width", "kernel_height", "kernel_width",
              "stride_h", "stride_w", "padding_h", "padding_w", "dilation_h", "dilation_w", "out_height", "out_width"}
     assert roles <= set(data["parameters"])
@@ -82,8 +74,8 @@ def test_json_parameters_name_every_role(capsys):
     (["formula", "conv2d", "--dilation", "2x"], "--dilation"),
     (["formula", "nonsense"], "OP"),
 ])
-def test_bad_input_is_one_line_and_exit_2(capsys, argv, option):
-    status, out, err = run(capsys, *argv)
+def test_bad_input_is_one_line_and_exit_2(cli, argv, option):
+    status, out, err = cli(*argv)
     assert status == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and option in err and "Traceback" not in err
 
@@ -95,7 +87,7 @@ def test_subprocess_error_has_no_traceback():
     assert result.stderr.strip() == "symcnn formula: error: --wrt: maxpool2d has no bias; choose from forward, input"
 
 
-def test_the_console_examples_in_docs_are_current(capsys):
+def test_the_console_examples_in_docs_are_current(cli):
     """docs/formulas.md shows real output: each `$ symcnn ...` block equals what the command prints."""
     from pathlib import Path
     import shlex
@@ -107,6 +99,6 @@ def test_the_console_examples_in_docs_are_current(capsys):
     for command in commands:
         line, _, expected = command.partition("\n")
         argv = shlex.split(line)[1:]
-        status, out, _ = run(capsys, *argv)
+        status, out, _ = cli(*argv)
         assert status == 0
         assert out.strip() == expected.strip(), line

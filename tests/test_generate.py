@@ -9,18 +9,10 @@ import pytest
 
 from kernels_helpers import toml_of
 from symcnn import generate as generate_module
-from symcnn.cli import main
 from symcnn.generate import render_package, stale_files, write_package
 from symcnn.spec import SHIPPED_SPECS, load_spec, parse_spec, shipped_kernels_dir, spec_from_dict
 
 
-def run(capsys, *argv):
-    try:
-        status = main(list(argv))
-    except SystemExit as exit_:
-        status = exit_.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 @pytest.mark.parametrize("name", SHIPPED_SPECS)
@@ -29,8 +21,8 @@ def test_committed_kernels_are_up_to_date(name):
     assert stale_files(render_package(spec), shipped_kernels_dir() / spec.module_name) == []
 
 
-def test_generate_check_passes_on_the_checkout(capsys):
-    status, out, _ = run(capsys, "generate", "--check")
+def test_generate_check_passes_on_the_checkout(cli):
+    status, out, _ = cli("generate", "--check")
     assert status == 0 and "up to date" in out
 
 
@@ -43,19 +35,19 @@ def test_regeneration_is_byte_identical(tmp_path):
     assert all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
 
 
-def test_check_names_stale_missing_and_extra_files(tmp_path, capsys):
+def test_check_names_stale_missing_and_extra_files(tmp_path, cli):
     generate_module.generate(["digits"], tmp_path)
     package = tmp_path / "digits"
     (package / "conv1.py").write_text((package / "conv1.py").read_text() + "# edited by hand\n")
     (package / "relu1.py").unlink()
     (package / "extra.py").write_text("")
-    status, out, err = run(capsys, "generate", "digits", "--out", str(tmp_path), "--check")
+    status, out, err = cli("generate", "digits", "--out", str(tmp_path), "--check")
     assert status == 1
     stale = {line.removeprefix("stale: ") for line in out.splitlines()}
     assert stale == {str(package / name) for name in ("conv1.py", "relu1.py", "extra.py")}
     assert "run `symcnn generate`" in err
-    assert run(capsys, "generate", "digits", "--out", str(tmp_path))[0] == 0
-    assert run(capsys, "generate", "digits", "--out", str(tmp_path), "--check")[0] == 0
+    assert cli("generate", "digits", "--out", str(tmp_path))[0] == 0
+    assert cli("generate", "digits", "--out", str(tmp_path), "--check")[0] == 0
 
 
 def test_an_interrupted_write_leaves_the_previous_package(tmp_path, monkeypatch):
@@ -99,12 +91,12 @@ INJECTIONS = ["conv; import os", "conv\nimport os", "__import__('os')", "a b", "
 
 
 @pytest.mark.parametrize("name", INJECTIONS)
-def test_a_name_that_is_not_a_plain_identifier_is_refused_and_nothing_is_written(name, tmp_path, capsys):
+def test_a_name_that_is_not_a_plain_identifier_is_refused_and_nothing_is_written(name, tmp_path, cli):
     spec = _spec()
     spec["layers"][0]["name"] = name
     path = tmp_path / "evil.toml"
     path.write_text(toml_of(spec))
-    status, out, err = run(capsys, "generate", str(path), "--out", str(tmp_path / "out"))
+    status, out, err = cli("generate", str(path), "--out", str(tmp_path / "out"))
     assert status == 2 and out == "" and "Traceback" not in err
     assert err.count("\n") == 1 and "layer 0 (conv2d): name: must be a plain Python identifier" in err
     assert not (tmp_path / "out").exists()
@@ -156,12 +148,12 @@ def test_spec_errors_name_the_layer_and_field(change, message):
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
-def test_malformed_toml_and_missing_files(tmp_path, capsys):
+def test_malformed_toml_and_missing_files(tmp_path, cli):
     bad = tmp_path / "bad.toml"
     bad.write_text("name = \n")
-    status, _, err = run(capsys, "generate", str(bad), "--out", str(tmp_path))
+    status, _, err = cli("generate", str(bad), "--out", str(tmp_path))
     assert status == 2 and "spec: not valid TOML" in err
-    status, _, err = run(capsys, "generate", str(tmp_path / "missing.toml"))
+    status, _, err = cli("generate", str(tmp_path / "missing.toml"))
     assert status == 2 and "no such file" in err
 
 

@@ -8,18 +8,10 @@ import numpy as np
 import pytest
 
 from symcnn import Network
-from symcnn.cli import main
 from symcnn.data import load_data, load_digits, resize_bilinear, stratified_split
 from symcnn.train import TrainConfig, Trainer, load_checkpoint, save_checkpoint
 
 
-def run(capsys, *argv):
-    try:
-        status = main(list(argv))
-    except SystemExit as exit_:
-        status = exit_.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
@@ -137,10 +129,10 @@ def test_an_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkey
     assert [p.name for p in tmp_path.iterdir()] == ["run.npz"]
 
 
-def test_cli_train_json_summary_checkpoint_and_plot(tmp_path, capsys):
+def test_cli_train_json_summary_checkpoint_and_plot(tmp_path, cli):
     pytest.importorskip("matplotlib")
     checkpoint, plot = tmp_path / "run.npz", tmp_path / "curves.png"
-    status, out, err = run(capsys, "train", "digits", "--epochs", "2", "--batch", "64", "--json",
+    status, out, err = cli("train", "digits", "--epochs", "2", "--batch", "64", "--json",
                            "--checkpoint", str(checkpoint), "--plot", str(plot), "--no-progress")
     assert status == 0, err
     summary = json.loads(out)
@@ -148,18 +140,18 @@ def test_cli_train_json_summary_checkpoint_and_plot(tmp_path, capsys):
     assert summary["epochs"] == 2 and 0.5 < summary["test_accuracy"] <= 1
     assert len(summary["history"]) == 2 and "epoch   1/2" in err
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    status, out, err = run(capsys, "train", "digits", "--epochs", "3", "--batch", "64", "--resume",
+    status, out, err = cli("train", "digits", "--epochs", "3", "--batch", "64", "--resume",
                            str(checkpoint), "--no-progress")
     assert status == 0 and "resumed from" in out and "epoch   3/3" in out
 
 
-def test_cli_trains_on_an_npz_file(tmp_path, capsys):
+def test_cli_trains_on_an_npz_file(tmp_path, cli):
     rng = np.random.default_rng(0)
     labels = np.arange(60) % 10
     images = rng.random((60, 1, 8, 8)) * 0.1
     images[np.arange(60), 0, labels % 8, labels // 8] = 1.0  # a bright pixel that names the class
     np.savez(tmp_path / "data.npz", x=images, y=labels)
-    status, out, _ = run(capsys, "train", "digits", "--data", str(tmp_path / "data.npz"), "--epochs", "3",
+    status, out, _ = cli("train", "digits", "--data", str(tmp_path / "data.npz"), "--epochs", "3",
                          "--no-progress", "--json")
     assert status == 0 and json.loads(out)["data"] == "data"
 
@@ -171,9 +163,9 @@ def test_cli_trains_on_an_npz_file(tmp_path, capsys):
     ({"x": np.zeros((4, 1, 8, 8)), "y": np.zeros(4)}, "data: y must be integer labels"),
     ({"x": np.zeros((4, 1, 8, 8))}, "has no array 'y'"),
 ])
-def test_bad_npz_data_is_refused_with_one_line(tmp_path, capsys, arrays, message):
+def test_bad_npz_data_is_refused_with_one_line(tmp_path, cli, arrays, message):
     np.savez(tmp_path / "bad.npz", **arrays)
-    status, out, err = run(capsys, "train", "digits", "--data", str(tmp_path / "bad.npz"), "--no-progress")
+    status, out, err = cli("train", "digits", "--data", str(tmp_path / "bad.npz"), "--no-progress")
     assert status == 2 and out == "" and "Traceback" not in err
     assert message in err and err.count("\n") == 1
 
@@ -190,8 +182,8 @@ def test_bad_npz_data_is_refused_with_one_line(tmp_path, capsys, arrays, message
     (["--plot", "curves.jpg"], "--plot"),
     (["--checkpoint", "/nonexistent/dir/run.npz"], "--checkpoint"),
 ])
-def test_bad_options_are_one_line_and_exit_2(capsys, argv, option):
-    status, out, err = run(capsys, "train", "digits", "--no-progress", *argv)
+def test_bad_options_are_one_line_and_exit_2(cli, argv, option):
+    status, out, err = cli("train", "digits", "--no-progress", *argv)
     assert status == 2 and out == "" and "Traceback" not in err
     assert option in err and err.count("\n") == 1
 
@@ -204,8 +196,8 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     assert TrainConfig(epochs=2, lr=0.1, warmup=0, schedule="constant").learning_rate(15, 10) == 0.1
 
 
-def test_a_diverging_run_stops_with_a_clear_message(capsys):
-    status, out, err = run(capsys, "train", "digits", "--lr", "1e6", "--warmup", "0", "--epochs", "1",
+def test_a_diverging_run_stops_with_a_clear_message(cli):
+    status, out, err = cli("train", "digits", "--lr", "1e6", "--warmup", "0", "--epochs", "1",
                            "--no-progress")
     assert status == 1 and "training diverged; lower --lr" in err and "Traceback" not in err
 
