@@ -88,7 +88,24 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_formula(commands)
     _add_generate(commands)
     _add_train(commands)
+    _add_bench(commands)
     return parser
+
+
+def _add_bench(commands) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="time the generated kernels against NumPy (im2col + BLAS) and PyTorch, side by side",
+        description="Forward and train-step throughput (images/s, GFLOP/s) and batch-1 train-step latency of "
+                    "the generated kernels, a NumPy im2col baseline and PyTorch (when installed), interleaved, "
+                    "median of repeats, with the ratios to PyTorch.",
+    )
+    bench.add_argument("spec", metavar="SPEC", help="a shipped spec name or a .toml path")
+    bench.add_argument("--batch", type=_number(int), default=64)
+    bench.add_argument("--threads", type=_number(int), default=2)
+    bench.add_argument("--repeat", type=_number(int), default=7)
+    bench.add_argument("--profile", action="store_true", help="time each generated kernel of the train step")
+    bench.add_argument("--json", action="store_true", help="machine-readable results")
 
 
 def _number(kind):
@@ -309,6 +326,18 @@ def _run_train(args) -> int:
         raise ValueError(_as_option(str(error))) from None
 
 
+def _run_bench(args) -> int:
+    for option, value in (("--batch", args.batch), ("--threads", args.threads), ("--repeat", args.repeat)):
+        if value < 1:
+            raise ValueError(f"{option}: must be an integer >= 1, got {value}")
+    from symcnn import bench
+
+    result = bench.run_benchmark(args.spec, batch=args.batch, threads=args.threads, repeat=args.repeat,
+                                 profile=args.profile)
+    print(bench.as_json(result) if args.json else bench.format_report(result))
+    return 0
+
+
 def _run_demo(args) -> int:
     from symcnn import demo
 
@@ -319,7 +348,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     runners = {"demo": _run_demo, "examples": _run_examples, "derive": _run_derive, "formula": _run_formula,
-               "generate": _run_generate, "train": _run_train}
+               "generate": _run_generate, "train": _run_train, "bench": _run_bench}
     try:
         return runners[args.command](args)
     except ValueError as error:  # user errors: one line, no traceback

@@ -130,8 +130,7 @@ def _layer_parameters(layer: LayerSpec) -> tuple[ops.IndexFormula, dict]:
         formula = factory(rank=rank)
         values = {ops.C_in: shape[0], ops.H_in: shape[1], ops.W_in: shape[2]} if rank == 4 else {ops.F_in: shape[0]}
         if "alpha" in settings:
-            values[ops.alpha] = sympy.Float(settings["alpha"]) if settings["alpha"] != int(settings["alpha"]) \
-                else sympy.Integer(int(settings["alpha"]))
+            values[ops.alpha] = sympy.Float(settings["alpha"])
     return formula, values
 
 

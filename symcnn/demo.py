@@ -79,7 +79,8 @@ def run() -> int:
     print(f"\n{passed} of {len(results)} examples reproduce their documents exactly "
           f"({sum(r.checked for r in results)} values, {time.perf_counter() - start:.1f} s)")
 
-    print("\nNext: symcnn examples --check, symcnn derive OP --help, symcnn formula OP --wrt input|weight|bias")
+    print("\nNext: symcnn examples --check | symcnn derive OP --help | symcnn formula OP --wrt input|weight|bias | "
+          "symcnn generate SPEC | symcnn train digits --plot curves.png")
     return 0 if passed == len(results) and agreed and kernels_agree and trained else 1
 
 

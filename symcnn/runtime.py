@@ -21,12 +21,13 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
 
-from symcnn.spec import SHIPPED_SPECS, LayerSpec, NetworkSpec, load_spec, shipped_kernels_dir
+from symcnn.spec import SHIPPED_SPECS, SPEC_DIR, LayerSpec, NetworkSpec, load_spec, shipped_kernels_dir
 
 __all__ = ["Network", "load_kernels", "cache_dir"]
 
@@ -109,6 +110,7 @@ class Network:
         self.dtype = np.dtype(DTYPES[dtype])
         self.params = self._initial_params(seed)
         self.input_stats = (0.0, 1.0)  # (mean, std) the inputs were standardized with in training
+        self.profile: Optional[dict] = None  # set to {} to accumulate seconds per kernel
         self._functions = {}
         self._compiling_announced = False
         for module_name in kernels.MODULES:
@@ -121,7 +123,8 @@ class Network:
     def from_spec(cls, spec: Union[str, os.PathLike], dtype: str = "float32", seed: int = 0) -> "Network":
         """A shipped spec by name (``"seed004"``) or a path to a ``.toml`` spec file."""
         loaded = load_spec(spec)
-        spec_path = None if str(spec) in SHIPPED_SPECS else str(Path(spec).resolve())
+        shipped = str(spec) in SHIPPED_SPECS
+        spec_path = str(SPEC_DIR / f"{spec}.toml") if shipped else str(Path(spec).resolve())
         return cls(loaded, load_kernels(loaded, spec_path), dtype=dtype, seed=seed)
 
     # --- parameters -----------------------------------------------------------------------
@@ -187,6 +190,11 @@ class Network:
     def _call(self, kernel_name: str, arrays: dict):
         arguments = [arrays[name] for name in self.kernels.ARGUMENTS[kernel_name]]
         function = self._functions[kernel_name]
+        if self.profile is not None:  # seconds per kernel, for symcnn bench --profile
+            start = time.perf_counter()
+            result = function(*arguments)
+            self.profile[kernel_name] = self.profile.get(kernel_name, 0.0) + time.perf_counter() - start
+            return result
         if not function.signatures and not self._compiling_announced:
             # The first call compiles (or loads numba's cache); say so when it takes a while.
             self._compiling_announced = True

@@ -1,0 +1,177 @@
+"""The classic baseline: a spec's network in NumPy, convolutions as im2col + matrix multiply.
+
+What a careful engineer writes without a code generator: every convolution unfolded into columns
+and handed to BLAS, pooling by reshaping or by window loops over the kernel offsets. Float32 (or
+the parameters' dtype), batch-first NCHW, the same parameter names as :class:`symcnn.Network`.
+Used by ``symcnn bench`` as the NumPy side of the comparison, and checked against the generated
+kernels by the tests.
+
+Example:
+    >>> import numpy as np
+    >>> from symcnn.spec import load_spec
+    >>> net = NumpyNetwork(load_spec("digits"), {"conv1.weight": np.zeros((16, 1, 3, 3), np.float32),
+    ...     "conv1.bias": np.zeros(16, np.float32), "fc1.weight": np.zeros((10, 256), np.float32),
+    ...     "fc1.bias": np.zeros(10, np.float32)})
+    >>> net.forward(np.zeros((2, 1, 8, 8), np.float32)).shape
+    (2, 10)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from symcnn.spec import LayerSpec, NetworkSpec
+
+__all__ = ["NumpyNetwork"]
+
+
+def _im2col_indices(layer: LayerSpec):
+    """Row and column gather indices of the padded input for every (kernel offset, output pixel)."""
+    channels, height, width = layer.input_shape
+    _, out_height, out_width = layer.output_shape
+    (kernel_h, kernel_w), (stride_h, stride_w) = layer.settings["kernel"], layer.settings["stride"]
+    dilation_h, dilation_w = layer.settings.get("dilation", (1, 1))
+    rows = (np.arange(kernel_h) * dilation_h)[:, None] + (np.arange(out_height) * stride_h)[None, :]
+    cols = (np.arange(kernel_w) * dilation_w)[:, None] + (np.arange(out_width) * stride_w)[None, :]
+    return rows, cols
+
+
+class NumpyNetwork:
+    """Forward pass, loss and gradients of a spec's network in NumPy (im2col + BLAS)."""
+
+    def __init__(self, spec: NetworkSpec, params: dict):
+        self.spec = spec
+        self.params = params
+
+    # --- layers ---------------------------------------------------------------------------
+
+    def _columns(self, layer: LayerSpec, x: np.ndarray) -> np.ndarray:
+        """(N, C*K_h*K_w, H_out*W_out) columns of the zero-padded input."""
+        pad_h, pad_w = layer.settings["padding"]
+        padded = np.pad(x, ((0, 0), (0, 0), (pad_h, pad_h), (pad_w, pad_w))) if pad_h or pad_w else x
+        rows, cols = _im2col_indices(layer)
+        # (N, C, K_h, H_out, K_w, W_out) by fancy indexing, then reorder to (N, C, K_h, K_w, H_out, W_out)
+        patches = padded[:, :, rows[:, :, None, None], cols[None, None, :, :]]
+        batch = x.shape[0]
+        return patches.transpose(0, 1, 2, 4, 3, 5).reshape(batch, -1, rows.shape[1] * cols.shape[1])
+
+    def _conv_forward(self, layer, x):
+        weight = self.params[f"{layer.name}.weight"]
+        columns = self._columns(layer, x)
+        out = np.matmul(weight.reshape(weight.shape[0], -1), columns)
+        if f"{layer.name}.bias" in self.params:
+            out += self.params[f"{layer.name}.bias"][None, :, None]
+        return out.reshape(x.shape[0], *layer.output_shape), columns
+
+    def _conv_backward(self, layer, x, columns, grad_out, grads):
+        weight = self.params[f"{layer.name}.weight"]
+        batch = x.shape[0]
+        grad_matrix = grad_out.reshape(batch, weight.shape[0], -1)
+        grads[f"{layer.name}.weight"] = np.einsum("nop,nkp->ok", grad_matrix, columns).reshape(weight.shape)
+        if f"{layer.name}.bias" in self.params:
+            grads[f"{layer.name}.bias"] = grad_matrix.sum(axis=(0, 2))
+        grad_columns = np.matmul(weight.reshape(weight.shape[0], -1).T, grad_matrix)  # (N, C*K*K, P)
+        # col2im: scatter-add the columns back onto the padded input
+        channels, height, width = layer.input_shape
+        pad_h, pad_w = layer.settings["padding"]
+        rows, cols = _im2col_indices(layer)
+        kernel_h, kernel_w = layer.settings["kernel"]
+        grad_padded = np.zeros((batch, channels, height + 2 * pad_h, width + 2 * pad_w), dtype=x.dtype)
+        grad_columns = grad_columns.reshape(batch, channels, kernel_h, kernel_w, rows.shape[1], cols.shape[1])
+        for u in range(kernel_h):
+            for v in range(kernel_w):
+                np.add.at(grad_padded, (slice(None), slice(None), rows[u][:, None], cols[v][None, :]),
+                          grad_columns[:, :, u, v])
+        return grad_padded[:, :, pad_h:pad_h + height, pad_w:pad_w + width]
+
+    def _pool_windows(self, layer, x):
+        rows, cols = _im2col_indices(layer)
+        windows = x[:, :, rows[:, :, None, None], cols[None, None, :, :]]  # (N, C, K_h, H_out, K_w, W_out)
+        return windows.transpose(0, 1, 3, 5, 2, 4).reshape(*x.shape[:2], rows.shape[1], cols.shape[1], -1)
+
+    # --- passes ---------------------------------------------------------------------------
+
+    def _forward(self, x):
+        caches, value = [], x
+        for layer in self.spec.layers:
+            cache = None
+            if layer.kind == "conv2d":
+                output, cache = self._conv_forward(layer, value)
+            elif layer.kind == "relu":
+                output = np.maximum(value, 0)
+            elif layer.kind == "leaky_relu":
+                output = np.where(value > 0, value, value * layer.settings["alpha"])
+            elif layer.kind == "elu":
+                output = np.where(value > 0, value, layer.settings["alpha"] * np.expm1(np.minimum(value, 0)))
+            elif layer.kind in ("maxpool2d", "avgpool2d"):
+                windows = self._pool_windows(layer, value)
+                if layer.kind == "maxpool2d":
+                    cache = windows.argmax(axis=-1)  # the first maximum, as the generated kernels
+                    output = np.take_along_axis(windows, cache[..., None], axis=-1)[..., 0]
+                else:
+                    output = windows.mean(axis=-1)
+            elif layer.kind == "global_avgpool":
+                output = value.mean(axis=(2, 3), keepdims=True)
+            elif layer.kind == "flatten":
+                output = value.reshape(value.shape[0], -1)
+            else:  # dense
+                output = value @ self.params[f"{layer.name}.weight"].T
+                if f"{layer.name}.bias" in self.params:
+                    output = output + self.params[f"{layer.name}.bias"]
+            caches.append((value, cache))
+            value = output
+        return value, caches
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return self._forward(x)[0]
+
+    def loss_and_grads(self, x: np.ndarray, labels: np.ndarray):
+        logits, caches = self._forward(x)
+        batch = x.shape[0]
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        exponentials = np.exp(shifted)
+        probabilities = exponentials / exponentials.sum(axis=1, keepdims=True)
+        loss = float(-np.log(probabilities[np.arange(batch), labels]).mean())
+        upstream = probabilities
+        upstream[np.arange(batch), labels] -= 1
+        upstream /= batch
+        grads: dict = {}
+        for layer, (layer_input, cache) in zip(reversed(self.spec.layers), reversed(caches)):
+            if layer.kind == "conv2d":
+                upstream = self._conv_backward(layer, layer_input, cache, upstream, grads)
+            elif layer.kind == "relu":
+                upstream = upstream * (layer_input > 0)
+            elif layer.kind == "leaky_relu":
+                upstream = np.where(layer_input > 0, upstream, upstream * layer.settings["alpha"])
+            elif layer.kind == "elu":
+                upstream = np.where(layer_input > 0, upstream,
+                                    upstream * layer.settings["alpha"] * np.exp(np.minimum(layer_input, 0)))
+            elif layer.kind in ("maxpool2d", "avgpool2d"):
+                kernel_h, kernel_w = layer.settings["kernel"]
+                rows, cols = _im2col_indices(layer)
+                grad = np.zeros_like(layer_input)
+                for u in range(kernel_h):
+                    for v in range(kernel_w):
+                        share = (cache == u * kernel_w + v) * upstream if layer.kind == "maxpool2d" \
+                            else upstream / (kernel_h * kernel_w)
+                        np.add.at(grad, (slice(None), slice(None), rows[u][:, None], cols[v][None, :]), share)
+                upstream = grad
+            elif layer.kind == "global_avgpool":
+                upstream = np.broadcast_to(upstream / (layer_input.shape[2] * layer_input.shape[3]),
+                                           layer_input.shape).copy()
+            elif layer.kind == "flatten":
+                upstream = upstream.reshape(layer_input.shape)
+            else:  # dense
+                weight = self.params[f"{layer.name}.weight"]
+                grads[f"{layer.name}.weight"] = upstream.T @ layer_input
+                if f"{layer.name}.bias" in self.params:
+                    grads[f"{layer.name}.bias"] = upstream.sum(axis=0)
+                upstream = upstream @ weight
+        grads["input"] = upstream
+        return loss, grads
+
+    def train_step(self, x, labels, lr: float = 0.01) -> float:
+        loss, grads = self.loss_and_grads(x, labels)
+        for name, parameter in self.params.items():
+            parameter -= parameter.dtype.type(lr) * grads[name]
+        return loss
