@@ -43,8 +43,9 @@ __all__ = ["Loop", "Term", "Reduction", "Kernel", "layer_kernels", "loss_kernels
 @dataclass(frozen=True)
 class Loop:
     variable: str
-    stop: str  # printed: a constant, or N for the batch
+    stop: str  # printed: a constant, N for the batch, or a bound folded from a condition
     parallel: bool = False
+    start: str = "0"
 
 
 @dataclass(frozen=True)
@@ -257,15 +258,65 @@ class _Lowering:
         # exp(z)/(exp(m)*s) -> exp(z - m)/s: combine the exponentials the shift introduced
         return sympy.powsimp(sympy.expand_log(body, force=True), combine="exp")
 
-    def term(self, term: GatherTerm) -> Term:
+    def term(self, term: GatherTerm, outer: tuple = ()) -> Term:
+        """Print one term. A range condition on a loop variable with a unit coefficient is folded
+        into that loop's bounds (``0 <= i + u - 1`` starts ``u`` at ``max(0, 1 - i)``), so that the
+        inner loops test nothing they need not; the other conditions stay as tests."""
         reductions: list = []
         body = self.hoist(term.body, reductions)
         conditions = list(term.conditions) + _padding_conditions(body, self.padded)
+        bounds = {var: [sympy.S.Zero, high + 1] for var, low, high in term.limits}
+        order = [limit[0] for limit in term.limits]
+        remaining = []
+        for condition in conditions:
+            if not _fold_bound(condition, bounds, order, set(outer)):
+                remaining.append(condition)
         # divisibility first: it makes the integer divisions of the other conditions exact
-        conditions.sort(key=lambda c: not (isinstance(c, sympy.Eq) and c.lhs.has(sympy.Mod)))
-        condition = " and ".join(f"({self.code(c)})" for c in conditions) if conditions else None
-        loops = tuple(self.loop(*limit) for limit in term.limits)
+        remaining.sort(key=lambda c: not (isinstance(c, sympy.Eq) and c.lhs.has(sympy.Mod)))
+        condition = " and ".join(f"({self.code(c)})" for c in remaining) if remaining else None
+        loops = tuple(
+            Loop(self.printer.doprint(var), self.code(bounds[var][1]), False, self.code(bounds[var][0]))
+            for var in order
+        )
         return Term(loops, condition, self.code(body), tuple(reductions))
+
+
+def _fold_bound(condition, bounds: dict, order: list, outer: set) -> bool:
+    """Fold ``condition`` into ``bounds[var] = [start, stop)`` when it bounds one loop variable with
+    coefficient +-1 by what is known before that loop; ``True`` when folded."""
+    if not isinstance(condition, (sympy.LessThan, sympy.StrictLessThan, sympy.GreaterThan,
+                                  sympy.StrictGreaterThan)) or condition.has(sympy.Mod, Indexed):
+        return False
+    if isinstance(condition, (sympy.GreaterThan, sympy.StrictGreaterThan)):
+        difference = condition.rhs - condition.lhs  # rhs - lhs <= 0 (or < 0)
+    else:
+        difference = condition.lhs - condition.rhs
+    if isinstance(condition, (sympy.StrictLessThan, sympy.StrictGreaterThan)):
+        difference = difference + 1  # integers: d < 0 is d + 1 <= 0
+    difference = sympy.expand(difference)
+    candidates = [var for var in order if difference.has(var)]
+    if len(candidates) != 1:
+        return False
+    (variable,) = candidates
+    coefficient = difference.coeff(variable)
+    rest = sympy.expand(difference - coefficient * variable)
+    known = outer | set(order[:order.index(variable)])
+    if coefficient not in (1, -1) or rest.has(variable) or not all(
+            symbol in known or not _is_index(symbol) for symbol in rest.free_symbols):
+        return False
+    if not all(term.is_integer for term in sympy.Add.make_args(rest)):
+        return False
+    start, stop = bounds[variable]
+    if coefficient == 1:  # variable + rest <= 0
+        bounds[variable][1] = sympy.Min(stop, -rest + 1)
+    else:  # rest - variable <= 0
+        bounds[variable][0] = sympy.Max(start, rest)
+    return True
+
+
+def _is_index(symbol) -> bool:
+    """Index variables are nonnegative integers that are not shape parameters (sizes are positive)."""
+    return bool(symbol.is_integer and symbol.is_nonnegative and not symbol.is_positive)
 
 
 def _output_loops(lowering: _Lowering, indices, shape, batch) -> tuple[Loop, ...]:
@@ -319,7 +370,7 @@ def _forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict) -
         return Kernel(name, doc, ("x", "out", "switch"), "out", (), loops, kind="max",
                       switch="switch", window=window, window_value=lowering.code(concrete.rhs.function),
                       window_offset=offset, imports=lowering.printer.imports(), batch_from="x")
-    terms = tuple(lowering.term(term) for term in _forward_terms(concrete))
+    terms = tuple(lowering.term(term, concrete.indices) for term in _forward_terms(concrete))
     arguments = _arguments(lowering, _forward_terms(concrete), "out", _ARGUMENT_ORDER)
     return Kernel(name, doc, arguments, "out", (), loops, terms=terms,
                   imports=lowering.printer.imports(), batch_from="x")
@@ -338,7 +389,7 @@ def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, 
             body = body.replace(lambda node: isinstance(node, FirstArgmax),
                                 lambda node: sympy.Piecewise((1, _switch_test(node, switch, stride)), (0, True)))
         terms.append(GatherTerm(term.limits, term.conditions, body))
-    printed = tuple(lowering.term(term) for term in terms)
+    printed = tuple(lowering.term(term, concrete.indices) for term in terms)
     role = gradient.gradient.role
     loops = _output_loops(lowering, concrete.indices, concrete.gradient.shape, batch)
     arguments = _arguments(lowering, terms, ARRAY_NAMES[role], _ARGUMENT_ORDER)
@@ -370,7 +421,7 @@ def loss_kernels(spec: NetworkSpec) -> list[Kernel]:
     # L = -(1/N) sum_{n,i} T (X - log sum exp X): accumulate the sum, then scale by -1/N.
     scale, summation = concrete.rhs.as_independent(Sum, as_Add=False)
     terms = _forward_terms(ops.IndexFormula("loss", concrete.output, (), summation, concrete.operands))
-    printed = tuple(lowering.term(term) for term in terms)
+    printed = tuple(lowering.term(term, concrete.indices) for term in terms)
     loss = Kernel("loss_forward", _docstring(formula, None, values), ("x", "targets"), "", (), (), terms=printed,
                   result=lowering.code(scale * Symbol("acc")), imports=lowering.printer.imports(), batch_from="x")
     gradient = derive_gradient(formula, "input")

@@ -23,10 +23,9 @@ def conv1_forward(x, weight, bias, out):
                     acc = 0.0
                     acc += bias[c_out]
                     for c_in in range(1):
-                        for u in range(3):
-                            for v in range(3):
-                                if ((0 <= i + u - 1)) and ((i + u - 1 < 8)) and ((0 <= j + v - 1)) and ((j + v - 1 < 8)):
-                                    acc += weight[c_out, c_in, u, v]*x[n, c_in, i + u - 1, j + v - 1]
+                        for u in range(max(0, 1 - i), min(3, 9 - i)):
+                            for v in range(max(0, 1 - j), min(3, 9 - j)):
+                                acc += weight[c_out, c_in, u, v]*x[n, c_in, i + u - 1, j + v - 1]
                     out[n, c_out, i, j] = acc
 
 
@@ -49,10 +48,9 @@ def conv1_grad_input(grad_output, weight, grad_input):
                 for l in range(8):
                     acc = 0.0
                     for c_out in range(16):
-                        for u in range(3):
-                            for v in range(3):
-                                if ((0 <= k - u + 1)) and ((k - u + 1 <= 7)) and ((0 <= l - v + 1)) and ((l - v + 1 <= 7)):
-                                    acc += weight[c_out, c_in, u, v]*grad_output[n, c_out, k - u + 1, l - v + 1]
+                        for u in range(max(0, k - 6), min(3, k + 2)):
+                            for v in range(max(0, l - 6), min(3, l + 2)):
+                                acc += weight[c_out, c_in, u, v]*grad_output[n, c_out, k - u + 1, l - v + 1]
                     grad_input[n, c_in, k, l] = acc
 
 
@@ -75,10 +73,9 @@ def conv1_grad_weight(grad_output, x, grad_weight):
                 for v in range(3):
                     acc = 0.0
                     for n in range(N):
-                        for i in range(8):
-                            for j in range(8):
-                                if ((0 <= i + u - 1)) and ((i + u - 1 < 8)) and ((0 <= j + v - 1)) and ((j + v - 1 < 8)):
-                                    acc += x[n, c_in, i + u - 1, j + v - 1]*grad_output[n, c_out, i, j]
+                        for i in range(max(0, 1 - u), min(8, 9 - u)):
+                            for j in range(max(0, 1 - v), min(8, 9 - v)):
+                                acc += x[n, c_in, i + u - 1, j + v - 1]*grad_output[n, c_out, i, j]
                     grad_weight[c_out, c_in, u, v] = acc
 
 
