@@ -148,7 +148,7 @@ def _torch_model(spec: NetworkSpec, params: dict):
     return model
 
 
-def _implementations(spec_name: str, batch: int, include_torch: bool):
+def _implementations(spec_name: str, include_torch: bool):
     """name -> (forward(x), train_step(x, labels)) closures over independent parameter copies."""
     net = Network.from_spec(spec_name, seed=0)
     implementations = {"generated": (net.forward, lambda x, y: net.train_step(x, y, lr=1e-4))}
@@ -197,7 +197,7 @@ def run_benchmark(spec_name: str, batch: int = 64, threads: int = 2, repeat: int
         import torch
 
         torch.set_num_threads(threads)
-    net, implementations = _implementations(spec_name, batch, include_torch)
+    net, implementations = _implementations(spec_name, include_torch)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, *net.spec.input_shape)).astype(np.float32)
     labels = rng.integers(0, net.spec.classes, batch).astype(np.int64)

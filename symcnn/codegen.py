@@ -79,7 +79,6 @@ class Kernel:
     formula: str  # for the docstring
     arguments: tuple[str, ...]  # arrays, in order; the output last
     output: str
-    output_shape: tuple[str, ...]
     output_loops: tuple[Loop, ...]
     kind: str = "sum"  # "sum": accumulate terms; "max": window max with argmax (max pooling)
     terms: tuple[Term, ...] = ()
@@ -367,12 +366,12 @@ def _forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict) -
         window = tuple(lowering.loop(*limit) for limit in concrete.rhs.limits)
         extent = concrete.rhs.limits[1][2] + 1
         offset = lowering.code(concrete.rhs.limits[0][0] * extent + concrete.rhs.limits[1][0])
-        return Kernel(name, doc, ("x", "out", "switch"), "out", (), loops, kind="max",
+        return Kernel(name, doc, ("x", "out", "switch"), "out", loops, kind="max",
                       switch="switch", window=window, window_value=lowering.code(concrete.rhs.function),
                       window_offset=offset, imports=lowering.printer.imports(), batch_from="x")
     terms = tuple(lowering.term(term, concrete.indices) for term in _forward_terms(concrete))
     arguments = _arguments(lowering, _forward_terms(concrete), "out", _ARGUMENT_ORDER)
-    return Kernel(name, doc, arguments, "out", (), loops, terms=terms,
+    return Kernel(name, doc, arguments, "out", loops, terms=terms,
                   imports=lowering.printer.imports(), batch_from="x")
 
 
@@ -395,8 +394,7 @@ def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, 
     arguments = _arguments(lowering, terms, ARRAY_NAMES[role], _ARGUMENT_ORDER)
     batch_from = next((a for a in arguments[:-1] if a in ("grad_output", "x")), arguments[0])
     return Kernel(_kernel_name(layer.label, role), _docstring(gradient.forward, gradient, values), arguments,
-                  ARRAY_NAMES[role], (),
-                  loops, terms=printed, imports=lowering.printer.imports(), batch_from=batch_from)
+                  ARRAY_NAMES[role], loops, terms=printed, imports=lowering.printer.imports(), batch_from=batch_from)
 
 
 def layer_kernels(layer: LayerSpec) -> list[Kernel]:
@@ -422,7 +420,7 @@ def loss_kernels(spec: NetworkSpec) -> list[Kernel]:
     scale, summation = concrete.rhs.as_independent(Sum, as_Add=False)
     terms = _forward_terms(ops.IndexFormula("loss", concrete.output, (), summation, concrete.operands))
     printed = tuple(lowering.term(term, concrete.indices) for term in terms)
-    loss = Kernel("loss_forward", _docstring(formula, None, values), ("x", "targets"), "", (), (), terms=printed,
+    loss = Kernel("loss_forward", _docstring(formula, None, values), ("x", "targets"), "", (), terms=printed,
                   result=lowering.code(scale * Symbol("acc")), imports=lowering.printer.imports(), batch_from="x")
     gradient = derive_gradient(formula, "input")
     loss_layer = LayerSpec("loss", -1, (spec.classes,), (), "loss")

@@ -90,10 +90,6 @@ def _term_derivative(term: Expr, symbol: Symbol) -> Expr:
     return sympy.diff(term, symbol)
 
 
-def _size_pair(value, field_name: str) -> tuple[int, int]:
-    return pair(value, field_name, 1)
-
-
 @dataclass(frozen=True)
 class LayerConfig:
     """One op at a small, concrete configuration, validated on construction.
@@ -125,8 +121,8 @@ class LayerConfig:
             set_field("input_size", integer(self.input_size, "input_size", 1))
             self._refuse_too_large()
             return
-        set_field("input_size", _size_pair(self.input_size, "input_size"))
-        set_field("kernel", _size_pair(self.kernel, "kernel"))
+        set_field("input_size", pair(self.input_size, "input_size", 1))
+        set_field("kernel", pair(self.kernel, "kernel", 1))
         default_stride = 1 if self.op == "conv2d" else self.kernel
         set_field("stride", pair(default_stride if self.stride is None else self.stride, "stride", 1))
         set_field("padding", pair(self.padding, "padding", 0))

@@ -176,3 +176,26 @@ def test_templates_hold_no_math():
                          if not line.lstrip().startswith("{#"))
         for forbidden in ("exp(", "log(", " * ", "//", " % ", "+= 1", "- 1]"):
             assert forbidden not in code.replace('"    " * depth', ""), (template.name, forbidden)
+
+
+def test_the_wheel_carries_kernels_regenerated_at_build_time(tmp_path):
+    """The build hook renders the shipped specs' kernels (and ships the templates) into the wheel."""
+    import subprocess
+    import sys
+    import zipfile
+
+    pytest.importorskip("hatchling")
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                             "-w", str(tmp_path), str(root)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (wheel,) = tmp_path.glob("symcnn-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        assert "symcnn/templates/layer.py.jinja" in names
+        for name in SHIPPED_SPECS:
+            spec = load_spec(name)
+            for relative, text in render_package(spec).items():
+                path = f"symcnn/_generated/{spec.module_name}/{relative}"
+                assert path in names
+                assert archive.read(path).decode() == text
