@@ -80,8 +80,12 @@ class Kernel:
     arguments: tuple[str, ...]  # arrays, in order; the output last
     output: str
     output_loops: tuple[Loop, ...]
-    kind: str = "sum"  # "sum": accumulate terms; "max": window max with argmax (max pooling)
+    # "sum": each output element accumulates its terms (gather); "accumulate": each output tile
+    # (the last two output axes, innermost) is zeroed, then every term adds into it, the reduction
+    # loops outside, so that the innermost loop runs along a row; "max": window max with argmax.
+    kind: str = "sum"
     terms: tuple[Term, ...] = ()
+    tile: tuple[Loop, ...] = ()  # the inner output loops of an "accumulate" kernel
     result: Optional[str] = None  # a scalar kernel's return value, printed (the loss's -acc/N)
     switch: Optional[str] = None  # the argmax output of a max kernel
     window: tuple[Loop, ...] = ()  # the window loops of a max kernel
@@ -294,9 +298,9 @@ def _fold_bound(condition, bounds: dict, order: list, outer: set) -> bool:
         difference = difference + 1  # integers: d < 0 is d + 1 <= 0
     difference = sympy.expand(difference)
     candidates = [var for var in order if difference.has(var)]
-    if len(candidates) != 1:
+    if not candidates:
         return False
-    (variable,) = candidates
+    variable = candidates[-1]  # bound the innermost loop; the outer ones are known there
     coefficient = difference.coeff(variable)
     rest = sympy.expand(difference - coefficient * variable)
     known = outer | set(order[:order.index(variable)])
@@ -324,6 +328,32 @@ def _output_loops(lowering: _Lowering, indices, shape, batch) -> tuple[Loop, ...
         stop = "N" if size == batch else lowering.code(size)
         loops.append(Loop(lowering.printer.doprint(index), stop, parallel=position == 0))
     return tuple(loops)
+
+
+#: Rows shorter than this are not worth the accumulate schedule (the inner loop would be tiny).
+MIN_TILE_EXTENT = 4
+
+
+def _summation(lowering: _Lowering, indices, shape, batch, terms) -> dict:
+    """Loops and printed terms of a sum kernel, in the schedule that suits it.
+
+    The accumulate schedule (reduction loops outside, the last two output axes inside) is a loop
+    interchange of the same sums: legal because every term adds into its own output element. It
+    is chosen when the last two output axes are rows of at least ``MIN_TILE_EXTENT``, no term
+    reduces over the batch (a weight gradient keeps the gather form, parallel over its channels)
+    and no term tests divisibility (a strided input gradient: most of its tile would be skipped).
+    """
+    loops = _output_loops(lowering, indices, shape, batch)
+    tiled = (len(indices) >= 3 and all(size.is_Integer and size >= MIN_TILE_EXTENT for size in shape[-2:])
+             and any(term.limits for term in terms)
+             and not any(limit[2] + 1 == batch or limit[2].has(batch) for term in terms for limit in term.limits)
+             and not any(condition.has(sympy.Mod) for term in terms for condition in term.conditions))
+    if not tiled:
+        return {"output_loops": loops, "terms": tuple(lowering.term(term, indices) for term in terms)}
+    inner = tuple((index, sympy.S.Zero, size - 1) for index, size in zip(indices[-2:], shape[-2:]))
+    printed = tuple(lowering.term(GatherTerm(term.limits + inner, term.conditions, term.body), indices[:-2])
+                    for term in terms)
+    return {"output_loops": loops[:-2], "tile": loops[-2:], "terms": printed, "kind": "accumulate"}
 
 
 def _forward_terms(formula: ops.IndexFormula) -> list[GatherTerm]:
@@ -369,10 +399,10 @@ def _forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict) -
         return Kernel(name, doc, ("x", "out", "switch"), "out", loops, kind="max",
                       switch="switch", window=window, window_value=lowering.code(concrete.rhs.function),
                       window_offset=offset, imports=lowering.printer.imports(), batch_from="x")
-    terms = tuple(lowering.term(term, concrete.indices) for term in _forward_terms(concrete))
-    arguments = _arguments(lowering, _forward_terms(concrete), "out", _ARGUMENT_ORDER)
-    return Kernel(name, doc, arguments, "out", loops, terms=terms,
-                  imports=lowering.printer.imports(), batch_from="x")
+    terms = _forward_terms(concrete)
+    schedule = _summation(lowering, concrete.indices, concrete.output.shape, batch, terms)
+    arguments = _arguments(lowering, terms, "out", _ARGUMENT_ORDER)
+    return Kernel(name, doc, arguments, "out", imports=lowering.printer.imports(), batch_from="x", **schedule)
 
 
 def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, stride=None) -> Kernel:
@@ -388,13 +418,12 @@ def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, 
             body = body.replace(lambda node: isinstance(node, FirstArgmax),
                                 lambda node: sympy.Piecewise((1, _switch_test(node, switch, stride)), (0, True)))
         terms.append(GatherTerm(term.limits, term.conditions, body))
-    printed = tuple(lowering.term(term, concrete.indices) for term in terms)
+    schedule = _summation(lowering, concrete.indices, concrete.gradient.shape, batch, terms)
     role = gradient.gradient.role
-    loops = _output_loops(lowering, concrete.indices, concrete.gradient.shape, batch)
     arguments = _arguments(lowering, terms, ARRAY_NAMES[role], _ARGUMENT_ORDER)
     batch_from = next((a for a in arguments[:-1] if a in ("grad_output", "x")), arguments[0])
     return Kernel(_kernel_name(layer.label, role), _docstring(gradient.forward, gradient, values), arguments,
-                  ARRAY_NAMES[role], loops, terms=printed, imports=lowering.printer.imports(), batch_from=batch_from)
+                  ARRAY_NAMES[role], imports=lowering.printer.imports(), batch_from=batch_from, **schedule)
 
 
 def layer_kernels(layer: LayerSpec) -> list[Kernel]:

@@ -20,13 +20,16 @@ def conv1_forward(x, weight, bias, out):
         for c_out in range(16):
             for i in range(8):
                 for j in range(8):
-                    acc = 0.0
-                    acc += bias[c_out]
-                    for c_in in range(1):
-                        for u in range(max(0, 1 - i), min(3, 9 - i)):
-                            for v in range(max(0, 1 - j), min(3, 9 - j)):
-                                acc += weight[c_out, c_in, u, v]*x[n, c_in, i + u - 1, j + v - 1]
-                    out[n, c_out, i, j] = acc
+                    out[n, c_out, i, j] = 0.0
+            for i in range(8):
+                for j in range(8):
+                    out[n, c_out, i, j] += bias[c_out]
+            for c_in in range(1):
+                for u in range(3):
+                    for v in range(3):
+                        for i in range(max(0, 1 - u), min(8, 9 - u)):
+                            for j in range(max(0, 1 - v), min(8, 9 - v)):
+                                out[n, c_out, i, j] += weight[c_out, c_in, u, v]*x[n, c_in, i + u - 1, j + v - 1]
 
 
 @njit(cache=True, parallel=True)
@@ -46,12 +49,13 @@ def conv1_grad_input(grad_output, weight, grad_input):
         for c_in in range(1):
             for k in range(8):
                 for l in range(8):
-                    acc = 0.0
-                    for c_out in range(16):
-                        for u in range(max(0, k - 6), min(3, k + 2)):
-                            for v in range(max(0, l - 6), min(3, l + 2)):
-                                acc += weight[c_out, c_in, u, v]*grad_output[n, c_out, k - u + 1, l - v + 1]
-                    grad_input[n, c_in, k, l] = acc
+                    grad_input[n, c_in, k, l] = 0.0
+            for c_out in range(16):
+                for u in range(3):
+                    for v in range(3):
+                        for k in range(max(0, u - 1), min(8, u + 7)):
+                            for l in range(max(0, v - 1), min(8, v + 7)):
+                                grad_input[n, c_in, k, l] += weight[c_out, c_in, u, v]*grad_output[n, c_out, k - u + 1, l - v + 1]
 
 
 @njit(cache=True, parallel=True)
