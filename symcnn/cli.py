@@ -217,13 +217,6 @@ def _as_option(message: str) -> str:
 
 
 def _run_derive(args) -> int:
-    try:
-        return _derive_and_print(args)
-    except ValueError as error:
-        raise ValueError(_as_option(str(error))) from None
-
-
-def _derive_and_print(args) -> int:
     from symcnn import render
     from symcnn.derive import LayerConfig, derive, parse_values
 
@@ -288,11 +281,8 @@ def _results_table(results) -> str:
 def _run_formula(args) -> int:
     from symcnn.formulas import general_formula
 
-    try:
-        view = general_formula(args.op, args.wrt, kernel=args.kernel, stride=args.stride,
-                               padding=args.padding, dilation=args.dilation)
-    except ValueError as error:
-        raise ValueError(_as_option(str(error))) from None
+    view = general_formula(args.op, args.wrt, kernel=args.kernel, stride=args.stride,
+                           padding=args.padding, dilation=args.dilation)
     print({"text": view.text, "latex": view.latex, "json": view.json}[args.format]())
     return 0
 
@@ -320,10 +310,7 @@ def _run_generate(args) -> int:
 def _run_train(args) -> int:
     from symcnn.training_cli import run_training
 
-    try:
-        return run_training(args)
-    except ValueError as error:
-        raise ValueError(_as_option(str(error))) from None
+    return run_training(args)
 
 
 def _run_bench(args) -> int:
@@ -351,8 +338,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                "generate": _run_generate, "train": _run_train, "bench": _run_bench}
     try:
         return runners[args.command](args)
-    except ValueError as error:  # user errors: one line, no traceback
-        print(f"symcnn {args.command}: error: {error}", file=sys.stderr)
+    except ValueError as error:  # user errors: one line naming the option, no traceback
+        print(f"symcnn {args.command}: error: {_as_option(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("symcnn: interrupted", file=sys.stderr)
