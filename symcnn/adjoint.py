@@ -26,10 +26,9 @@ from typing import Mapping, Optional, Sequence
 import sympy
 from sympy import And, Eq, Expr, IndexedBase, KroneckerDelta, Mod, Piecewise, S, Sum, Symbol
 
-from symcnn.functions import FirstArgmax
 from symcnn.ops import IndexFormula, Tensor
 
-__all__ = ["GatherTerm", "GradientFormula", "derive_gradient", "gradients_of", "GRADIENT_NAMES"]
+__all__ = ["GatherTerm", "GradientFormula", "derive_gradient", "gradients_of", "sum_terms", "GRADIENT_NAMES"]
 
 #: The ``IndexedBase`` names of the gradient tensors, by the role of the tensor they belong to.
 GRADIENT_NAMES = {"input": "dL/dX", "weight": "dL/dW", "bias": "dL/db", "output": "dL/dY"}
@@ -151,14 +150,14 @@ def _pull_deltas_out_of_piecewise(piecewise: Piecewise) -> Expr:
     return sympy.Mul(*common) * Piecewise(*stripped)
 
 
-def _terms(expr: Expr, taken: set) -> list[tuple[list, Expr]]:
+def sum_terms(expr: Expr, taken: set) -> list[tuple[list, Expr]]:
     """``expr`` as a list of ``(limits, summand)`` with every outer ``Sum`` flattened.
 
     A ``Sum`` inside a non-polynomial function (``1/sum exp``, ``log sum``) stays whole.
     Bound variables are renamed where two sums of one product would share a name.
     """
     if isinstance(expr, sympy.Add):
-        return [term for arg in expr.args for term in _terms(arg, taken)]
+        return [term for arg in expr.args for term in sum_terms(arg, taken)]
     if isinstance(expr, Sum):
         limits, function = [], expr.function
         for variable, low, high in expr.limits:
@@ -168,17 +167,17 @@ def _terms(expr: Expr, taken: set) -> list[tuple[list, Expr]]:
                 variable = fresh
             taken.add(variable)
             limits.append((variable, low, high))
-        return [(limits + inner_limits, summand) for inner_limits, summand in _terms(function, taken)]
+        return [(limits + inner_limits, summand) for inner_limits, summand in sum_terms(function, taken)]
     if isinstance(expr, sympy.Mul):
         combined = [([], S.One)]
         for factor in expr.args:
-            factor_terms = _terms(factor, taken)
+            factor_terms = sum_terms(factor, taken)
             combined = [(l1 + l2, s1 * s2) for l1, s1 in combined for l2, s2 in factor_terms]
         return combined
     if isinstance(expr, Piecewise):
         pulled = _pull_deltas_out_of_piecewise(expr)
         if pulled is not expr:
-            return _terms(pulled, taken)
+            return sum_terms(pulled, taken)
     return [([], expr)]
 
 
@@ -385,7 +384,7 @@ def derive_gradient(forward: IndexFormula, wrt: str, identities: Optional[Sequen
     ranges = {index: (S.Zero, size - 1) for index, size in zip(placeholders, target.shape)}
     taken = set(placeholders)
     terms = []
-    for limits, summand in _terms(derivative, taken):
+    for limits, summand in sum_terms(derivative, taken):
         term = _tidy(_eliminate(limits, summand, forward.indices), ranges)
         term = _apply_identities(term, identities)
         if term.body != 0:

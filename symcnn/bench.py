@@ -186,16 +186,15 @@ def run_benchmark(spec_name: str, batch: int = 64, threads: int = 2, repeat: int
     """Measure forward and train-step throughput and batch-1 train-step latency of each implementation."""
     import numba
 
-    if include_torch is None:
+    torch = None
+    if include_torch is not False:
         try:
-            import torch  # noqa: F401
-            include_torch = True
+            import torch
         except ImportError:
-            include_torch = False
+            torch = None
+    include_torch = torch is not None
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    if include_torch:
-        import torch
-
+    if torch is not None:
         torch.set_num_threads(threads)
     net, implementations = _implementations(spec_name, include_torch)
     rng = np.random.default_rng(0)

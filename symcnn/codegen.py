@@ -24,17 +24,17 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping, Optional
 
 import sympy
 from sympy import Expr, Indexed, IndexedBase, Sum, Symbol
 
 from symcnn import ops
-from symcnn.adjoint import GatherTerm, GradientFormula, _terms, derive_gradient
+from symcnn.adjoint import GatherTerm, GradientFormula, derive_gradient, sum_terms
 from symcnn.functions import FirstArgmax, MaxOver
 from symcnn.formulas import FormulaView
-from symcnn.printing import FloorDiv, NumbaPrinter, text
+from symcnn.printing import FloorDiv, NumbaPrinter
 from symcnn.spec import LayerSpec, NetworkSpec
 
 __all__ = ["Loop", "Term", "Reduction", "Kernel", "layer_kernels", "loss_kernels", "network_kernels"]
@@ -357,7 +357,7 @@ def _summation(lowering: _Lowering, indices, shape, batch, terms) -> dict:
 
 
 def _forward_terms(formula: ops.IndexFormula) -> list[GatherTerm]:
-    return [GatherTerm(tuple(limits), (), summand) for limits, summand in _terms(formula.rhs, set(formula.indices))]
+    return [GatherTerm(tuple(limits), (), summand) for limits, summand in sum_terms(formula.rhs, set(formula.indices))]
 
 
 def _docstring(formula: ops.IndexFormula, gradient: Optional[GradientFormula], values: dict) -> str:

@@ -6,6 +6,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -69,10 +70,8 @@ def run_training(args) -> int:
     checkpoint = _check_output_path(args.checkpoint, "checkpoint", "") if args.checkpoint else None
     plot = _check_output_path(args.plot, "plot", ".png") if args.plot else None
     if plot is not None:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise ValueError("plot: needs matplotlib; install it with pip install 'symcnn[plot]'") from None
+        if importlib.util.find_spec("matplotlib") is None:  # checked before training starts
+            raise ValueError("plot: needs matplotlib; install it with pip install 'symcnn[plot]'")
     net = Network.from_spec(args.spec, dtype=args.dtype, seed=args.seed)
     data = load_data(args.data, net.spec.input_shape, net.spec.classes).standardized()
     trainer = Trainer(net, config)

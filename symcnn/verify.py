@@ -77,8 +77,8 @@ def mismatches(forward: IndexFormula, arrays: Mapping[str, Array], parameters: M
     gradients = gradients_of(forward)
     upstream, oracle = elementwise_gradients(forward, arrays, parameters, list(gradients))
     result = {}
-    for role, gradient in gradients.items():
-        general = expand_gradient(gradient, arrays, upstream, parameters)
+    for role, formula in gradients.items():
+        general = expand_gradient(formula, arrays, upstream, parameters)
         result[role] = [
             tuple(index) for index in indices_of(general.shape)
             if not exactly_equal(general[index], oracle[role][index])

@@ -9,7 +9,6 @@ import numpy as np
 from symcnn.generate import generate
 from symcnn.runtime import Network, cache_dir
 from symcnn.spec import NetworkSpec, load_spec
-from symcnn.verify import symbolic_network_gradients as symbolic_values  # noqa: F401 (re-exported)
 
 
 def toml_of(spec: dict) -> str:

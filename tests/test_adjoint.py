@@ -17,9 +17,9 @@ import sympy
 from sympy import Array
 
 from symcnn import ops
-from symcnn.adjoint import GatherTerm, derive_gradient, gradients_of
+from symcnn.adjoint import derive_gradient, gradients_of
 from symcnn.formulas import FORMULA_OPS, from_srepr, general_formula
-from symcnn.functions import FirstArgmax, MaxOver
+from symcnn.functions import FirstArgmax
 from symcnn.tensors import symbol_array, upstream_array
 from symcnn.verify import elementwise_gradients, expand_gradient, mismatches
 

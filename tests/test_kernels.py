@@ -18,7 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kernels_helpers import network_for, random_params, symbolic_values, torch_loss_and_grads
+from kernels_helpers import network_for, random_params, torch_loss_and_grads
+from symcnn.verify import symbolic_network_gradients as symbolic_values
 from symcnn.runtime import Network
 
 
