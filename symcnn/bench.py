@@ -25,7 +25,7 @@ from symcnn.numpy_network import NumpyNetwork
 from symcnn.runtime import Network
 from symcnn.spec import NetworkSpec
 
-__all__ = ["forward_flops", "run_benchmark", "BenchResult", "machine_description", "sgemm_gflops"]
+__all__ = ["forward_flops", "torch_model", "run_benchmark", "BenchResult", "machine_description", "sgemm_gflops"]
 
 
 def forward_flops(spec: NetworkSpec) -> int:
@@ -113,7 +113,7 @@ class BenchResult:
                 "results": rows, "ratios_to_pytorch": ratios, "profile": self.profile}
 
 
-def _torch_model(spec: NetworkSpec, params: dict):
+def torch_model(spec: NetworkSpec, params: dict):
     """The spec as a ``torch.nn.Sequential``, with the same parameters."""
     import torch
 
@@ -144,6 +144,8 @@ def _torch_model(spec: NetworkSpec, params: dict):
             if f"{layer.name}.{role}" in params:
                 state[f"{position}.{role}"] = torch.tensor(params[f"{layer.name}.{role}"])
     model = torch.nn.Sequential(*modules)
+    if state:  # in the parameters' dtype, so that float64 weights are not rounded to float32 on loading
+        model = model.to(next(iter(state.values())).dtype)
     model.load_state_dict(state, strict=True)
     return model
 
@@ -157,7 +159,7 @@ def _implementations(spec_name: str, include_torch: bool):
     if include_torch:
         import torch
 
-        model = _torch_model(net.spec, {name: value.copy() for name, value in net.params.items()})
+        model = torch_model(net.spec, {name: value.copy() for name, value in net.params.items()})
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
 
         def torch_forward(x):

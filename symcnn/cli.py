@@ -347,6 +347,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except BrokenPipeError:  # `symcnn ... | head`: the reader left; not an error of ours
         sys.stderr.close()
         return 0
+    except OSError as error:  # an unwritable --out, a full disk: say so in one line
+        print(f"symcnn {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

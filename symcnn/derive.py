@@ -25,7 +25,7 @@ from sympy import Array, Expr, Symbol
 
 from symcnn import layers
 from symcnn.tensors import indices_of, symbol_array, symbol_table, upstream_array
-from symcnn.validation import check_window, integer, pair
+from symcnn.validation import check_window, integer, output_sizes, pair
 
 __all__ = ["vjp", "gradient", "LayerConfig", "Derivation", "derive", "parse_values", "OPS", "MAX_EXPANSION_TERMS"]
 
@@ -157,10 +157,7 @@ class LayerConfig:
     def output_shape(self) -> tuple[int, ...]:
         if self.op == "dense":
             return (self.batch, self.channels_out)
-        sizes = [
-            (size + 2 * pad - dil * (k - 1) - 1) // step + 1
-            for size, k, step, pad, dil in zip(self.input_size, self.kernel, self.stride, self.padding, self.dilation)
-        ]
+        sizes = output_sizes(self.input_size, self.kernel, self.stride, self.padding, self.dilation)
         channels = self.channels_out if self.op == "conv2d" else self.channels_in
         return (self.batch, channels, *sizes)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from symcnn.validation import check_window, integer, pair
+from symcnn.validation import check_window, integer, output_sizes, pair
 
 __all__ = ["LayerSpec", "NetworkSpec", "SHIPPED_SPECS", "load_spec", "parse_spec", "spec_from_dict", "SPEC_DIR",
            "shipped_kernels_dir"]
@@ -184,16 +184,12 @@ def _layer(table: Mapping, index: int, shape: tuple[int, ...], names: set) -> La
         settings["dilation"] = _positive_pair(values["dilation"], where, "dilation")
         settings["bias"] = values["bias"]
         _field(check_window, where, "kernel", shape[1:], settings["kernel"], settings["padding"], settings["dilation"])
-        sizes = [
-            (size + 2 * p - d * (k - 1) - 1) // s + 1
-            for size, k, s, p, d in zip(shape[1:], settings["kernel"], settings["stride"], settings["padding"],
-                                        settings["dilation"])
-        ]
+        sizes = output_sizes(shape[1:], settings["kernel"], settings["stride"], settings["padding"],
+                             settings["dilation"])
         output = (settings["out_channels"], *sizes)
     elif kind in ("maxpool2d", "avgpool2d"):
         _field(check_window, where, "kernel", shape[1:], settings["kernel"])
-        sizes = [(size - k) // s + 1 for size, k, s in zip(shape[1:], settings["kernel"], settings["stride"])]
-        output = (shape[0], *sizes)
+        output = (shape[0], *output_sizes(shape[1:], settings["kernel"], settings["stride"]))
     elif kind == "global_avgpool":
         if len(shape) != 3:
             raise _error(where, "type", f"needs a (C, H, W) input, got shape {shape}")

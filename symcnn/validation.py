@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-__all__ = ["integer", "pair", "check_window"]
+__all__ = ["integer", "pair", "check_window", "output_sizes"]
 
 
 def integer(value, field: str, minimum: int) -> int:
@@ -39,6 +39,20 @@ def pair(value, field: str, minimum: int) -> tuple[int, int]:
         return integer(value[0], field, minimum), integer(value[1], field, minimum)
     number = integer(value, field, minimum)
     return number, number
+
+
+def output_sizes(input_size: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
+                 padding: Sequence[int] = (0, 0), dilation: Sequence[int] = (1, 1)) -> tuple[int, ...]:
+    """``floor((size + 2p - d(k - 1) - 1) / s) + 1`` per axis, in integers.
+
+    The same rule as :func:`symcnn.ops.output_size` (a test keeps them equal), for the code that
+    must not import SymPy: spec validation and the runtime.
+
+    >>> output_sizes((32, 32), (3, 3), (1, 1), (1, 1))
+    (32, 32)
+    """
+    return tuple((size + 2 * p - d * (k - 1) - 1) // s + 1
+                 for size, k, s, p, d in zip(input_size, kernel, stride, padding, dilation))
 
 
 def check_window(

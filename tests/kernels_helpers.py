@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from symcnn.bench import torch_model
 from symcnn.generate import generate
 from symcnn.runtime import Network, cache_dir
 from symcnn.spec import NetworkSpec, load_spec
@@ -43,38 +44,20 @@ def random_params(net: Network, rng) -> dict:
 
 
 def torch_loss_and_grads(spec: NetworkSpec, params: dict, x: np.ndarray, labels: np.ndarray, torch_dtype):
-    """The same network in PyTorch (weights copied by name): loss, logits, every gradient."""
+    """The same network in PyTorch (symcnn.bench.torch_model, weights copied by name): loss, logits,
+    and every gradient, the input's included."""
     import torch
     import torch.nn.functional as F
 
+    model = torch_model(spec, params).to(torch_dtype)
     tx = torch.tensor(x, dtype=torch_dtype, requires_grad=True)
-    tp = {name: torch.tensor(value, dtype=torch_dtype, requires_grad=True) for name, value in params.items()}
-    h = tx
-    for layer in spec.layers:
-        s = layer.settings
-        if layer.kind == "conv2d":
-            h = F.conv2d(h, tp[f"{layer.name}.weight"], tp.get(f"{layer.name}.bias"), stride=s["stride"],
-                         padding=s["padding"], dilation=s["dilation"])
-        elif layer.kind == "relu":
-            h = F.relu(h)
-        elif layer.kind == "leaky_relu":
-            h = F.leaky_relu(h, s["alpha"])
-        elif layer.kind == "elu":
-            h = F.elu(h, s["alpha"])
-        elif layer.kind == "maxpool2d":
-            h = F.max_pool2d(h, s["kernel"], s["stride"])
-        elif layer.kind == "avgpool2d":
-            h = F.avg_pool2d(h, s["kernel"], s["stride"])
-        elif layer.kind == "global_avgpool":
-            h = F.adaptive_avg_pool2d(h, 1)
-        elif layer.kind == "flatten":
-            h = torch.flatten(h, 1)
-        elif layer.kind == "dense":
-            h = F.linear(h, tp[f"{layer.name}.weight"], tp.get(f"{layer.name}.bias"))
-    loss = F.cross_entropy(h, torch.tensor(labels))
+    logits = model(tx)
+    loss = F.cross_entropy(logits, torch.tensor(labels))
     loss.backward()
-    grads = {name: value.grad.numpy() for name, value in tp.items()}
+    positions = {layer.name: position for position, layer in enumerate(spec.layers) if layer.name}
+    grads = {}
+    for name in params:
+        layer_name, role = name.rsplit(".", 1)
+        grads[name] = getattr(model[positions[layer_name]], role).grad.numpy()
     grads["input"] = tx.grad.numpy()
-    return loss.item(), h.detach().numpy(), grads
-
-
+    return loss.item(), logits.detach().numpy(), grads

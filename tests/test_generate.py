@@ -199,3 +199,25 @@ def test_the_wheel_carries_kernels_regenerated_at_build_time(tmp_path):
                 path = f"symcnn/_generated/{spec.module_name}/{relative}"
                 assert path in names
                 assert archive.read(path).decode() == text
+
+
+def test_an_unwritable_output_directory_is_one_line(tmp_path, cli):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    status, out, err = cli("generate", "digits", "--out", str(blocked / "out"))
+    assert status == 2 and out == "" and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_the_integer_output_size_rule_equals_the_symbolic_one():
+    """spec and derive use validation.output_sizes (no SymPy); ops.output_size is the definition."""
+    import itertools
+
+    from symcnn import ops
+    from symcnn.validation import output_sizes
+
+    for size, kernel, stride, padding, dilation in itertools.product(range(1, 9), range(1, 4), range(1, 4),
+                                                                     range(0, 3), range(1, 3)):
+        if size + 2 * padding < dilation * (kernel - 1) + 1:
+            continue
+        expected = ops.output_size(size, kernel, stride, padding, dilation)
+        assert output_sizes((size,), (kernel,), (stride,), (padding,), (dilation,)) == (int(expected),)
