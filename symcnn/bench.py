@@ -15,6 +15,9 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -25,7 +28,8 @@ from symcnn.numpy_network import NumpyNetwork
 from symcnn.runtime import Network
 from symcnn.spec import NetworkSpec
 
-__all__ = ["forward_flops", "torch_model", "run_benchmark", "BenchResult", "machine_description", "sgemm_gflops"]
+__all__ = ["forward_flops", "torch_model", "run_benchmark", "BenchResult", "machine_description", "sgemm_gflops",
+           "measure_startup"]
 
 
 def forward_flops(spec: NetworkSpec) -> int:
@@ -224,7 +228,7 @@ def profile_train_step(net: Network, x, labels, repeat: int) -> dict:
     runs = []
     for _ in range(repeat):
         net.profile = {}
-        net.loss_and_grads(x, labels)
+        net.loss_and_grads(x, labels, input_gradient=False)  # as a train step: no input gradient
         runs.append(net.profile)
     net.profile = None
     flops = _kernel_flops(net.spec, x.shape[0])
@@ -278,6 +282,49 @@ def format_report(result: BenchResult) -> str:
             rate = f"{row['gflops']:.1f} GFLOP/s" if row["gflops"] else ""
             lines.append(f"  {kernel:<28} {row['ms']:>8.2f} ms  {rate}")
     return "\n".join(lines)
+
+
+# A fresh process: import the runtime, load the kernels from a directory, take one train step.
+_FIRST_STEP = """
+import sys
+from pathlib import Path
+import numpy as np
+from symcnn.runtime import Network, _import_package
+from symcnn.spec import load_spec
+spec = load_spec(sys.argv[1])
+net = Network(spec, _import_package(Path(sys.argv[2]) / spec.module_name, "symcnn_startup_kernels"))
+x = np.zeros((int(sys.argv[3]), *spec.input_shape), dtype=np.float32)
+net.train_step(x, np.zeros(len(x), dtype=np.int64))
+"""
+
+
+def measure_startup(spec_name: str, batch: int = 64) -> dict:
+    """Seconds to start from nothing: ``symcnn generate`` into an empty directory, then a new process's
+    first train step twice, cold (numba compiles every kernel) and warm (numba's cache present).
+    Each time is a whole process's wall time, the interpreter's start-up included."""
+    def seconds(command: list) -> float:
+        start = time.perf_counter()
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(command[:4])}: {result.stderr.strip()[-500:]}")
+        return time.perf_counter() - start
+
+    with tempfile.TemporaryDirectory() as directory:
+        generate = seconds([sys.executable, "-m", "symcnn", "generate", spec_name, "--out", directory])
+        step = [sys.executable, "-c", _FIRST_STEP, spec_name, directory, str(batch)]
+        cold = seconds(step)
+        warm = seconds(step)
+    return {"generate_s": generate, "first_step_cold_s": cold, "first_step_warm_s": warm,
+            "generate_and_compile_s": generate + cold}
+
+
+def format_startup(startup: dict) -> str:
+    return "\n".join([
+        "start-up (whole processes, wall time):",
+        f"  symcnn generate (SymPy derivation and rendering)   {startup['generate_s']:6.1f} s",
+        f"  first train step, cold (numba compiles every kernel) {startup['first_step_cold_s']:6.1f} s",
+        f"  generate + cold first step                          {startup['generate_and_compile_s']:6.1f} s",
+        f"  first train step, warm (numba's cache present)      {startup['first_step_warm_s']:6.1f} s"])
 
 
 def as_json(result: BenchResult) -> str:

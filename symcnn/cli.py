@@ -106,6 +106,9 @@ def _add_bench(commands) -> None:
     bench.add_argument("--repeat", type=_number(int), default=7)
     bench.add_argument("--profile", action="store_true", help="time each generated kernel of the train step")
     bench.add_argument("--json", action="store_true", help="machine-readable results")
+    bench.add_argument("--startup", action="store_true",
+                       help="also time start-up: generate into an empty directory, then a new process's first "
+                            "train step, cold (compiling) and warm (numba's cache)")
 
 
 def _number(kind):
@@ -321,7 +324,14 @@ def _run_bench(args) -> int:
 
     result = bench.run_benchmark(args.spec, batch=args.batch, threads=args.threads, repeat=args.repeat,
                                  profile=args.profile)
-    print(bench.as_json(result) if args.json else bench.format_report(result))
+    startup = bench.measure_startup(args.spec, args.batch) if args.startup else None
+    if args.json:
+        data = json.loads(bench.as_json(result))
+        if startup:
+            data["startup"] = startup
+        print(json.dumps(data, indent=2))
+    else:
+        print(bench.format_report(result) + ("\n\n" + bench.format_startup(startup) if startup else ""))
     return 0
 
 

@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping, Optional
 
 import sympy
@@ -33,66 +32,13 @@ from sympy import Expr, Indexed, IndexedBase, Sum, Symbol
 from symcnn import ops
 from symcnn.adjoint import GatherTerm, GradientFormula, derive_gradient, sum_terms
 from symcnn.functions import FirstArgmax, MaxOver
+from symcnn.kernel_ir import Kernel, Loop, Reduction, Term
+from symcnn.lanes import lanes_schedule
 from symcnn.formulas import FormulaView
 from symcnn.printing import FloorDiv, NumbaPrinter
 from symcnn.spec import LayerSpec, NetworkSpec
 
 __all__ = ["Loop", "Term", "Reduction", "Kernel", "layer_kernels", "loss_kernels", "network_kernels"]
-
-
-@dataclass(frozen=True)
-class Loop:
-    variable: str
-    stop: str  # printed: a constant, N for the batch, or a bound folded from a condition
-    parallel: bool = False
-    start: str = "0"
-
-
-@dataclass(frozen=True)
-class Reduction:
-    """A value hoisted out of a term: ``name = sum (or max) over loops of value``."""
-
-    name: str
-    kind: str  # "sum" or "max"
-    loops: tuple[Loop, ...]
-    value: str
-
-
-@dataclass(frozen=True)
-class Term:
-    """``acc += value`` over ``loops`` where ``condition`` holds (``None``: always).
-
-    ``reductions`` are computed in the innermost loop, before the value (softmax's normalizer).
-    """
-
-    loops: tuple[Loop, ...]
-    condition: Optional[str]
-    value: str
-    reductions: tuple[Reduction, ...] = ()
-
-
-@dataclass(frozen=True)
-class Kernel:
-    """One generated function, fully printed: the template only lays it out."""
-
-    name: str
-    formula: str  # for the docstring
-    arguments: tuple[str, ...]  # arrays, in order; the output last
-    output: str
-    output_loops: tuple[Loop, ...]
-    # "sum": each output element accumulates its terms (gather); "accumulate": each output tile
-    # (the last two output axes, innermost) is zeroed, then every term adds into it, the reduction
-    # loops outside, so that the innermost loop runs along a row; "max": window max with argmax.
-    kind: str = "sum"
-    terms: tuple[Term, ...] = ()
-    tile: tuple[Loop, ...] = ()  # the inner output loops of an "accumulate" kernel
-    result: Optional[str] = None  # a scalar kernel's return value, printed (the loss's -acc/N)
-    switch: Optional[str] = None  # the argmax output of a max kernel
-    window: tuple[Loop, ...] = ()  # the window loops of a max kernel
-    window_value: str = ""
-    window_offset: str = ""
-    imports: frozenset = frozenset()  # (module, name) the printed code calls
-    batch_from: str = ""  # the argument whose first axis is the batch size N
 
 
 # Array names in generated code, by formula role.
@@ -281,7 +227,21 @@ class _Lowering:
             Loop(self.printer.doprint(var), self.code(bounds[var][1]), False, self.code(bounds[var][0]))
             for var in order
         )
-        return Term(loops, condition, self.code(body), tuple(reductions))
+        body, loads = self.hoist_loads(body)
+        return Term(loops, condition, self.code(body), tuple(reductions), loads)
+
+    def hoist_loads(self, body: Expr) -> tuple[Expr, tuple[tuple[str, str], ...]]:
+        """Read the arrays a ``Piecewise`` branches on before it: ``load0 = grad_output[n, c, i, j]``.
+
+        Python's ``a if c else b`` reads ``a`` only when ``c`` holds; LLVM cannot then vectorize the
+        loop (a load it may not speculate). Reads at plain loop indices are always in bounds, so
+        reading them first computes the same value, branch-free.
+        """
+        reads = sorted({read for piecewise in body.atoms(sympy.Piecewise) for read in piecewise.atoms(Indexed)
+                        if all(index.is_Symbol or index.is_Integer for index in read.indices)},
+                       key=sympy.default_sort_key)
+        names = {read: Symbol(f"load{position}") for position, read in enumerate(reads)}
+        return body.xreplace(names), tuple((str(names[read]), self.code(read)) for read in reads)
 
 
 def _fold_bound(condition, bounds: dict, order: list, outer: set) -> bool:
@@ -334,8 +294,11 @@ def _output_loops(lowering: _Lowering, indices, shape, batch) -> tuple[Loop, ...
 MIN_TILE_EXTENT = 4
 
 
-def _summation(lowering: _Lowering, indices, shape, batch, terms) -> dict:
+def _summation(lowering: _Lowering, indices, shape, batch, terms, output_name: str, tensors) -> dict:
     """Loops and printed terms of a sum kernel, in the schedule that suits it.
+
+    The lanes schedule (:mod:`symcnn.lanes`) when the kernel is one product ``broadcast *
+    streamed`` (convolutions, dense layers' gradients); otherwise the accumulate or gather form.
 
     The accumulate schedule (reduction loops outside, the last two output axes inside) is a loop
     interchange of the same sums: legal because every term adds into its own output element. It
@@ -343,6 +306,9 @@ def _summation(lowering: _Lowering, indices, shape, batch, terms) -> dict:
     reduces over the batch (a weight gradient keeps the gather form, parallel over its channels)
     and no term tests divisibility (a strided input gradient: most of its tile would be skipped).
     """
+    lanes = lanes_schedule(lowering, output_name, indices, shape, batch, terms, tensors)
+    if lanes is not None:
+        return lanes
     loops = _output_loops(lowering, indices, shape, batch)
     tiled = (len(indices) >= 3 and all(size.is_Integer and size >= MIN_TILE_EXTENT for size in shape[-2:])
              and any(term.limits for term in terms)
@@ -400,7 +366,7 @@ def _forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict) -
                       switch="switch", window=window, window_value=lowering.code(concrete.rhs.function),
                       window_offset=offset, imports=lowering.printer.imports(), batch_from="x")
     terms = _forward_terms(concrete)
-    schedule = _summation(lowering, concrete.indices, concrete.output.shape, batch, terms)
+    schedule = _summation(lowering, concrete.indices, concrete.output.shape, batch, terms, "out", concrete.tensors)
     arguments = _arguments(lowering, terms, "out", _ARGUMENT_ORDER)
     return Kernel(name, doc, arguments, "out", imports=lowering.printer.imports(), batch_from="x", **schedule)
 
@@ -418,8 +384,9 @@ def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, 
             body = body.replace(lambda node: isinstance(node, FirstArgmax),
                                 lambda node: sympy.Piecewise((1, _switch_test(node, switch, stride)), (0, True)))
         terms.append(GatherTerm(term.limits, term.conditions, body))
-    schedule = _summation(lowering, concrete.indices, concrete.gradient.shape, batch, terms)
     role = gradient.gradient.role
+    schedule = _summation(lowering, concrete.indices, concrete.gradient.shape, batch, terms, ARRAY_NAMES[role],
+                          tensors)
     arguments = _arguments(lowering, terms, ARRAY_NAMES[role], _ARGUMENT_ORDER)
     batch_from = next((a for a in arguments[:-1] if a in ("grad_output", "x")), arguments[0])
     return Kernel(_kernel_name(layer.label, role), _docstring(gradient.forward, gradient, values), arguments,

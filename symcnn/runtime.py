@@ -238,8 +238,11 @@ class Network:
         self._check_params()
         return self._forward(x)[0]
 
-    def loss_and_grads(self, x: np.ndarray, labels: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
-        """The batch-mean softmax cross-entropy and its gradient for every parameter and the input."""
+    def loss_and_grads(self, x: np.ndarray, labels: np.ndarray,
+                       input_gradient: bool = True) -> tuple[float, dict[str, np.ndarray]]:
+        """The batch-mean softmax cross-entropy and its gradient for every parameter and, unless
+        ``input_gradient`` is false (training needs none: the first layer's input gradient is
+        skipped), the input."""
         batch = self._check_input(x)
         targets = self._one_hot(labels, batch)
         self._check_params()
@@ -248,7 +251,7 @@ class Network:
         upstream = np.empty_like(logits)
         self._call("loss_grad_input", {"x": logits, "targets": targets, "grad_input": upstream})
         grads: dict[str, np.ndarray] = {}
-        for layer, layer_input in zip(reversed(self.spec.layers), reversed(inputs)):
+        for depth, (layer, layer_input) in enumerate(zip(reversed(self.spec.layers), reversed(inputs))):
             arrays = self._layer_arrays(layer)
             arrays.update(x=layer_input, grad_output=upstream)
             if layer.label in switches:
@@ -258,10 +261,13 @@ class Network:
                     arrays[f"grad_{role}"] = gradient = np.empty_like(arrays[role])
                     self._call(f"{layer.label}_grad_{role}", arrays)
                     grads[f"{layer.name}.{role}"] = gradient
+            if depth == len(self.spec.layers) - 1 and not input_gradient:
+                break
             arrays["grad_input"] = np.empty_like(layer_input)
             self._call(f"{layer.label}_grad_input", arrays)
             upstream = arrays["grad_input"]
-        grads["input"] = upstream
+        else:
+            grads["input"] = upstream
         return loss, grads
 
     def fit(self, data="digits", epochs: int = 15, batch: int = 32, lr: float = 0.05, momentum: float = 0.9,
@@ -290,7 +296,7 @@ class Network:
         """One step of plain SGD; returns the loss before the step."""
         if not np.isfinite(lr) or lr <= 0:
             raise ValueError(f"lr: must be a positive number, got {lr!r}")
-        loss, grads = self.loss_and_grads(x, labels)
+        loss, grads = self.loss_and_grads(x, labels, input_gradient=False)
         for name, parameter in self.params.items():
             parameter -= self.dtype.type(lr) * grads[name]
         return loss

@@ -250,7 +250,8 @@ class Trainer:
                 with bar:
                     while state.step < batches:
                         index = state.order[state.step * config.batch:(state.step + 1) * config.batch]
-                        loss, grads = self.net.loss_and_grads(data.x_train[index], data.y_train[index])
+                        loss, grads = self.net.loss_and_grads(data.x_train[index], data.y_train[index],
+                                                             input_gradient=False)
                         if not math.isfinite(loss):
                             raise TrainingDiverged(
                                 f"the loss is {loss} at epoch {state.epoch + 1}, batch {state.step + 1}: "

@@ -53,3 +53,15 @@ def test_bench_reports_every_implementation_side_by_side(cli):
 def test_bench_refuses_non_positive_counts(cli, option):
     status, out, err = cli("bench", "digits", option, "0")
     assert status == 2 and out == "" and option in err and err.count("\n") == 1
+
+
+def test_startup_is_measured_from_an_empty_directory():
+    """From an empty directory: generation, a cold first train step (every kernel compiled), then a
+    warm one that loads numba's cache, each a whole new process that must succeed. (Timed, never
+    asserted on: these machines are shared.)"""
+    from symcnn.bench import format_startup, measure_startup
+
+    startup = measure_startup("digits", batch=4)
+    assert set(startup) == {"generate_s", "first_step_cold_s", "first_step_warm_s", "generate_and_compile_s"}
+    assert all(seconds > 0 for seconds in startup.values())
+    assert "first train step, warm" in format_startup(startup)

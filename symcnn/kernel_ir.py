@@ -1,0 +1,120 @@
+"""What a generated kernel is, as data: printed expressions and loop bounds for the templates.
+
+:mod:`symcnn.codegen` lowers derived formulas to these; ``templates/layer.py.jinja`` lays them out.
+Every string here is code printed from a formula by :class:`~symcnn.printing.NumbaPrinter`, or a
+name, or a constant: the templates add loops, never arithmetic.
+
+Example:
+    >>> Loop("i", "16", parallel=True)
+    Loop(variable='i', stop='16', parallel=True, start='0')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+__all__ = ["Loop", "Reduction", "Term", "Staging", "Lanes", "Kernel"]
+
+
+@dataclass(frozen=True)
+class Loop:
+    variable: str
+    stop: str  # printed: a constant, N for the batch, or a bound folded from a condition
+    parallel: bool = False
+    start: str = "0"
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """A value hoisted out of a term: ``name = sum (or max) over loops of value``."""
+
+    name: str
+    kind: str  # "sum" or "max"
+    loops: tuple[Loop, ...]
+    value: str
+
+
+@dataclass(frozen=True)
+class Term:
+    """``acc += value`` over ``loops`` where ``condition`` holds (``None``: always).
+
+    ``reductions`` are computed in the innermost loop, before the value (softmax's normalizer).
+    """
+
+    loops: tuple[Loop, ...]
+    condition: Optional[str]
+    value: str
+    reductions: tuple[Reduction, ...] = ()
+    loads: tuple[tuple[str, str], ...] = ()  # (name, printed read), read before the value
+
+
+@dataclass(frozen=True)
+class Staging:
+    """A kernel-internal copy of an operand, filled before it is read.
+
+    Zero-padded (``zeroed``: reads beyond the operand's bounds find zeros, so the loops test no
+    bounds) and/or with the lane axis last (so that the innermost loop runs over contiguous
+    memory). ``per_image``: the operand has a batch axis and the copy holds image ``n``.
+    """
+
+    name: str
+    shape: tuple[str, ...]  # printed extents
+    loops: tuple[Loop, ...]  # over the operand's axes, the batch axis excluded
+    target: str  # printed index into the copy
+    source: str  # printed read of the operand
+    per_image: bool
+    zeroed: bool
+
+
+@dataclass(frozen=True)
+class Lanes:
+    """The lanes schedule of a kernel whose one term is ``broadcast * streamed``.
+
+    One output axis, the lane, indexes only the streamed operand: the innermost loop runs along it,
+    contiguous in the staged copies and in ``tile``, an accumulator with the lane axis last, while
+    the broadcast value is read once outside that loop. ``over_batch``: the term sums over the
+    batch (a weight gradient), so every thread accumulates its share of images into its own tile
+    and the tiles are summed at the end; otherwise the tile holds one output row of image ``n``.
+    """
+
+    over_batch: bool
+    chunks: int  # over_batch: the images are summed in this many chunks (the parallel loop)
+    chunk_images: tuple[str, str]  # printed start and stop of chunk ``chunk``'s images
+    stagings: tuple[Staging, ...]
+    rows: tuple[Loop, ...]  # output loops outside the tile, after the batch (rows schedule)
+    tile: tuple[Loop, ...]  # the tile's loops, the lane last (its stop is the runtime ``lanes``)
+    tile_shape: tuple[str, ...]
+    lane_extent: str  # the streamed argument's lane axis, ``weight.shape[0]``: a runtime value
+    tile_index: str  # printed index of the tile element of the current output element
+    init: str  # printed initial value of a tile element
+    reduction: tuple[Loop, ...]  # the term's loops, the batch excluded
+    broadcast: str  # printed read, hoisted out of the lane loop
+    value: str  # printed product, in terms of ``broadcast``
+    store: str  # printed output element that a tile element is written to
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One generated function, fully printed: the template only lays it out."""
+
+    name: str
+    formula: str  # for the docstring
+    arguments: tuple[str, ...]  # arrays, in order; the output last
+    output: str
+    output_loops: tuple[Loop, ...]
+    # "sum": each output element accumulates its terms (gather); "accumulate": each output tile
+    # (the last two output axes, innermost) is zeroed, then every term adds into it, the reduction
+    # loops outside, so that the innermost loop runs along a row; "max": window max with argmax;
+    # "lanes": see :class:`Lanes`.
+    kind: str = "sum"
+    terms: tuple[Term, ...] = ()
+    tile: tuple[Loop, ...] = ()  # the inner output loops of an "accumulate" kernel
+    result: Optional[str] = None  # a scalar kernel's return value, printed (the loss's -acc/N)
+    switch: Optional[str] = None  # the argmax output of a max kernel
+    window: tuple[Loop, ...] = ()  # the window loops of a max kernel
+    window_value: str = ""
+    window_offset: str = ""
+    imports: frozenset = frozenset()  # (module, name) the printed code calls
+    batch_from: str = ""  # the argument whose first axis is the batch size N
+    lanes: Optional[Lanes] = None

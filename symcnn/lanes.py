@@ -1,0 +1,237 @@
+"""The lanes schedule: a product term ``broadcast * streamed`` lowered for SIMD loops.
+
+A convolution's forward pass ``Y[n, c_out, i, j] += W[c_out, c_in, u, v] * X[n, c_in, i + u - 1, ...]``
+has an output axis, ``c_out``, that indexes only ``W``: for fixed ``(c_in, u, v, i, j)`` the X value
+is one number, multiplied into a whole row of W. The lanes schedule makes that row the innermost
+loop, contiguous in memory, so that the compiler can turn it into vector instructions:
+
+- the *streamed* operand (all its indices plain loop variables) gets a copy with the lane axis last;
+- the *broadcast* operand, when its indices are affine (a window read), gets a zero-padded copy, so
+  that the range and padding conditions of the formula become reads of zeros, never tests;
+- the accumulator (``tile``) keeps the lane axis last: one output row of an image, or, when the term
+  sums over the batch (weight gradients), the whole output, one per thread, summed at the end.
+
+It is a loop interchange and a change of layout of the same sums: every value is printed from the
+formula (:class:`~symcnn.printing.NumbaPrinter`), the copies only move it. :func:`lanes_schedule`
+returns ``None`` for a kernel it does not fit (other terms, divisibility conditions of a strided
+input gradient, ...), which then keeps its gather or accumulate schedule.
+
+Example:
+    >>> from symcnn.codegen import layer_kernels
+    >>> from symcnn.spec import load_spec
+    >>> forward = layer_kernels(load_spec("seed004").layers[3])[0]
+    >>> forward.kind, forward.lanes.value
+    ('lanes', 'broadcast*weight_t[c_in, u, v, c_out]')
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import sympy
+from sympy import Expr, Indexed, IndexedBase, Symbol
+
+from symcnn.adjoint import GatherTerm
+from symcnn.kernel_ir import Lanes, Loop, Staging
+from symcnn.printing import FloorDiv
+
+__all__ = ["lanes_schedule"]
+
+#: A lane loop shorter than this does not fill a vector register (8 float32 in AVX2).
+MIN_LANES = 8
+
+#: Weight gradients sum the batch in this many chunks, in parallel; a constant, so that the sums
+#: (and a resumed training run) do not depend on the number of threads.
+BATCH_CHUNKS = 8
+
+BROADCAST = Symbol("broadcast")
+
+
+def _affine_range(expr: Expr, ranges: dict) -> Optional[tuple[int, int]]:
+    """The least and greatest value of an affine integer ``expr`` over the box ``ranges``."""
+    expr = sympy.expand(expr)
+    if not expr.free_symbols <= set(ranges):
+        return None
+    if expr.free_symbols and sympy.Poly(expr, *expr.free_symbols).total_degree() > 1:
+        return None
+    low = high = expr.subs({symbol: 0 for symbol in expr.free_symbols})
+    if not low.is_Integer:
+        return None
+    for symbol in expr.free_symbols:
+        coefficient = expr.coeff(symbol)
+        if not coefficient.is_Integer:
+            return None
+        first, last = ranges[symbol]
+        low += min(coefficient * first, coefficient * last)
+        high += max(coefficient * first, coefficient * last)
+    return int(low), int(high)
+
+
+def _is_bound_of(condition, reads: list[Indexed]) -> bool:
+    """``condition`` is ``0 <= e`` or ``e <= size - 1`` for an index ``e`` of one of ``reads``:
+    reading a zero-padded copy of that operand then implements it."""
+    if not isinstance(condition, (sympy.LessThan, sympy.StrictLessThan)):
+        return False
+    for read, shape in reads:
+        for index, size in zip(read.indices, shape):
+            bounds = (sympy.Le(0, index, evaluate=False), sympy.Le(index, size - 1, evaluate=False),
+                      sympy.Lt(index, size, evaluate=False))
+            if any(sympy.simplify(condition.lhs - condition.rhs - (b.lhs - b.rhs)) == 0
+                   and type(condition) is type(b) for b in bounds):
+                return True
+    return False
+
+
+def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: list[GatherTerm],
+                   tensors) -> Optional[dict]:
+    """The :class:`~symcnn.kernel_ir.Kernel` fields of the lanes schedule, or ``None`` when it does
+    not fit. ``tensors`` are the formula's tensors (for shapes and padding)."""
+    products = [term for term in terms if term.limits]
+    constants = [term for term in terms if not term.limits]
+    if len(products) != 1 or len(constants) > 1:
+        return None
+    product = products[0]
+    factors = sympy.Mul.make_args(product.body)
+    if len(factors) != 2 or not all(isinstance(f, Indexed) for f in factors):
+        return None
+    if any(c.has(sympy.Mod) for c in product.conditions):
+        return None  # a strided input gradient: most of a lane would be skipped
+    shapes = {tensor.base: tensor.shape for tensor in tensors}
+    padded = {tensor.base for tensor in tensors if tensor.zero_padded}
+    batch_index = indices[0] if shape and shape[0] == batch else None
+    batch_loop = next((var for var, low, high in product.limits if high + 1 == batch), None)
+    over_batch = batch_index is None and batch_loop is not None
+    if batch_index is None and not over_batch:
+        return None
+    image = batch_index if batch_index is not None else batch_loop
+    ranges = {var: (0, int(size) - 1) for var, size in zip(indices, shape) if var != batch_index}
+    for var, low, high in product.limits:
+        if var != batch_loop:
+            if not (low.is_Integer and high.is_Integer):
+                return None
+            ranges[var] = (int(low), int(high))
+
+    choice = _choose_lane(factors, indices, shape, batch_index, image)
+    if choice is None:
+        return None
+    streamed, broadcast, lane = choice
+    if not all(_is_bound_of(c, [(broadcast, shapes[broadcast.base])]) for c in product.conditions):
+        return None
+    if broadcast.base not in padded and not product.conditions and any(
+            not (index.is_Symbol or index.is_Integer) for index in broadcast.indices):
+        return None  # an affine read of an operand that is not zero-padded: its bounds are not ours
+
+    stagings = []
+    broadcast_read = _pad(lowering, broadcast, shapes[broadcast.base], image, ranges, stagings)
+    if broadcast_read is None:
+        return None
+    streamed_read = _lane_last(lowering, streamed, shapes[streamed.base], lane, image, stagings)
+    printer = lowering.printer.doprint
+
+    others = [var for var in indices if var not in (lane, batch_index)]
+    if over_batch:
+        tile_vars, rows = others + [lane], []
+    else:
+        column = [others[-1]] if others and len(indices) >= 3 else []
+        tile_vars, rows = column + [lane], [var for var in others if var not in column]
+    sizes = dict(zip(indices, shape))
+    tile = tuple(Loop(printer(var), "lanes" if var == lane else lowering.code(sizes[var])) for var in tile_vars)
+    init = lowering.code(constants[0].body) if constants else "0.0"
+    reduction = tuple(Loop(printer(var), lowering.code(high + 1), False, lowering.code(low))
+                      for var, low, high in product.limits if var != batch_loop)
+    value = lowering.code(sympy.Mul(BROADCAST, streamed_read, evaluate=False))
+    return {
+        "kind": "lanes",
+        "output_loops": tuple(Loop(printer(var), lowering.code(sizes[var]), position == 0)
+                              for position, var in enumerate(v for v in indices if v != batch_index)),
+        "lanes": Lanes(
+            over_batch=over_batch,
+            chunks=BATCH_CHUNKS,
+            chunk_images=_chunk_images(lowering, batch),
+            stagings=tuple(stagings),
+            rows=tuple(Loop(printer(var), lowering.code(sizes[var])) for var in rows),
+            tile=tile,
+            tile_shape=tuple(lowering.code(sizes[var]) for var in tile_vars),
+            lane_extent=f"{lowering.names[streamed.base]}.shape[{list(streamed.indices).index(lane)}]",
+            tile_index=", ".join(printer(var) for var in tile_vars),
+            init=init,
+            reduction=reduction,
+            broadcast=lowering.code(broadcast_read),
+            value=value,
+            store=f"{output_name}[{', '.join(printer(var) for var in indices)}]",
+        ),
+    }
+
+
+def _chunk_images(lowering, batch) -> tuple[str, str]:
+    """Chunk ``chunk`` of ``chunks`` sums images ``chunk*N//chunks`` to ``(chunk + 1)*N//chunks - 1``."""
+    chunk, chunks = Symbol("chunk", integer=True, nonnegative=True), Symbol("chunks", integer=True, positive=True)
+    return (lowering.code(FloorDiv(chunk * batch, chunks)), lowering.code(FloorDiv((chunk + 1) * batch, chunks)))
+
+
+def _choose_lane(factors, indices, shape, batch_index, image):
+    """``(streamed, broadcast, lane)``: the lane is an output axis that indexes the streamed read
+    (whose indices are all plain variables) and not the broadcast one; the longest wins."""
+    best = None
+    for streamed, broadcast in (factors, factors[::-1]):
+        if not all(index.is_Symbol for index in streamed.indices) or len(set(streamed.indices)) != len(streamed.indices):
+            continue
+        for var, size in zip(indices, shape):
+            if var == batch_index or var not in streamed.indices or broadcast.has(var) or var == image:
+                continue
+            if not size.is_Integer or size < MIN_LANES:
+                continue
+            key = (int(size), streamed.indices[-1] == var)
+            if best is None or key > best[0]:
+                best = (key, (streamed, broadcast, var))
+    return best[1] if best else None
+
+
+def _pad(lowering, read: Indexed, shape, image, ranges, stagings) -> Optional[Expr]:
+    """The read from a zero-padded per-image copy when its indices are affine; else ``read``."""
+    if all(index.is_Symbol or index.is_Integer for index in read.indices):
+        return read
+    name = f"{lowering.names[read.base]}_padded"
+    base = IndexedBase(name)
+    lowering.printer.array_names[base] = name
+    if image not in read.indices:
+        return None  # an operand without a batch axis read through a window: not a case we have
+    extents, offsets, loops, target, source, kept = [], [], [], [], [], []
+    for axis, (index, size) in enumerate(zip(read.indices, shape)):
+        if index == image:
+            source.append(image)
+            continue
+        span = _affine_range(index, ranges)
+        if span is None or not size.is_Integer:
+            return None
+        low, high = min(span[0], 0), max(span[1], int(size) - 1)
+        variable = Symbol(f"a{axis}", integer=True, nonnegative=True)
+        extents.append(high - low + 1)
+        offsets.append(-low)
+        loops.append(Loop(str(variable), str(size)))
+        target.append(variable - low)
+        source.append(variable)
+        kept.append((index, int(size)))
+    zeroed = any(offset != 0 or extent != size for offset, extent, (_, size) in zip(offsets, extents, kept))
+    stagings.append(Staging(name, tuple(str(extent) for extent in extents), tuple(loops),
+                            ", ".join(lowering.code(t) for t in target), lowering.code(read.base[tuple(source)]),
+                            per_image=True, zeroed=zeroed))
+    return base[tuple(index + offset for (index, _), offset in zip(kept, offsets))]
+
+
+def _lane_last(lowering, read: Indexed, shape, lane, image, stagings) -> Expr:
+    """The streamed read from a copy with the lane axis last (and the image's batch axis dropped);
+    ``read`` itself when the lane axis is already its last."""
+    if read.indices[-1] == lane:
+        return read
+    name = f"{lowering.names[read.base]}_t"
+    base = IndexedBase(name)
+    lowering.printer.array_names[base] = name
+    order = [index for index in read.indices if index not in (lane, image)] + [lane]
+    sizes = dict(zip(read.indices, shape))
+    loops = tuple(Loop(lowering.printer.doprint(index), lowering.code(sizes[index])) for index in read.indices
+                  if index != image)
+    stagings.append(Staging(name, tuple(lowering.code(sizes[index]) for index in order), loops,
+                            ", ".join(lowering.printer.doprint(index) for index in order), lowering.code(read),
+                            per_image=image in read.indices, zeroed=False))
+    return base[tuple(order)]

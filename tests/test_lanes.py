@@ -1,0 +1,119 @@
+"""The lanes schedule (symcnn/lanes.py): which kernels take it, what it stages, and that its sums
+do not depend on the thread count. Its numbers are checked with every other kernel's in
+test_kernels.py (symbolic layers, PyTorch, finite differences, random specs)."""
+
+import numpy as np
+import pytest
+import sympy
+
+from symcnn.codegen import layer_kernels
+from symcnn.lanes import BATCH_CHUNKS, _affine_range
+from symcnn.runtime import Network
+from symcnn.spec import load_spec
+from tests.kernels_helpers import toml_of
+
+
+def _spec(directory, layers, input_shape):
+    path = directory / "net.toml"
+    path.write_text(toml_of({"name": "net", "input": list(input_shape), "loss": "softmax_cross_entropy",
+                             "layers": [{"type": "conv2d", **layer} for layer in layers]
+                             + [{"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 3}]}))
+    return load_spec(path)
+
+
+def _kernels(spec, label):
+    layer = next(layer for layer in spec.layers if layer.label == label)
+    return {kernel.name.removeprefix(f"{label}_"): kernel for kernel in layer_kernels(layer)}
+
+
+def test_seed004_convolutions_and_dense_gradients_take_the_lanes_schedule():
+    spec = load_spec("seed004")
+    conv2 = _kernels(spec, "conv2")
+    assert {name: kernel.kind for name, kernel in conv2.items()} == {
+        "forward": "lanes", "grad_input": "lanes", "grad_weight": "lanes", "grad_bias": "sum"}
+    forward = conv2["forward"].lanes
+    # the weight with its output-channel axis last, the input zero-padded by one pixel each side
+    assert [(s.name, s.shape, s.per_image, s.zeroed) for s in forward.stagings] == [
+        ("x_padded", ("16", "18", "18"), True, True), ("weight_t", ("16", "3", "3", "32"), False, False)]
+    assert forward.broadcast == "x_padded[c_in, i + u, j + v]"
+    assert forward.init == "bias[c_out]"
+    weight = conv2["grad_weight"].lanes
+    assert weight.over_batch and weight.chunks == BATCH_CHUNKS
+    assert weight.value == "broadcast*grad_output_t[i, j, c_out]"
+    fc1 = _kernels(spec, "fc1")
+    assert fc1["grad_weight"].lanes.lane_extent == "x.shape[1]"  # 8192 features, already contiguous
+    assert fc1["grad_weight"].lanes.stagings == ()
+
+
+def test_range_conditions_become_reads_of_the_padding():
+    """The input gradient's conditions 0 <= k - u + 1 <= 15 are the bounds of dL/dY: its padded copy
+    holds zeros beyond them, offset by one."""
+    grad_input = _kernels(load_spec("seed004"), "conv2")["grad_input"].lanes
+    assert grad_input.broadcast == "grad_output_padded[c_out, k - u + 2, l - v + 2]"
+    (padded,) = [s for s in grad_input.stagings if s.name == "grad_output_padded"]
+    assert padded.shape == ("32", "18", "18") and padded.target == "a1, a2 + 1, a3 + 1"
+
+
+def test_a_strided_input_gradient_keeps_the_gather_form(tmp_path):
+    spec = _spec(tmp_path, [{"name": "c", "out_channels": 8, "kernel": 3, "stride": 2, "padding": 1}], (2, 9, 9))
+    kernels = _kernels(spec, "c")
+    assert kernels["forward"].kind == "lanes"
+    assert kernels["forward"].lanes.broadcast == "x_padded[c_in, 2*i + u, 2*j + v]"
+    assert kernels["grad_input"].kind == "sum"  # divisibility by the stride: most lanes would be skipped
+
+
+def test_short_lanes_keep_the_other_schedules(tmp_path):
+    """Fewer than 8 output channels fill no vector: the accumulate schedule stays."""
+    spec = _spec(tmp_path, [{"name": "c", "out_channels": 4, "kernel": 3, "padding": 1}], (2, 8, 8))
+    assert _kernels(spec, "c")["forward"].kind == "accumulate"
+
+
+def test_affine_range():
+    i, u = sympy.symbols("i u", integer=True, nonnegative=True)
+    assert _affine_range(2 * i + u - 1, {i: (0, 7), u: (0, 2)}) == (-1, 15)
+    assert _affine_range(i - u + 1, {i: (0, 15), u: (0, 2)}) == (-1, 16)
+    assert _affine_range(i * u, {i: (0, 1), u: (0, 1)}) is None
+
+
+def test_weight_gradients_do_not_depend_on_the_thread_count():
+    """The batch is summed in a fixed number of chunks: the same sums with 1 or 2 threads, bit for bit
+    (so that a resumed training run reproduces an uninterrupted one on any machine)."""
+    import numba
+
+    net = Network.from_spec("seed004", seed=0)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((13, 3, 32, 32)).astype(np.float32)
+    labels = rng.integers(0, 10, 13)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        _, one = net.loss_and_grads(x, labels)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        _, two = net.loss_and_grads(x, labels)
+    finally:
+        numba.set_num_threads(before)
+    for name in one:
+        assert np.array_equal(one[name], two[name]), name
+
+
+def test_training_skips_the_first_layers_input_gradient():
+    net = Network.from_spec("seed004", seed=0)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 3, 32, 32)).astype(np.float32)
+    labels = rng.integers(0, 10, 4)
+    loss, full = net.loss_and_grads(x, labels)
+    net.profile = {}
+    loss_again, params_only = net.loss_and_grads(x, labels, input_gradient=False)
+    assert loss_again == loss and "input" not in params_only and "input" in full
+    assert "conv1_grad_input" not in net.profile and "conv2_grad_input" in net.profile
+    for name, gradient in params_only.items():
+        assert np.array_equal(gradient, full[name]), name
+
+
+@pytest.mark.parametrize("label", ["conv1", "conv2", "fc1"])
+def test_lanes_kernels_print_their_values_from_the_formula(label):
+    """The product in the lane loop is the formula's term with the broadcast read hoisted out."""
+    for kernel in _kernels(load_spec("seed004"), label).values():
+        if kernel.kind == "lanes":
+            assert kernel.lanes.value.startswith("broadcast*")
+            assert "broadcast" not in kernel.lanes.broadcast
