@@ -73,6 +73,12 @@ def _add_derive(commands) -> None:
     derive.add_argument("--values", type=_values, default=None, metavar="ROWS",
                         help="numeric input in row-major order, rows separated by ';' (e.g. '1,5,4;9,2,1;6,3,2')")
     derive.add_argument("--format", choices=("text", "latex", "json"), default="text")
+    derive.add_argument("--steps", action="store_true",
+                        help="show each gradient entry as its chain-rule steps (and, with --values, "
+                             "a numeric walk-through)")
+    derive.add_argument("--entry", action="append", default=[], metavar="NAME",
+                        help="the steps of this entry only, like x11, w00 or b0, or of a whole tensor "
+                             "(x, w, b); repeatable; implies --steps")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -194,6 +200,7 @@ _OPTION_OF_FIELD = {
     "dilation": "--dilation",
     "batch": "--batch",
     "values": "--values",
+    "entry": "--entry",
     "wrt": "--wrt",
     "epochs": "--epochs",
     "batch": "--batch",
@@ -241,6 +248,13 @@ def _run_derive(args) -> int:
             if len(args.values) > 1 and len(row) != width:
                 raise ValueError(f"--values: row {number} has {len(row)} numbers, expected {width} (the input width)")
         values = parse_values([item for row in args.values for item in row], config.input_shape)
+    if args.steps or args.entry:
+        from symcnn import steps_view
+        from symcnn.steps import steps
+
+        walk = steps(config, values, args.entry)
+        print({"text": steps_view.as_text, "latex": steps_view.as_latex, "json": steps_view.as_json}[args.format](walk))
+        return 0
     result = derive(config, values)
     print({"text": render.as_text, "latex": render.as_latex, "json": render.as_json}[args.format](result))
     return 0

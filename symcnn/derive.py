@@ -206,6 +206,12 @@ class Derivation:
         remaining = {role: array for role, array in self.tensors.items() if role != "input" or not self.values}
         return symbol_table(remaining)
 
+    def _repr_latex_(self) -> str:
+        """Jupyter's rich display: every equation, as :func:`symcnn.render.as_latex_display` prints it."""
+        from symcnn.render import as_latex_display  # render builds on this module
+
+        return as_latex_display(self)
+
 
 def _forward(config: LayerConfig, tensors: Mapping[str, Array]) -> Array:
     x, weight, bias = tensors["input"], tensors.get("weight"), tensors.get("bias")
