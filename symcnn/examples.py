@@ -48,6 +48,22 @@ class WorkedExample:
     completed: tuple[str, ...] = ()  # keys the document leaves out, completed by symcnn
     note: str = ""
 
+    def _repr_latex_(self) -> str:
+        """Jupyter's rich display: each value as symcnn derives it, and whether the document agrees."""
+        from symcnn.render import latex_display  # imported when displayed
+
+        derived = self.derive()
+        rows = []
+        for key, expected in self.expected.items():
+            if key not in derived:
+                rows.append(f"{_latex_key(key)} && \\text{{not derived}}")
+                continue
+            verdict = ("completed by symcnn" if key in self.completed
+                       else "as the document states it" if same(expected, derived[key]) else "differs from the document")
+            rows.append(f"{_latex_key(key)} &= {_latex_value(derived[key])} && \\text{{{verdict}}}")
+        header = [f"{self.name}: {self.title}", f"document {self.document}, {self.section}"]
+        return latex_display(header + ([self.note] if self.note else []), [("derived by symcnn", rows)])
+
 
 @dataclass(frozen=True)
 class ExampleResult:
@@ -56,6 +72,40 @@ class ExampleResult:
     status: str  # "ok" or "mismatch"
     mismatches: tuple[str, ...] = field(default_factory=tuple)
     checked: int = 0
+
+    def _repr_latex_(self) -> str:
+        """Jupyter's rich display: the verdict, and each mismatch."""
+        from symcnn.render import latex_display
+
+        header = [f"{self.name} ({self.document}): {self.status}, {self.checked} values compared"]
+        return latex_display(header + list(self.mismatches), [])
+
+
+def _latex_key(key: str) -> str:
+    """An example's key as a left-hand side: ``dL/dW`` as a fraction, ``Y`` as a symbol, else text."""
+    from symcnn.render import latex_text
+
+    if key.startswith("dL/d") and key[4:].isidentifier():
+        return r"\frac{\partial L}{\partial %s}" % sympy.latex(Symbol(key[4:]))
+    return sympy.latex(Symbol(key)) if len(key) == 1 else latex_text(key)
+
+
+def _latex_value(value: Any) -> str:
+    """A derived value in LaTeX: an array without its axes of length 1, as a matrix."""
+    from symcnn.printing import latex, readable
+
+    if isinstance(value, sympy.NDimArray):
+        shape = [size for size in value.shape if size != 1]
+        elements = [readable(element, {}) for element in sympy.flatten(value.tolist())]
+        if not shape:
+            return latex(elements[0])
+        rows, columns = (shape[0], 1) if len(shape) == 1 else (shape[0], len(elements) // shape[0])
+        if len(shape) > 2:
+            return latex(Array(elements, tuple(shape)))
+        return latex(sympy.Matrix(rows, columns, elements).T if len(shape) == 1 else sympy.Matrix(rows, columns, elements))
+    if isinstance(value, tuple):
+        return r"\left(%s\right)" % ", ".join(str(item) for item in value)
+    return latex(readable(sympy.sympify(value), {}))
 
 
 def _real(text: str) -> sympy.Expr:

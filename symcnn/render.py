@@ -110,7 +110,8 @@ def _latex_name(name: str) -> str:
 
 # Characters that LaTeX's text mode and MathJax's \text{} treat differently: written in math mode.
 _MATH_CHARACTERS = {"_": r"\_", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "{": r"\{", "}": r"\}",
-                    "<": "<", ">": ">", "^": r"\hat{}", "~": r"\sim", "\\": r"\backslash", "->": r"\to"}
+                    "<": "<", ">": ">", "<=": r"\leq", ">=": r"\geq", "^": r"\hat{}", "~": r"\sim",
+                    "\\": r"\backslash", "->": r"\to", "×": r"\times", "·": r"\cdot", "−": "-"}
 _MATH_PATTERN = re.compile("(" + "|".join(re.escape(key) for key in sorted(_MATH_CHARACTERS, key=len, reverse=True)) + ")")
 
 

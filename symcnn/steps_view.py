@@ -163,7 +163,8 @@ def _upstream_summary(walk: Steps, fmt: _Format) -> str:
              for step, upstream in zip(walk.forward, _upstream_elements(walk))]
     if len(pairs) > _MAX_CHAIN_TERMS:
         pairs = pairs[:2] + [(r"\dots" if fmt.latex else "...", None), pairs[-1]]
-    return ", ".join(name if value is None else f"{name} = {value}" for name, value in pairs)
+    separator = r",\quad " if fmt.latex else ", "
+    return separator.join(name if value is None else f"{name} = {value}" for name, value in pairs)
 
 
 def _upstream_elements(walk: Steps) -> list[Expr]:
@@ -236,7 +237,7 @@ def _latex_blocks(walk: Steps) -> list[tuple[str, list[str]]]:
             for _, entry, _ in rows:
                 body = [(f"{lhs} &= {rhs}" if lhs else f"&{rhs}") + (r" && \text{%s}" % label if label else "")
                         for label, lhs, rhs in _entry_rows(entry, fmt)]
-                blocks.append((f"{title}: dL/d{entry.name}", body))
+                blocks.append((f"dL/d{entry.name} by the chain rule", body))
         elif title.startswith("Forward"):
             blocks.append((title, [f"{left} &= {right}" for _, left, right in rows]))
         elif title.startswith("Upstream gradient"):
