@@ -105,7 +105,7 @@ class EntrySteps:
     @property
     def numeric(self) -> Optional[Expr]:
         """The same sum at the input values (``None`` without values)."""
-        if any(partial.at_values is None for partial in self.surviving):
+        if any(partial.at_values is None for partial in self.partials):
             return None
         return sympy.Add(*[partial.upstream * partial.at_values for partial in self.surviving])
 

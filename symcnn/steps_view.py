@@ -9,7 +9,7 @@ Example (document 002's convolution, one weight entry):
     >>> from symcnn.steps import steps
     >>> walk = steps(LayerConfig("conv2d", input_size=(3, 3), kernel=(2, 2), bias=False), entries=["w00"])
     >>> print("\\n".join(as_text(walk).splitlines()[-8:]))
-    dL/dW: each entry gathers its terms by the chain rule
+    dL/dW, gathered: each entry's chain rule
       dL/dw00
         chain rule  dL/dw00 = a*dy00/dw00 + b*dy01/dw00 + c*dy10/dw00 + d*dy11/dw00
         partials    dy00/dw00 = x00
