@@ -110,14 +110,19 @@ def test_notebook_outputs_are_what_the_objects_display_now(monkeypatch):
         if cell["cell_type"] != "code":
             continue
         source = "".join(cell["source"])
-        saved = [output["data"]["text/latex"] for output in cell.get("outputs", [])
-                 if "text/latex" in output.get("data", {})]
+        outputs = cell.get("outputs", [])
+        saved = ["".join(output["data"]["text/latex"]) for output in outputs if "text/latex" in output.get("data", {})]
+        saved_text = "".join("".join(output["text"]) for output in outputs if output["output_type"] == "stream")
+        assert not [output for output in outputs if output["output_type"] == "error"], source
         # The cell's last expression is what Jupyter displays (and display() calls, in order).
-        shown = _execute(source, namespace)
+        stdout = io.StringIO()
+        with contextlib.redirect_stdout(stdout):
+            shown = _execute(source, namespace)
         produced = [value._repr_latex_() for value in shown if hasattr(value, "_repr_latex_")]
-        assert ["".join(text) for text in saved] == produced, source
-        checked += len(produced)
-    assert checked >= 4
+        assert saved == produced, source
+        assert saved_text == stdout.getvalue(), source
+        checked += len(produced) + bool(saved_text)
+    assert checked >= 8
 
 
 def _execute(source: str, namespace: dict) -> list:
@@ -161,6 +166,7 @@ def update_console_blocks(path: Path) -> None:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(handle, "w") as file:
         file.write(text)
+    os.chmod(temporary, path.stat().st_mode & 0o777)  # mkstemp makes it private
     os.replace(temporary, path)
 
 
