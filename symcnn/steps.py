@@ -3,7 +3,7 @@
 For an entry ``t`` of a tensor (``w00``, ``x10``, ``b0``) and an op's output ``Y`` with upstream
 gradient ``G = dL/dY``, the chain rule reads ``dL/dt = sum_o G[o] * dY[o]/dt``. :func:`steps`
 takes every piece from the derivation: the partial derivatives ``dY[o]/dt`` by SymPy's ``diff``
-of the expanded forward expressions, the terms that survive (the outputs that contain ``t``),
+of the expanded forward expressions (term by term), the terms that survive (the outputs that contain ``t``),
 and, at numeric input values, the same with the values substituted. For max pooling that is
 document 002's walk-through: which window's maximum receives which upstream value.
 :class:`Route` is the same chain rule read the other way (scatter): where each ``G[o]`` goes.
@@ -32,7 +32,7 @@ from typing import Mapping, Optional, Sequence
 import sympy
 from sympy import Array, Expr, Symbol
 
-from symcnn.derive import Derivation, LayerConfig, derive
+from symcnn.derive import Derivation, LayerConfig, derive, partial_derivative
 from symcnn.tensors import element_name, indices_of
 
 __all__ = ["ChainPartial", "Partial", "EntrySteps", "Route", "ForwardStep", "Steps", "steps", "ROLES"]
@@ -210,7 +210,7 @@ def steps(config: LayerConfig, values: Optional[Array] = None, entries: Sequence
     outputs = [(Symbol(element_name("y", index, output.shape), real=True), upstream[index], output[index])
                for index in indices_of(output.shape)]
     targets = {tensors[role][index] for role, index in chosen}
-    derivatives = [{symbol: sympy.diff(expression, symbol) for symbol in expression.free_symbols & targets}
+    derivatives = [{symbol: partial_derivative(expression, symbol) for symbol in expression.free_symbols & targets}
                    for _, _, expression in outputs]
 
     forward = tuple(ForwardStep(name, expression, _at(expression, substitution)) for name, _, expression in outputs)

@@ -22,6 +22,7 @@ Example (document 002's convolution, one weight entry):
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 import sympy
@@ -117,45 +118,65 @@ class _Format:
 
 
 def _chain_rule(entry: EntrySteps, fmt: _Format) -> str:
-    terms = [fmt.print(partial.upstream * ChainPartial(partial.output, entry.symbol)) for partial in entry.partials]
-    if len(terms) > _MAX_CHAIN_TERMS:
-        count = r"\text{(%d terms)}" % len(terms) if fmt.latex else f"({len(terms)} terms, one per output element)"
+    term = lambda partial: fmt.print(partial.upstream * ChainPartial(partial.output, entry.symbol))  # noqa: E731
+    partials = entry.partials
+    if len(partials) > _MAX_CHAIN_TERMS:
+        count = r"\text{(%d terms)}" % len(partials) if fmt.latex else f"({len(partials)} terms, one per output element)"
         dots = r"\dots" if fmt.latex else "..."
-        return " + ".join(terms[:2] + [dots, terms[-1]]) + " " + count
-    return " + ".join(terms)
+        return " + ".join([term(partials[0]), term(partials[1]), dots, term(partials[-1])]) + " " + count
+    return " + ".join(term(partial) for partial in partials)
 
 
-def _entry_rows(entry: EntrySteps, fmt: _Format) -> list[tuple[str, str, str]]:
-    """``(label, left side, right side)`` rows of one entry's steps."""
+@dataclass(frozen=True)
+class _Row:
+    """``left relation right``, with an optional label (``chain rule``, ``partials``, ...)."""
+
+    left: str
+    right: str
+    relation: str = "="
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class _Block:
+    """A titled group of rows; an entry's steps are ``parts``, one block each."""
+
+    title: str
+    rows: tuple[_Row, ...] = ()
+    parts: tuple["_Block", ...] = ()
+
+
+def _entry_block(entry: EntrySteps, fmt: _Format) -> _Block:
+    """One entry's steps: chain rule, partials, surviving terms, and the walk-through at the values."""
     name = fmt.gradient_name(entry.symbol)
     partial = lambda p: fmt.print(ChainPartial(p.output, entry.symbol))  # noqa: E731
-    rows = [("chain rule", name, _chain_rule(entry, fmt))]
+    rows = [_Row(name, _chain_rule(entry, fmt), label="chain rule")]
     surviving = entry.surviving
     for number, p in enumerate(surviving):
-        rows.append(("partials" if number == 0 else "", partial(p), fmt.expr(p.derivative)))
+        rows.append(_Row(partial(p), fmt.expr(p.derivative), label="partials" if number == 0 else ""))
     zeros = [p for p in entry.partials if p.derivative == 0]
     if zeros:
         label = "" if surviving else "partials"
         if len(zeros) <= _MAX_NAMED_ZEROS:
             outputs = ", ".join(fmt.print(p.output) for p in zeros)
             note = r"\quad \text{(no } %s \text{ in } %s\text{)}" if fmt.latex else " (%s is not in %s)"
-            rhs = " = ".join(partial(p) for p in zeros[1:]) + (" = " if len(zeros) > 1 else "") + "0"
-            rows.append((label, partial(zeros[0]), rhs + note % (fmt.print(entry.symbol), outputs)))
+            right = " = ".join([partial(p) for p in zeros[1:]] + ["0"]) + note % (fmt.print(entry.symbol), outputs)
+            rows.append(_Row(partial(zeros[0]), right, label=label))
         else:
             other = "other " if surviving else ""
             words = f"the {len(zeros)} {other}partials are 0 ({entry.name} is not in those output elements)"
-            rows.append((label, "", r"\text{%s}" % words if fmt.latex else words))
+            rows.append(_Row("", r"\text{%s}" % words if fmt.latex else words, label=label))
     symbolic = " + ".join(fmt.expr(p.term) for p in surviving) or "0"
     walked = entry.numeric is not None and any(p.at_values != p.derivative for p in surviving)
     result = fmt.expr(entry.result)
-    rows.append(("terms", name, symbolic if walked else _chain([symbolic, result])))
+    rows.append(_Row(name, symbolic if walked else _chain([symbolic, result]), label="terms"))
     if walked:
         for number, p in enumerate(surviving):
-            rows.append(("at values" if number == 0 else "", partial(p), fmt.walk(p.derivative, p.at_values)))
+            rows.append(_Row(partial(p), fmt.walk(p.derivative, p.at_values), label="at values" if number == 0 else ""))
         numbers = {ChainPartial(p.output, entry.symbol): p.at_values for p in surviving}
         products = [fmt.substituted(p.upstream * ChainPartial(p.output, entry.symbol), numbers) for p in surviving]
-        rows.append(("", name, _chain([" + ".join(products), fmt.expr(entry.numeric), result])))
-    return rows
+        rows.append(_Row(name, _chain([" + ".join(products), fmt.expr(entry.numeric), result])))
+    return _Block(f"dL/d{entry.name}", tuple(rows))
 
 
 def _upstream_summary(walk: Steps, fmt: _Format) -> str:
@@ -172,37 +193,44 @@ def _upstream_elements(walk: Steps) -> list[Expr]:
     return [upstream[index] for index in indices_of(upstream.shape)]
 
 
-def _route_rows(walk: Steps, role: str, fmt: _Format) -> list[tuple[str, str]]:
+def _route_rows(walk: Steps, role: str, fmt: _Format) -> tuple[_Row, ...]:
+    """``a (dL/dy00): x10 += a, ...``: the scatter view of one tensor's gradient."""
+    plus = r" \mathrel{+}= " if fmt.latex else " += "
     rows = []
     for route in walk.routes[role]:
-        plus = r" \mathrel{+}= " if fmt.latex else " += "
         targets = ", ".join(fmt.print(symbol) + plus + fmt.expr(contribution) for symbol, contribution in route.targets)
-        left = f"{fmt.print(route.upstream)} ({fmt.gradient_name(route.output)})"
-        if fmt.latex:
-            left = r"%s \;\left(%s\right)" % (fmt.print(route.upstream), fmt.gradient_name(route.output))
-        rows.append((left, targets or ("\\text{no entry}" if fmt.latex else "no entry")))
-    return rows
+        left = (r"%s \;\left(%s\right)" if fmt.latex else "%s (%s)") % (fmt.print(route.upstream),
+                                                                       fmt.gradient_name(route.output))
+        rows.append(_Row(left, targets or (r"\text{no entry}" if fmt.latex else "no entry"), relation=":"))
+    return tuple(rows)
 
 
 def _values_line(walk: Steps) -> str:
     return "at input values " + ", ".join(f"{symbol}={value}" for symbol, value in walk.values.items())
 
 
-def _sections(walk: Steps, fmt: _Format):
-    """``(title, rows)`` with rows ``(label, left, right)``: forward, then each tensor's routes and entries."""
+def _blocks(walk: Steps, fmt: _Format) -> list[_Block]:
+    """Forward expressions, the upstream gradient, then each tensor's routes and entries."""
     at = " (at the input values)" if walk.values else ""
-    yield "Forward: the expressions that are differentiated" + at, [
-        ("", fmt.print(step.output), fmt.walk(step.expression, step.value)) for step in walk.forward]
-    yield "Upstream gradient dL/dY", [("", "", _upstream_summary(walk, fmt))]
+    blocks = [
+        _Block("Forward: the expressions that are differentiated" + at,
+               tuple(_Row(fmt.print(step.output), fmt.walk(step.expression, step.value)) for step in walk.forward)),
+        _Block("Upstream gradient dL/dY", (_Row("", _upstream_summary(walk, fmt)),)),
+    ]
     for role in ROLES:
-        title = _TITLES[role]
         if role in walk.routes:
-            yield f"{title}, scattered: where each upstream gradient goes{at}", [
-                ("", left, right) for left, right in _route_rows(walk, role, fmt)]
-        entries = [entry for entry in walk.entries if entry.role == role]
+            blocks.append(_Block(f"{_TITLES[role]}, scattered: where each upstream gradient goes{at}",
+                                 _route_rows(walk, role, fmt)))
+        entries = [_entry_block(entry, fmt) for entry in walk.entries if entry.role == role]
         if entries:
-            yield f"{title}, gathered: each entry's chain rule", [
-                (None, entry, None) for entry in entries]
+            blocks.append(_Block(f"{_TITLES[role]}, gathered: each entry's chain rule", parts=tuple(entries)))
+    return blocks
+
+
+def _text_row(row: _Row) -> str:
+    if not row.left:
+        return row.right
+    return f"{row.left}: {row.right}" if row.relation == ":" else f"{row.left} {row.relation} {row.right}"
 
 
 def as_text(walk: Steps) -> str:
@@ -211,39 +239,28 @@ def as_text(walk: Steps) -> str:
     lines = [render.describe(walk.derivation.config)]
     if walk.values:
         lines.append(_values_line(walk))
-    for title, rows in _sections(walk, fmt):
-        lines += ["", title]
-        for label, left, right in rows:
-            if isinstance(left, EntrySteps):
-                lines.append(f"  {fmt.gradient_name(left.symbol)}")
-                width = max(len(row[0]) for row in _entry_rows(left, fmt))
-                lines += [f"    {name:<{width}}  {lhs} = {rhs}" if lhs else f"    {name:<{width}}  {rhs}"
-                          for name, lhs, rhs in _entry_rows(left, fmt)]
-            elif left and title.startswith("Forward"):
-                lines.append(f"  {left} = {right}")
-            elif left:
-                lines.append(f"  {left}: {right}")
-            else:
-                lines.append(f"  {right}")
+    for block in _blocks(walk, fmt):
+        lines += ["", block.title]
+        lines += [f"  {_text_row(row)}" for row in block.rows]
+        for part in block.parts:
+            width = max(len(row.label) for row in part.rows)
+            lines.append(f"  {part.title}")
+            lines += [f"    {row.label:<{width}}  {_text_row(row)}" for row in part.rows]
     return "\n".join(lines)
 
 
+def _latex_row(row: _Row) -> str:
+    text = f"{row.left} &{row.relation} {row.right}" if row.left else f"&{row.right}"
+    return text + (r" && \text{%s}" % row.label if row.label else "")
+
+
 def _latex_blocks(walk: Steps) -> list[tuple[str, list[str]]]:
-    """``(title, aligned rows)`` for each section; each entry is its own block."""
-    fmt = _Format(walk.values, latex_format=True)
+    """``(title, aligned rows)`` for each block; each entry is a block of its own."""
     blocks = []
-    for title, rows in _sections(walk, fmt):
-        if rows and isinstance(rows[0][1], EntrySteps):
-            for _, entry, _ in rows:
-                body = [(f"{lhs} &= {rhs}" if lhs else f"&{rhs}") + (r" && \text{%s}" % label if label else "")
-                        for label, lhs, rhs in _entry_rows(entry, fmt)]
-                blocks.append((f"dL/d{entry.name} by the chain rule", body))
-        elif title.startswith("Forward"):
-            blocks.append((title, [f"{left} &= {right}" for _, left, right in rows]))
-        elif title.startswith("Upstream gradient"):
-            blocks.append((title, [f"&{right}" for _, _, right in rows]))
-        else:
-            blocks.append((title, [f"{left} &: {right}" for _, left, right in rows]))
+    for block in _blocks(walk, _Format(walk.values, latex_format=True)):
+        if block.rows:
+            blocks.append((block.title, [_latex_row(row) for row in block.rows]))
+        blocks += [(f"{part.title} by the chain rule", [_latex_row(row) for row in part.rows]) for part in block.parts]
     return blocks
 
 
