@@ -178,10 +178,12 @@ def test_softmax_example_display_form_is_exact():
     assert r"\frac{e^{z_{00}}}{D}" in text and "y_{00}" in text
 
 
-def test_example_statuses_follow_the_comparison(monkeypatch):
-    for example in EXAMPLE_LIST:
-        text = writer.render_markdown(example_report(example.name))
-        assert "Differs from the document" not in text, example.name
+def test_example_statuses_follow_the_comparison(everything, monkeypatch):
+    examples = everything.parts[0]
+    assert [r.name for r in examples.reports] == [f"example-{e.name}" for e in EXAMPLE_LIST]
+    for page in examples.reports:
+        text = writer.render_markdown(page)
+        assert "Differs from the document" not in text and "Equal, exactly, to the document's." in text, page.name
     example = EXAMPLES["dense_weight_count"]
     broken = type(example)(**{**example.__dict__, "expected": {"weights": 1}})
     monkeypatch.setitem(EXAMPLES, "dense_weight_count", broken)

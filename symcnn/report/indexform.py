@@ -119,19 +119,20 @@ def _sums(limits, printer: ReportPrinter) -> str:
     return "".join(r"\sum_{%s=%s}^{%s} " % tuple(printer.doprint(part) for part in limit) for limit in limits)
 
 
-def _term_rows(lhs: str, first: bool, body: str, sums: str, conditions: list[Condition], width: int) -> list[str]:
-    """``lhs &= sums body [c1 and c2 ...]``, the bracket continued on further rows when long."""
-    rows = [f"{lhs} &= {sums}{body}" if first else rf"&\quad + {sums}{body}"]
+def _term_rows(lhs: str, first: bool, sign: str, term: str, conditions: list[Condition], width: int) -> list[str]:
+    """``lhs &= term [c1 and c2 ...]``, the bracket continued on further rows when long."""
+    shown = term if sign == "+" else f"- {term}"
+    rows = [f"{lhs} &= {shown}" if first else rf"&\quad {sign} {term}"]
     if not conditions:
         return rows
     pieces = [r"\bigl[\," + conditions[0].latex] + [r"\land " + c.latex for c in conditions[1:]]
     pieces[-1] += r"\,\bigr]"
-    used, continued = visible_width(rows[0]), False
+    used = visible_width(rows[0])
     for piece in pieces:
         size = visible_width(piece) + 1
         if used + size > width:  # a new row, indented under the right-hand side
             rows.append(r"&\qquad " + piece)
-            used, continued = 8 + size, True
+            used = 8 + size
         else:
             rows[-1] += " " + piece
             used += size
@@ -155,21 +156,30 @@ def gradient_display(gradient: GradientFormula, printer: Optional[ReportPrinter]
     body_printer = printer.with_settings(long_frac_ratio=2)  # a long numerator: (1/(K_h K_w)) dL/dY
     parameters = gradient.forward.parameters
     lhs = printer.doprint(gradient.gradient.base[gradient.indices])
-    rows, definitions, conditions, shown = [], [], [], []
-    for position, term in enumerate(gradient.terms or (GatherTerm((), (), sympy.S.Zero),)):
+    pieces, definitions, conditions, shown = [], [], [], []
+    for term in gradient.terms or (GatherTerm((), (), sympy.S.Zero),):
         term, solved = _name_solved_indices(term, gradient)
         body = readable(term.body, parameters)
         term_conditions = [readable(c, parameters) for c in term.conditions]
         limits = [(v, readable(lo, parameters), readable(hi, parameters)) for v, lo, hi in term.limits]
         listed = _condition_rows(term_conditions, printer)
+        sign = "+"
+        if not limits and body.could_extract_minus_sign():
+            sign, body = "-", -body
         printed_body = body_printer.doprint(body)
         if isinstance(body, sympy.Add) and (limits or listed):
             printed_body = r"\left(%s\right)" % printed_body
-        rows += _term_rows(lhs, position == 0, printed_body, _sums(limits, printer), listed, width)
+        pieces.append((sign, _sums(limits, printer) + printed_body, listed))
         definitions += [Definition(printer.doprint(name), printer.doprint(sympy.together(readable(value, parameters))))
                         for name, value in solved]
         conditions += [c for c in listed if c not in conditions]
         shown += [body, *term_conditions, *(hi for _, _, hi in limits)]
+    if any(listed for _, _, listed in pieces):  # each term its own rows, its bracket continued
+        rows = []
+        for position, (sign, printed, listed) in enumerate(pieces):
+            rows += _term_rows(lhs, position == 0, sign, printed, listed, width)
+    else:  # terms without conditions: as many to a row as fit
+        rows = chunk_rows(lhs, [(sign, printed) for sign, printed, _ in pieces], width)
     everything = sympy.Tuple(*shown)
     return FormulaDisplay(tuple(rows), tuple(definitions), tuple(conditions),
                           size_rows(gradient.forward, everything, printer))

@@ -78,6 +78,16 @@ class ReportPrinter(SymcnnLatexPrinter):
                             for variable, low, high in expr.limits)
         return r"\max_{\substack{%s}} %s" % (ranges, self._print(expr.function))
 
+    def _print_Piecewise(self, expr):
+        if len(expr.args) == 2 and expr.args[1].cond == sympy.true and expr.args[1].expr == 0:
+            return super()._print_Piecewise(expr)  # an Iverson bracket
+        # Cases in display style, so that a derivative in a branch is not set small.
+        branches = []
+        for value, condition in expr.args:
+            when = r"\text{otherwise}" if condition == sympy.true else r"\text{if } %s" % self._print(condition)
+            branches.append(r"\displaystyle %s & %s" % (self._print(value), when))
+        return r"\begin{cases} %s \end{cases}" % r" \\ ".join(branches)
+
     def _print_Iverson(self, expr):
         if expr.term == 1:  # an indicator: [c], not 1 [c]
             return r"\left[%s\right]" % r" \,\land\, ".join(self._print(c) for c in expr.conditions)

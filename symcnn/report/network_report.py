@@ -27,7 +27,7 @@ from sympy import IndexedBase
 
 from symcnn import ops
 from symcnn.adjoint import GRADIENT_NAMES, GatherTerm, GradientFormula
-from symcnn.codegen import _layer_parameters as layer_formula  # the layer's formula and its sizes
+from symcnn.codegen import _layer_parameters  # the layer's formula and its sizes, as the kernels get them
 from symcnn.report.document import Display, Items, Prose, Report, Section
 from symcnn.report.indexform import FormulaDisplay, forward_display, gradient_display
 from symcnn.report.mathtex import ReportPrinter
@@ -104,6 +104,14 @@ def layer_names(spec: NetworkSpec) -> LayerNames:
     return LayerNames(tuple(activations), latex)
 
 
+def layer_formula(layer: LayerSpec) -> tuple[ops.IndexFormula, dict]:
+    """The op's formula of ``layer`` and the values of its shape parameters (all but the batch size);
+    a whole-number alpha written as an integer (``1``, not ``1.0``)."""
+    formula, values = _layer_parameters(layer)
+    return formula, {symbol: sympy.Integer(int(value)) if isinstance(value, sympy.Float) and value == int(value)
+                     else value for symbol, value in values.items()}
+
+
 def _renaming(formula: ops.IndexFormula, layer: LayerSpec, source: str, target: str) -> dict:
     """The op's tensors (X, W, b, Y and their gradients) renamed to the network's."""
     labels = {"input": source, "output": target}
@@ -178,12 +186,15 @@ def _forward_layer(layer: LayerSpec, names: LayerNames, printer: ReportPrinter) 
     concrete = _renamed_formula(formula, _renaming(formula, layer, source, target)).substitute(values)
     text = _FORWARD_TEXT[layer.kind]
     blocks = [Prose(f"{text[0].upper()}{text[1:]}:"), Display(forward_display(concrete, printer).rows)]
-    blocks.append(Prose(f"Output {_shape(printer, target, layer.output_shape)}" +
-                        (", by the output-size rule (the width likewise):" if "out_height" in formula.parameters
-                         else ".")))
     if "out_height" in formula.parameters:
         size = formula.parameters["out_height"]
+        used = ", ".join(f"${printer.doprint(symbol)} = {values[symbol]}$"
+                         for symbol in sorted(size.free_symbols, key=sympy.default_sort_key))
+        blocks.append(Prose(f"Output {_shape(printer, target, layer.output_shape)}, by the output-size rule with "
+                            f"{used} (the width likewise):"))
         blocks.append(Display((f"H_{{out}} &= {printer.doprint(size)} = {printer.doprint(size.xreplace(values))}",)))
+    else:
+        blocks.append(Prose(f"Output {_shape(printer, target, layer.output_shape)}."))
     return Section(_layer_title(layer), tuple(blocks))
 
 
