@@ -7,7 +7,6 @@ compiled. Without latexmk the PDF tests skip with the reason; CI installs TeX (.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -22,11 +21,11 @@ from symcnn.derive import LayerConfig, derive
 from symcnn.examples import EXAMPLE_LIST, EXAMPLES
 from symcnn.report import writer
 from symcnn.report.document import Collection, Part
-from symcnn.report.example_report import example_report
 from symcnn.report.indexform import gradient_display
 from symcnn.report.mathtex import ReportPrinter, indicators
-from symcnn.report.network_report import network_report
-from symcnn.report.op_report import instance, op_report
+from symcnn.report.opformulas import instance, op_report
+from symcnn.report.walkthrough import network_report
+from symcnn.report.worked import example_report
 from symcnn.tensors import indices_of
 from symcnn.verify import exactly_equal
 
@@ -201,11 +200,19 @@ def test_op_instance_equals_derive(op, config):
     settings = {"stride": 1} if op == "avgpool2d" else {}
     shown = instance(op, **settings)
     derivation = derive(LayerConfig(op, **config))
-    assert shown.checked
     assert sympy.Array(shown.output) == derivation.output
     for role, array in shown.gradients.items():
         expected = derivation.gradients[f"grad_{role}"]
         assert all(exactly_equal(array[i], expected[i]) for i in indices_of(array.shape)), role
+
+
+def test_an_instance_that_contradicts_its_expansion_is_refused(monkeypatch):
+    from symcnn.report import opformulas as module
+
+    real = module.expand_gradient
+    monkeypatch.setattr(module, "expand_gradient", lambda *args: real(*args).applyfunc(lambda e: 2 * e))
+    with pytest.raises(AssertionError, match="disagrees with the element-wise derivative"):
+        instance("avgpool2d")
 
 
 def test_op_report_shows_the_derived_formula_and_its_conditions():

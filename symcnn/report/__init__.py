@@ -2,9 +2,11 @@
 
 Three kinds of report, each a :class:`~symcnn.report.document.Report`:
 
-- :func:`example_report`: a worked example of the documents (:mod:`symcnn.examples`);
-- :func:`op_report`: an op's general formulas with their conditions, and a small instance;
-- :func:`network_report`: document 004's forward and backward walk-through of a network spec.
+- :func:`example_report` (:mod:`~symcnn.report.worked`): a worked example of the documents;
+- :func:`op_report` (:mod:`~symcnn.report.opformulas`): an op's general formulas with their
+  conditions, and a small instance;
+- :func:`network_report` (:mod:`~symcnn.report.walkthrough`): document 004's forward and backward
+  walk-through of a network spec.
 
 :func:`collection` gathers everything shipped (``symcnn report --all``), part by part as listed in
 :data:`ALL_PARTS`: adding a part is one entry there. :mod:`symcnn.report.writer` lays a report out
@@ -23,9 +25,9 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from symcnn.report.document import Collection, Display, Items, Part, Prose, Report, Section
-from symcnn.report.example_report import example_report
-from symcnn.report.network_report import network_report
-from symcnn.report.op_report import op_report
+from symcnn.report.opformulas import op_report
+from symcnn.report.walkthrough import network_report
+from symcnn.report.worked import example_report
 from symcnn.report.writer import compile_pdf, render_latex, render_markdown, render_pages
 
 __all__ = ["PartSpec", "ALL_PARTS", "collection", "example_report", "op_report", "network_report", "Report",

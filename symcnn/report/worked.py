@@ -22,7 +22,7 @@ from sympy import Array
 
 from symcnn.examples import EXAMPLES, WorkedExample, same
 from symcnn.report.document import Display, Items, Prose, Report, Section
-from symcnn.report.mathtex import (WIDTH, ReportPrinter, entry_rows, gradient_entry_name, matrix, matrix_rows,
+from symcnn.report.mathtex import (WIDTH, ReportPrinter, entry_rows, gradient_entry_name, matrix_rows,
                                    matrix_width, scalar, sum_rows, tensor_cells, visible_width)
 from symcnn.tensors import element_name, indices_of
 from symcnn.verify import exactly_equal

@@ -31,7 +31,7 @@ from symcnn.codegen import _layer_parameters  # the layer's formula and its size
 from symcnn.report.document import Display, Items, Prose, Report, Section
 from symcnn.report.indexform import FormulaDisplay, forward_display, gradient_display
 from symcnn.report.mathtex import ReportPrinter
-from symcnn.report.op_report import general_gradient
+from symcnn.report.opformulas import general_gradient
 from symcnn.spec import LayerSpec, NetworkSpec, load_spec
 from symcnn.verify import exactly_equal
 
