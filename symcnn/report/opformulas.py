@@ -111,9 +111,13 @@ def _forward_section(op: str, settings: dict, printer: ReportPrinter) -> Section
         blocks.append(Prose(f"${printer.doprint(tensor.base)}$ is zero-padded: a read outside its shape is 0."))
     sizes = size_rows(formula, sympy.Add(*OUT_SIZE_NAMES.values()), printer)  # every output size it has
     if sizes:
-        blocks.append(Prose("The output-size rule (with dilation 1 it is document 001's "
-                            "$\\lfloor (I + 2P - K)/S \\rfloor + 1$):"))
+        blocks.append(Prose("The output-size rule:"))
         blocks.append(Display(sizes))
+        dilation = formula.parameters.get("dilation_h")
+        if dilation is not None and dilation.is_Symbol:  # document 001 states the rule without dilation
+            plain = formula.parameters["out_height"].xreplace({dilation: 1})
+            blocks.append(Prose(f"With dilation 1 it is document 001's rule, "
+                                f"${printer.doprint(OUT_SIZE_NAMES['out_height'])} = {printer.doprint(plain)}$."))
     return Section("Forward pass", tuple(blocks))
 
 

@@ -68,8 +68,8 @@ _BACKWARD_TEXT = {
                  "that contain the element.",
     "avgpool2d": "Average pooling spreads each upstream gradient evenly over its window.",
     "global_avgpool": "Global average pooling spreads each upstream gradient evenly over its whole map.",
-    "flatten": "Flatten only moves entries: its gradient is the upstream gradient read back through the inverse "
-               "of the index map $k = c H W + i W + j$.",
+    "flatten": "Flatten only moves entries: its gradient is the upstream gradient read back at each element's "
+               "position in the vector (the inverse of flatten's index map).",
     "dense": "The dense layer is linear: by the chain rule the bias gradient is the upstream gradient summed "
              "over the batch, the weight gradient the outer product of the upstream gradient with the layer's "
              "input, and the input gradient the upstream gradient through the transposed weight.",
@@ -240,8 +240,10 @@ def _loss_gradient(spec: NetworkSpec, names: LayerNames, printer: ReportPrinter)
                IndexedBase(GRADIENT_NAMES["input"]): IndexedBase(f"dL/d{scores}")}
     gradient = _renamed_gradient(general_gradient("softmax_cross_entropy", "input"), mapping)
     gradient = _softmax_named(gradient.substitute({ops.F_in: spec.classes}), scores, spec.classes)
-    blocks = [Prose("Differentiating the loss with respect to the scores, with $\\sum_i y_{n,i} = 1$ for one-hot "
-                    "labels, gives document 004's $p - y$, divided by $N$ for the batch mean:"),
+    (total, value), = fused.identities
+    one_hot = printer.doprint(sympy.Eq(total.xreplace(mapping).xreplace({ops.F_in: spec.classes}), value))
+    blocks = [Prose(f"Differentiating the loss with respect to the scores, with ${one_hot}$ for one-hot labels, "
+                    "gives document 004's $p - y$, divided by $N$ for the batch mean:"),
               Display(gradient_display(gradient, printer).rows)]
     return Section(f"Loss to ${printer.names[scores]}$", tuple(blocks))
 
