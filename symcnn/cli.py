@@ -95,7 +95,21 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_generate(commands)
     _add_train(commands)
     _add_bench(commands)
+    _add_report(commands)
     return parser
+
+
+def _add_report(commands) -> None:
+    from symcnn.report_cli import add_arguments
+
+    report = commands.add_parser(
+        "report",
+        help="derivation reports: a worked example, an op's formulas or a network's walk-through, as LaTeX, "
+             "PDF or Markdown",
+        description="Write a derivation report built from the same derivation objects the kernels come from: "
+                    "LaTeX (-o FILE.tex), PDF (-o FILE.pdf, with latexmk or pdflatex) or GitHub Markdown.",
+    )
+    add_arguments(report, size=_size)
 
 
 def _add_bench(commands) -> None:
@@ -339,6 +353,12 @@ def _run_bench(args) -> int:
     return 0
 
 
+def _run_report(args) -> int:
+    from symcnn.report_cli import run
+
+    return run(args)
+
+
 def _run_demo(args) -> int:
     from symcnn import demo
 
@@ -349,7 +369,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     runners = {"demo": _run_demo, "examples": _run_examples, "derive": _run_derive, "formula": _run_formula,
-               "generate": _run_generate, "train": _run_train, "bench": _run_bench}
+               "generate": _run_generate, "train": _run_train, "bench": _run_bench, "report": _run_report}
     try:
         return runners[args.command](args)
     except ValueError as error:  # user errors: one line naming the option, no traceback

@@ -47,6 +47,9 @@ class WorkedExample:
     derive: Callable[[], Mapping[str, Any]]
     completed: tuple[str, ...] = ()  # keys the document leaves out, completed by symcnn
     note: str = ""
+    # Keys of derive()'s result that the example starts from (input, kernel, upstream gradient),
+    # as the document shows them before its results; check() compares only ``expected``.
+    given: tuple[str, ...] = ()
 
     def _repr_latex_(self) -> str:
         """Jupyter's rich display: each value as symcnn derives it, and whether the document agrees."""
@@ -150,7 +153,8 @@ def _activation_derivative(layer: Callable[[Array], Array]) -> Callable[[sympy.E
 
 def _conv_3x3_2x2() -> dict[str, Any]:
     result = derive(LayerConfig("conv2d", input_size=(3, 3), kernel=(2, 2), bias=False))
-    return {"Y": result.output, "dL/dW": result.gradients["grad_weight"], "dL/dX": result.gradients["grad_input"]}
+    return {"X": result.tensors["input"], "K": result.tensors["weight"], "dL/dY": result.tensors["grad_output"],
+            "Y": result.output, "dL/dW": result.gradients["grad_weight"], "dL/dX": result.gradients["grad_input"]}
 
 
 POOL_INPUT = [[1, 5, 4], [9, 2, 1], [6, 3, 2]]
@@ -160,7 +164,9 @@ def _pool_3x3(op: str) -> Callable[[], dict[str, Any]]:
     def compute() -> dict[str, Any]:
         config = LayerConfig(op, input_size=(3, 3), kernel=(2, 2), stride=(1, 1))
         result = derive(config, values=Array([[POOL_INPUT]]))
-        return {"Y": result.output, "dL/dX": result.gradients["grad_input"]}
+        given = result.tensors["input"].applyfunc(lambda symbol: result.values[symbol])
+        return {"X": given, "dL/dY": result.tensors["grad_output"], "Y": result.output,
+                "dL/dX": result.gradients["grad_input"]}
 
     return compute
 
@@ -169,7 +175,7 @@ def _global_avgpool() -> dict[str, Any]:
     x = symbol_array("x", (1, 1, 3, 3))
     y = layers.global_avgpool(x)
     upstream = upstream_array(y.shape)
-    return {"Y": y, "dL/dX": vjp(y, upstream, {"x": x})["x"]}
+    return {"X": x, "dL/dY": upstream, "Y": y, "dL/dX": vjp(y, upstream, {"x": x})["x"]}
 
 
 # --- document 001: output sizes, parameter count -----------------------------------------------
@@ -321,6 +327,7 @@ EXAMPLE_LIST = [
         derive=_conv_3x3_2x2,
         completed=("dL/dX",),
         note="The document lists dL/dx00, dL/dx01, dL/dx10 and dL/dx11; symcnn completes all nine.",
+        given=("X", "K", "dL/dY"),
     ),
     WorkedExample(
         name="maxpool_3x3_k2s1",
@@ -330,6 +337,7 @@ EXAMPLE_LIST = [
         expected={"Y": _matrix([[9, 5], [9, 3]]), "dL/dX": _matrix([[0, "b", 0], ["a + c", 0, 0], [0, "d", 0]])},
         derive=_pool_3x3("maxpool2d"),
         note="The document's windows overlap: its kernel is 2×2 with stride 1.",
+        given=("X", "dL/dY"),
     ),
     WorkedExample(
         name="avgpool_3x3_k2s1",
@@ -346,6 +354,7 @@ EXAMPLE_LIST = [
         },
         derive=_pool_3x3("avgpool2d"),
         note="The document writes 4.25; symcnn keeps it exact, 17/4.",
+        given=("X", "dL/dY"),
     ),
     WorkedExample(
         name="global_avgpool_3x3",
@@ -359,6 +368,7 @@ EXAMPLE_LIST = [
         derive=_global_avgpool,
         completed=("dL/dX",),
         note="The document gives the forward formula only; the gradient spreads g00/(H W) over the map.",
+        given=("X", "dL/dY"),
     ),
     WorkedExample(
         name="conv_output_size_6x6",
