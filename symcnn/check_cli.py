@@ -6,7 +6,7 @@ ran: a wrong claim of a document is a finding, not a failure.
 
 Example:
     $ symcnn check '\\frac{\\partial L}{\\partial w_{00}} = a x_{00} + b x_{01} + c x_{10} + d x_{11}' --against conv_3x3_2x2
-    correct: checked against conv_3x3_2x2 (1 entries)
+    correct: checked against conv_3x3_2x2 (1 entry)
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
-from symcnn.checker import CheckOptions, check
+from symcnn.checker import CheckOptions, _count, check
 from symcnn.examples import DOCUMENTS, EXAMPLES
 from symcnn.examples import check as check_example
 
@@ -591,7 +591,8 @@ def run(transcription: Transcription) -> Erratum:
     if transcription.example is not None:
         result = check_example(EXAMPLES[transcription.example])
         if result.status == "ok":
-            return entry("verified", f"worked example {transcription.example}: {result.checked} values reproduced")
+            values = "1 value" if result.checked == 1 else f"{result.checked} values"
+            return entry("verified", f"worked example {transcription.example}: {values} reproduced")
         return entry("wrong", "; ".join(result.mismatches))
     result = check(transcription.formula, transcription.against, _options(transcription.options))
     if result.correct:
@@ -606,8 +607,7 @@ def run(transcription: Transcription) -> Erratum:
 
 
 def _verified_detail(result) -> str:
-    unit = "configurations" if result.kind == "index" else "entries"
-    return f"checked against {result.against} at {result.checked} {unit}"
+    return f"checked against {result.against} at {_count(result.checked, result.kind)}"
 
 
 def collect() -> list[Erratum]:
