@@ -367,6 +367,12 @@ class _LatexReader:
             return self._name(text, position, out)
         if name in _GREEK:
             return self._name(text, position, out)
+        slash = re.match(r"\\partial\s*(?:L|\\mathcal\s*\{?\s*L\s*\}?)\s*/\s*\\partial\s*", text[position:])
+        if slash:  # the plain-text gradient of document 003: dL/dX[i, j, c]
+            start = position + len(slash.group(0))
+            end = self._designator_after(text, start)
+            self._gradient_of(text[start:end], out)
+            return end
         if name in ("partial", "nabla"):
             _fail(f"a \\{name} outside a gradient \\frac{{\\partial L}}{{\\partial X}} at {_excerpt(text, position)}")
         if name in _PASS or name in ("{", "}"):
@@ -517,6 +523,12 @@ class _LatexReader:
         designator = target + text[position:self._designator_end(text, position)]
         self._gradient_of(designator, out)
         return self._designator_end(text, position)
+
+    def _designator_after(self, text: str, position: int) -> int:
+        """The end of a tensor designator at ``position``: a name, then subscripts, tags and an index list."""
+        scratch = _LatexReader(self.tensors | {text[position:position + 1]}, self.elements, self.names)
+        scratch.counter = itertools.count()
+        return scratch._name(text, position, [])
 
     def _designator_end(self, text: str, position: int) -> int:
         start = self._skip(text, position)

@@ -399,8 +399,9 @@ class _Plan:
                     dimension = sympy.sympify(project.shape[position])
                     if dimension == 1:
                         continue
-                    if not isinstance(dimension, Symbol):
-                        raise ValueError(f"formula: {name} leaves out its axis {letter}, whose size is not free")
+                    if not isinstance(dimension, Symbol) or letter in "HWF":
+                        raise ValueError(f"formula: {name} is read with {ranks[name]} indices; its axis {letter} "
+                                         f"(of {canonical}) needs one")
                     parameter = _role_of_symbol(forward, dimension)
                     forced[parameter] = 1
             maps = options.index_maps.get(name) or options.index_maps.get(base_name(name))

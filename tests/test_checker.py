@@ -265,3 +265,16 @@ def test_cli_reads_the_formula_from_stdin(cli, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO(CONV_DW))
     status, out, _ = cli("check", "-", "--against", "conv_3x3_2x2")
     assert status == 0
+
+
+def test_document_003_plain_text_gradients_read_as_latex():
+    claim = "∂L/∂X[i,j,c] = \\sum_{u}\\sum_{v}\\sum_{k} ∂L/∂Y[u,v,k] · W[i-u·s, j-v·s, c, k]"
+    layouts = {"X": "HWC", "dL/dX": "HWC", "dL/dY": "HWC", "W": "HWIO"}
+    assert check(claim, "conv2d", CheckOptions(layouts=layouts, zero_outside=frozenset({"W"}))).correct
+    result = check(claim, "conv2d", CheckOptions(layouts=layouts))
+    assert not result.correct and "reads W" in result.differences[0].claimed
+
+
+def test_a_tensor_needs_its_spatial_indices():
+    with pytest.raises(ValueError, match="dL/dX is read with 0 indices; its axis H"):
+        check(r"\frac{\partial L}{\partial X} = \sum_{u} W_{u}", "conv2d")
