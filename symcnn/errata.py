@@ -594,14 +594,17 @@ def run(transcription: Transcription) -> Erratum:
             values = "1 value" if result.checked == 1 else f"{result.checked} values"
             return entry("verified", f"worked example {transcription.example}: {values} reproduced")
         return entry("wrong", "; ".join(result.mismatches))
+    sizes = transcription.options.get("sizes", {})
+    # The document's network sizes in sum bounds are read as parameters, and said so.
+    as_parameters = "; ".join(f"{number} read as {name}" for number, name in sizes.items())
     result = check(transcription.formula, transcription.against, _options(transcription.options))
     if result.correct:
-        return entry("verified", _verified_detail(result))
+        return entry("verified", "; ".join(filter(None, [_verified_detail(result), as_parameters])))
     if transcription.conventions:
         convention = merge(transcription.conventions)
         under = check(transcription.formula, transcription.against, _options(transcription.options, convention.options))
         if under.correct:
-            return entry("convention", convention.name)
+            return entry("convention", "; ".join(filter(None, [convention.name, as_parameters])))
         return entry("wrong", f"even with {convention.name}: {under.counterexample(limit=2)}")
     return entry("wrong", result.counterexample(limit=2))
 

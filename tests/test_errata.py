@@ -68,7 +68,8 @@ def test_the_findings(entries):
     flipped = by_section[("002", "Convolution Operation")]
     assert flipped.status == "convention" and flipped.detail.startswith("true convolution")
     assert by_section[("000", "Backward Pass / Input Gradient")].status == "convention"
-    assert by_section[("004", "Forward Pass / 6. Fully Connected Layer")].detail == "indices i and k counted from 1"
+    assert by_section[("004", "Forward Pass / 6. Fully Connected Layer")].detail == (
+        "indices i and k counted from 1; 4096 read as F_in")
     assert by_section[("004", "Backpropagation / 1. Softmax and Cross-Entropy")].status == "verified"
     assert by_section[("002", "Backprop Through Convolution Layer / weight gradients")].status == "verified"
 
@@ -96,7 +97,7 @@ def test_a_convention_entry_is_wrong_without_its_convention_and_wrong_if_the_cla
 def test_every_convention_is_needed(entries):
     for entry, transcription in zip(entries, TRANSCRIPTIONS):
         if entry.status == "convention":
-            assert entry.detail == errata.merge(transcription.conventions).name
+            assert entry.detail.startswith(errata.merge(transcription.conventions).name)
             assert run(replace(transcription, conventions=())).status == "wrong", transcription.section
 
 
