@@ -96,6 +96,8 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_bench(commands)
     _add_report(commands)
+    _add_check(commands)
+    _add_errata(commands)
     return parser
 
 
@@ -110,6 +112,18 @@ def _add_report(commands) -> None:
                     "LaTeX (-o FILE.tex), PDF (-o FILE.pdf, with latexmk or pdflatex) or GitHub Markdown.",
     )
     add_arguments(report, size=_size)
+
+
+def _add_check(commands) -> None:
+    from symcnn.check_cli import add_check
+
+    add_check(commands, _size, _values)
+
+
+def _add_errata(commands) -> None:
+    from symcnn.check_cli import add_errata
+
+    add_errata(commands)
 
 
 def _add_bench(commands) -> None:
@@ -228,6 +242,8 @@ _OPTION_OF_FIELD = {
     "resume": "--resume",
     "plot": "--plot",
     "checkpoint": "--checkpoint",
+    "against": "--against",
+    "formula": "FORMULA",
 }
 
 
@@ -359,6 +375,18 @@ def _run_report(args) -> int:
     return run(args)
 
 
+def _run_check(args) -> int:
+    from symcnn.check_cli import run_check
+
+    return run_check(args)
+
+
+def _run_errata(args) -> int:
+    from symcnn.check_cli import run_errata
+
+    return run_errata(args)
+
+
 def _run_demo(args) -> int:
     from symcnn import demo
 
@@ -369,7 +397,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     runners = {"demo": _run_demo, "examples": _run_examples, "derive": _run_derive, "formula": _run_formula,
-               "generate": _run_generate, "train": _run_train, "bench": _run_bench, "report": _run_report}
+               "generate": _run_generate, "train": _run_train, "bench": _run_bench, "report": _run_report,
+               "check": _run_check, "errata": _run_errata}
     try:
         return runners[args.command](args)
     except ValueError as error:  # user errors: one line naming the option, no traceback
