@@ -14,7 +14,7 @@ as LaTeX or Markdown and compiles PDFs.
 
 Example:
     >>> [part.title for part in ALL_PARTS]
-    ['Worked examples', 'General formulas', 'Networks']
+    ['Worked examples', 'General formulas', 'Networks', 'Errata']
     >>> print(render_markdown(example_report("maxpool_3x3_k2s1")).splitlines()[2])
     # Worked example `maxpool_3x3_k2s1`
 """
@@ -62,6 +62,27 @@ def _networks() -> list[Report]:
     return [network_report(name) for name in SHIPPED_SPECS]
 
 
+def _errata() -> list[Report]:
+    """``symcnn errata`` as a report: each document's claims, checked now, with their status."""
+    from symcnn.errata import collect
+
+    entries = collect()
+    documents = list(dict.fromkeys(entry.document for entry in entries))
+    sections = tuple(
+        Section(f"Document {document}", (Items(tuple(
+            f"{entry.status} ({entry.section}): `{entry.claim}`. {entry.detail}."
+            for entry in entries if entry.document == document)),))
+        for document in documents)
+    counts = {status: sum(entry.status == status for entry in entries) for status in ("verified", "convention", "wrong")}
+    summary = (f"{len(entries)} claims of the five documents: {counts['verified']} verified, {counts['convention']} "
+               f"verified under the document's convention, {counts['wrong']} wrong")
+    intro = (Prose("Each claim of the reference documents, as written, checked when this report was built by "
+                   "`symcnn check` against the derivations (`symcnn errata` prints the same). verified: it holds "
+                   "in symcnn's conventions; convention: it holds only under the convention named; wrong: the "
+                   "smallest counter-example found."),)
+    return [Report("errata", "Errata of the reference documents", summary, sections, intro)]
+
+
 #: The parts of ``symcnn report --all``, in order.
 ALL_PARTS: list[PartSpec] = [
     PartSpec("Worked examples", "The reference documents' worked examples, derived by symcnn and compared "
@@ -70,6 +91,7 @@ ALL_PARTS: list[PartSpec] = [
              "stride, padding and dilation, with their conditions and a small instance.", _ops),
     PartSpec("Networks", "The forward and backward pass of each shipped network spec, layer by layer, as "
              "document 004 walks through its network.", _networks),
+    PartSpec("Errata", "The documents' formulas and claims, each checked against the derivations.", _errata),
 ]
 
 
