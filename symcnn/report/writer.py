@@ -53,6 +53,7 @@ _TEX_UNICODE = {
     "×": r"$\times$", "·": r"$\cdot$", "−": r"$-$", "→": r"$\to$", "←": r"$\leftarrow$", "≤": r"$\leq$",
     "≥": r"$\geq$", "≠": r"$\neq$", "α": r"$\alpha$", "δ": r"$\delta$", "Σ": r"$\Sigma$", "∂": r"$\partial$",
     "“": "``", "”": "''", "‘": "`", "’": "'", "—": "---", "–": "--", "…": r"\ldots{}", "\u00a0": "~",
+    "⌊": r"$\lfloor$", "⌋": r"$\rfloor$", "⊗": r"$\otimes$", "²": r"$^2$", "°": r"$^\circ$", "∑": r"$\sum$",
 }
 _TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
@@ -74,6 +75,14 @@ def _tex_escape(text: str) -> str:
     return "".join(out)
 
 
+def _breakable(code: str) -> str:
+    """Escaped code that may break after an underscore, a brace, a backslash, a comma or a caret: a document's formula
+    in typewriter type (``\\frac{\\partial L}{...}``) has few spaces to break at."""
+    for escaped in (r"\_", r"\{", r"\}", r"\textbackslash{}", ",", r"\textasciicircum{}"):
+        code = code.replace(escaped, escaped + r"\allowbreak{}")
+    return code
+
+
 def tex_text(markup: str) -> str:
     r"""Prose markup as LaTeX: ``$math$`` kept, ```code``` in typewriter, the rest escaped.
 
@@ -85,7 +94,7 @@ def tex_text(markup: str) -> str:
         if len(piece) > 1 and piece[0] == piece[-1] == "$":
             pieces.append(piece)
         elif len(piece) > 1 and piece[0] == piece[-1] == "`":
-            pieces.append(r"\texttt{%s}" % _tex_escape(piece[1:-1]).replace(r"\_", r"\_\allowbreak{}"))
+            pieces.append(r"\texttt{%s}" % _breakable(_tex_escape(piece[1:-1])))
         else:
             pieces.append(_tex_escape(piece))
     return "".join(pieces)
