@@ -89,6 +89,12 @@ class GradientFormula:
     def conditions(self) -> tuple[sympy.Basic, ...]:
         return tuple(condition for term in self.terms for condition in term.conditions)
 
+    def _repr_latex_(self) -> str:
+        """Jupyter's rich display, as ``symcnn formula`` prints it (conditions as Iverson brackets)."""
+        from symcnn.formulas import FormulaView  # formulas builds on this module
+
+        return FormulaView(self.forward.op, self.wrt, self.equation(), self.forward, self, {})._repr_latex_()
+
     @property
     def operands(self) -> tuple[Tensor, ...]:
         upstream = (self.grad_output,) if self.grad_output is not None else ()

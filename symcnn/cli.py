@@ -73,6 +73,12 @@ def _add_derive(commands) -> None:
     derive.add_argument("--values", type=_values, default=None, metavar="ROWS",
                         help="numeric input in row-major order, rows separated by ';' (e.g. '1,5,4;9,2,1;6,3,2')")
     derive.add_argument("--format", choices=("text", "latex", "json"), default="text")
+    derive.add_argument("--steps", action="store_true",
+                        help="show each gradient entry as its chain-rule steps (and, with --values, "
+                             "a numeric walk-through)")
+    derive.add_argument("--entry", action="append", default=[], metavar="NAME",
+                        help="the steps of this entry only, like x11, w00 or b0, or of a whole tensor "
+                             "(x, w, b); repeatable; implies --steps")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -89,7 +95,35 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_generate(commands)
     _add_train(commands)
     _add_bench(commands)
+    _add_report(commands)
+    _add_check(commands)
+    _add_errata(commands)
     return parser
+
+
+def _add_report(commands) -> None:
+    from symcnn.report_cli import add_arguments
+
+    report = commands.add_parser(
+        "report",
+        help="derivation reports: a worked example, an op's formulas or a network's walk-through, as LaTeX, "
+             "PDF or Markdown",
+        description="Write a derivation report built from the same derivation objects the kernels come from: "
+                    "LaTeX (-o FILE.tex), PDF (-o FILE.pdf, with latexmk or pdflatex) or GitHub Markdown.",
+    )
+    add_arguments(report, size=_size)
+
+
+def _add_check(commands) -> None:
+    from symcnn.check_cli import add_check
+
+    add_check(commands, _size, _values)
+
+
+def _add_errata(commands) -> None:
+    from symcnn.check_cli import add_errata
+
+    add_errata(commands)
 
 
 def _add_bench(commands) -> None:
@@ -197,6 +231,7 @@ _OPTION_OF_FIELD = {
     "dilation": "--dilation",
     "batch": "--batch",
     "values": "--values",
+    "entry": "--entry",
     "wrt": "--wrt",
     "epochs": "--epochs",
     "batch": "--batch",
@@ -210,6 +245,8 @@ _OPTION_OF_FIELD = {
     "resume": "--resume",
     "plot": "--plot",
     "checkpoint": "--checkpoint",
+    "against": "--against",
+    "formula": "FORMULA",
 }
 
 
@@ -244,6 +281,13 @@ def _run_derive(args) -> int:
             if len(args.values) > 1 and len(row) != width:
                 raise ValueError(f"--values: row {number} has {len(row)} numbers, expected {width} (the input width)")
         values = parse_values([item for row in args.values for item in row], config.input_shape)
+    if args.steps or args.entry:
+        from symcnn import steps_view
+        from symcnn.steps import steps
+
+        walk = steps(config, values, args.entry)
+        print({"text": steps_view.as_text, "latex": steps_view.as_latex, "json": steps_view.as_json}[args.format](walk))
+        return 0
     result = derive(config, values)
     print({"text": render.as_text, "latex": render.as_latex, "json": render.as_json}[args.format](result))
     return 0
@@ -335,6 +379,24 @@ def _run_bench(args) -> int:
     return 0
 
 
+def _run_report(args) -> int:
+    from symcnn.report_cli import run
+
+    return run(args)
+
+
+def _run_check(args) -> int:
+    from symcnn.check_cli import run_check
+
+    return run_check(args)
+
+
+def _run_errata(args) -> int:
+    from symcnn.check_cli import run_errata
+
+    return run_errata(args)
+
+
 def _run_demo(args) -> int:
     from symcnn import demo
 
@@ -345,7 +407,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     runners = {"demo": _run_demo, "examples": _run_examples, "derive": _run_derive, "formula": _run_formula,
-               "generate": _run_generate, "train": _run_train, "bench": _run_bench}
+               "generate": _run_generate, "train": _run_train, "bench": _run_bench, "report": _run_report,
+               "check": _run_check, "errata": _run_errata}
     try:
         return runners[args.command](args)
     except ValueError as error:  # user errors: one line naming the option, no traceback

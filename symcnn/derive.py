@@ -27,7 +27,7 @@ from symcnn import layers
 from symcnn.tensors import indices_of, symbol_array, symbol_table, upstream_array
 from symcnn.validation import check_window, integer, output_sizes, pair
 
-__all__ = ["vjp", "gradient", "LayerConfig", "Derivation", "derive", "parse_values", "OPS", "MAX_EXPANSION_TERMS"]
+__all__ = ["vjp", "gradient", "partial_derivative", "LayerConfig", "Derivation", "derive", "parse_values", "OPS", "MAX_EXPANSION_TERMS"]
 
 OPS = ("conv2d", "maxpool2d", "avgpool2d", "dense")
 
@@ -80,6 +80,18 @@ def vjp(output: Array, upstream: Array, wrt: Mapping[str, Array]) -> dict[str, A
         elements = [sympy.Add(*sums[array[index]]) for index in indices_of(array.shape)]
         results[name] = Array(elements, array.shape)
     return results
+
+
+def partial_derivative(expression: Expr, symbol: Symbol) -> Expr:
+    """``d expression / d symbol`` by SymPy, over the terms that hold the symbol only.
+
+    >>> from sympy import symbols
+    >>> w00, x00, x01 = symbols("w00 x00 x01")
+    >>> partial_derivative(w00 * x00 + x01, w00)
+    x00
+    """
+    return sympy.Add(*[_term_derivative(term, symbol) for term in sympy.Add.make_args(expression)
+                       if symbol in term.free_symbols])
 
 
 def _term_derivative(term: Expr, symbol: Symbol) -> Expr:
@@ -205,6 +217,12 @@ class Derivation:
         """Every symbol left in the results: name -> (tensor role, full index)."""
         remaining = {role: array for role, array in self.tensors.items() if role != "input" or not self.values}
         return symbol_table(remaining)
+
+    def _repr_latex_(self) -> str:
+        """Jupyter's rich display: every equation, as :func:`symcnn.render.as_latex_display` prints it."""
+        from symcnn.render import as_latex_display  # render builds on this module
+
+        return as_latex_display(self)
 
 
 def _forward(config: LayerConfig, tensors: Mapping[str, Array]) -> Array:

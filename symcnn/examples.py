@@ -47,6 +47,25 @@ class WorkedExample:
     derive: Callable[[], Mapping[str, Any]]
     completed: tuple[str, ...] = ()  # keys the document leaves out, completed by symcnn
     note: str = ""
+    # Keys of derive()'s result that the example starts from (input, kernel, upstream gradient),
+    # as the document shows them before its results; check() compares only ``expected``.
+    given: tuple[str, ...] = ()
+
+    def _repr_latex_(self) -> str:
+        """Jupyter's rich display: each value as symcnn derives it, and whether the document agrees."""
+        from symcnn.render import latex_display  # imported when displayed
+
+        derived = self.derive()
+        rows = []
+        for key, expected in self.expected.items():
+            if key not in derived:
+                rows.append(f"{_latex_key(key)} && \\text{{not derived}}")
+                continue
+            verdict = ("completed by symcnn" if key in self.completed
+                       else "as the document states it" if same(expected, derived[key]) else "differs from the document")
+            rows.append(f"{_latex_key(key)} &= {_latex_value(derived[key])} && \\text{{{verdict}}}")
+        header = [f"{self.name}: {self.title}", f"document {self.document}, {self.section}"]
+        return latex_display(header + ([self.note] if self.note else []), [("derived by symcnn", rows)])
 
 
 @dataclass(frozen=True)
@@ -56,6 +75,40 @@ class ExampleResult:
     status: str  # "ok" or "mismatch"
     mismatches: tuple[str, ...] = field(default_factory=tuple)
     checked: int = 0
+
+    def _repr_latex_(self) -> str:
+        """Jupyter's rich display: the verdict, and each mismatch."""
+        from symcnn.render import latex_display
+
+        header = [f"{self.name} ({self.document}): {self.status}, {self.checked} values compared"]
+        return latex_display(header + list(self.mismatches), [])
+
+
+def _latex_key(key: str) -> str:
+    """An example's key as a left-hand side: ``dL/dW`` as a fraction, ``Y`` as a symbol, else text."""
+    from symcnn.render import latex_text
+
+    if key.startswith("dL/d") and key[4:].isidentifier():
+        return r"\frac{\partial L}{\partial %s}" % sympy.latex(Symbol(key[4:]))
+    return sympy.latex(Symbol(key)) if len(key) == 1 else latex_text(key)
+
+
+def _latex_value(value: Any) -> str:
+    """A derived value in LaTeX: an array without its axes of length 1, as a matrix."""
+    from symcnn.printing import latex, readable
+
+    if isinstance(value, sympy.NDimArray):
+        shape = [size for size in value.shape if size != 1]
+        elements = [readable(element, {}) for element in sympy.flatten(value.tolist())]
+        if not shape:
+            return latex(elements[0])
+        rows, columns = (shape[0], 1) if len(shape) == 1 else (shape[0], len(elements) // shape[0])
+        if len(shape) > 2:
+            return latex(Array(elements, tuple(shape)))
+        return latex(sympy.Matrix(rows, columns, elements).T if len(shape) == 1 else sympy.Matrix(rows, columns, elements))
+    if isinstance(value, tuple):
+        return r"\left(%s\right)" % ", ".join(str(item) for item in value)
+    return latex(readable(sympy.sympify(value), {}))
 
 
 def _real(text: str) -> sympy.Expr:
@@ -100,7 +153,8 @@ def _activation_derivative(layer: Callable[[Array], Array]) -> Callable[[sympy.E
 
 def _conv_3x3_2x2() -> dict[str, Any]:
     result = derive(LayerConfig("conv2d", input_size=(3, 3), kernel=(2, 2), bias=False))
-    return {"Y": result.output, "dL/dW": result.gradients["grad_weight"], "dL/dX": result.gradients["grad_input"]}
+    return {"X": result.tensors["input"], "K": result.tensors["weight"], "dL/dY": result.tensors["grad_output"],
+            "Y": result.output, "dL/dW": result.gradients["grad_weight"], "dL/dX": result.gradients["grad_input"]}
 
 
 POOL_INPUT = [[1, 5, 4], [9, 2, 1], [6, 3, 2]]
@@ -110,7 +164,9 @@ def _pool_3x3(op: str) -> Callable[[], dict[str, Any]]:
     def compute() -> dict[str, Any]:
         config = LayerConfig(op, input_size=(3, 3), kernel=(2, 2), stride=(1, 1))
         result = derive(config, values=Array([[POOL_INPUT]]))
-        return {"Y": result.output, "dL/dX": result.gradients["grad_input"]}
+        given = result.tensors["input"].applyfunc(lambda symbol: result.values[symbol])
+        return {"X": given, "dL/dY": result.tensors["grad_output"], "Y": result.output,
+                "dL/dX": result.gradients["grad_input"]}
 
     return compute
 
@@ -119,7 +175,7 @@ def _global_avgpool() -> dict[str, Any]:
     x = symbol_array("x", (1, 1, 3, 3))
     y = layers.global_avgpool(x)
     upstream = upstream_array(y.shape)
-    return {"Y": y, "dL/dX": vjp(y, upstream, {"x": x})["x"]}
+    return {"X": x, "dL/dY": upstream, "Y": y, "dL/dX": vjp(y, upstream, {"x": x})["x"]}
 
 
 # --- document 001: output sizes, parameter count -----------------------------------------------
@@ -271,6 +327,7 @@ EXAMPLE_LIST = [
         derive=_conv_3x3_2x2,
         completed=("dL/dX",),
         note="The document lists dL/dx00, dL/dx01, dL/dx10 and dL/dx11; symcnn completes all nine.",
+        given=("X", "K", "dL/dY"),
     ),
     WorkedExample(
         name="maxpool_3x3_k2s1",
@@ -280,6 +337,7 @@ EXAMPLE_LIST = [
         expected={"Y": _matrix([[9, 5], [9, 3]]), "dL/dX": _matrix([[0, "b", 0], ["a + c", 0, 0], [0, "d", 0]])},
         derive=_pool_3x3("maxpool2d"),
         note="The document's windows overlap: its kernel is 2×2 with stride 1.",
+        given=("X", "dL/dY"),
     ),
     WorkedExample(
         name="avgpool_3x3_k2s1",
@@ -296,6 +354,7 @@ EXAMPLE_LIST = [
         },
         derive=_pool_3x3("avgpool2d"),
         note="The document writes 4.25; symcnn keeps it exact, 17/4.",
+        given=("X", "dL/dY"),
     ),
     WorkedExample(
         name="global_avgpool_3x3",
@@ -309,6 +368,7 @@ EXAMPLE_LIST = [
         derive=_global_avgpool,
         completed=("dL/dX",),
         note="The document gives the forward formula only; the gradient spreads g00/(H W) over the map.",
+        given=("X", "dL/dY"),
     ),
     WorkedExample(
         name="conv_output_size_6x6",

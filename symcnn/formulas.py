@@ -143,6 +143,12 @@ class FormulaView:
     def json(self) -> str:
         return json.dumps(self.as_dict(), indent=2)
 
+    def _repr_latex_(self) -> str:
+        """Jupyter's rich display: the header line as text above :meth:`latex`."""
+        from symcnn.render import latex_text  # render is a view of derive; imported when displayed
+
+        return f"$$\n\\begin{{gathered}}\n{latex_text(self.text().splitlines()[0])} \\\\\n{self.latex()}\n\\end{{gathered}}\n$$"
+
 
 def _specialization(forward: ops.IndexFormula, op: str, settings: dict) -> tuple[dict, dict]:
     values, shown = {}, {}

@@ -203,5 +203,5 @@ class FirstArgmax(Expr):
     def _latex(self, printer) -> str:
         position = ", ".join(printer._print(p) for p in self.position)
         variables = ", ".join(printer._print(limit[0]) for limit in self.limits)
-        return (r"\mathbb{1}\left[(%s) = \operatorname{argmax}_{%s} %s\right]"
+        return (r"\mathbf{1}\left[(%s) = \operatorname{argmax}_{%s} %s\right]"
                 % (position, variables, printer._print(self.function)))

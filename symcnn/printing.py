@@ -75,12 +75,12 @@ class SymcnnStrPrinter(StrPrinter):
 
     def _print_Iverson(self, expr):
         conditions = " and ".join(self._print(c) for c in _ordered_conditions(expr.conditions))
-        return f"[{conditions}] * {self.parenthesize(expr.term, 50)}"
+        return f"[{conditions}]" + ("" if expr.term == 1 else f" * {self.parenthesize(expr.term, 50)}")
 
     def _print_Piecewise(self, expr):
         if _is_iverson(expr):
             term, condition = expr.args[0]
-            return f"[{self._print(condition)}] * {self.parenthesize(term, 50)}"
+            return f"[{self._print(condition)}]" + ("" if term == 1 else f" * {self.parenthesize(term, 50)}")
         if len(expr.args) == 2 and expr.args[1].cond == sympy.true:
             (first, condition), (otherwise, _) = expr.args
             return f"({self._print(first)} if {self._print(condition)} else {self._print(otherwise)})"
@@ -106,7 +106,7 @@ class SymcnnLatexPrinter(LatexPrinter):
 
     def _print_Iverson(self, expr):
         conditions = r" \,\land\, ".join(self._print(c) for c in _ordered_conditions(expr.conditions))
-        return r"%s \left[%s\right]" % (self.parenthesize(expr.term, 50), conditions)
+        return _latex_bracket(self.parenthesize(expr.term, 50), conditions)
 
     def _print_Indexed(self, expr):
         gradient = _gradient_name(expr.base)
@@ -118,7 +118,7 @@ class SymcnnLatexPrinter(LatexPrinter):
     def _print_Piecewise(self, expr):
         if _is_iverson(expr):
             term, condition = expr.args[0]
-            return r"%s \left[%s\right]" % (self.parenthesize(term, 50), self._print(condition))
+            return _latex_bracket(self.parenthesize(term, 50), self._print(condition))
         return super()._print_Piecewise(expr)
 
     def _print_Equality(self, expr):
@@ -130,6 +130,12 @@ class SymcnnLatexPrinter(LatexPrinter):
 
     def _print_And(self, expr):
         return r" \,\land\, ".join(self._print(arg) for arg in _ordered_conditions(expr.args))
+
+
+def _latex_bracket(term: str, conditions: str) -> str:
+    """``term [conditions]``; a bracket alone when the term is 1 (the indicator itself)."""
+    bracket = r"\left[%s\right]" % conditions
+    return bracket if term == "1" else f"{term} {bracket}"
 
 
 def _condition_kind(condition) -> int:

@@ -20,15 +20,18 @@ Example:
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+import re
+from typing import Any, Iterator, Sequence
 
 import sympy
 from sympy import Array
 
 from symcnn.derive import Derivation, LayerConfig
+from symcnn.printing import latex, readable
 from symcnn.tensors import element_name, indices_of
 
-__all__ = ["describe", "as_text", "as_latex", "as_json", "as_dict"]
+__all__ = ["describe", "as_text", "as_latex", "as_latex_display", "as_json", "as_dict", "latex_text", "latex_blocks",
+           "latex_display"]
 
 _SECTIONS = (("grad_weight", "weight", "dL/dW"), ("grad_bias", "bias", "dL/db"), ("grad_input", "input", "dL/dX"))
 
@@ -82,12 +85,15 @@ def _upstream_names(derivation: Derivation) -> str:
     return " ".join(names) if len(names) <= 8 else f"{names[0]} ... {names[-1]}"
 
 
+def _values_line(derivation: Derivation) -> str:
+    return "at input values " + ", ".join(f"{symbol}={value}" for symbol, value in derivation.values.items())
+
+
 def as_text(derivation: Derivation) -> str:
     """The derivation as the documents write it: one equation a line."""
     lines = [describe(derivation.config)]
     if derivation.values:
-        values = ", ".join(f"{symbol}={value}" for symbol, value in derivation.values.items())
-        lines.append(f"at input values {values}")
+        lines.append(_values_line(derivation))
     for title, entries in _sections(derivation):
         if title != "Output":
             title = f"{title} (upstream gradient {_upstream_names(derivation)})"
@@ -102,13 +108,65 @@ def _latex_name(name: str) -> str:
     return sympy.latex(sympy.Symbol(name))
 
 
+# Characters that LaTeX's text mode and MathJax's \text{} treat differently: written in math mode.
+_MATH_CHARACTERS = {"_": r"\_", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "{": r"\{", "}": r"\}",
+                    "<": "<", ">": ">", "<=": r"\leq", ">=": r"\geq", "^": r"\hat{}", "~": r"\sim",
+                    "\\": r"\backslash", "->": r"\to", "×": r"\times", "·": r"\cdot", "−": "-"}
+_MATH_PATTERN = re.compile("(" + "|".join(re.escape(key) for key in sorted(_MATH_CHARACTERS, key=len, reverse=True)) + ")")
+
+
+def latex_text(line: str) -> str:
+    """A line of prose for a math display: ``\\text{...}``, special characters in math mode.
+
+    >>> print(latex_text("conv2d: input 1x1x3x3 -> output 1x1x2x2"))
+    \\text{conv2d: input 1x1x3x3 }\\to\\text{ output 1x1x2x2}
+    """
+    parts = []
+    for number, piece in enumerate(_MATH_PATTERN.split(line)):
+        if number % 2:
+            parts.append(_MATH_CHARACTERS[piece])
+        elif piece:
+            parts.append(r"\text{%s}" % piece)
+    return "".join(parts)
+
+
+def latex_blocks(header: str, blocks: Sequence[tuple[str, Sequence[str]]]) -> str:
+    """A ``%`` comment header, then an ``aligned`` block of rows per ``(title, rows)``."""
+    parts = [header] if header else []
+    for title, rows in blocks:
+        parts.append(f"% {title}\n\\begin{{aligned}}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}")
+    return "\n\n".join(parts)
+
+
+def latex_display(header: Sequence[str], blocks: Sequence[tuple[str, Sequence[str]]]) -> str:
+    """One ``$$...$$`` display for Jupyter: the header lines and each block's title as text,
+    each block's rows aligned, all stacked (``gathered``)."""
+    lines = [latex_text(line) for line in header]
+    for title, rows in blocks:
+        lines.append(latex_text(title) + " \\\\\n\\begin{aligned}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}")
+    return "$$\n\\begin{gathered}\n" + " \\\\[2ex]\n".join(lines) + "\n\\end{gathered}\n$$"
+
+
+def _latex_sections(derivation: Derivation) -> list[tuple[str, list[str]]]:
+    return [(title, [f"{_latex_name(name)} &= {latex(readable(expr, {}))}" for name, expr in entries])
+            for title, entries in _sections(derivation)]
+
+
 def as_latex(derivation: Derivation) -> str:
-    """An ``aligned`` block per section, for a LaTeX document or a Markdown math cell."""
-    blocks = [f"% {describe(derivation.config)}"]
-    for title, entries in _sections(derivation):
-        rows = [f"{_latex_name(name)} &= {sympy.latex(expr)}" for name, expr in entries]
-        blocks.append(f"% {title}\n\\begin{{aligned}}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}")
-    return "\n\n".join(blocks)
+    """An ``aligned`` block per section, for a LaTeX document or a Markdown math cell.
+
+    Expressions are printed by :mod:`symcnn.printing` (max pooling's routing conditions as
+    Iverson brackets).
+    """
+    return latex_blocks(f"% {describe(derivation.config)}", _latex_sections(derivation))
+
+
+def as_latex_display(derivation: Derivation) -> str:
+    """The derivation as one ``$$...$$`` display: Jupyter's ``_repr_latex_``."""
+    header = [describe(derivation.config)]
+    if derivation.values:
+        header.append(_values_line(derivation))
+    return latex_display(header, _latex_sections(derivation))
 
 
 def _nested_strings(array: Array) -> Any:

@@ -1,0 +1,285 @@
+"""``symcnn report --op OP``: an op's general formulas, with their conditions, and a small instance.
+
+The forward formula is the op's definition (:mod:`symcnn.ops`); every gradient is derived from it
+(:func:`symcnn.formulas.general_formula`, :mod:`symcnn.adjoint`) and shown in document 000's form,
+with the divisibility and range conditions. Beside them, a small instance: the formulas
+instantiated at a few elements (:mod:`symcnn.expand`), each entry checked, when the page is
+built, against the element-wise derivative of the expanded forward pass (:mod:`symcnn.verify`).
+
+Example:
+    >>> report = op_report("conv2d", stride=1, padding=0, dilation=1)
+    >>> report.name, [section.title for section in report.sections][:2]
+    ('op-conv2d-stride1-padding0-dilation1', ['Forward pass', 'Gradient with respect to the input'])
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Optional
+
+import sympy
+from sympy import Array
+
+from symcnn import ops
+from symcnn.adjoint import GradientFormula, derive_gradient
+from symcnn.expand import evaluate
+from symcnn.formulas import FORMULA_OPS, general_formula
+from symcnn.printing import OUT_SIZE_NAMES, readable
+from symcnn.report.document import Display, Items, Prose, Report, Section
+from symcnn.report.indexform import FormulaDisplay, forward_display, gradient_display, size_rows
+from symcnn.report.mathtex import ReportPrinter, entry_name, entry_rows, gradient_entry_name, matrix_rows, sum_rows
+from symcnn.tensors import indices_of, symbol_array
+from symcnn.validation import pair
+from symcnn.verify import elementwise_gradients, exactly_equal, expand_gradient
+
+__all__ = ["op_report", "Instance", "instance", "OP_SUMMARIES", "INSTANCE_KERNEL_LIMIT"]
+
+#: What each op is, in words (the formulas themselves come from symcnn.ops).
+OP_SUMMARIES = {
+    "conv2d": "a 2-D convolution as deep-learning frameworks compute it (cross-correlation), with stride, "
+              "zero padding and dilation",
+    "maxpool2d": "max pooling over windows of the input; a tie routes the gradient to the first maximum in "
+                 "row-major order",
+    "avgpool2d": "average pooling over windows of the input",
+    "global_avgpool": "the mean of each channel over the whole map (document 002)",
+    "flatten": "a (C, H, W) map read out as a vector in C, H, W order (document 004)",
+    "dense": "a fully connected layer, weights of shape (out, in) (document 004)",
+    "relu": "the rectifier, element-wise; its derivative at 0 is taken as 0",
+    "leaky_relu": "the leaky rectifier, element-wise, slope alpha for x <= 0",
+    "elu": "the exponential linear unit, element-wise, scale alpha for x <= 0",
+    "softmax": "softmax over the classes of each sample",
+    "cross_entropy": "the cross-entropy of probabilities with one-hot labels, averaged over the batch",
+    "softmax_cross_entropy": "softmax followed by cross-entropy in one stable formula, averaged over the batch; "
+                             "for one sample it is document 004's loss",
+}
+
+_ROLE_TITLES = {"input": "the input", "weight": "the weight", "bias": "the bias"}
+
+#: The largest kernel (elements) whose instance is expanded; a larger one is described only.
+INSTANCE_KERNEL_LIMIT = 9
+
+
+@functools.lru_cache(maxsize=None)
+def general_gradient(op: str, role: str) -> GradientFormula:
+    """The derived gradient of an op in general (cached: derived once per process)."""
+    return derive_gradient(FORMULA_OPS[op](), role)
+
+
+def _roles(formula: ops.IndexFormula) -> list[str]:
+    return [tensor.role for tensor in formula.operands if tensor.role in _ROLE_TITLES]
+
+
+def _shape_item(tensor: ops.Tensor, parameters, printer: ReportPrinter) -> str:
+    if not tensor.shape:
+        return f"${printer.doprint(tensor.base)}$ is a scalar"
+    dims = r" \times ".join(printer.doprint(readable(dim, parameters)) for dim in tensor.shape)
+    return f"${printer.doprint(tensor.base)} \\in \\mathbb{{R}}^{{{dims}}}$ ({tensor.role.replace('_', ' ')})"
+
+
+def _display_blocks(shown: FormulaDisplay) -> list:
+    blocks = [Display(shown.rows)]
+    if shown.definitions:
+        names = " and ".join(f"${d.name}$" for d in shown.definitions)
+        blocks.append(Prose(f"where {names} name the output position the derivation solved for:"))
+        blocks.append(Display(tuple(f"{d.name} &= {d.latex}" for d in shown.definitions)))
+    return blocks
+
+
+def _condition_items(shown: FormulaDisplay) -> Optional[Items]:
+    divisible = [f"${c.latex}$" for c in shown.conditions if c.kind == "divisibility"]
+    ranges = [f"${c.latex}$" for c in shown.conditions if c.kind == "range"]
+    items = []
+    if divisible:
+        items.append(f"{' and '.join(divisible)}: the stride divides the offset, so that the solved index is a whole "
+                     "number (document 000's condition).")
+    if ranges:
+        items.append(f"{' and '.join(ranges)}: the solved index lies inside the output. Document 000 leaves this "
+                     "condition out; without it the formula would read outside the upstream gradient.")
+    return Items(tuple(items)) if items else None
+
+
+def _forward_section(op: str, settings: dict, printer: ReportPrinter) -> Section:
+    view = general_formula(op, "forward", **settings)
+    formula = view.forward
+    shown = forward_display(formula, printer)
+    blocks = [Prose(f"The definition symcnn derives everything else from (`symcnn/ops.py`), {OP_SUMMARIES[op]}:")]
+    blocks += _display_blocks(FormulaDisplay(shown.rows))
+    blocks.append(Items(tuple(_shape_item(t, formula.parameters, printer) for t in formula.tensors)))
+    padded = [t for t in formula.operands if t.zero_padded]
+    for tensor in padded:
+        blocks.append(Prose(f"${printer.doprint(tensor.base)}$ is zero-padded: a read outside its shape is 0."))
+    sizes = size_rows(formula, sympy.Add(*OUT_SIZE_NAMES.values()), printer)  # every output size it has
+    if sizes:
+        blocks.append(Prose("The output-size rule:"))
+        blocks.append(Display(sizes))
+        dilation = formula.parameters.get("dilation_h")
+        if dilation is not None and dilation.is_Symbol:  # document 001 states the rule without dilation
+            plain = formula.parameters["out_height"].xreplace({dilation: 1})
+            blocks.append(Prose(f"With dilation 1 it is document 001's rule, "
+                                f"${printer.doprint(OUT_SIZE_NAMES['out_height'])} = {printer.doprint(plain)}$."))
+    return Section("Forward pass", tuple(blocks))
+
+
+def _gradient_section(op: str, role: str, settings: dict, printer: ReportPrinter) -> Section:
+    # The general derivation is shared with the instance; a specialized one is derived, then specialized.
+    gradient = general_formula(op, role, **settings).gradient if settings else general_gradient(op, role)
+    shown = gradient_display(gradient, printer)
+    blocks = _display_blocks(shown)
+    conditions = _condition_items(shown)
+    if conditions is not None:
+        blocks += [Prose("Conditions (an Iverson bracket $[\\cdot]$ is 1 where they hold, else 0):"), conditions]
+    if op in ("maxpool2d",):
+        blocks.append(Prose("$\\mathbf{1}[(u, v) = \\operatorname{argmax} \\ldots]$ is the routing indicator: 1 when "
+                            "the window element at offset $(u, v)$ is the window's first maximum."))
+    return Section(f"Gradient with respect to {_ROLE_TITLES[role]}", tuple(blocks))
+
+
+# --- the small instance -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Instance:
+    """An op at a few elements: its operands, output and gradients, element by element, the
+    gradients equal (checked on construction) to the derivative of the expanded forward pass."""
+
+    description: str
+    operands: dict  # role -> Array (symbols)
+    upstream: Optional[Array]
+    output: object  # Array, or an expression (a loss)
+    gradients: dict  # role -> Array, from the general formula
+
+
+def _instance_setup(op: str, settings: dict) -> Optional[tuple[dict, dict, str]]:
+    """Operand arrays, parameters by role and a description; ``None`` when too large to show."""
+    kernel = pair(settings.get("kernel") or 2, "kernel", 1)
+    if op in ("conv2d", "maxpool2d", "avgpool2d") and kernel[0] * kernel[1] > INSTANCE_KERNEL_LIMIT:
+        return None
+    if op == "conv2d":
+        stride = pair(settings.get("stride") or 1, "stride", 1)
+        padding = pair(settings.get("padding") or 0, "padding", 0)
+        dilation = pair(settings.get("dilation") or 1, "dilation", 1)
+        # The input that gives a 2x2 output (document 002's upstream a, b, c, d), at least 1x1.
+        size = tuple(max(1, stride[a] + dilation[a] * (kernel[a] - 1) + 1 - 2 * padding[a]) for a in range(2))
+        arrays = {"input": symbol_array("x", (1, 1, *size)), "weight": symbol_array("w", (1, 1, *kernel)),
+                  "bias": symbol_array("b", (1,))}
+        parameters = {"stride_h": stride[0], "stride_w": stride[1], "padding_h": padding[0], "padding_w": padding[1],
+                      "dilation_h": dilation[0], "dilation_w": dilation[1]}
+        text = (f"input {size[0]}×{size[1]}, kernel {kernel[0]}×{kernel[1]}, stride {_pair_text(stride)}, "
+                f"padding {_pair_text(padding)}, dilation {_pair_text(dilation)}, one channel, with a bias")
+        return arrays, parameters, text
+    if op in ("maxpool2d", "avgpool2d"):
+        stride = pair(settings.get("stride") or kernel, "stride", 1)
+        size = tuple(stride[a] + kernel[a] for a in range(2))
+        parameters = {"kernel_height": kernel[0], "kernel_width": kernel[1], "stride_h": stride[0], "stride_w": stride[1]}
+        text = f"input {size[0]}×{size[1]}, window {kernel[0]}×{kernel[1]}, stride {_pair_text(stride)}"
+        return {"input": symbol_array("x", (1, 1, *size))}, parameters, text
+    shapes = {"global_avgpool": (1, 1, 3, 3), "flatten": (1, 2, 2, 2), "relu": (1, 1, 2, 2),
+              "leaky_relu": (1, 1, 2, 2), "elu": (1, 1, 2, 2), "softmax": (1, 3), "cross_entropy": (1, 3),
+              "softmax_cross_entropy": (1, 3), "dense": (1, 3)}
+    arrays = {"input": symbol_array("x", shapes[op])}
+    text = f"input {'×'.join(map(str, shapes[op]))}"
+    if op == "dense":
+        arrays.update(weight=symbol_array("w", (2, 3)), bias=symbol_array("b", (2,)))
+        text = "3 input features, 2 output features, a batch of one"
+    if op in ("cross_entropy", "softmax_cross_entropy"):
+        arrays["target"] = symbol_array("t", shapes[op])
+        text = "3 classes, a batch of one, labels t"
+    return arrays, {}, text
+
+
+def _pair_text(value: tuple) -> str:
+    return str(value[0]) if value[0] == value[1] else f"{value[0]}×{value[1]}"
+
+
+def _one_hot(formula: ops.IndexFormula, arrays: dict) -> dict:
+    """The substitution the formula's identities allow at this instance: one-hot labels sum to 1,
+    so the last label of each sample is 1 minus the others."""
+    substitution = {}
+    for total, value in formula.identities:
+        read = total.function
+        tensor = next(t for t in formula.operands if t.base == read.base)
+        array = arrays[tensor.role]
+        for outer in indices_of(array.shape[:-1]):
+            row = [array[outer + (k,)] for k in range(array.shape[-1])]
+            substitution[row[-1]] = value - sum(row[:-1])
+    return substitution
+
+
+def instance(op: str, **settings) -> Optional[Instance]:
+    """The op's formulas at a small configuration, checked against the element-wise derivative."""
+    setup = _instance_setup(op, settings)
+    if setup is None:
+        return None
+    arrays, parameters, text = setup
+    formula = FORMULA_OPS[op]()
+    roles = _roles(formula)
+    output = evaluate(formula, arrays, parameters)
+    upstream, oracle = elementwise_gradients(formula, arrays, parameters, roles)
+    gradients = {role: expand_gradient(general_gradient(op, role), arrays, upstream, parameters) for role in roles}
+    one_hot = _one_hot(formula, arrays)
+    for role in roles:  # never show a formula that its own expansion contradicts
+        for index in indices_of(gradients[role].shape):
+            if not exactly_equal(gradients[role][index].xreplace(one_hot), oracle[role][index].xreplace(one_hot)):
+                raise AssertionError(f"{op}: the general formula disagrees with the element-wise derivative of "
+                                     f"the expansion at {text}, {role} {index}")
+    return Instance(text, arrays, upstream, output, gradients)
+
+
+def _instance_section(op: str, settings: dict, printer: ReportPrinter) -> Section:
+    found = instance(op, **settings)
+    if found is None:
+        return Section("A small instance", (Prose(
+            f"The kernel is larger than {INSTANCE_KERNEL_LIMIT} elements: its expansion would not be small. "
+            "Choose a kernel of at most 3×3 to see one."),))
+    blocks = [Prose(f"The formulas above at {found.description}. Given:")]
+    given = [(_operand_letter(role), array) for role, array in found.operands.items()]
+    if found.upstream is not None:
+        given.append((r"\frac{\partial L}{\partial Y}", found.upstream))
+    blocks.append(Display(tuple(matrix_rows(given, printer)), aligned=False))
+    if isinstance(found.output, sympy.NDimArray):
+        shape = found.output.shape
+        rows = entry_rows([(entry_name("y", index, shape), found.output[index]) for index in indices_of(shape)],
+                          printer, shape[-1])
+    else:
+        rows = sum_rows("L", found.output)
+    blocks += [Prose("Each output entry:"), Display(tuple(rows))]
+    for role, array in found.gradients.items():
+        operand = found.operands[role]
+        rows = entry_rows([(gradient_entry_name(printer.doprint(operand[index])), array[index])
+                           for index in indices_of(array.shape)], printer, array.shape[-1])
+        blocks += [Prose(f"The gradient with respect to {_ROLE_TITLES[role]}, each entry:"), Display(tuple(rows))]
+    blocks.append(Prose("symcnn checked, when this page was generated, that every gradient entry above (the "
+                        "general formula, instantiated) equals the derivative of the expanded forward pass."))
+    return Section("A small instance", tuple(blocks))
+
+
+def _operand_letter(role: str) -> str:
+    return {"input": "X", "weight": "W", "bias": "b", "target": "T"}[role]
+
+
+def op_report(op: str, kernel=None, stride=None, padding=None, dilation=None) -> Report:
+    """The report of one op: forward formula, every derived gradient, the output-size rule, an instance."""
+    if op not in FORMULA_OPS:
+        raise ValueError(f"op: must be one of {', '.join(FORMULA_OPS)}, got {op!r}")
+    settings = {key: value for key, value in dict(kernel=kernel, stride=stride, padding=padding,
+                                                     dilation=dilation).items() if value is not None}
+    general_formula(op, "forward", **settings)  # validates the settings (ValueError naming the option)
+    printer = ReportPrinter()
+    formula = FORMULA_OPS[op]()
+    suffix = "".join(f"-{key}{_pair_text(pair(value, key, 0)).replace('×', 'x')}" for key, value in settings.items())
+    shown = ", ".join(f"{key} {_pair_text(pair(value, key, 0))}" for key, value in settings.items())
+    title = f"`{op}`: forward pass and gradients" + (f" ({shown})" if shown else "")
+    roles = _roles(formula)
+    intro = (Prose(f"`{op}` is {OP_SUMMARIES[op]}. Its gradients with respect to "
+                   f"{', '.join(_ROLE_TITLES[r] for r in roles)} are derived from the forward formula "
+                   "(`symcnn/adjoint.py`): differentiate, then eliminate each Kronecker delta by solving its index "
+                   "equation for a summation index, keeping the conditions under which the solution is an index. "
+                   "Every index is 0-based; tensors are NCHW."),)
+    if shown:
+        intro += (Prose(f"Specialized to {shown}; the general formula is derived first, then specialized."),)
+    sections = [_forward_section(op, settings, printer)]
+    sections += [_gradient_section(op, role, settings, printer) for role in roles]
+    sections.append(_instance_section(op, settings, printer))
+    summary = f"{OP_SUMMARIES[op]}: forward formula and the derived gradients" + (f", {shown}" if shown else "")
+    return Report(f"op-{op}{suffix}", title, summary, tuple(sections), intro)
