@@ -13,9 +13,9 @@ Selection never looks at the 359 held-out images: the 1,438 training images are 
 stratified folds; each recipe is trained on 4 folds and scored on the fifth, for every fold and
 3 seeds (15 runs), and the mean is compared.
 
-Usage (needs torch):
-    python docs/seed004_recipe_search.py --lr 0.01 --epochs 12 --label-smoothing 0.2
-    python docs/seed004_recipe_search.py --lr 0.01 --epochs 12 --label-smoothing 0.2 --test --seeds 10
+Usage, from the repository root (needs torch):
+    PYTHONPATH=. python docs/seed004_recipe_search.py --lr 0.01 --epochs 12 --label-smoothing 0.2
+    PYTHONPATH=. python docs/seed004_recipe_search.py --lr 0.01 --epochs 12 --label-smoothing 0.2 --test --seeds 10
 """
 
 from __future__ import annotations
