@@ -164,15 +164,23 @@ def _add_train(commands) -> None:
     train.add_argument("spec", metavar="SPEC", help="a shipped spec name or a .toml path")
     train.add_argument("--data", default="digits", metavar="digits|PATH.npz",
                        help="'digits' (1,797 real 8x8 digits, shipped) or an .npz with x (N,C,H,W) and y (N,)")
-    train.add_argument("--epochs", type=_number(int), default=15)
-    train.add_argument("--batch", type=_number(int), default=32)
-    train.add_argument("--lr", type=_number(float), default=0.05, help="peak learning rate (default 0.05)")
-    train.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
-                       help="learning-rate schedule (default cosine decay to 0)")
-    train.add_argument("--warmup", type=_number(float), default=1.0, metavar="EPOCHS",
-                       help="epochs of linear learning-rate warm-up from 0 (default 1)")
-    train.add_argument("--momentum", type=_number(float), default=0.9)
-    train.add_argument("--weight-decay", type=_number(float), default=5e-4)
+    # No default here: a setting not given is the spec's recommended one ([training]), else TrainConfig's.
+    from symcnn.train_config import TrainConfig
+
+    default = TrainConfig()
+    recommended = "the spec's [training] value, else"
+    train.add_argument("--epochs", type=_number(int), help=f"default: {recommended} {default.epochs}")
+    train.add_argument("--batch", type=_number(int), help=f"default: {recommended} {default.batch}")
+    train.add_argument("--lr", type=_number(float), help=f"peak learning rate (default: {recommended} {default.lr})")
+    train.add_argument("--schedule", choices=("cosine", "constant"),
+                       help=f"learning-rate schedule; cosine decays to 0 (default: {recommended} {default.schedule})")
+    train.add_argument("--warmup", type=_number(float), metavar="EPOCHS",
+                       help=f"epochs of linear learning-rate warm-up from 0 (default: {recommended} {default.warmup:g})")
+    train.add_argument("--momentum", type=_number(float), help=f"default: {recommended} {default.momentum}")
+    train.add_argument("--weight-decay", type=_number(float), help=f"default: {recommended} {default.weight_decay}")
+    train.add_argument("--label-smoothing", type=_number(float), metavar="S",
+                       help="train against targets (1 - S) * one_hot + S / classes "
+                            f"(default: {recommended} {default.label_smoothing:g})")
     train.add_argument("--seed", type=_number(int), default=0, help="initialization and shuffling (default 0)")
     train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     train.add_argument("--checkpoint", default=None, metavar="PATH",
@@ -241,6 +249,7 @@ _OPTION_OF_FIELD = {
     "seed": "--seed",
     "schedule": "--schedule",
     "warmup": "--warmup",
+    "label_smoothing": "--label-smoothing",
     "data": "--data",
     "resume": "--resume",
     "plot": "--plot",

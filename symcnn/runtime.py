@@ -174,15 +174,22 @@ class Network:
         self._check_array(x, "x", (x.shape[0], *self.spec.input_shape))
         return x.shape[0]
 
-    def _one_hot(self, labels, batch: int) -> np.ndarray:
+    def _targets(self, labels, batch: int, label_smoothing: float = 0.0) -> np.ndarray:
+        """One-hot rows, or with label smoothing ``s`` the rows ``(1 - s) * one_hot + s / classes``
+        (PyTorch's ``CrossEntropyLoss(label_smoothing=s)``). Each row sums to 1, as the generated
+        loss gradient assumes."""
         if (not isinstance(labels, np.ndarray) or labels.shape != (batch,)
                 or not np.issubdtype(labels.dtype, np.integer)):
             raise ValueError(f"labels: expected an integer array of shape ({batch},), got {_describe(labels)}")
         if labels.min() < 0 or labels.max() >= self.spec.classes:
             raise ValueError(f"labels: must lie in [0, {self.spec.classes - 1}], "
                              f"got values from {labels.min()} to {labels.max()}")
-        targets = np.zeros((batch, self.spec.classes), dtype=self.dtype)
-        targets[np.arange(batch), labels] = 1
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
+                or not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing: must be a number in [0, 1), got {label_smoothing!r}")
+        classes = self.spec.classes
+        targets = np.full((batch, classes), label_smoothing / classes, dtype=self.dtype)
+        targets[np.arange(batch), labels] += 1 - label_smoothing
         return targets
 
     # --- passes ---------------------------------------------------------------------------
@@ -239,12 +246,13 @@ class Network:
         return self._forward(x)[0]
 
     def loss_and_grads(self, x: np.ndarray, labels: np.ndarray,
+                       label_smoothing: float = 0.0,
                        input_gradient: bool = True) -> tuple[float, dict[str, np.ndarray]]:
-        """The batch-mean softmax cross-entropy and its gradient for every parameter and, unless
-        ``input_gradient`` is false (training needs none: the first layer's input gradient is
-        skipped), the input."""
+        """The batch-mean softmax cross-entropy (against smoothed targets if ``label_smoothing``)
+        and its gradient for every parameter and, unless ``input_gradient`` is false (training needs
+        none: the first layer's input gradient is skipped), the input."""
         batch = self._check_input(x)
-        targets = self._one_hot(labels, batch)
+        targets = self._targets(labels, batch, label_smoothing)
         self._check_params()
         logits, inputs, switches = self._forward(x)
         loss = float(self._call("loss_forward", {"x": logits, "targets": targets}))
@@ -270,23 +278,27 @@ class Network:
             grads["input"] = upstream
         return loss, grads
 
-    def fit(self, data="digits", epochs: int = 15, batch: int = 32, lr: float = 0.05, momentum: float = 0.9,
-            weight_decay: float = 5e-4, seed: int = 0, schedule: str = "cosine", warmup: float = 1.0,
-            checkpoint=None, progress: bool = True) -> list[dict]:
+    def fit(self, data="digits", epochs: Optional[int] = None, batch: Optional[int] = None,
+            lr: Optional[float] = None, momentum: Optional[float] = None, weight_decay: Optional[float] = None,
+            seed: int = 0, schedule: Optional[str] = None, warmup: Optional[float] = None,
+            label_smoothing: Optional[float] = None, checkpoint=None, progress: bool = True) -> list[dict]:
         """Train with minibatch SGD (see :mod:`symcnn.train`); returns one dict per epoch.
 
-        ``data`` is ``"digits"``, a path to an ``.npz``, or a :class:`symcnn.data.Dataset`. Inputs
-        are standardized by the training set's mean and standard deviation, kept in
-        ``self.input_stats`` for later predictions: ``forward((x - mean) / std)``.
+        A setting left ``None`` is the spec's recommended one (its ``[training]`` table), else
+        :class:`~symcnn.train_config.TrainConfig`'s default. ``data`` is ``"digits"``, a path to an
+        ``.npz``, or a :class:`symcnn.data.Dataset`. Inputs are standardized by the training set's
+        mean and standard deviation, kept in ``self.input_stats`` for later predictions:
+        ``forward((x - mean) / std)``.
         """
         from symcnn.data import Dataset, load_data
         from symcnn.train import TrainConfig, Trainer
 
+        config = TrainConfig.resolve(self.spec.training, epochs=epochs, batch=batch, lr=lr, momentum=momentum,
+                                     weight_decay=weight_decay, seed=seed, schedule=schedule, warmup=warmup,
+                                     label_smoothing=label_smoothing)
         if not isinstance(data, Dataset):
             data = load_data(str(data), self.spec.input_shape, self.spec.classes)
         data = data.standardized()
-        config = TrainConfig(epochs=epochs, batch=batch, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                             seed=seed, schedule=schedule, warmup=warmup)
         trainer = Trainer(self, config)
         history = trainer.fit(data, progress=progress, checkpoint=checkpoint)
         self.input_stats = (data.mean, data.std)

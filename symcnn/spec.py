@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from symcnn.train_config import SPEC_TRAINING_KEYS, TrainConfig
 from symcnn.validation import check_window, integer, output_sizes, pair
 
 __all__ = ["LayerSpec", "NetworkSpec", "SHIPPED_SPECS", "load_spec", "parse_spec", "spec_from_dict", "SPEC_DIR",
@@ -99,6 +100,7 @@ class NetworkSpec:
     loss: str
     layers: tuple[LayerSpec, ...]
     source: str = ""  # the canonical TOML text the spec was read from, for hashing
+    training: Mapping[str, Any] = field(default_factory=dict)  # recommended settings, [training]
 
     @property
     def module_name(self) -> str:
@@ -212,9 +214,21 @@ def _layer(table: Mapping, index: int, shape: tuple[int, ...], names: set) -> La
     return LayerSpec(kind, index, shape, tuple(output), name, settings)
 
 
+def _training(table, where: str) -> dict[str, Any]:
+    """A ``[training]`` table: known keys, each value as :class:`TrainConfig` accepts it."""
+    if not isinstance(table, Mapping):
+        raise _error(where, "training", f"must be a table of training settings, got {table!r}")
+    _check_keys(table, SPEC_TRAINING_KEYS, f"{where}: training")
+    try:
+        TrainConfig(**table)
+    except ValueError as error:
+        raise ValueError(f"{where}: training.{error}") from None
+    return dict(table)
+
+
 def spec_from_dict(data: Mapping, source: str = "") -> NetworkSpec:
     """Validate a spec given as a dict (the TOML's structure)."""
-    _check_keys(data, ("name", "input", "loss", "layers", "description"), "spec")
+    _check_keys(data, ("name", "input", "loss", "layers", "description", "training"), "spec")
     name = data.get("name")
     if not isinstance(name, str) or not _SPEC_NAME.match(name):
         raise _error("spec", "name", f"must start with a letter and hold only letters, digits, _ and - "
@@ -245,7 +259,9 @@ def spec_from_dict(data: Mapping, source: str = "") -> NetworkSpec:
         raise _error(where, "layers", f"the last layer must give class scores (a flat vector), got shape {shape}")
     if layers[-1].kind != "dense":
         raise _error(where, "layers", "the last layer must be a dense layer (the class scores)")
-    return NetworkSpec(name, input_shape, loss, tuple(layers), source or repr(sorted(data.items(), key=str)))
+    training = _training(data.get("training", {}), where)
+    return NetworkSpec(name, input_shape, loss, tuple(layers), source or repr(sorted(data.items(), key=str)),
+                       training)
 
 
 def parse_spec(text: str) -> NetworkSpec:

@@ -4,7 +4,9 @@
 the epoch and the position within it, the epoch's shuffle and the random generator's state.
 A checkpoint stores all of it (atomically: a temporary file, then a rename), so that a resumed
 run reproduces an uninterrupted one exactly. SGD follows PyTorch's ``torch.optim.SGD``:
-``g = grad + weight_decay * p``, ``v = momentum * v + g``, ``p = p - lr * v``.
+``g = grad + weight_decay * p``, ``v = momentum * v + g``, ``p = p - lr * v``; the loss is the
+softmax cross-entropy, with label smoothing as ``torch.nn.CrossEntropyLoss(label_smoothing=...)``.
+The settings are a :class:`~symcnn.train_config.TrainConfig`.
 
 Example:
     >>> from symcnn import Network
@@ -33,6 +35,7 @@ import numpy as np
 
 from symcnn.data import Dataset
 from symcnn.runtime import Network
+from symcnn.train_config import TrainConfig
 
 __all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "save_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT"]
 
@@ -41,49 +44,6 @@ class TrainingDiverged(RuntimeError):
     """The loss stopped being a finite number: the learning rate is too high for this network."""
 
 CHECKPOINT_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 5
-    batch: int = 32
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    seed: int = 0
-    schedule: str = "cosine"  # "cosine": lr decays to 0 over the run, step by step; or "constant"
-    warmup: float = 1.0  # epochs over which lr rises linearly from 0 (deep linear stacks need it)
-
-    def __post_init__(self):
-        for name in ("epochs", "batch"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed: must be an integer >= 0, got {self.seed!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr: must be a positive number, got {self.lr!r}")
-        if not (isinstance(self.momentum, (int, float)) and 0 <= self.momentum < 1):
-            raise ValueError(f"momentum: must be in [0, 1), got {self.momentum!r}")
-        if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay)
-                and self.weight_decay >= 0):
-            raise ValueError(f"weight_decay: must be a number >= 0, got {self.weight_decay!r}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"schedule: must be cosine or constant, got {self.schedule!r}")
-        if not (isinstance(self.warmup, (int, float)) and 0 <= self.warmup <= self.epochs):
-            raise ValueError(f"warmup: must be a number of epochs in [0, {self.epochs}], got {self.warmup!r}")
-
-    def learning_rate(self, step: int, steps_per_epoch: int) -> float:
-        """The learning rate at a global step: a linear warm-up from 0 over ``warmup`` epochs,
-        then cosine decay to 0 at the end of the run (or constant)."""
-        warmup_steps = self.warmup * steps_per_epoch
-        if step < warmup_steps:
-            return self.lr * (step + 1) / warmup_steps
-        if self.schedule == "constant":
-            return self.lr
-        total = self.epochs * steps_per_epoch
-        progress = (step - warmup_steps) / max(total - warmup_steps, 1)
-        return self.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 @dataclass
@@ -251,6 +211,7 @@ class Trainer:
                     while state.step < batches:
                         index = state.order[state.step * config.batch:(state.step + 1) * config.batch]
                         loss, grads = self.net.loss_and_grads(data.x_train[index], data.y_train[index],
+                                                             label_smoothing=config.label_smoothing,
                                                              input_gradient=False)
                         if not math.isfinite(loss):
                             raise TrainingDiverged(

@@ -12,6 +12,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 __all__ = ["run_training", "plot_history"]
@@ -62,11 +63,15 @@ def plot_history(history: list, path: Path, title: str) -> None:
 def run_training(args) -> int:
     from symcnn.data import load_data
     from symcnn.runtime import Network
+    from symcnn.spec import load_spec
     from symcnn.train import TrainConfig, Trainer, TrainingDiverged
 
-    config = TrainConfig(epochs=args.epochs, batch=args.batch, lr=args.lr, momentum=args.momentum,
-                         weight_decay=args.weight_decay, seed=args.seed, schedule=args.schedule,
-                         warmup=args.warmup)
+    recommended = load_spec(args.spec).training
+    config = TrainConfig.resolve(recommended, epochs=args.epochs, batch=args.batch, lr=args.lr,
+                                 momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed,
+                                 schedule=args.schedule, warmup=args.warmup, label_smoothing=args.label_smoothing)
+    # The spec's recommendations that the run uses (an option given on the command line wins).
+    from_spec = [name for name in recommended if getattr(args, name) is None]
     checkpoint = _check_output_path(args.checkpoint, "checkpoint", "") if args.checkpoint else None
     plot = _check_output_path(args.plot, "plot", ".png") if args.plot else None
     if plot is not None:
@@ -83,7 +88,9 @@ def run_training(args) -> int:
     _say(f"training {net.spec.name} on {data.name}: {len(data.x_train)} images, {len(data.x_test)} held out; "
          f"{config.epochs} epochs of batch {config.batch}, lr {config.lr} ({config.warmup:g}-epoch warm-up, "
          f"{config.schedule}), "
-         f"momentum {config.momentum}, weight decay {config.weight_decay}", quiet)
+         f"momentum {config.momentum}, weight decay {config.weight_decay}"
+         + (f", label smoothing {config.label_smoothing:g}" if config.label_smoothing else "")
+         + (f" ({', '.join(from_spec)} from the spec's [training] table)" if from_spec else ""), quiet)
 
     def report(record: dict) -> None:
         _say(f"epoch {record['epoch']:>3}/{config.epochs}  train loss {record['train_loss']:.4f}  "
@@ -119,6 +126,7 @@ def run_training(args) -> int:
         "checkpoint": str(checkpoint) if checkpoint else None,
         "input_mean": data.mean,
         "input_std": data.std,
+        "config": asdict(config),
     }
     if plot is not None and history:
         plot_history(history, plot, f"{net.spec.name} on {data.name}")

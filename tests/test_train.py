@@ -207,3 +207,120 @@ def test_load_data_names_the_problem():
         load_data("cifar", (1, 8, 8), 10)
     with pytest.raises(ValueError, match="data: digits has 10 classes"):
         load_data("digits", (1, 8, 8), 5)
+
+
+# --- label smoothing and the spec's recommended settings ------------------------------------------
+
+
+def _torch_loss_and_grads(net, x, labels, label_smoothing):
+    """The same network in PyTorch (symcnn.bench.torch_model) with nn.CrossEntropyLoss(label_smoothing=)."""
+    import torch
+
+    from symcnn.bench import torch_model
+
+    model = torch_model(net.spec, net.params)
+    loss = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)(model(torch.tensor(x)), torch.tensor(labels))
+    loss.backward()
+    positions = {layer.name: position for position, layer in enumerate(net.spec.layers) if layer.name}
+    grads = {name: getattr(model[positions[name.rsplit(".", 1)[0]]], name.rsplit(".", 1)[1]).grad.numpy()
+             for name in net.params}
+    return loss.item(), grads
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 0.35])
+def test_label_smoothing_loss_and_gradients_match_torch(torch, label_smoothing):
+    net = Network.from_spec("digits", dtype="float64", seed=1)
+    rng = np.random.default_rng(7)
+    x, labels = rng.standard_normal((6, 1, 8, 8)), rng.integers(0, 10, 6)
+    loss, grads = net.loss_and_grads(x, labels, label_smoothing=label_smoothing)
+    expected_loss, expected_grads = _torch_loss_and_grads(net, x, labels, label_smoothing)
+    assert loss == pytest.approx(expected_loss, rel=1e-12)
+    for name, expected in expected_grads.items():
+        np.testing.assert_allclose(grads[name], expected, rtol=1e-9, atol=1e-12, err_msg=name)
+    if label_smoothing:
+        assert loss != pytest.approx(net.loss_and_grads(x, labels)[0])  # the option acts
+    with pytest.raises(ValueError, match=r"label_smoothing: must be a number in \[0, 1\)"):
+        net.loss_and_grads(x, labels, label_smoothing=1.0)
+
+
+def test_a_run_with_label_smoothing_follows_torch_sgd_step_by_step(torch, digits_data):
+    """Two epochs of the Trainer (momentum, weight decay, warm-up, cosine, label smoothing) against
+    torch.optim.SGD and nn.CrossEntropyLoss(label_smoothing=) fed the same batches and rates."""
+    from dataclasses import replace
+
+    from symcnn.bench import torch_model
+
+    data = replace(digits_data, x_train=digits_data.x_train[:80], y_train=digits_data.y_train[:80])
+    config = TrainConfig(epochs=2, batch=16, lr=0.05, weight_decay=1e-3, seed=4, label_smoothing=0.1)
+    trainer = Trainer(Network.from_spec("digits", dtype="float64", seed=4), config)
+    model = torch_model(trainer.net.spec, {name: value.copy() for name, value in trainer.net.params.items()})
+    trainer.fit(data, progress=False)
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    rng, step = np.random.default_rng(config.seed), 0
+    for _ in range(config.epochs):
+        order = rng.permutation(80)
+        for start in range(0, 80, config.batch):
+            index = order[start:start + config.batch]
+            for group in optimizer.param_groups:
+                group["lr"] = config.learning_rate(step, 5)
+            optimizer.zero_grad()
+            criterion(model(torch.tensor(data.x_train[index], dtype=torch.float64)),
+                      torch.tensor(data.y_train[index])).backward()
+            optimizer.step()
+            step += 1
+    positions = {layer.name: position for position, layer in enumerate(trainer.net.spec.layers) if layer.name}
+    for name, value in trainer.net.params.items():
+        layer_name, role = name.rsplit(".", 1)
+        np.testing.assert_allclose(value, getattr(model[positions[layer_name]], role).detach().numpy(),
+                                   rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def test_seed004_ships_its_recommended_recipe():
+    from symcnn.spec import load_spec
+
+    training = load_spec("seed004").training
+    config = TrainConfig.resolve(training)
+    assert training and config.label_smoothing > 0 and config.lr < TrainConfig().lr  # see docs/training.md
+    assert load_spec("digits").training == {}  # the digits run uses the defaults
+
+
+@pytest.mark.parametrize("table, message", [
+    ("training = 3\n", "spec 'digits': training: must be a table"),
+    ("[training]\nseed = 1\n", "spec 'digits': training: seed: unknown key"),
+    ("[training]\nlr = -0.1\n", "spec 'digits': training.lr: must be a positive number"),
+    ("[training]\nepochs = 2.5\n", "spec 'digits': training.epochs: must be an integer >= 1"),
+    ("[training]\nlabel_smoothing = 1\n", "spec 'digits': training.label_smoothing: must be a number in [0, 1)"),
+    ("[training]\nwarmup = 3\nepochs = 2\n", "spec 'digits': training.warmup: must be a number of epochs in [0, 2]"),
+    ("[training]\nschedule = \"step\"\n", "spec 'digits': training.schedule: must be cosine or constant"),
+])
+def test_a_bad_training_table_is_refused_with_one_line(table, message):
+    from symcnn.spec import SPEC_DIR, parse_spec
+
+    text = (SPEC_DIR / "digits.toml").read_text()
+    # A table's keys follow it to the next header: a bare key goes before the first [[layers]].
+    first_layer = text.index("[[layers]]")
+    text = text[:first_layer] + table + text[first_layer:] if "[" not in table else text + table
+    with pytest.raises(ValueError) as error:
+        parse_spec(text)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_cli_takes_the_spec_recommendations_unless_an_option_is_given(cli, monkeypatch):
+    from dataclasses import replace
+
+    import symcnn.spec
+
+    real = symcnn.spec.load_spec
+    recommended = {"epochs": 1, "batch": 64, "lr": 0.02, "label_smoothing": 0.1}
+    monkeypatch.setattr(symcnn.spec, "load_spec", lambda name: replace(real(name), training=recommended))
+    status, out, err = cli("train", "digits", "--lr", "0.03", "--json", "--no-progress")
+    assert status == 0, err
+    config = json.loads(out)["config"]
+    assert (config["epochs"], config["batch"], config["lr"], config["label_smoothing"]) == (1, 64, 0.03, 0.1)
+    assert config["weight_decay"] == TrainConfig().weight_decay
+    assert "label smoothing 0.1 (epochs, batch, label_smoothing from the spec's [training] table)" in err
+    status, out, err = cli("train", "digits", "--label-smoothing", "1", "--no-progress")
+    assert status == 2 and err.strip().endswith("--label-smoothing: must be a number in [0, 1), got 1.0")

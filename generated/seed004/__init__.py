@@ -2,8 +2,8 @@
 # Do not edit: change the template or the spec and run `symcnn generate`.
 
 SPEC_NAME = 'seed004'
-SPEC_DIGEST = '1ea04cee30681962'
-SPEC_TOML = '# Document 004\'s network as its diagram draws it: 32x32x3 -> conv1 -> pool1 -> conv2 -> flatten 8192 -> fc1.\nname = "seed004"\ndescription = "document 004, diagram: conv1 16@3x3 p1, ReLU, max pool 2x2 s2, conv2 32@3x3 p1, flatten 8192, dense 10"\ninput = [3, 32, 32]\nloss = "softmax_cross_entropy"\n\n[[layers]]\ntype = "conv2d"\nname = "conv1"\nout_channels = 16\nkernel = 3\nstride = 1\npadding = 1\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "maxpool2d"\nkernel = 2\nstride = 2\n\n[[layers]]\ntype = "conv2d"\nname = "conv2"\nout_channels = 32\nkernel = 3\nstride = 1\npadding = 1\n\n[[layers]]\ntype = "flatten"\n\n[[layers]]\ntype = "dense"\nname = "fc1"\nout_features = 10\n'
+SPEC_DIGEST = '4eb32425dd6bfcdd'
+SPEC_TOML = '# Document 004\'s network as its diagram draws it: 32x32x3 -> conv1 -> pool1 -> conv2 -> flatten 8192 -> fc1.\nname = "seed004"\ndescription = "document 004, diagram: conv1 16@3x3 p1, ReLU, max pool 2x2 s2, conv2 32@3x3 p1, flatten 8192, dense 10"\ninput = [3, 32, 32]\nloss = "softmax_cross_entropy"\n\n[[layers]]\ntype = "conv2d"\nname = "conv1"\nout_channels = 16\nkernel = 3\nstride = 1\npadding = 1\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "maxpool2d"\nkernel = 2\nstride = 2\n\n[[layers]]\ntype = "conv2d"\nname = "conv2"\nout_channels = 32\nkernel = 3\nstride = 1\npadding = 1\n\n[[layers]]\ntype = "flatten"\n\n[[layers]]\ntype = "dense"\nname = "fc1"\nout_features = 10\n\n# The recommended recipe for `symcnn train seed004` (any option given on the command line wins).\n# Chosen by 5-fold cross-validation on the training images, never on the held-out ones; see\n# docs/training.md. lr 0.02 diverges; label smoothing is what lifts it past 97%.\n[training]\nepochs = 12\nbatch = 32\nlr = 0.01\nmomentum = 0.9\nweight_decay = 5e-4\nschedule = "cosine"\nwarmup = 1.0\nlabel_smoothing = 0.2\n'
 
 #: Each kernel module (a layer's label, then the loss), in network order.
 MODULES = (
