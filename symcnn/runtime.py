@@ -113,6 +113,10 @@ class Network:
         self.profile: Optional[dict] = None  # set to {} to accumulate seconds per kernel
         self._functions = {}
         self._compiling_announced = False
+        # Activations and input gradients, reused from call to call at the same batch size: a
+        # fresh multi-megabyte array costs a page fault per 4 KiB on first touch, more than some of
+        # the kernels that fill it. Only arrays that never leave the Network are kept here.
+        self._workspace: dict[tuple, np.ndarray] = {}
         for module_name in kernels.MODULES:
             module = importlib.import_module(f"{kernels.__name__}.{module_name}")
             for kernel_name in kernels.ARGUMENTS:
@@ -216,6 +220,16 @@ class Network:
                 timer.cancel()
         return function(*arguments)
 
+    def _buffer(self, purpose: str, shape: tuple, dtype) -> np.ndarray:
+        """A reusable internal array for ``purpose`` (``conv1.out``, ...) of this shape and dtype."""
+        key = (purpose, shape, np.dtype(dtype))
+        array = self._workspace.get(key)
+        if array is None:
+            if len(self._workspace) > 64:  # many batch sizes (an evaluation's last batch, ...): start over
+                self._workspace.clear()
+            array = self._workspace[key] = np.empty(shape, dtype=dtype)
+        return array
+
     def _layer_arrays(self, layer: LayerSpec) -> dict:
         arrays = {}
         if layer.name and f"{layer.name}.weight" in self.params:
@@ -232,9 +246,10 @@ class Network:
             inputs.append(value)
             arrays = self._layer_arrays(layer)
             arrays["x"] = value
-            arrays["out"] = np.empty((batch, *layer.output_shape), dtype=self.dtype)
+            arrays["out"] = self._buffer(f"{layer.label}.out", (batch, *layer.output_shape), self.dtype)
             if layer.kind == "maxpool2d":
-                arrays["switch"] = switches[layer.label] = np.empty((batch, *layer.output_shape), dtype=np.int64)
+                arrays["switch"] = switches[layer.label] = self._buffer(
+                    f"{layer.label}.switch", (batch, *layer.output_shape), np.int64)
             self._call(f"{layer.label}_forward", arrays)
             value = arrays["out"]
         return value, inputs, switches
@@ -243,7 +258,7 @@ class Network:
         """The class scores (logits) of ``x (N, C, H, W)``."""
         self._check_input(x)
         self._check_params()
-        return self._forward(x)[0]
+        return self._forward(x)[0].copy()  # the internal buffer is reused by the next call
 
     def loss_and_grads(self, x: np.ndarray, labels: np.ndarray,
                        label_smoothing: float = 0.0,
@@ -256,7 +271,7 @@ class Network:
         self._check_params()
         logits, inputs, switches = self._forward(x)
         loss = float(self._call("loss_forward", {"x": logits, "targets": targets}))
-        upstream = np.empty_like(logits)
+        upstream = self._buffer("loss.grad_input", logits.shape, self.dtype)
         self._call("loss_grad_input", {"x": logits, "targets": targets, "grad_input": upstream})
         grads: dict[str, np.ndarray] = {}
         for depth, (layer, layer_input) in enumerate(zip(reversed(self.spec.layers), reversed(inputs))):
@@ -271,11 +286,11 @@ class Network:
                     grads[f"{layer.name}.{role}"] = gradient
             if depth == len(self.spec.layers) - 1 and not input_gradient:
                 break
-            arrays["grad_input"] = np.empty_like(layer_input)
+            arrays["grad_input"] = self._buffer(f"{layer.label}.grad_input", layer_input.shape, self.dtype)
             self._call(f"{layer.label}_grad_input", arrays)
             upstream = arrays["grad_input"]
         else:
-            grads["input"] = upstream
+            grads["input"] = upstream.copy()  # the internal buffer is reused by the next call
         return loss, grads
 
     def fit(self, data="digits", epochs: Optional[int] = None, batch: Optional[int] = None,
