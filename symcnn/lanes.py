@@ -101,8 +101,8 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
     batch_index = indices[0] if shape and shape[0] == batch else None
     batch_loop = next((var for var, low, high in product.limits if high + 1 == batch), None)
     over_batch = batch_index is None and batch_loop is not None
-    if batch_index is None and not over_batch:
-        return None
+    if (batch_index is None and not over_batch) or (over_batch and constants):
+        return None  # no batch to split; or a sum over the batch plus a constant: not a case we have
     image = batch_index if batch_index is not None else batch_loop
     ranges = {var: (0, int(size) - 1) for var, size in zip(indices, shape) if var != batch_index}
     for var, low, high in product.limits:
