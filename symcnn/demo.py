@@ -79,8 +79,9 @@ def run() -> int:
     print(f"\n{passed} of {len(results)} examples reproduce their documents exactly "
           f"({sum(r.checked for r in results)} values, {time.perf_counter() - start:.1f} s)")
 
-    print("\nNext: symcnn examples --check | symcnn derive OP --help | symcnn formula OP --wrt input|weight|bias | "
-          "symcnn generate SPEC | symcnn train digits --plot curves.png")
+    print("\nNext: symcnn examples --check | symcnn derive OP --steps | symcnn formula OP --wrt input|weight|bias | "
+          "symcnn report --example conv_3x3_2x2 -o conv.pdf | symcnn check FORMULA --against NAME|OP | "
+          "symcnn errata | symcnn generate SPEC | symcnn train seed004 | symcnn bench seed004")
     return 0 if passed == len(results) and agreed and kernels_agree and trained else 1
 
 
