@@ -135,6 +135,11 @@ class MaxOver(Expr):
     def free_symbols(self):
         return _free_symbols_of_reduction(self.function, self.limits)
 
+    def _latex(self, printer):
+        ranges = r"\\".join(r"%s \leq %s \leq %s" % (printer._print(low), printer._print(variable), printer._print(high))
+                            for variable, low, high in self.limits)
+        return r"\max_{\substack{%s}} %s" % (ranges, printer._print(self.function))
+
     def _eval_derivative(self, symbol):
         # d max_w f(w) = sum_w [w is the first argmax] * d f(w): the routing rule, in index form.
         # The indicator keeps its own copy of the window with primed variables, so that

@@ -102,3 +102,11 @@ def test_the_console_examples_in_docs_are_current(cli):
         status, out, _ = cli(*argv)
         assert status == 0
         assert out.strip() == expected.strip(), line
+
+
+def test_max_pooling_prints_as_a_max_over_its_window_in_latex(cli):
+    """The forward formula's window maximum is LaTeX's max with its ranges, not an operator name."""
+    status, out, _ = cli("formula", "maxpool2d", "--wrt", "forward", "--format", "latex")
+    assert status == 0
+    assert r"\max_{\substack{0 \leq u \leq K_{h} - 1\\0 \leq v \leq K_{w} - 1}}" in out
+    assert "MaxOver" not in out

@@ -73,11 +73,6 @@ class ReportPrinter(SymcnnLatexPrinter):
             function = r"\left(%s\right)" % function
         return sums + function
 
-    def _print_MaxOver(self, expr):
-        ranges = r"\\".join(r"%s \leq %s \leq %s" % (self._print(low), self._print(variable), self._print(high))
-                            for variable, low, high in expr.limits)
-        return r"\max_{\substack{%s}} %s" % (ranges, self._print(expr.function))
-
     def _print_Piecewise(self, expr):
         if len(expr.args) == 2 and expr.args[1].cond == sympy.true and expr.args[1].expr == 0:
             return super()._print_Piecewise(expr)  # an Iverson bracket
