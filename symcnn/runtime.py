@@ -99,7 +99,8 @@ class Network:
     """A network of generated kernels, with its parameters by PyTorch name.
 
     ``params`` maps ``conv1.weight``, ``conv1.bias``, ... to arrays in PyTorch's shapes,
-    He-initialized from ``seed`` (biases zero).
+    He-initialized from ``seed`` (biases zero). A Network reuses internal arrays between calls (the
+    arrays it returns are its callers' own), so one Network serves one thread at a time.
     """
 
     def __init__(self, spec: NetworkSpec, kernels, dtype: str = "float32", seed: int = 0):
