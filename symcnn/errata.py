@@ -30,7 +30,7 @@ from symcnn.examples import DOCUMENTS, EXAMPLES
 from symcnn.examples import check as check_example
 
 __all__ = ["Convention", "Transcription", "Erratum", "TRANSCRIPTIONS", "NOT_CHECKED", "run", "collect",
-           "errata_text", "errata_markdown", "STATUSES"]
+           "errata_text", "errata_markdown", "summary", "STATUSES"]
 
 STATUSES = ("verified", "convention", "wrong")
 
@@ -618,7 +618,8 @@ def collect() -> list[Erratum]:
     return [run(transcription) for transcription in TRANSCRIPTIONS]
 
 
-def _counts(entries) -> str:
+def summary(entries) -> str:
+    """``70 claims: 39 verified, 29 verified under the document's convention, 2 wrong``."""
     counts = {status: sum(entry.status == status for entry in entries) for status in STATUSES}
     return (f"{len(entries)} claims: {counts['verified']} verified, {counts['convention']} verified under the "
             f"document's convention, {counts['wrong']} wrong")
@@ -634,7 +635,7 @@ def errata_text(entries) -> str:
         lines.append(f"  [{entry.status}] {entry.section}: {entry.claim}")
         lines.append(f"      {entry.detail}")
     lines.append("")
-    lines.append(_counts(entries))
+    lines.append(summary(entries))
     return "\n".join(lines)
 
 
@@ -657,7 +658,7 @@ def errata_markdown(entries=None) -> str:
         "- **convention**: it holds only under the document's own convention, named in the detail;",
         "- **wrong**: it fails; the detail is the smallest counter-example found.",
         "",
-        _counts(entries) + ".",
+        summary(entries) + ".",
     ]
     document = None
     for entry in entries:

@@ -64,7 +64,7 @@ def _networks() -> list[Report]:
 
 def _errata() -> list[Report]:
     """``symcnn errata`` as a report: each document's claims, checked now, with their status."""
-    from symcnn.errata import collect
+    from symcnn.errata import collect, summary
 
     entries = collect()
     documents = list(dict.fromkeys(entry.document for entry in entries))
@@ -73,14 +73,11 @@ def _errata() -> list[Report]:
             f"{entry.status} ({entry.section}): `{entry.claim}`. {entry.detail}."
             for entry in entries if entry.document == document)),))
         for document in documents)
-    counts = {status: sum(entry.status == status for entry in entries) for status in ("verified", "convention", "wrong")}
-    summary = (f"{len(entries)} claims of the five documents: {counts['verified']} verified, {counts['convention']} "
-               f"verified under the document's convention, {counts['wrong']} wrong")
     intro = (Prose("Each claim of the reference documents, as written, checked when this report was built by "
                    "`symcnn check` against the derivations (`symcnn errata` prints the same). verified: it holds "
                    "in symcnn's conventions; convention: it holds only under the convention named; wrong: the "
                    "smallest counter-example found."),)
-    return [Report("errata", "Errata of the reference documents", summary, sections, intro)]
+    return [Report("errata", "Errata of the reference documents", summary(entries), sections, intro)]
 
 
 #: The parts of ``symcnn report --all``, in order.
