@@ -6,7 +6,7 @@ name, or a constant: the templates add loops, never arithmetic.
 
 Example:
     >>> Loop("i", "16", parallel=True)
-    Loop(variable='i', stop='16', parallel=True, start='0')
+    Loop(variable='i', stop='16', parallel=True, start='0', step=1)
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ class Loop:
     stop: str  # printed: a constant, N for the batch, or a bound folded from a condition
     parallel: bool = False
     start: str = "0"
+    step: int = 1  # a register-blocked or unrolled loop steps by its block
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,12 @@ class Lanes:
 
     One output axis, the lane, indexes only the streamed operand: the innermost loop runs along it,
     contiguous in the staged copies and in ``tile``, an accumulator with the lane axis last, while
-    the broadcast value is read once outside that loop. ``over_batch``: the term sums over the
+    the broadcast value is read once outside that loop. Register blocking: the innermost reduction
+    loop is unrolled (``unroll`` terms per update) and the innermost outer tile loop blocked
+    (``block`` updates per lane loop), so that each tile element loaded in the lane loop takes
+    several multiply-adds, and each streamed value loaded serves several tile elements; the order
+    of every element's additions is the formula's, so the sums are the same bit for bit.
+    ``over_batch``: the term sums over the
     batch (a weight gradient), so every thread accumulates its share of images into its own tile
     and the tiles are summed at the end; otherwise the tile holds one output row of image ``n``.
     """
@@ -88,9 +94,13 @@ class Lanes:
     lane_extent: str  # the streamed argument's lane axis, ``weight.shape[0]``: a runtime value
     tile_index: str  # printed index of the tile element of the current output element
     init: str  # printed initial value of a tile element
-    reduction: tuple[Loop, ...]  # the term's loops, the batch excluded
-    broadcast: str  # printed read, hoisted out of the lane loop
-    value: str  # printed product, in terms of ``broadcast``
+    # The loops around the lane loop: the term's reduction (the batch excluded), then the tile's
+    # outer loops; the innermost of each may step by a block (register blocking, below).
+    around: tuple[Loop, ...]
+    broadcasts: tuple[tuple[str, str], ...]  # (name, printed read), hoisted out of the lane loop
+    # (printed tile element, printed sum of products): ``element = element + products``, one per
+    # blocked tile element, each product in terms of a broadcast name, in the formula's order
+    updates: tuple[tuple[str, str], ...]
     store: str  # printed output element that a tile element is written to
 
 

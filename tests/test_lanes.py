@@ -2,6 +2,9 @@
 do not depend on the thread count. Its numbers are checked with every other kernel's in
 test_kernels.py (symbolic layers, PyTorch, finite differences, random specs)."""
 
+import inspect
+import re
+
 import numpy as np
 import pytest
 import sympy
@@ -35,11 +38,18 @@ def test_seed004_convolutions_and_dense_gradients_take_the_lanes_schedule():
     # the weight with its output-channel axis last, the input zero-padded by one pixel each side
     assert [(s.name, s.shape, s.per_image, s.zeroed) for s in forward.stagings] == [
         ("x_padded", ("16", "18", "18"), True, True), ("weight_t", ("16", "3", "3", "32"), False, False)]
-    assert forward.broadcast == "x_padded[c_in, i + u, j + v]"
     assert forward.init == "bias[c_out]"
+    # register-blocked: v unrolled (three products per update), four columns j per lane loop, and
+    # the six distinct window reads of those four columns read once each
+    assert [(loop.variable, loop.step) for loop in forward.around] == [("c_in", 1), ("u", 1), ("j", 4)]
+    assert [read for _, read in forward.broadcasts] == [
+        "x_padded[c_in, i + u, j]"] + [f"x_padded[c_in, i + u, j + {offset}]" for offset in range(1, 6)]
+    assert forward.updates[1] == ("tile[j + 1, c_out]", "broadcast1*weight_t[c_in, u, 0, c_out] + "
+                                  "broadcast2*weight_t[c_in, u, 1, c_out] + broadcast3*weight_t[c_in, u, 2, c_out]")
     weight = conv2["grad_weight"].lanes
     assert weight.over_batch and weight.chunks == BATCH_CHUNKS
-    assert weight.value == "broadcast*grad_output_t[i, j, c_out]"
+    assert len(weight.updates) == 1 and weight.updates[0][0] == "tile[c_in, u, v, c_out]"
+    assert weight.updates[0][1].startswith("broadcast0*grad_output_t[i, j, c_out] + broadcast1*grad_output_t[i, j + 1, c_out]")
     fc1 = _kernels(spec, "fc1")
     assert fc1["grad_weight"].lanes.lane_extent == "x.shape[1]"  # 8192 features, already contiguous
     assert fc1["grad_weight"].lanes.stagings == ()
@@ -49,7 +59,9 @@ def test_range_conditions_become_reads_of_the_padding():
     """The input gradient's conditions 0 <= k - u + 1 <= 15 are the bounds of dL/dY: its padded copy
     holds zeros beyond them, offset by one."""
     grad_input = _kernels(load_spec("seed004"), "conv2")["grad_input"].lanes
-    assert grad_input.broadcast == "grad_output_padded[c_out, k - u + 2, l - v + 2]"
+    assert grad_input.broadcasts[:3] == (("broadcast0", "grad_output_padded[c_out, k - u + 2, l + 2]"),
+                                         ("broadcast1", "grad_output_padded[c_out, k - u + 2, l + 1]"),
+                                         ("broadcast2", "grad_output_padded[c_out, k - u + 2, l]"))
     (padded,) = [s for s in grad_input.stagings if s.name == "grad_output_padded"]
     assert padded.shape == ("32", "18", "18") and padded.target == "a1, a2 + 1, a3 + 1"
 
@@ -58,7 +70,8 @@ def test_a_strided_input_gradient_keeps_the_gather_form(tmp_path):
     spec = _spec(tmp_path, [{"name": "c", "out_channels": 8, "kernel": 3, "stride": 2, "padding": 1}], (2, 9, 9))
     kernels = _kernels(spec, "c")
     assert kernels["forward"].kind == "lanes"
-    assert kernels["forward"].lanes.broadcast == "x_padded[c_in, 2*i + u, 2*j + v]"
+    assert kernels["forward"].lanes.broadcasts[:2] == (("broadcast0", "x_padded[c_in, 2*i + u, 2*j]"),
+                                                       ("broadcast1", "x_padded[c_in, 2*i + u, 2*j + 1]"))
     assert kernels["grad_input"].kind == "sum"  # divisibility by the stride: most lanes would be skipped
 
 
@@ -112,8 +125,41 @@ def test_training_skips_the_first_layers_input_gradient():
 
 @pytest.mark.parametrize("label", ["conv1", "conv2", "fc1"])
 def test_lanes_kernels_print_their_values_from_the_formula(label):
-    """The product in the lane loop is the formula's term with the broadcast read hoisted out."""
+    """Each product in the lane loop is the formula's term with its broadcast read hoisted out."""
     for kernel in _kernels(load_spec("seed004"), label).values():
         if kernel.kind == "lanes":
-            assert kernel.lanes.value.startswith("broadcast*")
-            assert "broadcast" not in kernel.lanes.broadcast
+            names = {name for name, _ in kernel.lanes.broadcasts}
+            for _, products in kernel.lanes.updates:
+                assert products.startswith("broadcast") and set(re.findall(r"broadcast\d+", products)) <= names
+            assert not any("broadcast" in read for _, read in kernel.lanes.broadcasts)
+
+
+def test_register_blocking_changes_no_sum(tmp_path, monkeypatch):
+    """Blocked and unrolled, every output element still adds the formula's terms in the formula's
+    order: the same numbers bit for bit as with no blocking (odd sizes, so that blocks of 3 and 2
+    and loops left whole all occur; a strided layer; a dense layer)."""
+    from symcnn import lanes
+    from tests.kernels_helpers import network_for
+
+    layers = [{"type": "conv2d", "name": "c1", "out_channels": 8, "kernel": 3, "padding": 1},
+              {"type": "relu"},
+              {"type": "conv2d", "name": "c2", "out_channels": 16, "kernel": 2, "stride": 2},
+              {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 9}]
+    spec = {"name": "blocked", "input": [3, 6, 10], "loss": "softmax_cross_entropy", "layers": layers}
+    blocked = network_for(spec, tmp_path, dtype="float32")
+    for knob in ("UNROLL", "BLOCK", "OVER_BATCH_UNROLL", "OVER_BATCH_BLOCK"):
+        monkeypatch.setattr(lanes, knob, 1)
+    plain = network_for({**spec, "name": "plain"}, tmp_path, dtype="float32")
+    def source(net, kernel):
+        return inspect.getsource(net._functions[kernel].py_func)
+
+    assert "broadcast1" in source(blocked, "c1_forward") and "broadcast1" not in source(plain, "c1_forward")
+    plain.params = {name: value.copy() for name, value in blocked.params.items()}
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 3, 6, 10)).astype(np.float32)
+    labels = rng.integers(0, 9, 5)
+    loss, grads = blocked.loss_and_grads(x, labels)
+    plain_loss, plain_grads = plain.loss_and_grads(x, labels)
+    assert loss == plain_loss
+    for name in grads:
+        assert np.array_equal(grads[name], plain_grads[name]), name

@@ -43,13 +43,20 @@ def conv1_forward(x, weight, bias, out):
             for j in range(8):
                 for c_out in range(lanes):
                     tile[j, c_out] = bias[c_out]
-            for c_in in range(0, 1):
-                for u in range(0, 3):
-                    for v in range(0, 3):
-                        for j in range(8):
-                            broadcast = x_padded[c_in, i + u, j + v]
-                            for c_out in range(lanes):
-                                tile[j, c_out] += broadcast*weight_t[c_in, u, v, c_out]
+            for c_in in range(1):
+                for u in range(3):
+                    for j in range(0, 8, 4):
+                        broadcast0 = x_padded[c_in, i + u, j]
+                        broadcast1 = x_padded[c_in, i + u, j + 1]
+                        broadcast2 = x_padded[c_in, i + u, j + 2]
+                        broadcast3 = x_padded[c_in, i + u, j + 3]
+                        broadcast4 = x_padded[c_in, i + u, j + 4]
+                        broadcast5 = x_padded[c_in, i + u, j + 5]
+                        for c_out in range(lanes):
+                            tile[j, c_out] = tile[j, c_out] + broadcast0*weight_t[c_in, u, 0, c_out] + broadcast1*weight_t[c_in, u, 1, c_out] + broadcast2*weight_t[c_in, u, 2, c_out]
+                            tile[j + 1, c_out] = tile[j + 1, c_out] + broadcast1*weight_t[c_in, u, 0, c_out] + broadcast2*weight_t[c_in, u, 1, c_out] + broadcast3*weight_t[c_in, u, 2, c_out]
+                            tile[j + 2, c_out] = tile[j + 2, c_out] + broadcast2*weight_t[c_in, u, 0, c_out] + broadcast3*weight_t[c_in, u, 1, c_out] + broadcast4*weight_t[c_in, u, 2, c_out]
+                            tile[j + 3, c_out] = tile[j + 3, c_out] + broadcast3*weight_t[c_in, u, 0, c_out] + broadcast4*weight_t[c_in, u, 1, c_out] + broadcast5*weight_t[c_in, u, 2, c_out]
 
             for j in range(8):
                 for c_out in range(lanes):
@@ -115,14 +122,20 @@ def conv1_grad_weight(grad_output, x, grad_weight):
                 for i in range(8):
                     for j in range(8):
                         grad_output_t[i, j, c_out] = grad_output[n, c_out, i, j]
-            for i in range(0, 8):
-                for j in range(0, 8):
-                    for c_in in range(1):
-                        for u in range(3):
-                            for v in range(3):
-                                broadcast = x_padded[c_in, i + u, j + v]
-                                for c_out in range(lanes):
-                                    tile[c_in, u, v, c_out] += broadcast*grad_output_t[i, j, c_out]
+            for i in range(8):
+                for c_in in range(1):
+                    for u in range(3):
+                        for v in range(3):
+                            broadcast0 = x_padded[c_in, i + u, v]
+                            broadcast1 = x_padded[c_in, i + u, v + 1]
+                            broadcast2 = x_padded[c_in, i + u, v + 2]
+                            broadcast3 = x_padded[c_in, i + u, v + 3]
+                            broadcast4 = x_padded[c_in, i + u, v + 4]
+                            broadcast5 = x_padded[c_in, i + u, v + 5]
+                            broadcast6 = x_padded[c_in, i + u, v + 6]
+                            broadcast7 = x_padded[c_in, i + u, v + 7]
+                            for c_out in range(lanes):
+                                tile[c_in, u, v, c_out] = tile[c_in, u, v, c_out] + broadcast0*grad_output_t[i, 0, c_out] + broadcast1*grad_output_t[i, 1, c_out] + broadcast2*grad_output_t[i, 2, c_out] + broadcast3*grad_output_t[i, 3, c_out] + broadcast4*grad_output_t[i, 4, c_out] + broadcast5*grad_output_t[i, 5, c_out] + broadcast6*grad_output_t[i, 6, c_out] + broadcast7*grad_output_t[i, 7, c_out]
 
     for c_out in prange(16):
         for c_in in range(1):

@@ -34,10 +34,13 @@ def fc1_forward(x, weight, bias, out):
         tile = np.empty((10,), dtype=x.dtype)
         for i in range(lanes):
             tile[i] = bias[i]
-        for k in range(0, 8192):
-            broadcast = x[n, k]
+        for k in range(0, 8192, 4):
+            broadcast0 = x[n, k]
+            broadcast1 = x[n, k + 1]
+            broadcast2 = x[n, k + 2]
+            broadcast3 = x[n, k + 3]
             for i in range(lanes):
-                tile[i] += broadcast*weight_t[k, i]
+                tile[i] = tile[i] + broadcast0*weight_t[k, i] + broadcast1*weight_t[k + 1, i] + broadcast2*weight_t[k + 2, i] + broadcast3*weight_t[k + 3, i]
 
         for i in range(lanes):
             out[n, i] = tile[i]
@@ -61,10 +64,11 @@ def fc1_grad_input(grad_output, weight, grad_input):
         tile = np.empty((8192,), dtype=grad_output.dtype)
         for k in range(lanes):
             tile[k] = 0.0
-        for i in range(0, 10):
-            broadcast = grad_output[n, i]
+        for i in range(0, 10, 2):
+            broadcast0 = grad_output[n, i]
+            broadcast1 = grad_output[n, i + 1]
             for k in range(lanes):
-                tile[k] += broadcast*weight[i, k]
+                tile[k] = tile[k] + broadcast0*weight[i, k] + broadcast1*weight[i + 1, k]
 
         for k in range(lanes):
             grad_input[n, k] = tile[k]
@@ -92,9 +96,9 @@ def fc1_grad_weight(grad_output, x, grad_weight):
         tile = tiles[chunk]
         for n in range((N*chunk) // chunks, (N*(chunk + 1)) // chunks):
             for i in range(10):
-                broadcast = grad_output[n, i]
+                broadcast0 = grad_output[n, i]
                 for k in range(lanes):
-                    tile[i, k] += broadcast*x[n, k]
+                    tile[i, k] = tile[i, k] + broadcast0*x[n, k]
 
     for i in prange(10):
         for k in range(8192):

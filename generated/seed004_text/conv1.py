@@ -43,13 +43,20 @@ def conv1_forward(x, weight, bias, out):
             for j in range(32):
                 for c_out in range(lanes):
                     tile[j, c_out] = bias[c_out]
-            for c_in in range(0, 3):
-                for u in range(0, 3):
-                    for v in range(0, 3):
-                        for j in range(32):
-                            broadcast = x_padded[c_in, i + u, j + v]
-                            for c_out in range(lanes):
-                                tile[j, c_out] += broadcast*weight_t[c_in, u, v, c_out]
+            for c_in in range(3):
+                for u in range(3):
+                    for j in range(0, 32, 4):
+                        broadcast0 = x_padded[c_in, i + u, j]
+                        broadcast1 = x_padded[c_in, i + u, j + 1]
+                        broadcast2 = x_padded[c_in, i + u, j + 2]
+                        broadcast3 = x_padded[c_in, i + u, j + 3]
+                        broadcast4 = x_padded[c_in, i + u, j + 4]
+                        broadcast5 = x_padded[c_in, i + u, j + 5]
+                        for c_out in range(lanes):
+                            tile[j, c_out] = tile[j, c_out] + broadcast0*weight_t[c_in, u, 0, c_out] + broadcast1*weight_t[c_in, u, 1, c_out] + broadcast2*weight_t[c_in, u, 2, c_out]
+                            tile[j + 1, c_out] = tile[j + 1, c_out] + broadcast1*weight_t[c_in, u, 0, c_out] + broadcast2*weight_t[c_in, u, 1, c_out] + broadcast3*weight_t[c_in, u, 2, c_out]
+                            tile[j + 2, c_out] = tile[j + 2, c_out] + broadcast2*weight_t[c_in, u, 0, c_out] + broadcast3*weight_t[c_in, u, 1, c_out] + broadcast4*weight_t[c_in, u, 2, c_out]
+                            tile[j + 3, c_out] = tile[j + 3, c_out] + broadcast3*weight_t[c_in, u, 0, c_out] + broadcast4*weight_t[c_in, u, 1, c_out] + broadcast5*weight_t[c_in, u, 2, c_out]
 
             for j in range(32):
                 for c_out in range(lanes):
@@ -115,14 +122,21 @@ def conv1_grad_weight(grad_output, x, grad_weight):
                 for i in range(32):
                     for j in range(32):
                         grad_output_t[i, j, c_out] = grad_output[n, c_out, i, j]
-            for i in range(0, 32):
-                for j in range(0, 32):
+            for i in range(32):
+                for j in range(0, 32, 8):
                     for c_in in range(3):
                         for u in range(3):
                             for v in range(3):
-                                broadcast = x_padded[c_in, i + u, j + v]
+                                broadcast0 = x_padded[c_in, i + u, j + v]
+                                broadcast1 = x_padded[c_in, i + u, j + v + 1]
+                                broadcast2 = x_padded[c_in, i + u, j + v + 2]
+                                broadcast3 = x_padded[c_in, i + u, j + v + 3]
+                                broadcast4 = x_padded[c_in, i + u, j + v + 4]
+                                broadcast5 = x_padded[c_in, i + u, j + v + 5]
+                                broadcast6 = x_padded[c_in, i + u, j + v + 6]
+                                broadcast7 = x_padded[c_in, i + u, j + v + 7]
                                 for c_out in range(lanes):
-                                    tile[c_in, u, v, c_out] += broadcast*grad_output_t[i, j, c_out]
+                                    tile[c_in, u, v, c_out] = tile[c_in, u, v, c_out] + broadcast0*grad_output_t[i, j, c_out] + broadcast1*grad_output_t[i, j + 1, c_out] + broadcast2*grad_output_t[i, j + 2, c_out] + broadcast3*grad_output_t[i, j + 3, c_out] + broadcast4*grad_output_t[i, j + 4, c_out] + broadcast5*grad_output_t[i, j + 5, c_out] + broadcast6*grad_output_t[i, j + 6, c_out] + broadcast7*grad_output_t[i, j + 7, c_out]
 
     for c_out in prange(16):
         for c_in in range(3):
