@@ -50,7 +50,7 @@ BATCH_CHUNKS = 8
 BROADCAST = "broadcast"
 
 #: Register blocking (:func:`_register_blocks`): up to ``UNROLL`` values of the innermost reduction
-#: loop summed per update, and up to ``BLOCK`` tile elements updated per lane loop. A weight
+#: loop summed per update, and up to ``BLOCK`` tile elements updated per lane loop (:func:`_block_limit`). A weight
 #: gradient's tile (a whole weight, ``over_batch``) is not blocked: measured on seed004's conv2, its
 #: blocked form ran 5x slower, its unrolled form 1.7x faster (LLVM's vectorizer; see docs/performance.md).
 UNROLL = 4
@@ -153,7 +153,7 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
     around, broadcasts, updates = _register_blocks(
         lowering, reduction, [(var, int(sizes[var])) for var in tile_vars[:-1]], broadcast_read,
         streamed_read, _named(lowering, "tile")[tuple(tile_vars)],
-        *((OVER_BATCH_UNROLL, OVER_BATCH_BLOCK) if over_batch else (UNROLL, BLOCK)))
+        *((OVER_BATCH_UNROLL, OVER_BATCH_BLOCK) if over_batch else (UNROLL, _block_limit(int(sizes[lane])))))
     return {
         "kind": "lanes",
         "output_loops": tuple(Loop(printer(var), lowering.code(sizes[var]), position == 0)
@@ -175,6 +175,12 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
             store=f"{output_name}[{', '.join(printer(var) for var in indices)}]",
         ),
     }
+
+
+def _block_limit(lanes: int) -> int:
+    """Columns per lane loop: ``BLOCK`` for 32 lanes, twice that for 16 or fewer (a lane loop of one
+    vector does half the work per entry), at most ``2*BLOCK`` (the broadcast values stay in registers)."""
+    return min(2 * BLOCK, BLOCK * max(1, 32 // lanes))
 
 
 def _block_size(extent: int, limit: int) -> int:
@@ -257,7 +263,7 @@ def _choose_lane(factors, indices, shape, batch_index, image):
         for var, size in zip(indices, shape):
             if var == batch_index or var not in streamed.indices or broadcast.has(var) or var == image:
                 continue
-            if not size.is_Integer or size < MIN_LANES:
+            if not size.is_Integer or size < MIN_LANES or size % MIN_LANES:
                 continue
             key = (int(size), streamed.indices[-1] == var)
             if best is None or key > best[0]:

@@ -12,7 +12,7 @@ from numba import njit, prange
 llvmlite.binding.set_option("symcnn", "-force-vector-interleave=1")
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'})
 def fc1_forward(x, weight, bias, out):
     """dense: forward pass
     Y[n, i] = b[i] + sum_{k=0..F_in - 1} (W[i, k]*X[n, k])
@@ -23,30 +23,16 @@ def fc1_forward(x, weight, bias, out):
     one float dtype; the caller checks every shape, since numba does not bounds-check.
     """
     N = x.shape[0]
-    weight_t = np.empty((256, 10,), dtype=x.dtype)
-    for i in range(10):
-        for k in range(256):
-            weight_t[k, i] = weight[i, k]
-    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
-    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
-    lanes = weight.shape[0]
     for n in prange(N):
-        tile = np.empty((10,), dtype=x.dtype)
-        for i in range(lanes):
-            tile[i] = bias[i]
-        for k in range(0, 256, 4):
-            broadcast0 = x[n, k]
-            broadcast1 = x[n, k + 1]
-            broadcast2 = x[n, k + 2]
-            broadcast3 = x[n, k + 3]
-            for i in range(lanes):
-                tile[i] = tile[i] + broadcast0*weight_t[k, i] + broadcast1*weight_t[k + 1, i] + broadcast2*weight_t[k + 2, i] + broadcast3*weight_t[k + 3, i]
-
-        for i in range(lanes):
-            out[n, i] = tile[i]
+        for i in range(10):
+            acc = 0.0
+            acc += bias[i]
+            for k in range(256):
+                acc += weight[i, k]*x[n, k]
+            out[n, i] = acc
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath={'contract'})
 def fc1_grad_input(grad_output, weight, grad_input):
     """dense: gradient with respect to the input
     dL/dX[n, k] = sum_{i=0..F_out - 1} (W[i, k]*dL/dY[n, i])
@@ -74,7 +60,7 @@ def fc1_grad_input(grad_output, weight, grad_input):
             grad_input[n, k] = tile[k]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath={'contract'})
 def fc1_grad_weight(grad_output, x, grad_weight):
     """dense: gradient with respect to the weight
     dL/dW[i, k] = sum_{n=0..N - 1} (X[n, k]*dL/dY[n, i])
@@ -108,7 +94,7 @@ def fc1_grad_weight(grad_output, x, grad_weight):
             grad_weight[i, k] = total
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'})
 def fc1_grad_bias(grad_output, grad_bias):
     """dense: gradient with respect to the bias
     dL/db[i] = sum_{n=0..N - 1} dL/dY[n, i]

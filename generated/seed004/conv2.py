@@ -12,7 +12,7 @@ from numba import njit, prange
 llvmlite.binding.set_option("symcnn", "-force-vector-interleave=1")
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath={'contract'})
 def conv2_forward(x, weight, bias, out):
     """conv2d: forward pass
     Y[n, c_out, i, j] = b[c_out] + sum_{c_in=0..C_in - 1, u=0..K_h - 1, v=0..K_w - 1} (W[c_out, c_in, u, v]*X[n, c_in, d_h*u + i*s_h - p_h, d_w*v + j*s_w - p_w])
@@ -58,12 +58,12 @@ def conv2_forward(x, weight, bias, out):
                             tile[j + 2, c_out] = tile[j + 2, c_out] + broadcast2*weight_t[c_in, u, 0, c_out] + broadcast3*weight_t[c_in, u, 1, c_out] + broadcast4*weight_t[c_in, u, 2, c_out]
                             tile[j + 3, c_out] = tile[j + 3, c_out] + broadcast3*weight_t[c_in, u, 0, c_out] + broadcast4*weight_t[c_in, u, 1, c_out] + broadcast5*weight_t[c_in, u, 2, c_out]
 
-            for j in range(16):
-                for c_out in range(lanes):
+            for c_out in range(lanes):
+                for j in range(16):
                     out[n, c_out, i, j] = tile[j, c_out]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath={'contract'})
 def conv2_grad_input(grad_output, weight, grad_input):
     """conv2d: gradient with respect to the input
     dL/dX[n, c_in, k, l] = sum_{c_out=0..C_out - 1, u=0..K_h - 1, v=0..K_w - 1} [s_h | -d_h*u + k + p_h and s_w | -d_w*v + l + p_w and 0 <= (-d_h*u + k + p_h)/s_h and 0 <= (-d_w*v + l + p_w)/s_w and (-d_h*u + k + p_h)/s_h <= H_out - 1 and (-d_w*v + l + p_w)/s_w <= W_out - 1] * (W[c_out, c_in, u, v]*dL/dY[n, c_out, (-d_h*u + k + p_h)/s_h, (-d_w*v + l + p_w)/s_w])
@@ -98,25 +98,33 @@ def conv2_grad_input(grad_output, weight, grad_input):
                     tile[l, c_in] = 0.0
             for c_out in range(32):
                 for u in range(3):
-                    for l in range(0, 16, 4):
+                    for l in range(0, 16, 8):
                         broadcast0 = grad_output_padded[c_out, k - u + 2, l + 2]
                         broadcast1 = grad_output_padded[c_out, k - u + 2, l + 1]
                         broadcast2 = grad_output_padded[c_out, k - u + 2, l]
                         broadcast3 = grad_output_padded[c_out, k - u + 2, l + 3]
                         broadcast4 = grad_output_padded[c_out, k - u + 2, l + 4]
                         broadcast5 = grad_output_padded[c_out, k - u + 2, l + 5]
+                        broadcast6 = grad_output_padded[c_out, k - u + 2, l + 6]
+                        broadcast7 = grad_output_padded[c_out, k - u + 2, l + 7]
+                        broadcast8 = grad_output_padded[c_out, k - u + 2, l + 8]
+                        broadcast9 = grad_output_padded[c_out, k - u + 2, l + 9]
                         for c_in in range(lanes):
                             tile[l, c_in] = tile[l, c_in] + broadcast0*weight_t[c_out, u, 0, c_in] + broadcast1*weight_t[c_out, u, 1, c_in] + broadcast2*weight_t[c_out, u, 2, c_in]
                             tile[l + 1, c_in] = tile[l + 1, c_in] + broadcast3*weight_t[c_out, u, 0, c_in] + broadcast0*weight_t[c_out, u, 1, c_in] + broadcast1*weight_t[c_out, u, 2, c_in]
                             tile[l + 2, c_in] = tile[l + 2, c_in] + broadcast4*weight_t[c_out, u, 0, c_in] + broadcast3*weight_t[c_out, u, 1, c_in] + broadcast0*weight_t[c_out, u, 2, c_in]
                             tile[l + 3, c_in] = tile[l + 3, c_in] + broadcast5*weight_t[c_out, u, 0, c_in] + broadcast4*weight_t[c_out, u, 1, c_in] + broadcast3*weight_t[c_out, u, 2, c_in]
+                            tile[l + 4, c_in] = tile[l + 4, c_in] + broadcast6*weight_t[c_out, u, 0, c_in] + broadcast5*weight_t[c_out, u, 1, c_in] + broadcast4*weight_t[c_out, u, 2, c_in]
+                            tile[l + 5, c_in] = tile[l + 5, c_in] + broadcast7*weight_t[c_out, u, 0, c_in] + broadcast6*weight_t[c_out, u, 1, c_in] + broadcast5*weight_t[c_out, u, 2, c_in]
+                            tile[l + 6, c_in] = tile[l + 6, c_in] + broadcast8*weight_t[c_out, u, 0, c_in] + broadcast7*weight_t[c_out, u, 1, c_in] + broadcast6*weight_t[c_out, u, 2, c_in]
+                            tile[l + 7, c_in] = tile[l + 7, c_in] + broadcast9*weight_t[c_out, u, 0, c_in] + broadcast8*weight_t[c_out, u, 1, c_in] + broadcast7*weight_t[c_out, u, 2, c_in]
 
-            for l in range(16):
-                for c_in in range(lanes):
+            for c_in in range(lanes):
+                for l in range(16):
                     grad_input[n, c_in, k, l] = tile[l, c_in]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath={'contract'})
 def conv2_grad_weight(grad_output, x, grad_weight):
     """conv2d: gradient with respect to the weight
     dL/dW[c_out, c_in, u, v] = sum_{n=0..N - 1, i=0..H_out - 1, j=0..W_out - 1} (X[n, c_in, d_h*u + i*s_h - p_h, d_w*v + j*s_w - p_w]*dL/dY[n, c_out, i, j])
@@ -175,7 +183,7 @@ def conv2_grad_weight(grad_output, x, grad_weight):
                     grad_weight[c_out, c_in, u, v] = total
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'})
 def conv2_grad_bias(grad_output, grad_bias):
     """conv2d: gradient with respect to the bias
     dL/db[c_out] = sum_{n=0..N - 1, i=0..H_out - 1, j=0..W_out - 1} dL/dY[n, c_out, i, j]

@@ -12,7 +12,7 @@ from numba import njit, prange
 llvmlite.binding.set_option("symcnn", "-force-vector-interleave=1")
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath={'contract'})
 def conv1_forward(x, weight, bias, out):
     """conv2d: forward pass
     Y[n, c_out, i, j] = b[c_out] + sum_{c_in=0..C_in - 1, u=0..K_h - 1, v=0..K_w - 1} (W[c_out, c_in, u, v]*X[n, c_in, d_h*u + i*s_h - p_h, d_w*v + j*s_w - p_w])
@@ -45,25 +45,33 @@ def conv1_forward(x, weight, bias, out):
                     tile[j, c_out] = bias[c_out]
             for c_in in range(3):
                 for u in range(3):
-                    for j in range(0, 32, 4):
+                    for j in range(0, 32, 8):
                         broadcast0 = x_padded[c_in, i + u, j]
                         broadcast1 = x_padded[c_in, i + u, j + 1]
                         broadcast2 = x_padded[c_in, i + u, j + 2]
                         broadcast3 = x_padded[c_in, i + u, j + 3]
                         broadcast4 = x_padded[c_in, i + u, j + 4]
                         broadcast5 = x_padded[c_in, i + u, j + 5]
+                        broadcast6 = x_padded[c_in, i + u, j + 6]
+                        broadcast7 = x_padded[c_in, i + u, j + 7]
+                        broadcast8 = x_padded[c_in, i + u, j + 8]
+                        broadcast9 = x_padded[c_in, i + u, j + 9]
                         for c_out in range(lanes):
                             tile[j, c_out] = tile[j, c_out] + broadcast0*weight_t[c_in, u, 0, c_out] + broadcast1*weight_t[c_in, u, 1, c_out] + broadcast2*weight_t[c_in, u, 2, c_out]
                             tile[j + 1, c_out] = tile[j + 1, c_out] + broadcast1*weight_t[c_in, u, 0, c_out] + broadcast2*weight_t[c_in, u, 1, c_out] + broadcast3*weight_t[c_in, u, 2, c_out]
                             tile[j + 2, c_out] = tile[j + 2, c_out] + broadcast2*weight_t[c_in, u, 0, c_out] + broadcast3*weight_t[c_in, u, 1, c_out] + broadcast4*weight_t[c_in, u, 2, c_out]
                             tile[j + 3, c_out] = tile[j + 3, c_out] + broadcast3*weight_t[c_in, u, 0, c_out] + broadcast4*weight_t[c_in, u, 1, c_out] + broadcast5*weight_t[c_in, u, 2, c_out]
+                            tile[j + 4, c_out] = tile[j + 4, c_out] + broadcast4*weight_t[c_in, u, 0, c_out] + broadcast5*weight_t[c_in, u, 1, c_out] + broadcast6*weight_t[c_in, u, 2, c_out]
+                            tile[j + 5, c_out] = tile[j + 5, c_out] + broadcast5*weight_t[c_in, u, 0, c_out] + broadcast6*weight_t[c_in, u, 1, c_out] + broadcast7*weight_t[c_in, u, 2, c_out]
+                            tile[j + 6, c_out] = tile[j + 6, c_out] + broadcast6*weight_t[c_in, u, 0, c_out] + broadcast7*weight_t[c_in, u, 1, c_out] + broadcast8*weight_t[c_in, u, 2, c_out]
+                            tile[j + 7, c_out] = tile[j + 7, c_out] + broadcast7*weight_t[c_in, u, 0, c_out] + broadcast8*weight_t[c_in, u, 1, c_out] + broadcast9*weight_t[c_in, u, 2, c_out]
 
-            for j in range(32):
-                for c_out in range(lanes):
+            for c_out in range(lanes):
+                for j in range(32):
                     out[n, c_out, i, j] = tile[j, c_out]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath={'contract'})
 def conv1_grad_input(grad_output, weight, grad_input):
     """conv2d: gradient with respect to the input
     dL/dX[n, c_in, k, l] = sum_{c_out=0..C_out - 1, u=0..K_h - 1, v=0..K_w - 1} [s_h | -d_h*u + k + p_h and s_w | -d_w*v + l + p_w and 0 <= (-d_h*u + k + p_h)/s_h and 0 <= (-d_w*v + l + p_w)/s_w and (-d_h*u + k + p_h)/s_h <= H_out - 1 and (-d_w*v + l + p_w)/s_w <= W_out - 1] * (W[c_out, c_in, u, v]*dL/dY[n, c_out, (-d_h*u + k + p_h)/s_h, (-d_w*v + l + p_w)/s_w])
@@ -89,7 +97,7 @@ def conv1_grad_input(grad_output, weight, grad_input):
                                 grad_input[n, c_in, k, l] += weight[c_out, c_in, u, v]*grad_output[n, c_out, k - u + 1, l - v + 1]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath={'contract'})
 def conv1_grad_weight(grad_output, x, grad_weight):
     """conv2d: gradient with respect to the weight
     dL/dW[c_out, c_in, u, v] = sum_{n=0..N - 1, i=0..H_out - 1, j=0..W_out - 1} (X[n, c_in, d_h*u + i*s_h - p_h, d_w*v + j*s_w - p_w]*dL/dY[n, c_out, i, j])
@@ -148,7 +156,7 @@ def conv1_grad_weight(grad_output, x, grad_weight):
                     grad_weight[c_out, c_in, u, v] = total
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'})
 def conv1_grad_bias(grad_output, grad_bias):
     """conv2d: gradient with respect to the bias
     dL/db[c_out] = sum_{n=0..N - 1, i=0..H_out - 1, j=0..W_out - 1} dL/dY[n, c_out, i, j]

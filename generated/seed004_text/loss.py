@@ -13,7 +13,7 @@ from math import exp, log
 llvmlite.binding.set_option("symcnn", "-force-vector-interleave=1")
 
 
-@njit(cache=True, parallel=False)
+@njit(cache=True, parallel=False, fastmath={'contract', 'nsz', 'reassoc'})
 def loss_forward(x, targets):
     """softmax_cross_entropy: forward pass
     L = -sum_{n=0..N - 1, i=0..F_in - 1} ((-log(sum_{j=0..F_in - 1} exp(X[n, j])) + X[n, i])*T[n, i])/N
@@ -40,7 +40,7 @@ def loss_forward(x, targets):
     return -acc/N
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath={'contract'})
 def loss_grad_input(x, targets, grad_input):
     """softmax_cross_entropy: gradient with respect to the input
     dL/dX[n, i] = exp(X[n, i])/(N*sum_{j=0..F_in - 1} exp(X[n, j])) - T[n, i]/N
