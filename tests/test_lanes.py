@@ -150,6 +150,7 @@ def test_register_blocking_changes_no_sum(tmp_path, monkeypatch):
     blocked = network_for(spec, tmp_path, dtype="float32")
     for knob in ("UNROLL", "BLOCK", "OVER_BATCH_UNROLL", "OVER_BATCH_BLOCK"):
         monkeypatch.setattr(lanes, knob, 1)
+    monkeypatch.setattr(lanes, "_block_limit", lambda lane_count: 1)
     plain = network_for({**spec, "name": "plain"}, tmp_path, dtype="float32")
     def source(net, kernel):
         return inspect.getsource(net._functions[kernel].py_func)
