@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Mapping, Optional
 
+import numpy
 import sympy
 from sympy import Expr, Indexed, IndexedBase, Sum, Symbol
 
@@ -322,6 +323,38 @@ def _summation(lowering: _Lowering, indices, shape, batch, terms, output_name: s
     return {"output_loops": loops[:-2], "tile": loops[-2:], "terms": printed, "kind": "accumulate"}
 
 
+def _reshape_of(lowering: _Lowering, tensors, indices, shape, batch, terms) -> str:
+    """The argument whose row-major reshape the output is, or ``""``.
+
+    A kernel that copies one read per element (no sum, no condition) from an operand with the
+    output's batch axis and its number of elements per image, where each element's flat row-major
+    offset in the operand is its own in the output, moves nothing: ``flatten`` and its gradient on
+    C-contiguous arrays. Checked for every element of one image (the shapes are constants), so a
+    runtime may pass ``operand.reshape(output shape)``, a view, instead of calling the kernel.
+
+    Example: ``Y[n, k] = X[n, k // 256, k // 16 % 16, k % 16]`` is the reshape of ``X (N, 32, 16, 16)``.
+    """
+    if len(terms) != 1 or terms[0].limits or terms[0].conditions or not isinstance(terms[0].body, Indexed):
+        return ""
+    read = terms[0].body
+    source_shape = next(tensor.shape for tensor in tensors if tensor.base == read.base)
+    if (not shape or shape[0] != batch or not source_shape or source_shape[0] != batch
+            or read.indices[0] != indices[0] or not all(size.is_Integer for size in (*shape[1:], *source_shape[1:]))):
+        return ""
+    per_image = [int(size) for size in shape[1:]]
+    if int(sympy.prod(per_image)) != int(sympy.prod(source_shape[1:])):
+        return ""
+    positions = numpy.indices(per_image).reshape(len(per_image), -1)  # every element of one image
+    arguments = {var: position for var, position in zip(indices[1:], positions)}
+    offset = numpy.zeros(positions.shape[1], dtype=numpy.int64)
+    for index, size in zip(read.indices[1:], source_shape[1:]):
+        if not index.free_symbols <= set(arguments):
+            return ""
+        values = sympy.lambdify(list(arguments), index, modules="numpy")(*arguments.values())
+        offset = offset * int(size) + numpy.broadcast_to(numpy.asarray(values, dtype=numpy.int64), offset.shape)
+    return lowering.names[read.base] if numpy.array_equal(offset, numpy.arange(offset.size)) else ""
+
+
 def _forward_terms(formula: ops.IndexFormula) -> list[GatherTerm]:
     return [GatherTerm(tuple(limits), (), summand) for limits, summand in sum_terms(formula.rhs, set(formula.indices))]
 
@@ -368,7 +401,9 @@ def _forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict) -
     terms = _forward_terms(concrete)
     schedule = _summation(lowering, concrete.indices, concrete.output.shape, batch, terms, "out", concrete.tensors)
     arguments = _arguments(lowering, terms, "out", _ARGUMENT_ORDER)
-    return Kernel(name, doc, arguments, "out", imports=lowering.printer.imports(), batch_from="x", **schedule)
+    reshape_of = _reshape_of(lowering, concrete.tensors, concrete.indices, concrete.output.shape, batch, terms)
+    return Kernel(name, doc, arguments, "out", imports=lowering.printer.imports(), batch_from="x",
+                  reshape_of=reshape_of, **schedule)
 
 
 def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, stride=None) -> Kernel:
@@ -389,8 +424,10 @@ def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, 
                           tensors)
     arguments = _arguments(lowering, terms, ARRAY_NAMES[role], _ARGUMENT_ORDER)
     batch_from = next((a for a in arguments[:-1] if a in ("grad_output", "x")), arguments[0])
+    reshape_of = _reshape_of(lowering, tensors, concrete.indices, concrete.gradient.shape, batch, terms)
     return Kernel(_kernel_name(layer.label, role), _docstring(gradient.forward, gradient, values), arguments,
-                  ARRAY_NAMES[role], imports=lowering.printer.imports(), batch_from=batch_from, **schedule)
+                  ARRAY_NAMES[role], imports=lowering.printer.imports(), batch_from=batch_from,
+                  reshape_of=reshape_of, **schedule)
 
 
 def layer_kernels(layer: LayerSpec) -> list[Kernel]:

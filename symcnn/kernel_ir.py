@@ -128,6 +128,9 @@ class Kernel:
     imports: frozenset = frozenset()  # (module, name) the printed code calls
     batch_from: str = ""  # the argument whose first axis is the batch size N
     lanes: Optional[Lanes] = None
+    # the argument whose row-major reshape the output is, element for element (flatten), or "":
+    # a runtime may pass a view of it instead of calling the kernel
+    reshape_of: str = ""
 
     @property
     def fastmath(self) -> str:

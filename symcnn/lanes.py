@@ -53,12 +53,13 @@ BROADCAST = "broadcast"
 
 #: Register blocking (:func:`_register_blocks`): up to ``UNROLL`` values of the innermost reduction
 #: loop summed per update, and up to ``BLOCK`` tile elements updated per lane loop (:func:`_block_limit`). A weight
-#: gradient's tile (a whole weight, ``over_batch``) is not blocked: measured on seed004's conv2, its
-#: blocked form ran 5x slower, its unrolled form 1.7x faster (LLVM's vectorizer; see docs/performance.md).
+#: gradient's tile (a whole weight, ``over_batch``) has a short inner axis (the kernel's width) and a long
+#: reduction (an image's pixels): it is unrolled deeper and blocked by up to ``OVER_BATCH_BLOCK``
+#: (measured on seed004's conv2: 8 x 3 about 1.5x faster than 8 x 1; see docs/performance.md).
 UNROLL = 4
 BLOCK = 4
 OVER_BATCH_UNROLL = 8
-OVER_BATCH_BLOCK = 1
+OVER_BATCH_BLOCK = 4
 
 
 def _affine_range(expr: Expr, ranges: dict) -> Optional[tuple[int, int]]:

@@ -113,7 +113,11 @@ class Network:
         self.input_stats = (0.0, 1.0)  # (mean, std) the inputs were standardized with in training
         self.profile: Optional[dict] = None  # set to {} to accumulate seconds per kernel
         self._functions = {}
+        # Kernels that only reshape an argument (flatten) -> that argument: run as views, not called.
+        # Packages generated before RESHAPES existed have none.
+        self.reshapes: dict[str, str] = dict(getattr(kernels, "RESHAPES", {}))
         self._compiling_announced = False
+        self._called: set[str] = set()
         # Activations and input gradients, reused from call to call at the same batch size: a
         # fresh multi-megabyte array costs a page fault per 4 KiB on first touch, more than some of
         # the kernels that fill it. Only arrays that never leave the Network are kept here.
@@ -200,14 +204,22 @@ class Network:
     # --- passes ---------------------------------------------------------------------------
 
     def _call(self, kernel_name: str, arrays: dict):
-        arguments = [arrays[name] for name in self.kernels.ARGUMENTS[kernel_name]]
+        names = self.kernels.ARGUMENTS[kernel_name]
+        source = self.reshapes.get(kernel_name)
+        if source is not None:  # a flatten: the output is a view of the argument, no copy
+            arrays[names[-1]] = arrays[source].reshape(arrays[names[-1]].shape)
+            return None
+        arguments = [arrays[name] for name in names]
         function = self._functions[kernel_name]
         if self.profile is not None:  # seconds per kernel, for symcnn bench --profile
             start = time.perf_counter()
             result = function(*arguments)
             self.profile[kernel_name] = self.profile.get(kernel_name, 0.0) + time.perf_counter() - start
             return result
-        if not function.signatures and not self._compiling_announced:
+        if kernel_name in self._called:  # the common case, kept cheap (a dispatcher's signatures are not)
+            return function(*arguments)
+        self._called.add(kernel_name)
+        if not self._compiling_announced and not function.signatures:
             # The first call compiles (or loads numba's cache); say so when it takes a while.
             self._compiling_announced = True
             timer = threading.Timer(1.0, lambda: print(

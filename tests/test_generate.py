@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 import pytest
+import sympy
 
 from kernels_helpers import toml_of
 from symcnn import generate as generate_module
@@ -221,3 +222,29 @@ def test_the_integer_output_size_rule_equals_the_symbolic_one():
             continue
         expected = ops.output_size(size, kernel, stride, padding, dilation)
         assert output_sizes((size,), (kernel,), (stride,), (padding,), (dilation,)) == (int(expected),)
+
+
+def test_only_a_row_major_copy_is_marked_as_a_reshape():
+    """flatten's kernels move nothing (the runtime passes views): every element's flat offset is
+    its own. A transposing copy, a copy with a condition, or any other op is not marked."""
+    from symcnn import ops
+    from symcnn.adjoint import GatherTerm
+    from symcnn.codegen import _forward_terms, _Lowering, _reshape_of, network_kernels
+
+    formula = ops.flatten().substitute({ops.C_in: 2, ops.H_in: 3, ops.W_in: 3})
+    batch = formula.parameters["batch"]
+    lowering = _Lowering(formula.tensors, batch)
+    (term,) = _forward_terms(formula)
+
+    def marked(body, conditions=()):
+        return _reshape_of(lowering, formula.tensors, formula.indices, formula.output.shape, batch,
+                           [GatherTerm((), conditions, body)])
+
+    n, c, i, j = term.body.indices
+    assert marked(term.body) == "x"
+    assert marked(term.body.base[n, c, j, i]) == ""  # the rows and columns swapped
+    assert marked(term.body, (sympy.Le(1, formula.indices[1]),)) == ""
+    assert marked(2 * term.body) == ""
+    reshapes = {kernel.name for kernels in network_kernels(load_spec("seed004")).values()
+                for kernel in kernels if kernel.reshape_of}
+    assert reshapes == {"flatten4_forward", "flatten4_grad_input"}

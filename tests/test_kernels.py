@@ -253,3 +253,20 @@ def test_a_spec_file_is_generated_on_demand_in_a_subprocess(tmp_path):
     path.write_text(toml_of(spec))
     net = Network.from_spec(path, dtype="float64")
     assert net.forward(np.ones((1, 1, 4, 4))).shape == (1, 2)
+
+
+@pytest.mark.parametrize("name", ["seed004", "digits"])
+def test_kernels_run_as_views_give_what_the_kernels_give(name):
+    """RESHAPES: instead of flatten's kernels the runtime passes a view of their input; the kernels
+    themselves, called, give the same arrays exactly."""
+    net = Network.from_spec(name)
+    flatten = next(layer for layer in net.spec.layers if layer.kind == "flatten")
+    assert net.kernels.RESHAPES == {f"{flatten.label}_forward": "x", f"{flatten.label}_grad_input": "grad_output"}
+    rng = np.random.default_rng(3)
+    for kernel_name, (source_shape, out_shape) in {
+            f"{flatten.label}_forward": (flatten.input_shape, flatten.output_shape),
+            f"{flatten.label}_grad_input": (flatten.output_shape, flatten.input_shape)}.items():
+        source = rng.standard_normal((5, *source_shape)).astype(np.float32)
+        out = np.full((5, *out_shape), np.nan, dtype=np.float32)
+        net._functions[kernel_name](source, out)
+        np.testing.assert_array_equal(out, source.reshape(out.shape))

@@ -48,8 +48,11 @@ def test_seed004_convolutions_and_dense_gradients_take_the_lanes_schedule():
                                   "broadcast2*weight_t[c_in, u, 1, c_out] + broadcast3*weight_t[c_in, u, 2, c_out]")
     weight = conv2["grad_weight"].lanes
     assert weight.over_batch and weight.chunks == BATCH_CHUNKS
-    assert len(weight.updates) == 1 and weight.updates[0][0] == "tile[c_in, u, v, c_out]"
-    assert weight.updates[0][1].startswith("broadcast0*grad_output_t[i, j, c_out] + broadcast1*grad_output_t[i, j + 1, c_out]")
+    # the weight gradient: eight pixels j per update, the kernel's three columns v per lane loop,
+    # each grad_output_t row loaded once for all three, the 8 + 2 window values read once each
+    assert [element for element, _ in weight.updates] == [f"tile[c_in, u, {v}, c_out]" for v in range(3)]
+    assert weight.updates[1][1].startswith("broadcast1*grad_output_t[i, j, c_out] + broadcast2*grad_output_t[i, j + 1, c_out]")
+    assert weight.updates[1][1].count("*") == 8 and len(weight.broadcasts) == 10
     fc1 = _kernels(spec, "fc1")
     assert fc1["grad_weight"].lanes.lane_extent == "x.shape[1]"  # 8192 features, already contiguous
     assert fc1["grad_weight"].lanes.stagings == ()

@@ -39,3 +39,10 @@ ARGUMENTS = {
     'loss_forward': ('x', 'targets', ),
     'loss_grad_input': ('x', 'targets', 'grad_input', ),
 }
+
+#: Kernels whose output is an argument reshaped, element for element in row-major order (checked
+#: when generated): a runtime may pass that argument's view instead of calling the kernel.
+RESHAPES = {
+    'flatten4_forward': 'x',
+    'flatten4_grad_input': 'grad_output',
+}
