@@ -102,6 +102,12 @@ class Lanes:
     # blocked tile element, each product in terms of a broadcast name, in the formula's order
     updates: tuple[tuple[str, str], ...]
     store: str  # printed output element that a tile element is written to
+    # over_batch only: > 0, the lane axis is summed in blocks of this width, in parallel, each
+    # block's tile taking every image in order (see symcnn.lanes._lane_block); 0, in chunks of
+    # the batch. ``block_bounds``: the printed number of blocks, block ``block``'s first lane and
+    # its width (from the runtime ``lanes``)
+    lane_block: int = 0
+    block_bounds: tuple[str, str, str] = ("", "", "")
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import sympy
@@ -60,6 +61,10 @@ UNROLL = 4
 BLOCK = 4
 OVER_BATCH_UNROLL = 8
 OVER_BATCH_BLOCK = 4
+
+#: A lane-blocked weight gradient's tile (:func:`_lane_block`) holds about this many elements
+#: (20 KiB of float32: it stays in L1 while every image is added into it).
+LANE_BLOCK_ELEMENTS = 5120
 
 
 def _affine_range(expr: Expr, ranges: dict) -> Optional[tuple[int, int]]:
@@ -150,7 +155,23 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
         column = [others[-1]] if others and len(indices) >= 3 else []
         tile_vars, rows = column + [lane], [var for var in others if var not in column]
     sizes = dict(zip(indices, shape))
-    tile = tuple(Loop(printer(var), "lanes" if var == lane else lowering.code(sizes[var])) for var in tile_vars)
+    tile_extents = [lowering.code(sizes[var]) for var in tile_vars]
+    lane_block = _lane_block(over_batch, stagings, lane, indices, [int(sizes[var]) for var in tile_vars])
+    store = _named(lowering, output_name)[tuple(indices)]
+    block_bounds = ("", "", "")
+    if lane_block:  # the lane axis in blocks: lanes and output read at the block's start plus the lane
+        start = Symbol("lane_start", integer=True, nonnegative=True)
+        lanes_symbol, block = Symbol("lanes", integer=True, positive=True), Symbol("block", integer=True, nonnegative=True)
+        streamed_read = streamed_read.subs(lane, start + lane)
+        store = store.subs(lane, start + lane)
+        tile_extents[-1] = str(lane_block)
+        # max(0, ...): LLVM then knows that the reads' indices are nonnegative; else numba's
+        # wraparound of negative indices keeps the lane loops scalar (measured: 5x slower)
+        block_bounds = (printer(FloorDiv(lanes_symbol + lane_block - 1, lane_block)),
+                        printer(sympy.Max(0, block * lane_block, evaluate=False)),
+                        printer(sympy.Min(lanes_symbol, start + lane_block) - start))
+    tile = tuple(Loop(printer(var), ("width" if lane_block else "lanes") if var == lane else lowering.code(sizes[var]))
+                 for var in tile_vars)
     init = lowering.code(constants[0].body) if constants else "0.0"
     reduction = [(var, int(low), int(high)) for var, low, high in product.limits if var != batch_loop]
     around, broadcasts, updates = _register_blocks(
@@ -168,16 +189,34 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
             stagings=tuple(stagings),
             rows=tuple(Loop(printer(var), lowering.code(sizes[var])) for var in rows),
             tile=tile,
-            tile_shape=tuple(lowering.code(sizes[var]) for var in tile_vars),
+            tile_shape=tuple(tile_extents),
             lane_extent=f"{lowering.names[streamed.base]}.shape[{list(streamed.indices).index(lane)}]",
             tile_index=", ".join(printer(var) for var in tile_vars),
             init=init,
             around=around,
             broadcasts=broadcasts,
             updates=updates,
-            store=f"{output_name}[{', '.join(printer(var) for var in indices)}]",
+            store=printer(store),
+            lane_block=lane_block,
+            block_bounds=block_bounds,
         ),
     }
+
+
+def _lane_block(over_batch: bool, stagings, lane, indices, tile_extents: list[int]) -> int:
+    """The width of the lane blocks a weight gradient is summed in, or 0 (chunks of the batch).
+
+    A weight gradient whose tile is large (a dense layer's, 10 x 8192: 320 KiB a chunk, updated
+    from L2 by every image), whose operands need no staged copies, and whose lane is the output's
+    last axis is better summed in blocks of its lane axis, in parallel: each block's tile fits L1,
+    takes every image in order (the same sums whatever the thread count) and is stored as it is.
+    Measured on seed004's fc1: 0.45 ms in chunks, 0.14 ms in blocks of 512.
+    """
+    rows = math.prod(tile_extents[:-1])
+    if not over_batch or stagings or indices[-1] != lane or rows * tile_extents[-1] <= LANE_BLOCK_ELEMENTS:
+        return 0
+    width = max(MIN_LANES, LANE_BLOCK_ELEMENTS // rows // MIN_LANES * MIN_LANES)
+    return width if 2 * width <= tile_extents[-1] else 0
 
 
 def _block_limit(lanes: int) -> int:
@@ -312,8 +351,9 @@ def _lane_last(lowering, read: Indexed, shape, lane, image, stagings) -> Expr:
     base = _named(lowering, name)
     order = [index for index in read.indices if index not in (lane, image)] + [lane]
     sizes = dict(zip(read.indices, shape))
-    loops = tuple(Loop(lowering.printer.doprint(index), lowering.code(sizes[index])) for index in read.indices
-                  if index != image)
+    # in the copy's order, so that its writes are contiguous (measured on seed004's conv1 weight
+    # gradient, a 32 x 32 x 16 copy per image: 0.25 ms a batch this way, 0.35 ms in the source's order)
+    loops = tuple(Loop(lowering.printer.doprint(index), lowering.code(sizes[index])) for index in order)
     stagings.append(Staging(name, tuple(lowering.code(sizes[index]) for index in order), loops,
                             ", ".join(lowering.printer.doprint(index) for index in order), lowering.code(read),
                             per_image=image in read.indices, zeroed=False))

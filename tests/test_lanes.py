@@ -53,9 +53,16 @@ def test_seed004_convolutions_and_dense_gradients_take_the_lanes_schedule():
     assert [element for element, _ in weight.updates] == [f"tile[c_in, u, {v}, c_out]" for v in range(3)]
     assert weight.updates[1][1].startswith("broadcast1*grad_output_t[i, j, c_out] + broadcast2*grad_output_t[i, j + 1, c_out]")
     assert weight.updates[1][1].count("*") == 8 and len(weight.broadcasts) == 10
-    fc1 = _kernels(spec, "fc1")
-    assert fc1["grad_weight"].lanes.lane_extent == "x.shape[1]"  # 8192 features, already contiguous
-    assert fc1["grad_weight"].lanes.stagings == ()
+    assert weight.lane_block == 0  # its tile (16 x 3 x 3 x 32) is small: chunks of the batch
+    fc1 = _kernels(spec, "fc1")["grad_weight"].lanes
+    assert fc1.lane_extent == "x.shape[1]"  # 8192 features, already contiguous
+    assert fc1.stagings == ()
+    # a 10 x 8192 tile: summed in parallel blocks of 512 features (20 KiB of tile each), every image
+    # in order, the features read at the block's start plus the lane
+    assert (fc1.lane_block, fc1.tile_shape) == (512, ("10", "512"))
+    assert fc1.block_bounds == ("(lanes + 511) // 512", "max(0, 512*block)", "-lane_start + min(lanes, lane_start + 512)")
+    assert fc1.updates[0] == ("tile[i, k]", "broadcast0*x[n, k + lane_start]")
+    assert fc1.store == "grad_weight[i, k + lane_start]"
 
 
 def test_range_conditions_become_reads_of_the_padding():
@@ -93,8 +100,9 @@ def test_affine_range():
 
 
 def test_weight_gradients_do_not_depend_on_the_thread_count():
-    """The batch is summed in a fixed number of chunks: the same sums with 1 or 2 threads, bit for bit
-    (so that a resumed training run reproduces an uninterrupted one on any machine)."""
+    """The batch is summed in a fixed number of chunks (the convolutions), or in order for each block
+    of features (the dense layer): the same sums with 1 or 2 threads, bit for bit (so that a resumed
+    training run reproduces an uninterrupted one on any machine)."""
     import numba
 
     net = Network.from_spec("seed004", seed=0)

@@ -24,10 +24,10 @@ def conv1_forward(x, weight, bias, out):
     """
     N = x.shape[0]
     weight_t = np.empty((3, 3, 3, 16,), dtype=x.dtype)
-    for c_out in range(16):
-        for c_in in range(3):
-            for u in range(3):
-                for v in range(3):
+    for c_in in range(3):
+        for u in range(3):
+            for v in range(3):
+                for c_out in range(16):
                     weight_t[c_in, u, v, c_out] = weight[c_out, c_in, u, v]
     # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
     # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
@@ -129,9 +129,9 @@ def conv1_grad_weight(grad_output, x, grad_weight):
                 for a2 in range(32):
                     for a3 in range(32):
                         x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
-            for c_out in range(16):
-                for i in range(32):
-                    for j in range(32):
+            for i in range(32):
+                for j in range(32):
+                    for c_out in range(16):
                         grad_output_t[i, j, c_out] = grad_output[n, c_out, i, j]
             for i in range(32):
                 for j in range(0, 32, 8):

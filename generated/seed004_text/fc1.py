@@ -74,30 +74,22 @@ def fc1_grad_weight(grad_output, x, grad_weight):
     # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
     # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
     lanes = x.shape[1]
-    # The images in 8 chunks, each summed into its own tile, the tiles added at the end:
-    # parallel, and the same sums whatever the thread count.
-    chunks = min(N, 8)
-    tiles = np.empty((chunks, 10, 4096), dtype=grad_output.dtype)
-    for chunk in prange(chunks):
-        # The chunk's own array, copied into ``tiles`` at the end, not a view of it: its strides
-        # are then constants, so that LLVM can tell its rows apart and vectorize the blocked
-        # updates (measured: a view made blocked kernels 10x slower, their scalar fallback).
-        tile = np.zeros((10, 4096,), dtype=grad_output.dtype)
-        for n in range((N*chunk) // chunks, (N*(chunk + 1)) // chunks):
+    # The lanes in blocks of 512, in parallel: each block's tile takes every image in
+    # order (the same sums whatever the thread count) and is stored as it is.
+    for block in prange((lanes + 511) // 512):
+        lane_start = max(0, 512*block)
+        width = -lane_start + min(lanes, lane_start + 512)
+        tile = np.zeros((10, 512,), dtype=grad_output.dtype)
+        for n in range(N):
             for i in range(0, 10, 2):
                 broadcast0 = grad_output[n, i]
                 broadcast1 = grad_output[n, i + 1]
-                for k in range(lanes):
-                    tile[i, k] = tile[i, k] + broadcast0*x[n, k]
-                    tile[i + 1, k] = tile[i + 1, k] + broadcast1*x[n, k]
-
-        tiles[chunk] = tile
-    for i in prange(10):
-        for k in range(4096):
-            total = 0.0
-            for chunk in range(chunks):
-                total += tiles[chunk, i, k]
-            grad_weight[i, k] = total
+                for k in range(width):
+                    tile[i, k] = tile[i, k] + broadcast0*x[n, k + lane_start]
+                    tile[i + 1, k] = tile[i + 1, k] + broadcast1*x[n, k + lane_start]
+        for i in range(10):
+            for k in range(width):
+                grad_weight[i, k + lane_start] = tile[i, k]
 
 
 @njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'})
