@@ -316,7 +316,10 @@ def _summation(lowering: _Lowering, indices, shape, batch, terms, output_name: s
              and not any(limit[2] + 1 == batch or limit[2].has(batch) for term in terms for limit in term.limits)
              and not any(condition.has(sympy.Mod) for term in terms for condition in term.conditions))
     if not tiled:
-        return {"output_loops": loops, "terms": tuple(lowering.term(term, indices) for term in terms)}
+        views: dict[str, str] = {}
+        terms = [_collapse_rows(lowering, term, tensors, views) for term in terms]
+        return {"output_loops": loops, "terms": tuple(lowering.term(term, indices) for term in terms),
+                "views": tuple(views.items())}
     inner = tuple((index, sympy.S.Zero, size - 1) for index, size in zip(indices[-2:], shape[-2:]))
     printed = tuple(lowering.term(GatherTerm(term.limits + inner, term.conditions, term.body), indices[:-2])
                     for term in terms)
@@ -353,6 +356,41 @@ def _reshape_of(lowering: _Lowering, tensors, indices, shape, batch, terms) -> s
         values = sympy.lambdify(list(arguments), index, modules="numpy")(*arguments.values())
         offset = offset * int(size) + numpy.broadcast_to(numpy.asarray(values, dtype=numpy.int64), offset.shape)
     return lowering.names[read.base] if numpy.array_equal(offset, numpy.arange(offset.size)) else ""
+
+
+def _collapse_rows(lowering: _Lowering, term: GatherTerm, tensors, views: dict) -> GatherTerm:
+    """``term`` with its two innermost loops as one, when they run over whole rows and columns
+    that every read indexes last: ``sum_{i, j} dL/dY[n, c, i, j]`` as ``sum_p rows[n, c, p]``, over
+    ``rows = grad_output.reshape((N, 16, 1024))``, a view (the arrays are C-contiguous). One loop
+    of 1,024 vectorizes; 32 of 32 each end in a horizontal sum (measured on seed004's conv1 bias
+    gradient: 0.15 -> 0.04 ms). ``views`` collects each view's name and printed reshape."""
+    if len(term.limits) < 2 or term.conditions:
+        return term
+    (row, row_low, row_high), (column, column_low, column_high) = term.limits[-2:]
+    if row_low != 0 or column_low != 0:
+        return term
+    shapes = {tensor.base: tensor.shape for tensor in tensors}
+    reads = [read for read in term.body.atoms(Indexed) if read.has(row) or read.has(column)]
+    placeholders = {read: Symbol(f"read{position}") for position, read in enumerate(reads)}
+    if not reads or term.body.xreplace(placeholders).has(row, column):
+        return term  # the loop variables appear outside the reads
+    for read in reads:
+        shape = shapes.get(read.base)
+        if (shape is None or tuple(read.indices[-2:]) != (row, column) or any(index.has(row, column) for index in read.indices[:-2])
+                or tuple(shape[-2:]) != (row_high + 1, column_high + 1)):
+            return term
+    pixel = Symbol(f"{row}{column}", integer=True, nonnegative=True)
+    extent = (row_high + 1) * (column_high + 1)
+    replaced = {}
+    for read in reads:
+        name = f"{lowering.names[read.base]}_rows"
+        base = IndexedBase(name)
+        lowering.printer.array_names[base] = name
+        source = lowering.names[read.base]
+        leading = [str(size) if size.is_Integer else f"{source}.shape[{axis}]" for axis, size in enumerate(shapes[read.base][:-2])]
+        views[name] = f"{source}.reshape(({', '.join(leading + [str(extent)])}))"
+        replaced[read] = base[tuple(read.indices[:-2]) + (pixel,)]
+    return GatherTerm(term.limits[:-2] + ((pixel, sympy.S.Zero, extent - 1),), term.conditions, term.body.xreplace(replaced))
 
 
 def _forward_terms(formula: ops.IndexFormula) -> list[GatherTerm]:

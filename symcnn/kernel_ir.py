@@ -137,6 +137,8 @@ class Kernel:
     # the argument whose row-major reshape the output is, element for element (flatten), or "":
     # a runtime may pass a view of it instead of calling the kernel
     reshape_of: str = ""
+    # (name, printed reshape of an argument): views the terms read, made before the loops
+    views: tuple[tuple[str, str], ...] = ()
 
     @property
     def fastmath(self) -> str:

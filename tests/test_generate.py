@@ -248,3 +248,27 @@ def test_only_a_row_major_copy_is_marked_as_a_reshape():
     reshapes = {kernel.name for kernels in network_kernels(load_spec("seed004")).values()
                 for kernel in kernels if kernel.reshape_of}
     assert reshapes == {"flatten4_forward", "flatten4_grad_input"}
+
+
+def test_a_sum_over_whole_rows_and_columns_is_one_loop_over_a_view():
+    """The bias gradient sums dL/dY over (n, i, j): its (i, j) loops become one loop of 1,024 over a
+    reshaped view; reads that do not index (i, j) last, whole, keep their two loops."""
+    from symcnn.adjoint import GatherTerm
+    from symcnn.codegen import _collapse_rows, _Lowering, layer_kernels
+
+    bias = next(kernel for kernel in layer_kernels(load_spec("seed004").layers[0]) if kernel.name == "conv1_grad_bias")
+    assert bias.views == (("grad_output_rows", "grad_output.reshape((grad_output.shape[0], 16, 1024))"),)
+    (term,) = bias.terms
+    assert [(loop.variable, loop.stop) for loop in term.loops] == [("n", "N"), ("ij", "1024")]
+    assert term.value == "grad_output_rows[n, c_out, ij]"
+
+    n, c, i, j = sympy.symbols("n c i j", integer=True, nonnegative=True)
+    grad_output = sympy.IndexedBase("dY")
+    tensor = type("Tensor", (), {"base": grad_output, "shape": (sympy.Symbol("N"), 4, 3, 3), "role": "grad_output",
+                                 "zero_padded": False})()
+    lowering = _Lowering([tensor], None)
+    limits = ((n, 0, 1), (i, 0, 2), (j, 0, 2))
+    for body, conditions in [(grad_output[n, c, j, i], ()), (grad_output[n, c, i, j] * i, ()),
+                             (grad_output[n, c, i, j], (sympy.Le(1, i),))]:
+        term = GatherTerm(limits, conditions, body)
+        assert _collapse_rows(lowering, term, [tensor], {}) is term

@@ -174,10 +174,10 @@ def conv1_grad_bias(grad_output, grad_bias):
     one float dtype; the caller checks every shape, since numba does not bounds-check.
     """
     N = grad_output.shape[0]
+    grad_output_rows = grad_output.reshape((grad_output.shape[0], 16, 64))
     for c_out in prange(16):
         acc = 0.0
         for n in range(N):
-            for i in range(8):
-                for j in range(8):
-                    acc += grad_output[n, c_out, i, j]
+            for ij in range(64):
+                acc += grad_output_rows[n, c_out, ij]
         grad_bias[c_out] = acc

@@ -176,10 +176,10 @@ def conv1_grad_bias(grad_output, grad_bias):
     one float dtype; the caller checks every shape, since numba does not bounds-check.
     """
     N = grad_output.shape[0]
+    grad_output_rows = grad_output.reshape((grad_output.shape[0], 16, 1024))
     for c_out in prange(16):
         acc = 0.0
         for n in range(N):
-            for i in range(32):
-                for j in range(32):
-                    acc += grad_output[n, c_out, i, j]
+            for ij in range(1024):
+                acc += grad_output_rows[n, c_out, ij]
         grad_bias[c_out] = acc

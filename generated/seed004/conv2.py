@@ -203,10 +203,10 @@ def conv2_grad_bias(grad_output, grad_bias):
     one float dtype; the caller checks every shape, since numba does not bounds-check.
     """
     N = grad_output.shape[0]
+    grad_output_rows = grad_output.reshape((grad_output.shape[0], 32, 256))
     for c_out in prange(32):
         acc = 0.0
         for n in range(N):
-            for i in range(16):
-                for j in range(16):
-                    acc += grad_output[n, c_out, i, j]
+            for ij in range(256):
+                acc += grad_output_rows[n, c_out, ij]
         grad_bias[c_out] = acc
