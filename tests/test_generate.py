@@ -272,3 +272,19 @@ def test_a_sum_over_whole_rows_and_columns_is_one_loop_over_a_view():
                              (grad_output[n, c, i, j], (sympy.Le(1, i),))]:
         term = GatherTerm(limits, conditions, body)
         assert _collapse_rows(lowering, term, [tensor], {}) is term
+
+
+def test_an_element_wise_kernel_runs_over_each_image_as_one_loop():
+    """ReLU's kernels read and write only their own element: one loop over an image's 16,384
+    elements, through views; kernels that sum or read other elements keep their loops."""
+    from symcnn.codegen import layer_kernels
+
+    layers = {layer.label: layer for layer in load_spec("seed004").layers}
+    forward, gradient = layer_kernels(layers["relu1"])
+    assert gradient.output == "grad_input_rows"
+    assert [(loop.variable, loop.stop) for loop in gradient.output_loops] == [("n", "N"), ("cij", "16384")]
+    assert dict(gradient.views) == {name + "_rows": f"{name}.reshape(({name}.shape[0], 16384))"
+                                    for name in ("grad_output", "x", "grad_input")}
+    assert forward.output == "out_rows" and gradient.arguments == ("grad_output", "x", "grad_input")
+    for label in ("maxpool2d2", "flatten4"):
+        assert all(not kernel.views and kernel.output in ("out", "grad_input") for kernel in layer_kernels(layers[label]))

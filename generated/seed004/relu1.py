@@ -23,14 +23,14 @@ def relu1_forward(x, out):
     one float dtype; the caller checks every shape, since numba does not bounds-check.
     """
     N = x.shape[0]
+    x_rows = x.reshape((x.shape[0], 16384))
+    out_rows = out.reshape((out.shape[0], 16384))
     for n in prange(N):
-        for c in range(16):
-            for i in range(32):
-                for j in range(32):
-                    acc = 0.0
-                    load0 = x[n, c, i, j]
-                    acc += ((load0) if (load0 > 0) else (0))
-                    out[n, c, i, j] = acc
+        for cij in range(16384):
+            acc = 0.0
+            load0 = x_rows[n, cij]
+            acc += ((load0) if (load0 > 0) else (0))
+            out_rows[n, cij] = acc
 
 
 @njit(cache=True, parallel=True, fastmath={'contract'})
@@ -44,12 +44,13 @@ def relu1_grad_input(grad_output, x, grad_input):
     one float dtype; the caller checks every shape, since numba does not bounds-check.
     """
     N = grad_output.shape[0]
+    x_rows = x.reshape((x.shape[0], 16384))
+    grad_output_rows = grad_output.reshape((grad_output.shape[0], 16384))
+    grad_input_rows = grad_input.reshape((grad_input.shape[0], 16384))
     for n in prange(N):
-        for c in range(16):
-            for i in range(32):
-                for j in range(32):
-                    acc = 0.0
-                    load0 = x[n, c, i, j]
-                    load1 = grad_output[n, c, i, j]
-                    acc += ((load1) if (load0 > 0) else (0))
-                    grad_input[n, c, i, j] = acc
+        for cij in range(16384):
+            acc = 0.0
+            load0 = grad_output_rows[n, cij]
+            load1 = x_rows[n, cij]
+            acc += ((load0) if (load1 > 0) else (0))
+            grad_input_rows[n, cij] = acc
