@@ -109,6 +109,7 @@ class Network:
         self.spec = spec
         self.kernels = kernels
         self.dtype = np.dtype(DTYPES[dtype])
+        self._parameter_shapes = spec.parameter_shapes()  # checked before every pass
         self.params = self._initial_params(seed)
         self.input_stats = (0.0, 1.0)  # (mean, std) the inputs were standardized with in training
         self.profile: Optional[dict] = None  # set to {} to accumulate seconds per kernel
@@ -150,8 +151,8 @@ class Network:
         return params
 
     def _check_params(self) -> None:
-        expected = self.spec.parameter_shapes()
-        if set(self.params) != set(expected):
+        expected = self._parameter_shapes
+        if self.params.keys() != expected.keys():
             missing, extra = set(expected) - set(self.params), set(self.params) - set(expected)
             raise ValueError(f"params: missing {sorted(missing)}, unexpected {sorted(extra)}")
         for name, shape in expected.items():
@@ -340,6 +341,9 @@ class Network:
         if not np.isfinite(lr) or lr <= 0:
             raise ValueError(f"lr: must be a positive number, got {lr!r}")
         loss, grads = self.loss_and_grads(x, labels, input_gradient=False)
+        step = self.dtype.type(-lr)
         for name, parameter in self.params.items():
-            parameter -= self.dtype.type(lr) * grads[name]
+            gradient = grads[name]  # this call's own array: scaled in place, no temporary
+            gradient *= step
+            parameter += gradient
         return loss
