@@ -9,8 +9,8 @@ loop, contiguous in memory, so that the compiler can turn it into vector instruc
 - the *broadcast* operand, when its indices are affine (a window read), gets a zero-padded copy, so
   that the range and padding conditions of the formula become reads of zeros, never tests;
 - the accumulator (``tile``) keeps the lane axis last: one output row of an image, or, when the term
-  sums over the batch (weight gradients), the whole output, one per chunk of images, summed at the end (a dense layer's, too large
-  for that, in blocks of its lane axis, each taking every image);
+  sums over the batch (weight gradients), the whole output, one per chunk of images, summed at the
+  end (a dense layer's, too large for that, in blocks of its lane axis, each taking every image);
 - register blocking: each lane loop updates several tile elements (neighbouring output columns) by
   several products each (the innermost reduction loop unrolled), so that a tile element loaded
   takes several multiply-adds and a streamed value loaded serves several elements.
