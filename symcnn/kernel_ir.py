@@ -89,6 +89,9 @@ class Lanes:
     chunk_images: tuple[str, str]  # printed start and stop of chunk ``chunk``'s images
     stagings: tuple[Staging, ...]
     rows: tuple[Loop, ...]  # output loops outside the tile, after the batch (rows schedule)
+    # not over_batch: the printed number of parallel work items and item ``item``'s image and row
+    # part (the first row loop runs over that part's rows), or ("", "", ""): one item per image
+    parts: tuple[str, str, str]
     tile: tuple[Loop, ...]  # the tile's loops, the lane last (its stop is the runtime ``lanes``)
     tile_shape: tuple[str, ...]
     lane_extent: str  # the streamed argument's lane axis, ``weight.shape[0]``: a runtime value

@@ -63,6 +63,9 @@ BLOCK = 4
 OVER_BATCH_UNROLL = 8
 OVER_BATCH_BLOCK = 4
 
+#: A per-image kernel's rows are split in this many parallel parts (:func:`_row_parts`).
+ROW_PARTS = 2
+
 #: A lane-blocked weight gradient's tile (:func:`_lane_block`) holds about this many elements
 #: (20 KiB of float32: it stays in L1 while every image is added into it).
 LANE_BLOCK_ELEMENTS = 5120
@@ -171,6 +174,7 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
         block_bounds = (printer(FloorDiv(lanes_symbol + lane_block - 1, lane_block)),
                         printer(sympy.Max(0, block * lane_block, evaluate=False)),
                         printer(sympy.Min(lanes_symbol, start + lane_block) - start))
+    row_loops, parts = _row_parts(lowering, [(var, int(sizes[var])) for var in rows])
     tile = tuple(Loop(printer(var), ("width" if lane_block else "lanes") if var == lane else lowering.code(sizes[var]))
                  for var in tile_vars)
     init = lowering.code(constants[0].body) if constants else "0.0"
@@ -188,7 +192,8 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
             chunks=BATCH_CHUNKS,
             chunk_images=_chunk_images(lowering, batch),
             stagings=tuple(stagings),
-            rows=tuple(Loop(printer(var), lowering.code(sizes[var])) for var in rows),
+            rows=row_loops,
+            parts=parts,
             tile=tile,
             tile_shape=tuple(tile_extents),
             lane_extent=f"{lowering.names[streamed.base]}.shape[{list(streamed.indices).index(lane)}]",
@@ -202,6 +207,26 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
             block_bounds=block_bounds,
         ),
     }
+
+
+def _row_parts(lowering, rows: list[tuple[Symbol, int]]) -> tuple[tuple[Loop, ...], tuple[str, str, str]]:
+    """The row loops of a per-image kernel, the first split in ``ROW_PARTS`` when it divides: each
+    (image, part) pair is one parallel work item, so that a batch of one keeps every thread busy.
+
+    Returns the loops (the first from ``part``'s first row to its last) and the printed number of
+    items and item ``item``'s image and part (``("", "", "")``: one item per image). Each item
+    stages its image's copies, a small cost next to its rows (conv1: 3,468 values copied against
+    221,184 multiply-adds). Measured at batch 1 on seed004: conv2's forward 34 -> 20 µs.
+    """
+    printer = lowering.printer.doprint
+    loops = [Loop(printer(var), str(extent)) for var, extent in rows]
+    if not rows or rows[0][1] % ROW_PARTS:
+        return tuple(loops), ("", "", "")
+    item, part = Symbol("item", integer=True, nonnegative=True), Symbol("part", integer=True, nonnegative=True)
+    batch = Symbol("N", integer=True, positive=True)
+    size = rows[0][1] // ROW_PARTS
+    loops[0] = Loop(loops[0].variable, printer(size * part + size), False, printer(size * part))
+    return tuple(loops), (printer(ROW_PARTS * batch), printer(FloorDiv(item, ROW_PARTS)), printer(sympy.Mod(item, ROW_PARTS)))
 
 
 def _lane_block(over_batch: bool, stagings, lane, indices, tile_extents: list[int]) -> int:

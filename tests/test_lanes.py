@@ -39,6 +39,9 @@ def test_seed004_convolutions_and_dense_gradients_take_the_lanes_schedule():
     assert [(s.name, s.shape, s.per_image, s.zeroed) for s in forward.stagings] == [
         ("x_padded", ("16", "18", "18"), True, True), ("weight_t", ("16", "3", "3", "32"), False, False)]
     assert forward.init == "bias[c_out]"
+    # each image's 16 rows in two parallel items of 8 (a batch of one keeps both threads busy)
+    assert forward.parts == ("2*N", "(item) // 2", "item % 2")
+    assert [(loop.variable, loop.start, loop.stop) for loop in forward.rows] == [("i", "8*part", "8*part + 8")]
     # register-blocked: v unrolled (three products per update), four columns j per lane loop, and
     # the six distinct window reads of those four columns read once each
     assert [(loop.variable, loop.step) for loop in forward.around] == [("c_in", 1), ("u", 1), ("j", 4)]

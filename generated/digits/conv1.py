@@ -32,14 +32,17 @@ def conv1_forward(x, weight, bias, out):
     # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
     # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
     lanes = weight.shape[0]
-    for n in prange(N):
+    # Each image's rows in parts, one parallel item each, so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
         x_padded = np.zeros((1, 10, 10,), dtype=x.dtype)
         for a1 in range(1):
             for a2 in range(8):
                 for a3 in range(8):
                     x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
         tile = np.empty((8, 16,), dtype=x.dtype)
-        for i in range(8):
+        for i in range(4*part, 4*part + 4):
             for j in range(8):
                 for c_out in range(lanes):
                     tile[j, c_out] = bias[c_out]

@@ -32,14 +32,17 @@ def conv2_forward(x, weight, bias, out):
     # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
     # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
     lanes = weight.shape[0]
-    for n in prange(N):
+    # Each image's rows in parts, one parallel item each, so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
         x_padded = np.zeros((16, 18, 18,), dtype=x.dtype)
         for a1 in range(16):
             for a2 in range(16):
                 for a3 in range(16):
                     x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
         tile = np.empty((16, 32,), dtype=x.dtype)
-        for i in range(16):
+        for i in range(8*part, 8*part + 8):
             for j in range(16):
                 for c_out in range(lanes):
                     tile[j, c_out] = bias[c_out]
@@ -85,14 +88,17 @@ def conv2_grad_input(grad_output, weight, grad_input):
     # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
     # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
     lanes = weight.shape[1]
-    for n in prange(N):
+    # Each image's rows in parts, one parallel item each, so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
         grad_output_padded = np.zeros((32, 18, 18,), dtype=grad_output.dtype)
         for a1 in range(32):
             for a2 in range(16):
                 for a3 in range(16):
                     grad_output_padded[a1, a2 + 1, a3 + 1] = grad_output[n, a1, a2, a3]
         tile = np.empty((16, 16,), dtype=grad_output.dtype)
-        for k in range(16):
+        for k in range(8*part, 8*part + 8):
             for l in range(16):
                 for c_in in range(lanes):
                     tile[l, c_in] = 0.0
