@@ -174,7 +174,7 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
         block_bounds = (printer(FloorDiv(lanes_symbol + lane_block - 1, lane_block)),
                         printer(sympy.Max(0, block * lane_block, evaluate=False)),
                         printer(sympy.Min(lanes_symbol, start + lane_block) - start))
-    row_loops, parts = _row_parts(lowering, [(var, int(sizes[var])) for var in rows])
+    row_loops, parts = _row_parts(lowering, [(var, int(sizes[var])) for var in rows], batch)
     tile = tuple(Loop(printer(var), ("width" if lane_block else "lanes") if var == lane else lowering.code(sizes[var]))
                  for var in tile_vars)
     init = lowering.code(constants[0].body) if constants else "0.0"
@@ -209,7 +209,7 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
     }
 
 
-def _row_parts(lowering, rows: list[tuple[Symbol, int]]) -> tuple[tuple[Loop, ...], tuple[str, str, str]]:
+def _row_parts(lowering, rows: list[tuple[Symbol, int]], batch) -> tuple[tuple[Loop, ...], tuple[str, str, str]]:
     """The row loops of a per-image kernel, the first split in ``ROW_PARTS`` when it divides: each
     (image, part) pair is one parallel work item, so that a batch of one keeps every thread busy.
 
@@ -224,7 +224,6 @@ def _row_parts(lowering, rows: list[tuple[Symbol, int]]) -> tuple[tuple[Loop, ..
     if not rows or rows[0][1] % ROW_PARTS:
         return tuple(loops), ("", "", "")
     item, part = Symbol("item", integer=True, nonnegative=True), Symbol("part", integer=True, nonnegative=True)
-    batch = Symbol("N", integer=True, positive=True)
     size = rows[0][1] // ROW_PARTS
     loops[0] = Loop(loops[0].variable, printer(size * part + size), False, printer(size * part))
     return tuple(loops), (printer(ROW_PARTS * batch), printer(FloorDiv(item, ROW_PARTS)), printer(sympy.Mod(item, ROW_PARTS)))

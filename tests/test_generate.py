@@ -253,6 +253,7 @@ def test_only_a_row_major_copy_is_marked_as_a_reshape():
 def test_a_sum_over_whole_rows_and_columns_is_one_loop_over_a_view():
     """The bias gradient sums dL/dY over (n, i, j): its (i, j) loops become one loop of 1,024 over a
     reshaped view; reads that do not index (i, j) last, whole, keep their two loops."""
+    from symcnn import ops
     from symcnn.adjoint import GatherTerm
     from symcnn.codegen import _collapse_rows, _Lowering, layer_kernels
 
@@ -264,8 +265,7 @@ def test_a_sum_over_whole_rows_and_columns_is_one_loop_over_a_view():
 
     n, c, i, j = sympy.symbols("n c i j", integer=True, nonnegative=True)
     grad_output = sympy.IndexedBase("dY")
-    tensor = type("Tensor", (), {"base": grad_output, "shape": (sympy.Symbol("N"), 4, 3, 3), "role": "grad_output",
-                                 "zero_padded": False})()
+    tensor = ops.Tensor("grad_output", grad_output, (sympy.Symbol("N"), 4, 3, 3))
     lowering = _Lowering([tensor], None)
     limits = ((n, 0, 1), (i, 0, 2), (j, 0, 2))
     for body, conditions in [(grad_output[n, c, j, i], ()), (grad_output[n, c, i, j] * i, ()),
