@@ -1,7 +1,7 @@
 """Build hook: regenerate the shipped specs' kernels when a wheel is built.
 
 An installed symcnn then always carries kernels that match its templates ("generate optimized
-kernels at build time"), and the templates themselves, for specs generated on demand.
+kernels at build time"). The templates ship inside the package (symcnn/codegen/backends/numba_cpu/templates).
 """
 
 from __future__ import annotations
@@ -23,14 +23,13 @@ class GenerateKernels(BuildHookInterface):
         root = Path(self.root)
         sys.path.insert(0, str(root))
         try:
-            from symcnn.generate import generate
+            from symcnn.codegen.package import generate
             from symcnn.spec import SHIPPED_SPECS
         finally:
             sys.path.remove(str(root))
         self._output = Path(tempfile.mkdtemp(prefix="symcnn-kernels-"))
         generate(SHIPPED_SPECS, self._output)
         build_data["force_include"][str(self._output)] = "symcnn/_generated"
-        build_data["force_include"][str(root / "templates")] = "symcnn/templates"
 
     def finalize(self, version, build_data, artifact_path):
         output = getattr(self, "_output", None)

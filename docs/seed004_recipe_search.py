@@ -3,8 +3,8 @@
 A record of the search in docs/training.md, kept so that its figures can be reproduced; not part
 of the package. It trains document 004's network with PyTorch (fast enough to try many recipes)
 on exactly what ``symcnn train`` uses: the same resized digits and standardization
-(``symcnn.data``), the same initial parameters (``Network.from_spec(..., seed=s).params``, loaded
-into ``symcnn.bench.torch_model``), the same shuffles and the same learning rate at every step
+(``symcnn.training.data``), the same initial parameters (``Network.from_spec(..., seed=s).params``, loaded
+into ``symcnn.bench.bench.torch_model``), the same shuffles and the same learning rate at every step
 (``TrainConfig.learning_rate``). On the held-out split (``--test``) it gives the same accuracies
 as ``symcnn train`` (checked: 96.94 / 96.66 / 95.82% for seeds 0 / 1 / 2 with ``--lr 0.01
 --epochs 8 --label-smoothing 0``, and 97.77 / 98.05 / 98.05% with the recipe).
@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from symcnn import Network
-from symcnn.bench import torch_model
-from symcnn.data import DIGITS_PATH, Dataset, load_digits, resize_bilinear, stratified_split
+from symcnn.bench.bench import torch_model
+from symcnn.training.data import DIGITS_PATH, Dataset, load_digits, resize_bilinear, stratified_split
 from symcnn.train_config import TrainConfig
 
 

@@ -1,19 +1,19 @@
 """symcnn: derive and run the mathematics of convolutional networks, from one definition per layer.
 
-- :mod:`symcnn.ops`: each op's forward pass as a SymPy index formula (the single definition);
-- :mod:`symcnn.layers`: those formulas expanded at small shapes, on arrays of symbols or numbers;
-- :mod:`symcnn.derive`: gradients by differentiation (the vector-Jacobian product) and
-  :func:`~symcnn.derive.derive` for one op at a small configuration;
-- :mod:`symcnn.examples`: the reference documents' worked examples, reproduced and checked;
-- :mod:`symcnn.adjoint`: general gradient formulas in index notation, derived;
-- :mod:`symcnn.generate` and :mod:`symcnn.runtime`: numba kernels from templates, and
-  :class:`~symcnn.runtime.Network`, which runs them (without SymPy).
+- :mod:`symcnn.symbolic.ops`: each op's forward pass as a SymPy index formula (the single definition);
+- :mod:`symcnn.symbolic.layers`: those formulas expanded at small shapes, on arrays of symbols or numbers;
+- :mod:`symcnn.symbolic.derive`: gradients by differentiation (the vector-Jacobian product) and
+  :func:`~symcnn.symbolic.derive.derive` for one op at a small configuration;
+- :mod:`symcnn.checking.examples`: the reference documents' worked examples, reproduced and checked;
+- :mod:`symcnn.symbolic.adjoint`: general gradient formulas in index notation, derived;
+- :mod:`symcnn.codegen.package` and :mod:`symcnn.runtime.network`: numba kernels from templates, and
+  :class:`~symcnn.runtime.network.Network`, which runs them (without SymPy).
 
 Names are imported lazily, so that ``import symcnn`` stays cheap and a numeric runtime that
 needs no SymPy does not load it.
 
 Example:
-    >>> from symcnn.derive import LayerConfig, derive
+    >>> from symcnn.symbolic.derive import LayerConfig, derive
     >>> derive(LayerConfig("conv2d", input_size=3, kernel=2, bias=False)).gradients["grad_input"][0, 0, 0, 1]
     a*w01 + b*w00
 """
@@ -22,8 +22,8 @@ from importlib import import_module
 
 __version__ = "0.1.0"
 
-# (``derive`` the function is not re-exported: the submodule ``symcnn.derive`` has that name.)
-_LAZY = {"LayerConfig": "symcnn.derive", "vjp": "symcnn.derive", "Network": "symcnn.runtime"}
+# (``derive`` the function is not re-exported: the submodule ``symcnn.symbolic.derive`` has that name.)
+_LAZY = {"LayerConfig": "symcnn.symbolic.derive", "vjp": "symcnn.symbolic.derive", "Network": "symcnn.runtime.network"}
 
 __all__ = ["LayerConfig", "vjp", "Network", "__version__"]
 

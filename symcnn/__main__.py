@@ -2,6 +2,6 @@
 
 import sys
 
-from symcnn.cli import main
+from symcnn.cli.main import main
 
 sys.exit(main())

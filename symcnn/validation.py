@@ -45,7 +45,7 @@ def output_sizes(input_size: Sequence[int], kernel: Sequence[int], stride: Seque
                  padding: Sequence[int] = (0, 0), dilation: Sequence[int] = (1, 1)) -> tuple[int, ...]:
     """``floor((size + 2p - d(k - 1) - 1) / s) + 1`` per axis, in integers.
 
-    The same rule as :func:`symcnn.ops.output_size` (a test keeps them equal), for the code that
+    The same rule as :func:`symcnn.symbolic.ops.output_size` (a test keeps them equal), for the code that
     must not import SymPy: spec validation and the runtime.
 
     >>> output_sizes((32, 32), (3, 3), (1, 1), (1, 1))

@@ -51,7 +51,7 @@ def torch():
 def cli(capsys):
     """Run ``symcnn ARGV`` in this process: ``(exit status, stdout, stderr)``, whether main returns or
     argparse exits."""
-    from symcnn.cli import main
+    from symcnn.cli.main import main
 
     def run(*argv):
         try:

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from symcnn.bench import torch_model
-from symcnn.generate import generate
-from symcnn.runtime import Network, cache_dir
+from symcnn.bench.bench import torch_model
+from symcnn.codegen.package import generate
+from symcnn.runtime.network import Network, cache_dir
 from symcnn.spec import NetworkSpec, load_spec
 
 
@@ -44,7 +44,7 @@ def random_params(net: Network, rng) -> dict:
 
 
 def torch_loss_and_grads(spec: NetworkSpec, params: dict, x: np.ndarray, labels: np.ndarray, torch_dtype):
-    """The same network in PyTorch (symcnn.bench.torch_model, weights copied by name): loss, logits,
+    """The same network in PyTorch (symcnn.bench.bench.torch_model, weights copied by name): loss, logits,
     and every gradient, the input's included."""
     import torch
     import torch.nn.functional as F

@@ -62,7 +62,7 @@ def console_commands(text: str) -> list[ConsoleCommand]:
 
 
 def _run(argv: list[str]) -> tuple[int, str]:
-    from symcnn.cli import main
+    from symcnn.cli.main import main
 
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):

@@ -45,13 +45,13 @@ class PartSpec:
 
 
 def _examples() -> list[Report]:
-    from symcnn.examples import EXAMPLE_LIST
+    from symcnn.checking.examples import EXAMPLE_LIST
 
     return [example_report(example.name) for example in EXAMPLE_LIST]
 
 
 def _ops() -> list[Report]:
-    from symcnn.formulas import FORMULA_OPS
+    from symcnn.views.formula import FORMULA_OPS
 
     return [op_report(op) for op in FORMULA_OPS]
 
@@ -64,7 +64,7 @@ def _networks() -> list[Report]:
 
 def _errata() -> list[Report]:
     """``symcnn errata`` as a report: each document's claims, checked now, with their status."""
-    from symcnn.errata import collect, summary
+    from symcnn.checking.errata import collect, summary
 
     entries = collect()
     documents = list(dict.fromkeys(entry.document for entry in entries))

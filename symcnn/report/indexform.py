@@ -1,6 +1,6 @@
 """General index formulas as display rows: document 000's form, with every condition stated.
 
-A derived gradient (:class:`~symcnn.adjoint.GradientFormula`) is shown as its sums, its body and an
+A derived gradient (:class:`~symcnn.symbolic.adjoint.GradientFormula`) is shown as its sums, its body and an
 Iverson bracket of its conditions. Two display rewrites make it read like document 000, and
 change nothing of its value:
 
@@ -9,8 +9,8 @@ change nothing of its value:
 - a lower and an upper bound of the same index are written as one range, ``0 <= i <= H_out - 1``.
 
 Example:
-    >>> from symcnn import ops
-    >>> from symcnn.adjoint import derive_gradient
+    >>> from symcnn.symbolic import ops
+    >>> from symcnn.symbolic.adjoint import derive_gradient
     >>> shown = gradient_display(derive_gradient(ops.conv2d(), "input").substitute({ops.s_h: 1, ops.s_w: 1}))
     >>> [definition.name for definition in shown.definitions]
     ['i', 'j']
@@ -26,9 +26,9 @@ from typing import Optional
 import sympy
 from sympy import Eq, Expr, Indexed, Mod
 
-from symcnn.adjoint import GatherTerm, GradientFormula
-from symcnn.ops import IndexFormula
-from symcnn.printing import OUT_SIZE_NAMES, readable
+from symcnn.symbolic.adjoint import GatherTerm, GradientFormula
+from symcnn.symbolic.ops import IndexFormula
+from symcnn.printing.printers import OUT_SIZE_NAMES, readable
 from symcnn.report.mathtex import WIDTH, ReportPrinter, chunk_rows, visible_width
 
 __all__ = ["Definition", "Condition", "FormulaDisplay", "forward_display", "gradient_display", "size_rows"]

@@ -1,12 +1,12 @@
 """LaTeX for reports: symcnn's printer with tensor display names, and display rows that fit a page.
 
-:class:`ReportPrinter` extends :class:`~symcnn.printing.SymcnnLatexPrinter` (``_print_<Class>``
+:class:`ReportPrinter` extends :class:`~symcnn.printing.printers.SymcnnLatexPrinter` (``_print_<Class>``
 methods only) with display names for tensors (``S1`` printed ``S^{[1]}``, its gradient
 ``\\frac{\\partial L}{\\partial S^{[1]}_{...}}``), nested sums written one per index as document
 000 writes them, and an indicator ``[c]`` without a factor 1. The layout helpers split what is
 printed into rows of an ``aligned`` block: a long sum term by term, a condition list condition by
 condition, a small array as a matrix. They lay out printed strings; the math comes in as SymPy
-objects from :mod:`symcnn.derive`, :mod:`symcnn.adjoint` and :mod:`symcnn.ops`.
+objects from :mod:`symcnn.symbolic.derive`, :mod:`symcnn.symbolic.adjoint` and :mod:`symcnn.symbolic.ops`.
 
 Example:
     >>> from sympy import IndexedBase, symbols
@@ -28,8 +28,8 @@ from typing import Iterable, Mapping, Optional, Sequence
 import sympy
 from sympy import Array, Expr, Piecewise
 
-from symcnn.printing import Iverson, SymcnnLatexPrinter
-from symcnn.tensors import element_name, indices_of
+from symcnn.printing.printers import Iverson, SymcnnLatexPrinter
+from symcnn.symbolic.tensors import element_name, indices_of
 
 __all__ = ["ReportPrinter", "WIDTH", "visible_width", "indicators", "sum_rows", "chunk_rows", "matrix",
            "tensor_matrices", "tensor_cells", "matrix_width", "matrix_rows", "entry_rows", "entry_name", "gradient_entry_name", "scalar"]

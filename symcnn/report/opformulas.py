@@ -1,10 +1,10 @@
 """``symcnn report --op OP``: an op's general formulas, with their conditions, and a small instance.
 
-The forward formula is the op's definition (:mod:`symcnn.ops`); every gradient is derived from it
-(:func:`symcnn.formulas.general_formula`, :mod:`symcnn.adjoint`) and shown in document 000's form,
+The forward formula is the op's definition (:mod:`symcnn.symbolic.ops`); every gradient is derived from it
+(:func:`symcnn.views.formula.general_formula`, :mod:`symcnn.symbolic.adjoint`) and shown in document 000's form,
 with the divisibility and range conditions. Beside them, a small instance: the formulas
-instantiated at a few elements (:mod:`symcnn.expand`), each entry checked, when the page is
-built, against the element-wise derivative of the expanded forward pass (:mod:`symcnn.verify`).
+instantiated at a few elements (:mod:`symcnn.symbolic.expand`), each entry checked, when the page is
+built, against the element-wise derivative of the expanded forward pass (:mod:`symcnn.symbolic.verify`).
 
 Example:
     >>> report = op_report("conv2d", stride=1, padding=0, dilation=1)
@@ -21,21 +21,21 @@ from typing import Optional
 import sympy
 from sympy import Array
 
-from symcnn import ops
-from symcnn.adjoint import GradientFormula, derive_gradient
-from symcnn.expand import evaluate
-from symcnn.formulas import FORMULA_OPS, general_formula
-from symcnn.printing import OUT_SIZE_NAMES, readable
+from symcnn.symbolic import ops
+from symcnn.symbolic.adjoint import GradientFormula, derive_gradient
+from symcnn.symbolic.expand import evaluate
+from symcnn.views.formula import FORMULA_OPS, general_formula
+from symcnn.printing.printers import OUT_SIZE_NAMES, readable
 from symcnn.report.document import Display, Items, Prose, Report, Section
 from symcnn.report.indexform import FormulaDisplay, forward_display, gradient_display, size_rows
 from symcnn.report.mathtex import ReportPrinter, entry_name, entry_rows, gradient_entry_name, matrix_rows, sum_rows
-from symcnn.tensors import indices_of, symbol_array
+from symcnn.symbolic.tensors import indices_of, symbol_array
 from symcnn.validation import pair
-from symcnn.verify import elementwise_gradients, exactly_equal, expand_gradient
+from symcnn.symbolic.verify import elementwise_gradients, exactly_equal, expand_gradient
 
 __all__ = ["op_report", "Instance", "instance", "OP_SUMMARIES", "INSTANCE_KERNEL_LIMIT"]
 
-#: What each op is, in words (the formulas themselves come from symcnn.ops).
+#: What each op is, in words (the formulas themselves come from symcnn.symbolic.ops).
 OP_SUMMARIES = {
     "conv2d": "a 2-D convolution as deep-learning frameworks compute it (cross-correlation), with stride, "
               "zero padding and dilation",
@@ -103,7 +103,7 @@ def _forward_section(op: str, settings: dict, printer: ReportPrinter) -> Section
     view = general_formula(op, "forward", **settings)
     formula = view.forward
     shown = forward_display(formula, printer)
-    blocks = [Prose(f"The definition symcnn derives everything else from (`symcnn/ops.py`), {OP_SUMMARIES[op]}:")]
+    blocks = [Prose(f"The definition symcnn derives everything else from (`symcnn/symbolic/ops.py`), {OP_SUMMARIES[op]}:")]
     blocks += _display_blocks(FormulaDisplay(shown.rows))
     blocks.append(Items(tuple(_shape_item(t, formula.parameters, printer) for t in formula.tensors)))
     padded = [t for t in formula.operands if t.zero_padded]
@@ -273,7 +273,7 @@ def op_report(op: str, kernel=None, stride=None, padding=None, dilation=None) ->
     roles = _roles(formula)
     intro = (Prose(f"`{op}` is {OP_SUMMARIES[op]}. Its gradients with respect to "
                    f"{', '.join(_ROLE_TITLES[r] for r in roles)} are derived from the forward formula "
-                   "(`symcnn/adjoint.py`): differentiate, then eliminate each Kronecker delta by solving its index "
+                   "(`symcnn/symbolic/adjoint.py`): differentiate, then eliminate each Kronecker delta by solving its index "
                    "equation for a summation index, keeping the conditions under which the solution is an index. "
                    "Every index is 0-based; tensors are NCHW."),)
     if shown:

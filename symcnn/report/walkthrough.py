@@ -4,9 +4,9 @@ Forward: each layer's equation at its concrete sizes, with its output shape and 
 the loss. Backward: from the loss to the input, one chain-rule step a layer: softmax with
 cross-entropy gives ``(p - y)/N``, the dense layer its three gradients, flatten the inverse of its
 index map, max pooling routes to the window's first maximum, ReLU masks, the convolution its
-three gradients. Every equation is the op's forward formula (:mod:`symcnn.ops`) or its derived
-gradient (:mod:`symcnn.adjoint`), specialized to the layer (the same step that feeds the kernel
-generator, :func:`symcnn.codegen`), with each tensor given the name document 004 uses
+three gradients. Every equation is the op's forward formula (:mod:`symcnn.symbolic.ops`) or its derived
+gradient (:mod:`symcnn.symbolic.adjoint`), specialized to the layer (the same step that feeds the kernel
+generator, :func:`symcnn.codegen.lower`), with each tensor given the name document 004 uses
 (``S^{[1]}``, ``A^{[1]}``, ``P^{[1]}``, ``h``, ``z``, ``p``).
 
 Example:
@@ -25,15 +25,15 @@ from dataclasses import dataclass
 import sympy
 from sympy import IndexedBase
 
-from symcnn import ops
-from symcnn.adjoint import GRADIENT_NAMES, GatherTerm, GradientFormula
-from symcnn.codegen import _layer_parameters  # the layer's formula and its sizes, as the kernels get them
+from symcnn.symbolic import ops
+from symcnn.symbolic.adjoint import GRADIENT_NAMES, GatherTerm, GradientFormula
+from symcnn.codegen.lower import _layer_parameters  # the layer's formula and its sizes, as the kernels get them
 from symcnn.report.document import Display, Items, Prose, Report, Section
 from symcnn.report.indexform import FormulaDisplay, forward_display, gradient_display
 from symcnn.report.mathtex import ReportPrinter
 from symcnn.report.opformulas import general_gradient
 from symcnn.spec import LayerSpec, NetworkSpec, load_spec
-from symcnn.verify import exactly_equal
+from symcnn.symbolic.verify import exactly_equal
 
 __all__ = ["network_report", "LayerNames", "layer_names"]
 

@@ -3,7 +3,7 @@
 The tensors the example starts from (input, kernel, upstream gradient) as matrices, then every
 derived value: each output entry, each weight gradient, the complete input gradient (as entries
 and, where it fits, as a matrix). Every value is symcnn's own derivation (``WorkedExample.derive``,
-:mod:`symcnn.examples`), compared exactly with the document (:func:`symcnn.examples.same`) when the
+:mod:`symcnn.checking.examples`), compared exactly with the document (:func:`symcnn.checking.examples.same`) when the
 report is built, and marked as reproduced, completed by symcnn, or different.
 
 Example:
@@ -20,12 +20,12 @@ from typing import Any
 import sympy
 from sympy import Array
 
-from symcnn.examples import EXAMPLES, WorkedExample, same
+from symcnn.checking.examples import EXAMPLES, WorkedExample, same
 from symcnn.report.document import Display, Items, Prose, Report, Section
 from symcnn.report.mathtex import (WIDTH, ReportPrinter, entry_rows, gradient_entry_name, matrix_rows,
                                    matrix_width, scalar, sum_rows, tensor_cells, visible_width)
-from symcnn.tensors import element_name, indices_of
-from symcnn.verify import exactly_equal
+from symcnn.symbolic.tensors import element_name, indices_of
+from symcnn.symbolic.verify import exactly_equal
 
 __all__ = ["example_report", "key_latex"]
 
@@ -127,7 +127,7 @@ def _array_blocks(example: WorkedExample, key: str, array: Array, printer: Repor
 
 
 def example_report(name: str) -> Report:
-    """The report of one worked example (a name of :data:`symcnn.examples.EXAMPLES`)."""
+    """The report of one worked example (a name of :data:`symcnn.checking.examples.EXAMPLES`)."""
     if name not in EXAMPLES:
         raise ValueError(f"example: unknown example {name!r}; choose from {', '.join(EXAMPLES)}")
     example = EXAMPLES[name]

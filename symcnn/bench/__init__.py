@@ -1,0 +1,1 @@
+"""Benchmarks: the generated kernels side by side with PyTorch and an independent NumPy network."""

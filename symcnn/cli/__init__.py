@@ -1,0 +1,1 @@
+"""The ``symcnn`` command: a thin layer over the stages below it."""

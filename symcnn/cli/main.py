@@ -1,0 +1,438 @@
+"""The ``symcnn`` command. Thin: it parses arguments and calls the library.
+
+User errors print one line on stderr and exit with status 2; ``--check`` mismatches exit 1.
+
+Example:
+    $ symcnn derive conv2d --input 3x3 --kernel 2 --no-bias
+    $ symcnn examples --check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from typing import Optional, Sequence
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the option and the constraint), exit status 2."""
+
+    def error(self, message: str):  # noqa: D401 (argparse's API)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _size(text: str) -> object:
+    """``3`` or ``3x4`` as an int or an (int, int) pair."""
+    match = re.fullmatch(r"\s*(-?\d+)\s*(?:[xX×]\s*(-?\d+)\s*)?", text)  # sign: the library names the bound
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected an integer or HxW (like 3 or 3x4), got {text!r}")
+    first, second = match.groups()
+    return int(first) if second is None else (int(first), int(second))
+
+
+def _count(text: str) -> int:
+    if not re.fullmatch(r"\s*\d+\s*", text):
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    return int(text)
+
+
+def _values(text: str) -> list[list[str]]:
+    """Rows separated by ``;``, numbers in a row by commas or spaces."""
+    rows = [[item for item in re.split(r"[\s,]+", row.strip()) if item] for row in text.split(";")]
+    rows = [row for row in rows if row]
+    if not rows:
+        raise argparse.ArgumentTypeError("expected numbers like '1,5,4; 9,2,1; 6,3,2'")
+    return rows
+
+
+def _add_derive(commands) -> None:
+    from symcnn.symbolic.derive import OPS
+
+    derive = commands.add_parser(
+        "derive",
+        help="expand one op at a small configuration: output and every gradient",
+        description="Expand OP at a small configuration and derive dL/dX, dL/dW and dL/db by differentiation.",
+    )
+    derive.add_argument("op", choices=OPS, metavar="OP", help=f"one of {', '.join(OPS)}")
+    derive.add_argument("--input", type=_size, default=(3, 3), metavar="HxW",
+                        help="input height x width (dense: the number of input features); default 3x3")
+    derive.add_argument("--kernel", type=_size, default=(2, 2), metavar="K|KhxKw", help="kernel size; default 2x2")
+    derive.add_argument("--channels-in", type=_count, default=1, metavar="C", help="input channels; default 1")
+    derive.add_argument("--channels-out", type=_count, default=1, metavar="C",
+                        help="output channels (conv2d) or output features (dense); default 1")
+    derive.add_argument("--stride", type=_size, default=None, metavar="S|SHxSW",
+                        help="default 1 for conv2d, the kernel size for pooling (as in PyTorch)")
+    derive.add_argument("--padding", type=_size, default=0, metavar="P|PHxPW", help="zero padding (conv2d); default 0")
+    derive.add_argument("--dilation", type=_size, default=1, metavar="D|DHxDW", help="dilation (conv2d); default 1")
+    derive.add_argument("--batch", type=_count, default=1, metavar="N", help="batch size; default 1")
+    derive.add_argument("--no-bias", action="store_true", help="conv2d or dense without a bias")
+    derive.add_argument("--values", type=_values, default=None, metavar="ROWS",
+                        help="numeric input in row-major order, rows separated by ';' (e.g. '1,5,4;9,2,1;6,3,2')")
+    derive.add_argument("--format", choices=("text", "latex", "json"), default="text")
+    derive.add_argument("--steps", action="store_true",
+                        help="show each gradient entry as its chain-rule steps (and, with --values, "
+                             "a numeric walk-through)")
+    derive.add_argument("--entry", action="append", default=[], metavar="NAME",
+                        help="the steps of this entry only, like x11, w00 or b0, or of a whole tensor "
+                             "(x, w, b); repeatable; implies --steps")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="symcnn", description="Derive and check the mathematics of convolutional networks.")
+    parser.add_argument("--version", action="version", version=f"symcnn {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    commands.add_parser("demo", help="a guided tour: the documents' examples, derived and checked")
+    examples = commands.add_parser("examples", help="list the documents' worked examples; --check derives them")
+    examples.add_argument("--check", action="store_true", help="derive each example and compare with its document")
+    examples.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_derive(commands)
+    _add_formula(commands)
+    _add_generate(commands)
+    _add_train(commands)
+    _add_bench(commands)
+    _add_report(commands)
+    _add_check(commands)
+    _add_errata(commands)
+    return parser
+
+
+def _add_report(commands) -> None:
+    from symcnn.cli.report import add_arguments
+
+    report = commands.add_parser(
+        "report",
+        help="derivation reports: a worked example, an op's formulas or a network's walk-through, as LaTeX, "
+             "PDF or Markdown",
+        description="Write a derivation report built from the same derivation objects the kernels come from: "
+                    "LaTeX (-o FILE.tex), PDF (-o FILE.pdf, with latexmk or pdflatex) or GitHub Markdown.",
+    )
+    add_arguments(report, size=_size)
+
+
+def _add_check(commands) -> None:
+    from symcnn.cli.check import add_check
+
+    add_check(commands, _size, _values)
+
+
+def _add_errata(commands) -> None:
+    from symcnn.cli.check import add_errata
+
+    add_errata(commands)
+
+
+def _add_bench(commands) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="time the generated kernels against NumPy (im2col + BLAS) and PyTorch, side by side",
+        description="Forward and train-step throughput (images/s, GFLOP/s) and batch-1 train-step latency of "
+                    "the generated kernels, a NumPy im2col baseline and PyTorch (when installed), interleaved, "
+                    "median of repeats, with the ratios to PyTorch.",
+    )
+    bench.add_argument("spec", metavar="SPEC", help="a shipped spec name or a .toml path")
+    bench.add_argument("--batch", type=_number(int), default=64)
+    bench.add_argument("--threads", type=_number(int), default=2)
+    bench.add_argument("--repeat", type=_number(int), default=7)
+    bench.add_argument("--profile", action="store_true", help="time each generated kernel of the train step")
+    bench.add_argument("--json", action="store_true", help="machine-readable results")
+    bench.add_argument("--startup", action="store_true",
+                       help="also time start-up: generate into an empty directory, then a new process's first "
+                            "train step, cold (compiling) and warm (numba's cache)")
+
+
+def _number(kind):
+    def parse(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a{'n integer' if kind is int else ' number'}, got {text!r}")
+    return parse
+
+
+def _add_train(commands) -> None:
+    train = commands.add_parser(
+        "train",
+        help="train a network's generated kernels on real data (minibatch SGD with momentum)",
+        description="Train SPEC on the shipped handwritten digits (resized to the spec's input) or an .npz "
+                    "file, with a progress bar, held-out accuracy per epoch, checkpoints and curves.",
+    )
+    train.add_argument("spec", metavar="SPEC", help="a shipped spec name or a .toml path")
+    train.add_argument("--data", default="digits", metavar="digits|PATH.npz",
+                       help="'digits' (1,797 real 8x8 digits, shipped) or an .npz with x (N,C,H,W) and y (N,)")
+    # No default here: a setting not given is the spec's recommended one ([training]), else TrainConfig's.
+    from symcnn.train_config import TrainConfig
+
+    default = TrainConfig()
+    recommended = "the spec's [training] value, else"
+    train.add_argument("--epochs", type=_number(int), help=f"default: {recommended} {default.epochs}")
+    train.add_argument("--batch", type=_number(int), help=f"default: {recommended} {default.batch}")
+    train.add_argument("--lr", type=_number(float), help=f"peak learning rate (default: {recommended} {default.lr})")
+    train.add_argument("--schedule", choices=("cosine", "constant"),
+                       help=f"learning-rate schedule; cosine decays to 0 (default: {recommended} {default.schedule})")
+    train.add_argument("--warmup", type=_number(float), metavar="EPOCHS",
+                       help=f"epochs of linear learning-rate warm-up from 0 (default: {recommended} {default.warmup:g})")
+    train.add_argument("--momentum", type=_number(float), help=f"default: {recommended} {default.momentum}")
+    train.add_argument("--weight-decay", type=_number(float), help=f"default: {recommended} {default.weight_decay}")
+    train.add_argument("--label-smoothing", type=_number(float), metavar="S",
+                       help="train against targets (1 - S) * one_hot + S / classes "
+                            f"(default: {recommended} {default.label_smoothing:g})")
+    train.add_argument("--seed", type=_number(int), default=0, help="initialization and shuffling (default 0)")
+    train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    train.add_argument("--checkpoint", default=None, metavar="PATH",
+                       help="write a checkpoint here after every epoch and on Ctrl-C")
+    train.add_argument("--resume", default=None, metavar="PATH", help="continue from this checkpoint")
+    train.add_argument("--plot", default=None, metavar="PATH.png", help="write loss and accuracy curves (matplotlib)")
+    train.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_generate(commands) -> None:
+    generate = commands.add_parser(
+        "generate",
+        help="render the numba kernels of network specs from the templates",
+        description="Render templates/ into one package of numba kernels per spec: every layer's forward "
+                    "and gradient kernels and the loss, each shape a constant. Deterministic and atomic.",
+    )
+    generate.add_argument("specs", nargs="*", metavar="SPEC",
+                          help="shipped spec names or .toml paths (default: every shipped spec)")
+    generate.add_argument("--out", default=None, metavar="DIR", help="output directory (default: generated/)")
+    generate.add_argument("--check", action="store_true",
+                          help="write nothing; exit 1 and name the stale files when the output differs")
+
+
+def _add_formula(commands) -> None:
+    from symcnn.views.formula import FORMULA_OPS
+
+    formula = commands.add_parser(
+        "formula",
+        help="the general index formula of an op's gradient, derived, for any stride, padding and dilation",
+        description="Print the general formula of OP: its forward pass, or its gradient derived in gather "
+                    "form with every condition (divisibility by the stride, range of the solved index).",
+    )
+    formula.add_argument("op", choices=list(FORMULA_OPS), metavar="OP", help=f"one of {', '.join(FORMULA_OPS)}")
+    formula.add_argument("--wrt", choices=("input", "weight", "bias", "forward"), default="input",
+                         help="the gradient with respect to this operand, or the forward formula; default input")
+    for option, meta in (("kernel", "K|KhxKw"), ("stride", "S|SHxSW"), ("padding", "P|PHxPW"), ("dilation", "D|DHxDW")):
+        formula.add_argument(f"--{option}", type=_size, default=None, metavar=meta,
+                             help=f"specialize the {option} and simplify (default: general)")
+    formula.add_argument("--format", choices=("text", "latex", "json"), default="text")
+
+
+def _version() -> str:
+    from symcnn import __version__
+
+    return __version__
+
+
+_OPTION_OF_FIELD = {
+    "input_size": "--input",
+    "channels_in": "--channels-in",
+    "channels_out": "--channels-out",
+    "kernel": "--kernel",
+    "stride": "--stride",
+    "padding": "--padding",
+    "dilation": "--dilation",
+    "batch": "--batch",
+    "values": "--values",
+    "entry": "--entry",
+    "wrt": "--wrt",
+    "epochs": "--epochs",
+    "batch": "--batch",
+    "lr": "--lr",
+    "momentum": "--momentum",
+    "weight_decay": "--weight-decay",
+    "seed": "--seed",
+    "schedule": "--schedule",
+    "warmup": "--warmup",
+    "label_smoothing": "--label-smoothing",
+    "data": "--data",
+    "resume": "--resume",
+    "plot": "--plot",
+    "checkpoint": "--checkpoint",
+    "against": "--against",
+    "formula": "FORMULA",
+}
+
+
+def _as_option(message: str) -> str:
+    """A library message ``field: ...`` as the CLI says it: ``--option: ...``."""
+    field, separator, rest = message.partition(": ")
+    return f"{_OPTION_OF_FIELD[field]}: {rest}" if separator and field in _OPTION_OF_FIELD else message
+
+
+def _run_derive(args) -> int:
+    from symcnn.views import derivation as render
+    from symcnn.symbolic.derive import LayerConfig, derive, parse_values
+
+    if args.op == "dense" and isinstance(args.input, tuple):
+        raise ValueError("--input: dense takes the number of input features, like --input 4")
+    config = LayerConfig(
+        op=args.op,
+        input_size=args.input,
+        kernel=args.kernel,
+        channels_in=args.channels_in,
+        channels_out=args.channels_out,
+        stride=args.stride,
+        padding=args.padding,
+        dilation=args.dilation,
+        batch=args.batch,
+        bias=not args.no_bias,
+    )
+    values = None
+    if args.values is not None:
+        width = config.input_shape[-1]
+        for number, row in enumerate(args.values, start=1):
+            if len(args.values) > 1 and len(row) != width:
+                raise ValueError(f"--values: row {number} has {len(row)} numbers, expected {width} (the input width)")
+        values = parse_values([item for row in args.values for item in row], config.input_shape)
+    if args.steps or args.entry:
+        from symcnn.views import steps as steps_view
+        from symcnn.symbolic.steps import steps
+
+        walk = steps(config, values, args.entry)
+        print({"text": steps_view.as_text, "latex": steps_view.as_latex, "json": steps_view.as_json}[args.format](walk))
+        return 0
+    result = derive(config, values)
+    print({"text": render.as_text, "latex": render.as_latex, "json": render.as_json}[args.format](result))
+    return 0
+
+
+def _run_examples(args) -> int:
+    from symcnn.checking.examples import EXAMPLE_LIST, check
+
+    if not args.check:
+        if args.json:
+            print(json.dumps([{"name": e.name, "document": e.document, "section": e.section, "title": e.title}
+                              for e in EXAMPLE_LIST], indent=2))
+        else:
+            width = max(len(e.name) for e in EXAMPLE_LIST)
+            for e in EXAMPLE_LIST:
+                print(f"{e.name:<{width}}  {e.document}  {e.title}")
+        return 0
+    results = [check(example) for example in EXAMPLE_LIST]
+    if args.json:
+        print(json.dumps([{"name": r.name, "document": r.document, "status": r.status, "checked": r.checked,
+                           "mismatches": list(r.mismatches)} for r in results], indent=2))
+    else:
+        print(_results_table(results))
+    return 1 if any(r.status != "ok" for r in results) else 0
+
+
+def _results_table(results) -> str:
+    width = max(len(r.name) for r in results)
+    lines = [f"{'example':<{width}}  {'document':<25}  status"]
+    for r in results:
+        lines.append(f"{r.name:<{width}}  {r.document:<25}  {r.status} ({r.checked} values)")
+        lines += [f"    {mismatch}" for mismatch in r.mismatches]
+    passed = sum(r.status == "ok" for r in results)
+    lines.append(f"{passed} of {len(results)} examples reproduce their documents")
+    return "\n".join(lines)
+
+
+def _run_formula(args) -> int:
+    from symcnn.views.formula import general_formula
+
+    view = general_formula(args.op, args.wrt, kernel=args.kernel, stride=args.stride,
+                           padding=args.padding, dilation=args.dilation)
+    print({"text": view.text, "latex": view.latex, "json": view.json}[args.format]())
+    return 0
+
+
+def _run_generate(args) -> int:
+    from symcnn.codegen.package import generate
+    from symcnn.spec import SHIPPED_SPECS
+
+    specs = args.specs or list(SHIPPED_SPECS)
+    if args.check:
+        stale = generate(specs, args.out, check=True)
+        for path in stale:
+            print(f"stale: {path}")
+        if stale:
+            print(f"{len(stale)} generated file(s) differ from what the templates produce; "
+                  "run `symcnn generate` to update them", file=sys.stderr)
+            return 1
+        print(f"generated kernels are up to date ({', '.join(specs)})")
+        return 0
+    for path in generate(specs, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+def _run_train(args) -> int:
+    from symcnn.cli.train import run_training
+
+    return run_training(args)
+
+
+def _run_bench(args) -> int:
+    for option, value in (("--batch", args.batch), ("--threads", args.threads), ("--repeat", args.repeat)):
+        if value < 1:
+            raise ValueError(f"{option}: must be an integer >= 1, got {value}")
+    from symcnn.bench.bench import bench
+
+    result = bench.run_benchmark(args.spec, batch=args.batch, threads=args.threads, repeat=args.repeat,
+                                 profile=args.profile)
+    startup = bench.measure_startup(args.spec, args.batch) if args.startup else None
+    if args.json:
+        data = json.loads(bench.as_json(result))
+        if startup:
+            data["startup"] = startup
+        print(json.dumps(data, indent=2))
+    else:
+        print(bench.format_report(result) + ("\n\n" + bench.format_startup(startup) if startup else ""))
+    return 0
+
+
+def _run_report(args) -> int:
+    from symcnn.cli.report import run
+
+    return run(args)
+
+
+def _run_check(args) -> int:
+    from symcnn.cli.check import run_check
+
+    return run_check(args)
+
+
+def _run_errata(args) -> int:
+    from symcnn.cli.check import run_errata
+
+    return run_errata(args)
+
+
+def _run_demo(args) -> int:
+    from symcnn.cli.main import demo
+
+    return demo.run()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    runners = {"demo": _run_demo, "examples": _run_examples, "derive": _run_derive, "formula": _run_formula,
+               "generate": _run_generate, "train": _run_train, "bench": _run_bench, "report": _run_report,
+               "check": _run_check, "errata": _run_errata}
+    try:
+        return runners[args.command](args)
+    except ValueError as error:  # user errors: one line naming the option, no traceback
+        print(f"symcnn {args.command}: error: {_as_option(str(error))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("symcnn: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `symcnn ... | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0
+    except OSError as error:  # an unwritable --out, a full disk: say so in one line
+        print(f"symcnn {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""``symcnn train``: the command's flow around :class:`symcnn.training.trainer.Trainer`.
+
+Example:
+    $ symcnn train digits --epochs 15 --checkpoint run.npz --plot curves.png
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+__all__ = ["run_training", "plot_history"]
+
+
+def _say(text: str, to_stderr: bool) -> None:
+    print(text, file=sys.stderr if to_stderr else sys.stdout, flush=True)
+
+
+def _check_output_path(path: str, option: str, suffix: str) -> Path:
+    target = Path(path)
+    if suffix and target.suffix.lower() != suffix:
+        raise ValueError(f"{option}: must end in {suffix}, got {path!r}")
+    if not target.parent.exists():
+        raise ValueError(f"{option}: the directory {str(target.parent)!r} does not exist")
+    return target
+
+
+def plot_history(history: list, path: Path, title: str) -> None:
+    """Loss (train, test) and test accuracy per epoch, as a PNG written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [record["epoch"] for record in history]
+    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4))
+    loss_axes.plot(epochs, [r["train_loss"] for r in history], marker="o", label="train")
+    loss_axes.plot(epochs, [r["test_loss"] for r in history], marker="o", label="held out")
+    loss_axes.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    loss_axes.legend()
+    accuracy_axes.plot(epochs, [100 * r["test_accuracy"] for r in history], marker="o", color="C2")
+    accuracy_axes.set(xlabel="epoch", ylabel="accuracy (%)", title="held-out accuracy")
+    for axes in (loss_axes, accuracy_axes):
+        axes.grid(alpha=0.3)
+    figure.suptitle(title)
+    figure.tight_layout()
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(handle)
+    try:
+        figure.savefig(temporary, dpi=100)
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+        plt.close(figure)
+
+
+def run_training(args) -> int:
+    from symcnn.training.data import load_data
+    from symcnn.runtime.network import Network
+    from symcnn.spec import load_spec
+    from symcnn.training.trainer import TrainConfig, Trainer, TrainingDiverged
+
+    recommended = load_spec(args.spec).training
+    config = TrainConfig.resolve(recommended, epochs=args.epochs, batch=args.batch, lr=args.lr,
+                                 momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed,
+                                 schedule=args.schedule, warmup=args.warmup, label_smoothing=args.label_smoothing)
+    # The spec's recommendations that the run uses (an option given on the command line wins).
+    from_spec = [name for name in recommended if getattr(args, name) is None]
+    checkpoint = _check_output_path(args.checkpoint, "checkpoint", "") if args.checkpoint else None
+    plot = _check_output_path(args.plot, "plot", ".png") if args.plot else None
+    if plot is not None:
+        if importlib.util.find_spec("matplotlib") is None:  # checked before training starts
+            raise ValueError("plot: needs matplotlib; install it with pip install 'symcnn[plot]'")
+    net = Network.from_spec(args.spec, dtype=args.dtype, seed=args.seed)
+    data = load_data(args.data, net.spec.input_shape, net.spec.classes).standardized()
+    trainer = Trainer(net, config)
+    if args.resume:
+        trainer.resume(args.resume)
+        _say(f"resumed from {args.resume} at epoch {trainer.state.epoch}"
+             + (f", batch {trainer.state.step}" if trainer.state.step else ""), args.json)
+    quiet = args.json
+    _say(f"training {net.spec.name} on {data.name}: {len(data.x_train)} images, {len(data.x_test)} held out; "
+         f"{config.epochs} epochs of batch {config.batch}, lr {config.lr} ({config.warmup:g}-epoch warm-up, "
+         f"{config.schedule}), "
+         f"momentum {config.momentum}, weight decay {config.weight_decay}"
+         + (f", label smoothing {config.label_smoothing:g}" if config.label_smoothing else "")
+         + (f" ({', '.join(from_spec)} from the spec's [training] table)" if from_spec else ""), quiet)
+
+    def report(record: dict) -> None:
+        _say(f"epoch {record['epoch']:>3}/{config.epochs}  train loss {record['train_loss']:.4f}  "
+             f"held-out loss {record['test_loss']:.4f}  accuracy {100 * record['test_accuracy']:.2f}%  "
+             f"({record['seconds']:.1f} s)", quiet)
+
+    started = time.perf_counter()
+    try:
+        history = trainer.fit(data, progress=not args.no_progress, checkpoint=checkpoint, on_epoch=report)
+    except TrainingDiverged as error:
+        print(f"symcnn train: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        where = f"; checkpoint saved to {checkpoint} (continue with --resume {checkpoint})" if checkpoint else ""
+        print(f"symcnn train: interrupted at epoch {trainer.state.epoch + 1}, batch {trainer.state.step}{where}",
+              file=sys.stderr)
+        return 130
+    seconds = time.perf_counter() - started
+    trained = len(data.x_train) * len(history)  # images through the training steps, resumed epochs included
+    epoch_seconds = sum(record["seconds"] for record in history) or 1e-9
+    final = history[-1] if history else {"test_accuracy": float("nan"), "test_loss": float("nan"),
+                                         "train_loss": float("nan")}
+    summary = {
+        "spec": net.spec.name,
+        "data": data.name,
+        "epochs": len(history),
+        "test_accuracy": final["test_accuracy"],
+        "test_loss": final["test_loss"],
+        "train_loss": final["train_loss"],
+        "seconds": seconds,
+        "images_per_second": trained / epoch_seconds,
+        "history": history,
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "input_mean": data.mean,
+        "input_std": data.std,
+        "config": asdict(config),
+    }
+    if plot is not None and history:
+        plot_history(history, plot, f"{net.spec.name} on {data.name}")
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{net.spec.name}: held-out accuracy {100 * summary['test_accuracy']:.2f}% after {len(history)} "
+              f"epochs; {seconds:.1f} s, {summary['images_per_second']:,.0f} training images/s"
+              + (f"; curves in {plot}" if plot else "") + (f"; checkpoint {checkpoint}" if checkpoint else ""))
+    return 0

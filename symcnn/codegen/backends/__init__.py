@@ -1,0 +1,1 @@
+"""Code generation backends: each a folder with its schedules and its templates."""

@@ -1,0 +1,158 @@
+"""What a generated kernel is, as data: printed expressions and loop bounds for the templates.
+
+:mod:`symcnn.codegen.lower` lowers derived formulas to these; ``symcnn/codegen/backends/numba_cpu/templates/layer.py.jinja`` lays them out.
+Every string here is code printed from a formula by :class:`~symcnn.printing.printers.NumbaPrinter`, or a
+name, or a constant: the templates add loops, never arithmetic.
+
+Example:
+    >>> Loop("i", "16", parallel=True)
+    Loop(variable='i', stop='16', parallel=True, start='0', step=1)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+__all__ = ["Loop", "Reduction", "Term", "Staging", "Lanes", "Kernel"]
+
+
+@dataclass(frozen=True)
+class Loop:
+    variable: str
+    stop: str  # printed: a constant, N for the batch, or a bound folded from a condition
+    parallel: bool = False
+    start: str = "0"
+    step: int = 1  # a register-blocked or unrolled loop steps by its block
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """A value hoisted out of a term: ``name = sum (or max) over loops of value``."""
+
+    name: str
+    kind: str  # "sum" or "max"
+    loops: tuple[Loop, ...]
+    value: str
+
+
+@dataclass(frozen=True)
+class Term:
+    """``acc += value`` over ``loops`` where ``condition`` holds (``None``: always).
+
+    ``reductions`` are computed in the innermost loop, before the value (softmax's normalizer).
+    """
+
+    loops: tuple[Loop, ...]
+    condition: Optional[str]
+    value: str
+    reductions: tuple[Reduction, ...] = ()
+    loads: tuple[tuple[str, str], ...] = ()  # (name, printed read), read before the value
+
+
+@dataclass(frozen=True)
+class Staging:
+    """A kernel-internal copy of an operand, filled before it is read.
+
+    Zero-padded (``zeroed``: reads beyond the operand's bounds find zeros, so the loops test no
+    bounds) and/or with the lane axis last (so that the innermost loop runs over contiguous
+    memory). ``per_image``: the operand has a batch axis and the copy holds image ``n``.
+    """
+
+    name: str
+    shape: tuple[str, ...]  # printed extents
+    loops: tuple[Loop, ...]  # over the operand's axes, the batch axis excluded
+    target: str  # printed index into the copy
+    source: str  # printed read of the operand
+    per_image: bool
+    zeroed: bool
+
+
+@dataclass(frozen=True)
+class Lanes:
+    """The lanes schedule of a kernel whose one term is ``broadcast * streamed``.
+
+    One output axis, the lane, indexes only the streamed operand: the innermost loop runs along it,
+    contiguous in the staged copies and in ``tile``, an accumulator with the lane axis last, while
+    the broadcast value is read once outside that loop. Register blocking: the innermost reduction
+    loop is unrolled (``unroll`` terms per update) and the innermost outer tile loop blocked
+    (``block`` updates per lane loop), so that each tile element loaded in the lane loop takes
+    several multiply-adds, and each streamed value loaded serves several tile elements; the order
+    of every element's additions is the formula's, so the sums are the same bit for bit.
+    ``over_batch``: the term sums over the
+    batch (a weight gradient), so every thread accumulates its share of images into its own tile
+    and the tiles are summed at the end; otherwise the tile holds one output row of image ``n``.
+    """
+
+    over_batch: bool
+    chunks: int  # over_batch: the images are summed in this many chunks (the parallel loop)
+    chunk_images: tuple[str, str]  # printed start and stop of chunk ``chunk``'s images
+    stagings: tuple[Staging, ...]
+    rows: tuple[Loop, ...]  # output loops outside the tile, after the batch (rows schedule)
+    # not over_batch: the printed number of parallel work items and item ``item``'s image and row
+    # part (the first row loop runs over that part's rows), or ("", "", ""): one item per image
+    parts: tuple[str, str, str]
+    tile: tuple[Loop, ...]  # the tile's loops, the lane last (its stop is the runtime ``lanes``)
+    tile_shape: tuple[str, ...]
+    lane_extent: str  # the streamed argument's lane axis, ``weight.shape[0]``: a runtime value
+    tile_index: str  # printed index of the tile element of the current output element
+    init: str  # printed initial value of a tile element
+    # The loops around the lane loop: the term's reduction (the batch excluded), then the tile's
+    # outer loops; the innermost of each may step by a block (register blocking, below).
+    around: tuple[Loop, ...]
+    broadcasts: tuple[tuple[str, str], ...]  # (name, printed read), hoisted out of the lane loop
+    # (printed tile element, printed sum of products): ``element = element + products``, one per
+    # blocked tile element, each product in terms of a broadcast name, in the formula's order
+    updates: tuple[tuple[str, str], ...]
+    store: str  # printed output element that a tile element is written to
+    # over_batch only: > 0, the lane axis is summed in blocks of this width, in parallel, each
+    # block's tile taking every image in order (see symcnn.codegen.backends.numba_cpu.lanes._lane_block); 0, in chunks of
+    # the batch. ``block_bounds``: the printed number of blocks, block ``block``'s first lane and
+    # its width (from the runtime ``lanes``)
+    lane_block: int = 0
+    block_bounds: tuple[str, str, str] = ("", "", "")
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One generated function, fully printed: the template only lays it out."""
+
+    name: str
+    formula: str  # for the docstring
+    arguments: tuple[str, ...]  # arrays, in order; the output last
+    output: str
+    output_loops: tuple[Loop, ...]
+    # "sum": each output element accumulates its terms (gather); "accumulate": each output tile
+    # (the last two output axes, innermost) is zeroed, then every term adds into it, the reduction
+    # loops outside, so that the innermost loop runs along a row; "max": window max with argmax;
+    # "lanes": see :class:`Lanes`.
+    kind: str = "sum"
+    terms: tuple[Term, ...] = ()
+    tile: tuple[Loop, ...] = ()  # the inner output loops of an "accumulate" kernel
+    result: Optional[str] = None  # a scalar kernel's return value, printed (the loss's -acc/N)
+    switch: Optional[str] = None  # the argmax output of a max kernel
+    window: tuple[Loop, ...] = ()  # the window loops of a max kernel
+    window_value: str = ""
+    window_offset: str = ""
+    imports: frozenset = frozenset()  # (module, name) the printed code calls
+    batch_from: str = ""  # the argument whose first axis is the batch size N
+    lanes: Optional[Lanes] = None
+    # the argument whose row-major reshape the output is, element for element (flatten), or "":
+    # a runtime may pass a view of it instead of calling the kernel
+    reshape_of: str = ""
+    # (name, printed reshape of an argument): views the terms read, made before the loops
+    views: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def fastmath(self) -> str:
+        """numba's ``fastmath`` flags for this kernel, printed: LLVM may always fuse a multiply and
+        an add (``contract``: one rounding instead of two); in a gather kernel whose terms are
+        unconditional sums (dense forward, bias gradients, the loss), it may also reassociate the
+        sums and ignore the sign of a zero sum, so that a long sum vectorizes. Not in the lanes
+        schedule, which keeps each element's order of additions (its blocking is tested bit for
+        bit), nor under conditions (measured: ``nsz`` made max pooling's gradient 9x slower)."""
+        flags = ["contract"]
+        if self.kind == "sum" and any(term.loops for term in self.terms) and all(
+                term.condition is None and not term.loads for term in self.terms):
+            flags += ["nsz", "reassoc"]
+        return "{" + ", ".join(repr(flag) for flag in flags) + "}"

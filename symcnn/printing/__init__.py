@@ -1,0 +1,1 @@
+"""Stage 2, printing: SymPy printer subclasses (text, LaTeX, numba) in the documents' notation."""

@@ -1,0 +1,349 @@
+"""Run a network on its generated kernels: forward, loss and gradients, SGD steps.
+
+This module never imports SymPy. It loads a spec's generated kernel package (shipped in
+``generated/``, or generated on demand, in a subprocess, into a cache keyed by the spec's
+content), and validates every array at the boundary: numba does not bounds-check, so an
+unchecked array would be memory corruption, not an error.
+
+Example:
+    >>> import numpy as np
+    >>> net = Network.from_spec("digits", seed=0)
+    >>> x = np.zeros((2, 1, 8, 8), dtype=np.float32)
+    >>> net.forward(x).shape
+    (2, 10)
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from symcnn.spec import SHIPPED_SPECS, SPEC_DIR, LayerSpec, NetworkSpec, load_spec, shipped_kernels_dir
+
+__all__ = ["Network", "load_kernels", "cache_dir"]
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def cache_dir() -> Path:
+    """Where kernels of specs that are not shipped are generated: ``$SYMCNN_CACHE_DIR`` or
+    ``$XDG_CACHE_HOME/symcnn`` (default ``~/.cache/symcnn``)."""
+    if os.environ.get("SYMCNN_CACHE_DIR"):
+        return Path(os.environ["SYMCNN_CACHE_DIR"])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "symcnn"
+
+
+def _import_package(directory: Path, name: str):
+    """Import a generated package from its directory under a stable module name."""
+    if name in sys.modules:
+        return sys.modules[name]
+    location = importlib.util.spec_from_file_location(
+        name, directory / "__init__.py", submodule_search_locations=[str(directory)])
+    if location is None or location.loader is None:
+        raise ImportError(f"cannot import generated kernels from {directory}")
+    module = importlib.util.module_from_spec(location)
+    sys.modules[name] = module
+    try:
+        location.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def _generate_into(spec_path: str, out: Path) -> None:
+    """Run ``symcnn generate`` in a subprocess: code generation needs SymPy, the runtime does not."""
+    print(f"symcnn: generating kernels for spec {Path(spec_path).stem!r} into {out} (once; cached)",
+          file=sys.stderr)
+    result = subprocess.run([sys.executable, "-m", "symcnn", "generate", spec_path, "--out", str(out)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ValueError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "generation failed")
+
+
+def load_kernels(spec: NetworkSpec, spec_path: Optional[str] = None):
+    """The kernel package of ``spec``: the shipped one when it matches, else a cached one."""
+    shipped = shipped_kernels_dir() / spec.module_name
+    if (shipped / "__init__.py").is_file():
+        package = _import_package(shipped, f"symcnn_kernels_{spec.module_name}")
+        if getattr(package, "SPEC_DIGEST", None) == spec.digest():
+            return package
+        del sys.modules[f"symcnn_kernels_{spec.module_name}"]
+    key = f"{spec.module_name}_{spec.digest()}"
+    directory = cache_dir() / key
+    if not (directory / spec.module_name / "__init__.py").is_file():
+        if spec_path is None:
+            raise ValueError(f"spec {spec.name!r}: no generated kernels, and no spec file to generate them from")
+        _generate_into(spec_path, directory)
+    return _import_package(directory / spec.module_name, f"symcnn_kernels_{key}")
+
+
+def _describe(array) -> str:
+    if not isinstance(array, np.ndarray):
+        return f"a {type(array).__name__}"
+    layout = "" if array.flags.c_contiguous else "non-contiguous "
+    return f"a {layout}{array.dtype} array of shape {array.shape}"
+
+
+class Network:
+    """A network of generated kernels, with its parameters by PyTorch name.
+
+    ``params`` maps ``conv1.weight``, ``conv1.bias``, ... to arrays in PyTorch's shapes,
+    He-initialized from ``seed`` (biases zero). A Network reuses internal arrays between calls (the
+    arrays it returns are its callers' own), so one Network serves one thread at a time.
+    """
+
+    def __init__(self, spec: NetworkSpec, kernels, dtype: str = "float32", seed: int = 0):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype: must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        self.spec = spec
+        self.kernels = kernels
+        self.dtype = np.dtype(DTYPES[dtype])
+        self._parameter_shapes = spec.parameter_shapes()  # checked before every pass
+        self.params = self._initial_params(seed)
+        self.input_stats = (0.0, 1.0)  # (mean, std) the inputs were standardized with in training
+        self.profile: Optional[dict] = None  # set to {} to accumulate seconds per kernel
+        self._functions = {}
+        # Kernels that only reshape an argument (flatten) -> that argument: run as views, not called.
+        # Packages generated before RESHAPES existed have none.
+        self.reshapes: dict[str, str] = dict(getattr(kernels, "RESHAPES", {}))
+        self._compiling_announced = False
+        self._called: set[str] = set()
+        # Activations and input gradients, reused from call to call at the same batch size: a
+        # fresh multi-megabyte array costs a page fault per 4 KiB on first touch, more than some of
+        # the kernels that fill it. Only arrays that never leave the Network are kept here.
+        self._workspace: dict[tuple, np.ndarray] = {}
+        for module_name in kernels.MODULES:
+            module = importlib.import_module(f"{kernels.__name__}.{module_name}")
+            for kernel_name in kernels.ARGUMENTS:
+                if kernel_name.startswith(f"{module_name}_") and hasattr(module, kernel_name):
+                    self._functions[kernel_name] = getattr(module, kernel_name)
+
+    @classmethod
+    def from_spec(cls, spec: Union[str, os.PathLike], dtype: str = "float32", seed: int = 0) -> "Network":
+        """A shipped spec by name (``"seed004"``) or a path to a ``.toml`` spec file."""
+        loaded = load_spec(spec)
+        shipped = str(spec) in SHIPPED_SPECS
+        spec_path = str(SPEC_DIR / f"{spec}.toml") if shipped else str(Path(spec).resolve())
+        return cls(loaded, load_kernels(loaded, spec_path), dtype=dtype, seed=seed)
+
+    # --- parameters -----------------------------------------------------------------------
+
+    def _initial_params(self, seed: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        params = {}
+        for name, shape in self.spec.parameter_shapes().items():
+            if name.endswith(".bias"):
+                params[name] = np.zeros(shape, dtype=self.dtype)
+            else:
+                fan_in = int(np.prod(shape[1:]))
+                params[name] = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(self.dtype)
+        return params
+
+    def _check_params(self) -> None:
+        expected = self._parameter_shapes
+        if self.params.keys() != expected.keys():
+            missing, extra = set(expected) - set(self.params), set(self.params) - set(expected)
+            raise ValueError(f"params: missing {sorted(missing)}, unexpected {sorted(extra)}")
+        for name, shape in expected.items():
+            self._check_array(self.params[name], name, shape)
+
+    def load_params(self, params: dict) -> None:
+        """Replace the parameters (e.g. from a PyTorch ``state_dict`` as NumPy arrays), checked."""
+        converted = {name: np.ascontiguousarray(value, dtype=self.dtype) for name, value in params.items()}
+        previous, self.params = self.params, converted
+        try:
+            self._check_params()
+        except ValueError:
+            self.params = previous
+            raise
+
+    # --- checks ---------------------------------------------------------------------------
+
+    def _check_array(self, array, name: str, shape: tuple) -> None:
+        if (not isinstance(array, np.ndarray) or array.dtype != self.dtype or tuple(array.shape) != tuple(shape)
+                or not array.flags.c_contiguous):
+            expected = ", ".join(str(size) for size in shape)
+            raise ValueError(f"{name}: expected a C-contiguous {self.dtype} array of shape ({expected}), "
+                             f"got {_describe(array)}")
+
+    def _check_input(self, x) -> int:
+        if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[0] < 1:
+            raise ValueError(f"x: expected a C-contiguous {self.dtype} array of shape "
+                             f"(N, {', '.join(map(str, self.spec.input_shape))}), got {_describe(x)}")
+        self._check_array(x, "x", (x.shape[0], *self.spec.input_shape))
+        return x.shape[0]
+
+    def _targets(self, labels, batch: int, label_smoothing: float = 0.0) -> np.ndarray:
+        """One-hot rows, or with label smoothing ``s`` the rows ``(1 - s) * one_hot + s / classes``
+        (PyTorch's ``CrossEntropyLoss(label_smoothing=s)``). Each row sums to 1, as the generated
+        loss gradient assumes."""
+        if (not isinstance(labels, np.ndarray) or labels.shape != (batch,)
+                or not np.issubdtype(labels.dtype, np.integer)):
+            raise ValueError(f"labels: expected an integer array of shape ({batch},), got {_describe(labels)}")
+        if labels.min() < 0 or labels.max() >= self.spec.classes:
+            raise ValueError(f"labels: must lie in [0, {self.spec.classes - 1}], "
+                             f"got values from {labels.min()} to {labels.max()}")
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
+                or not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing: must be a number in [0, 1), got {label_smoothing!r}")
+        classes = self.spec.classes
+        targets = np.full((batch, classes), label_smoothing / classes, dtype=self.dtype)
+        targets[np.arange(batch), labels] += 1 - label_smoothing
+        return targets
+
+    # --- passes ---------------------------------------------------------------------------
+
+    def _call(self, kernel_name: str, arrays: dict):
+        names = self.kernels.ARGUMENTS[kernel_name]
+        source = self.reshapes.get(kernel_name)
+        if source is not None:  # a flatten: the output is a view of the argument, no copy
+            arrays[names[-1]] = arrays[source].reshape(arrays[names[-1]].shape)
+            return None
+        arguments = [arrays[name] for name in names]
+        function = self._functions[kernel_name]
+        if self.profile is not None:  # seconds per kernel, for symcnn bench --profile
+            start = time.perf_counter()
+            result = function(*arguments)
+            self.profile[kernel_name] = self.profile.get(kernel_name, 0.0) + time.perf_counter() - start
+            return result
+        if kernel_name in self._called:  # the common case, kept cheap (a dispatcher's signatures are not)
+            return function(*arguments)
+        self._called.add(kernel_name)
+        if not self._compiling_announced and not function.signatures:
+            # The first call compiles (or loads numba's cache); say so when it takes a while.
+            self._compiling_announced = True
+            timer = threading.Timer(1.0, lambda: print(
+                f"symcnn: compiling the {self.spec.name} kernels for {self.dtype} (first use; numba caches them)",
+                file=sys.stderr, flush=True))
+            timer.daemon = True
+            timer.start()
+            try:
+                return function(*arguments)
+            finally:
+                timer.cancel()
+        return function(*arguments)
+
+    def _buffer(self, purpose: str, shape: tuple, dtype) -> np.ndarray:
+        """A reusable internal array for ``purpose`` (``conv1.out``, ...) of this shape and dtype."""
+        key = (purpose, shape, np.dtype(dtype))
+        array = self._workspace.get(key)
+        if array is None:
+            if len(self._workspace) > 64:  # many batch sizes (an evaluation's last batch, ...): start over
+                self._workspace.clear()
+            array = self._workspace[key] = np.empty(shape, dtype=dtype)
+        return array
+
+    def _layer_arrays(self, layer: LayerSpec) -> dict:
+        arrays = {}
+        if layer.name and f"{layer.name}.weight" in self.params:
+            arrays["weight"] = self.params[f"{layer.name}.weight"]
+            if f"{layer.name}.bias" in self.params:
+                arrays["bias"] = self.params[f"{layer.name}.bias"]
+        return arrays
+
+    def _forward(self, x: np.ndarray):
+        batch = x.shape[0]
+        inputs, switches = [], {}
+        value = x
+        for layer in self.spec.layers:
+            inputs.append(value)
+            arrays = self._layer_arrays(layer)
+            arrays["x"] = value
+            arrays["out"] = self._buffer(f"{layer.label}.out", (batch, *layer.output_shape), self.dtype)
+            if layer.kind == "maxpool2d":
+                # the argmax offset within the window; the narrowest integer that holds it (measured:
+                # the pool's gradient kernel runs about 10x faster reading int8 than int64 or int32)
+                window = layer.settings["kernel"][0] * layer.settings["kernel"][1]
+                arrays["switch"] = switches[layer.label] = self._buffer(
+                    f"{layer.label}.switch", (batch, *layer.output_shape), np.int8 if window <= 127 else np.int32)
+            self._call(f"{layer.label}_forward", arrays)
+            value = arrays["out"]
+        return value, inputs, switches
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The class scores (logits) of ``x (N, C, H, W)``."""
+        self._check_input(x)
+        self._check_params()
+        return self._forward(x)[0].copy()  # the internal buffer is reused by the next call
+
+    def loss_and_grads(self, x: np.ndarray, labels: np.ndarray,
+                       label_smoothing: float = 0.0,
+                       input_gradient: bool = True) -> tuple[float, dict[str, np.ndarray]]:
+        """The batch-mean softmax cross-entropy (against smoothed targets if ``label_smoothing``)
+        and its gradient for every parameter and, unless ``input_gradient`` is false (training needs
+        none: the first layer's input gradient is skipped), the input."""
+        batch = self._check_input(x)
+        targets = self._targets(labels, batch, label_smoothing)
+        self._check_params()
+        logits, inputs, switches = self._forward(x)
+        loss = float(self._call("loss_forward", {"x": logits, "targets": targets}))
+        upstream = self._buffer("loss.grad_input", logits.shape, self.dtype)
+        self._call("loss_grad_input", {"x": logits, "targets": targets, "grad_input": upstream})
+        grads: dict[str, np.ndarray] = {}
+        for depth, (layer, layer_input) in enumerate(zip(reversed(self.spec.layers), reversed(inputs))):
+            arrays = self._layer_arrays(layer)
+            arrays.update(x=layer_input, grad_output=upstream)
+            if layer.label in switches:
+                arrays["switch"] = switches[layer.label]
+            for role in ("weight", "bias"):
+                if role in arrays:
+                    arrays[f"grad_{role}"] = gradient = np.empty_like(arrays[role])
+                    self._call(f"{layer.label}_grad_{role}", arrays)
+                    grads[f"{layer.name}.{role}"] = gradient
+            if depth == len(self.spec.layers) - 1 and not input_gradient:
+                break
+            arrays["grad_input"] = self._buffer(f"{layer.label}.grad_input", layer_input.shape, self.dtype)
+            self._call(f"{layer.label}_grad_input", arrays)
+            upstream = arrays["grad_input"]
+        else:
+            grads["input"] = upstream.copy()  # the internal buffer is reused by the next call
+        return loss, grads
+
+    def fit(self, data="digits", epochs: Optional[int] = None, batch: Optional[int] = None,
+            lr: Optional[float] = None, momentum: Optional[float] = None, weight_decay: Optional[float] = None,
+            seed: int = 0, schedule: Optional[str] = None, warmup: Optional[float] = None,
+            label_smoothing: Optional[float] = None, checkpoint=None, progress: bool = True) -> list[dict]:
+        """Train with minibatch SGD (see :mod:`symcnn.training.trainer`); returns one dict per epoch.
+
+        A setting left ``None`` is the spec's recommended one (its ``[training]`` table), else
+        :class:`~symcnn.train_config.TrainConfig`'s default. ``data`` is ``"digits"``, a path to an
+        ``.npz``, or a :class:`symcnn.training.data.Dataset`. Inputs are standardized by the training set's
+        mean and standard deviation, kept in ``self.input_stats`` for later predictions:
+        ``forward((x - mean) / std)``.
+        """
+        from symcnn.training.data import Dataset, load_data
+        from symcnn.training.trainer import TrainConfig, Trainer
+
+        config = TrainConfig.resolve(self.spec.training, epochs=epochs, batch=batch, lr=lr, momentum=momentum,
+                                     weight_decay=weight_decay, seed=seed, schedule=schedule, warmup=warmup,
+                                     label_smoothing=label_smoothing)
+        if not isinstance(data, Dataset):
+            data = load_data(str(data), self.spec.input_shape, self.spec.classes)
+        data = data.standardized()
+        trainer = Trainer(self, config)
+        history = trainer.fit(data, progress=progress, checkpoint=checkpoint)
+        self.input_stats = (data.mean, data.std)
+        return history
+
+    def train_step(self, x: np.ndarray, labels: np.ndarray, lr: float = 0.01) -> float:
+        """One step of plain SGD; returns the loss before the step."""
+        if not np.isfinite(lr) or lr <= 0:
+            raise ValueError(f"lr: must be a positive number, got {lr!r}")
+        loss, grads = self.loss_and_grads(x, labels, input_gradient=False)
+        step = self.dtype.type(-lr)
+        for name, parameter in self.params.items():
+            gradient = grads[name]  # this call's own array: scaled in place, no temporary
+            gradient *= step
+            parameter += gradient
+        return loss

@@ -1,0 +1,212 @@
+"""Scalar functions of the layers, each with its rule at non-differentiable points.
+
+The rules are part of the math, so they sit here beside the functions (DESIGN.md):
+
+- ``relu``: ReLU'(0) = 0 (the derivative of ``Piecewise((x, x > 0), (0, True))``).
+- ``leaky_relu``: f'(x) = alpha for x <= 0, as document 003 writes it.
+- ``elu``: f'(x) = alpha * exp(x) for x <= 0, which equals f(x) + alpha (document 003).
+- ``WindowMax``: the derivative with respect to an argument is 1 when that argument is the
+  *first* maximum in the argument order (row-major scan of a pooling window), else 0.
+  This is PyTorch's CPU tie rule, and with distinct values it is document 002's routing.
+
+Example:
+    >>> from sympy import symbols
+    >>> x0, x1 = symbols("x0 x1")
+    >>> WindowMax(3, 5, 5)
+    5
+    >>> WindowMax(x0, x1).diff(x0)
+    Piecewise((1, x0 >= x1), (0, True))
+"""
+
+from __future__ import annotations
+
+import sympy
+from sympy import And, Expr, Function, Piecewise, S, exp
+
+__all__ = ["relu", "leaky_relu", "elu", "WindowMax", "MaxOver", "FirstArgmax", "first_max_indicator"]
+
+
+def relu(x: Expr) -> Expr:
+    """max(0, x) with ReLU'(0) = 0.
+
+    >>> relu(S(-2)), relu(S(3))
+    (0, 3)
+    """
+    return Piecewise((x, x > 0), (S.Zero, True))
+
+
+def leaky_relu(x: Expr, alpha: Expr = sympy.Rational(1, 100)) -> Expr:
+    """x for x > 0, alpha*x otherwise (PyTorch's default alpha is 0.01)."""
+    return Piecewise((x, x > 0), (alpha * x, True))
+
+
+def elu(x: Expr, alpha: Expr = S.One) -> Expr:
+    """x for x > 0, alpha*(exp(x) - 1) otherwise."""
+    return Piecewise((x, x > 0), (alpha * (exp(x) - 1), True))
+
+
+def first_max_indicator(args: tuple[Expr, ...], position: int) -> Expr:
+    """1 where ``args[position]`` is the first maximum of ``args``, else 0.
+
+    The element at ``position`` wins when it is strictly greater than every earlier
+    element and at least as large as every later one.
+
+    >>> first_max_indicator((S(9), S(9)), 1)
+    0
+    """
+    candidate = args[position]
+    conditions = [candidate > other for other in args[:position]]
+    conditions += [candidate >= other for other in args[position + 1:]]
+    if any(condition is sympy.false for condition in conditions):
+        return S.Zero
+    conditions = [condition for condition in conditions if condition is not sympy.true]
+    if not conditions:
+        return S.One
+    # evaluate=False: SymPy's And/Piecewise canonicalization costs milliseconds per window
+    # element and finds nothing to simplify in these distinct comparisons.
+    condition = conditions[0] if len(conditions) == 1 else And(*conditions, evaluate=False)
+    return Piecewise((S.One, condition), (S.Zero, True), evaluate=False)
+
+
+class WindowMax(Function):
+    """The maximum of a pooling window, its arguments in row-major order.
+
+    Evaluates when every argument is a number; otherwise stays symbolic and
+    differentiates with the first-maximum routing rule.
+    """
+
+    @classmethod
+    def eval(cls, *args):
+        if not args:
+            raise ValueError("WindowMax needs at least one argument")
+        if len(args) == 1:
+            return args[0]
+        if all(arg.is_number and arg.is_comparable for arg in args):
+            return max(args, key=lambda arg: arg)  # max keeps the first of equal values
+        return None
+
+    def fdiff(self, argindex=1):
+        return first_max_indicator(self.args, argindex - 1)
+
+    def _eval_is_real(self):
+        return all(arg.is_real for arg in self.args) or None
+
+    # Printed as Max, its value: the text then parses back with sympy.sympify. The routing
+    # rule is WindowMax's own and shows in its derivative.
+    def _sympystr(self, printer) -> str:
+        return "Max(%s)" % ", ".join(printer._print(arg) for arg in self.args)
+
+    def _latex(self, printer) -> str:
+        return r"\max\left(%s\right)" % ", ".join(printer._print(arg) for arg in self.args)
+
+
+class MaxOver(Expr):
+    """``max`` of ``function`` over index ranges, the reduction twin of ``sympy.Sum``.
+
+    ``MaxOver(X[i + m], (m, 0, K - 1))`` is the index-notation form of a max-pooling
+    window; :func:`symcnn.symbolic.expand.unroll` turns it into a :class:`WindowMax` of the
+    window's elements in row-major order (the first limit varies slowest).
+
+    >>> from sympy import IndexedBase, symbols
+    >>> X, m = IndexedBase("X"), symbols("m", integer=True)
+    >>> MaxOver(X[m], (m, 0, 1))
+    max_{m}(X[m])
+    """
+
+    is_commutative = True
+
+    def __new__(cls, function, *limits):
+        limits = tuple(sympy.Tuple(*map(sympy.sympify, limit)) for limit in limits)
+        return Expr.__new__(cls, sympy.sympify(function), *limits)
+
+    @property
+    def function(self) -> Expr:
+        return self.args[0]
+
+    @property
+    def limits(self) -> tuple[sympy.Tuple, ...]:
+        return self.args[1:]
+
+    @property
+    def variables(self) -> list[Expr]:
+        return [limit[0] for limit in self.limits]
+
+    @property
+    def free_symbols(self):
+        return _free_symbols_of_reduction(self.function, self.limits)
+
+    def _latex(self, printer):
+        ranges = r"\\".join(r"%s \leq %s \leq %s" % (printer._print(low), printer._print(variable), printer._print(high))
+                            for variable, low, high in self.limits)
+        return r"\max_{\substack{%s}} %s" % (ranges, printer._print(self.function))
+
+    def _eval_derivative(self, symbol):
+        # d max_w f(w) = sum_w [w is the first argmax] * d f(w): the routing rule, in index form.
+        # The indicator keeps its own copy of the window with primed variables, so that
+        # substituting for the outer sum's variables never captures the window's.
+        primed = {var: sympy.Symbol(var.name + "'", **var.assumptions0) for var in self.variables}
+        window = self.function.xreplace(primed)
+        window_limits = [(primed[var], low, high) for var, low, high in self.limits]
+        indicator = FirstArgmax(window, tuple(self.variables), *window_limits)
+        return sympy.Sum(indicator * sympy.diff(self.function, symbol), *self.limits)
+
+    def _sympystr(self, printer) -> str:
+        variables = ", ".join(printer._print(var) for var in self.variables)
+        return f"max_{{{variables}}}({printer._print(self.function)})"
+
+
+def _free_symbols_of_reduction(function: Expr, limits) -> set:
+    bound = {limit[0] for limit in limits}
+    free = function.free_symbols - bound
+    for _, low, high in limits:
+        free |= low.free_symbols | high.free_symbols
+    return free
+
+
+class FirstArgmax(Expr):
+    """1 where ``position`` is the first argmax of ``function`` over the window ``limits``, else 0.
+
+    ``FirstArgmax(X[s*i + u'], (u,), (u', 0, K - 1))`` is the max-pooling routing indicator of
+    the gradient formula: it is 1 when the window element at offset ``u`` is the window's first
+    maximum in row-major order. :func:`symcnn.symbolic.expand.unroll` evaluates it at concrete indices
+    into :func:`first_max_indicator` of the window's elements.
+    """
+
+    is_commutative = True
+
+    def __new__(cls, function, position, *limits):
+        limits = tuple(sympy.Tuple(*map(sympy.sympify, limit)) for limit in limits)
+        return Expr.__new__(cls, sympy.sympify(function), sympy.Tuple(*position), *limits)
+
+    @property
+    def function(self) -> Expr:
+        return self.args[0]
+
+    @property
+    def position(self) -> tuple[Expr, ...]:
+        return tuple(self.args[1])
+
+    @property
+    def limits(self) -> tuple[sympy.Tuple, ...]:
+        return self.args[2:]
+
+    @property
+    def free_symbols(self):
+        free = _free_symbols_of_reduction(self.function, self.limits)
+        for coordinate in self.position:
+            free |= coordinate.free_symbols
+        return free
+
+    def _eval_derivative(self, symbol):
+        return S.Zero  # piecewise constant
+
+    def _sympystr(self, printer) -> str:
+        position = ", ".join(printer._print(p) for p in self.position)
+        variables = ", ".join(printer._print(limit[0]) for limit in self.limits)
+        return f"[({position}) = first argmax_{{{variables}}} {printer._print(self.function)}]"
+
+    def _latex(self, printer) -> str:
+        position = ", ".join(printer._print(p) for p in self.position)
+        variables = ", ".join(printer._print(limit[0]) for limit in self.limits)
+        return (r"\mathbf{1}\left[(%s) = \operatorname{argmax}_{%s} %s\right]"
+                % (position, variables, printer._print(self.function)))

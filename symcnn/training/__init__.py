@@ -1,0 +1,1 @@
+"""Training on the runtime: data sets, the trainer (SGD with momentum), checkpoints (no SymPy)."""

@@ -1,0 +1,193 @@
+"""General formulas of every op, specialized on request, as text, LaTeX and JSON.
+
+:func:`general_formula` gives the forward formula or a derived gradient of an op, with any of
+its parameters specialized (stride 1 drops the divisibility condition). The JSON view holds the
+exact SymPy object (``srepr`` of ``Eq(lhs, rhs)``), each tensor's role, name and shape, and each
+shape parameter's role mapped to its symbol's name (or its expression, where derived), so that a
+reader can rebuild the object, substitute a configuration and evaluate it.
+
+Example:
+    >>> view = general_formula("conv2d", "input", stride=1, padding=0, dilation=1)
+    >>> print(view.text().splitlines()[1])
+    dL/dX[n, c_in, k, l] = sum_{c_out=0..C_out - 1, u=0..K_h - 1, v=0..K_w - 1} [0 <= k - u and 0 <= l - v and k - u <= H_out - 1 and l - v <= W_out - 1] * (W[c_out, c_in, u, v]*dL/dY[n, c_out, k - u, l - v])
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
+
+import sympy
+from sympy import Eq, Sum
+
+from symcnn.symbolic import ops
+from symcnn.symbolic.adjoint import GradientFormula, derive_gradient
+from symcnn.printing.printers import OUT_SIZE_NAMES, Iverson, latex, readable, text
+from symcnn.validation import pair
+
+__all__ = ["FORMULA_OPS", "FormulaView", "general_formula", "from_srepr"]
+
+
+def from_srepr(text: str) -> sympy.Basic:
+    """Rebuild a formula from its ``srepr`` (the JSON's ``srepr`` field).
+
+    It is SymPy's constructor syntax; besides SymPy's names it may use ``ExprCondPair`` and
+    symcnn's reductions ``MaxOver`` and ``FirstArgmax``. Only evaluate text you trust.
+    """
+    from sympy.functions.elementary.piecewise import ExprCondPair
+
+    from symcnn.symbolic.functions import FirstArgmax, MaxOver, WindowMax
+
+    namespace = {**vars(sympy), "ExprCondPair": ExprCondPair, "MaxOver": MaxOver,
+                 "FirstArgmax": FirstArgmax, "WindowMax": WindowMax}
+    return eval(text, {"__builtins__": {}}, namespace)  # noqa: S307
+
+#: The ops with general formulas, by name.
+FORMULA_OPS: dict[str, Callable[[], ops.IndexFormula]] = {
+    "conv2d": ops.conv2d,
+    "maxpool2d": ops.maxpool2d,
+    "avgpool2d": ops.avgpool2d,
+    "global_avgpool": ops.global_avgpool,
+    "flatten": ops.flatten,
+    "dense": ops.dense,
+    "relu": ops.relu,
+    "leaky_relu": ops.leaky_relu,
+    "elu": ops.elu,
+    "softmax": ops.softmax,
+    "softmax_cross_entropy": ops.softmax_cross_entropy,
+    "cross_entropy": ops.cross_entropy,
+}
+
+# Which specialization each option sets: option -> (height role, width role).
+_SPECIALIZATIONS = {
+    "kernel": ("kernel_height", "kernel_width"),
+    "stride": ("stride_h", "stride_w"),
+    "padding": ("padding_h", "padding_w"),
+    "dilation": ("dilation_h", "dilation_w"),
+}
+_MINIMUM = {"kernel": 1, "stride": 1, "padding": 0, "dilation": 1}
+
+_DESCRIPTION = {"forward": "forward pass", "input": "gradient with respect to the input",
+                "weight": "gradient with respect to the weight", "bias": "gradient with respect to the bias"}
+
+
+@dataclass(frozen=True)
+class FormulaView:
+    """One formula of an op (``wrt`` = ``forward`` or an operand role) and how to show it."""
+
+    op: str
+    wrt: str
+    equation: Eq
+    forward: ops.IndexFormula
+    gradient: Optional[GradientFormula]
+    specialized: dict
+
+    @property
+    def conditions(self) -> tuple:
+        return self.gradient.conditions if self.gradient else ()
+
+    def _display_rhs(self):
+        """The right-hand side for reading: conditions as Iverson brackets, sizes named."""
+        if self.gradient is None:
+            rhs = self.equation.rhs
+        else:
+            rhs = sympy.Add(*[
+                Sum(Iverson(term.body, term.conditions) if term.conditions else term.body, *term.limits)
+                if term.limits else (Iverson(term.body, term.conditions) if term.conditions else term.body)
+                for term in self.gradient.terms
+            ])
+        return readable(rhs, self.forward.parameters)
+
+    def text(self) -> str:
+        settings = ", ".join(f"{name} {value}" for name, value in self.specialized.items())
+        header = f"{self.op}: {_DESCRIPTION.get(self.wrt, self.wrt)}" + (f" ({settings})" if settings else "")
+        lhs, rhs = self.equation.lhs, self._display_rhs()
+        lines = [header, f"{text(lhs)} = {text(rhs)}"]
+        lines += [f"  where {text(name)} = {text(size)}" for name, size in self._named_sizes(rhs)]
+        return "\n".join(lines)
+
+    def _named_sizes(self, display):
+        """The output sizes the display names (``H_out``), with their expressions."""
+        sizes = []
+        for role, name in OUT_SIZE_NAMES.items():
+            size = self.forward.parameters.get(role)
+            if size is not None and display.has(name):
+                sizes.append((name, size))
+        return sizes
+
+    def latex(self) -> str:
+        rhs = self._display_rhs()
+        lines = [f"{latex(self.equation.lhs)} = {latex(rhs)}"]
+        lines += [f"{latex(name)} = {latex(size)}" for name, size in self._named_sizes(rhs)]
+        return ",\\qquad\n".join(lines)
+
+    def as_dict(self) -> dict:
+        tensors = {}
+        for tensor in self.forward.tensors + ((self.gradient.gradient,) if self.gradient else ()) + (
+                (self.gradient.grad_output,) if self.gradient and self.gradient.grad_output is not None else ()):
+            tensors[tensor.role] = {"name": tensor.name, "shape": [str(dim) for dim in tensor.shape]}
+        parameters = {role: str(value) for role, value in self.forward.parameters.items()}
+        return {
+            "op": self.op,
+            "wrt": self.wrt,
+            "specialized": self.specialized,
+            "srepr": sympy.srepr(self.equation),
+            "text": text(self.equation.lhs) + " = " + text(self.equation.rhs),
+            "latex": self.latex(),
+            "conditions": [text(condition) for condition in self.conditions],
+            "tensors": tensors,
+            "parameters": parameters,
+        }
+
+    def json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2)
+
+    def _repr_latex_(self) -> str:
+        """Jupyter's rich display: the header line as text above :meth:`latex`."""
+        from symcnn.views.derivation import latex_text  # render is a view of derive; imported when displayed
+
+        return f"$$\n\\begin{{gathered}}\n{latex_text(self.text().splitlines()[0])} \\\\\n{self.latex()}\n\\end{{gathered}}\n$$"
+
+
+def _specialization(forward: ops.IndexFormula, op: str, settings: dict) -> tuple[dict, dict]:
+    values, shown = {}, {}
+    for option, setting in settings.items():
+        if setting is None:
+            continue
+        height_role, width_role = _SPECIALIZATIONS[option]
+        if height_role not in forward.parameters:
+            raise ValueError(f"{option}: {op} has no {option}")
+        height, width = pair(setting, option, _MINIMUM[option])
+        values[forward.parameters[height_role]] = height
+        values[forward.parameters[width_role]] = width
+        shown[option] = height if height == width else f"{height}x{width}"
+    return values, shown
+
+
+def general_formula(
+    op: str,
+    wrt: str = "input",
+    kernel: Union[int, tuple, None] = None,
+    stride: Union[int, tuple, None] = None,
+    padding: Union[int, tuple, None] = None,
+    dilation: Union[int, tuple, None] = None,
+) -> FormulaView:
+    """The forward formula (``wrt="forward"``) or derived gradient of ``op``, specialized where asked.
+
+    Raises ``ValueError`` naming the field for an unknown op, an operand the op does not have,
+    or a parameter it does not take.
+    """
+    if op not in FORMULA_OPS:
+        raise ValueError(f"op: must be one of {', '.join(FORMULA_OPS)}, got {op!r}")
+    forward = FORMULA_OPS[op]()
+    roles = [tensor.role for tensor in forward.operands if tensor.role in ("input", "weight", "bias")]
+    if wrt != "forward" and wrt not in roles:
+        raise ValueError(f"wrt: {op} has no {wrt}; choose from forward, {', '.join(roles)}")
+    values, shown = _specialization(forward, op, dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation))
+    if wrt == "forward":
+        specialized = forward.substitute(values)
+        return FormulaView(op, wrt, specialized.equation(), specialized, None, shown)
+    # Derive in general, then specialize: the general derivation is the one that is proved.
+    gradient = derive_gradient(forward, wrt).substitute(values)
+    return FormulaView(op, wrt, gradient.equation(), gradient.forward, gradient, shown)

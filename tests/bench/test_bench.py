@@ -1,0 +1,68 @@
+"""`symcnn bench` and its NumPy baseline: correct numbers, well-formed reports (no timing thresholds)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from symcnn import Network
+from symcnn.bench.bench import forward_flops
+from symcnn.bench.numpy_network import NumpyNetwork
+from symcnn.spec import load_spec
+
+
+@pytest.mark.parametrize("name", ["digits", "seed004", "seed004-text"])
+def test_numpy_baseline_equals_the_generated_kernels(name):
+    """The im2col baseline computes the same loss and gradients (float64), so the benchmark compares
+    equal work."""
+    net = Network.from_spec(name, dtype="float64", seed=2)
+    baseline = NumpyNetwork(net.spec, {key: value.copy() for key, value in net.params.items()})
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, *net.spec.input_shape))
+    labels = np.array([1, 5, 9])
+    loss, grads = net.loss_and_grads(x, labels)
+    expected_loss, expected = baseline.loss_and_grads(x, labels)
+    assert loss == pytest.approx(expected_loss, rel=1e-12)
+    for key, value in expected.items():
+        np.testing.assert_allclose(grads[key], value, rtol=1e-10, atol=1e-12, err_msg=key)
+
+
+def test_forward_flops_count_the_multiply_adds():
+    # seed004: conv1 16x32x32 outputs of 3x3x3, conv2 32x16x16 of 16x3x3, fc1 10 of 8192; 2 FLOPs each
+    expected = 2 * (16 * 32 * 32 * 27 + 32 * 16 * 16 * 144 + 10 * 8192)
+    assert forward_flops(load_spec("seed004")) == expected
+
+
+def test_bench_reports_every_implementation_side_by_side(cli, monkeypatch):
+    pytest.importorskip("torch")
+    monkeypatch.setattr("symcnn.bench.bench.SETTLE_SECONDS", 0.0)  # the rest between timings: not what is tested
+    status, out, err = cli("bench", "digits", "--batch", "8", "--repeat", "2", "--profile", "--json")
+    assert status == 0, err
+    data = json.loads(out)
+    assert set(data["results"]) == {"generated", "numpy", "pytorch"}
+    for row in data["results"].values():
+        assert row["forward_images_per_second"] > 0 and row["train_step_batch1_ms"] > 0
+    assert set(data["ratios_to_pytorch"]["generated"]) == {"forward", "train_step", "train_step_batch1"}
+    assert "conv1_forward" in data["profile"] and data["sgemm_gflops"] > 0
+    status, out, _ = cli("bench", "digits", "--batch", "4", "--repeat", "1")
+    assert status == 0 and "ratio to PyTorch" in out and "generated" in out
+
+
+@pytest.mark.parametrize("option", ["--batch", "--threads", "--repeat"])
+def test_bench_refuses_non_positive_counts(cli, option):
+    status, out, err = cli("bench", "digits", option, "0")
+    assert status == 2 and out == "" and option in err and err.count("\n") == 1
+
+
+def test_startup_is_measured_from_an_empty_directory():
+    """From an empty directory: generation, a cold first train step (every kernel compiled), then a
+    warm one that loads numba's cache, each a whole new process that must succeed. (Timed, never
+    asserted on: these machines are shared.)"""
+    from symcnn.bench.bench import format_startup, measure_startup
+
+    startup = measure_startup("digits", batch=4)
+    assert set(startup) == {"generate_s", "first_step_cold_s", "first_step_warm_s", "generate_and_compile_s"}
+    assert all(seconds > 0 for seconds in startup.values())
+    assert "first train step, warm" in format_startup(startup)

@@ -1,0 +1,159 @@
+"""symcnn errata: the documents' claims, transcribed, each checked when the command runs.
+
+Every status is computed: a mutated claim changes it, and a convention entry is wrong without its
+convention. docs/errata.md is what errata_markdown() writes now.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from symcnn.checking import errata
+from symcnn.checking.errata import NOT_CHECKED, STATUSES, TRANSCRIPTIONS, Erratum, Transcription, collect, run
+from symcnn.checking.examples import DOCUMENTS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def entries():
+    return collect()
+
+
+def _transcription(section: str) -> Transcription:
+    (found,) = [t for t in TRANSCRIPTIONS if t.section == section]
+    return found
+
+
+def test_every_claim_is_an_entry_with_its_document_and_a_computed_status(entries):
+    assert len(entries) == len(TRANSCRIPTIONS) >= 60
+    for entry, transcription in zip(entries, TRANSCRIPTIONS):
+        assert isinstance(entry, Erratum)
+        assert (entry.document, entry.section, entry.claim) == (
+            transcription.document, transcription.section, transcription.claim)
+        assert entry.status in STATUSES and entry.detail
+
+
+def test_the_five_documents_are_covered(entries):
+    assert {entry.document for entry in entries} == set(DOCUMENTS.values())
+    for document in DOCUMENTS.values():
+        assert sum(entry.document == document for entry in entries) >= 5
+
+
+def test_every_worked_example_is_in_the_errata():
+    from symcnn.checking.examples import EXAMPLE_LIST
+
+    transcribed = {t.example for t in TRANSCRIPTIONS if t.example} | {t.against for t in TRANSCRIPTIONS}
+    # The 002 examples are checked as the document writes them, entry by entry or as matrices.
+    covered_elsewhere = {"maxpool_3x3_k2s1", "avgpool_3x3_k2s1", "global_avgpool_3x3", "softmax_ce_gradient"}
+    assert {e.name for e in EXAMPLE_LIST} - covered_elsewhere <= transcribed
+
+
+def test_the_general_formulas_the_issue_names_are_covered(entries):
+    sections = " ".join(entry.section for entry in entries)
+    for topic in ("Convolution Operation", "Output Size", "Weight Gradient", "Input Gradient", "Bias Gradient",
+                  "MaxPool", "ReLU", "Softmax and Cross-Entropy", "Fully-Connected", "Flatten"):
+        assert topic in sections, topic
+
+
+def test_the_findings(entries):
+    by_section = {(entry.document[:3], entry.section): entry for entry in entries}
+    same_padding = by_section[("000", "Forward Pass / How to arrive at this")]
+    assert same_padding.status == "wrong" and "kernel 2x2" in same_padding.detail
+    assert by_section[("003", "Advanced CNN Concepts / Transposed Convolution")].status == "wrong"
+    flipped = by_section[("002", "Convolution Operation")]
+    assert flipped.status == "convention" and flipped.detail.startswith("true convolution")
+    assert by_section[("000", "Backward Pass / Input Gradient")].status == "convention"
+    assert by_section[("004", "Forward Pass / 6. Fully Connected Layer")].detail == (
+        "indices i and k counted from 1; 4096 read as F_in")
+    assert by_section[("004", "Backpropagation / 1. Softmax and Cross-Entropy")].status == "verified"
+    assert by_section[("002", "Backprop Through Convolution Layer / weight gradients")].status == "verified"
+
+
+def test_a_mutated_claim_changes_its_status():
+    forward = _transcription("Forward Pass / Convolution Operation")
+    assert run(forward).status == "verified"
+    mutated = replace(forward, formula=forward.formula.replace("m - p", "m + p"))
+    entry = run(mutated)
+    assert entry.status == "wrong" and "padding 1" in entry.detail
+    weights = _transcription("Backprop Through Convolution Layer / weight gradients")
+    entry = run(replace(weights, formula=weights.formula.replace(r"d \cdot x_{22}", r"d \cdot x_{21}")))
+    assert entry.status == "wrong" and entry.detail.startswith("dL/dw11: claimed")
+
+
+def test_a_convention_entry_is_wrong_without_its_convention_and_wrong_if_the_claim_is():
+    conv1 = _transcription("Forward Pass / 2. Convolutional 1 layer")
+    assert run(conv1).status == "convention"
+    without = run(replace(conv1, conventions=()))
+    assert without.status == "wrong" and "outside its shape" in without.detail
+    broken = run(replace(conv1, formula=conv1.formula.replace("i+u-1", "i+u")))
+    assert broken.status == "wrong" and broken.detail.startswith("even with input channels c' counted from 1")
+
+
+def test_every_convention_is_needed(entries):
+    for entry, transcription in zip(entries, TRANSCRIPTIONS):
+        if entry.status == "convention":
+            assert entry.detail.startswith(errata.merge(transcription.conventions).name)
+            assert run(replace(transcription, conventions=())).status == "wrong", transcription.section
+
+
+def test_an_example_entry_follows_its_worked_example(monkeypatch):
+    from symcnn.checking import examples
+
+    shapes = _transcription("CNN Architecture; Forward Pass")
+    assert run(shapes).status == "verified"
+    example = examples.EXAMPLES["seed004_shapes"]
+    wrong = replace(example, expected={**example.expected, "text flatten": (8192,)})
+    monkeypatch.setitem(examples.EXAMPLES, "seed004_shapes", wrong)
+    entry = run(shapes)
+    assert entry.status == "wrong" and "text flatten" in entry.detail
+
+
+@pytest.fixture
+def computed(monkeypatch, entries):
+    """The command's runs reuse the module's entries (computed by collect(), once: it takes seconds)."""
+    monkeypatch.setattr(errata, "collect", lambda: entries)
+
+
+def test_json_schema(cli, computed):
+    status, out, err = cli("errata", "--json")
+    assert status == 0 and err == ""
+    data = json.loads(out)
+    assert isinstance(data, list) and len(data) == len(TRANSCRIPTIONS)
+    for item in data:
+        assert set(item) == {"document", "section", "claim", "status", "detail"}
+        assert item["status"] in ("verified", "convention", "wrong")
+        assert item["document"] in DOCUMENTS.values()
+        assert all(isinstance(value, str) and value for value in item.values())
+
+
+def test_text_output_ends_with_the_counts(cli, computed, entries):
+    status, out, _ = cli("errata")
+    assert status == 0
+    counts = {status: sum(e.status == status for e in entries) for status in STATUSES}
+    assert out.rstrip().splitlines()[-1] == (
+        f"{len(entries)} claims: {counts['verified']} verified, {counts['convention']} verified under the "
+        f"document's convention, {counts['wrong']} wrong")
+
+
+def test_docs_errata_md_is_up_to_date(entries):
+    written = (ROOT / "docs" / "errata.md").read_text(encoding="utf-8")
+    assert written == errata.errata_markdown(entries), "regenerate: symcnn errata --markdown --out docs/errata.md"
+
+
+def test_markdown_lists_what_is_not_checked(entries):
+    markdown = errata.errata_markdown(entries)
+    for document, section, _ in NOT_CHECKED:
+        assert section.replace("|", "\\|") in markdown
+
+
+def test_out_writes_atomically(cli, computed, tmp_path):
+    target = tmp_path / "errata.json"
+    status, out, _ = cli("errata", "--json", "--out", target)
+    assert status == 0 and out.strip() == f"wrote {target}"
+    assert len(json.loads(target.read_text())) == len(TRANSCRIPTIONS)
+    assert [path.name for path in tmp_path.iterdir()] == ["errata.json"]  # no temporary file left

@@ -1,0 +1,290 @@
+"""`symcnn generate`: specs validated before rendering, output deterministic, atomic and checked."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import sympy
+
+from tests.kernels_helpers import toml_of
+from symcnn.codegen.lower import package as generate_module
+from symcnn.codegen.package import render_package, stale_files, write_package
+from symcnn.spec import SHIPPED_SPECS, load_spec, parse_spec, shipped_kernels_dir, spec_from_dict
+
+
+
+
+@pytest.mark.parametrize("name", SHIPPED_SPECS)
+def test_committed_kernels_are_up_to_date(name):
+    spec = load_spec(name)
+    assert stale_files(render_package(spec), shipped_kernels_dir() / spec.module_name) == []
+
+
+def test_generate_check_passes_on_the_checkout(cli):
+    status, out, _ = cli("generate", "--check")
+    assert status == 0 and "up to date" in out
+
+
+def test_regeneration_is_byte_identical(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    for out in (first, second):
+        generate_module.generate(["digits"], out)
+    files = sorted(p.relative_to(first) for p in first.rglob("*.py"))
+    assert files and files == sorted(p.relative_to(second) for p in second.rglob("*.py"))
+    assert all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
+
+
+def test_check_names_stale_missing_and_extra_files(tmp_path, cli):
+    generate_module.generate(["digits"], tmp_path)
+    package = tmp_path / "digits"
+    (package / "conv1.py").write_text((package / "conv1.py").read_text() + "# edited by hand\n")
+    (package / "relu1.py").unlink()
+    (package / "extra.py").write_text("")
+    status, out, err = cli("generate", "digits", "--out", str(tmp_path), "--check")
+    assert status == 1
+    stale = {line.removeprefix("stale: ") for line in out.splitlines()}
+    assert stale == {str(package / name) for name in ("conv1.py", "relu1.py", "extra.py")}
+    assert "run `symcnn generate`" in err
+    assert cli("generate", "digits", "--out", str(tmp_path))[0] == 0
+    assert cli("generate", "digits", "--out", str(tmp_path), "--check")[0] == 0
+
+
+def test_an_interrupted_write_leaves_the_previous_package(tmp_path, monkeypatch):
+    generate_module.generate(["digits"], tmp_path)
+    package = tmp_path / "digits"
+    before = {p.name: p.read_bytes() for p in package.glob("*.py")}
+    written = []
+    original = generate_module._write_atomically
+
+    def interrupted(path, text):
+        written.append(path)
+        if len(written) == 3:
+            raise KeyboardInterrupt
+        original(path, text)
+
+    monkeypatch.setattr(generate_module, "_write_atomically", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_package({name: "broken\n" for name in before}, package)
+    assert {p.name: p.read_bytes() for p in package.glob("*.py")} == before
+    assert [p for p in tmp_path.iterdir() if p.name != "digits"] == []  # no staging left behind
+
+
+def test_an_interrupted_swap_is_restored_on_the_next_run(tmp_path):
+    generate_module.generate(["digits"], tmp_path)
+    package = tmp_path / "digits"
+    package.rename(tmp_path / "digits.previous")  # as if stopped between the two renames
+    generate_module.generate(["digits"], tmp_path)
+    assert (package / "__init__.py").is_file() and not (tmp_path / "digits.previous").exists()
+
+
+def _spec(**overrides):
+    spec = {"name": "tiny", "input": [1, 4, 4],
+            "layers": [{"type": "conv2d", "name": "conv", "out_channels": 2, "kernel": 3},
+                       {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 3}]}
+    spec.update(overrides)
+    return spec
+
+
+INJECTIONS = ["conv; import os", "conv\nimport os", "__import__('os')", "a b", "1conv", "class", "conv.weight", "",
+              "x" * 0 + "é", 'conv"""']
+
+
+@pytest.mark.parametrize("name", INJECTIONS)
+def test_a_name_that_is_not_a_plain_identifier_is_refused_and_nothing_is_written(name, tmp_path, cli):
+    spec = _spec()
+    spec["layers"][0]["name"] = name
+    path = tmp_path / "evil.toml"
+    path.write_text(toml_of(spec))
+    status, out, err = cli("generate", str(path), "--out", str(tmp_path / "out"))
+    assert status == 2 and out == "" and "Traceback" not in err
+    assert err.count("\n") == 1 and "layer 0 (conv2d): name: must be a plain Python identifier" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_text_fields_reach_generated_code_only_as_literals(tmp_path):
+    """A description full of quotes and code lands in SPEC_TOML as a string, nothing else."""
+    payload = '\\"\\"\\"; import os; os.system(\\"echo pwned\\") #'
+    text = toml_of(_spec(name="quoted")).replace('name = "quoted"', f'name = "quoted"\ndescription = "{payload}"')
+    spec = parse_spec(text)
+    files = render_package(spec)
+    tree = ast.parse(files["__init__.py"])
+    for node in tree.body:
+        assert isinstance(node, ast.Assign) and isinstance(node.value, (ast.Constant, ast.Tuple, ast.Dict))
+    namespace: dict = {}
+    exec(compile(tree, "__init__.py", "exec"), namespace)  # noqa: S102 (asserted inert above)
+    assert namespace["SPEC_TOML"] == text
+    for source in files.values():
+        ast.parse(source)  # every module is valid Python
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s["layers"].insert(0, {"type": "conv3d"}), "layer 0 (conv3d): type: must be one of conv2d"),
+    (lambda s: s["layers"][0].update(kernal=3), "layer 0 (conv2d): kernal: unknown key (allowed: bias, dilation"),
+    (lambda s: s["layers"][0].pop("out_channels"), "layer 0 (conv2d): out_channels: missing (required)"),
+    (lambda s: s["layers"][0].update(kernel=5), "layer 0 (conv2d 'conv'): kernel: the kernel (5x5) is larger than "
+                                                "the input (4x4)"),
+    (lambda s: s["layers"][0].update(stride=0), "layer 0 (conv2d 'conv'): stride: must be an integer >= 1, got 0"),
+    (lambda s: s["layers"][0].update(padding=-1), "padding: must be an integer >= 0, got -1"),
+    (lambda s: s["layers"][0].update(out_channels=0), "out_channels: must be an integer >= 1, got 0"),
+    (lambda s: s["layers"][0].update(kernel=[3, 3, 3]), "kernel: must be an integer or a pair"),
+    (lambda s: s["layers"][0].update(bias="yes"), "bias: must be true or false"),
+    (lambda s: s["layers"].pop(1), "layer 1 (dense 'fc'): type: needs a flat input, got shape (2, 2, 2): put a flatten"),
+    (lambda s: s["layers"][2].update(name="conv"), "layer 2 (dense): name: 'conv' is used by another layer"),
+    (lambda s: s["layers"][2].update(name="loss"), "name: 'loss' is taken"),
+    (lambda s: s["layers"].append({"type": "relu"}), "the last layer must be a dense layer"),
+    (lambda s: s.update(input=[1, 4]), "input: must be [channels, height, width]"),
+    (lambda s: s.update(input=[1, 0, 4]), "input: must be an integer >= 1, got 0"),
+    (lambda s: s.update(loss="mse"), "loss: must be one of softmax_cross_entropy"),
+    (lambda s: s.update(name="../escape"), "spec: name: must start with a letter"),
+    (lambda s: s.update(extra=1), "spec: extra: unknown key"),
+    (lambda s: s["layers"].insert(1, {"type": "leaky_relu", "alpha": -1}), "alpha: must be a positive number"),
+])
+def test_spec_errors_name_the_layer_and_field(change, message):
+    spec = _spec()
+    change(spec)
+    with pytest.raises(ValueError) as error:
+        spec_from_dict(spec)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_malformed_toml_and_missing_files(tmp_path, cli):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = \n")
+    status, _, err = cli("generate", str(bad), "--out", str(tmp_path))
+    assert status == 2 and "spec: not valid TOML" in err
+    status, _, err = cli("generate", str(tmp_path / "missing.toml"))
+    assert status == 2 and "no such file" in err
+
+
+def test_every_kernel_docstring_carries_its_formula():
+    files = render_package(load_spec("seed004"))
+    tree = ast.parse(files["conv1.py"])
+    docstrings = {node.name: ast.get_docstring(node) for node in tree.body if isinstance(node, ast.FunctionDef)}
+    assert set(docstrings) == {"conv1_forward", "conv1_grad_input", "conv1_grad_weight", "conv1_grad_bias"}
+    assert "dL/dX[n, c_in, k, l] = sum_{c_out=0..C_out - 1" in docstrings["conv1_grad_input"]
+    assert "with C_in = 3, C_out = 16, H_in = 32" in docstrings["conv1_grad_input"]
+    assert files["conv1.py"].startswith("# Generated by symcnn")
+    assert "from spec 'seed004' with template 'layer.py.jinja'" in files["conv1.py"]
+    assert "Do not edit" in files["conv1.py"]
+
+
+def test_templates_hold_no_math():
+    """The templates lay out loops: no arithmetic on indices or values is typed into them."""
+    for template in (Path(generate_module.template_dir())).glob("*.jinja"):
+        code = "\n".join(line for line in template.read_text().splitlines()
+                         if not line.lstrip().startswith("{#"))
+        for forbidden in ("exp(", "log(", " * ", "//", " % ", "+= 1", "- 1]"):
+            assert forbidden not in code.replace('"    " * depth', ""), (template.name, forbidden)
+
+
+def test_the_wheel_carries_kernels_regenerated_at_build_time(tmp_path):
+    """The build hook renders the shipped specs' kernels (and ships the templates) into the wheel."""
+    import subprocess
+    import sys
+    import zipfile
+
+    pytest.importorskip("hatchling")
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                             "-w", str(tmp_path), str(root)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (wheel,) = tmp_path.glob("symcnn-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        assert "symcnn/templates/layer.py.jinja" in names
+        for name in SHIPPED_SPECS:
+            spec = load_spec(name)
+            for relative, text in render_package(spec).items():
+                path = f"symcnn/_generated/{spec.module_name}/{relative}"
+                assert path in names
+                assert archive.read(path).decode() == text
+
+
+def test_an_unwritable_output_directory_is_one_line(tmp_path, cli):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    status, out, err = cli("generate", "digits", "--out", str(blocked / "out"))
+    assert status == 2 and out == "" and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_the_integer_output_size_rule_equals_the_symbolic_one():
+    """spec and derive use validation.output_sizes (no SymPy); ops.output_size is the definition."""
+    import itertools
+
+    from symcnn.symbolic import ops
+    from symcnn.validation import output_sizes
+
+    for size, kernel, stride, padding, dilation in itertools.product(range(1, 9), range(1, 4), range(1, 4),
+                                                                     range(0, 3), range(1, 3)):
+        if size + 2 * padding < dilation * (kernel - 1) + 1:
+            continue
+        expected = ops.output_size(size, kernel, stride, padding, dilation)
+        assert output_sizes((size,), (kernel,), (stride,), (padding,), (dilation,)) == (int(expected),)
+
+
+def test_only_a_row_major_copy_is_marked_as_a_reshape():
+    """flatten's kernels move nothing (the runtime passes views): every element's flat offset is
+    its own. A transposing copy, a copy with a condition, or any other op is not marked."""
+    from symcnn.symbolic import ops
+    from symcnn.symbolic.adjoint import GatherTerm
+    from symcnn.codegen.lower import _forward_terms, _Lowering, _reshape_of, network_kernels
+
+    formula = ops.flatten().substitute({ops.C_in: 2, ops.H_in: 3, ops.W_in: 3})
+    batch = formula.parameters["batch"]
+    lowering = _Lowering(formula.tensors, batch)
+    (term,) = _forward_terms(formula)
+
+    def marked(body, conditions=()):
+        return _reshape_of(lowering, formula.tensors, formula.indices, formula.output.shape, batch,
+                           [GatherTerm((), conditions, body)])
+
+    n, c, i, j = term.body.indices
+    assert marked(term.body) == "x"
+    assert marked(term.body.base[n, c, j, i]) == ""  # the rows and columns swapped
+    assert marked(term.body, (sympy.Le(1, formula.indices[1]),)) == ""
+    assert marked(2 * term.body) == ""
+    reshapes = {kernel.name for kernels in network_kernels(load_spec("seed004")).values()
+                for kernel in kernels if kernel.reshape_of}
+    assert reshapes == {"flatten4_forward", "flatten4_grad_input"}
+
+
+def test_a_sum_over_whole_rows_and_columns_is_one_loop_over_a_view():
+    """The bias gradient sums dL/dY over (n, i, j): its (i, j) loops become one loop of 1,024 over a
+    reshaped view; reads that do not index (i, j) last, whole, keep their two loops."""
+    from symcnn.symbolic import ops
+    from symcnn.symbolic.adjoint import GatherTerm
+    from symcnn.codegen.lower import _collapse_rows, _Lowering, layer_kernels
+
+    bias = next(kernel for kernel in layer_kernels(load_spec("seed004").layers[0]) if kernel.name == "conv1_grad_bias")
+    assert bias.views == (("grad_output_rows", "grad_output.reshape((grad_output.shape[0], 16, 1024))"),)
+    (term,) = bias.terms
+    assert [(loop.variable, loop.stop) for loop in term.loops] == [("n", "N"), ("ij", "1024")]
+    assert term.value == "grad_output_rows[n, c_out, ij]"
+
+    n, c, i, j = sympy.symbols("n c i j", integer=True, nonnegative=True)
+    grad_output = sympy.IndexedBase("dY")
+    tensor = ops.Tensor("grad_output", grad_output, (sympy.Symbol("N"), 4, 3, 3))
+    lowering = _Lowering([tensor], None)
+    limits = ((n, 0, 1), (i, 0, 2), (j, 0, 2))
+    for body, conditions in [(grad_output[n, c, j, i], ()), (grad_output[n, c, i, j] * i, ()),
+                             (grad_output[n, c, i, j], (sympy.Le(1, i),))]:
+        term = GatherTerm(limits, conditions, body)
+        assert _collapse_rows(lowering, term, [tensor], {}) is term
+
+
+def test_an_element_wise_kernel_runs_over_each_image_as_one_loop():
+    """ReLU's kernels read and write only their own element: one loop over an image's 16,384
+    elements, through views; kernels that sum or read other elements keep their loops."""
+    from symcnn.codegen.lower import layer_kernels
+
+    layers = {layer.label: layer for layer in load_spec("seed004").layers}
+    forward, gradient = layer_kernels(layers["relu1"])
+    assert gradient.output == "grad_input_rows"
+    assert [(loop.variable, loop.stop) for loop in gradient.output_loops] == [("n", "N"), ("cij", "16384")]
+    assert dict(gradient.views) == {name + "_rows": f"{name}.reshape(({name}.shape[0], 16384))"
+                                    for name in ("grad_output", "x", "grad_input")}
+    assert forward.output == "out_rows" and gradient.arguments == ("grad_output", "x", "grad_input")
+    for label in ("maxpool2d2", "flatten4"):
+        assert all(not kernel.views and kernel.output in ("out", "grad_input") for kernel in layer_kernels(layers[label]))

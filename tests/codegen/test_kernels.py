@@ -1,0 +1,272 @@
+"""Generated numba kernels (symcnn generate + symcnn.runtime.network): rungs 3 to 5 of the verification ladder.
+
+- small specs: the kernels equal the symbolic expansion with random values substituted (float64);
+- full size: seed004 and seed004-text equal PyTorch autograd (float32 and float64) and central
+  finite differences (float64);
+- property tests over random small specs against PyTorch;
+- boundary validation, and the runtime never imports SymPy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.kernels_helpers import network_for, random_params, torch_loss_and_grads
+from symcnn.symbolic.verify import symbolic_network_gradients as symbolic_values
+from symcnn.runtime.network import Network
+
+
+@pytest.fixture(autouse=True)
+def kernel_cache(tmp_path_factory, monkeypatch):
+    """Specs generated on demand go to a per-session cache, not the user's."""
+    monkeypatch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
+
+
+SMALL_SPECS = [
+    {
+        "name": "small-conv",
+        "input": [2, 5, 6],
+        "layers": [
+            {"type": "conv2d", "name": "conv", "out_channels": 2, "kernel": [2, 3], "stride": [2, 1],
+             "padding": [1, 0], "dilation": [1, 2]},
+            {"type": "leaky_relu", "alpha": 0.25},
+            {"type": "avgpool2d", "kernel": 2, "stride": 1},
+            {"type": "flatten"},
+            {"type": "dense", "name": "fc", "out_features": 3},
+        ],
+    },
+    {
+        "name": "small-pool",
+        "input": [1, 5, 5],
+        "layers": [
+            {"type": "conv2d", "name": "c1", "out_channels": 2, "kernel": 2, "padding": 1, "bias": False},
+            {"type": "relu"},
+            {"type": "maxpool2d", "kernel": 2, "stride": 1},
+            {"type": "elu", "alpha": 1.0},
+            {"type": "global_avgpool"},
+            {"type": "flatten"},
+            {"type": "dense", "name": "out", "out_features": 3, "bias": False},
+        ],
+    },
+]
+
+
+@pytest.mark.parametrize("spec", SMALL_SPECS, ids=[spec["name"] for spec in SMALL_SPECS])
+def test_small_spec_kernels_equal_the_symbolic_expansion(spec, tmp_path):
+    net = network_for(spec, tmp_path)
+    rng = np.random.default_rng(7)
+    params = random_params(net, rng)
+    net.load_params(params)
+    x = rng.standard_normal((2, *net.spec.input_shape))
+    labels = np.array([0, 2])
+    loss, grads = net.loss_and_grads(x, labels)
+    expected = symbolic_values(net.spec, params, x, labels)
+    assert loss == pytest.approx(expected["loss"], rel=1e-12, abs=1e-12)
+    for name in list(params) + ["input"]:
+        np.testing.assert_allclose(grads[name], expected[name], rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def torch():
+    return pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("name", ["seed004", "seed004-text"])
+@pytest.mark.parametrize("dtype, tolerance", [("float64", 1e-10), ("float32", 2e-4)])
+def test_full_size_networks_equal_pytorch(torch, name, dtype, tolerance):
+    net = Network.from_spec(name, dtype=dtype, seed=3)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((4, *net.spec.input_shape)).astype(dtype)
+    labels = np.array([3, 0, 9, 3])
+    loss, grads = net.loss_and_grads(x, labels)
+    torch_dtype = torch.float64 if dtype == "float64" else torch.float32
+    expected_loss, expected_logits, expected = torch_loss_and_grads(net.spec, net.params, x, labels, torch_dtype)
+    assert loss == pytest.approx(expected_loss, rel=tolerance)
+    np.testing.assert_allclose(net.forward(x), expected_logits, rtol=tolerance, atol=tolerance)
+    assert set(grads) == set(expected)
+    for key, value in expected.items():
+        scale = np.abs(value).max()
+        np.testing.assert_allclose(grads[key], value, rtol=tolerance, atol=tolerance * scale, err_msg=key)
+
+
+@pytest.mark.parametrize("name", ["seed004", "seed004-text"])
+def test_full_size_gradients_equal_central_finite_differences(name):
+    net = Network.from_spec(name, dtype="float64", seed=5)
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((2, *net.spec.input_shape))
+    labels = np.array([4, 1])
+    _, grads = net.loss_and_grads(x, labels)
+    step = 1e-5  # central differences: error O(step^2), rounding O(1e-16 / step)
+    arrays = dict(net.params, input=x)
+    for key, array in arrays.items():
+        for _ in range(4):
+            index = tuple(rng.integers(0, size) for size in array.shape)
+            original = array[index]
+            array[index] = original + step
+            upper = net.loss_and_grads(x, labels)[0]
+            array[index] = original - step
+            lower = net.loss_and_grads(x, labels)[0]
+            array[index] = original
+            numeric = (upper - lower) / (2 * step)
+            assert grads[key][index] == pytest.approx(numeric, rel=1e-6, abs=1e-9), (key, index)
+
+
+@st.composite
+def small_specs(draw):
+    """Random small specs: stride 1-3, padding 0-2, dilation 1-2, non-square, both pool types."""
+    height, width = draw(st.integers(4, 7)), draw(st.integers(4, 7))
+    kernel = [draw(st.integers(1, 3)), draw(st.integers(1, 3))]
+    dilation = [draw(st.integers(1, 2)), draw(st.integers(1, 2))]
+    padding = [draw(st.integers(0, 2)), draw(st.integers(0, 2))]
+    stride = [draw(st.integers(1, 3)), draw(st.integers(1, 3))]
+    sizes = [(size + 2 * p - d * (k - 1) - 1) // s + 1
+             for size, k, s, p, d in zip((height, width), kernel, stride, padding, dilation)]
+    if min(sizes) < 2:
+        padding = [2, 2]
+        kernel, dilation, stride = [2, 2], [1, 1], [1, 1]
+        sizes = [height + 3, width + 3]
+    pool = draw(st.sampled_from(["maxpool2d", "avgpool2d"]))
+    pool_kernel = [draw(st.integers(1, min(2, sizes[0]))), draw(st.integers(1, min(2, sizes[1])))]
+    layers = [
+        {"type": "conv2d", "name": "conv", "out_channels": draw(st.integers(1, 3)), "kernel": kernel,
+         "stride": stride, "padding": padding, "dilation": dilation},
+        {"type": draw(st.sampled_from(["relu", "leaky_relu", "elu"]))},
+        {"type": pool, "kernel": pool_kernel, "stride": [draw(st.integers(1, 2)), draw(st.integers(1, 2))]},
+        {"type": "flatten"},
+        {"type": "dense", "name": "fc", "out_features": 4},
+    ]
+    channels = draw(st.integers(1, 2))
+    digest = hashlib.sha256(repr((layers, channels, height, width)).encode()).hexdigest()[:10]
+    return {"name": f"prop-{digest}",
+            "input": [channels, height, width], "layers": layers}
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spec=small_specs())
+def test_random_small_specs_equal_pytorch(torch, tmp_path_factory, spec):
+    net = network_for(spec, tmp_path_factory.mktemp("spec"))
+    rng = np.random.default_rng(0)
+    net.load_params(random_params(net, rng))
+    x = rng.standard_normal((2, *net.spec.input_shape))
+    labels = np.array([1, 3])
+    loss, grads = net.loss_and_grads(x, labels)
+    expected_loss, _, expected = torch_loss_and_grads(net.spec, net.params, x, labels, torch.float64)
+    assert loss == pytest.approx(expected_loss, rel=1e-10)
+    for key, value in expected.items():
+        np.testing.assert_allclose(grads[key], value, rtol=1e-9, atol=1e-12, err_msg=key)
+
+
+# --- the boundary --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return Network.from_spec("digits", seed=0)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: np.zeros((2, 1, 8, 8), np.float64), "expected a C-contiguous float32 array of shape (2, 1, 8, 8), "
+                                                 "got a float64 array of shape (2, 1, 8, 8)"),
+    (lambda: np.zeros((2, 1, 8, 9), np.float32), "got a float32 array of shape (2, 1, 8, 9)"),
+    (lambda: np.zeros((2, 8, 8), np.float32), "shape (N, 1, 8, 8)"),
+    (lambda: np.zeros((0, 1, 8, 8), np.float32), "shape (N, 1, 8, 8)"),
+    (lambda: np.zeros((2, 1, 8, 16), np.float32)[:, :, :, ::2], "got a non-contiguous float32 array"),
+    (lambda: [[0.0]], "got a list"),
+])
+def test_bad_inputs_raise_naming_expected_and_actual(digits, make, message):
+    with pytest.raises(ValueError, match="^x: ") as error:
+        digits.forward(make())
+    assert message in str(error.value)
+
+
+def test_bad_labels_raise(digits):
+    x = np.zeros((2, 1, 8, 8), np.float32)
+    with pytest.raises(ValueError, match=r"labels: must lie in \[0, 9\]"):
+        digits.loss_and_grads(x, np.array([0, 10]))
+    with pytest.raises(ValueError, match=r"labels: expected an integer array of shape \(2,\)"):
+        digits.loss_and_grads(x, np.array([0.0, 1.0]))
+
+
+def test_replaced_parameters_are_checked_before_any_kernel_runs(digits):
+    x = np.zeros((1, 1, 8, 8), np.float32)
+    saved = digits.params["fc1.weight"]
+    try:
+        digits.params["fc1.weight"] = np.zeros((10, 255), np.float32)
+        with pytest.raises(ValueError, match=r"fc1.weight: expected a C-contiguous float32 array of shape \(10, 256\)"):
+            digits.forward(x)
+    finally:
+        digits.params["fc1.weight"] = saved
+    with pytest.raises(ValueError, match="fc1.bias"):
+        digits.load_params({**digits.params, "fc1.bias": np.zeros(11)})
+    assert digits.params["fc1.weight"] is saved
+
+
+def test_train_step_lowers_the_loss_on_a_fixed_batch(digits):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 1, 8, 8)).astype(np.float32)
+    labels = rng.integers(0, 10, 8)
+    losses = [digits.train_step(x, labels, lr=0.05) for _ in range(15)]
+    assert losses[-1] < 0.5 * losses[0]
+    with pytest.raises(ValueError, match="lr: must be a positive number"):
+        digits.train_step(x, labels, lr=-1.0)
+
+
+def test_any_batch_size(digits):
+    for batch in (1, 3, 17):
+        assert digits.forward(np.zeros((batch, 1, 8, 8), np.float32)).shape == (batch, 10)
+
+
+def test_params_have_pytorch_names_and_he_initialization():
+    net = Network.from_spec("seed004", seed=0)
+    shapes = {name: value.shape for name, value in net.params.items()}
+    assert shapes == {"conv1.weight": (16, 3, 3, 3), "conv1.bias": (16,), "conv2.weight": (32, 16, 3, 3),
+                      "conv2.bias": (32,), "fc1.weight": (10, 8192), "fc1.bias": (10,)}
+    assert net.params["fc1.weight"].std() == pytest.approx(np.sqrt(2 / 8192), rel=0.05)
+    assert not net.params["conv1.bias"].any()
+    again = Network.from_spec("seed004", seed=0)
+    assert all(np.array_equal(net.params[k], again.params[k]) for k in net.params)
+
+
+def test_the_runtime_never_imports_sympy():
+    code = ("import sys, numpy as np\n"
+            "from symcnn import Network\n"
+            "net = Network.from_spec('digits')\n"
+            "net.loss_and_grads(np.zeros((2, 1, 8, 8), np.float32), np.array([1, 2]))\n"
+            "assert 'sympy' not in sys.modules, 'sympy was imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_spec_file_is_generated_on_demand_in_a_subprocess(tmp_path):
+    from tests.kernels_helpers import toml_of
+
+    spec = {"name": "on-demand", "input": [1, 4, 4],
+            "layers": [{"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 2}]}
+    path = tmp_path / "on-demand.toml"
+    path.write_text(toml_of(spec))
+    net = Network.from_spec(path, dtype="float64")
+    assert net.forward(np.ones((1, 1, 4, 4))).shape == (1, 2)
+
+
+@pytest.mark.parametrize("name", ["seed004", "digits"])
+def test_kernels_run_as_views_give_what_the_kernels_give(name):
+    """RESHAPES: instead of flatten's kernels the runtime passes a view of their input; the kernels
+    themselves, called, give the same arrays exactly."""
+    net = Network.from_spec(name)
+    flatten = next(layer for layer in net.spec.layers if layer.kind == "flatten")
+    assert net.kernels.RESHAPES == {f"{flatten.label}_forward": "x", f"{flatten.label}_grad_input": "grad_output"}
+    rng = np.random.default_rng(3)
+    for kernel_name, (source_shape, out_shape) in {
+            f"{flatten.label}_forward": (flatten.input_shape, flatten.output_shape),
+            f"{flatten.label}_grad_input": (flatten.output_shape, flatten.input_shape)}.items():
+        source = rng.standard_normal((5, *source_shape)).astype(np.float32)
+        out = np.full((5, *out_shape), np.nan, dtype=np.float32)
+        net._functions[kernel_name](source, out)
+        np.testing.assert_array_equal(out, source.reshape(out.shape))

@@ -1,0 +1,181 @@
+"""The lanes schedule (symcnn/codegen/backends/numba_cpu/lanes.py): which kernels take it, what it stages, and that its sums
+do not depend on the thread count. Its numbers are checked with every other kernel's in
+test_kernels.py (symbolic layers, PyTorch, finite differences, random specs)."""
+
+import inspect
+import re
+
+import numpy as np
+import pytest
+import sympy
+
+from symcnn.codegen.lower import layer_kernels
+from symcnn.codegen.backends.numba_cpu.lanes import BATCH_CHUNKS, _affine_range
+from symcnn.runtime.network import Network
+from symcnn.spec import load_spec
+from tests.kernels_helpers import toml_of
+
+
+def _spec(directory, layers, input_shape):
+    path = directory / "net.toml"
+    path.write_text(toml_of({"name": "net", "input": list(input_shape), "loss": "softmax_cross_entropy",
+                             "layers": [{"type": "conv2d", **layer} for layer in layers]
+                             + [{"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 3}]}))
+    return load_spec(path)
+
+
+def _kernels(spec, label):
+    layer = next(layer for layer in spec.layers if layer.label == label)
+    return {kernel.name.removeprefix(f"{label}_"): kernel for kernel in layer_kernels(layer)}
+
+
+def test_seed004_convolutions_and_dense_gradients_take_the_lanes_schedule():
+    spec = load_spec("seed004")
+    conv2 = _kernels(spec, "conv2")
+    assert {name: kernel.kind for name, kernel in conv2.items()} == {
+        "forward": "lanes", "grad_input": "lanes", "grad_weight": "lanes", "grad_bias": "sum"}
+    forward = conv2["forward"].lanes
+    # the weight with its output-channel axis last, the input zero-padded by one pixel each side
+    assert [(s.name, s.shape, s.per_image, s.zeroed) for s in forward.stagings] == [
+        ("x_padded", ("16", "18", "18"), True, True), ("weight_t", ("16", "3", "3", "32"), False, False)]
+    assert forward.init == "bias[c_out]"
+    # each image's 16 rows in two parallel items of 8 (a batch of one keeps both threads busy)
+    assert forward.parts == ("2*N", "(item) // 2", "item % 2")
+    assert [(loop.variable, loop.start, loop.stop) for loop in forward.rows] == [("i", "8*part", "8*part + 8")]
+    # register-blocked: v unrolled (three products per update), four columns j per lane loop, and
+    # the six distinct window reads of those four columns read once each
+    assert [(loop.variable, loop.step) for loop in forward.around] == [("c_in", 1), ("u", 1), ("j", 4)]
+    assert [read for _, read in forward.broadcasts] == [
+        "x_padded[c_in, i + u, j]"] + [f"x_padded[c_in, i + u, j + {offset}]" for offset in range(1, 6)]
+    assert forward.updates[1] == ("tile[j + 1, c_out]", "broadcast1*weight_t[c_in, u, 0, c_out] + "
+                                  "broadcast2*weight_t[c_in, u, 1, c_out] + broadcast3*weight_t[c_in, u, 2, c_out]")
+    weight = conv2["grad_weight"].lanes
+    assert weight.over_batch and weight.chunks == BATCH_CHUNKS
+    # the weight gradient: eight pixels j per update, the kernel's three columns v per lane loop,
+    # each grad_output_t row loaded once for all three, the 8 + 2 window values read once each
+    assert [element for element, _ in weight.updates] == [f"tile[c_in, u, {v}, c_out]" for v in range(3)]
+    assert weight.updates[1][1].startswith("broadcast1*grad_output_t[i, j, c_out] + broadcast2*grad_output_t[i, j + 1, c_out]")
+    assert weight.updates[1][1].count("*") == 8 and len(weight.broadcasts) == 10
+    assert weight.lane_block == 0  # its tile (16 x 3 x 3 x 32) is small: chunks of the batch
+    fc1 = _kernels(spec, "fc1")["grad_weight"].lanes
+    assert fc1.lane_extent == "x.shape[1]"  # 8192 features, already contiguous
+    assert fc1.stagings == ()
+    # a 10 x 8192 tile: summed in parallel blocks of 512 features (20 KiB of tile each), every image
+    # in order, the features read at the block's start plus the lane
+    assert (fc1.lane_block, fc1.tile_shape) == (512, ("10", "512"))
+    assert fc1.block_bounds == ("(lanes + 511) // 512", "max(0, 512*block)", "-lane_start + min(lanes, lane_start + 512)")
+    assert fc1.updates[0] == ("tile[i, k]", "broadcast0*x[n, k + lane_start]")
+    assert fc1.store == "grad_weight[i, k + lane_start]"
+
+
+def test_range_conditions_become_reads_of_the_padding():
+    """The input gradient's conditions 0 <= k - u + 1 <= 15 are the bounds of dL/dY: its padded copy
+    holds zeros beyond them, offset by one."""
+    grad_input = _kernels(load_spec("seed004"), "conv2")["grad_input"].lanes
+    assert grad_input.broadcasts[:3] == (("broadcast0", "grad_output_padded[c_out, k - u + 2, l + 2]"),
+                                         ("broadcast1", "grad_output_padded[c_out, k - u + 2, l + 1]"),
+                                         ("broadcast2", "grad_output_padded[c_out, k - u + 2, l]"))
+    (padded,) = [s for s in grad_input.stagings if s.name == "grad_output_padded"]
+    assert padded.shape == ("32", "18", "18") and padded.target == "a1, a2 + 1, a3 + 1"
+
+
+def test_a_strided_input_gradient_keeps_the_gather_form(tmp_path):
+    spec = _spec(tmp_path, [{"name": "c", "out_channels": 8, "kernel": 3, "stride": 2, "padding": 1}], (2, 9, 9))
+    kernels = _kernels(spec, "c")
+    assert kernels["forward"].kind == "lanes"
+    # its five output columns in one block: the window reads at constant columns
+    assert kernels["forward"].lanes.broadcasts[:2] == (("broadcast0", "x_padded[c_in, 2*i + u, 0]"),
+                                                       ("broadcast1", "x_padded[c_in, 2*i + u, 1]"))
+    assert kernels["grad_input"].kind == "sum"  # divisibility by the stride: most lanes would be skipped
+
+
+def test_short_lanes_keep_the_other_schedules(tmp_path):
+    """Fewer than 8 output channels fill no vector: the accumulate schedule stays."""
+    spec = _spec(tmp_path, [{"name": "c", "out_channels": 4, "kernel": 3, "padding": 1}], (2, 8, 8))
+    assert _kernels(spec, "c")["forward"].kind == "accumulate"
+
+
+def test_affine_range():
+    i, u = sympy.symbols("i u", integer=True, nonnegative=True)
+    assert _affine_range(2 * i + u - 1, {i: (0, 7), u: (0, 2)}) == (-1, 15)
+    assert _affine_range(i - u + 1, {i: (0, 15), u: (0, 2)}) == (-1, 16)
+    assert _affine_range(i * u, {i: (0, 1), u: (0, 1)}) is None
+
+
+def test_weight_gradients_do_not_depend_on_the_thread_count():
+    """The batch is summed in a fixed number of chunks (the convolutions), or in order for each block
+    of features (the dense layer): the same sums with 1 or 2 threads, bit for bit (so that a resumed
+    training run reproduces an uninterrupted one on any machine)."""
+    import numba
+
+    net = Network.from_spec("seed004", seed=0)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((13, 3, 32, 32)).astype(np.float32)
+    labels = rng.integers(0, 10, 13)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        _, one = net.loss_and_grads(x, labels)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        _, two = net.loss_and_grads(x, labels)
+    finally:
+        numba.set_num_threads(before)
+    for name in one:
+        assert np.array_equal(one[name], two[name]), name
+
+
+def test_training_skips_the_first_layers_input_gradient():
+    net = Network.from_spec("seed004", seed=0)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 3, 32, 32)).astype(np.float32)
+    labels = rng.integers(0, 10, 4)
+    loss, full = net.loss_and_grads(x, labels)
+    net.profile = {}
+    loss_again, params_only = net.loss_and_grads(x, labels, input_gradient=False)
+    assert loss_again == loss and "input" not in params_only and "input" in full
+    assert "conv1_grad_input" not in net.profile and "conv2_grad_input" in net.profile
+    for name, gradient in params_only.items():
+        assert np.array_equal(gradient, full[name]), name
+
+
+@pytest.mark.parametrize("label", ["conv1", "conv2", "fc1"])
+def test_lanes_kernels_print_their_values_from_the_formula(label):
+    """Each product in the lane loop is the formula's term with its broadcast read hoisted out."""
+    for kernel in _kernels(load_spec("seed004"), label).values():
+        if kernel.kind == "lanes":
+            names = {name for name, _ in kernel.lanes.broadcasts}
+            for _, products in kernel.lanes.updates:
+                assert products.startswith("broadcast") and set(re.findall(r"broadcast\d+", products)) <= names
+            assert not any("broadcast" in read for _, read in kernel.lanes.broadcasts)
+
+
+def test_register_blocking_changes_no_sum(tmp_path, monkeypatch):
+    """Blocked and unrolled, every output element still adds the formula's terms in the formula's
+    order: the same numbers bit for bit as with no blocking (odd sizes, so that blocks of 3 and 2
+    and loops left whole all occur; a strided layer; a dense layer)."""
+    from symcnn.codegen.lower.backends.numba_cpu import lanes
+    from tests.kernels_helpers import network_for
+
+    layers = [{"type": "conv2d", "name": "c1", "out_channels": 8, "kernel": 3, "padding": 1},
+              {"type": "relu"},
+              {"type": "conv2d", "name": "c2", "out_channels": 16, "kernel": 2, "stride": 2},
+              {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 9}]
+    spec = {"name": "blocked", "input": [3, 6, 10], "loss": "softmax_cross_entropy", "layers": layers}
+    blocked = network_for(spec, tmp_path, dtype="float32")
+    for knob in ("UNROLL", "BLOCK", "OVER_BATCH_UNROLL", "OVER_BATCH_BLOCK"):
+        monkeypatch.setattr(lanes, knob, 1)
+    monkeypatch.setattr(lanes, "_block_limit", lambda lane_count: 1)
+    plain = network_for({**spec, "name": "plain"}, tmp_path, dtype="float32")
+    def source(net, kernel):
+        return inspect.getsource(net._functions[kernel].py_func)
+
+    assert "broadcast1" in source(blocked, "c1_forward") and "broadcast1" not in source(plain, "c1_forward")
+    plain.params = {name: value.copy() for name, value in blocked.params.items()}
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 3, 6, 10)).astype(np.float32)
+    labels = rng.integers(0, 9, 5)
+    loss, grads = blocked.loss_and_grads(x, labels)
+    plain_loss, plain_grads = plain.loss_and_grads(x, labels)
+    assert loss == plain_loss
+    for name in grads:
+        assert np.array_equal(grads[name], plain_grads[name]), name

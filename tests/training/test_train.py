@@ -1,0 +1,326 @@
+"""Training (symcnn train, symcnn.training.trainer): real data, exact resume, atomic checkpoints, curves, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from symcnn import Network
+from symcnn.training.data import load_data, load_digits, resize_bilinear, stratified_split
+from symcnn.training.trainer import TrainConfig, Trainer, load_checkpoint, save_checkpoint
+
+
+
+
+@pytest.fixture(scope="module")
+def digits_data():
+    return load_digits((1, 8, 8)).standardized()
+
+
+def test_digits_are_real_split_stratified_and_fixed():
+    data = load_digits((1, 8, 8))
+    assert len(data.x_train) + len(data.x_test) == 1797
+    assert data.x_train.min() == 0 and data.x_train.max() == 1
+    train_share = np.bincount(data.y_train) / len(data.y_train)
+    test_share = np.bincount(data.y_test) / len(data.y_test)
+    assert np.abs(train_share - test_share).max() < 0.01
+    again = load_digits((1, 8, 8))
+    assert np.array_equal(data.y_test, again.y_test) and np.array_equal(data.x_test, again.x_test)
+    train, test = stratified_split(data.y_train)
+    assert not set(train) & set(test)
+
+
+def test_resizing_for_seed004_is_bilinear_and_replicated():
+    data = load_digits((3, 32, 32))
+    assert data.x_train.shape[1:] == (3, 32, 32)
+    assert np.array_equal(data.x_train[:, 0], data.x_train[:, 2])
+    torch = pytest.importorskip("torch")
+    images = np.random.default_rng(0).random((2, 1, 8, 8))
+    expected = torch.nn.functional.interpolate(torch.tensor(images), size=(32, 32), mode="bilinear",
+                                               align_corners=False).numpy()
+    np.testing.assert_allclose(resize_bilinear(images, 32, 32), expected, atol=1e-12)
+
+
+def test_digits_network_reaches_97_percent(digits_data):
+    """The documented default run (seed 0): >= 97% held-out accuracy (docs/training.md)."""
+    trainer = Trainer(Network.from_spec("digits", seed=0), TrainConfig(epochs=15, batch=32, lr=0.05,
+                                                                        weight_decay=5e-4, seed=0))
+    history = trainer.fit(digits_data, progress=False)
+    assert history[-1]["test_accuracy"] >= 0.97
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def _trainer(epochs=2, seed=3):
+    return Trainer(Network.from_spec("digits", seed=seed), TrainConfig(epochs=epochs, batch=64, lr=0.05, seed=seed))
+
+
+def test_resume_after_an_epoch_equals_an_uninterrupted_run(digits_data, tmp_path):
+    uninterrupted = _trainer(epochs=3)
+    uninterrupted.fit(digits_data, progress=False)
+    first = _trainer(epochs=3)
+    stop_after_one = tmp_path / "one.npz"
+
+    class Stop(Exception):
+        pass
+
+    def stop(record):
+        if record["epoch"] == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        first.fit(digits_data, progress=False, checkpoint=stop_after_one, on_epoch=stop)
+    resumed = _trainer(epochs=3)
+    resumed.resume(stop_after_one)
+    history = resumed.fit(digits_data, progress=False)
+    for name, value in uninterrupted.net.params.items():
+        np.testing.assert_array_equal(resumed.net.params[name], value, err_msg=name)
+    timeless = lambda records: [{k: v for k, v in r.items() if k != "seconds"} for r in records]  # noqa: E731
+    assert timeless(history) == timeless(uninterrupted.state.history)
+
+
+def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_exactly(digits_data, tmp_path):
+    uninterrupted = _trainer(epochs=2)
+    uninterrupted.fit(digits_data, progress=False)
+    checkpoint = tmp_path / "ctrl-c.npz"
+    interrupted = _trainer(epochs=2)
+
+    def ctrl_c(epoch, step):
+        if epoch == 1 and step == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit(digits_data, progress=False, checkpoint=checkpoint, on_step=ctrl_c)
+    metadata, *_ = load_checkpoint(checkpoint)
+    assert (metadata["epoch"], metadata["step"]) == (1, 7)
+    resumed = _trainer(epochs=2)
+    resumed.resume(checkpoint)
+    resumed.fit(digits_data, progress=False)
+    for name, value in uninterrupted.net.params.items():
+        np.testing.assert_array_equal(resumed.net.params[name], value, err_msg=name)
+
+
+def test_a_checkpoint_of_another_spec_is_refused(digits_data, tmp_path):
+    trainer = _trainer(epochs=1)
+    save_checkpoint(tmp_path / "digits.npz", trainer)
+    other = Trainer(Network.from_spec("seed004-text"), TrainConfig())
+    with pytest.raises(ValueError, match=r"resume: .* was made for spec 'digits', not 'seed004-text'"):
+        other.resume(tmp_path / "digits.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="is not a symcnn checkpoint"):
+        trainer.resume(tmp_path / "junk.npz")
+
+
+def test_an_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    trainer = _trainer(epochs=1)
+    path = tmp_path / "run.npz"
+    save_checkpoint(path, trainer)
+    before = path.read_bytes()
+
+    def broken_savez(stream, **arrays):
+        stream.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, trainer)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["run.npz"]
+
+
+def test_cli_train_json_summary_checkpoint_and_plot(tmp_path, cli):
+    pytest.importorskip("matplotlib")
+    checkpoint, plot = tmp_path / "run.npz", tmp_path / "curves.png"
+    status, out, err = cli("train", "digits", "--epochs", "2", "--batch", "64", "--json",
+                           "--checkpoint", str(checkpoint), "--plot", str(plot), "--no-progress")
+    assert status == 0, err
+    summary = json.loads(out)
+    assert {"test_accuracy", "epochs", "seconds", "images_per_second"} <= set(summary)
+    assert summary["epochs"] == 2 and 0.5 < summary["test_accuracy"] <= 1
+    assert len(summary["history"]) == 2 and "epoch   1/2" in err
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    status, out, err = cli("train", "digits", "--epochs", "3", "--batch", "64", "--resume",
+                           str(checkpoint), "--no-progress")
+    assert status == 0 and "resumed from" in out and "epoch   3/3" in out
+
+
+def test_cli_trains_on_an_npz_file(tmp_path, cli):
+    rng = np.random.default_rng(0)
+    labels = np.arange(60) % 10
+    images = rng.random((60, 1, 8, 8)) * 0.1
+    images[np.arange(60), 0, labels % 8, labels // 8] = 1.0  # a bright pixel that names the class
+    np.savez(tmp_path / "data.npz", x=images, y=labels)
+    status, out, _ = cli("train", "digits", "--data", str(tmp_path / "data.npz"), "--epochs", "3",
+                         "--no-progress", "--json")
+    assert status == 0 and json.loads(out)["data"] == "data"
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"x": np.zeros((4, 1, 8, 9)), "y": np.zeros(4, int)}, "data: x must have shape (N, 1, 8, 8)"),
+    ({"x": np.full((4, 1, 8, 8), np.nan), "y": np.zeros(4, int)}, "data: x holds NaN"),
+    ({"x": np.zeros((4, 1, 8, 8)), "y": np.array([0, 1, 2, 10])}, "data: y must lie in [0, 9]"),
+    ({"x": np.zeros((4, 1, 8, 8)), "y": np.zeros(4)}, "data: y must be integer labels"),
+    ({"x": np.zeros((4, 1, 8, 8))}, "has no array 'y'"),
+])
+def test_bad_npz_data_is_refused_with_one_line(tmp_path, cli, arrays, message):
+    np.savez(tmp_path / "bad.npz", **arrays)
+    status, out, err = cli("train", "digits", "--data", str(tmp_path / "bad.npz"), "--no-progress")
+    assert status == 2 and out == "" and "Traceback" not in err
+    assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["--epochs", "0"], "--epochs"),
+    (["--batch", "x"], "--batch"),
+    (["--lr", "-1"], "--lr"),
+    (["--momentum", "1.5"], "--momentum"),
+    (["--weight-decay", "-0.1"], "--weight-decay"),
+    (["--warmup", "99"], "--warmup"),
+    (["--data", "mnist"], "--data"),
+    (["--resume", "/nonexistent/run.npz"], "--resume"),
+    (["--plot", "curves.jpg"], "--plot"),
+    (["--checkpoint", "/nonexistent/dir/run.npz"], "--checkpoint"),
+])
+def test_bad_options_are_one_line_and_exit_2(cli, argv, option):
+    status, out, err = cli("train", "digits", "--no-progress", *argv)
+    assert status == 2 and out == "" and "Traceback" not in err
+    assert option in err and err.count("\n") == 1
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    config = TrainConfig(epochs=4, lr=0.1, warmup=1.0)
+    rates = [config.learning_rate(step, 10) for step in range(40)]
+    assert rates[0] == pytest.approx(0.01) and rates[9] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:])) and rates[-1] < 0.001
+    assert TrainConfig(epochs=2, lr=0.1, warmup=0, schedule="constant").learning_rate(15, 10) == 0.1
+
+
+def test_a_diverging_run_stops_with_a_clear_message(cli):
+    status, out, err = cli("train", "digits", "--lr", "1e6", "--warmup", "0", "--epochs", "1",
+                           "--no-progress")
+    assert status == 1 and "training diverged; lower --lr" in err and "Traceback" not in err
+
+
+def test_load_data_names_the_problem():
+    with pytest.raises(ValueError, match="data: must be 'digits' or a path to an .npz file"):
+        load_data("cifar", (1, 8, 8), 10)
+    with pytest.raises(ValueError, match="data: digits has 10 classes"):
+        load_data("digits", (1, 8, 8), 5)
+
+
+# --- label smoothing and the spec's recommended settings ------------------------------------------
+
+
+def _torch_loss_and_grads(net, x, labels, label_smoothing):
+    """The same network in PyTorch (symcnn.bench.bench.torch_model) with nn.CrossEntropyLoss(label_smoothing=)."""
+    import torch
+
+    from symcnn.bench.bench import torch_model
+
+    model = torch_model(net.spec, net.params)
+    loss = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)(model(torch.tensor(x)), torch.tensor(labels))
+    loss.backward()
+    positions = {layer.name: position for position, layer in enumerate(net.spec.layers) if layer.name}
+    grads = {name: getattr(model[positions[name.rsplit(".", 1)[0]]], name.rsplit(".", 1)[1]).grad.numpy()
+             for name in net.params}
+    return loss.item(), grads
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 0.35])
+def test_label_smoothing_loss_and_gradients_match_torch(torch, label_smoothing):
+    net = Network.from_spec("digits", dtype="float64", seed=1)
+    rng = np.random.default_rng(7)
+    x, labels = rng.standard_normal((6, 1, 8, 8)), rng.integers(0, 10, 6)
+    loss, grads = net.loss_and_grads(x, labels, label_smoothing=label_smoothing)
+    expected_loss, expected_grads = _torch_loss_and_grads(net, x, labels, label_smoothing)
+    assert loss == pytest.approx(expected_loss, rel=1e-12)
+    for name, expected in expected_grads.items():
+        np.testing.assert_allclose(grads[name], expected, rtol=1e-9, atol=1e-12, err_msg=name)
+    if label_smoothing:
+        assert loss != pytest.approx(net.loss_and_grads(x, labels)[0])  # the option acts
+    with pytest.raises(ValueError, match=r"label_smoothing: must be a number in \[0, 1\)"):
+        net.loss_and_grads(x, labels, label_smoothing=1.0)
+
+
+def test_a_run_with_label_smoothing_follows_torch_sgd_step_by_step(torch, digits_data):
+    """Two epochs of the Trainer (momentum, weight decay, warm-up, cosine, label smoothing) against
+    torch.optim.SGD and nn.CrossEntropyLoss(label_smoothing=) fed the same batches and rates."""
+    from dataclasses import replace
+
+    from symcnn.bench.bench import torch_model
+
+    data = replace(digits_data, x_train=digits_data.x_train[:80], y_train=digits_data.y_train[:80])
+    config = TrainConfig(epochs=2, batch=16, lr=0.05, weight_decay=1e-3, seed=4, label_smoothing=0.1)
+    trainer = Trainer(Network.from_spec("digits", dtype="float64", seed=4), config)
+    model = torch_model(trainer.net.spec, {name: value.copy() for name, value in trainer.net.params.items()})
+    trainer.fit(data, progress=False)
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    rng, step = np.random.default_rng(config.seed), 0
+    for _ in range(config.epochs):
+        order = rng.permutation(80)
+        for start in range(0, 80, config.batch):
+            index = order[start:start + config.batch]
+            for group in optimizer.param_groups:
+                group["lr"] = config.learning_rate(step, 5)
+            optimizer.zero_grad()
+            criterion(model(torch.tensor(data.x_train[index], dtype=torch.float64)),
+                      torch.tensor(data.y_train[index])).backward()
+            optimizer.step()
+            step += 1
+    positions = {layer.name: position for position, layer in enumerate(trainer.net.spec.layers) if layer.name}
+    for name, value in trainer.net.params.items():
+        layer_name, role = name.rsplit(".", 1)
+        np.testing.assert_allclose(value, getattr(model[positions[layer_name]], role).detach().numpy(),
+                                   rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def test_seed004_ships_its_recommended_recipe():
+    from symcnn.spec import load_spec
+
+    training = load_spec("seed004").training
+    config = TrainConfig.resolve(training)
+    assert training and config.label_smoothing > 0 and config.lr < TrainConfig().lr  # see docs/training.md
+    assert load_spec("digits").training == {}  # the digits run uses the defaults
+
+
+@pytest.mark.parametrize("table, message", [
+    ("training = 3\n", "spec 'digits': training: must be a table"),
+    ("[training]\nseed = 1\n", "spec 'digits': training: seed: unknown key"),
+    ("[training]\nlr = -0.1\n", "spec 'digits': training.lr: must be a positive number"),
+    ("[training]\nepochs = 2.5\n", "spec 'digits': training.epochs: must be an integer >= 1"),
+    ("[training]\nlabel_smoothing = 1\n", "spec 'digits': training.label_smoothing: must be a number in [0, 1)"),
+    ("[training]\nwarmup = 3\nepochs = 2\n", "spec 'digits': training.warmup: must be a number of epochs in [0, 2]"),
+    ("[training]\nschedule = \"step\"\n", "spec 'digits': training.schedule: must be cosine or constant"),
+])
+def test_a_bad_training_table_is_refused_with_one_line(table, message):
+    from symcnn.spec import SPEC_DIR, parse_spec
+
+    text = (SPEC_DIR / "digits.toml").read_text()
+    # A table's keys follow it to the next header: a bare key goes before the first [[layers]].
+    first_layer = text.index("[[layers]]")
+    text = text[:first_layer] + table + text[first_layer:] if "[" not in table else text + table
+    with pytest.raises(ValueError) as error:
+        parse_spec(text)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_cli_takes_the_spec_recommendations_unless_an_option_is_given(cli, monkeypatch):
+    from dataclasses import replace
+
+    import symcnn.spec
+
+    real = symcnn.spec.load_spec
+    recommended = {"epochs": 1, "batch": 64, "lr": 0.02, "label_smoothing": 0.1}
+    monkeypatch.setattr(symcnn.spec, "load_spec", lambda name: replace(real(name), training=recommended))
+    status, out, err = cli("train", "digits", "--lr", "0.03", "--json", "--no-progress")
+    assert status == 0, err
+    config = json.loads(out)["config"]
+    assert (config["epochs"], config["batch"], config["lr"], config["label_smoothing"]) == (1, 64, 0.03, 0.1)
+    assert config["weight_decay"] == TrainConfig().weight_decay
+    assert "label smoothing 0.1 (epochs, batch, label_smoothing from the spec's [training] table)" in err
+    status, out, err = cli("train", "digits", "--label-smoothing", "1", "--no-progress")
+    assert status == 2 and err.strip().endswith("--label-smoothing: must be a number in [0, 1), got 1.0")
