@@ -373,7 +373,7 @@ def _run_bench(args) -> int:
     for option, value in (("--batch", args.batch), ("--threads", args.threads), ("--repeat", args.repeat)):
         if value < 1:
             raise ValueError(f"{option}: must be an integer >= 1, got {value}")
-    from symcnn.bench.bench import bench
+    from symcnn.bench import bench
 
     result = bench.run_benchmark(args.spec, batch=args.batch, threads=args.threads, repeat=args.repeat,
                                  profile=args.profile)
@@ -407,7 +407,7 @@ def _run_errata(args) -> int:
 
 
 def _run_demo(args) -> int:
-    from symcnn.cli.main import demo
+    from symcnn.cli import demo
 
     return demo.run()
 

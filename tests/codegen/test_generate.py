@@ -9,7 +9,7 @@ import pytest
 import sympy
 
 from tests.kernels_helpers import toml_of
-from symcnn.codegen.lower import package as generate_module
+from symcnn.codegen import package as generate_module
 from symcnn.codegen.package import render_package, stale_files, write_package
 from symcnn.spec import SHIPPED_SPECS, load_spec, parse_spec, shipped_kernels_dir, spec_from_dict
 

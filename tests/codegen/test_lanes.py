@@ -153,7 +153,7 @@ def test_register_blocking_changes_no_sum(tmp_path, monkeypatch):
     """Blocked and unrolled, every output element still adds the formula's terms in the formula's
     order: the same numbers bit for bit as with no blocking (odd sizes, so that blocks of 3 and 2
     and loops left whole all occur; a strided layer; a dense layer)."""
-    from symcnn.codegen.lower.backends.numba_cpu import lanes
+    from symcnn.codegen.backends.numba_cpu import lanes
     from tests.kernels_helpers import network_for
 
     layers = [{"type": "conv2d", "name": "c1", "out_channels": 8, "kernel": 3, "padding": 1},
