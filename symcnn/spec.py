@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import hashlib
 import keyword
-import math
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from symcnn import registry
+from symcnn.registry import REQUIRED
 from symcnn.train_config import SPEC_TRAINING_KEYS, TrainConfig
-from symcnn.validation import check_window, integer, output_sizes, pair
+from symcnn.validation import integer
 
 __all__ = ["LayerSpec", "NetworkSpec", "SHIPPED_SPECS", "load_spec", "parse_spec", "spec_from_dict", "SPEC_DIR",
            "shipped_kernels_dir"]
@@ -41,20 +42,6 @@ SHIPPED_SPECS = ("seed004", "seed004-text", "digits")
 
 LOSSES = ("softmax_cross_entropy",)
 
-# The keys each layer type takes (besides "type"), with defaults; None = required.
-LAYER_KEYS: dict[str, dict[str, Any]] = {
-    "conv2d": {"name": None, "out_channels": None, "kernel": None, "stride": 1, "padding": 0, "dilation": 1,
-               "bias": True},
-    "relu": {},
-    "leaky_relu": {"alpha": 0.01},
-    "elu": {"alpha": 1.0},
-    "maxpool2d": {"kernel": None, "stride": None},
-    "avgpool2d": {"kernel": None, "stride": None},
-    "global_avgpool": {},
-    "flatten": {},
-    "dense": {"name": None, "out_features": None, "bias": True},
-}
-PARAMETERIZED = ("conv2d", "dense")
 RESERVED_LABELS = ("loss", "input")  # a generated module, and the gradient key of the input
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -79,16 +66,10 @@ class LayerSpec:
 
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         """``{"conv1.weight": (16, 3, 3, 3), "conv1.bias": (16,)}``: PyTorch's names and shapes."""
-        if self.kind == "conv2d":
-            channels_in = self.input_shape[0]
-            shapes = {f"{self.name}.weight": (self.settings["out_channels"], channels_in, *self.settings["kernel"])}
-        elif self.kind == "dense":
-            shapes = {f"{self.name}.weight": (self.settings["out_features"], self.input_shape[0])}
-        else:
+        if self.kind == "loss":
             return {}
-        if self.settings["bias"]:
-            shapes[f"{self.name}.bias"] = (shapes[f"{self.name}.weight"][0],)
-        return shapes
+        shapes = registry.get(self.kind).parameter_shapes(self.input_shape, self.settings)
+        return {f"{self.name}.{role}": tuple(shape) for role, shape in shapes.items()}
 
 
 @dataclass(frozen=True)
@@ -141,10 +122,12 @@ def _field(check, where: str, field_name: str, *args):
         raise _error(where, field_name, message) from None
 
 
-def _positive_pair(value, where, field_name, minimum=1):
-    if isinstance(value, list):
-        value = tuple(value)
-    return _field(pair, where, field_name, value, field_name, minimum)
+def _named(check, where: str, *args):
+    """``check(*args)``, its ``field: message`` errors prefixed with the layer."""
+    try:
+        return check(*args)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
 
 
 def _layer(table: Mapping, index: int, shape: tuple[int, ...], names: set) -> LayerSpec:
@@ -152,65 +135,36 @@ def _layer(table: Mapping, index: int, shape: tuple[int, ...], names: set) -> La
         raise _error(f"layers[{index}]", "type", "each layer must be a table")
     kind = table.get("type")
     where = f"layer {index} ({kind})" if isinstance(kind, str) else f"layer {index}"
-    if kind not in LAYER_KEYS:
-        raise _error(where, "type", f"must be one of {', '.join(LAYER_KEYS)}, got {kind!r}")
-    keys = LAYER_KEYS[kind]
-    _check_keys({k: v for k, v in table.items() if k != "type"}, keys, where)
-    values = {key: table.get(key, default) for key, default in keys.items()}
-    for key, value in values.items():
-        if value is None and not (key == "stride" and kind in ("maxpool2d", "avgpool2d")):
-            raise _error(where, key, "missing (required)")
-
-    name = values.pop("name", None)
-    if kind in PARAMETERIZED:
+    layer_ops = registry.names(layer=True)
+    if not isinstance(kind, str) or kind not in layer_ops:
+        shown = kind if isinstance(kind, (str, int, float, bool)) else f"a {type(kind).__name__}"
+        raise _error(where, "type", f"must be one of {', '.join(layer_ops)}, got {shown!r}")
+    op = registry.get(kind)
+    given = {key: value for key, value in table.items() if key != "type"}
+    if op.parameterized:
+        name = given.pop("name", None)
+        if name is None:
+            raise _error(where, "name", "missing (required)")
         if not isinstance(name, str) or not _IDENTIFIER.match(name) or keyword.iskeyword(name):
             raise _error(where, "name", f"must be a plain Python identifier (letters, digits, _), got {name!r}")
         if name in names:
             raise _error(where, "name", f"{name!r} is used by another layer")
         names.add(name)
+    else:
+        name = None
+    _check_keys(given, op.keys(), where)
+    for setting in op.settings:  # required keys first, each named, as a user lists them
+        if setting.default is REQUIRED and setting.default_from is None and setting.key not in given:
+            raise _error(where, setting.key, "missing (required)")
+    if name is not None:
         where = f"layer {index} ({kind} {name!r})"
-    for flag in ("bias",):
-        if flag in values and not isinstance(values[flag], bool):
-            raise _error(where, flag, f"must be true or false, got {values[flag]!r}")
-
-    settings: dict[str, Any] = {}
-    if kind in ("conv2d", "maxpool2d", "avgpool2d"):
-        if len(shape) != 3:
+    settings = _named(op.settings_of, where, given)
+    rank = len(shape)
+    if rank not in op.inputs:
+        if rank == 1:
             raise _error(where, "type", f"needs a (C, H, W) input, got shape {shape}; it cannot follow a flatten")
-        settings["kernel"] = _positive_pair(values["kernel"], where, "kernel")
-        stride = values["stride"] if values["stride"] is not None else settings["kernel"]
-        settings["stride"] = _positive_pair(stride, where, "stride")
-    if kind == "conv2d":
-        settings["out_channels"] = _field(integer, where, "out_channels", values["out_channels"], "out_channels", 1)
-        settings["padding"] = _positive_pair(values["padding"], where, "padding", 0)
-        settings["dilation"] = _positive_pair(values["dilation"], where, "dilation")
-        settings["bias"] = values["bias"]
-        _field(check_window, where, "kernel", shape[1:], settings["kernel"], settings["padding"], settings["dilation"])
-        sizes = output_sizes(shape[1:], settings["kernel"], settings["stride"], settings["padding"],
-                             settings["dilation"])
-        output = (settings["out_channels"], *sizes)
-    elif kind in ("maxpool2d", "avgpool2d"):
-        _field(check_window, where, "kernel", shape[1:], settings["kernel"])
-        output = (shape[0], *output_sizes(shape[1:], settings["kernel"], settings["stride"]))
-    elif kind == "global_avgpool":
-        if len(shape) != 3:
-            raise _error(where, "type", f"needs a (C, H, W) input, got shape {shape}")
-        output = (shape[0], 1, 1)
-    elif kind == "flatten":
-        output = (math.prod(shape),)
-    elif kind == "dense":
-        if len(shape) != 1:
-            raise _error(where, "type", f"needs a flat input, got shape {shape}: put a flatten before it")
-        settings["out_features"] = _field(integer, where, "out_features", values["out_features"], "out_features", 1)
-        settings["bias"] = values["bias"]
-        output = (settings["out_features"],)
-    else:  # activations
-        if "alpha" in values:
-            alpha = values["alpha"]
-            if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
-                raise _error(where, "alpha", f"must be a positive number, got {alpha!r}")
-            settings["alpha"] = float(alpha)
-        output = shape
+        raise _error(where, "type", f"needs a flat input, got shape {shape}: put a flatten before it")
+    output = _named(op.output_shape, where, shape, settings)
     return LayerSpec(kind, index, shape, tuple(output), name, settings)
 
 

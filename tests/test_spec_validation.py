@@ -180,7 +180,7 @@ def test_cross_entropy_targets_of_wrong_shape():
 @pytest.mark.parametrize(
     "fields, field, fragment",
     [
-        (dict(op="conv3d"), "op", "must be one of conv2d, maxpool2d, avgpool2d, dense"),
+        (dict(op="conv3d"), "op", "must be one of conv2d, maxpool2d, avgpool2d, global_avgpool, flatten, dense, relu"),
         (dict(op="conv2d", stride=0), "stride", "must be an integer >= 1, got 0"),
         (dict(op="maxpool2d", stride=(2, 0)), "stride", "got 0"),
         (dict(op="conv2d", padding=-1), "padding", "must be an integer >= 0, got -1"),

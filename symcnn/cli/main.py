@@ -50,8 +50,9 @@ def _values(text: str) -> list[list[str]]:
 
 
 def _add_derive(commands) -> None:
-    from symcnn.symbolic.derive import OPS
+    from symcnn.symbolic.derive import derivable_ops
 
+    OPS = derivable_ops()
     derive = commands.add_parser(
         "derive",
         help="expand one op at a small configuration: output and every gradient",
@@ -269,8 +270,10 @@ def _run_derive(args) -> int:
     from symcnn.views import derivation as render
     from symcnn.symbolic.derive import LayerConfig, derive, parse_values
 
-    if args.op == "dense" and isinstance(args.input, tuple):
-        raise ValueError("--input: dense takes the number of input features, like --input 4")
+    from symcnn import registry
+
+    if 3 not in registry.get(args.op).inputs and isinstance(args.input, tuple):
+        raise ValueError(f"--input: {args.op} takes the number of input features, like --input 4")
     config = LayerConfig(
         op=args.op,
         input_size=args.input,

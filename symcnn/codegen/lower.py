@@ -31,6 +31,7 @@ import sympy
 from sympy import Expr, Indexed, IndexedBase, Sum, Symbol
 
 from symcnn.symbolic import ops
+from symcnn.symbolic.instances import bind_layer
 from symcnn.symbolic.adjoint import GatherTerm, GradientFormula, derive_gradient, sum_terms
 from symcnn.symbolic.functions import FirstArgmax, MaxOver
 from symcnn.codegen.kernel_ir import Kernel, Loop, Reduction, Term
@@ -55,34 +56,12 @@ def _batch_symbol(formula: ops.IndexFormula) -> Optional[Symbol]:
 
 
 def _layer_parameters(layer: LayerSpec) -> tuple[ops.IndexFormula, dict]:
-    """The op's forward formula and every shape parameter's value except the batch size."""
-    settings, shape = layer.settings, layer.input_shape
-    if layer.kind == "conv2d":
-        formula = ops.conv2d(bias=settings["bias"])
-        values = {ops.C_in: shape[0], ops.H_in: shape[1], ops.W_in: shape[2], ops.C_out: settings["out_channels"],
-                  ops.K_h: settings["kernel"][0], ops.K_w: settings["kernel"][1],
-                  ops.s_h: settings["stride"][0], ops.s_w: settings["stride"][1],
-                  ops.p_h: settings["padding"][0], ops.p_w: settings["padding"][1],
-                  ops.d_h: settings["dilation"][0], ops.d_w: settings["dilation"][1]}
-    elif layer.kind in ("maxpool2d", "avgpool2d"):
-        formula = ops.maxpool2d() if layer.kind == "maxpool2d" else ops.avgpool2d()
-        values = {ops.C_in: shape[0], ops.H_in: shape[1], ops.W_in: shape[2],
-                  ops.K_h: settings["kernel"][0], ops.K_w: settings["kernel"][1],
-                  ops.s_h: settings["stride"][0], ops.s_w: settings["stride"][1]}
-    elif layer.kind in ("global_avgpool", "flatten"):
-        formula = ops.global_avgpool() if layer.kind == "global_avgpool" else ops.flatten()
-        values = {ops.C_in: shape[0], ops.H_in: shape[1], ops.W_in: shape[2]}
-    elif layer.kind == "dense":
-        formula = ops.dense(bias=settings["bias"])
-        values = {ops.F_in: shape[0], ops.F_out: settings["out_features"]}
-    else:  # element-wise activations, rank 4 or 2
-        rank = len(shape) + 1
-        factory = {"relu": ops.relu, "leaky_relu": ops.leaky_relu, "elu": ops.elu}[layer.kind]
-        formula = factory(rank=rank)
-        values = {ops.C_in: shape[0], ops.H_in: shape[1], ops.W_in: shape[2]} if rank == 4 else {ops.F_in: shape[0]}
-        if "alpha" in settings:
-            values[ops.alpha] = sympy.Float(settings["alpha"])
-    return formula, values
+    """The op's forward formula and every shape parameter's value except the batch size.
+
+    Read from the op registry (:func:`symcnn.symbolic.instances.bind_layer`); a slope such as
+    LeakyReLU's alpha enters the formula as a float, as the kernels compute it.
+    """
+    return bind_layer(layer.kind, layer.input_shape, layer.settings, number=sympy.Float)
 
 
 # --- rewrites -------------------------------------------------------------------------------

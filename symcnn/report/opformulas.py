@@ -21,7 +21,9 @@ from typing import Optional
 import sympy
 from sympy import Array
 
+from symcnn import registry
 from symcnn.symbolic import ops
+from symcnn.symbolic.functions import FirstArgmax
 from symcnn.symbolic.adjoint import GradientFormula, derive_gradient
 from symcnn.symbolic.expand import evaluate
 from symcnn.views.formula import FORMULA_OPS, general_formula
@@ -33,26 +35,13 @@ from symcnn.symbolic.tensors import indices_of, symbol_array
 from symcnn.validation import pair
 from symcnn.symbolic.verify import elementwise_gradients, exactly_equal, expand_gradient
 
-__all__ = ["op_report", "Instance", "instance", "OP_SUMMARIES", "INSTANCE_KERNEL_LIMIT"]
+__all__ = ["op_report", "Instance", "instance", "INSTANCE_KERNEL_LIMIT"]
 
-#: What each op is, in words (the formulas themselves come from symcnn.symbolic.ops).
-OP_SUMMARIES = {
-    "conv2d": "a 2-D convolution as deep-learning frameworks compute it (cross-correlation), with stride, "
-              "zero padding and dilation",
-    "maxpool2d": "max pooling over windows of the input; a tie routes the gradient to the first maximum in "
-                 "row-major order",
-    "avgpool2d": "average pooling over windows of the input",
-    "global_avgpool": "the mean of each channel over the whole map (document 002)",
-    "flatten": "a (C, H, W) map read out as a vector in C, H, W order (document 004)",
-    "dense": "a fully connected layer, weights of shape (out, in) (document 004)",
-    "relu": "the rectifier, element-wise; its derivative at 0 is taken as 0",
-    "leaky_relu": "the leaky rectifier, element-wise, slope alpha for x <= 0",
-    "elu": "the exponential linear unit, element-wise, scale alpha for x <= 0",
-    "softmax": "softmax over the classes of each sample",
-    "cross_entropy": "the cross-entropy of probabilities with one-hot labels, averaged over the batch",
-    "softmax_cross_entropy": "softmax followed by cross-entropy in one stable formula, averaged over the batch; "
-                             "for one sample it is document 004's loss",
-}
+def _summary(op: str) -> str:
+    """What the op is, in words (its registry entry's summary; the formula comes from symcnn.symbolic.ops)."""
+    entry = registry.get(op)
+    return entry.summary or entry.title
+
 
 _ROLE_TITLES = {"input": "the input", "weight": "the weight", "bias": "the bias"}
 
@@ -103,7 +92,7 @@ def _forward_section(op: str, settings: dict, printer: ReportPrinter) -> Section
     view = general_formula(op, "forward", **settings)
     formula = view.forward
     shown = forward_display(formula, printer)
-    blocks = [Prose(f"The definition symcnn derives everything else from (`symcnn/symbolic/ops.py`), {OP_SUMMARIES[op]}:")]
+    blocks = [Prose(f"The definition symcnn derives everything else from (`symcnn/symbolic/ops.py`), {_summary(op)}:")]
     blocks += _display_blocks(FormulaDisplay(shown.rows))
     blocks.append(Items(tuple(_shape_item(t, formula.parameters, printer) for t in formula.tensors)))
     padded = [t for t in formula.operands if t.zero_padded]
@@ -129,7 +118,7 @@ def _gradient_section(op: str, role: str, settings: dict, printer: ReportPrinter
     conditions = _condition_items(shown)
     if conditions is not None:
         blocks += [Prose("Conditions (an Iverson bracket $[\\cdot]$ is 1 where they hold, else 0):"), conditions]
-    if op in ("maxpool2d",):
+    if any(isinstance(node, FirstArgmax) for node in sympy.preorder_traversal(gradient.equation())):
         blocks.append(Prose("$\\mathbf{1}[(u, v) = \\operatorname{argmax} \\ldots]$ is the routing indicator: 1 when "
                             "the window element at offset $(u, v)$ is the window's first maximum."))
     return Section(f"Gradient with respect to {_ROLE_TITLES[role]}", tuple(blocks))
@@ -152,10 +141,11 @@ class Instance:
 
 def _instance_setup(op: str, settings: dict) -> Optional[tuple[dict, dict, str]]:
     """Operand arrays, parameters by role and a description; ``None`` when too large to show."""
+    entry = registry.get(op)
     kernel = pair(settings.get("kernel") or 2, "kernel", 1)
-    if op in ("conv2d", "maxpool2d", "avgpool2d") and kernel[0] * kernel[1] > INSTANCE_KERNEL_LIMIT:
+    if "kernel" in entry.keys() and kernel[0] * kernel[1] > INSTANCE_KERNEL_LIMIT:
         return None
-    if op == "conv2d":
+    if "kernel" in entry.keys() and entry.parameterized:  # a convolution
         stride = pair(settings.get("stride") or 1, "stride", 1)
         padding = pair(settings.get("padding") or 0, "padding", 0)
         dilation = pair(settings.get("dilation") or 1, "dilation", 1)
@@ -168,7 +158,7 @@ def _instance_setup(op: str, settings: dict) -> Optional[tuple[dict, dict, str]]
         text = (f"input {size[0]}×{size[1]}, kernel {kernel[0]}×{kernel[1]}, stride {_pair_text(stride)}, "
                 f"padding {_pair_text(padding)}, dilation {_pair_text(dilation)}, one channel, with a bias")
         return arrays, parameters, text
-    if op in ("maxpool2d", "avgpool2d"):
+    if "kernel" in entry.keys():  # a pooling window
         stride = pair(settings.get("stride") or kernel, "stride", 1)
         size = tuple(stride[a] + kernel[a] for a in range(2))
         parameters = {"kernel_height": kernel[0], "kernel_width": kernel[1], "stride_h": stride[0], "stride_w": stride[1]}
@@ -177,13 +167,18 @@ def _instance_setup(op: str, settings: dict) -> Optional[tuple[dict, dict, str]]
     shapes = {"global_avgpool": (1, 1, 3, 3), "flatten": (1, 2, 2, 2), "relu": (1, 1, 2, 2),
               "leaky_relu": (1, 1, 2, 2), "elu": (1, 1, 2, 2), "softmax": (1, 3), "cross_entropy": (1, 3),
               "softmax_cross_entropy": (1, 3), "dense": (1, 3)}
-    arrays = {"input": symbol_array("x", shapes[op])}
-    text = f"input {'×'.join(map(str, shapes[op]))}"
-    if op == "dense":
-        arrays.update(weight=symbol_array("w", (2, 3)), bias=symbol_array("b", (2,)))
-        text = "3 input features, 2 output features, a batch of one"
-    if op in ("cross_entropy", "softmax_cross_entropy"):
-        arrays["target"] = symbol_array("t", shapes[op])
+    shape = shapes.get(op, (1, 1, 2, 2) if 3 in entry.inputs else (1, 3))  # an op of its own: a few elements
+    arrays = {"input": symbol_array("x", shape)}
+    text = f"input {'×'.join(map(str, shape))}"
+    if entry.parameterized:  # two outputs, e.g. a dense layer's
+        given = {setting.key: 2 for setting in entry.settings if setting.kind == "count"}
+        for role, parameter_shape in entry.parameter_shapes(shape[1:], entry.settings_of(given)).items():
+            arrays[role] = symbol_array(role[0], parameter_shape)
+        if op == "dense":
+            text = "3 input features, 2 output features, a batch of one"
+    targets = [tensor for tensor in FORMULA_OPS[op]().operands if tensor.role == "target"]
+    if targets:  # a loss
+        arrays["target"] = symbol_array("t", shape)
         text = "3 classes, a batch of one, labels t"
     return arrays, {}, text
 
@@ -271,7 +266,7 @@ def op_report(op: str, kernel=None, stride=None, padding=None, dilation=None) ->
     shown = ", ".join(f"{key} {_pair_text(pair(value, key, 0))}" for key, value in settings.items())
     title = f"`{op}`: forward pass and gradients" + (f" ({shown})" if shown else "")
     roles = _roles(formula)
-    intro = (Prose(f"`{op}` is {OP_SUMMARIES[op]}. Its gradients with respect to "
+    intro = (Prose(f"`{op}` is {_summary(op)}. Its gradients with respect to "
                    f"{', '.join(_ROLE_TITLES[r] for r in roles)} are derived from the forward formula "
                    "(`symcnn/symbolic/adjoint.py`): differentiate, then eliminate each Kronecker delta by solving its index "
                    "equation for a summation index, keeping the conditions under which the solution is an index. "
@@ -281,5 +276,5 @@ def op_report(op: str, kernel=None, stride=None, padding=None, dilation=None) ->
     sections = [_forward_section(op, settings, printer)]
     sections += [_gradient_section(op, role, settings, printer) for role in roles]
     sections.append(_instance_section(op, settings, printer))
-    summary = f"{OP_SUMMARIES[op]}: forward formula and the derived gradients" + (f", {shown}" if shown else "")
+    summary = f"{_summary(op)}: forward formula and the derived gradients" + (f", {shown}" if shown else "")
     return Report(f"op-{op}{suffix}", title, summary, tuple(sections), intro)

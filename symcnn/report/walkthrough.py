@@ -25,9 +25,10 @@ from dataclasses import dataclass
 import sympy
 from sympy import IndexedBase
 
+from symcnn import registry
 from symcnn.symbolic import ops
+from symcnn.symbolic.instances import bind_layer
 from symcnn.symbolic.adjoint import GRADIENT_NAMES, GatherTerm, GradientFormula
-from symcnn.codegen.lower import _layer_parameters  # the layer's formula and its sizes, as the kernels get them
 from symcnn.report.document import Display, Items, Prose, Report, Section
 from symcnn.report.indexform import FormulaDisplay, forward_display, gradient_display
 from symcnn.report.mathtex import ReportPrinter
@@ -37,43 +38,10 @@ from symcnn.symbolic.verify import exactly_equal
 
 __all__ = ["network_report", "LayerNames", "layer_names"]
 
-# Document 004's letters: S (convolution), A (activation), P (pooling), h (flatten), z (scores).
-_LETTERS = {"conv2d": "S", "relu": "A", "leaky_relu": "A", "elu": "A", "maxpool2d": "P", "avgpool2d": "P",
-            "global_avgpool": "P", "flatten": "h", "dense": "z"}
+# Document 004's letters (each op's registry entry names its own): S (convolution), A (activation),
+# P (pooling), h (flatten), z (scores).
 _SPATIAL_LETTERS = ("S", "A", "P")  # always numbered, as document 004 numbers S^{[1]}
 
-_FORWARD_TEXT = {
-    "conv2d": "a convolution (cross-correlation) over the zero-padded input",
-    "relu": "ReLU, element-wise",
-    "leaky_relu": "leaky ReLU, element-wise",
-    "elu": "ELU, element-wise",
-    "maxpool2d": "max pooling",
-    "avgpool2d": "average pooling",
-    "global_avgpool": "global average pooling",
-    "flatten": "the map read out as a vector, in C, H, W order",
-    "dense": "a fully connected layer",
-}
-
-_BACKWARD_TEXT = {
-    "conv2d": "The convolution is linear in its weight, its bias and its input. By the chain rule each gradient "
-              "sums the upstream gradient over the outputs that the element touched: the bias over every "
-              "position, the weight correlates the input with the upstream gradient, and the input gathers "
-              "the upstream gradient through the kernel (document 000's “full” convolution, with its range "
-              "condition).",
-    "relu": "ReLU's derivative is a mask: 1 where its input is positive, 0 elsewhere (ReLU'(0) = 0).",
-    "leaky_relu": "Leaky ReLU's derivative: 1 where its input is positive, alpha elsewhere.",
-    "elu": "ELU's derivative: 1 where its input is positive, alpha times the exponential elsewhere.",
-    "maxpool2d": "Max pooling routes each upstream gradient to the position of its window's maximum (the first "
-                 "one in row-major order on a tie); every other position gets 0. The sum runs over the windows "
-                 "that contain the element.",
-    "avgpool2d": "Average pooling spreads each upstream gradient evenly over its window.",
-    "global_avgpool": "Global average pooling spreads each upstream gradient evenly over its whole map.",
-    "flatten": "Flatten only moves entries: its gradient is the upstream gradient read back at each element's "
-               "position in the vector (the inverse of flatten's index map).",
-    "dense": "The dense layer is linear: by the chain rule the bias gradient is the upstream gradient summed "
-             "over the batch, the weight gradient the outer product of the upstream gradient with the layer's "
-             "input, and the input gradient the upstream gradient through the transposed weight.",
-}
 
 _ROLE_ORDER = ("bias", "weight", "input")  # document 004's order within a layer
 
@@ -88,11 +56,11 @@ class LayerNames:
 
 def layer_names(spec: NetworkSpec) -> LayerNames:
     """Document 004's names: ``X``, then ``S^{[1]}``, ``A^{[1]}``, ``P^{[1]}``, ``h``, ``z`` by layer kind."""
-    counts = Counter(_LETTERS[layer.kind] for layer in spec.layers)
+    counts = Counter(registry.get(layer.kind).letter for layer in spec.layers)
     seen: Counter = Counter()
     activations, latex = ["X"], {"X": "X", "p": "p", "y": "y"}
     for layer in spec.layers:
-        letter = _LETTERS[layer.kind]
+        letter = registry.get(layer.kind).letter
         seen[letter] += 1
         label = f"{letter}{seen[letter]}"
         numbered = letter in _SPATIAL_LETTERS or counts[letter] > 1
@@ -107,7 +75,7 @@ def layer_names(spec: NetworkSpec) -> LayerNames:
 def layer_formula(layer: LayerSpec) -> tuple[ops.IndexFormula, dict]:
     """The op's formula of ``layer`` and the values of its shape parameters (all but the batch size);
     a whole-number alpha written as an integer (``1``, not ``1.0``)."""
-    formula, values = _layer_parameters(layer)
+    formula, values = bind_layer(layer.kind, layer.input_shape, layer.settings, number=sympy.Float)
     return formula, {symbol: sympy.Integer(int(value)) if isinstance(value, sympy.Float) and value == int(value)
                      else value for symbol, value in values.items()}
 
@@ -149,22 +117,7 @@ def _shape(printer: ReportPrinter, label: str, shape) -> str:
 
 
 def _settings_text(layer: LayerSpec) -> str:
-    settings = layer.settings
-
-    def pair(value) -> str:
-        return str(value[0]) if value[0] == value[1] else f"{value[0]}×{value[1]}"
-
-    if layer.kind == "conv2d":
-        text = (f"{settings['out_channels']} kernels {pair(settings['kernel'])}, stride {pair(settings['stride'])}, "
-                f"padding {pair(settings['padding'])}")
-        return text + (f", dilation {pair(settings['dilation'])}" if settings["dilation"] != (1, 1) else "")
-    if layer.kind in ("maxpool2d", "avgpool2d"):
-        return f"window {pair(settings['kernel'])}, stride {pair(settings['stride'])}"
-    if layer.kind == "dense":
-        return f"{settings['out_features']} outputs"
-    if "alpha" in settings:
-        return f"alpha = {settings['alpha']}"
-    return ""
+    return registry.get(layer.kind).settings_text(layer.settings)
 
 
 def _layer_title(layer: LayerSpec) -> str:
@@ -184,7 +137,7 @@ def _forward_layer(layer: LayerSpec, names: LayerNames, printer: ReportPrinter) 
     formula, values = layer_formula(layer)
     source, target = names.activations[layer.index], names.activations[layer.index + 1]
     concrete = _renamed_formula(formula, _renaming(formula, layer, source, target)).substitute(values)
-    text = _FORWARD_TEXT[layer.kind]
+    text = registry.get(layer.kind).description or registry.get(layer.kind).title
     blocks = [Prose(f"{text[0].upper()}{text[1:]}:"), Display(forward_display(concrete, printer).rows)]
     if "out_height" in formula.parameters:
         size = formula.parameters["out_height"]
@@ -253,7 +206,7 @@ def _backward_layer(layer: LayerSpec, names: LayerNames, printer: ReportPrinter)
     source, target = names.activations[layer.index], names.activations[layer.index + 1]
     mapping = _renaming(formula, layer, source, target)
     roles = [role for role in _ROLE_ORDER if role in {t.role for t in formula.operands}]
-    blocks = [Prose(_BACKWARD_TEXT[layer.kind])]
+    blocks = [Prose(registry.get(layer.kind).gradient_note or "By the chain rule, from the derived gradient below.")]
     for role in roles:
         gradient = _renamed_gradient(general_gradient(formula.op, role), mapping).substitute(values)
         label = {"input": source, "weight": f"W_{layer.name}", "bias": f"b_{layer.name}"}[role]

@@ -261,7 +261,7 @@ class Network:
             arrays = self._layer_arrays(layer)
             arrays["x"] = value
             arrays["out"] = self._buffer(f"{layer.label}.out", (batch, *layer.output_shape), self.dtype)
-            if layer.kind == "maxpool2d":
+            if "switch" in self.kernels.ARGUMENTS[f"{layer.label}_forward"]:
                 # the argmax offset within the window; the narrowest integer that holds it (measured:
                 # the pool's gradient kernel runs about 10x faster reading int8 than int64 or int32)
                 window = layer.settings["kernel"][0] * layer.settings["kernel"][1]

@@ -23,13 +23,13 @@ from typing import Mapping, Optional, Sequence
 import sympy
 from sympy import Array, Expr, Symbol
 
-from symcnn.symbolic import layers
+from symcnn import registry
+from symcnn.symbolic.functions import MaxOver
+from symcnn.symbolic.instances import bind_layer, evaluate_layer
 from symcnn.symbolic.tensors import indices_of, symbol_array, symbol_table, upstream_array
-from symcnn.validation import check_window, integer, output_sizes, pair
+from symcnn.validation import integer, pair
 
-__all__ = ["vjp", "gradient", "partial_derivative", "LayerConfig", "Derivation", "derive", "parse_values", "OPS", "MAX_EXPANSION_TERMS"]
-
-OPS = ("conv2d", "maxpool2d", "avgpool2d", "dense")
+__all__ = ["vjp", "gradient", "partial_derivative", "LayerConfig", "Derivation", "derive", "parse_values", "derivable_ops", "reduction_terms", "MAX_EXPANSION_TERMS"]
 
 #: The largest expansion :func:`derive` accepts, in terms (see ``LayerConfig.expansion_terms``):
 #: about 5 s of SymPy work on this project's 2-core machines. The general index formulas cover
@@ -102,13 +102,32 @@ def _term_derivative(term: Expr, symbol: Symbol) -> Expr:
     return sympy.diff(term, symbol)
 
 
+#: LayerConfig's fields that set an op's setting of the same meaning, where the op has it.
+_SETTING_FIELDS = {"kernel": "kernel", "stride": "stride", "padding": "padding", "dilation": "dilation",
+                   "bias": "bias", "out_channels": "channels_out", "out_features": "channels_out"}
+#: Fields an op without the setting must leave at their defaults (a pool takes no padding).
+_REFUSED_UNLESS_DEFAULT = {"padding": (0, 0), "dilation": (1, 1)}
+
+
+def derivable_ops() -> tuple[str, ...]:
+    """The ops :func:`derive` expands: every registered layer op.
+
+    >>> derivable_ops()[:4]
+    ('conv2d', 'maxpool2d', 'avgpool2d', 'global_avgpool')
+    """
+    return registry.names(layer=True)
+
+
 @dataclass(frozen=True)
 class LayerConfig:
     """One op at a small, concrete configuration, validated on construction.
 
-    ``input_size`` is ``(H, W)`` (an int means square) for the spatial ops and the number of
-    input features for ``dense``; ``channels_out`` is the output features of ``dense``.
-    ``stride`` of a pool defaults to its kernel (PyTorch's default), of conv2d to 1.
+    ``input_size`` is ``(H, W)`` (an int means square) for an op of ``(C, H, W)`` inputs and the
+    number of input features for an op of flat inputs (``dense``); ``channels_out`` is the output
+    channels (``conv2d``) or features (``dense``). ``stride`` of a pool defaults to its kernel
+    (PyTorch's default), of conv2d to 1. ``settings`` gives the op's other settings (a slope
+    ``alpha``); one left out stays a symbol. Fields an op has no setting for are ignored, except
+    padding and dilation, which an op without them refuses.
     """
 
     op: str
@@ -121,74 +140,89 @@ class LayerConfig:
     dilation: object = 1
     batch: int = 1
     bias: bool = True
+    settings: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.op not in OPS:
-            raise ValueError(f"op: must be one of {', '.join(OPS)}, got {self.op!r}")
+        if self.op not in derivable_ops():
+            raise ValueError(f"op: must be one of {', '.join(derivable_ops())}, got {self.op!r}")
+        entry = registry.get(self.op)
         set_field = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
         set_field("batch", integer(self.batch, "batch", 1))
         set_field("channels_in", integer(self.channels_in, "channels_in", 1))
         set_field("channels_out", integer(self.channels_out, "channels_out", 1))
-        if self.op == "dense":
+        if 3 not in entry.inputs:
             set_field("input_size", integer(self.input_size, "input_size", 1))
-            self._refuse_too_large()
-            return
-        set_field("input_size", pair(self.input_size, "input_size", 1))
-        set_field("kernel", pair(self.kernel, "kernel", 1))
-        default_stride = 1 if self.op == "conv2d" else self.kernel
-        set_field("stride", pair(default_stride if self.stride is None else self.stride, "stride", 1))
-        set_field("padding", pair(self.padding, "padding", 0))
-        set_field("dilation", pair(self.dilation, "dilation", 1))
-        if self.op != "conv2d":
-            if self.padding != (0, 0):
-                raise ValueError(f"padding: {self.op} takes no padding, got {self.padding[0]}x{self.padding[1]}")
-            if self.dilation != (1, 1):
-                raise ValueError(f"dilation: {self.op} takes no dilation, got {self.dilation[0]}x{self.dilation[1]}")
-        check_window(self.input_size, self.kernel, self.padding, self.dilation)
+        else:
+            set_field("input_size", pair(self.input_size, "input_size", 1))
+        for key, default in _REFUSED_UNLESS_DEFAULT.items():
+            value = pair(getattr(self, key), key, 0 if key == "padding" else 1)
+            if key not in entry.keys() and value != default:
+                raise ValueError(f"{key}: {self.op} takes no {key}, got {value[0]}x{value[1]}")
+        given = {key: getattr(self, field_name) for key, field_name in _SETTING_FIELDS.items()
+                 if key in entry.keys()}
+        if not isinstance(self.settings, Mapping):
+            raise ValueError(f"settings: must be a mapping of {self.op}'s settings, got {self.settings!r}")
+        overlap = set(self.settings) & set(_SETTING_FIELDS)
+        if overlap:
+            raise ValueError(f"settings: give {sorted(overlap)[0]} as its own field")
+        given.update(self.settings)
+        resolved = entry.settings_of(given)
+        for key, field_name in _SETTING_FIELDS.items():
+            if key in resolved and key not in ("out_channels", "out_features"):
+                set_field(field_name, resolved[key])
+        if "kernel" in resolved:  # the window fields hold pairs, the op's or the defaults
+            set_field("stride", resolved["stride"])
+            set_field("padding", resolved.get("padding", (0, 0)))
+            set_field("dilation", resolved.get("dilation", (1, 1)))
+        # A number setting left out stays a symbol in the formula (alpha): not resolved here.
+        chosen = {key: value for key, value in resolved.items()
+                  if entry.setting(key).kind != "number" or key in self.settings}
+        set_field("settings", chosen)
+        entry.output_shape(self.input_shape[1:], self._shape_settings(entry))  # refuses a window that does not fit
         self._refuse_too_large()
+
+    def _shape_settings(self, entry) -> dict:
+        defaults = {setting.key: setting.default for setting in entry.settings if setting.kind == "number"}
+        return {**defaults, **self.settings}
+
+    @property
+    def entry(self) -> registry.Op:
+        """The op's registry entry."""
+        return registry.get(self.op)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        if self.op == "dense":
+        if isinstance(self.input_size, int):
             return (self.batch, self.input_size)
         return (self.batch, self.channels_in, *self.input_size)
 
     @property
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each learned parameter's shape, by role (``weight``, ``bias``)."""
+        return self.entry.parameter_shapes(self.input_shape[1:], self._shape_settings(self.entry))
+
+    @property
     def weight_shape(self) -> Optional[tuple[int, ...]]:
-        if self.op == "conv2d":
-            return (self.channels_out, self.channels_in, *self.kernel)
-        if self.op == "dense":
-            return (self.channels_out, self.input_size)
-        return None
+        return self.parameter_shapes.get("weight")
 
     @property
     def has_bias(self) -> bool:
-        return self.bias and self.op in ("conv2d", "dense")
+        return "bias" in self.parameter_shapes
 
     @property
     def output_shape(self) -> tuple[int, ...]:
-        if self.op == "dense":
-            return (self.batch, self.channels_out)
-        sizes = output_sizes(self.input_size, self.kernel, self.stride, self.padding, self.dilation)
-        channels = self.channels_out if self.op == "conv2d" else self.channels_in
-        return (self.batch, channels, *sizes)
+        return (self.batch, *self.entry.output_shape(self.input_shape[1:], self._shape_settings(self.entry)))
 
     @property
     def expansion_terms(self) -> int:
         """The size of the expansion: output elements times the terms each one reduces over.
 
-        A max-pooling window of ``K`` elements counts ``K*K`` terms: each element's routing
-        condition compares it with every other element of its window.
+        Read off the formula: the product of its reductions' lengths, where a max over a window
+        of ``K`` elements counts ``K*K`` terms (each element's routing condition compares it with
+        every other element of its window).
         """
-        if self.op == "dense":
-            reduction = self.input_size
-        elif self.op == "conv2d":
-            reduction = self.kernel[0] * self.kernel[1] * self.channels_in
-        else:
-            reduction = self.kernel[0] * self.kernel[1]
-            if self.op == "maxpool2d":
-                reduction *= reduction
-        return math.prod(self.output_shape) * reduction
+        formula, values = bind_layer(self.op, self.input_shape[1:], self._shape_settings(self.entry))
+        return math.prod(self.output_shape) * reduction_terms(formula.rhs.xreplace(values))
 
     def _refuse_too_large(self) -> None:
         terms = self.expansion_terms
@@ -197,6 +231,21 @@ class LayerConfig:
                 f"configuration: too large to expand symbolically ({terms:,} terms, the limit is "
                 f"{MAX_EXPANSION_TERMS:,}); the general index formula covers any size"
             )
+
+
+def reduction_terms(expression: Expr) -> int:
+    """How many terms one output element's expansion reduces over (1 where nothing is reduced).
+
+    >>> from symcnn.symbolic import ops
+    >>> reduction_terms(ops.dense().rhs.xreplace({ops.F_in: 4}))
+    4
+    """
+    terms = 1
+    for node in sympy.preorder_traversal(expression):
+        if isinstance(node, (sympy.Sum, MaxOver)):
+            length = math.prod(int(upper - lower + 1) for _, lower, upper in node.limits)
+            terms = max(terms, length * length if isinstance(node, MaxOver) else length)
+    return terms
 
 
 @dataclass(frozen=True)
@@ -226,14 +275,8 @@ class Derivation:
 
 
 def _forward(config: LayerConfig, tensors: Mapping[str, Array]) -> Array:
-    x, weight, bias = tensors["input"], tensors.get("weight"), tensors.get("bias")
-    if config.op == "conv2d":
-        return layers.conv2d(x, weight, bias, config.stride, config.padding, config.dilation)
-    if config.op == "maxpool2d":
-        return layers.maxpool2d(x, config.kernel, config.stride)
-    if config.op == "avgpool2d":
-        return layers.avgpool2d(x, config.kernel, config.stride)
-    return layers.dense(x, weight, bias)
+    arrays = {role: array for role, array in tensors.items() if role != "grad_output"}
+    return evaluate_layer(config.op, arrays, config.settings)
 
 
 def parse_values(values: Sequence, shape: Sequence[int]) -> Array:
@@ -262,14 +305,12 @@ def derive(config: LayerConfig, values: Optional[Array] = None) -> Derivation:
     max pooling's routing is decided by the actual numbers (document 002).
     """
     tensors = {"input": symbol_array("x", config.input_shape)}
-    if config.weight_shape is not None:
-        tensors["weight"] = symbol_array("w", config.weight_shape)
-    if config.has_bias:
-        tensors["bias"] = symbol_array("b", (config.channels_out,))
+    for role, shape in config.parameter_shapes.items():
+        tensors[role] = symbol_array(role[0], shape)
     output = _forward(config, tensors)
     upstream = upstream_array(output.shape)
     tensors["grad_output"] = upstream
-    wrt = {f"grad_{role}": tensors[role] for role in ("input", "weight", "bias") if role in tensors}
+    wrt = {f"grad_{role}": tensors[role] for role in tensors if role != "grad_output"}
     gradients = vjp(output, upstream, wrt)
     substitution: dict[Symbol, Expr] = {}
     if values is not None:

@@ -23,6 +23,7 @@ from symcnn.symbolic import layers
 from symcnn.symbolic.adjoint import GradientFormula, gradients_of
 from symcnn.symbolic.derive import gradient, vjp
 from symcnn.symbolic.expand import evaluate
+from symcnn.symbolic.instances import evaluate_layer
 from symcnn.symbolic.ops import IndexFormula
 from symcnn.symbolic.tensors import indices_of, symbol_array, upstream_array
 
@@ -86,36 +87,14 @@ def mismatches(forward: IndexFormula, arrays: Mapping[str, Array], parameters: M
     return result
 
 
-def _symbolic_layer(layer, x, params):
-    """One layer expanded symbolically on a fresh symbol input; returns output and operand arrays."""
-    s = layer.settings
+def _symbolic_layer(layer, x):
+    """One layer expanded symbolically on fresh symbols (its input and each parameter), through
+    its registered formula; returns the output and the operand arrays by role."""
     operands = {"input": symbol_array(f"in{layer.index}_", x.shape)}
-    h = operands["input"]
-    if layer.kind in ("conv2d", "dense"):
-        shapes = layer.parameter_shapes()
-        operands["weight"] = symbol_array(f"w{layer.index}_", shapes[f"{layer.name}.weight"])
-        if f"{layer.name}.bias" in shapes:
-            operands["bias"] = symbol_array(f"b{layer.index}_", shapes[f"{layer.name}.bias"])
-        bias = operands.get("bias")
-        if layer.kind == "conv2d":
-            h = layers.conv2d(h, operands["weight"], bias, s["stride"], s["padding"], s["dilation"])
-        else:
-            h = layers.dense(h, operands["weight"], bias)
-    elif layer.kind == "relu":
-        h = layers.relu(h)
-    elif layer.kind == "leaky_relu":
-        h = layers.leaky_relu(h, sympy.nsimplify(s["alpha"]))
-    elif layer.kind == "elu":
-        h = layers.elu(h, sympy.nsimplify(s["alpha"]))
-    elif layer.kind == "maxpool2d":
-        h = layers.maxpool2d(h, s["kernel"], s["stride"])
-    elif layer.kind == "avgpool2d":
-        h = layers.avgpool2d(h, s["kernel"], s["stride"])
-    elif layer.kind == "global_avgpool":
-        h = layers.global_avgpool(h)
-    elif layer.kind == "flatten":
-        h = layers.flatten(h)
-    return h, operands
+    for name, shape in layer.parameter_shapes().items():
+        role = name.rsplit(".", 1)[1]
+        operands[role] = symbol_array(f"{role[0]}{layer.index}_", shape)
+    return evaluate_layer(layer.kind, operands, layer.settings), operands
 
 
 def _substitution(operands, numbers):
@@ -134,7 +113,7 @@ def _numeric(array, values) -> np.ndarray:
 def symbolic_network_gradients(spec, params: dict, x, labels) -> dict:
     """Loss and every gradient of a network (spec) by the symbolic layers, for numeric values.
 
-    Layer by layer: expand the layer's index formula on fresh symbols (symcnn.symbolic.layers), evaluate it
+    Layer by layer: expand the layer's registered index formula on fresh symbols (symcnn.symbolic.instances), evaluate it
     with the numbers substituted, and backpropagate with the vector-Jacobian product of the
     expansion (symcnn.symbolic.derive.vjp). This is the oracle the generated kernels are checked against;
     keep the spec small (every element is a SymPy expression). Returns ``{"loss": float,
@@ -142,12 +121,10 @@ def symbolic_network_gradients(spec, params: dict, x, labels) -> dict:
     """
     records, value = [], x
     for layer in spec.layers:
-        output, operands = _symbolic_layer(layer, value, params)
+        output, operands = _symbolic_layer(layer, value)
         numbers = {"input": value}
-        if "weight" in operands:
-            numbers["weight"] = params[f"{layer.name}.weight"]
-            if "bias" in operands:
-                numbers["bias"] = params[f"{layer.name}.bias"]
+        for role in [role for role in operands if role != "input"]:
+            numbers[role] = params[f"{layer.name}.{role}"]
         values = _substitution(operands, numbers)
         records.append((layer, output, operands, values))
         value = _numeric(output, values)
@@ -160,9 +137,8 @@ def symbolic_network_gradients(spec, params: dict, x, labels) -> dict:
     upstream = _numeric(gradient(loss, scores), values)
     for layer, output, operands, values in reversed(records):
         grads = vjp(output, sympy.Array(upstream.tolist()), operands)
-        for role in ("weight", "bias"):
-            if role in grads:
-                result[f"{layer.name}.{role}"] = _numeric(grads[role], values)
+        for role in [role for role in operands if role != "input"]:
+            result[f"{layer.name}.{role}"] = _numeric(grads[role], values)
         upstream = _numeric(grads["input"], values)
     result["input"] = upstream
     return result

@@ -43,17 +43,16 @@ def _shape(shape) -> str:
 def describe(config: LayerConfig) -> str:
     """One line: the op, its configuration and its output shape."""
     parts = [f"input {_shape(config.input_shape)}"]
-    if config.weight_shape is not None:
-        parts.append(f"weight {_shape(config.weight_shape)}")
-    if config.has_bias:
-        parts.append(f"bias {config.channels_out}")
-    if config.op != "dense":
-        if config.op != "conv2d":
-            parts.append(f"kernel {_shape(config.kernel)}")
-        parts.append(f"stride {_shape(config.stride)}")
-        if config.op == "conv2d":
-            parts.append(f"padding {_shape(config.padding)}")
-            parts.append(f"dilation {_shape(config.dilation)}")
+    for role, shape in config.parameter_shapes.items():
+        parts.append(f"{role} {_shape(shape)}" if len(shape) > 1 else f"{role} {shape[0]}")
+    has_weight = config.weight_shape is not None
+    for setting in config.entry.settings:
+        if setting.key == "kernel" and has_weight:
+            continue  # a convolution's kernel is its weight's last two axes
+        if setting.kind == "pair":
+            parts.append(f"{setting.key} {_shape(config.settings[setting.key])}")
+        elif setting.kind == "number" and setting.key in config.settings:
+            parts.append(f"{setting.key} {config.settings[setting.key]:g}")
     return f"{config.op}: {', '.join(parts)} -> output {_shape(config.output_shape)}"
 
 
@@ -189,9 +188,12 @@ def as_dict(derivation: Derivation) -> dict[str, Any]:
         },
         "output": _nested_strings(derivation.output),
     }
-    if config.op != "dense":
+    if "kernel" in config.settings:
         result["config"].update(kernel=list(config.kernel), stride=list(config.stride),
                                 padding=list(config.padding), dilation=list(config.dilation))
+    numbers = {key: value for key, value in config.settings.items() if config.entry.setting(key).kind == "number"}
+    if numbers:
+        result["config"].update(numbers)
     for key, _, _ in _SECTIONS:
         if key in derivation.gradients:
             result[key] = _nested_strings(derivation.gradients[key])

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import Callable, Iterator, Mapping, Optional, Union
 
 import sympy
 from sympy import Eq, Sum
 
+from symcnn import registry
 from symcnn.symbolic import ops
 from symcnn.symbolic.adjoint import GradientFormula, derive_gradient
 from symcnn.printing.printers import OUT_SIZE_NAMES, Iverson, latex, readable, text
@@ -43,30 +44,23 @@ def from_srepr(text: str) -> sympy.Basic:
                  "FirstArgmax": FirstArgmax, "WindowMax": WindowMax}
     return eval(text, {"__builtins__": {}}, namespace)  # noqa: S307
 
-#: The ops with general formulas, by name.
-FORMULA_OPS: dict[str, Callable[[], ops.IndexFormula]] = {
-    "conv2d": ops.conv2d,
-    "maxpool2d": ops.maxpool2d,
-    "avgpool2d": ops.avgpool2d,
-    "global_avgpool": ops.global_avgpool,
-    "flatten": ops.flatten,
-    "dense": ops.dense,
-    "relu": ops.relu,
-    "leaky_relu": ops.leaky_relu,
-    "elu": ops.elu,
-    "softmax": ops.softmax,
-    "softmax_cross_entropy": ops.softmax_cross_entropy,
-    "cross_entropy": ops.cross_entropy,
-}
+class _FormulaOps(Mapping):
+    """Every registered op's formula factory, by name: a live view of :mod:`symcnn.registry`."""
 
-# Which specialization each option sets: option -> (height role, width role).
-_SPECIALIZATIONS = {
-    "kernel": ("kernel_height", "kernel_width"),
-    "stride": ("stride_h", "stride_w"),
-    "padding": ("padding_h", "padding_w"),
-    "dilation": ("dilation_h", "dilation_w"),
-}
-_MINIMUM = {"kernel": 1, "stride": 1, "padding": 0, "dilation": 1}
+    def __getitem__(self, name: str) -> Callable[..., ops.IndexFormula]:
+        if name not in registry.names():
+            raise KeyError(name)
+        return registry.get(name).load_formula()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(registry.names())
+
+    def __len__(self) -> int:
+        return len(registry.names())
+
+
+#: The ops with general formulas, by name (every registered op).
+FORMULA_OPS: Mapping[str, Callable[..., ops.IndexFormula]] = _FormulaOps()
 
 _DESCRIPTION = {"forward": "forward pass", "input": "gradient with respect to the input",
                 "weight": "gradient with respect to the weight", "bias": "gradient with respect to the bias"}
@@ -155,10 +149,11 @@ def _specialization(forward: ops.IndexFormula, op: str, settings: dict) -> tuple
     for option, setting in settings.items():
         if setting is None:
             continue
-        height_role, width_role = _SPECIALIZATIONS[option]
-        if height_role not in forward.parameters:
+        entry = registry.get(op)
+        if option not in entry.keys() or entry.setting(option).kind != "pair":
             raise ValueError(f"{option}: {op} has no {option}")
-        height, width = pair(setting, option, _MINIMUM[option])
+        height_role, width_role = entry.setting(option).roles
+        height, width = pair(setting, option, entry.setting(option).minimum)
         values[forward.parameters[height_role]] = height
         values[forward.parameters[width_role]] = width
         shown[option] = height if height == width else f"{height}x{width}"

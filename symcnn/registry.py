@@ -1,0 +1,467 @@
+"""The op registry: every op symcnn knows, registered once, read by every stage.
+
+An :class:`Op` entry holds everything about an op that is not its mathematics: its name, where its
+index formula is defined, the keys a network spec gives it (with defaults and constraints, and the
+formula parameters each key sets), the input ranks it accepts, its output shape and parameter
+shapes, its rule at non-differentiable points and its display names. The mathematics is the index
+formula itself (:mod:`symcnn.symbolic.ops`), named here by ``"module:function"`` and imported only
+when a stage asks for it: spec validation and the runtime read this module and never load SymPy.
+
+Derivations (``symcnn derive``, ``symcnn formula``), spec validation, code generation, the
+kernel-vs-symbolic check, the checker, the reports and the command line's choices all read
+:func:`get` and :func:`names`. Adding an op is its formula, one :func:`register` call and its tests
+(``docs/adding-an-op.md``).
+
+Example:
+    >>> conv = get("conv2d")
+    >>> conv.output_shape((3, 32, 32), conv.settings_of({"out_channels": 16, "kernel": 3, "padding": 1}))
+    (16, 32, 32)
+    >>> conv.parameter_shapes((3, 32, 32), conv.settings_of({"out_channels": 16, "kernel": 3}))
+    {'weight': (16, 3, 3, 3), 'bias': (16,)}
+    >>> names(layer=True)[:4]
+    ('conv2d', 'maxpool2d', 'avgpool2d', 'global_avgpool')
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional, Union
+
+from symcnn.validation import check_window, integer, output_sizes, pair
+
+__all__ = ["REQUIRED", "Setting", "Op", "register", "unregister", "get", "names", "ops", "input_roles"]
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+#: The default of a setting that a spec must give.
+REQUIRED: Any = _Required()
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One key a spec layer of an op takes (besides ``type`` and ``name``).
+
+    ``kind`` says how the value is read: ``count`` (an int >= ``minimum``), ``pair`` (an int or
+    ``[height, width]``, each >= ``minimum``), ``flag`` (true or false) or ``number`` (a finite
+    number > 0). ``roles`` are the formula parameters the value sets (a pair sets two:
+    ``("stride_h", "stride_w")``); ``option`` settings are passed to the formula's factory
+    instead (``bias``: whether the formula has a bias term). ``default_from`` names the setting
+    whose value is the default (a pool's stride is its kernel, as in PyTorch).
+    """
+
+    key: str
+    kind: str
+    default: Any = REQUIRED
+    minimum: int = 1
+    roles: tuple[str, ...] = ()
+    option: bool = False
+    default_from: Optional[str] = None
+    help: str = ""
+
+    def __post_init__(self):
+        if self.kind not in ("count", "pair", "flag", "number"):
+            raise ValueError(f"{self.key}: kind must be count, pair, flag or number, got {self.kind!r}")
+        expected_roles = {"pair": 2, "count": 1, "number": 1}.get(self.kind, 0)
+        if self.roles and len(self.roles) != expected_roles:
+            raise ValueError(f"{self.key}: a {self.kind} setting sets {expected_roles} role(s), got {self.roles}")
+
+    def read(self, value: Any) -> Any:
+        """``value`` as this setting holds it, or a one-line ``ValueError`` naming the key."""
+        if self.kind == "count":
+            return integer(value, self.key, self.minimum)
+        if self.kind == "pair":
+            return pair(tuple(value) if isinstance(value, list) else value, self.key, self.minimum)
+        if self.kind == "flag":
+            if not isinstance(value, bool):
+                raise ValueError(f"{self.key}: must be true or false, got {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{self.key}: must be a positive number, got {value!r}")
+        return float(value)
+
+
+def _same_shape(input_shape: Shape, settings: Mapping[str, Any]) -> Shape:
+    return tuple(input_shape)
+
+
+def _no_parameters(input_shape: Shape, settings: Mapping[str, Any]) -> dict[str, Shape]:
+    return {}
+
+
+@dataclass(frozen=True)
+class Op:
+    """One op: its name, formula, spec settings, shapes and display names.
+
+    ``formula`` is the factory of its :class:`~symcnn.symbolic.ops.IndexFormula`, as a callable or
+    as ``"module:function"`` (imported when first needed). The factory is called with the
+    ``option`` settings as keywords and, for an op of several input ranks, ``rank`` (the rank of
+    the input with its batch axis). ``inputs`` are the input ranks the op accepts, without the
+    batch axis: 3 is ``(C, H, W)``, 1 is ``(features,)``. ``output_shape`` and
+    ``parameter_shapes`` take the input shape without the batch axis and the settings (as
+    :meth:`settings_of` returns them); ``output_shape`` raises ``ValueError`` naming the setting
+    when the configuration does not fit.
+    """
+
+    name: str
+    formula: Union[str, Callable[..., Any]]
+    title: str
+    settings: tuple[Setting, ...] = ()
+    inputs: tuple[int, ...] = (3,)
+    output_shape: Callable[[Shape, Mapping[str, Any]], Shape] = _same_shape
+    parameter_shapes: Callable[[Shape, Mapping[str, Any]], dict[str, Shape]] = _no_parameters
+    layer: bool = True  # usable as a layer of a network spec (softmax and the losses are not)
+    summary: str = ""  # a sentence"s worth, for the op"s report ("a 2-D convolution as ...")
+    description: str = ""  # a phrase, for a network walk-through ("max pooling")
+    gradient_note: str = ""  # how the gradient flows, for a network walk-through
+    nondifferentiable: str = ""  # the rule at points where the op has no derivative
+    letter: str = "A"  # the letter a network walk-through names the op's output with
+    phrase: Optional[Callable[[Mapping[str, Any]], str]] = None  # its settings in words (else key value, ...)
+
+    @property
+    def parameterized(self) -> bool:
+        """Whether the op has learned parameters (and a spec layer of it a ``name``)."""
+        return self.parameter_shapes is not _no_parameters
+
+    @property
+    def ranked(self) -> bool:
+        """Whether the formula"s factory takes the input"s ``rank`` (an op of several input ranks)."""
+        return len(self.inputs) > 1
+
+    def settings_text(self, settings: Mapping[str, Any]) -> str:
+        """A layer's settings in words, for reports: ``16 kernels 3, stride 1, padding 1``.
+
+        >>> get("maxpool2d").settings_text({"kernel": (2, 2), "stride": (2, 1)})
+        'window 2, stride 2×1'
+        """
+        if self.phrase is not None:
+            return self.phrase(settings)
+        words = []
+        for setting in self.settings:
+            if setting.key in settings and setting.kind != "flag":
+                words.append(f"{setting.key} {_in_words(settings[setting.key])}")
+        return ", ".join(words)
+
+    def setting(self, key: str) -> Setting:
+        for setting in self.settings:
+            if setting.key == key:
+                return setting
+        raise KeyError(f"{self.name} has no setting {key!r}")
+
+    def keys(self) -> tuple[str, ...]:
+        return tuple(setting.key for setting in self.settings)
+
+    def settings_of(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Every setting's value, read and checked: ``given`` where there, else the default.
+
+        Raises a one-line ``ValueError`` naming the key for an unknown, missing or bad value.
+        """
+        unknown = sorted(set(given) - set(self.keys()))
+        if unknown:
+            allowed = ", ".join(sorted(self.keys())) or "none"
+            raise ValueError(f"{unknown[0]}: unknown key for {self.name} (allowed: {allowed})")
+        values: dict[str, Any] = {}
+        for setting in self.settings:
+            if setting.key in given and given[setting.key] is not None:
+                values[setting.key] = setting.read(given[setting.key])
+            elif setting.default_from is not None:
+                values[setting.key] = values[setting.default_from]
+            elif setting.default is REQUIRED:
+                raise ValueError(f"{setting.key}: missing (required)")
+            else:
+                values[setting.key] = setting.read(setting.default)
+        return values
+
+    def roles(self, input_shape: Shape, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The formula parameters a layer fixes, by role: the input"s sizes, then each setting"s.
+
+        >>> get("maxpool2d").roles((16, 8, 8), {"kernel": (2, 2), "stride": (2, 2)})
+        {'in_channels': 16, 'in_height': 8, 'in_width': 8, 'kernel_height': 2, 'kernel_width': 2, 'stride_h': 2, 'stride_w': 2}
+        """
+        roles = input_roles(input_shape)
+        for setting in self.settings:
+            if setting.key not in settings:  # left out: the formula keeps its symbol (alpha)
+                continue
+            values = settings[setting.key] if setting.kind == "pair" else (settings[setting.key],)
+            roles.update(zip(setting.roles, values))
+        return roles
+
+    def load_formula(self) -> Callable[..., Any]:
+        """The formula's factory (importing its module the first time)."""
+        if callable(self.formula):
+            return self.formula
+        module, _, function = self.formula.partition(":")
+        return getattr(importlib.import_module(module), function)
+
+
+def input_roles(input_shape: Shape) -> dict[str, int]:
+    """The formula parameters an input shape (without the batch axis) sets.
+
+    >>> input_roles((3, 32, 32)), input_roles((10,))
+    ({'in_channels': 3, 'in_height': 32, 'in_width': 32}, {'in_features': 10})
+    """
+    if len(input_shape) == 3:
+        return dict(zip(("in_channels", "in_height", "in_width"), input_shape))
+    if len(input_shape) == 1:
+        return {"in_features": input_shape[0]}
+    raise ValueError(f"input: expected a (C, H, W) or (features,) shape, got {tuple(input_shape)}")
+
+
+_REGISTRY: dict[str, Op] = {}
+
+
+def register(op: Op, replace: bool = False) -> Op:
+    """Add ``op`` to the registry (``replace=True`` to redefine a name); returns it.
+
+    >>> square = register(Op("square_demo", formula=lambda rank: None, title="square", inputs=(1, 3)))
+    >>> "square_demo" in names()
+    True
+    >>> unregister("square_demo")
+    """
+    if not isinstance(op, Op):
+        raise ValueError(f"op: must be a symcnn.registry.Op, got {type(op).__name__}")
+    if not op.name.isidentifier() or op.name != op.name.lower():
+        raise ValueError(f"name: an op's name is a lower-case identifier, got {op.name!r}")
+    if op.name in _REGISTRY and not replace:
+        raise ValueError(f"name: an op named {op.name!r} is registered already (pass replace=True)")
+    if not op.inputs or any(rank not in (1, 3) for rank in op.inputs):
+        raise ValueError(f"inputs: each input rank is 1 (features) or 3 (C, H, W), got {op.inputs}")
+    keys = op.keys()
+    if len(set(keys)) != len(keys) or {"type", "name"} & set(keys):
+        raise ValueError(f"settings: keys must be distinct and not 'type' or 'name', got {keys}")
+    _REGISTRY[op.name] = op
+    return op
+
+
+def unregister(name: str) -> None:
+    """Remove an op (for tests that register one of their own)."""
+    _REGISTRY.pop(name, None)
+
+
+def get(name: str) -> Op:
+    """The op named ``name``, or a one-line ``ValueError`` listing the ops there are."""
+    if not isinstance(name, str) or name not in _REGISTRY:
+        shown = name if isinstance(name, str) else type(name).__name__
+        raise ValueError(f"op: must be one of {', '.join(_REGISTRY)}, got {shown!r}")
+    return _REGISTRY[name]
+
+
+def names(layer: Optional[bool] = None, parameterized: Optional[bool] = None, inputs: Optional[int] = None,
+          has: Optional[str] = None) -> tuple[str, ...]:
+    """Registered op names in registration order, filtered: usable as a spec layer, with learned
+    parameters, accepting an input rank, with a setting ``has``.
+
+    >>> names(parameterized=True)
+    ('conv2d', 'dense')
+    """
+    return tuple(op.name for op in ops(layer=layer, parameterized=parameterized, inputs=inputs, has=has))
+
+
+def ops(layer: Optional[bool] = None, parameterized: Optional[bool] = None, inputs: Optional[int] = None,
+        has: Optional[str] = None) -> tuple[Op, ...]:
+    """Registered ops, filtered as :func:`names` filters them."""
+    chosen = []
+    for op in _REGISTRY.values():
+        if layer is not None and op.layer != layer:
+            continue
+        if parameterized is not None and op.parameterized != parameterized:
+            continue
+        if inputs is not None and inputs not in op.inputs:
+            continue
+        if has is not None and has not in op.keys():
+            continue
+        chosen.append(op)
+    return tuple(chosen)
+
+
+def _in_words(value: Any) -> str:
+    """A setting's value as reports write it: a pair ``3×2``, or ``3`` when square."""
+    if isinstance(value, tuple):
+        return str(value[0]) if value[0] == value[1] else f"{value[0]}×{value[1]}"
+    return str(value)
+
+
+def _conv_phrase(settings: Mapping[str, Any]) -> str:
+    text = (f"{settings['out_channels']} kernels {_in_words(settings['kernel'])}, "
+            f"stride {_in_words(settings['stride'])}, padding {_in_words(settings['padding'])}")
+    return text + (f", dilation {_in_words(settings['dilation'])}" if settings["dilation"] != (1, 1) else "")
+
+
+def _pool_phrase(settings: Mapping[str, Any]) -> str:
+    return f"window {_in_words(settings['kernel'])}, stride {_in_words(settings['stride'])}"
+
+
+def _alpha_phrase(settings: Mapping[str, Any]) -> str:
+    return f"alpha = {settings['alpha']}"
+
+
+# --- shapes of the built-in ops (integers only: no SymPy here) --------------------------------
+
+def _window(settings: Mapping[str, Any]) -> tuple:
+    return (settings["kernel"], settings["stride"], settings.get("padding", (0, 0)), settings.get("dilation", (1, 1)))
+
+
+def _conv_output(input_shape: Shape, settings: Mapping[str, Any]) -> Shape:
+    kernel, stride, padding, dilation = _window(settings)
+    check_window(input_shape[1:], kernel, padding, dilation)
+    return (settings["out_channels"], *output_sizes(input_shape[1:], kernel, stride, padding, dilation))
+
+
+def _pool_output(input_shape: Shape, settings: Mapping[str, Any]) -> Shape:
+    kernel, stride, padding, dilation = _window(settings)
+    check_window(input_shape[1:], kernel, padding, dilation)
+    return (input_shape[0], *output_sizes(input_shape[1:], kernel, stride, padding, dilation))
+
+
+def _with_bias(weight: Shape, settings: Mapping[str, Any]) -> dict[str, Shape]:
+    shapes = {"weight": weight}
+    if settings["bias"]:
+        shapes["bias"] = (weight[0],)
+    return shapes
+
+
+def _conv_parameters(input_shape: Shape, settings: Mapping[str, Any]) -> dict[str, Shape]:
+    return _with_bias((settings["out_channels"], input_shape[0], *settings["kernel"]), settings)
+
+
+def _dense_parameters(input_shape: Shape, settings: Mapping[str, Any]) -> dict[str, Shape]:
+    return _with_bias((settings["out_features"], input_shape[0]), settings)
+
+
+_KERNEL = Setting("kernel", "pair", roles=("kernel_height", "kernel_width"), help="window size")
+_BIAS = Setting("bias", "flag", default=True, option=True, help="whether the layer adds a learned bias")
+
+
+def _pool_stride(what: str) -> Setting:
+    return Setting("stride", "pair", default_from="kernel", roles=("stride_h", "stride_w"),
+                   help=f"step between {what} windows; default: the kernel size (PyTorch's default)")
+
+
+def _alpha(default: float, what: str) -> Setting:
+    return Setting("alpha", "number", default=default, roles=("alpha",), help=what)
+
+
+_FORMULAS = "symcnn.symbolic.ops"
+
+register(Op(
+    "conv2d", f"{_FORMULAS}:conv2d", "2-D convolution",
+    settings=(
+        Setting("out_channels", "count", roles=("out_channels",), help="output channels"),
+        _KERNEL,
+        Setting("stride", "pair", default=1, roles=("stride_h", "stride_w"), help="step between windows"),
+        Setting("padding", "pair", default=0, minimum=0, roles=("padding_h", "padding_w"), help="zero padding"),
+        Setting("dilation", "pair", default=1, roles=("dilation_h", "dilation_w"), help="spacing of kernel taps"),
+        _BIAS,
+    ),
+    output_shape=_conv_output, parameter_shapes=_conv_parameters,
+    summary="a 2-D convolution as deep-learning frameworks compute it (cross-correlation), with stride, zero "
+            "padding and dilation",
+    description="a convolution (cross-correlation) over the zero-padded input",
+    gradient_note="The convolution is linear in its weight, its bias and its input. By the chain rule each "
+                  "gradient sums the upstream gradient over the outputs that the element touched: the bias over "
+                  "every position, the weight correlates the input with the upstream gradient, and the input "
+                  "gathers the upstream gradient through the kernel (document 000's “full” convolution, with its "
+                  "range condition).",
+    letter="S",
+    phrase=_conv_phrase,
+))
+register(Op(
+    "maxpool2d", f"{_FORMULAS}:maxpool2d", "max pooling",
+    settings=(_KERNEL, _pool_stride("pooling")),
+    output_shape=_pool_output,
+    nondifferentiable="a tie routes the gradient to the first maximum of the window in row-major order",
+    summary="max pooling over windows of the input; a tie routes the gradient to the first maximum in "
+            "row-major order",
+    description="max pooling",
+    gradient_note="Max pooling routes each upstream gradient to the position of its window's maximum (the first "
+                  "one in row-major order on a tie); every other position gets 0. The sum runs over the windows "
+                  "that contain the element.",
+    letter="P",
+    phrase=_pool_phrase,
+))
+register(Op(
+    "avgpool2d", f"{_FORMULAS}:avgpool2d", "average pooling",
+    settings=(_KERNEL, _pool_stride("pooling")),
+    output_shape=_pool_output,
+    summary="average pooling over windows of the input",
+    description="average pooling",
+    gradient_note="Average pooling spreads each upstream gradient evenly over its window.",
+    letter="P",
+    phrase=_pool_phrase,
+))
+register(Op(
+    "global_avgpool", f"{_FORMULAS}:global_avgpool", "global average pooling",
+    output_shape=lambda shape, settings: (shape[0], 1, 1),
+    summary="the mean of each channel over the whole map (document 002)",
+    description="global average pooling",
+    gradient_note="Global average pooling spreads each upstream gradient evenly over its whole map.",
+    letter="P",
+))
+register(Op(
+    "flatten", f"{_FORMULAS}:flatten", "flatten",
+    output_shape=lambda shape, settings: (math.prod(shape),),
+    summary="a (C, H, W) map read out as a vector in C, H, W order (document 004)",
+    description="the map read out as a vector, in C, H, W order",
+    gradient_note="Flatten only moves entries: its gradient is the upstream gradient read back at each element's "
+                  "position in the vector (the inverse of flatten's index map).",
+    letter="h",
+))
+register(Op(
+    "dense", f"{_FORMULAS}:dense", "dense (fully connected)", inputs=(1,),
+    settings=(Setting("out_features", "count", roles=("out_features",), help="output features"), _BIAS),
+    output_shape=lambda shape, settings: (settings["out_features"],), parameter_shapes=_dense_parameters,
+    summary="a fully connected layer, weights of shape (out, in) (document 004)",
+    description="a fully connected layer",
+    gradient_note="The dense layer is linear: by the chain rule the bias gradient is the upstream gradient summed "
+                  "over the batch, the weight gradient the outer product of the upstream gradient with the layer's "
+                  "input, and the input gradient the upstream gradient through the transposed weight.",
+    letter="z",
+    phrase=lambda settings: f"{settings['out_features']} outputs",
+))
+register(Op(
+    "relu", f"{_FORMULAS}:relu", "ReLU", inputs=(3, 1),
+    nondifferentiable="ReLU'(0) = 0",
+    summary="the rectifier, element-wise; its derivative at 0 is taken as 0",
+    description="ReLU, element-wise",
+    gradient_note="ReLU's derivative is a mask: 1 where its input is positive, 0 elsewhere (ReLU'(0) = 0).",
+))
+register(Op(
+    "leaky_relu", f"{_FORMULAS}:leaky_relu", "LeakyReLU", inputs=(3, 1),
+    settings=(_alpha(0.01, "the slope for negative inputs"),),
+    nondifferentiable="LeakyReLU'(0) = alpha",
+    summary="the leaky rectifier, element-wise, slope alpha for x <= 0",
+    description="leaky ReLU, element-wise",
+    gradient_note="Leaky ReLU's derivative: 1 where its input is positive, alpha elsewhere.",
+    phrase=_alpha_phrase,
+))
+register(Op(
+    "elu", f"{_FORMULAS}:elu", "ELU", inputs=(3, 1),
+    settings=(_alpha(1.0, "the scale of the negative side"),),
+    nondifferentiable="ELU'(0) = alpha e^0 = alpha",
+    summary="the exponential linear unit, element-wise, scale alpha for x <= 0",
+    description="ELU, element-wise",
+    gradient_note="ELU's derivative: 1 where its input is positive, alpha times the exponential elsewhere.",
+    phrase=_alpha_phrase,
+))
+register(Op(
+    "softmax", f"{_FORMULAS}:softmax", "softmax", inputs=(1,), layer=False,
+    summary="softmax over the classes of each sample",
+))
+register(Op(
+    "softmax_cross_entropy", f"{_FORMULAS}:softmax_cross_entropy", "softmax cross-entropy", inputs=(1,),
+    layer=False, output_shape=lambda shape, settings: (),
+    summary="softmax followed by cross-entropy in one stable formula, averaged over the batch; for one "
+            "sample it is document 004's loss",
+))
+register(Op(
+    "cross_entropy", f"{_FORMULAS}:cross_entropy", "cross-entropy", inputs=(1,), layer=False,
+    output_shape=lambda shape, settings: (),
+    summary="the cross-entropy of probabilities with one-hot labels, averaged over the batch",
+))
