@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 from symcnn.validation import check_window, integer, output_sizes, pair
 
-__all__ = ["REQUIRED", "Setting", "Op", "register", "unregister", "get", "names", "ops", "input_roles"]
+__all__ = ["REQUIRED", "MAX_SIZE", "Setting", "Op", "register", "unregister", "get", "names", "ops", "input_roles"]
 
 
 class _Required:
@@ -43,6 +43,10 @@ class _Required:
 REQUIRED: Any = _Required()
 
 Shape = tuple[int, ...]
+
+#: The largest value of any size setting (channels, features, kernel, stride, padding, dilation):
+#: far beyond any network that fits in memory, and small enough that no index overflows.
+MAX_SIZE = 65_536
 
 
 @dataclass(frozen=True)
@@ -76,9 +80,9 @@ class Setting:
     def read(self, value: Any) -> Any:
         """``value`` as this setting holds it, or a one-line ``ValueError`` naming the key."""
         if self.kind == "count":
-            return integer(value, self.key, self.minimum)
+            return integer(value, self.key, self.minimum, MAX_SIZE)
         if self.kind == "pair":
-            return pair(tuple(value) if isinstance(value, list) else value, self.key, self.minimum)
+            return pair(tuple(value) if isinstance(value, list) else value, self.key, self.minimum, MAX_SIZE)
         if self.kind == "flag":
             if not isinstance(value, bool):
                 raise ValueError(f"{self.key}: must be true or false, got {value!r}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import keyword
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -42,9 +43,18 @@ SHIPPED_SPECS = ("seed004", "seed004-text", "digits")
 
 LOSSES = ("softmax_cross_entropy",)
 
-RESERVED_LABELS = ("loss", "input")  # a generated module, and the gradient key of the input
+#: Names no layer may take (compared ignoring case, as a case-insensitive file system would): the
+#: loss's module, the input's gradient key, and the generated package's own names.
+RESERVED_LABELS = ("loss", "input", "spec_name", "spec_digest", "spec_toml", "modules", "arguments", "reshapes")
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+#: Limits, checked before any work starts: a spec within them generates, compiles and runs in a
+#: few GiB; one beyond them is refused in one line naming the limit. (Sizes: registry.MAX_SIZE.)
+MAX_SPEC_BYTES = 1_000_000
+MAX_LAYERS = 512
+MAX_TENSOR_ELEMENTS = 2**27  # one image's activation at any layer (512 MiB in float32)
+MAX_PARAMETERS = 2**28  # all learned parameters together (1 GiB in float32)
+
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}\Z")
 _SPEC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
 
 
@@ -134,11 +144,12 @@ def _layer(table: Mapping, index: int, shape: tuple[int, ...], names: set) -> La
     if not isinstance(table, Mapping):
         raise _error(f"layers[{index}]", "type", "each layer must be a table")
     kind = table.get("type")
-    where = f"layer {index} ({kind})" if isinstance(kind, str) else f"layer {index}"
     layer_ops = registry.names(layer=True)
     if not isinstance(kind, str) or kind not in layer_ops:
-        shown = kind if isinstance(kind, (str, int, float, bool)) else f"a {type(kind).__name__}"
-        raise _error(where, "type", f"must be one of {', '.join(layer_ops)}, got {shown!r}")
+        shown = _shown(kind) if isinstance(kind, (str, int, float, bool)) else f"a {type(kind).__name__}"
+        where = f"layer {index} ({kind})" if isinstance(kind, str) and len(kind) <= 40 else f"layer {index}"
+        raise _error(where, "type", f"must be one of {', '.join(layer_ops)}, got {shown}")
+    where = f"layer {index} ({kind})"
     op = registry.get(kind)
     given = {key: value for key, value in table.items() if key != "type"}
     if op.parameterized:
@@ -146,10 +157,11 @@ def _layer(table: Mapping, index: int, shape: tuple[int, ...], names: set) -> La
         if name is None:
             raise _error(where, "name", "missing (required)")
         if not isinstance(name, str) or not _IDENTIFIER.match(name) or keyword.iskeyword(name):
-            raise _error(where, "name", f"must be a plain Python identifier (letters, digits, _), got {name!r}")
-        if name in names:
-            raise _error(where, "name", f"{name!r} is used by another layer")
-        names.add(name)
+            raise _error(where, "name", "must be a plain Python identifier: a letter, then letters, digits and _ "
+                                        f"(at most 64), got {_shown(name)}")
+        if name.casefold() in names:
+            raise _error(where, "name", f"{name!r} is used by another layer (names are compared ignoring case)")
+        names.add(name.casefold())
     else:
         name = None
     _check_keys(given, op.keys(), where)
@@ -180,6 +192,19 @@ def _training(table, where: str) -> dict[str, Any]:
     return dict(table)
 
 
+def _check_elements(shape: tuple[int, ...], where: str, field_name: str) -> None:
+    elements = math.prod(shape)
+    if elements > MAX_TENSOR_ELEMENTS:
+        raise _error(where, field_name, f"shape {shape} has {elements:,} elements per image; symcnn's limit is "
+                                        f"{MAX_TENSOR_ELEMENTS:,}")
+
+
+def _shown(value) -> str:
+    """A user's value for an error message: its repr, cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def spec_from_dict(data: Mapping, source: str = "") -> NetworkSpec:
     """Validate a spec given as a dict (the TOML's structure)."""
     _check_keys(data, ("name", "input", "loss", "layers", "description", "training"), "spec")
@@ -191,24 +216,36 @@ def spec_from_dict(data: Mapping, source: str = "") -> NetworkSpec:
     raw_input = data.get("input")
     if not isinstance(raw_input, list) or len(raw_input) != 3:
         raise _error(where, "input", f"must be [channels, height, width], got {raw_input!r}")
-    input_shape = tuple(_field(integer, where, "input", value, "input", 1) for value in raw_input)
+    input_shape = tuple(_field(integer, where, "input", value, "input", 1, registry.MAX_SIZE) for value in raw_input)
     loss = data.get("loss", "softmax_cross_entropy")
     if loss not in LOSSES:
         raise _error(where, "loss", f"must be one of {', '.join(LOSSES)}, got {loss!r}")
     layers_data = data.get("layers")
     if not isinstance(layers_data, list) or not layers_data:
         raise _error(where, "layers", "at least one [[layers]] table is required")
-    layers, shape, names = [], input_shape, set()
+    if len(layers_data) > MAX_LAYERS:
+        raise _error(where, "layers", f"at most {MAX_LAYERS} layers (symcnn's limit), got {len(layers_data)}")
+    _check_elements(input_shape, where, "input")
+    layers, shape, names, parameters = [], input_shape, set(), 0
     for index, table in enumerate(layers_data):
         layer = _layer(table, index, shape, names)
+        _check_elements(layer.output_shape, f"layer {index} ({layer.kind})", "output")
+        parameters += sum(math.prod(size) for size in layer.parameter_shapes().values())
+        if parameters > MAX_PARAMETERS:
+            raise _error(f"layer {index} ({layer.kind})", "parameters",
+                         f"the network would have {parameters:,} parameters; symcnn's limit is {MAX_PARAMETERS:,}")
         layers.append(layer)
         shape = layer.output_shape
     labels = {}
-    for layer in layers:  # kernel modules are named after labels: they must be unique
-        if layer.label in labels or layer.label in RESERVED_LABELS:
+    for layer in layers:  # kernel modules are named after labels: unique, even on a case-insensitive disk
+        label = layer.label.casefold()
+        if label in RESERVED_LABELS:
             raise _error(f"layer {layer.index} ({layer.kind})", "name",
-                         f"{layer.label!r} is taken (by layer {labels.get(layer.label, 'symcnn')}); choose another")
-        labels[layer.label] = layer.index
+                         f"{layer.label!r} is reserved (symcnn's generated package uses it); choose another")
+        if label in labels:
+            raise _error(f"layer {layer.index} ({layer.kind})", "name",
+                         f"{layer.label!r} is taken (by layer {labels[label]}); choose another")
+        labels[label] = layer.index
     if len(shape) != 1:
         raise _error(where, "layers", f"the last layer must give class scores (a flat vector), got shape {shape}")
     if layers[-1].kind != "dense":
@@ -220,10 +257,16 @@ def spec_from_dict(data: Mapping, source: str = "") -> NetworkSpec:
 
 def parse_spec(text: str) -> NetworkSpec:
     """A spec from TOML text."""
+    if not isinstance(text, str):
+        raise ValueError(f"spec: expected TOML text, got {type(text).__name__}")
+    if len(text) > MAX_SPEC_BYTES:
+        raise ValueError(f"spec: at most {MAX_SPEC_BYTES:,} characters (symcnn's limit), got {len(text):,}")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"spec: not valid TOML ({error})") from None
+    except RecursionError:
+        raise ValueError("spec: not valid TOML (nested too deeply)") from None
     return spec_from_dict(data, source=text)
 
 
@@ -240,6 +283,8 @@ def load_spec(name_or_path) -> NetworkSpec:
         if not path.is_file():
             raise ValueError(f"spec: no such file: {text_name}")
     try:
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise ValueError(f"spec: {text_name} is larger than {MAX_SPEC_BYTES:,} bytes (symcnn's limit)")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ValueError(f"spec: cannot read {text_name}: {error}") from None

@@ -11,13 +11,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 __all__ = ["integer", "pair", "check_window", "output_sizes"]
 
 
-def integer(value, field: str, minimum: int) -> int:
-    """``value`` as an ``int`` of at least ``minimum`` (bools and floats refused)."""
+def integer(value, field: str, minimum: int, maximum: Optional[int] = None) -> int:
+    """``value`` as an ``int`` of at least ``minimum`` and at most ``maximum`` (bools and floats refused)."""
     if isinstance(value, bool) or not isinstance(value, int):
         try:
             import numpy
@@ -27,17 +27,25 @@ def integer(value, field: str, minimum: int) -> int:
         except ImportError:
             pass
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{field}: must be an integer >= {minimum}, got {value!r}")
+        raise ValueError(f"{field}: must be an integer >= {minimum}, got {_short(value)}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{field}: at most {maximum:,} (symcnn's limit), got {_short(value)}")
     return value
 
 
-def pair(value, field: str, minimum: int) -> tuple[int, int]:
-    """An int or a pair of ints as ``(height, width)``, each at least ``minimum``."""
+def _short(value) -> str:
+    """``repr(value)``, cut to a readable length (a hostile value can be a megabyte of digits)."""
+    text = repr(value) if not isinstance(value, int) or value.bit_length() < 200 else f"an integer of {value.bit_length()} bits"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def pair(value, field: str, minimum: int, maximum: Optional[int] = None) -> tuple[int, int]:
+    """An int or a pair of ints as ``(height, width)``, each at least ``minimum`` (and at most ``maximum``)."""
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
-            raise ValueError(f"{field}: must be an integer or a pair [height, width], got {list(value)!r}")
-        return integer(value[0], field, minimum), integer(value[1], field, minimum)
-    number = integer(value, field, minimum)
+            raise ValueError(f"{field}: must be an integer or a pair [height, width], got {_short(list(value))}")
+        return integer(value[0], field, minimum, maximum), integer(value[1], field, minimum, maximum)
+    number = integer(value, field, minimum, maximum)
     return number, number
 
 

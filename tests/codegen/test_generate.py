@@ -132,7 +132,7 @@ def test_text_fields_reach_generated_code_only_as_literals(tmp_path):
     (lambda s: s["layers"][0].update(bias="yes"), "bias: must be true or false"),
     (lambda s: s["layers"].pop(1), "layer 1 (dense 'fc'): type: needs a flat input, got shape (2, 2, 2): put a flatten"),
     (lambda s: s["layers"][2].update(name="conv"), "layer 2 (dense): name: 'conv' is used by another layer"),
-    (lambda s: s["layers"][2].update(name="loss"), "name: 'loss' is taken"),
+    (lambda s: s["layers"][2].update(name="loss"), "name: 'loss' is reserved"),
     (lambda s: s["layers"].append({"type": "relu"}), "the last layer must be a dense layer"),
     (lambda s: s.update(input=[1, 4]), "input: must be [channels, height, width]"),
     (lambda s: s.update(input=[1, 0, 4]), "input: must be an integer >= 1, got 0"),
