@@ -62,3 +62,12 @@ def cli(capsys):
         return status, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture
+def umask():
+    """Set the process's umask for one test (``umask(0o077)``); the original is restored after it."""
+    original = os.umask(0o022)
+    os.umask(original)
+    yield os.umask
+    os.umask(original)

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 from symcnn.bench.bench import torch_model
 from symcnn.codegen.package import generate
-from symcnn.runtime.network import Network, cache_dir
+from symcnn.runtime.loader import cache_dir
+from symcnn.runtime.network import Network
 from symcnn.spec import NetworkSpec, load_spec
 
 

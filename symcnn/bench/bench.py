@@ -307,10 +307,11 @@ _FIRST_STEP = """
 import sys
 from pathlib import Path
 import numpy as np
-from symcnn.runtime.network import Network, _import_package
+from symcnn.runtime.loader import import_package
+from symcnn.runtime.network import Network
 from symcnn.spec import load_spec
 spec = load_spec(sys.argv[1])
-net = Network(spec, _import_package(Path(sys.argv[2]) / spec.module_name, "symcnn_startup_kernels"))
+net = Network(spec, import_package(Path(sys.argv[2]) / spec.module_name, "symcnn_startup_kernels"))
 x = np.zeros((int(sys.argv[3]), *spec.input_shape), dtype=np.float32)
 net.train_step(x, np.zeros(len(x), dtype=np.int64))
 """

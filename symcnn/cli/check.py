@@ -109,6 +109,7 @@ def run_check(args) -> int:
 
 def run_errata(args) -> int:
     from symcnn.checking.errata import collect, errata_markdown, errata_text
+    from symcnn.files import write_text
 
     entries = collect()
     if args.json:
@@ -120,23 +121,6 @@ def run_errata(args) -> int:
     if args.out is None:
         sys.stdout.write(text)
     else:
-        _write_atomic(args.out, text)
+        write_text(args.out, text)
         print(f"wrote {args.out}")
     return 0
-
-
-def _write_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
-    import os
-    import tempfile
-
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".errata-", dir=directory, text=True)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise

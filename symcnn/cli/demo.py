@@ -139,7 +139,8 @@ def _generated_kernels() -> bool:
     import numpy as np
 
     from symcnn.codegen.package import render_package, stale_files
-    from symcnn.runtime.network import Network, cache_dir, load_kernels
+    from symcnn.runtime.loader import cache_dir, load_kernels
+    from symcnn.runtime.network import Network
     from symcnn.spec import load_spec, parse_spec, shipped_kernels_dir
     from symcnn.symbolic.verify import symbolic_network_gradients
 

@@ -201,7 +201,9 @@ def _add_generate(commands) -> None:
     )
     generate.add_argument("specs", nargs="*", metavar="SPEC",
                           help="shipped spec names or .toml paths (default: every shipped spec)")
-    generate.add_argument("--out", default=None, metavar="DIR", help="output directory (default: generated/)")
+    generate.add_argument("--out", default=None, metavar="DIR",
+                          help="output directory (default: the source checkout's generated/; "
+                               "needed when symcnn is installed)")
     generate.add_argument("--check", action="store_true",
                           help="write nothing; exit 1 and name the stale files when the output differs")
 

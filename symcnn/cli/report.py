@@ -141,8 +141,8 @@ def _list() -> int:
 
 def run(args) -> int:
     """Run ``symcnn report``: 0 on success, 1 when ``--check`` finds stale files."""
-    from symcnn.report.writer import compile_pdf, render_latex, render_markdown, stale_pages, write_atomically, \
-        write_pages
+    from symcnn.files import write_text
+    from symcnn.report.writer import compile_pdf, render_latex, render_markdown, stale_pages, write_pages
 
     if args.list:
         return _list()
@@ -169,7 +169,7 @@ def run(args) -> int:
         if output.suffix.lower() == ".pdf":
             compile_pdf(text, output)
         else:
-            write_atomically(output, text)
+            write_text(output, text)
         print(f"wrote {output}")
         return 0
     except PermissionError as error:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -38,6 +36,8 @@ def plot_history(history: list, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from symcnn.files import atomic_open
+
     epochs = [record["epoch"] for record in history]
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4))
     loss_axes.plot(epochs, [r["train_loss"] for r in history], marker="o", label="train")
@@ -50,13 +50,10 @@ def plot_history(history: list, path: Path, title: str) -> None:
         axes.grid(alpha=0.3)
     figure.suptitle(title)
     figure.tight_layout()
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(handle)
     try:
-        figure.savefig(temporary, dpi=100)
-        os.replace(temporary, path)
+        with atomic_open(path, "wb") as stream:
+            figure.savefig(stream, format="png", dpi=100)
     finally:
-        Path(temporary).unlink(missing_ok=True)
         plt.close(figure)
 
 

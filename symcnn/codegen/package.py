@@ -1,8 +1,13 @@
 """Render a network spec's kernels from ``templates/`` into a package of real ``.py`` files.
 
-Deterministic (regenerating is byte-identical) and atomic: a package is rendered into a
-temporary sibling directory, then swapped in with renames, so an interrupted run leaves the
-previous files whole. ``check`` compares what would be rendered with what is on disk.
+Deterministic (regenerating is byte-identical) and atomic: a package is written into a
+temporary sibling directory, then swapped in with renames (:func:`symcnn.files.replace_directory`),
+so an interrupted run leaves the previous files whole. ``check`` compares what would be rendered
+with what is on disk.
+
+Without ``--out``, ``symcnn generate`` writes into the source checkout's ``generated/``; an
+installed symcnn has no such directory, and never rewrites its own ``_generated`` (numba's cache
+and the installed files belong to the installation): it asks for ``--out``.
 
 Example:
     >>> files = render_package(load_spec("digits"))
@@ -12,9 +17,7 @@ Example:
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
+import tomllib
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -22,10 +25,11 @@ import jinja2
 
 from symcnn import __version__
 from symcnn.codegen.lower import network_kernels
+from symcnn.files import replace_directory
 from symcnn.printing.printers import import_lines
-from symcnn.spec import NetworkSpec, load_spec, shipped_kernels_dir
+from symcnn.spec import PACKAGE_ROOT, NetworkSpec, load_spec, shipped_kernels_dir
 
-__all__ = ["template_dir", "generated_dir", "render_package", "write_package", "stale_files", "generate"]
+__all__ = ["template_dir", "source_checkout", "generated_dir", "render_package", "stale_files", "generate"]
 
 #: The numba CPU backend's templates, shipped inside the package.
 TEMPLATE_DIR = Path(__file__).resolve().parent / "backends" / "numba_cpu" / "templates"
@@ -36,9 +40,32 @@ def template_dir() -> Path:
     return TEMPLATE_DIR
 
 
+def source_checkout() -> Optional[Path]:
+    """The source checkout symcnn runs from, or ``None`` when it is installed.
+
+    A checkout is the package's parent directory when that holds a ``pyproject.toml`` naming the
+    project ``symcnn`` and a ``generated/`` directory; ``site-packages`` holds neither.
+    """
+    root = PACKAGE_ROOT.parent
+    try:
+        project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8")).get("project", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    if isinstance(project, dict) and project.get("name") == "symcnn" and (root / "generated").is_dir():
+        return root
+    return None
+
+
 def generated_dir() -> Path:
-    """Where ``symcnn generate`` writes the shipped specs' kernels by default."""
-    return shipped_kernels_dir()
+    """Where ``symcnn generate`` writes without ``--out``: the checkout's ``generated/``.
+
+    ``ValueError`` when symcnn is installed: the installed kernels are never rewritten.
+    """
+    checkout = source_checkout()
+    if checkout is None:
+        raise ValueError("--out is needed: symcnn is installed (not a source checkout); "
+                         "give a directory for the kernels")
+    return checkout / "generated"
 
 
 def _docstring(text: str) -> str:
@@ -81,47 +108,6 @@ def render_package(spec: NetworkSpec) -> dict[str, str]:
     return files
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def write_package(files: dict[str, str], target: Path) -> None:
-    """Replace the package at ``target`` with ``files`` as a whole.
-
-    The files are written into a temporary sibling directory, then ``target`` is renamed aside
-    and the new directory renamed into place. An interruption before the swap leaves the old
-    package; one between the two renames leaves it at ``<target>.previous``, restored on the
-    next run.
-    """
-    target = Path(target)
-    previous = target.with_name(target.name + ".previous")
-    if previous.is_dir() and not target.exists():
-        previous.rename(target)  # an earlier run stopped mid-swap
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    try:
-        for relative, text in sorted(files.items()):
-            _write_atomically(staging / relative, text)
-        if previous.exists():
-            shutil.rmtree(previous)
-        if target.exists():
-            target.rename(previous)
-        staging.rename(target)
-        if previous.exists():
-            shutil.rmtree(previous)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
 def stale_files(files: dict[str, str], target: Path) -> list[str]:
     """The relative paths under ``target`` that differ from ``files`` (missing or extra included)."""
     target = Path(target)
@@ -135,9 +121,16 @@ def stale_files(files: dict[str, str], target: Path) -> list[str]:
 def generate(specs: Iterable[str], out: Optional[Path] = None, check: bool = False) -> list[str]:
     """Render each spec into ``out/<module>``; with ``check``, only report stale files.
 
-    Returns the stale files (``check``) or the written packages' paths.
+    Without ``out``: the checkout's ``generated/`` (:func:`generated_dir`); ``check`` in an
+    installed symcnn reads the installed kernels instead. Returns the stale files (``check``) or
+    the written packages' paths.
     """
-    out = Path(out) if out is not None else generated_dir()
+    if out is not None:
+        out = Path(out)
+    elif check and source_checkout() is None:
+        out = shipped_kernels_dir()  # read only
+    else:
+        out = generated_dir()
     reported = []
     for name in specs:
         spec = load_spec(name)
@@ -146,6 +139,6 @@ def generate(specs: Iterable[str], out: Optional[Path] = None, check: bool = Fal
         if check:
             reported += [str(target / relative) for relative in stale_files(files, target)]
         else:
-            write_package(files, target)
+            replace_directory(target, files)
             reported.append(str(target))
     return reported

@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -36,9 +35,10 @@ from typing import Optional, Union
 
 import jinja2
 
+from symcnn.files import write_bytes, write_text
 from symcnn.report.document import Collection, Prose, Report
 
-__all__ = ["tex_text", "markdown_text", "render_latex", "render_markdown", "render_pages", "write_atomically",
+__all__ = ["tex_text", "markdown_text", "render_latex", "render_markdown", "render_pages",
            "write_pages", "stale_pages", "compile_pdf", "tex_engine", "GENERATED_MARK", "INDEX_PAGE"]
 
 #: The first line of every generated Markdown page (and how stale pages are recognized).
@@ -186,20 +186,6 @@ def render_pages(collection: Collection, command: str) -> dict[str, str]:
     return pages
 
 
-def write_atomically(path: Path, data: Union[str, bytes]) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and ``os.replace``:
-    a reader never sees a half-written file, and an interruption leaves the old one."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _generated_pages(directory: Path) -> list[Path]:
     """The Markdown pages in ``directory`` that symcnn report wrote (their first line says so)."""
     prefix = GENERATED_MARK.split("{")[0]
@@ -217,7 +203,7 @@ def write_pages(pages: dict[str, str], directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in sorted(pages.items()):
-        write_atomically(directory / name, text)
+        write_text(directory / name, text)
         written.append(directory / name)
     for path in _generated_pages(directory):
         if path.name not in pages:
@@ -277,5 +263,5 @@ def compile_pdf(latex: str, target: Path, timeout: float = 600) -> str:
         pdf = Path(build) / "report.pdf"
         if not pdf.is_file() or "Fatal error" in log or "\n! " in f"\n{log}":
             raise ValueError(f"output: {command[0]} failed: {_first_error(log)}")
-        write_atomically(target, pdf.read_bytes())
+        write_bytes(target, pdf.read_bytes())
     return log

@@ -1,9 +1,9 @@
 """Run a network on its generated kernels: forward, loss and gradients, SGD steps.
 
-This module never imports SymPy. It loads a spec's generated kernel package (shipped in
-``generated/``, or generated on demand, in a subprocess, into a cache keyed by the spec's
-content), and validates every array at the boundary: numba does not bounds-check, so an
-unchecked array would be memory corruption, not an error.
+This module never imports SymPy. It runs a spec's generated kernel package (found, checked
+against the spec and imported by :mod:`symcnn.runtime.loader`), and validates every array at the
+boundary: numba does not bounds-check, so an unchecked array would be memory corruption, not an
+error.
 
 Example:
     >>> import numpy as np
@@ -16,76 +16,20 @@ Example:
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
-import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
 
-from symcnn.spec import SHIPPED_SPECS, SPEC_DIR, LayerSpec, NetworkSpec, load_spec, shipped_kernels_dir
+from symcnn.runtime.loader import load_kernels
+from symcnn.spec import LayerSpec, NetworkSpec, load_spec
 
-__all__ = ["Network", "load_kernels", "cache_dir"]
+__all__ = ["Network"]
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
-
-
-def cache_dir() -> Path:
-    """Where kernels of specs that are not shipped are generated: ``$SYMCNN_CACHE_DIR`` or
-    ``$XDG_CACHE_HOME/symcnn`` (default ``~/.cache/symcnn``)."""
-    if os.environ.get("SYMCNN_CACHE_DIR"):
-        return Path(os.environ["SYMCNN_CACHE_DIR"])
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "symcnn"
-
-
-def _import_package(directory: Path, name: str):
-    """Import a generated package from its directory under a stable module name."""
-    if name in sys.modules:
-        return sys.modules[name]
-    location = importlib.util.spec_from_file_location(
-        name, directory / "__init__.py", submodule_search_locations=[str(directory)])
-    if location is None or location.loader is None:
-        raise ImportError(f"cannot import generated kernels from {directory}")
-    module = importlib.util.module_from_spec(location)
-    sys.modules[name] = module
-    try:
-        location.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
-
-
-def _generate_into(spec_path: str, out: Path) -> None:
-    """Run ``symcnn generate`` in a subprocess: code generation needs SymPy, the runtime does not."""
-    print(f"symcnn: generating kernels for spec {Path(spec_path).stem!r} into {out} (once; cached)",
-          file=sys.stderr)
-    result = subprocess.run([sys.executable, "-m", "symcnn", "generate", spec_path, "--out", str(out)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        raise ValueError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "generation failed")
-
-
-def load_kernels(spec: NetworkSpec, spec_path: Optional[str] = None):
-    """The kernel package of ``spec``: the shipped one when it matches, else a cached one."""
-    shipped = shipped_kernels_dir() / spec.module_name
-    if (shipped / "__init__.py").is_file():
-        package = _import_package(shipped, f"symcnn_kernels_{spec.module_name}")
-        if getattr(package, "SPEC_DIGEST", None) == spec.digest():
-            return package
-        del sys.modules[f"symcnn_kernels_{spec.module_name}"]
-    key = f"{spec.module_name}_{spec.digest()}"
-    directory = cache_dir() / key
-    if not (directory / spec.module_name / "__init__.py").is_file():
-        if spec_path is None:
-            raise ValueError(f"spec {spec.name!r}: no generated kernels, and no spec file to generate them from")
-        _generate_into(spec_path, directory)
-    return _import_package(directory / spec.module_name, f"symcnn_kernels_{key}")
 
 
 def _describe(array) -> str:
@@ -131,11 +75,13 @@ class Network:
 
     @classmethod
     def from_spec(cls, spec: Union[str, os.PathLike], dtype: str = "float32", seed: int = 0) -> "Network":
-        """A shipped spec by name (``"seed004"``) or a path to a ``.toml`` spec file."""
+        """A shipped spec by name (``"seed004"``) or a path to a ``.toml`` spec file.
+
+        The file is read once: kernels it lacks are generated from the text read, so a file that
+        changes meanwhile cannot give kernels of other shapes than the spec's.
+        """
         loaded = load_spec(spec)
-        shipped = str(spec) in SHIPPED_SPECS
-        spec_path = str(SPEC_DIR / f"{spec}.toml") if shipped else str(Path(spec).resolve())
-        return cls(loaded, load_kernels(loaded, spec_path), dtype=dtype, seed=seed)
+        return cls(loaded, load_kernels(loaded), dtype=dtype, seed=seed)
 
     # --- parameters -----------------------------------------------------------------------
 

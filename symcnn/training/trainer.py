@@ -2,7 +2,7 @@
 
 :class:`Trainer` holds everything a run's future depends on: parameters, the momentum buffers,
 the epoch and the position within it, the epoch's shuffle and the random generator's state.
-A checkpoint stores all of it (atomically: a temporary file, then a rename), so that a resumed
+A checkpoint stores all of it (atomically, through :mod:`symcnn.files`), so that a resumed
 run reproduces an uninterrupted one exactly. SGD follows PyTorch's ``torch.optim.SGD``:
 ``g = grad + weight_decay * p``, ``v = momentum * v + g``, ``p = p - lr * v``; the loss is the
 softmax cross-entropy, with label smoothing as ``torch.nn.CrossEntropyLoss(label_smoothing=...)``.
@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,6 +31,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from symcnn.files import atomic_open
 from symcnn.training.data import Dataset
 from symcnn.runtime.network import Network
 from symcnn.train_config import TrainConfig
@@ -59,19 +58,6 @@ class _State:
     seen: int = 0  # images of the current epoch so far
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(path, trainer: "Trainer") -> None:
     """Parameters, momentum, epoch, position, shuffle, RNG state and history, written atomically."""
     state = trainer.state
@@ -96,11 +82,8 @@ def save_checkpoint(path, trainer: "Trainer") -> None:
         arrays["order"] = state.order
     arrays["metadata"] = np.frombuffer(json.dumps(metadata).encode(), dtype=np.uint8)
 
-    def write(temporary: Path) -> None:
-        with open(temporary, "wb") as stream:
-            np.savez(stream, **arrays)
-
-    _write_atomically(Path(path), write)
+    with atomic_open(path, "wb", parents=True) as stream:
+        np.savez(stream, **arrays)
 
 
 def load_checkpoint(path) -> tuple[dict, dict, dict, Optional[np.ndarray]]:

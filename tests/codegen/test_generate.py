@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import stat
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import sympy
 
 from tests.kernels_helpers import toml_of
 from symcnn.codegen import package as generate_module
-from symcnn.codegen.package import render_package, stale_files, write_package
+from symcnn.codegen.package import render_package, stale_files
 from symcnn.spec import SHIPPED_SPECS, load_spec, parse_spec, shipped_kernels_dir, spec_from_dict
 
 
@@ -52,31 +53,93 @@ def test_check_names_stale_missing_and_extra_files(tmp_path, cli):
 
 
 def test_an_interrupted_write_leaves_the_previous_package(tmp_path, monkeypatch):
+    from symcnn import files
+
     generate_module.generate(["digits"], tmp_path)
     package = tmp_path / "digits"
     before = {p.name: p.read_bytes() for p in package.glob("*.py")}
     written = []
-    original = generate_module._write_atomically
+    original = files._write_new_file
 
-    def interrupted(path, text):
+    def interrupted(path, data, mode):
         written.append(path)
         if len(written) == 3:
             raise KeyboardInterrupt
-        original(path, text)
+        original(path, data, mode)
 
-    monkeypatch.setattr(generate_module, "_write_atomically", interrupted)
+    monkeypatch.setattr(files, "_write_new_file", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        write_package({name: "broken\n" for name in before}, package)
+        files.replace_directory(package, {name: "broken\n" for name in before})
     assert {p.name: p.read_bytes() for p in package.glob("*.py")} == before
-    assert [p for p in tmp_path.iterdir() if p.name != "digits"] == []  # no staging left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["digits"]  # no staging left behind
 
 
-def test_an_interrupted_swap_is_restored_on_the_next_run(tmp_path):
+def test_a_swap_killed_midway_is_repaired_by_the_next_run(tmp_path, monkeypatch):
+    """kill -9 between the two renames leaves no package and the old one set aside: the next run
+    writes the package, and removes the set-aside copy once it is an hour old."""
+    from symcnn import files
+
     generate_module.generate(["digits"], tmp_path)
     package = tmp_path / "digits"
-    package.rename(tmp_path / "digits.previous")  # as if stopped between the two renames
+    package.rename(tmp_path / ".digits.0badcafe.previous")
     generate_module.generate(["digits"], tmp_path)
-    assert (package / "__init__.py").is_file() and not (tmp_path / "digits.previous").exists()
+    assert generate_module.stale_files(render_package(load_spec("digits")), package) == []
+    now = files._clock()
+    monkeypatch.setattr(files, "_clock", lambda: now + files.STALE_AFTER_SECONDS + 1)
+    generate_module.generate(["digits"], tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["digits"]
+
+
+def test_generated_files_get_the_umasks_mode(tmp_path, umask):
+    umask(0o022)
+    (target,) = generate_module.generate(["digits"], tmp_path)
+    assert stat.S_IMODE(Path(target).stat().st_mode) == 0o755
+    assert {stat.S_IMODE(path.stat().st_mode) for path in Path(target).iterdir()} == {0o644}
+
+
+def test_without_out_generate_writes_into_the_source_checkout(tmp_path, monkeypatch, cli):
+    monkeypatch.setattr(generate_module, "source_checkout", lambda: tmp_path)
+    status, out, _ = cli("generate", "digits")
+    assert status == 0 and out == f"wrote {tmp_path / 'generated' / 'digits'}\n"
+    assert (tmp_path / "generated" / "digits" / "__init__.py").is_file()
+
+
+def test_an_installed_symcnn_is_never_rewritten(tmp_path, monkeypatch, cli):
+    """Installed (no checkout): generate asks for --out; --check reads the installed kernels."""
+    installed = tmp_path / "site-packages" / "symcnn" / "_generated"
+    generate_module.generate(["digits"], installed)
+    before = {path: path.read_bytes() for path in installed.rglob("*") if path.is_file()}
+    monkeypatch.setattr(generate_module, "source_checkout", lambda: None)
+    monkeypatch.setattr(generate_module, "shipped_kernels_dir", lambda: installed)
+    status, out, err = cli("generate", "digits")
+    assert (status, out) == (2, "")
+    assert err == ("symcnn generate: error: --out is needed: symcnn is installed (not a source checkout); "
+                   "give a directory for the kernels\n")
+    with pytest.raises(ValueError, match="^--out is needed: symcnn is installed"):
+        generate_module.generate(["digits"])
+    assert cli("generate", "digits", "--check")[:2] == (0, "generated kernels are up to date (digits)\n")
+    (installed / "digits" / "relu1.py").write_text("# edited\n")
+    status, out, _ = cli("generate", "digits", "--check")
+    assert status == 1 and out == f"stale: {installed / 'digits' / 'relu1.py'}\n"
+    assert {path for path in installed.rglob("*") if path.is_file()} == set(before)
+
+
+def test_a_source_checkout_is_recognized_by_its_pyproject_and_generated_directory(tmp_path, monkeypatch):
+    assert generate_module.source_checkout() == Path(generate_module.__file__).resolve().parents[2]
+    root = tmp_path / "root"
+    monkeypatch.setattr(generate_module, "PACKAGE_ROOT", root / "symcnn")
+    (root / "symcnn").mkdir(parents=True)
+    assert generate_module.source_checkout() is None  # site-packages: no pyproject.toml
+    (root / "pyproject.toml").write_text('[project]\nname = "other"\n')
+    (root / "generated").mkdir()
+    assert generate_module.source_checkout() is None
+    (root / "pyproject.toml").write_text('[project]\nname = "symcnn"\n')
+    assert generate_module.source_checkout() == root
+    (root / "generated").rmdir()
+    assert generate_module.source_checkout() is None
+    (root / "generated").mkdir()
+    (root / "pyproject.toml").write_text("not = [toml")
+    assert generate_module.source_checkout() is None
 
 
 def _spec(**overrides):
@@ -193,7 +256,7 @@ def test_the_wheel_carries_kernels_regenerated_at_build_time(tmp_path):
     (wheel,) = tmp_path.glob("symcnn-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-        assert "symcnn/templates/layer.py.jinja" in names
+        assert "symcnn/codegen/backends/numba_cpu/templates/layer.py.jinja" in names
         for name in SHIPPED_SPECS:
             spec = load_spec(name)
             for relative, text in render_package(spec).items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 import sympy
 
 from symcnn.symbolic import ops
-from symcnn import report
+from symcnn import files, report
 from symcnn.symbolic.adjoint import derive_gradient
 from symcnn.symbolic.derive import LayerConfig, derive
 from symcnn.checking.examples import EXAMPLE_LIST, EXAMPLES
@@ -290,10 +291,12 @@ def test_pdf_pages_render_to_png(all_pdf, tmp_path):
 
 
 @NEEDS_TEX
-def test_cli_writes_a_pdf(cli, tmp_path):
+def test_cli_writes_a_pdf(cli, tmp_path, umask):
+    umask(0o022)
     status, out, err = cli("report", "--example", "maxpool_3x3_k2s1", "-o", tmp_path / "pool.pdf")
     assert (status, err) == (0, "") and out == f"wrote {tmp_path / 'pool.pdf'}\n"
     assert (tmp_path / "pool.pdf").read_bytes().startswith(b"%PDF")
+    assert stat.S_IMODE((tmp_path / "pool.pdf").stat().st_mode) == 0o644  # the umask's, not mkstemp's 0600
     assert list(tmp_path.iterdir()) == [tmp_path / "pool.pdf"]  # no LaTeX by-products left behind
 
 
@@ -379,7 +382,7 @@ def test_unwritable_output_is_one_line(cli, monkeypatch, tmp_path):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(writer.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(files, "_create_temporary", refuse)
     status, _, err = cli("report", "--op", "relu", "-o", tmp_path / "relu.tex")
     assert status == 2 and err == f"symcnn report: error: -o: cannot write {tmp_path / 'relu.tex'}: Permission denied\n"
     status, _, err = cli("report", "--op", "relu", "-o", tmp_path / "file" / "x.tex")
@@ -393,14 +396,21 @@ def test_writes_are_atomic(monkeypatch, tmp_path):
     def interrupted(source, destination):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(writer.os, "replace", interrupted)
+    monkeypatch.setattr(files.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        writer.write_atomically(target, "new\n")
+        writer.write_pages({"page.md": "new\n"}, tmp_path)
     assert target.read_text() == "old\n"
     assert [path.name for path in tmp_path.iterdir()] == ["page.md"]  # the temporary file is gone
     monkeypatch.undo()
-    writer.write_atomically(target, "new\n")
+    writer.write_pages({"page.md": "new\n"}, tmp_path)
     assert target.read_text() == "new\n"
+
+
+def test_pages_get_the_umasks_mode(tmp_path, umask):
+    umask(0o027)
+    (page,) = writer.write_pages({"page.md": "text\n"}, tmp_path / "derivations")
+    assert stat.S_IMODE(page.stat().st_mode) == 0o640
+    assert stat.S_IMODE(page.parent.stat().st_mode) == 0o750
 
 
 def test_list(cli):

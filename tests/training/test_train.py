@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 
 import numpy as np
 import pytest
@@ -127,6 +128,24 @@ def test_an_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkey
         save_checkpoint(path, trainer)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["run.npz"]
+
+
+def test_checkpoints_and_plots_get_the_umasks_mode(tmp_path, umask):
+    umask(0o027)
+    path = tmp_path / "runs" / "run.npz"
+    save_checkpoint(path, _trainer(epochs=1))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640 and stat.S_IMODE(path.parent.stat().st_mode) == 0o750
+    path.chmod(0o600)
+    save_checkpoint(path, _trainer(epochs=1))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # an existing file keeps its mode
+    pytest.importorskip("matplotlib")
+    from symcnn.cli.train import plot_history
+
+    history = [{"epoch": epoch, "train_loss": 1.0 / epoch, "test_loss": 1.0, "test_accuracy": 0.5} for epoch in (1, 2)]
+    plot_history(history, tmp_path / "curves.png", "digits")
+    assert stat.S_IMODE((tmp_path / "curves.png").stat().st_mode) == 0o640
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["curves.png", "runs"]
 
 
 def test_cli_train_json_summary_checkpoint_and_plot(tmp_path, cli):
