@@ -17,6 +17,7 @@ Example (document 002):
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
@@ -279,19 +280,38 @@ def _forward(config: LayerConfig, tensors: Mapping[str, Array]) -> Array:
     return evaluate_layer(config.op, arrays, config.settings)
 
 
+#: What ``--values`` accepts: a decimal (``-1.5``, ``2e-3``) or a fraction (``1/4``), exactly; at most
+#: 40 characters and an exponent of at most 100, so that no number takes SymPy long to build.
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?(/[+-]?\d+)?\Z")
+MAX_VALUE_CHARACTERS = 40
+MAX_VALUE_EXPONENT = 100
+
+
 def parse_values(values: Sequence, shape: Sequence[int]) -> Array:
     """Numbers for a tensor of ``shape`` (row-major), as exact SymPy numbers.
 
-    >>> parse_values(["1", "0.5", "1/4", "2"], (1, 1, 2, 2)).tolist()
-    [[[[1, 1/2], [1/4, 2]]]]
+    >>> parse_values(["1", "0.5", "1/4", "2e-1"], (1, 1, 2, 2)).tolist()
+    [[[[1, 1/2], [1/4, 1/5]]]]
+    >>> parse_values(["1e999999999"], (1,))
+    Traceback (most recent call last):
+    ...
+    ValueError: values: '1e999999999' is out of range (exponents up to 100)
     """
     expected = math.prod(shape)
     if len(values) != expected:
         raise ValueError(f"values: expected {expected} numbers for an input of shape {tuple(shape)}, got {len(values)}")
     numbers = []
     for text in values:
+        text = str(text).strip()
+        if len(text) > MAX_VALUE_CHARACTERS:
+            raise ValueError(f"values: {text[:20]!r}... is longer than {MAX_VALUE_CHARACTERS} characters")
+        match = _NUMBER.match(text)
+        if match is None:
+            raise ValueError(f"values: {text!r} is not a number")
+        if match.group(3) and abs(int(match.group(3)[1:])) > MAX_VALUE_EXPONENT:
+            raise ValueError(f"values: {text!r} is out of range (exponents up to {MAX_VALUE_EXPONENT})")
         try:
-            number = sympy.Rational(str(text).strip())
+            number = sympy.Rational(text)
         except (TypeError, ValueError, ZeroDivisionError):
             raise ValueError(f"values: {text!r} is not a number") from None
         numbers.append(number)
