@@ -13,7 +13,7 @@ Two kinds of claim (:func:`check`):
   itself (:func:`symcnn.symbolic.expand.evaluate`). The first configuration where they differ is the
   smallest counter-example.
 
-The vocabulary of index-notation claims (:mod:`symcnn.checking.index_checker`; docs/errata.md lists it):
+The vocabulary of index-notation claims (:mod:`symcnn.checking.index`; docs/errata.md lists it):
 
 - tensors by role: ``X`` (input), ``W``/``K`` (weight), ``b`` (bias), ``Y`` (output), their
   gradients ``\\frac{\\partial L}{\\partial X_{...}}`` / ``\\delta^{[X]}_{...}``, and per op the
@@ -21,9 +21,9 @@ The vocabulary of index-notation claims (:mod:`symcnn.checking.index_checker`; d
   names others. A tensor read with fewer indices than its rank drops the leading axes (batch,
   then channels), which are then 1; ``layouts={"X": "HWC"}`` reorders them.
 - shape parameters: ``s``, ``p``, ``d``/``r``, ``K``, ``K_h``, ``C_in``, ``H_out``, ``N``, ...
-  (:data:`symcnn.checking.index_checker.PARAMETER_NAMES`). A parameter the claim does not mention stays at its neutral value
-  (stride 1, padding 0, dilation 1; a pool's stride is its window), because a formula without
-  it claims nothing about it.
+  (:data:`symcnn.checking.index.vocabulary.PARAMETER_NAMES`). A parameter the claim does not
+  mention stays at its neutral value (stride 1, padding 0, dilation 1; a pool's stride is its
+  window), because a formula without it claims nothing about it.
 - a sum without bounds runs over the axis its variable indexes on its own (``\\sum_m K(m, n)``:
   ``0..K_h-1``).
 - **a read outside a tensor is an error**, so the claim is wrong there: a formula must keep its
@@ -45,149 +45,26 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping, Optional, Sequence
+from dataclasses import dataclass
+from typing import Mapping, Optional
 
 import sympy
 from sympy import Array, Symbol
 
-from symcnn.checking.claims import Claim, ClaimSyntaxError, MatrixValue, parse_claim
-from symcnn.views.formula import FORMULA_OPS
+from symcnn.checking.claims import Claim, ClaimSyntaxError, MatrixValue
+from symcnn.checking.examples import EXAMPLES
+from symcnn.checking.index.evaluate import check_claim
+from symcnn.checking.index.vocabulary import DEFAULT_TENSORS
+from symcnn.checking.parse import parse_claim
+from symcnn.checking.result import CheckOptions, CheckResult, Difference, equal, show
+from symcnn.symbolic.derive import LayerConfig, derive, parse_values
 from symcnn.symbolic.tensors import element_name, indices_of
-from symcnn.symbolic.verify import exactly_equal
+from symcnn.views.formula import FORMULA_OPS
 
-__all__ = ["CheckOptions", "Difference", "CheckResult", "check", "ELEMENT_OPS"]
+__all__ = ["check", "ELEMENT_OPS"]
 
 #: Ops whose element-wise claims can be checked at one configuration (``symcnn derive``'s ops).
 ELEMENT_OPS = ("conv2d", "maxpool2d", "avgpool2d", "dense")
-@dataclass(frozen=True)
-class CheckOptions:
-    """How to read and where to check a claim.
-
-    Configuration: ``kernel``, ``stride``, ``padding``, ``dilation``, ``input_size`` (ints or
-    ``(h, w)`` pairs), ``channels_in``, ``channels_out``, ``batch``: fixed where given, else searched
-    (index claims) or defaulted as ``symcnn derive`` does (element-wise claims against an op).
-    ``values`` are numeric inputs for an element-wise claim (row-major).
-
-    Reading: ``tensors`` maps a claim's tensor names to roles (``input``, ``weight``, ``bias``,
-    ``output``, ``target``, ``grad_output``, ``grad_input``, ...); ``layouts`` maps a name (or
-    ``*``, every tensor) to its axis letters (``NHWC``; ``N`` batch, ``C`` channels, ``H W``
-    spatial, ``O I`` a weight's output and input channels, ``F`` features); ``zero_outside``
-    names tensors read as zero outside their shape; ``one_based`` names tensors whose every index
-    counts from 1; ``index_maps`` maps a name to, per axis,
-    ``(sign, offset)``: symcnn's index is ``sign * claim's index + offset`` (``(1, "-1")`` for an
-    index counted from 1; ``(-1, "K_h - 1")`` for a flipped kernel axis); ``sizes`` replaces
-    numbers of the claim's sum bounds by parameters (``{4096: "F_in"}``).
-    """
-
-    kernel: object = None
-    stride: object = None
-    padding: object = None
-    dilation: object = None
-    input_size: object = None
-    channels_in: Optional[int] = None
-    channels_out: Optional[int] = None
-    batch: Optional[int] = None
-    values: Optional[Sequence] = None
-    tensors: Mapping[str, str] = field(default_factory=dict)
-    layouts: Mapping[str, str] = field(default_factory=dict)
-    zero_outside: frozenset = frozenset()
-    one_based: frozenset = frozenset()
-    index_maps: Mapping[str, tuple] = field(default_factory=dict)
-    sizes: Mapping[int, str] = field(default_factory=dict)
-    constraint: Optional[Callable[[Mapping[str, int]], bool]] = None
-
-    def merged(self, **changes) -> "CheckOptions":
-        """These options with ``changes``; mappings and sets are merged, not replaced."""
-        values = {}
-        for name, change in changes.items():
-            current = getattr(self, name)
-            if isinstance(current, frozenset):
-                values[name] = current | frozenset(change)
-            elif isinstance(current, Mapping):
-                values[name] = {**current, **change}
-            elif name == "constraint" and current is not None and change is not None:
-                values[name] = lambda config, first=current, second=change: first(config) and second(config)
-            else:
-                values[name] = change
-        return replace(self, **values)
-
-
-@dataclass(frozen=True)
-class Difference:
-    """One entry where the claim and the derivation differ."""
-
-    entry: str
-    claimed: str
-    derived: str
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """The verdict: ``correct``, or the first ``configuration`` where the claim fails and the
-    entries that differ there. ``checked`` counts the configurations (or entries) compared."""
-
-    claim: str
-    against: str
-    kind: str  # "elements" or "index"
-    correct: bool
-    checked: int
-    configuration: Optional[str] = None
-    differences: tuple[Difference, ...] = ()
-    notes: tuple[str, ...] = ()
-
-    def counterexample(self, limit: int = 4) -> str:
-        """The counter-example in one line (empty when correct)."""
-        if self.correct:
-            return ""
-        shown = "; ".join(f"{d.entry}: claimed {d.claimed}, derived {d.derived}" for d in self.differences[:limit])
-        more = len(self.differences) - limit
-        where = f"at {self.configuration}: " if self.configuration else ""
-        return where + shown + (f"; and {more} more" if more > 0 else "")
-
-    def text(self) -> str:
-        if self.correct:
-            lines = [f"correct: checked against {self.against} ({_count(self.checked, self.kind)})"]
-        else:
-            lines = [f"wrong: differs from {self.against}" + (f" at {self.configuration}" if self.configuration else "")]
-            lines += [f"  {d.entry}: claimed {d.claimed}" + "\n" + f"  {' ' * len(d.entry)}  derived {d.derived}"
-                      for d in self.differences[:12]]
-            if len(self.differences) > 12:
-                lines.append(f"  ... and {len(self.differences) - 12} more entries differ")
-        lines += [f"note: {note}" for note in self.notes]
-        return "\n".join(lines)
-
-    def as_dict(self) -> dict:
-        return {
-            "claim": self.claim, "against": self.against, "kind": self.kind,
-            "status": "correct" if self.correct else "wrong", "checked": self.checked,
-            "configuration": self.configuration,
-            "differences": [{"entry": d.entry, "claimed": d.claimed, "derived": d.derived} for d in self.differences],
-            "notes": list(self.notes),
-        }
-
-
-def _count(number: int, kind: str) -> str:
-    """``3 configurations``, ``1 entry``."""
-    unit = ("configuration" if kind == "index" else "entry") if number == 1 else (
-        "configurations" if kind == "index" else "entries")
-    return f"{number} {unit}"
-
-
-def _show(value) -> str:
-    return str(value)
-
-
-def _equal(claimed, derived) -> bool:
-    """Exact equality (:func:`symcnn.symbolic.verify.exactly_equal`); a ``max(0, x)`` against the derivation's
-    ``Piecewise`` is compared with both written as ``Piecewise``."""
-    if exactly_equal(claimed, derived):
-        return True
-    claimed, derived = sympy.sympify(claimed), sympy.sympify(derived)
-    if claimed.has(sympy.Max, sympy.Min) or derived.has(sympy.Max, sympy.Min):
-        difference = claimed.rewrite(sympy.Piecewise) - derived.rewrite(sympy.Piecewise)
-        return sympy.piecewise_fold(difference) == 0 or sympy.simplify(difference) == 0
-    return False
 
 
 # --- entry point --------------------------------------------------------------------------------------
@@ -199,8 +76,6 @@ def check(formula: str, against: str, options: Optional[CheckOptions] = None) ->
     Raises ``ValueError`` (one line, naming ``formula`` or ``against``) for an unparseable formula,
     an unknown ``against``, or a claim that names something the op does not have.
     """
-    from symcnn.checking.examples import EXAMPLES
-
     options = options or CheckOptions()
     if against not in EXAMPLES and against not in FORMULA_OPS:
         names = ", ".join(sorted(EXAMPLES)) + "; ops: " + ", ".join(FORMULA_OPS)
@@ -215,14 +90,10 @@ def check(formula: str, against: str, options: Optional[CheckOptions] = None) ->
                                  f"{', '.join(ELEMENT_OPS)}, not {against}")
             values, notes = _op_values(against, options)
             return _check_elements(parse_claim(formula, elements=True), against, values, notes)
-        from symcnn.checking.index_checker import DEFAULT_TENSORS
-
         vocabulary = {**DEFAULT_TENSORS[against], **options.tensors}
         claim = parse_claim(formula, tensors=set(vocabulary))
     except ClaimSyntaxError as error:
         raise ClaimSyntaxError(f"formula: {error}") from None
-    from symcnn.checking.index_checker import check_claim
-
     return check_claim(claim, against, options)
 
 
@@ -256,8 +127,6 @@ def _example_values(example) -> dict[str, _Derived]:
 
 
 def _op_values(op: str, options: CheckOptions) -> tuple[dict[str, _Derived], list[str]]:
-    from symcnn.symbolic.derive import LayerConfig, derive, parse_values
-
     config = LayerConfig(
         op,
         input_size=options.input_size if options.input_size is not None else (3 if op == "dense" else (3, 3)),
@@ -313,7 +182,7 @@ def _check_elements(claim: Claim, against: str, derived: Mapping[str, _Derived],
                 checked += 1
                 rows, columns = equation.rhs.shape
                 differences.append(Difference(_lhs_text(equation.lhs), f"a {rows}x{columns} matrix",
-                                              f"shape {'x'.join(map(str, squeezed.shape))}: {_show(squeezed.tolist())}"))
+                                              f"shape {'x'.join(map(str, squeezed.shape))}: {show(squeezed.tolist())}"))
                 continue
         unknown = {s.name for row in values for v in row for s in sympy.sympify(v).free_symbols} - known
         if unknown:  # not an error: the claim speaks of entries this derivation does not have
@@ -325,15 +194,15 @@ def _check_elements(claim: Claim, against: str, derived: Mapping[str, _Derived],
             for row, column in itertools.product(*(range(size) for size in equation.rhs.shape)):
                 claimed, actual = equation.rhs.rows[row][column], squeezed[row, column]
                 checked += 1
-                if not _equal(claimed, actual):
+                if not equal(claimed, actual):
                     name = f"{_lhs_text(equation.lhs)}[{row}, {column}]"
-                    differences.append(Difference(name, _show(claimed), _show(actual)))
+                    differences.append(Difference(name, show(claimed), show(actual)))
             continue
         if isinstance(equation.rhs, MatrixValue):
             raise ValueError(f"formula: {_lhs_text(equation.lhs)} is one entry, not a matrix")
         checked += 1
-        if not _equal(equation.rhs, array[index]):
-            differences.append(Difference(_lhs_text(equation.lhs), _show(equation.rhs), _show(array[index])))
+        if not equal(equation.rhs, array[index]):
+            differences.append(Difference(_lhs_text(equation.lhs), show(equation.rhs), show(array[index])))
     return CheckResult(claim.text, against, "elements", not differences, checked, None, tuple(differences), tuple(notes))
 
 

@@ -86,7 +86,8 @@ def add_errata(commands) -> None:
 
 
 def run_check(args) -> int:
-    from symcnn.checking.checker import CheckOptions, check
+    from symcnn.checking.checker import check
+    from symcnn.checking.result import CheckOptions
 
     formula = sys.stdin.read() if args.formula == "-" else args.formula
     for option, value in (("--channels-in", args.channels_in), ("--channels-out", args.channels_out),

@@ -10,8 +10,10 @@ import json
 
 import pytest
 
-from symcnn.checking.checker import CheckOptions, check
-from symcnn.checking.claims import ClaimSyntaxError, parse_claim
+from symcnn.checking.checker import check
+from symcnn.checking.claims import ClaimSyntaxError
+from symcnn.checking.parse import parse_claim
+from symcnn.checking.result import CheckOptions
 
 CONV_DW = r"\frac{\partial L}{\partial w_{00}} = a x_{00} + b x_{01} + c x_{10} + d x_{11}"
 FORWARD_000 = (r"Y_{b, c_{out}, i, j} = \sum_{c_{in}=0}^{C_{in}-1} \sum_{m=0}^{K_h-1} \sum_{n=0}^{K_w-1} "

@@ -14,6 +14,7 @@ import pytest
 
 from symcnn.checking import errata
 from symcnn.checking.errata import NOT_CHECKED, STATUSES, TRANSCRIPTIONS, Erratum, Transcription, collect, run
+from symcnn.checking.errata.model import merge
 from symcnn.checking.examples import DOCUMENTS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,7 +98,7 @@ def test_a_convention_entry_is_wrong_without_its_convention_and_wrong_if_the_cla
 def test_every_convention_is_needed(entries):
     for entry, transcription in zip(entries, TRANSCRIPTIONS):
         if entry.status == "convention":
-            assert entry.detail.startswith(errata.merge(transcription.conventions).name)
+            assert entry.detail.startswith(merge(transcription.conventions).name)
             assert run(replace(transcription, conventions=())).status == "wrong", transcription.section
 
 

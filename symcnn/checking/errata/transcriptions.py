@@ -1,143 +1,21 @@
-"""The reference documents' formulas and claims, transcribed, each checked at run time.
+"""The reference documents' claims, transcribed: data only (the checking is :mod:`symcnn.checking.errata.run`).
 
-Each :class:`Transcription` holds a claim as its document writes it (``claim``), with the
-document's file name and section, and how symcnn checks it: a formula in the checker's notation
-(:mod:`symcnn.checking.checker`) against an op or a worked example, with the document's own settings
-(its kernel, padding, sizes), or a worked example of :mod:`symcnn.checking.examples`. Where a document
-uses another convention than symcnn's (a flipped kernel, channels last, indices from 1, a padded
-gradient), the transcription names it, with the options that express it.
-
-:func:`collect` runs every check and returns :class:`Erratum` entries; nothing is hard-coded:
-
-- ``verified``: the claim holds in symcnn's conventions;
-- ``convention``: it is wrong in symcnn's conventions but holds under the document's, named in
-  ``detail``;
-- ``wrong``: it fails even so; ``detail`` is the smallest counter-example.
-
-Example:
-    >>> entry = run(TRANSCRIPTIONS[0])
-    >>> entry.document, entry.status
-    ('000_0ff4e6a12fbebc4a.txt', 'verified')
+Each :class:`~symcnn.checking.errata.model.Transcription` holds a claim as its document writes it
+(``claim``), with the document's file name and section, and how symcnn checks it: a formula in the
+checker's notation (:mod:`symcnn.checking.checker`) against an op or a worked example, with the
+document's own settings (its kernel, padding, sizes), or a worked example of
+:mod:`symcnn.checking.examples`. Where a document uses another convention than symcnn's (a flipped
+kernel, channels last, indices from 1, a padded gradient), the transcription names it, with the
+options that express it. :data:`NOT_CHECKED` lists the statements symcnn does not check, and why.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from symcnn.checking.errata.model import (FROM_ONE, SAME, Convention, Transcription, channels_last, from_one,
+                                          no_output_padding, padded, square_input, true_convolution, windows_tile)
+from symcnn.checking.examples import DOCUMENTS
 
-from symcnn.checking.checker import CheckOptions, _count, check
-from symcnn.checking.examples import DOCUMENTS, EXAMPLES
-from symcnn.checking.examples import check as check_example
-
-__all__ = ["Convention", "Transcription", "Erratum", "TRANSCRIPTIONS", "NOT_CHECKED", "run", "collect",
-           "errata_text", "errata_markdown", "summary", "STATUSES"]
-
-STATUSES = ("verified", "convention", "wrong")
-
-
-@dataclass(frozen=True)
-class Convention:
-    """A document's convention, and the checker options that read a claim under it."""
-
-    name: str
-    options: Mapping = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Transcription:
-    """One claim of a document and how to check it: ``formula`` against ``against`` (an op or a
-    worked example) with the document's ``options``, or a worked ``example``."""
-
-    document: str
-    section: str
-    claim: str
-    formula: Optional[str] = None
-    against: Optional[str] = None
-    options: Mapping = field(default_factory=dict)
-    conventions: tuple[Convention, ...] = ()
-    example: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class Erratum:
-    """A checked claim: ``status`` is ``verified``, ``convention`` or ``wrong``; ``detail`` names the
-    convention or gives the counter-example."""
-
-    document: str
-    section: str
-    claim: str
-    status: str
-    detail: str
-
-    def as_dict(self) -> dict:
-        return {"document": self.document, "section": self.section, "claim": self.claim, "status": self.status,
-                "detail": self.detail}
-
-
-# --- conventions ---------------------------------------------------------------------------------------
-
-# Index maps, per axis: symcnn's index = sign * the document's index + offset.
-SAME = (1, 0)
-FROM_ONE = (1, -1)
-
-
-def true_convolution(kernel: str, output: str, rank: int = 2, zero_kernel: bool = False) -> Convention:
-    """The textbook convolution: the kernel flipped, and the output counted from the kernel's last tap.
-
-    ``sum_m X(i - m) K(m)`` is symcnn's cross-correlation ``sum_u X(i' + u) K'(u)`` with
-    ``K'(u) = K(K_h - 1 - u)`` and ``i = i' + K_h - 1``.
-    """
-    lead = (SAME,) * (rank - 2)
-    options = {"index_maps": {kernel: lead + ((-1, "K_h - 1"), (-1, "K_w - 1")),
-                              output: lead + ((1, "1 - K_h"), (1, "1 - K_w"))}}
-    if zero_kernel:
-        options["zero_outside"] = frozenset({kernel})
-    return Convention("true convolution: the kernel flipped (rotated 180°), output positions counted from the "
-                      "kernel's last tap" + (", the kernel zero outside its shape" if zero_kernel else ""), options)
-
-
-def from_one(what: str, maps: Mapping[str, tuple]) -> Convention:
-    return Convention(f"{what} counted from 1", {"index_maps": dict(maps)})
-
-
-def channels_last(layouts: Mapping[str, str]) -> Convention:
-    shown = ", ".join(f"{name} as {layout}" for name, layout in layouts.items())
-    return Convention(f"channels last ({shown})", {"layouts": dict(layouts)})
-
-
-def padded(name: str, why: str) -> Convention:
-    return Convention(f"{name} zero outside its shape ({why})", {"zero_outside": frozenset({name})})
-
-
-def merge(conventions) -> Convention:
-    """Several conventions at once."""
-    options: dict = {}
-    for convention in conventions:
-        for key, value in convention.options.items():
-            if isinstance(value, frozenset):
-                options[key] = options.get(key, frozenset()) | value
-            elif isinstance(value, Mapping):
-                options[key] = {**options.get(key, {}), **value}
-            else:
-                options[key] = value
-    return Convention("; ".join(convention.name for convention in conventions), options)
-
-
-def _windows_tile(config) -> bool:
-    """Every input element in exactly one pooling window."""
-    return all(config[f"in_{side}"] % config[f"kernel_{side}"] == 0 and config[f"stride_{axis}"] == config[
-        f"kernel_{side}"] for side, axis in (("height", "h"), ("width", "w")))
-
-
-def _no_output_padding(config) -> bool:
-    return all((config[f"in_{side}"] + 2 * config[f"padding_{axis}"] - config[f"dilation_{axis}"] * (
-        config[f"kernel_{side}"] - 1) - 1) % config[f"stride_{axis}"] == 0
-        for side, axis in (("height", "h"), ("width", "w")))
-
-
-def _square(config) -> bool:
-    return config["in_height"] == config["in_width"]
-
+__all__ = ["TRANSCRIPTIONS", "NOT_CHECKED"]
 
 D000, D001, D002, D003, D004 = (DOCUMENTS[key] for key in ("000", "001", "002", "003", "004"))
 _CONV3_P1 = {"kernel": 3, "padding": 1, "stride": 1}
@@ -232,7 +110,7 @@ TRANSCRIPTIONS: tuple[Transcription, ...] = (
                 r"\lfloor j/F \rfloor}}",
         against="avgpool2d",
         conventions=(Convention("windows that tile the input: stride F and input sizes multiples of F",
-                                {"constraint": _windows_tile}),)),
+                                {"constraint": windows_tile}),)),
     Transcription(
         D001, "6.2 a. Gradient with Respect to Weights",
         r"\frac{\partial \mathcal{L}}{\partial \mathbf{W}^{[l]}} = \sum_{\text{locations}} \left( \text{Input Patch} "
@@ -435,7 +313,7 @@ TRANSCRIPTIONS: tuple[Transcription, ...] = (
         "H_out = (H_in - 1) × s - 2p + K (the transposed convolution's output is the convolution's input)",
         formula=r"H_{in} = (H_{out} - 1) \times s - 2p + K_h", against="conv2d",
         conventions=(Convention("no output padding: s divides H_in + 2p - K_h (else s input sizes share one "
-                                "output size)", {"constraint": _no_output_padding}),)),
+                                "output size)", {"constraint": no_output_padding}),)),
     # ---- document 004: a small CNN, forward and backward ----------------------------------------------------------
     Transcription(D004, "CNN Architecture; Forward Pass",
                   "the shapes of the network: its diagram (conv1, pool1, conv2, flatten 16×16×32, FC 10) and its "
@@ -533,7 +411,7 @@ TRANSCRIPTIONS: tuple[Transcription, ...] = (
         r"X_{c',\,i+u-1,\,j+v-1}",
         formula=r"\delta^{[W^{1}]}_{c,c',u,v} = \sum_{i=1}^{32}\sum_{j=1}^{32} \delta^{[S^{1}]}_{c,i,j} \;\times\; "
                 r"X_{c',\,i+u-1,\,j+v-1}",
-        against="conv2d", options={**_CONV3_P1, "sizes": {32: "H_out"}, "constraint": _square},
+        against="conv2d", options={**_CONV3_P1, "sizes": {32: "H_out"}, "constraint": square_input},
         conventions=(from_one("positions i, j", {"dL/dS^1": (SAME, FROM_ONE, FROM_ONE), "X": (SAME, FROM_ONE, FROM_ONE)}),)),
     Transcription(
         D004, "Backpropagation / 6. Conv1: back-prop to input",
@@ -564,140 +442,3 @@ NOT_CHECKED: tuple[tuple[str, str, str], ...] = (
      "schedules, Grad-CAM, parameter counts of published networks: outside symcnn's ops"),
     (D003, "Implementation Considerations", "the stable softmax and in-place ReLU are code, not formulas"),
 )
-
-
-# --- running ---------------------------------------------------------------------------------------------
-
-
-def _options(base: Mapping, extra: Mapping = {}) -> CheckOptions:
-    options = CheckOptions()
-    merged = {**base}
-    for key, value in extra.items():
-        current = merged.get(key)
-        if isinstance(value, frozenset):
-            merged[key] = (current or frozenset()) | value
-        elif isinstance(value, Mapping):
-            merged[key] = {**(current or {}), **value}
-        else:
-            merged[key] = value
-    return options.merged(**merged) if merged else options
-
-
-def run(transcription: Transcription) -> Erratum:
-    """Check one transcription: the status and detail are whatever the checker finds now."""
-    def entry(status: str, detail: str) -> Erratum:
-        return Erratum(transcription.document, transcription.section, transcription.claim, status, detail)
-
-    if transcription.example is not None:
-        result = check_example(EXAMPLES[transcription.example])
-        if result.status == "ok":
-            values = "1 value" if result.checked == 1 else f"{result.checked} values"
-            return entry("verified", f"worked example {transcription.example}: {values} reproduced")
-        return entry("wrong", "; ".join(result.mismatches))
-    sizes = transcription.options.get("sizes", {})
-    # The document's network sizes in sum bounds are read as parameters, and said so.
-    as_parameters = "; ".join(f"{number} read as {name}" for number, name in sizes.items())
-    result = check(transcription.formula, transcription.against, _options(transcription.options))
-    if result.correct:
-        return entry("verified", "; ".join(filter(None, [_verified_detail(result), as_parameters])))
-    if transcription.conventions:
-        convention = merge(transcription.conventions)
-        under = check(transcription.formula, transcription.against, _options(transcription.options, convention.options))
-        if under.correct:
-            return entry("convention", "; ".join(filter(None, [convention.name, as_parameters])))
-        return entry("wrong", f"even with {convention.name}: {under.counterexample(limit=2)}")
-    return entry("wrong", result.counterexample(limit=2))
-
-
-def _verified_detail(result) -> str:
-    return f"checked against {result.against} at {_count(result.checked, result.kind)}"
-
-
-def collect() -> list[Erratum]:
-    """Every transcribed claim of the five documents, checked now, in document order."""
-    return [run(transcription) for transcription in TRANSCRIPTIONS]
-
-
-def summary(entries) -> str:
-    """``70 claims: 39 verified, 29 verified under the document's convention, 2 wrong``."""
-    counts = {status: sum(entry.status == status for entry in entries) for status in STATUSES}
-    return (f"{len(entries)} claims: {counts['verified']} verified, {counts['convention']} verified under the "
-            f"document's convention, {counts['wrong']} wrong")
-
-
-def errata_text(entries) -> str:
-    """The entries as plain text, grouped by document."""
-    lines, document = [], None
-    for entry in entries:
-        if entry.document != document:
-            document = entry.document
-            lines.append(f"\n{document}" if lines else document)
-        lines.append(f"  [{entry.status}] {entry.section}: {entry.claim}")
-        lines.append(f"      {entry.detail}")
-    lines.append("")
-    lines.append(summary(entries))
-    return "\n".join(lines)
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def errata_markdown(entries=None) -> str:
-    """docs/errata.md: every entry of :func:`collect` as a table per document, and what is not checked."""
-    entries = collect() if entries is None else entries
-    lines = [
-        "# Errata of the reference documents",
-        "",
-        "Generated by `symcnn errata` (`symcnn.checking.errata.errata_markdown`); do not edit by hand. Each claim of the",
-        "five documents in `shared/seeds/` is transcribed in `symcnn/checking/errata.py` with its section, and checked",
-        "when the command runs: by `symcnn check` against the derivation of its op (index notation, at small",
-        "configurations of increasing size) or of a worked example (exactly, entry by entry).",
-        "",
-        "- **verified**: the claim holds in symcnn's conventions (docs/conventions.md);",
-        "- **convention**: it holds only under the document's own convention, named in the detail;",
-        "- **wrong**: it fails; the detail is the smallest counter-example found.",
-        "",
-        summary(entries) + ".",
-    ]
-    document = None
-    for entry in entries:
-        if entry.document != document:
-            document = entry.document
-            lines += ["", f"## {document}", "", "| Section | Claim | Status | Detail |", "|---|---|---|---|"]
-        lines.append(f"| {_cell(entry.section)} | `{_cell(entry.claim)}` | {entry.status} | {_cell(entry.detail)} |")
-    lines += ["", "## Not checked", "", "| Document | Section | Why |", "|---|---|---|"]
-    for document, section, reason in NOT_CHECKED:
-        lines.append(f"| {document} | {_cell(section)} | {_cell(reason)} |")
-    lines += ["", "## How claims are read", "", *_VOCABULARY]
-    return "\n".join(lines) + "\n"
-
-
-_VOCABULARY = [
-    "The checker (`symcnn check FORMULA --against NAME`) reads LaTeX as the documents write it, or SymPy syntax.",
-    "",
-    "- **Element-wise claims** name entries as document 002 does (`y_{01}`, `\\frac{\\partial L}{\\partial w_{00}}`,",
-    "  a whole `\\frac{\\partial L}{\\partial X}` as a `bmatrix`), with the symbols `x00`, `w01`, `a b c d`, and are",
-    "  compared exactly with a worked example's entries (`--against conv_3x3_2x2`) or an op's at one",
-    "  configuration (`--against maxpool2d --input 3x3 --kernel 2 --stride 1 --values '1,5,4;9,2,1;6,3,2'`).",
-    "- **Index-notation claims** are compared with an op's derivation at small configurations in increasing",
-    "  size; the first that differs is the counter-example. Tensors: `X` `I` (input), `W` `K` (weight), `b`",
-    "  (bias), `Y` `S` (output), per op the documents' names (`A`, `P`, `h`, `z`, `p`, `y`, `\\hat{y}`), or any",
-    "  name with `--tensor NAME=ROLE`; read as `X_{n,c,i,j}`, `X(i, j)`, `X_c(i, j)`, `X[i, j, c]`,",
-    "  `Y^{(k)}(i, j)`, `W^{[1]}_{c,c',u,v}`, `W_{\\mathrm{fc},i,k}`. Gradients: `\\frac{\\partial L}{\\partial X_{k,l}}`,",
-    "  `\\delta^{[X]}_{k,l}`, and a bare `\\delta_{i,j}` for the upstream `dL/dY`. A tensor read with fewer",
-    "  indices than its rank drops its leading axes (batch, then channels), which are then 1; `--layout NHWC`",
-    "  or `--layout X=HWC` reorders them.",
-    "- **Parameters**: `s` `S` (stride), `p` `P` (padding), `d` `r` (dilation), `K` `F` `K_h` `K_w` (kernel),",
-    "  `N` `B` (batch), `C` `C_in` `C_out`, `H` `H_in` `W_in` `N_in` `I` (input size), `H_out` `W_out` `N_out` `O`,",
-    "  `F_in` `F_out`. One the claim does not mention keeps its neutral value (stride 1, padding 0,",
-    "  dilation 1; a pool's stride is its window): a formula without it claims nothing about it.",
-    "- **Sums** `\\sum_{m=0}^{K_h-1}`, or without bounds `\\sum_{m}` / `\\sum_{u,v}`: then the index runs over",
-    "  the axis it indexes on its own. `\\max_{u=0}^{K-1}` and `\\max_{u,v \\in \\{0,1\\}}` are window maxima;",
-    "  `\\mathbf{1}(cond)` an indicator, with `s \\mid a` for divisibility; `\\text{where}` adds definitions",
-    "  (`i = \\lfloor (k+p-m)/s \\rfloor`), parameter conditions (`p = (K-1)/2`) or ranges (`u, v \\in \\{0, 1\\}`).",
-    "- **Reads outside a tensor are errors**: the claim is wrong there, as a formula must keep its reads in",
-    "  range (symcnn's derived formulas carry their range conditions). Exceptions: the convolution's input,",
-    "  zero-padded by definition, and tensors named with `--zero-outside` (\"pad the output gradient\").",
-    "  `--one-based NAME` counts NAME's indices from 1. Max pooling is checked at inputs with distinct values.",
-]
