@@ -54,7 +54,8 @@ from sympy import Array, Symbol
 from symcnn.checking.claims import Claim, ClaimSyntaxError, MatrixValue
 from symcnn.checking.examples import EXAMPLES
 from symcnn.checking.index.evaluate import check_claim
-from symcnn.checking.index.vocabulary import DEFAULT_TENSORS
+from symcnn import registry
+from symcnn.checking.index.vocabulary import OpKind, default_tensors
 from symcnn.checking.parse import parse_claim
 from symcnn.checking.result import CheckOptions, CheckResult, Difference, equal, show
 from symcnn.symbolic.derive import LayerConfig, derive, parse_values
@@ -63,8 +64,9 @@ from symcnn.views.formula import FORMULA_OPS
 
 __all__ = ["check", "ELEMENT_OPS"]
 
-#: Ops whose element-wise claims can be checked at one configuration (``symcnn derive``'s ops).
-ELEMENT_OPS = ("conv2d", "maxpool2d", "avgpool2d", "dense")
+#: Ops whose element-wise claims can be checked at one configuration (``symcnn derive``'s ops: the
+#: registry's layer ops, read when asked).
+ELEMENT_OPS = OpKind(lambda entry: entry.layer)
 
 
 # --- entry point --------------------------------------------------------------------------------------
@@ -90,7 +92,7 @@ def check(formula: str, against: str, options: Optional[CheckOptions] = None) ->
                                  f"{', '.join(ELEMENT_OPS)}, not {against}")
             values, notes = _op_values(against, options)
             return _check_elements(parse_claim(formula, elements=True), against, values, notes)
-        vocabulary = {**DEFAULT_TENSORS[against], **options.tensors}
+        vocabulary = {**default_tensors(against), **options.tensors}
         claim = parse_claim(formula, tensors=set(vocabulary))
     except ClaimSyntaxError as error:
         raise ClaimSyntaxError(f"formula: {error}") from None
@@ -129,7 +131,8 @@ def _example_values(example) -> dict[str, _Derived]:
 def _op_values(op: str, options: CheckOptions) -> tuple[dict[str, _Derived], list[str]]:
     config = LayerConfig(
         op,
-        input_size=options.input_size if options.input_size is not None else (3 if op == "dense" else (3, 3)),
+        input_size=options.input_size if options.input_size is not None else (
+            (3, 3) if 3 in registry.get(op).inputs else 3),
         kernel=options.kernel if options.kernel is not None else (2, 2),
         channels_in=options.channels_in or 1, channels_out=options.channels_out or 1,
         stride=options.stride, padding=options.padding or 0, dilation=options.dilation or 1,
@@ -140,13 +143,15 @@ def _op_values(op: str, options: CheckOptions) -> tuple[dict[str, _Derived], lis
         values = parse_values([str(value) for value in options.values], config.input_shape)
     result = derive(config, values)
     derived = {"Y": _Derived(result.output, "y")}
-    names = {"grad_input": "dL/dX", "grad_weight": "dL/dW", "grad_bias": "dL/db"}
-    for role, array in result.gradients.items():
-        derived[names[role]] = _Derived(array, {"grad_input": "x", "grad_weight": "w", "grad_bias": "b"}[role])
+    letters = {"input": "X", "weight": "W", "bias": "b"}
+    for gradient, array in result.gradients.items():
+        role = gradient.removeprefix("grad_")
+        derived[f"dL/d{letters.get(role, role)}"] = _Derived(array, role[0] if role != "input" else "x")
+    windowed = "kernel" in config.settings
     notes = [f"derived at {op} " + ", ".join(f"{name} {value}" for name, value in (
         ("input", "x".join(map(str, config.input_shape))),
-        ("kernel", "x".join(map(str, config.kernel)) if op != "dense" else None),
-        ("stride", "x".join(map(str, config.stride)) if op != "dense" else None)) if value)]
+        ("kernel", "x".join(map(str, config.kernel)) if windowed else None),
+        ("stride", "x".join(map(str, config.stride)) if windowed else None)) if value)]
     return derived, notes
 
 

@@ -22,7 +22,7 @@ import sympy
 from sympy import IndexedBase, Symbol
 
 from symcnn.checking.claims import OPEN, Claim, Equation, MatrixValue, base_name, is_gradient_name, tensor_base
-from symcnn.checking.index.vocabulary import (DEFAULT_TENSORS, FEATURE_OPS, FLATTENING_OPS, PARAMETER_DISPLAY,
+from symcnn.checking.index.vocabulary import (default_tensors, FEATURE_OPS, FLATTENING_OPS, PARAMETER_DISPLAY,
                                               PARAMETER_NAMES, canonical_letters, claim_letters, op_formula,
                                               resolve_role)
 from symcnn.checking.result import CheckOptions
@@ -48,7 +48,7 @@ class ClaimTensor:
 def plan_claim(claim: Claim, op: str, options: CheckOptions) -> "Plan":
     """The plan of a parsed index-notation claim against ``op``: its names resolved with the op's
     vocabulary and ``options.tensors``, its forward formula at the rank the claim reads."""
-    vocabulary = {**DEFAULT_TENSORS[op], **options.tensors}
+    vocabulary = {**default_tensors(op), **options.tensors}
     claim = _scalar_reads(claim, vocabulary)
     ranks = _tensor_ranks(claim)
     roles = {name: resolve_role(name, vocabulary, op) for name in ranks}

@@ -13,15 +13,19 @@ Example:
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Iterator, Mapping
 
+import sympy
+
+from symcnn import registry
 from symcnn.checking.claims import base_name, is_gradient_name
 from symcnn.symbolic import ops
-from symcnn.views.formula import FORMULA_OPS
+from symcnn.symbolic.functions import MaxOver
 
 __all__ = ["PARAMETER_NAMES", "PARAMETER_DISPLAY", "DEFAULT_TENSORS", "ROLE_PREFIX", "SPATIAL_OPS",
            "CONVOLUTION_OPS", "ELEMENTWISE_OPS", "FEATURE_OPS", "DENSE_OPS", "CLASSIFIER_OPS", "BIAS_OPS",
-           "FLATTENING_OPS", "SOFTMAX_READING_OPS", "DISTINCT_INPUT_OPS", "op_formula", "resolve_role",
+           "FLATTENING_OPS", "SOFTMAX_READING_OPS", "DISTINCT_INPUT_OPS", "OpKind", "GENERIC_TENSORS",
+           "default_tensors", "op_formula", "resolve_role",
            "canonical_letters", "claim_letters"]
 
 #: Shape-parameter names of index-notation claims, each mapped to the op parameters it sets.
@@ -47,9 +51,10 @@ PARAMETER_DISPLAY = {"batch": "N", "in_channels": "C_in", "out_channels": "C_out
 ROLE_PREFIX = {"input": "x", "weight": "w", "bias": "b", "target": "t"}
 
 
-# --- op-name tables ------------------------------------------------------------------------------------
-# Every decision of the index checker that depends on an op's name is one of these tables. They are
-# to be read from the op registry (symcnn/registry.py) once it exists; until then, add an op here.
+# --- op kinds and names ------------------------------------------------------------------------------------
+# Every decision of the index checker that depends on the op is one of these: a kind read from the
+# op registry (symcnn/registry.py) and the op's formula, or, for the names documents give an op's
+# tensors, a table of vocabulary with a default for any op not in it.
 
 _CONV_NAMES = {"X": "input", "I": "input", "A": "input", "W": "weight", "K": "weight", "b": "bias",
                "Y": "output", "S": "output", "Z": "output", "output": "output"}
@@ -73,38 +78,67 @@ DEFAULT_TENSORS: dict[str, dict[str, str]] = {
                               "L": "output"},
     "cross_entropy": {"X": "input", "p": "input", "yhat": "input", "T": "target", "y": "target", "L": "output"},
 }
-#: Sliding-window ops on images: searched over kernels, strides and input sizes.
-SPATIAL_OPS = ("conv2d", "maxpool2d", "avgpool2d")
+#: The tensor names of an op the table above does not list.
+GENERIC_TENSORS = {"X": "input", "W": "weight", "b": "bias", "Y": "output", "output": "output"}
+
+
+def default_tensors(op: str) -> dict[str, str]:
+    """The tensor names ``op`` knows without being told (the documents' names, else generic ones)."""
+    return DEFAULT_TENSORS.get(op, GENERIC_TENSORS)
+class OpKind:
+    """The registered ops of one kind, read from the op registry when asked (so that an op
+    registered later belongs too): ``"conv2d" in SPATIAL_OPS``, ``list(SPATIAL_OPS)``."""
+
+    def __init__(self, predicate: Callable[[registry.Op], bool]):
+        self._predicate = predicate
+
+    def __contains__(self, op: object) -> bool:
+        return isinstance(op, str) and op in registry.names() and self._predicate(registry.get(op))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([name for name in registry.names() if self._predicate(registry.get(name))])
+
+
+def _formula(entry: registry.Op) -> ops.IndexFormula:
+    return entry.load_formula()()
+
+
+#: Sliding-window ops on images (a kernel setting): searched over kernels, strides and input sizes.
+SPATIAL_OPS = OpKind(lambda entry: "kernel" in entry.keys())
 #: Of those, the ones with padding, dilation and output channels (and a stride of 1 by default, where a
 #: pool's stride is its window).
-CONVOLUTION_OPS = ("conv2d",)
-#: Element-wise activations: an image ``(N, C, H, W)``, or features ``(N, F)`` where a claim says so.
-ELEMENTWISE_OPS = ("relu", "leaky_relu", "elu")
-_ELEMENTWISE_FORMULAS = {"relu": ops.relu, "leaky_relu": ops.leaky_relu, "elu": ops.elu}
-#: Ops on features ``(N, F)``: their ``input_size`` is a number of features.
-FEATURE_OPS = ("dense", "softmax", "softmax_cross_entropy", "cross_entropy")
+CONVOLUTION_OPS = OpKind(lambda entry: {"kernel", "padding", "out_channels"} <= set(entry.keys()))
+#: Element-wise activations (images or features, no parameters): an image ``(N, C, H, W)``, or
+#: features ``(N, F)`` where a claim says so.
+ELEMENTWISE_OPS = OpKind(lambda entry: entry.ranked and not entry.parameterized)
+#: Ops on features ``(N, F)`` only: their ``input_size`` is a number of features.
+FEATURE_OPS = OpKind(lambda entry: entry.inputs == (1,))
 #: Of those, the ones with a weight: searched over batch, input and output features.
-DENSE_OPS = ("dense",)
+DENSE_OPS = OpKind(lambda entry: entry.inputs == (1,) and entry.parameterized)
 #: And the ones without: searched over batch and features.
-CLASSIFIER_OPS = ("softmax", "softmax_cross_entropy", "cross_entropy")
+CLASSIFIER_OPS = OpKind(lambda entry: entry.inputs == (1,) and not entry.parameterized)
 #: Ops whose bias is optional: derived with one only where the claim reads it.
-BIAS_OPS = ("conv2d", "dense")
-#: Ops whose output is features ``(N, F)`` whatever their input.
-FLATTENING_OPS = ("flatten",)
-#: Ops whose claims may read the softmax of the input (``p``), derived beside the output.
+BIAS_OPS = OpKind(lambda entry: "bias" in entry.keys())
+#: Ops whose output is features ``(N, F)`` whatever their input (read off the formula).
+FLATTENING_OPS = OpKind(lambda entry: entry.inputs == (3,) and len(_formula(entry).output.shape) == 2)
+#: Ops whose claims may read the softmax of the input (``p``), derived beside the output: the
+#: documents write the loss through its softmax.
 SOFTMAX_READING_OPS = ("softmax_cross_entropy",)
-#: Ops derived at inputs with distinct values (max pooling: "the" maximum of a window is then unambiguous).
-DISTINCT_INPUT_OPS = ("maxpool2d",)
+#: Ops derived at inputs with distinct values: a max over a window (read off the formula) is then
+#: unambiguous.
+DISTINCT_INPUT_OPS = OpKind(lambda entry: any(isinstance(node, MaxOver)
+                                              for node in sympy.preorder_traversal(_formula(entry).rhs)))
 
 
 def op_formula(op: str, rank: int, bias: bool) -> ops.IndexFormula:
     """The op's forward formula; an activation's at rank 2 ``(N, F)`` or 4 ``(N, C, H, W)``; a
     convolution or dense layer with a bias only where the claim has one."""
+    factory = registry.get(op).load_formula()
     if op in ELEMENTWISE_OPS:
-        return _ELEMENTWISE_FORMULAS[op](rank=rank)
+        return factory(rank=rank)
     if op in BIAS_OPS:
-        return FORMULA_OPS[op](bias=bias)
-    return FORMULA_OPS[op]()
+        return factory(bias=bias)
+    return factory()
 
 
 # --- tensor names and their axes -------------------------------------------------------------------------
