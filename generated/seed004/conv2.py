@@ -148,7 +148,7 @@ def conv2_grad_weight(grad_output, x, grad_weight):
     lanes = grad_output.shape[1]
     # The images in 8 chunks, each summed into its own tile, the tiles added at the end:
     # parallel, and the same sums whatever the thread count.
-    chunks = min(N, 8)
+    chunks = min(8, N)
     tiles = np.empty((chunks, 16, 3, 3, 32), dtype=grad_output.dtype)
     for chunk in prange(chunks):
         # The chunk's own array, copied into ``tiles`` at the end, not a view of it: its strides

@@ -2,7 +2,9 @@
 
 :mod:`symcnn.codegen.lower` lowers derived formulas to these; ``symcnn/codegen/backends/numba_cpu/templates/layer.py.jinja`` lays them out.
 Every string here is code printed from a formula by :class:`~symcnn.printing.printers.NumbaPrinter`, or a
-name, or a constant: the templates add loops, never arithmetic.
+name, or a constant: the templates add loops, never arithmetic. That includes each reduction's
+initial value (its identity), the statement that combines a value into it, and max pooling's tie
+rule, all printed from the formula's ``Sum`` and ``MaxOver`` nodes.
 
 Example:
     >>> Loop("i", "16", parallel=True)
@@ -28,24 +30,30 @@ class Loop:
 
 @dataclass(frozen=True)
 class Reduction:
-    """A value hoisted out of a term: ``name = sum (or max) over loops of value``."""
+    """A reduction into the variable ``name``: ``name = initial``, then ``update`` inside ``loops``.
+
+    ``peak1 = -np.inf`` and ``peak1 = max(peak1, x[n, j])`` (a ``MaxOver``); ``sum0 = 0.0`` and
+    ``sum0 += exp(-peak1 + x[n, j])`` (a ``Sum``). A value hoisted out of a term, or the lanes
+    schedule's sum of its chunks' tiles.
+    """
 
     name: str
-    kind: str  # "sum" or "max"
     loops: tuple[Loop, ...]
-    value: str
+    initial: str  # printed: the reduction's identity
+    update: str  # printed statement: one value combined into ``name`` by the reduction's step
 
 
 @dataclass(frozen=True)
 class Term:
-    """``acc += value`` over ``loops`` where ``condition`` holds (``None``: always).
+    """``update`` (``acc += value``: the term's value added into the kernel's accumulator) over
+    ``loops`` where ``condition`` holds (``None``: always).
 
     ``reductions`` are computed in the innermost loop, before the value (softmax's normalizer).
     """
 
     loops: tuple[Loop, ...]
     condition: Optional[str]
-    value: str
+    update: str  # printed statement
     reductions: tuple[Reduction, ...] = ()
     loads: tuple[tuple[str, str], ...] = ()  # (name, printed read), read before the value
 
@@ -96,14 +104,16 @@ class Lanes:
     tile_shape: tuple[str, ...]
     lane_extent: str  # the streamed argument's lane axis, ``weight.shape[0]``: a runtime value
     tile_index: str  # printed index of the tile element of the current output element
-    init: str  # printed initial value of a tile element
+    # printed initial value of a tile element of the rows schedule: the sum's constant term, or its
+    # identity (the tiles summed over the batch are allocated zero-filled: the identity of a sum)
+    init: str
     # The loops around the lane loop: the term's reduction (the batch excluded), then the tile's
     # outer loops; the innermost of each may step by a block (register blocking, below).
     around: tuple[Loop, ...]
     broadcasts: tuple[tuple[str, str], ...]  # (name, printed read), hoisted out of the lane loop
-    # (printed tile element, printed sum of products): ``element = element + products``, one per
-    # blocked tile element, each product in terms of a broadcast name, in the formula's order
-    updates: tuple[tuple[str, str], ...]
+    # printed statements, one per blocked tile element: ``element = element + product + ...``, each
+    # product in terms of a broadcast name, added one after another in the formula's order
+    updates: tuple[str, ...]
     store: str  # printed output element that a tile element is written to
     # over_batch only: > 0, the lane axis is summed in blocks of this width, in parallel, each
     # block's tile taking every image in order (see symcnn.codegen.backends.numba_cpu.lanes._lane_block); 0, in chunks of
@@ -111,6 +121,10 @@ class Lanes:
     # its width (from the runtime ``lanes``)
     lane_block: int = 0
     block_bounds: tuple[str, str, str] = ("", "", "")
+    # over_batch in chunks only: the printed number of chunks (``chunks`` of a small batch are
+    # fewer), and the sum of the chunks' tiles into each output element
+    chunk_count: str = ""
+    chunk_sum: Optional[Reduction] = None
 
 
 @dataclass(frozen=True)
@@ -129,11 +143,22 @@ class Kernel:
     kind: str = "sum"
     terms: tuple[Term, ...] = ()
     tile: tuple[Loop, ...] = ()  # the inner output loops of an "accumulate" kernel
+    # "sum" and "accumulate": what the terms add into, printed (``acc``, or an output element)
+    accumulator: str = ""
+    # printed identity of the kernel's reduction, where its accumulator starts: ``0.0`` for a sum,
+    # ``-np.inf`` for a max kernel's maximum so far
+    initial: str = ""
     result: Optional[str] = None  # a scalar kernel's return value, printed (the loss's -acc/N)
     switch: Optional[str] = None  # the argmax output of a max kernel
+    # A max kernel scans each window in row-major order: ``value`` (the template's name) is read
+    # from ``window_value`` and replaces the maximum so far, ``best``, and its offset when
+    # ``window_test`` holds (the formula's tie rule, printed with those two names), the offset
+    # starting at the first element's.
     window: tuple[Loop, ...] = ()  # the window loops of a max kernel
     window_value: str = ""
     window_offset: str = ""
+    window_first_offset: str = ""
+    window_test: str = ""
     imports: frozenset = frozenset()  # (module, name) the printed code calls
     batch_from: str = ""  # the argument whose first axis is the batch size N
     lanes: Optional[Lanes] = None

@@ -7,13 +7,13 @@ differently from what a reader reads, and prints the arithmetic and index maps w
 :class:`~symcnn.printing.printers.NumbaPrinter`. The result, a :class:`Kernel` per function, holds only
 printed strings and loop bounds: the templates lay them out and add no math.
 
-Rewrites (before printing, never inside the printer):
-- an index ``(k + 1 - u)/2``, exact under its divisibility condition, becomes ``(k + 1 - u) // 2``;
-- a read of a zero-padded input gets its bounds as conditions;
-- max pooling's routing indicator ``[(u, v) = first argmax]`` becomes a test of the window's
-  argmax offset, which the forward kernel records (document 001's "switch variables");
-- ``sum_j exp(z_j)`` is computed as ``exp(m) * sum_j exp(z_j - m)`` with ``m = max_j z_j``, so that
-  large scores do not overflow (log-sum-exp).
+The rewrites before printing (integer indices, padding bounds, the argmax switch, log-sum-exp) are
+:mod:`symcnn.codegen.rewrites`. Each reduction, the kernel's own sum and the ones inside its terms,
+is printed from its node in the formula (``Sum`` or :class:`~symcnn.symbolic.functions.MaxOver`):
+its identity starts the accumulator and its step combines each value into it
+(:func:`~symcnn.symbolic.functions.reduction_identity`, :func:`~symcnn.symbolic.functions.reduction_step`);
+max pooling's scan tests each window value by the formula's tie rule
+(:func:`~symcnn.symbolic.functions.replaces_first_max`).
 
 Example:
     >>> from symcnn.spec import load_spec
@@ -24,7 +24,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Optional
 
 import numpy
 import sympy
@@ -33,11 +33,12 @@ from sympy import Expr, Indexed, IndexedBase, Sum, Symbol
 from symcnn.symbolic import ops
 from symcnn.symbolic.instances import bind_layer
 from symcnn.symbolic.adjoint import GatherTerm, GradientFormula, derive_gradient, sum_terms
-from symcnn.symbolic.functions import FirstArgmax, MaxOver
+from symcnn.symbolic.functions import FirstArgmax, MaxOver, reduction_identity, reduction_step, replaces_first_max
 from symcnn.codegen.kernel_ir import Kernel, Loop, Reduction, Term
 from symcnn.codegen.backends.numba_cpu.lanes import lanes_schedule
+from symcnn.codegen.rewrites import fold_bound, integer_indices, padding_conditions, shifted_exponential_sum, switch_test
 from symcnn.views.formula import FormulaView
-from symcnn.printing.printers import FloorDiv, NumbaPrinter
+from symcnn.printing.printers import Assign, Guard, NumbaPrinter
 from symcnn.spec import LayerSpec, NetworkSpec
 
 __all__ = ["Loop", "Term", "Reduction", "Kernel", "layer_kernels", "loss_kernels", "network_kernels"]
@@ -51,6 +52,13 @@ ARRAY_NAMES = {
 }
 
 
+#: A gather kernel's accumulator, one output element's sum of terms.
+ACCUMULATOR = Symbol("acc")
+
+#: A max kernel's names (the template's) for the window value it reads and the maximum so far.
+WINDOW_VALUE, BEST = Symbol("value"), Symbol("best")
+
+
 def _batch_symbol(formula: ops.IndexFormula) -> Optional[Symbol]:
     return formula.parameters.get("batch")
 
@@ -62,81 +70,6 @@ def _layer_parameters(layer: LayerSpec) -> tuple[ops.IndexFormula, dict]:
     LeakyReLU's alpha enters the formula as a float, as the kernels compute it.
     """
     return bind_layer(layer.kind, layer.input_shape, layer.settings, number=sympy.Float)
-
-
-# --- rewrites -------------------------------------------------------------------------------
-
-
-def _integer_index(expr: Expr) -> Expr:
-    """An integer-valued index with rational coefficients as a floor division (exact by its conditions)."""
-    expr = sympy.sympify(expr)
-    if isinstance(expr, sympy.floor):
-        numerator, denominator = sympy.fraction(sympy.together(expr.args[0]))
-        return FloorDiv(_integer_index(numerator), denominator) if denominator != 1 else _integer_index(numerator)
-    if isinstance(expr, sympy.Mod):
-        return sympy.Mod(_integer_index(expr.args[0]), expr.args[1], evaluate=False)
-    if isinstance(expr, (sympy.Add, sympy.Mul)):
-        numerator, denominator = sympy.fraction(sympy.together(expr))
-        if denominator != 1 and denominator.is_Integer:
-            return FloorDiv(sympy.expand(numerator), denominator)
-        if any(arg.has(sympy.floor, sympy.Mod) for arg in expr.args):
-            return expr.func(*[_integer_index(arg) for arg in expr.args], evaluate=False)
-    return expr
-
-
-def _integer_indices(expr: Expr) -> Expr:
-    """Every array index and every comparison in ``expr`` with integer arithmetic."""
-    def rewrite(node):
-        if isinstance(node, Indexed):
-            return node.base[tuple(_integer_index(index) for index in node.indices)]
-        if isinstance(node, sympy.Rel) and not any(isinstance(a, Indexed) or a.has(Indexed) for a in node.args):
-            return node.func(_integer_index(node.lhs), _integer_index(node.rhs), evaluate=False)
-        return None
-
-    return _replace(expr, rewrite)
-
-
-def _replace(expr, rewrite):
-    """Bottom-up rewrite that leaves unevaluated the nodes it builds (printer-ready)."""
-    new = rewrite(expr)
-    if new is not None:
-        return new
-    if not expr.args or isinstance(expr, (Symbol, sympy.Number, IndexedBase)):
-        return expr
-    args = [_replace(arg, rewrite) for arg in expr.args]
-    if all(a is b for a, b in zip(args, expr.args)):
-        return expr
-    try:
-        return expr.func(*args, evaluate=False)
-    except TypeError:
-        return expr.func(*args)
-
-
-def _padding_conditions(expr: Expr, padded: Mapping[IndexedBase, tuple]) -> list:
-    """Bounds of every read of a zero-padded tensor: the read counts only inside the tensor."""
-    conditions = []
-    for read in sorted(expr.atoms(Indexed), key=sympy.default_sort_key):
-        if read.base not in padded:
-            continue
-        for index, size in zip(read.indices, padded[read.base]):
-            if index.is_Symbol or index.is_Integer:
-                continue  # a loop index over the tensor's own axis, or a constant: in range
-            conditions += [sympy.Le(0, index, evaluate=False), sympy.Lt(index, size, evaluate=False)]
-    return conditions
-
-
-def _switch_test(node: FirstArgmax, switch: IndexedBase, stride: tuple) -> Expr:
-    """``[(u, v) = first argmax of window (i, j)]`` as ``switch[n, c, i, j] == u*K_w + v``."""
-    read = next(iter(node.function.atoms(Indexed)))
-    window_variables = [limit[0] for limit in node.limits]
-    extents = [limit[2] - limit[1] + 1 for limit in node.limits]
-    leading = list(read.indices[:-2])
-    window_origin = []
-    for axis, step in zip((-2, -1), stride):
-        start = read.indices[axis].xreplace({variable: 0 for variable in window_variables})
-        window_origin.append(start / step)
-    offset = node.position[0] * extents[1] + node.position[1]
-    return sympy.Eq(switch[tuple(leading + window_origin)], offset, evaluate=False)
 
 
 # --- lowering -----------------------------------------------------------------------------------
@@ -154,51 +87,71 @@ class _Lowering:
         self.counter = 0
 
     def code(self, expr) -> str:
-        return self.printer.doprint(_integer_indices(sympy.sympify(expr)))
+        return self.printer.doprint(integer_indices(sympy.sympify(expr)))
 
     def loop(self, variable, low, high, parallel=False) -> Loop:
         if low != 0:
             raise ValueError(f"loop over {variable} starts at {low}, not 0")
         return Loop(self.printer.doprint(variable), self.code(high + 1), parallel)
 
+    def array(self, name: str) -> IndexedBase:
+        """An array of the generated code, printed by ``name`` (an output, or a kernel's own)."""
+        base = IndexedBase(name)
+        self.printer.array_names[base] = name
+        return base
+
+    def identity(self, reduction: type) -> str:
+        """The identity of ``reduction`` (``Sum`` or ``MaxOver``), where its accumulator starts,
+        printed as a float (the accumulators are floats): ``0.0``, ``-np.inf``."""
+        value = reduction_identity(reduction)
+        return self.code(sympy.Float(value) if value.is_finite else value)
+
+    def statement(self, target: Expr, value: Expr) -> str:
+        """``target = value`` printed (``target += rest`` for a value ``target + rest``)."""
+        return self.printer.doprint(integer_indices(Assign(target, value)))
+
+    def update(self, accumulator: Expr, reduction: type, value: Expr) -> str:
+        """The statement that combines ``value`` into ``accumulator`` by ``reduction``'s step:
+        ``acc += x[n, k]`` for a ``Sum``, ``peak1 = max(peak1, x[n, j])`` for a ``MaxOver``."""
+        return self.statement(accumulator, reduction_step(reduction, accumulator, value))
+
+    def reduction(self, name: str, node: Expr) -> Reduction:
+        """``node``, a ``Sum`` or ``MaxOver`` of the formula, reduced into the variable ``name``."""
+        return Reduction(name, tuple(self.loop(*limit) for limit in node.limits), self.identity(type(node)),
+                         self.update(Symbol(name), type(node), node.function))
+
     def hoist(self, body: Expr, reductions: list) -> Expr:
-        """Move inner sums (softmax's normalizer) out of the body into reductions."""
-        for inner in sorted(body.atoms(Sum), key=lambda s: -sympy.count_ops(s)):
-            if inner not in body.atoms(Sum):
+        """Move inner reductions (softmax's normalizer) out of the body into ``reductions``."""
+        for inner in sorted(body.atoms(Sum, MaxOver), key=lambda s: -sympy.count_ops(s)):
+            if inner not in body.atoms(Sum, MaxOver):
                 continue
-            name = f"sum{self.counter}"
+            name = f"{'sum' if isinstance(inner, Sum) else 'max'}{self.counter}"
             self.counter += 1
-            function = inner.function
-            limits = inner.limits
-            exps = [node for node in function.atoms(sympy.exp)]
-            if len(exps) == 1 and function == exps[0]:  # sum exp(z): shift by the max (log-sum-exp)
-                peak_name = f"peak{self.counter}"
+            peak = Symbol(f"peak{self.counter}")
+            shifted = shifted_exponential_sum(inner, peak)
+            if shifted is not None:  # sum exp(z): shifted by the max (log-sum-exp)
                 self.counter += 1
-                peak = Symbol(peak_name)
-                reductions.append(Reduction(peak_name, "max",
-                                            tuple(self.loop(*limit) for limit in limits), self.code(exps[0].args[0])))
-                reductions.append(Reduction(name, "sum", tuple(self.loop(*limit) for limit in limits),
-                                            self.code(sympy.exp(exps[0].args[0] - peak))))
+                maximum, shifted_sum = shifted
+                reductions += [self.reduction(str(peak), maximum), self.reduction(name, shifted_sum)]
                 body = body.xreplace({inner: sympy.exp(peak) * Symbol(name)})
             else:
-                reductions.append(Reduction(name, "sum", tuple(self.loop(*limit) for limit in limits),
-                                            self.code(function)))
+                reductions.append(self.reduction(name, inner))
                 body = body.xreplace({inner: Symbol(name)})
         # exp(z)/(exp(m)*s) -> exp(z - m)/s: combine the exponentials the shift introduced
         return sympy.powsimp(sympy.expand_log(body, force=True), combine="exp")
 
-    def term(self, term: GatherTerm, outer: tuple = ()) -> Term:
-        """Print one term. A range condition on a loop variable with a unit coefficient is folded
-        into that loop's bounds (``0 <= i + u - 1`` starts ``u`` at ``max(0, 1 - i)``), so that the
-        inner loops test nothing they need not; the other conditions stay as tests."""
+    def term(self, term: GatherTerm, accumulator: Expr, outer: tuple = ()) -> Term:
+        """Print one term of a sum, added into ``accumulator``. A range condition on a loop
+        variable with a unit coefficient is folded into that loop's bounds
+        (:func:`~symcnn.codegen.rewrites.fold_bound`); the other conditions stay as tests."""
         reductions: list = []
         body = self.hoist(term.body, reductions)
-        conditions = list(term.conditions) + _padding_conditions(body, self.padded)
+        conditions = list(term.conditions) + padding_conditions(body, self.padded)
         bounds = {var: [sympy.S.Zero, high + 1] for var, low, high in term.limits}
         order = [limit[0] for limit in term.limits]
         remaining = []
         for condition in conditions:
-            if not _fold_bound(condition, bounds, order, set(outer)):
+            if not fold_bound(condition, bounds, order, set(outer)):
                 remaining.append(condition)
         # divisibility first: it makes the integer divisions of the other conditions exact
         remaining.sort(key=lambda c: not (isinstance(c, sympy.Eq) and c.lhs.has(sympy.Mod)))
@@ -208,7 +161,7 @@ class _Lowering:
             for var in order
         )
         body, loads = self.hoist_loads(body)
-        return Term(loops, condition, self.code(body), tuple(reductions), loads)
+        return Term(loops, condition, self.update(accumulator, Sum, body), tuple(reductions), loads)
 
     def hoist_loads(self, body: Expr) -> tuple[Expr, tuple[tuple[str, str], ...]]:
         """Read the arrays a ``Piecewise`` branches on before it: ``load0 = grad_output[n, c, i, j]``.
@@ -222,44 +175,6 @@ class _Lowering:
                        key=sympy.default_sort_key)
         names = {read: Symbol(f"load{position}") for position, read in enumerate(reads)}
         return body.xreplace(names), tuple((str(names[read]), self.code(read)) for read in reads)
-
-
-def _fold_bound(condition, bounds: dict, order: list, outer: set) -> bool:
-    """Fold ``condition`` into ``bounds[var] = [start, stop)`` when it bounds one loop variable with
-    coefficient +-1 by what is known before that loop; ``True`` when folded."""
-    if not isinstance(condition, (sympy.LessThan, sympy.StrictLessThan, sympy.GreaterThan,
-                                  sympy.StrictGreaterThan)) or condition.has(sympy.Mod, Indexed):
-        return False
-    if isinstance(condition, (sympy.GreaterThan, sympy.StrictGreaterThan)):
-        difference = condition.rhs - condition.lhs  # rhs - lhs <= 0 (or < 0)
-    else:
-        difference = condition.lhs - condition.rhs
-    if isinstance(condition, (sympy.StrictLessThan, sympy.StrictGreaterThan)):
-        difference = difference + 1  # integers: d < 0 is d + 1 <= 0
-    difference = sympy.expand(difference)
-    candidates = [var for var in order if difference.has(var)]
-    if not candidates:
-        return False
-    variable = candidates[-1]  # bound the innermost loop; the outer ones are known there
-    coefficient = difference.coeff(variable)
-    rest = sympy.expand(difference - coefficient * variable)
-    known = outer | set(order[:order.index(variable)])
-    if coefficient not in (1, -1) or rest.has(variable) or not all(
-            symbol in known or not _is_index(symbol) for symbol in rest.free_symbols):
-        return False
-    if not all(term.is_integer for term in sympy.Add.make_args(rest)):
-        return False
-    start, stop = bounds[variable]
-    if coefficient == 1:  # variable + rest <= 0
-        bounds[variable][1] = sympy.Min(stop, -rest + 1)
-    else:  # rest - variable <= 0
-        bounds[variable][0] = sympy.Max(start, rest)
-    return True
-
-
-def _is_index(symbol) -> bool:
-    """Index variables are nonnegative integers that are not shape parameters (sizes are positive)."""
-    return bool(symbol.is_integer and symbol.is_nonnegative and not symbol.is_positive)
 
 
 def _output_loops(lowering: _Lowering, indices, shape, batch) -> tuple[Loop, ...]:
@@ -302,12 +217,33 @@ def _summation(lowering: _Lowering, indices, shape, batch, terms, output_name: s
             indices, terms, schedule["output"] = collapsed
             loops = (loops[0], Loop(lowering.printer.doprint(indices[1]), str(_image_size(shape)), False))
         terms = [_collapse_rows(lowering, term, tensors, views) for term in terms]
-        return {"output_loops": loops, "terms": tuple(lowering.term(term, indices) for term in terms),
-                "views": tuple(views.items()), **schedule}
+        return {"output_loops": loops, "terms": tuple(lowering.term(term, ACCUMULATOR, indices) for term in terms),
+                "views": tuple(views.items()), **schedule, **_sum_accumulator(lowering, ACCUMULATOR)}
     inner = tuple((index, sympy.S.Zero, size - 1) for index, size in zip(indices[-2:], shape[-2:]))
-    printed = tuple(lowering.term(GatherTerm(term.limits + inner, term.conditions, term.body), indices[:-2])
+    element = lowering.array(output_name)[tuple(indices)]  # each term adds into the output element
+    printed = tuple(lowering.term(GatherTerm(term.limits + inner, term.conditions, term.body), element, indices[:-2])
                     for term in terms)
-    return {"output_loops": loops[:-2], "tile": loops[-2:], "terms": printed, "kind": "accumulate"}
+    return {"output_loops": loops[:-2], "tile": loops[-2:], "terms": printed, "kind": "accumulate",
+            **_sum_accumulator(lowering, element)}
+
+
+def _sum_accumulator(lowering: _Lowering, accumulator: Expr) -> dict:
+    """The :class:`Kernel` fields of a kernel whose terms are a sum: its accumulator and the sum's identity."""
+    return {"accumulator": lowering.code(accumulator), "initial": lowering.identity(Sum)}
+
+
+def _window_max(lowering: _Lowering, maximum: MaxOver) -> dict:
+    """The :class:`Kernel` fields of max pooling's scan of each window, in row-major order: the
+    maximum so far starts at ``maximum``'s identity, and a window value replaces it by the formula's
+    tie rule, recording its offset in the window (the switch)."""
+    limits = maximum.limits
+    offset = limits[0][0] * (limits[1][2] + 1) + limits[1][0]  # u*K_w + v
+    return {"window": tuple(lowering.loop(*limit) for limit in limits),
+            "window_value": lowering.code(maximum.function),
+            "window_offset": lowering.code(offset),
+            "window_first_offset": lowering.code(offset.xreplace({var: low for var, low, _ in limits})),
+            "window_test": lowering.code(Guard(replaces_first_max(WINDOW_VALUE, BEST))),
+            "initial": lowering.identity(MaxOver)}
 
 
 def _reshape_of(lowering: _Lowering, tensors, indices, shape, batch, terms) -> str:
@@ -443,12 +379,8 @@ def _forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict) -
     loops = _output_loops(lowering, concrete.indices, concrete.output.shape, batch)
     doc = _docstring(formula, None, values)
     if isinstance(concrete.rhs, MaxOver):  # max pooling: the window max and its first argmax
-        window = tuple(lowering.loop(*limit) for limit in concrete.rhs.limits)
-        extent = concrete.rhs.limits[1][2] + 1
-        offset = lowering.code(concrete.rhs.limits[0][0] * extent + concrete.rhs.limits[1][0])
-        return Kernel(name, doc, ("x", "out", "switch"), "out", loops, kind="max",
-                      switch="switch", window=window, window_value=lowering.code(concrete.rhs.function),
-                      window_offset=offset, imports=lowering.printer.imports(), batch_from="x")
+        return Kernel(name, doc, ("x", "out", "switch"), "out", loops, kind="max", switch="switch",
+                      imports=lowering.printer.imports(), batch_from="x", **_window_max(lowering, concrete.rhs))
     terms = _forward_terms(concrete)
     schedule = _summation(lowering, concrete.indices, concrete.output.shape, batch, terms, "out", concrete.tensors)
     arguments = _arguments(lowering, terms, "out", _ARGUMENT_ORDER)
@@ -468,7 +400,7 @@ def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, 
         body = term.body
         if body.has(FirstArgmax):
             body = body.replace(lambda node: isinstance(node, FirstArgmax),
-                                lambda node: sympy.Piecewise((1, _switch_test(node, switch, stride)), (0, True)))
+                                lambda node: sympy.Piecewise((1, switch_test(node, switch, stride)), (0, True)))
         terms.append(GatherTerm(term.limits, term.conditions, body))
     role = gradient.gradient.role
     schedule = _summation(lowering, concrete.indices, concrete.gradient.shape, batch, terms, ARRAY_NAMES[role],
@@ -503,9 +435,10 @@ def loss_kernels(spec: NetworkSpec) -> list[Kernel]:
     # L = -(1/N) sum_{n,i} T (X - log sum exp X): accumulate the sum, then scale by -1/N.
     scale, summation = concrete.rhs.as_independent(Sum, as_Add=False)
     terms = _forward_terms(ops.IndexFormula("loss", concrete.output, (), summation, concrete.operands))
-    printed = tuple(lowering.term(term, concrete.indices) for term in terms)
+    printed = tuple(lowering.term(term, ACCUMULATOR, concrete.indices) for term in terms)
     loss = Kernel("loss_forward", _docstring(formula, None, values), ("x", "targets"), "", (), terms=printed,
-                  result=lowering.code(scale * Symbol("acc")), imports=lowering.printer.imports(), batch_from="x")
+                  result=lowering.code(scale * ACCUMULATOR), imports=lowering.printer.imports(), batch_from="x",
+                  **_sum_accumulator(lowering, ACCUMULATOR))
     gradient = derive_gradient(formula, "input")
     loss_layer = LayerSpec("loss", -1, (spec.classes,), (), "loss")
     grad = _gradient_kernel(loss_layer, gradient, values)

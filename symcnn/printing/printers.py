@@ -22,13 +22,14 @@ from __future__ import annotations
 from typing import Mapping
 
 import sympy
-from sympy import Eq, Expr, Mod, Piecewise, Symbol
+from sympy import Basic, Eq, Expr, Mod, Piecewise, Symbol
 from sympy.printing.latex import LatexPrinter
+from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.pycode import PythonCodePrinter
 from sympy.printing.str import StrPrinter
 
-__all__ = ["SymcnnLatexPrinter", "SymcnnStrPrinter", "NumbaPrinter", "FloorDiv", "Iverson", "latex", "text",
-           "readable", "import_lines", "OUT_SIZE_NAMES"]
+__all__ = ["SymcnnLatexPrinter", "SymcnnStrPrinter", "NumbaPrinter", "FloorDiv", "OrderedSum", "Assign", "Guard",
+           "Iverson", "latex", "text", "readable", "import_lines", "OUT_SIZE_NAMES"]
 
 #: Display names for the derived output sizes.
 OUT_SIZE_NAMES = {"out_height": Symbol("H_out", integer=True, positive=True),
@@ -213,6 +214,80 @@ class FloorDiv(Expr):
         return f"({printer._print(self.args[0])}) // {printer._print(self.args[1])}"
 
 
+class OrderedSum(Expr):
+    """``a + b + c`` added left to right, in the order given (code only): ``(a + b) + c``, so that
+    the rounding is that order's. SymPy's ``Add`` would sort its terms.
+
+    >>> from sympy import symbols
+    >>> z, a = symbols("z a")
+    >>> NumbaPrinter({}).doprint(OrderedSum(z, a + 1, 2*a))
+    'z + (a + 1) + 2*a'
+    """
+
+    def __new__(cls, *terms):
+        return Expr.__new__(cls, *map(sympy.sympify, terms))
+
+    def _sympystr(self, printer):
+        return " + ".join(printer.parenthesize(term, PRECEDENCE["Add"]) for term in self.args)
+
+
+class Assign(Basic):
+    """The statement ``target = value`` (code only).
+
+    A ``value`` that is ``target + rest`` (an unevaluated ``Add`` of two terms, the target first,
+    as :func:`symcnn.symbolic.functions.reduction_step` builds a sum's step) prints as
+    ``target += rest``: the same addition, in Python's notation for it.
+
+    >>> from sympy import Add, symbols
+    >>> acc, x = symbols("acc x")
+    >>> printer = NumbaPrinter({})
+    >>> printer.doprint(Assign(acc, Add(acc, x, evaluate=False))), printer.doprint(Assign(acc, 2*x))
+    ('acc += x', 'acc = 2*x')
+    """
+
+    def __new__(cls, target, value):
+        return Basic.__new__(cls, sympy.sympify(target), sympy.sympify(value))
+
+    @property
+    def target(self) -> Expr:
+        return self.args[0]
+
+    @property
+    def value(self) -> Expr:
+        return self.args[1]
+
+    def increment(self):
+        """``rest`` when the value is ``target + rest``, else ``None``."""
+        value = self.value
+        if isinstance(value, sympy.Add) and len(value.args) == 2 and value.args[0] == self.target:
+            return value.args[1]
+        return None
+
+    def _sympystr(self, printer):
+        increment = self.increment()
+        if increment is not None:
+            return f"{printer._print(self.target)} += {printer._print(increment)}"
+        return f"{printer._print(self.target)} = {printer._print(self.value)}"
+
+
+class Guard(Basic):
+    """The test of an ``if`` statement (code only): a comparison printed bare, without the
+    parentheses that it takes inside an expression.
+
+    >>> from sympy import symbols
+    >>> value, best = symbols("value best")
+    >>> NumbaPrinter({}).doprint(Guard(value > best)), NumbaPrinter({}).doprint(value > best)
+    ('value > best', '(value > best)')
+    """
+
+    def __new__(cls, condition):
+        return Basic.__new__(cls, sympy.sympify(condition))
+
+    @property
+    def condition(self):
+        return self.args[0]
+
+
 class NumbaPrinter(PythonCodePrinter):
     """Kernel arithmetic for numba: array reads by their Python names, integer index maps.
 
@@ -249,6 +324,30 @@ class NumbaPrinter(PythonCodePrinter):
 
     def _print_Rational(self, expr):
         return f"{expr.p}/{expr.q}" if expr.q != 1 else str(expr.p)
+
+    # The generated modules import numpy as np.
+    def _print_Infinity(self, expr):
+        return "np.inf"
+
+    def _print_NegativeInfinity(self, expr):
+        return "-np.inf"
+
+    def _print_WindowMax(self, expr):
+        """Python's ``max`` keeps the first of equal arguments, as :class:`WindowMax` does."""
+        return "max(%s)" % ", ".join(self._print(arg) for arg in expr.args)
+
+    def _print_OrderedSum(self, expr):
+        return expr._sympystr(self)
+
+    def _print_Assign(self, expr):
+        return expr._sympystr(self)
+
+    def _print_Guard(self, expr):
+        condition = expr.condition
+        if not isinstance(condition, sympy.Rel):
+            return self._print(condition)
+        level = PRECEDENCE["Relational"]
+        return f"{self.parenthesize(condition.lhs, level)} {condition.rel_op} {self.parenthesize(condition.rhs, level)}"
 
     def imports(self) -> frozenset:
         """``(module, name)`` of every function the printed code calls (``("math", "exp")``)."""

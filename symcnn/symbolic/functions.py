@@ -8,6 +8,10 @@ The rules are part of the math, so they sit here beside the functions (DESIGN.md
 - ``WindowMax``: the derivative with respect to an argument is 1 when that argument is the
   *first* maximum in the argument order (row-major scan of a pooling window), else 0.
   This is PyTorch's CPU tie rule, and with distinct values it is document 002's routing.
+  For a scan of the window in that order, :func:`replaces_first_max` states it as one comparison.
+- A reduction (``Sum``, :class:`MaxOver`) scanned element by element starts from its identity
+  (:func:`reduction_identity`) and combines each element into the running value
+  (:func:`reduction_step`); the kernels are printed from these.
 
 Example:
     >>> from sympy import symbols
@@ -23,7 +27,8 @@ from __future__ import annotations
 import sympy
 from sympy import And, Expr, Function, Piecewise, S, exp
 
-__all__ = ["relu", "leaky_relu", "elu", "WindowMax", "MaxOver", "FirstArgmax", "first_max_indicator"]
+__all__ = ["relu", "leaky_relu", "elu", "WindowMax", "MaxOver", "FirstArgmax", "first_max_indicator",
+           "replaces_first_max", "reduction_identity", "reduction_step"]
 
 
 def relu(x: Expr) -> Expr:
@@ -55,7 +60,7 @@ def first_max_indicator(args: tuple[Expr, ...], position: int) -> Expr:
     0
     """
     candidate = args[position]
-    conditions = [candidate > other for other in args[:position]]
+    conditions = [replaces_first_max(candidate, other) for other in args[:position]]
     conditions += [candidate >= other for other in args[position + 1:]]
     if any(condition is sympy.false for condition in conditions):
         return S.Zero
@@ -66,6 +71,16 @@ def first_max_indicator(args: tuple[Expr, ...], position: int) -> Expr:
     # element and finds nothing to simplify in these distinct comparisons.
     condition = conditions[0] if len(conditions) == 1 else And(*conditions, evaluate=False)
     return Piecewise((S.One, condition), (S.Zero, True), evaluate=False)
+
+
+def replaces_first_max(candidate: Expr, earlier: Expr) -> Expr:
+    """The first-maximum tie rule between ``candidate`` and an ``earlier`` element of the scan order:
+    ``candidate`` is the maximum so far only when strictly greater (a tie keeps the earlier one).
+
+    >>> replaces_first_max(S(9), S(9)), replaces_first_max(S(10), S(9))
+    (False, True)
+    """
+    return candidate > earlier
 
 
 class WindowMax(Function):
@@ -210,3 +225,35 @@ class FirstArgmax(Expr):
         variables = ", ".join(printer._print(limit[0]) for limit in self.limits)
         return (r"\mathbf{1}\left[(%s) = \operatorname{argmax}_{%s} %s\right]"
                 % (position, variables, printer._print(self.function)))
+
+
+def reduction_identity(reduction: type) -> Expr:
+    """The value of a ``reduction`` (``Sum`` or :class:`MaxOver`) over no elements: where a scan of
+    its elements starts, since combining it with the first element gives that element.
+
+    >>> reduction_identity(sympy.Sum), reduction_identity(MaxOver)
+    (0, -oo)
+    """
+    if reduction is sympy.Sum:
+        return S.Zero
+    if reduction is MaxOver:
+        return S.NegativeInfinity
+    raise ValueError(f"reduction: {reduction.__name__} is not Sum or MaxOver")
+
+
+def reduction_step(reduction: type, accumulated: Expr, value: Expr) -> Expr:
+    """The running value of a scan of a ``reduction`` after ``value``, the elements before it having
+    given ``accumulated``: ``accumulated + value`` for a ``Sum``, the maximum of the two for a
+    :class:`MaxOver`, where a tie keeps ``accumulated`` (the first maximum). Unevaluated, the
+    running value first: the step as a kernel performs it.
+
+    >>> from sympy import symbols
+    >>> acc, x = symbols("acc x")
+    >>> reduction_step(sympy.Sum, acc, x), reduction_step(MaxOver, acc, x)
+    (acc + x, Max(acc, x))
+    """
+    if reduction is sympy.Sum:
+        return sympy.Add(accumulated, value, evaluate=False)
+    if reduction is MaxOver:
+        return WindowMax(accumulated, value, evaluate=False)
+    raise ValueError(f"reduction: {reduction.__name__} is not Sum or MaxOver")

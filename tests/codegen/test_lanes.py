@@ -47,15 +47,19 @@ def test_seed004_convolutions_and_dense_gradients_take_the_lanes_schedule():
     assert [(loop.variable, loop.step) for loop in forward.around] == [("c_in", 1), ("u", 1), ("j", 4)]
     assert [read for _, read in forward.broadcasts] == [
         "x_padded[c_in, i + u, j]"] + [f"x_padded[c_in, i + u, j + {offset}]" for offset in range(1, 6)]
-    assert forward.updates[1] == ("tile[j + 1, c_out]", "broadcast1*weight_t[c_in, u, 0, c_out] + "
+    assert forward.updates[1] == ("tile[j + 1, c_out] = tile[j + 1, c_out] + broadcast1*weight_t[c_in, u, 0, c_out] + "
                                   "broadcast2*weight_t[c_in, u, 1, c_out] + broadcast3*weight_t[c_in, u, 2, c_out]")
     weight = conv2["grad_weight"].lanes
-    assert weight.over_batch and weight.chunks == BATCH_CHUNKS
+    assert weight.over_batch and weight.chunks == BATCH_CHUNKS and weight.chunk_count == f"min({BATCH_CHUNKS}, N)"
+    # the chunks' tiles summed at the end: a Sum over the chunks, printed from its identity and its step
+    assert (weight.chunk_sum.initial, weight.chunk_sum.update) == ("0.0", "total += tiles[chunk, c_in, u, v, c_out]")
     # the weight gradient: eight pixels j per update, the kernel's three columns v per lane loop,
     # each grad_output_t row loaded once for all three, the 8 + 2 window values read once each
-    assert [element for element, _ in weight.updates] == [f"tile[c_in, u, {v}, c_out]" for v in range(3)]
-    assert weight.updates[1][1].startswith("broadcast1*grad_output_t[i, j, c_out] + broadcast2*grad_output_t[i, j + 1, c_out]")
-    assert weight.updates[1][1].count("*") == 8 and len(weight.broadcasts) == 10
+    elements = [f"tile[c_in, u, {v}, c_out]" for v in range(3)]
+    assert [update.partition(" = ")[0] for update in weight.updates] == elements
+    assert weight.updates[1].startswith(f"{elements[1]} = {elements[1]} + broadcast1*grad_output_t[i, j, c_out] + "
+                                        "broadcast2*grad_output_t[i, j + 1, c_out]")
+    assert weight.updates[1].count("*") == 8 and len(weight.broadcasts) == 10
     assert weight.lane_block == 0  # its tile (16 x 3 x 3 x 32) is small: chunks of the batch
     fc1 = _kernels(spec, "fc1")["grad_weight"].lanes
     assert fc1.lane_extent == "x.shape[1]"  # 8192 features, already contiguous
@@ -64,7 +68,8 @@ def test_seed004_convolutions_and_dense_gradients_take_the_lanes_schedule():
     # in order, the features read at the block's start plus the lane
     assert (fc1.lane_block, fc1.tile_shape) == (512, ("10", "512"))
     assert fc1.block_bounds == ("(lanes + 511) // 512", "max(0, 512*block)", "-lane_start + min(lanes, lane_start + 512)")
-    assert fc1.updates[0] == ("tile[i, k]", "broadcast0*x[n, k + lane_start]")
+    assert fc1.updates[0] == "tile[i, k] = tile[i, k] + broadcast0*x[n, k + lane_start]"
+    assert fc1.chunk_sum is None  # each block's tile is stored as it is
     assert fc1.store == "grad_weight[i, k + lane_start]"
 
 
@@ -144,7 +149,9 @@ def test_lanes_kernels_print_their_values_from_the_formula(label):
     for kernel in _kernels(load_spec("seed004"), label).values():
         if kernel.kind == "lanes":
             names = {name for name, _ in kernel.lanes.broadcasts}
-            for _, products in kernel.lanes.updates:
+            for update in kernel.lanes.updates:
+                element, _, value = update.partition(" = ")
+                products = value.removeprefix(f"{element} + ")
                 assert products.startswith("broadcast") and set(re.findall(r"broadcast\d+", products)) <= names
             assert not any("broadcast" in read for _, read in kernel.lanes.broadcasts)
 

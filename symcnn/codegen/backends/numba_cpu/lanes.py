@@ -25,7 +25,7 @@ Example:
     >>> from symcnn.spec import load_spec
     >>> forward = layer_kernels(load_spec("seed004").layers[3])[0]
     >>> forward.kind, forward.lanes.updates[0]
-    ('lanes', ('tile[j, c_out]', 'broadcast0*weight_t[c_in, u, 0, c_out] + broadcast1*weight_t[c_in, u, 1, c_out] + broadcast2*weight_t[c_in, u, 2, c_out]'))
+    ('lanes', 'tile[j, c_out] = tile[j, c_out] + broadcast0*weight_t[c_in, u, 0, c_out] + broadcast1*weight_t[c_in, u, 1, c_out] + broadcast2*weight_t[c_in, u, 2, c_out]')
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ import math
 from typing import Optional
 
 import sympy
-from sympy import Expr, Indexed, IndexedBase, Symbol
+from sympy import Expr, Indexed, IndexedBase, Sum, Symbol
 
 from symcnn.symbolic.adjoint import GatherTerm
 from symcnn.codegen.kernel_ir import Lanes, Loop, Staging
-from symcnn.printing.printers import FloorDiv
+from symcnn.printing.printers import FloorDiv, OrderedSum
 
 __all__ = ["lanes_schedule"]
 
@@ -177,7 +177,7 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
     row_loops, parts = _row_parts(lowering, [(var, int(sizes[var])) for var in rows], batch)
     tile = tuple(Loop(printer(var), ("width" if lane_block else "lanes") if var == lane else lowering.code(sizes[var]))
                  for var in tile_vars)
-    init = lowering.code(constants[0].body) if constants else "0.0"
+    init = lowering.code(constants[0].body) if constants else lowering.identity(Sum)  # the terms are a sum
     reduction = [(var, int(low), int(high)) for var, low, high in product.limits if var != batch_loop]
     around, broadcasts, updates = _register_blocks(
         lowering, reduction, [(var, int(sizes[var])) for var in tile_vars[:-1]], broadcast_read,
@@ -191,6 +191,8 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
             over_batch=over_batch,
             chunks=BATCH_CHUNKS,
             chunk_images=_chunk_images(lowering, batch),
+            chunk_count=lowering.code(sympy.Min(batch, BATCH_CHUNKS)) if over_batch else "",
+            chunk_sum=_chunk_sum(lowering, tile_vars) if over_batch and not lane_block else None,
             stagings=tuple(stagings),
             rows=row_loops,
             parts=parts,
@@ -299,9 +301,10 @@ def _register_blocks(lowering, reduction, outer_tile, broadcast_read, streamed_r
             at = {var: value for var, value in ((unroll_var, unroll_value), (block_var, block_value)) if var is not None}
             read = lowering.code(broadcast_read.subs(at, simultaneous=True))
             name = names.setdefault(read, Symbol(f"{BROADCAST}{len(names)}"))
-            products.append(lowering.code(sympy.Mul(name, streamed_read.subs(at, simultaneous=True), evaluate=False)))
-        element = lowering.code(tile_element.subs({block_var: block_value}) if block_var is not None else tile_element)
-        updates.append((element, " + ".join(products)))
+            products.append(sympy.Mul(name, streamed_read.subs(at, simultaneous=True), evaluate=False))
+        element = tile_element.subs({block_var: block_value}) if block_var is not None else tile_element
+        # the sum's step once per product, in the formula's order: ((element + p0) + p1) + ...
+        updates.append(lowering.statement(element, OrderedSum(element, *products)))
     broadcasts = tuple((str(name), read) for read, name in names.items())
     return tuple(loops + tile_loops), broadcasts, tuple(updates)
 
@@ -311,6 +314,13 @@ def _named(lowering, name: str) -> IndexedBase:
     base = IndexedBase(name)
     lowering.printer.array_names[base] = name
     return base
+
+
+def _chunk_sum(lowering, tile_vars):
+    """The sum of the chunks' tiles at one tile element, into ``total``: a ``Sum`` over ``chunk``."""
+    chunk, chunks = Symbol("chunk", integer=True, nonnegative=True), Symbol("chunks", integer=True, positive=True)
+    tiles = _named(lowering, "tiles")[(chunk, *tile_vars)]
+    return lowering.reduction("total", Sum(tiles, (chunk, 0, chunks - 1)))
 
 
 def _chunk_images(lowering, batch) -> tuple[str, str]:

@@ -1,0 +1,167 @@
+"""Rewrites before printing: what a kernel computes differently from what a reader reads.
+
+:mod:`symcnn.codegen.lower` applies these to a formula specialized to a layer's sizes, then prints
+the result with :class:`~symcnn.printing.printers.NumbaPrinter`; the printer itself rewrites nothing.
+
+- an index ``(k + 1 - u)/2``, exact under its divisibility condition, becomes ``(k + 1 - u) // 2``
+  (:func:`integer_indices`);
+- a read of a zero-padded input gets its bounds as conditions (:func:`padding_conditions`);
+- a range condition on a loop variable with a unit coefficient becomes that loop's bound
+  (:func:`fold_bound`);
+- max pooling's routing indicator ``[(u, v) = first argmax]`` becomes a test of the window's
+  argmax offset, which the forward kernel records (document 001's "switch variables";
+  :func:`switch_test`);
+- ``sum_j exp(z_j)`` is computed as ``exp(m) * sum_j exp(z_j - m)`` with ``m = max_j z_j``, so that
+  large scores do not overflow (log-sum-exp; :func:`shifted_exponential_sum`).
+
+Example:
+    >>> k, u = sympy.symbols("k u", integer=True, nonnegative=True)
+    >>> integer_index((k + 1 - u) / 2)
+    (k - u + 1) // 2
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import sympy
+from sympy import Expr, Indexed, IndexedBase, Sum, Symbol
+
+from symcnn.printing.printers import FloorDiv
+from symcnn.symbolic.functions import FirstArgmax, MaxOver
+
+__all__ = ["integer_index", "integer_indices", "padding_conditions", "fold_bound", "switch_test",
+           "shifted_exponential_sum"]
+
+
+def integer_index(expr: Expr) -> Expr:
+    """An integer-valued index with rational coefficients as a floor division (exact by its conditions)."""
+    expr = sympy.sympify(expr)
+    if isinstance(expr, sympy.floor):
+        numerator, denominator = sympy.fraction(sympy.together(expr.args[0]))
+        return FloorDiv(integer_index(numerator), denominator) if denominator != 1 else integer_index(numerator)
+    if isinstance(expr, sympy.Mod):
+        return sympy.Mod(integer_index(expr.args[0]), expr.args[1], evaluate=False)
+    if isinstance(expr, (sympy.Add, sympy.Mul)):
+        numerator, denominator = sympy.fraction(sympy.together(expr))
+        if denominator != 1 and denominator.is_Integer:
+            return FloorDiv(sympy.expand(numerator), denominator)
+        if any(arg.has(sympy.floor, sympy.Mod) for arg in expr.args):
+            return expr.func(*[integer_index(arg) for arg in expr.args], evaluate=False)
+    return expr
+
+
+def integer_indices(expr: Expr) -> Expr:
+    """Every array index and every comparison in ``expr`` with integer arithmetic."""
+    def rewrite(node):
+        if isinstance(node, Indexed):
+            return node.base[tuple(integer_index(index) for index in node.indices)]
+        if isinstance(node, sympy.Rel) and not any(isinstance(a, Indexed) or a.has(Indexed) for a in node.args):
+            return node.func(integer_index(node.lhs), integer_index(node.rhs), evaluate=False)
+        return None
+
+    return _replace(expr, rewrite)
+
+
+def _replace(expr, rewrite):
+    """Rewrite ``expr``'s outermost nodes that ``rewrite`` takes (it returns ``None`` for the others),
+    leaving unevaluated the nodes it rebuilds (printer-ready)."""
+    new = rewrite(expr)
+    if new is not None:
+        return new
+    if not expr.args or isinstance(expr, (Symbol, sympy.Number, IndexedBase)):
+        return expr
+    args = [_replace(arg, rewrite) for arg in expr.args]
+    if all(a is b for a, b in zip(args, expr.args)):
+        return expr
+    try:
+        return expr.func(*args, evaluate=False)
+    except TypeError:
+        return expr.func(*args)
+
+
+def padding_conditions(expr: Expr, padded: Mapping[IndexedBase, tuple]) -> list:
+    """Bounds of every read of a zero-padded tensor: the read counts only inside the tensor."""
+    conditions = []
+    for read in sorted(expr.atoms(Indexed), key=sympy.default_sort_key):
+        if read.base not in padded:
+            continue
+        for index, size in zip(read.indices, padded[read.base]):
+            if index.is_Symbol or index.is_Integer:
+                continue  # a loop index over the tensor's own axis, or a constant: in range
+            conditions += [sympy.Le(0, index, evaluate=False), sympy.Lt(index, size, evaluate=False)]
+    return conditions
+
+
+def switch_test(node: FirstArgmax, switch: IndexedBase, stride: tuple) -> Expr:
+    """``[(u, v) = first argmax of window (i, j)]`` as ``switch[n, c, i, j] == u*K_w + v``."""
+    read = next(iter(node.function.atoms(Indexed)))
+    window_variables = [limit[0] for limit in node.limits]
+    extents = [limit[2] - limit[1] + 1 for limit in node.limits]
+    leading = list(read.indices[:-2])
+    window_origin = []
+    for axis, step in zip((-2, -1), stride):
+        start = read.indices[axis].xreplace({variable: 0 for variable in window_variables})
+        window_origin.append(start / step)
+    offset = node.position[0] * extents[1] + node.position[1]
+    return sympy.Eq(switch[tuple(leading + window_origin)], offset, evaluate=False)
+
+
+def shifted_exponential_sum(reduction: Expr, peak: Symbol) -> Optional[tuple[MaxOver, Sum]]:
+    """``sum_j exp(z_j)`` as ``exp(peak) * sum_j exp(z_j - peak)`` with ``peak = max_j z_j``: the
+    two reductions ``(max_j z_j, sum_j exp(z_j - peak))``, or ``None`` when ``reduction`` is not a
+    sum of one exponential. No term of the shifted sum exceeds 1, so none overflows (log-sum-exp).
+
+    >>> z, j = IndexedBase("z"), Symbol("j")
+    >>> shifted_exponential_sum(Sum(sympy.exp(z[j]), (j, 0, 9)), Symbol("m"))
+    (max_{j}(z[j]), Sum(exp(-m + z[j]), (j, 0, 9)))
+    """
+    if not isinstance(reduction, Sum):
+        return None
+    exponentials = list(reduction.function.atoms(sympy.exp))
+    if len(exponentials) != 1 or reduction.function != exponentials[0]:
+        return None
+    exponent = exponentials[0].args[0]
+    return MaxOver(exponent, *reduction.limits), Sum(sympy.exp(exponent - peak), *reduction.limits)
+
+
+def fold_bound(condition, bounds: dict, order: list, outer: set) -> bool:
+    """Fold ``condition`` into ``bounds[var] = [start, stop)`` when it bounds one loop variable with
+    coefficient +-1 by what is known before that loop; ``True`` when folded.
+
+    ``0 <= i + u - 1`` starts ``u`` at ``max(0, 1 - i)``, so that the inner loops test nothing
+    they need not.
+    """
+    if not isinstance(condition, (sympy.LessThan, sympy.StrictLessThan, sympy.GreaterThan,
+                                  sympy.StrictGreaterThan)) or condition.has(sympy.Mod, Indexed):
+        return False
+    if isinstance(condition, (sympy.GreaterThan, sympy.StrictGreaterThan)):
+        difference = condition.rhs - condition.lhs  # rhs - lhs <= 0 (or < 0)
+    else:
+        difference = condition.lhs - condition.rhs
+    if isinstance(condition, (sympy.StrictLessThan, sympy.StrictGreaterThan)):
+        difference = difference + 1  # integers: d < 0 is d + 1 <= 0
+    difference = sympy.expand(difference)
+    candidates = [var for var in order if difference.has(var)]
+    if not candidates:
+        return False
+    variable = candidates[-1]  # bound the innermost loop; the outer ones are known there
+    coefficient = difference.coeff(variable)
+    rest = sympy.expand(difference - coefficient * variable)
+    known = outer | set(order[:order.index(variable)])
+    if coefficient not in (1, -1) or rest.has(variable) or not all(
+            symbol in known or not _is_index(symbol) for symbol in rest.free_symbols):
+        return False
+    if not all(term.is_integer for term in sympy.Add.make_args(rest)):
+        return False
+    start, stop = bounds[variable]
+    if coefficient == 1:  # variable + rest <= 0
+        bounds[variable][1] = sympy.Min(stop, -rest + 1)
+    else:  # rest - variable <= 0
+        bounds[variable][0] = sympy.Max(start, rest)
+    return True
+
+
+def _is_index(symbol) -> bool:
+    """Index variables are nonnegative integers that are not shape parameters (sizes are positive)."""
+    return bool(symbol.is_integer and symbol.is_nonnegative and not symbol.is_positive)
