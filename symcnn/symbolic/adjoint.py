@@ -26,6 +26,7 @@ from typing import Mapping, Optional, Sequence
 import sympy
 from sympy import And, Eq, Expr, IndexedBase, KroneckerDelta, Mod, Piecewise, S, Sum, Symbol
 
+from symcnn.symbolic.display import LatexDisplay
 from symcnn.symbolic.ops import IndexFormula, Tensor
 
 __all__ = ["GatherTerm", "GradientFormula", "derive_gradient", "gradients_of", "sum_terms", "GRADIENT_NAMES"]
@@ -63,7 +64,7 @@ class GatherTerm:
 
 
 @dataclass(frozen=True)
-class GradientFormula:
+class GradientFormula(LatexDisplay):
     """``dL/dT[indices] = sum of terms``: the gradient of ``forward`` with respect to ``wrt``.
 
     ``gradient`` is the gradient tensor (role ``grad_input``, ``grad_weight`` or ``grad_bias``),
@@ -88,12 +89,6 @@ class GradientFormula:
     @property
     def conditions(self) -> tuple[sympy.Basic, ...]:
         return tuple(condition for term in self.terms for condition in term.conditions)
-
-    def _repr_latex_(self) -> str:
-        """Jupyter's rich display, as ``symcnn formula`` prints it (conditions as Iverson brackets)."""
-        from symcnn.views.formula import FormulaView  # formulas builds on this module
-
-        return FormulaView(self.forward.op, self.wrt, self.equation(), self.forward, self, {})._repr_latex_()
 
     @property
     def operands(self) -> tuple[Tensor, ...]:

@@ -24,6 +24,7 @@ import sympy
 from sympy import Array, Expr, Symbol
 
 from symcnn.symbolic import layers
+from symcnn.symbolic.display import LatexDisplay
 from symcnn.symbolic.tensors import indices_of, symbol_array, symbol_table, upstream_array
 from symcnn.validation import check_window, integer, output_sizes, pair
 
@@ -200,7 +201,7 @@ class LayerConfig:
 
 
 @dataclass(frozen=True)
-class Derivation:
+class Derivation(LatexDisplay):
     """The result of :func:`derive`: symbol tensors, output and gradients, as SymPy arrays.
 
     ``tensors`` holds the symbolic operands by role (``input``, ``weight``, ``bias``,
@@ -217,12 +218,6 @@ class Derivation:
         """Every symbol left in the results: name -> (tensor role, full index)."""
         remaining = {role: array for role, array in self.tensors.items() if role != "input" or not self.values}
         return symbol_table(remaining)
-
-    def _repr_latex_(self) -> str:
-        """Jupyter's rich display: every equation, as :func:`symcnn.views.derivation.as_latex_display` prints it."""
-        from symcnn.views.derivation import as_latex_display  # render builds on this module
-
-        return as_latex_display(self)
 
 
 def _forward(config: LayerConfig, tensors: Mapping[str, Array]) -> Array:

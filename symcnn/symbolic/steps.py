@@ -33,6 +33,7 @@ import sympy
 from sympy import Array, Expr, Symbol
 
 from symcnn.symbolic.derive import Derivation, LayerConfig, derive, partial_derivative
+from symcnn.symbolic.display import LatexDisplay
 from symcnn.symbolic.tensors import element_name, indices_of
 
 __all__ = ["ChainPartial", "Partial", "EntrySteps", "Route", "ForwardStep", "Steps", "steps", "ROLES"]
@@ -129,7 +130,7 @@ class ForwardStep:
 
 
 @dataclass(frozen=True)
-class Steps:
+class Steps(LatexDisplay):
     """The step-by-step view of a derivation: forward expressions, routes and entries.
 
     ``derivation`` is :func:`~symcnn.symbolic.derive.derive`'s result (at the values, if any);
@@ -144,11 +145,6 @@ class Steps:
     @property
     def values(self) -> dict[Symbol, Expr]:
         return dict(self.derivation.values)
-
-    def _repr_latex_(self) -> str:
-        from symcnn.views.steps import as_latex_display
-
-        return as_latex_display(self)
 
 
 def _select(tensors: Mapping[str, Array], entries: Sequence[str]) -> tuple[list[tuple[str, tuple]], set[str]]:

@@ -27,6 +27,7 @@ import sympy
 from sympy import Array
 
 from symcnn.symbolic.derive import Derivation, LayerConfig
+from symcnn.symbolic.display import register_latex_view
 from symcnn.printing.printers import latex, readable
 from symcnn.symbolic.tensors import element_name, indices_of
 
@@ -167,6 +168,9 @@ def as_latex_display(derivation: Derivation) -> str:
     if derivation.values:
         header.append(_values_line(derivation))
     return latex_display(header, _latex_sections(derivation))
+
+
+register_latex_view(Derivation, as_latex_display)
 
 
 def _nested_strings(array: Array) -> Any:

@@ -23,10 +23,12 @@ from sympy import Eq, Sum
 
 from symcnn.symbolic import ops
 from symcnn.symbolic.adjoint import GradientFormula, derive_gradient
+from symcnn.symbolic.display import LatexDisplay, register_latex_view
 from symcnn.printing.printers import OUT_SIZE_NAMES, Iverson, latex, readable, text
 from symcnn.validation import pair
+from symcnn.views.derivation import latex_text
 
-__all__ = ["FORMULA_OPS", "FormulaView", "general_formula", "from_srepr"]
+__all__ = ["FORMULA_OPS", "FormulaView", "general_formula", "from_srepr", "as_latex_display"]
 
 
 def from_srepr(text: str) -> sympy.Basic:
@@ -73,7 +75,7 @@ _DESCRIPTION = {"forward": "forward pass", "input": "gradient with respect to th
 
 
 @dataclass(frozen=True)
-class FormulaView:
+class FormulaView(LatexDisplay):
     """One formula of an op (``wrt`` = ``forward`` or an operand role) and how to show it."""
 
     op: str
@@ -143,11 +145,19 @@ class FormulaView:
     def json(self) -> str:
         return json.dumps(self.as_dict(), indent=2)
 
-    def _repr_latex_(self) -> str:
-        """Jupyter's rich display: the header line as text above :meth:`latex`."""
-        from symcnn.views.derivation import latex_text  # render is a view of derive; imported when displayed
 
-        return f"$$\n\\begin{{gathered}}\n{latex_text(self.text().splitlines()[0])} \\\\\n{self.latex()}\n\\end{{gathered}}\n$$"
+def as_latex_display(view: FormulaView) -> str:
+    """Jupyter's rich display of a formula: the header line as text above :meth:`FormulaView.latex`."""
+    return f"$$\n\\begin{{gathered}}\n{latex_text(view.text().splitlines()[0])} \\\\\n{view.latex()}\n\\end{{gathered}}\n$$"
+
+
+def gradient_latex_display(formula: GradientFormula) -> str:
+    """A derived gradient displayed as ``symcnn formula`` prints it (conditions as Iverson brackets)."""
+    return as_latex_display(FormulaView(formula.forward.op, formula.wrt, formula.equation(), formula.forward, formula, {}))
+
+
+register_latex_view(FormulaView, as_latex_display)
+register_latex_view(GradientFormula, gradient_latex_display)
 
 
 def _specialization(forward: ops.IndexFormula, op: str, settings: dict) -> tuple[dict, dict]:

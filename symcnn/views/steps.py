@@ -30,6 +30,7 @@ from sympy import Expr, Symbol
 
 from symcnn.views import derivation as render
 from symcnn.printing.printers import SymcnnLatexPrinter, SymcnnStrPrinter, latex, readable, text
+from symcnn.symbolic.display import register_latex_view
 from symcnn.symbolic.steps import ROLES, ChainPartial, EntrySteps, Steps
 from symcnn.symbolic.tensors import indices_of
 
@@ -276,6 +277,9 @@ def as_latex_display(walk: Steps) -> str:
     """One ``$$...$$`` display (Jupyter's ``_repr_latex_``)."""
     header = [render.describe(walk.derivation.config)] + ([_values_line(walk)] if walk.values else [])
     return render.latex_display(header, _latex_blocks(walk))
+
+
+register_latex_view(Steps, as_latex_display)
 
 
 def as_dict(walk: Steps) -> dict[str, Any]:
