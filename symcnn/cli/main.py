@@ -242,7 +242,6 @@ _OPTION_OF_FIELD = {
     "entry": "--entry",
     "wrt": "--wrt",
     "epochs": "--epochs",
-    "batch": "--batch",
     "lr": "--lr",
     "momentum": "--momentum",
     "weight_decay": "--weight-decay",
