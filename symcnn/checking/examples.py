@@ -20,6 +20,8 @@ from typing import Any, Callable, Mapping
 import sympy
 from sympy import Array, Symbol
 
+from symcnn.printing.latex import latex
+from symcnn.printing.text import readable
 from symcnn.symbolic import layers
 from symcnn.symbolic import ops
 from symcnn.symbolic.derive import LayerConfig, derive, gradient, vjp
@@ -98,8 +100,6 @@ def _latex_key(key: str) -> str:
 
 def _latex_value(value: Any) -> str:
     """A derived value in LaTeX: an array without its axes of length 1, as a matrix."""
-    from symcnn.printing.printers import latex, readable
-
     if isinstance(value, sympy.NDimArray):
         shape = [size for size in value.shape if size != 1]
         elements = [readable(element, {}) for element in sympy.flatten(value.tolist())]

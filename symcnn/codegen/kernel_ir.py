@@ -1,7 +1,7 @@
 """What a generated kernel is, as data: printed expressions and loop bounds for the templates.
 
 :mod:`symcnn.codegen.lower` lowers derived formulas to these; ``symcnn/codegen/backends/numba_cpu/templates/layer.py.jinja`` lays them out.
-Every string here is code printed from a formula by :class:`~symcnn.printing.printers.NumbaPrinter`, or a
+Every string here is code printed from a formula by :class:`~symcnn.printing.numba.NumbaPrinter`, or a
 name, or a constant: the templates add loops, never arithmetic.
 
 Example:

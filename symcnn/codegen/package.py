@@ -22,7 +22,7 @@ import jinja2
 
 from symcnn import __version__
 from symcnn.codegen.lower import network_kernels
-from symcnn.printing.printers import import_lines
+from symcnn.printing.numba import import_lines
 from symcnn.spec import NetworkSpec, load_spec, shipped_kernels_dir
 
 __all__ = ["template_dir", "generated_dir", "render_package", "write_package", "stale_files", "generate"]

@@ -25,7 +25,7 @@ from symcnn.symbolic import ops
 from symcnn.symbolic.adjoint import GradientFormula, derive_gradient
 from symcnn.symbolic.expand import evaluate
 from symcnn.views.formula import FORMULA_OPS, general_formula
-from symcnn.printing.printers import OUT_SIZE_NAMES, readable
+from symcnn.printing.text import OUT_SIZE_NAMES, readable
 from symcnn.report.document import Display, Items, Prose, Report, Section
 from symcnn.report.indexform import FormulaDisplay, forward_display, gradient_display, size_rows
 from symcnn.report.mathtex import ReportPrinter, entry_name, entry_rows, gradient_entry_name, matrix_rows, sum_rows

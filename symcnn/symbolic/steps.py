@@ -45,7 +45,8 @@ ROLES = ("weight", "bias", "input")
 class ChainPartial(Expr):
     """Display only: the partial derivative ``dy/dt`` as a name, a factor of the chain rule.
 
-    >>> from symcnn.printing.printers import latex, text
+    >>> from symcnn.printing.latex import latex
+    >>> from symcnn.printing.text import text
     >>> partial = ChainPartial(Symbol("y00"), Symbol("w00"))
     >>> text(Symbol("a") * partial), latex(partial)
     ('a*dy00/dw00', '\\\\frac{\\\\partial y_{00}}{\\\\partial w_{00}}')

@@ -28,7 +28,8 @@ from sympy import Array
 
 from symcnn.symbolic.derive import Derivation, LayerConfig
 from symcnn.symbolic.display import register_latex_view
-from symcnn.printing.printers import latex, readable
+from symcnn.printing.latex import latex
+from symcnn.printing.text import readable
 from symcnn.symbolic.tensors import element_name, indices_of
 
 __all__ = ["describe", "as_text", "as_latex", "as_latex_display", "as_json", "as_dict", "latex_text", "latex_blocks",
@@ -156,7 +157,7 @@ def _latex_sections(derivation: Derivation) -> list[tuple[str, list[str]]]:
 def as_latex(derivation: Derivation) -> str:
     """An ``aligned`` block per section, for a LaTeX document or a Markdown math cell.
 
-    Expressions are printed by :mod:`symcnn.printing.printers` (max pooling's routing conditions as
+    Expressions are printed by :mod:`symcnn.printing.latex` (max pooling's routing conditions as
     Iverson brackets).
     """
     return latex_blocks(f"% {describe(derivation.config)}", _latex_sections(derivation))

@@ -24,7 +24,9 @@ from sympy import Eq, Sum
 from symcnn.symbolic import ops
 from symcnn.symbolic.adjoint import GradientFormula, derive_gradient
 from symcnn.symbolic.display import LatexDisplay, register_latex_view
-from symcnn.printing.printers import OUT_SIZE_NAMES, Iverson, latex, readable, text
+from symcnn.printing.latex import latex
+from symcnn.printing.nodes import Iverson
+from symcnn.printing.text import OUT_SIZE_NAMES, readable, text
 from symcnn.validation import pair
 from symcnn.views.derivation import latex_text
 

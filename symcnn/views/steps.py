@@ -1,8 +1,9 @@
 """Text, LaTeX and JSON views of :class:`~symcnn.symbolic.steps.Steps`: ``symcnn derive ... --steps``.
 
-Every expression is printed by the project's printers (:mod:`symcnn.printing.printers`) from the
-derivation's SymPy objects; a numeric walk-through prints the same expression again with
-each input value in place of its symbol (:class:`SubstitutionPrinter`), then its value.
+Every expression is printed by the project's printers (:mod:`symcnn.printing.text`,
+:mod:`symcnn.printing.latex`) from the derivation's SymPy objects; a numeric walk-through prints
+the same expression again with each input value in place of its symbol (:class:`SubstitutionPrinter`),
+then its value.
 
 Example (document 002's convolution, one weight entry):
     >>> from symcnn.symbolic.derive import LayerConfig
@@ -29,7 +30,8 @@ import sympy
 from sympy import Expr, Symbol
 
 from symcnn.views import derivation as render
-from symcnn.printing.printers import SymcnnLatexPrinter, SymcnnStrPrinter, latex, readable, text
+from symcnn.printing.latex import SymcnnLatexPrinter, latex
+from symcnn.printing.text import SymcnnStrPrinter, readable, text
 from symcnn.symbolic.display import register_latex_view
 from symcnn.symbolic.steps import ROLES, ChainPartial, EntrySteps, Steps
 from symcnn.symbolic.tensors import indices_of

@@ -23,7 +23,8 @@ from symcnn.symbolic.derive import LayerConfig, derive
 from symcnn.symbolic.display import LatexDisplay, registered_latex_view
 from symcnn.checking.examples import EXAMPLE_LIST, EXAMPLES, POOL_INPUT, check
 from symcnn.views.formula import general_formula
-from symcnn.printing.printers import latex, readable
+from symcnn.printing.latex import latex
+from symcnn.printing.text import readable
 from symcnn.symbolic.steps import steps
 from symcnn.views.steps import as_latex
 from symcnn.symbolic.tensors import indices_of

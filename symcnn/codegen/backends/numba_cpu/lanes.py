@@ -16,7 +16,7 @@ loop, contiguous in memory, so that the compiler can turn it into vector instruc
   takes several multiply-adds and a streamed value loaded serves several elements.
 
 It is a loop interchange and a change of layout of the same sums: every value is printed from the
-formula (:class:`~symcnn.printing.printers.NumbaPrinter`), the copies only move it. :func:`lanes_schedule`
+formula (:class:`~symcnn.printing.numba.NumbaPrinter`), the copies only move it. :func:`lanes_schedule`
 returns ``None`` for a kernel it does not fit (other terms, divisibility conditions of a strided
 input gradient, ...), which then keeps its gather or accumulate schedule.
 
@@ -38,7 +38,7 @@ from sympy import Expr, Indexed, IndexedBase, Symbol
 
 from symcnn.symbolic.adjoint import GatherTerm
 from symcnn.codegen.kernel_ir import Lanes, Loop, Staging
-from symcnn.printing.printers import FloorDiv
+from symcnn.printing.nodes import FloorDiv
 
 __all__ = ["lanes_schedule"]
 
