@@ -76,4 +76,5 @@ def check_window(
         if tuple(dilation) != (1, 1):
             kernel_text += f" at dilation {dilation[0]}x{dilation[1]}, spanning {extent[0]}x{extent[1]}"
         input_text = "padded input" if any(padding) else "input"
-        raise ValueError(f"{field}: the kernel ({kernel_text}) is larger than the {input_text} ({padded[0]}x{padded[1]})")
+        raise ValueError(f"{field}: the kernel ({kernel_text}) is larger than the {input_text} "
+                         f"({padded[0]}x{padded[1]})")

@@ -20,8 +20,6 @@ from typing import Mapping
 import sympy
 from sympy.printing.pycode import PythonCodePrinter
 
-from symcnn.printing.nodes import FloorDiv
-
 __all__ = ["NumbaPrinter", "import_lines"]
 
 
@@ -31,6 +29,7 @@ class NumbaPrinter(PythonCodePrinter):
     Strict: an expression it cannot print exactly is an error, never wrong code.
 
     >>> from sympy import IndexedBase, symbols
+    >>> from symcnn.printing.nodes import FloorDiv
     >>> X, k = IndexedBase("X"), symbols("k", integer=True)
     >>> NumbaPrinter({X: "x"}).doprint(X[FloorDiv(k + 1, 2)])
     'x[(k + 1) // 2]'

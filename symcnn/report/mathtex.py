@@ -33,7 +33,8 @@ from symcnn.printing.nodes import Iverson
 from symcnn.symbolic.tensors import element_name, indices_of
 
 __all__ = ["ReportPrinter", "WIDTH", "visible_width", "indicators", "sum_rows", "chunk_rows", "matrix",
-           "tensor_matrices", "tensor_cells", "matrix_width", "matrix_rows", "entry_rows", "entry_name", "gradient_entry_name", "scalar"]
+           "tensor_matrices", "tensor_cells", "matrix_width", "matrix_rows", "entry_rows", "entry_name",
+           "gradient_entry_name", "scalar"]
 
 #: Visible characters per display row: about the text width of the PDF (11pt, 2.5 cm margins)
 #: and of a GitHub page.

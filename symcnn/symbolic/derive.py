@@ -28,7 +28,8 @@ from symcnn.symbolic.display import LatexDisplay
 from symcnn.symbolic.tensors import indices_of, symbol_array, symbol_table, upstream_array
 from symcnn.validation import check_window, integer, output_sizes, pair
 
-__all__ = ["vjp", "gradient", "partial_derivative", "LayerConfig", "Derivation", "derive", "parse_values", "OPS", "MAX_EXPANSION_TERMS"]
+__all__ = ["vjp", "gradient", "partial_derivative", "LayerConfig", "Derivation", "derive", "parse_values", "OPS",
+           "MAX_EXPANSION_TERMS"]
 
 OPS = ("conv2d", "maxpool2d", "avgpool2d", "dense")
 

@@ -158,7 +158,8 @@ def _select(tensors: Mapping[str, Array], entries: Sequence[str]) -> tuple[list[
     letters = {role: _letter(tensors[role]) for role in roles}
     if not entries:
         return [(role, index) for role in roles for index in indices_of(tensors[role].shape)], set(roles)
-    where = {tensors[role][index].name: (role, tuple(index)) for role in roles for index in indices_of(tensors[role].shape)}
+    where = {tensors[role][index].name: (role, tuple(index))
+             for role in roles for index in indices_of(tensors[role].shape)}
     chosen, whole = [], set()
     for name in entries:
         key = str(name).strip().removeprefix("dL/d")
@@ -170,7 +171,8 @@ def _select(tensors: Mapping[str, Array], entries: Sequence[str]) -> tuple[list[
             chosen.append(where[key])
         else:
             ranges = ", ".join(f"{letters[role]} ({_first_last(tensors[role])})" for role in roles)
-            raise ValueError(f"entry: no entry {name!r} in this derivation; choose an entry or a whole tensor: {ranges}")
+            raise ValueError(f"entry: no entry {name!r} in this derivation; "
+                             f"choose an entry or a whole tensor: {ranges}")
     unique = list(dict.fromkeys(chosen))  # asked twice, shown once
     return unique, whole
 

@@ -114,7 +114,8 @@ def _latex_name(name: str) -> str:
 _MATH_CHARACTERS = {"_": r"\_", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "{": r"\{", "}": r"\}",
                     "<": "<", ">": ">", "<=": r"\leq", ">=": r"\geq", "^": r"\hat{}", "~": r"\sim",
                     "\\": r"\backslash", "->": r"\to", "×": r"\times", "·": r"\cdot", "−": "-"}
-_MATH_PATTERN = re.compile("(" + "|".join(re.escape(key) for key in sorted(_MATH_CHARACTERS, key=len, reverse=True)) + ")")
+_MATH_PATTERN = re.compile("(" + "|".join(re.escape(key) for key in sorted(_MATH_CHARACTERS, key=len, reverse=True))
+                           + ")")
 
 
 def latex_text(line: str) -> str:
@@ -177,7 +178,8 @@ register_latex_view(Derivation, as_latex_display)
 def _nested_strings(array: Array) -> Any:
     if array.rank() == 0:
         return sympy.sstr(array[()])
-    return [_nested_strings(array[index]) if array.rank() > 1 else sympy.sstr(array[index]) for index in range(array.shape[0])]
+    return [_nested_strings(array[index]) if array.rank() > 1 else sympy.sstr(array[index])
+            for index in range(array.shape[0])]
 
 
 def as_dict(derivation: Derivation) -> dict[str, Any]:

@@ -10,7 +10,7 @@ Example:
     >>> view = general_formula("conv2d", "input", stride=1, padding=0, dilation=1)
     >>> print(view.text().splitlines()[1])
     dL/dX[n, c_in, k, l] = sum_{c_out=0..C_out - 1, u=0..K_h - 1, v=0..K_w - 1} [0 <= k - u and 0 <= l - v and k - u <= H_out - 1 and l - v <= W_out - 1] * (W[c_out, c_in, u, v]*dL/dY[n, c_out, k - u, l - v])
-"""
+"""  # noqa: E501  (a doctest's output, as printed)
 
 from __future__ import annotations
 
@@ -150,12 +150,14 @@ class FormulaView(LatexDisplay):
 
 def as_latex_display(view: FormulaView) -> str:
     """Jupyter's rich display of a formula: the header line as text above :meth:`FormulaView.latex`."""
-    return f"$$\n\\begin{{gathered}}\n{latex_text(view.text().splitlines()[0])} \\\\\n{view.latex()}\n\\end{{gathered}}\n$$"
+    header = latex_text(view.text().splitlines()[0])
+    return f"$$\n\\begin{{gathered}}\n{header} \\\\\n{view.latex()}\n\\end{{gathered}}\n$$"
 
 
 def gradient_latex_display(formula: GradientFormula) -> str:
     """A derived gradient displayed as ``symcnn formula`` prints it (conditions as Iverson brackets)."""
-    return as_latex_display(FormulaView(formula.forward.op, formula.wrt, formula.equation(), formula.forward, formula, {}))
+    view = FormulaView(formula.forward.op, formula.wrt, formula.equation(), formula.forward, formula, {})
+    return as_latex_display(view)
 
 
 register_latex_view(FormulaView, as_latex_display)

@@ -124,7 +124,8 @@ def _chain_rule(entry: EntrySteps, fmt: _Format) -> str:
     term = lambda partial: fmt.print(partial.upstream * ChainPartial(partial.output, entry.symbol))  # noqa: E731
     partials = entry.partials
     if len(partials) > _MAX_CHAIN_TERMS:
-        count = r"\text{(%d terms)}" % len(partials) if fmt.latex else f"({len(partials)} terms, one per output element)"
+        count = (r"\text{(%d terms)}" % len(partials) if fmt.latex
+                 else f"({len(partials)} terms, one per output element)")
         dots = r"\dots" if fmt.latex else "..."
         return " + ".join([term(partials[0]), term(partials[1]), dots, term(partials[-1])]) + " " + count
     return " + ".join(term(partial) for partial in partials)
@@ -294,7 +295,8 @@ def as_dict(walk: Steps) -> dict[str, Any]:
         result["input_values"] = base["input_values"]
     result["forward"] = [{"output": step.output.name, "expression": sstr(step.expression),
                           "value": optional(step.value)} for step in walk.forward]
-    result["upstream"] = {step.output.name: sstr(upstream) for step, upstream in zip(walk.forward, _upstream_elements(walk))}
+    result["upstream"] = {step.output.name: sstr(upstream)
+                          for step, upstream in zip(walk.forward, _upstream_elements(walk))}
     result["routes"] = {role: [{"output": route.output.name, "upstream": sstr(route.upstream),
                                 "targets": {symbol.name: sstr(value) for symbol, value in route.targets}}
                                for route in routes] for role, routes in walk.routes.items()}
