@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import importlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Union
 
 from symcnn.validation import check_window, integer, output_sizes, pair
@@ -186,8 +186,8 @@ class Op:
     def roles(self, input_shape: Shape, settings: Mapping[str, Any]) -> dict[str, Any]:
         """The formula parameters a layer fixes, by role: the input"s sizes, then each setting"s.
 
-        >>> get("maxpool2d").roles((16, 8, 8), {"kernel": (2, 2), "stride": (2, 2)})
-        {'in_channels': 16, 'in_height': 8, 'in_width': 8, 'kernel_height': 2, 'kernel_width': 2, 'stride_h': 2, 'stride_w': 2}
+        >>> get("maxpool2d").roles((16, 8, 8), {"kernel": (2, 2), "stride": (2, 1)})["stride_w"]
+        1
         """
         roles = input_roles(input_shape)
         for setting in self.settings:

@@ -35,7 +35,9 @@ def integer(value, field: str, minimum: int, maximum: Optional[int] = None) -> i
 
 def _short(value) -> str:
     """``repr(value)``, cut to a readable length (a hostile value can be a megabyte of digits)."""
-    text = repr(value) if not isinstance(value, int) or value.bit_length() < 200 else f"an integer of {value.bit_length()} bits"
+    if isinstance(value, int) and value.bit_length() >= 200:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -84,4 +86,5 @@ def check_window(
         if tuple(dilation) != (1, 1):
             kernel_text += f" at dilation {dilation[0]}x{dilation[1]}, spanning {extent[0]}x{extent[1]}"
         input_text = "padded input" if any(padding) else "input"
-        raise ValueError(f"{field}: the kernel ({kernel_text}) is larger than the {input_text} ({padded[0]}x{padded[1]})")
+        raise ValueError(f"{field}: the kernel ({kernel_text}) is larger than the {input_text} "
+                         f"({padded[0]}x{padded[1]})")

@@ -40,7 +40,8 @@ def test_new_files_and_directories_get_the_umasks_mode(tmp_path, umask, mask, fi
         assert mode(tmp_path / name) == file_mode, name
     for name in ("deep", "deep/er", "package", "package/sub"):
         assert mode(tmp_path / name) == directory_mode, name
-    assert (tmp_path / "a.txt").read_text() == "text\n" and (tmp_path / "package/sub/module.py").read_text() == "x = 1\n"
+    assert (tmp_path / "a.txt").read_text() == "text\n"
+    assert (tmp_path / "package/sub/module.py").read_text() == "x = 1\n"
 
 
 def test_an_existing_file_or_directory_keeps_its_mode(tmp_path, umask):

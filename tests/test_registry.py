@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import sympy
 
 from symcnn import registry
 from symcnn.registry import Op, Setting

@@ -297,7 +297,8 @@ def format_report(result: BenchResult) -> str:
     if result.profile:
         lines += ["", "generated train step, per kernel (median):"]
         for kernel, row in sorted(result.profile.items(), key=lambda item: -item[1]["ms"]):
-            rate = f"{row['gflops']:.1f} GFLOP/s" if row["gflops"] else ("a view, not called" if row.get("view") else "")
+            not_timed = "a view, not called" if row.get("view") else ""
+            rate = f"{row['gflops']:.1f} GFLOP/s" if row["gflops"] else not_timed
             lines.append(f"  {kernel:<28} {row['ms']:>8.2f} ms  {rate}")
     return "\n".join(lines)
 

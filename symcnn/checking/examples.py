@@ -20,10 +20,14 @@ from typing import Any, Callable, Mapping
 import sympy
 from sympy import Array, Symbol
 
+from symcnn.printing.latex import latex
+from symcnn.printing.text import readable
 from symcnn.symbolic import layers
 from symcnn.symbolic import ops
 from symcnn.symbolic.derive import LayerConfig, derive, gradient, vjp
+from symcnn.symbolic.display import LatexDisplay, register_latex_view
 from symcnn.symbolic.tensors import symbol_array, upstream_array
+from symcnn.views.derivation import latex_display, latex_text
 
 __all__ = ["WorkedExample", "ExampleResult", "EXAMPLE_LIST", "EXAMPLES", "check", "check_all", "same"]
 
@@ -37,7 +41,7 @@ DOCUMENTS = {
 
 
 @dataclass(frozen=True)
-class WorkedExample:
+class WorkedExample(LatexDisplay):
     """A worked example of a reference document and how symcnn derives it."""
 
     name: str
@@ -52,43 +56,43 @@ class WorkedExample:
     # as the document shows them before its results; check() compares only ``expected``.
     given: tuple[str, ...] = ()
 
-    def _repr_latex_(self) -> str:
-        """Jupyter's rich display: each value as symcnn derives it, and whether the document agrees."""
-        from symcnn.views.derivation import latex_display  # imported when displayed
-
-        derived = self.derive()
-        rows = []
-        for key, expected in self.expected.items():
-            if key not in derived:
-                rows.append(f"{_latex_key(key)} && \\text{{not derived}}")
-                continue
-            verdict = ("completed by symcnn" if key in self.completed
-                       else "as the document states it" if same(expected, derived[key]) else "differs from the document")
-            rows.append(f"{_latex_key(key)} &= {_latex_value(derived[key])} && \\text{{{verdict}}}")
-        header = [f"{self.name}: {self.title}", f"document {self.document}, {self.section}"]
-        return latex_display(header + ([self.note] if self.note else []), [("derived by symcnn", rows)])
-
 
 @dataclass(frozen=True)
-class ExampleResult:
+class ExampleResult(LatexDisplay):
     name: str
     document: str
     status: str  # "ok" or "mismatch"
     mismatches: tuple[str, ...] = field(default_factory=tuple)
     checked: int = 0
 
-    def _repr_latex_(self) -> str:
-        """Jupyter's rich display: the verdict, and each mismatch."""
-        from symcnn.views.derivation import latex_display
 
-        header = [f"{self.name} ({self.document}): {self.status}, {self.checked} values compared"]
-        return latex_display(header + list(self.mismatches), [])
+def _example_latex_display(example: WorkedExample) -> str:
+    """Jupyter's rich display: each value as symcnn derives it, and whether the document agrees."""
+    derived = example.derive()
+    rows = []
+    for key, expected in example.expected.items():
+        if key not in derived:
+            rows.append(f"{_latex_key(key)} && \\text{{not derived}}")
+            continue
+        verdict = ("completed by symcnn" if key in example.completed
+                   else "as the document states it" if same(expected, derived[key]) else "differs from the document")
+        rows.append(f"{_latex_key(key)} &= {_latex_value(derived[key])} && \\text{{{verdict}}}")
+    header = [f"{example.name}: {example.title}", f"document {example.document}, {example.section}"]
+    return latex_display(header + ([example.note] if example.note else []), [("derived by symcnn", rows)])
+
+
+def _result_latex_display(result: ExampleResult) -> str:
+    """Jupyter's rich display: the verdict, and each mismatch."""
+    header = [f"{result.name} ({result.document}): {result.status}, {result.checked} values compared"]
+    return latex_display(header + list(result.mismatches), [])
+
+
+register_latex_view(WorkedExample, _example_latex_display)
+register_latex_view(ExampleResult, _result_latex_display)
 
 
 def _latex_key(key: str) -> str:
     """An example's key as a left-hand side: ``dL/dW`` as a fraction, ``Y`` as a symbol, else text."""
-    from symcnn.views.derivation import latex_text
-
     if key.startswith("dL/d") and key[4:].isidentifier():
         return r"\frac{\partial L}{\partial %s}" % sympy.latex(Symbol(key[4:]))
     return sympy.latex(Symbol(key)) if len(key) == 1 else latex_text(key)
@@ -96,8 +100,6 @@ def _latex_key(key: str) -> str:
 
 def _latex_value(value: Any) -> str:
     """A derived value in LaTeX: an array without its axes of length 1, as a matrix."""
-    from symcnn.printing.printers import latex, readable
-
     if isinstance(value, sympy.NDimArray):
         shape = [size for size in value.shape if size != 1]
         elements = [readable(element, {}) for element in sympy.flatten(value.tolist())]

@@ -7,7 +7,7 @@ ran: a wrong claim of a document is a finding, not a failure.
 Example:
     $ symcnn check '\\frac{\\partial L}{\\partial w_{00}} = a x_{00} + b x_{01} + c x_{10} + d x_{11}' --against conv_3x3_2x2
     correct: checked against conv_3x3_2x2 (1 entry)
-"""
+"""  # noqa: E501  (a command line, as typed)
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ def _assignment(text: str) -> tuple[str, str]:
 def _layout(text: str) -> tuple[str, str]:
     match = re.fullmatch(r"\s*(?:([^=\s]+)\s*=\s*)?([A-Za-z]+)\s*", text)
     if not match or not set(match.group(2).upper()) <= set("NCHWOIF"):
-        raise argparse.ArgumentTypeError(f"expected a layout like NHWC or NAME=HWC (letters N C H W O I F), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a layout like NHWC or NAME=HWC (letters N C H W O I F), got {text!r}")
     return match.group(1) or "*", match.group(2).upper()
 
 
@@ -47,7 +48,8 @@ def add_check(commands, size_type, values_type) -> None:
                     "small configurations in increasing size. Exit 0: correct; 1: wrong, with the smallest "
                     "counter-example; 2: the formula cannot be read.",
     )
-    check.add_argument("formula", metavar="FORMULA", help="the claim, e.g. 'y_{00} = x_{00} w_{00} + ...'; '-' reads stdin")
+    check.add_argument("formula", metavar="FORMULA",
+                       help="the claim, e.g. 'y_{00} = x_{00} w_{00} + ...'; '-' reads stdin")
     check.add_argument("--against", required=True, metavar="NAME|OP",
                        help="a worked example (symcnn examples) or an op (symcnn formula's ops)")
     for option, meta in (("kernel", "K|KhxKw"), ("stride", "S|SHxSW"), ("padding", "P|PHxPW"), ("dilation", "D|DHxDW")):

@@ -151,7 +151,8 @@ def _number(kind):
         try:
             return kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a{'n integer' if kind is int else ' number'}, got {text!r}")
+            expected = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
     return parse
 
 
@@ -176,7 +177,8 @@ def _add_train(commands) -> None:
     train.add_argument("--schedule", choices=("cosine", "constant"),
                        help=f"learning-rate schedule; cosine decays to 0 (default: {recommended} {default.schedule})")
     train.add_argument("--warmup", type=_number(float), metavar="EPOCHS",
-                       help=f"epochs of linear learning-rate warm-up from 0 (default: {recommended} {default.warmup:g})")
+                       help=f"epochs of linear learning-rate warm-up from 0 "
+                            f"(default: {recommended} {default.warmup:g})")
     train.add_argument("--momentum", type=_number(float), help=f"default: {recommended} {default.momentum}")
     train.add_argument("--weight-decay", type=_number(float), help=f"default: {recommended} {default.weight_decay}")
     train.add_argument("--label-smoothing", type=_number(float), metavar="S",
@@ -245,7 +247,6 @@ _OPTION_OF_FIELD = {
     "entry": "--entry",
     "wrt": "--wrt",
     "epochs": "--epochs",
-    "batch": "--batch",
     "lr": "--lr",
     "momentum": "--momentum",
     "weight_decay": "--weight-decay",

@@ -1,7 +1,8 @@
 """What a generated kernel is, as data: printed expressions and loop bounds for the templates.
 
-:mod:`symcnn.codegen.lower` lowers derived formulas to these; ``symcnn/codegen/backends/numba_cpu/templates/layer.py.jinja`` lays them out.
-Every string here is code printed from a formula by :class:`~symcnn.printing.printers.NumbaPrinter`, or a
+:mod:`symcnn.codegen.lower` lowers derived formulas to these;
+``symcnn/codegen/backends/numba_cpu/templates/layer.py.jinja`` lays them out.
+Every string here is code printed from a formula by :class:`~symcnn.printing.numba.NumbaPrinter`, or a
 name, or a constant: the templates add loops, never arithmetic. That includes each reduction's
 initial value (its identity), the statement that combines a value into it, and max pooling's tie
 rule, all printed from the formula's ``Sum`` and ``MaxOver`` nodes.
@@ -116,9 +117,9 @@ class Lanes:
     updates: tuple[str, ...]
     store: str  # printed output element that a tile element is written to
     # over_batch only: > 0, the lane axis is summed in blocks of this width, in parallel, each
-    # block's tile taking every image in order (see symcnn.codegen.backends.numba_cpu.lanes._lane_block); 0, in chunks of
-    # the batch. ``block_bounds``: the printed number of blocks, block ``block``'s first lane and
-    # its width (from the runtime ``lanes``)
+    # block's tile taking every image in order (see symcnn.codegen.backends.numba_cpu.lanes._lane_block);
+    # 0, in chunks of the batch. ``block_bounds``: the printed number of blocks, block ``block``'s first
+    # lane and its width (from the runtime ``lanes``)
     lane_block: int = 0
     block_bounds: tuple[str, str, str] = ("", "", "")
     # over_batch in chunks only: the printed number of chunks (``chunks`` of a small batch are

@@ -4,7 +4,7 @@ For one layer of a network spec, :func:`layer_kernels` takes the op's forward fo
 derived gradients (:mod:`symcnn.symbolic.adjoint`), substitutes every shape, stride, padding and dilation
 (all but the batch size, which stays a runtime variable), rewrites what a kernel computes
 differently from what a reader reads, and prints the arithmetic and index maps with
-:class:`~symcnn.printing.printers.NumbaPrinter`. The result, a :class:`Kernel` per function, holds only
+:class:`~symcnn.printing.numba.NumbaPrinter`. The result, a :class:`Kernel` per function, holds only
 printed strings and loop bounds: the templates lay them out and add no math.
 
 The rewrites before printing (integer indices, padding bounds, the argmax switch, log-sum-exp) are
@@ -38,7 +38,8 @@ from symcnn.codegen.kernel_ir import Kernel, Loop, Reduction, Term
 from symcnn.codegen.backends.numba_cpu.lanes import lanes_schedule
 from symcnn.codegen.rewrites import fold_bound, integer_indices, padding_conditions, shifted_exponential_sum, switch_test
 from symcnn.views.formula import FormulaView
-from symcnn.printing.printers import Assign, Guard, NumbaPrinter
+from symcnn.printing.nodes import Assign, Guard
+from symcnn.printing.numba import NumbaPrinter
 from symcnn.spec import LayerSpec, NetworkSpec
 
 __all__ = ["Loop", "Term", "Reduction", "Kernel", "layer_kernels", "loss_kernels", "network_kernels"]

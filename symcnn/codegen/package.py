@@ -26,7 +26,7 @@ import jinja2
 from symcnn import __version__
 from symcnn.codegen.lower import network_kernels
 from symcnn.files import replace_directory
-from symcnn.printing.printers import import_lines
+from symcnn.printing.numba import import_lines
 from symcnn.spec import PACKAGE_ROOT, NetworkSpec, load_spec, shipped_kernels_dir
 
 __all__ = ["template_dir", "source_checkout", "generated_dir", "render_package", "stale_files", "generate"]

@@ -1,7 +1,7 @@
 """Rewrites before printing: what a kernel computes differently from what a reader reads.
 
 :mod:`symcnn.codegen.lower` applies these to a formula specialized to a layer's sizes, then prints
-the result with :class:`~symcnn.printing.printers.NumbaPrinter`; the printer itself rewrites nothing.
+the result with :class:`~symcnn.printing.numba.NumbaPrinter`; the printer itself rewrites nothing.
 
 - an index ``(k + 1 - u)/2``, exact under its divisibility condition, becomes ``(k + 1 - u) // 2``
   (:func:`integer_indices`);
@@ -27,7 +27,7 @@ from typing import Mapping, Optional
 import sympy
 from sympy import Expr, Indexed, IndexedBase, Sum, Symbol
 
-from symcnn.printing.printers import FloorDiv
+from symcnn.printing.nodes import FloorDiv
 from symcnn.symbolic.functions import FirstArgmax, MaxOver
 
 __all__ = ["integer_index", "integer_indices", "padding_conditions", "fold_bound", "switch_test",

@@ -28,7 +28,7 @@ from sympy import Eq, Expr, Indexed, Mod
 
 from symcnn.symbolic.adjoint import GatherTerm, GradientFormula
 from symcnn.symbolic.ops import IndexFormula
-from symcnn.printing.printers import OUT_SIZE_NAMES, readable
+from symcnn.printing.text import OUT_SIZE_NAMES, readable
 from symcnn.report.mathtex import WIDTH, ReportPrinter, chunk_rows, visible_width
 
 __all__ = ["Definition", "Condition", "FormulaDisplay", "forward_display", "gradient_display", "size_rows"]

@@ -1,6 +1,6 @@
 """LaTeX for reports: symcnn's printer with tensor display names, and display rows that fit a page.
 
-:class:`ReportPrinter` extends :class:`~symcnn.printing.printers.SymcnnLatexPrinter` (``_print_<Class>``
+:class:`ReportPrinter` extends :class:`~symcnn.printing.latex.SymcnnLatexPrinter` (``_print_<Class>``
 methods only) with display names for tensors (``S1`` printed ``S^{[1]}``, its gradient
 ``\\frac{\\partial L}{\\partial S^{[1]}_{...}}``), nested sums written one per index as document
 000 writes them, and an indicator ``[c]`` without a factor 1. The layout helpers split what is
@@ -28,11 +28,13 @@ from typing import Iterable, Mapping, Optional, Sequence
 import sympy
 from sympy import Array, Expr, Piecewise
 
-from symcnn.printing.printers import Iverson, SymcnnLatexPrinter
+from symcnn.printing.latex import SymcnnLatexPrinter
+from symcnn.printing.nodes import Iverson
 from symcnn.symbolic.tensors import element_name, indices_of
 
 __all__ = ["ReportPrinter", "WIDTH", "visible_width", "indicators", "sum_rows", "chunk_rows", "matrix",
-           "tensor_matrices", "tensor_cells", "matrix_width", "matrix_rows", "entry_rows", "entry_name", "gradient_entry_name", "scalar"]
+           "tensor_matrices", "tensor_cells", "matrix_width", "matrix_rows", "entry_rows", "entry_name",
+           "gradient_entry_name", "scalar"]
 
 #: Visible characters per display row: about the text width of the PDF (11pt, 2.5 cm margins)
 #: and of a GitHub page.

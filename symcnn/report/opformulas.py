@@ -27,7 +27,7 @@ from symcnn.symbolic.functions import FirstArgmax
 from symcnn.symbolic.adjoint import GradientFormula, derive_gradient
 from symcnn.symbolic.expand import evaluate
 from symcnn.views.formula import FORMULA_OPS, general_formula
-from symcnn.printing.printers import OUT_SIZE_NAMES, readable
+from symcnn.printing.text import OUT_SIZE_NAMES, readable
 from symcnn.report.document import Display, Items, Prose, Report, Section
 from symcnn.report.indexform import FormulaDisplay, forward_display, gradient_display, size_rows
 from symcnn.report.mathtex import ReportPrinter, entry_name, entry_rows, gradient_entry_name, matrix_rows, sum_rows
@@ -92,7 +92,8 @@ def _forward_section(op: str, settings: dict, printer: ReportPrinter) -> Section
     view = general_formula(op, "forward", **settings)
     formula = view.forward
     shown = forward_display(formula, printer)
-    blocks = [Prose(f"The definition symcnn derives everything else from (`symcnn/symbolic/ops.py`), {_summary(op)}:")]
+    blocks = [Prose("The definition symcnn derives everything else from (`symcnn/symbolic/ops.py`), "
+                    f"{_summary(op)}:")]
     blocks += _display_blocks(FormulaDisplay(shown.rows))
     blocks.append(Items(tuple(_shape_item(t, formula.parameters, printer) for t in formula.tensors)))
     padded = [t for t in formula.operands if t.zero_padded]
@@ -161,7 +162,8 @@ def _instance_setup(op: str, settings: dict) -> Optional[tuple[dict, dict, str]]
     if "kernel" in entry.keys():  # a pooling window
         stride = pair(settings.get("stride") or kernel, "stride", 1)
         size = tuple(stride[a] + kernel[a] for a in range(2))
-        parameters = {"kernel_height": kernel[0], "kernel_width": kernel[1], "stride_h": stride[0], "stride_w": stride[1]}
+        parameters = {"kernel_height": kernel[0], "kernel_width": kernel[1],
+                      "stride_h": stride[0], "stride_w": stride[1]}
         text = f"input {size[0]}×{size[1]}, window {kernel[0]}×{kernel[1]}, stride {_pair_text(stride)}"
         return {"input": symbol_array("x", (1, 1, *size))}, parameters, text
     shapes = {"global_avgpool": (1, 1, 3, 3), "flatten": (1, 2, 2, 2), "relu": (1, 1, 2, 2),
@@ -268,9 +270,9 @@ def op_report(op: str, kernel=None, stride=None, padding=None, dilation=None) ->
     roles = _roles(formula)
     intro = (Prose(f"`{op}` is {_summary(op)}. Its gradients with respect to "
                    f"{', '.join(_ROLE_TITLES[r] for r in roles)} are derived from the forward formula "
-                   "(`symcnn/symbolic/adjoint.py`): differentiate, then eliminate each Kronecker delta by solving its index "
-                   "equation for a summation index, keeping the conditions under which the solution is an index. "
-                   "Every index is 0-based; tensors are NCHW."),)
+                   "(`symcnn/symbolic/adjoint.py`): differentiate, then eliminate each Kronecker delta by solving "
+                   "its index equation for a summation index, keeping the conditions under which the solution is an "
+                   "index. Every index is 0-based; tensors are NCHW."),)
     if shown:
         intro += (Prose(f"Specialized to {shown}; the general formula is derived first, then specialized."),)
     sections = [_forward_section(op, settings, printer)]

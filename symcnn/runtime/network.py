@@ -26,6 +26,11 @@ import numpy as np
 
 from symcnn.runtime.loader import load_kernels
 from symcnn.spec import LayerSpec, NetworkSpec, load_spec
+from symcnn.train_config import TrainConfig
+# The training layer sits below the runtime (it names Network only in annotations), so
+# Network.fit, a convenience over the Trainer, imports it here, one way.
+from symcnn.training.data import Dataset, load_data
+from symcnn.training.trainer import Trainer
 
 __all__ = ["Network"]
 
@@ -268,9 +273,6 @@ class Network:
         mean and standard deviation, kept in ``self.input_stats`` for later predictions:
         ``forward((x - mean) / std)``.
         """
-        from symcnn.training.data import Dataset, load_data
-        from symcnn.training.trainer import TrainConfig, Trainer
-
         config = TrainConfig.resolve(self.spec.training, epochs=epochs, batch=batch, lr=lr, momentum=momentum,
                                      weight_decay=weight_decay, seed=seed, schedule=schedule, warmup=warmup,
                                      label_smoothing=label_smoothing)

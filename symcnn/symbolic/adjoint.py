@@ -15,7 +15,7 @@ Example:
     >>> from symcnn.symbolic import ops
     >>> print(derive_gradient(ops.conv2d(), "bias").equation())
     Eq(dL/db[c_out], Sum(dL/dY[n, c_out, i, j], (n, 0, N - 1), (i, 0, floor((H_in - d_h*(K_h - 1) + 2*p_h - 1)/s_h)), (j, 0, floor((W_in - d_w*(K_w - 1) + 2*p_w - 1)/s_w))))
-"""
+"""  # noqa: E501  (a doctest's output, as printed)
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from typing import Mapping, Optional, Sequence
 import sympy
 from sympy import And, Eq, Expr, IndexedBase, KroneckerDelta, Mod, Piecewise, S, Sum, Symbol
 
+from symcnn.symbolic.display import LatexDisplay
 from symcnn.symbolic.ops import IndexFormula, Tensor
 
 __all__ = ["GatherTerm", "GradientFormula", "derive_gradient", "gradients_of", "sum_terms", "GRADIENT_NAMES"]
@@ -63,7 +64,7 @@ class GatherTerm:
 
 
 @dataclass(frozen=True)
-class GradientFormula:
+class GradientFormula(LatexDisplay):
     """``dL/dT[indices] = sum of terms``: the gradient of ``forward`` with respect to ``wrt``.
 
     ``gradient`` is the gradient tensor (role ``grad_input``, ``grad_weight`` or ``grad_bias``),
@@ -88,12 +89,6 @@ class GradientFormula:
     @property
     def conditions(self) -> tuple[sympy.Basic, ...]:
         return tuple(condition for term in self.terms for condition in term.conditions)
-
-    def _repr_latex_(self) -> str:
-        """Jupyter's rich display, as ``symcnn formula`` prints it (conditions as Iverson brackets)."""
-        from symcnn.views.formula import FormulaView  # formulas builds on this module
-
-        return FormulaView(self.forward.op, self.wrt, self.equation(), self.forward, self, {})._repr_latex_()
 
     @property
     def operands(self) -> tuple[Tensor, ...]:
@@ -284,7 +279,8 @@ def _eliminate(limits: list, summand: Expr, preferred: Sequence[Symbol]) -> Gath
             continue
         variable, value, divisible = solution
         low, high = next((lo, hi) for var, lo, hi in limits if var == variable)
-        limits = [(var, lo.subs(variable, value), hi.subs(variable, value)) for var, lo, hi in limits if var != variable]
+        limits = [(var, lo.subs(variable, value), hi.subs(variable, value))
+                  for var, lo, hi in limits if var != variable]
         conditions = [condition.subs(variable, value) for condition in conditions]
         if divisible is not None:
             conditions.append(divisible)
@@ -317,7 +313,8 @@ def _implied_by_range(condition, index_ranges: Mapping[Symbol, tuple[Expr, Expr]
     """``0 <= k`` or ``k <= H_in - 1`` for a free index ``k`` whose own range says as much."""
     if not isinstance(condition, (sympy.LessThan, sympy.GreaterThan)):
         return False
-    small, large = (condition.lhs, condition.rhs) if isinstance(condition, sympy.LessThan) else (condition.rhs, condition.lhs)
+    lower_first = isinstance(condition, sympy.LessThan)
+    small, large = (condition.lhs, condition.rhs) if lower_first else (condition.rhs, condition.lhs)
     if large in index_ranges and sympy.simplify(index_ranges[large][0] - small) == 0:
         return True
     if small in index_ranges and sympy.simplify(index_ranges[small][1] - large) == 0:
@@ -341,7 +338,7 @@ def _apply_identities(term: GatherTerm, identities) -> GatherTerm:
             pattern = total.function.xreplace({variable: limit[0], **wilds})
             coefficient, dependent = term.body.as_independent(limit[0], as_Add=False)
             if dependent.match(pattern) is not None:
-                limits = tuple(l for l in term.limits if l != limit)
+                limits = tuple(other for other in term.limits if other != limit)
                 return GatherTerm(limits, term.conditions, coefficient * value)
     return term
 

@@ -25,12 +25,14 @@ import sympy
 from sympy import Array, Expr, Symbol
 
 from symcnn import registry
+from symcnn.symbolic.display import LatexDisplay
 from symcnn.symbolic.functions import MaxOver
 from symcnn.symbolic.instances import bind_layer, evaluate_layer
 from symcnn.symbolic.tensors import indices_of, symbol_array, symbol_table, upstream_array
 from symcnn.validation import integer, pair
 
-__all__ = ["vjp", "gradient", "partial_derivative", "LayerConfig", "Derivation", "derive", "parse_values", "derivable_ops", "reduction_terms", "MAX_EXPANSION_TERMS"]
+__all__ = ["vjp", "gradient", "partial_derivative", "LayerConfig", "Derivation", "derive", "parse_values",
+           "derivable_ops", "reduction_terms", "MAX_EXPANSION_TERMS"]
 
 #: The largest expansion :func:`derive` accepts, in terms (see ``LayerConfig.expansion_terms``):
 #: about 5 s of SymPy work on this project's 2-core machines. The general index formulas cover
@@ -250,7 +252,7 @@ def reduction_terms(expression: Expr) -> int:
 
 
 @dataclass(frozen=True)
-class Derivation:
+class Derivation(LatexDisplay):
     """The result of :func:`derive`: symbol tensors, output and gradients, as SymPy arrays.
 
     ``tensors`` holds the symbolic operands by role (``input``, ``weight``, ``bias``,
@@ -267,12 +269,6 @@ class Derivation:
         """Every symbol left in the results: name -> (tensor role, full index)."""
         remaining = {role: array for role, array in self.tensors.items() if role != "input" or not self.values}
         return symbol_table(remaining)
-
-    def _repr_latex_(self) -> str:
-        """Jupyter's rich display: every equation, as :func:`symcnn.views.derivation.as_latex_display` prints it."""
-        from symcnn.views.derivation import as_latex_display  # render builds on this module
-
-        return as_latex_display(self)
 
 
 def _forward(config: LayerConfig, tensors: Mapping[str, Array]) -> Array:

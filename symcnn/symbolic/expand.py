@@ -96,7 +96,7 @@ def bind_shapes(formula: IndexFormula, arrays: Mapping[str, Array], known: Mappi
                 f"{tensor.role}: expected a rank-{len(tensor.shape)} tensor of shape "
                 f"{tuple(tensor.shape)}, got shape {shape}"
             )
-        for axis, (dimension, size) in enumerate(zip(tensor.shape, shape)):
+        for dimension, size in zip(tensor.shape, shape):
             if isinstance(dimension, sympy.Symbol) and dimension not in bindings:
                 bindings[dimension] = size
     for tensor in formula.operands:
@@ -153,7 +153,8 @@ def evaluate(formula: IndexFormula, arrays: Mapping[str, Array], parameters: Map
         if tensor.zero_padded:
             return sympy.S.Zero
         # A formula must keep its own reads in range (its conditions say where): never pad silently.
-        raise ValueError(f"{formula.op}: read of {element} outside the {tensor.role} tensor of shape {tuple(array.shape)}")
+        raise ValueError(f"{formula.op}: read of {element} outside the {tensor.role} tensor "
+                         f"of shape {tuple(array.shape)}")
 
     # Unroll once with the output indices still symbolic, then visit each output point.
     body = unroll(concrete.rhs)

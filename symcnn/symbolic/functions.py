@@ -151,7 +151,8 @@ class MaxOver(Expr):
         return _free_symbols_of_reduction(self.function, self.limits)
 
     def _latex(self, printer):
-        ranges = r"\\".join(r"%s \leq %s \leq %s" % (printer._print(low), printer._print(variable), printer._print(high))
+        ranges = r"\\".join(r"%s \leq %s \leq %s"
+                            % (printer._print(low), printer._print(variable), printer._print(high))
                             for variable, low, high in self.limits)
         return r"\max_{\substack{%s}} %s" % (ranges, printer._print(self.function))
 

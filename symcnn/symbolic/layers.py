@@ -62,7 +62,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1) -> Array:
     if bias is not None:
         arrays["bias"] = _tensor(bias, "bias", 1)
         if arrays["bias"].shape[0] != weight.shape[0]:
-            raise ValueError(f"bias: expected {weight.shape[0]} entries (one per output channel), got {arrays['bias'].shape[0]}")
+            raise ValueError(f"bias: expected {weight.shape[0]} entries (one per output channel), "
+                             f"got {arrays['bias'].shape[0]}")
     parameters = {
         "stride_h": stride[0], "stride_w": stride[1],
         "padding_h": padding[0], "padding_w": padding[1],
@@ -112,7 +113,8 @@ def dense(x, weight, bias=None) -> Array:
     if bias is not None:
         arrays["bias"] = _tensor(bias, "bias", 1)
         if arrays["bias"].shape[0] != weight.shape[0]:
-            raise ValueError(f"bias: expected {weight.shape[0]} entries (one per output feature), got {arrays['bias'].shape[0]}")
+            raise ValueError(f"bias: expected {weight.shape[0]} entries (one per output feature), "
+                             f"got {arrays['bias'].shape[0]}")
     return evaluate(ops.dense(bias=bias is not None), arrays)
 
 

@@ -13,7 +13,7 @@ Example:
     >>> formula = conv2d()
     >>> formula.equation()
     Eq(Y[n, c_out, i, j], b[c_out] + Sum(W[c_out, c_in, u, v]*X[n, c_in, d_h*u + i*s_h - p_h, d_w*v + j*s_w - p_w], (c_in, 0, C_in - 1), (u, 0, K_h - 1), (v, 0, K_w - 1)))
-"""
+"""  # noqa: E501  (a doctest's output, as printed)
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ F_in, F_out = _size("F_in"), _size("F_out")  # dense layer features
 
 # Index variables.
 n, c, c_in, c_out = _index("n"), _index("c"), _index("c_in"), _index("c_out")
-i, j, k, l = _index("i"), _index("j"), _index("k"), _index("l")
+i, j, k, l = _index("i"), _index("j"), _index("k"), _index("l")  # noqa: E741  (document 000's k, l)
 u, v = _index("u"), _index("v")
 
 X, Wt, b, Y = IndexedBase("X"), IndexedBase("W"), IndexedBase("b"), IndexedBase("Y")

@@ -33,6 +33,7 @@ import sympy
 from sympy import Array, Expr, Symbol
 
 from symcnn.symbolic.derive import Derivation, LayerConfig, derive, partial_derivative
+from symcnn.symbolic.display import LatexDisplay
 from symcnn.symbolic.tensors import element_name, indices_of
 
 __all__ = ["ChainPartial", "Partial", "EntrySteps", "Route", "ForwardStep", "Steps", "steps", "ROLES"]
@@ -44,7 +45,8 @@ ROLES = ("weight", "bias", "input")
 class ChainPartial(Expr):
     """Display only: the partial derivative ``dy/dt`` as a name, a factor of the chain rule.
 
-    >>> from symcnn.printing.printers import latex, text
+    >>> from symcnn.printing.latex import latex
+    >>> from symcnn.printing.text import text
     >>> partial = ChainPartial(Symbol("y00"), Symbol("w00"))
     >>> text(Symbol("a") * partial), latex(partial)
     ('a*dy00/dw00', '\\\\frac{\\\\partial y_{00}}{\\\\partial w_{00}}')
@@ -129,7 +131,7 @@ class ForwardStep:
 
 
 @dataclass(frozen=True)
-class Steps:
+class Steps(LatexDisplay):
     """The step-by-step view of a derivation: forward expressions, routes and entries.
 
     ``derivation`` is :func:`~symcnn.symbolic.derive.derive`'s result (at the values, if any);
@@ -145,11 +147,6 @@ class Steps:
     def values(self) -> dict[Symbol, Expr]:
         return dict(self.derivation.values)
 
-    def _repr_latex_(self) -> str:
-        from symcnn.views.steps import as_latex_display
-
-        return as_latex_display(self)
-
 
 def _select(tensors: Mapping[str, Array], entries: Sequence[str]) -> tuple[list[tuple[str, tuple]], set[str]]:
     """The ``(role, index)`` of each entry asked for, and the roles asked for whole.
@@ -161,7 +158,8 @@ def _select(tensors: Mapping[str, Array], entries: Sequence[str]) -> tuple[list[
     letters = {role: _letter(tensors[role]) for role in roles}
     if not entries:
         return [(role, index) for role in roles for index in indices_of(tensors[role].shape)], set(roles)
-    where = {tensors[role][index].name: (role, tuple(index)) for role in roles for index in indices_of(tensors[role].shape)}
+    where = {tensors[role][index].name: (role, tuple(index))
+             for role in roles for index in indices_of(tensors[role].shape)}
     chosen, whole = [], set()
     for name in entries:
         key = str(name).strip().removeprefix("dL/d")
@@ -173,7 +171,8 @@ def _select(tensors: Mapping[str, Array], entries: Sequence[str]) -> tuple[list[
             chosen.append(where[key])
         else:
             ranges = ", ".join(f"{letters[role]} ({_first_last(tensors[role])})" for role in roles)
-            raise ValueError(f"entry: no entry {name!r} in this derivation; choose an entry or a whole tensor: {ranges}")
+            raise ValueError(f"entry: no entry {name!r} in this derivation; "
+                             f"choose an entry or a whole tensor: {ranges}")
     unique = list(dict.fromkeys(chosen))  # asked twice, shown once
     return unique, whole
 

@@ -27,14 +27,20 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
 from symcnn.files import atomic_open
 from symcnn.training.data import Dataset
-from symcnn.runtime.network import Network
 from symcnn.train_config import TrainConfig
+
+# Training is the layer below the runtime: it drives a Network through the object it is handed
+# and names the class only in annotations, so that Network.fit (in the runtime) can import the
+# trainer at module level and the dependency runs one way (runtime -> training). The import-linter
+# contract in pyproject.toml skips TYPE_CHECKING imports (exclude_type_checking_imports).
+if TYPE_CHECKING:
+    from symcnn.runtime.network import Network
 
 __all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "save_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT"]
 

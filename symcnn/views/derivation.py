@@ -27,7 +27,9 @@ import sympy
 from sympy import Array
 
 from symcnn.symbolic.derive import Derivation, LayerConfig
-from symcnn.printing.printers import latex, readable
+from symcnn.symbolic.display import register_latex_view
+from symcnn.printing.latex import latex
+from symcnn.printing.text import readable
 from symcnn.symbolic.tensors import element_name, indices_of
 
 __all__ = ["describe", "as_text", "as_latex", "as_latex_display", "as_json", "as_dict", "latex_text", "latex_blocks",
@@ -111,7 +113,8 @@ def _latex_name(name: str) -> str:
 _MATH_CHARACTERS = {"_": r"\_", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "{": r"\{", "}": r"\}",
                     "<": "<", ">": ">", "<=": r"\leq", ">=": r"\geq", "^": r"\hat{}", "~": r"\sim",
                     "\\": r"\backslash", "->": r"\to", "×": r"\times", "·": r"\cdot", "−": "-"}
-_MATH_PATTERN = re.compile("(" + "|".join(re.escape(key) for key in sorted(_MATH_CHARACTERS, key=len, reverse=True)) + ")")
+_MATH_PATTERN = re.compile("(" + "|".join(re.escape(key) for key in sorted(_MATH_CHARACTERS, key=len, reverse=True))
+                           + ")")
 
 
 def latex_text(line: str) -> str:
@@ -154,7 +157,7 @@ def _latex_sections(derivation: Derivation) -> list[tuple[str, list[str]]]:
 def as_latex(derivation: Derivation) -> str:
     """An ``aligned`` block per section, for a LaTeX document or a Markdown math cell.
 
-    Expressions are printed by :mod:`symcnn.printing.printers` (max pooling's routing conditions as
+    Expressions are printed by :mod:`symcnn.printing.latex` (max pooling's routing conditions as
     Iverson brackets).
     """
     return latex_blocks(f"% {describe(derivation.config)}", _latex_sections(derivation))
@@ -168,10 +171,14 @@ def as_latex_display(derivation: Derivation) -> str:
     return latex_display(header, _latex_sections(derivation))
 
 
+register_latex_view(Derivation, as_latex_display)
+
+
 def _nested_strings(array: Array) -> Any:
     if array.rank() == 0:
         return sympy.sstr(array[()])
-    return [_nested_strings(array[index]) if array.rank() > 1 else sympy.sstr(array[index]) for index in range(array.shape[0])]
+    return [_nested_strings(array[index]) if array.rank() > 1 else sympy.sstr(array[index])
+            for index in range(array.shape[0])]
 
 
 def as_dict(derivation: Derivation) -> dict[str, Any]:

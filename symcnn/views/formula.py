@@ -10,7 +10,7 @@ Example:
     >>> view = general_formula("conv2d", "input", stride=1, padding=0, dilation=1)
     >>> print(view.text().splitlines()[1])
     dL/dX[n, c_in, k, l] = sum_{c_out=0..C_out - 1, u=0..K_h - 1, v=0..K_w - 1} [0 <= k - u and 0 <= l - v and k - u <= H_out - 1 and l - v <= W_out - 1] * (W[c_out, c_in, u, v]*dL/dY[n, c_out, k - u, l - v])
-"""
+"""  # noqa: E501  (a doctest's output, as printed)
 
 from __future__ import annotations
 
@@ -24,10 +24,14 @@ from sympy import Eq, Sum
 from symcnn import registry
 from symcnn.symbolic import ops
 from symcnn.symbolic.adjoint import GradientFormula, derive_gradient
-from symcnn.printing.printers import OUT_SIZE_NAMES, Iverson, latex, readable, text
+from symcnn.symbolic.display import LatexDisplay, register_latex_view
+from symcnn.printing.latex import latex
+from symcnn.printing.nodes import Iverson
+from symcnn.printing.text import OUT_SIZE_NAMES, readable, text
 from symcnn.validation import pair
+from symcnn.views.derivation import latex_text
 
-__all__ = ["FORMULA_OPS", "FormulaView", "general_formula", "from_srepr"]
+__all__ = ["FORMULA_OPS", "FormulaView", "general_formula", "from_srepr", "as_latex_display"]
 
 
 def from_srepr(text: str) -> sympy.Basic:
@@ -67,7 +71,7 @@ _DESCRIPTION = {"forward": "forward pass", "input": "gradient with respect to th
 
 
 @dataclass(frozen=True)
-class FormulaView:
+class FormulaView(LatexDisplay):
     """One formula of an op (``wrt`` = ``forward`` or an operand role) and how to show it."""
 
     op: str
@@ -137,11 +141,21 @@ class FormulaView:
     def json(self) -> str:
         return json.dumps(self.as_dict(), indent=2)
 
-    def _repr_latex_(self) -> str:
-        """Jupyter's rich display: the header line as text above :meth:`latex`."""
-        from symcnn.views.derivation import latex_text  # render is a view of derive; imported when displayed
 
-        return f"$$\n\\begin{{gathered}}\n{latex_text(self.text().splitlines()[0])} \\\\\n{self.latex()}\n\\end{{gathered}}\n$$"
+def as_latex_display(view: FormulaView) -> str:
+    """Jupyter's rich display of a formula: the header line as text above :meth:`FormulaView.latex`."""
+    header = latex_text(view.text().splitlines()[0])
+    return f"$$\n\\begin{{gathered}}\n{header} \\\\\n{view.latex()}\n\\end{{gathered}}\n$$"
+
+
+def gradient_latex_display(formula: GradientFormula) -> str:
+    """A derived gradient displayed as ``symcnn formula`` prints it (conditions as Iverson brackets)."""
+    view = FormulaView(formula.forward.op, formula.wrt, formula.equation(), formula.forward, formula, {})
+    return as_latex_display(view)
+
+
+register_latex_view(FormulaView, as_latex_display)
+register_latex_view(GradientFormula, gradient_latex_display)
 
 
 def _specialization(forward: ops.IndexFormula, op: str, settings: dict) -> tuple[dict, dict]:

@@ -1,8 +1,9 @@
 """Text, LaTeX and JSON views of :class:`~symcnn.symbolic.steps.Steps`: ``symcnn derive ... --steps``.
 
-Every expression is printed by the project's printers (:mod:`symcnn.printing.printers`) from the
-derivation's SymPy objects; a numeric walk-through prints the same expression again with
-each input value in place of its symbol (:class:`SubstitutionPrinter`), then its value.
+Every expression is printed by the project's printers (:mod:`symcnn.printing.text`,
+:mod:`symcnn.printing.latex`) from the derivation's SymPy objects; a numeric walk-through prints
+the same expression again with each input value in place of its symbol (:class:`SubstitutionPrinter`),
+then its value.
 
 Example (document 002's convolution, one weight entry):
     >>> from symcnn.symbolic.derive import LayerConfig
@@ -29,7 +30,9 @@ import sympy
 from sympy import Expr, Symbol
 
 from symcnn.views import derivation as render
-from symcnn.printing.printers import SymcnnLatexPrinter, SymcnnStrPrinter, latex, readable, text
+from symcnn.printing.latex import SymcnnLatexPrinter, latex
+from symcnn.printing.text import SymcnnStrPrinter, readable, text
+from symcnn.symbolic.display import register_latex_view
 from symcnn.symbolic.steps import ROLES, ChainPartial, EntrySteps, Steps
 from symcnn.symbolic.tensors import indices_of
 
@@ -121,7 +124,8 @@ def _chain_rule(entry: EntrySteps, fmt: _Format) -> str:
     term = lambda partial: fmt.print(partial.upstream * ChainPartial(partial.output, entry.symbol))  # noqa: E731
     partials = entry.partials
     if len(partials) > _MAX_CHAIN_TERMS:
-        count = r"\text{(%d terms)}" % len(partials) if fmt.latex else f"({len(partials)} terms, one per output element)"
+        count = (r"\text{(%d terms)}" % len(partials) if fmt.latex
+                 else f"({len(partials)} terms, one per output element)")
         dots = r"\dots" if fmt.latex else "..."
         return " + ".join([term(partials[0]), term(partials[1]), dots, term(partials[-1])]) + " " + count
     return " + ".join(term(partial) for partial in partials)
@@ -278,6 +282,9 @@ def as_latex_display(walk: Steps) -> str:
     return render.latex_display(header, _latex_blocks(walk))
 
 
+register_latex_view(Steps, as_latex_display)
+
+
 def as_dict(walk: Steps) -> dict[str, Any]:
     """A JSON-ready dict; expressions as SymPy strings (``sympy.sympify`` reads them back)."""
     sstr = sympy.sstr
@@ -288,7 +295,8 @@ def as_dict(walk: Steps) -> dict[str, Any]:
         result["input_values"] = base["input_values"]
     result["forward"] = [{"output": step.output.name, "expression": sstr(step.expression),
                           "value": optional(step.value)} for step in walk.forward]
-    result["upstream"] = {step.output.name: sstr(upstream) for step, upstream in zip(walk.forward, _upstream_elements(walk))}
+    result["upstream"] = {step.output.name: sstr(upstream)
+                          for step, upstream in zip(walk.forward, _upstream_elements(walk))}
     result["routes"] = {role: [{"output": route.output.name, "upstream": sstr(route.upstream),
                                 "targets": {symbol.name: sstr(value) for symbol, value in route.targets}}
                                for route in routes] for role, routes in walk.routes.items()}

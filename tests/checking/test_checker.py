@@ -118,7 +118,8 @@ def test_zero_outside_is_the_documents_padded_gradient():
 
 
 def test_latex_and_sympy_syntax_give_the_same_verdicts():
-    latex = r"\frac{\partial L}{\partial W_{u,v}} = \sum_{i=0}^{H_{out}-1}\sum_{j=0}^{W_{out}-1} \frac{\partial L}{\partial Y_{i,j}} X_{s i + u, s j + v}"
+    latex = (r"\frac{\partial L}{\partial W_{u,v}} = \sum_{i=0}^{H_{out}-1}\sum_{j=0}^{W_{out}-1} "
+             r"\frac{\partial L}{\partial Y_{i,j}} X_{s i + u, s j + v}")
     sympy_syntax = "dL/dW[u, v] = Sum(dL/dY[i, j]*X[s*i + u, s*j + v], (i, 0, H_out - 1), (j, 0, W_out - 1))"
     first, second = check(latex, "conv2d"), check(sympy_syntax, "conv2d")
     assert first.correct and second.correct and first.checked == second.checked

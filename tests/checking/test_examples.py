@@ -120,7 +120,8 @@ def _seeds_directory() -> Path | None:
 def _document_equations(text: str) -> dict[str, str]:
     """``{"y00": "...", "dL/dw00": "...", "dL/dx00": "..."}`` parsed from document 002's LaTeX."""
     equations = {}
-    pattern = re.compile(r"^(?:\\frac\{\\partial L\}\{\\partial ([wx])_\{(\d\d)\}\}|y_\{(\d\d)\})\s*&=\s*(.*?)\s*(?:\\\\)?$")
+    pattern = re.compile(r"^(?:\\frac\{\\partial L\}\{\\partial ([wx])_\{(\d\d)\}\}|y_\{(\d\d)\})"
+                         r"\s*&=\s*(.*?)\s*(?:\\\\)?$")
     for line in text.splitlines():
         match = pattern.match(line.strip())
         if not match:
@@ -220,7 +221,8 @@ def _mismatched_keys(result) -> list[str]:
 
 
 def test_check_reports_wrong_conv_input_gradient():
-    wrong = Array([[[[sympy.Symbol(n, real=True) for n in row] for row in [["a", "b", "c"], ["d", "a", "b"], ["c", "d", "a"]]]]])
+    rows = [["a", "b", "c"], ["d", "a", "b"], ["c", "d", "a"]]
+    wrong = Array([[[[sympy.Symbol(n, real=True) for n in row] for row in rows]]])
     result = check(_with_expected("conv_3x3_2x2", "dL/dX", wrong))
     assert result.status == "mismatch"
     assert _mismatched_keys(result) == ["dL/dX"]

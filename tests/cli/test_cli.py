@@ -141,7 +141,8 @@ DOCUMENT_CONV = {
 
 
 def test_derive_conv2d_json_names_symbols_as_document_002(capsys):
-    status, out, _ = run(["derive", "conv2d", "--input", "3x3", "--kernel", "2", "--no-bias", "--format", "json"], capsys)
+    status, out, _ = run(["derive", "conv2d", "--input", "3x3", "--kernel", "2", "--no-bias", "--format", "json"],
+                         capsys)
     assert status == 0
     symbols = json.loads(out)["symbols"]
     expected = {f"x{i}{j}": ["input", [0, 0, i, j]] for i in range(3) for j in range(3)}
@@ -198,7 +199,8 @@ def test_derive_avgpool2d_text_gives_exact_quarter(capsys):
 
 
 def test_derive_latex_writes_partial_derivatives(capsys):
-    status, out, _ = run(["derive", "conv2d", "--input", "3x3", "--kernel", "2", "--no-bias", "--format", "latex"], capsys)
+    status, out, _ = run(["derive", "conv2d", "--input", "3x3", "--kernel", "2", "--no-bias", "--format", "latex"],
+                         capsys)
     assert status == 0
     assert r"\frac{\partial L}{\partial w_{00}}" in out
     assert r"\frac{\partial L}{\partial x_{22}}" in out

@@ -197,7 +197,8 @@ def test_text_fields_reach_generated_code_only_as_literals(tmp_path):
     (lambda s: s["layers"][0].update(out_channels=0), "out_channels: must be an integer >= 1, got 0"),
     (lambda s: s["layers"][0].update(kernel=[3, 3, 3]), "kernel: must be an integer or a pair"),
     (lambda s: s["layers"][0].update(bias="yes"), "bias: must be true or false"),
-    (lambda s: s["layers"].pop(1), "layer 1 (dense 'fc'): type: needs a flat input, got shape (2, 2, 2): put a flatten"),
+    (lambda s: s["layers"].pop(1),
+     "layer 1 (dense 'fc'): type: needs a flat input, got shape (2, 2, 2): put a flatten"),
     (lambda s: s["layers"][2].update(name="conv"), "layer 2 (dense): name: 'conv' is used by another layer"),
     (lambda s: s["layers"][2].update(name="loss"), "name: 'loss' is reserved"),
     (lambda s: s["layers"].append({"type": "relu"}), "the last layer must be a dense layer"),
@@ -452,4 +453,5 @@ def test_an_element_wise_kernel_runs_over_each_image_as_one_loop():
                                     for name in ("grad_output", "x", "grad_input")}
     assert forward.output == "out_rows" and gradient.arguments == ("grad_output", "x", "grad_input")
     for label in ("maxpool2d2", "flatten4"):
-        assert all(not kernel.views and kernel.output in ("out", "grad_input") for kernel in layer_kernels(layers[label]))
+        assert all(not kernel.views and kernel.output in ("out", "grad_input")
+                   for kernel in layer_kernels(layers[label]))

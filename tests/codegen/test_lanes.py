@@ -1,5 +1,5 @@
-"""The lanes schedule (symcnn/codegen/backends/numba_cpu/lanes.py): which kernels take it, what it stages, and that its sums
-do not depend on the thread count. Its numbers are checked with every other kernel's in
+"""The lanes schedule (symcnn/codegen/backends/numba_cpu/lanes.py): which kernels take it, what it stages,
+and that its sums do not depend on the thread count. Its numbers are checked with every other kernel's in
 test_kernels.py (symbolic layers, PyTorch, finite differences, random specs)."""
 
 import inspect
@@ -57,8 +57,8 @@ def test_seed004_convolutions_and_dense_gradients_take_the_lanes_schedule():
     # each grad_output_t row loaded once for all three, the 8 + 2 window values read once each
     elements = [f"tile[c_in, u, {v}, c_out]" for v in range(3)]
     assert [update.partition(" = ")[0] for update in weight.updates] == elements
-    assert weight.updates[1].startswith(f"{elements[1]} = {elements[1]} + broadcast1*grad_output_t[i, j, c_out] + "
-                                        "broadcast2*grad_output_t[i, j + 1, c_out]")
+    assert weight.updates[1].startswith(f"{elements[1]} = {elements[1]} + broadcast1*grad_output_t[i, j, c_out] "
+                                        "+ broadcast2*grad_output_t[i, j + 1, c_out]")
     assert weight.updates[1].count("*") == 8 and len(weight.broadcasts) == 10
     assert weight.lane_block == 0  # its tile (16 x 3 x 3 x 32) is small: chunks of the batch
     fc1 = _kernels(spec, "fc1")["grad_weight"].lanes
@@ -67,7 +67,8 @@ def test_seed004_convolutions_and_dense_gradients_take_the_lanes_schedule():
     # a 10 x 8192 tile: summed in parallel blocks of 512 features (20 KiB of tile each), every image
     # in order, the features read at the block's start plus the lane
     assert (fc1.lane_block, fc1.tile_shape) == (512, ("10", "512"))
-    assert fc1.block_bounds == ("(lanes + 511) // 512", "max(0, 512*block)", "-lane_start + min(lanes, lane_start + 512)")
+    assert fc1.block_bounds == ("(lanes + 511) // 512", "max(0, 512*block)",
+                                "-lane_start + min(lanes, lane_start + 512)")
     assert fc1.updates[0] == "tile[i, k] = tile[i, k] + broadcast0*x[n, k + lane_start]"
     assert fc1.chunk_sum is None  # each block's tile is stored as it is
     assert fc1.store == "grad_weight[i, k + lane_start]"

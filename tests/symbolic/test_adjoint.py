@@ -44,7 +44,8 @@ def conv_configurations(count=60, seed=2026):
     grid = [
         (size, kernel, stride, padding, dilation, channels_in, channels_out)
         for size, kernel, stride, padding, dilation, channels_in, channels_out in itertools.product(
-            sizes, kernels, [(1, 1), (2, 1), (3, 2)], [(0, 0), (1, 2), (2, 1)], [(1, 1), (2, 1), (1, 2)], [1, 2], [1, 2])
+            sizes, kernels, [(1, 1), (2, 1), (3, 2)], [(0, 0), (1, 2), (2, 1)], [(1, 1), (2, 1), (1, 2)],
+            [1, 2], [1, 2])
         if fits(size, kernel, stride, padding, dilation)
     ]
     return random.Random(seed).sample(grid, count)
@@ -58,11 +59,13 @@ def test_there_are_at_least_fifty_conv_configurations():
     strides = {c[2] for c in CONV_CONFIGURATIONS}
     paddings = {c[3] for c in CONV_CONFIGURATIONS}
     dilations = {c[4] for c in CONV_CONFIGURATIONS}
-    assert {(1, 1), (2, 1), (3, 2)} <= strides and {(0, 0), (1, 2), (2, 1)} <= paddings and {(1, 1), (2, 1)} <= dilations
+    assert {(1, 1), (2, 1), (3, 2)} <= strides and {(0, 0), (1, 2), (2, 1)} <= paddings
+    assert {(1, 1), (2, 1)} <= dilations
 
 
 @pytest.mark.parametrize("size, kernel, stride, padding, dilation, channels_in, channels_out", CONV_CONFIGURATIONS)
-def test_conv2d_formulas_equal_elementwise_derivatives(size, kernel, stride, padding, dilation, channels_in, channels_out):
+def test_conv2d_formulas_equal_elementwise_derivatives(size, kernel, stride, padding, dilation, channels_in,
+                                                       channels_out):
     arrays = {
         "input": symbol_array("x", (2, channels_in, *size)),
         "weight": symbol_array("w", (channels_out, channels_in, *kernel)),
@@ -134,7 +137,7 @@ def test_conv_input_gradient_has_document_000s_form_plus_the_range_condition():
     the numerators (document 000) and the quotients lie in [0, H_out) (the condition 000 omits)."""
     gradient = derive_gradient(ops.conv2d(), "input").substitute({ops.d_h: 1, ops.d_w: 1})
     (term,) = gradient.terms
-    n, c, k, l = gradient.indices
+    n, c, k, l = gradient.indices  # noqa: E741  (document 000's k, l)
     c_out, u, v = (limit[0] for limit in term.limits)
     row, column = (k + ops.p_h - u) / ops.s_h, (l + ops.p_w - v) / ops.s_w
     assert sympy.simplify(term.body - ops.Wt[c_out, c, u, v] * sympy.IndexedBase("dL/dY")[n, c_out, row, column]) == 0

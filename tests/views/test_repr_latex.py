@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from sympy import Array
@@ -18,9 +20,11 @@ from symcnn.symbolic import ops
 from symcnn.views import derivation as render
 from symcnn.symbolic.adjoint import derive_gradient
 from symcnn.symbolic.derive import LayerConfig, derive
+from symcnn.symbolic.display import LatexDisplay, registered_latex_view
 from symcnn.checking.examples import EXAMPLE_LIST, EXAMPLES, POOL_INPUT, check
 from symcnn.views.formula import general_formula
-from symcnn.printing.printers import latex, readable
+from symcnn.printing.latex import latex
+from symcnn.printing.text import readable
 from symcnn.symbolic.steps import steps
 from symcnn.views.steps import as_latex
 from symcnn.symbolic.tensors import indices_of
@@ -93,6 +97,38 @@ def test_a_mismatch_says_so():
     display = result._repr_latex_()
     assert result.status == "mismatch" and "mismatch" in display and _is_display(display)
 
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [sub for direct in cls.__subclasses__() for sub in [direct, *_subclasses(direct)]]
+
+
+def test_every_displayed_class_has_a_registered_view():
+    displayed = [cls for cls in _subclasses(LatexDisplay) if cls.__module__.startswith("symcnn.")]
+    assert {cls.__name__ for cls in displayed} >= {"Derivation", "GradientFormula", "Steps", "FormulaView",
+                                                   "WorkedExample", "ExampleResult"}
+    assert [cls.__name__ for cls in displayed if registered_latex_view(cls) is None] == []
+
+
+def test_a_class_without_a_view_says_so():
+    class Unviewed(LatexDisplay):
+        pass
+
+    with pytest.raises(LookupError, match="no LaTeX view is registered for Unviewed"):
+        Unviewed()._repr_latex_()
+
+
+def test_a_symbolic_object_finds_its_view_without_importing_the_views_itself():
+    # A fresh interpreter: importing the symbolic layer loads no view; displaying loads them by name.
+    program = ("import sys\n"
+               "from symcnn.symbolic.derive import LayerConfig, derive\n"
+               "assert not any(name.startswith('symcnn.views') for name in sys.modules)\n"
+               "config = LayerConfig('maxpool2d', input_size=(3, 3), kernel=(2, 2), stride=(1, 1))\n"
+               "print(derive(config)._repr_latex_(), end='')\n")
+    result = subprocess.run([sys.executable, "-c", program], cwd=Path(__file__).parents[2], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == render.as_latex_display(derive(POOL))
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no TeX engine installed")
 def test_every_display_compiles(tmp_path):

@@ -16,7 +16,7 @@ loop, contiguous in memory, so that the compiler can turn it into vector instruc
   takes several multiply-adds and a streamed value loaded serves several elements.
 
 It is a loop interchange and a change of layout of the same sums: every value is printed from the
-formula (:class:`~symcnn.printing.printers.NumbaPrinter`), the copies only move it. :func:`lanes_schedule`
+formula (:class:`~symcnn.printing.numba.NumbaPrinter`), the copies only move it. :func:`lanes_schedule`
 returns ``None`` for a kernel it does not fit (other terms, divisibility conditions of a strided
 input gradient, ...), which then keeps its gather or accumulate schedule.
 
@@ -26,7 +26,7 @@ Example:
     >>> forward = layer_kernels(load_spec("seed004").layers[3])[0]
     >>> forward.kind, forward.lanes.updates[0]
     ('lanes', 'tile[j, c_out] = tile[j, c_out] + broadcast0*weight_t[c_in, u, 0, c_out] + broadcast1*weight_t[c_in, u, 1, c_out] + broadcast2*weight_t[c_in, u, 2, c_out]')
-"""
+"""  # noqa: E501  (a doctest's output, as printed)
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from sympy import Expr, Indexed, IndexedBase, Sum, Symbol
 
 from symcnn.symbolic.adjoint import GatherTerm
 from symcnn.codegen.kernel_ir import Lanes, Loop, Staging
-from symcnn.printing.printers import FloorDiv, OrderedSum
+from symcnn.printing.nodes import FloorDiv, OrderedSum
 
 __all__ = ["lanes_schedule"]
 
@@ -165,7 +165,8 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
     block_bounds = ("", "", "")
     if lane_block:  # the lane axis in blocks: lanes and output read at the block's start plus the lane
         start = Symbol("lane_start", integer=True, nonnegative=True)
-        lanes_symbol, block = Symbol("lanes", integer=True, positive=True), Symbol("block", integer=True, nonnegative=True)
+        lanes_symbol = Symbol("lanes", integer=True, positive=True)
+        block = Symbol("block", integer=True, nonnegative=True)
         streamed_read = streamed_read.subs(lane, start + lane)
         store = store.subs(lane, start + lane)
         tile_extents[-1] = str(lane_block)
@@ -228,7 +229,8 @@ def _row_parts(lowering, rows: list[tuple[Symbol, int]], batch) -> tuple[tuple[L
     item, part = Symbol("item", integer=True, nonnegative=True), Symbol("part", integer=True, nonnegative=True)
     size = rows[0][1] // ROW_PARTS
     loops[0] = Loop(loops[0].variable, printer(size * part + size), False, printer(size * part))
-    return tuple(loops), (printer(ROW_PARTS * batch), printer(FloorDiv(item, ROW_PARTS)), printer(sympy.Mod(item, ROW_PARTS)))
+    item_bounds = (printer(ROW_PARTS * batch), printer(FloorDiv(item, ROW_PARTS)), printer(sympy.Mod(item, ROW_PARTS)))
+    return tuple(loops), item_bounds
 
 
 def _lane_block(over_batch: bool, stagings, lane, indices, tile_extents: list[int]) -> int:
@@ -298,7 +300,8 @@ def _register_blocks(lowering, reduction, outer_tile, broadcast_read, streamed_r
     for block_value in block_values:
         products = []
         for unroll_value in unroll_values:
-            at = {var: value for var, value in ((unroll_var, unroll_value), (block_var, block_value)) if var is not None}
+            at = {var: value for var, value in ((unroll_var, unroll_value), (block_var, block_value))
+                  if var is not None}
             read = lowering.code(broadcast_read.subs(at, simultaneous=True))
             name = names.setdefault(read, Symbol(f"{BROADCAST}{len(names)}"))
             products.append(sympy.Mul(name, streamed_read.subs(at, simultaneous=True), evaluate=False))
@@ -334,7 +337,8 @@ def _choose_lane(factors, indices, shape, batch_index, image):
     (whose indices are all plain variables) and not the broadcast one; the longest wins."""
     best = None
     for streamed, broadcast in (factors, factors[::-1]):
-        if not all(index.is_Symbol for index in streamed.indices) or len(set(streamed.indices)) != len(streamed.indices):
+        distinct = len(set(streamed.indices)) == len(streamed.indices)
+        if not all(index.is_Symbol for index in streamed.indices) or not distinct:
             continue
         for var, size in zip(indices, shape):
             if var == batch_index or var not in streamed.indices or broadcast.has(var) or var == image:

@@ -1,0 +1,99 @@
+"""Kernel arithmetic for numba: :class:`NumbaPrinter`, SymPy's ``PythonCodePrinter`` with array reads by
+their Python names and integer index maps (:class:`~symcnn.printing.nodes.FloorDiv`).
+
+Strict: an expression it cannot print exactly is an error, never wrong code.
+
+Example:
+    >>> from sympy import IndexedBase, exp, symbols
+    >>> X, k = IndexedBase("X"), symbols("k", integer=True)
+    >>> printer = NumbaPrinter({X: "x"})
+    >>> printer.doprint(exp(X[k]))
+    'exp(x[k])'
+    >>> import_lines(printer.imports())
+    ['from math import exp']
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import sympy
+from sympy.printing.precedence import PRECEDENCE
+from sympy.printing.pycode import PythonCodePrinter
+
+__all__ = ["NumbaPrinter", "import_lines"]
+
+
+class NumbaPrinter(PythonCodePrinter):
+    """Kernel arithmetic for numba: array reads by their Python names, integer index maps.
+
+    Strict: an expression it cannot print exactly is an error, never wrong code.
+
+    >>> from sympy import IndexedBase, symbols
+    >>> from symcnn.printing.nodes import FloorDiv
+    >>> X, k = IndexedBase("X"), symbols("k", integer=True)
+    >>> NumbaPrinter({X: "x"}).doprint(X[FloorDiv(k + 1, 2)])
+    'x[(k + 1) // 2]'
+    """
+
+    def __init__(self, array_names: Mapping, symbol_names: Mapping = {}):
+        super().__init__({"fully_qualified_modules": False, "strict": True})
+        self.array_names = dict(array_names)
+        self.symbol_names = {sympy.sympify(key): value for key, value in symbol_names.items() if key is not None}
+
+    def _print_Indexed(self, expr):
+        if expr.base not in self.array_names:
+            raise ValueError(f"no array name for tensor {expr.base}")
+        indices = ", ".join(self._print(index) for index in expr.indices)
+        return f"{self.array_names[expr.base]}[{indices}]"
+
+    def _print_Symbol(self, expr):
+        if expr in self.symbol_names:
+            return self.symbol_names[expr]
+        name = expr.name.replace("'", "_p")
+        if not name.isidentifier():
+            raise ValueError(f"symbol {expr.name!r} has no Python name")
+        return name
+
+    def _print_FloorDiv(self, expr):
+        numerator, denominator = expr.args
+        return f"({self._print(numerator)}) // {self._print(denominator)}"
+
+    def _print_Rational(self, expr):
+        return f"{expr.p}/{expr.q}" if expr.q != 1 else str(expr.p)
+
+    # The generated modules import numpy as np.
+    def _print_Infinity(self, expr):
+        return "np.inf"
+
+    def _print_NegativeInfinity(self, expr):
+        return "-np.inf"
+
+    def _print_WindowMax(self, expr):
+        """Python's ``max`` keeps the first of equal arguments, as :class:`WindowMax` does."""
+        return "max(%s)" % ", ".join(self._print(arg) for arg in expr.args)
+
+    def _print_OrderedSum(self, expr):
+        return expr._sympystr(self)
+
+    def _print_Assign(self, expr):
+        return expr._sympystr(self)
+
+    def _print_Guard(self, expr):
+        condition = expr.condition
+        if not isinstance(condition, sympy.Rel):
+            return self._print(condition)
+        level = PRECEDENCE["Relational"]
+        return f"{self.parenthesize(condition.lhs, level)} {condition.rel_op} {self.parenthesize(condition.rhs, level)}"
+
+    def imports(self) -> frozenset:
+        """``(module, name)`` of every function the printed code calls (``("math", "exp")``)."""
+        return frozenset((module, name) for module, names in self.module_imports.items() for name in names)
+
+
+def import_lines(imports) -> list[str]:
+    """``from math import exp, log`` lines for a set of ``(module, name)``."""
+    modules: dict[str, set] = {}
+    for module, name in imports:
+        modules.setdefault(module, set()).add(name)
+    return [f"from {module} import {', '.join(sorted(names))}" for module, names in sorted(modules.items())]
