@@ -208,7 +208,8 @@ def _check_elements(claim: Claim, against: str, derived: Mapping[str, _Derived],
         checked += 1
         if not equal(equation.rhs, array[index]):
             differences.append(Difference(_lhs_text(equation.lhs), show(equation.rhs), show(array[index])))
-    return CheckResult(claim.text, against, "elements", not differences, checked, None, tuple(differences), tuple(notes))
+    return CheckResult(claim.text, against, "elements", not differences, checked, None, tuple(differences),
+                       tuple(notes))
 
 
 def _lhs_text(lhs) -> str:
@@ -223,7 +224,8 @@ def _symbol_summary(known: set) -> str:
 def _element_target(lhs, derived: Mapping[str, _Derived]) -> tuple[str, Optional[tuple[int, ...]]]:
     """Which derived array and entry a left side names: ``y01``, ``dL/dw00``, ``Y``, ``dL/dX``."""
     if not isinstance(lhs, Symbol):
-        raise ValueError(f"formula: the left side must name an entry (y_{{01}}, \\frac{{\\partial L}}{{\\partial w_{{00}}}}) "
+        raise ValueError("formula: the left side must name an entry "
+                         f"(y_{{01}}, \\frac{{\\partial L}}{{\\partial w_{{00}}}}) "
                          f"or a whole tensor (Y, \\frac{{\\partial L}}{{\\partial X}}), got {lhs}")
     name = lhs.name
     if name in derived:

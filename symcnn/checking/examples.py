@@ -108,7 +108,8 @@ def _latex_value(value: Any) -> str:
         rows, columns = (shape[0], 1) if len(shape) == 1 else (shape[0], len(elements) // shape[0])
         if len(shape) > 2:
             return latex(Array(elements, tuple(shape)))
-        return latex(sympy.Matrix(rows, columns, elements).T if len(shape) == 1 else sympy.Matrix(rows, columns, elements))
+        matrix = sympy.Matrix(rows, columns, elements)
+        return latex(matrix.T if len(shape) == 1 else matrix)
     if isinstance(value, tuple):
         return r"\left(%s\right)" % ", ".join(str(item) for item in value)
     return latex(readable(sympy.sympify(value), {}))

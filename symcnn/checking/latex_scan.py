@@ -43,7 +43,8 @@ def prepare(text: str) -> str:
     closing full stop."""
     for old, new in UNICODE.items():
         text = text.replace(old, new)
-    text = re.sub(r"\\begin\{(aligned|align\*?|equation\*?|gathered)\}|\\end\{(aligned|align\*?|equation\*?|gathered)\}",
+    environments = r"(aligned|align\*?|equation\*?|gathered)"
+    text = re.sub(r"\\begin\{" + environments + r"\}|\\end\{" + environments + r"\}",
                   " ", text)
     text = text.strip().strip("$").strip()
     text = re.sub(r"^\\\[|\\\]$", "", text).strip()

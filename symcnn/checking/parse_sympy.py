@@ -58,8 +58,10 @@ def parse_sympy_claim(text: str, tensors: set[str], elements: bool) -> Claim:
         except ClaimSyntaxError:
             raise
         except Exception as error:  # parse_expr raises many kinds; all mean "not a formula"
-            reject(f"cannot parse {part.strip()!r} as SymPy syntax ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
-        if isinstance(value, IndexedBase) and str(value.label) in namespace and value is namespace.get(str(value.label)):
+            first_line = str(error).splitlines()[0] if str(error) else ""
+            reject(f"cannot parse {part.strip()!r} as SymPy syntax ({type(error).__name__}: {first_line})")
+        label = str(value.label) if isinstance(value, IndexedBase) else None
+        if label is not None and label in namespace and value is namespace.get(label):
             return value
         if not isinstance(value, (sympy.Basic, MatrixValue)):
             reject(f"{part.strip()!r} is not a formula")

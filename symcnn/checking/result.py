@@ -110,7 +110,8 @@ class CheckResult:
         if self.correct:
             lines = [f"correct: checked against {self.against} ({count(self.checked, self.kind)})"]
         else:
-            lines = [f"wrong: differs from {self.against}" + (f" at {self.configuration}" if self.configuration else "")]
+            where = f" at {self.configuration}" if self.configuration else ""
+            lines = [f"wrong: differs from {self.against}{where}"]
             lines += [f"  {d.entry}: claimed {d.claimed}" + "\n" + f"  {' ' * len(d.entry)}  derived {d.derived}"
                       for d in self.differences[:12]]
             if len(self.differences) > 12:

@@ -36,7 +36,8 @@ from symcnn.symbolic.adjoint import GatherTerm, GradientFormula, derive_gradient
 from symcnn.symbolic.functions import FirstArgmax, MaxOver, reduction_identity, reduction_step, replaces_first_max
 from symcnn.codegen.kernel_ir import Kernel, Loop, Reduction, Term
 from symcnn.codegen.backends.numba_cpu.lanes import lanes_schedule
-from symcnn.codegen.rewrites import fold_bound, integer_indices, padding_conditions, shifted_exponential_sum, switch_test
+from symcnn.codegen.rewrites import (fold_bound, integer_indices, padding_conditions, shifted_exponential_sum,
+                                     switch_test)
 from symcnn.views.formula import FormulaView
 from symcnn.printing.nodes import Assign, Guard
 from symcnn.printing.numba import NumbaPrinter
@@ -333,14 +334,16 @@ def _collapse_rows(lowering: _Lowering, term: GatherTerm, tensors, views: dict) 
         return term  # the loop variables appear outside the reads
     for read in reads:
         shape = shapes.get(read.base)
-        if (shape is None or tuple(read.indices[-2:]) != (row, column) or any(index.has(row, column) for index in read.indices[:-2])
+        if (shape is None or tuple(read.indices[-2:]) != (row, column)
+                or any(index.has(row, column) for index in read.indices[:-2])
                 or tuple(shape[-2:]) != (row_high + 1, column_high + 1)):
             return term
     pixel = Symbol(f"{row}{column}", integer=True, nonnegative=True)
     extent = (row_high + 1) * (column_high + 1)
     replaced = {read: _rows_view(lowering, lowering.names[read.base], shapes[read.base][:-2], int(extent), views)[
         tuple(read.indices[:-2]) + (pixel,)] for read in reads}
-    return GatherTerm(term.limits[:-2] + ((pixel, sympy.S.Zero, extent - 1),), term.conditions, term.body.xreplace(replaced))
+    return GatherTerm(term.limits[:-2] + ((pixel, sympy.S.Zero, extent - 1),), term.conditions,
+                      term.body.xreplace(replaced))
 
 
 def _forward_terms(formula: ops.IndexFormula) -> list[GatherTerm]:

@@ -114,10 +114,10 @@ def symbolic_network_gradients(spec, params: dict, x, labels) -> dict:
     """Loss and every gradient of a network (spec) by the symbolic layers, for numeric values.
 
     Layer by layer: expand the layer's registered index formula on fresh symbols
-    (symcnn.symbolic.instances), evaluate it with the numbers substituted, and backpropagate with the vector-Jacobian product of the
-    expansion (symcnn.symbolic.derive.vjp). This is the oracle the generated kernels are checked against;
-    keep the spec small (every element is a SymPy expression). Returns ``{"loss": float,
-    "<layer>.weight": array, ..., "input": array}``.
+    (symcnn.symbolic.instances), evaluate it with the numbers substituted, and backpropagate with
+    the vector-Jacobian product of the expansion (symcnn.symbolic.derive.vjp). This is the oracle
+    the generated kernels are checked against; keep the spec small (every element is a SymPy
+    expression). Returns ``{"loss": float, "<layer>.weight": array, ..., "input": array}``.
     """
     records, value = [], x
     for layer in spec.layers:

@@ -90,6 +90,7 @@ class _Context:
         self.parameters = plan.all_parameters(config)
         self.rank = len(plan.forward.operand("input").shape)
         self.needs_gradients = any(tensor.role.startswith("grad_") for tensor in plan.tensors.values())
+        self._offset_cache: dict[str, list[tuple[int, int]]] = {}  # per context (a method cache would keep it alive)
 
     @functools.cached_property
     def derived(self) -> dict:
@@ -115,10 +116,12 @@ class _Context:
             raise ValueError(f"formula: {self.plan.op} has no {role.replace('_', ' ')} to read")
         return self.derived[role]
 
-    @functools.cache
     def _offsets(self, name: str) -> list[tuple[int, int]]:
-        tensor = self.plan.tensors[name]
-        return [(sign, int(sympy.sympify(offset).xreplace(self.values))) for sign, offset in tensor.maps]
+        if name not in self._offset_cache:
+            tensor = self.plan.tensors[name]
+            self._offset_cache[name] = [(sign, int(sympy.sympify(offset).xreplace(self.values)))
+                                        for sign, offset in tensor.maps]
+        return self._offset_cache[name]
 
     def project_index(self, tensor: ClaimTensor, claim_index: Sequence) -> tuple:
         """symcnn's index of ``tensor``'s entry that the claim writes ``claim_index``."""
@@ -338,7 +341,8 @@ class _Context:
                 differences.append(Difference(entry, str(outside), show(derived)))
                 continue
             if identities:
-                claimed, derived = sympy.sympify(claimed).xreplace(identities), sympy.sympify(derived).xreplace(identities)
+                claimed = sympy.sympify(claimed).xreplace(identities)
+                derived = sympy.sympify(derived).xreplace(identities)
             if not equal(claimed, derived):
                 differences.append(Difference(entry, show(claimed), show(derived)))
         return differences

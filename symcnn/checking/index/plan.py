@@ -167,7 +167,7 @@ class Plan:
             zero = name in options.zero_outside or base_name(name) in options.zero_outside or (
                 role == "input" and project.zero_padded)
             tensors[name] = ClaimTensor(name, role, letters, canonical, maps, zero)
-        for parameter, value in forced.items():
+        for parameter in forced:
             display = PARAMETER_DISPLAY.get(parameter, parameter)
             notes.append(f"{display} fixed at 1: the claim's tensors have no {display} axis")
         # Equations: targets and chains.
@@ -233,7 +233,8 @@ class Plan:
             wanted = PARAMETER_NAMES[symbol.name]
             missing = [role for role in wanted if role not in parameter_roles]
             if missing:
-                raise ValueError(f"formula: {symbol.name} is a {missing[0].replace('_', ' ')}, which {op} does not have")
+                kind = missing[0].replace("_", " ")
+                raise ValueError(f"formula: {symbol.name} is a {kind}, which {op} does not have")
             parameter_symbols[symbol] = wanted
         fixed = _fixed_configuration(op, options)
         return cls(claim, op, forward, tensors, equations, substitutions, constraints, ranges, parameter_symbols,

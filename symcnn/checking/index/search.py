@@ -56,15 +56,15 @@ def _admissible(plan: Plan, config: Mapping[str, int]) -> bool:
     values = plan.parameter_values(config)
     if values is None:
         return False
-    for name, value in values.items():
-        if value is None:
-            return False
+    if any(value is None for value in values.values()):
+        return False
     parameters = plan.all_parameters(config)
     if any(parameters.get(role, 1) < 1 for role in ("out_height", "out_width")):
         return False
     if "in_height" in config and "kernel_height" in config:
         for axis in ("h", "w"):
-            extent = config.get(f"dilation_{axis}", 1) * (config["kernel_height" if axis == "h" else "kernel_width"] - 1) + 1
+            kernel = config["kernel_height" if axis == "h" else "kernel_width"]
+            extent = config.get(f"dilation_{axis}", 1) * (kernel - 1) + 1
             size = config["in_height" if axis == "h" else "in_width"] + 2 * config.get(f"padding_{axis}", 0)
             if extent > size:
                 return False

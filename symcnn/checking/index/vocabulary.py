@@ -152,7 +152,8 @@ def _role_of(name: str, vocabulary: Mapping[str, str], op: str) -> str:
         if key in vocabulary:
             return vocabulary[key]
     known = ", ".join(sorted(vocabulary))
-    raise ValueError(f"formula: {name} is not a tensor of {op} (its names: {known}; name others with --tensor NAME=ROLE)")
+    raise ValueError(f"formula: {name} is not a tensor of {op} "
+                     f"(its names: {known}; name others with --tensor NAME=ROLE)")
 
 
 def resolve_role(name: str, vocabulary: Mapping[str, str], op: str) -> str:
