@@ -23,12 +23,15 @@ def _say(text: str, to_stderr: bool) -> None:
 
 
 def _check_output_path(path: str, option: str, suffix: str) -> Path:
+    """An output file, checked before training starts: an epoch is not to be lost to a typo."""
+    from symcnn.training.checkpoint import check_writable
+
     target = Path(path)
     if suffix and target.suffix.lower() != suffix:
         raise ValueError(f"{option}: must end in {suffix}, got {path!r}")
     if not target.parent.exists():
         raise ValueError(f"{option}: the directory {str(target.parent)!r} does not exist")
-    return target
+    return check_writable(target, option)
 
 
 def plot_history(history: list, path: Path, title: str) -> None:
