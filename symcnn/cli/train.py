@@ -84,7 +84,7 @@ def run_training(args) -> int:
     data = load_data(args.data, net.spec.input_shape, net.spec.classes).standardized()
     trainer = Trainer(net, config)
     if args.resume:
-        trainer.resume(args.resume)
+        trainer.resume(args.resume, data)  # the data checked against the checkpoint's before anything is said
         _say(f"resumed from {args.resume} at epoch {trainer.state.epoch}"
              + (f", batch {trainer.state.step}" if trainer.state.step else ""), args.json)
     quiet = args.json

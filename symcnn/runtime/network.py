@@ -168,10 +168,11 @@ class Network:
         self._check_params(params, finite=True)
         self._params = params
 
-    def _check_params(self, params=None, finite: bool = False) -> None:
+    def _check_params(self, params: Optional[dict] = None, finite: bool = False) -> None:
         """Names, dtype, shapes and layout before every pass (an array replaced in the dict is caught);
         values finite too where parameters are set or loaded (a pass does not scan them)."""
-        params = self._params if params is None else params
+        if params is None and not finite:  # before a pass: the current parameters
+            params = self._params
         if not isinstance(params, dict):
             raise ValueError(f"params: must be a dict of arrays by name, got {type(params).__name__}")
         expected = self._parameter_shapes

@@ -110,6 +110,8 @@ def check_writable(path, field: str) -> Path:
     if target.exists() and not target.is_file():
         raise ValueError(f"{field}: {str(target)!r} exists and is not a regular file")
     directory = target.parent
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"{field}: {str(directory)!r} is a file, not a directory")
     try:
         directory.mkdir(parents=True, exist_ok=True)
         handle, probe = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".probe")

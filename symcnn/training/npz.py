@@ -120,7 +120,7 @@ class NpzReader:
         for info in self._zip.infolist():
             if info.is_dir():
                 continue
-            key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            key = info.filename.removesuffix(".npy")
             if key in members:
                 raise self.error(key, "appears twice in the archive")
             dtype, shape, header_size = self._read_header(info, key)

@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
@@ -41,6 +41,15 @@ __all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "save_checkpoint", "loa
 
 class TrainingDiverged(RuntimeError):
     """The loss stopped being a finite number: the learning rate is too high for this network."""
+
+
+class _Resumed(NamedTuple):
+    """What :meth:`Trainer.resume` read that :meth:`Trainer.fit` checks the data against."""
+
+    path: object
+    data: Optional[dict]  # the checkpoint's data fingerprint (None in format 1)
+    step: int
+    order: Optional[np.ndarray]
 
 
 @dataclass
@@ -71,43 +80,50 @@ class Trainer:
         self.state = _State(rng_state=self.rng.bit_generator.state)
         self.input_stats = (0.0, 1.0)  # the standardization the network was trained with
         self.data_fingerprint: Optional[dict] = None  # of the data being trained on (kept in checkpoints)
-        self._resumed_data: Optional[tuple] = None  # (checkpoint path, its data fingerprint) after resume()
+        self._resumed: Optional[_Resumed] = None  # what resume() read, for fit() to check the data against
 
     # --- checkpoints ----------------------------------------------------------------------
 
-    def resume(self, path) -> None:
+    def resume(self, path, data: Optional[Dataset] = None) -> None:
         """Continue from a checkpoint of the same spec and dtype: parameters, optimizer, position, RNG.
-        :meth:`fit` then checks that the data is the checkpoint's."""
+        The data must be the checkpoint's, and within an epoch the batch size too: checked now when
+        ``data`` is given (before anything changes), else by :meth:`fit`."""
         metadata, params, velocity, order = load_checkpoint(path, self.net)  # every field checked
         batch = metadata["config"]["batch"]
         if metadata["step"] > 0 and batch != self.config.batch:
             raise ValueError(f"resume: {path} stopped within an epoch of batches of {batch}; continue it with "
                              f"batch {batch}, not {self.config.batch}")
+        resumed = _Resumed(path, metadata.get("data"), metadata["step"], order)
+        if data is not None:
+            self._check_same_data(resumed, data_fingerprint(self._prepared(data)))
         self.net.load_params(params)
         self.velocity = {name: np.ascontiguousarray(value) for name, value in velocity.items()}
         self.rng.bit_generator.state = metadata["rng_state"]
         self.state = _State(epoch=metadata["epoch"], step=metadata["step"], order=order,
                             rng_state=metadata["rng_state"], history=metadata["history"],
                             running_loss=metadata["running_loss"], seen=metadata["seen"])
-        self._resumed_data = (path, metadata.get("data"))
+        self._resumed = resumed
 
-    def _check_resumed_data(self, batches: int) -> None:
-        """The data of a resumed run must be the checkpoint's: its shuffle and position index it."""
-        if self._resumed_data is None:
-            return
-        path, recorded = self._resumed_data
-        current = self.data_fingerprint
+    def _check_same_data(self, resumed: "_Resumed", current: dict) -> None:
+        """A resumed run's data must be the checkpoint's: its shuffle and position index it, and its
+        history measures it."""
+        path, recorded = resumed.path, resumed.data
         if recorded is not None and recorded["sha256"] != current["sha256"]:
             raise ValueError(f"resume: {path} was trained on other data ({recorded['name']!r}, "
                              f"{recorded['train_size']} training images), not this run's {current['name']!r} "
                              f"({current['train_size']}); resume with the same data")
-        state = self.state
-        if state.order is not None and state.step > 0 and len(state.order) != current["train_size"]:
-            raise ValueError(f"resume: {path} stopped within an epoch of {len(state.order)} training images, "
+        if resumed.step > 0 and len(resumed.order) != current["train_size"]:  # a format-1 checkpoint
+            raise ValueError(f"resume: {path} stopped within an epoch of {len(resumed.order)} training images, "
                              f"this run's data has {current['train_size']}; resume with the same data")
-        if state.step > batches:
-            raise ValueError(f"resume: {path} stopped after batch {state.step} of an epoch, "
-                             f"which has {batches} batches here")
+
+    def _prepared(self, data: Dataset) -> Dataset:
+        """``data`` in the network's dtype, checked (:func:`~symcnn.training.data.check_dataset`)."""
+        if not isinstance(data, Dataset):
+            raise ValueError(f"data: must be a symcnn.training.data.Dataset, got {type(data).__name__}")
+        with np.errstate(over="ignore"):  # values beyond the dtype's range become inf: refused below
+            data = data.astype(self.net.dtype)
+        check_dataset(data, self.net.spec.input_shape, self.net.spec.classes)
+        return data
 
     # --- training -------------------------------------------------------------------------
 
@@ -150,21 +166,21 @@ class Trainer:
         """
         from tqdm import tqdm
 
-        if not isinstance(data, Dataset):
-            raise ValueError(f"data: must be a symcnn.training.data.Dataset, got {type(data).__name__}")
         for name, callback in (("on_epoch", on_epoch), ("on_step", on_step)):
             if callback is not None and not callable(callback):
                 raise ValueError(f"{name}: must be callable or None, got {type(callback).__name__}")
         if checkpoint is not None:  # now, not after the first epoch
             checkpoint = check_writable(checkpoint, "checkpoint")
-        with np.errstate(over="ignore"):  # values beyond the dtype's range become inf: refused below
-            data = data.astype(self.net.dtype)
-        check_dataset(data, self.net.spec.input_shape, self.net.spec.classes)
+        data = self._prepared(data)
         self.data_fingerprint = data_fingerprint(data)
+        if self._resumed is not None:
+            self._check_same_data(self._resumed, self.data_fingerprint)
         self.input_stats = (data.mean, data.std)
         state, config = self.state, self.config
         batches = math.ceil(len(data.x_train) / config.batch)
-        self._check_resumed_data(batches)
+        if state.step > batches:  # a format-1 checkpoint of another batch size (format 2 is checked on loading)
+            raise ValueError(f"resume: the checkpoint stopped after batch {state.step} of an epoch, "
+                             f"which has {batches} batches here")
         # Ctrl-C sets a flag that is acted on between batches: never in the middle of an update,
         # so that the checkpoint it writes is a consistent state to resume from.
         interrupted = []
