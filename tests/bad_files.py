@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import warnings
 import zipfile
 
 import numpy as np
@@ -33,7 +34,8 @@ def forged_npy(shape: tuple, descr: str = "<f8", payload: bytes = b"", fortran_o
 def zip_bytes(members: dict, compression: int = zipfile.ZIP_STORED) -> bytes:
     """An archive of ``name -> bytes`` members, written as given (duplicates allowed)."""
     stream = io.BytesIO()
-    with zipfile.ZipFile(stream, "w", compression=compression) as archive:
+    with zipfile.ZipFile(stream, "w", compression=compression) as archive, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Duplicate name", UserWarning)  # wanted, when a test asks for them
         for name, data in members.items() if isinstance(members, dict) else members:
             archive.writestr(name, data)
     return stream.getvalue()

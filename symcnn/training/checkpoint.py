@@ -264,10 +264,12 @@ def _check_metadata(metadata: dict, error: Callable[[str, str], ValueError]) -> 
     require("dtype", isinstance(metadata["dtype"], str) and metadata["dtype"] in _DTYPES, "float32 or float64")
     config = metadata["config"]
     names = {f.name for f in fields(TrainConfig)}
-    require("config", isinstance(config, dict) and set(config) == names,
+    # Format 1 may predate a setting (its default then applies); format 2 holds every one.
+    require("config", isinstance(config, dict) and (set(config) == names if metadata["format"] >= 2
+                                                    else set(config) <= names),
             f"an object with the settings {', '.join(sorted(names))}")
     try:
-        TrainConfig(**config)
+        config = metadata["config"] = asdict(TrainConfig(**config))
     except ValueError as problem:
         raise error("metadata.config", str(problem)) from None
     require("epoch", _integer(metadata["epoch"]), "an integer >= 0")
