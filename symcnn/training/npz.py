@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import struct
+import tokenize
 import zipfile
 import zlib
 from typing import NamedTuple
@@ -37,11 +38,15 @@ from numpy.lib import format as npy_format
 __all__ = ["Member", "NpzReader", "format_bytes"]
 
 #: What a damaged archive makes ``zipfile``, ``zlib`` and NumPy's ``.npy`` parser raise.
+#: (NumPy parses a header with ``tokenize`` and ``ast.literal_eval``: a damaged one raises their errors.)
 _DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError, RuntimeError,
-           struct.error, OverflowError, KeyError, SyntaxError, TypeError)
+           struct.error, OverflowError, KeyError, SyntaxError, TypeError, tokenize.TokenError, RecursionError)
 
 #: NumPy's own default: a header longer than this is refused without being parsed.
 _MAX_HEADER_SIZE = 10000
+#: More arrays than any symcnn file holds (a checkpoint: two per parameter and three more); an
+#: archive of millions of empty members would take minutes to list.
+MAX_MEMBERS = 10000
 
 
 def _printable(text: str) -> str:
@@ -117,6 +122,9 @@ class NpzReader:
 
     def _read_headers(self) -> dict[str, Member]:
         members, total = {}, 0
+        if len(self._zip.infolist()) > MAX_MEMBERS:
+            raise ValueError(f"{self.label}: {self.name} holds {len(self._zip.infolist())} files, "
+                             f"more than the {MAX_MEMBERS} arrays any symcnn file has")
         for info in self._zip.infolist():
             if info.is_dir():
                 continue

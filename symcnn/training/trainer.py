@@ -81,6 +81,7 @@ class Trainer:
         self.input_stats = (0.0, 1.0)  # the standardization the network was trained with
         self.data_fingerprint: Optional[dict] = None  # of the data being trained on (kept in checkpoints)
         self._resumed: Optional[_Resumed] = None  # what resume() read, for fit() to check the data against
+        self.checkpoint_saved = False  # whether the last fit() wrote its checkpoint (at an epoch's end or Ctrl-C)
 
     # --- checkpoints ----------------------------------------------------------------------
 
@@ -166,6 +167,7 @@ class Trainer:
         """
         from tqdm import tqdm
 
+        self.checkpoint_saved = False
         for name, callback in (("on_epoch", on_epoch), ("on_step", on_step)):
             if callback is not None and not callable(callback):
                 raise ValueError(f"{name}: must be callable or None, got {type(callback).__name__}")
@@ -231,11 +233,13 @@ class Trainer:
                 state.rng_state = self.rng.bit_generator.state
                 if checkpoint is not None:
                     save_checkpoint(checkpoint, self)
+                    self.checkpoint_saved = True
                 if on_epoch is not None:
                     on_epoch(record)
         except KeyboardInterrupt:
             if checkpoint is not None:
                 save_checkpoint(checkpoint, self)
+                self.checkpoint_saved = True
             raise
         finally:
             if previous_handler is not None:

@@ -218,3 +218,24 @@ def test_ctrl_c_at_any_moment_of_a_real_run_is_one_line_and_status_130(delay):
     assert process.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(("symcnn: interrupted",
                                                                               "symcnn train: interrupted at epoch"))
+
+
+def test_an_output_that_would_overwrite_the_data_is_refused(cli, data_files, tmp_path):
+    data = tmp_path / "data.npz"
+    data.write_bytes((data_files / "good.npz").read_bytes())
+    one_line_error(*cli("train", "digits", "--data", data, "--checkpoint", data, "--no-progress"),
+                   "--checkpoint: ", "is the --data file")
+    assert data.read_bytes() == (data_files / "good.npz").read_bytes()
+
+
+def test_ctrl_c_before_training_does_not_claim_a_checkpoint(cli, monkeypatch, tmp_path):
+    from symcnn.training.trainer import Trainer
+
+    def interrupted(self, data):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_prepared", interrupted)
+    checkpoint = tmp_path / "run.npz"
+    status, _, err = cli("train", "digits", "--checkpoint", checkpoint, "--no-progress", "--json")
+    assert status == 130 and err.endswith("\nsymcnn train: interrupted at epoch 1, batch 0\n")  # no "saved to"
+    assert not checkpoint.exists()
