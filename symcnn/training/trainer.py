@@ -4,7 +4,8 @@
 the epoch and the position within it, the epoch's shuffle and the random generator's state.
 A checkpoint stores all of it (:mod:`symcnn.training.checkpoint`: atomically, with a digest,
 read back with every field checked), so that a resumed run reproduces an uninterrupted one
-exactly; resuming refuses another spec, dtype or data set, and mid-epoch another batch size. SGD follows PyTorch's ``torch.optim.SGD``:
+exactly; resuming refuses another spec, dtype or data set, and mid-epoch another batch size.
+SGD follows PyTorch's ``torch.optim.SGD``:
 ``g = grad + weight_decay * p``, ``v = momentum * v + g``, ``p = p - lr * v``; the loss is the
 softmax cross-entropy, with label smoothing as ``torch.nn.CrossEntropyLoss(label_smoothing=...)``.
 The settings are a :class:`~symcnn.train_config.TrainConfig`.
@@ -40,7 +41,7 @@ __all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "save_checkpoint", "loa
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss stopped being a finite number: the learning rate is too high for this network."""
+    """The loss or the parameters stopped being finite: the learning rate is too high for this network."""
 
 
 class _Resumed(NamedTuple):
@@ -105,7 +106,7 @@ class Trainer:
                             running_loss=metadata["running_loss"], seen=metadata["seen"])
         self._resumed = resumed
 
-    def _check_same_data(self, resumed: "_Resumed", current: dict) -> None:
+    def _check_same_data(self, resumed: _Resumed, current: dict) -> None:
         """A resumed run's data must be the checkpoint's: its shuffle and position index it, and its
         history measures it."""
         path, recorded = resumed.path, resumed.data
