@@ -28,10 +28,10 @@ import numpy as np
 
 from symcnn.bench.numpy_network import NumpyNetwork
 from symcnn.runtime.network import Network
-from symcnn.spec import NetworkSpec
+from symcnn.spec import NetworkSpec, load_spec
 
 __all__ = ["forward_flops", "torch_model", "run_benchmark", "BenchResult", "machine_description", "sgemm_gflops",
-           "measure_startup"]
+           "measure_startup", "check_limits", "memory_per_image"]
 
 
 def forward_flops(spec: NetworkSpec) -> int:
@@ -45,6 +45,56 @@ def forward_flops(spec: NetworkSpec) -> int:
         elif layer.kind == "dense":
             total += 2 * layer.output_shape[0] * layer.input_shape[0]
     return total
+
+
+#: At most this many threads per logical core: more only oversubscribe the cores, and a huge count
+#: makes the thread pools allocate until memory runs out.
+THREADS_PER_CORE = 4
+
+
+def memory_per_image(spec: NetworkSpec) -> int:
+    """Bytes one image of a batch takes in a benchmark run (an estimate): each of the three
+    implementations keeps every layer's input and output and a gradient of each (float32), and the
+    NumPy baseline its im2col columns (the columns, their reordered copy and their gradient)."""
+    activations = sum(_size(layer.input_shape) + _size(layer.output_shape) for layer in spec.layers)
+    columns = sum(layer.input_shape[0] * layer.settings["kernel"][0] * layer.settings["kernel"][1]
+                  * _size(layer.output_shape[1:]) for layer in spec.layers if layer.kind == "conv2d")
+    return 4 * (3 * 2 * activations + 3 * columns)
+
+
+def _size(shape) -> int:
+    return int(np.prod(shape))
+
+
+def _machine_memory() -> Optional[int]:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):  # not a POSIX system that says
+        return None
+
+
+def check_limits(spec: NetworkSpec, batch: int, threads: int) -> None:
+    """Refuse, before any work, a thread count over :data:`THREADS_PER_CORE` per logical core and a
+    batch whose estimated memory (:func:`memory_per_image`) exceeds half the machine's memory.
+
+    >>> check_limits(load_spec("digits"), batch=64, threads=2)
+    >>> check_limits(load_spec("digits"), batch=64, threads=10**5)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: threads: must be at most ... (4 per logical core, ... here), got 100000
+    """
+    for name, value in (("batch", batch), ("threads", threads)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+    cores = os.cpu_count() or 1
+    if threads > THREADS_PER_CORE * cores:
+        raise ValueError(f"threads: must be at most {THREADS_PER_CORE * cores} ({THREADS_PER_CORE} per logical core, "
+                         f"{cores} here), got {threads}")
+    memory, per_image = _machine_memory(), memory_per_image(spec)
+    if memory and batch * per_image > memory // 2:
+        raise ValueError(f"batch: {batch} images of {spec.name} need about {batch * per_image / 2**30:,.1f} GiB "
+                         f"(estimated), more than half this machine's {memory / 2**30:.1f} GiB; "
+                         f"at most {memory // 2 // per_image}")
 
 
 def machine_description() -> str:
@@ -206,6 +256,7 @@ def _time(function: Callable, *arguments) -> float:
 def run_benchmark(spec_name: str, batch: int = 64, threads: int = 2, repeat: int = 7,
                   profile: bool = False, include_torch: Optional[bool] = None) -> BenchResult:
     """Measure forward and train-step throughput and batch-1 train-step latency of each implementation."""
+    check_limits(load_spec(spec_name), batch, threads)  # before any import or allocation
     import numba
 
     torch = None

@@ -258,6 +258,8 @@ _OPTION_OF_FIELD = {
     "resume": "--resume",
     "plot": "--plot",
     "checkpoint": "--checkpoint",
+    "threads": "--threads",
+    "repeat": "--repeat",
     "against": "--against",
     "formula": "FORMULA",
 }
@@ -419,6 +421,14 @@ def _run_demo(args) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C at any moment (start-up imports SymPy): one line, no traceback
+        print("symcnn: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     runners = {"demo": _run_demo, "examples": _run_examples, "derive": _run_derive, "formula": _run_formula,
@@ -429,9 +439,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as error:  # user errors: one line naming the option, no traceback
         print(f"symcnn {args.command}: error: {_as_option(str(error))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("symcnn: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # `symcnn ... | head`: the reader left; not an error of ours
         sys.stderr.close()
         return 0

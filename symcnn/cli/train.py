@@ -12,6 +12,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Optional
 
 __all__ = ["run_training", "plot_history"]
 
@@ -21,12 +22,25 @@ def _say(text: str, to_stderr: bool) -> None:
 
 
 def _check_output_path(path: str, option: str, suffix: str) -> Path:
+    """An output file, checked before training starts: an epoch is not to be lost to a typo."""
+    from symcnn.training.checkpoint import check_writable
+
     target = Path(path)
     if suffix and target.suffix.lower() != suffix:
         raise ValueError(f"{option}: must end in {suffix}, got {path!r}")
     if not target.parent.exists():
         raise ValueError(f"{option}: the directory {str(target.parent)!r} does not exist")
-    return target
+    return check_writable(target, option)
+
+
+def _check_distinct(data: str, checkpoint: Optional[Path], plot: Optional[Path]) -> None:
+    """Outputs that would overwrite the data, or each other, are refused before anything is written."""
+    data_path = Path(data).resolve() if data != "digits" else None
+    for option, target in (("checkpoint", checkpoint), ("plot", plot)):
+        if target is not None and target.resolve() == data_path:
+            raise ValueError(f"{option}: {str(target)!r} is the --data file; writing it would destroy the data")
+    if checkpoint is not None and plot is not None and checkpoint.resolve() == plot.resolve():
+        raise ValueError(f"plot: {str(plot)!r} is also the --checkpoint file")
 
 
 def plot_history(history: list, path: Path, title: str) -> None:
@@ -71,6 +85,7 @@ def run_training(args) -> int:
     from_spec = [name for name in recommended if getattr(args, name) is None]
     checkpoint = _check_output_path(args.checkpoint, "checkpoint", "") if args.checkpoint else None
     plot = _check_output_path(args.plot, "plot", ".png") if args.plot else None
+    _check_distinct(args.data, checkpoint, plot)
     if plot is not None:
         if importlib.util.find_spec("matplotlib") is None:  # checked before training starts
             raise ValueError("plot: needs matplotlib; install it with pip install 'symcnn[plot]'")
@@ -78,7 +93,7 @@ def run_training(args) -> int:
     data = load_data(args.data, net.spec.input_shape, net.spec.classes).standardized()
     trainer = Trainer(net, config)
     if args.resume:
-        trainer.resume(args.resume)
+        trainer.resume(args.resume, data)  # the data checked against the checkpoint's before anything is said
         _say(f"resumed from {args.resume} at epoch {trainer.state.epoch}"
              + (f", batch {trainer.state.step}" if trainer.state.step else ""), args.json)
     quiet = args.json
@@ -101,7 +116,9 @@ def run_training(args) -> int:
         print(f"symcnn train: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        where = f"; checkpoint saved to {checkpoint} (continue with --resume {checkpoint})" if checkpoint else ""
+        # (a Ctrl-C before training started, while the data was checked, saved nothing: say so truthfully)
+        saved = checkpoint is not None and trainer.checkpoint_saved
+        where = f"; checkpoint saved to {checkpoint} (continue with --resume {checkpoint})" if saved else ""
         print(f"symcnn train: interrupted at epoch {trainer.state.epoch + 1}, batch {trainer.state.step}{where}",
               file=sys.stderr)
         return 130

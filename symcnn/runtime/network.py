@@ -53,8 +53,16 @@ class Network:
     """
 
     def __init__(self, spec: NetworkSpec, kernels, dtype: str = "float32", seed: int = 0):
-        if dtype not in DTYPES:
+        if not isinstance(spec, NetworkSpec):
+            raise ValueError(f"spec: must be a NetworkSpec (Network.from_spec takes a name or a path), "
+                             f"got {type(spec).__name__}")
+        if not (hasattr(kernels, "MODULES") and hasattr(kernels, "ARGUMENTS")):
+            raise ValueError("kernels: must be a generated kernel package (load_kernels), "
+                             f"got {type(kernels).__name__}")
+        if not isinstance(dtype, str) or dtype not in DTYPES:
             raise ValueError(f"dtype: must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed: must be an integer >= 0, got {seed!r}")
         self.spec = spec
         self.kernels = kernels
         self.dtype = np.dtype(DTYPES[dtype])
@@ -101,23 +109,49 @@ class Network:
                 params[name] = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(self.dtype)
         return params
 
-    def _check_params(self) -> None:
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """The parameters by name. Assigning a dict replaces them, checked at once (names, and
+        C-contiguous finite arrays of the dtype and shapes); :meth:`load_params` also converts."""
+        return self._params
+
+    @params.setter
+    def params(self, params) -> None:
+        self._check_params(params, finite=True)
+        self._params = params
+
+    def _check_params(self, params: Optional[dict] = None, finite: bool = False) -> None:
+        """Names, dtype, shapes and layout before every pass (an array replaced in the dict is caught);
+        values finite too where parameters are set or loaded (a pass does not scan them)."""
+        if params is None and not finite:  # before a pass: the current parameters
+            params = self._params
+        if not isinstance(params, dict):
+            raise ValueError(f"params: must be a dict of arrays by name, got {type(params).__name__}")
         expected = self._parameter_shapes
-        if self.params.keys() != expected.keys():
-            missing, extra = set(expected) - set(self.params), set(self.params) - set(expected)
-            raise ValueError(f"params: missing {sorted(missing)}, unexpected {sorted(extra)}")
+        if params.keys() != expected.keys():
+            missing, extra = set(expected) - set(params), set(params) - set(expected)
+            raise ValueError(f"params: missing {sorted(missing)}, unexpected {sorted(map(str, extra))}")
         for name, shape in expected.items():
-            self._check_array(self.params[name], name, shape)
+            self._check_array(params[name], name, shape)
+            if finite and not self._all_finite(params[name]):
+                raise ValueError(f"{name}: holds NaN or infinite values (as {self.dtype})")
 
     def load_params(self, params: dict) -> None:
-        """Replace the parameters (e.g. from a PyTorch ``state_dict`` as NumPy arrays), checked."""
-        converted = {name: np.ascontiguousarray(value, dtype=self.dtype) for name, value in params.items()}
-        previous, self.params = self.params, converted
-        try:
-            self._check_params()
-        except ValueError:
-            self.params = previous
-            raise
+        """Replace the parameters (e.g. from a PyTorch ``state_dict`` as NumPy arrays), converted to
+        the network's dtype and checked: real, finite, the spec's names and shapes."""
+        if not isinstance(params, dict):
+            raise ValueError(f"params: must be a dict of arrays by name, got {type(params).__name__}")
+        converted = {}
+        for name, value in params.items():
+            try:
+                array = np.asarray(value)
+            except (ValueError, TypeError) as error:
+                raise ValueError(f"{name}: cannot be read as an array ({error})") from None
+            if array.dtype.kind not in "fiu":  # complex would lose its imaginary part, silently
+                raise ValueError(f"{name}: must hold real numbers, got {array.dtype}")
+            with np.errstate(over="ignore"):  # beyond the dtype's range: inf, refused by the setter
+                converted[name] = np.ascontiguousarray(array, dtype=self.dtype)
+        self.params = converted  # checked (names, shapes, finite values) before anything is replaced
 
     # --- checks ---------------------------------------------------------------------------
 
@@ -128,11 +162,21 @@ class Network:
             raise ValueError(f"{name}: expected a C-contiguous {self.dtype} array of shape ({expected}), "
                              f"got {_describe(array)}")
 
+    @staticmethod
+    def _all_finite(array: np.ndarray) -> bool:
+        """No NaN or infinity in a float array: its sum first (cheap), every value when the sum is not finite."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(array.sum()):
+                return True
+        return bool(np.isfinite(array).all())
+
     def _check_input(self, x) -> int:
         if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[0] < 1:
             raise ValueError(f"x: expected a C-contiguous {self.dtype} array of shape "
                              f"(N, {', '.join(map(str, self.spec.input_shape))}), got {_describe(x)}")
         self._check_array(x, "x", (x.shape[0], *self.spec.input_shape))
+        if not self._all_finite(x):  # refused, not propagated: one NaN image would poison every parameter
+            raise ValueError("x: holds NaN or infinite values")
         return x.shape[0]
 
     def _targets(self, labels, batch: int, label_smoothing: float = 0.0) -> np.ndarray:
@@ -234,6 +278,8 @@ class Network:
         """The batch-mean softmax cross-entropy (against smoothed targets if ``label_smoothing``)
         and its gradient for every parameter and, unless ``input_gradient`` is false (training needs
         none: the first layer's input gradient is skipped), the input."""
+        if not isinstance(input_gradient, (bool, np.bool_)):
+            raise ValueError(f"input_gradient: must be True or False, got {input_gradient!r}")
         batch = self._check_input(x)
         targets = self._targets(labels, batch, label_smoothing)
         self._check_params()
@@ -286,7 +332,8 @@ class Network:
 
     def train_step(self, x: np.ndarray, labels: np.ndarray, lr: float = 0.01) -> float:
         """One step of plain SGD; returns the loss before the step."""
-        if not np.isfinite(lr) or lr <= 0:
+        if (isinstance(lr, (bool, np.bool_)) or not isinstance(lr, (int, float, np.integer, np.floating))
+                or not np.isfinite(lr) or lr <= 0):
             raise ValueError(f"lr: must be a positive number, got {lr!r}")
         loss, grads = self.loss_and_grads(x, labels, input_gradient=False)
         step = self.dtype.type(-lr)

@@ -6,6 +6,10 @@ scaled to [0, 1]. For a spec whose input is larger than 1×8×8 the images are r
 bilinear interpolation (PyTorch's ``align_corners=False``) and repeated over the channels, so
 that document 004's 3×32×32 network trains on real images.
 
+A user's file is read with :class:`~symcnn.training.npz.NpzReader`: every array's header is
+checked (dtype, shape, at most :data:`MAX_DATA_BYTES`) before the array is loaded, and every
+problem is one ``ValueError`` line naming the file and the array.
+
 Example:
     >>> data = load_digits((1, 8, 8))
     >>> data.x_train.shape, data.x_test.shape
@@ -14,16 +18,26 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Dataset", "load_digits", "load_npz", "load_data", "resize_bilinear", "stratified_split"]
+from symcnn.training.npz import NpzReader
+
+__all__ = ["Dataset", "load_digits", "load_npz", "load_data", "resize_bilinear", "stratified_split",
+           "check_dataset", "all_finite", "MAX_DATA_BYTES"]
 
 DIGITS_PATH = Path(__file__).resolve().parent / "datasets" / "digits.npz"
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0
+
+#: The most an ``.npz`` of training data may hold (its arrays together, as stored), checked from
+#: the headers before anything is loaded. Training keeps a few copies of ``x`` (float64 for the
+#: split and the standardization, then the network's dtype), so this is about what a machine with
+#: 16-32 GB can train on. Raise it in Python to read a larger file.
+MAX_DATA_BYTES = 4 * 2**30
 
 
 @dataclass(frozen=True)
@@ -43,11 +57,20 @@ class Dataset:
                        x_test=np.ascontiguousarray(self.x_test, dtype=dtype))
 
     def standardized(self) -> "Dataset":
-        """Inputs shifted and scaled by the training set's mean and standard deviation."""
-        mean, std = float(self.x_train.mean()), float(self.x_train.std())
-        std = std if std > 0 else 1.0
-        return replace(self, x_train=(self.x_train - mean) / std, x_test=(self.x_test - mean) / std,
-                       mean=mean, std=std)
+        """Inputs shifted and scaled by the training set's mean and standard deviation.
+
+        Finite inputs so large that the mean, the deviation or ``(x - mean) / std`` overflow
+        (values near 1e308) are refused, naming ``x``, rather than turned into NaN.
+        """
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean, std = float(self.x_train.mean()), float(self.x_train.std())
+            std = std if std > 0 else 1.0
+            x_train, x_test = (self.x_train - mean) / std, (self.x_test - mean) / std
+        if not (math.isfinite(mean) and math.isfinite(std) and all_finite(x_train) and all_finite(x_test)):
+            largest = max(float(np.abs(self.x_train).max(initial=0)), float(np.abs(self.x_test).max(initial=0)))
+            raise ValueError(f"data: {self.name}: x: values as large as {largest:.3g} overflow the standardization "
+                             "(x - mean) / std; scale x to a smaller range")
+        return replace(self, x_train=x_train, x_test=x_test, mean=mean, std=std)
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float = TEST_FRACTION, seed: int = SPLIT_SEED):
@@ -99,38 +122,98 @@ def load_digits(input_shape: tuple[int, int, int]) -> Dataset:
 
 def load_npz(path, input_shape: tuple[int, int, int], classes: int) -> Dataset:
     """A user's ``.npz`` with ``x`` (N, C, H, W) and ``y`` (N,), checked against the spec, split
-    stratified like the digits. Raises ``ValueError`` naming the array and the constraint."""
+    stratified like the digits. Raises ``ValueError`` naming the file, the array and the constraint."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"data: no such file: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [key for key in ("x", "y") if key not in archive.files]
-            if missing:
-                raise ValueError(f"data: {path.name} has no array {missing[0]!r} (it needs x and y)")
-            x, y = archive["x"], archive["y"]
-    except (OSError, EOFError) as error:
-        raise ValueError(f"data: cannot read {path}: {error}") from None
-    except ValueError as error:
-        if str(error).startswith("data:"):
-            raise
-        raise ValueError(f"data: cannot read {path}: {error}") from None
-    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(input_shape):
-        raise ValueError(f"data: x must have shape (N, {', '.join(map(str, input_shape))}) for this spec, "
-                         f"got {x.shape}")
-    if x.dtype.kind not in "fiu":
-        raise ValueError(f"data: x must be numeric, got dtype {x.dtype}")
-    if not np.isfinite(x).all():
-        raise ValueError("data: x holds NaN or infinite values")
-    if y.shape != (x.shape[0],) or y.dtype.kind not in "iu":
-        raise ValueError(f"data: y must be integer labels of shape ({x.shape[0]},), got {y.dtype} {y.shape}")
-    if x.shape[0] < 2:
-        raise ValueError(f"data: need at least 2 examples, got {x.shape[0]}")
+    with NpzReader(path, "data", path.name, MAX_DATA_BYTES) as archive:
+        missing = [key for key in ("x", "y") if key not in archive.members]
+        if missing:
+            raise ValueError(f"data: {path.name} has no array {missing[0]!r} (it needs x and y)")
+        _check_headers(archive.members["x"], archive.members["y"], input_shape, path.name)
+        x, y = archive.read("x"), archive.read("y")
+    if not all_finite(x):
+        raise ValueError(f"data: {path.name}: x holds NaN or infinite values")
     if y.min() < 0 or y.max() >= classes:
-        raise ValueError(f"data: y must lie in [0, {classes - 1}] for this spec, got {y.min()}..{y.max()}")
-    train, test = stratified_split(y.astype(np.int64))
-    x = x.astype(np.float64)
-    return Dataset(path.stem, x[train], y[train].astype(np.int64), x[test], y[test].astype(np.int64))
+        raise ValueError(f"data: {path.name}: y must lie in [0, {classes - 1}] for this spec, "
+                         f"got {y.min()}..{y.max()}")
+    y = y.astype(np.int64)
+    train, test = stratified_split(y)
+    if len(test) == 0:
+        raise ValueError(f"data: {path.name}: y: {len(y)} images leave none to hold out: the split holds out "
+                         f"{TEST_FRACTION:.0%} of each class, rounded, so some class needs at least "
+                         f"{_smallest_class_held_out()} images")
+    try:
+        x = x.astype(np.float64)
+    except MemoryError:
+        raise ValueError(f"data: {path.name}: x: not enough memory to convert it to float64") from None
+    return Dataset(path.stem, x[train], y[train], x[test], y[test])
+
+
+def _check_headers(x, y, input_shape: tuple, file_name: str) -> None:
+    """``x`` and ``y`` as their headers describe them (:class:`~symcnn.training.npz.Member`),
+    checked before either is loaded."""
+    expected = ", ".join(map(str, input_shape))
+    if len(x.shape) != 4 or tuple(x.shape[1:]) != tuple(input_shape):
+        raise ValueError(f"data: {file_name}: x must have shape (N, {expected}) for this spec, got {x.shape}")
+    if x.dtype.kind not in "fiu":
+        raise ValueError(f"data: {file_name}: x must hold real numbers, got dtype {x.dtype}")
+    if y.shape != (x.shape[0],) or y.dtype.kind not in "iu":
+        raise ValueError(f"data: {file_name}: y must be integer labels of shape ({x.shape[0]},), "
+                         f"got {y.dtype} {y.shape}")
+    if x.shape[0] < 2:
+        raise ValueError(f"data: {file_name}: need at least 2 examples, got {x.shape[0]}")
+
+
+def _smallest_class_held_out() -> int:
+    """The fewest images of a class of which :func:`stratified_split` holds one out."""
+    return next(count for count in range(1, 1000) if round(count * TEST_FRACTION) >= 1)
+
+
+def all_finite(array: np.ndarray) -> bool:
+    """No NaN and no infinity in ``array``; a sum first (cheap), the exact test when it overflows."""
+    if array.dtype.kind not in "fc":
+        return True
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(array.sum()):
+            return True
+    return bool(np.isfinite(array).all())
+
+
+def check_dataset(data, input_shape: tuple, classes: int) -> None:
+    """A :class:`Dataset` handed to training, checked as a file would be: arrays of the spec's input
+    shape, finite, integer labels in ``[0, classes)``, a non-empty training and held-out set, a
+    finite standardization. ``ValueError`` names the field."""
+    if not isinstance(data, Dataset):
+        raise ValueError(f"data: must be a symcnn.training.data.Dataset, got {type(data).__name__}")
+    expected = ", ".join(map(str, input_shape))
+    for part in ("train", "test"):
+        x, y = getattr(data, f"x_{part}"), getattr(data, f"y_{part}")
+        if (not isinstance(x, np.ndarray) or x.ndim != 4 or tuple(x.shape[1:]) != tuple(input_shape)
+                or x.dtype.kind not in "fiu"):
+            raise ValueError(f"data: x_{part} must be a real array of shape (N, {expected}) for this spec, "
+                             f"got {_describe(x)}")
+        if not isinstance(y, np.ndarray) or y.shape != (len(x),) or y.dtype.kind not in "iu":
+            raise ValueError(f"data: y_{part} must be integer labels of shape ({len(x)},), got {_describe(y)}")
+        if len(x) == 0:
+            held_out = " (the held-out loss and accuracy are measured on it every epoch)" if part == "test" else ""
+            raise ValueError(f"data: x_{part} is empty{held_out}")
+        if not all_finite(x):
+            raise ValueError(f"data: x_{part} holds NaN or infinite values (as {x.dtype})")
+        if y.min() < 0 or y.max() >= classes:
+            raise ValueError(f"data: y_{part} must lie in [0, {classes - 1}] for this spec, got {y.min()}..{y.max()}")
+    for name in ("mean", "std"):
+        value = getattr(data, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"data: {name} must be a finite number, got {value!r}")
+    if data.std <= 0:
+        raise ValueError(f"data: std must be positive, got {data.std!r}")
+
+
+def _describe(array) -> str:
+    if not isinstance(array, np.ndarray):
+        return f"a {type(array).__name__}"
+    return f"{array.dtype} of shape {array.shape}"
 
 
 def load_data(source: str, input_shape: tuple[int, int, int], classes: int) -> Dataset:

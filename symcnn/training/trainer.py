@@ -2,8 +2,10 @@
 
 :class:`Trainer` holds everything a run's future depends on: parameters, the momentum buffers,
 the epoch and the position within it, the epoch's shuffle and the random generator's state.
-A checkpoint stores all of it (atomically, through :mod:`symcnn.files`), so that a resumed
-run reproduces an uninterrupted one exactly. SGD follows PyTorch's ``torch.optim.SGD``:
+A checkpoint stores all of it (:mod:`symcnn.training.checkpoint`: atomically, with a digest,
+read back with every field checked), so that a resumed run reproduces an uninterrupted one
+exactly; resuming refuses another spec, dtype or data set, and mid-epoch another batch size.
+SGD follows PyTorch's ``torch.optim.SGD``:
 ``g = grad + weight_decay * p``, ``v = momentum * v + g``, ``p = p - lr * v``; the loss is the
 softmax cross-entropy, with label smoothing as ``torch.nn.CrossEntropyLoss(label_smoothing=...)``.
 The settings are a :class:`~symcnn.train_config.TrainConfig`.
@@ -19,20 +21,19 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
 
 import numpy as np
 
-from symcnn.files import atomic_open
-from symcnn.training.data import Dataset
+from symcnn.training.checkpoint import (CHECKPOINT_FORMAT, check_writable, data_fingerprint, load_checkpoint,
+                                        save_checkpoint)
+from symcnn.training.data import Dataset, all_finite, check_dataset
 from symcnn.train_config import TrainConfig
 
 # Training is the layer below the runtime: it drives a Network through the object it is handed
@@ -46,9 +47,16 @@ __all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "save_checkpoint", "loa
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss stopped being a finite number: the learning rate is too high for this network."""
+    """The loss or the parameters stopped being finite: the learning rate is too high for this network."""
 
-CHECKPOINT_FORMAT = 1
+
+class _Resumed(NamedTuple):
+    """What :meth:`Trainer.resume` read that :meth:`Trainer.fit` checks the data against."""
+
+    path: object
+    data: Optional[dict]  # the checkpoint's data fingerprint (None in format 1)
+    step: int
+    order: Optional[np.ndarray]
 
 
 @dataclass
@@ -64,83 +72,67 @@ class _State:
     seen: int = 0  # images of the current epoch so far
 
 
-def save_checkpoint(path, trainer: "Trainer") -> None:
-    """Parameters, momentum, epoch, position, shuffle, RNG state and history, written atomically."""
-    state = trainer.state
-    metadata = {
-        "format": CHECKPOINT_FORMAT,
-        "spec": trainer.net.spec.name,
-        "spec_digest": trainer.net.spec.digest(),
-        "dtype": str(trainer.net.dtype),
-        "config": asdict(trainer.config),
-        "epoch": state.epoch,
-        "step": state.step,
-        "rng_state": trainer.rng.bit_generator.state,
-        "history": state.history,
-        "running_loss": state.running_loss,
-        "seen": state.seen,
-        "input_mean": trainer.input_stats[0],
-        "input_std": trainer.input_stats[1],
-    }
-    arrays = {f"param/{name}": value for name, value in trainer.net.params.items()}
-    arrays.update({f"velocity/{name}": value for name, value in trainer.velocity.items()})
-    if state.order is not None:
-        arrays["order"] = state.order
-    arrays["metadata"] = np.frombuffer(json.dumps(metadata).encode(), dtype=np.uint8)
-
-    with atomic_open(path, "wb", parents=True) as stream:
-        np.savez(stream, **arrays)
-
-
-def load_checkpoint(path) -> tuple[dict, dict, dict, Optional[np.ndarray]]:
-    """``(metadata, params, velocity, order)`` from a checkpoint; ``ValueError`` when unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"resume: no such checkpoint: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            metadata = json.loads(archive["metadata"].tobytes().decode())
-            params = {key[6:]: archive[key] for key in archive.files if key.startswith("param/")}
-            velocity = {key[9:]: archive[key] for key in archive.files if key.startswith("velocity/")}
-            order = archive["order"] if "order" in archive.files else None
-    except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError) as error:
-        raise ValueError(f"resume: {path} is not a symcnn checkpoint ({error})") from None
-    if metadata.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"resume: {path} has checkpoint format {metadata.get('format')!r}, "
-                         f"this symcnn reads {CHECKPOINT_FORMAT}")
-    return metadata, params, velocity, order
-
-
 class Trainer:
     """Trains ``net`` with minibatch SGD (momentum, weight decay) on a :class:`~symcnn.training.data.Dataset`."""
 
     def __init__(self, net: Network, config: TrainConfig):
+        # Checked by what the trainer uses (training sits below the runtime and does not import it).
+        if not all(hasattr(net, name) for name in ("spec", "params", "loss_and_grads", "forward", "dtype")):
+            raise ValueError(f"net: must be a symcnn Network, got {type(net).__name__}")
+        if not isinstance(config, TrainConfig):
+            raise ValueError(f"config: must be a TrainConfig, got {type(config).__name__}")
         self.net = net
         self.config = config
         self.velocity = {name: np.zeros_like(value) for name, value in net.params.items()}
         self.rng = np.random.default_rng(config.seed)
         self.state = _State(rng_state=self.rng.bit_generator.state)
         self.input_stats = (0.0, 1.0)  # the standardization the network was trained with
+        self.data_fingerprint: Optional[dict] = None  # of the data being trained on (kept in checkpoints)
+        self._resumed: Optional[_Resumed] = None  # what resume() read, for fit() to check the data against
+        self.checkpoint_saved = False  # whether the last fit() wrote its checkpoint (at an epoch's end or Ctrl-C)
 
     # --- checkpoints ----------------------------------------------------------------------
 
-    def resume(self, path) -> None:
-        """Continue from a checkpoint of the same spec: parameters, optimizer, position, RNG."""
-        metadata, params, velocity, order = load_checkpoint(path)
-        spec = self.net.spec
-        if metadata["spec"] != spec.name or metadata["spec_digest"] != spec.digest():
-            raise ValueError(f"resume: {path} was made for spec {metadata['spec']!r}, not {spec.name!r} "
-                             "(or for a different version of it)")
-        if metadata["dtype"] != str(self.net.dtype):
-            raise ValueError(f"resume: {path} holds {metadata['dtype']} parameters, this run uses {self.net.dtype}")
+    def resume(self, path, data: Optional[Dataset] = None) -> None:
+        """Continue from a checkpoint of the same spec and dtype: parameters, optimizer, position, RNG.
+        The data must be the checkpoint's, and within an epoch the batch size too: checked now when
+        ``data`` is given (before anything changes), else by :meth:`fit`."""
+        metadata, params, velocity, order = load_checkpoint(path, self.net)  # every field checked
+        batch = metadata["config"]["batch"]
+        if metadata["step"] > 0 and batch != self.config.batch:
+            raise ValueError(f"resume: {path} stopped within an epoch of batches of {batch}; continue it with "
+                             f"batch {batch}, not {self.config.batch}")
+        resumed = _Resumed(path, metadata.get("data"), metadata["step"], order)
+        if data is not None:
+            self._check_same_data(resumed, data_fingerprint(self._prepared(data)))
         self.net.load_params(params)
-        if set(velocity) != set(self.net.params):
-            raise ValueError(f"resume: {path} has no complete optimizer state")
         self.velocity = {name: np.ascontiguousarray(value) for name, value in velocity.items()}
         self.rng.bit_generator.state = metadata["rng_state"]
         self.state = _State(epoch=metadata["epoch"], step=metadata["step"], order=order,
                             rng_state=metadata["rng_state"], history=metadata["history"],
                             running_loss=metadata["running_loss"], seen=metadata["seen"])
+        self._resumed = resumed
+
+    def _check_same_data(self, resumed: _Resumed, current: dict) -> None:
+        """A resumed run's data must be the checkpoint's: its shuffle and position index it, and its
+        history measures it."""
+        path, recorded = resumed.path, resumed.data
+        if recorded is not None and recorded["sha256"] != current["sha256"]:
+            raise ValueError(f"resume: {path} was trained on other data ({recorded['name']!r}, "
+                             f"{recorded['train_size']} training images), not this run's {current['name']!r} "
+                             f"({current['train_size']}); resume with the same data")
+        if resumed.step > 0 and len(resumed.order) != current["train_size"]:  # a format-1 checkpoint
+            raise ValueError(f"resume: {path} stopped within an epoch of {len(resumed.order)} training images, "
+                             f"this run's data has {current['train_size']}; resume with the same data")
+
+    def _prepared(self, data: Dataset) -> Dataset:
+        """``data`` in the network's dtype, checked (:func:`~symcnn.training.data.check_dataset`)."""
+        if not isinstance(data, Dataset):
+            raise ValueError(f"data: must be a symcnn.training.data.Dataset, got {type(data).__name__}")
+        with np.errstate(over="ignore"):  # values beyond the dtype's range become inf: refused below
+            data = data.astype(self.net.dtype)
+        check_dataset(data, self.net.spec.input_shape, self.net.spec.classes)
+        return data
 
     # --- training -------------------------------------------------------------------------
 
@@ -157,6 +149,12 @@ class Trainer:
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int = 256) -> tuple[float, float]:
         """Mean loss and accuracy on ``(x, y)`` (inputs as the network was trained on them)."""
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch: must be an integer >= 1, got {batch!r}")
+        if not isinstance(x, np.ndarray) or len(x) == 0:
+            raise ValueError("x: evaluate needs at least one image")
+        if not isinstance(y, np.ndarray) or y.shape != (len(x),) or y.dtype.kind not in "iu":
+            raise ValueError(f"y: must be integer labels of shape ({len(x)},)")
         correct, total_loss = 0, 0.0
         for start in range(0, len(x), batch):
             xb, yb = x[start:start + batch], y[start:start + batch]
@@ -177,10 +175,22 @@ class Trainer:
         """
         from tqdm import tqdm
 
-        data = data.astype(self.net.dtype)
+        self.checkpoint_saved = False
+        for name, callback in (("on_epoch", on_epoch), ("on_step", on_step)):
+            if callback is not None and not callable(callback):
+                raise ValueError(f"{name}: must be callable or None, got {type(callback).__name__}")
+        if checkpoint is not None:  # now, not after the first epoch
+            checkpoint = check_writable(checkpoint, "checkpoint")
+        data = self._prepared(data)
+        self.data_fingerprint = data_fingerprint(data)
+        if self._resumed is not None:
+            self._check_same_data(self._resumed, self.data_fingerprint)
         self.input_stats = (data.mean, data.std)
         state, config = self.state, self.config
         batches = math.ceil(len(data.x_train) / config.batch)
+        if state.step > batches:  # a format-1 checkpoint of another batch size (format 2 is checked on loading)
+            raise ValueError(f"resume: the checkpoint stopped after batch {state.step} of an epoch, "
+                             f"which has {batches} batches here")
         # Ctrl-C sets a flag that is acted on between batches: never in the middle of an update,
         # so that the checkpoint it writes is a consistent state to resume from.
         interrupted = []
@@ -207,6 +217,10 @@ class Trainer:
                                 f"the loss is {loss} at epoch {state.epoch + 1}, batch {state.step + 1}: "
                                 f"training diverged; lower --lr (now {config.lr})")
                         self._sgd(grads, config.learning_rate(state.epoch * batches + state.step, batches))
+                        if not all(all_finite(parameter) for parameter in self.net.params.values()):
+                            raise TrainingDiverged(
+                                f"the parameters hold NaN or infinite values after epoch {state.epoch + 1}, "
+                                f"batch {state.step + 1}: training diverged; lower --lr (now {config.lr})")
                         state.step += 1
                         state.running_loss += loss * len(index)
                         state.seen += len(index)
@@ -227,11 +241,13 @@ class Trainer:
                 state.rng_state = self.rng.bit_generator.state
                 if checkpoint is not None:
                     save_checkpoint(checkpoint, self)
+                    self.checkpoint_saved = True
                 if on_epoch is not None:
                     on_epoch(record)
         except KeyboardInterrupt:
             if checkpoint is not None:
                 save_checkpoint(checkpoint, self)
+                self.checkpoint_saved = True
             raise
         finally:
             if previous_handler is not None:

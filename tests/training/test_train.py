@@ -176,10 +176,10 @@ def test_cli_trains_on_an_npz_file(tmp_path, cli):
 
 
 @pytest.mark.parametrize("arrays, message", [
-    ({"x": np.zeros((4, 1, 8, 9)), "y": np.zeros(4, int)}, "data: x must have shape (N, 1, 8, 8)"),
-    ({"x": np.full((4, 1, 8, 8), np.nan), "y": np.zeros(4, int)}, "data: x holds NaN"),
-    ({"x": np.zeros((4, 1, 8, 8)), "y": np.array([0, 1, 2, 10])}, "data: y must lie in [0, 9]"),
-    ({"x": np.zeros((4, 1, 8, 8)), "y": np.zeros(4)}, "data: y must be integer labels"),
+    ({"x": np.zeros((4, 1, 8, 9)), "y": np.zeros(4, int)}, "data: bad.npz: x must have shape (N, 1, 8, 8)"),
+    ({"x": np.full((4, 1, 8, 8), np.nan), "y": np.zeros(4, int)}, "data: bad.npz: x holds NaN"),
+    ({"x": np.zeros((4, 1, 8, 8)), "y": np.array([0, 1, 2, 10])}, "data: bad.npz: y must lie in [0, 9]"),
+    ({"x": np.zeros((4, 1, 8, 8)), "y": np.zeros(4)}, "data: bad.npz: y must be integer labels"),
     ({"x": np.zeros((4, 1, 8, 8))}, "has no array 'y'"),
 ])
 def test_bad_npz_data_is_refused_with_one_line(tmp_path, cli, arrays, message):
