@@ -34,7 +34,7 @@ from symcnn.symbolic.steps import ROLES, ChainPartial, EntrySteps, Steps
 from symcnn.symbolic.tensors import indices_of
 
 __all__ = ["SubstitutionPrinter", "SubstitutionLatexPrinter", "as_text", "as_latex", "as_latex_display",
-           "as_dict", "as_json"]
+           "as_dict", "as_json", "latex_parts"]
 
 _TITLES = {"weight": "dL/dW", "bias": "dL/db", "input": "dL/dX"}
 _LATEX_TITLES = {"weight": r"\frac{\partial L}{\partial W}", "bias": r"\frac{\partial L}{\partial b}",
@@ -270,6 +270,12 @@ def as_latex(walk: Steps) -> str:
     if walk.values:
         header.append(f"% {_values_line(walk)}")
     return render.latex_blocks("\n".join(header), _latex_blocks(walk))
+
+
+def latex_parts(walk: Steps) -> render.LatexParts:
+    """The header and blocks of :func:`as_latex`, unlaid (for a complete document)."""
+    header = (render.describe(walk.derivation.config),) + ((_values_line(walk),) if walk.values else ())
+    return render.LatexParts(header, tuple((title, tuple(rows)) for title, rows in _latex_blocks(walk)))
 
 
 def as_latex_display(walk: Steps) -> str:
