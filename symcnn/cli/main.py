@@ -377,7 +377,8 @@ def _results_table(results) -> str:
     width = max(len(r.name) for r in results)
     lines = [f"{'example':<{width}}  {'document':<25}  status"]
     for r in results:
-        lines.append(f"{r.name:<{width}}  {r.document:<25}  {r.status} ({r.checked} values)")
+        values = "1 value" if r.checked == 1 else f"{r.checked} values"
+        lines.append(f"{r.name:<{width}}  {r.document:<25}  {r.status} ({values})")
         lines += [f"    {mismatch}" for mismatch in r.mismatches]
     passed = sum(r.status == "ok" for r in results)
     lines.append(f"{passed} of {len(results)} examples reproduce their documents")

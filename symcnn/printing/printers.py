@@ -19,7 +19,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Optional
 
 import sympy
 from sympy import Eq, Expr, Mod, Piecewise, Symbol
@@ -70,8 +70,35 @@ def _divisibility(expr) -> tuple[Expr, Expr] | None:
     return None
 
 
+#: A width symbol's height twin. An expression in the width only prints its terms in the order its height
+#: twin's print: ``W_out = W_in - K_w + 1`` beside ``H_out = H_in - K_h + 1``, not ``-K_w + W_in + 1``
+#: (SymPy orders terms by their symbols' names, and ``K`` sorts before ``W`` but after ``H``).
+HEIGHT_TWINS = {"W_in": "H_in", "W_out": "H_out", "K_w": "K_h", "s_w": "s_h", "p_w": "p_h", "d_w": "d_h"}
+
+
+def _in_twin_order(expr, ordered_terms) -> Optional[list]:
+    """The terms of the sum ``expr`` in the order ``ordered_terms`` gives its height twin's, or ``None``
+    when ``expr`` is not in the width only."""
+    names = {symbol.name for symbol in expr.free_symbols if isinstance(symbol, Symbol)}
+    if not names & HEIGHT_TWINS.keys() or names & set(HEIGHT_TWINS.values()):
+        return None
+    twin = {symbol: Symbol(HEIGHT_TWINS[symbol.name], **symbol.assumptions0)
+            for symbol in expr.free_symbols if isinstance(symbol, Symbol) and symbol.name in HEIGHT_TWINS}
+    by_twin = {term.xreplace(twin): term for term in expr.args}
+    if len(by_twin) != len(expr.args):
+        return None
+    try:
+        return [by_twin[term] for term in ordered_terms(sympy.Add(*by_twin))]
+    except KeyError:
+        return None
+
+
 class SymcnnStrPrinter(StrPrinter):
     """Plain text: ``[condition] * term`` for a condition, ``s | a`` for divisibility."""
+
+    def _as_ordered_terms(self, expr, order=None):
+        parent = super()._as_ordered_terms
+        return _in_twin_order(expr, lambda twin: parent(twin, order)) or parent(expr, order)
 
     def _print_Iverson(self, expr):
         conditions = " and ".join(self._print(c) for c in _ordered_conditions(expr.conditions))
@@ -103,6 +130,10 @@ class SymcnnStrPrinter(StrPrinter):
 
 class SymcnnLatexPrinter(LatexPrinter):
     """LaTeX in the documents' notation."""
+
+    def _as_ordered_terms(self, expr, order=None):
+        parent = super()._as_ordered_terms
+        return _in_twin_order(expr, lambda twin: parent(twin, order)) or parent(expr, order)
 
     def _print_Iverson(self, expr):
         conditions = r" \,\land\, ".join(self._print(c) for c in _ordered_conditions(expr.conditions))

@@ -99,7 +99,8 @@ def test_examples_check_prints_the_table_and_exits_0(capsys):
     assert lines[0].split() == ["example", "document", "status"]
     for example in EXAMPLE_LIST:
         row = next(line for line in lines if line.split()[0] == example.name)
-        assert f"ok ({len(example.expected)} values)" in row
+        count = len(example.expected)
+        assert f"ok ({count} value{'s' if count != 1 else ''})" in row
     assert lines[-1] == f"{len(EXAMPLE_LIST)} of {len(EXAMPLE_LIST)} examples reproduce their documents"
 
 
