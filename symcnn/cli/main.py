@@ -353,6 +353,7 @@ def _print_document(report, args) -> int:
 
 
 def _run_examples(args) -> int:
+    from symcnn.checking.documents import by_document
     from symcnn.checking.examples import EXAMPLE_LIST, check
 
     if not args.check:
@@ -361,8 +362,9 @@ def _run_examples(args) -> int:
                               for e in EXAMPLE_LIST], indent=2))
         else:
             width = max(len(e.name) for e in EXAMPLE_LIST)
-            for e in EXAMPLE_LIST:
-                print(f"{e.name:<{width}}  {e.document}  {e.title}")
+            for document, examples in by_document(EXAMPLE_LIST, lambda example: example.document):
+                print(document.heading)
+                print("\n".join(f"  {e.name:<{width}}  {e.title}" for e in examples))
         return 0
     results = [check(example) for example in EXAMPLE_LIST]
     if args.json:
@@ -374,12 +376,16 @@ def _run_examples(args) -> int:
 
 
 def _results_table(results) -> str:
+    from symcnn.checking.documents import by_document
+
     width = max(len(r.name) for r in results)
-    lines = [f"{'example':<{width}}  {'document':<25}  status"]
-    for r in results:
-        values = "1 value" if r.checked == 1 else f"{r.checked} values"
-        lines.append(f"{r.name:<{width}}  {r.document:<25}  {r.status} ({values})")
-        lines += [f"    {mismatch}" for mismatch in r.mismatches]
+    lines = []
+    for document, group in by_document(results, lambda result: result.document):
+        lines.append(document.heading)
+        for r in group:
+            values = "1 value" if r.checked == 1 else f"{r.checked} values"
+            lines.append(f"  {r.name:<{width}}  {r.status} ({values})")
+            lines += [f"      {mismatch}" for mismatch in r.mismatches]
     passed = sum(r.status == "ok" for r in results)
     lines.append(f"{passed} of {len(results)} examples reproduce their documents")
     return "\n".join(lines)
