@@ -163,7 +163,7 @@ def example_report(name: str) -> Report:
     sections.append(Section("Derived", tuple(blocks)))
     if example.chain_rule is not None:
         sections.append(_chain_rule_section(example.chain_rule))
-    summary = f"`{example.name}`, {document.label}, “{example.section}”: {example.title}"
+    summary = f"`{example.name}`, section “{example.section}”: {example.title}"
     title = f"Document {document.number}: {example.heading or example.title}"
     return Report(f"example-{example.name}", title, summary, tuple(sections), tuple(intro))
 
