@@ -79,7 +79,7 @@ def run() -> int:
     config = LayerConfig("conv2d", input_size=(5, 4), kernel=(2, 2), channels_in=2, stride=2, padding=1,
                          dilation=2, bias=True)
     result = derive(config)
-    print(render.describe(config))
+    _say(render.describe(config))
     _say("With two input channels an input entry is named x<channel><row><column> (x011: channel 0, row 1, "
          "column 1), and dL/dx011 is the loss's gradient with respect to it. The output is 3x2 here, so the "
          "upstream gradient dL/dY has six entries, g00..g21 (gij = dL/dyij; document 002 names a 2x2 one a, b, c, d).",
@@ -141,14 +141,14 @@ def run() -> int:
 
 #: Where to go from the tour: a command, and what it does.
 NEXT_STEPS = (
-    ("symcnn examples --check", "every worked example, checked against its document"),
+    ("symcnn examples --check", "the worked examples, checked"),
     ("symcnn derive conv2d --input 3x3 --kernel 2 --steps", "each gradient entry as its chain rule"),
     ("symcnn formula conv2d --wrt weight", "a general gradient formula"),
     ("symcnn report --example conv_3x3_2x2 -o conv.pdf", "document 002's example as a PDF"),
     ("symcnn check FORMULA --against NAME|OP", "check a formula you wrote"),
     ("symcnn errata", "the documents' own formulas, checked"),
-    ("symcnn train seed004", "train document 004's network on the shipped digits"),
-    ("symcnn bench seed004", "the generated kernels against NumPy and PyTorch"),
+    ("symcnn train seed004", "train document 004's network on digits"),
+    ("symcnn bench seed004", "the kernels against NumPy and PyTorch"),
 )
 
 
