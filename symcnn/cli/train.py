@@ -66,7 +66,6 @@ def plot_history(history: list, path: Path, title: str) -> None:
 
 def run_training(args) -> int:
     from symcnn.training.data import load_data
-    from symcnn.runtime.loader import load_kernels
     from symcnn.runtime.network import Network
     from symcnn.spec import load_spec
     from symcnn.training.trainer import TrainConfig, Trainer, TrainingDiverged
@@ -85,7 +84,7 @@ def run_training(args) -> int:
             raise ValueError("plot: needs matplotlib; install it with pip install 'symcnn[plot]'")
     # The data is checked against the spec (shape, classes) before any kernel is generated or compiled.
     data = load_data(args.data, spec.input_shape, spec.classes).standardized()
-    net = Network(spec, load_kernels(spec), dtype=args.dtype, seed=args.seed)
+    net = Network.from_spec(args.spec, dtype=args.dtype, seed=args.seed)
     trainer = Trainer(net, config)
     if args.resume:
         trainer.resume(args.resume)
