@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import sympy
 from sympy import Array, Symbol
@@ -24,24 +24,11 @@ from symcnn.checking.documents import DOCUMENTS, describe
 from symcnn.symbolic import layers
 from symcnn.symbolic import ops
 from symcnn.symbolic.derive import LayerConfig, derive, gradient, vjp
+from symcnn.symbolic.steps import ChainRule
 from symcnn.symbolic.tensors import symbol_array, upstream_array
 
-__all__ = ["WorkedExample", "ExampleResult", "ChainRule", "EXAMPLE_LIST", "EXAMPLES", "check", "check_all", "same"]
+__all__ = ["WorkedExample", "ExampleResult", "EXAMPLE_LIST", "EXAMPLES", "check", "check_all", "same"]
 
-
-class ChainRule(NamedTuple):
-    """Entries of an example's gradients to show as their chain rule, as ``symcnn derive ... --steps``
-    shows them: the op at the example's configuration (and input values), and the entries."""
-
-    config: LayerConfig
-    entries: tuple[str, ...]
-    values: Optional[list] = None  # the input's rows, as the document gives them
-
-    def steps(self):
-        """The :class:`~symcnn.symbolic.steps.Steps` of the entries."""
-        from symcnn.symbolic.steps import steps
-
-        return steps(self.config, Array([[self.values]]) if self.values else None, self.entries)
 
 @dataclass(frozen=True)
 class WorkedExample:
@@ -315,8 +302,7 @@ def _softmax_ce_expected() -> dict[str, Any]:
 
 EXAMPLE_LIST = [
     WorkedExample(
-        name="conv_3x3_2x2",
-        heading="backpropagation through a 3×3 convolution with a 2×2 kernel",
+        name="conv_3x3_2x2", heading="backpropagation through a 3×3 convolution with a 2×2 kernel",
         chain_rule=ChainRule(LayerConfig("conv2d", input_size=(3, 3), kernel=(2, 2), bias=False), ("w00", "x11")),
         document=DOCUMENTS["002"],
         section="Backprop Through Convolution Layer",
@@ -342,8 +328,7 @@ EXAMPLE_LIST = [
         given=("X", "K", "dL/dY"),
     ),
     WorkedExample(
-        name="maxpool_3x3_k2s1",
-        heading="backpropagation through 2×2 max pooling with stride 1",
+        name="maxpool_3x3_k2s1", heading="backpropagation through 2×2 max pooling with stride 1",
         chain_rule=ChainRule(LayerConfig("maxpool2d", input_size=(3, 3), kernel=(2, 2), stride=(1, 1)), ("x10",), POOL_INPUT),
         document=DOCUMENTS["002"],
         section="Backprop Through Pooling Layer / Max Pooling",
@@ -354,8 +339,7 @@ EXAMPLE_LIST = [
         given=("X", "dL/dY"),
     ),
     WorkedExample(
-        name="avgpool_3x3_k2s1",
-        heading="backpropagation through 2×2 average pooling with stride 1",
+        name="avgpool_3x3_k2s1", heading="backpropagation through 2×2 average pooling with stride 1",
         chain_rule=ChainRule(LayerConfig("avgpool2d", input_size=(3, 3), kernel=(2, 2), stride=(1, 1)), ("x11",), POOL_INPUT),
         document=DOCUMENTS["002"],
         section="Backprop Through Pooling Layer / Average Pooling",
@@ -373,8 +357,7 @@ EXAMPLE_LIST = [
         given=("X", "dL/dY"),
     ),
     WorkedExample(
-        name="global_avgpool_3x3",
-        heading="global average pooling of a 3×3 map, and its gradient",
+        name="global_avgpool_3x3", heading="global average pooling of a 3×3 map, and its gradient",
         chain_rule=ChainRule(LayerConfig("global_avgpool", input_size=(3, 3)), ("x00",)),
         document=DOCUMENTS["002"],
         section="Global Pooling (e.g., Global Average Pooling)",
@@ -389,8 +372,7 @@ EXAMPLE_LIST = [
         given=("X", "dL/dY"),
     ),
     WorkedExample(
-        name="conv_output_size_6x6",
-        heading="the output size of a 3×3 convolution on a 6×6 input",
+        name="conv_output_size_6x6", heading="the output size of a 3×3 convolution on a 6×6 input",
         document=DOCUMENTS["001"],
         section="3.2 Hyperparameters and Output Size Calculation",
         title="6×6 input, F = 3, P = 0, S = 1 gives a 4×4 output",
@@ -398,8 +380,7 @@ EXAMPLE_LIST = [
         derive=_conv_output_size,
     ),
     WorkedExample(
-        name="maxpool_output_size_4x4",
-        heading="the output size of 2×2 max pooling on a 4×4 map",
+        name="maxpool_output_size_4x4", heading="the output size of 2×2 max pooling on a 4×4 map",
         document=DOCUMENTS["001"],
         section="4.2 Output Size Calculation",
         title="4×4 map, 2×2 max pooling, stride 2 gives a 2×2 output",
@@ -407,8 +388,7 @@ EXAMPLE_LIST = [
         derive=_maxpool_output_size,
     ),
     WorkedExample(
-        name="dense_weight_count",
-        heading="the weights of a dense layer on a 200×200×3 image",
+        name="dense_weight_count", heading="the weights of a dense layer on a 200×200×3 image",
         document=DOCUMENTS["001"],
         section="1. Why CNNs for Images?",
         title="a 200×200×3 image into a 1,000-neuron dense layer needs 120 million weights",
@@ -416,8 +396,7 @@ EXAMPLE_LIST = [
         derive=_dense_weight_count,
     ),
     WorkedExample(
-        name="relu_derivative",
-        heading="the derivative of ReLU",
+        name="relu_derivative", heading="the derivative of ReLU",
         document=DOCUMENTS["003"],
         section="Activation Functions in CNNs / ReLU",
         title="f'(x) = 1 if x > 0, 0 if x <= 0",
@@ -425,8 +404,7 @@ EXAMPLE_LIST = [
         derive=_relu_derivative,
     ),
     WorkedExample(
-        name="leaky_relu_derivative",
-        heading="the derivative of Leaky ReLU",
+        name="leaky_relu_derivative", heading="the derivative of Leaky ReLU",
         document=DOCUMENTS["003"],
         section="Activation Functions in CNNs / Leaky ReLU",
         title="f'(x) = 1 if x > 0, alpha if x <= 0",
@@ -434,8 +412,7 @@ EXAMPLE_LIST = [
         derive=_leaky_relu_derivative,
     ),
     WorkedExample(
-        name="elu_derivative",
-        heading="the derivative of ELU",
+        name="elu_derivative", heading="the derivative of ELU",
         document=DOCUMENTS["003"],
         section="Activation Functions in CNNs / ELU",
         title="f'(x) = 1 if x > 0, f(x) + alpha if x <= 0",
@@ -443,8 +420,7 @@ EXAMPLE_LIST = [
         derive=_elu_derivative,
     ),
     WorkedExample(
-        name="conv_parameter_count",
-        heading="the parameters of a convolutional layer",
+        name="conv_parameter_count", heading="the parameters of a convolutional layer",
         document=DOCUMENTS["003"],
         section="Parameter Calculation / Convolutional Layer",
         title="Parameters = K_h × K_w × C_in × C_out + C_out",
@@ -455,8 +431,7 @@ EXAMPLE_LIST = [
         derive=_conv_parameter_count,
     ),
     WorkedExample(
-        name="seed004_shapes",
-        heading="the shapes of its network, layer by layer",
+        name="seed004_shapes", heading="the shapes of its network, layer by layer",
         document=DOCUMENTS["004"],
         section="CNN Architecture; Forward Pass",
         title="the shapes of document 004's network: its diagram (with conv2) and its text (without)",
@@ -475,8 +450,7 @@ EXAMPLE_LIST = [
         note="The diagram's flatten is 16×16×32 = 8192; the text's derivation has no conv2 and sums k to 4096.",
     ),
     WorkedExample(
-        name="flatten_index",
-        heading="the flatten order and its inverse",
+        name="flatten_index", heading="the flatten order and its inverse",
         document=DOCUMENTS["004"],
         section="Backpropagation / 3. Flatten",
         title="the flatten order k = c·16·16 + i·16 + j, and its inverse",
@@ -484,8 +458,7 @@ EXAMPLE_LIST = [
         derive=_flatten_index,
     ),
     WorkedExample(
-        name="softmax_ce_gradient",
-        heading="the gradient of softmax with cross-entropy, p − y",
+        name="softmax_ce_gradient", heading="the gradient of softmax with cross-entropy, p − y",
         document=DOCUMENTS["004"],
         section="Backpropagation / 1. Softmax and Cross-Entropy",
         title="dL/dz_i = p_i - y_i for 10 classes, derived from softmax and cross-entropy",

@@ -21,7 +21,7 @@ import argparse
 import difflib
 from typing import Iterable
 
-__all__ = ["Parser", "HelpFormatter", "suggestion"]
+__all__ = ["Parser", "HelpFormatter", "suggestion", "add_format_options", "chosen_format"]
 
 
 def suggestion(value: str, choices: Iterable) -> str:
@@ -59,3 +59,20 @@ class Parser(argparse.ArgumentParser):
             choices = ", ".join(map(repr, action.choices))
             raise argparse.ArgumentError(
                 action, f"invalid choice: {value!r}{suggestion(value, action.choices)} (choose from {choices})")
+
+
+def add_format_options(command: argparse.ArgumentParser) -> None:
+    """``--format text|latex|json`` and ``--standalone``, as ``derive`` and ``formula`` take them."""
+    command.add_argument("--format", choices=("text", "latex", "json"), default=None,
+                         help="text (default), latex or json. latex is math-mode fragments (aligned blocks): paste "
+                              "them inside \\[ \\] or an equation of your own document, or add --standalone")
+    command.add_argument("--standalone", action="store_true",
+                         help="a complete LaTeX document that compiles as it is (pdflatex FILE.tex); implies "
+                              "--format latex")
+
+
+def chosen_format(args: argparse.Namespace) -> str:
+    """``--format`` as given, else latex for ``--standalone`` and text otherwise."""
+    if args.standalone and args.format not in (None, "latex"):
+        raise ValueError(f"--standalone: prints a LaTeX document; it does not combine with --format {args.format}")
+    return args.format or ("latex" if args.standalone else "text")

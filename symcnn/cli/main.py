@@ -16,6 +16,7 @@ import sys
 from typing import Optional, Sequence
 
 from symcnn.cli.arguments import Parser as _Parser  # one-line errors, suggestions, defaults in the help
+from symcnn.cli.arguments import add_format_options, chosen_format
 
 __all__ = ["main"]
 
@@ -69,29 +70,13 @@ def _add_derive(commands) -> None:
     derive.add_argument("--values", type=_values, default=None, metavar="ROWS",
                         help="numeric input in row-major order, rows separated by ';' (e.g. '1,5,4;9,2,1;6,3,2'); "
                              "default: symbolic entries x00, x01, ...")
-    _add_format(derive)
+    add_format_options(derive)
     derive.add_argument("--steps", action="store_true",
                         help="show each gradient entry as its chain-rule steps (and, with --values, "
                              "a numeric walk-through)")
     derive.add_argument("--entry", action="append", default=[], metavar="NAME",
                         help="the steps of this entry only, like x11, w00 or b0, or of a whole tensor "
                              "(x, w, b); repeatable; implies --steps (default: every entry)")
-
-
-def _add_format(command) -> None:
-    command.add_argument("--format", choices=("text", "latex", "json"), default=None,
-                         help="text (default), latex or json. latex is math-mode fragments (aligned blocks): paste "
-                              "them inside \\[ \\] or an equation of your own document, or add --standalone")
-    command.add_argument("--standalone", action="store_true",
-                         help="a complete LaTeX document that compiles as it is (pdflatex FILE.tex); implies "
-                              "--format latex")
-
-
-def _output_format(args) -> str:
-    """``--format`` as given, else latex for ``--standalone`` and text otherwise."""
-    if args.standalone and args.format not in (None, "latex"):
-        raise ValueError(f"--standalone: prints a LaTeX document; it does not combine with --format {args.format}")
-    return args.format or ("latex" if args.standalone else "text")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -249,7 +234,7 @@ def _add_formula(commands) -> None:
     for option, meta in (("kernel", "K|KhxKw"), ("stride", "S|SHxSW"), ("padding", "P|PHxPW"), ("dilation", "D|DHxDW")):
         formula.add_argument(f"--{option}", type=_size, default=None, metavar=meta,
                              help=f"specialize the {option} and simplify (default: general)")
-    _add_format(formula)
+    add_format_options(formula)
 
 
 def _version() -> str:
@@ -314,7 +299,7 @@ def _run_derive(args) -> int:
         batch=args.batch,
         bias=not args.no_bias,
     )
-    output_format = _output_format(args)
+    output_format = chosen_format(args)
     values = None
     if args.values is not None:
         width = config.input_shape[-1]
@@ -394,7 +379,7 @@ def _results_table(results) -> str:
 def _run_formula(args) -> int:
     from symcnn.views.formula import general_formula
 
-    output_format = _output_format(args)
+    output_format = chosen_format(args)
     settings = dict(kernel=args.kernel, stride=args.stride, padding=args.padding, dilation=args.dilation)
     if args.standalone:
         from symcnn.report.opformulas import formula_report

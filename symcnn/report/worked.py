@@ -25,11 +25,12 @@ import sympy
 from sympy import Array
 
 from symcnn.checking.documents import reference
-from symcnn.checking.examples import EXAMPLES, ChainRule, WorkedExample, same
+from symcnn.checking.examples import EXAMPLES, WorkedExample, same
 from symcnn.report.document import Display, Items, Prose, Report, Section
 from symcnn.report.mathtex import (WIDTH, ReportPrinter, entry_rows, fitted_rows, gradient_entry_name, matrix_rows,
                                    matrix_width, scalar, sum_rows, tensor_cells, visible_width)
 from symcnn.views.steps import latex_entries
+from symcnn.symbolic.steps import ChainRule
 from symcnn.symbolic.tensors import element_name, indices_of
 from symcnn.symbolic.verify import exactly_equal
 
