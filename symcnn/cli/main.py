@@ -89,7 +89,7 @@ def _build_parser() -> argparse.ArgumentParser:
                                     "convolution and max pooling derived, a general gradient formula, the generated "
                                     "numba kernels of document 004's network checked and timed, a few seconds of "
                                     "training on real digits, and every worked example of the five reference "
-                                    "documents checked. Takes about a minute (longer the first time, while numba "
+                                    "documents checked. Takes a few minutes (longer the first time, while numba "
                                     "compiles the kernels); exit 1 if anything does not reproduce.")
     examples = commands.add_parser("examples", help="list the documents' worked examples; --check derives them",
                                    description="List the worked examples of the five reference documents (each "
