@@ -140,16 +140,26 @@ def _named(check, where: str, *args):
         raise ValueError(f"{where}: {error}") from None
 
 
+def _where(index: int, kind: Optional[str] = None, name: Optional[str] = None) -> str:
+    """How a message names a layer: as the file counts its ``[[layers]]`` tables, from 1.
+
+    >>> _where(3, "dense", "fc1")
+    "[[layers]] table 4 (dense 'fc1')"
+    """
+    what = f" ({kind} {name!r})" if kind and name else f" ({kind})" if kind else ""
+    return f"[[layers]] table {index + 1}{what}"
+
+
 def _layer(table: Mapping, index: int, shape: tuple[int, ...], names: set) -> LayerSpec:
     if not isinstance(table, Mapping):
-        raise _error(f"layers[{index}]", "type", "each layer must be a table")
+        raise _error(_where(index), "type", "each layer must be a table")
     kind = table.get("type")
     layer_ops = registry.names(layer=True)
     if not isinstance(kind, str) or kind not in layer_ops:
         shown = _shown(kind) if isinstance(kind, (str, int, float, bool)) else f"a {type(kind).__name__}"
-        where = f"layer {index} ({kind})" if isinstance(kind, str) and len(kind) <= 40 else f"layer {index}"
+        where = _where(index, kind) if isinstance(kind, str) and len(kind) <= 40 else _where(index)
         raise _error(where, "type", f"must be one of {', '.join(layer_ops)}, got {shown}")
-    where = f"layer {index} ({kind})"
+    where = _where(index, kind)
     op = registry.get(kind)
     given = {key: value for key, value in table.items() if key != "type"}
     if op.parameterized:
@@ -169,7 +179,7 @@ def _layer(table: Mapping, index: int, shape: tuple[int, ...], names: set) -> La
         if setting.default is REQUIRED and setting.default_from is None and setting.key not in given:
             raise _error(where, setting.key, "missing (required)")
     if name is not None:
-        where = f"layer {index} ({kind} {name!r})"
+        where = _where(index, kind, name)
     settings = _named(op.settings_of, where, given)
     rank = len(shape)
     if rank not in op.inputs:
@@ -229,10 +239,10 @@ def spec_from_dict(data: Mapping, source: str = "") -> NetworkSpec:
     layers, shape, names, parameters = [], input_shape, set(), 0
     for index, table in enumerate(layers_data):
         layer = _layer(table, index, shape, names)
-        _check_elements(layer.output_shape, f"layer {index} ({layer.kind})", "output")
+        _check_elements(layer.output_shape, _where(index, layer.kind, layer.name), "output")
         parameters += sum(math.prod(size) for size in layer.parameter_shapes().values())
         if parameters > MAX_PARAMETERS:
-            raise _error(f"layer {index} ({layer.kind})", "parameters",
+            raise _error(_where(index, layer.kind, layer.name), "parameters",
                          f"the network would have {parameters:,} parameters; symcnn's limit is {MAX_PARAMETERS:,}")
         layers.append(layer)
         shape = layer.output_shape
@@ -240,11 +250,11 @@ def spec_from_dict(data: Mapping, source: str = "") -> NetworkSpec:
     for layer in layers:  # kernel modules are named after labels: unique, even on a case-insensitive disk
         label = layer.label.casefold()
         if label in RESERVED_LABELS:
-            raise _error(f"layer {layer.index} ({layer.kind})", "name",
+            raise _error(_where(layer.index, layer.kind), "name",
                          f"{layer.label!r} is reserved (symcnn's generated package uses it); choose another")
         if label in labels:
-            raise _error(f"layer {layer.index} ({layer.kind})", "name",
-                         f"{layer.label!r} is taken (by layer {labels[label]}); choose another")
+            raise _error(_where(layer.index, layer.kind), "name",
+                         f"{layer.label!r} is taken (by {_where(labels[label])}); choose another")
         labels[label] = layer.index
     if len(shape) != 1:
         raise _error(where, "layers", f"the last layer must give class scores (a flat vector), got shape {shape}")

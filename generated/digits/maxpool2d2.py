@@ -44,7 +44,7 @@ def maxpool2d2_grad_input(grad_output, switch, grad_input):
     """maxpool2d: gradient with respect to the input
     dL/dX[n, c, k, l] = sum_{u=0..K_h - 1, v=0..K_w - 1} [s_h | k - u and s_w | l - v and 0 <= (k - u)/s_h and 0 <= (l - v)/s_w and (k - u)/s_h <= H_out - 1 and (l - v)/s_w <= W_out - 1] * ([(u, v) = first argmax_{u', v'} X[n, c, k - u + u', l - v + v']]*dL/dY[n, c, (k - u)/s_h, (l - v)/s_w])
       where H_out = floor((H_in - K_h)/s_h) + 1
-      where W_out = floor((-K_w + W_in)/s_w) + 1
+      where W_out = floor((W_in - K_w)/s_w) + 1
 
     with C_in = 16, H_in = 8, K_h = 2, K_w = 2, W_in = 8, s_h = 2, s_w = 2.
 

@@ -31,7 +31,7 @@ from symcnn.runtime.network import Network
 from symcnn.spec import NetworkSpec, load_spec
 
 __all__ = ["forward_flops", "torch_model", "run_benchmark", "BenchResult", "machine_description", "sgemm_gflops",
-           "measure_startup", "check_limits", "memory_per_image"]
+           "measure_startup", "median_seconds", "check_limits", "memory_per_image"]
 
 
 def forward_flops(spec: NetworkSpec) -> int:
@@ -251,6 +251,13 @@ def _time(function: Callable, *arguments) -> float:
     for _ in range(CALLS_PER_TIMING):
         function(*arguments)
     return (time.perf_counter() - start) / CALLS_PER_TIMING
+
+
+def median_seconds(function: Callable, *arguments, repeat: int = 5) -> float:
+    """Seconds per call of ``function(*arguments)``, timed as ``symcnn bench`` times: the median of
+    ``repeat`` timings, each after a rest (:data:`SETTLE_SECONDS`), each the mean of
+    :data:`CALLS_PER_TIMING` back-to-back calls."""
+    return statistics.median(_time(function, *arguments) for _ in range(repeat))
 
 
 def run_benchmark(spec_name: str, batch: int = 64, threads: int = 2, repeat: int = 7,

@@ -15,29 +15,23 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 import sympy
 from sympy import Array, Symbol
 
+from symcnn.checking.documents import DOCUMENTS, describe
 from symcnn.printing.latex import latex
 from symcnn.printing.text import readable
 from symcnn.symbolic import layers
 from symcnn.symbolic import ops
 from symcnn.symbolic.derive import LayerConfig, derive, gradient, vjp
 from symcnn.symbolic.display import LatexDisplay, register_latex_view
+from symcnn.symbolic.steps import ChainRule
 from symcnn.symbolic.tensors import symbol_array, upstream_array
 from symcnn.views.derivation import latex_display, latex_text
 
 __all__ = ["WorkedExample", "ExampleResult", "EXAMPLE_LIST", "EXAMPLES", "check", "check_all", "same"]
-
-DOCUMENTS = {
-    "000": "000_0ff4e6a12fbebc4a.txt",
-    "001": "001_70dbc933047afc36.txt",
-    "002": "002_51c52be4557c38c6.txt",
-    "003": "003_f833b9c4f4f72d5b.txt",
-    "004": "004_2c23774dca2d8cc5.txt",
-}
 
 
 @dataclass(frozen=True)
@@ -45,7 +39,7 @@ class WorkedExample(LatexDisplay):
     """A worked example of a reference document and how symcnn derives it."""
 
     name: str
-    document: str  # the document's file name in shared/seeds/
+    document: str  # the document's file name (symcnn.checking.documents: its number and title)
     section: str
     title: str
     expected: Mapping[str, Any]  # as the document states it, keyed like derive()'s result
@@ -55,6 +49,8 @@ class WorkedExample(LatexDisplay):
     # Keys of derive()'s result that the example starts from (input, kernel, upstream gradient),
     # as the document shows them before its results; check() compares only ``expected``.
     given: tuple[str, ...] = ()
+    heading: str = ""  # what the example shows, as a reader would title it (a report's title)
+    chain_rule: Optional[ChainRule] = None  # an entry of each gradient, step by step
 
 
 @dataclass(frozen=True)
@@ -77,13 +73,13 @@ def _example_latex_display(example: WorkedExample) -> str:
         verdict = ("completed by symcnn" if key in example.completed
                    else "as the document states it" if same(expected, derived[key]) else "differs from the document")
         rows.append(f"{_latex_key(key)} &= {_latex_value(derived[key])} && \\text{{{verdict}}}")
-    header = [f"{example.name}: {example.title}", f"document {example.document}, {example.section}"]
+    header = [f"{example.name}: {example.title}", f"{describe(example.document)}, section “{example.section}”"]
     return latex_display(header + ([example.note] if example.note else []), [("derived by symcnn", rows)])
 
 
 def _result_latex_display(result: ExampleResult) -> str:
     """Jupyter's rich display: the verdict, and each mismatch."""
-    header = [f"{result.name} ({result.document}): {result.status}, {result.checked} values compared"]
+    header = [f"{result.name} ({describe(result.document)}): {result.status}, {result.checked} values compared"]
     return latex_display(header + list(result.mismatches), [])
 
 
@@ -309,7 +305,8 @@ def _softmax_ce_expected() -> dict[str, Any]:
 
 EXAMPLE_LIST = [
     WorkedExample(
-        name="conv_3x3_2x2",
+        name="conv_3x3_2x2", heading="backpropagation through a 3×3 convolution with a 2×2 kernel",
+        chain_rule=ChainRule(LayerConfig("conv2d", input_size=(3, 3), kernel=(2, 2), bias=False), ("w00", "x11")),
         document=DOCUMENTS["002"],
         section="Backprop Through Convolution Layer",
         title="3×3 input, 2×2 kernel: the four outputs, four weight gradients and the input gradient",
@@ -334,7 +331,9 @@ EXAMPLE_LIST = [
         given=("X", "K", "dL/dY"),
     ),
     WorkedExample(
-        name="maxpool_3x3_k2s1",
+        name="maxpool_3x3_k2s1", heading="backpropagation through 2×2 max pooling with stride 1",
+        chain_rule=ChainRule(LayerConfig("maxpool2d", input_size=(3, 3), kernel=(2, 2), stride=(1, 1)), ("x10",),
+                             POOL_INPUT),
         document=DOCUMENTS["002"],
         section="Backprop Through Pooling Layer / Max Pooling",
         title="max pooling of a 3×3 input, 2×2 window, stride 1, and its gradient routing",
@@ -344,7 +343,9 @@ EXAMPLE_LIST = [
         given=("X", "dL/dY"),
     ),
     WorkedExample(
-        name="avgpool_3x3_k2s1",
+        name="avgpool_3x3_k2s1", heading="backpropagation through 2×2 average pooling with stride 1",
+        chain_rule=ChainRule(LayerConfig("avgpool2d", input_size=(3, 3), kernel=(2, 2), stride=(1, 1)), ("x11",),
+                             POOL_INPUT),
         document=DOCUMENTS["002"],
         section="Backprop Through Pooling Layer / Average Pooling",
         title="average pooling of the same input, 2×2 window, stride 1, and its gradient",
@@ -361,7 +362,8 @@ EXAMPLE_LIST = [
         given=("X", "dL/dY"),
     ),
     WorkedExample(
-        name="global_avgpool_3x3",
+        name="global_avgpool_3x3", heading="global average pooling of a 3×3 map, and its gradient",
+        chain_rule=ChainRule(LayerConfig("global_avgpool", input_size=(3, 3)), ("x00",)),
         document=DOCUMENTS["002"],
         section="Global Pooling (e.g., Global Average Pooling)",
         title="global average pooling of a 3×3 map, output_c = 1/(H W) sum X_c(i, j), and its gradient",
@@ -375,7 +377,7 @@ EXAMPLE_LIST = [
         given=("X", "dL/dY"),
     ),
     WorkedExample(
-        name="conv_output_size_6x6",
+        name="conv_output_size_6x6", heading="the output size of a 3×3 convolution on a 6×6 input",
         document=DOCUMENTS["001"],
         section="3.2 Hyperparameters and Output Size Calculation",
         title="6×6 input, F = 3, P = 0, S = 1 gives a 4×4 output",
@@ -383,7 +385,7 @@ EXAMPLE_LIST = [
         derive=_conv_output_size,
     ),
     WorkedExample(
-        name="maxpool_output_size_4x4",
+        name="maxpool_output_size_4x4", heading="the output size of 2×2 max pooling on a 4×4 map",
         document=DOCUMENTS["001"],
         section="4.2 Output Size Calculation",
         title="4×4 map, 2×2 max pooling, stride 2 gives a 2×2 output",
@@ -391,7 +393,7 @@ EXAMPLE_LIST = [
         derive=_maxpool_output_size,
     ),
     WorkedExample(
-        name="dense_weight_count",
+        name="dense_weight_count", heading="the weights of a dense layer on a 200×200×3 image",
         document=DOCUMENTS["001"],
         section="1. Why CNNs for Images?",
         title="a 200×200×3 image into a 1,000-neuron dense layer needs 120 million weights",
@@ -399,7 +401,7 @@ EXAMPLE_LIST = [
         derive=_dense_weight_count,
     ),
     WorkedExample(
-        name="relu_derivative",
+        name="relu_derivative", heading="the derivative of ReLU",
         document=DOCUMENTS["003"],
         section="Activation Functions in CNNs / ReLU",
         title="f'(x) = 1 if x > 0, 0 if x <= 0",
@@ -407,7 +409,7 @@ EXAMPLE_LIST = [
         derive=_relu_derivative,
     ),
     WorkedExample(
-        name="leaky_relu_derivative",
+        name="leaky_relu_derivative", heading="the derivative of Leaky ReLU",
         document=DOCUMENTS["003"],
         section="Activation Functions in CNNs / Leaky ReLU",
         title="f'(x) = 1 if x > 0, alpha if x <= 0",
@@ -415,7 +417,7 @@ EXAMPLE_LIST = [
         derive=_leaky_relu_derivative,
     ),
     WorkedExample(
-        name="elu_derivative",
+        name="elu_derivative", heading="the derivative of ELU",
         document=DOCUMENTS["003"],
         section="Activation Functions in CNNs / ELU",
         title="f'(x) = 1 if x > 0, f(x) + alpha if x <= 0",
@@ -423,7 +425,7 @@ EXAMPLE_LIST = [
         derive=_elu_derivative,
     ),
     WorkedExample(
-        name="conv_parameter_count",
+        name="conv_parameter_count", heading="the parameters of a convolutional layer",
         document=DOCUMENTS["003"],
         section="Parameter Calculation / Convolutional Layer",
         title="Parameters = K_h × K_w × C_in × C_out + C_out",
@@ -434,7 +436,7 @@ EXAMPLE_LIST = [
         derive=_conv_parameter_count,
     ),
     WorkedExample(
-        name="seed004_shapes",
+        name="seed004_shapes", heading="the shapes of its network, layer by layer",
         document=DOCUMENTS["004"],
         section="CNN Architecture; Forward Pass",
         title="the shapes of document 004's network: its diagram (with conv2) and its text (without)",
@@ -453,7 +455,7 @@ EXAMPLE_LIST = [
         note="The diagram's flatten is 16×16×32 = 8192; the text's derivation has no conv2 and sums k to 4096.",
     ),
     WorkedExample(
-        name="flatten_index",
+        name="flatten_index", heading="the flatten order and its inverse",
         document=DOCUMENTS["004"],
         section="Backpropagation / 3. Flatten",
         title="the flatten order k = c·16·16 + i·16 + j, and its inverse",
@@ -461,7 +463,7 @@ EXAMPLE_LIST = [
         derive=_flatten_index,
     ),
     WorkedExample(
-        name="softmax_ce_gradient",
+        name="softmax_ce_gradient", heading="the gradient of softmax with cross-entropy, p − y",
         document=DOCUMENTS["004"],
         section="Backpropagation / 1. Softmax and Cross-Entropy",
         title="dL/dz_i = p_i - y_i for 10 classes, derived from softmax and cross-entropy",

@@ -55,20 +55,25 @@ def add_check(commands, size_type, values_type) -> None:
     for option, meta in (("kernel", "K|KhxKw"), ("stride", "S|SHxSW"), ("padding", "P|PHxPW"), ("dilation", "D|DHxDW")):
         check.add_argument(f"--{option}", type=size_type, default=None, metavar=meta,
                            help=f"fix the {option} (default: searched, or the op's default)")
-    check.add_argument("--input", type=size_type, default=None, metavar="HxW", help="fix the input size")
-    check.add_argument("--channels-in", type=int, default=None, metavar="C")
-    check.add_argument("--channels-out", type=int, default=None, metavar="C")
-    check.add_argument("--batch", type=int, default=None, metavar="N")
+    check.add_argument("--input", type=size_type, default=None, metavar="HxW",
+                       help="fix the input size (default: searched)")
+    for option, what in (("channels-in", "input channels"), ("channels-out", "output channels"),
+                         ("batch", "batch size")):
+        check.add_argument(f"--{option}", type=int, default=None, metavar="N" if option == "batch" else "C",
+                           help=f"fix the {what} (default: searched)")
     check.add_argument("--values", type=values_type, default=None, metavar="ROWS",
-                       help="numeric input for an element-wise claim against an op, rows separated by ';'")
+                       help="numeric input for an element-wise claim against an op, rows separated by ';' "
+                            "(default: symbolic entries)")
     check.add_argument("--tensor", type=_assignment, action="append", default=[], metavar="NAME=ROLE",
-                       help=f"name a tensor of the formula ({', '.join(_ROLES)})")
+                       help=f"name a tensor of the formula ({', '.join(_ROLES)}); repeatable (default: the "
+                            "documents' names, like X, W, Y)")
     check.add_argument("--layout", type=_layout, action="append", default=[], metavar="[NAME=]AXES",
-                       help="the order of the formula's indices, for every tensor (NHWC) or one (X=HWC)")
+                       help="the order of the formula's indices, for every tensor (NHWC) or one (X=HWC); "
+                            "repeatable (default: NCHW)")
     check.add_argument("--zero-outside", action="append", default=[], metavar="NAME",
                        help="read NAME as zero outside its shape (default: such a read makes the claim wrong)")
     check.add_argument("--one-based", action="append", default=[], metavar="NAME",
-                       help="NAME's indices count from 1")
+                       help="NAME's indices count from 1; repeatable (default: every index counts from 0)")
     check.add_argument("--json", action="store_true", help="machine-readable verdict")
 
 
@@ -84,7 +89,7 @@ def add_errata(commands) -> None:
                         help="a list of entries: document, section, claim, status, detail")
     output.add_argument("--markdown", action="store_true", help="the Markdown of docs/errata.md")
     errata.add_argument("--out", default=None, metavar="PATH",
-                        help="write to PATH (atomically) instead of standard output")
+                        help="write to PATH (atomically; default: standard output)")
 
 
 def run_check(args) -> int:

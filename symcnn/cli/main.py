@@ -15,14 +15,10 @@ import re
 import sys
 from typing import Optional, Sequence
 
+from symcnn.cli.arguments import Parser as _Parser  # one-line errors, suggestions, defaults in the help
+from symcnn.cli.arguments import add_format_options, chosen_format
+
 __all__ = ["main"]
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (the option and the constraint), exit status 2."""
-
-    def error(self, message: str):  # noqa: D401 (argparse's API)
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _size(text: str) -> object:
@@ -72,14 +68,15 @@ def _add_derive(commands) -> None:
     derive.add_argument("--batch", type=_count, default=1, metavar="N", help="batch size; default 1")
     derive.add_argument("--no-bias", action="store_true", help="conv2d or dense without a bias")
     derive.add_argument("--values", type=_values, default=None, metavar="ROWS",
-                        help="numeric input in row-major order, rows separated by ';' (e.g. '1,5,4;9,2,1;6,3,2')")
-    derive.add_argument("--format", choices=("text", "latex", "json"), default="text")
+                        help="numeric input in row-major order, rows separated by ';' (e.g. '1,5,4;9,2,1;6,3,2'); "
+                             "default: symbolic entries x00, x01, ...")
+    add_format_options(derive)
     derive.add_argument("--steps", action="store_true",
                         help="show each gradient entry as its chain-rule steps (and, with --values, "
                              "a numeric walk-through)")
     derive.add_argument("--entry", action="append", default=[], metavar="NAME",
                         help="the steps of this entry only, like x11, w00 or b0, or of a whole tensor "
-                             "(x, w, b); repeatable; implies --steps")
+                             "(x, w, b); repeatable; implies --steps (default: every entry)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -87,8 +84,17 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"symcnn {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
-    commands.add_parser("demo", help="a guided tour: the documents' examples, derived and checked")
-    examples = commands.add_parser("examples", help="list the documents' worked examples; --check derives them")
+    commands.add_parser("demo", help="a guided tour: the documents' examples, derived and checked",
+                        description="A guided tour of symcnn, each step computed as it is shown: document 002's "
+                                    "convolution and max pooling derived, a general gradient formula, the generated "
+                                    "numba kernels of document 004's network checked and timed, a few seconds of "
+                                    "training on real digits, and every worked example of the five reference "
+                                    "documents checked. Takes a few minutes (longer the first time, while numba "
+                                    "compiles the kernels); exit 1 if anything does not reproduce.")
+    examples = commands.add_parser("examples", help="list the documents' worked examples; --check derives them",
+                                   description="List the worked examples of the five reference documents (each "
+                                               "with its document and what it shows); --check derives each with "
+                                               "symcnn and compares it with the document (exit 1 on a mismatch).")
     examples.add_argument("--check", action="store_true", help="derive each example and compare with its document")
     examples.add_argument("--json", action="store_true", help="machine-readable output")
     _add_derive(commands)
@@ -136,9 +142,11 @@ def _add_bench(commands) -> None:
                     "median of repeats, with the ratios to PyTorch.",
     )
     bench.add_argument("spec", metavar="SPEC", help="a shipped spec name or a .toml path")
-    bench.add_argument("--batch", type=_number(int), default=64)
-    bench.add_argument("--threads", type=_number(int), default=2)
-    bench.add_argument("--repeat", type=_number(int), default=7)
+    bench.add_argument("--batch", type=_number(int), default=64, help="images per forward pass and train step")
+    bench.add_argument("--threads", type=_number(int), default=2,
+                       help="threads for numba and PyTorch; NumPy's BLAS keeps its own setting")
+    bench.add_argument("--repeat", type=_number(int), default=7,
+                       help="timings per measurement, interleaved across the implementations; the median is shown")
     bench.add_argument("--profile", action="store_true", help="time each generated kernel of the train step")
     bench.add_argument("--json", action="store_true", help="machine-readable results")
     bench.add_argument("--startup", action="store_true",
@@ -185,11 +193,14 @@ def _add_train(commands) -> None:
                        help="train against targets (1 - S) * one_hot + S / classes "
                             f"(default: {recommended} {default.label_smoothing:g})")
     train.add_argument("--seed", type=_number(int), default=0, help="initialization and shuffling (default 0)")
-    train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    train.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                       help="the kernels' floating-point type")
     train.add_argument("--checkpoint", default=None, metavar="PATH",
-                       help="write a checkpoint here after every epoch and on Ctrl-C")
-    train.add_argument("--resume", default=None, metavar="PATH", help="continue from this checkpoint")
-    train.add_argument("--plot", default=None, metavar="PATH.png", help="write loss and accuracy curves (matplotlib)")
+                       help="write a checkpoint here after every epoch and on Ctrl-C (default: none)")
+    train.add_argument("--resume", default=None, metavar="PATH",
+                       help="continue from this checkpoint (default: start afresh)")
+    train.add_argument("--plot", default=None, metavar="PATH.png",
+                       help="write loss and accuracy curves (matplotlib; default: no plot)")
     train.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -225,7 +236,7 @@ def _add_formula(commands) -> None:
     for option, meta in (("kernel", "K|KhxKw"), ("stride", "S|SHxSW"), ("padding", "P|PHxPW"), ("dilation", "D|DHxDW")):
         formula.add_argument(f"--{option}", type=_size, default=None, metavar=meta,
                              help=f"specialize the {option} and simplify (default: general)")
-    formula.add_argument("--format", choices=("text", "latex", "json"), default="text")
+    add_format_options(formula)
 
 
 def _version() -> str:
@@ -291,6 +302,7 @@ def _run_derive(args) -> int:
         batch=args.batch,
         bias=not args.no_bias,
     )
+    output_format = chosen_format(args)
     values = None
     if args.values is not None:
         width = config.input_shape[-1]
@@ -303,14 +315,34 @@ def _run_derive(args) -> int:
         from symcnn.symbolic.steps import steps
 
         walk = steps(config, values, args.entry)
-        print({"text": steps_view.as_text, "latex": steps_view.as_latex, "json": steps_view.as_json}[args.format](walk))
+        if args.standalone:
+            from symcnn.report.standalone import derivation_report
+
+            return _print_document(derivation_report(steps_view.latex_parts(walk), steps=True), args)
+        views = {"text": steps_view.as_text, "latex": steps_view.as_latex, "json": steps_view.as_json}
+        print(views[output_format](walk))
         return 0
     result = derive(config, values)
-    print({"text": render.as_text, "latex": render.as_latex, "json": render.as_json}[args.format](result))
+    if args.standalone:
+        from symcnn.report.standalone import derivation_report
+
+        return _print_document(derivation_report(render.latex_parts(result)), args)
+    print({"text": render.as_text, "latex": render.as_latex, "json": render.as_json}[output_format](result))
+    return 0
+
+
+def _print_document(report, args) -> int:
+    """``--standalone``: the report as a complete LaTeX document, headed by the command that made it."""
+    import shlex
+
+    from symcnn.report.writer import render_latex
+
+    sys.stdout.write(render_latex(report, "symcnn " + shlex.join(args.argv)))
     return 0
 
 
 def _run_examples(args) -> int:
+    from symcnn.checking.documents import by_document
     from symcnn.checking.examples import EXAMPLE_LIST, check
 
     if not args.check:
@@ -319,8 +351,9 @@ def _run_examples(args) -> int:
                               for e in EXAMPLE_LIST], indent=2))
         else:
             width = max(len(e.name) for e in EXAMPLE_LIST)
-            for e in EXAMPLE_LIST:
-                print(f"{e.name:<{width}}  {e.document}  {e.title}")
+            for document, examples in by_document(EXAMPLE_LIST, lambda example: example.document):
+                print(document.heading)
+                print("\n".join(f"  {e.name:<{width}}  {e.title}" for e in examples))
         return 0
     results = [check(example) for example in EXAMPLE_LIST]
     if args.json:
@@ -332,11 +365,16 @@ def _run_examples(args) -> int:
 
 
 def _results_table(results) -> str:
+    from symcnn.checking.documents import by_document
+
     width = max(len(r.name) for r in results)
-    lines = [f"{'example':<{width}}  {'document':<25}  status"]
-    for r in results:
-        lines.append(f"{r.name:<{width}}  {r.document:<25}  {r.status} ({r.checked} values)")
-        lines += [f"    {mismatch}" for mismatch in r.mismatches]
+    lines = []
+    for document, group in by_document(results, lambda result: result.document):
+        lines.append(document.heading)
+        for r in group:
+            values = "1 value" if r.checked == 1 else f"{r.checked} values"
+            lines.append(f"  {r.name:<{width}}  {r.status} ({values})")
+            lines += [f"      {mismatch}" for mismatch in r.mismatches]
     passed = sum(r.status == "ok" for r in results)
     lines.append(f"{passed} of {len(results)} examples reproduce their documents")
     return "\n".join(lines)
@@ -345,9 +383,14 @@ def _results_table(results) -> str:
 def _run_formula(args) -> int:
     from symcnn.views.formula import general_formula
 
-    view = general_formula(args.op, args.wrt, kernel=args.kernel, stride=args.stride,
-                           padding=args.padding, dilation=args.dilation)
-    print({"text": view.text, "latex": view.latex, "json": view.json}[args.format]())
+    output_format = chosen_format(args)
+    settings = dict(kernel=args.kernel, stride=args.stride, padding=args.padding, dilation=args.dilation)
+    if args.standalone:
+        from symcnn.report.opformulas import formula_report
+
+        return _print_document(formula_report(args.op, args.wrt, **settings), args)
+    view = general_formula(args.op, args.wrt, **settings)
+    print({"text": view.text, "latex": view.latex, "json": view.json}[output_format]())
     return 0
 
 
@@ -430,7 +473,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _main(argv: Optional[Sequence[str]]) -> int:
     parser = _build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the command as typed: the first line of a --standalone document names it
     runners = {"demo": _run_demo, "examples": _run_examples, "derive": _run_derive, "formula": _run_formula,
                "generate": _run_generate, "train": _run_train, "bench": _run_bench, "report": _run_report,
                "check": _run_check, "errata": _run_errata}

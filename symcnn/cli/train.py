@@ -21,6 +21,11 @@ def _say(text: str, to_stderr: bool) -> None:
     print(text, file=sys.stderr if to_stderr else sys.stdout, flush=True)
 
 
+def _count(number: int, noun: str) -> str:
+    """``1 epoch``, ``12 epochs``."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def _check_output_path(path: str, option: str, suffix: str) -> Path:
     """An output file, checked before training starts: an epoch is not to be lost to a typo."""
     from symcnn.training.checkpoint import check_writable
@@ -49,6 +54,7 @@ def plot_history(history: list, path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from symcnn.files import atomic_open
 
@@ -62,6 +68,7 @@ def plot_history(history: list, path: Path, title: str) -> None:
     accuracy_axes.set(xlabel="epoch", ylabel="accuracy (%)", title="held-out accuracy")
     for axes in (loss_axes, accuracy_axes):
         axes.grid(alpha=0.3)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     figure.suptitle(title)
     figure.tight_layout()
     try:
@@ -77,7 +84,8 @@ def run_training(args) -> int:
     from symcnn.spec import load_spec
     from symcnn.training.trainer import TrainConfig, Trainer, TrainingDiverged
 
-    recommended = load_spec(args.spec).training
+    spec = load_spec(args.spec)
+    recommended = spec.training
     config = TrainConfig.resolve(recommended, epochs=args.epochs, batch=args.batch, lr=args.lr,
                                  momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed,
                                  schedule=args.schedule, warmup=args.warmup, label_smoothing=args.label_smoothing)
@@ -89,8 +97,9 @@ def run_training(args) -> int:
     if plot is not None:
         if importlib.util.find_spec("matplotlib") is None:  # checked before training starts
             raise ValueError("plot: needs matplotlib; install it with pip install 'symcnn[plot]'")
+    # The data is checked against the spec (shape, classes) before any kernel is generated or compiled.
+    data = load_data(args.data, spec.input_shape, spec.classes).standardized()
     net = Network.from_spec(args.spec, dtype=args.dtype, seed=args.seed)
-    data = load_data(args.data, net.spec.input_shape, net.spec.classes).standardized()
     trainer = Trainer(net, config)
     if args.resume:
         trainer.resume(args.resume, data)  # the data checked against the checkpoint's before anything is said
@@ -98,7 +107,7 @@ def run_training(args) -> int:
              + (f", batch {trainer.state.step}" if trainer.state.step else ""), args.json)
     quiet = args.json
     _say(f"training {net.spec.name} on {data.name}: {len(data.x_train)} images, {len(data.x_test)} held out; "
-         f"{config.epochs} epochs of batch {config.batch}, lr {config.lr} ({config.warmup:g}-epoch warm-up, "
+         f"{_count(config.epochs, 'epoch')} of batch {config.batch}, lr {config.lr} ({config.warmup:g}-epoch warm-up, "
          f"{config.schedule}), "
          f"momentum {config.momentum}, weight decay {config.weight_decay}"
          + (f", label smoothing {config.label_smoothing:g}" if config.label_smoothing else "")
@@ -143,11 +152,13 @@ def run_training(args) -> int:
         "config": asdict(config),
     }
     if plot is not None and history:
-        plot_history(history, plot, f"{net.spec.name} on {data.name}")
+        source = "the shipped handwritten digits" if args.data == "digits" else Path(args.data).name
+        plot_history(history, plot, f"network {net.spec.name!r} trained on {source} "
+                                    f"({len(data.x_train):,} images, {len(data.x_test):,} held out)")
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"{net.spec.name}: held-out accuracy {100 * summary['test_accuracy']:.2f}% after {len(history)} "
-              f"epochs; {seconds:.1f} s, {summary['images_per_second']:,.0f} training images/s"
+        print(f"{net.spec.name}: held-out accuracy {100 * summary['test_accuracy']:.2f}% after "
+              f"{_count(len(history), 'epoch')}; {seconds:.1f} s, {summary['images_per_second']:,.0f} training images/s"
               + (f"; curves in {plot}" if plot else "") + (f"; checkpoint {checkpoint}" if checkpoint else ""))
     return 0

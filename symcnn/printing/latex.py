@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from sympy.printing.latex import LatexPrinter
 
-from symcnn.printing.nodes import divisibility, is_iverson, ordered_conditions
+from symcnn.printing.nodes import divisibility, in_twin_order, is_iverson, ordered_conditions
 
 __all__ = ["SymcnnLatexPrinter", "latex"]
 
@@ -28,6 +28,10 @@ def _gradient_name(base) -> str | None:
 
 class SymcnnLatexPrinter(LatexPrinter):
     """LaTeX in the documents' notation."""
+
+    def _as_ordered_terms(self, expr, order=None):
+        parent = super()._as_ordered_terms
+        return in_twin_order(expr, lambda twin: parent(twin, order)) or parent(expr, order)
 
     def _print_Iverson(self, expr):
         conditions = r" \,\land\, ".join(self._print(c) for c in ordered_conditions(expr.conditions))

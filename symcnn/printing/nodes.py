@@ -14,11 +14,14 @@ Example:
 
 from __future__ import annotations
 
+from typing import Optional
+
 import sympy
-from sympy import Basic, Eq, Expr, Mod, Piecewise
+from sympy import Basic, Eq, Expr, Mod, Piecewise, Symbol
 from sympy.printing.precedence import PRECEDENCE
 
-__all__ = ["Iverson", "FloorDiv", "OrderedSum", "Assign", "Guard", "is_iverson", "divisibility", "ordered_conditions"]
+__all__ = ["Iverson", "FloorDiv", "OrderedSum", "Assign", "Guard", "is_iverson", "divisibility", "ordered_conditions",
+           "HEIGHT_TWINS", "in_twin_order"]
 
 
 class Iverson(Expr):
@@ -73,6 +76,28 @@ def _condition_kind(condition) -> int:
 def ordered_conditions(conditions):
     """Divisibility first, then lower bounds, then upper bounds: document 000's order."""
     return sorted(conditions, key=lambda c: (_condition_kind(c), sympy.default_sort_key(c)))
+
+#: A width symbol's height twin. An expression in the width only prints its terms in the order its height
+#: twin's print: ``W_out = W_in - K_w + 1`` beside ``H_out = H_in - K_h + 1``, not ``-K_w + W_in + 1``
+#: (SymPy orders terms by their symbols' names, and ``K`` sorts before ``W`` but after ``H``).
+HEIGHT_TWINS = {"W_in": "H_in", "W_out": "H_out", "K_w": "K_h", "s_w": "s_h", "p_w": "p_h", "d_w": "d_h"}
+
+
+def in_twin_order(expr, ordered_terms) -> Optional[list]:
+    """The terms of the sum ``expr`` in the order ``ordered_terms`` gives its height twin's, or ``None``
+    when ``expr`` is not in the width only."""
+    names = {symbol.name for symbol in expr.free_symbols if isinstance(symbol, Symbol)}
+    if not names & HEIGHT_TWINS.keys() or names & set(HEIGHT_TWINS.values()):
+        return None
+    twin = {symbol: Symbol(HEIGHT_TWINS[symbol.name], **symbol.assumptions0)
+            for symbol in expr.free_symbols if isinstance(symbol, Symbol) and symbol.name in HEIGHT_TWINS}
+    by_twin = {term.xreplace(twin): term for term in expr.args}
+    if len(by_twin) != len(expr.args):
+        return None
+    try:
+        return [by_twin[term] for term in ordered_terms(sympy.Add(*by_twin))]
+    except KeyError:
+        return None
 
 
 class OrderedSum(Expr):

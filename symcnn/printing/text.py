@@ -24,7 +24,7 @@ import sympy
 from sympy import Expr, Piecewise, Symbol
 from sympy.printing.str import StrPrinter
 
-from symcnn.printing.nodes import Iverson, divisibility, is_iverson, ordered_conditions
+from symcnn.printing.nodes import Iverson, divisibility, in_twin_order, is_iverson, ordered_conditions
 
 __all__ = ["SymcnnStrPrinter", "text", "readable", "OUT_SIZE_NAMES"]
 
@@ -35,6 +35,10 @@ OUT_SIZE_NAMES = {"out_height": Symbol("H_out", integer=True, positive=True),
 
 class SymcnnStrPrinter(StrPrinter):
     """Plain text: ``[condition] * term`` for a condition, ``s | a`` for divisibility."""
+
+    def _as_ordered_terms(self, expr, order=None):
+        parent = super()._as_ordered_terms
+        return in_twin_order(expr, lambda twin: parent(twin, order)) or parent(expr, order)
 
     def _print_Iverson(self, expr):
         conditions = " and ".join(self._print(c) for c in ordered_conditions(expr.conditions))

@@ -16,7 +16,7 @@ Example:
     >>> [part.title for part in ALL_PARTS]
     ['Worked examples', 'General formulas', 'Networks', 'Errata']
     >>> print(render_markdown(example_report("maxpool_3x3_k2s1")).splitlines()[2])
-    # Worked example `maxpool_3x3_k2s1`
+    # Document 002: backpropagation through 2×2 max pooling with stride 1
 """
 
 from __future__ import annotations
@@ -64,15 +64,14 @@ def _networks() -> list[Report]:
 
 def _errata() -> list[Report]:
     """``symcnn errata`` as a report: each document's claims, checked now, with their status."""
+    from symcnn.checking.documents import by_document
     from symcnn.checking.errata import collect, summary
 
     entries = collect()
-    documents = list(dict.fromkeys(entry.document for entry in entries))
     sections = tuple(
-        Section(f"Document {document}", (Items(tuple(
-            f"{entry.status} ({entry.section}): `{entry.claim}`. {entry.detail}."
-            for entry in entries if entry.document == document)),))
-        for document in documents)
+        Section(f"Document {document.number}: {document.title}", (Prose(f"`{document.file_name}`: {document.covers}."),
+                Items(tuple(f"{entry.status} ({entry.section}): `{entry.claim}`. {entry.detail}." for entry in group))))
+        for document, group in by_document(entries, lambda entry: entry.document))
     intro = (Prose("Each claim of the reference documents, as written, checked when this report was built by "
                    "`symcnn check` against the derivations (`symcnn errata` prints the same). verified: it holds "
                    "in symcnn's conventions; convention: it holds only under the convention named; wrong: the "

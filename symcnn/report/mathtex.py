@@ -34,7 +34,7 @@ from symcnn.symbolic.tensors import element_name, indices_of
 
 __all__ = ["ReportPrinter", "WIDTH", "visible_width", "indicators", "sum_rows", "chunk_rows", "matrix",
            "tensor_matrices", "tensor_cells", "matrix_width", "matrix_rows", "entry_rows", "entry_name",
-           "gradient_entry_name", "scalar"]
+           "gradient_entry_name", "scalar", "fitted_rows"]
 
 #: Visible characters per display row: about the text width of the PDF (11pt, 2.5 cm margins)
 #: and of a GitHub page.
@@ -320,3 +320,63 @@ def entry_name(prefix: str, index: Sequence[int], shape: Sequence[int]) -> str:
 def gradient_entry_name(element_latex: str) -> str:
     """``\\frac{\\partial L}{\\partial x_{00}}`` for an element's printed name."""
     return r"\frac{\partial L}{\partial %s}" % element_latex
+
+
+_NESTING = re.compile(r"\\left\b|\\right\b|[{}]")
+
+
+def _split(latex: str, separators: tuple[str, ...]) -> list[tuple[str, str]]:
+    r"""``(separator, piece)`` of printed LaTeX split at ``separators`` (like `` + ``) outside braces and
+    ``\left``...``\right``; the first piece's separator is ``+``."""
+    pieces, depth, start, joiner, position = [], 0, 0, "+", 0
+    while position < len(latex):
+        nesting = _NESTING.match(latex, position)
+        if nesting:
+            depth += 1 if nesting.group(0) in ("{", r"\left") else -1
+            position = nesting.end()
+            continue
+        separator = next((s for s in separators if latex.startswith(s, position)), None)
+        if depth == 0 and separator and position > start:
+            pieces.append((joiner, latex[start:position].strip()))
+            joiner, start = separator.strip(), position + len(separator)
+            position = start
+            continue
+        position += 1
+    pieces.append((joiner, latex[start:].strip()))
+    return pieces
+
+
+def fitted_rows(rows) -> tuple[str, ...]:
+    r"""Aligned rows, each too wide for the page broken so that nothing runs off it: ``lhs &= a + b + ...
+    [&& \text{note}]`` between its terms (``&\quad + ...`` continuation rows), else at its ``=`` signs;
+    ``lhs &: a, b, ...`` (a list) between its items.
+
+    >>> rows = fitted_rows(["y &= " + " + ".join(f"a_{{{i}}}" for i in range(40))])
+    >>> len(rows), rows[1][:24]
+    (5, '&\\quad + a_{11} + a_{12}')
+    """
+    fitted = []
+    for row in rows:
+        if visible_width(row) <= WIDTH:
+            fitted.append(row)
+            continue
+        relation = "=" if " &= " in row else ":" if " &: " in row else None
+        lhs, _, rest = row.partition(f" &{relation} ") if relation else (row, "", "")
+        rhs, note, tag = rest.partition(" && ")
+        note = note + tag if note else ""
+        if relation == ":":
+            items = _split(rhs, (", ",))
+            fitted += chunk_rows(lhs, [("", piece + ",") for _, piece in items[:-1]] + [("", items[-1][1])],
+                                 relation=":")
+            fitted[-1] += note
+            continue
+        terms = _split(rhs, (" + ", " - ")) if relation else []
+        if len(terms) > 1:
+            broken = chunk_rows(lhs, terms)
+        elif relation and len(_split(rhs, (" = ",))) > 1:
+            parts = [piece for _, piece in _split(rhs, (" = ",))]
+            broken = [f"{lhs} &= {parts[0]}"] + [f"&= {piece}" for piece in parts[1:]]
+        else:
+            broken = [row.removesuffix(note)]
+        fitted += [broken[0] + note] + broken[1:]
+    return tuple(fitted)

@@ -35,7 +35,7 @@ from symcnn.symbolic.tensors import indices_of, symbol_array
 from symcnn.validation import pair
 from symcnn.symbolic.verify import elementwise_gradients, exactly_equal, expand_gradient
 
-__all__ = ["op_report", "Instance", "instance", "INSTANCE_KERNEL_LIMIT"]
+__all__ = ["op_report", "formula_report", "Instance", "instance", "INSTANCE_KERNEL_LIMIT"]
 
 def _summary(op: str) -> str:
     """What the op is, in words (its registry entry's summary; the formula comes from symcnn.symbolic.ops)."""
@@ -280,3 +280,22 @@ def op_report(op: str, kernel=None, stride=None, padding=None, dilation=None) ->
     sections.append(_instance_section(op, settings, printer))
     summary = f"{_summary(op)}: forward formula and the derived gradients" + (f", {shown}" if shown else "")
     return Report(f"op-{op}{suffix}", title, summary, tuple(sections), intro)
+
+
+def formula_report(op: str, wrt: str, kernel=None, stride=None, padding=None, dilation=None) -> Report:
+    """One formula of :func:`op_report` (``wrt``: ``forward`` or an operand role) as a report of its own:
+    ``symcnn formula OP --format latex --standalone``.
+
+    >>> [section.title for section in formula_report("dense", "weight").sections]
+    ['Gradient with respect to the weight']
+    """
+    settings = {key: value for key, value in dict(kernel=kernel, stride=stride, padding=padding,
+                                                     dilation=dilation).items() if value is not None}
+    view = general_formula(op, wrt, **settings)  # validates op, wrt and the settings (ValueError naming each)
+    printer = ReportPrinter()
+    section = (_forward_section(op, settings, printer) if wrt == "forward"
+               else _gradient_section(op, wrt, settings, printer))
+    heading = view.text().splitlines()[0]  # "conv2d: gradient with respect to the input (stride 2)"
+    intro = (Prose(f"`{op}` is {_summary(op)}. Indices are 0-based; tensors are NCHW. `symcnn report --op {op}` "
+                   "shows every formula of the op, with a small instance."),)
+    return Report(f"formula-{op}-{wrt}", f"`{op}`: {heading.partition(': ')[2]}", heading, (section,), intro)

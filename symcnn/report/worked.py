@@ -2,32 +2,39 @@
 
 The tensors the example starts from (input, kernel, upstream gradient) as matrices, then every
 derived value: each output entry, each weight gradient, the complete input gradient (as entries
-and, where it fits, as a matrix). Every value is symcnn's own derivation (``WorkedExample.derive``,
+and, where it fits, as a matrix), then the chain rule of an entry of each gradient, as
+``symcnn derive ... --steps`` shows it. Every value is symcnn's own derivation (``WorkedExample.derive``,
 :mod:`symcnn.checking.examples`), compared exactly with the document (:func:`symcnn.checking.examples.same`) when the
 report is built, and marked as reproduced, completed by symcnn, or different.
 
 Example:
     >>> report = example_report("conv_3x3_2x2")
+    >>> report.title
+    'Document 002: backpropagation through a 3×3 convolution with a 2×2 kernel'
     >>> [section.title for section in report.sections]
-    ['Given', 'Derived']
+    ['Given', 'Derived', 'The chain rule, step by step']
 """
 
 from __future__ import annotations
 
 import itertools
+import shlex
 from typing import Any
 
 import sympy
 from sympy import Array
 
+from symcnn.checking.documents import reference
 from symcnn.checking.examples import EXAMPLES, WorkedExample, same
 from symcnn.report.document import Display, Items, Prose, Report, Section
-from symcnn.report.mathtex import (WIDTH, ReportPrinter, entry_rows, gradient_entry_name, matrix_rows,
+from symcnn.report.mathtex import (WIDTH, ReportPrinter, entry_rows, fitted_rows, gradient_entry_name, matrix_rows,
                                    matrix_width, scalar, sum_rows, tensor_cells, visible_width)
+from symcnn.views.steps import latex_entries
+from symcnn.symbolic.steps import ChainRule
 from symcnn.symbolic.tensors import element_name, indices_of
 from symcnn.symbolic.verify import exactly_equal
 
-__all__ = ["example_report", "key_latex"]
+__all__ = ["example_report", "key_latex", "derive_command"]
 
 
 def key_latex(key: str, inline: bool = False) -> str:
@@ -133,7 +140,9 @@ def example_report(name: str) -> Report:
     example = EXAMPLES[name]
     derived = example.derive()
     printer = ReportPrinter()
-    intro = [Prose(f"Document `{example.document}`, section “{example.section}”: {example.title}.")]
+    document = reference(example.document)
+    intro = [Prose(f"From {document.label}, section “{example.section}”: {example.title}."),
+             Prose(f"The document's file: `{document.file_name}`. symcnn's name for the example: `{example.name}`.")]
     if example.note:
         intro.append(Prose(example.note))
     sections = []
@@ -153,6 +162,51 @@ def example_report(name: str) -> Report:
     if scalars:
         blocks.append(Items(tuple(scalars)))
     sections.append(Section("Derived", tuple(blocks)))
-    summary = f"document {example.document[:3]}, {example.section}: {example.title}"
-    return Report(f"example-{example.name}", f"Worked example `{example.name}`", summary, tuple(sections),
-                  tuple(intro))
+    if example.chain_rule is not None:
+        sections.append(_chain_rule_section(example.chain_rule))
+    summary = f"`{example.name}`, section “{example.section}”: {example.title}"
+    title = f"Document {document.number}: {example.heading or example.title}"
+    return Report(f"example-{example.name}", title, summary, tuple(sections), tuple(intro))
+
+
+def _chain_rule_section(rule: ChainRule) -> Section:
+    """An entry of each gradient as its chain rule: every output's upstream gradient times its partial
+    derivative (by SymPy, from the expanded forward expressions), the terms that survive and, at
+    input values, the numbers."""
+    blocks: list = []
+    for number, (entry, rows) in enumerate(latex_entries(rule.steps())):
+        lead = ("Each gradient entry is a sum over the outputs: the output's upstream gradient times its partial "
+                "derivative with respect to the entry (SymPy's, of the expanded forward expressions; an output that "
+                "does not contain the entry contributes 0). ") if number == 0 else ""
+        blocks += [Prose(f"{lead}The entry $\\partial L/\\partial {sympy.latex(entry.symbol)}$:"),
+                   Display(fitted_rows(rows))]
+    blocks.append(Prose(f"`{derive_command(rule)}` prints the same steps (`--steps` shows every entry)."))
+    return Section("The chain rule, step by step", tuple(blocks))
+
+
+def _size(value) -> str:
+    return str(value[0]) if value[0] == value[1] else f"{value[0]}x{value[1]}"
+
+
+def derive_command(rule: ChainRule) -> str:
+    """The ``symcnn derive`` command that prints ``rule``'s steps.
+
+    >>> derive_command(EXAMPLES["conv_3x3_2x2"].chain_rule)
+    'symcnn derive conv2d --input 3x3 --kernel 2 --no-bias --entry w00 --entry x11'
+    """
+    config = rule.config
+    settings = config.settings
+    words = ["symcnn", "derive", config.op, "--input", "x".join(map(str, config.input_size))]
+    if "kernel" in settings:
+        words += ["--kernel", _size(settings["kernel"])]
+    default_stride = (1, 1) if "bias" in settings else settings.get("kernel")  # a pool's stride: its window
+    for key, default in (("stride", default_stride), ("padding", (0, 0)), ("dilation", (1, 1))):
+        if key in settings and tuple(settings[key]) != default:
+            words += [f"--{key}", _size(settings[key])]
+    if settings.get("bias") is False:
+        words.append("--no-bias")
+    if rule.values:
+        words += ["--values", ";".join(",".join(map(str, row)) for row in rule.values)]
+    for entry in rule.entries:
+        words += ["--entry", entry]
+    return shlex.join(words)

@@ -27,7 +27,7 @@ Example (document 002's max pooling, 2x2 window, stride 1):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, NamedTuple, Optional, Sequence
 
 import sympy
 from sympy import Array, Expr, Symbol
@@ -36,7 +36,7 @@ from symcnn.symbolic.derive import Derivation, LayerConfig, derive, partial_deri
 from symcnn.symbolic.display import LatexDisplay
 from symcnn.symbolic.tensors import element_name, indices_of
 
-__all__ = ["ChainPartial", "Partial", "EntrySteps", "Route", "ForwardStep", "Steps", "steps", "ROLES"]
+__all__ = ["ChainPartial", "Partial", "EntrySteps", "Route", "ForwardStep", "Steps", "steps", "ChainRule", "ROLES"]
 
 #: The tensors a gradient is taken for, in the order ``symcnn derive`` prints them.
 ROLES = ("weight", "bias", "input")
@@ -227,6 +227,18 @@ def steps(config: LayerConfig, values: Optional[Array] = None, entries: Sequence
                           for (name, gradient_of_output, _), table in zip(outputs, derivatives))
               for role in ROLES if role in whole}
     return Steps(derivation, forward, routes, tuple(entry_steps))
+
+
+class ChainRule(NamedTuple):
+    """Entries whose chain rule to show, as ``symcnn derive ... --entry NAME`` shows it: an op's
+    configuration, the entries, and the input's rows (a worked example's numbers) or ``None``."""
+
+    config: LayerConfig
+    entries: tuple[str, ...]
+    values: Optional[list] = None
+
+    def steps(self) -> Steps:
+        return steps(self.config, Array([[self.values]]) if self.values else None, self.entries)
 
 
 def _route(output: Symbol, upstream: Expr, derivatives: Mapping[Symbol, Expr], tensor: Array,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import sympy
 from sympy import Array
@@ -33,7 +33,7 @@ from symcnn.printing.text import readable
 from symcnn.symbolic.tensors import element_name, indices_of
 
 __all__ = ["describe", "as_text", "as_latex", "as_latex_display", "as_json", "as_dict", "latex_text", "latex_blocks",
-           "latex_display"]
+           "latex_display", "LatexParts", "latex_parts"]
 
 _SECTIONS = (("grad_weight", "weight", "dL/dW"), ("grad_bias", "bias", "dL/db"), ("grad_input", "input", "dL/dX"))
 
@@ -152,6 +152,20 @@ def latex_display(header: Sequence[str], blocks: Sequence[tuple[str, Sequence[st
 def _latex_sections(derivation: Derivation) -> list[tuple[str, list[str]]]:
     return [(title, [f"{_latex_name(name)} &= {latex(readable(expr, {}))}" for name, expr in entries])
             for title, entries in _sections(derivation)]
+
+
+class LatexParts(NamedTuple):
+    """A view's LaTeX before it is laid out: header lines (plain text) and ``(title, aligned rows)``
+    blocks. ``symcnn derive --standalone`` lays them out as a complete document."""
+
+    header: tuple[str, ...]
+    blocks: tuple[tuple[str, tuple[str, ...]], ...]
+
+
+def latex_parts(derivation: Derivation) -> LatexParts:
+    """The header and blocks of :func:`as_latex`, unlaid (the input values in the header, if any)."""
+    header = (describe(derivation.config),) + ((_values_line(derivation),) if derivation.values else ())
+    return LatexParts(header, tuple((title, tuple(rows)) for title, rows in _latex_sections(derivation)))
 
 
 def as_latex(derivation: Derivation) -> str:

@@ -37,7 +37,7 @@ from symcnn.symbolic.steps import ROLES, ChainPartial, EntrySteps, Steps
 from symcnn.symbolic.tensors import indices_of
 
 __all__ = ["SubstitutionPrinter", "SubstitutionLatexPrinter", "as_text", "as_latex", "as_latex_display",
-           "as_dict", "as_json"]
+           "as_dict", "as_json", "latex_parts", "latex_entries"]
 
 _TITLES = {"weight": "dL/dW", "bias": "dL/db", "input": "dL/dX"}
 _LATEX_TITLES = {"weight": r"\frac{\partial L}{\partial W}", "bias": r"\frac{\partial L}{\partial b}",
@@ -274,6 +274,18 @@ def as_latex(walk: Steps) -> str:
     if walk.values:
         header.append(f"% {_values_line(walk)}")
     return render.latex_blocks("\n".join(header), _latex_blocks(walk))
+
+
+def latex_entries(walk: Steps) -> list[tuple[EntrySteps, tuple[str, ...]]]:
+    """Each entry's chain rule as aligned LaTeX rows, as ``--steps --format latex`` shows it (for a report)."""
+    fmt = _Format(walk.values, latex_format=True)
+    return [(entry, tuple(_latex_row(row) for row in _entry_block(entry, fmt).rows)) for entry in walk.entries]
+
+
+def latex_parts(walk: Steps) -> render.LatexParts:
+    """The header and blocks of :func:`as_latex`, unlaid (for a complete document)."""
+    header = (render.describe(walk.derivation.config),) + ((_values_line(walk),) if walk.values else ())
+    return render.LatexParts(header, tuple((title, tuple(rows)) for title, rows in _latex_blocks(walk)))
 
 
 def as_latex_display(walk: Steps) -> str:

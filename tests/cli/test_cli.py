@@ -21,6 +21,7 @@ import sympy
 from tests import numpy_reference as ref
 from symcnn.checking import examples as examples_module
 from symcnn.cli.main import main
+from symcnn.checking.documents import REFERENCE_DOCUMENTS, reference
 from symcnn.checking.examples import EXAMPLE_LIST, EXAMPLES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,8 +81,12 @@ def parsed(nested) -> np.ndarray:
 def test_examples_lists_every_name(capsys):
     status, out, err = run(["examples"], capsys)
     assert status == 0 and err == ""
-    listed = [line.split()[0] for line in out.splitlines() if line.strip()]
+    listed = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
     assert listed == [example.name for example in EXAMPLE_LIST]
+    headings = [line for line in out.splitlines() if not line.startswith("  ")]
+    # Each document by number and title, with its file name: nothing to open elsewhere.
+    assert headings == [reference(name).heading for name in dict.fromkeys(e.document for e in EXAMPLE_LIST)]
+    assert headings[0].startswith("Document 002: Convolution and pooling")
 
 
 def test_examples_json_lists_every_name_with_its_document(capsys):
@@ -96,10 +101,11 @@ def test_examples_check_prints_the_table_and_exits_0(capsys):
     status, out, err = run(["examples", "--check"], capsys)
     assert status == 0 and err == ""
     lines = out.splitlines()
-    assert lines[0].split() == ["example", "document", "status"]
+    assert lines[0] == REFERENCE_DOCUMENTS[2].heading
     for example in EXAMPLE_LIST:
         row = next(line for line in lines if line.split()[0] == example.name)
-        assert f"ok ({len(example.expected)} values)" in row
+        count = len(example.expected)
+        assert f"ok ({count} value{'s' if count != 1 else ''})" in row
     assert lines[-1] == f"{len(EXAMPLE_LIST)} of {len(EXAMPLE_LIST)} examples reproduce their documents"
 
 

@@ -110,3 +110,20 @@ def test_max_pooling_prints_as_a_max_over_its_window_in_latex(cli):
     assert status == 0
     assert r"\max_{\substack{0 \leq u \leq K_{h} - 1\\0 \leq v \leq K_{w} - 1}}" in out
     assert "MaxOver" not in out
+
+
+@pytest.mark.parametrize("op, settings", [
+    ("conv2d", []), ("conv2d", ["--stride", "1", "--padding", "0", "--dilation", "1"]),
+    ("conv2d", ["--stride", "2", "--padding", "1", "--dilation", "1"]), ("maxpool2d", []), ("avgpool2d", []),
+])
+def test_the_height_and_width_rules_print_their_terms_in_one_order(cli, op, settings):
+    """``W_out = W_in - K_w + 1`` beside ``H_out = H_in - K_h + 1``: the same rule, written alike."""
+    for output_format in ("text", "latex"):
+        _, out, _ = cli("formula", op, *settings, "--format", output_format)
+        height = next(line for line in out.splitlines() if "H_out =" in line or "H_{out} =" in line)
+        width = next(line for line in out.splitlines() if "W_out =" in line or "W_{out} =" in line)
+        as_height = width
+        for name, twin in (("W_", "H_"), ("W_{", "H_{"), ("K_w", "K_h"), ("K_{w}", "K_{h}"), ("_w", "_h"),
+                           ("_{w}", "_{h}")):
+            as_height = as_height.replace(name, twin)
+        assert as_height.removesuffix(",\\qquad") == height.removesuffix(",\\qquad"), (height, width)

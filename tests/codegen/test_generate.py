@@ -166,7 +166,7 @@ def test_a_name_that_is_not_a_plain_identifier_is_refused_and_nothing_is_written
     path.write_text(toml_of(spec))
     status, out, err = cli("generate", str(path), "--out", str(tmp_path / "out"))
     assert status == 2 and out == "" and "Traceback" not in err
-    assert err.count("\n") == 1 and "layer 0 (conv2d): name: must be a plain Python identifier" in err
+    assert err.count("\n") == 1 and "[[layers]] table 1 (conv2d): name: must be a plain Python identifier" in err
     assert not (tmp_path / "out").exists()
 
 
@@ -187,19 +187,22 @@ def test_text_fields_reach_generated_code_only_as_literals(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda s: s["layers"].insert(0, {"type": "conv3d"}), "layer 0 (conv3d): type: must be one of conv2d"),
-    (lambda s: s["layers"][0].update(kernal=3), "layer 0 (conv2d): kernal: unknown key (allowed: bias, dilation"),
-    (lambda s: s["layers"][0].pop("out_channels"), "layer 0 (conv2d): out_channels: missing (required)"),
-    (lambda s: s["layers"][0].update(kernel=5), "layer 0 (conv2d 'conv'): kernel: the kernel (5x5) is larger than "
-                                                "the input (4x4)"),
-    (lambda s: s["layers"][0].update(stride=0), "layer 0 (conv2d 'conv'): stride: must be an integer >= 1, got 0"),
+    (lambda s: s["layers"].insert(0, {"type": "conv3d"}), "[[layers]] table 1 (conv3d): type: must be one of conv2d"),
+    (lambda s: s["layers"][0].update(kernal=3),
+     "[[layers]] table 1 (conv2d): kernal: unknown key (allowed: bias, dilation"),
+    (lambda s: s["layers"][0].pop("out_channels"), "[[layers]] table 1 (conv2d): out_channels: missing (required)"),
+    (lambda s: s["layers"][0].update(kernel=5),
+     "[[layers]] table 1 (conv2d 'conv'): kernel: the kernel (5x5) is larger than the input (4x4)"),
+    (lambda s: s["layers"][0].update(stride=0),
+     "[[layers]] table 1 (conv2d 'conv'): stride: must be an integer >= 1, got 0"),
     (lambda s: s["layers"][0].update(padding=-1), "padding: must be an integer >= 0, got -1"),
     (lambda s: s["layers"][0].update(out_channels=0), "out_channels: must be an integer >= 1, got 0"),
     (lambda s: s["layers"][0].update(kernel=[3, 3, 3]), "kernel: must be an integer or a pair"),
     (lambda s: s["layers"][0].update(bias="yes"), "bias: must be true or false"),
     (lambda s: s["layers"].pop(1),
-     "layer 1 (dense 'fc'): type: needs a flat input, got shape (2, 2, 2): put a flatten"),
-    (lambda s: s["layers"][2].update(name="conv"), "layer 2 (dense): name: 'conv' is used by another layer"),
+     "[[layers]] table 2 (dense 'fc'): type: needs a flat input, got shape (2, 2, 2): put a flatten"),
+    (lambda s: s["layers"][2].update(name="conv"),
+     "[[layers]] table 3 (dense): name: 'conv' is used by another layer"),
     (lambda s: s["layers"][2].update(name="loss"), "name: 'loss' is reserved"),
     (lambda s: s["layers"].append({"type": "relu"}), "the last layer must be a dense layer"),
     (lambda s: s.update(input=[1, 4]), "input: must be [channels, height, width]"),

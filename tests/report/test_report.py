@@ -8,6 +8,7 @@ compiled. Without latexmk the PDF tests skip with the reason; CI installs TeX (.
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -24,10 +25,11 @@ from symcnn.checking.examples import EXAMPLE_LIST, EXAMPLES
 from symcnn.report import writer
 from symcnn.report.document import Collection, Part
 from symcnn.report.indexform import gradient_display
-from symcnn.report.mathtex import ReportPrinter, indicators
+from symcnn.report.mathtex import ReportPrinter, fitted_rows, indicators
 from symcnn.report.opformulas import instance, op_report
 from symcnn.report.walkthrough import network_report
-from symcnn.report.worked import example_report
+from symcnn.report.worked import derive_command, example_report
+from symcnn.views.steps import latex_entries
 from symcnn.symbolic.tensors import indices_of
 from symcnn.symbolic.verify import exactly_equal
 
@@ -191,6 +193,46 @@ def test_example_statuses_follow_the_comparison(everything, monkeypatch):
     assert "Differs from the document, which states 1." in writer.render_markdown(example_report("dense_weight_count"))
 
 
+def test_a_worked_example_is_titled_for_a_reader_and_names_its_document_without_a_path():
+    report = example_report("conv_3x3_2x2")
+    assert report.title == "Document 002: backpropagation through a 3×3 convolution with a 2×2 kernel"
+    intro = " ".join(block.text for block in report.intro)
+    assert "“Convolution and pooling, worked by hand”" in intro and "`002_51c52be4557c38c6.txt`" in intro
+    assert "shared/" not in writer.render_latex(report)
+
+
+def _gradient_letters(example) -> set:
+    """``{"w", "x"}``: the tensors whose gradient the example's report shows (``dL/dW``, ``dL/dX``)."""
+    return {key[4:].lower() for key, value in example.derive().items()
+            if key.startswith("dL/d") and key not in example.given and isinstance(value, sympy.NDimArray)}
+
+
+@pytest.mark.parametrize("example", [e for e in EXAMPLE_LIST if e.chain_rule], ids=lambda e: e.name)
+def test_the_chain_rule_of_an_entry_of_each_gradient_is_shown_as_derive_steps_prints_it(cli, example):
+    rule = example.chain_rule
+    assert {entry[0] for entry in rule.entries} == _gradient_letters(example)
+    text = writer.render_latex(example_report(example.name))
+    assert r"\section{The chain rule, step by step}" in text
+    status, printed, err = cli(*shlex.split(derive_command(rule))[1:], "--format", "latex")
+    assert status == 0, err
+    for entry, rows in latex_entries(rule.steps()):
+        assert all(row in printed for row in rows), entry  # the command the report names prints the same rows
+        assert all(row in text for row in fitted_rows(rows)), entry
+
+
+def test_every_example_with_a_symbolic_gradient_shows_a_chain_rule():
+    # softmax_ce_gradient differentiates the loss of ten classes at once: no op of `symcnn derive` expands it.
+    without = [e.name for e in EXAMPLE_LIST if _gradient_letters(e) and e.chain_rule is None]
+    assert without == ["softmax_ce_gradient"]
+
+
+def test_every_heading_keeps_space_for_what_follows_it():
+    text = writer.render_latex(example_report("conv_3x3_2x2"))
+    lines = text.splitlines()
+    headings = [number for number, line in enumerate(lines) if line.startswith(("\\section", "\\subsection"))]
+    assert headings and all(lines[number - 1].startswith("\\keepwithnext") for number in headings)
+
+
 @pytest.mark.parametrize("op, config", [
     ("conv2d", dict(input_size=(3, 3), kernel=(2, 2))),
     ("maxpool2d", dict(input_size=(4, 4), kernel=(2, 2))),
@@ -278,6 +320,24 @@ def test_every_shipped_report_compiles_to_pdf(all_pdf, everything):
     assert pages > 3 * len(everything.reports) // 2
     overfull = [float(width) for width in re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide\)", log)]
     assert max(overfull, default=0) < 10, "a line runs off the page"
+
+
+@NEEDS_TEX
+def test_no_page_ends_with_a_heading(all_pdf, everything):
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext is not installed (poppler-utils)")
+    path, _ = all_pdf
+    pages = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True,
+                           timeout=120).stdout.split("\f")
+    titles = {section.title for report in everything.reports for section in report.sections}
+    titles |= {report.title for report in everything.reports}
+    plain = {title for title in titles if not set(title) & set("$`")}  # as pdftotext writes them
+    for number, page in enumerate(pages, start=1):
+        lines = [line.strip() for line in page.splitlines() if line.strip()]
+        body = lines[:-1] if lines and lines[-1].isdigit() else lines  # without the page number
+        if body:
+            heading = re.fullmatch(r"\d+(?:\.\d+)*\s+(.*)", body[-1])
+            assert not (heading and heading.group(1) in plain), f"page {number} ends with the heading {body[-1]!r}"
 
 
 @NEEDS_TEX

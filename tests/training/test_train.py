@@ -343,3 +343,14 @@ def test_cli_takes_the_spec_recommendations_unless_an_option_is_given(cli, monke
     assert "label smoothing 0.1 (epochs, batch, label_smoothing from the spec's [training] table)" in err
     status, out, err = cli("train", "digits", "--label-smoothing", "1", "--no-progress")
     assert status == 2 and err.strip().endswith("--label-smoothing: must be a number in [0, 1), got 1.0")
+
+
+def test_a_class_count_the_data_cannot_fill_is_refused_before_any_kernel_is_generated(tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("SYMCNN_CACHE_DIR", str(tmp_path / "cache"))
+    spec = tmp_path / "five.toml"
+    spec.write_text('name = "five"\ninput = [1, 8, 8]\n[[layers]]\ntype = "flatten"\n'
+                    '[[layers]]\ntype = "dense"\nname = "fc"\nout_features = 5\n')
+    status, out, err = cli("train", str(spec), "--no-progress")
+    assert status == 2 and out == "" and err.count("\n") == 1
+    assert "digits has 10 classes, the spec's last layer gives 5" in err
+    assert "generating kernels" not in err and not (tmp_path / "cache").exists()

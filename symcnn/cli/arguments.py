@@ -1,0 +1,78 @@
+"""The argument parser of every ``symcnn`` command: one-line errors, suggestions, defaults in the help.
+
+- A usage error is one line (the option and the constraint), exit status 2.
+- A mistyped choice (a command, an op, a format) names the closest one: ``symcnn derve`` says
+  ``did you mean 'derive'?``.
+- Every option's help names its default, unless its text already says what the default is
+  (flags, which are off unless given, and repeatable options, empty unless given, need none).
+
+Example:
+    >>> parser = Parser(prog="demo")
+    >>> _ = parser.add_argument("--batch", type=int, default=64, help="images per call")
+    >>> "images per call (default: 64)" in " ".join(parser.format_help().split())
+    True
+    >>> suggestion("derve", ["demo", "derive", "formula"])
+    "; did you mean 'derive'?"
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+from typing import Iterable
+
+__all__ = ["Parser", "HelpFormatter", "suggestion", "add_format_options", "chosen_format"]
+
+
+def suggestion(value: str, choices: Iterable) -> str:
+    """``"; did you mean 'derive'?"`` for the closest choice to ``value``, or ``""`` when none is close."""
+    names = [str(choice) for choice in choices]
+    close = difflib.get_close_matches(str(value), names, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, with ``(default: ...)`` after each option's help that does not state it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        states_it = "default" in text
+        no_default = action.default in (None, argparse.SUPPRESS, []) or action.nargs == 0  # flags: off unless given
+        if states_it or no_default or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the option and the constraint), exit status 2, and a
+    mistyped choice suggests the closest one."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # argparse's API
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def _check_value(self, action: argparse.Action, value) -> None:
+        if action.choices is not None and value not in action.choices:
+            choices = ", ".join(map(repr, action.choices))
+            raise argparse.ArgumentError(
+                action, f"invalid choice: {value!r}{suggestion(value, action.choices)} (choose from {choices})")
+
+
+def add_format_options(command: argparse.ArgumentParser) -> None:
+    """``--format text|latex|json`` and ``--standalone``, as ``derive`` and ``formula`` take them."""
+    command.add_argument("--format", choices=("text", "latex", "json"), default=None,
+                         help="text (default), latex or json. latex is math-mode fragments (aligned blocks): paste "
+                              "them inside \\[ \\] or an equation of your own document, or add --standalone")
+    command.add_argument("--standalone", action="store_true",
+                         help="a complete LaTeX document that compiles as it is (pdflatex FILE.tex); implies "
+                              "--format latex")
+
+
+def chosen_format(args: argparse.Namespace) -> str:
+    """``--format`` as given, else latex for ``--standalone`` and text otherwise."""
+    if args.standalone and args.format not in (None, "latex"):
+        raise ValueError(f"--standalone: prints a LaTeX document; it does not combine with --format {args.format}")
+    return args.format or ("latex" if args.standalone else "text")
