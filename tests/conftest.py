@@ -71,3 +71,24 @@ def umask():
     os.umask(original)
     yield os.umask
     os.umask(original)
+
+
+@pytest.fixture
+def interrupt_third_write(monkeypatch):
+    """A function that, once called, makes symcnn.files raise KeyboardInterrupt (a Ctrl-C) as it
+    writes its third new file from then on."""
+    from symcnn import files
+
+    def arm():
+        written = []
+        original = files._write_new_file
+
+        def interrupted(path, data, mode):
+            written.append(path)
+            if len(written) == 3:
+                raise KeyboardInterrupt
+            original(path, data, mode)
+
+        monkeypatch.setattr(files, "_write_new_file", interrupted)
+
+    return arm

@@ -73,19 +73,10 @@ def test_an_exception_mid_write_leaves_the_old_file_and_no_temporary(tmp_path):
             pass
 
 
-def test_an_exception_mid_package_leaves_the_old_package_and_no_staging(tmp_path, monkeypatch):
+def test_an_exception_mid_package_leaves_the_old_package_and_no_staging(tmp_path, interrupt_third_write):
     package = tmp_path / "package"
     replace_directory(package, {f"m{number}.py": "old\n" for number in range(5)})
-    written = []
-    original = files._write_new_file
-
-    def interrupted(path, data, mode):
-        written.append(path)
-        if len(written) == 3:
-            raise KeyboardInterrupt
-        original(path, data, mode)
-
-    monkeypatch.setattr(files, "_write_new_file", interrupted)
+    interrupt_third_write()
     with pytest.raises(KeyboardInterrupt):
         replace_directory(package, {f"m{number}.py": "new\n" for number in range(5)})
     assert {path.name: path.read_text() for path in package.iterdir()} == {f"m{n}.py": "old\n" for n in range(5)}

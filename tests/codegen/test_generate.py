@@ -56,22 +56,13 @@ def test_check_names_stale_missing_and_extra_files(tmp_path, cli):
     assert cli("generate", "digits", "--out", str(tmp_path), "--check")[0] == 0
 
 
-def test_an_interrupted_write_leaves_the_previous_package(tmp_path, monkeypatch):
+def test_an_interrupted_write_leaves_the_previous_package(tmp_path, interrupt_third_write):
     from symcnn import files
 
     generate_module.generate(["digits"], tmp_path)
     package = tmp_path / "digits"
     before = {p.name: p.read_bytes() for p in package.glob("*.py")}
-    written = []
-    original = files._write_new_file
-
-    def interrupted(path, data, mode):
-        written.append(path)
-        if len(written) == 3:
-            raise KeyboardInterrupt
-        original(path, data, mode)
-
-    monkeypatch.setattr(files, "_write_new_file", interrupted)
+    interrupt_third_write()
     with pytest.raises(KeyboardInterrupt):
         files.replace_directory(package, {name: "broken\n" for name in before})
     assert {p.name: p.read_bytes() for p in package.glob("*.py")} == before
