@@ -81,8 +81,9 @@ MAX_VALUES = MAX_EXPANSION_TERMS
 def summary() -> str:
     """The limits in one paragraph, for the documentation (docs/errata.md, "How claims are read")."""
     return (f"a formula of at most {MAX_FORMULA_CHARACTERS:,} characters, {MAX_FORMULA_TOKENS:,} tokens and "
-            f"{MAX_NESTING_DEPTH} brackets or sums open at once; numbers of at most {MAX_NUMBER_DIGITS} digits, "
-            f"written or computed; exponents up to {MAX_EXPONENT}; factorials up to {MAX_FACTORIAL_ARGUMENT}!; "
+            f"{MAX_NESTING_DEPTH} brackets, sums or powers open at once; numbers of at most "
+            f"{MAX_NUMBER_DIGITS} digits, written or computed; exponents up to {MAX_EXPONENT}; factorials up to "
+            f"{MAX_FACTORIAL_ARGUMENT}!; "
             f"a sum's index over at most {MAX_SUM_RANGE:,} values; a claim that expands to at most "
             f"{MAX_EXPANSION_TERMS:,} terms. The index checker derives at configurations of at most "
             f"{MAX_EXPANSION_TERMS:,} terms each and {MAX_SEARCH_TERMS:,} together, where the claim sums at "
@@ -96,8 +97,8 @@ def summary() -> str:
 
 _TOKEN = re.compile(r"\\[A-Za-z]+|\\.|[A-Za-z]+|\d+(?:\.\d*)?|\*\*|\S", re.S)
 _LITERAL = re.compile(r"(?<![A-Za-z_])(\d+)(?:\.(\d*))?(?:[eE]([+-]?\d+))?")
-_OPENING = re.compile(r"\\begin\b|\\end\b|\\l(?:floor|ceil|angle)\b|\\r(?:floor|ceil|angle)\b|\\[{}]|[{}()\[\]]"
-                      r"|\\(?:sum|prod|max|min)\b|[=,;&]|\\\\")
+_NESTING = re.compile(r"\\begin\b|\\end\b|\\l(?:floor|ceil|angle)\b|\\r(?:floor|ceil|angle)\b|\\[{}]|[{}()\[\]]"
+                      r"|\\(?:sum|prod|max|min)\b|\*\*|\^(?!\s*\{)|(?:\|\s*)+|[-+*/=,;&]|\\\\")
 
 
 def check_text(text: str) -> None:
@@ -106,7 +107,7 @@ def check_text(text: str) -> None:
     >>> check_text(r"\\frac{1}{" * 30 + "x" + "}" * 30)
     Traceback (most recent call last):
     ...
-    symcnn.checking.claims.ClaimSyntaxError: brackets or sums nested 30 deep: the checker's limit is 24
+    symcnn.checking.claims.ClaimSyntaxError: brackets, sums or powers nested 30 deep: the checker's limit is 24
     """
     if not isinstance(text, str):
         return  # the reader refuses it
@@ -117,7 +118,7 @@ def check_text(text: str) -> None:
         reject(f"{tokens:,} tokens (names, numbers, operators): the checker's limit is {MAX_FORMULA_TOKENS:,}")
     depth = _nesting(text)
     if depth > MAX_NESTING_DEPTH:
-        reject(f"brackets or sums nested {depth} deep: the checker's limit is {MAX_NESTING_DEPTH}")
+        reject(f"brackets, sums or powers nested {depth} deep: the checker's limit is {MAX_NESTING_DEPTH}")
     for match in _LITERAL.finditer(text):
         digits = len(match.group(1)) + len(match.group(2) or "")
         if digits > MAX_NUMBER_DIGITS:
@@ -127,21 +128,28 @@ def check_text(text: str) -> None:
 
 
 def _nesting(text: str) -> int:
-    """The most brackets and sums open at once. A sum nests what follows it up to the end of its
-    group or the next ``=`` ``,`` ``;`` ``&`` ``\\\\`` at its level (``\\sum_a \\sum_b x`` is 2 deep)."""
-    sums = [0]  # per open group: the sums opened in it so far
+    """The most brackets, sums and powers open at once. A sum nests what follows it up to the end
+    of its group or the next ``=`` ``,`` ``;`` ``&`` ``\\\\`` (``\\sum_a \\sum_b x`` is 2 deep), a
+    power without braces (SymPy syntax's ``a**b**c``) up to the next other operator, and a run of
+    ``|`` is as deep as it is long (``||x||``)."""
+    groups = [[0, 0]]  # per open group: the sums and the powers open in it
     deepest = 0
-    for match in _OPENING.finditer(text):
+    for match in _NESTING.finditer(text):
         token = match.group(0)
+        bars = token.count("|")
         if token in ("=", ",", ";", "&", "\\\\"):
-            sums[-1] = 0
+            groups[-1] = [0, 0]
+        elif token in ("+", "-", "*", "/"):
+            groups[-1][1] = 0
         elif token.startswith(("\\sum", "\\prod", "\\max", "\\min")):
-            sums[-1] += 1
+            groups[-1][0] += 1
+        elif token in ("**", "^"):
+            groups[-1][1] += 1
         elif token in ("{", "(", "[", "\\{", "\\begin") or token.startswith("\\l"):
-            sums.append(0)
-        elif len(sums) > 1:
-            sums.pop()
-        deepest = max(deepest, len(sums) - 1 + sum(sums))
+            groups.append([0, 0])
+        elif len(groups) > 1 and not bars:
+            groups.pop()
+        deepest = max(deepest, len(groups) - 1 + sum(map(sum, groups)) + bars)
     return deepest
 
 

@@ -203,7 +203,9 @@ class _LatexReader:
         return "".join(out)
 
     def _command(self, text: str, position: int, out: list) -> int:
-        match = re.match(r"\\([A-Za-z]+|.)", text[position:])
+        match = re.match(r"\\([A-Za-z]+|.)", text[position:], flags=re.S)
+        if match is None:
+            reject("a backslash with no command after it")
         name = match.group(1)
         end = position + len(match.group(0))
         indicator = _INDICATOR.match(text, position)

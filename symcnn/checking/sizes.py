@@ -13,11 +13,11 @@ Example:
     >>> check_python_constants("9**9**9**9")
     Traceback (most recent call last):
     ...
-    symcnn.checking.claims.ClaimSyntaxError: an exponent of 387420489: the checker's limit is 100
+    symcnn.checking.claims.ClaimSyntaxError: an exponent of 387,420,489: the checker's limit is 100
     >>> check_constants(sympy.Sum(sympy.Symbol("k"), (sympy.Symbol("k"), 0, 10**9)))
     Traceback (most recent call last):
     ...
-    symcnn.checking.claims.ClaimSyntaxError: k runs over 1,000,000,001 values: the checker's limit is 20,000
+    symcnn.checking.claims.ClaimSyntaxError: k runs to 1,000,000,000: the checker's limit is 20,000
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import sympy
 from symcnn.checking.claims import reject
 from symcnn.checking.limits import (MAX_EXPANSION_TERMS, MAX_EXPONENT, MAX_FACTORIAL_ARGUMENT, MAX_NUMBER_DIGITS,
                                     MAX_SUM_RANGE)
-from symcnn.symbolic.functions import FirstArgmax, MaxOver, WindowMax
+from symcnn.symbolic.functions import FirstArgmax, MaxOver
 
 __all__ = ["Size", "exact", "power", "factorial", "check_power", "check_constants", "check_python_constants",
            "check_claim", "check_expansion"]
@@ -41,9 +41,10 @@ __all__ = ["Size", "exact", "power", "factorial", "check_power", "check_constant
 
 
 class Size(NamedTuple):
-    """What is known of a constant before it is computed: ``digits``, an upper bound on
-    ``log10(max(|value|, 1))``, and the ``exact`` value when it is rational. An expression that
-    depends on a symbol has no size (``None``); an indicator ``1(x > 0)`` has one (at most 1)."""
+    """What is known of an expression's constants before SymPy computes them: ``digits``, an upper
+    bound on ``log10(max(|value|, 1))`` of its constant parts, and its ``exact`` value when it is a
+    rational number. A symbol has no size (``None``); ``x + 10^{99}`` has the size of ``10^{99}``
+    (``e^{x + 10^{99}}`` is ``e^x e^{10^{99}}`` once expanded), ``\\max(x, 0)`` that of 0."""
 
     digits: float
     exact: Optional[Fraction] = None
@@ -63,25 +64,29 @@ def _log10(value: Fraction) -> float:
 
 
 def _shown(size: Size) -> str:
-    if size.exact is not None and len(str(size.exact)) <= 24:
+    if size.exact is not None and size.exact.denominator == 1 and size.digits <= 24:
+        return f"{size.exact.numerator:,}"
+    if size.exact is not None and size.digits <= 24:
         return str(size.exact)
     return f"about 10^{size.digits:.0f}"
 
 
 def _sum(sizes: list) -> Optional[Size]:
-    if not sizes or None in sizes:
+    known = [size for size in sizes if size is not None]
+    if not known:
         return None
-    if all(size.exact is not None for size in sizes):
+    if len(known) == len(sizes) and all(size.exact is not None for size in sizes):
         return exact(sum((size.exact for size in sizes), Fraction(0)))
-    return Size(max(size.digits for size in sizes) + math.log10(len(sizes)))
+    return Size(max(size.digits for size in known) + math.log10(len(known)))
 
 
 def _product(sizes: list) -> Optional[Size]:
-    if not sizes or None in sizes:
+    known = [size for size in sizes if size is not None]
+    if not known:
         return None
-    if all(size.exact is not None for size in sizes):
+    if len(known) == len(sizes) and all(size.exact is not None for size in sizes):
         return exact(math.prod((size.exact for size in sizes), start=Fraction(1)))
-    return Size(sum(size.digits for size in sizes))
+    return Size(sum(size.digits for size in known))
 
 
 _E = Size(math.log10(math.e))
@@ -138,23 +143,38 @@ def check_power(base, exponent) -> None:
 
 
 def _largest(sizes: list) -> Optional[Size]:
-    """A size no larger than the largest of ``sizes`` (a floor, a maximum, a modulo)."""
-    if not sizes or None in sizes:
+    """The size of a value no larger than the largest of ``sizes`` (a floor, a maximum, a modulo, a
+    branch of a Piecewise), from those known."""
+    known = [size for size in sizes if size is not None]
+    return Size(max(size.digits for size in known)) if known else None
+
+
+def _logarithm(size: Optional[Size]) -> Optional[Size]:
+    if size is None:
         return None
-    return Size(max(size.digits for size in sizes))
+    digits = abs(_log10(abs(size.exact))) if size.exact else size.digits  # |ln v| <= 2.31 |log10 v|
+    return Size(math.log10(2.31 * digits + 1))
 
 
-def _range_length(low: Optional[Size], high: Optional[Size], variable) -> None:
+def _range_length(low: Optional[Size], high: Optional[Size], variable) -> int:
+    """The values an index takes from ``low`` to ``high`` (1 where not known), refused above
+    :data:`MAX_SUM_RANGE`, as is a bound beyond it (``\\sum_{k=10^{50}}^{K}``)."""
+    for bound in (low, high):
+        if bound is not None and bound.exact is not None and abs(bound.exact) > MAX_SUM_RANGE:
+            reject(f"{variable} runs to {_shown(bound)}: the checker's limit is {MAX_SUM_RANGE:,}")
+        if bound is not None and bound.exact is not None and bound.exact.denominator != 1:
+            reject(f"{variable} runs to {bound.exact}: the bounds of a sum are integers")
     if low is None or high is None or low.exact is None or high.exact is None:
-        return
+        return 1
     length = math.floor(high.exact) - math.ceil(low.exact) + 1
     if length > MAX_SUM_RANGE:
         reject(f"{variable} runs over {length:,} values: the checker's limit is {MAX_SUM_RANGE:,}")
+    return max(length, 1)
 
 
-def _sympy_size(node, size_of: Callable, resolve: Callable) -> Optional[Size]:
+def _sympy_size(node, size_of: Callable, scope: Mapping) -> Optional[Size]:
     """``node``'s size (None where it depends on a symbol), after the limits on computing it;
-    ``size_of`` gives its arguments' sizes, ``resolve`` a symbol's value or size (or None)."""
+    ``size_of`` gives its arguments' sizes, ``scope`` a symbol's value or size by name."""
     if node.is_Rational:
         return exact(Fraction(int(node.p), int(node.q)))
     if node.is_Float:
@@ -164,7 +184,9 @@ def _sympy_size(node, size_of: Callable, resolve: Callable) -> Optional[Size]:
     if isinstance(node, sympy.NumberSymbol):
         return Size(1.0)
     if isinstance(node, sympy.Symbol):
-        value = resolve(node)
+        value = scope.get(node.name)
+        if isinstance(value, sympy.Symbol) and value.name in scope:  # a placeholder for a bound index
+            value = scope[value.name]
         if isinstance(value, Size):
             return value
         if isinstance(value, sympy.Symbol) and value.name == "e":  # e^{x} is read as exp(x)
@@ -182,17 +204,38 @@ def _sympy_size(node, size_of: Callable, resolve: Callable) -> Optional[Size]:
     if isinstance(node, sympy.functions.combinatorial.factorials.CombinatorialFunction):
         sizes = [factorial(argument) for argument in args]
         return sizes[0] if isinstance(node, sympy.factorial) else None
-    if isinstance(node, (sympy.Sum, sympy.Product, MaxOver, FirstArgmax)):
+    if isinstance(node, _REDUCTIONS):
+        terms = 1
         for limit in node.limits:
             if len(limit) == 3:
-                variable = resolve(limit[0]) if isinstance(limit[0], sympy.Symbol) else None
-                _range_length(size_of(limit[1]), size_of(limit[2]), variable or limit[0])
-        return None
+                variable = scope.get(limit[0].name) if isinstance(limit[0], sympy.Symbol) else None
+                variable = variable if isinstance(variable, sympy.Symbol) else limit[0]
+                terms *= _range_length(size_of(limit[1]), size_of(limit[2]), variable)
+        body = args[0]
+        return Size(body.digits + math.log10(terms)) if body is not None and isinstance(node, sympy.Sum) else body
     if isinstance(node, sympy.Piecewise):
         return _largest([size_of(branch) for branch, _ in node.args])
-    if isinstance(node, (sympy.floor, sympy.ceiling, sympy.Abs, sympy.Max, sympy.Min, sympy.Mod, WindowMax)):
+    if isinstance(node, sympy.log):
+        return _logarithm(args[0])
+    if isinstance(node, (sympy.Function, sympy.Max, sympy.Min)) and args:  # floor, Mod, the reader's max(...)
         return _largest(args)
     return None
+
+
+_REDUCTIONS = (sympy.Sum, sympy.Product, MaxOver, FirstArgmax)  # sympy.Product: the LaTeX reader's \max
+
+
+def _body_scope(node, scope: dict) -> dict:
+    """The scope of a reduction's body: its indices stand for the largest value they take
+    (``e^{k}`` in ``\\sum_{k=1}^{20000}`` is ``e^{20000}`` at most)."""
+    inner = dict(scope)
+    for limit in node.limits:
+        if len(limit) == 3 and isinstance(limit[0], sympy.Symbol):
+            low, high = check_constants(limit[1], scope), check_constants(limit[2], scope)
+            meaning = scope.get(limit[0].name)  # the LaTeX reader's placeholders: one per occurrence of k
+            name = meaning.name if isinstance(meaning, sympy.Symbol) else limit[0].name
+            inner[name] = None if low is None or high is None else Size(max(low.digits, high.digits))
+    return inner
 
 
 def check_constants(expr, resolve: Optional[Mapping] = None) -> Optional[Size]:
@@ -207,22 +250,33 @@ def check_constants(expr, resolve: Optional[Mapping] = None) -> Optional[Size]:
     >>> check_constants(parse_latex(r"(10^{10})!"))
     Traceback (most recent call last):
     ...
-    symcnn.checking.claims.ClaimSyntaxError: the factorial of 10000000000: the checker's limit is 50!
+    symcnn.checking.claims.ClaimSyntaxError: the factorial of 10,000,000,000: the checker's limit is 50!
     """
     if not isinstance(expr, sympy.Basic):
         return None
-    table = resolve or {}
-    sizes: dict[int, Optional[Size]] = {}
-    stack = [(expr, False)]
+    outer = dict(resolve or {})
+    scopes = [outer]  # alive while sizes are keyed by (node, scope): a name means one thing per scope
+    sizes: dict[tuple[int, int], Optional[Size]] = {}
+    stack = [(expr, outer, False, None)]  # node, its scope, visited, the scope of its body (a reduction's)
     while stack:
-        node, visited = stack.pop()
+        node, scope, visited, body_scope = stack.pop()
         if not visited:
-            stack.append((node, True))
-            stack.extend((arg, False) for arg in node.args if isinstance(arg, sympy.Basic))
+            args = [arg for arg in node.args if isinstance(arg, sympy.Basic)]
+            body_scope = scope
+            if isinstance(node, _REDUCTIONS) and args:
+                body_scope = _body_scope(node, scope)
+                scopes.append(body_scope)
+            stack.append((node, scope, True, body_scope))
+            stack.extend((arg, body_scope if index == 0 else scope, False, None) for index, arg in enumerate(args))
             continue
-        sizes[id(node)] = _sympy_size(node, lambda arg: sizes.get(id(arg)),
-                                      lambda symbol: table.get(symbol.name))
-    return sizes[id(expr)]
+        body = node.args[0] if isinstance(node, _REDUCTIONS) and node.args else None
+        sizes[(id(node), id(scope))] = _sympy_size(node, _sizes_in(sizes, body, scope, body_scope), scope)
+    return sizes[(id(expr), id(outer))]
+
+
+def _sizes_in(sizes: dict, body, scope: dict, body_scope: dict) -> Callable:
+    """The sizes of a node's arguments: its ``body`` (a reduction's) in ``body_scope``, the others in ``scope``."""
+    return lambda arg: sizes.get((id(arg), id(body_scope if arg is body else scope)))
 
 
 _PYTHON_SIZES = {"floor", "ceiling", "Max", "Min", "Mod", "Abs", "Integer", "Float", "Piecewise"}
@@ -235,21 +289,52 @@ def check_python_constants(text: str) -> None:
         tree = ast.parse(text.strip().replace("^", "**"), mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return
-    sizes: dict[int, Optional[Size]] = {}
-    stack = [(tree.body, False)]
+    _python_walk(tree.body, {})
+
+
+def _python_walk(root, outer: dict) -> Optional[Size]:
+    """:func:`check_constants`'s walk over a Python syntax tree: iterative, a reduction's body in a
+    scope where its indices stand for their largest values."""
+    scopes = [outer]
+    sizes: dict[tuple[int, int], Optional[Size]] = {}
+    stack = [(root, outer, False, outer)]
     while stack:
-        node, visited = stack.pop()
+        node, scope, visited, body_scope = stack.pop()
+        body = node.args[0] if _is_python_reduction(node) else None
         if not visited:
-            stack.append((node, True))
-            stack.extend((child, False) for child in ast.iter_child_nodes(node))
+            body_scope = scope
+            if body is not None:
+                body_scope = _python_body_scope(node, scope)
+                scopes.append(body_scope)
+            stack.append((node, scope, True, body_scope))
+            stack.extend((child, body_scope if child is body else scope, False, None)
+                         for child in ast.iter_child_nodes(node))
             continue
-        sizes[id(node)] = _python_size(node, lambda child: sizes.get(id(child)))
+        sizes[(id(node), id(scope))] = _python_size(node, _sizes_in(sizes, body, scope, body_scope), scope)
+    return sizes[(id(root), id(outer))]
 
 
-def _python_size(node, size_of: Callable) -> Optional[Size]:
+def _is_python_reduction(node) -> bool:
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and bool(node.args)
+            and node.func.id in ("Sum", "MaxOver", "FirstArgmax"))
+
+
+def _python_body_scope(node, scope: dict) -> dict:
+    inner = dict(scope)
+    for limit in node.args[1:]:
+        if isinstance(limit, ast.Tuple) and len(limit.elts) == 3 and isinstance(limit.elts[0], ast.Name):
+            low, high = _python_walk(limit.elts[1], scope), _python_walk(limit.elts[2], scope)
+            _range_length(low, high, limit.elts[0].id)  # SymPy may evaluate a sum as it builds it
+            inner[limit.elts[0].id] = None if low is None or high is None else Size(max(low.digits, high.digits))
+    return inner
+
+
+def _python_size(node, size_of: Callable, scope: Mapping) -> Optional[Size]:
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
         return exact(Fraction(str(node.value))) if math.isfinite(node.value) else None
     if isinstance(node, ast.Name):
+        if isinstance(scope.get(node.id), Size):
+            return scope[node.id]
         return _E if node.id == "E" else Size(1.0) if node.id == "pi" else None
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         size = size_of(node.operand)
@@ -277,10 +362,12 @@ def _python_size(node, size_of: Callable) -> Optional[Size]:
             return power(_E, args[0])
         if name == "sqrt" and len(args) == 1:
             return power(args[0], exact(Fraction(1, 2)))
+        if name == "log" and args:
+            return _logarithm(args[0])
         if name == "Rational" and len(args) == 2 and None not in args and args[1].exact:
             return _product([args[0], exact(1 / args[1].exact)]) if args[0].exact is not None else None
-        if name in ("Sum", "MaxOver", "FirstArgmax"):
-            return None  # its ranges: check_claim, once it is built
+        if name in ("Sum", "MaxOver", "FirstArgmax") and args:  # a sum: its terms' size, times its range at most
+            return args[0] and Size(args[0].digits + (math.log10(MAX_SUM_RANGE) if name == "Sum" else 0))
         if name in _PYTHON_SIZES:
             return _largest(args)
     return None

@@ -15,8 +15,10 @@ Example:
 
 from __future__ import annotations
 
+import textwrap
 from typing import Mapping
 
+from symcnn.checking import limits
 from symcnn.checking.checker import check
 from symcnn.checking.errata.model import STATUSES, Erratum, Transcription, merge
 from symcnn.checking.errata.transcriptions import NOT_CHECKED, TRANSCRIPTIONS
@@ -127,7 +129,7 @@ def errata_markdown(entries=None) -> str:
     lines += ["", "## Not checked", "", "| Document | Section | Why |", "|---|---|---|"]
     for document, section, reason in NOT_CHECKED:
         lines.append(f"| {document} | {_cell(section)} | {_cell(reason)} |")
-    lines += ["", "## How claims are read", "", *_VOCABULARY]
+    lines += ["", "## How claims are read", "", *_VOCABULARY, *_LIMITS]
     return "\n".join(lines) + "\n"
 
 
@@ -160,3 +162,8 @@ _VOCABULARY = [
     "  zero-padded by definition, and tensors named with `--zero-outside` (\"pad the output gradient\").",
     "  `--one-based NAME` counts NAME's indices from 1. Max pooling is checked at inputs with distinct values.",
 ]
+# The limits, from symcnn/checking/limits.py itself: the page cannot fall behind them.
+_LIMITS = textwrap.wrap(
+    "- **Limits**, each checked before the work it bounds (`symcnn/checking/limits.py`); a formula or an "
+    f"option beyond one is refused in one line naming it (exit status 2): {limits.summary()}.",
+    width=110, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False)

@@ -91,7 +91,7 @@ class _ReadOutside(Exception):
     """A claim read a tensor outside its shape (or at a non-integer index)."""
 
 
-_FUNCTIONS = (sympy.exp, sympy.log, sympy.Max, sympy.Min, sympy.sqrt, sympy.Abs)
+_FUNCTIONS = (sympy.exp, sympy.log, sympy.Max, sympy.Min, sympy.Abs, sympy.factorial)  # sqrt is a Pow
 
 
 class _Context:
