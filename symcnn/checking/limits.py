@@ -115,7 +115,8 @@ def check_text(text: str) -> None:
         reject(f"longer than {MAX_FORMULA_CHARACTERS:,} characters ({len(text):,}): the checker's limit")
     tokens = len(_TOKEN.findall(text))
     if tokens > MAX_FORMULA_TOKENS:
-        reject(f"{tokens:,} tokens (names, numbers, operators): the checker's limit is {MAX_FORMULA_TOKENS:,}")
+        reject(f"{tokens:,} tokens (names, numbers, operators, brackets): the checker's limit is "
+               f"{MAX_FORMULA_TOKENS:,}")
     depth = _nesting(text)
     if depth > MAX_NESTING_DEPTH:
         reject(f"brackets, sums or powers nested {depth} deep: the checker's limit is {MAX_NESTING_DEPTH}")

@@ -17,6 +17,8 @@ from __future__ import annotations
 import functools
 from typing import Iterable
 
+import sympy
+
 from symcnn.checking.claims import Claim, reject
 from symcnn.checking.limits import check_text
 from symcnn.checking.parse_latex import looks_like_latex, parse_latex_claim
@@ -50,5 +52,9 @@ def _parse_cached(text: str, tensors: frozenset, elements: bool) -> Claim:
             claim = parse_sympy_claim(text, set(tensors), elements)
     except RecursionError:  # the last line of defence: check_text bounds the nesting
         reject("nested too deeply")
+    for equation in claim.equations:
+        for side in (equation.lhs, equation.rhs):
+            if isinstance(side, sympy.logic.boolalg.Boolean) and not isinstance(side, sympy.Symbol):
+                reject(f"{side} is a condition, not a value (an indicator is \\mathbf{{1}}(...))")
     check_claim(claim)
     return claim
