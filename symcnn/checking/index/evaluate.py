@@ -318,7 +318,7 @@ class _Context:
         if isinstance(expr, FirstArgmax):
             concrete = expr.xreplace({symbol: sympy.Integer(value) for symbol, value in env.items()
                                       if isinstance(value, int)})
-            window = math.prod(len(self._range(variable, low, high, env)) for variable, low, high in concrete.limits)
+            window = math.prod(len(self._range(*limit, env)) for limit in concrete.limits if len(limit) == 3)
             self.budget.spend(window * window, self.where)  # each element's routing compares it with the others
             return self.value(unroll(concrete), env)
         if isinstance(expr, _FUNCTIONS) or isinstance(expr, WindowMax):

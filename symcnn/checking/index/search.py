@@ -43,7 +43,8 @@ def configurations(plan: Plan) -> list[dict]:
     fixed = {**plan.fixed, **plan.forced}
     chosen, seen = [], set()
     free_roles = {role for role, value in plan.forward.parameters.items() if isinstance(value, Symbol)}
-    for candidate in _candidates(plan.op, mentioned | (free_roles & {"in_features"}), fixed, parameter_only):
+    mentioned |= free_roles & {"in_features"}  # an activation read as features (Y[i] = ...) searches their count
+    for candidate in _candidates(plan.op, mentioned, fixed, parameter_only):
         config = {role: value for role, value in candidate.items() if role in free_roles}
         config.update({role: value for role, value in fixed.items() if role in free_roles})
         key = tuple(sorted(config.items()))
