@@ -56,6 +56,7 @@ from symcnn.checking.examples import EXAMPLES
 from symcnn.checking.index.evaluate import check_claim
 from symcnn import registry
 from symcnn.checking.index.vocabulary import OpKind, default_tensors
+from symcnn.checking.limits import check_options, check_text
 from symcnn.checking.parse import parse_claim
 from symcnn.checking.result import CheckOptions, CheckResult, Difference, equal, show
 from symcnn.symbolic.derive import LayerConfig, derive, parse_values
@@ -75,13 +76,27 @@ ELEMENT_OPS = OpKind(lambda entry: entry.layer)
 def check(formula: str, against: str, options: Optional[CheckOptions] = None) -> CheckResult:
     """Check ``formula`` (LaTeX or SymPy syntax) against a worked example or an op.
 
-    Raises ``ValueError`` (one line, naming ``formula`` or ``against``) for an unparseable formula,
-    an unknown ``against``, or a claim that names something the op does not have.
+    Raises ``ValueError`` (one line, naming ``formula``, ``against`` or the option) for an
+    unparseable formula, an unknown ``against``, a claim that names something the op does not
+    have, or a formula or option beyond the checker's limits (:mod:`symcnn.checking.limits`).
     """
     options = options or CheckOptions()
     if against not in EXAMPLES and against not in FORMULA_OPS:
         names = ", ".join(sorted(EXAMPLES)) + "; ops: " + ", ".join(FORMULA_OPS)
         raise ValueError(f"against: not a worked example or an op; examples: {names}")
+    try:
+        return _check(formula, against, options)
+    except RecursionError:  # the last line of defence: the limits bound a formula's nesting
+        raise ValueError("formula: nested too deeply") from None
+
+
+def _check(formula: str, against: str, options: CheckOptions) -> CheckResult:
+    try:
+        check_text(formula)
+    except ClaimSyntaxError as error:
+        raise ClaimSyntaxError(f"formula: {error}") from None
+    if against in FORMULA_OPS:
+        check_options(options, flat_input=3 not in registry.get(against).inputs)
     try:
         if against in EXAMPLES:
             return _check_elements(parse_claim(formula, elements=True), against,

@@ -126,6 +126,8 @@ def split_top(text: str, separators: Iterable[str]) -> list[str]:
         char = text[position]
         if char == "\\":
             command = re.match(r"\\(begin|end)\b|\\([A-Za-z]+)|\\(.)", text[position:], flags=re.S)
+            if command is None:  # a backslash at the end: the reader refuses it
+                break
             if command.group(1):
                 depth += 1 if command.group(1) == "begin" else -1
             elif command.group(3) in ("{", "}"):

@@ -17,9 +17,13 @@ from __future__ import annotations
 import functools
 from typing import Iterable
 
+import sympy
+
 from symcnn.checking.claims import Claim, reject
+from symcnn.checking.limits import check_text
 from symcnn.checking.parse_latex import looks_like_latex, parse_latex_claim
 from symcnn.checking.parse_sympy import parse_sympy_claim
+from symcnn.checking.sizes import check_claim
 
 __all__ = ["parse_claim"]
 
@@ -30,7 +34,8 @@ def parse_claim(text: str, tensors: Iterable[str] = (), elements: bool = False) 
     ``tensors`` names the tensors (a name read with a single index, like ``z_i``, is a tensor only
     when named here; with two or more it always is). ``elements=True`` reads every subscript as
     part of a name (``x_{00}`` is the symbol ``x00``), for claims about a worked example's entries.
-    Raises :class:`~symcnn.checking.claims.ClaimSyntaxError` (a ``ValueError``) with a one-line message.
+    Raises :class:`~symcnn.checking.claims.ClaimSyntaxError` (a ``ValueError``) with a one-line message,
+    also for a formula beyond the checker's limits (:mod:`symcnn.checking.limits`).
     """
     return _parse_cached(text, frozenset(tensors), elements)
 
@@ -39,6 +44,17 @@ def parse_claim(text: str, tensors: Iterable[str] = (), elements: bool = False) 
 def _parse_cached(text: str, tensors: frozenset, elements: bool) -> Claim:
     if not isinstance(text, str) or not text.strip():
         reject("the formula is empty")
-    if looks_like_latex(text):  # SymPy syntax has no braces
-        return parse_latex_claim(text, set(tensors), elements)
-    return parse_sympy_claim(text, set(tensors), elements)
+    check_text(text)
+    try:
+        if looks_like_latex(text):  # SymPy syntax has no braces
+            claim = parse_latex_claim(text, set(tensors), elements)
+        else:
+            claim = parse_sympy_claim(text, set(tensors), elements)
+    except RecursionError:  # the last line of defence: check_text bounds the nesting
+        reject("nested too deeply")
+    for equation in claim.equations:
+        for side in (equation.lhs, equation.rhs):
+            if isinstance(side, sympy.logic.boolalg.Boolean) and not isinstance(side, sympy.Symbol):
+                reject(f"{side} is a condition, not a value (an indicator is \\mathbf{{1}}(...))")
+    check_claim(claim)
+    return claim

@@ -45,6 +45,7 @@ from symcnn.checking.claims import (OPEN, Claim, Equation, MatrixValue, base_nam
 from symcnn.checking.latex_scan import (GREEK, UNICODE, braced, claim_lines, designator_end, excerpt, group_end,
                                         integer_set, limits, prepare, read_word, relation_chain, skip_spaces,
                                         split_top, tags, where_items)
+from symcnn.checking.sizes import check_constants
 from symcnn.symbolic.functions import MaxOver
 
 __all__ = ["parse_latex_claim", "looks_like_latex", "COMPOUND_NAMES"]
@@ -160,6 +161,7 @@ class _LatexReader:
             reject(f"cannot parse {text!r} as LaTeX ({str(error).splitlines()[0]})")
         except ImportError as error:  # pragma: no cover - a dependency of the package
             reject(f"LaTeX parsing needs antlr4-python3-runtime 4.11 ({error})")
+        check_constants(parsed, self.table)  # before restore() evaluates a power or a factorial
         return self.restore(parsed)
 
     def condition(self, text: str):
@@ -201,7 +203,9 @@ class _LatexReader:
         return "".join(out)
 
     def _command(self, text: str, position: int, out: list) -> int:
-        match = re.match(r"\\([A-Za-z]+|.)", text[position:])
+        match = re.match(r"\\([A-Za-z]+|.)", text[position:], flags=re.S)
+        if match is None:
+            reject("a backslash with no command after it")
         name = match.group(1)
         end = position + len(match.group(0))
         indicator = _INDICATOR.match(text, position)

@@ -15,6 +15,7 @@ import sympy
 from sympy import IndexedBase, Symbol
 
 from symcnn.checking.claims import Claim, ClaimSyntaxError, Equation, MatrixValue, gradient_name, reject, tensor_base
+from symcnn.checking.sizes import check_python_constants
 from symcnn.symbolic.functions import FirstArgmax, MaxOver
 
 __all__ = ["parse_sympy_claim"]
@@ -51,6 +52,7 @@ def parse_sympy_claim(text: str, tensors: set[str], elements: bool) -> Claim:
     def parse(part: str):
         from sympy.parsing.sympy_parser import (auto_number, auto_symbol, convert_xor, parse_expr,
                                                 rationalize)
+        check_python_constants(part)  # before parse_expr evaluates a power
         try:
             value = parse_expr(part.strip(), local_dict=dict(namespace), global_dict={
                 "__builtins__": {}, "Symbol": _symbol_factory(elements), **_ALLOWED_FUNCTIONS},

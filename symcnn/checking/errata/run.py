@@ -15,8 +15,10 @@ Example:
 
 from __future__ import annotations
 
+import textwrap
 from typing import Mapping
 
+from symcnn.checking import limits
 from symcnn.checking.checker import check
 from symcnn.checking.documents import reference
 from symcnn.checking.errata.model import STATUSES, Erratum, Transcription, merge
@@ -134,7 +136,7 @@ def errata_markdown(entries=None) -> str:
     for document, section, reason in NOT_CHECKED:
         cited = reference(document)
         lines.append(f"| {cited.number}: {cited.title} | {_cell(section)} | {_cell(reason)} |")
-    lines += ["", "## How claims are read", "", *_VOCABULARY]
+    lines += ["", "## How claims are read", "", *_VOCABULARY, *_LIMITS]
     return "\n".join(lines) + "\n"
 
 
@@ -167,3 +169,8 @@ _VOCABULARY = [
     "  zero-padded by definition, and tensors named with `--zero-outside` (\"pad the output gradient\").",
     "  `--one-based NAME` counts NAME's indices from 1. Max pooling is checked at inputs with distinct values.",
 ]
+# The limits, from symcnn/checking/limits.py itself: the page cannot fall behind them.
+_LIMITS = textwrap.wrap(
+    "- **Limits**, each checked before the work it bounds (`symcnn/checking/limits.py`); a formula or an "
+    f"option beyond one is refused in one line naming it (exit status 2): {limits.summary()}.",
+    width=110, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False)

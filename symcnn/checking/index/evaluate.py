@@ -29,12 +29,14 @@ from typing import Mapping, Optional, Sequence
 import sympy
 from sympy import Expr, IndexedBase, Symbol
 
-from symcnn.checking.claims import OPEN, Claim, Equation
+from symcnn.checking.claims import OPEN, Claim, ClaimSyntaxError, Equation
 from symcnn.checking.index.derivation import Table, derivation
 from symcnn.checking.index.plan import ClaimTensor, Plan, free_symbols, plan_claim
-from symcnn.checking.index.search import configurations, describe
+from symcnn.checking.index.search import configurations, describe, expansion_terms
 from symcnn.checking.index.vocabulary import PARAMETER_NAMES
+from symcnn.checking.limits import Budget, check_search_size
 from symcnn.checking.result import CheckOptions, CheckResult, Difference, equal, show
+from symcnn.checking.sizes import check_constants, check_expansion, check_power
 from symcnn.symbolic.expand import unroll
 from symcnn.symbolic.functions import FirstArgmax, MaxOver, WindowMax
 
@@ -49,21 +51,34 @@ def check_claim(claim: Claim, op: str, options: Optional[CheckOptions] = None) -
 
 def _run(plan: Plan) -> CheckResult:
     """The claim at each configuration in turn; the first with a difference is the counter-example."""
+    try:
+        return _search(plan)
+    except ClaimSyntaxError as error:  # a limit of symcnn.checking.limits, met while evaluating
+        raise ValueError(f"formula: {error}") from None
+
+
+def _search(plan: Plan) -> CheckResult:
     chosen = configurations(plan)
     if not chosen:
         raise ValueError("formula: no configuration of the op satisfies the claim's conditions and options")
+    if any(kind == "tensor" for _, kind in plan.equations):  # compared with the derivation: its size first
+        check_search_size([(expansion_terms(plan, config), describe(plan.op, config)) for config in chosen])
+    budget = Budget()
     for number, config in enumerate(chosen, start=1):
-        differences = _differences(plan, config)
+        try:
+            differences = _differences(plan, config, budget)
+        except ZeroDivisionError:
+            raise ValueError(f"formula: divides by zero at {describe(plan.op, config)}") from None
         if differences:
             return CheckResult(plan.claim.text, plan.op, "index", False, number, describe(plan.op, config),
                                tuple(differences), tuple(plan.notes))
     return CheckResult(plan.claim.text, plan.op, "index", True, len(chosen), None, (), tuple(plan.notes))
 
 
-def _differences(plan: Plan, config: Mapping[str, int]) -> list[Difference]:
+def _differences(plan: Plan, config: Mapping[str, int], budget: Budget) -> list[Difference]:
     values = plan.parameter_values(config)
     differences = []
-    context = _Context(plan, config, values)
+    context = _Context(plan, config, values, budget)
     for equation, kind in plan.equations:
         if kind == "identity":
             differences += context.identity(equation)
@@ -76,13 +91,13 @@ class _ReadOutside(Exception):
     """A claim read a tensor outside its shape (or at a non-integer index)."""
 
 
-_FUNCTIONS = (sympy.exp, sympy.log, sympy.Max, sympy.Min, sympy.sqrt, sympy.Abs)
+_FUNCTIONS = (sympy.exp, sympy.log, sympy.Max, sympy.Min, sympy.Abs, sympy.factorial)  # sqrt is a Pow
 
 
 class _Context:
     """The claim evaluated at one configuration."""
 
-    def __init__(self, plan: Plan, config: Mapping[str, int], values: Mapping[Symbol, int]):
+    def __init__(self, plan: Plan, config: Mapping[str, int], values: Mapping[Symbol, int], budget: Budget):
         self.plan = plan
         self.config = config
         self.values = dict(values)
@@ -91,6 +106,12 @@ class _Context:
         self.rank = len(plan.forward.operand("input").shape)
         self.needs_gradients = any(tensor.role.startswith("grad_") for tensor in plan.tensors.values())
         self._offset_cache: dict[str, list[tuple[int, int]]] = {}  # per context (a method cache would keep it alive)
+        self.budget = budget
+        self.where = describe(plan.op, config)
+        # What each name stands for here, as the limits read it: parameters, then where-definitions.
+        self.sizes: dict[str, object] = {symbol.name: value for symbol, value in self.values.items()}
+        for name, definition in plan.substitutions.items():
+            self.sizes[name.name] = check_constants(definition, self.sizes)
 
     @functools.cached_property
     def derived(self) -> dict:
@@ -153,6 +174,7 @@ class _Context:
     def prepare(self, expr) -> Expr:
         """Where-definitions, parameters and the sizes of ``options.sizes`` substituted, open sum bounds closed."""
         expr = sympy.sympify(expr)
+        check_constants(expr, self.sizes)  # before xreplace computes with the parameters' values
         if self.plan.substitutions:
             expr = expr.xreplace(self.plan.substitutions)
         expr = expr.xreplace(self.values)
@@ -206,8 +228,10 @@ class _Context:
             return _integral(sum(self.index(arg, env) for arg in expr.args))
         if isinstance(expr, sympy.Mul):
             return _integral(math.prod(self.index(arg, env) for arg in expr.args))
-        if isinstance(expr, sympy.Pow):
-            return _integral(Fraction(self.index(expr.base, env)) ** int(expr.exp))
+        if isinstance(expr, sympy.Pow) and expr.exp.is_Integer:
+            base, exponent = self.index(expr.base, env), int(expr.exp)
+            check_power(base, exponent)
+            return _integral(Fraction(base) ** exponent)
         if isinstance(expr, sympy.floor):
             return math.floor(self.index(expr.args[0], env))
         if isinstance(expr, sympy.ceiling):
@@ -265,7 +289,9 @@ class _Context:
                 values.append(value)
             return sympy.Mul(*values)
         if isinstance(expr, sympy.Pow):
-            return self.value(expr.base, env) ** self.value(expr.exp, env)
+            base, exponent = self.value(expr.base, env), self.value(expr.exp, env)
+            check_constants(sympy.Pow(base, exponent, evaluate=False))  # before SymPy computes it
+            return base ** exponent
         if isinstance(expr, (sympy.Sum, MaxOver)):
             terms = []
             for point in self._points(expr.limits, env):
@@ -292,21 +318,33 @@ class _Context:
         if isinstance(expr, FirstArgmax):
             concrete = expr.xreplace({symbol: sympy.Integer(value) for symbol, value in env.items()
                                       if isinstance(value, int)})
+            window = math.prod(len(self._range(*limit, env)) for limit in concrete.limits if len(limit) == 3)
+            self.budget.spend(window * window, self.where)  # each element's routing compares it with the others
             return self.value(unroll(concrete), env)
         if isinstance(expr, _FUNCTIONS) or isinstance(expr, WindowMax):
-            return expr.func(*[self.value(arg, env) for arg in expr.args])
+            args = [self.value(arg, env) for arg in expr.args]
+            check_constants(expr.func(*args, evaluate=False))  # exp(10^6) before SymPy computes it
+            return expr.func(*args)
         raise ValueError(f"formula: cannot evaluate {type(expr).__name__} {expr}")
 
     def _points(self, limits, env):
         """Every assignment of the limits' variables, the first varying slowest (row-major)."""
         points = [dict(env)]
-        for variable, low, high in limits:
-            expanded = []
-            for point in points:
-                for value in range(self.index(low, point), self.index(high, point) + 1):
-                    expanded.append({**point, variable: value})
-            points = expanded
+        for depth, (variable, low, high) in enumerate(limits, start=1):
+            ranges = [self._range(variable, low, high, point) for point in points]
+            count = sum(len(values) for values in ranges)  # before the points are made: a sum to 10^9 stops here
+            if depth == len(limits):
+                self.budget.spend(count, self.where)
+            else:
+                self.budget.afford(count, self.where)
+            points = [{**point, variable: value} for point, values in zip(points, ranges) for value in values]
         return points
+
+    def _range(self, variable, low, high, env) -> range:
+        low, high = self.index(low, env), self.index(high, env)
+        if not isinstance(low, int) or not isinstance(high, int):
+            raise ValueError(f"formula: the bounds of {variable} are not integers here ({low} to {high})")
+        return range(low, high + 1)
 
     # tensor claims --------------------------------------------------------------------------------------------
     def tensor_claim(self, equation: Equation) -> list[Difference]:
@@ -324,6 +362,7 @@ class _Context:
             low, high = (self.axis_range(tensor, bare_axes[0]) if bare_axes else self.variable_range(variable, value))
             ranges.append(range(low, high + 1))
         identities = self.derived["identities"]
+        self.budget.spend(math.prod(len(values) for values in ranges), self.where)
         differences = []
         for point in itertools.product(*ranges):
             env = dict(zip(variables, point))
@@ -343,6 +382,7 @@ class _Context:
             if identities:
                 claimed = sympy.sympify(claimed).xreplace(identities)
                 derived = sympy.sympify(derived).xreplace(identities)
+            check_expansion(sympy.sympify(claimed), f" at {entry}")  # before the comparison expands it
             if not equal(claimed, derived):
                 differences.append(Difference(entry, show(claimed), show(derived)))
         return differences

@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Mapping
 
 import sympy
@@ -26,8 +27,10 @@ from sympy import Symbol
 from symcnn.checking.index.plan import Plan
 from symcnn.checking.index.vocabulary import (CLASSIFIER_OPS, CONVOLUTION_OPS, DENSE_OPS, ELEMENTWISE_OPS,
                                               PARAMETER_DISPLAY, SPATIAL_OPS)
+from symcnn.checking.sizes import check_constants
+from symcnn.symbolic.derive import reduction_terms
 
-__all__ = ["configurations", "describe"]
+__all__ = ["configurations", "describe", "expansion_terms"]
 
 
 def configurations(plan: Plan) -> list[dict]:
@@ -40,6 +43,7 @@ def configurations(plan: Plan) -> list[dict]:
     fixed = {**plan.fixed, **plan.forced}
     chosen, seen = [], set()
     free_roles = {role for role, value in plan.forward.parameters.items() if isinstance(value, Symbol)}
+    mentioned |= free_roles & {"in_features"}  # an activation read as features (Y[i] = ...) searches their count
     for candidate in _candidates(plan.op, mentioned, fixed, parameter_only):
         config = {role: value for role, value in candidate.items() if role in free_roles}
         config.update({role: value for role, value in fixed.items() if role in free_roles})
@@ -68,7 +72,10 @@ def _admissible(plan: Plan, config: Mapping[str, int]) -> bool:
             size = config["in_height" if axis == "h" else "in_width"] + 2 * config.get(f"padding_{axis}", 0)
             if extent > size:
                 return False
+    names = {symbol.name: value for symbol, value in values.items()}
     for constraint in plan.constraints:
+        check_constants(constraint.lhs, names)  # before xreplace computes with the values
+        check_constants(constraint.rhs, names)
         left = constraint.lhs.xreplace(values)
         right = sympy.sympify(constraint.rhs).xreplace(values)
         if sympy.simplify(left - right) != 0:
@@ -155,6 +162,16 @@ def _cost(config: Mapping[str, int]) -> tuple:
     weights = config.get("out_channels", 1) * config.get("kernel_height", 1) * config.get("kernel_width", 1) * \
         config.get("out_features", 1)
     return excess, size + weights, tuple(sorted(config.items()))
+
+
+def expansion_terms(plan: Plan, config: Mapping[str, int]) -> int:
+    """The size of the op's expansion at ``config``, in terms, as ``symcnn derive`` counts it
+    (:attr:`symcnn.symbolic.derive.LayerConfig.expansion_terms`): output elements times the terms
+    each reduces over."""
+    bindings = {value: sympy.Integer(config[role]) for role, value in plan.forward.parameters.items()
+                if isinstance(value, Symbol) and role in config}
+    outputs = math.prod(int(sympy.sympify(size).xreplace(bindings)) for size in plan.forward.output.shape)
+    return outputs * reduction_terms(plan.forward.rhs.xreplace(bindings))
 
 
 def describe(op: str, config: Mapping[str, int]) -> str:
