@@ -184,6 +184,10 @@ class LayerConfig:
         entry.output_shape(self.input_shape[1:], self._shape_settings(entry))  # refuses a window that does not fit
         self._refuse_too_large()
 
+    def __hash__(self) -> int:  # the settings mapping is not hashable; its items are
+        return hash((self.op, self.input_size, self.kernel, self.channels_in, self.channels_out, self.stride,
+                     self.padding, self.dilation, self.batch, self.bias, tuple(sorted(self.settings.items()))))
+
     def _shape_settings(self, entry) -> dict:
         defaults = {setting.key: setting.default for setting in entry.settings if setting.kind == "number"}
         return {**defaults, **self.settings}
