@@ -76,3 +76,15 @@ def chosen_format(args: argparse.Namespace) -> str:
     if args.standalone and args.format not in (None, "latex"):
         raise ValueError(f"--standalone: prints a LaTeX document; it does not combine with --format {args.format}")
     return args.format or ("latex" if args.standalone else "text")
+
+
+def refuse_options_the_op_lacks(args, entry) -> None:
+    """``symcnn derive``: an option the op has no setting for is refused, not silently ignored
+    (flatten has no stride); ``entry`` is the op's registry entry."""
+    for option, settings, given in (("--kernel", ("kernel",), args.kernel != (2, 2)),
+                                    ("--stride", ("stride",), args.stride is not None),
+                                    ("--channels-out", ("out_channels", "out_features"), args.channels_out != 1),
+                                    ("--no-bias", ("bias",), args.no_bias)):
+        if given and not set(settings) & set(entry.keys()):
+            what = option.removeprefix("--").removeprefix("no-").replace("-", " ")
+            raise ValueError(f"{option}: {args.op} takes no {what}")

@@ -16,7 +16,7 @@ import sys
 from typing import Optional, Sequence
 
 from symcnn.cli.arguments import Parser as _Parser  # one-line errors, suggestions, defaults in the help
-from symcnn.cli.arguments import add_format_options, chosen_format
+from symcnn.cli.arguments import add_format_options, chosen_format, refuse_options_the_op_lacks
 
 __all__ = ["main"]
 
@@ -288,8 +288,10 @@ def _run_derive(args) -> int:
 
     from symcnn import registry
 
-    if 3 not in registry.get(args.op).inputs and isinstance(args.input, tuple):
+    entry = registry.get(args.op)
+    if 3 not in entry.inputs and isinstance(args.input, tuple):
         raise ValueError(f"--input: {args.op} takes the number of input features, like --input 4")
+    refuse_options_the_op_lacks(args, entry)
     config = LayerConfig(
         op=args.op,
         input_size=args.input,

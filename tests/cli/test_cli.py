@@ -367,3 +367,14 @@ def test_python_m_symcnn_bad_stride_in_a_subprocess():
     assert "Traceback" not in completed.stderr
     assert len(completed.stderr.splitlines()) == 1
     assert "--stride" in completed.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["flatten", "--input", "2", "--stride", "0"], "--stride: flatten takes no stride"),
+    (["global_avgpool", "--kernel", "9"], "--kernel: global_avgpool takes no kernel"),
+    (["relu", "--no-bias"], "--no-bias: relu takes no bias"),
+    (["maxpool2d", "--channels-out", "3"], "--channels-out: maxpool2d takes no channels out"),
+])
+def test_derive_refuses_an_option_the_op_does_not_take(cli, argv, message):
+    status, out, err = cli("derive", *argv)
+    assert status == 2 and out == "" and message in err and len(err.strip().splitlines()) == 1
