@@ -65,12 +65,9 @@ def _batch_symbol(formula: ops.IndexFormula) -> Optional[Symbol]:
     return formula.parameters.get("batch")
 
 
-def _layer_parameters(layer: LayerSpec) -> tuple[ops.IndexFormula, dict]:
-    """The op's forward formula and every shape parameter's value except the batch size.
-
-    Read from the op registry (:func:`symcnn.symbolic.instances.bind_layer`); a slope such as
-    LeakyReLU's alpha enters the formula as a float, as the kernels compute it.
-    """
+def layer_formula(layer: LayerSpec) -> tuple[ops.IndexFormula, dict]:
+    """The layer's forward formula and every shape parameter's value except the batch size, from the
+    op registry; a slope such as LeakyReLU's alpha as a float, as the kernels compute it."""
     return bind_layer(layer.kind, layer.input_shape, layer.settings, number=sympy.Float)
 
 
@@ -419,7 +416,7 @@ def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, 
 
 def layer_kernels(layer: LayerSpec) -> list[Kernel]:
     """The forward kernel and one kernel per gradient of ``layer``."""
-    formula, values = _layer_parameters(layer)
+    formula, values = layer_formula(layer)
     kernels = [_forward_kernel(layer, formula, values)]
     stride = layer.settings.get("stride")
     for tensor in formula.operands:

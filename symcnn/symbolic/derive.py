@@ -224,8 +224,8 @@ class LayerConfig:
     def expansion_terms(self) -> int:
         """The size of the expansion: output elements times the terms each one reduces over.
 
-        Read off the formula: the product of its reductions' lengths, where a max over a window
-        of ``K`` elements counts ``K*K`` terms (each element's routing condition compares it with
+        Read off the formula: its longest reduction (a sum over every index it reduces), where a
+        max over a window of ``K`` elements counts ``K*K`` terms (each element's routing condition compares it with
         every other element of its window).
         """
         formula, values = bind_layer(self.op, self.input_shape[1:], self._shape_settings(self.entry))

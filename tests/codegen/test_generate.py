@@ -316,7 +316,7 @@ def test_reductions_and_the_tie_rule_are_printed_from_the_formula(monkeypatch):
     from symcnn.symbolic.functions import MaxOver
 
     layer = next(layer for layer in load_spec("seed004").layers if layer.kind == "maxpool2d")
-    formula, values = lower._layer_parameters(layer)
+    formula, values = lower.layer_formula(layer)
     maximum = lower._forward_kernel(layer, formula, values)
     assert (maximum.kind, maximum.initial, maximum.window_test) == ("max", "-np.inf", "value > best")
     assert (maximum.window_value, maximum.window_offset, maximum.window_first_offset) == (

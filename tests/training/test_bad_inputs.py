@@ -130,18 +130,23 @@ def _valid_dataset(data: Dataset) -> bool:
                and y.min() >= 0 and y.max() < CLASSES for x, y in parts)
 
 
-@given(st.data())
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_damaged_data_bytes_are_refused_or_read_whole(tmp_path, data):
-    """Truncate the archive, or flip bytes at random offsets (headers, payload, central directory):
-    either one ValueError line, or data that passed every check."""
-    content = bytearray(GOOD_NPZ)
+def damaged(data, content: bytes) -> bytes:
+    """``content`` truncated (sometimes) and with 1 to 4 bytes flipped at offsets hypothesis draws."""
+    content = bytearray(content)
     if data.draw(st.booleans(), label="truncate"):
         content = content[:data.draw(st.integers(0, len(content) - 1), label="length")]
     for offset in data.draw(st.lists(st.integers(0, max(len(content) - 1, 0)), min_size=1, max_size=4), label="flips"):
         if content:
             content[offset] ^= data.draw(st.integers(1, 255), label="mask")
-    path = write(tmp_path, bytes(content), "fuzz.npz")
+    return bytes(content)
+
+
+@given(st.data())
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_damaged_data_bytes_are_refused_or_read_whole(tmp_path, data):
+    """Truncate the archive, or flip bytes at random offsets (headers, payload, central directory):
+    either one ValueError line, or data that passed every check."""
+    path = write(tmp_path, damaged(data, GOOD_NPZ), "fuzz.npz")
     try:
         loaded = load_npz(path, SHAPE, CLASSES)
     except ValueError as error:
@@ -453,13 +458,7 @@ def test_a_checkpoint_never_unpickles(tmp_path, mid_epoch, small_data):
 @given(st.data())
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_damaged_checkpoint_bytes_are_refused_or_resume_exactly(tmp_path, mid_epoch, small_data, data):
-    content = bytearray(mid_epoch.read_bytes())
-    if data.draw(st.booleans(), label="truncate"):
-        content = content[:data.draw(st.integers(0, len(content) - 1), label="length")]
-    for offset in data.draw(st.lists(st.integers(0, max(len(content) - 1, 0)), min_size=1, max_size=4), label="flips"):
-        if content:
-            content[offset] ^= data.draw(st.integers(1, 255), label="mask")
-    path = write(tmp_path, bytes(content), "fuzz.npz")
+    path = write(tmp_path, damaged(data, mid_epoch.read_bytes()), "fuzz.npz")
     try:
         checkpoint = load_checkpoint(path, _trainer().net)
     except ValueError as error:
