@@ -2,10 +2,13 @@
 
 import sys
 
+from symcnn.cli.interrupt import MESSAGE, STATUS, interrupts_end_cleanly
+
 try:
-    from symcnn.cli.main import main
+    with interrupts_end_cleanly():
+        from symcnn.cli.main import main
 except KeyboardInterrupt:  # Ctrl-C while Python loads the command: one line, as main says it
-    print("symcnn: interrupted", file=sys.stderr)
-    sys.exit(130)
+    print(MESSAGE, file=sys.stderr)
+    sys.exit(STATUS)
 
 sys.exit(main())

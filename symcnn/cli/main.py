@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 
 from symcnn.cli.arguments import Parser as _Parser  # one-line errors, suggestions, defaults in the help
 from symcnn.cli.arguments import add_format_options, chosen_format, refuse_options_the_op_lacks
+from symcnn.cli.interrupt import MESSAGE, STATUS, interrupts_end_cleanly
 
 __all__ = ["main"]
 
@@ -467,10 +468,11 @@ def _run_demo(args) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
-        return _main(argv)
+        with interrupts_end_cleanly():
+            return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C at any moment (start-up imports SymPy): one line, no traceback
-        print("symcnn: interrupted", file=sys.stderr)
-        return 130
+        print(MESSAGE, file=sys.stderr)
+        return STATUS
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
