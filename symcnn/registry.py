@@ -455,6 +455,21 @@ register(Op(
     phrase=_alpha_phrase,
 ))
 register(Op(
+    "sigmoid", f"{_FORMULAS}:sigmoid", "sigmoid", inputs=(3, 1),
+    summary="the logistic function 1/(1 + e^(-x)), element-wise",
+    description="the sigmoid, element-wise",
+    gradient_note="The sigmoid's derivative is σ(x)(1 − σ(x)): at most 1/4, which is why deep stacks of sigmoids "
+                  "pass small gradients back.",
+    letter="a",
+))
+register(Op(
+    "tanh", f"{_FORMULAS}:tanh", "tanh", inputs=(3, 1),
+    summary="the hyperbolic tangent, element-wise",
+    description="tanh, element-wise",
+    gradient_note="tanh's derivative is 1 − tanh²(x): at most 1, at x = 0.",
+    letter="a",
+))
+register(Op(
     "softmax", f"{_FORMULAS}:softmax", "softmax", inputs=(1,), layer=False,
     summary="softmax over the classes of each sample",
 ))

@@ -40,6 +40,8 @@ __all__ = [
     "relu",
     "leaky_relu",
     "elu",
+    "sigmoid",
+    "tanh",
     "softmax",
     "cross_entropy",
     "softmax_cross_entropy",
@@ -305,6 +307,16 @@ def leaky_relu(alpha: Expr = alpha, rank: int = 4) -> IndexFormula:
 def elu(alpha: Expr = alpha, rank: int = 4) -> IndexFormula:
     """``Y = X`` where ``X > 0``, else ``alpha*(exp(X) - 1)``."""
     return elementwise("elu", lambda x: elu_function(x, alpha), rank)
+
+
+def sigmoid(rank: int = 4) -> IndexFormula:
+    """``Y = 1 / (1 + exp(-X))`` element-wise (the logistic function, document 003)."""
+    return elementwise("sigmoid", lambda x: 1 / (1 + sympy.exp(-x)), rank)
+
+
+def tanh(rank: int = 4) -> IndexFormula:
+    """``Y = tanh(X)`` element-wise (document 003)."""
+    return elementwise("tanh", sympy.tanh, rank)
 
 
 def softmax() -> IndexFormula:
