@@ -193,8 +193,14 @@ def torch_model(spec: NetworkSpec, params: dict):
             module = torch.nn.AvgPool2d(s["kernel"], s["stride"])
         elif layer.kind == "global_avgpool":
             module = torch.nn.AdaptiveAvgPool2d(1)
-        else:
+        elif layer.kind == "sigmoid":
+            module = torch.nn.Sigmoid()
+        elif layer.kind == "tanh":
+            module = torch.nn.Tanh()
+        elif layer.kind == "flatten":
             module = torch.nn.Flatten()
+        else:  # an op registered from a user's own code has no PyTorch twin here
+            raise ValueError(f"{layer.kind}: no PyTorch reference for this op")
         modules.append(module)
         for role in ("weight", "bias"):
             if f"{layer.name}.{role}" in params:

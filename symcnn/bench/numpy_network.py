@@ -112,12 +112,18 @@ class NumpyNetwork:
                     output = windows.mean(axis=-1)
             elif layer.kind == "global_avgpool":
                 output = value.mean(axis=(2, 3), keepdims=True)
+            elif layer.kind == "sigmoid":
+                output = cache = 1 / (1 + np.exp(-value))
+            elif layer.kind == "tanh":
+                output = cache = np.tanh(value)
             elif layer.kind == "flatten":
                 output = value.reshape(value.shape[0], -1)
-            else:  # dense
+            elif layer.kind == "dense":
                 output = value @ self.params[f"{layer.name}.weight"].T
                 if f"{layer.name}.bias" in self.params:
                     output = output + self.params[f"{layer.name}.bias"]
+            else:  # an op registered from a user's own code has no NumPy twin here
+                raise ValueError(f"{layer.kind}: no NumPy reference for this op")
             caches.append((value, cache))
             value = output
         return value, caches
@@ -159,6 +165,10 @@ class NumpyNetwork:
             elif layer.kind == "global_avgpool":
                 upstream = np.broadcast_to(upstream / (layer_input.shape[2] * layer_input.shape[3]),
                                            layer_input.shape).copy()
+            elif layer.kind == "sigmoid":
+                upstream = upstream * cache * (1 - cache)
+            elif layer.kind == "tanh":
+                upstream = upstream * (1 - cache * cache)
             elif layer.kind == "flatten":
                 upstream = upstream.reshape(layer_input.shape)
             else:  # dense

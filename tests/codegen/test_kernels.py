@@ -55,6 +55,20 @@ SMALL_SPECS = [
             {"type": "dense", "name": "out", "out_features": 3, "bias": False},
         ],
     },
+    {
+        "name": "small-smooth",
+        "input": [2, 4, 5],
+        "layers": [
+            {"type": "conv2d", "name": "conv", "out_channels": 2, "kernel": 2},
+            {"type": "tanh"},
+            {"type": "avgpool2d", "kernel": 2, "stride": 1},
+            {"type": "sigmoid"},
+            {"type": "flatten"},
+            {"type": "dense", "name": "hidden", "out_features": 4},
+            {"type": "tanh"},
+            {"type": "dense", "name": "fc", "out_features": 3},
+        ],
+    },
 ]
 
 
@@ -96,12 +110,31 @@ def test_full_size_networks_equal_pytorch(torch, name, dtype, tolerance):
         np.testing.assert_allclose(grads[key], value, rtol=tolerance, atol=tolerance * scale, err_msg=key)
 
 
-@pytest.mark.parametrize("name", ["seed004", "seed004-text"])
-def test_full_size_gradients_equal_central_finite_differences(name):
-    net = Network.from_spec(name, dtype="float64", seed=5)
+@pytest.mark.parametrize("spec", SMALL_SPECS, ids=[spec["name"] for spec in SMALL_SPECS])
+@pytest.mark.parametrize("dtype, tolerance", [("float64", 1e-10), ("float32", 2e-4)])
+def test_small_specs_equal_pytorch(torch, spec, dtype, tolerance, tmp_path):
+    net = network_for(spec, tmp_path, dtype=dtype)
+    rng = np.random.default_rng(17)
+    net.load_params({name: value.astype(dtype) for name, value in random_params(net, rng).items()})
+    x = rng.standard_normal((3, *net.spec.input_shape)).astype(dtype)
+    labels = np.array([2, 0, 1])
+    loss, grads = net.loss_and_grads(x, labels)
+    torch_dtype = torch.float64 if dtype == "float64" else torch.float32
+    expected_loss, expected_logits, expected = torch_loss_and_grads(net.spec, net.params, x, labels, torch_dtype)
+    assert loss == pytest.approx(expected_loss, rel=tolerance)
+    np.testing.assert_allclose(net.forward(x), expected_logits, rtol=tolerance, atol=tolerance)
+    for key, value in expected.items():
+        scale = np.abs(value).max()
+        np.testing.assert_allclose(grads[key], value, rtol=tolerance, atol=tolerance * scale, err_msg=key)
+
+
+@pytest.mark.parametrize("name", ["seed004", "seed004-text", "small-smooth"])
+def test_full_size_gradients_equal_central_finite_differences(name, tmp_path):
+    small = {spec["name"]: spec for spec in SMALL_SPECS}
+    net = network_for(small[name], tmp_path) if name in small else Network.from_spec(name, dtype="float64", seed=5)
     rng = np.random.default_rng(13)
     x = rng.standard_normal((2, *net.spec.input_shape))
-    labels = np.array([4, 1])
+    labels = np.array([2, 1])
     _, grads = net.loss_and_grads(x, labels)
     step = 1e-5  # central differences: error O(step^2), rounding O(1e-16 / step)
     arrays = dict(net.params, input=x)
@@ -137,7 +170,7 @@ def small_specs(draw):
     layers = [
         {"type": "conv2d", "name": "conv", "out_channels": draw(st.integers(1, 3)), "kernel": kernel,
          "stride": stride, "padding": padding, "dilation": dilation},
-        {"type": draw(st.sampled_from(["relu", "leaky_relu", "elu"]))},
+        {"type": draw(st.sampled_from(["relu", "leaky_relu", "elu", "sigmoid", "tanh"]))},
         {"type": pool, "kernel": pool_kernel, "stride": [draw(st.integers(1, 2)), draw(st.integers(1, 2))]},
         {"type": "flatten"},
         {"type": "dense", "name": "fc", "out_features": 4},
