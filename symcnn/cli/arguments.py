@@ -81,10 +81,15 @@ def chosen_format(args: argparse.Namespace) -> str:
 def refuse_options_the_op_lacks(args, entry) -> None:
     """``symcnn derive``: an option the op has no setting for is refused, not silently ignored
     (flatten has no stride); ``entry`` is the op's registry entry."""
-    for option, settings, given in (("--kernel", ("kernel",), args.kernel != (2, 2)),
+    for option, settings, given in (("--kernel", ("kernel",), args.kernel is not None),
                                     ("--stride", ("stride",), args.stride is not None),
-                                    ("--channels-out", ("out_channels", "out_features"), args.channels_out != 1),
+                                    ("--padding", ("padding",), args.padding is not None),
+                                    ("--dilation", ("dilation",), args.dilation is not None),
+                                    ("--channels-out", ("out_channels", "out_features"), args.channels_out is not None),
                                     ("--no-bias", ("bias",), args.no_bias)):
         if given and not set(settings) & set(entry.keys()):
             what = option.removeprefix("--").removeprefix("no-").replace("-", " ")
             raise ValueError(f"{option}: {args.op} takes no {what}")
+    if args.channels_in is not None and not isinstance(args.input, tuple):
+        raise ValueError(f"--channels-in: --input {args.input} is a vector of features; it has no channels "
+                         f"(give --input HxW for a map)")

@@ -58,14 +58,17 @@ def _add_derive(commands) -> None:
     derive.add_argument("op", choices=OPS, metavar="OP", help=f"one of {', '.join(OPS)}")
     derive.add_argument("--input", type=_size, default=(3, 3), metavar="HxW",
                         help="input height x width (dense: the number of input features); default 3x3")
-    derive.add_argument("--kernel", type=_size, default=(2, 2), metavar="K|KhxKw", help="kernel size; default 2x2")
-    derive.add_argument("--channels-in", type=_count, default=1, metavar="C", help="input channels; default 1")
-    derive.add_argument("--channels-out", type=_count, default=1, metavar="C",
+    # (None, not the default itself, so that a given option an op has no setting for is refused, even at 2x2)
+    derive.add_argument("--kernel", type=_size, default=None, metavar="K|KhxKw", help="kernel size; default 2x2")
+    derive.add_argument("--channels-in", type=_count, default=None, metavar="C", help="input channels; default 1")
+    derive.add_argument("--channels-out", type=_count, default=None, metavar="C",
                         help="output channels (conv2d) or output features (dense); default 1")
     derive.add_argument("--stride", type=_size, default=None, metavar="S|SHxSW",
                         help="default 1 for conv2d, the kernel size for pooling (as in PyTorch)")
-    derive.add_argument("--padding", type=_size, default=0, metavar="P|PHxPW", help="zero padding (conv2d); default 0")
-    derive.add_argument("--dilation", type=_size, default=1, metavar="D|DHxDW", help="dilation (conv2d); default 1")
+    derive.add_argument("--padding", type=_size, default=None, metavar="P|PHxPW",
+                        help="zero padding (conv2d); default 0")
+    derive.add_argument("--dilation", type=_size, default=None, metavar="D|DHxDW",
+                        help="dilation (conv2d); default 1")
     derive.add_argument("--batch", type=_count, default=1, metavar="N", help="batch size; default 1")
     derive.add_argument("--no-bias", action="store_true", help="conv2d or dense without a bias")
     derive.add_argument("--values", type=_values, default=None, metavar="ROWS",
@@ -296,12 +299,12 @@ def _run_derive(args) -> int:
     config = LayerConfig(
         op=args.op,
         input_size=args.input,
-        kernel=args.kernel,
-        channels_in=args.channels_in,
-        channels_out=args.channels_out,
+        kernel=(2, 2) if args.kernel is None else args.kernel,
+        channels_in=1 if args.channels_in is None else args.channels_in,
+        channels_out=1 if args.channels_out is None else args.channels_out,
         stride=args.stride,
-        padding=args.padding,
-        dilation=args.dilation,
+        padding=0 if args.padding is None else args.padding,
+        dilation=1 if args.dilation is None else args.dilation,
         batch=args.batch,
         bias=not args.no_bias,
     )

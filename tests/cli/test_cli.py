@@ -374,6 +374,11 @@ def test_python_m_symcnn_bad_stride_in_a_subprocess():
     (["global_avgpool", "--kernel", "9"], "--kernel: global_avgpool takes no kernel"),
     (["relu", "--no-bias"], "--no-bias: relu takes no bias"),
     (["maxpool2d", "--channels-out", "3"], "--channels-out: maxpool2d takes no channels out"),
+    (["global_avgpool", "--kernel", "2x2"], "--kernel: global_avgpool takes no kernel"),  # the default, given
+    (["relu", "--padding", "0"], "--padding: relu takes no padding"),
+    (["maxpool2d", "--kernel", "2", "--dilation", "1"], "--dilation: maxpool2d takes no dilation"),
+    (["dense", "--input", "4", "--channels-in", "3"], "--channels-in: --input 4 is a vector of features"),
+    (["relu", "--input", "4", "--channels-in", "2"], "--channels-in: --input 4 is a vector of features"),
 ])
 def test_derive_refuses_an_option_the_op_does_not_take(cli, argv, message):
     status, out, err = cli("derive", *argv)
