@@ -122,6 +122,7 @@ class Op:
     output_shape: Callable[[Shape, Mapping[str, Any]], Shape] = _same_shape
     parameter_shapes: Callable[[Shape, Mapping[str, Any]], dict[str, Shape]] = _no_parameters
     layer: bool = True  # usable as a layer of a network spec (softmax and the losses are not)
+    loss: bool = False  # a scalar of the scores and the targets (cross_entropy): derived in the examples
     summary: str = ""  # a sentence"s worth, for the op"s report ("a 2-D convolution as ...")
     description: str = ""  # a phrase, for a network walk-through ("max pooling")
     gradient_note: str = ""  # how the gradient flows, for a network walk-through
@@ -475,12 +476,12 @@ register(Op(
 ))
 register(Op(
     "softmax_cross_entropy", f"{_FORMULAS}:softmax_cross_entropy", "softmax cross-entropy", inputs=(1,),
-    layer=False, output_shape=lambda shape, settings: (),
+    layer=False, loss=True, output_shape=lambda shape, settings: (),
     summary="softmax followed by cross-entropy in one stable formula, averaged over the batch; for one "
             "sample it is document 004's loss",
 ))
 register(Op(
-    "cross_entropy", f"{_FORMULAS}:cross_entropy", "cross-entropy", inputs=(1,), layer=False,
+    "cross_entropy", f"{_FORMULAS}:cross_entropy", "cross-entropy", inputs=(1,), layer=False, loss=True,
     output_shape=lambda shape, settings: (),
     summary="the cross-entropy of probabilities with one-hot labels, averaged over the batch",
 ))

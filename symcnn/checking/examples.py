@@ -1,10 +1,10 @@
-"""The reference documents' worked examples, each derived by symcnn and checked against the
-result as the document states it (completed where the document is incomplete).
+"""The reference documents' worked examples, each derived by symcnn and checked against the result as the
+document states it (completed where the document is incomplete).
 
-Every example carries its source document and section, the expected values transcribed from
-the document (``expected``; the keys symcnn completes are listed in ``completed``), and a
-``derive`` function that computes the same values with symcnn's layers. :func:`check` compares
-them exactly: SymPy expressions by expansion of their difference, shapes and counts as integers.
+Every example carries its source document and section, the expected values transcribed from the document
+(``expected``; the keys symcnn completes are listed in ``completed``), and a ``derive`` function that computes
+the same values with symcnn's layers. :func:`check` compares them exactly: SymPy expressions by expansion of
+their difference, shapes and counts as integers.
 
 Example:
     >>> result = check(EXAMPLES["maxpool_3x3_k2s1"])
@@ -21,15 +21,12 @@ import sympy
 from sympy import Array, Symbol
 
 from symcnn.checking.documents import DOCUMENTS, describe
-from symcnn.printing.latex import latex
-from symcnn.printing.text import readable
-from symcnn.symbolic import layers
-from symcnn.symbolic import ops
+from symcnn.symbolic import layers, ops
 from symcnn.symbolic.derive import LayerConfig, derive, gradient, vjp
 from symcnn.symbolic.display import LatexDisplay, register_latex_view
 from symcnn.symbolic.steps import ChainRule
 from symcnn.symbolic.tensors import symbol_array, upstream_array
-from symcnn.views.derivation import latex_display, latex_text
+from symcnn.views.derivation import latex_display, latex_key, latex_value
 
 __all__ = ["WorkedExample", "ExampleResult", "EXAMPLE_LIST", "EXAMPLES", "check", "check_all", "same"]
 
@@ -68,11 +65,11 @@ def _example_latex_display(example: WorkedExample) -> str:
     rows = []
     for key, expected in example.expected.items():
         if key not in derived:
-            rows.append(f"{_latex_key(key)} && \\text{{not derived}}")
+            rows.append(f"{latex_key(key)} && \\text{{not derived}}")
             continue
         verdict = ("completed by symcnn" if key in example.completed
                    else "as the document states it" if same(expected, derived[key]) else "differs from the document")
-        rows.append(f"{_latex_key(key)} &= {_latex_value(derived[key])} && \\text{{{verdict}}}")
+        rows.append(f"{latex_key(key)} &= {latex_value(derived[key])} && \\text{{{verdict}}}")
     header = [f"{example.name}: {example.title}", f"{describe(example.document)}, section “{example.section}”"]
     return latex_display(header + ([example.note] if example.note else []), [("derived by symcnn", rows)])
 
@@ -85,30 +82,6 @@ def _result_latex_display(result: ExampleResult) -> str:
 
 register_latex_view(WorkedExample, _example_latex_display)
 register_latex_view(ExampleResult, _result_latex_display)
-
-
-def _latex_key(key: str) -> str:
-    """An example's key as a left-hand side: ``dL/dW`` as a fraction, ``Y`` as a symbol, else text."""
-    if key.startswith("dL/d") and key[4:].isidentifier():
-        return r"\frac{\partial L}{\partial %s}" % sympy.latex(Symbol(key[4:]))
-    return sympy.latex(Symbol(key)) if len(key) == 1 else latex_text(key)
-
-
-def _latex_value(value: Any) -> str:
-    """A derived value in LaTeX: an array without its axes of length 1, as a matrix."""
-    if isinstance(value, sympy.NDimArray):
-        shape = [size for size in value.shape if size != 1]
-        elements = [readable(element, {}) for element in sympy.flatten(value.tolist())]
-        if not shape:
-            return latex(elements[0])
-        rows, columns = (shape[0], 1) if len(shape) == 1 else (shape[0], len(elements) // shape[0])
-        if len(shape) > 2:
-            return latex(Array(elements, tuple(shape)))
-        matrix = sympy.Matrix(rows, columns, elements)
-        return latex(matrix.T if len(shape) == 1 else matrix)
-    if isinstance(value, tuple):
-        return r"\left(%s\right)" % ", ".join(str(item) for item in value)
-    return latex(readable(sympy.sympify(value), {}))
 
 
 def _real(text: str) -> sympy.Expr:
@@ -468,8 +441,11 @@ EXAMPLE_LIST = [
         section="Backpropagation / 1. Softmax and Cross-Entropy",
         title="dL/dz_i = p_i - y_i for 10 classes, derived from softmax and cross-entropy",
         expected=_softmax_ce_expected(),
-        derive=_softmax_ce_gradient,
-        note="Differentiated with symbolic labels y, then simplified with sum(y) = 1 (one-hot).",
+        derive=_softmax_ce_gradient, chain_rule=ChainRule(LayerConfig("softmax", input_size=3), ("x00",)),
+        note="Differentiated with symbolic labels y, then simplified with sum(y) = 1 (one-hot). The chain rule below "
+             "is the softmax's alone, at 3 classes, its input written x and its output y (the document's z and p): "
+             "its upstream gradient g_k is the cross-entropy's, dL/dp_k = -y_k/p_k, and with it the sum over k "
+             "is p_i sum_k y_k - y_i = p_i - y_i.",
     ),
 ]
 

@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import re
+import shlex
+import sys
 from typing import Iterable
 
-__all__ = ["Parser", "HelpFormatter", "suggestion", "add_format_options", "chosen_format"]
+__all__ = ["Parser", "HelpFormatter", "suggestion", "add_format_options", "chosen_format", "size", "count", "values",
+           "print_document", "refuse_options_the_op_lacks"]
 
 
 def suggestion(value: str, choices: Iterable) -> str:
@@ -93,3 +97,37 @@ def refuse_options_the_op_lacks(args, entry) -> None:
     if args.channels_in is not None and not isinstance(args.input, tuple):
         raise ValueError(f"--channels-in: --input {args.input} is a vector of features; it has no channels "
                          f"(give --input HxW for a map)")
+
+
+# --- argument types and output shared by commands -------------------------------------------------
+
+def size(text: str) -> object:
+    """``3`` or ``3x4`` as an int or an (int, int) pair."""
+    match = re.fullmatch(r"\s*(-?\d+)\s*(?:[xX×]\s*(-?\d+)\s*)?", text)  # sign: the library names the bound
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected an integer or HxW (like 3 or 3x4), got {text!r}")
+    first, second = match.groups()
+    return int(first) if second is None else (int(first), int(second))
+
+
+def count(text: str) -> int:
+    if not re.fullmatch(r"\s*\d+\s*", text):
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    return int(text)
+
+
+def values(text: str) -> list[list[str]]:
+    """Rows separated by ``;``, numbers in a row by commas or spaces."""
+    rows = [[item for item in re.split(r"[\s,]+", row.strip()) if item] for row in text.split(";")]
+    rows = [row for row in rows if row]
+    if not rows:
+        raise argparse.ArgumentTypeError("expected numbers like '1,5,4; 9,2,1; 6,3,2'")
+    return rows
+
+
+def print_document(report, args) -> int:
+    """``--standalone``: the report as a complete LaTeX document, headed by the command that made it."""
+    from symcnn.report.writer import render_latex
+
+    sys.stdout.write(render_latex(report, "symcnn " + shlex.join(args.argv)))
+    return 0

@@ -11,76 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from typing import Optional, Sequence
 
 from symcnn.cli.arguments import Parser as _Parser  # one-line errors, suggestions, defaults in the help
-from symcnn.cli.arguments import add_format_options, chosen_format, refuse_options_the_op_lacks
+from symcnn.cli.arguments import add_format_options, chosen_format, print_document
+from symcnn.cli.arguments import size as _size, values as _values
+from symcnn.cli.derive import add_derive as _add_derive
 from symcnn.cli.interrupt import MESSAGE, STATUS, interrupts_end_cleanly
 
 __all__ = ["main"]
-
-
-def _size(text: str) -> object:
-    """``3`` or ``3x4`` as an int or an (int, int) pair."""
-    match = re.fullmatch(r"\s*(-?\d+)\s*(?:[xX×]\s*(-?\d+)\s*)?", text)  # sign: the library names the bound
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected an integer or HxW (like 3 or 3x4), got {text!r}")
-    first, second = match.groups()
-    return int(first) if second is None else (int(first), int(second))
-
-
-def _count(text: str) -> int:
-    if not re.fullmatch(r"\s*\d+\s*", text):
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
-    return int(text)
-
-
-def _values(text: str) -> list[list[str]]:
-    """Rows separated by ``;``, numbers in a row by commas or spaces."""
-    rows = [[item for item in re.split(r"[\s,]+", row.strip()) if item] for row in text.split(";")]
-    rows = [row for row in rows if row]
-    if not rows:
-        raise argparse.ArgumentTypeError("expected numbers like '1,5,4; 9,2,1; 6,3,2'")
-    return rows
-
-
-def _add_derive(commands) -> None:
-    from symcnn.symbolic.derive import derivable_ops
-
-    OPS = derivable_ops()
-    derive = commands.add_parser(
-        "derive",
-        help="expand one op at a small configuration: output and every gradient",
-        description="Expand OP at a small configuration and derive dL/dX, dL/dW and dL/db by differentiation.",
-    )
-    derive.add_argument("op", choices=OPS, metavar="OP", help=f"one of {', '.join(OPS)}")
-    derive.add_argument("--input", type=_size, default=(3, 3), metavar="HxW",
-                        help="input height x width (dense: the number of input features); default 3x3")
-    # (None, not the default itself, so that a given option an op has no setting for is refused, even at 2x2)
-    derive.add_argument("--kernel", type=_size, default=None, metavar="K|KhxKw", help="kernel size; default 2x2")
-    derive.add_argument("--channels-in", type=_count, default=None, metavar="C", help="input channels; default 1")
-    derive.add_argument("--channels-out", type=_count, default=None, metavar="C",
-                        help="output channels (conv2d) or output features (dense); default 1")
-    derive.add_argument("--stride", type=_size, default=None, metavar="S|SHxSW",
-                        help="default 1 for conv2d, the kernel size for pooling (as in PyTorch)")
-    derive.add_argument("--padding", type=_size, default=None, metavar="P|PHxPW",
-                        help="zero padding (conv2d); default 0")
-    derive.add_argument("--dilation", type=_size, default=None, metavar="D|DHxDW",
-                        help="dilation (conv2d); default 1")
-    derive.add_argument("--batch", type=_count, default=1, metavar="N", help="batch size; default 1")
-    derive.add_argument("--no-bias", action="store_true", help="conv2d or dense without a bias")
-    derive.add_argument("--values", type=_values, default=None, metavar="ROWS",
-                        help="numeric input in row-major order, rows separated by ';' (e.g. '1,5,4;9,2,1;6,3,2'); "
-                             "default: symbolic entries x00, x01, ...")
-    add_format_options(derive)
-    derive.add_argument("--steps", action="store_true",
-                        help="show each gradient entry as its chain-rule steps (and, with --values, "
-                             "a numeric walk-through)")
-    derive.add_argument("--entry", action="append", default=[], metavar="NAME",
-                        help="the steps of this entry only, like x11, w00 or b0, or of a whole tensor "
-                             "(x, w, b); repeatable; implies --steps (default: every entry)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -287,64 +227,9 @@ def _as_option(message: str) -> str:
 
 
 def _run_derive(args) -> int:
-    from symcnn.views import derivation as render
-    from symcnn.symbolic.derive import LayerConfig, derive, parse_values
+    from symcnn.cli.derive import run_derive
 
-    from symcnn import registry
-
-    entry = registry.get(args.op)
-    if 3 not in entry.inputs and isinstance(args.input, tuple):
-        raise ValueError(f"--input: {args.op} takes the number of input features, like --input 4")
-    refuse_options_the_op_lacks(args, entry)
-    config = LayerConfig(
-        op=args.op,
-        input_size=args.input,
-        kernel=(2, 2) if args.kernel is None else args.kernel,
-        channels_in=1 if args.channels_in is None else args.channels_in,
-        channels_out=1 if args.channels_out is None else args.channels_out,
-        stride=args.stride,
-        padding=0 if args.padding is None else args.padding,
-        dilation=1 if args.dilation is None else args.dilation,
-        batch=args.batch,
-        bias=not args.no_bias,
-    )
-    output_format = chosen_format(args)
-    values = None
-    if args.values is not None:
-        width = config.input_shape[-1]
-        for number, row in enumerate(args.values, start=1):
-            if len(args.values) > 1 and len(row) != width:
-                raise ValueError(f"--values: row {number} has {len(row)} numbers, expected {width} (the input width)")
-        values = parse_values([item for row in args.values for item in row], config.input_shape)
-    if args.steps or args.entry:
-        from symcnn.views import steps as steps_view
-        from symcnn.symbolic.steps import steps
-
-        walk = steps(config, values, args.entry)
-        if args.standalone:
-            from symcnn.report.standalone import derivation_report
-
-            return _print_document(derivation_report(steps_view.latex_parts(walk), steps=True), args)
-        views = {"text": steps_view.as_text, "latex": steps_view.as_latex, "json": steps_view.as_json}
-        print(views[output_format](walk))
-        return 0
-    result = derive(config, values)
-    if args.standalone:
-        from symcnn.report.standalone import derivation_report
-
-        return _print_document(derivation_report(render.latex_parts(result)), args)
-    print({"text": render.as_text, "latex": render.as_latex, "json": render.as_json}[output_format](result))
-    return 0
-
-
-def _print_document(report, args) -> int:
-    """``--standalone``: the report as a complete LaTeX document, headed by the command that made it."""
-    import shlex
-
-    from symcnn.report.writer import render_latex
-
-    sys.stdout.write(render_latex(report, "symcnn " + shlex.join(args.argv)))
-    return 0
+    return run_derive(args)
 
 
 def _run_examples(args) -> int:
@@ -394,7 +279,7 @@ def _run_formula(args) -> int:
     if args.standalone:
         from symcnn.report.opformulas import formula_report
 
-        return _print_document(formula_report(args.op, args.wrt, **settings), args)
+        return print_document(formula_report(args.op, args.wrt, **settings), args)
     view = general_formula(args.op, args.wrt, **settings)
     print({"text": view.text, "latex": view.latex, "json": view.json}[output_format]())
     return 0

@@ -196,7 +196,8 @@ def derive_command(rule: ChainRule) -> str:
     """
     config = rule.config
     settings = config.settings
-    words = ["symcnn", "derive", config.op, "--input", "x".join(map(str, config.input_size))]
+    size = config.input_size  # (H, W), or the number of features of a vector
+    words = ["symcnn", "derive", config.op, "--input", str(size) if isinstance(size, int) else "x".join(map(str, size))]
     if "kernel" in settings:
         words += ["--kernel", _size(settings["kernel"])]
     default_stride = (1, 1) if "bias" in settings else settings.get("kernel")  # a pool's stride: its window

@@ -113,12 +113,13 @@ _REFUSED_UNLESS_DEFAULT = {"padding": (0, 0), "dilation": (1, 1)}
 
 
 def derivable_ops() -> tuple[str, ...]:
-    """The ops :func:`derive` expands: every registered layer op.
+    """The ops :func:`derive` expands: every registered op but the losses (a scalar of two operands,
+    derived in the worked examples and the network walk-through instead).
 
-    >>> derivable_ops()[:4]
-    ('conv2d', 'maxpool2d', 'avgpool2d', 'global_avgpool')
+    >>> derivable_ops()[:4], "softmax" in derivable_ops(), "cross_entropy" in derivable_ops()
+    (('conv2d', 'maxpool2d', 'avgpool2d', 'global_avgpool'), True, False)
     """
-    return registry.names(layer=True)
+    return tuple(op.name for op in registry.ops() if not op.loss)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import re
 from typing import Any, Iterator, NamedTuple, Sequence
 
 import sympy
-from sympy import Array
+from sympy import Array, Symbol
 
 from symcnn.symbolic.derive import Derivation, LayerConfig
 from symcnn.symbolic.display import register_latex_view
@@ -33,7 +33,7 @@ from symcnn.printing.text import readable
 from symcnn.symbolic.tensors import element_name, indices_of
 
 __all__ = ["describe", "as_text", "as_latex", "as_latex_display", "as_json", "as_dict", "latex_text", "latex_blocks",
-           "latex_display", "LatexParts", "latex_parts"]
+           "latex_display", "LatexParts", "latex_parts", "latex_key", "latex_value"]
 
 _SECTIONS = (("grad_weight", "weight", "dL/dW"), ("grad_bias", "bias", "dL/db"), ("grad_input", "input", "dL/dX"))
 
@@ -227,3 +227,31 @@ def as_dict(derivation: Derivation) -> dict[str, Any]:
 
 def as_json(derivation: Derivation) -> str:
     return json.dumps(as_dict(derivation), indent=2)
+
+
+def latex_key(key: str) -> str:
+    """A result's key as a left-hand side: ``dL/dW`` as a fraction, ``Y`` as a symbol, else text.
+
+    >>> latex_key("Y"), latex_key("dL/dW").startswith(chr(92) + "frac")  # chr(92): a backslash
+    ('Y', True)
+    """
+    if key.startswith("dL/d") and key[4:].isidentifier():
+        return r"\frac{\partial L}{\partial %s}" % sympy.latex(Symbol(key[4:]))
+    return sympy.latex(Symbol(key)) if len(key) == 1 else latex_text(key)
+
+
+def latex_value(value: Any) -> str:
+    """A derived value in LaTeX: an array without its axes of length 1, as a matrix."""
+    if isinstance(value, sympy.NDimArray):
+        shape = [size for size in value.shape if size != 1]
+        elements = [readable(element, {}) for element in sympy.flatten(value.tolist())]
+        if not shape:
+            return latex(elements[0])
+        rows, columns = (shape[0], 1) if len(shape) == 1 else (shape[0], len(elements) // shape[0])
+        if len(shape) > 2:
+            return latex(Array(elements, tuple(shape)))
+        matrix = sympy.Matrix(rows, columns, elements)
+        return latex(matrix.T if len(shape) == 1 else matrix)
+    if isinstance(value, tuple):
+        return r"\left(%s\right)" % ", ".join(str(item) for item in value)
+    return latex(readable(sympy.sympify(value), {}))

@@ -120,6 +120,20 @@ class _Format:
         return r"\frac{\partial L}{\partial %s}" % self.print(symbol) if self.latex else f"dL/d{symbol.name}"
 
 
+def _plus(terms: list[str]) -> str:
+    """Printed terms as one sum: ``a - b`` rather than ``a + -b`` (a leading minus binds to its first
+    factor or summand only, so the text means the same)."""
+    text = ""
+    for term in terms:
+        if not text:
+            text = term
+        elif term.startswith("-"):
+            text += " - " + term[1:].lstrip()
+        else:
+            text += " + " + term
+    return text
+
+
 def _chain_rule(entry: EntrySteps, fmt: _Format) -> str:
     term = lambda partial: fmt.print(partial.upstream * ChainPartial(partial.output, entry.symbol))  # noqa: E731
     partials = entry.partials
@@ -170,7 +184,7 @@ def _entry_block(entry: EntrySteps, fmt: _Format) -> _Block:
             other = "other " if surviving else ""
             words = f"the {len(zeros)} {other}partials are 0 ({entry.name} is not in those output elements)"
             rows.append(_Row("", r"\text{%s}" % words if fmt.latex else words, label=label))
-    symbolic = " + ".join(fmt.expr(p.term) for p in surviving) or "0"
+    symbolic = _plus([fmt.expr(p.term) for p in surviving]) or "0"
     walked = entry.numeric is not None and any(p.at_values != p.derivative for p in surviving)
     result = fmt.expr(entry.result)
     rows.append(_Row(name, symbolic if walked else _chain([symbolic, result]), label="terms"))
@@ -179,7 +193,7 @@ def _entry_block(entry: EntrySteps, fmt: _Format) -> _Block:
             rows.append(_Row(partial(p), fmt.walk(p.derivative, p.at_values), label="at values" if number == 0 else ""))
         numbers = {ChainPartial(p.output, entry.symbol): p.at_values for p in surviving}
         products = [fmt.substituted(p.upstream * ChainPartial(p.output, entry.symbol), numbers) for p in surviving]
-        rows.append(_Row(name, _chain([" + ".join(products), fmt.expr(entry.numeric), result])))
+        rows.append(_Row(name, _chain([_plus(products), fmt.expr(entry.numeric), result])))
     return _Block(f"dL/d{entry.name}", tuple(rows))
 
 
