@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional
 
 import numpy
@@ -415,7 +416,11 @@ def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, 
 
 
 def layer_kernels(layer: LayerSpec) -> list[Kernel]:
-    """The forward kernel and one kernel per gradient of ``layer``."""
+    """The forward kernel and one kernel per gradient of ``layer``.
+
+    They depend on the layer's op, shapes and settings only; its label names them (what
+    :func:`network_kernels` relies on to lower repeated layers once).
+    """
     formula, values = layer_formula(layer)
     kernels = [_forward_kernel(layer, formula, values)]
     stride = layer.settings.get("stride")
@@ -447,7 +452,21 @@ def loss_kernels(spec: NetworkSpec) -> list[Kernel]:
 
 
 def network_kernels(spec: NetworkSpec) -> dict[str, list[Kernel]]:
-    """Every kernel of ``spec``, by module (layer label, and ``loss``)."""
-    modules = {layer.label: layer_kernels(layer) for layer in spec.layers}
+    """Every kernel of ``spec``, by module (layer label, and ``loss``).
+
+    A layer of the same op, shapes and settings as an earlier one (a VGG stage's convolutions, the
+    ReLU after each) is lowered once: its kernels are the earlier layer's, under its own names.
+    """
+    modules: dict[str, list[Kernel]] = {}
+    lowered: dict[str, tuple[str, list[Kernel]]] = {}
+    for layer in spec.layers:
+        key = repr((layer.kind, layer.input_shape, layer.output_shape, sorted(layer.settings.items())))
+        if key in lowered:
+            label, kernels = lowered[key]
+            modules[layer.label] = [replace(kernel, name=_kernel_name(layer.label, kernel.name[len(label) + 1:]))
+                                    for kernel in kernels]
+        else:
+            modules[layer.label] = layer_kernels(layer)
+            lowered[key] = (layer.label, modules[layer.label])
     modules["loss"] = loss_kernels(spec)
     return modules

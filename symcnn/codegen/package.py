@@ -18,18 +18,21 @@ Example:
 from __future__ import annotations
 
 import tomllib
+from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Mapping, Optional
 
 import jinja2
 
 from symcnn import __version__
+from symcnn.codegen.kernel_ir import Kernel
 from symcnn.codegen.lower import network_kernels
 from symcnn.files import replace_directory
 from symcnn.printing.numba import import_lines
 from symcnn.spec import PACKAGE_ROOT, NetworkSpec, load_spec, shipped_kernels_dir
 
-__all__ = ["template_dir", "source_checkout", "generated_dir", "render_package", "stale_files", "generate"]
+__all__ = ["template_dir", "source_checkout", "generated_dir", "shared_modules", "render_package", "stale_files",
+           "generate"]
 
 #: The numba CPU backend's templates, shipped inside the package.
 TEMPLATE_DIR = Path(__file__).resolve().parent / "backends" / "numba_cpu" / "templates"
@@ -93,18 +96,44 @@ def _preamble(spec: NetworkSpec, template: str) -> str:
             f"# Do not edit: change the template or the spec and run `symcnn generate`.")
 
 
+def shared_modules(modules: Mapping[str, list[Kernel]]) -> dict[str, str]:
+    """Modules whose kernels are an earlier module's, but for their names -> that earlier module.
+
+    Layers of one op at one configuration (a VGG stage's convolutions, a ResNet's repeated blocks, the
+    ReLU after each) get identical kernels: generated and compiled once, they cost one compilation.
+
+    >>> shared_modules(network_kernels(load_spec("seed004")))
+    {}
+    """
+    first_of: dict[str, str] = {}
+    shared = {}
+    for module, kernels in modules.items():
+        key = repr(tuple(replace(kernel, name="") for kernel in kernels))  # every field but the name
+        if key in first_of:
+            shared[module] = first_of[key]
+        else:
+            first_of[key] = module
+    return shared
+
+
 def render_package(spec: NetworkSpec) -> dict[str, str]:
     """Every file of ``spec``'s kernel package: relative path -> text."""
     environment = _environment()
     layer_template = environment.get_template("layer.py.jinja")
     files = {}
     modules = network_kernels(spec)
+    shared = shared_modules(modules)
     for module, kernels in modules.items():
+        if module in shared:
+            continue
         imports = import_lines(frozenset().union(*(kernel.imports for kernel in kernels)))
         files[f"{module}.py"] = layer_template.render(
             preamble=_preamble(spec, "layer.py.jinja"), kernels=kernels, imports=imports)
+    aliases = {kernel.name: original.name for module, first in shared.items()
+               for kernel, original in zip(modules[module], modules[first])}
     files["__init__.py"] = environment.get_template("package.py.jinja").render(
-        preamble=_preamble(spec, "package.py.jinja"), spec=spec, modules=modules)
+        preamble=_preamble(spec, "package.py.jinja"), spec=spec, modules=modules,
+        distinct=[module for module in modules if module not in shared], aliases=aliases)
     return files
 
 

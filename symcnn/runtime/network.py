@@ -85,6 +85,8 @@ class Network:
             for kernel_name in kernels.ARGUMENTS:
                 if kernel_name.startswith(f"{module_name}_") and hasattr(module, kernel_name):
                     self._functions[kernel_name] = getattr(module, kernel_name)
+        for alias, original in getattr(kernels, "ALIASES", {}).items():  # identical layers: one kernel
+            self._functions[alias] = self._functions[original]
 
     @classmethod
     def from_spec(cls, spec: Union[str, os.PathLike], dtype: str = "float32", seed: int = 0) -> "Network":

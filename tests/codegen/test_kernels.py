@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from tests.kernels_helpers import network_for, random_params, torch_loss_and_grads
 from symcnn.symbolic.verify import symbolic_network_gradients as symbolic_values
 from symcnn.runtime.network import Network
+from symcnn.spec import spec_from_dict
 
 
 @pytest.fixture(autouse=True)
@@ -303,3 +304,41 @@ def test_kernels_run_as_views_give_what_the_kernels_give(name):
         out = np.full((5, *out_shape), np.nan, dtype=np.float32)
         net._functions[kernel_name](source, out)
         np.testing.assert_array_equal(out, source.reshape(out.shape))
+
+
+REPEATED = {
+    "name": "repeated",
+    "input": [2, 6, 6],
+    "layers": [
+        {"type": "conv2d", "name": "a", "out_channels": 2, "kernel": 3, "padding": 1},
+        {"type": "relu"},
+        {"type": "conv2d", "name": "b", "out_channels": 2, "kernel": 3, "padding": 1},  # a's configuration
+        {"type": "relu"},
+        {"type": "conv2d", "name": "c", "out_channels": 2, "kernel": 3, "padding": 1, "bias": False},  # not
+        {"type": "relu"},
+        {"type": "maxpool2d", "kernel": 2},
+        {"type": "relu"},  # on a smaller map: its own kernels
+        {"type": "flatten"},
+        {"type": "dense", "name": "fc", "out_features": 3},
+    ],
+}
+
+
+def test_layers_of_one_configuration_share_one_kernel_module_and_still_equal_pytorch(torch, tmp_path):
+    from symcnn.codegen.package import render_package
+
+    files = render_package(spec_from_dict(REPEATED))
+    assert sorted(files) == ["__init__.py", "a.py", "c.py", "fc.py", "flatten8.py", "loss.py", "maxpool2d6.py",
+                             "relu1.py", "relu7.py"]
+    assert "'b_grad_weight': 'a_grad_weight'," in files["__init__.py"]
+    assert "'relu5_forward': 'relu1_forward'," in files["__init__.py"]
+    net = network_for(REPEATED, tmp_path)
+    rng = np.random.default_rng(5)
+    net.load_params(random_params(net, rng))
+    x = rng.standard_normal((2, *net.spec.input_shape))
+    labels = np.array([2, 0])
+    loss, grads = net.loss_and_grads(x, labels)
+    expected_loss, _, expected = torch_loss_and_grads(net.spec, net.params, x, labels, torch.float64)
+    assert loss == pytest.approx(expected_loss, rel=1e-10)
+    for key, value in expected.items():
+        np.testing.assert_allclose(grads[key], value, rtol=1e-9, atol=1e-12, err_msg=key)
