@@ -74,8 +74,8 @@ class Network:
         # Kernels that only reshape an argument (flatten) -> that argument: run as views, not called.
         # Packages generated before RESHAPES existed have none.
         self.reshapes: dict[str, str] = dict(getattr(kernels, "RESHAPES", {}))
-        self._compiling_announced = False
-        self._compile_reporter: Optional[threading.Thread] = None
+        self._compile_seconds = 0.0  # spent in first calls (compiling), for the progress lines
+        self._compile_reported: Optional[float] = None  # when the last progress line was printed
         self._called: set[str] = set()
         # Activations and input gradients, reused from call to call at the same batch size: a
         # fresh multi-megabyte array costs a page fault per 4 KiB on first touch, more than some of
@@ -218,38 +218,40 @@ class Network:
         if kernel_name in self._called:  # the common case, kept cheap (a dispatcher's signatures are not)
             return function(*arguments)
         self._called.add(kernel_name)
-        if not function.signatures and (self._compile_reporter is None or not self._compile_reporter.is_alive()):
-            # The first call compiles (or loads numba's cache): say so when it takes a while, and how far
-            # it has got while it goes on (a spec of hundreds of layers compiles for minutes).
-            self._compile_reporter = threading.Thread(target=self._report_compiling, daemon=True)
-            self._compile_reporter.start()
+        if not function.signatures:  # the first call compiles (or loads numba's cache)
+            return self._compile(function, arguments)
         return function(*arguments)
 
-    def _report_compiling(self, first_delay: float = 1.0, every: float = 15.0) -> None:
-        """While kernels compile, a line after ``first_delay`` seconds, then one every ``every`` seconds;
-        gone when no kernel has compiled for ``every`` seconds (the pass has finished compiling)."""
+    def _compile(self, function, arguments: list, first_delay: float = 1.0, every: float = 15.0):
+        """Call ``function`` for the first time, saying so on stderr once this network's compiling has
+        taken ``first_delay`` seconds, then how far it has got every ``every`` seconds (a spec of hundreds
+        of layers compiles for minutes). Nothing is printed after the call returns."""
+        done, started = threading.Event(), time.monotonic()
+        reporter = threading.Thread(target=self._report_compiling, args=(done, started, first_delay, every),
+                                    daemon=True)
+        reporter.start()
+        try:
+            return function(*arguments)
+        finally:
+            done.set()
+            reporter.join()
+            self._compile_seconds += time.monotonic() - started
+
+    def _report_compiling(self, done: threading.Event, started: float, first_delay: float, every: float) -> None:
         kernels = {id(function): function for function in self._functions.values()}.values()  # shared: once
-
-        def compiled() -> int:
-            return sum(1 for function in kernels if function.signatures)
-
-        time.sleep(first_delay)
-        if all(self._functions[name].signatures for name in tuple(self._called)):
-            return  # compiled (or loaded from numba's cache) within the delay
-        done = compiled()
-        if not self._compiling_announced:
-            self._compiling_announced = True
-            print(f"symcnn: compiling the {self.spec.name} kernels for {self.dtype} (first use; numba caches "
-                  f"them): {done} of {len(kernels)} ready", file=sys.stderr, flush=True)
-        else:  # a later pass (the first gradients) compiles its own kernels
-            print(f"symcnn: compiling: {done} of {len(kernels)} kernels ready", file=sys.stderr, flush=True)
-        while True:
-            time.sleep(every)
-            now = compiled()
-            if now == done or now == len(kernels):
-                return
-            done = now
-            print(f"symcnn: compiling: {done} of {len(kernels)} kernels ready", file=sys.stderr, flush=True)
+        while not done.wait(0.2):
+            now = time.monotonic()
+            if self._compile_seconds + now - started < first_delay:
+                continue
+            if self._compile_reported is not None and now - self._compile_reported < every:
+                continue
+            ready = sum(1 for function in kernels if function.signatures)
+            if self._compile_reported is None:
+                print(f"symcnn: compiling the {self.spec.name} kernels for {self.dtype} (first use; numba caches "
+                      f"them): {ready} of {len(kernels)} ready", file=sys.stderr, flush=True)
+            else:
+                print(f"symcnn: compiling: {ready} of {len(kernels)} kernels ready", file=sys.stderr, flush=True)
+            self._compile_reported = now
 
     def _buffer(self, purpose: str, shape: tuple, dtype) -> np.ndarray:
         """A reusable internal array for ``purpose`` (``conv1.out``, ...) of this shape and dtype."""
