@@ -44,7 +44,8 @@ def read_answers(text: str) -> dict[int, str]:
             continue
         match = _LINE.match(line)
         if match is None:
-            raise ValueError(f"answers: line {number}: expected 'NUMBER: ANSWER' (like '3: -7/4'), got {line.strip()[:40]!r}")
+            raise ValueError(f"answers: line {number}: expected 'NUMBER: ANSWER' (like '3: -7/4'), "
+                             f"got {line.strip()[:40]!r}")
         exercise = int(match.group(1))
         if exercise in answers:
             raise ValueError(f"answers: line {number}: a second answer to exercise {exercise}")

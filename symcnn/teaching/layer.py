@@ -121,8 +121,8 @@ class Instance:
 
     def answer(self) -> Answer:
         array = self.answer_array()
-        if self.index is not None:
-            value = array[self.index]
+        if self.index is not None or len(array) == 1:
+            value = array[self.index] if self.index is not None else entries(array)[0]
             return Answer("number" if self.values is not None else "expression", value)
         return Answer("matrix", matrix_rows(array))
 
@@ -181,13 +181,18 @@ def _instance(config: LayerConfig, level: int, rng: random.Random) -> Instance:
     raise ValueError(f"topic: no small integers give {config.op} a rational answer")
 
 
+def article(noun: str) -> str:
+    return "An" if noun[0].lower() in "aeiou" else "A"
+
+
 def describe_layer(config: LayerConfig) -> str:
     """The layer in words, from its registry entry: ``2-D convolution (1 kernels 2, stride 1, padding 0)``."""
     entry = config.entry
     words = entry.settings_text(config.settings)
     shape = "×".join(map(str, config.input_shape[1:] if config.input_shape[1] > 1 or len(config.input_shape) < 4
                               else config.input_shape[2:]))
-    text = f"A {entry.title} layer" + (f" ({words})" if words else "") + f" takes an input $X$ of shape {shape}"
+    text = f"{article(entry.title)} {entry.title} layer" + (f" ({words})" if words else "")
+    text += f" takes an input $X$ of shape {shape}"
     text += f": {entry.summary}." if entry.summary else "."
     if entry.nondifferentiable and entry.nondifferentiable not in entry.summary:
         text += f" Rule at non-differentiable points: {entry.nondifferentiable}."

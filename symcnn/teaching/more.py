@@ -75,7 +75,8 @@ def sizes_exercise(number: int, op: str, level: int, rng: random.Random) -> Exer
         if level == 3 or all(division.is_Integer for division in divisions):
             break  # below level 3 the division is exact: no floor to take
     words = entry.settings_text(settings)
-    statement = (f"A {entry.title} layer ({words}) takes an input of shape C×H×W = {'×'.join(map(str, shape))} "
+    shown = "×".join(map(str, shape))
+    statement = (f"{layer.article(entry.title)} {entry.title} layer ({words}) takes an input of shape C×H×W = {shown} "
                  "(batch axis left out).")
     rows = []
     for name, size in zip((r"H_{out}", r"W_{out}"), sizes):

@@ -90,7 +90,8 @@ TOPICS = {topic.name: topic for topic in (
     Topic("normalization", "Normalization", NORMALIZATION),
     Topic("sizes", "Output sizes and parameter counts", WINDOWED),
     Topic("network", "A network's backward pass", CONVOLUTION),
-    Topic("spot", "Spot the wrong formula", _kind(lambda entry: not entry.ranked)),
+    Topic("spot", "Spot the wrong formula",
+          _kind(lambda entry: not entry.ranked and (entry.parameterized or _keeps_maps(entry)))),
 )}
 
 
