@@ -143,7 +143,8 @@ def counterexample(claimed: sympy.Expr, expected: sympy.Expr, tries: int = 400) 
                 point = {symbol: 0 for symbol in symbols}
                 point.update(zip(chosen, values))
                 try:
-                    mine, theirs = sympy.sympify(claimed).xreplace(point), sympy.sympify(expected).xreplace(point)
+                    mine = sympy.sympify(sympy.sympify(claimed).xreplace(point))
+                    theirs = sympy.sympify(sympy.sympify(expected).xreplace(point))
                     if not (mine.is_number and theirs.is_number) or sympy.simplify(mine - theirs) == 0:
                         continue
                 except (TypeError, ZeroDivisionError):

@@ -38,7 +38,7 @@ from symcnn.teaching.topics import layer_settings
 from symcnn.views.steps import SubstitutionLatexPrinter, latex_entries
 
 __all__ = ["Instance", "layer_config", "numbers", "layer_exercise", "gradient_name", "tensor_name", "ROLE_NAMES",
-           "describe_layer", "entries"]
+           "describe_layer", "entries", "other_settings", "article"]
 
 #: How the sheet names each tensor (document 002's letters).
 ROLE_NAMES = {"input": "X", "weight": "W", "bias": "b", "grad_output": r"\frac{\partial L}{\partial Y}"}
@@ -243,11 +243,16 @@ def working(instance: Instance) -> tuple[Working, ...]:
     return tuple(parts)
 
 
+def other_settings(config: LayerConfig) -> dict[str, Any]:
+    """The settings LayerConfig takes in ``settings`` (not as a field of its own): a slope alpha."""
+    return {key: value for key, value in config.settings.items() if key not in _FIELDS}
+
+
 def setup(instance: Instance) -> Setup:
     config = instance.config
     fields = dict(input_size=config.input_size, kernel=config.kernel, channels_in=config.channels_in,
                   channels_out=config.channels_out, stride=config.stride, padding=config.padding,
-                  dilation=config.dilation, bias=config.bias, settings=dict(config.settings))
+                  dilation=config.dilation, bias=config.bias, settings=other_settings(config))
     return Setup(((config.op, fields),), dict(instance.values or {}), instance.asked, instance.index)
 
 

@@ -168,7 +168,7 @@ def spot_exercise(number: int, op: str, level: int, rng: random.Random) -> Exerc
     question = ("Exactly one of these gradient entries is wrong. Which one? Answer with its letter.")
     setup = Setup(((op, {"input_size": config.input_size, "kernel": config.kernel, "stride": config.stride,
                          "padding": config.padding, "dilation": config.dilation, "bias": False,
-                         "channels_out": config.channels_out, "settings": dict(config.settings)}),),
+                         "channels_out": config.channels_out, "settings": layer.other_settings(config)}),),
                   {"input": values} if values is not None else {}, chosen[wrong][0], chosen[wrong][1])
     return Exercise(number, "spot", f"{entry.title}: spot the wrong formula", statement, givens, question,
                     Answer("choice", letters[wrong]), (Working("Each formula checked", (), "; ".join(working) + "."),),
