@@ -108,10 +108,11 @@ def test_symbolic_keys_equal_sympy_diff_and_pytorch(sheets, torch):
             symbol = arrays[role][exercise.setup.index]
             assert sympy.simplify(sympy.diff(loss, symbol) - exercise.answer.value) == 0, exercise.title
             # and at random values, by PyTorch
+            inputs = {arrays["input"][index] for index in indices_of(arrays["input"].shape)}
             point = {element: sympy.Rational(number % 7 - 3, 2) for number, element in
-                     enumerate(sorted(exercise.answer.value.free_symbols | set(arrays["input"]), key=str))}
-            values = {name: array.applyfunc(lambda element: point.get(element, 1)) for name, array in arrays.items()}
-            values["grad_output"] = upstream.applyfunc(lambda element: point.get(element, 1))
+                     enumerate(sorted(exercise.answer.value.free_symbols | inputs, key=str))}
+            values = {name: array.applyfunc(lambda element, point=point: point.get(element, 1))
+                      for name, array in {**arrays, "grad_output": upstream}.items()}
             gradient = _torch_gradient(torch, type(exercise.setup)(exercise.setup.layers, values, exercise.setup.asked))
             assert float(exercise.answer.value.xreplace(point)) == pytest.approx(float(gradient[exercise.setup.index]))
             checked += 1
@@ -223,7 +224,8 @@ def test_moodle_export_parses_back_with_its_answers():
                     else [float(size) for size in exercise.answer.value])
             assert fields == pytest.approx(flat, abs=1e-3)
         elif exercise.answer.kind == "choice":
-            right = [answer.find("text").text for answer in question.findall("answer") if answer.get("fraction") == "100"]
+            right = [answer.find("text").text for answer in question.findall("answer")
+                     if answer.get("fraction") == "100"]
             assert right == [exercise.answer.value]
 
 
