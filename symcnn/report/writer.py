@@ -169,12 +169,14 @@ def render_latex(document: Union[Report, Collection], command: str = "symcnn rep
     return _tidy(template.render(preamble=preamble, headings=_LATEX_HEADINGS[collection], **context))
 
 
-def render_markdown(document: Union[Report, Collection], command: str = "symcnn report") -> str:
-    """A GitHub Markdown page (``$...$`` and ``$$`` math) for a report or a whole collection."""
+def render_markdown(document: Union[Report, Collection], command: str = "symcnn report",
+                    mark: str = GENERATED_MARK) -> str:
+    """A GitHub Markdown page (``$...$`` and ``$$`` math) for a report or a whole collection; its first line
+    is ``mark`` with the command that made it."""
     collection = isinstance(document, Collection)
     template = _environment(latex=False).get_template("page.md.jinja")
     context = _context(document, collection)
-    return _tidy(template.render(preamble=GENERATED_MARK.format(command=command),
+    return _tidy(template.render(preamble=mark.format(command=command),
                                  headings=_MARKDOWN_HEADINGS[collection], **context))
 
 

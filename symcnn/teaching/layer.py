@@ -1,0 +1,265 @@
+"""Exercises on one layer: a gradient entry (or a whole gradient) of a registry op at a small configuration.
+
+Everything comes from symcnn's machinery: the configuration is a
+:class:`~symcnn.symbolic.derive.LayerConfig` of the op's registry settings
+(:func:`~symcnn.teaching.topics.layer_settings`), the answer is :func:`~symcnn.symbolic.derive.derive`'s
+gradient at the given numbers, and the working is :func:`~symcnn.symbolic.steps.steps`' chain rule as
+``symcnn derive --steps`` prints it (:func:`~symcnn.views.steps.latex_entries`).
+
+Numbers are small integers; an exercise whose answer would not be a rational number at them (a
+sigmoid at 1) is asked in symbols instead, and one whose symbolic answer has cases (ReLU's mask,
+max pooling's routing) in numbers. Inputs of an op with a max are distinct, so that the answer is
+unique (no ties).
+
+Example:
+    >>> import random
+    >>> exercise = layer_exercise(1, "convolution", "conv2d", 1, random.Random(3))
+    >>> exercise.answer.kind in ("number", "matrix"), exercise.setup.asked.startswith("grad_")
+    (True, True)
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+import sympy
+from sympy import Array, Symbol
+
+from symcnn import registry
+from symcnn.checking.index.vocabulary import DISTINCT_INPUT_OPS
+from symcnn.printing.latex import latex
+from symcnn.symbolic.derive import Derivation, LayerConfig, derive
+from symcnn.symbolic.steps import steps
+from symcnn.symbolic.tensors import indices_of
+from symcnn.teaching.model import Answer, Exercise, Given, Setup, Working, bmatrix, matrix_rows
+from symcnn.teaching.topics import layer_settings
+from symcnn.views.steps import SubstitutionLatexPrinter, latex_entries
+
+__all__ = ["Instance", "layer_config", "numbers", "layer_exercise", "gradient_name", "tensor_name", "ROLE_NAMES",
+           "describe_layer", "entries", "other_settings", "article"]
+
+#: How the sheet names each tensor (document 002's letters).
+ROLE_NAMES = {"input": "X", "weight": "W", "bias": "b", "grad_output": r"\frac{\partial L}{\partial Y}"}
+#: LayerConfig's field for each setting it has a field for; other settings go in ``settings``.
+_FIELDS = {"kernel": "kernel", "stride": "stride", "padding": "padding", "dilation": "dilation", "bias": "bias",
+           "out_channels": "channels_out", "out_features": "channels_out"}
+#: How often a gradient is asked, by tensor: the weight and the input more than the bias.
+_ROLE_WEIGHTS = {"grad_weight": 3, "grad_input": 3, "grad_bias": 1}
+
+
+def gradient_name(symbol: Symbol) -> str:
+    return r"\frac{\partial L}{\partial %s}" % latex(symbol)
+
+
+def tensor_name(role: str) -> str:
+    return r"\frac{\partial L}{\partial %s}" % ROLE_NAMES[role]
+
+
+def layer_config(op: str, settings: Mapping[str, Any], level: int, rng: random.Random) -> LayerConfig:
+    """The op at the smallest input that gives (at least) a 2x2 output, for a windowed op; 2x2 (2x3 at
+    level 3) otherwise; three input features for an op on vectors."""
+    fields: dict[str, Any] = {}
+    others: dict[str, Any] = {}
+    for key, value in settings.items():
+        (fields.__setitem__(_FIELDS[key], value) if key in _FIELDS else others.__setitem__(key, value))
+    entry = registry.get(op)
+    if 3 not in entry.inputs:
+        return LayerConfig(op, input_size=rng.choice((2, 3)) if level > 1 else 3, settings=others, **fields)
+    if "kernel" not in entry.keys():
+        size = (2, 3) if level == 3 else (2, 2)
+        return LayerConfig(op, input_size=size, settings=others, **fields)
+    for height in range(2, 9):
+        width = height + (1 if level == 3 and rng.random() < 0.5 else 0)
+        try:
+            config = LayerConfig(op, input_size=(height, width), settings=others, **fields)
+        except ValueError:  # the window does not fit yet
+            continue
+        if min(config.output_shape[2:]) >= 2:
+            return config
+    raise ValueError(f"topic: no small input fits {op} with {settings}")
+
+
+def numbers(config: LayerConfig, derivation: Derivation, rng: random.Random, low: int = -3) -> dict[str, Array]:
+    """Small integers for every tensor: inputs distinct where the op takes a max (one answer), weights
+    and upstream gradients nonzero."""
+    values = {}
+    for role, array in derivation.tensors.items():
+        count = len(array)
+        if role == "input" and config.op in DISTINCT_INPUT_OPS:
+            drawn = rng.sample(range(low, low + max(10, count + 2)), count)
+        elif role == "input":
+            drawn = [rng.randint(low, 3) for _ in range(count)]
+        elif role == "bias":
+            drawn = [rng.randint(-2, 2) for _ in range(count)]
+        else:
+            drawn = [rng.choice((-2, -1, 1, 2, 3)) for _ in range(count)]
+        values[role] = Array(drawn, array.shape)
+    return values
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A derived layer with its numbers (``None`` in symbols) and what is asked of it."""
+
+    config: LayerConfig
+    derivation: Derivation
+    values: Optional[dict[str, Array]]
+    asked: str  # grad_weight, grad_input, grad_bias
+    index: Optional[tuple[int, ...]]  # None: the whole tensor
+
+    @property
+    def substitution(self) -> dict[Symbol, sympy.Expr]:
+        if self.values is None:
+            return {}
+        return {self.derivation.tensors[role][index]: value[index]
+                for role, value in self.values.items() for index in indices_of(value.shape)}
+
+    def answer_array(self) -> Array:
+        return self.derivation.gradients[self.asked].applyfunc(lambda entry: entry.xreplace(self.substitution))
+
+    def answer(self) -> Answer:
+        array = self.answer_array()
+        if self.index is not None or len(array) == 1:
+            value = array[self.index] if self.index is not None else entries(array)[0]
+            return Answer("number" if self.values is not None else "expression", value)
+        return Answer("matrix", matrix_rows(array))
+
+
+def _choose_asked(derivation: Derivation, numeric: bool, level: int, rng: random.Random) -> tuple[str, bool]:
+    """Which gradient is asked, and whether whole: a small one in numbers (up to 4 entries; 9 at level 1)."""
+    roles = [role for role in _ROLE_WEIGHTS if role in derivation.gradients]
+    role = rng.choices(roles, weights=[_ROLE_WEIGHTS[role] for role in roles])[0]
+    size = len(derivation.gradients[role])
+    whole = size == 1 or (numeric and (size <= 4 or (level == 1 and size <= 9 and rng.random() < 0.4)))
+    return role, whole
+
+
+def _choose_entry(symbolic: Array, answer: Array, numeric: bool, rng: random.Random) -> tuple[int, ...]:
+    """An entry to ask for: among those with a rational answer (a number worked by hand; in symbols, any) and a
+    nonzero one if there is, one of the longest chain rules."""
+    indices = [tuple(index) for index in indices_of(symbolic.shape)]
+    rational = [index for index in indices if sympy.sympify(answer[index]).is_Rational] if numeric else indices
+    nonzero = [index for index in rational if answer[index] != 0] or rational or indices
+    terms = {index: len(sympy.Add.make_args(symbolic[index])) for index in nonzero}
+    most = max(terms.values())
+    return rng.choice([index for index, count in terms.items() if count == most])
+
+
+def entries(array: Array) -> list[sympy.Expr]:
+    return [sympy.sympify(array[index]) for index in indices_of(array.shape)]
+
+
+def _rational(array: Array) -> bool:
+    return all(entry.is_Rational for entry in entries(array))
+
+
+def _instance(config: LayerConfig, level: int, rng: random.Random) -> Instance:
+    """The layer in numbers or in symbols, as the level asks and as the answer allows."""
+    derivation = derive(config)
+    asked, whole = _choose_asked(derivation, level != 2, level, rng)
+    symbolic = derivation.gradients[asked]
+    has_cases = any(entry.has(sympy.Piecewise) for entry in entries(symbolic))
+    attempts = [("numbers", -3)] * 10 + [("numbers", 0)] * 10 + [("symbols", 0)]
+    if level == 2:
+        attempts = attempts[-1:] + attempts[:-1]
+    for mode, low in attempts:
+        if mode == "symbols":
+            if has_cases:
+                continue
+            return Instance(config, derivation, None, asked, _choose_entry(symbolic, symbolic, False, rng))
+        values = numbers(config, derivation, rng, low)
+        candidate = Instance(config, derivation, values, asked, None)
+        answer = candidate.answer_array()
+        if whole and _rational(answer):
+            return candidate
+        if not whole:
+            index = _choose_entry(symbolic, answer, True, rng)
+            if sympy.sympify(answer[index]).is_Rational:
+                return Instance(config, derivation, values, asked, index)
+    raise ValueError(f"topic: no small integers give {config.op} a rational answer")
+
+
+def article(noun: str) -> str:
+    return "An" if noun[0].lower() in "aeiou" else "A"
+
+
+def describe_layer(config: LayerConfig) -> str:
+    """The layer in words, from its registry entry: ``2-D convolution (1 kernels 2, stride 1, padding 0)``."""
+    entry = config.entry
+    words = entry.settings_text(config.settings)
+    shape = "×".join(map(str, config.input_shape[1:] if config.input_shape[1] > 1 or len(config.input_shape) < 4
+                              else config.input_shape[2:]))
+    text = f"{article(entry.title)} {entry.title} layer" + (f" ({words})" if words else "")
+    text += f" takes an input $X$ of shape {shape}"
+    text += f": {entry.summary}." if entry.summary else "."
+    if entry.nondifferentiable and entry.nondifferentiable not in entry.summary:
+        text += f" Rule at non-differentiable points: {entry.nondifferentiable}."
+    return text
+
+
+def givens(instance: Instance) -> tuple[Given, ...]:
+    tensors = instance.derivation.tensors
+    shown = instance.values if instance.values is not None else tensors
+    return tuple(Given(ROLE_NAMES[role], matrix_rows(shown[role])) for role in ("input", "weight", "bias",
+                                                                               "grad_output") if role in tensors)
+
+
+def question(instance: Instance) -> tuple[str, str]:
+    """The question, and the LaTeX of what it asks for."""
+    role = instance.asked.removeprefix("grad_")
+    how = "numbers" if instance.values is not None else "the symbols of the givens"
+    if instance.index is None:
+        target = tensor_name(role)
+        rows = matrix_rows(instance.derivation.gradients[instance.asked])
+        return (f"Compute the whole gradient ${target}$ (a {len(rows)}×{len(rows[0])} matrix), in {how}.", target)
+    target = gradient_name(instance.derivation.tensors[role][instance.index])
+    return f"Compute ${target}$, in {how}.", target
+
+
+def working(instance: Instance) -> tuple[Working, ...]:
+    """``symcnn derive --steps`` of each asked entry (at the input numbers), then the other numbers put in."""
+    role = instance.asked.removeprefix("grad_")
+    tensor = instance.derivation.tensors[role]
+    entries = [tensor[instance.index].name] if instance.index is not None else [tensor[(0,) * len(tensor.shape)]
+                                                                              .name.rstrip("0123456789_")]
+    input_values = instance.values["input"] if instance.values is not None else None
+    walk = steps(instance.config, input_values, entries)
+    parts = [Working(f"${gradient_name(entry.symbol)}$ by the chain rule", rows) for entry, rows in latex_entries(walk)]
+    if instance.values is not None:
+        numbers_in = {symbol: value for symbol, value in instance.substitution.items()
+                      if symbol not in set(instance.derivation.tensors["input"])}
+        printer = SubstitutionLatexPrinter(numbers_in)
+        rows = []
+        for entry in walk.entries:
+            value = entry.result.xreplace(numbers_in)
+            plain = entry.result.is_Atom or entry.result.is_number  # d: its value alone
+            rows.append(f"{gradient_name(entry.symbol)} &= {latex(value)}" if plain
+                        else f"{gradient_name(entry.symbol)} &= {printer.doprint(entry.result)} = {latex(value)}")
+        if instance.index is None:
+            rows.append(f"{tensor_name(role)} &= {bmatrix(matrix_rows(instance.answer_array()))}")
+        parts.append(Working("With the given weights and upstream gradient", tuple(rows)))
+    return tuple(parts)
+
+
+def other_settings(config: LayerConfig) -> dict[str, Any]:
+    """The settings LayerConfig takes in ``settings`` (not as a field of its own): a slope alpha."""
+    return {key: value for key, value in config.settings.items() if key not in _FIELDS}
+
+
+def setup(instance: Instance) -> Setup:
+    config = instance.config
+    fields = dict(input_size=config.input_size, kernel=config.kernel, channels_in=config.channels_in,
+                  channels_out=config.channels_out, stride=config.stride, padding=config.padding,
+                  dilation=config.dilation, bias=config.bias, settings=other_settings(config))
+    return Setup(((config.op, fields),), dict(instance.values or {}), instance.asked, instance.index)
+
+
+def layer_exercise(number: int, topic: str, op: str, level: int, rng: random.Random) -> Exercise:
+    """An exercise on ``op``'s gradient at a configuration of ``level``."""
+    config = layer_config(op, layer_settings(registry.get(op), level, rng), level, rng)
+    instance = _instance(config, level, rng)
+    text, target = question(instance)
+    return Exercise(number, topic, f"{config.entry.title}: {target.join('$$')}", describe_layer(config),
+                    givens(instance), text, instance.answer(), working(instance), setup(instance))
