@@ -188,6 +188,10 @@ def torch_model(spec: NetworkSpec, params: dict, buffers: Optional[dict] = None)
             module = torch.nn.LeakyReLU(s["alpha"])
         elif layer.kind == "elu":
             module = torch.nn.ELU(s["alpha"])
+        elif layer.kind == "sigmoid":
+            module = torch.nn.Sigmoid()
+        elif layer.kind == "tanh":
+            module = torch.nn.Tanh()
         elif layer.kind == "maxpool2d":
             module = torch.nn.MaxPool2d(s["kernel"], s["stride"])
         elif layer.kind == "avgpool2d":

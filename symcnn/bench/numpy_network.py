@@ -151,6 +151,10 @@ class NumpyNetwork:
                 output = np.where(value > 0, value, value * layer.settings["alpha"])
             elif layer.kind == "elu":
                 output = np.where(value > 0, value, layer.settings["alpha"] * np.expm1(np.minimum(value, 0)))
+            elif layer.kind == "sigmoid":
+                output = 1 / (1 + np.exp(-value))
+            elif layer.kind == "tanh":
+                output = np.tanh(value)
             elif layer.kind in ("maxpool2d", "avgpool2d"):
                 windows = self._pool_windows(layer, value)
                 if layer.kind == "maxpool2d":
@@ -196,6 +200,11 @@ class NumpyNetwork:
             elif layer.kind == "elu":
                 upstream = np.where(layer_input > 0, upstream,
                                     upstream * layer.settings["alpha"] * np.exp(np.minimum(layer_input, 0)))
+            elif layer.kind == "sigmoid":
+                output = 1 / (1 + np.exp(-layer_input))
+                upstream = upstream * output * (1 - output)
+            elif layer.kind == "tanh":
+                upstream = upstream * (1 - np.tanh(layer_input) ** 2)
             elif layer.kind in ("maxpool2d", "avgpool2d"):
                 kernel_h, kernel_w = layer.settings["kernel"]
                 rows, cols = _im2col_indices(layer)

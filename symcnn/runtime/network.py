@@ -198,7 +198,7 @@ class Network:
             if array.dtype.kind not in "fiu":
                 raise ValueError(f"{name}: must hold real numbers, got {array.dtype}")
             dtype = np.int64 if name in self._counters else self.dtype
-            converted[name] = np.ascontiguousarray(array, dtype=dtype)
+            converted[name] = np.array(array, dtype=dtype, order="C")  # a copy; a count stays 0-d
         self.buffers = converted
 
     # --- modes ----------------------------------------------------------------------------
