@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import importlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Union
 
 from symcnn.validation import check_window, integer, output_sizes, pair
@@ -54,11 +54,11 @@ class Setting:
     """One key a spec layer of an op takes (besides ``type`` and ``name``).
 
     ``kind`` says how the value is read: ``count`` (an int >= ``minimum``), ``pair`` (an int or
-    ``[height, width]``, each >= ``minimum``), ``flag`` (true or false) or ``number`` (a finite
-    number > 0). ``roles`` are the formula parameters the value sets (a pair sets two:
-    ``("stride_h", "stride_w")``); ``option`` settings are passed to the formula's factory
-    instead (``bias``: whether the formula has a bias term). ``default_from`` names the setting
-    whose value is the default (a pool's stride is its kernel, as in PyTorch).
+    ``[height, width]``, each >= ``minimum``), ``flag`` (true or false), ``number`` (a finite number
+    > 0) or ``fraction`` (in [0, 1]). ``roles`` are the formula parameters the value sets (a pair sets
+    two: ``("stride_h", "stride_w")``); ``option`` settings are passed to the formula's factory instead
+    (``bias``: whether the formula has a bias term). ``default_from`` names the setting whose value is
+    the default (a pool's stride is its kernel, as in PyTorch).
     """
 
     key: str
@@ -71,9 +71,9 @@ class Setting:
     help: str = ""
 
     def __post_init__(self):
-        if self.kind not in ("count", "pair", "flag", "number"):
-            raise ValueError(f"{self.key}: kind must be count, pair, flag or number, got {self.kind!r}")
-        expected_roles = {"pair": 2, "count": 1, "number": 1}.get(self.kind, 0)
+        if self.kind not in ("count", "pair", "flag", "number", "fraction"):
+            raise ValueError(f"{self.key}: kind must be count, pair, flag, number or fraction, got {self.kind!r}")
+        expected_roles = {"pair": 2, "count": 1, "number": 1, "fraction": 1}.get(self.kind, 0)
         if self.roles and len(self.roles) != expected_roles:
             raise ValueError(f"{self.key}: a {self.kind} setting sets {expected_roles} role(s), got {self.roles}")
 
@@ -87,6 +87,10 @@ class Setting:
             if not isinstance(value, bool):
                 raise ValueError(f"{self.key}: must be true or false, got {value!r}")
             return value
+        if self.kind == "fraction":  # a number in [0, 1]
+            if not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value <= 1:
+                return float(value)
+            raise ValueError(f"{self.key}: must be a number in [0, 1], got {value!r}")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"{self.key}: must be a positive number, got {value!r}")
         return float(value)
@@ -129,6 +133,13 @@ class Op:
     nondifferentiable: str = ""  # the rule at points where the op has no derivative
     letter: str = "A"  # the letter a network walk-through names the op's output with
     phrase: Optional[Callable[[Mapping[str, Any]], str]] = None  # its settings in words (else key value, ...)
+    evaluation: Union[str, Callable[..., Any], None] = None  # the formula in evaluation mode, if it differs
+    # buffers (state kept, not learned: running statistics) shaped as parameters; counters are int64
+    buffer_shapes: Callable[[Shape, Mapping[str, Any]], dict[str, Shape]] = _no_parameters
+    counters: tuple[str, ...] = ()
+    initial: Mapping[str, float] = field(default_factory=dict)  # constant initial values by role (else He or 0)
+    # refuses an input shape (with the batch axis) training mode cannot compute: one line, a ValueError
+    check_training_input: Optional[Callable[[Shape, Mapping[str, Any]], None]] = None
 
     @property
     def parameterized(self) -> bool:
@@ -198,11 +209,12 @@ class Op:
             roles.update(zip(setting.roles, values))
         return roles
 
-    def load_formula(self) -> Callable[..., Any]:
-        """The formula's factory (importing its module the first time)."""
-        if callable(self.formula):
-            return self.formula
-        module, _, function = self.formula.partition(":")
+    def load_formula(self, mode: str = "training") -> Callable[..., Any]:
+        """The formula's factory (imported the first time); ``mode="evaluation"``: of ``evaluation``, if set."""
+        reference = self.evaluation if mode == "evaluation" and self.evaluation is not None else self.formula
+        if callable(reference):
+            return reference
+        module, _, function = reference.partition(":")
         return getattr(importlib.import_module(module), function)
 
 
@@ -264,7 +276,7 @@ def names(layer: Optional[bool] = None, parameterized: Optional[bool] = None, in
     parameters, accepting an input rank, with a setting ``has``.
 
     >>> names(parameterized=True)
-    ('conv2d', 'dense')
+    ('conv2d', 'dense', 'batchnorm2d', 'layernorm')
     """
     return tuple(op.name for op in ops(layer=layer, parameterized=parameterized, inputs=inputs, has=has))
 
@@ -485,3 +497,5 @@ register(Op(
     output_shape=lambda shape, settings: (),
     summary="the cross-entropy of probabilities with one-hot labels, averaged over the batch",
 ))
+# Document 003's normalization layers, registered by a module of their own (this one's line budget).
+from symcnn import registry_normalization  # noqa: E402,F401  (registers batchnorm2d and layernorm)

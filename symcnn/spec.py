@@ -81,6 +81,13 @@ class LayerSpec:
         shapes = registry.get(self.kind).parameter_shapes(self.input_shape, self.settings)
         return {f"{self.name}.{role}": tuple(shape) for role, shape in shapes.items()}
 
+    def buffer_shapes(self) -> dict[str, tuple[int, ...]]:
+        """``{"bn1.running_mean": (16,), ...}``: the layer's buffers by PyTorch's ``state_dict`` names."""
+        if self.kind == "loss":
+            return {}
+        shapes = registry.get(self.kind).buffer_shapes(self.input_shape, self.settings)
+        return {f"{self.name}.{role}": tuple(shape) for role, shape in shapes.items()}
+
 
 @dataclass(frozen=True)
 class NetworkSpec:
@@ -106,6 +113,13 @@ class NetworkSpec:
         shapes: dict[str, tuple[int, ...]] = {}
         for layer in self.layers:
             shapes.update(layer.parameter_shapes())
+        return shapes
+
+    def buffer_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every layer's buffers (batch norm's running statistics) by name."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        for layer in self.layers:
+            shapes.update(layer.buffer_shapes())
         return shapes
 
     def digest(self) -> str:

@@ -169,8 +169,9 @@ class BenchResult:
                 "results": rows, "ratios_to_pytorch": ratios, "profile": self.profile}
 
 
-def torch_model(spec: NetworkSpec, params: dict):
-    """The spec as a ``torch.nn.Sequential``, with the same parameters."""
+def torch_model(spec: NetworkSpec, params: dict, buffers: Optional[dict] = None):
+    """The spec as a ``torch.nn.Sequential``, with the same parameters, and buffers (batch norm's
+    running statistics) where given, else PyTorch's initial ones."""
     import torch
 
     modules, state = [], {}
@@ -187,25 +188,32 @@ def torch_model(spec: NetworkSpec, params: dict):
             module = torch.nn.LeakyReLU(s["alpha"])
         elif layer.kind == "elu":
             module = torch.nn.ELU(s["alpha"])
+        elif layer.kind == "sigmoid":
+            module = torch.nn.Sigmoid()
+        elif layer.kind == "tanh":
+            module = torch.nn.Tanh()
         elif layer.kind == "maxpool2d":
             module = torch.nn.MaxPool2d(s["kernel"], s["stride"])
         elif layer.kind == "avgpool2d":
             module = torch.nn.AvgPool2d(s["kernel"], s["stride"])
         elif layer.kind == "global_avgpool":
             module = torch.nn.AdaptiveAvgPool2d(1)
-        elif layer.kind == "sigmoid":
-            module = torch.nn.Sigmoid()
-        elif layer.kind == "tanh":
-            module = torch.nn.Tanh()
+        elif layer.kind == "batchnorm2d":
+            module = torch.nn.BatchNorm2d(layer.input_shape[0], eps=s["eps"], momentum=s["momentum"])
+        elif layer.kind == "layernorm":
+            module = torch.nn.LayerNorm(layer.input_shape, eps=s["eps"])
         elif layer.kind == "flatten":
             module = torch.nn.Flatten()
         else:  # an op registered from a user's own code has no PyTorch twin here
             raise ValueError(f"{layer.kind}: no PyTorch reference for this op")
         modules.append(module)
-        for role in ("weight", "bias"):
-            if f"{layer.name}.{role}" in params:
-                state[f"{position}.{role}"] = torch.tensor(params[f"{layer.name}.{role}"])
+        for role in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+            for given in (params, buffers or {}):
+                if f"{layer.name}.{role}" in given:
+                    state[f"{position}.{role}"] = torch.tensor(given[f"{layer.name}.{role}"])
     model = torch.nn.Sequential(*modules)
+    for key, value in model.state_dict().items():  # buffers not given: PyTorch's initial ones
+        state.setdefault(key, value)
     if state:  # in the parameters' dtype, so that float64 weights are not rounded to float32 on loading
         model = model.to(next(iter(state.values())).dtype)
     model.load_state_dict(state, strict=True)

@@ -18,6 +18,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from symcnn.spec import LayerSpec, NetworkSpec
@@ -37,11 +39,57 @@ def _im2col_indices(layer: LayerSpec):
 
 
 class NumpyNetwork:
-    """Forward pass, loss and gradients of a spec's network in NumPy (im2col + BLAS)."""
+    """Forward pass, loss and gradients of a spec's network in NumPy (im2col + BLAS).
 
-    def __init__(self, spec: NetworkSpec, params: dict):
+    Normalizations as the textbooks write them (``x̂ = (x - mean) / sqrt(var + eps)``, and the
+    backward pass of x̂): batch norm in training mode (``training``, the default) with the batch's
+    statistics, updating ``buffers`` (running mean and unbiased variance) when given; in evaluation
+    mode with them.
+    """
+
+    def __init__(self, spec: NetworkSpec, params: dict, buffers: Optional[dict] = None, training: bool = True):
         self.spec = spec
         self.params = params
+        self.buffers = buffers
+        self.training = training
+
+    def _normalize(self, layer, x):
+        """(output, cache) of batch norm (statistics over N, H, W) or layer norm (over all but N)."""
+        eps, name = layer.settings["eps"], layer.name
+        axes = (0, 2, 3) if layer.kind == "batchnorm2d" else tuple(range(1, x.ndim))
+        shape = (1, -1, 1, 1) if layer.kind == "batchnorm2d" else (1, *x.shape[1:])
+        if layer.kind == "batchnorm2d" and not self.training:
+            mean = self.buffers[f"{name}.running_mean"].reshape(shape)
+            variance = self.buffers[f"{name}.running_var"].reshape(shape)
+        else:
+            mean, variance = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+            if layer.kind == "batchnorm2d" and self.buffers is not None:
+                momentum, count = layer.settings["momentum"], x.size // x.shape[1]
+                for buffer, value in (("running_mean", mean), ("running_var", variance * count / (count - 1))):
+                    running = self.buffers[f"{name}.{buffer}"]
+                    running[...] = (1 - momentum) * running + momentum * value.reshape(-1)
+                self.buffers[f"{name}.num_batches_tracked"] += 1
+        root = np.sqrt(variance + eps)
+        normalized = (x - mean) / root
+        weight, bias = self.params[f"{name}.weight"], self.params[f"{name}.bias"]
+        if layer.kind == "batchnorm2d":
+            weight, bias = weight.reshape(shape), bias.reshape(shape)
+        return weight * normalized + bias, (normalized, root, axes, shape)
+
+    def _normalize_backward(self, layer, cache, upstream, grads):
+        normalized, root, axes, shape = cache
+        name = layer.name
+        weight = self.params[f"{name}.weight"].reshape(shape) if layer.kind == "batchnorm2d" \
+            else self.params[f"{name}.weight"]
+        parameter_axes = (0, 2, 3) if layer.kind == "batchnorm2d" else (0,)
+        grads[f"{name}.weight"] = (upstream * normalized).sum(axis=parameter_axes)
+        grads[f"{name}.bias"] = upstream.sum(axis=parameter_axes)
+        grad_normalized = upstream * weight
+        if layer.kind == "batchnorm2d" and not self.training:  # the statistics are constants
+            return grad_normalized / root
+        count = normalized.size // np.prod([normalized.shape[a] for a in range(normalized.ndim) if a not in axes])
+        return (count * grad_normalized - grad_normalized.sum(axis=axes, keepdims=True)
+                - normalized * (grad_normalized * normalized).sum(axis=axes, keepdims=True)) / (count * root)
 
     # --- layers ---------------------------------------------------------------------------
 
@@ -118,6 +166,8 @@ class NumpyNetwork:
                 output = cache = np.tanh(value)
             elif layer.kind == "flatten":
                 output = value.reshape(value.shape[0], -1)
+            elif layer.kind in ("batchnorm2d", "layernorm"):
+                output, cache = self._normalize(layer, value)
             elif layer.kind == "dense":
                 output = value @ self.params[f"{layer.name}.weight"].T
                 if f"{layer.name}.bias" in self.params:
@@ -171,6 +221,8 @@ class NumpyNetwork:
                 upstream = upstream * (1 - cache * cache)
             elif layer.kind == "flatten":
                 upstream = upstream.reshape(layer_input.shape)
+            elif layer.kind in ("batchnorm2d", "layernorm"):
+                upstream = self._normalize_backward(layer, cache, upstream, grads)
             else:  # dense
                 weight = self.params[f"{layer.name}.weight"]
                 grads[f"{layer.name}.weight"] = upstream.T @ layer_input

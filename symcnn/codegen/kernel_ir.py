@@ -168,6 +168,8 @@ class Kernel:
     reshape_of: str = ""
     # (name, printed reshape of an argument): views the terms read, made before the loops
     views: tuple[tuple[str, str], ...] = ()
+    # arrays of loop-invariant reductions, filled before the output loops (symcnn.codegen.invariants)
+    precomputed: tuple = ()
 
     @property
     def fastmath(self) -> str:

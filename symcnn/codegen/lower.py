@@ -31,11 +31,13 @@ import numpy
 import sympy
 from sympy import Expr, Indexed, IndexedBase, Sum, Symbol
 
+from symcnn import registry
 from symcnn.symbolic import ops
 from symcnn.symbolic.instances import bind_layer
 from symcnn.symbolic.adjoint import GatherTerm, GradientFormula, derive_gradient, sum_terms
 from symcnn.symbolic.functions import FirstArgmax, MaxOver, reduction_identity, reduction_step, replaces_first_max
 from symcnn.codegen.kernel_ir import Kernel, Loop, Reduction, Term
+from symcnn.codegen.invariants import Precomputer, factor_sums
 from symcnn.codegen.backends.numba_cpu.lanes import lanes_schedule
 from symcnn.codegen.rewrites import (fold_bound, integer_indices, padding_conditions, shifted_exponential_sum,
                                      switch_test)
@@ -66,10 +68,10 @@ def _batch_symbol(formula: ops.IndexFormula) -> Optional[Symbol]:
     return formula.parameters.get("batch")
 
 
-def layer_formula(layer: LayerSpec) -> tuple[ops.IndexFormula, dict]:
-    """The layer's forward formula and every shape parameter's value except the batch size, from the
-    op registry; a slope such as LeakyReLU's alpha as a float, as the kernels compute it."""
-    return bind_layer(layer.kind, layer.input_shape, layer.settings, number=sympy.Float)
+def layer_formula(layer: LayerSpec, mode: str = "training") -> tuple[ops.IndexFormula, dict]:
+    """The layer's forward formula (in ``mode``) and every shape parameter's value except the batch size,
+    from the op registry; a slope such as LeakyReLU's alpha as a float, as the kernels compute it."""
+    return bind_layer(layer.kind, layer.input_shape, layer.settings, number=sympy.Float, mode=mode)
 
 
 # --- lowering -----------------------------------------------------------------------------------
@@ -85,6 +87,15 @@ class _Lowering:
         self.printer = NumbaPrinter(names, {batch: "N"} if batch is not None else {})
         self.padded = {tensor.base: tensor.shape for tensor in formula_tensors if tensor.zero_padded}
         self.counter = 0
+        self.batch = batch
+        self.precomputer: Optional[Precomputer] = None
+
+    def precompute_invariants(self, indices, shape) -> Precomputer:
+        """From now on, reductions that do not depend on the output's batch index are computed once,
+        before the output loops (:mod:`symcnn.codegen.invariants`); returns what collects them."""
+        batch_index = indices[0] if shape and shape[0] == self.batch else None
+        self.precomputer = Precomputer(indices, shape, batch_index, self.array, self.loop, self.reduction)
+        return self.precomputer
 
     def code(self, expr) -> str:
         return self.printer.doprint(integer_indices(sympy.sympify(expr)))
@@ -121,8 +132,21 @@ class _Lowering:
                          self.update(Symbol(name), type(node), node.function))
 
     def hoist(self, body: Expr, reductions: list) -> Expr:
-        """Move inner reductions (softmax's normalizer) out of the body into ``reductions``."""
-        for inner in sorted(body.atoms(Sum, MaxOver), key=lambda s: -sympy.count_ops(s)):
+        """Move inner reductions (softmax's normalizer) out of the body into ``reductions``; a reduction
+        nested in another (a variance's mean) first, computed once before the one that reads it."""
+        while body.atoms(Sum, MaxOver):
+            nodes = body.atoms(Sum, MaxOver)
+            innermost = {node for node in nodes if not node.function.atoms(Sum, MaxOver)}
+            for outer in nodes - innermost:
+                bound = {limit[0] for limit in outer.limits}
+                if any(node.free_symbols & bound for node in outer.function.atoms(Sum, MaxOver)):
+                    raise ValueError(f"cannot lower {outer}: a reduction nested in it reads its index")
+            body = self._hoist_innermost(body, innermost, reductions)
+        # exp(z)/(exp(m)*s) -> exp(z - m)/s: combine the exponentials the shift introduced
+        return sympy.powsimp(sympy.expand_log(body, force=True), combine="exp")
+
+    def _hoist_innermost(self, body: Expr, innermost: set, reductions: list) -> Expr:
+        for inner in sorted(innermost, key=lambda s: -sympy.count_ops(s)):
             if inner not in body.atoms(Sum, MaxOver):
                 continue
             name = f"{'sum' if isinstance(inner, Sum) else 'max'}{self.counter}"
@@ -137,15 +161,17 @@ class _Lowering:
             else:
                 reductions.append(self.reduction(name, inner))
                 body = body.xreplace({inner: Symbol(name)})
-        # exp(z)/(exp(m)*s) -> exp(z - m)/s: combine the exponentials the shift introduced
-        return sympy.powsimp(sympy.expand_log(body, force=True), combine="exp")
+        return body
 
     def term(self, term: GatherTerm, accumulator: Expr, outer: tuple = ()) -> Term:
         """Print one term of a sum, added into ``accumulator``. A range condition on a loop
         variable with a unit coefficient is folded into that loop's bounds
         (:func:`~symcnn.codegen.rewrites.fold_bound`); the other conditions stay as tests."""
         reductions: list = []
-        body = self.hoist(term.body, reductions)
+        body = term.body
+        if self.precomputer is not None:
+            body = self.precomputer.replace(body, {limit[0] for limit in term.limits})
+        body = self.hoist(body, reductions)
         conditions = list(term.conditions) + padding_conditions(body, self.padded)
         bounds = {var: [sympy.S.Zero, high + 1] for var, low, high in term.limits}
         order = [limit[0] for limit in term.limits]
@@ -367,31 +393,34 @@ def _arguments(lowering: _Lowering, expr_terms, output_name: str, order) -> tupl
     for term in expr_terms:
         for node in term.body.atoms(Indexed):
             used.add(lowering.names[node.base])
-    return tuple(name for name in order if name in used) + (output_name,)
+    others = sorted(used - set(order))  # operands of no common role (batch norm's running statistics)
+    return tuple(name for name in order if name in used) + tuple(others) + (output_name,)
 
 
 _ARGUMENT_ORDER = ("grad_output", "x", "weight", "bias", "targets", "switch")
 
 
-def _forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict) -> Kernel:
+def _forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict, prefix: str = "") -> Kernel:
     concrete = formula.substitute(values)
     batch = _batch_symbol(formula)
     lowering = _Lowering(concrete.tensors, batch)
-    name = _kernel_name(layer.label, "forward")
+    name = _kernel_name(layer.label, f"{prefix}forward")
     loops = _output_loops(lowering, concrete.indices, concrete.output.shape, batch)
     doc = _docstring(formula, None, values)
     if isinstance(concrete.rhs, MaxOver):  # max pooling: the window max and its first argmax
         return Kernel(name, doc, ("x", "out", "switch"), "out", loops, kind="max", switch="switch",
                       imports=lowering.printer.imports(), batch_from="x", **_window_max(lowering, concrete.rhs))
-    terms = _forward_terms(concrete)
+    terms = [factor_sums(term) for term in _forward_terms(concrete)]
+    precomputed = lowering.precompute_invariants(concrete.indices, concrete.output.shape).arrays
     schedule = _summation(lowering, concrete.indices, concrete.output.shape, batch, terms, "out", concrete.tensors)
     arguments = _arguments(lowering, terms, "out", _ARGUMENT_ORDER)
     reshape_of = _reshape_of(lowering, concrete.tensors, concrete.indices, concrete.output.shape, batch, terms)
     return Kernel(name, doc, arguments, schedule.pop("output", "out"), imports=lowering.printer.imports(),
-                  batch_from="x", reshape_of=reshape_of, **schedule)
+                  batch_from="x", reshape_of=reshape_of, precomputed=tuple(precomputed), **schedule)
 
 
-def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, stride=None) -> Kernel:
+def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, stride=None,
+                     prefix: str = "") -> Kernel:
     concrete = gradient.substitute(values)
     batch = _batch_symbol(gradient.forward)
     switch = IndexedBase("switch")
@@ -403,31 +432,41 @@ def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, 
         if body.has(FirstArgmax):
             body = body.replace(lambda node: isinstance(node, FirstArgmax),
                                 lambda node: sympy.Piecewise((1, switch_test(node, switch, stride)), (0, True)))
-        terms.append(GatherTerm(term.limits, term.conditions, body))
+        terms.append(factor_sums(GatherTerm(term.limits, term.conditions, body)))
     role = gradient.gradient.role
+    precomputed = lowering.precompute_invariants(concrete.indices, concrete.gradient.shape).arrays
     schedule = _summation(lowering, concrete.indices, concrete.gradient.shape, batch, terms, ARRAY_NAMES[role],
                           tensors)
     arguments = _arguments(lowering, terms, ARRAY_NAMES[role], _ARGUMENT_ORDER)
     batch_from = next((a for a in arguments[:-1] if a in ("grad_output", "x")), arguments[0])
     reshape_of = _reshape_of(lowering, tensors, concrete.indices, concrete.gradient.shape, batch, terms)
-    return Kernel(_kernel_name(layer.label, role), _docstring(gradient.forward, gradient, values), arguments,
+    return Kernel(_kernel_name(layer.label, prefix + role), _docstring(gradient.forward, gradient, values), arguments,
                   schedule.pop("output", ARRAY_NAMES[role]), imports=lowering.printer.imports(), batch_from=batch_from,
-                  reshape_of=reshape_of, **schedule)
+                  reshape_of=reshape_of, precomputed=tuple(precomputed), **schedule)
+
+
+#: The prefix of an op's evaluation-mode kernels (``bn1_eval_forward``), where its modes differ.
+EVALUATION_PREFIX = "eval_"
 
 
 def layer_kernels(layer: LayerSpec) -> list[Kernel]:
-    """The forward kernel and one kernel per gradient of ``layer``.
+    """The forward kernel and one kernel per gradient of ``layer``; for an op whose evaluation mode
+    differs (batch norm), the same again in evaluation mode, named ``<label>_eval_...``.
 
     They depend on the layer's op, shapes and settings only; its label names them (what
     :func:`network_kernels` relies on to lower repeated layers once).
     """
-    formula, values = layer_formula(layer)
-    kernels = [_forward_kernel(layer, formula, values)]
-    stride = layer.settings.get("stride")
-    for tensor in formula.operands:
-        if tensor.role in ("input", "weight", "bias"):
-            gradient = derive_gradient(formula, tensor.role)
-            kernels.append(_gradient_kernel(layer, gradient, values, stride))
+    kernels = []
+    modes = ("training", "evaluation") if registry.get(layer.kind).evaluation is not None else ("training",)
+    for mode in modes:
+        prefix = EVALUATION_PREFIX if mode == "evaluation" else ""
+        formula, values = layer_formula(layer, mode)
+        kernels.append(_forward_kernel(layer, formula, values, prefix))
+        stride = layer.settings.get("stride")
+        for tensor in formula.operands:
+            if tensor.role in ("input", "weight", "bias"):
+                gradient = derive_gradient(formula, tensor.role)
+                kernels.append(_gradient_kernel(layer, gradient, values, stride, prefix))
     return kernels
 
 

@@ -24,6 +24,8 @@ from typing import Optional, Union
 
 import numpy as np
 
+from symcnn import registry
+from symcnn.runtime.buffers import counter_names, initial_buffers, update_running_statistics
 from symcnn.runtime.loader import load_kernels
 from symcnn.spec import LayerSpec, NetworkSpec, load_spec
 from symcnn.train_config import TrainConfig
@@ -48,8 +50,13 @@ class Network:
     """A network of generated kernels, with its parameters by PyTorch name.
 
     ``params`` maps ``conv1.weight``, ``conv1.bias``, ... to arrays in PyTorch's shapes,
-    He-initialized from ``seed`` (biases zero). A Network reuses internal arrays between calls (the
-    arrays it returns are its callers' own), so one Network serves one thread at a time.
+    He-initialized from ``seed`` (biases zero; a normalization's weight one). ``buffers`` holds what
+    layers keep besides (batch norm's ``bn1.running_mean``, ``bn1.running_var`` and
+    ``bn1.num_batches_tracked``, as PyTorch's ``state_dict`` names them). Like a PyTorch module, a
+    Network starts in training mode (``training`` is True): :meth:`train` and :meth:`eval` switch it,
+    and a pass in training mode normalizes with the batch's statistics and updates the running ones.
+    A Network reuses internal arrays between calls (the arrays it returns are its callers' own), so
+    one Network serves one thread at a time.
     """
 
     def __init__(self, spec: NetworkSpec, kernels, dtype: str = "float32", seed: int = 0):
@@ -68,6 +75,10 @@ class Network:
         self.dtype = np.dtype(DTYPES[dtype])
         self._parameter_shapes = spec.parameter_shapes()  # checked before every pass
         self.params = self._initial_params(seed)
+        self._buffer_shapes = spec.buffer_shapes()
+        self._counters = counter_names(spec)
+        self.buffers = initial_buffers(spec, self.dtype)
+        self.training = True
         self.input_stats = (0.0, 1.0)  # (mean, std) the inputs were standardized with in training
         self.profile: Optional[dict] = None  # set to {} to accumulate seconds per kernel
         self._functions = {}
@@ -104,8 +115,12 @@ class Network:
     def _initial_params(self, seed: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(seed)
         params = {}
+        constants = {f"{layer.name}.{role}": value for layer in self.spec.layers if layer.name
+                     for role, value in registry.get(layer.kind).initial.items()}
         for name, shape in self.spec.parameter_shapes().items():
-            if name.endswith(".bias"):
+            if name in constants:  # a normalization's scale: 1, as PyTorch starts it
+                params[name] = np.full(shape, constants[name], dtype=self.dtype)
+            elif name.endswith(".bias"):
                 params[name] = np.zeros(shape, dtype=self.dtype)
             else:
                 fan_in = int(np.prod(shape[1:]))
@@ -156,13 +171,67 @@ class Network:
                 converted[name] = np.ascontiguousarray(array, dtype=self.dtype)
         self.params = converted  # checked (names, shapes, finite values) before anything is replaced
 
+    @property
+    def buffers(self) -> dict[str, np.ndarray]:
+        """The buffers by name (batch norm's running statistics). Assigning a dict replaces them,
+        checked (names; C-contiguous arrays of the dtype, int64 counters, shapes; finite values);
+        :meth:`load_buffers` also converts."""
+        return self._buffers
+
+    @buffers.setter
+    def buffers(self, buffers) -> None:
+        if not isinstance(buffers, dict):
+            raise ValueError(f"buffers: must be a dict of arrays by name, got {type(buffers).__name__}")
+        if buffers.keys() != self._buffer_shapes.keys():
+            missing, extra = set(self._buffer_shapes) - set(buffers), set(buffers) - set(self._buffer_shapes)
+            raise ValueError(f"buffers: missing {sorted(missing)}, unexpected {sorted(map(str, extra))}")
+        for name, shape in self._buffer_shapes.items():
+            self._check_array(buffers[name], name, shape, np.dtype(np.int64) if name in self._counters else None)
+            if not self._all_finite(buffers[name]) or (name in self._counters and buffers[name].min(initial=0) < 0):
+                raise ValueError(f"{name}: holds NaN, infinite or negative values")
+        self._buffers = buffers
+
+    def load_buffers(self, buffers: dict) -> None:
+        """Replace the buffers (from a checkpoint or a PyTorch ``state_dict``), converted and checked."""
+        if not isinstance(buffers, dict):
+            raise ValueError(f"buffers: must be a dict of arrays by name, got {type(buffers).__name__}")
+        converted = {}
+        for name, value in buffers.items():
+            array = np.asarray(value)
+            if array.dtype.kind not in "fiu":
+                raise ValueError(f"{name}: must hold real numbers, got {array.dtype}")
+            dtype = np.int64 if name in self._counters else self.dtype
+            converted[name] = np.array(array, dtype=dtype, order="C")  # a copy; a count stays 0-d
+        self.buffers = converted
+
+    # --- modes ----------------------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> "Network":
+        """Training mode (``mode`` True, as at the start) or evaluation mode; returns the network."""
+        if not isinstance(mode, (bool, np.bool_)):
+            raise ValueError(f"mode: must be True or False, got {mode!r}")
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> "Network":
+        """Evaluation mode: batch norm uses its running statistics and leaves them unchanged."""
+        return self.train(False)
+
+    def _mode(self, training) -> bool:
+        if training is None:
+            return self.training
+        if not isinstance(training, (bool, np.bool_)):
+            raise ValueError(f"training: must be True, False or None (the network's mode), got {training!r}")
+        return bool(training)
+
     # --- checks ---------------------------------------------------------------------------
 
-    def _check_array(self, array, name: str, shape: tuple) -> None:
-        if (not isinstance(array, np.ndarray) or array.dtype != self.dtype or tuple(array.shape) != tuple(shape)
+    def _check_array(self, array, name: str, shape: tuple, dtype=None) -> None:
+        dtype = self.dtype if dtype is None else dtype
+        if (not isinstance(array, np.ndarray) or array.dtype != dtype or tuple(array.shape) != tuple(shape)
                 or not array.flags.c_contiguous):
             expected = ", ".join(str(size) for size in shape)
-            raise ValueError(f"{name}: expected a C-contiguous {self.dtype} array of shape ({expected}), "
+            raise ValueError(f"{name}: expected a C-contiguous {dtype} array of shape ({expected}), "
                              f"got {_describe(array)}")
 
     @staticmethod
@@ -269,12 +338,27 @@ class Network:
             arrays["weight"] = self.params[f"{layer.name}.weight"]
             if f"{layer.name}.bias" in self.params:
                 arrays["bias"] = self.params[f"{layer.name}.bias"]
+        for name in layer.buffer_shapes():  # running statistics, read by the evaluation-mode kernels
+            arrays[name.rsplit(".", 1)[1]] = self._buffers[name]
         return arrays
 
-    def _forward(self, x: np.ndarray):
+    def _kernel(self, layer: LayerSpec, what: str, training: bool) -> str:
+        """The kernel of ``layer`` for ``what`` (``forward``, ``grad_input``, ...) in the mode: its
+        evaluation-mode kernel where it has one (``bn1_eval_forward``)."""
+        evaluation = f"{layer.label}_eval_{what}"
+        return evaluation if not training and evaluation in self.kernels.ARGUMENTS else f"{layer.label}_{what}"
+
+    def _forward(self, x: np.ndarray, training: bool):
         batch = x.shape[0]
         inputs, switches = [], {}
         value = x
+        for layer in self.spec.layers:
+            check = registry.get(layer.kind).check_training_input
+            if training and check is not None:
+                try:
+                    check((batch, *layer.input_shape), layer.settings)
+                except ValueError as error:
+                    raise ValueError(f"{layer.label}: {error}") from None
         for layer in self.spec.layers:
             inputs.append(value)
             arrays = self._layer_arrays(layer)
@@ -286,28 +370,36 @@ class Network:
                 window = layer.settings["kernel"][0] * layer.settings["kernel"][1]
                 arrays["switch"] = switches[layer.label] = self._buffer(
                     f"{layer.label}.switch", (batch, *layer.output_shape), np.int8 if window <= 127 else np.int32)
-            self._call(f"{layer.label}_forward", arrays)
+            self._call(self._kernel(layer, "forward", training), arrays)
+            if training and layer.buffer_shapes():
+                update_running_statistics(layer, value, self._buffers)
             value = arrays["out"]
         return value, inputs, switches
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """The class scores (logits) of ``x (N, C, H, W)``."""
+    def forward(self, x: np.ndarray, training: Optional[bool] = None) -> np.ndarray:
+        """The class scores (logits) of ``x (N, C, H, W)``, in the network's mode (``training=None``,
+        the default) or the one given: in training mode batch norm normalizes with the batch's
+        statistics and updates its running ones (as a PyTorch module's forward does)."""
+        training = self._mode(training)
         self._check_input(x)
         self._check_params()
-        return self._forward(x)[0].copy()  # the internal buffer is reused by the next call
+        return self._forward(x, training)[0].copy()  # the internal buffer is reused by the next call
 
     def loss_and_grads(self, x: np.ndarray, labels: np.ndarray,
                        label_smoothing: float = 0.0,
-                       input_gradient: bool = True) -> tuple[float, dict[str, np.ndarray]]:
+                       input_gradient: bool = True,
+                       training: Optional[bool] = None) -> tuple[float, dict[str, np.ndarray]]:
         """The batch-mean softmax cross-entropy (against smoothed targets if ``label_smoothing``)
         and its gradient for every parameter and, unless ``input_gradient`` is false (training needs
-        none: the first layer's input gradient is skipped), the input."""
+        none: the first layer's input gradient is skipped), the input; in the network's mode, or the
+        one ``training`` gives (see :meth:`forward`)."""
         if not isinstance(input_gradient, (bool, np.bool_)):
             raise ValueError(f"input_gradient: must be True or False, got {input_gradient!r}")
+        training = self._mode(training)
         batch = self._check_input(x)
         targets = self._targets(labels, batch, label_smoothing)
         self._check_params()
-        logits, inputs, switches = self._forward(x)
+        logits, inputs, switches = self._forward(x, training)
         loss = float(self._call("loss_forward", {"x": logits, "targets": targets}))
         upstream = self._buffer("loss.grad_input", logits.shape, self.dtype)
         self._call("loss_grad_input", {"x": logits, "targets": targets, "grad_input": upstream})
@@ -320,12 +412,12 @@ class Network:
             for role in ("weight", "bias"):
                 if role in arrays:
                     arrays[f"grad_{role}"] = gradient = np.empty_like(arrays[role])
-                    self._call(f"{layer.label}_grad_{role}", arrays)
+                    self._call(self._kernel(layer, f"grad_{role}", training), arrays)
                     grads[f"{layer.name}.{role}"] = gradient
             if depth == len(self.spec.layers) - 1 and not input_gradient:
                 break
             arrays["grad_input"] = self._buffer(f"{layer.label}.grad_input", layer_input.shape, self.dtype)
-            self._call(f"{layer.label}_grad_input", arrays)
+            self._call(self._kernel(layer, "grad_input", training), arrays)
             upstream = arrays["grad_input"]
         else:
             grads["input"] = upstream.copy()  # the internal buffer is reused by the next call

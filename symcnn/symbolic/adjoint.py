@@ -346,6 +346,30 @@ def _apply_identities(term: GatherTerm, identities) -> GatherTerm:
 # --- the derivation ------------------------------------------------------------------------------
 
 
+def _rename_captured(term: GatherTerm) -> GatherTerm:
+    """Rename a summation index that a reduction kept whole in the body also binds.
+
+    Batch normalization's gradient sums over ``r`` beside the variance ``sum_r (X[r] - mu)^2``
+    that it leaves inside a square root: substituting a value for the outer ``r`` (expanding the
+    sum) must not reach the inner one.
+    """
+    inner = {limit[0] for node in term.body.atoms(Sum) for limit in node.limits}
+    clashing = [limit[0] for limit in term.limits if limit[0] in inner]
+    if not clashing:
+        return term
+    taken = inner | {limit[0] for limit in term.limits} | term.body.free_symbols
+    renaming = {}
+    for variable in clashing:
+        renaming[variable] = _fresh(variable, taken)
+        taken.add(renaming[variable])
+    body = term.body
+    kept = {node: sympy.Dummy() for node in body.atoms(Sum)}
+    body = body.xreplace(kept).xreplace(renaming).xreplace({dummy: node for node, dummy in kept.items()})
+    limits = tuple((renaming.get(var, var), low, high) for var, low, high in term.limits)
+    conditions = tuple(condition.xreplace(renaming) for condition in term.conditions)
+    return GatherTerm(limits, conditions, body)
+
+
 def _nice_indices(forward: IndexFormula, target: Tensor, taken: set) -> tuple[Symbol, ...]:
     """Free-index names for ``dL/dT``: the forward's own where it reads ``T`` at bare indices.
 
@@ -389,7 +413,7 @@ def derive_gradient(forward: IndexFormula, wrt: str, identities: Optional[Sequen
     terms = []
     for limits, summand in sum_terms(derivative, taken):
         term = _tidy(_eliminate(limits, summand, forward.indices), ranges)
-        term = _apply_identities(term, identities)
+        term = _rename_captured(_apply_identities(term, identities))
         if term.body != 0:
             terms.append(term)
     bound = {limit[0] for term in terms for limit in term.limits}

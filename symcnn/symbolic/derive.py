@@ -183,6 +183,8 @@ class LayerConfig:
                   if entry.setting(key).kind != "number" or key in self.settings}
         set_field("settings", chosen)
         entry.output_shape(self.input_shape[1:], self._shape_settings(entry))  # refuses a window that does not fit
+        if entry.check_training_input is not None:  # derive expands the training-mode formula
+            entry.check_training_input(self.input_shape, self._shape_settings(entry))
         self._refuse_too_large()
 
     def __hash__(self) -> int:  # the settings mapping is not hashable; its items are
@@ -225,11 +227,14 @@ class LayerConfig:
     def expansion_terms(self) -> int:
         """The size of the expansion: output elements times the terms each one reduces over.
 
-        Read off the formula: its longest reduction (a sum over every index it reduces), where a
+        Read off the formula: its longest reduction (a sum over every index it reduces, times the
+        terms of a reduction nested in it), where a
         max over a window of ``K`` elements counts ``K*K`` terms (each element's routing condition compares it with
         every other element of its window).
         """
         formula, values = bind_layer(self.op, self.input_shape[1:], self._shape_settings(self.entry))
+        if "batch" in formula.parameters:  # a reduction over the batch (batch norm's statistics)
+            values[formula.parameters["batch"]] = self.batch
         return math.prod(self.output_shape) * reduction_terms(formula.rhs.xreplace(values))
 
     def _refuse_too_large(self) -> None:
@@ -248,12 +253,11 @@ def reduction_terms(expression: Expr) -> int:
     >>> reduction_terms(ops.dense().rhs.xreplace({ops.F_in: 4}))
     4
     """
-    terms = 1
-    for node in sympy.preorder_traversal(expression):
-        if isinstance(node, (sympy.Sum, MaxOver)):
-            length = math.prod(int(upper - lower + 1) for _, lower, upper in node.limits)
-            terms = max(terms, length * length if isinstance(node, MaxOver) else length)
-    return terms
+    if isinstance(expression, (sympy.Sum, MaxOver)):
+        length = math.prod(int(upper - lower + 1) for _, lower, upper in expression.limits)
+        # a reduction nested in this one (a variance's mean) is expanded once per term
+        return (length * length if isinstance(expression, MaxOver) else length) * reduction_terms(expression.function)
+    return max((reduction_terms(arg) for arg in expression.args if isinstance(arg, sympy.Basic)), default=1)
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,12 @@ Number = Callable[[Any], Expr]
 
 
 def op_formula(op: str, settings: Mapping[str, Any] = {}, rank: Optional[int] = None,
-               number: Number = sympy.nsimplify) -> IndexFormula:
+               number: Number = sympy.nsimplify, mode: str = "training") -> IndexFormula:
     """The formula of ``op`` with its ``option`` settings applied (numbers through ``number``).
 
     Option settings missing from ``settings`` keep the factory's default (a symbol such as
-    ``alpha``, for the general formula). ``rank`` is the input's rank with the batch axis.
+    ``alpha``, for the general formula). ``rank`` is the input's rank with the batch axis;
+    ``mode="evaluation"`` gives the evaluation-mode formula of an op that has one (batch norm).
 
     >>> op_formula("relu", rank=2).indices
     (n, k)
@@ -45,7 +46,7 @@ def op_formula(op: str, settings: Mapping[str, Any] = {}, rank: Optional[int] = 
             options[setting.key] = value if isinstance(value, bool) else number(value)
     if entry.ranked:
         options["rank"] = rank if rank is not None else max(entry.inputs) + 1
-    formula = entry.load_formula()(**options)
+    formula = entry.load_formula(mode)(**options)
     if not isinstance(formula, IndexFormula):
         raise ValueError(f"{op}: the registered formula factory returned {type(formula).__name__}, "
                          "not an IndexFormula")
@@ -75,14 +76,14 @@ def _values(formula: IndexFormula, op: str, input_shape: tuple[int, ...], settin
 
 
 def bind_layer(op: str, input_shape: tuple[int, ...], settings: Mapping[str, Any],
-               number: Number = sympy.nsimplify) -> tuple[IndexFormula, dict[Symbol, Any]]:
+               number: Number = sympy.nsimplify, mode: str = "training") -> tuple[IndexFormula, dict[Symbol, Any]]:
     """The formula of a layer, and each shape parameter's value except the batch size.
 
     ``input_shape`` is without the batch axis; ``settings`` as :meth:`symcnn.registry.Op.settings_of`
     returns them (a spec layer's ``settings``). Values are plain ints; option settings (a slope)
-    are built into the formula through ``number``.
+    are built into the formula through ``number``. ``mode``: as :func:`op_formula`'s.
     """
-    formula = op_formula(op, settings, rank=len(input_shape) + 1, number=number)
+    formula = op_formula(op, settings, rank=len(input_shape) + 1, number=number, mode=mode)
     return formula, _values(formula, op, input_shape, settings, number)
 
 

@@ -5,6 +5,8 @@ pickles) that holds:
 
 - ``param/<name>`` and ``velocity/<name>``: the parameters and the momentum buffers, in the
   network's dtype and shapes;
+- ``buffer/<name>``: the network's buffers (batch norm's ``bn1.running_mean``, ``bn1.running_var``
+  in its dtype, ``bn1.num_batches_tracked`` as int64), where it has any;
 - ``order``: the current epoch's shuffle, a permutation of the training images;
 - ``metadata``: JSON (UTF-8, as uint8): ``format``, ``spec``, ``spec_digest``, ``dtype``,
   ``config``, ``epoch``, ``step``, ``rng_state``, ``history``, ``running_loss``, ``seen``,
@@ -69,13 +71,14 @@ _DTYPES = ("float32", "float64")
 
 
 class Checkpoint(NamedTuple):
-    """A checkpoint's contents, checked: its metadata, parameters and momentum buffers by name, and the
-    epoch's shuffle (``None`` between epochs)."""
+    """A checkpoint's contents, checked: its metadata, parameters and momentum buffers by name, the
+    epoch's shuffle (``None`` between epochs) and the network's buffers by name (running statistics)."""
 
     metadata: dict
     params: dict
     velocity: dict
     order: Optional[np.ndarray]
+    buffers: dict
 
 
 # --- writing ----------------------------------------------------------------------------------
@@ -154,6 +157,7 @@ def save_checkpoint(path, trainer) -> None:
     }
     arrays = {f"param/{name}": value for name, value in trainer.net.params.items()}
     arrays.update({f"velocity/{name}": value for name, value in trainer.velocity.items()})
+    arrays.update({f"buffer/{name}": value for name, value in getattr(trainer.net, "buffers", {}).items()})
     if state.order is not None:
         arrays["order"] = state.order
     arrays["metadata"] = np.frombuffer(json.dumps(metadata, allow_nan=False).encode(), dtype=np.uint8)
@@ -188,13 +192,14 @@ def load_checkpoint(path, net=None) -> Checkpoint:
             raise archive.error("digest", "does not match the contents (the file was altered or damaged)")
     params = {key[len("param/"):]: value for key, value in arrays.items() if key.startswith("param/")}
     velocity = {key[len("velocity/"):]: value for key, value in arrays.items() if key.startswith("velocity/")}
+    buffers = {key[len("buffer/"):]: value for key, value in arrays.items() if key.startswith("buffer/")}
     for key, value in arrays.items():
-        if key.startswith(("param/", "velocity/")) and not all_finite(value):
+        if key.startswith(("param/", "velocity/", "buffer/")) and not all_finite(value):
             raise archive.error(key, "holds NaN or infinite values")
     order = arrays.get("order")
     if order is not None and not np.array_equal(np.sort(order), np.arange(len(order))):
         raise archive.error("order", f"must be a permutation of 0..{len(order) - 1} (the epoch's shuffle)")
-    return Checkpoint(metadata, params, velocity, order)
+    return Checkpoint(metadata, params, velocity, order, buffers)
 
 
 def _read_metadata(archive: NpzReader) -> dict:
@@ -314,9 +319,33 @@ def _check_fits(metadata: dict, net, path: Path) -> None:
         raise ValueError(f"resume: {path} holds {metadata['dtype']} parameters, this run uses {net.dtype}")
 
 
+def _check_buffer_header(archive: NpzReader, key: str, member, metadata: dict, net) -> None:
+    """A buffer: the network's, of its shape, in the checkpoint's dtype (a counter: int64)."""
+    name = key.split("/", 1)[1]
+    if net is None:
+        if member.dtype not in (np.dtype(metadata["dtype"]), np.dtype(np.int64)):
+            raise archive.error(key, f"must be {metadata['dtype']} or int64, got {member.dtype}")
+        return
+    expected = net.spec.buffer_shapes()
+    dtype = np.dtype(np.int64) if name.rsplit(".", 1)[1] in _counter_roles(net) else np.dtype(metadata["dtype"])
+    if member.dtype != dtype or member.shape != tuple(expected[name]):
+        raise archive.error(key, f"must be {dtype} of shape {tuple(expected[name])}, "
+                                 f"got {member.dtype} of shape {member.shape}")
+
+
+def _counter_roles(net) -> set:
+    return {name.rsplit(".", 1)[1] for name, value in net.buffers.items() if value.dtype == np.int64}
+
+
 def _check_headers(archive: NpzReader, metadata: dict, net) -> None:
     """Every array's name, dtype and shape, from its header, before any array is read."""
     members = archive.members
+    buffers = {key.split("/", 1)[1] for key in members if key.startswith("buffer/")}
+    expected_buffers = set(net.spec.buffer_shapes()) if net is not None else buffers
+    if buffers != expected_buffers:
+        missing, extra = sorted(expected_buffers - buffers), sorted(buffers - expected_buffers)
+        raise archive.error("buffer", f"the network's buffers are {sorted(expected_buffers)}; missing {missing}, "
+                                      f"unexpected {extra}")
     names = {key.split("/", 1)[1] for key in members if key.startswith(("param/", "velocity/"))}
     expected = dict(net.spec.parameter_shapes()) if net is not None else None
     if expected is not None and names != set(expected):
@@ -338,6 +367,8 @@ def _check_headers(archive: NpzReader, metadata: dict, net) -> None:
                 wanted = f"({size},)" if size is not None else "(N,)"
                 raise archive.error(key, f"must be integers of shape {wanted}, "
                                          f"got {member.dtype} of shape {member.shape}")
+        elif kind == "buffer" and name:
+            _check_buffer_header(archive, key, member, metadata, net)
         elif kind in ("param", "velocity") and name:
             shape = expected[name] if expected is not None else members[f"param/{name}"].shape \
                 if f"param/{name}" in members else None

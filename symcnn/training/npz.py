@@ -179,4 +179,4 @@ class NpzReader:
             raise self._damaged(error) from None
         if array.dtype != member.dtype or array.shape != member.shape:  # the header changed under us
             raise self.error(key, "the array differs from its header (corrupted)")
-        return np.ascontiguousarray(array)
+        return array if array.flags.c_contiguous else np.ascontiguousarray(array)  # a 0-d array stays 0-d

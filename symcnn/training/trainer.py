@@ -97,7 +97,7 @@ class Trainer:
         """Continue from a checkpoint of the same spec and dtype: parameters, optimizer, position, RNG.
         The data must be the checkpoint's, and within an epoch the batch size too: checked now when
         ``data`` is given (before anything changes), else by :meth:`fit`."""
-        metadata, params, velocity, order = load_checkpoint(path, self.net)  # every field checked
+        metadata, params, velocity, order, buffers = load_checkpoint(path, self.net)  # every field checked
         batch = metadata["config"]["batch"]
         if metadata["step"] > 0 and batch != self.config.batch:
             raise ValueError(f"resume: {path} stopped within an epoch of batches of {batch}; continue it with "
@@ -106,6 +106,8 @@ class Trainer:
         if data is not None:
             self._check_same_data(resumed, data_fingerprint(self._prepared(data)))
         self.net.load_params(params)
+        if hasattr(self.net, "load_buffers"):  # the running statistics, as they were
+            self.net.load_buffers(buffers)
         self.velocity = {name: np.ascontiguousarray(value) for name, value in velocity.items()}
         self.rng.bit_generator.state = metadata["rng_state"]
         self.state = _State(epoch=metadata["epoch"], step=metadata["step"], order=order,
@@ -148,7 +150,9 @@ class Trainer:
             parameter -= dtype(lr) * velocity
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int = 256) -> tuple[float, float]:
-        """Mean loss and accuracy on ``(x, y)`` (inputs as the network was trained on them)."""
+        """Mean loss and accuracy on ``(x, y)`` (inputs as the network was trained on them), in
+        evaluation mode (batch norm's running statistics, left unchanged); the network's mode is
+        restored after."""
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch: must be an integer >= 1, got {batch!r}")
         if not isinstance(x, np.ndarray) or len(x) == 0:
@@ -156,13 +160,20 @@ class Trainer:
         if not isinstance(y, np.ndarray) or y.shape != (len(x),) or y.dtype.kind not in "iu":
             raise ValueError(f"y: must be integer labels of shape ({len(x)},)")
         correct, total_loss = 0, 0.0
-        for start in range(0, len(x), batch):
-            xb, yb = x[start:start + batch], y[start:start + batch]
-            logits = self.net.forward(xb)
-            correct += int((logits.argmax(axis=1) == yb).sum())
-            shifted = logits - logits.max(axis=1, keepdims=True)
-            log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-            total_loss += float(-log_probabilities[np.arange(len(yb)), yb].sum())
+        mode = getattr(self.net, "training", None)
+        if mode is not None:
+            self.net.eval()
+        try:
+            for start in range(0, len(x), batch):
+                xb, yb = x[start:start + batch], y[start:start + batch]
+                logits = self.net.forward(xb)
+                correct += int((logits.argmax(axis=1) == yb).sum())
+                shifted = logits - logits.max(axis=1, keepdims=True)
+                log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+                total_loss += float(-log_probabilities[np.arange(len(yb)), yb].sum())
+        finally:
+            if mode is not None:
+                self.net.train(mode)
         return total_loss / len(x), correct / len(x)
 
     def fit(self, data: Dataset, progress: bool = True, checkpoint=None,
@@ -197,6 +208,8 @@ class Trainer:
         previous_handler = None
         if threading.current_thread() is threading.main_thread():
             previous_handler = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+        if hasattr(self.net, "train"):
+            self.net.train()  # the steps in training mode (batch statistics), as PyTorch's loop sets
         try:
             while state.epoch < config.epochs:
                 if state.order is None or state.step == 0:

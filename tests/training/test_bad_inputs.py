@@ -267,7 +267,7 @@ def _resume(path, data, batch=8):
 
 
 def test_the_mid_epoch_checkpoint_is_good_and_resumes(mid_epoch, small_data):
-    metadata, _, _, order = load_checkpoint(mid_epoch)
+    metadata, _, _, order, _ = load_checkpoint(mid_epoch)
     assert (metadata["format"], metadata["epoch"], metadata["step"]) == (CHECKPOINT_FORMAT, 1, 3)
     assert metadata["data"]["train_size"] == 45 and sorted(order) == list(range(45))
     assert len(_resume(mid_epoch, small_data).state.history) == 3

@@ -1,0 +1,76 @@
+"""Buffers: what a layer keeps besides its learned parameters, and its update in training mode.
+
+Batch normalization keeps PyTorch's running statistics, by its ``state_dict`` names:
+``bn1.running_mean`` and ``bn1.running_var`` (per channel, in the network's dtype, starting at 0 and
+1) and ``bn1.num_batches_tracked`` (an int64 count). The registry says which layers have which
+(:attr:`symcnn.registry.Op.buffer_shapes`). This module never imports SymPy.
+
+The update is not part of the differentiated mathematics, so it is not generated from a formula: it
+is this module's :func:`update_running_statistics`, PyTorch's rule. After each forward pass in
+training mode, with momentum ``m`` and the batch's mean ``mu`` and *unbiased* variance
+``s^2 = sigma^2 * n / (n - 1)`` over the ``n = N*H*W`` values of each channel (the normalization itself
+uses the biased ``sigma^2``)::
+
+    running_mean <- (1 - m) * running_mean + m * mu
+    running_var  <- (1 - m) * running_var  + m * s^2
+    num_batches_tracked <- num_batches_tracked + 1
+
+Example:
+    >>> from symcnn.spec import parse_spec
+    >>> spec = parse_spec('name = "b"\\ninput = [2, 2, 2]\\n[[layers]]\\ntype = "batchnorm2d"\\nname = "bn"\\n'
+    ...                   '[[layers]]\\ntype = "flatten"\\n'
+    ...                   '[[layers]]\\ntype = "dense"\\nname = "fc"\\nout_features = 2\\n')
+    >>> buffers = initial_buffers(spec, np.float64)
+    >>> x = np.arange(16.0).reshape(2, 2, 2, 2)
+    >>> update_running_statistics(spec.layers[0], x, buffers)
+    >>> buffers["bn.running_mean"], buffers["bn.num_batches_tracked"]
+    (array([0.55, 0.95]), array(1))
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from symcnn import registry
+from symcnn.spec import LayerSpec, NetworkSpec
+
+__all__ = ["initial_buffers", "counter_names", "update_running_statistics"]
+
+
+def counter_names(spec: NetworkSpec) -> set[str]:
+    """The buffers that count (int64, as PyTorch's ``num_batches_tracked``)."""
+    return {f"{layer.name}.{role}" for layer in spec.layers if layer.name
+            for role in registry.get(layer.kind).counters}
+
+
+def initial_buffers(spec: NetworkSpec, dtype) -> dict[str, np.ndarray]:
+    """Every buffer at its start: the registry's constant where it names one (a running variance:
+    1), else 0; counters as int64."""
+    buffers = {}
+    counters = counter_names(spec)
+    for layer in spec.layers:
+        initial = registry.get(layer.kind).initial
+        for name, shape in layer.buffer_shapes().items():
+            kind = np.int64 if name in counters else dtype
+            buffers[name] = np.full(shape, initial.get(name.rsplit(".", 1)[1], 0), dtype=kind)
+    return buffers
+
+
+def update_running_statistics(layer: LayerSpec, x: np.ndarray, buffers: dict) -> None:
+    """PyTorch's running-statistics update of a batch-norm layer after a training-mode forward pass on
+    its input ``x (N, C, H, W)`` (see the module's docstring), in place."""
+    mean_name, var_name = f"{layer.name}.running_mean", f"{layer.name}.running_var"
+    if mean_name not in buffers or var_name not in buffers:
+        return
+    momentum = x.dtype.type(layer.settings["momentum"])
+    axes = (0,) + tuple(range(2, x.ndim))
+    count = x.size // x.shape[1]
+    mean = x.mean(axis=axes, dtype=x.dtype)
+    unbiased = x.var(axis=axes, dtype=x.dtype, ddof=1) if count > 1 else np.full_like(mean, np.nan)
+    for name, batch_value in ((mean_name, mean), (var_name, unbiased)):
+        running = buffers[name]
+        running *= 1 - momentum
+        running += momentum * batch_value
+    tracked = f"{layer.name}.num_batches_tracked"
+    if tracked in buffers:
+        buffers[tracked] += 1
