@@ -362,11 +362,13 @@ def _kernel_name(layer_label: str, what: str) -> str:
 
 
 def _arguments(lowering: _Lowering, expr_terms, output_name: str, order) -> tuple[str, ...]:
+    """The arrays the terms read, in ``order`` and then (an operand ``order`` does not know, such as
+    dropout's ``mask``) by name; the output last."""
     used = set()
     for term in expr_terms:
         for node in term.body.atoms(Indexed):
             used.add(lowering.names[node.base])
-    return tuple(name for name in order if name in used) + (output_name,)
+    return tuple(name for name in order if name in used) + tuple(sorted(used - set(order))) + (output_name,)
 
 
 _ARGUMENT_ORDER = ("grad_output", "x", "weight", "bias", "targets", "switch")

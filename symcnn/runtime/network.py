@@ -24,7 +24,9 @@ from typing import Optional, Union
 
 import numpy as np
 
+from symcnn import registry
 from symcnn.runtime.loader import load_kernels
+from symcnn.runtime.masks import draw_mask
 from symcnn.spec import LayerSpec, NetworkSpec, load_spec
 from symcnn.train_config import TrainConfig
 # The training layer sits below the runtime (it names Network only in annotations), so
@@ -50,6 +52,13 @@ class Network:
     ``params`` maps ``conv1.weight``, ``conv1.bias``, ... to arrays in PyTorch's shapes,
     He-initialized from ``seed`` (biases zero). A Network reuses internal arrays between calls (the
     arrays it returns are its callers' own), so one Network serves one thread at a time.
+
+    Modes, as a PyTorch module's: a Network starts in training mode (``training`` is True);
+    :meth:`eval` and :meth:`train` switch it and return it. :meth:`forward` runs in the network's
+    mode unless told; :meth:`loss_and_grads` and :meth:`train_step` always run in training mode.
+    Only dropout differs between them: in training mode each dropout layer multiplies by a mask
+    drawn from ``seed`` by a counter-based generator (:mod:`symcnn.runtime.masks`) and the count
+    of training passes so far, :attr:`mask_state`; in evaluation mode it passes its input on.
     """
 
     def __init__(self, spec: NetworkSpec, kernels, dtype: str = "float32", seed: int = 0):
@@ -68,6 +77,10 @@ class Network:
         self.dtype = np.dtype(DTYPES[dtype])
         self._parameter_shapes = spec.parameter_shapes()  # checked before every pass
         self.params = self._initial_params(seed)
+        self.training = True
+        # Layers with a drawn mask (dropout), by label: the identity in evaluation mode.
+        self._masked = {layer.label for layer in spec.layers if registry.get(layer.kind).mask_drop is not None}
+        self.mask_state = {"seed": int(seed) % 2**64, "step": 0}
         self.input_stats = (0.0, 1.0)  # (mean, std) the inputs were standardized with in training
         self.profile: Optional[dict] = None  # set to {} to accumulate seconds per kernel
         self._functions = {}
@@ -152,6 +165,49 @@ class Network:
             with np.errstate(over="ignore"):  # beyond the dtype's range: inf, refused by the setter
                 converted[name] = np.ascontiguousarray(array, dtype=self.dtype)
         self.params = converted  # checked (names, shapes, finite values) before anything is replaced
+
+    # --- modes and masks ------------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> "Network":
+        """Training mode (``mode`` True) or evaluation mode; returns the network, as PyTorch's ``train``."""
+        if not isinstance(mode, (bool, np.bool_)):
+            raise ValueError(f"mode: must be True or False, got {mode!r}")
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> "Network":
+        """Evaluation mode (dropout passes its input on); returns the network."""
+        return self.train(False)
+
+    @property
+    def mask_state(self) -> dict:
+        """The dropout generator's state, ``{"seed": s, "step": t}``: the next training pass draws the
+        masks of step ``t``, then ``t`` counts it. Kept in checkpoints; assigning sets it, checked."""
+        return dict(self._mask_state)
+
+    @mask_state.setter
+    def mask_state(self, state) -> None:
+        if not isinstance(state, dict) or set(state) != {"seed", "step"} or not all(
+                isinstance(state[key], (int, np.integer)) and not isinstance(state[key], (bool, np.bool_))
+                and 0 <= state[key] < 2**64 for key in state):
+            raise ValueError(f"mask_state: must be {{'seed': s, 'step': t}}, integers in [0, 2**64), got {state!r}")
+        self._mask_state = {key: int(value) for key, value in state.items()}
+
+    def masks(self, batch: int, step: Optional[int] = None) -> dict[str, np.ndarray]:
+        """The dropout masks, by layer label, that the training pass ``step`` (default: the last one)
+        draws for a batch of ``batch`` images: what that pass multiplied by, recomputed (for checks)."""
+        step = self._mask_state["step"] - 1 if step is None else step
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(f"step: must be an integer >= 0 (a training pass), got {step!r}")
+        masks = {}
+        for layer in (layer for layer in self.spec.layers if layer.label in self._masked):
+            masks[layer.label] = np.empty((batch, *layer.input_shape), dtype=self.dtype)
+            self._draw(layer, masks[layer.label], int(step))
+        return masks
+
+    def _draw(self, layer: LayerSpec, mask: np.ndarray, step: int) -> None:
+        drop = layer.settings[registry.get(layer.kind).mask_drop]
+        draw_mask(mask, self._mask_state["seed"], layer.index, step, drop)
 
     # --- checks ---------------------------------------------------------------------------
 
@@ -247,43 +303,63 @@ class Network:
                 arrays["bias"] = self.params[f"{layer.name}.bias"]
         return arrays
 
-    def _forward(self, x: np.ndarray):
+    def _forward(self, x: np.ndarray, training: bool):
+        """The logits, each layer's input, and what the backward pass reads besides (by layer label:
+        ``{"switch": ...}`` of a max pool, ``{"mask": ...}`` of a dropout). A training pass draws its
+        masks at the current step, then counts itself."""
         batch = x.shape[0]
-        inputs, switches = [], {}
+        inputs, saved = [], {}
         value = x
+        step = self._mask_state["step"]
         for layer in self.spec.layers:
             inputs.append(value)
+            if layer.label in self._masked and not training:  # the identity: the input passed on, not copied
+                continue
             arrays = self._layer_arrays(layer)
             arrays["x"] = value
+            if layer.label in self._masked:
+                arrays["mask"] = self._buffer(f"{layer.label}.mask", value.shape, self.dtype)
+                self._draw(layer, arrays["mask"], step)
+                saved[layer.label] = {"mask": arrays["mask"]}
             arrays["out"] = self._buffer(f"{layer.label}.out", (batch, *layer.output_shape), self.dtype)
             if "switch" in self.kernels.ARGUMENTS[f"{layer.label}_forward"]:
                 # the argmax offset within the window; the narrowest integer that holds it (measured:
                 # the pool's gradient kernel runs about 10x faster reading int8 than int64 or int32)
                 window = layer.settings["kernel"][0] * layer.settings["kernel"][1]
-                arrays["switch"] = switches[layer.label] = self._buffer(
+                arrays["switch"] = self._buffer(
                     f"{layer.label}.switch", (batch, *layer.output_shape), np.int8 if window <= 127 else np.int32)
+                saved[layer.label] = {"switch": arrays["switch"]}
             self._call(f"{layer.label}_forward", arrays)
             value = arrays["out"]
-        return value, inputs, switches
+        if training:
+            self._mask_state["step"] = step + 1
+        return value, inputs, saved
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """The class scores (logits) of ``x (N, C, H, W)``."""
+    def forward(self, x: np.ndarray, training: Optional[bool] = None) -> np.ndarray:
+        """The class scores (logits) of ``x (N, C, H, W)``, in training mode or not (``None``: the
+        network's mode, :attr:`training`). A pass in training mode draws new dropout masks."""
+        if training is not None and not isinstance(training, (bool, np.bool_)):
+            raise ValueError(f"training: must be True, False or None (the network's mode), got {training!r}")
         self._check_input(x)
         self._check_params()
-        return self._forward(x)[0].copy()  # the internal buffer is reused by the next call
+        training = self.training if training is None else bool(training)
+        return self._forward(x, training)[0].copy()  # the internal buffer is reused by the next call
 
     def loss_and_grads(self, x: np.ndarray, labels: np.ndarray,
                        label_smoothing: float = 0.0,
                        input_gradient: bool = True) -> tuple[float, dict[str, np.ndarray]]:
         """The batch-mean softmax cross-entropy (against smoothed targets if ``label_smoothing``)
         and its gradient for every parameter and, unless ``input_gradient`` is false (training needs
-        none: the first layer's input gradient is skipped), the input."""
+        none: the first layer's input gradient is skipped), the input.
+
+        Always a training pass, whatever :attr:`training` says: dropout draws new masks (see
+        :meth:`masks`), and the gradients go back through them."""
         if not isinstance(input_gradient, (bool, np.bool_)):
             raise ValueError(f"input_gradient: must be True or False, got {input_gradient!r}")
         batch = self._check_input(x)
         targets = self._targets(labels, batch, label_smoothing)
         self._check_params()
-        logits, inputs, switches = self._forward(x)
+        logits, inputs, saved = self._forward(x, training=True)
         loss = float(self._call("loss_forward", {"x": logits, "targets": targets}))
         upstream = self._buffer("loss.grad_input", logits.shape, self.dtype)
         self._call("loss_grad_input", {"x": logits, "targets": targets, "grad_input": upstream})
@@ -291,8 +367,7 @@ class Network:
         for depth, (layer, layer_input) in enumerate(zip(reversed(self.spec.layers), reversed(inputs))):
             arrays = self._layer_arrays(layer)
             arrays.update(x=layer_input, grad_output=upstream)
-            if layer.label in switches:
-                arrays["switch"] = switches[layer.label]
+            arrays.update(saved.get(layer.label, {}))
             for role in ("weight", "bias"):
                 if role in arrays:
                     arrays[f"grad_{role}"] = gradient = np.empty_like(arrays[role])
@@ -331,7 +406,7 @@ class Network:
         return history
 
     def train_step(self, x: np.ndarray, labels: np.ndarray, lr: float = 0.01) -> float:
-        """One step of plain SGD; returns the loss before the step."""
+        """One step of plain SGD (a training pass, :meth:`loss_and_grads`); returns the loss before the step."""
         if (isinstance(lr, (bool, np.bool_)) or not isinstance(lr, (int, float, np.integer, np.floating))
                 or not np.isfinite(lr) or lr <= 0):
             raise ValueError(f"lr: must be a positive number, got {lr!r}")

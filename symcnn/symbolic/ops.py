@@ -42,6 +42,7 @@ __all__ = [
     "elu",
     "sigmoid",
     "tanh",
+    "dropout",
     "softmax",
     "cross_entropy",
     "softmax_cross_entropy",
@@ -78,6 +79,8 @@ u, v = _index("u"), _index("v")
 X, Wt, b, Y = IndexedBase("X"), IndexedBase("W"), IndexedBase("b"), IndexedBase("Y")
 T = IndexedBase("T")  # one-hot targets
 alpha = Symbol("alpha", positive=True)  # the negative-side slope (LeakyReLU) or scale (ELU)
+M = IndexedBase("M")  # dropout's mask: 0 (dropped) or 1 (kept), drawn, not learned
+p = Symbol("p", nonnegative=True)  # dropout's drop probability (PyTorch's p)
 
 
 def output_size(size: Expr, kernel: Expr, stride: Expr, padding: Expr, dilation: Expr) -> Expr:
@@ -317,6 +320,20 @@ def sigmoid(rank: int = 4) -> IndexFormula:
 def tanh(rank: int = 4) -> IndexFormula:
     """``Y = tanh(X)`` element-wise (document 003)."""
     return elementwise("tanh", sympy.tanh, rank)
+
+
+def dropout(rank: int = 4) -> IndexFormula:
+    """Inverted dropout, ``Y = M * X / (1 - p)`` element-wise (document 003's standard dropout).
+
+    The mask ``M`` is an operand like the input, but drawn (each element 0 with the drop
+    probability ``p``, else 1), never learned nor differentiated: the gradient is
+    ``dL/dX = M * dL/dY / (1 - p)``. Dividing by the keep probability ``1 - p`` keeps each
+    element's expected value, so that evaluation mode is the identity.
+    """
+    formula = elementwise("dropout", lambda x: x, rank)
+    indices, shape = formula.indices, formula.output.shape
+    return replace(formula, rhs=M[indices] * X[indices] / (1 - p),
+                   operands=formula.operands + (Tensor("mask", M, shape),))
 
 
 def softmax() -> IndexFormula:
