@@ -55,10 +55,10 @@ class Setting:
 
     ``kind`` says how the value is read: ``count`` (an int >= ``minimum``), ``pair`` (an int or
     ``[height, width]``, each >= ``minimum``), ``flag`` (true or false) or ``number`` (a finite
-    number > 0, or in ``interval``, ``[low, high)``, where given). ``roles`` are the formula parameters the value sets (a pair sets two:
-    ``("stride_h", "stride_w")``); ``option`` settings are passed to the formula's factory
-    instead (``bias``: whether the formula has a bias term). ``default_from`` names the setting
-    whose value is the default (a pool's stride is its kernel, as in PyTorch).
+    number > 0, or in ``interval``, ``[low, high)``, where given). ``roles`` are the formula
+    parameters the value sets (a pair sets two: ``("stride_h", "stride_w")``); ``option`` settings
+    are passed to the formula's factory instead (``bias``: whether the formula has a bias term).
+    ``default_from`` names the setting whose value is the default (a pool's stride is its kernel).
     """
 
     key: str

@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 
 from symcnn.bench.numpy_network import NumpyNetwork
 from symcnn.runtime.masks import GAMMA, _mix, draw_mask, pass_key, reference_mask
-from symcnn.runtime.network import Network
 from symcnn.spec import parse_spec
 from symcnn.symbolic import ops
 from symcnn.symbolic.adjoint import gradients_of
