@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import replace
 import subprocess
 import sys
 
@@ -40,9 +41,9 @@ def torch():
 #: Dropout on a (C, H, W) map and on a flat vector, between the other layers.
 SPEC = {
     "name": "small-dropout",
-    "input": [2, 5, 5],
+    "input": [1, 4, 4],
     "layers": [
-        {"type": "conv2d", "name": "conv", "out_channels": 3, "kernel": 2, "padding": 1},
+        {"type": "conv2d", "name": "conv", "out_channels": 2, "kernel": 2, "padding": 1},
         {"type": "relu"},
         {"type": "dropout", "p": 0.25},
         {"type": "maxpool2d", "kernel": 2},
@@ -101,7 +102,7 @@ def test_kernels_equal_the_symbolic_expansion_with_the_networks_mask(tmp_path):
     x, labels = rng.standard_normal((2, *net.spec.input_shape)), np.array([0, 3])
     loss, grads = net.loss_and_grads(x, labels)
     masks = net.masks(2)
-    assert {label: mask.shape for label, mask in masks.items()} == {"dropout2": (2, 3, 6, 6), "dropout5": (2, 27)}
+    assert {label: mask.shape for label, mask in masks.items()} == {"dropout2": (2, 2, 5, 5), "dropout5": (2, 8)}
     assert all(0 < mask.mean() < 1 for mask in masks.values())  # some dropped, some kept
     expected = symbolic_network_gradients(net.spec, net.params, x, labels, masks)
     assert loss == pytest.approx(expected["loss"], rel=1e-12)
@@ -361,27 +362,27 @@ def test_a_run_with_dropout_resumes_exactly_from_a_mid_epoch_checkpoint(tmp_path
     from symcnn.training.data import load_digits
     from symcnn.training.trainer import Trainer
 
-    data = load_digits((1, 8, 8)).standardized()
+    full = load_digits((1, 8, 8)).standardized()
+    data = replace(full, x_train=full.x_train[:320], y_train=full.y_train[:320])  # 5 batches an epoch
 
     def trainer():
         return Trainer(network_for(DIGITS_SPEC, tmp_path, dtype="float32", seed=2),
                        TrainConfig(epochs=2, batch=64, lr=0.05, seed=2))
 
     uninterrupted = trainer()
-    history = uninterrupted.fit(data, progress=False)
-    assert history[-1]["test_accuracy"] > 0.8  # it learns, dropout and all
+    uninterrupted.fit(data, progress=False)
     checkpoint = tmp_path / "ctrl-c.npz"
     interrupted = trainer()
 
     def ctrl_c(epoch, step):
-        if epoch == 1 and step == 5:
+        if epoch == 1 and step == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         interrupted.fit(data, progress=False, checkpoint=checkpoint, on_step=ctrl_c)
     saved = load_checkpoint(checkpoint).metadata["masks"]
     batches = -(-len(data.x_train) // 64)
-    assert saved == {"seed": 2, "step": batches + 5}
+    assert saved == {"seed": 2, "step": batches + 2}
     resumed = trainer()
     resumed.resume(checkpoint)
     assert resumed.net.mask_state == saved
