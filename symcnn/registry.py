@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Union
 
-from symcnn.validation import check_window, integer, output_sizes, pair
+from symcnn.validation import check_window, integer, number, output_sizes, pair
 
 __all__ = ["REQUIRED", "MAX_SIZE", "Setting", "Op", "register", "unregister", "get", "names", "ops", "input_roles"]
 
@@ -55,10 +55,10 @@ class Setting:
 
     ``kind`` says how the value is read: ``count`` (an int >= ``minimum``), ``pair`` (an int or
     ``[height, width]``, each >= ``minimum``), ``flag`` (true or false), ``number`` (a finite number
-    > 0) or ``fraction`` (in [0, 1]). ``roles`` are the formula parameters the value sets (a pair sets
-    two: ``("stride_h", "stride_w")``); ``option`` settings are passed to the formula's factory instead
-    (``bias``: whether the formula has a bias term). ``default_from`` names the setting whose value is
-    the default (a pool's stride is its kernel, as in PyTorch).
+    > 0, or in ``interval``, ``[low, high)``, where given) or ``fraction`` (in [0, 1]). ``roles`` are the
+    formula parameters the value sets (a pair sets two: ``("stride_h", "stride_w")``); ``option``
+    settings are passed to the formula's factory instead (``bias``: whether the formula has a bias
+    term). ``default_from`` names the setting whose value is the default (a pool's stride is its kernel).
     """
 
     key: str
@@ -69,6 +69,7 @@ class Setting:
     option: bool = False
     default_from: Optional[str] = None
     help: str = ""
+    interval: Optional[tuple[float, float]] = None  # a number's [low, high): a probability's [0, 1)
 
     def __post_init__(self):
         if self.kind not in ("count", "pair", "flag", "number", "fraction"):
@@ -91,9 +92,7 @@ class Setting:
             if not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value <= 1:
                 return float(value)
             raise ValueError(f"{self.key}: must be a number in [0, 1], got {value!r}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{self.key}: must be a positive number, got {value!r}")
-        return float(value)
+        return number(value, self.key, self.interval)
 
 
 def _same_shape(input_shape: Shape, settings: Mapping[str, Any]) -> Shape:
@@ -115,7 +114,10 @@ class Op:
     batch axis: 3 is ``(C, H, W)``, 1 is ``(features,)``. ``output_shape`` and
     ``parameter_shapes`` take the input shape without the batch axis and the settings (as
     :meth:`settings_of` returns them); ``output_shape`` raises ``ValueError`` naming the setting
-    when the configuration does not fit.
+    when the configuration does not fit. ``mask_drop`` names the setting that holds the drop
+    probability of the op's ``mask`` operand: 0s and 1s of the input's shape, drawn afresh at each
+    pass in training mode, neither learned nor differentiated; such an op (dropout) is the identity
+    in evaluation mode.
     """
 
     name: str
@@ -140,6 +142,7 @@ class Op:
     initial: Mapping[str, float] = field(default_factory=dict)  # constant initial values by role (else He or 0)
     # refuses an input shape (with the batch axis) training mode cannot compute: one line, a ValueError
     check_training_input: Optional[Callable[[Shape, Mapping[str, Any]], None]] = None
+    mask_drop: Optional[str] = None  # the setting of the drawn mask's drop probability (dropout's p)
 
     @property
     def parameterized(self) -> bool:
@@ -481,6 +484,13 @@ register(Op(
     description="tanh, element-wise",
     gradient_note="tanh's derivative is 1 − tanh²(x): at most 1, at x = 0.",
     letter="a",
+))
+register(Op(
+    "dropout", f"{_FORMULAS}:dropout", "dropout", inputs=(3, 1), mask_drop="p",
+    settings=(Setting("p", "number", default=0.5, roles=("p",), interval=(0, 1), help="drop probability (PyTorch's)"),),
+    summary="inverted dropout: in training each element is dropped with probability p and the others scaled by "
+            "1/(1 − p); the identity in evaluation", description="dropout", letter="d",
+    gradient_note="Dropout's gradient is the upstream gradient through the same mask, scaled by 1/(1 − p).",
 ))
 register(Op(
     "softmax", f"{_FORMULAS}:softmax", "softmax", inputs=(1,), layer=False,

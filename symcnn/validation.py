@@ -11,9 +11,10 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
-__all__ = ["integer", "pair", "check_window", "output_sizes"]
+__all__ = ["integer", "number", "pair", "check_window", "output_sizes"]
 
 
 def integer(value, field: str, minimum: int, maximum: Optional[int] = None) -> int:
@@ -31,6 +32,22 @@ def integer(value, field: str, minimum: int, maximum: Optional[int] = None) -> i
     if maximum is not None and value > maximum:
         raise ValueError(f"{field}: at most {maximum:,} (symcnn's limit), got {_short(value)}")
     return value
+
+
+def number(value, field: str, interval: Optional[tuple[float, float]] = None) -> float:
+    """``value`` as a ``float``: finite and positive, or in ``[low, high)`` where ``interval`` is given.
+
+    >>> number(1, "p", (0, 1))
+    Traceback (most recent call last):
+    ...
+    ValueError: p: must be a number in [0, 1), got 1
+    """
+    finite = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if interval is not None and not (finite and interval[0] <= value < interval[1]):
+        raise ValueError(f"{field}: must be a number in [{interval[0]:g}, {interval[1]:g}), got {_short(value)}")
+    if not finite or (interval is None and value <= 0):
+        raise ValueError(f"{field}: must be a positive number, got {_short(value)}")
+    return float(value)
 
 
 def _short(value) -> str:

@@ -44,13 +44,14 @@ def random_params(net: Network, rng) -> dict:
     return {name: rng.standard_normal(value.shape) * 0.5 for name, value in net.params.items()}
 
 
-def torch_loss_and_grads(spec: NetworkSpec, params: dict, x: np.ndarray, labels: np.ndarray, torch_dtype):
+def torch_loss_and_grads(spec: NetworkSpec, params: dict, x: np.ndarray, labels: np.ndarray, torch_dtype,
+                         masks=None):
     """The same network in PyTorch (symcnn.bench.bench.torch_model, weights copied by name): loss, logits,
-    and every gradient, the input's included."""
+    and every gradient, the input's included; dropout with symcnn's ``masks`` (by layer label), if given."""
     import torch
     import torch.nn.functional as F
 
-    model = torch_model(spec, params).to(torch_dtype)
+    model = torch_model(spec, params, masks=masks).to(torch_dtype)
     tx = torch.tensor(x, dtype=torch_dtype, requires_grad=True)
     logits = model(tx)
     loss = F.cross_entropy(logits, torch.tensor(labels))

@@ -169,10 +169,24 @@ class BenchResult:
                 "results": rows, "ratios_to_pytorch": ratios, "profile": self.profile}
 
 
-def torch_model(spec: NetworkSpec, params: dict, buffers: Optional[dict] = None):
+def torch_model(spec: NetworkSpec, params: dict, buffers: Optional[dict] = None, masks: Optional[dict] = None):
     """The spec as a ``torch.nn.Sequential``, with the same parameters, and buffers (batch norm's
-    running statistics) where given, else PyTorch's initial ones."""
+    running statistics) where given, else PyTorch's initial ones.
+
+    A dropout layer is ``torch.nn.Dropout(p)`` (PyTorch's own masks; the identity after
+    ``model.eval()``), or, where ``masks`` gives its mask by layer label (symcnn's, from
+    :meth:`symcnn.runtime.network.Network.masks`), ``x * mask / (1 - p)`` with that mask, so that a
+    training pass can be compared with symcnn's.
+    """
     import torch
+
+    class FixedMaskDropout(torch.nn.Module):
+        def __init__(self, mask: np.ndarray, p: float):
+            super().__init__()
+            self.mask, self.p = torch.tensor(mask), p  # not a buffer: no entry in the state dict
+
+        def forward(self, x):
+            return x * self.mask.to(x.dtype) / (1 - self.p)
 
     modules, state = [], {}
     for position, layer in enumerate(spec.layers):
@@ -202,6 +216,9 @@ def torch_model(spec: NetworkSpec, params: dict, buffers: Optional[dict] = None)
             module = torch.nn.BatchNorm2d(layer.input_shape[0], eps=s["eps"], momentum=s["momentum"])
         elif layer.kind == "layernorm":
             module = torch.nn.LayerNorm(layer.input_shape, eps=s["eps"])
+        elif layer.kind == "dropout":
+            given = (masks or {}).get(layer.label)
+            module = torch.nn.Dropout(s["p"]) if given is None else FixedMaskDropout(given, s["p"])
         elif layer.kind == "flatten":
             module = torch.nn.Flatten()
         else:  # an op registered from a user's own code has no PyTorch twin here
@@ -223,7 +240,9 @@ def torch_model(spec: NetworkSpec, params: dict, buffers: Optional[dict] = None)
 def _implementations(spec_name: str, include_torch: bool):
     """name -> (forward(x), train_step(x, labels)) closures over independent parameter copies."""
     net = Network.from_spec(spec_name, seed=0)
-    implementations = {"generated": (net.forward, lambda x, y: net.train_step(x, y, lr=1e-4))}
+    # forward: inference, in evaluation mode (dropout the identity); the train step in training mode
+    implementations = {"generated": (lambda x: net.forward(x, training=False),
+                                     lambda x, y: net.train_step(x, y, lr=1e-4))}
     reference = NumpyNetwork(net.spec, {name: value.copy() for name, value in net.params.items()})
     implementations["numpy"] = (reference.forward, lambda x, y: reference.train_step(x, y, lr=1e-4))
     if include_torch:
@@ -233,8 +252,11 @@ def _implementations(spec_name: str, include_torch: bool):
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
 
         def torch_forward(x):
+            model.eval()
             with torch.no_grad():
-                return model(torch.from_numpy(x)).numpy()
+                logits = model(torch.from_numpy(x)).numpy()
+            model.train()
+            return logits
 
         def torch_step(x, y):
             optimizer.zero_grad(set_to_none=True)

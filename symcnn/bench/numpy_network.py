@@ -3,6 +3,9 @@
 What a careful engineer writes without a code generator: every convolution unfolded into columns
 and handed to BLAS, pooling by reshaping or by window loops over the kernel offsets. Float32 (or
 the parameters' dtype), batch-first NCHW, the same parameter names as :class:`symcnn.Network`.
+Dropout is inverted dropout, ``x * mask / (1 - p)``: a forward pass without masks is an evaluation
+pass (dropout is the identity); a training pass takes each dropout layer's mask by label, or draws
+its own from NumPy's generator.
 Used by ``symcnn bench`` as the NumPy side of the comparison, and checked against the generated
 kernels by the tests.
 
@@ -47,11 +50,18 @@ class NumpyNetwork:
     mode with them.
     """
 
-    def __init__(self, spec: NetworkSpec, params: dict, buffers: Optional[dict] = None, training: bool = True):
+    def __init__(self, spec: NetworkSpec, params: dict, buffers: Optional[dict] = None, training: bool = True,
+                 seed: int = 0):
         self.spec = spec
         self.params = params
         self.buffers = buffers
         self.training = training
+        self.rng = np.random.default_rng(seed)  # its own dropout masks (not symcnn's generator)
+
+    def draw_masks(self, batch: int, dtype=np.float32) -> dict:
+        """A mask of 0s and 1s for each dropout layer, by label: each element 0 with probability p."""
+        return {layer.label: (self.rng.random((batch, *layer.input_shape)) >= layer.settings["p"]).astype(dtype)
+                for layer in self.spec.layers if layer.kind == "dropout"}
 
     def _normalize(self, layer, x):
         """(output, cache) of batch norm (statistics over N, H, W) or layer norm (over all but N)."""
@@ -139,11 +149,14 @@ class NumpyNetwork:
 
     # --- passes ---------------------------------------------------------------------------
 
-    def _forward(self, x):
+    def _forward(self, x, masks=None):
         caches, value = [], x
         for layer in self.spec.layers:
             cache = None
-            if layer.kind == "conv2d":
+            if layer.kind == "dropout":  # masks None: evaluation, the identity
+                cache = None if masks is None else masks[layer.label]
+                output = value if cache is None else value * cache / (1 - layer.settings["p"])
+            elif layer.kind == "conv2d":
                 output, cache = self._conv_forward(layer, value)
             elif layer.kind == "relu":
                 output = np.maximum(value, 0)
@@ -178,11 +191,15 @@ class NumpyNetwork:
             value = output
         return value, caches
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        return self._forward(x)[0]
+    def forward(self, x: np.ndarray, masks=None) -> np.ndarray:
+        """The logits; an evaluation pass unless ``masks`` (dropout's, by layer label) are given."""
+        return self._forward(x, masks)[0]
 
-    def loss_and_grads(self, x: np.ndarray, labels: np.ndarray):
-        logits, caches = self._forward(x)
+    def loss_and_grads(self, x: np.ndarray, labels: np.ndarray, masks=None):
+        """A training pass: with ``masks`` (dropout's, by layer label), else masks of its own."""
+        if masks is None:
+            masks = self.draw_masks(x.shape[0], x.dtype)
+        logits, caches = self._forward(x, masks)
         batch = x.shape[0]
         shifted = logits - logits.max(axis=1, keepdims=True)
         exponentials = np.exp(shifted)
@@ -193,7 +210,9 @@ class NumpyNetwork:
         upstream /= batch
         grads: dict = {}
         for layer, (layer_input, cache) in zip(reversed(self.spec.layers), reversed(caches)):
-            if layer.kind == "conv2d":
+            if layer.kind == "dropout":
+                upstream = upstream * cache / (1 - layer.settings["p"])
+            elif layer.kind == "conv2d":
                 upstream = self._conv_backward(layer, layer_input, cache, upstream, grads)
             elif layer.kind == "relu":
                 upstream = upstream * (layer_input > 0)

@@ -389,6 +389,8 @@ def _kernel_name(layer_label: str, what: str) -> str:
 
 
 def _arguments(lowering: _Lowering, expr_terms, output_name: str, order) -> tuple[str, ...]:
+    """The arrays the terms read, in ``order`` and then (an operand ``order`` does not know, such as
+    dropout's ``mask``) by name; the output last."""
     used = set()
     for term in expr_terms:
         for node in term.body.atoms(Indexed):

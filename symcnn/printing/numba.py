@@ -59,6 +59,11 @@ class NumbaPrinter(PythonCodePrinter):
         numerator, denominator = expr.args
         return f"({self._print(numerator)}) // {self._print(denominator)}"
 
+    def _print_Float(self, expr):
+        """The double nearest the number, in its shortest exact form (``1.3333333333333333``; SymPy's
+        own 15 digits would round a constant such as dropout's ``1/(1 - p)`` off its double)."""
+        return repr(float(expr))
+
     def _print_Rational(self, expr):
         return f"{expr.p}/{expr.q}" if expr.q != 1 else str(expr.p)
 

@@ -182,6 +182,9 @@ def _instance_setup(op: str, settings: dict) -> Optional[tuple[dict, dict, str]]
     if targets:  # a loss
         arrays["target"] = symbol_array("t", shape)
         text = "3 classes, a batch of one, labels t"
+    if entry.mask_drop is not None:  # dropout: the drawn mask, m
+        arrays["mask"] = symbol_array("m", shape)
+        text += ", mask m"
     return arrays, {}, text
 
 
@@ -252,7 +255,7 @@ def _instance_section(op: str, settings: dict, printer: ReportPrinter) -> Sectio
 
 
 def _operand_letter(role: str) -> str:
-    return {"input": "X", "weight": "W", "bias": "b", "target": "T"}[role]
+    return {"input": "X", "weight": "W", "bias": "b", "target": "T", "mask": "M"}[role]
 
 
 def op_report(op: str, kernel=None, stride=None, padding=None, dilation=None) -> Report:

@@ -27,6 +27,7 @@ import numpy as np
 from symcnn import registry
 from symcnn.runtime.buffers import counter_names, initial_buffers, update_running_statistics
 from symcnn.runtime.loader import load_kernels
+from symcnn.runtime.masks import draw_mask
 from symcnn.spec import LayerSpec, NetworkSpec, load_spec
 from symcnn.train_config import TrainConfig
 # The training layer sits below the runtime (it names Network only in annotations), so
@@ -52,11 +53,17 @@ class Network:
     ``params`` maps ``conv1.weight``, ``conv1.bias``, ... to arrays in PyTorch's shapes,
     He-initialized from ``seed`` (biases zero; a normalization's weight one). ``buffers`` holds what
     layers keep besides (batch norm's ``bn1.running_mean``, ``bn1.running_var`` and
-    ``bn1.num_batches_tracked``, as PyTorch's ``state_dict`` names them). Like a PyTorch module, a
-    Network starts in training mode (``training`` is True): :meth:`train` and :meth:`eval` switch it,
-    and a pass in training mode normalizes with the batch's statistics and updates the running ones.
-    A Network reuses internal arrays between calls (the arrays it returns are its callers' own), so
-    one Network serves one thread at a time.
+    ``bn1.num_batches_tracked``, as PyTorch's ``state_dict`` names them). A Network reuses internal
+    arrays between calls (the arrays it returns are its callers' own), so one Network serves one
+    thread at a time.
+
+    Modes, as a PyTorch module's: a Network starts in training mode (``training`` is True);
+    :meth:`eval` and :meth:`train` switch it and return it, and every pass runs in the network's mode
+    unless its ``training`` argument says otherwise. In training mode batch norm normalizes with the
+    batch's statistics and updates its running ones, and each dropout layer multiplies by a mask drawn
+    from ``seed`` by a counter-based generator (:mod:`symcnn.runtime.masks`) and the count of training
+    passes so far, :attr:`mask_state`; in evaluation mode batch norm uses its running statistics and
+    dropout passes its input on.
     """
 
     def __init__(self, spec: NetworkSpec, kernels, dtype: str = "float32", seed: int = 0):
@@ -79,6 +86,9 @@ class Network:
         self._counters = counter_names(spec)
         self.buffers = initial_buffers(spec, self.dtype)
         self.training = True
+        # Layers with a drawn mask (dropout), by label: the identity in evaluation mode.
+        self._masked = {layer.label for layer in spec.layers if registry.get(layer.kind).mask_drop is not None}
+        self.mask_state = {"seed": int(seed) % 2**64, "step": 0}
         self.input_stats = (0.0, 1.0)  # (mean, std) the inputs were standardized with in training
         self.profile: Optional[dict] = None  # set to {} to accumulate seconds per kernel
         self._functions = {}
@@ -204,7 +214,7 @@ class Network:
             converted[name] = np.array(array, dtype=dtype, order="C")  # a copy; a count stays 0-d
         self.buffers = converted
 
-    # --- modes ----------------------------------------------------------------------------
+    # --- modes and masks ----------------------------------------------------------------------
 
     def train(self, mode: bool = True) -> "Network":
         """Training mode (``mode`` True, as at the start) or evaluation mode; returns the network."""
@@ -214,7 +224,8 @@ class Network:
         return self
 
     def eval(self) -> "Network":
-        """Evaluation mode: batch norm uses its running statistics and leaves them unchanged."""
+        """Evaluation mode: batch norm uses its running statistics and leaves them unchanged, dropout
+        passes its input on; returns the network."""
         return self.train(False)
 
     def _mode(self, training) -> bool:
@@ -223,6 +234,36 @@ class Network:
         if not isinstance(training, (bool, np.bool_)):
             raise ValueError(f"training: must be True, False or None (the network's mode), got {training!r}")
         return bool(training)
+
+    @property
+    def mask_state(self) -> dict:
+        """The dropout generator's state, ``{"seed": s, "step": t}``: the next training pass draws the
+        masks of step ``t``, then ``t`` counts it. Kept in checkpoints; assigning sets it, checked."""
+        return dict(self._mask_state)
+
+    @mask_state.setter
+    def mask_state(self, state) -> None:
+        if not isinstance(state, dict) or set(state) != {"seed", "step"} or not all(
+                isinstance(state[key], (int, np.integer)) and not isinstance(state[key], (bool, np.bool_))
+                and 0 <= state[key] < 2**64 for key in state):
+            raise ValueError(f"mask_state: must be {{'seed': s, 'step': t}}, integers in [0, 2**64), got {state!r}")
+        self._mask_state = {key: int(value) for key, value in state.items()}
+
+    def masks(self, batch: int, step: Optional[int] = None) -> dict[str, np.ndarray]:
+        """The dropout masks, by layer label, that the training pass ``step`` (default: the last one)
+        draws for a batch of ``batch`` images: what that pass multiplied by, recomputed (for checks)."""
+        step = self._mask_state["step"] - 1 if step is None else step
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(f"step: must be an integer >= 0 (a training pass), got {step!r}")
+        masks = {}
+        for layer in (layer for layer in self.spec.layers if layer.label in self._masked):
+            masks[layer.label] = np.empty((batch, *layer.input_shape), dtype=self.dtype)
+            self._draw(layer, masks[layer.label], int(step))
+        return masks
+
+    def _draw(self, layer: LayerSpec, mask: np.ndarray, step: int) -> None:
+        drop = layer.settings[registry.get(layer.kind).mask_drop]
+        draw_mask(mask, self._mask_state["seed"], layer.index, step, drop)
 
     # --- checks ---------------------------------------------------------------------------
 
@@ -349,9 +390,13 @@ class Network:
         return evaluation if not training and evaluation in self.kernels.ARGUMENTS else f"{layer.label}_{what}"
 
     def _forward(self, x: np.ndarray, training: bool):
+        """The logits, each layer's input, and what the backward pass reads besides (by layer label:
+        ``{"switch": ...}`` of a max pool, ``{"mask": ...}`` of a dropout). A training pass draws its
+        masks at the current step, then counts itself."""
         batch = x.shape[0]
-        inputs, switches = [], {}
+        inputs, saved = [], {}
         value = x
+        step = self._mask_state["step"]
         for layer in self.spec.layers:
             check = registry.get(layer.kind).check_training_input
             if training and check is not None:
@@ -361,25 +406,35 @@ class Network:
                     raise ValueError(f"{layer.label}: {error}") from None
         for layer in self.spec.layers:
             inputs.append(value)
+            if layer.label in self._masked and not training:  # the identity: the input passed on, not copied
+                continue
             arrays = self._layer_arrays(layer)
             arrays["x"] = value
+            if layer.label in self._masked:
+                arrays["mask"] = self._buffer(f"{layer.label}.mask", value.shape, self.dtype)
+                self._draw(layer, arrays["mask"], step)
+                saved[layer.label] = {"mask": arrays["mask"]}
             arrays["out"] = self._buffer(f"{layer.label}.out", (batch, *layer.output_shape), self.dtype)
             if "switch" in self.kernels.ARGUMENTS[f"{layer.label}_forward"]:
                 # the argmax offset within the window; the narrowest integer that holds it (measured:
                 # the pool's gradient kernel runs about 10x faster reading int8 than int64 or int32)
                 window = layer.settings["kernel"][0] * layer.settings["kernel"][1]
-                arrays["switch"] = switches[layer.label] = self._buffer(
+                arrays["switch"] = self._buffer(
                     f"{layer.label}.switch", (batch, *layer.output_shape), np.int8 if window <= 127 else np.int32)
+                saved[layer.label] = {"switch": arrays["switch"]}
             self._call(self._kernel(layer, "forward", training), arrays)
             if training and layer.buffer_shapes():
                 update_running_statistics(layer, value, self._buffers)
             value = arrays["out"]
-        return value, inputs, switches
+        if training:
+            self._mask_state["step"] = step + 1
+        return value, inputs, saved
 
     def forward(self, x: np.ndarray, training: Optional[bool] = None) -> np.ndarray:
         """The class scores (logits) of ``x (N, C, H, W)``, in the network's mode (``training=None``,
         the default) or the one given: in training mode batch norm normalizes with the batch's
-        statistics and updates its running ones (as a PyTorch module's forward does)."""
+        statistics and updates its running ones, and dropout draws new masks (as a PyTorch module's
+        forward does)."""
         training = self._mode(training)
         self._check_input(x)
         self._check_params()
@@ -392,23 +447,25 @@ class Network:
         """The batch-mean softmax cross-entropy (against smoothed targets if ``label_smoothing``)
         and its gradient for every parameter and, unless ``input_gradient`` is false (training needs
         none: the first layer's input gradient is skipped), the input; in the network's mode, or the
-        one ``training`` gives (see :meth:`forward`)."""
+        one ``training`` gives (see :meth:`forward`): a training pass draws new dropout masks (see
+        :meth:`masks`) and the gradients go back through them."""
         if not isinstance(input_gradient, (bool, np.bool_)):
             raise ValueError(f"input_gradient: must be True or False, got {input_gradient!r}")
         training = self._mode(training)
         batch = self._check_input(x)
         targets = self._targets(labels, batch, label_smoothing)
         self._check_params()
-        logits, inputs, switches = self._forward(x, training)
+        logits, inputs, saved = self._forward(x, training)
         loss = float(self._call("loss_forward", {"x": logits, "targets": targets}))
         upstream = self._buffer("loss.grad_input", logits.shape, self.dtype)
         self._call("loss_grad_input", {"x": logits, "targets": targets, "grad_input": upstream})
         grads: dict[str, np.ndarray] = {}
         for depth, (layer, layer_input) in enumerate(zip(reversed(self.spec.layers), reversed(inputs))):
+            if layer.label in self._masked and not training:  # the identity in evaluation mode: passed on
+                continue
             arrays = self._layer_arrays(layer)
             arrays.update(x=layer_input, grad_output=upstream)
-            if layer.label in switches:
-                arrays["switch"] = switches[layer.label]
+            arrays.update(saved.get(layer.label, {}))
             for role in ("weight", "bias"):
                 if role in arrays:
                     arrays[f"grad_{role}"] = gradient = np.empty_like(arrays[role])
@@ -420,7 +477,8 @@ class Network:
             self._call(self._kernel(layer, "grad_input", training), arrays)
             upstream = arrays["grad_input"]
         else:
-            grads["input"] = upstream.copy()  # the internal buffer is reused by the next call
+            if input_gradient:
+                grads["input"] = upstream.copy()  # the internal buffer is reused by the next call
         return loss, grads
 
     def fit(self, data="digits", epochs: Optional[int] = None, batch: Optional[int] = None,
@@ -447,7 +505,7 @@ class Network:
         return history
 
     def train_step(self, x: np.ndarray, labels: np.ndarray, lr: float = 0.01) -> float:
-        """One step of plain SGD; returns the loss before the step."""
+        """One step of plain SGD (a training pass, :meth:`loss_and_grads`); returns the loss before the step."""
         if (isinstance(lr, (bool, np.bool_)) or not isinstance(lr, (int, float, np.integer, np.floating))
                 or not np.isfinite(lr) or lr <= 0):
             raise ValueError(f"lr: must be a positive number, got {lr!r}")

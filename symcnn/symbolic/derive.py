@@ -332,10 +332,12 @@ def derive(config: LayerConfig, values: Optional[Array] = None) -> Derivation:
     tensors = {"input": symbol_array("x", config.input_shape)}
     for role, shape in config.parameter_shapes.items():
         tensors[role] = symbol_array(role[0], shape)
+    if config.entry.mask_drop is not None:  # drawn, not learned: a symbol of the expansion, no gradient
+        tensors["mask"] = symbol_array("m", config.input_shape)
     output = _forward(config, tensors)
     upstream = upstream_array(output.shape)
     tensors["grad_output"] = upstream
-    wrt = {f"grad_{role}": tensors[role] for role in tensors if role != "grad_output"}
+    wrt = {f"grad_{role}": tensors[role] for role in tensors if role not in ("grad_output", "mask")}
     gradients = vjp(output, upstream, wrt)
     substitution: dict[Symbol, Expr] = {}
     if values is not None:

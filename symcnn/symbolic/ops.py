@@ -45,6 +45,7 @@ __all__ = [
     "batchnorm2d",
     "batchnorm2d_evaluation",
     "layernorm",
+    "dropout",
     "softmax",
     "cross_entropy",
     "softmax_cross_entropy",
@@ -85,6 +86,8 @@ alpha = Symbol("alpha", positive=True)  # the negative-side slope (LeakyReLU) or
 epsilon = Symbol("epsilon", positive=True)  # a normalization's ε, added to the variance
 gamma, beta = IndexedBase("gamma"), IndexedBase("beta")  # a normalization's scale and shift (document 003)
 running_mean, running_var = IndexedBase("mu_run"), IndexedBase("sigma2_run")  # batch norm's running statistics
+M = IndexedBase("M")  # dropout's mask: 0 (dropped) or 1 (kept), drawn, not learned
+p = Symbol("p", nonnegative=True)  # dropout's drop probability (PyTorch's p)
 
 
 def output_size(size: Expr, kernel: Expr, stride: Expr, padding: Expr, dilation: Expr) -> Expr:
@@ -406,6 +409,18 @@ def layernorm(rank: int = 4) -> IndexFormula:
         operands=(Tensor("input", X, shape), Tensor("weight", gamma, shape[1:]), Tensor("bias", beta, shape[1:])),
         parameters=dict(_ELEMENT_PARAMETERS[rank]),
     )
+def dropout(rank: int = 4) -> IndexFormula:
+    """Inverted dropout, ``Y = M * X / (1 - p)`` element-wise (document 003's standard dropout).
+
+    The mask ``M`` is an operand like the input, but drawn (each element 0 with the drop
+    probability ``p``, else 1), never learned nor differentiated: the gradient is
+    ``dL/dX = M * dL/dY / (1 - p)``. Dividing by the keep probability ``1 - p`` keeps each
+    element's expected value, so that evaluation mode is the identity.
+    """
+    formula = elementwise("dropout", lambda x: x, rank)
+    indices, shape = formula.indices, formula.output.shape
+    return replace(formula, rhs=M[indices] * X[indices] / (1 - p),
+                   operands=formula.operands + (Tensor("mask", M, shape),))
 
 
 def softmax() -> IndexFormula:

@@ -18,6 +18,7 @@ import numpy as np
 import sympy
 from sympy import Array
 
+from symcnn import registry
 from symcnn.symbolic import layers
 
 from symcnn.symbolic.adjoint import GradientFormula, gradients_of
@@ -88,12 +89,14 @@ def mismatches(forward: IndexFormula, arrays: Mapping[str, Array], parameters: M
 
 
 def _symbolic_layer(layer, x):
-    """One layer expanded symbolically on fresh symbols (its input and each parameter), through
-    its registered formula; returns the output and the operand arrays by role."""
+    """One layer expanded symbolically on fresh symbols (its input, each parameter and a drawn mask),
+    through its registered formula; returns the output and the operand arrays by role."""
     operands = {"input": symbol_array(f"in{layer.index}_", x.shape)}
     for name, shape in layer.parameter_shapes().items():
         role = name.rsplit(".", 1)[1]
         operands[role] = symbol_array(f"{role[0]}{layer.index}_", shape)
+    if registry.get(layer.kind).mask_drop is not None:
+        operands["mask"] = symbol_array(f"m{layer.index}_", x.shape)
     return evaluate_layer(layer.kind, operands, layer.settings), operands
 
 
@@ -110,20 +113,26 @@ def _numeric(array, values) -> np.ndarray:
     return np.array([float(array[index].xreplace(values)) for index in np.ndindex(*shape)]).reshape(shape)
 
 
-def symbolic_network_gradients(spec, params: dict, x, labels) -> dict:
+def symbolic_network_gradients(spec, params: dict, x, labels, masks: Mapping[str, np.ndarray] = {}) -> dict:
     """Loss and every gradient of a network (spec) by the symbolic layers, for numeric values.
 
     Layer by layer: expand the layer's registered index formula on fresh symbols
     (symcnn.symbolic.instances), evaluate it with the numbers substituted, and backpropagate with
     the vector-Jacobian product of the expansion (symcnn.symbolic.derive.vjp). This is the oracle
     the generated kernels are checked against; keep the spec small (every element is a SymPy
-    expression). Returns ``{"loss": float, "<layer>.weight": array, ..., "input": array}``.
+    expression). ``masks`` holds each dropout layer's mask by label (a training pass's,
+    :meth:`symcnn.runtime.network.Network.masks`). Returns ``{"loss": float, "<layer>.weight": array,
+    ..., "input": array}``.
     """
     records, value = [], x
     for layer in spec.layers:
         output, operands = _symbolic_layer(layer, value)
         numbers = {"input": value}
-        for role in [role for role in operands if role != "input"]:
+        if "mask" in operands:
+            if layer.label not in masks:
+                raise ValueError(f"masks: {layer.label} draws a mask; give it (Network.masks)")
+            numbers["mask"] = masks[layer.label]
+        for role in [role for role in operands if role not in ("input", "mask")]:
             numbers[role] = params[f"{layer.name}.{role}"]
         values = _substitution(operands, numbers)
         records.append((layer, output, operands, values))
@@ -136,8 +145,9 @@ def symbolic_network_gradients(spec, params: dict, x, labels) -> dict:
     result = {"loss": float(loss.xreplace(values))}
     upstream = _numeric(gradient(loss, scores), values)
     for layer, output, operands, values in reversed(records):
-        grads = vjp(output, sympy.Array(upstream.tolist()), operands)
-        for role in [role for role in operands if role != "input"]:
+        learned = {role: array for role, array in operands.items() if role != "mask"}  # a mask is drawn
+        grads = vjp(output, sympy.Array(upstream.tolist()), learned)
+        for role in [role for role in learned if role != "input"]:
             result[f"{layer.name}.{role}"] = _numeric(grads[role], values)
         upstream = _numeric(grads["input"], values)
     result["input"] = upstream

@@ -1,6 +1,6 @@
 """Checkpoints: a training run's whole state in one ``.npz``, written atomically, read back with distrust.
 
-A checkpoint (format 2, :data:`CHECKPOINT_FORMAT`) is an ``.npz`` written by ``np.savez`` (no
+A checkpoint (format 3, :data:`CHECKPOINT_FORMAT`) is an ``.npz`` written by ``np.savez`` (no
 pickles) that holds:
 
 - ``param/<name>`` and ``velocity/<name>``: the parameters and the momentum buffers, in the
@@ -10,15 +10,16 @@ pickles) that holds:
 - ``order``: the current epoch's shuffle, a permutation of the training images;
 - ``metadata``: JSON (UTF-8, as uint8): ``format``, ``spec``, ``spec_digest``, ``dtype``,
   ``config``, ``epoch``, ``step``, ``rng_state``, ``history``, ``running_loss``, ``seen``,
-  ``input_mean``, ``input_std`` and ``data`` (the training data's name, size and SHA-256);
+  ``input_mean``, ``input_std``, ``data`` (the training data's name, size and SHA-256) and ``masks``
+  (the dropout generator's ``seed`` and ``step``, :attr:`symcnn.runtime.network.Network.mask_state`);
 - ``digest``: the SHA-256 of every other array's name, dtype, shape and bytes (hex, as uint8).
 
 :func:`load_checkpoint` trusts none of it. It reads every header before any array (at most
 :data:`MAX_CHECKPOINT_BYTES`), then checks every key's presence, type and range, that the
 arrays are finite and ``order`` is a permutation, the digest, and, given the network, that the
 spec, the dtype and every shape are the network's. A problem is one ``ValueError`` line
-starting ``resume:``. Checkpoints of format 1 (no digest, no data fingerprint) are still read,
-with every other check.
+starting ``resume:``. Checkpoints of formats 1 (no digest, no data fingerprint) and 2 (no
+``masks``: no spec had dropout then) are still read, with every other check.
 
 Example:
     >>> import pathlib, tempfile
@@ -30,7 +31,7 @@ Example:
     >>> save_checkpoint(path, trainer)
     >>> checkpoint = load_checkpoint(path, trainer.net)
     >>> checkpoint.metadata["format"], checkpoint.metadata["epoch"], sorted(checkpoint.params)
-    (2, 0, ['conv1.bias', 'conv1.weight', 'fc1.bias', 'fc1.weight'])
+    (3, 0, ['conv1.bias', 'conv1.weight', 'fc1.bias', 'fc1.weight'])
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ from symcnn.training.npz import NpzReader, format_bytes
 __all__ = ["CHECKPOINT_FORMAT", "MAX_CHECKPOINT_BYTES", "Checkpoint", "save_checkpoint", "load_checkpoint",
            "data_fingerprint", "check_writable"]
 
-CHECKPOINT_FORMAT = 2
-READABLE_FORMATS = (1, 2)
+CHECKPOINT_FORMAT = 3
+READABLE_FORMATS = (1, 2, 3)
 
 #: The most a checkpoint's arrays may take together, checked from their headers before any is read.
 MAX_CHECKPOINT_BYTES = 4 * 2**30
@@ -65,7 +66,7 @@ MAX_METADATA_BYTES = 16 * 2**20
 
 _METADATA_KEYS = {"format", "spec", "spec_digest", "dtype", "config", "epoch", "step", "rng_state", "history",
                   "running_loss", "seen", "input_mean", "input_std"}
-_KEYS_OF_FORMAT = {1: _METADATA_KEYS, 2: _METADATA_KEYS | {"data"}}
+_KEYS_OF_FORMAT = {1: _METADATA_KEYS, 2: _METADATA_KEYS | {"data"}, 3: _METADATA_KEYS | {"data", "masks"}}
 _HISTORY_KEYS = {"epoch", "train_loss", "test_loss", "test_accuracy", "seconds"}
 _DTYPES = ("float32", "float64")
 
@@ -136,7 +137,7 @@ def _digest(arrays: dict) -> str:
 
 
 def save_checkpoint(path, trainer) -> None:
-    """Parameters, momentum, epoch, position, shuffle, RNG state, history and the data's
+    """Parameters, momentum, epoch, position, shuffle, RNG states, history and the data's
     fingerprint of a :class:`~symcnn.training.trainer.Trainer`, with a digest, written atomically."""
     state = trainer.state
     metadata = {
@@ -154,6 +155,7 @@ def save_checkpoint(path, trainer) -> None:
         "input_mean": trainer.input_stats[0],
         "input_std": trainer.input_stats[1],
         "data": getattr(trainer, "data_fingerprint", None),
+        "masks": trainer.net.mask_state,
     }
     arrays = {f"param/{name}": value for name, value in trainer.net.params.items()}
     arrays.update({f"velocity/{name}": value for name, value in trainer.velocity.items()})
@@ -226,7 +228,7 @@ def _read_metadata(archive: NpzReader) -> dict:
         raise archive.error("metadata", f"must be a JSON object, got {type(metadata).__name__}")
     if not _integer(metadata.get("format")) or metadata["format"] not in READABLE_FORMATS:
         raise ValueError(f"resume: {archive.name} has checkpoint format {metadata.get('format')!r}, this symcnn "
-                         f"reads {' and '.join(map(str, READABLE_FORMATS))}")
+                         f"reads {', '.join(map(str, READABLE_FORMATS[:-1]))} and {READABLE_FORMATS[-1]}")
     return metadata
 
 
@@ -270,6 +272,11 @@ def _check_metadata(metadata: dict, error: Callable[[str, str], ValueError]) -> 
     require("input_mean", _real(metadata["input_mean"]), "a finite number")
     require("input_std", _real(metadata["input_std"]) and metadata["input_std"] > 0, "a positive number")
     _check_rng_state(metadata, require)
+    if metadata["format"] >= 3:
+        masks = metadata["masks"]
+        require("masks", isinstance(masks, dict) and set(masks) == {"seed", "step"}
+                and all(_integer(value, 0, 2**64 - 1) for value in masks.values()),
+                "the dropout generator's {\"seed\": s, \"step\": t}, integers in [0, 2**64)")
     _check_history(metadata, require)
     if metadata["format"] >= 2:
         data = metadata["data"]

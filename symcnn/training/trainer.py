@@ -1,7 +1,8 @@
 """Minibatch SGD with momentum on the generated kernels: progress, checkpoints, exact resume.
 
 :class:`Trainer` holds everything a run's future depends on: parameters, the momentum buffers,
-the epoch and the position within it, the epoch's shuffle and the random generator's state.
+the epoch and the position within it, the epoch's shuffle, the random generator's state and
+the dropout masks' (the network's :attr:`~symcnn.runtime.network.Network.mask_state`).
 A checkpoint stores all of it (:mod:`symcnn.training.checkpoint`: atomically, with a digest,
 read back with every field checked), so that a resumed run reproduces an uninterrupted one
 exactly; resuming refuses another spec, dtype or data set, and mid-epoch another batch size.
@@ -108,6 +109,8 @@ class Trainer:
         self.net.load_params(params)
         if hasattr(self.net, "load_buffers"):  # the running statistics, as they were
             self.net.load_buffers(buffers)
+        if "masks" in metadata:  # the dropout generator's state (format 3; no earlier spec had dropout)
+            self.net.mask_state = metadata["masks"]
         self.velocity = {name: np.ascontiguousarray(value) for name, value in velocity.items()}
         self.rng.bit_generator.state = metadata["rng_state"]
         self.state = _State(epoch=metadata["epoch"], step=metadata["step"], order=order,
@@ -151,8 +154,8 @@ class Trainer:
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int = 256) -> tuple[float, float]:
         """Mean loss and accuracy on ``(x, y)`` (inputs as the network was trained on them), in
-        evaluation mode (batch norm's running statistics, left unchanged); the network's mode is
-        restored after."""
+        evaluation mode (batch norm's running statistics left unchanged, dropout passing its input on),
+        whatever the network's mode."""
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch: must be an integer >= 1, got {batch!r}")
         if not isinstance(x, np.ndarray) or len(x) == 0:
@@ -160,20 +163,13 @@ class Trainer:
         if not isinstance(y, np.ndarray) or y.shape != (len(x),) or y.dtype.kind not in "iu":
             raise ValueError(f"y: must be integer labels of shape ({len(x)},)")
         correct, total_loss = 0, 0.0
-        mode = getattr(self.net, "training", None)
-        if mode is not None:
-            self.net.eval()
-        try:
-            for start in range(0, len(x), batch):
-                xb, yb = x[start:start + batch], y[start:start + batch]
-                logits = self.net.forward(xb)
-                correct += int((logits.argmax(axis=1) == yb).sum())
-                shifted = logits - logits.max(axis=1, keepdims=True)
-                log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-                total_loss += float(-log_probabilities[np.arange(len(yb)), yb].sum())
-        finally:
-            if mode is not None:
-                self.net.train(mode)
+        for start in range(0, len(x), batch):
+            xb, yb = x[start:start + batch], y[start:start + batch]
+            logits = self.net.forward(xb, training=False)
+            correct += int((logits.argmax(axis=1) == yb).sum())
+            shifted = logits - logits.max(axis=1, keepdims=True)
+            log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+            total_loss += float(-log_probabilities[np.arange(len(yb)), yb].sum())
         return total_loss / len(x), correct / len(x)
 
     def fit(self, data: Dataset, progress: bool = True, checkpoint=None,

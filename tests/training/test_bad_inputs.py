@@ -301,12 +301,12 @@ def _set_in(outer, key, value):
 
 
 METADATA_CASES = [
-    (_set("format", 3), "checkpoint format 3, this symcnn reads 1 and 2"),
+    (_set("format", 4), "checkpoint format 4, this symcnn reads 1, 2 and 3"),
     (_set("format", True), "checkpoint format True"),
     (_set("format", "2"), "checkpoint format '2'"),
     *[(_delete(key), f"metadata: has no '{key}'") for key in
       ("spec", "spec_digest", "dtype", "config", "epoch", "step", "rng_state", "history", "running_loss", "seen",
-       "input_mean", "input_std", "data")],
+       "input_mean", "input_std", "data", "masks")],
     (_set("surprise", 1), "metadata: has an unknown key 'surprise'"),
     (_set("spec", ["digits"]), "metadata.spec: must be a spec name"),
     (_set("spec", "seed004"), "was made for spec 'seed004', not 'digits'"),
@@ -436,7 +436,7 @@ def test_a_format_1_checkpoint_still_resumes(tmp_path, mid_epoch, small_data):
     """What symcnn wrote before checkpoints had a digest: read, every other field checked."""
     arrays, metadata = read_checkpoint(mid_epoch)
     metadata["format"] = 1
-    del metadata["data"]
+    del metadata["data"], metadata["masks"]
     del metadata["config"]["label_smoothing"]  # older than the setting: its default applies
     path = tmp_path / "format1.npz"
     write_checkpoint(path, arrays, metadata, redigest=False)
@@ -445,6 +445,18 @@ def test_a_format_1_checkpoint_still_resumes(tmp_path, mid_epoch, small_data):
         np.testing.assert_array_equal(resumed.net.params[name], value)
     shorter = replace(small_data, x_train=small_data.x_train[:40], y_train=small_data.y_train[:40])
     refused(lambda: _resume(path, shorter), "stopped within an epoch of 45 training images")
+
+
+def test_a_format_2_checkpoint_still_resumes(tmp_path, mid_epoch, small_data):
+    """What symcnn wrote before dropout: no generator state (no spec could draw masks)."""
+    arrays, metadata = read_checkpoint(mid_epoch)
+    metadata["format"] = 2
+    del metadata["masks"]
+    path = tmp_path / "format2.npz"
+    write_checkpoint(path, arrays, metadata)
+    resumed, expected = _resume(path, small_data), _resume(mid_epoch, small_data)
+    for name, value in expected.net.params.items():
+        np.testing.assert_array_equal(resumed.net.params[name], value)
 
 
 def test_a_checkpoint_never_unpickles(tmp_path, mid_epoch, small_data):
@@ -478,7 +490,7 @@ _JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**130, 2**130) | 
 
 
 @given(key=st.sampled_from(["format", "spec", "dtype", "config", "epoch", "step", "rng_state", "history",
-                            "running_loss", "seen", "input_mean", "input_std", "data"]),
+                            "running_loss", "seen", "input_mean", "input_std", "data", "masks"]),
        value=_JSON)
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_any_json_in_any_metadata_field_is_refused_or_consistent(tmp_path, mid_epoch, small_data, key, value):
