@@ -84,6 +84,7 @@ def refuse_options_the_op_lacks(args, entry) -> None:
     for option, settings, given in (("--kernel", ("kernel",), args.kernel != (2, 2)),
                                     ("--stride", ("stride",), args.stride is not None),
                                     ("--channels-out", ("out_channels", "out_features"), args.channels_out != 1),
+                                    ("--output", ("output",), args.output is not None),
                                     ("--no-bias", ("bias",), args.no_bias)):
         if given and not set(settings) & set(entry.keys()):
             what = option.removeprefix("--").removeprefix("no-").replace("-", " ")

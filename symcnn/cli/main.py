@@ -67,6 +67,8 @@ def _add_derive(commands) -> None:
     derive.add_argument("--padding", type=_size, default=0, metavar="P|PHxPW", help="zero padding (conv2d); default 0")
     derive.add_argument("--dilation", type=_size, default=1, metavar="D|DHxDW", help="dilation (conv2d); default 1")
     derive.add_argument("--batch", type=_count, default=1, metavar="N", help="batch size; default 1")
+    derive.add_argument("--output", type=_size, default=None, metavar="H|HxW",
+                        help="output size (adaptive pooling; no default: required there)")
     derive.add_argument("--no-bias", action="store_true", help="conv2d or dense without a bias")
     derive.add_argument("--values", type=_values, default=None, metavar="ROWS",
                         help="numeric input in row-major order, rows separated by ';' (e.g. '1,5,4;9,2,1;6,3,2'); "
@@ -255,6 +257,7 @@ _OPTION_OF_FIELD = {
     "padding": "--padding",
     "dilation": "--dilation",
     "batch": "--batch",
+    "output": "--output",
     "values": "--values",
     "entry": "--entry",
     "wrt": "--wrt",
@@ -284,10 +287,9 @@ def _as_option(message: str) -> str:
 
 
 def _run_derive(args) -> int:
-    from symcnn.views import derivation as render
-    from symcnn.symbolic.derive import LayerConfig, derive, parse_values
-
     from symcnn import registry
+    from symcnn.symbolic.derive import LayerConfig, derive, parse_values
+    from symcnn.views import derivation as render
 
     entry = registry.get(args.op)
     if 3 not in entry.inputs and isinstance(args.input, tuple):
@@ -299,11 +301,9 @@ def _run_derive(args) -> int:
         kernel=args.kernel,
         channels_in=args.channels_in,
         channels_out=args.channels_out,
-        stride=args.stride,
-        padding=args.padding,
-        dilation=args.dilation,
-        batch=args.batch,
-        bias=not args.no_bias,
+        stride=args.stride, padding=args.padding, dilation=args.dilation,
+        batch=args.batch, bias=not args.no_bias,
+        settings={} if args.output is None else {"output": args.output},
     )
     output_format = chosen_format(args)
     values = None
