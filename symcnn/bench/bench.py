@@ -193,6 +193,10 @@ def torch_model(spec: NetworkSpec, params: dict):
             module = torch.nn.AvgPool2d(s["kernel"], s["stride"])
         elif layer.kind == "global_avgpool":
             module = torch.nn.AdaptiveAvgPool2d(1)
+        elif layer.kind == "adaptive_avgpool2d":
+            module = torch.nn.AdaptiveAvgPool2d(s["output"])
+        elif layer.kind == "adaptive_maxpool2d":
+            module = torch.nn.AdaptiveMaxPool2d(s["output"])
         else:
             module = torch.nn.Flatten()
         modules.append(module)
