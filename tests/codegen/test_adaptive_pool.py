@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from symcnn.bench.numpy_network import NumpyNetwork
+from symcnn.checking.checker import check
 from symcnn.cli.main import main
 from symcnn.codegen.lower import layer_kernels
 from symcnn.codegen.rewrites import integer_indices
@@ -137,6 +138,24 @@ def test_the_max_gradient_names_its_window_in_the_routing_indicator():
     forward = general_formula("adaptive_maxpool2d", "forward").text()
     assert "max_{k=floor(H_in*i/H_out)..ceiling(H_in*(i + 1)/H_out) - 1, l=" in forward
     assert "first argmax_{u', v'}" in general_formula("maxpool2d", "input").text()  # a pool's window: from 0
+
+
+def test_the_checker_searches_output_sizes_and_finds_a_fixed_window_wrong():
+    """``symcnn check --against``: a claim in PyTorch's windows is correct; 2x2 windows (right only where
+    the output halves the input) fail at the smallest output size that shows it."""
+    windows = (r"\sum_{k=\lfloor i H_{in}/H_{out} \rfloor}^{\lceil (i+1) H_{in}/H_{out} \rceil - 1}"
+               r"\sum_{l=\lfloor j W_{in}/W_{out} \rfloor}^{\lceil (j+1) W_{in}/W_{out} \rceil - 1}")
+    lengths = (r"(\lceil (i+1) H_{in}/H_{out} \rceil - \lfloor i H_{in}/H_{out} \rfloor)"
+               r"(\lceil (j+1) W_{in}/W_{out} \rceil - \lfloor j W_{in}/W_{out} \rfloor)")
+    right = check(rf"Y_{{n,c,i,j}} = \frac{{1}}{{{lengths}}} {windows} X_{{n,c,k,l}}", "adaptive_avgpool2d")
+    assert right.correct and right.checked > 10
+    wrong = check(r"Y_{n,c,i,j} = \frac{1}{4} \sum_{k=2i}^{2i+1} \sum_{l=2j}^{2j+1} X_{n,c,k,l}", "adaptive_avgpool2d")
+    assert not wrong.correct and wrong.configuration == "N=1, C_in=1, input 2x2, output 1x2"
+    rows = r"\max_{k=\lfloor i H_{in}/H_{out} \rfloor}^{%s (i+1) H_{in}/H_{out} %s - 1}"
+    columns = r"\max_{l=\lfloor j W_{in}/W_{out} \rfloor}^{\lceil (j+1) W_{in}/W_{out} \rceil - 1}"
+    ceiling, floor = rows % (r"\lceil", r"\rceil"), rows % (r"\lfloor", r"\rfloor")
+    assert check(rf"Y_{{n,c,i,j}} = {ceiling} {columns} X_{{n,c,k,l}}", "adaptive_maxpool2d").correct
+    assert not check(rf"Y_{{n,c,i,j}} = {floor} {columns} X_{{n,c,k,l}}", "adaptive_maxpool2d").correct
 
 
 # --- kernels: integer window bounds -----------------------------------------------------------
