@@ -43,9 +43,11 @@ def integer_index(expr: Expr) -> Expr:
         numerator, denominator = sympy.fraction(sympy.together(expr.args[0]))
         if denominator == 1:
             return integer_index(numerator)
-        if isinstance(expr, sympy.ceiling):
-            numerator = numerator + denominator - 1
-        return FloorDiv(integer_index(sympy.expand(numerator)), denominator)
+        if isinstance(expr, sympy.floor):
+            return FloorDiv(integer_index(numerator), denominator)
+        if not (denominator.is_Integer and denominator > 0):
+            return expr  # no exact integer form known: left to the printer
+        return FloorDiv(integer_index(sympy.expand(numerator + denominator - 1)), denominator)
     if isinstance(expr, sympy.Mod):
         return sympy.Mod(integer_index(expr.args[0]), expr.args[1], evaluate=False)
     if isinstance(expr, (sympy.Add, sympy.Mul)):
