@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Union
 
-from symcnn.validation import check_window, integer, number, output_sizes, pair
+from symcnn.validation import check_adaptive_output, check_window, integer, number, output_sizes, pair
 
 __all__ = ["REQUIRED", "MAX_SIZE", "Setting", "Op", "register", "unregister", "get", "names", "ops", "input_roles"]
 
@@ -484,6 +484,20 @@ register(Op(
     description="tanh, element-wise",
     gradient_note="tanh's derivative is 1 − tanh²(x): at most 1, at x = 0.",
     letter="a",
+))
+_ADAPTIVE = dict(  # PyTorch's windows: floor(i·in/out) to ceil((i + 1)·in/out) − 1, overlapping where out ∤ in
+    settings=(Setting("output", "pair", roles=("out_height", "out_width"), help="output size, at most the input's"),),
+    output_shape=lambda shape, settings: (shape[0], *check_adaptive_output(shape[1:], settings["output"])), letter="P")
+register(Op(
+    "adaptive_avgpool2d", f"{_FORMULAS}:adaptive_avgpool2d", "adaptive average pooling", **_ADAPTIVE,
+    summary="average pooling to a given output size over PyTorch's adaptive windows, which may overlap",
+    gradient_note="Adaptive average pooling spreads each upstream gradient evenly over its window (they may overlap).",
+))
+register(Op(
+    "adaptive_maxpool2d", f"{_FORMULAS}:adaptive_maxpool2d", "adaptive max pooling", **_ADAPTIVE,
+    nondifferentiable="a tie routes the gradient to the first maximum of the window in row-major order",
+    summary="max pooling to a given output size over PyTorch's adaptive windows; a tie routes to the first maximum",
+    gradient_note="Adaptive max pooling routes each upstream gradient to its window's first maximum (row-major).",
 ))
 register(Op(
     "dropout", f"{_FORMULAS}:dropout", "dropout", inputs=(3, 1), mask_drop="p",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence
 
-__all__ = ["integer", "number", "pair", "check_window", "output_sizes"]
+__all__ = ["integer", "number", "pair", "check_window", "output_sizes", "check_adaptive_output"]
 
 
 def integer(value, field: str, minimum: int, maximum: Optional[int] = None) -> int:
@@ -105,3 +105,20 @@ def check_window(
         input_text = "padded input" if any(padding) else "input"
         raise ValueError(f"{field}: the kernel ({kernel_text}) is larger than the {input_text} "
                          f"({padded[0]}x{padded[1]})")
+
+
+def check_adaptive_output(input_size: Sequence[int], output: Sequence[int], field: str = "output") -> tuple[int, ...]:
+    """An adaptive pool's ``output`` size, refused where it is larger than the input along an axis
+    (a window then holds a single input position, repeated: nothing to pool).
+
+    >>> check_adaptive_output((5, 5), (3, 5))
+    (3, 5)
+    >>> check_adaptive_output((5, 5), (6, 3))
+    Traceback (most recent call last):
+    ...
+    ValueError: output: must be at most the input's size along each axis (5x5), got 6x3
+    """
+    if any(out > size for out, size in zip(output, input_size)):
+        raise ValueError(f"{field}: must be at most the input's size along each axis "
+                         f"({input_size[0]}x{input_size[1]}), got {output[0]}x{output[1]}")
+    return tuple(output)

@@ -219,6 +219,10 @@ def torch_model(spec: NetworkSpec, params: dict, buffers: Optional[dict] = None,
         elif layer.kind == "dropout":
             given = (masks or {}).get(layer.label)
             module = torch.nn.Dropout(s["p"]) if given is None else FixedMaskDropout(given, s["p"])
+        elif layer.kind == "adaptive_avgpool2d":
+            module = torch.nn.AdaptiveAvgPool2d(s["output"])
+        elif layer.kind == "adaptive_maxpool2d":
+            module = torch.nn.AdaptiveMaxPool2d(s["output"])
         elif layer.kind == "flatten":
             module = torch.nn.Flatten()
         else:  # an op registered from a user's own code has no PyTorch twin here

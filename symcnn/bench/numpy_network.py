@@ -41,6 +41,25 @@ def _im2col_indices(layer: LayerSpec):
     return rows, cols
 
 
+def _adaptive_windows(size: int, out: int) -> list[slice]:
+    """PyTorch's adaptive windows along one axis: output ``i`` pools ``floor(i*size/out)`` up to
+    ``ceil((i + 1)*size/out)`` (exclusive), in integers.
+
+    >>> _adaptive_windows(5, 3)
+    [slice(0, 2, None), slice(1, 4, None), slice(3, 5, None)]
+    """
+    return [slice(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+
+def _adaptive_cells(layer: LayerSpec):
+    """Each output position ``(i, j)`` of an adaptive pool with its window's row and column slices."""
+    _, height, width = layer.input_shape
+    _, out_height, out_width = layer.output_shape
+    for i, rows in enumerate(_adaptive_windows(height, out_height)):
+        for j, cols in enumerate(_adaptive_windows(width, out_width)):
+            yield i, j, rows, cols
+
+
 class NumpyNetwork:
     """Forward pass, loss and gradients of a spec's network in NumPy (im2col + BLAS).
 
@@ -147,6 +166,31 @@ class NumpyNetwork:
         windows = x[:, :, rows[:, :, None, None], cols[None, None, :, :]]  # (N, C, K_h, H_out, K_w, W_out)
         return windows.transpose(0, 1, 3, 5, 2, 4).reshape(*x.shape[:2], rows.shape[1], cols.shape[1], -1)
 
+    def _adaptive_forward(self, layer, x):
+        """An adaptive pool window by window; for max pooling also each window's first argmax (flat)."""
+        output = np.empty((x.shape[0], *layer.output_shape), dtype=x.dtype)
+        argmax = np.zeros(output.shape, dtype=np.int64)
+        for i, j, rows, cols in _adaptive_cells(layer):
+            window = x[:, :, rows, cols].reshape(*x.shape[:2], -1)
+            if layer.kind == "adaptive_maxpool2d":
+                argmax[:, :, i, j] = window.argmax(axis=-1)  # the first maximum in row-major order
+                output[:, :, i, j] = np.take_along_axis(window, argmax[:, :, i, j, None], axis=-1)[..., 0]
+            else:
+                output[:, :, i, j] = window.mean(axis=-1)
+        return output, argmax
+
+    def _adaptive_backward(self, layer, x, argmax, upstream):
+        grad = np.zeros_like(x)
+        for i, j, rows, cols in _adaptive_cells(layer):
+            window = grad[:, :, rows, cols]  # a view: overlapping windows add up
+            if layer.kind == "adaptive_maxpool2d":
+                share = np.zeros((*x.shape[:2], window.shape[2] * window.shape[3]), dtype=x.dtype)
+                np.put_along_axis(share, argmax[:, :, i, j, None], upstream[:, :, i, j, None], axis=-1)
+                window += share.reshape(window.shape)
+            else:
+                window += upstream[:, :, i, j, None, None] / (window.shape[2] * window.shape[3])
+        return grad
+
     # --- passes ---------------------------------------------------------------------------
 
     def _forward(self, x, masks=None):
@@ -171,6 +215,8 @@ class NumpyNetwork:
                     output = np.take_along_axis(windows, cache[..., None], axis=-1)[..., 0]
                 else:
                     output = windows.mean(axis=-1)
+            elif layer.kind in ("adaptive_avgpool2d", "adaptive_maxpool2d"):
+                output, cache = self._adaptive_forward(layer, value)
             elif layer.kind == "global_avgpool":
                 output = value.mean(axis=(2, 3), keepdims=True)
             elif layer.kind == "sigmoid":
@@ -231,6 +277,8 @@ class NumpyNetwork:
                             else upstream / (kernel_h * kernel_w)
                         np.add.at(grad, (slice(None), slice(None), rows[u][:, None], cols[v][None, :]), share)
                 upstream = grad
+            elif layer.kind in ("adaptive_avgpool2d", "adaptive_maxpool2d"):
+                upstream = self._adaptive_backward(layer, layer_input, cache, upstream)
             elif layer.kind == "global_avgpool":
                 upstream = np.broadcast_to(upstream / (layer_input.shape[2] * layer_input.shape[3]),
                                            layer_input.shape).copy()

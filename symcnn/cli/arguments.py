@@ -90,6 +90,7 @@ def refuse_options_the_op_lacks(args, entry) -> None:
                                     ("--padding", ("padding",), args.padding is not None),
                                     ("--dilation", ("dilation",), args.dilation is not None),
                                     ("--channels-out", ("out_channels", "out_features"), args.channels_out is not None),
+                                    ("--output", ("output",), args.output is not None),
                                     ("--no-bias", ("bias",), args.no_bias)):
         if given and not set(settings) & set(entry.keys()):
             what = option.removeprefix("--").removeprefix("no-").replace("-", " ")

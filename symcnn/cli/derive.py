@@ -37,6 +37,8 @@ def add_derive(commands) -> None:
     derive.add_argument("--dilation", type=size, default=None, metavar="D|DHxDW",
                         help="dilation (conv2d); default 1")
     derive.add_argument("--batch", type=count, default=1, metavar="N", help="batch size; default 1")
+    derive.add_argument("--output", type=size, default=None, metavar="H|HxW",
+                        help="output size (adaptive pooling; no default: required there)")
     derive.add_argument("--no-bias", action="store_true", help="conv2d or dense without a bias")
     derive.add_argument("--values", type=values, default=None, metavar="ROWS",
                         help="numeric input in row-major order, rows separated by ';' (e.g. '1,5,4;9,2,1;6,3,2'); "
@@ -71,6 +73,7 @@ def run_derive(args) -> int:
         dilation=1 if args.dilation is None else args.dilation,
         batch=args.batch,
         bias=not args.no_bias,
+        settings={} if args.output is None else {"output": args.output},
     )
     output_format = chosen_format(args)
     values = None

@@ -200,6 +200,7 @@ _OPTION_OF_FIELD = {
     "padding": "--padding",
     "dilation": "--dilation",
     "batch": "--batch",
+    "output": "--output",
     "values": "--values",
     "entry": "--entry",
     "wrt": "--wrt",

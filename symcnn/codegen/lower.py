@@ -40,7 +40,7 @@ from symcnn.codegen.kernel_ir import Kernel, Loop, Reduction, Term
 from symcnn.codegen.invariants import Precomputer, factor_sums
 from symcnn.codegen.backends.numba_cpu.lanes import lanes_schedule
 from symcnn.codegen.rewrites import (fold_bound, integer_indices, padding_conditions, shifted_exponential_sum,
-                                     switch_test)
+                                     switch_test, window_offset)
 from symcnn.views.formula import FormulaView
 from symcnn.printing.nodes import Assign, Guard
 from symcnn.printing.numba import NumbaPrinter
@@ -101,9 +101,8 @@ class _Lowering:
         return self.printer.doprint(integer_indices(sympy.sympify(expr)))
 
     def loop(self, variable, low, high, parallel=False) -> Loop:
-        if low != 0:
-            raise ValueError(f"loop over {variable} starts at {low}, not 0")
-        return Loop(self.printer.doprint(variable), self.code(high + 1), parallel)
+        """The loop ``low <= variable <= high``: its bounds may depend on outer loops (an adaptive window)."""
+        return Loop(self.printer.doprint(variable), self.code(high + 1), parallel, self.code(low))
 
     def array(self, name: str) -> IndexedBase:
         """An array of the generated code, printed by ``name`` (an output, or a kernel's own)."""
@@ -173,7 +172,7 @@ class _Lowering:
             body = self.precomputer.replace(body, {limit[0] for limit in term.limits})
         body = self.hoist(body, reductions)
         conditions = list(term.conditions) + padding_conditions(body, self.padded)
-        bounds = {var: [sympy.S.Zero, high + 1] for var, low, high in term.limits}
+        bounds = {var: [low, high + 1] for var, low, high in term.limits}
         order = [limit[0] for limit in term.limits]
         remaining = []
         for condition in conditions:
@@ -233,6 +232,8 @@ def _summation(lowering: _Lowering, indices, shape, batch, terms, output_name: s
     loops = _output_loops(lowering, indices, shape, batch)
     tiled = (len(indices) >= 3 and all(size.is_Integer and size >= MIN_TILE_EXTENT for size in shape[-2:])
              and any(term.limits for term in terms)
+             and not any((low.free_symbols | high.free_symbols) & set(indices[-2:])  # windows that follow the
+                         for term in terms for _, low, high in term.limits)  # tile's indices: no interchange
              and not any(limit[2] + 1 == batch or limit[2].has(batch) for term in terms for limit in term.limits)
              and not any(condition.has(sympy.Mod) for term in terms for condition in term.conditions))
     if not tiled:
@@ -263,7 +264,7 @@ def _window_max(lowering: _Lowering, maximum: MaxOver) -> dict:
     maximum so far starts at ``maximum``'s identity, and a window value replaces it by the formula's
     tie rule, recording its offset in the window (the switch)."""
     limits = maximum.limits
-    offset = limits[0][0] * (limits[1][2] + 1) + limits[1][0]  # u*K_w + v
+    offset = window_offset(maximum.variables, limits)  # u*K_w + v
     return {"window": tuple(lowering.loop(*limit) for limit in limits),
             "window_value": lowering.code(maximum.function),
             "window_offset": lowering.code(offset),
@@ -421,8 +422,15 @@ def _forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict, p
                   batch_from="x", reshape_of=reshape_of, precomputed=tuple(precomputed), **schedule)
 
 
-def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, stride=None,
-                     prefix: str = "") -> Kernel:
+def _switch_tests(body: Expr, switch: IndexedBase, forward: ops.IndexFormula) -> Expr:
+    """Each routing indicator of ``body`` as a test of the argmax offset that the forward kernel
+    recorded in ``switch`` for the forward's window (its one ``MaxOver``)."""
+    (window,) = forward.rhs.atoms(MaxOver)
+    return body.replace(lambda node: isinstance(node, FirstArgmax), lambda node: sympy.Piecewise(
+        (1, switch_test(node, switch, window, forward.indices)), (0, True)))
+
+
+def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, prefix: str = "") -> Kernel:
     concrete = gradient.substitute(values)
     batch = _batch_symbol(gradient.forward)
     switch = IndexedBase("switch")
@@ -432,8 +440,7 @@ def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, 
     for term in concrete.terms:
         body = term.body
         if body.has(FirstArgmax):
-            body = body.replace(lambda node: isinstance(node, FirstArgmax),
-                                lambda node: sympy.Piecewise((1, switch_test(node, switch, stride)), (0, True)))
+            body = _switch_tests(body, switch, concrete.forward)
         terms.append(factor_sums(GatherTerm(term.limits, term.conditions, body)))
     role = gradient.gradient.role
     precomputed = lowering.precompute_invariants(concrete.indices, concrete.gradient.shape).arrays
@@ -464,11 +471,10 @@ def layer_kernels(layer: LayerSpec) -> list[Kernel]:
         prefix = EVALUATION_PREFIX if mode == "evaluation" else ""
         formula, values = layer_formula(layer, mode)
         kernels.append(_forward_kernel(layer, formula, values, prefix))
-        stride = layer.settings.get("stride")
         for tensor in formula.operands:
             if tensor.role in ("input", "weight", "bias"):
                 gradient = derive_gradient(formula, tensor.role)
-                kernels.append(_gradient_kernel(layer, gradient, values, stride, prefix))
+                kernels.append(_gradient_kernel(layer, gradient, values, prefix))
     return kernels
 
 

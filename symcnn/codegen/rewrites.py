@@ -30,34 +30,45 @@ from sympy import Expr, Indexed, IndexedBase, Sum, Symbol
 from symcnn.printing.nodes import FloorDiv
 from symcnn.symbolic.functions import FirstArgmax, MaxOver
 
-__all__ = ["integer_index", "integer_indices", "padding_conditions", "fold_bound", "switch_test",
+__all__ = ["integer_index", "integer_indices", "padding_conditions", "fold_bound", "window_offset", "switch_test",
            "shifted_exponential_sum"]
 
 
 def integer_index(expr: Expr) -> Expr:
-    """An integer-valued index with rational coefficients as a floor division (exact by its conditions)."""
+    """An integer-valued index with rational coefficients as a floor division (exact by its conditions);
+    ``floor(a/b)`` and ``ceiling(a/b)`` of an integer ``a`` and a positive integer ``b`` as the floor
+    divisions ``a // b`` and ``(a + b - 1) // b`` (an adaptive window's bounds), in integers."""
     expr = sympy.sympify(expr)
-    if isinstance(expr, sympy.floor):
+    if isinstance(expr, (sympy.floor, sympy.ceiling)):
         numerator, denominator = sympy.fraction(sympy.together(expr.args[0]))
-        return FloorDiv(integer_index(numerator), denominator) if denominator != 1 else integer_index(numerator)
+        if denominator == 1:
+            return integer_index(numerator)
+        if isinstance(expr, sympy.floor):
+            return FloorDiv(integer_index(numerator), denominator)
+        if not (denominator.is_Integer and denominator > 0):
+            return expr  # no exact integer form known: left to the printer
+        return FloorDiv(integer_index(sympy.expand(numerator + denominator - 1)), denominator)
     if isinstance(expr, sympy.Mod):
         return sympy.Mod(integer_index(expr.args[0]), expr.args[1], evaluate=False)
     if isinstance(expr, (sympy.Add, sympy.Mul)):
         numerator, denominator = sympy.fraction(sympy.together(expr))
         if denominator != 1 and denominator.is_Integer:
             return FloorDiv(sympy.expand(numerator), denominator)
-        if any(arg.has(sympy.floor, sympy.Mod) for arg in expr.args):
+        if any(arg.has(sympy.floor, sympy.ceiling, sympy.Mod) for arg in expr.args):
             return expr.func(*[integer_index(arg) for arg in expr.args], evaluate=False)
     return expr
 
 
 def integer_indices(expr: Expr) -> Expr:
-    """Every array index and every comparison in ``expr`` with integer arithmetic."""
+    """Every array index, every comparison of indices and every ``floor`` or ``ceiling`` in ``expr``
+    with integer arithmetic."""
     def rewrite(node):
         if isinstance(node, Indexed):
             return node.base[tuple(integer_index(index) for index in node.indices)]
         if isinstance(node, sympy.Rel) and not any(isinstance(a, Indexed) or a.has(Indexed) for a in node.args):
             return node.func(integer_index(node.lhs), integer_index(node.rhs), evaluate=False)
+        if isinstance(node, (sympy.floor, sympy.ceiling)):
+            return integer_index(node)
         return None
 
     return _replace(expr, rewrite)
@@ -93,18 +104,47 @@ def padding_conditions(expr: Expr, padded: Mapping[IndexedBase, tuple]) -> list:
     return conditions
 
 
-def switch_test(node: FirstArgmax, switch: IndexedBase, stride: tuple) -> Expr:
-    """``[(u, v) = first argmax of window (i, j)]`` as ``switch[n, c, i, j] == u*K_w + v``."""
-    read = next(iter(node.function.atoms(Indexed)))
-    window_variables = [limit[0] for limit in node.limits]
-    extents = [limit[2] - limit[1] + 1 for limit in node.limits]
-    leading = list(read.indices[:-2])
-    window_origin = []
-    for axis, step in zip((-2, -1), stride):
-        start = read.indices[axis].xreplace({variable: 0 for variable in window_variables})
-        window_origin.append(start / step)
-    offset = node.position[0] * extents[1] + node.position[1]
-    return sympy.Eq(switch[tuple(leading + window_origin)], offset, evaluate=False)
+def window_offset(position, limits) -> Expr:
+    """The row-major offset of ``position`` in the window ``limits``, from its first element: ``u*K_w + v``
+    for a pool's window from 0, ``(k - k_0)*(l_1 - l_0 + 1) + l - l_0`` for one from ``(k_0, l_0)`` to
+    ``(k_1, l_1)`` (an adaptive window). The forward kernel records it as the switch; the gradient tests it.
+
+    >>> u, v = sympy.symbols("u v", integer=True, nonnegative=True)
+    >>> window_offset((u, v), ((u, 0, 1), (v, 0, 2)))
+    3*u + v
+    """
+    offset, extent = sympy.S.Zero, sympy.S.One
+    for coordinate, (_, low, high) in reversed(list(zip(position, limits))):
+        offset += (coordinate - low) * extent
+        extent *= high - low + 1
+    return offset
+
+
+def switch_test(node: FirstArgmax, switch: IndexedBase, window: MaxOver, indices) -> Expr:
+    """``[(u, v) = first argmax of window (i, j)]`` as ``switch[n, c, i, j] == u*K_w + v``.
+
+    ``window`` is the forward's ``MaxOver`` at output ``indices``; the output position whose window
+    ``node`` scans (``(k - u)/s_h`` for a pool, ``i`` itself for an adaptive pool) is solved by matching
+    the two windows' reads and bounds, and checked: a window that matches no output is an error.
+    """
+    renamed = window.xreplace({var: limit[0] for (var, _, _), limit in zip(window.limits, node.limits)})
+    pairs = list(zip(renamed.function.atoms(Indexed).pop().indices, node.function.atoms(Indexed).pop().indices))
+    pairs += [pair for mine, theirs in zip(renamed.limits, node.limits) for pair in zip(mine[1:], theirs[1:])]
+    position = {}
+    for expected, actual in pairs:
+        difference = sympy.expand(expected.xreplace(position) - actual)
+        unknown = [index for index in indices if index not in position and difference.has(index)]
+        if len(unknown) == 1 and not difference.has(sympy.floor, sympy.ceiling) and sympy.Poly(
+                difference, unknown[0]).degree() == 1:
+            coefficient = difference.coeff(unknown[0])
+            position[unknown[0]] = -(difference - coefficient * unknown[0]) / coefficient
+    matched = renamed.xreplace(position)
+    if any(sympy.expand(mine - theirs) != 0 for mine, theirs in zip(
+            (matched.function, *[bound for limit in matched.limits for bound in limit[1:]]),
+            (node.function, *[bound for limit in node.limits for bound in limit[1:]]))):
+        raise ValueError(f"no output of the forward pass has the window of {node}")
+    origin = tuple(position.get(index, index) for index in indices)
+    return sympy.Eq(switch[origin], window_offset(node.position, node.limits), evaluate=False)
 
 
 def shifted_exponential_sum(reduction: Expr, peak: Symbol) -> Optional[tuple[MaxOver, Sum]]:

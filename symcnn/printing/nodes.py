@@ -21,7 +21,7 @@ from sympy import Basic, Eq, Expr, Mod, Piecewise, Symbol
 from sympy.printing.precedence import PRECEDENCE
 
 __all__ = ["Iverson", "FloorDiv", "OrderedSum", "Assign", "Guard", "is_iverson", "divisibility", "ordered_conditions",
-           "HEIGHT_TWINS", "in_twin_order"]
+           "is_lower_bound", "HEIGHT_TWINS", "in_twin_order"]
 
 
 class Iverson(Expr):
@@ -46,6 +46,8 @@ class Iverson(Expr):
 class FloorDiv(Expr):
     """Integer division ``a // b`` of an index, exact where its conditions hold (code only)."""
 
+    is_commutative = True  # a number: a product prints it among the factors, a quotient's denominator as such
+
     def __new__(cls, numerator, denominator):
         return Expr.__new__(cls, sympy.sympify(numerator), sympy.sympify(denominator))
 
@@ -65,10 +67,24 @@ def divisibility(expr) -> tuple[Expr, Expr] | None:
     return None
 
 
+def is_lower_bound(condition) -> bool:
+    """Whether ``condition`` bounds an index from below: ``0 <= (k - u)/s``, or ``a <= k`` with the bare
+    index on the right (an adaptive window's ``floor(H_in*i/H_out) <= k``).
+
+    >>> from sympy import Le, floor, symbols
+    >>> k, i = symbols("k i", integer=True, nonnegative=True)
+    >>> is_lower_bound(Le(floor(5*i/3), k)), is_lower_bound(Le(k, 2*i + 1))
+    (True, False)
+    """
+    if not isinstance(condition, (sympy.LessThan, sympy.StrictLessThan)):
+        return isinstance(condition, sympy.Rel) and condition.lhs == 0
+    return condition.lhs == 0 or (condition.rhs.is_Symbol and not condition.lhs.is_Symbol)
+
+
 def _condition_kind(condition) -> int:
     if divisibility(condition) is not None:
         return 0
-    if isinstance(condition, sympy.Rel) and condition.lhs == 0:
+    if is_lower_bound(condition):
         return 1  # a lower bound, 0 <= index
     return 2
 

@@ -21,6 +21,8 @@ import sympy
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.pycode import PythonCodePrinter
 
+from symcnn.printing.nodes import FloorDiv
+
 __all__ = ["NumbaPrinter", "import_lines"]
 
 
@@ -40,6 +42,29 @@ class NumbaPrinter(PythonCodePrinter):
         super().__init__({"fully_qualified_modules": False, "strict": True})
         self.array_names = dict(array_names)
         self.symbol_names = {sympy.sympify(key): value for key, value in symbol_names.items() if key is not None}
+        self._divided_factors: frozenset = frozenset()  # the floor divisions of the product being printed
+
+    def _print_Mul(self, expr):
+        """A floor division as a factor in parentheses: ``-((5*i) // 3)``, ``2*(k // 3)`` (Python's
+        unary minus and ``*`` bind tighter than ``//``).
+
+        >>> from sympy import symbols
+        >>> from symcnn.printing.nodes import FloorDiv
+        >>> i = symbols("i", integer=True)
+        >>> NumbaPrinter({}).doprint(-FloorDiv(5*i, 3) + FloorDiv(5*i + 7, 3))
+        '-((5*i) // 3) + (5*i + 7) // 3'
+        """
+        outer = self._divided_factors
+        self._divided_factors = frozenset(arg for arg in expr.args if isinstance(arg, FloorDiv))
+        try:
+            return super()._print_Mul(expr)
+        finally:
+            self._divided_factors = outer
+
+    def parenthesize(self, item, level, strict=False):
+        if item in self._divided_factors:
+            return f"({self._print(item)})"
+        return super().parenthesize(item, level, strict)
 
     def _print_Indexed(self, expr):
         if expr.base not in self.array_names:

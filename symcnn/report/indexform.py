@@ -28,6 +28,7 @@ from sympy import Eq, Expr, Indexed, Mod
 
 from symcnn.symbolic.adjoint import GatherTerm, GradientFormula
 from symcnn.symbolic.ops import IndexFormula
+from symcnn.printing.nodes import is_lower_bound
 from symcnn.printing.text import OUT_SIZE_NAMES, readable
 from symcnn.report.mathtex import WIDTH, ReportPrinter, chunk_rows, visible_width
 
@@ -98,7 +99,7 @@ def _condition_rows(conditions, printer: ReportPrinter) -> list[Condition]:
             continue
         if not isinstance(condition, (sympy.LessThan, sympy.StrictLessThan)):
             other.append(condition)
-        elif condition.lhs.is_number:  # 0 <= i
+        elif condition.lhs.is_number or is_lower_bound(condition):  # 0 <= i, floor(H_in*i/H_out) <= k
             lower.setdefault(condition.rhs, condition)
         else:  # i <= H_out - 1
             upper.setdefault(condition.lhs, condition)
@@ -140,11 +141,11 @@ def _term_rows(lhs: str, first: bool, sign: str, term: str, conditions: list[Con
 
 
 def size_rows(formula: IndexFormula, display: Expr, printer: ReportPrinter) -> tuple[str, ...]:
-    """``H_out &= ...`` for each named output size that ``display`` mentions."""
+    """``H_out &= ...`` for each named output size that ``display`` mentions (and that is not a setting)."""
     rows = []
     for role, name in OUT_SIZE_NAMES.items():
         size = formula.parameters.get(role)
-        if size is not None and display.has(name):
+        if size is not None and size != name and display.has(name):
             rows.append(f"{printer.doprint(name)} &= {printer.doprint(size)}")
     return tuple(rows)
 

@@ -75,14 +75,19 @@ def _display_blocks(shown: FormulaDisplay) -> list:
     return blocks
 
 
-def _condition_items(shown: FormulaDisplay) -> Optional[Items]:
+def _condition_items(shown: FormulaDisplay, windows: bool = False) -> Optional[Items]:
+    """The conditions explained; ``windows``: they bound the element itself, to the windows the sum runs over."""
     divisible = [f"${c.latex}$" for c in shown.conditions if c.kind == "divisibility"]
     ranges = [f"${c.latex}$" for c in shown.conditions if c.kind == "range"]
     items = []
     if divisible:
         items.append(f"{' and '.join(divisible)}: the stride divides the offset, so that the solved index is a whole "
                      "number (document 000's condition).")
-    if ranges:
+    if ranges and windows:
+        items.append(f"{' and '.join(ranges)}: the element lies in the window of output $(i, j)$, so that the sum "
+                     "gathers the upstream gradient of every window that contains it (adaptive windows overlap where "
+                     "the output size does not divide the input size).")
+    elif ranges:
         items.append(f"{' and '.join(ranges)}: the solved index lies inside the output. Document 000 leaves this "
                      "condition out; without it the formula would read outside the upstream gradient.")
     return Items(tuple(items)) if items else None
@@ -116,12 +121,18 @@ def _gradient_section(op: str, role: str, settings: dict, printer: ReportPrinter
     gradient = general_formula(op, role, **settings).gradient if settings else general_gradient(op, role)
     shown = gradient_display(gradient, printer)
     blocks = _display_blocks(shown)
-    conditions = _condition_items(shown)
+    # conditions on the element's own indices (an adaptive window's), not on a solved output index
+    windows = any(isinstance(c, sympy.Rel) and set(c.args) & set(gradient.indices) for c in gradient.conditions)
+    conditions = _condition_items(shown, windows)
     if conditions is not None:
         blocks += [Prose("Conditions (an Iverson bracket $[\\cdot]$ is 1 where they hold, else 0):"), conditions]
-    if any(isinstance(node, FirstArgmax) for node in sympy.preorder_traversal(gradient.equation())):
-        blocks.append(Prose("$\\mathbf{1}[(u, v) = \\operatorname{argmax} \\ldots]$ is the routing indicator: 1 when "
-                            "the window element at offset $(u, v)$ is the window's first maximum."))
+    indicators = [node for node in sympy.preorder_traversal(gradient.equation()) if isinstance(node, FirstArgmax)]
+    if indicators:
+        position = ", ".join(printer.doprint(p) for p in indicators[0].position)
+        where = ("the window element at offset" if all(limit[1] == 0 for limit in indicators[0].limits)
+                 else "the input element")  # a window from 0 (a pool's), or from where its output puts it
+        blocks.append(Prose(f"$\\mathbf{{1}}[({position}) = \\operatorname{{argmax}} \\ldots]$ is the routing "
+                            f"indicator: 1 when {where} $({position})$ is the window's first maximum."))
     return Section(f"Gradient with respect to {_ROLE_TITLES[role]}", tuple(blocks))
 
 
@@ -159,6 +170,10 @@ def _instance_setup(op: str, settings: dict) -> Optional[tuple[dict, dict, str]]
         text = (f"input {size[0]}×{size[1]}, kernel {kernel[0]}×{kernel[1]}, stride {_pair_text(stride)}, "
                 f"padding {_pair_text(padding)}, dilation {_pair_text(dilation)}, one channel, with a bias")
         return arrays, parameters, text
+    if "output" in entry.keys():  # an adaptive pool: windows that overlap and differ in length
+        parameters = dict(zip(entry.setting("output").roles, (2, 3)))
+        text = "input 3×5 pooled to 2×3 (windows of 2 rows; of 2, 3 and 2 columns, overlapping)"
+        return {"input": symbol_array("x", (1, 1, 3, 5))}, parameters, text
     if "kernel" in entry.keys():  # a pooling window
         stride = pair(settings.get("stride") or kernel, "stride", 1)
         size = tuple(stride[a] + kernel[a] for a in range(2))

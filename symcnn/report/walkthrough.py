@@ -139,7 +139,7 @@ def _forward_layer(layer: LayerSpec, names: LayerNames, printer: ReportPrinter) 
     concrete = _renamed_formula(formula, _renaming(formula, layer, source, target)).substitute(values)
     text = registry.get(layer.kind).description or registry.get(layer.kind).title
     blocks = [Prose(f"{text[0].upper()}{text[1:]}:"), Display(forward_display(concrete, printer).rows)]
-    if "out_height" in formula.parameters:
+    if "out_height" in formula.parameters and not formula.parameters["out_height"].is_Symbol:  # a rule, not a setting
         size = formula.parameters["out_height"]
         used = ", ".join(f"${printer.doprint(symbol)} = {values[symbol]}$"
                          for symbol in sorted(size.free_symbols, key=sympy.default_sort_key))

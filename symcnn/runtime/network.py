@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import sys
 import threading
@@ -417,8 +418,9 @@ class Network:
             arrays["out"] = self._buffer(f"{layer.label}.out", (batch, *layer.output_shape), self.dtype)
             if "switch" in self.kernels.ARGUMENTS[f"{layer.label}_forward"]:
                 # the argmax offset within the window; the narrowest integer that holds it (measured:
-                # the pool's gradient kernel runs about 10x faster reading int8 than int64 or int32)
-                window = layer.settings["kernel"][0] * layer.settings["kernel"][1]
+                # the pool's gradient kernel runs about 10x faster reading int8 than int64 or int32).
+                # A window without a kernel setting (an adaptive pool's) lies within the image.
+                window = math.prod(layer.settings.get("kernel", layer.input_shape[1:]))
                 arrays["switch"] = self._buffer(
                     f"{layer.label}.switch", (batch, *layer.output_shape), np.int8 if window <= 127 else np.int32)
                 saved[layer.label] = {"switch": arrays["switch"]}

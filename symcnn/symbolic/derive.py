@@ -16,6 +16,7 @@ Example (document 002):
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass, field
@@ -235,7 +236,11 @@ class LayerConfig:
         formula, values = bind_layer(self.op, self.input_shape[1:], self._shape_settings(self.entry))
         if "batch" in formula.parameters:  # a reduction over the batch (batch norm's statistics)
             values[formula.parameters["batch"]] = self.batch
-        return math.prod(self.output_shape) * reduction_terms(formula.rhs.xreplace(values))
+        outputs = math.prod(self.output_shape)
+        if outputs > MAX_EXPANSION_TERMS:  # too large already: the windows need not be measured
+            return outputs
+        ranges = dict(zip(formula.indices, self.output_shape))
+        return outputs * reduction_terms(formula.rhs.xreplace(values), ranges)
 
     def _refuse_too_large(self) -> None:
         terms = self.expansion_terms
@@ -246,18 +251,37 @@ class LayerConfig:
             )
 
 
-def reduction_terms(expression: Expr) -> int:
+def reduction_terms(expression: Expr, index_ranges: Mapping[Symbol, int] = {}) -> int:
     """How many terms one output element's expansion reduces over (1 where nothing is reduced).
+
+    A range whose bounds depend on an output index (an adaptive window) counts its longest, over the
+    values of that index, ``index_ranges`` giving each index's number of values.
 
     >>> from symcnn.symbolic import ops
     >>> reduction_terms(ops.dense().rhs.xreplace({ops.F_in: 4}))
     4
+    >>> window = ops.adaptive_avgpool2d().rhs.xreplace({ops.H_in: 5, ops.H_out: 3, ops.W_in: 1, ops.W_out: 1})
+    >>> reduction_terms(window, {ops.i: 3, ops.j: 1})
+    3
     """
     if isinstance(expression, (sympy.Sum, MaxOver)):
-        length = math.prod(int(upper - lower + 1) for _, lower, upper in expression.limits)
+        length = math.prod(_longest(upper - lower + 1, index_ranges) for _, lower, upper in expression.limits)
         # a reduction nested in this one (a variance's mean) is expanded once per term
-        return (length * length if isinstance(expression, MaxOver) else length) * reduction_terms(expression.function)
-    return max((reduction_terms(arg) for arg in expression.args if isinstance(arg, sympy.Basic)), default=1)
+        inner = reduction_terms(expression.function, index_ranges)
+        return (length * length if isinstance(expression, MaxOver) else length) * inner
+    return max((reduction_terms(arg, index_ranges) for arg in expression.args if isinstance(arg, sympy.Basic)),
+               default=1)
+
+
+def _longest(length: Expr, index_ranges: Mapping[Symbol, int]) -> int:
+    """The largest value of a range's ``length`` over the output indices it depends on."""
+    if length.is_Integer:
+        return int(length)
+    indices = sorted(length.free_symbols, key=sympy.default_sort_key)
+    if not all(index in index_ranges for index in indices):
+        raise ValueError(f"configuration: a reduction's length {length} depends on {indices}, of no given range")
+    return max(int(length.xreplace(dict(zip(indices, point))))
+               for point in itertools.product(*(range(index_ranges[index]) for index in indices)))
 
 
 @dataclass(frozen=True)

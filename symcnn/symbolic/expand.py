@@ -59,6 +59,18 @@ def _unroll_first_argmax(node: FirstArgmax) -> Expr:
     return first_max_indicator(tuple(window), flat)
 
 
+def _windows_depend_on(expr: Expr, indices: set) -> bool:
+    """Whether a reduction's range in ``expr``, or a routing indicator's position, depends on one of
+    ``indices``: an adaptive window, whose bounds follow the output position."""
+    for node in sympy.preorder_traversal(expr):
+        if isinstance(node, FirstArgmax) and any(coordinate.free_symbols & indices for coordinate in node.position):
+            return True
+        if isinstance(node, (Sum, MaxOver, FirstArgmax)) and any(
+                (low.free_symbols | high.free_symbols) & indices for _, low, high in node.limits):
+            return True
+    return False
+
+
 def unroll(expr: Expr) -> Expr:
     """Expand every ``Sum`` and ``MaxOver`` with concrete limits into an ``Add`` / ``WindowMax``.
 
@@ -156,11 +168,14 @@ def evaluate(formula: IndexFormula, arrays: Mapping[str, Array], parameters: Map
         raise ValueError(f"{formula.op}: read of {element} outside the {tensor.role} tensor "
                          f"of shape {tuple(array.shape)}")
 
-    # Unroll once with the output indices still symbolic, then visit each output point.
-    body = unroll(concrete.rhs)
+    # Unroll once with the output indices still symbolic, then visit each output point; where a
+    # window's bounds depend on the output position (adaptive pooling), unroll at each point.
+    per_point = _windows_depend_on(concrete.rhs, set(concrete.indices))
+    body = concrete.rhs if per_point else unroll(concrete.rhs)
     elements = []
     for index in indices_of(out_shape):
         point = body.xreplace(dict(zip(concrete.indices, index)))
+        point = unroll(point) if per_point else point
         point = point.xreplace({read_node: read(read_node) for read_node in point.atoms(Indexed)})
         elements.append(point)
     if not out_shape:

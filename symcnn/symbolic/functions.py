@@ -167,8 +167,23 @@ class MaxOver(Expr):
         return sympy.Sum(indicator * sympy.diff(self.function, symbol), *self.limits)
 
     def _sympystr(self, printer) -> str:
-        variables = ", ".join(printer._print(var) for var in self.variables)
-        return f"max_{{{variables}}}({printer._print(self.function)})"
+        return f"max_{{{_window_text(self.limits, printer)}}}({printer._print(self.function)})"
+
+
+def _window_text(limits, printer) -> str:
+    """A window's variables, ``u, v`` for windows from 0 (a pool's, ``K`` long), with their ranges
+    ``k=a..b, l=c..d`` (as a ``Sum`` prints them) where a window starts elsewhere (an adaptive pool's)."""
+    if all(low == 0 for _, low, _ in limits):
+        return ", ".join(printer._print(limit[0]) for limit in limits)
+    return ", ".join(f"{printer._print(v)}={printer._print(low)}..{printer._print(high)}" for v, low, high in limits)
+
+
+def _window_latex(limits, printer) -> str:
+    """:func:`_window_text` in LaTeX: the variables, or a ``\\substack`` of their ranges."""
+    if all(low == 0 for _, low, _ in limits):
+        return ", ".join(printer._print(limit[0]) for limit in limits)
+    return r"\substack{%s}" % r"\\".join(r"%s \leq %s \leq %s" % tuple(printer._print(part) for part in (low, v, high))
+                                       for v, low, high in limits)
 
 
 def _free_symbols_of_reduction(function: Expr, limits) -> set:
@@ -218,14 +233,12 @@ class FirstArgmax(Expr):
 
     def _sympystr(self, printer) -> str:
         position = ", ".join(printer._print(p) for p in self.position)
-        variables = ", ".join(printer._print(limit[0]) for limit in self.limits)
-        return f"[({position}) = first argmax_{{{variables}}} {printer._print(self.function)}]"
+        return f"[({position}) = first argmax_{{{_window_text(self.limits, printer)}}} {printer._print(self.function)}]"
 
     def _latex(self, printer) -> str:
         position = ", ".join(printer._print(p) for p in self.position)
-        variables = ", ".join(printer._print(limit[0]) for limit in self.limits)
         return (r"\mathbf{1}\left[(%s) = \operatorname{argmax}_{%s} %s\right]"
-                % (position, variables, printer._print(self.function)))
+                % (position, _window_latex(self.limits, printer), printer._print(self.function)))
 
 
 def reduction_identity(reduction: type) -> Expr:

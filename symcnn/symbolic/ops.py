@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
 import sympy
-from sympy import Eq, Expr, IndexedBase, Sum, Symbol, floor
+from sympy import Eq, Expr, IndexedBase, Sum, Symbol, ceiling, floor
 
 from symcnn.symbolic.functions import MaxOver, elu as elu_function, leaky_relu as leaky_relu_function
 from symcnn.symbolic.functions import relu as relu_function
@@ -34,6 +34,9 @@ __all__ = [
     "maxpool2d",
     "avgpool2d",
     "global_avgpool",
+    "adaptive_window",
+    "adaptive_avgpool2d",
+    "adaptive_maxpool2d",
     "flatten",
     "dense",
     "elementwise",
@@ -73,6 +76,7 @@ s_h, s_w = _size("s_h"), _size("s_w")
 p_h, p_w = _offset("p_h"), _offset("p_w")
 d_h, d_w = _size("d_h"), _size("d_w")
 F_in, F_out = _size("F_in"), _size("F_out")  # dense layer features
+H_out, W_out = _size("H_out"), _size("W_out")  # an adaptive pool's output size, a setting
 
 # Index variables.
 n, c, c_in, c_out = _index("n"), _index("c"), _index("c_in"), _index("c_out")
@@ -249,6 +253,51 @@ def global_avgpool() -> IndexFormula:
         operands=(Tensor("input", X, (N, C_in, H_in, W_in)),),
         parameters={"batch": N, "in_channels": C_in, "in_height": H_in, "in_width": W_in},
     )
+
+
+def adaptive_window(index: Expr, size: Expr, out: Expr) -> tuple[Expr, Expr]:
+    """The first and last input position of output ``index``'s window when ``size`` positions pool to
+    ``out``: ``floor(index*size/out)`` and ``ceiling((index + 1)*size/out) - 1`` (PyTorch's windows).
+    Where ``out`` does not divide ``size`` the windows differ in length and may overlap.
+
+    >>> [adaptive_window(index, 5, 3) for index in range(3)]
+    [(0, 1), (1, 3), (3, 4)]
+    """
+    return floor(index * size / out), ceiling((index + 1) * size / out) - 1
+
+
+def _adaptive(op: str, reduce: Callable[..., Expr]) -> IndexFormula:
+    """An adaptive pool: ``reduce(element, rows, columns)`` over output ``(i, j)``'s window, whose
+    bounds depend on ``i`` and ``j``."""
+    rows = (k, *adaptive_window(i, H_in, H_out))
+    columns = (l, *adaptive_window(j, W_in, W_out))
+    shape = (N, C_in, H_in, W_in)
+    return IndexFormula(
+        op=op,
+        output=Tensor("output", Y, (N, C_in, H_out, W_out)),
+        indices=(n, c, i, j),
+        rhs=reduce(X[n, c, k, l], rows, columns),
+        operands=(Tensor("input", X, shape),),
+        parameters={"batch": N, "in_channels": C_in, "in_height": H_in, "in_width": W_in,
+                    "out_height": H_out, "out_width": W_out},
+    )
+
+
+def _window_length(limit: tuple) -> Expr:
+    return limit[2] - limit[1] + 1
+
+
+def adaptive_avgpool2d() -> IndexFormula:
+    """``Y[n, c, i, j]`` = the mean of ``X[n, c, k, l]`` over ``floor(i*H_in/H_out) <= k <=
+    ceiling((i + 1)*H_in/H_out) - 1`` and likewise ``l`` (PyTorch's ``AdaptiveAvgPool2d``)."""
+    return _adaptive("adaptive_avgpool2d", lambda element, rows, columns:
+                     Sum(element, rows, columns) / (_window_length(rows) * _window_length(columns)))
+
+
+def adaptive_maxpool2d() -> IndexFormula:
+    """``Y[n, c, i, j]`` = the maximum of ``X[n, c, k, l]`` over the adaptive window of ``(i, j)``
+    (:func:`adaptive_avgpool2d`'s); a tie routes the gradient to the first maximum in row-major order."""
+    return _adaptive("adaptive_maxpool2d", lambda element, rows, columns: MaxOver(element, rows, columns))
 
 
 def flatten() -> IndexFormula:

@@ -106,11 +106,12 @@ class FormulaView(LatexDisplay):
         return "\n".join(lines)
 
     def _named_sizes(self, display):
-        """The output sizes the display names (``H_out``), with their expressions."""
+        """The output sizes the display names (``H_out``), with their expressions (not one that is a
+        setting: an adaptive pool's ``H_out``)."""
         sizes = []
         for role, name in OUT_SIZE_NAMES.items():
             size = self.forward.parameters.get(role)
-            if size is not None and display.has(name):
+            if size is not None and size != name and display.has(name):
                 sizes.append((name, size))
         return sizes
 

@@ -24,6 +24,7 @@ from typing import Mapping
 import sympy
 from sympy import Symbol
 
+from symcnn import registry
 from symcnn.checking.index.plan import Plan
 from symcnn.checking.index.vocabulary import (CLASSIFIER_OPS, CONVOLUTION_OPS, DENSE_OPS, ELEMENTWISE_OPS,
                                               PARAMETER_DISPLAY, SPATIAL_OPS)
@@ -149,7 +150,15 @@ def _candidates(op: str, mentioned: set, fixed: Mapping[str, int], parameter_onl
     if op in CLASSIFIER_OPS or op in ELEMENTWISE_OPS and "in_features" in mentioned:
         return [dict(batch=n, in_features=f) for n, f in itertools.product([1, 2], [2, 3, 4])]
     shapes = [(1, 1, 2, 2), (1, 1, 3, 2), (1, 2, 2, 3), (2, 2, 3, 2)]
-    return [dict(batch=n, in_channels=c, in_height=h, in_width=w) for n, c, h, w in shapes]
+    result = [dict(batch=n, in_channels=c, in_height=h, in_width=w) for n, c, h, w in shapes]
+    if any(setting.roles == _OUT_SIZE for setting in registry.get(op).settings):  # an adaptive pool's output size
+        result = [dict(config, out_height=out_height, out_width=out_width) for config in result
+                  for out_height in range(1, config["in_height"] + 1) for out_width in range(1, config["in_width"] + 1)]
+    return result
+
+
+#: The roles of an output size that is a setting (an adaptive pool's): searched from 1 to the input's size.
+_OUT_SIZE = ("out_height", "out_width")
 
 
 def _cost(config: Mapping[str, int]) -> tuple:
@@ -170,8 +179,9 @@ def expansion_terms(plan: Plan, config: Mapping[str, int]) -> int:
     each reduces over."""
     bindings = {value: sympy.Integer(config[role]) for role, value in plan.forward.parameters.items()
                 if isinstance(value, Symbol) and role in config}
-    outputs = math.prod(int(sympy.sympify(size).xreplace(bindings)) for size in plan.forward.output.shape)
-    return outputs * reduction_terms(plan.forward.rhs.xreplace(bindings))
+    sizes = [int(sympy.sympify(size).xreplace(bindings)) for size in plan.forward.output.shape]
+    ranges = dict(zip(plan.forward.indices, sizes))  # an adaptive window's length follows the output index
+    return math.prod(sizes) * reduction_terms(plan.forward.rhs.xreplace(bindings), ranges)
 
 
 def describe(op: str, config: Mapping[str, int]) -> str:
@@ -182,6 +192,8 @@ def describe(op: str, config: Mapping[str, int]) -> str:
             parts.append(f"{PARAMETER_DISPLAY[role]}={config[role]}")
     if "in_height" in config:
         parts.append(f"input {config['in_height']}x{config['in_width']}")
+    if "out_height" in config:  # an output size that is a setting
+        parts.append(f"output {config['out_height']}x{config['out_width']}")
     for name, height, width in (("kernel", "kernel_height", "kernel_width"), ("stride", "stride_h", "stride_w"),
                                 ("padding", "padding_h", "padding_w"), ("dilation", "dilation_h", "dilation_w")):
         if height in config:
