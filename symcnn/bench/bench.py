@@ -178,7 +178,10 @@ def torch_model(spec: NetworkSpec, params: dict):
         s = layer.settings
         if layer.kind == "conv2d":
             module = torch.nn.Conv2d(layer.input_shape[0], s["out_channels"], s["kernel"], s["stride"],
-                                     s["padding"], s["dilation"], bias=s["bias"])
+                                     s["padding"], s["dilation"], groups=s.get("groups", 1), bias=s["bias"])
+        elif layer.kind == "conv_transpose2d":
+            module = torch.nn.ConvTranspose2d(layer.input_shape[0], s["out_channels"], s["kernel"], s["stride"],
+                                              s["padding"], s["output_padding"], bias=s["bias"], dilation=s["dilation"])
         elif layer.kind == "dense":
             module = torch.nn.Linear(layer.input_shape[0], s["out_features"], bias=s["bias"])
         elif layer.kind == "relu":

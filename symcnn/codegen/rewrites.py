@@ -52,8 +52,11 @@ def integer_index(expr: Expr) -> Expr:
 
 
 def integer_indices(expr: Expr) -> Expr:
-    """Every array index and every comparison in ``expr`` with integer arithmetic."""
+    """Every array index, every comparison and every ``floor`` (a loop bound folded from a grouped
+    convolution's channel condition) in ``expr`` with integer arithmetic."""
     def rewrite(node):
+        if isinstance(node, sympy.floor):
+            return integer_index(node)
         if isinstance(node, Indexed):
             return node.base[tuple(integer_index(index) for index in node.indices)]
         if isinstance(node, sympy.Rel) and not any(isinstance(a, Indexed) or a.has(Indexed) for a in node.args):

@@ -21,6 +21,8 @@ import sympy
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.pycode import PythonCodePrinter
 
+from symcnn.printing.nodes import FloorDiv
+
 __all__ = ["NumbaPrinter", "import_lines"]
 
 
@@ -58,6 +60,28 @@ class NumbaPrinter(PythonCodePrinter):
     def _print_FloorDiv(self, expr):
         numerator, denominator = expr.args
         return f"({self._print(numerator)}) // {self._print(denominator)}"
+
+    def _print_Mul(self, expr):
+        """A product with a floor division in parentheses: ``2*((c_out) // 3)``; Python reads
+        ``2*(c_out) // 3`` as ``(2*c_out) // 3``.
+
+        >>> from sympy import Mul, symbols
+        >>> from symcnn.printing.nodes import FloorDiv
+        >>> c = symbols("c")
+        >>> NumbaPrinter({}).doprint(Mul(2, FloorDiv(c, 3), evaluate=False))
+        '2*((c) // 3)'
+        >>> NumbaPrinter({}).doprint(4 + Mul(-2, FloorDiv(c, 3), evaluate=False))
+        '4 - 2*((c) // 3)'
+        """
+        if not any(isinstance(factor, FloorDiv) for factor in expr.args):
+            return super()._print_Mul(expr)
+        factors, sign = list(expr.args), ""
+        if factors[0].is_Number and factors[0] < 0:  # printed "-2*(...)": an Add prints it "- 2*(...)"
+            sign, factors[0] = "-", -factors[0]
+        factors = [factor for factor in factors if factor != 1]
+        level = PRECEDENCE["Mul"]
+        return sign + "*".join(f"({self._print(factor)})" if isinstance(factor, FloorDiv)
+                               else self.parenthesize(factor, level) for factor in factors)
 
     def _print_Rational(self, expr):
         return f"{expr.p}/{expr.q}" if expr.q != 1 else str(expr.p)
