@@ -78,13 +78,43 @@ def chosen_format(args: argparse.Namespace) -> str:
     return args.format or ("latex" if args.standalone else "text")
 
 
-def refuse_options_the_op_lacks(args, entry) -> None:
-    """``symcnn derive``: an option the op has no setting for is refused, not silently ignored
-    (flatten has no stride); ``entry`` is the op's registry entry."""
-    for option, settings, given in (("--kernel", ("kernel",), args.kernel != (2, 2)),
-                                    ("--stride", ("stride",), args.stride is not None),
-                                    ("--channels-out", ("out_channels", "out_features"), args.channels_out != 1),
-                                    ("--no-bias", ("bias",), args.no_bias)):
-        if given and not set(settings) & set(entry.keys()):
+#: ``symcnn derive``'s options for settings of a few ops, passed as the op's ``settings`` (LayerConfig's
+#: fields cover the others): option -> (setting, metavar, help).
+SETTING_OPTIONS = {
+    "--groups": ("groups", "G", "conv2d: channel groups, dividing --channels-in and --channels-out "
+                                "(--groups C_in: depthwise); default 1"),
+    "--output-padding": ("output_padding", "A|AHxAW", "conv_transpose2d: rows and columns added at the end "
+                                                      "of the output, below the stride or the dilation; default 0"),
+}
+
+#: The option of each of those settings, for error messages (``groups: ...`` as ``--groups: ...``).
+OPTION_OF_SETTING = {setting: option for option, (setting, _, _) in SETTING_OPTIONS.items()}
+
+
+def add_setting_options(command: argparse.ArgumentParser, size, count) -> None:
+    """``--groups`` (a whole number, parsed by ``count``) and ``--output-padding`` (``A`` or ``AHxAW``,
+    parsed by ``size``): the :data:`SETTING_OPTIONS`."""
+    for option, (setting, metavar, text) in SETTING_OPTIONS.items():
+        command.add_argument(option, type=count if setting == "groups" else size, default=None, metavar=metavar,
+                             help=text)
+
+
+def derive_settings(args) -> dict:
+    """``symcnn derive``: the op's :data:`SETTING_OPTIONS` settings given, once every option the op has
+    no setting for is refused, not silently ignored (flatten has no stride; conv2d no output padding)."""
+    from symcnn import registry
+
+    entry = registry.get(args.op)
+    if 3 not in entry.inputs and isinstance(args.input, tuple):
+        raise ValueError(f"--input: {args.op} takes the number of input features, like --input 4")
+    given = {option: getattr(args, setting) for option, (setting, _, _) in SETTING_OPTIONS.items()}
+    for option, settings, used in (("--kernel", ("kernel",), args.kernel != (2, 2)),
+                                   ("--stride", ("stride",), args.stride is not None),
+                                   ("--channels-out", ("out_channels", "out_features"), args.channels_out != 1),
+                                   ("--no-bias", ("bias",), args.no_bias),
+                                   *((option, (SETTING_OPTIONS[option][0],), value is not None)
+                                     for option, value in given.items())):
+        if used and not set(settings) & set(entry.keys()):
             what = option.removeprefix("--").removeprefix("no-").replace("-", " ")
             raise ValueError(f"{option}: {args.op} takes no {what}")
+    return {SETTING_OPTIONS[option][0]: value for option, value in given.items() if value is not None}

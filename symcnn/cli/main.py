@@ -16,7 +16,8 @@ import sys
 from typing import Optional, Sequence
 
 from symcnn.cli.arguments import Parser as _Parser  # one-line errors, suggestions, defaults in the help
-from symcnn.cli.arguments import add_format_options, chosen_format, refuse_options_the_op_lacks
+from symcnn.cli.arguments import OPTION_OF_SETTING, add_format_options, add_setting_options, chosen_format
+from symcnn.cli.arguments import derive_settings
 from symcnn.cli.interrupt import MESSAGE, STATUS, interrupts_end_cleanly
 
 __all__ = ["main"]
@@ -68,6 +69,7 @@ def _add_derive(commands) -> None:
     derive.add_argument("--dilation", type=_size, default=1, metavar="D|DHxDW", help="dilation (conv2d); default 1")
     derive.add_argument("--batch", type=_count, default=1, metavar="N", help="batch size; default 1")
     derive.add_argument("--no-bias", action="store_true", help="conv2d or dense without a bias")
+    add_setting_options(derive, _size, _count)
     derive.add_argument("--values", type=_values, default=None, metavar="ROWS",
                         help="numeric input in row-major order, rows separated by ';' (e.g. '1,5,4;9,2,1;6,3,2'); "
                              "default: symbolic entries x00, x01, ...")
@@ -274,6 +276,7 @@ _OPTION_OF_FIELD = {
     "repeat": "--repeat",
     "against": "--against",
     "formula": "FORMULA",
+    **OPTION_OF_SETTING,
 }
 
 
@@ -287,12 +290,7 @@ def _run_derive(args) -> int:
     from symcnn.views import derivation as render
     from symcnn.symbolic.derive import LayerConfig, derive, parse_values
 
-    from symcnn import registry
-
-    entry = registry.get(args.op)
-    if 3 not in entry.inputs and isinstance(args.input, tuple):
-        raise ValueError(f"--input: {args.op} takes the number of input features, like --input 4")
-    refuse_options_the_op_lacks(args, entry)
+    settings = derive_settings(args)  # refuses an option the op lacks
     config = LayerConfig(
         op=args.op,
         input_size=args.input,
@@ -304,6 +302,7 @@ def _run_derive(args) -> int:
         dilation=args.dilation,
         batch=args.batch,
         bias=not args.no_bias,
+        settings=settings,
     )
     output_format = chosen_format(args)
     values = None
