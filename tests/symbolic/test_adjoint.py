@@ -221,7 +221,7 @@ def test_max_pool_gradient_routes_through_the_first_argmax_indicator():
 
 
 def test_every_op_has_a_gradient_for_each_differentiable_operand():
-    expected = {"conv2d": {"input", "weight", "bias"}, "dense": {"input", "weight", "bias"}}
+    expected = {op: {"input", "weight", "bias"} for op in ("conv2d", "conv_transpose2d", "dense")}
     for name, factory in FORMULA_OPS.items():
         roles = set(gradients_of(factory()))
         assert roles == expected.get(name, {"input"}), name
