@@ -337,3 +337,14 @@ def test_derive_takes_groups_and_output_padding(cli):
     assert "y100 = w100*x100" in out
     status, out, _ = cli("derive", "conv_transpose2d", "--input", "2x2", "--stride", "2", "--output-padding", "1")
     assert status == 0 and "-> output 1x1x5x5" in out.splitlines()[0] and "  y44 = b0" in out
+
+
+def test_the_checker_reads_conv_transpose2d_at_stride_one_as_the_full_convolution():
+    """symcnn check searches conv_transpose2d like any convolution (at output padding 0): at stride 1 it
+    is the 'full' convolution with the kernel flipped, X zero outside its shape; unflipped, it is wrong."""
+    from symcnn.checking.checker import check
+    from symcnn.checking.result import CheckOptions
+
+    options = CheckOptions(stride=1, padding=0, dilation=1, zero_outside=frozenset({"X"}))
+    assert check(r"Y_{i,j} = \sum_{m}\sum_{n} X_{i-m,j-n} W_{m,n}", "conv_transpose2d", options).correct
+    assert not check(r"Y_{i,j} = \sum_{m}\sum_{n} X_{i+m,j+n} W_{m,n}", "conv_transpose2d", options).correct
