@@ -29,7 +29,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Union
 
-from symcnn.validation import check_adaptive_output, check_window, integer, number, output_sizes, pair
+from symcnn import shapes
+from symcnn.validation import check_adaptive_output, integer, number, pair
 
 __all__ = ["REQUIRED", "MAX_SIZE", "Setting", "Op", "register", "unregister", "get", "names", "ops", "input_roles"]
 
@@ -279,7 +280,7 @@ def names(layer: Optional[bool] = None, parameterized: Optional[bool] = None, in
     parameters, accepting an input rank, with a setting ``has``.
 
     >>> names(parameterized=True)
-    ('conv2d', 'dense', 'batchnorm2d', 'layernorm')
+    ('conv2d', 'dense', 'conv_transpose2d', 'batchnorm2d', 'layernorm')
     """
     return tuple(op.name for op in ops(layer=layer, parameterized=parameterized, inputs=inputs, has=has))
 
@@ -311,6 +312,8 @@ def _in_words(value: Any) -> str:
 def _conv_phrase(settings: Mapping[str, Any]) -> str:
     text = (f"{settings['out_channels']} kernels {_in_words(settings['kernel'])}, "
             f"stride {_in_words(settings['stride'])}, padding {_in_words(settings['padding'])}")
+    text += f", output padding {_in_words(settings['output_padding'])}" if "output_padding" in settings else ""
+    text += f", {settings['groups']} groups" if settings.get("groups", 1) != 1 else ""
     return text + (f", dilation {_in_words(settings['dilation'])}" if settings["dilation"] != (1, 1) else "")
 
 
@@ -322,40 +325,10 @@ def _alpha_phrase(settings: Mapping[str, Any]) -> str:
     return f"alpha = {settings['alpha']}"
 
 
-# --- shapes of the built-in ops (integers only: no SymPy here) --------------------------------
-
-def _window(settings: Mapping[str, Any]) -> tuple:
-    return (settings["kernel"], settings["stride"], settings.get("padding", (0, 0)), settings.get("dilation", (1, 1)))
-
-
-def _conv_output(input_shape: Shape, settings: Mapping[str, Any]) -> Shape:
-    kernel, stride, padding, dilation = _window(settings)
-    check_window(input_shape[1:], kernel, padding, dilation)
-    return (settings["out_channels"], *output_sizes(input_shape[1:], kernel, stride, padding, dilation))
-
-
-def _pool_output(input_shape: Shape, settings: Mapping[str, Any]) -> Shape:
-    kernel, stride, padding, dilation = _window(settings)
-    check_window(input_shape[1:], kernel, padding, dilation)
-    return (input_shape[0], *output_sizes(input_shape[1:], kernel, stride, padding, dilation))
-
-
-def _with_bias(weight: Shape, settings: Mapping[str, Any]) -> dict[str, Shape]:
-    shapes = {"weight": weight}
-    if settings["bias"]:
-        shapes["bias"] = (weight[0],)
-    return shapes
-
-
-def _conv_parameters(input_shape: Shape, settings: Mapping[str, Any]) -> dict[str, Shape]:
-    return _with_bias((settings["out_channels"], input_shape[0], *settings["kernel"]), settings)
-
-
-def _dense_parameters(input_shape: Shape, settings: Mapping[str, Any]) -> dict[str, Shape]:
-    return _with_bias((settings["out_features"], input_shape[0]), settings)
-
-
 _KERNEL = Setting("kernel", "pair", roles=("kernel_height", "kernel_width"), help="window size")
+_OUT_CHANNELS = Setting("out_channels", "count", roles=("out_channels",), help="output channels")
+_STRIDE = Setting("stride", "pair", default=1, roles=("stride_h", "stride_w"), help="step between windows")
+_DILATION = Setting("dilation", "pair", default=1, roles=("dilation_h", "dilation_w"), help="spacing of kernel taps")
 _BIAS = Setting("bias", "flag", default=True, option=True, help="whether the layer adds a learned bias")
 
 
@@ -373,14 +346,16 @@ _FORMULAS = "symcnn.symbolic.ops"
 register(Op(
     "conv2d", f"{_FORMULAS}:conv2d", "2-D convolution",
     settings=(
-        Setting("out_channels", "count", roles=("out_channels",), help="output channels"),
+        _OUT_CHANNELS,
         _KERNEL,
-        Setting("stride", "pair", default=1, roles=("stride_h", "stride_w"), help="step between windows"),
+        _STRIDE,
         Setting("padding", "pair", default=0, minimum=0, roles=("padding_h", "padding_w"), help="zero padding"),
-        Setting("dilation", "pair", default=1, roles=("dilation_h", "dilation_w"), help="spacing of kernel taps"),
+        _DILATION,
         _BIAS,
+        Setting("groups", "count", default=1, option=True,
+                help="channel groups (PyTorch's): each output channel reads the C_in/groups inputs of its group"),
     ),
-    output_shape=_conv_output, parameter_shapes=_conv_parameters,
+    output_shape=shapes.conv_output, parameter_shapes=shapes.conv_parameters,
     summary="a 2-D convolution as deep-learning frameworks compute it (cross-correlation), with stride, zero "
             "padding and dilation",
     description="a convolution (cross-correlation) over the zero-padded input",
@@ -395,7 +370,7 @@ register(Op(
 register(Op(
     "maxpool2d", f"{_FORMULAS}:maxpool2d", "max pooling",
     settings=(_KERNEL, _pool_stride("pooling")),
-    output_shape=_pool_output,
+    output_shape=shapes.pool_output,
     nondifferentiable="a tie routes the gradient to the first maximum of the window in row-major order",
     summary="max pooling over windows of the input; a tie routes the gradient to the first maximum in "
             "row-major order",
@@ -409,7 +384,7 @@ register(Op(
 register(Op(
     "avgpool2d", f"{_FORMULAS}:avgpool2d", "average pooling",
     settings=(_KERNEL, _pool_stride("pooling")),
-    output_shape=_pool_output,
+    output_shape=shapes.pool_output,
     summary="average pooling over windows of the input",
     description="average pooling",
     gradient_note="Average pooling spreads each upstream gradient evenly over its window.",
@@ -436,7 +411,7 @@ register(Op(
 register(Op(
     "dense", f"{_FORMULAS}:dense", "dense (fully connected)", inputs=(1,),
     settings=(Setting("out_features", "count", roles=("out_features",), help="output features"), _BIAS),
-    output_shape=lambda shape, settings: (settings["out_features"],), parameter_shapes=_dense_parameters,
+    output_shape=lambda shape, settings: (settings["out_features"],), parameter_shapes=shapes.dense_parameters,
     summary="a fully connected layer, weights of shape (out, in) (document 004)",
     description="a fully connected layer",
     gradient_note="The dense layer is linear: by the chain rule the bias gradient is the upstream gradient summed "
@@ -505,6 +480,30 @@ register(Op(
     summary="inverted dropout: in training each element is dropped with probability p and the others scaled by "
             "1/(1 − p); the identity in evaluation", description="dropout", letter="d",
     gradient_note="Dropout's gradient is the upstream gradient through the same mask, scaled by 1/(1 − p).",
+))
+register(Op(
+    "conv_transpose2d", f"{_FORMULAS}:conv_transpose2d", "2-D transposed convolution",
+    settings=(
+        _OUT_CHANNELS,
+        _KERNEL,
+        _STRIDE,
+        Setting("padding", "pair", default=0, minimum=0, roles=("padding_h", "padding_w"),
+                help="rows and columns cut from each side of the output (PyTorch's padding)"),
+        Setting("output_padding", "pair", default=0, minimum=0, roles=("output_padding_h", "output_padding_w"),
+                help="rows and columns added at the end of the output, which only the bias reaches"),
+        _DILATION,
+        _BIAS,
+    ),
+    output_shape=shapes.conv_transpose_output, parameter_shapes=shapes.conv_transpose_parameters,
+    summary="the transposed convolution (PyTorch's ConvTranspose2d), the adjoint of the convolution: each input "
+            "element spreads over a window of the output; weights (C_in, C_out, K_h, K_w)",
+    description="a transposed convolution (the adjoint of a convolution)",
+    gradient_note="The transposed convolution is linear in its weight, its bias and its input. Its input gradient is "
+                  "a convolution of the upstream gradient (the transposed convolution is the convolution's input "
+                  "gradient, so its own is the convolution), the weight gradient correlates the upstream gradient "
+                  "with the input where the taps land, and the bias sums the upstream gradient.",
+    letter="S",
+    phrase=_conv_phrase,
 ))
 register(Op(
     "softmax", f"{_FORMULAS}:softmax", "softmax", inputs=(1,), layer=False,

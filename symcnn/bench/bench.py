@@ -41,7 +41,11 @@ def forward_flops(spec: NetworkSpec) -> int:
         if layer.kind == "conv2d":
             channels_out, height, width = layer.output_shape
             kernel_h, kernel_w = layer.settings["kernel"]
-            total += 2 * channels_out * height * width * layer.input_shape[0] * kernel_h * kernel_w
+            channels_in = layer.input_shape[0] // layer.settings.get("groups", 1)  # each output reads its group's
+            total += 2 * channels_out * height * width * channels_in * kernel_h * kernel_w
+        elif layer.kind == "conv_transpose2d":  # each input element times a kernel of every output channel
+            kernel_h, kernel_w = layer.settings["kernel"]
+            total += 2 * int(np.prod(layer.input_shape)) * layer.output_shape[0] * kernel_h * kernel_w
         elif layer.kind == "dense":
             total += 2 * layer.output_shape[0] * layer.input_shape[0]
     return total
@@ -193,7 +197,10 @@ def torch_model(spec: NetworkSpec, params: dict, buffers: Optional[dict] = None,
         s = layer.settings
         if layer.kind == "conv2d":
             module = torch.nn.Conv2d(layer.input_shape[0], s["out_channels"], s["kernel"], s["stride"],
-                                     s["padding"], s["dilation"], bias=s["bias"])
+                                     s["padding"], s["dilation"], groups=s.get("groups", 1), bias=s["bias"])
+        elif layer.kind == "conv_transpose2d":
+            module = torch.nn.ConvTranspose2d(layer.input_shape[0], s["out_channels"], s["kernel"], s["stride"],
+                                              s["padding"], s["output_padding"], bias=s["bias"], dilation=s["dilation"])
         elif layer.kind == "dense":
             module = torch.nn.Linear(layer.input_shape[0], s["out_features"], bias=s["bias"])
         elif layer.kind == "relu":

@@ -1,7 +1,8 @@
 """The classic baseline: a spec's network in NumPy, convolutions as im2col + matrix multiply.
 
 What a careful engineer writes without a code generator: every convolution unfolded into columns
-and handed to BLAS, pooling by reshaping or by window loops over the kernel offsets. Float32 (or
+and handed to BLAS (a grouped one group by group), a transposed convolution scattered tap by tap,
+pooling by reshaping or by window loops over the kernel offsets. Float32 (or
 the parameters' dtype), batch-first NCHW, the same parameter names as :class:`symcnn.Network`.
 Dropout is inverted dropout, ``x * mask / (1 - p)``: a forward pass without masks is an evaluation
 pass (dropout is the identity); a training pass takes each dropout layer's mask by label, or draws
@@ -135,7 +136,13 @@ class NumpyNetwork:
     def _conv_forward(self, layer, x):
         weight = self.params[f"{layer.name}.weight"]
         columns = self._columns(layer, x)
-        out = np.matmul(weight.reshape(weight.shape[0], -1), columns)
+        groups = layer.settings.get("groups", 1)
+        if groups == 1:
+            out = np.matmul(weight.reshape(weight.shape[0], -1), columns)
+        else:  # each group's outputs from its own channels' columns (the columns are channel-major)
+            grouped = columns.reshape(x.shape[0], groups, -1, columns.shape[-1])
+            out = np.einsum("gok,ngkp->ngop", weight.reshape(groups, weight.shape[0] // groups, -1), grouped)
+            out = out.reshape(x.shape[0], weight.shape[0], -1)
         if f"{layer.name}.bias" in self.params:
             out += self.params[f"{layer.name}.bias"][None, :, None]
         return out.reshape(x.shape[0], *layer.output_shape), columns
@@ -144,10 +151,18 @@ class NumpyNetwork:
         weight = self.params[f"{layer.name}.weight"]
         batch = x.shape[0]
         grad_matrix = grad_out.reshape(batch, weight.shape[0], -1)
-        grads[f"{layer.name}.weight"] = np.einsum("nop,nkp->ok", grad_matrix, columns).reshape(weight.shape)
         if f"{layer.name}.bias" in self.params:
             grads[f"{layer.name}.bias"] = grad_matrix.sum(axis=(0, 2))
-        grad_columns = np.matmul(weight.reshape(weight.shape[0], -1).T, grad_matrix)  # (N, C*K*K, P)
+        groups = layer.settings.get("groups", 1)
+        if groups == 1:
+            grads[f"{layer.name}.weight"] = np.einsum("nop,nkp->ok", grad_matrix, columns).reshape(weight.shape)
+            grad_columns = np.matmul(weight.reshape(weight.shape[0], -1).T, grad_matrix)  # (N, C*K*K, P)
+        else:
+            grouped_grad = grad_matrix.reshape(batch, groups, -1, grad_matrix.shape[-1])
+            grouped = columns.reshape(batch, groups, -1, columns.shape[-1])
+            grads[f"{layer.name}.weight"] = np.einsum("ngop,ngkp->gok", grouped_grad, grouped).reshape(weight.shape)
+            grouped_weight = weight.reshape(groups, weight.shape[0] // groups, -1)
+            grad_columns = np.einsum("gok,ngop->ngkp", grouped_weight, grouped_grad).reshape(columns.shape)
         # col2im: scatter-add the columns back onto the padded input
         channels, height, width = layer.input_shape
         pad_h, pad_w = layer.settings["padding"]
@@ -160,6 +175,52 @@ class NumpyNetwork:
                 np.add.at(grad_padded, (slice(None), slice(None), rows[u][:, None], cols[v][None, :]),
                           grad_columns[:, :, u, v])
         return grad_padded[:, :, pad_h:pad_h + height, pad_w:pad_w + width]
+
+    def _transposed_extent(self, layer, x):
+        """The rows and columns every tap of every input element reaches, ``(H - 1)s + d(K - 1) + 1``, plus
+        the output padding: the output is this extent with ``padding`` cut from each side."""
+        (kernel_h, kernel_w), (stride_h, stride_w) = layer.settings["kernel"], layer.settings["stride"]
+        (dilation_h, dilation_w), (extra_h, extra_w) = layer.settings["dilation"], layer.settings["output_padding"]
+        height, width = x.shape[2:]
+        return ((height - 1) * stride_h + dilation_h * (kernel_h - 1) + 1 + extra_h,
+                (width - 1) * stride_w + dilation_w * (kernel_w - 1) + 1 + extra_w)
+
+    def _taps(self, layer, x):
+        """Each tap ``(u, v)`` and the strided slice of the uncropped output its input elements land on."""
+        (kernel_h, kernel_w), (stride_h, stride_w) = layer.settings["kernel"], layer.settings["stride"]
+        dilation_h, dilation_w = layer.settings["dilation"]
+        height, width = x.shape[2:]
+        for u in range(kernel_h):
+            for v in range(kernel_w):
+                rows = slice(u * dilation_h, u * dilation_h + (height - 1) * stride_h + 1, stride_h)
+                cols = slice(v * dilation_w, v * dilation_w + (width - 1) * stride_w + 1, stride_w)
+                yield u, v, (slice(None), slice(None), rows, cols)
+
+    def _transposed_forward(self, layer, x):
+        """Scatter: each input element adds its weighted kernel onto the output (PyTorch's ConvTranspose2d)."""
+        weight = self.params[f"{layer.name}.weight"]  # (C_in, C_out, K_h, K_w)
+        full = np.zeros((x.shape[0], weight.shape[1], *self._transposed_extent(layer, x)), dtype=x.dtype)
+        for u, v, where in self._taps(layer, x):
+            full[where] += np.einsum("nchw,co->nohw", x, weight[:, :, u, v])
+        (pad_h, pad_w), (_, out_h, out_w) = layer.settings["padding"], layer.output_shape
+        out = full[:, :, pad_h:pad_h + out_h, pad_w:pad_w + out_w]
+        if f"{layer.name}.bias" in self.params:
+            out = out + self.params[f"{layer.name}.bias"][None, :, None, None]
+        return np.ascontiguousarray(out)
+
+    def _transposed_backward(self, layer, x, grad_out, grads):
+        weight = self.params[f"{layer.name}.weight"]
+        full = np.zeros((x.shape[0], weight.shape[1], *self._transposed_extent(layer, x)), dtype=x.dtype)
+        (pad_h, pad_w), (_, out_h, out_w) = layer.settings["padding"], layer.output_shape
+        full[:, :, pad_h:pad_h + out_h, pad_w:pad_w + out_w] = grad_out
+        grad_x, grad_weight = np.zeros_like(x), np.zeros_like(weight)
+        for u, v, where in self._taps(layer, x):
+            grad_x += np.einsum("nohw,co->nchw", full[where], weight[:, :, u, v])
+            grad_weight[:, :, u, v] = np.einsum("nchw,nohw->co", x, full[where])
+        grads[f"{layer.name}.weight"] = grad_weight
+        if f"{layer.name}.bias" in self.params:
+            grads[f"{layer.name}.bias"] = grad_out.sum(axis=(0, 2, 3))
+        return grad_x
 
     def _pool_windows(self, layer, x):
         rows, cols = _im2col_indices(layer)
@@ -202,6 +263,8 @@ class NumpyNetwork:
                 output = value if cache is None else value * cache / (1 - layer.settings["p"])
             elif layer.kind == "conv2d":
                 output, cache = self._conv_forward(layer, value)
+            elif layer.kind == "conv_transpose2d":
+                output = self._transposed_forward(layer, value)
             elif layer.kind == "relu":
                 output = np.maximum(value, 0)
             elif layer.kind == "leaky_relu":
@@ -260,6 +323,8 @@ class NumpyNetwork:
                 upstream = upstream * cache / (1 - layer.settings["p"])
             elif layer.kind == "conv2d":
                 upstream = self._conv_backward(layer, layer_input, cache, upstream, grads)
+            elif layer.kind == "conv_transpose2d":
+                upstream = self._transposed_backward(layer, layer_input, upstream, grads)
             elif layer.kind == "relu":
                 upstream = upstream * (layer_input > 0)
             elif layer.kind == "leaky_relu":

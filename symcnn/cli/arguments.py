@@ -25,7 +25,8 @@ import sys
 from typing import Iterable
 
 __all__ = ["Parser", "HelpFormatter", "suggestion", "add_format_options", "chosen_format", "size", "count", "values",
-           "print_document", "refuse_options_the_op_lacks"]
+           "print_document", "SETTING_OPTIONS", "OPTION_OF_SETTING",
+           "add_setting_options", "derive_settings"]
 
 
 def suggestion(value: str, choices: Iterable) -> str:
@@ -82,22 +83,52 @@ def chosen_format(args: argparse.Namespace) -> str:
     return args.format or ("latex" if args.standalone else "text")
 
 
-def refuse_options_the_op_lacks(args, entry) -> None:
-    """``symcnn derive``: an option the op has no setting for is refused, not silently ignored
-    (flatten has no stride); ``entry`` is the op's registry entry."""
-    for option, settings, given in (("--kernel", ("kernel",), args.kernel is not None),
-                                    ("--stride", ("stride",), args.stride is not None),
-                                    ("--padding", ("padding",), args.padding is not None),
-                                    ("--dilation", ("dilation",), args.dilation is not None),
-                                    ("--channels-out", ("out_channels", "out_features"), args.channels_out is not None),
-                                    ("--output", ("output",), args.output is not None),
-                                    ("--no-bias", ("bias",), args.no_bias)):
-        if given and not set(settings) & set(entry.keys()):
+#: ``symcnn derive``'s options for settings of a few ops, passed as the op's ``settings`` (LayerConfig's
+#: fields cover the others): option -> (setting, metavar, help).
+SETTING_OPTIONS = {
+    "--groups": ("groups", "G", "conv2d: channel groups, dividing --channels-in and --channels-out "
+                                "(--groups C_in: depthwise); default 1"),
+    "--output-padding": ("output_padding", "A|AHxAW", "conv_transpose2d: rows and columns added at the end "
+                                                      "of the output, below the stride or the dilation; default 0"),
+    "--output": ("output", "H|HxW", "adaptive pooling: the output size (no default: required there)"),
+}
+
+#: The option of each of those settings, for error messages (``groups: ...`` as ``--groups: ...``).
+OPTION_OF_SETTING = {setting: option for option, (setting, _, _) in SETTING_OPTIONS.items()}
+
+
+def add_setting_options(command: argparse.ArgumentParser) -> None:
+    """The :data:`SETTING_OPTIONS`: ``--groups`` a whole number, the others ``A`` or ``AHxAW``."""
+    for option, (setting, metavar, text) in SETTING_OPTIONS.items():
+        command.add_argument(option, type=count if setting == "groups" else size, default=None, metavar=metavar,
+                             help=text)
+
+
+def derive_settings(args) -> dict:
+    """``symcnn derive``: the op's :data:`SETTING_OPTIONS` settings given, once every option the op has
+    no setting for is refused, not silently ignored (flatten has no stride, global_avgpool no kernel
+    even at 2x2, conv2d no output padding)."""
+    from symcnn import registry
+
+    entry = registry.get(args.op)
+    if 3 not in entry.inputs and isinstance(args.input, tuple):
+        raise ValueError(f"--input: {args.op} takes the number of input features, like --input 4")
+    given = {option: getattr(args, setting) for option, (setting, _, _) in SETTING_OPTIONS.items()}
+    for option, settings, used in (("--kernel", ("kernel",), args.kernel is not None),
+                                   ("--stride", ("stride",), args.stride is not None),
+                                   ("--padding", ("padding",), args.padding is not None),
+                                   ("--dilation", ("dilation",), args.dilation is not None),
+                                   ("--channels-out", ("out_channels", "out_features"), args.channels_out is not None),
+                                   ("--no-bias", ("bias",), args.no_bias),
+                                   *((option, (SETTING_OPTIONS[option][0],), value is not None)
+                                     for option, value in given.items())):
+        if used and not set(settings) & set(entry.keys()):
             what = option.removeprefix("--").removeprefix("no-").replace("-", " ")
             raise ValueError(f"{option}: {args.op} takes no {what}")
     if args.channels_in is not None and not isinstance(args.input, tuple):
         raise ValueError(f"--channels-in: --input {args.input} is a vector of features; it has no channels "
                          f"(give --input HxW for a map)")
+    return {SETTING_OPTIONS[option][0]: value for option, value in given.items() if value is not None}
 
 
 # --- argument types and output shared by commands -------------------------------------------------

@@ -7,8 +7,8 @@ Example:
 
 from __future__ import annotations
 
-from symcnn.cli.arguments import add_format_options, chosen_format, count, print_document, refuse_options_the_op_lacks
-from symcnn.cli.arguments import size, values
+from symcnn.cli.arguments import add_format_options, add_setting_options, chosen_format, count, derive_settings
+from symcnn.cli.arguments import print_document, size, values
 
 __all__ = ["add_derive", "run_derive"]
 
@@ -37,8 +37,7 @@ def add_derive(commands) -> None:
     derive.add_argument("--dilation", type=size, default=None, metavar="D|DHxDW",
                         help="dilation (conv2d); default 1")
     derive.add_argument("--batch", type=count, default=1, metavar="N", help="batch size; default 1")
-    derive.add_argument("--output", type=size, default=None, metavar="H|HxW",
-                        help="output size (adaptive pooling; no default: required there)")
+    add_setting_options(derive)
     derive.add_argument("--no-bias", action="store_true", help="conv2d or dense without a bias")
     derive.add_argument("--values", type=values, default=None, metavar="ROWS",
                         help="numeric input in row-major order, rows separated by ';' (e.g. '1,5,4;9,2,1;6,3,2'); "
@@ -56,12 +55,8 @@ def run_derive(args) -> int:
     from symcnn.views import derivation as render
     from symcnn.symbolic.derive import LayerConfig, derive, parse_values
 
-    from symcnn import registry
 
-    entry = registry.get(args.op)
-    if 3 not in entry.inputs and isinstance(args.input, tuple):
-        raise ValueError(f"--input: {args.op} takes the number of input features, like --input 4")
-    refuse_options_the_op_lacks(args, entry)
+    settings = derive_settings(args)  # refuses an option the op lacks
     config = LayerConfig(
         op=args.op,
         input_size=args.input,
@@ -73,7 +68,7 @@ def run_derive(args) -> int:
         dilation=1 if args.dilation is None else args.dilation,
         batch=args.batch,
         bias=not args.no_bias,
-        settings={} if args.output is None else {"output": args.output},
+        settings=settings,
     )
     output_format = chosen_format(args)
     values = None

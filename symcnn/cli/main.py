@@ -15,7 +15,7 @@ import sys
 from typing import Optional, Sequence
 
 from symcnn.cli.arguments import Parser as _Parser  # one-line errors, suggestions, defaults in the help
-from symcnn.cli.arguments import add_format_options, chosen_format, print_document
+from symcnn.cli.arguments import OPTION_OF_SETTING, add_format_options, chosen_format, print_document
 from symcnn.cli.arguments import size as _size, values as _values
 from symcnn.cli.derive import add_derive as _add_derive
 from symcnn.cli.exercise import RUNNERS as _TEACHING, add_commands as _add_teaching
@@ -220,6 +220,7 @@ _OPTION_OF_FIELD = {
     "repeat": "--repeat",
     "against": "--against",
     "formula": "FORMULA",
+    **OPTION_OF_SETTING,
 }
 
 

@@ -34,7 +34,7 @@ from sympy import Expr, Indexed, IndexedBase, Sum, Symbol
 from symcnn import registry
 from symcnn.symbolic import ops
 from symcnn.symbolic.instances import bind_layer
-from symcnn.symbolic.adjoint import GatherTerm, GradientFormula, derive_gradient, sum_terms
+from symcnn.symbolic.adjoint import GatherTerm, GradientFormula, derive_gradient, lift_conditions, sum_terms
 from symcnn.symbolic.functions import FirstArgmax, MaxOver, reduction_identity, reduction_step, replaces_first_max
 from symcnn.codegen.kernel_ir import Kernel, Loop, Reduction, Term
 from symcnn.codegen.invariants import Precomputer, factor_sums
@@ -372,7 +372,9 @@ def _collapse_rows(lowering: _Lowering, term: GatherTerm, tensors, views: dict) 
 
 
 def _forward_terms(formula: ops.IndexFormula) -> list[GatherTerm]:
-    return [GatherTerm(tuple(limits), (), summand) for limits, summand in sum_terms(formula.rhs, set(formula.indices))]
+    """The forward sum's terms, each with the conditions its brackets state (a transposed convolution's)."""
+    return [GatherTerm(tuple(limits), *lift_conditions(summand))
+            for limits, summand in sum_terms(formula.rhs, set(formula.indices))]
 
 
 def _docstring(formula: ops.IndexFormula, gradient: Optional[GradientFormula], values: dict) -> str:

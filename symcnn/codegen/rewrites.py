@@ -61,8 +61,11 @@ def integer_index(expr: Expr) -> Expr:
 
 def integer_indices(expr: Expr) -> Expr:
     """Every array index, every comparison of indices and every ``floor`` or ``ceiling`` in ``expr``
-    with integer arithmetic."""
+    with integer arithmetic (a loop bound folded from a grouped convolution's channel condition, an
+    adaptive window's bounds)."""
     def rewrite(node):
+        if isinstance(node, sympy.floor):
+            return integer_index(node)
         if isinstance(node, Indexed):
             return node.base[tuple(integer_index(index) for index in node.indices)]
         if isinstance(node, sympy.Rel) and not any(isinstance(a, Indexed) or a.has(Indexed) for a in node.args):

@@ -88,6 +88,27 @@ class NumbaPrinter(PythonCodePrinter):
         """The double nearest the number, in its shortest exact form (``1.3333333333333333``; SymPy's
         own 15 digits would round a constant such as dropout's ``1/(1 - p)`` off its double)."""
         return repr(float(expr))
+    def _print_Mul(self, expr):
+        """A product with a floor division in parentheses: ``2*((c_out) // 3)``; Python reads
+        ``2*(c_out) // 3`` as ``(2*c_out) // 3``.
+
+        >>> from sympy import Mul, symbols
+        >>> from symcnn.printing.nodes import FloorDiv
+        >>> c = symbols("c")
+        >>> NumbaPrinter({}).doprint(Mul(2, FloorDiv(c, 3), evaluate=False))
+        '2*((c) // 3)'
+        >>> NumbaPrinter({}).doprint(4 + Mul(-2, FloorDiv(c, 3), evaluate=False))
+        '4 - 2*((c) // 3)'
+        """
+        if not any(isinstance(factor, FloorDiv) for factor in expr.args):
+            return super()._print_Mul(expr)
+        factors, sign = list(expr.args), ""
+        if factors[0].is_Number and factors[0] < 0:  # printed "-2*(...)": an Add prints it "- 2*(...)"
+            sign, factors[0] = "-", -factors[0]
+        factors = [factor for factor in factors if factor != 1]
+        level = PRECEDENCE["Mul"]
+        return sign + "*".join(f"({self._print(factor)})" if isinstance(factor, FloorDiv)
+                               else self.parenthesize(factor, level) for factor in factors)
 
     def _print_Rational(self, expr):
         return f"{expr.p}/{expr.q}" if expr.q != 1 else str(expr.p)

@@ -2,7 +2,8 @@
 
 :class:`SymcnnStrPrinter` subclasses SymPy's ``StrPrinter`` and only overrides ``_print_<Class>``:
 
-- a condition ``Piecewise((term, cond), (0, True))`` prints as an Iverson bracket ``[cond] * term``;
+- a condition ``Piecewise((term, cond), (0, True))`` prints as an Iverson bracket ``[cond] * term``, as
+  does a formula's :class:`~symcnn.symbolic.functions.Bracket` factor (after :func:`readable`);
 - divisibility ``Eq(Mod(a, s), 0)`` prints as ``s | a``.
 
 :func:`readable` rewrites an expression for display before printing (names the output sizes
@@ -25,6 +26,8 @@ from sympy import Expr, Piecewise, Symbol
 from sympy.printing.str import StrPrinter
 
 from symcnn.printing.nodes import Iverson, divisibility, in_twin_order, is_iverson, ordered_conditions
+from symcnn.symbolic.adjoint import lift_conditions
+from symcnn.symbolic.functions import Bracket
 
 __all__ = ["SymcnnStrPrinter", "text", "readable", "OUT_SIZE_NAMES"]
 
@@ -96,6 +99,10 @@ def _rebuild(expr, replacements):
         (term, condition), _ = expr.args
         conditions = condition.args if isinstance(condition, sympy.And) else (condition,)
         return Iverson(_rebuild(term, replacements), [_rebuild(c, replacements) for c in conditions])
+    if isinstance(expr, (sympy.Mul, Bracket)) and expr.has(Bracket):  # a formula's bracket: [conditions] * term
+        conditions, term = lift_conditions(expr)
+        if conditions:
+            return Iverson(_rebuild(term, replacements), [_rebuild(c, replacements) for c in conditions])
     args = [_rebuild(arg, replacements) for arg in expr.args]
     if isinstance(expr, sympy.Rel):
         lhs, rhs = (sympy.factor_terms(side) for side in args)

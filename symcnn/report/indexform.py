@@ -26,7 +26,8 @@ from typing import Optional
 import sympy
 from sympy import Eq, Expr, Indexed, Mod
 
-from symcnn.symbolic.adjoint import GatherTerm, GradientFormula
+from symcnn.symbolic.adjoint import GatherTerm, GradientFormula, lift_conditions
+from symcnn.symbolic.functions import Bracket
 from symcnn.symbolic.ops import IndexFormula
 from symcnn.printing.nodes import is_lower_bound
 from symcnn.printing.text import OUT_SIZE_NAMES, readable
@@ -191,6 +192,8 @@ def forward_display(formula: IndexFormula, printer: Optional[ReportPrinter] = No
     """The forward equation ``Y[indices] = rhs`` as rows (a long sum broken between terms)."""
     printer = (printer or ReportPrinter()).with_settings(long_frac_ratio=2)  # (1/(K_h K_w)) sum ...
     lhs = printer.doprint(formula.equation().lhs)
+    if formula.rhs.has(Bracket):
+        return _bracketed_display(formula, lhs, printer, width)
     rhs = readable(formula.rhs, formula.parameters)
     if isinstance(rhs, sympy.Add):
         # The reduction first and the bias after it, as the documents write a layer.
@@ -201,3 +204,20 @@ def forward_display(formula: IndexFormula, printer: Optional[ReportPrinter] = No
     else:
         rows = [f"{lhs} &= {printer.doprint(rhs)}"]
     return FormulaDisplay(tuple(rows), sizes=size_rows(formula, rhs, printer.with_settings(long_frac_ratio=None)))
+
+
+def _bracketed_display(formula: IndexFormula, lhs: str, printer: ReportPrinter, width: int) -> FormulaDisplay:
+    """A forward formula that states conditions where it reads (a transposed convolution's brackets):
+    each term its sums, its body and its bracket, continued on further rows, as a gradient's terms."""
+    parameters, rows, conditions, shown = formula.parameters, [], [], []
+    terms = sorted(sympy.Add.make_args(formula.rhs), key=lambda term: not term.has(sympy.Sum))  # the bias after
+    for position, term in enumerate(terms):
+        limits, function = (term.limits, term.function) if isinstance(term, sympy.Sum) else ((), term)
+        stated, body = lift_conditions(function)
+        listed = _condition_rows([readable(c, parameters) for c in stated], printer.with_settings(long_frac_ratio=None))
+        sums = _sums([(v, readable(lo, parameters), readable(hi, parameters)) for v, lo, hi in limits], printer)
+        rows += _term_rows(lhs, position == 0, "+", sums + printer.doprint(readable(body, parameters)), listed, width)
+        conditions += [c for c in listed if c not in conditions]
+        shown.append(readable(term, parameters))
+    sizes = size_rows(formula, sympy.Tuple(*shown), printer.with_settings(long_frac_ratio=None))
+    return FormulaDisplay(tuple(rows), conditions=tuple(conditions), sizes=sizes)

@@ -80,6 +80,14 @@ def _condition_items(shown: FormulaDisplay, windows: bool = False) -> Optional[I
     divisible = [f"${c.latex}$" for c in shown.conditions if c.kind == "divisibility"]
     ranges = [f"${c.latex}$" for c in shown.conditions if c.kind == "range"]
     items = []
+    if not shown.definitions:  # no index solved for: the forward formula's own conditions (where it reads)
+        if divisible:
+            items.append(f"{' and '.join(divisible)}: the stride divides the offset, so that the index read is a "
+                         "whole number: only then does the tap reach an input element.")
+        if ranges:
+            items.append(f"{' and '.join(ranges)}: the index read lies inside the input. The formula states where "
+                         "it reads instead of padding the input with zeros.")
+        return Items(tuple(items)) if items else None
     if divisible:
         items.append(f"{' and '.join(divisible)}: the stride divides the offset, so that the solved index is a whole "
                      "number (document 000's condition).")
@@ -101,6 +109,9 @@ def _forward_section(op: str, settings: dict, printer: ReportPrinter) -> Section
                     f"{_summary(op)}:")]
     blocks += _display_blocks(FormulaDisplay(shown.rows))
     blocks.append(Items(tuple(_shape_item(t, formula.parameters, printer) for t in formula.tensors)))
+    conditions = _condition_items(shown)
+    if conditions is not None:  # a formula that states where it reads (a transposed convolution)
+        blocks += [Prose("Conditions (an Iverson bracket $[\\cdot]$ is 1 where they hold, else 0):"), conditions]
     padded = [t for t in formula.operands if t.zero_padded]
     for tensor in padded:
         blocks.append(Prose(f"${printer.doprint(tensor.base)}$ is zero-padded: a read outside its shape is 0."))
@@ -109,7 +120,13 @@ def _forward_section(op: str, settings: dict, printer: ReportPrinter) -> Section
         blocks.append(Prose("The output-size rule:"))
         blocks.append(Display(sizes))
         dilation = formula.parameters.get("dilation_h")
-        if dilation is not None and dilation.is_Symbol:  # document 001 states the rule without dilation
+        transposed = "output_padding_h" in formula.parameters  # document 001's rule is the convolution's
+        if transposed:
+            padding = [printer.doprint(formula.parameters[f"output_padding_{axis}"]) for axis in "hw"]
+            blocks.append(Prose(f"${padding[0]}$ and ${padding[1]}$ are the output padding (PyTorch's "
+                                "`output_padding`): rows and columns added at the end of the output, which only the "
+                                "bias reaches."))
+        if dilation is not None and dilation.is_Symbol and not transposed:  # 001 states it without dilation
             plain = formula.parameters["out_height"].xreplace({dilation: 1})
             blocks.append(Prose(f"With dilation 1 it is document 001's rule, "
                                 f"${printer.doprint(OUT_SIZE_NAMES['out_height'])} = {printer.doprint(plain)}$."))
@@ -163,12 +180,18 @@ def _instance_setup(op: str, settings: dict) -> Optional[tuple[dict, dict, str]]
         dilation = pair(settings.get("dilation") or 1, "dilation", 1)
         # The input that gives a 2x2 output (document 002's upstream a, b, c, d), at least 1x1.
         size = tuple(max(1, stride[a] + dilation[a] * (kernel[a] - 1) + 1 - 2 * padding[a]) for a in range(2))
-        arrays = {"input": symbol_array("x", (1, 1, *size)), "weight": symbol_array("w", (1, 1, *kernel)),
-                  "bias": symbol_array("b", (1,))}
         parameters = {"stride_h": stride[0], "stride_w": stride[1], "padding_h": padding[0], "padding_w": padding[1],
                       "dilation_h": dilation[0], "dilation_w": dilation[1]}
+        extra = ""
+        if "output_padding" in entry.keys():  # a transposed convolution: a 2x2 input, its output at least 2x2
+            needed = [1 + 2 * padding[a] - dilation[a] * (kernel[a] - 1) for a in range(2)]
+            size = tuple(max(2, 1 - (-needed[a] // stride[a])) for a in range(2))
+            parameters.update(output_padding_h=0, output_padding_w=0)
+            extra = ", output padding 0"
+        arrays = {"input": symbol_array("x", (1, 1, *size)), "weight": symbol_array("w", (1, 1, *kernel)),
+                  "bias": symbol_array("b", (1,))}
         text = (f"input {size[0]}×{size[1]}, kernel {kernel[0]}×{kernel[1]}, stride {_pair_text(stride)}, "
-                f"padding {_pair_text(padding)}, dilation {_pair_text(dilation)}, one channel, with a bias")
+                f"padding {_pair_text(padding)}, dilation {_pair_text(dilation)}{extra}, one channel, with a bias")
         return arrays, parameters, text
     if "output" in entry.keys():  # an adaptive pool: windows that overlap and differ in length
         parameters = dict(zip(entry.setting("output").roles, (2, 3)))

@@ -27,9 +27,11 @@ import sympy
 from sympy import And, Eq, Expr, IndexedBase, KroneckerDelta, Mod, Piecewise, S, Sum, Symbol
 
 from symcnn.symbolic.display import LatexDisplay
+from symcnn.symbolic.functions import Bracket
 from symcnn.symbolic.ops import IndexFormula, Tensor
 
-__all__ = ["GatherTerm", "GradientFormula", "derive_gradient", "gradients_of", "sum_terms", "GRADIENT_NAMES"]
+__all__ = ["GatherTerm", "GradientFormula", "derive_gradient", "gradients_of", "sum_terms", "lift_conditions",
+           "GRADIENT_NAMES"]
 
 #: The ``IndexedBase`` names of the gradient tensors, by the role of the tensor they belong to.
 GRADIENT_NAMES = {"input": "dL/dX", "weight": "dL/dW", "bias": "dL/db", "output": "dL/dY"}
@@ -186,12 +188,20 @@ def sum_terms(expr: Expr, taken: set) -> list[tuple[list, Expr]]:
 
 
 def _solve_delta(equation: Expr, candidates: Sequence[Symbol]):
-    """``(variable, value, divisibility condition or None)`` solving ``equation = 0``."""
+    """``(variable, value, divisibility condition or None)`` solving ``equation = 0``.
+
+    A coefficient ``1/s`` (a transposed convolution reads ``X[(i + p - d*u)/s]``) is cleared:
+    ``k = (i + p - d*u)/s`` gives ``i = s*k - p + d*u``, an index for every ``k``, with no condition.
+    """
+    equation = sympy.expand(equation)
     for variable in candidates:
         coefficient = equation.coeff(variable)
         if coefficient == 0 or (equation - coefficient * variable).has(variable):
             continue  # not affine in this variable
         rest = sympy.expand(equation - coefficient * variable)
+        unit, divisor = sympy.fraction(coefficient)
+        if divisor != 1 and unit in (1, -1):
+            coefficient, rest = unit, sympy.expand(rest * divisor)
         numerator, denominator = -rest, coefficient
         if denominator.could_extract_minus_sign():
             numerator, denominator = rest, -coefficient
@@ -252,8 +262,26 @@ def _solve_mixed_radix(deltas: list, bound: list):
     return None
 
 
+def lift_conditions(summand: Expr) -> tuple[tuple[sympy.Basic, ...], Expr]:
+    """``(conditions, body)``: a summand's :class:`~symcnn.symbolic.functions.Bracket` factors (the
+    conditions on indices a formula states where it reads a tensor, as a transposed convolution
+    does) as conditions of its term, and the rest of it. The elimination of the Kronecker deltas
+    then solves them along with its own; a kernel tests them.
+
+    >>> from symcnn.symbolic import ops
+    >>> lift_conditions(Bracket(ops.i < ops.K_h) * ops.X[ops.i])
+    ((i < K_h,), X[i])
+    """
+    brackets = [factor for factor in sympy.Mul.make_args(summand) if isinstance(factor, Bracket)]
+    if not brackets:
+        return (), summand
+    conditions = tuple(condition for bracket in brackets for condition in bracket.conditions)
+    return conditions, sympy.Mul(*[factor for factor in sympy.Mul.make_args(summand) if factor not in brackets])
+
+
 def _eliminate(limits: list, summand: Expr, preferred: Sequence[Symbol]) -> GatherTerm:
-    conditions: list = []
+    lifted, summand = lift_conditions(summand)
+    conditions: list = list(lifted)
     limits = list(limits)
     factors = sympy.Mul.make_args(summand)
     deltas = [f for f in factors if isinstance(f, KroneckerDelta)]

@@ -27,7 +27,7 @@ from __future__ import annotations
 import sympy
 from sympy import And, Expr, Function, Piecewise, S, exp
 
-__all__ = ["relu", "leaky_relu", "elu", "WindowMax", "MaxOver", "FirstArgmax", "first_max_indicator",
+__all__ = ["relu", "leaky_relu", "elu", "WindowMax", "MaxOver", "FirstArgmax", "Bracket", "first_max_indicator",
            "replaces_first_max", "reduction_identity", "reduction_step"]
 
 
@@ -239,6 +239,56 @@ class FirstArgmax(Expr):
         position = ", ".join(printer._print(p) for p in self.position)
         return (r"\mathbf{1}\left[(%s) = \operatorname{argmax}_{%s} %s\right]"
                 % (position, _window_latex(self.limits, printer), printer._print(self.function)))
+
+
+class Bracket(Expr):
+    """``[c_1 and c_2 ...]``: 1 where every condition holds, else 0 (an Iverson bracket).
+
+    For conditions on indices, which a formula states where a tensor is read: a transposed
+    convolution's ``[s | i + p - d*u]`` and ``[0 <= (i + p - d*u)/s <= H_in - 1]``. Unlike a
+    ``Piecewise``, which SymPy folds out of a ``Sum`` even when its condition holds the sum's own
+    variables, a bracket stays a factor where it is written, and its conditions stay as written.
+    It evaluates to 1 or 0 once its conditions decide (at concrete indices), and is constant in
+    every tensor (its derivative is 0). The derivation and the kernels read its conditions as the
+    conditions of the term it multiplies (:func:`symcnn.symbolic.adjoint.lift_conditions`).
+
+    >>> from sympy import symbols
+    >>> k = symbols("k", integer=True)
+    >>> Bracket(sympy.Le(0, k), sympy.Le(k, 2))
+    [0 <= k and k <= 2]
+    >>> Bracket(sympy.Le(0, k), sympy.Le(k, 2)).subs(k, 3), Bracket(sympy.Le(0, k)).subs(k, 1)
+    (0, 1)
+    """
+
+    is_commutative = True
+
+    def __new__(cls, *conditions):
+        kept = []
+        for condition in map(sympy.sympify, conditions):
+            if condition is sympy.false:
+                return S.Zero
+            if condition is not sympy.true and condition not in kept:
+                kept.append(condition)
+        return Expr.__new__(cls, *kept) if kept else S.One
+
+    @property
+    def conditions(self) -> tuple:
+        return self.args
+
+    def _eval_derivative(self, symbol):
+        return S.Zero  # piecewise constant, in indices only
+
+    def _eval_is_integer(self):
+        return True
+
+    def _eval_is_nonnegative(self):
+        return True
+
+    def _sympystr(self, printer) -> str:
+        return "[%s]" % " and ".join(printer._print(condition) for condition in self.conditions)
+
+    def _latex(self, printer) -> str:
+        return r"\left[%s\right]" % r" \,\land\, ".join(printer._print(condition) for condition in self.conditions)
 
 
 def reduction_identity(reduction: type) -> Expr:

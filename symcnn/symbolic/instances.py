@@ -29,7 +29,7 @@ Number = Callable[[Any], Expr]
 
 def op_formula(op: str, settings: Mapping[str, Any] = {}, rank: Optional[int] = None,
                number: Number = sympy.nsimplify, mode: str = "training") -> IndexFormula:
-    """The formula of ``op`` with its ``option`` settings applied (numbers through ``number``).
+    """The formula of ``op`` with its ``option`` settings applied (numbers through ``number``, counts as they are).
 
     Option settings missing from ``settings`` keep the factory's default (a symbol such as
     ``alpha``, for the general formula). ``rank`` is the input's rank with the batch axis;
@@ -43,7 +43,8 @@ def op_formula(op: str, settings: Mapping[str, Any] = {}, rank: Optional[int] = 
     for setting in entry.settings:
         if setting.option and setting.key in settings:
             value = settings[setting.key]
-            options[setting.key] = value if isinstance(value, bool) else number(value)
+            exact = isinstance(value, bool) or setting.kind == "count"  # a flag, or a count (groups)
+            options[setting.key] = value if exact else number(value)
     if entry.ranked:
         options["rank"] = rank if rank is not None else max(entry.inputs) + 1
     formula = entry.load_formula(mode)(**options)

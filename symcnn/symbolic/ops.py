@@ -6,8 +6,9 @@ symcnn comes from these definitions: the small-shape expansion (:mod:`symcnn.sym
 gradients (by differentiation of the expansion, and later in general index form), reports and
 generated kernels. A convolution's input is zero-padded: its reads outside the input are zero.
 
-Conventions (DESIGN.md): cross-correlation, NCHW, weights ``(C_out, C_in, K_h, K_w)``,
-dense weights ``(out, in)``, flatten in CHW order, every index 0-based.
+Conventions (DESIGN.md): cross-correlation, NCHW, weights ``(C_out, C_in, K_h, K_w)`` (a grouped
+convolution's ``(C_out, C_in/G, K_h, K_w)``, a transposed convolution's ``(C_in, C_out, K_h, K_w)``, as
+PyTorch's), dense weights ``(out, in)``, flatten in CHW order, every index 0-based.
 
 Example:
     >>> formula = conv2d()
@@ -21,16 +22,18 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
 import sympy
-from sympy import Eq, Expr, IndexedBase, Sum, Symbol, ceiling, floor
+from sympy import Eq, Expr, IndexedBase, Mod, Sum, Symbol, ceiling, floor
 
-from symcnn.symbolic.functions import MaxOver, elu as elu_function, leaky_relu as leaky_relu_function
+from symcnn.symbolic.functions import Bracket, MaxOver, elu as elu_function, leaky_relu as leaky_relu_function
 from symcnn.symbolic.functions import relu as relu_function
 
 __all__ = [
     "Tensor",
     "IndexFormula",
     "output_size",
+    "transposed_output_size",
     "conv2d",
+    "conv_transpose2d",
     "maxpool2d",
     "avgpool2d",
     "global_avgpool",
@@ -75,6 +78,8 @@ K_h, K_w = _size("K_h"), _size("K_w")
 s_h, s_w = _size("s_h"), _size("s_w")
 p_h, p_w = _offset("p_h"), _offset("p_w")
 d_h, d_w = _size("d_h"), _size("d_w")
+a_h, a_w = _offset("a_h"), _offset("a_w")  # a transposed convolution's output padding (Dumoulin and Visin's a)
+G = _size("G")  # a grouped convolution's groups
 F_in, F_out = _size("F_in"), _size("F_out")  # dense layer features
 H_out, W_out = _size("H_out"), _size("W_out")  # an adaptive pool's output size, a setting
 
@@ -104,6 +109,19 @@ def output_size(size: Expr, kernel: Expr, stride: Expr, padding: Expr, dilation:
     """
     size, kernel, stride, padding, dilation = map(sympy.sympify, (size, kernel, stride, padding, dilation))
     return floor((size + 2 * padding - dilation * (kernel - 1) - 1) / stride) + 1
+
+
+def transposed_output_size(size: Expr, kernel: Expr, stride: Expr, padding: Expr, dilation: Expr,
+                           output_padding: Expr) -> Expr:
+    """``(size - 1)*stride - 2*padding + dilation*(kernel - 1) + output_padding + 1`` (PyTorch's
+    ``ConvTranspose2d``): the input size of the convolution that the transposed one is the adjoint of.
+
+    >>> transposed_output_size(2, 3, 1, 0, 1, 0), transposed_output_size(3, 2, 2, 1, 1, 1)
+    (4, 5)
+    """
+    size, kernel, stride, padding, dilation, output_padding = map(
+        sympy.sympify, (size, kernel, stride, padding, dilation, output_padding))
+    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
 
 
 @dataclass(frozen=True)
@@ -185,19 +203,30 @@ def _spatial_parameters(out_height: Expr, out_width: Expr) -> dict[str, Expr]:
     }
 
 
-def conv2d(bias: bool = True) -> IndexFormula:
+def conv2d(bias: bool = True, groups: Expr = 1) -> IndexFormula:
     """Cross-correlation with stride, zero padding and dilation (document 000's forward).
 
     ``Y[n, c_out, i, j] = b[c_out] + sum_{c_in, u, v} W[c_out, c_in, u, v] *
     X[n, c_in, s_h*i + d_h*u - p_h, s_w*j + d_w*v - p_w]``.
+
+    ``groups`` (PyTorch's): the channels split into ``G`` groups, each output channel reading the
+    ``C_in/G`` input channels of its group, ``c_out // (C_out/G)``; the input channel of ``c_in`` is
+    then ``c_out // (C_out/G) * (C_in/G) + c_in`` and the weight ``(C_out, C_in/G, K_h, K_w)``. A
+    number or the symbol ``G``; 1 (the default) is the formula above, as it stands.
+
+    >>> conv2d(bias=False, groups=G).rhs.function.args[1]
+    X[n, C_in*floor(G*c_out/C_out)/G + c_in, d_h*u + i*s_h - p_h, d_w*v + j*s_w - p_w]
     """
     out_height = output_size(H_in, K_h, s_h, p_h, d_h)
     out_width = output_size(W_in, K_w, s_w, p_w, d_w)
-    product = Wt[c_out, c_in, u, v] * X[n, c_in, s_h * i + d_h * u - p_h, s_w * j + d_w * v - p_w]
-    rhs = Sum(product, (c_in, 0, C_in - 1), (u, 0, K_h - 1), (v, 0, K_w - 1))
+    groups = sympy.sympify(groups)
+    per_group = C_in / groups  # input channels per group
+    channel = c_in if groups == 1 else floor(c_out / (C_out / groups)) * per_group + c_in
+    product = Wt[c_out, c_in, u, v] * X[n, channel, s_h * i + d_h * u - p_h, s_w * j + d_w * v - p_w]
+    rhs = Sum(product, (c_in, 0, per_group - 1), (u, 0, K_h - 1), (v, 0, K_w - 1))
     operands = [
         Tensor("input", X, (N, C_in, H_in, W_in), zero_padded=True),
-        Tensor("weight", Wt, (C_out, C_in, K_h, K_w)),
+        Tensor("weight", Wt, (C_out, per_group, K_h, K_w)),
     ]
     if bias:
         rhs = rhs + b[c_out]
@@ -206,8 +235,47 @@ def conv2d(bias: bool = True) -> IndexFormula:
     parameters.update(
         in_channels=C_in, out_channels=C_out, padding_h=p_h, padding_w=p_w, dilation_h=d_h, dilation_w=d_w
     )
+    if groups != 1:
+        parameters["groups"] = groups
     return IndexFormula(
         op="conv2d",
+        output=Tensor("output", Y, (N, C_out, out_height, out_width)),
+        indices=(n, c_out, i, j),
+        rhs=rhs,
+        operands=tuple(operands),
+        parameters=parameters,
+    )
+
+
+def conv_transpose2d(bias: bool = True) -> IndexFormula:
+    """The transposed convolution (PyTorch's ``ConvTranspose2d``), the adjoint of :func:`conv2d`, in gather form.
+
+    ``Y[n, c_out, i, j] = b[c_out] + sum_{c_in, u, v} [s_h | i + p_h - d_h*u and
+    0 <= (i + p_h - d_h*u)/s_h <= H_in - 1 and (the same for j)] * W[c_in, c_out, u, v] *
+    X[n, c_in, (i + p_h - d_h*u)/s_h, (j + p_w - d_w*v)/s_w]``: input element ``(k, l)`` reaches output
+    ``(s_h*k - p_h + d_h*u, s_w*l - p_w + d_w*v)`` through tap ``(u, v)`` (conv2d's index map, read
+    backwards), so each output element gathers the taps whose row and column solve it. Weights
+    ``(C_in, C_out, K_h, K_w)``; the output is ``(H_in - 1)*s_h - 2*p_h + d_h*(K_h - 1) + a_h + 1``
+    high, ``a_h`` the output padding (extra rows at the end, which only the bias reaches).
+    """
+    out_height = transposed_output_size(H_in, K_h, s_h, p_h, d_h, a_h)
+    out_width = transposed_output_size(W_in, K_w, s_w, p_w, d_w, a_w)
+    row_offset, column_offset = i + p_h - d_h * u, j + p_w - d_w * v
+    row, column = row_offset / s_h, column_offset / s_w
+    # Every read in range: the input is not padded, the bracket says which taps land on an input element.
+    lands = Bracket(Eq(Mod(row_offset, s_h), 0), Eq(Mod(column_offset, s_w), 0), sympy.Le(0, row),
+                    sympy.Le(0, column), sympy.Le(row, H_in - 1), sympy.Le(column, W_in - 1))
+    product = lands * Wt[c_in, c_out, u, v] * X[n, c_in, row, column]
+    rhs = Sum(product, (c_in, 0, C_in - 1), (u, 0, K_h - 1), (v, 0, K_w - 1))
+    operands = [Tensor("input", X, (N, C_in, H_in, W_in)), Tensor("weight", Wt, (C_in, C_out, K_h, K_w))]
+    if bias:
+        rhs = rhs + b[c_out]
+        operands.append(Tensor("bias", b, (C_out,)))
+    parameters = _spatial_parameters(out_height, out_width)
+    parameters.update(in_channels=C_in, out_channels=C_out, padding_h=p_h, padding_w=p_w, dilation_h=d_h,
+                      dilation_w=d_w, output_padding_h=a_h, output_padding_w=a_w)
+    return IndexFormula(
+        op="conv_transpose2d",
         output=Tensor("output", Y, (N, C_out, out_height, out_width)),
         indices=(n, c_out, i, j),
         rhs=rhs,

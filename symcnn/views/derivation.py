@@ -55,6 +55,8 @@ def describe(config: LayerConfig) -> str:
             parts.append(f"{setting.key} {_shape(config.settings[setting.key])}")
         elif setting.kind == "number" and setting.key in config.settings:
             parts.append(f"{setting.key} {config.settings[setting.key]:g}")
+        elif setting.option and setting.kind == "count" and config.settings[setting.key] != setting.default:
+            parts.append(f"{setting.key} {config.settings[setting.key]}")  # conv2d's groups, where not 1
     return f"{config.op}: {', '.join(parts)} -> output {_shape(config.output_shape)}"
 
 

@@ -37,15 +37,15 @@ __all__ = ["FORMULA_OPS", "FormulaView", "general_formula", "from_srepr", "as_la
 def from_srepr(text: str) -> sympy.Basic:
     """Rebuild a formula from its ``srepr`` (the JSON's ``srepr`` field).
 
-    It is SymPy's constructor syntax; besides SymPy's names it may use ``ExprCondPair`` and
-    symcnn's reductions ``MaxOver`` and ``FirstArgmax``. Only evaluate text you trust.
+    It is SymPy's constructor syntax; besides SymPy's names it may use ``ExprCondPair``,
+    symcnn's reductions ``MaxOver`` and ``FirstArgmax`` and its ``Bracket``. Only evaluate text you trust.
     """
     from sympy.functions.elementary.piecewise import ExprCondPair
 
-    from symcnn.symbolic.functions import FirstArgmax, MaxOver, WindowMax
+    from symcnn.symbolic.functions import Bracket, FirstArgmax, MaxOver, WindowMax
 
     namespace = {**vars(sympy), "ExprCondPair": ExprCondPair, "MaxOver": MaxOver,
-                 "FirstArgmax": FirstArgmax, "WindowMax": WindowMax}
+                 "FirstArgmax": FirstArgmax, "WindowMax": WindowMax, "Bracket": Bracket}
     return eval(text, {"__builtins__": {}}, namespace)  # noqa: S307
 
 class _FormulaOps(Mapping):

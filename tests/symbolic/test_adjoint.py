@@ -221,7 +221,8 @@ def test_max_pool_gradient_routes_through_the_first_argmax_indicator():
 
 
 def test_every_op_has_a_gradient_for_each_differentiable_operand():
-    expected = {name: {"input", "weight", "bias"} for name in ("conv2d", "dense", "batchnorm2d", "layernorm")}
+    expected = {name: {"input", "weight", "bias"}
+                for name in ("conv2d", "conv_transpose2d", "dense", "batchnorm2d", "layernorm")}
     for name, factory in FORMULA_OPS.items():
         roles = set(gradients_of(factory()))
         assert roles == expected.get(name, {"input"}), name

@@ -93,6 +93,7 @@ def _spatial_candidates(op: str, mentioned: set, fixed: Mapping[str, int], param
     strides above 1, one more row (a remainder no window reaches). A parameter-only claim (an output
     size) gets a wider grid: it is cheap."""
     conv = op in CONVOLUTION_OPS
+    transposed = "output_padding" in registry.get(op).keys()  # searched at output padding 0
     strides = [1, 2, 3] if mentioned & {"stride_h", "stride_w"} else [None]
     paddings = [0, 1, 2] if conv and mentioned & {"padding_h", "padding_w"} else [0]
     dilations = [1, 2] if conv and mentioned & {"dilation_h", "dilation_w"} else [1]
@@ -109,6 +110,8 @@ def _spatial_candidates(op: str, mentioned: set, fixed: Mapping[str, int], param
             if conv:
                 config[f"padding_{axis}"] = fixed.get(f"padding_{axis}", padding)
                 config[f"dilation_{axis}"] = fixed.get(f"dilation_{axis}", dilation)
+            if transposed:
+                config[f"output_padding_{axis}"] = fixed.get(f"output_padding_{axis}", 0)
         sizes = {}
         for axis, kernel_role in (("h", "kernel_height"), ("w", "kernel_width")):
             extent = config.get(f"dilation_{axis}", 1) * (config[kernel_role] - 1) + 1
