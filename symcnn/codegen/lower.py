@@ -27,7 +27,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Optional
 
-import numpy
 import sympy
 from sympy import Expr, Indexed, IndexedBase, Sum, Symbol
 
@@ -37,6 +36,7 @@ from symcnn.symbolic.instances import bind_layer
 from symcnn.symbolic.adjoint import GatherTerm, GradientFormula, derive_gradient, lift_conditions, sum_terms
 from symcnn.symbolic.functions import FirstArgmax, MaxOver, reduction_identity, reduction_step, replaces_first_max
 from symcnn.codegen.kernel_ir import Kernel, Loop, Reduction, Term
+from symcnn.codegen.layout import collapse_image, collapse_rows, image_size, reshape_of
 from symcnn.codegen.invariants import Precomputer, factor_sums
 from symcnn.codegen.backends.numba_cpu.lanes import lanes_schedule
 from symcnn.codegen.rewrites import (fold_bound, integer_indices, padding_conditions, shifted_exponential_sum,
@@ -239,11 +239,11 @@ def _summation(lowering: _Lowering, indices, shape, batch, terms, output_name: s
     if not tiled:
         views: dict[str, str] = {}
         schedule = {}
-        collapsed = _collapse_image(lowering, indices, shape, batch, terms, tensors, output_name, views)
+        collapsed = collapse_image(lowering, indices, shape, batch, terms, tensors, output_name, views)
         if collapsed is not None:
             indices, terms, schedule["output"] = collapsed
-            loops = (loops[0], Loop(lowering.printer.doprint(indices[1]), str(_image_size(shape)), False))
-        terms = [_collapse_rows(lowering, term, tensors, views) for term in terms]
+            loops = (loops[0], Loop(lowering.printer.doprint(indices[1]), str(image_size(shape)), False))
+        terms = [collapse_rows(lowering, term, tensors, views) for term in terms]
         return {"output_loops": loops, "terms": tuple(lowering.term(term, ACCUMULATOR, indices) for term in terms),
                 "views": tuple(views.items()), **schedule, **_sum_accumulator(lowering, ACCUMULATOR)}
     inner = tuple((index, sympy.S.Zero, size - 1) for index, size in zip(indices[-2:], shape[-2:]))
@@ -271,104 +271,6 @@ def _window_max(lowering: _Lowering, maximum: MaxOver) -> dict:
             "window_first_offset": lowering.code(offset.xreplace({var: low for var, low, _ in limits})),
             "window_test": lowering.code(Guard(replaces_first_max(WINDOW_VALUE, BEST))),
             "initial": lowering.identity(MaxOver)}
-
-
-def _reshape_of(lowering: _Lowering, tensors, indices, shape, batch, terms) -> str:
-    """The argument whose row-major reshape the output is, or ``""``.
-
-    A kernel that copies one read per element (no sum, no condition) from an operand with the
-    output's batch axis and its number of elements per image, where each element's flat row-major
-    offset in the operand is its own in the output, moves nothing: ``flatten`` and its gradient on
-    C-contiguous arrays. Checked for every element of one image (the shapes are constants), so a
-    runtime may pass ``operand.reshape(output shape)``, a view, instead of calling the kernel.
-
-    Example: ``Y[n, k] = X[n, k // 256, k // 16 % 16, k % 16]`` is the reshape of ``X (N, 32, 16, 16)``.
-    """
-    if len(terms) != 1 or terms[0].limits or terms[0].conditions or not isinstance(terms[0].body, Indexed):
-        return ""
-    read = terms[0].body
-    source_shape = next(tensor.shape for tensor in tensors if tensor.base == read.base)
-    if (not shape or shape[0] != batch or not source_shape or source_shape[0] != batch
-            or read.indices[0] != indices[0] or not all(size.is_Integer for size in (*shape[1:], *source_shape[1:]))):
-        return ""
-    per_image = [int(size) for size in shape[1:]]
-    if int(sympy.prod(per_image)) != int(sympy.prod(source_shape[1:])):
-        return ""
-    positions = numpy.indices(per_image).reshape(len(per_image), -1)  # every element of one image
-    arguments = {var: position for var, position in zip(indices[1:], positions)}
-    offset = numpy.zeros(positions.shape[1], dtype=numpy.int64)
-    for index, size in zip(read.indices[1:], source_shape[1:]):
-        if not index.free_symbols <= set(arguments):
-            return ""
-        values = sympy.lambdify(list(arguments), index, modules="numpy")(*arguments.values())
-        offset = offset * int(size) + numpy.broadcast_to(numpy.asarray(values, dtype=numpy.int64), offset.shape)
-    return lowering.names[read.base] if numpy.array_equal(offset, numpy.arange(offset.size)) else ""
-
-
-def _image_size(shape) -> int:
-    return int(sympy.prod(shape[1:]))
-
-
-def _rows_view(lowering: _Lowering, name: str, leading, extent: int, views: dict) -> IndexedBase:
-    """A view of argument ``name`` with its trailing axes as one of ``extent``, registered in ``views``."""
-    view = IndexedBase(f"{name}_rows")
-    lowering.printer.array_names[view] = str(view)
-    sizes = [str(size) if size.is_Integer else f"{name}.shape[{axis}]" for axis, size in enumerate(leading)]
-    views[str(view)] = f"{name}.reshape(({', '.join(sizes + [str(extent)])}))"
-    return view
-
-
-def _collapse_image(lowering: _Lowering, indices, shape, batch, terms, tensors, output_name: str, views: dict):
-    """An element-wise kernel's loops over an image (``c, i, j``) as one loop over reshaped views:
-    ``(indices, terms, output view name)``, or ``None`` when a term sums, tests, or reads anything
-    but the output's own element of an array of the output's shape. One loop of 16,384 vectorizes
-    where 32 of 32 barely did (measured alone on seed004's ReLU gradient: 0.25 -> 0.08 ms)."""
-    if len(indices) < 3 or shape[0] != batch or not all(size.is_Integer for size in shape[1:]) \
-            or any(term.limits or term.conditions for term in terms):
-        return None
-    shapes = {tensor.base: tensor.shape for tensor in tensors}
-    reads = sorted(set().union(*(term.body.atoms(Indexed) for term in terms)), key=sympy.default_sort_key)
-    placeholders = {read: Symbol(f"read{position}") for position, read in enumerate(reads)}
-    if any(tuple(read.indices) != tuple(indices) or tuple(shapes.get(read.base, ())[1:]) != tuple(shape[1:])
-           for read in reads) or any(term.body.xreplace(placeholders).has(*indices[1:]) for term in terms):
-        return None
-    element = Symbol("".join(str(index) for index in indices[1:]), integer=True, nonnegative=True)
-    extent = _image_size(shape)
-    replaced = {read: _rows_view(lowering, lowering.names[read.base], shape[:1], extent, views)[indices[0], element]
-                for read in reads}
-    output = _rows_view(lowering, output_name, shape[:1], extent, views)
-    return ((indices[0], element), [GatherTerm((), (), term.body.xreplace(replaced)) for term in terms], str(output))
-
-
-def _collapse_rows(lowering: _Lowering, term: GatherTerm, tensors, views: dict) -> GatherTerm:
-    """``term`` with its two innermost loops as one, when they run over whole rows and columns
-    that every read indexes last: ``sum_{i, j} dL/dY[n, c, i, j]`` as ``sum_p rows[n, c, p]``, over
-    ``rows = grad_output.reshape((N, 16, 1024))``, a view (the arrays are C-contiguous). One loop
-    of 1,024 vectorizes; 32 of 32 each end in a horizontal sum (measured on seed004's conv1 bias
-    gradient: 0.15 -> 0.04 ms). ``views`` collects each view's name and printed reshape."""
-    if len(term.limits) < 2 or term.conditions:
-        return term
-    (row, row_low, row_high), (column, column_low, column_high) = term.limits[-2:]
-    if row_low != 0 or column_low != 0:
-        return term
-    shapes = {tensor.base: tensor.shape for tensor in tensors}
-    reads = sorted((read for read in term.body.atoms(Indexed) if read.has(row) or read.has(column)),
-                   key=sympy.default_sort_key)
-    placeholders = {read: Symbol(f"read{position}") for position, read in enumerate(reads)}
-    if not reads or term.body.xreplace(placeholders).has(row, column):
-        return term  # the loop variables appear outside the reads
-    for read in reads:
-        shape = shapes.get(read.base)
-        if (shape is None or tuple(read.indices[-2:]) != (row, column)
-                or any(index.has(row, column) for index in read.indices[:-2])
-                or tuple(shape[-2:]) != (row_high + 1, column_high + 1)):
-            return term
-    pixel = Symbol(f"{row}{column}", integer=True, nonnegative=True)
-    extent = (row_high + 1) * (column_high + 1)
-    replaced = {read: _rows_view(lowering, lowering.names[read.base], shapes[read.base][:-2], int(extent), views)[
-        tuple(read.indices[:-2]) + (pixel,)] for read in reads}
-    return GatherTerm(term.limits[:-2] + ((pixel, sympy.S.Zero, extent - 1),), term.conditions,
-                      term.body.xreplace(replaced))
 
 
 def _forward_terms(formula: ops.IndexFormula) -> list[GatherTerm]:
@@ -419,9 +321,9 @@ def _forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict, p
     precomputed = lowering.precompute_invariants(concrete.indices, concrete.output.shape).arrays
     schedule = _summation(lowering, concrete.indices, concrete.output.shape, batch, terms, "out", concrete.tensors)
     arguments = _arguments(lowering, terms, "out", _ARGUMENT_ORDER)
-    reshape_of = _reshape_of(lowering, concrete.tensors, concrete.indices, concrete.output.shape, batch, terms)
+    reshaped = reshape_of(lowering, concrete.tensors, concrete.indices, concrete.output.shape, batch, terms)
     return Kernel(name, doc, arguments, schedule.pop("output", "out"), imports=lowering.printer.imports(),
-                  batch_from="x", reshape_of=reshape_of, precomputed=tuple(precomputed), **schedule)
+                  batch_from="x", reshape_of=reshaped, precomputed=tuple(precomputed), **schedule)
 
 
 def _switch_tests(body: Expr, switch: IndexedBase, forward: ops.IndexFormula) -> Expr:
@@ -450,10 +352,10 @@ def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, 
                           tensors)
     arguments = _arguments(lowering, terms, ARRAY_NAMES[role], _ARGUMENT_ORDER)
     batch_from = next((a for a in arguments[:-1] if a in ("grad_output", "x")), arguments[0])
-    reshape_of = _reshape_of(lowering, tensors, concrete.indices, concrete.gradient.shape, batch, terms)
+    reshaped = reshape_of(lowering, tensors, concrete.indices, concrete.gradient.shape, batch, terms)
     return Kernel(_kernel_name(layer.label, prefix + role), _docstring(gradient.forward, gradient, values), arguments,
                   schedule.pop("output", ARRAY_NAMES[role]), imports=lowering.printer.imports(), batch_from=batch_from,
-                  reshape_of=reshape_of, precomputed=tuple(precomputed), **schedule)
+                  reshape_of=reshaped, precomputed=tuple(precomputed), **schedule)
 
 
 #: The prefix of an op's evaluation-mode kernels (``bn1_eval_forward``), where its modes differ.

@@ -105,7 +105,8 @@ def _forward_section(op: str, settings: dict, printer: ReportPrinter) -> Section
     view = general_formula(op, "forward", **settings)
     formula = view.forward
     shown = forward_display(formula, printer)
-    blocks = [Prose("The definition symcnn derives everything else from (`symcnn/symbolic/ops.py`), "
+    module = registry.get(op).load_formula().__module__  # where the formula is defined
+    blocks = [Prose(f"The definition symcnn derives everything else from (`{module.replace('.', '/')}.py`), "
                     f"{_summary(op)}:")]
     blocks += _display_blocks(FormulaDisplay(shown.rows))
     blocks.append(Items(tuple(_shape_item(t, formula.parameters, printer) for t in formula.tensors)))

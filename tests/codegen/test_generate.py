@@ -389,7 +389,8 @@ def test_only_a_row_major_copy_is_marked_as_a_reshape():
     its own. A transposing copy, a copy with a condition, or any other op is not marked."""
     from symcnn.symbolic import ops
     from symcnn.symbolic.adjoint import GatherTerm
-    from symcnn.codegen.lower import _forward_terms, _Lowering, _reshape_of, network_kernels
+    from symcnn.codegen.layout import reshape_of as _reshape_of
+    from symcnn.codegen.lower import _forward_terms, _Lowering, network_kernels
 
     formula = ops.flatten().substitute({ops.C_in: 2, ops.H_in: 3, ops.W_in: 3})
     batch = formula.parameters["batch"]
@@ -415,7 +416,8 @@ def test_a_sum_over_whole_rows_and_columns_is_one_loop_over_a_view():
     reshaped view; reads that do not index (i, j) last, whole, keep their two loops."""
     from symcnn.symbolic import ops
     from symcnn.symbolic.adjoint import GatherTerm
-    from symcnn.codegen.lower import _collapse_rows, _Lowering, layer_kernels
+    from symcnn.codegen.layout import collapse_rows as _collapse_rows
+    from symcnn.codegen.lower import _Lowering, layer_kernels
 
     bias = next(kernel for kernel in layer_kernels(load_spec("seed004").layers[0]) if kernel.name == "conv1_grad_bias")
     assert bias.views == (("grad_output_rows", "grad_output.reshape((grad_output.shape[0], 16, 1024))"),)

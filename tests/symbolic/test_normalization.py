@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import sympy
 
-from symcnn.symbolic import ops
+from symcnn.symbolic import normalization, ops
 from symcnn.symbolic.adjoint import derive_gradient, gradients_of
 from symcnn.symbolic.derive import LayerConfig, derive
 from symcnn.symbolic.tensors import indices_of, symbol_array, upstream_array
@@ -60,7 +60,7 @@ def document_backward(x, g, gamma):
 
 @pytest.mark.parametrize("shape", [(2, 1, 1, 2), (2, 2, 1, 2), (1, 1, 2, 2)])
 def test_derived_input_gradient_is_the_documents_four_line_backward(shape):
-    forward = ops.batchnorm2d()
+    forward = normalization.batchnorm2d()
     arrays = {"input": symbol_array("x", shape), "weight": symbol_array("w", (shape[1],)),
               "bias": symbol_array("b", (shape[1],))}
     upstream = upstream_array(shape)
@@ -76,7 +76,7 @@ def test_derived_input_gradient_is_the_documents_four_line_backward(shape):
 
 def test_derived_weight_and_bias_gradients_are_the_sums_the_document_omits():
     shape = (2, 2, 1, 2)
-    forward = ops.batchnorm2d()
+    forward = normalization.batchnorm2d()
     arrays = {"input": symbol_array("x", shape), "weight": symbol_array("w", (2,)), "bias": symbol_array("b", (2,))}
     upstream = upstream_array(shape)
     grad_weight = expand_gradient(derive_gradient(forward, "weight"), arrays, upstream, {})
@@ -93,7 +93,7 @@ def test_derived_weight_and_bias_gradients_are_the_sums_the_document_omits():
 def test_the_documents_zero_term_vanishes_for_every_shape():
     """``Σ_i (x_i − μ)`` over a channel, with the formula's own mean, is 0 for symbolic N, H, W: the
     ``∂L/∂σ² · (−2/m) Σ(x_i − μ)`` part of the document's ``∂L/∂μ`` contributes nothing."""
-    forward = ops.batchnorm2d()
+    forward = normalization.batchnorm2d()
     mean_sum = next(node for node in forward.rhs.atoms(sympy.Sum) if node.limits[0][0] == ops.q)
     mean = mean_sum / (ops.N * ops.H_in * ops.W_in)
     deviations = sympy.Sum(ops.X[ops.r, ops.c, ops.u, ops.v] - mean,
@@ -104,10 +104,10 @@ def test_the_documents_zero_term_vanishes_for_every_shape():
 
 
 @pytest.mark.parametrize("factory, shape, parameter_shape", [
-    (ops.batchnorm2d, (2, 2, 1, 2), (2,)),
-    (ops.batchnorm2d_evaluation, (2, 2, 2, 1), (2,)),
-    (lambda: ops.layernorm(rank=4), (2, 2, 1, 2), (2, 1, 2)),
-    (lambda: ops.layernorm(rank=2), (2, 3), (3,)),
+    (normalization.batchnorm2d, (2, 2, 1, 2), (2,)),
+    (normalization.batchnorm2d_evaluation, (2, 2, 2, 1), (2,)),
+    (lambda: normalization.layernorm(rank=4), (2, 2, 1, 2), (2, 1, 2)),
+    (lambda: normalization.layernorm(rank=2), (2, 3), (3,)),
 ])
 def test_general_gradients_equal_the_elementwise_derivatives(factory, shape, parameter_shape):
     forward = factory()

@@ -53,7 +53,7 @@ ROLE_PREFIX = {"input": "x", "weight": "w", "bias": "b", "target": "t"}
 
 # --- op kinds and names ------------------------------------------------------------------------------------
 # Every decision of the index checker that depends on the op is one of these: a kind read from the
-# op registry (symcnn/registry.py) and the op's formula, or, for the names documents give an op's
+# op registry (symcnn/registry/) and the op's formula, or, for the names documents give an op's
 # tensors, a table of vocabulary with a default for any op not in it.
 
 _CONV_NAMES = {"X": "input", "I": "input", "A": "input", "W": "weight", "K": "weight", "b": "bias",

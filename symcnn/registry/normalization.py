@@ -1,8 +1,7 @@
 """The registry entries of document 003's normalization layers: batch and layer normalization.
 
-Registered when :mod:`symcnn.registry` is imported (it imports this module last), in a module of their
-own only to keep the registry within the line budget; SymPy-free like it. The formulas are
-:func:`symcnn.symbolic.ops.batchnorm2d` (and its evaluation mode) and :func:`symcnn.symbolic.ops.layernorm`.
+Registered when :mod:`symcnn.registry` is imported (it imports this module last); SymPy-free like it.
+The formulas are in :mod:`symcnn.symbolic.normalization`.
 
 Example:
     >>> from symcnn import registry
@@ -16,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-from symcnn.registry import Op, Setting, Shape, register
+from symcnn.registry.core import Op, Setting, Shape, register
 
 __all__: list[str] = []
 
@@ -47,7 +46,7 @@ def _trailing(input_shape: Shape, settings: Mapping[str, Any]) -> dict[str, Shap
     return {"weight": tuple(input_shape), "bias": tuple(input_shape)}
 
 
-_FORMULAS = "symcnn.symbolic.ops"
+_FORMULAS = "symcnn.symbolic.normalization"
 _EPS = Setting("eps", "number", default=1e-5, roles=("epsilon",),
                help="added to the variance inside the square root (PyTorch's default 1e-5)")
 
