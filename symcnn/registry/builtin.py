@@ -23,7 +23,8 @@ __all__: list[str] = []
 
 
 def _conv_phrase(settings: Mapping[str, Any]) -> str:
-    text = (f"{settings['out_channels']} kernels {in_words(settings['kernel'])}, "
+    count = settings["out_channels"]
+    text = (f"{count} kernel{'' if count == 1 else 's'} of size {in_words(settings['kernel'])}, "
             f"stride {in_words(settings['stride'])}, padding {in_words(settings['padding'])}")
     text += f", output padding {in_words(settings['output_padding'])}" if "output_padding" in settings else ""
     text += f", {settings['groups']} groups" if settings.get("groups", 1) != 1 else ""

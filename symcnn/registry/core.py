@@ -155,7 +155,7 @@ class Op:
         return len(self.inputs) > 1
 
     def settings_text(self, settings: Mapping[str, Any]) -> str:
-        """A layer's settings in words, for reports: ``16 kernels 3, stride 1, padding 1``.
+        """A layer's settings in words, for reports: ``16 kernels of size 3, stride 1, padding 1``.
 
         >>> get("maxpool2d").settings_text({"kernel": (2, 2), "stride": (2, 1)})
         'window 2, stride 2×1'

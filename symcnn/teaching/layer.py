@@ -186,7 +186,7 @@ def article(noun: str) -> str:
 
 
 def describe_layer(config: LayerConfig) -> str:
-    """The layer in words, from its registry entry: ``2-D convolution (1 kernels 2, stride 1, padding 0)``."""
+    """The layer in words, from its registry entry: ``2-D convolution (1 kernel of size 2, stride 1, padding 0)``."""
     entry = config.entry
     words = entry.settings_text(config.settings)
     shape = "×".join(map(str, config.input_shape[1:] if config.input_shape[1] > 1 or len(config.input_shape) < 4
