@@ -132,6 +132,13 @@ def markdown_text(markup: str) -> str:
     return "".join(pieces)
 
 
+def _overwide(rows) -> bool:
+    """Whether a display may be wider than the page even after the breaks between terms (a single term of
+    batch norm's general gradient is nine sums deep). The LaTeX writer sets such a display in a box that
+    TeX measures, and scales it to the line's width only if it is wider (``\\fitdisplay``)."""
+    return any(len(row) > 300 for row in rows)
+
+
 def _environment(latex: bool) -> jinja2.Environment:
     options = dict(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), undefined=jinja2.StrictUndefined,
                    trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
@@ -139,7 +146,8 @@ def _environment(latex: bool) -> jinja2.Environment:
         options.update(block_start_string="<%", block_end_string="%>", variable_start_string="<<",
                        variable_end_string=">>", comment_start_string="<#", comment_end_string="#>")
     environment = jinja2.Environment(**options)
-    environment.filters.update(tex=tex_text, textitle=_tex_title, md=markdown_text, mdtitle=markdown_text)
+    environment.filters.update(tex=tex_text, textitle=_tex_title, md=markdown_text, mdtitle=markdown_text,
+                               overwide=_overwide)
     return environment
 
 
