@@ -23,6 +23,8 @@ import random
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import sympy
+
 from symcnn import registry
 from symcnn.checking.index.vocabulary import OpKind
 
@@ -41,10 +43,32 @@ def _operand_roles(name: str, formula: object) -> frozenset:
     return frozenset(operand.role for operand in entry.load_formula()(**options).operands)
 
 
+def _has_statistics(entry: registry.Op) -> bool:
+    """A formula with a sum inside a sum (a normalization's mean inside its variance): its entries run to
+    thousands of characters, beyond working by hand and beyond the checker's limit for a student's answer."""
+    options = {"rank": max(entry.inputs) + 1} if entry.ranked else {}
+    rhs = entry.load_formula()(**options).rhs
+    return any(inner is not outer and isinstance(inner, sympy.Sum)
+               for outer in rhs.atoms(sympy.Sum) for inner in outer.function.atoms(sympy.Sum))
+
+
+#: The required settings the exercise generators choose (a window, a layer's width).
+_CHOSEN = {"kernel", "out_channels", "out_features"}
+
+
 def exercisable(entry: registry.Op) -> bool:
     """An op ``symcnn derive`` expands from its input and learned parameters alone (no mask, no
-    running statistics, no target): a layer of a spec."""
-    return entry.layer and not entry.loss and _operand_roles(entry.name, entry.formula) <= _PLAIN_ROLES
+    running statistics, no target): a layer of a spec; and one the generators can set up: its required
+    settings are among those they choose, and it does not enlarge a small map (the network exercise
+    pools the map down to one value). An adaptive pool's ``output`` and a transposed convolution are
+    not exercised yet."""
+    if not (entry.layer and not entry.loss and _operand_roles(entry.name, entry.formula) <= _PLAIN_ROLES):
+        return False
+    if set(_required(entry)) - _CHOSEN or _has_statistics(entry):
+        return False
+    if 3 not in entry.inputs:
+        return True
+    return entry.output_shape((1, 3, 3), entry.settings_of(_required(entry)))[1:] <= (3, 3)
 
 
 def _kind(predicate: Callable[[registry.Op], bool]) -> OpKind:

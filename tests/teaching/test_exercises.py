@@ -126,7 +126,8 @@ def test_sizes_equal_pytorch_modules(torch):
         shape = exercise.setup.values["input_shape"]
         if op == "conv2d":
             module = torch.nn.Conv2d(shape[0], settings["out_channels"], settings["kernel"], settings["stride"],
-                                     settings["padding"], settings["dilation"], bias=settings["bias"])
+                                     settings["padding"], settings["dilation"], groups=settings.get("groups", 1),
+                                     bias=settings["bias"])
         else:
             module = (torch.nn.MaxPool2d if op == "maxpool2d" else torch.nn.AvgPool2d)(settings["kernel"],
                                                                                        settings["stride"])
