@@ -170,11 +170,14 @@ class BenchResult:
 
 
 def torch_model(spec: NetworkSpec, params: dict):
-    """The spec as a ``torch.nn.Sequential``, with the same parameters."""
+    """The spec as a ``torch.nn.Sequential``, with the same parameters. Its children are named by layer
+    label, so that its ``state_dict`` keys are ``Network.params``' names (``conv1.weight``, ...)."""
+    from collections import OrderedDict
+
     import torch
 
     modules, state = [], {}
-    for position, layer in enumerate(spec.layers):
+    for layer in spec.layers:
         s = layer.settings
         if layer.kind == "conv2d":
             module = torch.nn.Conv2d(layer.input_shape[0], s["out_channels"], s["kernel"], s["stride"],
@@ -201,11 +204,11 @@ def torch_model(spec: NetworkSpec, params: dict):
             module = torch.nn.Flatten()
         else:  # an op registered from a user's own code has no PyTorch twin here
             raise ValueError(f"{layer.kind}: no PyTorch reference for this op")
-        modules.append(module)
+        modules.append((layer.label, module))
         for role in ("weight", "bias"):
             if f"{layer.name}.{role}" in params:
-                state[f"{position}.{role}"] = torch.tensor(params[f"{layer.name}.{role}"])
-    model = torch.nn.Sequential(*modules)
+                state[f"{layer.name}.{role}"] = torch.tensor(params[f"{layer.name}.{role}"])
+    model = torch.nn.Sequential(OrderedDict(modules))
     if state:  # in the parameters' dtype, so that float64 weights are not rounded to float32 on loading
         model = model.to(next(iter(state.values())).dtype)
     model.load_state_dict(state, strict=True)
