@@ -30,7 +30,7 @@ import torch
 from symcnn import registry
 from symcnn.runtime.loader import load_kernels
 from symcnn.runtime.network import Network
-from symcnn.spec import LayerSpec, NetworkSpec, load_spec, parse_spec
+from symcnn.spec import LayerSpec, NetworkSpec, load_spec, parse_spec, spec_toml
 from symcnn.torch.operators import LayerOperators, layer_operators
 
 __all__ = ["SymcnnLayer", "SymcnnNetwork", "from_spec", "layer"]
@@ -86,16 +86,6 @@ def from_spec(spec: Union[str, os.PathLike, NetworkSpec], dtype: str = "float32"
     return SymcnnNetwork(loaded, layers)
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (tuple, list)):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(value)
-
-
 def _flat_output(kind: str, input_shape: tuple, settings: dict) -> bool:
     """Whether the layer's output is a vector (else a flatten follows it in the one-layer spec). Settings
     it cannot read are reported by the spec's validation, with the spec's message."""
@@ -123,11 +113,8 @@ def layer(kind: str, input_shape: tuple[int, ...], dtype: str = "float32", seed:
     if not _flat_output(kind, input_shape, settings):
         layers.append({"type": "flatten"})
     layers.append({"type": "dense", "name": "tail", "out_features": 1})
-    lines = [f'name = "torch-{kind.replace("_", "-")}"',
-             f"input = {_toml_value([input_shape[0], 1, 1] if flat else list(input_shape))}"]
-    for entry in layers:
-        lines += ["", "[[layers]]"] + [f"{key} = {_toml_value(value)}" for key, value in entry.items()]
-    spec = parse_spec("\n".join(lines) + "\n")
+    spec = parse_spec(spec_toml({"name": f"torch-{kind.replace('_', '-')}",
+                                 "input": [input_shape[0], 1, 1] if flat else list(input_shape), "layers": layers}))
     position = 1 if flat else 0
     net = Network(spec, load_kernels(spec), dtype=dtype, seed=seed)
     target = spec.layers[position]
