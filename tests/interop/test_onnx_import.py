@@ -23,7 +23,8 @@ from tests.kernels_helpers import toml_of  # noqa: E402
 ACTIVATIONS = {"name": "acts", "input": [2, 9, 8], "layers": [
     {"type": "conv2d", "name": "conv_a", "out_channels": 4, "kernel": [3, 2], "stride": [2, 1], "padding": [1, 0],
      "dilation": [1, 2]},
-    {"type": "leaky_relu", "alpha": 0.2}, {"type": "avgpool2d", "kernel": 2, "stride": 1}, {"type": "elu", "alpha": 0.5},
+    {"type": "leaky_relu", "alpha": 0.2}, {"type": "avgpool2d", "kernel": 2, "stride": 1},
+    {"type": "elu", "alpha": 0.5},
     {"type": "conv2d", "name": "conv_b", "out_channels": 3, "kernel": 1, "bias": False}, {"type": "sigmoid"},
     {"type": "maxpool2d", "kernel": 2, "stride": [1, 2]}, {"type": "tanh"}, {"type": "global_avgpool"},
     {"type": "flatten"}, {"type": "dense", "name": "head", "out_features": 3},
