@@ -163,10 +163,14 @@ class BenchResult:
                     rows["pytorch"]["train_step_images_per_second"],
                     "train_step_batch1": rows["pytorch"]["train_step_batch1_ms"] / row["train_step_batch1_ms"],
                 }
+        # What running the kernels inside PyTorch costs over symcnn's own Network (above 0: slower)
+        overhead = {metric: self.median("in-pytorch", metric) / self.median("generated", metric) - 1
+                    for metric in ("forward", "train_step", "train_step_batch1")} if "in-pytorch" in rows else {}
         return {"spec": self.spec, "batch": self.batch, "threads": self.threads, "repeat": self.repeat,
                 "machine": self.machine, "sgemm_gflops": self.sgemm_gflops,
                 "forward_gflop_per_image": self.forward_flops_per_image / 1e9,
-                "results": rows, "ratios_to_pytorch": ratios, "profile": self.profile}
+                "results": rows, "ratios_to_pytorch": ratios, "in_pytorch_overhead": overhead,
+                "profile": self.profile}
 
 
 def torch_model(spec: NetworkSpec, params: dict):
@@ -239,7 +243,33 @@ def _implementations(spec_name: str, include_torch: bool):
             return loss.item()
 
         implementations["pytorch"] = (torch_forward, torch_step)
+        implementations["in-pytorch"] = _inside_pytorch(net)
     return net, implementations
+
+
+def _inside_pytorch(net: Network):
+    """The generated kernels as PyTorch operators (:mod:`symcnn.torch`): the module's forward and its train
+    step with ``torch.optim.SGD``, as a PyTorch user would run them."""
+    import torch
+
+    from symcnn.torch import from_spec
+
+    model = from_spec(net.spec, seed=0)
+    model.load_state_dict({name: torch.from_numpy(value.copy()) for name, value in net.params.items()})
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
+
+    def forward(x):
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).numpy()
+
+    def step(x, y):
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y))
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return forward, step
 
 
 #: Seconds of rest before each timed call. OpenMP and BLAS worker threads spin for a while after a
@@ -361,6 +391,12 @@ def format_report(result: BenchResult) -> str:
                              f"batch-1 train step {ratio['train_step_batch1']:.2f}x")
     else:
         lines += ["", "PyTorch is not installed: no ratios (pip install torch==2.13.0)"]
+    if data["in_pytorch_overhead"]:
+        overhead = data["in_pytorch_overhead"]
+        lines += ["", "in-pytorch: the generated kernels as PyTorch operators (symcnn.torch; train step with "
+                      "torch.optim.SGD); time over the generated Network's: "
+                      f"forward {overhead['forward']:+.0%}, train step {overhead['train_step']:+.0%}, "
+                      f"batch-1 train step {overhead['train_step_batch1']:+.0%}"]
     if result.profile:
         lines += ["", "generated train step, per kernel (median):"]
         for kernel, row in sorted(result.profile.items(), key=lambda item: -item[1]["ms"]):
