@@ -70,9 +70,14 @@ class LayerOperators(NamedTuple):
     forward: Callable
     gradients: dict[str, Callable]
     signatures: dict[str, KernelSignature]  # by kernel name
+    reshape: bool = False  # the forward kernel copies its input in row-major order (checked when generated)
 
     def __call__(self, x: torch.Tensor, *parameters: torch.Tensor) -> torch.Tensor:
-        """The layer's output (without what its forward operator saves for the gradient)."""
+        """The layer's output (without what its forward operator saves for the gradient). A layer whose
+        kernel only reshapes (``kernels.RESHAPES``, a flatten) is a view, as in the Network: no copy."""
+        if self.reshape:
+            _check(self.layer, self.signatures[f"{self.layer.label}_forward"], (x, *parameters))
+            return x.reshape(x.shape[0], *self.layer.output_shape)
         result = self.forward(x, *parameters)
         return result[0] if isinstance(result, tuple) else result
 
@@ -207,5 +212,6 @@ def layer_operators(net: Network, layer: LayerSpec) -> LayerOperators:
         return tuple(grads)
 
     forward.register_autograd(backward, setup_context=setup_context)
-    _LAYERS[forward._qualname] = LayerOperators(layer, forward, gradients, signatures)
+    reshape = f"{layer.label}_forward" in getattr(net.kernels, "RESHAPES", {})
+    _LAYERS[forward._qualname] = LayerOperators(layer, forward, gradients, signatures, reshape)
     return _LAYERS[forward._qualname]
