@@ -21,8 +21,9 @@ def add_import(commands) -> None:
                     "refused in one line naming it (exit 2). Needs the onnx extra: pip install 'symcnn[onnx]'.")
     command.add_argument("model", metavar="MODEL.onnx", help="the ONNX model")
     command.add_argument("-o", "--out", required=True, metavar="SPEC.toml", help="the spec file to write")
-    command.add_argument("--params", metavar="PARAMS.npz", help="also write the parameters (float32) here")
-    command.add_argument("--name", help="the spec's name (default: the spec file's name)")
+    command.add_argument("--params", metavar="PARAMS.npz",
+                         help="also write the parameters (float32) here; default: none written")
+    command.add_argument("--name", help="the spec's name; default: the spec file's name")
 
 
 def run_import(args) -> int:
