@@ -116,7 +116,8 @@ def _check(layer: LayerSpec, signature: KernelSignature, tensors: tuple) -> tupl
     first = signature.inputs[0]
     float_dtype = tensors[0].dtype if first != "switch" else tensors[1].dtype
     if float_dtype not in FLOAT_DTYPES:
-        raise ValueError(f"{layer.label}: {first}: expected a float32 or float64 tensor, got {float_dtype}")
+        raise ValueError(f"{layer.label}: {first}: expected a float32 or float64 tensor, "
+                         f"got {str(float_dtype).removeprefix('torch.')}")
     batched = [tensor for name, tensor in zip(signature.inputs, tensors)
                if name in BATCHED_LIKE_INPUT + BATCHED_LIKE_OUTPUT]
     batch = batched[0].shape[0] if batched and batched[0].dim() > 0 else 0
