@@ -47,6 +47,7 @@ def _worker(rank: int, port: int, directory: str) -> None:
         ddp = torch.nn.parallel.DistributedDataParallel(model)
         losses = _train(ddp, rank, WORLD)
         torch.save({"state": model.state_dict(), "losses": losses}, f"{directory}/rank{rank}.pt")
+        torch.distributed.barrier()  # leave together: gloo's connections close in order
     finally:
         torch.distributed.destroy_process_group()
 
