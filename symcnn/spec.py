@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import json
 import keyword
 import math
 import re
@@ -28,7 +29,7 @@ from symcnn.train_config import SPEC_TRAINING_KEYS, TrainConfig
 from symcnn.validation import integer
 
 __all__ = ["LayerSpec", "NetworkSpec", "SHIPPED_SPECS", "load_spec", "parse_spec", "spec_from_dict", "SPEC_DIR",
-           "shipped_kernels_dir"]
+           "shipped_kernels_dir", "spec_toml"]
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 SPEC_DIR = PACKAGE_ROOT / "specs"
@@ -313,3 +314,31 @@ def load_spec(name_or_path) -> NetworkSpec:
     except (OSError, UnicodeDecodeError) as error:
         raise ValueError(f"spec: cannot read {text_name}: {error}") from None
     return parse_spec(text)
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    return repr(value)
+
+
+def spec_toml(data: Mapping) -> str:
+    """A spec given as a dict (the TOML's structure; values are numbers, strings, flags and lists) as TOML
+    text, for :func:`parse_spec`.
+
+    >>> print(spec_toml({"name": "tiny", "input": [1, 4, 4], "layers": [{"type": "flatten"}]}))
+    name = "tiny"
+    input = [1, 4, 4]
+    <BLANKLINE>
+    [[layers]]
+    type = "flatten"
+    <BLANKLINE>
+    """
+    lines = [f"{key} = {_toml_value(value)}" for key, value in data.items() if key not in ("layers", "training")]
+    for layer in data.get("layers", ()):
+        lines += ["", "[[layers]]"] + [f"{key} = {_toml_value(value)}" for key, value in layer.items()]
+    return "\n".join(lines) + "\n"

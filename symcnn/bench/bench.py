@@ -167,21 +167,28 @@ class BenchResult:
                     rows["pytorch"]["train_step_images_per_second"],
                     "train_step_batch1": rows["pytorch"]["train_step_batch1_ms"] / row["train_step_batch1_ms"],
                 }
+        # What running the kernels inside PyTorch costs over symcnn's own Network (above 0: slower)
+        overhead = {metric: self.median("in-pytorch", metric) / self.median("generated", metric) - 1
+                    for metric in ("forward", "train_step", "train_step_batch1")} if "in-pytorch" in rows else {}
         return {"spec": self.spec, "batch": self.batch, "threads": self.threads, "repeat": self.repeat,
                 "machine": self.machine, "sgemm_gflops": self.sgemm_gflops,
                 "forward_gflop_per_image": self.forward_flops_per_image / 1e9,
-                "results": rows, "ratios_to_pytorch": ratios, "profile": self.profile}
+                "results": rows, "ratios_to_pytorch": ratios, "in_pytorch_overhead": overhead,
+                "profile": self.profile}
 
 
 def torch_model(spec: NetworkSpec, params: dict, buffers: Optional[dict] = None, masks: Optional[dict] = None):
     """The spec as a ``torch.nn.Sequential``, with the same parameters, and buffers (batch norm's
-    running statistics) where given, else PyTorch's initial ones.
+    running statistics) where given, else PyTorch's initial ones. Its children are named by layer
+    label, so that its ``state_dict`` keys are ``Network.params``' names (``conv1.weight``, ...).
 
     A dropout layer is ``torch.nn.Dropout(p)`` (PyTorch's own masks; the identity after
     ``model.eval()``), or, where ``masks`` gives its mask by layer label (symcnn's, from
     :meth:`symcnn.runtime.network.Network.masks`), ``x * mask / (1 - p)`` with that mask, so that a
     training pass can be compared with symcnn's.
     """
+    from collections import OrderedDict
+
     import torch
 
     class FixedMaskDropout(torch.nn.Module):
@@ -193,7 +200,7 @@ def torch_model(spec: NetworkSpec, params: dict, buffers: Optional[dict] = None,
             return x * self.mask.to(x.dtype) / (1 - self.p)
 
     modules, state = [], {}
-    for position, layer in enumerate(spec.layers):
+    for layer in spec.layers:
         s = layer.settings
         if layer.kind == "conv2d":
             module = torch.nn.Conv2d(layer.input_shape[0], s["out_channels"], s["kernel"], s["stride"],
@@ -234,12 +241,12 @@ def torch_model(spec: NetworkSpec, params: dict, buffers: Optional[dict] = None,
             module = torch.nn.Flatten()
         else:  # an op registered from a user's own code has no PyTorch twin here
             raise ValueError(f"{layer.kind}: no PyTorch reference for this op")
-        modules.append(module)
+        modules.append((layer.label, module))
         for role in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
             for given in (params, buffers or {}):
                 if f"{layer.name}.{role}" in given:
-                    state[f"{position}.{role}"] = torch.tensor(given[f"{layer.name}.{role}"])
-    model = torch.nn.Sequential(*modules)
+                    state[f"{layer.label}.{role}"] = torch.tensor(given[f"{layer.name}.{role}"])
+    model = torch.nn.Sequential(OrderedDict(modules))
     for key, value in model.state_dict().items():  # buffers not given: PyTorch's initial ones
         state.setdefault(key, value)
     if state:  # in the parameters' dtype, so that float64 weights are not rounded to float32 on loading
@@ -277,7 +284,33 @@ def _implementations(spec_name: str, include_torch: bool):
             return loss.item()
 
         implementations["pytorch"] = (torch_forward, torch_step)
+        implementations["in-pytorch"] = _inside_pytorch(net)
     return net, implementations
+
+
+def _inside_pytorch(net: Network):
+    """The generated kernels as PyTorch operators (:mod:`symcnn.torch`): the module's forward and its train
+    step with ``torch.optim.SGD``, as a PyTorch user would run them."""
+    import torch
+
+    from symcnn.torch import from_spec
+
+    model = from_spec(net.spec, seed=0)
+    model.load_state_dict({name: torch.from_numpy(value.copy()) for name, value in net.params.items()})
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
+
+    def forward(x):
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).numpy()
+
+    def step(x, y):
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y))
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return forward, step
 
 
 #: Seconds of rest before each timed call. OpenMP and BLAS worker threads spin for a while after a
@@ -399,6 +432,12 @@ def format_report(result: BenchResult) -> str:
                              f"batch-1 train step {ratio['train_step_batch1']:.2f}x")
     else:
         lines += ["", "PyTorch is not installed: no ratios (pip install torch==2.13.0)"]
+    if data["in_pytorch_overhead"]:
+        overhead = data["in_pytorch_overhead"]
+        lines += ["", "in-pytorch: the generated kernels as PyTorch operators (symcnn.torch; train step with "
+                      "torch.optim.SGD); time over the generated Network's: "
+                      f"forward {overhead['forward']:+.0%}, train step {overhead['train_step']:+.0%}, "
+                      f"batch-1 train step {overhead['train_step_batch1']:+.0%}"]
     if result.profile:
         lines += ["", "generated train step, per kernel (median):"]
         for kernel, row in sorted(result.profile.items(), key=lambda item: -item[1]["ms"]):

@@ -19,6 +19,7 @@ from symcnn.cli.arguments import OPTION_OF_SETTING, add_format_options, chosen_f
 from symcnn.cli.arguments import size as _size, values as _values
 from symcnn.cli.derive import add_derive as _add_derive
 from symcnn.cli.exercise import RUNNERS as _TEACHING, add_commands as _add_teaching
+from symcnn.cli.importing import add_import as _add_import, run_import as _run_import
 from symcnn.cli.interrupt import MESSAGE, STATUS, interrupts_end_cleanly
 
 __all__ = ["main"]
@@ -51,6 +52,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_check(commands)
     _add_errata(commands)
     _add_teaching(commands, _number)
+    _add_import(commands)
     return parser
 
 
@@ -374,7 +376,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     args.argv = argv  # the command as typed: the first line of a --standalone document names it
     runners = {"demo": _run_demo, "examples": _run_examples, "derive": _run_derive, "formula": _run_formula,
                "generate": _run_generate, "train": _run_train, "bench": _run_bench, "report": _run_report,
-               "check": _run_check, "errata": _run_errata, **_TEACHING}
+               "check": _run_check, "errata": _run_errata, "import": _run_import, **_TEACHING}
     try:
         return runners[args.command](args)
     except ValueError as error:  # user errors: one line naming the option, no traceback

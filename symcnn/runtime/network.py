@@ -36,9 +36,17 @@ from symcnn.train_config import TrainConfig
 from symcnn.training.data import Dataset, load_data
 from symcnn.training.trainer import Trainer
 
-__all__ = ["Network"]
+__all__ = ["Network", "switch_dtype"]
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def switch_dtype(layer: LayerSpec) -> np.dtype:
+    """The dtype of a pooling layer's ``switch`` (the argmax offset within the window): the narrowest
+    integer that holds it (measured: the pool's gradient kernel runs about 10x faster reading int8
+    than int64 or int32)."""
+    window = math.prod(layer.settings.get("kernel", layer.input_shape[1:]))  # an adaptive pool's: within the image
+    return np.dtype(np.int8 if window <= 127 else np.int32)
 
 
 def _describe(array) -> str:
@@ -229,6 +237,14 @@ class Network(LayerState):
 
     # --- passes ---------------------------------------------------------------------------
 
+    def kernel(self, kernel_name: str):
+        """The generated function ``kernel_name`` (``conv1_forward``, ...; a layer identical to an earlier
+        one shares its kernel). Its arguments are ``kernels.ARGUMENTS[kernel_name]``; the caller checks
+        every array's shape, dtype and layout (numba does not bounds-check)."""
+        if kernel_name not in self._functions:
+            raise ValueError(f"kernel: {self.spec.name} has no kernel {kernel_name!r}")
+        return self._functions[kernel_name]
+
     def _call(self, kernel_name: str, arrays: dict):
         names = self.kernels.ARGUMENTS[kernel_name]
         source = self.reshapes.get(kernel_name)
@@ -333,12 +349,8 @@ class Network(LayerState):
                 saved[layer.label] = {"mask": arrays["mask"]}
             arrays["out"] = self._buffer(f"{layer.label}.out", (batch, *layer.output_shape), self.dtype)
             if "switch" in self.kernels.ARGUMENTS[f"{layer.label}_forward"]:
-                # the argmax offset within the window; the narrowest integer that holds it (measured:
-                # the pool's gradient kernel runs about 10x faster reading int8 than int64 or int32).
-                # A window without a kernel setting (an adaptive pool's) lies within the image.
-                window = math.prod(layer.settings.get("kernel", layer.input_shape[1:]))
                 arrays["switch"] = self._buffer(
-                    f"{layer.label}.switch", (batch, *layer.output_shape), np.int8 if window <= 127 else np.int32)
+                    f"{layer.label}.switch", (batch, *layer.output_shape), switch_dtype(layer))
                 saved[layer.label] = {"switch": arrays["switch"]}
             self._call(self._kernel(layer, "forward", training), arrays)
             if training and layer.buffer_shapes():

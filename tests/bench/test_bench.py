@@ -41,13 +41,14 @@ def test_bench_reports_every_implementation_side_by_side(cli, monkeypatch):
     status, out, err = cli("bench", "digits", "--batch", "8", "--repeat", "2", "--profile", "--json")
     assert status == 0, err
     data = json.loads(out)
-    assert set(data["results"]) == {"generated", "numpy", "pytorch"}
+    assert set(data["results"]) == {"generated", "numpy", "pytorch", "in-pytorch"}
     for row in data["results"].values():
         assert row["forward_images_per_second"] > 0 and row["train_step_batch1_ms"] > 0
     assert set(data["ratios_to_pytorch"]["generated"]) == {"forward", "train_step", "train_step_batch1"}
     assert "conv1_forward" in data["profile"] and data["sgemm_gflops"] > 0
+    assert set(data["in_pytorch_overhead"]) == {"forward", "train_step", "train_step_batch1"}
     status, out, _ = cli("bench", "digits", "--batch", "4", "--repeat", "1")
-    assert status == 0 and "ratio to PyTorch" in out and "generated" in out
+    assert status == 0 and "ratio to PyTorch" in out and "generated" in out and "in-pytorch: " in out
 
 
 @pytest.mark.parametrize("option", ["--batch", "--threads", "--repeat"])

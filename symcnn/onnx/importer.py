@@ -1,0 +1,296 @@
+"""An ONNX model as a symcnn spec and its parameters (``symcnn import MODEL.onnx -o SPEC.toml``).
+
+The graph must be a chain from its one input to its one output (as a PyTorch ``nn.Sequential``
+exports). Each node becomes layers by its op type through :data:`CONVERTERS`, one entry per op:
+a node of another op, or with an attribute symcnn has no setting for, is refused in one line naming
+the node and the op. ``MatMul`` followed by ``Add`` of a constant is one dense layer (as ``Gemm``);
+a final ``Softmax`` is dropped (the spec's loss, softmax cross-entropy, applies it to the logits).
+
+Parameterized layers are named as the model names its weights (``conv1.weight`` gives ``conv1``)
+where that is an identifier, else ``conv1``, ``conv2``, ``fc1``, ... in order.
+
+Example:
+    >>> import onnx.helper as h, numpy as np
+    >>> from onnx import TensorProto, numpy_helper
+    >>> weight = numpy_helper.from_array(np.ones((10, 16), np.float32), "fc.weight")
+    >>> graph = h.make_graph([h.make_node("Flatten", ["x"], ["f"], name="flat"),
+    ...                       h.make_node("Gemm", ["f", "fc.weight"], ["y"], name="fc", transB=1)], "g",
+    ...                      [h.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 4, 4])],
+    ...                      [h.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], [weight])
+    >>> imported = convert(h.make_model(graph), "tiny")
+    >>> imported.layers
+    [{'type': 'flatten'}, {'type': 'dense', 'name': 'fc', 'out_features': 10, 'bias': False}]
+    >>> sorted(imported.params)
+    ['fc.weight']
+"""
+
+from __future__ import annotations
+
+import io
+import keyword
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, NamedTuple, Optional
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from symcnn.files import write_bytes, write_text
+from symcnn.spec import NetworkSpec, parse_spec, spec_toml
+
+__all__ = ["CONVERTERS", "Imported", "convert", "import_onnx"]
+
+
+class Node(NamedTuple):
+    """One ONNX node as a converter sees it: its attributes and constant inputs read, its data input apart."""
+
+    name: str
+    op: str
+    attributes: dict[str, Any]
+    constants: list[np.ndarray]  # the inputs after the data input, in order (weights, biases)
+
+    def refuse(self, message: str) -> ValueError:
+        return ValueError(f"node {self.name!r} ({self.op}): {message}")
+
+    def attribute(self, key: str, default: Any, allowed: Optional[tuple] = None) -> Any:
+        value = self.attributes.get(key, default)
+        if allowed is not None and value not in allowed:
+            raise self.refuse(f"{key} = {value!r} is not supported (symcnn supports {', '.join(map(repr, allowed))})")
+        return value
+
+
+class Layer(NamedTuple):
+    """A spec layer table (without its name) and its parameters by role (``weight``, ``bias``)."""
+
+    table: dict[str, Any]
+    params: dict[str, np.ndarray] = {}
+    kind_prefix: str = ""  # how an unnamed parameterized layer is called: conv, fc
+
+
+def _pair(node: Node, key: str, values: list, default: int) -> list:
+    values = list(values) if values else [default, default]
+    if len(values) != 2:
+        raise node.refuse(f"{key} = {values}: symcnn supports 2-D windows")
+    return values
+
+
+def _padding(node: Node) -> list:
+    node.attribute("auto_pad", b"NOTSET", (b"NOTSET", "NOTSET"))
+    pads = list(node.attributes.get("pads", [0, 0, 0, 0]))
+    if len(pads) != 4 or pads[:2] != pads[2:]:
+        raise node.refuse(f"pads = {pads}: symcnn pads both sides alike (begin and end pads equal)")
+    return pads[:2]
+
+
+def _conv(node: Node) -> list[Layer]:
+    node.attribute("group", 1, (1,))
+    weight = node.constants[0]
+    settings = {"out_channels": int(weight.shape[0]), "kernel": list(weight.shape[2:]),
+                "stride": _pair(node, "strides", node.attributes.get("strides"), 1), "padding": _padding(node),
+                "dilation": _pair(node, "dilations", node.attributes.get("dilations"), 1),
+                "bias": len(node.constants) > 1}
+    params = {"weight": weight, **({"bias": node.constants[1]} if len(node.constants) > 1 else {})}
+    return [Layer({"type": "conv2d", **settings}, params, "conv")]
+
+
+def _pool(kind: str) -> Callable[[Node], list[Layer]]:
+    def convert_pool(node: Node) -> list[Layer]:
+        node.attribute("ceil_mode", 0, (0,))
+        if _padding(node) != [0, 0]:
+            raise node.refuse(f"pads = {node.attributes['pads']}: symcnn's pooling has no padding")
+        if node.op == "MaxPool" and _pair(node, "dilations", node.attributes.get("dilations"), 1) != [1, 1]:
+            raise node.refuse(f"dilations = {node.attributes['dilations']}: symcnn's max pooling has none")
+        kernel = _pair(node, "kernel_shape", node.attributes.get("kernel_shape"), 1)
+        return [Layer({"type": kind, "kernel": kernel, "stride": _pair(node, "strides",
+                                                                         node.attributes.get("strides"), 1)})]
+    return convert_pool
+
+
+def _gemm(node: Node) -> list[Layer]:
+    node.attribute("alpha", 1.0, (1.0,))
+    node.attribute("beta", 1.0, (1.0,))
+    node.attribute("transA", 0, (0,))
+    weight = node.constants[0] if node.attribute("transB", 0) else node.constants[0].T
+    return _dense(node, weight, node.constants[1] if len(node.constants) > 1 else None)
+
+
+def _matmul(node: Node) -> list[Layer]:  # MatMul(x, W) [+ b]: W is (in, out)
+    return _dense(node, node.constants[0].T, node.constants[1] if len(node.constants) > 1 else None)
+
+
+def _dense(node: Node, weight: np.ndarray, bias: Optional[np.ndarray]) -> list[Layer]:
+    if weight.ndim != 2 or (bias is not None and bias.shape != (weight.shape[0],)):
+        raise node.refuse(f"expected a 2-D weight and a bias of its rows, got {weight.shape} and "
+                          f"{None if bias is None else bias.shape}")
+    params = {"weight": np.ascontiguousarray(weight), **({"bias": bias} if bias is not None else {})}
+    return [Layer({"type": "dense", "out_features": int(weight.shape[0]), "bias": bias is not None}, params, "fc")]
+
+
+def _flatten(node: Node) -> list[Layer]:
+    node.attribute("axis", 1, (1,))
+    return [Layer({"type": "flatten"})]
+
+
+def _activation(kind: str, alpha: Optional[float] = None) -> Callable[[Node], list[Layer]]:
+    def convert_activation(node: Node) -> list[Layer]:
+        # ONNX keeps float attributes in float32: the shortest decimal of that float32 (0.2, not 0.2000000029)
+        settings = {} if alpha is None else {"alpha": float(str(np.float32(node.attributes.get("alpha", alpha))))}
+        return [Layer({"type": kind, **settings})]
+    return convert_activation
+
+
+#: ONNX op type -> its layers. An op symcnn gains is one entry here (with its attributes checked).
+CONVERTERS: dict[str, Callable[[Node], list[Layer]]] = {
+    "Conv": _conv,
+    "MaxPool": _pool("maxpool2d"),
+    "AveragePool": _pool("avgpool2d"),
+    "GlobalAveragePool": lambda node: [Layer({"type": "global_avgpool"})],
+    "Flatten": _flatten,
+    "Gemm": _gemm,
+    "MatMul": _matmul,
+    "Relu": _activation("relu"),
+    "LeakyRelu": _activation("leaky_relu", 0.01),
+    "Elu": _activation("elu", 1.0),
+    "Sigmoid": _activation("sigmoid"),
+    "Tanh": _activation("tanh"),
+    "Identity": lambda node: [],
+}
+
+
+@dataclass
+class Imported:
+    """A converted model: the spec's layer tables in order, its input shape and parameters by name."""
+
+    name: str
+    input_shape: tuple[int, int, int]
+    layers: list[dict] = field(default_factory=list)
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def spec_text(self) -> str:
+        """The spec as TOML (validated when parsed: :meth:`spec`)."""
+        description = f"imported from ONNX{'; ' if self.notes else ''}{'; '.join(self.notes)}"
+        return spec_toml({"name": self.name, "description": description, "input": list(self.input_shape),
+                          "layers": self.layers})
+
+    def spec(self) -> NetworkSpec:
+        """The spec, validated, with every parameter's shape checked against it."""
+        spec = parse_spec(self.spec_text())
+        for name, shape in spec.parameter_shapes().items():
+            if self.params[name].shape != shape:
+                raise ValueError(f"{name}: the model's array has shape {self.params[name].shape}, the spec's layer "
+                                 f"needs {shape}")
+        return spec
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}\Z")
+
+
+def _constants(graph) -> dict[str, np.ndarray]:
+    arrays = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            arrays[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return arrays
+
+
+def _input_shape(graph, constants: dict) -> tuple[str, tuple[int, int, int]]:
+    inputs = [value for value in graph.input if value.name not in constants]
+    if len(inputs) != 1:
+        raise ValueError(f"model: symcnn imports a graph of one input, got {len(inputs)}")
+    dims = inputs[0].type.tensor_type.shape.dim
+    shape = [dim.dim_value if dim.HasField("dim_value") else None for dim in dims]
+    if len(shape) != 4 or None in shape[1:]:
+        raise ValueError(f"model: input {inputs[0].name!r}: expected a fixed (N, C, H, W) shape, got "
+                         f"{[dim.dim_param or dim.dim_value for dim in dims]}")
+    return inputs[0].name, tuple(shape[1:])
+
+
+def convert(model, name: str) -> Imported:
+    """The layers and parameters of an ONNX ``model`` (a ``ModelProto``) as a spec named ``name``."""
+    graph = model.graph
+    constants = _constants(graph)
+    current, input_shape = _input_shape(graph, constants)
+    imported = Imported(name, input_shape)
+    nodes = [node for node in graph.node if node.op_type != "Constant"]
+    counts: dict[str, int] = {}
+    used_names: set[str] = set()
+    position = 0
+    while position < len(nodes):
+        node = nodes[position]
+        position += 1
+        label = node.name or f"#{position}"
+        data = [value for value in node.input if value and value not in constants]
+        if data != [current] or node.input[0] != current:
+            raise ValueError(f"node {label!r} ({node.op_type}): symcnn imports a chain of layers; this node reads "
+                             f"{list(node.input)}, not only the previous output {current!r} first")
+        inputs = list(node.input[1:])
+        if node.op_type == "MatMul" and position < len(nodes) and nodes[position].op_type == "Add":
+            after = nodes[position]  # MatMul + Add of a constant: one dense layer with a bias
+            others = [value for value in after.input if value != node.output[0]]
+            if len(after.input) == 2 and len(others) == 1 and others[0] in constants:
+                inputs, position = inputs + others, position + 1
+                node_output = after.output[0]
+            else:
+                node_output = node.output[0]
+        else:
+            node_output = node.output[0]
+        if node.op_type == "Softmax" and node_output in [value.name for value in graph.output]:
+            imported.notes.append(f"its final Softmax ({label}) is the loss's")
+            current = node_output
+            continue
+        converter = CONVERTERS.get(node.op_type)
+        if converter is None:
+            raise ValueError(f"node {label!r} ({node.op_type}): op not supported by symcnn import "
+                             f"(supported: {', '.join(sorted(CONVERTERS))}, and a final Softmax)")
+        view = Node(label, node.op_type, {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute},
+                    [constants[value] for value in inputs])
+        for layer in converter(view):
+            table = dict(layer.table)
+            if layer.params:
+                layer_name = _layer_name(inputs, layer.kind_prefix, counts, used_names)
+                table = {"type": table.pop("type"), "name": layer_name, **table}
+                imported.params.update({f"{layer_name}.{role}": np.ascontiguousarray(value, dtype=np.float32)
+                                        for role, value in layer.params.items()})
+            imported.layers.append(table)
+        current = node_output
+    return imported
+
+
+def _layer_name(inputs: list[str], prefix: str, counts: dict, used: set) -> str:
+    """The model's own name of the layer's weight (``conv1.weight`` -> ``conv1``) when it is an identifier,
+    else the next of ``conv1``, ``conv2``, ... not taken."""
+    own = inputs[0].rsplit(".", 1)[0] if inputs and inputs[0].endswith(".weight") else ""
+    if _IDENTIFIER.match(own) and not keyword.iskeyword(own) and own.casefold() not in used:
+        used.add(own.casefold())
+        return own
+    while True:
+        counts[prefix] = counts.get(prefix, 0) + 1
+        candidate = f"{prefix}{counts[prefix]}"
+        if candidate.casefold() not in used:
+            used.add(candidate.casefold())
+            return candidate
+
+
+def import_onnx(model_path: str, spec_path: str, params_path: Optional[str] = None,
+                name: Optional[str] = None) -> NetworkSpec:
+    """Read ``model_path``, write its spec to ``spec_path`` (named ``name``, else after the file) and,
+    given ``params_path``, its parameters as an ``.npz`` (float32, by ``Network.params`` name)."""
+    try:
+        model = onnx.load(str(model_path))
+    except FileNotFoundError:
+        raise ValueError(f"model: no such file: {model_path}") from None
+    except Exception as error:  # protobuf's DecodeError and friends: not an ONNX model
+        raise ValueError(f"model: {model_path} is not an ONNX model ({type(error).__name__})") from None
+    if not str(spec_path).endswith(".toml"):
+        raise ValueError(f"out: the spec file must end in .toml, got {spec_path}")
+    stem = name or re.sub(r"[^A-Za-z0-9_-]", "-", str(spec_path).rsplit("/", 1)[-1][:-5]).lstrip("-_0123456789")
+    imported = convert(model, stem or "imported")
+    spec = imported.spec()
+    write_text(spec_path, imported.spec_text())
+    if params_path is not None:
+        buffer = io.BytesIO()
+        np.savez(buffer, **imported.params)
+        write_bytes(params_path, buffer.getvalue())
+    return spec

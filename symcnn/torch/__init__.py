@@ -1,0 +1,13 @@
+"""symcnn inside PyTorch (the ``torch`` extra): generated kernels as operators, a spec as an ``nn.Module``.
+
+>>> import symcnn.torch
+>>> model = symcnn.torch.from_spec("digits")          # conv1.weight, ... as Network.params
+>>> conv = symcnn.torch.layer("conv2d", (1, 8, 8), out_channels=4, kernel=3)
+
+The core never imports this package (an import-linter contract says so); it imports torch.
+"""
+
+from symcnn.torch.modules import SymcnnLayer, SymcnnNetwork, from_spec, layer
+from symcnn.torch.operators import LayerOperators, layer_operators
+
+__all__ = ["from_spec", "layer", "layer_operators", "LayerOperators", "SymcnnLayer", "SymcnnNetwork"]
