@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,24 +9,12 @@ from symcnn.bench.bench import torch_model
 from symcnn.codegen.package import generate
 from symcnn.runtime.loader import cache_dir
 from symcnn.runtime.network import Network
-from symcnn.spec import NetworkSpec, load_spec
+from symcnn.spec import NetworkSpec, load_spec, spec_toml
 
 
 def toml_of(spec: dict) -> str:
-    """A spec dict as TOML text (the few value kinds specs use)."""
-    def value(item):
-        if isinstance(item, bool):
-            return "true" if item else "false"
-        if isinstance(item, (list, tuple)):
-            return "[" + ", ".join(value(v) for v in item) + "]"
-        if isinstance(item, str):
-            return json.dumps(item)  # a JSON string is a TOML basic string
-        return repr(item)
-
-    lines = [f"{key} = {value(item)}" for key, item in spec.items() if key != "layers"]
-    for layer in spec["layers"]:
-        lines += ["", "[[layers]]"] + [f"{key} = {value(item)}" for key, item in layer.items()]
-    return "\n".join(lines) + "\n"
+    """A spec dict as TOML text (symcnn.spec.spec_toml)."""
+    return spec_toml(spec)
 
 
 def network_for(spec: dict, directory: Path, dtype: str = "float64", seed: int = 0) -> Network:

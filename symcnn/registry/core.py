@@ -1,25 +1,10 @@
 """The op registry's mechanism: :class:`Op`, :class:`Setting`, :func:`register` and the lookups.
 
-An :class:`Op` entry holds everything about an op that is not its mathematics: its name, where its
-index formula is defined, the keys a network spec gives it (with defaults and constraints, and the
-formula parameters each key sets), the input ranks it accepts, its output shape and parameter
-shapes, its rule at non-differentiable points and its display names. The mathematics is the index
-formula itself (:mod:`symcnn.symbolic.ops`), named here by ``"module:function"`` and imported only
-when a stage asks for it: spec validation and the runtime read this module and never load SymPy.
-
-Derivations (``symcnn derive``, ``symcnn formula``), spec validation, code generation, the
-kernel-vs-symbolic check, the checker, the reports and the command line's choices all read
-:func:`get` and :func:`names`. Adding an op is its formula, one :func:`register` call and its tests
-(``docs/adding-an-op.md``).
+The package's docstring (:mod:`symcnn.registry`) says what an entry holds and who reads it.
 
 Example:
-    >>> conv = get("conv2d")
-    >>> conv.output_shape((3, 32, 32), conv.settings_of({"out_channels": 16, "kernel": 3, "padding": 1}))
-    (16, 32, 32)
-    >>> conv.parameter_shapes((3, 32, 32), conv.settings_of({"out_channels": 16, "kernel": 3}))
-    {'weight': (16, 3, 3, 3), 'bias': (16,)}
-    >>> names(layer=True)[:4]
-    ('conv2d', 'maxpool2d', 'avgpool2d', 'global_avgpool')
+    >>> get("relu").inputs, get("maxpool2d").setting("stride").default_from
+    ((3, 1), 'kernel')
 """
 
 from __future__ import annotations
