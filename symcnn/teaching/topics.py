@@ -130,7 +130,8 @@ def read_topics(text: str) -> tuple[str, ...]:
         if name not in TOPICS:
             raise ValueError(f"topic: must be 'all' or among {', '.join(TOPICS)}, got {name!r}")
         if not TOPICS[name].ops():
-            raise ValueError(f"topic: no registered op belongs to {name} yet (its ops join it when registered)")
+            raise ValueError(f"topic: no op of {name} can be exercised yet (an op joins its topic once the "
+                             f"exercise generators can set it up: see symcnn.teaching.topics.exercisable)")
     return tuple(dict.fromkeys(names))
 
 
