@@ -396,3 +396,7 @@ def test_derive_prints_the_expansion_at_the_command_line(capsys):
     out = capsys.readouterr().out
     assert "y11 = x11/9 + x12/9 + x13/9 + x21/9 + x22/9 + x23/9 + x31/9 + x32/9 + x33/9" in out
     assert "dL/dx11 = g00/4 + g01/6 + g10/6 + g11/9" in out
+
+
+# Long runs (numba compiling several specs, or several processes): `pytest -m slow` (pyproject.toml).
+pytestmark = pytest.mark.slow

@@ -432,3 +432,7 @@ def test_the_cli_refuses_a_bad_p_in_one_line(tmp_path, cli):
         {"type": "flatten"}, {"type": "dropout", "p": 1.0}, {"type": "dense", "name": "fc", "out_features": 2}]}))
     status, _, err = cli("generate", str(spec), "--out", str(tmp_path / "out"))
     assert status == 2 and err.count("\n") == 1 and "p: must be a number in [0, 1), got 1.0" in err
+
+
+# Long runs (numba compiling several specs, or several processes): `pytest -m slow` (pyproject.toml).
+pytestmark = pytest.mark.slow

@@ -176,3 +176,7 @@ def test_flop_counts_read_the_groups_and_the_transposed_taps(networks):
     assert forward_flops(conv_up) == 2 * (3 * 4 * 2 * 2 * 6 + 3 * 4 * 2 * 2 * 6 + 2 * 8 * 7 * 2 * 4
                                           + 3 * int(np.prod(spread.output_shape)))
     assert up.output_shape == (2, 8, 7) and spread.output_shape == (2, 9, 8)
+
+
+# Long runs (numba compiling several specs, or several processes): `pytest -m slow` (pyproject.toml).
+pytestmark = pytest.mark.slow

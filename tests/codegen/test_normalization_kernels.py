@@ -244,3 +244,7 @@ def test_buffers_are_checked_when_replaced(tmp_path):
     with pytest.raises(ValueError, match="^training: must be True, False or None"):
         net.forward(np.zeros((2, 2, 2, 2)), training="eval")
     assert net.eval() is net and not net.training and net.train().training
+
+
+# Long runs (numba compiling several specs, or several processes): `pytest -m slow` (pyproject.toml).
+pytestmark = pytest.mark.slow

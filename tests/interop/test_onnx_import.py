@@ -132,3 +132,7 @@ def test_a_file_that_is_not_onnx_and_a_dynamic_input_are_refused(cli, tmp_path):
     dynamic = _graph([helper.make_node("Relu", ["x"], ["y"])], {}, input_shape=("N", 1, "H", 4))
     with pytest.raises(ValueError, match=r"input 'x': expected a fixed \(N, C, H, W\) shape, got \['N', 1, 'H', 4\]"):
         convert(dynamic, "dynamic")
+
+
+# Long runs (numba compiling several specs, or several processes): `pytest -m slow` (pyproject.toml).
+pytestmark = pytest.mark.slow

@@ -71,3 +71,7 @@ def test_two_process_ddp_equals_one_process_on_the_concatenated_batches(tmp_path
     for step in range(STEPS):  # each half-batch loss differs; their mean is the whole batch's loss
         mean = sum(result["losses"][step] for result in results) / WORLD
         assert mean == pytest.approx(single_losses[step], rel=1e-10)
+
+
+# Long runs (numba compiling several specs, or several processes): `pytest -m slow` (pyproject.toml).
+pytestmark = pytest.mark.slow

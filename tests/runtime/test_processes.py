@@ -120,3 +120,7 @@ def test_kill_9_while_generating_leaves_the_previous_package_or_the_new_one(tmp_
         assert files in (previous, {name: text for name, text in expected.items()}), sorted(files)
     generate_module.generate(["digits"], out)  # the next run: the package, whole
     assert generate_module.stale_files(expected, package) == []
+
+
+# Long runs (numba compiling several specs, or several processes): `pytest -m slow` (pyproject.toml).
+pytestmark = pytest.mark.slow

@@ -98,3 +98,7 @@ def test_a_checkpoint_of_another_networks_buffers_is_refused(digits_data, tmp_pa
     np.savez(damaged, **arrays)
     with pytest.raises(ValueError, match=r"^resume: .*buffer.*missing \['bn1.running_var'\]"):
         load_checkpoint(damaged, trainer.net)
+
+
+# Long runs (numba compiling several specs, or several processes): `pytest -m slow` (pyproject.toml).
+pytestmark = pytest.mark.slow
