@@ -50,3 +50,25 @@ def torch_loss_and_grads(spec: NetworkSpec, params: dict, x: np.ndarray, labels:
         grads[name] = getattr(model[positions[layer_name]], role).grad.numpy()
     grads["input"] = tx.grad.numpy()
     return loss.item(), logits.detach().numpy(), grads
+
+
+def assert_central_differences(net: Network, x: np.ndarray, labels: np.ndarray, rng, step: float, samples: int,
+                               rel: float, abs: float) -> None:
+    """Each gradient of ``net.loss_and_grads`` at ``samples`` random coordinates of every parameter and of
+    the input equals the central difference (L(v + step) - L(v - step)) / (2 step): error O(step^2),
+    rounding O(1e-16 / step)."""
+    import pytest
+
+    _, grads = net.loss_and_grads(x, labels)
+    arrays = dict(net.params, input=x)
+    for key, array in arrays.items():
+        for _ in range(samples):
+            index = tuple(rng.integers(0, size) for size in array.shape)
+            original = array[index]
+            array[index] = original + step
+            upper = net.loss_and_grads(x, labels)[0]
+            array[index] = original - step
+            lower = net.loss_and_grads(x, labels)[0]
+            array[index] = original
+            numeric = (upper - lower) / (2 * step)
+            assert grads[key][index] == pytest.approx(numeric, rel=rel, abs=abs), (key, index)

@@ -26,7 +26,7 @@ from symcnn.bench.bench import forward_flops
 from symcnn.bench.numpy_network import NumpyNetwork
 from symcnn.runtime.loader import load_kernels
 from symcnn.symbolic.verify import symbolic_network_gradients
-from tests.kernels_helpers import network_for, random_params, torch_loss_and_grads
+from tests.kernels_helpers import assert_central_differences, network_for, random_params, torch_loss_and_grads
 
 CONV_UP = {
     "name": "conv-up",
@@ -116,21 +116,8 @@ def test_kernels_and_the_numpy_reference_equal_pytorch(torch, networks, name, dt
 def test_gradients_equal_central_finite_differences(networks, name):
     net = networks[name, "float64"]
     params, x, labels = _case(net, 13)
-    _, grads = net.loss_and_grads(x, labels)
-    rng = np.random.default_rng(17)
-    step = 1e-6  # small: a step of 1e-5 takes a ReLU input across 0 at one of these coordinates
-    arrays = dict(net.params, input=x)
-    for key, array in arrays.items():
-        for _ in range(3):
-            index = tuple(rng.integers(0, size) for size in array.shape)
-            original = array[index]
-            array[index] = original + step
-            upper = net.loss_and_grads(x, labels)[0]
-            array[index] = original - step
-            lower = net.loss_and_grads(x, labels)[0]
-            array[index] = original
-            numeric = (upper - lower) / (2 * step)
-            assert grads[key][index] == pytest.approx(numeric, rel=1e-6, abs=1e-8), (key, index)
+    # a small step: one of 1e-5 takes a ReLU input across 0 at one of these coordinates
+    assert_central_differences(net, x, labels, np.random.default_rng(17), step=1e-6, samples=3, rel=1e-6, abs=1e-8)
 
 
 def _kernel(net, module: str, name: str):

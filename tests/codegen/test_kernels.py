@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.kernels_helpers import network_for, random_params, torch_loss_and_grads
+from tests.kernels_helpers import assert_central_differences, network_for, random_params, torch_loss_and_grads
 from symcnn.symbolic.verify import symbolic_network_gradients as symbolic_values
 from symcnn.runtime.network import Network
 from symcnn.spec import spec_from_dict
@@ -135,21 +135,7 @@ def test_full_size_gradients_equal_central_finite_differences(name, tmp_path):
     net = network_for(small[name], tmp_path) if name in small else Network.from_spec(name, dtype="float64", seed=5)
     rng = np.random.default_rng(13)
     x = rng.standard_normal((2, *net.spec.input_shape))
-    labels = np.array([2, 1])
-    _, grads = net.loss_and_grads(x, labels)
-    step = 1e-5  # central differences: error O(step^2), rounding O(1e-16 / step)
-    arrays = dict(net.params, input=x)
-    for key, array in arrays.items():
-        for _ in range(4):
-            index = tuple(rng.integers(0, size) for size in array.shape)
-            original = array[index]
-            array[index] = original + step
-            upper = net.loss_and_grads(x, labels)[0]
-            array[index] = original - step
-            lower = net.loss_and_grads(x, labels)[0]
-            array[index] = original
-            numeric = (upper - lower) / (2 * step)
-            assert grads[key][index] == pytest.approx(numeric, rel=1e-6, abs=1e-9), (key, index)
+    assert_central_differences(net, x, np.array([2, 1]), rng, step=1e-5, samples=4, rel=1e-6, abs=1e-9)
 
 
 @st.composite
