@@ -45,8 +45,10 @@ SHIPPED_SPECS = ("seed004", "seed004-text", "digits")
 LOSSES = ("softmax_cross_entropy",)
 
 #: Names no layer may take (compared ignoring case, as a case-insensitive file system would): the
-#: loss's module, the input's gradient key, and the generated package's own names.
-RESERVED_LABELS = ("loss", "input", "spec_name", "spec_digest", "spec_toml", "modules", "arguments", "reshapes")
+#: loss's module, the network's input, the module of the gradient sums at fan-outs, and the generated
+#: package's own names.
+RESERVED_LABELS = ("loss", "input", "fanout", "spec_name", "spec_digest", "spec_toml", "modules", "arguments",
+                   "reshapes")
 
 #: Limits, checked before any work starts: a spec within them generates, compiles and runs in a
 #: few GiB; one beyond them is refused in one line naming the limit. (Sizes: registry.MAX_SIZE.)
@@ -61,7 +63,12 @@ _SPEC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """One layer, validated, with its input and output shapes (without the batch axis)."""
+    """One layer, validated, with its input and output shapes (without the batch axis).
+
+    ``inputs`` are the labels of the layers it reads (``"input"``: the network's input), in order;
+    ``input_shapes`` their shapes. ``input_shape`` is the first one's (the only one, but for a layer
+    that joins several: add, concat).
+    """
 
     kind: str
     index: int
@@ -69,11 +76,23 @@ class LayerSpec:
     output_shape: tuple[int, ...]
     name: Optional[str] = None
     settings: Mapping[str, Any] = field(default_factory=dict)
+    inputs: tuple[str, ...] = ()
+    input_shapes: tuple[tuple[int, ...], ...] = ()
+
+    def __post_init__(self):
+        if not self.input_shapes:
+            object.__setattr__(self, "input_shapes", (tuple(self.input_shape),))
 
     @property
     def label(self) -> str:
         """How errors and generated code refer to the layer: its name, or ``kind<index>``."""
         return self.name or f"{self.kind}{self.index}"
+
+    @property
+    def formula_shape(self):
+        """The input shape as the op's registry entry and formula take it: of a layer that joins
+        inputs (add, concat), the tuple of their shapes; else the one input's."""
+        return self.input_shapes if self.kind != "loss" and registry.get(self.kind).merges else self.input_shape
 
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         """``{"conv1.weight": (16, 3, 3, 3), "conv1.bias": (16,)}``: PyTorch's names and shapes."""
@@ -109,6 +128,28 @@ class NetworkSpec:
     @property
     def classes(self) -> int:
         return self.layers[-1].output_shape[0]
+
+    @property
+    def sequential(self) -> bool:
+        """Whether each layer reads only the one before it (no branch, skip or join)."""
+        previous = "input"
+        for layer in self.layers:
+            if layer.inputs not in ((), (previous,)):
+                return False
+            previous = layer.label
+        return True
+
+    def consumers(self) -> dict[str, tuple[str, ...]]:
+        """Each tensor's readers, by label (``"input"``, then each layer's): the layers that name it in
+        their ``inputs``, in order. A tensor read by several layers (a fan-out: a residual block's input)
+        gets the sum of their gradients."""
+        readers: dict[str, list[str]] = {"input": []}
+        for layer in self.layers:
+            readers[layer.label] = []
+        for layer in self.layers:
+            for source in layer.inputs:
+                readers[source].append(layer.label)
+        return {label: tuple(names) for label, names in readers.items()}
 
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         shapes: dict[str, tuple[int, ...]] = {}
@@ -165,7 +206,11 @@ def _where(index: int, kind: Optional[str] = None, name: Optional[str] = None) -
     return f"[[layers]] table {index + 1}{what}"
 
 
-def _layer(table: Mapping, index: int, shape: tuple[int, ...], names: set) -> LayerSpec:
+def _layer(table: Mapping, index: int, tensors: Mapping[str, tuple[int, ...]], previous: str,
+           names: set, later: frozenset = frozenset()) -> LayerSpec:
+    """Layer ``index`` of a spec, checked: ``tensors`` are the shapes of what it may read, by label
+    (the network's ``input`` and every layer above it), ``previous`` the label of the one just above,
+    ``later`` the labels of the layers below (a read of one would be a cycle)."""
     if not isinstance(table, Mapping):
         raise _error(_where(index), "type", "each layer must be a table")
     kind = table.get("type")
@@ -176,33 +221,75 @@ def _layer(table: Mapping, index: int, shape: tuple[int, ...], names: set) -> La
         raise _error(where, "type", f"must be one of {', '.join(layer_ops)}, got {shown}")
     where = _where(index, kind)
     op = registry.get(kind)
-    given = {key: value for key, value in table.items() if key != "type"}
-    if op.parameterized:
-        name = given.pop("name", None)
-        if name is None:
-            raise _error(where, "name", "missing (required)")
+    given = {key: value for key, value in table.items() if key not in ("type", "inputs")}
+    name = given.pop("name", None)
+    if name is None and op.parameterized:
+        raise _error(where, "name", "missing (required)")
+    if name is not None:
         if not isinstance(name, str) or not _IDENTIFIER.match(name) or keyword.iskeyword(name):
             raise _error(where, "name", "must be a plain Python identifier: a letter, then letters, digits and _ "
                                         f"(at most 64), got {_shown(name)}")
         if name.casefold() in names:
             raise _error(where, "name", f"{name!r} is used by another layer (names are compared ignoring case)")
         names.add(name.casefold())
-    else:
-        name = None
     _check_keys(given, op.keys(), where)
     for setting in op.settings:  # required keys first, each named, as a user lists them
         if setting.default is REQUIRED and setting.default_from is None and setting.key not in given:
             raise _error(where, setting.key, "missing (required)")
     if name is not None:
         where = _where(index, kind, name)
+    inputs = _inputs(table.get("inputs"), op, where, tensors, previous, later)
     settings = _named(op.settings_of, where, given)
-    rank = len(shape)
-    if rank not in op.inputs:
-        if rank == 1:
-            raise _error(where, "type", f"needs a (C, H, W) input, got shape {shape}; it cannot follow a flatten")
-        raise _error(where, "type", f"needs a flat input, got shape {shape}: put a flatten before it")
-    output = _named(op.output_shape, where, shape, settings)
-    return LayerSpec(kind, index, shape, tuple(output), name, settings)
+    shapes = tuple(tensors[source] for source in inputs)
+    for source, shape in zip(inputs, shapes):
+        if len(shape) in op.inputs:
+            continue
+        reading = "" if "inputs" not in table else f" (from {source!r})"
+        if len(shape) == 1:
+            raise _error(where, "type", f"needs a (C, H, W) input, got shape {shape}{reading}; it cannot follow "
+                                        "a flatten")
+        raise _error(where, "type", f"needs a flat input, got shape {shape}{reading}: put a flatten before it")
+    try:
+        output = op.output_shape(shapes if op.merges else shapes[0], settings)
+    except ValueError as error:
+        message = str(error)
+        if op.merges:  # name the layers whose shapes disagree
+            message += " (from " + ", ".join(repr(source) for source in inputs) + ")"
+        raise ValueError(f"{where}: {message}") from None
+    return LayerSpec(kind, index, shapes[0], tuple(output), name, settings, inputs, shapes)
+
+
+def _inputs(given, op, where: str, tensors: Mapping[str, tuple[int, ...]], previous: str,
+            later: frozenset) -> tuple[str, ...]:
+    """A layer's ``inputs``, checked: labels of layers above it (or ``input``), as many as its op takes;
+    by default the layer just above."""
+    if given is None:
+        if op.merges:
+            raise _error(where, "inputs", f"missing (required: {op.name} joins two or more layers; name them, "
+                                          'e.g. inputs = ["block1", "shortcut1"])')
+        return (previous,)
+    if not isinstance(given, list) or not all(isinstance(source, str) for source in given):
+        raise _error(where, "inputs", f"must be a list of layer names, got {_shown(given)}")
+    if op.merges and not 2 <= len(given) <= registry.MAX_MERGED:
+        raise _error(where, "inputs", f"{op.name} takes 2 to {registry.MAX_MERGED} inputs, got {len(given)}")
+    if not op.merges and len(given) != 1:
+        raise _error(where, "inputs", f"{op.name} takes one input, got {len(given)}")
+    for source in given:
+        if source not in tensors:
+            if source in later:
+                raise _error(where, "inputs", f"{source!r} comes later: a layer reads only the network's input "
+                                              "and layers above it (a graph without cycles)")
+            raise _error(where, "inputs", f"no layer above is named {_shown(source)} (a layer reads 'input' or "
+                                          "the name, or kind and index as in relu3, of a layer above it)")
+    return tuple(given)
+
+
+def _planned_label(table, index: int) -> Optional[str]:
+    """The label a layer table will have (its name, or kind and index), before it is checked."""
+    if not isinstance(table, Mapping):
+        return None
+    name, kind = table.get("name"), table.get("type")
+    return name if isinstance(name, str) else f"{kind}{index}" if isinstance(kind, str) else None
 
 
 def _training(table, where: str) -> dict[str, Any]:
@@ -251,16 +338,21 @@ def spec_from_dict(data: Mapping, source: str = "") -> NetworkSpec:
     if len(layers_data) > MAX_LAYERS:
         raise _error(where, "layers", f"at most {MAX_LAYERS} layers (symcnn's limit), got {len(layers_data)}")
     _check_elements(input_shape, where, "input")
-    layers, shape, names, parameters = [], input_shape, set(), 0
+    layers, names, parameters = [], set(), 0
+    tensors, previous = {"input": input_shape}, "input"
+    planned = [_planned_label(table, index) for index, table in enumerate(layers_data)]
     for index, table in enumerate(layers_data):
-        layer = _layer(table, index, shape, names)
+        layer = _layer(table, index, tensors, previous, names, frozenset(planned[index:]) - set(tensors))
         _check_elements(layer.output_shape, _where(index, layer.kind, layer.name), "output")
         parameters += sum(math.prod(size) for size in layer.parameter_shapes().values())
         if parameters > MAX_PARAMETERS:
             raise _error(_where(index, layer.kind, layer.name), "parameters",
                          f"the network would have {parameters:,} parameters; symcnn's limit is {MAX_PARAMETERS:,}")
         layers.append(layer)
-        shape = layer.output_shape
+        if layer.label in tensors:  # a name used twice or "input": refused below, with the labels
+            break
+        tensors[layer.label] = layer.output_shape
+        previous = layer.label
     labels = {}
     for layer in layers:  # kernel modules are named after labels: unique, even on a case-insensitive disk
         label = layer.label.casefold()
@@ -271,6 +363,13 @@ def spec_from_dict(data: Mapping, source: str = "") -> NetworkSpec:
             raise _error(_where(layer.index, layer.kind), "name",
                          f"{layer.label!r} is taken (by {_where(labels[label])}); choose another")
         labels[label] = layer.index
+    readers = NetworkSpec(name, input_shape, "", tuple(layers)).consumers()
+    for layer in layers[:-1]:
+        if not readers[layer.label]:
+            raise _error(_where(layer.index, layer.kind, layer.name), "output",
+                         f"the output of {layer.label!r} is read by no layer (every layer but the last feeds "
+                         "another: name it in a later layer's inputs, or remove it)")
+    shape = layers[-1].output_shape
     if len(shape) != 1:
         raise _error(where, "layers", f"the last layer must give class scores (a flat vector), got shape {shape}")
     if layers[-1].kind != "dense":

@@ -43,11 +43,8 @@ def torch_loss_and_grads(spec: NetworkSpec, params: dict, x: np.ndarray, labels:
     logits = model(tx)
     loss = F.cross_entropy(logits, torch.tensor(labels))
     loss.backward()
-    positions = {layer.name: position for position, layer in enumerate(spec.layers) if layer.name}
-    grads = {}
-    for name in params:
-        layer_name, role = name.rsplit(".", 1)
-        grads[name] = getattr(model[positions[layer_name]], role).grad.numpy()
+    parameters = dict(model.named_parameters())  # named as Network.params (children named by layer label)
+    grads = {name: parameters[name].grad.numpy() for name in params}
     grads["input"] = tx.grad.numpy()
     return loss.item(), logits.detach().numpy(), grads
 

@@ -142,6 +142,16 @@ def size(text: str) -> object:
     return int(first) if second is None else (int(first), int(second))
 
 
+def operand(text: str) -> str:
+    """``--wrt``'s value: ``forward``, ``weight``, ``bias``, or an input, ``input`` or ``input2``, ... (of an
+    add or concat); whether the op has it is checked with the op."""
+    from symcnn.registry import is_input_role
+
+    if text in ("forward", "weight", "bias") or is_input_role(text):
+        return text
+    raise argparse.ArgumentTypeError(f"expected forward, input, input2, ..., weight or bias, got {text!r}")
+
+
 def count(text: str) -> int:
     if not re.fullmatch(r"\s*\d+\s*", text):
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 from symcnn.cli.arguments import Parser as _Parser  # one-line errors, suggestions, defaults in the help
 from symcnn.cli.arguments import OPTION_OF_SETTING, add_format_options, chosen_format, print_document
-from symcnn.cli.arguments import size as _size, values as _values
+from symcnn.cli.arguments import operand, size as _size, values as _values
 from symcnn.cli.derive import add_derive as _add_derive
 from symcnn.cli.exercise import RUNNERS as _TEACHING, add_commands as _add_teaching
 from symcnn.cli.importing import add_import as _add_import, run_import as _run_import
@@ -179,8 +179,9 @@ def _add_formula(commands) -> None:
                     "form with every condition (divisibility by the stride, range of the solved index).",
     )
     formula.add_argument("op", choices=list(FORMULA_OPS), metavar="OP", help=f"one of {', '.join(FORMULA_OPS)}")
-    formula.add_argument("--wrt", choices=("input", "weight", "bias", "forward"), default="input",
-                         help="the gradient with respect to this operand, or the forward formula; default input")
+    formula.add_argument("--wrt", type=operand, default="input", metavar="OPERAND",
+                         help="the gradient with respect to this operand (input, weight, bias; an add's or concat's "
+                              "input2, ...), or the forward formula (forward); default input")
     for option, meta in (("kernel", "K|KhxKw"), ("stride", "S|SHxSW"), ("padding", "P|PHxPW"), ("dilation", "D|DHxDW")):
         formula.add_argument(f"--{option}", type=_size, default=None, metavar=meta,
                              help=f"specialize the {option} and simplify (default: general)")

@@ -31,6 +31,7 @@ import sympy
 from sympy import Expr, Indexed, IndexedBase, Sum, Symbol
 
 from symcnn import registry
+from symcnn.registry import array_name, differentiable
 from symcnn.symbolic import ops
 from symcnn.symbolic.instances import bind_layer
 from symcnn.symbolic.adjoint import GatherTerm, GradientFormula, derive_gradient, lift_conditions, sum_terms
@@ -71,7 +72,7 @@ def _batch_symbol(formula: ops.IndexFormula) -> Optional[Symbol]:
 def layer_formula(layer: LayerSpec, mode: str = "training") -> tuple[ops.IndexFormula, dict]:
     """The layer's forward formula (in ``mode``) and every shape parameter's value except the batch size,
     from the op registry; a slope such as LeakyReLU's alpha as a float, as the kernels compute it."""
-    return bind_layer(layer.kind, layer.input_shape, layer.settings, number=sympy.Float, mode=mode)
+    return bind_layer(layer.kind, layer.formula_shape, layer.settings, number=sympy.Float, mode=mode)
 
 
 # --- lowering -----------------------------------------------------------------------------------
@@ -81,7 +82,7 @@ class _Lowering:
     """Prints one kernel's pieces with one printer, collecting its imports."""
 
     def __init__(self, formula_tensors, batch: Optional[Symbol], extra_names=None):
-        names = {tensor.base: ARRAY_NAMES.get(tensor.role, tensor.role) for tensor in formula_tensors}
+        names = {tensor.base: ARRAY_NAMES.get(tensor.role, array_name(tensor.role)) for tensor in formula_tensors}
         names.update(extra_names or {})
         self.names = names
         self.printer = NumbaPrinter(names, {batch: "N"} if batch is not None else {})
@@ -347,14 +348,14 @@ def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, 
             body = _switch_tests(body, switch, concrete.forward)
         terms.append(factor_sums(GatherTerm(term.limits, term.conditions, body)))
     role = gradient.gradient.role
+    output_name = ARRAY_NAMES.get(role, role)  # grad_input2 of an add's second input: its role
     precomputed = lowering.precompute_invariants(concrete.indices, concrete.gradient.shape).arrays
-    schedule = _summation(lowering, concrete.indices, concrete.gradient.shape, batch, terms, ARRAY_NAMES[role],
-                          tensors)
-    arguments = _arguments(lowering, terms, ARRAY_NAMES[role], _ARGUMENT_ORDER)
+    schedule = _summation(lowering, concrete.indices, concrete.gradient.shape, batch, terms, output_name, tensors)
+    arguments = _arguments(lowering, terms, output_name, _ARGUMENT_ORDER)
     batch_from = next((a for a in arguments[:-1] if a in ("grad_output", "x")), arguments[0])
     reshaped = reshape_of(lowering, tensors, concrete.indices, concrete.gradient.shape, batch, terms)
     return Kernel(_kernel_name(layer.label, prefix + role), _docstring(gradient.forward, gradient, values), arguments,
-                  schedule.pop("output", ARRAY_NAMES[role]), imports=lowering.printer.imports(), batch_from=batch_from,
+                  schedule.pop("output", output_name), imports=lowering.printer.imports(), batch_from=batch_from,
                   reshape_of=reshaped, precomputed=tuple(precomputed), **schedule)
 
 
@@ -376,7 +377,7 @@ def layer_kernels(layer: LayerSpec) -> list[Kernel]:
         formula, values = layer_formula(layer, mode)
         kernels.append(_forward_kernel(layer, formula, values, prefix))
         for tensor in formula.operands:
-            if tensor.role in ("input", "weight", "bias"):
+            if differentiable(tensor.role):
                 gradient = derive_gradient(formula, tensor.role)
                 kernels.append(_gradient_kernel(layer, gradient, values, prefix))
     return kernels
@@ -402,8 +403,29 @@ def loss_kernels(spec: NetworkSpec) -> list[Kernel]:
     return [loss, grad]
 
 
+#: The module of the gradient sums at fan-outs (a reserved label: no layer takes it).
+FANOUT_MODULE = "fanout"
+
+
+def fanout_kernels(spec: NetworkSpec) -> list[Kernel]:
+    """One kernel per tensor that several layers read (a residual block's input): the sum of the
+    gradients they send back, ``fanout_<label>(x, x2, ..., out)``, from the ``add`` formula (the chain
+    rule through a fan-out is a sum). The network's own input, when several layers read it, is
+    ``fanout_input``."""
+    shapes = {"input": spec.input_shape} | {layer.label: layer.output_shape for layer in spec.layers}
+    kernels = []
+    for label, readers in spec.consumers().items():
+        if len(readers) < 2:
+            continue
+        join = LayerSpec("add", -1, shapes[label], shapes[label], None, {}, (label,) * len(readers),
+                         (shapes[label],) * len(readers))
+        formula, values = layer_formula(join)
+        kernels.append(replace(_forward_kernel(join, formula, values), name=f"{FANOUT_MODULE}_{label}"))
+    return kernels
+
+
 def network_kernels(spec: NetworkSpec) -> dict[str, list[Kernel]]:
-    """Every kernel of ``spec``, by module (layer label, and ``loss``).
+    """Every kernel of ``spec``, by module (layer label, ``fanout`` where a graph has one, and ``loss``).
 
     A layer of the same op, shapes and settings as an earlier one (a VGG stage's convolutions, the
     ReLU after each) is lowered once: its kernels are the earlier layer's, under its own names.
@@ -411,7 +433,7 @@ def network_kernels(spec: NetworkSpec) -> dict[str, list[Kernel]]:
     modules: dict[str, list[Kernel]] = {}
     lowered: dict[str, tuple[str, list[Kernel]]] = {}
     for layer in spec.layers:
-        key = repr((layer.kind, layer.input_shape, layer.output_shape, sorted(layer.settings.items())))
+        key = repr((layer.kind, layer.input_shapes, layer.output_shape, sorted(layer.settings.items())))
         if key in lowered:
             label, kernels = lowered[key]
             modules[layer.label] = [replace(kernel, name=_kernel_name(layer.label, kernel.name[len(label) + 1:]))
@@ -419,5 +441,8 @@ def network_kernels(spec: NetworkSpec) -> dict[str, list[Kernel]]:
         else:
             modules[layer.label] = layer_kernels(layer)
             lowered[key] = (layer.label, modules[layer.label])
+    fanouts = fanout_kernels(spec)
+    if fanouts:
+        modules[FANOUT_MODULE] = fanouts
     modules["loss"] = loss_kernels(spec)
     return modules

@@ -8,7 +8,9 @@ formula itself (:mod:`symcnn.symbolic.ops`), named here by ``"module:function"``
 when a stage asks for it: spec validation and the runtime read this package and never load SymPy.
 
 - :mod:`symcnn.registry.core`: :class:`Op`, :class:`Setting`, :func:`register`, :func:`get`, :func:`names`;
-- :mod:`symcnn.registry.builtin` and :mod:`symcnn.registry.normalization`: the built-in ops' entries,
+- :mod:`symcnn.registry.roles`: how an op's inputs and parameters are named (``input``, ``input2``, ...);
+- :mod:`symcnn.registry.builtin`, :mod:`symcnn.registry.normalization` and :mod:`symcnn.registry.merge`
+  (add, concat): the built-in ops' entries,
   registered on import, in the order every listing shows them.
 
 Derivations (``symcnn derive``, ``symcnn formula``), spec validation, code generation, the
@@ -28,7 +30,8 @@ Example:
 
 from symcnn.registry.core import MAX_SIZE, REQUIRED, Op, Setting, Shape, get, input_roles, names, ops, register
 from symcnn.registry.core import unregister
-from symcnn.registry import builtin, normalization  # noqa: E402,F401  (registers the built-in ops, in order)
+from symcnn.registry.roles import MAX_MERGED, array_name, differentiable, input_number, input_role, is_input_role
+from symcnn.registry import builtin, normalization, merge  # noqa: E402,F401  (registers the built-in ops, in order)
 
 __all__ = ["REQUIRED", "MAX_SIZE", "Setting", "Op", "Shape", "register", "unregister", "get", "names", "ops",
-           "input_roles"]
+           "input_roles", "MAX_MERGED", "input_role", "is_input_role", "input_number", "differentiable", "array_name"]

@@ -102,7 +102,9 @@ class Op:
     when the configuration does not fit. ``mask_drop`` names the setting that holds the drop
     probability of the op's ``mask`` operand: 0s and 1s of the input's shape, drawn afresh at each
     pass in training mode, neither learned nor differentiated; such an op (dropout) is the identity
-    in evaluation mode.
+    in evaluation mode. A ``merges`` op (add, concat) takes two or more inputs, of one rank: its
+    ``output_shape`` and :meth:`roles` take the tuple of their shapes, and its formula's factory the
+    keyword ``inputs`` (how many).
     """
 
     name: str
@@ -128,6 +130,7 @@ class Op:
     # refuses an input shape (with the batch axis) training mode cannot compute: one line, a ValueError
     check_training_input: Optional[Callable[[Shape, Mapping[str, Any]], None]] = None
     mask_drop: Optional[str] = None  # the setting of the drawn mask's drop probability (dropout's p)
+    merges: bool = False  # joins two or more inputs (add, concat)
 
     @property
     def parameterized(self) -> bool:
@@ -183,13 +186,22 @@ class Op:
                 values[setting.key] = setting.read(setting.default)
         return values
 
-    def roles(self, input_shape: Shape, settings: Mapping[str, Any]) -> dict[str, Any]:
-        """The formula parameters a layer fixes, by role: the input"s sizes, then each setting"s.
+    def roles(self, input_shape, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The formula parameters a layer fixes, by role: the input"s sizes, then each setting"s. A
+        ``merges`` op takes the tuple of its inputs' shapes: input ``m``'s sizes have roles suffixed
+        by ``m`` from the second on (``in_channels2``).
 
         >>> get("maxpool2d").roles((16, 8, 8), {"kernel": (2, 2), "stride": (2, 1)})["stride_w"]
         1
+        >>> get("concat").roles(((16, 8, 8), (4, 8, 8)), {})["in_channels2"]
+        4
         """
-        roles = input_roles(input_shape)
+        if self.merges:
+            roles = input_roles(input_shape[0])
+            for number, shape in enumerate(input_shape[1:], 2):
+                roles.update({f"{role}{number}": size for role, size in input_roles(shape).items()})
+        else:
+            roles = input_roles(input_shape)
         for setting in self.settings:
             if setting.key not in settings:  # left out: the formula keeps its symbol (alpha)
                 continue

@@ -22,6 +22,7 @@ import sympy
 from sympy import Array
 
 from symcnn import registry
+from symcnn.registry import differentiable, input_number
 from symcnn.symbolic import ops
 from symcnn.symbolic.functions import FirstArgmax
 from symcnn.symbolic.adjoint import GradientFormula, derive_gradient
@@ -45,6 +46,11 @@ def _summary(op: str) -> str:
 
 _ROLE_TITLES = {"input": "the input", "weight": "the weight", "bias": "the bias"}
 
+
+def _role_title(op: str, role: str) -> str:
+    """How a page names an operand: ``the input``, ``the weight``; an add's or concat's inputs by number."""
+    return f"input {input_number(role)}" if registry.get(op).merges else _ROLE_TITLES[role]
+
 #: The largest kernel (elements) whose instance is expanded; a larger one is described only.
 INSTANCE_KERNEL_LIMIT = 9
 
@@ -56,7 +62,7 @@ def general_gradient(op: str, role: str) -> GradientFormula:
 
 
 def _roles(formula: ops.IndexFormula) -> list[str]:
-    return [tensor.role for tensor in formula.operands if tensor.role in _ROLE_TITLES]
+    return [tensor.role for tensor in formula.operands if differentiable(tensor.role)]
 
 
 def _shape_item(tensor: ops.Tensor, parameters, printer: ReportPrinter) -> str:
@@ -151,7 +157,7 @@ def _gradient_section(op: str, role: str, settings: dict, printer: ReportPrinter
                  else "the input element")  # a window from 0 (a pool's), or from where its output puts it
         blocks.append(Prose(f"$\\mathbf{{1}}[({position}) = \\operatorname{{argmax}} \\ldots]$ is the routing "
                             f"indicator: 1 when {where} $({position})$ is the window's first maximum."))
-    return Section(f"Gradient with respect to {_ROLE_TITLES[role]}", tuple(blocks))
+    return Section(f"Gradient with respect to {_role_title(op, role)}", tuple(blocks))
 
 
 # --- the small instance -------------------------------------------------------------------------
@@ -205,6 +211,9 @@ def _instance_setup(op: str, settings: dict) -> Optional[tuple[dict, dict, str]]
                       "stride_h": stride[0], "stride_w": stride[1]}
         text = f"input {size[0]}×{size[1]}, window {kernel[0]}×{kernel[1]}, stride {_pair_text(stride)}"
         return {"input": symbol_array("x", (1, 1, *size))}, parameters, text
+    if entry.merges:  # two inputs, x and z, of one 2x2 channel each
+        arrays = {"input": symbol_array("x", (1, 1, 2, 2)), "input2": symbol_array("z", (1, 1, 2, 2))}
+        return arrays, {}, "two inputs of one 2×2 channel each"
     shapes = {"global_avgpool": (1, 1, 3, 3), "flatten": (1, 2, 2, 2), "relu": (1, 1, 2, 2),
               "leaky_relu": (1, 1, 2, 2), "elu": (1, 1, 2, 2), "softmax": (1, 3), "cross_entropy": (1, 3),
               "softmax_cross_entropy": (1, 3), "dense": (1, 3)}
@@ -272,7 +281,8 @@ def _instance_section(op: str, settings: dict, printer: ReportPrinter) -> Sectio
             f"The kernel is larger than {INSTANCE_KERNEL_LIMIT} elements: its expansion would not be small. "
             "Choose a kernel of at most 3×3 to see one."),))
     blocks = [Prose(f"The formulas above at {found.description}. Given:")]
-    given = [(_operand_letter(role), array) for role, array in found.operands.items()]
+    merges = registry.get(op).merges
+    given = [(_operand_letter(role, merges), array) for role, array in found.operands.items()]
     if found.upstream is not None:
         given.append((r"\frac{\partial L}{\partial Y}", found.upstream))
     blocks.append(Display(tuple(matrix_rows(given, printer)), aligned=False))
@@ -287,13 +297,15 @@ def _instance_section(op: str, settings: dict, printer: ReportPrinter) -> Sectio
         operand = found.operands[role]
         rows = entry_rows([(gradient_entry_name(printer.doprint(operand[index])), array[index])
                            for index in indices_of(array.shape)], printer, array.shape[-1])
-        blocks += [Prose(f"The gradient with respect to {_ROLE_TITLES[role]}, each entry:"), Display(tuple(rows))]
+        blocks += [Prose(f"The gradient with respect to {_role_title(op, role)}, each entry:"), Display(tuple(rows))]
     blocks.append(Prose("symcnn checked, when this page was generated, that every gradient entry above (the "
                         "general formula, instantiated) equals the derivative of the expanded forward pass."))
     return Section("A small instance", tuple(blocks))
 
 
-def _operand_letter(role: str) -> str:
+def _operand_letter(role: str, merges: bool = False) -> str:
+    if merges:  # an add's or concat's inputs X_1, X_2, ...
+        return f"X_{{{input_number(role)}}}"
     return {"input": "X", "weight": "W", "bias": "b", "target": "T", "mask": "M"}[role]
 
 
@@ -311,7 +323,7 @@ def op_report(op: str, kernel=None, stride=None, padding=None, dilation=None) ->
     title = f"`{op}`: forward pass and gradients" + (f" ({shown})" if shown else "")
     roles = _roles(formula)
     intro = (Prose(f"`{op}` is {_summary(op)}. Its gradients with respect to "
-                   f"{', '.join(_ROLE_TITLES[r] for r in roles)} are derived from the forward formula "
+                   f"{', '.join(_role_title(op, r) for r in roles)} are derived from the forward formula "
                    "(`symcnn/symbolic/adjoint.py`): differentiate, then eliminate each Kronecker delta by solving "
                    "its index equation for a summation index, keeping the conditions under which the solution is an "
                    "index. Every index is 0-based; tensors are NCHW."),)

@@ -49,6 +49,16 @@ def switch_dtype(layer: LayerSpec) -> np.dtype:
     return np.dtype(np.int8 if window <= 127 else np.int32)
 
 
+def _input_names(count: int) -> list[str]:
+    """The arrays a layer's kernels read its inputs from: ``x``, and an add's or concat's ``x2``, ..."""
+    return [registry.array_name(registry.input_role(number)) for number in range(1, count + 1)]
+
+
+def _gradient_names(count: int) -> list[str]:
+    """The arrays its input gradients are written to: ``grad_input``, ``grad_input2``, ..."""
+    return [f"grad_{registry.input_role(number)}" for number in range(1, count + 1)]
+
+
 def _describe(array) -> str:
     if not isinstance(array, np.ndarray):
         return f"a {type(array).__name__}"
@@ -301,7 +311,8 @@ class Network(LayerState):
         key = (purpose, shape, np.dtype(dtype))
         array = self._workspace.get(key)
         if array is None:
-            if len(self._workspace) > 64:  # many batch sizes (an evaluation's last batch, ...): start over
+            if len(self._workspace) > 8 * len(self.spec.layers) + 64:  # many batch sizes (an evaluation's last
+                # batch, ...): start over
                 self._workspace.clear()
             array = self._workspace[key] = np.empty(shape, dtype=dtype)
         return array
@@ -323,12 +334,11 @@ class Network(LayerState):
         return evaluation if not training and evaluation in self.kernels.ARGUMENTS else f"{layer.label}_{what}"
 
     def _forward(self, x: np.ndarray, training: bool):
-        """The logits, each layer's input, and what the backward pass reads besides (by layer label:
-        ``{"switch": ...}`` of a max pool, ``{"mask": ...}`` of a dropout). A training pass draws its
-        masks at the current step, then counts itself."""
+        """The logits, every tensor by label (``"input"``: ``x``; each layer's output), and what the
+        backward pass reads besides (by layer label: ``{"switch": ...}`` of a max pool, ``{"mask": ...}``
+        of a dropout). A training pass draws its masks at the current step, then counts itself."""
         batch = x.shape[0]
-        inputs, saved = [], {}
-        value = x
+        values, saved = {"input": x}, {}
         step = self._mask_state["step"]
         for layer in self.spec.layers:
             check = registry.get(layer.kind).check_training_input
@@ -338,11 +348,13 @@ class Network(LayerState):
                 except ValueError as error:
                     raise ValueError(f"{layer.label}: {error}") from None
         for layer in self.spec.layers:
-            inputs.append(value)
+            sources = [values[source] for source in layer.inputs]
+            value = sources[0]
             if layer.label in self._masked and not training:  # the identity: the input passed on, not copied
+                values[layer.label] = value
                 continue
             arrays = self._layer_arrays(layer)
-            arrays["x"] = value
+            arrays.update(zip(_input_names(len(sources)), sources))  # x, and an add's or concat's x2, ...
             if layer.label in self._masked:
                 arrays["mask"] = self._buffer(f"{layer.label}.mask", value.shape, self.dtype)
                 self._draw(layer, arrays["mask"], step)
@@ -355,10 +367,10 @@ class Network(LayerState):
             self._call(self._kernel(layer, "forward", training), arrays)
             if training and layer.buffer_shapes():
                 update_running_statistics(layer, value, self._buffers)
-            value = arrays["out"]
+            values[layer.label] = arrays["out"]
         if training:
             self._mask_state["step"] = step + 1
-        return value, inputs, saved
+        return values[self.spec.layers[-1].label], values, saved
 
     def forward(self, x: np.ndarray, training: Optional[bool] = None) -> np.ndarray:
         """The class scores (logits) of ``x (N, C, H, W)``, in the network's mode (``training=None``,
@@ -385,31 +397,46 @@ class Network(LayerState):
         batch = self._check_input(x)
         targets = self._targets(labels, batch, label_smoothing)
         self._check_params()
-        logits, inputs, saved = self._forward(x, training)
+        logits, values, saved = self._forward(x, training)
         loss = float(self._call("loss_forward", {"x": logits, "targets": targets}))
         upstream = self._buffer("loss.grad_input", logits.shape, self.dtype)
         self._call("loss_grad_input", {"x": logits, "targets": targets, "grad_input": upstream})
         grads: dict[str, np.ndarray] = {}
-        for depth, (layer, layer_input) in enumerate(zip(reversed(self.spec.layers), reversed(inputs))):
+        # The gradients each tensor's readers send back, by label: summed where several read it.
+        sent: dict[str, list[np.ndarray]] = {self.spec.layers[-1].label: [upstream]}
+        for layer in reversed(self.spec.layers):
+            upstream = self._gradient_sum(layer.label, sent.pop(layer.label))
             if layer.label in self._masked and not training:  # the identity in evaluation mode: passed on
+                sent.setdefault(layer.inputs[0], []).append(upstream)
                 continue
             arrays = self._layer_arrays(layer)
-            arrays.update(x=layer_input, grad_output=upstream)
+            arrays.update(zip(_input_names(len(layer.inputs)), (values[source] for source in layer.inputs)))
+            arrays["grad_output"] = upstream
             arrays.update(saved.get(layer.label, {}))
             for role in ("weight", "bias"):
                 if role in arrays:
                     arrays[f"grad_{role}"] = gradient = np.empty_like(arrays[role])
                     self._call(self._kernel(layer, f"grad_{role}", training), arrays)
                     grads[f"{layer.name}.{role}"] = gradient
-            if depth == len(self.spec.layers) - 1 and not input_gradient:
-                break
-            arrays["grad_input"] = self._buffer(f"{layer.label}.grad_input", layer_input.shape, self.dtype)
-            self._call(self._kernel(layer, "grad_input", training), arrays)
-            upstream = arrays["grad_input"]
-        else:
-            if input_gradient:
-                grads["input"] = upstream.copy()  # the internal buffer is reused by the next call
+            for name, source in zip(_gradient_names(len(layer.inputs)), layer.inputs):
+                if source == "input" and not input_gradient:  # training needs none
+                    continue
+                arrays[name] = self._buffer(f"{layer.label}.{name}", values[source].shape, self.dtype)
+                self._call(self._kernel(layer, name, training), arrays)
+                sent.setdefault(source, []).append(arrays[name])
+        if input_gradient:
+            grads["input"] = self._gradient_sum("input", sent["input"]).copy()  # the buffers are reused
         return loss, grads
+
+    def _gradient_sum(self, label: str, gradients: list[np.ndarray]) -> np.ndarray:
+        """The gradient of tensor ``label``: the one its reader sent, or the sum of its readers' (the
+        generated ``fanout_<label>`` kernel)."""
+        if len(gradients) == 1:
+            return gradients[0]
+        arrays = dict(zip(_input_names(len(gradients)), gradients))
+        arrays["out"] = self._buffer(f"fanout.{label}", gradients[0].shape, self.dtype)
+        self._call(f"fanout_{label}", arrays)
+        return arrays["out"]
 
     def fit(self, data="digits", epochs: Optional[int] = None, batch: Optional[int] = None,
             lr: Optional[float] = None, momentum: Optional[float] = None, weight_decay: Optional[float] = None,

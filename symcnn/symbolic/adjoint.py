@@ -26,6 +26,7 @@ from typing import Mapping, Optional, Sequence
 import sympy
 from sympy import And, Eq, Expr, IndexedBase, KroneckerDelta, Mod, Piecewise, S, Sum, Symbol
 
+from symcnn.registry import differentiable, is_input_role
 from symcnn.symbolic.display import LatexDisplay
 from symcnn.symbolic.functions import Bracket
 from symcnn.symbolic.ops import IndexFormula, Tensor
@@ -338,16 +339,23 @@ def _tidy(term: GatherTerm, index_ranges: Mapping[Symbol, tuple[Expr, Expr]]) ->
 
 
 def _implied_by_range(condition, index_ranges: Mapping[Symbol, tuple[Expr, Expr]]) -> bool:
-    """``0 <= k`` or ``k <= H_in - 1`` for a free index ``k`` whose own range says as much."""
+    """``small <= large`` that every index in its range satisfies: ``0 <= k`` or ``k <= H_in - 1`` for a
+    free index ``k`` whose own range says as much, or a concatenation's ``c <= C_1 + C_2 - 1`` for
+    ``c <= C_1 - 1``. The difference ``large - small`` is linear in each index with a numeric slope, so
+    its least value over the ranges is at one end of each; the condition holds where that value is
+    nonnegative by the symbols' assumptions (sizes positive)."""
     if not isinstance(condition, (sympy.LessThan, sympy.GreaterThan)):
         return False
     lower_first = isinstance(condition, sympy.LessThan)
     small, large = (condition.lhs, condition.rhs) if lower_first else (condition.rhs, condition.lhs)
-    if large in index_ranges and sympy.simplify(index_ranges[large][0] - small) == 0:
-        return True
-    if small in index_ranges and sympy.simplify(index_ranges[small][1] - large) == 0:
-        return True
-    return False
+    difference = sympy.expand(large - small)
+    for index in difference.free_symbols & set(index_ranges):
+        slope = difference.diff(index)
+        if not slope.is_number:
+            return False
+        low, high = index_ranges[index]
+        difference = sympy.expand(difference.subs(index, high if slope < 0 else low))
+    return difference.is_nonnegative is True
 
 
 def _apply_identities(term: GatherTerm, identities) -> GatherTerm:
@@ -457,11 +465,13 @@ def derive_gradient(forward: IndexFormula, wrt: str, identities: Optional[Sequen
         )
         for term in terms
     ]
-    gradient = Tensor(f"grad_{wrt}", IndexedBase(GRADIENT_NAMES.get(wrt, f"dL/d{target.name}")), target.shape)
+    several = sum(is_input_role(tensor.role) for tensor in forward.operands) > 1  # X1, X2: dL/dX1, dL/dX2
+    name = f"dL/d{target.name}" if several else GRADIENT_NAMES.get(wrt, f"dL/d{target.name}")
+    gradient = Tensor(f"grad_{wrt}", IndexedBase(name), target.shape)
     return GradientFormula(forward, wrt, gradient, nice, tuple(terms), grad_output)
 
 
 def gradients_of(forward: IndexFormula) -> dict[str, GradientFormula]:
     """Every gradient of ``forward`` with respect to its differentiable operands, by role."""
-    roles = [tensor.role for tensor in forward.operands if tensor.role in ("input", "weight", "bias")]
+    roles = [tensor.role for tensor in forward.operands if differentiable(tensor.role)]
     return {role: derive_gradient(forward, role, forward.identities) for role in roles}

@@ -26,6 +26,7 @@ import sympy
 from sympy import Array, Expr, Symbol
 
 from symcnn import registry
+from symcnn.registry import input_role
 from symcnn.symbolic.display import LatexDisplay
 from symcnn.symbolic.functions import MaxOver
 from symcnn.symbolic.instances import bind_layer, evaluate_layer
@@ -106,6 +107,10 @@ def _term_derivative(term: Expr, symbol: Symbol) -> Expr:
     return sympy.diff(term, symbol)
 
 
+#: The letters of the elements of an op's inputs (x, then an add's or concat's z, p, ...): none
+#: another tensor's (w, b, m, g and the upstream's a b c d).
+INPUT_LETTERS = "xzpqrstuv"
+
 #: LayerConfig's fields that set an op's setting of the same meaning, where the op has it.
 _SETTING_FIELDS = {"kernel": "kernel", "stride": "stride", "padding": "padding", "dilation": "dilation",
                    "bias": "bias", "out_channels": "channels_out", "out_features": "channels_out"}
@@ -132,7 +137,8 @@ class LayerConfig:
     channels (``conv2d``) or features (``dense``). ``stride`` of a pool defaults to its kernel
     (PyTorch's default), of conv2d to 1. ``settings`` gives the op's other settings (a slope
     ``alpha``); one left out stays a symbol. Fields an op has no setting for are ignored, except
-    padding and dilation, which an op without them refuses.
+    padding and dilation, which an op without them refuses. ``inputs`` is how many inputs an op
+    that joins them (add, concat) takes, each of the input's shape (default 2).
     """
 
     op: str
@@ -146,6 +152,7 @@ class LayerConfig:
     batch: int = 1
     bias: bool = True
     settings: Mapping[str, object] = field(default_factory=dict)
+    inputs: Optional[int] = None
 
     def __post_init__(self):
         if self.op not in derivable_ops():
@@ -155,6 +162,10 @@ class LayerConfig:
         set_field("batch", integer(self.batch, "batch", 1))
         set_field("channels_in", integer(self.channels_in, "channels_in", 1))
         set_field("channels_out", integer(self.channels_out, "channels_out", 1))
+        if entry.merges:
+            set_field("inputs", integer(2 if self.inputs is None else self.inputs, "inputs", 2, len(INPUT_LETTERS)))
+        elif self.inputs not in (None, 1):
+            raise ValueError(f"inputs: {self.op} takes one input, got {self.inputs!r}")
         if 3 not in entry.inputs:
             set_field("input_size", integer(self.input_size, "input_size", 1))
         else:
@@ -183,7 +194,7 @@ class LayerConfig:
         chosen = {key: value for key, value in resolved.items()
                   if entry.setting(key).kind != "number" or key in self.settings}
         set_field("settings", chosen)
-        entry.output_shape(self.input_shape[1:], self._shape_settings(entry))  # refuses a window that does not fit
+        entry.output_shape(self.entry_shape, self._shape_settings(entry))  # refuses a window that does not fit
         if entry.check_training_input is not None:  # derive expands the training-mode formula
             entry.check_training_input(self.input_shape, self._shape_settings(entry))
         self._refuse_too_large()
@@ -208,9 +219,17 @@ class LayerConfig:
         return (self.batch, self.channels_in, *self.input_size)
 
     @property
+    def entry_shape(self):
+        """The input shape without the batch axis as the registry and the formula take it: for an op
+        that joins inputs, the tuple of their shapes (``inputs`` copies)."""
+        shape = self.input_shape[1:]
+        return (shape,) * self.inputs if self.entry.merges else shape
+
+    @property
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         """Each learned parameter's shape, by role (``weight``, ``bias``)."""
-        return self.entry.parameter_shapes(self.input_shape[1:], self._shape_settings(self.entry))
+        return {} if self.entry.merges else self.entry.parameter_shapes(self.input_shape[1:],
+                                                                        self._shape_settings(self.entry))
 
     @property
     def weight_shape(self) -> Optional[tuple[int, ...]]:
@@ -222,7 +241,7 @@ class LayerConfig:
 
     @property
     def output_shape(self) -> tuple[int, ...]:
-        return (self.batch, *self.entry.output_shape(self.input_shape[1:], self._shape_settings(self.entry)))
+        return (self.batch, *self.entry.output_shape(self.entry_shape, self._shape_settings(self.entry)))
 
     @property
     def expansion_terms(self) -> int:
@@ -233,7 +252,7 @@ class LayerConfig:
         max over a window of ``K`` elements counts ``K*K`` terms (each element's routing condition compares it with
         every other element of its window).
         """
-        formula, values = bind_layer(self.op, self.input_shape[1:], self._shape_settings(self.entry))
+        formula, values = bind_layer(self.op, self.entry_shape, self._shape_settings(self.entry))
         if "batch" in formula.parameters:  # a reduction over the batch (batch norm's statistics)
             values[formula.parameters["batch"]] = self.batch
         outputs = math.prod(self.output_shape)
@@ -354,6 +373,8 @@ def derive(config: LayerConfig, values: Optional[Array] = None) -> Derivation:
     max pooling's routing is decided by the actual numbers (document 002).
     """
     tensors = {"input": symbol_array("x", config.input_shape)}
+    for number in range(2, (config.inputs or 1) + 1):  # an add's or concat's other inputs: z, p, q, ...
+        tensors[input_role(number)] = symbol_array(INPUT_LETTERS[number - 1], config.input_shape)
     for role, shape in config.parameter_shapes.items():
         tensors[role] = symbol_array(role[0], shape)
     if config.entry.mask_drop is not None:  # drawn, not learned: a symbol of the expansion, no gradient

@@ -3,7 +3,8 @@
 Element names are the documents' (``y00``, ``dL/dw01``); LaTeX comes from SymPy's printer.
 
 Example:
-    >>> from symcnn.symbolic.derive import LayerConfig, derive
+    >>> from symcnn.registry import input_role
+from symcnn.symbolic.derive import LayerConfig, derive
     >>> print(as_text(derive(LayerConfig("avgpool2d", input_size=(2, 2), kernel=(2, 2)))))
     avgpool2d: input 1x1x2x2, kernel 2x2, stride 2x2 -> output 1x1x1x1
     <BLANKLINE>
@@ -26,6 +27,7 @@ from typing import Any, Iterator, NamedTuple, Sequence
 import sympy
 from sympy import Array, Symbol
 
+from symcnn.registry import input_role
 from symcnn.symbolic.derive import Derivation, LayerConfig
 from symcnn.symbolic.display import register_latex_view
 from symcnn.printing.latex import latex
@@ -38,13 +40,23 @@ __all__ = ["describe", "as_text", "as_latex", "as_latex_display", "as_json", "as
 _SECTIONS = (("grad_weight", "weight", "dL/dW"), ("grad_bias", "bias", "dL/db"), ("grad_input", "input", "dL/dX"))
 
 
+def _gradient_sections(derivation: Derivation) -> list[tuple[str, str, str]]:
+    """(gradient key, tensor role, title) of each gradient the derivation has, in the documents' order
+    (weight, bias, input); an add's or concat's inputs X1, X2, ... each by number."""
+    if not derivation.config.entry.merges:
+        return [section for section in _SECTIONS if section[0] in derivation.gradients]
+    count = derivation.config.inputs
+    return [(f"grad_{input_role(number)}", input_role(number), f"dL/dX{number}") for number in range(1, count + 1)]
+
+
 def _shape(shape) -> str:
     return "x".join(str(size) for size in shape)
 
 
 def describe(config: LayerConfig) -> str:
     """One line: the op, its configuration and its output shape."""
-    parts = [f"input {_shape(config.input_shape)}"]
+    parts = [f"input {_shape(config.input_shape)}" if not config.entry.merges
+             else f"{config.inputs} inputs {_shape(config.input_shape)}"]
     for role, shape in config.parameter_shapes.items():
         parts.append(f"{role} {_shape(shape)}" if len(shape) > 1 else f"{role} {shape[0]}")
     has_weight = config.weight_shape is not None
@@ -75,11 +87,10 @@ def _sections(derivation: Derivation):
     """(title, [(left-hand name, expression)]) for the output and each gradient."""
     output_shape = derivation.output.shape
     yield "Output", list(_entries(derivation.output, "y", output_shape))
-    for key, role, title in _SECTIONS:
-        if key in derivation.gradients:
-            array = derivation.gradients[key]
-            prefix = _tensor_prefix(derivation, role)
-            yield title, [(f"dL/d{name}", expr) for name, expr in _entries(array, prefix, array.shape)]
+    for key, role, title in _gradient_sections(derivation):
+        array = derivation.gradients[key]
+        prefix = _tensor_prefix(derivation, role)
+        yield title, [(f"dL/d{name}", expr) for name, expr in _entries(array, prefix, array.shape)]
 
 
 def _upstream_names(derivation: Derivation) -> str:
@@ -217,9 +228,8 @@ def as_dict(derivation: Derivation) -> dict[str, Any]:
     numbers = {key: value for key, value in config.settings.items() if config.entry.setting(key).kind == "number"}
     if numbers:
         result["config"].update(numbers)
-    for key, _, _ in _SECTIONS:
-        if key in derivation.gradients:
-            result[key] = _nested_strings(derivation.gradients[key])
+    for key, _, _ in _gradient_sections(derivation):
+        result[key] = _nested_strings(derivation.gradients[key])
     if derivation.values:
         result["input_values"] = _nested_strings(derivation.tensors["input"].applyfunc(
             lambda symbol: derivation.values[symbol]))

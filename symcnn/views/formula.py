@@ -22,6 +22,7 @@ import sympy
 from sympy import Eq, Sum
 
 from symcnn import registry
+from symcnn.registry import differentiable
 from symcnn.symbolic import ops
 from symcnn.symbolic.adjoint import GradientFormula, derive_gradient
 from symcnn.symbolic.display import LatexDisplay, register_latex_view
@@ -191,7 +192,7 @@ def general_formula(
     if op not in FORMULA_OPS:
         raise ValueError(f"op: must be one of {', '.join(FORMULA_OPS)}, got {op!r}")
     forward = FORMULA_OPS[op]()
-    roles = [tensor.role for tensor in forward.operands if tensor.role in ("input", "weight", "bias")]
+    roles = [tensor.role for tensor in forward.operands if differentiable(tensor.role)]
     if wrt != "forward" and wrt not in roles:
         raise ValueError(f"wrt: {op} has no {wrt}; choose from forward, {', '.join(roles)}")
     values, shown = _specialization(forward, op, dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation))

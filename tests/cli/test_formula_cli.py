@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 import pytest
+
+from symcnn import registry
 import sympy
 
 from symcnn.views.formula import FORMULA_OPS, from_srepr, general_formula
@@ -47,7 +49,15 @@ def test_every_op_prints_in_every_format(cli, op):
         assert status == 0 and err == "" and out.strip()
     data = json.loads(cli("formula", op, "--format", "json")[1])
     assert from_srepr(data["srepr"]) == general_formula(op, "input").equation
-    assert data["tensors"]["grad_input"]["name"] == "dL/dX"
+    # the input's gradient is dL/dX; an add's or concat's inputs are X1, X2, ...: dL/dX1
+    assert data["tensors"]["grad_input"]["name"] == ("dL/dX1" if registry.get(op).merges else "dL/dX")
+
+
+def test_each_input_of_a_join_has_its_gradient(cli):
+    status, out, _ = cli("formula", "concat", "--wrt", "input2")
+    assert status == 0 and "dL/dX2[n, c, i, j] = " in out and "dL/dY[n, C_1 + c, i, j]" in out
+    status, _, err = cli("formula", "conv2d", "--wrt", "input2")
+    assert status == 2 and "wrt" in err and "input2" in err
 
 
 def test_latex_uses_the_documents_notation(cli):

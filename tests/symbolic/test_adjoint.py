@@ -223,6 +223,7 @@ def test_max_pool_gradient_routes_through_the_first_argmax_indicator():
 def test_every_op_has_a_gradient_for_each_differentiable_operand():
     expected = {name: {"input", "weight", "bias"}
                 for name in ("conv2d", "conv_transpose2d", "dense", "batchnorm2d", "layernorm")}
+    expected.update(add={"input", "input2"}, concat={"input", "input2"})  # each of two inputs (the default)
     for name, factory in FORMULA_OPS.items():
         roles = set(gradients_of(factory()))
         assert roles == expected.get(name, {"input"}), name
