@@ -19,6 +19,7 @@ import sympy
 from sympy import Array
 
 from symcnn import registry
+from symcnn.registry import input_number, input_role, is_input_role
 from symcnn.symbolic import layers
 
 from symcnn.symbolic.adjoint import GradientFormula, gradients_of
@@ -88,15 +89,16 @@ def mismatches(forward: IndexFormula, arrays: Mapping[str, Array], parameters: M
     return result
 
 
-def _symbolic_layer(layer, x):
-    """One layer expanded symbolically on fresh symbols (its input, each parameter and a drawn mask),
+def _symbolic_layer(layer, inputs):
+    """One layer expanded symbolically on fresh symbols (its inputs, each parameter and a drawn mask),
     through its registered formula; returns the output and the operand arrays by role."""
-    operands = {"input": symbol_array(f"in{layer.index}_", x.shape)}
+    operands = {input_role(number): symbol_array(f"in{layer.index}_{number}_" if number > 1 else f"in{layer.index}_",
+                                                 value.shape) for number, value in enumerate(inputs, 1)}
     for name, shape in layer.parameter_shapes().items():
         role = name.rsplit(".", 1)[1]
         operands[role] = symbol_array(f"{role[0]}{layer.index}_", shape)
     if registry.get(layer.kind).mask_drop is not None:
-        operands["mask"] = symbol_array(f"m{layer.index}_", x.shape)
+        operands["mask"] = symbol_array(f"m{layer.index}_", inputs[0].shape)
     return evaluate_layer(layer.kind, operands, layer.settings), operands
 
 
@@ -124,31 +126,37 @@ def symbolic_network_gradients(spec, params: dict, x, labels, masks: Mapping[str
     :meth:`symcnn.runtime.network.Network.masks`). Returns ``{"loss": float, "<layer>.weight": array,
     ..., "input": array}``.
     """
-    records, value = [], x
+    records, tensors = [], {"input": x}
     for layer in spec.layers:
-        output, operands = _symbolic_layer(layer, value)
-        numbers = {"input": value}
+        inputs = [tensors[source] for source in layer.inputs]
+        output, operands = _symbolic_layer(layer, inputs)
+        numbers = {input_role(number): value for number, value in enumerate(inputs, 1)}
         if "mask" in operands:
             if layer.label not in masks:
                 raise ValueError(f"masks: {layer.label} draws a mask; give it (Network.masks)")
             numbers["mask"] = masks[layer.label]
-        for role in [role for role in operands if role not in ("input", "mask")]:
+        for role in [role for role in operands if role != "mask" and not is_input_role(role)]:
             numbers[role] = params[f"{layer.name}.{role}"]
         values = _substitution(operands, numbers)
         records.append((layer, output, operands, values))
-        value = _numeric(output, values)
+        tensors[layer.label] = _numeric(output, values)
+    value = tensors[spec.layers[-1].label]
     scores = symbol_array("z", value.shape)
     targets = np.zeros(value.shape)
     targets[np.arange(len(labels)), labels] = 1
     loss = layers.softmax_cross_entropy(scores, sympy.Array(targets.astype(int).tolist()))
     values = _substitution({"z": scores}, {"z": value})
     result = {"loss": float(loss.xreplace(values))}
-    upstream = _numeric(gradient(loss, scores), values)
+    # each tensor's gradient, summed over the layers that read it (a fan-out), by label
+    upstream_of = {spec.layers[-1].label: _numeric(gradient(loss, scores), values)}
     for layer, output, operands, values in reversed(records):
         learned = {role: array for role, array in operands.items() if role != "mask"}  # a mask is drawn
-        grads = vjp(output, sympy.Array(upstream.tolist()), learned)
-        for role in [role for role in learned if role != "input"]:
-            result[f"{layer.name}.{role}"] = _numeric(grads[role], values)
-        upstream = _numeric(grads["input"], values)
-    result["input"] = upstream
+        grads = vjp(output, sympy.Array(upstream_of.pop(layer.label).tolist()), learned)
+        for role in learned:
+            if is_input_role(role):
+                source = layer.inputs[input_number(role) - 1]
+                upstream_of[source] = upstream_of.get(source, 0) + _numeric(grads[role], values)
+            else:
+                result[f"{layer.name}.{role}"] = _numeric(grads[role], values)
+    result["input"] = upstream_of["input"]
     return result

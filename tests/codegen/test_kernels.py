@@ -70,6 +70,19 @@ SMALL_SPECS = [
             {"type": "dense", "name": "fc", "out_features": 3},
         ],
     },
+    {   # a graph: fan-outs (r is read by c2 and the add, c1 by the ReLU and the concat), add, concat
+        "name": "small-graph",
+        "input": [1, 3, 3],
+        "layers": [
+            {"type": "conv2d", "name": "c1", "out_channels": 2, "kernel": 2},
+            {"type": "relu", "name": "r"},
+            {"type": "conv2d", "name": "c2", "out_channels": 2, "kernel": 1},
+            {"type": "add", "name": "sum", "inputs": ["c2", "r"]},
+            {"type": "concat", "inputs": ["sum", "c1"]},
+            {"type": "flatten"},
+            {"type": "dense", "name": "fc", "out_features": 3},
+        ],
+    },
 ]
 
 
@@ -129,7 +142,7 @@ def test_small_specs_equal_pytorch(torch, spec, dtype, tolerance, tmp_path):
         np.testing.assert_allclose(grads[key], value, rtol=tolerance, atol=tolerance * scale, err_msg=key)
 
 
-@pytest.mark.parametrize("name", ["seed004", "seed004-text", "small-smooth"])
+@pytest.mark.parametrize("name", ["seed004", "seed004-text", "small-smooth", "small-graph"])
 def test_full_size_gradients_equal_central_finite_differences(name, tmp_path):
     small = {spec["name"]: spec for spec in SMALL_SPECS}
     net = network_for(small[name], tmp_path) if name in small else Network.from_spec(name, dtype="float64", seed=5)
