@@ -37,6 +37,8 @@ def add_derive(commands) -> None:
     derive.add_argument("--dilation", type=size, default=None, metavar="D|DHxDW",
                         help="dilation (conv2d); default 1")
     derive.add_argument("--batch", type=count, default=1, metavar="N", help="batch size; default 1")
+    derive.add_argument("--inputs", type=count, default=None, metavar="K",
+                        help="add or concat: how many inputs it joins, each of the --input shape; default 2")
     add_setting_options(derive)
     derive.add_argument("--no-bias", action="store_true", help="conv2d or dense without a bias")
     derive.add_argument("--values", type=values, default=None, metavar="ROWS",
@@ -69,6 +71,7 @@ def run_derive(args) -> int:
         batch=args.batch,
         bias=not args.no_bias,
         settings=settings,
+        inputs=args.inputs,
     )
     output_format = chosen_format(args)
     values = None

@@ -32,14 +32,26 @@ from typing import Mapping, NamedTuple, Optional, Sequence
 import sympy
 from sympy import Array, Expr, Symbol
 
+from symcnn.registry import is_input_role
 from symcnn.symbolic.derive import Derivation, LayerConfig, derive, partial_derivative
 from symcnn.symbolic.display import LatexDisplay
 from symcnn.symbolic.tensors import element_name, indices_of
 
-__all__ = ["ChainPartial", "Partial", "EntrySteps", "Route", "ForwardStep", "Steps", "steps", "ChainRule", "ROLES"]
+__all__ = ["ChainPartial", "Partial", "EntrySteps", "Route", "ForwardStep", "Steps", "steps", "ChainRule", "ROLES", "gradient_roles"]
 
 #: The tensors a gradient is taken for, in the order ``symcnn derive`` prints them.
 ROLES = ("weight", "bias", "input")
+
+
+def gradient_roles(tensors: Mapping[str, Array]) -> list[str]:
+    """The roles of the tensors with a gradient, in the documents' order: weight, bias, input, then an
+    add's or concat's other inputs (input2, ...).
+
+    >>> gradient_roles({"input": None, "input2": None, "grad_output": None})
+    ['input', 'input2']
+    """
+    return [role for role in ROLES if role in tensors] + [role for role in tensors
+                                                          if is_input_role(role) and role != "input"]
 
 
 class ChainPartial(Expr):
@@ -154,7 +166,7 @@ def _select(tensors: Mapping[str, Array], entries: Sequence[str]) -> tuple[list[
     A name is an entry's symbol (``x10``, also written ``dL/dx10``) or a tensor's letter
     (``x``, ``w``, ``b``) for all of its entries. No names: every entry of every tensor.
     """
-    roles = [role for role in ROLES if role in tensors]
+    roles = gradient_roles(tensors)
     letters = {role: _letter(tensors[role]) for role in roles}
     if not entries:
         return [(role, index) for role in roles for index in indices_of(tensors[role].shape)], set(roles)
@@ -225,7 +237,7 @@ def steps(config: LayerConfig, values: Optional[Array] = None, entries: Sequence
 
     routes = {role: tuple(_route(name, gradient_of_output, table, tensors[role], substitution)
                           for (name, gradient_of_output, _), table in zip(outputs, derivatives))
-              for role in ROLES if role in whole}
+              for role in gradient_roles(tensors) if role in whole}
     return Steps(derivation, forward, routes, tuple(entry_steps))
 
 

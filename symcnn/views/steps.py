@@ -7,7 +7,8 @@ then its value.
 
 Example (document 002's convolution, one weight entry):
     >>> from symcnn.symbolic.derive import LayerConfig
-    >>> from symcnn.symbolic.steps import steps
+    >>> from symcnn.registry import input_number
+from symcnn.symbolic.steps import steps
     >>> walk = steps(LayerConfig("conv2d", input_size=(3, 3), kernel=(2, 2), bias=False), entries=["w00"])
     >>> print("\\n".join(as_text(walk).splitlines()[-8:]))
     dL/dW, gathered: each entry's chain rule
@@ -33,7 +34,8 @@ from symcnn.views import derivation as render
 from symcnn.printing.latex import SymcnnLatexPrinter, latex
 from symcnn.printing.text import SymcnnStrPrinter, readable, text
 from symcnn.symbolic.display import register_latex_view
-from symcnn.symbolic.steps import ROLES, ChainPartial, EntrySteps, Steps
+from symcnn.registry import input_number
+from symcnn.symbolic.steps import ChainPartial, EntrySteps, Steps, gradient_roles
 from symcnn.symbolic.tensors import indices_of
 
 __all__ = ["SubstitutionPrinter", "SubstitutionLatexPrinter", "as_text", "as_latex", "as_latex_display",
@@ -235,13 +237,15 @@ def _blocks(walk: Steps, fmt: _Format) -> list[_Block]:
                tuple(_Row(fmt.print(step.output), fmt.walk(step.expression, step.value)) for step in walk.forward)),
         _Block("Upstream gradient dL/dY", (_Row("", _upstream_summary(walk, fmt)),)),
     ]
-    for role in ROLES:
+    merges = walk.derivation.config.entry.merges
+    for role in gradient_roles(walk.derivation.tensors):
+        title = f"dL/dX{input_number(role)}" if merges else _TITLES[role]  # an add's inputs X1, X2, ...
         if role in walk.routes:
-            blocks.append(_Block(f"{_TITLES[role]}, scattered: where each upstream gradient goes{at}",
+            blocks.append(_Block(f"{title}, scattered: where each upstream gradient goes{at}",
                                  _route_rows(walk, role, fmt)))
         entries = [_entry_block(entry, fmt) for entry in walk.entries if entry.role == role]
         if entries:
-            blocks.append(_Block(f"{_TITLES[role]}, gathered: each entry's chain rule", parts=tuple(entries)))
+            blocks.append(_Block(f"{title}, gathered: each entry's chain rule", parts=tuple(entries)))
     return blocks
 
 
