@@ -37,7 +37,8 @@ from symcnn.symbolic.derive import Derivation, LayerConfig, derive, partial_deri
 from symcnn.symbolic.display import LatexDisplay
 from symcnn.symbolic.tensors import element_name, indices_of
 
-__all__ = ["ChainPartial", "Partial", "EntrySteps", "Route", "ForwardStep", "Steps", "steps", "ChainRule", "ROLES", "gradient_roles"]
+__all__ = ["ChainPartial", "Partial", "EntrySteps", "Route", "ForwardStep", "Steps", "steps", "ChainRule", "ROLES",
+           "gradient_roles"]
 
 #: The tensors a gradient is taken for, in the order ``symcnn derive`` prints them.
 ROLES = ("weight", "bias", "input")

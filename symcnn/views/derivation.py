@@ -3,8 +3,7 @@
 Element names are the documents' (``y00``, ``dL/dw01``); LaTeX comes from SymPy's printer.
 
 Example:
-    >>> from symcnn.registry import input_role
-from symcnn.symbolic.derive import LayerConfig, derive
+    >>> from symcnn.symbolic.derive import LayerConfig, derive
     >>> print(as_text(derive(LayerConfig("avgpool2d", input_size=(2, 2), kernel=(2, 2)))))
     avgpool2d: input 1x1x2x2, kernel 2x2, stride 2x2 -> output 1x1x1x1
     <BLANKLINE>

@@ -7,8 +7,7 @@ then its value.
 
 Example (document 002's convolution, one weight entry):
     >>> from symcnn.symbolic.derive import LayerConfig
-    >>> from symcnn.registry import input_number
-from symcnn.symbolic.steps import steps
+    >>> from symcnn.symbolic.steps import steps
     >>> walk = steps(LayerConfig("conv2d", input_size=(3, 3), kernel=(2, 2), bias=False), entries=["w00"])
     >>> print("\\n".join(as_text(walk).splitlines()[-8:]))
     dL/dW, gathered: each entry's chain rule
