@@ -132,9 +132,13 @@ def _add_train(commands) -> None:
     train.add_argument("--optimizer", choices=OPTIMIZERS,
                        help=f"sgd (with momentum), adam or adamw, as torch.optim's "
                             f"(default: {recommended} {default.optimizer})")
+    optimizers_of_rate = {}
+    for name, rate in DEFAULT_LR.items():
+        optimizers_of_rate.setdefault(rate, []).append(name)
     train.add_argument("--lr", type=_number(float),
                        help=f"peak learning rate (default: {recommended} "
-                            + ", ".join(f"{rate} for {name}" for name, rate in DEFAULT_LR.items()) + ")")
+                            + " or ".join(f"{rate} ({', '.join(names)})" for rate, names in optimizers_of_rate.items())
+                            + ")")
     train.add_argument("--schedule", choices=SCHEDULES,
                        help=f"learning-rate schedule after the warm-up: cosine decays to 0, constant, or step "
                             f"(times --gamma every --step-size epochs) (default: {recommended} {default.schedule})")

@@ -400,6 +400,27 @@ def test_a_bad_training_table_is_refused_with_one_line(table, message):
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
 
 
+def test_a_training_table_recommends_an_optimizer_and_a_schedule():
+    from symcnn.spec import SPEC_DIR, parse_spec
+
+    table = '[training]\noptimizer = "adamw"\nbeta2 = 0.99\nschedule = "step"\nstep_size = 3\ngamma = 0.5\n'
+    spec = parse_spec((SPEC_DIR / "digits.toml").read_text() + table)
+    config = TrainConfig.resolve(spec.training, epochs=6)
+    assert (config.optimizer, config.beta2, config.lr, config.step_size, config.gamma) == ("adamw", 0.99, 0.01, 3, 0.5)
+    assert config.learning_rate(3 * 10, 10) == pytest.approx(0.01 * 0.5)
+
+
+def test_network_fit_takes_the_optimizer_settings(digits_data):
+    net = Network.from_spec("digits", seed=0)
+    before = {name: value.copy() for name, value in net.params.items()}
+    with pytest.raises(ValueError, match=r"^beta1: is a setting of adam and adamw, not of the optimizer sgd$"):
+        net.fit(digits_data, epochs=1, beta1=0.5, progress=False)
+    assert all(np.array_equal(before[name], value) for name, value in net.params.items())  # refused before a step
+    history = net.fit(digits_data, epochs=2, optimizer="adamw", beta1=0.8, schedule="step", step_size=1,
+                      progress=False)
+    assert len(history) == 2 and history[-1]["test_accuracy"] > 0.8
+
+
 def test_cli_takes_the_spec_recommendations_unless_an_option_is_given(cli, monkeypatch):
     from dataclasses import replace
 
