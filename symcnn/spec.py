@@ -293,12 +293,13 @@ def _planned_label(table, index: int) -> Optional[str]:
 
 
 def _training(table, where: str) -> dict[str, Any]:
-    """A ``[training]`` table: known keys, each value as :class:`TrainConfig` accepts it."""
+    """A ``[training]`` table: known keys, each value as :class:`TrainConfig` accepts it, each read by the
+    table's optimizer and schedule (no ``beta1`` for SGD)."""
     if not isinstance(table, Mapping):
         raise _error(where, "training", f"must be a table of training settings, got {table!r}")
     _check_keys(table, SPEC_TRAINING_KEYS, f"{where}: training")
     try:
-        TrainConfig(**table)
+        TrainConfig.resolve({}, **table)
     except ValueError as error:
         raise ValueError(f"{where}: training.{error}") from None
     return dict(table)

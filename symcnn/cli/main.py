@@ -115,7 +115,7 @@ def _number(kind):
 def _add_train(commands) -> None:
     train = commands.add_parser(
         "train",
-        help="train a network's generated kernels on real data (minibatch SGD with momentum)",
+        help="train a network's generated kernels on real data (minibatch SGD with momentum, Adam or AdamW)",
         description="Train SPEC on the shipped handwritten digits (resized to the spec's input) or an .npz "
                     "file, with a progress bar, held-out accuracy per epoch, checkpoints and curves.",
     )
@@ -123,20 +123,45 @@ def _add_train(commands) -> None:
     train.add_argument("--data", default="digits", metavar="digits|PATH.npz",
                        help="'digits' (1,797 real 8x8 digits, shipped) or an .npz with x (N,C,H,W) and y (N,)")
     # No default here: a setting not given is the spec's recommended one ([training]), else TrainConfig's.
-    from symcnn.train_config import TrainConfig
+    from symcnn.train_config import DEFAULT_LR, OPTIMIZERS, SCHEDULES, TrainConfig
 
     default = TrainConfig()
     recommended = "the spec's [training] value, else"
     train.add_argument("--epochs", type=_number(int), help=f"default: {recommended} {default.epochs}")
     train.add_argument("--batch", type=_number(int), help=f"default: {recommended} {default.batch}")
-    train.add_argument("--lr", type=_number(float), help=f"peak learning rate (default: {recommended} {default.lr})")
-    train.add_argument("--schedule", choices=("cosine", "constant"),
-                       help=f"learning-rate schedule; cosine decays to 0 (default: {recommended} {default.schedule})")
+    train.add_argument("--optimizer", choices=OPTIMIZERS,
+                       help=f"sgd (with momentum), adam or adamw, as torch.optim's "
+                            f"(default: {recommended} {default.optimizer})")
+    optimizers_of_rate = {}
+    for name, rate in DEFAULT_LR.items():
+        optimizers_of_rate.setdefault(rate, []).append(name)
+    train.add_argument("--lr", type=_number(float),
+                       help=f"peak learning rate (default: {recommended} "
+                            + " or ".join(f"{rate} ({', '.join(names)})" for rate, names in optimizers_of_rate.items())
+                            + ")")
+    train.add_argument("--schedule", choices=SCHEDULES,
+                       help=f"learning-rate schedule after the warm-up: cosine decays to 0, constant, or step "
+                            f"(times --gamma every --step-size epochs) (default: {recommended} {default.schedule})")
+    train.add_argument("--step-size", type=_number(int), metavar="EPOCHS",
+                       help="--schedule step: epochs between two decays (no default: step needs it)")
+    train.add_argument("--gamma", type=_number(float),
+                       help=f"--schedule step: the factor of each decay (default: {recommended} {default.gamma})")
     train.add_argument("--warmup", type=_number(float), metavar="EPOCHS",
                        help=f"epochs of linear learning-rate warm-up from 0 "
                             f"(default: {recommended} {default.warmup:g})")
-    train.add_argument("--momentum", type=_number(float), help=f"default: {recommended} {default.momentum}")
-    train.add_argument("--weight-decay", type=_number(float), help=f"default: {recommended} {default.weight_decay}")
+    train.add_argument("--momentum", type=_number(float),
+                       help=f"sgd's momentum (default: {recommended} {default.momentum})")
+    train.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
+                       help="sgd: Nesterov momentum (default: the spec's [training] value, else off)")
+    train.add_argument("--beta1", type=_number(float),
+                       help=f"adam, adamw: decay rate of the gradient's mean (default: {recommended} {default.beta1})")
+    train.add_argument("--beta2", type=_number(float),
+                       help=f"adam, adamw: decay rate of its square's mean (default: {recommended} {default.beta2})")
+    train.add_argument("--eps", type=_number(float),
+                       help=f"adam, adamw: added to the denominator (default: {recommended} {default.eps:g})")
+    train.add_argument("--weight-decay", type=_number(float),
+                       help=f"added to the gradient as wd * p (sgd, adam), or p *= 1 - lr * wd (adamw) "
+                            f"(default: {recommended} {default.weight_decay})")
     train.add_argument("--label-smoothing", type=_number(float), metavar="S",
                        help="train against targets (1 - S) * one_hot + S / classes "
                             f"(default: {recommended} {default.label_smoothing:g})")
@@ -215,6 +240,13 @@ _OPTION_OF_FIELD = {
     "schedule": "--schedule",
     "warmup": "--warmup",
     "label_smoothing": "--label-smoothing",
+    "optimizer": "--optimizer",
+    "nesterov": "--nesterov",
+    "beta1": "--beta1",
+    "beta2": "--beta2",
+    "eps": "--eps",
+    "step_size": "--step-size",
+    "gamma": "--gamma",
     "data": "--data",
     "resume": "--resume",
     "plot": "--plot",

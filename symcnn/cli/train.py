@@ -48,6 +48,23 @@ def _check_distinct(data: str, checkpoint: Optional[Path], plot: Optional[Path])
         raise ValueError(f"plot: {str(plot)!r} is also the --checkpoint file")
 
 
+def _schedule(config) -> str:
+    """``cosine``, ``constant``, ``step decay x0.1 every 5 epochs``."""
+    if config.schedule == "step":
+        return f"step decay x{config.gamma:g} every {_count(config.step_size, 'epoch')}"
+    return config.schedule
+
+
+def _optimizer(config) -> str:
+    """What the run's first line says of its optimizer (SGD's words as before there was another)."""
+    if config.optimizer == "sgd":
+        return (f"{'Nesterov ' if config.nesterov else ''}momentum {config.momentum}, "
+                f"weight decay {config.weight_decay}")
+    decay = "decoupled" if config.optimizer == "adamw" else "L2"
+    return (f"{config.optimizer} (betas {config.beta1}, {config.beta2}, eps {config.eps:g}), "
+            f"weight decay {config.weight_decay} ({decay})")
+
+
 def plot_history(history: list, path: Path, title: str) -> None:
     """Loss (train, test) and test accuracy per epoch, as a PNG written atomically."""
     import matplotlib
@@ -82,15 +99,16 @@ def run_training(args) -> int:
     from symcnn.training.data import load_data
     from symcnn.runtime.network import Network
     from symcnn.spec import load_spec
+    from symcnn.train_config import SPEC_TRAINING_KEYS
     from symcnn.training.trainer import TrainConfig, Trainer, TrainingDiverged
 
     spec = load_spec(args.spec)
     recommended = spec.training
-    config = TrainConfig.resolve(recommended, epochs=args.epochs, batch=args.batch, lr=args.lr,
-                                 momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed,
-                                 schedule=args.schedule, warmup=args.warmup, label_smoothing=args.label_smoothing)
-    # The spec's recommendations that the run uses (an option given on the command line wins).
-    from_spec = [name for name in recommended if getattr(args, name) is None]
+    stated = {name: getattr(args, name) for name in SPEC_TRAINING_KEYS}  # None: not given
+    config = TrainConfig.resolve(recommended, seed=args.seed, **stated)
+    # The spec's recommendations that the run uses (an option given on the command line wins; a setting
+    # of another optimizer or schedule than the run's is not used).
+    from_spec = [name for name in recommended if stated[name] is None and config.reads(name)]
     checkpoint = _check_output_path(args.checkpoint, "checkpoint", "") if args.checkpoint else None
     plot = _check_output_path(args.plot, "plot", ".png") if args.plot else None
     _check_distinct(args.data, checkpoint, plot)
@@ -108,8 +126,7 @@ def run_training(args) -> int:
     quiet = args.json
     _say(f"training {net.spec.name} on {data.name}: {len(data.x_train)} images, {len(data.x_test)} held out; "
          f"{_count(config.epochs, 'epoch')} of batch {config.batch}, lr {config.lr} ({config.warmup:g}-epoch warm-up, "
-         f"{config.schedule}), "
-         f"momentum {config.momentum}, weight decay {config.weight_decay}"
+         f"{_schedule(config)}), {_optimizer(config)}"
          + (f", label smoothing {config.label_smoothing:g}" if config.label_smoothing else "")
          + (f" ({', '.join(from_spec)} from the spec's [training] table)" if from_spec else ""), quiet)
 

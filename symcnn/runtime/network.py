@@ -441,18 +441,22 @@ class Network(LayerState):
     def fit(self, data="digits", epochs: Optional[int] = None, batch: Optional[int] = None,
             lr: Optional[float] = None, momentum: Optional[float] = None, weight_decay: Optional[float] = None,
             seed: int = 0, schedule: Optional[str] = None, warmup: Optional[float] = None,
-            label_smoothing: Optional[float] = None, checkpoint=None, progress: bool = True) -> list[dict]:
-        """Train with minibatch SGD (see :mod:`symcnn.training.trainer`); returns one dict per epoch.
+            label_smoothing: Optional[float] = None, checkpoint=None, progress: bool = True, *,
+            optimizer: Optional[str] = None, nesterov: Optional[bool] = None, beta1: Optional[float] = None,
+            beta2: Optional[float] = None, eps: Optional[float] = None, step_size: Optional[int] = None,
+            gamma: Optional[float] = None) -> list[dict]:
+        """Train with minibatch SGD, Adam or AdamW (see :mod:`symcnn.training.trainer`); returns one dict per epoch.
 
         A setting left ``None`` is the spec's recommended one (its ``[training]`` table), else
-        :class:`~symcnn.train_config.TrainConfig`'s default. ``data`` is ``"digits"``, a path to an
-        ``.npz``, or a :class:`symcnn.training.data.Dataset`. Inputs are standardized by the training set's
-        mean and standard deviation, kept in ``self.input_stats`` for later predictions:
-        ``forward((x - mean) / std)``.
+        :class:`~symcnn.train_config.TrainConfig`'s default (there: what each setting means). ``data`` is
+        ``"digits"``, a path to an ``.npz``, or a :class:`symcnn.training.data.Dataset`. Inputs are
+        standardized by the training set's mean and standard deviation, kept in ``self.input_stats``
+        for later predictions: ``forward((x - mean) / std)``.
         """
         config = TrainConfig.resolve(self.spec.training, epochs=epochs, batch=batch, lr=lr, momentum=momentum,
                                      weight_decay=weight_decay, seed=seed, schedule=schedule, warmup=warmup,
-                                     label_smoothing=label_smoothing)
+                                     label_smoothing=label_smoothing, optimizer=optimizer, nesterov=nesterov,
+                                     beta1=beta1, beta2=beta2, eps=eps, step_size=step_size, gamma=gamma)
         if not isinstance(data, Dataset):
             data = load_data(str(data), self.spec.input_shape, self.spec.classes)
         data = data.standardized()

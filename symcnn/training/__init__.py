@@ -1,1 +1,1 @@
-"""Training on the runtime: data sets, the trainer (SGD with momentum), checkpoints (no SymPy)."""
+"""Training on the runtime: data sets, the trainer, the optimizers (SGD, Adam, AdamW), checkpoints (no SymPy)."""

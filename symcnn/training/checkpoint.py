@@ -1,25 +1,28 @@
 """Checkpoints: a training run's whole state in one ``.npz``, written atomically, read back with distrust.
 
-A checkpoint (format 3, :data:`CHECKPOINT_FORMAT`) is an ``.npz`` written by ``np.savez`` (no
+A checkpoint (format 4, :data:`CHECKPOINT_FORMAT`) is an ``.npz`` written by ``np.savez`` (no
 pickles) that holds:
 
-- ``param/<name>`` and ``velocity/<name>``: the parameters and the momentum buffers, in the
-  network's dtype and shapes;
+- ``param/<name>`` and the optimizer's state of each parameter, in the network's dtype and shapes:
+  ``velocity/<name>`` (SGD's momentum buffers) or ``exp_avg/<name>`` and ``exp_avg_sq/<name>``
+  (Adam's and AdamW's moments m and v, PyTorch's names; :data:`~symcnn.training.optimizers.STATE_KINDS`);
 - ``buffer/<name>``: the network's buffers (batch norm's ``bn1.running_mean``, ``bn1.running_var``
   in its dtype, ``bn1.num_batches_tracked`` as int64), where it has any;
 - ``order``: the current epoch's shuffle, a permutation of the training images;
 - ``metadata``: JSON (UTF-8, as uint8): ``format``, ``spec``, ``spec_digest``, ``dtype``,
   ``config``, ``epoch``, ``step``, ``rng_state``, ``history``, ``running_loss``, ``seen``,
-  ``input_mean``, ``input_std``, ``data`` (the training data's name, size and SHA-256) and ``masks``
-  (the dropout generator's ``seed`` and ``step``, :attr:`symcnn.runtime.network.Network.mask_state`);
+  ``input_mean``, ``input_std``, ``data`` (the training data's name, size and SHA-256), ``masks``
+  (the dropout generator's ``seed`` and ``step``, :attr:`symcnn.runtime.network.Network.mask_state`)
+  and ``optimizer_step`` (the updates made: Adam's t);
 - ``digest``: the SHA-256 of every other array's name, dtype, shape and bytes (hex, as uint8).
 
 :func:`load_checkpoint` trusts none of it. It reads every header before any array (at most
 :data:`MAX_CHECKPOINT_BYTES`), then checks every key's presence, type and range, that the
 arrays are finite and ``order`` is a permutation, the digest, and, given the network, that the
 spec, the dtype and every shape are the network's. A problem is one ``ValueError`` line
-starting ``resume:``. Checkpoints of formats 1 (no digest, no data fingerprint) and 2 (no
-``masks``: no spec had dropout then) are still read, with every other check.
+starting ``resume:``. Checkpoints of formats 1 (no digest, no data fingerprint), 2 (no
+``masks``: no spec had dropout then) and 3 (SGD only: no optimizer settings in ``config``, no
+``optimizer_step``) are still read, with every other check.
 
 Example:
     >>> import pathlib, tempfile
@@ -31,7 +34,7 @@ Example:
     >>> save_checkpoint(path, trainer)
     >>> checkpoint = load_checkpoint(path, trainer.net)
     >>> checkpoint.metadata["format"], checkpoint.metadata["epoch"], sorted(checkpoint.params)
-    (3, 0, ['conv1.bias', 'conv1.weight', 'fc1.bias', 'fc1.weight'])
+    (4, 0, ['conv1.bias', 'conv1.weight', 'fc1.bias', 'fc1.weight'])
 """
 
 from __future__ import annotations
@@ -52,12 +55,13 @@ from symcnn.files import atomic_open
 from symcnn.train_config import TrainConfig
 from symcnn.training.data import all_finite
 from symcnn.training.npz import NpzReader, format_bytes
+from symcnn.training.optimizers import STATE_KINDS
 
 __all__ = ["CHECKPOINT_FORMAT", "MAX_CHECKPOINT_BYTES", "Checkpoint", "save_checkpoint", "load_checkpoint",
            "data_fingerprint", "check_writable"]
 
-CHECKPOINT_FORMAT = 3
-READABLE_FORMATS = (1, 2, 3)
+CHECKPOINT_FORMAT = 4
+READABLE_FORMATS = (1, 2, 3, 4)
 
 #: The most a checkpoint's arrays may take together, checked from their headers before any is read.
 MAX_CHECKPOINT_BYTES = 4 * 2**30
@@ -66,20 +70,32 @@ MAX_METADATA_BYTES = 16 * 2**20
 
 _METADATA_KEYS = {"format", "spec", "spec_digest", "dtype", "config", "epoch", "step", "rng_state", "history",
                   "running_loss", "seen", "input_mean", "input_std"}
-_KEYS_OF_FORMAT = {1: _METADATA_KEYS, 2: _METADATA_KEYS | {"data"}, 3: _METADATA_KEYS | {"data", "masks"}}
+_KEYS_OF_FORMAT = {1: _METADATA_KEYS, 2: _METADATA_KEYS | {"data"}, 3: _METADATA_KEYS | {"data", "masks"},
+                   4: _METADATA_KEYS | {"data", "masks", "optimizer_step"}}
+#: The settings of a format 2 or 3 checkpoint's config (SGD only); format 4 holds every TrainConfig field.
+_SETTINGS_BEFORE_4 = {"epochs", "batch", "lr", "momentum", "weight_decay", "seed", "schedule", "warmup",
+                      "label_smoothing"}
+#: Every kind of optimizer state array (``<kind>/<parameter name>``).
+_STATE_KINDS = tuple(sorted({kind for kinds in STATE_KINDS.values() for kind in kinds}))
 _HISTORY_KEYS = {"epoch", "train_loss", "test_loss", "test_accuracy", "seconds"}
 _DTYPES = ("float32", "float64")
 
 
 class Checkpoint(NamedTuple):
-    """A checkpoint's contents, checked: its metadata, parameters and momentum buffers by name, the
-    epoch's shuffle (``None`` between epochs) and the network's buffers by name (running statistics)."""
+    """A checkpoint's contents, checked: its metadata, parameters by name, the optimizer's state by kind
+    and name (``optimizer_state["velocity"]["fc1.weight"]``), the epoch's shuffle (``None`` between
+    epochs) and the network's buffers by name (running statistics)."""
 
     metadata: dict
     params: dict
-    velocity: dict
+    optimizer_state: dict
     order: Optional[np.ndarray]
     buffers: dict
+
+    @property
+    def velocity(self) -> dict:
+        """SGD's momentum buffers by name (empty for Adam and AdamW)."""
+        return self.optimizer_state.get("velocity", {})
 
 
 # --- writing ----------------------------------------------------------------------------------
@@ -137,7 +153,7 @@ def _digest(arrays: dict) -> str:
 
 
 def save_checkpoint(path, trainer) -> None:
-    """Parameters, momentum, epoch, position, shuffle, RNG states, history and the data's
+    """Parameters, optimizer state, epoch, position, shuffle, RNG states, history and the data's
     fingerprint of a :class:`~symcnn.training.trainer.Trainer`, with a digest, written atomically."""
     state = trainer.state
     metadata = {
@@ -156,9 +172,11 @@ def save_checkpoint(path, trainer) -> None:
         "input_std": trainer.input_stats[1],
         "data": getattr(trainer, "data_fingerprint", None),
         "masks": trainer.net.mask_state,
+        "optimizer_step": trainer.optimizer.steps,
     }
     arrays = {f"param/{name}": value for name, value in trainer.net.params.items()}
-    arrays.update({f"velocity/{name}": value for name, value in trainer.velocity.items()})
+    for kind, values in trainer.optimizer.state.items():
+        arrays.update({f"{kind}/{name}": value for name, value in values.items()})
     arrays.update({f"buffer/{name}": value for name, value in getattr(trainer.net, "buffers", {}).items()})
     if state.order is not None:
         arrays["order"] = state.order
@@ -192,16 +210,23 @@ def load_checkpoint(path, net=None) -> Checkpoint:
         stored = arrays.pop("digest").tobytes().decode("ascii", errors="replace")
         if stored != _digest(arrays):
             raise archive.error("digest", "does not match the contents (the file was altered or damaged)")
-    params = {key[len("param/"):]: value for key, value in arrays.items() if key.startswith("param/")}
-    velocity = {key[len("velocity/"):]: value for key, value in arrays.items() if key.startswith("velocity/")}
-    buffers = {key[len("buffer/"):]: value for key, value in arrays.items() if key.startswith("buffer/")}
+    params, buffers = _arrays_of("param", arrays), _arrays_of("buffer", arrays)
+    optimizer_state = {kind: _arrays_of(kind, arrays) for kind in STATE_KINDS[metadata["config"]["optimizer"]]}
     for key, value in arrays.items():
-        if key.startswith(("param/", "velocity/", "buffer/")) and not all_finite(value):
+        if key.startswith(("param/", "buffer/", *(f"{kind}/" for kind in optimizer_state))) and not all_finite(value):
             raise archive.error(key, "holds NaN or infinite values")
+    for name, value in optimizer_state.get("exp_avg_sq", {}).items():
+        if (value < 0).any():  # a mean of squares: its square root is taken
+            raise archive.error(f"exp_avg_sq/{name}", "holds negative values")
     order = arrays.get("order")
     if order is not None and not np.array_equal(np.sort(order), np.arange(len(order))):
         raise archive.error("order", f"must be a permutation of 0..{len(order) - 1} (the epoch's shuffle)")
-    return Checkpoint(metadata, params, velocity, order, buffers)
+    return Checkpoint(metadata, params, optimizer_state, order, buffers)
+
+
+def _arrays_of(kind: str, arrays: dict) -> dict:
+    """The arrays named ``<kind>/<name>``, by name."""
+    return {key[len(kind) + 1:]: value for key, value in arrays.items() if key.startswith(f"{kind}/")}
 
 
 def _read_metadata(archive: NpzReader) -> dict:
@@ -256,8 +281,9 @@ def _check_metadata(metadata: dict, error: Callable[[str, str], ValueError]) -> 
     require("spec_digest", isinstance(metadata["spec_digest"], str), "a string")
     require("dtype", isinstance(metadata["dtype"], str) and metadata["dtype"] in _DTYPES, "float32 or float64")
     config = metadata["config"]
-    names = {f.name for f in fields(TrainConfig)}
-    # Format 1 may predate a setting (its default then applies); format 2 holds every one.
+    # Format 1 may predate a setting (its default then applies); formats 2 and 3 hold every one of
+    # their time (SGD's; the optimizer settings' defaults apply), format 4 every one.
+    names = {f.name for f in fields(TrainConfig)} if metadata["format"] >= 4 else _SETTINGS_BEFORE_4
     require("config", isinstance(config, dict) and (set(config) == names if metadata["format"] >= 2
                                                     else set(config) <= names),
             f"an object with the settings {', '.join(sorted(names))}")
@@ -272,6 +298,8 @@ def _check_metadata(metadata: dict, error: Callable[[str, str], ValueError]) -> 
     require("input_mean", _real(metadata["input_mean"]), "a finite number")
     require("input_std", _real(metadata["input_std"]) and metadata["input_std"] > 0, "a positive number")
     _check_rng_state(metadata, require)
+    if metadata["format"] >= 4:
+        require("optimizer_step", _integer(metadata["optimizer_step"]), "an integer >= 0")
     if metadata["format"] >= 3:
         masks = metadata["masks"]
         require("masks", isinstance(masks, dict) and set(masks) == {"seed", "step"}
@@ -353,7 +381,8 @@ def _check_headers(archive: NpzReader, metadata: dict, net) -> None:
         missing, extra = sorted(expected_buffers - buffers), sorted(buffers - expected_buffers)
         raise archive.error("buffer", f"the network's buffers are {sorted(expected_buffers)}; missing {missing}, "
                                       f"unexpected {extra}")
-    names = {key.split("/", 1)[1] for key in members if key.startswith(("param/", "velocity/"))}
+    kinds = ("param", *STATE_KINDS[metadata["config"]["optimizer"]])  # the parameters and their optimizer state
+    names = {key.split("/", 1)[1] for key in members if key.startswith(tuple(f"{kind}/" for kind in kinds))}
     expected = dict(net.spec.parameter_shapes()) if net is not None else None
     if expected is not None and names != set(expected):
         missing, extra = sorted(set(expected) - names), sorted(names - set(expected))
@@ -376,18 +405,20 @@ def _check_headers(archive: NpzReader, metadata: dict, net) -> None:
                                          f"got {member.dtype} of shape {member.shape}")
         elif kind == "buffer" and name:
             _check_buffer_header(archive, key, member, metadata, net)
-        elif kind in ("param", "velocity") and name:
+        elif kind in kinds and name:
             shape = expected[name] if expected is not None else members[f"param/{name}"].shape \
                 if f"param/{name}" in members else None
             if member.dtype != np.dtype(metadata["dtype"]) or (shape is not None and member.shape != tuple(shape)):
                 raise archive.error(key, f"must be {metadata['dtype']} of shape {shape}, "
                                          f"got {member.dtype} of shape {member.shape}")
+        elif kind in _STATE_KINDS and name:
+            raise archive.error(key, f"is not part of a checkpoint of the optimizer {metadata['config']['optimizer']}")
         else:
             raise archive.error(key, "is not part of a symcnn checkpoint")
     for name in sorted(names):
-        for kind in ("param", "velocity"):
+        for kind in kinds:
             if f"{kind}/{name}" not in members:
-                raise archive.error(f"{kind}/{name}", "is missing (parameters and momentum come in pairs)")
+                raise archive.error(f"{kind}/{name}", "is missing (every parameter has its optimizer state)")
     if metadata["step"] > 0 and "order" not in members:
         raise archive.error("order", "is missing: a checkpoint taken within an epoch needs the epoch's shuffle")
     if metadata["format"] >= 2 and "digest" not in members:

@@ -1,15 +1,16 @@
-"""Minibatch SGD with momentum on the generated kernels: progress, checkpoints, exact resume.
+"""Minibatch training on the generated kernels (SGD with momentum, Adam, AdamW): progress, checkpoints, exact resume.
 
-:class:`Trainer` holds everything a run's future depends on: parameters, the momentum buffers,
-the epoch and the position within it, the epoch's shuffle, the random generator's state and
-the dropout masks' (the network's :attr:`~symcnn.runtime.network.Network.mask_state`).
-A checkpoint stores all of it (:mod:`symcnn.training.checkpoint`: atomically, with a digest,
-read back with every field checked), so that a resumed run reproduces an uninterrupted one
-exactly; resuming refuses another spec, dtype or data set, and mid-epoch another batch size.
-SGD follows PyTorch's ``torch.optim.SGD``:
-``g = grad + weight_decay * p``, ``v = momentum * v + g``, ``p = p - lr * v``; the loss is the
-softmax cross-entropy, with label smoothing as ``torch.nn.CrossEntropyLoss(label_smoothing=...)``.
-The settings are a :class:`~symcnn.train_config.TrainConfig`.
+:class:`Trainer` holds everything a run's future depends on: parameters, the optimizer's state
+(SGD's momentum buffers; Adam's moments and step count), the epoch and the position within it,
+the epoch's shuffle, the random generator's state and the dropout masks' (the network's
+:attr:`~symcnn.runtime.network.Network.mask_state`). A checkpoint stores all of it
+(:mod:`symcnn.training.checkpoint`: atomically, with a digest, read back with every field
+checked), so that a resumed run reproduces an uninterrupted one exactly; resuming refuses another
+spec, dtype, optimizer or data set, and mid-epoch another batch size. The optimizers follow
+``torch.optim`` (:mod:`symcnn.training.optimizers`); the learning rate follows the schedule of
+:meth:`~symcnn.train_config.TrainConfig.learning_rate`; the loss is the softmax cross-entropy,
+with label smoothing as ``torch.nn.CrossEntropyLoss(label_smoothing=...)``. The settings are a
+:class:`~symcnn.train_config.TrainConfig`.
 
 Example:
     >>> from symcnn import Network
@@ -35,6 +36,7 @@ import numpy as np
 from symcnn.training.checkpoint import (CHECKPOINT_FORMAT, check_writable, data_fingerprint, load_checkpoint,
                                         save_checkpoint)
 from symcnn.training.data import Dataset, all_finite, check_dataset
+from symcnn.training.optimizers import make_optimizer
 from symcnn.train_config import TrainConfig
 
 # Training is the layer below the runtime: it drives a Network through the object it is handed
@@ -74,7 +76,7 @@ class _State:
 
 
 class Trainer:
-    """Trains ``net`` with minibatch SGD (momentum, weight decay) on a :class:`~symcnn.training.data.Dataset`."""
+    """Trains ``net`` with the optimizer of ``config`` on a :class:`~symcnn.training.data.Dataset`."""
 
     def __init__(self, net: Network, config: TrainConfig):
         # Checked by what the trainer uses (training sits below the runtime and does not import it).
@@ -84,7 +86,7 @@ class Trainer:
             raise ValueError(f"config: must be a TrainConfig, got {type(config).__name__}")
         self.net = net
         self.config = config
-        self.velocity = {name: np.zeros_like(value) for name, value in net.params.items()}
+        self.optimizer = make_optimizer(config, net.params)  # its state: checkpointed
         self.rng = np.random.default_rng(config.seed)
         self.state = _State(rng_state=self.rng.bit_generator.state)
         self.input_stats = (0.0, 1.0)  # the standardization the network was trained with
@@ -98,7 +100,11 @@ class Trainer:
         """Continue from a checkpoint of the same spec and dtype: parameters, optimizer, position, RNG.
         The data must be the checkpoint's, and within an epoch the batch size too: checked now when
         ``data`` is given (before anything changes), else by :meth:`fit`."""
-        metadata, params, velocity, order, buffers = load_checkpoint(path, self.net)  # every field checked
+        metadata, params, optimizer_state, order, buffers = load_checkpoint(path, self.net)  # every field checked
+        optimizer = metadata["config"]["optimizer"]
+        if optimizer != self.config.optimizer:  # its state is another optimizer's
+            raise ValueError(f"resume: {path} was trained with the optimizer {optimizer}, this run uses "
+                             f"{self.config.optimizer}; continue it with {optimizer}")
         batch = metadata["config"]["batch"]
         if metadata["step"] > 0 and batch != self.config.batch:
             raise ValueError(f"resume: {path} stopped within an epoch of batches of {batch}; continue it with "
@@ -111,7 +117,8 @@ class Trainer:
             self.net.load_buffers(buffers)
         if "masks" in metadata:  # the dropout generator's state (format 3; no earlier spec had dropout)
             self.net.mask_state = metadata["masks"]
-        self.velocity = {name: np.ascontiguousarray(value) for name, value in velocity.items()}
+        # Adam's step count t is in format 4; older checkpoints are SGD's, which does not use it.
+        self.optimizer.load_state(optimizer_state, metadata.get("optimizer_step", 0))
         self.rng.bit_generator.state = metadata["rng_state"]
         self.state = _State(epoch=metadata["epoch"], step=metadata["step"], order=order,
                             rng_state=metadata["rng_state"], history=metadata["history"],
@@ -140,17 +147,6 @@ class Trainer:
         return data
 
     # --- training -------------------------------------------------------------------------
-
-    def _sgd(self, grads: dict, lr: float) -> None:
-        config, dtype = self.config, self.net.dtype.type
-        for name, parameter in self.net.params.items():
-            gradient = grads[name]
-            if config.weight_decay:
-                gradient = gradient + dtype(config.weight_decay) * parameter
-            velocity = self.velocity[name]
-            velocity *= dtype(config.momentum)
-            velocity += gradient
-            parameter -= dtype(lr) * velocity
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int = 256) -> tuple[float, float]:
         """Mean loss and accuracy on ``(x, y)`` (inputs as the network was trained on them), in
@@ -225,7 +221,8 @@ class Trainer:
                             raise TrainingDiverged(
                                 f"the loss is {loss} at epoch {state.epoch + 1}, batch {state.step + 1}: "
                                 f"training diverged; lower --lr (now {config.lr})")
-                        self._sgd(grads, config.learning_rate(state.epoch * batches + state.step, batches))
+                        lr = config.learning_rate(state.epoch * batches + state.step, batches)
+                        self.optimizer.step(self.net.params, grads, lr)
                         if not all(all_finite(parameter) for parameter in self.net.params.values()):
                             raise TrainingDiverged(
                                 f"the parameters hold NaN or infinite values after epoch {state.epoch + 1}, "

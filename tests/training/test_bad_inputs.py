@@ -301,12 +301,12 @@ def _set_in(outer, key, value):
 
 
 METADATA_CASES = [
-    (_set("format", 4), "checkpoint format 4, this symcnn reads 1, 2 and 3"),
+    (_set("format", 5), "checkpoint format 5, this symcnn reads 1, 2, 3 and 4"),
     (_set("format", True), "checkpoint format True"),
     (_set("format", "2"), "checkpoint format '2'"),
     *[(_delete(key), f"metadata: has no '{key}'") for key in
       ("spec", "spec_digest", "dtype", "config", "epoch", "step", "rng_state", "history", "running_loss", "seen",
-       "input_mean", "input_std", "data", "masks")],
+       "input_mean", "input_std", "data", "masks", "optimizer_step")],
     (_set("surprise", 1), "metadata: has an unknown key 'surprise'"),
     (_set("spec", ["digits"]), "metadata.spec: must be a spec name"),
     (_set("spec", "seed004"), "was made for spec 'seed004', not 'digits'"),
@@ -325,6 +325,11 @@ METADATA_CASES = [
     (_set("running_loss", "x"), "metadata.running_loss"),
     (_set("input_std", 0), "metadata.input_std: must be a positive number"),
     (_set("input_mean", None), "metadata.input_mean"),
+    (_set("optimizer_step", -1), "metadata.optimizer_step: must be an integer >= 0"),
+    (_set("optimizer_step", 2.0), "metadata.optimizer_step"),
+    (_set_in("config", "optimizer", "adam"), "is not part of a checkpoint of the optimizer adam"),  # velocity/
+    (_set_in("config", "optimizer", "rmsprop"), "metadata.config: optimizer: must be sgd, adam or adamw"),
+    (_set_in("config", "nesterov", "yes"), "metadata.config: nesterov: must be true or false"),
     (_set("history", {}), "metadata.history"),
     (_set("history", [{"epoch": 1}]), "metadata.history"),
     (_set("history", [None]), "metadata.history"),
@@ -432,10 +437,22 @@ def test_resuming_on_other_data_or_another_batch_is_refused(mid_epoch, small_dat
             "batch 8, not 16")
 
 
+#: The settings that format 4 added to a checkpoint's config (with Adam, AdamW and the step schedule).
+_FORMAT_4_SETTINGS = ("optimizer", "nesterov", "beta1", "beta2", "eps", "step_size", "gamma")
+
+
+def _as_format(metadata: dict, number: int) -> None:
+    """``metadata`` of the current format as an older symcnn wrote it (SGD's; no optimizer_step)."""
+    metadata["format"] = number
+    del metadata["optimizer_step"]
+    for name in _FORMAT_4_SETTINGS:
+        del metadata["config"][name]
+
+
 def test_a_format_1_checkpoint_still_resumes(tmp_path, mid_epoch, small_data):
     """What symcnn wrote before checkpoints had a digest: read, every other field checked."""
     arrays, metadata = read_checkpoint(mid_epoch)
-    metadata["format"] = 1
+    _as_format(metadata, 1)
     del metadata["data"], metadata["masks"]
     del metadata["config"]["label_smoothing"]  # older than the setting: its default applies
     path = tmp_path / "format1.npz"
@@ -450,13 +467,81 @@ def test_a_format_1_checkpoint_still_resumes(tmp_path, mid_epoch, small_data):
 def test_a_format_2_checkpoint_still_resumes(tmp_path, mid_epoch, small_data):
     """What symcnn wrote before dropout: no generator state (no spec could draw masks)."""
     arrays, metadata = read_checkpoint(mid_epoch)
-    metadata["format"] = 2
+    _as_format(metadata, 2)
     del metadata["masks"]
     path = tmp_path / "format2.npz"
     write_checkpoint(path, arrays, metadata)
     resumed, expected = _resume(path, small_data), _resume(mid_epoch, small_data)
     for name, value in expected.net.params.items():
         np.testing.assert_array_equal(resumed.net.params[name], value)
+
+
+def test_a_format_3_checkpoint_still_resumes(tmp_path, mid_epoch, small_data):
+    """What symcnn wrote before Adam: SGD's settings and momentum buffers, no optimizer_step."""
+    arrays, metadata = read_checkpoint(mid_epoch)
+    _as_format(metadata, 3)
+    path = tmp_path / "format3.npz"
+    write_checkpoint(path, arrays, metadata)
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.metadata["config"]["optimizer"] == "sgd" and sorted(checkpoint.optimizer_state) == ["velocity"]
+    assert checkpoint.velocity.keys() == checkpoint.params.keys()
+    resumed, expected = _resume(path, small_data), _resume(mid_epoch, small_data)
+    for name, value in expected.net.params.items():
+        np.testing.assert_array_equal(resumed.net.params[name], value)
+    metadata["config"]["beta1"] = 0.9  # a format-3 config holds the settings of its time, no other
+    write_checkpoint(path, arrays, metadata)
+    refused(lambda: _resume(path, small_data), "metadata.config: must be an object with the settings")
+
+
+# --- Adam's checkpoints: its moments and step count ---------------------------------------------------
+
+
+def _adam_trainer(optimizer="adam", epochs=3):
+    return Trainer(Network.from_spec("digits", seed=0),
+                   TrainConfig(epochs=epochs, batch=8, seed=0, optimizer=optimizer))
+
+
+@pytest.fixture(scope="module")
+def adam_mid_epoch(small_data, tmp_path_factory):
+    """An Adam run's checkpoint taken by Ctrl-C after batch 3 of epoch 2."""
+    path = tmp_path_factory.mktemp("checkpoints") / "adam.npz"
+
+    def ctrl_c(epoch, step):
+        if (epoch, step) == (1, 3):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _adam_trainer().fit(small_data, progress=False, checkpoint=path, on_step=ctrl_c)
+    return path
+
+
+def test_an_adam_checkpoint_holds_its_moments_and_step(adam_mid_epoch):
+    checkpoint = load_checkpoint(adam_mid_epoch, _adam_trainer().net)
+    assert checkpoint.metadata["optimizer_step"] == 6 + 3  # 45 images in batches of 8: 6 an epoch
+    assert sorted(checkpoint.optimizer_state) == ["exp_avg", "exp_avg_sq"] and checkpoint.velocity == {}
+    for moments in checkpoint.optimizer_state.values():
+        assert moments.keys() == checkpoint.params.keys()
+        assert all(value.any() for value in moments.values())
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (_drop("exp_avg_sq/fc1.weight"), "exp_avg_sq/fc1.weight: is missing"),
+    (_array("exp_avg_sq/fc1.bias", lambda a: -a), "exp_avg_sq/fc1.bias: holds negative values"),
+    (_array("exp_avg/conv1.bias", lambda a: a + np.float32(np.nan)), "exp_avg/conv1.bias: holds NaN"),
+    (_array("exp_avg/conv1.bias", lambda a: a[:2]), "exp_avg/conv1.bias: must be float32 of shape (16,)"),
+    (_array("velocity/fc1.bias", lambda _: np.zeros(10, np.float32)),
+     "velocity/fc1.bias: is not part of a checkpoint of the optimizer adam"),
+])
+def test_tampered_adam_state_is_one_line_naming_the_array(tmp_path, adam_mid_epoch, small_data, change, fragment):
+    path = _tampered(tmp_path, adam_mid_epoch, change_arrays=change)
+    message = refused(lambda: load_checkpoint(path, _adam_trainer().net), fragment)
+    assert message.startswith("resume: ")
+
+
+def test_a_checkpoint_resumes_only_with_its_optimizer(adam_mid_epoch, mid_epoch, small_data):
+    refused(lambda: _adam_trainer("adamw").resume(adam_mid_epoch),
+            "resume: ", "was trained with the optimizer adam, this run uses adamw; continue it with adam")
+    refused(lambda: _adam_trainer().resume(mid_epoch), "was trained with the optimizer sgd, this run uses adam")
 
 
 def test_a_checkpoint_never_unpickles(tmp_path, mid_epoch, small_data):
@@ -490,7 +575,7 @@ _JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**130, 2**130) | 
 
 
 @given(key=st.sampled_from(["format", "spec", "dtype", "config", "epoch", "step", "rng_state", "history",
-                            "running_loss", "seen", "input_mean", "input_std", "data", "masks"]),
+                            "running_loss", "seen", "input_mean", "input_std", "data", "masks", "optimizer_step"]),
        value=_JSON)
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_any_json_in_any_metadata_field_is_refused_or_consistent(tmp_path, mid_epoch, small_data, key, value):
