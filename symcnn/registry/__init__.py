@@ -3,7 +3,8 @@
 An :class:`Op` entry holds everything about an op that is not its mathematics: its name, where its
 index formula is defined, the keys a network spec gives it (with defaults and constraints, and the
 formula parameters each key sets), the input ranks it accepts, its output shape and parameter
-shapes, its rule at non-differentiable points and its display names. The mathematics is the index
+shapes, its multiply-accumulates and windows (for model summaries: :mod:`symcnn.registry.costs`),
+its rule at non-differentiable points and its display names. The mathematics is the index
 formula itself (:mod:`symcnn.symbolic.ops`), named here by ``"module:function"`` and imported only
 when a stage asks for it: spec validation and the runtime read this package and never load SymPy.
 
@@ -28,10 +29,10 @@ Example:
     ('conv2d', 'maxpool2d', 'avgpool2d', 'global_avgpool')
 """
 
-from symcnn.registry.core import MAX_SIZE, REQUIRED, Op, Setting, Shape, get, input_roles, names, ops, register
+from symcnn.registry.core import MAX_SIZE, REQUIRED, Op, Setting, Shape, Window, get, input_roles, names, ops, register
 from symcnn.registry.core import unregister
 from symcnn.registry.roles import MAX_MERGED, array_name, differentiable, input_number, input_role, is_input_role
 from symcnn.registry import builtin, normalization, merge  # noqa: E402,F401  (registers the built-in ops, in order)
 
-__all__ = ["REQUIRED", "MAX_SIZE", "Setting", "Op", "Shape", "register", "unregister", "get", "names", "ops",
+__all__ = ["REQUIRED", "MAX_SIZE", "Setting", "Window", "Op", "Shape", "register", "unregister", "get", "names", "ops",
            "input_roles", "MAX_MERGED", "input_role", "is_input_role", "input_number", "differentiable", "array_name"]

@@ -16,6 +16,7 @@ import math
 from typing import Any, Mapping
 
 from symcnn import shapes
+from symcnn.registry import costs
 from symcnn.registry.core import Op, Setting, in_words, register
 from symcnn.validation import check_adaptive_output
 
@@ -70,6 +71,7 @@ register(Op(
                 help="channel groups (PyTorch's): each output channel reads the C_in/groups inputs of its group"),
     ),
     output_shape=shapes.conv_output, parameter_shapes=shapes.conv_parameters,
+    macs=costs.conv_macs, window=costs.setting_windows,
     summary="a 2-D convolution as deep-learning frameworks compute it (cross-correlation), with stride, zero "
             "padding and dilation",
     description="a convolution (cross-correlation) over the zero-padded input",
@@ -84,7 +86,7 @@ register(Op(
 register(Op(
     "maxpool2d", f"{_FORMULAS}:maxpool2d", "max pooling",
     settings=(_KERNEL, _pool_stride("pooling")),
-    output_shape=shapes.pool_output,
+    output_shape=shapes.pool_output, window=costs.setting_windows,
     nondifferentiable="a tie routes the gradient to the first maximum of the window in row-major order",
     summary="max pooling over windows of the input; a tie routes the gradient to the first maximum in "
             "row-major order",
@@ -98,7 +100,7 @@ register(Op(
 register(Op(
     "avgpool2d", f"{_FORMULAS}:avgpool2d", "average pooling",
     settings=(_KERNEL, _pool_stride("pooling")),
-    output_shape=shapes.pool_output,
+    output_shape=shapes.pool_output, macs=costs.avgpool_macs, window=costs.setting_windows,
     summary="average pooling over windows of the input",
     description="average pooling",
     gradient_note="Average pooling spreads each upstream gradient evenly over its window.",
@@ -108,6 +110,7 @@ register(Op(
 register(Op(
     "global_avgpool", f"{_FORMULAS}:global_avgpool", "global average pooling",
     output_shape=lambda shape, settings: (shape[0], 1, 1),
+    macs=costs.global_avgpool_macs, window=costs.global_windows,
     summary="the mean of each channel over the whole map (document 002)",
     description="global average pooling",
     gradient_note="Global average pooling spreads each upstream gradient evenly over its whole map.",
@@ -126,6 +129,7 @@ register(Op(
     "dense", f"{_FORMULAS}:dense", "dense (fully connected)", inputs=(1,),
     settings=(Setting("out_features", "count", roles=("out_features",), help="output features"), _BIAS),
     output_shape=lambda shape, settings: (settings["out_features"],), parameter_shapes=shapes.dense_parameters,
+    macs=costs.dense_macs, window=costs.global_windows,  # it reads the whole map it was flattened from
     summary="a fully connected layer, weights of shape (out, in) (document 004)",
     description="a fully connected layer",
     gradient_note="The dense layer is linear: by the chain rule the bias gradient is the upstream gradient summed "
@@ -176,9 +180,11 @@ register(Op(
 ))
 _ADAPTIVE = dict(  # PyTorch's windows: floor(i·in/out) to ceil((i + 1)·in/out) − 1, overlapping where out ∤ in
     settings=(Setting("output", "pair", roles=("out_height", "out_width"), help="output size, at most the input's"),),
-    output_shape=lambda shape, settings: (shape[0], *check_adaptive_output(shape[1:], settings["output"])), letter="P")
+    output_shape=lambda shape, settings: (shape[0], *check_adaptive_output(shape[1:], settings["output"])), letter="P",
+    window=costs.adaptive_windows)
 register(Op(
     "adaptive_avgpool2d", f"{_FORMULAS}:adaptive_avgpool2d", "adaptive average pooling", **_ADAPTIVE,
+    macs=costs.adaptive_avgpool_macs,
     summary="average pooling to a given output size over PyTorch's adaptive windows, which may overlap",
     gradient_note="Adaptive average pooling spreads each upstream gradient evenly over its window (they may overlap).",
 ))
@@ -209,6 +215,7 @@ register(Op(
         _BIAS,
     ),
     output_shape=shapes.conv_transpose_output, parameter_shapes=shapes.conv_transpose_parameters,
+    macs=costs.conv_transpose_macs, window=costs.no_integer_windows,
     summary="the transposed convolution (PyTorch's ConvTranspose2d), the adjoint of the convolution: each input "
             "element spreads over a window of the output; weights (C_in, C_out, K_h, K_w)",
     description="a transposed convolution (the adjoint of a convolution)",

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Union
 
 from symcnn.validation import integer, number, pair
 
-__all__ = ["REQUIRED", "MAX_SIZE", "Setting", "Op", "register", "unregister", "get", "names", "ops", "input_roles",
-           "in_words"]
+__all__ = ["REQUIRED", "MAX_SIZE", "Setting", "Window", "Op", "register", "unregister", "get", "names", "ops",
+           "input_roles", "in_words"]
 
 
 class _Required:
@@ -80,12 +80,30 @@ class Setting:
         return number(value, self.key, self.interval)
 
 
+class Window(NamedTuple):
+    """One spatial axis of the window an output element reads, in input positions: its ``kernel``
+    taps, ``dilation`` apart, its ``stride`` from one output to the next, the zero ``padding`` before
+    the input. ``exact`` is False where windows differ in size (an adaptive pool's): then this is
+    the largest window and the largest step, a bound. Model summaries read it (the receptive field,
+    the check that the windows tile the input)."""
+
+    kernel: int
+    stride: int
+    padding: int = 0
+    dilation: int = 1
+    exact: bool = True
+
+
 def _same_shape(input_shape: Shape, settings: Mapping[str, Any]) -> Shape:
     return tuple(input_shape)
 
 
 def _no_parameters(input_shape: Shape, settings: Mapping[str, Any]) -> dict[str, Shape]:
     return {}
+
+
+def _no_multiply_adds(input_shape: Shape, settings: Mapping[str, Any]) -> int:
+    return 0
 
 
 @dataclass(frozen=True)
@@ -105,6 +123,14 @@ class Op:
     in evaluation mode. A ``merges`` op (add, concat) takes two or more inputs, of one rank: its
     ``output_shape`` and :meth:`roles` take the tuple of their shapes, and its formula's factory the
     keyword ``inputs`` (how many).
+
+    ``macs`` counts one sample's multiply-accumulates in evaluation mode, as document 003 counts a
+    convolution's (each product summed into an output, and a bias's add, one each); it takes what
+    ``output_shape`` takes. ``window`` gives the ``(height, width)`` :class:`Window` an output element
+    reads, from the ``(height, width)`` grid the input lies on (a map's own size; a flattened
+    vector's, the map's) and the settings; ``None`` for an op that reads one element per output
+    (element-wise, flatten, add, concat), and a function returning ``None`` where windows are not
+    integer steps of the input (a transposed convolution's outputs lie 1/stride apart).
     """
 
     name: str
@@ -131,6 +157,8 @@ class Op:
     check_training_input: Optional[Callable[[Shape, Mapping[str, Any]], None]] = None
     mask_drop: Optional[str] = None  # the setting of the drawn mask's drop probability (dropout's p)
     merges: bool = False  # joins two or more inputs (add, concat)
+    macs: Callable[[Any, Mapping[str, Any]], int] = _no_multiply_adds  # one sample's, in evaluation mode
+    window: Optional[Callable[[tuple[int, int], Mapping[str, Any]], Optional[tuple[Window, Window]]]] = None
 
     @property
     def parameterized(self) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+from symcnn.registry.costs import per_element
 from symcnn.registry.core import Op, Setting, Shape, register
 
 __all__: list[str] = []
@@ -55,6 +56,7 @@ register(Op(
     settings=(_EPS, Setting("momentum", "fraction", default=0.1,
                             help="weight of the batch's statistics in the running ones (PyTorch's default 0.1)")),
     parameter_shapes=_per_channel, buffer_shapes=_running_statistics, counters=("num_batches_tracked",),
+    macs=per_element(2),  # evaluation mode: one scale and one shift per element (the running statistics fold)
     initial={"weight": 1.0, "running_var": 1.0},
     evaluation=f"{_FORMULAS}:batchnorm2d_evaluation", check_training_input=_values_per_channel,
     summary="batch normalization per channel (document 003): in training mode with the batch's mean and biased "
@@ -71,6 +73,7 @@ register(Op(
 register(Op(
     "layernorm", f"{_FORMULAS}:layernorm", "layer normalization", inputs=(3, 1),
     settings=(_EPS,), parameter_shapes=_trailing, initial={"weight": 1.0},
+    macs=per_element(4),  # the sample's mean and variance (one each per element), then a scale and a shift
     summary="layer normalization over each sample's (C, H, W) or (F,) values (document 003), with a scale and a "
             "shift of that shape; the same in both modes",
     description="layer normalization",
