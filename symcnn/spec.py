@@ -28,8 +28,8 @@ from symcnn.registry import REQUIRED
 from symcnn.train_config import SPEC_TRAINING_KEYS, TrainConfig
 from symcnn.validation import integer
 
-__all__ = ["LayerSpec", "NetworkSpec", "SHIPPED_SPECS", "load_spec", "parse_spec", "spec_from_dict", "SPEC_DIR",
-           "shipped_kernels_dir", "spec_toml"]
+__all__ = ["LayerSpec", "NetworkSpec", "SHIPPED_SPECS", "ARCHITECTURE_SPECS", "load_spec", "parse_spec",
+           "spec_from_dict", "SPEC_DIR", "shipped_kernels_dir", "spec_toml"]
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 SPEC_DIR = PACKAGE_ROOT / "specs"
@@ -40,7 +40,11 @@ def shipped_kernels_dir() -> Path:
     written by the build hook), else ``generated/`` of the source checkout."""
     installed = PACKAGE_ROOT / "_generated"
     return installed if installed.is_dir() else PACKAGE_ROOT.parent / "generated"
+#: The shipped specs whose kernels ship too (generated/, and every wheel): `symcnn generate` renders these.
 SHIPPED_SPECS = ("seed004", "seed004-text", "digits")
+#: Document 003's architectures, shipped as specs for summaries, reports and the errata: loaded by name
+#: like the others, but their kernels are not shipped (generating and compiling VGG-16's takes minutes).
+ARCHITECTURE_SPECS = ("lenet5", "alexnet", "vgg16")
 
 LOSSES = ("softmax_cross_entropy",)
 
@@ -396,15 +400,15 @@ def parse_spec(text: str) -> NetworkSpec:
 
 
 def load_spec(name_or_path) -> NetworkSpec:
-    """A shipped spec by name (``seed004``) or a ``.toml`` file by path."""
+    """A shipped spec by name (``seed004``, ``vgg16``) or a ``.toml`` file by path."""
     text_name = str(name_or_path)
-    if text_name in SHIPPED_SPECS:
+    if text_name in SHIPPED_SPECS + ARCHITECTURE_SPECS:
         path = SPEC_DIR / f"{text_name}.toml"
     else:
         path = Path(text_name)
         if path.suffix != ".toml":
-            raise ValueError(f"spec: {text_name!r} is neither a shipped spec ({', '.join(SHIPPED_SPECS)}) "
-                             "nor a path to a .toml file")
+            raise ValueError(f"spec: {text_name!r} is neither a shipped spec "
+                             f"({', '.join(SHIPPED_SPECS + ARCHITECTURE_SPECS)}) nor a path to a .toml file")
         if not path.is_file():
             raise ValueError(f"spec: no such file: {text_name}")
     try:
