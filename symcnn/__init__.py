@@ -7,7 +7,9 @@
 - :mod:`symcnn.checking.examples`: the reference documents' worked examples, reproduced and checked;
 - :mod:`symcnn.symbolic.adjoint`: general gradient formulas in index notation, derived;
 - :mod:`symcnn.codegen.package` and :mod:`symcnn.runtime.network`: numba kernels from templates, and
-  :class:`~symcnn.runtime.network.Network`, which runs them (without SymPy).
+  :class:`~symcnn.runtime.network.Network`, which runs them (without SymPy);
+- :func:`symcnn.summary` (:mod:`symcnn.network_summary`): a spec's shapes, parameters,
+  multiply-accumulates, memory and receptive fields, without SymPy.
 
 Names are imported lazily, so that ``import symcnn`` stays cheap and a numeric runtime that
 needs no SymPy does not load it.
@@ -23,9 +25,10 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 # (``derive`` the function is not re-exported: the submodule ``symcnn.symbolic.derive`` has that name.)
-_LAZY = {"LayerConfig": "symcnn.symbolic.derive", "vjp": "symcnn.symbolic.derive", "Network": "symcnn.runtime.network"}
+_LAZY = {"LayerConfig": "symcnn.symbolic.derive", "vjp": "symcnn.symbolic.derive", "Network": "symcnn.runtime.network",
+         "summary": "symcnn.network_summary"}
 
-__all__ = ["LayerConfig", "vjp", "Network", "__version__"]
+__all__ = ["LayerConfig", "vjp", "Network", "summary", "__version__"]
 
 
 def __getattr__(name: str):

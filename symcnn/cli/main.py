@@ -21,6 +21,7 @@ from symcnn.cli.derive import add_derive as _add_derive
 from symcnn.cli.exercise import RUNNERS as _TEACHING, add_commands as _add_teaching
 from symcnn.cli.importing import add_import as _add_import, run_import as _run_import
 from symcnn.cli.interrupt import MESSAGE, STATUS, interrupts_end_cleanly
+from symcnn.cli.summary import add_summary as _add_summary, run_summary as _run_summary
 
 __all__ = ["main"]
 
@@ -48,6 +49,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_generate(commands)
     _add_train(commands)
     _add_bench(commands)
+    _add_summary(commands, _number)
     _add_report(commands)
     _add_check(commands)
     _add_errata(commands)
@@ -409,7 +411,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     args.argv = argv  # the command as typed: the first line of a --standalone document names it
     runners = {"demo": _run_demo, "examples": _run_examples, "derive": _run_derive, "formula": _run_formula,
                "generate": _run_generate, "train": _run_train, "bench": _run_bench, "report": _run_report,
-               "check": _run_check, "errata": _run_errata, "import": _run_import, **_TEACHING}
+               "check": _run_check, "errata": _run_errata, "import": _run_import, "summary": _run_summary,
+               **_TEACHING}
     try:
         return runners[args.command](args)
     except ValueError as error:  # user errors: one line naming the option, no traceback

@@ -131,11 +131,11 @@ def _files(document, output_format: str, command: str) -> dict[str, str]:
 def _list() -> int:
     from symcnn.checking.examples import EXAMPLE_LIST
     from symcnn.views.formula import FORMULA_OPS
-    from symcnn.spec import SHIPPED_SPECS
+    from symcnn.spec import ARCHITECTURE_SPECS, SHIPPED_SPECS
 
     print("examples:  " + " ".join(example.name for example in EXAMPLE_LIST))
     print("ops:       " + " ".join(FORMULA_OPS))
-    print("networks:  " + " ".join(SHIPPED_SPECS) + " (or a path to a .toml spec)")
+    print("networks:  " + " ".join(SHIPPED_SPECS + ARCHITECTURE_SPECS) + " (or a path to a .toml spec)")
     return 0
 
 

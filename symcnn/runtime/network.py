@@ -438,6 +438,13 @@ class Network(LayerState):
         self._call(f"fanout_{label}", arrays)
         return arrays["out"]
 
+    def summary(self, batch: int = 1):
+        """The network's :func:`symcnn.network_summary.summary` in its dtype: shapes, parameters,
+        multiply-accumulates, activation memory, receptive fields (``print(net.summary())``)."""
+        from symcnn.network_summary import summary
+
+        return summary(self.spec, batch=batch, dtype=self.dtype.name)
+
     def fit(self, data="digits", epochs: Optional[int] = None, batch: Optional[int] = None,
             lr: Optional[float] = None, momentum: Optional[float] = None, weight_decay: Optional[float] = None,
             seed: int = 0, schedule: Optional[str] = None, warmup: Optional[float] = None,

@@ -476,3 +476,13 @@ def test_pages_get_the_umasks_mode(tmp_path, umask):
 def test_list(cli):
     status, out, _ = cli("report", "--list")
     assert status == 0 and "conv_3x3_2x2" in out and "softmax_cross_entropy" in out and "seed004-text" in out
+    assert "vgg16" in out
+
+
+def test_document_003s_architectures_have_walk_throughs(cli, tmp_path):
+    """The architecture specs (not shipped with kernels) are reported like the others: a network report
+    needs only the formulas."""
+    status, _, err = cli("report", "--network", "lenet5", "--format", "markdown", "-o", tmp_path / "lenet5.md")
+    assert status == 0, err
+    text = (tmp_path / "lenet5.md").read_text()
+    assert "# Network `lenet5`" in text and "6 kernels of size 5" in text
