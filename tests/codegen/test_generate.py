@@ -16,7 +16,7 @@ from symcnn.codegen import package as generate_module
 from symcnn.codegen.lower import network_kernels
 from symcnn.codegen.package import render_package, stale_files
 from symcnn.symbolic import ops
-from symcnn.spec import SHIPPED_SPECS, load_spec, parse_spec, shipped_kernels_dir, spec_from_dict
+from symcnn.spec import ARCHITECTURE_SPECS, SHIPPED_SPECS, load_spec, parse_spec, shipped_kernels_dir, spec_from_dict
 
 
 
@@ -360,6 +360,9 @@ def test_the_wheel_carries_kernels_regenerated_at_build_time(tmp_path):
                 path = f"symcnn/_generated/{spec.module_name}/{relative}"
                 assert path in names
                 assert archive.read(path).decode() == text
+        for name in ARCHITECTURE_SPECS:  # document 003's architectures: the spec, not its kernels
+            assert f"symcnn/specs/{name}.toml" in names
+            assert not any(path.startswith(f"symcnn/_generated/{name}/") for path in names)
 
 
 def test_an_unwritable_output_directory_is_one_line(tmp_path, cli):
