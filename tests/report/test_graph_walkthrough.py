@@ -8,11 +8,12 @@ import copy
 import shutil
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from symcnn.report import writer
 from symcnn.report.walkthrough import fan_outs, layer_names, network_report
 from symcnn.spec import load_spec, spec_toml
-from tests.graphs.graph_specs import GRAPH, INPUT_FANOUT
+from tests.graphs.graph_specs import GRAPH, INPUT_FANOUT, graph_specs
 
 
 def _spec_file(tmp_path, spec: dict):
@@ -91,6 +92,25 @@ def test_a_sequential_spec_has_no_fan_out():
     assert fan_outs(spec, layer_names(spec)) == {}
     text = writer.render_markdown(network_report("seed004"))
     assert "Fan-out" not in text and "reads" not in text and "several layers read" not in text
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(graph=graph_specs())
+def test_random_graphs_sum_each_fan_out_after_its_readers_and_before_its_layer(tmp_path, graph):
+    path = _spec_file(tmp_path, graph.spec)
+    spec, report = load_spec(path), network_report(path)
+    names = layer_names(spec)
+    titles = [section.title for section in report.sections[3].sections]
+    steps = {title.split("`")[1]: position for position, title in enumerate(titles) if title.startswith("`")}
+    assert list(steps) == [layer.label for layer in reversed(spec.layers)]
+    for label, readers in spec.consumers().items():
+        title = f"Fan-out of ${names.latex[names.tensors[label]]}$: the sum of its readers' gradients"
+        if len(readers) < 2:
+            assert title not in titles
+            continue
+        at = titles.index(title)
+        assert all(steps[reader] < at for reader in readers)
+        assert at == len(titles) - 1 if label == "input" else steps[label] == at + 1
 
 
 @pytest.mark.skipif(shutil.which("latexmk") is None, reason="latexmk is not installed (CI installs it: .ci/run)")
