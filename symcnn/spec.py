@@ -238,7 +238,7 @@ def _layer(table: Mapping, index: int, tensors: Mapping[str, tuple[int, ...]], p
             raise _error(where, setting.key, "missing (required)")
     if name is not None:
         where = _where(index, kind, name)
-    inputs = _inputs(table.get("inputs"), op, where, tensors, previous, later)
+    inputs = _inputs(table.get("inputs"), op, where, tensors, previous, later, name or f"{kind}{index}")
     settings = _named(op.settings_of, where, given)
     shapes = tuple(tensors[source] for source in inputs)
     for source, shape in zip(inputs, shapes):
@@ -260,9 +260,9 @@ def _layer(table: Mapping, index: int, tensors: Mapping[str, tuple[int, ...]], p
 
 
 def _inputs(given, op, where: str, tensors: Mapping[str, tuple[int, ...]], previous: str,
-            later: frozenset) -> tuple[str, ...]:
+            later: frozenset, own: str = "") -> tuple[str, ...]:
     """A layer's ``inputs``, checked: labels of layers above it (or ``input``), as many as its op takes;
-    by default the layer just above."""
+    by default the layer just above. ``own`` is the layer's own label."""
     if given is None:
         if op.merges:
             raise _error(where, "inputs", f"missing (required: {op.name} joins two or more layers; name them, "
@@ -276,6 +276,9 @@ def _inputs(given, op, where: str, tensors: Mapping[str, tuple[int, ...]], previ
         raise _error(where, "inputs", f"{op.name} takes one input, got {len(given)}")
     for source in given:
         if source not in tensors:
+            if source == own:
+                raise _error(where, "inputs", f"{source!r} is this layer: a layer reads only the network's input "
+                                              "and layers above it (a graph without cycles)")
             if source in later:
                 raise _error(where, "inputs", f"{source!r} comes later: a layer reads only the network's input "
                                               "and layers above it (a graph without cycles)")
