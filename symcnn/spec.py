@@ -40,7 +40,7 @@ def shipped_kernels_dir() -> Path:
     written by the build hook), else ``generated/`` of the source checkout."""
     installed = PACKAGE_ROOT / "_generated"
     return installed if installed.is_dir() else PACKAGE_ROOT.parent / "generated"
-SHIPPED_SPECS = ("seed004", "seed004-text", "digits")
+SHIPPED_SPECS = ("seed004", "seed004-text", "digits", "resnet-mini", "mobilenet-mini")
 
 LOSSES = ("softmax_cross_entropy",)
 

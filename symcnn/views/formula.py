@@ -67,6 +67,14 @@ class _FormulaOps(Mapping):
 #: The ops with general formulas, by name (every registered op).
 FORMULA_OPS: Mapping[str, Callable[..., ops.IndexFormula]] = _FormulaOps()
 
+def _describe(op: str, wrt: str) -> str:
+    """What a formula is: ``gradient with respect to the input``; of an add's or concat's inputs X1,
+    X2, ..., ``... to input 2``."""
+    if registry.get(op).merges and wrt != "forward":
+        return f"gradient with respect to input {registry.input_number(wrt)}"
+    return _DESCRIPTION.get(wrt, wrt)
+
+
 _DESCRIPTION = {"forward": "forward pass", "input": "gradient with respect to the input",
                 "weight": "gradient with respect to the weight", "bias": "gradient with respect to the bias"}
 
@@ -100,7 +108,7 @@ class FormulaView(LatexDisplay):
 
     def text(self) -> str:
         settings = ", ".join(f"{name} {value}" for name, value in self.specialized.items())
-        header = f"{self.op}: {_DESCRIPTION.get(self.wrt, self.wrt)}" + (f" ({settings})" if settings else "")
+        header = f"{self.op}: {_describe(self.op, self.wrt)}" + (f" ({settings})" if settings else "")
         lhs, rhs = self.equation.lhs, self._display_rhs()
         lines = [header, f"{text(lhs)} = {text(rhs)}"]
         lines += [f"  where {text(name)} = {text(size)}" for name, size in self._named_sizes(rhs)]
