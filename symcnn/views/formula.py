@@ -92,7 +92,9 @@ class ZeroOutside:
         bounds = ", ".join(f"0 <= {text(name)} <= {text(last)}" for name, last in self.ranges)
         return f"{text(self.read)} is read as 0 outside {bounds} (zero padding)"
 
-    def latex(self, doprint: Callable[[sympy.Basic], str] = latex) -> str:
+    def latex(self, doprint: Optional[Callable[[sympy.Basic], str]] = None) -> str:
+        """The statement in LaTeX, its math printed by ``doprint`` (default: symcnn's LaTeX printer)."""
+        doprint = doprint or latex
         bounds = r",\ ".join(rf"0 \leq {doprint(name)} \leq {doprint(last)}" for name, last in self.ranges)
         return rf"{doprint(self.read)} \text{{ is read as }} 0 \text{{ outside }} {bounds} \text{{ (zero padding)}}"
 
@@ -117,7 +119,8 @@ def zero_outside(forward: ops.IndexFormula, expr: sympy.Basic) -> tuple[ZeroOuts
     for tensor in forward.operands:
         if not tensor.zero_padded or tensor.base not in read:
             continue
-        axes = [axis for axis in tensor.padded_axes if axis not in _unpadded_axes(forward, tensor)]
+        unpadded = _unpadded_axes(forward, tensor)
+        axes = [axis for axis in tensor.padded_axes if axis not in unpadded]
         if not axes:
             continue
         names = _AXIS_NAMES.get(len(tensor.shape), tuple(f"t{axis}" for axis in range(len(tensor.shape))))
