@@ -38,7 +38,7 @@ from symcnn.symbolic.adjoint import GRADIENT_NAMES, GatherTerm, GradientFormula,
 from symcnn.report.document import Display, Items, Prose, Report, Section
 from symcnn.report.indexform import FormulaDisplay, forward_display, gradient_display
 from symcnn.report.mathtex import ReportPrinter, reader_tex
-from symcnn.report.opformulas import general_gradient
+from symcnn.report.opformulas import general_gradient, zero_outside_prose
 from symcnn.spec import LayerSpec, NetworkSpec, load_spec
 from symcnn.symbolic.verify import exactly_equal
 
@@ -159,6 +159,7 @@ def _forward_layer(layer: LayerSpec, names: LayerNames, printer: ReportPrinter) 
     concrete = _renamed_formula(formula, _renaming(formula, layer, names.sources(layer), target)).substitute(values)
     text = registry.get(layer.kind).description or registry.get(layer.kind).title
     blocks = [Prose(f"{text[0].upper()}{text[1:]}:"), Display(forward_display(concrete, printer).rows)]
+    blocks += zero_outside_prose(concrete, concrete.rhs, printer)
     if "out_height" in formula.parameters and not formula.parameters["out_height"].is_Symbol:  # a rule, not a setting
         size = formula.parameters["out_height"]
         used = ", ".join(f"${printer.doprint(symbol)} = {values[symbol]}$"
@@ -281,6 +282,7 @@ def _backward_layer(layer: LayerSpec, names: LayerNames, printer: ReportPrinter,
         label = label or sources[number - 1]
         shown = gradient_display(gradient, printer)
         blocks += _display_blocks(shown)
+        blocks += zero_outside_prose(gradient.forward, gradient.rhs, printer)
         shape = [str(dim) for dim in gradient.gradient.shape]
         dims = r" \times ".join(shape)
         note = " (the network's input: not needed to train, shown as document 004 shows it)" \

@@ -91,7 +91,7 @@ def test_a_sequential_spec_has_no_fan_out():
     spec = load_spec("seed004")
     assert fan_outs(spec, layer_names(spec)) == {}
     text = writer.render_markdown(network_report("seed004"))
-    assert "Fan-out" not in text and "reads" not in text and "several layers read" not in text
+    assert "Fan-out" not in text and ", reads " not in text and "several layers read" not in text
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
