@@ -105,7 +105,8 @@ def _initialization_evidence(case: Case, options) -> Evidence:
             # Six standard deviations of a sample variance of `count` normal values.
             tolerance = 6 * measured * math.sqrt(2 / (count - 1))
             return Evidence(given, {"variance": measured, "bound": math.sqrt(3 * measured)},
-                            tolerances={"variance": tolerance, "bound": 3 * tolerance / math.sqrt(3 * measured)})
+                            # the bound sqrt(3 v) moves by 3/(2 sqrt(3 v)) per unit of v
+                            tolerances={"variance": tolerance, "bound": 1.5 * tolerance / math.sqrt(3 * measured)})
         target = 1 / (fan_in * _relu_second_moment())  # n_in Var(W) E[relu(z)^2] = Var(z)
     else:
         target = sympy.Rational(2, fan_in + fan_out)  # the harmonic mean of 1/n_in and 1/n_out
