@@ -41,7 +41,7 @@ def shipped_kernels_dir() -> Path:
     installed = PACKAGE_ROOT / "_generated"
     return installed if installed.is_dir() else PACKAGE_ROOT.parent / "generated"
 #: The shipped specs whose kernels ship too (generated/, and every wheel): `symcnn generate` renders these.
-SHIPPED_SPECS = ("seed004", "seed004-text", "digits")
+SHIPPED_SPECS = ("seed004", "seed004-text", "digits", "resnet-mini", "mobilenet-mini")
 #: Document 003's architectures, shipped as specs for summaries, reports and the errata: loaded by name
 #: like the others, but their kernels are not shipped (generating and compiling VGG-16's takes minutes).
 ARCHITECTURE_SPECS = ("lenet5", "alexnet", "vgg16")
@@ -242,7 +242,7 @@ def _layer(table: Mapping, index: int, tensors: Mapping[str, tuple[int, ...]], p
             raise _error(where, setting.key, "missing (required)")
     if name is not None:
         where = _where(index, kind, name)
-    inputs = _inputs(table.get("inputs"), op, where, tensors, previous, later)
+    inputs = _inputs(table.get("inputs"), op, where, tensors, previous, later, name or f"{kind}{index}")
     settings = _named(op.settings_of, where, given)
     shapes = tuple(tensors[source] for source in inputs)
     for source, shape in zip(inputs, shapes):
@@ -264,9 +264,9 @@ def _layer(table: Mapping, index: int, tensors: Mapping[str, tuple[int, ...]], p
 
 
 def _inputs(given, op, where: str, tensors: Mapping[str, tuple[int, ...]], previous: str,
-            later: frozenset) -> tuple[str, ...]:
+            later: frozenset, own: str = "") -> tuple[str, ...]:
     """A layer's ``inputs``, checked: labels of layers above it (or ``input``), as many as its op takes;
-    by default the layer just above."""
+    by default the layer just above. ``own`` is the layer's own label."""
     if given is None:
         if op.merges:
             raise _error(where, "inputs", f"missing (required: {op.name} joins two or more layers; name them, "
@@ -280,6 +280,9 @@ def _inputs(given, op, where: str, tensors: Mapping[str, tuple[int, ...]], previ
         raise _error(where, "inputs", f"{op.name} takes one input, got {len(given)}")
     for source in given:
         if source not in tensors:
+            if source == own:
+                raise _error(where, "inputs", f"{source!r} is this layer: a layer reads only the network's input "
+                                              "and layers above it (a graph without cycles)")
             if source in later:
                 raise _error(where, "inputs", f"{source!r} comes later: a layer reads only the network's input "
                                               "and layers above it (a graph without cycles)")

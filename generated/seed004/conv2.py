@@ -16,6 +16,7 @@ llvmlite.binding.set_option("symcnn", "-force-vector-interleave=1")
 def conv2_forward(x, weight, bias, out):
     """conv2d: forward pass
     Y[n, c_out, i, j] = b[c_out] + sum_{c_in=0..C_in - 1, u=0..K_h - 1, v=0..K_w - 1} (W[c_out, c_in, u, v]*X[n, c_in, d_h*u + i*s_h - p_h, d_w*v + j*s_w - p_w])
+      X[n, c, h, w] is read as 0 outside 0 <= h <= H_in - 1, 0 <= w <= W_in - 1 (zero padding)
 
     with C_in = 16, C_out = 32, H_in = 16, K_h = 3, K_w = 3, W_in = 16, d_h = 1, d_w = 1, p_h = 1, p_w = 1, s_h = 1, s_w = 1.
 
@@ -136,6 +137,7 @@ def conv2_grad_weight(grad_output, x, grad_weight):
     dL/dW[c_out, c_in, u, v] = sum_{n=0..N - 1, i=0..H_out - 1, j=0..W_out - 1} (X[n, c_in, d_h*u + i*s_h - p_h, d_w*v + j*s_w - p_w]*dL/dY[n, c_out, i, j])
       where H_out = floor((H_in - d_h*(K_h - 1) + 2*p_h - 1)/s_h) + 1
       where W_out = floor((W_in - d_w*(K_w - 1) + 2*p_w - 1)/s_w) + 1
+      X[n, c, h, w] is read as 0 outside 0 <= h <= H_in - 1, 0 <= w <= W_in - 1 (zero padding)
 
     with C_in = 16, C_out = 32, H_in = 16, K_h = 3, K_w = 3, W_in = 16, d_h = 1, d_w = 1, p_h = 1, p_w = 1, s_h = 1, s_w = 1.
 

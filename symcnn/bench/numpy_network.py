@@ -4,6 +4,9 @@ What a careful engineer writes without a code generator: every convolution unfol
 and handed to BLAS (a grouped one group by group), a transposed convolution scattered tap by tap,
 pooling by reshaping or by window loops over the kernel offsets. Float32 (or
 the parameters' dtype), batch-first NCHW, the same parameter names as :class:`symcnn.Network`.
+A graph spec runs layer by layer on the tensors each names (``inputs``): an add sums them, a concat
+joins them along axis 1; going back, a concat splits the gradient into its inputs' blocks and a
+tensor read by several layers gets the sum of their gradients.
 Dropout is inverted dropout, ``x * mask / (1 - p)``: a forward pass without masks is an evaluation
 pass (dropout is the identity); a training pass takes each dropout layer's mask by label, or draws
 its own from NumPy's generator.
@@ -22,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import numpy as np
@@ -254,61 +258,128 @@ class NumpyNetwork:
 
     # --- passes ---------------------------------------------------------------------------
 
+    def _layer_forward(self, layer: LayerSpec, sources: list, masks):
+        """(output, cache) of one layer on the tensors its ``inputs`` name (one, or an add's or
+        concat's several)."""
+        value, cache = sources[0], None
+        if layer.kind == "add":
+            output = np.sum(sources, axis=0)
+        elif layer.kind == "concat":
+            output = np.concatenate(sources, axis=1)
+        elif layer.kind == "dropout":  # masks None: evaluation, the identity
+            cache = None if masks is None else masks[layer.label]
+            output = value if cache is None else value * cache / (1 - layer.settings["p"])
+        elif layer.kind == "conv2d":
+            output, cache = self._conv_forward(layer, value)
+        elif layer.kind == "conv_transpose2d":
+            output = self._transposed_forward(layer, value)
+        elif layer.kind == "relu":
+            output = np.maximum(value, 0)
+        elif layer.kind == "leaky_relu":
+            output = np.where(value > 0, value, value * layer.settings["alpha"])
+        elif layer.kind == "elu":
+            output = np.where(value > 0, value, layer.settings["alpha"] * np.expm1(np.minimum(value, 0)))
+        elif layer.kind in ("maxpool2d", "avgpool2d"):
+            windows = self._pool_windows(layer, value)
+            if layer.kind == "maxpool2d":
+                cache = windows.argmax(axis=-1)  # the first maximum, as the generated kernels
+                output = np.take_along_axis(windows, cache[..., None], axis=-1)[..., 0]
+            else:
+                output = windows.mean(axis=-1)
+        elif layer.kind in ("adaptive_avgpool2d", "adaptive_maxpool2d"):
+            output, cache = self._adaptive_forward(layer, value)
+        elif layer.kind == "global_avgpool":
+            output = value.mean(axis=(2, 3), keepdims=True)
+        elif layer.kind == "sigmoid":
+            output = cache = 1 / (1 + np.exp(-value))
+        elif layer.kind == "tanh":
+            output = cache = np.tanh(value)
+        elif layer.kind == "flatten":
+            output = value.reshape(value.shape[0], -1)
+        elif layer.kind in ("batchnorm2d", "layernorm"):
+            output, cache = self._normalize(layer, value)
+        elif layer.kind == "dense":
+            output = value @ self.params[f"{layer.name}.weight"].T
+            if f"{layer.name}.bias" in self.params:
+                output = output + self.params[f"{layer.name}.bias"]
+        else:  # an op registered from a user's own code has no NumPy twin here
+            raise ValueError(f"{layer.kind}: no NumPy reference for this op")
+        return output, cache
+
     def _forward(self, x, masks=None):
-        caches, value = [], x
+        """The logits, every tensor by label (``"input"``: ``x``; each layer's output) and each layer's
+        cache by label: the layers in the spec's order, each on the tensors its ``inputs`` name."""
+        values, caches = {"input": x}, {}
         for layer in self.spec.layers:
-            cache = None
-            if layer.kind == "dropout":  # masks None: evaluation, the identity
-                cache = None if masks is None else masks[layer.label]
-                output = value if cache is None else value * cache / (1 - layer.settings["p"])
-            elif layer.kind == "conv2d":
-                output, cache = self._conv_forward(layer, value)
-            elif layer.kind == "conv_transpose2d":
-                output = self._transposed_forward(layer, value)
-            elif layer.kind == "relu":
-                output = np.maximum(value, 0)
-            elif layer.kind == "leaky_relu":
-                output = np.where(value > 0, value, value * layer.settings["alpha"])
-            elif layer.kind == "elu":
-                output = np.where(value > 0, value, layer.settings["alpha"] * np.expm1(np.minimum(value, 0)))
-            elif layer.kind in ("maxpool2d", "avgpool2d"):
-                windows = self._pool_windows(layer, value)
-                if layer.kind == "maxpool2d":
-                    cache = windows.argmax(axis=-1)  # the first maximum, as the generated kernels
-                    output = np.take_along_axis(windows, cache[..., None], axis=-1)[..., 0]
-                else:
-                    output = windows.mean(axis=-1)
-            elif layer.kind in ("adaptive_avgpool2d", "adaptive_maxpool2d"):
-                output, cache = self._adaptive_forward(layer, value)
-            elif layer.kind == "global_avgpool":
-                output = value.mean(axis=(2, 3), keepdims=True)
-            elif layer.kind == "sigmoid":
-                output = cache = 1 / (1 + np.exp(-value))
-            elif layer.kind == "tanh":
-                output = cache = np.tanh(value)
-            elif layer.kind == "flatten":
-                output = value.reshape(value.shape[0], -1)
-            elif layer.kind in ("batchnorm2d", "layernorm"):
-                output, cache = self._normalize(layer, value)
-            elif layer.kind == "dense":
-                output = value @ self.params[f"{layer.name}.weight"].T
-                if f"{layer.name}.bias" in self.params:
-                    output = output + self.params[f"{layer.name}.bias"]
-            else:  # an op registered from a user's own code has no NumPy twin here
-                raise ValueError(f"{layer.kind}: no NumPy reference for this op")
-            caches.append((value, cache))
-            value = output
-        return value, caches
+            sources = [values[source] for source in layer.inputs]
+            values[layer.label], caches[layer.label] = self._layer_forward(layer, sources, masks)
+        return values[self.spec.layers[-1].label], values, caches
 
     def forward(self, x: np.ndarray, masks=None) -> np.ndarray:
         """The logits; an evaluation pass unless ``masks`` (dropout's, by layer label) are given."""
         return self._forward(x, masks)[0]
 
+    def _layer_backward(self, layer: LayerSpec, sources: list, cache, upstream, grads) -> list:
+        """The gradients with respect to the layer's inputs (one per entry of its ``inputs``), from the
+        gradient of its output; its parameters' gradients into ``grads``."""
+        layer_input = sources[0]
+        if layer.kind == "add":  # each summand's gradient is the sum's
+            return [upstream] * len(sources)
+        if layer.kind == "concat":  # each input's gradient is its block of channels
+            return np.split(upstream, np.cumsum([source.shape[1] for source in sources])[:-1], axis=1)
+        if layer.kind == "dropout":
+            upstream = upstream * cache / (1 - layer.settings["p"])
+        elif layer.kind == "conv2d":
+            upstream = self._conv_backward(layer, layer_input, cache, upstream, grads)
+        elif layer.kind == "conv_transpose2d":
+            upstream = self._transposed_backward(layer, layer_input, upstream, grads)
+        elif layer.kind == "relu":
+            upstream = upstream * (layer_input > 0)
+        elif layer.kind == "leaky_relu":
+            upstream = np.where(layer_input > 0, upstream, upstream * layer.settings["alpha"])
+        elif layer.kind == "elu":
+            upstream = np.where(layer_input > 0, upstream,
+                                upstream * layer.settings["alpha"] * np.exp(np.minimum(layer_input, 0)))
+        elif layer.kind in ("maxpool2d", "avgpool2d"):
+            kernel_h, kernel_w = layer.settings["kernel"]
+            rows, cols = _im2col_indices(layer)
+            grad = np.zeros_like(layer_input)
+            for u in range(kernel_h):
+                for v in range(kernel_w):
+                    share = (cache == u * kernel_w + v) * upstream if layer.kind == "maxpool2d" \
+                        else upstream / (kernel_h * kernel_w)
+                    np.add.at(grad, (slice(None), slice(None), rows[u][:, None], cols[v][None, :]), share)
+            upstream = grad
+        elif layer.kind in ("adaptive_avgpool2d", "adaptive_maxpool2d"):
+            upstream = self._adaptive_backward(layer, layer_input, cache, upstream)
+        elif layer.kind == "global_avgpool":
+            upstream = np.broadcast_to(upstream / (layer_input.shape[2] * layer_input.shape[3]),
+                                       layer_input.shape).copy()
+        elif layer.kind == "sigmoid":
+            upstream = upstream * cache * (1 - cache)
+        elif layer.kind == "tanh":
+            upstream = upstream * (1 - cache * cache)
+        elif layer.kind == "flatten":
+            upstream = upstream.reshape(layer_input.shape)
+        elif layer.kind in ("batchnorm2d", "layernorm"):
+            upstream = self._normalize_backward(layer, cache, upstream, grads)
+        else:  # dense
+            weight = self.params[f"{layer.name}.weight"]
+            grads[f"{layer.name}.weight"] = upstream.T @ layer_input
+            if f"{layer.name}.bias" in self.params:
+                grads[f"{layer.name}.bias"] = upstream.sum(axis=0)
+            upstream = upstream @ weight
+        return [upstream]
+
     def loss_and_grads(self, x: np.ndarray, labels: np.ndarray, masks=None):
-        """A training pass: with ``masks`` (dropout's, by layer label), else masks of its own."""
+        """A training pass: with ``masks`` (dropout's, by layer label), else masks of its own.
+
+        Backward, the layers in reverse order: a tensor that several layers read (a fan-out: a
+        residual block's input) gets the sum of the gradients they send back (the multivariable chain
+        rule), complete once its last reader has sent its part, before its own layer runs."""
         if masks is None:
             masks = self.draw_masks(x.shape[0], x.dtype)
-        logits, caches = self._forward(x, masks)
+        logits, values, caches = self._forward(x, masks)
         batch = x.shape[0]
         shifted = logits - logits.max(axis=1, keepdims=True)
         exponentials = np.exp(shifted)
@@ -318,50 +389,14 @@ class NumpyNetwork:
         upstream[np.arange(batch), labels] -= 1
         upstream /= batch
         grads: dict = {}
-        for layer, (layer_input, cache) in zip(reversed(self.spec.layers), reversed(caches)):
-            if layer.kind == "dropout":
-                upstream = upstream * cache / (1 - layer.settings["p"])
-            elif layer.kind == "conv2d":
-                upstream = self._conv_backward(layer, layer_input, cache, upstream, grads)
-            elif layer.kind == "conv_transpose2d":
-                upstream = self._transposed_backward(layer, layer_input, upstream, grads)
-            elif layer.kind == "relu":
-                upstream = upstream * (layer_input > 0)
-            elif layer.kind == "leaky_relu":
-                upstream = np.where(layer_input > 0, upstream, upstream * layer.settings["alpha"])
-            elif layer.kind == "elu":
-                upstream = np.where(layer_input > 0, upstream,
-                                    upstream * layer.settings["alpha"] * np.exp(np.minimum(layer_input, 0)))
-            elif layer.kind in ("maxpool2d", "avgpool2d"):
-                kernel_h, kernel_w = layer.settings["kernel"]
-                rows, cols = _im2col_indices(layer)
-                grad = np.zeros_like(layer_input)
-                for u in range(kernel_h):
-                    for v in range(kernel_w):
-                        share = (cache == u * kernel_w + v) * upstream if layer.kind == "maxpool2d" \
-                            else upstream / (kernel_h * kernel_w)
-                        np.add.at(grad, (slice(None), slice(None), rows[u][:, None], cols[v][None, :]), share)
-                upstream = grad
-            elif layer.kind in ("adaptive_avgpool2d", "adaptive_maxpool2d"):
-                upstream = self._adaptive_backward(layer, layer_input, cache, upstream)
-            elif layer.kind == "global_avgpool":
-                upstream = np.broadcast_to(upstream / (layer_input.shape[2] * layer_input.shape[3]),
-                                           layer_input.shape).copy()
-            elif layer.kind == "sigmoid":
-                upstream = upstream * cache * (1 - cache)
-            elif layer.kind == "tanh":
-                upstream = upstream * (1 - cache * cache)
-            elif layer.kind == "flatten":
-                upstream = upstream.reshape(layer_input.shape)
-            elif layer.kind in ("batchnorm2d", "layernorm"):
-                upstream = self._normalize_backward(layer, cache, upstream, grads)
-            else:  # dense
-                weight = self.params[f"{layer.name}.weight"]
-                grads[f"{layer.name}.weight"] = upstream.T @ layer_input
-                if f"{layer.name}.bias" in self.params:
-                    grads[f"{layer.name}.bias"] = upstream.sum(axis=0)
-                upstream = upstream @ weight
-        grads["input"] = upstream
+        sent: dict[str, list] = {self.spec.layers[-1].label: [upstream]}  # by tensor: what its readers sent
+        for layer in reversed(self.spec.layers):
+            upstream = functools.reduce(np.add, sent.pop(layer.label))
+            sources = [values[source] for source in layer.inputs]
+            gradients = self._layer_backward(layer, sources, caches[layer.label], upstream, grads)
+            for source, gradient in zip(layer.inputs, gradients):
+                sent.setdefault(source, []).append(gradient)
+        grads["input"] = functools.reduce(np.add, sent["input"])
         return loss, grads
 
     def train_step(self, x, labels, lr: float = 0.01) -> float:

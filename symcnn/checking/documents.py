@@ -56,8 +56,10 @@ REFERENCE_DOCUMENTS: tuple[ReferenceDocument, ...] = (
                       "a 3×3 convolution with a 2×2 kernel and max, average and global pooling, every gradient "
                       "written out with the upstream gradient a b c d"),
     ReferenceDocument("003", "003_f833b9c4f4f72d5b.txt", "A collection of CNN formulas",
-                      "convolution and cross-correlation, dilation, activations and their derivatives, parameter "
-                      "counts, and much that symcnn does not cover (normalization, architectures, optimizers)"),
+                      "convolution and cross-correlation, dilation, pooling (adaptive too), activations and their "
+                      "derivatives, parameter counts, normalization forward and backward, initialization, dropout, "
+                      "transposed and separable convolution, and more (architectures, optimizers, losses and "
+                      "metrics symcnn does not have)"),
     ReferenceDocument("004", "004_2c23774dca2d8cc5.txt", "A small CNN, forward and backward",
                       "a network for 32×32×3 images (conv, ReLU, max pool, flatten, dense, softmax cross-entropy), "
                       "its forward pass and its whole backward pass"),

@@ -80,13 +80,15 @@ def add_check(commands, size_type, values_type) -> None:
 def add_errata(commands) -> None:
     errata = commands.add_parser(
         "errata",
-        help="the documents' formulas and claims, each checked: verified, verified under a convention, or wrong",
+        help="the documents' formulas and claims, each checked: verified, verified under a convention, "
+             "conditional (holds only if ...), or wrong",
         description="Every general formula and worked example of the five reference documents, transcribed with "
                     "its document and section, run through the checker and the derivations.",
     )
     output = errata.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true",
-                        help="a list of entries: document, section, claim, status, detail")
+                        help="a list of entries: document, section, claim, status, detail, condition, "
+                             "counterexample")
     output.add_argument("--markdown", action="store_true", help="the Markdown of docs/errata.md")
     errata.add_argument("--out", default=None, metavar="PATH",
                         help="write to PATH (atomically; default: standard output)")

@@ -1,10 +1,13 @@
 """An ONNX model as a symcnn spec and its parameters (``symcnn import MODEL.onnx -o SPEC.toml``).
 
-The graph must be a chain from its one input to its one output (as a PyTorch ``nn.Sequential``
-exports). Each node becomes layers by its op type through :data:`CONVERTERS`, one entry per op:
-a node of another op, or with an attribute symcnn has no setting for, is refused in one line naming
-the node and the op. ``MatMul`` followed by ``Add`` of a constant is one dense layer (as ``Gemm``);
-a final ``Softmax`` is dropped (the spec's loss, softmax cross-entropy, applies it to the logits).
+The graph has one input and one output; in between, a chain (as a PyTorch ``nn.Sequential`` exports)
+or a graph whose branches join: ``Add`` (or ``Sum``) of two or more tensors is an ``add`` layer (a
+residual connection, as a torchvision ResNet block exports), ``Concat`` along axis 1 a ``concat``
+layer, each naming its ``inputs``; a layer that reads another than the one just above names it too.
+Each other node becomes layers by its op type through :data:`CONVERTERS`, one entry per op: a node of
+another op, or with an attribute symcnn has no setting for, is refused in one line naming the node and
+the op. ``MatMul`` followed by ``Add`` of a constant is one dense layer (as ``Gemm``); a final
+``Softmax`` is dropped (the spec's loss, softmax cross-entropy, applies it to the logits).
 
 Parameterized layers are named as the model names its weights (``conv1.weight`` gives ``conv1``)
 where that is an identifier, else ``conv1``, ``conv2``, ``fc1``, ... in order.
@@ -192,6 +195,8 @@ def _constants(graph) -> dict[str, np.ndarray]:
     for node in graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
             arrays[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        elif node.op_type == "Identity" and node.input[0] in arrays:  # a weight shared under a second name
+            arrays[node.output[0]] = arrays[node.input[0]]
     return arrays
 
 
@@ -207,13 +212,56 @@ def _input_shape(graph, constants: dict) -> tuple[str, tuple[int, int, int]]:
     return inputs[0].name, tuple(shape[1:])
 
 
+#: ONNX op type -> the spec op of a node that joins several tensors (each named in the layer's ``inputs``).
+JOINS = {"Add": "add", "Sum": "add", "Concat": "concat"}
+
+
+def _join(node, label: str, sources: list[str], constants: dict) -> Layer:
+    """An ``Add``, ``Sum`` or ``Concat`` node of two or more tensors as an add or concat layer reading them."""
+    if any(value in constants for value in node.input):
+        raise ValueError(f"node {label!r} ({node.op_type}): adds or joins a constant; symcnn's {JOINS[node.op_type]} "
+                         "joins layers' outputs (a bias belongs to the Conv, Gemm or MatMul before it)")
+    if len(sources) < 2:
+        raise ValueError(f"node {label!r} ({node.op_type}): joins {len(sources)} tensor; symcnn's "
+                         f"{JOINS[node.op_type]} takes two or more")
+    if node.op_type == "Concat":
+        view = Node(label, node.op_type, {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}, [])
+        view.attribute("axis", None, (1,))  # channels of a map, features of a vector
+    return Layer({"type": JOINS[node.op_type], "inputs": sources})
+
+
+class _Tensors:
+    """Which layer makes each ONNX value (by spec label; ``"input"``: the model's input), and the label of
+    the layer just above, the one a layer reads when it names no ``inputs``."""
+
+    def __init__(self, input_name: str):
+        self.labels = {input_name: "input"}
+        self.previous = "input"
+
+    def source(self, value: str, node_label: str, op: str) -> str:
+        if value not in self.labels:
+            raise ValueError(f"node {node_label!r} ({op}): reads {value!r}, which no node before it makes")
+        return self.labels[value]
+
+    def append(self, imported: "Imported", table: dict, reads: list[str]) -> str:
+        """Add ``table`` reading ``reads`` (named in ``inputs`` unless it is just the layer above); its label."""
+        if reads != [self.previous] or "inputs" in table:
+            table["inputs"] = list(table.pop("inputs", reads))
+        label = table.get("name") or f"{table['type']}{len(imported.layers)}"
+        imported.layers.append(table)
+        self.previous = label
+        return label
+
+
 def convert(model, name: str) -> Imported:
     """The layers and parameters of an ONNX ``model`` (a ``ModelProto``) as a spec named ``name``."""
     graph = model.graph
     constants = _constants(graph)
-    current, input_shape = _input_shape(graph, constants)
+    input_name, input_shape = _input_shape(graph, constants)
     imported = Imported(name, input_shape)
-    nodes = [node for node in graph.node if node.op_type != "Constant"]
+    tensors = _Tensors(input_name)
+    nodes = [node for node in graph.node if node.op_type != "Constant" and node.output[0] not in constants]
+    outputs = [value.name for value in graph.output]
     counts: dict[str, int] = {}
     used_names: set[str] = set()
     position = 0
@@ -222,9 +270,14 @@ def convert(model, name: str) -> Imported:
         position += 1
         label = node.name or f"#{position}"
         data = [value for value in node.input if value and value not in constants]
-        if data != [current] or node.input[0] != current:
-            raise ValueError(f"node {label!r} ({node.op_type}): symcnn imports a chain of layers; this node reads "
-                             f"{list(node.input)}, not only the previous output {current!r} first")
+        sources = [tensors.source(value, label, node.op_type) for value in data]
+        if node.op_type in JOINS:  # (an Add of a bias after a MatMul was taken with the MatMul)
+            joined = _join(node, label, sources, constants)
+            tensors.labels[node.output[0]] = tensors.append(imported, dict(joined.table), sources)
+            continue
+        if len(data) != 1 or node.input[0] != data[0]:
+            raise ValueError(f"node {label!r} ({node.op_type}): reads {list(node.input)}; symcnn imports a node "
+                             "of one data input, first (or an Add, Sum or Concat of several)")
         inputs = list(node.input[1:])
         if node.op_type == "MatMul" and position < len(nodes) and nodes[position].op_type == "Add":
             after = nodes[position]  # MatMul + Add of a constant: one dense layer with a bias
@@ -236,16 +289,18 @@ def convert(model, name: str) -> Imported:
                 node_output = node.output[0]
         else:
             node_output = node.output[0]
-        if node.op_type == "Softmax" and node_output in [value.name for value in graph.output]:
+        if node.op_type == "Softmax" and node_output in outputs:
             imported.notes.append(f"its final Softmax ({label}) is the loss's")
-            current = node_output
+            tensors.labels[node_output] = sources[0]
             continue
         converter = CONVERTERS.get(node.op_type)
         if converter is None:
             raise ValueError(f"node {label!r} ({node.op_type}): op not supported by symcnn import "
-                             f"(supported: {', '.join(sorted(CONVERTERS))}, and a final Softmax)")
+                             f"(supported: {', '.join(sorted(CONVERTERS))}, Add, Sum and Concat of layers, and a "
+                             "final Softmax)")
         view = Node(label, node.op_type, {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute},
                     [constants[value] for value in inputs])
+        made = sources[0]  # an Identity makes no layer: its output is its input
         for layer in converter(view):
             table = dict(layer.table)
             if layer.params:
@@ -253,8 +308,11 @@ def convert(model, name: str) -> Imported:
                 table = {"type": table.pop("type"), "name": layer_name, **table}
                 imported.params.update({f"{layer_name}.{role}": np.ascontiguousarray(value, dtype=np.float32)
                                         for role, value in layer.params.items()})
-            imported.layers.append(table)
-        current = node_output
+            made = tensors.append(imported, table, [made])
+        tensors.labels[node_output] = made
+    if outputs and tensors.labels.get(outputs[0]) != tensors.previous:
+        raise ValueError(f"model: its output {outputs[0]!r} is not the last layer's (symcnn's spec ends in the "
+                         "layer that gives the class scores)")
     return imported
 
 

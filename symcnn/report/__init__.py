@@ -73,9 +73,11 @@ def _errata() -> list[Report]:
                 Items(tuple(f"{entry.status} ({entry.section}): `{entry.claim}`. {entry.detail}." for entry in group))))
         for document, group in by_document(entries, lambda entry: entry.document))
     intro = (Prose("Each claim of the reference documents, as written, checked when this report was built by "
-                   "`symcnn check` against the derivations (`symcnn errata` prints the same). verified: it holds "
-                   "in symcnn's conventions; convention: it holds only under the convention named; wrong: the "
-                   "smallest counter-example found."),)
+                   "`symcnn check` against the derivations, or by a probe against what symcnn derives or measures "
+                   "(`symcnn errata` prints the same). verified: it holds in symcnn's conventions; convention: it "
+                   "holds only in the document's notation, named; conditional: it holds only under a condition the "
+                   "document does not state, named, with the smallest counter-example inside the document's "
+                   "setting; wrong: the smallest counter-example found."),)
     return [Report("errata", "Errata of the reference documents", summary(entries), sections, intro)]
 
 

@@ -32,7 +32,7 @@ from symcnn.printing.latex import SymcnnLatexPrinter
 from symcnn.printing.nodes import Iverson
 from symcnn.symbolic.tensors import element_name, indices_of
 
-__all__ = ["ReportPrinter", "WIDTH", "visible_width", "indicators", "sum_rows", "chunk_rows", "matrix",
+__all__ = ["ReportPrinter", "reader_tex", "WIDTH", "visible_width", "indicators", "sum_rows", "chunk_rows", "matrix",
            "tensor_matrices", "tensor_cells", "matrix_width", "matrix_rows", "entry_rows", "entry_name",
            "gradient_entry_name", "scalar", "fitted_rows"]
 
@@ -41,8 +41,20 @@ __all__ = ["ReportPrinter", "WIDTH", "visible_width", "indicators", "sum_rows", 
 WIDTH = 64
 
 
+def reader_tex(label: str) -> str:
+    """A layer label inside ``\\mathrm{}``: its underscores escaped.
+
+    >>> reader_tex("block_1")
+    'block\\\\_1'
+    """
+    return label.replace("_", r"\_")
+
+
 class ReportPrinter(SymcnnLatexPrinter):
-    """symcnn's LaTeX printer with display names for tensors (``IndexedBase`` label -> LaTeX)."""
+    """symcnn's LaTeX printer with display names for tensors (``IndexedBase`` label -> LaTeX); a gradient
+    labelled ``dL/dA1|c2`` is the part that the layer ``c2``, one of several readers of ``A1``, sends back:
+    ``(\\partial L/\\partial A^{[1]})_{\\mathrm{c2}}``.
+    """
 
     def __init__(self, names: Optional[Mapping[str, str]] = None, settings: Optional[dict] = None):
         super().__init__(settings or {})
@@ -61,6 +73,10 @@ class ReportPrinter(SymcnnLatexPrinter):
 
     def _print_Indexed(self, expr):
         label = str(expr.base.label)
+        tensor, _, reader = label[4:].partition("|")
+        if label.startswith("dL/d") and reader and tensor in self.names:  # the part one reader of a fan-out sends
+            return r"\left(\frac{\partial L}{\partial %s_{%s}}\right)_{\mathrm{%s}}" % (
+                self.names[tensor], self._indices(expr, ", "), reader_tex(reader))
         if label.startswith("dL/d") and label[4:] in self.names:
             return r"\frac{\partial L}{\partial %s_{%s}}" % (self.names[label[4:]], self._indices(expr, ", "))
         if label in self.names:  # S^{[1]}_{n,c}: the subscript under the superscript

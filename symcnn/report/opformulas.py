@@ -27,7 +27,7 @@ from symcnn.symbolic import ops
 from symcnn.symbolic.functions import FirstArgmax
 from symcnn.symbolic.adjoint import GradientFormula, derive_gradient
 from symcnn.symbolic.expand import evaluate
-from symcnn.views.formula import FORMULA_OPS, general_formula
+from symcnn.views.formula import FORMULA_OPS, general_formula, zero_outside
 from symcnn.printing.text import OUT_SIZE_NAMES, readable
 from symcnn.report.document import Display, Items, Prose, Report, Section
 from symcnn.report.indexform import FormulaDisplay, forward_display, gradient_display, size_rows
@@ -36,7 +36,7 @@ from symcnn.symbolic.tensors import indices_of, symbol_array
 from symcnn.validation import pair
 from symcnn.symbolic.verify import elementwise_gradients, exactly_equal, expand_gradient
 
-__all__ = ["op_report", "formula_report", "Instance", "instance", "INSTANCE_KERNEL_LIMIT"]
+__all__ = ["op_report", "formula_report", "Instance", "instance", "zero_outside_prose", "INSTANCE_KERNEL_LIMIT"]
 
 def _summary(op: str) -> str:
     """What the op is, in words (its registry entry's summary; the formula comes from symcnn.symbolic.ops)."""
@@ -107,6 +107,18 @@ def _condition_items(shown: FormulaDisplay, windows: bool = False) -> Optional[I
     return Items(tuple(items)) if items else None
 
 
+def zero_outside_prose(forward: ops.IndexFormula, expr: sympy.Basic, printer: ReportPrinter) -> list[Prose]:
+    """A sentence for each tensor that ``expr`` reads outside its shape, 0 there by definition (the
+    zero-padded input of a convolution), as ``symcnn formula`` states it."""
+    sentences = []
+    for padded in zero_outside(forward, expr):
+        bounds = ", ".join(f"$0 \\leq {printer.doprint(name)} \\leq {printer.doprint(last)}$"
+                           for name, last in padded.ranges)
+        sentences.append(Prose(f"${printer.doprint(padded.read)}$ is read as 0 outside {bounds}: it is zero-padded, "
+                               "and the formula reads it beyond its border."))
+    return sentences
+
+
 def _forward_section(op: str, settings: dict, printer: ReportPrinter) -> Section:
     view = general_formula(op, "forward", **settings)
     formula = view.forward
@@ -119,9 +131,7 @@ def _forward_section(op: str, settings: dict, printer: ReportPrinter) -> Section
     conditions = _condition_items(shown)
     if conditions is not None:  # a formula that states where it reads (a transposed convolution)
         blocks += [Prose("Conditions (an Iverson bracket $[\\cdot]$ is 1 where they hold, else 0):"), conditions]
-    padded = [t for t in formula.operands if t.zero_padded]
-    for tensor in padded:
-        blocks.append(Prose(f"${printer.doprint(tensor.base)}$ is zero-padded: a read outside its shape is 0."))
+    blocks += zero_outside_prose(formula, formula.rhs, printer)
     sizes = size_rows(formula, sympy.Add(*OUT_SIZE_NAMES.values()), printer)  # every output size it has
     if sizes:
         blocks.append(Prose("The output-size rule:"))
@@ -150,6 +160,7 @@ def _gradient_section(op: str, role: str, settings: dict, printer: ReportPrinter
     conditions = _condition_items(shown, windows)
     if conditions is not None:
         blocks += [Prose("Conditions (an Iverson bracket $[\\cdot]$ is 1 where they hold, else 0):"), conditions]
+    blocks += zero_outside_prose(gradient.forward, gradient.rhs, printer)
     indicators = [node for node in sympy.preorder_traversal(gradient.equation()) if isinstance(node, FirstArgmax)]
     if indicators:
         position = ", ".join(printer.doprint(p) for p in indicators[0].position)

@@ -56,6 +56,8 @@ _TEX_UNICODE = {
     "≥": r"$\geq$", "≠": r"$\neq$", "α": r"$\alpha$", "δ": r"$\delta$", "Σ": r"$\Sigma$", "∂": r"$\partial$",
     "“": "``", "”": "''", "‘": "`", "’": "'", "—": "---", "–": "--", "…": r"\ldots{}", "\u00a0": "~",
     "⌊": r"$\lfloor$", "⌋": r"$\rfloor$", "⊗": r"$\otimes$", "²": r"$^2$", "°": r"$^\circ$", "∑": r"$\sum$",
+    "⌈": r"$\lceil$", "⌉": r"$\rceil$", "√": r"$\surd$", "⊙": r"$\odot$", "∇": r"$\nabla$", "β": r"$\beta$",
+    "γ": r"$\gamma$", "ε": r"$\varepsilon$", "μ": r"$\mu$", "σ": r"$\sigma$", "ŷ": r"$\hat{y}$",
 }
 _TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
@@ -65,7 +67,9 @@ _TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "
 def _tex_escape(text: str) -> str:
     out = []
     for char in text:
-        if char in _TEX_SPECIAL:
+        if char == "\u0302" and out and out[-1].isalpha() and len(out[-1]) == 1:  # x̂: a hat on the letter
+            out[-1] = rf"$\hat{{{out[-1]}}}$"
+        elif char in _TEX_SPECIAL:
             out.append(_TEX_SPECIAL[char])
         elif char in _TEX_UNICODE:
             out.append(_TEX_UNICODE[char])

@@ -106,11 +106,18 @@ class Tensor:
     role: str
     base: IndexedBase
     shape: tuple[Expr, ...]
-    zero_padded: bool = False  # reads outside the shape are zero (padding) rather than an error
+    # The axes along which the tensor is zero-padded: a read outside the shape along them is 0 by
+    # definition rather than an error (a convolution's input: its rows and columns, (2, 3)).
+    padded_axes: tuple[int, ...] = ()
 
     @property
     def name(self) -> str:
         return str(self.base)
+
+    @property
+    def zero_padded(self) -> bool:
+        """Whether reads outside the shape (along :attr:`padded_axes`) are zero rather than an error."""
+        return bool(self.padded_axes)
 
 
 @dataclass(frozen=True)
@@ -200,7 +207,7 @@ def conv2d(bias: bool = True, groups: Expr = 1) -> IndexFormula:
     product = Wt[c_out, c_in, u, v] * X[n, channel, s_h * i + d_h * u - p_h, s_w * j + d_w * v - p_w]
     rhs = Sum(product, (c_in, 0, per_group - 1), (u, 0, K_h - 1), (v, 0, K_w - 1))
     operands = [
-        Tensor("input", X, (N, C_in, H_in, W_in), zero_padded=True),
+        Tensor("input", X, (N, C_in, H_in, W_in), padded_axes=(2, 3)),
         Tensor("weight", Wt, (C_out, per_group, K_h, K_w)),
     ]
     if bias:

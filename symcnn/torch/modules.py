@@ -3,8 +3,10 @@
 :func:`from_spec` gives a module whose children are the spec's layers by label (``conv1``,
 ``relu1``, ...), so its parameters carry the names and shapes of :attr:`Network.params`
 (``conv1.weight``, ...): its ``state_dict()`` loads into the plain PyTorch twin
-(:func:`symcnn.bench.bench.torch_model`) and back. :func:`layer` gives one layer, specialized to an
-input shape (``weight`` and ``bias`` as ``nn.Conv2d`` and ``nn.Linear`` name them), checked at call time.
+(:func:`symcnn.bench.bench.torch_model`) and back. A graph spec's module runs each layer on the
+outputs its ``inputs`` name; where several layers read one tensor, autograd sums their gradients.
+:func:`layer` gives one layer, specialized to an input shape (``weight`` and ``bias`` as ``nn.Conv2d``
+and ``nn.Linear`` name them), checked at call time.
 
 Example:
     >>> import torch
@@ -33,7 +35,7 @@ from symcnn.runtime.network import Network
 from symcnn.spec import LayerSpec, NetworkSpec, load_spec, parse_spec, spec_toml
 from symcnn.torch.operators import LayerOperators, layer_operators
 
-__all__ = ["SymcnnLayer", "SymcnnNetwork", "from_spec", "layer"]
+__all__ = ["SymcnnLayer", "SymcnnNetwork", "SymcnnGraph", "from_spec", "layer"]
 
 
 class SymcnnLayer(torch.nn.Module):
@@ -50,14 +52,20 @@ class SymcnnLayer(torch.nn.Module):
     def spec(self) -> LayerSpec:
         return self.operators.layer
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise ValueError(f"{self.spec.label}: x: expected a tensor, got {type(x).__name__}")
-        return self.operators(x, *(getattr(self, role) for role in self.operators.parameters))
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """The layer's output from its input (an add's or concat's: one tensor per entry of its ``inputs``)."""
+        if len(inputs) != len(self.spec.input_shapes):
+            raise ValueError(f"{self.spec.label}: expected {len(self.spec.input_shapes)} input tensor(s), "
+                             f"got {len(inputs)}")
+        for name, x in zip(("x", *(f"x{number}" for number in range(2, len(inputs) + 1))), inputs):
+            if not isinstance(x, torch.Tensor):
+                raise ValueError(f"{self.spec.label}: {name}: expected a tensor, got {type(x).__name__}")
+        return self.operators(*inputs, *(getattr(self, role) for role in self.operators.parameters))
 
     def extra_repr(self) -> str:
         settings = registry.get(self.spec.kind).settings_text(self.spec.settings)
-        shapes = f"{tuple(self.spec.input_shape)} -> {tuple(self.spec.output_shape)}"
+        shown = " + ".join(str(tuple(shape)) for shape in self.spec.input_shapes)
+        shapes = f"{shown} -> {tuple(self.spec.output_shape)}"
         return f"{self.spec.kind}, {settings + ', ' if settings else ''}{shapes}"
 
 
@@ -68,6 +76,24 @@ class SymcnnNetwork(torch.nn.Sequential):
     def __init__(self, spec: NetworkSpec, layers: dict[str, SymcnnLayer]):
         super().__init__(OrderedDict(layers))
         self.spec = spec
+
+
+class SymcnnGraph(torch.nn.Module):
+    """A graph spec's layers, each a :class:`SymcnnLayer` named by its label, run in the spec's order on the
+    outputs its ``inputs`` name. A tensor that several layers read gets the sum of their gradients from
+    autograd (the Network sums them with its generated ``fanout_`` kernels). The logits are its output."""
+
+    def __init__(self, spec: NetworkSpec, layers: dict[str, SymcnnLayer]):
+        super().__init__()
+        for label, module in layers.items():
+            self.add_module(label, module)
+        self.spec = spec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values = {"input": x}
+        for layer in self.spec.layers:
+            values[layer.label] = getattr(self, layer.label)(*(values[source] for source in layer.inputs))
+        return values[self.spec.layers[-1].label]
 
 
 def _layer_params(net: Network, layer: LayerSpec) -> dict[str, np.ndarray]:
@@ -86,16 +112,18 @@ def _refuse_stateful(spec: NetworkSpec) -> None:
                              "symcnn.runtime.Network, or PyTorch's own layer in its place")
 
 
-def from_spec(spec: Union[str, os.PathLike, NetworkSpec], dtype: str = "float32", seed: int = 0) -> SymcnnNetwork:
+def from_spec(spec: Union[str, os.PathLike, NetworkSpec], dtype: str = "float32",
+              seed: int = 0) -> Union[SymcnnNetwork, SymcnnGraph]:
     """The spec (a shipped name, a ``.toml`` path or a :class:`NetworkSpec`) as an ``nn.Module`` whose
     initial parameters are ``Network.from_spec(spec, dtype, seed).params``; ``.double()`` and ``.float()``
-    switch its dtype as for any module."""
+    switch its dtype as for any module. A :class:`SymcnnNetwork` (an ``nn.Sequential``) for a sequential
+    spec, a :class:`SymcnnGraph` for a graph spec."""
     loaded = spec if isinstance(spec, NetworkSpec) else load_spec(spec)
     _refuse_stateful(loaded)
     net = Network(loaded, load_kernels(loaded), dtype=dtype, seed=seed)
     layers = {layer.label: SymcnnLayer(layer_operators(net, layer), _layer_params(net, layer))
               for layer in loaded.layers}
-    return SymcnnNetwork(loaded, layers)
+    return SymcnnNetwork(loaded, layers) if loaded.sequential else SymcnnGraph(loaded, layers)
 
 
 def _flat_output(kind: str, input_shape: tuple, settings: dict) -> bool:
@@ -117,6 +145,9 @@ def layer(kind: str, input_shape: tuple[int, ...], dtype: str = "float32", seed:
     end in, whose kernels go unused), generated once and cached like any spec's."""
     if not isinstance(kind, str) or kind not in registry.names(layer=True):
         raise ValueError(f"kind: must be one of {', '.join(registry.names(layer=True))}, got {kind!r}")
+    if registry.get(kind).merges:
+        raise ValueError(f"kind: {kind} joins several layers' outputs; it is no single layer (write a graph spec "
+                         "and use from_spec)")
     if not isinstance(input_shape, (tuple, list)) or len(input_shape) not in (1, 3):
         raise ValueError(f"input_shape: must be (C, H, W) or (features,), got {input_shape!r}")
     table = {"type": kind, **({"name": "layer"} if registry.get(kind).parameterized else {}), **settings}

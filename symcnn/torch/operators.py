@@ -4,7 +4,9 @@ Every kernel of a layer becomes one operator, named after the spec, its digest a
 (``symcnn::digits_dd56dcf3dbd32cc8_conv1_forward``): its inputs are the kernel's input arrays, its
 outputs the arrays the kernel writes (``kernels.ARGUMENTS`` lists both, outputs last). A layer's
 forward operator carries the gradient (``register_autograd``), made of its gradient operators, and
-every operator a fake implementation (``register_fake``) for ``torch.compile`` and ``opcheck``.
+every operator a fake implementation (``register_fake``) for ``torch.compile`` and ``opcheck``. A layer
+that joins several tensors (a graph spec's add or concat) takes them as ``x, x2, ...`` and has a
+gradient operator for each (``grad_input``, ``grad_input2``, ...).
 
 Tensors reach the kernels without a copy (``tensor.numpy()`` shares the memory); a non-contiguous
 tensor is made contiguous first. A tensor that is not on the CPU, not of the layer's shape or not of
@@ -26,11 +28,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+import re
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 import torch
 
+from symcnn.registry import input_role
 from symcnn.runtime.network import Network, switch_dtype
 from symcnn.spec import LayerSpec
 
@@ -42,8 +46,27 @@ _TORCH_DTYPES = {np.dtype(np.int8): torch.int8, np.dtype(np.int32): torch.int32}
 
 #: Each kernel argument: whether it has the batch axis, and which shape it has. One entry per name that
 #: generated kernels use; an op whose kernels take another array (a buffer, ...) adds its entry here.
+#: (An add's or concat's further inputs, ``x2``, ``grad_input2``, ..., are shaped like their input:
+#: :func:`_input_number`.)
 BATCHED_LIKE_INPUT = ("x", "grad_input")
 BATCHED_LIKE_OUTPUT = ("out", "grad_output", "switch")
+_FURTHER_INPUT = re.compile(r"(?:x|grad_input)([2-9]|[1-9][0-9]+)\Z")
+
+
+def _input_number(name: str) -> Optional[int]:
+    """Which of the layer's inputs a kernel argument is, or its gradient (from 1), else None.
+
+    >>> _input_number("x"), _input_number("grad_input3"), _input_number("weight")
+    (1, 3, None)
+    """
+    if name in BATCHED_LIKE_INPUT:
+        return 1
+    further = _FURTHER_INPUT.match(name)
+    return int(further.group(1)) if further else None
+
+
+def _batched(name: str) -> bool:
+    return name in BATCHED_LIKE_OUTPUT or _input_number(name) is not None
 
 
 class KernelSignature(NamedTuple):
@@ -72,23 +95,26 @@ class LayerOperators(NamedTuple):
     signatures: dict[str, KernelSignature]  # by kernel name
     reshape: bool = False  # the forward kernel copies its input in row-major order (checked when generated)
 
-    def __call__(self, x: torch.Tensor, *parameters: torch.Tensor) -> torch.Tensor:
-        """The layer's output (without what its forward operator saves for the gradient). A layer whose
-        kernel only reshapes (``kernels.RESHAPES``, a flatten) is a view, as in the Network: no copy."""
+    def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
+        """The layer's output from its input (or an add's or concat's inputs) and its parameters, without
+        what its forward operator saves for the gradient. A layer whose kernel only reshapes
+        (``kernels.RESHAPES``, a flatten) is a view, as in the Network: no copy."""
         if self.reshape:
-            _check(self.layer, self.signatures[f"{self.layer.label}_forward"], (x, *parameters))
-            return x.reshape(x.shape[0], *self.layer.output_shape)
-        result = self.forward(x, *parameters)
+            _check(self.layer, self.signatures[f"{self.layer.label}_forward"], tensors)
+            return tensors[0].reshape(tensors[0].shape[0], *self.layer.output_shape)
+        result = self.forward(*tensors)
         return result[0] if isinstance(result, tuple) else result
 
     def gradient_signature(self, name: str) -> KernelSignature:
-        """The kernel behind ``gradients[name]`` (``x``: ``conv1_grad_input``; ``weight``: ``conv1_grad_weight``)."""
+        """The kernel behind ``gradients[name]`` (``x``: ``conv1_grad_input``; ``weight``: ``conv1_grad_weight``;
+        an add's ``x2``: ``sum_grad_input2``)."""
         return self.signatures[_gradient_kernel(self.layer.label, name)]
 
     @property
     def parameters(self) -> tuple[str, ...]:
-        """The forward operator's inputs after ``x``: ``("weight", "bias")`` or none."""
-        return self.signatures[f"{self.layer.label}_forward"].inputs[1:]
+        """The forward operator's inputs after the layer's input tensors: ``("weight", "bias")`` or none."""
+        return tuple(name for name in self.signatures[f"{self.layer.label}_forward"].inputs
+                     if _input_number(name) is None)
 
 
 _OPERATORS: dict[str, Callable] = {}  # qualified name -> operator: torch.library registers a name once
@@ -96,8 +122,9 @@ _LAYERS: dict[str, "LayerOperators"] = {}  # qualified forward name -> its layer
 
 
 def _shape_of(layer: LayerSpec, name: str, batch) -> tuple:
-    if name in BATCHED_LIKE_INPUT:
-        return (batch, *layer.input_shape)
+    number = _input_number(name)
+    if number is not None:
+        return (batch, *layer.input_shapes[number - 1])
     if name in BATCHED_LIKE_OUTPUT:
         return (batch, *layer.output_shape)
     role = name.removeprefix("grad_")
@@ -118,8 +145,7 @@ def _check(layer: LayerSpec, signature: KernelSignature, tensors: tuple) -> tupl
     if float_dtype not in FLOAT_DTYPES:
         raise ValueError(f"{layer.label}: {first}: expected a float32 or float64 tensor, "
                          f"got {str(float_dtype).removeprefix('torch.')}")
-    batched = [tensor for name, tensor in zip(signature.inputs, tensors)
-               if name in BATCHED_LIKE_INPUT + BATCHED_LIKE_OUTPUT]
+    batched = [tensor for name, tensor in zip(signature.inputs, tensors) if _batched(name)]
     batch = batched[0].shape[0] if batched and batched[0].dim() > 0 else 0
     for name, tensor in zip(signature.inputs, tensors):
         if not isinstance(tensor, torch.Tensor):
@@ -132,7 +158,7 @@ def _check(layer: LayerSpec, signature: KernelSignature, tensors: tuple) -> tupl
             raise ValueError(f"{layer.label}: {name}: expected a {str(expected).removeprefix('torch.')} tensor "
                              f"(as {first}), got {str(tensor.dtype).removeprefix('torch.')}")
         shape = _shape_of(layer, name, batch)
-        batch_axis = name in BATCHED_LIKE_INPUT + BATCHED_LIKE_OUTPUT
+        batch_axis = _batched(name)
         if tuple(tensor.shape) != tuple(shape) or (batch_axis and tensor.shape[0] < 1):
             shown = ", ".join(map(str, ("N", *shape[1:]) if batch_axis else shape))
             raise ValueError(f"{layer.label}: {name}: expected a tensor of shape ({shown}"
@@ -179,14 +205,18 @@ def _new_empty(like: torch.Tensor) -> Callable:
 
 
 def _gradient_kernel(label: str, name: str) -> str:
-    return f"{label}_grad_input" if name == "x" else f"{label}_grad_{name}"
+    """The kernel of the gradient with respect to the forward argument ``name``: ``x`` -> ``grad_input``,
+    ``x2`` -> ``grad_input2``, ``weight`` -> ``grad_weight``."""
+    number = _input_number(name)
+    return f"{label}_grad_{input_role(number) if number is not None else name}"
 
 
 def layer_operators(net: Network, layer: LayerSpec) -> LayerOperators:
     """The operators of ``layer`` (one of ``net.spec.layers``), registered once per process."""
+    inputs = tuple(f"grad_{input_role(number)}" for number in range(1, len(layer.input_shapes) + 1))
     signatures = {kernel: KernelSignature.of(kernel, arguments) for kernel, arguments in net.kernels.ARGUMENTS.items()
                   if kernel.startswith(f"{layer.label}_") and kernel.removeprefix(f"{layer.label}_") in
-                  ("forward", "grad_input") + tuple(f"grad_{name.split('.')[-1]}" for name in layer.parameter_shapes())}
+                  ("forward",) + inputs + tuple(f"grad_{name.split('.')[-1]}" for name in layer.parameter_shapes())}
     operators = {kernel: _register(net, layer, signature) for kernel, signature in signatures.items()}
     forward_signature = signatures[f"{layer.label}_forward"]
     forward = operators[forward_signature.kernel]

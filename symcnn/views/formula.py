@@ -3,8 +3,11 @@
 :func:`general_formula` gives the forward formula or a derived gradient of an op, with any of
 its parameters specialized (stride 1 drops the divisibility condition). The JSON view holds the
 exact SymPy object (``srepr`` of ``Eq(lhs, rhs)``), each tensor's role, name and shape, and each
-shape parameter's role mapped to its symbol's name (or its expression, where derived), so that a
-reader can rebuild the object, substitute a configuration and evaluate it.
+shape parameter's role mapped to its symbol's name (or its expression, where derived), and
+``zero_outside``, the tensors the formula reads outside their shape, where they are 0 by definition
+(a convolution's zero-padded input), so that a reader can rebuild the object, substitute a
+configuration and evaluate it: every other read lies inside its tensor. The text and LaTeX views
+state the same in a line of their own (:class:`ZeroOutside`).
 
 Example:
     >>> view = general_formula("conv2d", "input", stride=1, padding=0, dilation=1)
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Optional, Union
 
 import sympy
-from sympy import Eq, Sum
+from sympy import Eq, Expr, Indexed, Sum, Symbol
 
 from symcnn import registry
 from symcnn.registry import differentiable
@@ -32,7 +35,8 @@ from symcnn.printing.text import OUT_SIZE_NAMES, readable, text
 from symcnn.validation import pair
 from symcnn.views.derivation import latex_text
 
-__all__ = ["FORMULA_OPS", "FormulaView", "general_formula", "from_srepr", "as_latex_display"]
+__all__ = ["FORMULA_OPS", "FormulaView", "ZeroOutside", "general_formula", "from_srepr", "zero_outside",
+           "as_latex_display"]
 
 
 def from_srepr(text: str) -> sympy.Basic:
@@ -67,6 +71,72 @@ class _FormulaOps(Mapping):
 #: The ops with general formulas, by name (every registered op).
 FORMULA_OPS: Mapping[str, Callable[..., ops.IndexFormula]] = _FormulaOps()
 
+def _describe(op: str, wrt: str) -> str:
+    """What a formula is: ``gradient with respect to the input``; of an add's or concat's inputs X1,
+    X2, ..., ``... to input 2``."""
+    if registry.get(op).merges and wrt != "forward":
+        return f"gradient with respect to input {registry.input_number(wrt)}"
+    return _DESCRIPTION.get(wrt, wrt)
+#: The names of a tensor's axes in a zero-padding statement, by rank (NCHW; features).
+_AXIS_NAMES = {4: ("n", "c", "h", "w"), 2: ("n", "f")}
+
+
+@dataclass(frozen=True)
+class ZeroOutside:
+    """A tensor that a formula reads outside its shape, where it is 0 by definition (zero padding):
+    the tensor at named indices (``X[n, c, h, w]``) and the range of each padded axis (``h``:
+    ``0..H_in - 1``), outside which a read is 0.
+
+    >>> [line.text() for line in zero_outside(ops.conv2d(), ops.conv2d().rhs)]
+    ['X[n, c, h, w] is read as 0 outside 0 <= h <= H_in - 1, 0 <= w <= W_in - 1 (zero padding)']
+    """
+
+    tensor: ops.Tensor
+    read: Indexed
+    ranges: tuple[tuple[Symbol, Expr], ...]  # (axis name, its last index), for each padded axis
+
+    def text(self) -> str:
+        bounds = ", ".join(f"0 <= {text(name)} <= {text(last)}" for name, last in self.ranges)
+        return f"{text(self.read)} is read as 0 outside {bounds} (zero padding)"
+
+    def latex(self, doprint: Optional[Callable[[sympy.Basic], str]] = None) -> str:
+        """The statement in LaTeX, its math printed by ``doprint`` (default: symcnn's LaTeX printer)."""
+        doprint = doprint or latex
+        bounds = r",\ ".join(rf"0 \leq {doprint(name)} \leq {doprint(last)}" for name, last in self.ranges)
+        return rf"{doprint(self.read)} \text{{ is read as }} 0 \text{{ outside }} {bounds} \text{{ (zero padding)}}"
+
+
+def _unpadded_axes(forward: ops.IndexFormula, tensor: ops.Tensor) -> set[int]:
+    """The padded axes of ``tensor`` whose padding ``forward`` has specialized to 0: the op's
+    ``padding`` setting names one parameter per padded axis, in order (a convolution's ``p_h, p_w``)."""
+    if forward.op not in registry.names() or "padding" not in registry.get(forward.op).keys():
+        return set()
+    roles = registry.get(forward.op).setting("padding").roles
+    if len(roles) != len(tensor.padded_axes):
+        return set()
+    return {axis for axis, role in zip(tensor.padded_axes, roles) if forward.parameters.get(role) == 0}
+
+
+def zero_outside(forward: ops.IndexFormula, expr: sympy.Basic) -> tuple[ZeroOutside, ...]:
+    """The zero-padded tensors of ``forward`` that ``expr`` (its formula, or one derived from it)
+    reads, each with its padded axes; an axis whose padding is specialized to 0 is read inside
+    the tensor only, and a tensor left with none is not listed."""
+    read = {node.base for node in sympy.preorder_traversal(expr) if isinstance(node, Indexed)}
+    found = []
+    for tensor in forward.operands:
+        if not tensor.zero_padded or tensor.base not in read:
+            continue
+        unpadded = _unpadded_axes(forward, tensor)
+        axes = [axis for axis in tensor.padded_axes if axis not in unpadded]
+        if not axes:
+            continue
+        names = _AXIS_NAMES.get(len(tensor.shape), tuple(f"t{axis}" for axis in range(len(tensor.shape))))
+        symbols = tuple(Symbol(name, integer=True) for name in names)
+        ranges = tuple((symbols[axis], readable(tensor.shape[axis] - 1, forward.parameters)) for axis in axes)
+        found.append(ZeroOutside(tensor, tensor.base[symbols], ranges))
+    return tuple(found)
+
+
 _DESCRIPTION = {"forward": "forward pass", "input": "gradient with respect to the input",
                 "weight": "gradient with respect to the weight", "bias": "gradient with respect to the bias"}
 
@@ -86,6 +156,11 @@ class FormulaView(LatexDisplay):
     def conditions(self) -> tuple:
         return self.gradient.conditions if self.gradient else ()
 
+    @property
+    def zero_outside(self) -> tuple[ZeroOutside, ...]:
+        """The tensors this formula reads outside their shape, 0 there by definition (zero padding)."""
+        return zero_outside(self.forward, self.equation.rhs)
+
     def _display_rhs(self):
         """The right-hand side for reading: conditions as Iverson brackets, sizes named."""
         if self.gradient is None:
@@ -100,10 +175,11 @@ class FormulaView(LatexDisplay):
 
     def text(self) -> str:
         settings = ", ".join(f"{name} {value}" for name, value in self.specialized.items())
-        header = f"{self.op}: {_DESCRIPTION.get(self.wrt, self.wrt)}" + (f" ({settings})" if settings else "")
+        header = f"{self.op}: {_describe(self.op, self.wrt)}" + (f" ({settings})" if settings else "")
         lhs, rhs = self.equation.lhs, self._display_rhs()
         lines = [header, f"{text(lhs)} = {text(rhs)}"]
         lines += [f"  where {text(name)} = {text(size)}" for name, size in self._named_sizes(rhs)]
+        lines += [f"  {padded.text()}" for padded in self.zero_outside]
         return "\n".join(lines)
 
     def _named_sizes(self, display):
@@ -120,6 +196,7 @@ class FormulaView(LatexDisplay):
         rhs = self._display_rhs()
         lines = [f"{latex(self.equation.lhs)} = {latex(rhs)}"]
         lines += [f"{latex(name)} = {latex(size)}" for name, size in self._named_sizes(rhs)]
+        lines += [padded.latex() for padded in self.zero_outside]
         return ",\\qquad\n".join(lines)
 
     def as_dict(self) -> dict:
@@ -138,6 +215,7 @@ class FormulaView(LatexDisplay):
             "conditions": [text(condition) for condition in self.conditions],
             "tensors": tensors,
             "parameters": parameters,
+            "zero_outside": [padded.tensor.name for padded in self.zero_outside],
         }
 
     def json(self) -> str:

@@ -137,3 +137,23 @@ def test_the_height_and_width_rules_print_their_terms_in_one_order(cli, op, sett
                            ("_{w}", "_{h}")):
             as_height = as_height.replace(name, twin)
         assert as_height.removesuffix(",\\qquad") == height.removesuffix(",\\qquad"), (height, width)
+
+
+@pytest.mark.parametrize("wrt", ["forward", "weight"])
+def test_a_padded_convolution_says_it_reads_x_as_zero_outside_its_shape(cli, wrt):
+    """The forward pass and the weight gradient read X at the padded border: each format says X is 0 there."""
+    statement = "  X[n, c, h, w] is read as 0 outside 0 <= h <= H_in - 1, 0 <= w <= W_in - 1 (zero padding)"
+    assert cli("formula", "conv2d", "--wrt", wrt)[1].splitlines()[-1] == statement
+    latex = cli("formula", "conv2d", "--wrt", wrt, "--format", "latex")[1].splitlines()[-1]
+    assert latex == (r"{X}_{n,c,h,w} \text{ is read as } 0 \text{ outside } 0 \leq h \leq H_{in} - 1,\ "
+                     r"0 \leq w \leq W_{in} - 1 \text{ (zero padding)}")
+    data = json.loads(cli("formula", "conv2d", "--wrt", wrt, "--format", "json")[1])
+    assert data["zero_outside"] == ["X"] and "zero padding" in data["latex"]
+    # padding 0: every read lies inside X, and nothing is declared
+    _, out, _ = cli("formula", "conv2d", "--wrt", wrt, "--padding", "0", "--format", "json")
+    assert json.loads(out)["zero_outside"] == [] and "zero padding" not in json.loads(out)["latex"]
+
+
+def test_a_formula_that_reads_inside_its_tensors_declares_nothing(cli):
+    data = json.loads(cli("formula", "conv2d", "--wrt", "input", "--format", "json")[1])
+    assert data["zero_outside"] == [] and "zero padding" not in cli("formula", "conv2d")[1]

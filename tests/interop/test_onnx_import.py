@@ -1,6 +1,6 @@
 """symcnn import: the PyTorch twins of the shipped specs exported with torch.onnx.export, imported, and
 compared with the originals (logits and gradients); hand-built graphs for MatMul+Add, a final Softmax and
-the refusals."""
+the refusals. (Graphs with adds and concats: test_onnx_graphs.py.)"""
 
 from __future__ import annotations
 
@@ -109,8 +109,8 @@ def test_matmul_add_is_a_dense_layer_and_a_final_softmax_is_the_loss():
      r"node 'lopsided' \(Conv\): pads = \[0, 1, 1, 1\]: symcnn pads both sides alike"),
     ([helper.make_node("MaxPool", ["x"], ["y"], name="ceil", kernel_shape=[2, 2], ceil_mode=1)], {},
      r"node 'ceil' \(MaxPool\): ceil_mode = 1 is not supported"),
-    ([helper.make_node("Relu", ["x"], ["r"], name="r"), helper.make_node("Add", ["r", "x"], ["y"], name="residual")],
-     {}, r"node 'residual' \(Add\): symcnn imports a chain of layers"),
+    ([helper.make_node("Relu", ["x"], ["r"], name="r"), helper.make_node("Add", ["r", "b"], ["y"], name="shift")],
+     {"b": [1.0]}, r"node 'shift' \(Add\): adds or joins a constant"),
     ([helper.make_node("Softmax", ["x"], ["s"], name="early"), helper.make_node("Relu", ["s"], ["y"], name="r")],
      {}, r"node 'early' \(Softmax\): op not supported"),
 ])

@@ -1,7 +1,13 @@
 """What the errata are made of: a document's claim as transcribed (:class:`Transcription`), the
 document's conventions where they differ from symcnn's (:class:`Convention`, and the helpers that
-write one as checker options), the conditions a document assumes of a configuration, and a checked
-claim (:class:`Erratum`).
+write one as checker options), the conditions a claim needs that its document does not state
+(:class:`Condition`), and a checked claim (:class:`Erratum`).
+
+A convention is the document's *notation*: channels last, indices counted from 1, a flipped kernel,
+a tensor read as zero outside its shape where a sum leaves its range implicit. A condition restricts
+the *setting*: a stride, a size, a bias, the values; a claim that holds only under one that its
+document does not state, while the document's own setting allows the case where it fails, is
+``conditional``, shown with the smallest counter-example inside that setting.
 
 Example:
     >>> convention = merge([from_one("indices i", {"p": (FROM_ONE,)}), padded("dL/dY", "the document pads it")])
@@ -16,11 +22,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
-__all__ = ["STATUSES", "Convention", "Transcription", "Erratum", "SAME", "FROM_ONE", "true_convolution", "from_one",
-           "channels_last", "padded", "merge", "windows_tile", "no_output_padding", "square_input"]
+__all__ = ["STATUSES", "Convention", "Condition", "Transcription", "Erratum", "SAME", "FROM_ONE", "true_convolution",
+           "from_one", "channels_last", "padded", "merge", "windows_tile", "windows_disjoint", "no_output_padding",
+           "square_input", "output_divides_input", "without_bias", "features_differ"]
 
-#: An erratum's status: the claim holds in symcnn's conventions, only in the document's, or not at all.
-STATUSES = ("verified", "convention", "wrong")
+#: An erratum's status: the claim holds in symcnn's conventions, only in the document's notation, only
+#: under a condition the document does not state, or not at all.
+STATUSES = ("verified", "convention", "conditional", "wrong")
 
 
 @dataclass(frozen=True)
@@ -32,9 +40,21 @@ class Convention:
 
 
 @dataclass(frozen=True)
+class Condition:
+    """A condition on the setting that a claim needs and its document does not state (``name``
+    completes "holds only if ..."), and the checker (or probe) options that impose it: a fixed
+    setting (``{"stride": 1}``) or a ``constraint``, a predicate on a configuration."""
+
+    name: str
+    options: Mapping = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Transcription:
     """One claim of a document and how to check it: ``formula`` against ``against`` (an op or a
-    worked example) with the document's ``options``, or a worked ``example``."""
+    worked example) with the document's ``options``, or a worked ``example``, or ``formula`` (SymPy
+    syntax) by a ``probe`` of :mod:`symcnn.checking.errata.probes`. ``note`` says how the claim is
+    read where its document leaves something open (shown in the detail)."""
 
     document: str
     section: str
@@ -44,22 +64,28 @@ class Transcription:
     options: Mapping = field(default_factory=dict)
     conventions: tuple[Convention, ...] = ()
     example: Optional[str] = None
+    conditions: tuple[Condition, ...] = ()
+    probe: Optional[str] = None
+    note: str = ""
 
 
 @dataclass(frozen=True)
 class Erratum:
-    """A checked claim: ``status`` is ``verified``, ``convention`` or ``wrong``; ``detail`` names the
-    convention or gives the counter-example."""
+    """A checked claim: ``status`` is one of :data:`STATUSES`; ``detail`` names the convention or the
+    condition, or gives the counter-example. A ``conditional`` claim's ``condition`` completes "holds
+    only if ..."; a conditional or wrong claim's ``counterexample`` is the smallest found."""
 
     document: str
     section: str
     claim: str
     status: str
     detail: str
+    condition: Optional[str] = None
+    counterexample: Optional[str] = None
 
     def as_dict(self) -> dict:
         return {"document": self.document, "section": self.section, "claim": self.claim, "status": self.status,
-                "detail": self.detail}
+                "detail": self.detail, "condition": self.condition, "counterexample": self.counterexample}
 
 
 # --- conventions ---------------------------------------------------------------------------------------
@@ -97,18 +123,22 @@ def padded(name: str, why: str) -> Convention:
     return Convention(f"{name} zero outside its shape ({why})", {"zero_outside": frozenset({name})})
 
 
-def merge(conventions) -> Convention:
-    """Several conventions at once."""
+def merge(items, separator: str = "; "):
+    """Several conventions (or conditions) at once: one of the same kind, their names joined."""
+    items = list(items)
     options: dict = {}
-    for convention in conventions:
-        for key, value in convention.options.items():
+    for item in items:
+        for key, value in item.options.items():
             if isinstance(value, frozenset):
                 options[key] = options.get(key, frozenset()) | value
             elif isinstance(value, Mapping):
                 options[key] = {**options.get(key, {}), **value}
+            elif key == "constraint" and key in options:
+                options[key] = lambda config, first=options[key], second=value: first(config) and second(config)
             else:
                 options[key] = value
-    return Convention("; ".join(convention.name for convention in conventions), options)
+    kind = type(items[0]) if items else Convention
+    return kind(separator.join(item.name for item in items), options)
 
 
 # --- conditions a document assumes of a configuration ----------------------------------------------------
@@ -128,7 +158,30 @@ def no_output_padding(config) -> bool:
         for side, axis in (("height", "h"), ("width", "w")))
 
 
+def windows_disjoint(config) -> bool:
+    """Pooling windows that do not overlap: the stride is the window."""
+    return config["stride_h"] == config["kernel_height"] and config["stride_w"] == config["kernel_width"]
+
+
 def square_input(config) -> bool:
     """A square input."""
     return config["in_height"] == config["in_width"]
+
+
+# Conditions on a probe's cases (symcnn/checking/errata/probes/), read off the values each case carries.
+
+
+def output_divides_input(case) -> bool:
+    """An adaptive pool's output size divides its input size."""
+    return case["input"] % case["output"] == 0
+
+
+def without_bias(case) -> bool:
+    """The convolutions have no bias."""
+    return not case["bias"]
+
+
+def features_differ(case) -> bool:
+    """A sample's features are not all equal (its standard deviation is not 0)."""
+    return not case["equal"]
 

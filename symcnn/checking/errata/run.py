@@ -1,10 +1,13 @@
 """The errata checked and shown: each transcribed claim (:mod:`symcnn.checking.errata.transcriptions`)
-run through the checker now, and the entries as text, Markdown (docs/errata.md) or, through
-:meth:`~symcnn.checking.errata.model.Erratum.as_dict`, JSON. Nothing is hard-coded:
+run through the checker or its probe (:mod:`symcnn.checking.errata.probes`) now, and the entries as
+text, Markdown (docs/errata.md) or, through :meth:`~symcnn.checking.errata.model.Erratum.as_dict`,
+JSON. Nothing is hard-coded:
 
 - ``verified``: the claim holds in symcnn's conventions;
-- ``convention``: it is wrong in symcnn's conventions but holds under the document's, named in
+- ``convention``: it is wrong in symcnn's conventions but holds in the document's notation, named in
   ``detail``;
+- ``conditional``: it holds only under a condition the document does not state (``detail``: "holds
+  only if ..."), and fails in a case the document's own setting allows: the smallest counter-example;
 - ``wrong``: it fails even so; ``detail`` is the smallest counter-example.
 
 Example:
@@ -21,52 +24,83 @@ from typing import Mapping
 from symcnn.checking import limits
 from symcnn.checking.checker import check
 from symcnn.checking.documents import reference
+from symcnn.checking.errata import probes
 from symcnn.checking.errata.model import STATUSES, Erratum, Transcription, merge
 from symcnn.checking.errata.transcriptions import NOT_CHECKED, TRANSCRIPTIONS
 from symcnn.checking.examples import EXAMPLES
 from symcnn.checking.examples import check as check_example
-from symcnn.checking.result import CheckOptions, count
+from symcnn.checking.result import CheckOptions, CheckResult, count
 
 __all__ = ["run", "collect", "summary", "errata_text", "errata_markdown"]
 
-def _options(base: Mapping, extra: Mapping = {}) -> CheckOptions:
-    options = CheckOptions()
-    merged = {**base}
-    for key, value in extra.items():
-        current = merged.get(key)
-        if isinstance(value, frozenset):
-            merged[key] = (current or frozenset()) | value
-        elif isinstance(value, Mapping):
-            merged[key] = {**(current or {}), **value}
-        else:
-            merged[key] = value
-    return options.merged(**merged) if merged else options
+
+def _merged(base: Mapping, *extras: Mapping) -> dict:
+    """Options merged: mappings and sets joined, two constraints both required, anything else replaced."""
+    merged = dict(base)
+    for extra in extras:
+        for key, value in extra.items():
+            current = merged.get(key)
+            if isinstance(value, frozenset):
+                merged[key] = (current or frozenset()) | value
+            elif isinstance(value, Mapping):
+                merged[key] = {**(current or {}), **value}
+            elif key == "constraint" and current is not None:
+                merged[key] = lambda config, first=current, second=value: first(config) and second(config)
+            else:
+                merged[key] = value
+    return merged
+
+
+def _verdict(transcription: Transcription, *extras: Mapping) -> CheckResult:
+    """The claim checked with the transcription's options and ``extras`` (a convention's, a condition's)."""
+    options = _merged(transcription.options, *extras)
+    if transcription.probe is not None:
+        return probes.check(transcription.probe, transcription.formula, options)
+    return check(transcription.formula, transcription.against, CheckOptions().merged(**options))
+
+
+def _joined(*parts: str) -> str:
+    return "; ".join(part for part in parts if part)
 
 
 def run(transcription: Transcription) -> Erratum:
-    """Check one transcription: the status and detail are whatever the checker finds now."""
-    def entry(status: str, detail: str) -> Erratum:
-        return Erratum(transcription.document, transcription.section, transcription.claim, status, detail)
+    """Check one transcription: the status and detail are whatever the checker (or the probe) finds now."""
+    def entry(status: str, detail: str, condition=None, counterexample=None) -> Erratum:
+        return Erratum(transcription.document, transcription.section, transcription.claim, status, detail,
+                       condition, counterexample)
 
     if transcription.example is not None:
         result = check_example(EXAMPLES[transcription.example])
         if result.status == "ok":
             values = "1 value" if result.checked == 1 else f"{result.checked} values"
             return entry("verified", f"worked example {transcription.example}: {values} reproduced")
-        return entry("wrong", "; ".join(result.mismatches))
+        return entry("wrong", "; ".join(result.mismatches), counterexample="; ".join(result.mismatches))
     sizes = transcription.options.get("sizes", {})
     # The document's network sizes in sum bounds are read as parameters, and said so.
     as_parameters = "; ".join(f"{number} read as {name}" for number, name in sizes.items())
-    result = check(transcription.formula, transcription.against, _options(transcription.options))
+    notes = _joined(as_parameters, transcription.note)
+    result = _verdict(transcription)
     if result.correct:
-        return entry("verified", "; ".join(filter(None, [_verified_detail(result), as_parameters])))
-    if transcription.conventions:
-        convention = merge(transcription.conventions)
-        under = check(transcription.formula, transcription.against, _options(transcription.options, convention.options))
-        if under.correct:
-            return entry("convention", "; ".join(filter(None, [convention.name, as_parameters])))
-        return entry("wrong", f"even with {convention.name}: {under.counterexample(limit=2)}")
-    return entry("wrong", result.counterexample(limit=2))
+        return entry("verified", _joined(_verified_detail(result), notes))
+    reading = merge(transcription.conventions) if transcription.conventions else None
+    readings = (reading.options,) if reading else ()
+    if reading:
+        result = _verdict(transcription, *readings)
+        if result.correct:
+            return entry("convention", _joined(reading.name, notes))
+    condition = merge(transcription.conditions, " and ") if transcription.conditions else None
+    if condition:
+        conditioned = _verdict(transcription, *readings, condition.options)
+        if conditioned.correct:  # the counter-example: the first case of the document's setting that fails
+            counterexample = result.counterexample(limit=2)
+            return entry("conditional", _joined(reading.name if reading else "", f"holds only if {condition.name}",
+                                                counterexample, notes), condition.name, counterexample)
+        result = conditioned
+    assumed = " and ".join(part for part in (reading and f"with {reading.name}", condition and f"if {condition.name}")
+                           if part)
+    counterexample = result.counterexample(limit=2)
+    return entry("wrong", f"even {assumed}: {counterexample}" if assumed else counterexample,
+                 counterexample=counterexample)
 
 
 def _verified_detail(result) -> str:
@@ -79,10 +113,11 @@ def collect() -> list[Erratum]:
 
 
 def summary(entries) -> str:
-    """``70 claims: 39 verified, 29 verified under the document's convention, 2 wrong``."""
+    """The counts per status: ``70 claims: 39 verified, 26 verified under the document's convention, 3
+    conditional, 2 wrong``."""
     counts = {status: sum(entry.status == status for entry in entries) for status in STATUSES}
     return (f"{len(entries)} claims: {counts['verified']} verified, {counts['convention']} verified under the "
-            f"document's convention, {counts['wrong']} wrong")
+            f"document's convention, {counts['conditional']} conditional, {counts['wrong']} wrong")
 
 
 def errata_text(entries) -> str:
@@ -113,12 +148,19 @@ def errata_markdown(entries=None) -> str:
         "Generated by `symcnn errata` (`symcnn.checking.errata.errata_markdown`); do not edit by hand. "
         "Each claim of the",
         "five reference documents (tutorials on the mathematics of CNNs, not distributed with symcnn: each claim is",
-        "quoted below as its document writes it) is transcribed in `symcnn/checking/errata/transcriptions.py` with",
-        "its section, and checked when the command runs: by `symcnn check` against the derivation of its op (index",
-        "notation, at small configurations of increasing size) or of a worked example (exactly, entry by entry).",
+        "quoted below as its document writes it) is transcribed in `symcnn/checking/errata/transcriptions.py` (and,",
+        "for document 003, `symcnn/checking/errata/document003/`) with its section, and checked when the command runs:",
+        "by `symcnn check` against the derivation of its op (index notation, at small configurations of increasing",
+        "size) or of a worked example (exactly, entry by entry), or, where the checker cannot read it (a chain of",
+        "definitions, a probability, a variance), by a probe (`symcnn/checking/errata/probes/`) against what symcnn",
+        "derives or measures, case by case in increasing size.",
         "",
         "- **verified**: the claim holds in symcnn's conventions (docs/conventions.md);",
-        "- **convention**: it holds only under the document's own convention, named in the detail;",
+        "- **convention**: it holds only in the document's own notation (channels last, indices from 1, a flipped",
+        "  kernel, a tensor read as zero outside its shape), named in the detail;",
+        "- **conditional**: it holds only under a condition on the setting that the document does not state, while",
+        "  its own setting allows the case where it fails: the detail says \"holds only if …\" and gives the",
+        "  smallest counter-example inside the document's setting;",
         "- **wrong**: it fails; the detail is the smallest counter-example found.",
         "",
         summary(entries) + ".",
@@ -168,6 +210,11 @@ _VOCABULARY = [
     "  range (symcnn's derived formulas carry their range conditions). Exceptions: the convolution's input,",
     "  zero-padded by definition, and tensors named with `--zero-outside` (\"pad the output gradient\").",
     "  `--one-based NAME` counts NAME's indices from 1. Max pooling is checked at inputs with distinct values.",
+    "- **Probes** (`symcnn/checking/errata/probes/`, for what the checker cannot read) take a claim in SymPy syntax",
+    "  as a chain of definitions, one a line (`mu = Sum(x[k], (k, 0, m - 1))/m`): each line defines its left side",
+    "  for the lines after it, and a line whose left side symcnn derives (batch normalization's `dL/dx`, an",
+    "  adaptive pool's `Y`) or measures (the fraction of a dropout mask kept, the variance of the weights a",
+    "  Network draws, within six standard deviations) is compared with it, case by case in increasing size.",
 ]
 # The limits, from symcnn/checking/limits.py itself: the page cannot fall behind them.
 _LIMITS = textwrap.wrap(

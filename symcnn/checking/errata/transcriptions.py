@@ -3,21 +3,26 @@
 Each :class:`~symcnn.checking.errata.model.Transcription` holds a claim as its document writes it
 (``claim``), with the document's file name and section, and how symcnn checks it: a formula in the
 checker's notation (:mod:`symcnn.checking.checker`) against an op or a worked example, with the
-document's own settings (its kernel, padding, sizes), or a worked example of
-:mod:`symcnn.checking.examples`. Where a document uses another convention than symcnn's (a flipped
-kernel, channels last, indices from 1, a padded gradient), the transcription names it, with the
-options that express it. :data:`NOT_CHECKED` lists the statements symcnn does not check, and why.
+document's own settings (its kernel, padding, sizes), a worked example of
+:mod:`symcnn.checking.examples`, or a formula in SymPy syntax for a probe
+(:mod:`symcnn.checking.errata.probes`). Where a document uses another notation than symcnn's (a flipped
+kernel, channels last, indices from 1, a padded gradient), the transcription names it as a convention;
+where a claim needs a condition on the setting that its document does not state, as a condition; each
+with the options that express it. Document 003's claims are in
+:mod:`symcnn.checking.errata.document003`, by section. :data:`NOT_CHECKED` lists the statements symcnn
+does not check, and why.
 """
 
 from __future__ import annotations
 
-from symcnn.checking.errata.model import (FROM_ONE, SAME, Convention, Transcription, channels_last, from_one,
-                                          no_output_padding, padded, square_input, true_convolution, windows_tile)
+from symcnn.checking.errata.document003 import DOCUMENT_003, NOT_CHECKED_003
+from symcnn.checking.errata.model import (FROM_ONE, SAME, Condition, Transcription, channels_last, from_one, padded,
+                                          square_input, true_convolution, windows_tile)
 from symcnn.checking.examples import DOCUMENTS
 
 __all__ = ["TRANSCRIPTIONS", "NOT_CHECKED"]
 
-D000, D001, D002, D003, D004 = (DOCUMENTS[key] for key in ("000", "001", "002", "003", "004"))
+D000, D001, D002, D004 = (DOCUMENTS[key] for key in ("000", "001", "002", "004"))
 _CONV3_P1 = {"kernel": 3, "padding": 1, "stride": 1}
 
 TRANSCRIPTIONS: tuple[Transcription, ...] = (
@@ -109,8 +114,8 @@ TRANSCRIPTIONS: tuple[Transcription, ...] = (
         formula=r"\frac{\partial L}{\partial A_{i,j}} = \frac{1}{F^2} \frac{\partial L}{\partial P_{\lfloor i/F \rfloor, "
                 r"\lfloor j/F \rfloor}}",
         against="avgpool2d",
-        conventions=(Convention("windows that tile the input: stride F and input sizes multiples of F",
-                                {"constraint": windows_tile}),)),
+        conditions=(Condition("the windows tile the input: stride F and input sizes multiples of F (section 4.2 "
+                              "allows any stride S)", {"constraint": windows_tile}),)),
     Transcription(
         D001, "6.2 a. Gradient with Respect to Weights",
         r"\frac{\partial \mathcal{L}}{\partial \mathbf{W}^{[l]}} = \sum_{\text{locations}} \left( \text{Input Patch} "
@@ -180,8 +185,8 @@ TRANSCRIPTIONS: tuple[Transcription, ...] = (
     *(Transcription(
         D002, f"Backprop Through Pooling Layer / {title}", claim, formula=claim, against=op,
         options={"input_size": (3, 3), "kernel": 2, "values": [1, 5, 4, 9, 2, 1, 6, 3, 2]},
-        conventions=(Convention("2 × 2 windows with stride 1 (overlapping; the document gives only the kernel "
-                                "size, and a pool's stride is usually its window)", {"stride": 1}),))
+        conditions=(Condition("the stride is 1, so that the 2 × 2 windows overlap: the document gives only the "
+                              "kernel size, and a pool's stride is usually its window", {"stride": 1}),))
       for title, op, claim in (
           ("Max Pooling output", "maxpool2d", r"Y = \begin{bmatrix} 9 & 5 \\ 9 & 3 \end{bmatrix}"),
           ("Max Pooling gradient", "maxpool2d",
@@ -191,129 +196,8 @@ TRANSCRIPTIONS: tuple[Transcription, ...] = (
            r"\frac{\partial L}{\partial X} = \begin{bmatrix} \frac{a}{4} & \frac{a}{4} + \frac{b}{4} & \frac{b}{4} \\ "
            r"\frac{a}{4} + \frac{c}{4} & \frac{a}{4} + \frac{b}{4} + \frac{c}{4} + \frac{d}{4} & \frac{b}{4} + "
            r"\frac{d}{4} \\ \frac{c}{4} & \frac{c}{4} + \frac{d}{4} & \frac{d}{4} \end{bmatrix}"))),
-    # ---- document 003: the mathematics of CNNs ----------------------------------------------------------------------
-    Transcription(
-        D003, "Discrete Convolution Operation / 2D Convolution",
-        "(I * K)(i,j) = ∑∑ I(m,n) · K(i-m, j-n)",
-        formula=r"Y(i, j) = \sum_{m} \sum_{n} I(m, n) K(i - m, j - n)", against="conv2d",
-        conventions=(true_convolution("K", "Y", zero_kernel=True),)),
-    Transcription(
-        D003, "Discrete Convolution Operation / Cross-Correlation",
-        "(I ⊗ K)(i,j) = ∑∑ I(i+m, j+n) · K(m,n)",
-        formula=r"Y(i, j) = \sum_{m} \sum_{n} I(i + m, j + n) K(m, n)", against="conv2d"),
-    Transcription(
-        D003, "Discrete Convolution Operation / Valid Convolution",
-        "Output size: (H - K_h + 1) × (W - K_w + 1)",
-        formula=r"H_{out} = H - K_h + 1 \\ W_{out} = W - K_w + 1", against="conv2d"),
-    Transcription(
-        D003, "Multi-Channel Convolution / 3D Convolution",
-        "Y(i,j) = ∑∑∑ X(i+u, j+v, c) · W(u,v,c) + b",
-        formula=r"Y(i, j) = \sum_{u}\sum_{v}\sum_{c} X(i+u, j+v, c) \cdot W(u, v, c) + b", against="conv2d",
-        conventions=(channels_last({"X": "HWC", "W": "HWI"}),)),
-    Transcription(
-        D003, "Multi-Channel Convolution / Multiple Output Channels",
-        "Y^{(k)}(i,j) = ∑∑∑ X(i+u, j+v, c) · W^{(k)}(u,v,c) + b^{(k)}, for k = 1, 2, ..., K",
-        formula=r"Y^{(k)}(i, j) = \sum_{u}\sum_{v}\sum_{c} X(i+u, j+v, c) \cdot W^{(k)}(u, v, c) + b^{(k)}",
-        against="conv2d",
-        conventions=(channels_last({"X": "HWC", "W": "OHWI"}),
-                     from_one("output channels k", {"Y": (FROM_ONE, SAME, SAME), "W": (FROM_ONE, SAME, SAME, SAME),
-                                                     "b": (FROM_ONE,)}))),
-    Transcription(
-        D003, "Convolutional Layer Mathematics / Forward Pass",
-        "Y[n,i,j,k] = ∑∑∑ X[n, i·s+u, j·s+v, c] · W[u,v,c,k] + b[k]",
-        formula=r"Y[n, i, j, k] = \sum_{u}\sum_{v}\sum_{c} X[n, i \cdot s + u, j \cdot s + v, c] \cdot W[u, v, c, k] + b[k]",
-        against="conv2d",
-        conventions=(channels_last({"X": "NHWC", "Y": "NHWC", "W": "HWIO"}),)),
-    Transcription(
-        D003, "Output Size Calculation / With Padding and Stride",
-        "H_out = ⌊(H_in + 2p - K_h)/s⌋ + 1, W_out = ⌊(W_in + 2p - K_w)/s⌋ + 1",
-        formula=r"H_{out} = \lfloor \frac{H_{in} + 2p - K_h}{s} \rfloor + 1 \\ "
-                r"W_{out} = \lfloor \frac{W_{in} + 2p - K_w}{s} \rfloor + 1",
-        against="conv2d"),
-    Transcription(
-        D003, "Output Size Calculation / Padding Types",
-        "Same: p = (K-1)/2 (for odd K)",
-        formula=r"H_{out} = H_{in} \text{ where } p = \frac{K - 1}{2}", against="conv2d"),
-    Transcription(
-        D003, "Pooling Operations / Max Pooling",
-        "Y(i,j) = max{X(i·s+u, j·s+v) : 0 ≤ u,v < K}",
-        formula=r"Y(i, j) = \max_{u=0}^{K-1} \max_{v=0}^{K-1} X(i \cdot s + u, j \cdot s + v)", against="maxpool2d"),
-    Transcription(
-        D003, "Pooling Operations / Max Pooling gradient",
-        "∂L/∂X(m,n) = {∂L/∂Y(i,j) if (m,n) = argmax, 0 otherwise}",
-        formula=r"\frac{\partial L}{\partial X_{i s + u, j s + v}} = \frac{\partial L}{\partial Y_{i,j}} "
-                r"\mathbf{1}(X_{i s + u, j s + v} = Y_{i,j}) \text{ where } u, v \in \{0, 1\}",
-        against="maxpool2d", options={"kernel": 2},
-        conventions=(Convention("windows that do not overlap (stride = window)",
-                                {"constraint": lambda config: config["stride_h"] == config["kernel_height"]
-                                 and config["stride_w"] == config["kernel_width"]}),)),
-    Transcription(
-        D003, "Pooling Operations / Average Pooling",
-        "Y(i,j) = (1/K²) ∑∑ X(i·s+u, j·s+v)",
-        formula=r"Y(i, j) = \frac{1}{K^2} \sum_{u=0}^{K-1}\sum_{v=0}^{K-1} X(i \cdot s + u, j \cdot s + v)",
-        against="avgpool2d"),
-    Transcription(
-        D003, "Pooling Operations / Average Pooling gradient",
-        "∂L/∂X(m,n) = (1/K²) ∑_{(i,j): (m,n) in pooling region} ∂L/∂Y(i,j)",
-        formula=r"\frac{\partial L}{\partial X_{m,n}} = \frac{1}{K^2} \sum_{i}\sum_{j} \mathbf{1}(0 \le m - s i \le K-1, "
-                r"0 \le n - s j \le K-1) \frac{\partial L}{\partial Y_{i,j}}",
-        against="avgpool2d"),
-    Transcription(
-        D003, "Pooling Operations / Global Average Pooling",
-        "Y_c = (1/HW) ∑∑ X(i,j,c)",
-        formula=r"Y_c = \frac{1}{H W} \sum_{i}\sum_{j} X(i, j, c)", against="global_avgpool",
-        options={"layouts": {"Y": "C"}},
-        conventions=(channels_last({"X": "HWC"}),)),
-    Transcription(D003, "Parameter Calculation / Convolutional Layer",
-                  "Parameters = K_h × K_w × C_in × C_out + C_out", example="conv_parameter_count"),
-    Transcription(
-        D003, "Backpropagation in CNNs / Loss w.r.t. Feature Map",
-        "∂L/∂X[i,j,c] = ∑∑∑ ∂L/∂Y[u,v,k] · W[i-u·s, j-v·s, c, k]",
-        formula=r"\frac{\partial L}{\partial X[i, j, c]} = \sum_{u}\sum_{v}\sum_{k} \frac{\partial L}{\partial Y[u, v, k]} "
-                r"\cdot W[i - u \cdot s, j - v \cdot s, c, k]",
-        against="conv2d",
-        conventions=(channels_last({"X": "HWC", "dL/dX": "HWC", "dL/dY": "HWC", "W": "HWIO"}),
-                     Convention("W zero outside its shape (the sum runs over every output position)",
-                                {"zero_outside": frozenset({"W"})}))),
-    Transcription(
-        D003, "Backpropagation in CNNs / Loss w.r.t. Weights",
-        "∂L/∂W[u,v,c,k] = ∑∑∑ ∂L/∂Y[i,j,k] · X[i·s+u, j·s+v, c], summed over n, i, j",
-        formula=r"\frac{\partial L}{\partial W[u, v, c, k]} = \sum_{n=0}^{N-1}\sum_{i}\sum_{j} "
-                r"\frac{\partial L}{\partial Y[i, j, k]} \cdot X[i \cdot s + u, j \cdot s + v, c]",
-        against="conv2d",
-        conventions=(channels_last({"X": "HWC", "dL/dY": "HWC", "W": "HWIO", "dL/dW": "HWIO"}),)),
-    Transcription(
-        D003, "Backpropagation in CNNs / Loss w.r.t. Bias",
-        "∂L/∂b[k] = ∑∑∑ ∂L/∂Y[n,i,j,k]",
-        formula=r"\frac{\partial L}{\partial b[k]} = \sum_{n}\sum_{i}\sum_{j} \frac{\partial L}{\partial Y[n, i, j, k]}",
-        against="conv2d",
-        conventions=(channels_last({"dL/dY": "NHWC"}),)),
-    Transcription(D003, "Activation Functions in CNNs / ReLU", "f'(x) = {1 if x > 0, 0 if x ≤ 0}",
-                  example="relu_derivative"),
-    Transcription(D003, "Activation Functions in CNNs / Leaky ReLU", "f'(x) = {1 if x > 0, α if x ≤ 0}",
-                  example="leaky_relu_derivative"),
-    Transcription(D003, "Activation Functions in CNNs / ELU", "f'(x) = {1 if x > 0, f(x) + α if x ≤ 0}",
-                  example="elu_derivative"),
-    Transcription(
-        D003, "Loss Functions for CNNs / Cross-Entropy",
-        "L = -∑ y_i log(ŷ_i)",
-        formula=r"L = -\sum_{i} y_i \log(\hat{y}_i)", against="cross_entropy"),
-    Transcription(
-        D003, "Advanced CNN Concepts / Dilated Convolution",
-        "Y(i,j) = ∑∑ X(i + r·u, j + r·v) · W(u,v)",
-        formula=r"Y(i, j) = \sum_{u}\sum_{v} X(i + r \cdot u, j + r \cdot v) \cdot W(u, v)", against="conv2d"),
-    Transcription(
-        D003, "Advanced CNN Concepts / Transposed Convolution",
-        "Y[i,j] = ∑∑ X[⌊i/s⌋ - u, ⌊j/s⌋ - v] · W[u,v] (the gradient of a convolution with respect to its input)",
-        formula=r"Y[i, j] = \sum_{u}\sum_{v} X[\lfloor i/s \rfloor - u, \lfloor j/s \rfloor - v] \cdot W[u, v]",
-        against="conv2d", options={"tensors": {"Y": "grad_input", "X": "grad_output"},
-                                   "zero_outside": frozenset({"X"})}),
-    Transcription(
-        D003, "Advanced CNN Concepts / Transposed Convolution output size",
-        "H_out = (H_in - 1) × s - 2p + K (the transposed convolution's output is the convolution's input)",
-        formula=r"H_{in} = (H_{out} - 1) \times s - 2p + K_h", against="conv2d",
-        conventions=(Convention("no output padding: s divides H_in + 2p - K_h (else s input sizes share one "
-                                "output size)", {"constraint": no_output_padding}),)),
+    # ---- document 003: a collection of CNN formulas (symcnn/checking/errata/document003/) -------------------------
+    *DOCUMENT_003,
     # ---- document 004: a small CNN, forward and backward ----------------------------------------------------------
     Transcription(D004, "CNN Architecture; Forward Pass",
                   "the shapes of the network: its diagram (conv1, pool1, conv2, flatten 16×16×32, FC 10) and its "
@@ -425,7 +309,8 @@ TRANSCRIPTIONS: tuple[Transcription, ...] = (
                      padded("dL/dS^1", "no range condition on x - u + 1: the gradient of the padded convolution"))),
 )
 
-#: Statements of the documents that symcnn does not check, and why (shown in docs/errata.md).
+#: Statements of the documents that symcnn does not check, and why (shown in docs/errata.md): prose, a formula
+#: with nothing to evaluate, and (for now) what waits for the model summary and the optimizers.
 NOT_CHECKED: tuple[tuple[str, str, str], ...] = (
     (D000, "Backward Pass", "For pooling, backward pass upsamples the gradient (place gradient only at max position): "
                             "prose; document 004's routing formula and document 002's example are checked"),
@@ -433,12 +318,5 @@ NOT_CHECKED: tuple[tuple[str, str, str], ...] = (
                               "A_local is not defined, so there is nothing to evaluate"),
     (D001, "5. Forwardpropagation; 6.3 Parameter Update", "Z = Conv(A, W) + b, A = g(Z), W = W - η ∂L/∂W: "
                                                           "definitions, not claims"),
-    (D003, "Receptive Field Analysis; Adaptive Pooling; Memory; Computational Complexity",
-     "RF_l = RF_{l-1} + (K_l - 1)·∏ s_i, adaptive kernel and stride, memory and FLOP counts: no op of symcnn "
-     "defines them"),
-    (D003, "Normalization Techniques; Weight Initialization; Regularization; Optimization; Architectures; "
-           "Visualization; Quantization; Attention",
-     "batch and layer normalization, initializations, dropout, focal/Dice/IoU losses, SGD and Adam, learning-rate "
-     "schedules, Grad-CAM, parameter counts of published networks: outside symcnn's ops"),
-    (D003, "Implementation Considerations", "the stable softmax and in-place ReLU are code, not formulas"),
+    *NOT_CHECKED_003,
 )

@@ -1,0 +1,76 @@
+"""Document 003's claims, transcribed by section (data only): convolution and pooling
+(:mod:`~symcnn.checking.errata.document003.convolution`), normalization and initialization
+(:mod:`~symcnn.checking.errata.document003.normalization`), and the advanced concepts, regularization,
+visualization and implementation (:mod:`~symcnn.checking.errata.document003.advanced`), in the
+document's order.
+"""
+
+from __future__ import annotations
+
+from symcnn.checking.errata.document003.advanced import ADVANCED
+from symcnn.checking.errata.document003.convolution import CONVOLUTION
+from symcnn.checking.errata.document003.normalization import NORMALIZATION
+from symcnn.checking.errata.model import Transcription
+from symcnn.checking.examples import DOCUMENTS
+
+__all__ = ["DOCUMENT_003", "NOT_CHECKED_003", "WAITING"]
+
+D003 = DOCUMENTS["003"]
+
+#: Every transcribed claim of document 003, in the document's order.
+DOCUMENT_003: tuple[Transcription, ...] = CONVOLUTION + NORMALIZATION + ADVANCED
+
+#: How a reason says that a section waits for a part of symcnn being built (the model summary, the optimizers).
+WAITING = "waiting for "
+
+#: Document 003's statements that symcnn does not check (yet), and why: (document, section, reason).
+NOT_CHECKED_003: tuple[tuple[str, str, str], ...] = (
+    (D003, "Receptive Field Analysis; Advanced CNN Concepts / Dilated Convolution: Receptive Field",
+     WAITING + "`symcnn summary` (receptive field and jump, with dilation): RF_l = RF_{l-1} + (K_l - 1) · "
+     "∏_{i=1}^{l-1} s_i, RF_0 = 1, J_l = J_{l-1} · s_l, J_0 = 1, RF = 1 + (K-1) × r"),
+    (D003, "Parameter Calculation / Memory for Activations; Computational Complexity; Performance Metrics / "
+           "Computational Metrics",
+     WAITING + "`symcnn summary` (FLOPs and memory): Memory = N × H_out × W_out × C_out × sizeof(float), "
+     "FLOPs = N × H_out × W_out × C_out × (K_h × K_w × C_in + 1), FLOPs_backward ≈ 2 × FLOPs_forward, "
+     "FLOPs = ∑ (Operations per layer), Size = ∑ (Parameters per layer × bits per parameter)/8"),
+    (D003, "CNN Architectures",
+     WAITING + "`symcnn summary` and the LeNet-5, AlexNet and VGG-16 specs: their layers' shapes and parameter "
+     "counts (LeNet-5 ≈ 60,000 parameters, VGG-16 ≈ 138 million)"),
+    (D003, "Optimization for CNNs",
+     WAITING + "the optimizers (symcnn/training/optimizers.py): SGD with momentum v_t = μv_{t-1} + ∇L, "
+     "θ_{t+1} = θ_t - ηv_t; Adam m_t = β_1m_{t-1} + (1-β_1)∇L, v_t = β_2v_{t-1} + (1-β_2)(∇L)², "
+     "θ_{t+1} = θ_t - η(m̂_t)/(√v̂_t + ε); step decay η_t = η_0 × γ^⌊t/step_size⌋; cosine annealing "
+     "η_t = η_min + (η_max - η_min)(1 + cos(πt/T))/2"),
+    (D003, "Efficient Convolution Implementation",
+     "Y = X_unfolded · W_reshaped: the unfolding is named and sized, not defined (which patch entry goes in "
+     "which column), so there is nothing to evaluate"),
+    (D003, "Advanced Pooling Variants / Fractional Max Pooling; Regularization in CNNs / Spatial Dropout; "
+           "Guided Backpropagation; Mixed Precision Training; Scale and Rotation Invariance; Mathematical Summary",
+     "prose: no formula"),
+    (D003, "Regularization in CNNs / Data Augmentation; Cutout/Random Erasing",
+     "definitions of input transformations (rotation R(θ), translation, scaling, shearing, I' = I + β, I' = αI, "
+     "a masked rectangle): they change the data, not a layer, and symcnn has nothing to check them against"),
+    (D003, "Loss Functions for CNNs / Focal Loss; Dice Loss; IoU Loss",
+     "definitions of losses symcnn does not have: nothing to check them against"),
+    (D003, "CNN Visualization and Interpretability / Gradient-Based Methods; Grad-CAM map; Saliency Maps",
+     "∂L/∂I = ∇_I L, L_c^{Grad-CAM} = ReLU(∑_k α_k^c A^k) and S(i,j) = |∂L/∂I(i,j)| define new quantities from "
+     "a gradient (the Grad-CAM weights they use are checked)"),
+    (D003, "Memory Optimization / Gradient Checkpointing; Loss Scaling",
+     "Memory_saved = O(√n) and one extra forward pass describe a training procedure symcnn does not have; the "
+     "loss-scaling lines hold in exact arithmetic (a gradient is linear in the loss), and their point, FP16 "
+     "rounding, is outside symcnn's exact derivations"),
+    (D003, "Modern CNN Innovations; Attention Mechanisms",
+     "definitions of residual, bottleneck and dense blocks (y = F(x, W) + x, x_l = H_l([x_0, ..., x_{l-1}]), "
+     "k_0 + k × l feature maps) and of spatial and channel attention: blocks symcnn's specs do not build (no "
+     "addition or concatenation layer)"),
+    (D003, "Computational Efficiency / Quantization; Knowledge Distillation",
+     "definitions of 8-bit quantization and of the distillation loss: nothing of symcnn's to check them against"),
+    (D003, "Mathematical Properties / Translation Equivariance",
+     "f(T_δ(x)) = T_δ(f(x)) with neither f nor T_δ defined (a layer or a network? what the shift brings in at "
+     "the border?), so there is nothing to evaluate"),
+    (D003, "Implementation Considerations / In-Place Operations; Gradient Accumulation",
+     "code: x[x < 0] = 0 is ReLU's forward (checked as f(x) = max(0, x)); the accumulation loop reads a step "
+     "counter it never defines"),
+    (D003, "Performance Metrics / Classification Metrics",
+     "definitions of top-k accuracy, precision, recall and F1: nothing of symcnn's to check them against"),
+)

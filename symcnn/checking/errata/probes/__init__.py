@@ -1,0 +1,41 @@
+"""The probes: claims checked by code against symcnn (:mod:`~symcnn.checking.errata.probes.core`), for what
+the index checker cannot read. A transcription names its probe (``probe="batchnorm"``); :func:`check`
+runs it on the transcription's formula, as :func:`symcnn.checking.checker.check` runs the checker.
+
+Example:
+    >>> check("dropout", "kept_value = x/p", {"p": "keep"}).correct
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from symcnn.checking.errata.probes.core import Probe, search
+from symcnn.checking.errata.probes.layers import ACTIVATION, ADAPTIVE_POOLING, DROPOUT, SEPARABLE
+from symcnn.checking.errata.probes.normalization import BATCHNORM, LAYERNORM
+from symcnn.checking.errata.probes.training import GRAD_CAM, GRADIENT_CLIPPING, INITIALIZATION, STABLE_SOFTMAX
+from symcnn.checking.result import CheckResult
+
+__all__ = ["PROBES", "check"]
+
+#: Every probe by the name a transcription gives.
+PROBES: dict[str, Probe] = {
+    "batchnorm": BATCHNORM,
+    "layernorm": LAYERNORM,
+    "activation": ACTIVATION,
+    "dropout": DROPOUT,
+    "adaptive_pooling": ADAPTIVE_POOLING,
+    "separable": SEPARABLE,
+    "initialization": INITIALIZATION,
+    "stable_softmax": STABLE_SOFTMAX,
+    "gradient_clipping": GRADIENT_CLIPPING,
+    "grad_cam": GRAD_CAM,
+}
+
+
+def check(probe: str, formula: str, options: Mapping = {}) -> CheckResult:
+    """``formula`` checked by the probe named ``probe`` with ``options`` (a reading, a constraint)."""
+    if probe not in PROBES:
+        raise ValueError(f"probe: must be one of {', '.join(PROBES)}, got {probe!r}")
+    return search(PROBES[probe], formula, options)

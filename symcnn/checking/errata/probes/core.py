@@ -1,0 +1,197 @@
+"""Claims the index checker cannot read (a chain of definitions, a probability, a variance), checked
+by code against symcnn: a :class:`Probe` yields the cases of the document's setting, smallest first,
+and at each gives what symcnn derives (or measures); the first case where the claim differs is the
+smallest counter-example, as the index checker's (:func:`search` returns its
+:class:`~symcnn.checking.result.CheckResult`).
+
+A probe's claim is written in SymPy syntax (the checker's, :mod:`symcnn.checking.parse_sympy`), one
+definition a line, as the document writes its chain: every line defines its left side (a name, or
+a tensor's element ``t[i]`` for every ``i`` of its shape), which later lines read; a line whose left
+side symcnn derives is compared with it, exactly, or within the stated tolerance of a measured value.
+
+Example:
+    >>> values = evaluate_claim("s = Sum(x[k], (k, 0, m - 1))\\nt[i] = x[i]/s", {"m": 2, "x": Array([1, 3])},
+    ...                         {"t": (2,)})
+    >>> values["s"], values["t"].tolist()
+    (4, [1/4, 3/4])
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Union
+
+import sympy
+from sympy import Array, Indexed, Symbol
+
+from symcnn.checking.claims import Claim
+from symcnn.checking.parse_sympy import parse_sympy_claim
+from symcnn.checking.result import CheckResult, Difference, equal, show
+from symcnn.symbolic.expand import unroll
+
+__all__ = ["Case", "Evidence", "Probe", "evaluate_claim", "search", "rationals"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One configuration of a document's setting: in words (``label``, a counter-example's "at ...")
+    and as the values the probe and a condition's ``constraint`` read."""
+
+    label: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Evidence(NamedTuple):
+    """What a probe gives at one case: the values a claim may read (``given``: sizes as ints,
+    scalars, tensors as arrays), what symcnn derives or measures (``derived``, by the claim's names),
+    the shapes of the tensors a claim defines, and for a measured value the agreement it allows
+    (``tolerances``, absolute)."""
+
+    given: Mapping[str, Any]
+    derived: Mapping[str, Any]
+    shapes: Mapping[str, tuple] = {}
+    tolerances: Mapping[str, float] = {}
+
+
+@dataclass(frozen=True)
+class Probe:
+    """``cases(options)``: the document's setting, smallest first; ``evidence(case, options)``: the
+    :class:`Evidence` there; ``against``: what the claim is compared with, for the detail (``{op}``
+    filled from the options)."""
+
+    against: str
+    cases: Callable[[Mapping], Iterable[Case]]
+    evidence: Callable[[Case, Mapping], Evidence]
+
+
+Value = Union[sympy.Expr, Array, int]
+
+
+def _name(base) -> str:
+    return str(base.label if hasattr(base, "label") else base)
+
+
+def _value(expression: sympy.Expr, values: Mapping[str, Value]) -> sympy.Expr:
+    """``expression`` with every name read from ``values``: the scalars (sizes among them) first, so
+    that its sums have concrete ranges to unroll, then each tensor element it reads."""
+    expression = sympy.sympify(expression)
+    scalars = {symbol: sympy.sympify(values[symbol.name]) for symbol in expression.free_symbols
+               if isinstance(symbol, Symbol) and symbol.name in values and not isinstance(values[symbol.name], Array)}
+    expression = unroll(expression.xreplace(scalars))
+    reads = {}
+    for node in expression.atoms(Indexed):
+        name, array = _name(node.base), values.get(_name(node.base))
+        if not isinstance(array, Array):
+            raise ValueError(f"formula: {name} is not a tensor of this claim (known: {', '.join(sorted(values))})")
+        if not all(index.is_Integer for index in node.indices):
+            raise ValueError(f"formula: {node}: an index that no sum or left side sets")
+        index = tuple(int(i) for i in node.indices)
+        if len(index) != len(array.shape) or not all(0 <= i < size for i, size in zip(index, array.shape)):
+            raise ValueError(f"formula: {node} reads outside {name}'s shape {tuple(array.shape)}")
+        reads[node] = array[index]
+    return expression.xreplace(reads)
+
+
+def parse(formula: str) -> Claim:
+    """A probe's claim: definitions in SymPy syntax, one a line."""
+    return parse_sympy_claim(formula, set(), elements=False)
+
+
+def evaluate_claim(formula: Union[str, Claim], given: Mapping[str, Value],
+                   shapes: Mapping[str, tuple] = {}) -> dict[str, Value]:
+    """Every name the claim defines, line by line, reading ``given`` and the earlier lines; a tensor
+    defined element-wise (``t[i] = ...``) takes its shape from ``shapes``."""
+    claim = parse(formula) if isinstance(formula, str) else formula
+    values: dict[str, Value] = dict(given)
+    defined: dict[str, Value] = {}
+    for equation in claim.equations:
+        lhs = equation.lhs
+        if isinstance(lhs, Indexed):
+            name = _name(lhs.base)
+            if name not in shapes:
+                raise ValueError(f"formula: {name} is not a tensor this claim may define")
+            variables = lhs.indices
+            elements = [_value(equation.rhs.xreplace(dict(zip(variables, index))), values)
+                        for index in itertools.product(*(range(size) for size in shapes[name]))]
+            value: Value = Array(elements, shapes[name])
+        elif isinstance(lhs, Symbol):
+            name, value = lhs.name, _value(equation.rhs, values)
+        else:
+            raise ValueError(f"formula: the left side {lhs} must be a name or a tensor's element")
+        values[name] = defined[name] = value
+    return defined
+
+
+def _entries(name: str, value: Value) -> list[tuple[str, Any]]:
+    if isinstance(value, Array):
+        return [(f"{name}[{', '.join(map(str, index))}]", value[index])
+                for index in itertools.product(*(range(size) for size in value.shape))]
+    return [(name, value)]
+
+
+def _agree(claimed, derived, tolerance) -> bool:
+    if tolerance is None:
+        return equal(claimed, derived)
+    claimed = sympy.sympify(claimed)
+    return claimed.is_number and claimed.is_finite and abs(float(claimed) - float(derived)) <= tolerance
+
+
+def _shown(value) -> str:
+    """A value as a difference shows it; SymPy's ``nan`` (``0/0``) as undefined."""
+    return "undefined (nan)" if value is sympy.nan else show(value)
+
+
+def differences(defined: Mapping[str, Value], evidence: Evidence) -> list[Difference]:
+    """Where the claim's values differ from symcnn's, entry by entry."""
+    found = []
+    for name, value in defined.items():
+        if name not in evidence.derived:
+            continue
+        tolerance = evidence.tolerances.get(name)
+        for (entry, claimed), (_, derived) in zip(_entries(name, value), _entries(name, evidence.derived[name])):
+            if not _agree(claimed, derived, tolerance):
+                shown = _shown(derived) if tolerance is None else f"{float(derived):.4g} (measured, ± {tolerance:.2g})"
+                found.append(Difference(entry, _shown(claimed), shown))
+    return found
+
+
+def search(probe: Probe, formula: str, options: Mapping) -> CheckResult:
+    """The claim at every case of the probe's setting that meets ``options["constraint"]`` (if any),
+    smallest first: correct, or wrong at the first case where it differs."""
+    claim = parse(formula)
+    against = probe.against.format(**{key: value for key, value in options.items() if isinstance(value, str)})
+    compared = {_name(equation.lhs.base) if isinstance(equation.lhs, Indexed) else str(equation.lhs)
+                for equation in claim.equations}
+    constraint = options.get("constraint")
+    checked = 0
+    for case in probe.cases(options):
+        if constraint is not None and not constraint(case.values):
+            continue
+        evidence = probe.evidence(case, options)
+        if not compared & set(evidence.derived):
+            raise ValueError(f"formula: defines none of {', '.join(sorted(evidence.derived))}")
+        checked += 1
+        found = differences(evaluate_claim(claim, evidence.given, evidence.shapes), evidence)
+        if found:
+            return CheckResult(formula, against, "index", False, checked, case.label, tuple(found))
+    if not checked:
+        raise ValueError("constraint: no case of the document's setting meets it")
+    return CheckResult(formula, against, "index", True, checked)
+
+
+def rationals(seed: int, count: int, low: int = -4, high: int = 4, denominator: int = 4) -> list[sympy.Rational]:
+    """``count`` exact numbers drawn from ``seed`` (a probe's values: reproducible, and exact, so
+    that a claim is compared with symcnn exactly), none zero.
+
+    >>> rationals(0, 3)
+    [2, 5/2, -7/2]
+    """
+    generator = random.Random(seed)
+    values = []
+    while len(values) < count:
+        numerator = generator.randint(low * denominator, high * denominator)
+        if numerator:
+            values.append(sympy.Rational(numerator, denominator))
+    return values

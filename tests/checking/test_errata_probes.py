@@ -1,0 +1,132 @@
+"""The errata's probes: claims a chain of definitions states (batch normalization's backward pass, an
+initializer's variance, dropout's scaling), checked against what symcnn derives or measures.
+
+Each probe answers for the document's claim and differently for a claim changed in one place, at the
+smallest case where the change shows; the chain evaluator reads only what it is given.
+"""
+
+from __future__ import annotations
+
+import pytest
+import sympy
+from sympy import Array
+
+from symcnn.checking.errata.model import features_differ, output_divides_input, without_bias
+from symcnn.checking.errata.probes import PROBES, check
+from symcnn.checking.errata.probes.core import Case, Evidence, Probe, evaluate_claim, search
+from symcnn.checking.errata.probes.layers import _kept_fraction
+
+
+def test_a_chain_of_definitions_reads_its_earlier_lines_and_its_givens():
+    values = evaluate_claim("mu = Sum(x[k], (k, 0, m - 1))/m\nd[i] = x[i] - mu", {"m": 3, "x": Array([1, 2, 6])},
+                            {"d": (3,)})
+    assert values["mu"] == 3 and values["d"].tolist() == [-2, -1, 3]
+
+
+@pytest.mark.parametrize("formula, message", [
+    ("y = z[0]", "z is not a tensor of this claim"),
+    ("y = x[3]", "reads outside x's shape (3,)"),
+    ("t[i] = x[i]", "t is not a tensor this claim may define"),
+])
+def test_a_chain_that_reads_what_it_is_not_given_is_refused(formula, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        evaluate_claim(formula, {"x": Array([1, 2, 3])})
+
+
+def test_search_stops_at_the_first_case_that_differs_and_counts_the_cases():
+    cases = [Case(f"n = {n}", {"n": n}) for n in range(1, 6)]
+    squares = Probe("squares", lambda options: cases, lambda case, options: Evidence(
+        {"n": case.values["n"]}, {"y": case.values["n"] ** 2}))
+    assert search(squares, "y = n**2", {}).correct
+    wrong = search(squares, "y = 3*n - 2", {})  # right at n = 1 and 2
+    assert (wrong.correct, wrong.checked, wrong.counterexample()) == (False, 3, "at n = 3: y: claimed 7, derived 9")
+    assert search(squares, "y = 3*n - 2", {"constraint": lambda values: values["n"] < 3}).correct
+    with pytest.raises(ValueError, match="defines none of y"):
+        search(squares, "z = n", {})
+    with pytest.raises(ValueError, match="no case of the document's setting meets it"):
+        search(squares, "y = n**2", {"constraint": lambda values: False})
+
+
+def test_an_unknown_probe_is_refused():
+    with pytest.raises(ValueError, match="probe: must be one of"):
+        check("momentum", "v = 0")
+
+
+_BN_MU = ("dL/dmu = Sum(dL/dxhat[k]*(-1/sqrt(sigma2 + epsilon)), (k, 0, m - 1)) "
+          "+ dL/dsigma2*(-2/m)*Sum(x[k] - mu, (k, 0, m - 1))")
+
+
+def test_batch_normalizations_backward_lines_against_the_derived_gradients():
+    assert check("batchnorm", "dL/dxhat[i] = dL/dy[i]*gamma", {"statistics": "free"}).correct
+    assert not check("batchnorm", "dL/dxhat[i] = dL/dy[i]", {"statistics": "free"}).correct
+    assert check("batchnorm", _BN_MU, {"statistics": "free"}).correct
+    assert not check("batchnorm", _BN_MU.replace("(-2/m)", "(-2)"), {"statistics": "free"}).correct
+    final = "dL/dx[i] = dL/dxhat[i]/sqrt(sigma2 + epsilon) + dL/dsigma2*2*(x[i] - mu)/m + dL/dmu/m"
+    assert check("batchnorm", final, {"statistics": "batch"}).correct
+    # The unbiased variance (1/(m - 1)), PyTorch's running statistic, is not what the batch is normalized with.
+    unbiased = check("batchnorm", final.replace("2*(x[i] - mu)/m", "2*(x[i] - mu)/(m - 1)"), {"statistics": "batch"})
+    assert not unbiased.correct and unbiased.configuration.startswith("N=2, C=1, 1x1")
+
+
+def test_layer_normalization_needs_a_sample_whose_features_differ():
+    formula = ("mu = Sum(x[k], (k, 0, F - 1))/F\nsigma = sqrt(Sum((x[k] - mu)**2, (k, 0, F - 1))/F)\n"
+               "LN[i] = gamma[i]*(x[i] - mu)/sigma + beta[i]")
+    plain = check("layernorm", formula)
+    assert plain.configuration == "F = 2: a sample of equal values, x = (1, 1)"
+    assert plain.differences[0].claimed == "undefined (nan)"
+    assert check("layernorm", formula, {"constraint": features_differ}).correct
+    # With the document's batch variance's unbiased cousin, it is wrong where the features differ too.
+    unbiased = formula.replace("/F)\nLN", "/(F - 1))\nLN")
+    assert not check("layernorm", unbiased, {"constraint": features_differ}).correct
+
+
+def test_dropout_reads_p_as_the_keep_probability_and_measures_the_runtimes_masks():
+    formula = "kept_value = x/p\nkeep_probability = p"
+    assert check("dropout", formula, {"p": "keep"}).correct
+    as_drop = check("dropout", formula)
+    assert as_drop.configuration.startswith("symcnn's p = 1/4")  # at p = 1/2 both readings agree
+    assert abs(_kept_fraction(sympy.Rational(1, 4)) - 0.75) < 0.01
+
+
+def test_adaptive_pooling_windows_against_symcnns_and_the_condition():
+    formula = ("kernel = ceiling(n_in/n_out)\nstride = floor(n_in/n_out)\n"
+               "Y[i] = Sum(x[i*stride + u], (u, 0, kernel - 1))/kernel")
+    result = check("adaptive_pooling", formula)
+    assert result.configuration == "input size 5, output size 3"
+    assert result.differences[0].claimed == "x1/2 + x2/2" and result.differences[0].derived == "x1/3 + x2/3 + x3/3"
+    assert check("adaptive_pooling", formula, {"constraint": output_divides_input}).correct
+
+
+def test_separable_counts_come_from_the_registrys_shapes():
+    evidence = PROBES["separable"].evidence(Case("", {"K": 3, "C_in": 2, "C_out": 4, "bias": True}), {})
+    standard, depthwise, pointwise = 3 * 3 * 2 * 4 + 4, 3 * 3 * 2 + 2, 2 * 4 + 4  # weights and biases
+    assert (evidence.derived["standard"], evidence.derived["separable"]) == (standard, depthwise + pointwise)
+    formula = "standard = K*K*C_in*C_out\nseparable = K*K*C_in + C_in*C_out"
+    assert check("separable", formula, {"constraint": without_bias}).correct
+    assert not check("separable", formula.replace("K*K*C_in + ", "K*C_in + "), {"constraint": without_bias}).correct
+
+
+def test_initializers_variances():
+    assert check("initialization", "bound = sqrt(6/(n_in + n_out))", {"rule": "xavier"}).correct
+    assert not check("initialization", "bound = sqrt(3/(n_in + n_out))", {"rule": "xavier"}).correct
+    assert check("initialization", "variance = 2/n_in", {"rule": "he"}).correct
+    # Xavier's variance is not what a ReLU layer needs, nor what symcnn's Network draws.
+    he_cases = PROBES["initialization"].cases({"rule": "he"})
+    assert [case.values.get("drawn", False) for case in he_cases][:2] == [False, True]
+    drawn = {"rule": "he", "constraint": lambda values: values.get("drawn", False)}
+    assert check("initialization", "variance = 2/n_in", drawn).correct
+    assert not check("initialization", "variance = 1/n_in", drawn).correct
+
+
+def test_stable_softmax_clipping_and_grad_cam():
+    softmax = "M = MaxOver(x[k], (k, 0, F - 1))\np[i] = exp(x[i] - M)/Sum(exp(x[k] - M), (k, 0, F - 1))"
+    assert check("stable_softmax", softmax).correct
+    assert not check("stable_softmax", softmax.replace("exp(x[k] - M)", "exp(x[k])")).correct
+    clipping = ("norm = sqrt(Sum(g[k]**2, (k, 0, P - 1)))\n"
+                "clipped[k] = Piecewise((g[k]*threshold/norm, norm > threshold), (g[k], True))\n"
+                "clipped_norm = sqrt(Sum(clipped[k]**2, (k, 0, P - 1)))")
+    assert check("gradient_clipping", clipping).correct
+    assert not check("gradient_clipping", clipping.replace("norm > threshold", "norm < threshold")).correct
+    grad_cam = "alpha[k] = Sum(Sum(dyc_dA[k, i, j], (i, 0, H - 1)), (j, 0, W - 1))/Z"
+    assert check("grad_cam", grad_cam).correct
+    assert not check("grad_cam", grad_cam.replace("/Z", "/H")).correct
