@@ -1,5 +1,6 @@
 """The errata's probes: claims a chain of definitions states (batch normalization's backward pass, an
-initializer's variance, dropout's scaling), checked against what symcnn derives or measures.
+initializer's variance, dropout's scaling, an optimizer's step), checked against what symcnn derives,
+computes or measures.
 
 Each probe answers for the document's claim and differently for a claim changed in one place, at the
 smallest case where the change shows; the chain evaluator reads only what it is given.
@@ -130,3 +131,60 @@ def test_stable_softmax_clipping_and_grad_cam():
     grad_cam = "alpha[k] = Sum(Sum(dyc_dA[k, i, j], (i, 0, H - 1)), (j, 0, W - 1))/Z"
     assert check("grad_cam", grad_cam).correct
     assert not check("grad_cam", grad_cam.replace("/Z", "/H")).correct
+
+
+_SGD = "v[i] = mu*v_prev[i] + dL/dtheta[i]\ntheta_next[i] = theta[i] - eta*v[i]"
+_ADAM_MOMENTS = ("m[i] = beta1*m_prev[i] + (1 - beta1)*dL/dtheta[i]\n"
+                 "v[i] = beta2*v_prev[i] + (1 - beta2)*dL/dtheta[i]**2")
+_ADAM = (f"{_ADAM_MOMENTS}\nmhat[i] = m[i]/(1 - beta1**t)\nvhat[i] = v[i]/(1 - beta2**t)\n"
+         "theta_next[i] = theta[i] - eta*mhat[i]/(sqrt(vhat[i]) + epsilon)")
+
+
+def _in_float64(values):
+    return values["run"] == 2
+
+
+def test_sgd_with_momentum_step_by_step_exactly_and_as_the_optimizer_runs():
+    result = check("sgd_momentum", _SGD)
+    assert result.correct and result.checked == 12
+    # The velocity scaled by the learning rate moves theta alike (at a constant rate), but v is compared too.
+    scaled = check("sgd_momentum", "v[i] = mu*v_prev[i] + eta*dL/dtheta[i]\ntheta_next[i] = theta[i] - v[i]")
+    assert scaled.configuration.startswith("step 1 of sgd_momentum_update on 1 parameter")
+    assert [difference.entry for difference in scaled.differences] == ["v[0]"]
+    # The SGD optimizer's float64 run is checked, within rounding only.
+    assert check("sgd_momentum", _SGD, {"constraint": _in_float64}).correct
+    damped = check("sgd_momentum", _SGD.replace("+ dL/dtheta[i]", "+ (1 - mu)*dL/dtheta[i]"),
+                   {"constraint": _in_float64})
+    assert damped.configuration.startswith("step 1 of symcnn's SGD optimizer on 3 parameters, mu = 0.9")
+    assert damped.differences[0].derived.endswith("(computed in float64, ± 3.5e-12)")  # 1e-12 of its size
+
+
+def test_adam_against_the_optimizer_with_the_bias_corrected_moments():
+    assert check("adam", _ADAM_MOMENTS).correct
+    assert not check("adam", _ADAM_MOMENTS.replace("dL/dtheta[i]**2", "dL/dtheta[i]")).correct
+    assert check("adam", _ADAM).correct
+    # m-hat and v-hat read as m and v themselves (no bias correction): wrong from the first step.
+    uncorrected = check("adam", _ADAM.replace("/(1 - beta1**t)", "").replace("/(1 - beta2**t)", ""))
+    assert uncorrected.configuration.startswith("step 1 of symcnn's Adam optimizer on 1 parameter, beta1 = 0.9")
+    # epsilon under the root moves theta by about 1e-10 at symcnn's defaults: far beyond rounding, and shown.
+    inside = check("adam", _ADAM.replace("(sqrt(vhat[i]) + epsilon)", "sqrt(vhat[i] + epsilon)"))
+    assert inside.configuration.startswith("step 1 of symcnn's Adam optimizer on 1 parameter, beta1 = 0.9")
+    (difference,) = inside.differences
+    assert difference.entry == "theta_next[0]" and difference.claimed != difference.derived.split(" ")[0]
+
+
+def test_step_decay_and_cosine_annealing_against_the_schedules_and_a_training_runs_rate():
+    step = "eta_t = eta_0*gamma**floor(t/step_size)"
+    assert check("step_decay", step).correct
+    ceiling = check("step_decay", step.replace("floor", "ceiling"))  # equal while step_size is 1
+    assert ceiling.configuration == "t = 1, step_size = 2, gamma = 1/2, eta_0 = 1/10: step_decay, exactly"
+    in_training = {"constraint": lambda values: "run" in values}
+    late = check("step_decay", step.replace("floor(t/step_size)", "floor((t + 1)/step_size)"), in_training)
+    assert "TrainConfig.learning_rate" in late.configuration
+    cosine = "eta_t = eta_min + (eta_max - eta_min)*(1 + cos(pi*t/T))/2"
+    assert check("cosine_annealing", cosine).correct
+    assert check("cosine_annealing", cosine, in_training).correct
+    without_minimum = cosine.replace("eta_min + ", "")
+    assert check("cosine_annealing", without_minimum).configuration.startswith("t = 0, T = 1, eta_max = 0.1, eta_min")
+    assert check("cosine_annealing", without_minimum, in_training).correct  # training anneals to 0
+    assert not check("cosine_annealing", cosine.replace("pi*t/T", "pi*t/(2*T)"), in_training).correct

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import random
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Union
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Optional, Union
 
 import sympy
 from sympy import Array, Indexed, Symbol
@@ -46,13 +46,14 @@ class Case:
 class Evidence(NamedTuple):
     """What a probe gives at one case: the values a claim may read (``given``: sizes as ints,
     scalars, tensors as arrays), what symcnn derives or measures (``derived``, by the claim's names),
-    the shapes of the tensors a claim defines, and for a measured value the agreement it allows
-    (``tolerances``, absolute)."""
+    the shapes of the tensors a claim defines, and for a measured value (or one computed in floating
+    point) the agreement it allows (``tolerances``, absolute) and how it was obtained (``origin``)."""
 
     given: Mapping[str, Any]
     derived: Mapping[str, Any]
     shapes: Mapping[str, tuple] = {}
     tolerances: Mapping[str, float] = {}
+    origin: str = "measured"
 
 
 @dataclass(frozen=True)
@@ -131,16 +132,41 @@ def _entries(name: str, value: Value) -> list[tuple[str, Any]]:
     return [(name, value)]
 
 
+def _real(value) -> Optional[float]:
+    """A claimed value as a float, or ``None`` if it is no finite real number (a symbol, nan, ``sqrt(-1)``)."""
+    value = sympy.sympify(value)
+    if not (value.is_number and value.is_finite):
+        return None
+    try:
+        return float(value)
+    except TypeError:  # a complex number
+        return None
+
+
 def _agree(claimed, derived, tolerance) -> bool:
     if tolerance is None:
         return equal(claimed, derived)
-    claimed = sympy.sympify(claimed)
-    return claimed.is_number and claimed.is_finite and abs(float(claimed) - float(derived)) <= tolerance
+    claimed = _real(claimed)
+    return claimed is not None and abs(claimed - float(derived)) <= tolerance
 
 
 def _shown(value) -> str:
     """A value as a difference shows it; SymPy's ``nan`` (``0/0``) as undefined."""
     return "undefined (nan)" if value is sympy.nan else show(value)
+
+
+def _approximate(claimed, derived) -> tuple[str, str]:
+    """A claimed value and a measured (or floating-point) one, the measured one as a decimal with the
+    digits that tell them apart, the claimed one as written if it is a short number, else likewise:
+    ``('3/4', '0.7502')``."""
+    value, derived = _real(claimed), float(derived)
+    if value is None:
+        return _shown(sympy.sympify(claimed)), f"{derived:.4g}"
+    digits = 4
+    while f"{value:.{digits}g}" == f"{derived:.{digits}g}" and digits < 17:
+        digits += 1
+    short = sympy.sympify(claimed).is_Rational and len(str(claimed)) <= 12
+    return _shown(claimed) if short else f"{value:.{digits}g}", f"{derived:.{digits}g}"
 
 
 def differences(defined: Mapping[str, Value], evidence: Evidence) -> list[Difference]:
@@ -151,9 +177,13 @@ def differences(defined: Mapping[str, Value], evidence: Evidence) -> list[Differ
             continue
         tolerance = evidence.tolerances.get(name)
         for (entry, claimed), (_, derived) in zip(_entries(name, value), _entries(name, evidence.derived[name])):
-            if not _agree(claimed, derived, tolerance):
-                shown = _shown(derived) if tolerance is None else f"{float(derived):.4g} (measured, ± {tolerance:.2g})"
-                found.append(Difference(entry, _shown(claimed), shown))
+            if _agree(claimed, derived, tolerance):
+                continue
+            if tolerance is None:
+                found.append(Difference(entry, _shown(claimed), _shown(derived)))
+            else:
+                as_claimed, as_derived = _approximate(claimed, derived)
+                found.append(Difference(entry, as_claimed, f"{as_derived} ({evidence.origin}, ± {tolerance:.2g})"))
     return found
 
 
