@@ -1,6 +1,7 @@
 """Document 003's claims from "Advanced CNN Concepts" on: dilated, depthwise separable and transposed
-convolution, dropout, the cross-entropy loss, Grad-CAM's weights, the stable softmax and gradient
-clipping. Data only, as :mod:`symcnn.checking.errata.transcriptions`.
+convolution, dropout and the cross-entropy loss (:data:`ADVANCED`), then, after "Optimization for CNNs"
+(:mod:`~symcnn.checking.errata.document003.optimization`), Grad-CAM's weights, the stable softmax and
+gradient clipping (:data:`INTERPRETATION`). Data only, as :mod:`symcnn.checking.errata.transcriptions`.
 """
 
 from __future__ import annotations
@@ -8,14 +9,14 @@ from __future__ import annotations
 from symcnn.checking.errata.model import Condition, Convention, Transcription, no_output_padding, without_bias
 from symcnn.checking.examples import DOCUMENTS
 
-__all__ = ["ADVANCED"]
+__all__ = ["ADVANCED", "INTERPRETATION"]
 
 D003 = DOCUMENTS["003"]
 
 _NO_BIAS = Condition("the convolutions have no bias (the document's own parameter count, K_h × K_w × C_in × "
                      "C_out + C_out, has one)", {"constraint": without_bias})
 
-#: From "Advanced CNN Concepts" to "Implementation Considerations", in the document's order.
+#: From "Advanced CNN Concepts" to "Loss Functions for CNNs", in the document's order.
 ADVANCED: tuple[Transcription, ...] = (
     Transcription(
         D003, "Advanced CNN Concepts / Dilated Convolution",
@@ -65,6 +66,10 @@ ADVANCED: tuple[Transcription, ...] = (
         D003, "Loss Functions for CNNs / Cross-Entropy",
         "L = -∑ y_i log(ŷ_i)",
         formula=r"L = -\sum_{i} y_i \log(\hat{y}_i)", against="cross_entropy"),
+)
+
+#: From "CNN Visualization and Interpretability" to "Implementation Considerations", in the document's order.
+INTERPRETATION: tuple[Transcription, ...] = (
     Transcription(
         D003, "CNN Visualization and Interpretability / Grad-CAM weights",
         "α_k^c = (1/Z) ∑∑ ∂y^c/∂A_{i,j}^k",
