@@ -8,6 +8,8 @@ smallest case where the change shows; the chain evaluator reads only what it is 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import sympy
 from sympy import Array
@@ -32,6 +34,27 @@ def test_a_chain_of_definitions_reads_its_earlier_lines_and_its_givens():
 def test_a_chain_that_reads_what_it_is_not_given_is_refused(formula, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         evaluate_claim(formula, {"x": Array([1, 2, 3])})
+
+
+def test_a_recurrence_over_several_lines_reads_its_earlier_terms():
+    values = evaluate_claim("P[0] = 1\nP[l] = P[l - 1]*s[l]\nRF[0] = 1\nRF[l] = RF[l - 1] + (K[l] - 1)*P[l - 1]",
+                            {"s": Array([1, 2, 2]), "K": Array([1, 3, 2])}, {"P": (3,), "RF": (3,)})
+    assert values["P"].tolist() == [1, 2, 4] and values["RF"].tolist() == [1, 3, 5]
+    grid = evaluate_claim("t[0, j] = j\nt[i, j] = t[i - 1, j] + 10", {}, {"t": (2, 2)})["t"]
+    assert grid.tolist() == [[0, 1], [10, 11]]
+
+
+@pytest.mark.parametrize("formula, message", [
+    ("J[l] = J[l - 1]", "J[-1] reads outside J's shape (3,)"),
+    ("J[2] = 1\nJ[l] = J[l + 1]", "J[1] is read before a line defines it"),
+    ("J[0] = 1", "the lines define 1 of J's 3 elements"),
+    ("J[0] = 1\nJ[0] = 2", "J[0] is defined twice"),
+    ("J[l] = 1\nJ[l] = 2", "J is defined twice"),
+    ("J[3] = 1", "J[3] lies outside J's shape (3,)"),
+])
+def test_a_recurrence_that_reads_what_no_line_defined_is_refused(formula, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        evaluate_claim(formula, {}, {"J": (3,)})
 
 
 def test_search_stops_at_the_first_case_that_differs_and_counts_the_cases():
