@@ -14,7 +14,7 @@ import pytest
 import sympy
 from sympy import Array
 
-from symcnn.checking.errata.model import features_differ, output_divides_input, without_bias
+from symcnn.checking.errata.model import features_differ, no_dilation, output_divides_input, without_bias
 from symcnn.checking.errata.probes import PROBES, check
 from symcnn.checking.errata.probes.core import Case, Evidence, Probe, evaluate_claim, search
 from symcnn.checking.errata.probes.layers import _kept_fraction
@@ -211,3 +211,23 @@ def test_step_decay_and_cosine_annealing_against_the_schedules_and_a_training_ru
     assert check("cosine_annealing", without_minimum).configuration.startswith("t = 0, T = 1, eta_max = 0.1, eta_min")
     assert check("cosine_annealing", without_minimum, in_training).correct  # training anneals to 0
     assert not check("cosine_annealing", cosine.replace("pi*t/T", "pi*t/(2*T)"), in_training).correct
+
+
+_FIELD = "P[0] = 1\nP[l] = P[l - 1]*s[l]\nRF[0] = 1\nRF[l] = RF[l - 1] + (K[l] - 1)*P[l - 1]"
+
+
+def test_receptive_fields_and_jumps_are_the_rows_an_output_of_the_expanded_formulas_reads():
+    case = next(case for case in PROBES["receptive_field"].cases({}) if case.label == (
+        "2 layers: conv2d K=3 s=1, maxpool2d K=2 s=2"))
+    derived = PROBES["receptive_field"].evidence(case, {}).derived
+    assert derived["RF"].tolist() == [1, 3, 4] and derived["J"].tolist() == [1, 1, 2]
+    assert check("receptive_field", "J[0] = 1\nJ[l] = J[l - 1]*s[l]").correct
+    # Document 003's recurrence has no dilation: a dilated kernel of K taps spans (K - 1) r + 1 rows.
+    plain = check("receptive_field", _FIELD)
+    assert plain.configuration == "1 layer: conv2d K=2 s=1 d=2" and plain.differences[0].derived == "3"
+    assert check("receptive_field", _FIELD, {"constraint": no_dilation}).correct
+    assert check("receptive_field", _FIELD.replace("(K[l] - 1)", "(K[l] - 1)*r[l]")).correct
+    shifted = check("receptive_field", _FIELD.replace("*P[l - 1]", "*P[l]"), {"constraint": no_dilation})
+    assert shifted.configuration == "1 layer: conv2d K=2 s=2"  # the layer's own stride does not widen it
+    assert check("dilated_field", "RF = 1 + (K - 1)*r").correct
+    assert not check("dilated_field", "RF = K*r").correct

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from symcnn.checking.errata.probes.core import Probe, search
+from symcnn.checking.errata.probes.geometry import DILATED_FIELD, RECEPTIVE_FIELD
 from symcnn.checking.errata.probes.layers import ACTIVATION, ADAPTIVE_POOLING, DROPOUT, SEPARABLE
 from symcnn.checking.errata.probes.normalization import BATCHNORM, LAYERNORM
 from symcnn.checking.errata.probes.optimization import ADAM, COSINE_ANNEALING, SGD_MOMENTUM, STEP_DECAY
@@ -36,6 +37,8 @@ PROBES: dict[str, Probe] = {
     "adam": ADAM,
     "step_decay": STEP_DECAY,
     "cosine_annealing": COSINE_ANNEALING,
+    "receptive_field": RECEPTIVE_FIELD,
+    "dilated_field": DILATED_FIELD,
 }
 
 
