@@ -123,6 +123,19 @@ def test_the_optimization_claims(entries):
     assert stale.status == "wrong" and stale.counterexample.startswith("at step 1 of sgd_momentum_update")
 
 
+def test_the_receptive_field_and_operation_count_claims(entries):
+    by_section = {(entry.document[:3], entry.section): entry for entry in entries}
+    field = by_section[("003", "Receptive Field Analysis / Receptive Field Size")]
+    assert field.status == "conditional" and field.condition.startswith("no layer is dilated")
+    assert field.counterexample == "at 1 layer: conv2d K=2 s=1 d=2: RF[1]: claimed 2, derived 3"
+    for section in ("Receptive Field Analysis / Jump", "Advanced CNN Concepts / Dilated Convolution: Receptive Field",
+                    "Computational Complexity / Backward Pass"):
+        assert by_section[("003", section)].status == "verified", section
+    backward = _transcription("Computational Complexity / Backward Pass")
+    tripled = run(replace(backward, formula="FLOPs_backward = 3*FLOPs_forward"))
+    assert tripled.status == "wrong" and "(counted; ≈ at one significant figure, ± 1)" in tripled.counterexample
+
+
 def test_a_mutated_claim_changes_its_status():
     forward = _transcription("Forward Pass / Convolution Operation")
     assert run(forward).status == "verified"
@@ -249,11 +262,12 @@ def test_what_is_not_checked_is_prose_nothing_to_evaluate_or_waiting():
     # A reason says why: prose, a definition with nothing to check it against, a formula with nothing to
     # evaluate, or what it waits for (the model summary, the optimizers); none says "outside symcnn's ops".
     sections = " ".join(section for _, section, _ in NOT_CHECKED)
-    for topic in ("Receptive Field", "Memory for Activations", "Computational Complexity", "CNN Architectures"):
+    for topic in ("Memory for Activations", "Computational Complexity / Forward Pass", "CNN Architectures"):
         (reason,) = [reason for _, section, reason in NOT_CHECKED if topic in section]
         assert reason.startswith(WAITING), topic
     for topic in ("Normalization", "Weight Initialization", "Adaptive", "/ Dropout", "Grad-CAM weights",
-                  "Transposed", "Separable", "Optimization for CNNs"):
+                  "Transposed", "Separable", "Optimization for CNNs", "Receptive Field",
+                  "Computational Complexity / Backward Pass"):
         assert topic not in sections, topic
     assert not any("outside symcnn's ops" in reason for _, _, reason in NOT_CHECKED)
 

@@ -231,3 +231,16 @@ def test_receptive_fields_and_jumps_are_the_rows_an_output_of_the_expanded_formu
     assert shifted.configuration == "1 layer: conv2d K=2 s=2"  # the layer's own stride does not widen it
     assert check("dilated_field", "RF = 1 + (K - 1)*r").correct
     assert not check("dilated_field", "RF = K*r").correct
+
+
+def test_a_convolutions_backward_multiply_adds_are_about_twice_its_forward_ones():
+    from symcnn.checking.errata.probes.costs import multiply_adds, operations
+
+    assert (multiply_adds(sympy.sympify("b + w0*x0 + w1*x1")), operations(sympy.sympify("b + w0*x0 + w1*x1"))) == (3, 4)
+    assert multiply_adds(sympy.Integer(0)) == 0
+    first = next(iter(PROBES["backward_flops"].cases({})))
+    evidence = PROBES["backward_flops"].evidence(first, {})
+    # 1x1: y = w x + b (2); dL/dw = g x, dL/dx = g w, dL/db = g (3): a ratio of 1.5, which rounds to 2.
+    assert (evidence.given["FLOPs_forward"], evidence.derived["FLOPs_backward"]) == (2, 3)
+    assert check("backward_flops", "FLOPs_backward = 2*FLOPs_forward").correct
+    assert not check("backward_flops", "FLOPs_backward = FLOPs_forward").correct

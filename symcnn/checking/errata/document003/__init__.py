@@ -26,14 +26,11 @@ WAITING = "waiting for "
 
 #: Document 003's statements that symcnn does not check (yet), and why: (document, section, reason).
 NOT_CHECKED_003: tuple[tuple[str, str, str], ...] = (
-    (D003, "Receptive Field Analysis; Advanced CNN Concepts / Dilated Convolution: Receptive Field",
-     WAITING + "`symcnn summary` (receptive field and jump, with dilation): RF_l = RF_{l-1} + (K_l - 1) · "
-     "∏_{i=1}^{l-1} s_i, RF_0 = 1, J_l = J_{l-1} · s_l, J_0 = 1, RF = 1 + (K-1) × r"),
-    (D003, "Parameter Calculation / Memory for Activations; Computational Complexity; Performance Metrics / "
-           "Computational Metrics",
+    (D003, "Parameter Calculation / Memory for Activations; Computational Complexity / Forward Pass; Performance "
+           "Metrics / Computational Metrics",
      WAITING + "`symcnn summary` (FLOPs and memory): Memory = N × H_out × W_out × C_out × sizeof(float), "
-     "FLOPs = N × H_out × W_out × C_out × (K_h × K_w × C_in + 1), FLOPs_backward ≈ 2 × FLOPs_forward, "
-     "FLOPs = ∑ (Operations per layer), Size = ∑ (Parameters per layer × bits per parameter)/8"),
+     "FLOPs = N × H_out × W_out × C_out × (K_h × K_w × C_in + 1), FLOPs = ∑ (Operations per layer), "
+     "Size = ∑ (Parameters per layer × bits per parameter)/8"),
     (D003, "CNN Architectures",
      WAITING + "`symcnn summary` and the LeNet-5, AlexNet and VGG-16 specs: their layers' shapes and parameter "
      "counts (LeNet-5 ≈ 60,000 parameters, VGG-16 ≈ 138 million)"),

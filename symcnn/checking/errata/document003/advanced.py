@@ -23,6 +23,10 @@ ADVANCED: tuple[Transcription, ...] = (
         "Y(i,j) = ∑∑ X(i + r·u, j + r·v) · W(u,v)",
         formula=r"Y(i, j) = \sum_{u}\sum_{v} X(i + r \cdot u, j + r \cdot v) \cdot W(u, v)", against="conv2d"),
     Transcription(
+        D003, "Advanced CNN Concepts / Dilated Convolution: Receptive Field",
+        "RF = 1 + (K-1) × r",
+        formula="RF = 1 + (K - 1)*r", probe="dilated_field", note="one layer's field, in input positions"),
+    Transcription(
         D003, "Advanced CNN Concepts / Separable Convolution: parameters",
         "Standard: K × K × C_in × C_out, Separable: K × K × C_in + C_in × C_out",
         formula="standard = K*K*C_in*C_out\n"
