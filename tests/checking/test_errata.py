@@ -129,7 +129,8 @@ def test_the_receptive_field_and_operation_count_claims(entries):
     assert field.status == "conditional" and field.condition.startswith("no layer is dilated")
     assert field.counterexample == "at 1 layer: conv2d K=2 s=1 d=2: RF[1]: claimed 2, derived 3"
     for section in ("Receptive Field Analysis / Jump", "Advanced CNN Concepts / Dilated Convolution: Receptive Field",
-                    "Computational Complexity / Backward Pass"):
+                    "Computational Complexity / Backward Pass",
+                    "Performance Metrics / Computational Metrics: Model Size"):
         assert by_section[("003", section)].status == "verified", section
     backward = _transcription("Computational Complexity / Backward Pass")
     tripled = run(replace(backward, formula="FLOPs_backward = 3*FLOPs_forward"))
@@ -267,7 +268,7 @@ def test_what_is_not_checked_is_prose_nothing_to_evaluate_or_waiting():
         assert reason.startswith(WAITING), topic
     for topic in ("Normalization", "Weight Initialization", "Adaptive", "/ Dropout", "Grad-CAM weights",
                   "Transposed", "Separable", "Optimization for CNNs", "Receptive Field",
-                  "Computational Complexity / Backward Pass"):
+                  "Computational Complexity / Backward Pass", "Model Size"):
         assert topic not in sections, topic
     assert not any("outside symcnn's ops" in reason for _, _, reason in NOT_CHECKED)
 

@@ -244,3 +244,12 @@ def test_a_convolutions_backward_multiply_adds_are_about_twice_its_forward_ones(
     assert (evidence.given["FLOPs_forward"], evidence.derived["FLOPs_backward"]) == (2, 3)
     assert check("backward_flops", "FLOPs_backward = 2*FLOPs_forward").correct
     assert not check("backward_flops", "FLOPs_backward = FLOPs_forward").correct
+
+
+def test_the_model_size_is_the_bytes_of_the_parameters_a_network_holds():
+    size = "Size = Sum(n[l]*bits, (l, 0, L - 1))/8"
+    assert check("model_size", size).correct
+    in_bits = check("model_size", size.replace("/8", ""))
+    assert in_bits.configuration == "seed004 in float32"
+    as_float32 = check("model_size", size.replace("bits", "32"))  # the float64 networks hold 8 bytes a parameter
+    assert as_float32.configuration == "seed004 in float64"

@@ -29,8 +29,7 @@ NOT_CHECKED_003: tuple[tuple[str, str, str], ...] = (
     (D003, "Parameter Calculation / Memory for Activations; Computational Complexity / Forward Pass; Performance "
            "Metrics / Computational Metrics",
      WAITING + "`symcnn summary` (FLOPs and memory): Memory = N × H_out × W_out × C_out × sizeof(float), "
-     "FLOPs = N × H_out × W_out × C_out × (K_h × K_w × C_in + 1), FLOPs = ∑ (Operations per layer), "
-     "Size = ∑ (Parameters per layer × bits per parameter)/8"),
+     "FLOPs = N × H_out × W_out × C_out × (K_h × K_w × C_in + 1), FLOPs = ∑ (Operations per layer)"),
     (D003, "CNN Architectures",
      WAITING + "`symcnn summary` and the LeNet-5, AlexNet and VGG-16 specs: their layers' shapes and parameter "
      "counts (LeNet-5 ≈ 60,000 parameters, VGG-16 ≈ 138 million)"),

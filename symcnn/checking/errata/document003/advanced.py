@@ -1,7 +1,8 @@
 """Document 003's claims from "Advanced CNN Concepts" on: dilated, depthwise separable and transposed
 convolution, dropout and the cross-entropy loss (:data:`ADVANCED`), then, after "Optimization for CNNs"
-(:mod:`~symcnn.checking.errata.document003.optimization`), Grad-CAM's weights, the stable softmax and
-gradient clipping (:data:`INTERPRETATION`). Data only, as :mod:`symcnn.checking.errata.transcriptions`.
+(:mod:`~symcnn.checking.errata.document003.optimization`), Grad-CAM's weights, the stable softmax,
+gradient clipping and the model size (:data:`INTERPRETATION`). Data only, as
+:mod:`symcnn.checking.errata.transcriptions`.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ ADVANCED: tuple[Transcription, ...] = (
         formula=r"L = -\sum_{i} y_i \log(\hat{y}_i)", against="cross_entropy"),
 )
 
-#: From "CNN Visualization and Interpretability" to "Implementation Considerations", in the document's order.
+#: From "CNN Visualization and Interpretability" to "Performance Metrics", in the document's order.
 INTERPRETATION: tuple[Transcription, ...] = (
     Transcription(
         D003, "CNN Visualization and Interpretability / Grad-CAM weights",
@@ -94,4 +95,9 @@ INTERPRETATION: tuple[Transcription, ...] = (
                 "direction[k] = clipped[k]/clipped_norm",
         probe="gradient_clipping",
         note="||∇|| read as the L2 norm of all the parameter gradients together (PyTorch's clip_grad_norm_)"),
+    Transcription(
+        D003, "Performance Metrics / Computational Metrics: Model Size",
+        "Size = ∑ (Parameters per layer × bits per parameter)/8",
+        formula="Size = Sum(n[l]*bits, (l, 0, L - 1))/8", probe="model_size",
+        note="in bytes, of the parameters a network learns (a batch norm's running statistics are buffers)"),
 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from symcnn.checking.errata.probes.core import Probe, search
-from symcnn.checking.errata.probes.costs import BACKWARD_FLOPS
+from symcnn.checking.errata.probes.costs import BACKWARD_FLOPS, MODEL_SIZE
 from symcnn.checking.errata.probes.geometry import DILATED_FIELD, RECEPTIVE_FIELD
 from symcnn.checking.errata.probes.layers import ACTIVATION, ADAPTIVE_POOLING, DROPOUT, SEPARABLE
 from symcnn.checking.errata.probes.normalization import BATCHNORM, LAYERNORM
@@ -41,6 +41,7 @@ PROBES: dict[str, Probe] = {
     "receptive_field": RECEPTIVE_FIELD,
     "dilated_field": DILATED_FIELD,
     "backward_flops": BACKWARD_FLOPS,
+    "model_size": MODEL_SIZE,
 }
 
 

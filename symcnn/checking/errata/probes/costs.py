@@ -10,6 +10,9 @@ expanded formulas at small configurations.
   (:func:`multiply_adds`), as are the forward pass's, given to the claim as ``FLOPs_forward``.
   ``≈`` is read at the document's precision, one significant figure: the claim holds where the ratio
   rounds to 2 (from 1.5 to 2.5).
+- **model size**: the bytes of the parameter arrays a :class:`~symcnn.runtime.network.Network` of each
+  shipped spec holds (measured, ``nbytes``), in float32 and float64, the claim given each layer's
+  parameter count ``n[l]`` and ``bits`` per parameter.
 
 Example:
     >>> case = next(iter(BACKWARD_FLOPS.cases({})))
@@ -20,14 +23,18 @@ Example:
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import sympy
+from sympy import Array
 
 from symcnn.checking.errata.probes.core import Case, Evidence, Probe
+from symcnn.runtime.network import Network
+from symcnn.spec import SHIPPED_SPECS, load_spec
 from symcnn.symbolic.derive import Derivation, LayerConfig, derive
 
-__all__ = ["BACKWARD_FLOPS", "operations", "multiply_adds", "Convolution", "CONVOLUTIONS"]
+__all__ = ["BACKWARD_FLOPS", "MODEL_SIZE", "operations", "multiply_adds", "Convolution", "CONVOLUTIONS"]
 
 
 class Convolution(NamedTuple):
@@ -113,3 +120,37 @@ def _backward_evidence(case: Case, options) -> Evidence:
 #: A convolution's backward multiply-adds (its input, weight and bias gradients) against twice its forward ones.
 BACKWARD_FLOPS = Probe("the multiply-adds of the gradients symcnn derives (input, weight, bias), counted on their "
                        "expansion as the forward pass's", _cases, _backward_evidence)
+
+# --- model size ----------------------------------------------------------------------------------------
+
+_BITS = {"float32": 32, "float64": 64}
+
+
+def _size_cases(options) -> list[Case]:
+    return [Case(f"{spec} in {dtype}", {"spec": spec, "dtype": dtype}) for spec in SHIPPED_SPECS for dtype in _BITS]
+
+
+def _layer_parameters(spec: str) -> list[int]:
+    """Each layer's parameter count (weights, biases, a normalization's scale and shift), from the spec."""
+    counts: dict[str, int] = {}
+    for name, shape in load_spec(spec).parameter_shapes().items():
+        layer = name.rsplit(".", 1)[0]
+        counts[layer] = counts.get(layer, 0) + math.prod(shape)
+    return list(counts.values())
+
+
+@functools.lru_cache(maxsize=None)
+def _parameter_bytes(spec: str, dtype: str) -> int:
+    """The bytes of the parameter arrays a Network of ``spec`` holds in ``dtype``."""
+    return sum(array.nbytes for array in Network.from_spec(spec, dtype=dtype).params.values())
+
+
+def _size_evidence(case: Case, options) -> Evidence:
+    counts = _layer_parameters(case.values["spec"])
+    return Evidence({"L": len(counts), "n": Array(counts), "bits": _BITS[case.values["dtype"]]},
+                    {"Size": _parameter_bytes(case.values["spec"], case.values["dtype"])})
+
+
+#: A network's size in bytes, against the parameter arrays a Network holds.
+MODEL_SIZE = Probe("the bytes of the parameter arrays a Network of each shipped spec holds", _size_cases,
+                   _size_evidence)
