@@ -58,8 +58,8 @@ REFERENCE_DOCUMENTS: tuple[ReferenceDocument, ...] = (
     ReferenceDocument("003", "003_f833b9c4f4f72d5b.txt", "A collection of CNN formulas",
                       "convolution and cross-correlation, dilation, pooling (adaptive too), activations and their "
                       "derivatives, parameter counts, normalization forward and backward, initialization, dropout, "
-                      "transposed and separable convolution, and more (architectures, optimizers, losses and "
-                      "metrics symcnn does not have)"),
+                      "transposed and separable convolution, optimizers and learning-rate schedules, and more "
+                      "(architectures, losses and metrics symcnn does not have)"),
     ReferenceDocument("004", "004_2c23774dca2d8cc5.txt", "A small CNN, forward and backward",
                       "a network for 32×32×3 images (conv, ReLU, max pool, flatten, dense, softmax cross-entropy), "
                       "its forward pass and its whole backward pass"),

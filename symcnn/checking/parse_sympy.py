@@ -23,7 +23,8 @@ __all__ = ["parse_sympy_claim"]
 _SAFE = re.compile(r"^[\w\s\[\]\(\)\+\-\*/,\.=<>!&|'^~]*$")
 _ALLOWED_FUNCTIONS = {
     "Sum": sympy.Sum, "Max": sympy.Max, "Min": sympy.Min, "floor": sympy.floor, "ceiling": sympy.ceiling,
-    "Mod": sympy.Mod, "exp": sympy.exp, "log": sympy.log, "sqrt": sympy.sqrt, "Piecewise": sympy.Piecewise,
+    "Mod": sympy.Mod, "exp": sympy.exp, "log": sympy.log, "sqrt": sympy.sqrt, "cos": sympy.cos, "sin": sympy.sin,
+    "Piecewise": sympy.Piecewise,
     "Eq": sympy.Eq, "Ne": sympy.Ne, "Lt": sympy.Lt, "Le": sympy.Le, "Gt": sympy.Gt, "Ge": sympy.Ge,
     "And": sympy.And, "Or": sympy.Or, "Not": sympy.Not, "KroneckerDelta": sympy.KroneckerDelta,
     "MaxOver": MaxOver, "FirstArgmax": FirstArgmax, "Rational": sympy.Rational, "Integer": sympy.Integer,

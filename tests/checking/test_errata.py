@@ -108,6 +108,35 @@ def test_the_findings_of_document_003s_newer_sections(entries):
     assert stride_one.status == "conditional" and "shape 1x1" in stride_one.counterexample
 
 
+def test_the_optimization_claims(entries):
+    by_section = {(entry.document[:3], entry.section): entry for entry in entries}
+    for section in ("SGD with Momentum", "Adam: moments", "Adam: update", "Step Decay", "Cosine Annealing"):
+        assert by_section[("003", f"Optimization for CNNs / {section}")].status == "verified", section
+    update = _transcription("Optimization for CNNs / Adam: update")
+    assert "which the document uses without defining" in by_section[("003", update.section)].detail
+    # The reading matters: m-hat and v-hat read as m and v (no bias correction), the update is wrong at step 1.
+    uncorrected = run(replace(update, formula=update.formula.replace("/(1 - beta1**t)", "").replace(
+        "/(1 - beta2**t)", "")))
+    assert uncorrected.status == "wrong" and uncorrected.counterexample.startswith("at step 1 of symcnn's Adam")
+    sgd = _transcription("Optimization for CNNs / SGD with Momentum")
+    stale = run(replace(sgd, formula=sgd.formula.replace("eta*v[i]", "eta*v_prev[i]")))
+    assert stale.status == "wrong" and stale.counterexample.startswith("at step 1 of sgd_momentum_update")
+
+
+def test_the_receptive_field_and_operation_count_claims(entries):
+    by_section = {(entry.document[:3], entry.section): entry for entry in entries}
+    field = by_section[("003", "Receptive Field Analysis / Receptive Field Size")]
+    assert field.status == "conditional" and field.condition.startswith("no layer is dilated")
+    assert field.counterexample == "at 1 layer: conv2d K=2 s=1 d=2: RF[1]: claimed 2, derived 3"
+    for section in ("Receptive Field Analysis / Jump", "Advanced CNN Concepts / Dilated Convolution: Receptive Field",
+                    "Computational Complexity / Backward Pass",
+                    "Performance Metrics / Computational Metrics: Model Size"):
+        assert by_section[("003", section)].status == "verified", section
+    backward = _transcription("Computational Complexity / Backward Pass")
+    tripled = run(replace(backward, formula="FLOPs_backward = 3*FLOPs_forward"))
+    assert tripled.status == "wrong" and "(counted; ≈ at one significant figure, ± 1)" in tripled.counterexample
+
+
 def test_a_mutated_claim_changes_its_status():
     forward = _transcription("Forward Pass / Convolution Operation")
     assert run(forward).status == "verified"
@@ -216,6 +245,14 @@ def test_docs_errata_md_is_up_to_date(entries):
     assert written == errata.errata_markdown(entries), "regenerate: symcnn errata --markdown --out docs/errata.md"
 
 
+def test_every_character_of_the_errata_is_typeset_in_latex(entries):
+    from symcnn.report.writer import _tex_escape
+
+    for entry in entries:
+        for text in (entry.section, entry.claim, entry.detail):
+            assert "?" not in _tex_escape(text) or "?" in text, text
+
+
 def test_markdown_lists_what_is_not_checked(entries):
     markdown = errata.errata_markdown(entries)
     for _document, section, _ in NOT_CHECKED:
@@ -226,12 +263,12 @@ def test_what_is_not_checked_is_prose_nothing_to_evaluate_or_waiting():
     # A reason says why: prose, a definition with nothing to check it against, a formula with nothing to
     # evaluate, or what it waits for (the model summary, the optimizers); none says "outside symcnn's ops".
     sections = " ".join(section for _, section, _ in NOT_CHECKED)
-    for topic in ("Receptive Field", "Memory for Activations", "Computational Complexity", "CNN Architectures",
-                  "Optimization for CNNs"):
+    for topic in ("Memory for Activations", "Computational Complexity / Forward Pass", "CNN Architectures"):
         (reason,) = [reason for _, section, reason in NOT_CHECKED if topic in section]
         assert reason.startswith(WAITING), topic
     for topic in ("Normalization", "Weight Initialization", "Adaptive", "/ Dropout", "Grad-CAM weights",
-                  "Transposed", "Separable"):
+                  "Transposed", "Separable", "Optimization for CNNs", "Receptive Field",
+                  "Computational Complexity / Backward Pass", "Model Size"):
         assert topic not in sections, topic
     assert not any("outside symcnn's ops" in reason for _, _, reason in NOT_CHECKED)
 

@@ -1,5 +1,6 @@
 """The errata's probes: claims a chain of definitions states (batch normalization's backward pass, an
-initializer's variance, dropout's scaling), checked against what symcnn derives or measures.
+initializer's variance, dropout's scaling, an optimizer's step), checked against what symcnn derives,
+computes or measures.
 
 Each probe answers for the document's claim and differently for a claim changed in one place, at the
 smallest case where the change shows; the chain evaluator reads only what it is given.
@@ -7,11 +8,13 @@ smallest case where the change shows; the chain evaluator reads only what it is 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import sympy
 from sympy import Array
 
-from symcnn.checking.errata.model import features_differ, output_divides_input, without_bias
+from symcnn.checking.errata.model import features_differ, no_dilation, output_divides_input, without_bias
 from symcnn.checking.errata.probes import PROBES, check
 from symcnn.checking.errata.probes.core import Case, Evidence, Probe, evaluate_claim, search
 from symcnn.checking.errata.probes.layers import _kept_fraction
@@ -31,6 +34,27 @@ def test_a_chain_of_definitions_reads_its_earlier_lines_and_its_givens():
 def test_a_chain_that_reads_what_it_is_not_given_is_refused(formula, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         evaluate_claim(formula, {"x": Array([1, 2, 3])})
+
+
+def test_a_recurrence_over_several_lines_reads_its_earlier_terms():
+    values = evaluate_claim("P[0] = 1\nP[l] = P[l - 1]*s[l]\nRF[0] = 1\nRF[l] = RF[l - 1] + (K[l] - 1)*P[l - 1]",
+                            {"s": Array([1, 2, 2]), "K": Array([1, 3, 2])}, {"P": (3,), "RF": (3,)})
+    assert values["P"].tolist() == [1, 2, 4] and values["RF"].tolist() == [1, 3, 5]
+    grid = evaluate_claim("t[0, j] = j\nt[i, j] = t[i - 1, j] + 10", {}, {"t": (2, 2)})["t"]
+    assert grid.tolist() == [[0, 1], [10, 11]]
+
+
+@pytest.mark.parametrize("formula, message", [
+    ("J[l] = J[l - 1]", "J[-1] reads outside J's shape (3,)"),
+    ("J[2] = 1\nJ[l] = J[l + 1]", "J[1] is read before a line defines it"),
+    ("J[0] = 1", "the lines define 1 of J's 3 elements"),
+    ("J[0] = 1\nJ[0] = 2", "J[0] is defined twice"),
+    ("J[l] = 1\nJ[l] = 2", "J is defined twice"),
+    ("J[3] = 1", "J[3] lies outside J's shape (3,)"),
+])
+def test_a_recurrence_that_reads_what_no_line_defined_is_refused(formula, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        evaluate_claim(formula, {}, {"J": (3,)})
 
 
 def test_search_stops_at_the_first_case_that_differs_and_counts_the_cases():
@@ -130,3 +154,102 @@ def test_stable_softmax_clipping_and_grad_cam():
     grad_cam = "alpha[k] = Sum(Sum(dyc_dA[k, i, j], (i, 0, H - 1)), (j, 0, W - 1))/Z"
     assert check("grad_cam", grad_cam).correct
     assert not check("grad_cam", grad_cam.replace("/Z", "/H")).correct
+
+
+_SGD = "v[i] = mu*v_prev[i] + dL/dtheta[i]\ntheta_next[i] = theta[i] - eta*v[i]"
+_ADAM_MOMENTS = ("m[i] = beta1*m_prev[i] + (1 - beta1)*dL/dtheta[i]\n"
+                 "v[i] = beta2*v_prev[i] + (1 - beta2)*dL/dtheta[i]**2")
+_ADAM = (f"{_ADAM_MOMENTS}\nmhat[i] = m[i]/(1 - beta1**t)\nvhat[i] = v[i]/(1 - beta2**t)\n"
+         "theta_next[i] = theta[i] - eta*mhat[i]/(sqrt(vhat[i]) + epsilon)")
+
+
+def _in_float64(values):
+    return values["run"] == 2
+
+
+def test_sgd_with_momentum_step_by_step_exactly_and_as_the_optimizer_runs():
+    result = check("sgd_momentum", _SGD)
+    assert result.correct and result.checked == 12
+    # The velocity scaled by the learning rate moves theta alike (at a constant rate), but v is compared too.
+    scaled = check("sgd_momentum", "v[i] = mu*v_prev[i] + eta*dL/dtheta[i]\ntheta_next[i] = theta[i] - v[i]")
+    assert scaled.configuration.startswith("step 1 of sgd_momentum_update on 1 parameter")
+    assert [difference.entry for difference in scaled.differences] == ["v[0]"]
+    # The SGD optimizer's float64 run is checked, within rounding only.
+    assert check("sgd_momentum", _SGD, {"constraint": _in_float64}).correct
+    damped = check("sgd_momentum", _SGD.replace("+ dL/dtheta[i]", "+ (1 - mu)*dL/dtheta[i]"),
+                   {"constraint": _in_float64})
+    assert damped.configuration.startswith("step 1 of symcnn's SGD optimizer on 3 parameters, mu = 0.9")
+    assert damped.differences[0].derived.endswith("(computed in float64, ± 3.5e-12)")  # 1e-12 of its size
+
+
+def test_adam_against_the_optimizer_with_the_bias_corrected_moments():
+    assert check("adam", _ADAM_MOMENTS).correct
+    assert not check("adam", _ADAM_MOMENTS.replace("dL/dtheta[i]**2", "dL/dtheta[i]")).correct
+    assert check("adam", _ADAM).correct
+    # m-hat and v-hat read as m and v themselves (no bias correction): wrong from the first step.
+    uncorrected = check("adam", _ADAM.replace("/(1 - beta1**t)", "").replace("/(1 - beta2**t)", ""))
+    assert uncorrected.configuration.startswith("step 1 of symcnn's Adam optimizer on 1 parameter, beta1 = 0.9")
+    # epsilon under the root moves theta by about 1e-10 at symcnn's defaults: far beyond rounding, and shown.
+    inside = check("adam", _ADAM.replace("(sqrt(vhat[i]) + epsilon)", "sqrt(vhat[i] + epsilon)"))
+    assert inside.configuration.startswith("step 1 of symcnn's Adam optimizer on 1 parameter, beta1 = 0.9")
+    (difference,) = inside.differences
+    assert difference.entry == "theta_next[0]" and difference.claimed != difference.derived.split(" ")[0]
+
+
+def test_step_decay_and_cosine_annealing_against_the_schedules_and_a_training_runs_rate():
+    step = "eta_t = eta_0*gamma**floor(t/step_size)"
+    assert check("step_decay", step).correct
+    ceiling = check("step_decay", step.replace("floor", "ceiling"))  # equal while step_size is 1
+    assert ceiling.configuration == "t = 1, step_size = 2, gamma = 1/2, eta_0 = 1/10: step_decay, exactly"
+    in_training = {"constraint": lambda values: "run" in values}
+    late = check("step_decay", step.replace("floor(t/step_size)", "floor((t + 1)/step_size)"), in_training)
+    assert "TrainConfig.learning_rate" in late.configuration
+    cosine = "eta_t = eta_min + (eta_max - eta_min)*(1 + cos(pi*t/T))/2"
+    assert check("cosine_annealing", cosine).correct
+    assert check("cosine_annealing", cosine, in_training).correct
+    without_minimum = cosine.replace("eta_min + ", "")
+    assert check("cosine_annealing", without_minimum).configuration.startswith("t = 0, T = 1, eta_max = 0.1, eta_min")
+    assert check("cosine_annealing", without_minimum, in_training).correct  # training anneals to 0
+    assert not check("cosine_annealing", cosine.replace("pi*t/T", "pi*t/(2*T)"), in_training).correct
+
+
+_FIELD = "P[0] = 1\nP[l] = P[l - 1]*s[l]\nRF[0] = 1\nRF[l] = RF[l - 1] + (K[l] - 1)*P[l - 1]"
+
+
+def test_receptive_fields_and_jumps_are_the_rows_an_output_of_the_expanded_formulas_reads():
+    case = next(case for case in PROBES["receptive_field"].cases({}) if case.label == (
+        "2 layers: conv2d K=3 s=1, maxpool2d K=2 s=2"))
+    derived = PROBES["receptive_field"].evidence(case, {}).derived
+    assert derived["RF"].tolist() == [1, 3, 4] and derived["J"].tolist() == [1, 1, 2]
+    assert check("receptive_field", "J[0] = 1\nJ[l] = J[l - 1]*s[l]").correct
+    # Document 003's recurrence has no dilation: a dilated kernel of K taps spans (K - 1) r + 1 rows.
+    plain = check("receptive_field", _FIELD)
+    assert plain.configuration == "1 layer: conv2d K=2 s=1 d=2" and plain.differences[0].derived == "3"
+    assert check("receptive_field", _FIELD, {"constraint": no_dilation}).correct
+    assert check("receptive_field", _FIELD.replace("(K[l] - 1)", "(K[l] - 1)*r[l]")).correct
+    shifted = check("receptive_field", _FIELD.replace("*P[l - 1]", "*P[l]"), {"constraint": no_dilation})
+    assert shifted.configuration == "1 layer: conv2d K=2 s=2"  # the layer's own stride does not widen it
+    assert check("dilated_field", "RF = 1 + (K - 1)*r").correct
+    assert not check("dilated_field", "RF = K*r").correct
+
+
+def test_a_convolutions_backward_multiply_adds_are_about_twice_its_forward_ones():
+    from symcnn.checking.errata.probes.costs import multiply_adds, operations
+
+    assert (multiply_adds(sympy.sympify("b + w0*x0 + w1*x1")), operations(sympy.sympify("b + w0*x0 + w1*x1"))) == (3, 4)
+    assert multiply_adds(sympy.Integer(0)) == 0
+    first = next(iter(PROBES["backward_flops"].cases({})))
+    evidence = PROBES["backward_flops"].evidence(first, {})
+    # 1x1: y = w x + b (2); dL/dw = g x, dL/dx = g w, dL/db = g (3): a ratio of 1.5, which rounds to 2.
+    assert (evidence.given["FLOPs_forward"], evidence.derived["FLOPs_backward"]) == (2, 3)
+    assert check("backward_flops", "FLOPs_backward = 2*FLOPs_forward").correct
+    assert not check("backward_flops", "FLOPs_backward = FLOPs_forward").correct
+
+
+def test_the_model_size_is_the_bytes_of_the_parameters_a_network_holds():
+    size = "Size = Sum(n[l]*bits, (l, 0, L - 1))/8"
+    assert check("model_size", size).correct
+    in_bits = check("model_size", size.replace("/8", ""))
+    assert in_bits.configuration == "seed004 in float32"
+    as_float32 = check("model_size", size.replace("bits", "32"))  # the float64 networks hold 8 bytes a parameter
+    assert as_float32.configuration == "seed004 in float64"

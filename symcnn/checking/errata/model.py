@@ -24,7 +24,7 @@ from typing import Mapping, Optional
 
 __all__ = ["STATUSES", "Convention", "Condition", "Transcription", "Erratum", "SAME", "FROM_ONE", "true_convolution",
            "from_one", "channels_last", "padded", "merge", "windows_tile", "windows_disjoint", "no_output_padding",
-           "square_input", "output_divides_input", "without_bias", "features_differ"]
+           "square_input", "output_divides_input", "without_bias", "features_differ", "no_dilation"]
 
 #: An erratum's status: the claim holds in symcnn's conventions, only in the document's notation, only
 #: under a condition the document does not state, or not at all.
@@ -184,4 +184,9 @@ def without_bias(case) -> bool:
 def features_differ(case) -> bool:
     """A sample's features are not all equal (its standard deviation is not 0)."""
     return not case["equal"]
+
+
+def no_dilation(case) -> bool:
+    """No layer of a stack is dilated (each a ``(kind, kernel, stride, dilation)``)."""
+    return all(layer[3] == 1 for layer in case["stack"])
 

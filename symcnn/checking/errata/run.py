@@ -152,8 +152,8 @@ def errata_markdown(entries=None) -> str:
         "for document 003, `symcnn/checking/errata/document003/`) with its section, and checked when the command runs:",
         "by `symcnn check` against the derivation of its op (index notation, at small configurations of increasing",
         "size) or of a worked example (exactly, entry by entry), or, where the checker cannot read it (a chain of",
-        "definitions, a probability, a variance), by a probe (`symcnn/checking/errata/probes/`) against what symcnn",
-        "derives or measures, case by case in increasing size.",
+        "definitions, a probability, a variance, an optimizer's step), by a probe (`symcnn/checking/errata/probes/`)",
+        "against what symcnn derives, computes or measures, case by case in increasing size.",
         "",
         "- **verified**: the claim holds in symcnn's conventions (docs/conventions.md);",
         "- **convention**: it holds only in the document's own notation (channels last, indices from 1, a flipped",
@@ -212,9 +212,12 @@ _VOCABULARY = [
     "  `--one-based NAME` counts NAME's indices from 1. Max pooling is checked at inputs with distinct values.",
     "- **Probes** (`symcnn/checking/errata/probes/`, for what the checker cannot read) take a claim in SymPy syntax",
     "  as a chain of definitions, one a line (`mu = Sum(x[k], (k, 0, m - 1))/m`): each line defines its left side",
-    "  for the lines after it, and a line whose left side symcnn derives (batch normalization's `dL/dx`, an",
-    "  adaptive pool's `Y`) or measures (the fraction of a dropout mask kept, the variance of the weights a",
-    "  Network draws, within six standard deviations) is compared with it, case by case in increasing size.",
+    "  for the lines after it (a recurrence over several lines: `RF[0] = 1`, then `RF[l] = RF[l - 1] + ...` for the",
+    "  other `l`), and a line whose left side symcnn derives (batch normalization's `dL/dx`, an",
+    "  adaptive pool's `Y`), computes (an optimizer's state after a step from the state before it, exactly or,",
+    "  in float64, within 1e-12 of its size) or measures (the fraction of a dropout mask kept, the variance of",
+    "  the weights a Network draws, within six standard deviations) is compared with it, case by case in",
+    "  increasing size.",
 ]
 # The limits, from symcnn/checking/limits.py itself: the page cannot fall behind them.
 _LIMITS = textwrap.wrap(

@@ -1,15 +1,16 @@
 """Document 003's claims, transcribed by section (data only): convolution and pooling
 (:mod:`~symcnn.checking.errata.document003.convolution`), normalization and initialization
-(:mod:`~symcnn.checking.errata.document003.normalization`), and the advanced concepts, regularization,
-visualization and implementation (:mod:`~symcnn.checking.errata.document003.advanced`), in the
-document's order.
+(:mod:`~symcnn.checking.errata.document003.normalization`), the advanced concepts, regularization,
+visualization and implementation (:mod:`~symcnn.checking.errata.document003.advanced`) and, between
+these, optimization (:mod:`~symcnn.checking.errata.document003.optimization`), in the document's order.
 """
 
 from __future__ import annotations
 
-from symcnn.checking.errata.document003.advanced import ADVANCED
+from symcnn.checking.errata.document003.advanced import ADVANCED, INTERPRETATION
 from symcnn.checking.errata.document003.convolution import CONVOLUTION
 from symcnn.checking.errata.document003.normalization import NORMALIZATION
+from symcnn.checking.errata.document003.optimization import OPTIMIZATION
 from symcnn.checking.errata.model import Transcription
 from symcnn.checking.examples import DOCUMENTS
 
@@ -18,29 +19,20 @@ __all__ = ["DOCUMENT_003", "NOT_CHECKED_003", "WAITING"]
 D003 = DOCUMENTS["003"]
 
 #: Every transcribed claim of document 003, in the document's order.
-DOCUMENT_003: tuple[Transcription, ...] = CONVOLUTION + NORMALIZATION + ADVANCED
+DOCUMENT_003: tuple[Transcription, ...] = CONVOLUTION + NORMALIZATION + ADVANCED + OPTIMIZATION + INTERPRETATION
 
-#: How a reason says that a section waits for a part of symcnn being built (the model summary, the optimizers).
+#: How a reason says that a section waits for a part of symcnn being built (the model summary).
 WAITING = "waiting for "
 
 #: Document 003's statements that symcnn does not check (yet), and why: (document, section, reason).
 NOT_CHECKED_003: tuple[tuple[str, str, str], ...] = (
-    (D003, "Receptive Field Analysis; Advanced CNN Concepts / Dilated Convolution: Receptive Field",
-     WAITING + "`symcnn summary` (receptive field and jump, with dilation): RF_l = RF_{l-1} + (K_l - 1) · "
-     "∏_{i=1}^{l-1} s_i, RF_0 = 1, J_l = J_{l-1} · s_l, J_0 = 1, RF = 1 + (K-1) × r"),
-    (D003, "Parameter Calculation / Memory for Activations; Computational Complexity; Performance Metrics / "
-           "Computational Metrics",
+    (D003, "Parameter Calculation / Memory for Activations; Computational Complexity / Forward Pass; Performance "
+           "Metrics / Computational Metrics",
      WAITING + "`symcnn summary` (FLOPs and memory): Memory = N × H_out × W_out × C_out × sizeof(float), "
-     "FLOPs = N × H_out × W_out × C_out × (K_h × K_w × C_in + 1), FLOPs_backward ≈ 2 × FLOPs_forward, "
-     "FLOPs = ∑ (Operations per layer), Size = ∑ (Parameters per layer × bits per parameter)/8"),
+     "FLOPs = N × H_out × W_out × C_out × (K_h × K_w × C_in + 1), FLOPs = ∑ (Operations per layer)"),
     (D003, "CNN Architectures",
      WAITING + "`symcnn summary` and the LeNet-5, AlexNet and VGG-16 specs: their layers' shapes and parameter "
      "counts (LeNet-5 ≈ 60,000 parameters, VGG-16 ≈ 138 million)"),
-    (D003, "Optimization for CNNs",
-     WAITING + "the optimizers (symcnn/training/optimizers.py): SGD with momentum v_t = μv_{t-1} + ∇L, "
-     "θ_{t+1} = θ_t - ηv_t; Adam m_t = β_1m_{t-1} + (1-β_1)∇L, v_t = β_2v_{t-1} + (1-β_2)(∇L)², "
-     "θ_{t+1} = θ_t - η(m̂_t)/(√v̂_t + ε); step decay η_t = η_0 × γ^⌊t/step_size⌋; cosine annealing "
-     "η_t = η_min + (η_max - η_min)(1 + cos(πt/T))/2"),
     (D003, "Efficient Convolution Implementation",
      "Y = X_unfolded · W_reshaped: the unfolding is named and sized, not defined (which patch entry goes in "
      "which column), so there is nothing to evaluate"),

@@ -1,6 +1,8 @@
 """Document 003's claims from "Advanced CNN Concepts" on: dilated, depthwise separable and transposed
-convolution, dropout, the cross-entropy loss, Grad-CAM's weights, the stable softmax and gradient
-clipping. Data only, as :mod:`symcnn.checking.errata.transcriptions`.
+convolution, dropout and the cross-entropy loss (:data:`ADVANCED`), then, after "Optimization for CNNs"
+(:mod:`~symcnn.checking.errata.document003.optimization`), Grad-CAM's weights, the stable softmax,
+gradient clipping and the model size (:data:`INTERPRETATION`). Data only, as
+:mod:`symcnn.checking.errata.transcriptions`.
 """
 
 from __future__ import annotations
@@ -8,19 +10,23 @@ from __future__ import annotations
 from symcnn.checking.errata.model import Condition, Convention, Transcription, no_output_padding, without_bias
 from symcnn.checking.examples import DOCUMENTS
 
-__all__ = ["ADVANCED"]
+__all__ = ["ADVANCED", "INTERPRETATION"]
 
 D003 = DOCUMENTS["003"]
 
 _NO_BIAS = Condition("the convolutions have no bias (the document's own parameter count, K_h × K_w × C_in × "
                      "C_out + C_out, has one)", {"constraint": without_bias})
 
-#: From "Advanced CNN Concepts" to "Implementation Considerations", in the document's order.
+#: From "Advanced CNN Concepts" to "Loss Functions for CNNs", in the document's order.
 ADVANCED: tuple[Transcription, ...] = (
     Transcription(
         D003, "Advanced CNN Concepts / Dilated Convolution",
         "Y(i,j) = ∑∑ X(i + r·u, j + r·v) · W(u,v)",
         formula=r"Y(i, j) = \sum_{u}\sum_{v} X(i + r \cdot u, j + r \cdot v) \cdot W(u, v)", against="conv2d"),
+    Transcription(
+        D003, "Advanced CNN Concepts / Dilated Convolution: Receptive Field",
+        "RF = 1 + (K-1) × r",
+        formula="RF = 1 + (K - 1)*r", probe="dilated_field", note="one layer's field, in input positions"),
     Transcription(
         D003, "Advanced CNN Concepts / Separable Convolution: parameters",
         "Standard: K × K × C_in × C_out, Separable: K × K × C_in + C_in × C_out",
@@ -65,6 +71,10 @@ ADVANCED: tuple[Transcription, ...] = (
         D003, "Loss Functions for CNNs / Cross-Entropy",
         "L = -∑ y_i log(ŷ_i)",
         formula=r"L = -\sum_{i} y_i \log(\hat{y}_i)", against="cross_entropy"),
+)
+
+#: From "CNN Visualization and Interpretability" to "Performance Metrics", in the document's order.
+INTERPRETATION: tuple[Transcription, ...] = (
     Transcription(
         D003, "CNN Visualization and Interpretability / Grad-CAM weights",
         "α_k^c = (1/Z) ∑∑ ∂y^c/∂A_{i,j}^k",
@@ -85,4 +95,9 @@ ADVANCED: tuple[Transcription, ...] = (
                 "direction[k] = clipped[k]/clipped_norm",
         probe="gradient_clipping",
         note="||∇|| read as the L2 norm of all the parameter gradients together (PyTorch's clip_grad_norm_)"),
+    Transcription(
+        D003, "Performance Metrics / Computational Metrics: Model Size",
+        "Size = ∑ (Parameters per layer × bits per parameter)/8",
+        formula="Size = Sum(n[l]*bits, (l, 0, L - 1))/8", probe="model_size",
+        note="in bytes, of the parameters a network learns (a batch norm's running statistics are buffers)"),
 )

@@ -1,13 +1,14 @@
 """Document 003's claims about convolution and pooling: the discrete convolution and cross-correlation,
-multi-channel convolution, output sizes and padding, pooling (adaptive pooling too), parameter counts,
-backpropagation through a convolution, and the activations' derivatives. Data only, as
-:mod:`symcnn.checking.errata.transcriptions`.
+multi-channel convolution, output sizes and padding, the receptive field and jump, pooling (adaptive
+pooling too), parameter counts and operation counts, backpropagation through a convolution, and the
+activations' derivatives. Data only, as :mod:`symcnn.checking.errata.transcriptions`.
 """
 
 from __future__ import annotations
 
 from symcnn.checking.errata.model import (FROM_ONE, SAME, Condition, Convention, Transcription, channels_last,
-                                          from_one, output_divides_input, true_convolution, windows_disjoint)
+                                          from_one, no_dilation, output_divides_input, true_convolution,
+                                          windows_disjoint)
 from symcnn.checking.examples import DOCUMENTS
 
 __all__ = ["CONVOLUTION"]
@@ -67,6 +68,25 @@ CONVOLUTION: tuple[Transcription, ...] = (
         "Full: p = K-1",
         formula=r"H_{out} = H_{in} + K_h - 1 \text{ where } p = K_h - 1", against="conv2d"),
     Transcription(
+        D003, "Receptive Field Analysis / Receptive Field Size",
+        "RF_l = RF_{l-1} + (K_l - 1) · ∏_{i=1}^{l-1} s_i, RF_0 = 1 (input pixel)",
+        formula="P[0] = 1\n"
+                "P[l] = P[l - 1]*s[l]\n"
+                "RF[0] = 1\n"
+                "RF[l] = RF[l - 1] + (K[l] - 1)*P[l - 1]",
+        probe="receptive_field",
+        conditions=(Condition("no layer is dilated: a dilated kernel of K taps spans (K − 1)·r + 1 input positions, "
+                              "as the document's own dilated convolution has it (RF = 1 + (K-1) × r)",
+                              {"constraint": no_dilation}),),
+        note="∏_{i=1}^{l-1} s_i written P[l - 1], with P[0] = 1 and P[l] = P[l - 1]·s[l]; a layer is a convolution "
+             "or a pool (an activation reads one element)"),
+    Transcription(
+        D003, "Receptive Field Analysis / Jump",
+        "J_l = J_{l-1} · s_l, J_0 = 1",
+        formula="J[0] = 1\n"
+                "J[l] = J[l - 1]*s[l]",
+        probe="receptive_field", note="the initial term read first"),
+    Transcription(
         D003, "Pooling Operations / Max Pooling",
         "Y(i,j) = max{X(i·s+u, j·s+v) : 0 ≤ u,v < K}",
         formula=r"Y(i, j) = \max_{u=0}^{K-1} \max_{v=0}^{K-1} X(i \cdot s + u, j \cdot s + v)", against="maxpool2d"),
@@ -110,6 +130,13 @@ CONVOLUTION: tuple[Transcription, ...] = (
         note="an average pool of that kernel and stride, along one axis, for every output size up to the input size"),
     Transcription(D003, "Parameter Calculation / Convolutional Layer",
                   "Parameters = K_h × K_w × C_in × C_out + C_out", example="conv_parameter_count"),
+    Transcription(
+        D003, "Computational Complexity / Backward Pass",
+        "FLOPs_backward ≈ 2 × FLOPs_forward",
+        formula="FLOPs_backward = 2*FLOPs_forward", probe="backward_flops",
+        note="≈ read at the document's precision, one significant figure (the ratio rounds to 2); both passes' "
+             "multiply-adds counted on symcnn's expanded formulas, the backward pass's being the input, weight and "
+             "bias gradients (a network's first layer needs no input gradient)"),
     Transcription(
         D003, "Backpropagation in CNNs / Loss w.r.t. Feature Map",
         "∂L/∂X[i,j,c] = ∑∑∑ ∂L/∂Y[u,v,k] · W[i-u·s, j-v·s, c, k]",

@@ -12,8 +12,11 @@ from __future__ import annotations
 from typing import Mapping
 
 from symcnn.checking.errata.probes.core import Probe, search
+from symcnn.checking.errata.probes.costs import BACKWARD_FLOPS, MODEL_SIZE
+from symcnn.checking.errata.probes.geometry import DILATED_FIELD, RECEPTIVE_FIELD
 from symcnn.checking.errata.probes.layers import ACTIVATION, ADAPTIVE_POOLING, DROPOUT, SEPARABLE
 from symcnn.checking.errata.probes.normalization import BATCHNORM, LAYERNORM
+from symcnn.checking.errata.probes.optimization import ADAM, COSINE_ANNEALING, SGD_MOMENTUM, STEP_DECAY
 from symcnn.checking.errata.probes.training import GRAD_CAM, GRADIENT_CLIPPING, INITIALIZATION, STABLE_SOFTMAX
 from symcnn.checking.result import CheckResult
 
@@ -31,6 +34,14 @@ PROBES: dict[str, Probe] = {
     "stable_softmax": STABLE_SOFTMAX,
     "gradient_clipping": GRADIENT_CLIPPING,
     "grad_cam": GRAD_CAM,
+    "sgd_momentum": SGD_MOMENTUM,
+    "adam": ADAM,
+    "step_decay": STEP_DECAY,
+    "cosine_annealing": COSINE_ANNEALING,
+    "receptive_field": RECEPTIVE_FIELD,
+    "dilated_field": DILATED_FIELD,
+    "backward_flops": BACKWARD_FLOPS,
+    "model_size": MODEL_SIZE,
 }
 
 

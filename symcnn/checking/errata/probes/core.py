@@ -6,8 +6,9 @@ smallest counter-example, as the index checker's (:func:`search` returns its
 
 A probe's claim is written in SymPy syntax (the checker's, :mod:`symcnn.checking.parse_sympy`), one
 definition a line, as the document writes its chain: every line defines its left side (a name, or
-a tensor's element ``t[i]`` for every ``i`` of its shape), which later lines read; a line whose left
-side symcnn derives is compared with it, exactly, or within the stated tolerance of a measured value.
+a tensor's element ``t[i]`` for every ``i`` of its shape, or a recurrence over several lines), which
+later lines read; a line whose left side symcnn derives is compared with it, exactly, or within the
+stated tolerance of a measured (or floating-point) value.
 
 Example:
     >>> values = evaluate_claim("s = Sum(x[k], (k, 0, m - 1))\\nt[i] = x[i]/s", {"m": 2, "x": Array([1, 3])},
@@ -19,9 +20,10 @@ Example:
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Union
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Optional, Union
 
 import sympy
 from sympy import Array, Indexed, Symbol
@@ -46,13 +48,14 @@ class Case:
 class Evidence(NamedTuple):
     """What a probe gives at one case: the values a claim may read (``given``: sizes as ints,
     scalars, tensors as arrays), what symcnn derives or measures (``derived``, by the claim's names),
-    the shapes of the tensors a claim defines, and for a measured value the agreement it allows
-    (``tolerances``, absolute)."""
+    the shapes of the tensors a claim defines, and for a measured value (or one computed in floating
+    point) the agreement it allows (``tolerances``, absolute) and how it was obtained (``origin``)."""
 
     given: Mapping[str, Any]
     derived: Mapping[str, Any]
     shapes: Mapping[str, tuple] = {}
     tolerances: Mapping[str, float] = {}
+    origin: str = "measured"
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,29 @@ class Probe:
 Value = Union[sympy.Expr, Array, int]
 
 
+class _Partial:
+    """A tensor whose elements the lines have defined only in part so far: a recurrence's initial
+    terms (``RF[0] = 1``), then its terms in index order, each reading the earlier ones."""
+
+    def __init__(self, name: str, shape: tuple[int, ...]):
+        self.name, self.shape, self.elements = name, tuple(shape), {}
+
+    def __getitem__(self, index: tuple[int, ...]):
+        if index not in self.elements:
+            raise ValueError(f"formula: {self.name}[{', '.join(map(str, index))}] is read before a line defines it")
+        return self.elements[index]
+
+    def complete(self) -> bool:
+        return len(self.elements) == math.prod(self.shape)
+
+    def array(self) -> Array:
+        return Array([self.elements[index] for index in _positions(self.shape)], self.shape)
+
+
+def _positions(shape: tuple[int, ...]):
+    return itertools.product(*(range(size) for size in shape))
+
+
 def _name(base) -> str:
     return str(base.label if hasattr(base, "label") else base)
 
@@ -77,13 +103,14 @@ def _value(expression: sympy.Expr, values: Mapping[str, Value]) -> sympy.Expr:
     """``expression`` with every name read from ``values``: the scalars (sizes among them) first, so
     that its sums have concrete ranges to unroll, then each tensor element it reads."""
     expression = sympy.sympify(expression)
+    tensors = (Array, _Partial)
     scalars = {symbol: sympy.sympify(values[symbol.name]) for symbol in expression.free_symbols
-               if isinstance(symbol, Symbol) and symbol.name in values and not isinstance(values[symbol.name], Array)}
+               if isinstance(symbol, Symbol) and symbol.name in values and not isinstance(values[symbol.name], tensors)}
     expression = unroll(expression.xreplace(scalars))
     reads = {}
     for node in expression.atoms(Indexed):
         name, array = _name(node.base), values.get(_name(node.base))
-        if not isinstance(array, Array):
+        if not isinstance(array, tensors):
             raise ValueError(f"formula: {name} is not a tensor of this claim (known: {', '.join(sorted(values))})")
         if not all(index.is_Integer for index in node.indices):
             raise ValueError(f"formula: {node}: an index that no sum or left side sets")
@@ -99,28 +126,66 @@ def parse(formula: str) -> Claim:
     return parse_sympy_claim(formula, set(), elements=False)
 
 
+def _define_elements(lhs: Indexed, rhs: sympy.Expr, values: dict, shapes: Mapping[str, tuple],
+                     defined: Mapping[str, Value]) -> _Partial:
+    """The elements a line ``t[i, 0] = ...`` defines (every position its integer indices allow that no
+    earlier line has defined), in index order, each reading the elements defined before it. A given
+    value of the same name (symcnn's, for the lines after) is replaced."""
+    name = _name(lhs.base)
+    if name not in shapes:
+        raise ValueError(f"formula: {name} is not a tensor this claim may define")
+    tensor = values.get(name)
+    if not isinstance(tensor, _Partial):
+        if name in defined:
+            raise ValueError(f"formula: {name} is defined twice")
+        tensor = _Partial(name, shapes[name])
+    if len(lhs.indices) != len(tensor.shape):
+        raise ValueError(f"formula: {lhs} has {len(lhs.indices)} indices, {name} has {len(tensor.shape)} axes")
+    values[name] = tensor
+    fixed = [int(index) if index.is_Integer else None for index in lhs.indices]
+    positions = [position for position in _positions(tensor.shape)
+                 if all(given is None or given == at for given, at in zip(fixed, position))]
+    if not positions:
+        raise ValueError(f"formula: {lhs} lies outside {name}'s shape {tensor.shape}")
+    for position in positions:
+        if position in tensor.elements:
+            if None not in fixed:
+                raise ValueError(f"formula: {lhs} is defined twice")
+            continue  # an earlier line set it: a recurrence's initial term
+        variables = {index: at for index, at in zip(lhs.indices, position) if not index.is_Integer}
+        tensor.elements[position] = _value(rhs.xreplace(variables), values)
+    return tensor
+
+
 def evaluate_claim(formula: Union[str, Claim], given: Mapping[str, Value],
                    shapes: Mapping[str, tuple] = {}) -> dict[str, Value]:
     """Every name the claim defines, line by line, reading ``given`` and the earlier lines; a tensor
-    defined element-wise (``t[i] = ...``) takes its shape from ``shapes``."""
+    defined element-wise (``t[i] = ...``) takes its shape from ``shapes``, and may be defined over
+    several lines, a recurrence: ``RF[0] = 1`` then ``RF[l] = RF[l - 1] + ...`` for the other ``l``.
+
+    >>> evaluate_claim("J[0] = 1\\nJ[l] = 2*J[l - 1]", {}, {"J": (4,)})["J"].tolist()
+    [1, 2, 4, 8]
+    """
     claim = parse(formula) if isinstance(formula, str) else formula
     values: dict[str, Value] = dict(given)
     defined: dict[str, Value] = {}
     for equation in claim.equations:
         lhs = equation.lhs
         if isinstance(lhs, Indexed):
-            name = _name(lhs.base)
-            if name not in shapes:
-                raise ValueError(f"formula: {name} is not a tensor this claim may define")
-            variables = lhs.indices
-            elements = [_value(equation.rhs.xreplace(dict(zip(variables, index))), values)
-                        for index in itertools.product(*(range(size) for size in shapes[name]))]
-            value: Value = Array(elements, shapes[name])
+            tensor = _define_elements(lhs, equation.rhs, values, shapes, defined)
+            if not tensor.complete():
+                continue
+            name, value = tensor.name, tensor.array()
         elif isinstance(lhs, Symbol):
             name, value = lhs.name, _value(equation.rhs, values)
         else:
             raise ValueError(f"formula: the left side {lhs} must be a name or a tensor's element")
         values[name] = defined[name] = value
+    unfinished = [value for value in values.values() if isinstance(value, _Partial)]
+    if unfinished:
+        tensor = unfinished[0]
+        raise ValueError(f"formula: the lines define {len(tensor.elements)} of {tensor.name}'s "
+                         f"{math.prod(tensor.shape)} elements")
     return defined
 
 
@@ -131,16 +196,41 @@ def _entries(name: str, value: Value) -> list[tuple[str, Any]]:
     return [(name, value)]
 
 
+def _real(value) -> Optional[float]:
+    """A claimed value as a float, or ``None`` if it is no finite real number (a symbol, nan, ``sqrt(-1)``)."""
+    value = sympy.sympify(value)
+    if not (value.is_number and value.is_finite):
+        return None
+    try:
+        return float(value)
+    except TypeError:  # a complex number
+        return None
+
+
 def _agree(claimed, derived, tolerance) -> bool:
     if tolerance is None:
         return equal(claimed, derived)
-    claimed = sympy.sympify(claimed)
-    return claimed.is_number and claimed.is_finite and abs(float(claimed) - float(derived)) <= tolerance
+    claimed = _real(claimed)
+    return claimed is not None and abs(claimed - float(derived)) <= tolerance
 
 
 def _shown(value) -> str:
     """A value as a difference shows it; SymPy's ``nan`` (``0/0``) as undefined."""
     return "undefined (nan)" if value is sympy.nan else show(value)
+
+
+def _approximate(claimed, derived) -> tuple[str, str]:
+    """A claimed value and a measured (or floating-point) one, the measured one as a decimal with the
+    digits that tell them apart, the claimed one as written if it is a short number, else likewise:
+    ``('3/4', '0.7502')``."""
+    value, derived = _real(claimed), float(derived)
+    if value is None:
+        return _shown(sympy.sympify(claimed)), f"{derived:.4g}"
+    digits = 4
+    while f"{value:.{digits}g}" == f"{derived:.{digits}g}" and digits < 17:
+        digits += 1
+    short = sympy.sympify(claimed).is_Rational and len(str(claimed)) <= 12
+    return _shown(claimed) if short else f"{value:.{digits}g}", f"{derived:.{digits}g}"
 
 
 def differences(defined: Mapping[str, Value], evidence: Evidence) -> list[Difference]:
@@ -151,9 +241,13 @@ def differences(defined: Mapping[str, Value], evidence: Evidence) -> list[Differ
             continue
         tolerance = evidence.tolerances.get(name)
         for (entry, claimed), (_, derived) in zip(_entries(name, value), _entries(name, evidence.derived[name])):
-            if not _agree(claimed, derived, tolerance):
-                shown = _shown(derived) if tolerance is None else f"{float(derived):.4g} (measured, ± {tolerance:.2g})"
-                found.append(Difference(entry, _shown(claimed), shown))
+            if _agree(claimed, derived, tolerance):
+                continue
+            if tolerance is None:
+                found.append(Difference(entry, _shown(claimed), _shown(derived)))
+            else:
+                as_claimed, as_derived = _approximate(claimed, derived)
+                found.append(Difference(entry, as_claimed, f"{as_derived} ({evidence.origin}, ± {tolerance:.2g})"))
     return found
 
 
