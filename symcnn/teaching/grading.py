@@ -126,11 +126,15 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def counterexample(claimed: sympy.Expr, expected: sympy.Expr, tries: int = 400) -> Optional[str]:
-    """The smallest integer values (fewest nonzero, then smallest) of the symbols where two expressions differ.
+    """The smallest integer values (fewest nonzero, then smallest) of the symbols where two expressions differ;
+    past ``tries`` such points, every symbol 1, then the symbols 1, 2, 3, ... in their order (an expression
+    that needs many nonzero symbols to differ: a normalization's, with a variance and a scale).
 
     >>> a, x = sympy.symbols("a x00", real=True)
     >>> counterexample(a * x + 1, a * x)
     'at every symbol 0: yours 1, the key 0'
+    >>> counterexample(a * x * (a + x) ** 3, a * x * (a + x) ** 3 * 2, tries=1)
+    'at every symbol 1: yours 8, the key 16'
     """
     symbols = sorted(sympy.sympify(claimed).free_symbols | sympy.sympify(expected).free_symbols, key=str)
     tried = 0
@@ -139,21 +143,59 @@ def counterexample(claimed: sympy.Expr, expected: sympy.Expr, tries: int = 400) 
             for values in itertools.product((1, -1, 2), repeat=nonzero):
                 tried += 1
                 if tried > tries:
-                    return None
+                    return _past_the_search(claimed, expected, symbols)
                 point = {symbol: 0 for symbol in symbols}
                 point.update(zip(chosen, values))
-                try:
-                    mine = sympy.sympify(sympy.sympify(claimed).xreplace(point))
-                    theirs = sympy.sympify(sympy.sympify(expected).xreplace(point))
-                    if not (mine.is_number and theirs.is_number) or sympy.simplify(mine - theirs) == 0:
-                        continue
-                except (TypeError, ZeroDivisionError):
+                found = _values_differ(claimed, expected, point)
+                if found is None:
                     continue
                 where = ", ".join(f"{symbol} = {value}" for symbol, value in zip(chosen, values))
                 rest = "every symbol 0" if not chosen else where + (", every other symbol 0" if nonzero < len(symbols)
                                                                      else "")
-                return f"at {rest}: yours {plain_text(sympy.nsimplify(mine))}, the key {plain_text(theirs)}"
+                return f"at {rest}: {found}"
+    return _past_the_search(claimed, expected, symbols)
+
+
+def _past_the_search(claimed: sympy.Expr, expected: sympy.Expr, symbols: list) -> Optional[str]:
+    for where, point in (("every symbol 1", {symbol: 1 for symbol in symbols}),
+                         (", ".join(f"{symbol} = {number}" for number, symbol in enumerate(symbols, start=1)),
+                          {symbol: number for number, symbol in enumerate(symbols, start=1)})):
+        found = _values_differ(claimed, expected, point)
+        if found is not None:
+            return f"at {where}: {found}"
     return None
+
+
+def _values_differ(claimed: sympy.Expr, expected: sympy.Expr, point: dict) -> Optional[str]:
+    """``yours V, the key W`` where the two differ at ``point`` (both finite numbers there), else ``None``."""
+    try:
+        mine = sympy.sympify(sympy.sympify(claimed).xreplace(point))
+        theirs = sympy.sympify(sympy.sympify(expected).xreplace(point))
+        if not (mine.is_number and theirs.is_number) or not (mine.is_finite and theirs.is_finite):
+            return None  # symbols left, or a division by zero there (a variance of 0 and epsilon 0)
+        if sympy.simplify(mine - theirs) == 0:
+            return None
+    except (TypeError, ZeroDivisionError):
+        return None
+    return f"yours {plain_text(sympy.nsimplify(mine))}, the key {plain_text(theirs)}"
+
+
+def _key_symbols(answer: Answer) -> dict[str, sympy.Symbol]:
+    values = [value for row in answer.value for value in row] if answer.kind == "matrix" else [answer.value]
+    values += [definition for _, definition in answer.definitions]
+    return {symbol.name: symbol for value in values for symbol in sympy.sympify(value).free_symbols}
+
+
+def _as_key_writes(value: sympy.Expr, answer: Answer) -> sympy.Expr:
+    """A student's value in the key's terms: each symbol the key's of its name (the reader's are real, the
+    key's ε positive), and each quantity the key defines (``mu``, ``sigma2``) replaced by its definition."""
+    named = {**_key_symbols(answer), **{symbol.name: definition for symbol, definition in answer.definitions}}
+    value = sympy.sympify(value)
+    return value.xreplace({symbol: named[symbol.name] for symbol in value.free_symbols if symbol.name in named})
+
+
+def _key_value(value: sympy.Expr, answer: Answer) -> sympy.Expr:
+    return sympy.sympify(value).xreplace(dict(answer.definitions))
 
 
 def _compare(answer: Answer, text: str) -> tuple[bool, list[str], Optional[str]]:
@@ -176,12 +218,12 @@ def _compare(answer: Answer, text: str) -> tuple[bool, list[str], Optional[str]]
         differences = [f"entry [{row}, {column}]: yours {plain_text(rows[row][column])}, the key "
                        f"{plain_text(expected[row][column])}"
                        for row in range(len(rows)) for column in range(len(rows[0]))
-                       if not equal(rows[row][column], expected[row][column])]
+                       if not equal(_as_key_writes(rows[row][column], answer), expected[row][column])]
         return not differences, differences, None
-    value = _expression(text)
-    if equal(value, answer.value):
+    value, expected = _as_key_writes(_expression(text), answer), _key_value(answer.value, answer)
+    if equal(value, expected):
         return True, [], None
-    return False, [], counterexample(value, answer.value) if answer.kind == "expression" else None
+    return False, [], counterexample(value, expected) if answer.kind == "expression" else None
 
 
 def _grade_one(exercise: Exercise, text: Optional[str]) -> Verdict:

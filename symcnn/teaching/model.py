@@ -32,14 +32,19 @@ KINDS = ("number", "matrix", "expression", "shape", "choice")
 
 
 def matrix_rows(array: Array) -> tuple[tuple[sympy.Expr, ...], ...]:
-    """A tensor's entries as the rows of a matrix: leading axes of size 1 dropped, a vector one row.
+    """A tensor's entries as the rows of a matrix: leading axes of size 1 dropped, a vector one row; a batch
+    of single-row maps one sample a row (its other axes of size 1 dropped too).
 
     >>> matrix_rows(Array([[[[1, 2], [3, 4]]]]))
+    ((1, 2), (3, 4))
+    >>> matrix_rows(Array([[[[1, 2]]], [[[3, 4]]]]))
     ((1, 2), (3, 4))
     """
     shape = [size for size in array.shape]
     while len(shape) > 2 and shape[0] == 1:
         shape.pop(0)
+    if len(shape) > 2:
+        shape = [size for size in shape if size > 1] or [1]
     flat = [sympy.sympify(value) for value in Array(array).reshape(len(array)).tolist()] if array.shape else [array]
     if len(shape) == 1:
         return (tuple(flat),)
@@ -60,11 +65,14 @@ class Answer:
     """The key's answer: its ``kind`` (one of :data:`KINDS`) and value.
 
     ``number`` and ``expression``: a SymPy expression; ``matrix``: rows of expressions; ``shape``: a
-    tuple of ints; ``choice``: a letter.
+    tuple of ints; ``choice``: a letter. ``definitions`` name quantities an expression may be written
+    with (a normalization's ``mu`` and ``sigma2``), each as an expression in the givens' symbols: the
+    grader puts them in, in the student's answer and in the key, before comparing.
     """
 
     kind: str
     value: Any
+    definitions: tuple[tuple[sympy.Symbol, sympy.Expr], ...] = ()
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -115,12 +123,13 @@ class Setup:
     """What an exercise computes, for tests that check the key independently: the layers (op and
     ``LayerConfig`` fields), the numbers by role (``input``, ``weight``, ``bias``, ``grad_output``; empty
     for a symbolic exercise) and the gradient asked (``grad_weight``) with its entry's index, or
-    ``None`` for the whole tensor."""
+    ``None`` for the whole tensor (``output``: the layer's output, asked in a forward exercise)."""
 
     layers: tuple[tuple[str, Mapping[str, Any]], ...]
     values: Mapping[str, Array] = field(default_factory=dict)
     asked: str = ""
     index: Optional[tuple[int, ...]] = None
+    constants: Mapping[str, Any] = field(default_factory=dict)  # a formula's symbols given values (epsilon: 0)
 
 
 @dataclass(frozen=True)
