@@ -20,6 +20,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import math
 import random
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
@@ -31,19 +33,21 @@ from symcnn import registry
 from symcnn.checking.index.vocabulary import DISTINCT_INPUT_OPS
 from symcnn.printing.latex import latex
 from symcnn.symbolic.derive import Derivation, LayerConfig, derive
+from symcnn.symbolic.instances import formula_symbol, op_formula
+from symcnn.symbolic.ops import adaptive_window
 from symcnn.symbolic.steps import steps
 from symcnn.symbolic.tensors import indices_of
 from symcnn.teaching.model import Answer, Exercise, Given, Setup, Working, bmatrix, matrix_rows
-from symcnn.teaching.topics import layer_settings
+from symcnn.teaching.topics import GUARD_ROLES, layer_settings, output_size_setting
 from symcnn.views.steps import SubstitutionLatexPrinter, latex_entries
 
 __all__ = ["Instance", "layer_config", "numbers", "layer_exercise", "gradient_name", "tensor_name", "ROLE_NAMES",
-           "describe_layer", "entries", "other_settings", "article"]
+           "describe_layer", "entries", "other_settings", "article", "CONFIG_FIELDS", "configure", "MAX_OUTPUTS"]
 
 #: How the sheet names each tensor (document 002's letters).
 ROLE_NAMES = {"input": "X", "weight": "W", "bias": "b", "grad_output": r"\frac{\partial L}{\partial Y}"}
 #: LayerConfig's field for each setting it has a field for; other settings go in ``settings``.
-_FIELDS = {"kernel": "kernel", "stride": "stride", "padding": "padding", "dilation": "dilation", "bias": "bias",
+CONFIG_FIELDS = {"kernel": "kernel", "stride": "stride", "padding": "padding", "dilation": "dilation", "bias": "bias",
            "out_channels": "channels_out", "out_features": "channels_out"}
 #: How often a gradient is asked, by tensor: the weight and the input more than the bias.
 _ROLE_WEIGHTS = {"grad_weight": 3, "grad_input": 3, "grad_bias": 1}
@@ -58,16 +62,23 @@ def tensor_name(role: str) -> str:
 
 
 def layer_config(op: str, settings: Mapping[str, Any], level: int, rng: random.Random) -> LayerConfig:
-    """The op at the smallest input that gives (at least) a 2x2 output, for a windowed op; 2x2 (2x3 at
-    level 3) otherwise; three input features for an op on vectors."""
+    """The op at the smallest input that gives (at least) a 2x2 output, for a windowed op; for a pool to a
+    given output size, an input from it (:func:`_pooled_size`); for statistics over the batch, two samples
+    of 1x2 (three at level 3); 2x2 (2x3 at level 3) otherwise; three input features for an op on vectors."""
     fields: dict[str, Any] = {}
     others: dict[str, Any] = {}
     for key, value in settings.items():
-        (fields.__setitem__(_FIELDS[key], value) if key in _FIELDS else others.__setitem__(key, value))
+        (fields.__setitem__(CONFIG_FIELDS[key], value) if key in CONFIG_FIELDS else others.__setitem__(key, value))
     entry = registry.get(op)
     if 3 not in entry.inputs:
         return LayerConfig(op, input_size=rng.choice((2, 3)) if level > 1 else 3, settings=others, **fields)
+    output = output_size_setting(entry)
+    if output is not None:
+        size = tuple(_pooled_size(out, level, rng) for out in registry.get(op).setting(output).read(others[output]))
+        return LayerConfig(op, input_size=size, settings=others, **fields)
     if "kernel" not in entry.keys():
+        if _statistics_over_batch(op):
+            return LayerConfig(op, input_size=(1, 2), batch=3 if level == 3 else 2, settings=others, **fields)
         size = (2, 3) if level == 3 else (2, 2)
         return LayerConfig(op, input_size=size, settings=others, **fields)
     for height in range(2, 9):
@@ -79,6 +90,23 @@ def layer_config(op: str, settings: Mapping[str, Any], level: int, rng: random.R
         if min(config.output_shape[2:]) >= 2:
             return config
     raise ValueError(f"topic: no small input fits {op} with {settings}")
+
+
+def _pooled_size(out: int, level: int, rng: random.Random) -> int:
+    """An input size that pools to ``out`` over windows (PyTorch's adaptive ones) of 2 that do not overlap at
+    level 1, that may at level 2 (``2*out - 1``: neighbours share a row), and that do at level 3, where
+    their lengths may differ too (``2*out + 1``)."""
+    if level == 1:
+        return 2 * out
+    return 2 * out + rng.choice((-1, 1) if level == 3 else (-1, 0))
+
+
+@functools.lru_cache(maxsize=None)
+def _statistics_over_batch(op: str) -> bool:
+    """Whether the op's formula reduces over the batch (batch normalization's statistics): the batch size
+    is a bound of one of its sums."""
+    formula = op_formula(op)
+    return formula.parameters.get("batch") in formula.rhs.free_symbols
 
 
 def numbers(config: LayerConfig, derivation: Derivation, rng: random.Random, low: int = -3) -> dict[str, Array]:
@@ -188,15 +216,41 @@ def article(noun: str) -> str:
 def describe_layer(config: LayerConfig) -> str:
     """The layer in words, from its registry entry: ``2-D convolution (1 kernel of size 2, stride 1, padding 0)``."""
     entry = config.entry
-    words = entry.settings_text(config.settings)
+    words = entry.settings_text({**_guards(config), **config.settings})
     shape = "×".join(map(str, config.input_shape[1:] if config.input_shape[1] > 1 or len(config.input_shape) < 4
                               else config.input_shape[2:]))
     text = f"{article(entry.title)} {entry.title} layer" + (f" ({words})" if words else "")
-    text += f" takes an input $X$ of shape {shape}"
+    if config.batch > 1:
+        text += f" takes a batch $X$ of {config.batch} samples of shape {shape} (one sample a row)"
+    else:
+        text += f" takes an input $X$ of shape {shape}"
     text += f": {entry.summary}." if entry.summary else "."
     if entry.nondifferentiable and entry.nondifferentiable not in entry.summary:
         text += f" Rule at non-differentiable points: {entry.nondifferentiable}."
+    output = output_size_setting(entry)
+    if output is not None:
+        text += " " + _windows_text(config.input_shape[2:], config.settings[output])
     return text
+
+
+def _guards(config: LayerConfig) -> dict[str, str]:
+    """Each guard setting left a symbol (ε), as its symbol in math markup, for the settings in words."""
+    guards = [setting for setting in config.entry.settings
+              if setting.roles == GUARD_ROLES and setting.key not in config.settings]
+    formula = op_formula(config.op) if guards else None
+    return {setting.key: f"${latex(formula_symbol(formula, setting.roles[0]))}$" for setting in guards}
+
+
+def _windows_text(input_size: tuple[int, int], output: tuple[int, int]) -> str:
+    """An adaptive pool's windows in words: output row $i$ reads rows $\\lfloor i H/H_{out} \\rfloor$ to
+    $\\lceil (i + 1) H/H_{out} \\rceil - 1$ of the input, here rows 0–1 and 1–2; columns likewise."""
+    spans = []
+    for axis, size, out in zip(("rows", "columns"), input_size, output):
+        windows = [tuple(int(bound) for bound in adaptive_window(index, size, out)) for index in range(out)]
+        spans.append(f"{axis} " + ", ".join(f"{first}–{last}" for first, last in windows))
+    return (r"Output element $(i, j)$ reads the input's rows $\lfloor i H/H_{out} \rfloor$ to "
+            r"$\lceil (i + 1) H/H_{out} \rceil - 1$ and likewise its columns (PyTorch's windows): here "
+            f"{spans[0]} and {spans[1]}.")
 
 
 def givens(instance: Instance) -> tuple[Given, ...]:
@@ -245,7 +299,7 @@ def working(instance: Instance) -> tuple[Working, ...]:
 
 def other_settings(config: LayerConfig) -> dict[str, Any]:
     """The settings LayerConfig takes in ``settings`` (not as a field of its own): a slope alpha."""
-    return {key: value for key, value in config.settings.items() if key not in _FIELDS}
+    return {key: value for key, value in config.settings.items() if key not in CONFIG_FIELDS}
 
 
 def setup(instance: Instance) -> Setup:
@@ -256,9 +310,28 @@ def setup(instance: Instance) -> Setup:
     return Setup(((config.op, fields),), dict(instance.values or {}), instance.asked, instance.index)
 
 
+#: The most output entries an exercise's layer has (a 5x5 map): the upstream gradient is a given, read by hand.
+MAX_OUTPUTS = 25
+
+
+def configure(op: str, level: int, rng: random.Random) -> LayerConfig:
+    """``op`` at settings of ``level`` that fit together and keep the output small (drawn again where they do
+    not: an output padding drawn without the stride it needs; a transposed convolution's stride, dilation
+    and output padding all drawn at once)."""
+    entry = registry.get(op)
+    for _ in range(40):
+        try:
+            config = layer_config(op, layer_settings(entry, level, rng), level, rng)
+        except ValueError:
+            continue
+        if math.prod(config.output_shape) <= MAX_OUTPUTS:
+            return config
+    raise ValueError(f"topic: no settings of level {level} fit {op}")
+
+
 def layer_exercise(number: int, topic: str, op: str, level: int, rng: random.Random) -> Exercise:
     """An exercise on ``op``'s gradient at a configuration of ``level``."""
-    config = layer_config(op, layer_settings(registry.get(op), level, rng), level, rng)
+    config = configure(op, level, rng)
     instance = _instance(config, level, rng)
     text, target = question(instance)
     return Exercise(number, topic, f"{config.entry.title}: {target.join('$$')}", describe_layer(config),

@@ -130,7 +130,9 @@ def _changed(expression: sympy.Expr, candidates: list, rng: random.Random) -> sy
 
 def spot_exercise(number: int, op: str, level: int, rng: random.Random) -> Exercise:
     entry = registry.get(op)
-    settings = {key: value for key, value in layer_settings(entry, level, rng).items() if key != "bias"}
+    # only the settings symcnn check can be told (its options mirror LayerConfig's fields): an output padding stays 0
+    settings = {key: value for key, value in layer_settings(entry, level, rng).items()
+                if key in layer.CONFIG_FIELDS and key != "bias"}
     config = layer.layer_config(op, {**settings, **({"bias": False} if "bias" in entry.keys() else {})}, level, rng)
     symbolic = derive(config)
     values = None

@@ -20,10 +20,12 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from symcnn import registry
 from symcnn.teaching.layer import layer_exercise
 from symcnn.teaching.model import Exercise
 from symcnn.teaching.more import network_exercise, sizes_exercise, spot_exercise
-from symcnn.teaching.topics import LEVELS, TOPICS, read_level, read_topics
+from symcnn.teaching.normalization import statistics_exercise
+from symcnn.teaching.topics import LEVELS, TOPICS, has_statistics, read_level, read_topics
 from symcnn.validation import integer
 
 __all__ = ["Recipe", "Sheet", "make_sheet", "MAX_COUNT", "MAKERS"]
@@ -31,7 +33,8 @@ __all__ = ["Recipe", "Sheet", "make_sheet", "MAX_COUNT", "MAKERS"]
 #: The most exercises on one sheet.
 MAX_COUNT = 40
 
-#: How each topic's exercises are made (a topic not listed is a layer topic: one op's gradient).
+#: How each topic's exercises are made (a topic not listed is a layer topic: one op's gradient, or for an op
+#: with statistics, :func:`~symcnn.teaching.normalization.statistics_exercise`).
 MAKERS: dict[str, Callable[..., Exercise]] = {"sizes": sizes_exercise, "spot": spot_exercise,
                                               "network": network_exercise}
 
@@ -98,6 +101,9 @@ def make_sheet(recipe: Recipe) -> Sheet:
         order = random.Random(f"symcnn-exercise/{recipe.seed}/{topic}").sample(ops, len(ops))
         op = order[round_number % len(order)]
         maker = MAKERS.get(topic)
-        exercises.append(maker(number, op, recipe.level, rng) if maker else
-                         layer_exercise(number, topic, op, recipe.level, rng))
+        if maker is not None:
+            exercises.append(maker(number, op, recipe.level, rng))
+        else:
+            layer_maker = statistics_exercise if has_statistics(registry.get(op)) else layer_exercise
+            exercises.append(layer_maker(number, topic, op, recipe.level, rng))
     return Sheet(recipe, tuple(exercises))

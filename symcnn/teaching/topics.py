@@ -9,7 +9,9 @@ overlapping windows at level 3.
 
 Example:
     >>> list(TOPICS["pooling"].ops())
-    ['maxpool2d', 'avgpool2d', 'global_avgpool']
+    ['maxpool2d', 'avgpool2d', 'global_avgpool', 'adaptive_avgpool2d', 'adaptive_maxpool2d']
+    >>> list(TOPICS["normalization"].ops())
+    ['batchnorm2d', 'layernorm']
     >>> list(TOPICS["activations"].ops())
     ['relu', 'leaky_relu', 'elu', 'sigmoid', 'tanh']
     >>> read_topics("pooling,dense")
@@ -28,7 +30,8 @@ import sympy
 from symcnn import registry
 from symcnn.checking.index.vocabulary import OpKind
 
-__all__ = ["Topic", "TOPICS", "LEVELS", "read_topics", "read_level", "layer_settings", "exercisable"]
+__all__ = ["Topic", "TOPICS", "LEVELS", "read_topics", "read_level", "layer_settings", "exercisable", "has_statistics",
+           "output_size_setting", "OUTPUT_SIZE_ROLES", "GUARD_ROLES"]
 
 #: 1: small integers, worked by hand; 2: symbols; 3: strides, padding, dilation and overlapping windows.
 LEVELS = {1: "small integers, worked by hand", 2: "symbols", 3: "strides, padding, dilation, overlapping windows"}
@@ -43,32 +46,50 @@ def _operand_roles(name: str, formula: object) -> frozenset:
     return frozenset(operand.role for operand in entry.load_formula()(**options).operands)
 
 
-def _has_statistics(entry: registry.Op) -> bool:
-    """A formula with a sum inside a sum (a normalization's mean inside its variance): its entries run to
-    thousands of characters, beyond working by hand and beyond the checker's limit for a student's answer."""
+def has_statistics(entry: registry.Op) -> bool:
+    """A formula with a sum inside a sum (a normalization's mean inside its variance): its entries are
+    exercised with the statistics named (:mod:`symcnn.teaching.statistics`), and not in ``spot`` (a
+    whole entry runs to thousands of characters, beyond the checker's limit)."""
     options = {"rank": max(entry.inputs) + 1} if entry.ranked else {}
     rhs = entry.load_formula()(**options).rhs
     return any(inner is not outer and isinstance(inner, sympy.Sum)
                for outer in rhs.atoms(sympy.Sum) for inner in outer.function.atoms(sympy.Sum))
 
 
-#: The required settings the exercise generators choose (a window, a layer's width).
-_CHOSEN = {"kernel", "out_channels", "out_features"}
+#: The roles of a setting that is the output's size (an adaptive pool's ``output``).
+OUTPUT_SIZE_ROLES = ("out_height", "out_width")
+#: The roles of a setting that only guards a division (a normalization's ε): kept a symbol in symbols,
+#: and 0 for hand work in numbers (stated on the sheet).
+GUARD_ROLES = ("epsilon",)
+#: The required settings the exercise generators choose (a window, a layer's width, an output size), and
+#: those of them that ``symcnn check`` (the ``spot`` topic) can be told.
+_CHOSEN = {"kernel", "out_channels", "out_features", "output"}
+_CHECKABLE = {"kernel", "out_channels", "out_features"}
+
+
+def output_size_setting(entry: registry.Op) -> str | None:
+    """The key of the setting that gives the output's size (``output``), if the op has one."""
+    return next((setting.key for setting in entry.settings if setting.roles == OUTPUT_SIZE_ROLES), None)
 
 
 def exercisable(entry: registry.Op) -> bool:
     """An op ``symcnn derive`` expands from its input and learned parameters alone (no mask, no
     running statistics, no target): a layer of a spec; and one the generators can set up: its required
-    settings are among those they choose, and it does not enlarge a small map (the network exercise
-    pools the map down to one value). An adaptive pool's ``output`` and a transposed convolution are
-    not exercised yet."""
+    settings are among those they choose."""
     if not (entry.layer and not entry.loss and _operand_roles(entry.name, entry.formula) <= _PLAIN_ROLES):
         return False
-    if set(_required(entry)) - _CHOSEN or _has_statistics(entry):
-        return False
-    if 3 not in entry.inputs:
-        return True
-    return entry.output_shape((1, 3, 3), entry.settings_of(_required(entry)))[1:] <= (3, 3)
+    return not set(_required(entry)) - _CHOSEN
+
+
+def _enlarges(entry: registry.Op) -> bool:
+    """Whether the op makes a small map larger (a transposed convolution): the network exercise pools
+    its first layer's map down to one value."""
+    return 3 in entry.inputs and entry.output_shape((1, 3, 3), entry.settings_of(_required(entry)))[1:] > (3, 3)
+
+
+def _checkable(entry: registry.Op) -> bool:
+    """Whether ``symcnn check`` can be told every required setting, and reads an entry whole (no statistics)."""
+    return not set(_required(entry)) - _CHECKABLE and not has_statistics(entry)
 
 
 def _kind(predicate: Callable[[registry.Op], bool]) -> OpKind:
@@ -113,9 +134,11 @@ TOPICS = {topic.name: topic for topic in (
     Topic("activations", "Activations", ACTIVATIONS),
     Topic("normalization", "Normalization", NORMALIZATION),
     Topic("sizes", "Output sizes and parameter counts", WINDOWED),
-    Topic("network", "A network's backward pass", CONVOLUTION),
+    Topic("network", "A network's backward pass", _kind(lambda entry: entry.name in CONVOLUTION and
+                                                        not _enlarges(entry))),
     Topic("spot", "Spot the wrong formula",
-          _kind(lambda entry: not entry.ranked and (entry.parameterized or _keeps_maps(entry)))),
+          _kind(lambda entry: not entry.ranked and (entry.parameterized or _keeps_maps(entry)) and
+                _checkable(entry))),
 )}
 
 
@@ -150,13 +173,17 @@ def layer_settings(entry: registry.Op, level: int, rng: random.Random) -> dict[s
 
     Level 1 and 2 keep each default (a pool's stride is its window); level 3 gives a setting with a
     default one step more (stride 2, padding 1, dilation 2) at random, and a pool's stride 1 or its
-    window (overlapping windows or not). A required size is small: a kernel of 2 (3 at level 3), one
-    output channel, two output features.
+    window (overlapping windows or not). A required size is small: a kernel or an output size of 2 (3 at
+    level 3), one output channel, two output features. A guard against dividing by zero (ε) is left
+    out: it stays a symbol of the formula (:data:`GUARD_ROLES`). The settings may not fit together (an
+    output padding needs a stride or a dilation above it): the caller draws again.
     """
     settings: dict[str, Any] = {}
     for setting in entry.settings:
         if setting.kind == "flag":
             settings[setting.key] = setting.default if level == 1 else rng.choice((True, False))
+        elif setting.kind == "number" and setting.roles == GUARD_ROLES:
+            continue
         elif setting.kind == "number":
             settings[setting.key] = rng.choice(_NUMBERS)
         elif setting.default_from is not None:  # a pool's stride: its window, or 1 (overlapping windows)

@@ -1,9 +1,8 @@
 """Exercise sheets, keys, grading and the Moodle export.
 
-Every key is checked independently of the derivation that made it: numbers by PyTorch autograd on the
-same tensors (the ops dispatched here, by name, as symcnn/bench does), symbols by SymPy's ``diff`` of
-``sum(G * Y)`` and by PyTorch at random values, sizes by PyTorch modules' output shapes and parameter
-counts.
+Every key is checked independently of the derivation that made it (:mod:`tests.teaching.oracles`): numbers by
+PyTorch on the same tensors, symbols by SymPy's ``diff`` of ``sum(G * Y)`` and by PyTorch at random values,
+sizes by PyTorch modules' output shapes and parameter counts.
 """
 
 from __future__ import annotations
@@ -16,14 +15,14 @@ from pathlib import Path
 import pytest
 import sympy
 
+from symcnn.checking.index.vocabulary import DISTINCT_INPUT_OPS
 from symcnn.report.writer import tex_engine
-from symcnn.symbolic.derive import LayerConfig
-from symcnn.symbolic.instances import evaluate_layer
-from symcnn.symbolic.tensors import indices_of, symbol_array, upstream_array
+from symcnn.symbolic.tensors import indices_of
 from symcnn.teaching.documents import render
 from symcnn.teaching.grading import counterexample, grade, read_answers
 from symcnn.teaching.moodle import moodle_xml
 from symcnn.teaching.sheet import Recipe, make_sheet
+from tests.teaching.oracles import check_numeric_key, check_symbolic_key
 
 ROOT = Path(__file__).resolve().parents[2]
 SHEETS = [Recipe(seed, 8, ("all",), level) for level in (1, 2, 3) for seed in (1, 2)]
@@ -34,59 +33,13 @@ def sheets():
     return [make_sheet(recipe) for recipe in SHEETS]
 
 
-def _torch_op(torch, op, settings, tensors):
-    """The op in PyTorch, by name: an independent oracle."""
-    F = torch.nn.functional
-    x = tensors["input"]
-    if op == "conv2d":
-        return F.conv2d(x, tensors["weight"], tensors.get("bias"), stride=settings["stride"],
-                        padding=settings["padding"], dilation=settings["dilation"])
-    if op in ("maxpool2d", "avgpool2d"):
-        pool = F.max_pool2d if op == "maxpool2d" else F.avg_pool2d
-        return pool(x, settings["kernel"], settings["stride"])
-    if op == "global_avgpool":
-        return x.mean(dim=(2, 3), keepdim=True)
-    if op == "dense":
-        return F.linear(x, tensors["weight"], tensors.get("bias"))
-    alpha = float(settings.get("settings", {}).get("alpha", 0.01 if op == "leaky_relu" else 1.0))
-    return {"relu": F.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
-            "leaky_relu": lambda t: F.leaky_relu(t, alpha), "elu": lambda t: F.elu(t, alpha)}[op](x)
-
-
-def _as_tensor(torch, array):
-    return torch.tensor([float(value) for value in (array[index] for index in indices_of(array.shape))],
-                        dtype=torch.float64).reshape(tuple(array.shape))
-
-
-def _key_array(exercise):
-    rows = exercise.answer.value if exercise.answer.kind == "matrix" else ((exercise.answer.value,),)
-    return [[float(value) for value in row] for row in rows]
-
-
-def _torch_gradient(torch, setup):
-    """The asked gradient by PyTorch autograd, through every layer of the setup."""
-    tensors = {role: _as_tensor(torch, array).requires_grad_(role != "grad_output")
-               for role, array in setup.values.items()}
-    value = tensors["input"]
-    for number, (op, fields) in enumerate(setup.layers):
-        operands = {"input": value, **({role: tensors[role] for role in ("weight", "bias") if role in tensors}
-                                       if number == 0 else {})}
-        fields = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), **fields}
-        value = _torch_op(torch, op, fields, operands)
-    value.backward(tensors["grad_output"].reshape(value.shape))
-    return tensors[setup.asked.removeprefix("grad_")].grad
-
-
-def test_numeric_keys_equal_pytorch_autograd(sheets, torch):
+def test_numeric_keys_equal_pytorch(sheets, torch):
     checked = 0
     for sheet in sheets:
         for exercise in sheet.exercises:
             if exercise.topic in ("sizes", "spot") or not exercise.setup.values:
                 continue
-            gradient = _torch_gradient(torch, exercise.setup)
-            expected = gradient[exercise.setup.index] if exercise.setup.index is not None else gradient
-            key = torch.tensor(_key_array(exercise), dtype=torch.float64)
-            assert torch.allclose(key.reshape(-1), expected.reshape(-1).detach(), atol=1e-12), exercise.title
+            check_numeric_key(torch, exercise)
             checked += 1
     assert checked >= 20
 
@@ -97,24 +50,7 @@ def test_symbolic_keys_equal_sympy_diff_and_pytorch(sheets, torch):
         for exercise in sheet.exercises:
             if exercise.topic in ("sizes", "spot", "network") or exercise.setup.values:
                 continue
-            (op, fields), = exercise.setup.layers
-            config = LayerConfig(op, **fields)
-            arrays = {"input": symbol_array("x", config.input_shape)}
-            arrays.update({role: symbol_array(role[0], shape) for role, shape in config.parameter_shapes.items()})
-            output = evaluate_layer(op, arrays, config.settings)
-            upstream = upstream_array(output.shape)
-            loss = sum(upstream[index] * output[index] for index in indices_of(output.shape))
-            role = exercise.setup.asked.removeprefix("grad_")
-            symbol = arrays[role][exercise.setup.index]
-            assert sympy.simplify(sympy.diff(loss, symbol) - exercise.answer.value) == 0, exercise.title
-            # and at random values, by PyTorch
-            inputs = {arrays["input"][index] for index in indices_of(arrays["input"].shape)}
-            point = {element: sympy.Rational(number % 7 - 3, 2) for number, element in
-                     enumerate(sorted(exercise.answer.value.free_symbols | inputs, key=str))}
-            values = {name: array.applyfunc(lambda element, point=point: point.get(element, 1))
-                      for name, array in {**arrays, "grad_output": upstream}.items()}
-            gradient = _torch_gradient(torch, type(exercise.setup)(exercise.setup.layers, values, exercise.setup.asked))
-            assert float(exercise.answer.value.xreplace(point)) == pytest.approx(float(gradient[exercise.setup.index]))
+            check_symbolic_key(torch, exercise)
             checked += 1
     assert checked >= 3
 
@@ -128,6 +64,10 @@ def test_sizes_equal_pytorch_modules(torch):
             module = torch.nn.Conv2d(shape[0], settings["out_channels"], settings["kernel"], settings["stride"],
                                      settings["padding"], settings["dilation"], groups=settings.get("groups", 1),
                                      bias=settings["bias"])
+        elif op == "conv_transpose2d":
+            module = torch.nn.ConvTranspose2d(shape[0], settings["out_channels"], settings["kernel"],
+                                              settings["stride"], settings["padding"], settings["output_padding"],
+                                              bias=settings["bias"], dilation=settings["dilation"])
         else:
             module = (torch.nn.MaxPool2d if op == "maxpool2d" else torch.nn.AvgPool2d)(settings["kernel"],
                                                                                        settings["stride"])
@@ -163,7 +103,7 @@ def test_the_same_seed_gives_the_same_sheet_byte_for_byte_in_another_process():
 def test_max_pool_inputs_have_no_ties(sheets):
     for sheet in sheets:
         for exercise in sheet.exercises:
-            if exercise.setup.layers[0][0] == "maxpool2d" and "input" in exercise.setup.values:
+            if exercise.setup.layers[0][0] in DISTINCT_INPUT_OPS and "input" in exercise.setup.values:
                 array = exercise.setup.values["input"]
                 flat = [array[index] for index in indices_of(array.shape)]
                 assert len(set(flat)) == len(flat)
