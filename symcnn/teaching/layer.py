@@ -95,10 +95,12 @@ def layer_config(op: str, settings: Mapping[str, Any], level: int, rng: random.R
 def _pooled_size(out: int, level: int, rng: random.Random) -> int:
     """An input size that pools to ``out`` over windows (PyTorch's adaptive ones) of 2 that do not overlap at
     level 1, that may at level 2 (``2*out - 1``: neighbours share a row), and that do at level 3, where
-    their lengths may differ too (``2*out + 1``)."""
+    their lengths may differ too (``2*out + 1``), the input at most 5 along an axis (hand work)."""
     if level == 1:
         return 2 * out
-    return 2 * out + rng.choice((-1, 1) if level == 3 else (-1, 0))
+    if level == 2:
+        return 2 * out + rng.choice((-1, 0))
+    return rng.choice([size for size in (2 * out - 1, 2 * out + 1) if size <= 5] or [2 * out - 1])
 
 
 @functools.lru_cache(maxsize=None)
