@@ -74,7 +74,7 @@ def layer_config(op: str, settings: Mapping[str, Any], level: int, rng: random.R
         return LayerConfig(op, input_size=rng.choice((2, 3)) if level > 1 else 3, settings=others, **fields)
     output = output_size_setting(entry)
     if output is not None:
-        size = tuple(_pooled_size(out, level, rng) for out in registry.get(op).setting(output).read(others[output]))
+        size = tuple(_pooled_size(out, level, rng) for out in entry.setting(output).read(others[output]))
         return LayerConfig(op, input_size=size, settings=others, **fields)
     if "kernel" not in entry.keys():
         if _statistics_over_batch(op):
