@@ -36,13 +36,14 @@ from symcnn.symbolic.derive import Derivation, LayerConfig, derive
 from symcnn.symbolic.instances import formula_symbol, op_formula
 from symcnn.symbolic.ops import adaptive_window
 from symcnn.symbolic.steps import steps
-from symcnn.symbolic.tensors import indices_of
+from symcnn.symbolic.tensors import element_name, indices_of
 from symcnn.teaching.model import Answer, Exercise, Given, Setup, Working, bmatrix, matrix_rows
-from symcnn.teaching.topics import GUARD_ROLES, layer_settings, output_size_setting
+from symcnn.teaching.topics import GUARD_ROLES, enlarges, layer_settings, output_size_setting
 from symcnn.views.steps import SubstitutionLatexPrinter, latex_entries
 
 __all__ = ["Instance", "layer_config", "numbers", "layer_exercise", "gradient_name", "tensor_name", "ROLE_NAMES",
-           "describe_layer", "entries", "other_settings", "article", "CONFIG_FIELDS", "configure", "MAX_OUTPUTS"]
+           "describe_layer", "entries", "other_settings", "article", "CONFIG_FIELDS", "configure", "MAX_OUTPUTS",
+           "asked_array", "output_symbol"]
 
 #: How the sheet names each tensor (document 002's letters).
 ROLE_NAMES = {"input": "X", "weight": "W", "bias": "b", "grad_output": r"\frac{\partial L}{\partial Y}"}
@@ -136,7 +137,7 @@ class Instance:
     config: LayerConfig
     derivation: Derivation
     values: Optional[dict[str, Array]]
-    asked: str  # grad_weight, grad_input, grad_bias
+    asked: str  # grad_weight, grad_input, grad_bias; output (the forward)
     index: Optional[tuple[int, ...]]  # None: the whole tensor
 
     @property
@@ -147,7 +148,7 @@ class Instance:
                 for role, value in self.values.items() for index in indices_of(value.shape)}
 
     def answer_array(self) -> Array:
-        return self.derivation.gradients[self.asked].applyfunc(lambda entry: entry.xreplace(self.substitution))
+        return asked_array(self.derivation, self.asked).applyfunc(lambda entry: entry.xreplace(self.substitution))
 
     def answer(self) -> Answer:
         array = self.answer_array()
@@ -157,11 +158,18 @@ class Instance:
         return Answer("matrix", matrix_rows(array))
 
 
+def asked_array(derivation: Derivation, asked: str) -> Array:
+    """What ``asked`` names, symbolic: the output (``output``) or a gradient (``grad_weight``)."""
+    return derivation.output if asked == "output" else derivation.gradients[asked]
+
+
 def _choose_asked(derivation: Derivation, numeric: bool, level: int, rng: random.Random) -> tuple[str, bool]:
-    """Which gradient is asked, and whether whole: a small one in numbers (up to 4 entries; 9 at level 1)."""
-    roles = [role for role in _ROLE_WEIGHTS if role in derivation.gradients]
-    role = rng.choices(roles, weights=[_ROLE_WEIGHTS[role] for role in roles])[0]
-    size = len(derivation.gradients[role])
+    """Which gradient is asked (or, of an op that enlarges its map, the output too: each input element spreads
+    over a window of it), and whether whole: a small one in numbers (up to 4 entries; 9 at level 1)."""
+    weights = {"output": 3, **_ROLE_WEIGHTS} if enlarges(derivation.config.entry) else _ROLE_WEIGHTS
+    roles = [role for role in weights if role == "output" or role in derivation.gradients]
+    role = rng.choices(roles, weights=[weights[role] for role in roles])[0]
+    size = len(asked_array(derivation, role))
     whole = size == 1 or (numeric and (size <= 4 or (level == 1 and size <= 9 and rng.random() < 0.4)))
     return role, whole
 
@@ -189,7 +197,7 @@ def _instance(config: LayerConfig, level: int, rng: random.Random) -> Instance:
     """The layer in numbers or in symbols, as the level asks and as the answer allows."""
     derivation = derive(config)
     asked, whole = _choose_asked(derivation, level != 2, level, rng)
-    symbolic = derivation.gradients[asked]
+    symbolic = asked_array(derivation, asked)
     has_cases = any(entry.has(sympy.Piecewise) for entry in entries(symbolic))
     attempts = [("numbers", -3)] * 10 + [("numbers", 0)] * 10 + [("symbols", 0)]
     if level == 2:
@@ -258,14 +266,20 @@ def _windows_text(input_size: tuple[int, int], output: tuple[int, int]) -> str:
 def givens(instance: Instance) -> tuple[Given, ...]:
     tensors = instance.derivation.tensors
     shown = instance.values if instance.values is not None else tensors
-    return tuple(Given(ROLE_NAMES[role], matrix_rows(shown[role])) for role in ("input", "weight", "bias",
-                                                                               "grad_output") if role in tensors)
+    roles = ("input", "weight", "bias") + (("grad_output",) if instance.asked != "output" else ())
+    return tuple(Given(ROLE_NAMES[role], matrix_rows(shown[role])) for role in roles if role in tensors)
 
 
 def question(instance: Instance) -> tuple[str, str]:
     """The question, and the LaTeX of what it asks for."""
     role = instance.asked.removeprefix("grad_")
     how = "numbers" if instance.values is not None else "the symbols of the givens"
+    if instance.asked == "output":
+        rows = matrix_rows(instance.derivation.output)
+        if instance.index is None:
+            return f"Compute the layer's whole output $Y$ (a {len(rows)}×{len(rows[0])} matrix), in {how}.", "Y"
+        target = latex(output_symbol(instance.derivation, instance.index))
+        return f"Compute the output entry ${target}$, in {how}.", target
     if instance.index is None:
         target = tensor_name(role)
         rows = matrix_rows(instance.derivation.gradients[instance.asked])
@@ -274,8 +288,34 @@ def question(instance: Instance) -> tuple[str, str]:
     return f"Compute ${target}$, in {how}.", target
 
 
+def output_symbol(derivation: Derivation, index: tuple[int, ...]) -> Symbol:
+    """An output entry's name, as ``symcnn derive --steps`` names it (``y11``)."""
+    return Symbol(element_name("y", index, derivation.output.shape), real=True)
+
+
+def _forward_working(instance: Instance) -> tuple[Working, ...]:
+    """The asked output entries as ``symcnn derive --steps`` shows the forward: each expression, and with the
+    givens' numbers put in, its value."""
+    output = instance.derivation.output
+    chosen = [instance.index] if instance.index is not None else [tuple(index) for index in indices_of(output.shape)]
+    printer = SubstitutionLatexPrinter(instance.substitution)
+    rows = []
+    for index in chosen:
+        expression, name = output[index], latex(output_symbol(instance.derivation, index))
+        if instance.values is None:
+            rows.append(f"{name} &= {latex(expression)}")
+        else:
+            value = latex(expression.xreplace(instance.substitution))
+            rows.append(f"{name} &= {latex(expression)} = {printer.doprint(expression)} = {value}")
+    if instance.values is not None and instance.index is None:
+        rows.append(f"Y &= {bmatrix(matrix_rows(instance.answer_array()))}")
+    return (Working("The forward: each output entry, the inputs each reads", tuple(rows)),)
+
+
 def working(instance: Instance) -> tuple[Working, ...]:
     """``symcnn derive --steps`` of each asked entry (at the input numbers), then the other numbers put in."""
+    if instance.asked == "output":
+        return _forward_working(instance)
     role = instance.asked.removeprefix("grad_")
     tensor = instance.derivation.tensors[role]
     entries = [tensor[instance.index].name] if instance.index is not None else [tensor[(0,) * len(tensor.shape)]

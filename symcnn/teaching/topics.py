@@ -31,7 +31,7 @@ from symcnn import registry
 from symcnn.checking.index.vocabulary import OpKind
 
 __all__ = ["Topic", "TOPICS", "LEVELS", "read_topics", "read_level", "layer_settings", "exercisable", "has_statistics",
-           "output_size_setting", "OUTPUT_SIZE_ROLES", "GUARD_ROLES"]
+           "enlarges", "output_size_setting", "OUTPUT_SIZE_ROLES", "GUARD_ROLES"]
 
 #: 1: small integers, worked by hand; 2: symbols; 3: strides, padding, dilation and overlapping windows.
 LEVELS = {1: "small integers, worked by hand", 2: "symbols", 3: "strides, padding, dilation, overlapping windows"}
@@ -81,9 +81,10 @@ def exercisable(entry: registry.Op) -> bool:
     return not set(_required(entry)) - _CHOSEN
 
 
-def _enlarges(entry: registry.Op) -> bool:
-    """Whether the op makes a small map larger (a transposed convolution): the network exercise pools
-    its first layer's map down to one value."""
+def enlarges(entry: registry.Op) -> bool:
+    """Whether the op makes a small map larger (a transposed convolution): its output is asked too (each
+    input element spreads over a window of it), and it is no network's first layer (the network exercise
+    pools that layer's map down to one value)."""
     return 3 in entry.inputs and any(size > 3 for size in
                                      entry.output_shape((1, 3, 3), entry.settings_of(_required(entry)))[1:])
 
@@ -136,7 +137,7 @@ TOPICS = {topic.name: topic for topic in (
     Topic("normalization", "Normalization", NORMALIZATION),
     Topic("sizes", "Output sizes and parameter counts", WINDOWED),
     Topic("network", "A network's backward pass", _kind(lambda entry: entry.name in CONVOLUTION and
-                                                        not _enlarges(entry))),
+                                                        not enlarges(entry))),
     Topic("spot", "Spot the wrong formula",
           _kind(lambda entry: not entry.ranked and (entry.parameterized or _keeps_maps(entry)) and
                 _checkable(entry))),

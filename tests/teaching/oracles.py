@@ -9,6 +9,7 @@ point.
 
 from __future__ import annotations
 
+import itertools
 import sys
 
 import pytest
@@ -93,23 +94,49 @@ def check_numeric_key(torch, exercise) -> None:
     assert torch.allclose(key, expected.reshape(-1), atol=1e-12), exercise.title
 
 
+def transposed_convolution(x, w, b, fields):
+    """A transposed convolution by its definition, the convolution's adjoint: each input entry, times the
+    kernel, added into the output at ``i*s + u*d - p`` (then ``output_padding`` rows and columns that only the
+    bias reaches). One channel in and out, on SymPy arrays (N=1, C=1)."""
+    (stride, _), (padding, _), (dilation, _) = fields["stride"], fields["padding"], fields["dilation"]
+    extra = fields.get("settings", {}).get("output_padding", (0, 0))
+    height, width = x.shape[2:]
+    kernel = w.shape[2]
+    sizes = [(size - 1) * stride - 2 * padding + dilation * (kernel - 1) + pad + 1 for size, pad in
+             zip((height, width), extra)]
+    bias = b[0] if b is not None else 0
+    output = [[bias for _ in range(sizes[1])] for _ in range(sizes[0])]
+    for i, j, u, v in itertools.product(range(height), range(width), range(kernel), range(kernel)):
+        row, column = i * stride + u * dilation - padding, j * stride + v * dilation - padding
+        if 0 <= row < sizes[0] and 0 <= column < sizes[1]:
+            output[row][column] += x[0, 0, i, j] * w[0, 0, u, v]
+    return sympy.Array([[output]])
+
+
 def check_symbolic_key(torch, exercise) -> None:
     """The key's expression (its named quantities put in) equals SymPy's derivative of ``sum(G * Y)``, ``Y``
-    the op's formula evaluated on symbols, and PyTorch's gradient at a point."""
+    the op's formula evaluated on symbols (an output entry: the op by its definition here), and PyTorch's
+    gradient (or output) at a point."""
     (op, fields), = exercise.setup.layers
     config = LayerConfig(op, **fields)
     arrays = {"input": symbol_array("x", config.input_shape)}
     arrays.update({role: symbol_array(role[0], shape) for role, shape in config.parameter_shapes.items()})
-    output = evaluate_layer(op, arrays, config.settings)
-    upstream = upstream_array(output.shape)
-    loss = sum(upstream[index] * output[index] for index in indices_of(output.shape))
-    role = exercise.setup.asked.removeprefix("grad_")
-    symbol = arrays[role][exercise.setup.index]
-    # The key's symbols are symcnn's (epsilon positive); the formula's here, by name.
+    asked = exercise.setup.asked
+    if asked == "output":
+        assert op == "conv_transpose2d", op  # the one op whose forward is asked: it enlarges its map
+        output = transposed_convolution(arrays["input"], arrays["weight"], arrays.get("bias"), fields)
+        expected = output[exercise.setup.index]
+        upstream = upstream_array(output.shape)
+    else:
+        output = evaluate_layer(op, arrays, config.settings)
+        upstream = upstream_array(output.shape)
+        loss = sum(upstream[index] * output[index] for index in indices_of(output.shape))
+        expected = sympy.diff(loss, arrays[asked.removeprefix("grad_")][exercise.setup.index])
+    # The key's symbols are symcnn's (epsilon positive); the ones here, by name.
     key = exercise.answer.value.xreplace(dict(exercise.answer.definitions))
-    by_name = {element.name: element for element in loss.free_symbols}
+    by_name = {element.name: element for element in expected.free_symbols}
     key = key.xreplace({element: by_name[element.name] for element in key.free_symbols if element.name in by_name})
-    assert sympy.simplify(sympy.diff(loss, symbol) - key) == 0, exercise.title
+    assert sympy.simplify(expected - key) == 0, exercise.title
     # and at a point, by PyTorch
     inputs = {arrays["input"][index] for index in indices_of(arrays["input"].shape)}
     point = {element: sympy.Rational(number % 7 - 3, 2) for number, element in
@@ -117,6 +144,6 @@ def check_symbolic_key(torch, exercise) -> None:
     point.update({element: SYMBOLIC_EPSILON for element in key.free_symbols if element.name == "epsilon"})
     values = {name: array.applyfunc(lambda element, point=point: point.get(element, 1))
               for name, array in {**arrays, "grad_output": upstream}.items()}
-    setup = type(exercise.setup)(exercise.setup.layers, values, exercise.setup.asked)
-    gradient = torch_result(torch, setup, {"epsilon": SYMBOLIC_EPSILON})
-    assert float(key.xreplace(point)) == pytest.approx(float(gradient[exercise.setup.index])), exercise.title
+    setup = type(exercise.setup)(exercise.setup.layers, values, asked)
+    result = torch_result(torch, setup, {"epsilon": SYMBOLIC_EPSILON})
+    assert float(key.xreplace(point)) == pytest.approx(float(result[exercise.setup.index])), exercise.title

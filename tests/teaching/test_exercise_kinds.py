@@ -117,6 +117,21 @@ def test_transposed_convolution_givens_are_small_and_output_padding_comes_at_lev
     assert (1, 1) in paddings
 
 
+def test_a_transposed_convolution_asks_its_output_too(torch):
+    """Each input entry spreads over a window of the output: the forward is an exercise of its own, its key
+    checked against PyTorch (numbers) and the convolution's adjoint written out here (symbols)."""
+    found = set()
+    for seed in range(12):
+        for level in (1, 2):
+            exercise = layer_exercise(1, "convolution", "conv_transpose2d", level, random.Random(seed))
+            if exercise.setup.asked != "output" or level in found:
+                continue
+            assert [given.name for given in exercise.givens] in (["X", "W", "b"], ["X", "W"])  # no upstream
+            (check_numeric_key if level == 1 else check_symbolic_key)(torch, exercise)
+            found.add(level)
+    assert found == {1, 2}
+
+
 def test_spot_the_wrong_transposed_convolution_entry_at_level_3():
     """symcnn check is told the stride, padding and dilation (an output padding it cannot be told stays 0)."""
     for seed in (0, 3):
