@@ -57,7 +57,7 @@ def _parameter_evidence(case: Case, options) -> Evidence:
 
 
 #: A named network's parameter count, against symcnn summary's.
-PARAMETERS = Probe("the parameters symcnn summary counts in the {network} spec, rounded as the document's",
+PARAMETERS = Probe("symcnn summary's parameter count of the {network} spec, rounded to the document's precision",
                    _parameter_cases,
                    _parameter_evidence)
 
