@@ -59,6 +59,7 @@ _TEX_UNICODE = {
     "⌈": r"$\lceil$", "⌉": r"$\rceil$", "√": r"$\surd$", "⊙": r"$\odot$", "∇": r"$\nabla$", "β": r"$\beta$",
     "γ": r"$\gamma$", "ε": r"$\varepsilon$", "μ": r"$\mu$", "σ": r"$\sigma$", "ŷ": r"$\hat{y}$",
     "η": r"$\eta$", "θ": r"$\theta$", "λ": r"$\lambda$", "π": r"$\pi$", "∏": r"$\prod$", "≈": r"$\approx$",
+    "∈": r"$\in$", "ℝ": r"$\mathbb{R}$",
 }
 _TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",

@@ -253,3 +253,99 @@ def test_the_model_size_is_the_bytes_of_the_parameters_a_network_holds():
     assert in_bits.configuration == "seed004 in float32"
     as_float32 = check("model_size", size.replace("bits", "32"))  # the float64 networks hold 8 bytes a parameter
     assert as_float32.configuration == "seed004 in float64"
+
+
+_FORWARD = "FLOPs = N*H_out*W_out*C_out*(K_h*K_w*C_in + 1)"
+_AS_COUNTED = {"flop": "multiply-add", "padded_products": "counted"}
+
+
+def test_a_convolutions_forward_count_is_its_multiply_adds_with_the_paddings_products():
+    # One FLOP a multiplication or an addition: b + w0 x0 + w1 x1 takes 4, the document's formula 3.
+    literal = check("forward_flops", _FORWARD)
+    assert literal.configuration.startswith("N=1, C_in=1, C_out=1, input 1x2, kernel 1x2")
+    assert (literal.differences[0].claimed, literal.differences[0].derived) == ("3", "4")
+    # Read as multiply-adds, the products with the padding (dropped from symcnn's expansion) are missing.
+    multiply_adds = check("forward_flops", _FORWARD, {"flop": "multiply-add"})
+    assert "kernel 3x3, stride 1, padding 1, counted on symcnn's expanded formula" in multiply_adds.configuration
+    assert (multiply_adds.differences[0].claimed, multiply_adds.differences[0].derived) == ("10", "2")
+    counted = check("forward_flops", _FORWARD, _AS_COUNTED)
+    assert counted.correct and counted.checked == 2 * len(PROBES["forward_flops"].cases({}))  # the registry's too
+    # The floating-point operations are twice the products: the bias's add takes the place of one.
+    assert check("forward_flops", "FLOPs = 2*N*H_out*W_out*C_out*K_h*K_w*C_in", {"padded_products": "counted"}).correct
+    without_bias = check("forward_flops", "FLOPs = N*H_out*W_out*C_out*K_h*K_w*C_in", _AS_COUNTED)
+    assert without_bias.configuration.startswith("N=1, C_in=1, C_out=1, input 1x1, kernel 1x1")
+    no_batch = check("forward_flops", _FORWARD.replace("N*", ""), _AS_COUNTED)
+    assert no_batch.configuration.startswith("N=2, C_in=1, C_out=1, input 3x3, kernel 2x2")
+
+
+def test_the_registrys_count_is_a_case_of_its_own_and_catches_a_changed_registry(monkeypatch):
+    from dataclasses import replace
+
+    from symcnn import registry
+
+    labels = [case.label for case in PROBES["forward_flops"].cases(_AS_COUNTED)]
+    assert labels[1].endswith("the op registry's macs (symcnn summary's MACs)")
+    conv = registry.get("conv2d")
+    # A registry that forgot the bias's add: the expansion's case passes, the registry's fails.
+    forgetful = replace(conv, macs=lambda shape, settings: conv.macs(shape, {**settings, "bias": False}))
+    monkeypatch.setattr(registry, "get", lambda name, get=registry.get: forgetful if name == "conv2d" else get(name))
+    changed = check("forward_flops", _FORWARD, _AS_COUNTED)
+    assert changed.configuration.endswith("input 1x1, kernel 1x1, stride 1, padding 0, the op registry's macs "
+                                          "(symcnn summary's MACs)")
+
+
+def test_the_unfolded_input_has_a_row_per_output_position_and_a_column_per_tap():
+    assert check("im2col", "columns[r] = K_h*K_w*C_in").correct
+    per_channel = check("im2col", "columns[r] = K_h*K_w")
+    assert per_channel.configuration.startswith("N=1, C_in=2, C_out=1, input 2x2, kernel 1x1")
+    # The padding's zeros are entries of the unfolded matrix: every row has all of them.
+    padded = next(case for case in PROBES["im2col"].cases({}) if "padding 1" in case.label)
+    assert set(PROBES["im2col"].evidence(padded, {}).derived["columns"]) == {9}
+
+
+def test_activation_memory_is_the_bytes_of_the_outputs_a_network_keeps():
+    from symcnn.checking.errata.probes.costs import _kept_bytes
+
+    kept = _kept_bytes("digits", "float32")
+    assert kept["conv1", 2] == 2 * 16 * 8 * 8 * 4 and kept["maxpool2d2", 1] == 16 * 4 * 4 * 4
+    assert kept["flatten3", 1] == 0  # a view of the pool's output: no memory of its own
+    cases = PROBES["activation_memory"].cases({})
+    assert {case.values["spec"] for case in cases} == {"digits", "seed004"}
+    assert all(len(case.values["shape"]) == 3 for case in cases)  # feature maps only
+    memory = "Memory = N*H_out*W_out*C_out*sizeof_float"
+    as_c = check("activation_memory", memory)  # C's sizeof(float), 4: half a float64 network's
+    assert as_c.configuration == "digits conv1 (conv2d, output 16x8x8), batch 1, in float64"
+    digits = {"sizeof_float": "dtype", "constraint": lambda values: values["spec"] == "digits"}
+    assert check("activation_memory", memory, digits).correct
+    per_image = check("activation_memory", memory.replace("N*", ""), digits)
+    assert per_image.configuration == "digits conv1 (conv2d, output 16x8x8), batch 2, in float32"
+
+
+def test_parameter_counts_come_from_the_summary_with_each_layers_in_the_case():
+    lenet = {"network": "lenet5", "precision": 10_000}
+    (case,) = PROBES["parameters"].cases(lenet)
+    assert case.label.startswith("lenet5 (61,706 parameters: ") and "conv2 2,416, fc1 48,120" in case.label
+    assert check("parameters", "parameters = 60000", lenet).correct
+    # At two significant figures the document's 60,000 is not LeNet-5's 61,706.
+    finer = check("parameters", "parameters = 60000", {**lenet, "precision": 1000})
+    assert finer.counterexample().endswith("parameters: claimed 60000, derived 62000")
+    vgg = {"network": "vgg16"}
+    assert PROBES["parameters"].evidence(*PROBES["parameters"].cases(vgg), vgg).derived == {"parameters": 138357544}
+    assert check("parameters", "parameters = 138000000", {**vgg, "precision": 1_000_000}).correct
+    assert not check("parameters", "parameters = 134000000", {**vgg, "precision": 1_000_000}).correct
+    with pytest.raises(ValueError, match="precision: must be a positive integer"):
+        check("parameters", "parameters = 1", {**vgg, "precision": 0.5})
+
+
+def test_a_dense_blocks_maps_by_symcnns_concat_shapes():
+    from symcnn.checking.errata.probes.architectures import dense_block
+
+    spec = dense_block(3, 2, 3)
+    assert [layer.inputs for layer in spec.layers if layer.kind == "concat"][-1] == ("input", "h1", "h2", "h3")
+    total = "features[l] = k_0 + k*l"
+    read = check("dense_growth", total)
+    assert read.configuration == "a dense block of 1 layer on k_0 = 1 maps, growth rate k = 1"
+    assert (read.differences[0].entry, read.differences[0].derived) == ("features[1]", "1")
+    assert check("dense_growth", total, {"layer_features": "after"}).correct
+    assert check("dense_growth", "features[0] = k_0\nfeatures[l] = k_0 + k*(l - 1)").correct
+    assert not check("dense_growth", "features[l] = k_0 + k*l + 1", {"layer_features": "after"}).correct

@@ -1,6 +1,7 @@
 """Document 003's claims, transcribed by section (data only): convolution and pooling
 (:mod:`~symcnn.checking.errata.document003.convolution`), normalization and initialization
-(:mod:`~symcnn.checking.errata.document003.normalization`), the advanced concepts, regularization,
+(:mod:`~symcnn.checking.errata.document003.normalization`), the architectures' counts
+(:mod:`~symcnn.checking.errata.document003.architectures`), the advanced concepts, regularization,
 visualization and implementation (:mod:`~symcnn.checking.errata.document003.advanced`) and, between
 these, optimization (:mod:`~symcnn.checking.errata.document003.optimization`), in the document's order.
 """
@@ -8,6 +9,7 @@ these, optimization (:mod:`~symcnn.checking.errata.document003.optimization`), i
 from __future__ import annotations
 
 from symcnn.checking.errata.document003.advanced import ADVANCED, INTERPRETATION
+from symcnn.checking.errata.document003.architectures import ARCHITECTURES
 from symcnn.checking.errata.document003.convolution import CONVOLUTION
 from symcnn.checking.errata.document003.normalization import NORMALIZATION
 from symcnn.checking.errata.document003.optimization import OPTIMIZATION
@@ -19,23 +21,18 @@ __all__ = ["DOCUMENT_003", "NOT_CHECKED_003", "WAITING"]
 D003 = DOCUMENTS["003"]
 
 #: Every transcribed claim of document 003, in the document's order.
-DOCUMENT_003: tuple[Transcription, ...] = CONVOLUTION + NORMALIZATION + ADVANCED + OPTIMIZATION + INTERPRETATION
+DOCUMENT_003: tuple[Transcription, ...] = (CONVOLUTION + NORMALIZATION + ARCHITECTURES + ADVANCED + OPTIMIZATION
+                                           + INTERPRETATION)
 
-#: How a reason says that a section waits for a part of symcnn being built (the model summary).
+#: How a reason says that a section waits for a part of symcnn being built (none does now).
 WAITING = "waiting for "
 
 #: Document 003's statements that symcnn does not check (yet), and why: (document, section, reason).
 NOT_CHECKED_003: tuple[tuple[str, str, str], ...] = (
-    (D003, "Parameter Calculation / Memory for Activations; Computational Complexity / Forward Pass; Performance "
-           "Metrics / Computational Metrics",
-     WAITING + "`symcnn summary` (FLOPs and memory): Memory = N × H_out × W_out × C_out × sizeof(float), "
-     "FLOPs = N × H_out × W_out × C_out × (K_h × K_w × C_in + 1), FLOPs = ∑ (Operations per layer)"),
-    (D003, "CNN Architectures",
-     WAITING + "`symcnn summary` and the LeNet-5, AlexNet and VGG-16 specs: their layers' shapes and parameter "
-     "counts (LeNet-5 ≈ 60,000 parameters, VGG-16 ≈ 138 million)"),
-    (D003, "Efficient Convolution Implementation",
-     "Y = X_unfolded · W_reshaped: the unfolding is named and sized, not defined (which patch entry goes in "
-     "which column), so there is nothing to evaluate"),
+    (D003, "CNN Architectures / AlexNet (2012)",
+     "its architecture line gives no count, and no size but its input: nothing to check the layer list against "
+     "(symcnn's alexnet spec reads 227×227: on the document's 224×224 the first layer's 11×11 windows of stride 4 "
+     "leave a row and a column unread, which symcnn summary marks); its innovations are prose"),
     (D003, "Advanced Pooling Variants / Fractional Max Pooling; Regularization in CNNs / Spatial Dropout; "
            "Guided Backpropagation; Mixed Precision Training; Scale and Rotation Invariance; Mathematical Summary",
      "prose: no formula"),
@@ -51,10 +48,11 @@ NOT_CHECKED_003: tuple[tuple[str, str, str], ...] = (
      "Memory_saved = O(√n) and one extra forward pass describe a training procedure symcnn does not have; the "
      "loss-scaling lines hold in exact arithmetic (a gradient is linear in the loss), and their point, FP16 "
      "rounding, is outside symcnn's exact derivations"),
-    (D003, "Modern CNN Innovations; Attention Mechanisms",
-     "definitions of residual, bottleneck and dense blocks (y = F(x, W) + x, x_l = H_l([x_0, ..., x_{l-1}]), "
-     "k_0 + k × l feature maps) and of spatial and channel attention: blocks symcnn's specs do not build (no "
-     "addition or concatenation layer)"),
+    (D003, "Modern CNN Innovations / Residual Connections; Bottleneck Block; Attention Mechanisms",
+     "definitions of blocks: y = F(x, W) + x and y = F_3(F_2(F_1(x))) + x, which symcnn's add layer builds "
+     "(resnet-mini's blocks), claim nothing to check; spatial and channel attention (F' = A ⊙ F, F' = α ⊙ F) "
+     "multiply two tensors element by element, which no layer of symcnn does (the dense block's feature count is "
+     "checked)"),
     (D003, "Computational Efficiency / Quantization; Knowledge Distillation",
      "definitions of 8-bit quantization and of the distillation loss: nothing of symcnn's to check them against"),
     (D003, "Mathematical Properties / Translation Equivariance",
@@ -63,6 +61,11 @@ NOT_CHECKED_003: tuple[tuple[str, str, str], ...] = (
     (D003, "Implementation Considerations / In-Place Operations; Gradient Accumulation",
      "code: x[x < 0] = 0 is ReLU's forward (checked as f(x) = max(0, x)); the accumulation loop reads a step "
      "counter it never defines"),
+    (D003, "Performance Metrics / Computational Metrics: FLOPs",
+     "FLOPs = ∑ (Operations per layer): a definition, a network's count as the sum of its layers', which leaves "
+     "'Operations per layer' undefined but for the convolution's FLOPs (checked: Computational Complexity / "
+     "Forward Pass); symcnn summary's total MACs sums its layers' so"),
     (D003, "Performance Metrics / Classification Metrics",
-     "definitions of top-k accuracy, precision, recall and F1: nothing of symcnn's to check them against"),
+     "definitions of top-k accuracy, precision, recall and F1: symcnn's trainer reports the top-1 accuracy (the "
+     "fraction of arg-max predictions that are right), Acc@1 by definition, and none of the others"),
 )

@@ -1,7 +1,7 @@
 """Document 003's claims from "Advanced CNN Concepts" on: dilated, depthwise separable and transposed
 convolution, dropout and the cross-entropy loss (:data:`ADVANCED`), then, after "Optimization for CNNs"
-(:mod:`~symcnn.checking.errata.document003.optimization`), Grad-CAM's weights, the stable softmax,
-gradient clipping and the model size (:data:`INTERPRETATION`). Data only, as
+(:mod:`~symcnn.checking.errata.document003.optimization`), Grad-CAM's weights, a dense block's growth,
+the stable softmax, gradient clipping and the model size (:data:`INTERPRETATION`). Data only, as
 :mod:`symcnn.checking.errata.transcriptions`.
 """
 
@@ -80,6 +80,15 @@ INTERPRETATION: tuple[Transcription, ...] = (
         "α_k^c = (1/Z) ∑∑ ∂y^c/∂A_{i,j}^k",
         formula="alpha[k] = Sum(Sum(dyc_dA[k, i, j], (i, 0, H - 1)), (j, 0, W - 1))/Z",
         probe="grad_cam", note="Z read as H·W, the number of positions (the document does not define Z)"),
+    Transcription(
+        D003, "Modern CNN Innovations / Dense Connections (DenseNet): Growth Rate",
+        "x_l = H_l([x_0, x_1, ..., x_{l-1}]); Feature maps per layer = k (growth rate), Total features in layer l = "
+        "k_0 + k × l",
+        formula="features[l] = k_0 + k*l", probe="dense_growth",
+        conventions=(Convention("the features in layer l read as those of [x_0, ..., x_l], once H_l has added its k "
+                                "maps (H_l itself reads k_0 + k × (l − 1))", {"layer_features": "after"}),),
+        note="dense blocks of symcnn's conv2d and concat layers, H_l a 3×3 convolution of k maps reading the "
+             "concatenation of x_0 (k_0 maps) and every earlier H's output"),
     Transcription(
         D003, "Implementation Considerations / Numerical Stability: softmax",
         "def stable_softmax(x): return exp(x - max(x)) / sum(exp(x - max(x)))",

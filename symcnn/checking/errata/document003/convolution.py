@@ -1,7 +1,7 @@
 """Document 003's claims about convolution and pooling: the discrete convolution and cross-correlation,
 multi-channel convolution, output sizes and padding, the receptive field and jump, pooling (adaptive
-pooling too), parameter counts and operation counts, backpropagation through a convolution, and the
-activations' derivatives. Data only, as :mod:`symcnn.checking.errata.transcriptions`.
+pooling too), parameter counts, activation memory and operation counts, backpropagation through a
+convolution, the unfolded input of im2col, and the activations' derivatives. Data only, as :mod:`symcnn.checking.errata.transcriptions`.
 """
 
 from __future__ import annotations
@@ -131,6 +131,29 @@ CONVOLUTION: tuple[Transcription, ...] = (
     Transcription(D003, "Parameter Calculation / Convolutional Layer",
                   "Parameters = K_h × K_w × C_in × C_out + C_out", example="conv_parameter_count"),
     Transcription(
+        D003, "Parameter Calculation / Memory for Activations",
+        "Memory = N × H_out × W_out × C_out × sizeof(float)",
+        formula="Memory = N*H_out*W_out*C_out*sizeof_float", probe="activation_memory",
+        conventions=(Convention("sizeof(float) read as the size of the network's element: 4 bytes in float32, 8 in "
+                                "float64 (C's float is float32)", {"sizeof_float": "dtype"}),),
+        note="checked against the bytes of the output that a Network keeps for its backward pass, at each layer "
+             "with feature-map outputs (convolutions, their ReLUs and pools) of the shipped digits and seed004 "
+             "networks in float32 and float64, batches of 1 and 2; a max pool keeps besides its switches (the "
+             "arg-max offsets, one integer per output) and a dropout layer its mask, which are no activations"),
+    Transcription(
+        D003, "Computational Complexity / Forward Pass",
+        "FLOPs = N × H_out × W_out × C_out × (K_h × K_w × C_in + 1)",
+        formula="FLOPs = N*H_out*W_out*C_out*(K_h*K_w*C_in + 1)", probe="forward_flops",
+        conventions=(Convention("a FLOP read as a multiply-add (MAC): each product summed into an output is one, and "
+                                "so is the bias's add (the floating-point operations, a multiplication and an "
+                                "addition each, are 2 × K_h × K_w × C_in per output)", {"flop": "multiply-add"}),
+                     Convention("the products with the zero padding counted, as an unfolded-matrix product (the "
+                                "document's im2col) computes them (symcnn's expanded formula drops them)",
+                                {"padded_products": "counted"})),
+        note="checked against the multiply-adds counted on symcnn's expanded formula and the op registry's macs "
+             "(symcnn summary's MACs) at small convolutions, strided, padded and dilated ones among them (the "
+             "document's formula has no dilation: a dilated kernel has as many taps)"),
+    Transcription(
         D003, "Computational Complexity / Backward Pass",
         "FLOPs_backward ≈ 2 × FLOPs_forward",
         formula="FLOPs_backward = 2*FLOPs_forward", probe="backward_flops",
@@ -159,6 +182,14 @@ CONVOLUTION: tuple[Transcription, ...] = (
         formula=r"\frac{\partial L}{\partial b[k]} = \sum_{n}\sum_{i}\sum_{j} \frac{\partial L}{\partial Y[n, i, j, k]}",
         against="conv2d",
         conventions=(channels_last({"dL/dY": "NHWC"}),)),
+    Transcription(
+        D003, "Efficient Convolution Implementation / im2col Transformation",
+        "Y = X_unfolded · W_reshaped, where X_unfolded ∈ ℝ^{(H_out×W_out)×(K_h×K_w×C_in)}",
+        formula="columns[r] = K_h*K_w*C_in", probe="im2col",
+        note="X_unfolded's size: a row r for each of the H_out × W_out output positions, of the input entries that "
+             "the outputs there read, over every output channel (the padding's zeros included); the product itself "
+             "is not evaluated: the unfolding is named and sized, not defined (which patch entry goes in which "
+             "column)"),
     Transcription(D003, "Activation Functions in CNNs / ReLU", "f(x) = max(0, x)",
                   formula="f = Max(0, x)", probe="activation", options={"op": "relu"}),
     Transcription(D003, "Activation Functions in CNNs / ReLU", "f'(x) = {1 if x > 0, 0 if x ≤ 0}",

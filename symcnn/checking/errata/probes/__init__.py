@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from symcnn.checking.errata.probes.architectures import DENSE_GROWTH, PARAMETERS
 from symcnn.checking.errata.probes.core import Probe, search
-from symcnn.checking.errata.probes.costs import BACKWARD_FLOPS, MODEL_SIZE
+from symcnn.checking.errata.probes.costs import ACTIVATION_MEMORY, BACKWARD_FLOPS, FORWARD_FLOPS, MODEL_SIZE, UNFOLDED
 from symcnn.checking.errata.probes.geometry import DILATED_FIELD, RECEPTIVE_FIELD
 from symcnn.checking.errata.probes.layers import ACTIVATION, ADAPTIVE_POOLING, DROPOUT, SEPARABLE
 from symcnn.checking.errata.probes.normalization import BATCHNORM, LAYERNORM
@@ -40,8 +41,13 @@ PROBES: dict[str, Probe] = {
     "cosine_annealing": COSINE_ANNEALING,
     "receptive_field": RECEPTIVE_FIELD,
     "dilated_field": DILATED_FIELD,
+    "forward_flops": FORWARD_FLOPS,
     "backward_flops": BACKWARD_FLOPS,
+    "im2col": UNFOLDED,
     "model_size": MODEL_SIZE,
+    "activation_memory": ACTIVATION_MEMORY,
+    "parameters": PARAMETERS,
+    "dense_growth": DENSE_GROWTH,
 }
 
 
