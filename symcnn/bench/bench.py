@@ -222,9 +222,12 @@ def _inside_pytorch(net: Network):
     model.load_state_dict({name: torch.from_numpy(value.copy()) for name, value in net.params.items()})
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
 
-    def forward(x):
+    def forward(x):  # inference in evaluation mode, as the others' (batch norm's running statistics, no dropout)
+        model.eval()
         with torch.no_grad():
-            return model(torch.from_numpy(x)).numpy()
+            logits = model(torch.from_numpy(x)).numpy()
+        model.train()
+        return logits
 
     def step(x, y):
         optimizer.zero_grad(set_to_none=True)

@@ -15,14 +15,17 @@ __all__ = ["add_import", "run_import"]
 def add_import(commands) -> None:
     command = commands.add_parser(
         "import", help="turn an ONNX model into a spec (and its parameters)",
-        description="Turn an ONNX model (a chain of Conv, MaxPool, AveragePool, GlobalAveragePool, Flatten, Gemm or "
-                    "MatMul+Add, Relu, LeakyRelu, Elu, Sigmoid, Tanh, and a final Softmax) into a spec file, and "
-                    "its weights into an .npz by parameter name (conv1.weight, ...). A node of another op is "
-                    "refused in one line naming it (exit 2). Needs the onnx extra: pip install 'symcnn[onnx]'.")
+        description="Turn an ONNX model (Conv, with groups, ConvTranspose, MaxPool, AveragePool, GlobalAveragePool, "
+                    "Flatten, Gemm or MatMul+Add, Relu, LeakyRelu, Elu, Sigmoid, Tanh, BatchNormalization, "
+                    "LayerNormalization, Dropout, Add, Sum and Concat of layers, and a final Softmax) into a spec "
+                    "file, and its weights into an .npz by parameter name (conv1.weight, ...; with a batch "
+                    "norm's running statistics by buffer name). A node of another op is refused in one line "
+                    "naming it (exit 2). Needs the onnx extra: pip install 'symcnn[onnx]'.")
     command.add_argument("model", metavar="MODEL.onnx", help="the ONNX model")
     command.add_argument("-o", "--out", required=True, metavar="SPEC.toml", help="the spec file to write")
     command.add_argument("--params", metavar="PARAMS.npz",
-                         help="also write the parameters (float32) here; default: none written")
+                         help="also write the parameters (float32; and buffers: running statistics) here; "
+                              "default: none written")
     command.add_argument("--name", help="the spec's name; default: the spec file's name")
 
 

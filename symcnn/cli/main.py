@@ -178,6 +178,11 @@ def _add_train(commands) -> None:
                        help="write loss and accuracy curves (matplotlib; default: no plot)")
     train.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel in the processes torchrun starts (torchrun --nproc-per-node 2 -m symcnn "
+                            "train SPEC --distributed): each computes its share of every batch with the generated "
+                            "kernels inside PyTorch, DistributedDataParallel (gloo) averages the gradients; rank 0 "
+                            "prints and writes (needs the torch extra; docs/torch.md)")
 
 
 def _add_generate(commands) -> None:

@@ -95,13 +95,46 @@ def plot_history(history: list, path: Path, title: str) -> None:
         plt.close(figure)
 
 
+def _start_distributed() -> tuple[int, int]:
+    """``--distributed``: this process's rank and the number of processes (torchrun's environment)."""
+    try:
+        from symcnn.torch.distributed import start_processes
+    except ImportError:
+        raise ValueError("distributed: needs PyTorch: pip install torch==2.13.0 'symcnn[torch]' "
+                         "(the CPU build)") from None
+    return start_processes()
+
+
+def _check_shares(data, batch: int, world: int) -> None:
+    """Every process computes part of every batch: the smallest batch of an epoch needs ``world`` images."""
+    last = len(data.x_train) % batch or batch
+    if min(batch, last) < world:
+        raise ValueError(f"batch: {world} processes need an image each of every batch, but the last batch of an "
+                         f"epoch has {min(batch, last)} ({len(data.x_train)} training images in batches of "
+                         f"{batch}); choose another --batch")
+
+
 def run_training(args) -> int:
+    distributed = getattr(args, "distributed", False)
+    rank, world = _start_distributed() if distributed else (0, 1)
+    try:
+        return _train(args, rank, world)
+    finally:
+        if distributed:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(args, rank: int, world: int) -> int:
     from symcnn.training.data import load_data
     from symcnn.runtime.network import Network
     from symcnn.spec import load_spec
     from symcnn.train_config import SPEC_TRAINING_KEYS
     from symcnn.training.trainer import TrainConfig, Trainer, TrainingDiverged
 
+    distributed = getattr(args, "distributed", False)
+    lead = rank == 0  # the process that prints and writes (the only one, unless --distributed)
     spec = load_spec(args.spec)
     recommended = spec.training
     stated = {name: getattr(args, name) for name in SPEC_TRAINING_KEYS}  # None: not given
@@ -109,37 +142,51 @@ def run_training(args) -> int:
     # The spec's recommendations that the run uses (an option given on the command line wins; a setting
     # of another optimizer or schedule than the run's is not used).
     from_spec = [name for name in recommended if stated[name] is None and config.reads(name)]
-    checkpoint = _check_output_path(args.checkpoint, "checkpoint", "") if args.checkpoint else None
-    plot = _check_output_path(args.plot, "plot", ".png") if args.plot else None
+    checkpoint = _check_output_path(args.checkpoint, "checkpoint", "") if args.checkpoint and lead else None
+    plot = _check_output_path(args.plot, "plot", ".png") if args.plot and lead else None
     _check_distinct(args.data, checkpoint, plot)
     if plot is not None:
         if importlib.util.find_spec("matplotlib") is None:  # checked before training starts
             raise ValueError("plot: needs matplotlib; install it with pip install 'symcnn[plot]'")
     # The data is checked against the spec (shape, classes) before any kernel is generated or compiled.
     data = load_data(args.data, spec.input_shape, spec.classes).standardized()
-    net = Network.from_spec(args.spec, dtype=args.dtype, seed=args.seed)
+    if distributed:
+        from symcnn.torch.distributed import DataParallelNetwork
+
+        _check_shares(data, config.batch, world)
+        net = DataParallelNetwork(spec, dtype=args.dtype, seed=args.seed)
+    else:
+        net = Network.from_spec(args.spec, dtype=args.dtype, seed=args.seed)
     trainer = Trainer(net, config)
-    if args.resume:
-        trainer.resume(args.resume, data)  # the data checked against the checkpoint's before anything is said
-        _say(f"resumed from {args.resume} at epoch {trainer.state.epoch}"
-             + (f", batch {trainer.state.step}" if trainer.state.step else ""), args.json)
     quiet = args.json
-    _say(f"training {net.spec.name} on {data.name}: {len(data.x_train)} images, {len(data.x_test)} held out; "
-         f"{_count(config.epochs, 'epoch')} of batch {config.batch}, lr {config.lr} ({config.warmup:g}-epoch warm-up, "
-         f"{_schedule(config)}), {_optimizer(config)}"
-         + (f", label smoothing {config.label_smoothing:g}" if config.label_smoothing else "")
-         + (f" ({', '.join(from_spec)} from the spec's [training] table)" if from_spec else ""), quiet)
+
+    def say(text: str) -> None:  # (in JSON mode on stderr; with --distributed, rank 0 alone)
+        if lead:
+            _say(text, quiet)
+
+    if args.resume:  # (every process reads the checkpoint)
+        trainer.resume(args.resume, data)  # the data checked against the checkpoint's before anything is said
+        say(f"resumed from {args.resume} at epoch {trainer.state.epoch}"
+            + (f", batch {trainer.state.step}" if trainer.state.step else ""))
+    say(f"training {net.spec.name} on {data.name}"
+        + (f", data-parallel in {world} processes" if distributed else "")
+        + f": {len(data.x_train)} images, {len(data.x_test)} held out; "
+        f"{_count(config.epochs, 'epoch')} of batch {config.batch}, lr {config.lr} ({config.warmup:g}-epoch warm-up, "
+        f"{_schedule(config)}), {_optimizer(config)}"
+        + (f", label smoothing {config.label_smoothing:g}" if config.label_smoothing else "")
+        + (f" ({', '.join(from_spec)} from the spec's [training] table)" if from_spec else ""))
 
     def report(record: dict) -> None:
-        _say(f"epoch {record['epoch']:>3}/{config.epochs}  train loss {record['train_loss']:.4f}  "
-             f"held-out loss {record['test_loss']:.4f}  accuracy {100 * record['test_accuracy']:.2f}%  "
-             f"({record['seconds']:.1f} s)", quiet)
+        say(f"epoch {record['epoch']:>3}/{config.epochs}  train loss {record['train_loss']:.4f}  "
+            f"held-out loss {record['test_loss']:.4f}  accuracy {100 * record['test_accuracy']:.2f}%  "
+            f"({record['seconds']:.1f} s)")
 
     started = time.perf_counter()
     try:
-        history = trainer.fit(data, progress=not args.no_progress, checkpoint=checkpoint, on_epoch=report)
+        history = trainer.fit(data, progress=not args.no_progress and lead, checkpoint=checkpoint, on_epoch=report)
     except TrainingDiverged as error:
-        print(f"symcnn train: {error}", file=sys.stderr)
+        if lead:  # (every process diverges alike)
+            print(f"symcnn train: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         # (a Ctrl-C before training started, while the data was checked, saved nothing: say so truthfully)
@@ -149,6 +196,8 @@ def run_training(args) -> int:
               file=sys.stderr)
         return 130
     seconds = time.perf_counter() - started
+    if not lead:
+        return 0
     trained = len(data.x_train) * len(history)  # images through the training steps, resumed epochs included
     epoch_seconds = sum(record["seconds"] for record in history) or 1e-9
     final = history[-1] if history else {"test_accuracy": float("nan"), "test_loss": float("nan"),

@@ -9,6 +9,14 @@ another op, or with an attribute symcnn has no setting for, is refused in one li
 the op. ``MatMul`` followed by ``Add`` of a constant is one dense layer (as ``Gemm``); a final
 ``Softmax`` is dropped (the spec's loss, softmax cross-entropy, applies it to the logits).
 
+``BatchNormalization`` is a ``batchnorm2d`` layer: its scale and shift the parameters ``weight`` and
+``bias``, its mean and variance the buffers ``running_mean`` and ``running_var`` (with
+``num_batches_tracked`` 0: ONNX does not keep the count), its ``epsilon`` the layer's ``eps`` and its
+momentum PyTorch's, ``1 - momentum`` (ONNX weighs the running value by ``momentum``, PyTorch the batch's).
+A model exported in evaluation mode usually has none left after a convolution: the exporter folds it
+into the convolution's weights, and removes its dropouts (``Dropout`` nodes, of a model exported in
+training mode, are ``dropout`` layers of the node's ratio).
+
 Parameterized layers are named as the model names its weights (``conv1.weight`` gives ``conv1``)
 where that is an identifier, else ``conv1``, ``conv2``, ``fc1``, ... in order.
 
@@ -64,11 +72,13 @@ class Node(NamedTuple):
 
 
 class Layer(NamedTuple):
-    """A spec layer table (without its name) and its parameters by role (``weight``, ``bias``)."""
+    """A spec layer table (without its name), its parameters by role (``weight``, ``bias``) and buffers
+    (``running_mean``, ...)."""
 
     table: dict[str, Any]
     params: dict[str, np.ndarray] = {}
     kind_prefix: str = ""  # how an unnamed parameterized layer is called: conv, fc
+    buffers: dict[str, np.ndarray] = {}
 
 
 def _pair(node: Node, key: str, values: list, default: int) -> list:
@@ -86,15 +96,70 @@ def _padding(node: Node) -> list:
     return pads[:2]
 
 
-def _conv(node: Node) -> list[Layer]:
-    node.attribute("group", 1, (1,))
+def _float(value) -> float:
+    """An ONNX float attribute (kept in float32) as the shortest decimal of that float32: 0.2, not 0.2000000029."""
+    return float(str(np.float32(value)))
+
+
+def _window_settings(node: Node) -> dict[str, Any]:
+    """A convolution's kernel, stride, padding and dilation (and bias) from its attributes and weight."""
     weight = node.constants[0]
-    settings = {"out_channels": int(weight.shape[0]), "kernel": list(weight.shape[2:]),
-                "stride": _pair(node, "strides", node.attributes.get("strides"), 1), "padding": _padding(node),
-                "dilation": _pair(node, "dilations", node.attributes.get("dilations"), 1),
-                "bias": len(node.constants) > 1}
-    params = {"weight": weight, **({"bias": node.constants[1]} if len(node.constants) > 1 else {})}
-    return [Layer({"type": "conv2d", **settings}, params, "conv")]
+    if weight.ndim != 4:
+        raise node.refuse(f"weight of shape {weight.shape}: symcnn supports 2-D convolutions")
+    return {"kernel": list(weight.shape[2:]), "stride": _pair(node, "strides", node.attributes.get("strides"), 1),
+            "padding": _padding(node), "dilation": _pair(node, "dilations", node.attributes.get("dilations"), 1),
+            "bias": len(node.constants) > 1}
+
+
+def _weight_and_bias(node: Node) -> dict[str, np.ndarray]:
+    return {"weight": node.constants[0], **({"bias": node.constants[1]} if len(node.constants) > 1 else {})}
+
+
+def _conv(node: Node) -> list[Layer]:
+    groups = node.attribute("group", 1)
+    settings = {"out_channels": int(node.constants[0].shape[0]), **_window_settings(node),
+                **({"groups": int(groups)} if groups != 1 else {})}  # a depthwise convolution: C_in groups
+    return [Layer({"type": "conv2d", **settings}, _weight_and_bias(node), "conv")]
+
+
+def _conv_transpose(node: Node) -> list[Layer]:
+    node.attribute("group", 1, (1,))
+    if "output_shape" in node.attributes:
+        raise node.refuse(f"output_shape = {node.attributes['output_shape']}: symcnn's transposed convolution takes "
+                          "pads and output_padding (export with those)")
+    settings = {"out_channels": int(node.constants[0].shape[1]), **_window_settings(node),
+                "output_padding": _pair(node, "output_padding", node.attributes.get("output_padding"), 0)}
+    return [Layer({"type": "conv_transpose2d", **settings}, _weight_and_bias(node), "deconv")]
+
+
+def _batch_norm(node: Node) -> list[Layer]:
+    if len(node.constants) != 4:
+        raise node.refuse(f"expected a scale, a shift, a mean and a variance, got {len(node.constants)} constants")
+    scale, shift, mean, variance = node.constants
+    # ONNX: running = momentum * running + (1 - momentum) * batch; PyTorch: (1 - m) * running + m * batch
+    momentum = float(f"{1 - _float(node.attributes.get('momentum', 0.9)):.12g}")
+    settings = {"eps": _float(node.attributes.get("epsilon", 1e-5)), "momentum": momentum}
+    buffers = {"running_mean": mean, "running_var": variance, "num_batches_tracked": np.array(0, dtype=np.int64)}
+    return [Layer({"type": "batchnorm2d", **settings}, {"weight": scale, "bias": shift}, "bn", buffers)]
+
+
+def _layer_norm(node: Node) -> list[Layer]:
+    scale = node.constants[0]
+    axis = node.attributes.get("axis", -1)
+    if scale.ndim not in (1, 3) or axis not in (1, -scale.ndim):
+        raise node.refuse(f"axis = {axis} with a scale of shape {scale.shape}: symcnn's layer norm normalizes each "
+                          "sample's (C, H, W) or (F,) values")
+    shift = node.constants[1] if len(node.constants) > 1 else np.zeros_like(scale)
+    return [Layer({"type": "layernorm", "eps": _float(node.attributes.get("epsilon", 1e-5))},
+                  {"weight": scale, "bias": shift}, "ln")]
+
+
+def _dropout(node: Node) -> list[Layer]:
+    """ONNX 12 on: the ratio a constant input (default 0.5; the training_mode input, after it, is the
+    spec's mode); before: an attribute."""
+    given = [value for value in node.constants if value.dtype.kind == "f"]  # (the training_mode is a bool)
+    ratio = given[0] if given else node.attributes.get("ratio", 0.5)
+    return [Layer({"type": "dropout", "p": _float(np.asarray(ratio).item())})]
 
 
 def _pool(kind: str) -> Callable[[Node], list[Layer]]:
@@ -137,8 +202,7 @@ def _flatten(node: Node) -> list[Layer]:
 
 def _activation(kind: str, alpha: Optional[float] = None) -> Callable[[Node], list[Layer]]:
     def convert_activation(node: Node) -> list[Layer]:
-        # ONNX keeps float attributes in float32: the shortest decimal of that float32 (0.2, not 0.2000000029)
-        settings = {} if alpha is None else {"alpha": float(str(np.float32(node.attributes.get("alpha", alpha))))}
+        settings = {} if alpha is None else {"alpha": _float(node.attributes.get("alpha", alpha))}
         return [Layer({"type": kind, **settings})]
     return convert_activation
 
@@ -146,6 +210,10 @@ def _activation(kind: str, alpha: Optional[float] = None) -> Callable[[Node], li
 #: ONNX op type -> its layers. An op symcnn gains is one entry here (with its attributes checked).
 CONVERTERS: dict[str, Callable[[Node], list[Layer]]] = {
     "Conv": _conv,
+    "ConvTranspose": _conv_transpose,
+    "BatchNormalization": _batch_norm,
+    "LayerNormalization": _layer_norm,
+    "Dropout": _dropout,
     "MaxPool": _pool("maxpool2d"),
     "AveragePool": _pool("avgpool2d"),
     "GlobalAveragePool": lambda node: [Layer({"type": "global_avgpool"})],
@@ -163,13 +231,24 @@ CONVERTERS: dict[str, Callable[[Node], list[Layer]]] = {
 
 @dataclass
 class Imported:
-    """A converted model: the spec's layer tables in order, its input shape and parameters by name."""
+    """A converted model: the spec's layer tables in order, its input shape, parameters and buffers by name
+    (``buffers``: a batch norm's running statistics), and the node each parameterized layer came from."""
 
     name: str
     input_shape: tuple[int, int, int]
     layers: list[dict] = field(default_factory=list)
     params: dict[str, np.ndarray] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    buffers: dict[str, np.ndarray] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)  # layer name -> "node 'x' (Op)"
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        """Parameters and buffers by name, layer by layer as a PyTorch ``state_dict`` holds them (what
+        ``--params`` writes)."""
+        arrays = {**self.params, **self.buffers}
+        layers = {name.rsplit(".", 1)[0]: number for number, name in enumerate(arrays)}  # (first seen: params')
+        return dict(sorted(arrays.items(), key=lambda item: layers[item[0].rsplit(".", 1)[0]]))
 
     def spec_text(self) -> str:
         """The spec as TOML (validated when parsed: :meth:`spec`)."""
@@ -180,10 +259,11 @@ class Imported:
     def spec(self) -> NetworkSpec:
         """The spec, validated, with every parameter's shape checked against it."""
         spec = parse_spec(self.spec_text())
-        for name, shape in spec.parameter_shapes().items():
-            if self.params[name].shape != shape:
-                raise ValueError(f"{name}: the model's array has shape {self.params[name].shape}, the spec's layer "
-                                 f"needs {shape}")
+        for name, shape in {**spec.parameter_shapes(), **spec.buffer_shapes()}.items():
+            if self.state[name].shape != shape:
+                origin = self.origins.get(name.rsplit(".", 1)[0])
+                raise ValueError(f"{origin + ': ' if origin else ''}{name}: the model's array has shape "
+                                 f"{self.state[name].shape}, the spec's layer needs {shape}")
         return spec
 
 
@@ -299,7 +379,7 @@ def convert(model, name: str) -> Imported:
                              f"(supported: {', '.join(sorted(CONVERTERS))}, Add, Sum and Concat of layers, and a "
                              "final Softmax)")
         view = Node(label, node.op_type, {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute},
-                    [constants[value] for value in inputs])
+                    [constants[value] for value in inputs if value])  # (an optional input left out: "")
         made = sources[0]  # an Identity makes no layer: its output is its input
         for layer in converter(view):
             table = dict(layer.table)
@@ -308,6 +388,10 @@ def convert(model, name: str) -> Imported:
                 table = {"type": table.pop("type"), "name": layer_name, **table}
                 imported.params.update({f"{layer_name}.{role}": np.ascontiguousarray(value, dtype=np.float32)
                                         for role, value in layer.params.items()})
+                imported.buffers.update({f"{layer_name}.{role}": np.array(  # (a count stays 0-d)
+                    value, dtype=np.int64 if value.dtype.kind in "iu" else np.float32, order="C")
+                    for role, value in layer.buffers.items()})
+                imported.origins[layer_name] = f"node {label!r} ({node.op_type})"
             made = tensors.append(imported, table, [made])
         tensors.labels[node_output] = made
     if outputs and tensors.labels.get(outputs[0]) != tensors.previous:
@@ -334,7 +418,8 @@ def _layer_name(inputs: list[str], prefix: str, counts: dict, used: set) -> str:
 def import_onnx(model_path: str, spec_path: str, params_path: Optional[str] = None,
                 name: Optional[str] = None) -> NetworkSpec:
     """Read ``model_path``, write its spec to ``spec_path`` (named ``name``, else after the file) and,
-    given ``params_path``, its parameters as an ``.npz`` (float32, by ``Network.params`` name)."""
+    given ``params_path``, its parameters as an ``.npz`` (float32, by ``Network.params`` name), with its
+    buffers (a batch norm's running statistics, by ``Network.buffers`` name) where it has any."""
     try:
         model = onnx.load(str(model_path))
     except FileNotFoundError:
@@ -349,6 +434,6 @@ def import_onnx(model_path: str, spec_path: str, params_path: Optional[str] = No
     write_text(spec_path, imported.spec_text())
     if params_path is not None:
         buffer = io.BytesIO()
-        np.savez(buffer, **imported.params)
+        np.savez(buffer, **imported.state)
         write_bytes(params_path, buffer.getvalue())
     return spec

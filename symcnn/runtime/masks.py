@@ -13,6 +13,10 @@ and ``γ = 0x9E3779B97F4A7C15``, all arithmetic modulo 2**64:
   ``(e + 1)``-th output from the state ``key``; ``u = (bits >> 11) / 2**53``, uniform on
   ``[0, 1)`` in steps of ``2**-53``; the element is dropped (0) when ``u < p``, else kept (1).
 
+A process that holds rows ``first_image, first_image + 1, ...`` of a batch split across processes
+(data-parallel training) draws those rows of the whole batch's mask: its element ``e`` is the whole
+batch's element ``first_image·(elements per image) + e``.
+
 Example:
     >>> import numpy as np
     >>> mask = np.empty((2, 8), dtype=np.float32)
@@ -70,15 +74,22 @@ def _fill(flat, images, key, drop):
             flat[position] = 0.0 if float(z >> _SHIFTS[3]) * unit < drop else 1.0
 
 
-def draw_mask(mask: np.ndarray, seed: int, layer: int, step: int, drop: float) -> None:
+def draw_mask(mask: np.ndarray, seed: int, layer: int, step: int, drop: float, first_image: int = 0) -> None:
     """Fill ``mask`` (C-contiguous, batch axis first, float) with the 0s and 1s of layer ``layer``'s
-    mask at training pass ``step``: each element 0 with probability ``drop``."""
-    _fill(mask.reshape(-1), max(mask.shape[0], 1), np.uint64(pass_key(seed, layer, step)), float(drop))
+    mask at training pass ``step``: each element 0 with probability ``drop``. With ``first_image``, the
+    rows of the whole batch's mask from that row on (see the module's docstring)."""
+    images = max(mask.shape[0], 1)
+    # Element e of the rows from first_image on is the whole batch's element skip + e: its
+    # (skip + e + 1)-th output from key, i.e. the (e + 1)-th from key + skip·γ.
+    skip = first_image * (mask.size // images)
+    key = (pass_key(seed, layer, step) + skip * GAMMA) & _WORD
+    _fill(mask.reshape(-1), images, np.uint64(key), float(drop))
 
 
-def reference_mask(shape: tuple, seed: int, layer: int, step: int, drop: float) -> np.ndarray:
+def reference_mask(shape: tuple, seed: int, layer: int, step: int, drop: float, first_image: int = 0) -> np.ndarray:
     """The same mask in plain Python integers, element by element: the definition, for tests."""
     key = pass_key(seed, layer, step)
-    values = [0.0 if (_mix((key + (position + 1) * GAMMA) & _WORD) >> 11) * 2.0 ** -53 < drop else 1.0
+    skip = first_image * int(np.prod(shape[1:]))
+    values = [0.0 if (_mix((key + (skip + position + 1) * GAMMA) & _WORD) >> 11) * 2.0 ** -53 < drop else 1.0
               for position in range(int(np.prod(shape)))]
     return np.array(values).reshape(shape)

@@ -8,6 +8,13 @@ outputs its ``inputs`` name; where several layers read one tensor, autograd sums
 :func:`layer` gives one layer, specialized to an input shape (``weight`` and ``bias`` as ``nn.Conv2d``
 and ``nn.Linear`` name them), checked at call time.
 
+Modes are PyTorch's (``train()``, ``eval()``). A batch norm keeps ``running_mean``, ``running_var`` and
+``num_batches_tracked`` as buffers (``nn.BatchNorm2d``'s names): in training mode it normalizes with the
+batch's statistics and updates the running ones, in evaluation mode it uses them. A dropout multiplies
+by a mask of symcnn's counter-based generator in training mode (the Network's masks: a function of the
+seed, the layer, the count of training passes and the element, :attr:`SymcnnNetwork.mask_state`) and
+passes its input on in evaluation mode.
+
 Example:
     >>> import torch
     >>> model = from_spec("digits", seed=0)
@@ -24,7 +31,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from typing import Any, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -33,34 +40,117 @@ from symcnn import registry
 from symcnn.runtime.loader import load_kernels
 from symcnn.runtime.network import Network
 from symcnn.spec import LayerSpec, NetworkSpec, load_spec, parse_spec, spec_toml
-from symcnn.torch.operators import LayerOperators, layer_operators
+from symcnn.torch.operators import (
+    LayerOperators,
+    draw_mask,
+    has_evaluation_kernels,
+    layer_operators,
+    running_statistics_operator,
+)
 
-__all__ = ["SymcnnLayer", "SymcnnNetwork", "SymcnnGraph", "from_spec", "layer"]
+__all__ = ["SymcnnLayer", "SymcnnNetwork", "SymcnnGraph", "MaskGenerator", "from_spec", "layer"]
+
+
+class MaskGenerator:
+    """The dropout generator's state that a module's dropout layers share: ``seed`` and ``step`` (the count
+    of training passes so far; the next pass draws the masks of ``step``), as :attr:`Network.mask_state`;
+    and ``first_image``, the row of the whole batch this process's inputs start at (data-parallel
+    training: each process draws its rows of the whole batch's masks)."""
+
+    def __init__(self, seed: int):
+        self.seed, self.step, self.first_image = int(seed) % 2**64, 0, 0
+
+    @property
+    def state(self) -> dict:
+        return {"seed": self.seed, "step": self.step}
+
+    @state.setter
+    def state(self, state) -> None:
+        if not isinstance(state, dict) or set(state) != {"seed", "step"} or not all(
+                isinstance(state[key], (int, np.integer)) and not isinstance(state[key], (bool, np.bool_))
+                and 0 <= state[key] < 2**64 for key in state):
+            raise ValueError(f"mask_state: must be {{'seed': s, 'step': t}}, integers in [0, 2**64), got {state!r}")
+        self.seed, self.step = int(state["seed"]), int(state["step"])
+
+    def set_first_image(self, first_image) -> None:
+        if isinstance(first_image, bool) or not isinstance(first_image, (int, np.integer)) or first_image < 0:
+            raise ValueError(f"first_image: must be an integer >= 0 (a row of the whole batch), got {first_image!r}")
+        self.first_image = int(first_image)
 
 
 class SymcnnLayer(torch.nn.Module):
     """One generated layer: its kernels as operators, its parameters (``weight``, ``bias``) as
-    ``nn.Parameter`` of PyTorch's shapes. The input's shape, dtype and device are checked at every call."""
+    ``nn.Parameter`` of PyTorch's shapes, its buffers (a batch norm's running statistics) as buffers. The
+    input's shape, dtype and device are checked at every call. ``evaluation``: the operators of its
+    evaluation-mode kernels, where it has them; ``masks``: a dropout's generator, whose passes the layer
+    counts itself when ``counts_passes`` (a layer on its own; a network counts its own passes)."""
 
-    def __init__(self, operators: LayerOperators, params: dict[str, np.ndarray]):
+    def __init__(self, operators: LayerOperators, params: dict[str, np.ndarray],
+                 buffers: Optional[dict[str, np.ndarray]] = None, evaluation: Optional[LayerOperators] = None,
+                 statistics: Optional[Callable] = None, masks: Optional[MaskGenerator] = None,
+                 counts_passes: bool = False):
         super().__init__()
-        self.operators = operators
-        for role in operators.parameters:
-            self.register_parameter(role, torch.nn.Parameter(torch.from_numpy(np.array(params[role]))))
+        self.operators, self.evaluation, self.statistics = operators, evaluation, statistics
+        self.masks, self.counts_passes = masks, counts_passes
+        for role, value in params.items():
+            self.register_parameter(role, torch.nn.Parameter(torch.from_numpy(np.array(value))))
+        for role, value in (buffers or {}).items():
+            self.register_buffer(role, torch.from_numpy(np.array(value)))
 
     @property
     def spec(self) -> LayerSpec:
         return self.operators.layer
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        """The layer's output from its input (an add's or concat's: one tensor per entry of its ``inputs``)."""
+        """The layer's output from its input (an add's or concat's: one tensor per entry of its ``inputs``),
+        in the module's mode."""
         if len(inputs) != len(self.spec.input_shapes):
             raise ValueError(f"{self.spec.label}: expected {len(self.spec.input_shapes)} input tensor(s), "
                              f"got {len(inputs)}")
         for name, x in zip(("x", *(f"x{number}" for number in range(2, len(inputs) + 1))), inputs):
             if not isinstance(x, torch.Tensor):
                 raise ValueError(f"{self.spec.label}: {name}: expected a tensor, got {type(x).__name__}")
-        return self.operators(*inputs, *(getattr(self, role) for role in self.operators.parameters))
+        if self.masks is not None:
+            return self._dropout(inputs[0])
+        if self.evaluation is not None and not self.training:
+            return self.evaluation(*inputs, *(getattr(self, name) for name in self.evaluation.parameters))
+        check = registry.get(self.spec.kind).check_training_input
+        if self.training and check is not None:
+            try:
+                check(tuple(inputs[0].shape), self.spec.settings)
+            except ValueError as error:
+                raise ValueError(f"{self.spec.label}: {error}") from None
+        out = self.operators(*inputs, *(getattr(self, role) for role in self.operators.parameters))
+        if self.training and self.statistics is not None:
+            self.statistics(inputs[0].detach(), self.running_mean, self.running_var, self.num_batches_tracked)
+        return out
+
+    def _dropout(self, x: torch.Tensor) -> torch.Tensor:
+        """The identity in evaluation mode (the input itself, as ``nn.Dropout``); in training mode ``x``
+        times the mask of this pass, scaled by 1/(1 - p) (the kernels')."""
+        self.operators.check(x)
+        if not self.training:
+            return x
+        generator = self.masks
+        drop = self.spec.settings[registry.get(self.spec.kind).mask_drop]
+        mask = draw_mask(x, generator.seed, self.spec.index, generator.step, drop, generator.first_image)
+        out = self.operators(x, mask)
+        if self.counts_passes:
+            generator.step += 1
+        return out
+
+    @property
+    def mask_state(self) -> dict:
+        """A dropout layer's generator state ``{"seed": s, "step": t}`` (shared with its network's)."""
+        if self.masks is None:
+            raise ValueError(f"{self.spec.label}: mask_state: a {self.spec.kind} layer draws no masks")
+        return self.masks.state
+
+    @mask_state.setter
+    def mask_state(self, state) -> None:
+        if self.masks is None:
+            raise ValueError(f"{self.spec.label}: mask_state: a {self.spec.kind} layer draws no masks")
+        self.masks.state = state
 
     def extra_repr(self) -> str:
         settings = registry.get(self.spec.kind).settings_text(self.spec.settings)
@@ -69,47 +159,84 @@ class SymcnnLayer(torch.nn.Module):
         return f"{self.spec.kind}, {settings + ', ' if settings else ''}{shapes}"
 
 
-class SymcnnNetwork(torch.nn.Sequential):
+class _Passes:
+    """What a whole network's module keeps besides its layers: the dropout generator its dropout layers
+    share, and the count of its training passes (one per forward pass in training mode, as the Network
+    counts them, dropout layers or not)."""
+
+    masks: MaskGenerator
+
+    @property
+    def mask_state(self) -> dict:
+        """The dropout generator's state, ``{"seed": s, "step": t}``, as :attr:`Network.mask_state`: the next
+        training pass draws the masks of step ``t``, then counts itself. Assigning sets it, checked."""
+        return self.masks.state
+
+    @mask_state.setter
+    def mask_state(self, state) -> None:
+        self.masks.state = state
+
+    @property
+    def first_image(self) -> int:
+        """The row of the whole batch at which this process's inputs start (0 unless training data-parallel:
+        then rank × the batch per process), so that each process's dropout masks are its rows of the
+        whole batch's masks: the processes together multiply by the masks one process would."""
+        return self.masks.first_image
+
+    @first_image.setter
+    def first_image(self, first_image) -> None:
+        self.masks.set_first_image(first_image)
+
+    def _count(self, out: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.masks.step += 1
+        return out
+
+
+class SymcnnNetwork(_Passes, torch.nn.Sequential):
     """A spec's layers in order, each a :class:`SymcnnLayer` named by its label. The logits are its
     output (the loss is PyTorch's: ``torch.nn.functional.cross_entropy``)."""
 
-    def __init__(self, spec: NetworkSpec, layers: dict[str, SymcnnLayer]):
+    def __init__(self, spec: NetworkSpec, layers: dict[str, SymcnnLayer], masks: MaskGenerator):
         super().__init__(OrderedDict(layers))
-        self.spec = spec
+        self.spec, self.masks = spec, masks
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._count(super().forward(x))
 
 
-class SymcnnGraph(torch.nn.Module):
+class SymcnnGraph(_Passes, torch.nn.Module):
     """A graph spec's layers, each a :class:`SymcnnLayer` named by its label, run in the spec's order on the
     outputs its ``inputs`` name. A tensor that several layers read gets the sum of their gradients from
     autograd (the Network sums them with its generated ``fanout_`` kernels). The logits are its output."""
 
-    def __init__(self, spec: NetworkSpec, layers: dict[str, SymcnnLayer]):
+    def __init__(self, spec: NetworkSpec, layers: dict[str, SymcnnLayer], masks: MaskGenerator):
         super().__init__()
         for label, module in layers.items():
             self.add_module(label, module)
-        self.spec = spec
+        self.spec, self.masks = spec, masks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         values = {"input": x}
         for layer in self.spec.layers:
             values[layer.label] = getattr(self, layer.label)(*(values[source] for source in layer.inputs))
-        return values[self.spec.layers[-1].label]
+        return self._count(values[self.spec.layers[-1].label])
 
 
-def _layer_params(net: Network, layer: LayerSpec) -> dict[str, np.ndarray]:
-    prefix = f"{layer.name}."
-    return {name.removeprefix(prefix): value for name, value in net.params.items() if name.startswith(prefix)}
+def _by_role(arrays: dict[str, np.ndarray], names) -> dict[str, np.ndarray]:
+    """``conv1.weight`` -> ``weight``: a layer's arrays by role, as its module names them."""
+    return {name.rsplit(".", 1)[1]: arrays[name] for name in names}
 
 
-def _refuse_stateful(spec: NetworkSpec) -> None:
-    """Layers with modes, buffers or drawn masks (batch norm, dropout) are not PyTorch operators yet: their
-    running statistics and masks live in the Network. One line naming the layer, before any work."""
-    for entry_layer in spec.layers:
-        entry = registry.get(entry_layer.kind)
-        if entry.evaluation is not None or entry.mask_drop is not None or entry.buffer_shapes((1, 1, 1), {}):
-            raise ValueError(f"layer {entry_layer.label!r} ({entry_layer.kind}): not available as PyTorch "
-                             "operators yet (its modes, buffers or masks live in symcnn's Network); use "
-                             "symcnn.runtime.Network, or PyTorch's own layer in its place")
+def _layer_module(net: Network, layer: LayerSpec, masks: MaskGenerator, counts_passes: bool) -> SymcnnLayer:
+    """``layer`` of ``net`` as a module, with ``net``'s initial parameters and buffers."""
+    buffers = layer.buffer_shapes()
+    return SymcnnLayer(
+        layer_operators(net, layer), _by_role(net.params, layer.parameter_shapes()),
+        _by_role(net.buffers, buffers),
+        evaluation=layer_operators(net, layer, evaluation=True) if has_evaluation_kernels(net, layer) else None,
+        statistics=running_statistics_operator(net, layer) if buffers else None,
+        masks=masks if registry.get(layer.kind).mask_drop is not None else None, counts_passes=counts_passes)
 
 
 def from_spec(spec: Union[str, os.PathLike, NetworkSpec], dtype: str = "float32",
@@ -117,13 +244,13 @@ def from_spec(spec: Union[str, os.PathLike, NetworkSpec], dtype: str = "float32"
     """The spec (a shipped name, a ``.toml`` path or a :class:`NetworkSpec`) as an ``nn.Module`` whose
     initial parameters are ``Network.from_spec(spec, dtype, seed).params``; ``.double()`` and ``.float()``
     switch its dtype as for any module. A :class:`SymcnnNetwork` (an ``nn.Sequential``) for a sequential
-    spec, a :class:`SymcnnGraph` for a graph spec."""
+    spec, a :class:`SymcnnGraph` for a graph spec. Its buffers start as the Network's (PyTorch's initial
+    running statistics), its dropout masks from ``seed`` as the Network's."""
     loaded = spec if isinstance(spec, NetworkSpec) else load_spec(spec)
-    _refuse_stateful(loaded)
     net = Network(loaded, load_kernels(loaded), dtype=dtype, seed=seed)
-    layers = {layer.label: SymcnnLayer(layer_operators(net, layer), _layer_params(net, layer))
-              for layer in loaded.layers}
-    return SymcnnNetwork(loaded, layers) if loaded.sequential else SymcnnGraph(loaded, layers)
+    masks = MaskGenerator(seed)
+    layers = {layer.label: _layer_module(net, layer, masks, counts_passes=False) for layer in loaded.layers}
+    return (SymcnnNetwork if loaded.sequential else SymcnnGraph)(loaded, layers, masks)
 
 
 def _flat_output(kind: str, input_shape: tuple, settings: dict) -> bool:
@@ -159,7 +286,5 @@ def layer(kind: str, input_shape: tuple[int, ...], dtype: str = "float32", seed:
     spec = parse_spec(spec_toml({"name": f"torch-{kind.replace('_', '-')}",
                                  "input": [input_shape[0], 1, 1] if flat else list(input_shape), "layers": layers}))
     position = 1 if flat else 0
-    _refuse_stateful(spec)
     net = Network(spec, load_kernels(spec), dtype=dtype, seed=seed)
-    target = spec.layers[position]
-    return SymcnnLayer(layer_operators(net, target), _layer_params(net, target))
+    return _layer_module(net, spec.layers[position], MaskGenerator(seed), counts_passes=True)

@@ -8,6 +8,12 @@ every operator a fake implementation (``register_fake``) for ``torch.compile`` a
 that joins several tensors (a graph spec's add or concat) takes them as ``x, x2, ...`` and has a
 gradient operator for each (``grad_input``, ``grad_input2``, ...).
 
+A layer with an evaluation-mode formula (batch norm) has a second set, of its ``_eval_`` kernels
+(``layer_operators(net, layer, evaluation=True)``), which read the running statistics; its training
+mode's running-statistics update is an operator too (:func:`running_statistics_operator`, PyTorch's
+rule, mutating the buffers). A dropout's operators take its mask as an argument (``x, mask``), drawn
+by :func:`draw_mask`, symcnn's counter-based generator (:mod:`symcnn.runtime.masks`) as an operator.
+
 Tensors reach the kernels without a copy (``tensor.numpy()`` shares the memory); a non-contiguous
 tensor is made contiguous first. A tensor that is not on the CPU, not of the layer's shape or not of
 one float dtype is refused with a ``ValueError`` before any kernel runs: numba does not bounds-check.
@@ -35,10 +41,13 @@ import numpy as np
 import torch
 
 from symcnn.registry import input_role
+from symcnn.runtime.buffers import update_running_statistics
+from symcnn.runtime.masks import draw_mask as draw_mask_array
 from symcnn.runtime.network import Network, switch_dtype
 from symcnn.spec import LayerSpec
 
-__all__ = ["LayerOperators", "KernelSignature", "layer_operators", "FLOAT_DTYPES"]
+__all__ = ["LayerOperators", "KernelSignature", "layer_operators", "running_statistics_operator", "draw_mask",
+           "FLOAT_DTYPES"]
 
 NAMESPACE = "symcnn"
 FLOAT_DTYPES = (torch.float32, torch.float64)
@@ -50,6 +59,7 @@ _TORCH_DTYPES = {np.dtype(np.int8): torch.int8, np.dtype(np.int32): torch.int32}
 #: :func:`_input_number`.)
 BATCHED_LIKE_INPUT = ("x", "grad_input")
 BATCHED_LIKE_OUTPUT = ("out", "grad_output", "switch")
+MASKS = ("mask",)  # a dropout's mask: shaped like its input, never differentiated
 _FURTHER_INPUT = re.compile(r"(?:x|grad_input)([2-9]|[1-9][0-9]+)\Z")
 
 
@@ -66,7 +76,7 @@ def _input_number(name: str) -> Optional[int]:
 
 
 def _batched(name: str) -> bool:
-    return name in BATCHED_LIKE_OUTPUT or _input_number(name) is not None
+    return name in BATCHED_LIKE_OUTPUT or name in MASKS or _input_number(name) is not None
 
 
 class KernelSignature(NamedTuple):
@@ -94,26 +104,38 @@ class LayerOperators(NamedTuple):
     gradients: dict[str, Callable]
     signatures: dict[str, KernelSignature]  # by kernel name
     reshape: bool = False  # the forward kernel copies its input in row-major order (checked when generated)
+    evaluation: bool = False  # the layer's evaluation-mode kernels (``bn1_eval_forward``, ...)
+
+    @property
+    def prefix(self) -> str:
+        """What the names of these operators' kernels start with: ``bn1_``, or ``bn1_eval_``."""
+        return _prefix(self.layer.label, self.evaluation)
 
     def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
         """The layer's output from its input (or an add's or concat's inputs) and its parameters, without
         what its forward operator saves for the gradient. A layer whose kernel only reshapes
         (``kernels.RESHAPES``, a flatten) is a view, as in the Network: no copy."""
         if self.reshape:
-            _check(self.layer, self.signatures[f"{self.layer.label}_forward"], tensors)
+            _check(self.layer, self.signatures[f"{self.prefix}forward"], tensors)
             return tensors[0].reshape(tensors[0].shape[0], *self.layer.output_shape)
         result = self.forward(*tensors)
         return result[0] if isinstance(result, tuple) else result
 
+    def check(self, *tensors: torch.Tensor) -> None:
+        """The checks of a call on these tensors (the first arguments of the forward operator: shape, dtype,
+        device), without running a kernel: for a layer that passes its input on (a dropout in evaluation mode)."""
+        _check(self.layer, self.signatures[f"{self.prefix}forward"], tensors)
+
     def gradient_signature(self, name: str) -> KernelSignature:
         """The kernel behind ``gradients[name]`` (``x``: ``conv1_grad_input``; ``weight``: ``conv1_grad_weight``;
         an add's ``x2``: ``sum_grad_input2``)."""
-        return self.signatures[_gradient_kernel(self.layer.label, name)]
+        return self.signatures[_gradient_kernel(self.prefix, name)]
 
     @property
     def parameters(self) -> tuple[str, ...]:
-        """The forward operator's inputs after the layer's input tensors: ``("weight", "bias")`` or none."""
-        return tuple(name for name in self.signatures[f"{self.layer.label}_forward"].inputs
+        """The forward operator's inputs after the layer's input tensors: ``("weight", "bias")``, none, a
+        dropout's ``("mask",)``, or in evaluation mode a batch norm's ``(..., "running_mean", "running_var")``."""
+        return tuple(name for name in self.signatures[f"{self.prefix}forward"].inputs
                      if _input_number(name) is None)
 
 
@@ -122,13 +144,13 @@ _LAYERS: dict[str, "LayerOperators"] = {}  # qualified forward name -> its layer
 
 
 def _shape_of(layer: LayerSpec, name: str, batch) -> tuple:
-    number = _input_number(name)
+    number = 1 if name in MASKS else _input_number(name)
     if number is not None:
         return (batch, *layer.input_shapes[number - 1])
     if name in BATCHED_LIKE_OUTPUT:
         return (batch, *layer.output_shape)
     role = name.removeprefix("grad_")
-    shapes = layer.parameter_shapes()
+    shapes = {**layer.parameter_shapes(), **layer.buffer_shapes()}  # a buffer: the running statistics
     if f"{layer.name}.{role}" not in shapes:
         raise ValueError(f"{layer.label}: no PyTorch operator for a kernel argument named {name!r}")
     return shapes[f"{layer.name}.{role}"]
@@ -204,26 +226,39 @@ def _new_empty(like: torch.Tensor) -> Callable:
     return lambda shape, dtype: like.new_empty(shape, dtype=dtype)
 
 
-def _gradient_kernel(label: str, name: str) -> str:
+def _prefix(label: str, evaluation: bool) -> str:
+    return f"{label}_eval_" if evaluation else f"{label}_"
+
+
+def _gradient_kernel(prefix: str, name: str) -> str:
     """The kernel of the gradient with respect to the forward argument ``name``: ``x`` -> ``grad_input``,
-    ``x2`` -> ``grad_input2``, ``weight`` -> ``grad_weight``."""
+    ``x2`` -> ``grad_input2``, ``weight`` -> ``grad_weight`` (after ``prefix``: ``conv1_``, ``bn1_eval_``)."""
     number = _input_number(name)
-    return f"{label}_grad_{input_role(number) if number is not None else name}"
+    return f"{prefix}grad_{input_role(number) if number is not None else name}"
 
 
-def layer_operators(net: Network, layer: LayerSpec) -> LayerOperators:
-    """The operators of ``layer`` (one of ``net.spec.layers``), registered once per process."""
+def has_evaluation_kernels(net: Network, layer: LayerSpec) -> bool:
+    """Whether ``layer`` has kernels of its own in evaluation mode (batch norm: the running statistics)."""
+    return f"{_prefix(layer.label, True)}forward" in net.kernels.ARGUMENTS
+
+
+def layer_operators(net: Network, layer: LayerSpec, evaluation: bool = False) -> LayerOperators:
+    """The operators of ``layer`` (one of ``net.spec.layers``), registered once per process; with
+    ``evaluation``, of its evaluation-mode kernels (:func:`has_evaluation_kernels`)."""
+    if evaluation and not has_evaluation_kernels(net, layer):
+        raise ValueError(f"{layer.label}: has no evaluation-mode kernels ({layer.kind} is the same in both modes)")
+    prefix = _prefix(layer.label, evaluation)
     inputs = tuple(f"grad_{input_role(number)}" for number in range(1, len(layer.input_shapes) + 1))
     signatures = {kernel: KernelSignature.of(kernel, arguments) for kernel, arguments in net.kernels.ARGUMENTS.items()
-                  if kernel.startswith(f"{layer.label}_") and kernel.removeprefix(f"{layer.label}_") in
+                  if kernel.startswith(prefix) and kernel.removeprefix(prefix) in
                   ("forward",) + inputs + tuple(f"grad_{name.split('.')[-1]}" for name in layer.parameter_shapes())}
     operators = {kernel: _register(net, layer, signature) for kernel, signature in signatures.items()}
-    forward_signature = signatures[f"{layer.label}_forward"]
+    forward_signature = signatures[f"{prefix}forward"]
     forward = operators[forward_signature.kernel]
     if forward._qualname in _LAYERS:
         return _LAYERS[forward._qualname]
-    gradients = {name: operators[_gradient_kernel(layer.label, name)] for name in forward_signature.inputs
-                 if _gradient_kernel(layer.label, name) in operators}
+    gradients = {name: operators[_gradient_kernel(prefix, name)] for name in forward_signature.inputs
+                 if _gradient_kernel(prefix, name) in operators}
 
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(*inputs, *output)
@@ -236,13 +271,87 @@ def layer_operators(net: Network, layer: LayerSpec) -> LayerOperators:
             if not needed:
                 grads.append(None)
                 continue
-            kernel = _gradient_kernel(layer.label, name)
+            kernel = _gradient_kernel(prefix, name)
             if kernel not in operators:
                 raise ValueError(f"{layer.label}: {name}: the generated kernels have no gradient for it")
             grads.append(operators[kernel](*(saved[argument] for argument in signatures[kernel].inputs)))
         return tuple(grads)
 
     forward.register_autograd(backward, setup_context=setup_context)
-    reshape = f"{layer.label}_forward" in getattr(net.kernels, "RESHAPES", {})
-    _LAYERS[forward._qualname] = LayerOperators(layer, forward, gradients, signatures, reshape)
+    reshape = f"{prefix}forward" in getattr(net.kernels, "RESHAPES", {})
+    _LAYERS[forward._qualname] = LayerOperators(layer, forward, gradients, signatures, reshape, evaluation)
     return _LAYERS[forward._qualname]
+
+
+_BUFFER_ROLES = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def running_statistics_operator(net: Network, layer: LayerSpec) -> Callable:
+    """A batch-norm layer's running-statistics update after a training-mode forward pass, as an operator
+    that mutates its buffers: ``update(x, running_mean, running_var, num_batches_tracked)``, PyTorch's rule
+    with the layer's momentum and the batch's unbiased variance (:func:`symcnn.runtime.buffers.
+    update_running_statistics`, the Network's own). Registered once per process."""
+    qualified = f"{NAMESPACE}::{net.spec.module_name}_{net.spec.digest()}_{layer.label}_update_running_statistics"
+    if qualified in _OPERATORS:
+        return _OPERATORS[qualified]
+    if set(_BUFFER_ROLES) != {name.rsplit(".", 1)[1] for name in layer.buffer_shapes()}:
+        raise ValueError(f"{layer.label}: keeps no running statistics ({layer.kind})")
+    signature = KernelSignature("update_running_statistics", ("x", "running_mean", "running_var"), ())
+
+    def run(x, running_mean, running_var, num_batches_tracked):
+        _check(layer, signature, (x, running_mean, running_var))
+        if num_batches_tracked.dtype != torch.int64 or num_batches_tracked.dim() != 0:
+            raise ValueError(f"{layer.label}: num_batches_tracked: expected a 0-d int64 tensor, got "
+                             f"{str(num_batches_tracked.dtype).removeprefix('torch.')} of shape "
+                             f"{tuple(num_batches_tracked.shape)}")
+        buffers = {f"{layer.name}.{role}": tensor.numpy()  # views: updated in place
+                   for role, tensor in zip(_BUFFER_ROLES, (running_mean, running_var, num_batches_tracked))}
+        update_running_statistics(layer, x.contiguous().numpy(), buffers)
+
+    schema = "(Tensor x, Tensor(a!) running_mean, Tensor(b!) running_var, Tensor(c!) num_batches_tracked) -> ()"
+    operator = torch.library.custom_op(qualified, run, mutates_args=_BUFFER_ROLES, device_types="cpu",
+                                       schema=schema)
+    operator.register_fake(lambda x, running_mean, running_var, num_batches_tracked: None)
+    _OPERATORS[qualified] = operator
+    return operator
+
+
+def _signed(word: int) -> int:
+    """A 64-bit word as an int64 (an operator's ``int``); the mask generator reads it modulo 2**64 again."""
+    word %= 2**64
+    return word - 2**64 if word >= 2**63 else word
+
+
+@torch.library.custom_op(f"{NAMESPACE}::draw_mask", mutates_args=(), device_types="cpu")
+def _draw_mask(x: torch.Tensor, seed: int, layer: int, step: int, first_image: int, drop: float) -> torch.Tensor:
+    mask = torch.empty_like(x, memory_format=torch.contiguous_format)
+    draw_mask_array(mask.numpy(), seed, layer, step, drop, first_image)
+    return mask
+
+
+@_draw_mask.register_fake
+def _(x, seed, layer, step, first_image, drop):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def draw_mask(x: torch.Tensor, seed: int, layer: int, step: int, drop: float, first_image: int = 0) -> torch.Tensor:
+    """A dropout mask shaped and typed like ``x`` (0 dropped, 1 kept): layer ``layer``'s at training pass
+    ``step`` from ``seed``, the rows from ``first_image`` on of the whole batch's, exactly the Network's
+    (:func:`symcnn.runtime.masks.draw_mask`); an operator (``symcnn::draw_mask``).
+
+    >>> from symcnn.runtime.masks import reference_mask
+    >>> mask = draw_mask(torch.zeros(2, 3, dtype=torch.float64), seed=0, layer=1, step=0, drop=0.5)
+    >>> mask.tolist() == reference_mask((2, 3), 0, 1, 0, 0.5).tolist()
+    True
+    """
+    if not isinstance(x, torch.Tensor) or x.dtype not in FLOAT_DTYPES or x.device.type != "cpu" or x.dim() < 1:
+        raise ValueError(f"x: expected a float32 or float64 CPU tensor with a batch axis, got {_describe(x)}")
+    if not 0 <= drop <= 1:
+        raise ValueError(f"drop: must lie in [0, 1], got {drop!r}")
+    return _draw_mask(x.detach(), _signed(seed), layer, _signed(step), first_image, float(drop))
+
+
+def _describe(value) -> str:
+    if not isinstance(value, torch.Tensor):
+        return f"a {type(value).__name__}"
+    return f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {tuple(value.shape)} on {value.device}"

@@ -262,6 +262,16 @@ def test_masks_differ_across_layers_steps_and_seeds_and_p_zero_keeps_everything(
     np.testing.assert_array_equal(smaller, first[:2])
 
 
+def test_a_share_of_the_batch_draws_its_rows_of_the_whole_batch_mask():
+    whole = np.empty((5, 3, 4, 2), dtype=np.float64)
+    draw_mask(whole, 9, 2, 6, 0.4)
+    for first, rows in ((0, 2), (2, 3), (4, 1)):  # as processes of a data-parallel run hold them
+        share = np.empty((rows, 3, 4, 2), dtype=np.float64)
+        draw_mask(share, 9, 2, 6, 0.4, first_image=first)
+        np.testing.assert_array_equal(share, whole[first:first + rows])
+        np.testing.assert_array_equal(share, reference_mask(share.shape, 9, 2, 6, 0.4, first_image=first))
+
+
 _THREADS_SCRIPT = """
 import hashlib, sys
 import numpy as np

@@ -100,11 +100,10 @@ def test_matmul_add_is_a_dense_layer_and_a_final_softmax_is_the_loss():
 
 
 @pytest.mark.parametrize("nodes, initializers, message", [
-    ([helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], name="bn1")],
-     {"s": [1.0], "b": [0.0], "m": [0.0], "v": [1.0]},
-     r"node 'bn1' \(BatchNormalization\): op not supported by symcnn import \(supported: AveragePool, Conv, "),
-    ([helper.make_node("Conv", ["x", "w"], ["y"], name="grouped", group=2)], {"w": np.ones((2, 1, 1, 1))},
-     r"node 'grouped' \(Conv\): group = 2 is not supported \(symcnn supports 1\)"),
+    ([helper.make_node("LRN", ["x"], ["y"], name="lrn1", size=3)], {},
+     r"node 'lrn1' \(LRN\): op not supported by symcnn import \(supported: AveragePool, BatchNormalization, Conv, "),
+    ([helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="grouped", group=2)], {"w": np.ones((2, 1, 1, 1))},
+     r"node 'grouped' \(ConvTranspose\): group = 2 is not supported \(symcnn supports 1\)"),
     ([helper.make_node("Conv", ["x", "w"], ["y"], name="lopsided", pads=[0, 1, 1, 1])], {"w": np.ones((1, 1, 1, 1))},
      r"node 'lopsided' \(Conv\): pads = \[0, 1, 1, 1\]: symcnn pads both sides alike"),
     ([helper.make_node("MaxPool", ["x"], ["y"], name="ceil", kernel_shape=[2, 2], ceil_mode=1)], {},

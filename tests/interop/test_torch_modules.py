@@ -109,14 +109,3 @@ def test_a_bad_layer_is_refused_in_one_line():
         symcnn.torch.layer("relu", (1, 4))
     with pytest.raises(ValueError, match="out_channels: missing"):
         symcnn.torch.layer("conv2d", (1, 4, 4), kernel=3)
-
-
-@pytest.mark.parametrize("table", [{"type": "batchnorm2d", "name": "bn"}, {"type": "dropout", "p": 0.5}])
-def test_a_layer_with_modes_buffers_or_masks_is_refused_in_one_line(table):
-    from symcnn.spec import parse_spec, spec_toml
-
-    spec = parse_spec(spec_toml({"name": "stateful", "input": [2, 4, 4], "layers": [
-        {"type": "conv2d", "name": "conv", "out_channels": 2, "kernel": 3}, table,
-        {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 3}]}))
-    with pytest.raises(ValueError, match=r"\(" + table["type"] + r"\): not available as PyTorch operators yet"):
-        symcnn.torch.from_spec(spec)
