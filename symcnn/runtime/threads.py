@@ -4,7 +4,7 @@ again as the load changes.
 Why: numba runs a ``prange`` loop as a fork-join region that hands each thread one fixed share of
 the work and waits at the region's end for every share. When another process takes a core, the
 thread that shares that core runs only in the scheduler's time slices (milliseconds), while one
-region lasts 10-500 microseconds: each region waits for a slice. GNU OpenMP's threads that are
+region lasts 10-1,200 microseconds: each region waits for a slice. GNU OpenMP's threads that are
 done spin meanwhile, taking time from the late thread. Measured with a busy loop on one of two
 cores: ``seed004``'s forward pass 13x slower, its batch-1 train step 32x slower; two training runs
 at once took longer than one after the other. On the free cores alone the regions never wait.
