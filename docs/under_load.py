@@ -15,10 +15,16 @@ load besides its own threads: on a shared machine "quiet" is not idle, so this s
 ``train``: ``symcnn train SPEC`` twice one after the other and twice at once, wall time, with the
 thread count adaptive and fixed, interleaved.
 
+``kernels``: each kernel of a train step, the fastest of ``--calls`` calls on 1 and on 2 threads
+(alternating). The fastest call is one that no other task interrupted, so on a busy machine this
+estimates what an idle one would show: what a second thread gains (the slow-down to expect when a
+core is taken and a pass runs on one thread), and whether small kernels would be faster on one.
+
 Usage (from the repository root)::
 
     python docs/under_load.py passes --spec seed004 --threads 2 --repeat 5
     python docs/under_load.py train --spec digits --repeat 3
+    python docs/under_load.py kernels --spec seed004 --batch 64 --calls 80
 """
 
 from __future__ import annotations
@@ -212,6 +218,51 @@ def report_train(results: dict, arguments) -> str:
     return "\n".join(lines)
 
 
+def kernels(arguments) -> str:
+    """The fastest of ``arguments.calls`` calls of each kernel of a train step on 1 and on 2 threads."""
+    os.environ["SYMCNN_ADAPTIVE_THREADS"] = "0"  # this process sets the count itself
+    import numba
+    import numpy as np
+
+    from symcnn.runtime.network import Network
+
+    net = Network.from_spec(arguments.spec, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((arguments.batch, *net.spec.input_shape)).astype(np.float32)
+    labels = rng.integers(0, net.spec.classes, arguments.batch)
+    calls, original = [], net._call
+
+    def record(kernel_name, arrays):  # each kernel's arguments in one train step, copied
+        result = original(kernel_name, arrays)
+        if kernel_name not in net.reshapes:
+            calls.append((kernel_name, [np.copy(arrays[name]) for name in net.kernels.ARGUMENTS[kernel_name]]))
+        return result
+
+    net._call = record
+    net.train_step(x, labels, lr=1e-4)
+    net._call = original
+    fastest = {}
+    for _ in range(arguments.calls):
+        for threads in (1, 2):
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+            for kernel_name, array_arguments in calls:
+                start = time.perf_counter()
+                net.kernel(kernel_name)(*array_arguments)
+                seconds = time.perf_counter() - start
+                fastest[kernel_name, threads] = min(fastest.get((kernel_name, threads), seconds), seconds)
+    lines = [f"{arguments.spec}, batch {arguments.batch}: each kernel's fastest of {arguments.calls} calls, µs"]
+    for kernel_name, _ in calls:
+        one, two = fastest[kernel_name, 1] * 1e6, fastest[kernel_name, 2] * 1e6
+        lines.append(f"  {kernel_name:28} 1 thread {one:9.1f}  2 threads {two:9.1f}  ratio {one / two:5.2f}")
+    forward = [name for name, _ in calls if name.endswith("_forward") and not name.startswith("loss")]
+    for what, names in (("train step", [name for name, _ in calls]), ("forward pass", forward)):
+        one, two = (sum(fastest[name, threads] for name in names) * 1e6 for threads in (1, 2))
+        best = sum(min(fastest[name, 1], fastest[name, 2]) for name in names) * 1e6
+        lines.append(f"{what:12}: 1 thread {one:.0f}, 2 threads {two:.0f} ({one / two:.2f}x), "
+                     f"each kernel on its faster count {best:.0f}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -226,6 +277,10 @@ def main() -> None:
         command.add_argument("--load", choices=("yes", "python"), default="yes")
         command.add_argument("--pin", action="store_true", help="pin the busy loop to the last CPU")
         command.add_argument("--json", type=Path, help="also write the raw results here")
+    command = commands.add_parser("kernels")
+    command.add_argument("--spec", default="seed004")
+    command.add_argument("--batch", type=int, default=64)
+    command.add_argument("--calls", type=int, default=80)
     command = commands.add_parser("train")
     command.add_argument("--spec", default="digits")
     command.add_argument("--repeat", type=int, default=3)
@@ -235,6 +290,9 @@ def main() -> None:
         print(json.dumps(worker(arguments.implementation, arguments.spec, arguments.threads, arguments.timings)))
         return
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the start", file=sys.stderr)
+    if arguments.command == "kernels":
+        print(kernels(arguments))
+        return
     if arguments.command == "passes":
         results = passes(arguments)
         print(report_passes(results, arguments))
