@@ -403,6 +403,7 @@ class Network(LayerState):
             return self._loss_and_grads(x, targets, input_gradient, training)
 
     def _loss_and_grads(self, x: np.ndarray, targets: np.ndarray, input_gradient: bool, training: bool):
+        """:meth:`loss_and_grads` on arguments already checked."""
         logits, values, saved = self._forward(x, training)
         loss = float(self._call("loss_forward", {"x": logits, "targets": targets}))
         upstream = self._buffer("loss.grad_input", logits.shape, self.dtype)
