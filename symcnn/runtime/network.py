@@ -29,6 +29,7 @@ from symcnn import registry
 from symcnn.runtime.buffers import counter_names, initial_buffers, update_running_statistics
 from symcnn.runtime.loader import load_kernels
 from symcnn.runtime.state import LayerState
+from symcnn.runtime.threads import kernel_threads
 from symcnn.spec import LayerSpec, NetworkSpec, load_spec
 from symcnn.train_config import TrainConfig
 # The training layer sits below the runtime (it names Network only in annotations), so
@@ -380,7 +381,8 @@ class Network(LayerState):
         training = self._mode(training)
         self._check_input(x)
         self._check_params()
-        return self._forward(x, training)[0].copy()  # the internal buffer is reused by the next call
+        with kernel_threads():  # on the CPUs free now (symcnn.runtime.threads)
+            return self._forward(x, training)[0].copy()  # the internal buffer is reused by the next call
 
     def loss_and_grads(self, x: np.ndarray, labels: np.ndarray,
                        label_smoothing: float = 0.0,
@@ -397,6 +399,11 @@ class Network(LayerState):
         batch = self._check_input(x)
         targets = self._targets(labels, batch, label_smoothing)
         self._check_params()
+        with kernel_threads():  # on the CPUs free now (symcnn.runtime.threads)
+            return self._loss_and_grads(x, targets, input_gradient, training)
+
+    def _loss_and_grads(self, x: np.ndarray, targets: np.ndarray, input_gradient: bool, training: bool):
+        """:meth:`loss_and_grads` on arguments already checked."""
         logits, values, saved = self._forward(x, training)
         loss = float(self._call("loss_forward", {"x": logits, "targets": targets}))
         upstream = self._buffer("loss.grad_input", logits.shape, self.dtype)

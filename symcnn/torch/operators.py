@@ -44,6 +44,7 @@ from symcnn.registry import input_role
 from symcnn.runtime.buffers import update_running_statistics
 from symcnn.runtime.masks import draw_mask as draw_mask_array
 from symcnn.runtime.network import Network, switch_dtype
+from symcnn.runtime.threads import kernel_threads
 from symcnn.spec import LayerSpec
 
 __all__ = ["LayerOperators", "KernelSignature", "layer_operators", "running_statistics_operator", "draw_mask",
@@ -208,7 +209,8 @@ def _register(net: Network, layer: LayerSpec, signature: KernelSignature) -> Cal
         inputs, outputs = allocate(tensors, torch.empty)
         arrays = {name: tensor.contiguous().numpy() for name, tensor in inputs.items()}  # no copy if contiguous
         arrays.update((name, tensor.numpy()) for name, tensor in zip(signature.outputs, outputs))
-        function(*(arrays[name] for name in arguments))
+        with kernel_threads():  # on the CPUs free now, as a Network's passes
+            function(*(arrays[name] for name in arguments))
         return outputs[0] if len(outputs) == 1 else outputs
 
     def fake(*tensors):
