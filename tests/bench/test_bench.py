@@ -13,7 +13,9 @@ from symcnn.bench.numpy_network import NumpyNetwork
 from symcnn.spec import load_spec
 
 
-@pytest.mark.parametrize("name", ["digits", "seed004", "seed004-text"])
+# digits by default; the larger shipped specs (seed004 compiles for about 30 s each) are long runs.
+@pytest.mark.parametrize("name", ["digits", pytest.param("seed004", marks=pytest.mark.slow),
+                                  pytest.param("seed004-text", marks=pytest.mark.slow)])
 def test_numpy_baseline_equals_the_generated_kernels(name):
     """The im2col baseline computes the same loss and gradients (float64), so the benchmark compares
     equal work."""

@@ -158,6 +158,7 @@ def test_lanes_kernels_print_their_values_from_the_formula(label):
             assert not any("broadcast" in read for _, read in kernel.lanes.broadcasts)
 
 
+@pytest.mark.slow  # compiles the spec twice, blocked and unblocked (about 2 minutes on 2 cores)
 def test_register_blocking_changes_no_sum(tmp_path, monkeypatch):
     """Blocked and unrolled, every output element still adds the formula's terms in the formula's
     order: the same numbers bit for bit as with no blocking (odd sizes, so that blocks of 3 and 2
