@@ -70,7 +70,8 @@ def test_the_derived_lines_are_the_documents_four_lines():
     first, second = _term(compact.line("mu"), "dL/dXhat"), _term(compact.line("mu"), "dL/dsigma2")
     assert first.limits == batch and exactly_equal(first.upstream * first.local, grad_xhat * (-1 / root))
     assert second.limits == ((r, 0, ops.N - 1), (u, 0, ops.H_in - 1), (v, 0, ops.W_in - 1))
-    assert exactly_equal(second.upstream * second.local, grad_var * sympy.Rational(-2) / COUNT * (ops.X[r, c, u, v] - mu))
+    deviations = ops.X[r, c, u, v] - mu
+    assert exactly_equal(second.upstream * second.local, grad_var * sympy.Rational(-2) / COUNT * deviations)
     # ∂L/∂x_i = ∂L/∂x̂_i/√(σ² + ε) + ∂L/∂σ² · 2(x_i − μ)/m + ∂L/∂μ/m
     assert exactly_equal(compact.line("X").rhs, grad_xhat / root + grad_var * 2 * (x - mu) / COUNT + grad_mean / COUNT)
     # and the two the document omits: ∂L/∂γ = Σ ∂L/∂y_i x̂_i, ∂L/∂β = Σ ∂L/∂y_i
