@@ -5,14 +5,17 @@ A record for docs/performance.md ("Document 003's layers"), not part of the pack
 train step (loss and gradients, no update; the first layer's input gradient skipped by both), in
 training mode, interleaved: each repeat rests 0.3 s, times one generated step kernel by kernel
 (``Network.profile``), rests again, then one PyTorch step with a timer around each module's forward
-(forward hooks) and backward (full backward hooks; a layer reading the network's input, whose input needs
-no gradient, from its gradient's arrival to the end of the backward pass: its hook fires on arrival).
-The median of the repeats is printed, per layer:
-forward and backward, and PyTorch's time over the generated one (above 1: the generated kernels are
-faster). A hook's own cost is a few microseconds a call, small beside every layer timed here.
+(forward hooks) and backward (full backward hooks; for a layer reading the network's input, which
+needs no gradient, from its gradient's arrival to the end of the backward pass, since its hook fires
+on arrival). A hook costs a few microseconds a call.
+
+Per layer, the least of the repeats is printed (``--median``: the median): on a shared machine other
+jobs only add time, and a parallel region that waits for a descheduled thread adds a whole time
+slice, several milliseconds, to a kernel of microseconds. Forward and backward, then PyTorch's time
+over the generated one (above 1: the generated kernels are faster).
 
 Usage, from the repository root (needs torch):
-    PYTHONPATH=. python docs/bench/layer_times.py docs/bench/document003.toml --batch 64 --threads 2 --repeat 7
+    PYTHONPATH=. python docs/bench/layer_times.py docs/bench/document003.toml --batch 64 --threads 2 --repeat 15
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--median", action="store_true", help="the median of the repeats, not the least")
     args = parser.parse_args()
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     torch.set_num_threads(args.threads)
@@ -108,16 +112,18 @@ def main() -> None:
         time.sleep(SETTLE_SECONDS)
         runs["pytorch"].append(torch_step())
 
-    def median_ms(name, label, phase):
-        return 1000 * statistics.median(run.get((label, phase), 0.0) for run in runs[name])
+    statistic = statistics.median if args.median else min
+
+    def milliseconds(name, label, phase):
+        return 1000 * statistic(run.get((label, phase), 0.0) for run in runs[name])
 
     print(f"{net.spec.name}: batch {args.batch}, {args.threads} threads, train step (loss and gradients), "
-          f"median of {args.repeat} interleaved repeats, ms")
+          f"{'median' if args.median else 'least'} of {args.repeat} interleaved repeats, ms")
     print(f"{'layer':<14} {'kind':<20} {'forward':>9} {'PyTorch':>9} {'backward':>9} {'PyTorch':>9} "
           f"{'PyTorch / generated':>20}")
     totals = defaultdict(float)
     for layer in net.spec.layers:
-        row = {(name, phase): median_ms(name, layer.label, phase)
+        row = {(name, phase): milliseconds(name, layer.label, phase)
                for name in runs for phase in ("forward", "backward")}
         for key, value in row.items():
             totals[key] += value
