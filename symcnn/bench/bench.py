@@ -141,6 +141,8 @@ class BenchResult:
     # implementation -> metric -> list of seconds
     seconds: dict = field(default_factory=dict)
     profile: dict = field(default_factory=dict)
+    # implementation -> why it was not measured (the spec has layers it cannot run)
+    skipped: dict = field(default_factory=dict)
 
     def median(self, implementation: str, metric: str) -> Optional[float]:
         values = self.seconds.get(implementation, {}).get(metric)
@@ -171,15 +173,17 @@ class BenchResult:
         # What running the kernels inside PyTorch costs over symcnn's own Network (above 0: slower)
         overhead = {metric: self.median("in-pytorch", metric) / self.median("generated", metric) - 1
                     for metric in ("forward", "train_step", "train_step_batch1")} if "in-pytorch" in rows else {}
-        return {"spec": self.spec, "batch": self.batch, "threads": self.threads, "repeat": self.repeat,
+        data = {"spec": self.spec, "batch": self.batch, "threads": self.threads, "repeat": self.repeat,
                 "machine": self.machine, "sgemm_gflops": self.sgemm_gflops,
                 "forward_gflop_per_image": self.forward_flops_per_image / 1e9,
                 "results": rows, "ratios_to_pytorch": ratios, "in_pytorch_overhead": overhead,
                 "profile": self.profile}
+        return {**data, "skipped": dict(self.skipped)} if self.skipped else data
 
 
-def _implementations(spec_name: str, include_torch: bool):
-    """name -> (forward(x), train_step(x, labels)) closures over independent parameter copies."""
+def _implementations(spec_name: str, include_torch: bool, skipped: dict):
+    """name -> (forward(x), train_step(x, labels)) closures over independent parameter copies; an
+    implementation that cannot run the spec goes into ``skipped`` with the reason instead."""
     net = Network.from_spec(spec_name, seed=0)
     # forward: inference, in evaluation mode (dropout the identity); the train step in training mode
     implementations = {"generated": (lambda x: net.forward(x, training=False),
@@ -207,7 +211,10 @@ def _implementations(spec_name: str, include_torch: bool):
             return loss.item()
 
         implementations["pytorch"] = (torch_forward, torch_step)
-        implementations["in-pytorch"] = _inside_pytorch(net)
+        try:
+            implementations["in-pytorch"] = _inside_pytorch(net)
+        except ValueError as error:  # batch norm and dropout are not PyTorch operators yet (symcnn.torch)
+            skipped["in-pytorch"] = str(error)
     return net, implementations
 
 
@@ -282,7 +289,8 @@ def run_benchmark(spec_name: str, batch: int = 64, threads: int = 2, repeat: int
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     if torch is not None:
         torch.set_num_threads(threads)
-    net, implementations = _implementations(spec_name, include_torch)
+    skipped: dict = {}
+    net, implementations = _implementations(spec_name, include_torch, skipped)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, *net.spec.input_shape)).astype(np.float32)
     labels = rng.integers(0, net.spec.classes, batch).astype(np.int64)
@@ -290,7 +298,7 @@ def run_benchmark(spec_name: str, batch: int = 64, threads: int = 2, repeat: int
     for forward, step in implementations.values():  # warm-up: compilation, caches, allocator
         forward(x), step(x, labels), step(x1, labels1)
     result = BenchResult(net.spec.name, batch, threads, repeat, machine_description(), sgemm_gflops(),
-                         forward_flops(net.spec))
+                         forward_flops(net.spec), skipped=skipped)
     for name in implementations:
         result.seconds[name] = {"forward": [], "train_step": [], "train_step_batch1": []}
     for _ in range(repeat):  # interleaved: each repeat times every implementation in turn
@@ -364,6 +372,8 @@ def format_report(result: BenchResult) -> str:
                       "torch.optim.SGD); time over the generated Network's: "
                       f"forward {overhead['forward']:+.0%}, train step {overhead['train_step']:+.0%}, "
                       f"batch-1 train step {overhead['train_step_batch1']:+.0%}"]
+    for name, reason in result.skipped.items():
+        lines += ["", f"{name}: not measured: {reason}"]
     if result.profile:
         lines += ["", "generated train step, per kernel (median):"]
         for kernel, row in sorted(result.profile.items(), key=lambda item: -item[1]["ms"]):

@@ -27,12 +27,14 @@ from symcnn.symbolic import ops
 from symcnn.symbolic.functions import FirstArgmax
 from symcnn.symbolic.adjoint import GradientFormula, derive_gradient
 from symcnn.symbolic.expand import evaluate
+from symcnn.symbolic.normalization_backward import split_statistics
 from symcnn.views.formula import FORMULA_OPS, general_formula, zero_outside
 from symcnn.printing.text import OUT_SIZE_NAMES, readable
+from symcnn.report.compactbackward import compact_section
 from symcnn.report.document import Display, Items, Prose, Report, Section
 from symcnn.report.indexform import FormulaDisplay, forward_display, gradient_display, size_rows
 from symcnn.report.mathtex import ReportPrinter, entry_name, entry_rows, gradient_entry_name, matrix_rows, sum_rows
-from symcnn.symbolic.tensors import indices_of, symbol_array
+from symcnn.symbolic.tensors import indices_of, symbol_array, upstream_array
 from symcnn.validation import pair
 from symcnn.symbolic.verify import elementwise_gradients, exactly_equal, expand_gradient
 
@@ -314,6 +316,13 @@ def _instance_section(op: str, settings: dict, printer: ReportPrinter) -> Sectio
     return Section("A small instance", tuple(blocks))
 
 
+def _compact_section(op: str, formula: ops.IndexFormula, printer: ReportPrinter) -> Section:
+    """Document 003's backward of a normalization, checked at the page's instance."""
+    arrays, _, text = _instance_setup(op, {})
+    derived = {role: general_gradient(op, role) for role in _roles(formula)}
+    return compact_section(formula, arrays, upstream_array(arrays["input"].shape), text, derived, printer)
+
+
 def _operand_letter(role: str, merges: bool = False) -> str:
     if merges:  # an add's or concat's inputs X_1, X_2, ...
         return f"X_{{{input_number(role)}}}"
@@ -342,6 +351,8 @@ def op_report(op: str, kernel=None, stride=None, padding=None, dilation=None) ->
         intro += (Prose(f"Specialized to {shown}; the general formula is derived first, then specialized."),)
     sections = [_forward_section(op, settings, printer)]
     sections += [_gradient_section(op, role, settings, printer) for role in roles]
+    if not settings and split_statistics(formula) is not None:  # a normalization: document 003's four lines
+        sections.append(_compact_section(op, formula, printer))
     sections.append(_instance_section(op, settings, printer))
     summary = f"{_summary(op)}: forward formula and the derived gradients" + (f", {shown}" if shown else "")
     return Report(f"op-{op}{suffix}", title, summary, tuple(sections), intro)
