@@ -32,7 +32,7 @@ from symcnn.runtime.network import Network
 from symcnn.spec import NetworkSpec, load_spec
 
 __all__ = ["forward_flops", "torch_model", "run_benchmark", "BenchResult", "machine_description", "sgemm_gflops",
-           "measure_startup", "median_seconds", "check_limits", "memory_per_image"]
+           "measure_startup", "median_seconds", "check_limits", "memory_per_image", "format_profile"]
 
 
 def forward_flops(spec: NetworkSpec) -> int:
@@ -264,8 +264,11 @@ def median_seconds(function: Callable, *arguments, repeat: int = 5) -> float:
 
 
 def run_benchmark(spec_name: str, batch: int = 64, threads: int = 2, repeat: int = 7,
-                  profile: bool = False, include_torch: Optional[bool] = None) -> BenchResult:
-    """Measure forward and train-step throughput and batch-1 train-step latency of each implementation."""
+                  profile: bool = False, include_torch: Optional[bool] = None,
+                  progress: Optional[Callable[[str], None]] = None) -> BenchResult:
+    """Measure forward and train-step throughput and batch-1 train-step latency of each implementation.
+    ``progress``, when given, is told each phase as it starts (warming up, each repeat, profiling)."""
+    say = progress or (lambda phase: None)
     check_limits(load_spec(spec_name), batch, threads)  # before any import or allocation
     import numba
 
@@ -284,18 +287,21 @@ def run_benchmark(spec_name: str, batch: int = 64, threads: int = 2, repeat: int
     x = rng.standard_normal((batch, *net.spec.input_shape)).astype(np.float32)
     labels = rng.integers(0, net.spec.classes, batch).astype(np.int64)
     x1, labels1 = np.ascontiguousarray(x[:1]), np.ascontiguousarray(labels[:1])
+    say("warming up (compiles the kernels on first use)")
     for forward, step in implementations.values():  # warm-up: compilation, caches, allocator
         forward(x), step(x, labels), step(x1, labels1)
     result = BenchResult(net.spec.name, batch, threads, repeat, machine_description(), sgemm_gflops(),
                          forward_flops(net.spec))
     for name in implementations:
         result.seconds[name] = {"forward": [], "train_step": [], "train_step_batch1": []}
-    for _ in range(repeat):  # interleaved: each repeat times every implementation in turn
+    for index in range(repeat):  # interleaved: each repeat times every implementation in turn
+        say(f"timing, repeat {index + 1} of {repeat}")
         for name, (forward, step) in implementations.items():
             result.seconds[name]["forward"].append(_time(forward, x))
             result.seconds[name]["train_step"].append(_time(step, x, labels))
             result.seconds[name]["train_step_batch1"].append(_time(step, x1, labels1))
     if profile:
+        say("profiling the train step's kernels")
         result.profile = profile_train_step(net, x, labels, repeat)
     return result
 
@@ -325,7 +331,8 @@ def _kernel_flops(spec: NetworkSpec, batch: int) -> dict:
         if layer.kind == "conv2d":
             channels_out, height, width = layer.output_shape
             kernel_h, kernel_w = layer.settings["kernel"]
-            count = 2 * batch * channels_out * height * width * layer.input_shape[0] * kernel_h * kernel_w
+            channels_in = layer.input_shape[0] // layer.settings.get("groups", 1)  # each output reads its group's
+            count = 2 * batch * channels_out * height * width * channels_in * kernel_h * kernel_w
         elif layer.kind == "dense":
             count = 2 * batch * layer.output_shape[0] * layer.input_shape[0]
         else:
@@ -362,11 +369,17 @@ def format_report(result: BenchResult) -> str:
                       f"forward {overhead['forward']:+.0%}, train step {overhead['train_step']:+.0%}, "
                       f"batch-1 train step {overhead['train_step_batch1']:+.0%}"]
     if result.profile:
-        lines += ["", "generated train step, per kernel (median):"]
-        for kernel, row in sorted(result.profile.items(), key=lambda item: -item[1]["ms"]):
-            not_timed = "a view, not called" if row.get("view") else ""
-            rate = f"{row['gflops']:.1f} GFLOP/s" if row["gflops"] else not_timed
-            lines.append(f"  {kernel:<28} {row['ms']:>8.2f} ms  {rate}")
+        lines += ["", "generated train step, per kernel (median):", format_profile(result.profile)]
+    return "\n".join(lines)
+
+
+def format_profile(profile: dict) -> str:
+    """A :func:`profile_train_step` report, one line per kernel, the slowest first."""
+    lines = []
+    for kernel, row in sorted(profile.items(), key=lambda item: -item[1]["ms"]):
+        not_timed = "a view, not called" if row.get("view") else ""
+        rate = f"{row['gflops']:.1f} GFLOP/s" if row["gflops"] else not_timed
+        lines.append(f"  {kernel:<28} {row['ms']:>8.2f} ms  {rate}")
     return "\n".join(lines)
 
 
