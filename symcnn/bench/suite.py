@@ -124,7 +124,8 @@ def run_suite(specs: Sequence[str] = SUITE_SPECS, batch: int = 64, threads: int 
     for index, name in enumerate(specs, start=1):
         prefix = f"[{index}/{len(specs)}] {name}"
         result = run_benchmark(name, batch=batch, threads=threads, repeat=repeat, profile=profile,
-                               include_torch=True, progress=lambda phase, prefix=prefix: say(f"{prefix}: {phase}"))
+                               include_torch=True, in_pytorch=False,
+                               progress=lambda phase, prefix=prefix: say(f"{prefix}: {phase}"))
         suite.results.append(result)
         ratios = suite_row(result).ratios
         say(f"{prefix}: " + ", ".join(f"{_TITLES[metric]} {ratios[metric]:.2f}x" for metric in METRICS)
