@@ -141,25 +141,28 @@ def format_suite(suite: SuiteResult) -> str:
     """The table: one row per spec, then the geometric means; the specs under :data:`TARGET_RATIO`;
     and, when the specs were profiled, the per-kernel profile of the slowest."""
     first, rows = suite.results[0], suite.rows()
-    sgemm = sorted(result.sgemm_gflops for result in suite.results)
     width = max(len("geometric mean"), *(len(row.spec) for row in rows))
     lines = [f"symcnn bench --suite: {len(rows)} specs, batch {first.batch}, {first.threads} threads, median of "
              f"{first.repeat} interleaved repeats",
-             f"machine: {first.machine}; measured sgemm (NumPy, 1024^3, float32): {sgemm[0]:.0f}-{sgemm[-1]:.0f} "
-             "GFLOP/s over the run",
-             "ratio: symcnn's speed over PyTorch's (above 1: faster than PyTorch)", "",
+             f"machine: {first.machine}",
+             "ratio: symcnn's speed over PyTorch's (above 1: faster than PyTorch); sgemm: NumPy's float32 1024^3 "
+             "matrix product in GFLOP/s, measured before each spec's timings (a low figure: the machine was busy)",
+             "",
              f"{'':<{width}}  {'forward img/s':^26}  {'train step img/s':^26}  {'batch-1 train step ms':^26}",
-             f"{'spec':<{width}}" + "  {:>9} {:>9} {:>6}".format("symcnn", "PyTorch", "ratio") * 3]
-    for row in rows:
+             f"{'spec':<{width}}" + "  {:>9} {:>9} {:>6}".format("symcnn", "PyTorch", "ratio") * 3 + "  sgemm"]
+    for row, result in zip(rows, suite.results):
         cells = "".join(f"  {row.generated[metric]:>9,.{_DIGITS[metric]}f} {row.pytorch[metric]:>9,.{_DIGITS[metric]}f}"
                         f" {row.ratios[metric]:>5.2f}x" for metric in METRICS)
-        lines.append(f"{row.spec:<{width}}{cells}")
+        lines.append(f"{row.spec:<{width}}{cells}  {result.sgemm_gflops:>5.0f}")
     means = suite.geometric_means()
     lines.append(f"{'geometric mean':<{width}}" + "".join(f"  {'':>9} {'':>9} {means[metric]:>5.2f}x"
                                                           for metric in METRICS))
-    below = suite.below_target()
-    lines += ["", f"under {TARGET_RATIO}x PyTorch's speed (forward, train step): "
-              + ("; ".join(f"{spec} {_TITLES[metric]} {ratio:.2f}x" for spec, metric, ratio in below) or "none")]
+    below = {}
+    for spec, metric, ratio in suite.below_target():
+        below.setdefault(spec, []).append(f"{_TITLES[metric]} {ratio:.2f}x")
+    lines += ["", f"under {TARGET_RATIO}x PyTorch's speed (forward or train step): {len(below)} of {len(rows)} specs"
+              + (":" if below else "")]
+    lines += [f"  {spec:<{width}}  {', '.join(measurements)}" for spec, measurements in below.items()]
     slowest = next(result for result in suite.results if result.spec == suite.slowest())
     if slowest.profile:
         lines += ["", f"slowest train step against PyTorch's: {slowest.spec}; its kernels (median):",

@@ -106,10 +106,13 @@ def test_the_table_has_a_row_per_spec_the_means_and_the_slowest_specs_profile():
     lines = text.splitlines()
     assert lines[0].startswith("symcnn bench --suite: 2 specs, batch 64, 2 threads, median of 3")
     (fast,) = [line for line in lines if line.startswith("fast ")]
-    assert fast.split() == ["fast", "32,000", "16,000", "2.00x", "25,600", "6,400", "4.00x", "2.00", "2.00", "1.00x"]
+    assert fast.split() == ["fast", "32,000", "16,000", "2.00x", "25,600", "6,400", "4.00x", "2.00", "2.00", "1.00x",
+                            "100"]
     (means,) = [line for line in lines if line.startswith("geometric mean")]
     assert means.split()[2:] == ["1.00x", "2.24x", "2.00x"]
-    assert "under 1.5x PyTorch's speed (forward, train step): slow forward 0.50x; slow train step 1.25x" in text
+    assert "under 1.5x PyTorch's speed (forward or train step): 1 of 2 specs:\n" in text
+    (slow,) = [line for line in lines if line.startswith("  slow ")]
+    assert slow.split() == ["slow", "forward", "0.50x,", "train", "step", "1.25x"]
     assert "slowest train step against PyTorch's: slow" in text
     assert "conv1_forward" in text and "12.0 GFLOP/s" in text
 
