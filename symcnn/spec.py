@@ -28,7 +28,7 @@ from symcnn.registry import REQUIRED
 from symcnn.train_config import SPEC_TRAINING_KEYS, TrainConfig
 from symcnn.validation import integer
 
-__all__ = ["LayerSpec", "NetworkSpec", "SHIPPED_SPECS", "ARCHITECTURE_SPECS", "load_spec", "parse_spec",
+__all__ = ["LayerSpec", "NetworkSpec", "SHIPPED_SPECS", "ARCHITECTURE_SPECS", "SUITE_SPECS", "load_spec", "parse_spec",
            "spec_from_dict", "SPEC_DIR", "shipped_kernels_dir", "spec_toml"]
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
@@ -45,6 +45,12 @@ SHIPPED_SPECS = ("seed004", "seed004-text", "digits", "resnet-mini", "mobilenet-
 #: Document 003's architectures, shipped as specs for summaries, reports and the errata: loaded by name
 #: like the others, but their kernels are not shipped (generating and compiling VGG-16's takes minutes).
 ARCHITECTURE_SPECS = ("lenet5", "alexnet", "vgg16")
+#: The benchmark suite (`symcnn bench --suite`, docs/performance.md): small networks that together
+#: cover few and many channels, 1x1 to 7x7 kernels, strides, dilations, both poolings, dense heads,
+#: batch norm, depthwise-separable and residual blocks. Loaded by name; their kernels are not shipped
+#: (they compile into the user's cache on first use, as any spec file's).
+SUITE_SPECS = ("suite-lenet", "suite-vgg", "suite-wide", "suite-large-kernels", "suite-dilated", "suite-pointwise",
+               "suite-mlp-head", "suite-batchnorm", "suite-separable", "suite-residual")
 
 LOSSES = ("softmax_cross_entropy",)
 
@@ -405,13 +411,14 @@ def parse_spec(text: str) -> NetworkSpec:
 def load_spec(name_or_path) -> NetworkSpec:
     """A shipped spec by name (``seed004``, ``vgg16``) or a ``.toml`` file by path."""
     text_name = str(name_or_path)
-    if text_name in SHIPPED_SPECS + ARCHITECTURE_SPECS:
+    if text_name in SHIPPED_SPECS + ARCHITECTURE_SPECS + SUITE_SPECS:
         path = SPEC_DIR / f"{text_name}.toml"
     else:
         path = Path(text_name)
         if path.suffix != ".toml":
             raise ValueError(f"spec: {text_name!r} is neither a shipped spec "
-                             f"({', '.join(SHIPPED_SPECS + ARCHITECTURE_SPECS)}) nor a path to a .toml file")
+                             f"({', '.join(SHIPPED_SPECS + ARCHITECTURE_SPECS)}), a benchmark suite spec (suite-...) "
+                             "nor a path to a .toml file")
         if not path.is_file():
             raise ValueError(f"spec: no such file: {text_name}")
     try:

@@ -32,7 +32,7 @@ from symcnn.runtime.network import Network
 from symcnn.spec import NetworkSpec, load_spec
 
 __all__ = ["forward_flops", "torch_model", "run_benchmark", "BenchResult", "machine_description", "sgemm_gflops",
-           "measure_startup", "median_seconds", "check_limits", "memory_per_image"]
+           "measure_startup", "median_seconds", "check_limits", "memory_per_image", "format_profile"]
 
 
 def forward_flops(spec: NetworkSpec) -> int:
@@ -141,8 +141,7 @@ class BenchResult:
     # implementation -> metric -> list of seconds
     seconds: dict = field(default_factory=dict)
     profile: dict = field(default_factory=dict)
-    # implementation -> why it was not measured (the spec has layers it cannot run)
-    skipped: dict = field(default_factory=dict)
+    left_out: dict = field(default_factory=dict)  # implementation -> why it was not measured
 
     def median(self, implementation: str, metric: str) -> Optional[float]:
         values = self.seconds.get(implementation, {}).get(metric)
@@ -173,19 +172,19 @@ class BenchResult:
         # What running the kernels inside PyTorch costs over symcnn's own Network (above 0: slower)
         overhead = {metric: self.median("in-pytorch", metric) / self.median("generated", metric) - 1
                     for metric in ("forward", "train_step", "train_step_batch1")} if "in-pytorch" in rows else {}
-        data = {"spec": self.spec, "batch": self.batch, "threads": self.threads, "repeat": self.repeat,
-                "machine": self.machine, "sgemm_gflops": self.sgemm_gflops,
-                "forward_gflop_per_image": self.forward_flops_per_image / 1e9,
-                "results": rows, "ratios_to_pytorch": ratios, "in_pytorch_overhead": overhead,
-                "profile": self.profile}
-        return {**data, "skipped": dict(self.skipped)} if self.skipped else data
+        return {"spec": self.spec, "batch": self.batch, "threads": self.threads, "repeat": self.repeat,
+                 "machine": self.machine, "sgemm_gflops": self.sgemm_gflops,
+                 "forward_gflop_per_image": self.forward_flops_per_image / 1e9,
+                 "results": rows, "ratios_to_pytorch": ratios, "in_pytorch_overhead": overhead,
+                 "left_out": self.left_out, "profile": self.profile}
 
 
-def _implementations(spec_name: str, include_torch: bool, skipped: dict):
-    """name -> (forward(x), train_step(x, labels)) closures over independent parameter copies; an
-    implementation that cannot run the spec goes into ``skipped`` with the reason instead."""
+def _implementations(spec_name: str, include_torch: bool, in_pytorch: bool = True):
+    """name -> (forward(x), train_step(x, labels)) closures over independent parameter copies, and
+    implementation -> why it was left out."""
     net = Network.from_spec(spec_name, seed=0)
     # forward: inference, in evaluation mode (dropout the identity); the train step in training mode
+    left_out = {}
     implementations = {"generated": (lambda x: net.forward(x, training=False),
                                      lambda x, y: net.train_step(x, y, lr=1e-4))}
     reference = NumpyNetwork(net.spec, {name: value.copy() for name, value in net.params.items()})
@@ -211,11 +210,12 @@ def _implementations(spec_name: str, include_torch: bool, skipped: dict):
             return loss.item()
 
         implementations["pytorch"] = (torch_forward, torch_step)
-        try:
-            implementations["in-pytorch"] = _inside_pytorch(net)
-        except ValueError as error:  # batch norm and dropout are not PyTorch operators yet (symcnn.torch)
-            skipped["in-pytorch"] = str(error)
-    return net, implementations
+        if in_pytorch:
+            try:
+                implementations["in-pytorch"] = _inside_pytorch(net)
+            except ValueError as error:  # a layer symcnn.torch does not offer yet (batch norm, dropout)
+                left_out["in-pytorch"] = str(error)
+    return net, implementations, left_out
 
 
 def _inside_pytorch(net: Network):
@@ -274,8 +274,12 @@ def median_seconds(function: Callable, *arguments, repeat: int = 5) -> float:
 
 
 def run_benchmark(spec_name: str, batch: int = 64, threads: int = 2, repeat: int = 7,
-                  profile: bool = False, include_torch: Optional[bool] = None) -> BenchResult:
-    """Measure forward and train-step throughput and batch-1 train-step latency of each implementation."""
+                  profile: bool = False, include_torch: Optional[bool] = None,
+                  progress: Optional[Callable[[str], None]] = None, in_pytorch: bool = True) -> BenchResult:
+    """Measure forward and train-step throughput and batch-1 train-step latency of each implementation.
+    ``progress``, when given, is told each phase as it starts (warming up, each repeat, profiling);
+    ``in_pytorch=False`` leaves out the generated kernels run as PyTorch operators."""
+    say = progress or (lambda phase: None)
     check_limits(load_spec(spec_name), batch, threads)  # before any import or allocation
     import numba
 
@@ -289,24 +293,26 @@ def run_benchmark(spec_name: str, batch: int = 64, threads: int = 2, repeat: int
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     if torch is not None:
         torch.set_num_threads(threads)
-    skipped: dict = {}
-    net, implementations = _implementations(spec_name, include_torch, skipped)
+    net, implementations, left_out = _implementations(spec_name, include_torch, in_pytorch)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, *net.spec.input_shape)).astype(np.float32)
     labels = rng.integers(0, net.spec.classes, batch).astype(np.int64)
     x1, labels1 = np.ascontiguousarray(x[:1]), np.ascontiguousarray(labels[:1])
+    say("warming up (compiles the kernels on first use)")
     for forward, step in implementations.values():  # warm-up: compilation, caches, allocator
         forward(x), step(x, labels), step(x1, labels1)
     result = BenchResult(net.spec.name, batch, threads, repeat, machine_description(), sgemm_gflops(),
-                         forward_flops(net.spec), skipped=skipped)
+                         forward_flops(net.spec), left_out=left_out)
     for name in implementations:
         result.seconds[name] = {"forward": [], "train_step": [], "train_step_batch1": []}
-    for _ in range(repeat):  # interleaved: each repeat times every implementation in turn
+    for index in range(repeat):  # interleaved: each repeat times every implementation in turn
+        say(f"timing, repeat {index + 1} of {repeat}")
         for name, (forward, step) in implementations.items():
             result.seconds[name]["forward"].append(_time(forward, x))
             result.seconds[name]["train_step"].append(_time(step, x, labels))
             result.seconds[name]["train_step_batch1"].append(_time(step, x1, labels1))
     if profile:
+        say("profiling the train step's kernels")
         result.profile = profile_train_step(net, x, labels, repeat)
     return result
 
@@ -336,7 +342,8 @@ def _kernel_flops(spec: NetworkSpec, batch: int) -> dict:
         if layer.kind == "conv2d":
             channels_out, height, width = layer.output_shape
             kernel_h, kernel_w = layer.settings["kernel"]
-            count = 2 * batch * channels_out * height * width * layer.input_shape[0] * kernel_h * kernel_w
+            channels_in = layer.input_shape[0] // layer.settings.get("groups", 1)  # each output reads its group's
+            count = 2 * batch * channels_out * height * width * channels_in * kernel_h * kernel_w
         elif layer.kind == "dense":
             count = 2 * batch * layer.output_shape[0] * layer.input_shape[0]
         else:
@@ -372,14 +379,20 @@ def format_report(result: BenchResult) -> str:
                       "torch.optim.SGD); time over the generated Network's: "
                       f"forward {overhead['forward']:+.0%}, train step {overhead['train_step']:+.0%}, "
                       f"batch-1 train step {overhead['train_step_batch1']:+.0%}"]
-    for name, reason in result.skipped.items():
+    for name, reason in result.left_out.items():
         lines += ["", f"{name}: not measured: {reason}"]
     if result.profile:
-        lines += ["", "generated train step, per kernel (median):"]
-        for kernel, row in sorted(result.profile.items(), key=lambda item: -item[1]["ms"]):
-            not_timed = "a view, not called" if row.get("view") else ""
-            rate = f"{row['gflops']:.1f} GFLOP/s" if row["gflops"] else not_timed
-            lines.append(f"  {kernel:<28} {row['ms']:>8.2f} ms  {rate}")
+        lines += ["", "generated train step, per kernel (median):", format_profile(result.profile)]
+    return "\n".join(lines)
+
+
+def format_profile(profile: dict) -> str:
+    """A :func:`profile_train_step` report, one line per kernel, the slowest first."""
+    lines = []
+    for kernel, row in sorted(profile.items(), key=lambda item: -item[1]["ms"]):
+        not_timed = "a view, not called" if row.get("view") else ""
+        rate = f"{row['gflops']:.1f} GFLOP/s" if row["gflops"] else not_timed
+        lines.append(f"  {kernel:<28} {row['ms']:>8.2f} ms  {rate}")
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 from symcnn.cli.arguments import Parser as _Parser  # one-line errors, suggestions, defaults in the help
 from symcnn.cli.arguments import OPTION_OF_SETTING, add_format_options, chosen_format, print_document
 from symcnn.cli.arguments import operand, size as _size, values as _values
+from symcnn.cli.bench import add_bench as _add_bench, run_bench as _run_bench
 from symcnn.cli.derive import add_derive as _add_derive
 from symcnn.cli.exercise import RUNNERS as _TEACHING, add_commands as _add_teaching
 from symcnn.cli.importing import add_import as _add_import, run_import as _run_import
@@ -48,7 +49,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_formula(commands)
     _add_generate(commands)
     _add_train(commands)
-    _add_bench(commands)
+    _add_bench(commands, _number)
     _add_summary(commands, _number)
     _add_report(commands)
     _add_check(commands)
@@ -81,27 +82,6 @@ def _add_errata(commands) -> None:
     from symcnn.cli.check import add_errata
 
     add_errata(commands)
-
-
-def _add_bench(commands) -> None:
-    bench = commands.add_parser(
-        "bench",
-        help="time the generated kernels against NumPy (im2col + BLAS) and PyTorch, side by side",
-        description="Forward and train-step throughput (images/s, GFLOP/s) and batch-1 train-step latency of "
-                    "the generated kernels, a NumPy im2col baseline and PyTorch (when installed), interleaved, "
-                    "median of repeats, with the ratios to PyTorch.",
-    )
-    bench.add_argument("spec", metavar="SPEC", help="a shipped spec name or a .toml path")
-    bench.add_argument("--batch", type=_number(int), default=64, help="images per forward pass and train step")
-    bench.add_argument("--threads", type=_number(int), default=2,
-                       help="threads for numba and PyTorch; NumPy's BLAS keeps its own setting")
-    bench.add_argument("--repeat", type=_number(int), default=7,
-                       help="timings per measurement, interleaved across the implementations; the median is shown")
-    bench.add_argument("--profile", action="store_true", help="time each generated kernel of the train step")
-    bench.add_argument("--json", action="store_true", help="machine-readable results")
-    bench.add_argument("--startup", action="store_true",
-                       help="also time start-up: generate into an empty directory, then a new process's first "
-                            "train step, cold (compiling) and warm (numba's cache)")
 
 
 def _number(kind):
@@ -260,6 +240,7 @@ _OPTION_OF_FIELD = {
     "checkpoint": "--checkpoint",
     "threads": "--threads",
     "repeat": "--repeat",
+    "suite": "--suite",
     "against": "--against",
     "formula": "FORMULA",
     **OPTION_OF_SETTING,
@@ -355,25 +336,6 @@ def _run_train(args) -> int:
     from symcnn.cli.train import run_training
 
     return run_training(args)
-
-
-def _run_bench(args) -> int:
-    for option, value in (("--batch", args.batch), ("--threads", args.threads), ("--repeat", args.repeat)):
-        if value < 1:
-            raise ValueError(f"{option}: must be an integer >= 1, got {value}")
-    from symcnn.bench import bench
-
-    result = bench.run_benchmark(args.spec, batch=args.batch, threads=args.threads, repeat=args.repeat,
-                                 profile=args.profile)
-    startup = bench.measure_startup(args.spec, args.batch) if args.startup else None
-    if args.json:
-        data = json.loads(bench.as_json(result))
-        if startup:
-            data["startup"] = startup
-        print(json.dumps(data, indent=2))
-    else:
-        print(bench.format_report(result) + ("\n\n" + bench.format_startup(startup) if startup else ""))
-    return 0
 
 
 def _run_report(args) -> int:

@@ -41,17 +41,3 @@ def test_its_numpy_reference_equals_pytorch(torch):
     for name, value in expected.items():
         np.testing.assert_allclose(grads[name], value, rtol=1e-8, atol=1e-10 * np.abs(value).max(), err_msg=name)
 
-
-def test_a_spec_symcnn_torch_cannot_run_is_benchmarked_without_the_in_pytorch_row():
-    """Batch norm and dropout are not PyTorch operators yet (symcnn.torch): the benchmark says so in the
-    report and in the JSON, and measures the rest."""
-    from symcnn.bench.bench import BenchResult, format_report
-
-    result = BenchResult("document003-bench", 8, 2, 1, "a machine", 100.0, 1_000_000, skipped={
-        "in-pytorch": "layer 'stem_bn' (batchnorm2d): not available as PyTorch operators yet"})
-    for name in ("generated", "pytorch"):
-        result.seconds[name] = {"forward": [0.01], "train_step": [0.02], "train_step_batch1": [0.001]}
-    report = format_report(result)
-    assert "in-pytorch: not measured: layer 'stem_bn' (batchnorm2d)" in report and "ratio to PyTorch" in report
-    assert result.as_dict()["skipped"] == result.skipped
-    assert "skipped" not in BenchResult("digits", 8, 2, 1, "a machine", 100.0, 1).as_dict()
