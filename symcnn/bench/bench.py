@@ -226,7 +226,9 @@ def _inside_pytorch(net: Network):
     from symcnn.torch import from_spec
 
     model = from_spec(net.spec, seed=0)
-    model.load_state_dict({name: torch.from_numpy(value.copy()) for name, value in net.params.items()})
+    # the parameters and batch norm's running statistics (buffers), so that both start from one state
+    state = {**net.params, **net.buffers}
+    model.load_state_dict({name: torch.from_numpy(np.array(value, copy=True)) for name, value in state.items()})
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
 
     def forward(x):  # inference in evaluation mode, as the others' (batch norm's running statistics, no dropout)
