@@ -65,7 +65,11 @@ def test_startup_is_measured_from_an_empty_directory():
     asserted on: these machines are shared.)"""
     from symcnn.bench.bench import format_startup, measure_startup
 
-    startup = measure_startup("digits", batch=4)
-    assert set(startup) == {"generate_s", "first_step_cold_s", "first_step_warm_s", "generate_and_compile_s"}
-    assert all(seconds > 0 for seconds in startup.values())
-    assert "first train step, warm" in format_startup(startup)
+    startup = measure_startup("digits", batch=4, one_process=False)
+    seconds = {"generate_s", "first_step_cold_s", "first_step_warm_s", "generate_and_compile_s"}
+    assert set(startup) == seconds | {"cold_kernels", "cold_kernels_from_workers", "load_average"}
+    assert all(startup[key] > 0 for key in seconds)
+    assert startup["cold_kernels"] == 13 and 0 <= startup["cold_kernels_from_workers"] <= 13  # digits' kernels
+    assert set(startup["load_average"]) == {"generate", "first_step_cold", "first_step_warm"}
+    text = format_startup(startup)
+    assert "first train step, warm" in text and "compiled in one process" not in text
