@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
@@ -158,8 +159,9 @@ def _has_disk_cache(dispatcher) -> bool:
 
 
 def _source_size(function) -> int:
-    """A kernel's compile-cost estimate: its source's length without the docstring (measured on
-    seed004: the longest compile longest, to a factor of two)."""
+    """A kernel's compile-cost estimate: its source's length without the docstring. Rough: on seed004
+    it ranks the two slowest first (the convolutions' weight gradients, 20 and 13 s of 50), not the
+    rest in order (conv2's input gradient, third by length, takes 2 s)."""
     try:
         return len(inspect.getsource(function.py_func)) - len(function.py_func.__doc__ or "")
     except (OSError, TypeError, AttributeError):
@@ -229,22 +231,21 @@ def compile_jobs(package, jobs: list[KernelJob], dispatchers: dict, session: Ses
                  workers: Optional[int] = None) -> CompileSummary:
     """Load the ``jobs`` numba's cache holds; compile the others in ``workers`` processes (default:
     :func:`worker_count`), loading each here when its worker is done; compile here what no worker did."""
-    import time
-
     started = time.perf_counter()
     cached = [job for job in jobs if all(is_cached(dispatchers[job.kernel], signature) for signature in job.signatures)]
     to_compile = [job for job in jobs if job not in cached]
-    for job in cached:
-        _load_or_compile(job, dispatchers[job.kernel], session)
     count = worker_count(len(to_compile)) if workers is None else workers
     location = getattr(package, "__file__", None)
     if count < 2 or location is None or not all(_has_disk_cache(dispatchers[job.kernel]) for job in to_compile):
         count = 0
     by_workers: list[str] = []
     left = to_compile
-    if count:
-        by_workers, left = _compile_in_workers(package, to_compile, dispatchers, session, count)
-    for job in left:
+    if count:  # the cached ones are loaded while the workers compile
+        by_workers, left = _compile_in_workers(package, to_compile, cached, dispatchers, session, count)
+    else:
+        for job in cached:
+            _load_or_compile(job, dispatchers[job.kernel], session)
+    for job in left:  # no worker compiled these: numba compiles them here
         _load_or_compile(job, dispatchers[job.kernel], session)
     return CompileSummary(tuple(job.kernel for job in cached), tuple(by_workers), tuple(job.kernel for job in left),
                           count, time.perf_counter() - started)
@@ -332,10 +333,11 @@ def _environment() -> dict:
     return environment
 
 
-def _compile_in_workers(package, jobs: list[KernelJob], dispatchers: dict, session: Session,
+def _compile_in_workers(package, jobs: list[KernelJob], cached: list[KernelJob], dispatchers: dict, session: Session,
                         count: int) -> tuple[list[str], list[KernelJob]]:
-    """Compile ``jobs`` in ``count`` workers; returns the kernels they compiled (loaded here since) and
-    the jobs left to compile here (a worker failed, or could not start)."""
+    """Compile ``jobs`` in ``count`` workers, meanwhile loading the ``cached`` ones here; returns the
+    kernels the workers compiled (loaded here since) and the jobs left to compile here (a worker failed,
+    or could not start)."""
     from symcnn.runtime.compile_worker import encode
 
     first = encode({"directory": str(Path(package.__file__).parent), "package": package.__name__,
@@ -356,6 +358,8 @@ def _compile_in_workers(package, jobs: list[KernelJob], dispatchers: dict, sessi
                                       name="symcnn-compile-worker")
             thread.start()
             threads.append(thread)
+        for job in cached:
+            _load_or_compile(job, dispatchers[job.kernel], session)
         answered = 0
         while answered < len(jobs):
             try:

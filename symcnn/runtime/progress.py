@@ -174,7 +174,7 @@ class CompileProgress:
 
         return tqdm(total=session.total, initial=session.ready, desc=f"symcnn: compiling {self.what}",
                     unit="kernel", file=self.stream, leave=False, dynamic_ncols=True, mininterval=0.2,
-                    bar_format="{desc}: {n_fmt}/{total_fmt} ready |{bar}| {elapsed}{postfix}")  # postfix: ", 14 left; ..."
+                    bar_format="{desc}: {n_fmt}/{total_fmt} ready |{bar}| {elapsed}{postfix}")  # ", 14 left; ..."
 
     @contextmanager
     def session(self, total: int, ready: int = 0) -> Iterator[Session]:

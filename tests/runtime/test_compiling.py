@@ -99,8 +99,8 @@ def test_workers_compile_into_numbas_cache_this_process_only_loads_and_the_resul
 
 
 # Stand-ins for a worker: each reads the first message and one request, then ends as the test says.
-_DIES = "import os, sys; sys.stdin.readline(); sys.stdin.readline(); print('Killed (out of memory)', file=sys.stderr); " \
-        "sys.stderr.flush(); os._exit(137)"
+_DIES = ("import os, sys; sys.stdin.readline(); sys.stdin.readline(); "
+         "print('Killed (out of memory)', file=sys.stderr); sys.stderr.flush(); os._exit(137)")
 _FAILS_EACH = textwrap.dedent("""
     import sys
     from symcnn.runtime.compile_worker import decode, encode
