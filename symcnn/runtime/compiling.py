@@ -305,20 +305,30 @@ class _Worker:
         return f"exit status {status}" + (f": {lines[-1].strip()}" if lines else "")
 
     def end(self, now: bool = False) -> None:
-        """Let the worker exit at the end of its input (or kill it ``now``), and wait for it."""
+        """Kill the worker ``now`` and wait for it, or let it exit at the end of its input: a thread
+        waits for that (an interpreter that loaded numba takes a while to exit, seconds on a busy
+        machine, and nothing here needs to wait for it)."""
         try:
-            if now:
-                self.process.kill()
-            else:
-                self.process.stdin.close()
-            self.process.wait(timeout=10)
-        except (OSError, ValueError, subprocess.TimeoutExpired):
+            self.process.stdin.close()
+        except (OSError, ValueError):
+            pass
+        if now:
             self.process.kill()
             self.process.wait()
+        else:
+            threading.Thread(target=self._reap, name="symcnn-compile-worker-exit", daemon=True).start()
+
+    def _reap(self) -> None:
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.close()
 
     def close(self) -> None:
         """Close the pipes and the stderr file (once its thread has stopped reading)."""
-        for stream in (self.process.stdin, self.process.stdout, self.errors):
+        for stream in (self.process.stdout, self.errors):
             try:
                 stream.close()
             except (OSError, ValueError):
@@ -384,8 +394,9 @@ def _compile_in_workers(package, jobs: list[KernelJob], cached: list[KernelJob],
             worker.end(now=interrupted)
         for thread in threads:
             thread.join()
-        for worker in workers:
-            worker.close()
+        if interrupted:
+            for worker in workers:
+                worker.close()
     left += list(pending)
     if failures:
         session.note(f"symcnn: compile workers failed on {len(failures)} kernel(s) (the first: {failures[0]}); "

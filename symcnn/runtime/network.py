@@ -115,7 +115,8 @@ class Network(LayerState):
         # Kernels that only reshape an argument (flatten) -> that argument: run as views, not called.
         # Packages generated before RESHAPES existed have none.
         self.reshapes: dict[str, str] = dict(getattr(kernels, "RESHAPES", {}))
-        self._progress = CompileProgress(f"the {spec.name} kernels for {self.dtype}")  # shown while compiling
+        self._progress = CompileProgress(f"the {spec.name} kernels for {self.dtype}",  # shown while compiling
+                                         label=f"{spec.name} ({self.dtype})")
         self._prepared: set[tuple] = set()  # the kinds of pass whose kernels are compiled (_prepare)
         self._called: set[str] = set()
         # Activations and input gradients, reused from call to call at the same batch size: a

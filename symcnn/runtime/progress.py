@@ -65,8 +65,9 @@ class Session:
                 self.compiling.remove(kernel)
             self.ready += 1
             if self._bar is not None:
-                self._bar.update(1)
-            self._refresh()
+                self._bar.set_postfix_str(self._postfix(), refresh=False)
+                self._bar.update(1)  # (redrawn at most every 0.2 s: mininterval)
+                self._bar.refresh()
 
     def stopped(self, kernel: str) -> None:
         """``kernel`` stopped compiling without being ready (its worker failed: compiled later here)."""
@@ -143,13 +144,15 @@ def progress_count(count: int) -> str:
 
 
 class CompileProgress:
-    """The progress display of one network's compiling: ``what`` names its kernels (``the seed004
-    kernels for float32``). ``stream`` defaults to ``sys.stderr`` at the time of each session (so that
-    a test's captured stderr is the one written to); ``terminal`` to whether that stream is a terminal."""
+    """The progress display of one network's compiling: ``what`` names its kernels in the lines (``the
+    seed004 kernels for float32``), ``label`` on the bar (``seed004 (float32)``; default ``what``).
+    ``stream`` defaults to ``sys.stderr`` at the time of each session (so that a test's captured stderr
+    is the one written to); ``terminal`` to whether that stream is a terminal."""
 
     def __init__(self, what: str, stream: Optional[TextIO] = None, delay: float = 1.0, every: float = 15.0,
-                 tick: float = 0.2, terminal: Optional[bool] = None, clock: Callable[[], float] = time.monotonic):
-        self.what = what
+                 tick: float = 0.2, terminal: Optional[bool] = None, clock: Callable[[], float] = time.monotonic,
+                 label: Optional[str] = None):
+        self.what, self.label = what, label or what
         self._stream, self._terminal = stream, terminal
         self.delay, self.every, self.tick_seconds, self.clock = delay, every, tick, clock
         self.spent = 0.0  # seconds of the sessions so far
@@ -172,9 +175,10 @@ class CompileProgress:
         """The tqdm bar of ``session`` (on a terminal): cleared when the session ends."""
         from tqdm import tqdm  # here: a session that never shows does not import it
 
-        return tqdm(total=session.total, initial=session.ready, desc=f"symcnn: compiling {self.what}",
+        # Counts before names, names last: a narrow terminal cuts the line at its end.
+        return tqdm(total=session.total, initial=session.ready, desc=f"symcnn: compiling {self.label}",
                     unit="kernel", file=self.stream, leave=False, dynamic_ncols=True, mininterval=0.2,
-                    bar_format="{desc}: {n_fmt}/{total_fmt} ready |{bar}| {elapsed}{postfix}")  # ", 14 left; ..."
+                    bar_format="{desc}: {n_fmt}/{total_fmt} ready |{bar:12}| {elapsed}{postfix}")  # ", 14 left; ..."
 
     @contextmanager
     def session(self, total: int, ready: int = 0) -> Iterator[Session]:

@@ -21,7 +21,7 @@ class _Clock:
 def _progress(terminal: bool, clock: _Clock) -> CompileProgress:
     # tick=3600: the ticking thread never ticks during a test; the test calls session.tick() itself.
     return CompileProgress("the digits kernels for float32", stream=io.StringIO(), delay=1.0, every=15.0,
-                           tick=3600, terminal=terminal, clock=clock)
+                           tick=3600, terminal=terminal, clock=clock, label="digits (float32)")
 
 
 def test_plain_lines_when_stderr_is_not_a_terminal_one_at_first_then_every_15_s_and_one_at_the_end():
@@ -66,7 +66,7 @@ def test_a_bar_on_a_terminal_shows_what_is_ready_what_is_left_and_what_compiles_
         session.finished("conv2_grad_weight")
         shown = progress.stream.getvalue()
         last = shown.rsplit("\r", 1)[1]  # the bar as it stands: tqdm redraws it after a carriage return
-        assert last.startswith("symcnn: compiling the digits kernels for float32: 3/17 ready |")
+        assert last.startswith("symcnn: compiling digits (float32): 3/17 ready |")
         assert last.rstrip().endswith(", 14 left; compiling conv1_grad_weight, conv2_forward")
     cleared = progress.stream.getvalue()[len(shown):]
     assert cleared.strip(" \r") == ""  # tqdm(leave=False) blanked its line at the end
