@@ -43,6 +43,7 @@ class Session:
         self._progress = progress
         self.total = total
         self.ready = 0
+        self.initial = 0  # ready before the session: not counted as compiled by it
         self.compiling: list[str] = []  # in the order they started
         self.started_at = progress.clock()
         self._bar = None  # the tqdm bar, once shown on a terminal
@@ -130,7 +131,7 @@ class Session:
                 self._bar.close()
                 self._bar = None
             elif self._shown:
-                self._line(f"symcnn: compiled {progress_count(self.ready)} in {seconds:.1f} s")
+                self._line(f"symcnn: compiled {progress_count(self.ready - self.initial)} in {seconds:.1f} s")
             self._progress.spent += seconds
 
     def _line(self, text: str) -> None:
@@ -185,7 +186,7 @@ class CompileProgress:
         """A session over ``total`` kernels, ``ready`` of them already done: a thread ticks its display
         until the block ends; nothing is printed after it ends."""
         session = Session(self, total)
-        session.ready = ready
+        session.ready = session.initial = ready
         done = threading.Event()
 
         def ticker() -> None:
