@@ -199,7 +199,7 @@ class LoadWatch:
                 self._sampled_at = now
             finally:
                 self._lock.release()
-        return max(self._last, default=usable_cpus())
+        return max(self._last) if self._last else usable_cpus()  # not max(..., default=...): evaluated each call
 
 
 _WATCH = LoadWatch()

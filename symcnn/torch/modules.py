@@ -96,6 +96,10 @@ class SymcnnLayer(torch.nn.Module):
             self.register_parameter(role, torch.nn.Parameter(torch.from_numpy(np.array(value))))
         for role, value in (buffers or {}).items():
             self.register_buffer(role, torch.from_numpy(np.array(value)))
+        # looked up once: every call reads them
+        self._parameter_names = operators.parameters
+        self._evaluation_parameter_names = evaluation.parameters if evaluation is not None else ()
+        self._check_training_input = registry.get(operators.layer.kind).check_training_input
 
     @property
     def spec(self) -> LayerSpec:
@@ -113,14 +117,14 @@ class SymcnnLayer(torch.nn.Module):
         if self.masks is not None:
             return self._dropout(inputs[0])
         if self.evaluation is not None and not self.training:
-            return self.evaluation(*inputs, *(getattr(self, name) for name in self.evaluation.parameters))
-        check = registry.get(self.spec.kind).check_training_input
+            return self.evaluation(*inputs, *(getattr(self, name) for name in self._evaluation_parameter_names))
+        check = self._check_training_input
         if self.training and check is not None:
             try:
                 check(tuple(inputs[0].shape), self.spec.settings)
             except ValueError as error:
                 raise ValueError(f"{self.spec.label}: {error}") from None
-        out = self.operators(*inputs, *(getattr(self, role) for role in self.operators.parameters))
+        out = self.operators(*inputs, *(getattr(self, role) for role in self._parameter_names))
         if self.training and self.statistics is not None:
             self.statistics(inputs[0].detach(), self.running_mean, self.running_var, self.num_batches_tracked)
         return out
