@@ -36,19 +36,22 @@ def _below_autograd(operator, keyset, arguments: tuple):
         return operator.redispatch(keyset & _BELOW_AUTOGRAD, *arguments)
 
 
-def differentiable_kernel(forward, inputs: tuple[str, ...], outputs: tuple[str, ...],
+def differentiable_kernel(forward, inputs: tuple[str, ...], outputs: tuple[str, ...], read: set[str],
                           gradient: Callable[[str, dict], torch.Tensor]) -> Callable:
     """The autograd kernel of the forward operator ``forward`` whose arguments are named ``inputs`` and results
     ``outputs``: its output's gradient function calls ``gradient(name, saved)`` for each input that needs one,
-    ``saved`` being the call's tensors by name (inputs, outputs and ``grad_output``). Register it with
-    ``Library.impl(name, kernel, "Autograd", with_keyset=True)``."""
-    names = inputs + outputs
+    ``saved`` being the call's tensors that the gradients ``read``, by name (of its inputs and outputs), and
+    ``grad_output``. Register it with ``Library.impl(name, kernel, "Autograd", with_keyset=True)``."""
+    # only what a gradient reads is kept for the backward pass (an output that none reads is not held)
+    kept = [index for index, name in enumerate(inputs + outputs) if name in read]
+    names = [(inputs + outputs)[index] for index in kept]
 
     class LayerFunction(torch.autograd.Function):
         @staticmethod
         def forward(ctx, keyset, *tensors):
             result = _below_autograd(forward, keyset, tensors)
-            ctx.save_for_backward(*tensors, *(result if isinstance(result, tuple) else (result,)))
+            everything = (*tensors, *(result if isinstance(result, tuple) else (result,)))
+            ctx.save_for_backward(*(everything[index] for index in kept))
             return result
 
         @staticmethod

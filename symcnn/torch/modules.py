@@ -97,6 +97,7 @@ class SymcnnLayer(torch.nn.Module):
         for role, value in (buffers or {}).items():
             self.register_buffer(role, torch.from_numpy(np.array(value)))
         # looked up once: every call reads them
+        self._input_count = len(operators.layer.input_shapes)
         self._parameter_names = operators.parameters
         self._evaluation_parameter_names = evaluation.parameters if evaluation is not None else ()
         self._check_training_input = registry.get(operators.layer.kind).check_training_input
@@ -108,12 +109,8 @@ class SymcnnLayer(torch.nn.Module):
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         """The layer's output from its input (an add's or concat's: one tensor per entry of its ``inputs``),
         in the module's mode."""
-        if len(inputs) != len(self.spec.input_shapes):
-            raise ValueError(f"{self.spec.label}: expected {len(self.spec.input_shapes)} input tensor(s), "
-                             f"got {len(inputs)}")
-        for name, x in zip(("x", *(f"x{number}" for number in range(2, len(inputs) + 1))), inputs):
-            if not isinstance(x, torch.Tensor):
-                raise ValueError(f"{self.spec.label}: {name}: expected a tensor, got {type(x).__name__}")
+        if len(inputs) != self._input_count or not all(isinstance(x, torch.Tensor) for x in inputs):
+            self._refuse(inputs)
         if self.masks is not None:
             return self._dropout(inputs[0])
         if self.evaluation is not None and not self.training:
@@ -128,6 +125,14 @@ class SymcnnLayer(torch.nn.Module):
         if self.training and self.statistics is not None:
             self.statistics(inputs[0].detach(), self.running_mean, self.running_var, self.num_batches_tracked)
         return out
+
+    def _refuse(self, inputs: tuple) -> None:
+        if len(inputs) != len(self.spec.input_shapes):
+            raise ValueError(f"{self.spec.label}: expected {len(self.spec.input_shapes)} input tensor(s), "
+                             f"got {len(inputs)}")
+        for name, x in zip(("x", *(f"x{number}" for number in range(2, len(inputs) + 1))), inputs):
+            if not isinstance(x, torch.Tensor):
+                raise ValueError(f"{self.spec.label}: {name}: expected a tensor, got {type(x).__name__}")
 
     def _dropout(self, x: torch.Tensor) -> torch.Tensor:
         """The identity in evaluation mode (the input itself, as ``nn.Dropout``); in training mode ``x``

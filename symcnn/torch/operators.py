@@ -247,14 +247,14 @@ class _KernelCall:
 
     def __call__(self, *tensors: torch.Tensor):
         float_dtype, batch = self.check(tensors)
-        outputs = tuple(OUTPUTS.empty((batch, *shape) if batched else shape,
-                                      _NUMPY_DTYPES[self.switch_dtype if switch else float_dtype])
-                        for batched, shape, switch in self.outputs)
+        outputs = [OUTPUTS.empty((batch, *shape) if batched else shape,
+                                 _NUMPY_DTYPES[self.switch_dtype if switch else float_dtype])
+                   for batched, shape, switch in self.outputs]
         arrays = [tensor.numpy() if tensor.is_contiguous() else tensor.contiguous().numpy() for tensor in tensors]
-        arrays.extend(output.numpy() for output in outputs)
+        arrays += [output.numpy() for output in outputs]
         with kernel_threads():  # on the CPUs free now, as a Network's passes
             self.function(*[arrays[index] for index in self.order])
-        return outputs[0] if len(outputs) == 1 else outputs
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
 
 def _register(net: Network, layer: LayerSpec, signature: KernelSignature) -> torch._ops.OpOverload:
@@ -326,8 +326,9 @@ def layer_operators(net: Network, layer: LayerSpec, evaluation: bool = False) ->
             raise ValueError(f"{layer.label}: {name}: the generated kernels have no gradient for it")
         return gradients[name](*(saved[argument] for argument in reads[name]))
 
+    read = {argument for arguments in reads.values() for argument in arguments}
     _LIBRARY.impl(forward.name().split("::", 1)[1],
-                  differentiable_kernel(forward, forward_signature.inputs, forward_signature.outputs, gradient),
+                  differentiable_kernel(forward, forward_signature.inputs, forward_signature.outputs, read, gradient),
                   "Autograd", with_keyset=True)
     reshape = f"{prefix}forward" in getattr(net.kernels, "RESHAPES", {})
     _LAYERS[forward.name()] = LayerOperators(layer, forward, gradients, signatures, reshape, evaluation)
