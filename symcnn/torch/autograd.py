@@ -25,6 +25,8 @@ from typing import Callable
 
 import torch
 
+from symcnn.runtime.threads import kernel_threads
+
 __all__ = ["differentiable_kernel", "not_differentiable_kernel"]
 
 _BELOW_AUTOGRAD = torch._C._after_autograd_keyset
@@ -59,8 +61,10 @@ def differentiable_kernel(forward, inputs: tuple[str, ...], outputs: tuple[str, 
             saved = dict(zip(names, ctx.saved_tensors))
             saved["grad_output"] = grad_output.contiguous()
             # Not differentiating the gradient (no create_graph): the gradient operators straight to their
-            # kernels, past their autograd kernels (which would only pass the call on)
-            with contextlib.nullcontext() if torch.is_grad_enabled() else torch._C._AutoDispatchBelowAutograd():
+            # kernels, past their autograd kernels (which would only pass the call on); the kernels' thread
+            # count chosen once for the layer's gradients
+            with contextlib.nullcontext() if torch.is_grad_enabled() else torch._C._AutoDispatchBelowAutograd(), \
+                    kernel_threads():
                 return (None, *(gradient(name, saved) if needed else None
                                 for name, needed in zip(inputs, ctx.needs_input_grad[1:])))
 

@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import OrderedDict
 from typing import Any, Callable, Optional, Union
@@ -39,6 +40,7 @@ import torch
 from symcnn import registry
 from symcnn.runtime.loader import load_kernels
 from symcnn.runtime.network import Network
+from symcnn.runtime.threads import kernel_threads
 from symcnn.spec import LayerSpec, NetworkSpec, load_spec, parse_spec, spec_toml
 from symcnn.torch.operators import (
     LayerOperators,
@@ -168,6 +170,13 @@ class SymcnnLayer(torch.nn.Module):
         return f"{self.spec.kind}, {settings + ', ' if settings else ''}{shapes}"
 
 
+def _one_thread_choice():
+    """Around a whole forward pass: the kernels' thread count chosen once for all its operators (each
+    operator chooses for itself otherwise, :class:`symcnn.runtime.threads.kernel_threads`); nothing under
+    torch.compile, which traces the pass (its operators choose when the compiled graph runs)."""
+    return contextlib.nullcontext() if torch.compiler.is_compiling() else kernel_threads()
+
+
 class _Passes:
     """What a whole network's module keeps besides its layers: the dropout generator its dropout layers
     share, and the count of its training passes (one per forward pass in training mode, as the Network
@@ -211,7 +220,8 @@ class SymcnnNetwork(_Passes, torch.nn.Sequential):
         self.spec, self.masks = spec, masks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._count(super().forward(x))
+        with _one_thread_choice():
+            return self._count(super().forward(x))
 
 
 class SymcnnGraph(_Passes, torch.nn.Module):
@@ -227,8 +237,9 @@ class SymcnnGraph(_Passes, torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         values = {"input": x}
-        for layer in self.spec.layers:
-            values[layer.label] = getattr(self, layer.label)(*(values[source] for source in layer.inputs))
+        with _one_thread_choice():
+            for layer in self.spec.layers:
+                values[layer.label] = getattr(self, layer.label)(*(values[source] for source in layer.inputs))
         return self._count(values[self.spec.layers[-1].label])
 
 
