@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-__all__ = ["Loop", "Reduction", "Term", "Staging", "Lanes", "Kernel"]
+__all__ = ["Loop", "Reduction", "Term", "Staging", "ImageGroups", "Lanes", "Kernel"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,17 @@ class Staging:
 
 
 @dataclass(frozen=True)
+class ImageGroups:
+    """A per-image lanes kernel's images in groups of ``size``, one parallel work item each
+    (:mod:`symcnn.codegen.backends.numba_cpu.image_block`): ``items`` work items (printed), of
+    which item ``item`` stores its first ``stored`` images (printed)."""
+
+    size: int
+    items: str
+    stored: str
+
+
+@dataclass(frozen=True)
 class Lanes:
     """The lanes schedule of a kernel whose one term is ``broadcast * streamed``.
 
@@ -126,6 +137,8 @@ class Lanes:
     # fewer), and the sum of the chunks' tiles into each output element
     chunk_count: str = ""
     chunk_sum: Optional[Reduction] = None
+    # per image only: several images per work item, the tile's first axis (``slot``) one per image
+    images: Optional[ImageGroups] = None
 
 
 @dataclass(frozen=True)

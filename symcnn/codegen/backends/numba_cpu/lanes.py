@@ -38,6 +38,7 @@ from sympy import Expr, Indexed, IndexedBase, Sum, Symbol
 
 from symcnn.symbolic.adjoint import GatherTerm
 from symcnn.codegen.kernel_ir import Lanes, Loop, Staging
+from symcnn.codegen.backends.numba_cpu.image_block import blocked_by_images
 from symcnn.printing.nodes import FloorDiv, OrderedSum
 
 __all__ = ["lanes_schedule"]
@@ -159,9 +160,15 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
         column = [others[-1]] if others and len(indices) >= 3 else []
         tile_vars, rows = column + [lane], [var for var in others if var not in column]
     sizes = dict(zip(indices, shape))
+    store = _named(lowering, output_name)[tuple(indices)]
+    images = blocked_by_images(lowering, over_batch, rows, tile_vars, stagings, streamed_read, image, batch,
+                               int(sizes[lane]))
+    if images:  # several images per work item, a tile row each (image_block.py)
+        broadcast_read = broadcast_read.subs(image, images.read_image)
+        store = store.subs(image, images.image)
+        tile_vars, sizes[images.slot] = [images.slot] + tile_vars, sympy.Integer(images.size)
     tile_extents = [lowering.code(sizes[var]) for var in tile_vars]
     lane_block = _lane_block(over_batch, stagings, lane, indices, [int(sizes[var]) for var in tile_vars])
-    store = _named(lowering, output_name)[tuple(indices)]
     block_bounds = ("", "", "")
     if lane_block:  # the lane axis in blocks: lanes and output read at the block's start plus the lane
         start = Symbol("lane_start", integer=True, nonnegative=True)
@@ -183,7 +190,8 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
     around, broadcasts, updates = _register_blocks(
         lowering, reduction, [(var, int(sizes[var])) for var in tile_vars[:-1]], broadcast_read,
         streamed_read, _named(lowering, "tile")[tuple(tile_vars)],
-        *((OVER_BATCH_UNROLL, OVER_BATCH_BLOCK) if over_batch else (UNROLL, _block_limit(int(sizes[lane])))))
+        *((OVER_BATCH_UNROLL, OVER_BATCH_BLOCK) if over_batch
+          else (UNROLL, images.size if images else _block_limit(int(sizes[lane])))))
     return {
         "kind": "lanes",
         "output_loops": tuple(Loop(printer(var), lowering.code(sizes[var]), position == 0)
@@ -208,6 +216,7 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
             store=printer(store),
             lane_block=lane_block,
             block_bounds=block_bounds,
+            images=images.groups if images else None,
         ),
     }
 
