@@ -133,10 +133,13 @@ BATCH_UNROLL = 4
 
 
 def batch_unrolled(lowering, register_blocks, batch_loop: Symbol, batch, broadcast_read, streamed_read,
-                   tile_element, outer_tile, block: int) -> BatchUnroll:
+                   tile_element, outer_tile, block: int) -> Optional[BatchUnroll]:
     """The batch loop of a lane-blocked weight gradient stepping by ``BATCH_UNROLL`` images: the
     updates of images ``n, n + 1, ...`` summed in order into each tile element (``register_blocks``
-    is the lanes schedule's, the batch offset its innermost reduction, unrolled whole)."""
+    is the lanes schedule's, the batch offset its innermost reduction, unrolled whole); ``None`` when
+    ``BATCH_UNROLL`` is 1."""
+    if BATCH_UNROLL < 2:
+        return None
     printer = lowering.printer.doprint
     offset = Symbol("image_offset", integer=True, nonnegative=True)
     at = {batch_loop: batch_loop + offset}
