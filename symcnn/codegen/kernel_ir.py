@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-__all__ = ["Loop", "Reduction", "Term", "Staging", "Lanes", "Kernel"]
+__all__ = ["Loop", "Reduction", "Term", "Staging", "ImageGroups", "BatchUnroll", "Lanes", "Kernel"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,31 @@ class Staging:
 
 
 @dataclass(frozen=True)
+class ImageGroups:
+    """A per-image lanes kernel's images in groups of ``size``, one parallel work item each
+    (:mod:`symcnn.codegen.backends.numba_cpu.product_blocks`): ``items`` work items (printed), of
+    which item ``item`` stores its first ``stored`` images (printed)."""
+
+    size: int
+    items: str
+    stored: str
+
+
+@dataclass(frozen=True)
+class BatchUnroll:
+    """A lane-blocked weight gradient's batch loop stepping by several images (``loop``), each
+    update adding their products in the batch's order, then the rest of the batch (``rest``) one
+    image at a time, with the kernel's own updates; ``around``, ``broadcasts`` and ``updates`` as
+    in :class:`Lanes`."""
+
+    loop: Loop
+    rest: Loop
+    around: tuple[Loop, ...]
+    broadcasts: tuple[tuple[str, str], ...]
+    updates: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Lanes:
     """The lanes schedule of a kernel whose one term is ``broadcast * streamed``.
 
@@ -126,6 +151,13 @@ class Lanes:
     # fewer), and the sum of the chunks' tiles into each output element
     chunk_count: str = ""
     chunk_sum: Optional[Reduction] = None
+    # per image only: several images per work item, the tile's first axis (``slot``) one per image
+    images: Optional[ImageGroups] = None
+    # lane-blocked only: the batch summed several images per update, then the rest one at a time
+    batch_unroll: Optional[BatchUnroll] = None
+    # lane-blocked only: the printed first row of block ``block`` when the blocks split the tile's
+    # rows too (each block ``height`` rows by ``lane_block`` lanes), or "" (every block takes every row)
+    row_start: str = ""
 
 
 @dataclass(frozen=True)

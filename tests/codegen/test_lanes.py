@@ -175,6 +175,10 @@ def test_register_blocking_changes_no_sum(tmp_path, monkeypatch):
     for knob in ("UNROLL", "BLOCK", "OVER_BATCH_UNROLL", "OVER_BATCH_BLOCK"):
         monkeypatch.setattr(lanes, knob, 1)
     monkeypatch.setattr(lanes, "_block_limit", lambda lane_count: 1)
+    from symcnn.codegen.backends.numba_cpu import product_blocks
+
+    for knob in ("IMAGE_BLOCK", "BATCH_UNROLL", "WIDE_LANES"):
+        monkeypatch.setattr(product_blocks, knob, 0 if knob == "WIDE_LANES" else 1)
     plain = network_for({**spec, "name": "plain"}, tmp_path, dtype="float32")
     def source(net, kernel):
         return inspect.getsource(net._functions[kernel].py_func)
