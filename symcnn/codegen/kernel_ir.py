@@ -172,7 +172,7 @@ class Kernel:
     # "sum": each output element accumulates its terms (gather); "accumulate": each output tile
     # (the last two output axes, innermost) is zeroed, then every term adds into it, the reduction
     # loops outside, so that the innermost loop runs along a row; "max": window max with argmax;
-    # "lanes": see :class:`Lanes`.
+    # "lanes": see :class:`Lanes`; "phases": see ``phases``.
     kind: str = "sum"
     terms: tuple[Term, ...] = ()
     tile: tuple[Loop, ...] = ()  # the inner output loops of an "accumulate" kernel
@@ -202,6 +202,14 @@ class Kernel:
     views: tuple[tuple[str, str], ...] = ()
     # arrays of loop-invariant reductions, filled before the output loops (symcnn.codegen.invariants)
     precomputed: tuple = ()
+    # "phases": the kernel in parts run one after another, each a kernel (of any kind) writing a
+    # strided view of the output, defined among ``views`` (symcnn.codegen.phases)
+    phases: tuple["Kernel", ...] = ()
+
+    @property
+    def parallel(self) -> bool:
+        """Whether numba compiles it with ``parallel=True``: it has a parallel loop."""
+        return bool(self.output_loops) or any(phase.parallel for phase in self.phases)
 
     @property
     def fastmath(self) -> str:
@@ -210,9 +218,16 @@ class Kernel:
         unconditional sums (dense forward, bias gradients, the loss), it may also reassociate the
         sums and ignore the sign of a zero sum, so that a long sum vectorizes. Not in the lanes
         schedule, which keeps each element's order of additions (its blocking is tested bit for
-        bit), nor under conditions (measured: ``nsz`` made max pooling's gradient 9x slower)."""
+        bit), nor under conditions (measured: ``nsz`` made max pooling's gradient 9x slower); in phases,
+        the flags every phase has."""
+        return "{" + ", ".join(repr(flag) for flag in self._fastmath_flags()) + "}"
+
+    def _fastmath_flags(self) -> list[str]:
+        if self.phases:
+            each = [phase._fastmath_flags() for phase in self.phases]
+            return [flag for flag in each[0] if all(flag in flags for flags in each)]
         flags = ["contract"]
         if self.kind == "sum" and any(term.loops for term in self.terms) and all(
                 term.condition is None and not term.loads for term in self.terms):
             flags += ["nsz", "reassoc"]
-        return "{" + ", ".join(repr(flag) for flag in flags) + "}"
+        return flags

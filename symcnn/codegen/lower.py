@@ -40,6 +40,7 @@ from symcnn.codegen.kernel_ir import Kernel, Loop, Reduction, Term
 from symcnn.codegen.layout import collapse_image, collapse_rows, image_size, reshape_of
 from symcnn.codegen.invariants import Precomputer, factor_sums
 from symcnn.codegen.backends.numba_cpu.lanes import lanes_schedule
+from symcnn.codegen.phases import PhaseSplit, split_phases, without_single_loops
 from symcnn.codegen.rewrites import (fold_bound, integer_indices, padding_conditions, shifted_exponential_sum,
                                      switch_test, window_offset)
 from symcnn.views.formula import FormulaView
@@ -226,7 +227,13 @@ def _summation(lowering: _Lowering, indices, shape, batch, terms, output_name: s
     is chosen when the last two output axes are rows of at least ``MIN_TILE_EXTENT``, no term
     reduces over the batch (a weight gradient keeps the gather form, parallel over its channels)
     and no term tests divisibility (a strided input gradient: most of its tile would be skipped).
+
+    Divisibility conditions are first rewritten away where :mod:`symcnn.codegen.phases` can: the
+    kernel is then its phases, each scheduled as any sum.
     """
+    split = split_phases(lowering.names, indices, shape, terms, tensors, output_name)
+    if split is not None:
+        return _phase_schedules(lowering, split, batch)
     lanes = lanes_schedule(lowering, output_name, indices, shape, batch, terms, tensors)
     if lanes is not None:
         return lanes
@@ -253,6 +260,29 @@ def _summation(lowering: _Lowering, indices, shape, batch, terms, output_name: s
                     for term in terms)
     return {"output_loops": loops[:-2], "tile": loops[-2:], "terms": printed, "kind": "accumulate",
             **_sum_accumulator(lowering, element)}
+
+
+def _phase_schedules(lowering: _Lowering, split: PhaseSplit, batch) -> dict:
+    """The :class:`Kernel` fields of a kernel run as its phases (one phase over the output itself:
+    that phase's schedule). A phase that no term reaches writes the sum's identity."""
+    for view in split.views:
+        lowering.names[view.base] = lowering.printer.array_names[view.base] = view.name
+    if not split.views:
+        (phase,) = split.phases
+        return _summation(lowering, phase.indices, phase.shape, batch, list(phase.terms), phase.output, phase.tensors)
+    phases, views = [], [(view.name, view.printed()) for view in split.views]
+    for phase in split.phases:
+        schedule = lanes_schedule(lowering, phase.output, phase.indices, phase.shape, batch, list(phase.terms),
+                                  phase.tensors) if phase.terms else None
+        if schedule is None and phase.terms:  # a single tap's loop helps only the lanes schedule
+            schedule = _summation(lowering, phase.indices, phase.shape, batch,
+                                  [without_single_loops(term) for term in phase.terms], phase.output, phase.tensors)
+        elif schedule is None:  # not through _summation: its one loop over reshaped views needs a contiguous output
+            schedule = {"output_loops": _output_loops(lowering, phase.indices, phase.shape, batch),
+                        **_sum_accumulator(lowering, ACCUMULATOR)}
+        views += schedule.pop("views", ())
+        phases.append(Kernel(phase.output, "", (), schedule.pop("output", phase.output), **schedule))
+    return {"kind": "phases", "output_loops": (), "phases": tuple(phases), "views": tuple(views)}
 
 
 def _sum_accumulator(lowering: _Lowering, accumulator: Expr) -> dict:

@@ -17,8 +17,9 @@ loop, contiguous in memory, so that the compiler can turn it into vector instruc
 
 It is a loop interchange and a change of layout of the same sums: every value is printed from the
 formula (:class:`~symcnn.printing.numba.NumbaPrinter`), the copies only move it. :func:`lanes_schedule`
-returns ``None`` for a kernel it does not fit (other terms, divisibility conditions of a strided
-input gradient, ...), which then keeps its gather or accumulate schedule.
+returns ``None`` for a kernel it does not fit (other terms, a divisibility condition that
+:mod:`symcnn.codegen.phases` left, ...), which then keeps its gather or accumulate schedule; a strided
+input gradient comes here as its phases, each a plain correlation.
 
 Example:
     >>> from symcnn.codegen.lower import layer_kernels
@@ -92,6 +93,13 @@ def _affine_range(expr: Expr, ranges: dict) -> Optional[tuple[int, int]]:
     return int(low), int(high)
 
 
+def _in_bounds(read: Indexed, shape, ranges: dict, image) -> bool:
+    """Every index of ``read`` but the image's stays inside ``shape`` over the box ``ranges`` (a
+    phase's read whose bounds hold everywhere: :mod:`symcnn.codegen.phases` dropped them)."""
+    spans = [(_affine_range(index, ranges), size) for index, size in zip(read.indices, shape) if index != image]
+    return all(span is not None and size.is_Integer and 0 <= span[0] and span[1] <= size - 1 for span, size in spans)
+
+
 def _is_bound_of(condition, reads: list[Indexed]) -> bool:
     """``condition`` is ``0 <= e`` or ``e <= size - 1`` for an index ``e`` of one of ``reads``:
     reading a zero-padded copy of that operand then implements it."""
@@ -143,7 +151,8 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
     if not all(_is_bound_of(c, [(broadcast, shapes[broadcast.base])]) for c in product.conditions):
         return None
     if broadcast.base not in padded and not product.conditions and any(
-            not (index.is_Symbol or index.is_Integer) for index in broadcast.indices):
+            not (index.is_Symbol or index.is_Integer) for index in broadcast.indices) and not _in_bounds(
+            broadcast, shapes[broadcast.base], ranges, image):
         return None  # an affine read of an operand that is not zero-padded: its bounds are not ours
 
     stagings = []
