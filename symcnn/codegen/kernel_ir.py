@@ -215,8 +215,8 @@ class Kernel:
     def fastmath(self) -> str:
         """numba's ``fastmath`` flags for this kernel, printed: LLVM may always fuse a multiply and
         an add (``contract``: one rounding instead of two); in a gather kernel whose terms are
-        unconditional sums (dense forward, bias gradients, the loss), it may also reassociate the
-        sums and ignore the sign of a zero sum, so that a long sum vectorizes. Not in the lanes
+        unconditional sums (dense forward, bias gradients, the loss, a normalization's statistics), it
+        may also reassociate the sums and ignore the sign of a zero sum, so that a long sum vectorizes. Not in the lanes
         schedule, which keeps each element's order of additions (its blocking is tested bit for
         bit), nor under conditions (measured: ``nsz`` made max pooling's gradient 9x slower); in phases,
         the flags every phase has."""
@@ -227,7 +227,7 @@ class Kernel:
             each = [phase._fastmath_flags() for phase in self.phases]
             return [flag for flag in each[0] if all(flag in flags for flags in each)]
         flags = ["contract"]
-        if self.kind == "sum" and any(term.loops for term in self.terms) and all(
-                term.condition is None and not term.loads for term in self.terms):
+        sums = any(term.loops for term in self.terms) or any(array.reductions for array in self.precomputed)
+        if self.kind == "sum" and sums and all(term.condition is None and not term.loads for term in self.terms):
             flags += ["nsz", "reassoc"]
         return flags

@@ -125,11 +125,11 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
         return None
     product = products[0]
     factors = sympy.Mul.make_args(product.body)
-    if len(factors) != 2 or not all(isinstance(f, Indexed) for f in factors):
-        return None
+    shapes = {tensor.base: tensor.shape for tensor in tensors}
+    if len(factors) != 2 or not all(isinstance(f, Indexed) and f.base in shapes for f in factors):
+        return None  # not two reads of the formula's tensors (a precomputed array has no tensor)
     if any(c.has(sympy.Mod) for c in product.conditions):
         return None  # a strided input gradient: most of a lane would be skipped
-    shapes = {tensor.base: tensor.shape for tensor in tensors}
     padded = {tensor.base for tensor in tensors if tensor.zero_padded}
     batch_index = indices[0] if shape and shape[0] == batch else None
     batch_loop = next((var for var, low, high in product.limits if high + 1 == batch), None)
