@@ -352,8 +352,9 @@ def _forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict, p
                                                  invariant_terms(terms, precomputer), "out", concrete.tensors))
     arguments = _arguments(lowering, terms, "out", _ARGUMENT_ORDER)
     reshaped = reshape_of(lowering, concrete.tensors, concrete.indices, concrete.output.shape, batch, terms)
+    precomputed = precomputer.precomputed()  # printed before the imports are collected
     return Kernel(name, doc, arguments, schedule.pop("output", "out"), imports=lowering.printer.imports(),
-                  batch_from="x", reshape_of=reshaped, precomputed=precomputer.precomputed(), **schedule)
+                  batch_from="x", reshape_of=reshaped, precomputed=precomputed, **schedule)
 
 
 def _switch_tests(body: Expr, switch: IndexedBase, forward: ops.IndexFormula) -> Expr:
@@ -384,9 +385,10 @@ def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, 
     arguments = _arguments(lowering, terms, output_name, _ARGUMENT_ORDER)
     batch_from = next((a for a in arguments[:-1] if a in ("grad_output", "x")), arguments[0])
     reshaped = reshape_of(lowering, tensors, concrete.indices, concrete.gradient.shape, batch, terms)
+    precomputed = precomputer.precomputed()  # printed before the imports are collected
     return Kernel(_kernel_name(layer.label, prefix + role), _docstring(gradient.forward, gradient, values), arguments,
                   schedule.pop("output", output_name), imports=lowering.printer.imports(), batch_from=batch_from,
-                  reshape_of=reshaped, precomputed=precomputer.precomputed(), **schedule)
+                  reshape_of=reshaped, precomputed=precomputed, **schedule)
 
 
 #: The prefix of an op's evaluation-mode kernels (``bn1_eval_forward``), where its modes differ.

@@ -97,3 +97,12 @@ def test_tanh_through_one_exp_is_tanh_to_rounding():
         assert abs(rewritten(value) - math.tanh(value)) <= 4e-16, value
     assert rewritten(800.0) == 1.0 and rewritten(-800.0) == -1.0  # exp overflows to inf: the limit, no NaN
     assert math.isnan(rewritten(math.nan))
+
+
+def test_a_function_only_coefficients_call_is_imported():
+    spec = load_spec("resnet-mini")
+    layer = next(layer for layer in spec.layers if layer.kind == "batchnorm2d")
+    forward = layer_kernels(layer)[0]
+    assert not any("sqrt" in term.update for term in forward.terms)  # only the coefficients take the root
+    assert any("sqrt(" in value for array in forward.precomputed for value in array.values)
+    assert ("math", "sqrt") in forward.imports
