@@ -19,7 +19,7 @@ from symcnn.codegen.phases import split_phases
 from symcnn.spec import load_spec, spec_from_dict
 from symcnn.symbolic.adjoint import GatherTerm
 from symcnn.symbolic.ops import Tensor
-from tests.kernels_helpers import assert_central_differences, network_for, random_params, torch_loss_and_grads
+from tests.kernels_helpers import assert_central_differences, assert_float64_equals_pytorch, network_for, random_params
 
 
 @pytest.fixture(autouse=True)
@@ -183,16 +183,10 @@ def _valid(spec) -> bool:
     return True
 
 
-def _equal_pytorch(torch, net, seed: int) -> None:
+def _equal_pytorch(net, seed: int) -> None:
     rng = np.random.default_rng(seed)
     net.load_params(random_params(net, rng))
-    x = rng.standard_normal((2, *net.spec.input_shape))
-    labels = np.array([1, 2])
-    loss, grads = net.loss_and_grads(x, labels)
-    expected_loss, _, expected = torch_loss_and_grads(net.spec, net.params, x, labels, torch.float64)
-    assert loss == pytest.approx(expected_loss, rel=1e-10)
-    for key, value in expected.items():
-        np.testing.assert_allclose(grads[key], value, rtol=1e-9, atol=1e-12, err_msg=key)
+    assert_float64_equals_pytorch(net, rng, np.array([1, 2]))
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +202,7 @@ def test_random_strided_specs_equal_pytorch(torch, tmp_path_factory, spec):
     conv, up = (next(layer for layer in net.spec.layers if layer.label == label) for label in ("conv", "up"))
     for layer, kernel in ((conv, "grad_input"), (up, "forward")):  # the new schedule is the one tested
         assert not _tests_divisibility(_kernels(net.spec, layer.label)[kernel]), (layer.label, kernel)
-    _equal_pytorch(torch, net, 0)
+    _equal_pytorch(net, 0)
 
 
 FIXED = {  # stride 3 and 2, sizes 8 and 7 (neither divisible), a grouped convolution, the lanes' 8 channels
@@ -238,7 +232,7 @@ def test_fixed_strided_spec_takes_the_phases_and_equals_pytorch_and_finite_diffe
     kinds = {label: _kernels(fixed.spec, label) for label in ("up", "down")}
     assert kinds["up"]["forward"].kind == kinds["down"]["grad_input"].kind == "phases"
     assert {phase.kind for phase in kinds["up"]["forward"].phases} == {"lanes"}
-    _equal_pytorch(torch, fixed, 1)
+    _equal_pytorch(fixed, 1)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, *fixed.spec.input_shape))
     assert_central_differences(fixed, x, np.array([0, 2]), rng, step=1e-5, samples=3, rel=1e-6, abs=1e-9)
