@@ -91,6 +91,8 @@ class _Lowering:
         self.padded = {tensor.base: tensor.shape for tensor in formula_tensors if tensor.zero_padded}
         self.counter = 0
         self.batch = batch
+        # Printed names of strided views (a kernel's phases): not C-contiguous, so never reshaped (layout).
+        self.strided: set[str] = set()
 
     def precompute_invariants(self, indices, shape, tensors) -> Precomputer:
         """What collects the reductions and factors that depend on fewer indices than the loops around
@@ -265,6 +267,7 @@ def _phase_schedules(lowering: _Lowering, split: PhaseSplit, batch) -> dict:
     that phase's schedule). A phase that no term reaches writes the sum's identity."""
     for view in split.views:
         lowering.names[view.base] = lowering.printer.array_names[view.base] = view.name
+        lowering.strided.add(view.name)
     if not split.views:
         (phase,) = split.phases
         return _summation(lowering, phase.indices, phase.shape, batch, list(phase.terms), phase.output, phase.tensors)
@@ -275,7 +278,7 @@ def _phase_schedules(lowering: _Lowering, split: PhaseSplit, batch) -> dict:
         if schedule is None and phase.terms:  # a single tap's loop helps only the lanes schedule
             schedule = _summation(lowering, phase.indices, phase.shape, batch,
                                   [without_single_loops(term) for term in phase.terms], phase.output, phase.tensors)
-        elif schedule is None:  # not through _summation: its one loop over reshaped views needs a contiguous output
+        elif schedule is None:  # no terms: the sum's identity, element by element
             schedule = {"output_loops": _output_loops(lowering, phase.indices, phase.shape, batch),
                         **_sum_accumulator(lowering, ACCUMULATOR)}
         views += schedule.pop("views", ())

@@ -256,3 +256,18 @@ def test_phases_do_not_depend_on_the_thread_count(fixed, monkeypatch):
         numba.set_num_threads(before)
     for name in one:
         assert np.array_equal(one[name], two[name]), name
+
+
+def test_a_phase_read_element_by_element_is_not_reshaped(torch, tmp_path):
+    """A 3x3 average pool of stride 2 on 7x7: its input gradient's odd-odd phase takes one tap, an
+    element-wise copy into the strided view ``grad_input[:, :, 1::2, 1::2]``, which is not contiguous:
+    looping over it through a reshape (codegen.layout) failed to compile in numba."""
+    spec = {"name": "phase-elementwise", "input": [2, 7, 7], "layers": [
+        {"type": "avgpool2d", "kernel": 3, "stride": 2},
+        {"type": "flatten"},
+        {"type": "dense", "name": "fc", "out_features": 3},
+    ]}
+    net = network_for(spec, tmp_path)
+    rng = np.random.default_rng(0)
+    net.load_params(random_params(net, rng))
+    assert_float64_equals_pytorch(net, rng, np.array([0, 2]))
