@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from symcnn.bench.bench import torch_model
 from symcnn.codegen.package import generate
-from symcnn.runtime.loader import cache_dir
+from symcnn.runtime.loader import cache_entry
 from symcnn.runtime.network import Network
 from symcnn.spec import NetworkSpec, load_spec, spec_toml
 
@@ -24,7 +24,7 @@ def network_for(spec: dict, directory: Path, dtype: str = "float64", seed: int =
     path = Path(directory) / f"{spec['name']}.toml"
     path.write_text(toml_of(spec), encoding="utf-8")
     loaded = load_spec(path)
-    generate([str(path)], cache_dir() / f"{loaded.module_name}_{loaded.digest()}")
+    generate([str(path)], cache_entry(loaded))
     return Network.from_spec(path, dtype=dtype, seed=seed)
 
 
