@@ -78,7 +78,7 @@ def worker(implementation: str, spec_name: str, threads: int, timings: int) -> d
     import numba
     import numpy as np
 
-    from symcnn.bench.bench import median_seconds, torch_model
+    from symcnn.bench.bench import median_seconds, torch_model, torch_passes
     from symcnn.runtime.network import Network
     from symcnn.runtime.threads import read_sample
 
@@ -88,22 +88,7 @@ def worker(implementation: str, spec_name: str, threads: int, timings: int) -> d
         import torch
 
         torch.set_num_threads(threads)
-        model = torch_model(net.spec, {name: value.copy() for name, value in net.params.items()})
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
-
-        def forward(x):
-            model.eval()
-            with torch.no_grad():
-                logits = model(torch.from_numpy(x)).numpy()
-            model.train()
-            return logits
-
-        def step(x, y):
-            optimizer.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y))
-            loss.backward()
-            optimizer.step()
-            return loss.item()
+        forward, step = torch_passes(torch_model(net.spec, {name: value.copy() for name, value in net.params.items()}))
     else:
         def forward(x):
             return net.forward(x, training=False)

@@ -33,7 +33,8 @@ from symcnn.bench.torch_twin import torch_model
 from symcnn.runtime.network import Network
 from symcnn.spec import NetworkSpec, load_spec
 
-__all__ = ["forward_flops", "torch_model", "run_benchmark", "BenchResult", "machine_description", "sgemm_gflops",
+__all__ = ["forward_flops", "torch_model", "torch_passes", "run_benchmark", "BenchResult", "machine_description",
+           "sgemm_gflops",
            "measure_startup", "format_startup", "load_average", "median_seconds", "check_limits", "memory_per_image",
            "format_profile"]
 
@@ -193,26 +194,8 @@ def _implementations(spec_name: str, include_torch: bool, in_pytorch: bool = Tru
     reference = NumpyNetwork(net.spec, {name: value.copy() for name, value in net.params.items()})
     implementations["numpy"] = (reference.forward, lambda x, y: reference.train_step(x, y, lr=1e-4))
     if include_torch:
-        import torch
-
         model = torch_model(net.spec, {name: value.copy() for name, value in net.params.items()})
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
-
-        def torch_forward(x):
-            model.eval()
-            with torch.no_grad():
-                logits = model(torch.from_numpy(x)).numpy()
-            model.train()
-            return logits
-
-        def torch_step(x, y):
-            optimizer.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y))
-            loss.backward()
-            optimizer.step()
-            return loss.item()
-
-        implementations["pytorch"] = (torch_forward, torch_step)
+        implementations["pytorch"] = torch_passes(model)
         if in_pytorch:
             try:
                 implementations["in-pytorch"] = _inside_pytorch(net)
@@ -232,9 +215,26 @@ def _inside_pytorch(net: Network):
     # the parameters and batch norm's running statistics (buffers), so that both start from one state
     state = {**net.params, **net.buffers}
     model.load_state_dict({name: torch.from_numpy(np.array(value, copy=True)) for name, value in state.items()})
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
+    return torch_passes(model)
 
-    def forward(x):  # inference in evaluation mode, as the others' (batch norm's running statistics, no dropout)
+
+def torch_passes(model, lr: float = 1e-4):
+    """``(forward(x), train_step(x, labels))`` of a PyTorch module on NumPy arrays, as a PyTorch user runs
+    them: inference in evaluation mode without autograd (as the others': batch norm's running statistics,
+    no dropout); a train step with ``torch.optim.SGD`` (``zero_grad(set_to_none=True)``, cross-entropy,
+    ``backward``, ``step``) in training mode, returning the loss.
+
+    Example (needs torch)::
+
+        forward, step = torch_passes(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)))
+        logits = forward(np.ones((2, 4), np.float32))       # shape (2, 3)
+        loss = step(np.ones((2, 4), np.float32), np.array([0, 2]))
+    """
+    import torch
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+
+    def forward(x):
         model.eval()
         with torch.no_grad():
             logits = model(torch.from_numpy(x)).numpy()
