@@ -14,9 +14,9 @@ __all__ = ["add_derive", "run_derive"]
 
 
 def add_derive(commands) -> None:
-    from symcnn.symbolic.derive import derivable_ops
+    from symcnn import registry
 
-    OPS = derivable_ops()
+    OPS = registry.names(loss=False)  # symcnn.symbolic.derive.derivable_ops, without importing SymPy to list them
     derive = commands.add_parser(
         "derive",
         help="expand one op at a small configuration: output and every gradient",

@@ -184,8 +184,9 @@ def _add_generate(commands) -> None:
 
 
 def _add_formula(commands) -> None:
-    from symcnn.views.formula import FORMULA_OPS
+    from symcnn import registry
 
+    FORMULA_OPS = registry.names()  # the keys of symcnn.views.formula.FORMULA_OPS, without importing SymPy
     formula = commands.add_parser(
         "formula",
         help="the general index formula of an op's gradient, derived, for any stride, padding and dilation",

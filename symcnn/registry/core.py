@@ -299,22 +299,24 @@ def get(name: str) -> Op:
 
 
 def names(layer: Optional[bool] = None, parameterized: Optional[bool] = None, inputs: Optional[int] = None,
-          has: Optional[str] = None) -> tuple[str, ...]:
+          has: Optional[str] = None, loss: Optional[bool] = None) -> tuple[str, ...]:
     """Registered op names in registration order, filtered: usable as a spec layer, with learned
-    parameters, accepting an input rank, with a setting ``has``.
+    parameters, accepting an input rank, with a setting ``has``, a loss or not.
 
     >>> names(parameterized=True)
     ('conv2d', 'dense', 'conv_transpose2d', 'batchnorm2d', 'layernorm')
     """
-    return tuple(op.name for op in ops(layer=layer, parameterized=parameterized, inputs=inputs, has=has))
+    return tuple(op.name for op in ops(layer=layer, parameterized=parameterized, inputs=inputs, has=has, loss=loss))
 
 
 def ops(layer: Optional[bool] = None, parameterized: Optional[bool] = None, inputs: Optional[int] = None,
-        has: Optional[str] = None) -> tuple[Op, ...]:
+        has: Optional[str] = None, loss: Optional[bool] = None) -> tuple[Op, ...]:
     """Registered ops, filtered as :func:`names` filters them."""
     chosen = []
     for op in _REGISTRY.values():
         if layer is not None and op.layer != layer:
+            continue
+        if loss is not None and op.loss != loss:
             continue
         if parameterized is not None and op.parameterized != parameterized:
             continue

@@ -125,7 +125,7 @@ def derivable_ops() -> tuple[str, ...]:
     >>> derivable_ops()[:4], "softmax" in derivable_ops(), "cross_entropy" in derivable_ops()
     (('conv2d', 'maxpool2d', 'avgpool2d', 'global_avgpool'), True, False)
     """
-    return tuple(op.name for op in registry.ops() if not op.loss)
+    return registry.names(loss=False)
 
 
 @dataclass(frozen=True)

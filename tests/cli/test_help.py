@@ -113,3 +113,25 @@ def test_standalone_latex_is_a_document_that_compiles(cli, tmp_path, argv):
     assert compiled.returncode == 0, compiled.stdout[-2000:]
     assert (tmp_path / "formula.pdf").stat().st_size > 1000
 
+
+
+def test_training_never_imports_sympy_and_the_listed_ops_are_the_symbolic_ones():
+    """``symcnn train`` (the parser with every command's choices, then a short run) loads no SymPy (a
+    third of a second at each start), and the op choices listed without it are those the symbolic
+    layer derives and formulates."""
+    import sys
+
+    code = ("import sys\n"
+            "from symcnn.cli.main import main\n"
+            "status = main(['train', 'digits', '--epochs', '1', '--no-progress'])\n"
+            "assert 'sympy' not in sys.modules, 'sympy was imported'\n"
+            "sys.exit(status)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    from symcnn.symbolic.derive import derivable_ops
+    from symcnn.views.formula import FORMULA_OPS
+
+    commands = next(action for action in _build_parser()._actions if isinstance(action, argparse._SubParsersAction))
+    listed = {name: next(action.choices for action in commands.choices[name]._actions if action.dest == "op")
+              for name in ("derive", "formula")}
+    assert list(listed["derive"]) == list(derivable_ops()) and list(listed["formula"]) == list(FORMULA_OPS)
