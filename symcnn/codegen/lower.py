@@ -39,7 +39,9 @@ from symcnn.symbolic.functions import FirstArgmax, MaxOver, reduction_identity, 
 from symcnn.codegen.kernel_ir import Kernel, Loop, Reduction, Term
 from symcnn.codegen.layout import collapse_image, collapse_rows, image_size, reshape_of
 from symcnn.codegen.invariants import Precomputer, factor_sums
+from symcnn.codegen.backends.numba_cpu.columns import columns_candidates
 from symcnn.codegen.backends.numba_cpu.lanes import lanes_schedule
+from symcnn.codegen.cost_model import LoopNest, cheapest, scalar_nest
 from symcnn.codegen.rewrites import (fold_bound, integer_indices, padding_conditions, shifted_exponential_sum,
                                      switch_test, window_offset)
 from symcnn.views.formula import FormulaView
@@ -218,8 +220,11 @@ MIN_TILE_EXTENT = 4
 def _summation(lowering: _Lowering, indices, shape, batch, terms, output_name: str, tensors) -> dict:
     """Loops and printed terms of a sum kernel, in the schedule that suits it.
 
-    The lanes schedule (:mod:`symcnn.codegen.backends.numba_cpu.lanes`) when the kernel is one product ``broadcast *
-    streamed`` (convolutions, dense layers' gradients); otherwise the accumulate or gather form.
+    A vector schedule when the kernel is one product ``broadcast * streamed`` (convolutions, dense
+    layers' gradients): the lanes schedule (:mod:`symcnn.codegen.backends.numba_cpu.lanes`, over channels)
+    or the columns schedule (:mod:`symcnn.codegen.backends.numba_cpu.columns`, over output columns),
+    whichever the cost model (:mod:`symcnn.codegen.cost_model`) estimates cheapest, the scalar form
+    included; otherwise the accumulate or gather form.
 
     The accumulate schedule (reduction loops outside, the last two output axes inside) is a loop
     interchange of the same sums: legal because every term adds into its own output element. It
@@ -227,16 +232,16 @@ def _summation(lowering: _Lowering, indices, shape, batch, terms, output_name: s
     reduces over the batch (a weight gradient keeps the gather form, parallel over its channels)
     and no term tests divisibility (a strided input gradient: most of its tile would be skipped).
     """
-    lanes = lanes_schedule(lowering, output_name, indices, shape, batch, terms, tensors)
-    if lanes is not None:
-        return lanes
-    loops = _output_loops(lowering, indices, shape, batch)
     tiled = (len(indices) >= 3 and all(size.is_Integer and size >= MIN_TILE_EXTENT for size in shape[-2:])
              and any(term.limits for term in terms)
              and not any((low.free_symbols | high.free_symbols) & set(indices[-2:])  # windows that follow the
                          for term in terms for _, low, high in term.limits)  # tile's indices: no interchange
              and not any(limit[2] + 1 == batch or limit[2].has(batch) for term in terms for limit in term.limits)
              and not any(condition.has(sympy.Mod) for term in terms for condition in term.conditions))
+    vector = _vector_schedule(lowering, indices, shape, batch, terms, output_name, tensors, tiled)
+    if vector is not None:
+        return vector
+    loops = _output_loops(lowering, indices, shape, batch)
     if not tiled:
         views: dict[str, str] = {}
         schedule = {}
@@ -253,6 +258,44 @@ def _summation(lowering: _Lowering, indices, shape, batch, terms, output_name: s
                     for term in terms)
     return {"output_loops": loops[:-2], "tile": loops[-2:], "terms": printed, "kind": "accumulate",
             **_sum_accumulator(lowering, element)}
+
+
+def _vector_schedule(lowering: _Lowering, indices, shape, batch, terms, output_name: str, tensors,
+                     tiled: bool) -> Optional[dict]:
+    """The fields of the cheapest vector schedule (lanes or columns, each register blocking of it) by
+    the cost model (:mod:`symcnn.codegen.cost_model`), or ``None`` when none fits or the scalar form
+    (accumulate when ``tiled``, else gather) is estimated cheaper."""
+    candidates = columns_candidates(lowering, output_name, indices, shape, batch, terms, tensors)
+    lanes = lanes_schedule(lowering, output_name, indices, shape, batch, terms, tensors)
+    if lanes is not None:
+        nest = lanes.pop("nest")
+        candidates.insert(0, (nest, lambda: lanes))
+    if not candidates:
+        return None
+    scalar = _scalar_nest(indices, shape, batch, terms, tiled)
+    if scalar is not None:
+        candidates.append((scalar, None))
+    _, build = cheapest(candidates, nest_of=lambda candidate: candidate[0])
+    return build() if build is not None else None
+
+
+def _scalar_nest(indices, shape, batch, terms, tiled: bool) -> Optional[LoopNest]:
+    """The gather or accumulate form's loop nest for the cost model, per image; ``None`` when a sum's
+    bounds are not constants (its cost is not one number)."""
+    batch_index = indices[0] if shape and shape[0] == batch else None
+    sizes = [size for var, size in zip(indices, shape) if var != batch_index]
+    if not all(size.is_Integer for size in sizes):
+        return None
+    products = 0
+    for term in (term for term in terms if term.limits):  # a constant term (a bias) is no product
+        extents = [high - low + 1 for _, low, high in term.limits if high + 1 != batch]
+        if not all(sympy.sympify(extent).is_Integer for extent in extents):
+            return None
+        products += int(sympy.prod(extents))
+    outputs = int(sympy.prod(sizes))
+    schedule = "accumulate" if tiled else "gather"
+    return scalar_nest(schedule, multiply_adds=outputs * products, inner=int(shape[-1]) if tiled else 1,
+                       stored=outputs if batch_index is not None else 0)
 
 
 def _sum_accumulator(lowering: _Lowering, accumulator: Expr) -> dict:
