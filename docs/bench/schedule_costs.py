@@ -47,8 +47,8 @@ from symcnn.symbolic.adjoint import derive_gradient
 SHAPES = [
     (1, 6, 32, 5, 0, 1), (6, 16, 14, 5, 0, 1), (3, 16, 32, 3, 1, 1), (16, 32, 16, 3, 1, 1),
     (1, 8, 28, 3, 0, 1), (3, 4, 16, 3, 1, 1), (8, 4, 24, 3, 1, 1), (16, 16, 32, 3, 1, 1),
-    (32, 64, 8, 1, 0, 1), (2, 3, 11, 3, 1, 1), (16, 16, 16, 3, 1, 16), (4, 12, 20, 5, 2, 1),
-    (8192, 10), (400, 120), (1352, 256),  # dense layers: (in_features, out_features)
+    (32, 64, 8, 1, 0, 1), (2, 3, 11, 3, 1, 1), (16, 16, 16, 3, 1, 16),
+    (8192, 10), (400, 120),  # dense layers: (in_features, out_features)
 ]
 BATCH = 64
 CALLS = 2
@@ -84,15 +84,17 @@ def kernel_makers(layer: LayerSpec):
 
 
 def chosen_candidates(nests: list) -> list:
-    """The candidates worth timing: the lanes and scalar ones, and of the columns ones at each width the
-    largest block and unroll, the largest block unrolled least, the least block at the largest unroll,
-    and the middle block and unroll."""
+    """The candidates worth timing: the lanes and scalar ones; of the columns ones at the widest lane
+    loop the largest block at the largest and least unroll and the least block at the largest unroll,
+    and at the other width the largest block and unroll."""
     keep = [nest for nest in nests if nest.schedule != "columns"]
-    for width in sorted({nest.trips for nest in nests if nest.schedule == "columns"}):
+    widths = sorted({nest.trips for nest in nests if nest.schedule == "columns"}, reverse=True)
+    for position, width in enumerate(widths):
         columns = [nest for nest in nests if nest.schedule == "columns" and nest.trips == width]
         blocks, unrolls = sorted({n.updates for n in columns}), sorted({n.products for n in columns})
-        wanted = {(blocks[-1], unrolls[-1]), (blocks[-1], unrolls[0]), (blocks[0], unrolls[-1]),
-                  (blocks[len(blocks) // 2], unrolls[len(unrolls) // 2])}
+        wanted = {(blocks[-1], unrolls[-1])}
+        if position == 0:
+            wanted |= {(blocks[-1], unrolls[0]), (blocks[0], unrolls[-1]), (blocks[len(blocks) // 2], unrolls[-2:][0])}
         keep += [nest for nest in columns if (nest.updates, nest.products) in wanted]
     return keep
 
@@ -107,6 +109,7 @@ def compiled(kernel, directory: Path, name: str):
         path.write_text(text)
     spec = importlib.util.spec_from_file_location(f"candidate_{name}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # numba's cache finds a compiled kernel's module by name
     spec.loader.exec_module(module)
     return getattr(module, kernel.name)
 
@@ -182,11 +185,24 @@ def fit(records: list) -> tuple[float, np.ndarray, float]:
     return best
 
 
+def load(path) -> list:
+    """The timings saved in ``path`` (``--save``)."""
+    return [(tuple(shape), role, cost_model.LoopNest(**nest), least, median)
+            for shape, role, nest, least, median in json.loads(Path(path).read_text())]
+
+
+def save(records: list, path) -> None:
+    Path(path).write_text(json.dumps([(shape, role, nest._asdict(), least, median)
+                                      for shape, role, nest, least, median in records], indent=1))
+
+
 def measure(options) -> list:
-    """Time the candidates of every shape: (shape, role, nest, least and median nanoseconds per image)."""
+    """Time the candidates of every shape: (shape, role, nest, least and median nanoseconds per image),
+    saved after each kernel (``--save``); with ``--resume``, the kernels saved already are kept."""
     numba.set_num_threads(options.threads)
     rng = np.random.default_rng(0)
-    records = []
+    records = load(options.save) if options.resume and Path(options.save).is_file() else []
+    done = {(shape, role) for shape, role, *_ in records}
     print(f"schedule candidates, batch {BATCH}, {options.threads} thread(s), {options.repeat} interleaved repeats of "
           f"{CALLS} calls; microseconds per image: the least repeat (fitted: on a shared machine other jobs only add "
           f"time), the median, and the model's estimate with the constants of the code")
@@ -196,6 +212,8 @@ def measure(options) -> list:
         layer = layer_of(shape)
         data = arrays(layer, rng)
         for role, make in kernel_makers(layer):
+            if (tuple(shape), role) in done:
+                continue
             with cost_model.recorded() as choices:
                 make()
             if not choices:
@@ -214,6 +232,8 @@ def measure(options) -> list:
                 records.append((shape, role, nest, least, median))
                 print(f"  {nest.schedule:10s} {nest.detail:34s} least {least / 1000:8.2f} us, median "
                       f"{median / 1000:8.2f} (model {cost_model.estimate(nest) / 1000:8.2f})", flush=True)
+            if options.save:
+                save(records, options.save)
     return records
 
 
@@ -247,17 +267,10 @@ def main() -> None:
     parser.add_argument("--shapes", type=int, nargs="*", help="indices into SHAPES (default: all)")
     parser.add_argument("--work", help="where the candidates are compiled (kept: a second run reuses numba's cache)")
     parser.add_argument("--save", help="write the timings to this JSON file")
+    parser.add_argument("--resume", action="store_true", help="keep the kernels timed in --save already")
     parser.add_argument("--load", help="fit the timings of this JSON file instead of timing")
     options = parser.parse_args()
-    if options.load:
-        records = [(tuple(shape), role, cost_model.LoopNest(**nest), least, median)
-                   for shape, role, nest, least, median in json.loads(Path(options.load).read_text())]
-    else:
-        records = measure(options)
-    if options.save:
-        Path(options.save).write_text(json.dumps([(shape, role, nest._asdict(), least, median)
-                                                  for shape, role, nest, least, median in records], indent=1))
-    report_fit(records)
+    report_fit(load(options.load) if options.load else measure(options))
 
 
 if __name__ == "__main__":

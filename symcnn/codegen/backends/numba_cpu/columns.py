@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Callable, NamedTuple, Optional
 
@@ -198,15 +199,17 @@ def _unrolls(reduction) -> list[tuple[int, ...]]:
 
 def _read_counts(fit: ColumnsFit, block: int, unroll: tuple[int, ...]) -> tuple[int, int]:
     """(values read before each lane loop, distinct lane-dependent reads in it) at ``block`` x ``unroll``."""
-    block_var = fit.outer[-1][0] if fit.outer else None
-    unrolled = [var for var, _, _ in fit.reduction[::-1][:len(unroll)]]  # innermost first
-    at = [{}]
-    for var, size in zip(unrolled, unroll):
-        at = [{**point, var: var + offset} for point in at for offset in range(size)]
-    if block_var is not None:
-        at = [{**point, block_var: block_var + offset} for point in at for offset in range(block)]
-    hoisted = {read.subs(point, simultaneous=True) for read in fit.factors if not read.has(fit.lane) for point in at}
-    streamed = {read.subs(point, simultaneous=True) for read in fit.factors if read.has(fit.lane) for point in at}
+    sizes = dict(zip([var for var, _, _ in fit.reduction[::-1]], unroll))  # innermost first
+    if fit.outer:
+        sizes[fit.outer[-1][0]] = block
+    variables = list(sizes)
+    at = list(itertools.product(*(range(size) for size in sizes.values())))  # each variable's offset
+    hoisted, streamed = set(), set()
+    for position, read in enumerate(fit.factors):
+        # a read at a point: its indices moved by each unrolled or blocked variable's offset times its coefficient
+        slopes = [[int(sympy.expand(index).coeff(var)) for var in variables] for index in read.indices]
+        reads = {(position, *(sum(s * o for s, o in zip(slope, point)) for slope in slopes)) for point in at}
+        (streamed if read.has(fit.lane) else hoisted).update(reads)
     return len(hoisted), len(streamed)
 
 

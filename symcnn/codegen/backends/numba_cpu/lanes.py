@@ -101,7 +101,7 @@ def _is_bound_of(condition, reads: list[Indexed]) -> bool:
         for index, size in zip(read.indices, shape):
             bounds = (sympy.Le(0, index, evaluate=False), sympy.Le(index, size - 1, evaluate=False),
                       sympy.Lt(index, size, evaluate=False))
-            if any(sympy.simplify(condition.lhs - condition.rhs - (b.lhs - b.rhs)) == 0
+            if any(sympy.expand(condition.lhs - condition.rhs - (b.lhs - b.rhs)) == 0  # affine: expand decides
                    and type(condition) is type(b) for b in bounds):
                 return True
     return False
@@ -225,11 +225,11 @@ def _lanes_nest(indices, shape, batch_index, rows, outer_tile, reduction, lanes:
     return vector_nest("lanes", multiply_adds=outputs * products, rows=rows, outer=[e for _, e in outer_tile],
                        reduction=[high - low + 1 for _, low, high in reduction], lanes=trips, useful=trips,
                        block=blocked.block, unroll=blocked.unroll, streamed=blocked.streamed,
-                       hoisted=len(blocked.broadcasts), staged=staged_elements(stagings),
+                       hoisted=len(blocked.broadcasts), staged=_staged_elements(stagings),
                        stored=outputs if batch_index is not None else 0, repeats=-(-lanes // trips))
 
 
-def staged_elements(stagings) -> int:
+def _staged_elements(stagings) -> int:
     """Elements copied per image into ``stagings`` (a copy of an operand without a batch axis is made
     once a call: not counted)."""
     return sum(math.prod(int(extent) for extent in staging.shape) for staging in stagings if staging.per_image)
@@ -349,14 +349,14 @@ def _register_blocks(lowering, reduction, outer_tile, reads, lane, tile_element,
             at = {**point, block_var: block_value} if block_var is not None else point
             factors = []
             for read in reads:
-                read = read.subs(at, simultaneous=True)
+                read = read.xreplace(at)  # simultaneous; a variable replaced by a number or variable + number
                 if read.has(lane):
                     streamed.add(lowering.code(read))
                     factors.append(read)
                 else:
                     factors.append(names.setdefault(lowering.code(read), Symbol(f"{BROADCAST}{len(names)}")))
             products.append(sympy.Mul(*factors, evaluate=False))
-        element = tile_element.subs({block_var: block_value}) if block_var is not None else tile_element
+        element = tile_element.xreplace({block_var: block_value}) if block_var is not None else tile_element
         # the sum's step once per product, in the formula's order: ((element + p0) + p1) + ...
         updates.append(lowering.statement(element, OrderedSum(element, *products)))
     broadcasts = tuple((str(name), read) for read, name in names.items())
