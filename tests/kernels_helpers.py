@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from symcnn.bench.bench import torch_model
 from symcnn.codegen.package import generate
-from symcnn.runtime.loader import cache_dir
+from symcnn.runtime.loader import cache_entry
 from symcnn.runtime.network import Network
 from symcnn.spec import NetworkSpec, load_spec, spec_toml
 
@@ -23,7 +24,7 @@ def network_for(spec: dict, directory: Path, dtype: str = "float64", seed: int =
     path = Path(directory) / f"{spec['name']}.toml"
     path.write_text(toml_of(spec), encoding="utf-8")
     loaded = load_spec(path)
-    generate([str(path)], cache_dir() / f"{loaded.module_name}_{loaded.digest()}")
+    generate([str(path)], cache_entry(loaded))
     return Network.from_spec(path, dtype=dtype, seed=seed)
 
 
@@ -47,6 +48,19 @@ def torch_loss_and_grads(spec: NetworkSpec, params: dict, x: np.ndarray, labels:
     grads = {name: parameters[name].grad.numpy() for name in params}
     grads["input"] = tx.grad.numpy()
     return loss.item(), logits.detach().numpy(), grads
+
+
+def assert_float64_equals_pytorch(net: Network, rng, labels: np.ndarray) -> None:
+    """A float64 network's loss and every gradient (the input's included) on a random batch of
+    ``len(labels)`` images, drawn from ``rng``, equal to PyTorch's to 1e-9 relative."""
+    import torch
+
+    x = rng.standard_normal((len(labels), *net.spec.input_shape))
+    loss, grads = net.loss_and_grads(x, labels)
+    expected_loss, _, expected = torch_loss_and_grads(net.spec, net.params, x, labels, torch.float64)
+    assert loss == pytest.approx(expected_loss, rel=1e-10)
+    for key, value in expected.items():
+        np.testing.assert_allclose(grads[key], value, rtol=1e-9, atol=1e-12, err_msg=key)
 
 
 def assert_central_differences(net: Network, x: np.ndarray, labels: np.ndarray, rng, step: float, samples: int,

@@ -51,17 +51,54 @@ def dw2_grad_input(grad_output, weight, grad_input):
     one float dtype; the caller checks every shape, since numba does not bounds-check.
     """
     N = grad_output.shape[0]
+    grad_input_p00 = grad_input[:, :, 0::2, 0::2]
+    weight_p00 = weight[:, :, 1::2, 1::2]
+    grad_input_p01 = grad_input[:, :, 0::2, 1::2]
+    weight_p01 = weight[:, :, 1::2, 0::2]
+    grad_input_p10 = grad_input[:, :, 1::2, 0::2]
+    weight_p10 = weight[:, :, 0::2, 1::2]
+    grad_input_p11 = grad_input[:, :, 1::2, 1::2]
+    weight_p11 = weight[:, :, 0::2, 0::2]
     for n in prange(N):
         for c in range(32):
-            for k in range(16):
-                for l in range(16):
-                    acc = 0.0
-                    for c_out in range(c, min(32, c + 1)):
-                        for u in range(3):
-                            for v in range(3):
-                                if (((k - u + 1) % 2 == 0)) and (((l - v + 1) % 2 == 0)) and ((0 <= (k - u + 1) // 2)) and (((k - u + 1) // 2 <= 7)) and ((0 <= (l - v + 1) // 2)) and (((l - v + 1) // 2 <= 7)):
-                                    acc += weight[c_out, c - c_out, u, v]*grad_output[n, c_out, (k - u + 1) // 2, (l - v + 1) // 2]
-                    grad_input[n, c, k, l] = acc
+            for q_k in range(8):
+                for q_l in range(8):
+                    grad_input_p00[n, c, q_k, q_l] = 0.0
+            for c_out in range(c, min(32, c + 1)):
+                for q_k in range(8):
+                    for q_l in range(8):
+                        grad_input_p00[n, c, q_k, q_l] += grad_output[n, c_out, q_k, q_l]*weight_p00[c_out, c - c_out, 0, 0]
+    for n in prange(N):
+        for c in range(32):
+            for q_k in range(8):
+                for q_l in range(8):
+                    grad_input_p01[n, c, q_k, q_l] = 0.0
+            for c_out in range(c, min(32, c + 1)):
+                for t_v in range(2):
+                    for q_k in range(8):
+                        for q_l in range(min(8, t_v + 7)):
+                            grad_input_p01[n, c, q_k, q_l] += grad_output[n, c_out, q_k, q_l - t_v + 1]*weight_p01[c_out, c - c_out, 0, t_v]
+    for n in prange(N):
+        for c in range(32):
+            for q_k in range(8):
+                for q_l in range(8):
+                    grad_input_p10[n, c, q_k, q_l] = 0.0
+            for c_out in range(c, min(32, c + 1)):
+                for t_u in range(2):
+                    for q_k in range(min(8, t_u + 7)):
+                        for q_l in range(8):
+                            grad_input_p10[n, c, q_k, q_l] += grad_output[n, c_out, q_k - t_u + 1, q_l]*weight_p10[c_out, c - c_out, t_u, 0]
+    for n in prange(N):
+        for c in range(32):
+            for q_k in range(8):
+                for q_l in range(8):
+                    grad_input_p11[n, c, q_k, q_l] = 0.0
+            for c_out in range(c, min(32, c + 1)):
+                for t_u in range(2):
+                    for t_v in range(2):
+                        for q_k in range(min(8, t_u + 7)):
+                            for q_l in range(min(8, t_v + 7)):
+                                grad_input_p11[n, c, q_k, q_l] += grad_output[n, c_out, q_k - t_u + 1, q_l - t_v + 1]*weight_p11[c_out, c - c_out, t_u, t_v]
 
 
 @njit(cache=True, parallel=True, fastmath={'contract'})

@@ -46,18 +46,32 @@ def fc_grad_input(grad_output, weight, grad_input):
     # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
     # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
     lanes = weight.shape[1]
-    for n in prange(N):
-        tile = np.empty((64,), dtype=grad_output.dtype)
-        for k in range(lanes):
-            tile[k] = 0.0
-        for i in range(0, 10, 2):
-            broadcast0 = grad_output[n, i]
-            broadcast1 = grad_output[n, i + 1]
+    # The images in groups of 4, one parallel item each, a tile row per image: each value
+    # of the lanes loaded serves every image of the group. The last group's missing images (a batch
+    # that 4 does not divide) read the batch's last image and are not stored.
+    for item in prange((N + 3) // 4):
+        tile = np.empty((4, 64,), dtype=grad_output.dtype)
+        for slot in range(4):
             for k in range(lanes):
-                tile[k] = tile[k] + broadcast0*weight[i, k] + broadcast1*weight[i + 1, k]
+                tile[slot, k] = 0.0
+        for i in range(0, 10, 2):
+            broadcast0 = grad_output[min(4*item, N - 1), i]
+            broadcast1 = grad_output[min(4*item, N - 1), i + 1]
+            broadcast2 = grad_output[min(N - 1, 4*item + 1), i]
+            broadcast3 = grad_output[min(N - 1, 4*item + 1), i + 1]
+            broadcast4 = grad_output[min(N - 1, 4*item + 2), i]
+            broadcast5 = grad_output[min(N - 1, 4*item + 2), i + 1]
+            broadcast6 = grad_output[min(N - 1, 4*item + 3), i]
+            broadcast7 = grad_output[min(N - 1, 4*item + 3), i + 1]
+            for k in range(lanes):
+                tile[0, k] = tile[0, k] + broadcast0*weight[i, k] + broadcast1*weight[i + 1, k]
+                tile[1, k] = tile[1, k] + broadcast2*weight[i, k] + broadcast3*weight[i + 1, k]
+                tile[2, k] = tile[2, k] + broadcast4*weight[i, k] + broadcast5*weight[i + 1, k]
+                tile[3, k] = tile[3, k] + broadcast6*weight[i, k] + broadcast7*weight[i + 1, k]
 
-        for k in range(lanes):
-            grad_input[n, k] = tile[k]
+        for slot in range(min(4, N - 4*item)):
+            for k in range(lanes):
+                grad_input[4*item + slot, k] = tile[slot, k]
 
 
 @njit(cache=True, parallel=True, fastmath={'contract'})

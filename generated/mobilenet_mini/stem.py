@@ -95,17 +95,73 @@ def stem_grad_input(grad_output, weight, grad_input):
     one float dtype; the caller checks every shape, since numba does not bounds-check.
     """
     N = grad_output.shape[0]
+    grad_input_p00 = grad_input[:, :, 0::2, 0::2]
+    weight_p00 = weight[:, :, 1::2, 1::2]
+    grad_input_p01 = grad_input[:, :, 0::2, 1::2]
+    weight_p01 = weight[:, :, 1::2, 0::2]
+    grad_input_p10 = grad_input[:, :, 1::2, 0::2]
+    weight_p10 = weight[:, :, 0::2, 1::2]
+    grad_input_p11 = grad_input[:, :, 1::2, 1::2]
+    weight_p11 = weight[:, :, 0::2, 0::2]
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = grad_output.shape[3]
+    for n in prange(N):
+        tile = np.empty((16, 16,), dtype=grad_output.dtype)
+        for c_in in range(3):
+            for q_k in range(16):
+                for q_l in range(lanes):
+                    tile[q_k, q_l] = 0.0
+            for c_out in range(0, 16, 4):
+                for q_k in range(0, 16, 8):
+                    broadcast0 = weight_p00[c_out, c_in, 0, 0]
+                    broadcast1 = weight_p00[c_out + 1, c_in, 0, 0]
+                    broadcast2 = weight_p00[c_out + 2, c_in, 0, 0]
+                    broadcast3 = weight_p00[c_out + 3, c_in, 0, 0]
+                    for q_l in range(lanes):
+                        tile[q_k, q_l] = tile[q_k, q_l] + broadcast0*grad_output[n, c_out, q_k, q_l] + broadcast1*grad_output[n, c_out + 1, q_k, q_l] + broadcast2*grad_output[n, c_out + 2, q_k, q_l] + broadcast3*grad_output[n, c_out + 3, q_k, q_l]
+                        tile[q_k + 1, q_l] = tile[q_k + 1, q_l] + broadcast0*grad_output[n, c_out, q_k + 1, q_l] + broadcast1*grad_output[n, c_out + 1, q_k + 1, q_l] + broadcast2*grad_output[n, c_out + 2, q_k + 1, q_l] + broadcast3*grad_output[n, c_out + 3, q_k + 1, q_l]
+                        tile[q_k + 2, q_l] = tile[q_k + 2, q_l] + broadcast0*grad_output[n, c_out, q_k + 2, q_l] + broadcast1*grad_output[n, c_out + 1, q_k + 2, q_l] + broadcast2*grad_output[n, c_out + 2, q_k + 2, q_l] + broadcast3*grad_output[n, c_out + 3, q_k + 2, q_l]
+                        tile[q_k + 3, q_l] = tile[q_k + 3, q_l] + broadcast0*grad_output[n, c_out, q_k + 3, q_l] + broadcast1*grad_output[n, c_out + 1, q_k + 3, q_l] + broadcast2*grad_output[n, c_out + 2, q_k + 3, q_l] + broadcast3*grad_output[n, c_out + 3, q_k + 3, q_l]
+                        tile[q_k + 4, q_l] = tile[q_k + 4, q_l] + broadcast0*grad_output[n, c_out, q_k + 4, q_l] + broadcast1*grad_output[n, c_out + 1, q_k + 4, q_l] + broadcast2*grad_output[n, c_out + 2, q_k + 4, q_l] + broadcast3*grad_output[n, c_out + 3, q_k + 4, q_l]
+                        tile[q_k + 5, q_l] = tile[q_k + 5, q_l] + broadcast0*grad_output[n, c_out, q_k + 5, q_l] + broadcast1*grad_output[n, c_out + 1, q_k + 5, q_l] + broadcast2*grad_output[n, c_out + 2, q_k + 5, q_l] + broadcast3*grad_output[n, c_out + 3, q_k + 5, q_l]
+                        tile[q_k + 6, q_l] = tile[q_k + 6, q_l] + broadcast0*grad_output[n, c_out, q_k + 6, q_l] + broadcast1*grad_output[n, c_out + 1, q_k + 6, q_l] + broadcast2*grad_output[n, c_out + 2, q_k + 6, q_l] + broadcast3*grad_output[n, c_out + 3, q_k + 6, q_l]
+                        tile[q_k + 7, q_l] = tile[q_k + 7, q_l] + broadcast0*grad_output[n, c_out, q_k + 7, q_l] + broadcast1*grad_output[n, c_out + 1, q_k + 7, q_l] + broadcast2*grad_output[n, c_out + 2, q_k + 7, q_l] + broadcast3*grad_output[n, c_out + 3, q_k + 7, q_l]
+
+            for q_l in range(lanes):
+                for q_k in range(16):
+                    grad_input_p00[n, c_in, q_k, q_l] = tile[q_k, q_l]
     for n in prange(N):
         for c_in in range(3):
-            for k in range(32):
-                for l in range(32):
-                    acc = 0.0
-                    for c_out in range(16):
-                        for u in range(3):
-                            for v in range(3):
-                                if (((k - u + 1) % 2 == 0)) and (((l - v + 1) % 2 == 0)) and ((0 <= (k - u + 1) // 2)) and (((k - u + 1) // 2 <= 15)) and ((0 <= (l - v + 1) // 2)) and (((l - v + 1) // 2 <= 15)):
-                                    acc += weight[c_out, c_in, u, v]*grad_output[n, c_out, (k - u + 1) // 2, (l - v + 1) // 2]
-                    grad_input[n, c_in, k, l] = acc
+            for q_k in range(16):
+                for q_l in range(16):
+                    grad_input_p01[n, c_in, q_k, q_l] = 0.0
+            for c_out in range(16):
+                for t_v in range(2):
+                    for q_k in range(16):
+                        for q_l in range(min(16, t_v + 15)):
+                            grad_input_p01[n, c_in, q_k, q_l] += grad_output[n, c_out, q_k, q_l - t_v + 1]*weight_p01[c_out, c_in, 0, t_v]
+    for n in prange(N):
+        for c_in in range(3):
+            for q_k in range(16):
+                for q_l in range(16):
+                    grad_input_p10[n, c_in, q_k, q_l] = 0.0
+            for c_out in range(16):
+                for t_u in range(2):
+                    for q_k in range(min(16, t_u + 15)):
+                        for q_l in range(16):
+                            grad_input_p10[n, c_in, q_k, q_l] += grad_output[n, c_out, q_k - t_u + 1, q_l]*weight_p10[c_out, c_in, t_u, 0]
+    for n in prange(N):
+        for c_in in range(3):
+            for q_k in range(16):
+                for q_l in range(16):
+                    grad_input_p11[n, c_in, q_k, q_l] = 0.0
+            for c_out in range(16):
+                for t_u in range(2):
+                    for t_v in range(2):
+                        for q_k in range(min(16, t_u + 15)):
+                            for q_l in range(min(16, t_v + 15)):
+                                grad_input_p11[n, c_in, q_k, q_l] += grad_output[n, c_out, q_k - t_u + 1, q_l - t_v + 1]*weight_p11[c_out, c_in, t_u, t_v]
 
 
 @njit(cache=True, parallel=True, fastmath={'contract'})

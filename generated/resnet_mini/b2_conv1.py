@@ -83,17 +83,237 @@ def b2_conv1_grad_input(grad_output, weight, grad_input):
     one float dtype; the caller checks every shape, since numba does not bounds-check.
     """
     N = grad_output.shape[0]
-    for n in prange(N):
-        for c_in in range(16):
-            for k in range(32):
-                for l in range(32):
-                    acc = 0.0
-                    for c_out in range(32):
-                        for u in range(3):
-                            for v in range(3):
-                                if (((k - u + 1) % 2 == 0)) and (((l - v + 1) % 2 == 0)) and ((0 <= (k - u + 1) // 2)) and (((k - u + 1) // 2 <= 15)) and ((0 <= (l - v + 1) // 2)) and (((l - v + 1) // 2 <= 15)):
-                                    acc += weight[c_out, c_in, u, v]*grad_output[n, c_out, (k - u + 1) // 2, (l - v + 1) // 2]
-                    grad_input[n, c_in, k, l] = acc
+    grad_input_p00 = grad_input[:, :, 0::2, 0::2]
+    weight_p00 = weight[:, :, 1::2, 1::2]
+    grad_input_p01 = grad_input[:, :, 0::2, 1::2]
+    weight_p01 = weight[:, :, 1::2, 0::2]
+    grad_input_p10 = grad_input[:, :, 1::2, 0::2]
+    weight_p10 = weight[:, :, 0::2, 1::2]
+    grad_input_p11 = grad_input[:, :, 1::2, 1::2]
+    weight_p11 = weight[:, :, 0::2, 0::2]
+    weight_p00_t = np.empty((32, 1, 1, 16,), dtype=grad_output.dtype)
+    for c_out in range(32):
+        for t_u in range(1):
+            for t_v in range(1):
+                for c_in in range(16):
+                    weight_p00_t[c_out, t_u, t_v, c_in] = weight_p00[c_out, c_in, t_u, t_v]
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = weight_p00.shape[1]
+    # Each image's rows in parts, one parallel item each, so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
+        grad_output_padded = np.empty((32, 16, 16,), dtype=grad_output.dtype)
+        for a1 in range(32):
+            for a2 in range(16):
+                for a3 in range(16):
+                    grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
+        tile = np.empty((16, 16,), dtype=grad_output.dtype)
+        for q_k in range(8*part, 8*part + 8):
+            for q_l in range(16):
+                for c_in in range(lanes):
+                    tile[q_l, c_in] = 0.0
+            for t_u in range(1):
+                for t_v in range(1):
+                    for c_out in range(0, 32, 4):
+                        for q_l in range(0, 16, 8):
+                            broadcast0 = grad_output_padded[c_out, q_k - t_u, q_l - t_v]
+                            broadcast1 = grad_output_padded[c_out + 1, q_k - t_u, q_l - t_v]
+                            broadcast2 = grad_output_padded[c_out + 2, q_k - t_u, q_l - t_v]
+                            broadcast3 = grad_output_padded[c_out + 3, q_k - t_u, q_l - t_v]
+                            broadcast4 = grad_output_padded[c_out, q_k - t_u, q_l - t_v + 1]
+                            broadcast5 = grad_output_padded[c_out + 1, q_k - t_u, q_l - t_v + 1]
+                            broadcast6 = grad_output_padded[c_out + 2, q_k - t_u, q_l - t_v + 1]
+                            broadcast7 = grad_output_padded[c_out + 3, q_k - t_u, q_l - t_v + 1]
+                            broadcast8 = grad_output_padded[c_out, q_k - t_u, q_l - t_v + 2]
+                            broadcast9 = grad_output_padded[c_out + 1, q_k - t_u, q_l - t_v + 2]
+                            broadcast10 = grad_output_padded[c_out + 2, q_k - t_u, q_l - t_v + 2]
+                            broadcast11 = grad_output_padded[c_out + 3, q_k - t_u, q_l - t_v + 2]
+                            broadcast12 = grad_output_padded[c_out, q_k - t_u, q_l - t_v + 3]
+                            broadcast13 = grad_output_padded[c_out + 1, q_k - t_u, q_l - t_v + 3]
+                            broadcast14 = grad_output_padded[c_out + 2, q_k - t_u, q_l - t_v + 3]
+                            broadcast15 = grad_output_padded[c_out + 3, q_k - t_u, q_l - t_v + 3]
+                            broadcast16 = grad_output_padded[c_out, q_k - t_u, q_l - t_v + 4]
+                            broadcast17 = grad_output_padded[c_out + 1, q_k - t_u, q_l - t_v + 4]
+                            broadcast18 = grad_output_padded[c_out + 2, q_k - t_u, q_l - t_v + 4]
+                            broadcast19 = grad_output_padded[c_out + 3, q_k - t_u, q_l - t_v + 4]
+                            broadcast20 = grad_output_padded[c_out, q_k - t_u, q_l - t_v + 5]
+                            broadcast21 = grad_output_padded[c_out + 1, q_k - t_u, q_l - t_v + 5]
+                            broadcast22 = grad_output_padded[c_out + 2, q_k - t_u, q_l - t_v + 5]
+                            broadcast23 = grad_output_padded[c_out + 3, q_k - t_u, q_l - t_v + 5]
+                            broadcast24 = grad_output_padded[c_out, q_k - t_u, q_l - t_v + 6]
+                            broadcast25 = grad_output_padded[c_out + 1, q_k - t_u, q_l - t_v + 6]
+                            broadcast26 = grad_output_padded[c_out + 2, q_k - t_u, q_l - t_v + 6]
+                            broadcast27 = grad_output_padded[c_out + 3, q_k - t_u, q_l - t_v + 6]
+                            broadcast28 = grad_output_padded[c_out, q_k - t_u, q_l - t_v + 7]
+                            broadcast29 = grad_output_padded[c_out + 1, q_k - t_u, q_l - t_v + 7]
+                            broadcast30 = grad_output_padded[c_out + 2, q_k - t_u, q_l - t_v + 7]
+                            broadcast31 = grad_output_padded[c_out + 3, q_k - t_u, q_l - t_v + 7]
+                            for c_in in range(lanes):
+                                tile[q_l, c_in] = tile[q_l, c_in] + broadcast0*weight_p00_t[c_out, t_u, t_v, c_in] + broadcast1*weight_p00_t[c_out + 1, t_u, t_v, c_in] + broadcast2*weight_p00_t[c_out + 2, t_u, t_v, c_in] + broadcast3*weight_p00_t[c_out + 3, t_u, t_v, c_in]
+                                tile[q_l + 1, c_in] = tile[q_l + 1, c_in] + broadcast4*weight_p00_t[c_out, t_u, t_v, c_in] + broadcast5*weight_p00_t[c_out + 1, t_u, t_v, c_in] + broadcast6*weight_p00_t[c_out + 2, t_u, t_v, c_in] + broadcast7*weight_p00_t[c_out + 3, t_u, t_v, c_in]
+                                tile[q_l + 2, c_in] = tile[q_l + 2, c_in] + broadcast8*weight_p00_t[c_out, t_u, t_v, c_in] + broadcast9*weight_p00_t[c_out + 1, t_u, t_v, c_in] + broadcast10*weight_p00_t[c_out + 2, t_u, t_v, c_in] + broadcast11*weight_p00_t[c_out + 3, t_u, t_v, c_in]
+                                tile[q_l + 3, c_in] = tile[q_l + 3, c_in] + broadcast12*weight_p00_t[c_out, t_u, t_v, c_in] + broadcast13*weight_p00_t[c_out + 1, t_u, t_v, c_in] + broadcast14*weight_p00_t[c_out + 2, t_u, t_v, c_in] + broadcast15*weight_p00_t[c_out + 3, t_u, t_v, c_in]
+                                tile[q_l + 4, c_in] = tile[q_l + 4, c_in] + broadcast16*weight_p00_t[c_out, t_u, t_v, c_in] + broadcast17*weight_p00_t[c_out + 1, t_u, t_v, c_in] + broadcast18*weight_p00_t[c_out + 2, t_u, t_v, c_in] + broadcast19*weight_p00_t[c_out + 3, t_u, t_v, c_in]
+                                tile[q_l + 5, c_in] = tile[q_l + 5, c_in] + broadcast20*weight_p00_t[c_out, t_u, t_v, c_in] + broadcast21*weight_p00_t[c_out + 1, t_u, t_v, c_in] + broadcast22*weight_p00_t[c_out + 2, t_u, t_v, c_in] + broadcast23*weight_p00_t[c_out + 3, t_u, t_v, c_in]
+                                tile[q_l + 6, c_in] = tile[q_l + 6, c_in] + broadcast24*weight_p00_t[c_out, t_u, t_v, c_in] + broadcast25*weight_p00_t[c_out + 1, t_u, t_v, c_in] + broadcast26*weight_p00_t[c_out + 2, t_u, t_v, c_in] + broadcast27*weight_p00_t[c_out + 3, t_u, t_v, c_in]
+                                tile[q_l + 7, c_in] = tile[q_l + 7, c_in] + broadcast28*weight_p00_t[c_out, t_u, t_v, c_in] + broadcast29*weight_p00_t[c_out + 1, t_u, t_v, c_in] + broadcast30*weight_p00_t[c_out + 2, t_u, t_v, c_in] + broadcast31*weight_p00_t[c_out + 3, t_u, t_v, c_in]
+
+            for c_in in range(lanes):
+                for q_l in range(16):
+                    grad_input_p00[n, c_in, q_k, q_l] = tile[q_l, c_in]
+    weight_p01_t = np.empty((32, 1, 2, 16,), dtype=grad_output.dtype)
+    for c_out in range(32):
+        for t_u in range(1):
+            for t_v in range(2):
+                for c_in in range(16):
+                    weight_p01_t[c_out, t_u, t_v, c_in] = weight_p01[c_out, c_in, t_u, t_v]
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = weight_p01.shape[1]
+    # Each image's rows in parts, one parallel item each, so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
+        grad_output_padded = np.zeros((32, 16, 17,), dtype=grad_output.dtype)
+        for a1 in range(32):
+            for a2 in range(16):
+                for a3 in range(16):
+                    grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
+        tile = np.empty((16, 16,), dtype=grad_output.dtype)
+        for q_k in range(8*part, 8*part + 8):
+            for q_l in range(16):
+                for c_in in range(lanes):
+                    tile[q_l, c_in] = 0.0
+            for t_u in range(1):
+                for c_out in range(32):
+                    for q_l in range(0, 16, 8):
+                        broadcast0 = grad_output_padded[c_out, q_k - t_u, q_l + 1]
+                        broadcast1 = grad_output_padded[c_out, q_k - t_u, q_l]
+                        broadcast2 = grad_output_padded[c_out, q_k - t_u, q_l + 2]
+                        broadcast3 = grad_output_padded[c_out, q_k - t_u, q_l + 3]
+                        broadcast4 = grad_output_padded[c_out, q_k - t_u, q_l + 4]
+                        broadcast5 = grad_output_padded[c_out, q_k - t_u, q_l + 5]
+                        broadcast6 = grad_output_padded[c_out, q_k - t_u, q_l + 6]
+                        broadcast7 = grad_output_padded[c_out, q_k - t_u, q_l + 7]
+                        broadcast8 = grad_output_padded[c_out, q_k - t_u, q_l + 8]
+                        for c_in in range(lanes):
+                            tile[q_l, c_in] = tile[q_l, c_in] + broadcast0*weight_p01_t[c_out, t_u, 0, c_in] + broadcast1*weight_p01_t[c_out, t_u, 1, c_in]
+                            tile[q_l + 1, c_in] = tile[q_l + 1, c_in] + broadcast2*weight_p01_t[c_out, t_u, 0, c_in] + broadcast0*weight_p01_t[c_out, t_u, 1, c_in]
+                            tile[q_l + 2, c_in] = tile[q_l + 2, c_in] + broadcast3*weight_p01_t[c_out, t_u, 0, c_in] + broadcast2*weight_p01_t[c_out, t_u, 1, c_in]
+                            tile[q_l + 3, c_in] = tile[q_l + 3, c_in] + broadcast4*weight_p01_t[c_out, t_u, 0, c_in] + broadcast3*weight_p01_t[c_out, t_u, 1, c_in]
+                            tile[q_l + 4, c_in] = tile[q_l + 4, c_in] + broadcast5*weight_p01_t[c_out, t_u, 0, c_in] + broadcast4*weight_p01_t[c_out, t_u, 1, c_in]
+                            tile[q_l + 5, c_in] = tile[q_l + 5, c_in] + broadcast6*weight_p01_t[c_out, t_u, 0, c_in] + broadcast5*weight_p01_t[c_out, t_u, 1, c_in]
+                            tile[q_l + 6, c_in] = tile[q_l + 6, c_in] + broadcast7*weight_p01_t[c_out, t_u, 0, c_in] + broadcast6*weight_p01_t[c_out, t_u, 1, c_in]
+                            tile[q_l + 7, c_in] = tile[q_l + 7, c_in] + broadcast8*weight_p01_t[c_out, t_u, 0, c_in] + broadcast7*weight_p01_t[c_out, t_u, 1, c_in]
+
+            for c_in in range(lanes):
+                for q_l in range(16):
+                    grad_input_p01[n, c_in, q_k, q_l] = tile[q_l, c_in]
+    weight_p10_t = np.empty((32, 2, 1, 16,), dtype=grad_output.dtype)
+    for c_out in range(32):
+        for t_u in range(2):
+            for t_v in range(1):
+                for c_in in range(16):
+                    weight_p10_t[c_out, t_u, t_v, c_in] = weight_p10[c_out, c_in, t_u, t_v]
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = weight_p10.shape[1]
+    # Each image's rows in parts, one parallel item each, so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
+        grad_output_padded = np.zeros((32, 17, 16,), dtype=grad_output.dtype)
+        for a1 in range(32):
+            for a2 in range(16):
+                for a3 in range(16):
+                    grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
+        tile = np.empty((16, 16,), dtype=grad_output.dtype)
+        for q_k in range(8*part, 8*part + 8):
+            for q_l in range(16):
+                for c_in in range(lanes):
+                    tile[q_l, c_in] = 0.0
+            for t_v in range(1):
+                for c_out in range(32):
+                    for q_l in range(0, 16, 8):
+                        broadcast0 = grad_output_padded[c_out, q_k + 1, q_l - t_v]
+                        broadcast1 = grad_output_padded[c_out, q_k, q_l - t_v]
+                        broadcast2 = grad_output_padded[c_out, q_k + 1, q_l - t_v + 1]
+                        broadcast3 = grad_output_padded[c_out, q_k, q_l - t_v + 1]
+                        broadcast4 = grad_output_padded[c_out, q_k + 1, q_l - t_v + 2]
+                        broadcast5 = grad_output_padded[c_out, q_k, q_l - t_v + 2]
+                        broadcast6 = grad_output_padded[c_out, q_k + 1, q_l - t_v + 3]
+                        broadcast7 = grad_output_padded[c_out, q_k, q_l - t_v + 3]
+                        broadcast8 = grad_output_padded[c_out, q_k + 1, q_l - t_v + 4]
+                        broadcast9 = grad_output_padded[c_out, q_k, q_l - t_v + 4]
+                        broadcast10 = grad_output_padded[c_out, q_k + 1, q_l - t_v + 5]
+                        broadcast11 = grad_output_padded[c_out, q_k, q_l - t_v + 5]
+                        broadcast12 = grad_output_padded[c_out, q_k + 1, q_l - t_v + 6]
+                        broadcast13 = grad_output_padded[c_out, q_k, q_l - t_v + 6]
+                        broadcast14 = grad_output_padded[c_out, q_k + 1, q_l - t_v + 7]
+                        broadcast15 = grad_output_padded[c_out, q_k, q_l - t_v + 7]
+                        for c_in in range(lanes):
+                            tile[q_l, c_in] = tile[q_l, c_in] + broadcast0*weight_p10_t[c_out, 0, t_v, c_in] + broadcast1*weight_p10_t[c_out, 1, t_v, c_in]
+                            tile[q_l + 1, c_in] = tile[q_l + 1, c_in] + broadcast2*weight_p10_t[c_out, 0, t_v, c_in] + broadcast3*weight_p10_t[c_out, 1, t_v, c_in]
+                            tile[q_l + 2, c_in] = tile[q_l + 2, c_in] + broadcast4*weight_p10_t[c_out, 0, t_v, c_in] + broadcast5*weight_p10_t[c_out, 1, t_v, c_in]
+                            tile[q_l + 3, c_in] = tile[q_l + 3, c_in] + broadcast6*weight_p10_t[c_out, 0, t_v, c_in] + broadcast7*weight_p10_t[c_out, 1, t_v, c_in]
+                            tile[q_l + 4, c_in] = tile[q_l + 4, c_in] + broadcast8*weight_p10_t[c_out, 0, t_v, c_in] + broadcast9*weight_p10_t[c_out, 1, t_v, c_in]
+                            tile[q_l + 5, c_in] = tile[q_l + 5, c_in] + broadcast10*weight_p10_t[c_out, 0, t_v, c_in] + broadcast11*weight_p10_t[c_out, 1, t_v, c_in]
+                            tile[q_l + 6, c_in] = tile[q_l + 6, c_in] + broadcast12*weight_p10_t[c_out, 0, t_v, c_in] + broadcast13*weight_p10_t[c_out, 1, t_v, c_in]
+                            tile[q_l + 7, c_in] = tile[q_l + 7, c_in] + broadcast14*weight_p10_t[c_out, 0, t_v, c_in] + broadcast15*weight_p10_t[c_out, 1, t_v, c_in]
+
+            for c_in in range(lanes):
+                for q_l in range(16):
+                    grad_input_p10[n, c_in, q_k, q_l] = tile[q_l, c_in]
+    weight_p11_t = np.empty((32, 2, 2, 16,), dtype=grad_output.dtype)
+    for c_out in range(32):
+        for t_u in range(2):
+            for t_v in range(2):
+                for c_in in range(16):
+                    weight_p11_t[c_out, t_u, t_v, c_in] = weight_p11[c_out, c_in, t_u, t_v]
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = weight_p11.shape[1]
+    # Each image's rows in parts, one parallel item each, so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
+        grad_output_padded = np.zeros((32, 17, 17,), dtype=grad_output.dtype)
+        for a1 in range(32):
+            for a2 in range(16):
+                for a3 in range(16):
+                    grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
+        tile = np.empty((16, 16,), dtype=grad_output.dtype)
+        for q_k in range(8*part, 8*part + 8):
+            for q_l in range(16):
+                for c_in in range(lanes):
+                    tile[q_l, c_in] = 0.0
+            for c_out in range(32):
+                for t_u in range(2):
+                    for q_l in range(0, 16, 8):
+                        broadcast0 = grad_output_padded[c_out, q_k - t_u + 1, q_l + 1]
+                        broadcast1 = grad_output_padded[c_out, q_k - t_u + 1, q_l]
+                        broadcast2 = grad_output_padded[c_out, q_k - t_u + 1, q_l + 2]
+                        broadcast3 = grad_output_padded[c_out, q_k - t_u + 1, q_l + 3]
+                        broadcast4 = grad_output_padded[c_out, q_k - t_u + 1, q_l + 4]
+                        broadcast5 = grad_output_padded[c_out, q_k - t_u + 1, q_l + 5]
+                        broadcast6 = grad_output_padded[c_out, q_k - t_u + 1, q_l + 6]
+                        broadcast7 = grad_output_padded[c_out, q_k - t_u + 1, q_l + 7]
+                        broadcast8 = grad_output_padded[c_out, q_k - t_u + 1, q_l + 8]
+                        for c_in in range(lanes):
+                            tile[q_l, c_in] = tile[q_l, c_in] + broadcast0*weight_p11_t[c_out, t_u, 0, c_in] + broadcast1*weight_p11_t[c_out, t_u, 1, c_in]
+                            tile[q_l + 1, c_in] = tile[q_l + 1, c_in] + broadcast2*weight_p11_t[c_out, t_u, 0, c_in] + broadcast0*weight_p11_t[c_out, t_u, 1, c_in]
+                            tile[q_l + 2, c_in] = tile[q_l + 2, c_in] + broadcast3*weight_p11_t[c_out, t_u, 0, c_in] + broadcast2*weight_p11_t[c_out, t_u, 1, c_in]
+                            tile[q_l + 3, c_in] = tile[q_l + 3, c_in] + broadcast4*weight_p11_t[c_out, t_u, 0, c_in] + broadcast3*weight_p11_t[c_out, t_u, 1, c_in]
+                            tile[q_l + 4, c_in] = tile[q_l + 4, c_in] + broadcast5*weight_p11_t[c_out, t_u, 0, c_in] + broadcast4*weight_p11_t[c_out, t_u, 1, c_in]
+                            tile[q_l + 5, c_in] = tile[q_l + 5, c_in] + broadcast6*weight_p11_t[c_out, t_u, 0, c_in] + broadcast5*weight_p11_t[c_out, t_u, 1, c_in]
+                            tile[q_l + 6, c_in] = tile[q_l + 6, c_in] + broadcast7*weight_p11_t[c_out, t_u, 0, c_in] + broadcast6*weight_p11_t[c_out, t_u, 1, c_in]
+                            tile[q_l + 7, c_in] = tile[q_l + 7, c_in] + broadcast8*weight_p11_t[c_out, t_u, 0, c_in] + broadcast7*weight_p11_t[c_out, t_u, 1, c_in]
+
+            for c_in in range(lanes):
+                for q_l in range(16):
+                    grad_input_p11[n, c_in, q_k, q_l] = tile[q_l, c_in]
 
 
 @njit(cache=True, parallel=True, fastmath={'contract'})

@@ -78,15 +78,59 @@ def b2_shortcut_grad_input(grad_output, weight, grad_input):
     one float dtype; the caller checks every shape, since numba does not bounds-check.
     """
     N = grad_output.shape[0]
+    grad_input_p00 = grad_input[:, :, 0::2, 0::2]
+    grad_input_p01 = grad_input[:, :, 0::2, 1::2]
+    grad_input_p10 = grad_input[:, :, 1::2, 0::2]
+    grad_input_p11 = grad_input[:, :, 1::2, 1::2]
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = grad_output.shape[3]
+    # Each image's rows in parts, one parallel item each, so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
+        tile = np.empty((16, 16,), dtype=grad_output.dtype)
+        for c_in in range(8*part, 8*part + 8):
+            for q_k in range(16):
+                for q_l in range(lanes):
+                    tile[q_k, q_l] = 0.0
+            for c_out in range(0, 32, 4):
+                for q_k in range(0, 16, 8):
+                    broadcast0 = weight[c_out, c_in, 0, 0]
+                    broadcast1 = weight[c_out + 1, c_in, 0, 0]
+                    broadcast2 = weight[c_out + 2, c_in, 0, 0]
+                    broadcast3 = weight[c_out + 3, c_in, 0, 0]
+                    for q_l in range(lanes):
+                        tile[q_k, q_l] = tile[q_k, q_l] + broadcast0*grad_output[n, c_out, q_k, q_l] + broadcast1*grad_output[n, c_out + 1, q_k, q_l] + broadcast2*grad_output[n, c_out + 2, q_k, q_l] + broadcast3*grad_output[n, c_out + 3, q_k, q_l]
+                        tile[q_k + 1, q_l] = tile[q_k + 1, q_l] + broadcast0*grad_output[n, c_out, q_k + 1, q_l] + broadcast1*grad_output[n, c_out + 1, q_k + 1, q_l] + broadcast2*grad_output[n, c_out + 2, q_k + 1, q_l] + broadcast3*grad_output[n, c_out + 3, q_k + 1, q_l]
+                        tile[q_k + 2, q_l] = tile[q_k + 2, q_l] + broadcast0*grad_output[n, c_out, q_k + 2, q_l] + broadcast1*grad_output[n, c_out + 1, q_k + 2, q_l] + broadcast2*grad_output[n, c_out + 2, q_k + 2, q_l] + broadcast3*grad_output[n, c_out + 3, q_k + 2, q_l]
+                        tile[q_k + 3, q_l] = tile[q_k + 3, q_l] + broadcast0*grad_output[n, c_out, q_k + 3, q_l] + broadcast1*grad_output[n, c_out + 1, q_k + 3, q_l] + broadcast2*grad_output[n, c_out + 2, q_k + 3, q_l] + broadcast3*grad_output[n, c_out + 3, q_k + 3, q_l]
+                        tile[q_k + 4, q_l] = tile[q_k + 4, q_l] + broadcast0*grad_output[n, c_out, q_k + 4, q_l] + broadcast1*grad_output[n, c_out + 1, q_k + 4, q_l] + broadcast2*grad_output[n, c_out + 2, q_k + 4, q_l] + broadcast3*grad_output[n, c_out + 3, q_k + 4, q_l]
+                        tile[q_k + 5, q_l] = tile[q_k + 5, q_l] + broadcast0*grad_output[n, c_out, q_k + 5, q_l] + broadcast1*grad_output[n, c_out + 1, q_k + 5, q_l] + broadcast2*grad_output[n, c_out + 2, q_k + 5, q_l] + broadcast3*grad_output[n, c_out + 3, q_k + 5, q_l]
+                        tile[q_k + 6, q_l] = tile[q_k + 6, q_l] + broadcast0*grad_output[n, c_out, q_k + 6, q_l] + broadcast1*grad_output[n, c_out + 1, q_k + 6, q_l] + broadcast2*grad_output[n, c_out + 2, q_k + 6, q_l] + broadcast3*grad_output[n, c_out + 3, q_k + 6, q_l]
+                        tile[q_k + 7, q_l] = tile[q_k + 7, q_l] + broadcast0*grad_output[n, c_out, q_k + 7, q_l] + broadcast1*grad_output[n, c_out + 1, q_k + 7, q_l] + broadcast2*grad_output[n, c_out + 2, q_k + 7, q_l] + broadcast3*grad_output[n, c_out + 3, q_k + 7, q_l]
+
+            for q_l in range(lanes):
+                for q_k in range(16):
+                    grad_input_p00[n, c_in, q_k, q_l] = tile[q_k, q_l]
     for n in prange(N):
         for c_in in range(16):
-            for k in range(32):
-                for l in range(32):
+            for q_k in range(16):
+                for q_l in range(16):
                     acc = 0.0
-                    for c_out in range(32):
-                        if ((k % 2 == 0)) and ((l % 2 == 0)) and (((k) // 2 <= 15)) and (((l) // 2 <= 15)):
-                            acc += weight[c_out, c_in, 0, 0]*grad_output[n, c_out, (k) // 2, (l) // 2]
-                    grad_input[n, c_in, k, l] = acc
+                    grad_input_p01[n, c_in, q_k, q_l] = acc
+    for n in prange(N):
+        for c_in in range(16):
+            for q_k in range(16):
+                for q_l in range(16):
+                    acc = 0.0
+                    grad_input_p10[n, c_in, q_k, q_l] = acc
+    for n in prange(N):
+        for c_in in range(16):
+            for q_k in range(16):
+                for q_l in range(16):
+                    acc = 0.0
+                    grad_input_p11[n, c_in, q_k, q_l] = acc
 
 
 @njit(cache=True, parallel=True, fastmath={'contract'})

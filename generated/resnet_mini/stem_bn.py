@@ -13,7 +13,7 @@ from math import sqrt
 llvmlite.binding.set_option("symcnn", "-force-vector-interleave=1")
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'})
 def stem_bn_forward(x, weight, bias, out):
     """batchnorm2d: forward pass
     Y[n, c, i, j] = beta[c] + (X[n, c, i, j] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))*gamma[c]/sqrt(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in))
@@ -24,34 +24,37 @@ def stem_bn_forward(x, weight, bias, out):
     one float dtype; the caller checks every shape, since numba does not bounds-check.
     """
     N = x.shape[0]
+    x_rows = x.reshape((x.shape[0], 16, 1024))
     stat0 = np.empty((16,), dtype=x.dtype)
     for c in prange(16):
         stat0_acc = 0.0
         for q in range(N):
-            for k in range(32):
-                for l in range(32):
-                    stat0_acc += x[q, c, k, l]
+            for kl in range(1024):
+                stat0_acc += x_rows[q, c, kl]
         stat0[c] = stat0_acc
     stat1 = np.empty((16,), dtype=x.dtype)
     for c in prange(16):
         stat1_acc = 0.0
         for r in range(N):
-            for u in range(32):
-                for v in range(32):
-                    stat1_acc += (x[r, c, u, v] - 1/1024*stat0[c]/N)**2
+            for uv in range(1024):
+                stat1_acc += (x_rows[r, c, uv] - 1/1024*stat0[c]/N)**2
         stat1[c] = stat1_acc
+    coef0 = np.empty((16,), dtype=x.dtype)
+    coef1 = np.empty((16,), dtype=x.dtype)
+    for c in prange(16):
+        coef0[c] = bias[c] - 1/1024*weight[c]*stat0[c]/(N*sqrt(1e-05 + (1/1024)*stat1[c]/N))
+        coef1[c] = weight[c]/sqrt(1e-05 + (1/1024)*stat1[c]/N)
     for n in prange(N):
         for c in range(16):
             for i in range(32):
                 for j in range(32):
                     acc = 0.0
-                    acc += -1/1024*weight[c]*stat0[c]/(N*sqrt(1e-05 + (1/1024)*stat1[c]/N))
-                    acc += x[n, c, i, j]*weight[c]/sqrt(1e-05 + (1/1024)*stat1[c]/N)
-                    acc += bias[c]
+                    acc += coef0[c]
+                    acc += x[n, c, i, j]*coef1[c]
                     out[n, c, i, j] = acc
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'})
 def stem_bn_grad_input(grad_output, x, weight, grad_input):
     """batchnorm2d: gradient with respect to the input
     dL/dX[n', c, i', j'] = sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1} (-dL/dY[n, c, i, j]*gamma[c]/(H_in*N*W_in*sqrt(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in)))) + sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1} (-X[n', c, i', j']*X[n, c, i, j]*dL/dY[n, c, i, j]*gamma[c]/(H_in*N*W_in*(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in))**(3/2))) + sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1, q'=0..N - 1, k'=0..H_in - 1, l'=0..W_in - 1} (X[n', c, i', j']*X[q', c, k', l']*dL/dY[n, c, i, j]*gamma[c]/(H_in**2*N**2*W_in**2*(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in))**(3/2))) + sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1, q''=0..N - 1, k''=0..H_in - 1, l''=0..W_in - 1} (X[n, c, i, j]*X[q'', c, k'', l'']*dL/dY[n, c, i, j]*gamma[c]/(H_in**2*N**2*W_in**2*(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in))**(3/2))) + sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1, r'=0..N - 1, u'=0..H_in - 1, v'=0..W_in - 1} (X[n, c, i, j]*X[r', c, u', v']*dL/dY[n, c, i, j]*gamma[c]/(H_in**2*N**2*W_in**2*(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in))**(3/2))) + sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1, r'=0..N - 1, u'=0..H_in - 1, v'=0..W_in - 1, q''=0..N - 1, k''=0..H_in - 1, l''=0..W_in - 1} (-X[n, c, i, j]*X[q'', c, k'', l'']*dL/dY[n, c, i, j]*gamma[c]/(H_in**3*N**3*W_in**3*(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in))**(3/2))) + sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1, q'=0..N - 1, k'=0..H_in - 1, l'=0..W_in - 1, q''=0..N - 1, k''=0..H_in - 1, l''=0..W_in - 1} (-X[q'', c, k'', l'']*X[q', c, k', l']*dL/dY[n, c, i, j]*gamma[c]/(H_in**3*N**3*W_in**3*(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in))**(3/2))) + sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1, q'=0..N - 1, k'=0..H_in - 1, l'=0..W_in - 1, r'=0..N - 1, u'=0..H_in - 1, v'=0..W_in - 1} (-X[q', c, k', l']*X[r', c, u', v']*dL/dY[n, c, i, j]*gamma[c]/(H_in**3*N**3*W_in**3*(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in))**(3/2))) + sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1, q'=0..N - 1, k'=0..H_in - 1, l'=0..W_in - 1, r'=0..N - 1, u'=0..H_in - 1, v'=0..W_in - 1, q''=0..N - 1, k''=0..H_in - 1, l''=0..W_in - 1} (X[q'', c, k'', l'']*X[q', c, k', l']*dL/dY[n, c, i, j]*gamma[c]/(H_in**4*N**4*W_in**4*(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in))**(3/2))) + dL/dY[n', c, i', j']*gamma[c]/sqrt(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in))
@@ -62,57 +65,49 @@ def stem_bn_grad_input(grad_output, x, weight, grad_input):
     one float dtype; the caller checks every shape, since numba does not bounds-check.
     """
     N = grad_output.shape[0]
+    x_rows = x.reshape((x.shape[0], 16, 1024))
+    grad_output_rows = grad_output.reshape((grad_output.shape[0], 16, 1024))
     stat0 = np.empty((16,), dtype=grad_output.dtype)
     for c in prange(16):
         stat0_acc = 0.0
         for q in range(N):
-            for k in range(32):
-                for l in range(32):
-                    stat0_acc += x[q, c, k, l]
+            for kl in range(1024):
+                stat0_acc += x_rows[q, c, kl]
         stat0[c] = stat0_acc
     stat1 = np.empty((16,), dtype=grad_output.dtype)
-    for c in prange(16):
-        stat1_acc = 0.0
-        for r in range(N):
-            for u in range(32):
-                for v in range(32):
-                    stat1_acc += (x[r, c, u, v] - 1/1024*stat0[c]/N)**2
-        stat1[c] = stat1_acc
     stat2 = np.empty((16,), dtype=grad_output.dtype)
-    for c in prange(16):
-        stat2_acc = 0.0
-        for n in range(N):
-            for i in range(32):
-                for j in range(32):
-                    stat2_acc += grad_output[n, c, i, j]
-        stat2[c] = stat2_acc
     stat3 = np.empty((16,), dtype=grad_output.dtype)
     for c in prange(16):
+        stat1_acc = 0.0
+        stat2_acc = 0.0
         stat3_acc = 0.0
-        for n in range(N):
-            for i in range(32):
-                for j in range(32):
-                    stat3_acc += x[n, c, i, j]*grad_output[n, c, i, j]
+        for r in range(N):
+            for uv in range(1024):
+                stat1_acc += (x_rows[r, c, uv] - 1/1024*stat0[c]/N)**2
+                stat2_acc += grad_output_rows[r, c, uv]
+                stat3_acc += grad_output_rows[r, c, uv]*x_rows[r, c, uv]
+        stat1[c] = stat1_acc
+        stat2[c] = stat2_acc
         stat3[c] = stat3_acc
+    coef0 = np.empty((16,), dtype=grad_output.dtype)
+    coef1 = np.empty((16,), dtype=grad_output.dtype)
+    coef2 = np.empty((16,), dtype=grad_output.dtype)
+    for c in prange(16):
+        coef0[c] = weight[c]/sqrt(1e-05 + (1/1024)*stat1[c]/N)
+        coef1[c] = -1/1024*weight[c]*stat2[c]/(N*sqrt(1e-05 + (1/1024)*stat1[c]/N)) + (1/1048576)*weight[c]*stat0[c]*stat3[c]/(N**2*(1e-05 + (1/1024)*stat1[c]/N)**(3/2)) - 1/1073741824*weight[c]*stat0[c]**2*stat2[c]/(N**3*(1e-05 + (1/1024)*stat1[c]/N)**(3/2))
+        coef2[c] = -1/1024*weight[c]*stat3[c]/(N*(1e-05 + (1/1024)*stat1[c]/N)**(3/2)) + (1/1048576)*weight[c]*stat0[c]*stat2[c]/(N**2*(1e-05 + (1/1024)*stat1[c]/N)**(3/2))
     for n_p in prange(N):
         for c in range(16):
             for i_p in range(32):
                 for j_p in range(32):
                     acc = 0.0
-                    acc += grad_output[n_p, c, i_p, j_p]*weight[c]/sqrt(1e-05 + (1/1024)*stat1[c]/N)
-                    acc += -1/1024*weight[c]*stat2[c]/(N*sqrt(1e-05 + (1/1024)*stat1[c]/N))
-                    acc += (1/1073741824)*weight[c]*stat0[c]**2*stat2[c]/(N**3*(1e-05 + (1/1024)*stat1[c]/N)**(3/2))
-                    acc += -1/1073741824*weight[c]*stat0[c]**2*stat2[c]/(N**3*(1e-05 + (1/1024)*stat1[c]/N)**(3/2))
-                    acc += -1/1073741824*weight[c]*stat0[c]**2*stat2[c]/(N**3*(1e-05 + (1/1024)*stat1[c]/N)**(3/2))
-                    acc += (1/1048576)*x[n_p, c, i_p, j_p]*weight[c]*stat0[c]*stat2[c]/(N**2*(1e-05 + (1/1024)*stat1[c]/N)**(3/2))
-                    acc += -1/1048576*weight[c]*stat0[c]*stat3[c]/(N**2*(1e-05 + (1/1024)*stat1[c]/N)**(3/2))
-                    acc += (1/1048576)*weight[c]*stat0[c]*stat3[c]/(N**2*(1e-05 + (1/1024)*stat1[c]/N)**(3/2))
-                    acc += (1/1048576)*weight[c]*stat0[c]*stat3[c]/(N**2*(1e-05 + (1/1024)*stat1[c]/N)**(3/2))
-                    acc += -1/1024*x[n_p, c, i_p, j_p]*weight[c]*stat3[c]/(N*(1e-05 + (1/1024)*stat1[c]/N)**(3/2))
+                    acc += coef0[c]*grad_output[n_p, c, i_p, j_p]
+                    acc += coef1[c]
+                    acc += x[n_p, c, i_p, j_p]*coef2[c]
                     grad_input[n_p, c, i_p, j_p] = acc
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'})
 def stem_bn_grad_weight(grad_output, x, grad_weight):
     """batchnorm2d: gradient with respect to the weight
     dL/dW[c] = sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1} (X[n, c, i, j]*dL/dY[n, c, i, j]/sqrt(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in))) + sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1, q'=0..N - 1, k'=0..H_in - 1, l'=0..W_in - 1} (-X[q', c, k', l']*dL/dY[n, c, i, j]/(H_in*N*W_in*sqrt(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in))))
@@ -123,42 +118,34 @@ def stem_bn_grad_weight(grad_output, x, grad_weight):
     one float dtype; the caller checks every shape, since numba does not bounds-check.
     """
     N = grad_output.shape[0]
+    x_rows = x.reshape((x.shape[0], 16, 1024))
+    grad_output_rows = grad_output.reshape((grad_output.shape[0], 16, 1024))
     stat0 = np.empty((16,), dtype=grad_output.dtype)
     for c in prange(16):
         stat0_acc = 0.0
-        for q_p in range(N):
-            for k_p in range(32):
-                for l_p in range(32):
-                    stat0_acc += x[q_p, c, k_p, l_p]
+        for q in range(N):
+            for kl in range(1024):
+                stat0_acc += x_rows[q, c, kl]
         stat0[c] = stat0_acc
     stat1 = np.empty((16,), dtype=grad_output.dtype)
-    for c in prange(16):
-        stat1_acc = 0.0
-        for n in range(N):
-            for i in range(32):
-                for j in range(32):
-                    stat1_acc += grad_output[n, c, i, j]
-        stat1[c] = stat1_acc
     stat2 = np.empty((16,), dtype=grad_output.dtype)
-    for c in prange(16):
-        stat2_acc = 0.0
-        for r in range(N):
-            for u in range(32):
-                for v in range(32):
-                    stat2_acc += (x[r, c, u, v] - 1/1024*stat0[c]/N)**2
-        stat2[c] = stat2_acc
     stat3 = np.empty((16,), dtype=grad_output.dtype)
     for c in prange(16):
+        stat1_acc = 0.0
+        stat2_acc = 0.0
         stat3_acc = 0.0
-        for n in range(N):
-            for i in range(32):
-                for j in range(32):
-                    stat3_acc += x[n, c, i, j]*grad_output[n, c, i, j]
+        for r in range(N):
+            for uv in range(1024):
+                stat1_acc += (x_rows[r, c, uv] - 1/1024*stat0[c]/N)**2
+                stat2_acc += grad_output_rows[r, c, uv]
+                stat3_acc += grad_output_rows[r, c, uv]*x_rows[r, c, uv]
+        stat1[c] = stat1_acc
+        stat2[c] = stat2_acc
         stat3[c] = stat3_acc
     for c in prange(16):
         acc = 0.0
-        acc += -1/1024*stat0[c]*stat1[c]/(N*sqrt(1e-05 + (1/1024)*stat2[c]/N))
-        acc += stat3[c]/sqrt(1e-05 + (1/1024)*stat2[c]/N)
+        acc += -1/1024*stat0[c]*stat2[c]/(N*sqrt(1e-05 + (1/1024)*stat1[c]/N))
+        acc += stat3[c]/sqrt(1e-05 + (1/1024)*stat1[c]/N)
         grad_weight[c] = acc
 
 
@@ -193,14 +180,18 @@ def stem_bn_eval_forward(x, weight, bias, running_mean, running_var, out):
     one float dtype; the caller checks every shape, since numba does not bounds-check.
     """
     N = x.shape[0]
+    coef0 = np.empty((16,), dtype=x.dtype)
+    coef1 = np.empty((16,), dtype=x.dtype)
+    for c in prange(16):
+        coef0[c] = bias[c] - weight[c]*running_mean[c]/sqrt(running_var[c] + 1e-05)
+        coef1[c] = weight[c]/sqrt(running_var[c] + 1e-05)
     for n in prange(N):
         for c in range(16):
             for i in range(32):
                 for j in range(32):
                     acc = 0.0
-                    acc += -weight[c]*running_mean[c]/sqrt(running_var[c] + 1e-05)
-                    acc += x[n, c, i, j]*weight[c]/sqrt(running_var[c] + 1e-05)
-                    acc += bias[c]
+                    acc += coef0[c]
+                    acc += x[n, c, i, j]*coef1[c]
                     out[n, c, i, j] = acc
 
 
@@ -215,16 +206,19 @@ def stem_bn_eval_grad_input(grad_output, weight, running_var, grad_input):
     one float dtype; the caller checks every shape, since numba does not bounds-check.
     """
     N = grad_output.shape[0]
+    coef0 = np.empty((16,), dtype=grad_output.dtype)
+    for c in prange(16):
+        coef0[c] = weight[c]/sqrt(running_var[c] + 1e-05)
     for n in prange(N):
         for c in range(16):
             for i in range(32):
                 for j in range(32):
                     acc = 0.0
-                    acc += grad_output[n, c, i, j]*weight[c]/sqrt(running_var[c] + 1e-05)
+                    acc += coef0[c]*grad_output[n, c, i, j]
                     grad_input[n, c, i, j] = acc
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'})
 def stem_bn_eval_grad_weight(grad_output, x, running_mean, running_var, grad_weight):
     """batchnorm2d: gradient with respect to the weight
     dL/dW[c] = sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1} (X[n, c, i, j]*dL/dY[n, c, i, j]/sqrt(epsilon + sigma2_run[c])) + sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1} (-dL/dY[n, c, i, j]*mu_run[c]/sqrt(epsilon + sigma2_run[c]))
@@ -235,21 +229,18 @@ def stem_bn_eval_grad_weight(grad_output, x, running_mean, running_var, grad_wei
     one float dtype; the caller checks every shape, since numba does not bounds-check.
     """
     N = grad_output.shape[0]
+    grad_output_rows = grad_output.reshape((grad_output.shape[0], 16, 1024))
+    x_rows = x.reshape((x.shape[0], 16, 1024))
     stat0 = np.empty((16,), dtype=grad_output.dtype)
-    for c in prange(16):
-        stat0_acc = 0.0
-        for n in range(N):
-            for i in range(32):
-                for j in range(32):
-                    stat0_acc += grad_output[n, c, i, j]
-        stat0[c] = stat0_acc
     stat1 = np.empty((16,), dtype=grad_output.dtype)
     for c in prange(16):
+        stat0_acc = 0.0
         stat1_acc = 0.0
         for n in range(N):
-            for i in range(32):
-                for j in range(32):
-                    stat1_acc += x[n, c, i, j]*grad_output[n, c, i, j]
+            for ij in range(1024):
+                stat0_acc += grad_output_rows[n, c, ij]
+                stat1_acc += grad_output_rows[n, c, ij]*x_rows[n, c, ij]
+        stat0[c] = stat0_acc
         stat1[c] = stat1_acc
     for c in prange(16):
         acc = 0.0

@@ -80,7 +80,23 @@ def fc1_grad_weight(grad_output, x, grad_weight):
         lane_start = max(0, 512*block)
         width = -lane_start + min(lanes, lane_start + 512)
         tile = np.zeros((10, 512,), dtype=grad_output.dtype)
-        for n in range(N):
+        # 4 images per update (each tile element loaded takes all of theirs, in
+        # order), then the rest of the batch one at a time
+        for n in range(0, N - (N % 4), 4):
+            for i in range(0, 10, 2):
+                broadcast0 = grad_output[n, i]
+                broadcast1 = grad_output[n + 1, i]
+                broadcast2 = grad_output[n + 2, i]
+                broadcast3 = grad_output[n + 3, i]
+                broadcast4 = grad_output[n, i + 1]
+                broadcast5 = grad_output[n + 1, i + 1]
+                broadcast6 = grad_output[n + 2, i + 1]
+                broadcast7 = grad_output[n + 3, i + 1]
+                for k in range(width):
+                    tile[i, k] = tile[i, k] + broadcast0*x[n, k + lane_start] + broadcast1*x[n + 1, k + lane_start] + broadcast2*x[n + 2, k + lane_start] + broadcast3*x[n + 3, k + lane_start]
+                    tile[i + 1, k] = tile[i + 1, k] + broadcast4*x[n, k + lane_start] + broadcast5*x[n + 1, k + lane_start] + broadcast6*x[n + 2, k + lane_start] + broadcast7*x[n + 3, k + lane_start]
+
+        for n in range(N - (N % 4), N):
             for i in range(0, 10, 2):
                 broadcast0 = grad_output[n, i]
                 broadcast1 = grad_output[n, i + 1]

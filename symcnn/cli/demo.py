@@ -206,7 +206,7 @@ def _generated_kernels() -> bool:
 
     from symcnn.bench.bench import CALLS_PER_TIMING, SETTLE_SECONDS, median_seconds
     from symcnn.codegen.package import render_package, stale_files
-    from symcnn.runtime.loader import cache_dir, load_kernels
+    from symcnn.runtime.loader import cache_entry, load_kernels
     from symcnn.runtime.network import Network
     from symcnn.spec import load_spec, parse_spec, shipped_kernels_dir
     from symcnn.symbolic.verify import symbolic_network_gradients
@@ -262,7 +262,7 @@ def _generated_kernels() -> bool:
 
     # A small network with stride, padding and dilation: kernels against the symbolic expansion.
     small = parse_spec(SMALL_SPEC)
-    target = cache_dir() / f"{small.module_name}_{small.digest()}"
+    target = cache_entry(small)
     if stale_files(render_package(small), target / small.module_name):
         generate_from_text(SMALL_SPEC, target)
     small_net = Network(small, load_kernels(small), dtype="float64", seed=1)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-__all__ = ["Loop", "Reduction", "Term", "Staging", "Lanes", "Kernel"]
+__all__ = ["Loop", "Reduction", "Term", "Staging", "ImageGroups", "BatchUnroll", "Lanes", "Kernel"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,31 @@ class Staging:
 
 
 @dataclass(frozen=True)
+class ImageGroups:
+    """A per-image lanes kernel's images in groups of ``size``, one parallel work item each
+    (:mod:`symcnn.codegen.backends.numba_cpu.product_blocks`): ``items`` work items (printed), of
+    which item ``item`` stores its first ``stored`` images (printed)."""
+
+    size: int
+    items: str
+    stored: str
+
+
+@dataclass(frozen=True)
+class BatchUnroll:
+    """A lane-blocked weight gradient's batch loop stepping by several images (``loop``), each
+    update adding their products in the batch's order, then the rest of the batch (``rest``) one
+    image at a time, with the kernel's own updates; ``around``, ``broadcasts`` and ``updates`` as
+    in :class:`Lanes`."""
+
+    loop: Loop
+    rest: Loop
+    around: tuple[Loop, ...]
+    broadcasts: tuple[tuple[str, str], ...]
+    updates: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Lanes:
     """The lanes schedule of a kernel whose one term is ``broadcast * streamed``.
 
@@ -130,6 +155,13 @@ class Lanes:
     # fewer), and the sum of the chunks' tiles into each output element
     chunk_count: str = ""
     chunk_sum: Optional[Reduction] = None
+    # per image only: several images per work item, the tile's first axis (``slot``) one per image
+    images: Optional[ImageGroups] = None
+    # lane-blocked only: the batch summed several images per update, then the rest one at a time
+    batch_unroll: Optional[BatchUnroll] = None
+    # lane-blocked only: the printed first row of block ``block`` when the blocks split the tile's
+    # rows too (each block ``height`` rows by ``lane_block`` lanes), or "" (every block takes every row)
+    row_start: str = ""
     # not over_batch: the loops that store the tile into the output, in order (the columns schedule:
     # the lane last, over the output's columns only); empty: the tile's loops, the lane first
     stores: tuple[Loop, ...] = ()
@@ -147,7 +179,8 @@ class Kernel:
     # "sum": each output element accumulates its terms (gather); "accumulate": each output tile
     # (the last two output axes, innermost) is zeroed, then every term adds into it, the reduction
     # loops outside, so that the innermost loop runs along a row; "max": window max with argmax;
-    # "lanes" and "columns" (vectorized over channels or over columns): see :class:`Lanes`.
+    # "lanes" and "columns" (vectorized over channels or over columns): see :class:`Lanes`; "phases": see
+    # ``phases``.
     kind: str = "sum"
     terms: tuple[Term, ...] = ()
     tile: tuple[Loop, ...] = ()  # the inner output loops of an "accumulate" kernel
@@ -177,17 +210,32 @@ class Kernel:
     views: tuple[tuple[str, str], ...] = ()
     # arrays of loop-invariant reductions, filled before the output loops (symcnn.codegen.invariants)
     precomputed: tuple = ()
+    # "phases": the kernel in parts run one after another, each a kernel (of any kind) writing a
+    # strided view of the output, defined among ``views`` (symcnn.codegen.phases)
+    phases: tuple["Kernel", ...] = ()
+
+    @property
+    def parallel(self) -> bool:
+        """Whether numba compiles it with ``parallel=True``: it has a parallel loop."""
+        return bool(self.output_loops) or any(phase.parallel for phase in self.phases)
 
     @property
     def fastmath(self) -> str:
         """numba's ``fastmath`` flags for this kernel, printed: LLVM may always fuse a multiply and
         an add (``contract``: one rounding instead of two); in a gather kernel whose terms are
-        unconditional sums (dense forward, bias gradients, the loss), it may also reassociate the
-        sums and ignore the sign of a zero sum, so that a long sum vectorizes. Not in the lanes
+        unconditional sums (dense forward, bias gradients, the loss, a normalization's statistics), it
+        may also reassociate the sums and ignore the sign of a zero sum, so that a long sum vectorizes. Not in the lanes
         schedule, which keeps each element's order of additions (its blocking is tested bit for
-        bit), nor under conditions (measured: ``nsz`` made max pooling's gradient 9x slower)."""
+        bit), nor under conditions (measured: ``nsz`` made max pooling's gradient 9x slower); in phases,
+        the flags every phase has."""
+        return "{" + ", ".join(repr(flag) for flag in self._fastmath_flags()) + "}"
+
+    def _fastmath_flags(self) -> list[str]:
+        if self.phases:
+            each = [phase._fastmath_flags() for phase in self.phases]
+            return [flag for flag in each[0] if all(flag in flags for flags in each)]
         flags = ["contract"]
-        if self.kind == "sum" and any(term.loops for term in self.terms) and all(
-                term.condition is None and not term.loads for term in self.terms):
+        sums = any(term.loops for term in self.terms) or any(array.reductions for array in self.precomputed)
+        if self.kind == "sum" and sums and all(term.condition is None and not term.loads for term in self.terms):
             flags += ["nsz", "reassoc"]
-        return "{" + ", ".join(repr(flag) for flag in flags) + "}"
+        return flags

@@ -55,6 +55,12 @@ def image_size(shape) -> int:
     return int(sympy.prod(shape[1:]))
 
 
+def _reshapeable(lowering: "_Lowering", names) -> bool:
+    """Whether every array ``names`` is C-contiguous, so that a reshape is a view: a phase's strided
+    view (``grad_input_p11 = grad_input[:, :, 1::2, 1::2]``) is not, and numba refuses its reshape."""
+    return not lowering.strided.intersection(names)
+
+
 def _rows_view(lowering: "_Lowering", name: str, leading, extent: int, views: dict) -> IndexedBase:
     """A view of argument ``name`` with its trailing axes as one of ``extent``, registered in ``views``."""
     view = IndexedBase(f"{name}_rows")
@@ -74,6 +80,8 @@ def collapse_image(lowering: "_Lowering", indices, shape, batch, terms, tensors,
         return None
     shapes = {tensor.base: tensor.shape for tensor in tensors}
     reads = sorted(set().union(*(term.body.atoms(Indexed) for term in terms)), key=sympy.default_sort_key)
+    if not _reshapeable(lowering, [output_name] + [lowering.names.get(read.base, "") for read in reads]):
+        return None
     placeholders = {read: Symbol(f"read{position}") for position, read in enumerate(reads)}
     if any(tuple(read.indices) != tuple(indices) or tuple(shapes.get(read.base, ())[1:]) != tuple(shape[1:])
            for read in reads) or any(term.body.xreplace(placeholders).has(*indices[1:]) for term in terms):
@@ -103,6 +111,8 @@ def collapse_rows(lowering: "_Lowering", term: GatherTerm, tensors, views: dict)
     placeholders = {read: Symbol(f"read{position}") for position, read in enumerate(reads)}
     if not reads or term.body.xreplace(placeholders).has(row, column):
         return term  # the loop variables appear outside the reads
+    if not _reshapeable(lowering, [lowering.names.get(read.base, "") for read in reads]):
+        return term
     for read in reads:
         shape = shapes.get(read.base)
         if (shape is None or tuple(read.indices[-2:]) != (row, column)

@@ -39,11 +39,12 @@ from symcnn.symbolic.functions import FirstArgmax, MaxOver, reduction_identity, 
 from symcnn.codegen.kernel_ir import Kernel, Loop, Reduction, Term
 from symcnn.codegen.layout import collapse_image, collapse_rows, image_size, reshape_of
 from symcnn.codegen.invariants import Precomputer, factor_sums
-from symcnn.codegen.backends.numba_cpu.columns import columns_candidates
+from symcnn.codegen.coefficients import invariant_terms
 from symcnn.codegen.backends.numba_cpu.lanes import lanes_schedule
-from symcnn.codegen.cost_model import LoopNest, cheapest, scalar_nest
-from symcnn.codegen.rewrites import (fold_bound, integer_indices, padding_conditions, shifted_exponential_sum,
-                                     switch_test, window_offset)
+from symcnn.codegen.schedule_choice import vector_schedule
+from symcnn.codegen.phases import PhaseSplit, split_phases, without_single_loops
+from symcnn.codegen.rewrites import (exponential_tanh, fold_bound, integer_indices, padding_conditions,
+                                     shifted_exponential_sum, switch_test, window_offset)
 from symcnn.views.formula import FormulaView
 from symcnn.printing.nodes import Assign, Guard
 from symcnn.printing.numba import NumbaPrinter
@@ -91,17 +92,19 @@ class _Lowering:
         self.padded = {tensor.base: tensor.shape for tensor in formula_tensors if tensor.zero_padded}
         self.counter = 0
         self.batch = batch
-        self.precomputer: Optional[Precomputer] = None
+        # Printed names of strided views (a kernel's phases): not C-contiguous, so never reshaped (layout).
+        self.strided: set[str] = set()
 
-    def precompute_invariants(self, indices, shape) -> Precomputer:
-        """From now on, reductions that do not depend on the output's batch index are computed once,
-        before the output loops (:mod:`symcnn.codegen.invariants`); returns what collects them."""
+    def precompute_invariants(self, indices, shape, tensors) -> Precomputer:
+        """What collects the reductions and factors that depend on fewer indices than the loops around
+        them, computed once, before the output loops (:mod:`symcnn.codegen.invariants`,
+        :func:`~symcnn.codegen.coefficients.invariant_terms`)."""
         batch_index = indices[0] if shape and shape[0] == self.batch else None
-        self.precomputer = Precomputer(indices, shape, batch_index, self.array, self.loop, self.reduction)
-        return self.precomputer
+        return Precomputer(indices, shape, batch_index, self.array, self.loop, self.reduction, self.code,
+                           lambda term, views: collapse_rows(self, term, tensors, views))
 
     def code(self, expr) -> str:
-        return self.printer.doprint(integer_indices(sympy.sympify(expr)))
+        return self.printer.doprint(integer_indices(exponential_tanh(sympy.sympify(expr))))
 
     def loop(self, variable, low, high, parallel=False) -> Loop:
         """The loop ``low <= variable <= high``: its bounds may depend on outer loops (an adaptive window)."""
@@ -121,7 +124,7 @@ class _Lowering:
 
     def statement(self, target: Expr, value: Expr) -> str:
         """``target = value`` printed (``target += rest`` for a value ``target + rest``)."""
-        return self.printer.doprint(integer_indices(Assign(target, value)))
+        return self.printer.doprint(integer_indices(Assign(target, exponential_tanh(value))))
 
     def update(self, accumulator: Expr, reduction: type, value: Expr) -> str:
         """The statement that combines ``value`` into ``accumulator`` by ``reduction``'s step:
@@ -170,10 +173,7 @@ class _Lowering:
         variable with a unit coefficient is folded into that loop's bounds
         (:func:`~symcnn.codegen.rewrites.fold_bound`); the other conditions stay as tests."""
         reductions: list = []
-        body = term.body
-        if self.precomputer is not None:
-            body = self.precomputer.replace(body, {limit[0] for limit in term.limits})
-        body = self.hoist(body, reductions)
+        body = self.hoist(term.body, reductions)
         conditions = list(term.conditions) + padding_conditions(body, self.padded)
         bounds = {var: [low, high + 1] for var, low, high in term.limits}
         order = [limit[0] for limit in term.limits]
@@ -231,14 +231,20 @@ def _summation(lowering: _Lowering, indices, shape, batch, terms, output_name: s
     is chosen when the last two output axes are rows of at least ``MIN_TILE_EXTENT``, no term
     reduces over the batch (a weight gradient keeps the gather form, parallel over its channels)
     and no term tests divisibility (a strided input gradient: most of its tile would be skipped).
+
+    Divisibility conditions are first rewritten away where :mod:`symcnn.codegen.phases` can: the
+    kernel is then its phases, each scheduled as any sum.
     """
+    split = split_phases(lowering.names, indices, shape, terms, tensors, output_name)
+    if split is not None:
+        return _phase_schedules(lowering, split, batch)
     tiled = (len(indices) >= 3 and all(size.is_Integer and size >= MIN_TILE_EXTENT for size in shape[-2:])
              and any(term.limits for term in terms)
              and not any((low.free_symbols | high.free_symbols) & set(indices[-2:])  # windows that follow the
                          for term in terms for _, low, high in term.limits)  # tile's indices: no interchange
              and not any(limit[2] + 1 == batch or limit[2].has(batch) for term in terms for limit in term.limits)
              and not any(condition.has(sympy.Mod) for term in terms for condition in term.conditions))
-    vector = _vector_schedule(lowering, indices, shape, batch, terms, output_name, tensors, tiled)
+    vector = vector_schedule(lowering, indices, shape, batch, terms, output_name, tensors, tiled)
     if vector is not None:
         return vector
     loops = _output_loops(lowering, indices, shape, batch)
@@ -260,42 +266,30 @@ def _summation(lowering: _Lowering, indices, shape, batch, terms, output_name: s
             **_sum_accumulator(lowering, element)}
 
 
-def _vector_schedule(lowering: _Lowering, indices, shape, batch, terms, output_name: str, tensors,
-                     tiled: bool) -> Optional[dict]:
-    """The fields of the cheapest vector schedule (lanes or columns, each register blocking of it) by
-    the cost model (:mod:`symcnn.codegen.cost_model`), or ``None`` when none fits or the scalar form
-    (accumulate when ``tiled``, else gather) is estimated cheaper."""
-    candidates = columns_candidates(lowering, output_name, indices, shape, batch, terms, tensors)
-    lanes = lanes_schedule(lowering, output_name, indices, shape, batch, terms, tensors)
-    if lanes is not None:
-        nest = lanes.pop("nest")
-        candidates.insert(0, (nest, lambda: lanes))
-    if not candidates:
-        return None
-    scalar = _scalar_nest(indices, shape, batch, terms, tiled)
-    if scalar is not None:
-        candidates.append((scalar, None))
-    _, build = cheapest(candidates, nest_of=lambda candidate: candidate[0])
-    return build() if build is not None else None
-
-
-def _scalar_nest(indices, shape, batch, terms, tiled: bool) -> Optional[LoopNest]:
-    """The gather or accumulate form's loop nest for the cost model, per image; ``None`` when a sum's
-    bounds are not constants (its cost is not one number)."""
-    batch_index = indices[0] if shape and shape[0] == batch else None
-    sizes = [size for var, size in zip(indices, shape) if var != batch_index]
-    if not all(size.is_Integer for size in sizes):
-        return None
-    products = 0
-    for term in (term for term in terms if term.limits):  # a constant term (a bias) is no product
-        extents = [high - low + 1 for _, low, high in term.limits if high + 1 != batch]
-        if not all(sympy.sympify(extent).is_Integer for extent in extents):
-            return None
-        products += int(sympy.prod(extents))
-    outputs = int(sympy.prod(sizes))
-    schedule = "accumulate" if tiled else "gather"
-    return scalar_nest(schedule, multiply_adds=outputs * products, inner=int(shape[-1]) if tiled else 1,
-                       stored=outputs if batch_index is not None else 0)
+def _phase_schedules(lowering: _Lowering, split: PhaseSplit, batch) -> dict:
+    """The :class:`Kernel` fields of a kernel run as its phases (one phase over the output itself:
+    that phase's schedule). A phase that no term reaches writes the sum's identity."""
+    for view in split.views:
+        lowering.names[view.base] = lowering.printer.array_names[view.base] = view.name
+        lowering.strided.add(view.name)
+    if not split.views:
+        (phase,) = split.phases
+        return _summation(lowering, phase.indices, phase.shape, batch, list(phase.terms), phase.output, phase.tensors)
+    phases, views = [], [(view.name, view.printed()) for view in split.views]
+    for phase in split.phases:
+        schedule = lanes_schedule(lowering, phase.output, phase.indices, phase.shape, batch, list(phase.terms),
+                                  phase.tensors) if phase.terms else None
+        if schedule is not None:
+            schedule.pop("nest")  # a phase keeps the lanes schedule wherever it fits
+        if schedule is None and phase.terms:  # a single tap's loop helps only the lanes schedule
+            schedule = _summation(lowering, phase.indices, phase.shape, batch,
+                                  [without_single_loops(term) for term in phase.terms], phase.output, phase.tensors)
+        elif schedule is None:  # no terms: the sum's identity, element by element
+            schedule = {"output_loops": _output_loops(lowering, phase.indices, phase.shape, batch),
+                        **_sum_accumulator(lowering, ACCUMULATOR)}
+        views += schedule.pop("views", ())
+        phases.append(Kernel(phase.output, "", (), schedule.pop("output", phase.output), **schedule))
+    return {"kind": "phases", "output_loops": (), "phases": tuple(phases), "views": tuple(views)}
 
 
 def _sum_accumulator(lowering: _Lowering, accumulator: Expr) -> dict:
@@ -362,12 +356,14 @@ def _forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict, p
         return Kernel(name, doc, ("x", "out", "switch"), "out", loops, kind="max", switch="switch",
                       imports=lowering.printer.imports(), batch_from="x", **_window_max(lowering, concrete.rhs))
     terms = [factor_sums(term) for term in _forward_terms(concrete)]
-    precomputed = lowering.precompute_invariants(concrete.indices, concrete.output.shape).arrays
-    schedule = _summation(lowering, concrete.indices, concrete.output.shape, batch, terms, "out", concrete.tensors)
+    precomputer = lowering.precompute_invariants(concrete.indices, concrete.output.shape, concrete.tensors)
+    schedule = precomputer.with_views(_summation(lowering, concrete.indices, concrete.output.shape, batch,
+                                                 invariant_terms(terms, precomputer), "out", concrete.tensors))
     arguments = _arguments(lowering, terms, "out", _ARGUMENT_ORDER)
     reshaped = reshape_of(lowering, concrete.tensors, concrete.indices, concrete.output.shape, batch, terms)
+    precomputed = precomputer.precomputed()  # printed before the imports are collected
     return Kernel(name, doc, arguments, schedule.pop("output", "out"), imports=lowering.printer.imports(),
-                  batch_from="x", reshape_of=reshaped, precomputed=tuple(precomputed), **schedule)
+                  batch_from="x", reshape_of=reshaped, precomputed=precomputed, **schedule)
 
 
 def _switch_tests(body: Expr, switch: IndexedBase, forward: ops.IndexFormula) -> Expr:
@@ -392,14 +388,16 @@ def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, 
         terms.append(factor_sums(GatherTerm(term.limits, term.conditions, body)))
     role = gradient.gradient.role
     output_name = ARRAY_NAMES.get(role, role)  # grad_input2 of an add's second input: its role
-    precomputed = lowering.precompute_invariants(concrete.indices, concrete.gradient.shape).arrays
-    schedule = _summation(lowering, concrete.indices, concrete.gradient.shape, batch, terms, output_name, tensors)
+    precomputer = lowering.precompute_invariants(concrete.indices, concrete.gradient.shape, tensors)
+    schedule = precomputer.with_views(_summation(lowering, concrete.indices, concrete.gradient.shape, batch,
+                                                 invariant_terms(terms, precomputer), output_name, tensors))
     arguments = _arguments(lowering, terms, output_name, _ARGUMENT_ORDER)
     batch_from = next((a for a in arguments[:-1] if a in ("grad_output", "x")), arguments[0])
     reshaped = reshape_of(lowering, tensors, concrete.indices, concrete.gradient.shape, batch, terms)
+    precomputed = precomputer.precomputed()  # printed before the imports are collected
     return Kernel(_kernel_name(layer.label, prefix + role), _docstring(gradient.forward, gradient, values), arguments,
                   schedule.pop("output", output_name), imports=lowering.printer.imports(), batch_from=batch_from,
-                  reshape_of=reshaped, precomputed=tuple(precomputed), **schedule)
+                  reshape_of=reshaped, precomputed=precomputed, **schedule)
 
 
 #: The prefix of an op's evaluation-mode kernels (``bn1_eval_forward``), where its modes differ.

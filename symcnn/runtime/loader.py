@@ -2,8 +2,10 @@
 
 This module never imports SymPy. A spec's kernels come from the shipped packages (the checkout's
 ``generated/``, or ``symcnn/_generated`` in an installed wheel) or from a cache keyed by the
-spec's content, ``<cache>/<module>_<digest>/<module>/``, generated there on first use by
-``symcnn generate`` in a subprocess (code generation needs SymPy, the runtime does not).
+spec's content and by the generator's own source, ``<cache>/<module>_<digest>_<generator>/<module>/``
+(:func:`cache_entry`), generated there on first use by ``symcnn generate`` in a subprocess (code
+generation needs SymPy, the runtime does not). Keying by the generator too means that a symcnn whose
+code generation changed (an upgrade, a checkout) never runs kernels an older one left in the cache.
 
 Numba does not bounds-check: kernels of other shapes than the spec's would corrupt memory, not
 fail. So a package is used only when it says it was generated from this very spec: its
@@ -23,6 +25,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -35,7 +39,12 @@ from types import ModuleType
 from symcnn.files import write_text
 from symcnn.spec import NetworkSpec, parse_spec, shipped_kernels_dir
 
-__all__ = ["cache_dir", "import_package", "package_matches", "generate_into", "load_kernels"]
+__all__ = ["cache_dir", "cache_entry", "generator_digest", "import_package", "package_matches", "generate_into",
+           "load_kernels"]
+
+#: What a generated package is made from besides its spec: every file of these parts of symcnn (the
+#: formulas, printers, lowering, schedules and templates, and the spec's own reading and shapes).
+GENERATOR_SOURCES = ("codegen", "symbolic", "printing", "registry", "spec.py", "shapes.py", "validation.py")
 
 
 def cache_dir() -> Path:
@@ -45,6 +54,33 @@ def cache_dir() -> Path:
         return Path(os.environ["SYMCNN_CACHE_DIR"])
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "symcnn"
+
+
+@functools.cache
+def generator_digest() -> str:
+    """A digest of the code generator's source files (:data:`GENERATOR_SOURCES`), read, not imported
+    (the runtime never imports SymPy): it changes whenever the generator might generate other kernels.
+
+    Example:
+        >>> len(generator_digest())
+        12
+    """
+    root = Path(__file__).resolve().parents[1]
+    files = []
+    for part in GENERATOR_SOURCES:
+        path = root / part
+        files += sorted(path.rglob("*")) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for path in files:
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def cache_entry(spec: NetworkSpec) -> Path:
+    """The cache directory of ``spec``'s generated package: ``<cache>/<module>_<spec digest>_<generator
+    digest>``, the package itself in its ``<module>`` subdirectory."""
+    return cache_dir() / f"{spec.module_name}_{spec.digest()}_{generator_digest()}"
 
 
 def import_package(directory: Path, name: str) -> ModuleType:
@@ -132,8 +168,8 @@ def load_kernels(spec: NetworkSpec) -> ModuleType:
     package = _shipped_package(spec)
     if package is not None:
         return package
-    key = f"{spec.module_name}_{spec.digest()}"
-    directory, name = cache_dir() / key, f"symcnn_kernels_{key}"
+    directory = cache_entry(spec)
+    name = f"symcnn_kernels_{directory.name}"
     if (directory / spec.module_name / "__init__.py").is_file():
         package = import_package(directory / spec.module_name, name)
         if package_matches(package, spec):

@@ -199,7 +199,7 @@ class LoadWatch:
                 self._sampled_at = now
             finally:
                 self._lock.release()
-        return max(self._last, default=usable_cpus())
+        return max(self._last) if self._last else usable_cpus()  # not max(..., default=...): evaluated each call
 
 
 _WATCH = LoadWatch()
@@ -213,14 +213,20 @@ def adaptive() -> bool:
     return value == "1"
 
 
+_BLOCKS = threading.local()  # per thread: how many kernel_threads blocks are open
+
+
 class kernel_threads:
     """Within the block, numba's thread count in this thread is at most the free CPUs (never more than
-    it was); the count before is restored at the end.
+    it was); the count before is restored at the end. A block inside another one in the same thread
+    keeps the outer block's count: one choice per pass, however many kernels the pass calls (symcnn's
+    PyTorch operators each open a block; a module's forward pass opens one around them).
 
     >>> import numba
     >>> before = numba.get_num_threads()
     >>> with kernel_threads():
-    ...     1 <= numba.get_num_threads() <= before
+    ...     with kernel_threads():  # inside: the outer block's choice
+    ...         1 <= numba.get_num_threads() <= before
     True
     >>> numba.get_num_threads() == before
     True
@@ -233,7 +239,8 @@ class kernel_threads:
         self._before: Optional[int] = None
 
     def __enter__(self) -> "kernel_threads":
-        if adaptive():
+        depth = getattr(_BLOCKS, "depth", 0)
+        if depth == 0 and adaptive():  # (a bad setting raises here: no block opened)
             import numba  # here: importing this module stays cheap
 
             current = numba.get_num_threads()  # the user's (or numba's default): the most we use
@@ -241,9 +248,11 @@ class kernel_threads:
             if wanted != current:
                 numba.set_num_threads(wanted)
                 self._before = current
+        _BLOCKS.depth = depth + 1
         return self
 
     def __exit__(self, *exc_info) -> None:
+        _BLOCKS.depth -= 1
         if self._before is not None:
             import numba
 

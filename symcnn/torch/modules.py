@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import OrderedDict
 from typing import Any, Callable, Optional, Union
@@ -39,6 +40,7 @@ import torch
 from symcnn import registry
 from symcnn.runtime.loader import load_kernels
 from symcnn.runtime.network import Network
+from symcnn.runtime.threads import kernel_threads
 from symcnn.spec import LayerSpec, NetworkSpec, load_spec, parse_spec, spec_toml
 from symcnn.torch.operators import (
     LayerOperators,
@@ -96,6 +98,11 @@ class SymcnnLayer(torch.nn.Module):
             self.register_parameter(role, torch.nn.Parameter(torch.from_numpy(np.array(value))))
         for role, value in (buffers or {}).items():
             self.register_buffer(role, torch.from_numpy(np.array(value)))
+        # looked up once: every call reads them
+        self._input_count = len(operators.layer.input_shapes)
+        self._parameter_names = operators.parameters
+        self._evaluation_parameter_names = evaluation.parameters if evaluation is not None else ()
+        self._check_training_input = registry.get(operators.layer.kind).check_training_input
 
     @property
     def spec(self) -> LayerSpec:
@@ -104,26 +111,30 @@ class SymcnnLayer(torch.nn.Module):
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         """The layer's output from its input (an add's or concat's: one tensor per entry of its ``inputs``),
         in the module's mode."""
+        if len(inputs) != self._input_count or not all(isinstance(x, torch.Tensor) for x in inputs):
+            self._refuse(inputs)
+        if self.masks is not None:
+            return self._dropout(inputs[0])
+        if self.evaluation is not None and not self.training:
+            return self.evaluation(*inputs, *(getattr(self, name) for name in self._evaluation_parameter_names))
+        check = self._check_training_input
+        if self.training and check is not None:
+            try:
+                check(tuple(inputs[0].shape), self.spec.settings)
+            except ValueError as error:
+                raise ValueError(f"{self.spec.label}: {error}") from None
+        out = self.operators(*inputs, *(getattr(self, role) for role in self._parameter_names))
+        if self.training and self.statistics is not None:
+            self.statistics(inputs[0].detach(), self.running_mean, self.running_var, self.num_batches_tracked)
+        return out
+
+    def _refuse(self, inputs: tuple) -> None:
         if len(inputs) != len(self.spec.input_shapes):
             raise ValueError(f"{self.spec.label}: expected {len(self.spec.input_shapes)} input tensor(s), "
                              f"got {len(inputs)}")
         for name, x in zip(("x", *(f"x{number}" for number in range(2, len(inputs) + 1))), inputs):
             if not isinstance(x, torch.Tensor):
                 raise ValueError(f"{self.spec.label}: {name}: expected a tensor, got {type(x).__name__}")
-        if self.masks is not None:
-            return self._dropout(inputs[0])
-        if self.evaluation is not None and not self.training:
-            return self.evaluation(*inputs, *(getattr(self, name) for name in self.evaluation.parameters))
-        check = registry.get(self.spec.kind).check_training_input
-        if self.training and check is not None:
-            try:
-                check(tuple(inputs[0].shape), self.spec.settings)
-            except ValueError as error:
-                raise ValueError(f"{self.spec.label}: {error}") from None
-        out = self.operators(*inputs, *(getattr(self, role) for role in self.operators.parameters))
-        if self.training and self.statistics is not None:
-            self.statistics(inputs[0].detach(), self.running_mean, self.running_var, self.num_batches_tracked)
-        return out
 
     def _dropout(self, x: torch.Tensor) -> torch.Tensor:
         """The identity in evaluation mode (the input itself, as ``nn.Dropout``); in training mode ``x``
@@ -157,6 +168,13 @@ class SymcnnLayer(torch.nn.Module):
         shown = " + ".join(str(tuple(shape)) for shape in self.spec.input_shapes)
         shapes = f"{shown} -> {tuple(self.spec.output_shape)}"
         return f"{self.spec.kind}, {settings + ', ' if settings else ''}{shapes}"
+
+
+def _one_thread_choice():
+    """Around a whole forward pass: the kernels' thread count chosen once for all its operators (each
+    operator chooses for itself otherwise, :class:`symcnn.runtime.threads.kernel_threads`); nothing under
+    torch.compile, which traces the pass (its operators choose when the compiled graph runs)."""
+    return contextlib.nullcontext() if torch.compiler.is_compiling() else kernel_threads()
 
 
 class _Passes:
@@ -202,7 +220,8 @@ class SymcnnNetwork(_Passes, torch.nn.Sequential):
         self.spec, self.masks = spec, masks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._count(super().forward(x))
+        with _one_thread_choice():
+            return self._count(super().forward(x))
 
 
 class SymcnnGraph(_Passes, torch.nn.Module):
@@ -218,8 +237,9 @@ class SymcnnGraph(_Passes, torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         values = {"input": x}
-        for layer in self.spec.layers:
-            values[layer.label] = getattr(self, layer.label)(*(values[source] for source in layer.inputs))
+        with _one_thread_choice():
+            for layer in self.spec.layers:
+                values[layer.label] = getattr(self, layer.label)(*(values[source] for source in layer.inputs))
         return self._count(values[self.spec.layers[-1].label])
 
 

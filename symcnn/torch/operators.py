@@ -1,12 +1,20 @@
-"""A network's generated kernels as PyTorch operators (``torch.library.custom_op``, CPU).
+"""A network's generated kernels as PyTorch operators (``torch.library``: a schema, a CPU kernel, a fake one).
 
 Every kernel of a layer becomes one operator, named after the spec, its digest and the kernel
 (``symcnn::digits_dd56dcf3dbd32cc8_conv1_forward``): its inputs are the kernel's input arrays, its
 outputs the arrays the kernel writes (``kernels.ARGUMENTS`` lists both, outputs last). A layer's
-forward operator carries the gradient (``register_autograd``), made of its gradient operators, and
-every operator a fake implementation (``register_fake``) for ``torch.compile`` and ``opcheck``. A layer
-that joins several tensors (a graph spec's add or concat) takes them as ``x, x2, ...`` and has a
-gradient operator for each (``grad_input``, ``grad_input2``, ...).
+forward operator carries the gradient (an autograd kernel made of its gradient operators); a gradient
+operator's autograd kernel refuses to be differentiated (symcnn differentiates once); every operator has
+a fake implementation (``register_fake``) for ``torch.compile`` and ``opcheck``. A layer that joins
+several tensors (a graph spec's add or concat) takes them as ``x, x2, ...`` and has a gradient operator
+for each (``grad_input``, ``grad_input2``, ...).
+
+Why not ``torch.library.custom_op``: its Python layers (an autograd kernel on every operator, a
+redispatch, output checks) cost 20-30 microseconds a call, more than many kernels at small batches; the
+lower-level registration here costs a third of that (measured: ``seed004``'s batch-1 train step inside
+PyTorch took 2.1 ms of CPU time with custom_op, 1.3 ms now, the Network's 0.45 ms). What a call checks is
+worked out once per kernel (:class:`_KernelCall`), and outputs come from :data:`symcnn.torch.outputs.OUTPUTS`,
+which reuses an output's memory once no tensor refers to it.
 
 A layer with an evaluation-mode formula (batch norm) has a second set, of its ``_eval_`` kernels
 (``layer_operators(net, layer, evaluation=True)``), which read the running statistics; its training
@@ -46,6 +54,8 @@ from symcnn.runtime.masks import draw_mask as draw_mask_array
 from symcnn.runtime.network import Network, switch_dtype
 from symcnn.runtime.threads import kernel_threads
 from symcnn.spec import LayerSpec
+from symcnn.torch.autograd import differentiable_kernel, not_differentiable_kernel
+from symcnn.torch.outputs import OUTPUTS
 
 __all__ = ["LayerOperators", "KernelSignature", "layer_operators", "running_statistics_operator", "draw_mask",
            "FLOAT_DTYPES"]
@@ -53,6 +63,8 @@ __all__ = ["LayerOperators", "KernelSignature", "layer_operators", "running_stat
 NAMESPACE = "symcnn"
 FLOAT_DTYPES = (torch.float32, torch.float64)
 _TORCH_DTYPES = {np.dtype(np.int8): torch.int8, np.dtype(np.int32): torch.int32}
+_NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64),
+                 torch.int8: np.dtype(np.int8), torch.int32: np.dtype(np.int32)}
 
 #: Each kernel argument: whether it has the batch axis, and which shape it has. One entry per name that
 #: generated kernels use; an op whose kernels take another array (a buffer, ...) adds its entry here.
@@ -117,7 +129,7 @@ class LayerOperators(NamedTuple):
         what its forward operator saves for the gradient. A layer whose kernel only reshapes
         (``kernels.RESHAPES``, a flatten) is a view, as in the Network: no copy."""
         if self.reshape:
-            _check(self.layer, self.signatures[f"{self.prefix}forward"], tensors)
+            self.check(*tensors)
             return tensors[0].reshape(tensors[0].shape[0], *self.layer.output_shape)
         result = self.forward(*tensors)
         return result[0] if isinstance(result, tuple) else result
@@ -125,7 +137,7 @@ class LayerOperators(NamedTuple):
     def check(self, *tensors: torch.Tensor) -> None:
         """The checks of a call on these tensors (the first arguments of the forward operator: shape, dtype,
         device), without running a kernel: for a layer that passes its input on (a dropout in evaluation mode)."""
-        _check(self.layer, self.signatures[f"{self.prefix}forward"], tensors)
+        _CALLS[self.forward.name()].check(tensors)
 
     def gradient_signature(self, name: str) -> KernelSignature:
         """The kernel behind ``gradients[name]`` (``x``: ``conv1_grad_input``; ``weight``: ``conv1_grad_weight``;
@@ -140,7 +152,9 @@ class LayerOperators(NamedTuple):
                      if _input_number(name) is None)
 
 
+_LIBRARY = torch.library.Library(NAMESPACE, "FRAGMENT")  # the kernels' operators (kept: dropping it unregisters them)
 _OPERATORS: dict[str, Callable] = {}  # qualified name -> operator: torch.library registers a name once
+_CALLS: dict[str, "_KernelCall"] = {}  # qualified name -> its CPU implementation
 _LAYERS: dict[str, "LayerOperators"] = {}  # qualified forward name -> its layer's operators, autograd registered
 
 
@@ -189,43 +203,87 @@ def _check(layer: LayerSpec, signature: KernelSignature, tensors: tuple) -> tupl
     return float_dtype, batch
 
 
-def _register(net: Network, layer: LayerSpec, signature: KernelSignature) -> Callable:
-    qualified = f"{NAMESPACE}::{net.spec.module_name}_{net.spec.digest()}_{signature.kernel}"
+class _KernelCall:
+    """One kernel as its operator's CPU implementation, with what a call checks worked out once: each tensor's
+    shape (after the batch axis where it has one) and dtype, and the order of the kernel's arguments. A call
+    on tensors that do not fit goes through :func:`_check`, which says what is wrong."""
+
+    def __init__(self, net: Network, layer: LayerSpec, signature: KernelSignature):
+        self.layer, self.signature, self.function = layer, signature, net.kernel(signature.kernel)
+        # per input and output: (has the batch axis, its shape without it (else the whole shape), is a switch)
+        self.inputs = tuple(self._expected(name) for name in signature.inputs)
+        self.outputs = tuple(self._expected(name) for name in signature.outputs)
+        self.float_input = 1 if signature.inputs[0] == "switch" else 0
+        self.batch_input = next((index for index, name in enumerate(signature.inputs) if _batched(name)), None)
+        self.switch_dtype = _TORCH_DTYPES[switch_dtype(layer)]
+        position = {name: index for index, name in enumerate(signature.inputs + signature.outputs)}
+        self.order = tuple(position[name] for name in net.kernels.ARGUMENTS[signature.kernel])
+
+    def _expected(self, name: str) -> tuple[bool, tuple, bool]:
+        batched = _batched(name)
+        shape = tuple(_shape_of(self.layer, name, 0))
+        return batched, shape[1:] if batched else shape, name == "switch"
+
+    def _fits(self, tensors: tuple, float_dtype: torch.dtype, batch: int) -> bool:
+        if float_dtype not in FLOAT_DTYPES or (self.batch_input is not None and batch < 1):
+            return False
+        for tensor, (batched, shape, switch) in zip(tensors, self.inputs):
+            if (not isinstance(tensor, torch.Tensor) or not tensor.is_cpu
+                    or tensor.dtype != (self.switch_dtype if switch else float_dtype)):
+                return False
+            if tensor.shape != ((batch, *shape) if batched else shape):
+                return False
+        return True
+
+    def check(self, tensors: tuple) -> tuple[torch.dtype, int]:
+        """The float dtype and batch size of a call on ``tensors``, or the one-line error of :func:`_check`."""
+        float_dtype = tensors[self.float_input].dtype
+        batch = tensors[self.batch_input].shape[0] if self.batch_input is not None and tensors[
+            self.batch_input].dim() > 0 else 0
+        if not self._fits(tensors, float_dtype, batch):
+            _check(self.layer, self.signature, tensors)  # raises the one-line error
+            raise ValueError(f"{self.layer.label}: {self.signature.kernel}: tensors of unexpected shapes or dtypes")
+        return float_dtype, batch
+
+    def __call__(self, *tensors: torch.Tensor):
+        float_dtype, batch = self.check(tensors)
+        outputs = [OUTPUTS.empty((batch, *shape) if batched else shape,
+                                 _NUMPY_DTYPES[self.switch_dtype if switch else float_dtype])
+                   for batched, shape, switch in self.outputs]
+        arrays = [tensor.numpy() if tensor.is_contiguous() else tensor.contiguous().numpy() for tensor in tensors]
+        arrays += [output.numpy() for output in outputs]
+        with kernel_threads():  # on the CPUs free now, as a Network's passes
+            self.function(*[arrays[index] for index in self.order])
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+
+def _register(net: Network, layer: LayerSpec, signature: KernelSignature) -> torch._ops.OpOverload:
+    """The kernel's operator, defined once per process: its schema, CPU implementation, fake implementation,
+    and an autograd kernel that refuses to differentiate it (the forward operators get theirs in
+    :func:`layer_operators`)."""
+    name = f"{net.spec.module_name}_{net.spec.digest()}_{signature.kernel}"
+    qualified = f"{NAMESPACE}::{name}"
     if qualified in _OPERATORS:
         return _OPERATORS[qualified]
-    function = net.kernel(signature.kernel)
-    arguments = net.kernels.ARGUMENTS[signature.kernel]
     results = ", ".join("Tensor" for _ in signature.outputs)
-    schema = (f"({', '.join(f'Tensor {name}' for name in signature.inputs)}) -> "
-              + (results if len(signature.outputs) == 1 else f"({results})"))
-
-    def allocate(tensors: tuple, empty: Callable) -> tuple[dict, tuple]:
-        float_dtype, batch = _check(layer, signature, tensors)
-        outputs = tuple(empty(_shape_of(layer, name, batch), dtype=_dtype_of(layer, name, float_dtype))
-                        for name in signature.outputs)
-        return dict(zip(signature.inputs, tensors)), outputs
-
-    def run(*tensors):
-        inputs, outputs = allocate(tensors, torch.empty)
-        arrays = {name: tensor.contiguous().numpy() for name, tensor in inputs.items()}  # no copy if contiguous
-        arrays.update((name, tensor.numpy()) for name, tensor in zip(signature.outputs, outputs))
-        with kernel_threads():  # on the CPUs free now, as a Network's passes
-            function(*(arrays[name] for name in arguments))
-        return outputs[0] if len(outputs) == 1 else outputs
+    _LIBRARY.define(f"{name}({', '.join(f'Tensor {argument}' for argument in signature.inputs)}) -> "
+                    + (results if len(signature.outputs) == 1 else f"({results})"))
+    _CALLS[qualified] = _KernelCall(net, layer, signature)
+    _LIBRARY.impl(name, _CALLS[qualified], "CPU")
 
     def fake(*tensors):
-        _, outputs = allocate(tensors, _new_empty(tensors[0]))
+        float_dtype, batch = _check(layer, signature, tensors)
+        outputs = tuple(tensors[0].new_empty(_shape_of(layer, output, batch),
+                                             dtype=_dtype_of(layer, output, float_dtype))
+                        for output in signature.outputs)
         return outputs[0] if len(outputs) == 1 else outputs
 
-    operator = torch.library.custom_op(qualified, run, mutates_args=(), device_types="cpu", schema=schema)
-    operator.register_fake(fake)
+    torch.library.register_fake(qualified, fake, lib=_LIBRARY)
+    operator = getattr(getattr(torch.ops, NAMESPACE), name).default
+    if not signature.kernel.endswith("_forward"):  # a forward operator's is its layer's gradient (layer_operators)
+        _LIBRARY.impl(name, not_differentiable_kernel(operator), "Autograd", with_keyset=True)
     _OPERATORS[qualified] = operator
     return operator
-
-
-def _new_empty(like: torch.Tensor) -> Callable:
-    """``torch.empty`` on ``like``'s device and mode (a fake tensor under torch.compile)."""
-    return lambda shape, dtype: like.new_empty(shape, dtype=dtype)
 
 
 def _prefix(label: str, evaluation: bool) -> str:
@@ -257,32 +315,24 @@ def layer_operators(net: Network, layer: LayerSpec, evaluation: bool = False) ->
     operators = {kernel: _register(net, layer, signature) for kernel, signature in signatures.items()}
     forward_signature = signatures[f"{prefix}forward"]
     forward = operators[forward_signature.kernel]
-    if forward._qualname in _LAYERS:
-        return _LAYERS[forward._qualname]
+    if forward.name() in _LAYERS:
+        return _LAYERS[forward.name()]
     gradients = {name: operators[_gradient_kernel(prefix, name)] for name in forward_signature.inputs
                  if _gradient_kernel(prefix, name) in operators}
+    reads = {name: signatures[_gradient_kernel(prefix, name)].inputs for name in gradients}
 
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs, *output)
+    def gradient(name: str, saved: dict) -> torch.Tensor:
+        if name not in gradients:
+            raise ValueError(f"{layer.label}: {name}: the generated kernels have no gradient for it")
+        return gradients[name](*(saved[argument] for argument in reads[name]))
 
-    def backward(ctx, grad_output, *unused):
-        saved = dict(zip(forward_signature.inputs + forward_signature.outputs, ctx.saved_tensors))
-        saved["grad_output"] = grad_output.contiguous()
-        grads = []
-        for name, needed in zip(forward_signature.inputs, ctx.needs_input_grad):
-            if not needed:
-                grads.append(None)
-                continue
-            kernel = _gradient_kernel(prefix, name)
-            if kernel not in operators:
-                raise ValueError(f"{layer.label}: {name}: the generated kernels have no gradient for it")
-            grads.append(operators[kernel](*(saved[argument] for argument in signatures[kernel].inputs)))
-        return tuple(grads)
-
-    forward.register_autograd(backward, setup_context=setup_context)
+    read = {argument for arguments in reads.values() for argument in arguments}
+    _LIBRARY.impl(forward.name().split("::", 1)[1],
+                  differentiable_kernel(forward, forward_signature.inputs, forward_signature.outputs, read, gradient),
+                  "Autograd", with_keyset=True)
     reshape = f"{prefix}forward" in getattr(net.kernels, "RESHAPES", {})
-    _LAYERS[forward._qualname] = LayerOperators(layer, forward, gradients, signatures, reshape, evaluation)
-    return _LAYERS[forward._qualname]
+    _LAYERS[forward.name()] = LayerOperators(layer, forward, gradients, signatures, reshape, evaluation)
+    return _LAYERS[forward.name()]
 
 
 _BUFFER_ROLES = ("running_mean", "running_var", "num_batches_tracked")

@@ -18,7 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.kernels_helpers import assert_central_differences, network_for, random_params, torch_loss_and_grads
+from tests.kernels_helpers import (assert_central_differences, assert_float64_equals_pytorch, network_for,
+                                   random_params, torch_loss_and_grads)
 from symcnn.symbolic.verify import symbolic_network_gradients as symbolic_values
 from symcnn.runtime.network import Network
 from symcnn.spec import spec_from_dict
@@ -187,13 +188,7 @@ def test_random_small_specs_equal_pytorch(torch, tmp_path_factory, spec):
     net = network_for(spec, tmp_path_factory.mktemp("spec"))
     rng = np.random.default_rng(0)
     net.load_params(random_params(net, rng))
-    x = rng.standard_normal((2, *net.spec.input_shape))
-    labels = np.array([1, 3])
-    loss, grads = net.loss_and_grads(x, labels)
-    expected_loss, _, expected = torch_loss_and_grads(net.spec, net.params, x, labels, torch.float64)
-    assert loss == pytest.approx(expected_loss, rel=1e-10)
-    for key, value in expected.items():
-        np.testing.assert_allclose(grads[key], value, rtol=1e-9, atol=1e-12, err_msg=key)
+    assert_float64_equals_pytorch(net, rng, np.array([1, 3]))
 
 
 # --- the boundary --------------------------------------------------------------------------------

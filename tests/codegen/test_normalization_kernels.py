@@ -171,13 +171,48 @@ def test_channel_statistics_are_computed_once_per_channel_not_per_element():
     kernels = {kernel.name: kernel for kernel in layer_kernels(spec.layers[1])}
     forward = kernels["bn1_forward"]
     # the mean and the variance (which reads the mean): two arrays filled per channel before the output loops
-    assert [p.name for p in forward.precomputed] == ["stat0", "stat1"]
-    assert [loop.variable for p in forward.precomputed for loop in p.loops] == ["c", "c"]
-    assert "stat0[c]" in forward.precomputed[1].reduction.update
+    statistics = [p for p in forward.precomputed if p.reductions]
+    assert [p.names for p in statistics] == [("stat0",), ("stat1",)]
+    assert {loop.variable for p in forward.precomputed for loop in p.loops} == {"c"}
+    assert "stat0[c]" in statistics[1].reductions[0].update
     assert all(not term.reductions and not term.loops for term in forward.terms)  # nothing summed per element
     grad_input = kernels["bn1_grad_input"]
     assert grad_input.precomputed and all(not term.reductions and not term.loops for term in grad_input.terms)
-    assert not kernels["bn1_eval_forward"].precomputed  # evaluation mode: the running statistics, read
+    # evaluation mode: the running statistics, read; nothing summed
+    assert not any(p.reductions for p in kernels["bn1_eval_forward"].precomputed)
+
+
+def test_per_channel_coefficients_leave_two_multiply_adds_per_element():
+    """Batch norm's derived input gradient, ten products per element, regrouped by what each reads per
+    element: document 003's compact form, three per-channel coefficients (no square root per element)."""
+    spec = parse_spec(toml_of(SMALL))
+    kernels = {kernel.name: kernel for kernel in layer_kernels(spec.layers[1])}
+    grad_input = kernels["bn1_grad_input"]
+    assert [term.update for term in grad_input.terms] == [
+        "acc += coef0[c]*grad_output[n_p, c, i_p, j_p]", "acc += coef1[c]", "acc += x[n_p, c, i_p, j_p]*coef2[c]"]
+    coefficients = [p for p in grad_input.precomputed if not p.reductions]
+    assert [p.names for p in coefficients] == [("coef0", "coef1", "coef2")]  # one loop over the channels
+    assert [loop.variable for loop in coefficients[0].loops] == ["c"]
+    assert all("stat1[c]" in value for value in coefficients[0].values)
+    # the mean, then the variance beside the sums of dL/dY and X * dL/dY: two passes over the arrays
+    assert [p.names for p in grad_input.precomputed if p.reductions] == [("stat0",), ("stat1", "stat2", "stat3")]
+    assert [term.update for term in kernels["bn1_forward"].terms] == [
+        "acc += coef0[c]", "acc += x[n, c, i, j]*coef1[c]"]  # the shift (beta[c] included), the scale
+
+
+def test_layer_norm_statistics_are_computed_once_per_sample():
+    """Layer norm's statistics are per sample: arrays over the batch, filled before the output loops,
+    in the forward kernel and in every gradient (the weight gradient's sum over the batch reads them)."""
+    spec = parse_spec(toml_of(SMALL))
+    for kernel in layer_kernels(spec.layers[3]):
+        assert all(not term.reductions for term in kernel.terms), kernel.name
+        assert all(len(term.loops) <= 1 for term in kernel.terms), kernel.name  # at most the sum over the batch
+        for array in kernel.precomputed:
+            assert [loop.variable for loop in array.loops] == ["n"] and array.shape == ("N",), kernel.name
+    statistics = {kernel.name: [name for p in kernel.precomputed if p.reductions for name in p.names]
+                  for kernel in layer_kernels(spec.layers[3])}
+    assert statistics == {"ln1_forward": ["stat0", "stat1"], "ln1_grad_input": ["stat0", "stat1", "stat2", "stat3"],
+                          "ln1_grad_weight": ["stat0", "stat1"], "ln1_grad_bias": []}
 
 
 def test_evaluation_mode_kernels_read_the_running_statistics():

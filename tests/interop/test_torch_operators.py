@@ -121,5 +121,38 @@ def test_a_wrong_tensor_is_refused_in_one_line_before_any_kernel_runs(net, chang
 def test_repeated_layers_share_kernels_but_each_has_its_operators():
     net = Network.from_spec("seed004")
     operators = [layer_operators(net, layer) for layer in net.spec.layers]
-    assert len({operator.forward._qualname for operator in operators}) == len(net.spec.layers)
+    assert len({operator.forward.name() for operator in operators}) == len(net.spec.layers)
     assert layer_operators(net, net.spec.layers[0]) is operators[0]  # registered once per process
+
+
+def test_an_output_that_autograd_or_the_caller_holds_is_never_written_by_a_later_call(net):
+    """The outputs' memory is reused (symcnn.torch.outputs) only once no tensor refers to it: here the
+    convolution's output is held by autograd alone (the leaky ReLU saves its input) while a second pass runs."""
+    conv, act = layer_operators(net, net.spec.layers[0]), layer_operators(net, net.spec.layers[1])
+    x1, weight, bias = _arguments(net.spec.layers[0], np.random.default_rng(5))
+    x2 = torch.randn_like(x1)
+    first = act(conv(x1, weight, bias)).sum()
+    address = conv(x1, weight, bias).data_ptr()  # dropped at once: its memory is free again
+    kept = conv(x2, weight, bias)
+    assert kept.data_ptr() == address  # reused
+    second = act(conv(x2, weight, bias)).sum()  # another conv output: kept is alive
+    assert conv(x1, weight, bias).data_ptr() != kept.data_ptr()
+    for loss, x in ((first, x1), (second, x2)):
+        expected = F.leaky_relu(TWINS["conv"](x, weight, bias), 0.1).sum()
+        torch.testing.assert_close(torch.autograd.grad(loss, weight)[0], torch.autograd.grad(expected, weight)[0],
+                                   rtol=1e-11, atol=1e-12)
+
+
+def test_a_gradient_operator_refuses_to_be_differentiated(net):
+    conv = layer_operators(net, net.spec.layers[0])
+    x, weight, bias = _arguments(net.spec.layers[0], np.random.default_rng(6))
+    out = conv(x, weight, bias)
+    signature = conv.gradient_signature("weight")
+    values = {"x": x, "weight": weight, "bias": bias, "grad_output": torch.ones_like(out, requires_grad=True)}
+    grad_weight = conv.gradients["weight"](*(values[name] for name in signature.inputs))
+    torch.testing.assert_close(grad_weight, torch.autograd.grad(out.sum(), weight)[0])
+    with pytest.raises(RuntimeError, match="a gradient operator of the generated kernels has no gradient itself"):
+        grad_weight.sum().backward()
+    with pytest.raises(RuntimeError, match="has no gradient itself"):  # a second derivative, through the layer
+        torch.autograd.grad(torch.autograd.grad(conv(x, weight, bias).pow(2).sum(), weight, create_graph=True)[0]
+                            .sum(), x)

@@ -7,7 +7,9 @@ the text that was validated, never the user's file again.
 
 from __future__ import annotations
 
+import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,7 +42,7 @@ def test_a_cached_package_of_another_spec_is_regenerated_not_run(tmp_path, forge
     name = f"tiny-forged-{forge_digest}".lower()
     wanted, other = parse_spec(spec_text(name, 4)), tmp_path / "other.toml"
     other.write_text(spec_text(name, 9))
-    entry = loader.cache_dir() / f"{wanted.module_name}_{wanted.digest()}"
+    entry = loader.cache_entry(wanted)
     generate([str(other)], entry)
     if forge_digest:
         init = entry / wanted.module_name / "__init__.py"
@@ -91,3 +93,29 @@ def test_a_spec_without_toml_text_cannot_be_generated():
                            "layers": [{"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 2}]})
     with pytest.raises(ValueError, match="^spec 'from-python': no generated kernels, and no TOML text"):
         loader.load_kernels(spec)
+
+
+def test_a_changed_generator_gets_its_own_cache_entry(monkeypatch, tmp_path):
+    """Kernels cached by another version of the generator are never found: the entry's name carries a
+    digest of the generator's source, which changes with any file of it."""
+    spec = parse_spec(spec_text("tiny-generator", 4))
+    before = loader.cache_entry(spec)
+    assert before.name.startswith(f"{spec.module_name}_{spec.digest()}_")
+    package_root = tmp_path / "symcnn"
+    for part in loader.GENERATOR_SOURCES:  # a copy of the generator's sources, one template changed
+        source = Path(loader.__file__).resolve().parents[1] / part
+        if source.is_dir():
+            shutil.copytree(source, package_root / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, package_root / part)
+    (package_root / "runtime").mkdir()
+    monkeypatch.setattr(loader, "__file__", str(package_root / "runtime" / "loader.py"))
+    loader.generator_digest.cache_clear()
+    try:
+        assert loader.cache_entry(spec) == before
+        template = next((package_root / "codegen").rglob("*.jinja"))
+        template.write_text(template.read_text() + "\n")
+        loader.generator_digest.cache_clear()
+        assert loader.cache_entry(spec) != before
+    finally:
+        loader.generator_digest.cache_clear()

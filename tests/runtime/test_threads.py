@@ -167,6 +167,18 @@ def test_kernel_threads_restores_the_count_after_an_error():
     assert numba.get_num_threads() == 2
 
 
+def test_a_block_inside_another_keeps_the_outer_count():
+    two_threads()
+    with kernel_threads(FixedWatch(1)):
+        with kernel_threads(FixedWatch(2)):  # one choice per pass: the outer block's
+            assert numba.get_num_threads() == 1
+        assert numba.get_num_threads() == 1
+    assert numba.get_num_threads() == 2
+    with kernel_threads(FixedWatch(2)):
+        with kernel_threads(FixedWatch(1)):
+            assert numba.get_num_threads() == 2
+
+
 def test_adaptation_off_keeps_numbas_count(monkeypatch):
     two_threads()
     monkeypatch.setenv(threads.ENVIRONMENT, "0")
@@ -180,6 +192,10 @@ def test_a_bad_setting_is_a_one_line_error(monkeypatch, value):
     with pytest.raises(ValueError, match=f"^{threads.ENVIRONMENT}: must be 0 or 1, got '{value}'$"):
         with kernel_threads(FixedWatch(1)):
             pass
+    monkeypatch.setenv(threads.ENVIRONMENT, "1")
+    two_threads()
+    with kernel_threads(FixedWatch(1)):  # the refused block left nothing open: this one chooses
+        assert numba.get_num_threads() == 1
 
 
 def test_no_environment_variable_is_written(monkeypatch):

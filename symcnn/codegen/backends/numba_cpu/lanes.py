@@ -17,8 +17,9 @@ loop, contiguous in memory, so that the compiler can turn it into vector instruc
 
 It is a loop interchange and a change of layout of the same sums: every value is printed from the
 formula (:class:`~symcnn.printing.numba.NumbaPrinter`), the copies only move it. :func:`lanes_schedule`
-returns ``None`` for a kernel it does not fit (other terms, divisibility conditions of a strided
-input gradient, ...), which then keeps its gather or accumulate schedule.
+returns ``None`` for a kernel it does not fit (other terms, a divisibility condition that
+:mod:`symcnn.codegen.phases` left, ...), which then keeps its gather or accumulate schedule; a strided
+input gradient comes here as its phases, each a plain correlation.
 
 Example:
     >>> from symcnn.codegen.lower import layer_kernels
@@ -39,6 +40,7 @@ from sympy import Expr, Indexed, IndexedBase, Sum, Symbol
 from symcnn.symbolic.adjoint import GatherTerm
 from symcnn.codegen.cost_model import LoopNest, vector_nest
 from symcnn.codegen.kernel_ir import Lanes, Loop, Staging
+from symcnn.codegen.backends.numba_cpu.product_blocks import batch_unrolled, blocked_by_images, row_block
 from symcnn.printing.nodes import FloorDiv, OrderedSum
 
 __all__ = ["lanes_schedule"]
@@ -92,6 +94,13 @@ def _affine_range(expr: Expr, ranges: dict) -> Optional[tuple[int, int]]:
     return int(low), int(high)
 
 
+def _in_bounds(read: Indexed, shape, ranges: dict, image) -> bool:
+    """Every index of ``read`` but the image's stays inside ``shape`` over the box ``ranges`` (a
+    phase's read whose bounds hold everywhere: :mod:`symcnn.codegen.phases` dropped them)."""
+    spans = [(_affine_range(index, ranges), size) for index, size in zip(read.indices, shape) if index != image]
+    return all(span is not None and size.is_Integer and 0 <= span[0] and span[1] <= size - 1 for span, size in spans)
+
+
 def _is_bound_of(condition, reads: list[Indexed]) -> bool:
     """``condition`` is ``0 <= e`` or ``e <= size - 1`` for an index ``e`` of one of ``reads``:
     reading a zero-padded copy of that operand then implements it."""
@@ -117,11 +126,11 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
         return None
     product = products[0]
     factors = sympy.Mul.make_args(product.body)
-    if len(factors) != 2 or not all(isinstance(f, Indexed) for f in factors):
-        return None
+    shapes = {tensor.base: tensor.shape for tensor in tensors}
+    if len(factors) != 2 or not all(isinstance(f, Indexed) and f.base in shapes for f in factors):
+        return None  # not two reads of the formula's tensors (a precomputed array has no tensor)
     if any(c.has(sympy.Mod) for c in product.conditions):
         return None  # a strided input gradient: most of a lane would be skipped
-    shapes = {tensor.base: tensor.shape for tensor in tensors}
     padded = {tensor.base for tensor in tensors if tensor.zero_padded}
     batch_index = indices[0] if shape and shape[0] == batch else None
     batch_loop = next((var for var, low, high in product.limits if high + 1 == batch), None)
@@ -143,7 +152,8 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
     if not all(_is_bound_of(c, [(broadcast, shapes[broadcast.base])]) for c in product.conditions):
         return None
     if broadcast.base not in padded and not product.conditions and any(
-            not (index.is_Symbol or index.is_Integer) for index in broadcast.indices):
+            not (index.is_Symbol or index.is_Integer) for index in broadcast.indices) and not _in_bounds(
+            broadcast, shapes[broadcast.base], ranges, image):
         return None  # an affine read of an operand that is not zero-padded: its bounds are not ours
 
     stagings = []
@@ -160,32 +170,57 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
         column = [others[-1]] if others and len(indices) >= 3 else []
         tile_vars, rows = column + [lane], [var for var in others if var not in column]
     sizes = dict(zip(indices, shape))
+    store = _named(lowering, output_name)[tuple(indices)]
+    images = blocked_by_images(lowering, over_batch, rows, tile_vars, stagings, streamed_read, image, batch,
+                               int(sizes[lane]))
+    if images:  # several images per work item, a tile row each (product_blocks.py)
+        broadcast_read = broadcast_read.subs(image, images.read_image)
+        store = store.subs(image, images.image)
+        tile_vars, sizes[images.slot] = [images.slot] + tile_vars, sympy.Integer(images.size)
     tile_extents = [lowering.code(sizes[var]) for var in tile_vars]
     lane_block = _lane_block(over_batch, stagings, lane, indices, [int(sizes[var]) for var in tile_vars])
-    store = _named(lowering, output_name)[tuple(indices)]
-    block_bounds = ("", "", "")
+    block_bounds, row_start, tile_sizes = ("", "", ""), "", dict(sizes)
     if lane_block:  # the lane axis in blocks: lanes and output read at the block's start plus the lane
         start = Symbol("lane_start", integer=True, nonnegative=True)
         lanes_symbol = Symbol("lanes", integer=True, positive=True)
         block = Symbol("block", integer=True, nonnegative=True)
         streamed_read = streamed_read.subs(lane, start + lane)
         store = store.subs(lane, start + lane)
+        lane_block, height = row_block([int(sizes[var]) for var in tile_vars], lane_block, int(sizes[lane]),
+                                       LANE_BLOCK_ELEMENTS)
         tile_extents[-1] = str(lane_block)
+        lane_blocks, lane_index = FloorDiv(lanes_symbol + lane_block - 1, lane_block), block
+        if height:  # and the rows (product_blocks.py): the row read and stored at the block's first row plus the row
+            row, first_row = tile_vars[0], Symbol("row_start", integer=True, nonnegative=True)
+            broadcast_read, streamed_read, store = (expr.subs(row, first_row + row)
+                                                    for expr in (broadcast_read, streamed_read, store))
+            tile_sizes[row], tile_extents[0] = sympy.Integer(height), str(height)
+            lane_blocks = -(-int(sizes[lane]) // lane_block)  # a constant: NumbaPrinter misprints a // (b // c)
+            row_start = printer(height * FloorDiv(block, lane_blocks))
+            lane_index = sympy.Mod(block, lane_blocks)
         # max(0, ...): LLVM then knows that the reads' indices are nonnegative; else numba's
         # wraparound of negative indices keeps the lane loops scalar (measured: 5x slower)
-        block_bounds = (printer(FloorDiv(lanes_symbol + lane_block - 1, lane_block)),
-                        printer(sympy.Max(0, block * lane_block, evaluate=False)),
+        block_bounds = (printer(lane_blocks * (int(sizes[tile_vars[0]]) // height) if height else lane_blocks),
+                        printer(sympy.Max(0, lane_index * lane_block, evaluate=False)),
                         printer(sympy.Min(lanes_symbol, start + lane_block) - start))
     row_loops, parts = _row_parts(lowering, [(var, int(sizes[var])) for var in rows], batch)
-    tile = tuple(Loop(printer(var), ("width" if lane_block else "lanes") if var == lane else lowering.code(sizes[var]))
-                 for var in tile_vars)
+    tile = tuple(Loop(printer(var), ("width" if lane_block else "lanes") if var == lane
+                      else lowering.code(tile_sizes[var])) for var in tile_vars)
     init = lowering.code(constants[0].body) if constants else lowering.identity(Sum)  # the terms are a sum
     reduction = [(var, int(low), int(high)) for var, low, high in product.limits if var != batch_loop]
-    outer_tile = [(var, int(sizes[var])) for var in tile_vars[:-1]]
+    outer_tile = [(var, int(tile_sizes[var])) for var in tile_vars[:-1]]
     tile_element = _named(lowering, "tile")[tuple(tile_vars)]
     blocked = _register_blocks(
         lowering, reduction, outer_tile, (broadcast_read, streamed_read), lane, tile_element,
-        *((OVER_BATCH_UNROLL, OVER_BATCH_BLOCK) if over_batch else (UNROLL, _block_limit(int(sizes[lane])))))
+        *((OVER_BATCH_UNROLL, OVER_BATCH_BLOCK) if over_batch
+          else (UNROLL, images.size if images else _block_limit(int(sizes[lane])))))
+    batch_unroll = None
+    if lane_block and not reduction:  # every image into one tile: several per update (product_blocks.py)
+        batch_unroll = batch_unrolled(
+            lowering, lambda lowering, reduction, outer_tile, broadcast_read, streamed_read, tile_element, unroll,
+            block: _register_blocks(lowering, reduction, outer_tile, (broadcast_read, streamed_read), lane,
+                                    tile_element, unroll, block)[:3],
+            batch_loop, batch, broadcast_read, streamed_read, tile_element, outer_tile, OVER_BATCH_BLOCK)
     return {
         "kind": "lanes",
         "output_loops": tuple(Loop(printer(var), lowering.code(sizes[var]), position == 0)
@@ -210,15 +245,20 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
             store=printer(store),
             lane_block=lane_block,
             block_bounds=block_bounds,
+            images=images.groups if images else None,
+            batch_unroll=batch_unroll,
+            row_start=row_start,
         ),
         "nest": _lanes_nest(indices, shape, batch_index, [int(sizes[var]) for var in rows], outer_tile, reduction,
-                            int(sizes[lane]), lane_block, blocked, stagings),
+                            int(sizes[lane]), lane_block, blocked, stagings,
+                            int(sizes[tile_vars[0]]) // int(tile_sizes[tile_vars[0]]) / (images.size if images else 1)),
     }
 
 
 def _lanes_nest(indices, shape, batch_index, rows, outer_tile, reduction, lanes: int, lane_block: int,
-                blocked: Blocked, stagings) -> LoopNest:
-    """The lanes schedule's numbers for the cost model (:mod:`symcnn.codegen.cost_model`), per image."""
+                blocked: Blocked, stagings, share: float) -> LoopNest:
+    """The lanes schedule's numbers for the cost model (:mod:`symcnn.codegen.cost_model`), per image;
+    ``share``: the tile's loops run that many times per image (its row blocks, over a block of images)."""
     outputs = math.prod(int(size) for var, size in zip(indices, shape) if var != batch_index)
     products = math.prod(high - low + 1 for _, low, high in reduction)
     trips = lane_block or lanes
@@ -226,7 +266,7 @@ def _lanes_nest(indices, shape, batch_index, rows, outer_tile, reduction, lanes:
                        reduction=[high - low + 1 for _, low, high in reduction], lanes=trips, useful=trips,
                        block=blocked.block, unroll=blocked.unroll, streamed=blocked.streamed,
                        hoisted=len(blocked.broadcasts), staged=_staged_elements(stagings),
-                       stored=outputs if batch_index is not None else 0, repeats=-(-lanes // trips))
+                       stored=outputs if batch_index is not None else 0, repeats=-(-lanes // trips) * share)
 
 
 def _staged_elements(stagings) -> int:
