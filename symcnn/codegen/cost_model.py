@@ -7,12 +7,14 @@ output channels), vectorized over output columns (the *columns* schedule,
 blocking; or left scalar (the *accumulate* or *gather* form). Each candidate describes itself as a
 :class:`LoopNest` (how many lane loops it enters per image, how long they run, how many tile
 elements and products each iteration updates, what it copies), and :func:`estimate` prices it in
-nanoseconds per image from constants measured on this machine class (2-core AMD EPYC, AVX-512, numba
-0.6x, two threads): the cheapest candidate is generated. The constants live here, in the code, so that
-generation is deterministic: regenerating is byte-identical on any machine, whatever it would time.
-``docs/bench/schedule_costs.py`` times the candidates of a range of layer shapes and fits these
-constants (its output: ``docs/bench/schedule_costs.txt``, summarized in docs/performance.md,
-"Schedules from shapes"); no schedule names a spec.
+nanoseconds per image from constants measured on this machine class (2-core AMD EPYC, AVX-512,
+numba 0.6x, one thread: the model compares work per core). The lanes schedule is taken wherever it
+fits (:data:`LANES_FIRST`); elsewhere the cheapest candidate is generated. The constants live here,
+in the code, so that generation is deterministic: regenerating is byte-identical on any machine,
+whatever it would time. ``docs/bench/schedule_costs.py`` times the candidates of a range of layer
+shapes and fits these constants (its timings: ``docs/bench/schedule_costs.json``; its fit:
+``docs/bench/schedule_costs.txt``; summarized in docs/performance.md, "Schedules from shapes");
+no schedule names a spec.
 
 Example: LeNet-5's first convolution (1 input channel, 6 output channels, 28 x 28 outputs) has no
 vector of channels; its columns, 28 of them, padded to 32, make two vectors:
@@ -32,8 +34,13 @@ import math
 from contextvars import ContextVar
 from typing import Callable, Iterator, NamedTuple, Optional, Sequence, TypeVar
 
-__all__ = ["VECTOR", "LoopNest", "vector_nest", "scalar_nest", "spilled", "estimate", "cheapest", "restricted",
-           "recorded"]
+__all__ = ["LANES_FIRST", "VECTOR", "LoopNest", "vector_nest", "scalar_nest", "spilled", "estimate", "cheapest",
+           "restricted", "recorded"]
+
+#: The lanes schedule, wherever it fits, without an estimate: in the calibration it was the fastest
+#: candidate of every kernel it fit (9 of 9; one tie, 8 lanes against columns), so the constants below are
+#: fitted to, and decide among, the columns candidates and the scalar form of the kernels it does not fit.
+LANES_FIRST = True
 
 #: float32 values per vector the lane loops are vectorized to: LLVM's choice for this machine's
 #: ``znver4`` target is 512-bit vectors (``zmm`` multiply-adds in the compiled lane loops), its
@@ -46,26 +53,26 @@ VECTOR = 16
 #: the loop's set-up), per value read before it (a broadcast), per vector iteration and product,
 #: per distinct lane-dependent read in an iteration, per tile element loaded and stored, and a scalar
 #: remainder iteration (lanes beyond the last whole vector) as a fraction of a vector iteration.
-LANE_LOOP = 3.0
-HOISTED = 0.3
-PRODUCT = 0.25
-STREAMED = 0.2
-TILE = 0.4
-REMAINDER = 0.8
+LANE_LOOP = 0.793
+HOISTED = 0.0999
+PRODUCT = 0.356
+STREAMED = 0.246
+TILE = 0.184
+REMAINDER = 0.1
 #: Per vector iteration and broadcast value that does not fit the vector registers (``REGISTERS``,
 #: the tile elements' included) and is read again from the stack.
-SPILLED = 0.1
+SPILLED = 0.712
 REGISTERS = 32
 #: Per element copied into a staging copy, and per output element initialized and stored.
-STAGED = 0.4
-STORED = 0.6
+STAGED = 0.399
+STORED = 0.567
 #: The accumulate form: per row loop entered, per vector iteration of it (an output element loaded,
 #: a product added, stored).
-ROW_LOOP = 3.0
-ROW_ITERATION = 1.2
+ROW_LOOP = 0.0
+ROW_ITERATION = 3.27
 #: The gather form: per product (scalar: a window's read and its bounds), per output element.
-GATHER_PRODUCT = 0.9
-GATHER_OUTPUT = 2.0
+GATHER_PRODUCT = 0.428
+GATHER_OUTPUT = 0.0
 
 
 class LoopNest(NamedTuple):
@@ -123,7 +130,7 @@ def spilled(nest: LoopNest) -> int:
 
 
 def estimate(nest: LoopNest) -> float:
-    """Nanoseconds per image the constants above predict for ``nest`` (batch 64, two threads)."""
+    """Nanoseconds per image the constants above predict for ``nest`` (batch 64, one thread)."""
     if nest.schedule == "gather":
         return GATHER_PRODUCT * nest.multiply_adds + GATHER_OUTPUT * nest.stored
     if nest.schedule == "accumulate":
@@ -169,10 +176,13 @@ def recorded() -> Iterator[list[list[LoopNest]]]:
 
 
 def cheapest(candidates: Sequence[Candidate], nest_of: Callable[[Candidate], LoopNest] = lambda c: c) -> Candidate:
-    """The candidate of least :func:`estimate` (the first of equals), among those :func:`restricted`
-    allows."""
+    """The lanes candidate when there is one (:data:`LANES_FIRST`), else the candidate of least
+    :func:`estimate` (the first of equals), among those :func:`restricted` allows."""
     record = _RECORD.get()
     if record is not None:
         record.append([nest_of(candidate) for candidate in candidates])
     allowed = [candidate for candidate in candidates if _ALLOWED.get()(nest_of(candidate))] or list(candidates)
+    lanes = [candidate for candidate in allowed if nest_of(candidate).schedule == "lanes"]
+    if LANES_FIRST and lanes:
+        return lanes[0]
     return min(allowed, key=lambda candidate: estimate(nest_of(candidate)))

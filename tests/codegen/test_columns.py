@@ -14,7 +14,7 @@ from symcnn.codegen import cost_model
 from symcnn.codegen.backends.numba_cpu.columns import columns_fit
 from symcnn.codegen.lower import layer_formula, layer_kernels
 from symcnn.spec import load_spec, spec_from_dict
-from tests.kernels_helpers import network_for, random_params, torch_loss_and_grads
+from tests.kernels_helpers import assert_float64_equals_pytorch, network_for, random_params
 
 
 @pytest.fixture(autouse=True)
@@ -107,23 +107,25 @@ def test_what_the_columns_schedule_does_not_fit():
 @st.composite
 def few_channel_specs(draw):
     """Random small convolutions with few channels: columns read with a unit step (the width's stride 1),
-    anything else random (the height's stride, padding, dilation, non-square kernels)."""
+    anything else random (the height's stride, padding, dilation, non-square kernels, groups)."""
     height, width = draw(st.integers(3, 10)), draw(st.integers(3, 13))
     kernel = [draw(st.integers(1, min(3, height))), draw(st.integers(1, min(4, width)))]
-    conv = {"out_channels": draw(st.integers(1, 5)), "kernel": kernel,
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    conv = {"out_channels": groups * draw(st.integers(1, 3)), "kernel": kernel, "groups": groups,
             "stride": [draw(st.integers(1, 2)), 1], "padding": [draw(st.integers(0, 1)), draw(st.integers(0, 2))],
             "dilation": [1, draw(st.integers(1, 2))], "bias": draw(st.booleans())}
     if width + 2 * conv["padding"][1] - conv["dilation"][1] * (kernel[1] - 1) < 1:
         conv["dilation"] = [1, 1]
-    channels = draw(st.integers(1, 3))
+    channels = groups * draw(st.integers(1, 2 if groups > 1 else 3))
     digest = hashlib.sha256(repr((conv, channels, height, width)).encode()).hexdigest()[:10]
     return _conv_spec(f"columns-{digest}", (channels, height, width), **conv)
 
 
-@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(spec=few_channel_specs())
 def test_random_few_channel_convolutions_in_columns_equal_pytorch(tmp_path_factory, spec):
-    torch = pytest.importorskip("torch")
+    """Forced to the columns schedule wherever it fits, every other candidate excluded."""
+    pytest.importorskip("torch")
     with cost_model.restricted(_only_columns):
         kinds = {name: kernel.kind for name, kernel in _kernels(spec).items()}
         net = network_for(spec, tmp_path_factory.mktemp("spec"))
@@ -132,13 +134,19 @@ def test_random_few_channel_convolutions_in_columns_equal_pytorch(tmp_path_facto
     assert len(re.findall(r"lanes = ", open(source).read())) == sum(kind == "columns" for kind in kinds.values())
     rng = np.random.default_rng(0)
     net.load_params(random_params(net, rng))
-    x = rng.standard_normal((3, *net.spec.input_shape))
-    labels = np.array([1, 2, 0])
-    loss, grads = net.loss_and_grads(x, labels)
-    expected_loss, _, expected = torch_loss_and_grads(net.spec, net.params, x, labels, torch.float64)
-    assert loss == pytest.approx(expected_loss, rel=1e-10)
-    for key, value in expected.items():
-        np.testing.assert_allclose(grads[key], value, rtol=1e-9, atol=1e-12, err_msg=key)
+    assert_float64_equals_pytorch(net, rng, np.array([1, 2, 0]))
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spec=few_channel_specs())
+def test_random_few_channel_convolutions_as_the_model_schedules_them_equal_pytorch(tmp_path_factory, spec):
+    """As generated (the cost model's choice: columns, lanes or the scalar form, a strided input gradient
+    in phases, each of which may take the columns schedule)."""
+    pytest.importorskip("torch")
+    net = network_for(spec, tmp_path_factory.mktemp("spec"))
+    rng = np.random.default_rng(2)
+    net.load_params(random_params(net, rng))
+    assert_float64_equals_pytorch(net, rng, np.array([0, 1]))
 
 
 def test_columns_weight_gradients_do_not_depend_on_the_thread_count(monkeypatch, tmp_path):

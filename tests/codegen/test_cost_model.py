@@ -1,6 +1,7 @@
 """The schedule cost model (symcnn/codegen/cost_model.py): properties of its choices over ranges of shapes,
 not one spec's; its estimates; and that generation never times anything (regenerating is byte-identical)."""
 
+import re
 import time
 
 import pytest
@@ -42,9 +43,10 @@ def test_many_channels_keep_the_lanes_schedule(c_in, c_out, size):
 
 
 def test_a_strided_convolution_keeps_its_schedules():
-    """Columns read with a step of two are no vector: its kernels keep the lanes and gather forms."""
+    """Columns read with a step of two are no vector: its forward pass and weight gradient keep the lanes
+    schedule; its input gradient runs by phase (symcnn/codegen/phases.py)."""
     kinds = _conv_kernels(3, 16, 16, 3, padding=1, stride=2)
-    assert kinds == {"forward": "lanes", "grad_input": "sum", "grad_weight": "lanes", "grad_bias": "sum"}
+    assert kinds == {"forward": "lanes", "grad_input": "phases", "grad_weight": "lanes", "grad_bias": "sum"}
 
 
 def _nest(**changes) -> LoopNest:
@@ -67,13 +69,17 @@ def test_a_scalar_remainder_costs_nearly_a_vector_iteration_per_lane():
     assert estimate(_nest(lanes=29)) > estimate(_nest(lanes=32))
 
 
-def test_restricted_narrows_the_candidates_and_falls_back_to_all():
+def test_the_lanes_schedule_comes_first_and_restricted_narrows_the_candidates():
+    """The lanes candidate wherever there is one (it was the fastest wherever it fit); otherwise the
+    cheapest estimate; restricted() narrows the candidates, and falls back to all when it allows none."""
     lanes, columns = _nest()._replace(schedule="lanes"), _nest(rows=(1,))
-    assert cheapest([lanes, columns]) == columns
-    with cost_model.restricted(lambda nest: nest.schedule == "lanes"):
-        assert cheapest([lanes, columns]) == lanes
+    assert cost_model.LANES_FIRST and estimate(columns) < estimate(lanes)
+    assert cheapest([columns, lanes]) == lanes
+    assert cheapest([_nest(), columns]) == columns
+    with cost_model.restricted(lambda nest: nest.schedule == "columns"):
+        assert cheapest([lanes, columns, _nest()]) == columns
     with cost_model.restricted(lambda nest: nest.schedule == "max"):
-        assert cheapest([lanes, columns]) == columns
+        assert cheapest([lanes, columns]) == lanes
     with cost_model.recorded() as choices:
         cheapest([lanes, columns])
     assert choices == [[lanes, columns]]
@@ -99,6 +105,23 @@ def test_every_candidate_is_estimated_from_its_shapes(spec, label):
         kernels = layer_kernels(layer)
     assert len(choices) == 3  # forward, input gradient, weight gradient; the bias gradient has no choice
     for nests, kernel in zip(choices, kernels):
-        best = min(nests, key=estimate)
+        best = next((nest for nest in nests if nest.schedule == "lanes"), None) or min(nests, key=estimate)
         assert best.schedule == {"sum": "gather"}.get(kernel.kind, kernel.kind)
         assert all(nest.multiply_adds == nests[0].multiply_adds for nest in nests)  # the same work, scheduled
+
+
+def test_no_columns_candidate_runs_a_read_backwards_in_a_loop():
+    """An input gradient reads its streamed operand backwards (``k - u``, ``l - v``): a candidate that
+    left ``u`` or ``v`` a loop would keep numba's wraparound test in the lane loop (scalar, measured 4-10x
+    slower), so only unrolls that take such loops whole are offered: LeNet-5's second input gradient
+    (5 x 5 window) gets its 25 products per update."""
+    layer = next(layer for layer in load_spec("suite-lenet").layers if layer.label == "conv2")
+    with cost_model.recorded() as choices:
+        kernels = {kernel.name: kernel for kernel in layer_kernels(layer)}
+    grad_input = kernels["conv2_grad_input"]
+    assert grad_input.kind == "columns"
+    columns = [nest for nests in choices for nest in nests if nest.schedule == "columns"
+               and nest.multiply_adds == choices[1][0].multiply_adds]
+    assert columns and all(nest.products == 25 for nest in columns)
+    assert all(re.search(r"grad_output_padded\[c_out, k \+ \d+, l \+ \d+\]", update)
+               for update in grad_input.lanes.updates)

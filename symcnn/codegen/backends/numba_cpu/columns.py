@@ -197,6 +197,16 @@ def _unrolls(reduction) -> list[tuple[int, ...]]:
     return unrolls
 
 
+def _reads_backwards(fit: ColumnsFit, unroll: tuple[int, ...]) -> bool:
+    """A reduction loop that ``unroll`` leaves a loop runs the streamed read backwards (``l - v``, ``k - u``,
+    an input gradient's): numba then cannot tell that the index stays nonnegative and keeps its
+    wraparound test, and the lane loop stays scalar (measured: 4-10x slower than the same kernel
+    unrolled whole; see docs/performance.md, "Schedules from shapes"). Such candidates are not offered."""
+    whole = {var for (var, low, high), size in zip(fit.reduction[::-1], unroll) if size == high - low + 1}
+    return any(sympy.expand(index).coeff(var) < 0 for var, _, _ in fit.reduction if var not in whole
+               for index in fit.streamed.indices)
+
+
 def _read_counts(fit: ColumnsFit, block: int, unroll: tuple[int, ...]) -> tuple[int, int]:
     """(values read before each lane loop, distinct lane-dependent reads in it) at ``block`` x ``unroll``."""
     sizes = dict(zip([var for var, _, _ in fit.reduction[::-1]], unroll))  # innermost first
@@ -233,7 +243,7 @@ def columns_candidates(lowering, output_name: str, indices, shape, batch, terms,
         staged = sum(math.prod(_staged_shape(read, shapes[read.base], fit.image, ranges)) for read in fit.factors
                      if not _plain(read) or (read is fit.streamed and width != fit.extent))
         for block in _options(fit.outer[-1][1] if fit.outer else 0, MAX_BLOCK):
-            for unroll in _unrolls(fit.reduction):
+            for unroll in (unroll for unroll in _unrolls(fit.reduction) if not _reads_backwards(fit, unroll)):
                 hoisted, streamed = _read_counts(fit, block, unroll)
                 nest = vector_nest(
                     "columns", multiply_adds=outputs * products, rows=[e for _, e in fit.rows],
