@@ -26,7 +26,7 @@ def flatten3_forward(x, out):
     for n in prange(N):
         for k in range(256):
             acc = 0.0
-            acc += x[n, (k) // 16, (k) // 4 % 4, k % 4]
+            acc += x[n, (k) // 16, ((k) // 4) % 4, k % 4]
             out[n, k] = acc
 
 

@@ -26,7 +26,7 @@ def flatten4_forward(x, out):
     for n in prange(N):
         for k in range(8192):
             acc = 0.0
-            acc += x[n, (k) // 256, (k) // 16 % 16, k % 16]
+            acc += x[n, (k) // 256, ((k) // 16) % 16, k % 16]
             out[n, k] = acc
 
 

@@ -26,7 +26,7 @@ def flatten3_forward(x, out):
     for n in prange(N):
         for k in range(4096):
             acc = 0.0
-            acc += x[n, (k) // 256, (k) // 16 % 16, k % 16]
+            acc += x[n, (k) // 256, ((k) // 16) % 16, k % 16]
             out[n, k] = acc
 
 

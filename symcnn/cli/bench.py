@@ -40,7 +40,8 @@ def add_bench(commands, number) -> None:
     bench.add_argument("--json", action="store_true", help="machine-readable results")
     bench.add_argument("--startup", action="store_true",
                        help="also time start-up: generate into an empty directory, then a new process's first "
-                            "train step, cold (compiling) and warm (numba's cache)")
+                            "train step, cold (compiling in worker processes; again compiling in the process itself, "
+                            "as before parallel compiling) and warm (numba's cache)")
 
 
 def run_bench(args) -> int:

@@ -18,6 +18,7 @@ from symcnn.cli.arguments import Parser as _Parser  # one-line errors, suggestio
 from symcnn.cli.arguments import OPTION_OF_SETTING, add_format_options, chosen_format, print_document
 from symcnn.cli.arguments import operand, size as _size, values as _values
 from symcnn.cli.bench import add_bench as _add_bench, run_bench as _run_bench
+from symcnn.cli.compile import add_compile as _add_compile, run_compile as _run_compile
 from symcnn.cli.derive import add_derive as _add_derive
 from symcnn.cli.exercise import RUNNERS as _TEACHING, add_commands as _add_teaching
 from symcnn.cli.importing import add_import as _add_import, run_import as _run_import
@@ -48,6 +49,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_derive(commands)
     _add_formula(commands)
     _add_generate(commands)
+    _add_compile(commands)
     _add_train(commands)
     _add_bench(commands, _number)
     _add_summary(commands, _number)
@@ -377,9 +379,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     args = parser.parse_args(argv)
     args.argv = argv  # the command as typed: the first line of a --standalone document names it
     runners = {"demo": _run_demo, "examples": _run_examples, "derive": _run_derive, "formula": _run_formula,
-               "generate": _run_generate, "train": _run_train, "bench": _run_bench, "report": _run_report,
-               "check": _run_check, "errata": _run_errata, "import": _run_import, "summary": _run_summary,
-               **_TEACHING}
+               "generate": _run_generate, "compile": _run_compile, "train": _run_train, "bench": _run_bench,
+               "report": _run_report, "check": _run_check, "errata": _run_errata, "import": _run_import,
+               "summary": _run_summary, **_TEACHING}
     try:
         return runners[args.command](args)
     except ValueError as error:  # user errors: one line naming the option, no traceback

@@ -43,7 +43,7 @@ from symcnn.codegen.coefficients import invariant_terms
 from symcnn.codegen.backends.numba_cpu.lanes import lanes_schedule
 from symcnn.codegen.schedule_choice import vector_schedule
 from symcnn.codegen.phases import PhaseSplit, split_phases, without_single_loops
-from symcnn.codegen.rewrites import (exponential_tanh, fold_bound, integer_indices, padding_conditions,
+from symcnn.codegen.rewrites import (fold_bound, for_kernels, padding_conditions,
                                      shifted_exponential_sum, switch_test, window_offset)
 from symcnn.views.formula import FormulaView
 from symcnn.printing.nodes import Assign, Guard
@@ -104,7 +104,7 @@ class _Lowering:
                            lambda term, views: collapse_rows(self, term, tensors, views))
 
     def code(self, expr) -> str:
-        return self.printer.doprint(integer_indices(exponential_tanh(sympy.sympify(expr))))
+        return self.printer.doprint(for_kernels(sympy.sympify(expr)))
 
     def loop(self, variable, low, high, parallel=False) -> Loop:
         """The loop ``low <= variable <= high``: its bounds may depend on outer loops (an adaptive window)."""
@@ -124,7 +124,7 @@ class _Lowering:
 
     def statement(self, target: Expr, value: Expr) -> str:
         """``target = value`` printed (``target += rest`` for a value ``target + rest``)."""
-        return self.printer.doprint(integer_indices(Assign(target, exponential_tanh(value))))
+        return self.printer.doprint(for_kernels(Assign(target, value)))
 
     def update(self, accumulator: Expr, reduction: type, value: Expr) -> str:
         """The statement that combines ``value`` into ``accumulator`` by ``reduction``'s step:

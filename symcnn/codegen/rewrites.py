@@ -14,7 +14,10 @@ the result with :class:`~symcnn.printing.numba.NumbaPrinter`; the printer itself
 - ``sum_j exp(z_j)`` is computed as ``exp(m) * sum_j exp(z_j - m)`` with ``m = max_j z_j``, so that
   large scores do not overflow (log-sum-exp; :func:`shifted_exponential_sum`);
 - ``tanh(z)`` is computed as ``1 - 2/(exp(2z) + 1)``, one ``exp`` at a quarter of the cost of libm's
-  ``tanh`` (:func:`exponential_tanh`).
+  ``tanh`` (:func:`exponential_tanh`);
+- the logistic's derivative ``exp(a)/(exp(a) + 1)**2`` is computed as ``1/((exp(a) + 1)(exp(-a) + 1))``,
+  the same function, which a large ``|a|`` sends to 0 where the first form gives inf/inf
+  (:func:`bounded_logistic_slope`).
 
 Example:
     >>> k, u = sympy.symbols("k u", integer=True, nonnegative=True)
@@ -33,7 +36,7 @@ from symcnn.printing.nodes import FloorDiv
 from symcnn.symbolic.functions import FirstArgmax, MaxOver
 
 __all__ = ["integer_index", "integer_indices", "padding_conditions", "fold_bound", "window_offset", "switch_test",
-           "shifted_exponential_sum", "exponential_tanh"]
+           "shifted_exponential_sum", "exponential_tanh", "bounded_logistic_slope", "for_kernels"]
 
 
 def integer_index(expr: Expr) -> Expr:
@@ -185,6 +188,38 @@ def exponential_tanh(expr: Expr) -> Expr:
     (1 - 2/(exp(2*z) + 1))**2
     """
     return expr.replace(sympy.tanh, lambda argument: 1 - 2 / (sympy.exp(2 * argument) + 1))
+
+
+def bounded_logistic_slope(expr: Expr) -> Expr:
+    """Every ``exp(a)*(exp(a) + 1)**-2`` of ``expr`` (the sigmoid's derivative, as SymPy differentiates
+    ``1/(1 + exp(-x))``) as ``1/((exp(a) + 1)*(exp(-a) + 1))``: the same function (multiply above and
+    below by ``exp(-a)``). In float32 ``exp(a)`` overflows for ``a`` above 88.7 (float64: 709.8), and
+    the first form is then inf/inf, NaN, where the gradient is 0 (about 1e-39): the second form's
+    denominator is inf, the value 0. No subtraction, so no precision lost anywhere.
+
+    >>> x = Symbol("x")
+    >>> bounded_logistic_slope(sympy.diff(1 / (1 + sympy.exp(-x)), x))
+    1/((1 + exp(-x))*(exp(x) + 1))
+    """
+    def rewrite(product: sympy.Mul) -> Expr:
+        factors = list(product.args)
+        for exponential in [factor for factor in factors if isinstance(factor, sympy.exp)]:
+            square = (exponential + 1) ** -2
+            if square in factors:
+                factors.remove(exponential)
+                factors.remove(square)
+                argument = exponential.args[0]
+                slope = 1 / ((sympy.exp(argument) + 1) * (sympy.exp(-argument) + 1))
+                return rewrite(sympy.Mul(*factors, slope, evaluate=False)) if factors else slope
+        return product
+
+    return expr.replace(lambda node: isinstance(node, sympy.Mul), rewrite)
+
+
+def for_kernels(expr: Expr) -> Expr:
+    """The rewrites of a kernel's arithmetic, before printing: :func:`exponential_tanh` and
+    :func:`bounded_logistic_slope`, then :func:`integer_indices`."""
+    return integer_indices(bounded_logistic_slope(exponential_tanh(expr)))
 
 
 def fold_bound(condition, bounds: dict, order: list, outer: set) -> bool:

@@ -47,12 +47,16 @@ class FloorDiv(Expr):
     """Integer division ``a // b`` of an index, exact where its conditions hold (code only)."""
 
     is_commutative = True  # a number: a product prints it among the factors, a quotient's denominator as such
+    #: Just below a product's (SymPy's printers read this attribute): a product or power around it
+    #: parenthesizes it, since Python reads ``a*(b) // c`` as ``(a*b) // c``.
+    precedence = PRECEDENCE["Mul"] - 1
 
     def __new__(cls, numerator, denominator):
         return Expr.__new__(cls, sympy.sympify(numerator), sympy.sympify(denominator))
 
     def _sympystr(self, printer):
-        return f"({printer._print(self.args[0])}) // {printer._print(self.args[1])}"
+        denominator = printer._print(self.args[1])  # parenthesized as NumbaPrinter does: a // (b*c)
+        return f"({printer._print(self.args[0])}) // {denominator if self.args[1].is_Atom else f'({denominator})'}"
 
 
 def is_iverson(expr: Piecewise) -> bool:

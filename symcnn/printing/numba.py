@@ -81,8 +81,21 @@ class NumbaPrinter(PythonCodePrinter):
         return name
 
     def _print_FloorDiv(self, expr):
+        """``(numerator) // denominator``, the denominator in parentheses unless it is a name or a
+        number: Python reads ``a // b*c`` as ``(a // b)*c`` and ``a // b // c`` as ``(a // b) // c``.
+
+        >>> from sympy import symbols
+        >>> from symcnn.printing.nodes import FloorDiv
+        >>> a, b, c = symbols("a b c", integer=True)
+        >>> printer = NumbaPrinter({})
+        >>> printer.doprint(FloorDiv(a, b * c)), printer.doprint(FloorDiv(a, FloorDiv(b, c)))
+        ('(a) // (b*c)', '(a) // ((b) // c)')
+        """
         numerator, denominator = expr.args
-        return f"({self._print(numerator)}) // {self._print(denominator)}"
+        printed = self._print(denominator)
+        if not denominator.is_Atom:
+            printed = f"({printed})"
+        return f"({self._print(numerator)}) // {printed}"
 
     def _print_Float(self, expr):
         """The double nearest the number, in its shortest exact form (``1.3333333333333333``; SymPy's

@@ -18,8 +18,6 @@ from __future__ import annotations
 import importlib
 import math
 import os
-import sys
-import threading
 import time
 from typing import Optional, Union
 
@@ -27,7 +25,9 @@ import numpy as np
 
 from symcnn import registry
 from symcnn.runtime.buffers import counter_names, initial_buffers, update_running_statistics
+from symcnn.runtime.compiling import CompileSummary, first_call, prepare
 from symcnn.runtime.loader import load_kernels
+from symcnn.runtime.progress import CompileProgress
 from symcnn.runtime.state import LayerState
 from symcnn.runtime.threads import kernel_threads
 from symcnn.spec import LayerSpec, NetworkSpec, load_spec
@@ -115,8 +115,9 @@ class Network(LayerState):
         # Kernels that only reshape an argument (flatten) -> that argument: run as views, not called.
         # Packages generated before RESHAPES existed have none.
         self.reshapes: dict[str, str] = dict(getattr(kernels, "RESHAPES", {}))
-        self._compile_seconds = 0.0  # spent in first calls (compiling), for the progress lines
-        self._compile_reported: Optional[float] = None  # when the last progress line was printed
+        self._progress = CompileProgress(f"the {spec.name} kernels for {self.dtype}",  # shown while compiling
+                                         label=f"{spec.name} ({self.dtype})")
+        self._prepared: set[tuple] = set()  # the kinds of pass whose kernels are compiled (_prepare)
         self._called: set[str] = set()
         # Activations and input gradients, reused from call to call at the same batch size: a
         # fresh multi-megabyte array costs a page fault per 4 KiB on first touch, more than some of
@@ -272,40 +273,28 @@ class Network(LayerState):
         if kernel_name in self._called:  # the common case, kept cheap (a dispatcher's signatures are not)
             return function(*arguments)
         self._called.add(kernel_name)
-        if not function.signatures:  # the first call compiles (or loads numba's cache)
-            return self._compile(function, arguments)
+        if not function.signatures:  # not compiled by _prepare (a pass run directly): compiles, or loads numba's cache
+            return first_call(self, kernel_name, function, arguments)
         return function(*arguments)
 
-    def _compile(self, function, arguments: list, first_delay: float = 1.0, every: float = 15.0):
-        """Call ``function`` for the first time, saying so on stderr once this network's compiling has
-        taken ``first_delay`` seconds, then how far it has got every ``every`` seconds (a spec of hundreds
-        of layers compiles for minutes). Nothing is printed after the call returns."""
-        done, started = threading.Event(), time.monotonic()
-        reporter = threading.Thread(target=self._report_compiling, args=(done, started, first_delay, every),
-                                    daemon=True)
-        reporter.start()
-        try:
-            return function(*arguments)
-        finally:
-            done.set()
-            reporter.join()
-            self._compile_seconds += time.monotonic() - started
+    def _prepare(self, key: tuple, *runs) -> Optional[CompileSummary]:
+        """Before the first pass of a kind (``key``): compile the kernels that ``runs`` (passes, each a
+        function of a network) call, in worker processes when several compile, or load them from numba's
+        cache, with a progress display (:mod:`symcnn.runtime.compiling`)."""
+        if key in self._prepared:
+            return None
+        summary = prepare(self, list(runs), self._progress.session)
+        if summary is not None:  # None: a dry run refused its arguments, and the pass will say why
+            self._prepared.add(key)
+        return summary
 
-    def _report_compiling(self, done: threading.Event, started: float, first_delay: float, every: float) -> None:
-        kernels = {id(function): function for function in self._functions.values()}.values()  # shared: once
-        while not done.wait(0.2):
-            now = time.monotonic()
-            if self._compile_seconds + now - started < first_delay:
-                continue
-            if self._compile_reported is not None and now - self._compile_reported < every:
-                continue
-            ready = sum(1 for function in kernels if function.signatures)
-            if self._compile_reported is None:
-                print(f"symcnn: compiling the {self.spec.name} kernels for {self.dtype} (first use; numba caches "
-                      f"them): {ready} of {len(kernels)} ready", file=sys.stderr, flush=True)
-            else:
-                print(f"symcnn: compiling: {ready} of {len(kernels)} kernels ready", file=sys.stderr, flush=True)
-            self._compile_reported = now
+    def compile(self) -> CompileSummary:
+        """Compile every kernel of this network's passes now (training and evaluation mode, the input's
+        gradient too) into numba's cache, in worker processes, or load them from there; what it did."""
+        x = np.zeros((2, *self.spec.input_shape), dtype=self.dtype)
+        targets = self._targets(np.zeros(2, dtype=np.int64), 2)
+        passes = [lambda net, mode=mode: net._loss_and_grads(x, targets, True, mode) for mode in (True, False)]
+        return prepare(self, passes, self._progress.session) or CompileSummary()
 
     def _buffer(self, purpose: str, shape: tuple, dtype) -> np.ndarray:
         """A reusable internal array for ``purpose`` (``conv1.out``, ...) of this shape and dtype."""
@@ -381,6 +370,7 @@ class Network(LayerState):
         training = self._mode(training)
         self._check_input(x)
         self._check_params()
+        self._prepare(("forward", training), lambda net: net._forward(x[:2], training))
         with kernel_threads():  # on the CPUs free now (symcnn.runtime.threads)
             return self._forward(x, training)[0].copy()  # the internal buffer is reused by the next call
 
@@ -399,6 +389,8 @@ class Network(LayerState):
         batch = self._check_input(x)
         targets = self._targets(labels, batch, label_smoothing)
         self._check_params()
+        self._prepare(("loss", training, bool(input_gradient)),
+                      lambda net: net._loss_and_grads(x[:2], targets[:2], input_gradient, training))
         with kernel_threads():  # on the CPUs free now (symcnn.runtime.threads)
             return self._loss_and_grads(x, targets, input_gradient, training)
 

@@ -65,7 +65,27 @@ def test_startup_is_measured_from_an_empty_directory():
     asserted on: these machines are shared.)"""
     from symcnn.bench.bench import format_startup, measure_startup
 
-    startup = measure_startup("digits", batch=4)
-    assert set(startup) == {"generate_s", "first_step_cold_s", "first_step_warm_s", "generate_and_compile_s"}
-    assert all(seconds > 0 for seconds in startup.values())
-    assert "first train step, warm" in format_startup(startup)
+    startup = measure_startup("digits", batch=4, one_process=False)
+    seconds = {"generate_s", "first_step_cold_s", "first_step_warm_s", "generate_and_compile_s"}
+    assert set(startup) == seconds | {"cold_kernels", "cold_kernels_from_workers", "load_average"}
+    assert all(startup[key] > 0 for key in seconds)
+    assert startup["cold_kernels"] == 13 and 0 <= startup["cold_kernels_from_workers"] <= 13  # digits' kernels
+    assert set(startup["load_average"]) == {"generate", "first_step_cold", "first_step_warm"}
+    text = format_startup(startup)
+    assert "first train step, warm" in text and "compiled in one process" not in text
+
+
+def test_the_startup_report_says_who_compiled_and_the_load_of_each_figure():
+    from symcnn.bench.bench import format_startup
+
+    startup = {"generate_s": 3.3, "first_step_cold_s": 27.0, "first_step_warm_s": 0.8, "generate_and_compile_s": 30.3,
+               "first_step_cold_one_process_s": 45.4, "cold_kernels": 17, "cold_kernels_from_workers": 17,
+               "load_average": {"generate": 2.0, "first_step_cold": 2.5, "first_step_warm": None,
+                                "first_step_cold_one_process": 3.0}}
+    lines = format_startup(startup).splitlines()
+    assert "first train step, cold (17 of 17 kernels compiled by worker processes)" in lines[2]
+    assert lines[2].endswith("27.0 s   (load average 2.50)")
+    assert "compiled in one process (before)" in lines[4] and lines[4].endswith("(load average 3.00)")
+    assert lines[5].endswith("0.8 s")  # no load average where none was read
+    startup["cold_kernels_from_workers"] = 0
+    assert "(every kernel compiled in the process)" in format_startup(startup)

@@ -336,3 +336,25 @@ def test_layers_of_one_configuration_share_one_kernel_module_and_still_equal_pyt
     assert loss == pytest.approx(expected_loss, rel=1e-10)
     for key, value in expected.items():
         np.testing.assert_allclose(grads[key], value, rtol=1e-9, atol=1e-12, err_msg=key)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+@pytest.mark.parametrize("dtype, limit", [("float32", 120.0), ("float64", 800.0)])
+def test_saturated_activations_have_pytorchs_finite_gradients(torch, activation, dtype, limit, tmp_path):
+    """Inputs far beyond exp's overflow (float32: 88.7, float64: 709.8): the gradients stay finite and
+    equal PyTorch's (the sigmoid's derivative as exp(-x)/(1 + exp(-x))**2 was inf/inf there)."""
+    spec = {"name": f"saturated-{activation}-{dtype}", "input": [1, 2, 5],
+            "layers": [{"type": activation}, {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 3}]}
+    net = network_for(spec, tmp_path, dtype=dtype)
+    x = np.linspace(-limit, limit, 10).reshape(1, 1, 2, 5).astype(dtype)
+    x = np.concatenate([x, x / limit * 3, x / limit * 1e-6])  # saturated, moderate, and tiny inputs
+    labels = np.array([0, 1, 2])
+    loss, grads = net.loss_and_grads(x, labels)
+    torch_dtype = torch.float64 if dtype == "float64" else torch.float32
+    expected_loss, _, expected = torch_loss_and_grads(net.spec, net.params, x, labels, torch_dtype)
+    assert np.isfinite(loss) and all(np.isfinite(value).all() for value in grads.values())
+    tolerance = 1e-5 if dtype == "float32" else 1e-12
+    assert loss == pytest.approx(expected_loss, rel=tolerance)
+    for key, value in expected.items():
+        np.testing.assert_allclose(grads[key], value, rtol=tolerance, atol=tolerance * np.abs(value).max(),
+                                   err_msg=key)
