@@ -3,9 +3,10 @@ in one process, so that a busy machine slows both alike.
 
 A record for docs/performance.md ("Schedules from shapes"), not part of the package. ``symcnn bench`` compares
 the generated kernels with PyTorch; this compares two generations of the kernels with each other. Each build
-is a kernel cache (``SYMCNN_CACHE_DIR`` of a ``symcnn bench`` run that compiled it: ``<dir>/<module>_<digest>/``),
-so nothing is compiled here. Each repeat rests 0.3 s, times the before build's step (the mean of 5 calls), rests,
-times the after build's; the medians of the repeats and their ratio are printed.
+is a kernel cache (``SYMCNN_CACHE_DIR`` of a ``symcnn bench`` run that compiled it:
+``<dir>/<module>_<spec digest>_<generator digest>/``), or for a shipped spec a checkout's ``generated/``
+directory, so nothing is compiled here. Each repeat rests 0.3 s, times the before build's step (the mean
+of 5 calls), rests, times the after build's; the medians of the repeats and their ratio are printed.
 
 Usage, from the repository root:
     PYTHONPATH=. python docs/bench/ab_train_step.py --before /tmp/cache-before --after /tmp/cache-after \\
@@ -33,9 +34,13 @@ REST = 0.3
 def network(spec, root: Path, seed: int) -> Network:
     """The spec's network on the kernels compiled under ``root``, loaded under the loader's module name (numba's
     cache finds a kernel's module by it), then forgotten so that the other build can take the name."""
-    key = f"{spec.module_name}_{spec.digest()}"
-    name = f"symcnn_kernels_{key}"
-    package = import_package(root / key / spec.module_name, name)
+    if (root / spec.module_name / "__init__.py").is_file():  # a checkout's generated/ (a shipped spec)
+        entry = root
+        name = f"symcnn_kernels_{root.parent.parent.name}_{spec.module_name}"
+    else:
+        (entry,) = root.glob(f"{spec.module_name}_{spec.digest()}_*")  # one generator's build per cache
+        name = f"symcnn_kernels_{entry.name}"
+    package = import_package(entry / spec.module_name, name)
     net = Network(spec, package, seed=seed)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, *spec.input_shape)).astype(np.float32)

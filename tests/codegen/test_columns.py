@@ -87,8 +87,9 @@ def test_products_are_the_formulas_term():
 
 
 def test_what_the_columns_schedule_does_not_fit():
-    """Columns read with a step (a strided convolution's), divisibility conditions (its input gradient),
-    and outputs without columns (a dense layer's) are the other schedules'."""
+    """Columns read with a step (a strided convolution's) and outputs without columns (a dense layer's)
+    are the other schedules'; a strided input gradient runs by phase (codegen/phases.py), each phase a
+    plain correlation without a divisibility test, which the columns schedule may then take."""
     from symcnn.codegen.lower import _forward_terms
 
     spec = spec_from_dict(_conv_spec("strided", (2, 9, 9), out_channels=2, kernel=3, stride=[1, 2]))
@@ -99,24 +100,29 @@ def test_what_the_columns_schedule_does_not_fit():
     with cost_model.restricted(_only_columns):
         strided = _kernels(_conv_spec("strided2", (2, 9, 9), out_channels=2, kernel=3, stride=2))
         dense = layer_kernels(spec.layers[-1])
-    assert strided["forward"].kind != "columns" and strided["grad_input"].kind == "sum"
+    assert strided["forward"].kind != "columns" and strided["grad_input"].kind == "phases"
+    assert {phase.kind for phase in strided["grad_input"].phases} == {"columns"}
     assert strided["grad_weight"].kind != "columns"
     assert not any(kernel.kind == "columns" for kernel in dense)
 
 
 @st.composite
-def few_channel_specs(draw):
+def few_channel_specs(draw, any_groups: bool = False):
     """Random small convolutions with few channels: columns read with a unit step (the width's stride 1),
-    anything else random (the height's stride, padding, dilation, non-square kernels, groups)."""
+    anything else random (the height's stride, padding, dilation, non-square kernels; one group or
+    depthwise, or with ``any_groups`` any grouping, whose input channel ``c_in + 2*floor(c_out/3)`` the
+    columns schedule does not take)."""
     height, width = draw(st.integers(3, 10)), draw(st.integers(3, 13))
     kernel = [draw(st.integers(1, min(3, height))), draw(st.integers(1, min(4, width)))]
     groups = draw(st.sampled_from([1, 1, 2, 3]))
-    conv = {"out_channels": groups * draw(st.integers(1, 3)), "kernel": kernel, "groups": groups,
+    per_group = draw(st.integers(1, 3)) if any_groups or groups == 1 else 1
+    conv = {"out_channels": groups * per_group, "kernel": kernel, "groups": groups,
             "stride": [draw(st.integers(1, 2)), 1], "padding": [draw(st.integers(0, 1)), draw(st.integers(0, 2))],
             "dilation": [1, draw(st.integers(1, 2))], "bias": draw(st.booleans())}
     if width + 2 * conv["padding"][1] - conv["dilation"][1] * (kernel[1] - 1) < 1:
         conv["dilation"] = [1, 1]
-    channels = groups * draw(st.integers(1, 2 if groups > 1 else 3))
+    channels = groups * draw(st.integers(1, 2 if any_groups and groups > 1 else 1)) if groups > 1 else draw(
+        st.integers(1, 3))
     digest = hashlib.sha256(repr((conv, channels, height, width)).encode()).hexdigest()[:10]
     return _conv_spec(f"columns-{digest}", (channels, height, width), **conv)
 
@@ -127,18 +133,19 @@ def test_random_few_channel_convolutions_in_columns_equal_pytorch(tmp_path_facto
     """Forced to the columns schedule wherever it fits, every other candidate excluded."""
     pytest.importorskip("torch")
     with cost_model.restricted(_only_columns):
-        kinds = {name: kernel.kind for name, kernel in _kernels(spec).items()}
+        kernels = _kernels(spec)
         net = network_for(spec, tmp_path_factory.mktemp("spec"))
-    assert kinds["forward"] == "columns"
+    assert kernels["forward"].kind == "columns"
     source = net.kernels.__file__.replace("__init__.py", "conv.py")
-    assert len(re.findall(r"lanes = ", open(source).read())) == sum(kind == "columns" for kind in kinds.values())
+    columns = sum(part.kind == "columns" for kernel in kernels.values() for part in kernel.phases or [kernel])
+    assert len(re.findall(r"lanes = ", open(source).read())) == columns  # a strided input gradient's phases too
     rng = np.random.default_rng(0)
     net.load_params(random_params(net, rng))
     assert_float64_equals_pytorch(net, rng, np.array([1, 2, 0]))
 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(spec=few_channel_specs())
+@given(spec=few_channel_specs(any_groups=True))
 def test_random_few_channel_convolutions_as_the_model_schedules_them_equal_pytorch(tmp_path_factory, spec):
     """As generated (the cost model's choice: columns, lanes or the scalar form, a strided input gradient
     in phases, each of which may take the columns schedule)."""

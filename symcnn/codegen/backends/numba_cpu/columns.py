@@ -90,6 +90,12 @@ def _plain(read: Indexed) -> bool:
     return all(index.is_Symbol or index.is_Integer for index in read.indices)
 
 
+def _affine(index) -> bool:
+    """``index`` is a constant or a sum of loop variables times integers: ``j + v``, ``2*i - u + 1``."""
+    symbols = sorted(index.free_symbols, key=str)
+    return not symbols or (index.is_polynomial(*symbols) and sympy.Poly(index, *symbols).total_degree() <= 1)
+
+
 def _unit_step_last(read: Indexed, lane: Symbol) -> bool:
     """``lane`` indexes ``read`` in its last axis only, with a step of one: ``j``, ``j + v``, ``l - v + 4``."""
     *others, last = read.indices
@@ -111,6 +117,8 @@ def columns_fit(indices, shape, batch, terms: list[GatherTerm], tensors) -> Opti
         return None
     if any(condition.has(sympy.Mod) for condition in product.conditions):
         return None  # a strided input gradient
+    if not all(_affine(index) for read in factors for index in read.indices):
+        return None  # a grouped convolution's input channel, c_in + 2*floor(c_out/3): no window to pad
     batch_index = indices[0] if shape and shape[0] == batch else None
     batch_loop = next((var for var, low, high in product.limits if high + 1 == batch), None)
     over_batch = batch_index is None and batch_loop is not None
