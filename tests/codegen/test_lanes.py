@@ -93,9 +93,10 @@ def test_a_strided_input_gradient_runs_by_phase(tmp_path):
     assert kernels["forward"].lanes.broadcasts[:2] == (("broadcast0", "x_padded[c_in, 2*i + u, 0]"),
                                                        ("broadcast1", "x_padded[c_in, 2*i + u, 1]"))
     # divisibility by the stride: each parity of the rows and columns its own kernel, without a test
-    # (symcnn/codegen/phases.py); two input channels are too few lanes, so each phase is accumulated
+    # (symcnn/codegen/phases.py); two input channels are too few lanes, so each phase is vectorized over its
+    # columns (symcnn/codegen/backends/numba_cpu/columns.py)
     grad_input = kernels["grad_input"]
-    assert grad_input.kind == "phases" and [phase.kind for phase in grad_input.phases] == ["accumulate"] * 4
+    assert grad_input.kind == "phases" and [phase.kind for phase in grad_input.phases] == ["columns"] * 4
     assert not any(term.condition and "%" in term.condition for phase in grad_input.phases for term in phase.terms)
 
 
