@@ -36,7 +36,7 @@ def network(spec, root: Path, seed: int) -> Network:
     cache finds a kernel's module by it), then forgotten so that the other build can take the name."""
     if (root / spec.module_name / "__init__.py").is_file():  # a checkout's generated/ (a shipped spec)
         entry = root
-        name = f"symcnn_kernels_{root.parent.parent.name}_{spec.module_name}"
+        name = f"symcnn_kernels_{spec.module_name}"  # the loader's name for a shipped package
     else:
         (entry,) = root.glob(f"{spec.module_name}_{spec.digest()}_*")  # one generator's build per cache
         name = f"symcnn_kernels_{entry.name}"
