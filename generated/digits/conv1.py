@@ -87,17 +87,39 @@ def conv1_grad_input(grad_output, weight, grad_input):
     one float dtype; the caller checks every shape, since numba does not bounds-check.
     """
     N = grad_output.shape[0]
-    for n in prange(N):
-        for c_in in range(1):
-            for k in range(8):
-                for l in range(8):
-                    grad_input[n, c_in, k, l] = 0.0
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = grad_input.shape[3]
+    # Each image's rows in parts, one parallel item each, so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
+        grad_output_padded = np.zeros((16, 10, 10,), dtype=grad_output.dtype)
+        for a1 in range(16):
+            for a2 in range(8):
+                for a3 in range(8):
+                    grad_output_padded[a1, a2 + 1, a3 + 1] = grad_output[n, a1, a2, a3]
+        tile = np.empty((1, 8,), dtype=grad_output.dtype)
+        for k in range(4*part, 4*part + 4):
+            for c_in in range(1):
+                for l in range(lanes):
+                    tile[c_in, l] = 0.0
             for c_out in range(16):
-                for u in range(3):
-                    for v in range(3):
-                        for k in range(max(0, u - 1), min(8, u + 7)):
-                            for l in range(max(0, v - 1), min(8, v + 7)):
-                                grad_input[n, c_in, k, l] += weight[c_out, c_in, u, v]*grad_output[n, c_out, k - u + 1, l - v + 1]
+                broadcast0 = weight[c_out, 0, 0, 0]
+                broadcast1 = weight[c_out, 0, 0, 1]
+                broadcast2 = weight[c_out, 0, 0, 2]
+                broadcast3 = weight[c_out, 0, 1, 0]
+                broadcast4 = weight[c_out, 0, 1, 1]
+                broadcast5 = weight[c_out, 0, 1, 2]
+                broadcast6 = weight[c_out, 0, 2, 0]
+                broadcast7 = weight[c_out, 0, 2, 1]
+                broadcast8 = weight[c_out, 0, 2, 2]
+                for l in range(lanes):
+                    tile[0, l] = tile[0, l] + broadcast0*grad_output_padded[c_out, k + 2, l + 2] + broadcast1*grad_output_padded[c_out, k + 2, l + 1] + broadcast2*grad_output_padded[c_out, k + 2, l] + broadcast3*grad_output_padded[c_out, k + 1, l + 2] + broadcast4*grad_output_padded[c_out, k + 1, l + 1] + broadcast5*grad_output_padded[c_out, k + 1, l] + broadcast6*grad_output_padded[c_out, k, l + 2] + broadcast7*grad_output_padded[c_out, k, l + 1] + broadcast8*grad_output_padded[c_out, k, l]
+
+            for c_in in range(1):
+                for l in range(8):
+                    grad_input[n, c_in, k, l] = tile[c_in, l]
 
 
 @njit(cache=True, parallel=True, fastmath={'contract'})

@@ -78,15 +78,45 @@ def pw3_grad_input(grad_output, weight, grad_input):
     one float dtype; the caller checks every shape, since numba does not bounds-check.
     """
     N = grad_output.shape[0]
-    for n in prange(N):
-        for c_in in range(64):
-            for k in range(8):
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = grad_input.shape[3]
+    # Each image's rows in parts, one parallel item each, so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
+        tile = np.empty((64, 8,), dtype=grad_output.dtype)
+        for k in range(4*part, 4*part + 4):
+            for c_in in range(64):
+                for l in range(lanes):
+                    tile[c_in, l] = 0.0
+            for c_out in range(0, 64, 4):
+                for c_in in range(0, 64, 4):
+                    broadcast0 = weight[c_out, c_in, 0, 0]
+                    broadcast1 = weight[c_out + 1, c_in, 0, 0]
+                    broadcast2 = weight[c_out + 2, c_in, 0, 0]
+                    broadcast3 = weight[c_out + 3, c_in, 0, 0]
+                    broadcast4 = weight[c_out, c_in + 1, 0, 0]
+                    broadcast5 = weight[c_out + 1, c_in + 1, 0, 0]
+                    broadcast6 = weight[c_out + 2, c_in + 1, 0, 0]
+                    broadcast7 = weight[c_out + 3, c_in + 1, 0, 0]
+                    broadcast8 = weight[c_out, c_in + 2, 0, 0]
+                    broadcast9 = weight[c_out + 1, c_in + 2, 0, 0]
+                    broadcast10 = weight[c_out + 2, c_in + 2, 0, 0]
+                    broadcast11 = weight[c_out + 3, c_in + 2, 0, 0]
+                    broadcast12 = weight[c_out, c_in + 3, 0, 0]
+                    broadcast13 = weight[c_out + 1, c_in + 3, 0, 0]
+                    broadcast14 = weight[c_out + 2, c_in + 3, 0, 0]
+                    broadcast15 = weight[c_out + 3, c_in + 3, 0, 0]
+                    for l in range(lanes):
+                        tile[c_in, l] = tile[c_in, l] + broadcast0*grad_output[n, c_out, k, l] + broadcast1*grad_output[n, c_out + 1, k, l] + broadcast2*grad_output[n, c_out + 2, k, l] + broadcast3*grad_output[n, c_out + 3, k, l]
+                        tile[c_in + 1, l] = tile[c_in + 1, l] + broadcast4*grad_output[n, c_out, k, l] + broadcast5*grad_output[n, c_out + 1, k, l] + broadcast6*grad_output[n, c_out + 2, k, l] + broadcast7*grad_output[n, c_out + 3, k, l]
+                        tile[c_in + 2, l] = tile[c_in + 2, l] + broadcast8*grad_output[n, c_out, k, l] + broadcast9*grad_output[n, c_out + 1, k, l] + broadcast10*grad_output[n, c_out + 2, k, l] + broadcast11*grad_output[n, c_out + 3, k, l]
+                        tile[c_in + 3, l] = tile[c_in + 3, l] + broadcast12*grad_output[n, c_out, k, l] + broadcast13*grad_output[n, c_out + 1, k, l] + broadcast14*grad_output[n, c_out + 2, k, l] + broadcast15*grad_output[n, c_out + 3, k, l]
+
+            for c_in in range(64):
                 for l in range(8):
-                    grad_input[n, c_in, k, l] = 0.0
-            for c_out in range(64):
-                for k in range(8):
-                    for l in range(8):
-                        grad_input[n, c_in, k, l] += weight[c_out, c_in, 0, 0]*grad_output[n, c_out, k, l]
+                    grad_input[n, c_in, k, l] = tile[c_in, l]
 
 
 @njit(cache=True, parallel=True, fastmath={'contract'})

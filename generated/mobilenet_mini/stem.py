@@ -131,37 +131,144 @@ def stem_grad_input(grad_output, weight, grad_input):
             for q_l in range(lanes):
                 for q_k in range(16):
                     grad_input_p00[n, c_in, q_k, q_l] = tile[q_k, q_l]
-    for n in prange(N):
-        for c_in in range(3):
-            for q_k in range(16):
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = grad_input_p01.shape[3]
+    # Each image's rows in parts, one parallel item each, so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
+        grad_output_padded = np.zeros((16, 16, 17,), dtype=grad_output.dtype)
+        for a1 in range(16):
+            for a2 in range(16):
+                for a3 in range(16):
+                    grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
+        tile = np.empty((3, 16,), dtype=grad_output.dtype)
+        for q_k in range(8*part, 8*part + 8):
+            for c_in in range(3):
+                for q_l in range(lanes):
+                    tile[c_in, q_l] = 0.0
+            for c_out in range(0, 16, 4):
+                broadcast0 = weight_p01[c_out, 0, 0, 0]
+                broadcast1 = weight_p01[c_out, 0, 0, 1]
+                broadcast2 = weight_p01[c_out + 1, 0, 0, 0]
+                broadcast3 = weight_p01[c_out + 1, 0, 0, 1]
+                broadcast4 = weight_p01[c_out + 2, 0, 0, 0]
+                broadcast5 = weight_p01[c_out + 2, 0, 0, 1]
+                broadcast6 = weight_p01[c_out + 3, 0, 0, 0]
+                broadcast7 = weight_p01[c_out + 3, 0, 0, 1]
+                broadcast8 = weight_p01[c_out, 1, 0, 0]
+                broadcast9 = weight_p01[c_out, 1, 0, 1]
+                broadcast10 = weight_p01[c_out + 1, 1, 0, 0]
+                broadcast11 = weight_p01[c_out + 1, 1, 0, 1]
+                broadcast12 = weight_p01[c_out + 2, 1, 0, 0]
+                broadcast13 = weight_p01[c_out + 2, 1, 0, 1]
+                broadcast14 = weight_p01[c_out + 3, 1, 0, 0]
+                broadcast15 = weight_p01[c_out + 3, 1, 0, 1]
+                broadcast16 = weight_p01[c_out, 2, 0, 0]
+                broadcast17 = weight_p01[c_out, 2, 0, 1]
+                broadcast18 = weight_p01[c_out + 1, 2, 0, 0]
+                broadcast19 = weight_p01[c_out + 1, 2, 0, 1]
+                broadcast20 = weight_p01[c_out + 2, 2, 0, 0]
+                broadcast21 = weight_p01[c_out + 2, 2, 0, 1]
+                broadcast22 = weight_p01[c_out + 3, 2, 0, 0]
+                broadcast23 = weight_p01[c_out + 3, 2, 0, 1]
+                for q_l in range(lanes):
+                    tile[0, q_l] = tile[0, q_l] + broadcast0*grad_output_padded[c_out, q_k, q_l + 1] + broadcast1*grad_output_padded[c_out, q_k, q_l] + broadcast2*grad_output_padded[c_out + 1, q_k, q_l + 1] + broadcast3*grad_output_padded[c_out + 1, q_k, q_l] + broadcast4*grad_output_padded[c_out + 2, q_k, q_l + 1] + broadcast5*grad_output_padded[c_out + 2, q_k, q_l] + broadcast6*grad_output_padded[c_out + 3, q_k, q_l + 1] + broadcast7*grad_output_padded[c_out + 3, q_k, q_l]
+                    tile[1, q_l] = tile[1, q_l] + broadcast8*grad_output_padded[c_out, q_k, q_l + 1] + broadcast9*grad_output_padded[c_out, q_k, q_l] + broadcast10*grad_output_padded[c_out + 1, q_k, q_l + 1] + broadcast11*grad_output_padded[c_out + 1, q_k, q_l] + broadcast12*grad_output_padded[c_out + 2, q_k, q_l + 1] + broadcast13*grad_output_padded[c_out + 2, q_k, q_l] + broadcast14*grad_output_padded[c_out + 3, q_k, q_l + 1] + broadcast15*grad_output_padded[c_out + 3, q_k, q_l]
+                    tile[2, q_l] = tile[2, q_l] + broadcast16*grad_output_padded[c_out, q_k, q_l + 1] + broadcast17*grad_output_padded[c_out, q_k, q_l] + broadcast18*grad_output_padded[c_out + 1, q_k, q_l + 1] + broadcast19*grad_output_padded[c_out + 1, q_k, q_l] + broadcast20*grad_output_padded[c_out + 2, q_k, q_l + 1] + broadcast21*grad_output_padded[c_out + 2, q_k, q_l] + broadcast22*grad_output_padded[c_out + 3, q_k, q_l + 1] + broadcast23*grad_output_padded[c_out + 3, q_k, q_l]
+
+            for c_in in range(3):
                 for q_l in range(16):
-                    grad_input_p01[n, c_in, q_k, q_l] = 0.0
-            for c_out in range(16):
-                for t_v in range(2):
-                    for q_k in range(16):
-                        for q_l in range(min(16, t_v + 15)):
-                            grad_input_p01[n, c_in, q_k, q_l] += grad_output[n, c_out, q_k, q_l - t_v + 1]*weight_p01[c_out, c_in, 0, t_v]
-    for n in prange(N):
-        for c_in in range(3):
-            for q_k in range(16):
+                    grad_input_p01[n, c_in, q_k, q_l] = tile[c_in, q_l]
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = grad_input_p10.shape[3]
+    # Each image's rows in parts, one parallel item each, so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
+        grad_output_padded = np.zeros((16, 17, 16,), dtype=grad_output.dtype)
+        for a1 in range(16):
+            for a2 in range(16):
+                for a3 in range(16):
+                    grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
+        tile = np.empty((3, 16,), dtype=grad_output.dtype)
+        for q_k in range(8*part, 8*part + 8):
+            for c_in in range(3):
+                for q_l in range(lanes):
+                    tile[c_in, q_l] = 0.0
+            for c_out in range(0, 16, 4):
+                broadcast0 = weight_p10[c_out, 0, 0, 0]
+                broadcast1 = weight_p10[c_out, 0, 1, 0]
+                broadcast2 = weight_p10[c_out + 1, 0, 0, 0]
+                broadcast3 = weight_p10[c_out + 1, 0, 1, 0]
+                broadcast4 = weight_p10[c_out + 2, 0, 0, 0]
+                broadcast5 = weight_p10[c_out + 2, 0, 1, 0]
+                broadcast6 = weight_p10[c_out + 3, 0, 0, 0]
+                broadcast7 = weight_p10[c_out + 3, 0, 1, 0]
+                broadcast8 = weight_p10[c_out, 1, 0, 0]
+                broadcast9 = weight_p10[c_out, 1, 1, 0]
+                broadcast10 = weight_p10[c_out + 1, 1, 0, 0]
+                broadcast11 = weight_p10[c_out + 1, 1, 1, 0]
+                broadcast12 = weight_p10[c_out + 2, 1, 0, 0]
+                broadcast13 = weight_p10[c_out + 2, 1, 1, 0]
+                broadcast14 = weight_p10[c_out + 3, 1, 0, 0]
+                broadcast15 = weight_p10[c_out + 3, 1, 1, 0]
+                broadcast16 = weight_p10[c_out, 2, 0, 0]
+                broadcast17 = weight_p10[c_out, 2, 1, 0]
+                broadcast18 = weight_p10[c_out + 1, 2, 0, 0]
+                broadcast19 = weight_p10[c_out + 1, 2, 1, 0]
+                broadcast20 = weight_p10[c_out + 2, 2, 0, 0]
+                broadcast21 = weight_p10[c_out + 2, 2, 1, 0]
+                broadcast22 = weight_p10[c_out + 3, 2, 0, 0]
+                broadcast23 = weight_p10[c_out + 3, 2, 1, 0]
+                for q_l in range(lanes):
+                    tile[0, q_l] = tile[0, q_l] + broadcast0*grad_output_padded[c_out, q_k + 1, q_l] + broadcast1*grad_output_padded[c_out, q_k, q_l] + broadcast2*grad_output_padded[c_out + 1, q_k + 1, q_l] + broadcast3*grad_output_padded[c_out + 1, q_k, q_l] + broadcast4*grad_output_padded[c_out + 2, q_k + 1, q_l] + broadcast5*grad_output_padded[c_out + 2, q_k, q_l] + broadcast6*grad_output_padded[c_out + 3, q_k + 1, q_l] + broadcast7*grad_output_padded[c_out + 3, q_k, q_l]
+                    tile[1, q_l] = tile[1, q_l] + broadcast8*grad_output_padded[c_out, q_k + 1, q_l] + broadcast9*grad_output_padded[c_out, q_k, q_l] + broadcast10*grad_output_padded[c_out + 1, q_k + 1, q_l] + broadcast11*grad_output_padded[c_out + 1, q_k, q_l] + broadcast12*grad_output_padded[c_out + 2, q_k + 1, q_l] + broadcast13*grad_output_padded[c_out + 2, q_k, q_l] + broadcast14*grad_output_padded[c_out + 3, q_k + 1, q_l] + broadcast15*grad_output_padded[c_out + 3, q_k, q_l]
+                    tile[2, q_l] = tile[2, q_l] + broadcast16*grad_output_padded[c_out, q_k + 1, q_l] + broadcast17*grad_output_padded[c_out, q_k, q_l] + broadcast18*grad_output_padded[c_out + 1, q_k + 1, q_l] + broadcast19*grad_output_padded[c_out + 1, q_k, q_l] + broadcast20*grad_output_padded[c_out + 2, q_k + 1, q_l] + broadcast21*grad_output_padded[c_out + 2, q_k, q_l] + broadcast22*grad_output_padded[c_out + 3, q_k + 1, q_l] + broadcast23*grad_output_padded[c_out + 3, q_k, q_l]
+
+            for c_in in range(3):
                 for q_l in range(16):
-                    grad_input_p10[n, c_in, q_k, q_l] = 0.0
+                    grad_input_p10[n, c_in, q_k, q_l] = tile[c_in, q_l]
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = grad_input_p11.shape[3]
+    # Each image's rows in parts, one parallel item each, so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
+        grad_output_padded = np.zeros((16, 17, 17,), dtype=grad_output.dtype)
+        for a1 in range(16):
+            for a2 in range(16):
+                for a3 in range(16):
+                    grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
+        tile = np.empty((3, 16,), dtype=grad_output.dtype)
+        for q_k in range(8*part, 8*part + 8):
+            for c_in in range(3):
+                for q_l in range(lanes):
+                    tile[c_in, q_l] = 0.0
             for c_out in range(16):
-                for t_u in range(2):
-                    for q_k in range(min(16, t_u + 15)):
-                        for q_l in range(16):
-                            grad_input_p10[n, c_in, q_k, q_l] += grad_output[n, c_out, q_k - t_u + 1, q_l]*weight_p10[c_out, c_in, t_u, 0]
-    for n in prange(N):
-        for c_in in range(3):
-            for q_k in range(16):
+                broadcast0 = weight_p11[c_out, 0, 0, 0]
+                broadcast1 = weight_p11[c_out, 0, 0, 1]
+                broadcast2 = weight_p11[c_out, 0, 1, 0]
+                broadcast3 = weight_p11[c_out, 0, 1, 1]
+                broadcast4 = weight_p11[c_out, 1, 0, 0]
+                broadcast5 = weight_p11[c_out, 1, 0, 1]
+                broadcast6 = weight_p11[c_out, 1, 1, 0]
+                broadcast7 = weight_p11[c_out, 1, 1, 1]
+                broadcast8 = weight_p11[c_out, 2, 0, 0]
+                broadcast9 = weight_p11[c_out, 2, 0, 1]
+                broadcast10 = weight_p11[c_out, 2, 1, 0]
+                broadcast11 = weight_p11[c_out, 2, 1, 1]
+                for q_l in range(lanes):
+                    tile[0, q_l] = tile[0, q_l] + broadcast0*grad_output_padded[c_out, q_k + 1, q_l + 1] + broadcast1*grad_output_padded[c_out, q_k + 1, q_l] + broadcast2*grad_output_padded[c_out, q_k, q_l + 1] + broadcast3*grad_output_padded[c_out, q_k, q_l]
+                    tile[1, q_l] = tile[1, q_l] + broadcast4*grad_output_padded[c_out, q_k + 1, q_l + 1] + broadcast5*grad_output_padded[c_out, q_k + 1, q_l] + broadcast6*grad_output_padded[c_out, q_k, q_l + 1] + broadcast7*grad_output_padded[c_out, q_k, q_l]
+                    tile[2, q_l] = tile[2, q_l] + broadcast8*grad_output_padded[c_out, q_k + 1, q_l + 1] + broadcast9*grad_output_padded[c_out, q_k + 1, q_l] + broadcast10*grad_output_padded[c_out, q_k, q_l + 1] + broadcast11*grad_output_padded[c_out, q_k, q_l]
+
+            for c_in in range(3):
                 for q_l in range(16):
-                    grad_input_p11[n, c_in, q_k, q_l] = 0.0
-            for c_out in range(16):
-                for t_u in range(2):
-                    for t_v in range(2):
-                        for q_k in range(min(16, t_u + 15)):
-                            for q_l in range(min(16, t_v + 15)):
-                                grad_input_p11[n, c_in, q_k, q_l] += grad_output[n, c_out, q_k - t_u + 1, q_l - t_v + 1]*weight_p11[c_out, c_in, t_u, t_v]
+                    grad_input_p11[n, c_in, q_k, q_l] = tile[c_in, q_l]
 
 
 @njit(cache=True, parallel=True, fastmath={'contract'})

@@ -88,17 +88,59 @@ def conv1_grad_input(grad_output, weight, grad_input):
     one float dtype; the caller checks every shape, since numba does not bounds-check.
     """
     N = grad_output.shape[0]
-    for n in prange(N):
-        for c_in in range(3):
-            for k in range(32):
-                for l in range(32):
-                    grad_input[n, c_in, k, l] = 0.0
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = grad_input.shape[3]
+    # Each image's rows in parts, one parallel item each, so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
+        grad_output_padded = np.zeros((16, 34, 34,), dtype=grad_output.dtype)
+        for a1 in range(16):
+            for a2 in range(32):
+                for a3 in range(32):
+                    grad_output_padded[a1, a2 + 1, a3 + 1] = grad_output[n, a1, a2, a3]
+        tile = np.empty((3, 32,), dtype=grad_output.dtype)
+        for k in range(16*part, 16*part + 16):
+            for c_in in range(3):
+                for l in range(lanes):
+                    tile[c_in, l] = 0.0
             for c_out in range(16):
-                for u in range(3):
-                    for v in range(3):
-                        for k in range(max(0, u - 1), min(32, u + 31)):
-                            for l in range(max(0, v - 1), min(32, v + 31)):
-                                grad_input[n, c_in, k, l] += weight[c_out, c_in, u, v]*grad_output[n, c_out, k - u + 1, l - v + 1]
+                broadcast0 = weight[c_out, 0, 0, 0]
+                broadcast1 = weight[c_out, 0, 0, 1]
+                broadcast2 = weight[c_out, 0, 0, 2]
+                broadcast3 = weight[c_out, 0, 1, 0]
+                broadcast4 = weight[c_out, 0, 1, 1]
+                broadcast5 = weight[c_out, 0, 1, 2]
+                broadcast6 = weight[c_out, 0, 2, 0]
+                broadcast7 = weight[c_out, 0, 2, 1]
+                broadcast8 = weight[c_out, 0, 2, 2]
+                broadcast9 = weight[c_out, 1, 0, 0]
+                broadcast10 = weight[c_out, 1, 0, 1]
+                broadcast11 = weight[c_out, 1, 0, 2]
+                broadcast12 = weight[c_out, 1, 1, 0]
+                broadcast13 = weight[c_out, 1, 1, 1]
+                broadcast14 = weight[c_out, 1, 1, 2]
+                broadcast15 = weight[c_out, 1, 2, 0]
+                broadcast16 = weight[c_out, 1, 2, 1]
+                broadcast17 = weight[c_out, 1, 2, 2]
+                broadcast18 = weight[c_out, 2, 0, 0]
+                broadcast19 = weight[c_out, 2, 0, 1]
+                broadcast20 = weight[c_out, 2, 0, 2]
+                broadcast21 = weight[c_out, 2, 1, 0]
+                broadcast22 = weight[c_out, 2, 1, 1]
+                broadcast23 = weight[c_out, 2, 1, 2]
+                broadcast24 = weight[c_out, 2, 2, 0]
+                broadcast25 = weight[c_out, 2, 2, 1]
+                broadcast26 = weight[c_out, 2, 2, 2]
+                for l in range(lanes):
+                    tile[0, l] = tile[0, l] + broadcast0*grad_output_padded[c_out, k + 2, l + 2] + broadcast1*grad_output_padded[c_out, k + 2, l + 1] + broadcast2*grad_output_padded[c_out, k + 2, l] + broadcast3*grad_output_padded[c_out, k + 1, l + 2] + broadcast4*grad_output_padded[c_out, k + 1, l + 1] + broadcast5*grad_output_padded[c_out, k + 1, l] + broadcast6*grad_output_padded[c_out, k, l + 2] + broadcast7*grad_output_padded[c_out, k, l + 1] + broadcast8*grad_output_padded[c_out, k, l]
+                    tile[1, l] = tile[1, l] + broadcast9*grad_output_padded[c_out, k + 2, l + 2] + broadcast10*grad_output_padded[c_out, k + 2, l + 1] + broadcast11*grad_output_padded[c_out, k + 2, l] + broadcast12*grad_output_padded[c_out, k + 1, l + 2] + broadcast13*grad_output_padded[c_out, k + 1, l + 1] + broadcast14*grad_output_padded[c_out, k + 1, l] + broadcast15*grad_output_padded[c_out, k, l + 2] + broadcast16*grad_output_padded[c_out, k, l + 1] + broadcast17*grad_output_padded[c_out, k, l]
+                    tile[2, l] = tile[2, l] + broadcast18*grad_output_padded[c_out, k + 2, l + 2] + broadcast19*grad_output_padded[c_out, k + 2, l + 1] + broadcast20*grad_output_padded[c_out, k + 2, l] + broadcast21*grad_output_padded[c_out, k + 1, l + 2] + broadcast22*grad_output_padded[c_out, k + 1, l + 1] + broadcast23*grad_output_padded[c_out, k + 1, l] + broadcast24*grad_output_padded[c_out, k, l + 2] + broadcast25*grad_output_padded[c_out, k, l + 1] + broadcast26*grad_output_padded[c_out, k, l]
+
+            for c_in in range(3):
+                for l in range(32):
+                    grad_input[n, c_in, k, l] = tile[c_in, l]
 
 
 @njit(cache=True, parallel=True, fastmath={'contract'})

@@ -116,6 +116,10 @@ class Lanes:
     ``over_batch``: the term sums over the
     batch (a weight gradient), so every thread accumulates its share of images into its own tile
     and the tiles are summed at the end; otherwise the tile holds one output row of image ``n``.
+
+    The columns schedule (:mod:`symcnn.codegen.backends.numba_cpu.columns`) has the same loops, its
+    lane an axis of output columns (or, in a weight gradient, the columns it sums: the chunks' tiles
+    are then summed over the lane too).
     """
 
     over_batch: bool
@@ -158,6 +162,9 @@ class Lanes:
     # lane-blocked only: the printed first row of block ``block`` when the blocks split the tile's
     # rows too (each block ``height`` rows by ``lane_block`` lanes), or "" (every block takes every row)
     row_start: str = ""
+    # not over_batch: the loops that store the tile into the output, in order (the columns schedule:
+    # the lane last, over the output's columns only); empty: the tile's loops, the lane first
+    stores: tuple[Loop, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -172,7 +179,8 @@ class Kernel:
     # "sum": each output element accumulates its terms (gather); "accumulate": each output tile
     # (the last two output axes, innermost) is zeroed, then every term adds into it, the reduction
     # loops outside, so that the innermost loop runs along a row; "max": window max with argmax;
-    # "lanes": see :class:`Lanes`; "phases": see ``phases``.
+    # "lanes" and "columns" (vectorized over channels or over columns): see :class:`Lanes`; "phases": see
+    # ``phases``.
     kind: str = "sum"
     terms: tuple[Term, ...] = ()
     tile: tuple[Loop, ...] = ()  # the inner output loops of an "accumulate" kernel

@@ -41,6 +41,7 @@ from symcnn.codegen.layout import collapse_image, collapse_rows, image_size, res
 from symcnn.codegen.invariants import Precomputer, factor_sums
 from symcnn.codegen.coefficients import invariant_terms
 from symcnn.codegen.backends.numba_cpu.lanes import lanes_schedule
+from symcnn.codegen.schedule_choice import vector_schedule
 from symcnn.codegen.phases import PhaseSplit, split_phases, without_single_loops
 from symcnn.codegen.rewrites import (fold_bound, for_kernels, padding_conditions,
                                      shifted_exponential_sum, switch_test, window_offset)
@@ -219,8 +220,11 @@ MIN_TILE_EXTENT = 4
 def _summation(lowering: _Lowering, indices, shape, batch, terms, output_name: str, tensors) -> dict:
     """Loops and printed terms of a sum kernel, in the schedule that suits it.
 
-    The lanes schedule (:mod:`symcnn.codegen.backends.numba_cpu.lanes`) when the kernel is one product ``broadcast *
-    streamed`` (convolutions, dense layers' gradients); otherwise the accumulate or gather form.
+    A vector schedule when the kernel is one product ``broadcast * streamed`` (convolutions, dense
+    layers' gradients): the lanes schedule (:mod:`symcnn.codegen.backends.numba_cpu.lanes`, over channels)
+    or the columns schedule (:mod:`symcnn.codegen.backends.numba_cpu.columns`, over output columns),
+    whichever the cost model (:mod:`symcnn.codegen.cost_model`) estimates cheapest, the scalar form
+    included; otherwise the accumulate or gather form.
 
     The accumulate schedule (reduction loops outside, the last two output axes inside) is a loop
     interchange of the same sums: legal because every term adds into its own output element. It
@@ -234,16 +238,16 @@ def _summation(lowering: _Lowering, indices, shape, batch, terms, output_name: s
     split = split_phases(lowering.names, indices, shape, terms, tensors, output_name)
     if split is not None:
         return _phase_schedules(lowering, split, batch)
-    lanes = lanes_schedule(lowering, output_name, indices, shape, batch, terms, tensors)
-    if lanes is not None:
-        return lanes
-    loops = _output_loops(lowering, indices, shape, batch)
     tiled = (len(indices) >= 3 and all(size.is_Integer and size >= MIN_TILE_EXTENT for size in shape[-2:])
              and any(term.limits for term in terms)
              and not any((low.free_symbols | high.free_symbols) & set(indices[-2:])  # windows that follow the
                          for term in terms for _, low, high in term.limits)  # tile's indices: no interchange
              and not any(limit[2] + 1 == batch or limit[2].has(batch) for term in terms for limit in term.limits)
              and not any(condition.has(sympy.Mod) for term in terms for condition in term.conditions))
+    vector = vector_schedule(lowering, indices, shape, batch, terms, output_name, tensors, tiled)
+    if vector is not None:
+        return vector
+    loops = _output_loops(lowering, indices, shape, batch)
     if not tiled:
         views: dict[str, str] = {}
         schedule = {}
@@ -275,6 +279,8 @@ def _phase_schedules(lowering: _Lowering, split: PhaseSplit, batch) -> dict:
     for phase in split.phases:
         schedule = lanes_schedule(lowering, phase.output, phase.indices, phase.shape, batch, list(phase.terms),
                                   phase.tensors) if phase.terms else None
+        if schedule is not None:
+            schedule.pop("nest")  # a phase keeps the lanes schedule wherever it fits
         if schedule is None and phase.terms:  # a single tap's loop helps only the lanes schedule
             schedule = _summation(lowering, phase.indices, phase.shape, batch,
                                   [without_single_loops(term) for term in phase.terms], phase.output, phase.tensors)

@@ -274,15 +274,19 @@ def _template_math(tree: ast.AST) -> list[str]:
 def test_templates_hold_no_math():
     """The templates lay out loops: rendered with every printed string made opaque, what is left
     (the templates' own code) holds no arithmetic, no comparison, no math function or constant,
-    and no number but the loops' 0 and 1. seed004's kernels take every branch of the template, and
-    resnet-mini's strided input gradient runs by phase."""
-    kernels = [kernel for module in network_kernels(load_spec("seed004")).values() for kernel in module]
+    and no number but the loops' 0 and 1. The kernels of seed004, suite-lenet and mobilenet-mini take
+    every branch of the template (mobilenet-mini's strided input gradient by phase, some phases in columns),
+    and resnet-mini's strided input gradient runs by phase."""
+    kernels = [kernel for name in ("seed004", "suite-lenet", "mobilenet-mini")
+               for module in network_kernels(load_spec(name)).values() for kernel in module]
     lanes = [kernel.lanes for kernel in kernels if kernel.kind == "lanes"]
-    assert {kernel.kind for kernel in kernels} == {"lanes", "accumulate", "sum", "max"}
+    assert {kernel.kind for kernel in kernels} == {"lanes", "columns", "accumulate", "sum", "max", "phases"}
     kernels += [kernel for kernel in network_kernels(load_spec("resnet-mini"))["b2_shortcut"] if kernel.phases]
-    assert {phase.kind for kernel in kernels for phase in kernel.phases} == {"lanes", "sum"}
-    assert {(bool(k.lane_block), k.over_batch, bool(k.parts[0])) for k in lanes} == {
+    assert {phase.kind for kernel in kernels for phase in kernel.phases} == {"lanes", "columns", "accumulate", "sum"}
+    assert {(bool(k.lane_block), k.over_batch, bool(k.parts[0])) for k in lanes} >= {
         (False, False, True), (False, False, False), (False, True, False), (True, True, False)}
+    columns = [kernel.lanes for kernel in kernels if kernel.kind == "columns"]
+    assert {(k.over_batch, bool(k.stores)) for k in columns} == {(False, True), (True, False)}
     assert any(reduction for kernel in kernels for term in kernel.terms for reduction in term.reductions)
     assert any(term.condition for kernel in kernels for term in kernel.terms)
     assert any(term.loads for kernel in kernels for term in kernel.terms)

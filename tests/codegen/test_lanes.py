@@ -93,16 +93,22 @@ def test_a_strided_input_gradient_runs_by_phase(tmp_path):
     assert kernels["forward"].lanes.broadcasts[:2] == (("broadcast0", "x_padded[c_in, 2*i + u, 0]"),
                                                        ("broadcast1", "x_padded[c_in, 2*i + u, 1]"))
     # divisibility by the stride: each parity of the rows and columns its own kernel, without a test
-    # (symcnn/codegen/phases.py); two input channels are too few lanes, so each phase is accumulated
+    # (symcnn/codegen/phases.py); two input channels are too few lanes, so each phase is vectorized over its
+    # columns (symcnn/codegen/backends/numba_cpu/columns.py)
     grad_input = kernels["grad_input"]
-    assert grad_input.kind == "phases" and [phase.kind for phase in grad_input.phases] == ["accumulate"] * 4
+    assert grad_input.kind == "phases" and [phase.kind for phase in grad_input.phases] == ["columns"] * 4
     assert not any(term.condition and "%" in term.condition for phase in grad_input.phases for term in phase.terms)
 
 
-def test_short_lanes_keep_the_other_schedules(tmp_path):
-    """Fewer than 8 output channels fill no vector: the accumulate schedule stays."""
+def test_short_lanes_leave_the_kernel_to_the_other_schedules(tmp_path):
+    """Fewer than 8 output channels fill no vector of channels: the lanes schedule does not fit (the
+    columns schedule, over the output's columns, takes the kernel: tests/codegen/test_columns.py)."""
+    from symcnn.codegen import cost_model
+
     spec = _spec(tmp_path, [{"name": "c", "out_channels": 4, "kernel": 3, "padding": 1}], (2, 8, 8))
-    assert _kernels(spec, "c")["forward"].kind == "accumulate"
+    with cost_model.recorded() as choices:
+        forward = _kernels(spec, "c")["forward"]
+    assert forward.kind != "lanes" and "lanes" not in {nest.schedule for nest in choices[0]}
 
 
 def test_affine_range():

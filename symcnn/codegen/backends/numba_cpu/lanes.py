@@ -32,12 +32,13 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import sympy
 from sympy import Expr, Indexed, IndexedBase, Sum, Symbol
 
 from symcnn.symbolic.adjoint import GatherTerm
+from symcnn.codegen.cost_model import LoopNest, vector_nest
 from symcnn.codegen.kernel_ir import Lanes, Loop, Staging
 from symcnn.codegen.backends.numba_cpu.product_blocks import batch_unrolled, blocked_by_images, row_block
 from symcnn.printing.nodes import FloorDiv, OrderedSum
@@ -109,7 +110,7 @@ def _is_bound_of(condition, reads: list[Indexed]) -> bool:
         for index, size in zip(read.indices, shape):
             bounds = (sympy.Le(0, index, evaluate=False), sympy.Le(index, size - 1, evaluate=False),
                       sympy.Lt(index, size, evaluate=False))
-            if any(sympy.simplify(condition.lhs - condition.rhs - (b.lhs - b.rhs)) == 0
+            if any(sympy.expand(condition.lhs - condition.rhs - (b.lhs - b.rhs)) == 0  # affine: expand decides
                    and type(condition) is type(b) for b in bounds):
                 return True
     return False
@@ -209,14 +210,17 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
     reduction = [(var, int(low), int(high)) for var, low, high in product.limits if var != batch_loop]
     outer_tile = [(var, int(tile_sizes[var])) for var in tile_vars[:-1]]
     tile_element = _named(lowering, "tile")[tuple(tile_vars)]
-    around, broadcasts, updates = _register_blocks(
-        lowering, reduction, outer_tile, broadcast_read, streamed_read, tile_element,
+    blocked = _register_blocks(
+        lowering, reduction, outer_tile, (broadcast_read, streamed_read), lane, tile_element,
         *((OVER_BATCH_UNROLL, OVER_BATCH_BLOCK) if over_batch
           else (UNROLL, images.size if images else _block_limit(int(sizes[lane])))))
     batch_unroll = None
     if lane_block and not reduction:  # every image into one tile: several per update (product_blocks.py)
-        batch_unroll = batch_unrolled(lowering, _register_blocks, batch_loop, batch, broadcast_read, streamed_read,
-                                      tile_element, outer_tile, OVER_BATCH_BLOCK)
+        batch_unroll = batch_unrolled(
+            lowering, lambda lowering, reduction, outer_tile, broadcast_read, streamed_read, tile_element, unroll,
+            block: _register_blocks(lowering, reduction, outer_tile, (broadcast_read, streamed_read), lane,
+                                    tile_element, unroll, block)[:3],
+            batch_loop, batch, broadcast_read, streamed_read, tile_element, outer_tile, OVER_BATCH_BLOCK)
     return {
         "kind": "lanes",
         "output_loops": tuple(Loop(printer(var), lowering.code(sizes[var]), position == 0)
@@ -235,9 +239,9 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
             lane_extent=f"{lowering.names[streamed.base]}.shape[{list(streamed.indices).index(lane)}]",
             tile_index=", ".join(printer(var) for var in tile_vars),
             init=init,
-            around=around,
-            broadcasts=broadcasts,
-            updates=updates,
+            around=blocked.around,
+            broadcasts=blocked.broadcasts,
+            updates=blocked.updates,
             store=printer(store),
             lane_block=lane_block,
             block_bounds=block_bounds,
@@ -245,7 +249,30 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
             batch_unroll=batch_unroll,
             row_start=row_start,
         ),
+        "nest": _lanes_nest(indices, shape, batch_index, [int(sizes[var]) for var in rows], outer_tile, reduction,
+                            int(sizes[lane]), lane_block, blocked, stagings,
+                            int(sizes[tile_vars[0]]) // int(tile_sizes[tile_vars[0]]) / (images.size if images else 1)),
     }
+
+
+def _lanes_nest(indices, shape, batch_index, rows, outer_tile, reduction, lanes: int, lane_block: int,
+                blocked: Blocked, stagings, share: float) -> LoopNest:
+    """The lanes schedule's numbers for the cost model (:mod:`symcnn.codegen.cost_model`), per image;
+    ``share``: the tile's loops run that many times per image (its row blocks, over a block of images)."""
+    outputs = math.prod(int(size) for var, size in zip(indices, shape) if var != batch_index)
+    products = math.prod(high - low + 1 for _, low, high in reduction)
+    trips = lane_block or lanes
+    return vector_nest("lanes", multiply_adds=outputs * products, rows=rows, outer=[e for _, e in outer_tile],
+                       reduction=[high - low + 1 for _, low, high in reduction], lanes=trips, useful=trips,
+                       block=blocked.block, unroll=blocked.unroll, streamed=blocked.streamed,
+                       hoisted=len(blocked.broadcasts), staged=_staged_elements(stagings),
+                       stored=outputs if batch_index is not None else 0, repeats=-(-lanes // trips) * share)
+
+
+def _staged_elements(stagings) -> int:
+    """Elements copied per image into ``stagings`` (a copy of an operand without a batch axis is made
+    once a call: not counted)."""
+    return sum(math.prod(int(extent) for extent in staging.shape) for staging in stagings if staging.per_image)
 
 
 def _row_parts(lowering, rows: list[tuple[Symbol, int]], batch) -> tuple[tuple[Loop, ...], tuple[str, str, str]]:
@@ -307,24 +334,46 @@ def _split(var, low: int, high: int, limit: int, printer) -> tuple[Optional[Loop
     return loop, [var + offset for offset in range(size)]
 
 
-def _register_blocks(lowering, reduction, outer_tile, broadcast_read, streamed_read, tile_element,
-                     unroll: int, block: int):
+class Blocked(NamedTuple):
+    """A register-blocked lane loop (:func:`_register_blocks`): the loops around it, the values read
+    before it (``(name, printed read)``), its updates, and for the cost model the block and unroll
+    it took and how many distinct lane-dependent reads its updates make."""
+
+    around: tuple[Loop, ...]
+    broadcasts: tuple[tuple[str, str], ...]
+    updates: tuple[str, ...]
+    block: int
+    unroll: int
+    streamed: int
+
+
+def _register_blocks(lowering, reduction, outer_tile, reads, lane, tile_element, unroll: int, block: int,
+                     deep: bool = False) -> Blocked:
     """The loops around the lane loop, the hoisted broadcast reads and the lane loop's updates.
 
-    The innermost reduction loop is unrolled by up to ``unroll`` (its values summed in one update,
-    in order) and the innermost outer tile loop blocked by up to ``block`` (one update each): with
-    ``unroll * block`` broadcast values in registers, each tile element loaded takes ``unroll``
-    multiply-adds and each streamed value serves ``block`` elements. (Measured on a hand-written
-    twin of seed004's conv2 forward, 2 threads: 63 GFLOP/s unblocked, 192 GFLOP/s at 3 x 4; the
-    generated kernel, in ``symcnn bench --profile``, 61 before and 149 after.)
+    ``reads`` are the product's factors in its order; those that do not depend on ``lane`` are read
+    before the lane loop (broadcast values), the others in it. The innermost reduction loop is
+    unrolled by up to ``unroll`` (its values summed in one update, in order; ``deep``: an ``unroll``
+    beyond the whole innermost loop unrolls the next one too, both in the formula's order) and the innermost
+    outer tile loop blocked by up to ``block`` (one update each): with ``unroll * block`` broadcast
+    values in registers, each tile element loaded takes ``unroll`` multiply-adds and each streamed
+    value serves ``block`` elements. (Measured on a hand-written twin of seed004's conv2 forward, 2
+    threads: 63 GFLOP/s unblocked, 192 GFLOP/s at 3 x 4; the generated kernel, in ``symcnn bench
+    --profile``, 61 before and 149 after.)
     """
     printer = lowering.printer.doprint
     loops = [Loop(printer(var), str(high + 1), False, str(low)) for var, low, high in reduction]
-    unroll_var, unroll_values = None, [None]
+    unrolled: list[dict] = [{}]  # the values of the unrolled loops' variables, one dict per product
     if reduction:
         unroll_var, low, high = reduction[-1]
         loop, unroll_values = _split(unroll_var, low, high, unroll, printer)
         loops[-1:] = [loop] if loop else []
+        unrolled = [{unroll_var: value} for value in unroll_values]
+        if deep and loop is None and len(reduction) > 1 and unroll // len(unroll_values) > 1:
+            next_var, next_low, next_high = reduction[-2]
+            next_loop, next_values = _split(next_var, next_low, next_high, unroll // len(unroll_values), printer)
+            loops[-1:] = [next_loop] if next_loop else []
+            unrolled = [{next_var: outer, unroll_var: inner} for outer in next_values for inner in unroll_values]
     tile_loops = [Loop(printer(var), str(extent)) for var, extent in outer_tile]
     block_var, block_values = None, [None]
     if outer_tile:
@@ -332,20 +381,27 @@ def _register_blocks(lowering, reduction, outer_tile, broadcast_read, streamed_r
         loop, block_values = _split(block_var, 0, extent - 1, block, printer)
         tile_loops[-1:] = [loop] if loop else []
     names: dict[str, Symbol] = {}  # printed read -> its name: a window read shared by neighbours is read once
+    streamed: set[str] = set()
     updates = []
     for block_value in block_values:
         products = []
-        for unroll_value in unroll_values:
-            at = {var: value for var, value in ((unroll_var, unroll_value), (block_var, block_value))
-                  if var is not None}
-            read = lowering.code(broadcast_read.subs(at, simultaneous=True))
-            name = names.setdefault(read, Symbol(f"{BROADCAST}{len(names)}"))
-            products.append(sympy.Mul(name, streamed_read.subs(at, simultaneous=True), evaluate=False))
-        element = tile_element.subs({block_var: block_value}) if block_var is not None else tile_element
+        for point in unrolled:
+            at = {**point, block_var: block_value} if block_var is not None else point
+            factors = []
+            for read in reads:
+                read = read.xreplace(at)  # simultaneous; a variable replaced by a number or variable + number
+                if read.has(lane):
+                    streamed.add(lowering.code(read))
+                    factors.append(read)
+                else:
+                    factors.append(names.setdefault(lowering.code(read), Symbol(f"{BROADCAST}{len(names)}")))
+            products.append(sympy.Mul(*factors, evaluate=False))
+        element = tile_element.xreplace({block_var: block_value}) if block_var is not None else tile_element
         # the sum's step once per product, in the formula's order: ((element + p0) + p1) + ...
         updates.append(lowering.statement(element, OrderedSum(element, *products)))
     broadcasts = tuple((str(name), read) for read, name in names.items())
-    return tuple(loops + tile_loops), broadcasts, tuple(updates)
+    return Blocked(tuple(loops + tile_loops), broadcasts, tuple(updates), len(block_values), len(unrolled),
+                   len(streamed))
 
 
 def _named(lowering, name: str) -> IndexedBase:
@@ -387,9 +443,10 @@ def _choose_lane(factors, indices, shape, batch_index, image):
     return best[1] if best else None
 
 
-def _pad(lowering, read: Indexed, shape, image, ranges, stagings) -> Optional[Expr]:
-    """The read from a zero-padded per-image copy when its indices are affine; else ``read``."""
-    if all(index.is_Symbol or index.is_Integer for index in read.indices):
+def _pad(lowering, read: Indexed, shape, image, ranges, stagings, always: bool = False) -> Optional[Expr]:
+    """The read from a zero-padded per-image copy when its indices are affine (or ``always``: a copy
+    as wide as ``ranges`` reach, zeros beyond the operand); else ``read``."""
+    if not always and all(index.is_Symbol or index.is_Integer for index in read.indices):
         return read
     name = f"{lowering.names[read.base]}_padded"
     base = _named(lowering, name)

@@ -1,0 +1,95 @@
+"""Before and after: the same specs' train step (and forward pass) with two builds of their kernels, interleaved
+in one process, so that a busy machine slows both alike.
+
+A record for docs/performance.md ("Schedules from shapes"), not part of the package. ``symcnn bench`` compares
+the generated kernels with PyTorch; this compares two generations of the kernels with each other. Each build
+is a kernel cache (``SYMCNN_CACHE_DIR`` of a ``symcnn bench`` run that compiled it:
+``<dir>/<module>_<spec digest>_<generator digest>/``), or for a shipped spec a checkout's ``generated/``
+directory, so nothing is compiled here. Each repeat rests 0.3 s, times the before build's step (the mean
+of 5 calls), rests, times the after build's; the medians of the repeats and their ratio are printed.
+
+Usage, from the repository root:
+    PYTHONPATH=. python docs/bench/ab_train_step.py --before /tmp/cache-before --after /tmp/cache-after \\
+        suite-lenet seed004 --batch 64 --threads 2 --repeat 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from symcnn.runtime.loader import _forget, import_package
+from symcnn.runtime.network import Network
+from symcnn.spec import load_spec
+
+CALLS = 5
+REST = 0.3
+
+
+def network(spec, root: Path, seed: int) -> Network:
+    """The spec's network on the kernels compiled under ``root``, loaded under the loader's module name (numba's
+    cache finds a kernel's module by it), then forgotten so that the other build can take the name."""
+    if (root / spec.module_name / "__init__.py").is_file():  # a checkout's generated/ (a shipped spec)
+        entry = root
+        name = f"symcnn_kernels_{spec.module_name}"  # the loader's name for a shipped package
+    else:
+        (entry,) = root.glob(f"{spec.module_name}_{spec.digest()}_*")  # one generator's build per cache
+        name = f"symcnn_kernels_{entry.name}"
+    package = import_package(entry / spec.module_name, name)
+    net = Network(spec, package, seed=seed)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, *spec.input_shape)).astype(np.float32)
+    net.train_step(x, rng.integers(0, spec.classes, 2), 0.01)  # every kernel of a step loaded now
+    net.forward(x)
+    _forget(name)
+    return net
+
+
+def seconds(call) -> float:
+    time.sleep(REST)
+    start = time.perf_counter()
+    for _ in range(CALLS):
+        call()
+    return (time.perf_counter() - start) / CALLS
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("specs", nargs="+")
+    parser.add_argument("--before", required=True, type=Path)
+    parser.add_argument("--after", required=True, type=Path)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=15)
+    options = parser.parse_args()
+    numba.set_num_threads(options.threads)
+    print(f"before {options.before}, after {options.after}: batch {options.batch}, {options.threads} threads, "
+          f"median of {options.repeat} interleaved repeats of {CALLS} calls (ms)")
+    print(f"{'spec':22s} {'train before':>12s} {'after':>8s} {'speed-up':>8s}   {'forward before':>14s} {'after':>8s} "
+          f"{'speed-up':>8s}")
+    for name in options.specs:
+        spec = load_spec(name)
+        nets = [network(spec, root, seed=1) for root in (options.before, options.after)]
+        nets[1].params = {key: value.copy() for key, value in nets[0].params.items()}
+        rng = np.random.default_rng(1)
+        x = rng.standard_normal((options.batch, *spec.input_shape)).astype(np.float32)
+        labels = rng.integers(0, spec.classes, options.batch)
+        train: list[list[float]] = [[], []]
+        forward: list[list[float]] = [[], []]
+        for _ in range(options.repeat):
+            for position, net in enumerate(nets):
+                train[position].append(seconds(lambda net=net, x=x, labels=labels: net.train_step(x, labels, 0.001)))
+                forward[position].append(seconds(lambda net=net, x=x: net.forward(x)))
+        (train_before, train_after), (forward_before, forward_after) = (
+            [statistics.median(times) * 1e3 for times in pair] for pair in (train, forward))
+        print(f"{name:22s} {train_before:12.2f} {train_after:8.2f} {train_before / train_after:7.2f}x   "
+              f"{forward_before:14.2f} {forward_after:8.2f} {forward_before / forward_after:7.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()

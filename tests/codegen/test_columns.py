@@ -1,0 +1,179 @@
+"""The columns schedule (symcnn/codegen/backends/numba_cpu/columns.py): which kernels it fits, what it stages
+and stores, and that its kernels equal PyTorch on random small shapes with few channels (forced with
+cost_model.restricted, whatever the model would pick), with sums that do not depend on the thread count."""
+
+import hashlib
+import re
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from symcnn.codegen import cost_model
+from symcnn.codegen.backends.numba_cpu.columns import columns_fit
+from symcnn.codegen.lower import layer_formula, layer_kernels
+from symcnn.spec import load_spec, spec_from_dict
+from tests.kernels_helpers import assert_float64_equals_pytorch, network_for, random_params
+
+
+@pytest.fixture(autouse=True)
+def kernel_cache(tmp_path_factory, monkeypatch):
+    """Specs generated on demand go to a per-session cache, not the user's."""
+    monkeypatch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
+
+
+def _conv_spec(name, input_shape, **conv):
+    return {"name": name, "input": list(input_shape), "loss": "softmax_cross_entropy",
+            "layers": [{"type": "conv2d", "name": "conv", **conv}, {"type": "tanh"}, {"type": "flatten"},
+                       {"type": "dense", "name": "fc", "out_features": 3}]}
+
+
+def _kernels(spec: dict, label: str = "conv") -> dict:
+    layer = next(layer for layer in spec_from_dict(spec).layers if layer.label == label)
+    return {kernel.name.removeprefix(f"{label}_"): kernel for kernel in layer_kernels(layer)}
+
+
+def _only_columns(nest) -> bool:
+    return nest.schedule == "columns"
+
+
+def test_lenet_first_convolution_is_vectorized_over_its_columns():
+    """One input channel, six output channels: no vector of channels. Its 28 columns, padded to 32 (two
+    whole vectors), are the lane; the six channels are one register block."""
+    conv1 = {kernel.name: kernel for kernel in layer_kernels(load_spec("suite-lenet").layers[0])}
+    forward = conv1["conv1_forward"]
+    assert forward.kind == "columns"
+    lanes = forward.lanes
+    assert lanes.lane_extent == "16*((out.shape[3] + 15) // 16)"  # read at run time: LLVM vectorizes it
+    assert lanes.tile_shape[-1] == "32" and lanes.tile[-1].variable == "j"
+    # stored over the 28 real columns only, the lane innermost (the output's rows are contiguous)
+    assert [(loop.variable, loop.stop) for loop in lanes.stores] == [("c_out", "6"), ("j", "28")]
+    assert lanes.store == "out[n, c_out, i, j]"
+    # the input copied into a zero-filled copy wide enough for the 32 lanes and the 5 x 5 window
+    (staging,) = lanes.stagings
+    assert (staging.name, staging.shape, staging.zeroed) == ("x_padded", ("1", "32", "36"), True)
+    # the weight is the broadcast operand, read before the lane loop; the bias starts each tile row
+    assert lanes.init == "bias[c_out]"
+    assert all(read.startswith("weight[") for _, read in lanes.broadcasts)
+    assert conv1["conv1_grad_weight"].kind == "columns"
+    assert conv1["conv1_grad_weight"].lanes.over_batch
+
+
+def test_a_weight_gradient_sums_its_columns_in_a_fixed_order():
+    """The lane of a weight gradient is a column axis it sums: each chunk's tile keeps one partial sum
+    per column, and the chunks and columns are summed at the end, chunks outer, in order."""
+    with cost_model.restricted(_only_columns):
+        kernels = _kernels(_conv_spec("few", (1, 12, 12), out_channels=3, kernel=3))
+    weight = kernels["grad_weight"].lanes
+    assert kernels["grad_weight"].kind == "columns" and weight.over_batch
+    assert weight.tile_shape == ("3", "1", "3", "3", "10")
+    assert [loop.variable for loop in weight.chunk_sum.loops] == ["chunk", "j"]
+    assert weight.chunk_sum.update == "total += tiles[chunk, c_out, c_in, u, v, j]"
+    assert weight.lane_extent == "grad_output.shape[3]"
+
+
+def test_products_are_the_formulas_term():
+    """Every product in a lane loop is the formula's weight read (hoisted, by name) times its input read."""
+    with cost_model.restricted(_only_columns):
+        forward = _kernels(_conv_spec("few", (2, 9, 11), out_channels=3, kernel=[2, 3], padding=1))["forward"]
+    names = {name for name, _ in forward.lanes.broadcasts}
+    for update in forward.lanes.updates:
+        element, _, value = update.partition(" = ")
+        products = re.findall(r"(broadcast\d+)\*(x_padded\[[^]]*\])", value)
+        assert value == " + ".join([element] + [f"{name}*{read}" for name, read in products])
+        for name, read in products:
+            assert name in names and re.fullmatch(r"x_padded\[c_in, i( \+ (u|\d+))?, j( \+ \d+)?\]", read), read
+
+
+def test_what_the_columns_schedule_does_not_fit():
+    """Columns read with a step (a strided convolution's) and outputs without columns (a dense layer's)
+    are the other schedules'; a strided input gradient runs by phase (codegen/phases.py), each phase a
+    plain correlation without a divisibility test, which the columns schedule may then take."""
+    from symcnn.codegen.lower import _forward_terms
+
+    spec = spec_from_dict(_conv_spec("strided", (2, 9, 9), out_channels=2, kernel=3, stride=[1, 2]))
+    formula, values = layer_formula(spec.layers[0])
+    concrete = formula.substitute(values)
+    assert columns_fit(concrete.indices, concrete.output.shape, formula.parameters["batch"],
+                       _forward_terms(concrete), concrete.tensors) is None
+    with cost_model.restricted(_only_columns):
+        strided = _kernels(_conv_spec("strided2", (2, 9, 9), out_channels=2, kernel=3, stride=2))
+        dense = layer_kernels(spec.layers[-1])
+    assert strided["forward"].kind != "columns" and strided["grad_input"].kind == "phases"
+    assert {phase.kind for phase in strided["grad_input"].phases} == {"columns"}
+    assert strided["grad_weight"].kind != "columns"
+    assert not any(kernel.kind == "columns" for kernel in dense)
+
+
+@st.composite
+def few_channel_specs(draw, any_groups: bool = False):
+    """Random small convolutions with few channels: columns read with a unit step (the width's stride 1),
+    anything else random (the height's stride, padding, dilation, non-square kernels; one group or
+    depthwise, or with ``any_groups`` any grouping, whose input channel ``c_in + 2*floor(c_out/3)`` the
+    columns schedule does not take)."""
+    height, width = draw(st.integers(3, 10)), draw(st.integers(3, 13))
+    kernel = [draw(st.integers(1, min(3, height))), draw(st.integers(1, min(4, width)))]
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    per_group = draw(st.integers(1, 3)) if any_groups or groups == 1 else 1
+    conv = {"out_channels": groups * per_group, "kernel": kernel, "groups": groups,
+            "stride": [draw(st.integers(1, 2)), 1], "padding": [draw(st.integers(0, 1)), draw(st.integers(0, 2))],
+            "dilation": [1, draw(st.integers(1, 2))], "bias": draw(st.booleans())}
+    if width + 2 * conv["padding"][1] - conv["dilation"][1] * (kernel[1] - 1) < 1:
+        conv["dilation"] = [1, 1]
+    channels = groups * draw(st.integers(1, 2 if any_groups and groups > 1 else 1)) if groups > 1 else draw(
+        st.integers(1, 3))
+    digest = hashlib.sha256(repr((conv, channels, height, width)).encode()).hexdigest()[:10]
+    return _conv_spec(f"columns-{digest}", (channels, height, width), **conv)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spec=few_channel_specs())
+def test_random_few_channel_convolutions_in_columns_equal_pytorch(tmp_path_factory, spec):
+    """Forced to the columns schedule wherever it fits, every other candidate excluded."""
+    pytest.importorskip("torch")
+    with cost_model.restricted(_only_columns):
+        kernels = _kernels(spec)
+        net = network_for(spec, tmp_path_factory.mktemp("spec"))
+    assert kernels["forward"].kind == "columns"
+    source = net.kernels.__file__.replace("__init__.py", "conv.py")
+    columns = sum(part.kind == "columns" for kernel in kernels.values() for part in kernel.phases or [kernel])
+    assert len(re.findall(r"lanes = ", open(source).read())) == columns  # a strided input gradient's phases too
+    rng = np.random.default_rng(0)
+    net.load_params(random_params(net, rng))
+    assert_float64_equals_pytorch(net, rng, np.array([1, 2, 0]))
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spec=few_channel_specs(any_groups=True))
+def test_random_few_channel_convolutions_as_the_model_schedules_them_equal_pytorch(tmp_path_factory, spec):
+    """As generated (the cost model's choice: columns, lanes or the scalar form, a strided input gradient
+    in phases, each of which may take the columns schedule)."""
+    pytest.importorskip("torch")
+    net = network_for(spec, tmp_path_factory.mktemp("spec"))
+    rng = np.random.default_rng(2)
+    net.load_params(random_params(net, rng))
+    assert_float64_equals_pytorch(net, rng, np.array([0, 1]))
+
+
+def test_columns_weight_gradients_do_not_depend_on_the_thread_count(monkeypatch, tmp_path):
+    """Summed in a fixed number of chunks and columns: the same numbers with 1 or 2 threads, bit for bit."""
+    import numba
+
+    monkeypatch.setenv("SYMCNN_ADAPTIVE_THREADS", "0")  # two threads even on a busy machine
+    spec = _conv_spec("columns-threads", (2, 14, 14), out_channels=3, kernel=3, padding=1)
+    with cost_model.restricted(_only_columns):
+        net = network_for(spec, tmp_path, dtype="float32")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((13, 2, 14, 14)).astype(np.float32)
+    labels = rng.integers(0, 3, 13)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        _, one = net.loss_and_grads(x, labels)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        _, two = net.loss_and_grads(x, labels)
+    finally:
+        numba.set_num_threads(before)
+    for name in one:
+        assert np.array_equal(one[name], two[name]), name
