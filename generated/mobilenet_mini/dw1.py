@@ -27,7 +27,8 @@ def dw1_forward(x, weight, out):
     # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
     # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
     lanes = out.shape[3]
-    # Each image's rows in parts, one parallel item each, so that a batch of one keeps every thread busy.
+    # Each image's rows in parts, one parallel item each,
+    # so that a batch of one keeps every thread busy.
     for item in prange(2*N):
         n = (item) // 2
         part = item % 2

@@ -33,7 +33,8 @@ def pw2_forward(x, weight, out):
     # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
     # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
     lanes = weight.shape[0]
-    # Each image's rows in parts, one parallel item each, so that a batch of one keeps every thread busy.
+    # Each image's rows in parts, one parallel item each,
+    # so that a batch of one keeps every thread busy.
     for item in prange(2*N):
         n = (item) // 2
         part = item % 2
@@ -81,7 +82,8 @@ def pw2_grad_input(grad_output, weight, grad_input):
     # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
     # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
     lanes = grad_input.shape[3]
-    # Each image's rows in parts, one parallel item each, so that a batch of one keeps every thread busy.
+    # Each image's rows in parts, one parallel item each,
+    # so that a batch of one keeps every thread busy.
     for item in prange(2*N):
         n = (item) // 2
         part = item % 2

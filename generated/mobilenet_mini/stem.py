@@ -33,7 +33,8 @@ def stem_forward(x, weight, out):
     # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
     # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
     lanes = weight.shape[0]
-    # Each image's rows in parts, one parallel item each, so that a batch of one keeps every thread busy.
+    # Each image's rows in parts, one parallel item each,
+    # so that a batch of one keeps every thread busy.
     for item in prange(2*N):
         n = (item) // 2
         part = item % 2
@@ -134,7 +135,8 @@ def stem_grad_input(grad_output, weight, grad_input):
     # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
     # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
     lanes = grad_input_p01.shape[3]
-    # Each image's rows in parts, one parallel item each, so that a batch of one keeps every thread busy.
+    # Each image's rows in parts, one parallel item each,
+    # so that a batch of one keeps every thread busy.
     for item in prange(2*N):
         n = (item) // 2
         part = item % 2
@@ -184,7 +186,8 @@ def stem_grad_input(grad_output, weight, grad_input):
     # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
     # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
     lanes = grad_input_p10.shape[3]
-    # Each image's rows in parts, one parallel item each, so that a batch of one keeps every thread busy.
+    # Each image's rows in parts, one parallel item each,
+    # so that a batch of one keeps every thread busy.
     for item in prange(2*N):
         n = (item) // 2
         part = item % 2
@@ -234,7 +237,8 @@ def stem_grad_input(grad_output, weight, grad_input):
     # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
     # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
     lanes = grad_input_p11.shape[3]
-    # Each image's rows in parts, one parallel item each, so that a batch of one keeps every thread busy.
+    # Each image's rows in parts, one parallel item each,
+    # so that a batch of one keeps every thread busy.
     for item in prange(2*N):
         n = (item) // 2
         part = item % 2

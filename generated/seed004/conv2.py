@@ -33,7 +33,8 @@ def conv2_forward(x, weight, bias, out):
     # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
     # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
     lanes = weight.shape[0]
-    # Each image's rows in parts, one parallel item each, so that a batch of one keeps every thread busy.
+    # Each image's rows in parts, one parallel item each,
+    # so that a batch of one keeps every thread busy.
     for item in prange(2*N):
         n = (item) // 2
         part = item % 2
@@ -89,7 +90,8 @@ def conv2_grad_input(grad_output, weight, grad_input):
     # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
     # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
     lanes = weight.shape[1]
-    # Each image's rows in parts, one parallel item each, so that a batch of one keeps every thread busy.
+    # Each image's rows in parts, one parallel item each,
+    # so that a batch of one keeps every thread busy.
     for item in prange(2*N):
         n = (item) // 2
         part = item % 2
