@@ -83,3 +83,20 @@ def assert_central_differences(net: Network, x: np.ndarray, labels: np.ndarray, 
             array[index] = original
             numeric = (upper - lower) / (2 * step)
             assert grads[key][index] == pytest.approx(numeric, rel=rel, abs=abs), (key, index)
+
+
+def assert_same_gradients_on_one_and_two_threads(net: Network, x: np.ndarray, labels: np.ndarray) -> None:
+    """``net``'s loss gradients with numba on 1 and on 2 threads are equal bit for bit (sums in a fixed
+    order, whatever the thread count: a resumed run reproduces an uninterrupted one on any machine)."""
+    import numba
+
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        _, one = net.loss_and_grads(x, labels)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        _, two = net.loss_and_grads(x, labels)
+    finally:
+        numba.set_num_threads(before)
+    for name in one:
+        assert np.array_equal(one[name], two[name]), name

@@ -14,7 +14,8 @@ from symcnn.codegen import cost_model
 from symcnn.codegen.backends.numba_cpu.columns import columns_fit
 from symcnn.codegen.lower import layer_formula, layer_kernels
 from symcnn.spec import load_spec, spec_from_dict
-from tests.kernels_helpers import assert_float64_equals_pytorch, network_for, random_params
+from tests.kernels_helpers import (assert_float64_equals_pytorch, assert_same_gradients_on_one_and_two_threads,
+                                   network_for, random_params)
 
 
 @pytest.fixture(autouse=True)
@@ -158,22 +159,10 @@ def test_random_few_channel_convolutions_as_the_model_schedules_them_equal_pytor
 
 def test_columns_weight_gradients_do_not_depend_on_the_thread_count(monkeypatch, tmp_path):
     """Summed in a fixed number of chunks and columns: the same numbers with 1 or 2 threads, bit for bit."""
-    import numba
-
     monkeypatch.setenv("SYMCNN_ADAPTIVE_THREADS", "0")  # two threads even on a busy machine
     spec = _conv_spec("columns-threads", (2, 14, 14), out_channels=3, kernel=3, padding=1)
     with cost_model.restricted(_only_columns):
         net = network_for(spec, tmp_path, dtype="float32")
     rng = np.random.default_rng(1)
     x = rng.standard_normal((13, 2, 14, 14)).astype(np.float32)
-    labels = rng.integers(0, 3, 13)
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        _, one = net.loss_and_grads(x, labels)
-        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-        _, two = net.loss_and_grads(x, labels)
-    finally:
-        numba.set_num_threads(before)
-    for name in one:
-        assert np.array_equal(one[name], two[name]), name
+    assert_same_gradients_on_one_and_two_threads(net, x, rng.integers(0, 3, 13))

@@ -13,7 +13,7 @@ from symcnn.codegen.lower import layer_kernels
 from symcnn.codegen.backends.numba_cpu.lanes import BATCH_CHUNKS, _affine_range
 from symcnn.runtime.network import Network
 from symcnn.spec import load_spec
-from tests.kernels_helpers import toml_of
+from tests.kernels_helpers import assert_same_gradients_on_one_and_two_threads, toml_of
 
 
 def _spec(directory, layers, input_shape):
@@ -122,23 +122,11 @@ def test_weight_gradients_do_not_depend_on_the_thread_count(monkeypatch):
     """The batch is summed in a fixed number of chunks (the convolutions), or in order for each block
     of features (the dense layer): the same sums with 1 or 2 threads, bit for bit (so that a resumed
     training run reproduces an uninterrupted one on any machine)."""
-    import numba
-
     monkeypatch.setenv("SYMCNN_ADAPTIVE_THREADS", "0")  # two threads even on a busy machine
     net = Network.from_spec("seed004", seed=0)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((13, 3, 32, 32)).astype(np.float32)
-    labels = rng.integers(0, 10, 13)
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        _, one = net.loss_and_grads(x, labels)
-        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-        _, two = net.loss_and_grads(x, labels)
-    finally:
-        numba.set_num_threads(before)
-    for name in one:
-        assert np.array_equal(one[name], two[name]), name
+    assert_same_gradients_on_one_and_two_threads(net, x, rng.integers(0, 10, 13))
 
 
 def test_training_skips_the_first_layers_input_gradient():
