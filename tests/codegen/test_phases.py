@@ -19,7 +19,8 @@ from symcnn.codegen.phases import split_phases
 from symcnn.spec import load_spec, spec_from_dict
 from symcnn.symbolic.adjoint import GatherTerm
 from symcnn.symbolic.ops import Tensor
-from tests.kernels_helpers import assert_central_differences, assert_float64_equals_pytorch, network_for, random_params
+from tests.kernels_helpers import (assert_central_differences, assert_float64_equals_pytorch,
+                                   assert_same_gradients_on_one_and_two_threads, network_for, random_params)
 
 
 @pytest.fixture(autouse=True)
@@ -239,23 +240,11 @@ def test_fixed_strided_spec_takes_the_phases_and_equals_pytorch_and_finite_diffe
 
 
 def test_phases_do_not_depend_on_the_thread_count(fixed, monkeypatch):
-    import numba
-
-    monkeypatch.setenv("SYMCNN_ADAPTIVE_THREADS", "0")
+    monkeypatch.setenv("SYMCNN_ADAPTIVE_THREADS", "0")  # two threads even on a busy machine
     rng = np.random.default_rng(2)
     fixed.load_params(random_params(fixed, rng))
     x = rng.standard_normal((5, *fixed.spec.input_shape))
-    labels = rng.integers(0, 3, 5)
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        _, one = fixed.loss_and_grads(x, labels)
-        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-        _, two = fixed.loss_and_grads(x, labels)
-    finally:
-        numba.set_num_threads(before)
-    for name in one:
-        assert np.array_equal(one[name], two[name]), name
+    assert_same_gradients_on_one_and_two_threads(fixed, x, rng.integers(0, 3, 5))
 
 
 def test_a_phase_read_element_by_element_is_not_reshaped(torch, tmp_path):
