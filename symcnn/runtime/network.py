@@ -400,6 +400,16 @@ class Network(LayerState):
         loss = float(self._call("loss_forward", {"x": logits, "targets": targets}))
         upstream = self._buffer("loss.grad_input", logits.shape, self.dtype)
         self._call("loss_grad_input", {"x": logits, "targets": targets, "grad_input": upstream})
+        grads = self._backward(values, saved, upstream, input_gradient, training)
+        if input_gradient:
+            grads["input"] = grads["input"].copy()  # the buffers are reused
+        return loss, grads
+
+    def _backward(self, values: dict, saved: dict, upstream: np.ndarray, input_gradient: bool, training: bool,
+                  parameters: Optional[set] = None) -> dict[str, np.ndarray]:
+        """The gradients of every parameter (of those named in ``parameters``, when given) and, with
+        ``input_gradient``, of the input (``"input"``: an internal array), from the logits' gradient
+        ``upstream``; ``values`` and ``saved`` are :meth:`_forward`'s."""
         grads: dict[str, np.ndarray] = {}
         # The gradients each tensor's readers send back, by label: summed where several read it.
         sent: dict[str, list[np.ndarray]] = {self.spec.layers[-1].label: [upstream]}
@@ -413,10 +423,11 @@ class Network(LayerState):
             arrays["grad_output"] = upstream
             arrays.update(saved.get(layer.label, {}))
             for role in ("weight", "bias"):
-                if role in arrays:
-                    arrays[f"grad_{role}"] = gradient = np.empty_like(arrays[role])
+                name = f"{layer.name}.{role}"
+                if role in arrays and (parameters is None or name in parameters):
+                    arrays[f"grad_{role}"] = gradient = self._gradient_array(arrays[role])
                     self._call(self._kernel(layer, f"grad_{role}", training), arrays)
-                    grads[f"{layer.name}.{role}"] = gradient
+                    grads[name] = gradient
             for name, source in zip(_gradient_names(len(layer.inputs)), layer.inputs):
                 if source == "input" and not input_gradient:  # training needs none
                     continue
@@ -424,8 +435,12 @@ class Network(LayerState):
                 self._call(self._kernel(layer, name, training), arrays)
                 sent.setdefault(source, []).append(arrays[name])
         if input_gradient:
-            grads["input"] = self._gradient_sum("input", sent["input"]).copy()  # the buffers are reused
-        return loss, grads
+            grads["input"] = self._gradient_sum("input", sent["input"])
+        return grads
+
+    def _gradient_array(self, parameter: np.ndarray) -> np.ndarray:
+        """A new array for a parameter's gradient: the caller's own (returned, scaled in place by an update)."""
+        return np.empty_like(parameter)
 
     def _gradient_sum(self, label: str, gradients: list[np.ndarray]) -> np.ndarray:
         """The gradient of tensor ``label``: the one its reader sent, or the sum of its readers' (the

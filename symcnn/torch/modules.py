@@ -49,6 +49,7 @@ from symcnn.torch.operators import (
     layer_operators,
     running_statistics_operator,
 )
+from symcnn.torch.whole_pass import FastPath
 
 __all__ = ["SymcnnLayer", "SymcnnNetwork", "SymcnnGraph", "MaskGenerator", "from_spec", "layer"]
 
@@ -80,6 +81,20 @@ class MaskGenerator:
         self.first_image = int(first_image)
 
 
+class _SharedOperator:
+    """An operator a module calls, shared by its copies: ``copy.deepcopy(module)`` keeps it (operators are
+    registered once per process; a ``custom_op``'s own library handle cannot be copied)."""
+
+    def __init__(self, operator: Callable):
+        self.operator = operator
+
+    def __call__(self, *arguments):
+        return self.operator(*arguments)
+
+    def __deepcopy__(self, memo) -> "_SharedOperator":
+        return self
+
+
 class SymcnnLayer(torch.nn.Module):
     """One generated layer: its kernels as operators, its parameters (``weight``, ``bias``) as
     ``nn.Parameter`` of PyTorch's shapes, its buffers (a batch norm's running statistics) as buffers. The
@@ -92,7 +107,8 @@ class SymcnnLayer(torch.nn.Module):
                  statistics: Optional[Callable] = None, masks: Optional[MaskGenerator] = None,
                  counts_passes: bool = False):
         super().__init__()
-        self.operators, self.evaluation, self.statistics = operators, evaluation, statistics
+        self.operators, self.evaluation = operators, evaluation
+        self.statistics = _SharedOperator(statistics) if statistics is not None else None
         self.masks, self.counts_passes = masks, counts_passes
         for role, value in params.items():
             self.register_parameter(role, torch.nn.Parameter(torch.from_numpy(np.array(value))))
@@ -215,11 +231,15 @@ class SymcnnNetwork(_Passes, torch.nn.Sequential):
     """A spec's layers in order, each a :class:`SymcnnLayer` named by its label. The logits are its
     output (the loss is PyTorch's: ``torch.nn.functional.cross_entropy``)."""
 
-    def __init__(self, spec: NetworkSpec, layers: dict[str, SymcnnLayer], masks: MaskGenerator):
+    def __init__(self, spec: NetworkSpec, layers: dict[str, SymcnnLayer], masks: MaskGenerator, kernels):
         super().__init__(OrderedDict(layers))
         self.spec, self.masks = spec, masks
+        self._fast_path = FastPath(self, kernels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self._fast_path.run(self, x)
+        if logits is not None:
+            return self._count(logits)
         with _one_thread_choice():
             return self._count(super().forward(x))
 
@@ -229,13 +249,17 @@ class SymcnnGraph(_Passes, torch.nn.Module):
     outputs its ``inputs`` name. A tensor that several layers read gets the sum of their gradients from
     autograd (the Network sums them with its generated ``fanout_`` kernels). The logits are its output."""
 
-    def __init__(self, spec: NetworkSpec, layers: dict[str, SymcnnLayer], masks: MaskGenerator):
+    def __init__(self, spec: NetworkSpec, layers: dict[str, SymcnnLayer], masks: MaskGenerator, kernels):
         super().__init__()
         for label, module in layers.items():
             self.add_module(label, module)
         self.spec, self.masks = spec, masks
+        self._fast_path = FastPath(self, kernels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self._fast_path.run(self, x)
+        if logits is not None:
+            return self._count(logits)
         values = {"input": x}
         with _one_thread_choice():
             for layer in self.spec.layers:
@@ -270,7 +294,7 @@ def from_spec(spec: Union[str, os.PathLike, NetworkSpec], dtype: str = "float32"
     net = Network(loaded, load_kernels(loaded), dtype=dtype, seed=seed)
     masks = MaskGenerator(seed)
     layers = {layer.label: _layer_module(net, layer, masks, counts_passes=False) for layer in loaded.layers}
-    return (SymcnnNetwork if loaded.sequential else SymcnnGraph)(loaded, layers, masks)
+    return (SymcnnNetwork if loaded.sequential else SymcnnGraph)(loaded, layers, masks, net.kernels)
 
 
 def _flat_output(kind: str, input_shape: tuple, settings: dict) -> bool:

@@ -62,6 +62,11 @@ class OutputPool:
 
     def empty(self, shape: tuple, dtype: np.dtype) -> torch.Tensor:
         """An uninitialized C-contiguous CPU tensor of ``shape`` and ``dtype`` that no live tensor shares."""
+        return torch.from_numpy(self.empty_array(shape, dtype))
+
+    def empty_array(self, shape: tuple, dtype: np.dtype) -> np.ndarray:
+        """An uninitialized C-contiguous array of ``shape`` and ``dtype`` that nothing else refers to: it is
+        handed out again once no array, view or tensor refers to it."""
         key = (shape, dtype)
         with self._lock:
             arrays = self._arrays.get(key)
@@ -71,11 +76,11 @@ class OutputPool:
                 arrays = self._arrays[key] = []
             for index in range(len(arrays)):
                 if _references(arrays, index) == self._free:
-                    return torch.from_numpy(arrays[index])
+                    return arrays[index]
             array = np.empty(shape, dtype=dtype)
             if len(arrays) < ARRAYS_PER_SHAPE:
                 arrays.append(array)
-            return torch.from_numpy(array)
+            return array
 
     def clear(self) -> None:
         """Forget every array (their memory goes back once no tensor refers to it)."""

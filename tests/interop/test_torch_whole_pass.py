@@ -1,0 +1,171 @@
+"""The module's whole pass as one autograd node (symcnn.torch.whole_pass): bit for bit the layer-by-layer
+path's logits, gradients, running statistics and dropout masks; taken only where nothing observes the
+layers; PyTorch's checks of saved tensors kept."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import symcnn.torch  # noqa: E402
+from symcnn.runtime.network import Network  # noqa: E402
+from tests.kernels_helpers import network_for  # noqa: E402
+
+F = torch.nn.functional
+
+#: A convolution, a batch norm, a dropout and a dense layer: every kind of state a pass reads or changes.
+SPEC = {"name": "torch-whole-pass", "input": [2, 5, 4], "layers": [
+    {"type": "conv2d", "name": "conv", "out_channels": 3, "kernel": 3, "padding": 1},
+    {"type": "batchnorm2d", "name": "bn", "momentum": 0.3, "eps": 1e-3},
+    {"type": "relu"},
+    {"type": "dropout", "p": 0.4},
+    {"type": "flatten"},
+    {"type": "dense", "name": "fc", "out_features": 3},
+]}
+
+
+@pytest.fixture(scope="module")
+def small_net(tmp_path_factory):
+    return network_for(SPEC, tmp_path_factory.mktemp("spec"), seed=2)
+
+
+def _node(logits: torch.Tensor) -> str:
+    return type(logits.grad_fn).__name__
+
+
+def _observed(model):
+    """A forward hook on the first layer: the pass goes layer by layer."""
+    return getattr(model, model.spec.layers[0].label).register_forward_hook(lambda *arguments: None)
+
+
+def _step(model, x, labels, layer_by_layer: bool):
+    """One forward and backward pass from the same state: the node, logits, every gradient, the buffers
+    and the mask step after it (the module's state then put back)."""
+    model.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_(True)
+    state, buffers = dict(model.masks.state), {name: value.clone() for name, value in model.named_buffers()}
+    hook = _observed(model) if layer_by_layer else None
+    logits = model(x)
+    F.cross_entropy(logits, labels).backward()
+    if hook is not None:
+        hook.remove()
+    result = {"node": _node(logits), "logits": logits.detach(), "input": x.grad,
+              **{name: parameter.grad for name, parameter in model.named_parameters()},
+              **{name: value.clone() for name, value in model.named_buffers()}, "step": model.masks.step}
+    model.masks.state = state
+    for name, value in model.named_buffers():
+        value.copy_(buffers[name])
+    return result
+
+
+@pytest.mark.parametrize("spec", ["small", "digits", "resnet-mini", "mobilenet-mini"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_whole_pass_equals_the_layer_by_layer_pass_bit_for_bit(spec, dtype, small_net):
+    model = symcnn.torch.from_spec(small_net.spec if spec == "small" else spec, dtype=dtype, seed=5)
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.standard_normal((6, *model.spec.input_shape)), dtype=getattr(torch, dtype))
+    labels = torch.tensor(rng.integers(0, model.spec.classes, 6))
+    for mode in ("train", "eval"):
+        getattr(model, mode)()
+        whole, layers = _step(model, x, labels, False), _step(model, x, labels, True)
+        assert (whole.pop("node"), layers.pop("node")) == ("WholePassBackward", "LayerFunctionBackward")
+        assert whole.keys() == layers.keys()
+        for name in whole:
+            assert torch.equal(torch.as_tensor(whole[name]), torch.as_tensor(layers[name])), (mode, name)
+    with torch.no_grad():  # inference: the whole pass too, no autograd node
+        logits = model(x)
+        assert logits.grad_fn is None
+        hook = _observed(model)
+        assert torch.equal(logits, model(x))
+        hook.remove()
+
+
+def test_the_module_trains_through_the_whole_pass_as_the_network_does(small_net):
+    net = Network(small_net.spec, small_net.kernels, dtype="float64", seed=2)  # a fresh one: this test steps it
+    model = symcnn.torch.from_spec(net.spec, dtype="float64", seed=2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    rng = np.random.default_rng(1)
+    for _ in range(3):  # dropout masks, running statistics and parameters all carry from step to step
+        x, labels = rng.standard_normal((8, 2, 5, 4)), rng.integers(0, 3, 8)
+        expected = net.train_step(x, labels, lr=0.05)
+        optimizer.zero_grad()
+        logits = model(torch.tensor(x))
+        assert _node(logits) == "WholePassBackward"
+        loss = F.cross_entropy(logits, torch.tensor(labels))
+        loss.backward()
+        optimizer.step()
+        assert loss.item() == pytest.approx(expected, rel=1e-13)  # PyTorch's loss and SGD step: the last bits differ
+    for name, value in model.state_dict().items():
+        np.testing.assert_allclose(value.numpy(), {**net.params, **net.buffers}[name], rtol=1e-12, atol=1e-14)
+
+
+def test_layer_by_layer_wherever_something_observes_the_layers():
+    model = symcnn.torch.from_spec("digits", dtype="float64")
+    x = torch.randn(3, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    assert _node(model(x)) == "WholePassBackward"
+    model.relu1.eval()  # a layer in another mode than the module
+    assert _node(model(x)) != "WholePassBackward"
+    model.relu1.train()
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False):  # a dispatch mode sees the operators
+        assert _node(model(x)) != "WholePassBackward"
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda *arguments: None)
+    assert _node(model(x)) != "WholePassBackward"
+    handle.remove()
+    replaced = copy.deepcopy(model)
+    assert _node(replaced(x)) == "WholePassBackward"  # a copy keeps the path
+    replaced.fc1 = torch.nn.Linear(replaced.fc1.weight.shape[1], 10, dtype=torch.float64)
+    assert _node(replaced(x)) != "WholePassBackward"  # a replaced layer runs as itself
+    half = model.to(torch.float32)
+    assert _node(half(torch.randn(3, 1, 8, 8, requires_grad=True))) == "WholePassBackward"
+    with pytest.raises(ValueError, match="x: expected a tensor of shape"):  # the layers' checks speak
+        model(torch.randn(3, 1, 9, 9))
+
+
+def test_saved_tensors_changed_in_place_before_backward_raise_as_layer_by_layer():
+    model = symcnn.torch.from_spec("digits", dtype="float64")
+    x = torch.randn(3, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    loss = model(x * 1).sum()
+    with torch.no_grad():
+        model.conv1.weight.add_(1.0)  # as an optimizer step between forward and backward would
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def test_two_forward_passes_then_their_backward_passes_accumulate_each_ones_gradients():
+    model = symcnn.torch.from_spec("digits", dtype="float64")
+    rng = np.random.default_rng(3)
+    batches = [torch.tensor(rng.standard_normal((4, 1, 8, 8))) for _ in range(2)]
+    losses = [model(x).square().mean() for x in batches]  # both passes' activations alive at once
+    for loss in reversed(losses):
+        loss.backward()
+    together = {name: parameter.grad.clone() for name, parameter in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    for x in batches:
+        model(x).square().mean().backward()
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(together[name], parameter.grad, rtol=1e-14, atol=0)
+
+
+def test_frozen_parameters_get_no_gradient_and_the_whole_pass_passes_gradcheck():
+    model = symcnn.torch.from_spec("digits", dtype="float64")
+    model.conv1.weight.requires_grad_(False)
+    x = torch.randn(2, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    model(x).sum().backward()
+    assert model.conv1.weight.grad is None and model.fc1.weight.grad is not None
+    assert torch.autograd.gradcheck(lambda x: model(x), (x,), eps=1e-6, atol=1e-6)
+
+
+def test_a_copy_of_a_module_with_batch_norm_is_its_own_and_takes_the_whole_pass():
+    model = symcnn.torch.from_spec("resnet-mini", dtype="float64")
+    copied = copy.deepcopy(model)  # its running-statistics operator is shared, its tensors copied
+    x = torch.randn(2, *model.spec.input_shape, dtype=torch.float64, requires_grad=True)
+    assert torch.equal(model(x), copied(x)) and _node(copied(x)) == "WholePassBackward"
+    with torch.no_grad():
+        next(copied.parameters()).add_(1.0)
+    assert not torch.equal(model(x), copied(x))
