@@ -19,6 +19,7 @@ import importlib
 import math
 import os
 import time
+from functools import lru_cache
 from typing import Optional, Union
 
 import numpy as np
@@ -50,14 +51,16 @@ def switch_dtype(layer: LayerSpec) -> np.dtype:
     return np.dtype(np.int8 if window <= 127 else np.int32)
 
 
-def _input_names(count: int) -> list[str]:
+@lru_cache(maxsize=None)
+def _input_names(count: int) -> tuple[str, ...]:
     """The arrays a layer's kernels read its inputs from: ``x``, and an add's or concat's ``x2``, ..."""
-    return [registry.array_name(registry.input_role(number)) for number in range(1, count + 1)]
+    return tuple(registry.array_name(registry.input_role(number)) for number in range(1, count + 1))
 
 
-def _gradient_names(count: int) -> list[str]:
+@lru_cache(maxsize=None)
+def _gradient_names(count: int) -> tuple[str, ...]:
     """The arrays its input gradients are written to: ``grad_input``, ``grad_input2``, ..."""
-    return [f"grad_{registry.input_role(number)}" for number in range(1, count + 1)]
+    return tuple(f"grad_{registry.input_role(number)}" for number in range(1, count + 1))
 
 
 def _describe(array) -> str:
@@ -123,6 +126,8 @@ class Network(LayerState):
         # fresh multi-megabyte array costs a page fault per 4 KiB on first touch, more than some of
         # the kernels that fill it. Only arrays that never leave the Network are kept here.
         self._workspace: dict[tuple, np.ndarray] = {}
+        self._array_names: dict[int, tuple] = {}  # per layer index: its parameters' and buffers' (role, name)
+        self._kernel_names: dict[tuple, str] = {}  # (layer index, what, mode) -> kernel
         for module_name in kernels.MODULES:
             module = importlib.import_module(f"{kernels.__name__}.{module_name}")
             for kernel_name in kernels.ARGUMENTS:
@@ -308,20 +313,27 @@ class Network(LayerState):
         return array
 
     def _layer_arrays(self, layer: LayerSpec) -> dict:
-        arrays = {}
-        if layer.name and f"{layer.name}.weight" in self.params:
-            arrays["weight"] = self.params[f"{layer.name}.weight"]
-            if f"{layer.name}.bias" in self.params:
-                arrays["bias"] = self.params[f"{layer.name}.bias"]
-        for name in layer.buffer_shapes():  # running statistics, read by the evaluation-mode kernels
-            arrays[name.rsplit(".", 1)[1]] = self._buffers[name]
-        return arrays
+        """The layer's parameters and buffers by role (``weight``, ``bias``, ``running_mean``, ...)."""
+        names = self._array_names.get(layer.index)
+        if names is None:  # worked out once per layer: a pass reads them for every layer (batch 1: it shows)
+            shapes, weight, bias = self._parameter_shapes, f"{layer.name}.weight", f"{layer.name}.bias"
+            roles = () if weight not in shapes else ("weight", "bias") if bias in shapes else ("weight",)
+            names = self._array_names[layer.index] = (
+                *((role, f"{layer.name}.{role}", False) for role in roles),
+                *((name.rsplit(".", 1)[1], name, True) for name in layer.buffer_shapes()))  # read by eval kernels
+        params, buffers = self._params, self._buffers
+        return {role: buffers[name] if is_buffer else params[name] for role, name, is_buffer in names}
 
     def _kernel(self, layer: LayerSpec, what: str, training: bool) -> str:
         """The kernel of ``layer`` for ``what`` (``forward``, ``grad_input``, ...) in the mode: its
         evaluation-mode kernel where it has one (``bn1_eval_forward``)."""
-        evaluation = f"{layer.label}_eval_{what}"
-        return evaluation if not training and evaluation in self.kernels.ARGUMENTS else f"{layer.label}_{what}"
+        key = (layer.index, what, training)
+        kernel = self._kernel_names.get(key)
+        if kernel is None:
+            evaluation = f"{layer.label}_eval_{what}"
+            kernel = self._kernel_names[key] = (evaluation if not training and evaluation in self.kernels.ARGUMENTS
+                                                else f"{layer.label}_{what}")
+        return kernel
 
     def _forward(self, x: np.ndarray, training: bool):
         """The logits, every tensor by label (``"input"``: ``x``; each layer's output), and what the

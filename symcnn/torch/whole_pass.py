@@ -85,20 +85,21 @@ class FastPath:
         self.parameters = tuple((name, *name.rsplit(".", 1)) for name in self.spec.parameter_shapes())
         self.buffers = tuple((name, *name.rsplit(".", 1)) for name in self.spec.buffer_shapes())
         self.input_shape = tuple(self.spec.input_shape)
-        self._local = threading.local()  # a Network per thread and dtype: a Network serves one thread at a time
+        self._networks: dict[tuple, _PoolNetwork] = {}  # by thread and dtype: a Network serves one thread at a time
 
     def __deepcopy__(self, memo) -> "FastPath":
         """A copy of the module gets a path of its own (its Networks are made again on first use)."""
         copied = copy.copy(self)
-        copied._local = threading.local()
+        copied._networks = {}
         return copied
 
-    def network(self, dtype: np.dtype) -> _PoolNetwork:
+    def network(self, dtype: torch.dtype) -> _PoolNetwork:
         """This thread's Network of this dtype (made once: its kernels are the module's)."""
-        networks = self._local.__dict__.setdefault("networks", {})
-        if dtype not in networks:
-            networks[dtype] = _PoolNetwork(self.spec, self.kernels, dtype=dtype.name)
-        return networks[dtype]
+        key = (threading.get_ident(), dtype)
+        net = self._networks.get(key)
+        if net is None:
+            net = self._networks[key] = _PoolNetwork(self.spec, self.kernels, dtype=str(dtype).removeprefix("torch."))
+        return net
 
     def _usable(self, module: torch.nn.Module, x) -> Optional[list[torch.Tensor]]:
         """The module's parameters in the Network's order when the whole pass may run on ``x``, else None."""
@@ -142,7 +143,7 @@ class FastPath:
         parameters = self._usable(module, x)
         if parameters is None:
             return None
-        net = self.network(_NUMPY_DTYPES[x.dtype])
+        net = self.network(x.dtype)
         buffers = {name: getattr(module._modules[label], role) for name, label, role in self.buffers}
         if any(not tensor.is_cpu or not tensor.is_contiguous() for tensor in buffers.values()):
             return None
@@ -166,12 +167,16 @@ class FastPath:
 def _prepare(net: Network, x: np.ndarray, training: bool, gradients: bool, input_gradient: bool) -> None:
     """Before the first pass of a kind, compile its kernels in worker processes with a progress display,
     or load them from numba's cache, as the Network's own passes do (:meth:`Network._prepare`)."""
+    key = ("whole pass", training, gradients, input_gradient)
+    if key in net._prepared:
+        return
+
     def dry_run(shadow: Network) -> None:
         logits, values, saved = shadow._forward(x[:2], training)
         if gradients:
             shadow._backward(values, saved, np.zeros_like(logits), input_gradient, training)
 
-    net._prepare(("whole pass", training, gradients, input_gradient), dry_run)
+    net._prepare(key, dry_run)
 
 
 def _array(x: torch.Tensor) -> np.ndarray:
@@ -218,7 +223,7 @@ class WholePass(torch.autograd.Function):
                 values[label] = tensor.numpy()
             else:
                 saved.setdefault(label, {})[name] = tensor.numpy()
-        net = whole.network(_NUMPY_DTYPES[x.dtype])  # this thread's (backward may run on another thread)
+        net = whole.network(x.dtype)  # this thread's (backward may run on another thread)
         net._params, net._buffers = whole._views(parameters), ctx.buffers  # those of this pass's forward
         needed = {name for (name, _, _), wanted in zip(whole.parameters, ctx.needs_input_grad[4:]) if wanted}
         upstream = _array(grad_logits.to(x.dtype))
