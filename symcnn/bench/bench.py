@@ -205,8 +205,9 @@ def _implementations(spec_name: str, include_torch: bool, in_pytorch: bool = Tru
 
 
 def _inside_pytorch(net: Network):
-    """The generated kernels as PyTorch operators (:mod:`symcnn.torch`): the module's forward and its train
-    step with ``torch.optim.SGD``, as a PyTorch user would run them."""
+    """The generated kernels inside PyTorch (:mod:`symcnn.torch`): ``from_spec``'s module, its forward and its
+    train step with ``torch.optim.SGD``, as a PyTorch user would run them (each pass one autograd node:
+    :mod:`symcnn.torch.whole_pass`)."""
     import torch
 
     from symcnn.torch import from_spec
@@ -380,8 +381,8 @@ def format_report(result: BenchResult) -> str:
         lines += ["", "PyTorch is not installed: no ratios (pip install torch==2.13.0)"]
     if data["in_pytorch_overhead"]:
         overhead = data["in_pytorch_overhead"]
-        lines += ["", "in-pytorch: the generated kernels as PyTorch operators (symcnn.torch; train step with "
-                      "torch.optim.SGD); time over the generated Network's: "
+        lines += ["", "in-pytorch: the generated kernels inside PyTorch (symcnn.torch.from_spec's module; train step "
+                      "with torch.optim.SGD); time over the generated Network's: "
                       f"forward {overhead['forward']:+.0%}, train step {overhead['train_step']:+.0%}, "
                       f"batch-1 train step {overhead['train_step_batch1']:+.0%}"]
     for name, reason in result.left_out.items():
