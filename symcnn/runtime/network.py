@@ -29,7 +29,7 @@ from symcnn.runtime.buffers import counter_names, initial_buffers, update_runnin
 from symcnn.runtime.compiling import CompileSummary, first_call, prepare
 from symcnn.runtime.loader import load_kernels
 from symcnn.runtime.progress import CompileProgress
-from symcnn.runtime.state import LayerState
+from symcnn.runtime.state import LayerState, describe_array
 from symcnn.runtime.threads import kernel_threads
 from symcnn.spec import LayerSpec, NetworkSpec, load_spec
 from symcnn.train_config import TrainConfig
@@ -61,13 +61,6 @@ def _input_names(count: int) -> tuple[str, ...]:
 def _gradient_names(count: int) -> tuple[str, ...]:
     """The arrays its input gradients are written to: ``grad_input``, ``grad_input2``, ..."""
     return tuple(f"grad_{registry.input_role(number)}" for number in range(1, count + 1))
-
-
-def _describe(array) -> str:
-    if not isinstance(array, np.ndarray):
-        return f"a {type(array).__name__}"
-    layout = "" if array.flags.c_contiguous else "non-contiguous "
-    return f"a {layout}{array.dtype} array of shape {array.shape}"
 
 
 class Network(LayerState):
@@ -163,72 +156,10 @@ class Network(LayerState):
                 params[name] = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(self.dtype)
         return params
 
-    @property
-    def params(self) -> dict[str, np.ndarray]:
-        """The parameters by name. Assigning a dict replaces them, checked at once (names, and
-        C-contiguous finite arrays of the dtype and shapes); :meth:`load_params` also converts."""
-        return self._params
-
-    @params.setter
-    def params(self, params) -> None:
-        self._check_params(params, finite=True)
-        self._params = params
-
-    def _check_params(self, params: Optional[dict] = None, finite: bool = False) -> None:
-        """Names, dtype, shapes and layout before every pass (an array replaced in the dict is caught);
-        values finite too where parameters are set or loaded (a pass does not scan them)."""
-        if params is None and not finite:  # before a pass: the current parameters
-            params = self._params
-        if not isinstance(params, dict):
-            raise ValueError(f"params: must be a dict of arrays by name, got {type(params).__name__}")
-        expected = self._parameter_shapes
-        if params.keys() != expected.keys():
-            missing, extra = set(expected) - set(params), set(params) - set(expected)
-            raise ValueError(f"params: missing {sorted(missing)}, unexpected {sorted(map(str, extra))}")
-        for name, shape in expected.items():
-            self._check_array(params[name], name, shape)
-            if finite and not self._all_finite(params[name]):
-                raise ValueError(f"{name}: holds NaN or infinite values (as {self.dtype})")
-
-    def load_params(self, params: dict) -> None:
-        """Replace the parameters (e.g. from a PyTorch ``state_dict`` as NumPy arrays), converted to
-        the network's dtype and checked: real, finite, the spec's names and shapes."""
-        if not isinstance(params, dict):
-            raise ValueError(f"params: must be a dict of arrays by name, got {type(params).__name__}")
-        converted = {}
-        for name, value in params.items():
-            try:
-                array = np.asarray(value)
-            except (ValueError, TypeError) as error:
-                raise ValueError(f"{name}: cannot be read as an array ({error})") from None
-            if array.dtype.kind not in "fiu":  # complex would lose its imaginary part, silently
-                raise ValueError(f"{name}: must hold real numbers, got {array.dtype}")
-            with np.errstate(over="ignore"):  # beyond the dtype's range: inf, refused by the setter
-                converted[name] = np.ascontiguousarray(array, dtype=self.dtype)
-        self.params = converted  # checked (names, shapes, finite values) before anything is replaced
-
-    # --- checks ---------------------------------------------------------------------------
-
-    def _check_array(self, array, name: str, shape: tuple, dtype=None) -> None:
-        dtype = self.dtype if dtype is None else dtype
-        if (not isinstance(array, np.ndarray) or array.dtype != dtype or tuple(array.shape) != tuple(shape)
-                or not array.flags.c_contiguous):
-            expected = ", ".join(str(size) for size in shape)
-            raise ValueError(f"{name}: expected a C-contiguous {dtype} array of shape ({expected}), "
-                             f"got {_describe(array)}")
-
-    @staticmethod
-    def _all_finite(array: np.ndarray) -> bool:
-        """No NaN or infinity in a float array: its sum first (cheap), every value when the sum is not finite."""
-        with np.errstate(over="ignore", invalid="ignore"):
-            if np.isfinite(array.sum()):
-                return True
-        return bool(np.isfinite(array).all())
-
     def _check_input(self, x) -> int:
         if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[0] < 1:
             raise ValueError(f"x: expected a C-contiguous {self.dtype} array of shape "
-                             f"(N, {', '.join(map(str, self.spec.input_shape))}), got {_describe(x)}")
+                             f"(N, {', '.join(map(str, self.spec.input_shape))}), got {describe_array(x)}")
         self._check_array(x, "x", (x.shape[0], *self.spec.input_shape))
         if not self._all_finite(x):  # refused, not propagated: one NaN image would poison every parameter
             raise ValueError("x: holds NaN or infinite values")
@@ -240,7 +171,7 @@ class Network(LayerState):
         loss gradient assumes."""
         if (not isinstance(labels, np.ndarray) or labels.shape != (batch,)
                 or not np.issubdtype(labels.dtype, np.integer)):
-            raise ValueError(f"labels: expected an integer array of shape ({batch},), got {_describe(labels)}")
+            raise ValueError(f"labels: expected an integer array of shape ({batch},), got {describe_array(labels)}")
         if labels.min() < 0 or labels.max() >= self.spec.classes:
             raise ValueError(f"labels: must lie in [0, {self.spec.classes - 1}], "
                              f"got values from {labels.min()} to {labels.max()}")

@@ -1,7 +1,8 @@
-"""What a :class:`~symcnn.runtime.network.Network` keeps besides its parameters, and its modes: batch
-norm's buffers (running statistics), training and evaluation mode, and the dropout generator's state.
+"""What a :class:`~symcnn.runtime.network.Network` keeps, and its modes: its parameters, batch norm's
+buffers (running statistics), training and evaluation mode, and the dropout generator's state; the checks
+of every array set or loaded.
 
-A mixin of ``Network`` (it reads the network's spec, dtype and array checks). Never imports SymPy.
+A mixin of ``Network`` (it reads the network's spec and dtype). Never imports SymPy.
 
 Example:
     >>> from symcnn.runtime.network import Network
@@ -20,11 +21,83 @@ from symcnn import registry
 from symcnn.runtime.masks import draw_mask
 from symcnn.spec import LayerSpec
 
-__all__ = ["LayerState"]
+__all__ = ["LayerState", "describe_array"]
+
+
+def describe_array(array) -> str:
+    """What ``array`` is, for an error message: ``a non-contiguous float32 array of shape (2, 3)``."""
+    if not isinstance(array, np.ndarray):
+        return f"a {type(array).__name__}"
+    layout = "" if array.flags.c_contiguous else "non-contiguous "
+    return f"a {layout}{array.dtype} array of shape {array.shape}"
 
 
 class LayerState:
-    """Buffers, modes and dropout masks of a network (see :class:`~symcnn.runtime.network.Network`)."""
+    """Parameters, buffers, modes and dropout masks of a network (see :class:`~symcnn.runtime.network.Network`)."""
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """The parameters by name. Assigning a dict replaces them, checked at once (names, and
+        C-contiguous finite arrays of the dtype and shapes); :meth:`load_params` also converts."""
+        return self._params
+
+    @params.setter
+    def params(self, params) -> None:
+        self._check_params(params, finite=True)
+        self._params = params
+
+    def _check_params(self, params: Optional[dict] = None, finite: bool = False) -> None:
+        """Names, dtype, shapes and layout before every pass (an array replaced in the dict is caught);
+        values finite too where parameters are set or loaded (a pass does not scan them)."""
+        if params is None and not finite:  # before a pass: the current parameters
+            params = self._params
+        if not isinstance(params, dict):
+            raise ValueError(f"params: must be a dict of arrays by name, got {type(params).__name__}")
+        expected = self._parameter_shapes
+        if params.keys() != expected.keys():
+            missing, extra = set(expected) - set(params), set(params) - set(expected)
+            raise ValueError(f"params: missing {sorted(missing)}, unexpected {sorted(map(str, extra))}")
+        for name, shape in expected.items():
+            self._check_array(params[name], name, shape)
+            if finite and not self._all_finite(params[name]):
+                raise ValueError(f"{name}: holds NaN or infinite values (as {self.dtype})")
+
+    def load_params(self, params: dict) -> None:
+        """Replace the parameters (e.g. from a PyTorch ``state_dict`` as NumPy arrays), converted to
+        the network's dtype and checked: real, finite, the spec's names and shapes."""
+        if not isinstance(params, dict):
+            raise ValueError(f"params: must be a dict of arrays by name, got {type(params).__name__}")
+        converted = {}
+        for name, value in params.items():
+            try:
+                array = np.asarray(value)
+            except (ValueError, TypeError) as error:
+                raise ValueError(f"{name}: cannot be read as an array ({error})") from None
+            if array.dtype.kind not in "fiu":  # complex would lose its imaginary part, silently
+                raise ValueError(f"{name}: must hold real numbers, got {array.dtype}")
+            with np.errstate(over="ignore"):  # beyond the dtype's range: inf, refused by the setter
+                converted[name] = np.ascontiguousarray(array, dtype=self.dtype)
+        self.params = converted  # checked (names, shapes, finite values) before anything is replaced
+
+    # --- checks ---------------------------------------------------------------------------
+
+    def _check_array(self, array, name: str, shape: tuple, dtype=None) -> None:
+        dtype = self.dtype if dtype is None else dtype
+        if (not isinstance(array, np.ndarray) or array.dtype != dtype or tuple(array.shape) != tuple(shape)
+                or not array.flags.c_contiguous):
+            expected = ", ".join(str(size) for size in shape)
+            raise ValueError(f"{name}: expected a C-contiguous {dtype} array of shape ({expected}), "
+                             f"got {describe_array(array)}")
+
+    @staticmethod
+    def _all_finite(array: np.ndarray) -> bool:
+        """No NaN or infinity in a float array: its sum first (cheap), every value when the sum is not finite."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(array.sum()):
+                return True
+        return bool(np.isfinite(array).all())
+
+    # --- buffers ------------------------------------------------------------------------------
 
     @property
     def buffers(self) -> dict[str, np.ndarray]:
