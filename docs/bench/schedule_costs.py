@@ -36,7 +36,7 @@ import numba
 import numpy as np
 
 from symcnn.codegen import cost_model
-from symcnn.codegen.lower import _forward_kernel, _gradient_kernel, layer_formula
+from symcnn.codegen.lower import _gradient_kernel, forward_kernel, layer_formula
 from symcnn.codegen.package import _environment
 from symcnn.printing.numba import import_lines
 from symcnn.spec import LayerSpec, parse_spec, spec_toml
@@ -77,7 +77,7 @@ def describe(shape) -> str:
 def kernel_makers(layer: LayerSpec):
     """(role, a function lowering that kernel) for each sum kernel of the layer but the bias gradient."""
     formula, values = layer_formula(layer)
-    yield "forward", lambda: _forward_kernel(layer, formula, values)
+    yield "forward", lambda: forward_kernel(layer, formula, values)
     for role in ("input", "weight"):
         gradient = derive_gradient(formula, role)
         yield f"grad_{role}", lambda gradient=gradient: _gradient_kernel(layer, gradient, values)

@@ -35,6 +35,13 @@ ARGUMENTS = {
     'loss_grad_input': ('x', 'targets', 'grad_input', ),
 }
 
+#: Evaluation mode's folds (symcnn.codegen.folding): normalization -> (the layer before it, which alone
+#: feeds it; the normalization's scale and shift kernels; that layer's forward kernel with a bias). A
+#: forward pass in evaluation mode runs the last on the layer's weight times the scale (along its first
+#: axis) and its bias times the scale plus the shift, and skips the normalization.
+FOLDS = {
+}
+
 #: Kernels whose output is an argument reshaped, element for element in row-major order (checked
 #: when generated): a runtime may pass that argument's view instead of calling the kernel.
 RESHAPES = {

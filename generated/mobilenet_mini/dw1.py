@@ -136,3 +136,50 @@ def dw1_grad_weight(grad_output, x, grad_weight):
                         for j in range(16):
                             total += tiles[chunk, c_out, c_in, u, v, j]
                     grad_weight[c_out, c_in, u, v] = total
+
+
+@njit(cache=True, parallel=True, fastmath={'contract'})
+def dw1_folded_forward(x, weight, bias, out):
+    """conv2d: forward pass with a bias, on the parameters folded with the batchnorm2d after it (evaluation mode)
+    Y[n, c_out, i, j] = b[c_out] + sum_{c_in=0..C_in/16 - 1, u=0..K_h - 1, v=0..K_w - 1} (W[c_out, c_in, u, v]*X[n, C_in*floor(16*c_out/C_out)/16 + c_in, d_h*u + i*s_h - p_h, d_w*v + j*s_w - p_w])
+      X[n, c, h, w] is read as 0 outside 0 <= h <= H_in - 1, 0 <= w <= W_in - 1 (zero padding)
+
+    with C_in = 16, C_out = 16, H_in = 16, K_h = 3, K_w = 3, W_in = 16, d_h = 1, d_w = 1, p_h = 1, p_w = 1, s_h = 1, s_w = 1.
+
+    Every size above except the batch N is a constant of this spec. Arrays are C-contiguous and of
+    one float dtype; the caller checks every shape, since numba does not bounds-check.
+    """
+    N = x.shape[0]
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = out.shape[3]
+    # Each image's rows in parts, one parallel item each,
+    # so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
+        x_padded = np.zeros((16, 18, 18,), dtype=x.dtype)
+        for a1 in range(16):
+            for a2 in range(16):
+                for a3 in range(16):
+                    x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
+        tile = np.empty((16,), dtype=x.dtype)
+        for c_out in range(8*part, 8*part + 8):
+            for i in range(16):
+                for j in range(lanes):
+                    tile[j] = bias[c_out]
+                for c_in in range(1):
+                    broadcast0 = weight[c_out, c_in, 0, 0]
+                    broadcast1 = weight[c_out, c_in, 0, 1]
+                    broadcast2 = weight[c_out, c_in, 0, 2]
+                    broadcast3 = weight[c_out, c_in, 1, 0]
+                    broadcast4 = weight[c_out, c_in, 1, 1]
+                    broadcast5 = weight[c_out, c_in, 1, 2]
+                    broadcast6 = weight[c_out, c_in, 2, 0]
+                    broadcast7 = weight[c_out, c_in, 2, 1]
+                    broadcast8 = weight[c_out, c_in, 2, 2]
+                    for j in range(lanes):
+                        tile[j] = tile[j] + broadcast0*x_padded[c_in + c_out, i, j] + broadcast1*x_padded[c_in + c_out, i, j + 1] + broadcast2*x_padded[c_in + c_out, i, j + 2] + broadcast3*x_padded[c_in + c_out, i + 1, j] + broadcast4*x_padded[c_in + c_out, i + 1, j + 1] + broadcast5*x_padded[c_in + c_out, i + 1, j + 2] + broadcast6*x_padded[c_in + c_out, i + 2, j] + broadcast7*x_padded[c_in + c_out, i + 2, j + 1] + broadcast8*x_padded[c_in + c_out, i + 2, j + 2]
+
+                for j in range(16):
+                    out[n, c_out, i, j] = tile[j]

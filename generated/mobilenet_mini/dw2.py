@@ -126,3 +126,32 @@ def dw2_grad_weight(grad_output, x, grad_weight):
                                 if ((0 <= c_in + c_out)) and ((c_in + c_out < 32)) and ((0 <= 2*i + u - 1)) and ((2*i + u - 1 < 16)) and ((0 <= 2*j + v - 1)) and ((2*j + v - 1 < 16)):
                                     acc += x[n, c_in + c_out, 2*i + u - 1, 2*j + v - 1]*grad_output[n, c_out, i, j]
                     grad_weight[c_out, c_in, u, v] = acc
+
+
+@njit(cache=True, parallel=True, fastmath={'contract'})
+def dw2_folded_forward(x, weight, bias, out):
+    """conv2d: forward pass with a bias, on the parameters folded with the batchnorm2d after it (evaluation mode)
+    Y[n, c_out, i, j] = b[c_out] + sum_{c_in=0..C_in/32 - 1, u=0..K_h - 1, v=0..K_w - 1} (W[c_out, c_in, u, v]*X[n, C_in*floor(32*c_out/C_out)/32 + c_in, d_h*u + i*s_h - p_h, d_w*v + j*s_w - p_w])
+      X[n, c, h, w] is read as 0 outside 0 <= h <= H_in - 1, 0 <= w <= W_in - 1 (zero padding)
+
+    with C_in = 32, C_out = 32, H_in = 16, K_h = 3, K_w = 3, W_in = 16, d_h = 1, d_w = 1, p_h = 1, p_w = 1, s_h = 2, s_w = 2.
+
+    Every size above except the batch N is a constant of this spec. Arrays are C-contiguous and of
+    one float dtype; the caller checks every shape, since numba does not bounds-check.
+    """
+    N = x.shape[0]
+    for n in prange(N):
+        for c_out in range(32):
+            for i in range(8):
+                for j in range(8):
+                    out[n, c_out, i, j] = 0.0
+            for i in range(8):
+                for j in range(8):
+                    out[n, c_out, i, j] += bias[c_out]
+            for c_in in range(min(1, 32 - c_out)):
+                for u in range(3):
+                    for v in range(3):
+                        for i in range(8):
+                            for j in range(8):
+                                if ((0 <= 2*i + u - 1)) and ((2*i + u - 1 < 16)) and ((0 <= 2*j + v - 1)) and ((2*j + v - 1 < 16)):
+                                    out[n, c_out, i, j] += weight[c_out, c_in, u, v]*x[n, c_in + c_out, 2*i + u - 1, 2*j + v - 1]

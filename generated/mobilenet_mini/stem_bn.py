@@ -267,3 +267,38 @@ def stem_bn_eval_grad_bias(grad_output, grad_bias):
             for ij in range(256):
                 acc += grad_output_rows[n, c, ij]
         grad_bias[c] = acc
+
+
+@njit(cache=True, parallel=False, fastmath={'contract'})
+def stem_bn_eval_scale(weight, running_var, out):
+    """batchnorm2d: evaluation mode's scale per channel, folded into the layer before it
+    scale[c] = gamma[c]/sqrt(epsilon + sigma2_run[c])
+
+    with C_in = 16, H_in = 16, W_in = 16, epsilon = 0.0000100000000000000.
+
+    Every size above except the batch N is a constant of this spec. Arrays are C-contiguous and of
+    one float dtype; the caller checks every shape, since numba does not bounds-check.
+    """
+    N = weight.shape[0]
+    for c in range(16):
+        acc = 0.0
+        acc += weight[c]/sqrt(running_var[c] + 1e-05)
+        out[c] = acc
+
+
+@njit(cache=True, parallel=False, fastmath={'contract'})
+def stem_bn_eval_shift(weight, bias, running_mean, running_var, out):
+    """batchnorm2d: evaluation mode's shift per channel, folded into the layer before it
+    shift[c] = beta[c] - gamma[c]*mu_run[c]/sqrt(epsilon + sigma2_run[c])
+
+    with C_in = 16, H_in = 16, W_in = 16, epsilon = 0.0000100000000000000.
+
+    Every size above except the batch N is a constant of this spec. Arrays are C-contiguous and of
+    one float dtype; the caller checks every shape, since numba does not bounds-check.
+    """
+    N = weight.shape[0]
+    for c in range(16):
+        acc = 0.0
+        acc += -weight[c]*running_mean[c]/sqrt(running_var[c] + 1e-05)
+        acc += bias[c]
+        out[c] = acc

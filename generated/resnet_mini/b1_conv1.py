@@ -206,3 +206,67 @@ def b1_conv1_grad_weight(grad_output, x, grad_weight):
                     for chunk in range(chunks):
                         total += tiles[chunk, c_in, u, v, c_out]
                     grad_weight[c_out, c_in, u, v] = total
+
+
+@njit(cache=True, parallel=True, fastmath={'contract'})
+def b1_conv1_folded_forward(x, weight, bias, out):
+    """conv2d: forward pass with a bias, on the parameters folded with the batchnorm2d after it (evaluation mode)
+    Y[n, c_out, i, j] = b[c_out] + sum_{c_in=0..C_in - 1, u=0..K_h - 1, v=0..K_w - 1} (W[c_out, c_in, u, v]*X[n, c_in, d_h*u + i*s_h - p_h, d_w*v + j*s_w - p_w])
+      X[n, c, h, w] is read as 0 outside 0 <= h <= H_in - 1, 0 <= w <= W_in - 1 (zero padding)
+
+    with C_in = 16, C_out = 16, H_in = 32, K_h = 3, K_w = 3, W_in = 32, d_h = 1, d_w = 1, p_h = 1, p_w = 1, s_h = 1, s_w = 1.
+
+    Every size above except the batch N is a constant of this spec. Arrays are C-contiguous and of
+    one float dtype; the caller checks every shape, since numba does not bounds-check.
+    """
+    N = x.shape[0]
+    weight_t = np.empty((16, 3, 3, 16,), dtype=x.dtype)
+    for c_in in range(16):
+        for u in range(3):
+            for v in range(3):
+                for c_out in range(16):
+                    weight_t[c_in, u, v, c_out] = weight[c_out, c_in, u, v]
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = weight.shape[0]
+    # Each image's rows in parts, one parallel item each,
+    # so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
+        x_padded = np.zeros((16, 34, 34,), dtype=x.dtype)
+        for a1 in range(16):
+            for a2 in range(32):
+                for a3 in range(32):
+                    x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
+        tile = np.empty((32, 16,), dtype=x.dtype)
+        for i in range(16*part, 16*part + 16):
+            for j in range(32):
+                for c_out in range(lanes):
+                    tile[j, c_out] = bias[c_out]
+            for c_in in range(16):
+                for u in range(3):
+                    for j in range(0, 32, 8):
+                        broadcast0 = x_padded[c_in, i + u, j]
+                        broadcast1 = x_padded[c_in, i + u, j + 1]
+                        broadcast2 = x_padded[c_in, i + u, j + 2]
+                        broadcast3 = x_padded[c_in, i + u, j + 3]
+                        broadcast4 = x_padded[c_in, i + u, j + 4]
+                        broadcast5 = x_padded[c_in, i + u, j + 5]
+                        broadcast6 = x_padded[c_in, i + u, j + 6]
+                        broadcast7 = x_padded[c_in, i + u, j + 7]
+                        broadcast8 = x_padded[c_in, i + u, j + 8]
+                        broadcast9 = x_padded[c_in, i + u, j + 9]
+                        for c_out in range(lanes):
+                            tile[j, c_out] = tile[j, c_out] + broadcast0*weight_t[c_in, u, 0, c_out] + broadcast1*weight_t[c_in, u, 1, c_out] + broadcast2*weight_t[c_in, u, 2, c_out]
+                            tile[j + 1, c_out] = tile[j + 1, c_out] + broadcast1*weight_t[c_in, u, 0, c_out] + broadcast2*weight_t[c_in, u, 1, c_out] + broadcast3*weight_t[c_in, u, 2, c_out]
+                            tile[j + 2, c_out] = tile[j + 2, c_out] + broadcast2*weight_t[c_in, u, 0, c_out] + broadcast3*weight_t[c_in, u, 1, c_out] + broadcast4*weight_t[c_in, u, 2, c_out]
+                            tile[j + 3, c_out] = tile[j + 3, c_out] + broadcast3*weight_t[c_in, u, 0, c_out] + broadcast4*weight_t[c_in, u, 1, c_out] + broadcast5*weight_t[c_in, u, 2, c_out]
+                            tile[j + 4, c_out] = tile[j + 4, c_out] + broadcast4*weight_t[c_in, u, 0, c_out] + broadcast5*weight_t[c_in, u, 1, c_out] + broadcast6*weight_t[c_in, u, 2, c_out]
+                            tile[j + 5, c_out] = tile[j + 5, c_out] + broadcast5*weight_t[c_in, u, 0, c_out] + broadcast6*weight_t[c_in, u, 1, c_out] + broadcast7*weight_t[c_in, u, 2, c_out]
+                            tile[j + 6, c_out] = tile[j + 6, c_out] + broadcast6*weight_t[c_in, u, 0, c_out] + broadcast7*weight_t[c_in, u, 1, c_out] + broadcast8*weight_t[c_in, u, 2, c_out]
+                            tile[j + 7, c_out] = tile[j + 7, c_out] + broadcast7*weight_t[c_in, u, 0, c_out] + broadcast8*weight_t[c_in, u, 1, c_out] + broadcast9*weight_t[c_in, u, 2, c_out]
+
+            for c_out in range(lanes):
+                for j in range(32):
+                    out[n, c_out, i, j] = tile[j, c_out]

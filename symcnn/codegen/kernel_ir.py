@@ -217,7 +217,7 @@ class Kernel:
     @property
     def parallel(self) -> bool:
         """Whether numba compiles it with ``parallel=True``: it has a parallel loop."""
-        return bool(self.output_loops) or any(phase.parallel for phase in self.phases)
+        return any(loop.parallel for loop in self.output_loops) or any(phase.parallel for phase in self.phases)
 
     @property
     def fastmath(self) -> str:

@@ -42,6 +42,7 @@ from symcnn.codegen.invariants import Precomputer, factor_sums
 from symcnn.codegen.coefficients import invariant_terms
 from symcnn.codegen.backends.numba_cpu.lanes import lanes_schedule
 from symcnn.codegen.schedule_choice import vector_schedule
+from symcnn.codegen.folding import fold_kernels
 from symcnn.codegen.phases import PhaseSplit, split_phases, without_single_loops
 from symcnn.codegen.rewrites import (fold_bound, for_kernels, padding_conditions,
                                      shifted_exponential_sum, switch_test, window_offset)
@@ -345,11 +346,12 @@ def _arguments(lowering: _Lowering, expr_terms, output_name: str, order) -> tupl
 _ARGUMENT_ORDER = ("grad_output", "x", "weight", "bias", "targets", "switch")
 
 
-def _forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict, prefix: str = "") -> Kernel:
+def forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict, what: str = "forward") -> Kernel:
+    """The kernel ``<label>_<what>`` that computes ``formula`` (a layer's forward pass, or another formula of it)."""
     concrete = formula.substitute(values)
     batch = _batch_symbol(formula)
     lowering = _Lowering(concrete.tensors, batch)
-    name = _kernel_name(layer.label, f"{prefix}forward")
+    name = _kernel_name(layer.label, what)
     loops = _output_loops(lowering, concrete.indices, concrete.output.shape, batch)
     doc = _docstring(formula, None, values)
     if isinstance(concrete.rhs, MaxOver):  # max pooling: the window max and its first argmax
@@ -362,8 +364,9 @@ def _forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict, p
     arguments = _arguments(lowering, terms, "out", _ARGUMENT_ORDER)
     reshaped = reshape_of(lowering, concrete.tensors, concrete.indices, concrete.output.shape, batch, terms)
     precomputed = precomputer.precomputed()  # printed before the imports are collected
+    batch_from = "x" if "x" in arguments else arguments[0]  # a formula without a batch: any array
     return Kernel(name, doc, arguments, schedule.pop("output", "out"), imports=lowering.printer.imports(),
-                  batch_from="x", reshape_of=reshaped, precomputed=precomputed, **schedule)
+                  batch_from=batch_from, reshape_of=reshaped, precomputed=precomputed, **schedule)
 
 
 def _switch_tests(body: Expr, switch: IndexedBase, forward: ops.IndexFormula) -> Expr:
@@ -416,7 +419,7 @@ def layer_kernels(layer: LayerSpec) -> list[Kernel]:
     for mode in modes:
         prefix = EVALUATION_PREFIX if mode == "evaluation" else ""
         formula, values = layer_formula(layer, mode)
-        kernels.append(_forward_kernel(layer, formula, values, prefix))
+        kernels.append(forward_kernel(layer, formula, values, f"{prefix}forward"))
         for tensor in formula.operands:
             if differentiable(tensor.role):
                 gradient = derive_gradient(formula, tensor.role)
@@ -461,7 +464,7 @@ def fanout_kernels(spec: NetworkSpec) -> list[Kernel]:
         join = LayerSpec("add", -1, shapes[label], shapes[label], None, {}, (label,) * len(readers),
                          (shapes[label],) * len(readers))
         formula, values = layer_formula(join)
-        kernels.append(replace(_forward_kernel(join, formula, values), name=f"{FANOUT_MODULE}_{label}"))
+        kernels.append(replace(forward_kernel(join, formula, values), name=f"{FANOUT_MODULE}_{label}"))
     return kernels
 
 
@@ -482,6 +485,8 @@ def network_kernels(spec: NetworkSpec) -> dict[str, list[Kernel]]:
         else:
             modules[layer.label] = layer_kernels(layer)
             lowered[key] = (layer.label, modules[layer.label])
+    for module, kernels in fold_kernels(spec, forward_kernel).items():  # evaluation mode's folds
+        modules[module] = [*modules[module], *kernels]
     fanouts = fanout_kernels(spec)
     if fanouts:
         modules[FANOUT_MODULE] = fanouts

@@ -25,6 +25,7 @@ from typing import Iterable, Mapping, Optional
 import jinja2
 
 from symcnn import __version__
+from symcnn.codegen.folding import FOLDED_FORWARD, folds
 from symcnn.codegen.kernel_ir import Kernel
 from symcnn.codegen.lower import network_kernels
 from symcnn.files import replace_directory
@@ -133,8 +134,14 @@ def render_package(spec: NetworkSpec) -> dict[str, str]:
                for kernel, original in zip(modules[module], modules[first])}
     files["__init__.py"] = environment.get_template("package.py.jinja").render(
         preamble=_preamble(spec, "package.py.jinja"), spec=spec, modules=modules,
-        distinct=[module for module in modules if module not in shared], aliases=aliases)
+        distinct=[module for module in modules if module not in shared], aliases=aliases, folds=_fold_table(spec))
     return files
+
+
+def _fold_table(spec: NetworkSpec) -> dict[str, tuple[str, str, str, str]]:
+    """Normalization -> (the layer it folds into, its scale kernel, its shift kernel, the layer's folded kernel)."""
+    return {norm: (producer, f"{norm}_eval_scale", f"{norm}_eval_shift", f"{producer}_{FOLDED_FORWARD}")
+            for norm, producer in folds(spec).items()}
 
 
 def stale_files(files: dict[str, str], target: Path) -> list[str]:

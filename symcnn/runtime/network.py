@@ -121,6 +121,11 @@ class Network(LayerState):
         self._workspace: dict[tuple, np.ndarray] = {}
         self._array_names: dict[int, tuple] = {}  # per layer index: its parameters' and buffers' (role, name)
         self._kernel_names: dict[tuple, str] = {}  # (layer index, what, mode) -> kernel
+        # Evaluation mode's folds, by the label of the layer a normalization folds into: (the
+        # normalization, its scale and shift kernels, the layer's folded kernel). Older packages have none.
+        layers = {layer.label: layer for layer in spec.layers}
+        self._folds = {producer: (layers[norm], *kernel_names)
+                       for norm, (producer, *kernel_names) in getattr(kernels, "FOLDS", {}).items()}
         for module_name in kernels.MODULES:
             module = importlib.import_module(f"{kernels.__name__}.{module_name}")
             for kernel_name in kernels.ARGUMENTS:
@@ -230,6 +235,7 @@ class Network(LayerState):
         x = np.zeros((2, *self.spec.input_shape), dtype=self.dtype)
         targets = self._targets(np.zeros(2, dtype=np.int64), 2)
         passes = [lambda net, mode=mode: net._loss_and_grads(x, targets, True, mode) for mode in (True, False)]
+        passes.append(lambda net: net._forward(x, False, fold=True))  # inference: the folds
         return prepare(self, passes, self._progress.session) or CompileSummary()
 
     def _buffer(self, purpose: str, shape: tuple, dtype) -> np.ndarray:
@@ -266,11 +272,14 @@ class Network(LayerState):
                                                 else f"{layer.label}_{what}")
         return kernel
 
-    def _forward(self, x: np.ndarray, training: bool):
+    def _forward(self, x: np.ndarray, training: bool, fold: bool = False):
         """The logits, every tensor by label (``"input"``: ``x``; each layer's output), and what the
         backward pass reads besides (by layer label: ``{"switch": ...}`` of a max pool, ``{"mask": ...}``
-        of a dropout). A training pass draws its masks at the current step, then counts itself."""
+        of a dropout). A training pass draws its masks at the current step, then counts itself. With
+        ``fold``, an evaluation pass runs each of the package's folds (``FOLDS``) as one kernel: no gradient
+        can follow it (the folded layers' own outputs are not computed)."""
         batch = x.shape[0]
+        folds = self._folds if fold and not training else {}
         values, saved = {"input": x}, {}
         step = self._mask_state["step"]
         for layer in self.spec.layers:
@@ -281,8 +290,13 @@ class Network(LayerState):
                 except ValueError as error:
                     raise ValueError(f"{layer.label}: {error}") from None
         for layer in self.spec.layers:
+            if layer.label in values:  # a normalization folded into the layer before it
+                continue
             sources = [values[source] for source in layer.inputs]
             value = sources[0]
+            if layer.label in folds:
+                values[folds[layer.label][0].label] = self._folded_forward(layer, sources[0], folds[layer.label])
+                continue
             if layer.label in self._masked and not training:  # the identity: the input passed on, not copied
                 values[layer.label] = value
                 continue
@@ -305,6 +319,28 @@ class Network(LayerState):
             self._mask_state["step"] = step + 1
         return values[self.spec.layers[-1].label], values, saved
 
+    def _folded_forward(self, layer: LayerSpec, x: np.ndarray, fold: tuple) -> np.ndarray:
+        """The output of the normalization after ``layer`` in evaluation mode, by ``layer``'s folded kernel on
+        its weight scaled per output channel and its bias scaled and shifted (:mod:`symcnn.codegen.folding`)."""
+        norm, scale_kernel, shift_kernel, folded_kernel = fold
+        statistics = self._layer_arrays(norm)
+        scale = self._buffer(f"{norm.label}.scale", (norm.output_shape[0],), self.dtype)
+        shift = self._buffer(f"{norm.label}.shift", (norm.output_shape[0],), self.dtype)
+        self._call(scale_kernel, {**statistics, "out": scale})
+        self._call(shift_kernel, {**statistics, "out": shift})
+        parameters = self._layer_arrays(layer)
+        weight = self._buffer(f"{layer.label}.folded_weight", parameters["weight"].shape, self.dtype)
+        np.multiply(parameters["weight"], scale.reshape(-1, *(1,) * (weight.ndim - 1)), out=weight)
+        bias = self._buffer(f"{layer.label}.folded_bias", shift.shape, self.dtype)
+        if "bias" in parameters:
+            np.multiply(parameters["bias"], scale, out=bias)
+            bias += shift
+        else:
+            bias[:] = shift
+        out = self._buffer(f"{norm.label}.out", (x.shape[0], *norm.output_shape), self.dtype)
+        self._call(folded_kernel, {"x": x, "weight": weight, "bias": bias, "out": out})
+        return out
+
     def forward(self, x: np.ndarray, training: Optional[bool] = None) -> np.ndarray:
         """The class scores (logits) of ``x (N, C, H, W)``, in the network's mode (``training=None``,
         the default) or the one given: in training mode batch norm normalizes with the batch's
@@ -313,9 +349,9 @@ class Network(LayerState):
         training = self._mode(training)
         self._check_input(x)
         self._check_params()
-        self._prepare(("forward", training), lambda net: net._forward(x[:2], training))
+        self._prepare(("forward", training), lambda net: net._forward(x[:2], training, fold=True))
         with kernel_threads():  # on the CPUs free now (symcnn.runtime.threads)
-            return self._forward(x, training)[0].copy()  # the internal buffer is reused by the next call
+            return self._forward(x, training, fold=True)[0].copy()  # the internal buffer is reused by the next call
 
     def loss_and_grads(self, x: np.ndarray, labels: np.ndarray,
                        label_smoothing: float = 0.0,

@@ -8,7 +8,9 @@ Here the module's whole forward pass is one ``torch.autograd.Function`` whose fo
 forward pass (:meth:`Network._forward`) and whose backward is the Network's backward pass
 (:meth:`Network._backward`), run on views of the module's own parameters and buffers: the same kernels
 in the same order on the same arrays, so the logits and every gradient are bit for bit the layer-by-layer
-path's (tests/interop/test_torch_whole_pass.py checks it), and PyTorch sees one node.
+path's (tests/interop/test_torch_whole_pass.py checks it), and PyTorch sees one node. Inference (no
+autograd) in evaluation mode folds batch norm into the convolution before it, as ``Network.forward`` does
+(:mod:`symcnn.codegen.folding`): equal to rounding.
 
 It is taken only where nothing could tell the difference: not while ``torch.compile`` traces, ``torch.jit``
 traces or a dispatch or function mode is active (they see the layers' operators); not when a hook is
@@ -157,7 +159,7 @@ class FastPath:
             return WholePass.apply(self, net, training, x, *parameters)
         _prepare(net, _array(x), training, gradients=False, input_gradient=False)
         with kernel_threads():  # on the CPUs free now, as a Network's passes
-            logits, _, _ = net._forward(_array(x), training)
+            logits, _, _ = net._forward(_array(x), training, fold=True)  # inference: evaluation mode's folds
         return torch.from_numpy(logits)
 
     def _views(self, parameters: list[torch.Tensor]) -> dict[str, np.ndarray]:
@@ -172,7 +174,7 @@ def _prepare(net: Network, x: np.ndarray, training: bool, gradients: bool, input
         return
 
     def dry_run(shadow: Network) -> None:
-        logits, values, saved = shadow._forward(x[:2], training)
+        logits, values, saved = shadow._forward(x[:2], training, fold=not gradients)
         if gradients:
             shadow._backward(values, saved, np.zeros_like(logits), input_gradient, training)
 

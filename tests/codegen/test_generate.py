@@ -324,12 +324,12 @@ def test_reductions_and_the_tie_rule_are_printed_from_the_formula(monkeypatch):
 
     layer = next(layer for layer in load_spec("seed004").layers if layer.kind == "maxpool2d")
     formula, values = lower.layer_formula(layer)
-    maximum = lower._forward_kernel(layer, formula, values)
+    maximum = lower.forward_kernel(layer, formula, values)
     assert (maximum.kind, maximum.initial, maximum.window_test) == ("max", "-np.inf", "value > best")
     assert (maximum.window_value, maximum.window_offset, maximum.window_first_offset) == (
         "x[n, c, 2*i + u, 2*j + v]", "2*u + v", "0")
     summed = dataclasses.replace(formula, rhs=sympy.Sum(formula.rhs.function, *formula.rhs.limits))
-    total = lower._forward_kernel(layer, summed, values)
+    total = lower.forward_kernel(layer, summed, values)
     assert total.kind in ("sum", "accumulate") and total.initial == "0.0"
     assert [term.update for term in total.terms] == [f"{total.accumulator} += x[n, c, 2*i + u, 2*j + v]"]
 
@@ -343,7 +343,7 @@ def test_reductions_and_the_tie_rule_are_printed_from_the_formula(monkeypatch):
         assert term.update == f"acc += 1/{update[:4]}"
 
     monkeypatch.setattr(lower, "replaces_first_max", lambda candidate, earlier: candidate >= earlier)
-    assert lower._forward_kernel(layer, formula, values).window_test == "value >= best"
+    assert lower.forward_kernel(layer, formula, values).window_test == "value >= best"
 
 
 def test_the_wheel_carries_kernels_regenerated_at_build_time(tmp_path):
