@@ -48,14 +48,14 @@ def main() -> None:
         with kernel_threads():
             net._forward(x, False)
 
-        def unfolded():
+        def unfolded(net=net, x=x):
             with kernel_threads():
                 net._forward(x, False)
 
         times = {"folded": [], "unfolded": []}
         loads = [os.getloadavg()[0]]
         for _ in range(options.repeat):
-            times["folded"].append(timed(lambda: net.forward(x)))
+            times["folded"].append(timed(lambda net=net, x=x: net.forward(x)))
             times["unfolded"].append(timed(unfolded))
             loads.append(os.getloadavg()[0])
         folded, plain = (1e3 * statistics.median(times[name]) for name in ("folded", "unfolded"))
