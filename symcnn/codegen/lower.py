@@ -42,7 +42,6 @@ from symcnn.codegen.invariants import Precomputer, factor_sums
 from symcnn.codegen.coefficients import invariant_terms
 from symcnn.codegen.backends.numba_cpu.lanes import lanes_schedule
 from symcnn.codegen.schedule_choice import vector_schedule
-from symcnn.codegen.folding import fold_kernels
 from symcnn.codegen.phases import PhaseSplit, split_phases, without_single_loops
 from symcnn.codegen.rewrites import (fold_bound, for_kernels, padding_conditions,
                                      shifted_exponential_sum, switch_test, window_offset)
@@ -485,8 +484,6 @@ def network_kernels(spec: NetworkSpec) -> dict[str, list[Kernel]]:
         else:
             modules[layer.label] = layer_kernels(layer)
             lowered[key] = (layer.label, modules[layer.label])
-    for module, kernels in fold_kernels(spec, forward_kernel).items():  # evaluation mode's folds
-        modules[module] = [*modules[module], *kernels]
     fanouts = fanout_kernels(spec)
     if fanouts:
         modules[FANOUT_MODULE] = fanouts
