@@ -40,6 +40,7 @@ from symcnn.codegen.kernel_ir import Kernel, Loop, Reduction, Term
 from symcnn.codegen.layout import collapse_image, collapse_rows, image_size, reshape_of
 from symcnn.codegen.invariants import Precomputer, factor_sums
 from symcnn.codegen.coefficients import invariant_terms
+from symcnn.codegen.epilogue import FUSED_INPUT, FusedElementwise, Unfusable, epilogue_at
 from symcnn.codegen.backends.numba_cpu.lanes import lanes_schedule
 from symcnn.codegen.schedule_choice import vector_schedule
 from symcnn.codegen.phases import PhaseSplit, split_phases, without_single_loops
@@ -94,6 +95,8 @@ class _Lowering:
         self.batch = batch
         # Printed names of strided views (a kernel's phases): not C-contiguous, so never reshaped (layout).
         self.strided: set[str] = set()
+        # An element-wise op's input gradient stored through at every store (symcnn.codegen.epilogue), or None.
+        self.fused: Optional[FusedElementwise] = None
 
     def precompute_invariants(self, indices, shape, tensors) -> Precomputer:
         """What collects the reductions and factors that depend on fewer indices than the loops around
@@ -236,6 +239,8 @@ def _summation(lowering: _Lowering, indices, shape, batch, terms, output_name: s
     kernel is then its phases, each scheduled as any sum.
     """
     split = split_phases(lowering.names, indices, shape, terms, tensors, output_name)
+    if split is not None and split.views and lowering.fused is not None:
+        raise Unfusable("a kernel in phases stores strided views of its output")
     if split is not None:
         return _phase_schedules(lowering, split, batch)
     tiled = (len(indices) >= 3 and all(size.is_Integer and size >= MIN_TILE_EXTENT for size in shape[-2:])
@@ -251,19 +256,21 @@ def _summation(lowering: _Lowering, indices, shape, batch, terms, output_name: s
     if not tiled:
         views: dict[str, str] = {}
         schedule = {}
-        collapsed = collapse_image(lowering, indices, shape, batch, terms, tensors, output_name, views)
+        collapsed = None if lowering.fused is not None else collapse_image(  # an epilogue reads the output's
+            lowering, indices, shape, batch, terms, tensors, output_name, views)  # own indices: no reshaped views
         if collapsed is not None:
             indices, terms, schedule["output"] = collapsed
             loops = (loops[0], Loop(lowering.printer.doprint(indices[1]), str(image_size(shape)), False))
         terms = [collapse_rows(lowering, term, tensors, views) for term in terms]
         return {"output_loops": loops, "terms": tuple(lowering.term(term, ACCUMULATOR, indices) for term in terms),
-                "views": tuple(views.items()), **schedule, **_sum_accumulator(lowering, ACCUMULATOR)}
+                "views": tuple(views.items()), **schedule, **_sum_accumulator(lowering, ACCUMULATOR),
+                "epilogue": epilogue_at(lowering, lowering.array(output_name)[tuple(indices)])}
     inner = tuple((index, sympy.S.Zero, size - 1) for index, size in zip(indices[-2:], shape[-2:]))
     element = lowering.array(output_name)[tuple(indices)]  # each term adds into the output element
     printed = tuple(lowering.term(GatherTerm(term.limits + inner, term.conditions, term.body), element, indices[:-2])
                     for term in terms)
     return {"output_loops": loops[:-2], "tile": loops[-2:], "terms": printed, "kind": "accumulate",
-            **_sum_accumulator(lowering, element)}
+            **_sum_accumulator(lowering, element), "epilogue": epilogue_at(lowering, element)}
 
 
 def _phase_schedules(lowering: _Lowering, split: PhaseSplit, batch) -> dict:
@@ -374,12 +381,17 @@ def _switch_tests(body: Expr, switch: IndexedBase, forward: ops.IndexFormula) ->
         (1, switch_test(node, switch, window, forward.indices)), (0, True)))
 
 
-def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, prefix: str = "") -> Kernel:
+def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, prefix: str = "",
+                     fused: Optional[FusedElementwise] = None) -> Kernel:
+    """The kernel of ``gradient``; with ``fused``, storing each sum through it (an element-wise op's
+    input gradient, :mod:`symcnn.codegen.epilogue`), its input read from the argument ``fused_x``
+    (:class:`~symcnn.codegen.epilogue.Unfusable` where the schedule cannot)."""
     concrete = gradient.substitute(values)
     batch = _batch_symbol(gradient.forward)
     switch = IndexedBase("switch")
     tensors = concrete.operands + (concrete.gradient,)
-    lowering = _Lowering(tensors, batch, {switch: "switch"})
+    lowering = _Lowering(tensors, batch, {switch: "switch"} | ({fused.base: FUSED_INPUT} if fused else {}))
+    lowering.fused = fused
     terms = []
     for term in concrete.terms:
         body = term.body
@@ -392,8 +404,10 @@ def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, 
     schedule = precomputer.with_views(_summation(lowering, concrete.indices, concrete.gradient.shape, batch,
                                                  invariant_terms(terms, precomputer), output_name, tensors))
     arguments = _arguments(lowering, terms, output_name, _ARGUMENT_ORDER)
+    if fused is not None:  # E's input, read by the epilogue
+        arguments = arguments[:-1] + (FUSED_INPUT, output_name)
     batch_from = next((a for a in arguments[:-1] if a in ("grad_output", "x")), arguments[0])
-    reshaped = reshape_of(lowering, tensors, concrete.indices, concrete.gradient.shape, batch, terms)
+    reshaped = "" if fused else reshape_of(lowering, tensors, concrete.indices, concrete.gradient.shape, batch, terms)
     precomputed = precomputer.precomputed()  # printed before the imports are collected
     return Kernel(_kernel_name(layer.label, prefix + role), _docstring(gradient.forward, gradient, values), arguments,
                   schedule.pop("output", output_name), imports=lowering.printer.imports(), batch_from=batch_from,

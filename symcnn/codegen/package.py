@@ -26,6 +26,7 @@ import jinja2
 
 from symcnn import __version__
 from symcnn.codegen.kernel_ir import Kernel
+from symcnn.codegen.fusion import fused_kernels, fused_module, fusion_pairs
 from symcnn.codegen.lower import network_kernels
 from symcnn.files import replace_directory
 from symcnn.printing.numba import import_lines
@@ -122,6 +123,13 @@ def render_package(spec: NetworkSpec) -> dict[str, str]:
     layer_template = environment.get_template("layer.py.jinja")
     files = {}
     modules = network_kernels(spec)
+    fused = fused_kernels(spec)
+    readers = {elementwise.label: reader for elementwise, reader in fusion_pairs(spec)}
+    loss = modules.pop("loss")
+    for elementwise, reader in fusion_pairs(spec):  # each in a module of its own, before the loss's
+        if elementwise.label in fused:
+            modules[fused_module(elementwise, reader)] = [fused[elementwise.label]]
+    modules["loss"] = loss
     shared = shared_modules(modules)
     for module, kernels in modules.items():
         if module in shared:
@@ -133,7 +141,8 @@ def render_package(spec: NetworkSpec) -> dict[str, str]:
                for kernel, original in zip(modules[module], modules[first])}
     files["__init__.py"] = environment.get_template("package.py.jinja").render(
         preamble=_preamble(spec, "package.py.jinja"), spec=spec, modules=modules,
-        distinct=[module for module in modules if module not in shared], aliases=aliases)
+        distinct=[module for module in modules if module not in shared], aliases=aliases,
+        fused={elementwise: (readers[elementwise].label, kernel.name) for elementwise, kernel in fused.items()})
     return files
 
 
