@@ -44,6 +44,7 @@ from symcnn.codegen.epilogue import FUSED_INPUT, FusedElementwise, Unfusable, ep
 from symcnn.codegen.backends.numba_cpu.lanes import lanes_schedule
 from symcnn.codegen.schedule_choice import vector_schedule
 from symcnn.codegen.phases import PhaseSplit, split_phases, without_single_loops
+from symcnn.codegen.taps import one_tap_terms
 from symcnn.codegen.rewrites import (fold_bound, for_kernels, padding_conditions,
                                      shifted_exponential_sum, switch_test, window_offset)
 from symcnn.views.formula import FormulaView
@@ -238,6 +239,7 @@ def _summation(lowering: _Lowering, indices, shape, batch, terms, output_name: s
     Divisibility conditions are first rewritten away where :mod:`symcnn.codegen.phases` can: the
     kernel is then its phases, each scheduled as any sum.
     """
+    terms = one_tap_terms(terms, indices, shape)  # a 2x2 pool's gradient at stride 2: one tap per element
     split = split_phases(lowering.names, indices, shape, terms, tensors, output_name)
     if split is not None and split.views and lowering.fused is not None:
         raise Unfusable("a kernel in phases stores strided views of its output")
