@@ -96,8 +96,7 @@ class _Lowering:
         self.batch = batch
         # Printed names of strided views (a kernel's phases): not C-contiguous, so never reshaped (layout).
         self.strided: set[str] = set()
-        # An element-wise op's input gradient stored through at every store (symcnn.codegen.epilogue), or None.
-        self.fused: Optional[FusedElementwise] = None
+        self.fused: Optional[FusedElementwise] = None  # an epilogue at every store (symcnn.codegen.epilogue)
 
     def precompute_invariants(self, indices, shape, tensors) -> Precomputer:
         """What collects the reductions and factors that depend on fewer indices than the loops around
@@ -340,15 +339,15 @@ def _kernel_name(layer_label: str, what: str) -> str:
     return f"{layer_label}_{what}"
 
 
-def _arguments(lowering: _Lowering, expr_terms, output_name: str, order) -> tuple[str, ...]:
+def _arguments(lowering: _Lowering, expr_terms, output_name: str, order, extra=()) -> tuple[str, ...]:
     """The arrays the terms read, in ``order`` and then (an operand ``order`` does not know, such as
-    dropout's ``mask``) by name; the output last."""
+    dropout's ``mask``) by name; then ``extra`` (an epilogue's, ``fused_x``); the output last."""
     used = set()
     for term in expr_terms:
         for node in term.body.atoms(Indexed):
             used.add(lowering.names[node.base])
     others = sorted(used - set(order))  # operands of no common role (batch norm's running statistics)
-    return tuple(name for name in order if name in used) + tuple(others) + (output_name,)
+    return tuple(name for name in order if name in used) + tuple(others) + tuple(extra) + (output_name,)
 
 
 _ARGUMENT_ORDER = ("grad_output", "x", "weight", "bias", "targets", "switch")
@@ -385,9 +384,7 @@ def _switch_tests(body: Expr, switch: IndexedBase, forward: ops.IndexFormula) ->
 
 def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, prefix: str = "",
                      fused: Optional[FusedElementwise] = None) -> Kernel:
-    """The kernel of ``gradient``; with ``fused``, storing each sum through it (an element-wise op's
-    input gradient, :mod:`symcnn.codegen.epilogue`), its input read from the argument ``fused_x``
-    (:class:`~symcnn.codegen.epilogue.Unfusable` where the schedule cannot)."""
+    """The kernel of ``gradient``, storing each sum through ``fused`` if given (:mod:`symcnn.codegen.epilogue`)."""
     concrete = gradient.substitute(values)
     batch = _batch_symbol(gradient.forward)
     switch = IndexedBase("switch")
@@ -405,9 +402,7 @@ def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, 
     precomputer = lowering.precompute_invariants(concrete.indices, concrete.gradient.shape, tensors)
     schedule = precomputer.with_views(_summation(lowering, concrete.indices, concrete.gradient.shape, batch,
                                                  invariant_terms(terms, precomputer), output_name, tensors))
-    arguments = _arguments(lowering, terms, output_name, _ARGUMENT_ORDER)
-    if fused is not None:  # E's input, read by the epilogue
-        arguments = arguments[:-1] + (FUSED_INPUT, output_name)
+    arguments = _arguments(lowering, terms, output_name, _ARGUMENT_ORDER, (FUSED_INPUT,) * bool(fused))
     batch_from = next((a for a in arguments[:-1] if a in ("grad_output", "x")), arguments[0])
     reshaped = "" if fused else reshape_of(lowering, tensors, concrete.indices, concrete.gradient.shape, batch, terms)
     precomputed = precomputer.precomputed()  # printed before the imports are collected
