@@ -41,6 +41,7 @@ def network(spec, root: Path) -> Network:
 
 
 def median_ms(call, times: list) -> None:
+    """Rest, then append the mean of ``CALLS`` calls of ``call`` to ``times`` (ms)."""
     time.sleep(REST)
     start = time.perf_counter()
     for _ in range(CALLS):
@@ -64,36 +65,40 @@ def main() -> None:
         before, after = network(spec, options.before), network(spec, options.after)
         layers = {layer.label: layer for layer in spec.layers}
         for label, (reader, fused) in after.kernels.FUSED.items():
-            e, q = layers[label], layers[reader]
-            arrays = {"grad_output": rng.standard_normal((options.batch, *q.output_shape)).astype(np.float32),
-                      "x": rng.standard_normal((options.batch, *q.input_shape)).astype(np.float32),
-                      "fused_x": rng.standard_normal((options.batch, *e.input_shape)).astype(np.float32),
-                      "switch": rng.integers(0, 4, (options.batch, *q.output_shape)).astype(np.int8)}
-            arrays.update({key.split(".")[-1]: value for key, value in after.params.items()
-                           if key.startswith(f"{q.name}.")})
-            unfused = f"{reader}_grad_input"
-            q_arguments = [arrays[a] for a in before.kernels.ARGUMENTS[unfused][:-1]]
-            fused_arguments = [arrays[a] for a in after.kernels.ARGUMENTS[fused][:-1]]
-            middle, chained, out = (np.empty((options.batch, *q.input_shape), np.float32) for _ in range(3))
-            q_kernel, e_kernel, fused_kernel = (before.kernel(unfused), before.kernel(f"{label}_grad_input"),
-                                                after.kernel(fused))
-
-            def chain():
-                q_kernel(*q_arguments, middle)
-                e_kernel(middle, arrays["fused_x"], chained)
-
-            runs = {"chain": chain, "Q alone": lambda: q_kernel(*q_arguments, middle),
-                    "fused": lambda: fused_kernel(*fused_arguments, out)}
-            chain()
-            runs["fused"]()
-            np.testing.assert_allclose(out, chained, rtol=1e-4, atol=1e-5)
-            times: dict[str, list] = {key: [] for key in runs}
-            for _ in range(options.repeat):
-                for key, run in runs.items():
-                    median_ms(run, times[key])
+            times = time_pair(before, after, layers[label], layers[reader], fused, options, rng)
             print(f"{name} {label} -> {reader}: " + ", ".join(
                 f"{key} {statistics.median(values):.3f} ms" for key, values in times.items()), flush=True)
 
+
+def time_pair(before: Network, after: Network, e, q, fused: str, options, rng) -> dict[str, list]:
+    """The chain (before: Q's input gradient, then E's), Q's alone, and the fused kernel (after), each
+    repeat timing the three in turn, on the same random arrays; their results compared first."""
+    arrays = {"grad_output": rng.standard_normal((options.batch, *q.output_shape)).astype(np.float32),
+              "x": rng.standard_normal((options.batch, *q.input_shape)).astype(np.float32),
+              "fused_x": rng.standard_normal((options.batch, *e.input_shape)).astype(np.float32),
+              "switch": rng.integers(0, 4, (options.batch, *q.output_shape)).astype(np.int8)}
+    arrays.update({key.split(".")[-1]: value for key, value in after.params.items() if key.startswith(f"{q.name}.")})
+    unfused = f"{q.label}_grad_input"
+    q_arguments = [arrays[a] for a in before.kernels.ARGUMENTS[unfused][:-1]]
+    fused_arguments = [arrays[a] for a in after.kernels.ARGUMENTS[fused][:-1]]
+    middle, chained, out = (np.empty((options.batch, *q.input_shape), np.float32) for _ in range(3))
+    q_kernel, e_kernel = before.kernel(unfused), before.kernel(f"{e.label}_grad_input")
+    fused_kernel = after.kernel(fused)
+
+    def chain():
+        q_kernel(*q_arguments, middle)
+        e_kernel(middle, arrays["fused_x"], chained)
+
+    runs = {"chain": chain, "Q alone": lambda: q_kernel(*q_arguments, middle),
+            "fused": lambda: fused_kernel(*fused_arguments, out)}
+    chain()
+    runs["fused"]()
+    np.testing.assert_allclose(out, chained, rtol=1e-4, atol=1e-5)
+    times: dict[str, list] = {key: [] for key in runs}
+    for _ in range(options.repeat):
+        for key, run in runs.items():
+            median_ms(run, times[key])
+    return times
 
 if __name__ == "__main__":
     main()

@@ -63,7 +63,8 @@ def elementwise_gradient(layer: LayerSpec) -> Optional[GradientFormula]:
     if any(term.limits or term.conditions for term in gradient.terms):
         return None
     reads = [read for term in gradient.terms for read in term.body.atoms(Indexed)]
-    if any(tuple(read.indices) != tuple(gradient.indices) for read in reads):
+    if any(tuple(read.indices) != tuple(gradient.indices) or read.base not in (operand.base, gradient.grad_output.base)
+           for read in reads):  # dL/dY and X at the element's own index, nothing else (not Y: no kernel passes it)
         return None
     return gradient
 
@@ -116,8 +117,8 @@ def _lowered(elementwise: LayerSpec, reader: LayerSpec) -> Optional[Kernel]:
     kernel name and docstring, or ``None`` where its schedule cannot."""
     formula, values = layer_formula(reader)
     gradient = derive_gradient(formula, "input")
-    fused, _ = _composed(elementwise, elementwise_gradient(elementwise), gradient.indices)
     try:
+        fused, _ = _composed(elementwise, elementwise_gradient(elementwise), gradient.indices)
         return _gradient_kernel(reader, gradient, values, fused=fused)
     except Unfusable:
         return None
