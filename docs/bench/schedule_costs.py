@@ -36,7 +36,7 @@ import numba
 import numpy as np
 
 from symcnn.codegen import cost_model
-from symcnn.codegen.lower import _gradient_kernel, forward_kernel, layer_formula
+from symcnn.codegen.lower import forward_kernel, gradient_kernel, layer_formula
 from symcnn.codegen.package import _environment
 from symcnn.printing.numba import import_lines
 from symcnn.spec import LayerSpec, parse_spec, spec_toml
@@ -80,7 +80,7 @@ def kernel_makers(layer: LayerSpec):
     yield "forward", lambda: forward_kernel(layer, formula, values)
     for role in ("input", "weight"):
         gradient = derive_gradient(formula, role)
-        yield f"grad_{role}", lambda gradient=gradient: _gradient_kernel(layer, gradient, values)
+        yield f"grad_{role}", lambda gradient=gradient: gradient_kernel(layer, gradient, values)
 
 
 def chosen_candidates(nests: list) -> list:

@@ -5,13 +5,14 @@ SPEC_NAME = 'digits'
 SPEC_DIGEST = 'dd56dcf3dbd32cc8'
 SPEC_TOML = '# A small network for 8x8 handwritten digits.\nname = "digits"\ndescription = "1x8x8 digits: conv 16@3x3 p1, ReLU, max pool 2, flatten 256, dense 10"\ninput = [1, 8, 8]\nloss = "softmax_cross_entropy"\n\n[[layers]]\ntype = "conv2d"\nname = "conv1"\nout_channels = 16\nkernel = 3\npadding = 1\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "maxpool2d"\nkernel = 2\n\n[[layers]]\ntype = "flatten"\n\n[[layers]]\ntype = "dense"\nname = "fc1"\nout_features = 10\n'
 
-#: Each kernel module (a layer's label, then the loss), in network order.
+#: Each kernel module (a layer's label; a fused pair's, `<reader>_with_<element-wise layer>`; then the loss), in network order.
 MODULES = (
     'conv1',
     'relu1',
     'maxpool2d2',
     'flatten3',
     'fc1',
+    'maxpool2d2_with_relu1',
     'loss',
 )
 
@@ -31,6 +32,7 @@ ARGUMENTS = {
     'fc1_grad_input': ('grad_output', 'weight', 'grad_input', ),
     'fc1_grad_weight': ('grad_output', 'x', 'grad_weight', ),
     'fc1_grad_bias': ('grad_output', 'grad_bias', ),
+    'maxpool2d2_with_relu1_grad_input': ('grad_output', 'switch', 'fused_x', 'grad_input', ),
     'loss_forward': ('x', 'targets', ),
     'loss_grad_input': ('x', 'targets', 'grad_input', ),
 }
@@ -47,4 +49,12 @@ FOLDS = {
 RESHAPES = {
     'flatten3_forward': 'x',
     'flatten3_grad_input': 'grad_output',
+}
+
+#: Element-wise layers whose input gradient another kernel computes (symcnn.codegen.fusion): the
+#: layer's label -> (the one layer that reads its output, that layer's input-gradient kernel which
+#: stores this layer's input gradient instead, reading this layer's input as ``fused_x``). A runtime
+#: calls that kernel in place of both gradient kernels.
+FUSED = {
+    'relu1': ('maxpool2d2', 'maxpool2d2_with_relu1_grad_input'),
 }

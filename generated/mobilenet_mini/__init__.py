@@ -5,7 +5,7 @@ SPEC_NAME = 'mobilenet-mini'
 SPEC_DIGEST = '911b9b7d11ede322'
 SPEC_TOML = '# A small MobileNet (Howard et al., 2017; document 003\'s depthwise-separable convolution): a strided\n# stem, then three depthwise-separable blocks, each a depthwise 3x3 convolution (groups = channels)\n# and a pointwise 1x1 convolution, each followed by batch norm and ReLU; global average pooling and a\n# dense layer. Convolutions before a batch norm have no bias (the norm\'s shift replaces it).\nname = "mobilenet-mini"\ndescription = "3x32x32: stem conv 16 s2, depthwise-separable blocks 16->32, 32->64 s2, 64->64, global avg pool, dense 10"\ninput = [3, 32, 32]\nloss = "softmax_cross_entropy"\n\n[[layers]]\ntype = "conv2d"\nname = "stem"\nout_channels = 16\nkernel = 3\nstride = 2\npadding = 1\nbias = false\n\n[[layers]]\ntype = "batchnorm2d"\nname = "stem_bn"\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "conv2d"\nname = "dw1"\nout_channels = 16\nkernel = 3\npadding = 1\nbias = false\ngroups = 16\n\n[[layers]]\ntype = "batchnorm2d"\nname = "dw1_bn"\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "conv2d"\nname = "pw1"\nout_channels = 32\nkernel = 1\nbias = false\n\n[[layers]]\ntype = "batchnorm2d"\nname = "pw1_bn"\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "conv2d"\nname = "dw2"\nout_channels = 32\nkernel = 3\nstride = 2\npadding = 1\nbias = false\ngroups = 32\n\n[[layers]]\ntype = "batchnorm2d"\nname = "dw2_bn"\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "conv2d"\nname = "pw2"\nout_channels = 64\nkernel = 1\nbias = false\n\n[[layers]]\ntype = "batchnorm2d"\nname = "pw2_bn"\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "conv2d"\nname = "dw3"\nout_channels = 64\nkernel = 3\npadding = 1\nbias = false\ngroups = 64\n\n[[layers]]\ntype = "batchnorm2d"\nname = "dw3_bn"\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "conv2d"\nname = "pw3"\nout_channels = 64\nkernel = 1\nbias = false\n\n[[layers]]\ntype = "batchnorm2d"\nname = "pw3_bn"\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "global_avgpool"\n\n[[layers]]\ntype = "flatten"\n\n[[layers]]\ntype = "dense"\nname = "fc"\nout_features = 10\n\n[training]\nepochs = 20\nbatch = 32\nlr = 0.05\nmomentum = 0.9\nweight_decay = 0.0005\nwarmup = 1.0\n'
 
-#: Each kernel module (a layer's label, then the loss), in network order.
+#: Each kernel module (a layer's label; a fused pair's, `<reader>_with_<element-wise layer>`; then the loss), in network order.
 MODULES = (
     'stem',
     'stem_bn',
@@ -25,6 +25,12 @@ MODULES = (
     'global_avgpool21',
     'flatten22',
     'fc',
+    'dw1_with_relu2',
+    'pw1_with_relu5',
+    'pw2_with_relu11',
+    'dw3_with_relu14',
+    'pw3_with_relu17',
+    'global_avgpool21_with_relu20',
     'loss',
 )
 
@@ -191,6 +197,12 @@ ARGUMENTS = {
     'fc_grad_input': ('grad_output', 'weight', 'grad_input', ),
     'fc_grad_weight': ('grad_output', 'x', 'grad_weight', ),
     'fc_grad_bias': ('grad_output', 'grad_bias', ),
+    'dw1_with_relu2_grad_input': ('grad_output', 'weight', 'fused_x', 'grad_input', ),
+    'pw1_with_relu5_grad_input': ('grad_output', 'weight', 'fused_x', 'grad_input', ),
+    'pw2_with_relu11_grad_input': ('grad_output', 'weight', 'fused_x', 'grad_input', ),
+    'dw3_with_relu14_grad_input': ('grad_output', 'weight', 'fused_x', 'grad_input', ),
+    'pw3_with_relu17_grad_input': ('grad_output', 'weight', 'fused_x', 'grad_input', ),
+    'global_avgpool21_with_relu20_grad_input': ('grad_output', 'fused_x', 'grad_input', ),
     'loss_forward': ('x', 'targets', ),
     'loss_grad_input': ('x', 'targets', 'grad_input', ),
 }
@@ -214,4 +226,17 @@ FOLDS = {
 RESHAPES = {
     'flatten22_forward': 'x',
     'flatten22_grad_input': 'grad_output',
+}
+
+#: Element-wise layers whose input gradient another kernel computes (symcnn.codegen.fusion): the
+#: layer's label -> (the one layer that reads its output, that layer's input-gradient kernel which
+#: stores this layer's input gradient instead, reading this layer's input as ``fused_x``). A runtime
+#: calls that kernel in place of both gradient kernels.
+FUSED = {
+    'relu2': ('dw1', 'dw1_with_relu2_grad_input'),
+    'relu5': ('pw1', 'pw1_with_relu5_grad_input'),
+    'relu11': ('pw2', 'pw2_with_relu11_grad_input'),
+    'relu14': ('dw3', 'dw3_with_relu14_grad_input'),
+    'relu17': ('pw3', 'pw3_with_relu17_grad_input'),
+    'relu20': ('global_avgpool21', 'global_avgpool21_with_relu20_grad_input'),
 }

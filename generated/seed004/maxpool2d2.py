@@ -57,8 +57,5 @@ def maxpool2d2_grad_input(grad_output, switch, grad_input):
             for k in range(32):
                 for l in range(32):
                     acc = 0.0
-                    for u in range(2):
-                        for v in range(2):
-                            if (((k - u) % 2 == 0)) and (((l - v) % 2 == 0)) and ((0 <= (k - u) // 2)) and (((k - u) // 2 <= 15)) and ((0 <= (l - v) // 2)) and (((l - v) // 2 <= 15)):
-                                acc += ((1) if (2*u + v == switch[n, c, (k - u) // 2, (l - v) // 2]) else (0))*grad_output[n, c, (k - u) // 2, (l - v) // 2]
+                    acc += ((1) if (switch[n, c, (k) // 2, (l) // 2] == 2*k + l - 4*((k) // 2) - 2*((l) // 2)) else (0))*grad_output[n, c, (k) // 2, (l) // 2]
                     grad_input[n, c, k, l] = acc

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-__all__ = ["Loop", "Reduction", "Term", "Staging", "ImageGroups", "BatchUnroll", "Lanes", "Kernel"]
+__all__ = ["Loop", "Reduction", "Term", "Staging", "ImageGroups", "BatchUnroll", "Epilogue", "Lanes", "Kernel"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,17 @@ class BatchUnroll:
 
 
 @dataclass(frozen=True)
+class Epilogue:
+    """What a store writes instead of the sum: ``value``, printed in terms of ``stored`` (the sum,
+    assigned first) and of ``loads`` (name, printed read), read at the stored element's index
+    (:mod:`symcnn.codegen.epilogue`: an element-wise op's input gradient fused into the kernel
+    that computes its upstream gradient)."""
+
+    loads: tuple[tuple[str, str], ...]
+    value: str
+
+
+@dataclass(frozen=True)
 class Lanes:
     """The lanes schedule of a kernel whose one term is ``broadcast * streamed``.
 
@@ -165,6 +176,8 @@ class Lanes:
     # not over_batch: the loops that store the tile into the output, in order (the columns schedule:
     # the lane last, over the output's columns only); empty: the tile's loops, the lane first
     stores: tuple[Loop, ...] = ()
+    # not over_batch: what each store writes instead of its tile element (:class:`Epilogue`), or None
+    epilogue: Optional[Epilogue] = None
 
 
 @dataclass(frozen=True)
@@ -213,6 +226,8 @@ class Kernel:
     # "phases": the kernel in parts run one after another, each a kernel (of any kind) writing a
     # strided view of the output, defined among ``views`` (symcnn.codegen.phases)
     phases: tuple["Kernel", ...] = ()
+    # "sum" and "accumulate": what each output element is stored as instead of its sum, or None
+    epilogue: Optional[Epilogue] = None
 
     @property
     def parallel(self) -> bool:

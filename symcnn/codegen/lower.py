@@ -40,12 +40,14 @@ from symcnn.codegen.kernel_ir import Kernel, Loop, Reduction, Term
 from symcnn.codegen.layout import collapse_image, collapse_rows, image_size, reshape_of
 from symcnn.codegen.invariants import Precomputer, factor_sums
 from symcnn.codegen.coefficients import invariant_terms
+from symcnn.codegen.docstrings import kernel_docstring
+from symcnn.codegen.epilogue import FUSED_INPUT, FusedElementwise, Unfusable, epilogue_at
 from symcnn.codegen.backends.numba_cpu.lanes import lanes_schedule
 from symcnn.codegen.schedule_choice import vector_schedule
 from symcnn.codegen.phases import PhaseSplit, split_phases, without_single_loops
+from symcnn.codegen.taps import one_tap_terms
 from symcnn.codegen.rewrites import (fold_bound, for_kernels, padding_conditions,
                                      shifted_exponential_sum, switch_test, window_offset)
-from symcnn.views.formula import FormulaView
 from symcnn.printing.nodes import Assign, Guard
 from symcnn.printing.numba import NumbaPrinter
 from symcnn.spec import LayerSpec, NetworkSpec
@@ -94,6 +96,7 @@ class _Lowering:
         self.batch = batch
         # Printed names of strided views (a kernel's phases): not C-contiguous, so never reshaped (layout).
         self.strided: set[str] = set()
+        self.fused: Optional[FusedElementwise] = None  # an epilogue at every store (symcnn.codegen.epilogue)
 
     def precompute_invariants(self, indices, shape, tensors) -> Precomputer:
         """What collects the reductions and factors that depend on fewer indices than the loops around
@@ -235,7 +238,10 @@ def _summation(lowering: _Lowering, indices, shape, batch, terms, output_name: s
     Divisibility conditions are first rewritten away where :mod:`symcnn.codegen.phases` can: the
     kernel is then its phases, each scheduled as any sum.
     """
+    terms = one_tap_terms(terms, indices, shape)  # a 2x2 pool's gradient at stride 2: one tap per element
     split = split_phases(lowering.names, indices, shape, terms, tensors, output_name)
+    if split is not None and split.views and lowering.fused is not None:
+        raise Unfusable("a kernel in phases stores strided views of its output")
     if split is not None:
         return _phase_schedules(lowering, split, batch)
     tiled = (len(indices) >= 3 and all(size.is_Integer and size >= MIN_TILE_EXTENT for size in shape[-2:])
@@ -251,19 +257,21 @@ def _summation(lowering: _Lowering, indices, shape, batch, terms, output_name: s
     if not tiled:
         views: dict[str, str] = {}
         schedule = {}
-        collapsed = collapse_image(lowering, indices, shape, batch, terms, tensors, output_name, views)
+        collapsed = None if lowering.fused is not None else collapse_image(  # an epilogue reads the output's
+            lowering, indices, shape, batch, terms, tensors, output_name, views)  # own indices: no reshaped views
         if collapsed is not None:
             indices, terms, schedule["output"] = collapsed
             loops = (loops[0], Loop(lowering.printer.doprint(indices[1]), str(image_size(shape)), False))
         terms = [collapse_rows(lowering, term, tensors, views) for term in terms]
         return {"output_loops": loops, "terms": tuple(lowering.term(term, ACCUMULATOR, indices) for term in terms),
-                "views": tuple(views.items()), **schedule, **_sum_accumulator(lowering, ACCUMULATOR)}
+                "views": tuple(views.items()), **schedule, **_sum_accumulator(lowering, ACCUMULATOR),
+                "epilogue": epilogue_at(lowering, lowering.array(output_name)[tuple(indices)])}
     inner = tuple((index, sympy.S.Zero, size - 1) for index, size in zip(indices[-2:], shape[-2:]))
     element = lowering.array(output_name)[tuple(indices)]  # each term adds into the output element
     printed = tuple(lowering.term(GatherTerm(term.limits + inner, term.conditions, term.body), element, indices[:-2])
                     for term in terms)
     return {"output_loops": loops[:-2], "tile": loops[-2:], "terms": printed, "kind": "accumulate",
-            **_sum_accumulator(lowering, element)}
+            **_sum_accumulator(lowering, element), "epilogue": epilogue_at(lowering, element)}
 
 
 def _phase_schedules(lowering: _Lowering, split: PhaseSplit, batch) -> dict:
@@ -317,29 +325,19 @@ def _forward_terms(formula: ops.IndexFormula) -> list[GatherTerm]:
             for limits, summand in sum_terms(formula.rhs, set(formula.indices))]
 
 
-def _docstring(formula: ops.IndexFormula, gradient: Optional[GradientFormula], values: dict) -> str:
-    """The kernel's formula as ``symcnn formula`` prints it, and the constants it was specialized to."""
-    wrt = gradient.wrt if gradient is not None else "forward"
-    equation = gradient.equation() if gradient is not None else formula.equation()
-    view = FormulaView(formula.op, wrt, equation, formula, gradient, {})
-    constants = ", ".join(f"{symbol} = {value}" for symbol, value in
-                          sorted(values.items(), key=lambda item: str(item[0])))
-    return f"{view.text()}\n\nwith {constants}." if constants else view.text()
-
-
 def _kernel_name(layer_label: str, what: str) -> str:
     return f"{layer_label}_{what}"
 
 
-def _arguments(lowering: _Lowering, expr_terms, output_name: str, order) -> tuple[str, ...]:
+def _arguments(lowering: _Lowering, expr_terms, output_name: str, order, extra=()) -> tuple[str, ...]:
     """The arrays the terms read, in ``order`` and then (an operand ``order`` does not know, such as
-    dropout's ``mask``) by name; the output last."""
+    dropout's ``mask``) by name; then ``extra`` (an epilogue's, ``fused_x``); the output last."""
     used = set()
     for term in expr_terms:
         for node in term.body.atoms(Indexed):
             used.add(lowering.names[node.base])
     others = sorted(used - set(order))  # operands of no common role (batch norm's running statistics)
-    return tuple(name for name in order if name in used) + tuple(others) + (output_name,)
+    return tuple(name for name in order if name in used) + tuple(others) + tuple(extra) + (output_name,)
 
 
 _ARGUMENT_ORDER = ("grad_output", "x", "weight", "bias", "targets", "switch")
@@ -352,7 +350,7 @@ def forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict, wh
     lowering = _Lowering(concrete.tensors, batch)
     name = _kernel_name(layer.label, what)
     loops = _output_loops(lowering, concrete.indices, concrete.output.shape, batch)
-    doc = _docstring(formula, None, values)
+    doc = kernel_docstring(formula, None, values)
     if isinstance(concrete.rhs, MaxOver):  # max pooling: the window max and its first argmax
         return Kernel(name, doc, ("x", "out", "switch"), "out", loops, kind="max", switch="switch",
                       imports=lowering.printer.imports(), batch_from="x", **_window_max(lowering, concrete.rhs))
@@ -376,12 +374,15 @@ def _switch_tests(body: Expr, switch: IndexedBase, forward: ops.IndexFormula) ->
         (1, switch_test(node, switch, window, forward.indices)), (0, True)))
 
 
-def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, prefix: str = "") -> Kernel:
+def gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, prefix: str = "",
+                     fused: Optional[FusedElementwise] = None) -> Kernel:
+    """The kernel of ``gradient``, storing each sum through ``fused`` if given (:mod:`symcnn.codegen.epilogue`)."""
     concrete = gradient.substitute(values)
     batch = _batch_symbol(gradient.forward)
     switch = IndexedBase("switch")
     tensors = concrete.operands + (concrete.gradient,)
-    lowering = _Lowering(tensors, batch, {switch: "switch"})
+    lowering = _Lowering(tensors, batch, {switch: "switch"} | ({fused.base: FUSED_INPUT} if fused else {}))
+    lowering.fused = fused
     terms = []
     for term in concrete.terms:
         body = term.body
@@ -393,11 +394,12 @@ def _gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, 
     precomputer = lowering.precompute_invariants(concrete.indices, concrete.gradient.shape, tensors)
     schedule = precomputer.with_views(_summation(lowering, concrete.indices, concrete.gradient.shape, batch,
                                                  invariant_terms(terms, precomputer), output_name, tensors))
-    arguments = _arguments(lowering, terms, output_name, _ARGUMENT_ORDER)
+    arguments = _arguments(lowering, terms, output_name, _ARGUMENT_ORDER, (FUSED_INPUT,) * bool(fused))
     batch_from = next((a for a in arguments[:-1] if a in ("grad_output", "x")), arguments[0])
-    reshaped = reshape_of(lowering, tensors, concrete.indices, concrete.gradient.shape, batch, terms)
+    reshaped = "" if fused else reshape_of(lowering, tensors, concrete.indices, concrete.gradient.shape, batch, terms)
     precomputed = precomputer.precomputed()  # printed before the imports are collected
-    return Kernel(_kernel_name(layer.label, prefix + role), _docstring(gradient.forward, gradient, values), arguments,
+    doc = kernel_docstring(gradient.forward, gradient, values)
+    return Kernel(_kernel_name(layer.label, prefix + role), doc, arguments,
                   schedule.pop("output", output_name), imports=lowering.printer.imports(), batch_from=batch_from,
                   reshape_of=reshaped, precomputed=precomputed, **schedule)
 
@@ -422,7 +424,7 @@ def layer_kernels(layer: LayerSpec) -> list[Kernel]:
         for tensor in formula.operands:
             if differentiable(tensor.role):
                 gradient = derive_gradient(formula, tensor.role)
-                kernels.append(_gradient_kernel(layer, gradient, values, prefix))
+                kernels.append(gradient_kernel(layer, gradient, values, prefix))
     return kernels
 
 
@@ -437,12 +439,12 @@ def loss_kernels(spec: NetworkSpec) -> list[Kernel]:
     scale, summation = concrete.rhs.as_independent(Sum, as_Add=False)
     terms = _forward_terms(ops.IndexFormula("loss", concrete.output, (), summation, concrete.operands))
     printed = tuple(lowering.term(term, ACCUMULATOR, concrete.indices) for term in terms)
-    loss = Kernel("loss_forward", _docstring(formula, None, values), ("x", "targets"), "", (), terms=printed,
+    loss = Kernel("loss_forward", kernel_docstring(formula, None, values), ("x", "targets"), "", (), terms=printed,
                   result=lowering.code(scale * ACCUMULATOR), imports=lowering.printer.imports(), batch_from="x",
                   **_sum_accumulator(lowering, ACCUMULATOR))
     gradient = derive_gradient(formula, "input")
     loss_layer = LayerSpec("loss", -1, (spec.classes,), (), "loss")
-    grad = _gradient_kernel(loss_layer, gradient, values)
+    grad = gradient_kernel(loss_layer, gradient, values)
     return [loss, grad]
 
 

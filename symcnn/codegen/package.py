@@ -27,6 +27,7 @@ import jinja2
 from symcnn import __version__
 from symcnn.codegen.folding import FOLDED_FORWARD, fold_kernels, folds
 from symcnn.codegen.kernel_ir import Kernel
+from symcnn.codegen.fusion import fused_kernels, fused_module, fusion_pairs
 from symcnn.codegen.lower import forward_kernel, network_kernels
 from symcnn.files import replace_directory
 from symcnn.printing.numba import import_lines
@@ -125,6 +126,13 @@ def render_package(spec: NetworkSpec) -> dict[str, str]:
     modules = network_kernels(spec)
     for module, kernels in fold_kernels(spec, forward_kernel).items():  # evaluation mode's folds
         modules[module] = [*modules[module], *kernels]
+    fused = fused_kernels(spec)
+    readers = {elementwise.label: reader for elementwise, reader in fusion_pairs(spec)}
+    loss = modules.pop("loss")
+    for elementwise, reader in fusion_pairs(spec):  # each in a module of its own, before the loss's
+        if elementwise.label in fused:
+            modules[fused_module(elementwise, reader)] = [fused[elementwise.label]]
+    modules["loss"] = loss
     shared = shared_modules(modules)
     for module, kernels in modules.items():
         if module in shared:
@@ -136,7 +144,8 @@ def render_package(spec: NetworkSpec) -> dict[str, str]:
                for kernel, original in zip(modules[module], modules[first])}
     files["__init__.py"] = environment.get_template("package.py.jinja").render(
         preamble=_preamble(spec, "package.py.jinja"), spec=spec, modules=modules,
-        distinct=[module for module in modules if module not in shared], aliases=aliases, folds=_fold_table(spec))
+        distinct=[module for module in modules if module not in shared], aliases=aliases, folds=_fold_table(spec),
+        fused={elementwise: (readers[elementwise].label, kernel.name) for elementwise, kernel in fused.items()})
     return files
 
 

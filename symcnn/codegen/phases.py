@@ -27,7 +27,8 @@ or any other schedule does. :func:`split_phases` returns ``None`` for terms with
 conditions, or with one it does not solve (then the kernel keeps its tests, unchanged), or when no
 phase has a sum left to run: an element-wise gather (a 2x2 pool's gradient at stride 2) saves
 only its tests by phases, and reads its operands once per phase and writes each output line in
-several passes (measured on seed004's max-pool gradient: 0.23 ms with its tests, 0.70 ms in phases).
+several passes (measured on seed004's max-pool gradient: 0.23 ms with its tests, 0.70 ms in phases);
+:mod:`symcnn.codegen.taps` takes its tests out instead, one tap per element.
 
 Example (a 1-D strided gather: input gradient of a stride-2 convolution with 3 taps and padding 1):
     >>> from sympy import Eq, IndexedBase, Le, Mod

@@ -111,6 +111,12 @@ class Network(LayerState):
         # Kernels that only reshape an argument (flatten) -> that argument: run as views, not called.
         # Packages generated before RESHAPES existed have none.
         self.reshapes: dict[str, str] = dict(getattr(kernels, "RESHAPES", {}))
+        # An element-wise layer's input gradient stored by the kernel of the one layer that reads it
+        # (the package's FUSED): that layer's label -> (the element-wise layer, the kernel); the
+        # element-wise layer's own gradient kernel is not run. Packages made before FUSED have none.
+        layers = {layer.label: layer for layer in spec.layers}
+        self._fused = {reader: (layers[elementwise], kernel)
+                       for elementwise, (reader, kernel) in getattr(kernels, "FUSED", {}).items()}
         self._progress = CompileProgress(f"the {spec.name} kernels for {self.dtype}",  # shown while compiling
                                          label=f"{spec.name} ({self.dtype})")
         self._prepared: set[tuple] = set()  # the kinds of pass whose kernels are compiled (_prepare)
@@ -392,7 +398,10 @@ class Network(LayerState):
         grads: dict[str, np.ndarray] = {}
         # The gradients each tensor's readers send back, by label: summed where several read it.
         sent: dict[str, list[np.ndarray]] = {self.spec.layers[-1].label: [upstream]}
+        fused_into = {elementwise.label for elementwise, _ in self._fused.values()}
         for layer in reversed(self.spec.layers):
+            if layer.label in fused_into:  # its input gradient is its reader's kernel's (FUSED)
+                continue
             upstream = self._gradient_sum(layer.label, sent.pop(layer.label))
             if layer.label in self._masked and not training:  # the identity in evaluation mode: passed on
                 sent.setdefault(layer.inputs[0], []).append(upstream)
@@ -410,8 +419,13 @@ class Network(LayerState):
             for name, source in zip(_gradient_names(len(layer.inputs)), layer.inputs):
                 if source == "input" and not input_gradient:  # training needs none
                     continue
+                kernel = self._kernel(layer, name, training)
+                if layer.label in self._fused:  # the gradient of the element-wise layer before it, in one pass
+                    elementwise, kernel = self._fused[layer.label]
+                    source = elementwise.inputs[0]
+                    arrays["fused_x"] = values[source]
                 arrays[name] = self._buffer(f"{layer.label}.{name}", values[source].shape, self.dtype)
-                self._call(self._kernel(layer, name, training), arrays)
+                self._call(kernel, arrays)
                 sent.setdefault(source, []).append(arrays[name])
         if input_gradient:
             grads["input"] = self._gradient_sum("input", sent["input"])

@@ -69,7 +69,8 @@ def test_startup_is_measured_from_an_empty_directory():
     seconds = {"generate_s", "first_step_cold_s", "first_step_warm_s", "generate_and_compile_s"}
     assert set(startup) == seconds | {"cold_kernels", "cold_kernels_from_workers", "load_average"}
     assert all(startup[key] > 0 for key in seconds)
-    assert startup["cold_kernels"] == 13 and 0 <= startup["cold_kernels_from_workers"] <= 13  # digits' kernels
+    # digits' kernels of a train step: relu1's input gradient is maxpool2d2's fused kernel's (one for two)
+    assert startup["cold_kernels"] == 12 and 0 <= startup["cold_kernels_from_workers"] <= 12
     assert set(startup["load_average"]) == {"generate", "first_step_cold", "first_step_warm"}
     text = format_startup(startup)
     assert "first train step, warm" in text and "compiled in one process" not in text

@@ -46,6 +46,7 @@ from sympy import Indexed, Sum, Symbol
 from symcnn.codegen.backends.numba_cpu.lanes import (BATCH_CHUNKS, _affine_range, _block_size, _chunk_images,
                                                     _is_bound_of, _named, _pad, _register_blocks, _row_parts)
 from symcnn.codegen.cost_model import VECTOR, LoopNest, vector_nest
+from symcnn.codegen.epilogue import epilogue_at
 from symcnn.codegen.kernel_ir import Lanes, Loop
 from symcnn.printing.nodes import FloorDiv
 from symcnn.symbolic.adjoint import GatherTerm
@@ -280,7 +281,8 @@ def _columns_fields(lowering, output_name, indices, shape, batch, fit: ColumnsFi
     tile_element = _named(lowering, "tile")[tuple(tile_vars)]
     blocked = _register_blocks(lowering, fit.reduction, fit.outer, reads, lane, tile_element, unroll, block, deep=True)
     sizes = dict(zip(indices, shape))
-    store = printer(_named(lowering, output_name)[tuple(indices)])
+    element = _named(lowering, output_name)[tuple(indices)]
+    store = printer(element)
     tile = tuple(Loop(printer(var), str(extent)) for var, extent in fit.outer) + (Loop(printer(lane), "lanes"),)
     if fit.over_batch:
         # the lane's extent read from the argument that it indexes as it is: unknown to the compiler
@@ -321,5 +323,7 @@ def _columns_fields(lowering, output_name, indices, shape, batch, fit: ColumnsFi
             updates=blocked.updates,
             store=store,
             stores=stores,
+            # a weight gradient's sums of chunks store no element of the formula's: no epilogue there
+            epilogue=epilogue_at(lowering, None if fit.over_batch else element),
         ),
     }

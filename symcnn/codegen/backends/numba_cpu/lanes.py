@@ -38,6 +38,7 @@ import sympy
 from sympy import Expr, Indexed, IndexedBase, Sum, Symbol
 
 from symcnn.symbolic.adjoint import GatherTerm
+from symcnn.codegen.epilogue import epilogue_at
 from symcnn.codegen.cost_model import LoopNest, vector_nest
 from symcnn.codegen.kernel_ir import Lanes, Loop, Staging
 from symcnn.codegen.backends.numba_cpu.product_blocks import batch_unrolled, blocked_by_images, row_block
@@ -243,6 +244,8 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
             broadcasts=blocked.broadcasts,
             updates=blocked.updates,
             store=printer(store),
+            # a weight gradient's sums of chunks store no element of the formula's: no epilogue there
+            epilogue=epilogue_at(lowering, None if over_batch else store),
             lane_block=lane_block,
             block_bounds=block_bounds,
             images=images.groups if images else None,

@@ -1,0 +1,178 @@
+"""Fusion across layers: an element-wise layer's input gradient in the kernel that computes its ``dL/dY``.
+
+An element-wise layer E (ReLU, tanh, ...: decided from its formula, :func:`elementwise_gradient`)
+whose output only one layer Q reads gets its upstream gradient from Q's input-gradient kernel alone,
+and reads it at one index: ``dL/dX_E[idx] = f(X_E[idx], dL/dY_E[idx])``. So Q's kernel can store
+``f(X_E[idx], sum)`` where it stored its sum (an epilogue, :mod:`symcnn.codegen.epilogue`), and E's
+gradient kernel, a write and a read of an activation-sized array and a launch, is never run: max
+pooling's gradient with the ReLU mask before it, a convolution's input gradient with it, an average
+pool's with tanh's derivative. The fused kernel, ``<Q>_with_<E>_grad_input`` (in a module of its
+own, ``<Q>_with_<E>``), takes E's input as the argument ``fused_x``; the package lists it in
+``FUSED`` for the runtime. Where Q's schedule cannot store through an epilogue (a kernel in
+phases), the pair is not fused: a choice made from the shapes alone, like every schedule. The
+derivations (``symcnn derive``, reports) keep showing each layer's own formulas; the fused
+kernel's docstring shows the composition.
+
+Example:
+    >>> from symcnn.spec import load_spec
+    >>> [(e.label, q.label) for e, q in fusion_pairs(load_spec("seed004"))]
+    [('relu1', 'maxpool2d2')]
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Optional
+
+import sympy
+from sympy import Indexed, IndexedBase, Sum
+
+from symcnn import registry
+from symcnn.codegen.epilogue import STORED, FusedElementwise, Unfusable
+from symcnn.codegen.kernel_ir import Kernel
+from symcnn.codegen.docstrings import kernel_docstring
+from symcnn.codegen.lower import ARRAY_NAMES, gradient_kernel, layer_formula
+from symcnn.spec import LayerSpec, NetworkSpec
+from symcnn.symbolic.adjoint import GatherTerm, GradientFormula, derive_gradient
+from symcnn.symbolic.functions import MaxOver
+from symcnn.symbolic.ops import Tensor
+
+__all__ = ["elementwise_gradient", "fusion_pairs", "fused_module", "fused_kernel", "fused_kernels"]
+
+
+#: Schedules that can store through an epilogue but are not fused into: the lanes schedule stores its tile
+#: along the channels, so an epilogue there reads E's input across channels in the store loop, measured
+#: slower than the two kernels it would replace (suite-vgg's relu1 -> conv2: 20.5 ms as two kernels, 21.7 ms
+#: fused; docs/performance.md). A cost decision from the shapes (which schedule they get), like any other.
+UNFUSED_SCHEDULES = frozenset({"lanes"})
+
+
+def elementwise_gradient(layer: LayerSpec) -> Optional[GradientFormula]:
+    """``layer``'s input gradient when its op is element-wise, else ``None``: its formula reads one
+    operand, its input, and only at the output's own index, sums nothing, and keeps the shape; its
+    input gradient is then terms without sums or conditions that read ``dL/dY`` and ``X`` at that
+    index only (tanh's ``dL/dY - tanh(X)^2 dL/dY``).
+
+    >>> from symcnn.spec import load_spec
+    >>> [layer.label for layer in load_spec("seed004").layers if elementwise_gradient(layer)]
+    ['relu1']
+    """
+    if registry.get(layer.kind).evaluation is not None:  # its kernels differ by mode (batch norm)
+        return None
+    formula, values = layer_formula(layer)
+    if [tensor.role for tensor in formula.operands] != ["input"] or formula.rhs.has(Sum, MaxOver):
+        return None
+    (operand,) = formula.operands
+    if tuple(operand.shape) != tuple(formula.output.shape) or any(
+            read.base != operand.base or tuple(read.indices) != tuple(formula.indices)
+            for read in formula.rhs.atoms(Indexed)):
+        return None
+    gradient = derive_gradient(formula, "input")
+    if any(term.limits or term.conditions for term in gradient.terms):
+        return None
+    reads = [read for term in gradient.terms for read in term.body.atoms(Indexed)]
+    if any(tuple(read.indices) != tuple(gradient.indices) or read.base not in (operand.base, gradient.grad_output.base)
+           for read in reads):  # dL/dY and X at the element's own index, nothing else (not Y: no kernel passes it)
+        return None
+    return gradient
+
+
+def fusion_pairs(spec: NetworkSpec) -> list[tuple[LayerSpec, LayerSpec]]:
+    """The pairs ``(E, Q)`` to fuse, in network order: E element-wise, its output read by Q alone, Q
+    with one input and one mode (no mask, no evaluation kernels), E's input a layer's output (the
+    network's input needs its gradient only when asked for). A layer is in one pair at most: in a
+    chain ReLU -> tanh -> pool, ReLU's gradient goes into tanh's, and tanh's stays unfused."""
+    readers = spec.consumers()
+    layers = {layer.label: layer for layer in spec.layers}
+    pairs, taken = [], set()
+    for layer in spec.layers:
+        if len(readers[layer.label]) != 1 or layer.inputs[0] == "input" or layer.label in taken:
+            continue
+        reader = layers[readers[layer.label][0]]
+        entry = registry.get(reader.kind)
+        if (reader.inputs != (layer.label,) or entry.merges or entry.mask_drop is not None
+                or entry.evaluation is not None or reader.label in taken):
+            continue
+        if elementwise_gradient(layer) is not None:
+            pairs.append((layer, reader))
+            taken |= {layer.label, reader.label}
+    return pairs
+
+
+def _composed(elementwise: LayerSpec, gradient: GradientFormula, indices) -> tuple[FusedElementwise, GradientFormula]:
+    """E's input gradient (``gradient``, in general form) as an epilogue over the gradient kernel's
+    ``indices`` (:class:`FusedElementwise`, sizes substituted), and as the formula its docstring
+    shows: E's input renamed ``X_E``, its gradient ``dL/dX_E``, its upstream gradient the kernel's
+    sum ``dL/dX``. No label: identical pairs (a VGG stage's) give identical kernels, generated once."""
+    _, values = layer_formula(elementwise)
+    (operand,) = gradient.forward.operands
+    base = IndexedBase("X_E")
+    at = dict(zip(gradient.indices, indices))
+    upstream = gradient.grad_output.base[tuple(indices)]
+    term = GatherTerm((), (), sympy.Add(*(term.body for term in gradient.terms)))  # tanh's two terms as one
+    body = term.body.xreplace(at).xreplace({operand.base: base})
+    expression = body.xreplace(values).xreplace({upstream: STORED})
+    if expression.has(gradient.grad_output.base):
+        raise Unfusable(f"{elementwise.label}: its gradient reads dL/dY elsewhere than at its own index")
+    shown = replace(gradient, indices=tuple(indices),
+                    gradient=Tensor("grad_input", IndexedBase("dL/dX_E"), gradient.gradient.shape),
+                    terms=(replace(term, body=body.xreplace({upstream: IndexedBase("dL/dX")[tuple(indices)]})),))
+    return FusedElementwise(expression, base, tuple(indices), ARRAY_NAMES["grad_input"]), shown
+
+
+def _lowered(elementwise: LayerSpec, reader: LayerSpec) -> Optional[Kernel]:
+    """``reader``'s input-gradient kernel storing ``elementwise``'s input gradient, under the reader's
+    kernel name and docstring, or ``None`` where its schedule cannot."""
+    formula, values = layer_formula(reader)
+    gradient = derive_gradient(formula, "input")
+    try:
+        fused, _ = _composed(elementwise, elementwise_gradient(elementwise), gradient.indices)
+        kernel = gradient_kernel(reader, gradient, values, fused=fused)
+    except Unfusable:
+        return None
+    return None if kernel.kind in UNFUSED_SCHEDULES else kernel
+
+
+def _named(kernel: Kernel, elementwise: LayerSpec, reader: LayerSpec) -> Kernel:
+    """The fused ``kernel`` named for the pair, ``<reader>_with_<elementwise>_grad_input`` (in the
+    module ``<reader>_with_<elementwise>``, :func:`fused_module`), its docstring the reader's
+    gradient, then the element-wise gradient stored through it."""
+    element_formula, values = layer_formula(elementwise)
+    gradient = elementwise_gradient(elementwise)
+    _, shown = _composed(elementwise, gradient, derive_gradient(layer_formula(reader)[0], "input").indices)
+    doc = (f"{kernel.formula}\n\nFused with the input gradient of the element-wise layer E that this one reads: it "
+           f"stores E's dL/dX\n(E's input X_E read from fused_x), the sum above as E's dL/dY:\n"
+           f"{kernel_docstring(element_formula, shown, values)}")
+    return replace(kernel, name=f"{fused_module(elementwise, reader)}_grad_input", formula=doc)
+
+
+def fused_module(elementwise: LayerSpec, reader: LayerSpec) -> str:
+    """The module of a pair's fused kernel: ``<reader>_with_<elementwise>``. A module of its own, so
+    that the reader's module stays identical to the other layers' of its configuration (shared)."""
+    return f"{reader.label}_with_{elementwise.label}"
+
+
+def fused_kernel(elementwise: LayerSpec, reader: LayerSpec) -> Optional[Kernel]:
+    """``reader``'s input-gradient kernel storing ``elementwise``'s input gradient (named
+    ``<reader>_with_<elementwise>_grad_input``), or ``None`` where its schedule cannot."""
+    kernel = _lowered(elementwise, reader)
+    return kernel and _named(kernel, elementwise, reader)
+
+
+def fused_kernels(spec: NetworkSpec) -> dict[str, Kernel]:
+    """The fused kernel of each pair of :func:`fusion_pairs` that fuses, by E's label. A pair at the
+    same configuration as an earlier one (a VGG stage's) is lowered once. A pair whose module name
+    (:func:`fused_module`) is a layer's label is not fused."""
+    labels = {layer.label.casefold() for layer in spec.layers}
+    kernels: dict[str, Kernel] = {}
+    lowered: dict[str, Optional[Kernel]] = {}
+    for elementwise, reader in fusion_pairs(spec):
+        if fused_module(elementwise, reader).casefold() in labels:
+            continue
+        key = repr([(layer.kind, layer.input_shapes, layer.output_shape, sorted(layer.settings.items()))
+                    for layer in (elementwise, reader)])
+        if key not in lowered:
+            lowered[key] = _lowered(elementwise, reader)
+        if lowered[key] is not None:
+            kernels[elementwise.label] = _named(lowered[key], elementwise, reader)
+    return kernels

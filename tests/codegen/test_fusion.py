@@ -1,0 +1,151 @@
+"""Fusion across layers: an element-wise layer's input gradient stored by its reader's gradient kernel.
+
+Each fused kernel is checked against the unfused chain it replaces (the reader's input-gradient kernel,
+then the element-wise layer's), and whole networks against PyTorch; pairs that must not fuse (two
+readers, a kernel in phases) are not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from symcnn.codegen import fusion
+from symcnn.codegen.fusion import elementwise_gradient, fused_kernels, fusion_pairs
+from symcnn.codegen.package import render_package
+from symcnn.registry import names as op_names
+from symcnn.spec import LayerSpec, load_spec, parse_spec
+
+from tests.kernels_helpers import assert_float64_equals_pytorch, network_for, random_params, toml_of
+
+
+@pytest.fixture(autouse=True)
+def _cache(monkeypatch, tmp_path_factory):
+    """Specs generated on demand go to a per-session cache, not the user's."""
+    monkeypatch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
+
+
+def _conv(name, channels, **settings):
+    return {"type": "conv2d", "name": name, "out_channels": channels, "kernel": 3, "padding": 1, **settings}
+
+
+#: Every activation before a reader of every schedule: lanes (a convolution over 8 channels), columns
+#: (a 1x1 convolution), accumulate (a depthwise convolution), gather (the pools, global pooling, a dense
+#: layer), and a flatten (a reshape when unfused); the strided convolution's gradient runs in phases.
+FUSING = {
+    "name": "fusing",
+    "input": [2, 8, 8],
+    "layers": [
+        _conv("c1", 8), {"type": "relu", "name": "r1"},
+        _conv("c2", 8), {"type": "tanh", "name": "t2"},
+        {"type": "conv2d", "name": "pw", "out_channels": 3, "kernel": 1}, {"type": "elu", "alpha": 0.5, "name": "e3"},
+        _conv("dw", 3, groups=3), {"type": "sigmoid", "name": "s4"},
+        {"type": "maxpool2d", "kernel": 2, "stride": 2, "name": "pool"},
+        {"type": "leaky_relu", "alpha": 0.1, "name": "l5"},
+        _conv("strided", 4, stride=2), {"type": "relu", "name": "r6"},
+        {"type": "avgpool2d", "kernel": 2, "stride": 1, "name": "avg"}, {"type": "tanh", "name": "t7"},
+        {"type": "flatten", "name": "flat"},
+        {"type": "dense", "name": "fc1", "out_features": 9}, {"type": "relu", "name": "r8"},
+        {"type": "dense", "name": "fc2", "out_features": 3},
+    ],
+}
+
+
+def test_elementwise_ops_are_told_by_their_formulas():
+    element_wise = set()
+    for kind in op_names():
+        try:
+            spec = parse_spec(toml_of({"name": "one", "input": [2, 4, 4], "layers": [
+                {"type": kind, "name": "e"}, {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 2}]}))
+        except ValueError:  # needs settings of its own, or another input: not an activation
+            continue
+        if elementwise_gradient(spec.layers[0]) is not None:
+            element_wise.add(kind)
+    assert {"relu", "leaky_relu", "elu", "sigmoid", "tanh"} <= element_wise
+    assert not element_wise & {"conv2d", "maxpool2d", "avgpool2d", "flatten", "dropout", "batchnorm2d", "dense"}
+
+
+def test_pairs_of_the_shipped_specs():
+    pairs = {name: [(e.label, q.label) for e, q in fusion_pairs(load_spec(name))]
+             for name in ("seed004", "suite-lenet", "suite-vgg")}
+    assert pairs["seed004"] == [("relu1", "maxpool2d2")]
+    assert pairs["suite-lenet"] == [("tanh1", "avgpool2d2"), ("tanh4", "avgpool2d5"), ("tanh8", "fc2"),
+                                    ("tanh10", "fc3")]
+    assert pairs["suite-vgg"] == [("relu1", "conv2"), ("relu3", "maxpool2d4"), ("relu6", "maxpool2d7")]
+
+
+def test_each_schedule_takes_the_epilogue_except_phases(monkeypatch):
+    spec = parse_spec(toml_of(FUSING))
+    kinds = {e: kernel.kind for e, kernel in fused_kernels(spec).items()}
+    # l5 is read by the strided convolution, whose input gradient runs in phases (strided views); r1 by a
+    # lanes kernel, which takes an epilogue but is not fused into (measured slower: UNFUSED_SCHEDULES)
+    assert kinds == {"t2": "columns", "e3": "accumulate", "s4": "sum", "r6": "sum", "t7": "sum", "r8": "sum"}
+    namespace: dict = {}
+    exec(render_package(spec)["__init__.py"], namespace)  # the package's tables (no kernels imported)
+    assert namespace["FUSED"]["t2"] == ("pw", "pw_with_t2_grad_input")
+    assert set(namespace["FUSED"]) == set(kinds)
+    monkeypatch.setattr(fusion, "UNFUSED_SCHEDULES", frozenset())
+    assert fused_kernels(spec)["r1"].kind == "lanes"
+
+
+def test_two_readers_are_not_fused():
+    spec = parse_spec(toml_of({"name": "fan", "input": [1, 4, 4], "layers": [
+        _conv("c1", 2), {"type": "relu", "name": "r"},
+        _conv("c2", 2), {"type": "add", "name": "sum", "inputs": ["c2", "r"]},
+        {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 2}]}))
+    assert [e.label for e, _ in fusion_pairs(spec)] == []  # r: read by c2 and the add
+    assert "FUSED = {\n}" in render_package(spec)["__init__.py"]
+
+
+def test_a_chain_of_activations_fuses_each_layer_once():
+    spec = parse_spec(toml_of({"name": "chain", "input": [1, 4, 4], "layers": [
+        _conv("c1", 2), {"type": "relu", "name": "a"}, {"type": "tanh", "name": "b"},
+        {"type": "maxpool2d", "kernel": 2, "stride": 2}, {"type": "flatten"},
+        {"type": "dense", "name": "fc", "out_features": 2}]}))
+    assert [(e.label, q.label) for e, q in fusion_pairs(spec)] == [("a", "b")]
+
+
+@pytest.fixture(scope="module")
+def fusing(tmp_path_factory):
+    import os
+
+    os.environ.setdefault("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
+    with pytest.MonkeyPatch.context() as patch:  # every schedule that can take an epilogue, the lanes one too
+        patch.setattr(fusion, "UNFUSED_SCHEDULES", frozenset())
+        return network_for({**FUSING, "name": "fusing-every-schedule"}, tmp_path_factory.mktemp("fusing"))
+
+
+def test_fused_kernels_equal_the_unfused_chain(fusing):
+    """Each fused kernel against the reader's input-gradient kernel then the element-wise layer's, on
+    random arrays: the same multiplications (ReLU's mask) bit for bit, the others to rounding."""
+    net, rng = fusing, np.random.default_rng(3)
+    layers = {layer.label: layer for layer in net.spec.layers}
+    batch = 3
+    for elementwise, (reader, kernel) in net.kernels.FUSED.items():
+        e, q = layers[elementwise], layers[reader]
+        arrays = {"grad_output": rng.standard_normal((batch, *q.output_shape)),
+                  "x": rng.standard_normal((batch, *q.input_shape)),
+                  "fused_x": rng.standard_normal((batch, *e.input_shape))}
+        arrays.update({role: value for role, value in _parameters(net, q).items()})
+        if "switch" in net.kernels.ARGUMENTS[f"{reader}_grad_input"]:
+            arrays["switch"] = rng.integers(0, 4, (batch, *q.output_shape)).astype(np.int8)
+        unfused = np.empty((batch, *q.input_shape))
+        net.kernel(f"{reader}_grad_input")(*[arrays[a] for a in net.kernels.ARGUMENTS[f"{reader}_grad_input"][:-1]],
+                                           unfused)
+        chained = np.empty_like(unfused)
+        net.kernel(f"{elementwise}_grad_input")(unfused, arrays["fused_x"], chained)
+        fused = np.empty_like(unfused)
+        net.kernel(kernel)(*[arrays[a] for a in net.kernels.ARGUMENTS[kernel][:-1]], fused)
+        if e.kind in ("relu", "leaky_relu"):
+            np.testing.assert_array_equal(fused, chained, err_msg=elementwise)
+        else:
+            np.testing.assert_allclose(fused, chained, rtol=1e-13, atol=1e-15, err_msg=elementwise)
+
+
+def _parameters(net, layer: LayerSpec) -> dict:
+    return {name.split(".")[-1]: value for name, value in net.params.items() if name.startswith(f"{layer.name}.")}
+
+
+def test_fused_networks_equal_pytorch(fusing, torch):
+    net = fusing
+    net.load_params(random_params(net, np.random.default_rng(5)))
+    assert_float64_equals_pytorch(net, np.random.default_rng(7), np.array([0, 2, 1]))
