@@ -2,8 +2,8 @@
 
 Why: layer by layer, each of a module's layers is an operator call (PyTorch's dispatcher, an autograd
 node, saved tensors, a thread choice, a check of every tensor) and each of its gradients another:
-measured on ``seed004`` at batch 64, the module's train step took 14-16% longer than the Network's,
-about 0.7 ms of the 1 ms beyond it being this wrapping (the rest is PyTorch's own loss and SGD step).
+measured on ``seed004`` at batch 64, the module's forward pass took 10% longer than the Network's and
+its train step 16% (CPU time; docs/torch.md, "Speed").
 Here the module's whole forward pass is one ``torch.autograd.Function`` whose forward is the Network's
 forward pass (:meth:`Network._forward`) and whose backward is the Network's backward pass
 (:meth:`Network._backward`), run on views of the module's own parameters and buffers: the same kernels
