@@ -15,22 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 
 import numba
 import numpy as np
 
-from symcnn.bench.bench import CALLS_PER_TIMING, SETTLE_SECONDS
+from symcnn.bench.bench import mean_seconds as timed  # symcnn bench's timing: a rest, then 5 calls' mean
 from symcnn.runtime.network import Network
 from symcnn.runtime.threads import kernel_threads
-
-
-def timed(function) -> float:
-    time.sleep(SETTLE_SECONDS)
-    start = time.perf_counter()
-    for _ in range(CALLS_PER_TIMING):
-        function()
-    return (time.perf_counter() - start) / CALLS_PER_TIMING
 
 
 def main() -> None:

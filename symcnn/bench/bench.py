@@ -35,7 +35,8 @@ from symcnn.spec import NetworkSpec, load_spec
 
 __all__ = ["forward_flops", "torch_model", "torch_passes", "run_benchmark", "BenchResult", "machine_description",
            "sgemm_gflops",
-           "measure_startup", "format_startup", "load_average", "median_seconds", "check_limits", "memory_per_image",
+           "measure_startup", "format_startup", "load_average", "mean_seconds", "median_seconds", "check_limits",
+           "memory_per_image",
            "format_profile"]
 
 
@@ -264,7 +265,8 @@ SETTLE_SECONDS = 0.3
 CALLS_PER_TIMING = 5
 
 
-def _time(function: Callable, *arguments) -> float:
+def mean_seconds(function: Callable, *arguments) -> float:
+    """One timing: a rest of :data:`SETTLE_SECONDS`, then the mean of :data:`CALLS_PER_TIMING` back-to-back calls."""
     time.sleep(SETTLE_SECONDS)
     start = time.perf_counter()
     for _ in range(CALLS_PER_TIMING):
@@ -276,7 +278,7 @@ def median_seconds(function: Callable, *arguments, repeat: int = 5) -> float:
     """Seconds per call of ``function(*arguments)``, timed as ``symcnn bench`` times: the median of
     ``repeat`` timings, each after a rest (:data:`SETTLE_SECONDS`), each the mean of
     :data:`CALLS_PER_TIMING` back-to-back calls."""
-    return statistics.median(_time(function, *arguments) for _ in range(repeat))
+    return statistics.median(mean_seconds(function, *arguments) for _ in range(repeat))
 
 
 def run_benchmark(spec_name: str, batch: int = 64, threads: int = 2, repeat: int = 7,
@@ -314,9 +316,9 @@ def run_benchmark(spec_name: str, batch: int = 64, threads: int = 2, repeat: int
     for index in range(repeat):  # interleaved: each repeat times every implementation in turn
         say(f"timing, repeat {index + 1} of {repeat}")
         for name, (forward, step) in implementations.items():
-            result.seconds[name]["forward"].append(_time(forward, x))
-            result.seconds[name]["train_step"].append(_time(step, x, labels))
-            result.seconds[name]["train_step_batch1"].append(_time(step, x1, labels1))
+            result.seconds[name]["forward"].append(mean_seconds(forward, x))
+            result.seconds[name]["train_step"].append(mean_seconds(step, x, labels))
+            result.seconds[name]["train_step_batch1"].append(mean_seconds(step, x1, labels1))
     if profile:
         say("profiling the train step's kernels")
         result.profile = profile_train_step(net, x, labels, repeat)
