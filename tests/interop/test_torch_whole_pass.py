@@ -169,3 +169,14 @@ def test_a_copy_of_a_module_with_batch_norm_is_its_own_and_takes_the_whole_pass(
     with torch.no_grad():
         next(copied.parameters()).add_(1.0)
     assert not torch.equal(model(x), copied(x))
+
+
+def test_where_the_network_fuses_a_tanh_gradient_the_whole_pass_equals_the_layers_to_rounding():
+    model = symcnn.torch.from_spec("lenet5", dtype="float32", seed=1)  # tanh -> average pool: fused
+    rng = np.random.default_rng(4)
+    x = torch.tensor(rng.standard_normal((4, *model.spec.input_shape)), dtype=torch.float32)
+    labels = torch.tensor(rng.integers(0, model.spec.classes, 4))
+    whole, layers = _step(model, x, labels, False), _step(model, x, labels, True)
+    assert torch.equal(whole["logits"], layers["logits"])
+    for name, _ in model.named_parameters():
+        torch.testing.assert_close(whole[name], layers[name], rtol=1e-5, atol=1e-6)
