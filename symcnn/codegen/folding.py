@@ -27,24 +27,20 @@ Example:
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable, Optional
+from typing import Optional
 
 import sympy
 from sympy import Expr, Indexed, Sum
 
 from symcnn import registry
+from symcnn.codegen.lower import forward_kernel, layer_formula
 from symcnn.spec import LayerSpec, NetworkSpec
 from symcnn.symbolic import ops
-from symcnn.symbolic.instances import bind_layer
 
 __all__ = ["affine_coefficients", "scales_per_output_channel", "folds", "fold_kernels", "FOLDED_FORWARD"]
 
 #: What the layer's forward kernel with a bias, for its folded parameters, is called after its label.
 FOLDED_FORWARD = "folded_forward"
-
-
-def _formula(layer: LayerSpec, mode: str = "training") -> tuple[ops.IndexFormula, dict]:
-    return bind_layer(layer.kind, layer.formula_shape, layer.settings, number=sympy.Float, mode=mode)
 
 
 def affine_coefficients(formula: ops.IndexFormula) -> Optional[tuple[Expr, Expr]]:
@@ -143,22 +139,21 @@ def folds(spec: NetworkSpec) -> dict[str, str]:
         producer = by_label[layer.inputs[0]]
         if registry.get(producer.kind).merges or _with_bias(producer) is None:
             continue
-        if affine_coefficients(_formula(layer, "evaluation")[0]) is None:
+        if affine_coefficients(layer_formula(layer, "evaluation")[0]) is None:
             continue
-        if scales_per_output_channel(_formula(_with_bias(producer))[0]):
+        if scales_per_output_channel(layer_formula(_with_bias(producer))[0]):
             folded[layer.label] = producer.label
     return folded
 
 
-def fold_kernels(spec: NetworkSpec, forward_kernel: Callable) -> dict[str, list]:
+def fold_kernels(spec: NetworkSpec) -> dict[str, list]:
     """The kernels of the folds, by module (layer label): each normalization's ``eval_scale`` and
-    ``eval_shift``, each producer's ``folded_forward``; ``forward_kernel(layer, formula, values, name)``
-    lowers a formula into the layer's kernel called ``name`` (:func:`symcnn.codegen.lower.forward_kernel`)."""
+    ``eval_shift``, each producer's ``folded_forward``."""
     by_label = {layer.label: layer for layer in spec.layers}
     kernels: dict[str, list] = {}
     for norm_label, producer_label in folds(spec).items():
         norm, producer = by_label[norm_label], by_label[producer_label]
-        formula, values = _formula(norm, "evaluation")
+        formula, values = layer_formula(norm, "evaluation")
         scale, shift = affine_coefficients(formula)
         channel = formula.indices[1]
         channels = formula.output.shape[1]
@@ -172,7 +167,7 @@ def fold_kernels(spec: NetworkSpec, forward_kernel: Callable) -> dict[str, list]
                 _titled(kernel, f"{formula.op}: evaluation mode's {name} per channel, folded into the layer before it"),
                 output_loops=tuple(replace(loop, parallel=False) for loop in kernel.output_loops)))  # a few values
         biased = _with_bias(producer)
-        producer_formula, producer_values = _formula(biased)
+        producer_formula, producer_values = layer_formula(biased)
         kernels.setdefault(producer_label, []).append(_titled(
             forward_kernel(biased, producer_formula, producer_values, FOLDED_FORWARD),
             f"{producer.kind}: forward pass with a bias, on the parameters folded with the {norm.kind} after it "

@@ -28,7 +28,7 @@ from symcnn import __version__
 from symcnn.codegen.folding import FOLDED_FORWARD, fold_kernels, folds
 from symcnn.codegen.kernel_ir import Kernel
 from symcnn.codegen.fusion import fused_kernels, fused_module, fusion_pairs
-from symcnn.codegen.lower import forward_kernel, network_kernels
+from symcnn.codegen.lower import network_kernels
 from symcnn.files import replace_directory
 from symcnn.printing.numba import import_lines
 from symcnn.spec import PACKAGE_ROOT, NetworkSpec, load_spec, shipped_kernels_dir
@@ -124,7 +124,7 @@ def render_package(spec: NetworkSpec) -> dict[str, str]:
     layer_template = environment.get_template("layer.py.jinja")
     files = {}
     modules = network_kernels(spec)
-    for module, kernels in fold_kernels(spec, forward_kernel).items():  # evaluation mode's folds
+    for module, kernels in fold_kernels(spec).items():  # evaluation mode's folds
         modules[module] = [*modules[module], *kernels]
     fused = fused_kernels(spec)
     readers = {elementwise.label: reader for elementwise, reader in fusion_pairs(spec)}

@@ -194,7 +194,7 @@ class WholePass(torch.autograd.Function):
     @staticmethod
     def forward(ctx, whole: FastPath, net: _PoolNetwork, training: bool, x: torch.Tensor,
                 *parameters: torch.Tensor) -> torch.Tensor:
-        net._params = whole._views(list(parameters))
+        # ``net``'s parameters and buffers are this call's views: FastPath.run set them just before
         with kernel_threads():
             logits, values, saved = net._forward(_array(x), training)
         out = torch.from_numpy(logits)
