@@ -16,8 +16,9 @@ of 5 back-to-back calls, as ``symcnn bench`` times):
 
 Each is shown as wall time (the median of the repeats) and as this process's CPU time (the least of the
 repeats; with ``--threads 1`` it counts no spinning thread, so other jobs on the machine barely change
-it), then over the Network's. Then the module's train step at ``--threads 1`` split into its parts (CPU
-time, the median of 200 steps).
+it), then over the Network's. Then the module's train step split into its parts (wall time, the median of
+300 steps, each followed by the Network's own train step): the whole pass (the module's forward and
+backward, symcnn's part) over the Network's step, apart from PyTorch's loss, ``zero_grad`` and SGD step.
 
 Usage, from the repository root (needs torch):
     PYTHONPATH=. python docs/bench/in_pytorch_overhead.py seed004 --batch 64 --threads 2 --repeat 9
@@ -58,32 +59,54 @@ def one_torch_thread(function):
     return call
 
 
-def step_parts(spec: str, batch: int, steps: int = 200) -> dict:
-    """The module's train step on one thread, split: CPU microseconds per part (median over ``steps``)."""
+PARTS = ("zero_grad", "forward", "loss", "backward", "SGD step")
+
+
+def step_split(spec: str, batch: int, steps: int = 300) -> dict:
+    """The module's train step split into its parts, each step followed by the Network's own train step on
+    the same batch: wall microseconds, the median over ``steps`` of each part, of the module's whole step
+    and of the Network's step (on the threads set now)."""
     from symcnn.torch import from_spec
 
     model = from_spec(spec, seed=0)
+    net = Network.from_spec(spec, seed=0)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
     rng = np.random.default_rng(0)
-    x = torch.from_numpy(rng.standard_normal((batch, *model.spec.input_shape)).astype(np.float32))
-    labels = torch.from_numpy(rng.integers(0, model.spec.classes, batch))
-    parts: dict = {}
-    for index in range(steps + 10):
-        clock = [time.process_time()]
+    x_array = rng.standard_normal((batch, *model.spec.input_shape)).astype(np.float32)
+    label_array = rng.integers(0, model.spec.classes, batch).astype(np.int64)
+    x, labels = torch.from_numpy(x_array), torch.from_numpy(label_array)
+    times: dict = {}
+    for index in range(steps + 20):
+        clock = [time.perf_counter()]
         optimizer.zero_grad(set_to_none=True)
-        clock.append(time.process_time())
+        clock.append(time.perf_counter())
         logits = model(x)
-        clock.append(time.process_time())
+        clock.append(time.perf_counter())
         loss = torch.nn.functional.cross_entropy(logits, labels)
-        clock.append(time.process_time())
+        clock.append(time.perf_counter())
         loss.backward()
-        clock.append(time.process_time())
+        clock.append(time.perf_counter())
         optimizer.step()
-        clock.append(time.process_time())
-        if index >= 10:  # after a warm-up
-            for name, start, end in zip(("zero_grad", "forward", "loss", "backward", "SGD step"), clock, clock[1:]):
-                parts.setdefault(name, []).append(end - start)
-    return {name: 1e6 * statistics.median(seconds) for name, seconds in parts.items()}
+        clock.append(time.perf_counter())
+        net.train_step(x_array, label_array, lr=1e-4)
+        clock.append(time.perf_counter())
+        if index >= 20:  # after a warm-up
+            for name, start, end in zip((*PARTS, "Network step"), clock, clock[1:]):
+                times.setdefault(name, []).append(end - start)
+            times.setdefault("module step", []).append(clock[-2] - clock[0])
+    return {name: 1e6 * statistics.median(seconds) for name, seconds in times.items()}
+
+
+def print_split(spec: str, batch: int, threads: int) -> None:
+    parts = step_split(spec, batch)
+    network, module = parts["Network step"], parts["module step"]
+    whole_pass = parts["forward"] + parts["backward"]
+    pytorch_own = parts["zero_grad"] + parts["loss"] + parts["SGD step"]
+    print(f"module train step at batch {batch}, {threads} threads, wall us (median of 300 steps, each followed by "
+          "the Network's): " + ", ".join(f"{name} {parts[name]:,.0f}" for name in PARTS)
+          + f"; the step {module:,.0f}, the Network's {network:,.0f} ({module / network - 1:+.0%}): "
+          f"the whole pass (forward + backward) {whole_pass / network - 1:+.1%} over the Network's step, "
+          f"PyTorch's loss, zero_grad and SGD step {pytorch_own / network:+.1%}")
 
 
 def main() -> None:
@@ -127,12 +150,8 @@ def main() -> None:
             cells.append(f"{1e3 * wall:.2f} / {1e3 * cpu:.2f}" if name == "network" else
                          f"{wall / base_wall - 1:+.0%} / {cpu / base_cpu - 1:+.0%}")
         print(f"{name:<24}" + "".join(f"{cell:>20}" for cell in cells))
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)
     for batch in (options.batch, 1):
-        parts = step_parts(options.spec, batch)
-        print(f"module train step at batch {batch}, 1 thread, CPU us: "
-              + ", ".join(f"{name} {value:,.0f}" for name, value in parts.items()))
+        print_split(options.spec, batch, options.threads)
 
 
 if __name__ == "__main__":
