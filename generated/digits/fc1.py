@@ -12,7 +12,7 @@ from numba import njit, prange
 llvmlite.binding.set_option("symcnn", "-force-vector-interleave=1")
 
 
-@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'})
+@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'}, error_model="numpy")
 def fc1_forward(x, weight, bias, out):
     """dense: forward pass
     Y[n, i] = b[i] + sum_{k=0..F_in - 1} (W[i, k]*X[n, k])
@@ -32,7 +32,7 @@ def fc1_forward(x, weight, bias, out):
             out[n, i] = acc
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def fc1_grad_input(grad_output, weight, grad_input):
     """dense: gradient with respect to the input
     dL/dX[n, k] = sum_{i=0..F_out - 1} (W[i, k]*dL/dY[n, i])
@@ -74,7 +74,7 @@ def fc1_grad_input(grad_output, weight, grad_input):
                 grad_input[4*item + slot, k] = tile[slot, k]
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def fc1_grad_weight(grad_output, x, grad_weight):
     """dense: gradient with respect to the weight
     dL/dW[i, k] = sum_{n=0..N - 1} (X[n, k]*dL/dY[n, i])
@@ -114,7 +114,7 @@ def fc1_grad_weight(grad_output, x, grad_weight):
             grad_weight[i, k] = total
 
 
-@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'})
+@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'}, error_model="numpy")
 def fc1_grad_bias(grad_output, grad_bias):
     """dense: gradient with respect to the bias
     dL/db[i] = sum_{n=0..N - 1} dL/dY[n, i]

@@ -12,7 +12,7 @@ from numba import njit, prange
 llvmlite.binding.set_option("symcnn", "-force-vector-interleave=1")
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def maxpool2d2_forward(x, out, switch):
     """maxpool2d: forward pass
     Y[n, c, i, j] = max_{u, v}(X[n, c, i*s_h + u, j*s_w + v])
@@ -39,7 +39,7 @@ def maxpool2d2_forward(x, out, switch):
                     switch[n, c, i, j] = best_offset
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def maxpool2d2_grad_input(grad_output, switch, grad_input):
     """maxpool2d: gradient with respect to the input
     dL/dX[n, c, k, l] = sum_{u=0..K_h - 1, v=0..K_w - 1} [s_h | k - u and s_w | l - v and 0 <= (k - u)/s_h and 0 <= (l - v)/s_w and (k - u)/s_h <= H_out - 1 and (l - v)/s_w <= W_out - 1] * ([(u, v) = first argmax_{u', v'} X[n, c, k - u + u', l - v + v']]*dL/dY[n, c, (k - u)/s_h, (l - v)/s_w])

@@ -12,7 +12,7 @@ from numba import njit, prange
 llvmlite.binding.set_option("symcnn", "-force-vector-interleave=1")
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def flatten22_forward(x, out):
     """flatten: forward pass
     Y[n, k] = X[n, floor(k/(H_in*W_in)), Mod(floor(k/W_in), H_in), Mod(k, W_in)]
@@ -30,7 +30,7 @@ def flatten22_forward(x, out):
             out[n, k] = acc
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def flatten22_grad_input(grad_output, grad_input):
     """flatten: gradient with respect to the input
     dL/dX[n, c, k, l] = dL/dY[n, H_in*W_in*c + W_in*k + l]

@@ -12,7 +12,7 @@ from numba import njit, prange
 llvmlite.binding.set_option("symcnn", "-force-vector-interleave=1")
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def global_avgpool21_with_relu20_grad_input(grad_output, fused_x, grad_input):
     """global_avgpool: gradient with respect to the input
     dL/dX[n, c, k, l] = dL/dY[n, c, 0, 0]/(H_in*W_in)

@@ -13,7 +13,7 @@ from math import sqrt
 llvmlite.binding.set_option("symcnn", "-force-vector-interleave=1")
 
 
-@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'})
+@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'}, error_model="numpy")
 def pw1_bn_forward(x, weight, bias, out):
     """batchnorm2d: forward pass
     Y[n, c, i, j] = beta[c] + (X[n, c, i, j] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))*gamma[c]/sqrt(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in))
@@ -54,7 +54,7 @@ def pw1_bn_forward(x, weight, bias, out):
                     out[n, c, i, j] = acc
 
 
-@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'})
+@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'}, error_model="numpy")
 def pw1_bn_grad_input(grad_output, x, weight, grad_input):
     """batchnorm2d: gradient with respect to the input
     dL/dX[n', c, i', j'] = sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1} (-dL/dY[n, c, i, j]*gamma[c]/(H_in*N*W_in*sqrt(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in)))) + sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1} (-X[n', c, i', j']*X[n, c, i, j]*dL/dY[n, c, i, j]*gamma[c]/(H_in*N*W_in*(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in))**(3/2))) + sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1, q'=0..N - 1, k'=0..H_in - 1, l'=0..W_in - 1} (X[n', c, i', j']*X[q', c, k', l']*dL/dY[n, c, i, j]*gamma[c]/(H_in**2*N**2*W_in**2*(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in))**(3/2))) + sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1, q''=0..N - 1, k''=0..H_in - 1, l''=0..W_in - 1} (X[n, c, i, j]*X[q'', c, k'', l'']*dL/dY[n, c, i, j]*gamma[c]/(H_in**2*N**2*W_in**2*(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in))**(3/2))) + sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1, r'=0..N - 1, u'=0..H_in - 1, v'=0..W_in - 1} (X[n, c, i, j]*X[r', c, u', v']*dL/dY[n, c, i, j]*gamma[c]/(H_in**2*N**2*W_in**2*(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in))**(3/2))) + sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1, r'=0..N - 1, u'=0..H_in - 1, v'=0..W_in - 1, q''=0..N - 1, k''=0..H_in - 1, l''=0..W_in - 1} (-X[n, c, i, j]*X[q'', c, k'', l'']*dL/dY[n, c, i, j]*gamma[c]/(H_in**3*N**3*W_in**3*(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in))**(3/2))) + sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1, q'=0..N - 1, k'=0..H_in - 1, l'=0..W_in - 1, q''=0..N - 1, k''=0..H_in - 1, l''=0..W_in - 1} (-X[q'', c, k'', l'']*X[q', c, k', l']*dL/dY[n, c, i, j]*gamma[c]/(H_in**3*N**3*W_in**3*(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in))**(3/2))) + sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1, q'=0..N - 1, k'=0..H_in - 1, l'=0..W_in - 1, r'=0..N - 1, u'=0..H_in - 1, v'=0..W_in - 1} (-X[q', c, k', l']*X[r', c, u', v']*dL/dY[n, c, i, j]*gamma[c]/(H_in**3*N**3*W_in**3*(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in))**(3/2))) + sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1, q'=0..N - 1, k'=0..H_in - 1, l'=0..W_in - 1, r'=0..N - 1, u'=0..H_in - 1, v'=0..W_in - 1, q''=0..N - 1, k''=0..H_in - 1, l''=0..W_in - 1} (X[q'', c, k'', l'']*X[q', c, k', l']*dL/dY[n, c, i, j]*gamma[c]/(H_in**4*N**4*W_in**4*(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in))**(3/2))) + dL/dY[n', c, i', j']*gamma[c]/sqrt(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in))
@@ -107,7 +107,7 @@ def pw1_bn_grad_input(grad_output, x, weight, grad_input):
                     grad_input[n_p, c, i_p, j_p] = acc
 
 
-@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'})
+@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'}, error_model="numpy")
 def pw1_bn_grad_weight(grad_output, x, grad_weight):
     """batchnorm2d: gradient with respect to the weight
     dL/dW[c] = sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1} (X[n, c, i, j]*dL/dY[n, c, i, j]/sqrt(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in))) + sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1, q'=0..N - 1, k'=0..H_in - 1, l'=0..W_in - 1} (-X[q', c, k', l']*dL/dY[n, c, i, j]/(H_in*N*W_in*sqrt(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in))))
@@ -149,7 +149,7 @@ def pw1_bn_grad_weight(grad_output, x, grad_weight):
         grad_weight[c] = acc
 
 
-@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'})
+@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'}, error_model="numpy")
 def pw1_bn_grad_bias(grad_output, grad_bias):
     """batchnorm2d: gradient with respect to the bias
     dL/db[c] = sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1} dL/dY[n, c, i, j]
@@ -169,7 +169,7 @@ def pw1_bn_grad_bias(grad_output, grad_bias):
         grad_bias[c] = acc
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def pw1_bn_eval_forward(x, weight, bias, running_mean, running_var, out):
     """batchnorm2d: forward pass
     Y[n, c, i, j] = beta[c] + (X[n, c, i, j] - mu_run[c])*gamma[c]/sqrt(epsilon + sigma2_run[c])
@@ -195,7 +195,7 @@ def pw1_bn_eval_forward(x, weight, bias, running_mean, running_var, out):
                     out[n, c, i, j] = acc
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def pw1_bn_eval_grad_input(grad_output, weight, running_var, grad_input):
     """batchnorm2d: gradient with respect to the input
     dL/dX[n, c, i, j] = dL/dY[n, c, i, j]*gamma[c]/sqrt(epsilon + sigma2_run[c])
@@ -218,7 +218,7 @@ def pw1_bn_eval_grad_input(grad_output, weight, running_var, grad_input):
                     grad_input[n, c, i, j] = acc
 
 
-@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'})
+@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'}, error_model="numpy")
 def pw1_bn_eval_grad_weight(grad_output, x, running_mean, running_var, grad_weight):
     """batchnorm2d: gradient with respect to the weight
     dL/dW[c] = sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1} (X[n, c, i, j]*dL/dY[n, c, i, j]/sqrt(epsilon + sigma2_run[c])) + sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1} (-dL/dY[n, c, i, j]*mu_run[c]/sqrt(epsilon + sigma2_run[c]))
@@ -249,7 +249,7 @@ def pw1_bn_eval_grad_weight(grad_output, x, running_mean, running_var, grad_weig
         grad_weight[c] = acc
 
 
-@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'})
+@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'}, error_model="numpy")
 def pw1_bn_eval_grad_bias(grad_output, grad_bias):
     """batchnorm2d: gradient with respect to the bias
     dL/db[c] = sum_{n=0..N - 1, i=0..H_in - 1, j=0..W_in - 1} dL/dY[n, c, i, j]
@@ -269,7 +269,7 @@ def pw1_bn_eval_grad_bias(grad_output, grad_bias):
         grad_bias[c] = acc
 
 
-@njit(cache=True, parallel=False, fastmath={'contract'})
+@njit(cache=True, parallel=False, fastmath={'contract'}, error_model="numpy")
 def pw1_bn_eval_scale(weight, running_var, out):
     """batchnorm2d: evaluation mode's scale per channel, folded into the layer before it
     scale[c] = gamma[c]/sqrt(epsilon + sigma2_run[c])
@@ -286,7 +286,7 @@ def pw1_bn_eval_scale(weight, running_var, out):
         out[c] = acc
 
 
-@njit(cache=True, parallel=False, fastmath={'contract'})
+@njit(cache=True, parallel=False, fastmath={'contract'}, error_model="numpy")
 def pw1_bn_eval_shift(weight, bias, running_mean, running_var, out):
     """batchnorm2d: evaluation mode's shift per channel, folded into the layer before it
     shift[c] = beta[c] - gamma[c]*mu_run[c]/sqrt(epsilon + sigma2_run[c])

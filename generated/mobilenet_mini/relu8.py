@@ -12,7 +12,7 @@ from numba import njit, prange
 llvmlite.binding.set_option("symcnn", "-force-vector-interleave=1")
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def relu8_forward(x, out):
     """relu: forward pass
     Y[n, c, i, j] = [0 < X[n, c, i, j]] * X[n, c, i, j]
@@ -33,7 +33,7 @@ def relu8_forward(x, out):
             out_rows[n, cij] = acc
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def relu8_grad_input(grad_output, x, grad_input):
     """relu: gradient with respect to the input
     dL/dX[n, c, i, j] = [0 < X[n, c, i, j]] * dL/dY[n, c, i, j]

@@ -12,7 +12,7 @@ from numba import njit, prange
 llvmlite.binding.set_option("symcnn", "-force-vector-interleave=1")
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def b2_add_forward(x, x2, out):
     """add: forward pass
     Y[n, c, i, j] = X1[n, c, i, j] + X2[n, c, i, j]
@@ -34,7 +34,7 @@ def b2_add_forward(x, x2, out):
             out_rows[n, cij] = acc
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def b2_add_grad_input(grad_output, grad_input):
     """add: gradient with respect to input 1
     dL/dX1[n, c, i, j] = dL/dY[n, c, i, j]
@@ -54,7 +54,7 @@ def b2_add_grad_input(grad_output, grad_input):
             grad_input_rows[n, cij] = acc
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def b2_add_grad_input2(grad_output, grad_input2):
     """add: gradient with respect to input 2
     dL/dX2[n, c, i, j] = dL/dY[n, c, i, j]

@@ -12,7 +12,7 @@ from numba import njit, prange
 llvmlite.binding.set_option("symcnn", "-force-vector-interleave=1")
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def b2_shortcut_forward(x, weight, out):
     """conv2d: forward pass
     Y[n, c_out, i, j] = sum_{c_in=0..C_in - 1, u=0..K_h - 1, v=0..K_w - 1} (W[c_out, c_in, u, v]*X[n, c_in, d_h*u + i*s_h - p_h, d_w*v + j*s_w - p_w])
@@ -66,7 +66,7 @@ def b2_shortcut_forward(x, weight, out):
                     out[n, c_out, i, j] = tile[j, c_out]
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def b2_shortcut_grad_input(grad_output, weight, grad_input):
     """conv2d: gradient with respect to the input
     dL/dX[n, c_in, k, l] = sum_{c_out=0..C_out - 1, u=0..K_h - 1, v=0..K_w - 1} [s_h | -d_h*u + k + p_h and s_w | -d_w*v + l + p_w and 0 <= (-d_h*u + k + p_h)/s_h and 0 <= (-d_w*v + l + p_w)/s_w and (-d_h*u + k + p_h)/s_h <= H_out - 1 and (-d_w*v + l + p_w)/s_w <= W_out - 1] * (W[c_out, c_in, u, v]*dL/dY[n, c_out, (-d_h*u + k + p_h)/s_h, (-d_w*v + l + p_w)/s_w])
@@ -135,7 +135,7 @@ def b2_shortcut_grad_input(grad_output, weight, grad_input):
                     grad_input_p11[n, c_in, q_k, q_l] = acc
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def b2_shortcut_grad_weight(grad_output, x, grad_weight):
     """conv2d: gradient with respect to the weight
     dL/dW[c_out, c_in, u, v] = sum_{n=0..N - 1, i=0..H_out - 1, j=0..W_out - 1} (X[n, c_in, d_h*u + i*s_h - p_h, d_w*v + j*s_w - p_w]*dL/dY[n, c_out, i, j])
@@ -198,7 +198,7 @@ def b2_shortcut_grad_weight(grad_output, x, grad_weight):
                     grad_weight[c_out, c_in, u, v] = total
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def b2_shortcut_folded_forward(x, weight, bias, out):
     """conv2d: forward pass with a bias, on the parameters folded with the batchnorm2d after it (evaluation mode)
     Y[n, c_out, i, j] = b[c_out] + sum_{c_in=0..C_in - 1, u=0..K_h - 1, v=0..K_w - 1} (W[c_out, c_in, u, v]*X[n, c_in, d_h*u + i*s_h - p_h, d_w*v + j*s_w - p_w])

@@ -12,7 +12,7 @@ from numba import njit, prange
 llvmlite.binding.set_option("symcnn", "-force-vector-interleave=1")
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def fanout_stem_relu(x, x2, out):
     """add: forward pass
     Y[n, c, i, j] = X1[n, c, i, j] + X2[n, c, i, j]
@@ -34,7 +34,7 @@ def fanout_stem_relu(x, x2, out):
             out_rows[n, cij] = acc
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def fanout_b1_out(x, x2, out):
     """add: forward pass
     Y[n, c, i, j] = X1[n, c, i, j] + X2[n, c, i, j]
@@ -56,7 +56,7 @@ def fanout_b1_out(x, x2, out):
             out_rows[n, cij] = acc
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def fanout_b2_out(x, x2, out):
     """add: forward pass
     Y[n, c, i, j] = X1[n, c, i, j] + X2[n, c, i, j]

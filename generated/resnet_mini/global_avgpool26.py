@@ -12,7 +12,7 @@ from numba import njit, prange
 llvmlite.binding.set_option("symcnn", "-force-vector-interleave=1")
 
 
-@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'})
+@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'}, error_model="numpy")
 def global_avgpool26_forward(x, out):
     """global_avgpool: forward pass
     Y[n, c, i, j] = sum_{k=0..H_in - 1, l=0..W_in - 1} X[n, c, k, l]/(H_in*W_in)
@@ -34,7 +34,7 @@ def global_avgpool26_forward(x, out):
                     out[n, c, i, j] = acc
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def global_avgpool26_grad_input(grad_output, grad_input):
     """global_avgpool: gradient with respect to the input
     dL/dX[n, c, k, l] = dL/dY[n, c, 0, 0]/(H_in*W_in)

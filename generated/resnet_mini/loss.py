@@ -4,7 +4,8 @@
 import llvmlite.binding
 import numpy as np
 from numba import njit, prange
-from math import exp, log
+from math import log
+from symcnn.runtime.vector_math import exp
 
 # The lane loops run over 16 or 32 channels. LLVM's loop vectorizer, left to itself, interleaves
 # four vectors per iteration (32 float32), so a 16-channel loop would run entirely in its scalar
@@ -13,7 +14,7 @@ from math import exp, log
 llvmlite.binding.set_option("symcnn", "-force-vector-interleave=1")
 
 
-@njit(cache=True, parallel=False, fastmath={'contract', 'nsz', 'reassoc'})
+@njit(cache=True, parallel=False, fastmath={'contract', 'nsz', 'reassoc'}, error_model="numpy")
 def loss_forward(x, targets):
     """softmax_cross_entropy: forward pass
     L = -sum_{n=0..N - 1, i=0..F_in - 1} ((-log(sum_{j=0..F_in - 1} exp(X[n, j])) + X[n, i])*T[n, i])/N
@@ -40,7 +41,7 @@ def loss_forward(x, targets):
     return -acc/N
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'})
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def loss_grad_input(x, targets, grad_input):
     """softmax_cross_entropy: gradient with respect to the input
     dL/dX[n, i] = exp(X[n, i])/(N*sum_{j=0..F_in - 1} exp(X[n, j])) - T[n, i]/N

@@ -10,7 +10,7 @@ Example:
     >>> printer.doprint(exp(X[k]))
     'exp(x[k])'
     >>> import_lines(printer.imports())
-    ['from math import exp']
+    ['from symcnn.runtime.vector_math import exp']
 """
 
 from __future__ import annotations
@@ -23,7 +23,11 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from symcnn.printing.nodes import FloorDiv
 
-__all__ = ["NumbaPrinter", "import_lines"]
+__all__ = ["NumbaPrinter", "import_lines", "VECTOR_MATH"]
+
+#: The module whose ``exp`` the kernels call: arithmetic that LLVM vectorizes, where ``math.exp`` is a
+#: libm call per element (:mod:`symcnn.runtime.vector_math`).
+VECTOR_MATH = "symcnn.runtime.vector_math"
 
 
 class NumbaPrinter(PythonCodePrinter):
@@ -42,29 +46,11 @@ class NumbaPrinter(PythonCodePrinter):
         super().__init__({"fully_qualified_modules": False, "strict": True})
         self.array_names = dict(array_names)
         self.symbol_names = {sympy.sympify(key): value for key, value in symbol_names.items() if key is not None}
-        self._divided_factors: frozenset = frozenset()  # the floor divisions of the product being printed
 
-    def _print_Mul(self, expr):
-        """A floor division as a factor in parentheses: ``-((5*i) // 3)``, ``2*(k // 3)`` (Python's
-        unary minus and ``*`` bind tighter than ``//``).
-
-        >>> from sympy import symbols
-        >>> from symcnn.printing.nodes import FloorDiv
-        >>> i = symbols("i", integer=True)
-        >>> NumbaPrinter({}).doprint(-FloorDiv(5*i, 3) + FloorDiv(5*i + 7, 3))
-        '-((5*i) // 3) + (5*i + 7) // 3'
-        """
-        outer = self._divided_factors
-        self._divided_factors = frozenset(arg for arg in expr.args if isinstance(arg, FloorDiv))
-        try:
-            return super()._print_Mul(expr)
-        finally:
-            self._divided_factors = outer
-
-    def parenthesize(self, item, level, strict=False):
-        if item in self._divided_factors:
-            return f"({self._print(item)})"
-        return super().parenthesize(item, level, strict)
+    def _print_exp(self, expr):
+        """``exp`` of :data:`VECTOR_MATH`, which LLVM vectorizes (``math.exp`` it cannot)."""
+        self.module_imports[VECTOR_MATH].add("exp")
+        return f"exp({self._print(expr.args[0])})"
 
     def _print_Indexed(self, expr):
         if expr.base not in self.array_names:
@@ -112,6 +98,8 @@ class NumbaPrinter(PythonCodePrinter):
         '2*((c) // 3)'
         >>> NumbaPrinter({}).doprint(4 + Mul(-2, FloorDiv(c, 3), evaluate=False))
         '4 - 2*((c) // 3)'
+        >>> NumbaPrinter({}).doprint(-FloorDiv(5*c, 3) + FloorDiv(5*c + 7, 3))
+        '-((5*c) // 3) + (5*c + 7) // 3'
         """
         if not any(isinstance(factor, FloorDiv) for factor in expr.args):
             return super()._print_Mul(expr)
