@@ -5,7 +5,9 @@ Network, its evaluation pass timed fused (``Network.forward``: the package's ``F
 ``FOLDS``) and unfused (the same pass with the folds but without the forward fusions: the layer's kernel,
 then the element-wise layer's) in alternation, each timing after a 0.3 s rest and the mean of 5
 back-to-back calls (as ``symcnn bench`` times), the median of the repeats. The two passes give the same
-logits, bit for bit where every fused layer is a ReLU (tests/codegen/test_forward_fusion.py).
+logits, bit for bit where every fused layer is a ReLU (tests/codegen/test_forward_fusion.py). With
+``--pairs``, then each pair's kernels (``Network.profile``, the same passes interleaved, 5 calls per
+repeat): the layer's kernel and the element-wise layer's, unfused, against the fused kernel.
 
 Usage, from the repository root:
     PYTHONPATH=. python docs/bench/forward_fusion_ab.py seed004 suite-vgg suite-lenet suite-batchnorm \
@@ -32,6 +34,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=9)
+    parser.add_argument("--pairs", action="store_true", help="then time each pair's kernels (Network.profile)")
     options = parser.parse_args()
     numba.set_num_threads(options.threads)
     for spec in options.specs:
@@ -59,6 +62,27 @@ def main() -> None:
         print(f"{spec}: evaluation forward, batch {options.batch}, {options.threads} threads, median of "
               f"{options.repeat}: unfused {plain:.2f} ms, fused {fused:.2f} ms ({plain / fused:.2f}x); "
               f"{len(fusions)} fused pairs; load average {min(loads):.1f}-{max(loads):.1f}")
+        if options.pairs:
+            _pairs(net, lambda net=net, x=x: net.forward(x), unfused, options.repeat)
+
+
+def _pairs(net: Network, fused, unfused, repeat: int) -> None:
+    """Each fused pair's kernels in ms per pass: P's and E's own (unfused pass), and the fused one."""
+    profiles: dict[str, dict] = {"fused": {}, "unfused": {}}
+    for _ in range(repeat):
+        for name, run in (("fused", fused), ("unfused", unfused)):
+            net.profile = profiles[name]
+            for _ in range(5):
+                run()
+    net.profile = None
+    folded = {fold[0].label: fold[3] for fold in net._folds.values()}  # a folded normalization: its producer's
+    layers = {layer.label: layer for layer in net.spec.layers}
+    for label, (elementwise, kernel) in net._forward_fused.items():
+        own = folded.get(label) or net._kernel(layers[label], "forward", False)
+        p, e = (1e3 * profiles["unfused"][name] / (5 * repeat) for name in (own, f"{elementwise.label}_forward"))
+        fused_ms = 1e3 * profiles["fused"][kernel] / (5 * repeat)
+        print(f"    {label} -> {elementwise.label}: {own} {p:.3f} + {elementwise.label}_forward {e:.3f} = "
+              f"{p + e:.3f} ms; {kernel} {fused_ms:.3f} ms ({(p + e) / fused_ms:.2f}x)")
 
 
 if __name__ == "__main__":
