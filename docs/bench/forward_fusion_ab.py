@@ -1,7 +1,7 @@
 """Evaluation-mode forward pass with and without the forward fusions (an element-wise layer in the kernel before it).
 
 A record for docs/performance.md ("Forward fusion in evaluation passes"), not part of the package: one
-Network, its evaluation pass timed fused (``Network.forward``: the package's ``FORWARD_FUSED`` and
+Network, its evaluation pass timed fused (``Network.forward``'s pass: the package's ``FORWARD_FUSED`` and
 ``FOLDS``) and unfused (the same pass with the folds but without the forward fusions: the layer's kernel,
 then the element-wise layer's) in alternation, each timing after a 0.3 s rest and the mean of 5
 back-to-back calls (as ``symcnn bench`` times), the median of the repeats. The two passes give the same
@@ -42,6 +42,10 @@ def main() -> None:
         x = np.random.default_rng(0).standard_normal((options.batch, *net.spec.input_shape)).astype(np.float32)
         fusions = net._forward_fused
 
+        def fused(net=net, x=x):  # Network.forward's pass, without its checks of the input and parameters
+            with kernel_threads():
+                net._forward(x, False, fold=True)
+
         def unfused(net=net, x=x, fusions=fusions):
             net._forward_fused = {}
             try:
@@ -55,15 +59,15 @@ def main() -> None:
         times = {"fused": [], "unfused": []}
         loads = [os.getloadavg()[0]]
         for _ in range(options.repeat):
-            times["fused"].append(timed(lambda net=net, x=x: net.forward(x)))
+            times["fused"].append(timed(fused))
             times["unfused"].append(timed(unfused))
             loads.append(os.getloadavg()[0])
-        fused, plain = (1e3 * statistics.median(times[name]) for name in ("fused", "unfused"))
+        after, before = (1e3 * statistics.median(times[name]) for name in ("fused", "unfused"))
         print(f"{spec}: evaluation forward, batch {options.batch}, {options.threads} threads, median of "
-              f"{options.repeat}: unfused {plain:.2f} ms, fused {fused:.2f} ms ({plain / fused:.2f}x); "
+              f"{options.repeat}: unfused {before:.2f} ms, fused {after:.2f} ms ({before / after:.2f}x); "
               f"{len(fusions)} fused pairs; load average {min(loads):.1f}-{max(loads):.1f}")
         if options.pairs:
-            _pairs(net, lambda net=net, x=x: net.forward(x), unfused, options.repeat)
+            _pairs(net, fused, unfused, options.repeat)
 
 
 def _pairs(net: Network, fused, unfused, repeat: int) -> None:

@@ -37,5 +37,6 @@ def b1_add_with_b1_out_forward(x, x2, out):
                     acc = 0.0
                     acc += x[n, c, i, j]
                     acc += x2[n, c, i, j]
-                    stored = acc
+                    out[n, c, i, j] = acc
+                    stored = out[n, c, i, j]
                     out[n, c, i, j] = ((stored) if (stored > 0) else (0))

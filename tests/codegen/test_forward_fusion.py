@@ -50,7 +50,7 @@ FUSING = {
         {"type": "avgpool2d", "kernel": 2, "stride": 1, "name": "avg"}, {"type": "tanh", "name": "t7"},
         {"type": "batchnorm2d", "name": "bn8"}, {"type": "relu", "name": "r8"},
         {"type": "flatten", "name": "flat"},
-        {"type": "dense", "name": "fc1", "out_features": 9}, {"type": "relu", "name": "r9"},
+        {"type": "dense", "name": "fc1", "out_features": 9}, {"type": "leaky_relu", "alpha": 0.1, "name": "l9"},
         {"type": "dense", "name": "fc2", "out_features": 3},
     ],
 }
@@ -78,11 +78,11 @@ def test_pairs_of_the_shipped_specs():
 def test_each_schedule_takes_the_epilogue_except_phases():
     spec = parse_spec(toml_of(FUSING))
     assert _pairs(spec) == [("c1", "r1"), ("bn2", "l2"), ("pw", "e3"), ("dw", "s4"), ("pool", "l5"), ("up", "r6"),
-                            ("avg", "t7"), ("bn8", "r8"), ("fc1", "r9")]
+                            ("avg", "t7"), ("bn8", "r8"), ("fc1", "l9")]
     fusions = forward_fused_kernels(spec)
     assert {e: fusion.kernel.kind for e, fusion in fusions.items()} == {
         "r1": "lanes", "l2": "lanes", "e3": "columns", "s4": "columns", "l5": "max", "t7": "accumulate", "r8": "sum",
-        "r9": "sum"}  # r6: the transposed convolution's forward pass runs in phases (strided views)
+        "l9": "sum"}  # r6: the transposed convolution's forward pass runs in phases (strided views)
     assert fusions["l2"].kernel.name == "c2_with_l2_folded_forward" and fusions["l2"].layer == "bn2"
     namespace: dict = {}
     exec(render_package(spec)["__init__.py"], namespace)  # the package's tables (no kernels imported)
@@ -182,7 +182,7 @@ def test_the_evaluation_pass_runs_the_fused_kernels_and_equals_the_unfused_one(f
     net.profile = {}
     fused = net.forward(x)
     ran, net.profile = set(net.profile), None
-    assert {"c1_with_r1_forward", "c2_with_l2_folded_forward", "pool_with_l5_forward", "fc1_with_r9_forward"} <= ran
+    assert {"c1_with_r1_forward", "c2_with_l2_folded_forward", "pool_with_l5_forward", "fc1_with_l9_forward"} <= ran
     assert not {"c1_forward", "r1_forward", "c2_folded_forward", "l2_forward", "pool_forward", "l5_forward"} & ran
     assert "r6_forward" in ran  # after the transposed convolution, which runs in phases: not fused
     np.testing.assert_allclose(fused, _unfused(net, x), **_tolerance(net.dtype))
