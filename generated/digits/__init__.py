@@ -5,7 +5,8 @@ SPEC_NAME = 'digits'
 SPEC_DIGEST = 'dd56dcf3dbd32cc8'
 SPEC_TOML = '# A small network for 8x8 handwritten digits.\nname = "digits"\ndescription = "1x8x8 digits: conv 16@3x3 p1, ReLU, max pool 2, flatten 256, dense 10"\ninput = [1, 8, 8]\nloss = "softmax_cross_entropy"\n\n[[layers]]\ntype = "conv2d"\nname = "conv1"\nout_channels = 16\nkernel = 3\npadding = 1\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "maxpool2d"\nkernel = 2\n\n[[layers]]\ntype = "flatten"\n\n[[layers]]\ntype = "dense"\nname = "fc1"\nout_features = 10\n'
 
-#: Each kernel module (a layer's label; a fused pair's, `<reader>_with_<element-wise layer>`; then the loss), in network order.
+#: Each kernel module (a layer's label; a fused pair's, `<reader>_with_<element-wise layer>`; an evaluation pass's
+#: fused pair's, `<layer>_with_<element-wise layer>`; then the loss), in network order.
 MODULES = (
     'conv1',
     'relu1',
@@ -13,6 +14,7 @@ MODULES = (
     'flatten3',
     'fc1',
     'maxpool2d2_with_relu1',
+    'conv1_with_relu1',
     'loss',
 )
 
@@ -33,6 +35,7 @@ ARGUMENTS = {
     'fc1_grad_weight': ('grad_output', 'x', 'grad_weight', ),
     'fc1_grad_bias': ('grad_output', 'grad_bias', ),
     'maxpool2d2_with_relu1_grad_input': ('grad_output', 'switch', 'fused_x', 'grad_input', ),
+    'conv1_with_relu1_forward': ('x', 'weight', 'bias', 'out', ),
     'loss_forward': ('x', 'targets', ),
     'loss_grad_input': ('x', 'targets', 'grad_input', ),
 }
@@ -57,4 +60,12 @@ RESHAPES = {
 #: calls that kernel in place of both gradient kernels.
 FUSED = {
     'relu1': ('maxpool2d2', 'maxpool2d2_with_relu1_grad_input'),
+}
+
+#: Element-wise layers whose forward pass, in evaluation passes that fold (no gradient follows), another
+#: kernel stores (symcnn.codegen.forward_fusion): the layer's label -> (the layer whose output it alone
+#: reads, that layer's forward kernel storing this layer's output instead, its arguments that layer's;
+#: for a normalization in FOLDS, the folded kernel's). A runtime calls it in place of both forward kernels.
+FORWARD_FUSED = {
+    'relu1': ('conv1', 'conv1_with_relu1_forward'),
 }

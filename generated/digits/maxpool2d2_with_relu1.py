@@ -38,6 +38,7 @@ def maxpool2d2_with_relu1_grad_input(grad_output, switch, fused_x, grad_input):
                 for l in range(8):
                     acc = 0.0
                     acc += ((1) if (switch[n, c, (k) // 2, (l) // 2] == 2*k + l - 4*((k) // 2) - 2*((l) // 2)) else (0))*grad_output[n, c, (k) // 2, (l) // 2]
-                    stored = acc
+                    grad_input[n, c, k, l] = acc
+                    stored = grad_input[n, c, k, l]
                     fused0 = fused_x[n, c, k, l]
                     grad_input[n, c, k, l] = ((stored) if (fused0 > 0) else (0))

@@ -5,7 +5,8 @@ SPEC_NAME = 'mobilenet-mini'
 SPEC_DIGEST = '911b9b7d11ede322'
 SPEC_TOML = '# A small MobileNet (Howard et al., 2017; document 003\'s depthwise-separable convolution): a strided\n# stem, then three depthwise-separable blocks, each a depthwise 3x3 convolution (groups = channels)\n# and a pointwise 1x1 convolution, each followed by batch norm and ReLU; global average pooling and a\n# dense layer. Convolutions before a batch norm have no bias (the norm\'s shift replaces it).\nname = "mobilenet-mini"\ndescription = "3x32x32: stem conv 16 s2, depthwise-separable blocks 16->32, 32->64 s2, 64->64, global avg pool, dense 10"\ninput = [3, 32, 32]\nloss = "softmax_cross_entropy"\n\n[[layers]]\ntype = "conv2d"\nname = "stem"\nout_channels = 16\nkernel = 3\nstride = 2\npadding = 1\nbias = false\n\n[[layers]]\ntype = "batchnorm2d"\nname = "stem_bn"\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "conv2d"\nname = "dw1"\nout_channels = 16\nkernel = 3\npadding = 1\nbias = false\ngroups = 16\n\n[[layers]]\ntype = "batchnorm2d"\nname = "dw1_bn"\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "conv2d"\nname = "pw1"\nout_channels = 32\nkernel = 1\nbias = false\n\n[[layers]]\ntype = "batchnorm2d"\nname = "pw1_bn"\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "conv2d"\nname = "dw2"\nout_channels = 32\nkernel = 3\nstride = 2\npadding = 1\nbias = false\ngroups = 32\n\n[[layers]]\ntype = "batchnorm2d"\nname = "dw2_bn"\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "conv2d"\nname = "pw2"\nout_channels = 64\nkernel = 1\nbias = false\n\n[[layers]]\ntype = "batchnorm2d"\nname = "pw2_bn"\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "conv2d"\nname = "dw3"\nout_channels = 64\nkernel = 3\npadding = 1\nbias = false\ngroups = 64\n\n[[layers]]\ntype = "batchnorm2d"\nname = "dw3_bn"\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "conv2d"\nname = "pw3"\nout_channels = 64\nkernel = 1\nbias = false\n\n[[layers]]\ntype = "batchnorm2d"\nname = "pw3_bn"\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "global_avgpool"\n\n[[layers]]\ntype = "flatten"\n\n[[layers]]\ntype = "dense"\nname = "fc"\nout_features = 10\n\n[training]\nepochs = 20\nbatch = 32\nlr = 0.05\nmomentum = 0.9\nweight_decay = 0.0005\nwarmup = 1.0\n'
 
-#: Each kernel module (a layer's label; a fused pair's, `<reader>_with_<element-wise layer>`; then the loss), in network order.
+#: Each kernel module (a layer's label; a fused pair's, `<reader>_with_<element-wise layer>`; an evaluation pass's
+#: fused pair's, `<layer>_with_<element-wise layer>`; then the loss), in network order.
 MODULES = (
     'stem',
     'stem_bn',
@@ -31,6 +32,13 @@ MODULES = (
     'dw3_with_relu14',
     'pw3_with_relu17',
     'global_avgpool21_with_relu20',
+    'stem_with_relu2',
+    'dw1_with_relu5',
+    'pw1_with_relu8',
+    'dw2_with_relu11',
+    'pw2_with_relu14',
+    'dw3_with_relu17',
+    'pw3_with_relu20',
     'loss',
 )
 
@@ -203,6 +211,13 @@ ARGUMENTS = {
     'dw3_with_relu14_grad_input': ('grad_output', 'weight', 'fused_x', 'grad_input', ),
     'pw3_with_relu17_grad_input': ('grad_output', 'weight', 'fused_x', 'grad_input', ),
     'global_avgpool21_with_relu20_grad_input': ('grad_output', 'fused_x', 'grad_input', ),
+    'stem_with_relu2_folded_forward': ('x', 'weight', 'bias', 'out', ),
+    'dw1_with_relu5_folded_forward': ('x', 'weight', 'bias', 'out', ),
+    'pw1_with_relu8_folded_forward': ('x', 'weight', 'bias', 'out', ),
+    'dw2_with_relu11_folded_forward': ('x', 'weight', 'bias', 'out', ),
+    'pw2_with_relu14_folded_forward': ('x', 'weight', 'bias', 'out', ),
+    'dw3_with_relu17_folded_forward': ('x', 'weight', 'bias', 'out', ),
+    'pw3_with_relu20_folded_forward': ('x', 'weight', 'bias', 'out', ),
     'loss_forward': ('x', 'targets', ),
     'loss_grad_input': ('x', 'targets', 'grad_input', ),
 }
@@ -239,4 +254,18 @@ FUSED = {
     'relu14': ('dw3', 'dw3_with_relu14_grad_input'),
     'relu17': ('pw3', 'pw3_with_relu17_grad_input'),
     'relu20': ('global_avgpool21', 'global_avgpool21_with_relu20_grad_input'),
+}
+
+#: Element-wise layers whose forward pass, in evaluation passes that fold (no gradient follows), another
+#: kernel stores (symcnn.codegen.forward_fusion): the layer's label -> (the layer whose output it alone
+#: reads, that layer's forward kernel storing this layer's output instead, its arguments that layer's;
+#: for a normalization in FOLDS, the folded kernel's). A runtime calls it in place of both forward kernels.
+FORWARD_FUSED = {
+    'relu2': ('stem_bn', 'stem_with_relu2_folded_forward'),
+    'relu5': ('dw1_bn', 'dw1_with_relu5_folded_forward'),
+    'relu8': ('pw1_bn', 'pw1_with_relu8_folded_forward'),
+    'relu11': ('dw2_bn', 'dw2_with_relu11_folded_forward'),
+    'relu14': ('pw2_bn', 'pw2_with_relu14_folded_forward'),
+    'relu17': ('dw3_bn', 'dw3_with_relu17_folded_forward'),
+    'relu20': ('pw3_bn', 'pw3_with_relu20_folded_forward'),
 }

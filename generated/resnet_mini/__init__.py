@@ -5,7 +5,8 @@ SPEC_NAME = 'resnet-mini'
 SPEC_DIGEST = '50bf7a516fde3078'
 SPEC_TOML = '# A small ResNet (He et al., 2016; document 003\'s residual block y = F(x) + x) for 3x32x32 inputs:\n# a stem (conv 3x3, batch norm, ReLU), three basic blocks (conv-BN-ReLU-conv-BN, then the shortcut\n# added and a ReLU), the second strided with a 1x1 convolution and batch norm as its projection\n# shortcut, global average pooling and a dense layer. Convolutions before a batch norm have no bias\n# (the norm\'s shift replaces it), as in torchvision\'s ResNets.\nname = "resnet-mini"\ndescription = "3x32x32: stem conv 16, 3 basic blocks (16, 32 strided with 1x1 projection, 32), global avg pool, dense 10"\ninput = [3, 32, 32]\nloss = "softmax_cross_entropy"\n\n[[layers]]\ntype = "conv2d"\nname = "stem"\nout_channels = 16\nkernel = 3\npadding = 1\nbias = false\n\n[[layers]]\ntype = "batchnorm2d"\nname = "stem_bn"\n\n[[layers]]\ntype = "relu"\nname = "stem_relu"\n\n[[layers]]\ntype = "conv2d"\nname = "b1_conv1"\nout_channels = 16\nkernel = 3\npadding = 1\nbias = false\n\n[[layers]]\ntype = "batchnorm2d"\nname = "b1_bn1"\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "conv2d"\nname = "b1_conv2"\nout_channels = 16\nkernel = 3\npadding = 1\nbias = false\n\n[[layers]]\ntype = "batchnorm2d"\nname = "b1_bn2"\n\n[[layers]]\ntype = "add"\nname = "b1_add"\ninputs = ["b1_bn2", "stem_relu"]\n\n[[layers]]\ntype = "relu"\nname = "b1_out"\n\n[[layers]]\ntype = "conv2d"\nname = "b2_conv1"\nout_channels = 32\nkernel = 3\nstride = 2\npadding = 1\nbias = false\n\n[[layers]]\ntype = "batchnorm2d"\nname = "b2_bn1"\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "conv2d"\nname = "b2_conv2"\nout_channels = 32\nkernel = 3\npadding = 1\nbias = false\n\n[[layers]]\ntype = "batchnorm2d"\nname = "b2_bn2"\n\n[[layers]]\ntype = "conv2d"\nname = "b2_shortcut"\nout_channels = 32\nkernel = 1\nstride = 2\nbias = false\ninputs = ["b1_out"]\n\n[[layers]]\ntype = "batchnorm2d"\nname = "b2_shortcut_bn"\n\n[[layers]]\ntype = "add"\nname = "b2_add"\ninputs = ["b2_bn2", "b2_shortcut_bn"]\n\n[[layers]]\ntype = "relu"\nname = "b2_out"\n\n[[layers]]\ntype = "conv2d"\nname = "b3_conv1"\nout_channels = 32\nkernel = 3\npadding = 1\nbias = false\n\n[[layers]]\ntype = "batchnorm2d"\nname = "b3_bn1"\n\n[[layers]]\ntype = "relu"\n\n[[layers]]\ntype = "conv2d"\nname = "b3_conv2"\nout_channels = 32\nkernel = 3\npadding = 1\nbias = false\n\n[[layers]]\ntype = "batchnorm2d"\nname = "b3_bn2"\n\n[[layers]]\ntype = "add"\nname = "b3_add"\ninputs = ["b3_bn2", "b2_out"]\n\n[[layers]]\ntype = "relu"\nname = "b3_out"\n\n[[layers]]\ntype = "global_avgpool"\n\n[[layers]]\ntype = "flatten"\n\n[[layers]]\ntype = "dense"\nname = "fc"\nout_features = 10\n\n[training]\nepochs = 12\nbatch = 32\nlr = 0.05\nmomentum = 0.9\nweight_decay = 0.0005\nwarmup = 1.0\n'
 
-#: Each kernel module (a layer's label; a fused pair's, `<reader>_with_<element-wise layer>`; then the loss), in network order.
+#: Each kernel module (a layer's label; a fused pair's, `<reader>_with_<element-wise layer>`; an evaluation pass's
+#: fused pair's, `<layer>_with_<element-wise layer>`; then the loss), in network order.
 MODULES = (
     'stem',
     'stem_bn',
@@ -23,6 +24,12 @@ MODULES = (
     'fc',
     'fanout',
     'global_avgpool26_with_b3_out',
+    'stem_with_stem_relu',
+    'b1_conv1_with_relu5',
+    'b1_add_with_b1_out',
+    'b2_conv1_with_relu12',
+    'b2_add_with_b2_out',
+    'b3_conv1_with_relu21',
     'loss',
 )
 
@@ -114,6 +121,7 @@ ALIASES = {
     'b3_add_grad_input2': 'b2_add_grad_input2',
     'b3_out_forward': 'relu12_forward',
     'b3_out_grad_input': 'relu12_grad_input',
+    'b3_add_with_b3_out_forward': 'b2_add_with_b2_out_forward',
 }
 
 #: Each kernel's array arguments by name, in call order (outputs last).
@@ -265,6 +273,13 @@ ARGUMENTS = {
     'fanout_b1_out': ('x', 'x2', 'out', ),
     'fanout_b2_out': ('x', 'x2', 'out', ),
     'global_avgpool26_with_b3_out_grad_input': ('grad_output', 'fused_x', 'grad_input', ),
+    'stem_with_stem_relu_folded_forward': ('x', 'weight', 'bias', 'out', ),
+    'b1_conv1_with_relu5_folded_forward': ('x', 'weight', 'bias', 'out', ),
+    'b1_add_with_b1_out_forward': ('x', 'x2', 'out', ),
+    'b2_conv1_with_relu12_folded_forward': ('x', 'weight', 'bias', 'out', ),
+    'b2_add_with_b2_out_forward': ('x', 'x2', 'out', ),
+    'b3_conv1_with_relu21_folded_forward': ('x', 'weight', 'bias', 'out', ),
+    'b3_add_with_b3_out_forward': ('x', 'x2', 'out', ),
     'loss_forward': ('x', 'targets', ),
     'loss_grad_input': ('x', 'targets', 'grad_input', ),
 }
@@ -303,4 +318,18 @@ RESHAPES = {
 #: calls that kernel in place of both gradient kernels.
 FUSED = {
     'b3_out': ('global_avgpool26', 'global_avgpool26_with_b3_out_grad_input'),
+}
+
+#: Element-wise layers whose forward pass, in evaluation passes that fold (no gradient follows), another
+#: kernel stores (symcnn.codegen.forward_fusion): the layer's label -> (the layer whose output it alone
+#: reads, that layer's forward kernel storing this layer's output instead, its arguments that layer's;
+#: for a normalization in FOLDS, the folded kernel's). A runtime calls it in place of both forward kernels.
+FORWARD_FUSED = {
+    'stem_relu': ('stem_bn', 'stem_with_stem_relu_folded_forward'),
+    'relu5': ('b1_bn1', 'b1_conv1_with_relu5_folded_forward'),
+    'b1_out': ('b1_add', 'b1_add_with_b1_out_forward'),
+    'relu12': ('b2_bn1', 'b2_conv1_with_relu12_folded_forward'),
+    'b2_out': ('b2_add', 'b2_add_with_b2_out_forward'),
+    'relu21': ('b3_bn1', 'b3_conv1_with_relu21_folded_forward'),
+    'b3_out': ('b3_add', 'b3_add_with_b3_out_forward'),
 }

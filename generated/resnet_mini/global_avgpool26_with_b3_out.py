@@ -36,6 +36,7 @@ def global_avgpool26_with_b3_out_grad_input(grad_output, fused_x, grad_input):
                 for l in range(16):
                     acc = 0.0
                     acc += (1/256)*grad_output[n, c, 0, 0]
-                    stored = acc
+                    grad_input[n, c, k, l] = acc
+                    stored = grad_input[n, c, k, l]
                     fused0 = fused_x[n, c, k, l]
                     grad_input[n, c, k, l] = ((stored) if (fused0 > 0) else (0))

@@ -6,7 +6,9 @@ dL/dY_E[idx])``. Q's input-gradient kernel can then store ``f(X_E[idx], sum)`` i
 and E's own gradient kernel (a write and a read of an activation-sized array) is never run.
 :mod:`symcnn.codegen.fusion` finds such pairs; this module holds what the schedules need to store
 through ``f``: :class:`FusedElementwise` (``f`` with the sum as :data:`STORED`) on the lowering, and
-:func:`epilogue_at`, ``f`` printed at one store of a schedule (its output element).
+:func:`epilogue_at`, ``f`` printed at one store of a schedule (its output element). The forward
+counterpart, :mod:`symcnn.codegen.forward_fusion`, stores E's forward pass ``f(stored)`` at the store of
+the layer before it (in evaluation passes): an epilogue that reads nothing but the stored value.
 
 Example: ReLU's ``[0 < X[n, c, k, l]] * stored`` at the store ``grad_input[n, c, k, l]`` gives
 ``Epilogue(loads=(('fused0', 'fused_x[n, c, k, l]'),), value='((stored) if (fused0 > 0) else (0))')``.
@@ -37,8 +39,8 @@ class Unfusable(ValueError):
 
 @dataclass(frozen=True)
 class FusedElementwise:
-    """E's input gradient as a function of the stored sum: ``expression`` reads :data:`STORED` and
-    ``base`` (E's input) at ``indices`` (the gradient kernel's output indices) only."""
+    """E's input gradient (or, fused forward, its output) as a function of the stored sum: ``expression``
+    reads :data:`STORED` and ``base`` (E's input) at ``indices`` (the kernel's output indices) only."""
 
     expression: Expr
     base: IndexedBase

@@ -37,7 +37,8 @@ from symcnn.codegen.lower import forward_kernel, layer_formula
 from symcnn.spec import LayerSpec, NetworkSpec
 from symcnn.symbolic import ops
 
-__all__ = ["affine_coefficients", "scales_per_output_channel", "folds", "fold_kernels", "FOLDED_FORWARD"]
+__all__ = ["affine_coefficients", "scales_per_output_channel", "folds", "fold_kernels", "folded_layer", "folded_title",
+           "titled", "FOLDED_FORWARD"]
 
 #: What the layer's forward kernel with a bias, for its folded parameters, is called after its label.
 FOLDED_FORWARD = "folded_forward"
@@ -113,8 +114,9 @@ def scales_per_output_channel(formula: ops.IndexFormula) -> bool:
     return _weight_degree(rest, weight) == 1
 
 
-def _with_bias(layer: LayerSpec) -> Optional[LayerSpec]:
-    """The layer as it would be with a bias (itself when it has one), or None when its op has no bias setting."""
+def folded_layer(layer: LayerSpec) -> Optional[LayerSpec]:
+    """The layer as it would be with a bias (itself when it has one), or None when its op has no bias setting:
+    the layer whose forward pass a fold's kernel computes."""
     if any(name.endswith(".bias") for name in layer.parameter_shapes()):
         return layer
     op = registry.get(layer.kind)
@@ -137,11 +139,11 @@ def folds(spec: NetworkSpec) -> dict[str, str]:
                 or layer.inputs[0] not in by_label or readers.get(layer.inputs[0]) != 1):
             continue
         producer = by_label[layer.inputs[0]]
-        if registry.get(producer.kind).merges or _with_bias(producer) is None:
+        if registry.get(producer.kind).merges or folded_layer(producer) is None:
             continue
         if affine_coefficients(layer_formula(layer, "evaluation")[0]) is None:
             continue
-        if scales_per_output_channel(layer_formula(_with_bias(producer))[0]):
+        if scales_per_output_channel(layer_formula(folded_layer(producer))[0]):
             folded[layer.label] = producer.label
     return folded
 
@@ -164,17 +166,21 @@ def fold_kernels(spec: NetworkSpec) -> dict[str, list]:
                 tuple(tensor for tensor in formula.operands if rhs.has(tensor.base)), formula.parameters)
             kernel = forward_kernel(norm, coefficient, values, what)
             kernels.setdefault(norm_label, []).append(replace(
-                _titled(kernel, f"{formula.op}: evaluation mode's {name} per channel, folded into the layer before it"),
+                titled(kernel, f"{formula.op}: evaluation mode's {name} per channel, folded into the layer before it"),
                 output_loops=tuple(replace(loop, parallel=False) for loop in kernel.output_loops)))  # a few values
-        biased = _with_bias(producer)
+        biased = folded_layer(producer)
         producer_formula, producer_values = layer_formula(biased)
-        kernels.setdefault(producer_label, []).append(_titled(
-            forward_kernel(biased, producer_formula, producer_values, FOLDED_FORWARD),
-            f"{producer.kind}: forward pass with a bias, on the parameters folded with the {norm.kind} after it "
-            "(evaluation mode)"))
+        kernel = forward_kernel(biased, producer_formula, producer_values, FOLDED_FORWARD)
+        kernels.setdefault(producer_label, []).append(titled(kernel, folded_title(producer, norm)))
     return kernels
 
 
-def _titled(kernel, title: str):
+def folded_title(producer: LayerSpec, norm: LayerSpec) -> str:
+    """The first line of the docstring of ``producer``'s folded kernel (``norm`` folded into it)."""
+    return (f"{producer.kind}: forward pass with a bias, on the parameters folded with the {norm.kind} after it "
+            "(evaluation mode)")
+
+
+def titled(kernel, title: str):
     """``kernel`` with its docstring's first line (``batchnorm2d: forward pass``) replaced by ``title``."""
     return replace(kernel, formula=f"{title}\n{kernel.formula.partition(chr(10))[2]}")

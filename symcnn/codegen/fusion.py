@@ -37,7 +37,7 @@ from symcnn.symbolic.adjoint import GatherTerm, GradientFormula, derive_gradient
 from symcnn.symbolic.functions import MaxOver
 from symcnn.symbolic.ops import Tensor
 
-__all__ = ["elementwise_gradient", "fusion_pairs", "fused_module", "fused_kernel", "fused_kernels"]
+__all__ = ["elementwise_gradient", "fusion_pairs", "fused_module", "fused_kernel", "fused_kernels", "configuration"]
 
 
 #: Schedules that can store through an epilogue but are not fused into: the lanes schedule stores its tile
@@ -159,6 +159,13 @@ def fused_kernel(elementwise: LayerSpec, reader: LayerSpec) -> Optional[Kernel]:
     return kernel and _named(kernel, elementwise, reader)
 
 
+def configuration(*layers: LayerSpec) -> str:
+    """What the kernels of ``layers`` depend on (ops, shapes and settings, not labels), as a key: pairs
+    with one key (a VGG stage's) give one kernel, lowered once."""
+    return repr([(layer.kind, layer.input_shapes, layer.output_shape, sorted(layer.settings.items()))
+                 for layer in layers])
+
+
 def fused_kernels(spec: NetworkSpec) -> dict[str, Kernel]:
     """The fused kernel of each pair of :func:`fusion_pairs` that fuses, by E's label. A pair at the
     same configuration as an earlier one (a VGG stage's) is lowered once. A pair whose module name
@@ -169,8 +176,7 @@ def fused_kernels(spec: NetworkSpec) -> dict[str, Kernel]:
     for elementwise, reader in fusion_pairs(spec):
         if fused_module(elementwise, reader).casefold() in labels:
             continue
-        key = repr([(layer.kind, layer.input_shapes, layer.output_shape, sorted(layer.settings.items()))
-                    for layer in (elementwise, reader)])
+        key = configuration(elementwise, reader)
         if key not in lowered:
             lowered[key] = _lowered(elementwise, reader)
         if lowered[key] is not None:

@@ -35,7 +35,7 @@ from symcnn.registry import array_name, differentiable
 from symcnn.symbolic import ops
 from symcnn.symbolic.instances import bind_layer
 from symcnn.symbolic.adjoint import GatherTerm, GradientFormula, derive_gradient, lift_conditions, sum_terms
-from symcnn.symbolic.functions import FirstArgmax, MaxOver, reduction_identity, reduction_step, replaces_first_max
+from symcnn.symbolic.functions import FirstArgmax, MaxOver, reduction_identity, reduction_step
 from symcnn.codegen.kernel_ir import Kernel, Loop, Reduction, Term
 from symcnn.codegen.layout import collapse_image, collapse_rows, image_size, reshape_of
 from symcnn.codegen.invariants import Precomputer, factor_sums
@@ -46,9 +46,9 @@ from symcnn.codegen.backends.numba_cpu.lanes import lanes_schedule
 from symcnn.codegen.schedule_choice import vector_schedule
 from symcnn.codegen.phases import PhaseSplit, split_phases, without_single_loops
 from symcnn.codegen.taps import one_tap_terms
-from symcnn.codegen.rewrites import (fold_bound, for_kernels, padding_conditions,
-                                     shifted_exponential_sum, switch_test, window_offset)
-from symcnn.printing.nodes import Assign, Guard
+from symcnn.codegen.rewrites import fold_bound, for_kernels, padding_conditions, shifted_exponential_sum
+from symcnn.codegen.window_max import switch_tests, window_max
+from symcnn.printing.nodes import Assign
 from symcnn.printing.numba import NumbaPrinter
 from symcnn.spec import LayerSpec, NetworkSpec
 
@@ -65,9 +65,6 @@ ARRAY_NAMES = {
 
 #: A gather kernel's accumulator, one output element's sum of terms.
 ACCUMULATOR = Symbol("acc")
-
-#: A max kernel's names (the template's) for the window value it reads and the maximum so far.
-WINDOW_VALUE, BEST = Symbol("value"), Symbol("best")
 
 
 def _batch_symbol(formula: ops.IndexFormula) -> Optional[Symbol]:
@@ -86,7 +83,8 @@ def layer_formula(layer: LayerSpec, mode: str = "training") -> tuple[ops.IndexFo
 class _Lowering:
     """Prints one kernel's pieces with one printer, collecting its imports."""
 
-    def __init__(self, formula_tensors, batch: Optional[Symbol], extra_names=None):
+    def __init__(self, formula_tensors, batch: Optional[Symbol], extra_names=None,
+                 fused: Optional[FusedElementwise] = None):
         names = {tensor.base: ARRAY_NAMES.get(tensor.role, array_name(tensor.role)) for tensor in formula_tensors}
         names.update(extra_names or {})
         self.names = names
@@ -96,7 +94,7 @@ class _Lowering:
         self.batch = batch
         # Printed names of strided views (a kernel's phases): not C-contiguous, so never reshaped (layout).
         self.strided: set[str] = set()
-        self.fused: Optional[FusedElementwise] = None  # an epilogue at every store (symcnn.codegen.epilogue)
+        self.fused = fused  # an epilogue at every store (symcnn.codegen.epilogue)
 
     def precompute_invariants(self, indices, shape, tensors) -> Precomputer:
         """What collects the reductions and factors that depend on fewer indices than the loops around
@@ -305,20 +303,6 @@ def _sum_accumulator(lowering: _Lowering, accumulator: Expr) -> dict:
     return {"accumulator": lowering.code(accumulator), "initial": lowering.identity(Sum)}
 
 
-def _window_max(lowering: _Lowering, maximum: MaxOver) -> dict:
-    """The :class:`Kernel` fields of max pooling's scan of each window, in row-major order: the
-    maximum so far starts at ``maximum``'s identity, and a window value replaces it by the formula's
-    tie rule, recording its offset in the window (the switch)."""
-    limits = maximum.limits
-    offset = window_offset(maximum.variables, limits)  # u*K_w + v
-    return {"window": tuple(lowering.loop(*limit) for limit in limits),
-            "window_value": lowering.code(maximum.function),
-            "window_offset": lowering.code(offset),
-            "window_first_offset": lowering.code(offset.xreplace({var: low for var, low, _ in limits})),
-            "window_test": lowering.code(Guard(replaces_first_max(WINDOW_VALUE, BEST))),
-            "initial": lowering.identity(MaxOver)}
-
-
 def _forward_terms(formula: ops.IndexFormula) -> list[GatherTerm]:
     """The forward sum's terms, each with the conditions its brackets state (a transposed convolution's)."""
     return [GatherTerm(tuple(limits), *lift_conditions(summand))
@@ -343,35 +327,32 @@ def _arguments(lowering: _Lowering, expr_terms, output_name: str, order, extra=(
 _ARGUMENT_ORDER = ("grad_output", "x", "weight", "bias", "targets", "switch")
 
 
-def forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict, what: str = "forward") -> Kernel:
-    """The kernel ``<label>_<what>`` that computes ``formula`` (a layer's forward pass, or another formula of it)."""
+def forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict, what: str = "forward",
+                   fused: Optional[FusedElementwise] = None) -> Kernel:
+    """The kernel ``<label>_<what>`` that computes ``formula`` (a layer's forward pass, or another formula of
+    it), storing each output element through ``fused`` if given (:mod:`symcnn.codegen.forward_fusion`)."""
     concrete = formula.substitute(values)
     batch = _batch_symbol(formula)
-    lowering = _Lowering(concrete.tensors, batch)
+    lowering = _Lowering(concrete.tensors, batch, fused=fused)
     name = _kernel_name(layer.label, what)
     loops = _output_loops(lowering, concrete.indices, concrete.output.shape, batch)
     doc = kernel_docstring(formula, None, values)
     if isinstance(concrete.rhs, MaxOver):  # max pooling: the window max and its first argmax
+        fields = {**window_max(lowering, concrete.rhs),  # printed before the imports are collected
+                  "epilogue": epilogue_at(lowering, lowering.array("out")[tuple(concrete.indices)])}
         return Kernel(name, doc, ("x", "out", "switch"), "out", loops, kind="max", switch="switch",
-                      imports=lowering.printer.imports(), batch_from="x", **_window_max(lowering, concrete.rhs))
+                      imports=lowering.printer.imports(), batch_from="x", **fields)
     terms = [factor_sums(term) for term in _forward_terms(concrete)]
     precomputer = lowering.precompute_invariants(concrete.indices, concrete.output.shape, concrete.tensors)
     schedule = precomputer.with_views(_summation(lowering, concrete.indices, concrete.output.shape, batch,
                                                  invariant_terms(terms, precomputer), "out", concrete.tensors))
     arguments = _arguments(lowering, terms, "out", _ARGUMENT_ORDER)
-    reshaped = reshape_of(lowering, concrete.tensors, concrete.indices, concrete.output.shape, batch, terms)
+    reshaped = "" if fused else reshape_of(lowering, concrete.tensors, concrete.indices, concrete.output.shape,
+                                           batch, terms)
     precomputed = precomputer.precomputed()  # printed before the imports are collected
     batch_from = "x" if "x" in arguments else arguments[0]  # a formula without a batch: any array
     return Kernel(name, doc, arguments, schedule.pop("output", "out"), imports=lowering.printer.imports(),
                   batch_from=batch_from, reshape_of=reshaped, precomputed=precomputed, **schedule)
-
-
-def _switch_tests(body: Expr, switch: IndexedBase, forward: ops.IndexFormula) -> Expr:
-    """Each routing indicator of ``body`` as a test of the argmax offset that the forward kernel
-    recorded in ``switch`` for the forward's window (its one ``MaxOver``)."""
-    (window,) = forward.rhs.atoms(MaxOver)
-    return body.replace(lambda node: isinstance(node, FirstArgmax), lambda node: sympy.Piecewise(
-        (1, switch_test(node, switch, window, forward.indices)), (0, True)))
 
 
 def gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, prefix: str = "",
@@ -381,13 +362,12 @@ def gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, p
     batch = _batch_symbol(gradient.forward)
     switch = IndexedBase("switch")
     tensors = concrete.operands + (concrete.gradient,)
-    lowering = _Lowering(tensors, batch, {switch: "switch"} | ({fused.base: FUSED_INPUT} if fused else {}))
-    lowering.fused = fused
+    lowering = _Lowering(tensors, batch, {switch: "switch"} | ({fused.base: FUSED_INPUT} if fused else {}), fused)
     terms = []
     for term in concrete.terms:
         body = term.body
         if body.has(FirstArgmax):
-            body = _switch_tests(body, switch, concrete.forward)
+            body = switch_tests(body, switch, concrete.forward)
         terms.append(factor_sums(GatherTerm(term.limits, term.conditions, body)))
     role = gradient.gradient.role
     output_name = ARRAY_NAMES.get(role, role)  # grad_input2 of an add's second input: its role

@@ -12,7 +12,7 @@ and the installed files belong to the installation): it asks for ``--out``.
 Example:
     >>> files = render_package(load_spec("digits"))
     >>> sorted(files)[:3]
-    ['__init__.py', 'conv1.py', 'fc1.py']
+    ['__init__.py', 'conv1.py', 'conv1_with_relu1.py']
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import jinja2
 from symcnn import __version__
 from symcnn.codegen.folding import FOLDED_FORWARD, fold_kernels, folds
 from symcnn.codegen.kernel_ir import Kernel
+from symcnn.codegen.forward_fusion import forward_fused_kernels
 from symcnn.codegen.fusion import fused_kernels, fused_module, fusion_pairs
 from symcnn.codegen.lower import network_kernels
 from symcnn.files import replace_directory
@@ -132,6 +133,9 @@ def render_package(spec: NetworkSpec) -> dict[str, str]:
     for elementwise, reader in fusion_pairs(spec):  # each in a module of its own, before the loss's
         if elementwise.label in fused:
             modules[fused_module(elementwise, reader)] = [fused[elementwise.label]]
+    forward = forward_fused_kernels(spec, frozenset(module.casefold() for module in [*modules, "loss"]))
+    for fusion in forward.values():  # evaluation passes' forward fusions, each in a module of its own
+        modules[fusion.module] = [fusion.kernel]
     modules["loss"] = loss
     shared = shared_modules(modules)
     for module, kernels in modules.items():
@@ -145,7 +149,8 @@ def render_package(spec: NetworkSpec) -> dict[str, str]:
     files["__init__.py"] = environment.get_template("package.py.jinja").render(
         preamble=_preamble(spec, "package.py.jinja"), spec=spec, modules=modules,
         distinct=[module for module in modules if module not in shared], aliases=aliases, folds=_fold_table(spec),
-        fused={elementwise: (readers[elementwise].label, kernel.name) for elementwise, kernel in fused.items()})
+        fused={elementwise: (readers[elementwise].label, kernel.name) for elementwise, kernel in fused.items()},
+        forward_fused={elementwise: (fusion.layer, fusion.kernel.name) for elementwise, fusion in forward.items()})
     return files
 
 

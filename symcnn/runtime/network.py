@@ -27,6 +27,7 @@ import numpy as np
 from symcnn import registry
 from symcnn.runtime.buffers import counter_names, initial_buffers, update_running_statistics
 from symcnn.runtime.compiling import CompileSummary, first_call, prepare
+from symcnn.runtime.evaluation import folded_forward, forward_fusions
 from symcnn.runtime.loader import load_kernels
 from symcnn.runtime.progress import CompileProgress
 from symcnn.runtime.state import LayerState, describe_array
@@ -129,9 +130,9 @@ class Network(LayerState):
         self._kernel_names: dict[tuple, str] = {}  # (layer index, what, mode) -> kernel
         # Evaluation mode's folds, by the label of the layer a normalization folds into: (the
         # normalization, its scale and shift kernels, the layer's folded kernel). Older packages have none.
-        layers = {layer.label: layer for layer in spec.layers}
         self._folds = {producer: (layers[norm], *kernel_names)
                        for norm, (producer, *kernel_names) in getattr(kernels, "FOLDS", {}).items()}
+        self._forward_fused = forward_fusions(kernels, layers)  # evaluation passes' (FORWARD_FUSED)
         for module_name in kernels.MODULES:
             module = importlib.import_module(f"{kernels.__name__}.{module_name}")
             for kernel_name in kernels.ARGUMENTS:
@@ -282,11 +283,14 @@ class Network(LayerState):
         """The logits, every tensor by label (``"input"``: ``x``; each layer's output), and what the
         backward pass reads besides (by layer label: ``{"switch": ...}`` of a max pool, ``{"mask": ...}``
         of a dropout). A training pass draws its masks at the current step, then counts itself. With
-        ``fold``, an evaluation pass runs each of the package's folds (``FOLDS``) as one kernel: no gradient
-        can follow it (the folded layers' own outputs are not computed)."""
+        ``fold``, an evaluation pass runs each of the package's folds (``FOLDS``) and forward fusions
+        (``FORWARD_FUSED``: an element-wise layer's output stored by the kernel of the layer before it) as
+        one kernel: no gradient can follow it (the outputs of the layers folded or fused into a later
+        layer's kernel are not computed; :mod:`symcnn.runtime.evaluation`)."""
         batch = x.shape[0]
-        folds = self._folds if fold and not training else {}
+        folds, fused = (self._folds, self._forward_fused) if fold and not training else ({}, {})
         values, saved = {"input": x}, {}
+        ahead: set[str] = set()  # layers whose output a kernel before theirs computes (a fold, a forward fusion)
         step = self._mask_state["step"]
         for layer in self.spec.layers:
             check = registry.get(layer.kind).check_training_input
@@ -296,12 +300,15 @@ class Network(LayerState):
                 except ValueError as error:
                     raise ValueError(f"{layer.label}: {error}") from None
         for layer in self.spec.layers:
-            if layer.label in values:  # a normalization folded into the layer before it
+            if layer.label in ahead:
                 continue
             sources = [values[source] for source in layer.inputs]
             value = sources[0]
-            if layer.label in folds:
-                values[folds[layer.label][0].label] = self._folded_forward(layer, sources[0], folds[layer.label])
+            if layer.label in folds:  # the normalization after it in its kernel (and an element-wise layer after that)
+                norm = folds[layer.label][0]
+                output, out = folded_forward(self, layer, value, folds[layer.label], fused.get(norm.label))
+                values[output.label] = out
+                ahead |= {norm.label, output.label}
                 continue
             if layer.label in self._masked and not training:  # the identity: the input passed on, not copied
                 values[layer.label] = value
@@ -312,40 +319,20 @@ class Network(LayerState):
                 arrays["mask"] = self._buffer(f"{layer.label}.mask", value.shape, self.dtype)
                 self._draw(layer, arrays["mask"], step)
                 saved[layer.label] = {"mask": arrays["mask"]}
-            arrays["out"] = self._buffer(f"{layer.label}.out", (batch, *layer.output_shape), self.dtype)
-            if "switch" in self.kernels.ARGUMENTS[f"{layer.label}_forward"]:
+            output, kernel = fused.get(layer.label) or (layer, self._kernel(layer, "forward", training))
+            ahead.add(output.label)  # with FORWARD_FUSED, E after it: this layer's kernel stores E's output
+            arrays["out"] = self._buffer(f"{output.label}.out", (batch, *output.output_shape), self.dtype)
+            if "switch" in self.kernels.ARGUMENTS[kernel]:
                 arrays["switch"] = self._buffer(
                     f"{layer.label}.switch", (batch, *layer.output_shape), switch_dtype(layer))
                 saved[layer.label] = {"switch": arrays["switch"]}
-            self._call(self._kernel(layer, "forward", training), arrays)
+            self._call(kernel, arrays)
             if training and layer.buffer_shapes():
                 update_running_statistics(layer, value, self._buffers)
-            values[layer.label] = arrays["out"]
+            values[output.label] = arrays["out"]
         if training:
             self._mask_state["step"] = step + 1
         return values[self.spec.layers[-1].label], values, saved
-
-    def _folded_forward(self, layer: LayerSpec, x: np.ndarray, fold: tuple) -> np.ndarray:
-        """The output of the normalization after ``layer`` in evaluation mode, by ``layer``'s folded kernel on
-        its weight scaled per output channel and its bias scaled and shifted (:mod:`symcnn.codegen.folding`)."""
-        norm, scale_kernel, shift_kernel, folded_kernel = fold
-        statistics = self._layer_arrays(norm)
-        scale = self._buffer(f"{norm.label}.scale", (norm.output_shape[0],), self.dtype)
-        shift = self._buffer(f"{norm.label}.shift", (norm.output_shape[0],), self.dtype)
-        self._call(scale_kernel, {**statistics, "out": scale})
-        self._call(shift_kernel, {**statistics, "out": shift})
-        parameters = self._layer_arrays(layer)
-        weight = self._buffer(f"{layer.label}.folded_weight", parameters["weight"].shape, self.dtype)
-        np.multiply(parameters["weight"], scale.reshape(-1, *(1,) * (weight.ndim - 1)), out=weight)
-        bias = self._buffer(f"{layer.label}.folded_bias", shift.shape, self.dtype)
-        if "bias" in parameters:
-            np.multiply(parameters["bias"], scale, out=bias)
-            bias += shift
-        else:
-            bias[:] = shift
-        out = self._buffer(f"{norm.label}.out", (x.shape[0], *norm.output_shape), self.dtype)
-        self._call(folded_kernel, {"x": x, "weight": weight, "bias": bias, "out": out})
-        return out
 
     def forward(self, x: np.ndarray, training: Optional[bool] = None) -> np.ndarray:
         """The class scores (logits) of ``x (N, C, H, W)``, in the network's mode (``training=None``,

@@ -75,8 +75,9 @@ def test_the_folded_evaluation_pass_equals_the_unfolded_one_and_pytorch(tmp_path
     net.eval()
     net.profile = {}
     folded = net.forward(x)
-    assert {"conv1_folded_forward", "bn1_eval_scale", "conv2_folded_forward"} <= set(net.profile)
-    assert not {"conv1_forward", "bn1_eval_forward", "bn2_eval_forward"} & set(net.profile)
+    # conv1 -> bn1 -> ReLU: the folded kernel stores the ReLU's output too (symcnn.codegen.forward_fusion)
+    assert {"conv1_with_relu2_folded_forward", "bn1_eval_scale", "conv2_folded_forward"} <= set(net.profile)
+    assert not {"conv1_forward", "conv1_folded_forward", "bn1_eval_forward", "bn2_eval_forward"} & set(net.profile)
     net.profile = None
     unfolded = net._forward(x, False)[0]
     np.testing.assert_allclose(folded, unfolded, rtol=1e-12, atol=1e-13)

@@ -318,7 +318,7 @@ def test_reductions_and_the_tie_rule_are_printed_from_the_formula(monkeypatch):
     """Max pooling's kernel scans for the formula's MaxOver: its identity, its tie rule. The same
     formula with a Sum in its place makes a sum kernel; reductions inside a term likewise follow
     their node, and the tie rule is the one symcnn.symbolic.functions states."""
-    from symcnn.codegen import lower
+    from symcnn.codegen import lower, window_max
     from symcnn.symbolic.adjoint import GatherTerm
     from symcnn.symbolic.functions import MaxOver
 
@@ -342,7 +342,7 @@ def test_reductions_and_the_tie_rule_are_printed_from_the_formula(monkeypatch):
         assert [(r.name, r.initial, r.update) for r in term.reductions] == [(f"{update[:4]}", initial, update)]
         assert term.update == f"acc += 1/{update[:4]}"
 
-    monkeypatch.setattr(lower, "replaces_first_max", lambda candidate, earlier: candidate >= earlier)
+    monkeypatch.setattr(window_max, "replaces_first_max", lambda candidate, earlier: candidate >= earlier)
     assert lower.forward_kernel(layer, formula, values).window_test == "value >= best"
 
 

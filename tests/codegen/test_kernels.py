@@ -322,12 +322,14 @@ def test_layers_of_one_configuration_share_one_kernel_module_and_still_equal_pyt
     from symcnn.codegen.package import render_package
 
     files = render_package(spec_from_dict(REPEATED))
-    # each ReLU's input gradient fused into its reader's (symcnn.codegen.fusion): b's and c's alike
-    assert sorted(files) == ["__init__.py", "a.py", "b_with_relu1.py", "c.py", "fc.py", "flatten8.py",
-                             "flatten8_with_relu7.py", "loss.py", "maxpool2d6.py", "maxpool2d6_with_relu5.py",
-                             "relu1.py", "relu7.py"]
+    # each ReLU's input gradient fused into its reader's (symcnn.codegen.fusion): b's and c's alike; each
+    # ReLU's forward pass into the kernel before it (symcnn.codegen.forward_fusion): a's and b's alike
+    assert sorted(files) == ["__init__.py", "a.py", "a_with_relu1.py", "b_with_relu1.py", "c.py", "c_with_relu5.py",
+                             "fc.py", "flatten8.py", "flatten8_with_relu7.py", "loss.py", "maxpool2d6.py",
+                             "maxpool2d6_with_relu5.py", "maxpool2d6_with_relu7.py", "relu1.py", "relu7.py"]
     assert "'b_grad_weight': 'a_grad_weight'," in files["__init__.py"]
     assert "'c_with_relu3_grad_input': 'b_with_relu1_grad_input'," in files["__init__.py"]
+    assert "'b_with_relu3_forward': 'a_with_relu1_forward'," in files["__init__.py"]
     assert "'relu5_forward': 'relu1_forward'," in files["__init__.py"]
     net = network_for(REPEATED, tmp_path)
     rng = np.random.default_rng(5)

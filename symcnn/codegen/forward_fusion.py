@@ -1,0 +1,146 @@
+"""Fusion across layers, forward: an element-wise layer's forward pass stored by the kernel of the layer it reads.
+
+When the output of a layer P (a convolution, a dense layer, a pool, an add: any op) is read by one
+element-wise layer E alone (ReLU, tanh, ...: :func:`~symcnn.codegen.fusion.elementwise_gradient`), E
+reads it at one index: ``Y_E[idx] = f(X_E[idx])``. P's forward kernel can then store ``f(value)`` where
+it stored its value (bias included: an epilogue, :mod:`symcnn.codegen.epilogue`, with the value as
+:data:`~symcnn.codegen.epilogue.STORED` and no other read), and E's kernel, a read and a write of an
+activation-sized array and a launch, is not run. P's own output is then never computed: only passes
+whose gradients are not taken may use the fused kernel (a backward pass reads E's input: ReLU's
+``[0 < X]``, and the backward fusion passes it as ``fused_x``), so the runtime runs it in evaluation
+passes that fold (:meth:`symcnn.runtime.network.Network._forward` with ``fold``), with evaluation
+mode's formula of P where its op has one (batch norm's). A batch norm folded into the layer before it
+(:mod:`symcnn.codegen.folding`) and followed by E gives one kernel for all three: the producer's folded
+forward pass storing E's value (``conv1_with_relu1_folded_forward``).
+
+The fused kernel is ``<P>_with_<E>_forward`` in a module of its own, ``<P>_with_<E>``; the package lists
+it in ``FORWARD_FUSED`` for the runtime. Where P's schedule cannot store through an epilogue (a kernel
+in phases: a transposed convolution), the pair is not fused.
+
+Example:
+    >>> from symcnn.spec import load_spec
+    >>> [(p.label, e.label) for p, e in forward_pairs(load_spec("seed004"))]
+    [('conv1', 'relu1')]
+    >>> forward_fused_kernels(load_spec("seed004"))["relu1"][:2]
+    ('conv1', 'conv1_with_relu1')
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import NamedTuple, Optional
+
+from sympy import IndexedBase
+
+from symcnn import registry
+from symcnn.codegen.docstrings import kernel_docstring
+from symcnn.codegen.epilogue import STORED, FusedElementwise, Unfusable
+from symcnn.codegen.folding import FOLDED_FORWARD, folded_layer, folded_title, folds, titled
+from symcnn.codegen.fusion import configuration, elementwise_gradient
+from symcnn.codegen.kernel_ir import Kernel
+from symcnn.codegen.lower import ARRAY_NAMES, forward_kernel, layer_formula
+from symcnn.spec import LayerSpec, NetworkSpec
+
+__all__ = ["forward_pairs", "forward_module", "ForwardFusion", "forward_fused_kernels"]
+
+
+class ForwardFusion(NamedTuple):
+    """A fused pair's kernel: ``layer``, the label of the layer whose output E reads (P); ``module``, the
+    kernel's module; ``kernel``, P's (or, for a folded normalization, its producer's) forward kernel."""
+
+    layer: str
+    module: str
+    kernel: Kernel
+
+
+def forward_pairs(spec: NetworkSpec) -> list[tuple[LayerSpec, LayerSpec]]:
+    """The pairs ``(P, E)`` to fuse, in network order: E element-wise, its one input P's output, which no
+    other layer reads; P not a dropout (the identity in evaluation mode: no kernel to fuse into). A
+    layer is in one pair at most: in a chain conv -> ReLU -> tanh, ReLU goes into the convolution's
+    kernel and tanh stays unfused.
+
+    >>> from symcnn.spec import load_spec
+    >>> [(p.label, e.label) for p, e in forward_pairs(load_spec("resnet-mini"))][:2]
+    [('stem_bn', 'stem_relu'), ('b1_bn1', 'relu5')]
+    """
+    readers = spec.consumers()
+    layers = {layer.label: layer for layer in spec.layers}
+    pairs, taken = [], set()
+    for layer in spec.layers:
+        if len(readers[layer.label]) != 1 or layer.label in taken or registry.get(layer.kind).mask_drop is not None:
+            continue
+        reader = layers[readers[layer.label][0]]
+        if reader.inputs == (layer.label,) and reader.label not in taken and elementwise_gradient(reader) is not None:
+            pairs.append((layer, reader))
+            taken |= {layer.label, reader.label}
+    return pairs
+
+
+def _epilogue(elementwise: LayerSpec, indices) -> FusedElementwise:
+    """E's forward formula as an epilogue of a kernel whose output indices are ``indices``: its input's
+    element replaced by the stored value, sizes and settings (LeakyReLU's slope) substituted."""
+    formula, values = layer_formula(elementwise)
+    (operand,) = formula.operands
+    expression = formula.rhs.xreplace({operand.base[tuple(formula.indices)]: STORED}).xreplace(values)
+    if expression.has(operand.base):
+        raise Unfusable(f"{elementwise.label}: its formula reads its input elsewhere than at its own index")
+    return FusedElementwise(expression, IndexedBase("X_E"), tuple(indices), ARRAY_NAMES["output"])
+
+
+def _producer(layer: LayerSpec, folded: dict[str, str], layers: dict) -> tuple[LayerSpec, str, str, str]:
+    """What computes ``layer``'s output in an evaluation pass that folds: the layer whose kernel it is,
+    that kernel's mode, suffix and docstring title (empty: its own). ``layer`` itself (in evaluation
+    mode where its op has one), or the layer a normalization folds into, with its bias (its folded kernel)."""
+    if layer.label in folded:
+        producer = layers[folded[layer.label]]
+        return folded_layer(producer), "training", FOLDED_FORWARD, folded_title(producer, layer)
+    return layer, "evaluation" if registry.get(layer.kind).evaluation is not None else "training", "forward", ""
+
+
+def _lowered(producer: LayerSpec, mode: str, elementwise: LayerSpec) -> Optional[Kernel]:
+    """``producer``'s forward kernel (in ``mode``) storing ``elementwise``'s forward pass, or ``None``
+    where its schedule cannot."""
+    formula, values = layer_formula(producer, mode)
+    try:
+        return forward_kernel(producer, formula, values, fused=_epilogue(elementwise, formula.indices))
+    except Unfusable:
+        return None
+
+
+def forward_module(producer: LayerSpec, elementwise: LayerSpec) -> str:
+    """The module of a pair's fused kernel, ``<P>_with_<E>`` (P the layer whose kernel it is: for a
+    folded normalization, the layer it folds into). A module of its own, so that P's stays shared."""
+    return f"{producer.label}_with_{elementwise.label}"
+
+
+def forward_fused_kernels(spec: NetworkSpec, taken: frozenset = frozenset()) -> dict[str, ForwardFusion]:
+    """The fused kernel of each pair of :func:`forward_pairs` that fuses, by E's label. Pairs of one
+    configuration (a VGG stage's) are lowered once. A pair whose module name is a layer's label or in
+    ``taken`` (the other modules, casefolded) is not fused."""
+    layers = {layer.label: layer for layer in spec.layers}
+    taken = taken | {layer.label.casefold() for layer in spec.layers}
+    folded = folds(spec)
+    fusions: dict[str, ForwardFusion] = {}
+    lowered: dict[str, Optional[Kernel]] = {}
+    for layer, elementwise in forward_pairs(spec):
+        producer, mode, suffix, title = _producer(layer, folded, layers)
+        module = forward_module(producer, elementwise)
+        if module.casefold() in taken:
+            continue
+        key = configuration(producer, elementwise) + mode
+        if key not in lowered:
+            lowered[key] = _lowered(producer, mode, elementwise)
+        if lowered[key] is not None:
+            kernel = titled(lowered[key], title) if title else lowered[key]
+            fusions[elementwise.label] = ForwardFusion(layer.label, module,
+                                                       _named(kernel, elementwise, f"{module}_{suffix}"))
+    return fusions
+
+
+def _named(kernel: Kernel, elementwise: LayerSpec, name: str) -> Kernel:
+    """The fused ``kernel`` under ``name``, its docstring the producer's forward pass, then E's. No label
+    in it: identical pairs (a VGG stage's) give identical kernels, generated once."""
+    formula, values = layer_formula(elementwise)
+    doc = (f"{kernel.formula}\n\nFused with the forward pass of the element-wise layer E that alone reads this "
+           f"layer's output:\nit stores E's Y, its input X the value above:\n{kernel_docstring(formula, None, values)}")
+    return replace(kernel, name=name, formula=doc)

@@ -1,0 +1,219 @@
+"""Fusion across layers, forward: an element-wise layer's forward pass stored by the kernel of the layer it
+reads (symcnn.codegen.forward_fusion), in evaluation passes that fold.
+
+Which pairs fuse, read off the formulas; each fused kernel against the unfused chain it replaces (the
+layer's forward kernel, then the element-wise layer's) in float64 and float32; whole evaluation passes
+against the unfused pass and PyTorch's; which kernels run.
+"""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+from symcnn.codegen.forward_fusion import forward_fused_kernels, forward_pairs
+from symcnn.codegen.package import render_package
+from symcnn.runtime.evaluation import forward_fusions
+from symcnn.runtime.network import Network, switch_dtype
+from symcnn.spec import load_spec, parse_spec
+
+from tests.kernels_helpers import network_for, toml_of
+
+
+@pytest.fixture(autouse=True)
+def _cache(monkeypatch, tmp_path_factory):
+    """Specs generated on demand go to a per-session cache, not the user's."""
+    monkeypatch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
+
+
+def _conv(name, channels, **settings):
+    return {"type": "conv2d", "name": name, "out_channels": channels, "kernel": 3, "padding": 1, **settings}
+
+
+#: An element-wise layer after a layer of each schedule: lanes (a convolution over 8 channels, and one
+#: with a batch norm folded into it), columns (a 1x1 and a depthwise convolution), max (a max pool),
+#: accumulate (an average pool), gather (a dense layer, and a batch norm that does not fold, after a tanh:
+#: its evaluation-mode kernel); a transposed convolution's forward pass runs in phases (not fused).
+FUSING = {
+    "name": "forward-fusing",
+    "input": [2, 8, 8],
+    "layers": [
+        _conv("c1", 8), {"type": "relu", "name": "r1"},
+        _conv("c2", 8), {"type": "batchnorm2d", "name": "bn2"}, {"type": "leaky_relu", "alpha": 0.1, "name": "l2"},
+        {"type": "conv2d", "name": "pw", "out_channels": 3, "kernel": 1}, {"type": "elu", "alpha": 0.5, "name": "e3"},
+        _conv("dw", 3, groups=3), {"type": "sigmoid", "name": "s4"},
+        {"type": "maxpool2d", "kernel": 2, "stride": 2, "name": "pool"}, {"type": "leaky_relu", "alpha": 0.1,
+                                                                          "name": "l5"},
+        {"type": "conv_transpose2d", "name": "up", "out_channels": 4, "kernel": 2, "stride": 2},
+        {"type": "relu", "name": "r6"},
+        {"type": "avgpool2d", "kernel": 2, "stride": 1, "name": "avg"}, {"type": "tanh", "name": "t7"},
+        {"type": "batchnorm2d", "name": "bn8"}, {"type": "relu", "name": "r8"},
+        {"type": "flatten", "name": "flat"},
+        {"type": "dense", "name": "fc1", "out_features": 9}, {"type": "leaky_relu", "alpha": 0.1, "name": "l9"},
+        {"type": "dense", "name": "fc2", "out_features": 3},
+    ],
+}
+
+
+def _pairs(spec) -> list[tuple[str, str]]:
+    return [(p.label, e.label) for p, e in forward_pairs(spec)]
+
+
+def test_pairs_of_the_shipped_specs():
+    pairs = {name: _pairs(load_spec(name))
+             for name in ("seed004", "suite-vgg", "suite-lenet", "suite-batchnorm", "suite-residual")}
+    assert pairs["seed004"] == [("conv1", "relu1")]
+    assert pairs["suite-vgg"] == [("conv1", "relu1"), ("conv2", "relu3"), ("conv3", "relu6")]
+    assert pairs["suite-lenet"] == [("conv1", "tanh1"), ("conv2", "tanh4"), ("fc1", "tanh8"), ("fc2", "tanh10")]
+    # a batch norm folded into the convolution before it, then the ReLU: one kernel for the three
+    assert pairs["suite-batchnorm"] == [("bn1", "relu2"), ("bn2", "relu6")]
+    assert {e: fusion.kernel.name for e, fusion in forward_fused_kernels(load_spec("suite-batchnorm")).items()} == {
+        "relu2": "conv1_with_relu2_folded_forward", "relu6": "conv2_with_relu6_folded_forward"}
+    # a graph: the residual adds' ReLUs too; the block input that the shortcut also reads is not fused
+    assert pairs["suite-residual"] == [("stem_bn", "stem_relu"), ("b1_bn1", "relu5"), ("b1_add", "b1_out"),
+                                       ("b2_bn1", "relu12"), ("b2_add", "b2_out")]
+
+
+def test_each_schedule_takes_the_epilogue_except_phases():
+    spec = parse_spec(toml_of(FUSING))
+    assert _pairs(spec) == [("c1", "r1"), ("bn2", "l2"), ("pw", "e3"), ("dw", "s4"), ("pool", "l5"), ("up", "r6"),
+                            ("avg", "t7"), ("bn8", "r8"), ("fc1", "l9")]
+    fusions = forward_fused_kernels(spec)
+    assert {e: fusion.kernel.kind for e, fusion in fusions.items()} == {
+        "r1": "lanes", "l2": "lanes", "e3": "columns", "s4": "columns", "l5": "max", "t7": "accumulate", "r8": "sum",
+        "l9": "sum"}  # r6: the transposed convolution's forward pass runs in phases (strided views)
+    assert fusions["l2"].kernel.name == "c2_with_l2_folded_forward" and fusions["l2"].layer == "bn2"
+    namespace: dict = {}
+    exec(render_package(spec)["__init__.py"], namespace)  # the package's tables (no kernels imported)
+    assert namespace["FORWARD_FUSED"]["r1"] == ("c1", "c1_with_r1_forward")
+    assert set(namespace["FORWARD_FUSED"]) == set(fusions)
+
+
+@pytest.mark.parametrize("layers, expected", [
+    ([_conv("c", 2), {"type": "relu", "name": "r"}, {"type": "add", "name": "sum", "inputs": ["r", "c"]}], []),
+    ([_conv("c", 2), {"type": "maxpool2d", "kernel": 2, "stride": 2}], []),  # not element-wise
+    ([_conv("c", 2), {"type": "dropout", "p": 0.5, "name": "d"}, {"type": "relu", "name": "r"}], []),
+    ([_conv("c", 2), {"type": "relu", "name": "a"}, {"type": "tanh", "name": "b"}], [("c", "a")]),  # once
+    ([_conv("c", 2), {"type": "add", "name": "sum", "inputs": ["c", "input"]}, {"type": "relu", "name": "r"}],
+     [("sum", "r")]),
+])
+def test_which_pairs_fuse(layers, expected):
+    head = [{"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 2}]
+    spec = parse_spec(toml_of({"name": "pairs", "input": [2, 4, 4], "layers": [*layers, *head]}))
+    assert _pairs(spec) == expected
+
+
+def test_a_package_without_the_table_fuses_nothing():
+    assert forward_fusions(types.SimpleNamespace(), {}) == {}
+
+
+def _randomized(net: Network, rng) -> Network:
+    """``net`` in evaluation mode with random parameters and running statistics (variances positive)."""
+    def drawn(name, value):
+        if name.endswith("running_var"):
+            return rng.uniform(0.2, 3.0, value.shape).astype(net.dtype)
+        return rng.standard_normal(value.shape).astype(net.dtype) if name.endswith("running_mean") else value
+
+    net.params = {name: (rng.standard_normal(value.shape) / 2).astype(net.dtype) for name, value in net.params.items()}
+    net.buffers = {name: drawn(name, value) for name, value in net.buffers.items()}
+    net.eval()
+    return net
+
+
+@pytest.fixture(scope="module", params=["float64", "float32"])
+def fusing(request, tmp_path_factory):
+    import os
+
+    os.environ.setdefault("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
+    net = network_for(FUSING, tmp_path_factory.mktemp("forward-fusing"), dtype=request.param)
+    return _randomized(net, np.random.default_rng(2))
+
+
+def _unfused(net: Network, x: np.ndarray) -> np.ndarray:
+    """The evaluation pass with the folds but without the forward fusions."""
+    fused, net._forward_fused = net._forward_fused, {}
+    try:
+        return net._forward(x, False, fold=True)[0].copy()
+    finally:
+        net._forward_fused = fused
+
+
+def _tolerance(dtype) -> dict:
+    return {"rtol": 1e-13, "atol": 1e-14} if dtype == np.float64 else {"rtol": 1e-6, "atol": 1e-6}
+
+
+def test_fused_kernels_equal_the_unfused_chain(fusing):
+    """Each fused kernel against the layer's forward kernel (its folded one for a folded batch norm) then
+    the element-wise layer's, on random arrays: ReLU and LeakyReLU bit for bit (the same float operations),
+    the others to rounding."""
+    net, rng, batch = fusing, np.random.default_rng(3), 3
+    layers = {layer.label: layer for layer in net.spec.layers}
+    producers = {fold[0].label: (layers[producer], fold[3]) for producer, fold in net._folds.items()}
+    for p, (e, kernel) in net._forward_fused.items():
+        layer, unfused_kernel = producers.get(p) or (layers[p], net._kernel(layers[p], "forward", False))
+        arrays = {"x": rng.standard_normal((batch, *layer.input_shape)).astype(net.dtype),
+                  **{role: rng.standard_normal(value.shape).astype(net.dtype)
+                     for role, value in net._layer_arrays(layer).items()}}
+        arrays = {role: np.abs(value) if role == "running_var" else value for role, value in arrays.items()}
+        if "bias" in net.kernels.ARGUMENTS[unfused_kernel] and "bias" not in arrays:  # a fold's bias
+            arrays["bias"] = rng.standard_normal(layer.output_shape[0]).astype(net.dtype)
+        arrays["switch"] = np.empty((batch, *layer.output_shape), dtype=switch_dtype(layer))  # a max pool's argmax
+        chained = _call(net, e.label + "_forward", {"x": _call(net, unfused_kernel, arrays, layer)}, e)
+        fused = _call(net, kernel, arrays, e)
+        if e.kind in ("relu", "leaky_relu"):
+            np.testing.assert_array_equal(fused, chained, err_msg=kernel)
+        else:
+            np.testing.assert_allclose(fused, chained, err_msg=kernel, **_tolerance(net.dtype))
+
+
+def _call(net: Network, kernel: str, arrays: dict, output) -> np.ndarray:
+    """``kernel`` on ``arrays``, its output allocated for ``output``'s shape (and a switch if none is given)."""
+    batch = arrays["x"].shape[0]
+    arrays = {"switch": np.empty((batch, *output.output_shape), dtype=np.int8), **arrays,
+              "out": np.empty((batch, *output.output_shape), dtype=net.dtype)}
+    net.kernel(kernel)(*[arrays[name] for name in net.kernels.ARGUMENTS[kernel]])
+    return arrays["out"]
+
+
+def test_the_evaluation_pass_runs_the_fused_kernels_and_equals_the_unfused_one(fusing):
+    net = fusing
+    x = np.random.default_rng(4).standard_normal((3, *net.spec.input_shape)).astype(net.dtype)
+    net.profile = {}
+    fused = net.forward(x)
+    ran, net.profile = set(net.profile), None
+    assert {"c1_with_r1_forward", "c2_with_l2_folded_forward", "pool_with_l5_forward", "fc1_with_l9_forward"} <= ran
+    assert not {"c1_forward", "r1_forward", "c2_folded_forward", "l2_forward", "pool_forward", "l5_forward"} & ran
+    assert "r6_forward" in ran  # after the transposed convolution, which runs in phases: not fused
+    np.testing.assert_allclose(fused, _unfused(net, x), **_tolerance(net.dtype))
+    # training mode, and evaluation passes whose gradients are taken, run unfused
+    net.train()
+    net.profile = {}
+    net.forward(x)
+    assert not any("_with_" in kernel for kernel in net.profile)
+    net.profile = None
+    net.eval()
+
+
+@pytest.mark.parametrize("name", ["seed004", "suite-lenet", "suite-batchnorm", "suite-residual"])
+def test_the_evaluation_pass_of_shipped_specs_equals_the_unfused_one_and_pytorch(name):
+    torch = pytest.importorskip("torch")
+    from symcnn.bench.bench import torch_model
+
+    net = _randomized(Network.from_spec(name, dtype="float64", seed=1), np.random.default_rng(5))
+    x = np.random.default_rng(6).standard_normal((4, *net.spec.input_shape))
+    net.profile = {}
+    fused = net.forward(x)
+    ran, net.profile = set(net.profile), None
+    fused_kernels = {kernel for _, kernel in net._forward_fused.values()}
+    skipped = {f"{e.label}_forward" for e, _ in net._forward_fused.values()}
+    assert fused_kernels and fused_kernels <= ran and not skipped & ran
+    unfused = _unfused(net, x)
+    if all(e.kind == "relu" for e, _ in net._forward_fused.values()):
+        np.testing.assert_array_equal(fused, unfused)  # ReLU: the same float operations
+    else:
+        np.testing.assert_allclose(fused, unfused, rtol=1e-13, atol=1e-14)
+    twin = torch_model(net.spec, net.params, buffers=net.buffers).eval()
+    with torch.no_grad():
+        expected = twin(torch.tensor(x)).numpy()
+    np.testing.assert_allclose(fused, expected, rtol=1e-12, atol=1e-12)
