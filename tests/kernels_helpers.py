@@ -13,6 +13,16 @@ from symcnn.runtime.network import Network
 from symcnn.spec import NetworkSpec, load_spec, spec_toml
 
 
+def use_session_cache(monkeypatch, tmp_path_factory) -> None:
+    """Specs generated on demand go to a per-session cache, not the user's (call from an autouse fixture)."""
+    monkeypatch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
+
+
+def conv_layer(name: str, channels: int, **settings) -> dict:
+    """A spec's 3x3 convolution of padding 1 (``settings`` add to it or replace its own)."""
+    return {"type": "conv2d", "name": name, "out_channels": channels, "kernel": 3, "padding": 1, **settings}
+
+
 def toml_of(spec: dict) -> str:
     """A spec dict as TOML text (symcnn.spec.spec_toml)."""
     return spec_toml(spec)

@@ -18,17 +18,13 @@ from symcnn.runtime.evaluation import forward_fusions
 from symcnn.runtime.network import Network, switch_dtype
 from symcnn.spec import load_spec, parse_spec
 
-from tests.kernels_helpers import network_for, toml_of
+from tests.kernels_helpers import conv_layer, network_for, toml_of, use_session_cache
 
 
 @pytest.fixture(autouse=True)
 def _cache(monkeypatch, tmp_path_factory):
-    """Specs generated on demand go to a per-session cache, not the user's."""
-    monkeypatch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
+    use_session_cache(monkeypatch, tmp_path_factory)
 
-
-def _conv(name, channels, **settings):
-    return {"type": "conv2d", "name": name, "out_channels": channels, "kernel": 3, "padding": 1, **settings}
 
 
 #: An element-wise layer after a layer of each schedule: lanes (a convolution over 8 channels, and one
@@ -39,10 +35,10 @@ FUSING = {
     "name": "forward-fusing",
     "input": [2, 8, 8],
     "layers": [
-        _conv("c1", 8), {"type": "relu", "name": "r1"},
-        _conv("c2", 8), {"type": "batchnorm2d", "name": "bn2"}, {"type": "leaky_relu", "alpha": 0.1, "name": "l2"},
+        conv_layer("c1", 8), {"type": "relu", "name": "r1"},
+        conv_layer("c2", 8), {"type": "batchnorm2d", "name": "bn2"}, {"type": "leaky_relu", "alpha": 0.1, "name": "l2"},
         {"type": "conv2d", "name": "pw", "out_channels": 3, "kernel": 1}, {"type": "elu", "alpha": 0.5, "name": "e3"},
-        _conv("dw", 3, groups=3), {"type": "sigmoid", "name": "s4"},
+        conv_layer("dw", 3, groups=3), {"type": "sigmoid", "name": "s4"},
         {"type": "maxpool2d", "kernel": 2, "stride": 2, "name": "pool"}, {"type": "leaky_relu", "alpha": 0.1,
                                                                           "name": "l5"},
         {"type": "conv_transpose2d", "name": "up", "out_channels": 4, "kernel": 2, "stride": 2},
@@ -91,11 +87,11 @@ def test_each_schedule_takes_the_epilogue_except_phases():
 
 
 @pytest.mark.parametrize("layers, expected", [
-    ([_conv("c", 2), {"type": "relu", "name": "r"}, {"type": "add", "name": "sum", "inputs": ["r", "c"]}], []),
-    ([_conv("c", 2), {"type": "maxpool2d", "kernel": 2, "stride": 2}], []),  # not element-wise
-    ([_conv("c", 2), {"type": "dropout", "p": 0.5, "name": "d"}, {"type": "relu", "name": "r"}], []),
-    ([_conv("c", 2), {"type": "relu", "name": "a"}, {"type": "tanh", "name": "b"}], [("c", "a")]),  # once
-    ([_conv("c", 2), {"type": "add", "name": "sum", "inputs": ["c", "input"]}, {"type": "relu", "name": "r"}],
+    ([conv_layer("c", 2), {"type": "relu", "name": "r"}, {"type": "add", "name": "sum", "inputs": ["r", "c"]}], []),
+    ([conv_layer("c", 2), {"type": "maxpool2d", "kernel": 2, "stride": 2}], []),  # not element-wise
+    ([conv_layer("c", 2), {"type": "dropout", "p": 0.5, "name": "d"}, {"type": "relu", "name": "r"}], []),
+    ([conv_layer("c", 2), {"type": "relu", "name": "a"}, {"type": "tanh", "name": "b"}], [("c", "a")]),  # once
+    ([conv_layer("c", 2), {"type": "add", "name": "sum", "inputs": ["c", "input"]}, {"type": "relu", "name": "r"}],
      [("sum", "r")]),
 ])
 def test_which_pairs_fuse(layers, expected):

@@ -15,17 +15,14 @@ from symcnn.codegen.package import render_package
 from symcnn.registry import names as op_names
 from symcnn.spec import LayerSpec, load_spec, parse_spec
 
-from tests.kernels_helpers import assert_float64_equals_pytorch, network_for, random_params, toml_of
+from tests.kernels_helpers import (assert_float64_equals_pytorch, conv_layer, network_for, random_params, toml_of,
+                                   use_session_cache)
 
 
 @pytest.fixture(autouse=True)
 def _cache(monkeypatch, tmp_path_factory):
-    """Specs generated on demand go to a per-session cache, not the user's."""
-    monkeypatch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
+    use_session_cache(monkeypatch, tmp_path_factory)
 
-
-def _conv(name, channels, **settings):
-    return {"type": "conv2d", "name": name, "out_channels": channels, "kernel": 3, "padding": 1, **settings}
 
 
 #: Every activation before a reader of every schedule: lanes (a convolution over 8 channels), columns
@@ -35,13 +32,13 @@ FUSING = {
     "name": "fusing",
     "input": [2, 8, 8],
     "layers": [
-        _conv("c1", 8), {"type": "relu", "name": "r1"},
-        _conv("c2", 8), {"type": "tanh", "name": "t2"},
+        conv_layer("c1", 8), {"type": "relu", "name": "r1"},
+        conv_layer("c2", 8), {"type": "tanh", "name": "t2"},
         {"type": "conv2d", "name": "pw", "out_channels": 3, "kernel": 1}, {"type": "elu", "alpha": 0.5, "name": "e3"},
-        _conv("dw", 3, groups=3), {"type": "sigmoid", "name": "s4"},
+        conv_layer("dw", 3, groups=3), {"type": "sigmoid", "name": "s4"},
         {"type": "maxpool2d", "kernel": 2, "stride": 2, "name": "pool"},
         {"type": "leaky_relu", "alpha": 0.1, "name": "l5"},
-        _conv("strided", 4, stride=2), {"type": "relu", "name": "r6"},
+        conv_layer("strided", 4, stride=2), {"type": "relu", "name": "r6"},
         {"type": "avgpool2d", "kernel": 2, "stride": 1, "name": "avg"}, {"type": "tanh", "name": "t7"},
         {"type": "flatten", "name": "flat"},
         {"type": "dense", "name": "fc1", "out_features": 9}, {"type": "relu", "name": "r8"},
@@ -89,8 +86,8 @@ def test_each_schedule_takes_the_epilogue_except_phases(monkeypatch):
 
 def test_two_readers_are_not_fused():
     spec = parse_spec(toml_of({"name": "fan", "input": [1, 4, 4], "layers": [
-        _conv("c1", 2), {"type": "relu", "name": "r"},
-        _conv("c2", 2), {"type": "add", "name": "sum", "inputs": ["c2", "r"]},
+        conv_layer("c1", 2), {"type": "relu", "name": "r"},
+        conv_layer("c2", 2), {"type": "add", "name": "sum", "inputs": ["c2", "r"]},
         {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 2}]}))
     assert [e.label for e, _ in fusion_pairs(spec)] == []  # r: read by c2 and the add
     assert "FUSED = {\n}" in render_package(spec)["__init__.py"]
@@ -98,7 +95,7 @@ def test_two_readers_are_not_fused():
 
 def test_a_chain_of_activations_fuses_each_layer_once():
     spec = parse_spec(toml_of({"name": "chain", "input": [1, 4, 4], "layers": [
-        _conv("c1", 2), {"type": "relu", "name": "a"}, {"type": "tanh", "name": "b"},
+        conv_layer("c1", 2), {"type": "relu", "name": "a"}, {"type": "tanh", "name": "b"},
         {"type": "maxpool2d", "kernel": 2, "stride": 2}, {"type": "flatten"},
         {"type": "dense", "name": "fc", "out_features": 2}]}))
     assert [(e.label, q.label) for e, q in fusion_pairs(spec)] == [("a", "b")]

@@ -7,13 +7,12 @@ import pytest
 from symcnn.codegen.lower import layer_kernels
 from symcnn.spec import load_spec, parse_spec
 
-from tests.kernels_helpers import network_for, random_params, toml_of, torch_loss_and_grads
+from tests.kernels_helpers import network_for, random_params, toml_of, torch_loss_and_grads, use_session_cache
 
 
 @pytest.fixture(autouse=True)
 def _cache(monkeypatch, tmp_path_factory):
-    """Specs generated on demand go to a per-session cache, not the user's."""
-    monkeypatch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
+    use_session_cache(monkeypatch, tmp_path_factory)
 
 
 def _pool_spec(kind: str, kernel: int, stride: int, size: int) -> dict:
