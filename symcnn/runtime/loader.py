@@ -43,8 +43,10 @@ __all__ = ["cache_dir", "cache_entry", "generator_digest", "import_package", "pa
            "load_kernels"]
 
 #: What a generated package is made from besides its spec: every file of these parts of symcnn (the
-#: formulas, printers, lowering, schedules and templates, and the spec's own reading and shapes).
-GENERATOR_SOURCES = ("codegen", "symbolic", "printing", "registry", "spec.py", "shapes.py", "validation.py")
+#: formulas, printers, lowering, schedules and templates, and the spec's own reading and shapes), and the
+#: ``exp`` that the kernels call, which numba compiles into each kernel (its cache does not track it).
+GENERATOR_SOURCES = ("codegen", "symbolic", "printing", "registry", "spec.py", "shapes.py", "validation.py",
+                     "runtime/vector_math.py")
 
 
 def cache_dir() -> Path:

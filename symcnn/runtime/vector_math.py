@@ -20,6 +20,11 @@ Accuracy, float64, against NumPy's ``exp`` (``tests/runtime/test_vector_math.py`
 over 3 million arguments from -750 to 712; exact at 0, at +-inf and for NaN. The kernels compute in
 float64 what they compute in float64 today; a float32 argument is widened first.
 
+numba compiles this ``exp`` into each kernel that calls it, and its on-disk cache of a kernel does not
+notice a change here: the packages generated into the cache directory are keyed by this file too
+(:data:`symcnn.runtime.loader.GENERATOR_SOURCES`); after changing it in a checkout, delete the shipped
+packages' caches (``generated/*/__pycache__``).
+
 Example:
     >>> import math
     >>> abs(exp(1.0) - math.e) <= math.ulp(math.e)
@@ -65,7 +70,11 @@ def _float_of(typingctx, bits):
     return types.float64(types.int64), codegen
 
 
-@njit(cache=True, error_model="numpy")
+# fastmath=False, said explicitly: numba compiles a function that a kernel calls with the kernel's fast-math
+# flags unless the function sets its own, and the reductions' kernels allow reassociation, under which LLVM
+# may fold ``(y + R) - R`` into ``y`` and ``(x - a) - b`` into ``x - (a + b)``: no rounding to an integer and
+# no exact remainder, so exp(1) came out 2 (seen: the first compile, cached, then served every caller).
+@njit(cache=True, fastmath=False, error_model="numpy")
 def exp(x):
     """e to the power ``x``, in float64, within 1 ulp (see the module's docstring)."""
     x = min(max(np.float64(x), _LOWEST), _HIGHEST)  # NaN stays NaN

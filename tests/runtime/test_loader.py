@@ -107,8 +107,9 @@ def test_a_changed_generator_gets_its_own_cache_entry(monkeypatch, tmp_path):
         if source.is_dir():
             shutil.copytree(source, package_root / part, ignore=shutil.ignore_patterns("__pycache__"))
         else:
+            (package_root / part).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(source, package_root / part)
-    (package_root / "runtime").mkdir()
+    (package_root / "runtime").mkdir(exist_ok=True)
     monkeypatch.setattr(loader, "__file__", str(package_root / "runtime" / "loader.py"))
     loader.generator_digest.cache_clear()
     try:

@@ -1,6 +1,10 @@
 """The kernels' ``exp`` (symcnn.runtime.vector_math) against NumPy's, and that a loop over it vectorizes."""
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,3 +66,32 @@ def test_a_loop_over_it_vectorizes():
     _exp_each(np.zeros(4), np.zeros(4))
     assembly = next(iter(_exp_each.inspect_llvm().values()))
     assert "x double>" in assembly
+
+
+
+#: Run in a new process, with an empty numba cache, so that the fast-math caller is the first to compile exp.
+_FAST_MATH_CALLER = """
+import math, numpy as np
+from numba import njit
+from symcnn.runtime.vector_math import exp
+
+@njit(fastmath=True)
+def each(values, out):
+    for index in range(values.shape[0]):
+        out[index] = exp(values[index])
+
+values = np.linspace(-20.0, 20.0, 4001)
+out = np.empty_like(values)
+each(values, out)
+np.testing.assert_allclose(out, np.exp(values), rtol=3e-16, atol=0)
+assert abs(exp(1.0) - math.e) <= math.ulp(math.e), exp(1.0)
+"""
+
+
+def test_exact_under_a_fast_math_caller(tmp_path):
+    """A kernel that may reassociate (a reduction's) must not pass that on to exp: its rounding to an integer
+    and its exact remainder would be folded away (exp(1) came out 2, and the plain call after it too)."""
+    environment = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", _FAST_MATH_CALLER], capture_output=True, text=True,
+                            env=environment, cwd=Path(__file__).resolve().parents[2], timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
