@@ -2,6 +2,7 @@
 # Do not edit: change the template or the spec and run `symcnn generate`.
 
 import llvmlite.binding
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -10,6 +11,12 @@ from numba import njit, prange
 # remainder; one vector per iteration suits these short loops (measured: the convolution kernels
 # take about half the time). Set before numba compiles; process-wide; it changes no result.
 llvmlite.binding.set_option("symcnn", "-force-vector-interleave=1")
+# The register blocks (acc0_0, acc0_1, ...: one statement per lane) become vector instructions only
+# through LLVM's SLP vectorizer, which numba leaves off (measured: 55 against 119 GFLOP/s on a 5 x 5
+# convolution). Read when numba optimizes each compiled module; process-wide; it changes no result
+# (it packs the same operations, in the same order, into vectors). Set in every generated module, so
+# that every kernel is compiled alike whichever module is imported first.
+numba.config.SLP_VECTORIZE = 1
 
 
 @njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
@@ -45,30 +52,265 @@ def pw2_with_relu11_grad_input(grad_output, weight, fused_x, grad_input):
             for c_in in range(32):
                 for l in range(lanes):
                     tile[c_in, l] = 0.0
-            for c_out in range(0, 64, 4):
-                for c_in in range(0, 32, 4):
-                    broadcast0 = weight[c_out, c_in, 0, 0]
-                    broadcast1 = weight[c_out + 1, c_in, 0, 0]
-                    broadcast2 = weight[c_out + 2, c_in, 0, 0]
-                    broadcast3 = weight[c_out + 3, c_in, 0, 0]
-                    broadcast4 = weight[c_out, c_in + 1, 0, 0]
-                    broadcast5 = weight[c_out + 1, c_in + 1, 0, 0]
-                    broadcast6 = weight[c_out + 2, c_in + 1, 0, 0]
-                    broadcast7 = weight[c_out + 3, c_in + 1, 0, 0]
-                    broadcast8 = weight[c_out, c_in + 2, 0, 0]
-                    broadcast9 = weight[c_out + 1, c_in + 2, 0, 0]
-                    broadcast10 = weight[c_out + 2, c_in + 2, 0, 0]
-                    broadcast11 = weight[c_out + 3, c_in + 2, 0, 0]
-                    broadcast12 = weight[c_out, c_in + 3, 0, 0]
-                    broadcast13 = weight[c_out + 1, c_in + 3, 0, 0]
-                    broadcast14 = weight[c_out + 2, c_in + 3, 0, 0]
-                    broadcast15 = weight[c_out + 3, c_in + 3, 0, 0]
-                    for l in range(lanes):
-                        tile[c_in, l] = tile[c_in, l] + broadcast0*grad_output[n, c_out, k, l] + broadcast1*grad_output[n, c_out + 1, k, l] + broadcast2*grad_output[n, c_out + 2, k, l] + broadcast3*grad_output[n, c_out + 3, k, l]
-                        tile[c_in + 1, l] = tile[c_in + 1, l] + broadcast4*grad_output[n, c_out, k, l] + broadcast5*grad_output[n, c_out + 1, k, l] + broadcast6*grad_output[n, c_out + 2, k, l] + broadcast7*grad_output[n, c_out + 3, k, l]
-                        tile[c_in + 2, l] = tile[c_in + 2, l] + broadcast8*grad_output[n, c_out, k, l] + broadcast9*grad_output[n, c_out + 1, k, l] + broadcast10*grad_output[n, c_out + 2, k, l] + broadcast11*grad_output[n, c_out + 3, k, l]
-                        tile[c_in + 3, l] = tile[c_in + 3, l] + broadcast12*grad_output[n, c_out, k, l] + broadcast13*grad_output[n, c_out + 1, k, l] + broadcast14*grad_output[n, c_out + 2, k, l] + broadcast15*grad_output[n, c_out + 3, k, l]
-
+            for c_in in range(0, 32, 8):
+                for group in range(0, 8, 8):
+                    acc0_0 = tile[c_in, group]
+                    acc0_1 = tile[c_in, group + 1]
+                    acc0_2 = tile[c_in, group + 2]
+                    acc0_3 = tile[c_in, group + 3]
+                    acc0_4 = tile[c_in, group + 4]
+                    acc0_5 = tile[c_in, group + 5]
+                    acc0_6 = tile[c_in, group + 6]
+                    acc0_7 = tile[c_in, group + 7]
+                    acc1_0 = tile[c_in + 1, group]
+                    acc1_1 = tile[c_in + 1, group + 1]
+                    acc1_2 = tile[c_in + 1, group + 2]
+                    acc1_3 = tile[c_in + 1, group + 3]
+                    acc1_4 = tile[c_in + 1, group + 4]
+                    acc1_5 = tile[c_in + 1, group + 5]
+                    acc1_6 = tile[c_in + 1, group + 6]
+                    acc1_7 = tile[c_in + 1, group + 7]
+                    acc2_0 = tile[c_in + 2, group]
+                    acc2_1 = tile[c_in + 2, group + 1]
+                    acc2_2 = tile[c_in + 2, group + 2]
+                    acc2_3 = tile[c_in + 2, group + 3]
+                    acc2_4 = tile[c_in + 2, group + 4]
+                    acc2_5 = tile[c_in + 2, group + 5]
+                    acc2_6 = tile[c_in + 2, group + 6]
+                    acc2_7 = tile[c_in + 2, group + 7]
+                    acc3_0 = tile[c_in + 3, group]
+                    acc3_1 = tile[c_in + 3, group + 1]
+                    acc3_2 = tile[c_in + 3, group + 2]
+                    acc3_3 = tile[c_in + 3, group + 3]
+                    acc3_4 = tile[c_in + 3, group + 4]
+                    acc3_5 = tile[c_in + 3, group + 5]
+                    acc3_6 = tile[c_in + 3, group + 6]
+                    acc3_7 = tile[c_in + 3, group + 7]
+                    acc4_0 = tile[c_in + 4, group]
+                    acc4_1 = tile[c_in + 4, group + 1]
+                    acc4_2 = tile[c_in + 4, group + 2]
+                    acc4_3 = tile[c_in + 4, group + 3]
+                    acc4_4 = tile[c_in + 4, group + 4]
+                    acc4_5 = tile[c_in + 4, group + 5]
+                    acc4_6 = tile[c_in + 4, group + 6]
+                    acc4_7 = tile[c_in + 4, group + 7]
+                    acc5_0 = tile[c_in + 5, group]
+                    acc5_1 = tile[c_in + 5, group + 1]
+                    acc5_2 = tile[c_in + 5, group + 2]
+                    acc5_3 = tile[c_in + 5, group + 3]
+                    acc5_4 = tile[c_in + 5, group + 4]
+                    acc5_5 = tile[c_in + 5, group + 5]
+                    acc5_6 = tile[c_in + 5, group + 6]
+                    acc5_7 = tile[c_in + 5, group + 7]
+                    acc6_0 = tile[c_in + 6, group]
+                    acc6_1 = tile[c_in + 6, group + 1]
+                    acc6_2 = tile[c_in + 6, group + 2]
+                    acc6_3 = tile[c_in + 6, group + 3]
+                    acc6_4 = tile[c_in + 6, group + 4]
+                    acc6_5 = tile[c_in + 6, group + 5]
+                    acc6_6 = tile[c_in + 6, group + 6]
+                    acc6_7 = tile[c_in + 6, group + 7]
+                    acc7_0 = tile[c_in + 7, group]
+                    acc7_1 = tile[c_in + 7, group + 1]
+                    acc7_2 = tile[c_in + 7, group + 2]
+                    acc7_3 = tile[c_in + 7, group + 3]
+                    acc7_4 = tile[c_in + 7, group + 4]
+                    acc7_5 = tile[c_in + 7, group + 5]
+                    acc7_6 = tile[c_in + 7, group + 6]
+                    acc7_7 = tile[c_in + 7, group + 7]
+                    for c_out in range(0, 64, 4):
+                        broadcast0 = weight[c_out, c_in, 0, 0]
+                        broadcast1 = weight[c_out + 1, c_in, 0, 0]
+                        broadcast2 = weight[c_out + 2, c_in, 0, 0]
+                        broadcast3 = weight[c_out + 3, c_in, 0, 0]
+                        broadcast4 = weight[c_out, c_in + 1, 0, 0]
+                        broadcast5 = weight[c_out + 1, c_in + 1, 0, 0]
+                        broadcast6 = weight[c_out + 2, c_in + 1, 0, 0]
+                        broadcast7 = weight[c_out + 3, c_in + 1, 0, 0]
+                        broadcast8 = weight[c_out, c_in + 2, 0, 0]
+                        broadcast9 = weight[c_out + 1, c_in + 2, 0, 0]
+                        broadcast10 = weight[c_out + 2, c_in + 2, 0, 0]
+                        broadcast11 = weight[c_out + 3, c_in + 2, 0, 0]
+                        broadcast12 = weight[c_out, c_in + 3, 0, 0]
+                        broadcast13 = weight[c_out + 1, c_in + 3, 0, 0]
+                        broadcast14 = weight[c_out + 2, c_in + 3, 0, 0]
+                        broadcast15 = weight[c_out + 3, c_in + 3, 0, 0]
+                        broadcast16 = weight[c_out, c_in + 4, 0, 0]
+                        broadcast17 = weight[c_out + 1, c_in + 4, 0, 0]
+                        broadcast18 = weight[c_out + 2, c_in + 4, 0, 0]
+                        broadcast19 = weight[c_out + 3, c_in + 4, 0, 0]
+                        broadcast20 = weight[c_out, c_in + 5, 0, 0]
+                        broadcast21 = weight[c_out + 1, c_in + 5, 0, 0]
+                        broadcast22 = weight[c_out + 2, c_in + 5, 0, 0]
+                        broadcast23 = weight[c_out + 3, c_in + 5, 0, 0]
+                        broadcast24 = weight[c_out, c_in + 6, 0, 0]
+                        broadcast25 = weight[c_out + 1, c_in + 6, 0, 0]
+                        broadcast26 = weight[c_out + 2, c_in + 6, 0, 0]
+                        broadcast27 = weight[c_out + 3, c_in + 6, 0, 0]
+                        broadcast28 = weight[c_out, c_in + 7, 0, 0]
+                        broadcast29 = weight[c_out + 1, c_in + 7, 0, 0]
+                        broadcast30 = weight[c_out + 2, c_in + 7, 0, 0]
+                        broadcast31 = weight[c_out + 3, c_in + 7, 0, 0]
+                        streamed0 = grad_output[n, c_out, k, group]
+                        streamed1 = grad_output[n, c_out + 1, k, group]
+                        streamed2 = grad_output[n, c_out + 2, k, group]
+                        streamed3 = grad_output[n, c_out + 3, k, group]
+                        streamed4 = grad_output[n, c_out, k, group + 1]
+                        streamed5 = grad_output[n, c_out + 1, k, group + 1]
+                        streamed6 = grad_output[n, c_out + 2, k, group + 1]
+                        streamed7 = grad_output[n, c_out + 3, k, group + 1]
+                        streamed8 = grad_output[n, c_out, k, group + 2]
+                        streamed9 = grad_output[n, c_out + 1, k, group + 2]
+                        streamed10 = grad_output[n, c_out + 2, k, group + 2]
+                        streamed11 = grad_output[n, c_out + 3, k, group + 2]
+                        streamed12 = grad_output[n, c_out, k, group + 3]
+                        streamed13 = grad_output[n, c_out + 1, k, group + 3]
+                        streamed14 = grad_output[n, c_out + 2, k, group + 3]
+                        streamed15 = grad_output[n, c_out + 3, k, group + 3]
+                        streamed16 = grad_output[n, c_out, k, group + 4]
+                        streamed17 = grad_output[n, c_out + 1, k, group + 4]
+                        streamed18 = grad_output[n, c_out + 2, k, group + 4]
+                        streamed19 = grad_output[n, c_out + 3, k, group + 4]
+                        streamed20 = grad_output[n, c_out, k, group + 5]
+                        streamed21 = grad_output[n, c_out + 1, k, group + 5]
+                        streamed22 = grad_output[n, c_out + 2, k, group + 5]
+                        streamed23 = grad_output[n, c_out + 3, k, group + 5]
+                        streamed24 = grad_output[n, c_out, k, group + 6]
+                        streamed25 = grad_output[n, c_out + 1, k, group + 6]
+                        streamed26 = grad_output[n, c_out + 2, k, group + 6]
+                        streamed27 = grad_output[n, c_out + 3, k, group + 6]
+                        streamed28 = grad_output[n, c_out, k, group + 7]
+                        streamed29 = grad_output[n, c_out + 1, k, group + 7]
+                        streamed30 = grad_output[n, c_out + 2, k, group + 7]
+                        streamed31 = grad_output[n, c_out + 3, k, group + 7]
+                        acc0_0 = acc0_0 + broadcast0*streamed0 + broadcast1*streamed1 + broadcast2*streamed2 + broadcast3*streamed3
+                        acc0_1 = acc0_1 + broadcast0*streamed4 + broadcast1*streamed5 + broadcast2*streamed6 + broadcast3*streamed7
+                        acc0_2 = acc0_2 + broadcast0*streamed8 + broadcast1*streamed9 + broadcast2*streamed10 + broadcast3*streamed11
+                        acc0_3 = acc0_3 + broadcast0*streamed12 + broadcast1*streamed13 + broadcast2*streamed14 + broadcast3*streamed15
+                        acc0_4 = acc0_4 + broadcast0*streamed16 + broadcast1*streamed17 + broadcast2*streamed18 + broadcast3*streamed19
+                        acc0_5 = acc0_5 + broadcast0*streamed20 + broadcast1*streamed21 + broadcast2*streamed22 + broadcast3*streamed23
+                        acc0_6 = acc0_6 + broadcast0*streamed24 + broadcast1*streamed25 + broadcast2*streamed26 + broadcast3*streamed27
+                        acc0_7 = acc0_7 + broadcast0*streamed28 + broadcast1*streamed29 + broadcast2*streamed30 + broadcast3*streamed31
+                        acc1_0 = acc1_0 + broadcast4*streamed0 + broadcast5*streamed1 + broadcast6*streamed2 + broadcast7*streamed3
+                        acc1_1 = acc1_1 + broadcast4*streamed4 + broadcast5*streamed5 + broadcast6*streamed6 + broadcast7*streamed7
+                        acc1_2 = acc1_2 + broadcast4*streamed8 + broadcast5*streamed9 + broadcast6*streamed10 + broadcast7*streamed11
+                        acc1_3 = acc1_3 + broadcast4*streamed12 + broadcast5*streamed13 + broadcast6*streamed14 + broadcast7*streamed15
+                        acc1_4 = acc1_4 + broadcast4*streamed16 + broadcast5*streamed17 + broadcast6*streamed18 + broadcast7*streamed19
+                        acc1_5 = acc1_5 + broadcast4*streamed20 + broadcast5*streamed21 + broadcast6*streamed22 + broadcast7*streamed23
+                        acc1_6 = acc1_6 + broadcast4*streamed24 + broadcast5*streamed25 + broadcast6*streamed26 + broadcast7*streamed27
+                        acc1_7 = acc1_7 + broadcast4*streamed28 + broadcast5*streamed29 + broadcast6*streamed30 + broadcast7*streamed31
+                        acc2_0 = acc2_0 + broadcast8*streamed0 + broadcast9*streamed1 + broadcast10*streamed2 + broadcast11*streamed3
+                        acc2_1 = acc2_1 + broadcast8*streamed4 + broadcast9*streamed5 + broadcast10*streamed6 + broadcast11*streamed7
+                        acc2_2 = acc2_2 + broadcast8*streamed8 + broadcast9*streamed9 + broadcast10*streamed10 + broadcast11*streamed11
+                        acc2_3 = acc2_3 + broadcast8*streamed12 + broadcast9*streamed13 + broadcast10*streamed14 + broadcast11*streamed15
+                        acc2_4 = acc2_4 + broadcast8*streamed16 + broadcast9*streamed17 + broadcast10*streamed18 + broadcast11*streamed19
+                        acc2_5 = acc2_5 + broadcast8*streamed20 + broadcast9*streamed21 + broadcast10*streamed22 + broadcast11*streamed23
+                        acc2_6 = acc2_6 + broadcast8*streamed24 + broadcast9*streamed25 + broadcast10*streamed26 + broadcast11*streamed27
+                        acc2_7 = acc2_7 + broadcast8*streamed28 + broadcast9*streamed29 + broadcast10*streamed30 + broadcast11*streamed31
+                        acc3_0 = acc3_0 + broadcast12*streamed0 + broadcast13*streamed1 + broadcast14*streamed2 + broadcast15*streamed3
+                        acc3_1 = acc3_1 + broadcast12*streamed4 + broadcast13*streamed5 + broadcast14*streamed6 + broadcast15*streamed7
+                        acc3_2 = acc3_2 + broadcast12*streamed8 + broadcast13*streamed9 + broadcast14*streamed10 + broadcast15*streamed11
+                        acc3_3 = acc3_3 + broadcast12*streamed12 + broadcast13*streamed13 + broadcast14*streamed14 + broadcast15*streamed15
+                        acc3_4 = acc3_4 + broadcast12*streamed16 + broadcast13*streamed17 + broadcast14*streamed18 + broadcast15*streamed19
+                        acc3_5 = acc3_5 + broadcast12*streamed20 + broadcast13*streamed21 + broadcast14*streamed22 + broadcast15*streamed23
+                        acc3_6 = acc3_6 + broadcast12*streamed24 + broadcast13*streamed25 + broadcast14*streamed26 + broadcast15*streamed27
+                        acc3_7 = acc3_7 + broadcast12*streamed28 + broadcast13*streamed29 + broadcast14*streamed30 + broadcast15*streamed31
+                        acc4_0 = acc4_0 + broadcast16*streamed0 + broadcast17*streamed1 + broadcast18*streamed2 + broadcast19*streamed3
+                        acc4_1 = acc4_1 + broadcast16*streamed4 + broadcast17*streamed5 + broadcast18*streamed6 + broadcast19*streamed7
+                        acc4_2 = acc4_2 + broadcast16*streamed8 + broadcast17*streamed9 + broadcast18*streamed10 + broadcast19*streamed11
+                        acc4_3 = acc4_3 + broadcast16*streamed12 + broadcast17*streamed13 + broadcast18*streamed14 + broadcast19*streamed15
+                        acc4_4 = acc4_4 + broadcast16*streamed16 + broadcast17*streamed17 + broadcast18*streamed18 + broadcast19*streamed19
+                        acc4_5 = acc4_5 + broadcast16*streamed20 + broadcast17*streamed21 + broadcast18*streamed22 + broadcast19*streamed23
+                        acc4_6 = acc4_6 + broadcast16*streamed24 + broadcast17*streamed25 + broadcast18*streamed26 + broadcast19*streamed27
+                        acc4_7 = acc4_7 + broadcast16*streamed28 + broadcast17*streamed29 + broadcast18*streamed30 + broadcast19*streamed31
+                        acc5_0 = acc5_0 + broadcast20*streamed0 + broadcast21*streamed1 + broadcast22*streamed2 + broadcast23*streamed3
+                        acc5_1 = acc5_1 + broadcast20*streamed4 + broadcast21*streamed5 + broadcast22*streamed6 + broadcast23*streamed7
+                        acc5_2 = acc5_2 + broadcast20*streamed8 + broadcast21*streamed9 + broadcast22*streamed10 + broadcast23*streamed11
+                        acc5_3 = acc5_3 + broadcast20*streamed12 + broadcast21*streamed13 + broadcast22*streamed14 + broadcast23*streamed15
+                        acc5_4 = acc5_4 + broadcast20*streamed16 + broadcast21*streamed17 + broadcast22*streamed18 + broadcast23*streamed19
+                        acc5_5 = acc5_5 + broadcast20*streamed20 + broadcast21*streamed21 + broadcast22*streamed22 + broadcast23*streamed23
+                        acc5_6 = acc5_6 + broadcast20*streamed24 + broadcast21*streamed25 + broadcast22*streamed26 + broadcast23*streamed27
+                        acc5_7 = acc5_7 + broadcast20*streamed28 + broadcast21*streamed29 + broadcast22*streamed30 + broadcast23*streamed31
+                        acc6_0 = acc6_0 + broadcast24*streamed0 + broadcast25*streamed1 + broadcast26*streamed2 + broadcast27*streamed3
+                        acc6_1 = acc6_1 + broadcast24*streamed4 + broadcast25*streamed5 + broadcast26*streamed6 + broadcast27*streamed7
+                        acc6_2 = acc6_2 + broadcast24*streamed8 + broadcast25*streamed9 + broadcast26*streamed10 + broadcast27*streamed11
+                        acc6_3 = acc6_3 + broadcast24*streamed12 + broadcast25*streamed13 + broadcast26*streamed14 + broadcast27*streamed15
+                        acc6_4 = acc6_4 + broadcast24*streamed16 + broadcast25*streamed17 + broadcast26*streamed18 + broadcast27*streamed19
+                        acc6_5 = acc6_5 + broadcast24*streamed20 + broadcast25*streamed21 + broadcast26*streamed22 + broadcast27*streamed23
+                        acc6_6 = acc6_6 + broadcast24*streamed24 + broadcast25*streamed25 + broadcast26*streamed26 + broadcast27*streamed27
+                        acc6_7 = acc6_7 + broadcast24*streamed28 + broadcast25*streamed29 + broadcast26*streamed30 + broadcast27*streamed31
+                        acc7_0 = acc7_0 + broadcast28*streamed0 + broadcast29*streamed1 + broadcast30*streamed2 + broadcast31*streamed3
+                        acc7_1 = acc7_1 + broadcast28*streamed4 + broadcast29*streamed5 + broadcast30*streamed6 + broadcast31*streamed7
+                        acc7_2 = acc7_2 + broadcast28*streamed8 + broadcast29*streamed9 + broadcast30*streamed10 + broadcast31*streamed11
+                        acc7_3 = acc7_3 + broadcast28*streamed12 + broadcast29*streamed13 + broadcast30*streamed14 + broadcast31*streamed15
+                        acc7_4 = acc7_4 + broadcast28*streamed16 + broadcast29*streamed17 + broadcast30*streamed18 + broadcast31*streamed19
+                        acc7_5 = acc7_5 + broadcast28*streamed20 + broadcast29*streamed21 + broadcast30*streamed22 + broadcast31*streamed23
+                        acc7_6 = acc7_6 + broadcast28*streamed24 + broadcast29*streamed25 + broadcast30*streamed26 + broadcast31*streamed27
+                        acc7_7 = acc7_7 + broadcast28*streamed28 + broadcast29*streamed29 + broadcast30*streamed30 + broadcast31*streamed31
+                    tile[c_in, group] = acc0_0
+                    tile[c_in, group + 1] = acc0_1
+                    tile[c_in, group + 2] = acc0_2
+                    tile[c_in, group + 3] = acc0_3
+                    tile[c_in, group + 4] = acc0_4
+                    tile[c_in, group + 5] = acc0_5
+                    tile[c_in, group + 6] = acc0_6
+                    tile[c_in, group + 7] = acc0_7
+                    tile[c_in + 1, group] = acc1_0
+                    tile[c_in + 1, group + 1] = acc1_1
+                    tile[c_in + 1, group + 2] = acc1_2
+                    tile[c_in + 1, group + 3] = acc1_3
+                    tile[c_in + 1, group + 4] = acc1_4
+                    tile[c_in + 1, group + 5] = acc1_5
+                    tile[c_in + 1, group + 6] = acc1_6
+                    tile[c_in + 1, group + 7] = acc1_7
+                    tile[c_in + 2, group] = acc2_0
+                    tile[c_in + 2, group + 1] = acc2_1
+                    tile[c_in + 2, group + 2] = acc2_2
+                    tile[c_in + 2, group + 3] = acc2_3
+                    tile[c_in + 2, group + 4] = acc2_4
+                    tile[c_in + 2, group + 5] = acc2_5
+                    tile[c_in + 2, group + 6] = acc2_6
+                    tile[c_in + 2, group + 7] = acc2_7
+                    tile[c_in + 3, group] = acc3_0
+                    tile[c_in + 3, group + 1] = acc3_1
+                    tile[c_in + 3, group + 2] = acc3_2
+                    tile[c_in + 3, group + 3] = acc3_3
+                    tile[c_in + 3, group + 4] = acc3_4
+                    tile[c_in + 3, group + 5] = acc3_5
+                    tile[c_in + 3, group + 6] = acc3_6
+                    tile[c_in + 3, group + 7] = acc3_7
+                    tile[c_in + 4, group] = acc4_0
+                    tile[c_in + 4, group + 1] = acc4_1
+                    tile[c_in + 4, group + 2] = acc4_2
+                    tile[c_in + 4, group + 3] = acc4_3
+                    tile[c_in + 4, group + 4] = acc4_4
+                    tile[c_in + 4, group + 5] = acc4_5
+                    tile[c_in + 4, group + 6] = acc4_6
+                    tile[c_in + 4, group + 7] = acc4_7
+                    tile[c_in + 5, group] = acc5_0
+                    tile[c_in + 5, group + 1] = acc5_1
+                    tile[c_in + 5, group + 2] = acc5_2
+                    tile[c_in + 5, group + 3] = acc5_3
+                    tile[c_in + 5, group + 4] = acc5_4
+                    tile[c_in + 5, group + 5] = acc5_5
+                    tile[c_in + 5, group + 6] = acc5_6
+                    tile[c_in + 5, group + 7] = acc5_7
+                    tile[c_in + 6, group] = acc6_0
+                    tile[c_in + 6, group + 1] = acc6_1
+                    tile[c_in + 6, group + 2] = acc6_2
+                    tile[c_in + 6, group + 3] = acc6_3
+                    tile[c_in + 6, group + 4] = acc6_4
+                    tile[c_in + 6, group + 5] = acc6_5
+                    tile[c_in + 6, group + 6] = acc6_6
+                    tile[c_in + 6, group + 7] = acc6_7
+                    tile[c_in + 7, group] = acc7_0
+                    tile[c_in + 7, group + 1] = acc7_1
+                    tile[c_in + 7, group + 2] = acc7_2
+                    tile[c_in + 7, group + 3] = acc7_3
+                    tile[c_in + 7, group + 4] = acc7_4
+                    tile[c_in + 7, group + 5] = acc7_5
+                    tile[c_in + 7, group + 6] = acc7_6
+                    tile[c_in + 7, group + 7] = acc7_7
             for c_in in range(32):
                 for l in range(8):
                     stored = tile[c_in, l]

@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-__all__ = ["Loop", "Reduction", "Term", "Staging", "ImageGroups", "BatchUnroll", "Epilogue", "Lanes", "Kernel"]
+__all__ = ["Loop", "Reduction", "Term", "Staging", "ImageGroups", "BatchUnroll", "Epilogue", "Registers", "Lanes",
+           "Kernel"]
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,23 @@ class Epilogue:
 
 
 @dataclass(frozen=True)
+class Registers:
+    """A per-image kernel's tile summed in blocks held in local variables
+    (:mod:`symcnn.codegen.backends.numba_cpu.registers`): ``outer`` loops over the tile's blocks,
+    ``group`` over its lanes in groups; each block's values are loaded (``loads``), summed over the
+    ``reduction`` loops (``reads`` first: the broadcast values and the group's streamed ones, then
+    ``updates``) and stored back (``stores``)."""
+
+    outer: tuple[Loop, ...]
+    group: Loop
+    loads: tuple[str, ...]  # printed statements, ``acc0_3 = tile[j, group + 3]``
+    reduction: tuple[Loop, ...]
+    reads: tuple[tuple[str, str], ...]  # (name, printed read)
+    updates: tuple[str, ...]  # printed statements, one per value of the block
+    stores: tuple[str, ...]  # printed statements, ``tile[j, group + 3] = acc0_3``
+
+
+@dataclass(frozen=True)
 class Lanes:
     """The lanes schedule of a kernel whose one term is ``broadcast * streamed``.
 
@@ -178,6 +196,8 @@ class Lanes:
     stores: tuple[Loop, ...] = ()
     # not over_batch: what each store writes instead of its tile element (:class:`Epilogue`), or None
     epilogue: Optional[Epilogue] = None
+    # per image only: the tile summed in register blocks instead of ``around``/``updates`` (:class:`Registers`)
+    registers: Optional[Registers] = None
 
 
 @dataclass(frozen=True)

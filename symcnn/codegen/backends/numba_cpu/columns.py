@@ -43,8 +43,9 @@ from typing import Callable, NamedTuple, Optional
 import sympy
 from sympy import Indexed, Sum, Symbol
 
-from symcnn.codegen.backends.numba_cpu.lanes import (BATCH_CHUNKS, _affine_range, _block_size, _chunk_images,
-                                                    _is_bound_of, _named, _pad, _register_blocks, _row_parts)
+from symcnn.codegen.backends.numba_cpu.lanes import (BATCH_CHUNKS, _affine_range, _chunk_images, _is_bound_of,
+                                                    _named, _pad, _register_blocks, _row_parts)
+from symcnn.codegen.backends.numba_cpu.registers import _block_size, register_tile
 from symcnn.codegen.cost_model import VECTOR, LoopNest, vector_nest
 from symcnn.codegen.epilogue import epilogue_at
 from symcnn.codegen.kernel_ir import Lanes, Loop
@@ -325,5 +326,7 @@ def _columns_fields(lowering, output_name, indices, shape, batch, fit: ColumnsFi
             stores=stores,
             # a weight gradient's sums of chunks store no element of the formula's: no epilogue there
             epilogue=epilogue_at(lowering, None if fit.over_batch else element),
+            registers=None if fit.over_batch else register_tile(  # the tile in local variables (registers.py)
+                lowering, fit.reduction, fit.outer, reads, lane, tile_element, unroll, width),
         ),
     }

@@ -42,6 +42,7 @@ from symcnn.codegen.epilogue import epilogue_at
 from symcnn.codegen.cost_model import LoopNest, vector_nest
 from symcnn.codegen.kernel_ir import Lanes, Loop, Staging
 from symcnn.codegen.backends.numba_cpu.product_blocks import batch_unrolled, blocked_by_images, row_block
+from symcnn.codegen.backends.numba_cpu.registers import _split, register_tile
 from symcnn.printing.nodes import FloorDiv, OrderedSum
 
 __all__ = ["lanes_schedule"]
@@ -215,6 +216,8 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
         lowering, reduction, outer_tile, (broadcast_read, streamed_read), lane, tile_element,
         *((OVER_BATCH_UNROLL, OVER_BATCH_BLOCK) if over_batch
           else (UNROLL, images.size if images else _block_limit(int(sizes[lane])))))
+    registers = None if over_batch or images else register_tile(  # the tile in local variables (registers.py)
+        lowering, reduction, outer_tile, (broadcast_read, streamed_read), lane, tile_element, UNROLL, int(sizes[lane]))
     batch_unroll = None
     if lane_block and not reduction:  # every image into one tile: several per update (product_blocks.py)
         batch_unroll = batch_unrolled(
@@ -251,6 +254,7 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
             images=images.groups if images else None,
             batch_unroll=batch_unroll,
             row_start=row_start,
+            registers=registers,
         ),
         "nest": _lanes_nest(indices, shape, batch_index, [int(sizes[var]) for var in rows], outer_tile, reduction,
                             int(sizes[lane]), lane_block, blocked, stagings,
@@ -316,25 +320,9 @@ def _lane_block(over_batch: bool, stagings, lane, indices, tile_extents: list[in
 
 
 def _block_limit(lanes: int) -> int:
-    """Columns per lane loop: ``BLOCK`` for 32 lanes, twice that for 16 or fewer (a lane loop of one
-    vector does half the work per entry), at most ``2*BLOCK`` (the broadcast values stay in registers)."""
+    """Columns per lane loop: ``BLOCK`` for 32 lanes, twice that for 16 or fewer (a lane loop of one vector
+    does half the work per entry), at most ``2*BLOCK`` (the broadcast values stay in registers)."""
     return min(2 * BLOCK, BLOCK * max(1, 32 // lanes))
-
-
-def _block_size(extent: int, limit: int) -> int:
-    """The largest block of at most ``limit`` that divides ``extent`` (the whole loop if it fits)."""
-    return next(size for size in range(min(extent, limit), 0, -1) if extent % size == 0)
-
-
-def _split(var, low: int, high: int, limit: int, printer) -> tuple[Optional[Loop], list]:
-    """A loop over ``var`` in blocks: the loop stepping by the block (``None`` when one block covers
-    it) and the block's values of ``var``, in order."""
-    extent = high - low + 1
-    size = _block_size(extent, limit)
-    if size == extent:
-        return None, [sympy.Integer(low + offset) for offset in range(size)]
-    loop = Loop(printer(var), str(high + 1), False, str(low), size)
-    return loop, [var + offset for offset in range(size)]
 
 
 class Blocked(NamedTuple):
