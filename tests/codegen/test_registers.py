@@ -92,8 +92,8 @@ def test_register_tiles_compile_to_vector_multiply_adds(tmp_path):
     net = network_for(spec, tmp_path, dtype="float32")
     assert "acc0_0" in _source(net, "c1_forward")
     cached = net._functions["c1_forward"]  # loaded from numba's cache, which keeps no assembly: compiled again
-    kernel = numba.njit(**{key: value for key, value in cached.targetoptions.items() if key not in ("cache", "nopython")})(
-        cached.py_func)
+    options = {key: value for key, value in cached.targetoptions.items() if key not in ("cache", "nopython")}
+    kernel = numba.njit(**options)(cached.py_func)
     x, weight, bias = (np.zeros(shape, np.float32) for shape in ((2, 8, 6, 8), (16, 8, 3, 3), (16,)))
     kernel(x, weight, bias, np.zeros((2, 16, 6, 8), np.float32))
     assembly = "\n".join(kernel.inspect_asm().values())
