@@ -13,9 +13,10 @@ from numba import njit, prange
 llvmlite.binding.set_option("symcnn", "-force-vector-interleave=1")
 # The register blocks (acc0_0, acc0_1, ...: one statement per lane) become vector instructions only
 # through LLVM's SLP vectorizer, which numba leaves off (measured: 55 against 119 GFLOP/s on a 5 x 5
-# convolution). Read when numba optimizes each compiled module; process-wide; it changes no result
-# (it packs the same operations, in the same order, into vectors). Set in every generated module, so
-# that every kernel is compiled alike whichever module is imported first.
+# convolution). Read when numba optimizes each compiled module; process-wide. It packs the same
+# operations, in the same order, into vectors; only in a kernel already allowed to reassociate its sums
+# may it also reorder one (the same way every time). Set in every generated module, so that every kernel
+# is compiled alike whichever module is imported first.
 numba.config.SLP_VECTORIZE = 1
 
 
