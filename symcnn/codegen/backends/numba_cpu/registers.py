@@ -49,7 +49,8 @@ GROUP_LANES = (32, 16, 8)
 #: vector registers. Measured on the 5 x 5 forward pass above (one thread): 64 values (4 x 16, 2 x 32)
 #: 95-102 GFLOP/s, 128 values (8 x 16, 4 x 32) 119; but numba compiles a kernel's statements one by
 #: one, and 128 made compiling ``seed004`` 33 s against 23 s at 64 (15 s without register tiles), for
-#: 1.08-1.18x more speed on two suite specs. 64 it is.
+#: 1.08-1.18x on two suite specs in one A/B each, within that script's order bias (docs/performance.md,
+#: "Register tiles"). 64 it is.
 ACCUMULATORS = 64
 
 BROADCAST = "broadcast"
