@@ -173,6 +173,7 @@ def test_register_blocking_changes_no_sum(tmp_path, monkeypatch):
     for knob in ("UNROLL", "BLOCK", "OVER_BATCH_UNROLL", "OVER_BATCH_BLOCK"):
         monkeypatch.setattr(lanes, knob, 1)
     monkeypatch.setattr(lanes, "_block_limit", lambda lane_count: 1)
+    monkeypatch.setattr(lanes, "register_tile", lambda *args, **kwargs: None)  # plain lane loops, no register tiles
     from symcnn.codegen.backends.numba_cpu import product_blocks
 
     for knob in ("IMAGE_BLOCK", "BATCH_UNROLL", "WIDE_LANES"):

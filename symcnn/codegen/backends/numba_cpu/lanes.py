@@ -42,7 +42,7 @@ from symcnn.codegen.epilogue import epilogue_at
 from symcnn.codegen.cost_model import LoopNest, vector_nest
 from symcnn.codegen.kernel_ir import Lanes, Loop, Staging
 from symcnn.codegen.backends.numba_cpu.product_blocks import batch_unrolled, blocked_by_images, row_block
-from symcnn.codegen.backends.numba_cpu.registers import _split, register_tile
+from symcnn.codegen.backends.numba_cpu.registers import BROADCAST, _split, _unrolled, register_tile
 from symcnn.printing.nodes import FloorDiv, OrderedSum
 
 __all__ = ["lanes_schedule"]
@@ -55,8 +55,6 @@ MIN_LANES = 8
 #: Weight gradients sum the batch in this many chunks, in parallel; a constant, so that the sums
 #: (and a resumed training run) do not depend on the number of threads.
 BATCH_CHUNKS = 8
-
-BROADCAST = "broadcast"
 
 #: Register blocking (:func:`_register_blocks`): up to ``UNROLL`` values of the innermost reduction
 #: loop summed per update, and up to ``BLOCK`` tile elements updated per lane loop (:func:`_block_limit`). A weight
@@ -353,18 +351,7 @@ def _register_blocks(lowering, reduction, outer_tile, reads, lane, tile_element,
     --profile``, 61 before and 149 after.)
     """
     printer = lowering.printer.doprint
-    loops = [Loop(printer(var), str(high + 1), False, str(low)) for var, low, high in reduction]
-    unrolled: list[dict] = [{}]  # the values of the unrolled loops' variables, one dict per product
-    if reduction:
-        unroll_var, low, high = reduction[-1]
-        loop, unroll_values = _split(unroll_var, low, high, unroll, printer)
-        loops[-1:] = [loop] if loop else []
-        unrolled = [{unroll_var: value} for value in unroll_values]
-        if deep and loop is None and len(reduction) > 1 and unroll // len(unroll_values) > 1:
-            next_var, next_low, next_high = reduction[-2]
-            next_loop, next_values = _split(next_var, next_low, next_high, unroll // len(unroll_values), printer)
-            loops[-1:] = [next_loop] if next_loop else []
-            unrolled = [{next_var: outer, unroll_var: inner} for outer in next_values for inner in unroll_values]
+    loops, unrolled = _unrolled(reduction, unroll, printer, deep)
     tile_loops = [Loop(printer(var), str(extent)) for var, extent in outer_tile]
     block_var, block_values = None, [None]
     if outer_tile:

@@ -40,7 +40,7 @@ from sympy import Symbol
 from symcnn.codegen.kernel_ir import Loop, Registers
 from symcnn.printing.nodes import OrderedSum
 
-__all__ = ["register_tile", "GROUP_LANES", "ACCUMULATORS"]
+__all__ = ["register_tile", "GROUP_LANES", "ACCUMULATORS", "BROADCAST"]
 
 #: Lanes per group, the widest of these that divides the lanes (whole vectors of 8 float32 at least).
 GROUP_LANES = (32, 16, 8)
@@ -73,6 +73,25 @@ def _split(var, low: int, high: int, limit: int, printer) -> tuple[Optional[Loop
     return loop, [var + offset for offset in range(size)]
 
 
+def _unrolled(reduction, unroll: int, printer, deep: bool = False) -> tuple[list[Loop], list[dict]]:
+    """The loops of ``reduction`` (``(variable, low, high)``) with the innermost unrolled by up to
+    ``unroll``, and the unrolled variables' values, one dict per product in the formula's order
+    (``deep``: when the innermost loop is unrolled whole, the next one too, up to ``unroll`` products)."""
+    loops = [Loop(printer(var), str(high + 1), False, str(low)) for var, low, high in reduction]
+    unrolled: list[dict] = [{}]
+    if reduction:
+        unroll_var, low, high = reduction[-1]
+        loop, unroll_values = _split(unroll_var, low, high, unroll, printer)
+        loops[-1:] = [loop] if loop else []
+        unrolled = [{unroll_var: value} for value in unroll_values]
+        if deep and loop is None and len(reduction) > 1 and unroll // len(unroll_values) > 1:
+            next_var, next_low, next_high = reduction[-2]
+            next_loop, next_values = _split(next_var, next_low, next_high, unroll // len(unroll_values), printer)
+            loops[-1:] = [next_loop] if next_loop else []
+            unrolled = [{next_var: outer, unroll_var: inner} for outer in next_values for inner in unroll_values]
+    return loops, unrolled
+
+
 def register_tile(lowering, reduction, outer_tile, reads, lane: Symbol, tile_element, unroll: int,
                   lanes: int) -> Optional[Registers]:
     """The register-tiled loops of a per-image kernel (:class:`~symcnn.codegen.kernel_ir.Registers`),
@@ -80,20 +99,14 @@ def register_tile(lowering, reduction, outer_tile, reads, lane: Symbol, tile_ele
     high)`` of the summed loops, the innermost unrolled by up to ``unroll``; ``outer_tile``: the tile's
     axis before the lane, ``(variable, extent)``, in blocks of up to ``ACCUMULATORS // group``; ``reads``:
     the product's two factors in its order."""
-    group = next((size for size in GROUP_LANES if lanes % size == 0 and size <= lanes), None)
+    group = next((size for size in GROUP_LANES if lanes % size == 0), None)
     if group is None or len(outer_tile) != 1:
         return None
     printer = lowering.printer.doprint
     block = ACCUMULATORS // group
     block_var, extent = outer_tile[0]
     block_loop, block_values = _split(block_var, 0, extent - 1, block, printer)
-    loops = [Loop(printer(var), str(high + 1), False, str(low)) for var, low, high in reduction]
-    unrolled: list[dict] = [{}]
-    if reduction:
-        unroll_var, low, high = reduction[-1]
-        unroll_loop, unroll_values = _split(unroll_var, low, high, unroll, printer)
-        loops[-1:] = [unroll_loop] if unroll_loop else []
-        unrolled = [{unroll_var: value} for value in unroll_values]
+    loops, unrolled = _unrolled(reduction, unroll, printer)
     group_start = Symbol("group", integer=True, nonnegative=True)
     names: dict[str, Symbol] = {}  # printed broadcast read -> its name: a window read shared by neighbours once
     streamed: dict[str, Symbol] = {}  # printed read at a lane -> its name: read once, for every value of the block
