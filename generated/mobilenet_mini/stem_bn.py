@@ -5,6 +5,8 @@ import llvmlite.binding
 import numba
 import numpy as np
 from numba import njit, prange
+
+from symcnn.runtime.vector_width import for_this_cpu, wide_vectors
 from math import sqrt
 
 # The lane loops run over 16 or 32 channels. LLVM's loop vectorizer, left to itself, interleaves

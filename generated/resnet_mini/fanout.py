@@ -6,6 +6,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from symcnn.runtime.vector_width import for_this_cpu, wide_vectors
+
 # The lane loops run over 16 or 32 channels. LLVM's loop vectorizer, left to itself, interleaves
 # four vectors per iteration (32 float32), so a 16-channel loop would run entirely in its scalar
 # remainder; one vector per iteration suits these short loops (measured: the convolution kernels

@@ -120,7 +120,8 @@ class Registers:
     (:mod:`symcnn.codegen.backends.numba_cpu.registers`): ``outer`` loops over the tile's blocks,
     ``group`` over its lanes in groups; each block's values are loaded (``loads``), summed over the
     ``reduction`` loops (``reads`` first: the broadcast values and the group's streamed ones, then
-    ``updates``) and stored back (``stores``)."""
+    ``updates``) and stored back (``stores``); the template makes the block a function of its own, called
+    with ``arguments``: this one on CPUs with 512-bit vectors, ``narrow`` (if any) on the others."""
 
     outer: tuple[Loop, ...]
     group: Loop
@@ -129,6 +130,8 @@ class Registers:
     reads: tuple[tuple[str, str], ...]  # (name, printed read)
     updates: tuple[str, ...]  # printed statements, one per value of the block
     stores: tuple[str, ...]  # printed statements, ``tile[j, group + 3] = acc0_3``
+    arguments: tuple[str, ...] = ()  # the names the block reads from its kernel (it is a function of its own)
+    narrow: Optional["Registers"] = None  # the same in smaller blocks, for 256-bit vectors (registers.py)
 
 
 @dataclass(frozen=True)

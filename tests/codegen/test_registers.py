@@ -3,6 +3,8 @@ change no number, and that LLVM turns their per-lane statements into vector inst
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import re
 
 import numba
@@ -10,8 +12,9 @@ import numpy as np
 import pytest
 
 from symcnn.codegen.backends.numba_cpu import columns, lanes
-from symcnn.codegen.backends.numba_cpu.registers import ACCUMULATORS
+from symcnn.codegen.backends.numba_cpu.registers import ACCUMULATORS, WIDE_ACCUMULATORS
 from symcnn.codegen.lower import layer_kernels
+from symcnn.runtime.vector_width import WIDE_VECTORS
 from symcnn.spec import load_spec
 from tests.kernels_helpers import network_for, use_session_cache
 
@@ -29,8 +32,10 @@ def _kernels(spec_name: str, label: str) -> dict:
 def test_per_image_kernels_take_register_tiles_and_weight_gradients_do_not():
     conv2 = _kernels("seed004", "conv2")  # lanes: 32 output channels, 16 input channels
     forward, grad_input = conv2["forward"].lanes.registers, conv2["grad_input"].lanes.registers
-    assert forward.group.step == 32 and len(forward.loads) == len(forward.stores) == ACCUMULATORS
-    assert grad_input.group.step == 16 and len(grad_input.updates) == ACCUMULATORS
+    assert forward.group.step == 32 and len(forward.loads) == len(forward.stores) == WIDE_ACCUMULATORS
+    assert grad_input.group.step == 16 and len(grad_input.updates) == WIDE_ACCUMULATORS
+    assert len(forward.narrow.updates) == len(grad_input.narrow.loads) == ACCUMULATORS
+    assert forward.arguments == forward.narrow.arguments == ("i", "tile", "weight_t", "x_padded")
     assert conv2["grad_weight"].lanes.registers is None
     lenet = _kernels("suite-lenet", "conv2")  # columns: 14 columns in a vector of 16, 6 input channels
     assert lenet["grad_input"].kind == "columns" and lenet["grad_input"].lanes.registers.group.step == 16
@@ -39,14 +44,29 @@ def test_per_image_kernels_take_register_tiles_and_weight_gradients_do_not():
 def test_every_update_reads_named_values_only():
     """Each update adds products of named values (read once per step), in the formula's order, into
     its own accumulator; every accumulator is loaded and stored once."""
-    registers = _kernels("seed004", "conv1")["forward"].lanes.registers
-    names = {name for name, _ in registers.reads}
-    for index, update in enumerate(registers.updates):
-        target, value = update.split(" = ", 1)
-        assert re.fullmatch(r"acc\d+_\d+", target) and value.startswith(f"{target} + ")
-        assert set(re.findall(r"(?:broadcast|streamed)\d+", value)) <= names
-        assert registers.loads[index].startswith(f"{target} = tile[")
-        assert registers.stores[index].endswith(f"= {target}")
+    wide = _kernels("seed004", "conv1")["forward"].lanes.registers
+    for registers in (wide, wide.narrow):
+        names = {name for name, _ in registers.reads}
+        for index, update in enumerate(registers.updates):
+            target, value = update.split(" = ", 1)
+            assert re.fullmatch(r"acc\d+_\d+", target) and value.startswith(f"{target} + ")
+            assert set(re.findall(r"(?:broadcast|streamed)\d+", value)) <= names
+            assert registers.loads[index].startswith(f"{target} = tile[")
+            assert registers.stores[index].endswith(f"= {target}")
+
+
+def test_a_block_function_takes_the_names_its_code_reads():
+    """The block is a function of its own: its arguments are every name its statements read that they
+    do not bind, whichever the block size (one call serves both)."""
+    registers = _kernels("suite-lenet", "conv2")["grad_input"].lanes.registers
+    for blocks in (registers, registers.narrow):
+        code = "\n".join([*blocks.loads, *(f"{name} = {read}" for name, read in blocks.reads), *blocks.updates,
+                          *blocks.stores])
+        read = {node.id for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Name)}
+        loops = {loop.variable for loop in (*blocks.outer, blocks.group, *blocks.reduction)}
+        assigned = {statement.split(" = ", 1)[0] for statement in (*blocks.loads, *blocks.updates)}
+        assert read - loops - assigned - {name for name, _ in blocks.reads} <= set(registers.arguments)
+        assert "tile" in registers.arguments and not set(registers.arguments) & (loops | assigned)
 
 
 @pytest.mark.slow  # compiles a small spec twice (about a minute on 2 cores)
@@ -63,18 +83,43 @@ def test_register_tiles_change_no_number(tmp_path, monkeypatch):
     for module in (lanes, columns):
         monkeypatch.setattr(module, "register_tile", lambda *args, **kwargs: None)
     plain = network_for({**spec, "name": "untiled"}, tmp_path, dtype="float32")
-    assert "acc0_0" in _source(tiled, "c1_forward") and "acc0_0" not in _source(plain, "c1_forward")
-    assert "acc0_0" in _source(tiled, "c2_forward") and "acc0_0" in _source(tiled, "c3_grad_input")  # columns
+    assert "c1_forward_block0(" in _source(tiled, "c1_forward") and "_block" not in _source(plain, "c1_forward")
+    assert "c2_forward_block0(" in _source(tiled, "c2_forward")  # columns
+    assert "c3_grad_input_block0(" in _source(tiled, "c3_grad_input")
     plain.params = {name: value.copy() for name, value in tiled.params.items()}
     rng = np.random.default_rng(5)
     x = rng.standard_normal((3, 3, 7, 16)).astype(np.float32)
     labels = rng.integers(0, 5, 3)
-    assert np.array_equal(tiled.forward(x, training=False), plain.forward(x, training=False))
-    loss, grads = tiled.loss_and_grads(x, labels)
-    plain_loss, plain_grads = plain.loss_and_grads(x, labels)
-    assert loss == plain_loss
+    logits, (loss, grads) = tiled.forward(x, training=False), tiled.loss_and_grads(x, labels)
+    _assert_same(plain, x, labels, logits, loss, grads)
+    with contextlib.ExitStack() as stack:  # the blocks for 256-bit vectors, whatever this CPU has
+        for kernel in ("c1_forward", "c2_forward", "c3_grad_input"):
+            tiled._functions[kernel] = stack.enter_context(_narrow_blocks(tiled._functions[kernel]))
+        _assert_same(tiled, x, labels, logits, loss, grads)
+
+
+def _assert_same(net, x, labels, logits, loss, grads) -> None:
+    assert np.array_equal(net.forward(x, training=False), logits)
+    other_loss, other_grads = net.loss_and_grads(x, labels)
+    assert other_loss == loss
     for name in grads:
-        assert np.array_equal(grads[name], plain_grads[name]), name
+        assert np.array_equal(other_grads[name], grads[name]), name
+
+
+@contextlib.contextmanager
+def _narrow_blocks(kernel):
+    """``kernel`` compiled again (on its first call, within the block) with its module's names of the
+    register blocks bound to those for 256-bit vectors: numba reads a called function's global name when it
+    compiles the caller."""
+    module = kernel.py_func.__globals__
+    names = [name.removesuffix("_narrow") for name in module if name.endswith("_narrow")]
+    chosen = {name: module[name] for name in names}
+    module.update({name: module[f"{name}_narrow"] for name in names})
+    try:
+        options = {key: value for key, value in kernel.targetoptions.items() if key not in ("cache", "nopython")}
+        yield numba.njit(**options)(kernel.py_func)
+    finally:
+        module.update(chosen)
 
 
 def _source(net, kernel: str) -> str:
@@ -85,18 +130,22 @@ def _source(net, kernel: str) -> str:
 
 def test_register_tiles_compile_to_vector_multiply_adds(tmp_path):
     """The per-lane statements become packed instructions (numba's SLP vectorizer, switched on by the
-    generated modules), no scalar multiply-add left: without SLP each lane is a scalar ``vfmadd...ss``."""
+    generated modules), no scalar multiply-add left: without SLP each lane is a scalar ``vfmadd...ss``;
+    and on a CPU with AVX-512, 512-bit ones (``wide_vectors``), where numba's LLVM would use 256 bits."""
     spec = {"name": "vectorized", "input": [8, 6, 8], "loss": "softmax_cross_entropy",
             "layers": [{"type": "conv2d", "name": "c1", "out_channels": 16, "kernel": 3, "padding": 1},
                        {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 2}]}
     net = network_for(spec, tmp_path, dtype="float32")
-    assert "acc0_0" in _source(net, "c1_forward")
-    cached = net._functions["c1_forward"]  # loaded from numba's cache, which keeps no assembly: compiled again
-    options = {key: value for key, value in cached.targetoptions.items() if key not in ("cache", "nopython")}
-    kernel = numba.njit(**options)(cached.py_func)
-    x, weight, bias = (np.zeros(shape, np.float32) for shape in ((2, 8, 6, 8), (16, 8, 3, 3), (16,)))
-    kernel(x, weight, bias, np.zeros((2, 16, 6, 8), np.float32))
-    assembly = "\n".join(kernel.inspect_asm().values())
-    packed = re.findall(r"\bv(?:fmadd|fmul|mul|add)\w*ps\s", assembly)
-    scalar = re.findall(r"\bvfmadd\w*ss\s", assembly)
-    assert packed and not scalar, (len(packed), len(scalar))
+    module = net._functions["c1_forward"].py_func.__globals__
+    for width in ("wide", "narrow"):
+        cached = module[f"c1_forward_block0_{width}"]  # loaded from numba's cache, which keeps no assembly
+        options = {key: value for key, value in cached.targetoptions.items() if key not in ("cache", "nopython")}
+        block = numba.njit(**options)(cached.py_func)
+        tile, weight_t, x_padded = (np.zeros(shape, np.float32) for shape in ((8, 16), (8, 3, 3, 16), (8, 8, 10)))
+        block(1, tile, weight_t, x_padded)
+        assembly = "\n".join(block.inspect_asm().values())
+        packed = re.findall(r"\bv(?:fmadd|fmul|mul|add)\w*ps\s[^\n]*", assembly)
+        scalar = re.findall(r"\bvfmadd\w*ss\s", assembly)
+        assert packed and not scalar, (width, len(packed), len(scalar))
+        if WIDE_VECTORS:
+            assert all("zmm" in instruction for instruction in packed if "fmadd" in instruction), width

@@ -22,6 +22,12 @@ for every element (the formula's, as in the lanes schedule): the same numbers bi
 Measured on a 16 -> 32 channel 5 x 5 forward pass (8 x 8 outputs, batch 64, one thread): 55 GFLOP/s
 in the lanes schedule, 95-119 GFLOP/s in register blocks (:data:`ACCUMULATORS`; docs/performance.md).
 
+The template makes each kernel's blocks a function of its own (``<kernel>_block0``, called once per
+tile row): numba's parallel passes copy every statement of a ``prange`` body, which doubled the
+kernels' compile time. The blocks come in two sizes, :data:`WIDE_ACCUMULATORS` values for CPUs with
+512-bit vectors and :data:`ACCUMULATORS` for the others, and the module calls the one its CPU suits
+(:mod:`symcnn.runtime.vector_width`); the same sums either way.
+
 Example:
     >>> from symcnn.codegen.lower import layer_kernels
     >>> from symcnn.spec import load_spec
@@ -32,6 +38,8 @@ Example:
 
 from __future__ import annotations
 
+import ast
+from dataclasses import replace
 from typing import Optional
 
 import sympy
@@ -40,18 +48,24 @@ from sympy import Symbol
 from symcnn.codegen.kernel_ir import Loop, Registers
 from symcnn.printing.nodes import OrderedSum
 
-__all__ = ["register_tile", "GROUP_LANES", "ACCUMULATORS", "BROADCAST"]
+__all__ = ["register_tile", "free_names", "GROUP_LANES", "ACCUMULATORS", "WIDE_ACCUMULATORS", "BROADCAST"]
 
 #: Lanes per group, the widest of these that divides the lanes (whole vectors of 8 float32 at least).
 GROUP_LANES = (32, 16, 8)
 
-#: Tile values in local variables (``block`` x ``group``): 8 AVX vectors of 8 float32, a quarter of the
-#: vector registers. Measured on the 5 x 5 forward pass above (one thread): 64 values (4 x 16, 2 x 32)
-#: 95-102 GFLOP/s, 128 values (8 x 16, 4 x 32) 119; but numba compiles a kernel's statements one by
-#: one, and 128 made compiling ``seed004`` 33 s against 23 s at 64 (15 s without register tiles), for
-#: 1.08-1.18x on two suite specs in one A/B each, within that script's order bias (docs/performance.md,
-#: "Register tiles"). 64 it is.
+#: Tile values in local variables (``block`` x ``group``) on CPUs with 256-bit vectors (AVX2): 8 vectors
+#: of 8 float32, half of their 16 vector registers. Measured on the 5 x 5 forward pass above (one
+#: thread): 64 values (4 x 16, 2 x 32) 95-102 GFLOP/s, 128 values (8 x 16, 4 x 32) 119.
 ACCUMULATORS = 64
+
+#: Tile values in local variables on CPUs with 512-bit vectors (AVX-512, which numba's LLVM would use at
+#: 256 bits but the generated blocks ask for 512: ``wide_vectors`` in the template): 8 vectors of 16
+#: float32, a quarter of their 32 registers; 8 independent sums keep both multiply-add units busy.
+#: Measured on seed004's conv2 forward pass (batch 64, one thread): 94 GFLOP/s at 64 values in 256-bit
+#: vectors, 96 at 64 in 512-bit ones, 128-145 at 128 in 512-bit ones; with AVX2 only (numba told
+#: ``NUMBA_CPU_NAME=haswell``), 128 values run at 66 against 92 at 64 (16 vectors: they spill).
+#: A generated kernel carries both blocks and calls the one its CPU suits.
+WIDE_ACCUMULATORS = 128
 
 BROADCAST = "broadcast"
 STREAMED = "streamed"
@@ -94,16 +108,28 @@ def _unrolled(reduction, unroll: int, printer, deep: bool = False) -> tuple[list
 
 def register_tile(lowering, reduction, outer_tile, reads, lane: Symbol, tile_element, unroll: int,
                   lanes: int) -> Optional[Registers]:
-    """The register-tiled loops of a per-image kernel (:class:`~symcnn.codegen.kernel_ir.Registers`),
-    or ``None`` when its lanes are not a whole number of groups. ``reduction``: ``(variable, low,
-    high)`` of the summed loops, the innermost unrolled by up to ``unroll``; ``outer_tile``: the tile's
-    axis before the lane, ``(variable, extent)``, in blocks of up to ``ACCUMULATORS // group``; ``reads``:
-    the product's two factors in its order."""
+    """The register-tiled loops of a per-image kernel (:class:`~symcnn.codegen.kernel_ir.Registers`)
+    in blocks of :data:`WIDE_ACCUMULATORS` values, with the same in blocks of :data:`ACCUMULATORS`
+    as its ``narrow`` (when that differs), or ``None`` when its lanes are not a whole number of groups.
+    ``reduction``: ``(variable, low, high)`` of the summed loops, the innermost unrolled by up to
+    ``unroll``; ``outer_tile``: the tile's axis before the lane, ``(variable, extent)``, in blocks;
+    ``reads``: the product's two factors in its order."""
     group = next((size for size in GROUP_LANES if lanes % size == 0), None)
     if group is None or len(outer_tile) != 1:
         return None
+    wide, narrow = (_blocks(lowering, reduction, outer_tile, reads, lane, tile_element, unroll, lanes, group,
+                            accumulators) for accumulators in (WIDE_ACCUMULATORS, ACCUMULATORS))
+    arguments = tuple(sorted(set(wide.arguments) | set(narrow.arguments)))  # one call for either
+    if narrow.updates == wide.updates:
+        return replace(wide, arguments=arguments)
+    return replace(wide, arguments=arguments, narrow=replace(narrow, arguments=arguments))
+
+
+def _blocks(lowering, reduction, outer_tile, reads, lane: Symbol, tile_element, unroll: int, lanes: int,
+            group: int, accumulators: int) -> Registers:
+    """:func:`register_tile`'s loops in blocks of ``accumulators`` values, ``group`` lanes wide."""
     printer = lowering.printer.doprint
-    block = ACCUMULATORS // group
+    block = accumulators // group
     block_var, extent = outer_tile[0]
     block_loop, block_values = _split(block_var, 0, extent - 1, block, printer)
     loops, unrolled = _unrolled(reduction, unroll, printer)
@@ -128,12 +154,30 @@ def register_tile(lowering, reduction, outer_tile, reads, lane: Symbol, tile_ele
                 products.append(sympy.Mul(*factors, evaluate=False))
             # the sum's step once per product, in the formula's order: ((acc + p0) + p1) + ...
             updates.append(lowering.statement(accumulator, OrderedSum(accumulator, *products)))
-    return Registers(
-        outer=(block_loop,) if block_loop else (),
-        group=Loop(printer(group_start), str(lanes), False, "0", group),
-        loads=tuple(loads),
-        reduction=tuple(loops),
-        reads=tuple((str(name), read) for table in (names, streamed) for read, name in table.items()),
-        updates=tuple(updates),
-        stores=tuple(stores),
-    )
+    outer = (block_loop,) if block_loop else ()
+    group_loop = Loop(printer(group_start), str(lanes), False, "0", group)
+    named = tuple((str(name), read) for table in (names, streamed) for read, name in table.items())
+    every_loop = (*outer, group_loop, *loops)
+    bound = ({loop.variable for loop in every_loop} | {name for name, _ in named}
+             | {statement.split(" = ", 1)[0] for statement in loads})
+    used = [*loads, *updates, *stores, *(read for _, read in named),
+            *(limit for loop in every_loop for limit in (loop.start, loop.stop))]
+    return Registers(outer=outer, group=group_loop, loads=tuple(loads), reduction=tuple(loops), reads=named,
+                     updates=tuple(updates), stores=tuple(stores), arguments=free_names(used, bound))
+
+
+def free_names(code, bound) -> tuple[str, ...]:
+    """The names that the printed statements and expressions ``code`` read, apart from those in
+    ``bound`` and those only called or looked into (a function, a module), in sorted order: the
+    arguments that code needs as a function of its own.
+
+    >>> free_names(["acc0_0 = acc0_0 + x_padded[c_in, i + u, j]*np.float32(2)"], {"acc0_0", "c_in", "u", "j"})
+    ('i', 'x_padded')
+    """
+    names: set[str] = set()
+    for text in code:
+        tree = ast.parse(text)
+        outside = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+        outside |= {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+        names |= {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and id(node) not in outside}
+    return tuple(sorted(names - set(bound)))
