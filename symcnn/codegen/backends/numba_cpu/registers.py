@@ -38,17 +38,17 @@ Example:
 
 from __future__ import annotations
 
-import ast
 from dataclasses import replace
 from typing import Optional
 
 import sympy
 from sympy import Symbol
 
+from symcnn.codegen.backends.numba_cpu.free_names import free_names
 from symcnn.codegen.kernel_ir import Loop, Registers
 from symcnn.printing.nodes import OrderedSum
 
-__all__ = ["register_tile", "free_names", "GROUP_LANES", "ACCUMULATORS", "WIDE_ACCUMULATORS", "BROADCAST"]
+__all__ = ["register_tile", "GROUP_LANES", "ACCUMULATORS", "WIDE_ACCUMULATORS", "BROADCAST"]
 
 #: Lanes per group, the widest of these that divides the lanes (whole vectors of 8 float32 at least).
 GROUP_LANES = (32, 16, 8)
@@ -117,7 +117,9 @@ def register_tile(lowering, reduction, outer_tile, reads, lane: Symbol, tile_ele
     group = next((size for size in GROUP_LANES if lanes % size == 0), None)
     if group is None or len(outer_tile) != 1:
         return None
-    wide, narrow = (_blocks(lowering, reduction, outer_tile, reads, lane, tile_element, unroll, lanes, group,
+    printed: dict = {}  # expression -> its code: each read recurs for every lane, block value and block size
+    code = lambda expr: printed.get(expr) or printed.setdefault(expr, lowering.code(expr))  # noqa: E731
+    wide, narrow = (_blocks(lowering, code, reduction, outer_tile, reads, lane, tile_element, unroll, lanes, group,
                             accumulators) for accumulators in (WIDE_ACCUMULATORS, ACCUMULATORS))
     arguments = tuple(sorted(set(wide.arguments) | set(narrow.arguments)))  # one call for either
     if narrow.updates == wide.updates:
@@ -125,9 +127,10 @@ def register_tile(lowering, reduction, outer_tile, reads, lane: Symbol, tile_ele
     return replace(wide, arguments=arguments, narrow=replace(narrow, arguments=arguments))
 
 
-def _blocks(lowering, reduction, outer_tile, reads, lane: Symbol, tile_element, unroll: int, lanes: int,
+def _blocks(lowering, code, reduction, outer_tile, reads, lane: Symbol, tile_element, unroll: int, lanes: int,
             group: int, accumulators: int) -> Registers:
-    """:func:`register_tile`'s loops in blocks of ``accumulators`` values, ``group`` lanes wide."""
+    """:func:`register_tile`'s loops in blocks of ``accumulators`` values, ``group`` lanes wide (``code``
+    prints an expression)."""
     printer = lowering.printer.doprint
     block = accumulators // group
     block_var, extent = outer_tile[0]
@@ -141,7 +144,7 @@ def _blocks(lowering, reduction, outer_tile, reads, lane: Symbol, tile_element, 
         for offset in range(group):
             at_lane = {block_var: block_value, lane: group_start + offset}
             accumulator = Symbol(f"acc{b}_{offset}")
-            element = lowering.code(tile_element.xreplace(at_lane))
+            element = code(tile_element.xreplace(at_lane))
             loads.append(f"{accumulator} = {element}")
             stores.append(f"{element} = {accumulator}")
             products = []
@@ -150,7 +153,7 @@ def _blocks(lowering, reduction, outer_tile, reads, lane: Symbol, tile_element, 
                 for read in reads:
                     read = read.xreplace({**point, **at_lane})
                     table, prefix = (streamed, STREAMED) if read.has(group_start) else (names, BROADCAST)
-                    factors.append(table.setdefault(lowering.code(read), Symbol(f"{prefix}{len(table)}")))
+                    factors.append(table.setdefault(code(read), Symbol(f"{prefix}{len(table)}")))
                 products.append(sympy.Mul(*factors, evaluate=False))
             # the sum's step once per product, in the formula's order: ((acc + p0) + p1) + ...
             updates.append(lowering.statement(accumulator, OrderedSum(accumulator, *products)))
@@ -164,20 +167,3 @@ def _blocks(lowering, reduction, outer_tile, reads, lane: Symbol, tile_element, 
             *(limit for loop in every_loop for limit in (loop.start, loop.stop))]
     return Registers(outer=outer, group=group_loop, loads=tuple(loads), reduction=tuple(loops), reads=named,
                      updates=tuple(updates), stores=tuple(stores), arguments=free_names(used, bound))
-
-
-def free_names(code, bound) -> tuple[str, ...]:
-    """The names that the printed statements and expressions ``code`` read, apart from those in
-    ``bound`` and those only called or looked into (a function, a module), in sorted order: the
-    arguments that code needs as a function of its own.
-
-    >>> free_names(["acc0_0 = acc0_0 + x_padded[c_in, i + u, j]*np.float32(2)"], {"acc0_0", "c_in", "u", "j"})
-    ('i', 'x_padded')
-    """
-    names: set[str] = set()
-    for text in code:
-        tree = ast.parse(text)
-        outside = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
-        outside |= {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
-        names |= {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and id(node) not in outside}
-    return tuple(sorted(names - set(bound)))
