@@ -116,10 +116,15 @@ def _narrow_blocks(kernel):
     chosen = {name: module[name] for name in names}
     module.update({name: module[f"{name}_narrow"] for name in names})
     try:
-        options = {key: value for key, value in kernel.targetoptions.items() if key not in ("cache", "nopython")}
-        yield numba.njit(**options)(kernel.py_func)
+        yield _recompiled(kernel)
     finally:
         module.update(chosen)
+
+
+def _recompiled(function):
+    """A numba function compiled again, on its next call, with its options but numba's cache."""
+    options = {key: value for key, value in function.targetoptions.items() if key not in ("cache", "nopython")}
+    return numba.njit(**options)(function.py_func)
 
 
 def _source(net, kernel: str) -> str:
@@ -138,9 +143,7 @@ def test_register_tiles_compile_to_vector_multiply_adds(tmp_path):
     net = network_for(spec, tmp_path, dtype="float32")
     module = net._functions["c1_forward"].py_func.__globals__
     for width in ("wide", "narrow"):
-        cached = module[f"c1_forward_block0_{width}"]  # loaded from numba's cache, which keeps no assembly
-        options = {key: value for key, value in cached.targetoptions.items() if key not in ("cache", "nopython")}
-        block = numba.njit(**options)(cached.py_func)
+        block = _recompiled(module[f"c1_forward_block0_{width}"])  # numba's cache keeps no assembly
         tile, weight_t, x_padded = (np.zeros(shape, np.float32) for shape in ((8, 16), (8, 3, 3, 16), (8, 8, 10)))
         block(1, tile, weight_t, x_padded)
         assembly = "\n".join(block.inspect_asm().values())
