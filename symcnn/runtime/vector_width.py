@@ -20,7 +20,7 @@ numba's on-disk cache of a kernel does not notice a change here: this file is on
 sources (:data:`symcnn.runtime.loader.GENERATOR_SOURCES`), so a change makes new packages.
 
 Example:
-    >>> for_this_cpu("wide", "narrow") == ("wide" if WIDE_VECTORS else "narrow")
+    >>> has_wide_vectors("+avx2,+fma,+avx512f,+avx512vl")  # numba compiling for these features
     True
 """
 

@@ -38,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from typing import Optional
 
@@ -117,8 +118,7 @@ def register_tile(lowering, reduction, outer_tile, reads, lane: Symbol, tile_ele
     group = next((size for size in GROUP_LANES if lanes % size == 0), None)
     if group is None or len(outer_tile) != 1:
         return None
-    printed: dict = {}  # expression -> its code: each read recurs for every lane, block value and block size
-    code = lambda expr: printed.get(expr) or printed.setdefault(expr, lowering.code(expr))  # noqa: E731
+    code = functools.cache(lowering.code)  # each read recurs for every lane, block value and block size
     wide, narrow = (_blocks(lowering, code, reduction, outer_tile, reads, lane, tile_element, unroll, lanes, group,
                             accumulators) for accumulators in (WIDE_ACCUMULATORS, ACCUMULATORS))
     arguments = tuple(sorted(set(wide.arguments) | set(narrow.arguments)))  # one call for either
