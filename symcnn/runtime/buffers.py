@@ -15,6 +15,11 @@ uses the biased ``sigma^2``)::
     running_var  <- (1 - m) * running_var  + m * s^2
     num_batches_tracked <- num_batches_tracked + 1
 
+The batch's statistics are computed by :func:`channel_statistics`, one numba kernel in parallel over
+the channels with float64 sums, two passes (the mean, then the squares about it). It replaced NumPy's
+``x.mean``/``x.var`` over the axes (0, 2, 3), which run on one thread and copy: measured on a
+(64, 16, 32, 32) float32 batch, 1.4 ms of a 53 ms train step of ``suite-residual`` per layer.
+
 Example:
     >>> from symcnn.spec import parse_spec
     >>> spec = parse_spec('name = "b"\\ninput = [2, 2, 2]\\n[[layers]]\\ntype = "batchnorm2d"\\nname = "bn"\\n'
@@ -30,11 +35,12 @@ Example:
 from __future__ import annotations
 
 import numpy as np
+from numba import njit, prange
 
 from symcnn import registry
 from symcnn.spec import LayerSpec, NetworkSpec
 
-__all__ = ["initial_buffers", "counter_names", "update_running_statistics"]
+__all__ = ["initial_buffers", "counter_names", "channel_statistics", "update_running_statistics"]
 
 
 def counter_names(spec: NetworkSpec) -> set[str]:
@@ -56,6 +62,42 @@ def initial_buffers(spec: NetworkSpec, dtype) -> dict[str, np.ndarray]:
     return buffers
 
 
+# reassoc: the sums vectorize (in an order fixed per machine, as the generated kernels' sums are).
+@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
+def _statistics(rows, mean, unbiased):
+    """``mean[c]`` and ``unbiased[c]`` of ``rows[:, c, :]``, in float64 sums, in parallel over ``c``."""
+    images, channels, per_image = rows.shape
+    count = images * per_image
+    for channel in prange(channels):
+        total = 0.0
+        for image in range(images):
+            for position in range(per_image):
+                total += rows[image, channel, position]
+        centre = total / count
+        squares = 0.0
+        for image in range(images):
+            for position in range(per_image):
+                deviation = rows[image, channel, position] - centre
+                squares += deviation * deviation
+        mean[channel] = centre
+        unbiased[channel] = squares / (count - 1) if count > 1 else np.nan
+
+
+def channel_statistics(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and the unbiased variance of each channel of ``x (N, C, ...)`` over its other axes,
+    in ``x``'s dtype (NaN variances when a channel holds one value).
+
+    >>> x = np.arange(16.0).reshape(2, 2, 2, 2)
+    >>> mean, unbiased = channel_statistics(x)
+    >>> bool(np.allclose(mean, x.mean(axis=(0, 2, 3))) and np.allclose(unbiased, x.var(axis=(0, 2, 3), ddof=1)))
+    True
+    """
+    rows = np.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], -1)
+    mean, unbiased = np.empty(x.shape[1], dtype=x.dtype), np.empty(x.shape[1], dtype=x.dtype)
+    _statistics(rows, mean, unbiased)
+    return mean, unbiased
+
+
 def update_running_statistics(layer: LayerSpec, x: np.ndarray, buffers: dict) -> None:
     """PyTorch's running-statistics update of a batch-norm layer after a training-mode forward pass on
     its input ``x (N, C, H, W)`` (see the module's docstring), in place."""
@@ -63,10 +105,7 @@ def update_running_statistics(layer: LayerSpec, x: np.ndarray, buffers: dict) ->
     if mean_name not in buffers or var_name not in buffers:
         return
     momentum = x.dtype.type(layer.settings["momentum"])
-    axes = (0,) + tuple(range(2, x.ndim))
-    count = x.size // x.shape[1]
-    mean = x.mean(axis=axes, dtype=x.dtype)
-    unbiased = x.var(axis=axes, dtype=x.dtype, ddof=1) if count > 1 else np.full_like(mean, np.nan)
+    mean, unbiased = channel_statistics(x)
     for name, batch_value in ((mean_name, mean), (var_name, unbiased)):
         running = buffers[name]
         running *= 1 - momentum
