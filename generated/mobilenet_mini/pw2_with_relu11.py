@@ -24,7 +24,7 @@ numba.config.SLP_VECTORIZE = 1
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
 def pw2_with_relu11_grad_input_block0_wide(grad_output, k, n, tile, weight):
-    """One row of pw2_with_relu11_grad_input's tile, summed in blocks of 128 local variables."""
+    """One row of pw2_with_relu11_grad_input's tile, in blocks of 128 local variables."""
     wide_vectors()
     for c_in in range(0, 32, 16):
         for group in range(0, 8, 8):
@@ -513,7 +513,7 @@ def pw2_with_relu11_grad_input_block0_wide(grad_output, k, n, tile, weight):
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
 def pw2_with_relu11_grad_input_block0_narrow(grad_output, k, n, tile, weight):
-    """One row of pw2_with_relu11_grad_input's tile, summed in blocks of 64 local variables."""
+    """One row of pw2_with_relu11_grad_input's tile, in blocks of 64 local variables."""
     wide_vectors()
     for c_in in range(0, 32, 8):
         for group in range(0, 8, 8):

@@ -24,7 +24,7 @@ numba.config.SLP_VECTORIZE = 1
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
 def pw3_with_relu20_folded_forward_block0_wide(i, tile, weight_t, x_padded):
-    """One row of pw3_with_relu20_folded_forward's tile, summed in blocks of 128 local variables."""
+    """One row of pw3_with_relu20_folded_forward's tile, in blocks of 128 local variables."""
     wide_vectors()
     for j in range(0, 8, 4):
         for group in range(0, 64, 32):
@@ -454,7 +454,7 @@ def pw3_with_relu20_folded_forward_block0_wide(i, tile, weight_t, x_padded):
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
 def pw3_with_relu20_folded_forward_block0_narrow(i, tile, weight_t, x_padded):
-    """One row of pw3_with_relu20_folded_forward's tile, summed in blocks of 64 local variables."""
+    """One row of pw3_with_relu20_folded_forward's tile, in blocks of 64 local variables."""
     wide_vectors()
     for j in range(0, 8, 2):
         for group in range(0, 64, 32):

@@ -24,7 +24,7 @@ numba.config.SLP_VECTORIZE = 1
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
 def b1_conv1_forward_block0_wide(i, tile, weight_t, x_padded):
-    """One row of b1_conv1_forward's tile, summed in blocks of 128 local variables."""
+    """One row of b1_conv1_forward's tile, in blocks of 128 local variables."""
     wide_vectors()
     for j in range(0, 32, 8):
         for group in range(0, 16, 16):
@@ -476,7 +476,7 @@ def b1_conv1_forward_block0_wide(i, tile, weight_t, x_padded):
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
 def b1_conv1_forward_block0_narrow(i, tile, weight_t, x_padded):
-    """One row of b1_conv1_forward's tile, summed in blocks of 64 local variables."""
+    """One row of b1_conv1_forward's tile, in blocks of 64 local variables."""
     wide_vectors()
     for j in range(0, 32, 4):
         for group in range(0, 16, 16):
@@ -777,7 +777,7 @@ def b1_conv1_forward(x, weight, out):
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
 def b1_conv1_grad_input_block0_wide(grad_output_padded, k, tile, weight_t):
-    """One row of b1_conv1_grad_input's tile, summed in blocks of 128 local variables."""
+    """One row of b1_conv1_grad_input's tile, in blocks of 128 local variables."""
     wide_vectors()
     for l in range(0, 32, 8):
         for group in range(0, 16, 16):
@@ -1229,7 +1229,7 @@ def b1_conv1_grad_input_block0_wide(grad_output_padded, k, tile, weight_t):
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
 def b1_conv1_grad_input_block0_narrow(grad_output_padded, k, tile, weight_t):
-    """One row of b1_conv1_grad_input's tile, summed in blocks of 64 local variables."""
+    """One row of b1_conv1_grad_input's tile, in blocks of 64 local variables."""
     wide_vectors()
     for l in range(0, 32, 4):
         for group in range(0, 16, 16):
@@ -1529,6 +1529,785 @@ def b1_conv1_grad_input(grad_output, weight, grad_input):
                     grad_input[n, c_in, k, l] = tile[l, c_in]
 
 
+@njit(cache=True, fastmath={'contract'}, error_model="numpy")
+def b1_conv1_grad_weight_block0_wide(grad_output_t, tile, x_padded):
+    """One image's sums into b1_conv1_grad_weight's tile, in blocks of 128 local variables."""
+    wide_vectors()
+    for u in range(3):
+        for v in range(3):
+            for c_in in range(0, 16, 8):
+                for group in range(0, 16, 16):
+                    acc0_0 = tile[c_in, u, v, group]
+                    acc0_1 = tile[c_in, u, v, group + 1]
+                    acc0_2 = tile[c_in, u, v, group + 2]
+                    acc0_3 = tile[c_in, u, v, group + 3]
+                    acc0_4 = tile[c_in, u, v, group + 4]
+                    acc0_5 = tile[c_in, u, v, group + 5]
+                    acc0_6 = tile[c_in, u, v, group + 6]
+                    acc0_7 = tile[c_in, u, v, group + 7]
+                    acc0_8 = tile[c_in, u, v, group + 8]
+                    acc0_9 = tile[c_in, u, v, group + 9]
+                    acc0_10 = tile[c_in, u, v, group + 10]
+                    acc0_11 = tile[c_in, u, v, group + 11]
+                    acc0_12 = tile[c_in, u, v, group + 12]
+                    acc0_13 = tile[c_in, u, v, group + 13]
+                    acc0_14 = tile[c_in, u, v, group + 14]
+                    acc0_15 = tile[c_in, u, v, group + 15]
+                    acc1_0 = tile[c_in + 1, u, v, group]
+                    acc1_1 = tile[c_in + 1, u, v, group + 1]
+                    acc1_2 = tile[c_in + 1, u, v, group + 2]
+                    acc1_3 = tile[c_in + 1, u, v, group + 3]
+                    acc1_4 = tile[c_in + 1, u, v, group + 4]
+                    acc1_5 = tile[c_in + 1, u, v, group + 5]
+                    acc1_6 = tile[c_in + 1, u, v, group + 6]
+                    acc1_7 = tile[c_in + 1, u, v, group + 7]
+                    acc1_8 = tile[c_in + 1, u, v, group + 8]
+                    acc1_9 = tile[c_in + 1, u, v, group + 9]
+                    acc1_10 = tile[c_in + 1, u, v, group + 10]
+                    acc1_11 = tile[c_in + 1, u, v, group + 11]
+                    acc1_12 = tile[c_in + 1, u, v, group + 12]
+                    acc1_13 = tile[c_in + 1, u, v, group + 13]
+                    acc1_14 = tile[c_in + 1, u, v, group + 14]
+                    acc1_15 = tile[c_in + 1, u, v, group + 15]
+                    acc2_0 = tile[c_in + 2, u, v, group]
+                    acc2_1 = tile[c_in + 2, u, v, group + 1]
+                    acc2_2 = tile[c_in + 2, u, v, group + 2]
+                    acc2_3 = tile[c_in + 2, u, v, group + 3]
+                    acc2_4 = tile[c_in + 2, u, v, group + 4]
+                    acc2_5 = tile[c_in + 2, u, v, group + 5]
+                    acc2_6 = tile[c_in + 2, u, v, group + 6]
+                    acc2_7 = tile[c_in + 2, u, v, group + 7]
+                    acc2_8 = tile[c_in + 2, u, v, group + 8]
+                    acc2_9 = tile[c_in + 2, u, v, group + 9]
+                    acc2_10 = tile[c_in + 2, u, v, group + 10]
+                    acc2_11 = tile[c_in + 2, u, v, group + 11]
+                    acc2_12 = tile[c_in + 2, u, v, group + 12]
+                    acc2_13 = tile[c_in + 2, u, v, group + 13]
+                    acc2_14 = tile[c_in + 2, u, v, group + 14]
+                    acc2_15 = tile[c_in + 2, u, v, group + 15]
+                    acc3_0 = tile[c_in + 3, u, v, group]
+                    acc3_1 = tile[c_in + 3, u, v, group + 1]
+                    acc3_2 = tile[c_in + 3, u, v, group + 2]
+                    acc3_3 = tile[c_in + 3, u, v, group + 3]
+                    acc3_4 = tile[c_in + 3, u, v, group + 4]
+                    acc3_5 = tile[c_in + 3, u, v, group + 5]
+                    acc3_6 = tile[c_in + 3, u, v, group + 6]
+                    acc3_7 = tile[c_in + 3, u, v, group + 7]
+                    acc3_8 = tile[c_in + 3, u, v, group + 8]
+                    acc3_9 = tile[c_in + 3, u, v, group + 9]
+                    acc3_10 = tile[c_in + 3, u, v, group + 10]
+                    acc3_11 = tile[c_in + 3, u, v, group + 11]
+                    acc3_12 = tile[c_in + 3, u, v, group + 12]
+                    acc3_13 = tile[c_in + 3, u, v, group + 13]
+                    acc3_14 = tile[c_in + 3, u, v, group + 14]
+                    acc3_15 = tile[c_in + 3, u, v, group + 15]
+                    acc4_0 = tile[c_in + 4, u, v, group]
+                    acc4_1 = tile[c_in + 4, u, v, group + 1]
+                    acc4_2 = tile[c_in + 4, u, v, group + 2]
+                    acc4_3 = tile[c_in + 4, u, v, group + 3]
+                    acc4_4 = tile[c_in + 4, u, v, group + 4]
+                    acc4_5 = tile[c_in + 4, u, v, group + 5]
+                    acc4_6 = tile[c_in + 4, u, v, group + 6]
+                    acc4_7 = tile[c_in + 4, u, v, group + 7]
+                    acc4_8 = tile[c_in + 4, u, v, group + 8]
+                    acc4_9 = tile[c_in + 4, u, v, group + 9]
+                    acc4_10 = tile[c_in + 4, u, v, group + 10]
+                    acc4_11 = tile[c_in + 4, u, v, group + 11]
+                    acc4_12 = tile[c_in + 4, u, v, group + 12]
+                    acc4_13 = tile[c_in + 4, u, v, group + 13]
+                    acc4_14 = tile[c_in + 4, u, v, group + 14]
+                    acc4_15 = tile[c_in + 4, u, v, group + 15]
+                    acc5_0 = tile[c_in + 5, u, v, group]
+                    acc5_1 = tile[c_in + 5, u, v, group + 1]
+                    acc5_2 = tile[c_in + 5, u, v, group + 2]
+                    acc5_3 = tile[c_in + 5, u, v, group + 3]
+                    acc5_4 = tile[c_in + 5, u, v, group + 4]
+                    acc5_5 = tile[c_in + 5, u, v, group + 5]
+                    acc5_6 = tile[c_in + 5, u, v, group + 6]
+                    acc5_7 = tile[c_in + 5, u, v, group + 7]
+                    acc5_8 = tile[c_in + 5, u, v, group + 8]
+                    acc5_9 = tile[c_in + 5, u, v, group + 9]
+                    acc5_10 = tile[c_in + 5, u, v, group + 10]
+                    acc5_11 = tile[c_in + 5, u, v, group + 11]
+                    acc5_12 = tile[c_in + 5, u, v, group + 12]
+                    acc5_13 = tile[c_in + 5, u, v, group + 13]
+                    acc5_14 = tile[c_in + 5, u, v, group + 14]
+                    acc5_15 = tile[c_in + 5, u, v, group + 15]
+                    acc6_0 = tile[c_in + 6, u, v, group]
+                    acc6_1 = tile[c_in + 6, u, v, group + 1]
+                    acc6_2 = tile[c_in + 6, u, v, group + 2]
+                    acc6_3 = tile[c_in + 6, u, v, group + 3]
+                    acc6_4 = tile[c_in + 6, u, v, group + 4]
+                    acc6_5 = tile[c_in + 6, u, v, group + 5]
+                    acc6_6 = tile[c_in + 6, u, v, group + 6]
+                    acc6_7 = tile[c_in + 6, u, v, group + 7]
+                    acc6_8 = tile[c_in + 6, u, v, group + 8]
+                    acc6_9 = tile[c_in + 6, u, v, group + 9]
+                    acc6_10 = tile[c_in + 6, u, v, group + 10]
+                    acc6_11 = tile[c_in + 6, u, v, group + 11]
+                    acc6_12 = tile[c_in + 6, u, v, group + 12]
+                    acc6_13 = tile[c_in + 6, u, v, group + 13]
+                    acc6_14 = tile[c_in + 6, u, v, group + 14]
+                    acc6_15 = tile[c_in + 6, u, v, group + 15]
+                    acc7_0 = tile[c_in + 7, u, v, group]
+                    acc7_1 = tile[c_in + 7, u, v, group + 1]
+                    acc7_2 = tile[c_in + 7, u, v, group + 2]
+                    acc7_3 = tile[c_in + 7, u, v, group + 3]
+                    acc7_4 = tile[c_in + 7, u, v, group + 4]
+                    acc7_5 = tile[c_in + 7, u, v, group + 5]
+                    acc7_6 = tile[c_in + 7, u, v, group + 6]
+                    acc7_7 = tile[c_in + 7, u, v, group + 7]
+                    acc7_8 = tile[c_in + 7, u, v, group + 8]
+                    acc7_9 = tile[c_in + 7, u, v, group + 9]
+                    acc7_10 = tile[c_in + 7, u, v, group + 10]
+                    acc7_11 = tile[c_in + 7, u, v, group + 11]
+                    acc7_12 = tile[c_in + 7, u, v, group + 12]
+                    acc7_13 = tile[c_in + 7, u, v, group + 13]
+                    acc7_14 = tile[c_in + 7, u, v, group + 14]
+                    acc7_15 = tile[c_in + 7, u, v, group + 15]
+                    for i in range(32):
+                        for j in range(0, 32, 4):
+                            broadcast0 = x_padded[c_in, i + u, j + v]
+                            broadcast1 = x_padded[c_in, i + u, j + v + 1]
+                            broadcast2 = x_padded[c_in, i + u, j + v + 2]
+                            broadcast3 = x_padded[c_in, i + u, j + v + 3]
+                            broadcast4 = x_padded[c_in + 1, i + u, j + v]
+                            broadcast5 = x_padded[c_in + 1, i + u, j + v + 1]
+                            broadcast6 = x_padded[c_in + 1, i + u, j + v + 2]
+                            broadcast7 = x_padded[c_in + 1, i + u, j + v + 3]
+                            broadcast8 = x_padded[c_in + 2, i + u, j + v]
+                            broadcast9 = x_padded[c_in + 2, i + u, j + v + 1]
+                            broadcast10 = x_padded[c_in + 2, i + u, j + v + 2]
+                            broadcast11 = x_padded[c_in + 2, i + u, j + v + 3]
+                            broadcast12 = x_padded[c_in + 3, i + u, j + v]
+                            broadcast13 = x_padded[c_in + 3, i + u, j + v + 1]
+                            broadcast14 = x_padded[c_in + 3, i + u, j + v + 2]
+                            broadcast15 = x_padded[c_in + 3, i + u, j + v + 3]
+                            broadcast16 = x_padded[c_in + 4, i + u, j + v]
+                            broadcast17 = x_padded[c_in + 4, i + u, j + v + 1]
+                            broadcast18 = x_padded[c_in + 4, i + u, j + v + 2]
+                            broadcast19 = x_padded[c_in + 4, i + u, j + v + 3]
+                            broadcast20 = x_padded[c_in + 5, i + u, j + v]
+                            broadcast21 = x_padded[c_in + 5, i + u, j + v + 1]
+                            broadcast22 = x_padded[c_in + 5, i + u, j + v + 2]
+                            broadcast23 = x_padded[c_in + 5, i + u, j + v + 3]
+                            broadcast24 = x_padded[c_in + 6, i + u, j + v]
+                            broadcast25 = x_padded[c_in + 6, i + u, j + v + 1]
+                            broadcast26 = x_padded[c_in + 6, i + u, j + v + 2]
+                            broadcast27 = x_padded[c_in + 6, i + u, j + v + 3]
+                            broadcast28 = x_padded[c_in + 7, i + u, j + v]
+                            broadcast29 = x_padded[c_in + 7, i + u, j + v + 1]
+                            broadcast30 = x_padded[c_in + 7, i + u, j + v + 2]
+                            broadcast31 = x_padded[c_in + 7, i + u, j + v + 3]
+                            streamed0 = grad_output_t[i, j, group]
+                            streamed1 = grad_output_t[i, j + 1, group]
+                            streamed2 = grad_output_t[i, j + 2, group]
+                            streamed3 = grad_output_t[i, j + 3, group]
+                            streamed4 = grad_output_t[i, j, group + 1]
+                            streamed5 = grad_output_t[i, j + 1, group + 1]
+                            streamed6 = grad_output_t[i, j + 2, group + 1]
+                            streamed7 = grad_output_t[i, j + 3, group + 1]
+                            streamed8 = grad_output_t[i, j, group + 2]
+                            streamed9 = grad_output_t[i, j + 1, group + 2]
+                            streamed10 = grad_output_t[i, j + 2, group + 2]
+                            streamed11 = grad_output_t[i, j + 3, group + 2]
+                            streamed12 = grad_output_t[i, j, group + 3]
+                            streamed13 = grad_output_t[i, j + 1, group + 3]
+                            streamed14 = grad_output_t[i, j + 2, group + 3]
+                            streamed15 = grad_output_t[i, j + 3, group + 3]
+                            streamed16 = grad_output_t[i, j, group + 4]
+                            streamed17 = grad_output_t[i, j + 1, group + 4]
+                            streamed18 = grad_output_t[i, j + 2, group + 4]
+                            streamed19 = grad_output_t[i, j + 3, group + 4]
+                            streamed20 = grad_output_t[i, j, group + 5]
+                            streamed21 = grad_output_t[i, j + 1, group + 5]
+                            streamed22 = grad_output_t[i, j + 2, group + 5]
+                            streamed23 = grad_output_t[i, j + 3, group + 5]
+                            streamed24 = grad_output_t[i, j, group + 6]
+                            streamed25 = grad_output_t[i, j + 1, group + 6]
+                            streamed26 = grad_output_t[i, j + 2, group + 6]
+                            streamed27 = grad_output_t[i, j + 3, group + 6]
+                            streamed28 = grad_output_t[i, j, group + 7]
+                            streamed29 = grad_output_t[i, j + 1, group + 7]
+                            streamed30 = grad_output_t[i, j + 2, group + 7]
+                            streamed31 = grad_output_t[i, j + 3, group + 7]
+                            streamed32 = grad_output_t[i, j, group + 8]
+                            streamed33 = grad_output_t[i, j + 1, group + 8]
+                            streamed34 = grad_output_t[i, j + 2, group + 8]
+                            streamed35 = grad_output_t[i, j + 3, group + 8]
+                            streamed36 = grad_output_t[i, j, group + 9]
+                            streamed37 = grad_output_t[i, j + 1, group + 9]
+                            streamed38 = grad_output_t[i, j + 2, group + 9]
+                            streamed39 = grad_output_t[i, j + 3, group + 9]
+                            streamed40 = grad_output_t[i, j, group + 10]
+                            streamed41 = grad_output_t[i, j + 1, group + 10]
+                            streamed42 = grad_output_t[i, j + 2, group + 10]
+                            streamed43 = grad_output_t[i, j + 3, group + 10]
+                            streamed44 = grad_output_t[i, j, group + 11]
+                            streamed45 = grad_output_t[i, j + 1, group + 11]
+                            streamed46 = grad_output_t[i, j + 2, group + 11]
+                            streamed47 = grad_output_t[i, j + 3, group + 11]
+                            streamed48 = grad_output_t[i, j, group + 12]
+                            streamed49 = grad_output_t[i, j + 1, group + 12]
+                            streamed50 = grad_output_t[i, j + 2, group + 12]
+                            streamed51 = grad_output_t[i, j + 3, group + 12]
+                            streamed52 = grad_output_t[i, j, group + 13]
+                            streamed53 = grad_output_t[i, j + 1, group + 13]
+                            streamed54 = grad_output_t[i, j + 2, group + 13]
+                            streamed55 = grad_output_t[i, j + 3, group + 13]
+                            streamed56 = grad_output_t[i, j, group + 14]
+                            streamed57 = grad_output_t[i, j + 1, group + 14]
+                            streamed58 = grad_output_t[i, j + 2, group + 14]
+                            streamed59 = grad_output_t[i, j + 3, group + 14]
+                            streamed60 = grad_output_t[i, j, group + 15]
+                            streamed61 = grad_output_t[i, j + 1, group + 15]
+                            streamed62 = grad_output_t[i, j + 2, group + 15]
+                            streamed63 = grad_output_t[i, j + 3, group + 15]
+                            acc0_0 = acc0_0 + broadcast0*streamed0 + broadcast1*streamed1 + broadcast2*streamed2 + broadcast3*streamed3
+                            acc0_1 = acc0_1 + broadcast0*streamed4 + broadcast1*streamed5 + broadcast2*streamed6 + broadcast3*streamed7
+                            acc0_2 = acc0_2 + broadcast0*streamed8 + broadcast1*streamed9 + broadcast2*streamed10 + broadcast3*streamed11
+                            acc0_3 = acc0_3 + broadcast0*streamed12 + broadcast1*streamed13 + broadcast2*streamed14 + broadcast3*streamed15
+                            acc0_4 = acc0_4 + broadcast0*streamed16 + broadcast1*streamed17 + broadcast2*streamed18 + broadcast3*streamed19
+                            acc0_5 = acc0_5 + broadcast0*streamed20 + broadcast1*streamed21 + broadcast2*streamed22 + broadcast3*streamed23
+                            acc0_6 = acc0_6 + broadcast0*streamed24 + broadcast1*streamed25 + broadcast2*streamed26 + broadcast3*streamed27
+                            acc0_7 = acc0_7 + broadcast0*streamed28 + broadcast1*streamed29 + broadcast2*streamed30 + broadcast3*streamed31
+                            acc0_8 = acc0_8 + broadcast0*streamed32 + broadcast1*streamed33 + broadcast2*streamed34 + broadcast3*streamed35
+                            acc0_9 = acc0_9 + broadcast0*streamed36 + broadcast1*streamed37 + broadcast2*streamed38 + broadcast3*streamed39
+                            acc0_10 = acc0_10 + broadcast0*streamed40 + broadcast1*streamed41 + broadcast2*streamed42 + broadcast3*streamed43
+                            acc0_11 = acc0_11 + broadcast0*streamed44 + broadcast1*streamed45 + broadcast2*streamed46 + broadcast3*streamed47
+                            acc0_12 = acc0_12 + broadcast0*streamed48 + broadcast1*streamed49 + broadcast2*streamed50 + broadcast3*streamed51
+                            acc0_13 = acc0_13 + broadcast0*streamed52 + broadcast1*streamed53 + broadcast2*streamed54 + broadcast3*streamed55
+                            acc0_14 = acc0_14 + broadcast0*streamed56 + broadcast1*streamed57 + broadcast2*streamed58 + broadcast3*streamed59
+                            acc0_15 = acc0_15 + broadcast0*streamed60 + broadcast1*streamed61 + broadcast2*streamed62 + broadcast3*streamed63
+                            acc1_0 = acc1_0 + broadcast4*streamed0 + broadcast5*streamed1 + broadcast6*streamed2 + broadcast7*streamed3
+                            acc1_1 = acc1_1 + broadcast4*streamed4 + broadcast5*streamed5 + broadcast6*streamed6 + broadcast7*streamed7
+                            acc1_2 = acc1_2 + broadcast4*streamed8 + broadcast5*streamed9 + broadcast6*streamed10 + broadcast7*streamed11
+                            acc1_3 = acc1_3 + broadcast4*streamed12 + broadcast5*streamed13 + broadcast6*streamed14 + broadcast7*streamed15
+                            acc1_4 = acc1_4 + broadcast4*streamed16 + broadcast5*streamed17 + broadcast6*streamed18 + broadcast7*streamed19
+                            acc1_5 = acc1_5 + broadcast4*streamed20 + broadcast5*streamed21 + broadcast6*streamed22 + broadcast7*streamed23
+                            acc1_6 = acc1_6 + broadcast4*streamed24 + broadcast5*streamed25 + broadcast6*streamed26 + broadcast7*streamed27
+                            acc1_7 = acc1_7 + broadcast4*streamed28 + broadcast5*streamed29 + broadcast6*streamed30 + broadcast7*streamed31
+                            acc1_8 = acc1_8 + broadcast4*streamed32 + broadcast5*streamed33 + broadcast6*streamed34 + broadcast7*streamed35
+                            acc1_9 = acc1_9 + broadcast4*streamed36 + broadcast5*streamed37 + broadcast6*streamed38 + broadcast7*streamed39
+                            acc1_10 = acc1_10 + broadcast4*streamed40 + broadcast5*streamed41 + broadcast6*streamed42 + broadcast7*streamed43
+                            acc1_11 = acc1_11 + broadcast4*streamed44 + broadcast5*streamed45 + broadcast6*streamed46 + broadcast7*streamed47
+                            acc1_12 = acc1_12 + broadcast4*streamed48 + broadcast5*streamed49 + broadcast6*streamed50 + broadcast7*streamed51
+                            acc1_13 = acc1_13 + broadcast4*streamed52 + broadcast5*streamed53 + broadcast6*streamed54 + broadcast7*streamed55
+                            acc1_14 = acc1_14 + broadcast4*streamed56 + broadcast5*streamed57 + broadcast6*streamed58 + broadcast7*streamed59
+                            acc1_15 = acc1_15 + broadcast4*streamed60 + broadcast5*streamed61 + broadcast6*streamed62 + broadcast7*streamed63
+                            acc2_0 = acc2_0 + broadcast8*streamed0 + broadcast9*streamed1 + broadcast10*streamed2 + broadcast11*streamed3
+                            acc2_1 = acc2_1 + broadcast8*streamed4 + broadcast9*streamed5 + broadcast10*streamed6 + broadcast11*streamed7
+                            acc2_2 = acc2_2 + broadcast8*streamed8 + broadcast9*streamed9 + broadcast10*streamed10 + broadcast11*streamed11
+                            acc2_3 = acc2_3 + broadcast8*streamed12 + broadcast9*streamed13 + broadcast10*streamed14 + broadcast11*streamed15
+                            acc2_4 = acc2_4 + broadcast8*streamed16 + broadcast9*streamed17 + broadcast10*streamed18 + broadcast11*streamed19
+                            acc2_5 = acc2_5 + broadcast8*streamed20 + broadcast9*streamed21 + broadcast10*streamed22 + broadcast11*streamed23
+                            acc2_6 = acc2_6 + broadcast8*streamed24 + broadcast9*streamed25 + broadcast10*streamed26 + broadcast11*streamed27
+                            acc2_7 = acc2_7 + broadcast8*streamed28 + broadcast9*streamed29 + broadcast10*streamed30 + broadcast11*streamed31
+                            acc2_8 = acc2_8 + broadcast8*streamed32 + broadcast9*streamed33 + broadcast10*streamed34 + broadcast11*streamed35
+                            acc2_9 = acc2_9 + broadcast8*streamed36 + broadcast9*streamed37 + broadcast10*streamed38 + broadcast11*streamed39
+                            acc2_10 = acc2_10 + broadcast8*streamed40 + broadcast9*streamed41 + broadcast10*streamed42 + broadcast11*streamed43
+                            acc2_11 = acc2_11 + broadcast8*streamed44 + broadcast9*streamed45 + broadcast10*streamed46 + broadcast11*streamed47
+                            acc2_12 = acc2_12 + broadcast8*streamed48 + broadcast9*streamed49 + broadcast10*streamed50 + broadcast11*streamed51
+                            acc2_13 = acc2_13 + broadcast8*streamed52 + broadcast9*streamed53 + broadcast10*streamed54 + broadcast11*streamed55
+                            acc2_14 = acc2_14 + broadcast8*streamed56 + broadcast9*streamed57 + broadcast10*streamed58 + broadcast11*streamed59
+                            acc2_15 = acc2_15 + broadcast8*streamed60 + broadcast9*streamed61 + broadcast10*streamed62 + broadcast11*streamed63
+                            acc3_0 = acc3_0 + broadcast12*streamed0 + broadcast13*streamed1 + broadcast14*streamed2 + broadcast15*streamed3
+                            acc3_1 = acc3_1 + broadcast12*streamed4 + broadcast13*streamed5 + broadcast14*streamed6 + broadcast15*streamed7
+                            acc3_2 = acc3_2 + broadcast12*streamed8 + broadcast13*streamed9 + broadcast14*streamed10 + broadcast15*streamed11
+                            acc3_3 = acc3_3 + broadcast12*streamed12 + broadcast13*streamed13 + broadcast14*streamed14 + broadcast15*streamed15
+                            acc3_4 = acc3_4 + broadcast12*streamed16 + broadcast13*streamed17 + broadcast14*streamed18 + broadcast15*streamed19
+                            acc3_5 = acc3_5 + broadcast12*streamed20 + broadcast13*streamed21 + broadcast14*streamed22 + broadcast15*streamed23
+                            acc3_6 = acc3_6 + broadcast12*streamed24 + broadcast13*streamed25 + broadcast14*streamed26 + broadcast15*streamed27
+                            acc3_7 = acc3_7 + broadcast12*streamed28 + broadcast13*streamed29 + broadcast14*streamed30 + broadcast15*streamed31
+                            acc3_8 = acc3_8 + broadcast12*streamed32 + broadcast13*streamed33 + broadcast14*streamed34 + broadcast15*streamed35
+                            acc3_9 = acc3_9 + broadcast12*streamed36 + broadcast13*streamed37 + broadcast14*streamed38 + broadcast15*streamed39
+                            acc3_10 = acc3_10 + broadcast12*streamed40 + broadcast13*streamed41 + broadcast14*streamed42 + broadcast15*streamed43
+                            acc3_11 = acc3_11 + broadcast12*streamed44 + broadcast13*streamed45 + broadcast14*streamed46 + broadcast15*streamed47
+                            acc3_12 = acc3_12 + broadcast12*streamed48 + broadcast13*streamed49 + broadcast14*streamed50 + broadcast15*streamed51
+                            acc3_13 = acc3_13 + broadcast12*streamed52 + broadcast13*streamed53 + broadcast14*streamed54 + broadcast15*streamed55
+                            acc3_14 = acc3_14 + broadcast12*streamed56 + broadcast13*streamed57 + broadcast14*streamed58 + broadcast15*streamed59
+                            acc3_15 = acc3_15 + broadcast12*streamed60 + broadcast13*streamed61 + broadcast14*streamed62 + broadcast15*streamed63
+                            acc4_0 = acc4_0 + broadcast16*streamed0 + broadcast17*streamed1 + broadcast18*streamed2 + broadcast19*streamed3
+                            acc4_1 = acc4_1 + broadcast16*streamed4 + broadcast17*streamed5 + broadcast18*streamed6 + broadcast19*streamed7
+                            acc4_2 = acc4_2 + broadcast16*streamed8 + broadcast17*streamed9 + broadcast18*streamed10 + broadcast19*streamed11
+                            acc4_3 = acc4_3 + broadcast16*streamed12 + broadcast17*streamed13 + broadcast18*streamed14 + broadcast19*streamed15
+                            acc4_4 = acc4_4 + broadcast16*streamed16 + broadcast17*streamed17 + broadcast18*streamed18 + broadcast19*streamed19
+                            acc4_5 = acc4_5 + broadcast16*streamed20 + broadcast17*streamed21 + broadcast18*streamed22 + broadcast19*streamed23
+                            acc4_6 = acc4_6 + broadcast16*streamed24 + broadcast17*streamed25 + broadcast18*streamed26 + broadcast19*streamed27
+                            acc4_7 = acc4_7 + broadcast16*streamed28 + broadcast17*streamed29 + broadcast18*streamed30 + broadcast19*streamed31
+                            acc4_8 = acc4_8 + broadcast16*streamed32 + broadcast17*streamed33 + broadcast18*streamed34 + broadcast19*streamed35
+                            acc4_9 = acc4_9 + broadcast16*streamed36 + broadcast17*streamed37 + broadcast18*streamed38 + broadcast19*streamed39
+                            acc4_10 = acc4_10 + broadcast16*streamed40 + broadcast17*streamed41 + broadcast18*streamed42 + broadcast19*streamed43
+                            acc4_11 = acc4_11 + broadcast16*streamed44 + broadcast17*streamed45 + broadcast18*streamed46 + broadcast19*streamed47
+                            acc4_12 = acc4_12 + broadcast16*streamed48 + broadcast17*streamed49 + broadcast18*streamed50 + broadcast19*streamed51
+                            acc4_13 = acc4_13 + broadcast16*streamed52 + broadcast17*streamed53 + broadcast18*streamed54 + broadcast19*streamed55
+                            acc4_14 = acc4_14 + broadcast16*streamed56 + broadcast17*streamed57 + broadcast18*streamed58 + broadcast19*streamed59
+                            acc4_15 = acc4_15 + broadcast16*streamed60 + broadcast17*streamed61 + broadcast18*streamed62 + broadcast19*streamed63
+                            acc5_0 = acc5_0 + broadcast20*streamed0 + broadcast21*streamed1 + broadcast22*streamed2 + broadcast23*streamed3
+                            acc5_1 = acc5_1 + broadcast20*streamed4 + broadcast21*streamed5 + broadcast22*streamed6 + broadcast23*streamed7
+                            acc5_2 = acc5_2 + broadcast20*streamed8 + broadcast21*streamed9 + broadcast22*streamed10 + broadcast23*streamed11
+                            acc5_3 = acc5_3 + broadcast20*streamed12 + broadcast21*streamed13 + broadcast22*streamed14 + broadcast23*streamed15
+                            acc5_4 = acc5_4 + broadcast20*streamed16 + broadcast21*streamed17 + broadcast22*streamed18 + broadcast23*streamed19
+                            acc5_5 = acc5_5 + broadcast20*streamed20 + broadcast21*streamed21 + broadcast22*streamed22 + broadcast23*streamed23
+                            acc5_6 = acc5_6 + broadcast20*streamed24 + broadcast21*streamed25 + broadcast22*streamed26 + broadcast23*streamed27
+                            acc5_7 = acc5_7 + broadcast20*streamed28 + broadcast21*streamed29 + broadcast22*streamed30 + broadcast23*streamed31
+                            acc5_8 = acc5_8 + broadcast20*streamed32 + broadcast21*streamed33 + broadcast22*streamed34 + broadcast23*streamed35
+                            acc5_9 = acc5_9 + broadcast20*streamed36 + broadcast21*streamed37 + broadcast22*streamed38 + broadcast23*streamed39
+                            acc5_10 = acc5_10 + broadcast20*streamed40 + broadcast21*streamed41 + broadcast22*streamed42 + broadcast23*streamed43
+                            acc5_11 = acc5_11 + broadcast20*streamed44 + broadcast21*streamed45 + broadcast22*streamed46 + broadcast23*streamed47
+                            acc5_12 = acc5_12 + broadcast20*streamed48 + broadcast21*streamed49 + broadcast22*streamed50 + broadcast23*streamed51
+                            acc5_13 = acc5_13 + broadcast20*streamed52 + broadcast21*streamed53 + broadcast22*streamed54 + broadcast23*streamed55
+                            acc5_14 = acc5_14 + broadcast20*streamed56 + broadcast21*streamed57 + broadcast22*streamed58 + broadcast23*streamed59
+                            acc5_15 = acc5_15 + broadcast20*streamed60 + broadcast21*streamed61 + broadcast22*streamed62 + broadcast23*streamed63
+                            acc6_0 = acc6_0 + broadcast24*streamed0 + broadcast25*streamed1 + broadcast26*streamed2 + broadcast27*streamed3
+                            acc6_1 = acc6_1 + broadcast24*streamed4 + broadcast25*streamed5 + broadcast26*streamed6 + broadcast27*streamed7
+                            acc6_2 = acc6_2 + broadcast24*streamed8 + broadcast25*streamed9 + broadcast26*streamed10 + broadcast27*streamed11
+                            acc6_3 = acc6_3 + broadcast24*streamed12 + broadcast25*streamed13 + broadcast26*streamed14 + broadcast27*streamed15
+                            acc6_4 = acc6_4 + broadcast24*streamed16 + broadcast25*streamed17 + broadcast26*streamed18 + broadcast27*streamed19
+                            acc6_5 = acc6_5 + broadcast24*streamed20 + broadcast25*streamed21 + broadcast26*streamed22 + broadcast27*streamed23
+                            acc6_6 = acc6_6 + broadcast24*streamed24 + broadcast25*streamed25 + broadcast26*streamed26 + broadcast27*streamed27
+                            acc6_7 = acc6_7 + broadcast24*streamed28 + broadcast25*streamed29 + broadcast26*streamed30 + broadcast27*streamed31
+                            acc6_8 = acc6_8 + broadcast24*streamed32 + broadcast25*streamed33 + broadcast26*streamed34 + broadcast27*streamed35
+                            acc6_9 = acc6_9 + broadcast24*streamed36 + broadcast25*streamed37 + broadcast26*streamed38 + broadcast27*streamed39
+                            acc6_10 = acc6_10 + broadcast24*streamed40 + broadcast25*streamed41 + broadcast26*streamed42 + broadcast27*streamed43
+                            acc6_11 = acc6_11 + broadcast24*streamed44 + broadcast25*streamed45 + broadcast26*streamed46 + broadcast27*streamed47
+                            acc6_12 = acc6_12 + broadcast24*streamed48 + broadcast25*streamed49 + broadcast26*streamed50 + broadcast27*streamed51
+                            acc6_13 = acc6_13 + broadcast24*streamed52 + broadcast25*streamed53 + broadcast26*streamed54 + broadcast27*streamed55
+                            acc6_14 = acc6_14 + broadcast24*streamed56 + broadcast25*streamed57 + broadcast26*streamed58 + broadcast27*streamed59
+                            acc6_15 = acc6_15 + broadcast24*streamed60 + broadcast25*streamed61 + broadcast26*streamed62 + broadcast27*streamed63
+                            acc7_0 = acc7_0 + broadcast28*streamed0 + broadcast29*streamed1 + broadcast30*streamed2 + broadcast31*streamed3
+                            acc7_1 = acc7_1 + broadcast28*streamed4 + broadcast29*streamed5 + broadcast30*streamed6 + broadcast31*streamed7
+                            acc7_2 = acc7_2 + broadcast28*streamed8 + broadcast29*streamed9 + broadcast30*streamed10 + broadcast31*streamed11
+                            acc7_3 = acc7_3 + broadcast28*streamed12 + broadcast29*streamed13 + broadcast30*streamed14 + broadcast31*streamed15
+                            acc7_4 = acc7_4 + broadcast28*streamed16 + broadcast29*streamed17 + broadcast30*streamed18 + broadcast31*streamed19
+                            acc7_5 = acc7_5 + broadcast28*streamed20 + broadcast29*streamed21 + broadcast30*streamed22 + broadcast31*streamed23
+                            acc7_6 = acc7_6 + broadcast28*streamed24 + broadcast29*streamed25 + broadcast30*streamed26 + broadcast31*streamed27
+                            acc7_7 = acc7_7 + broadcast28*streamed28 + broadcast29*streamed29 + broadcast30*streamed30 + broadcast31*streamed31
+                            acc7_8 = acc7_8 + broadcast28*streamed32 + broadcast29*streamed33 + broadcast30*streamed34 + broadcast31*streamed35
+                            acc7_9 = acc7_9 + broadcast28*streamed36 + broadcast29*streamed37 + broadcast30*streamed38 + broadcast31*streamed39
+                            acc7_10 = acc7_10 + broadcast28*streamed40 + broadcast29*streamed41 + broadcast30*streamed42 + broadcast31*streamed43
+                            acc7_11 = acc7_11 + broadcast28*streamed44 + broadcast29*streamed45 + broadcast30*streamed46 + broadcast31*streamed47
+                            acc7_12 = acc7_12 + broadcast28*streamed48 + broadcast29*streamed49 + broadcast30*streamed50 + broadcast31*streamed51
+                            acc7_13 = acc7_13 + broadcast28*streamed52 + broadcast29*streamed53 + broadcast30*streamed54 + broadcast31*streamed55
+                            acc7_14 = acc7_14 + broadcast28*streamed56 + broadcast29*streamed57 + broadcast30*streamed58 + broadcast31*streamed59
+                            acc7_15 = acc7_15 + broadcast28*streamed60 + broadcast29*streamed61 + broadcast30*streamed62 + broadcast31*streamed63
+                    tile[c_in, u, v, group] = acc0_0
+                    tile[c_in, u, v, group + 1] = acc0_1
+                    tile[c_in, u, v, group + 2] = acc0_2
+                    tile[c_in, u, v, group + 3] = acc0_3
+                    tile[c_in, u, v, group + 4] = acc0_4
+                    tile[c_in, u, v, group + 5] = acc0_5
+                    tile[c_in, u, v, group + 6] = acc0_6
+                    tile[c_in, u, v, group + 7] = acc0_7
+                    tile[c_in, u, v, group + 8] = acc0_8
+                    tile[c_in, u, v, group + 9] = acc0_9
+                    tile[c_in, u, v, group + 10] = acc0_10
+                    tile[c_in, u, v, group + 11] = acc0_11
+                    tile[c_in, u, v, group + 12] = acc0_12
+                    tile[c_in, u, v, group + 13] = acc0_13
+                    tile[c_in, u, v, group + 14] = acc0_14
+                    tile[c_in, u, v, group + 15] = acc0_15
+                    tile[c_in + 1, u, v, group] = acc1_0
+                    tile[c_in + 1, u, v, group + 1] = acc1_1
+                    tile[c_in + 1, u, v, group + 2] = acc1_2
+                    tile[c_in + 1, u, v, group + 3] = acc1_3
+                    tile[c_in + 1, u, v, group + 4] = acc1_4
+                    tile[c_in + 1, u, v, group + 5] = acc1_5
+                    tile[c_in + 1, u, v, group + 6] = acc1_6
+                    tile[c_in + 1, u, v, group + 7] = acc1_7
+                    tile[c_in + 1, u, v, group + 8] = acc1_8
+                    tile[c_in + 1, u, v, group + 9] = acc1_9
+                    tile[c_in + 1, u, v, group + 10] = acc1_10
+                    tile[c_in + 1, u, v, group + 11] = acc1_11
+                    tile[c_in + 1, u, v, group + 12] = acc1_12
+                    tile[c_in + 1, u, v, group + 13] = acc1_13
+                    tile[c_in + 1, u, v, group + 14] = acc1_14
+                    tile[c_in + 1, u, v, group + 15] = acc1_15
+                    tile[c_in + 2, u, v, group] = acc2_0
+                    tile[c_in + 2, u, v, group + 1] = acc2_1
+                    tile[c_in + 2, u, v, group + 2] = acc2_2
+                    tile[c_in + 2, u, v, group + 3] = acc2_3
+                    tile[c_in + 2, u, v, group + 4] = acc2_4
+                    tile[c_in + 2, u, v, group + 5] = acc2_5
+                    tile[c_in + 2, u, v, group + 6] = acc2_6
+                    tile[c_in + 2, u, v, group + 7] = acc2_7
+                    tile[c_in + 2, u, v, group + 8] = acc2_8
+                    tile[c_in + 2, u, v, group + 9] = acc2_9
+                    tile[c_in + 2, u, v, group + 10] = acc2_10
+                    tile[c_in + 2, u, v, group + 11] = acc2_11
+                    tile[c_in + 2, u, v, group + 12] = acc2_12
+                    tile[c_in + 2, u, v, group + 13] = acc2_13
+                    tile[c_in + 2, u, v, group + 14] = acc2_14
+                    tile[c_in + 2, u, v, group + 15] = acc2_15
+                    tile[c_in + 3, u, v, group] = acc3_0
+                    tile[c_in + 3, u, v, group + 1] = acc3_1
+                    tile[c_in + 3, u, v, group + 2] = acc3_2
+                    tile[c_in + 3, u, v, group + 3] = acc3_3
+                    tile[c_in + 3, u, v, group + 4] = acc3_4
+                    tile[c_in + 3, u, v, group + 5] = acc3_5
+                    tile[c_in + 3, u, v, group + 6] = acc3_6
+                    tile[c_in + 3, u, v, group + 7] = acc3_7
+                    tile[c_in + 3, u, v, group + 8] = acc3_8
+                    tile[c_in + 3, u, v, group + 9] = acc3_9
+                    tile[c_in + 3, u, v, group + 10] = acc3_10
+                    tile[c_in + 3, u, v, group + 11] = acc3_11
+                    tile[c_in + 3, u, v, group + 12] = acc3_12
+                    tile[c_in + 3, u, v, group + 13] = acc3_13
+                    tile[c_in + 3, u, v, group + 14] = acc3_14
+                    tile[c_in + 3, u, v, group + 15] = acc3_15
+                    tile[c_in + 4, u, v, group] = acc4_0
+                    tile[c_in + 4, u, v, group + 1] = acc4_1
+                    tile[c_in + 4, u, v, group + 2] = acc4_2
+                    tile[c_in + 4, u, v, group + 3] = acc4_3
+                    tile[c_in + 4, u, v, group + 4] = acc4_4
+                    tile[c_in + 4, u, v, group + 5] = acc4_5
+                    tile[c_in + 4, u, v, group + 6] = acc4_6
+                    tile[c_in + 4, u, v, group + 7] = acc4_7
+                    tile[c_in + 4, u, v, group + 8] = acc4_8
+                    tile[c_in + 4, u, v, group + 9] = acc4_9
+                    tile[c_in + 4, u, v, group + 10] = acc4_10
+                    tile[c_in + 4, u, v, group + 11] = acc4_11
+                    tile[c_in + 4, u, v, group + 12] = acc4_12
+                    tile[c_in + 4, u, v, group + 13] = acc4_13
+                    tile[c_in + 4, u, v, group + 14] = acc4_14
+                    tile[c_in + 4, u, v, group + 15] = acc4_15
+                    tile[c_in + 5, u, v, group] = acc5_0
+                    tile[c_in + 5, u, v, group + 1] = acc5_1
+                    tile[c_in + 5, u, v, group + 2] = acc5_2
+                    tile[c_in + 5, u, v, group + 3] = acc5_3
+                    tile[c_in + 5, u, v, group + 4] = acc5_4
+                    tile[c_in + 5, u, v, group + 5] = acc5_5
+                    tile[c_in + 5, u, v, group + 6] = acc5_6
+                    tile[c_in + 5, u, v, group + 7] = acc5_7
+                    tile[c_in + 5, u, v, group + 8] = acc5_8
+                    tile[c_in + 5, u, v, group + 9] = acc5_9
+                    tile[c_in + 5, u, v, group + 10] = acc5_10
+                    tile[c_in + 5, u, v, group + 11] = acc5_11
+                    tile[c_in + 5, u, v, group + 12] = acc5_12
+                    tile[c_in + 5, u, v, group + 13] = acc5_13
+                    tile[c_in + 5, u, v, group + 14] = acc5_14
+                    tile[c_in + 5, u, v, group + 15] = acc5_15
+                    tile[c_in + 6, u, v, group] = acc6_0
+                    tile[c_in + 6, u, v, group + 1] = acc6_1
+                    tile[c_in + 6, u, v, group + 2] = acc6_2
+                    tile[c_in + 6, u, v, group + 3] = acc6_3
+                    tile[c_in + 6, u, v, group + 4] = acc6_4
+                    tile[c_in + 6, u, v, group + 5] = acc6_5
+                    tile[c_in + 6, u, v, group + 6] = acc6_6
+                    tile[c_in + 6, u, v, group + 7] = acc6_7
+                    tile[c_in + 6, u, v, group + 8] = acc6_8
+                    tile[c_in + 6, u, v, group + 9] = acc6_9
+                    tile[c_in + 6, u, v, group + 10] = acc6_10
+                    tile[c_in + 6, u, v, group + 11] = acc6_11
+                    tile[c_in + 6, u, v, group + 12] = acc6_12
+                    tile[c_in + 6, u, v, group + 13] = acc6_13
+                    tile[c_in + 6, u, v, group + 14] = acc6_14
+                    tile[c_in + 6, u, v, group + 15] = acc6_15
+                    tile[c_in + 7, u, v, group] = acc7_0
+                    tile[c_in + 7, u, v, group + 1] = acc7_1
+                    tile[c_in + 7, u, v, group + 2] = acc7_2
+                    tile[c_in + 7, u, v, group + 3] = acc7_3
+                    tile[c_in + 7, u, v, group + 4] = acc7_4
+                    tile[c_in + 7, u, v, group + 5] = acc7_5
+                    tile[c_in + 7, u, v, group + 6] = acc7_6
+                    tile[c_in + 7, u, v, group + 7] = acc7_7
+                    tile[c_in + 7, u, v, group + 8] = acc7_8
+                    tile[c_in + 7, u, v, group + 9] = acc7_9
+                    tile[c_in + 7, u, v, group + 10] = acc7_10
+                    tile[c_in + 7, u, v, group + 11] = acc7_11
+                    tile[c_in + 7, u, v, group + 12] = acc7_12
+                    tile[c_in + 7, u, v, group + 13] = acc7_13
+                    tile[c_in + 7, u, v, group + 14] = acc7_14
+                    tile[c_in + 7, u, v, group + 15] = acc7_15
+
+
+@njit(cache=True, fastmath={'contract'}, error_model="numpy")
+def b1_conv1_grad_weight_block0_narrow(grad_output_t, tile, x_padded):
+    """One image's sums into b1_conv1_grad_weight's tile, in blocks of 64 local variables."""
+    wide_vectors()
+    for u in range(3):
+        for v in range(3):
+            for c_in in range(0, 16, 4):
+                for group in range(0, 16, 16):
+                    acc0_0 = tile[c_in, u, v, group]
+                    acc0_1 = tile[c_in, u, v, group + 1]
+                    acc0_2 = tile[c_in, u, v, group + 2]
+                    acc0_3 = tile[c_in, u, v, group + 3]
+                    acc0_4 = tile[c_in, u, v, group + 4]
+                    acc0_5 = tile[c_in, u, v, group + 5]
+                    acc0_6 = tile[c_in, u, v, group + 6]
+                    acc0_7 = tile[c_in, u, v, group + 7]
+                    acc0_8 = tile[c_in, u, v, group + 8]
+                    acc0_9 = tile[c_in, u, v, group + 9]
+                    acc0_10 = tile[c_in, u, v, group + 10]
+                    acc0_11 = tile[c_in, u, v, group + 11]
+                    acc0_12 = tile[c_in, u, v, group + 12]
+                    acc0_13 = tile[c_in, u, v, group + 13]
+                    acc0_14 = tile[c_in, u, v, group + 14]
+                    acc0_15 = tile[c_in, u, v, group + 15]
+                    acc1_0 = tile[c_in + 1, u, v, group]
+                    acc1_1 = tile[c_in + 1, u, v, group + 1]
+                    acc1_2 = tile[c_in + 1, u, v, group + 2]
+                    acc1_3 = tile[c_in + 1, u, v, group + 3]
+                    acc1_4 = tile[c_in + 1, u, v, group + 4]
+                    acc1_5 = tile[c_in + 1, u, v, group + 5]
+                    acc1_6 = tile[c_in + 1, u, v, group + 6]
+                    acc1_7 = tile[c_in + 1, u, v, group + 7]
+                    acc1_8 = tile[c_in + 1, u, v, group + 8]
+                    acc1_9 = tile[c_in + 1, u, v, group + 9]
+                    acc1_10 = tile[c_in + 1, u, v, group + 10]
+                    acc1_11 = tile[c_in + 1, u, v, group + 11]
+                    acc1_12 = tile[c_in + 1, u, v, group + 12]
+                    acc1_13 = tile[c_in + 1, u, v, group + 13]
+                    acc1_14 = tile[c_in + 1, u, v, group + 14]
+                    acc1_15 = tile[c_in + 1, u, v, group + 15]
+                    acc2_0 = tile[c_in + 2, u, v, group]
+                    acc2_1 = tile[c_in + 2, u, v, group + 1]
+                    acc2_2 = tile[c_in + 2, u, v, group + 2]
+                    acc2_3 = tile[c_in + 2, u, v, group + 3]
+                    acc2_4 = tile[c_in + 2, u, v, group + 4]
+                    acc2_5 = tile[c_in + 2, u, v, group + 5]
+                    acc2_6 = tile[c_in + 2, u, v, group + 6]
+                    acc2_7 = tile[c_in + 2, u, v, group + 7]
+                    acc2_8 = tile[c_in + 2, u, v, group + 8]
+                    acc2_9 = tile[c_in + 2, u, v, group + 9]
+                    acc2_10 = tile[c_in + 2, u, v, group + 10]
+                    acc2_11 = tile[c_in + 2, u, v, group + 11]
+                    acc2_12 = tile[c_in + 2, u, v, group + 12]
+                    acc2_13 = tile[c_in + 2, u, v, group + 13]
+                    acc2_14 = tile[c_in + 2, u, v, group + 14]
+                    acc2_15 = tile[c_in + 2, u, v, group + 15]
+                    acc3_0 = tile[c_in + 3, u, v, group]
+                    acc3_1 = tile[c_in + 3, u, v, group + 1]
+                    acc3_2 = tile[c_in + 3, u, v, group + 2]
+                    acc3_3 = tile[c_in + 3, u, v, group + 3]
+                    acc3_4 = tile[c_in + 3, u, v, group + 4]
+                    acc3_5 = tile[c_in + 3, u, v, group + 5]
+                    acc3_6 = tile[c_in + 3, u, v, group + 6]
+                    acc3_7 = tile[c_in + 3, u, v, group + 7]
+                    acc3_8 = tile[c_in + 3, u, v, group + 8]
+                    acc3_9 = tile[c_in + 3, u, v, group + 9]
+                    acc3_10 = tile[c_in + 3, u, v, group + 10]
+                    acc3_11 = tile[c_in + 3, u, v, group + 11]
+                    acc3_12 = tile[c_in + 3, u, v, group + 12]
+                    acc3_13 = tile[c_in + 3, u, v, group + 13]
+                    acc3_14 = tile[c_in + 3, u, v, group + 14]
+                    acc3_15 = tile[c_in + 3, u, v, group + 15]
+                    for i in range(32):
+                        for j in range(0, 32, 4):
+                            broadcast0 = x_padded[c_in, i + u, j + v]
+                            broadcast1 = x_padded[c_in, i + u, j + v + 1]
+                            broadcast2 = x_padded[c_in, i + u, j + v + 2]
+                            broadcast3 = x_padded[c_in, i + u, j + v + 3]
+                            broadcast4 = x_padded[c_in + 1, i + u, j + v]
+                            broadcast5 = x_padded[c_in + 1, i + u, j + v + 1]
+                            broadcast6 = x_padded[c_in + 1, i + u, j + v + 2]
+                            broadcast7 = x_padded[c_in + 1, i + u, j + v + 3]
+                            broadcast8 = x_padded[c_in + 2, i + u, j + v]
+                            broadcast9 = x_padded[c_in + 2, i + u, j + v + 1]
+                            broadcast10 = x_padded[c_in + 2, i + u, j + v + 2]
+                            broadcast11 = x_padded[c_in + 2, i + u, j + v + 3]
+                            broadcast12 = x_padded[c_in + 3, i + u, j + v]
+                            broadcast13 = x_padded[c_in + 3, i + u, j + v + 1]
+                            broadcast14 = x_padded[c_in + 3, i + u, j + v + 2]
+                            broadcast15 = x_padded[c_in + 3, i + u, j + v + 3]
+                            streamed0 = grad_output_t[i, j, group]
+                            streamed1 = grad_output_t[i, j + 1, group]
+                            streamed2 = grad_output_t[i, j + 2, group]
+                            streamed3 = grad_output_t[i, j + 3, group]
+                            streamed4 = grad_output_t[i, j, group + 1]
+                            streamed5 = grad_output_t[i, j + 1, group + 1]
+                            streamed6 = grad_output_t[i, j + 2, group + 1]
+                            streamed7 = grad_output_t[i, j + 3, group + 1]
+                            streamed8 = grad_output_t[i, j, group + 2]
+                            streamed9 = grad_output_t[i, j + 1, group + 2]
+                            streamed10 = grad_output_t[i, j + 2, group + 2]
+                            streamed11 = grad_output_t[i, j + 3, group + 2]
+                            streamed12 = grad_output_t[i, j, group + 3]
+                            streamed13 = grad_output_t[i, j + 1, group + 3]
+                            streamed14 = grad_output_t[i, j + 2, group + 3]
+                            streamed15 = grad_output_t[i, j + 3, group + 3]
+                            streamed16 = grad_output_t[i, j, group + 4]
+                            streamed17 = grad_output_t[i, j + 1, group + 4]
+                            streamed18 = grad_output_t[i, j + 2, group + 4]
+                            streamed19 = grad_output_t[i, j + 3, group + 4]
+                            streamed20 = grad_output_t[i, j, group + 5]
+                            streamed21 = grad_output_t[i, j + 1, group + 5]
+                            streamed22 = grad_output_t[i, j + 2, group + 5]
+                            streamed23 = grad_output_t[i, j + 3, group + 5]
+                            streamed24 = grad_output_t[i, j, group + 6]
+                            streamed25 = grad_output_t[i, j + 1, group + 6]
+                            streamed26 = grad_output_t[i, j + 2, group + 6]
+                            streamed27 = grad_output_t[i, j + 3, group + 6]
+                            streamed28 = grad_output_t[i, j, group + 7]
+                            streamed29 = grad_output_t[i, j + 1, group + 7]
+                            streamed30 = grad_output_t[i, j + 2, group + 7]
+                            streamed31 = grad_output_t[i, j + 3, group + 7]
+                            streamed32 = grad_output_t[i, j, group + 8]
+                            streamed33 = grad_output_t[i, j + 1, group + 8]
+                            streamed34 = grad_output_t[i, j + 2, group + 8]
+                            streamed35 = grad_output_t[i, j + 3, group + 8]
+                            streamed36 = grad_output_t[i, j, group + 9]
+                            streamed37 = grad_output_t[i, j + 1, group + 9]
+                            streamed38 = grad_output_t[i, j + 2, group + 9]
+                            streamed39 = grad_output_t[i, j + 3, group + 9]
+                            streamed40 = grad_output_t[i, j, group + 10]
+                            streamed41 = grad_output_t[i, j + 1, group + 10]
+                            streamed42 = grad_output_t[i, j + 2, group + 10]
+                            streamed43 = grad_output_t[i, j + 3, group + 10]
+                            streamed44 = grad_output_t[i, j, group + 11]
+                            streamed45 = grad_output_t[i, j + 1, group + 11]
+                            streamed46 = grad_output_t[i, j + 2, group + 11]
+                            streamed47 = grad_output_t[i, j + 3, group + 11]
+                            streamed48 = grad_output_t[i, j, group + 12]
+                            streamed49 = grad_output_t[i, j + 1, group + 12]
+                            streamed50 = grad_output_t[i, j + 2, group + 12]
+                            streamed51 = grad_output_t[i, j + 3, group + 12]
+                            streamed52 = grad_output_t[i, j, group + 13]
+                            streamed53 = grad_output_t[i, j + 1, group + 13]
+                            streamed54 = grad_output_t[i, j + 2, group + 13]
+                            streamed55 = grad_output_t[i, j + 3, group + 13]
+                            streamed56 = grad_output_t[i, j, group + 14]
+                            streamed57 = grad_output_t[i, j + 1, group + 14]
+                            streamed58 = grad_output_t[i, j + 2, group + 14]
+                            streamed59 = grad_output_t[i, j + 3, group + 14]
+                            streamed60 = grad_output_t[i, j, group + 15]
+                            streamed61 = grad_output_t[i, j + 1, group + 15]
+                            streamed62 = grad_output_t[i, j + 2, group + 15]
+                            streamed63 = grad_output_t[i, j + 3, group + 15]
+                            acc0_0 = acc0_0 + broadcast0*streamed0 + broadcast1*streamed1 + broadcast2*streamed2 + broadcast3*streamed3
+                            acc0_1 = acc0_1 + broadcast0*streamed4 + broadcast1*streamed5 + broadcast2*streamed6 + broadcast3*streamed7
+                            acc0_2 = acc0_2 + broadcast0*streamed8 + broadcast1*streamed9 + broadcast2*streamed10 + broadcast3*streamed11
+                            acc0_3 = acc0_3 + broadcast0*streamed12 + broadcast1*streamed13 + broadcast2*streamed14 + broadcast3*streamed15
+                            acc0_4 = acc0_4 + broadcast0*streamed16 + broadcast1*streamed17 + broadcast2*streamed18 + broadcast3*streamed19
+                            acc0_5 = acc0_5 + broadcast0*streamed20 + broadcast1*streamed21 + broadcast2*streamed22 + broadcast3*streamed23
+                            acc0_6 = acc0_6 + broadcast0*streamed24 + broadcast1*streamed25 + broadcast2*streamed26 + broadcast3*streamed27
+                            acc0_7 = acc0_7 + broadcast0*streamed28 + broadcast1*streamed29 + broadcast2*streamed30 + broadcast3*streamed31
+                            acc0_8 = acc0_8 + broadcast0*streamed32 + broadcast1*streamed33 + broadcast2*streamed34 + broadcast3*streamed35
+                            acc0_9 = acc0_9 + broadcast0*streamed36 + broadcast1*streamed37 + broadcast2*streamed38 + broadcast3*streamed39
+                            acc0_10 = acc0_10 + broadcast0*streamed40 + broadcast1*streamed41 + broadcast2*streamed42 + broadcast3*streamed43
+                            acc0_11 = acc0_11 + broadcast0*streamed44 + broadcast1*streamed45 + broadcast2*streamed46 + broadcast3*streamed47
+                            acc0_12 = acc0_12 + broadcast0*streamed48 + broadcast1*streamed49 + broadcast2*streamed50 + broadcast3*streamed51
+                            acc0_13 = acc0_13 + broadcast0*streamed52 + broadcast1*streamed53 + broadcast2*streamed54 + broadcast3*streamed55
+                            acc0_14 = acc0_14 + broadcast0*streamed56 + broadcast1*streamed57 + broadcast2*streamed58 + broadcast3*streamed59
+                            acc0_15 = acc0_15 + broadcast0*streamed60 + broadcast1*streamed61 + broadcast2*streamed62 + broadcast3*streamed63
+                            acc1_0 = acc1_0 + broadcast4*streamed0 + broadcast5*streamed1 + broadcast6*streamed2 + broadcast7*streamed3
+                            acc1_1 = acc1_1 + broadcast4*streamed4 + broadcast5*streamed5 + broadcast6*streamed6 + broadcast7*streamed7
+                            acc1_2 = acc1_2 + broadcast4*streamed8 + broadcast5*streamed9 + broadcast6*streamed10 + broadcast7*streamed11
+                            acc1_3 = acc1_3 + broadcast4*streamed12 + broadcast5*streamed13 + broadcast6*streamed14 + broadcast7*streamed15
+                            acc1_4 = acc1_4 + broadcast4*streamed16 + broadcast5*streamed17 + broadcast6*streamed18 + broadcast7*streamed19
+                            acc1_5 = acc1_5 + broadcast4*streamed20 + broadcast5*streamed21 + broadcast6*streamed22 + broadcast7*streamed23
+                            acc1_6 = acc1_6 + broadcast4*streamed24 + broadcast5*streamed25 + broadcast6*streamed26 + broadcast7*streamed27
+                            acc1_7 = acc1_7 + broadcast4*streamed28 + broadcast5*streamed29 + broadcast6*streamed30 + broadcast7*streamed31
+                            acc1_8 = acc1_8 + broadcast4*streamed32 + broadcast5*streamed33 + broadcast6*streamed34 + broadcast7*streamed35
+                            acc1_9 = acc1_9 + broadcast4*streamed36 + broadcast5*streamed37 + broadcast6*streamed38 + broadcast7*streamed39
+                            acc1_10 = acc1_10 + broadcast4*streamed40 + broadcast5*streamed41 + broadcast6*streamed42 + broadcast7*streamed43
+                            acc1_11 = acc1_11 + broadcast4*streamed44 + broadcast5*streamed45 + broadcast6*streamed46 + broadcast7*streamed47
+                            acc1_12 = acc1_12 + broadcast4*streamed48 + broadcast5*streamed49 + broadcast6*streamed50 + broadcast7*streamed51
+                            acc1_13 = acc1_13 + broadcast4*streamed52 + broadcast5*streamed53 + broadcast6*streamed54 + broadcast7*streamed55
+                            acc1_14 = acc1_14 + broadcast4*streamed56 + broadcast5*streamed57 + broadcast6*streamed58 + broadcast7*streamed59
+                            acc1_15 = acc1_15 + broadcast4*streamed60 + broadcast5*streamed61 + broadcast6*streamed62 + broadcast7*streamed63
+                            acc2_0 = acc2_0 + broadcast8*streamed0 + broadcast9*streamed1 + broadcast10*streamed2 + broadcast11*streamed3
+                            acc2_1 = acc2_1 + broadcast8*streamed4 + broadcast9*streamed5 + broadcast10*streamed6 + broadcast11*streamed7
+                            acc2_2 = acc2_2 + broadcast8*streamed8 + broadcast9*streamed9 + broadcast10*streamed10 + broadcast11*streamed11
+                            acc2_3 = acc2_3 + broadcast8*streamed12 + broadcast9*streamed13 + broadcast10*streamed14 + broadcast11*streamed15
+                            acc2_4 = acc2_4 + broadcast8*streamed16 + broadcast9*streamed17 + broadcast10*streamed18 + broadcast11*streamed19
+                            acc2_5 = acc2_5 + broadcast8*streamed20 + broadcast9*streamed21 + broadcast10*streamed22 + broadcast11*streamed23
+                            acc2_6 = acc2_6 + broadcast8*streamed24 + broadcast9*streamed25 + broadcast10*streamed26 + broadcast11*streamed27
+                            acc2_7 = acc2_7 + broadcast8*streamed28 + broadcast9*streamed29 + broadcast10*streamed30 + broadcast11*streamed31
+                            acc2_8 = acc2_8 + broadcast8*streamed32 + broadcast9*streamed33 + broadcast10*streamed34 + broadcast11*streamed35
+                            acc2_9 = acc2_9 + broadcast8*streamed36 + broadcast9*streamed37 + broadcast10*streamed38 + broadcast11*streamed39
+                            acc2_10 = acc2_10 + broadcast8*streamed40 + broadcast9*streamed41 + broadcast10*streamed42 + broadcast11*streamed43
+                            acc2_11 = acc2_11 + broadcast8*streamed44 + broadcast9*streamed45 + broadcast10*streamed46 + broadcast11*streamed47
+                            acc2_12 = acc2_12 + broadcast8*streamed48 + broadcast9*streamed49 + broadcast10*streamed50 + broadcast11*streamed51
+                            acc2_13 = acc2_13 + broadcast8*streamed52 + broadcast9*streamed53 + broadcast10*streamed54 + broadcast11*streamed55
+                            acc2_14 = acc2_14 + broadcast8*streamed56 + broadcast9*streamed57 + broadcast10*streamed58 + broadcast11*streamed59
+                            acc2_15 = acc2_15 + broadcast8*streamed60 + broadcast9*streamed61 + broadcast10*streamed62 + broadcast11*streamed63
+                            acc3_0 = acc3_0 + broadcast12*streamed0 + broadcast13*streamed1 + broadcast14*streamed2 + broadcast15*streamed3
+                            acc3_1 = acc3_1 + broadcast12*streamed4 + broadcast13*streamed5 + broadcast14*streamed6 + broadcast15*streamed7
+                            acc3_2 = acc3_2 + broadcast12*streamed8 + broadcast13*streamed9 + broadcast14*streamed10 + broadcast15*streamed11
+                            acc3_3 = acc3_3 + broadcast12*streamed12 + broadcast13*streamed13 + broadcast14*streamed14 + broadcast15*streamed15
+                            acc3_4 = acc3_4 + broadcast12*streamed16 + broadcast13*streamed17 + broadcast14*streamed18 + broadcast15*streamed19
+                            acc3_5 = acc3_5 + broadcast12*streamed20 + broadcast13*streamed21 + broadcast14*streamed22 + broadcast15*streamed23
+                            acc3_6 = acc3_6 + broadcast12*streamed24 + broadcast13*streamed25 + broadcast14*streamed26 + broadcast15*streamed27
+                            acc3_7 = acc3_7 + broadcast12*streamed28 + broadcast13*streamed29 + broadcast14*streamed30 + broadcast15*streamed31
+                            acc3_8 = acc3_8 + broadcast12*streamed32 + broadcast13*streamed33 + broadcast14*streamed34 + broadcast15*streamed35
+                            acc3_9 = acc3_9 + broadcast12*streamed36 + broadcast13*streamed37 + broadcast14*streamed38 + broadcast15*streamed39
+                            acc3_10 = acc3_10 + broadcast12*streamed40 + broadcast13*streamed41 + broadcast14*streamed42 + broadcast15*streamed43
+                            acc3_11 = acc3_11 + broadcast12*streamed44 + broadcast13*streamed45 + broadcast14*streamed46 + broadcast15*streamed47
+                            acc3_12 = acc3_12 + broadcast12*streamed48 + broadcast13*streamed49 + broadcast14*streamed50 + broadcast15*streamed51
+                            acc3_13 = acc3_13 + broadcast12*streamed52 + broadcast13*streamed53 + broadcast14*streamed54 + broadcast15*streamed55
+                            acc3_14 = acc3_14 + broadcast12*streamed56 + broadcast13*streamed57 + broadcast14*streamed58 + broadcast15*streamed59
+                            acc3_15 = acc3_15 + broadcast12*streamed60 + broadcast13*streamed61 + broadcast14*streamed62 + broadcast15*streamed63
+                    tile[c_in, u, v, group] = acc0_0
+                    tile[c_in, u, v, group + 1] = acc0_1
+                    tile[c_in, u, v, group + 2] = acc0_2
+                    tile[c_in, u, v, group + 3] = acc0_3
+                    tile[c_in, u, v, group + 4] = acc0_4
+                    tile[c_in, u, v, group + 5] = acc0_5
+                    tile[c_in, u, v, group + 6] = acc0_6
+                    tile[c_in, u, v, group + 7] = acc0_7
+                    tile[c_in, u, v, group + 8] = acc0_8
+                    tile[c_in, u, v, group + 9] = acc0_9
+                    tile[c_in, u, v, group + 10] = acc0_10
+                    tile[c_in, u, v, group + 11] = acc0_11
+                    tile[c_in, u, v, group + 12] = acc0_12
+                    tile[c_in, u, v, group + 13] = acc0_13
+                    tile[c_in, u, v, group + 14] = acc0_14
+                    tile[c_in, u, v, group + 15] = acc0_15
+                    tile[c_in + 1, u, v, group] = acc1_0
+                    tile[c_in + 1, u, v, group + 1] = acc1_1
+                    tile[c_in + 1, u, v, group + 2] = acc1_2
+                    tile[c_in + 1, u, v, group + 3] = acc1_3
+                    tile[c_in + 1, u, v, group + 4] = acc1_4
+                    tile[c_in + 1, u, v, group + 5] = acc1_5
+                    tile[c_in + 1, u, v, group + 6] = acc1_6
+                    tile[c_in + 1, u, v, group + 7] = acc1_7
+                    tile[c_in + 1, u, v, group + 8] = acc1_8
+                    tile[c_in + 1, u, v, group + 9] = acc1_9
+                    tile[c_in + 1, u, v, group + 10] = acc1_10
+                    tile[c_in + 1, u, v, group + 11] = acc1_11
+                    tile[c_in + 1, u, v, group + 12] = acc1_12
+                    tile[c_in + 1, u, v, group + 13] = acc1_13
+                    tile[c_in + 1, u, v, group + 14] = acc1_14
+                    tile[c_in + 1, u, v, group + 15] = acc1_15
+                    tile[c_in + 2, u, v, group] = acc2_0
+                    tile[c_in + 2, u, v, group + 1] = acc2_1
+                    tile[c_in + 2, u, v, group + 2] = acc2_2
+                    tile[c_in + 2, u, v, group + 3] = acc2_3
+                    tile[c_in + 2, u, v, group + 4] = acc2_4
+                    tile[c_in + 2, u, v, group + 5] = acc2_5
+                    tile[c_in + 2, u, v, group + 6] = acc2_6
+                    tile[c_in + 2, u, v, group + 7] = acc2_7
+                    tile[c_in + 2, u, v, group + 8] = acc2_8
+                    tile[c_in + 2, u, v, group + 9] = acc2_9
+                    tile[c_in + 2, u, v, group + 10] = acc2_10
+                    tile[c_in + 2, u, v, group + 11] = acc2_11
+                    tile[c_in + 2, u, v, group + 12] = acc2_12
+                    tile[c_in + 2, u, v, group + 13] = acc2_13
+                    tile[c_in + 2, u, v, group + 14] = acc2_14
+                    tile[c_in + 2, u, v, group + 15] = acc2_15
+                    tile[c_in + 3, u, v, group] = acc3_0
+                    tile[c_in + 3, u, v, group + 1] = acc3_1
+                    tile[c_in + 3, u, v, group + 2] = acc3_2
+                    tile[c_in + 3, u, v, group + 3] = acc3_3
+                    tile[c_in + 3, u, v, group + 4] = acc3_4
+                    tile[c_in + 3, u, v, group + 5] = acc3_5
+                    tile[c_in + 3, u, v, group + 6] = acc3_6
+                    tile[c_in + 3, u, v, group + 7] = acc3_7
+                    tile[c_in + 3, u, v, group + 8] = acc3_8
+                    tile[c_in + 3, u, v, group + 9] = acc3_9
+                    tile[c_in + 3, u, v, group + 10] = acc3_10
+                    tile[c_in + 3, u, v, group + 11] = acc3_11
+                    tile[c_in + 3, u, v, group + 12] = acc3_12
+                    tile[c_in + 3, u, v, group + 13] = acc3_13
+                    tile[c_in + 3, u, v, group + 14] = acc3_14
+                    tile[c_in + 3, u, v, group + 15] = acc3_15
+
+
+b1_conv1_grad_weight_block0 = for_this_cpu(b1_conv1_grad_weight_block0_wide, b1_conv1_grad_weight_block0_narrow)
+
+
 @njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def b1_conv1_grad_weight(grad_output, x, grad_weight):
     """conv2d: gradient with respect to the weight
@@ -1566,25 +2345,7 @@ def b1_conv1_grad_weight(grad_output, x, grad_weight):
                 for j in range(32):
                     for c_out in range(16):
                         grad_output_t[i, j, c_out] = grad_output[n, c_out, i, j]
-            for i in range(32):
-                for j in range(0, 32, 8):
-                    for c_in in range(16):
-                        for u in range(3):
-                            broadcast0 = x_padded[c_in, i + u, j]
-                            broadcast1 = x_padded[c_in, i + u, j + 1]
-                            broadcast2 = x_padded[c_in, i + u, j + 2]
-                            broadcast3 = x_padded[c_in, i + u, j + 3]
-                            broadcast4 = x_padded[c_in, i + u, j + 4]
-                            broadcast5 = x_padded[c_in, i + u, j + 5]
-                            broadcast6 = x_padded[c_in, i + u, j + 6]
-                            broadcast7 = x_padded[c_in, i + u, j + 7]
-                            broadcast8 = x_padded[c_in, i + u, j + 8]
-                            broadcast9 = x_padded[c_in, i + u, j + 9]
-                            for c_out in range(lanes):
-                                tile[c_in, u, 0, c_out] = tile[c_in, u, 0, c_out] + broadcast0*grad_output_t[i, j, c_out] + broadcast1*grad_output_t[i, j + 1, c_out] + broadcast2*grad_output_t[i, j + 2, c_out] + broadcast3*grad_output_t[i, j + 3, c_out] + broadcast4*grad_output_t[i, j + 4, c_out] + broadcast5*grad_output_t[i, j + 5, c_out] + broadcast6*grad_output_t[i, j + 6, c_out] + broadcast7*grad_output_t[i, j + 7, c_out]
-                                tile[c_in, u, 1, c_out] = tile[c_in, u, 1, c_out] + broadcast1*grad_output_t[i, j, c_out] + broadcast2*grad_output_t[i, j + 1, c_out] + broadcast3*grad_output_t[i, j + 2, c_out] + broadcast4*grad_output_t[i, j + 3, c_out] + broadcast5*grad_output_t[i, j + 4, c_out] + broadcast6*grad_output_t[i, j + 5, c_out] + broadcast7*grad_output_t[i, j + 6, c_out] + broadcast8*grad_output_t[i, j + 7, c_out]
-                                tile[c_in, u, 2, c_out] = tile[c_in, u, 2, c_out] + broadcast2*grad_output_t[i, j, c_out] + broadcast3*grad_output_t[i, j + 1, c_out] + broadcast4*grad_output_t[i, j + 2, c_out] + broadcast5*grad_output_t[i, j + 3, c_out] + broadcast6*grad_output_t[i, j + 4, c_out] + broadcast7*grad_output_t[i, j + 5, c_out] + broadcast8*grad_output_t[i, j + 6, c_out] + broadcast9*grad_output_t[i, j + 7, c_out]
-
+            b1_conv1_grad_weight_block0(grad_output_t, tile, x_padded)
         tiles[chunk] = tile
     for c_out in prange(16):
         for c_in in range(16):
@@ -1598,7 +2359,7 @@ def b1_conv1_grad_weight(grad_output, x, grad_weight):
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
 def b1_conv1_folded_forward_block0_wide(i, tile, weight_t, x_padded):
-    """One row of b1_conv1_folded_forward's tile, summed in blocks of 128 local variables."""
+    """One row of b1_conv1_folded_forward's tile, in blocks of 128 local variables."""
     wide_vectors()
     for j in range(0, 32, 8):
         for group in range(0, 16, 16):
@@ -2050,7 +2811,7 @@ def b1_conv1_folded_forward_block0_wide(i, tile, weight_t, x_padded):
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
 def b1_conv1_folded_forward_block0_narrow(i, tile, weight_t, x_padded):
-    """One row of b1_conv1_folded_forward's tile, summed in blocks of 64 local variables."""
+    """One row of b1_conv1_folded_forward's tile, in blocks of 64 local variables."""
     wide_vectors()
     for j in range(0, 32, 4):
         for group in range(0, 16, 16):

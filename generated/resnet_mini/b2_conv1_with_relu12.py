@@ -24,7 +24,7 @@ numba.config.SLP_VECTORIZE = 1
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
 def b2_conv1_with_relu12_folded_forward_block0_wide(i, tile, weight_t, x_padded):
-    """One row of b2_conv1_with_relu12_folded_forward's tile, summed in blocks of 128 local variables."""
+    """One row of b2_conv1_with_relu12_folded_forward's tile, in blocks of 128 local variables."""
     wide_vectors()
     for j in range(0, 16, 4):
         for group in range(0, 32, 32):
@@ -523,7 +523,7 @@ def b2_conv1_with_relu12_folded_forward_block0_wide(i, tile, weight_t, x_padded)
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
 def b2_conv1_with_relu12_folded_forward_block0_narrow(i, tile, weight_t, x_padded):
-    """One row of b2_conv1_with_relu12_folded_forward's tile, summed in blocks of 64 local variables."""
+    """One row of b2_conv1_with_relu12_folded_forward's tile, in blocks of 64 local variables."""
     wide_vectors()
     for j in range(0, 16, 2):
         for group in range(0, 32, 32):

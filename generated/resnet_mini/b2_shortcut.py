@@ -24,7 +24,7 @@ numba.config.SLP_VECTORIZE = 1
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
 def b2_shortcut_forward_block0_wide(i, tile, weight_t, x_padded):
-    """One row of b2_shortcut_forward's tile, summed in blocks of 128 local variables."""
+    """One row of b2_shortcut_forward's tile, in blocks of 128 local variables."""
     wide_vectors()
     for j in range(0, 16, 4):
         for group in range(0, 32, 32):
@@ -454,7 +454,7 @@ def b2_shortcut_forward_block0_wide(i, tile, weight_t, x_padded):
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
 def b2_shortcut_forward_block0_narrow(i, tile, weight_t, x_padded):
-    """One row of b2_shortcut_forward's tile, summed in blocks of 64 local variables."""
+    """One row of b2_shortcut_forward's tile, in blocks of 64 local variables."""
     wide_vectors()
     for j in range(0, 16, 2):
         for group in range(0, 32, 32):
@@ -735,7 +735,7 @@ def b2_shortcut_forward(x, weight, out):
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
 def b2_shortcut_grad_input_block0_wide(c_in, grad_output, n, tile, weight):
-    """One row of b2_shortcut_grad_input's tile, summed in blocks of 128 local variables."""
+    """One row of b2_shortcut_grad_input's tile, in blocks of 128 local variables."""
     wide_vectors()
     for q_k in range(0, 16, 8):
         for group in range(0, 16, 16):
@@ -1644,7 +1644,7 @@ def b2_shortcut_grad_input_block0_wide(c_in, grad_output, n, tile, weight):
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
 def b2_shortcut_grad_input_block0_narrow(c_in, grad_output, n, tile, weight):
-    """One row of b2_shortcut_grad_input's tile, summed in blocks of 64 local variables."""
+    """One row of b2_shortcut_grad_input's tile, in blocks of 64 local variables."""
     wide_vectors()
     for q_k in range(0, 16, 4):
         for group in range(0, 16, 16):
@@ -2160,6 +2160,889 @@ def b2_shortcut_grad_input(grad_output, weight, grad_input):
                     grad_input_p11[n, c_in, q_k, q_l] = acc
 
 
+@njit(cache=True, fastmath={'contract'}, error_model="numpy")
+def b2_shortcut_grad_weight_block0_wide(grad_output_t, tile, x_padded):
+    """One image's sums into b2_shortcut_grad_weight's tile, in blocks of 128 local variables."""
+    wide_vectors()
+    for u in range(1):
+        for v in range(1):
+            for c_in in range(0, 16, 4):
+                for group in range(0, 32, 32):
+                    acc0_0 = tile[c_in, u, v, group]
+                    acc0_1 = tile[c_in, u, v, group + 1]
+                    acc0_2 = tile[c_in, u, v, group + 2]
+                    acc0_3 = tile[c_in, u, v, group + 3]
+                    acc0_4 = tile[c_in, u, v, group + 4]
+                    acc0_5 = tile[c_in, u, v, group + 5]
+                    acc0_6 = tile[c_in, u, v, group + 6]
+                    acc0_7 = tile[c_in, u, v, group + 7]
+                    acc0_8 = tile[c_in, u, v, group + 8]
+                    acc0_9 = tile[c_in, u, v, group + 9]
+                    acc0_10 = tile[c_in, u, v, group + 10]
+                    acc0_11 = tile[c_in, u, v, group + 11]
+                    acc0_12 = tile[c_in, u, v, group + 12]
+                    acc0_13 = tile[c_in, u, v, group + 13]
+                    acc0_14 = tile[c_in, u, v, group + 14]
+                    acc0_15 = tile[c_in, u, v, group + 15]
+                    acc0_16 = tile[c_in, u, v, group + 16]
+                    acc0_17 = tile[c_in, u, v, group + 17]
+                    acc0_18 = tile[c_in, u, v, group + 18]
+                    acc0_19 = tile[c_in, u, v, group + 19]
+                    acc0_20 = tile[c_in, u, v, group + 20]
+                    acc0_21 = tile[c_in, u, v, group + 21]
+                    acc0_22 = tile[c_in, u, v, group + 22]
+                    acc0_23 = tile[c_in, u, v, group + 23]
+                    acc0_24 = tile[c_in, u, v, group + 24]
+                    acc0_25 = tile[c_in, u, v, group + 25]
+                    acc0_26 = tile[c_in, u, v, group + 26]
+                    acc0_27 = tile[c_in, u, v, group + 27]
+                    acc0_28 = tile[c_in, u, v, group + 28]
+                    acc0_29 = tile[c_in, u, v, group + 29]
+                    acc0_30 = tile[c_in, u, v, group + 30]
+                    acc0_31 = tile[c_in, u, v, group + 31]
+                    acc1_0 = tile[c_in + 1, u, v, group]
+                    acc1_1 = tile[c_in + 1, u, v, group + 1]
+                    acc1_2 = tile[c_in + 1, u, v, group + 2]
+                    acc1_3 = tile[c_in + 1, u, v, group + 3]
+                    acc1_4 = tile[c_in + 1, u, v, group + 4]
+                    acc1_5 = tile[c_in + 1, u, v, group + 5]
+                    acc1_6 = tile[c_in + 1, u, v, group + 6]
+                    acc1_7 = tile[c_in + 1, u, v, group + 7]
+                    acc1_8 = tile[c_in + 1, u, v, group + 8]
+                    acc1_9 = tile[c_in + 1, u, v, group + 9]
+                    acc1_10 = tile[c_in + 1, u, v, group + 10]
+                    acc1_11 = tile[c_in + 1, u, v, group + 11]
+                    acc1_12 = tile[c_in + 1, u, v, group + 12]
+                    acc1_13 = tile[c_in + 1, u, v, group + 13]
+                    acc1_14 = tile[c_in + 1, u, v, group + 14]
+                    acc1_15 = tile[c_in + 1, u, v, group + 15]
+                    acc1_16 = tile[c_in + 1, u, v, group + 16]
+                    acc1_17 = tile[c_in + 1, u, v, group + 17]
+                    acc1_18 = tile[c_in + 1, u, v, group + 18]
+                    acc1_19 = tile[c_in + 1, u, v, group + 19]
+                    acc1_20 = tile[c_in + 1, u, v, group + 20]
+                    acc1_21 = tile[c_in + 1, u, v, group + 21]
+                    acc1_22 = tile[c_in + 1, u, v, group + 22]
+                    acc1_23 = tile[c_in + 1, u, v, group + 23]
+                    acc1_24 = tile[c_in + 1, u, v, group + 24]
+                    acc1_25 = tile[c_in + 1, u, v, group + 25]
+                    acc1_26 = tile[c_in + 1, u, v, group + 26]
+                    acc1_27 = tile[c_in + 1, u, v, group + 27]
+                    acc1_28 = tile[c_in + 1, u, v, group + 28]
+                    acc1_29 = tile[c_in + 1, u, v, group + 29]
+                    acc1_30 = tile[c_in + 1, u, v, group + 30]
+                    acc1_31 = tile[c_in + 1, u, v, group + 31]
+                    acc2_0 = tile[c_in + 2, u, v, group]
+                    acc2_1 = tile[c_in + 2, u, v, group + 1]
+                    acc2_2 = tile[c_in + 2, u, v, group + 2]
+                    acc2_3 = tile[c_in + 2, u, v, group + 3]
+                    acc2_4 = tile[c_in + 2, u, v, group + 4]
+                    acc2_5 = tile[c_in + 2, u, v, group + 5]
+                    acc2_6 = tile[c_in + 2, u, v, group + 6]
+                    acc2_7 = tile[c_in + 2, u, v, group + 7]
+                    acc2_8 = tile[c_in + 2, u, v, group + 8]
+                    acc2_9 = tile[c_in + 2, u, v, group + 9]
+                    acc2_10 = tile[c_in + 2, u, v, group + 10]
+                    acc2_11 = tile[c_in + 2, u, v, group + 11]
+                    acc2_12 = tile[c_in + 2, u, v, group + 12]
+                    acc2_13 = tile[c_in + 2, u, v, group + 13]
+                    acc2_14 = tile[c_in + 2, u, v, group + 14]
+                    acc2_15 = tile[c_in + 2, u, v, group + 15]
+                    acc2_16 = tile[c_in + 2, u, v, group + 16]
+                    acc2_17 = tile[c_in + 2, u, v, group + 17]
+                    acc2_18 = tile[c_in + 2, u, v, group + 18]
+                    acc2_19 = tile[c_in + 2, u, v, group + 19]
+                    acc2_20 = tile[c_in + 2, u, v, group + 20]
+                    acc2_21 = tile[c_in + 2, u, v, group + 21]
+                    acc2_22 = tile[c_in + 2, u, v, group + 22]
+                    acc2_23 = tile[c_in + 2, u, v, group + 23]
+                    acc2_24 = tile[c_in + 2, u, v, group + 24]
+                    acc2_25 = tile[c_in + 2, u, v, group + 25]
+                    acc2_26 = tile[c_in + 2, u, v, group + 26]
+                    acc2_27 = tile[c_in + 2, u, v, group + 27]
+                    acc2_28 = tile[c_in + 2, u, v, group + 28]
+                    acc2_29 = tile[c_in + 2, u, v, group + 29]
+                    acc2_30 = tile[c_in + 2, u, v, group + 30]
+                    acc2_31 = tile[c_in + 2, u, v, group + 31]
+                    acc3_0 = tile[c_in + 3, u, v, group]
+                    acc3_1 = tile[c_in + 3, u, v, group + 1]
+                    acc3_2 = tile[c_in + 3, u, v, group + 2]
+                    acc3_3 = tile[c_in + 3, u, v, group + 3]
+                    acc3_4 = tile[c_in + 3, u, v, group + 4]
+                    acc3_5 = tile[c_in + 3, u, v, group + 5]
+                    acc3_6 = tile[c_in + 3, u, v, group + 6]
+                    acc3_7 = tile[c_in + 3, u, v, group + 7]
+                    acc3_8 = tile[c_in + 3, u, v, group + 8]
+                    acc3_9 = tile[c_in + 3, u, v, group + 9]
+                    acc3_10 = tile[c_in + 3, u, v, group + 10]
+                    acc3_11 = tile[c_in + 3, u, v, group + 11]
+                    acc3_12 = tile[c_in + 3, u, v, group + 12]
+                    acc3_13 = tile[c_in + 3, u, v, group + 13]
+                    acc3_14 = tile[c_in + 3, u, v, group + 14]
+                    acc3_15 = tile[c_in + 3, u, v, group + 15]
+                    acc3_16 = tile[c_in + 3, u, v, group + 16]
+                    acc3_17 = tile[c_in + 3, u, v, group + 17]
+                    acc3_18 = tile[c_in + 3, u, v, group + 18]
+                    acc3_19 = tile[c_in + 3, u, v, group + 19]
+                    acc3_20 = tile[c_in + 3, u, v, group + 20]
+                    acc3_21 = tile[c_in + 3, u, v, group + 21]
+                    acc3_22 = tile[c_in + 3, u, v, group + 22]
+                    acc3_23 = tile[c_in + 3, u, v, group + 23]
+                    acc3_24 = tile[c_in + 3, u, v, group + 24]
+                    acc3_25 = tile[c_in + 3, u, v, group + 25]
+                    acc3_26 = tile[c_in + 3, u, v, group + 26]
+                    acc3_27 = tile[c_in + 3, u, v, group + 27]
+                    acc3_28 = tile[c_in + 3, u, v, group + 28]
+                    acc3_29 = tile[c_in + 3, u, v, group + 29]
+                    acc3_30 = tile[c_in + 3, u, v, group + 30]
+                    acc3_31 = tile[c_in + 3, u, v, group + 31]
+                    for i in range(16):
+                        for j in range(0, 16, 4):
+                            broadcast0 = x_padded[c_in, 2*i + u, 2*j + v]
+                            broadcast1 = x_padded[c_in, 2*i + u, 2*j + v + 2]
+                            broadcast2 = x_padded[c_in, 2*i + u, 2*j + v + 4]
+                            broadcast3 = x_padded[c_in, 2*i + u, 2*j + v + 6]
+                            broadcast4 = x_padded[c_in + 1, 2*i + u, 2*j + v]
+                            broadcast5 = x_padded[c_in + 1, 2*i + u, 2*j + v + 2]
+                            broadcast6 = x_padded[c_in + 1, 2*i + u, 2*j + v + 4]
+                            broadcast7 = x_padded[c_in + 1, 2*i + u, 2*j + v + 6]
+                            broadcast8 = x_padded[c_in + 2, 2*i + u, 2*j + v]
+                            broadcast9 = x_padded[c_in + 2, 2*i + u, 2*j + v + 2]
+                            broadcast10 = x_padded[c_in + 2, 2*i + u, 2*j + v + 4]
+                            broadcast11 = x_padded[c_in + 2, 2*i + u, 2*j + v + 6]
+                            broadcast12 = x_padded[c_in + 3, 2*i + u, 2*j + v]
+                            broadcast13 = x_padded[c_in + 3, 2*i + u, 2*j + v + 2]
+                            broadcast14 = x_padded[c_in + 3, 2*i + u, 2*j + v + 4]
+                            broadcast15 = x_padded[c_in + 3, 2*i + u, 2*j + v + 6]
+                            streamed0 = grad_output_t[i, j, group]
+                            streamed1 = grad_output_t[i, j + 1, group]
+                            streamed2 = grad_output_t[i, j + 2, group]
+                            streamed3 = grad_output_t[i, j + 3, group]
+                            streamed4 = grad_output_t[i, j, group + 1]
+                            streamed5 = grad_output_t[i, j + 1, group + 1]
+                            streamed6 = grad_output_t[i, j + 2, group + 1]
+                            streamed7 = grad_output_t[i, j + 3, group + 1]
+                            streamed8 = grad_output_t[i, j, group + 2]
+                            streamed9 = grad_output_t[i, j + 1, group + 2]
+                            streamed10 = grad_output_t[i, j + 2, group + 2]
+                            streamed11 = grad_output_t[i, j + 3, group + 2]
+                            streamed12 = grad_output_t[i, j, group + 3]
+                            streamed13 = grad_output_t[i, j + 1, group + 3]
+                            streamed14 = grad_output_t[i, j + 2, group + 3]
+                            streamed15 = grad_output_t[i, j + 3, group + 3]
+                            streamed16 = grad_output_t[i, j, group + 4]
+                            streamed17 = grad_output_t[i, j + 1, group + 4]
+                            streamed18 = grad_output_t[i, j + 2, group + 4]
+                            streamed19 = grad_output_t[i, j + 3, group + 4]
+                            streamed20 = grad_output_t[i, j, group + 5]
+                            streamed21 = grad_output_t[i, j + 1, group + 5]
+                            streamed22 = grad_output_t[i, j + 2, group + 5]
+                            streamed23 = grad_output_t[i, j + 3, group + 5]
+                            streamed24 = grad_output_t[i, j, group + 6]
+                            streamed25 = grad_output_t[i, j + 1, group + 6]
+                            streamed26 = grad_output_t[i, j + 2, group + 6]
+                            streamed27 = grad_output_t[i, j + 3, group + 6]
+                            streamed28 = grad_output_t[i, j, group + 7]
+                            streamed29 = grad_output_t[i, j + 1, group + 7]
+                            streamed30 = grad_output_t[i, j + 2, group + 7]
+                            streamed31 = grad_output_t[i, j + 3, group + 7]
+                            streamed32 = grad_output_t[i, j, group + 8]
+                            streamed33 = grad_output_t[i, j + 1, group + 8]
+                            streamed34 = grad_output_t[i, j + 2, group + 8]
+                            streamed35 = grad_output_t[i, j + 3, group + 8]
+                            streamed36 = grad_output_t[i, j, group + 9]
+                            streamed37 = grad_output_t[i, j + 1, group + 9]
+                            streamed38 = grad_output_t[i, j + 2, group + 9]
+                            streamed39 = grad_output_t[i, j + 3, group + 9]
+                            streamed40 = grad_output_t[i, j, group + 10]
+                            streamed41 = grad_output_t[i, j + 1, group + 10]
+                            streamed42 = grad_output_t[i, j + 2, group + 10]
+                            streamed43 = grad_output_t[i, j + 3, group + 10]
+                            streamed44 = grad_output_t[i, j, group + 11]
+                            streamed45 = grad_output_t[i, j + 1, group + 11]
+                            streamed46 = grad_output_t[i, j + 2, group + 11]
+                            streamed47 = grad_output_t[i, j + 3, group + 11]
+                            streamed48 = grad_output_t[i, j, group + 12]
+                            streamed49 = grad_output_t[i, j + 1, group + 12]
+                            streamed50 = grad_output_t[i, j + 2, group + 12]
+                            streamed51 = grad_output_t[i, j + 3, group + 12]
+                            streamed52 = grad_output_t[i, j, group + 13]
+                            streamed53 = grad_output_t[i, j + 1, group + 13]
+                            streamed54 = grad_output_t[i, j + 2, group + 13]
+                            streamed55 = grad_output_t[i, j + 3, group + 13]
+                            streamed56 = grad_output_t[i, j, group + 14]
+                            streamed57 = grad_output_t[i, j + 1, group + 14]
+                            streamed58 = grad_output_t[i, j + 2, group + 14]
+                            streamed59 = grad_output_t[i, j + 3, group + 14]
+                            streamed60 = grad_output_t[i, j, group + 15]
+                            streamed61 = grad_output_t[i, j + 1, group + 15]
+                            streamed62 = grad_output_t[i, j + 2, group + 15]
+                            streamed63 = grad_output_t[i, j + 3, group + 15]
+                            streamed64 = grad_output_t[i, j, group + 16]
+                            streamed65 = grad_output_t[i, j + 1, group + 16]
+                            streamed66 = grad_output_t[i, j + 2, group + 16]
+                            streamed67 = grad_output_t[i, j + 3, group + 16]
+                            streamed68 = grad_output_t[i, j, group + 17]
+                            streamed69 = grad_output_t[i, j + 1, group + 17]
+                            streamed70 = grad_output_t[i, j + 2, group + 17]
+                            streamed71 = grad_output_t[i, j + 3, group + 17]
+                            streamed72 = grad_output_t[i, j, group + 18]
+                            streamed73 = grad_output_t[i, j + 1, group + 18]
+                            streamed74 = grad_output_t[i, j + 2, group + 18]
+                            streamed75 = grad_output_t[i, j + 3, group + 18]
+                            streamed76 = grad_output_t[i, j, group + 19]
+                            streamed77 = grad_output_t[i, j + 1, group + 19]
+                            streamed78 = grad_output_t[i, j + 2, group + 19]
+                            streamed79 = grad_output_t[i, j + 3, group + 19]
+                            streamed80 = grad_output_t[i, j, group + 20]
+                            streamed81 = grad_output_t[i, j + 1, group + 20]
+                            streamed82 = grad_output_t[i, j + 2, group + 20]
+                            streamed83 = grad_output_t[i, j + 3, group + 20]
+                            streamed84 = grad_output_t[i, j, group + 21]
+                            streamed85 = grad_output_t[i, j + 1, group + 21]
+                            streamed86 = grad_output_t[i, j + 2, group + 21]
+                            streamed87 = grad_output_t[i, j + 3, group + 21]
+                            streamed88 = grad_output_t[i, j, group + 22]
+                            streamed89 = grad_output_t[i, j + 1, group + 22]
+                            streamed90 = grad_output_t[i, j + 2, group + 22]
+                            streamed91 = grad_output_t[i, j + 3, group + 22]
+                            streamed92 = grad_output_t[i, j, group + 23]
+                            streamed93 = grad_output_t[i, j + 1, group + 23]
+                            streamed94 = grad_output_t[i, j + 2, group + 23]
+                            streamed95 = grad_output_t[i, j + 3, group + 23]
+                            streamed96 = grad_output_t[i, j, group + 24]
+                            streamed97 = grad_output_t[i, j + 1, group + 24]
+                            streamed98 = grad_output_t[i, j + 2, group + 24]
+                            streamed99 = grad_output_t[i, j + 3, group + 24]
+                            streamed100 = grad_output_t[i, j, group + 25]
+                            streamed101 = grad_output_t[i, j + 1, group + 25]
+                            streamed102 = grad_output_t[i, j + 2, group + 25]
+                            streamed103 = grad_output_t[i, j + 3, group + 25]
+                            streamed104 = grad_output_t[i, j, group + 26]
+                            streamed105 = grad_output_t[i, j + 1, group + 26]
+                            streamed106 = grad_output_t[i, j + 2, group + 26]
+                            streamed107 = grad_output_t[i, j + 3, group + 26]
+                            streamed108 = grad_output_t[i, j, group + 27]
+                            streamed109 = grad_output_t[i, j + 1, group + 27]
+                            streamed110 = grad_output_t[i, j + 2, group + 27]
+                            streamed111 = grad_output_t[i, j + 3, group + 27]
+                            streamed112 = grad_output_t[i, j, group + 28]
+                            streamed113 = grad_output_t[i, j + 1, group + 28]
+                            streamed114 = grad_output_t[i, j + 2, group + 28]
+                            streamed115 = grad_output_t[i, j + 3, group + 28]
+                            streamed116 = grad_output_t[i, j, group + 29]
+                            streamed117 = grad_output_t[i, j + 1, group + 29]
+                            streamed118 = grad_output_t[i, j + 2, group + 29]
+                            streamed119 = grad_output_t[i, j + 3, group + 29]
+                            streamed120 = grad_output_t[i, j, group + 30]
+                            streamed121 = grad_output_t[i, j + 1, group + 30]
+                            streamed122 = grad_output_t[i, j + 2, group + 30]
+                            streamed123 = grad_output_t[i, j + 3, group + 30]
+                            streamed124 = grad_output_t[i, j, group + 31]
+                            streamed125 = grad_output_t[i, j + 1, group + 31]
+                            streamed126 = grad_output_t[i, j + 2, group + 31]
+                            streamed127 = grad_output_t[i, j + 3, group + 31]
+                            acc0_0 = acc0_0 + broadcast0*streamed0 + broadcast1*streamed1 + broadcast2*streamed2 + broadcast3*streamed3
+                            acc0_1 = acc0_1 + broadcast0*streamed4 + broadcast1*streamed5 + broadcast2*streamed6 + broadcast3*streamed7
+                            acc0_2 = acc0_2 + broadcast0*streamed8 + broadcast1*streamed9 + broadcast2*streamed10 + broadcast3*streamed11
+                            acc0_3 = acc0_3 + broadcast0*streamed12 + broadcast1*streamed13 + broadcast2*streamed14 + broadcast3*streamed15
+                            acc0_4 = acc0_4 + broadcast0*streamed16 + broadcast1*streamed17 + broadcast2*streamed18 + broadcast3*streamed19
+                            acc0_5 = acc0_5 + broadcast0*streamed20 + broadcast1*streamed21 + broadcast2*streamed22 + broadcast3*streamed23
+                            acc0_6 = acc0_6 + broadcast0*streamed24 + broadcast1*streamed25 + broadcast2*streamed26 + broadcast3*streamed27
+                            acc0_7 = acc0_7 + broadcast0*streamed28 + broadcast1*streamed29 + broadcast2*streamed30 + broadcast3*streamed31
+                            acc0_8 = acc0_8 + broadcast0*streamed32 + broadcast1*streamed33 + broadcast2*streamed34 + broadcast3*streamed35
+                            acc0_9 = acc0_9 + broadcast0*streamed36 + broadcast1*streamed37 + broadcast2*streamed38 + broadcast3*streamed39
+                            acc0_10 = acc0_10 + broadcast0*streamed40 + broadcast1*streamed41 + broadcast2*streamed42 + broadcast3*streamed43
+                            acc0_11 = acc0_11 + broadcast0*streamed44 + broadcast1*streamed45 + broadcast2*streamed46 + broadcast3*streamed47
+                            acc0_12 = acc0_12 + broadcast0*streamed48 + broadcast1*streamed49 + broadcast2*streamed50 + broadcast3*streamed51
+                            acc0_13 = acc0_13 + broadcast0*streamed52 + broadcast1*streamed53 + broadcast2*streamed54 + broadcast3*streamed55
+                            acc0_14 = acc0_14 + broadcast0*streamed56 + broadcast1*streamed57 + broadcast2*streamed58 + broadcast3*streamed59
+                            acc0_15 = acc0_15 + broadcast0*streamed60 + broadcast1*streamed61 + broadcast2*streamed62 + broadcast3*streamed63
+                            acc0_16 = acc0_16 + broadcast0*streamed64 + broadcast1*streamed65 + broadcast2*streamed66 + broadcast3*streamed67
+                            acc0_17 = acc0_17 + broadcast0*streamed68 + broadcast1*streamed69 + broadcast2*streamed70 + broadcast3*streamed71
+                            acc0_18 = acc0_18 + broadcast0*streamed72 + broadcast1*streamed73 + broadcast2*streamed74 + broadcast3*streamed75
+                            acc0_19 = acc0_19 + broadcast0*streamed76 + broadcast1*streamed77 + broadcast2*streamed78 + broadcast3*streamed79
+                            acc0_20 = acc0_20 + broadcast0*streamed80 + broadcast1*streamed81 + broadcast2*streamed82 + broadcast3*streamed83
+                            acc0_21 = acc0_21 + broadcast0*streamed84 + broadcast1*streamed85 + broadcast2*streamed86 + broadcast3*streamed87
+                            acc0_22 = acc0_22 + broadcast0*streamed88 + broadcast1*streamed89 + broadcast2*streamed90 + broadcast3*streamed91
+                            acc0_23 = acc0_23 + broadcast0*streamed92 + broadcast1*streamed93 + broadcast2*streamed94 + broadcast3*streamed95
+                            acc0_24 = acc0_24 + broadcast0*streamed96 + broadcast1*streamed97 + broadcast2*streamed98 + broadcast3*streamed99
+                            acc0_25 = acc0_25 + broadcast0*streamed100 + broadcast1*streamed101 + broadcast2*streamed102 + broadcast3*streamed103
+                            acc0_26 = acc0_26 + broadcast0*streamed104 + broadcast1*streamed105 + broadcast2*streamed106 + broadcast3*streamed107
+                            acc0_27 = acc0_27 + broadcast0*streamed108 + broadcast1*streamed109 + broadcast2*streamed110 + broadcast3*streamed111
+                            acc0_28 = acc0_28 + broadcast0*streamed112 + broadcast1*streamed113 + broadcast2*streamed114 + broadcast3*streamed115
+                            acc0_29 = acc0_29 + broadcast0*streamed116 + broadcast1*streamed117 + broadcast2*streamed118 + broadcast3*streamed119
+                            acc0_30 = acc0_30 + broadcast0*streamed120 + broadcast1*streamed121 + broadcast2*streamed122 + broadcast3*streamed123
+                            acc0_31 = acc0_31 + broadcast0*streamed124 + broadcast1*streamed125 + broadcast2*streamed126 + broadcast3*streamed127
+                            acc1_0 = acc1_0 + broadcast4*streamed0 + broadcast5*streamed1 + broadcast6*streamed2 + broadcast7*streamed3
+                            acc1_1 = acc1_1 + broadcast4*streamed4 + broadcast5*streamed5 + broadcast6*streamed6 + broadcast7*streamed7
+                            acc1_2 = acc1_2 + broadcast4*streamed8 + broadcast5*streamed9 + broadcast6*streamed10 + broadcast7*streamed11
+                            acc1_3 = acc1_3 + broadcast4*streamed12 + broadcast5*streamed13 + broadcast6*streamed14 + broadcast7*streamed15
+                            acc1_4 = acc1_4 + broadcast4*streamed16 + broadcast5*streamed17 + broadcast6*streamed18 + broadcast7*streamed19
+                            acc1_5 = acc1_5 + broadcast4*streamed20 + broadcast5*streamed21 + broadcast6*streamed22 + broadcast7*streamed23
+                            acc1_6 = acc1_6 + broadcast4*streamed24 + broadcast5*streamed25 + broadcast6*streamed26 + broadcast7*streamed27
+                            acc1_7 = acc1_7 + broadcast4*streamed28 + broadcast5*streamed29 + broadcast6*streamed30 + broadcast7*streamed31
+                            acc1_8 = acc1_8 + broadcast4*streamed32 + broadcast5*streamed33 + broadcast6*streamed34 + broadcast7*streamed35
+                            acc1_9 = acc1_9 + broadcast4*streamed36 + broadcast5*streamed37 + broadcast6*streamed38 + broadcast7*streamed39
+                            acc1_10 = acc1_10 + broadcast4*streamed40 + broadcast5*streamed41 + broadcast6*streamed42 + broadcast7*streamed43
+                            acc1_11 = acc1_11 + broadcast4*streamed44 + broadcast5*streamed45 + broadcast6*streamed46 + broadcast7*streamed47
+                            acc1_12 = acc1_12 + broadcast4*streamed48 + broadcast5*streamed49 + broadcast6*streamed50 + broadcast7*streamed51
+                            acc1_13 = acc1_13 + broadcast4*streamed52 + broadcast5*streamed53 + broadcast6*streamed54 + broadcast7*streamed55
+                            acc1_14 = acc1_14 + broadcast4*streamed56 + broadcast5*streamed57 + broadcast6*streamed58 + broadcast7*streamed59
+                            acc1_15 = acc1_15 + broadcast4*streamed60 + broadcast5*streamed61 + broadcast6*streamed62 + broadcast7*streamed63
+                            acc1_16 = acc1_16 + broadcast4*streamed64 + broadcast5*streamed65 + broadcast6*streamed66 + broadcast7*streamed67
+                            acc1_17 = acc1_17 + broadcast4*streamed68 + broadcast5*streamed69 + broadcast6*streamed70 + broadcast7*streamed71
+                            acc1_18 = acc1_18 + broadcast4*streamed72 + broadcast5*streamed73 + broadcast6*streamed74 + broadcast7*streamed75
+                            acc1_19 = acc1_19 + broadcast4*streamed76 + broadcast5*streamed77 + broadcast6*streamed78 + broadcast7*streamed79
+                            acc1_20 = acc1_20 + broadcast4*streamed80 + broadcast5*streamed81 + broadcast6*streamed82 + broadcast7*streamed83
+                            acc1_21 = acc1_21 + broadcast4*streamed84 + broadcast5*streamed85 + broadcast6*streamed86 + broadcast7*streamed87
+                            acc1_22 = acc1_22 + broadcast4*streamed88 + broadcast5*streamed89 + broadcast6*streamed90 + broadcast7*streamed91
+                            acc1_23 = acc1_23 + broadcast4*streamed92 + broadcast5*streamed93 + broadcast6*streamed94 + broadcast7*streamed95
+                            acc1_24 = acc1_24 + broadcast4*streamed96 + broadcast5*streamed97 + broadcast6*streamed98 + broadcast7*streamed99
+                            acc1_25 = acc1_25 + broadcast4*streamed100 + broadcast5*streamed101 + broadcast6*streamed102 + broadcast7*streamed103
+                            acc1_26 = acc1_26 + broadcast4*streamed104 + broadcast5*streamed105 + broadcast6*streamed106 + broadcast7*streamed107
+                            acc1_27 = acc1_27 + broadcast4*streamed108 + broadcast5*streamed109 + broadcast6*streamed110 + broadcast7*streamed111
+                            acc1_28 = acc1_28 + broadcast4*streamed112 + broadcast5*streamed113 + broadcast6*streamed114 + broadcast7*streamed115
+                            acc1_29 = acc1_29 + broadcast4*streamed116 + broadcast5*streamed117 + broadcast6*streamed118 + broadcast7*streamed119
+                            acc1_30 = acc1_30 + broadcast4*streamed120 + broadcast5*streamed121 + broadcast6*streamed122 + broadcast7*streamed123
+                            acc1_31 = acc1_31 + broadcast4*streamed124 + broadcast5*streamed125 + broadcast6*streamed126 + broadcast7*streamed127
+                            acc2_0 = acc2_0 + broadcast8*streamed0 + broadcast9*streamed1 + broadcast10*streamed2 + broadcast11*streamed3
+                            acc2_1 = acc2_1 + broadcast8*streamed4 + broadcast9*streamed5 + broadcast10*streamed6 + broadcast11*streamed7
+                            acc2_2 = acc2_2 + broadcast8*streamed8 + broadcast9*streamed9 + broadcast10*streamed10 + broadcast11*streamed11
+                            acc2_3 = acc2_3 + broadcast8*streamed12 + broadcast9*streamed13 + broadcast10*streamed14 + broadcast11*streamed15
+                            acc2_4 = acc2_4 + broadcast8*streamed16 + broadcast9*streamed17 + broadcast10*streamed18 + broadcast11*streamed19
+                            acc2_5 = acc2_5 + broadcast8*streamed20 + broadcast9*streamed21 + broadcast10*streamed22 + broadcast11*streamed23
+                            acc2_6 = acc2_6 + broadcast8*streamed24 + broadcast9*streamed25 + broadcast10*streamed26 + broadcast11*streamed27
+                            acc2_7 = acc2_7 + broadcast8*streamed28 + broadcast9*streamed29 + broadcast10*streamed30 + broadcast11*streamed31
+                            acc2_8 = acc2_8 + broadcast8*streamed32 + broadcast9*streamed33 + broadcast10*streamed34 + broadcast11*streamed35
+                            acc2_9 = acc2_9 + broadcast8*streamed36 + broadcast9*streamed37 + broadcast10*streamed38 + broadcast11*streamed39
+                            acc2_10 = acc2_10 + broadcast8*streamed40 + broadcast9*streamed41 + broadcast10*streamed42 + broadcast11*streamed43
+                            acc2_11 = acc2_11 + broadcast8*streamed44 + broadcast9*streamed45 + broadcast10*streamed46 + broadcast11*streamed47
+                            acc2_12 = acc2_12 + broadcast8*streamed48 + broadcast9*streamed49 + broadcast10*streamed50 + broadcast11*streamed51
+                            acc2_13 = acc2_13 + broadcast8*streamed52 + broadcast9*streamed53 + broadcast10*streamed54 + broadcast11*streamed55
+                            acc2_14 = acc2_14 + broadcast8*streamed56 + broadcast9*streamed57 + broadcast10*streamed58 + broadcast11*streamed59
+                            acc2_15 = acc2_15 + broadcast8*streamed60 + broadcast9*streamed61 + broadcast10*streamed62 + broadcast11*streamed63
+                            acc2_16 = acc2_16 + broadcast8*streamed64 + broadcast9*streamed65 + broadcast10*streamed66 + broadcast11*streamed67
+                            acc2_17 = acc2_17 + broadcast8*streamed68 + broadcast9*streamed69 + broadcast10*streamed70 + broadcast11*streamed71
+                            acc2_18 = acc2_18 + broadcast8*streamed72 + broadcast9*streamed73 + broadcast10*streamed74 + broadcast11*streamed75
+                            acc2_19 = acc2_19 + broadcast8*streamed76 + broadcast9*streamed77 + broadcast10*streamed78 + broadcast11*streamed79
+                            acc2_20 = acc2_20 + broadcast8*streamed80 + broadcast9*streamed81 + broadcast10*streamed82 + broadcast11*streamed83
+                            acc2_21 = acc2_21 + broadcast8*streamed84 + broadcast9*streamed85 + broadcast10*streamed86 + broadcast11*streamed87
+                            acc2_22 = acc2_22 + broadcast8*streamed88 + broadcast9*streamed89 + broadcast10*streamed90 + broadcast11*streamed91
+                            acc2_23 = acc2_23 + broadcast8*streamed92 + broadcast9*streamed93 + broadcast10*streamed94 + broadcast11*streamed95
+                            acc2_24 = acc2_24 + broadcast8*streamed96 + broadcast9*streamed97 + broadcast10*streamed98 + broadcast11*streamed99
+                            acc2_25 = acc2_25 + broadcast8*streamed100 + broadcast9*streamed101 + broadcast10*streamed102 + broadcast11*streamed103
+                            acc2_26 = acc2_26 + broadcast8*streamed104 + broadcast9*streamed105 + broadcast10*streamed106 + broadcast11*streamed107
+                            acc2_27 = acc2_27 + broadcast8*streamed108 + broadcast9*streamed109 + broadcast10*streamed110 + broadcast11*streamed111
+                            acc2_28 = acc2_28 + broadcast8*streamed112 + broadcast9*streamed113 + broadcast10*streamed114 + broadcast11*streamed115
+                            acc2_29 = acc2_29 + broadcast8*streamed116 + broadcast9*streamed117 + broadcast10*streamed118 + broadcast11*streamed119
+                            acc2_30 = acc2_30 + broadcast8*streamed120 + broadcast9*streamed121 + broadcast10*streamed122 + broadcast11*streamed123
+                            acc2_31 = acc2_31 + broadcast8*streamed124 + broadcast9*streamed125 + broadcast10*streamed126 + broadcast11*streamed127
+                            acc3_0 = acc3_0 + broadcast12*streamed0 + broadcast13*streamed1 + broadcast14*streamed2 + broadcast15*streamed3
+                            acc3_1 = acc3_1 + broadcast12*streamed4 + broadcast13*streamed5 + broadcast14*streamed6 + broadcast15*streamed7
+                            acc3_2 = acc3_2 + broadcast12*streamed8 + broadcast13*streamed9 + broadcast14*streamed10 + broadcast15*streamed11
+                            acc3_3 = acc3_3 + broadcast12*streamed12 + broadcast13*streamed13 + broadcast14*streamed14 + broadcast15*streamed15
+                            acc3_4 = acc3_4 + broadcast12*streamed16 + broadcast13*streamed17 + broadcast14*streamed18 + broadcast15*streamed19
+                            acc3_5 = acc3_5 + broadcast12*streamed20 + broadcast13*streamed21 + broadcast14*streamed22 + broadcast15*streamed23
+                            acc3_6 = acc3_6 + broadcast12*streamed24 + broadcast13*streamed25 + broadcast14*streamed26 + broadcast15*streamed27
+                            acc3_7 = acc3_7 + broadcast12*streamed28 + broadcast13*streamed29 + broadcast14*streamed30 + broadcast15*streamed31
+                            acc3_8 = acc3_8 + broadcast12*streamed32 + broadcast13*streamed33 + broadcast14*streamed34 + broadcast15*streamed35
+                            acc3_9 = acc3_9 + broadcast12*streamed36 + broadcast13*streamed37 + broadcast14*streamed38 + broadcast15*streamed39
+                            acc3_10 = acc3_10 + broadcast12*streamed40 + broadcast13*streamed41 + broadcast14*streamed42 + broadcast15*streamed43
+                            acc3_11 = acc3_11 + broadcast12*streamed44 + broadcast13*streamed45 + broadcast14*streamed46 + broadcast15*streamed47
+                            acc3_12 = acc3_12 + broadcast12*streamed48 + broadcast13*streamed49 + broadcast14*streamed50 + broadcast15*streamed51
+                            acc3_13 = acc3_13 + broadcast12*streamed52 + broadcast13*streamed53 + broadcast14*streamed54 + broadcast15*streamed55
+                            acc3_14 = acc3_14 + broadcast12*streamed56 + broadcast13*streamed57 + broadcast14*streamed58 + broadcast15*streamed59
+                            acc3_15 = acc3_15 + broadcast12*streamed60 + broadcast13*streamed61 + broadcast14*streamed62 + broadcast15*streamed63
+                            acc3_16 = acc3_16 + broadcast12*streamed64 + broadcast13*streamed65 + broadcast14*streamed66 + broadcast15*streamed67
+                            acc3_17 = acc3_17 + broadcast12*streamed68 + broadcast13*streamed69 + broadcast14*streamed70 + broadcast15*streamed71
+                            acc3_18 = acc3_18 + broadcast12*streamed72 + broadcast13*streamed73 + broadcast14*streamed74 + broadcast15*streamed75
+                            acc3_19 = acc3_19 + broadcast12*streamed76 + broadcast13*streamed77 + broadcast14*streamed78 + broadcast15*streamed79
+                            acc3_20 = acc3_20 + broadcast12*streamed80 + broadcast13*streamed81 + broadcast14*streamed82 + broadcast15*streamed83
+                            acc3_21 = acc3_21 + broadcast12*streamed84 + broadcast13*streamed85 + broadcast14*streamed86 + broadcast15*streamed87
+                            acc3_22 = acc3_22 + broadcast12*streamed88 + broadcast13*streamed89 + broadcast14*streamed90 + broadcast15*streamed91
+                            acc3_23 = acc3_23 + broadcast12*streamed92 + broadcast13*streamed93 + broadcast14*streamed94 + broadcast15*streamed95
+                            acc3_24 = acc3_24 + broadcast12*streamed96 + broadcast13*streamed97 + broadcast14*streamed98 + broadcast15*streamed99
+                            acc3_25 = acc3_25 + broadcast12*streamed100 + broadcast13*streamed101 + broadcast14*streamed102 + broadcast15*streamed103
+                            acc3_26 = acc3_26 + broadcast12*streamed104 + broadcast13*streamed105 + broadcast14*streamed106 + broadcast15*streamed107
+                            acc3_27 = acc3_27 + broadcast12*streamed108 + broadcast13*streamed109 + broadcast14*streamed110 + broadcast15*streamed111
+                            acc3_28 = acc3_28 + broadcast12*streamed112 + broadcast13*streamed113 + broadcast14*streamed114 + broadcast15*streamed115
+                            acc3_29 = acc3_29 + broadcast12*streamed116 + broadcast13*streamed117 + broadcast14*streamed118 + broadcast15*streamed119
+                            acc3_30 = acc3_30 + broadcast12*streamed120 + broadcast13*streamed121 + broadcast14*streamed122 + broadcast15*streamed123
+                            acc3_31 = acc3_31 + broadcast12*streamed124 + broadcast13*streamed125 + broadcast14*streamed126 + broadcast15*streamed127
+                    tile[c_in, u, v, group] = acc0_0
+                    tile[c_in, u, v, group + 1] = acc0_1
+                    tile[c_in, u, v, group + 2] = acc0_2
+                    tile[c_in, u, v, group + 3] = acc0_3
+                    tile[c_in, u, v, group + 4] = acc0_4
+                    tile[c_in, u, v, group + 5] = acc0_5
+                    tile[c_in, u, v, group + 6] = acc0_6
+                    tile[c_in, u, v, group + 7] = acc0_7
+                    tile[c_in, u, v, group + 8] = acc0_8
+                    tile[c_in, u, v, group + 9] = acc0_9
+                    tile[c_in, u, v, group + 10] = acc0_10
+                    tile[c_in, u, v, group + 11] = acc0_11
+                    tile[c_in, u, v, group + 12] = acc0_12
+                    tile[c_in, u, v, group + 13] = acc0_13
+                    tile[c_in, u, v, group + 14] = acc0_14
+                    tile[c_in, u, v, group + 15] = acc0_15
+                    tile[c_in, u, v, group + 16] = acc0_16
+                    tile[c_in, u, v, group + 17] = acc0_17
+                    tile[c_in, u, v, group + 18] = acc0_18
+                    tile[c_in, u, v, group + 19] = acc0_19
+                    tile[c_in, u, v, group + 20] = acc0_20
+                    tile[c_in, u, v, group + 21] = acc0_21
+                    tile[c_in, u, v, group + 22] = acc0_22
+                    tile[c_in, u, v, group + 23] = acc0_23
+                    tile[c_in, u, v, group + 24] = acc0_24
+                    tile[c_in, u, v, group + 25] = acc0_25
+                    tile[c_in, u, v, group + 26] = acc0_26
+                    tile[c_in, u, v, group + 27] = acc0_27
+                    tile[c_in, u, v, group + 28] = acc0_28
+                    tile[c_in, u, v, group + 29] = acc0_29
+                    tile[c_in, u, v, group + 30] = acc0_30
+                    tile[c_in, u, v, group + 31] = acc0_31
+                    tile[c_in + 1, u, v, group] = acc1_0
+                    tile[c_in + 1, u, v, group + 1] = acc1_1
+                    tile[c_in + 1, u, v, group + 2] = acc1_2
+                    tile[c_in + 1, u, v, group + 3] = acc1_3
+                    tile[c_in + 1, u, v, group + 4] = acc1_4
+                    tile[c_in + 1, u, v, group + 5] = acc1_5
+                    tile[c_in + 1, u, v, group + 6] = acc1_6
+                    tile[c_in + 1, u, v, group + 7] = acc1_7
+                    tile[c_in + 1, u, v, group + 8] = acc1_8
+                    tile[c_in + 1, u, v, group + 9] = acc1_9
+                    tile[c_in + 1, u, v, group + 10] = acc1_10
+                    tile[c_in + 1, u, v, group + 11] = acc1_11
+                    tile[c_in + 1, u, v, group + 12] = acc1_12
+                    tile[c_in + 1, u, v, group + 13] = acc1_13
+                    tile[c_in + 1, u, v, group + 14] = acc1_14
+                    tile[c_in + 1, u, v, group + 15] = acc1_15
+                    tile[c_in + 1, u, v, group + 16] = acc1_16
+                    tile[c_in + 1, u, v, group + 17] = acc1_17
+                    tile[c_in + 1, u, v, group + 18] = acc1_18
+                    tile[c_in + 1, u, v, group + 19] = acc1_19
+                    tile[c_in + 1, u, v, group + 20] = acc1_20
+                    tile[c_in + 1, u, v, group + 21] = acc1_21
+                    tile[c_in + 1, u, v, group + 22] = acc1_22
+                    tile[c_in + 1, u, v, group + 23] = acc1_23
+                    tile[c_in + 1, u, v, group + 24] = acc1_24
+                    tile[c_in + 1, u, v, group + 25] = acc1_25
+                    tile[c_in + 1, u, v, group + 26] = acc1_26
+                    tile[c_in + 1, u, v, group + 27] = acc1_27
+                    tile[c_in + 1, u, v, group + 28] = acc1_28
+                    tile[c_in + 1, u, v, group + 29] = acc1_29
+                    tile[c_in + 1, u, v, group + 30] = acc1_30
+                    tile[c_in + 1, u, v, group + 31] = acc1_31
+                    tile[c_in + 2, u, v, group] = acc2_0
+                    tile[c_in + 2, u, v, group + 1] = acc2_1
+                    tile[c_in + 2, u, v, group + 2] = acc2_2
+                    tile[c_in + 2, u, v, group + 3] = acc2_3
+                    tile[c_in + 2, u, v, group + 4] = acc2_4
+                    tile[c_in + 2, u, v, group + 5] = acc2_5
+                    tile[c_in + 2, u, v, group + 6] = acc2_6
+                    tile[c_in + 2, u, v, group + 7] = acc2_7
+                    tile[c_in + 2, u, v, group + 8] = acc2_8
+                    tile[c_in + 2, u, v, group + 9] = acc2_9
+                    tile[c_in + 2, u, v, group + 10] = acc2_10
+                    tile[c_in + 2, u, v, group + 11] = acc2_11
+                    tile[c_in + 2, u, v, group + 12] = acc2_12
+                    tile[c_in + 2, u, v, group + 13] = acc2_13
+                    tile[c_in + 2, u, v, group + 14] = acc2_14
+                    tile[c_in + 2, u, v, group + 15] = acc2_15
+                    tile[c_in + 2, u, v, group + 16] = acc2_16
+                    tile[c_in + 2, u, v, group + 17] = acc2_17
+                    tile[c_in + 2, u, v, group + 18] = acc2_18
+                    tile[c_in + 2, u, v, group + 19] = acc2_19
+                    tile[c_in + 2, u, v, group + 20] = acc2_20
+                    tile[c_in + 2, u, v, group + 21] = acc2_21
+                    tile[c_in + 2, u, v, group + 22] = acc2_22
+                    tile[c_in + 2, u, v, group + 23] = acc2_23
+                    tile[c_in + 2, u, v, group + 24] = acc2_24
+                    tile[c_in + 2, u, v, group + 25] = acc2_25
+                    tile[c_in + 2, u, v, group + 26] = acc2_26
+                    tile[c_in + 2, u, v, group + 27] = acc2_27
+                    tile[c_in + 2, u, v, group + 28] = acc2_28
+                    tile[c_in + 2, u, v, group + 29] = acc2_29
+                    tile[c_in + 2, u, v, group + 30] = acc2_30
+                    tile[c_in + 2, u, v, group + 31] = acc2_31
+                    tile[c_in + 3, u, v, group] = acc3_0
+                    tile[c_in + 3, u, v, group + 1] = acc3_1
+                    tile[c_in + 3, u, v, group + 2] = acc3_2
+                    tile[c_in + 3, u, v, group + 3] = acc3_3
+                    tile[c_in + 3, u, v, group + 4] = acc3_4
+                    tile[c_in + 3, u, v, group + 5] = acc3_5
+                    tile[c_in + 3, u, v, group + 6] = acc3_6
+                    tile[c_in + 3, u, v, group + 7] = acc3_7
+                    tile[c_in + 3, u, v, group + 8] = acc3_8
+                    tile[c_in + 3, u, v, group + 9] = acc3_9
+                    tile[c_in + 3, u, v, group + 10] = acc3_10
+                    tile[c_in + 3, u, v, group + 11] = acc3_11
+                    tile[c_in + 3, u, v, group + 12] = acc3_12
+                    tile[c_in + 3, u, v, group + 13] = acc3_13
+                    tile[c_in + 3, u, v, group + 14] = acc3_14
+                    tile[c_in + 3, u, v, group + 15] = acc3_15
+                    tile[c_in + 3, u, v, group + 16] = acc3_16
+                    tile[c_in + 3, u, v, group + 17] = acc3_17
+                    tile[c_in + 3, u, v, group + 18] = acc3_18
+                    tile[c_in + 3, u, v, group + 19] = acc3_19
+                    tile[c_in + 3, u, v, group + 20] = acc3_20
+                    tile[c_in + 3, u, v, group + 21] = acc3_21
+                    tile[c_in + 3, u, v, group + 22] = acc3_22
+                    tile[c_in + 3, u, v, group + 23] = acc3_23
+                    tile[c_in + 3, u, v, group + 24] = acc3_24
+                    tile[c_in + 3, u, v, group + 25] = acc3_25
+                    tile[c_in + 3, u, v, group + 26] = acc3_26
+                    tile[c_in + 3, u, v, group + 27] = acc3_27
+                    tile[c_in + 3, u, v, group + 28] = acc3_28
+                    tile[c_in + 3, u, v, group + 29] = acc3_29
+                    tile[c_in + 3, u, v, group + 30] = acc3_30
+                    tile[c_in + 3, u, v, group + 31] = acc3_31
+
+
+@njit(cache=True, fastmath={'contract'}, error_model="numpy")
+def b2_shortcut_grad_weight_block0_narrow(grad_output_t, tile, x_padded):
+    """One image's sums into b2_shortcut_grad_weight's tile, in blocks of 64 local variables."""
+    wide_vectors()
+    for u in range(1):
+        for v in range(1):
+            for c_in in range(0, 16, 2):
+                for group in range(0, 32, 32):
+                    acc0_0 = tile[c_in, u, v, group]
+                    acc0_1 = tile[c_in, u, v, group + 1]
+                    acc0_2 = tile[c_in, u, v, group + 2]
+                    acc0_3 = tile[c_in, u, v, group + 3]
+                    acc0_4 = tile[c_in, u, v, group + 4]
+                    acc0_5 = tile[c_in, u, v, group + 5]
+                    acc0_6 = tile[c_in, u, v, group + 6]
+                    acc0_7 = tile[c_in, u, v, group + 7]
+                    acc0_8 = tile[c_in, u, v, group + 8]
+                    acc0_9 = tile[c_in, u, v, group + 9]
+                    acc0_10 = tile[c_in, u, v, group + 10]
+                    acc0_11 = tile[c_in, u, v, group + 11]
+                    acc0_12 = tile[c_in, u, v, group + 12]
+                    acc0_13 = tile[c_in, u, v, group + 13]
+                    acc0_14 = tile[c_in, u, v, group + 14]
+                    acc0_15 = tile[c_in, u, v, group + 15]
+                    acc0_16 = tile[c_in, u, v, group + 16]
+                    acc0_17 = tile[c_in, u, v, group + 17]
+                    acc0_18 = tile[c_in, u, v, group + 18]
+                    acc0_19 = tile[c_in, u, v, group + 19]
+                    acc0_20 = tile[c_in, u, v, group + 20]
+                    acc0_21 = tile[c_in, u, v, group + 21]
+                    acc0_22 = tile[c_in, u, v, group + 22]
+                    acc0_23 = tile[c_in, u, v, group + 23]
+                    acc0_24 = tile[c_in, u, v, group + 24]
+                    acc0_25 = tile[c_in, u, v, group + 25]
+                    acc0_26 = tile[c_in, u, v, group + 26]
+                    acc0_27 = tile[c_in, u, v, group + 27]
+                    acc0_28 = tile[c_in, u, v, group + 28]
+                    acc0_29 = tile[c_in, u, v, group + 29]
+                    acc0_30 = tile[c_in, u, v, group + 30]
+                    acc0_31 = tile[c_in, u, v, group + 31]
+                    acc1_0 = tile[c_in + 1, u, v, group]
+                    acc1_1 = tile[c_in + 1, u, v, group + 1]
+                    acc1_2 = tile[c_in + 1, u, v, group + 2]
+                    acc1_3 = tile[c_in + 1, u, v, group + 3]
+                    acc1_4 = tile[c_in + 1, u, v, group + 4]
+                    acc1_5 = tile[c_in + 1, u, v, group + 5]
+                    acc1_6 = tile[c_in + 1, u, v, group + 6]
+                    acc1_7 = tile[c_in + 1, u, v, group + 7]
+                    acc1_8 = tile[c_in + 1, u, v, group + 8]
+                    acc1_9 = tile[c_in + 1, u, v, group + 9]
+                    acc1_10 = tile[c_in + 1, u, v, group + 10]
+                    acc1_11 = tile[c_in + 1, u, v, group + 11]
+                    acc1_12 = tile[c_in + 1, u, v, group + 12]
+                    acc1_13 = tile[c_in + 1, u, v, group + 13]
+                    acc1_14 = tile[c_in + 1, u, v, group + 14]
+                    acc1_15 = tile[c_in + 1, u, v, group + 15]
+                    acc1_16 = tile[c_in + 1, u, v, group + 16]
+                    acc1_17 = tile[c_in + 1, u, v, group + 17]
+                    acc1_18 = tile[c_in + 1, u, v, group + 18]
+                    acc1_19 = tile[c_in + 1, u, v, group + 19]
+                    acc1_20 = tile[c_in + 1, u, v, group + 20]
+                    acc1_21 = tile[c_in + 1, u, v, group + 21]
+                    acc1_22 = tile[c_in + 1, u, v, group + 22]
+                    acc1_23 = tile[c_in + 1, u, v, group + 23]
+                    acc1_24 = tile[c_in + 1, u, v, group + 24]
+                    acc1_25 = tile[c_in + 1, u, v, group + 25]
+                    acc1_26 = tile[c_in + 1, u, v, group + 26]
+                    acc1_27 = tile[c_in + 1, u, v, group + 27]
+                    acc1_28 = tile[c_in + 1, u, v, group + 28]
+                    acc1_29 = tile[c_in + 1, u, v, group + 29]
+                    acc1_30 = tile[c_in + 1, u, v, group + 30]
+                    acc1_31 = tile[c_in + 1, u, v, group + 31]
+                    for i in range(16):
+                        for j in range(0, 16, 4):
+                            broadcast0 = x_padded[c_in, 2*i + u, 2*j + v]
+                            broadcast1 = x_padded[c_in, 2*i + u, 2*j + v + 2]
+                            broadcast2 = x_padded[c_in, 2*i + u, 2*j + v + 4]
+                            broadcast3 = x_padded[c_in, 2*i + u, 2*j + v + 6]
+                            broadcast4 = x_padded[c_in + 1, 2*i + u, 2*j + v]
+                            broadcast5 = x_padded[c_in + 1, 2*i + u, 2*j + v + 2]
+                            broadcast6 = x_padded[c_in + 1, 2*i + u, 2*j + v + 4]
+                            broadcast7 = x_padded[c_in + 1, 2*i + u, 2*j + v + 6]
+                            streamed0 = grad_output_t[i, j, group]
+                            streamed1 = grad_output_t[i, j + 1, group]
+                            streamed2 = grad_output_t[i, j + 2, group]
+                            streamed3 = grad_output_t[i, j + 3, group]
+                            streamed4 = grad_output_t[i, j, group + 1]
+                            streamed5 = grad_output_t[i, j + 1, group + 1]
+                            streamed6 = grad_output_t[i, j + 2, group + 1]
+                            streamed7 = grad_output_t[i, j + 3, group + 1]
+                            streamed8 = grad_output_t[i, j, group + 2]
+                            streamed9 = grad_output_t[i, j + 1, group + 2]
+                            streamed10 = grad_output_t[i, j + 2, group + 2]
+                            streamed11 = grad_output_t[i, j + 3, group + 2]
+                            streamed12 = grad_output_t[i, j, group + 3]
+                            streamed13 = grad_output_t[i, j + 1, group + 3]
+                            streamed14 = grad_output_t[i, j + 2, group + 3]
+                            streamed15 = grad_output_t[i, j + 3, group + 3]
+                            streamed16 = grad_output_t[i, j, group + 4]
+                            streamed17 = grad_output_t[i, j + 1, group + 4]
+                            streamed18 = grad_output_t[i, j + 2, group + 4]
+                            streamed19 = grad_output_t[i, j + 3, group + 4]
+                            streamed20 = grad_output_t[i, j, group + 5]
+                            streamed21 = grad_output_t[i, j + 1, group + 5]
+                            streamed22 = grad_output_t[i, j + 2, group + 5]
+                            streamed23 = grad_output_t[i, j + 3, group + 5]
+                            streamed24 = grad_output_t[i, j, group + 6]
+                            streamed25 = grad_output_t[i, j + 1, group + 6]
+                            streamed26 = grad_output_t[i, j + 2, group + 6]
+                            streamed27 = grad_output_t[i, j + 3, group + 6]
+                            streamed28 = grad_output_t[i, j, group + 7]
+                            streamed29 = grad_output_t[i, j + 1, group + 7]
+                            streamed30 = grad_output_t[i, j + 2, group + 7]
+                            streamed31 = grad_output_t[i, j + 3, group + 7]
+                            streamed32 = grad_output_t[i, j, group + 8]
+                            streamed33 = grad_output_t[i, j + 1, group + 8]
+                            streamed34 = grad_output_t[i, j + 2, group + 8]
+                            streamed35 = grad_output_t[i, j + 3, group + 8]
+                            streamed36 = grad_output_t[i, j, group + 9]
+                            streamed37 = grad_output_t[i, j + 1, group + 9]
+                            streamed38 = grad_output_t[i, j + 2, group + 9]
+                            streamed39 = grad_output_t[i, j + 3, group + 9]
+                            streamed40 = grad_output_t[i, j, group + 10]
+                            streamed41 = grad_output_t[i, j + 1, group + 10]
+                            streamed42 = grad_output_t[i, j + 2, group + 10]
+                            streamed43 = grad_output_t[i, j + 3, group + 10]
+                            streamed44 = grad_output_t[i, j, group + 11]
+                            streamed45 = grad_output_t[i, j + 1, group + 11]
+                            streamed46 = grad_output_t[i, j + 2, group + 11]
+                            streamed47 = grad_output_t[i, j + 3, group + 11]
+                            streamed48 = grad_output_t[i, j, group + 12]
+                            streamed49 = grad_output_t[i, j + 1, group + 12]
+                            streamed50 = grad_output_t[i, j + 2, group + 12]
+                            streamed51 = grad_output_t[i, j + 3, group + 12]
+                            streamed52 = grad_output_t[i, j, group + 13]
+                            streamed53 = grad_output_t[i, j + 1, group + 13]
+                            streamed54 = grad_output_t[i, j + 2, group + 13]
+                            streamed55 = grad_output_t[i, j + 3, group + 13]
+                            streamed56 = grad_output_t[i, j, group + 14]
+                            streamed57 = grad_output_t[i, j + 1, group + 14]
+                            streamed58 = grad_output_t[i, j + 2, group + 14]
+                            streamed59 = grad_output_t[i, j + 3, group + 14]
+                            streamed60 = grad_output_t[i, j, group + 15]
+                            streamed61 = grad_output_t[i, j + 1, group + 15]
+                            streamed62 = grad_output_t[i, j + 2, group + 15]
+                            streamed63 = grad_output_t[i, j + 3, group + 15]
+                            streamed64 = grad_output_t[i, j, group + 16]
+                            streamed65 = grad_output_t[i, j + 1, group + 16]
+                            streamed66 = grad_output_t[i, j + 2, group + 16]
+                            streamed67 = grad_output_t[i, j + 3, group + 16]
+                            streamed68 = grad_output_t[i, j, group + 17]
+                            streamed69 = grad_output_t[i, j + 1, group + 17]
+                            streamed70 = grad_output_t[i, j + 2, group + 17]
+                            streamed71 = grad_output_t[i, j + 3, group + 17]
+                            streamed72 = grad_output_t[i, j, group + 18]
+                            streamed73 = grad_output_t[i, j + 1, group + 18]
+                            streamed74 = grad_output_t[i, j + 2, group + 18]
+                            streamed75 = grad_output_t[i, j + 3, group + 18]
+                            streamed76 = grad_output_t[i, j, group + 19]
+                            streamed77 = grad_output_t[i, j + 1, group + 19]
+                            streamed78 = grad_output_t[i, j + 2, group + 19]
+                            streamed79 = grad_output_t[i, j + 3, group + 19]
+                            streamed80 = grad_output_t[i, j, group + 20]
+                            streamed81 = grad_output_t[i, j + 1, group + 20]
+                            streamed82 = grad_output_t[i, j + 2, group + 20]
+                            streamed83 = grad_output_t[i, j + 3, group + 20]
+                            streamed84 = grad_output_t[i, j, group + 21]
+                            streamed85 = grad_output_t[i, j + 1, group + 21]
+                            streamed86 = grad_output_t[i, j + 2, group + 21]
+                            streamed87 = grad_output_t[i, j + 3, group + 21]
+                            streamed88 = grad_output_t[i, j, group + 22]
+                            streamed89 = grad_output_t[i, j + 1, group + 22]
+                            streamed90 = grad_output_t[i, j + 2, group + 22]
+                            streamed91 = grad_output_t[i, j + 3, group + 22]
+                            streamed92 = grad_output_t[i, j, group + 23]
+                            streamed93 = grad_output_t[i, j + 1, group + 23]
+                            streamed94 = grad_output_t[i, j + 2, group + 23]
+                            streamed95 = grad_output_t[i, j + 3, group + 23]
+                            streamed96 = grad_output_t[i, j, group + 24]
+                            streamed97 = grad_output_t[i, j + 1, group + 24]
+                            streamed98 = grad_output_t[i, j + 2, group + 24]
+                            streamed99 = grad_output_t[i, j + 3, group + 24]
+                            streamed100 = grad_output_t[i, j, group + 25]
+                            streamed101 = grad_output_t[i, j + 1, group + 25]
+                            streamed102 = grad_output_t[i, j + 2, group + 25]
+                            streamed103 = grad_output_t[i, j + 3, group + 25]
+                            streamed104 = grad_output_t[i, j, group + 26]
+                            streamed105 = grad_output_t[i, j + 1, group + 26]
+                            streamed106 = grad_output_t[i, j + 2, group + 26]
+                            streamed107 = grad_output_t[i, j + 3, group + 26]
+                            streamed108 = grad_output_t[i, j, group + 27]
+                            streamed109 = grad_output_t[i, j + 1, group + 27]
+                            streamed110 = grad_output_t[i, j + 2, group + 27]
+                            streamed111 = grad_output_t[i, j + 3, group + 27]
+                            streamed112 = grad_output_t[i, j, group + 28]
+                            streamed113 = grad_output_t[i, j + 1, group + 28]
+                            streamed114 = grad_output_t[i, j + 2, group + 28]
+                            streamed115 = grad_output_t[i, j + 3, group + 28]
+                            streamed116 = grad_output_t[i, j, group + 29]
+                            streamed117 = grad_output_t[i, j + 1, group + 29]
+                            streamed118 = grad_output_t[i, j + 2, group + 29]
+                            streamed119 = grad_output_t[i, j + 3, group + 29]
+                            streamed120 = grad_output_t[i, j, group + 30]
+                            streamed121 = grad_output_t[i, j + 1, group + 30]
+                            streamed122 = grad_output_t[i, j + 2, group + 30]
+                            streamed123 = grad_output_t[i, j + 3, group + 30]
+                            streamed124 = grad_output_t[i, j, group + 31]
+                            streamed125 = grad_output_t[i, j + 1, group + 31]
+                            streamed126 = grad_output_t[i, j + 2, group + 31]
+                            streamed127 = grad_output_t[i, j + 3, group + 31]
+                            acc0_0 = acc0_0 + broadcast0*streamed0 + broadcast1*streamed1 + broadcast2*streamed2 + broadcast3*streamed3
+                            acc0_1 = acc0_1 + broadcast0*streamed4 + broadcast1*streamed5 + broadcast2*streamed6 + broadcast3*streamed7
+                            acc0_2 = acc0_2 + broadcast0*streamed8 + broadcast1*streamed9 + broadcast2*streamed10 + broadcast3*streamed11
+                            acc0_3 = acc0_3 + broadcast0*streamed12 + broadcast1*streamed13 + broadcast2*streamed14 + broadcast3*streamed15
+                            acc0_4 = acc0_4 + broadcast0*streamed16 + broadcast1*streamed17 + broadcast2*streamed18 + broadcast3*streamed19
+                            acc0_5 = acc0_5 + broadcast0*streamed20 + broadcast1*streamed21 + broadcast2*streamed22 + broadcast3*streamed23
+                            acc0_6 = acc0_6 + broadcast0*streamed24 + broadcast1*streamed25 + broadcast2*streamed26 + broadcast3*streamed27
+                            acc0_7 = acc0_7 + broadcast0*streamed28 + broadcast1*streamed29 + broadcast2*streamed30 + broadcast3*streamed31
+                            acc0_8 = acc0_8 + broadcast0*streamed32 + broadcast1*streamed33 + broadcast2*streamed34 + broadcast3*streamed35
+                            acc0_9 = acc0_9 + broadcast0*streamed36 + broadcast1*streamed37 + broadcast2*streamed38 + broadcast3*streamed39
+                            acc0_10 = acc0_10 + broadcast0*streamed40 + broadcast1*streamed41 + broadcast2*streamed42 + broadcast3*streamed43
+                            acc0_11 = acc0_11 + broadcast0*streamed44 + broadcast1*streamed45 + broadcast2*streamed46 + broadcast3*streamed47
+                            acc0_12 = acc0_12 + broadcast0*streamed48 + broadcast1*streamed49 + broadcast2*streamed50 + broadcast3*streamed51
+                            acc0_13 = acc0_13 + broadcast0*streamed52 + broadcast1*streamed53 + broadcast2*streamed54 + broadcast3*streamed55
+                            acc0_14 = acc0_14 + broadcast0*streamed56 + broadcast1*streamed57 + broadcast2*streamed58 + broadcast3*streamed59
+                            acc0_15 = acc0_15 + broadcast0*streamed60 + broadcast1*streamed61 + broadcast2*streamed62 + broadcast3*streamed63
+                            acc0_16 = acc0_16 + broadcast0*streamed64 + broadcast1*streamed65 + broadcast2*streamed66 + broadcast3*streamed67
+                            acc0_17 = acc0_17 + broadcast0*streamed68 + broadcast1*streamed69 + broadcast2*streamed70 + broadcast3*streamed71
+                            acc0_18 = acc0_18 + broadcast0*streamed72 + broadcast1*streamed73 + broadcast2*streamed74 + broadcast3*streamed75
+                            acc0_19 = acc0_19 + broadcast0*streamed76 + broadcast1*streamed77 + broadcast2*streamed78 + broadcast3*streamed79
+                            acc0_20 = acc0_20 + broadcast0*streamed80 + broadcast1*streamed81 + broadcast2*streamed82 + broadcast3*streamed83
+                            acc0_21 = acc0_21 + broadcast0*streamed84 + broadcast1*streamed85 + broadcast2*streamed86 + broadcast3*streamed87
+                            acc0_22 = acc0_22 + broadcast0*streamed88 + broadcast1*streamed89 + broadcast2*streamed90 + broadcast3*streamed91
+                            acc0_23 = acc0_23 + broadcast0*streamed92 + broadcast1*streamed93 + broadcast2*streamed94 + broadcast3*streamed95
+                            acc0_24 = acc0_24 + broadcast0*streamed96 + broadcast1*streamed97 + broadcast2*streamed98 + broadcast3*streamed99
+                            acc0_25 = acc0_25 + broadcast0*streamed100 + broadcast1*streamed101 + broadcast2*streamed102 + broadcast3*streamed103
+                            acc0_26 = acc0_26 + broadcast0*streamed104 + broadcast1*streamed105 + broadcast2*streamed106 + broadcast3*streamed107
+                            acc0_27 = acc0_27 + broadcast0*streamed108 + broadcast1*streamed109 + broadcast2*streamed110 + broadcast3*streamed111
+                            acc0_28 = acc0_28 + broadcast0*streamed112 + broadcast1*streamed113 + broadcast2*streamed114 + broadcast3*streamed115
+                            acc0_29 = acc0_29 + broadcast0*streamed116 + broadcast1*streamed117 + broadcast2*streamed118 + broadcast3*streamed119
+                            acc0_30 = acc0_30 + broadcast0*streamed120 + broadcast1*streamed121 + broadcast2*streamed122 + broadcast3*streamed123
+                            acc0_31 = acc0_31 + broadcast0*streamed124 + broadcast1*streamed125 + broadcast2*streamed126 + broadcast3*streamed127
+                            acc1_0 = acc1_0 + broadcast4*streamed0 + broadcast5*streamed1 + broadcast6*streamed2 + broadcast7*streamed3
+                            acc1_1 = acc1_1 + broadcast4*streamed4 + broadcast5*streamed5 + broadcast6*streamed6 + broadcast7*streamed7
+                            acc1_2 = acc1_2 + broadcast4*streamed8 + broadcast5*streamed9 + broadcast6*streamed10 + broadcast7*streamed11
+                            acc1_3 = acc1_3 + broadcast4*streamed12 + broadcast5*streamed13 + broadcast6*streamed14 + broadcast7*streamed15
+                            acc1_4 = acc1_4 + broadcast4*streamed16 + broadcast5*streamed17 + broadcast6*streamed18 + broadcast7*streamed19
+                            acc1_5 = acc1_5 + broadcast4*streamed20 + broadcast5*streamed21 + broadcast6*streamed22 + broadcast7*streamed23
+                            acc1_6 = acc1_6 + broadcast4*streamed24 + broadcast5*streamed25 + broadcast6*streamed26 + broadcast7*streamed27
+                            acc1_7 = acc1_7 + broadcast4*streamed28 + broadcast5*streamed29 + broadcast6*streamed30 + broadcast7*streamed31
+                            acc1_8 = acc1_8 + broadcast4*streamed32 + broadcast5*streamed33 + broadcast6*streamed34 + broadcast7*streamed35
+                            acc1_9 = acc1_9 + broadcast4*streamed36 + broadcast5*streamed37 + broadcast6*streamed38 + broadcast7*streamed39
+                            acc1_10 = acc1_10 + broadcast4*streamed40 + broadcast5*streamed41 + broadcast6*streamed42 + broadcast7*streamed43
+                            acc1_11 = acc1_11 + broadcast4*streamed44 + broadcast5*streamed45 + broadcast6*streamed46 + broadcast7*streamed47
+                            acc1_12 = acc1_12 + broadcast4*streamed48 + broadcast5*streamed49 + broadcast6*streamed50 + broadcast7*streamed51
+                            acc1_13 = acc1_13 + broadcast4*streamed52 + broadcast5*streamed53 + broadcast6*streamed54 + broadcast7*streamed55
+                            acc1_14 = acc1_14 + broadcast4*streamed56 + broadcast5*streamed57 + broadcast6*streamed58 + broadcast7*streamed59
+                            acc1_15 = acc1_15 + broadcast4*streamed60 + broadcast5*streamed61 + broadcast6*streamed62 + broadcast7*streamed63
+                            acc1_16 = acc1_16 + broadcast4*streamed64 + broadcast5*streamed65 + broadcast6*streamed66 + broadcast7*streamed67
+                            acc1_17 = acc1_17 + broadcast4*streamed68 + broadcast5*streamed69 + broadcast6*streamed70 + broadcast7*streamed71
+                            acc1_18 = acc1_18 + broadcast4*streamed72 + broadcast5*streamed73 + broadcast6*streamed74 + broadcast7*streamed75
+                            acc1_19 = acc1_19 + broadcast4*streamed76 + broadcast5*streamed77 + broadcast6*streamed78 + broadcast7*streamed79
+                            acc1_20 = acc1_20 + broadcast4*streamed80 + broadcast5*streamed81 + broadcast6*streamed82 + broadcast7*streamed83
+                            acc1_21 = acc1_21 + broadcast4*streamed84 + broadcast5*streamed85 + broadcast6*streamed86 + broadcast7*streamed87
+                            acc1_22 = acc1_22 + broadcast4*streamed88 + broadcast5*streamed89 + broadcast6*streamed90 + broadcast7*streamed91
+                            acc1_23 = acc1_23 + broadcast4*streamed92 + broadcast5*streamed93 + broadcast6*streamed94 + broadcast7*streamed95
+                            acc1_24 = acc1_24 + broadcast4*streamed96 + broadcast5*streamed97 + broadcast6*streamed98 + broadcast7*streamed99
+                            acc1_25 = acc1_25 + broadcast4*streamed100 + broadcast5*streamed101 + broadcast6*streamed102 + broadcast7*streamed103
+                            acc1_26 = acc1_26 + broadcast4*streamed104 + broadcast5*streamed105 + broadcast6*streamed106 + broadcast7*streamed107
+                            acc1_27 = acc1_27 + broadcast4*streamed108 + broadcast5*streamed109 + broadcast6*streamed110 + broadcast7*streamed111
+                            acc1_28 = acc1_28 + broadcast4*streamed112 + broadcast5*streamed113 + broadcast6*streamed114 + broadcast7*streamed115
+                            acc1_29 = acc1_29 + broadcast4*streamed116 + broadcast5*streamed117 + broadcast6*streamed118 + broadcast7*streamed119
+                            acc1_30 = acc1_30 + broadcast4*streamed120 + broadcast5*streamed121 + broadcast6*streamed122 + broadcast7*streamed123
+                            acc1_31 = acc1_31 + broadcast4*streamed124 + broadcast5*streamed125 + broadcast6*streamed126 + broadcast7*streamed127
+                    tile[c_in, u, v, group] = acc0_0
+                    tile[c_in, u, v, group + 1] = acc0_1
+                    tile[c_in, u, v, group + 2] = acc0_2
+                    tile[c_in, u, v, group + 3] = acc0_3
+                    tile[c_in, u, v, group + 4] = acc0_4
+                    tile[c_in, u, v, group + 5] = acc0_5
+                    tile[c_in, u, v, group + 6] = acc0_6
+                    tile[c_in, u, v, group + 7] = acc0_7
+                    tile[c_in, u, v, group + 8] = acc0_8
+                    tile[c_in, u, v, group + 9] = acc0_9
+                    tile[c_in, u, v, group + 10] = acc0_10
+                    tile[c_in, u, v, group + 11] = acc0_11
+                    tile[c_in, u, v, group + 12] = acc0_12
+                    tile[c_in, u, v, group + 13] = acc0_13
+                    tile[c_in, u, v, group + 14] = acc0_14
+                    tile[c_in, u, v, group + 15] = acc0_15
+                    tile[c_in, u, v, group + 16] = acc0_16
+                    tile[c_in, u, v, group + 17] = acc0_17
+                    tile[c_in, u, v, group + 18] = acc0_18
+                    tile[c_in, u, v, group + 19] = acc0_19
+                    tile[c_in, u, v, group + 20] = acc0_20
+                    tile[c_in, u, v, group + 21] = acc0_21
+                    tile[c_in, u, v, group + 22] = acc0_22
+                    tile[c_in, u, v, group + 23] = acc0_23
+                    tile[c_in, u, v, group + 24] = acc0_24
+                    tile[c_in, u, v, group + 25] = acc0_25
+                    tile[c_in, u, v, group + 26] = acc0_26
+                    tile[c_in, u, v, group + 27] = acc0_27
+                    tile[c_in, u, v, group + 28] = acc0_28
+                    tile[c_in, u, v, group + 29] = acc0_29
+                    tile[c_in, u, v, group + 30] = acc0_30
+                    tile[c_in, u, v, group + 31] = acc0_31
+                    tile[c_in + 1, u, v, group] = acc1_0
+                    tile[c_in + 1, u, v, group + 1] = acc1_1
+                    tile[c_in + 1, u, v, group + 2] = acc1_2
+                    tile[c_in + 1, u, v, group + 3] = acc1_3
+                    tile[c_in + 1, u, v, group + 4] = acc1_4
+                    tile[c_in + 1, u, v, group + 5] = acc1_5
+                    tile[c_in + 1, u, v, group + 6] = acc1_6
+                    tile[c_in + 1, u, v, group + 7] = acc1_7
+                    tile[c_in + 1, u, v, group + 8] = acc1_8
+                    tile[c_in + 1, u, v, group + 9] = acc1_9
+                    tile[c_in + 1, u, v, group + 10] = acc1_10
+                    tile[c_in + 1, u, v, group + 11] = acc1_11
+                    tile[c_in + 1, u, v, group + 12] = acc1_12
+                    tile[c_in + 1, u, v, group + 13] = acc1_13
+                    tile[c_in + 1, u, v, group + 14] = acc1_14
+                    tile[c_in + 1, u, v, group + 15] = acc1_15
+                    tile[c_in + 1, u, v, group + 16] = acc1_16
+                    tile[c_in + 1, u, v, group + 17] = acc1_17
+                    tile[c_in + 1, u, v, group + 18] = acc1_18
+                    tile[c_in + 1, u, v, group + 19] = acc1_19
+                    tile[c_in + 1, u, v, group + 20] = acc1_20
+                    tile[c_in + 1, u, v, group + 21] = acc1_21
+                    tile[c_in + 1, u, v, group + 22] = acc1_22
+                    tile[c_in + 1, u, v, group + 23] = acc1_23
+                    tile[c_in + 1, u, v, group + 24] = acc1_24
+                    tile[c_in + 1, u, v, group + 25] = acc1_25
+                    tile[c_in + 1, u, v, group + 26] = acc1_26
+                    tile[c_in + 1, u, v, group + 27] = acc1_27
+                    tile[c_in + 1, u, v, group + 28] = acc1_28
+                    tile[c_in + 1, u, v, group + 29] = acc1_29
+                    tile[c_in + 1, u, v, group + 30] = acc1_30
+                    tile[c_in + 1, u, v, group + 31] = acc1_31
+
+
+b2_shortcut_grad_weight_block0 = for_this_cpu(b2_shortcut_grad_weight_block0_wide, b2_shortcut_grad_weight_block0_narrow)
+
+
 @njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def b2_shortcut_grad_weight(grad_output, x, grad_weight):
     """conv2d: gradient with respect to the weight
@@ -2197,21 +3080,7 @@ def b2_shortcut_grad_weight(grad_output, x, grad_weight):
                 for j in range(16):
                     for c_out in range(32):
                         grad_output_t[i, j, c_out] = grad_output[n, c_out, i, j]
-            for i in range(16):
-                for j in range(0, 16, 8):
-                    for c_in in range(16):
-                        for u in range(1):
-                            broadcast0 = x_padded[c_in, 2*i + u, 2*j]
-                            broadcast1 = x_padded[c_in, 2*i + u, 2*j + 2]
-                            broadcast2 = x_padded[c_in, 2*i + u, 2*j + 4]
-                            broadcast3 = x_padded[c_in, 2*i + u, 2*j + 6]
-                            broadcast4 = x_padded[c_in, 2*i + u, 2*j + 8]
-                            broadcast5 = x_padded[c_in, 2*i + u, 2*j + 10]
-                            broadcast6 = x_padded[c_in, 2*i + u, 2*j + 12]
-                            broadcast7 = x_padded[c_in, 2*i + u, 2*j + 14]
-                            for c_out in range(lanes):
-                                tile[c_in, u, 0, c_out] = tile[c_in, u, 0, c_out] + broadcast0*grad_output_t[i, j, c_out] + broadcast1*grad_output_t[i, j + 1, c_out] + broadcast2*grad_output_t[i, j + 2, c_out] + broadcast3*grad_output_t[i, j + 3, c_out] + broadcast4*grad_output_t[i, j + 4, c_out] + broadcast5*grad_output_t[i, j + 5, c_out] + broadcast6*grad_output_t[i, j + 6, c_out] + broadcast7*grad_output_t[i, j + 7, c_out]
-
+            b2_shortcut_grad_weight_block0(grad_output_t, tile, x_padded)
         tiles[chunk] = tile
     for c_out in prange(32):
         for c_in in range(16):
@@ -2225,7 +3094,7 @@ def b2_shortcut_grad_weight(grad_output, x, grad_weight):
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
 def b2_shortcut_folded_forward_block0_wide(i, tile, weight_t, x_padded):
-    """One row of b2_shortcut_folded_forward's tile, summed in blocks of 128 local variables."""
+    """One row of b2_shortcut_folded_forward's tile, in blocks of 128 local variables."""
     wide_vectors()
     for j in range(0, 16, 4):
         for group in range(0, 32, 32):
@@ -2655,7 +3524,7 @@ def b2_shortcut_folded_forward_block0_wide(i, tile, weight_t, x_padded):
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
 def b2_shortcut_folded_forward_block0_narrow(i, tile, weight_t, x_padded):
-    """One row of b2_shortcut_folded_forward's tile, summed in blocks of 64 local variables."""
+    """One row of b2_shortcut_folded_forward's tile, in blocks of 64 local variables."""
     wide_vectors()
     for j in range(0, 16, 2):
         for group in range(0, 32, 32):

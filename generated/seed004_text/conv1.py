@@ -24,7 +24,7 @@ numba.config.SLP_VECTORIZE = 1
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
 def conv1_forward_block0_wide(i, tile, weight_t, x_padded):
-    """One row of conv1_forward's tile, summed in blocks of 128 local variables."""
+    """One row of conv1_forward's tile, in blocks of 128 local variables."""
     wide_vectors()
     for j in range(0, 32, 8):
         for group in range(0, 16, 16):
@@ -476,7 +476,7 @@ def conv1_forward_block0_wide(i, tile, weight_t, x_padded):
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
 def conv1_forward_block0_narrow(i, tile, weight_t, x_padded):
-    """One row of conv1_forward's tile, summed in blocks of 64 local variables."""
+    """One row of conv1_forward's tile, in blocks of 64 local variables."""
     wide_vectors()
     for j in range(0, 32, 4):
         for group in range(0, 16, 16):
@@ -777,7 +777,7 @@ def conv1_forward(x, weight, bias, out):
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
 def conv1_grad_input_block0_wide(grad_output_padded, k, tile, weight):
-    """One row of conv1_grad_input's tile, summed in blocks of 96 local variables."""
+    """One row of conv1_grad_input's tile, in blocks of 96 local variables."""
     wide_vectors()
     for group in range(0, 32, 32):
         acc0_0 = tile[0, group]
@@ -1117,7 +1117,7 @@ def conv1_grad_input_block0_wide(grad_output_padded, k, tile, weight):
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
 def conv1_grad_input_block0_narrow(grad_output_padded, k, tile, weight):
-    """One row of conv1_grad_input's tile, summed in blocks of 32 local variables."""
+    """One row of conv1_grad_input's tile, in blocks of 32 local variables."""
     wide_vectors()
     for c_in in range(3):
         for group in range(0, 32, 32):
@@ -1298,6 +1298,231 @@ def conv1_grad_input(grad_output, weight, grad_input):
                     grad_input[n, c_in, k, l] = tile[c_in, l]
 
 
+@njit(cache=True, fastmath={'contract'}, error_model="numpy")
+def conv1_grad_weight_block0(grad_output_t, tile, x_padded):
+    """One image's sums into conv1_grad_weight's tile, in blocks of 48 local variables."""
+    wide_vectors()
+    for c_in in range(3):
+        for u in range(3):
+            for group in range(0, 16, 16):
+                acc0_0 = tile[c_in, u, 0, group]
+                acc0_1 = tile[c_in, u, 0, group + 1]
+                acc0_2 = tile[c_in, u, 0, group + 2]
+                acc0_3 = tile[c_in, u, 0, group + 3]
+                acc0_4 = tile[c_in, u, 0, group + 4]
+                acc0_5 = tile[c_in, u, 0, group + 5]
+                acc0_6 = tile[c_in, u, 0, group + 6]
+                acc0_7 = tile[c_in, u, 0, group + 7]
+                acc0_8 = tile[c_in, u, 0, group + 8]
+                acc0_9 = tile[c_in, u, 0, group + 9]
+                acc0_10 = tile[c_in, u, 0, group + 10]
+                acc0_11 = tile[c_in, u, 0, group + 11]
+                acc0_12 = tile[c_in, u, 0, group + 12]
+                acc0_13 = tile[c_in, u, 0, group + 13]
+                acc0_14 = tile[c_in, u, 0, group + 14]
+                acc0_15 = tile[c_in, u, 0, group + 15]
+                acc1_0 = tile[c_in, u, 1, group]
+                acc1_1 = tile[c_in, u, 1, group + 1]
+                acc1_2 = tile[c_in, u, 1, group + 2]
+                acc1_3 = tile[c_in, u, 1, group + 3]
+                acc1_4 = tile[c_in, u, 1, group + 4]
+                acc1_5 = tile[c_in, u, 1, group + 5]
+                acc1_6 = tile[c_in, u, 1, group + 6]
+                acc1_7 = tile[c_in, u, 1, group + 7]
+                acc1_8 = tile[c_in, u, 1, group + 8]
+                acc1_9 = tile[c_in, u, 1, group + 9]
+                acc1_10 = tile[c_in, u, 1, group + 10]
+                acc1_11 = tile[c_in, u, 1, group + 11]
+                acc1_12 = tile[c_in, u, 1, group + 12]
+                acc1_13 = tile[c_in, u, 1, group + 13]
+                acc1_14 = tile[c_in, u, 1, group + 14]
+                acc1_15 = tile[c_in, u, 1, group + 15]
+                acc2_0 = tile[c_in, u, 2, group]
+                acc2_1 = tile[c_in, u, 2, group + 1]
+                acc2_2 = tile[c_in, u, 2, group + 2]
+                acc2_3 = tile[c_in, u, 2, group + 3]
+                acc2_4 = tile[c_in, u, 2, group + 4]
+                acc2_5 = tile[c_in, u, 2, group + 5]
+                acc2_6 = tile[c_in, u, 2, group + 6]
+                acc2_7 = tile[c_in, u, 2, group + 7]
+                acc2_8 = tile[c_in, u, 2, group + 8]
+                acc2_9 = tile[c_in, u, 2, group + 9]
+                acc2_10 = tile[c_in, u, 2, group + 10]
+                acc2_11 = tile[c_in, u, 2, group + 11]
+                acc2_12 = tile[c_in, u, 2, group + 12]
+                acc2_13 = tile[c_in, u, 2, group + 13]
+                acc2_14 = tile[c_in, u, 2, group + 14]
+                acc2_15 = tile[c_in, u, 2, group + 15]
+                for i in range(32):
+                    for j in range(0, 32, 4):
+                        broadcast0 = x_padded[c_in, i + u, j]
+                        broadcast1 = x_padded[c_in, i + u, j + 1]
+                        broadcast2 = x_padded[c_in, i + u, j + 2]
+                        broadcast3 = x_padded[c_in, i + u, j + 3]
+                        broadcast4 = x_padded[c_in, i + u, j + 4]
+                        broadcast5 = x_padded[c_in, i + u, j + 5]
+                        streamed0 = grad_output_t[i, j, group]
+                        streamed1 = grad_output_t[i, j + 1, group]
+                        streamed2 = grad_output_t[i, j + 2, group]
+                        streamed3 = grad_output_t[i, j + 3, group]
+                        streamed4 = grad_output_t[i, j, group + 1]
+                        streamed5 = grad_output_t[i, j + 1, group + 1]
+                        streamed6 = grad_output_t[i, j + 2, group + 1]
+                        streamed7 = grad_output_t[i, j + 3, group + 1]
+                        streamed8 = grad_output_t[i, j, group + 2]
+                        streamed9 = grad_output_t[i, j + 1, group + 2]
+                        streamed10 = grad_output_t[i, j + 2, group + 2]
+                        streamed11 = grad_output_t[i, j + 3, group + 2]
+                        streamed12 = grad_output_t[i, j, group + 3]
+                        streamed13 = grad_output_t[i, j + 1, group + 3]
+                        streamed14 = grad_output_t[i, j + 2, group + 3]
+                        streamed15 = grad_output_t[i, j + 3, group + 3]
+                        streamed16 = grad_output_t[i, j, group + 4]
+                        streamed17 = grad_output_t[i, j + 1, group + 4]
+                        streamed18 = grad_output_t[i, j + 2, group + 4]
+                        streamed19 = grad_output_t[i, j + 3, group + 4]
+                        streamed20 = grad_output_t[i, j, group + 5]
+                        streamed21 = grad_output_t[i, j + 1, group + 5]
+                        streamed22 = grad_output_t[i, j + 2, group + 5]
+                        streamed23 = grad_output_t[i, j + 3, group + 5]
+                        streamed24 = grad_output_t[i, j, group + 6]
+                        streamed25 = grad_output_t[i, j + 1, group + 6]
+                        streamed26 = grad_output_t[i, j + 2, group + 6]
+                        streamed27 = grad_output_t[i, j + 3, group + 6]
+                        streamed28 = grad_output_t[i, j, group + 7]
+                        streamed29 = grad_output_t[i, j + 1, group + 7]
+                        streamed30 = grad_output_t[i, j + 2, group + 7]
+                        streamed31 = grad_output_t[i, j + 3, group + 7]
+                        streamed32 = grad_output_t[i, j, group + 8]
+                        streamed33 = grad_output_t[i, j + 1, group + 8]
+                        streamed34 = grad_output_t[i, j + 2, group + 8]
+                        streamed35 = grad_output_t[i, j + 3, group + 8]
+                        streamed36 = grad_output_t[i, j, group + 9]
+                        streamed37 = grad_output_t[i, j + 1, group + 9]
+                        streamed38 = grad_output_t[i, j + 2, group + 9]
+                        streamed39 = grad_output_t[i, j + 3, group + 9]
+                        streamed40 = grad_output_t[i, j, group + 10]
+                        streamed41 = grad_output_t[i, j + 1, group + 10]
+                        streamed42 = grad_output_t[i, j + 2, group + 10]
+                        streamed43 = grad_output_t[i, j + 3, group + 10]
+                        streamed44 = grad_output_t[i, j, group + 11]
+                        streamed45 = grad_output_t[i, j + 1, group + 11]
+                        streamed46 = grad_output_t[i, j + 2, group + 11]
+                        streamed47 = grad_output_t[i, j + 3, group + 11]
+                        streamed48 = grad_output_t[i, j, group + 12]
+                        streamed49 = grad_output_t[i, j + 1, group + 12]
+                        streamed50 = grad_output_t[i, j + 2, group + 12]
+                        streamed51 = grad_output_t[i, j + 3, group + 12]
+                        streamed52 = grad_output_t[i, j, group + 13]
+                        streamed53 = grad_output_t[i, j + 1, group + 13]
+                        streamed54 = grad_output_t[i, j + 2, group + 13]
+                        streamed55 = grad_output_t[i, j + 3, group + 13]
+                        streamed56 = grad_output_t[i, j, group + 14]
+                        streamed57 = grad_output_t[i, j + 1, group + 14]
+                        streamed58 = grad_output_t[i, j + 2, group + 14]
+                        streamed59 = grad_output_t[i, j + 3, group + 14]
+                        streamed60 = grad_output_t[i, j, group + 15]
+                        streamed61 = grad_output_t[i, j + 1, group + 15]
+                        streamed62 = grad_output_t[i, j + 2, group + 15]
+                        streamed63 = grad_output_t[i, j + 3, group + 15]
+                        acc0_0 = acc0_0 + broadcast0*streamed0 + broadcast1*streamed1 + broadcast2*streamed2 + broadcast3*streamed3
+                        acc0_1 = acc0_1 + broadcast0*streamed4 + broadcast1*streamed5 + broadcast2*streamed6 + broadcast3*streamed7
+                        acc0_2 = acc0_2 + broadcast0*streamed8 + broadcast1*streamed9 + broadcast2*streamed10 + broadcast3*streamed11
+                        acc0_3 = acc0_3 + broadcast0*streamed12 + broadcast1*streamed13 + broadcast2*streamed14 + broadcast3*streamed15
+                        acc0_4 = acc0_4 + broadcast0*streamed16 + broadcast1*streamed17 + broadcast2*streamed18 + broadcast3*streamed19
+                        acc0_5 = acc0_5 + broadcast0*streamed20 + broadcast1*streamed21 + broadcast2*streamed22 + broadcast3*streamed23
+                        acc0_6 = acc0_6 + broadcast0*streamed24 + broadcast1*streamed25 + broadcast2*streamed26 + broadcast3*streamed27
+                        acc0_7 = acc0_7 + broadcast0*streamed28 + broadcast1*streamed29 + broadcast2*streamed30 + broadcast3*streamed31
+                        acc0_8 = acc0_8 + broadcast0*streamed32 + broadcast1*streamed33 + broadcast2*streamed34 + broadcast3*streamed35
+                        acc0_9 = acc0_9 + broadcast0*streamed36 + broadcast1*streamed37 + broadcast2*streamed38 + broadcast3*streamed39
+                        acc0_10 = acc0_10 + broadcast0*streamed40 + broadcast1*streamed41 + broadcast2*streamed42 + broadcast3*streamed43
+                        acc0_11 = acc0_11 + broadcast0*streamed44 + broadcast1*streamed45 + broadcast2*streamed46 + broadcast3*streamed47
+                        acc0_12 = acc0_12 + broadcast0*streamed48 + broadcast1*streamed49 + broadcast2*streamed50 + broadcast3*streamed51
+                        acc0_13 = acc0_13 + broadcast0*streamed52 + broadcast1*streamed53 + broadcast2*streamed54 + broadcast3*streamed55
+                        acc0_14 = acc0_14 + broadcast0*streamed56 + broadcast1*streamed57 + broadcast2*streamed58 + broadcast3*streamed59
+                        acc0_15 = acc0_15 + broadcast0*streamed60 + broadcast1*streamed61 + broadcast2*streamed62 + broadcast3*streamed63
+                        acc1_0 = acc1_0 + broadcast1*streamed0 + broadcast2*streamed1 + broadcast3*streamed2 + broadcast4*streamed3
+                        acc1_1 = acc1_1 + broadcast1*streamed4 + broadcast2*streamed5 + broadcast3*streamed6 + broadcast4*streamed7
+                        acc1_2 = acc1_2 + broadcast1*streamed8 + broadcast2*streamed9 + broadcast3*streamed10 + broadcast4*streamed11
+                        acc1_3 = acc1_3 + broadcast1*streamed12 + broadcast2*streamed13 + broadcast3*streamed14 + broadcast4*streamed15
+                        acc1_4 = acc1_4 + broadcast1*streamed16 + broadcast2*streamed17 + broadcast3*streamed18 + broadcast4*streamed19
+                        acc1_5 = acc1_5 + broadcast1*streamed20 + broadcast2*streamed21 + broadcast3*streamed22 + broadcast4*streamed23
+                        acc1_6 = acc1_6 + broadcast1*streamed24 + broadcast2*streamed25 + broadcast3*streamed26 + broadcast4*streamed27
+                        acc1_7 = acc1_7 + broadcast1*streamed28 + broadcast2*streamed29 + broadcast3*streamed30 + broadcast4*streamed31
+                        acc1_8 = acc1_8 + broadcast1*streamed32 + broadcast2*streamed33 + broadcast3*streamed34 + broadcast4*streamed35
+                        acc1_9 = acc1_9 + broadcast1*streamed36 + broadcast2*streamed37 + broadcast3*streamed38 + broadcast4*streamed39
+                        acc1_10 = acc1_10 + broadcast1*streamed40 + broadcast2*streamed41 + broadcast3*streamed42 + broadcast4*streamed43
+                        acc1_11 = acc1_11 + broadcast1*streamed44 + broadcast2*streamed45 + broadcast3*streamed46 + broadcast4*streamed47
+                        acc1_12 = acc1_12 + broadcast1*streamed48 + broadcast2*streamed49 + broadcast3*streamed50 + broadcast4*streamed51
+                        acc1_13 = acc1_13 + broadcast1*streamed52 + broadcast2*streamed53 + broadcast3*streamed54 + broadcast4*streamed55
+                        acc1_14 = acc1_14 + broadcast1*streamed56 + broadcast2*streamed57 + broadcast3*streamed58 + broadcast4*streamed59
+                        acc1_15 = acc1_15 + broadcast1*streamed60 + broadcast2*streamed61 + broadcast3*streamed62 + broadcast4*streamed63
+                        acc2_0 = acc2_0 + broadcast2*streamed0 + broadcast3*streamed1 + broadcast4*streamed2 + broadcast5*streamed3
+                        acc2_1 = acc2_1 + broadcast2*streamed4 + broadcast3*streamed5 + broadcast4*streamed6 + broadcast5*streamed7
+                        acc2_2 = acc2_2 + broadcast2*streamed8 + broadcast3*streamed9 + broadcast4*streamed10 + broadcast5*streamed11
+                        acc2_3 = acc2_3 + broadcast2*streamed12 + broadcast3*streamed13 + broadcast4*streamed14 + broadcast5*streamed15
+                        acc2_4 = acc2_4 + broadcast2*streamed16 + broadcast3*streamed17 + broadcast4*streamed18 + broadcast5*streamed19
+                        acc2_5 = acc2_5 + broadcast2*streamed20 + broadcast3*streamed21 + broadcast4*streamed22 + broadcast5*streamed23
+                        acc2_6 = acc2_6 + broadcast2*streamed24 + broadcast3*streamed25 + broadcast4*streamed26 + broadcast5*streamed27
+                        acc2_7 = acc2_7 + broadcast2*streamed28 + broadcast3*streamed29 + broadcast4*streamed30 + broadcast5*streamed31
+                        acc2_8 = acc2_8 + broadcast2*streamed32 + broadcast3*streamed33 + broadcast4*streamed34 + broadcast5*streamed35
+                        acc2_9 = acc2_9 + broadcast2*streamed36 + broadcast3*streamed37 + broadcast4*streamed38 + broadcast5*streamed39
+                        acc2_10 = acc2_10 + broadcast2*streamed40 + broadcast3*streamed41 + broadcast4*streamed42 + broadcast5*streamed43
+                        acc2_11 = acc2_11 + broadcast2*streamed44 + broadcast3*streamed45 + broadcast4*streamed46 + broadcast5*streamed47
+                        acc2_12 = acc2_12 + broadcast2*streamed48 + broadcast3*streamed49 + broadcast4*streamed50 + broadcast5*streamed51
+                        acc2_13 = acc2_13 + broadcast2*streamed52 + broadcast3*streamed53 + broadcast4*streamed54 + broadcast5*streamed55
+                        acc2_14 = acc2_14 + broadcast2*streamed56 + broadcast3*streamed57 + broadcast4*streamed58 + broadcast5*streamed59
+                        acc2_15 = acc2_15 + broadcast2*streamed60 + broadcast3*streamed61 + broadcast4*streamed62 + broadcast5*streamed63
+                tile[c_in, u, 0, group] = acc0_0
+                tile[c_in, u, 0, group + 1] = acc0_1
+                tile[c_in, u, 0, group + 2] = acc0_2
+                tile[c_in, u, 0, group + 3] = acc0_3
+                tile[c_in, u, 0, group + 4] = acc0_4
+                tile[c_in, u, 0, group + 5] = acc0_5
+                tile[c_in, u, 0, group + 6] = acc0_6
+                tile[c_in, u, 0, group + 7] = acc0_7
+                tile[c_in, u, 0, group + 8] = acc0_8
+                tile[c_in, u, 0, group + 9] = acc0_9
+                tile[c_in, u, 0, group + 10] = acc0_10
+                tile[c_in, u, 0, group + 11] = acc0_11
+                tile[c_in, u, 0, group + 12] = acc0_12
+                tile[c_in, u, 0, group + 13] = acc0_13
+                tile[c_in, u, 0, group + 14] = acc0_14
+                tile[c_in, u, 0, group + 15] = acc0_15
+                tile[c_in, u, 1, group] = acc1_0
+                tile[c_in, u, 1, group + 1] = acc1_1
+                tile[c_in, u, 1, group + 2] = acc1_2
+                tile[c_in, u, 1, group + 3] = acc1_3
+                tile[c_in, u, 1, group + 4] = acc1_4
+                tile[c_in, u, 1, group + 5] = acc1_5
+                tile[c_in, u, 1, group + 6] = acc1_6
+                tile[c_in, u, 1, group + 7] = acc1_7
+                tile[c_in, u, 1, group + 8] = acc1_8
+                tile[c_in, u, 1, group + 9] = acc1_9
+                tile[c_in, u, 1, group + 10] = acc1_10
+                tile[c_in, u, 1, group + 11] = acc1_11
+                tile[c_in, u, 1, group + 12] = acc1_12
+                tile[c_in, u, 1, group + 13] = acc1_13
+                tile[c_in, u, 1, group + 14] = acc1_14
+                tile[c_in, u, 1, group + 15] = acc1_15
+                tile[c_in, u, 2, group] = acc2_0
+                tile[c_in, u, 2, group + 1] = acc2_1
+                tile[c_in, u, 2, group + 2] = acc2_2
+                tile[c_in, u, 2, group + 3] = acc2_3
+                tile[c_in, u, 2, group + 4] = acc2_4
+                tile[c_in, u, 2, group + 5] = acc2_5
+                tile[c_in, u, 2, group + 6] = acc2_6
+                tile[c_in, u, 2, group + 7] = acc2_7
+                tile[c_in, u, 2, group + 8] = acc2_8
+                tile[c_in, u, 2, group + 9] = acc2_9
+                tile[c_in, u, 2, group + 10] = acc2_10
+                tile[c_in, u, 2, group + 11] = acc2_11
+                tile[c_in, u, 2, group + 12] = acc2_12
+                tile[c_in, u, 2, group + 13] = acc2_13
+                tile[c_in, u, 2, group + 14] = acc2_14
+                tile[c_in, u, 2, group + 15] = acc2_15
+
+
 @njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def conv1_grad_weight(grad_output, x, grad_weight):
     """conv2d: gradient with respect to the weight
@@ -1335,25 +1560,7 @@ def conv1_grad_weight(grad_output, x, grad_weight):
                 for j in range(32):
                     for c_out in range(16):
                         grad_output_t[i, j, c_out] = grad_output[n, c_out, i, j]
-            for i in range(32):
-                for j in range(0, 32, 8):
-                    for c_in in range(3):
-                        for u in range(3):
-                            broadcast0 = x_padded[c_in, i + u, j]
-                            broadcast1 = x_padded[c_in, i + u, j + 1]
-                            broadcast2 = x_padded[c_in, i + u, j + 2]
-                            broadcast3 = x_padded[c_in, i + u, j + 3]
-                            broadcast4 = x_padded[c_in, i + u, j + 4]
-                            broadcast5 = x_padded[c_in, i + u, j + 5]
-                            broadcast6 = x_padded[c_in, i + u, j + 6]
-                            broadcast7 = x_padded[c_in, i + u, j + 7]
-                            broadcast8 = x_padded[c_in, i + u, j + 8]
-                            broadcast9 = x_padded[c_in, i + u, j + 9]
-                            for c_out in range(lanes):
-                                tile[c_in, u, 0, c_out] = tile[c_in, u, 0, c_out] + broadcast0*grad_output_t[i, j, c_out] + broadcast1*grad_output_t[i, j + 1, c_out] + broadcast2*grad_output_t[i, j + 2, c_out] + broadcast3*grad_output_t[i, j + 3, c_out] + broadcast4*grad_output_t[i, j + 4, c_out] + broadcast5*grad_output_t[i, j + 5, c_out] + broadcast6*grad_output_t[i, j + 6, c_out] + broadcast7*grad_output_t[i, j + 7, c_out]
-                                tile[c_in, u, 1, c_out] = tile[c_in, u, 1, c_out] + broadcast1*grad_output_t[i, j, c_out] + broadcast2*grad_output_t[i, j + 1, c_out] + broadcast3*grad_output_t[i, j + 2, c_out] + broadcast4*grad_output_t[i, j + 3, c_out] + broadcast5*grad_output_t[i, j + 4, c_out] + broadcast6*grad_output_t[i, j + 5, c_out] + broadcast7*grad_output_t[i, j + 6, c_out] + broadcast8*grad_output_t[i, j + 7, c_out]
-                                tile[c_in, u, 2, c_out] = tile[c_in, u, 2, c_out] + broadcast2*grad_output_t[i, j, c_out] + broadcast3*grad_output_t[i, j + 1, c_out] + broadcast4*grad_output_t[i, j + 2, c_out] + broadcast5*grad_output_t[i, j + 3, c_out] + broadcast6*grad_output_t[i, j + 4, c_out] + broadcast7*grad_output_t[i, j + 5, c_out] + broadcast8*grad_output_t[i, j + 6, c_out] + broadcast9*grad_output_t[i, j + 7, c_out]
-
+            conv1_grad_weight_block0(grad_output_t, tile, x_padded)
         tiles[chunk] = tile
     for c_out in prange(16):
         for c_in in range(3):

@@ -116,8 +116,9 @@ class Epilogue:
 
 @dataclass(frozen=True)
 class Registers:
-    """A per-image kernel's tile summed in blocks held in local variables
-    (:mod:`symcnn.codegen.backends.numba_cpu.registers`): ``outer`` loops over the tile's blocks,
+    """A kernel's tile (a per-image kernel's row, a weight gradient's whole tile, each image summed into it)
+    summed in blocks held in local variables (:mod:`symcnn.codegen.backends.numba_cpu.registers`):
+    ``outer`` loops over the tile's blocks,
     ``group`` over its lanes in groups; each block's values are loaded (``loads``), summed over the
     ``reduction`` loops (``reads`` first: the broadcast values and the group's streamed ones, then
     ``updates``) and stored back (``stores``); the template makes the block a function of its own, called

@@ -29,14 +29,22 @@ def _kernels(spec_name: str, label: str) -> dict:
     return {kernel.name.removeprefix(f"{label}_"): kernel for kernel in layer_kernels(layer)}
 
 
-def test_per_image_kernels_take_register_tiles_and_weight_gradients_do_not():
+def test_per_image_kernels_and_weight_gradients_take_register_tiles():
     conv2 = _kernels("seed004", "conv2")  # lanes: 32 output channels, 16 input channels
     forward, grad_input = conv2["forward"].lanes.registers, conv2["grad_input"].lanes.registers
     assert forward.group.step == 32 and len(forward.loads) == len(forward.stores) == WIDE_ACCUMULATORS
     assert grad_input.group.step == 16 and len(grad_input.updates) == WIDE_ACCUMULATORS
     assert len(forward.narrow.updates) == len(grad_input.narrow.loads) == ACCUMULATORS
     assert forward.arguments == forward.narrow.arguments == ("i", "tile", "weight_t", "x_padded")
-    assert conv2["grad_weight"].lanes.registers is None
+    # the weight gradient: each image summed into its whole tile, c_in in blocks (4 x 32 values; 2 x 32),
+    # u and v plain loops around them, the image's rows and columns the reduction
+    grad_weight = conv2["grad_weight"].lanes.registers
+    assert [(loop.variable, loop.stop, loop.step) for loop in grad_weight.outer] == [
+        ("u", "3", 1), ("v", "3", 1), ("c_in", "16", 4)]
+    assert grad_weight.narrow.outer[-1].step == 2 and len(grad_weight.narrow.loads) == ACCUMULATORS
+    assert [loop.variable for loop in grad_weight.reduction] == ["i", "j"]
+    assert grad_weight.arguments == ("grad_output_t", "tile", "x_padded")
+    assert conv2["grad_weight"].lanes.over_batch and len(grad_weight.loads) == WIDE_ACCUMULATORS
     lenet = _kernels("suite-lenet", "conv2")  # columns: 14 columns in a vector of 16, 6 input channels
     assert lenet["grad_input"].kind == "columns" and lenet["grad_input"].lanes.registers.group.step == 16
 
@@ -72,11 +80,13 @@ def test_a_block_function_takes_the_names_its_code_reads():
 @pytest.mark.slow  # compiles a small spec twice (about a minute on 2 cores)
 def test_register_tiles_change_no_number(tmp_path, monkeypatch):
     """With and without register tiles, every output and gradient is the same bit for bit: lanes
-    convolutions (8 output channels: one group of 8; 7 and 15 rows), columns ones (3 channels)."""
+    convolutions (8 output channels: one group of 8; 7 and 15 rows), columns ones (3 channels), the
+    weight gradients (3 x 3, 2 x 2 and 1 x 1 kernels)."""
     layers = [{"type": "conv2d", "name": "c1", "out_channels": 8, "kernel": 3, "padding": 1},
               {"type": "relu"},
               {"type": "conv2d", "name": "c2", "out_channels": 3, "kernel": 3, "padding": 1},
               {"type": "conv2d", "name": "c3", "out_channels": 16, "kernel": 2, "padding": 0},
+              {"type": "conv2d", "name": "c4", "out_channels": 8, "kernel": 1},  # a weight gradient in 2 sizes
               {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 5}]
     spec = {"name": "tiled", "input": [3, 7, 16], "loss": "softmax_cross_entropy", "layers": layers}
     tiled = network_for(spec, tmp_path, dtype="float32")
@@ -86,6 +96,10 @@ def test_register_tiles_change_no_number(tmp_path, monkeypatch):
     assert "c1_forward_block0(" in _source(tiled, "c1_forward") and "_block" not in _source(plain, "c1_forward")
     assert "c2_forward_block0(" in _source(tiled, "c2_forward")  # columns
     assert "c3_grad_input_block0(" in _source(tiled, "c3_grad_input")
+    for weight_gradient in ("c1_grad_weight", "c3_grad_weight", "c4_grad_weight"):
+        assert f"{weight_gradient}_block0(" in _source(tiled, weight_gradient)
+        assert "_block" not in _source(plain, weight_gradient)
+    assert "c4_grad_weight_block0_narrow" in tiled._functions["c4_grad_weight"].py_func.__globals__
     plain.params = {name: value.copy() for name, value in tiled.params.items()}
     rng = np.random.default_rng(5)
     x = rng.standard_normal((3, 3, 7, 16)).astype(np.float32)
@@ -93,7 +107,7 @@ def test_register_tiles_change_no_number(tmp_path, monkeypatch):
     logits, (loss, grads) = tiled.forward(x, training=False), tiled.loss_and_grads(x, labels)
     _assert_same(plain, x, labels, logits, loss, grads)
     with contextlib.ExitStack() as stack:  # the blocks for 256-bit vectors, whatever this CPU has
-        for kernel in ("c1_forward", "c2_forward", "c3_grad_input"):
+        for kernel in ("c1_forward", "c2_forward", "c3_grad_input", "c4_grad_weight"):
             tiled._functions[kernel] = stack.enter_context(_narrow_blocks(tiled._functions[kernel]))
         _assert_same(tiled, x, labels, logits, loss, grads)
 
@@ -142,13 +156,19 @@ def test_register_tiles_compile_to_vector_multiply_adds(tmp_path):
                        {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 2}]}
     net = network_for(spec, tmp_path, dtype="float32")
     module = net._functions["c1_forward"].py_func.__globals__
-    for width in ("wide", "narrow"):
-        block = _recompiled(module[f"c1_forward_block0_{width}"])  # numba's cache keeps no assembly
-        tile, weight_t, x_padded = (np.zeros(shape, np.float32) for shape in ((8, 16), (8, 3, 3, 16), (8, 8, 10)))
-        block(1, tile, weight_t, x_padded)
-        assembly = "\n".join(block.inspect_asm().values())
-        packed = re.findall(r"\bv(?:fmadd|fmul|mul|add)\w*ps\s[^\n]*", assembly)
-        scalar = re.findall(r"\bvfmadd\w*ss\s", assembly)
-        assert packed and not scalar, (width, len(packed), len(scalar))
-        if WIDE_VECTORS:
-            assert all("zmm" in instruction for instruction in packed if "fmadd" in instruction), width
+    forward = (np.zeros(shape, np.float32) for shape in ((8, 16), (8, 3, 3, 16), (8, 8, 10)))
+    weight_gradient = (np.zeros(shape, np.float32) for shape in ((6, 8, 16), (8, 3, 3, 16), (8, 8, 10)))
+    for kernel, arguments in (("c1_forward", (1, *forward)), ("c1_grad_weight", tuple(weight_gradient))):
+        for width in ("wide", "narrow"):
+            _assert_packed(_recompiled(module[f"{kernel}_block0_{width}"]), arguments, width)
+
+
+def _assert_packed(block, arguments, width) -> None:
+    """``block``'s multiply-adds are packed (512-bit ones on an AVX-512 CPU)."""
+    block(*arguments)  # numba's cache keeps no assembly: compiled here
+    assembly = "\n".join(block.inspect_asm().values())
+    packed = re.findall(r"\bv(?:fmadd|fmul|mul|add)\w*ps\s[^\n]*", assembly)
+    scalar = re.findall(r"\bvfmadd\w*ss\s", assembly)
+    assert packed and not scalar, (width, len(packed), len(scalar))
+    if WIDE_VECTORS:
+        assert all("zmm" in instruction for instruction in packed if "fmadd" in instruction), width

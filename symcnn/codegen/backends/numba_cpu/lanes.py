@@ -214,7 +214,9 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
         lowering, reduction, outer_tile, (broadcast_read, streamed_read), lane, tile_element,
         *((OVER_BATCH_UNROLL, OVER_BATCH_BLOCK) if over_batch
           else (UNROLL, images.size if images else _block_limit(int(sizes[lane])))))
-    registers = None if over_batch or images else register_tile(  # the tile in local variables (registers.py)
+    # the tile in local variables (registers.py): a per-image kernel's row, or a weight gradient's whole tile
+    # (each image's sums into it in blocks, its outer axes as loops around them)
+    registers = None if images or lane_block else register_tile(
         lowering, reduction, outer_tile, (broadcast_read, streamed_read), lane, tile_element, UNROLL, int(sizes[lane]))
     batch_unroll = None
     if lane_block and not reduction:  # every image into one tile: several per update (product_blocks.py)
