@@ -343,7 +343,11 @@ def fc1_grad_weight(grad_output, x, grad_weight):
         tile = np.zeros((10, 256,), dtype=grad_output.dtype)
         for n in range((N*chunk) // chunks, (N*(chunk + 1)) // chunks):
             fc1_grad_weight_block0(grad_output, n, tile, x)
-        tiles[chunk] = tile
+        # element by element: ``tiles[chunk] = tile`` would have numba compile its shape-mismatch
+        # message (string formatting), 4-5 s in every process that compiles a weight gradient
+        for i in range(10):
+            for k in range(lanes):
+                tiles[chunk, i, k] = tile[i, k]
     for i in prange(10):
         for k in range(256):
             total = 0.0

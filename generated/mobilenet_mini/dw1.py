@@ -136,7 +136,14 @@ def dw1_grad_weight(grad_output, x, grad_weight):
                                 tile[c_out, c_in, u, 1, j] = tile[c_out, c_in, u, 1, j] + grad_output[n, c_out, i, j]*x_padded[c_in + c_out, i + u, j + 1] + grad_output[n, c_out, i + 1, j]*x_padded[c_in + c_out, i + u + 1, j + 1] + grad_output[n, c_out, i + 2, j]*x_padded[c_in + c_out, i + u + 2, j + 1] + grad_output[n, c_out, i + 3, j]*x_padded[c_in + c_out, i + u + 3, j + 1] + grad_output[n, c_out, i + 4, j]*x_padded[c_in + c_out, i + u + 4, j + 1] + grad_output[n, c_out, i + 5, j]*x_padded[c_in + c_out, i + u + 5, j + 1] + grad_output[n, c_out, i + 6, j]*x_padded[c_in + c_out, i + u + 6, j + 1] + grad_output[n, c_out, i + 7, j]*x_padded[c_in + c_out, i + u + 7, j + 1]
                                 tile[c_out, c_in, u, 2, j] = tile[c_out, c_in, u, 2, j] + grad_output[n, c_out, i, j]*x_padded[c_in + c_out, i + u, j + 2] + grad_output[n, c_out, i + 1, j]*x_padded[c_in + c_out, i + u + 1, j + 2] + grad_output[n, c_out, i + 2, j]*x_padded[c_in + c_out, i + u + 2, j + 2] + grad_output[n, c_out, i + 3, j]*x_padded[c_in + c_out, i + u + 3, j + 2] + grad_output[n, c_out, i + 4, j]*x_padded[c_in + c_out, i + u + 4, j + 2] + grad_output[n, c_out, i + 5, j]*x_padded[c_in + c_out, i + u + 5, j + 2] + grad_output[n, c_out, i + 6, j]*x_padded[c_in + c_out, i + u + 6, j + 2] + grad_output[n, c_out, i + 7, j]*x_padded[c_in + c_out, i + u + 7, j + 2]
 
-        tiles[chunk] = tile
+        # element by element: ``tiles[chunk] = tile`` would have numba compile its shape-mismatch
+        # message (string formatting), 4-5 s in every process that compiles a weight gradient
+        for c_out in range(16):
+            for c_in in range(1):
+                for u in range(3):
+                    for v in range(3):
+                        for j in range(lanes):
+                            tiles[chunk, c_out, c_in, u, v, j] = tile[c_out, c_in, u, v, j]
     for c_out in prange(16):
         for c_in in range(1):
             for u in range(3):

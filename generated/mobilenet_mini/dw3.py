@@ -135,7 +135,14 @@ def dw3_grad_weight(grad_output, x, grad_weight):
                             tile[c_out, c_in, u, 1, j] = tile[c_out, c_in, u, 1, j] + grad_output[n, c_out, 0, j]*x_padded[c_in + c_out, u, j + 1] + grad_output[n, c_out, 1, j]*x_padded[c_in + c_out, u + 1, j + 1] + grad_output[n, c_out, 2, j]*x_padded[c_in + c_out, u + 2, j + 1] + grad_output[n, c_out, 3, j]*x_padded[c_in + c_out, u + 3, j + 1] + grad_output[n, c_out, 4, j]*x_padded[c_in + c_out, u + 4, j + 1] + grad_output[n, c_out, 5, j]*x_padded[c_in + c_out, u + 5, j + 1] + grad_output[n, c_out, 6, j]*x_padded[c_in + c_out, u + 6, j + 1] + grad_output[n, c_out, 7, j]*x_padded[c_in + c_out, u + 7, j + 1]
                             tile[c_out, c_in, u, 2, j] = tile[c_out, c_in, u, 2, j] + grad_output[n, c_out, 0, j]*x_padded[c_in + c_out, u, j + 2] + grad_output[n, c_out, 1, j]*x_padded[c_in + c_out, u + 1, j + 2] + grad_output[n, c_out, 2, j]*x_padded[c_in + c_out, u + 2, j + 2] + grad_output[n, c_out, 3, j]*x_padded[c_in + c_out, u + 3, j + 2] + grad_output[n, c_out, 4, j]*x_padded[c_in + c_out, u + 4, j + 2] + grad_output[n, c_out, 5, j]*x_padded[c_in + c_out, u + 5, j + 2] + grad_output[n, c_out, 6, j]*x_padded[c_in + c_out, u + 6, j + 2] + grad_output[n, c_out, 7, j]*x_padded[c_in + c_out, u + 7, j + 2]
 
-        tiles[chunk] = tile
+        # element by element: ``tiles[chunk] = tile`` would have numba compile its shape-mismatch
+        # message (string formatting), 4-5 s in every process that compiles a weight gradient
+        for c_out in range(64):
+            for c_in in range(1):
+                for u in range(3):
+                    for v in range(3):
+                        for j in range(lanes):
+                            tiles[chunk, c_out, c_in, u, v, j] = tile[c_out, c_in, u, v, j]
     for c_out in prange(64):
         for c_in in range(1):
             for u in range(3):

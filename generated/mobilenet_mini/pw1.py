@@ -2459,7 +2459,13 @@ def pw1_grad_weight(grad_output, x, grad_weight):
                     for c_out in range(32):
                         grad_output_t[i, j, c_out] = grad_output[n, c_out, i, j]
             pw1_grad_weight_block0(grad_output_t, tile, x_padded)
-        tiles[chunk] = tile
+        # element by element: ``tiles[chunk] = tile`` would have numba compile its shape-mismatch
+        # message (string formatting), 4-5 s in every process that compiles a weight gradient
+        for c_in in range(16):
+            for u in range(1):
+                for v in range(1):
+                    for c_out in range(lanes):
+                        tiles[chunk, c_in, u, v, c_out] = tile[c_in, u, v, c_out]
     for c_out in prange(32):
         for c_in in range(16):
             for u in range(1):
