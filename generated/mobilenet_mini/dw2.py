@@ -39,12 +39,12 @@ def dw2_forward(x, weight, out):
             for i in range(8):
                 for j in range(8):
                     out[n, c_out, i, j] = 0.0
-            for c_in in range(min(1, 32 - c_out)):
+            for c_in in range(1):
                 for u in range(3):
                     for v in range(3):
                         for i in range(8):
                             for j in range(8):
-                                if ((0 <= 2*i + u - 1)) and ((2*i + u - 1 < 16)) and ((0 <= 2*j + v - 1)) and ((2*j + v - 1 < 16)):
+                                if ((0 <= 2*i + u - 1)) and ((0 <= 2*j + v - 1)):
                                     out[n, c_out, i, j] += weight[c_out, c_in, u, v]*x[n, c_in + c_out, 2*i + u - 1, 2*j + v - 1]
 
 
@@ -133,7 +133,7 @@ def dw2_grad_weight(grad_output, x, grad_weight):
                     for n in range(N):
                         for i in range(8):
                             for j in range(8):
-                                if ((0 <= c_in + c_out)) and ((c_in + c_out < 32)) and ((0 <= 2*i + u - 1)) and ((2*i + u - 1 < 16)) and ((0 <= 2*j + v - 1)) and ((2*j + v - 1 < 16)):
+                                if ((0 <= 2*i + u - 1)) and ((0 <= 2*j + v - 1)):
                                     acc += x[n, c_in + c_out, 2*i + u - 1, 2*j + v - 1]*grad_output[n, c_out, i, j]
                     grad_weight[c_out, c_in, u, v] = acc
 
@@ -158,10 +158,10 @@ def dw2_folded_forward(x, weight, bias, out):
             for i in range(8):
                 for j in range(8):
                     out[n, c_out, i, j] += bias[c_out]
-            for c_in in range(min(1, 32 - c_out)):
+            for c_in in range(1):
                 for u in range(3):
                     for v in range(3):
                         for i in range(8):
                             for j in range(8):
-                                if ((0 <= 2*i + u - 1)) and ((2*i + u - 1 < 16)) and ((0 <= 2*j + v - 1)) and ((2*j + v - 1 < 16)):
+                                if ((0 <= 2*i + u - 1)) and ((0 <= 2*j + v - 1)):
                                     out[n, c_out, i, j] += weight[c_out, c_in, u, v]*x[n, c_in + c_out, 2*i + u - 1, 2*j + v - 1]

@@ -46,7 +46,8 @@ from symcnn.codegen.backends.numba_cpu.lanes import lanes_schedule
 from symcnn.codegen.schedule_choice import vector_schedule
 from symcnn.codegen.phases import PhaseSplit, split_phases, without_single_loops
 from symcnn.codegen.taps import one_tap_terms
-from symcnn.codegen.rewrites import fold_bound, for_kernels, padding_conditions, shifted_exponential_sum
+from symcnn.codegen.rewrites import (always_holds, fold_bound, for_kernels, padding_conditions,
+                                     shifted_exponential_sum)
 from symcnn.codegen.window_max import switch_tests, window_max
 from symcnn.printing.nodes import Assign
 from symcnn.printing.numba import NumbaPrinter
@@ -95,6 +96,8 @@ class _Lowering:
         # Printed names of strided views (a kernel's phases): not C-contiguous, so never reshaped (layout).
         self.strided: set[str] = set()
         self.fused = fused  # an epilogue at every store (symcnn.codegen.epilogue)
+        # index -> (low, high), inclusive: the output's indices, known to every term (always_holds)
+        self.ranges: dict[Symbol, tuple[int, int]] = {}
 
     def precompute_invariants(self, indices, shape, tensors) -> Precomputer:
         """What collects the reductions and factors that depend on fewer indices than the loops around
@@ -176,6 +179,12 @@ class _Lowering:
         reductions: list = []
         body = self.hoist(term.body, reductions)
         conditions = list(term.conditions) + padding_conditions(body, self.padded)
+        # a condition that every output element and every value of the term's loops meet tests nothing
+        # (a depthwise weight gradient's channel c_out + c_in < 32, c_in in range(1)); kept, it would keep
+        # the sum from vectorizing (a tested sum is never reassociated)
+        ranges = {**self.ranges, **{var: (int(low), int(high)) for var, low, high in term.limits
+                                    if low.is_Integer and high.is_Integer}}
+        conditions = [condition for condition in conditions if not always_holds(condition, ranges)]
         bounds = {var: [low, high + 1] for var, low, high in term.limits}
         order = [limit[0] for limit in term.limits]
         remaining = []
@@ -237,6 +246,7 @@ def _summation(lowering: _Lowering, indices, shape, batch, terms, output_name: s
     kernel is then its phases, each scheduled as any sum.
     """
     terms = one_tap_terms(terms, indices, shape)  # a 2x2 pool's gradient at stride 2: one tap per element
+    lowering.ranges.update({index: (0, int(size) - 1) for index, size in zip(indices, shape) if size.is_Integer})
     split = split_phases(lowering.names, indices, shape, terms, tensors, output_name)
     if split is not None and split.views and lowering.fused is not None:
         raise Unfusable("a kernel in phases stores strided views of its output")

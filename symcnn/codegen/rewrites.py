@@ -7,7 +7,8 @@ the result with :class:`~symcnn.printing.numba.NumbaPrinter`; the printer itself
   (:func:`integer_indices`);
 - a read of a zero-padded input gets its bounds as conditions (:func:`padding_conditions`);
 - a range condition on a loop variable with a unit coefficient becomes that loop's bound
-  (:func:`fold_bound`);
+  (:func:`fold_bound`), and one that every value of its indices meets is dropped (:func:`always_holds`:
+  a depthwise convolution's channel ``c_out + c_in < 32`` with ``c_in`` in ``range(1)``);
 - max pooling's routing indicator ``[(u, v) = first argmax]`` becomes a test of the window's
   argmax offset, which the forward kernel records (document 001's "switch variables";
   :func:`switch_test`);
@@ -36,7 +37,7 @@ from symcnn.printing.nodes import FloorDiv
 from symcnn.symbolic.functions import FirstArgmax, MaxOver
 
 __all__ = ["integer_index", "integer_indices", "padding_conditions", "fold_bound", "window_offset", "switch_test",
-           "shifted_exponential_sum", "exponential_tanh", "bounded_logistic_slope", "for_kernels"]
+           "shifted_exponential_sum", "exponential_tanh", "bounded_logistic_slope", "for_kernels", "always_holds"]
 
 
 def integer_index(expr: Expr) -> Expr:
@@ -230,16 +231,9 @@ def fold_bound(condition, bounds: dict, order: list, outer: set) -> bool:
     ``0 <= i + u - 1`` starts ``u`` at ``max(0, 1 - i)``, so that the inner loops test nothing
     they need not.
     """
-    if not isinstance(condition, (sympy.LessThan, sympy.StrictLessThan, sympy.GreaterThan,
-                                  sympy.StrictGreaterThan)) or condition.has(sympy.Mod, Indexed):
+    difference = _at_most_zero(condition)
+    if difference is None:
         return False
-    if isinstance(condition, (sympy.GreaterThan, sympy.StrictGreaterThan)):
-        difference = condition.rhs - condition.lhs  # rhs - lhs <= 0 (or < 0)
-    else:
-        difference = condition.lhs - condition.rhs
-    if isinstance(condition, (sympy.StrictLessThan, sympy.StrictGreaterThan)):
-        difference = difference + 1  # integers: d < 0 is d + 1 <= 0
-    difference = sympy.expand(difference)
     candidates = [var for var in order if difference.has(var)]
     if not candidates:
         return False
@@ -258,6 +252,48 @@ def fold_bound(condition, bounds: dict, order: list, outer: set) -> bool:
     else:  # rest - variable <= 0
         bounds[variable][0] = sympy.Max(start, rest)
     return True
+
+
+def _at_most_zero(condition) -> Optional[Expr]:
+    """An integer inequality as ``d`` with ``d <= 0`` meaning the condition holds; None for others."""
+    if not isinstance(condition, (sympy.LessThan, sympy.StrictLessThan, sympy.GreaterThan,
+                                  sympy.StrictGreaterThan)) or condition.has(sympy.Mod, Indexed):
+        return None
+    if isinstance(condition, (sympy.GreaterThan, sympy.StrictGreaterThan)):
+        difference = condition.rhs - condition.lhs  # rhs - lhs <= 0 (or < 0)
+    else:
+        difference = condition.lhs - condition.rhs
+    if isinstance(condition, (sympy.StrictLessThan, sympy.StrictGreaterThan)):
+        difference = difference + 1  # integers: d < 0 is d + 1 <= 0
+    return sympy.expand(difference)
+
+
+def always_holds(condition, ranges: Mapping[Symbol, tuple[int, int]]) -> bool:
+    """Whether the linear integer inequality ``condition`` holds for every value of its symbols in
+    ``ranges`` (``symbol -> (low, high)``, inclusive): its largest violation over that box, each
+    symbol at the end its coefficient's sign picks, is not positive. False when unsure (a symbol
+    without a range, a product of symbols, a ``Mod``).
+
+    >>> c, u = sympy.symbols("c u", integer=True, nonnegative=True)
+    >>> always_holds(c + u < 32, {c: (0, 31), u: (0, 0)}), always_holds(c + u < 32, {c: (0, 31), u: (0, 1)})
+    (True, False)
+    """
+    difference = _at_most_zero(condition)
+    if difference is None or not difference.is_polynomial(*ranges) or difference.free_symbols - set(ranges):
+        return False
+    worst = sympy.Integer(0)
+    for term in sympy.Add.make_args(difference):
+        coefficient, symbols = term.as_coeff_Mul()
+        if not coefficient.is_Rational:
+            return False
+        if symbols == 1:
+            worst += coefficient
+        elif symbols in ranges:
+            low, high = ranges[symbols]
+            worst += coefficient * (high if coefficient > 0 else low)
+        else:  # a product or a power of symbols: not linear
+            return False
+    return bool(worst <= 0)
 
 
 def _is_index(symbol) -> bool:

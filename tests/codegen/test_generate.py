@@ -469,3 +469,22 @@ def test_an_element_wise_kernel_runs_over_each_image_as_one_loop():
     for label in ("maxpool2d2", "flatten4"):
         assert all(not kernel.views and kernel.output in ("out", "grad_input")
                    for kernel in layer_kernels(layers[label]))
+
+
+def test_no_kernel_assigns_a_whole_array_into_a_slice():
+    """``tiles[chunk] = tile`` has numba compile its shape-mismatch message (string formatting, 4-5 s in
+    every process that compiles one), so a kernel copies arrays element by element: no assignment in a
+    shipped kernel stores an array it allocated into a subscript of another."""
+    for name in SHIPPED_SPECS:
+        for path in sorted((shipped_kernels_dir() / load_spec(name).module_name).glob("*.py")):
+            for function in ast.parse(path.read_text()).body:
+                if not isinstance(function, ast.FunctionDef):
+                    continue
+                arrays = {target.id for node in ast.walk(function) if isinstance(node, ast.Assign)
+                          and isinstance(node.value, ast.Call)
+                          and ast.unparse(node.value.func) in ("np.zeros", "np.empty")
+                          for target in node.targets if isinstance(target, ast.Name)}
+                copies = [ast.unparse(node) for node in ast.walk(function) if isinstance(node, ast.Assign)
+                          and isinstance(node.targets[0], ast.Subscript) and isinstance(node.value, ast.Name)
+                          and node.value.id in arrays]
+                assert not copies, f"{path.name}: {function.name}: {copies}"

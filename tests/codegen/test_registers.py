@@ -49,6 +49,24 @@ def test_per_image_kernels_and_weight_gradients_take_register_tiles():
     assert lenet["grad_input"].kind == "columns" and lenet["grad_input"].lanes.registers.group.step == 16
 
 
+def test_a_streamed_read_that_moves_with_the_block_takes_one_product_per_update():
+    """resnet-mini's strided 1 x 1 shortcut: its input gradient's lanes are an image's columns and its
+    blocks are rows, so every block row streams vectors of its own. Unrolled four ways those were 512
+    scalar reads, which LLVM's SLP vectorizer took 22 s to pack; one product per update leaves one read
+    per accumulator. Where the streamed read stays put (seed004's weights), the reduction is unrolled."""
+    shortcut = _kernels("resnet-mini", "b2_shortcut")["grad_input"]
+    assert shortcut.kind == "phases"
+    registers = shortcut.phases[0].lanes.registers
+    for block in (registers, registers.narrow):
+        assert [loop.variable for loop in block.outer] == ["q_k"] and [loop.variable for loop in block.reduction] == [
+            "c_out"]
+        streamed = [name for name, _ in block.reads if name.startswith("streamed")]
+        assert len(streamed) == len(block.updates) and all(update.count("*") == 1 for update in block.updates)
+    forward = _kernels("seed004", "conv2")["forward"].lanes.registers
+    assert all(update.count("*") == 3 for update in forward.updates)  # the 3 x 3 window's row, unrolled
+    assert len([name for name, _ in forward.reads if name.startswith("streamed")]) == 3 * forward.group.step
+
+
 def test_every_update_reads_named_values_only():
     """Each update adds products of named values (read once per step), in the formula's order, into
     its own accumulator; every accumulator is loaded and stored once."""

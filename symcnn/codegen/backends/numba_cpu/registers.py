@@ -159,6 +159,13 @@ def _blocks(lowering, code, reduction, outer_tile, reads, lane: Symbol, tile_ele
     block_loop, block_values = _split(block_var, 0, extent - 1, block, printer)
     plain = tuple(Loop(printer(var), str(size)) for position, (var, size) in enumerate(outer_tile)
                   if position != blocked)  # the other outer axes: loops around the blocks
+    if any(read.has(lane) and read.has(block_var) for read in reads):
+        # a streamed read that moves with the blocked axis (the lanes an image's columns, the block its
+        # rows) is a vector of its own for each block value, and unrolling the reduction as well
+        # multiplies them: 8 x 16 x 4 = 512 scalar reads in suite-residual's 1 x 1 strided input
+        # gradient, which LLVM's SLP vectorizer took 22 s to pack. One product per update keeps the
+        # block's independent sums with a quarter of the reads.
+        unroll = 1
     loops, unrolled = _unrolled(reduction, unroll, printer)
     group_start = Symbol("group", integer=True, nonnegative=True)
     names: dict[str, Symbol] = {}  # printed broadcast read -> its name: a window read shared by neighbours once

@@ -1,0 +1,59 @@
+"""Conditions a kernel need not test: :func:`symcnn.codegen.rewrites.always_holds` and the lowering's use of it.
+
+A condition that every output element and every value of a term's loops meet is dropped before
+printing; a tested sum is never reassociated, so that a depthwise weight gradient's channel bound
+kept its sum from vectorizing.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import sympy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from symcnn.codegen.lower import layer_kernels
+from symcnn.codegen.rewrites import always_holds
+from symcnn.spec import load_spec
+
+SYMBOLS = sympy.symbols("a b c", integer=True, nonnegative=True)
+RELATIONS = (sympy.Le, sympy.Lt, sympy.Ge, sympy.Gt)
+
+
+@settings(max_examples=200, deadline=None)
+@given(coefficients=st.lists(st.integers(-3, 3), min_size=3, max_size=3), constant=st.integers(-12, 12),
+       lows=st.lists(st.integers(0, 3), min_size=3, max_size=3),
+       spans=st.lists(st.integers(0, 3), min_size=3, max_size=3), relation=st.sampled_from(RELATIONS))
+def test_a_linear_condition_always_holds_exactly_when_it_holds_at_every_point(coefficients, constant, lows, spans,
+                                                                               relation):
+    """Over a box, a linear inequality's worst case is at a corner: the answer is exact, checked by
+    trying every point."""
+    expression = sum(coefficient * symbol for coefficient, symbol in zip(coefficients, SYMBOLS)) + constant
+    condition = relation(expression, 0, evaluate=False)
+    ranges = {symbol: (low, low + span) for symbol, low, span in zip(SYMBOLS, lows, spans)}
+    every_point = all(
+        bool(relation(expression.subs(dict(zip(SYMBOLS, point))), 0))
+        for point in itertools.product(*(range(low, high + 1) for low, high in ranges.values())))
+    assert always_holds(condition, ranges) == every_point
+
+
+def test_unsure_conditions_are_kept():
+    a, b, c = SYMBOLS
+    assert not always_holds(a * b < 100, {a: (0, 1), b: (0, 1)})  # not linear
+    assert not always_holds(a + c < 100, {a: (0, 1)})  # c has no range
+    assert not always_holds(sympy.Eq(sympy.Mod(a, 2), 0), {a: (0, 0)})  # not an inequality
+
+
+def test_a_depthwise_weight_gradient_tests_only_what_can_fail():
+    """suite-separable's depthwise weight gradients read X at channel ``c_out + c_in``, ``c_in`` in
+    ``range(1)``: that channel's bounds hold for every output element, so dw1's sum carries no test
+    and may be reassociated. dw2's strided windows still test their first row and column (padding),
+    not their last (``2*15 + 2 - 1 < 32`` always)."""
+    layers = {layer.label: layer for layer in load_spec("suite-separable").layers}
+    dw1 = next(kernel for kernel in layer_kernels(layers["dw1"]) if kernel.name == "dw1_grad_weight")
+    assert [term.condition for term in dw1.terms] == [None] and "reassoc" in dw1.fastmath
+    dw2 = next(kernel for kernel in layer_kernels(layers["dw2"]) if kernel.name == "dw2_grad_weight")
+    (term,) = dw2.terms
+    assert "0 <= 2*i + u - 1" in term.condition and "0 <= 2*j + v - 1" in term.condition
+    assert "<" not in term.condition.replace("<=", "") and "reassoc" not in dw2.fastmath
