@@ -96,7 +96,7 @@ class _Lowering:
         # Printed names of strided views (a kernel's phases): not C-contiguous, so never reshaped (layout).
         self.strided: set[str] = set()
         self.fused = fused  # an epilogue at every store (symcnn.codegen.epilogue)
-        # index -> (low, high), inclusive: the output's indices, known to every term (always_holds)
+        # index -> (low, high), inclusive: the indices of the output being printed (always_holds)
         self.ranges: dict[Symbol, tuple[int, int]] = {}
 
     def precompute_invariants(self, indices, shape, tensors) -> Precomputer:
@@ -246,7 +246,8 @@ def _summation(lowering: _Lowering, indices, shape, batch, terms, output_name: s
     kernel is then its phases, each scheduled as any sum.
     """
     terms = one_tap_terms(terms, indices, shape)  # a 2x2 pool's gradient at stride 2: one tap per element
-    lowering.ranges.update({index: (0, int(size) - 1) for index, size in zip(indices, shape) if size.is_Integer})
+    # these indices' ranges, for the terms printed below (a phase's own call sets its own)
+    lowering.ranges = {index: (0, int(size) - 1) for index, size in zip(indices, shape) if size.is_Integer}
     split = split_phases(lowering.names, indices, shape, terms, tensors, output_name)
     if split is not None and split.views and lowering.fused is not None:
         raise Unfusable("a kernel in phases stores strided views of its output")
