@@ -279,7 +279,7 @@ def always_holds(condition, ranges: Mapping[Symbol, tuple[int, int]]) -> bool:
     (True, False)
     """
     difference = _at_most_zero(condition)
-    if difference is None or not difference.is_polynomial(*ranges) or difference.free_symbols - set(ranges):
+    if difference is None:
         return False
     worst = sympy.Integer(0)
     for term in sympy.Add.make_args(difference):
@@ -291,7 +291,7 @@ def always_holds(condition, ranges: Mapping[Symbol, tuple[int, int]]) -> bool:
         elif symbols in ranges:
             low, high = ranges[symbols]
             worst += coefficient * (high if coefficient > 0 else low)
-        else:  # a product or a power of symbols: not linear
+        else:  # a product or a power of symbols, a function of them, a symbol without a range
             return False
     return bool(worst <= 0)
 
