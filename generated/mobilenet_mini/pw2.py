@@ -2450,10 +2450,10 @@ def pw2_grad_weight(grad_output, x, grad_weight):
                 for v in range(1):
                     for c_out in range(lanes):
                         tiles[chunk, c_in, u, v, c_out] = tile[c_in, u, v, c_out]
-    for c_out in prange(64):
-        for c_in in range(32):
-            for u in range(1):
-                for v in range(1):
+    for c_in in prange(32):
+        for u in range(1):
+            for v in range(1):
+                for c_out in range(64):
                     total = 0.0
                     for chunk in range(chunks):
                         total += tiles[chunk, c_in, u, v, c_out]

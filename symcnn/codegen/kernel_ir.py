@@ -188,6 +188,10 @@ class Lanes:
     # fewer), and the sum of the chunks' tiles into each output element
     chunk_count: str = ""
     chunk_sum: Optional[Reduction] = None
+    # over_batch in chunks only: the loops of that sum, in the tiles' own order (the first parallel), so
+    # that it reads ``tiles`` along its rows; in the output's order it read one element of each cache
+    # line at a time (measured: 3 of the 8 ms of a 128-channel weight gradient)
+    chunk_loops: tuple[Loop, ...] = ()
     # per image only: several images per work item, the tile's first axis (``slot``) one per image
     images: Optional[ImageGroups] = None
     # lane-blocked only: the batch summed several images per update, then the rest one at a time

@@ -44,7 +44,7 @@ import sympy
 from sympy import Indexed, Sum, Symbol
 
 from symcnn.codegen.backends.numba_cpu.lanes import (BATCH_CHUNKS, _affine_range, _chunk_images, _is_bound_of,
-                                                    _named, _pad, _register_blocks, _row_parts)
+                                                    _named, _pad, _register_blocks, _row_parts, chunk_loops)
 from symcnn.codegen.backends.numba_cpu.registers import _block_size, register_tile
 from symcnn.codegen.cost_model import VECTOR, LoopNest, vector_nest
 from symcnn.codegen.epilogue import epilogue_at
@@ -311,6 +311,8 @@ def _columns_fields(lowering, output_name, indices, shape, batch, fit: ColumnsFi
             chunk_images=_chunk_images(lowering, batch),
             chunk_count=lowering.code(sympy.Min(batch, BATCH_CHUNKS)) if fit.over_batch else "",
             chunk_sum=chunk_sum,
+            # the sum over the chunks and the lane, one output element each, in the tiles' order
+            chunk_loops=chunk_loops([(printer(var), extent) for var, extent in fit.outer]) if fit.over_batch else (),
             stagings=tuple(stagings),
             rows=row_loops,
             parts=parts,

@@ -235,6 +235,8 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
             chunk_images=_chunk_images(lowering, batch),
             chunk_count=lowering.code(sympy.Min(batch, BATCH_CHUNKS)) if over_batch else "",
             chunk_sum=_chunk_sum(lowering, tile_vars) if over_batch and not lane_block else None,
+            chunk_loops=chunk_loops([(printer(var), int(sizes[var])) for var in tile_vars])
+            if over_batch and not lane_block else (),
             stagings=tuple(stagings),
             rows=row_loops,
             parts=parts,
@@ -396,6 +398,18 @@ def _chunk_sum(lowering, tile_vars):
     chunk, chunks = Symbol("chunk", integer=True, nonnegative=True), Symbol("chunks", integer=True, positive=True)
     tiles = _named(lowering, "tiles")[(chunk, *tile_vars)]
     return lowering.reduction("total", Sum(tiles, (chunk, 0, chunks - 1)))
+
+
+def chunk_loops(axes: list[tuple[str, int]]) -> tuple[Loop, ...]:
+    """The loops of the chunks' sum over the tiles' axes ``(name, extent)``, in the tiles' order (so that
+    it reads them along their rows), in parallel over the first. The axes of one element, which change no
+    address, go after the others but the last (the lane's), so that the parallel one has work to share.
+
+    >>> [(loop.variable, loop.parallel) for loop in chunk_loops([("c_in", 1), ("u", 3), ("c_out", 16)])]
+    [('u', True), ('c_in', False), ('c_out', False)]
+    """
+    ordered = sorted(axes[:-1], key=lambda axis: axis[1] == 1) + axes[-1:]
+    return tuple(Loop(name, str(extent), position == 0) for position, (name, extent) in enumerate(ordered))
 
 
 def _chunk_images(lowering, batch) -> tuple[str, str]:
