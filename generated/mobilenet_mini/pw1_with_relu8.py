@@ -726,7 +726,7 @@ def pw1_with_relu8_folded_forward(x, weight, bias, out):
         part = item % 2
         x_padded = np.empty((16, 16, 16,), dtype=x.dtype)
         for a1 in range(16):
-            for a2 in range(16):
+            for a2 in range(max(0, 8*part), min(16, 8*part + 8)):
                 for a3 in range(16):
                     x_padded[a1, a2, a3] = x[n, a1, a2, a3]
         tile = np.empty((16, 32,), dtype=x.dtype)

@@ -726,7 +726,7 @@ def pw3_with_relu20_folded_forward(x, weight, bias, out):
         part = item % 2
         x_padded = np.empty((64, 8, 8,), dtype=x.dtype)
         for a1 in range(64):
-            for a2 in range(8):
+            for a2 in range(max(0, 4*part), min(8, 4*part + 4)):
                 for a3 in range(8):
                     x_padded[a1, a2, a3] = x[n, a1, a2, a3]
         tile = np.empty((8, 64,), dtype=x.dtype)

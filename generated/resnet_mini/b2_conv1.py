@@ -855,7 +855,7 @@ def b2_conv1_forward(x, weight, out):
         part = item % 2
         x_padded = np.zeros((16, 33, 33,), dtype=x.dtype)
         for a1 in range(16):
-            for a2 in range(32):
+            for a2 in range(max(0, 16*part - 1), min(32, 16*part + 16)):
                 for a3 in range(32):
                     x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
         tile = np.empty((16, 32,), dtype=x.dtype)
@@ -3724,7 +3724,7 @@ def b2_conv1_grad_input(grad_output, weight, grad_input):
         part = item % 2
         grad_output_padded = np.empty((32, 16, 16,), dtype=grad_output.dtype)
         for a1 in range(32):
-            for a2 in range(16):
+            for a2 in range(max(0, 8*part), min(16, 8*part + 8)):
                 for a3 in range(16):
                     grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
         tile = np.empty((16, 16,), dtype=grad_output.dtype)
@@ -3752,7 +3752,7 @@ def b2_conv1_grad_input(grad_output, weight, grad_input):
         part = item % 2
         grad_output_padded = np.zeros((32, 16, 17,), dtype=grad_output.dtype)
         for a1 in range(32):
-            for a2 in range(16):
+            for a2 in range(max(0, 8*part), min(16, 8*part + 8)):
                 for a3 in range(16):
                     grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
         tile = np.empty((16, 16,), dtype=grad_output.dtype)
@@ -3780,7 +3780,7 @@ def b2_conv1_grad_input(grad_output, weight, grad_input):
         part = item % 2
         grad_output_padded = np.zeros((32, 17, 16,), dtype=grad_output.dtype)
         for a1 in range(32):
-            for a2 in range(16):
+            for a2 in range(max(0, 8*part), min(16, 8*part + 9)):
                 for a3 in range(16):
                     grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
         tile = np.empty((16, 16,), dtype=grad_output.dtype)
@@ -3808,7 +3808,7 @@ def b2_conv1_grad_input(grad_output, weight, grad_input):
         part = item % 2
         grad_output_padded = np.zeros((32, 17, 17,), dtype=grad_output.dtype)
         for a1 in range(32):
-            for a2 in range(16):
+            for a2 in range(max(0, 8*part), min(16, 8*part + 9)):
                 for a3 in range(16):
                     grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
         tile = np.empty((16, 16,), dtype=grad_output.dtype)
@@ -5593,7 +5593,7 @@ def b2_conv1_folded_forward(x, weight, bias, out):
         part = item % 2
         x_padded = np.zeros((16, 33, 33,), dtype=x.dtype)
         for a1 in range(16):
-            for a2 in range(32):
+            for a2 in range(max(0, 16*part - 1), min(32, 16*part + 16)):
                 for a3 in range(32):
                     x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
         tile = np.empty((16, 32,), dtype=x.dtype)

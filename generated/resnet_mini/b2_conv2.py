@@ -851,7 +851,7 @@ def b2_conv2_forward(x, weight, out):
         part = item % 2
         x_padded = np.zeros((32, 18, 18,), dtype=x.dtype)
         for a1 in range(32):
-            for a2 in range(16):
+            for a2 in range(max(0, 8*part - 1), min(16, 8*part + 9)):
                 for a3 in range(16):
                     x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
         tile = np.empty((16, 32,), dtype=x.dtype)
@@ -1695,7 +1695,7 @@ def b2_conv2_grad_input(grad_output, weight, grad_input):
         part = item % 2
         grad_output_padded = np.zeros((32, 18, 18,), dtype=grad_output.dtype)
         for a1 in range(32):
-            for a2 in range(16):
+            for a2 in range(max(0, 8*part - 1), min(16, 8*part + 9)):
                 for a3 in range(16):
                     grad_output_padded[a1, a2 + 1, a3 + 1] = grad_output[n, a1, a2, a3]
         tile = np.empty((16, 32,), dtype=grad_output.dtype)
@@ -3476,7 +3476,7 @@ def b2_conv2_folded_forward(x, weight, bias, out):
         part = item % 2
         x_padded = np.zeros((32, 18, 18,), dtype=x.dtype)
         for a1 in range(32):
-            for a2 in range(16):
+            for a2 in range(max(0, 8*part - 1), min(16, 8*part + 9)):
                 for a3 in range(16):
                     x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
         tile = np.empty((16, 32,), dtype=x.dtype)

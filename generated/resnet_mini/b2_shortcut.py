@@ -719,7 +719,7 @@ def b2_shortcut_forward(x, weight, out):
         part = item % 2
         x_padded = np.empty((16, 32, 32,), dtype=x.dtype)
         for a1 in range(16):
-            for a2 in range(32):
+            for a2 in range(max(0, 16*part), min(32, 16*part + 15)):
                 for a3 in range(32):
                     x_padded[a1, a2, a3] = x[n, a1, a2, a3]
         tile = np.empty((16, 32,), dtype=x.dtype)
@@ -3213,7 +3213,7 @@ def b2_shortcut_folded_forward(x, weight, bias, out):
         part = item % 2
         x_padded = np.empty((16, 32, 32,), dtype=x.dtype)
         for a1 in range(16):
-            for a2 in range(32):
+            for a2 in range(max(0, 16*part), min(32, 16*part + 15)):
                 for a3 in range(32):
                     x_padded[a1, a2, a3] = x[n, a1, a2, a3]
         tile = np.empty((16, 32,), dtype=x.dtype)

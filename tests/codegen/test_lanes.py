@@ -10,7 +10,8 @@ import pytest
 import sympy
 
 from symcnn.codegen.lower import layer_kernels
-from symcnn.codegen.backends.numba_cpu.lanes import BATCH_CHUNKS, _affine_range
+from symcnn.codegen.backends.numba_cpu.lanes import BATCH_CHUNKS
+from symcnn.codegen.backends.numba_cpu.stagings import affine_range
 from symcnn.runtime.network import Network
 from symcnn.spec import load_spec
 from tests.kernels_helpers import assert_same_gradients_on_one_and_two_threads, toml_of
@@ -113,9 +114,9 @@ def test_short_lanes_leave_the_kernel_to_the_other_schedules(tmp_path):
 
 def test_affine_range():
     i, u = sympy.symbols("i u", integer=True, nonnegative=True)
-    assert _affine_range(2 * i + u - 1, {i: (0, 7), u: (0, 2)}) == (-1, 15)
-    assert _affine_range(i - u + 1, {i: (0, 15), u: (0, 2)}) == (-1, 16)
-    assert _affine_range(i * u, {i: (0, 1), u: (0, 1)}) is None
+    assert affine_range(2 * i + u - 1, {i: (0, 7), u: (0, 2)}) == (-1, 15)
+    assert affine_range(i - u + 1, {i: (0, 15), u: (0, 2)}) == (-1, 16)
+    assert affine_range(i * u, {i: (0, 1), u: (0, 1)}) is None
 
 
 def test_weight_gradients_do_not_depend_on_the_thread_count(monkeypatch):
@@ -193,3 +194,25 @@ def test_register_blocking_changes_no_sum(tmp_path, monkeypatch):
     assert loss == plain_loss
     for name in grads:
         assert np.array_equal(grads[name], plain_grads[name]), name
+
+
+def test_row_parts_copy_only_the_rows_they_read(tmp_path):
+    """An image's rows split in two parts, one work item each: each item copies into its zero-padded
+    copy only the input rows its part reads (about half of them), and every loss and gradient still
+    equals PyTorch's in float64 (strided, dilated and 1 x 1 strided windows; the input's gradient too)."""
+    pytest.importorskip("torch")
+    from tests.kernels_helpers import assert_float64_equals_pytorch, network_for
+
+    layers = [{"type": "conv2d", "name": "c1", "out_channels": 8, "kernel": 3, "stride": 2, "padding": 1},
+              {"type": "relu"},
+              {"type": "conv2d", "name": "c2", "out_channels": 8, "kernel": 3, "dilation": 2, "padding": 1},
+              {"type": "conv2d", "name": "c3", "out_channels": 8, "kernel": 1, "stride": 2},
+              {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 3}]
+    spec = {"name": "parts", "input": [8, 12, 12], "loss": "softmax_cross_entropy", "layers": layers}
+    net = network_for(spec, tmp_path)
+    for label, rows in (("c1", "range(max(0, 6*part - 1), min(12, 6*part + 6))"),
+                        ("c2", "range(max(0, 2*part - 1), min(6, 2*part + 5))"),
+                        ("c3", "range(max(0, 2*part), min(4, 2*part + 1))")):
+        (padded,) = [s for s in _kernels(net.spec, label)["forward"].lanes.stagings if s.name == "x_padded"]
+        assert f"range({padded.loops[1].start}, {padded.loops[1].stop})" == rows, label
+    assert_float64_equals_pytorch(net, np.random.default_rng(5), np.array([0, 2, 1]))

@@ -43,8 +43,9 @@ from typing import Callable, NamedTuple, Optional
 import sympy
 from sympy import Indexed, Sum, Symbol
 
-from symcnn.codegen.backends.numba_cpu.lanes import (BATCH_CHUNKS, _affine_range, _chunk_images, _is_bound_of,
-                                                    _named, _pad, _register_blocks, _row_parts, chunk_loops)
+from symcnn.codegen.backends.numba_cpu.lanes import (BATCH_CHUNKS, _chunk_images, _is_bound_of, _register_blocks,
+                                                    _row_parts, chunk_loops)
+from symcnn.codegen.backends.numba_cpu.stagings import affine_range, named_array, padded_read
 from symcnn.codegen.backends.numba_cpu.registers import _block_size, register_tile
 from symcnn.codegen.cost_model import VECTOR, LoopNest, vector_nest
 from symcnn.codegen.epilogue import epilogue_at
@@ -169,7 +170,7 @@ def columns_fit(indices, shape, batch, terms: list[GatherTerm], tensors) -> Opti
     for read in factors:  # a read taken as it is must stay inside its operand
         if _plain(read) and read.base in shapes:
             for index, size in zip(read.indices, shapes[read.base]):
-                span = _affine_range(index, ranges) if index != image else (0, 0)
+                span = affine_range(index, ranges) if index != image else (0, 0)
                 if span is None or span[0] < 0 or (size.is_Integer and span[1] > int(size) - 1):
                     return None
     reduction = tuple(limit for limit in reduction if limit[0] != lane) if over_batch else tuple(reduction)
@@ -184,12 +185,12 @@ def _options(extent: int, limit: int) -> list[int]:
 
 
 def _staged_shape(read: Indexed, shape, image, ranges) -> list[int]:
-    """The extents of ``read``'s zero-padded per-image copy (as :func:`~symcnn.codegen.backends.numba_cpu.lanes._pad`
-    makes it)."""
+    """The extents of ``read``'s zero-padded per-image copy (as
+    :func:`~symcnn.codegen.backends.numba_cpu.stagings.padded_read` makes it)."""
     extents = []
     for index, size in zip(read.indices, shape):
         if index != image:
-            low, high = _affine_range(index, ranges)
+            low, high = affine_range(index, ranges)
             extents.append(max(high, int(size) - 1) - min(low, 0) + 1)
     return extents
 
@@ -276,13 +277,13 @@ def _columns_fields(lowering, output_name, indices, shape, batch, fit: ColumnsFi
     lane = fit.lane
     stagings: list = []
     ranges = {**fit.ranges, lane: (0, width - 1)} if not fit.over_batch else fit.ranges
-    reads = tuple(_pad(lowering, read, shapes[read.base], fit.image, ranges, stagings,
+    reads = tuple(padded_read(lowering, read, shapes[read.base], fit.image, ranges, stagings,
                        always=read is fit.streamed and width != fit.extent) for read in fit.factors)
     tile_vars = [var for var, _ in fit.outer] + [lane]
-    tile_element = _named(lowering, "tile")[tuple(tile_vars)]
+    tile_element = named_array(lowering, "tile")[tuple(tile_vars)]
     blocked = _register_blocks(lowering, fit.reduction, fit.outer, reads, lane, tile_element, unroll, block, deep=True)
     sizes = dict(zip(indices, shape))
-    element = _named(lowering, output_name)[tuple(indices)]
+    element = named_array(lowering, output_name)[tuple(indices)]
     store = printer(element)
     tile = tuple(Loop(printer(var), str(extent)) for var, extent in fit.outer) + (Loop(printer(lane), "lanes"),)
     if fit.over_batch:
@@ -290,7 +291,7 @@ def _columns_fields(lowering, output_name, indices, shape, batch, fit: ColumnsFi
         plain = next(read for read in fit.factors if read.indices[-1] == lane)
         lane_extent = f"{lowering.names[plain.base]}.shape[{len(plain.indices) - 1}]"
         chunk, chunks = Symbol("chunk", integer=True, nonnegative=True), Symbol("chunks", integer=True, positive=True)
-        tiles = _named(lowering, "tiles")[(chunk, *tile_vars)]
+        tiles = named_array(lowering, "tiles")[(chunk, *tile_vars)]
         chunk_sum = lowering.reduction("total", Sum(tiles, (chunk, 0, chunks - 1), (lane, 0, fit.extent - 1)))
         row_loops, parts, stores = (), ("", "", ""), ()
     else:

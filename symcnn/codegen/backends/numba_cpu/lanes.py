@@ -35,14 +35,15 @@ import math
 from typing import NamedTuple, Optional
 
 import sympy
-from sympy import Expr, Indexed, IndexedBase, Sum, Symbol
+from sympy import Indexed, Sum, Symbol
 
 from symcnn.symbolic.adjoint import GatherTerm
 from symcnn.codegen.epilogue import epilogue_at
 from symcnn.codegen.cost_model import LoopNest, vector_nest
-from symcnn.codegen.kernel_ir import Lanes, Loop, Staging
+from symcnn.codegen.kernel_ir import Lanes, Loop
 from symcnn.codegen.backends.numba_cpu.product_blocks import batch_unrolled, blocked_by_images, row_block
 from symcnn.codegen.backends.numba_cpu.registers import BROADCAST, _split, _unrolled, register_tile
+from symcnn.codegen.backends.numba_cpu.stagings import in_bounds, lane_last, named_array, padded_read
 from symcnn.printing.nodes import FloorDiv, OrderedSum
 
 __all__ = ["lanes_schedule"]
@@ -72,33 +73,6 @@ ROW_PARTS = 2
 #: A lane-blocked weight gradient's tile (:func:`_lane_block`) holds about this many elements
 #: (20 KiB of float32: it stays in L1 while every image is added into it).
 LANE_BLOCK_ELEMENTS = 5120
-
-
-def _affine_range(expr: Expr, ranges: dict) -> Optional[tuple[int, int]]:
-    """The least and greatest value of an affine integer ``expr`` over the box ``ranges``."""
-    expr = sympy.expand(expr)
-    if not expr.free_symbols <= set(ranges):
-        return None
-    if expr.free_symbols and sympy.Poly(expr, *expr.free_symbols).total_degree() > 1:
-        return None
-    low = high = expr.subs({symbol: 0 for symbol in expr.free_symbols})
-    if not low.is_Integer:
-        return None
-    for symbol in expr.free_symbols:
-        coefficient = expr.coeff(symbol)
-        if not coefficient.is_Integer:
-            return None
-        first, last = ranges[symbol]
-        low += min(coefficient * first, coefficient * last)
-        high += max(coefficient * first, coefficient * last)
-    return int(low), int(high)
-
-
-def _in_bounds(read: Indexed, shape, ranges: dict, image) -> bool:
-    """Every index of ``read`` but the image's stays inside ``shape`` over the box ``ranges`` (a
-    phase's read whose bounds hold everywhere: :mod:`symcnn.codegen.phases` dropped them)."""
-    spans = [(_affine_range(index, ranges), size) for index, size in zip(read.indices, shape) if index != image]
-    return all(span is not None and size.is_Integer and 0 <= span[0] and span[1] <= size - 1 for span, size in spans)
 
 
 def _is_bound_of(condition, reads: list[Indexed]) -> bool:
@@ -152,16 +126,9 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
     if not all(_is_bound_of(c, [(broadcast, shapes[broadcast.base])]) for c in product.conditions):
         return None
     if broadcast.base not in padded and not product.conditions and any(
-            not (index.is_Symbol or index.is_Integer) for index in broadcast.indices) and not _in_bounds(
+            not (index.is_Symbol or index.is_Integer) for index in broadcast.indices) and not in_bounds(
             broadcast, shapes[broadcast.base], ranges, image):
         return None  # an affine read of an operand that is not zero-padded: its bounds are not ours
-
-    stagings = []
-    broadcast_read = _pad(lowering, broadcast, shapes[broadcast.base], image, ranges, stagings)
-    if broadcast_read is None:
-        return None
-    streamed_read = _lane_last(lowering, streamed, shapes[streamed.base], lane, image, stagings)
-    printer = lowering.printer.doprint
 
     others = [var for var in indices if var not in (lane, batch_index)]
     if over_batch:
@@ -170,7 +137,15 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
         column = [others[-1]] if others and len(indices) >= 3 else []
         tile_vars, rows = column + [lane], [var for var in others if var not in column]
     sizes = dict(zip(indices, shape))
-    store = _named(lowering, output_name)[tuple(indices)]
+
+    stagings = []
+    broadcast_read = padded_read(lowering, broadcast, shapes[broadcast.base], image, ranges, stagings,
+                          part_rows=_part_rows([(var, int(sizes[var])) for var in rows]))
+    if broadcast_read is None:
+        return None
+    streamed_read = lane_last(lowering, streamed, shapes[streamed.base], lane, image, stagings)
+    printer = lowering.printer.doprint
+    store = named_array(lowering, output_name)[tuple(indices)]
     images = blocked_by_images(lowering, over_batch, rows, tile_vars, stagings, streamed_read, image, batch,
                                int(sizes[lane]))
     if images:  # several images per work item, a tile row each (product_blocks.py)
@@ -209,7 +184,7 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
     init = lowering.code(constants[0].body) if constants else lowering.identity(Sum)  # the terms are a sum
     reduction = [(var, int(low), int(high)) for var, low, high in product.limits if var != batch_loop]
     outer_tile = [(var, int(tile_sizes[var])) for var in tile_vars[:-1]]
-    tile_element = _named(lowering, "tile")[tuple(tile_vars)]
+    tile_element = named_array(lowering, "tile")[tuple(tile_vars)]
     blocked = _register_blocks(
         lowering, reduction, outer_tile, (broadcast_read, streamed_read), lane, tile_element,
         *((OVER_BATCH_UNROLL, OVER_BATCH_BLOCK) if over_batch
@@ -296,13 +271,29 @@ def _row_parts(lowering, rows: list[tuple[Symbol, int]], batch) -> tuple[tuple[L
     """
     printer = lowering.printer.doprint
     loops = [Loop(printer(var), str(extent)) for var, extent in rows]
-    if not rows or rows[0][1] % ROW_PARTS:
+    split = _part_rows(rows)
+    if not split:
         return tuple(loops), ("", "", "")
-    item, part = Symbol("item", integer=True, nonnegative=True), Symbol("part", integer=True, nonnegative=True)
-    size = rows[0][1] // ROW_PARTS
-    loops[0] = Loop(loops[0].variable, printer(size * part + size), False, printer(size * part))
+    item = Symbol("item", integer=True, nonnegative=True)
+    first, last = next(iter(split.values()))
+    loops[0] = Loop(loops[0].variable, printer(last + 1), False, printer(first))
     item_bounds = (printer(ROW_PARTS * batch), printer(FloorDiv(item, ROW_PARTS)), printer(sympy.Mod(item, ROW_PARTS)))
     return tuple(loops), item_bounds
+
+
+def _part_rows(rows: list[tuple[Symbol, int]]) -> dict:
+    """``{row: (first, last)}``: the rows of part ``part`` when :func:`_row_parts` splits the first row
+    loop (``{}`` when it does not).
+
+    >>> i = Symbol("i")
+    >>> _part_rows([(i, 32)])
+    {i: (16*part, 16*part + 15)}
+    """
+    if not rows or rows[0][1] % ROW_PARTS:
+        return {}
+    part = Symbol("part", integer=True, nonnegative=True)
+    size = rows[0][1] // ROW_PARTS
+    return {rows[0][0]: (size * part, size * part + size - 1)}
 
 
 def _lane_block(over_batch: bool, stagings, lane, indices, tile_extents: list[int]) -> int:
@@ -386,17 +377,10 @@ def _register_blocks(lowering, reduction, outer_tile, reads, lane, tile_element,
                    len(streamed))
 
 
-def _named(lowering, name: str) -> IndexedBase:
-    """An array of the kernel's own, printed by ``name``."""
-    base = IndexedBase(name)
-    lowering.printer.array_names[base] = name
-    return base
-
-
 def _chunk_sum(lowering, tile_vars):
     """The sum of the chunks' tiles at one tile element, into ``total``: a ``Sum`` over ``chunk``."""
     chunk, chunks = Symbol("chunk", integer=True, nonnegative=True), Symbol("chunks", integer=True, positive=True)
-    tiles = _named(lowering, "tiles")[(chunk, *tile_vars)]
+    tiles = named_array(lowering, "tiles")[(chunk, *tile_vars)]
     return lowering.reduction("total", Sum(tiles, (chunk, 0, chunks - 1)))
 
 
@@ -437,51 +421,3 @@ def _choose_lane(factors, indices, shape, batch_index, image):
     return best[1] if best else None
 
 
-def _pad(lowering, read: Indexed, shape, image, ranges, stagings, always: bool = False) -> Optional[Expr]:
-    """The read from a zero-padded per-image copy when its indices are affine (or ``always``: a copy
-    as wide as ``ranges`` reach, zeros beyond the operand); else ``read``."""
-    if not always and all(index.is_Symbol or index.is_Integer for index in read.indices):
-        return read
-    name = f"{lowering.names[read.base]}_padded"
-    base = _named(lowering, name)
-    if image not in read.indices:
-        return None  # an operand without a batch axis read through a window: not a case we have
-    extents, offsets, loops, target, source, kept = [], [], [], [], [], []
-    for axis, (index, size) in enumerate(zip(read.indices, shape)):
-        if index == image:
-            source.append(image)
-            continue
-        span = _affine_range(index, ranges)
-        if span is None or not size.is_Integer:
-            return None
-        low, high = min(span[0], 0), max(span[1], int(size) - 1)
-        variable = Symbol(f"a{axis}", integer=True, nonnegative=True)
-        extents.append(high - low + 1)
-        offsets.append(-low)
-        loops.append(Loop(str(variable), str(size)))
-        target.append(variable - low)
-        source.append(variable)
-        kept.append((index, int(size)))
-    zeroed = any(offset != 0 or extent != size for offset, extent, (_, size) in zip(offsets, extents, kept))
-    stagings.append(Staging(name, tuple(str(extent) for extent in extents), tuple(loops),
-                            ", ".join(lowering.code(t) for t in target), lowering.code(read.base[tuple(source)]),
-                            per_image=True, zeroed=zeroed))
-    return base[tuple(index + offset for (index, _), offset in zip(kept, offsets))]
-
-
-def _lane_last(lowering, read: Indexed, shape, lane, image, stagings) -> Expr:
-    """The streamed read from a copy with the lane axis last (and the image's batch axis dropped);
-    ``read`` itself when the lane axis is already its last."""
-    if read.indices[-1] == lane:
-        return read
-    name = f"{lowering.names[read.base]}_t"
-    base = _named(lowering, name)
-    order = [index for index in read.indices if index not in (lane, image)] + [lane]
-    sizes = dict(zip(read.indices, shape))
-    # in the copy's order, so that its writes are contiguous (measured on seed004's conv1 weight
-    # gradient, a 32 x 32 x 16 copy per image: 0.25 ms a batch this way, 0.35 ms in the source's order)
-    loops = tuple(Loop(lowering.printer.doprint(index), lowering.code(sizes[index])) for index in order)
-    stagings.append(Staging(name, tuple(lowering.code(sizes[index]) for index in order), loops,
-                            ", ".join(lowering.printer.doprint(index) for index in order), lowering.code(read),
-                            per_image=image in read.indices, zeroed=False))
-    return base[tuple(order)]
