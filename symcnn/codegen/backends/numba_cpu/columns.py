@@ -278,7 +278,7 @@ def _columns_fields(lowering, output_name, indices, shape, batch, fit: ColumnsFi
     stagings: list = []
     ranges = {**fit.ranges, lane: (0, width - 1)} if not fit.over_batch else fit.ranges
     reads = tuple(padded_read(lowering, read, shapes[read.base], fit.image, ranges, stagings,
-                       always=read is fit.streamed and width != fit.extent) for read in fit.factors)
+                              always=read is fit.streamed and width != fit.extent) for read in fit.factors)
     tile_vars = [var for var, _ in fit.outer] + [lane]
     tile_element = named_array(lowering, "tile")[tuple(tile_vars)]
     blocked = _register_blocks(lowering, fit.reduction, fit.outer, reads, lane, tile_element, unroll, block, deep=True)

@@ -140,7 +140,7 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
 
     stagings = []
     broadcast_read = padded_read(lowering, broadcast, shapes[broadcast.base], image, ranges, stagings,
-                          part_rows=_part_rows([(var, int(sizes[var])) for var in rows]))
+                                 part_rows=_part_rows([(var, int(sizes[var])) for var in rows]))
     if broadcast_read is None:
         return None
     streamed_read = lane_last(lowering, streamed, shapes[streamed.base], lane, image, stagings)

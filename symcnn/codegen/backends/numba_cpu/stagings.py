@@ -61,11 +61,12 @@ def named_array(lowering, name: str) -> IndexedBase:
 
 
 def padded_read(lowering, read: Indexed, shape, image, ranges, stagings, always: bool = False,
-         part_rows: Optional[dict] = None) -> Optional[Expr]:
+                part_rows: Optional[dict] = None) -> Optional[Expr]:
     """The read from a zero-padded per-image copy when its indices are affine (or ``always``: a copy
     as wide as ``ranges`` reach, zeros beyond the operand); else ``read``. ``part_rows``
-    (:func:`_part_rows`): each work item computes only a part of the rows, so it copies only the
-    operand's rows that part reads (the rest of its copy, never read, stays zero)."""
+    (:func:`~symcnn.codegen.backends.numba_cpu.lanes._part_rows`): each work item computes only a part
+    of the rows, so it copies only the operand's rows that part reads (the rest of its copy is never
+    read)."""
     if not always and all(index.is_Symbol or index.is_Integer for index in read.indices):
         return read
     name = f"{lowering.names[read.base]}_padded"
