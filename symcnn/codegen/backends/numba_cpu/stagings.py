@@ -33,17 +33,24 @@ def affine_range(expr: Expr, ranges: dict) -> Optional[tuple[int, int]]:
         return None
     if expr.free_symbols and sympy.Poly(expr, *expr.free_symbols).total_degree() > 1:
         return None
-    low = high = expr.subs({symbol: 0 for symbol in expr.free_symbols})
-    if not low.is_Integer:
+    if not expr.subs({symbol: 0 for symbol in expr.free_symbols}).is_Integer:
         return None
+    if not all(expr.coeff(symbol).is_Integer for symbol in expr.free_symbols):
+        return None
+    low, high = _extremes(expr, ranges)
+    return int(low), int(high)
+
+
+def _extremes(expr: Expr, ranges: dict) -> tuple[Expr, Expr]:
+    """The least and greatest value of the expanded affine ``expr`` (integer coefficients) over the box
+    ``ranges``, whose ends may be expressions (``last >= first``): each term at the end its sign picks."""
+    low = high = expr.subs({symbol: 0 for symbol in expr.free_symbols})
     for symbol in expr.free_symbols:
         coefficient = expr.coeff(symbol)
-        if not coefficient.is_Integer:
-            return None
         first, last = ranges[symbol]
-        low += min(coefficient * first, coefficient * last)
-        high += max(coefficient * first, coefficient * last)
-    return int(low), int(high)
+        low += coefficient * (first if coefficient >= 0 else last)
+        high += coefficient * (last if coefficient >= 0 else first)
+    return low, high
 
 
 def in_bounds(read: Indexed, shape, ranges: dict, image) -> bool:
@@ -112,14 +119,7 @@ def part_window(index: Expr, ranges: dict, part_rows: dict) -> Optional[tuple[Ex
     """
     if not index.free_symbols & set(part_rows):
         return None
-    expr = sympy.expand(index)
-    low = high = expr.subs({symbol: 0 for symbol in expr.free_symbols})
-    for symbol in expr.free_symbols:
-        coefficient = expr.coeff(symbol)
-        first, last = part_rows.get(symbol, ranges[symbol])
-        low += coefficient * (first if coefficient >= 0 else last)
-        high += coefficient * (last if coefficient >= 0 else first)
-    return low, high
+    return _extremes(sympy.expand(index), {**ranges, **part_rows})
 
 
 def lane_last(lowering, read: Indexed, shape, lane, image, stagings) -> Expr:
