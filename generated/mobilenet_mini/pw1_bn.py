@@ -179,6 +179,66 @@ def pw1_bn_grad_bias(grad_output, grad_bias):
         grad_bias[c] = acc
 
 
+@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'}, error_model="numpy")
+def pw1_bn_backward(grad_output, x, weight, grad_input, grad_weight, grad_bias):
+    """batchnorm2d: every gradient in one kernel (grad_input, grad_weight, grad_bias), their statistics computed once;
+    each output as its own kernel computes it (<label>_grad_input, ...: its formula there).
+
+    Every size above except the batch N is a constant of this spec. Arrays are C-contiguous and of
+    one float dtype; the caller checks every shape, since numba does not bounds-check.
+    """
+    N = grad_output.shape[0]
+    x_rows = x.reshape((x.shape[0], 32, 256))
+    grad_output_rows = grad_output.reshape((grad_output.shape[0], 32, 256))
+    stat0 = np.empty((32,), dtype=grad_output.dtype)
+    for c in prange(32):
+        stat0_acc = 0.0
+        for q in range(N):
+            for kl in range(256):
+                stat0_acc += x_rows[q, c, kl]
+        stat0[c] = stat0_acc
+    stat1 = np.empty((32,), dtype=grad_output.dtype)
+    stat2 = np.empty((32,), dtype=grad_output.dtype)
+    stat3 = np.empty((32,), dtype=grad_output.dtype)
+    for c in prange(32):
+        stat1_acc = 0.0
+        stat2_acc = 0.0
+        stat3_acc = 0.0
+        for r in range(N):
+            for uv in range(256):
+                stat1_acc += (x_rows[r, c, uv] - 1/256*stat0[c]/N)**2
+                stat2_acc += grad_output_rows[r, c, uv]
+                stat3_acc += grad_output_rows[r, c, uv]*x_rows[r, c, uv]
+        stat1[c] = stat1_acc
+        stat2[c] = stat2_acc
+        stat3[c] = stat3_acc
+    coef0 = np.empty((32,), dtype=grad_output.dtype)
+    coef1 = np.empty((32,), dtype=grad_output.dtype)
+    coef2 = np.empty((32,), dtype=grad_output.dtype)
+    for c in prange(32):
+        coef0[c] = weight[c]/sqrt(1e-05 + (1/256)*stat1[c]/N)
+        coef1[c] = -1/256*weight[c]*stat2[c]/(N*sqrt(1e-05 + (1/256)*stat1[c]/N)) + (1/65536)*weight[c]*stat0[c]*stat3[c]/(N**2*(1e-05 + (1/256)*stat1[c]/N)**(3/2)) - 1/16777216*weight[c]*stat0[c]**2*stat2[c]/(N**3*(1e-05 + (1/256)*stat1[c]/N)**(3/2))
+        coef2[c] = -1/256*weight[c]*stat3[c]/(N*(1e-05 + (1/256)*stat1[c]/N)**(3/2)) + (1/65536)*weight[c]*stat0[c]*stat2[c]/(N**2*(1e-05 + (1/256)*stat1[c]/N)**(3/2))
+    for n_p in prange(N):
+        for c in range(32):
+            for i_p in range(16):
+                for j_p in range(16):
+                    acc = 0.0
+                    acc += coef0[c]*grad_output[n_p, c, i_p, j_p]
+                    acc += coef1[c]
+                    acc += x[n_p, c, i_p, j_p]*coef2[c]
+                    grad_input[n_p, c, i_p, j_p] = acc
+    for c in prange(32):
+        acc = 0.0
+        acc += -1/256*stat0[c]*stat2[c]/(N*sqrt(1e-05 + (1/256)*stat1[c]/N))
+        acc += stat3[c]/sqrt(1e-05 + (1/256)*stat1[c]/N)
+        grad_weight[c] = acc
+    for c in prange(32):
+        acc = 0.0
+        acc += stat2[c]
+        grad_bias[c] = acc
+
+
 @njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def pw1_bn_eval_forward(x, weight, bias, running_mean, running_var, out):
     """batchnorm2d: forward pass
@@ -276,6 +336,49 @@ def pw1_bn_eval_grad_bias(grad_output, grad_bias):
         for n in range(N):
             for ij in range(256):
                 acc += grad_output_rows[n, c, ij]
+        grad_bias[c] = acc
+
+
+@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'}, error_model="numpy")
+def pw1_bn_eval_backward(grad_output, x, weight, running_mean, running_var, grad_input, grad_weight, grad_bias):
+    """batchnorm2d: every gradient in one kernel (grad_input, grad_weight, grad_bias), their statistics computed once;
+    each output as its own kernel computes it (<label>_eval_grad_input, ...: its formula there).
+
+    Every size above except the batch N is a constant of this spec. Arrays are C-contiguous and of
+    one float dtype; the caller checks every shape, since numba does not bounds-check.
+    """
+    N = grad_output.shape[0]
+    grad_output_rows = grad_output.reshape((grad_output.shape[0], 32, 256))
+    x_rows = x.reshape((x.shape[0], 32, 256))
+    coef0 = np.empty((32,), dtype=grad_output.dtype)
+    for c in prange(32):
+        coef0[c] = weight[c]/sqrt(running_var[c] + 1e-05)
+    stat0 = np.empty((32,), dtype=grad_output.dtype)
+    stat1 = np.empty((32,), dtype=grad_output.dtype)
+    for c in prange(32):
+        stat0_acc = 0.0
+        stat1_acc = 0.0
+        for n in range(N):
+            for ij in range(256):
+                stat0_acc += grad_output_rows[n, c, ij]
+                stat1_acc += grad_output_rows[n, c, ij]*x_rows[n, c, ij]
+        stat0[c] = stat0_acc
+        stat1[c] = stat1_acc
+    for n in prange(N):
+        for c in range(32):
+            for i in range(16):
+                for j in range(16):
+                    acc = 0.0
+                    acc += coef0[c]*grad_output[n, c, i, j]
+                    grad_input[n, c, i, j] = acc
+    for c in prange(32):
+        acc = 0.0
+        acc += -running_mean[c]*stat0[c]/sqrt(running_var[c] + 1e-05)
+        acc += stat1[c]/sqrt(running_var[c] + 1e-05)
+        grad_weight[c] = acc
+    for c in prange(32):
+        acc = 0.0
+        acc += stat0[c]
         grad_bias[c] = acc
 
 

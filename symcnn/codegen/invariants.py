@@ -38,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional
 
@@ -165,6 +166,22 @@ class Precomputer:
         self.counts = {"stat": 0, "coef": 0}
         self.collapse = collapse
         self.views: dict[str, str] = {}  # (name, printed reshape) of the views the reductions read
+
+    def for_output(self, indices, extents, batch_index: Optional[Symbol]) -> "Precomputer":
+        """A Precomputer for another output of the same kernel (:mod:`symcnn.codegen.backward`): its
+        arrays are this one's, so that a reduction both outputs read is computed once."""
+        other = copy.copy(self)  # shallow: the arrays, their reads and the views stay shared
+        other.output = {index: (sympy.S.Zero, sympy.sympify(extent) - 1) for index, extent in zip(indices, extents)}
+        other.batch_index = batch_index
+        return other
+
+    def existing(self, value: Expr) -> Optional[Expr]:
+        """The read of an array that already holds the reduction ``value`` at every output element (a
+        statistic computed for another output of the kernel), or ``None``."""
+        if not isinstance(value, Sum):
+            return None
+        axes = tuple((index, high) for index, (_, high) in self.output.items() if index in value.free_symbols)
+        return self.reads.get((_canonical(value), axes))
 
     def with_views(self, schedule: dict) -> dict:
         """A kernel's schedule fields, with the views the precomputed reductions read added to its own."""

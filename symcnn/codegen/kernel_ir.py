@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 __all__ = ["Loop", "Reduction", "Term", "Staging", "ImageGroups", "BatchUnroll", "Epilogue", "Registers", "Lanes",
@@ -274,8 +274,8 @@ class Kernel:
         return "{" + ", ".join(repr(flag) for flag in self._fastmath_flags()) + "}"
 
     def _fastmath_flags(self) -> list[str]:
-        if self.phases:
-            each = [phase._fastmath_flags() for phase in self.phases]
+        if self.phases:  # each with the kernel's statistics, computed before its phases
+            each = [replace(phase, precomputed=self.precomputed)._fastmath_flags() for phase in self.phases]
             return [flag for flag in each[0] if all(flag in flags for flags in each)]
         flags = ["contract"]
         sums = any(term.loops for term in self.terms) or any(array.reductions for array in self.precomputed)

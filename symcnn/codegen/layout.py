@@ -14,12 +14,12 @@ from sympy import Indexed, IndexedBase, Symbol
 from symcnn.symbolic.adjoint import GatherTerm
 
 if TYPE_CHECKING:  # a lowering's names and printer; lower imports this module
-    from symcnn.codegen.lower import _Lowering
+    from symcnn.codegen.lower import Lowering
 
 __all__ = ["reshape_of", "image_size", "collapse_image", "collapse_rows"]
 
 
-def reshape_of(lowering: "_Lowering", tensors, indices, shape, batch, terms) -> str:
+def reshape_of(lowering: "Lowering", tensors, indices, shape, batch, terms) -> str:
     """The argument whose row-major reshape the output is, or ``""``.
 
     A kernel that copies one read per element (no sum, no condition) from an operand with the
@@ -55,13 +55,13 @@ def image_size(shape) -> int:
     return int(sympy.prod(shape[1:]))
 
 
-def _reshapeable(lowering: "_Lowering", names) -> bool:
+def _reshapeable(lowering: "Lowering", names) -> bool:
     """Whether every array ``names`` is C-contiguous, so that a reshape is a view: a phase's strided
     view (``grad_input_p11 = grad_input[:, :, 1::2, 1::2]``) is not, and numba refuses its reshape."""
     return not lowering.strided.intersection(names)
 
 
-def _rows_view(lowering: "_Lowering", name: str, leading, extent: int, views: dict) -> IndexedBase:
+def _rows_view(lowering: "Lowering", name: str, leading, extent: int, views: dict) -> IndexedBase:
     """A view of argument ``name`` with its trailing axes as one of ``extent``, registered in ``views``."""
     view = IndexedBase(f"{name}_rows")
     lowering.printer.array_names[view] = str(view)
@@ -70,7 +70,7 @@ def _rows_view(lowering: "_Lowering", name: str, leading, extent: int, views: di
     return view
 
 
-def collapse_image(lowering: "_Lowering", indices, shape, batch, terms, tensors, output_name: str, views: dict):
+def collapse_image(lowering: "Lowering", indices, shape, batch, terms, tensors, output_name: str, views: dict):
     """An element-wise kernel's loops over an image (``c, i, j``) as one loop over reshaped views:
     ``(indices, terms, output view name)``, or ``None`` when a term sums, tests, or reads anything
     but the output's own element of an array of the output's shape. One loop of 16,384 vectorizes
@@ -94,7 +94,7 @@ def collapse_image(lowering: "_Lowering", indices, shape, batch, terms, tensors,
     return ((indices[0], element), [GatherTerm((), (), term.body.xreplace(replaced)) for term in terms], str(output))
 
 
-def collapse_rows(lowering: "_Lowering", term: GatherTerm, tensors, views: dict) -> GatherTerm:
+def collapse_rows(lowering: "Lowering", term: GatherTerm, tensors, views: dict) -> GatherTerm:
     """``term`` with its two innermost loops as one, when they run over whole rows and columns
     that every read indexes last: ``sum_{i, j} dL/dY[n, c, i, j]`` as ``sum_p rows[n, c, p]``, over
     ``rows = grad_output.reshape((N, 16, 1024))``, a view (the arrays are C-contiguous). One loop

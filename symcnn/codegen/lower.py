@@ -68,7 +68,7 @@ ARRAY_NAMES = {
 ACCUMULATOR = Symbol("acc")
 
 
-def _batch_symbol(formula: ops.IndexFormula) -> Optional[Symbol]:
+def batch_symbol(formula: ops.IndexFormula) -> Optional[Symbol]:
     return formula.parameters.get("batch")
 
 
@@ -81,7 +81,7 @@ def layer_formula(layer: LayerSpec, mode: str = "training") -> tuple[ops.IndexFo
 # --- lowering -----------------------------------------------------------------------------------
 
 
-class _Lowering:
+class Lowering:
     """Prints one kernel's pieces with one printer, collecting its imports."""
 
     def __init__(self, formula_tensors, batch: Optional[Symbol], extra_names=None,
@@ -99,11 +99,14 @@ class _Lowering:
         # index -> (low, high), inclusive: the indices of the output being printed (always_holds)
         self.ranges: dict[Symbol, tuple[int, int]] = {}
 
-    def precompute_invariants(self, indices, shape, tensors) -> Precomputer:
+    def precompute_invariants(self, indices, shape, tensors, shared: Optional[Precomputer] = None) -> Precomputer:
         """What collects the reductions and factors that depend on fewer indices than the loops around
         them, computed once, before the output loops (:mod:`symcnn.codegen.invariants`,
-        :func:`~symcnn.codegen.coefficients.invariant_terms`)."""
+        :func:`~symcnn.codegen.coefficients.invariant_terms`); with ``shared``, for another output of
+        the same kernel, its arrays shared (:mod:`symcnn.codegen.backward`)."""
         batch_index = indices[0] if shape and shape[0] == self.batch else None
+        if shared is not None:
+            return shared.for_output(indices, shape, batch_index)
         return Precomputer(indices, shape, batch_index, self.array, self.loop, self.reduction, self.code,
                            lambda term, views: collapse_rows(self, term, tensors, views))
 
@@ -215,7 +218,7 @@ class _Lowering:
         return body.xreplace(names), tuple((str(names[read]), self.code(read)) for read in reads)
 
 
-def _output_loops(lowering: _Lowering, indices, shape, batch) -> tuple[Loop, ...]:
+def _output_loops(lowering: Lowering, indices, shape, batch) -> tuple[Loop, ...]:
     loops = []
     for position, (index, size) in enumerate(zip(indices, shape)):
         stop = "N" if size == batch else lowering.code(size)
@@ -227,7 +230,7 @@ def _output_loops(lowering: _Lowering, indices, shape, batch) -> tuple[Loop, ...
 MIN_TILE_EXTENT = 4
 
 
-def _summation(lowering: _Lowering, indices, shape, batch, terms, output_name: str, tensors) -> dict:
+def summation(lowering: Lowering, indices, shape, batch, terms, output_name: str, tensors) -> dict:
     """Loops and printed terms of a sum kernel, in the schedule that suits it.
 
     A vector schedule when the kernel is one product ``broadcast * streamed`` (convolutions, dense
@@ -283,7 +286,7 @@ def _summation(lowering: _Lowering, indices, shape, batch, terms, output_name: s
             **_sum_accumulator(lowering, element), "epilogue": epilogue_at(lowering, element)}
 
 
-def _phase_schedules(lowering: _Lowering, split: PhaseSplit, batch) -> dict:
+def _phase_schedules(lowering: Lowering, split: PhaseSplit, batch) -> dict:
     """The :class:`Kernel` fields of a kernel run as its phases (one phase over the output itself:
     that phase's schedule). A phase that no term reaches writes the sum's identity."""
     for view in split.views:
@@ -291,7 +294,7 @@ def _phase_schedules(lowering: _Lowering, split: PhaseSplit, batch) -> dict:
         lowering.strided.add(view.name)
     if not split.views:
         (phase,) = split.phases
-        return _summation(lowering, phase.indices, phase.shape, batch, list(phase.terms), phase.output, phase.tensors)
+        return summation(lowering, phase.indices, phase.shape, batch, list(phase.terms), phase.output, phase.tensors)
     phases, views = [], [(view.name, view.printed()) for view in split.views]
     for phase in split.phases:
         schedule = lanes_schedule(lowering, phase.output, phase.indices, phase.shape, batch, list(phase.terms),
@@ -299,7 +302,7 @@ def _phase_schedules(lowering: _Lowering, split: PhaseSplit, batch) -> dict:
         if schedule is not None:
             schedule.pop("nest")  # a phase keeps the lanes schedule wherever it fits
         if schedule is None and phase.terms:  # a single tap's loop helps only the lanes schedule
-            schedule = _summation(lowering, phase.indices, phase.shape, batch,
+            schedule = summation(lowering, phase.indices, phase.shape, batch,
                                   [without_single_loops(term) for term in phase.terms], phase.output, phase.tensors)
         elif schedule is None:  # no terms: the sum's identity, element by element
             schedule = {"output_loops": _output_loops(lowering, phase.indices, phase.shape, batch),
@@ -309,7 +312,7 @@ def _phase_schedules(lowering: _Lowering, split: PhaseSplit, batch) -> dict:
     return {"kind": "phases", "output_loops": (), "phases": tuple(phases), "views": tuple(views)}
 
 
-def _sum_accumulator(lowering: _Lowering, accumulator: Expr) -> dict:
+def _sum_accumulator(lowering: Lowering, accumulator: Expr) -> dict:
     """The :class:`Kernel` fields of a kernel whose terms are a sum: its accumulator and the sum's identity."""
     return {"accumulator": lowering.code(accumulator), "initial": lowering.identity(Sum)}
 
@@ -320,22 +323,22 @@ def _forward_terms(formula: ops.IndexFormula) -> list[GatherTerm]:
             for limits, summand in sum_terms(formula.rhs, set(formula.indices))]
 
 
-def _kernel_name(layer_label: str, what: str) -> str:
+def kernel_name(layer_label: str, what: str) -> str:
     return f"{layer_label}_{what}"
 
 
-def _arguments(lowering: _Lowering, expr_terms, output_name: str, order, extra=()) -> tuple[str, ...]:
+def kernel_arguments(lowering: Lowering, expr_terms, outputs: tuple[str, ...], order, extra=()) -> tuple[str, ...]:
     """The arrays the terms read, in ``order`` and then (an operand ``order`` does not know, such as
-    dropout's ``mask``) by name; then ``extra`` (an epilogue's, ``fused_x``); the output last."""
+    dropout's ``mask``) by name; then ``extra`` (an epilogue's, ``fused_x``); the outputs last."""
     used = set()
     for term in expr_terms:
         for node in term.body.atoms(Indexed):
             used.add(lowering.names[node.base])
     others = sorted(used - set(order))  # operands of no common role (batch norm's running statistics)
-    return tuple(name for name in order if name in used) + tuple(others) + tuple(extra) + (output_name,)
+    return tuple(name for name in order if name in used) + tuple(others) + tuple(extra) + tuple(outputs)
 
 
-_ARGUMENT_ORDER = ("grad_output", "x", "weight", "bias", "targets", "switch")
+ARGUMENT_ORDER = ("grad_output", "x", "weight", "bias", "targets", "switch")
 
 
 def forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict, what: str = "forward",
@@ -343,9 +346,9 @@ def forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict, wh
     """The kernel ``<label>_<what>`` that computes ``formula`` (a layer's forward pass, or another formula of
     it), storing each output element through ``fused`` if given (:mod:`symcnn.codegen.forward_fusion`)."""
     concrete = formula.substitute(values)
-    batch = _batch_symbol(formula)
-    lowering = _Lowering(concrete.tensors, batch, fused=fused)
-    name = _kernel_name(layer.label, what)
+    batch = batch_symbol(formula)
+    lowering = Lowering(concrete.tensors, batch, fused=fused)
+    name = kernel_name(layer.label, what)
     loops = _output_loops(lowering, concrete.indices, concrete.output.shape, batch)
     doc = kernel_docstring(formula, None, values)
     if isinstance(concrete.rhs, MaxOver):  # max pooling: the window max and its first argmax
@@ -355,9 +358,9 @@ def forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict, wh
                       imports=lowering.printer.imports(), batch_from="x", **fields)
     terms = [factor_sums(term) for term in _forward_terms(concrete)]
     precomputer = lowering.precompute_invariants(concrete.indices, concrete.output.shape, concrete.tensors)
-    schedule = precomputer.with_views(_summation(lowering, concrete.indices, concrete.output.shape, batch,
+    schedule = precomputer.with_views(summation(lowering, concrete.indices, concrete.output.shape, batch,
                                                  invariant_terms(terms, precomputer), "out", concrete.tensors))
-    arguments = _arguments(lowering, terms, "out", _ARGUMENT_ORDER)
+    arguments = kernel_arguments(lowering, terms, ("out",), ARGUMENT_ORDER)
     reshaped = "" if fused else reshape_of(lowering, concrete.tensors, concrete.indices, concrete.output.shape,
                                            batch, terms)
     precomputed = precomputer.precomputed()  # printed before the imports are collected
@@ -366,31 +369,39 @@ def forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict, wh
                   batch_from=batch_from, reshape_of=reshaped, precomputed=precomputed, **schedule)
 
 
-def gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, prefix: str = "",
-                     fused: Optional[FusedElementwise] = None) -> Kernel:
-    """The kernel of ``gradient``, storing each sum through ``fused`` if given (:mod:`symcnn.codegen.epilogue`)."""
-    concrete = gradient.substitute(values)
-    batch = _batch_symbol(gradient.forward)
-    switch = IndexedBase("switch")
-    tensors = concrete.operands + (concrete.gradient,)
-    lowering = _Lowering(tensors, batch, {switch: "switch"} | ({fused.base: FUSED_INPUT} if fused else {}), fused)
+SWITCH = IndexedBase("switch")  # max pooling's argmax offsets, which its gradient reads
+
+
+def gradient_terms(concrete: GradientFormula) -> list[GatherTerm]:
+    """A gradient's terms (its shapes substituted) as its kernel sums them: max pooling's argmax tests
+    read from ``switch``, each term's sums factored (:func:`~symcnn.codegen.invariants.factor_sums`)."""
     terms = []
     for term in concrete.terms:
         body = term.body
         if body.has(FirstArgmax):
-            body = switch_tests(body, switch, concrete.forward)
+            body = switch_tests(body, SWITCH, concrete.forward)
         terms.append(factor_sums(GatherTerm(term.limits, term.conditions, body)))
-    role = gradient.gradient.role
-    output_name = ARRAY_NAMES.get(role, role)  # grad_input2 of an add's second input: its role
+    return terms
+
+
+def gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, prefix: str = "",
+                     fused: Optional[FusedElementwise] = None) -> Kernel:
+    """The kernel of ``gradient``, storing each sum through ``fused`` if given (:mod:`symcnn.codegen.epilogue`)."""
+    concrete = gradient.substitute(values)
+    batch = batch_symbol(gradient.forward)
+    tensors = concrete.operands + (concrete.gradient,)
+    lowering = Lowering(tensors, batch, {SWITCH: "switch"} | ({fused.base: FUSED_INPUT} if fused else {}), fused)
+    terms = gradient_terms(concrete)
+    output_name = ARRAY_NAMES.get(gradient.gradient.role, gradient.gradient.role)  # grad_input2: an add's second
     precomputer = lowering.precompute_invariants(concrete.indices, concrete.gradient.shape, tensors)
-    schedule = precomputer.with_views(_summation(lowering, concrete.indices, concrete.gradient.shape, batch,
+    schedule = precomputer.with_views(summation(lowering, concrete.indices, concrete.gradient.shape, batch,
                                                  invariant_terms(terms, precomputer), output_name, tensors))
-    arguments = _arguments(lowering, terms, output_name, _ARGUMENT_ORDER, (FUSED_INPUT,) * bool(fused))
+    arguments = kernel_arguments(lowering, terms, (output_name,), ARGUMENT_ORDER, (FUSED_INPUT,) * bool(fused))
     batch_from = next((a for a in arguments[:-1] if a in ("grad_output", "x")), arguments[0])
     reshaped = "" if fused else reshape_of(lowering, tensors, concrete.indices, concrete.gradient.shape, batch, terms)
     precomputed = precomputer.precomputed()  # printed before the imports are collected
     doc = kernel_docstring(gradient.forward, gradient, values)
-    return Kernel(_kernel_name(layer.label, prefix + role), doc, arguments,
+    return Kernel(kernel_name(layer.label, prefix + gradient.gradient.role), doc, arguments,
                   schedule.pop("output", output_name), imports=lowering.printer.imports(), batch_from=batch_from,
                   reshape_of=reshaped, precomputed=precomputed, **schedule)
 
@@ -400,22 +411,27 @@ EVALUATION_PREFIX = "eval_"
 
 
 def layer_kernels(layer: LayerSpec) -> list[Kernel]:
-    """The forward kernel and one kernel per gradient of ``layer``; for an op whose evaluation mode
-    differs (batch norm), the same again in evaluation mode, named ``<label>_eval_...``.
+    """The forward kernel and one kernel per gradient of ``layer``, and where its gradients read the same
+    statistics, one kernel for all of them (``<label>_backward``, :mod:`symcnn.codegen.backward`); for an op
+    whose evaluation mode differs (batch norm), the same again in evaluation mode, named ``<label>_eval_...``.
 
     They depend on the layer's op, shapes and settings only; its label names them (what
     :func:`network_kernels` relies on to lower repeated layers once).
     """
+    from symcnn.codegen.backward import backward_kernel  # built on this module's lowering: imported late
+
     kernels = []
     modes = ("training", "evaluation") if registry.get(layer.kind).evaluation is not None else ("training",)
     for mode in modes:
         prefix = EVALUATION_PREFIX if mode == "evaluation" else ""
         formula, values = layer_formula(layer, mode)
         kernels.append(forward_kernel(layer, formula, values, f"{prefix}forward"))
-        for tensor in formula.operands:
-            if differentiable(tensor.role):
-                gradient = derive_gradient(formula, tensor.role)
-                kernels.append(gradient_kernel(layer, gradient, values, prefix))
+        gradients = [derive_gradient(formula, tensor.role) for tensor in formula.operands
+                     if differentiable(tensor.role)]
+        separate = [gradient_kernel(layer, gradient, values, prefix) for gradient in gradients]
+        kernels += separate
+        backward = backward_kernel(layer, gradients, values, separate, prefix)
+        kernels += [backward] if backward is not None else []
     return kernels
 
 
@@ -424,11 +440,11 @@ def loss_kernels(spec: NetworkSpec) -> list[Kernel]:
     formula = ops.softmax_cross_entropy()
     values = {ops.F_in: spec.classes}
     concrete = formula.substitute(values)
-    batch = _batch_symbol(formula)
-    lowering = _Lowering(concrete.tensors, batch)
+    batch = batch_symbol(formula)
+    lowering = Lowering(concrete.tensors, batch)
     # L = -(1/N) sum_{n,i} T (X - log sum exp X): accumulate the sum, then scale by -1/N.
-    scale, summation = concrete.rhs.as_independent(Sum, as_Add=False)
-    terms = _forward_terms(ops.IndexFormula("loss", concrete.output, (), summation, concrete.operands))
+    scale, total = concrete.rhs.as_independent(Sum, as_Add=False)
+    terms = _forward_terms(ops.IndexFormula("loss", concrete.output, (), total, concrete.operands))
     printed = tuple(lowering.term(term, ACCUMULATOR, concrete.indices) for term in terms)
     loss = Kernel("loss_forward", kernel_docstring(formula, None, values), ("x", "targets"), "", (), terms=printed,
                   result=lowering.code(scale * ACCUMULATOR), imports=lowering.printer.imports(), batch_from="x",
@@ -472,7 +488,7 @@ def network_kernels(spec: NetworkSpec) -> dict[str, list[Kernel]]:
         key = repr((layer.kind, layer.input_shapes, layer.output_shape, sorted(layer.settings.items())))
         if key in lowered:
             label, kernels = lowered[key]
-            modules[layer.label] = [replace(kernel, name=_kernel_name(layer.label, kernel.name[len(label) + 1:]))
+            modules[layer.label] = [replace(kernel, name=kernel_name(layer.label, kernel.name[len(label) + 1:]))
                                     for kernel in kernels]
         else:
             modules[layer.label] = layer_kernels(layer)

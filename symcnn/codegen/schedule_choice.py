@@ -5,7 +5,7 @@
 schedule's, :mod:`symcnn.codegen.backends.numba_cpu.columns`, over output columns, one per register
 blocking) beside the scalar form's loop nest (:func:`scalar_form_nest`), and builds the one
 :func:`symcnn.codegen.cost_model.cheapest` picks; ``None`` leaves the kernel to the scalar form
-(:func:`symcnn.codegen.lower._summation`). The choice depends on the kernel's shapes only.
+(:func:`symcnn.codegen.lower.summation`). The choice depends on the kernel's shapes only.
 """
 
 from __future__ import annotations

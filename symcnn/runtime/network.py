@@ -43,6 +43,8 @@ __all__ = ["Network", "switch_dtype"]
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
+BACKWARD = "backward"  # <label>_backward: all of a layer's gradients in one kernel (symcnn.codegen.backward)
+
 
 def switch_dtype(layer: LayerSpec) -> np.dtype:
     """The dtype of a pooling layer's ``switch`` (the argmax offset within the window): the narrowest
@@ -397,11 +399,13 @@ class Network(LayerState):
             arrays.update(zip(_input_names(len(layer.inputs)), (values[source] for source in layer.inputs)))
             arrays["grad_output"] = upstream
             arrays.update(saved.get(layer.label, {}))
+            together = self._backward_kernel(layer, arrays, training, input_gradient, parameters)
             for role in ("weight", "bias"):
                 name = f"{layer.name}.{role}"
                 if role in arrays and (parameters is None or name in parameters):
                     arrays[f"grad_{role}"] = gradient = self._gradient_array(arrays[role])
-                    self._call(self._kernel(layer, f"grad_{role}", training), arrays)
+                    if together is None:
+                        self._call(self._kernel(layer, f"grad_{role}", training), arrays)
                     grads[name] = gradient
             for name, source in zip(_gradient_names(len(layer.inputs)), layer.inputs):
                 if source == "input" and not input_gradient:  # training needs none
@@ -412,11 +416,27 @@ class Network(LayerState):
                     source = elementwise.inputs[0]
                     arrays["fused_x"] = values[source]
                 arrays[name] = self._buffer(f"{layer.label}.{name}", values[source].shape, self.dtype)
-                self._call(kernel, arrays)
+                if together is None:
+                    self._call(kernel, arrays)
                 sent.setdefault(source, []).append(arrays[name])
+            if together is not None:  # every gradient of the layer, its statistics computed once
+                self._call(together, arrays)
         if input_gradient:
             grads["input"] = self._gradient_sum("input", sent["input"])
         return grads
+
+    def _backward_kernel(self, layer: LayerSpec, arrays: dict, training: bool, input_gradient: bool,
+                         parameters: Optional[set]) -> Optional[str]:
+        """``<label>_backward`` (or ``_eval_backward``): all of the layer's gradients at once, where the package
+        has it (they read the same statistics), this pass needs all and no ``FUSED`` kernel stores its
+        input gradient; else ``None`` (each gradient's own kernel)."""
+        kernel = self._kernel(layer, "forward", training).removesuffix("forward") + BACKWARD
+        if (kernel not in self.kernels.ARGUMENTS or layer.label in self._fused
+                or ("input" in layer.inputs and not input_gradient)):
+            return None
+        wanted = parameters is None or all(f"{layer.name}.{role}" in parameters for role in ("weight", "bias")
+                                           if role in arrays)
+        return kernel if wanted else None
 
     def _gradient_array(self, parameter: np.ndarray) -> np.ndarray:
         """A new array for a parameter's gradient: the caller's own (returned, scaled in place by an update)."""

@@ -345,7 +345,7 @@ def test_reductions_and_the_tie_rule_are_printed_from_the_formula(monkeypatch):
     tensor = ops.Tensor("input", x, (sympy.Symbol("N"), 10))
     for reduction, initial, update in ((sympy.Sum, "0.0", "sum0 += x[n, j]"),
                                        (MaxOver, "-np.inf", "max0 = max(max0, x[n, j])")):
-        term = lower._Lowering([tensor], None).term(GatherTerm((), (), 1 / reduction(x[n, j], (j, 0, 9))),
+        term = lower.Lowering([tensor], None).term(GatherTerm((), (), 1 / reduction(x[n, j], (j, 0, 9))),
                                                      lower.ACCUMULATOR)
         assert [(r.name, r.initial, r.update) for r in term.reductions] == [(f"{update[:4]}", initial, update)]
         assert term.update == f"acc += 1/{update[:4]}"
@@ -408,11 +408,11 @@ def test_only_a_row_major_copy_is_marked_as_a_reshape():
     from symcnn.symbolic import ops
     from symcnn.symbolic.adjoint import GatherTerm
     from symcnn.codegen.layout import reshape_of as _reshape_of
-    from symcnn.codegen.lower import _forward_terms, _Lowering, network_kernels
+    from symcnn.codegen.lower import _forward_terms, Lowering, network_kernels
 
     formula = ops.flatten().substitute({ops.C_in: 2, ops.H_in: 3, ops.W_in: 3})
     batch = formula.parameters["batch"]
-    lowering = _Lowering(formula.tensors, batch)
+    lowering = Lowering(formula.tensors, batch)
     (term,) = _forward_terms(formula)
 
     def marked(body, conditions=()):
@@ -435,7 +435,7 @@ def test_a_sum_over_whole_rows_and_columns_is_one_loop_over_a_view():
     from symcnn.symbolic import ops
     from symcnn.symbolic.adjoint import GatherTerm
     from symcnn.codegen.layout import collapse_rows as _collapse_rows
-    from symcnn.codegen.lower import _Lowering, layer_kernels
+    from symcnn.codegen.lower import Lowering, layer_kernels
 
     bias = next(kernel for kernel in layer_kernels(load_spec("seed004").layers[0]) if kernel.name == "conv1_grad_bias")
     assert bias.views == (("grad_output_rows", "grad_output.reshape((grad_output.shape[0], 16, 1024))"),)
@@ -446,7 +446,7 @@ def test_a_sum_over_whole_rows_and_columns_is_one_loop_over_a_view():
     n, c, i, j = sympy.symbols("n c i j", integer=True, nonnegative=True)
     grad_output = sympy.IndexedBase("dY")
     tensor = ops.Tensor("grad_output", grad_output, (sympy.Symbol("N"), 4, 3, 3))
-    lowering = _Lowering([tensor], None)
+    lowering = Lowering([tensor], None)
     limits = ((n, 0, 1), (i, 0, 2), (j, 0, 2))
     for body, conditions in [(grad_output[n, c, j, i], ()), (grad_output[n, c, i, j] * i, ()),
                              (grad_output[n, c, i, j], (sympy.Le(1, i),))]:
