@@ -2148,8 +2148,8 @@ def stem_grad_input(grad_output, weight, grad_input):
                 for q_l in range(lanes):
                     tile[q_k, q_l] = 0.0
             stem_grad_input_block0(c_in, grad_output, n, tile, weight_p00)
-            for q_l in range(lanes):
-                for q_k in range(16):
+            for q_k in range(16):
+                for q_l in range(lanes):
                     grad_input_p00[n, c_in, q_k, q_l] = tile[q_k, q_l]
     # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
     # vectorizes them (with alias checks); a constant count it unrolls into scalar code.

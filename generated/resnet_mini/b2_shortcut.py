@@ -1555,8 +1555,8 @@ def b2_shortcut_grad_input(grad_output, weight, grad_input):
                 for q_l in range(lanes):
                     tile[q_k, q_l] = 0.0
             b2_shortcut_grad_input_block0(c_in, grad_output, n, tile, weight)
-            for q_l in range(lanes):
-                for q_k in range(16):
+            for q_k in range(16):
+                for q_l in range(lanes):
                     grad_input_p00[n, c_in, q_k, q_l] = tile[q_k, q_l]
     for n in prange(N):
         for c_in in range(16):

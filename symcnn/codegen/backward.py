@@ -11,8 +11,10 @@ kernels took 0.83 ms per 16-channel layer beside the input gradient's 0.68 ms).
 statistics and coefficients first, one :class:`~symcnn.codegen.invariants.Precomputer` shared across the
 outputs (a reduction that two outputs read, written with any summation indices, is one array), then each
 output in a phase of its own, as its own kernel would compute it. An output that *is* a statistic (a
-plain sum already computed for another output: the bias's gradient) is stored from it. The same
-statistics in the same order: the numbers are the separate kernels'.
+plain sum already computed for another output: the bias's gradient) is stored from it. The same sums
+of the same values: equal to the separate kernels' to rounding, not bit for bit (LLVM may vectorize a
+sum in another order in another kernel; so a PyTorch module's whole pass, which equals its layer-by-layer
+pass bit for bit, calls the separate kernels, as the operators do: :mod:`symcnn.torch.whole_pass`).
 
 Made only where it computes fewer statistics than the separate kernels together, a decision from the
 formulas alone (no op is named); layers without statistics (convolutions, dense layers) have none. The
@@ -21,7 +23,7 @@ needs only some of a layer's gradients (:meth:`symcnn.runtime.network.Network._b
 ``<label>_backward`` when it needs all of them).
 
 Example:
-    >>> from symcnn.codegen.lower import layer_kernels
+    >>> from symcnn.codegen.network import layer_kernels
     >>> from symcnn.spec import load_spec
     >>> layer = next(layer for layer in load_spec("suite-batchnorm").layers if layer.kind == "batchnorm2d")
     >>> backward = next(kernel for kernel in layer_kernels(layer) if kernel.name.endswith("_backward"))

@@ -1,6 +1,6 @@
 """Kernels from formulas: lower each layer's forward and gradient formulas to a kernel description.
 
-For one layer of a network spec, :func:`layer_kernels` takes the op's forward formula and its
+For one layer of a network spec, :func:`symcnn.codegen.network.layer_kernels` takes the op's forward formula and its
 derived gradients (:mod:`symcnn.symbolic.adjoint`), substitutes every shape, stride, padding and dilation
 (all but the batch size, which stays a runtime variable), rewrites what a kernel computes
 differently from what a reader reads, and prints the arithmetic and index maps with
@@ -17,21 +17,19 @@ max pooling's scan tests each window value by the formula's tie rule
 
 Example:
     >>> from symcnn.spec import load_spec
-    >>> kernels = layer_kernels(load_spec("digits").layers[0])
-    >>> [kernel.name for kernel in kernels]
-    ['conv1_forward', 'conv1_grad_input', 'conv1_grad_weight', 'conv1_grad_bias']
+    >>> layer = load_spec("digits").layers[0]
+    >>> forward_kernel(layer, *layer_formula(layer)).name
+    'conv1_forward'
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Optional
 
 import sympy
 from sympy import Expr, Indexed, IndexedBase, Sum, Symbol
 
-from symcnn import registry
-from symcnn.registry import array_name, differentiable
+from symcnn.registry import array_name
 from symcnn.symbolic import ops
 from symcnn.symbolic.instances import bind_layer
 from symcnn.symbolic.adjoint import GatherTerm, GradientFormula, derive_gradient, lift_conditions, sum_terms
@@ -53,7 +51,7 @@ from symcnn.printing.nodes import Assign
 from symcnn.printing.numba import NumbaPrinter
 from symcnn.spec import LayerSpec, NetworkSpec
 
-__all__ = ["Loop", "Term", "Reduction", "Kernel", "layer_kernels", "loss_kernels", "network_kernels"]
+__all__ = ["Loop", "Term", "Reduction", "Kernel", "forward_kernel", "gradient_kernel", "loss_kernels"]
 
 
 # Array names in generated code, by formula role.
@@ -406,35 +404,6 @@ def gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, p
                   reshape_of=reshaped, precomputed=precomputed, **schedule)
 
 
-#: The prefix of an op's evaluation-mode kernels (``bn1_eval_forward``), where its modes differ.
-EVALUATION_PREFIX = "eval_"
-
-
-def layer_kernels(layer: LayerSpec) -> list[Kernel]:
-    """The forward kernel and one kernel per gradient of ``layer``, and where its gradients read the same
-    statistics, one kernel for all of them (``<label>_backward``, :mod:`symcnn.codegen.backward`); for an op
-    whose evaluation mode differs (batch norm), the same again in evaluation mode, named ``<label>_eval_...``.
-
-    They depend on the layer's op, shapes and settings only; its label names them (what
-    :func:`network_kernels` relies on to lower repeated layers once).
-    """
-    from symcnn.codegen.backward import backward_kernel  # built on this module's lowering: imported late
-
-    kernels = []
-    modes = ("training", "evaluation") if registry.get(layer.kind).evaluation is not None else ("training",)
-    for mode in modes:
-        prefix = EVALUATION_PREFIX if mode == "evaluation" else ""
-        formula, values = layer_formula(layer, mode)
-        kernels.append(forward_kernel(layer, formula, values, f"{prefix}forward"))
-        gradients = [derive_gradient(formula, tensor.role) for tensor in formula.operands
-                     if differentiable(tensor.role)]
-        separate = [gradient_kernel(layer, gradient, values, prefix) for gradient in gradients]
-        kernels += separate
-        backward = backward_kernel(layer, gradients, values, separate, prefix)
-        kernels += [backward] if backward is not None else []
-    return kernels
-
-
 def loss_kernels(spec: NetworkSpec) -> list[Kernel]:
     """The loss (softmax cross-entropy, batch mean) and its gradient with respect to the scores."""
     formula = ops.softmax_cross_entropy()
@@ -453,48 +422,3 @@ def loss_kernels(spec: NetworkSpec) -> list[Kernel]:
     loss_layer = LayerSpec("loss", -1, (spec.classes,), (), "loss")
     grad = gradient_kernel(loss_layer, gradient, values)
     return [loss, grad]
-
-
-#: The module of the gradient sums at fan-outs (a reserved label: no layer takes it).
-FANOUT_MODULE = "fanout"
-
-
-def fanout_kernels(spec: NetworkSpec) -> list[Kernel]:
-    """One kernel per tensor that several layers read (a residual block's input): the sum of the
-    gradients they send back, ``fanout_<label>(x, x2, ..., out)``, from the ``add`` formula (the chain
-    rule through a fan-out is a sum). The network's own input, when several layers read it, is
-    ``fanout_input``."""
-    shapes = {"input": spec.input_shape} | {layer.label: layer.output_shape for layer in spec.layers}
-    kernels = []
-    for label, readers in spec.consumers().items():
-        if len(readers) < 2:
-            continue
-        join = LayerSpec("add", -1, shapes[label], shapes[label], None, {}, (label,) * len(readers),
-                         (shapes[label],) * len(readers))
-        formula, values = layer_formula(join)
-        kernels.append(replace(forward_kernel(join, formula, values), name=f"{FANOUT_MODULE}_{label}"))
-    return kernels
-
-
-def network_kernels(spec: NetworkSpec) -> dict[str, list[Kernel]]:
-    """Every kernel of ``spec``, by module (layer label, ``fanout`` where a graph has one, and ``loss``).
-
-    A layer of the same op, shapes and settings as an earlier one (a VGG stage's convolutions, the
-    ReLU after each) is lowered once: its kernels are the earlier layer's, under its own names.
-    """
-    modules: dict[str, list[Kernel]] = {}
-    lowered: dict[str, tuple[str, list[Kernel]]] = {}
-    for layer in spec.layers:
-        key = repr((layer.kind, layer.input_shapes, layer.output_shape, sorted(layer.settings.items())))
-        if key in lowered:
-            label, kernels = lowered[key]
-            modules[layer.label] = [replace(kernel, name=kernel_name(layer.label, kernel.name[len(label) + 1:]))
-                                    for kernel in kernels]
-        else:
-            modules[layer.label] = layer_kernels(layer)
-            lowered[key] = (layer.label, modules[layer.label])
-    fanouts = fanout_kernels(spec)
-    if fanouts:
-        modules[FANOUT_MODULE] = fanouts
-    modules["loss"] = loss_kernels(spec)
-    return modules

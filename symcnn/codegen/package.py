@@ -29,7 +29,7 @@ from symcnn.codegen.folding import FOLDED_FORWARD, fold_kernels, folds
 from symcnn.codegen.kernel_ir import Kernel
 from symcnn.codegen.forward_fusion import forward_fused_kernels
 from symcnn.codegen.fusion import fused_kernels, fused_module, fusion_pairs
-from symcnn.codegen.lower import network_kernels
+from symcnn.codegen.network import network_kernels
 from symcnn.files import replace_directory
 from symcnn.printing.numba import import_lines
 from symcnn.spec import PACKAGE_ROOT, NetworkSpec, load_spec, shipped_kernels_dir

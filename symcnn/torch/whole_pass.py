@@ -72,6 +72,12 @@ class _PoolNetwork(Network):
     def _gradient_array(self, parameter: np.ndarray) -> np.ndarray:
         return OUTPUTS.empty_array(parameter.shape, parameter.dtype)
 
+    def _backward_kernel(self, *arguments) -> None:
+        """None: each gradient's own kernel, as the operators of the layer-by-layer pass call them, so that the
+        two passes are equal bit for bit (a layer's ``<label>_backward`` sums the same values, equal to rounding:
+        a sum's vectorized order may differ between kernels)."""
+        return None
+
     def _draw(self, layer: LayerSpec, mask: np.ndarray, step: int) -> None:
         drop = layer.settings[registry.get(layer.kind).mask_drop]
         draw_mask(mask, self._mask_state["seed"], layer.index, step, drop, self.first_image)

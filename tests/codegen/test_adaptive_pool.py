@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from symcnn.bench.numpy_network import NumpyNetwork
 from symcnn.checking.checker import check
 from symcnn.cli.main import main
-from symcnn.codegen.lower import layer_kernels
+from symcnn.codegen.network import layer_kernels
 from symcnn.codegen.rewrites import integer_indices
 from symcnn.printing.numba import NumbaPrinter
 from symcnn.spec import spec_from_dict

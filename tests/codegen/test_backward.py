@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from symcnn.codegen.backward import backward_kernel, statistic_count
-from symcnn.codegen.lower import layer_kernels
+from symcnn.codegen.network import layer_kernels
 from symcnn.runtime.network import Network
 from symcnn.spec import parse_spec
 from tests.codegen.test_normalization_kernels import SMALL
@@ -42,13 +42,13 @@ def test_each_statistic_is_computed_once_and_the_bias_gradient_is_read_from_one(
     kernels = kernels_by_name(layer)
     backward = kernels[f"bn1_{prefix}backward"]
     separate = [kernels[f"bn1_{prefix}grad_{what}"] for what in ("input", "weight", "bias")]
-    statistics = statistic_count(backward)
-    assert statistics == max(map(statistic_count, separate)) < sum(map(statistic_count, separate)) + 1
+    # training: the mean, the variance and two sums in the input's and the weight's kernels; evaluation: two sums
+    assert [statistic_count(kernel) for kernel in separate] == ([4, 4, 0] if not prefix else [0, 2, 0])
+    assert statistic_count(backward) == (4 if not prefix else 2)
     assert backward.arguments[-3:] == ("grad_input", "grad_weight", "grad_bias")
     (bias,) = [phase for phase in backward.phases if phase.output == "grad_bias"]
-    assert [term.loops for term in bias.terms] == [()]  # no pass over dL/dY of its own: a statistic read
-    assert "stat" in bias.terms[0].update
-    assert separate[2].terms[0].loops  # its own kernel sums over the batch and the map
+    assert [term.loops for term in bias.terms] == [()] and "stat" in bias.terms[0].update  # a statistic read
+    assert separate[2].terms[0].loops  # where its own kernel sums over the batch and the map
 
 
 def test_no_backward_kernel_when_nothing_would_be_shared():
@@ -85,9 +85,10 @@ def test_the_runtime_calls_it_and_gets_the_separate_kernels_gradients(tmp_path, 
     monkeypatch.setattr(Network, "_backward_kernel", lambda *arguments: None)  # each gradient's own kernel
     separate_loss, separate_grads, separate_called = passes(net, x, labels, training)
     assert not any(name.endswith("backward") for name in separate_called)
-    assert loss == separate_loss and sorted(grads) == sorted(separate_grads)
+    assert loss == separate_loss and sorted(grads) == sorted(separate_grads)  # the forward pass: the same kernels
     for name, gradient in grads.items():
-        np.testing.assert_allclose(gradient, separate_grads[name], rtol=1e-12, atol=1e-14, err_msg=name)
+        # the same sums, to rounding (a sum may vectorize in another order in another kernel)
+        np.testing.assert_allclose(gradient, separate_grads[name], rtol=1e-12, atol=1e-15, err_msg=name)
 
 
 def test_a_pass_that_needs_only_some_gradients_calls_their_own_kernels(tmp_path):

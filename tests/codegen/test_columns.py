@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from symcnn.codegen import cost_model
 from symcnn.codegen.backends.numba_cpu.columns import columns_fit
-from symcnn.codegen.lower import layer_formula, layer_kernels
+from symcnn.codegen.lower import layer_formula
+from symcnn.codegen.network import layer_kernels
 from symcnn.spec import load_spec, spec_from_dict
 from tests.kernels_helpers import (assert_float64_equals_pytorch, assert_same_gradients_on_one_and_two_threads,
                                    network_for, random_params)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from symcnn.codegen import cost_model
 from symcnn.codegen.cost_model import LoopNest, cheapest, estimate, scalar_nest, vector_nest
-from symcnn.codegen.lower import layer_kernels
+from symcnn.codegen.network import layer_kernels
 from symcnn.codegen.package import render_package
 from symcnn.spec import load_spec, spec_from_dict
 

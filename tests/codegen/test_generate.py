@@ -13,7 +13,7 @@ import sympy
 
 from tests.kernels_helpers import toml_of
 from symcnn.codegen import package as generate_module
-from symcnn.codegen.lower import network_kernels
+from symcnn.codegen.network import network_kernels
 from symcnn.codegen.package import render_package, stale_files
 from symcnn.symbolic import ops
 from symcnn.spec import ARCHITECTURE_SPECS, SHIPPED_SPECS, load_spec, parse_spec, shipped_kernels_dir, spec_from_dict
@@ -408,7 +408,8 @@ def test_only_a_row_major_copy_is_marked_as_a_reshape():
     from symcnn.symbolic import ops
     from symcnn.symbolic.adjoint import GatherTerm
     from symcnn.codegen.layout import reshape_of as _reshape_of
-    from symcnn.codegen.lower import _forward_terms, Lowering, network_kernels
+    from symcnn.codegen.lower import _forward_terms, Lowering
+    from symcnn.codegen.network import network_kernels
 
     formula = ops.flatten().substitute({ops.C_in: 2, ops.H_in: 3, ops.W_in: 3})
     batch = formula.parameters["batch"]
@@ -435,7 +436,8 @@ def test_a_sum_over_whole_rows_and_columns_is_one_loop_over_a_view():
     from symcnn.symbolic import ops
     from symcnn.symbolic.adjoint import GatherTerm
     from symcnn.codegen.layout import collapse_rows as _collapse_rows
-    from symcnn.codegen.lower import Lowering, layer_kernels
+    from symcnn.codegen.lower import Lowering
+    from symcnn.codegen.network import layer_kernels
 
     bias = next(kernel for kernel in layer_kernels(load_spec("seed004").layers[0]) if kernel.name == "conv1_grad_bias")
     assert bias.views == (("grad_output_rows", "grad_output.reshape((grad_output.shape[0], 16, 1024))"),)
@@ -457,7 +459,7 @@ def test_a_sum_over_whole_rows_and_columns_is_one_loop_over_a_view():
 def test_an_element_wise_kernel_runs_over_each_image_as_one_loop():
     """ReLU's kernels read and write only their own element: one loop over an image's 16,384
     elements, through views; kernels that sum or read other elements keep their loops."""
-    from symcnn.codegen.lower import layer_kernels
+    from symcnn.codegen.network import layer_kernels
 
     layers = {layer.label: layer for layer in load_spec("seed004").layers}
     forward, gradient = layer_kernels(layers["relu1"])

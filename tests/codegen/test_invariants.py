@@ -14,7 +14,8 @@ from sympy import IndexedBase, Sum, Symbol
 from symcnn.codegen.coefficients import invariant_terms
 from symcnn.codegen.invariants import Precomputer, factor_sums
 from symcnn.codegen.kernel_ir import Loop, Reduction
-from symcnn.codegen.lower import layer_kernels, loss_kernels
+from symcnn.codegen.lower import loss_kernels
+from symcnn.codegen.network import layer_kernels
 from symcnn.codegen.rewrites import exponential_tanh
 from symcnn.spec import load_spec
 from symcnn.symbolic.adjoint import GatherTerm

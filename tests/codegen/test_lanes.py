@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import sympy
 
-from symcnn.codegen.lower import layer_kernels
+from symcnn.codegen.network import layer_kernels
 from symcnn.codegen.backends.numba_cpu.lanes import BATCH_CHUNKS
 from symcnn.codegen.backends.numba_cpu.stagings import affine_range
 from symcnn.runtime.network import Network

@@ -10,7 +10,7 @@ import pytest
 
 from symcnn.bench.bench import torch_model
 from symcnn.bench.numpy_network import NumpyNetwork
-from symcnn.codegen.lower import layer_kernels
+from symcnn.codegen.network import layer_kernels
 from symcnn.spec import parse_spec
 from symcnn.symbolic.verify import symbolic_network_gradients
 from tests.kernels_helpers import network_for, random_params, toml_of

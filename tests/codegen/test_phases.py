@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sympy import Eq, IndexedBase, Le, Mod, Symbol
 
-from symcnn.codegen.lower import layer_kernels
+from symcnn.codegen.network import layer_kernels
 from symcnn.codegen.phases import split_phases
 from symcnn.spec import load_spec, spec_from_dict
 from symcnn.symbolic.adjoint import GatherTerm

@@ -7,7 +7,7 @@ import pytest
 
 from symcnn.codegen.backends.numba_cpu import product_blocks
 from symcnn.codegen.backends.numba_cpu.product_blocks import row_block
-from symcnn.codegen.lower import layer_kernels
+from symcnn.codegen.network import layer_kernels
 from symcnn.spec import load_spec
 from tests.kernels_helpers import network_for, torch_loss_and_grads
 

@@ -13,7 +13,7 @@ import pytest
 
 from symcnn.codegen.backends.numba_cpu import columns, lanes
 from symcnn.codegen.backends.numba_cpu.registers import ACCUMULATORS, WIDE_ACCUMULATORS
-from symcnn.codegen.lower import layer_kernels
+from symcnn.codegen.network import layer_kernels
 from symcnn.runtime.vector_width import WIDE_VECTORS
 from symcnn.spec import load_spec
 from tests.kernels_helpers import network_for, use_session_cache

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from symcnn.codegen.lower import layer_kernels
+from symcnn.codegen.network import layer_kernels
 from symcnn.spec import load_spec, parse_spec
 
 from tests.kernels_helpers import network_for, random_params, toml_of, torch_loss_and_grads, use_session_cache

@@ -27,7 +27,7 @@ value is printed from the formula (:class:`~symcnn.printing.numba.NumbaPrinter`)
 it; the loops are the lanes schedule's (:class:`~symcnn.codegen.kernel_ir.Lanes`).
 
 Example:
-    >>> from symcnn.codegen.lower import layer_kernels
+    >>> from symcnn.codegen.network import layer_kernels
     >>> from symcnn.spec import load_spec
     >>> forward = layer_kernels(load_spec("suite-lenet").layers[0])[0]
     >>> forward.kind, forward.lanes.tile_shape, forward.lanes.updates[0]

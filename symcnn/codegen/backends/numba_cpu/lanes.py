@@ -22,7 +22,7 @@ returns ``None`` for a kernel it does not fit (other terms, a divisibility condi
 input gradient comes here as its phases, each a plain correlation.
 
 Example:
-    >>> from symcnn.codegen.lower import layer_kernels
+    >>> from symcnn.codegen.network import layer_kernels
     >>> from symcnn.spec import load_spec
     >>> forward = layer_kernels(load_spec("seed004").layers[3])[0]
     >>> forward.kind, forward.lanes.updates[0]
@@ -231,6 +231,8 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
             images=images.groups if images else None,
             batch_unroll=batch_unroll,
             row_start=row_start,
+            # the lane the output's own last axis (a strided input gradient's phase: its columns): stored along it
+            stores=tile if not (over_batch or images) and indices[-1] == lane else (),
             registers=registers,
         ),
         "nest": _lanes_nest(indices, shape, batch_index, [int(sizes[var]) for var in rows], outer_tile, reduction,

@@ -36,7 +36,7 @@ kernels' compile time. The blocks come in two sizes, :data:`WIDE_ACCUMULATORS` v
 (:mod:`symcnn.runtime.vector_width`); the same sums either way.
 
 Example:
-    >>> from symcnn.codegen.lower import layer_kernels
+    >>> from symcnn.codegen.network import layer_kernels
     >>> from symcnn.spec import load_spec
     >>> forward = layer_kernels(load_spec("seed004").layers[3])[0]
     >>> forward.lanes.registers.reads[:2], forward.lanes.registers.updates[0]
