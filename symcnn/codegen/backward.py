@@ -39,7 +39,7 @@ from sympy import Sum
 
 from symcnn.codegen.coefficients import invariant_terms
 from symcnn.codegen.kernel_ir import Kernel
-from symcnn.codegen.lower import (ARGUMENT_ORDER, ARRAY_NAMES, SWITCH, Lowering, batch_symbol, gradient_terms,
+from symcnn.codegen.lower import (ARGUMENT_ORDER, SWITCH, Lowering, batch_symbol, gradient_output, gradient_terms,
                                   kernel_arguments, kernel_name, summation)
 from symcnn.spec import LayerSpec
 from symcnn.symbolic.adjoint import GatherTerm, GradientFormula
@@ -63,18 +63,17 @@ def backward_kernel(layer: LayerSpec, gradients: list[GradientFormula], values: 
     if len(gradients) < 2 or not any(statistic_count(kernel) for kernel in separate):
         return None
     concretes = [gradient.substitute(values) for gradient in gradients]
-    lowered = [(concrete, gradient_terms(concrete)) for concrete in concretes]
-    separate_sums = sum(map(statistic_count, separate)) + sum(_plain_sum(terms) is not None for _, terms in lowered)
+    lowered = [(concrete, terms, _plain_sum(terms)) for concrete in concretes for terms in [gradient_terms(concrete)]]
+    separate_sums = sum(map(statistic_count, separate)) + sum(plain is not None for _, _, plain in lowered)
     batch = batch_symbol(gradients[0].forward)
     tensors = tuple(dict.fromkeys(tensor for concrete in concretes
                                   for tensor in (*concrete.operands, concrete.gradient)))
     lowering = Lowering(tensors, batch, {SWITCH: "switch"})
     phases, views, shared, own_sums = [], {}, None, 0
     # an output that is one plain sum last, so that the statistics of the others can hold it
-    for concrete, terms in sorted(lowered, key=lambda pair: _plain_sum(pair[1]) is not None):
-        indices, shape, output = concrete.indices, concrete.gradient.shape, _output(concrete)
+    for concrete, terms, plain in sorted(lowered, key=lambda entry: entry[2] is not None):
+        indices, shape, output = concrete.indices, concrete.gradient.shape, gradient_output(concrete)
         shared = lowering.precompute_invariants(indices, shape, tensors, shared)
-        plain = _plain_sum(terms)
         held = shared.existing(plain) if plain is not None else None
         own_sums += plain is not None and held is None
         terms = [GatherTerm((), (), held)] if held is not None else invariant_terms(terms, shared)
@@ -87,8 +86,8 @@ def backward_kernel(layer: LayerSpec, gradients: list[GradientFormula], values: 
     if statistic_count(Kernel("", "", (), "", (), precomputed=precomputed)) + own_sums >= separate_sums:
         return None  # no sum saved
     views.update(shared.views)
-    outputs = tuple(_output(concrete) for concrete in concretes)
-    arguments = kernel_arguments(lowering, [term for _, terms in lowered for term in terms], outputs, ARGUMENT_ORDER)
+    outputs = tuple(gradient_output(concrete) for concrete in concretes)
+    arguments = kernel_arguments(lowering, [term for _, terms, _ in lowered for term in terms], outputs, ARGUMENT_ORDER)
     batch_from = next(name for name in ("grad_output", "x", arguments[0]) if name in arguments)
     doc = (f"{layer.kind}: every gradient in one kernel ({', '.join(outputs)}), their statistics computed once;\n"
            f"each output as its own kernel computes it (<label>_{prefix}{outputs[0]}, ...: its formula there).")
@@ -104,7 +103,3 @@ def _plain_sum(terms: list[GatherTerm]) -> Optional[Sum]:
         return None
     return Sum(terms[0].body, *terms[0].limits)
 
-
-def _output(gradient: GradientFormula) -> str:
-    """The array a gradient is written to: ``grad_input``, ``grad_weight``, an add's ``grad_input2``."""
-    return ARRAY_NAMES.get(gradient.gradient.role, gradient.gradient.role)

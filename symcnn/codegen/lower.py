@@ -382,6 +382,11 @@ def gradient_terms(concrete: GradientFormula) -> list[GatherTerm]:
     return terms
 
 
+def gradient_output(gradient: GradientFormula) -> str:
+    """The array a gradient is written to: ``grad_input``, ``grad_weight``, an add's second input's ``grad_input2``."""
+    return ARRAY_NAMES.get(gradient.gradient.role, gradient.gradient.role)
+
+
 def gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, prefix: str = "",
                      fused: Optional[FusedElementwise] = None) -> Kernel:
     """The kernel of ``gradient``, storing each sum through ``fused`` if given (:mod:`symcnn.codegen.epilogue`)."""
@@ -390,7 +395,7 @@ def gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, p
     tensors = concrete.operands + (concrete.gradient,)
     lowering = Lowering(tensors, batch, {SWITCH: "switch"} | ({fused.base: FUSED_INPUT} if fused else {}), fused)
     terms = gradient_terms(concrete)
-    output_name = ARRAY_NAMES.get(gradient.gradient.role, gradient.gradient.role)  # grad_input2: an add's second
+    output_name = gradient_output(gradient)
     precomputer = lowering.precompute_invariants(concrete.indices, concrete.gradient.shape, tensors)
     schedule = precomputer.with_views(summation(lowering, concrete.indices, concrete.gradient.shape, batch,
                                                  invariant_terms(terms, precomputer), output_name, tensors))
