@@ -2455,8 +2455,8 @@ def pw1_grad_weight(grad_output, x, grad_weight):
                     for a3 in range(16):
                         x_padded[a1, a2, a3] = x[n, a1, a2, a3]
             for i in range(16):
-                for j in range(16):
-                    for c_out in range(32):
+                for c_out in range(32):
+                    for j in range(16):
                         grad_output_t[i, j, c_out] = grad_output[n, c_out, i, j]
             pw1_grad_weight_block0(grad_output_t, tile, x_padded)
         # element by element: ``tiles[chunk] = tile`` would have numba compile its shape-mismatch

@@ -75,6 +75,20 @@ def test_seed004_convolutions_and_dense_gradients_take_the_lanes_schedule():
     assert fc1.store == "grad_weight[i, k + lane_start]"
 
 
+def test_lane_last_copies_read_the_operand_row_by_row():
+    """A per-image copy with the lane axis last is filled a row of each lane at a time (contiguous reads,
+    its few rows being written stay in L1), still stored in the copy's own order; a dense layer's weight,
+    a matrix with no outer axis, is filled in the copy's order, and so are copies whose rows are short."""
+    conv2 = _kernels(load_spec("seed004"), "conv2")
+    (copy,) = [s for s in conv2["grad_weight"].lanes.stagings if s.name == "grad_output_t"]
+    assert ([loop.variable for loop in copy.loops], copy.target) == (["i", "c_out", "j"], "i, j, c_out")
+    (weight,) = [s for s in conv2["forward"].lanes.stagings if s.name == "weight_t"]  # rows of 3 taps
+    assert [loop.variable for loop in weight.loops] == ["c_in", "u", "v", "c_out"]
+    fc1 = _kernels(load_spec("suite-mlp-head"), "fc1")["forward"].lanes
+    (weight,) = [s for s in fc1.stagings if s.name == "weight_t"]
+    assert ([loop.variable for loop in weight.loops], weight.target) == (["k", "i"], "k, i")
+
+
 def test_range_conditions_become_reads_of_the_padding():
     """The input gradient's conditions 0 <= k - u + 1 <= 15 are the bounds of dL/dY: its padded copy
     holds zeros beyond them, offset by one."""
