@@ -42,10 +42,9 @@ def dw2_forward(x, weight, out):
             for c_in in range(1):
                 for u in range(3):
                     for v in range(3):
-                        for i in range(8):
-                            for j in range(8):
-                                if ((0 <= 2*i + u - 1)) and ((0 <= 2*j + v - 1)):
-                                    out[n, c_out, i, j] += weight[c_out, c_in, u, v]*x[n, c_in + c_out, 2*i + u - 1, 2*j + v - 1]
+                        for i in range(max(0, (2 - u) // 2), 8):
+                            for j in range(max(0, (2 - v) // 2), 8):
+                                out[n, c_out, i, j] += weight[c_out, c_in, u, v]*x[n, c_in + c_out, 2*i + u - 1, 2*j + v - 1]
 
 
 @njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
@@ -111,7 +110,7 @@ def dw2_grad_input(grad_output, weight, grad_input):
                                 grad_input_p11[n, c, q_k, q_l] += grad_output[n, c_out, q_k - t_u + 1, q_l - t_v + 1]*weight_p11[c_out, c - c_out, t_u, t_v]
 
 
-@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
+@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'}, error_model="numpy")
 def dw2_grad_weight(grad_output, x, grad_weight):
     """conv2d: gradient with respect to the weight
     dL/dW[c_out, c_in, u, v] = sum_{n=0..N - 1, i=0..H_out - 1, j=0..W_out - 1} (X[n, C_in*floor(32*c_out/C_out)/32 + c_in, d_h*u + i*s_h - p_h, d_w*v + j*s_w - p_w]*dL/dY[n, c_out, i, j])
@@ -131,10 +130,9 @@ def dw2_grad_weight(grad_output, x, grad_weight):
                 for v in range(3):
                     acc = 0.0
                     for n in range(N):
-                        for i in range(8):
-                            for j in range(8):
-                                if ((0 <= 2*i + u - 1)) and ((0 <= 2*j + v - 1)):
-                                    acc += x[n, c_in + c_out, 2*i + u - 1, 2*j + v - 1]*grad_output[n, c_out, i, j]
+                        for i in range(max(0, (2 - u) // 2), 8):
+                            for j in range(max(0, (2 - v) // 2), 8):
+                                acc += x[n, c_in + c_out, 2*i + u - 1, 2*j + v - 1]*grad_output[n, c_out, i, j]
                     grad_weight[c_out, c_in, u, v] = acc
 
 
@@ -161,7 +159,6 @@ def dw2_folded_forward(x, weight, bias, out):
             for c_in in range(1):
                 for u in range(3):
                     for v in range(3):
-                        for i in range(8):
-                            for j in range(8):
-                                if ((0 <= 2*i + u - 1)) and ((0 <= 2*j + v - 1)):
-                                    out[n, c_out, i, j] += weight[c_out, c_in, u, v]*x[n, c_in + c_out, 2*i + u - 1, 2*j + v - 1]
+                        for i in range(max(0, (2 - u) // 2), 8):
+                            for j in range(max(0, (2 - v) // 2), 8):
+                                out[n, c_out, i, j] += weight[c_out, c_in, u, v]*x[n, c_in + c_out, 2*i + u - 1, 2*j + v - 1]

@@ -52,10 +52,9 @@ def dw2_with_relu11_folded_forward(x, weight, bias, out):
             for c_in in range(1):
                 for u in range(3):
                     for v in range(3):
-                        for i in range(8):
-                            for j in range(8):
-                                if ((0 <= 2*i + u - 1)) and ((0 <= 2*j + v - 1)):
-                                    out[n, c_out, i, j] += weight[c_out, c_in, u, v]*x[n, c_in + c_out, 2*i + u - 1, 2*j + v - 1]
+                        for i in range(max(0, (2 - u) // 2), 8):
+                            for j in range(max(0, (2 - v) // 2), 8):
+                                out[n, c_out, i, j] += weight[c_out, c_in, u, v]*x[n, c_in + c_out, 2*i + u - 1, 2*j + v - 1]
             for i in range(8):
                 for j in range(8):
                     stored = out[n, c_out, i, j]

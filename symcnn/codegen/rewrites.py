@@ -226,10 +226,11 @@ def for_kernels(expr: Expr) -> Expr:
 
 def fold_bound(condition, bounds: dict, order: list, outer: set) -> bool:
     """Fold ``condition`` into ``bounds[var] = [start, stop)`` when it bounds one loop variable with
-    coefficient +-1 by what is known before that loop; ``True`` when folded.
+    an integer coefficient by what is known before that loop; ``True`` when folded.
 
     ``0 <= i + u - 1`` starts ``u`` at ``max(0, 1 - i)``, so that the inner loops test nothing
-    they need not.
+    they need not. A strided window's ``0 <= 2*i + u - 1`` (coefficient 2) starts ``i`` at
+    ``max(0, (2 - u) // 2)``, the least integer ``i`` with ``2*i >= 1 - u`` (Python's ``//`` floors).
     """
     difference = _at_most_zero(condition)
     if difference is None:
@@ -241,17 +242,27 @@ def fold_bound(condition, bounds: dict, order: list, outer: set) -> bool:
     coefficient = difference.coeff(variable)
     rest = sympy.expand(difference - coefficient * variable)
     known = outer | set(order[:order.index(variable)])
-    if coefficient not in (1, -1) or rest.has(variable) or not all(
+    if not coefficient.is_Integer or coefficient == 0 or rest.has(variable) or not all(
             symbol in known or not _is_index(symbol) for symbol in rest.free_symbols):
         return False
     if not all(term.is_integer for term in sympy.Add.make_args(rest)):
         return False
     start, stop = bounds[variable]
-    if coefficient == 1:  # variable + rest <= 0
-        bounds[variable][1] = sympy.Min(stop, -rest + 1)
-    else:  # rest - variable <= 0
-        bounds[variable][0] = sympy.Max(start, rest)
+    step = abs(coefficient)
+    if coefficient > 0:  # step*variable + rest <= 0: variable <= floor(-rest/step)
+        bounds[variable][1] = sympy.Min(stop, _floor_division(-rest, step) + 1)
+    else:  # rest - step*variable <= 0: variable >= ceil(rest/step)
+        bounds[variable][0] = sympy.Max(start, _floor_division(rest + step - 1, step))
     return True
+
+
+def _floor_division(numerator: Expr, step: int) -> Expr:
+    """``floor(numerator / step)``: a number when ``numerator`` is one, else printed with ``//``."""
+    if step == 1:
+        return numerator
+    if numerator.is_Integer:
+        return sympy.Integer(numerator // step)
+    return FloorDiv(numerator, step)
 
 
 def _at_most_zero(condition) -> Optional[Expr]:
