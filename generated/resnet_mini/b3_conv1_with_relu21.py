@@ -844,9 +844,9 @@ def b3_conv1_with_relu21_folded_forward(x, weight, bias, out):
     N = x.shape[0]
     weight_t = np.empty((32, 3, 3, 32,), dtype=x.dtype)
     for c_in in range(32):
-        for u in range(3):
-            for v in range(3):
-                for c_out in range(32):
+        for c_out in range(32):
+            for u in range(3):
+                for v in range(3):
                     weight_t[c_in, u, v, c_out] = weight[c_out, c_in, u, v]
     # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
     # vectorizes them (with alias checks); a constant count it unrolls into scalar code.

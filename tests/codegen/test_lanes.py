@@ -14,7 +14,8 @@ from symcnn.codegen.backends.numba_cpu.lanes import BATCH_CHUNKS
 from symcnn.codegen.backends.numba_cpu.stagings import affine_range
 from symcnn.runtime.network import Network
 from symcnn.spec import load_spec
-from tests.kernels_helpers import assert_same_gradients_on_one_and_two_threads, toml_of
+from tests.kernels_helpers import (assert_float64_equals_pytorch, assert_same_gradients_on_one_and_two_threads,
+                                   network_for, random_params, toml_of, use_session_cache)
 
 
 def _spec(directory, layers, input_shape):
@@ -75,18 +76,51 @@ def test_seed004_convolutions_and_dense_gradients_take_the_lanes_schedule():
     assert fc1.store == "grad_weight[i, k + lane_start]"
 
 
+def _copy(kernel, name):
+    (staging,) = [s for s in kernel.lanes.stagings if s.name == name]
+    return staging
+
+
 def test_lane_last_copies_read_the_operand_row_by_row():
-    """A per-image copy with the lane axis last is filled a row of each lane at a time (contiguous reads,
-    its few rows being written stay in L1), still stored in the copy's own order; a dense layer's weight,
-    a matrix with no outer axis, is filled in the copy's order, and so are copies whose rows are short."""
+    """A copy with the lane axis last, whose operand's lanes lie 256 elements apart or more, is filled a
+    run of each lane at a time (contiguous reads, the copy's few rows being written stay in L1), still
+    stored in the copy's own order; a dense layer's weight, a matrix, in chunks of 8 of its rows; copies
+    whose lanes lie close keep the copy's order."""
     conv2 = _kernels(load_spec("seed004"), "conv2")
-    (copy,) = [s for s in conv2["grad_weight"].lanes.stagings if s.name == "grad_output_t"]
+    copy = _copy(conv2["grad_weight"], "grad_output_t")  # lanes 256 apart, rows of 16
     assert ([loop.variable for loop in copy.loops], copy.target) == (["i", "c_out", "j"], "i, j, c_out")
-    (weight,) = [s for s in conv2["forward"].lanes.stagings if s.name == "weight_t"]  # rows of 3 taps
+    weight = _copy(conv2["forward"], "weight_t")  # lanes 16 x 3 x 3 = 144 apart
     assert [loop.variable for loop in weight.loops] == ["c_in", "u", "v", "c_out"]
-    fc1 = _kernels(load_spec("suite-mlp-head"), "fc1")["forward"].lanes
-    (weight,) = [s for s in fc1.stagings if s.name == "weight_t"]
-    assert ([loop.variable for loop in weight.loops], weight.target) == (["k", "i"], "k, i")
+    conv3 = _kernels(load_spec("suite-wide"), "conv3")
+    weight = _copy(conv3["forward"], "weight_t")  # lanes 128 x 3 x 3 apart: runs of 3 x 3 taps
+    assert [loop.variable for loop in weight.loops] == ["c_in", "c_out", "u", "v"]
+    assert weight.target == "c_in, u, v, c_out"
+    weight = _copy(conv3["grad_input"], "weight_t")  # lanes (input channels) 9 apart
+    assert [loop.variable for loop in weight.loops] == ["c_out", "u", "v", "c_in"]
+    copy = _copy(conv3["grad_weight"], "grad_output_t")  # lanes 64 apart
+    assert [loop.variable for loop in copy.loops] == ["i", "j", "c_out"]
+    weight = _copy(_kernels(load_spec("suite-mlp-head"), "fc1")["forward"], "weight_t")  # 256 x 1352
+    assert [(loop.variable, loop.start, loop.stop, loop.step) for loop in weight.loops] == [
+        ("k_chunk", "0", "1352", 8), ("i", "0", "256", 1), ("k", "k_chunk", "k_chunk + 8", 1)]
+    assert weight.target == "k, i"
+
+
+def test_copies_in_runs_and_chunks_give_pytorchs_numbers(tmp_path_factory, monkeypatch):
+    """A convolution whose weight is copied in runs of its taps, and a dense layer whose weight is copied
+    in chunks (the last one short: 300 features), equal PyTorch in float64."""
+    pytest.importorskip("torch")
+    use_session_cache(monkeypatch, tmp_path_factory)
+    spec = {"name": "runs", "input": [30, 6, 6], "loss": "softmax_cross_entropy", "layers": [
+        {"type": "conv2d", "name": "c1", "out_channels": 16, "kernel": 3, "padding": 1}, {"type": "relu"},
+        {"type": "flatten"}, {"type": "dense", "name": "fc1", "out_features": 300}, {"type": "relu"},
+        {"type": "dense", "name": "fc2", "out_features": 16}]}
+    net = network_for(spec, tmp_path_factory.mktemp("runs"))
+    kernels = {label: _kernels(net.spec, label)["forward"] for label in ("c1", "fc2")}
+    assert [loop.variable for loop in _copy(kernels["c1"], "weight_t").loops] == ["c_in", "c_out", "u", "v"]
+    assert [loop.stop for loop in _copy(kernels["fc2"], "weight_t").loops][-1] == "min(k_chunk + 8, 300)"
+    rng = np.random.default_rng(5)
+    net.load_params(random_params(net, rng))
+    assert_float64_equals_pytorch(net, rng, np.array([3, 0, 15, 7, 1]))
 
 
 def test_range_conditions_become_reads_of_the_padding():
