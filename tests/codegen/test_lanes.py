@@ -106,17 +106,21 @@ def test_lane_last_copies_read_the_operand_row_by_row():
 
 
 def test_copies_in_runs_and_chunks_give_pytorchs_numbers(tmp_path_factory, monkeypatch):
-    """A convolution whose weight is copied in runs of its taps, and a dense layer whose weight is copied
-    in chunks (the last one short: 300 features), equal PyTorch in float64."""
+    """A convolution whose weight is copied in runs of its taps (32 input channels: lanes 288 apart), a
+    1 x 1 convolution's and a dense layer's weights copied in chunks (the dense one's last chunk short:
+    300 features), equal PyTorch in float64."""
     pytest.importorskip("torch")
     use_session_cache(monkeypatch, tmp_path_factory)
-    spec = {"name": "runs", "input": [30, 6, 6], "loss": "softmax_cross_entropy", "layers": [
+    spec = {"name": "runs", "input": [264, 4, 4], "loss": "softmax_cross_entropy", "layers": [
+        {"type": "conv2d", "name": "pw", "out_channels": 32, "kernel": 1}, {"type": "relu"},
         {"type": "conv2d", "name": "c1", "out_channels": 16, "kernel": 3, "padding": 1}, {"type": "relu"},
         {"type": "flatten"}, {"type": "dense", "name": "fc1", "out_features": 300}, {"type": "relu"},
         {"type": "dense", "name": "fc2", "out_features": 16}]}
     net = network_for(spec, tmp_path_factory.mktemp("runs"))
-    kernels = {label: _kernels(net.spec, label)["forward"] for label in ("c1", "fc2")}
+    kernels = {label: _kernels(net.spec, label)["forward"] for label in ("c1", "pw", "fc2")}
     assert [loop.variable for loop in _copy(kernels["c1"], "weight_t").loops] == ["c_in", "c_out", "u", "v"]
+    assert [(loop.variable, loop.stop) for loop in _copy(kernels["pw"], "weight_t").loops] == [
+        ("c_in_chunk", "264"), ("c_out", "32"), ("c_in", "c_in_chunk + 8"), ("u", "1"), ("v", "1")]
     assert [loop.stop for loop in _copy(kernels["fc2"], "weight_t").loops][-1] == "min(k_chunk + 8, 300)"
     rng = np.random.default_rng(5)
     net.load_params(random_params(net, rng))
