@@ -33,11 +33,12 @@ def maxpool2d2_forward(x, out, switch):
     one float dtype; the caller checks every shape, since numba does not bounds-check.
     """
     N = x.shape[0]
+    lowest = x.dtype.type(-np.inf)
     for n in prange(N):
         for c in range(16):
             for i in range(16):
                 for j in range(16):
-                    best = -np.inf
+                    best = lowest
                     best_offset = 0
                     for u in range(2):
                         for v in range(2):

@@ -53,10 +53,14 @@ class NumbaPrinter(PythonCodePrinter):
         return f"exp({self._print(expr.args[0])})"
 
     def _print_Indexed(self, expr):
-        if expr.base not in self.array_names:
-            raise ValueError(f"no array name for tensor {expr.base}")
         indices = ", ".join(self._print(index) for index in expr.indices)
-        return f"{self.array_names[expr.base]}[{indices}]"
+        return f"{self._print(expr.base)}[{indices}]"
+
+    def _print_IndexedBase(self, expr):
+        """The array's name in the kernel (a tensor without one is an error, never a guessed name)."""
+        if expr not in self.array_names:
+            raise ValueError(f"no array name for tensor {expr}")
+        return self.array_names[expr]
 
     def _print_Symbol(self, expr):
         if expr in self.symbol_names:

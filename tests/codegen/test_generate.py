@@ -338,7 +338,7 @@ def test_reductions_and_the_tie_rule_are_printed_from_the_formula(monkeypatch):
     layer = next(layer for layer in load_spec("seed004").layers if layer.kind == "maxpool2d")
     formula, values = lower.layer_formula(layer)
     maximum = lower.forward_kernel(layer, formula, values)
-    assert (maximum.kind, maximum.initial, maximum.window_test) == ("max", "-np.inf", "value > best")
+    assert (maximum.kind, maximum.initial, maximum.window_test) == ("max", "x.dtype.type(-np.inf)", "value > best")
     assert (maximum.window_value, maximum.window_offset, maximum.window_first_offset) == (
         "x[n, c, 2*i + u, 2*j + v]", "2*u + v", "0")
     summed = dataclasses.replace(formula, rhs=sympy.Sum(formula.rhs.function, *formula.rhs.limits))
@@ -357,6 +357,25 @@ def test_reductions_and_the_tie_rule_are_printed_from_the_formula(monkeypatch):
 
     monkeypatch.setattr(window_max, "replaces_first_max", lambda candidate, earlier: candidate >= earlier)
     assert lower.forward_kernel(layer, formula, values).window_test == "value >= best"
+
+
+def test_a_float32_max_pooling_kernel_keeps_its_maximum_in_float32():
+    """The window's maximum starts in the input's dtype, so numba types it float32 for a float32 input
+    (a float64 start would widen every comparison); the result is the same as NumPy's."""
+    import numba
+    import numpy as np
+
+    from generated.seed004 import maxpool2d2
+
+    # Compiled afresh (parallel, as the module compiles it, without its cache), for numba's variable types.
+    forward = numba.njit(parallel=True, error_model="numpy")(maxpool2d2.maxpool2d2_forward.py_func)
+    x = np.random.default_rng(0).standard_normal((2, 16, 32, 32)).astype(np.float32)
+    out, switch = np.empty((2, 16, 16, 16), np.float32), np.empty((2, 16, 16, 16), np.int64)
+    forward(x, out, switch)
+    types = forward.overloads[forward.signatures[0]].type_annotation.typemap
+    maxima = {name: str(kind) for name, kind in types.items() if name.split(".")[0] in ("best", "lowest")}
+    assert maxima and set(maxima.values()) == {"float32"}, maxima
+    np.testing.assert_array_equal(out, x.reshape(2, 16, 16, 2, 16, 2).max(axis=(3, 5)))
 
 
 def test_the_wheel_carries_kernels_regenerated_at_build_time(tmp_path):
