@@ -5,8 +5,9 @@ A record for docs/performance.md ("Schedules from shapes"), not part of the pack
 the generated kernels with PyTorch; this compares two generations of the kernels with each other. Each build
 is a kernel cache (``SYMCNN_CACHE_DIR`` of a ``symcnn bench`` run that compiled it:
 ``<dir>/<module>_<spec digest>_<generator digest>/``), or for a shipped spec a checkout's ``generated/``
-directory, so nothing is compiled here. Each repeat rests 0.3 s, times the before build's step (the mean
-of 5 calls), rests, times the after build's; the medians of the repeats and their ratio are printed.
+directory, so nothing is compiled here. Each repeat times the before build's step as ``symcnn bench`` does
+(``mean_seconds``: a 0.3 s rest, one untimed call, the mean of 5 calls), then the after build's; the medians
+of the repeats and their ratio are printed.
 
 Usage, from the repository root:
     PYTHONPATH=. python docs/bench/ab_train_step.py --before /tmp/cache-before --after /tmp/cache-after \\
@@ -17,18 +18,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
 import numba
 import numpy as np
 
+from symcnn.bench.bench import CALLS_PER_TIMING as CALLS, mean_seconds as seconds  # symcnn bench's timing
 from symcnn.runtime.loader import _forget, import_package
 from symcnn.runtime.network import Network
 from symcnn.spec import load_spec
 
-CALLS = 5
-REST = 0.3
 
 
 def network(spec, root: Path, seed: int) -> Network:
@@ -50,12 +49,6 @@ def network(spec, root: Path, seed: int) -> Network:
     return net
 
 
-def seconds(call) -> float:
-    time.sleep(REST)
-    start = time.perf_counter()
-    for _ in range(CALLS):
-        call()
-    return (time.perf_counter() - start) / CALLS
 
 
 def main() -> None:
@@ -83,8 +76,8 @@ def main() -> None:
         forward: list[list[float]] = [[], []]
         for _ in range(options.repeat):
             for position, net in enumerate(nets):
-                train[position].append(seconds(lambda net=net, x=x, labels=labels: net.train_step(x, labels, 0.001)))
-                forward[position].append(seconds(lambda net=net, x=x: net.forward(x)))
+                train[position].append(seconds(net.train_step, x, labels, 0.001))
+                forward[position].append(seconds(net.forward, x))
         (train_before, train_after), (forward_before, forward_after) = (
             [statistics.median(times) * 1e3 for times in pair] for pair in (train, forward))
         print(f"{name:22s} {train_before:12.2f} {train_after:8.2f} {train_before / train_after:7.2f}x   "

@@ -266,8 +266,16 @@ CALLS_PER_TIMING = 5
 
 
 def mean_seconds(function: Callable, *arguments) -> float:
-    """One timing: a rest of :data:`SETTLE_SECONDS`, then the mean of :data:`CALLS_PER_TIMING` back-to-back calls."""
+    """One timing: a rest of :data:`SETTLE_SECONDS`, one untimed call, then the mean of
+    :data:`CALLS_PER_TIMING` back-to-back calls.
+
+    The untimed call: after a rest of 50 ms or more, the first two parallel regions of a process on this
+    machine class take 4-7 ms each whatever their work (measured with a bare numba ``prange`` loop, and
+    gone when OpenMP binds its threads to cores: the woken worker waits on its master's core until the
+    scheduler moves it; ``docs/bench/wake_penalty.py``). That is a cost of waking, not of the
+    implementation's steady state, and it added about 2 ms to each of 5 calls of a 1 ms pass."""
     time.sleep(SETTLE_SECONDS)
+    function(*arguments)
     start = time.perf_counter()
     for _ in range(CALLS_PER_TIMING):
         function(*arguments)

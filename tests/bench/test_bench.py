@@ -90,3 +90,26 @@ def test_the_startup_report_says_who_compiled_and_the_load_of_each_figure():
     assert lines[5].endswith("0.8 s")  # no load average where none was read
     startup["cold_kernels_from_workers"] = 0
     assert "(every kernel compiled in the process)" in format_startup(startup)
+
+
+def test_a_timing_rests_then_wakes_the_threads_with_one_untimed_call(monkeypatch):
+    """mean_seconds: the rest, one call outside the clock (the first parallel regions after a rest wait
+    for their threads), then the mean of CALLS_PER_TIMING calls. A fake clock: each call takes its number
+    of seconds (the first, untimed, 1 s; the timed ones 2, 3, ...)."""
+    from types import SimpleNamespace
+
+    from symcnn.bench import bench as bench_module
+
+    clock = SimpleNamespace(now=0.0, rests=[], calls=0)
+
+    def call(value):
+        assert value == "x"
+        clock.calls += 1
+        clock.now += clock.calls
+
+    fake_time = SimpleNamespace(sleep=clock.rests.append, perf_counter=lambda: clock.now)
+    monkeypatch.setattr(bench_module, "time", fake_time)
+    timed = bench_module.mean_seconds(call, "x")
+    calls = bench_module.CALLS_PER_TIMING
+    assert clock.rests == [bench_module.SETTLE_SECONDS] and clock.calls == calls + 1
+    assert timed == sum(range(2, calls + 2)) / calls
