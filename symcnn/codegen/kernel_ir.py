@@ -228,7 +228,7 @@ class Kernel:
     # "sum" and "accumulate": what the terms add into, printed (``acc``, or an output element)
     accumulator: str = ""
     # printed identity of the kernel's reduction, where its accumulator starts: ``0.0`` for a sum,
-    # ``-np.inf`` for a max kernel's maximum so far
+    # ``x.dtype.type(-np.inf)`` for a max kernel's maximum so far (in its input's dtype)
     initial: str = ""
     result: Optional[str] = None  # a scalar kernel's return value, printed (the loss's -acc/N)
     switch: Optional[str] = None  # the argmax output of a max kernel
