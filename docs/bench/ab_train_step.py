@@ -29,7 +29,6 @@ from symcnn.runtime.network import Network
 from symcnn.spec import load_spec
 
 
-
 def network(spec, root: Path, seed: int) -> Network:
     """The spec's network on the kernels compiled under ``root``, loaded under the loader's module name (numba's
     cache finds a kernel's module by it), then forgotten so that the other build can take the name."""
@@ -47,8 +46,6 @@ def network(spec, root: Path, seed: int) -> Network:
     net.forward(x)
     _forget(name)
     return net
-
-
 
 
 def main() -> None:

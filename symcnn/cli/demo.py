@@ -233,14 +233,14 @@ def _generated_kernels() -> bool:
     compiled = time.perf_counter() - start
     loss, grads = net.loss_and_grads(x, labels)
     print(f"\nbatch of 64: loss {loss:.4f}\n  gradients of {', '.join(sorted(grads))}")
-    # Timed as `symcnn bench` times: a rest, back-to-back calls, the median of repeats (one call alone
-    # would time the worker threads waking up, a fraction of the throughput bench reports).
+    # Timed as `symcnn bench` times: a rest, an untimed call, back-to-back calls, the median of repeats
+    # (a call after a rest would time the worker threads waking up, not the throughput bench reports).
     step = median_seconds(lambda: net.train_step(x, labels, lr=1e-4))
     print(f"a train step of 64 images (forward, every gradient, SGD update): {step * 1000:.1f} ms, "
           f"{64 / step:,.0f} images/s")
     _say(f"(the median of 5 timings of {CALLS_PER_TIMING} back-to-back steps, each after a {SETTLE_SECONDS:g} s "
-         f"rest, as `symcnn bench seed004` times it; the first call took {compiled:.1f} s: numba compiling, "
-         "or loading its cache)", indent="  ")
+         f"rest and one untimed step, as `symcnn bench seed004` times it; the first call took {compiled:.1f} s: "
+         "numba compiling, or loading its cache)", indent="  ")
 
     # Finite differences, float64, on sampled coordinates of the full-size network.
     net64 = Network.from_spec("seed004", dtype="float64", seed=0)
