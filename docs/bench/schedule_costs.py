@@ -56,9 +56,10 @@ CALLS = 2
 
 def layer_of(shape) -> LayerSpec:
     if len(shape) == 2:
-        text = spec_toml({"name": "calibration", "input": [shape[0]], "loss": "softmax_cross_entropy",
-                          "layers": [{"type": "dense", "name": "fc", "out_features": shape[1]}]})
-        return parse_spec(text).layers[0]
+        # a spec's input is an image: the features as channels of a 1 x 1 one, flattened
+        text = spec_toml({"name": "calibration", "input": [shape[0], 1, 1], "loss": "softmax_cross_entropy",
+                          "layers": [{"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": shape[1]}]})
+        return parse_spec(text).layers[1]
     c_in, c_out, size, kernel, padding, groups = shape
     conv = {"type": "conv2d", "name": "conv", "out_channels": c_out, "kernel": kernel, "padding": padding,
             "groups": groups, "bias": groups == 1}

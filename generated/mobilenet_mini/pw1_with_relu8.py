@@ -23,7 +23,7 @@ numba.config.SLP_VECTORIZE = 1
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def pw1_with_relu8_folded_forward_block0_wide(i, tile, weight_t, x_padded):
+def pw1_with_relu8_folded_forward_block0_wide(i, n, tile, weight_t, x):
     """One row of pw1_with_relu8_folded_forward's tile, in blocks of 128 local variables."""
     wide_vectors()
     for j in range(0, 16, 4):
@@ -158,10 +158,10 @@ def pw1_with_relu8_folded_forward_block0_wide(i, tile, weight_t, x_padded):
             acc3_31 = tile[j + 3, group + 31]
             for c_in in range(16):
                 for u in range(1):
-                    broadcast0 = x_padded[c_in, i + u, j]
-                    broadcast1 = x_padded[c_in, i + u, j + 1]
-                    broadcast2 = x_padded[c_in, i + u, j + 2]
-                    broadcast3 = x_padded[c_in, i + u, j + 3]
+                    broadcast0 = x[n, c_in, i + u, j]
+                    broadcast1 = x[n, c_in, i + u, j + 1]
+                    broadcast2 = x[n, c_in, i + u, j + 2]
+                    broadcast3 = x[n, c_in, i + u, j + 3]
                     streamed0 = weight_t[c_in, u, 0, group]
                     streamed1 = weight_t[c_in, u, 0, group + 1]
                     streamed2 = weight_t[c_in, u, 0, group + 2]
@@ -453,7 +453,7 @@ def pw1_with_relu8_folded_forward_block0_wide(i, tile, weight_t, x_padded):
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def pw1_with_relu8_folded_forward_block0_narrow(i, tile, weight_t, x_padded):
+def pw1_with_relu8_folded_forward_block0_narrow(i, n, tile, weight_t, x):
     """One row of pw1_with_relu8_folded_forward's tile, in blocks of 64 local variables."""
     wide_vectors()
     for j in range(0, 16, 2):
@@ -524,8 +524,8 @@ def pw1_with_relu8_folded_forward_block0_narrow(i, tile, weight_t, x_padded):
             acc1_31 = tile[j + 1, group + 31]
             for c_in in range(16):
                 for u in range(1):
-                    broadcast0 = x_padded[c_in, i + u, j]
-                    broadcast1 = x_padded[c_in, i + u, j + 1]
+                    broadcast0 = x[n, c_in, i + u, j]
+                    broadcast1 = x[n, c_in, i + u, j + 1]
                     streamed0 = weight_t[c_in, u, 0, group]
                     streamed1 = weight_t[c_in, u, 0, group + 1]
                     streamed2 = weight_t[c_in, u, 0, group + 2]
@@ -724,17 +724,12 @@ def pw1_with_relu8_folded_forward(x, weight, bias, out):
     for item in prange(2*N):
         n = (item) // 2
         part = item % 2
-        x_padded = np.empty((16, 16, 16,), dtype=x.dtype)
-        for a1 in range(16):
-            for a2 in range(max(0, 8*part), min(16, 8*part + 8)):
-                for a3 in range(16):
-                    x_padded[a1, a2, a3] = x[n, a1, a2, a3]
         tile = np.empty((16, 32,), dtype=x.dtype)
         for i in range(8*part, 8*part + 8):
             for j in range(16):
                 for c_out in range(lanes):
                     tile[j, c_out] = bias[c_out]
-            pw1_with_relu8_folded_forward_block0(i, tile, weight_t, x_padded)
+            pw1_with_relu8_folded_forward_block0(i, n, tile, weight_t, x)
             for c_out in range(lanes):
                 for j in range(16):
                     stored = tile[j, c_out]

@@ -23,7 +23,7 @@ numba.config.SLP_VECTORIZE = 1
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def pw3_forward_block0_wide(i, tile, weight_t, x_padded):
+def pw3_forward_block0_wide(i, n, tile, weight_t, x):
     """One row of pw3_forward's tile, in blocks of 128 local variables."""
     wide_vectors()
     for j in range(0, 8, 4):
@@ -158,10 +158,10 @@ def pw3_forward_block0_wide(i, tile, weight_t, x_padded):
             acc3_31 = tile[j + 3, group + 31]
             for c_in in range(64):
                 for u in range(1):
-                    broadcast0 = x_padded[c_in, i + u, j]
-                    broadcast1 = x_padded[c_in, i + u, j + 1]
-                    broadcast2 = x_padded[c_in, i + u, j + 2]
-                    broadcast3 = x_padded[c_in, i + u, j + 3]
+                    broadcast0 = x[n, c_in, i + u, j]
+                    broadcast1 = x[n, c_in, i + u, j + 1]
+                    broadcast2 = x[n, c_in, i + u, j + 2]
+                    broadcast3 = x[n, c_in, i + u, j + 3]
                     streamed0 = weight_t[c_in, u, 0, group]
                     streamed1 = weight_t[c_in, u, 0, group + 1]
                     streamed2 = weight_t[c_in, u, 0, group + 2]
@@ -453,7 +453,7 @@ def pw3_forward_block0_wide(i, tile, weight_t, x_padded):
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def pw3_forward_block0_narrow(i, tile, weight_t, x_padded):
+def pw3_forward_block0_narrow(i, n, tile, weight_t, x):
     """One row of pw3_forward's tile, in blocks of 64 local variables."""
     wide_vectors()
     for j in range(0, 8, 2):
@@ -524,8 +524,8 @@ def pw3_forward_block0_narrow(i, tile, weight_t, x_padded):
             acc1_31 = tile[j + 1, group + 31]
             for c_in in range(64):
                 for u in range(1):
-                    broadcast0 = x_padded[c_in, i + u, j]
-                    broadcast1 = x_padded[c_in, i + u, j + 1]
+                    broadcast0 = x[n, c_in, i + u, j]
+                    broadcast1 = x[n, c_in, i + u, j + 1]
                     streamed0 = weight_t[c_in, u, 0, group]
                     streamed1 = weight_t[c_in, u, 0, group + 1]
                     streamed2 = weight_t[c_in, u, 0, group + 2]
@@ -717,17 +717,12 @@ def pw3_forward(x, weight, out):
     for item in prange(2*N):
         n = (item) // 2
         part = item % 2
-        x_padded = np.empty((64, 8, 8,), dtype=x.dtype)
-        for a1 in range(64):
-            for a2 in range(max(0, 4*part), min(8, 4*part + 4)):
-                for a3 in range(8):
-                    x_padded[a1, a2, a3] = x[n, a1, a2, a3]
         tile = np.empty((8, 64,), dtype=x.dtype)
         for i in range(4*part, 4*part + 4):
             for j in range(8):
                 for c_out in range(lanes):
                     tile[j, c_out] = 0.0
-            pw3_forward_block0(i, tile, weight_t, x_padded)
+            pw3_forward_block0(i, n, tile, weight_t, x)
             for c_out in range(lanes):
                 for j in range(8):
                     out[n, c_out, i, j] = tile[j, c_out]
@@ -1523,7 +1518,7 @@ def pw3_grad_input(grad_output, weight, grad_input):
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def pw3_grad_weight_block0_wide(grad_output_t, tile, x_padded):
+def pw3_grad_weight_block0_wide(grad_output_t, n, tile, x):
     """One image's sums into pw3_grad_weight's tile, in blocks of 128 local variables."""
     wide_vectors()
     for u in range(1):
@@ -1660,22 +1655,22 @@ def pw3_grad_weight_block0_wide(grad_output_t, tile, x_padded):
                     acc3_31 = tile[c_in + 3, u, v, group + 31]
                     for i in range(8):
                         for j in range(0, 8, 4):
-                            broadcast0 = x_padded[c_in, i + u, j + v]
-                            broadcast1 = x_padded[c_in, i + u, j + v + 1]
-                            broadcast2 = x_padded[c_in, i + u, j + v + 2]
-                            broadcast3 = x_padded[c_in, i + u, j + v + 3]
-                            broadcast4 = x_padded[c_in + 1, i + u, j + v]
-                            broadcast5 = x_padded[c_in + 1, i + u, j + v + 1]
-                            broadcast6 = x_padded[c_in + 1, i + u, j + v + 2]
-                            broadcast7 = x_padded[c_in + 1, i + u, j + v + 3]
-                            broadcast8 = x_padded[c_in + 2, i + u, j + v]
-                            broadcast9 = x_padded[c_in + 2, i + u, j + v + 1]
-                            broadcast10 = x_padded[c_in + 2, i + u, j + v + 2]
-                            broadcast11 = x_padded[c_in + 2, i + u, j + v + 3]
-                            broadcast12 = x_padded[c_in + 3, i + u, j + v]
-                            broadcast13 = x_padded[c_in + 3, i + u, j + v + 1]
-                            broadcast14 = x_padded[c_in + 3, i + u, j + v + 2]
-                            broadcast15 = x_padded[c_in + 3, i + u, j + v + 3]
+                            broadcast0 = x[n, c_in, i + u, j + v]
+                            broadcast1 = x[n, c_in, i + u, j + v + 1]
+                            broadcast2 = x[n, c_in, i + u, j + v + 2]
+                            broadcast3 = x[n, c_in, i + u, j + v + 3]
+                            broadcast4 = x[n, c_in + 1, i + u, j + v]
+                            broadcast5 = x[n, c_in + 1, i + u, j + v + 1]
+                            broadcast6 = x[n, c_in + 1, i + u, j + v + 2]
+                            broadcast7 = x[n, c_in + 1, i + u, j + v + 3]
+                            broadcast8 = x[n, c_in + 2, i + u, j + v]
+                            broadcast9 = x[n, c_in + 2, i + u, j + v + 1]
+                            broadcast10 = x[n, c_in + 2, i + u, j + v + 2]
+                            broadcast11 = x[n, c_in + 2, i + u, j + v + 3]
+                            broadcast12 = x[n, c_in + 3, i + u, j + v]
+                            broadcast13 = x[n, c_in + 3, i + u, j + v + 1]
+                            broadcast14 = x[n, c_in + 3, i + u, j + v + 2]
+                            broadcast15 = x[n, c_in + 3, i + u, j + v + 3]
                             streamed0 = grad_output_t[i, j, group]
                             streamed1 = grad_output_t[i, j + 1, group]
                             streamed2 = grad_output_t[i, j + 2, group]
@@ -2063,7 +2058,7 @@ def pw3_grad_weight_block0_wide(grad_output_t, tile, x_padded):
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def pw3_grad_weight_block0_narrow(grad_output_t, tile, x_padded):
+def pw3_grad_weight_block0_narrow(grad_output_t, n, tile, x):
     """One image's sums into pw3_grad_weight's tile, in blocks of 64 local variables."""
     wide_vectors()
     for u in range(1):
@@ -2136,14 +2131,14 @@ def pw3_grad_weight_block0_narrow(grad_output_t, tile, x_padded):
                     acc1_31 = tile[c_in + 1, u, v, group + 31]
                     for i in range(8):
                         for j in range(0, 8, 4):
-                            broadcast0 = x_padded[c_in, i + u, j + v]
-                            broadcast1 = x_padded[c_in, i + u, j + v + 1]
-                            broadcast2 = x_padded[c_in, i + u, j + v + 2]
-                            broadcast3 = x_padded[c_in, i + u, j + v + 3]
-                            broadcast4 = x_padded[c_in + 1, i + u, j + v]
-                            broadcast5 = x_padded[c_in + 1, i + u, j + v + 1]
-                            broadcast6 = x_padded[c_in + 1, i + u, j + v + 2]
-                            broadcast7 = x_padded[c_in + 1, i + u, j + v + 3]
+                            broadcast0 = x[n, c_in, i + u, j + v]
+                            broadcast1 = x[n, c_in, i + u, j + v + 1]
+                            broadcast2 = x[n, c_in, i + u, j + v + 2]
+                            broadcast3 = x[n, c_in, i + u, j + v + 3]
+                            broadcast4 = x[n, c_in + 1, i + u, j + v]
+                            broadcast5 = x[n, c_in + 1, i + u, j + v + 1]
+                            broadcast6 = x[n, c_in + 1, i + u, j + v + 2]
+                            broadcast7 = x[n, c_in + 1, i + u, j + v + 3]
                             streamed0 = grad_output_t[i, j, group]
                             streamed1 = grad_output_t[i, j + 1, group]
                             streamed2 = grad_output_t[i, j + 2, group]
@@ -2431,18 +2426,13 @@ def pw3_grad_weight(grad_output, x, grad_weight):
         # are then constants, so that LLVM can tell its rows apart and vectorize the blocked
         # updates (measured: a view made blocked kernels 10x slower, their scalar fallback).
         tile = np.zeros((64, 1, 1, 64,), dtype=grad_output.dtype)
-        x_padded = np.empty((64, 8, 8,), dtype=grad_output.dtype)
         grad_output_t = np.empty((8, 8, 64,), dtype=grad_output.dtype)
         for n in range((N*chunk) // chunks, (N*(chunk + 1)) // chunks):
-            for a1 in range(64):
-                for a2 in range(8):
-                    for a3 in range(8):
-                        x_padded[a1, a2, a3] = x[n, a1, a2, a3]
             for i in range(8):
                 for j in range(8):
                     for c_out in range(64):
                         grad_output_t[i, j, c_out] = grad_output[n, c_out, i, j]
-            pw3_grad_weight_block0(grad_output_t, tile, x_padded)
+            pw3_grad_weight_block0(grad_output_t, n, tile, x)
         # element by element: ``tiles[chunk] = tile`` would have numba compile its shape-mismatch
         # message (string formatting), 4-5 s in every process that compiles a weight gradient
         for c_in in range(64):
@@ -2461,7 +2451,7 @@ def pw3_grad_weight(grad_output, x, grad_weight):
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def pw3_folded_forward_block0_wide(i, tile, weight_t, x_padded):
+def pw3_folded_forward_block0_wide(i, n, tile, weight_t, x):
     """One row of pw3_folded_forward's tile, in blocks of 128 local variables."""
     wide_vectors()
     for j in range(0, 8, 4):
@@ -2596,10 +2586,10 @@ def pw3_folded_forward_block0_wide(i, tile, weight_t, x_padded):
             acc3_31 = tile[j + 3, group + 31]
             for c_in in range(64):
                 for u in range(1):
-                    broadcast0 = x_padded[c_in, i + u, j]
-                    broadcast1 = x_padded[c_in, i + u, j + 1]
-                    broadcast2 = x_padded[c_in, i + u, j + 2]
-                    broadcast3 = x_padded[c_in, i + u, j + 3]
+                    broadcast0 = x[n, c_in, i + u, j]
+                    broadcast1 = x[n, c_in, i + u, j + 1]
+                    broadcast2 = x[n, c_in, i + u, j + 2]
+                    broadcast3 = x[n, c_in, i + u, j + 3]
                     streamed0 = weight_t[c_in, u, 0, group]
                     streamed1 = weight_t[c_in, u, 0, group + 1]
                     streamed2 = weight_t[c_in, u, 0, group + 2]
@@ -2891,7 +2881,7 @@ def pw3_folded_forward_block0_wide(i, tile, weight_t, x_padded):
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def pw3_folded_forward_block0_narrow(i, tile, weight_t, x_padded):
+def pw3_folded_forward_block0_narrow(i, n, tile, weight_t, x):
     """One row of pw3_folded_forward's tile, in blocks of 64 local variables."""
     wide_vectors()
     for j in range(0, 8, 2):
@@ -2962,8 +2952,8 @@ def pw3_folded_forward_block0_narrow(i, tile, weight_t, x_padded):
             acc1_31 = tile[j + 1, group + 31]
             for c_in in range(64):
                 for u in range(1):
-                    broadcast0 = x_padded[c_in, i + u, j]
-                    broadcast1 = x_padded[c_in, i + u, j + 1]
+                    broadcast0 = x[n, c_in, i + u, j]
+                    broadcast1 = x[n, c_in, i + u, j + 1]
                     streamed0 = weight_t[c_in, u, 0, group]
                     streamed1 = weight_t[c_in, u, 0, group + 1]
                     streamed2 = weight_t[c_in, u, 0, group + 2]
@@ -3155,17 +3145,12 @@ def pw3_folded_forward(x, weight, bias, out):
     for item in prange(2*N):
         n = (item) // 2
         part = item % 2
-        x_padded = np.empty((64, 8, 8,), dtype=x.dtype)
-        for a1 in range(64):
-            for a2 in range(max(0, 4*part), min(8, 4*part + 4)):
-                for a3 in range(8):
-                    x_padded[a1, a2, a3] = x[n, a1, a2, a3]
         tile = np.empty((8, 64,), dtype=x.dtype)
         for i in range(4*part, 4*part + 4):
             for j in range(8):
                 for c_out in range(lanes):
                     tile[j, c_out] = bias[c_out]
-            pw3_folded_forward_block0(i, tile, weight_t, x_padded)
+            pw3_folded_forward_block0(i, n, tile, weight_t, x)
             for c_out in range(lanes):
                 for j in range(8):
                     out[n, c_out, i, j] = tile[j, c_out]

@@ -870,7 +870,7 @@ def b2_conv1_forward(x, weight, out):
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def b2_conv1_grad_input_block0_wide(grad_output_padded, q_k, tile, weight_p00_t):
+def b2_conv1_grad_input_block0_wide(grad_output, n, q_k, tile, weight_p00_t):
     """One row of b2_conv1_grad_input's tile, in blocks of 128 local variables."""
     wide_vectors()
     for q_l in range(0, 16, 8):
@@ -1006,38 +1006,38 @@ def b2_conv1_grad_input_block0_wide(grad_output_padded, q_k, tile, weight_p00_t)
             for t_u in range(1):
                 for t_v in range(1):
                     for c_out in range(0, 32, 4):
-                        broadcast0 = grad_output_padded[c_out, q_k - t_u, q_l - t_v]
-                        broadcast1 = grad_output_padded[c_out + 1, q_k - t_u, q_l - t_v]
-                        broadcast2 = grad_output_padded[c_out + 2, q_k - t_u, q_l - t_v]
-                        broadcast3 = grad_output_padded[c_out + 3, q_k - t_u, q_l - t_v]
-                        broadcast4 = grad_output_padded[c_out, q_k - t_u, q_l - t_v + 1]
-                        broadcast5 = grad_output_padded[c_out + 1, q_k - t_u, q_l - t_v + 1]
-                        broadcast6 = grad_output_padded[c_out + 2, q_k - t_u, q_l - t_v + 1]
-                        broadcast7 = grad_output_padded[c_out + 3, q_k - t_u, q_l - t_v + 1]
-                        broadcast8 = grad_output_padded[c_out, q_k - t_u, q_l - t_v + 2]
-                        broadcast9 = grad_output_padded[c_out + 1, q_k - t_u, q_l - t_v + 2]
-                        broadcast10 = grad_output_padded[c_out + 2, q_k - t_u, q_l - t_v + 2]
-                        broadcast11 = grad_output_padded[c_out + 3, q_k - t_u, q_l - t_v + 2]
-                        broadcast12 = grad_output_padded[c_out, q_k - t_u, q_l - t_v + 3]
-                        broadcast13 = grad_output_padded[c_out + 1, q_k - t_u, q_l - t_v + 3]
-                        broadcast14 = grad_output_padded[c_out + 2, q_k - t_u, q_l - t_v + 3]
-                        broadcast15 = grad_output_padded[c_out + 3, q_k - t_u, q_l - t_v + 3]
-                        broadcast16 = grad_output_padded[c_out, q_k - t_u, q_l - t_v + 4]
-                        broadcast17 = grad_output_padded[c_out + 1, q_k - t_u, q_l - t_v + 4]
-                        broadcast18 = grad_output_padded[c_out + 2, q_k - t_u, q_l - t_v + 4]
-                        broadcast19 = grad_output_padded[c_out + 3, q_k - t_u, q_l - t_v + 4]
-                        broadcast20 = grad_output_padded[c_out, q_k - t_u, q_l - t_v + 5]
-                        broadcast21 = grad_output_padded[c_out + 1, q_k - t_u, q_l - t_v + 5]
-                        broadcast22 = grad_output_padded[c_out + 2, q_k - t_u, q_l - t_v + 5]
-                        broadcast23 = grad_output_padded[c_out + 3, q_k - t_u, q_l - t_v + 5]
-                        broadcast24 = grad_output_padded[c_out, q_k - t_u, q_l - t_v + 6]
-                        broadcast25 = grad_output_padded[c_out + 1, q_k - t_u, q_l - t_v + 6]
-                        broadcast26 = grad_output_padded[c_out + 2, q_k - t_u, q_l - t_v + 6]
-                        broadcast27 = grad_output_padded[c_out + 3, q_k - t_u, q_l - t_v + 6]
-                        broadcast28 = grad_output_padded[c_out, q_k - t_u, q_l - t_v + 7]
-                        broadcast29 = grad_output_padded[c_out + 1, q_k - t_u, q_l - t_v + 7]
-                        broadcast30 = grad_output_padded[c_out + 2, q_k - t_u, q_l - t_v + 7]
-                        broadcast31 = grad_output_padded[c_out + 3, q_k - t_u, q_l - t_v + 7]
+                        broadcast0 = grad_output[n, c_out, q_k - t_u, q_l - t_v]
+                        broadcast1 = grad_output[n, c_out + 1, q_k - t_u, q_l - t_v]
+                        broadcast2 = grad_output[n, c_out + 2, q_k - t_u, q_l - t_v]
+                        broadcast3 = grad_output[n, c_out + 3, q_k - t_u, q_l - t_v]
+                        broadcast4 = grad_output[n, c_out, q_k - t_u, q_l - t_v + 1]
+                        broadcast5 = grad_output[n, c_out + 1, q_k - t_u, q_l - t_v + 1]
+                        broadcast6 = grad_output[n, c_out + 2, q_k - t_u, q_l - t_v + 1]
+                        broadcast7 = grad_output[n, c_out + 3, q_k - t_u, q_l - t_v + 1]
+                        broadcast8 = grad_output[n, c_out, q_k - t_u, q_l - t_v + 2]
+                        broadcast9 = grad_output[n, c_out + 1, q_k - t_u, q_l - t_v + 2]
+                        broadcast10 = grad_output[n, c_out + 2, q_k - t_u, q_l - t_v + 2]
+                        broadcast11 = grad_output[n, c_out + 3, q_k - t_u, q_l - t_v + 2]
+                        broadcast12 = grad_output[n, c_out, q_k - t_u, q_l - t_v + 3]
+                        broadcast13 = grad_output[n, c_out + 1, q_k - t_u, q_l - t_v + 3]
+                        broadcast14 = grad_output[n, c_out + 2, q_k - t_u, q_l - t_v + 3]
+                        broadcast15 = grad_output[n, c_out + 3, q_k - t_u, q_l - t_v + 3]
+                        broadcast16 = grad_output[n, c_out, q_k - t_u, q_l - t_v + 4]
+                        broadcast17 = grad_output[n, c_out + 1, q_k - t_u, q_l - t_v + 4]
+                        broadcast18 = grad_output[n, c_out + 2, q_k - t_u, q_l - t_v + 4]
+                        broadcast19 = grad_output[n, c_out + 3, q_k - t_u, q_l - t_v + 4]
+                        broadcast20 = grad_output[n, c_out, q_k - t_u, q_l - t_v + 5]
+                        broadcast21 = grad_output[n, c_out + 1, q_k - t_u, q_l - t_v + 5]
+                        broadcast22 = grad_output[n, c_out + 2, q_k - t_u, q_l - t_v + 5]
+                        broadcast23 = grad_output[n, c_out + 3, q_k - t_u, q_l - t_v + 5]
+                        broadcast24 = grad_output[n, c_out, q_k - t_u, q_l - t_v + 6]
+                        broadcast25 = grad_output[n, c_out + 1, q_k - t_u, q_l - t_v + 6]
+                        broadcast26 = grad_output[n, c_out + 2, q_k - t_u, q_l - t_v + 6]
+                        broadcast27 = grad_output[n, c_out + 3, q_k - t_u, q_l - t_v + 6]
+                        broadcast28 = grad_output[n, c_out, q_k - t_u, q_l - t_v + 7]
+                        broadcast29 = grad_output[n, c_out + 1, q_k - t_u, q_l - t_v + 7]
+                        broadcast30 = grad_output[n, c_out + 2, q_k - t_u, q_l - t_v + 7]
+                        broadcast31 = grad_output[n, c_out + 3, q_k - t_u, q_l - t_v + 7]
                         streamed0 = weight_p00_t[c_out, t_u, t_v, group]
                         streamed1 = weight_p00_t[c_out + 1, t_u, t_v, group]
                         streamed2 = weight_p00_t[c_out + 2, t_u, t_v, group]
@@ -1361,7 +1361,7 @@ def b2_conv1_grad_input_block0_wide(grad_output_padded, q_k, tile, weight_p00_t)
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def b2_conv1_grad_input_block0_narrow(grad_output_padded, q_k, tile, weight_p00_t):
+def b2_conv1_grad_input_block0_narrow(grad_output, n, q_k, tile, weight_p00_t):
     """One row of b2_conv1_grad_input's tile, in blocks of 64 local variables."""
     wide_vectors()
     for q_l in range(0, 16, 4):
@@ -1433,22 +1433,22 @@ def b2_conv1_grad_input_block0_narrow(grad_output_padded, q_k, tile, weight_p00_
             for t_u in range(1):
                 for t_v in range(1):
                     for c_out in range(0, 32, 4):
-                        broadcast0 = grad_output_padded[c_out, q_k - t_u, q_l - t_v]
-                        broadcast1 = grad_output_padded[c_out + 1, q_k - t_u, q_l - t_v]
-                        broadcast2 = grad_output_padded[c_out + 2, q_k - t_u, q_l - t_v]
-                        broadcast3 = grad_output_padded[c_out + 3, q_k - t_u, q_l - t_v]
-                        broadcast4 = grad_output_padded[c_out, q_k - t_u, q_l - t_v + 1]
-                        broadcast5 = grad_output_padded[c_out + 1, q_k - t_u, q_l - t_v + 1]
-                        broadcast6 = grad_output_padded[c_out + 2, q_k - t_u, q_l - t_v + 1]
-                        broadcast7 = grad_output_padded[c_out + 3, q_k - t_u, q_l - t_v + 1]
-                        broadcast8 = grad_output_padded[c_out, q_k - t_u, q_l - t_v + 2]
-                        broadcast9 = grad_output_padded[c_out + 1, q_k - t_u, q_l - t_v + 2]
-                        broadcast10 = grad_output_padded[c_out + 2, q_k - t_u, q_l - t_v + 2]
-                        broadcast11 = grad_output_padded[c_out + 3, q_k - t_u, q_l - t_v + 2]
-                        broadcast12 = grad_output_padded[c_out, q_k - t_u, q_l - t_v + 3]
-                        broadcast13 = grad_output_padded[c_out + 1, q_k - t_u, q_l - t_v + 3]
-                        broadcast14 = grad_output_padded[c_out + 2, q_k - t_u, q_l - t_v + 3]
-                        broadcast15 = grad_output_padded[c_out + 3, q_k - t_u, q_l - t_v + 3]
+                        broadcast0 = grad_output[n, c_out, q_k - t_u, q_l - t_v]
+                        broadcast1 = grad_output[n, c_out + 1, q_k - t_u, q_l - t_v]
+                        broadcast2 = grad_output[n, c_out + 2, q_k - t_u, q_l - t_v]
+                        broadcast3 = grad_output[n, c_out + 3, q_k - t_u, q_l - t_v]
+                        broadcast4 = grad_output[n, c_out, q_k - t_u, q_l - t_v + 1]
+                        broadcast5 = grad_output[n, c_out + 1, q_k - t_u, q_l - t_v + 1]
+                        broadcast6 = grad_output[n, c_out + 2, q_k - t_u, q_l - t_v + 1]
+                        broadcast7 = grad_output[n, c_out + 3, q_k - t_u, q_l - t_v + 1]
+                        broadcast8 = grad_output[n, c_out, q_k - t_u, q_l - t_v + 2]
+                        broadcast9 = grad_output[n, c_out + 1, q_k - t_u, q_l - t_v + 2]
+                        broadcast10 = grad_output[n, c_out + 2, q_k - t_u, q_l - t_v + 2]
+                        broadcast11 = grad_output[n, c_out + 3, q_k - t_u, q_l - t_v + 2]
+                        broadcast12 = grad_output[n, c_out, q_k - t_u, q_l - t_v + 3]
+                        broadcast13 = grad_output[n, c_out + 1, q_k - t_u, q_l - t_v + 3]
+                        broadcast14 = grad_output[n, c_out + 2, q_k - t_u, q_l - t_v + 3]
+                        broadcast15 = grad_output[n, c_out + 3, q_k - t_u, q_l - t_v + 3]
                         streamed0 = weight_p00_t[c_out, t_u, t_v, group]
                         streamed1 = weight_p00_t[c_out + 1, t_u, t_v, group]
                         streamed2 = weight_p00_t[c_out + 2, t_u, t_v, group]
@@ -3722,17 +3722,12 @@ def b2_conv1_grad_input(grad_output, weight, grad_input):
     for item in prange(2*N):
         n = (item) // 2
         part = item % 2
-        grad_output_padded = np.empty((32, 16, 16,), dtype=grad_output.dtype)
-        for a1 in range(32):
-            for a2 in range(max(0, 8*part), min(16, 8*part + 8)):
-                for a3 in range(16):
-                    grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
         tile = np.empty((16, 16,), dtype=grad_output.dtype)
         for q_k in range(8*part, 8*part + 8):
             for q_l in range(16):
                 for c_in in range(lanes):
                     tile[q_l, c_in] = 0.0
-            b2_conv1_grad_input_block0(grad_output_padded, q_k, tile, weight_p00_t)
+            b2_conv1_grad_input_block0(grad_output, n, q_k, tile, weight_p00_t)
             for c_in in range(lanes):
                 for q_l in range(16):
                     grad_input_p00[n, c_in, q_k, q_l] = tile[q_l, c_in]

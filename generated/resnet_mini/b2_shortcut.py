@@ -23,7 +23,7 @@ numba.config.SLP_VECTORIZE = 1
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def b2_shortcut_forward_block0_wide(i, tile, weight_t, x_padded):
+def b2_shortcut_forward_block0_wide(i, n, tile, weight_t, x):
     """One row of b2_shortcut_forward's tile, in blocks of 128 local variables."""
     wide_vectors()
     for j in range(0, 16, 4):
@@ -158,10 +158,10 @@ def b2_shortcut_forward_block0_wide(i, tile, weight_t, x_padded):
             acc3_31 = tile[j + 3, group + 31]
             for c_in in range(16):
                 for u in range(1):
-                    broadcast0 = x_padded[c_in, 2*i + u, 2*j]
-                    broadcast1 = x_padded[c_in, 2*i + u, 2*j + 2]
-                    broadcast2 = x_padded[c_in, 2*i + u, 2*j + 4]
-                    broadcast3 = x_padded[c_in, 2*i + u, 2*j + 6]
+                    broadcast0 = x[n, c_in, 2*i + u, 2*j]
+                    broadcast1 = x[n, c_in, 2*i + u, 2*j + 2]
+                    broadcast2 = x[n, c_in, 2*i + u, 2*j + 4]
+                    broadcast3 = x[n, c_in, 2*i + u, 2*j + 6]
                     streamed0 = weight_t[c_in, u, 0, group]
                     streamed1 = weight_t[c_in, u, 0, group + 1]
                     streamed2 = weight_t[c_in, u, 0, group + 2]
@@ -453,7 +453,7 @@ def b2_shortcut_forward_block0_wide(i, tile, weight_t, x_padded):
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def b2_shortcut_forward_block0_narrow(i, tile, weight_t, x_padded):
+def b2_shortcut_forward_block0_narrow(i, n, tile, weight_t, x):
     """One row of b2_shortcut_forward's tile, in blocks of 64 local variables."""
     wide_vectors()
     for j in range(0, 16, 2):
@@ -524,8 +524,8 @@ def b2_shortcut_forward_block0_narrow(i, tile, weight_t, x_padded):
             acc1_31 = tile[j + 1, group + 31]
             for c_in in range(16):
                 for u in range(1):
-                    broadcast0 = x_padded[c_in, 2*i + u, 2*j]
-                    broadcast1 = x_padded[c_in, 2*i + u, 2*j + 2]
+                    broadcast0 = x[n, c_in, 2*i + u, 2*j]
+                    broadcast1 = x[n, c_in, 2*i + u, 2*j + 2]
                     streamed0 = weight_t[c_in, u, 0, group]
                     streamed1 = weight_t[c_in, u, 0, group + 1]
                     streamed2 = weight_t[c_in, u, 0, group + 2]
@@ -717,17 +717,12 @@ def b2_shortcut_forward(x, weight, out):
     for item in prange(2*N):
         n = (item) // 2
         part = item % 2
-        x_padded = np.empty((16, 32, 32,), dtype=x.dtype)
-        for a1 in range(16):
-            for a2 in range(max(0, 16*part), min(32, 16*part + 15)):
-                for a3 in range(32):
-                    x_padded[a1, a2, a3] = x[n, a1, a2, a3]
         tile = np.empty((16, 32,), dtype=x.dtype)
         for i in range(8*part, 8*part + 8):
             for j in range(16):
                 for c_out in range(lanes):
                     tile[j, c_out] = 0.0
-            b2_shortcut_forward_block0(i, tile, weight_t, x_padded)
+            b2_shortcut_forward_block0(i, n, tile, weight_t, x)
             for c_out in range(lanes):
                 for j in range(16):
                     out[n, c_out, i, j] = tile[j, c_out]
@@ -1579,7 +1574,7 @@ def b2_shortcut_grad_input(grad_output, weight, grad_input):
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def b2_shortcut_grad_weight_block0_wide(grad_output_t, tile, x_padded):
+def b2_shortcut_grad_weight_block0_wide(grad_output_t, n, tile, x):
     """One image's sums into b2_shortcut_grad_weight's tile, in blocks of 128 local variables."""
     wide_vectors()
     for u in range(1):
@@ -1716,22 +1711,22 @@ def b2_shortcut_grad_weight_block0_wide(grad_output_t, tile, x_padded):
                     acc3_31 = tile[c_in + 3, u, v, group + 31]
                     for i in range(16):
                         for j in range(0, 16, 4):
-                            broadcast0 = x_padded[c_in, 2*i + u, 2*j + v]
-                            broadcast1 = x_padded[c_in, 2*i + u, 2*j + v + 2]
-                            broadcast2 = x_padded[c_in, 2*i + u, 2*j + v + 4]
-                            broadcast3 = x_padded[c_in, 2*i + u, 2*j + v + 6]
-                            broadcast4 = x_padded[c_in + 1, 2*i + u, 2*j + v]
-                            broadcast5 = x_padded[c_in + 1, 2*i + u, 2*j + v + 2]
-                            broadcast6 = x_padded[c_in + 1, 2*i + u, 2*j + v + 4]
-                            broadcast7 = x_padded[c_in + 1, 2*i + u, 2*j + v + 6]
-                            broadcast8 = x_padded[c_in + 2, 2*i + u, 2*j + v]
-                            broadcast9 = x_padded[c_in + 2, 2*i + u, 2*j + v + 2]
-                            broadcast10 = x_padded[c_in + 2, 2*i + u, 2*j + v + 4]
-                            broadcast11 = x_padded[c_in + 2, 2*i + u, 2*j + v + 6]
-                            broadcast12 = x_padded[c_in + 3, 2*i + u, 2*j + v]
-                            broadcast13 = x_padded[c_in + 3, 2*i + u, 2*j + v + 2]
-                            broadcast14 = x_padded[c_in + 3, 2*i + u, 2*j + v + 4]
-                            broadcast15 = x_padded[c_in + 3, 2*i + u, 2*j + v + 6]
+                            broadcast0 = x[n, c_in, 2*i + u, 2*j + v]
+                            broadcast1 = x[n, c_in, 2*i + u, 2*j + v + 2]
+                            broadcast2 = x[n, c_in, 2*i + u, 2*j + v + 4]
+                            broadcast3 = x[n, c_in, 2*i + u, 2*j + v + 6]
+                            broadcast4 = x[n, c_in + 1, 2*i + u, 2*j + v]
+                            broadcast5 = x[n, c_in + 1, 2*i + u, 2*j + v + 2]
+                            broadcast6 = x[n, c_in + 1, 2*i + u, 2*j + v + 4]
+                            broadcast7 = x[n, c_in + 1, 2*i + u, 2*j + v + 6]
+                            broadcast8 = x[n, c_in + 2, 2*i + u, 2*j + v]
+                            broadcast9 = x[n, c_in + 2, 2*i + u, 2*j + v + 2]
+                            broadcast10 = x[n, c_in + 2, 2*i + u, 2*j + v + 4]
+                            broadcast11 = x[n, c_in + 2, 2*i + u, 2*j + v + 6]
+                            broadcast12 = x[n, c_in + 3, 2*i + u, 2*j + v]
+                            broadcast13 = x[n, c_in + 3, 2*i + u, 2*j + v + 2]
+                            broadcast14 = x[n, c_in + 3, 2*i + u, 2*j + v + 4]
+                            broadcast15 = x[n, c_in + 3, 2*i + u, 2*j + v + 6]
                             streamed0 = grad_output_t[i, j, group]
                             streamed1 = grad_output_t[i, j + 1, group]
                             streamed2 = grad_output_t[i, j + 2, group]
@@ -2119,7 +2114,7 @@ def b2_shortcut_grad_weight_block0_wide(grad_output_t, tile, x_padded):
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def b2_shortcut_grad_weight_block0_narrow(grad_output_t, tile, x_padded):
+def b2_shortcut_grad_weight_block0_narrow(grad_output_t, n, tile, x):
     """One image's sums into b2_shortcut_grad_weight's tile, in blocks of 64 local variables."""
     wide_vectors()
     for u in range(1):
@@ -2192,14 +2187,14 @@ def b2_shortcut_grad_weight_block0_narrow(grad_output_t, tile, x_padded):
                     acc1_31 = tile[c_in + 1, u, v, group + 31]
                     for i in range(16):
                         for j in range(0, 16, 4):
-                            broadcast0 = x_padded[c_in, 2*i + u, 2*j + v]
-                            broadcast1 = x_padded[c_in, 2*i + u, 2*j + v + 2]
-                            broadcast2 = x_padded[c_in, 2*i + u, 2*j + v + 4]
-                            broadcast3 = x_padded[c_in, 2*i + u, 2*j + v + 6]
-                            broadcast4 = x_padded[c_in + 1, 2*i + u, 2*j + v]
-                            broadcast5 = x_padded[c_in + 1, 2*i + u, 2*j + v + 2]
-                            broadcast6 = x_padded[c_in + 1, 2*i + u, 2*j + v + 4]
-                            broadcast7 = x_padded[c_in + 1, 2*i + u, 2*j + v + 6]
+                            broadcast0 = x[n, c_in, 2*i + u, 2*j + v]
+                            broadcast1 = x[n, c_in, 2*i + u, 2*j + v + 2]
+                            broadcast2 = x[n, c_in, 2*i + u, 2*j + v + 4]
+                            broadcast3 = x[n, c_in, 2*i + u, 2*j + v + 6]
+                            broadcast4 = x[n, c_in + 1, 2*i + u, 2*j + v]
+                            broadcast5 = x[n, c_in + 1, 2*i + u, 2*j + v + 2]
+                            broadcast6 = x[n, c_in + 1, 2*i + u, 2*j + v + 4]
+                            broadcast7 = x[n, c_in + 1, 2*i + u, 2*j + v + 6]
                             streamed0 = grad_output_t[i, j, group]
                             streamed1 = grad_output_t[i, j + 1, group]
                             streamed2 = grad_output_t[i, j + 2, group]
@@ -2487,18 +2482,13 @@ def b2_shortcut_grad_weight(grad_output, x, grad_weight):
         # are then constants, so that LLVM can tell its rows apart and vectorize the blocked
         # updates (measured: a view made blocked kernels 10x slower, their scalar fallback).
         tile = np.zeros((16, 1, 1, 32,), dtype=grad_output.dtype)
-        x_padded = np.empty((16, 32, 32,), dtype=grad_output.dtype)
         grad_output_t = np.empty((16, 16, 32,), dtype=grad_output.dtype)
         for n in range((N*chunk) // chunks, (N*(chunk + 1)) // chunks):
-            for a1 in range(16):
-                for a2 in range(32):
-                    for a3 in range(32):
-                        x_padded[a1, a2, a3] = x[n, a1, a2, a3]
             for i in range(16):
                 for c_out in range(32):
                     for j in range(16):
                         grad_output_t[i, j, c_out] = grad_output[n, c_out, i, j]
-            b2_shortcut_grad_weight_block0(grad_output_t, tile, x_padded)
+            b2_shortcut_grad_weight_block0(grad_output_t, n, tile, x)
         # element by element: ``tiles[chunk] = tile`` would have numba compile its shape-mismatch
         # message (string formatting), 4-5 s in every process that compiles a weight gradient
         for c_in in range(16):
@@ -2517,7 +2507,7 @@ def b2_shortcut_grad_weight(grad_output, x, grad_weight):
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def b2_shortcut_folded_forward_block0_wide(i, tile, weight_t, x_padded):
+def b2_shortcut_folded_forward_block0_wide(i, n, tile, weight_t, x):
     """One row of b2_shortcut_folded_forward's tile, in blocks of 128 local variables."""
     wide_vectors()
     for j in range(0, 16, 4):
@@ -2652,10 +2642,10 @@ def b2_shortcut_folded_forward_block0_wide(i, tile, weight_t, x_padded):
             acc3_31 = tile[j + 3, group + 31]
             for c_in in range(16):
                 for u in range(1):
-                    broadcast0 = x_padded[c_in, 2*i + u, 2*j]
-                    broadcast1 = x_padded[c_in, 2*i + u, 2*j + 2]
-                    broadcast2 = x_padded[c_in, 2*i + u, 2*j + 4]
-                    broadcast3 = x_padded[c_in, 2*i + u, 2*j + 6]
+                    broadcast0 = x[n, c_in, 2*i + u, 2*j]
+                    broadcast1 = x[n, c_in, 2*i + u, 2*j + 2]
+                    broadcast2 = x[n, c_in, 2*i + u, 2*j + 4]
+                    broadcast3 = x[n, c_in, 2*i + u, 2*j + 6]
                     streamed0 = weight_t[c_in, u, 0, group]
                     streamed1 = weight_t[c_in, u, 0, group + 1]
                     streamed2 = weight_t[c_in, u, 0, group + 2]
@@ -2947,7 +2937,7 @@ def b2_shortcut_folded_forward_block0_wide(i, tile, weight_t, x_padded):
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def b2_shortcut_folded_forward_block0_narrow(i, tile, weight_t, x_padded):
+def b2_shortcut_folded_forward_block0_narrow(i, n, tile, weight_t, x):
     """One row of b2_shortcut_folded_forward's tile, in blocks of 64 local variables."""
     wide_vectors()
     for j in range(0, 16, 2):
@@ -3018,8 +3008,8 @@ def b2_shortcut_folded_forward_block0_narrow(i, tile, weight_t, x_padded):
             acc1_31 = tile[j + 1, group + 31]
             for c_in in range(16):
                 for u in range(1):
-                    broadcast0 = x_padded[c_in, 2*i + u, 2*j]
-                    broadcast1 = x_padded[c_in, 2*i + u, 2*j + 2]
+                    broadcast0 = x[n, c_in, 2*i + u, 2*j]
+                    broadcast1 = x[n, c_in, 2*i + u, 2*j + 2]
                     streamed0 = weight_t[c_in, u, 0, group]
                     streamed1 = weight_t[c_in, u, 0, group + 1]
                     streamed2 = weight_t[c_in, u, 0, group + 2]
@@ -3211,17 +3201,12 @@ def b2_shortcut_folded_forward(x, weight, bias, out):
     for item in prange(2*N):
         n = (item) // 2
         part = item % 2
-        x_padded = np.empty((16, 32, 32,), dtype=x.dtype)
-        for a1 in range(16):
-            for a2 in range(max(0, 16*part), min(32, 16*part + 15)):
-                for a3 in range(32):
-                    x_padded[a1, a2, a3] = x[n, a1, a2, a3]
         tile = np.empty((16, 32,), dtype=x.dtype)
         for i in range(8*part, 8*part + 8):
             for j in range(16):
                 for c_out in range(lanes):
                     tile[j, c_out] = bias[c_out]
-            b2_shortcut_folded_forward_block0(i, tile, weight_t, x_padded)
+            b2_shortcut_folded_forward_block0(i, n, tile, weight_t, x)
             for c_out in range(lanes):
                 for j in range(16):
                     out[n, c_out, i, j] = tile[j, c_out]

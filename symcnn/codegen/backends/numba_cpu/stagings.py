@@ -2,7 +2,8 @@
 
 - a *padded* copy of a window's operand (:func:`padded_read`), zero beyond the operand, so that the
   loops read zeros where the formula's conditions would test; a kernel whose work items are parts of an
-  image's rows copies only the rows its part reads (:func:`part_window`);
+  image's rows copies only the rows its part reads (:func:`part_window`); a window that never leaves
+  the operand is read in place;
 - a copy with the *lane axis last* (:func:`lane_last`), so that the innermost loop is contiguous.
 
 Each returns the read of the copy that replaces the formula's read; the copy only moves values.
@@ -73,8 +74,12 @@ def padded_read(lowering, read: Indexed, shape, image, ranges, stagings, always:
     as wide as ``ranges`` reach, zeros beyond the operand); else ``read``. ``part_rows``
     (:func:`~symcnn.codegen.backends.numba_cpu.lanes._part_rows`): each work item computes only a part
     of the rows, so it copies only the operand's rows that part reads (the rest of its copy is never
-    read)."""
+    read). A window that stays inside the operand over ``ranges`` (a 1 x 1 or unpadded convolution's
+    input) is read where it is: its copy would hold the same values at the same places, and copying
+    them cost 6% of a 1 x 1 convolution's forward pass (32 -> 64 channels, 32 x 32, batch 64)."""
     if not always and all(index.is_Symbol or index.is_Integer for index in read.indices):
+        return read
+    if image in read.indices and in_bounds(read, shape, ranges, image):
         return read
     name = f"{lowering.names[read.base]}_padded"
     base = named_array(lowering, name)
