@@ -3,7 +3,9 @@ of convolution shapes, and fit the model's constants to the times.
 
 A record for docs/performance.md ("Schedules from shapes"), not part of the package, and never run at
 generation time: the constants it prints are copied into ``symcnn/codegen/cost_model.py`` by hand, so that
-generating kernels stays deterministic on any machine.
+generating kernels stays deterministic on any machine. It fits the constants of the CPU class it runs on:
+``WIDE`` on a CPU with 512-bit vectors (AVX-512), ``NARROW`` on one with 256-bit ones (AVX2), whose
+vector and register counts it uses.
 
 For each layer shape below and each of its sum kernels (forward, input gradient, weight gradient), the
 candidates the generator chooses among (:func:`symcnn.codegen.cost_model.recorded`: the lanes schedule,
@@ -18,6 +20,7 @@ least squares on the relative error; the remainder weight of least error is kept
 
 Usage, from the repository root (``--save``/``--load``: the timings as JSON, to fit them again):
     PYTHONPATH=. python docs/bench/schedule_costs.py --save timings.json > docs/bench/schedule_costs.txt
+(on AVX2: ``schedule_costs_avx2.json`` and ``.txt``).
 """
 
 from __future__ import annotations
@@ -39,15 +42,18 @@ from symcnn.codegen import cost_model
 from symcnn.codegen.lower import forward_kernel, gradient_kernel, layer_formula
 from symcnn.codegen.package import _environment
 from symcnn.printing.numba import import_lines
+from symcnn.runtime.vector_width import has_wide_vectors
 from symcnn.spec import LayerSpec, parse_spec, spec_toml
 from symcnn.symbolic.adjoint import derive_gradient
 
 #: (in_channels, out_channels, height = width, kernel, padding, groups): few and many channels, small and
 #: large images, LeNet-5's and seed004's among them; and dense layers.
 SHAPES = [
+    (32, 64, 32, 1, 0, 1), (64, 128, 16, 1, 0, 1), (3, 32, 32, 3, 1, 1),  # a separable network's 1 x 1 and stem
     (1, 6, 32, 5, 0, 1), (6, 16, 14, 5, 0, 1), (3, 16, 32, 3, 1, 1), (16, 32, 16, 3, 1, 1),
     (1, 8, 28, 3, 0, 1), (3, 4, 16, 3, 1, 1), (8, 4, 24, 3, 1, 1), (16, 16, 32, 3, 1, 1),
     (32, 64, 8, 1, 0, 1), (2, 3, 11, 3, 1, 1), (16, 16, 16, 3, 1, 16), (16, 32, 16, 1, 0, 1),
+    (3, 8, 112, 3, 1, 1), (16, 16, 56, 3, 1, 1),  # long rows, as a 224 x 224 network's first layers have
     (8192, 10), (400, 120),  # dense layers: (in_features, out_features)
 ]
 BATCH = 64
@@ -143,10 +149,11 @@ def time_candidates(functions: list, inputs: list, repeat: int) -> list[list[flo
     return samples
 
 
-def features(nest, remainder: float) -> np.ndarray:
-    """The nest's terms in the model of symcnn/codegen/cost_model.py, one column per constant."""
+def features(nest, remainder: float, constants: cost_model.Constants) -> np.ndarray:
+    """The nest's terms in the model of symcnn/codegen/cost_model.py, one column per fitted constant
+    (``constants``: the vector and register counts of the CPU class)."""
     row = np.zeros(len(CONSTANTS))
-    iterations = nest.trips // cost_model.VECTOR + remainder * (nest.trips % cost_model.VECTOR)
+    iterations = cost_model.iterations(nest.trips, constants._replace(remainder=remainder))
     loops = nest.lane_loops
     if nest.schedule == "gather":
         row[9], row[10] = nest.multiply_adds, nest.stored
@@ -155,12 +162,13 @@ def features(nest, remainder: float) -> np.ndarray:
     else:
         row[:7] = (loops, loops * nest.hoisted, loops * iterations * nest.updates * nest.products,
                    loops * iterations * nest.streamed, loops * iterations * nest.updates, nest.staged, nest.stored)
-        row[11] = loops * iterations * cost_model.spilled(nest)
+        row[11] = loops * iterations * cost_model.spilled(nest, constants)
     return row
 
 
-CONSTANTS = ["LANE_LOOP", "HOISTED", "PRODUCT", "STREAMED", "TILE", "STAGED", "STORED", "ROW_LOOP", "ROW_ITERATION",
-             "GATHER_PRODUCT", "GATHER_OUTPUT", "SPILLED"]
+#: The fitted fields of :class:`symcnn.codegen.cost_model.Constants`, in the order of :func:`features`.
+CONSTANTS = ["lane_loop", "hoisted", "product", "streamed", "tile", "staged", "stored", "row_loop", "row_iteration",
+             "gather_product", "gather_output", "spilled"]
 
 
 def nonnegative_least_squares(matrix: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -174,11 +182,11 @@ def nonnegative_least_squares(matrix: np.ndarray, target: np.ndarray) -> np.ndar
         active.remove(min(active, key=lambda column: solution[column]))
 
 
-def fit(records: list) -> tuple[float, np.ndarray, float]:
+def fit(records: list, constants: cost_model.Constants) -> tuple[float, np.ndarray, float]:
     """(remainder weight, constants, root-mean-square relative error) of least error."""
     best = None
     for remainder in np.arange(0.1, 2.01, 0.1):
-        matrix = np.array([features(nest, remainder) / least for _, _, nest, least, _ in records])
+        matrix = np.array([features(nest, remainder, constants) / least for _, _, nest, least, _ in records])
         solution = nonnegative_least_squares(matrix, np.ones(len(records)))
         error = math.sqrt(np.mean((matrix @ solution - 1) ** 2))
         if best is None or error < best[2]:
@@ -228,11 +236,12 @@ def measure(options) -> list:
                 inputs.append([data[name] for name in kernel.arguments])
             samples = time_candidates(functions, inputs, options.repeat)
             print(f"\n{describe(shape)}, {role}:")
+            constants = this_cpu()[0]
             for nest, times in sorted(zip(nests, samples), key=lambda item: min(item[1])):
                 least, median = (value / BATCH * 1e9 for value in (min(times), statistics.median(times)))
                 records.append((shape, role, nest, least, median))
                 print(f"  {nest.schedule:10s} {nest.detail:34s} least {least / 1000:8.2f} us, median "
-                      f"{median / 1000:8.2f} (model {cost_model.estimate(nest) / 1000:8.2f})", flush=True)
+                      f"{median / 1000:8.2f} (model {cost_model.estimate(nest, constants) / 1000:8.2f})", flush=True)
             if options.save:
                 save(records, options.save)
     return records
@@ -253,39 +262,60 @@ def offered(records: list) -> list:
 SCALAR = ("accumulate", "gather")
 
 
-def report_fit(records: list) -> None:
-    records = offered(records)
-    with_lanes = {record[:2] for record in records if record[2].schedule == "lanes"}
-    if cost_model.LANES_FIRST:  # the model decides only where the lanes schedule does not fit
-        fastest = sum(min(group)[1] == "lanes" for group in _by_kernel(records, with_lanes))
-        print(f"lanes fastest where it fits: {fastest} of {len(with_lanes)} kernels")
-        records = [record for record in records if record[:2] not in with_lanes]
-    remainder, constants, error = fit(records)
-    print(f"\nfit over {len(records)} timings: REMAINDER = {remainder:.1f}, relative error (rms) {error:.2f}")
-    for name, value in zip(CONSTANTS, constants):
+def decided(records: list, constants: cost_model.Constants) -> list:
+    """The records the model decides among: of each kernel's, those in the schedules chosen among first
+    (``constants.first``) where it has any; a kernel left with one candidate needs no estimate."""
+    kept = []
+    for key in dict.fromkeys(record[:2] for record in records):
+        group = [record for record in records if record[:2] == key]
+        group = [record for record in group if record[2].schedule in constants.first] or group
+        kept += group if len(group) > 1 else []
+    return kept
+
+
+def report_fit(records: list, constants: cost_model.Constants, width: str) -> None:
+    """Fit ``constants``' CPU class (``width``) to ``records`` and print the fit and each kernel's choices."""
+    every = offered(records)
+    with_lanes = {record[:2] for record in every if record[2].schedule == "lanes"}
+    fastest = sum(min(group)[1] == "lanes" for group in _by_kernel(every, with_lanes))
+    print(f"{width} vectors; lanes fastest where it fits: {fastest} of {len(with_lanes)} kernels")
+    records = decided(every, constants)
+    remainder, fitted_constants, error = fit(records, constants)
+    print(f"\nfit over {len(records)} timings: remainder = {remainder:.1f}, relative error (rms) {error:.2f}")
+    for name, value in zip(CONSTANTS, fitted_constants):
         print(f"  {name} = {value:.3g}")
     print("\nper kernel: the fastest candidate measured; the one the fitted model picks, the one the constants "
-          "of the code pick, and the scalar form (their measured times over the fastest):")
-    fitted = {id(record): features(record[2], remainder) @ constants for record in records}
-    agree = 0
+          "of the code pick (among the schedules chosen first, where the kernel has one), and the scalar form "
+          "(their measured times over the fastest):")
+    fitted = {id(record): features(record[2], remainder, constants) @ fitted_constants for record in records}
+    agree, coded_agree, losses = 0, 0, []
     kernels = list(dict.fromkeys((record[0], record[1]) for record in records))
     for key in kernels:
         group = [record for record in records if (record[0], record[1]) == key]
-        fastest = min(group, key=lambda record: record[3])
+        scalar = [record for record in every if record[:2] == key and record[2].schedule in SCALAR]
+        fastest = min(group + scalar, key=lambda record: record[3])
         picked = min(group, key=lambda record: fitted[id(record)])
-        coded = min(group, key=lambda record: cost_model.estimate(record[2]))
-        agree += picked is fastest
+        coded = min(group, key=lambda record: cost_model.estimate(record[2], constants))
+        agree, coded_agree = agree + (picked is fastest), coded_agree + (coded is fastest)
+        losses.append(coded[3] / fastest[3])
         print(f"  {describe(key[0]):26s} {key[1]:12s} fastest {fastest[2].schedule} {fastest[2].detail} "
               f"{fastest[3] / 1000:.2f} us; fitted: {picked[2].schedule} {picked[2].detail} "
               f"({picked[3] / fastest[3]:.2f}x); code: {coded[2].schedule} {coded[2].detail} "
               f"({coded[3] / fastest[3]:.2f}x)" + "".join(f"; {record[2].schedule} {record[3] / fastest[3]:.2f}x"
-                                                          for record in group if record[2].schedule in SCALAR))
-    print(f"the fitted model picks the fastest in {agree} of {len(kernels)} kernels")
+                                                          for record in scalar))
+    print(f"the fitted model picks the fastest in {agree} of {len(kernels)} kernels; the code's constants in "
+          f"{coded_agree}, their picks {statistics.geometric_mean(losses):.3f}x the fastest (geometric mean), "
+          f"{max(losses):.2f}x at worst")
 
 
 def _by_kernel(records: list, kernels) -> list[list[tuple[float, str]]]:
     """(least time, schedule) of each candidate, per kernel of ``kernels``."""
     return [[(record[3], record[2].schedule) for record in records if record[:2] == key] for key in kernels]
+
+
+def this_cpu() -> tuple[cost_model.Constants, str]:
+    """The constants of this CPU's class (the vector width its generated kernels are chosen for), and its name."""
+    return (cost_model.WIDE, "512-bit") if has_wide_vectors() else (cost_model.NARROW, "256-bit")
 
 
 def main() -> None:
@@ -298,7 +328,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="keep the kernels timed in --save already")
     parser.add_argument("--load", help="fit the timings of this JSON file instead of timing")
     options = parser.parse_args()
-    report_fit(load(options.load) if options.load else measure(options))
+    report_fit(load(options.load) if options.load else measure(options), *this_cpu())
 
 
 if __name__ == "__main__":

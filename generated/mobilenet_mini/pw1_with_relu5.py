@@ -23,8 +23,8 @@ numba.config.SLP_VECTORIZE = 1
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def pw1_with_relu5_grad_input_block0_wide(grad_output, k, n, tile, weight):
-    """One row of pw1_with_relu5_grad_input's tile, in blocks of 128 local variables."""
+def pw1_with_relu5_grad_input_wide_block0(grad_output, k, n, tile, weight):
+    """One row of pw1_with_relu5_grad_input_wide's tile, in blocks of 128 local variables."""
     wide_vectors()
     for c_in in range(0, 16, 8):
         for group in range(0, 16, 16):
@@ -511,9 +511,50 @@ def pw1_with_relu5_grad_input_block0_wide(grad_output, k, n, tile, weight):
             tile[c_in + 7, group + 15] = acc7_15
 
 
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
+def pw1_with_relu5_grad_input_wide(grad_output, weight, fused_x, grad_input):
+    """conv2d: gradient with respect to the input
+    dL/dX[n, c_in, k, l] = sum_{c_out=0..C_out - 1, u=0..K_h - 1, v=0..K_w - 1} [s_h | -d_h*u + k + p_h and s_w | -d_w*v + l + p_w and 0 <= (-d_h*u + k + p_h)/s_h and 0 <= (-d_w*v + l + p_w)/s_w and (-d_h*u + k + p_h)/s_h <= H_out - 1 and (-d_w*v + l + p_w)/s_w <= W_out - 1] * (W[c_out, c_in, u, v]*dL/dY[n, c_out, (-d_h*u + k + p_h)/s_h, (-d_w*v + l + p_w)/s_w])
+      where H_out = floor((H_in - d_h*(K_h - 1) + 2*p_h - 1)/s_h) + 1
+      where W_out = floor((W_in - d_w*(K_w - 1) + 2*p_w - 1)/s_w) + 1
+
+    with C_in = 16, C_out = 32, H_in = 16, K_h = 1, K_w = 1, W_in = 16, d_h = 1, d_w = 1, p_h = 0, p_w = 0, s_h = 1, s_w = 1.
+
+    Fused with the input gradient of the element-wise layer E that this one reads: it stores E's dL/dX
+    (E's input X_E read from fused_x), the sum above as E's dL/dY:
+    relu: gradient with respect to the input
+    dL/dX_E[n, c_in, k, l] = [0 < X_E[n, c_in, k, l]] * dL/dX[n, c_in, k, l]
+
+    with C_in = 16, H_in = 16, W_in = 16.
+
+    Every size above except the batch N is a constant of this spec. Arrays are C-contiguous and of
+    one float dtype; the caller checks every shape, since numba does not bounds-check.
+    """
+    N = grad_output.shape[0]
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = grad_input.shape[3]
+    # Each image's rows in parts, one parallel item each,
+    # so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
+        tile = np.empty((16, 16,), dtype=grad_output.dtype)
+        for k in range(8*part, 8*part + 8):
+            for c_in in range(16):
+                for l in range(lanes):
+                    tile[c_in, l] = 0.0
+            pw1_with_relu5_grad_input_wide_block0(grad_output, k, n, tile, weight)
+            for c_in in range(16):
+                for l in range(16):
+                    stored = tile[c_in, l]
+                    fused0 = fused_x[n, c_in, k, l]
+                    grad_input[n, c_in, k, l] = ((stored) if (fused0 > 0) else (0))
+
+
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def pw1_with_relu5_grad_input_block0_narrow(grad_output, k, n, tile, weight):
-    """One row of pw1_with_relu5_grad_input's tile, in blocks of 64 local variables."""
+def pw1_with_relu5_grad_input_narrow_block0(grad_output, k, n, tile, weight):
+    """One row of pw1_with_relu5_grad_input_narrow's tile, in blocks of 64 local variables."""
     wide_vectors()
     for c_in in range(0, 16, 4):
         for group in range(0, 16, 16):
@@ -581,151 +622,91 @@ def pw1_with_relu5_grad_input_block0_narrow(grad_output, k, n, tile, weight):
             acc3_13 = tile[c_in + 3, group + 13]
             acc3_14 = tile[c_in + 3, group + 14]
             acc3_15 = tile[c_in + 3, group + 15]
-            for c_out in range(0, 32, 4):
+            for c_out in range(32):
                 broadcast0 = weight[c_out, c_in, 0, 0]
-                broadcast1 = weight[c_out + 1, c_in, 0, 0]
-                broadcast2 = weight[c_out + 2, c_in, 0, 0]
-                broadcast3 = weight[c_out + 3, c_in, 0, 0]
-                broadcast4 = weight[c_out, c_in + 1, 0, 0]
-                broadcast5 = weight[c_out + 1, c_in + 1, 0, 0]
-                broadcast6 = weight[c_out + 2, c_in + 1, 0, 0]
-                broadcast7 = weight[c_out + 3, c_in + 1, 0, 0]
-                broadcast8 = weight[c_out, c_in + 2, 0, 0]
-                broadcast9 = weight[c_out + 1, c_in + 2, 0, 0]
-                broadcast10 = weight[c_out + 2, c_in + 2, 0, 0]
-                broadcast11 = weight[c_out + 3, c_in + 2, 0, 0]
-                broadcast12 = weight[c_out, c_in + 3, 0, 0]
-                broadcast13 = weight[c_out + 1, c_in + 3, 0, 0]
-                broadcast14 = weight[c_out + 2, c_in + 3, 0, 0]
-                broadcast15 = weight[c_out + 3, c_in + 3, 0, 0]
+                broadcast1 = weight[c_out, c_in + 1, 0, 0]
+                broadcast2 = weight[c_out, c_in + 2, 0, 0]
+                broadcast3 = weight[c_out, c_in + 3, 0, 0]
                 streamed0 = grad_output[n, c_out, k, group]
-                streamed1 = grad_output[n, c_out + 1, k, group]
-                streamed2 = grad_output[n, c_out + 2, k, group]
-                streamed3 = grad_output[n, c_out + 3, k, group]
-                streamed4 = grad_output[n, c_out, k, group + 1]
-                streamed5 = grad_output[n, c_out + 1, k, group + 1]
-                streamed6 = grad_output[n, c_out + 2, k, group + 1]
-                streamed7 = grad_output[n, c_out + 3, k, group + 1]
-                streamed8 = grad_output[n, c_out, k, group + 2]
-                streamed9 = grad_output[n, c_out + 1, k, group + 2]
-                streamed10 = grad_output[n, c_out + 2, k, group + 2]
-                streamed11 = grad_output[n, c_out + 3, k, group + 2]
-                streamed12 = grad_output[n, c_out, k, group + 3]
-                streamed13 = grad_output[n, c_out + 1, k, group + 3]
-                streamed14 = grad_output[n, c_out + 2, k, group + 3]
-                streamed15 = grad_output[n, c_out + 3, k, group + 3]
-                streamed16 = grad_output[n, c_out, k, group + 4]
-                streamed17 = grad_output[n, c_out + 1, k, group + 4]
-                streamed18 = grad_output[n, c_out + 2, k, group + 4]
-                streamed19 = grad_output[n, c_out + 3, k, group + 4]
-                streamed20 = grad_output[n, c_out, k, group + 5]
-                streamed21 = grad_output[n, c_out + 1, k, group + 5]
-                streamed22 = grad_output[n, c_out + 2, k, group + 5]
-                streamed23 = grad_output[n, c_out + 3, k, group + 5]
-                streamed24 = grad_output[n, c_out, k, group + 6]
-                streamed25 = grad_output[n, c_out + 1, k, group + 6]
-                streamed26 = grad_output[n, c_out + 2, k, group + 6]
-                streamed27 = grad_output[n, c_out + 3, k, group + 6]
-                streamed28 = grad_output[n, c_out, k, group + 7]
-                streamed29 = grad_output[n, c_out + 1, k, group + 7]
-                streamed30 = grad_output[n, c_out + 2, k, group + 7]
-                streamed31 = grad_output[n, c_out + 3, k, group + 7]
-                streamed32 = grad_output[n, c_out, k, group + 8]
-                streamed33 = grad_output[n, c_out + 1, k, group + 8]
-                streamed34 = grad_output[n, c_out + 2, k, group + 8]
-                streamed35 = grad_output[n, c_out + 3, k, group + 8]
-                streamed36 = grad_output[n, c_out, k, group + 9]
-                streamed37 = grad_output[n, c_out + 1, k, group + 9]
-                streamed38 = grad_output[n, c_out + 2, k, group + 9]
-                streamed39 = grad_output[n, c_out + 3, k, group + 9]
-                streamed40 = grad_output[n, c_out, k, group + 10]
-                streamed41 = grad_output[n, c_out + 1, k, group + 10]
-                streamed42 = grad_output[n, c_out + 2, k, group + 10]
-                streamed43 = grad_output[n, c_out + 3, k, group + 10]
-                streamed44 = grad_output[n, c_out, k, group + 11]
-                streamed45 = grad_output[n, c_out + 1, k, group + 11]
-                streamed46 = grad_output[n, c_out + 2, k, group + 11]
-                streamed47 = grad_output[n, c_out + 3, k, group + 11]
-                streamed48 = grad_output[n, c_out, k, group + 12]
-                streamed49 = grad_output[n, c_out + 1, k, group + 12]
-                streamed50 = grad_output[n, c_out + 2, k, group + 12]
-                streamed51 = grad_output[n, c_out + 3, k, group + 12]
-                streamed52 = grad_output[n, c_out, k, group + 13]
-                streamed53 = grad_output[n, c_out + 1, k, group + 13]
-                streamed54 = grad_output[n, c_out + 2, k, group + 13]
-                streamed55 = grad_output[n, c_out + 3, k, group + 13]
-                streamed56 = grad_output[n, c_out, k, group + 14]
-                streamed57 = grad_output[n, c_out + 1, k, group + 14]
-                streamed58 = grad_output[n, c_out + 2, k, group + 14]
-                streamed59 = grad_output[n, c_out + 3, k, group + 14]
-                streamed60 = grad_output[n, c_out, k, group + 15]
-                streamed61 = grad_output[n, c_out + 1, k, group + 15]
-                streamed62 = grad_output[n, c_out + 2, k, group + 15]
-                streamed63 = grad_output[n, c_out + 3, k, group + 15]
-                acc0_0 = acc0_0 + broadcast0*streamed0 + broadcast1*streamed1 + broadcast2*streamed2 + broadcast3*streamed3
-                acc0_1 = acc0_1 + broadcast0*streamed4 + broadcast1*streamed5 + broadcast2*streamed6 + broadcast3*streamed7
-                acc0_2 = acc0_2 + broadcast0*streamed8 + broadcast1*streamed9 + broadcast2*streamed10 + broadcast3*streamed11
-                acc0_3 = acc0_3 + broadcast0*streamed12 + broadcast1*streamed13 + broadcast2*streamed14 + broadcast3*streamed15
-                acc0_4 = acc0_4 + broadcast0*streamed16 + broadcast1*streamed17 + broadcast2*streamed18 + broadcast3*streamed19
-                acc0_5 = acc0_5 + broadcast0*streamed20 + broadcast1*streamed21 + broadcast2*streamed22 + broadcast3*streamed23
-                acc0_6 = acc0_6 + broadcast0*streamed24 + broadcast1*streamed25 + broadcast2*streamed26 + broadcast3*streamed27
-                acc0_7 = acc0_7 + broadcast0*streamed28 + broadcast1*streamed29 + broadcast2*streamed30 + broadcast3*streamed31
-                acc0_8 = acc0_8 + broadcast0*streamed32 + broadcast1*streamed33 + broadcast2*streamed34 + broadcast3*streamed35
-                acc0_9 = acc0_9 + broadcast0*streamed36 + broadcast1*streamed37 + broadcast2*streamed38 + broadcast3*streamed39
-                acc0_10 = acc0_10 + broadcast0*streamed40 + broadcast1*streamed41 + broadcast2*streamed42 + broadcast3*streamed43
-                acc0_11 = acc0_11 + broadcast0*streamed44 + broadcast1*streamed45 + broadcast2*streamed46 + broadcast3*streamed47
-                acc0_12 = acc0_12 + broadcast0*streamed48 + broadcast1*streamed49 + broadcast2*streamed50 + broadcast3*streamed51
-                acc0_13 = acc0_13 + broadcast0*streamed52 + broadcast1*streamed53 + broadcast2*streamed54 + broadcast3*streamed55
-                acc0_14 = acc0_14 + broadcast0*streamed56 + broadcast1*streamed57 + broadcast2*streamed58 + broadcast3*streamed59
-                acc0_15 = acc0_15 + broadcast0*streamed60 + broadcast1*streamed61 + broadcast2*streamed62 + broadcast3*streamed63
-                acc1_0 = acc1_0 + broadcast4*streamed0 + broadcast5*streamed1 + broadcast6*streamed2 + broadcast7*streamed3
-                acc1_1 = acc1_1 + broadcast4*streamed4 + broadcast5*streamed5 + broadcast6*streamed6 + broadcast7*streamed7
-                acc1_2 = acc1_2 + broadcast4*streamed8 + broadcast5*streamed9 + broadcast6*streamed10 + broadcast7*streamed11
-                acc1_3 = acc1_3 + broadcast4*streamed12 + broadcast5*streamed13 + broadcast6*streamed14 + broadcast7*streamed15
-                acc1_4 = acc1_4 + broadcast4*streamed16 + broadcast5*streamed17 + broadcast6*streamed18 + broadcast7*streamed19
-                acc1_5 = acc1_5 + broadcast4*streamed20 + broadcast5*streamed21 + broadcast6*streamed22 + broadcast7*streamed23
-                acc1_6 = acc1_6 + broadcast4*streamed24 + broadcast5*streamed25 + broadcast6*streamed26 + broadcast7*streamed27
-                acc1_7 = acc1_7 + broadcast4*streamed28 + broadcast5*streamed29 + broadcast6*streamed30 + broadcast7*streamed31
-                acc1_8 = acc1_8 + broadcast4*streamed32 + broadcast5*streamed33 + broadcast6*streamed34 + broadcast7*streamed35
-                acc1_9 = acc1_9 + broadcast4*streamed36 + broadcast5*streamed37 + broadcast6*streamed38 + broadcast7*streamed39
-                acc1_10 = acc1_10 + broadcast4*streamed40 + broadcast5*streamed41 + broadcast6*streamed42 + broadcast7*streamed43
-                acc1_11 = acc1_11 + broadcast4*streamed44 + broadcast5*streamed45 + broadcast6*streamed46 + broadcast7*streamed47
-                acc1_12 = acc1_12 + broadcast4*streamed48 + broadcast5*streamed49 + broadcast6*streamed50 + broadcast7*streamed51
-                acc1_13 = acc1_13 + broadcast4*streamed52 + broadcast5*streamed53 + broadcast6*streamed54 + broadcast7*streamed55
-                acc1_14 = acc1_14 + broadcast4*streamed56 + broadcast5*streamed57 + broadcast6*streamed58 + broadcast7*streamed59
-                acc1_15 = acc1_15 + broadcast4*streamed60 + broadcast5*streamed61 + broadcast6*streamed62 + broadcast7*streamed63
-                acc2_0 = acc2_0 + broadcast8*streamed0 + broadcast9*streamed1 + broadcast10*streamed2 + broadcast11*streamed3
-                acc2_1 = acc2_1 + broadcast8*streamed4 + broadcast9*streamed5 + broadcast10*streamed6 + broadcast11*streamed7
-                acc2_2 = acc2_2 + broadcast8*streamed8 + broadcast9*streamed9 + broadcast10*streamed10 + broadcast11*streamed11
-                acc2_3 = acc2_3 + broadcast8*streamed12 + broadcast9*streamed13 + broadcast10*streamed14 + broadcast11*streamed15
-                acc2_4 = acc2_4 + broadcast8*streamed16 + broadcast9*streamed17 + broadcast10*streamed18 + broadcast11*streamed19
-                acc2_5 = acc2_5 + broadcast8*streamed20 + broadcast9*streamed21 + broadcast10*streamed22 + broadcast11*streamed23
-                acc2_6 = acc2_6 + broadcast8*streamed24 + broadcast9*streamed25 + broadcast10*streamed26 + broadcast11*streamed27
-                acc2_7 = acc2_7 + broadcast8*streamed28 + broadcast9*streamed29 + broadcast10*streamed30 + broadcast11*streamed31
-                acc2_8 = acc2_8 + broadcast8*streamed32 + broadcast9*streamed33 + broadcast10*streamed34 + broadcast11*streamed35
-                acc2_9 = acc2_9 + broadcast8*streamed36 + broadcast9*streamed37 + broadcast10*streamed38 + broadcast11*streamed39
-                acc2_10 = acc2_10 + broadcast8*streamed40 + broadcast9*streamed41 + broadcast10*streamed42 + broadcast11*streamed43
-                acc2_11 = acc2_11 + broadcast8*streamed44 + broadcast9*streamed45 + broadcast10*streamed46 + broadcast11*streamed47
-                acc2_12 = acc2_12 + broadcast8*streamed48 + broadcast9*streamed49 + broadcast10*streamed50 + broadcast11*streamed51
-                acc2_13 = acc2_13 + broadcast8*streamed52 + broadcast9*streamed53 + broadcast10*streamed54 + broadcast11*streamed55
-                acc2_14 = acc2_14 + broadcast8*streamed56 + broadcast9*streamed57 + broadcast10*streamed58 + broadcast11*streamed59
-                acc2_15 = acc2_15 + broadcast8*streamed60 + broadcast9*streamed61 + broadcast10*streamed62 + broadcast11*streamed63
-                acc3_0 = acc3_0 + broadcast12*streamed0 + broadcast13*streamed1 + broadcast14*streamed2 + broadcast15*streamed3
-                acc3_1 = acc3_1 + broadcast12*streamed4 + broadcast13*streamed5 + broadcast14*streamed6 + broadcast15*streamed7
-                acc3_2 = acc3_2 + broadcast12*streamed8 + broadcast13*streamed9 + broadcast14*streamed10 + broadcast15*streamed11
-                acc3_3 = acc3_3 + broadcast12*streamed12 + broadcast13*streamed13 + broadcast14*streamed14 + broadcast15*streamed15
-                acc3_4 = acc3_4 + broadcast12*streamed16 + broadcast13*streamed17 + broadcast14*streamed18 + broadcast15*streamed19
-                acc3_5 = acc3_5 + broadcast12*streamed20 + broadcast13*streamed21 + broadcast14*streamed22 + broadcast15*streamed23
-                acc3_6 = acc3_6 + broadcast12*streamed24 + broadcast13*streamed25 + broadcast14*streamed26 + broadcast15*streamed27
-                acc3_7 = acc3_7 + broadcast12*streamed28 + broadcast13*streamed29 + broadcast14*streamed30 + broadcast15*streamed31
-                acc3_8 = acc3_8 + broadcast12*streamed32 + broadcast13*streamed33 + broadcast14*streamed34 + broadcast15*streamed35
-                acc3_9 = acc3_9 + broadcast12*streamed36 + broadcast13*streamed37 + broadcast14*streamed38 + broadcast15*streamed39
-                acc3_10 = acc3_10 + broadcast12*streamed40 + broadcast13*streamed41 + broadcast14*streamed42 + broadcast15*streamed43
-                acc3_11 = acc3_11 + broadcast12*streamed44 + broadcast13*streamed45 + broadcast14*streamed46 + broadcast15*streamed47
-                acc3_12 = acc3_12 + broadcast12*streamed48 + broadcast13*streamed49 + broadcast14*streamed50 + broadcast15*streamed51
-                acc3_13 = acc3_13 + broadcast12*streamed52 + broadcast13*streamed53 + broadcast14*streamed54 + broadcast15*streamed55
-                acc3_14 = acc3_14 + broadcast12*streamed56 + broadcast13*streamed57 + broadcast14*streamed58 + broadcast15*streamed59
-                acc3_15 = acc3_15 + broadcast12*streamed60 + broadcast13*streamed61 + broadcast14*streamed62 + broadcast15*streamed63
+                streamed1 = grad_output[n, c_out, k, group + 1]
+                streamed2 = grad_output[n, c_out, k, group + 2]
+                streamed3 = grad_output[n, c_out, k, group + 3]
+                streamed4 = grad_output[n, c_out, k, group + 4]
+                streamed5 = grad_output[n, c_out, k, group + 5]
+                streamed6 = grad_output[n, c_out, k, group + 6]
+                streamed7 = grad_output[n, c_out, k, group + 7]
+                streamed8 = grad_output[n, c_out, k, group + 8]
+                streamed9 = grad_output[n, c_out, k, group + 9]
+                streamed10 = grad_output[n, c_out, k, group + 10]
+                streamed11 = grad_output[n, c_out, k, group + 11]
+                streamed12 = grad_output[n, c_out, k, group + 12]
+                streamed13 = grad_output[n, c_out, k, group + 13]
+                streamed14 = grad_output[n, c_out, k, group + 14]
+                streamed15 = grad_output[n, c_out, k, group + 15]
+                acc0_0 = acc0_0 + broadcast0*streamed0
+                acc0_1 = acc0_1 + broadcast0*streamed1
+                acc0_2 = acc0_2 + broadcast0*streamed2
+                acc0_3 = acc0_3 + broadcast0*streamed3
+                acc0_4 = acc0_4 + broadcast0*streamed4
+                acc0_5 = acc0_5 + broadcast0*streamed5
+                acc0_6 = acc0_6 + broadcast0*streamed6
+                acc0_7 = acc0_7 + broadcast0*streamed7
+                acc0_8 = acc0_8 + broadcast0*streamed8
+                acc0_9 = acc0_9 + broadcast0*streamed9
+                acc0_10 = acc0_10 + broadcast0*streamed10
+                acc0_11 = acc0_11 + broadcast0*streamed11
+                acc0_12 = acc0_12 + broadcast0*streamed12
+                acc0_13 = acc0_13 + broadcast0*streamed13
+                acc0_14 = acc0_14 + broadcast0*streamed14
+                acc0_15 = acc0_15 + broadcast0*streamed15
+                acc1_0 = acc1_0 + broadcast1*streamed0
+                acc1_1 = acc1_1 + broadcast1*streamed1
+                acc1_2 = acc1_2 + broadcast1*streamed2
+                acc1_3 = acc1_3 + broadcast1*streamed3
+                acc1_4 = acc1_4 + broadcast1*streamed4
+                acc1_5 = acc1_5 + broadcast1*streamed5
+                acc1_6 = acc1_6 + broadcast1*streamed6
+                acc1_7 = acc1_7 + broadcast1*streamed7
+                acc1_8 = acc1_8 + broadcast1*streamed8
+                acc1_9 = acc1_9 + broadcast1*streamed9
+                acc1_10 = acc1_10 + broadcast1*streamed10
+                acc1_11 = acc1_11 + broadcast1*streamed11
+                acc1_12 = acc1_12 + broadcast1*streamed12
+                acc1_13 = acc1_13 + broadcast1*streamed13
+                acc1_14 = acc1_14 + broadcast1*streamed14
+                acc1_15 = acc1_15 + broadcast1*streamed15
+                acc2_0 = acc2_0 + broadcast2*streamed0
+                acc2_1 = acc2_1 + broadcast2*streamed1
+                acc2_2 = acc2_2 + broadcast2*streamed2
+                acc2_3 = acc2_3 + broadcast2*streamed3
+                acc2_4 = acc2_4 + broadcast2*streamed4
+                acc2_5 = acc2_5 + broadcast2*streamed5
+                acc2_6 = acc2_6 + broadcast2*streamed6
+                acc2_7 = acc2_7 + broadcast2*streamed7
+                acc2_8 = acc2_8 + broadcast2*streamed8
+                acc2_9 = acc2_9 + broadcast2*streamed9
+                acc2_10 = acc2_10 + broadcast2*streamed10
+                acc2_11 = acc2_11 + broadcast2*streamed11
+                acc2_12 = acc2_12 + broadcast2*streamed12
+                acc2_13 = acc2_13 + broadcast2*streamed13
+                acc2_14 = acc2_14 + broadcast2*streamed14
+                acc2_15 = acc2_15 + broadcast2*streamed15
+                acc3_0 = acc3_0 + broadcast3*streamed0
+                acc3_1 = acc3_1 + broadcast3*streamed1
+                acc3_2 = acc3_2 + broadcast3*streamed2
+                acc3_3 = acc3_3 + broadcast3*streamed3
+                acc3_4 = acc3_4 + broadcast3*streamed4
+                acc3_5 = acc3_5 + broadcast3*streamed5
+                acc3_6 = acc3_6 + broadcast3*streamed6
+                acc3_7 = acc3_7 + broadcast3*streamed7
+                acc3_8 = acc3_8 + broadcast3*streamed8
+                acc3_9 = acc3_9 + broadcast3*streamed9
+                acc3_10 = acc3_10 + broadcast3*streamed10
+                acc3_11 = acc3_11 + broadcast3*streamed11
+                acc3_12 = acc3_12 + broadcast3*streamed12
+                acc3_13 = acc3_13 + broadcast3*streamed13
+                acc3_14 = acc3_14 + broadcast3*streamed14
+                acc3_15 = acc3_15 + broadcast3*streamed15
             tile[c_in, group] = acc0_0
             tile[c_in, group + 1] = acc0_1
             tile[c_in, group + 2] = acc0_2
@@ -792,11 +773,8 @@ def pw1_with_relu5_grad_input_block0_narrow(grad_output, k, n, tile, weight):
             tile[c_in + 3, group + 15] = acc3_15
 
 
-pw1_with_relu5_grad_input_block0 = for_this_cpu(pw1_with_relu5_grad_input_block0_wide, pw1_with_relu5_grad_input_block0_narrow)
-
-
 @njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
-def pw1_with_relu5_grad_input(grad_output, weight, fused_x, grad_input):
+def pw1_with_relu5_grad_input_narrow(grad_output, weight, fused_x, grad_input):
     """conv2d: gradient with respect to the input
     dL/dX[n, c_in, k, l] = sum_{c_out=0..C_out - 1, u=0..K_h - 1, v=0..K_w - 1} [s_h | -d_h*u + k + p_h and s_w | -d_w*v + l + p_w and 0 <= (-d_h*u + k + p_h)/s_h and 0 <= (-d_w*v + l + p_w)/s_w and (-d_h*u + k + p_h)/s_h <= H_out - 1 and (-d_w*v + l + p_w)/s_w <= W_out - 1] * (W[c_out, c_in, u, v]*dL/dY[n, c_out, (-d_h*u + k + p_h)/s_h, (-d_w*v + l + p_w)/s_w])
       where H_out = floor((H_in - d_h*(K_h - 1) + 2*p_h - 1)/s_h) + 1
@@ -828,9 +806,12 @@ def pw1_with_relu5_grad_input(grad_output, weight, fused_x, grad_input):
             for c_in in range(16):
                 for l in range(lanes):
                     tile[c_in, l] = 0.0
-            pw1_with_relu5_grad_input_block0(grad_output, k, n, tile, weight)
+            pw1_with_relu5_grad_input_narrow_block0(grad_output, k, n, tile, weight)
             for c_in in range(16):
                 for l in range(16):
                     stored = tile[c_in, l]
                     fused0 = fused_x[n, c_in, k, l]
                     grad_input[n, c_in, k, l] = ((stored) if (fused0 > 0) else (0))
+
+
+pw1_with_relu5_grad_input = for_this_cpu(pw1_with_relu5_grad_input_wide, pw1_with_relu5_grad_input_narrow)

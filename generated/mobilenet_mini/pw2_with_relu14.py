@@ -23,8 +23,8 @@ numba.config.SLP_VECTORIZE = 1
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def pw2_with_relu14_folded_forward_block0_wide(i, n, tile, weight_t, x):
-    """One row of pw2_with_relu14_folded_forward's tile, in blocks of 128 local variables."""
+def pw2_with_relu14_folded_forward_wide_block0(i, n, tile, weight_t, x):
+    """One row of pw2_with_relu14_folded_forward_wide's tile, in blocks of 128 local variables."""
     wide_vectors()
     for j in range(0, 8, 4):
         for group in range(0, 64, 32):
@@ -452,247 +452,8 @@ def pw2_with_relu14_folded_forward_block0_wide(i, n, tile, weight_t, x):
             tile[j + 3, group + 31] = acc3_31
 
 
-@njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def pw2_with_relu14_folded_forward_block0_narrow(i, n, tile, weight_t, x):
-    """One row of pw2_with_relu14_folded_forward's tile, in blocks of 64 local variables."""
-    wide_vectors()
-    for j in range(0, 8, 2):
-        for group in range(0, 64, 32):
-            acc0_0 = tile[j, group]
-            acc0_1 = tile[j, group + 1]
-            acc0_2 = tile[j, group + 2]
-            acc0_3 = tile[j, group + 3]
-            acc0_4 = tile[j, group + 4]
-            acc0_5 = tile[j, group + 5]
-            acc0_6 = tile[j, group + 6]
-            acc0_7 = tile[j, group + 7]
-            acc0_8 = tile[j, group + 8]
-            acc0_9 = tile[j, group + 9]
-            acc0_10 = tile[j, group + 10]
-            acc0_11 = tile[j, group + 11]
-            acc0_12 = tile[j, group + 12]
-            acc0_13 = tile[j, group + 13]
-            acc0_14 = tile[j, group + 14]
-            acc0_15 = tile[j, group + 15]
-            acc0_16 = tile[j, group + 16]
-            acc0_17 = tile[j, group + 17]
-            acc0_18 = tile[j, group + 18]
-            acc0_19 = tile[j, group + 19]
-            acc0_20 = tile[j, group + 20]
-            acc0_21 = tile[j, group + 21]
-            acc0_22 = tile[j, group + 22]
-            acc0_23 = tile[j, group + 23]
-            acc0_24 = tile[j, group + 24]
-            acc0_25 = tile[j, group + 25]
-            acc0_26 = tile[j, group + 26]
-            acc0_27 = tile[j, group + 27]
-            acc0_28 = tile[j, group + 28]
-            acc0_29 = tile[j, group + 29]
-            acc0_30 = tile[j, group + 30]
-            acc0_31 = tile[j, group + 31]
-            acc1_0 = tile[j + 1, group]
-            acc1_1 = tile[j + 1, group + 1]
-            acc1_2 = tile[j + 1, group + 2]
-            acc1_3 = tile[j + 1, group + 3]
-            acc1_4 = tile[j + 1, group + 4]
-            acc1_5 = tile[j + 1, group + 5]
-            acc1_6 = tile[j + 1, group + 6]
-            acc1_7 = tile[j + 1, group + 7]
-            acc1_8 = tile[j + 1, group + 8]
-            acc1_9 = tile[j + 1, group + 9]
-            acc1_10 = tile[j + 1, group + 10]
-            acc1_11 = tile[j + 1, group + 11]
-            acc1_12 = tile[j + 1, group + 12]
-            acc1_13 = tile[j + 1, group + 13]
-            acc1_14 = tile[j + 1, group + 14]
-            acc1_15 = tile[j + 1, group + 15]
-            acc1_16 = tile[j + 1, group + 16]
-            acc1_17 = tile[j + 1, group + 17]
-            acc1_18 = tile[j + 1, group + 18]
-            acc1_19 = tile[j + 1, group + 19]
-            acc1_20 = tile[j + 1, group + 20]
-            acc1_21 = tile[j + 1, group + 21]
-            acc1_22 = tile[j + 1, group + 22]
-            acc1_23 = tile[j + 1, group + 23]
-            acc1_24 = tile[j + 1, group + 24]
-            acc1_25 = tile[j + 1, group + 25]
-            acc1_26 = tile[j + 1, group + 26]
-            acc1_27 = tile[j + 1, group + 27]
-            acc1_28 = tile[j + 1, group + 28]
-            acc1_29 = tile[j + 1, group + 29]
-            acc1_30 = tile[j + 1, group + 30]
-            acc1_31 = tile[j + 1, group + 31]
-            for c_in in range(32):
-                for u in range(1):
-                    broadcast0 = x[n, c_in, i + u, j]
-                    broadcast1 = x[n, c_in, i + u, j + 1]
-                    streamed0 = weight_t[c_in, u, 0, group]
-                    streamed1 = weight_t[c_in, u, 0, group + 1]
-                    streamed2 = weight_t[c_in, u, 0, group + 2]
-                    streamed3 = weight_t[c_in, u, 0, group + 3]
-                    streamed4 = weight_t[c_in, u, 0, group + 4]
-                    streamed5 = weight_t[c_in, u, 0, group + 5]
-                    streamed6 = weight_t[c_in, u, 0, group + 6]
-                    streamed7 = weight_t[c_in, u, 0, group + 7]
-                    streamed8 = weight_t[c_in, u, 0, group + 8]
-                    streamed9 = weight_t[c_in, u, 0, group + 9]
-                    streamed10 = weight_t[c_in, u, 0, group + 10]
-                    streamed11 = weight_t[c_in, u, 0, group + 11]
-                    streamed12 = weight_t[c_in, u, 0, group + 12]
-                    streamed13 = weight_t[c_in, u, 0, group + 13]
-                    streamed14 = weight_t[c_in, u, 0, group + 14]
-                    streamed15 = weight_t[c_in, u, 0, group + 15]
-                    streamed16 = weight_t[c_in, u, 0, group + 16]
-                    streamed17 = weight_t[c_in, u, 0, group + 17]
-                    streamed18 = weight_t[c_in, u, 0, group + 18]
-                    streamed19 = weight_t[c_in, u, 0, group + 19]
-                    streamed20 = weight_t[c_in, u, 0, group + 20]
-                    streamed21 = weight_t[c_in, u, 0, group + 21]
-                    streamed22 = weight_t[c_in, u, 0, group + 22]
-                    streamed23 = weight_t[c_in, u, 0, group + 23]
-                    streamed24 = weight_t[c_in, u, 0, group + 24]
-                    streamed25 = weight_t[c_in, u, 0, group + 25]
-                    streamed26 = weight_t[c_in, u, 0, group + 26]
-                    streamed27 = weight_t[c_in, u, 0, group + 27]
-                    streamed28 = weight_t[c_in, u, 0, group + 28]
-                    streamed29 = weight_t[c_in, u, 0, group + 29]
-                    streamed30 = weight_t[c_in, u, 0, group + 30]
-                    streamed31 = weight_t[c_in, u, 0, group + 31]
-                    acc0_0 = acc0_0 + broadcast0*streamed0
-                    acc0_1 = acc0_1 + broadcast0*streamed1
-                    acc0_2 = acc0_2 + broadcast0*streamed2
-                    acc0_3 = acc0_3 + broadcast0*streamed3
-                    acc0_4 = acc0_4 + broadcast0*streamed4
-                    acc0_5 = acc0_5 + broadcast0*streamed5
-                    acc0_6 = acc0_6 + broadcast0*streamed6
-                    acc0_7 = acc0_7 + broadcast0*streamed7
-                    acc0_8 = acc0_8 + broadcast0*streamed8
-                    acc0_9 = acc0_9 + broadcast0*streamed9
-                    acc0_10 = acc0_10 + broadcast0*streamed10
-                    acc0_11 = acc0_11 + broadcast0*streamed11
-                    acc0_12 = acc0_12 + broadcast0*streamed12
-                    acc0_13 = acc0_13 + broadcast0*streamed13
-                    acc0_14 = acc0_14 + broadcast0*streamed14
-                    acc0_15 = acc0_15 + broadcast0*streamed15
-                    acc0_16 = acc0_16 + broadcast0*streamed16
-                    acc0_17 = acc0_17 + broadcast0*streamed17
-                    acc0_18 = acc0_18 + broadcast0*streamed18
-                    acc0_19 = acc0_19 + broadcast0*streamed19
-                    acc0_20 = acc0_20 + broadcast0*streamed20
-                    acc0_21 = acc0_21 + broadcast0*streamed21
-                    acc0_22 = acc0_22 + broadcast0*streamed22
-                    acc0_23 = acc0_23 + broadcast0*streamed23
-                    acc0_24 = acc0_24 + broadcast0*streamed24
-                    acc0_25 = acc0_25 + broadcast0*streamed25
-                    acc0_26 = acc0_26 + broadcast0*streamed26
-                    acc0_27 = acc0_27 + broadcast0*streamed27
-                    acc0_28 = acc0_28 + broadcast0*streamed28
-                    acc0_29 = acc0_29 + broadcast0*streamed29
-                    acc0_30 = acc0_30 + broadcast0*streamed30
-                    acc0_31 = acc0_31 + broadcast0*streamed31
-                    acc1_0 = acc1_0 + broadcast1*streamed0
-                    acc1_1 = acc1_1 + broadcast1*streamed1
-                    acc1_2 = acc1_2 + broadcast1*streamed2
-                    acc1_3 = acc1_3 + broadcast1*streamed3
-                    acc1_4 = acc1_4 + broadcast1*streamed4
-                    acc1_5 = acc1_5 + broadcast1*streamed5
-                    acc1_6 = acc1_6 + broadcast1*streamed6
-                    acc1_7 = acc1_7 + broadcast1*streamed7
-                    acc1_8 = acc1_8 + broadcast1*streamed8
-                    acc1_9 = acc1_9 + broadcast1*streamed9
-                    acc1_10 = acc1_10 + broadcast1*streamed10
-                    acc1_11 = acc1_11 + broadcast1*streamed11
-                    acc1_12 = acc1_12 + broadcast1*streamed12
-                    acc1_13 = acc1_13 + broadcast1*streamed13
-                    acc1_14 = acc1_14 + broadcast1*streamed14
-                    acc1_15 = acc1_15 + broadcast1*streamed15
-                    acc1_16 = acc1_16 + broadcast1*streamed16
-                    acc1_17 = acc1_17 + broadcast1*streamed17
-                    acc1_18 = acc1_18 + broadcast1*streamed18
-                    acc1_19 = acc1_19 + broadcast1*streamed19
-                    acc1_20 = acc1_20 + broadcast1*streamed20
-                    acc1_21 = acc1_21 + broadcast1*streamed21
-                    acc1_22 = acc1_22 + broadcast1*streamed22
-                    acc1_23 = acc1_23 + broadcast1*streamed23
-                    acc1_24 = acc1_24 + broadcast1*streamed24
-                    acc1_25 = acc1_25 + broadcast1*streamed25
-                    acc1_26 = acc1_26 + broadcast1*streamed26
-                    acc1_27 = acc1_27 + broadcast1*streamed27
-                    acc1_28 = acc1_28 + broadcast1*streamed28
-                    acc1_29 = acc1_29 + broadcast1*streamed29
-                    acc1_30 = acc1_30 + broadcast1*streamed30
-                    acc1_31 = acc1_31 + broadcast1*streamed31
-            tile[j, group] = acc0_0
-            tile[j, group + 1] = acc0_1
-            tile[j, group + 2] = acc0_2
-            tile[j, group + 3] = acc0_3
-            tile[j, group + 4] = acc0_4
-            tile[j, group + 5] = acc0_5
-            tile[j, group + 6] = acc0_6
-            tile[j, group + 7] = acc0_7
-            tile[j, group + 8] = acc0_8
-            tile[j, group + 9] = acc0_9
-            tile[j, group + 10] = acc0_10
-            tile[j, group + 11] = acc0_11
-            tile[j, group + 12] = acc0_12
-            tile[j, group + 13] = acc0_13
-            tile[j, group + 14] = acc0_14
-            tile[j, group + 15] = acc0_15
-            tile[j, group + 16] = acc0_16
-            tile[j, group + 17] = acc0_17
-            tile[j, group + 18] = acc0_18
-            tile[j, group + 19] = acc0_19
-            tile[j, group + 20] = acc0_20
-            tile[j, group + 21] = acc0_21
-            tile[j, group + 22] = acc0_22
-            tile[j, group + 23] = acc0_23
-            tile[j, group + 24] = acc0_24
-            tile[j, group + 25] = acc0_25
-            tile[j, group + 26] = acc0_26
-            tile[j, group + 27] = acc0_27
-            tile[j, group + 28] = acc0_28
-            tile[j, group + 29] = acc0_29
-            tile[j, group + 30] = acc0_30
-            tile[j, group + 31] = acc0_31
-            tile[j + 1, group] = acc1_0
-            tile[j + 1, group + 1] = acc1_1
-            tile[j + 1, group + 2] = acc1_2
-            tile[j + 1, group + 3] = acc1_3
-            tile[j + 1, group + 4] = acc1_4
-            tile[j + 1, group + 5] = acc1_5
-            tile[j + 1, group + 6] = acc1_6
-            tile[j + 1, group + 7] = acc1_7
-            tile[j + 1, group + 8] = acc1_8
-            tile[j + 1, group + 9] = acc1_9
-            tile[j + 1, group + 10] = acc1_10
-            tile[j + 1, group + 11] = acc1_11
-            tile[j + 1, group + 12] = acc1_12
-            tile[j + 1, group + 13] = acc1_13
-            tile[j + 1, group + 14] = acc1_14
-            tile[j + 1, group + 15] = acc1_15
-            tile[j + 1, group + 16] = acc1_16
-            tile[j + 1, group + 17] = acc1_17
-            tile[j + 1, group + 18] = acc1_18
-            tile[j + 1, group + 19] = acc1_19
-            tile[j + 1, group + 20] = acc1_20
-            tile[j + 1, group + 21] = acc1_21
-            tile[j + 1, group + 22] = acc1_22
-            tile[j + 1, group + 23] = acc1_23
-            tile[j + 1, group + 24] = acc1_24
-            tile[j + 1, group + 25] = acc1_25
-            tile[j + 1, group + 26] = acc1_26
-            tile[j + 1, group + 27] = acc1_27
-            tile[j + 1, group + 28] = acc1_28
-            tile[j + 1, group + 29] = acc1_29
-            tile[j + 1, group + 30] = acc1_30
-            tile[j + 1, group + 31] = acc1_31
-
-
-pw2_with_relu14_folded_forward_block0 = for_this_cpu(pw2_with_relu14_folded_forward_block0_wide, pw2_with_relu14_folded_forward_block0_narrow)
-
-
 @njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
-def pw2_with_relu14_folded_forward(x, weight, bias, out):
+def pw2_with_relu14_folded_forward_wide(x, weight, bias, out):
     """conv2d: forward pass with a bias, on the parameters folded with the batchnorm2d after it (evaluation mode)
     Y[n, c_out, i, j] = b[c_out] + sum_{c_in=0..C_in - 1, u=0..K_h - 1, v=0..K_w - 1} (W[c_out, c_in, u, v]*X[n, c_in, d_h*u + i*s_h - p_h, d_w*v + j*s_w - p_w])
       X[n, c, h, w] is read as 0 outside 0 <= h <= H_in - 1, 0 <= w <= W_in - 1 (zero padding)
@@ -729,8 +490,268 @@ def pw2_with_relu14_folded_forward(x, weight, bias, out):
             for j in range(8):
                 for c_out in range(lanes):
                     tile[j, c_out] = bias[c_out]
-            pw2_with_relu14_folded_forward_block0(i, n, tile, weight_t, x)
+            pw2_with_relu14_folded_forward_wide_block0(i, n, tile, weight_t, x)
             for c_out in range(lanes):
                 for j in range(8):
                     stored = tile[j, c_out]
                     out[n, c_out, i, j] = ((stored) if (stored > 0) else (0))
+
+
+@njit(cache=True, fastmath={'contract'}, error_model="numpy")
+def pw2_with_relu14_folded_forward_narrow_block0(i, n, tile, weight, x):
+    """One row of pw2_with_relu14_folded_forward_narrow's tile, in blocks of 64 local variables."""
+    wide_vectors()
+    for c_out in range(0, 64, 8):
+        for group in range(0, 8, 8):
+            acc0_0 = tile[c_out, group]
+            acc0_1 = tile[c_out, group + 1]
+            acc0_2 = tile[c_out, group + 2]
+            acc0_3 = tile[c_out, group + 3]
+            acc0_4 = tile[c_out, group + 4]
+            acc0_5 = tile[c_out, group + 5]
+            acc0_6 = tile[c_out, group + 6]
+            acc0_7 = tile[c_out, group + 7]
+            acc1_0 = tile[c_out + 1, group]
+            acc1_1 = tile[c_out + 1, group + 1]
+            acc1_2 = tile[c_out + 1, group + 2]
+            acc1_3 = tile[c_out + 1, group + 3]
+            acc1_4 = tile[c_out + 1, group + 4]
+            acc1_5 = tile[c_out + 1, group + 5]
+            acc1_6 = tile[c_out + 1, group + 6]
+            acc1_7 = tile[c_out + 1, group + 7]
+            acc2_0 = tile[c_out + 2, group]
+            acc2_1 = tile[c_out + 2, group + 1]
+            acc2_2 = tile[c_out + 2, group + 2]
+            acc2_3 = tile[c_out + 2, group + 3]
+            acc2_4 = tile[c_out + 2, group + 4]
+            acc2_5 = tile[c_out + 2, group + 5]
+            acc2_6 = tile[c_out + 2, group + 6]
+            acc2_7 = tile[c_out + 2, group + 7]
+            acc3_0 = tile[c_out + 3, group]
+            acc3_1 = tile[c_out + 3, group + 1]
+            acc3_2 = tile[c_out + 3, group + 2]
+            acc3_3 = tile[c_out + 3, group + 3]
+            acc3_4 = tile[c_out + 3, group + 4]
+            acc3_5 = tile[c_out + 3, group + 5]
+            acc3_6 = tile[c_out + 3, group + 6]
+            acc3_7 = tile[c_out + 3, group + 7]
+            acc4_0 = tile[c_out + 4, group]
+            acc4_1 = tile[c_out + 4, group + 1]
+            acc4_2 = tile[c_out + 4, group + 2]
+            acc4_3 = tile[c_out + 4, group + 3]
+            acc4_4 = tile[c_out + 4, group + 4]
+            acc4_5 = tile[c_out + 4, group + 5]
+            acc4_6 = tile[c_out + 4, group + 6]
+            acc4_7 = tile[c_out + 4, group + 7]
+            acc5_0 = tile[c_out + 5, group]
+            acc5_1 = tile[c_out + 5, group + 1]
+            acc5_2 = tile[c_out + 5, group + 2]
+            acc5_3 = tile[c_out + 5, group + 3]
+            acc5_4 = tile[c_out + 5, group + 4]
+            acc5_5 = tile[c_out + 5, group + 5]
+            acc5_6 = tile[c_out + 5, group + 6]
+            acc5_7 = tile[c_out + 5, group + 7]
+            acc6_0 = tile[c_out + 6, group]
+            acc6_1 = tile[c_out + 6, group + 1]
+            acc6_2 = tile[c_out + 6, group + 2]
+            acc6_3 = tile[c_out + 6, group + 3]
+            acc6_4 = tile[c_out + 6, group + 4]
+            acc6_5 = tile[c_out + 6, group + 5]
+            acc6_6 = tile[c_out + 6, group + 6]
+            acc6_7 = tile[c_out + 6, group + 7]
+            acc7_0 = tile[c_out + 7, group]
+            acc7_1 = tile[c_out + 7, group + 1]
+            acc7_2 = tile[c_out + 7, group + 2]
+            acc7_3 = tile[c_out + 7, group + 3]
+            acc7_4 = tile[c_out + 7, group + 4]
+            acc7_5 = tile[c_out + 7, group + 5]
+            acc7_6 = tile[c_out + 7, group + 6]
+            acc7_7 = tile[c_out + 7, group + 7]
+            for c_in in range(32):
+                for u in range(1):
+                    broadcast0 = weight[c_out, c_in, u, 0]
+                    broadcast1 = weight[c_out + 1, c_in, u, 0]
+                    broadcast2 = weight[c_out + 2, c_in, u, 0]
+                    broadcast3 = weight[c_out + 3, c_in, u, 0]
+                    broadcast4 = weight[c_out + 4, c_in, u, 0]
+                    broadcast5 = weight[c_out + 5, c_in, u, 0]
+                    broadcast6 = weight[c_out + 6, c_in, u, 0]
+                    broadcast7 = weight[c_out + 7, c_in, u, 0]
+                    streamed0 = x[n, c_in, i + u, group]
+                    streamed1 = x[n, c_in, i + u, group + 1]
+                    streamed2 = x[n, c_in, i + u, group + 2]
+                    streamed3 = x[n, c_in, i + u, group + 3]
+                    streamed4 = x[n, c_in, i + u, group + 4]
+                    streamed5 = x[n, c_in, i + u, group + 5]
+                    streamed6 = x[n, c_in, i + u, group + 6]
+                    streamed7 = x[n, c_in, i + u, group + 7]
+                    acc0_0 = acc0_0 + broadcast0*streamed0
+                    acc0_1 = acc0_1 + broadcast0*streamed1
+                    acc0_2 = acc0_2 + broadcast0*streamed2
+                    acc0_3 = acc0_3 + broadcast0*streamed3
+                    acc0_4 = acc0_4 + broadcast0*streamed4
+                    acc0_5 = acc0_5 + broadcast0*streamed5
+                    acc0_6 = acc0_6 + broadcast0*streamed6
+                    acc0_7 = acc0_7 + broadcast0*streamed7
+                    acc1_0 = acc1_0 + broadcast1*streamed0
+                    acc1_1 = acc1_1 + broadcast1*streamed1
+                    acc1_2 = acc1_2 + broadcast1*streamed2
+                    acc1_3 = acc1_3 + broadcast1*streamed3
+                    acc1_4 = acc1_4 + broadcast1*streamed4
+                    acc1_5 = acc1_5 + broadcast1*streamed5
+                    acc1_6 = acc1_6 + broadcast1*streamed6
+                    acc1_7 = acc1_7 + broadcast1*streamed7
+                    acc2_0 = acc2_0 + broadcast2*streamed0
+                    acc2_1 = acc2_1 + broadcast2*streamed1
+                    acc2_2 = acc2_2 + broadcast2*streamed2
+                    acc2_3 = acc2_3 + broadcast2*streamed3
+                    acc2_4 = acc2_4 + broadcast2*streamed4
+                    acc2_5 = acc2_5 + broadcast2*streamed5
+                    acc2_6 = acc2_6 + broadcast2*streamed6
+                    acc2_7 = acc2_7 + broadcast2*streamed7
+                    acc3_0 = acc3_0 + broadcast3*streamed0
+                    acc3_1 = acc3_1 + broadcast3*streamed1
+                    acc3_2 = acc3_2 + broadcast3*streamed2
+                    acc3_3 = acc3_3 + broadcast3*streamed3
+                    acc3_4 = acc3_4 + broadcast3*streamed4
+                    acc3_5 = acc3_5 + broadcast3*streamed5
+                    acc3_6 = acc3_6 + broadcast3*streamed6
+                    acc3_7 = acc3_7 + broadcast3*streamed7
+                    acc4_0 = acc4_0 + broadcast4*streamed0
+                    acc4_1 = acc4_1 + broadcast4*streamed1
+                    acc4_2 = acc4_2 + broadcast4*streamed2
+                    acc4_3 = acc4_3 + broadcast4*streamed3
+                    acc4_4 = acc4_4 + broadcast4*streamed4
+                    acc4_5 = acc4_5 + broadcast4*streamed5
+                    acc4_6 = acc4_6 + broadcast4*streamed6
+                    acc4_7 = acc4_7 + broadcast4*streamed7
+                    acc5_0 = acc5_0 + broadcast5*streamed0
+                    acc5_1 = acc5_1 + broadcast5*streamed1
+                    acc5_2 = acc5_2 + broadcast5*streamed2
+                    acc5_3 = acc5_3 + broadcast5*streamed3
+                    acc5_4 = acc5_4 + broadcast5*streamed4
+                    acc5_5 = acc5_5 + broadcast5*streamed5
+                    acc5_6 = acc5_6 + broadcast5*streamed6
+                    acc5_7 = acc5_7 + broadcast5*streamed7
+                    acc6_0 = acc6_0 + broadcast6*streamed0
+                    acc6_1 = acc6_1 + broadcast6*streamed1
+                    acc6_2 = acc6_2 + broadcast6*streamed2
+                    acc6_3 = acc6_3 + broadcast6*streamed3
+                    acc6_4 = acc6_4 + broadcast6*streamed4
+                    acc6_5 = acc6_5 + broadcast6*streamed5
+                    acc6_6 = acc6_6 + broadcast6*streamed6
+                    acc6_7 = acc6_7 + broadcast6*streamed7
+                    acc7_0 = acc7_0 + broadcast7*streamed0
+                    acc7_1 = acc7_1 + broadcast7*streamed1
+                    acc7_2 = acc7_2 + broadcast7*streamed2
+                    acc7_3 = acc7_3 + broadcast7*streamed3
+                    acc7_4 = acc7_4 + broadcast7*streamed4
+                    acc7_5 = acc7_5 + broadcast7*streamed5
+                    acc7_6 = acc7_6 + broadcast7*streamed6
+                    acc7_7 = acc7_7 + broadcast7*streamed7
+            tile[c_out, group] = acc0_0
+            tile[c_out, group + 1] = acc0_1
+            tile[c_out, group + 2] = acc0_2
+            tile[c_out, group + 3] = acc0_3
+            tile[c_out, group + 4] = acc0_4
+            tile[c_out, group + 5] = acc0_5
+            tile[c_out, group + 6] = acc0_6
+            tile[c_out, group + 7] = acc0_7
+            tile[c_out + 1, group] = acc1_0
+            tile[c_out + 1, group + 1] = acc1_1
+            tile[c_out + 1, group + 2] = acc1_2
+            tile[c_out + 1, group + 3] = acc1_3
+            tile[c_out + 1, group + 4] = acc1_4
+            tile[c_out + 1, group + 5] = acc1_5
+            tile[c_out + 1, group + 6] = acc1_6
+            tile[c_out + 1, group + 7] = acc1_7
+            tile[c_out + 2, group] = acc2_0
+            tile[c_out + 2, group + 1] = acc2_1
+            tile[c_out + 2, group + 2] = acc2_2
+            tile[c_out + 2, group + 3] = acc2_3
+            tile[c_out + 2, group + 4] = acc2_4
+            tile[c_out + 2, group + 5] = acc2_5
+            tile[c_out + 2, group + 6] = acc2_6
+            tile[c_out + 2, group + 7] = acc2_7
+            tile[c_out + 3, group] = acc3_0
+            tile[c_out + 3, group + 1] = acc3_1
+            tile[c_out + 3, group + 2] = acc3_2
+            tile[c_out + 3, group + 3] = acc3_3
+            tile[c_out + 3, group + 4] = acc3_4
+            tile[c_out + 3, group + 5] = acc3_5
+            tile[c_out + 3, group + 6] = acc3_6
+            tile[c_out + 3, group + 7] = acc3_7
+            tile[c_out + 4, group] = acc4_0
+            tile[c_out + 4, group + 1] = acc4_1
+            tile[c_out + 4, group + 2] = acc4_2
+            tile[c_out + 4, group + 3] = acc4_3
+            tile[c_out + 4, group + 4] = acc4_4
+            tile[c_out + 4, group + 5] = acc4_5
+            tile[c_out + 4, group + 6] = acc4_6
+            tile[c_out + 4, group + 7] = acc4_7
+            tile[c_out + 5, group] = acc5_0
+            tile[c_out + 5, group + 1] = acc5_1
+            tile[c_out + 5, group + 2] = acc5_2
+            tile[c_out + 5, group + 3] = acc5_3
+            tile[c_out + 5, group + 4] = acc5_4
+            tile[c_out + 5, group + 5] = acc5_5
+            tile[c_out + 5, group + 6] = acc5_6
+            tile[c_out + 5, group + 7] = acc5_7
+            tile[c_out + 6, group] = acc6_0
+            tile[c_out + 6, group + 1] = acc6_1
+            tile[c_out + 6, group + 2] = acc6_2
+            tile[c_out + 6, group + 3] = acc6_3
+            tile[c_out + 6, group + 4] = acc6_4
+            tile[c_out + 6, group + 5] = acc6_5
+            tile[c_out + 6, group + 6] = acc6_6
+            tile[c_out + 6, group + 7] = acc6_7
+            tile[c_out + 7, group] = acc7_0
+            tile[c_out + 7, group + 1] = acc7_1
+            tile[c_out + 7, group + 2] = acc7_2
+            tile[c_out + 7, group + 3] = acc7_3
+            tile[c_out + 7, group + 4] = acc7_4
+            tile[c_out + 7, group + 5] = acc7_5
+            tile[c_out + 7, group + 6] = acc7_6
+            tile[c_out + 7, group + 7] = acc7_7
+
+
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
+def pw2_with_relu14_folded_forward_narrow(x, weight, bias, out):
+    """conv2d: forward pass with a bias, on the parameters folded with the batchnorm2d after it (evaluation mode)
+    Y[n, c_out, i, j] = b[c_out] + sum_{c_in=0..C_in - 1, u=0..K_h - 1, v=0..K_w - 1} (W[c_out, c_in, u, v]*X[n, c_in, d_h*u + i*s_h - p_h, d_w*v + j*s_w - p_w])
+      X[n, c, h, w] is read as 0 outside 0 <= h <= H_in - 1, 0 <= w <= W_in - 1 (zero padding)
+
+    with C_in = 32, C_out = 64, H_in = 8, K_h = 1, K_w = 1, W_in = 8, d_h = 1, d_w = 1, p_h = 0, p_w = 0, s_h = 1, s_w = 1.
+
+    Fused with the forward pass of the element-wise layer E that alone reads this layer's output:
+    it stores E's Y, its input X the value above:
+    relu: forward pass
+    Y[n, c, i, j] = [0 < X[n, c, i, j]] * X[n, c, i, j]
+
+    with C_in = 64, H_in = 8, W_in = 8.
+
+    Every size above except the batch N is a constant of this spec. Arrays are C-contiguous and of
+    one float dtype; the caller checks every shape, since numba does not bounds-check.
+    """
+    N = x.shape[0]
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = out.shape[3]
+    # Each image's rows in parts, one parallel item each,
+    # so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
+        tile = np.empty((64, 8,), dtype=x.dtype)
+        for i in range(4*part, 4*part + 4):
+            for c_out in range(64):
+                for j in range(lanes):
+                    tile[c_out, j] = bias[c_out]
+            pw2_with_relu14_folded_forward_narrow_block0(i, n, tile, weight, x)
+            for c_out in range(64):
+                for j in range(8):
+                    stored = tile[c_out, j]
+                    out[n, c_out, i, j] = ((stored) if (stored > 0) else (0))
+
+
+pw2_with_relu14_folded_forward = for_this_cpu(pw2_with_relu14_folded_forward_wide, pw2_with_relu14_folded_forward_narrow)

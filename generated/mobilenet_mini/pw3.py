@@ -23,8 +23,8 @@ numba.config.SLP_VECTORIZE = 1
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def pw3_forward_block0_wide(i, n, tile, weight_t, x):
-    """One row of pw3_forward's tile, in blocks of 128 local variables."""
+def pw3_forward_wide_block0(i, n, tile, weight_t, x):
+    """One row of pw3_forward_wide's tile, in blocks of 128 local variables."""
     wide_vectors()
     for j in range(0, 8, 4):
         for group in range(0, 64, 32):
@@ -452,247 +452,8 @@ def pw3_forward_block0_wide(i, n, tile, weight_t, x):
             tile[j + 3, group + 31] = acc3_31
 
 
-@njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def pw3_forward_block0_narrow(i, n, tile, weight_t, x):
-    """One row of pw3_forward's tile, in blocks of 64 local variables."""
-    wide_vectors()
-    for j in range(0, 8, 2):
-        for group in range(0, 64, 32):
-            acc0_0 = tile[j, group]
-            acc0_1 = tile[j, group + 1]
-            acc0_2 = tile[j, group + 2]
-            acc0_3 = tile[j, group + 3]
-            acc0_4 = tile[j, group + 4]
-            acc0_5 = tile[j, group + 5]
-            acc0_6 = tile[j, group + 6]
-            acc0_7 = tile[j, group + 7]
-            acc0_8 = tile[j, group + 8]
-            acc0_9 = tile[j, group + 9]
-            acc0_10 = tile[j, group + 10]
-            acc0_11 = tile[j, group + 11]
-            acc0_12 = tile[j, group + 12]
-            acc0_13 = tile[j, group + 13]
-            acc0_14 = tile[j, group + 14]
-            acc0_15 = tile[j, group + 15]
-            acc0_16 = tile[j, group + 16]
-            acc0_17 = tile[j, group + 17]
-            acc0_18 = tile[j, group + 18]
-            acc0_19 = tile[j, group + 19]
-            acc0_20 = tile[j, group + 20]
-            acc0_21 = tile[j, group + 21]
-            acc0_22 = tile[j, group + 22]
-            acc0_23 = tile[j, group + 23]
-            acc0_24 = tile[j, group + 24]
-            acc0_25 = tile[j, group + 25]
-            acc0_26 = tile[j, group + 26]
-            acc0_27 = tile[j, group + 27]
-            acc0_28 = tile[j, group + 28]
-            acc0_29 = tile[j, group + 29]
-            acc0_30 = tile[j, group + 30]
-            acc0_31 = tile[j, group + 31]
-            acc1_0 = tile[j + 1, group]
-            acc1_1 = tile[j + 1, group + 1]
-            acc1_2 = tile[j + 1, group + 2]
-            acc1_3 = tile[j + 1, group + 3]
-            acc1_4 = tile[j + 1, group + 4]
-            acc1_5 = tile[j + 1, group + 5]
-            acc1_6 = tile[j + 1, group + 6]
-            acc1_7 = tile[j + 1, group + 7]
-            acc1_8 = tile[j + 1, group + 8]
-            acc1_9 = tile[j + 1, group + 9]
-            acc1_10 = tile[j + 1, group + 10]
-            acc1_11 = tile[j + 1, group + 11]
-            acc1_12 = tile[j + 1, group + 12]
-            acc1_13 = tile[j + 1, group + 13]
-            acc1_14 = tile[j + 1, group + 14]
-            acc1_15 = tile[j + 1, group + 15]
-            acc1_16 = tile[j + 1, group + 16]
-            acc1_17 = tile[j + 1, group + 17]
-            acc1_18 = tile[j + 1, group + 18]
-            acc1_19 = tile[j + 1, group + 19]
-            acc1_20 = tile[j + 1, group + 20]
-            acc1_21 = tile[j + 1, group + 21]
-            acc1_22 = tile[j + 1, group + 22]
-            acc1_23 = tile[j + 1, group + 23]
-            acc1_24 = tile[j + 1, group + 24]
-            acc1_25 = tile[j + 1, group + 25]
-            acc1_26 = tile[j + 1, group + 26]
-            acc1_27 = tile[j + 1, group + 27]
-            acc1_28 = tile[j + 1, group + 28]
-            acc1_29 = tile[j + 1, group + 29]
-            acc1_30 = tile[j + 1, group + 30]
-            acc1_31 = tile[j + 1, group + 31]
-            for c_in in range(64):
-                for u in range(1):
-                    broadcast0 = x[n, c_in, i + u, j]
-                    broadcast1 = x[n, c_in, i + u, j + 1]
-                    streamed0 = weight_t[c_in, u, 0, group]
-                    streamed1 = weight_t[c_in, u, 0, group + 1]
-                    streamed2 = weight_t[c_in, u, 0, group + 2]
-                    streamed3 = weight_t[c_in, u, 0, group + 3]
-                    streamed4 = weight_t[c_in, u, 0, group + 4]
-                    streamed5 = weight_t[c_in, u, 0, group + 5]
-                    streamed6 = weight_t[c_in, u, 0, group + 6]
-                    streamed7 = weight_t[c_in, u, 0, group + 7]
-                    streamed8 = weight_t[c_in, u, 0, group + 8]
-                    streamed9 = weight_t[c_in, u, 0, group + 9]
-                    streamed10 = weight_t[c_in, u, 0, group + 10]
-                    streamed11 = weight_t[c_in, u, 0, group + 11]
-                    streamed12 = weight_t[c_in, u, 0, group + 12]
-                    streamed13 = weight_t[c_in, u, 0, group + 13]
-                    streamed14 = weight_t[c_in, u, 0, group + 14]
-                    streamed15 = weight_t[c_in, u, 0, group + 15]
-                    streamed16 = weight_t[c_in, u, 0, group + 16]
-                    streamed17 = weight_t[c_in, u, 0, group + 17]
-                    streamed18 = weight_t[c_in, u, 0, group + 18]
-                    streamed19 = weight_t[c_in, u, 0, group + 19]
-                    streamed20 = weight_t[c_in, u, 0, group + 20]
-                    streamed21 = weight_t[c_in, u, 0, group + 21]
-                    streamed22 = weight_t[c_in, u, 0, group + 22]
-                    streamed23 = weight_t[c_in, u, 0, group + 23]
-                    streamed24 = weight_t[c_in, u, 0, group + 24]
-                    streamed25 = weight_t[c_in, u, 0, group + 25]
-                    streamed26 = weight_t[c_in, u, 0, group + 26]
-                    streamed27 = weight_t[c_in, u, 0, group + 27]
-                    streamed28 = weight_t[c_in, u, 0, group + 28]
-                    streamed29 = weight_t[c_in, u, 0, group + 29]
-                    streamed30 = weight_t[c_in, u, 0, group + 30]
-                    streamed31 = weight_t[c_in, u, 0, group + 31]
-                    acc0_0 = acc0_0 + broadcast0*streamed0
-                    acc0_1 = acc0_1 + broadcast0*streamed1
-                    acc0_2 = acc0_2 + broadcast0*streamed2
-                    acc0_3 = acc0_3 + broadcast0*streamed3
-                    acc0_4 = acc0_4 + broadcast0*streamed4
-                    acc0_5 = acc0_5 + broadcast0*streamed5
-                    acc0_6 = acc0_6 + broadcast0*streamed6
-                    acc0_7 = acc0_7 + broadcast0*streamed7
-                    acc0_8 = acc0_8 + broadcast0*streamed8
-                    acc0_9 = acc0_9 + broadcast0*streamed9
-                    acc0_10 = acc0_10 + broadcast0*streamed10
-                    acc0_11 = acc0_11 + broadcast0*streamed11
-                    acc0_12 = acc0_12 + broadcast0*streamed12
-                    acc0_13 = acc0_13 + broadcast0*streamed13
-                    acc0_14 = acc0_14 + broadcast0*streamed14
-                    acc0_15 = acc0_15 + broadcast0*streamed15
-                    acc0_16 = acc0_16 + broadcast0*streamed16
-                    acc0_17 = acc0_17 + broadcast0*streamed17
-                    acc0_18 = acc0_18 + broadcast0*streamed18
-                    acc0_19 = acc0_19 + broadcast0*streamed19
-                    acc0_20 = acc0_20 + broadcast0*streamed20
-                    acc0_21 = acc0_21 + broadcast0*streamed21
-                    acc0_22 = acc0_22 + broadcast0*streamed22
-                    acc0_23 = acc0_23 + broadcast0*streamed23
-                    acc0_24 = acc0_24 + broadcast0*streamed24
-                    acc0_25 = acc0_25 + broadcast0*streamed25
-                    acc0_26 = acc0_26 + broadcast0*streamed26
-                    acc0_27 = acc0_27 + broadcast0*streamed27
-                    acc0_28 = acc0_28 + broadcast0*streamed28
-                    acc0_29 = acc0_29 + broadcast0*streamed29
-                    acc0_30 = acc0_30 + broadcast0*streamed30
-                    acc0_31 = acc0_31 + broadcast0*streamed31
-                    acc1_0 = acc1_0 + broadcast1*streamed0
-                    acc1_1 = acc1_1 + broadcast1*streamed1
-                    acc1_2 = acc1_2 + broadcast1*streamed2
-                    acc1_3 = acc1_3 + broadcast1*streamed3
-                    acc1_4 = acc1_4 + broadcast1*streamed4
-                    acc1_5 = acc1_5 + broadcast1*streamed5
-                    acc1_6 = acc1_6 + broadcast1*streamed6
-                    acc1_7 = acc1_7 + broadcast1*streamed7
-                    acc1_8 = acc1_8 + broadcast1*streamed8
-                    acc1_9 = acc1_9 + broadcast1*streamed9
-                    acc1_10 = acc1_10 + broadcast1*streamed10
-                    acc1_11 = acc1_11 + broadcast1*streamed11
-                    acc1_12 = acc1_12 + broadcast1*streamed12
-                    acc1_13 = acc1_13 + broadcast1*streamed13
-                    acc1_14 = acc1_14 + broadcast1*streamed14
-                    acc1_15 = acc1_15 + broadcast1*streamed15
-                    acc1_16 = acc1_16 + broadcast1*streamed16
-                    acc1_17 = acc1_17 + broadcast1*streamed17
-                    acc1_18 = acc1_18 + broadcast1*streamed18
-                    acc1_19 = acc1_19 + broadcast1*streamed19
-                    acc1_20 = acc1_20 + broadcast1*streamed20
-                    acc1_21 = acc1_21 + broadcast1*streamed21
-                    acc1_22 = acc1_22 + broadcast1*streamed22
-                    acc1_23 = acc1_23 + broadcast1*streamed23
-                    acc1_24 = acc1_24 + broadcast1*streamed24
-                    acc1_25 = acc1_25 + broadcast1*streamed25
-                    acc1_26 = acc1_26 + broadcast1*streamed26
-                    acc1_27 = acc1_27 + broadcast1*streamed27
-                    acc1_28 = acc1_28 + broadcast1*streamed28
-                    acc1_29 = acc1_29 + broadcast1*streamed29
-                    acc1_30 = acc1_30 + broadcast1*streamed30
-                    acc1_31 = acc1_31 + broadcast1*streamed31
-            tile[j, group] = acc0_0
-            tile[j, group + 1] = acc0_1
-            tile[j, group + 2] = acc0_2
-            tile[j, group + 3] = acc0_3
-            tile[j, group + 4] = acc0_4
-            tile[j, group + 5] = acc0_5
-            tile[j, group + 6] = acc0_6
-            tile[j, group + 7] = acc0_7
-            tile[j, group + 8] = acc0_8
-            tile[j, group + 9] = acc0_9
-            tile[j, group + 10] = acc0_10
-            tile[j, group + 11] = acc0_11
-            tile[j, group + 12] = acc0_12
-            tile[j, group + 13] = acc0_13
-            tile[j, group + 14] = acc0_14
-            tile[j, group + 15] = acc0_15
-            tile[j, group + 16] = acc0_16
-            tile[j, group + 17] = acc0_17
-            tile[j, group + 18] = acc0_18
-            tile[j, group + 19] = acc0_19
-            tile[j, group + 20] = acc0_20
-            tile[j, group + 21] = acc0_21
-            tile[j, group + 22] = acc0_22
-            tile[j, group + 23] = acc0_23
-            tile[j, group + 24] = acc0_24
-            tile[j, group + 25] = acc0_25
-            tile[j, group + 26] = acc0_26
-            tile[j, group + 27] = acc0_27
-            tile[j, group + 28] = acc0_28
-            tile[j, group + 29] = acc0_29
-            tile[j, group + 30] = acc0_30
-            tile[j, group + 31] = acc0_31
-            tile[j + 1, group] = acc1_0
-            tile[j + 1, group + 1] = acc1_1
-            tile[j + 1, group + 2] = acc1_2
-            tile[j + 1, group + 3] = acc1_3
-            tile[j + 1, group + 4] = acc1_4
-            tile[j + 1, group + 5] = acc1_5
-            tile[j + 1, group + 6] = acc1_6
-            tile[j + 1, group + 7] = acc1_7
-            tile[j + 1, group + 8] = acc1_8
-            tile[j + 1, group + 9] = acc1_9
-            tile[j + 1, group + 10] = acc1_10
-            tile[j + 1, group + 11] = acc1_11
-            tile[j + 1, group + 12] = acc1_12
-            tile[j + 1, group + 13] = acc1_13
-            tile[j + 1, group + 14] = acc1_14
-            tile[j + 1, group + 15] = acc1_15
-            tile[j + 1, group + 16] = acc1_16
-            tile[j + 1, group + 17] = acc1_17
-            tile[j + 1, group + 18] = acc1_18
-            tile[j + 1, group + 19] = acc1_19
-            tile[j + 1, group + 20] = acc1_20
-            tile[j + 1, group + 21] = acc1_21
-            tile[j + 1, group + 22] = acc1_22
-            tile[j + 1, group + 23] = acc1_23
-            tile[j + 1, group + 24] = acc1_24
-            tile[j + 1, group + 25] = acc1_25
-            tile[j + 1, group + 26] = acc1_26
-            tile[j + 1, group + 27] = acc1_27
-            tile[j + 1, group + 28] = acc1_28
-            tile[j + 1, group + 29] = acc1_29
-            tile[j + 1, group + 30] = acc1_30
-            tile[j + 1, group + 31] = acc1_31
-
-
-pw3_forward_block0 = for_this_cpu(pw3_forward_block0_wide, pw3_forward_block0_narrow)
-
-
 @njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
-def pw3_forward(x, weight, out):
+def pw3_forward_wide(x, weight, out):
     """conv2d: forward pass
     Y[n, c_out, i, j] = sum_{c_in=0..C_in - 1, u=0..K_h - 1, v=0..K_w - 1} (W[c_out, c_in, u, v]*X[n, c_in, d_h*u + i*s_h - p_h, d_w*v + j*s_w - p_w])
       X[n, c, h, w] is read as 0 outside 0 <= h <= H_in - 1, 0 <= w <= W_in - 1 (zero padding)
@@ -722,15 +483,264 @@ def pw3_forward(x, weight, out):
             for j in range(8):
                 for c_out in range(lanes):
                     tile[j, c_out] = 0.0
-            pw3_forward_block0(i, n, tile, weight_t, x)
+            pw3_forward_wide_block0(i, n, tile, weight_t, x)
             for c_out in range(lanes):
                 for j in range(8):
                     out[n, c_out, i, j] = tile[j, c_out]
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def pw3_grad_input_block0_wide(grad_output, k, n, tile, weight):
-    """One row of pw3_grad_input's tile, in blocks of 128 local variables."""
+def pw3_forward_narrow_block0(i, n, tile, weight, x):
+    """One row of pw3_forward_narrow's tile, in blocks of 64 local variables."""
+    wide_vectors()
+    for c_out in range(0, 64, 8):
+        for group in range(0, 8, 8):
+            acc0_0 = tile[c_out, group]
+            acc0_1 = tile[c_out, group + 1]
+            acc0_2 = tile[c_out, group + 2]
+            acc0_3 = tile[c_out, group + 3]
+            acc0_4 = tile[c_out, group + 4]
+            acc0_5 = tile[c_out, group + 5]
+            acc0_6 = tile[c_out, group + 6]
+            acc0_7 = tile[c_out, group + 7]
+            acc1_0 = tile[c_out + 1, group]
+            acc1_1 = tile[c_out + 1, group + 1]
+            acc1_2 = tile[c_out + 1, group + 2]
+            acc1_3 = tile[c_out + 1, group + 3]
+            acc1_4 = tile[c_out + 1, group + 4]
+            acc1_5 = tile[c_out + 1, group + 5]
+            acc1_6 = tile[c_out + 1, group + 6]
+            acc1_7 = tile[c_out + 1, group + 7]
+            acc2_0 = tile[c_out + 2, group]
+            acc2_1 = tile[c_out + 2, group + 1]
+            acc2_2 = tile[c_out + 2, group + 2]
+            acc2_3 = tile[c_out + 2, group + 3]
+            acc2_4 = tile[c_out + 2, group + 4]
+            acc2_5 = tile[c_out + 2, group + 5]
+            acc2_6 = tile[c_out + 2, group + 6]
+            acc2_7 = tile[c_out + 2, group + 7]
+            acc3_0 = tile[c_out + 3, group]
+            acc3_1 = tile[c_out + 3, group + 1]
+            acc3_2 = tile[c_out + 3, group + 2]
+            acc3_3 = tile[c_out + 3, group + 3]
+            acc3_4 = tile[c_out + 3, group + 4]
+            acc3_5 = tile[c_out + 3, group + 5]
+            acc3_6 = tile[c_out + 3, group + 6]
+            acc3_7 = tile[c_out + 3, group + 7]
+            acc4_0 = tile[c_out + 4, group]
+            acc4_1 = tile[c_out + 4, group + 1]
+            acc4_2 = tile[c_out + 4, group + 2]
+            acc4_3 = tile[c_out + 4, group + 3]
+            acc4_4 = tile[c_out + 4, group + 4]
+            acc4_5 = tile[c_out + 4, group + 5]
+            acc4_6 = tile[c_out + 4, group + 6]
+            acc4_7 = tile[c_out + 4, group + 7]
+            acc5_0 = tile[c_out + 5, group]
+            acc5_1 = tile[c_out + 5, group + 1]
+            acc5_2 = tile[c_out + 5, group + 2]
+            acc5_3 = tile[c_out + 5, group + 3]
+            acc5_4 = tile[c_out + 5, group + 4]
+            acc5_5 = tile[c_out + 5, group + 5]
+            acc5_6 = tile[c_out + 5, group + 6]
+            acc5_7 = tile[c_out + 5, group + 7]
+            acc6_0 = tile[c_out + 6, group]
+            acc6_1 = tile[c_out + 6, group + 1]
+            acc6_2 = tile[c_out + 6, group + 2]
+            acc6_3 = tile[c_out + 6, group + 3]
+            acc6_4 = tile[c_out + 6, group + 4]
+            acc6_5 = tile[c_out + 6, group + 5]
+            acc6_6 = tile[c_out + 6, group + 6]
+            acc6_7 = tile[c_out + 6, group + 7]
+            acc7_0 = tile[c_out + 7, group]
+            acc7_1 = tile[c_out + 7, group + 1]
+            acc7_2 = tile[c_out + 7, group + 2]
+            acc7_3 = tile[c_out + 7, group + 3]
+            acc7_4 = tile[c_out + 7, group + 4]
+            acc7_5 = tile[c_out + 7, group + 5]
+            acc7_6 = tile[c_out + 7, group + 6]
+            acc7_7 = tile[c_out + 7, group + 7]
+            for c_in in range(64):
+                for u in range(1):
+                    broadcast0 = weight[c_out, c_in, u, 0]
+                    broadcast1 = weight[c_out + 1, c_in, u, 0]
+                    broadcast2 = weight[c_out + 2, c_in, u, 0]
+                    broadcast3 = weight[c_out + 3, c_in, u, 0]
+                    broadcast4 = weight[c_out + 4, c_in, u, 0]
+                    broadcast5 = weight[c_out + 5, c_in, u, 0]
+                    broadcast6 = weight[c_out + 6, c_in, u, 0]
+                    broadcast7 = weight[c_out + 7, c_in, u, 0]
+                    streamed0 = x[n, c_in, i + u, group]
+                    streamed1 = x[n, c_in, i + u, group + 1]
+                    streamed2 = x[n, c_in, i + u, group + 2]
+                    streamed3 = x[n, c_in, i + u, group + 3]
+                    streamed4 = x[n, c_in, i + u, group + 4]
+                    streamed5 = x[n, c_in, i + u, group + 5]
+                    streamed6 = x[n, c_in, i + u, group + 6]
+                    streamed7 = x[n, c_in, i + u, group + 7]
+                    acc0_0 = acc0_0 + broadcast0*streamed0
+                    acc0_1 = acc0_1 + broadcast0*streamed1
+                    acc0_2 = acc0_2 + broadcast0*streamed2
+                    acc0_3 = acc0_3 + broadcast0*streamed3
+                    acc0_4 = acc0_4 + broadcast0*streamed4
+                    acc0_5 = acc0_5 + broadcast0*streamed5
+                    acc0_6 = acc0_6 + broadcast0*streamed6
+                    acc0_7 = acc0_7 + broadcast0*streamed7
+                    acc1_0 = acc1_0 + broadcast1*streamed0
+                    acc1_1 = acc1_1 + broadcast1*streamed1
+                    acc1_2 = acc1_2 + broadcast1*streamed2
+                    acc1_3 = acc1_3 + broadcast1*streamed3
+                    acc1_4 = acc1_4 + broadcast1*streamed4
+                    acc1_5 = acc1_5 + broadcast1*streamed5
+                    acc1_6 = acc1_6 + broadcast1*streamed6
+                    acc1_7 = acc1_7 + broadcast1*streamed7
+                    acc2_0 = acc2_0 + broadcast2*streamed0
+                    acc2_1 = acc2_1 + broadcast2*streamed1
+                    acc2_2 = acc2_2 + broadcast2*streamed2
+                    acc2_3 = acc2_3 + broadcast2*streamed3
+                    acc2_4 = acc2_4 + broadcast2*streamed4
+                    acc2_5 = acc2_5 + broadcast2*streamed5
+                    acc2_6 = acc2_6 + broadcast2*streamed6
+                    acc2_7 = acc2_7 + broadcast2*streamed7
+                    acc3_0 = acc3_0 + broadcast3*streamed0
+                    acc3_1 = acc3_1 + broadcast3*streamed1
+                    acc3_2 = acc3_2 + broadcast3*streamed2
+                    acc3_3 = acc3_3 + broadcast3*streamed3
+                    acc3_4 = acc3_4 + broadcast3*streamed4
+                    acc3_5 = acc3_5 + broadcast3*streamed5
+                    acc3_6 = acc3_6 + broadcast3*streamed6
+                    acc3_7 = acc3_7 + broadcast3*streamed7
+                    acc4_0 = acc4_0 + broadcast4*streamed0
+                    acc4_1 = acc4_1 + broadcast4*streamed1
+                    acc4_2 = acc4_2 + broadcast4*streamed2
+                    acc4_3 = acc4_3 + broadcast4*streamed3
+                    acc4_4 = acc4_4 + broadcast4*streamed4
+                    acc4_5 = acc4_5 + broadcast4*streamed5
+                    acc4_6 = acc4_6 + broadcast4*streamed6
+                    acc4_7 = acc4_7 + broadcast4*streamed7
+                    acc5_0 = acc5_0 + broadcast5*streamed0
+                    acc5_1 = acc5_1 + broadcast5*streamed1
+                    acc5_2 = acc5_2 + broadcast5*streamed2
+                    acc5_3 = acc5_3 + broadcast5*streamed3
+                    acc5_4 = acc5_4 + broadcast5*streamed4
+                    acc5_5 = acc5_5 + broadcast5*streamed5
+                    acc5_6 = acc5_6 + broadcast5*streamed6
+                    acc5_7 = acc5_7 + broadcast5*streamed7
+                    acc6_0 = acc6_0 + broadcast6*streamed0
+                    acc6_1 = acc6_1 + broadcast6*streamed1
+                    acc6_2 = acc6_2 + broadcast6*streamed2
+                    acc6_3 = acc6_3 + broadcast6*streamed3
+                    acc6_4 = acc6_4 + broadcast6*streamed4
+                    acc6_5 = acc6_5 + broadcast6*streamed5
+                    acc6_6 = acc6_6 + broadcast6*streamed6
+                    acc6_7 = acc6_7 + broadcast6*streamed7
+                    acc7_0 = acc7_0 + broadcast7*streamed0
+                    acc7_1 = acc7_1 + broadcast7*streamed1
+                    acc7_2 = acc7_2 + broadcast7*streamed2
+                    acc7_3 = acc7_3 + broadcast7*streamed3
+                    acc7_4 = acc7_4 + broadcast7*streamed4
+                    acc7_5 = acc7_5 + broadcast7*streamed5
+                    acc7_6 = acc7_6 + broadcast7*streamed6
+                    acc7_7 = acc7_7 + broadcast7*streamed7
+            tile[c_out, group] = acc0_0
+            tile[c_out, group + 1] = acc0_1
+            tile[c_out, group + 2] = acc0_2
+            tile[c_out, group + 3] = acc0_3
+            tile[c_out, group + 4] = acc0_4
+            tile[c_out, group + 5] = acc0_5
+            tile[c_out, group + 6] = acc0_6
+            tile[c_out, group + 7] = acc0_7
+            tile[c_out + 1, group] = acc1_0
+            tile[c_out + 1, group + 1] = acc1_1
+            tile[c_out + 1, group + 2] = acc1_2
+            tile[c_out + 1, group + 3] = acc1_3
+            tile[c_out + 1, group + 4] = acc1_4
+            tile[c_out + 1, group + 5] = acc1_5
+            tile[c_out + 1, group + 6] = acc1_6
+            tile[c_out + 1, group + 7] = acc1_7
+            tile[c_out + 2, group] = acc2_0
+            tile[c_out + 2, group + 1] = acc2_1
+            tile[c_out + 2, group + 2] = acc2_2
+            tile[c_out + 2, group + 3] = acc2_3
+            tile[c_out + 2, group + 4] = acc2_4
+            tile[c_out + 2, group + 5] = acc2_5
+            tile[c_out + 2, group + 6] = acc2_6
+            tile[c_out + 2, group + 7] = acc2_7
+            tile[c_out + 3, group] = acc3_0
+            tile[c_out + 3, group + 1] = acc3_1
+            tile[c_out + 3, group + 2] = acc3_2
+            tile[c_out + 3, group + 3] = acc3_3
+            tile[c_out + 3, group + 4] = acc3_4
+            tile[c_out + 3, group + 5] = acc3_5
+            tile[c_out + 3, group + 6] = acc3_6
+            tile[c_out + 3, group + 7] = acc3_7
+            tile[c_out + 4, group] = acc4_0
+            tile[c_out + 4, group + 1] = acc4_1
+            tile[c_out + 4, group + 2] = acc4_2
+            tile[c_out + 4, group + 3] = acc4_3
+            tile[c_out + 4, group + 4] = acc4_4
+            tile[c_out + 4, group + 5] = acc4_5
+            tile[c_out + 4, group + 6] = acc4_6
+            tile[c_out + 4, group + 7] = acc4_7
+            tile[c_out + 5, group] = acc5_0
+            tile[c_out + 5, group + 1] = acc5_1
+            tile[c_out + 5, group + 2] = acc5_2
+            tile[c_out + 5, group + 3] = acc5_3
+            tile[c_out + 5, group + 4] = acc5_4
+            tile[c_out + 5, group + 5] = acc5_5
+            tile[c_out + 5, group + 6] = acc5_6
+            tile[c_out + 5, group + 7] = acc5_7
+            tile[c_out + 6, group] = acc6_0
+            tile[c_out + 6, group + 1] = acc6_1
+            tile[c_out + 6, group + 2] = acc6_2
+            tile[c_out + 6, group + 3] = acc6_3
+            tile[c_out + 6, group + 4] = acc6_4
+            tile[c_out + 6, group + 5] = acc6_5
+            tile[c_out + 6, group + 6] = acc6_6
+            tile[c_out + 6, group + 7] = acc6_7
+            tile[c_out + 7, group] = acc7_0
+            tile[c_out + 7, group + 1] = acc7_1
+            tile[c_out + 7, group + 2] = acc7_2
+            tile[c_out + 7, group + 3] = acc7_3
+            tile[c_out + 7, group + 4] = acc7_4
+            tile[c_out + 7, group + 5] = acc7_5
+            tile[c_out + 7, group + 6] = acc7_6
+            tile[c_out + 7, group + 7] = acc7_7
+
+
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
+def pw3_forward_narrow(x, weight, out):
+    """conv2d: forward pass
+    Y[n, c_out, i, j] = sum_{c_in=0..C_in - 1, u=0..K_h - 1, v=0..K_w - 1} (W[c_out, c_in, u, v]*X[n, c_in, d_h*u + i*s_h - p_h, d_w*v + j*s_w - p_w])
+      X[n, c, h, w] is read as 0 outside 0 <= h <= H_in - 1, 0 <= w <= W_in - 1 (zero padding)
+
+    with C_in = 64, C_out = 64, H_in = 8, K_h = 1, K_w = 1, W_in = 8, d_h = 1, d_w = 1, p_h = 0, p_w = 0, s_h = 1, s_w = 1.
+
+    Every size above except the batch N is a constant of this spec. Arrays are C-contiguous and of
+    one float dtype; the caller checks every shape, since numba does not bounds-check.
+    """
+    N = x.shape[0]
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = out.shape[3]
+    # Each image's rows in parts, one parallel item each,
+    # so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
+        tile = np.empty((64, 8,), dtype=x.dtype)
+        for i in range(4*part, 4*part + 4):
+            for c_out in range(64):
+                for j in range(lanes):
+                    tile[c_out, j] = 0.0
+            pw3_forward_narrow_block0(i, n, tile, weight, x)
+            for c_out in range(64):
+                for j in range(8):
+                    out[n, c_out, i, j] = tile[c_out, j]
+
+
+@njit(cache=True, fastmath={'contract'}, error_model="numpy")
+def pw3_grad_input_wide_block0(grad_output, k, n, tile, weight):
+    """One row of pw3_grad_input_wide's tile, in blocks of 128 local variables."""
     wide_vectors()
     for c_in in range(0, 64, 16):
         for group in range(0, 8, 8):
@@ -1217,9 +1227,41 @@ def pw3_grad_input_block0_wide(grad_output, k, n, tile, weight):
             tile[c_in + 15, group + 7] = acc15_7
 
 
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
+def pw3_grad_input_wide(grad_output, weight, grad_input):
+    """conv2d: gradient with respect to the input
+    dL/dX[n, c_in, k, l] = sum_{c_out=0..C_out - 1, u=0..K_h - 1, v=0..K_w - 1} [s_h | -d_h*u + k + p_h and s_w | -d_w*v + l + p_w and 0 <= (-d_h*u + k + p_h)/s_h and 0 <= (-d_w*v + l + p_w)/s_w and (-d_h*u + k + p_h)/s_h <= H_out - 1 and (-d_w*v + l + p_w)/s_w <= W_out - 1] * (W[c_out, c_in, u, v]*dL/dY[n, c_out, (-d_h*u + k + p_h)/s_h, (-d_w*v + l + p_w)/s_w])
+      where H_out = floor((H_in - d_h*(K_h - 1) + 2*p_h - 1)/s_h) + 1
+      where W_out = floor((W_in - d_w*(K_w - 1) + 2*p_w - 1)/s_w) + 1
+
+    with C_in = 64, C_out = 64, H_in = 8, K_h = 1, K_w = 1, W_in = 8, d_h = 1, d_w = 1, p_h = 0, p_w = 0, s_h = 1, s_w = 1.
+
+    Every size above except the batch N is a constant of this spec. Arrays are C-contiguous and of
+    one float dtype; the caller checks every shape, since numba does not bounds-check.
+    """
+    N = grad_output.shape[0]
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = grad_input.shape[3]
+    # Each image's rows in parts, one parallel item each,
+    # so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
+        tile = np.empty((64, 8,), dtype=grad_output.dtype)
+        for k in range(4*part, 4*part + 4):
+            for c_in in range(64):
+                for l in range(lanes):
+                    tile[c_in, l] = 0.0
+            pw3_grad_input_wide_block0(grad_output, k, n, tile, weight)
+            for c_in in range(64):
+                for l in range(8):
+                    grad_input[n, c_in, k, l] = tile[c_in, l]
+
+
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def pw3_grad_input_block0_narrow(grad_output, k, n, tile, weight):
-    """One row of pw3_grad_input's tile, in blocks of 64 local variables."""
+def pw3_grad_input_narrow_block0(grad_output, k, n, tile, weight):
+    """One row of pw3_grad_input_narrow's tile, in blocks of 64 local variables."""
     wide_vectors()
     for c_in in range(0, 64, 8):
         for group in range(0, 8, 8):
@@ -1287,135 +1329,87 @@ def pw3_grad_input_block0_narrow(grad_output, k, n, tile, weight):
             acc7_5 = tile[c_in + 7, group + 5]
             acc7_6 = tile[c_in + 7, group + 6]
             acc7_7 = tile[c_in + 7, group + 7]
-            for c_out in range(0, 64, 4):
+            for c_out in range(64):
                 broadcast0 = weight[c_out, c_in, 0, 0]
-                broadcast1 = weight[c_out + 1, c_in, 0, 0]
-                broadcast2 = weight[c_out + 2, c_in, 0, 0]
-                broadcast3 = weight[c_out + 3, c_in, 0, 0]
-                broadcast4 = weight[c_out, c_in + 1, 0, 0]
-                broadcast5 = weight[c_out + 1, c_in + 1, 0, 0]
-                broadcast6 = weight[c_out + 2, c_in + 1, 0, 0]
-                broadcast7 = weight[c_out + 3, c_in + 1, 0, 0]
-                broadcast8 = weight[c_out, c_in + 2, 0, 0]
-                broadcast9 = weight[c_out + 1, c_in + 2, 0, 0]
-                broadcast10 = weight[c_out + 2, c_in + 2, 0, 0]
-                broadcast11 = weight[c_out + 3, c_in + 2, 0, 0]
-                broadcast12 = weight[c_out, c_in + 3, 0, 0]
-                broadcast13 = weight[c_out + 1, c_in + 3, 0, 0]
-                broadcast14 = weight[c_out + 2, c_in + 3, 0, 0]
-                broadcast15 = weight[c_out + 3, c_in + 3, 0, 0]
-                broadcast16 = weight[c_out, c_in + 4, 0, 0]
-                broadcast17 = weight[c_out + 1, c_in + 4, 0, 0]
-                broadcast18 = weight[c_out + 2, c_in + 4, 0, 0]
-                broadcast19 = weight[c_out + 3, c_in + 4, 0, 0]
-                broadcast20 = weight[c_out, c_in + 5, 0, 0]
-                broadcast21 = weight[c_out + 1, c_in + 5, 0, 0]
-                broadcast22 = weight[c_out + 2, c_in + 5, 0, 0]
-                broadcast23 = weight[c_out + 3, c_in + 5, 0, 0]
-                broadcast24 = weight[c_out, c_in + 6, 0, 0]
-                broadcast25 = weight[c_out + 1, c_in + 6, 0, 0]
-                broadcast26 = weight[c_out + 2, c_in + 6, 0, 0]
-                broadcast27 = weight[c_out + 3, c_in + 6, 0, 0]
-                broadcast28 = weight[c_out, c_in + 7, 0, 0]
-                broadcast29 = weight[c_out + 1, c_in + 7, 0, 0]
-                broadcast30 = weight[c_out + 2, c_in + 7, 0, 0]
-                broadcast31 = weight[c_out + 3, c_in + 7, 0, 0]
+                broadcast1 = weight[c_out, c_in + 1, 0, 0]
+                broadcast2 = weight[c_out, c_in + 2, 0, 0]
+                broadcast3 = weight[c_out, c_in + 3, 0, 0]
+                broadcast4 = weight[c_out, c_in + 4, 0, 0]
+                broadcast5 = weight[c_out, c_in + 5, 0, 0]
+                broadcast6 = weight[c_out, c_in + 6, 0, 0]
+                broadcast7 = weight[c_out, c_in + 7, 0, 0]
                 streamed0 = grad_output[n, c_out, k, group]
-                streamed1 = grad_output[n, c_out + 1, k, group]
-                streamed2 = grad_output[n, c_out + 2, k, group]
-                streamed3 = grad_output[n, c_out + 3, k, group]
-                streamed4 = grad_output[n, c_out, k, group + 1]
-                streamed5 = grad_output[n, c_out + 1, k, group + 1]
-                streamed6 = grad_output[n, c_out + 2, k, group + 1]
-                streamed7 = grad_output[n, c_out + 3, k, group + 1]
-                streamed8 = grad_output[n, c_out, k, group + 2]
-                streamed9 = grad_output[n, c_out + 1, k, group + 2]
-                streamed10 = grad_output[n, c_out + 2, k, group + 2]
-                streamed11 = grad_output[n, c_out + 3, k, group + 2]
-                streamed12 = grad_output[n, c_out, k, group + 3]
-                streamed13 = grad_output[n, c_out + 1, k, group + 3]
-                streamed14 = grad_output[n, c_out + 2, k, group + 3]
-                streamed15 = grad_output[n, c_out + 3, k, group + 3]
-                streamed16 = grad_output[n, c_out, k, group + 4]
-                streamed17 = grad_output[n, c_out + 1, k, group + 4]
-                streamed18 = grad_output[n, c_out + 2, k, group + 4]
-                streamed19 = grad_output[n, c_out + 3, k, group + 4]
-                streamed20 = grad_output[n, c_out, k, group + 5]
-                streamed21 = grad_output[n, c_out + 1, k, group + 5]
-                streamed22 = grad_output[n, c_out + 2, k, group + 5]
-                streamed23 = grad_output[n, c_out + 3, k, group + 5]
-                streamed24 = grad_output[n, c_out, k, group + 6]
-                streamed25 = grad_output[n, c_out + 1, k, group + 6]
-                streamed26 = grad_output[n, c_out + 2, k, group + 6]
-                streamed27 = grad_output[n, c_out + 3, k, group + 6]
-                streamed28 = grad_output[n, c_out, k, group + 7]
-                streamed29 = grad_output[n, c_out + 1, k, group + 7]
-                streamed30 = grad_output[n, c_out + 2, k, group + 7]
-                streamed31 = grad_output[n, c_out + 3, k, group + 7]
-                acc0_0 = acc0_0 + broadcast0*streamed0 + broadcast1*streamed1 + broadcast2*streamed2 + broadcast3*streamed3
-                acc0_1 = acc0_1 + broadcast0*streamed4 + broadcast1*streamed5 + broadcast2*streamed6 + broadcast3*streamed7
-                acc0_2 = acc0_2 + broadcast0*streamed8 + broadcast1*streamed9 + broadcast2*streamed10 + broadcast3*streamed11
-                acc0_3 = acc0_3 + broadcast0*streamed12 + broadcast1*streamed13 + broadcast2*streamed14 + broadcast3*streamed15
-                acc0_4 = acc0_4 + broadcast0*streamed16 + broadcast1*streamed17 + broadcast2*streamed18 + broadcast3*streamed19
-                acc0_5 = acc0_5 + broadcast0*streamed20 + broadcast1*streamed21 + broadcast2*streamed22 + broadcast3*streamed23
-                acc0_6 = acc0_6 + broadcast0*streamed24 + broadcast1*streamed25 + broadcast2*streamed26 + broadcast3*streamed27
-                acc0_7 = acc0_7 + broadcast0*streamed28 + broadcast1*streamed29 + broadcast2*streamed30 + broadcast3*streamed31
-                acc1_0 = acc1_0 + broadcast4*streamed0 + broadcast5*streamed1 + broadcast6*streamed2 + broadcast7*streamed3
-                acc1_1 = acc1_1 + broadcast4*streamed4 + broadcast5*streamed5 + broadcast6*streamed6 + broadcast7*streamed7
-                acc1_2 = acc1_2 + broadcast4*streamed8 + broadcast5*streamed9 + broadcast6*streamed10 + broadcast7*streamed11
-                acc1_3 = acc1_3 + broadcast4*streamed12 + broadcast5*streamed13 + broadcast6*streamed14 + broadcast7*streamed15
-                acc1_4 = acc1_4 + broadcast4*streamed16 + broadcast5*streamed17 + broadcast6*streamed18 + broadcast7*streamed19
-                acc1_5 = acc1_5 + broadcast4*streamed20 + broadcast5*streamed21 + broadcast6*streamed22 + broadcast7*streamed23
-                acc1_6 = acc1_6 + broadcast4*streamed24 + broadcast5*streamed25 + broadcast6*streamed26 + broadcast7*streamed27
-                acc1_7 = acc1_7 + broadcast4*streamed28 + broadcast5*streamed29 + broadcast6*streamed30 + broadcast7*streamed31
-                acc2_0 = acc2_0 + broadcast8*streamed0 + broadcast9*streamed1 + broadcast10*streamed2 + broadcast11*streamed3
-                acc2_1 = acc2_1 + broadcast8*streamed4 + broadcast9*streamed5 + broadcast10*streamed6 + broadcast11*streamed7
-                acc2_2 = acc2_2 + broadcast8*streamed8 + broadcast9*streamed9 + broadcast10*streamed10 + broadcast11*streamed11
-                acc2_3 = acc2_3 + broadcast8*streamed12 + broadcast9*streamed13 + broadcast10*streamed14 + broadcast11*streamed15
-                acc2_4 = acc2_4 + broadcast8*streamed16 + broadcast9*streamed17 + broadcast10*streamed18 + broadcast11*streamed19
-                acc2_5 = acc2_5 + broadcast8*streamed20 + broadcast9*streamed21 + broadcast10*streamed22 + broadcast11*streamed23
-                acc2_6 = acc2_6 + broadcast8*streamed24 + broadcast9*streamed25 + broadcast10*streamed26 + broadcast11*streamed27
-                acc2_7 = acc2_7 + broadcast8*streamed28 + broadcast9*streamed29 + broadcast10*streamed30 + broadcast11*streamed31
-                acc3_0 = acc3_0 + broadcast12*streamed0 + broadcast13*streamed1 + broadcast14*streamed2 + broadcast15*streamed3
-                acc3_1 = acc3_1 + broadcast12*streamed4 + broadcast13*streamed5 + broadcast14*streamed6 + broadcast15*streamed7
-                acc3_2 = acc3_2 + broadcast12*streamed8 + broadcast13*streamed9 + broadcast14*streamed10 + broadcast15*streamed11
-                acc3_3 = acc3_3 + broadcast12*streamed12 + broadcast13*streamed13 + broadcast14*streamed14 + broadcast15*streamed15
-                acc3_4 = acc3_4 + broadcast12*streamed16 + broadcast13*streamed17 + broadcast14*streamed18 + broadcast15*streamed19
-                acc3_5 = acc3_5 + broadcast12*streamed20 + broadcast13*streamed21 + broadcast14*streamed22 + broadcast15*streamed23
-                acc3_6 = acc3_6 + broadcast12*streamed24 + broadcast13*streamed25 + broadcast14*streamed26 + broadcast15*streamed27
-                acc3_7 = acc3_7 + broadcast12*streamed28 + broadcast13*streamed29 + broadcast14*streamed30 + broadcast15*streamed31
-                acc4_0 = acc4_0 + broadcast16*streamed0 + broadcast17*streamed1 + broadcast18*streamed2 + broadcast19*streamed3
-                acc4_1 = acc4_1 + broadcast16*streamed4 + broadcast17*streamed5 + broadcast18*streamed6 + broadcast19*streamed7
-                acc4_2 = acc4_2 + broadcast16*streamed8 + broadcast17*streamed9 + broadcast18*streamed10 + broadcast19*streamed11
-                acc4_3 = acc4_3 + broadcast16*streamed12 + broadcast17*streamed13 + broadcast18*streamed14 + broadcast19*streamed15
-                acc4_4 = acc4_4 + broadcast16*streamed16 + broadcast17*streamed17 + broadcast18*streamed18 + broadcast19*streamed19
-                acc4_5 = acc4_5 + broadcast16*streamed20 + broadcast17*streamed21 + broadcast18*streamed22 + broadcast19*streamed23
-                acc4_6 = acc4_6 + broadcast16*streamed24 + broadcast17*streamed25 + broadcast18*streamed26 + broadcast19*streamed27
-                acc4_7 = acc4_7 + broadcast16*streamed28 + broadcast17*streamed29 + broadcast18*streamed30 + broadcast19*streamed31
-                acc5_0 = acc5_0 + broadcast20*streamed0 + broadcast21*streamed1 + broadcast22*streamed2 + broadcast23*streamed3
-                acc5_1 = acc5_1 + broadcast20*streamed4 + broadcast21*streamed5 + broadcast22*streamed6 + broadcast23*streamed7
-                acc5_2 = acc5_2 + broadcast20*streamed8 + broadcast21*streamed9 + broadcast22*streamed10 + broadcast23*streamed11
-                acc5_3 = acc5_3 + broadcast20*streamed12 + broadcast21*streamed13 + broadcast22*streamed14 + broadcast23*streamed15
-                acc5_4 = acc5_4 + broadcast20*streamed16 + broadcast21*streamed17 + broadcast22*streamed18 + broadcast23*streamed19
-                acc5_5 = acc5_5 + broadcast20*streamed20 + broadcast21*streamed21 + broadcast22*streamed22 + broadcast23*streamed23
-                acc5_6 = acc5_6 + broadcast20*streamed24 + broadcast21*streamed25 + broadcast22*streamed26 + broadcast23*streamed27
-                acc5_7 = acc5_7 + broadcast20*streamed28 + broadcast21*streamed29 + broadcast22*streamed30 + broadcast23*streamed31
-                acc6_0 = acc6_0 + broadcast24*streamed0 + broadcast25*streamed1 + broadcast26*streamed2 + broadcast27*streamed3
-                acc6_1 = acc6_1 + broadcast24*streamed4 + broadcast25*streamed5 + broadcast26*streamed6 + broadcast27*streamed7
-                acc6_2 = acc6_2 + broadcast24*streamed8 + broadcast25*streamed9 + broadcast26*streamed10 + broadcast27*streamed11
-                acc6_3 = acc6_3 + broadcast24*streamed12 + broadcast25*streamed13 + broadcast26*streamed14 + broadcast27*streamed15
-                acc6_4 = acc6_4 + broadcast24*streamed16 + broadcast25*streamed17 + broadcast26*streamed18 + broadcast27*streamed19
-                acc6_5 = acc6_5 + broadcast24*streamed20 + broadcast25*streamed21 + broadcast26*streamed22 + broadcast27*streamed23
-                acc6_6 = acc6_6 + broadcast24*streamed24 + broadcast25*streamed25 + broadcast26*streamed26 + broadcast27*streamed27
-                acc6_7 = acc6_7 + broadcast24*streamed28 + broadcast25*streamed29 + broadcast26*streamed30 + broadcast27*streamed31
-                acc7_0 = acc7_0 + broadcast28*streamed0 + broadcast29*streamed1 + broadcast30*streamed2 + broadcast31*streamed3
-                acc7_1 = acc7_1 + broadcast28*streamed4 + broadcast29*streamed5 + broadcast30*streamed6 + broadcast31*streamed7
-                acc7_2 = acc7_2 + broadcast28*streamed8 + broadcast29*streamed9 + broadcast30*streamed10 + broadcast31*streamed11
-                acc7_3 = acc7_3 + broadcast28*streamed12 + broadcast29*streamed13 + broadcast30*streamed14 + broadcast31*streamed15
-                acc7_4 = acc7_4 + broadcast28*streamed16 + broadcast29*streamed17 + broadcast30*streamed18 + broadcast31*streamed19
-                acc7_5 = acc7_5 + broadcast28*streamed20 + broadcast29*streamed21 + broadcast30*streamed22 + broadcast31*streamed23
-                acc7_6 = acc7_6 + broadcast28*streamed24 + broadcast29*streamed25 + broadcast30*streamed26 + broadcast31*streamed27
-                acc7_7 = acc7_7 + broadcast28*streamed28 + broadcast29*streamed29 + broadcast30*streamed30 + broadcast31*streamed31
+                streamed1 = grad_output[n, c_out, k, group + 1]
+                streamed2 = grad_output[n, c_out, k, group + 2]
+                streamed3 = grad_output[n, c_out, k, group + 3]
+                streamed4 = grad_output[n, c_out, k, group + 4]
+                streamed5 = grad_output[n, c_out, k, group + 5]
+                streamed6 = grad_output[n, c_out, k, group + 6]
+                streamed7 = grad_output[n, c_out, k, group + 7]
+                acc0_0 = acc0_0 + broadcast0*streamed0
+                acc0_1 = acc0_1 + broadcast0*streamed1
+                acc0_2 = acc0_2 + broadcast0*streamed2
+                acc0_3 = acc0_3 + broadcast0*streamed3
+                acc0_4 = acc0_4 + broadcast0*streamed4
+                acc0_5 = acc0_5 + broadcast0*streamed5
+                acc0_6 = acc0_6 + broadcast0*streamed6
+                acc0_7 = acc0_7 + broadcast0*streamed7
+                acc1_0 = acc1_0 + broadcast1*streamed0
+                acc1_1 = acc1_1 + broadcast1*streamed1
+                acc1_2 = acc1_2 + broadcast1*streamed2
+                acc1_3 = acc1_3 + broadcast1*streamed3
+                acc1_4 = acc1_4 + broadcast1*streamed4
+                acc1_5 = acc1_5 + broadcast1*streamed5
+                acc1_6 = acc1_6 + broadcast1*streamed6
+                acc1_7 = acc1_7 + broadcast1*streamed7
+                acc2_0 = acc2_0 + broadcast2*streamed0
+                acc2_1 = acc2_1 + broadcast2*streamed1
+                acc2_2 = acc2_2 + broadcast2*streamed2
+                acc2_3 = acc2_3 + broadcast2*streamed3
+                acc2_4 = acc2_4 + broadcast2*streamed4
+                acc2_5 = acc2_5 + broadcast2*streamed5
+                acc2_6 = acc2_6 + broadcast2*streamed6
+                acc2_7 = acc2_7 + broadcast2*streamed7
+                acc3_0 = acc3_0 + broadcast3*streamed0
+                acc3_1 = acc3_1 + broadcast3*streamed1
+                acc3_2 = acc3_2 + broadcast3*streamed2
+                acc3_3 = acc3_3 + broadcast3*streamed3
+                acc3_4 = acc3_4 + broadcast3*streamed4
+                acc3_5 = acc3_5 + broadcast3*streamed5
+                acc3_6 = acc3_6 + broadcast3*streamed6
+                acc3_7 = acc3_7 + broadcast3*streamed7
+                acc4_0 = acc4_0 + broadcast4*streamed0
+                acc4_1 = acc4_1 + broadcast4*streamed1
+                acc4_2 = acc4_2 + broadcast4*streamed2
+                acc4_3 = acc4_3 + broadcast4*streamed3
+                acc4_4 = acc4_4 + broadcast4*streamed4
+                acc4_5 = acc4_5 + broadcast4*streamed5
+                acc4_6 = acc4_6 + broadcast4*streamed6
+                acc4_7 = acc4_7 + broadcast4*streamed7
+                acc5_0 = acc5_0 + broadcast5*streamed0
+                acc5_1 = acc5_1 + broadcast5*streamed1
+                acc5_2 = acc5_2 + broadcast5*streamed2
+                acc5_3 = acc5_3 + broadcast5*streamed3
+                acc5_4 = acc5_4 + broadcast5*streamed4
+                acc5_5 = acc5_5 + broadcast5*streamed5
+                acc5_6 = acc5_6 + broadcast5*streamed6
+                acc5_7 = acc5_7 + broadcast5*streamed7
+                acc6_0 = acc6_0 + broadcast6*streamed0
+                acc6_1 = acc6_1 + broadcast6*streamed1
+                acc6_2 = acc6_2 + broadcast6*streamed2
+                acc6_3 = acc6_3 + broadcast6*streamed3
+                acc6_4 = acc6_4 + broadcast6*streamed4
+                acc6_5 = acc6_5 + broadcast6*streamed5
+                acc6_6 = acc6_6 + broadcast6*streamed6
+                acc6_7 = acc6_7 + broadcast6*streamed7
+                acc7_0 = acc7_0 + broadcast7*streamed0
+                acc7_1 = acc7_1 + broadcast7*streamed1
+                acc7_2 = acc7_2 + broadcast7*streamed2
+                acc7_3 = acc7_3 + broadcast7*streamed3
+                acc7_4 = acc7_4 + broadcast7*streamed4
+                acc7_5 = acc7_5 + broadcast7*streamed5
+                acc7_6 = acc7_6 + broadcast7*streamed6
+                acc7_7 = acc7_7 + broadcast7*streamed7
             tile[c_in, group] = acc0_0
             tile[c_in, group + 1] = acc0_1
             tile[c_in, group + 2] = acc0_2
@@ -1482,11 +1476,8 @@ def pw3_grad_input_block0_narrow(grad_output, k, n, tile, weight):
             tile[c_in + 7, group + 7] = acc7_7
 
 
-pw3_grad_input_block0 = for_this_cpu(pw3_grad_input_block0_wide, pw3_grad_input_block0_narrow)
-
-
 @njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
-def pw3_grad_input(grad_output, weight, grad_input):
+def pw3_grad_input_narrow(grad_output, weight, grad_input):
     """conv2d: gradient with respect to the input
     dL/dX[n, c_in, k, l] = sum_{c_out=0..C_out - 1, u=0..K_h - 1, v=0..K_w - 1} [s_h | -d_h*u + k + p_h and s_w | -d_w*v + l + p_w and 0 <= (-d_h*u + k + p_h)/s_h and 0 <= (-d_w*v + l + p_w)/s_w and (-d_h*u + k + p_h)/s_h <= H_out - 1 and (-d_w*v + l + p_w)/s_w <= W_out - 1] * (W[c_out, c_in, u, v]*dL/dY[n, c_out, (-d_h*u + k + p_h)/s_h, (-d_w*v + l + p_w)/s_w])
       where H_out = floor((H_in - d_h*(K_h - 1) + 2*p_h - 1)/s_h) + 1
@@ -1511,7 +1502,7 @@ def pw3_grad_input(grad_output, weight, grad_input):
             for c_in in range(64):
                 for l in range(lanes):
                     tile[c_in, l] = 0.0
-            pw3_grad_input_block0(grad_output, k, n, tile, weight)
+            pw3_grad_input_narrow_block0(grad_output, k, n, tile, weight)
             for c_in in range(64):
                 for l in range(8):
                     grad_input[n, c_in, k, l] = tile[c_in, l]
@@ -2451,8 +2442,8 @@ def pw3_grad_weight(grad_output, x, grad_weight):
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def pw3_folded_forward_block0_wide(i, n, tile, weight_t, x):
-    """One row of pw3_folded_forward's tile, in blocks of 128 local variables."""
+def pw3_folded_forward_wide_block0(i, n, tile, weight_t, x):
+    """One row of pw3_folded_forward_wide's tile, in blocks of 128 local variables."""
     wide_vectors()
     for j in range(0, 8, 4):
         for group in range(0, 64, 32):
@@ -2880,247 +2871,8 @@ def pw3_folded_forward_block0_wide(i, n, tile, weight_t, x):
             tile[j + 3, group + 31] = acc3_31
 
 
-@njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def pw3_folded_forward_block0_narrow(i, n, tile, weight_t, x):
-    """One row of pw3_folded_forward's tile, in blocks of 64 local variables."""
-    wide_vectors()
-    for j in range(0, 8, 2):
-        for group in range(0, 64, 32):
-            acc0_0 = tile[j, group]
-            acc0_1 = tile[j, group + 1]
-            acc0_2 = tile[j, group + 2]
-            acc0_3 = tile[j, group + 3]
-            acc0_4 = tile[j, group + 4]
-            acc0_5 = tile[j, group + 5]
-            acc0_6 = tile[j, group + 6]
-            acc0_7 = tile[j, group + 7]
-            acc0_8 = tile[j, group + 8]
-            acc0_9 = tile[j, group + 9]
-            acc0_10 = tile[j, group + 10]
-            acc0_11 = tile[j, group + 11]
-            acc0_12 = tile[j, group + 12]
-            acc0_13 = tile[j, group + 13]
-            acc0_14 = tile[j, group + 14]
-            acc0_15 = tile[j, group + 15]
-            acc0_16 = tile[j, group + 16]
-            acc0_17 = tile[j, group + 17]
-            acc0_18 = tile[j, group + 18]
-            acc0_19 = tile[j, group + 19]
-            acc0_20 = tile[j, group + 20]
-            acc0_21 = tile[j, group + 21]
-            acc0_22 = tile[j, group + 22]
-            acc0_23 = tile[j, group + 23]
-            acc0_24 = tile[j, group + 24]
-            acc0_25 = tile[j, group + 25]
-            acc0_26 = tile[j, group + 26]
-            acc0_27 = tile[j, group + 27]
-            acc0_28 = tile[j, group + 28]
-            acc0_29 = tile[j, group + 29]
-            acc0_30 = tile[j, group + 30]
-            acc0_31 = tile[j, group + 31]
-            acc1_0 = tile[j + 1, group]
-            acc1_1 = tile[j + 1, group + 1]
-            acc1_2 = tile[j + 1, group + 2]
-            acc1_3 = tile[j + 1, group + 3]
-            acc1_4 = tile[j + 1, group + 4]
-            acc1_5 = tile[j + 1, group + 5]
-            acc1_6 = tile[j + 1, group + 6]
-            acc1_7 = tile[j + 1, group + 7]
-            acc1_8 = tile[j + 1, group + 8]
-            acc1_9 = tile[j + 1, group + 9]
-            acc1_10 = tile[j + 1, group + 10]
-            acc1_11 = tile[j + 1, group + 11]
-            acc1_12 = tile[j + 1, group + 12]
-            acc1_13 = tile[j + 1, group + 13]
-            acc1_14 = tile[j + 1, group + 14]
-            acc1_15 = tile[j + 1, group + 15]
-            acc1_16 = tile[j + 1, group + 16]
-            acc1_17 = tile[j + 1, group + 17]
-            acc1_18 = tile[j + 1, group + 18]
-            acc1_19 = tile[j + 1, group + 19]
-            acc1_20 = tile[j + 1, group + 20]
-            acc1_21 = tile[j + 1, group + 21]
-            acc1_22 = tile[j + 1, group + 22]
-            acc1_23 = tile[j + 1, group + 23]
-            acc1_24 = tile[j + 1, group + 24]
-            acc1_25 = tile[j + 1, group + 25]
-            acc1_26 = tile[j + 1, group + 26]
-            acc1_27 = tile[j + 1, group + 27]
-            acc1_28 = tile[j + 1, group + 28]
-            acc1_29 = tile[j + 1, group + 29]
-            acc1_30 = tile[j + 1, group + 30]
-            acc1_31 = tile[j + 1, group + 31]
-            for c_in in range(64):
-                for u in range(1):
-                    broadcast0 = x[n, c_in, i + u, j]
-                    broadcast1 = x[n, c_in, i + u, j + 1]
-                    streamed0 = weight_t[c_in, u, 0, group]
-                    streamed1 = weight_t[c_in, u, 0, group + 1]
-                    streamed2 = weight_t[c_in, u, 0, group + 2]
-                    streamed3 = weight_t[c_in, u, 0, group + 3]
-                    streamed4 = weight_t[c_in, u, 0, group + 4]
-                    streamed5 = weight_t[c_in, u, 0, group + 5]
-                    streamed6 = weight_t[c_in, u, 0, group + 6]
-                    streamed7 = weight_t[c_in, u, 0, group + 7]
-                    streamed8 = weight_t[c_in, u, 0, group + 8]
-                    streamed9 = weight_t[c_in, u, 0, group + 9]
-                    streamed10 = weight_t[c_in, u, 0, group + 10]
-                    streamed11 = weight_t[c_in, u, 0, group + 11]
-                    streamed12 = weight_t[c_in, u, 0, group + 12]
-                    streamed13 = weight_t[c_in, u, 0, group + 13]
-                    streamed14 = weight_t[c_in, u, 0, group + 14]
-                    streamed15 = weight_t[c_in, u, 0, group + 15]
-                    streamed16 = weight_t[c_in, u, 0, group + 16]
-                    streamed17 = weight_t[c_in, u, 0, group + 17]
-                    streamed18 = weight_t[c_in, u, 0, group + 18]
-                    streamed19 = weight_t[c_in, u, 0, group + 19]
-                    streamed20 = weight_t[c_in, u, 0, group + 20]
-                    streamed21 = weight_t[c_in, u, 0, group + 21]
-                    streamed22 = weight_t[c_in, u, 0, group + 22]
-                    streamed23 = weight_t[c_in, u, 0, group + 23]
-                    streamed24 = weight_t[c_in, u, 0, group + 24]
-                    streamed25 = weight_t[c_in, u, 0, group + 25]
-                    streamed26 = weight_t[c_in, u, 0, group + 26]
-                    streamed27 = weight_t[c_in, u, 0, group + 27]
-                    streamed28 = weight_t[c_in, u, 0, group + 28]
-                    streamed29 = weight_t[c_in, u, 0, group + 29]
-                    streamed30 = weight_t[c_in, u, 0, group + 30]
-                    streamed31 = weight_t[c_in, u, 0, group + 31]
-                    acc0_0 = acc0_0 + broadcast0*streamed0
-                    acc0_1 = acc0_1 + broadcast0*streamed1
-                    acc0_2 = acc0_2 + broadcast0*streamed2
-                    acc0_3 = acc0_3 + broadcast0*streamed3
-                    acc0_4 = acc0_4 + broadcast0*streamed4
-                    acc0_5 = acc0_5 + broadcast0*streamed5
-                    acc0_6 = acc0_6 + broadcast0*streamed6
-                    acc0_7 = acc0_7 + broadcast0*streamed7
-                    acc0_8 = acc0_8 + broadcast0*streamed8
-                    acc0_9 = acc0_9 + broadcast0*streamed9
-                    acc0_10 = acc0_10 + broadcast0*streamed10
-                    acc0_11 = acc0_11 + broadcast0*streamed11
-                    acc0_12 = acc0_12 + broadcast0*streamed12
-                    acc0_13 = acc0_13 + broadcast0*streamed13
-                    acc0_14 = acc0_14 + broadcast0*streamed14
-                    acc0_15 = acc0_15 + broadcast0*streamed15
-                    acc0_16 = acc0_16 + broadcast0*streamed16
-                    acc0_17 = acc0_17 + broadcast0*streamed17
-                    acc0_18 = acc0_18 + broadcast0*streamed18
-                    acc0_19 = acc0_19 + broadcast0*streamed19
-                    acc0_20 = acc0_20 + broadcast0*streamed20
-                    acc0_21 = acc0_21 + broadcast0*streamed21
-                    acc0_22 = acc0_22 + broadcast0*streamed22
-                    acc0_23 = acc0_23 + broadcast0*streamed23
-                    acc0_24 = acc0_24 + broadcast0*streamed24
-                    acc0_25 = acc0_25 + broadcast0*streamed25
-                    acc0_26 = acc0_26 + broadcast0*streamed26
-                    acc0_27 = acc0_27 + broadcast0*streamed27
-                    acc0_28 = acc0_28 + broadcast0*streamed28
-                    acc0_29 = acc0_29 + broadcast0*streamed29
-                    acc0_30 = acc0_30 + broadcast0*streamed30
-                    acc0_31 = acc0_31 + broadcast0*streamed31
-                    acc1_0 = acc1_0 + broadcast1*streamed0
-                    acc1_1 = acc1_1 + broadcast1*streamed1
-                    acc1_2 = acc1_2 + broadcast1*streamed2
-                    acc1_3 = acc1_3 + broadcast1*streamed3
-                    acc1_4 = acc1_4 + broadcast1*streamed4
-                    acc1_5 = acc1_5 + broadcast1*streamed5
-                    acc1_6 = acc1_6 + broadcast1*streamed6
-                    acc1_7 = acc1_7 + broadcast1*streamed7
-                    acc1_8 = acc1_8 + broadcast1*streamed8
-                    acc1_9 = acc1_9 + broadcast1*streamed9
-                    acc1_10 = acc1_10 + broadcast1*streamed10
-                    acc1_11 = acc1_11 + broadcast1*streamed11
-                    acc1_12 = acc1_12 + broadcast1*streamed12
-                    acc1_13 = acc1_13 + broadcast1*streamed13
-                    acc1_14 = acc1_14 + broadcast1*streamed14
-                    acc1_15 = acc1_15 + broadcast1*streamed15
-                    acc1_16 = acc1_16 + broadcast1*streamed16
-                    acc1_17 = acc1_17 + broadcast1*streamed17
-                    acc1_18 = acc1_18 + broadcast1*streamed18
-                    acc1_19 = acc1_19 + broadcast1*streamed19
-                    acc1_20 = acc1_20 + broadcast1*streamed20
-                    acc1_21 = acc1_21 + broadcast1*streamed21
-                    acc1_22 = acc1_22 + broadcast1*streamed22
-                    acc1_23 = acc1_23 + broadcast1*streamed23
-                    acc1_24 = acc1_24 + broadcast1*streamed24
-                    acc1_25 = acc1_25 + broadcast1*streamed25
-                    acc1_26 = acc1_26 + broadcast1*streamed26
-                    acc1_27 = acc1_27 + broadcast1*streamed27
-                    acc1_28 = acc1_28 + broadcast1*streamed28
-                    acc1_29 = acc1_29 + broadcast1*streamed29
-                    acc1_30 = acc1_30 + broadcast1*streamed30
-                    acc1_31 = acc1_31 + broadcast1*streamed31
-            tile[j, group] = acc0_0
-            tile[j, group + 1] = acc0_1
-            tile[j, group + 2] = acc0_2
-            tile[j, group + 3] = acc0_3
-            tile[j, group + 4] = acc0_4
-            tile[j, group + 5] = acc0_5
-            tile[j, group + 6] = acc0_6
-            tile[j, group + 7] = acc0_7
-            tile[j, group + 8] = acc0_8
-            tile[j, group + 9] = acc0_9
-            tile[j, group + 10] = acc0_10
-            tile[j, group + 11] = acc0_11
-            tile[j, group + 12] = acc0_12
-            tile[j, group + 13] = acc0_13
-            tile[j, group + 14] = acc0_14
-            tile[j, group + 15] = acc0_15
-            tile[j, group + 16] = acc0_16
-            tile[j, group + 17] = acc0_17
-            tile[j, group + 18] = acc0_18
-            tile[j, group + 19] = acc0_19
-            tile[j, group + 20] = acc0_20
-            tile[j, group + 21] = acc0_21
-            tile[j, group + 22] = acc0_22
-            tile[j, group + 23] = acc0_23
-            tile[j, group + 24] = acc0_24
-            tile[j, group + 25] = acc0_25
-            tile[j, group + 26] = acc0_26
-            tile[j, group + 27] = acc0_27
-            tile[j, group + 28] = acc0_28
-            tile[j, group + 29] = acc0_29
-            tile[j, group + 30] = acc0_30
-            tile[j, group + 31] = acc0_31
-            tile[j + 1, group] = acc1_0
-            tile[j + 1, group + 1] = acc1_1
-            tile[j + 1, group + 2] = acc1_2
-            tile[j + 1, group + 3] = acc1_3
-            tile[j + 1, group + 4] = acc1_4
-            tile[j + 1, group + 5] = acc1_5
-            tile[j + 1, group + 6] = acc1_6
-            tile[j + 1, group + 7] = acc1_7
-            tile[j + 1, group + 8] = acc1_8
-            tile[j + 1, group + 9] = acc1_9
-            tile[j + 1, group + 10] = acc1_10
-            tile[j + 1, group + 11] = acc1_11
-            tile[j + 1, group + 12] = acc1_12
-            tile[j + 1, group + 13] = acc1_13
-            tile[j + 1, group + 14] = acc1_14
-            tile[j + 1, group + 15] = acc1_15
-            tile[j + 1, group + 16] = acc1_16
-            tile[j + 1, group + 17] = acc1_17
-            tile[j + 1, group + 18] = acc1_18
-            tile[j + 1, group + 19] = acc1_19
-            tile[j + 1, group + 20] = acc1_20
-            tile[j + 1, group + 21] = acc1_21
-            tile[j + 1, group + 22] = acc1_22
-            tile[j + 1, group + 23] = acc1_23
-            tile[j + 1, group + 24] = acc1_24
-            tile[j + 1, group + 25] = acc1_25
-            tile[j + 1, group + 26] = acc1_26
-            tile[j + 1, group + 27] = acc1_27
-            tile[j + 1, group + 28] = acc1_28
-            tile[j + 1, group + 29] = acc1_29
-            tile[j + 1, group + 30] = acc1_30
-            tile[j + 1, group + 31] = acc1_31
-
-
-pw3_folded_forward_block0 = for_this_cpu(pw3_folded_forward_block0_wide, pw3_folded_forward_block0_narrow)
-
-
 @njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
-def pw3_folded_forward(x, weight, bias, out):
+def pw3_folded_forward_wide(x, weight, bias, out):
     """conv2d: forward pass with a bias, on the parameters folded with the batchnorm2d after it (evaluation mode)
     Y[n, c_out, i, j] = b[c_out] + sum_{c_in=0..C_in - 1, u=0..K_h - 1, v=0..K_w - 1} (W[c_out, c_in, u, v]*X[n, c_in, d_h*u + i*s_h - p_h, d_w*v + j*s_w - p_w])
       X[n, c, h, w] is read as 0 outside 0 <= h <= H_in - 1, 0 <= w <= W_in - 1 (zero padding)
@@ -3150,7 +2902,265 @@ def pw3_folded_forward(x, weight, bias, out):
             for j in range(8):
                 for c_out in range(lanes):
                     tile[j, c_out] = bias[c_out]
-            pw3_folded_forward_block0(i, n, tile, weight_t, x)
+            pw3_folded_forward_wide_block0(i, n, tile, weight_t, x)
             for c_out in range(lanes):
                 for j in range(8):
                     out[n, c_out, i, j] = tile[j, c_out]
+
+
+@njit(cache=True, fastmath={'contract'}, error_model="numpy")
+def pw3_folded_forward_narrow_block0(i, n, tile, weight, x):
+    """One row of pw3_folded_forward_narrow's tile, in blocks of 64 local variables."""
+    wide_vectors()
+    for c_out in range(0, 64, 8):
+        for group in range(0, 8, 8):
+            acc0_0 = tile[c_out, group]
+            acc0_1 = tile[c_out, group + 1]
+            acc0_2 = tile[c_out, group + 2]
+            acc0_3 = tile[c_out, group + 3]
+            acc0_4 = tile[c_out, group + 4]
+            acc0_5 = tile[c_out, group + 5]
+            acc0_6 = tile[c_out, group + 6]
+            acc0_7 = tile[c_out, group + 7]
+            acc1_0 = tile[c_out + 1, group]
+            acc1_1 = tile[c_out + 1, group + 1]
+            acc1_2 = tile[c_out + 1, group + 2]
+            acc1_3 = tile[c_out + 1, group + 3]
+            acc1_4 = tile[c_out + 1, group + 4]
+            acc1_5 = tile[c_out + 1, group + 5]
+            acc1_6 = tile[c_out + 1, group + 6]
+            acc1_7 = tile[c_out + 1, group + 7]
+            acc2_0 = tile[c_out + 2, group]
+            acc2_1 = tile[c_out + 2, group + 1]
+            acc2_2 = tile[c_out + 2, group + 2]
+            acc2_3 = tile[c_out + 2, group + 3]
+            acc2_4 = tile[c_out + 2, group + 4]
+            acc2_5 = tile[c_out + 2, group + 5]
+            acc2_6 = tile[c_out + 2, group + 6]
+            acc2_7 = tile[c_out + 2, group + 7]
+            acc3_0 = tile[c_out + 3, group]
+            acc3_1 = tile[c_out + 3, group + 1]
+            acc3_2 = tile[c_out + 3, group + 2]
+            acc3_3 = tile[c_out + 3, group + 3]
+            acc3_4 = tile[c_out + 3, group + 4]
+            acc3_5 = tile[c_out + 3, group + 5]
+            acc3_6 = tile[c_out + 3, group + 6]
+            acc3_7 = tile[c_out + 3, group + 7]
+            acc4_0 = tile[c_out + 4, group]
+            acc4_1 = tile[c_out + 4, group + 1]
+            acc4_2 = tile[c_out + 4, group + 2]
+            acc4_3 = tile[c_out + 4, group + 3]
+            acc4_4 = tile[c_out + 4, group + 4]
+            acc4_5 = tile[c_out + 4, group + 5]
+            acc4_6 = tile[c_out + 4, group + 6]
+            acc4_7 = tile[c_out + 4, group + 7]
+            acc5_0 = tile[c_out + 5, group]
+            acc5_1 = tile[c_out + 5, group + 1]
+            acc5_2 = tile[c_out + 5, group + 2]
+            acc5_3 = tile[c_out + 5, group + 3]
+            acc5_4 = tile[c_out + 5, group + 4]
+            acc5_5 = tile[c_out + 5, group + 5]
+            acc5_6 = tile[c_out + 5, group + 6]
+            acc5_7 = tile[c_out + 5, group + 7]
+            acc6_0 = tile[c_out + 6, group]
+            acc6_1 = tile[c_out + 6, group + 1]
+            acc6_2 = tile[c_out + 6, group + 2]
+            acc6_3 = tile[c_out + 6, group + 3]
+            acc6_4 = tile[c_out + 6, group + 4]
+            acc6_5 = tile[c_out + 6, group + 5]
+            acc6_6 = tile[c_out + 6, group + 6]
+            acc6_7 = tile[c_out + 6, group + 7]
+            acc7_0 = tile[c_out + 7, group]
+            acc7_1 = tile[c_out + 7, group + 1]
+            acc7_2 = tile[c_out + 7, group + 2]
+            acc7_3 = tile[c_out + 7, group + 3]
+            acc7_4 = tile[c_out + 7, group + 4]
+            acc7_5 = tile[c_out + 7, group + 5]
+            acc7_6 = tile[c_out + 7, group + 6]
+            acc7_7 = tile[c_out + 7, group + 7]
+            for c_in in range(64):
+                for u in range(1):
+                    broadcast0 = weight[c_out, c_in, u, 0]
+                    broadcast1 = weight[c_out + 1, c_in, u, 0]
+                    broadcast2 = weight[c_out + 2, c_in, u, 0]
+                    broadcast3 = weight[c_out + 3, c_in, u, 0]
+                    broadcast4 = weight[c_out + 4, c_in, u, 0]
+                    broadcast5 = weight[c_out + 5, c_in, u, 0]
+                    broadcast6 = weight[c_out + 6, c_in, u, 0]
+                    broadcast7 = weight[c_out + 7, c_in, u, 0]
+                    streamed0 = x[n, c_in, i + u, group]
+                    streamed1 = x[n, c_in, i + u, group + 1]
+                    streamed2 = x[n, c_in, i + u, group + 2]
+                    streamed3 = x[n, c_in, i + u, group + 3]
+                    streamed4 = x[n, c_in, i + u, group + 4]
+                    streamed5 = x[n, c_in, i + u, group + 5]
+                    streamed6 = x[n, c_in, i + u, group + 6]
+                    streamed7 = x[n, c_in, i + u, group + 7]
+                    acc0_0 = acc0_0 + broadcast0*streamed0
+                    acc0_1 = acc0_1 + broadcast0*streamed1
+                    acc0_2 = acc0_2 + broadcast0*streamed2
+                    acc0_3 = acc0_3 + broadcast0*streamed3
+                    acc0_4 = acc0_4 + broadcast0*streamed4
+                    acc0_5 = acc0_5 + broadcast0*streamed5
+                    acc0_6 = acc0_6 + broadcast0*streamed6
+                    acc0_7 = acc0_7 + broadcast0*streamed7
+                    acc1_0 = acc1_0 + broadcast1*streamed0
+                    acc1_1 = acc1_1 + broadcast1*streamed1
+                    acc1_2 = acc1_2 + broadcast1*streamed2
+                    acc1_3 = acc1_3 + broadcast1*streamed3
+                    acc1_4 = acc1_4 + broadcast1*streamed4
+                    acc1_5 = acc1_5 + broadcast1*streamed5
+                    acc1_6 = acc1_6 + broadcast1*streamed6
+                    acc1_7 = acc1_7 + broadcast1*streamed7
+                    acc2_0 = acc2_0 + broadcast2*streamed0
+                    acc2_1 = acc2_1 + broadcast2*streamed1
+                    acc2_2 = acc2_2 + broadcast2*streamed2
+                    acc2_3 = acc2_3 + broadcast2*streamed3
+                    acc2_4 = acc2_4 + broadcast2*streamed4
+                    acc2_5 = acc2_5 + broadcast2*streamed5
+                    acc2_6 = acc2_6 + broadcast2*streamed6
+                    acc2_7 = acc2_7 + broadcast2*streamed7
+                    acc3_0 = acc3_0 + broadcast3*streamed0
+                    acc3_1 = acc3_1 + broadcast3*streamed1
+                    acc3_2 = acc3_2 + broadcast3*streamed2
+                    acc3_3 = acc3_3 + broadcast3*streamed3
+                    acc3_4 = acc3_4 + broadcast3*streamed4
+                    acc3_5 = acc3_5 + broadcast3*streamed5
+                    acc3_6 = acc3_6 + broadcast3*streamed6
+                    acc3_7 = acc3_7 + broadcast3*streamed7
+                    acc4_0 = acc4_0 + broadcast4*streamed0
+                    acc4_1 = acc4_1 + broadcast4*streamed1
+                    acc4_2 = acc4_2 + broadcast4*streamed2
+                    acc4_3 = acc4_3 + broadcast4*streamed3
+                    acc4_4 = acc4_4 + broadcast4*streamed4
+                    acc4_5 = acc4_5 + broadcast4*streamed5
+                    acc4_6 = acc4_6 + broadcast4*streamed6
+                    acc4_7 = acc4_7 + broadcast4*streamed7
+                    acc5_0 = acc5_0 + broadcast5*streamed0
+                    acc5_1 = acc5_1 + broadcast5*streamed1
+                    acc5_2 = acc5_2 + broadcast5*streamed2
+                    acc5_3 = acc5_3 + broadcast5*streamed3
+                    acc5_4 = acc5_4 + broadcast5*streamed4
+                    acc5_5 = acc5_5 + broadcast5*streamed5
+                    acc5_6 = acc5_6 + broadcast5*streamed6
+                    acc5_7 = acc5_7 + broadcast5*streamed7
+                    acc6_0 = acc6_0 + broadcast6*streamed0
+                    acc6_1 = acc6_1 + broadcast6*streamed1
+                    acc6_2 = acc6_2 + broadcast6*streamed2
+                    acc6_3 = acc6_3 + broadcast6*streamed3
+                    acc6_4 = acc6_4 + broadcast6*streamed4
+                    acc6_5 = acc6_5 + broadcast6*streamed5
+                    acc6_6 = acc6_6 + broadcast6*streamed6
+                    acc6_7 = acc6_7 + broadcast6*streamed7
+                    acc7_0 = acc7_0 + broadcast7*streamed0
+                    acc7_1 = acc7_1 + broadcast7*streamed1
+                    acc7_2 = acc7_2 + broadcast7*streamed2
+                    acc7_3 = acc7_3 + broadcast7*streamed3
+                    acc7_4 = acc7_4 + broadcast7*streamed4
+                    acc7_5 = acc7_5 + broadcast7*streamed5
+                    acc7_6 = acc7_6 + broadcast7*streamed6
+                    acc7_7 = acc7_7 + broadcast7*streamed7
+            tile[c_out, group] = acc0_0
+            tile[c_out, group + 1] = acc0_1
+            tile[c_out, group + 2] = acc0_2
+            tile[c_out, group + 3] = acc0_3
+            tile[c_out, group + 4] = acc0_4
+            tile[c_out, group + 5] = acc0_5
+            tile[c_out, group + 6] = acc0_6
+            tile[c_out, group + 7] = acc0_7
+            tile[c_out + 1, group] = acc1_0
+            tile[c_out + 1, group + 1] = acc1_1
+            tile[c_out + 1, group + 2] = acc1_2
+            tile[c_out + 1, group + 3] = acc1_3
+            tile[c_out + 1, group + 4] = acc1_4
+            tile[c_out + 1, group + 5] = acc1_5
+            tile[c_out + 1, group + 6] = acc1_6
+            tile[c_out + 1, group + 7] = acc1_7
+            tile[c_out + 2, group] = acc2_0
+            tile[c_out + 2, group + 1] = acc2_1
+            tile[c_out + 2, group + 2] = acc2_2
+            tile[c_out + 2, group + 3] = acc2_3
+            tile[c_out + 2, group + 4] = acc2_4
+            tile[c_out + 2, group + 5] = acc2_5
+            tile[c_out + 2, group + 6] = acc2_6
+            tile[c_out + 2, group + 7] = acc2_7
+            tile[c_out + 3, group] = acc3_0
+            tile[c_out + 3, group + 1] = acc3_1
+            tile[c_out + 3, group + 2] = acc3_2
+            tile[c_out + 3, group + 3] = acc3_3
+            tile[c_out + 3, group + 4] = acc3_4
+            tile[c_out + 3, group + 5] = acc3_5
+            tile[c_out + 3, group + 6] = acc3_6
+            tile[c_out + 3, group + 7] = acc3_7
+            tile[c_out + 4, group] = acc4_0
+            tile[c_out + 4, group + 1] = acc4_1
+            tile[c_out + 4, group + 2] = acc4_2
+            tile[c_out + 4, group + 3] = acc4_3
+            tile[c_out + 4, group + 4] = acc4_4
+            tile[c_out + 4, group + 5] = acc4_5
+            tile[c_out + 4, group + 6] = acc4_6
+            tile[c_out + 4, group + 7] = acc4_7
+            tile[c_out + 5, group] = acc5_0
+            tile[c_out + 5, group + 1] = acc5_1
+            tile[c_out + 5, group + 2] = acc5_2
+            tile[c_out + 5, group + 3] = acc5_3
+            tile[c_out + 5, group + 4] = acc5_4
+            tile[c_out + 5, group + 5] = acc5_5
+            tile[c_out + 5, group + 6] = acc5_6
+            tile[c_out + 5, group + 7] = acc5_7
+            tile[c_out + 6, group] = acc6_0
+            tile[c_out + 6, group + 1] = acc6_1
+            tile[c_out + 6, group + 2] = acc6_2
+            tile[c_out + 6, group + 3] = acc6_3
+            tile[c_out + 6, group + 4] = acc6_4
+            tile[c_out + 6, group + 5] = acc6_5
+            tile[c_out + 6, group + 6] = acc6_6
+            tile[c_out + 6, group + 7] = acc6_7
+            tile[c_out + 7, group] = acc7_0
+            tile[c_out + 7, group + 1] = acc7_1
+            tile[c_out + 7, group + 2] = acc7_2
+            tile[c_out + 7, group + 3] = acc7_3
+            tile[c_out + 7, group + 4] = acc7_4
+            tile[c_out + 7, group + 5] = acc7_5
+            tile[c_out + 7, group + 6] = acc7_6
+            tile[c_out + 7, group + 7] = acc7_7
+
+
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
+def pw3_folded_forward_narrow(x, weight, bias, out):
+    """conv2d: forward pass with a bias, on the parameters folded with the batchnorm2d after it (evaluation mode)
+    Y[n, c_out, i, j] = b[c_out] + sum_{c_in=0..C_in - 1, u=0..K_h - 1, v=0..K_w - 1} (W[c_out, c_in, u, v]*X[n, c_in, d_h*u + i*s_h - p_h, d_w*v + j*s_w - p_w])
+      X[n, c, h, w] is read as 0 outside 0 <= h <= H_in - 1, 0 <= w <= W_in - 1 (zero padding)
+
+    with C_in = 64, C_out = 64, H_in = 8, K_h = 1, K_w = 1, W_in = 8, d_h = 1, d_w = 1, p_h = 0, p_w = 0, s_h = 1, s_w = 1.
+
+    Every size above except the batch N is a constant of this spec. Arrays are C-contiguous and of
+    one float dtype; the caller checks every shape, since numba does not bounds-check.
+    """
+    N = x.shape[0]
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = out.shape[3]
+    # Each image's rows in parts, one parallel item each,
+    # so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
+        tile = np.empty((64, 8,), dtype=x.dtype)
+        for i in range(4*part, 4*part + 4):
+            for c_out in range(64):
+                for j in range(lanes):
+                    tile[c_out, j] = bias[c_out]
+            pw3_folded_forward_narrow_block0(i, n, tile, weight, x)
+            for c_out in range(64):
+                for j in range(8):
+                    out[n, c_out, i, j] = tile[c_out, j]
+
+
+pw3_forward = for_this_cpu(pw3_forward_wide, pw3_forward_narrow)
+
+
+pw3_grad_input = for_this_cpu(pw3_grad_input_wide, pw3_grad_input_narrow)
+
+
+pw3_folded_forward = for_this_cpu(pw3_folded_forward_wide, pw3_folded_forward_narrow)

@@ -23,8 +23,8 @@ numba.config.SLP_VECTORIZE = 1
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def pw3_with_relu17_grad_input_block0_wide(grad_output, k, n, tile, weight):
-    """One row of pw3_with_relu17_grad_input's tile, in blocks of 128 local variables."""
+def pw3_with_relu17_grad_input_wide_block0(grad_output, k, n, tile, weight):
+    """One row of pw3_with_relu17_grad_input_wide's tile, in blocks of 128 local variables."""
     wide_vectors()
     for c_in in range(0, 64, 16):
         for group in range(0, 8, 8):
@@ -511,9 +511,50 @@ def pw3_with_relu17_grad_input_block0_wide(grad_output, k, n, tile, weight):
             tile[c_in + 15, group + 7] = acc15_7
 
 
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
+def pw3_with_relu17_grad_input_wide(grad_output, weight, fused_x, grad_input):
+    """conv2d: gradient with respect to the input
+    dL/dX[n, c_in, k, l] = sum_{c_out=0..C_out - 1, u=0..K_h - 1, v=0..K_w - 1} [s_h | -d_h*u + k + p_h and s_w | -d_w*v + l + p_w and 0 <= (-d_h*u + k + p_h)/s_h and 0 <= (-d_w*v + l + p_w)/s_w and (-d_h*u + k + p_h)/s_h <= H_out - 1 and (-d_w*v + l + p_w)/s_w <= W_out - 1] * (W[c_out, c_in, u, v]*dL/dY[n, c_out, (-d_h*u + k + p_h)/s_h, (-d_w*v + l + p_w)/s_w])
+      where H_out = floor((H_in - d_h*(K_h - 1) + 2*p_h - 1)/s_h) + 1
+      where W_out = floor((W_in - d_w*(K_w - 1) + 2*p_w - 1)/s_w) + 1
+
+    with C_in = 64, C_out = 64, H_in = 8, K_h = 1, K_w = 1, W_in = 8, d_h = 1, d_w = 1, p_h = 0, p_w = 0, s_h = 1, s_w = 1.
+
+    Fused with the input gradient of the element-wise layer E that this one reads: it stores E's dL/dX
+    (E's input X_E read from fused_x), the sum above as E's dL/dY:
+    relu: gradient with respect to the input
+    dL/dX_E[n, c_in, k, l] = [0 < X_E[n, c_in, k, l]] * dL/dX[n, c_in, k, l]
+
+    with C_in = 64, H_in = 8, W_in = 8.
+
+    Every size above except the batch N is a constant of this spec. Arrays are C-contiguous and of
+    one float dtype; the caller checks every shape, since numba does not bounds-check.
+    """
+    N = grad_output.shape[0]
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = grad_input.shape[3]
+    # Each image's rows in parts, one parallel item each,
+    # so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
+        tile = np.empty((64, 8,), dtype=grad_output.dtype)
+        for k in range(4*part, 4*part + 4):
+            for c_in in range(64):
+                for l in range(lanes):
+                    tile[c_in, l] = 0.0
+            pw3_with_relu17_grad_input_wide_block0(grad_output, k, n, tile, weight)
+            for c_in in range(64):
+                for l in range(8):
+                    stored = tile[c_in, l]
+                    fused0 = fused_x[n, c_in, k, l]
+                    grad_input[n, c_in, k, l] = ((stored) if (fused0 > 0) else (0))
+
+
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def pw3_with_relu17_grad_input_block0_narrow(grad_output, k, n, tile, weight):
-    """One row of pw3_with_relu17_grad_input's tile, in blocks of 64 local variables."""
+def pw3_with_relu17_grad_input_narrow_block0(grad_output, k, n, tile, weight):
+    """One row of pw3_with_relu17_grad_input_narrow's tile, in blocks of 64 local variables."""
     wide_vectors()
     for c_in in range(0, 64, 8):
         for group in range(0, 8, 8):
@@ -581,135 +622,87 @@ def pw3_with_relu17_grad_input_block0_narrow(grad_output, k, n, tile, weight):
             acc7_5 = tile[c_in + 7, group + 5]
             acc7_6 = tile[c_in + 7, group + 6]
             acc7_7 = tile[c_in + 7, group + 7]
-            for c_out in range(0, 64, 4):
+            for c_out in range(64):
                 broadcast0 = weight[c_out, c_in, 0, 0]
-                broadcast1 = weight[c_out + 1, c_in, 0, 0]
-                broadcast2 = weight[c_out + 2, c_in, 0, 0]
-                broadcast3 = weight[c_out + 3, c_in, 0, 0]
-                broadcast4 = weight[c_out, c_in + 1, 0, 0]
-                broadcast5 = weight[c_out + 1, c_in + 1, 0, 0]
-                broadcast6 = weight[c_out + 2, c_in + 1, 0, 0]
-                broadcast7 = weight[c_out + 3, c_in + 1, 0, 0]
-                broadcast8 = weight[c_out, c_in + 2, 0, 0]
-                broadcast9 = weight[c_out + 1, c_in + 2, 0, 0]
-                broadcast10 = weight[c_out + 2, c_in + 2, 0, 0]
-                broadcast11 = weight[c_out + 3, c_in + 2, 0, 0]
-                broadcast12 = weight[c_out, c_in + 3, 0, 0]
-                broadcast13 = weight[c_out + 1, c_in + 3, 0, 0]
-                broadcast14 = weight[c_out + 2, c_in + 3, 0, 0]
-                broadcast15 = weight[c_out + 3, c_in + 3, 0, 0]
-                broadcast16 = weight[c_out, c_in + 4, 0, 0]
-                broadcast17 = weight[c_out + 1, c_in + 4, 0, 0]
-                broadcast18 = weight[c_out + 2, c_in + 4, 0, 0]
-                broadcast19 = weight[c_out + 3, c_in + 4, 0, 0]
-                broadcast20 = weight[c_out, c_in + 5, 0, 0]
-                broadcast21 = weight[c_out + 1, c_in + 5, 0, 0]
-                broadcast22 = weight[c_out + 2, c_in + 5, 0, 0]
-                broadcast23 = weight[c_out + 3, c_in + 5, 0, 0]
-                broadcast24 = weight[c_out, c_in + 6, 0, 0]
-                broadcast25 = weight[c_out + 1, c_in + 6, 0, 0]
-                broadcast26 = weight[c_out + 2, c_in + 6, 0, 0]
-                broadcast27 = weight[c_out + 3, c_in + 6, 0, 0]
-                broadcast28 = weight[c_out, c_in + 7, 0, 0]
-                broadcast29 = weight[c_out + 1, c_in + 7, 0, 0]
-                broadcast30 = weight[c_out + 2, c_in + 7, 0, 0]
-                broadcast31 = weight[c_out + 3, c_in + 7, 0, 0]
+                broadcast1 = weight[c_out, c_in + 1, 0, 0]
+                broadcast2 = weight[c_out, c_in + 2, 0, 0]
+                broadcast3 = weight[c_out, c_in + 3, 0, 0]
+                broadcast4 = weight[c_out, c_in + 4, 0, 0]
+                broadcast5 = weight[c_out, c_in + 5, 0, 0]
+                broadcast6 = weight[c_out, c_in + 6, 0, 0]
+                broadcast7 = weight[c_out, c_in + 7, 0, 0]
                 streamed0 = grad_output[n, c_out, k, group]
-                streamed1 = grad_output[n, c_out + 1, k, group]
-                streamed2 = grad_output[n, c_out + 2, k, group]
-                streamed3 = grad_output[n, c_out + 3, k, group]
-                streamed4 = grad_output[n, c_out, k, group + 1]
-                streamed5 = grad_output[n, c_out + 1, k, group + 1]
-                streamed6 = grad_output[n, c_out + 2, k, group + 1]
-                streamed7 = grad_output[n, c_out + 3, k, group + 1]
-                streamed8 = grad_output[n, c_out, k, group + 2]
-                streamed9 = grad_output[n, c_out + 1, k, group + 2]
-                streamed10 = grad_output[n, c_out + 2, k, group + 2]
-                streamed11 = grad_output[n, c_out + 3, k, group + 2]
-                streamed12 = grad_output[n, c_out, k, group + 3]
-                streamed13 = grad_output[n, c_out + 1, k, group + 3]
-                streamed14 = grad_output[n, c_out + 2, k, group + 3]
-                streamed15 = grad_output[n, c_out + 3, k, group + 3]
-                streamed16 = grad_output[n, c_out, k, group + 4]
-                streamed17 = grad_output[n, c_out + 1, k, group + 4]
-                streamed18 = grad_output[n, c_out + 2, k, group + 4]
-                streamed19 = grad_output[n, c_out + 3, k, group + 4]
-                streamed20 = grad_output[n, c_out, k, group + 5]
-                streamed21 = grad_output[n, c_out + 1, k, group + 5]
-                streamed22 = grad_output[n, c_out + 2, k, group + 5]
-                streamed23 = grad_output[n, c_out + 3, k, group + 5]
-                streamed24 = grad_output[n, c_out, k, group + 6]
-                streamed25 = grad_output[n, c_out + 1, k, group + 6]
-                streamed26 = grad_output[n, c_out + 2, k, group + 6]
-                streamed27 = grad_output[n, c_out + 3, k, group + 6]
-                streamed28 = grad_output[n, c_out, k, group + 7]
-                streamed29 = grad_output[n, c_out + 1, k, group + 7]
-                streamed30 = grad_output[n, c_out + 2, k, group + 7]
-                streamed31 = grad_output[n, c_out + 3, k, group + 7]
-                acc0_0 = acc0_0 + broadcast0*streamed0 + broadcast1*streamed1 + broadcast2*streamed2 + broadcast3*streamed3
-                acc0_1 = acc0_1 + broadcast0*streamed4 + broadcast1*streamed5 + broadcast2*streamed6 + broadcast3*streamed7
-                acc0_2 = acc0_2 + broadcast0*streamed8 + broadcast1*streamed9 + broadcast2*streamed10 + broadcast3*streamed11
-                acc0_3 = acc0_3 + broadcast0*streamed12 + broadcast1*streamed13 + broadcast2*streamed14 + broadcast3*streamed15
-                acc0_4 = acc0_4 + broadcast0*streamed16 + broadcast1*streamed17 + broadcast2*streamed18 + broadcast3*streamed19
-                acc0_5 = acc0_5 + broadcast0*streamed20 + broadcast1*streamed21 + broadcast2*streamed22 + broadcast3*streamed23
-                acc0_6 = acc0_6 + broadcast0*streamed24 + broadcast1*streamed25 + broadcast2*streamed26 + broadcast3*streamed27
-                acc0_7 = acc0_7 + broadcast0*streamed28 + broadcast1*streamed29 + broadcast2*streamed30 + broadcast3*streamed31
-                acc1_0 = acc1_0 + broadcast4*streamed0 + broadcast5*streamed1 + broadcast6*streamed2 + broadcast7*streamed3
-                acc1_1 = acc1_1 + broadcast4*streamed4 + broadcast5*streamed5 + broadcast6*streamed6 + broadcast7*streamed7
-                acc1_2 = acc1_2 + broadcast4*streamed8 + broadcast5*streamed9 + broadcast6*streamed10 + broadcast7*streamed11
-                acc1_3 = acc1_3 + broadcast4*streamed12 + broadcast5*streamed13 + broadcast6*streamed14 + broadcast7*streamed15
-                acc1_4 = acc1_4 + broadcast4*streamed16 + broadcast5*streamed17 + broadcast6*streamed18 + broadcast7*streamed19
-                acc1_5 = acc1_5 + broadcast4*streamed20 + broadcast5*streamed21 + broadcast6*streamed22 + broadcast7*streamed23
-                acc1_6 = acc1_6 + broadcast4*streamed24 + broadcast5*streamed25 + broadcast6*streamed26 + broadcast7*streamed27
-                acc1_7 = acc1_7 + broadcast4*streamed28 + broadcast5*streamed29 + broadcast6*streamed30 + broadcast7*streamed31
-                acc2_0 = acc2_0 + broadcast8*streamed0 + broadcast9*streamed1 + broadcast10*streamed2 + broadcast11*streamed3
-                acc2_1 = acc2_1 + broadcast8*streamed4 + broadcast9*streamed5 + broadcast10*streamed6 + broadcast11*streamed7
-                acc2_2 = acc2_2 + broadcast8*streamed8 + broadcast9*streamed9 + broadcast10*streamed10 + broadcast11*streamed11
-                acc2_3 = acc2_3 + broadcast8*streamed12 + broadcast9*streamed13 + broadcast10*streamed14 + broadcast11*streamed15
-                acc2_4 = acc2_4 + broadcast8*streamed16 + broadcast9*streamed17 + broadcast10*streamed18 + broadcast11*streamed19
-                acc2_5 = acc2_5 + broadcast8*streamed20 + broadcast9*streamed21 + broadcast10*streamed22 + broadcast11*streamed23
-                acc2_6 = acc2_6 + broadcast8*streamed24 + broadcast9*streamed25 + broadcast10*streamed26 + broadcast11*streamed27
-                acc2_7 = acc2_7 + broadcast8*streamed28 + broadcast9*streamed29 + broadcast10*streamed30 + broadcast11*streamed31
-                acc3_0 = acc3_0 + broadcast12*streamed0 + broadcast13*streamed1 + broadcast14*streamed2 + broadcast15*streamed3
-                acc3_1 = acc3_1 + broadcast12*streamed4 + broadcast13*streamed5 + broadcast14*streamed6 + broadcast15*streamed7
-                acc3_2 = acc3_2 + broadcast12*streamed8 + broadcast13*streamed9 + broadcast14*streamed10 + broadcast15*streamed11
-                acc3_3 = acc3_3 + broadcast12*streamed12 + broadcast13*streamed13 + broadcast14*streamed14 + broadcast15*streamed15
-                acc3_4 = acc3_4 + broadcast12*streamed16 + broadcast13*streamed17 + broadcast14*streamed18 + broadcast15*streamed19
-                acc3_5 = acc3_5 + broadcast12*streamed20 + broadcast13*streamed21 + broadcast14*streamed22 + broadcast15*streamed23
-                acc3_6 = acc3_6 + broadcast12*streamed24 + broadcast13*streamed25 + broadcast14*streamed26 + broadcast15*streamed27
-                acc3_7 = acc3_7 + broadcast12*streamed28 + broadcast13*streamed29 + broadcast14*streamed30 + broadcast15*streamed31
-                acc4_0 = acc4_0 + broadcast16*streamed0 + broadcast17*streamed1 + broadcast18*streamed2 + broadcast19*streamed3
-                acc4_1 = acc4_1 + broadcast16*streamed4 + broadcast17*streamed5 + broadcast18*streamed6 + broadcast19*streamed7
-                acc4_2 = acc4_2 + broadcast16*streamed8 + broadcast17*streamed9 + broadcast18*streamed10 + broadcast19*streamed11
-                acc4_3 = acc4_3 + broadcast16*streamed12 + broadcast17*streamed13 + broadcast18*streamed14 + broadcast19*streamed15
-                acc4_4 = acc4_4 + broadcast16*streamed16 + broadcast17*streamed17 + broadcast18*streamed18 + broadcast19*streamed19
-                acc4_5 = acc4_5 + broadcast16*streamed20 + broadcast17*streamed21 + broadcast18*streamed22 + broadcast19*streamed23
-                acc4_6 = acc4_6 + broadcast16*streamed24 + broadcast17*streamed25 + broadcast18*streamed26 + broadcast19*streamed27
-                acc4_7 = acc4_7 + broadcast16*streamed28 + broadcast17*streamed29 + broadcast18*streamed30 + broadcast19*streamed31
-                acc5_0 = acc5_0 + broadcast20*streamed0 + broadcast21*streamed1 + broadcast22*streamed2 + broadcast23*streamed3
-                acc5_1 = acc5_1 + broadcast20*streamed4 + broadcast21*streamed5 + broadcast22*streamed6 + broadcast23*streamed7
-                acc5_2 = acc5_2 + broadcast20*streamed8 + broadcast21*streamed9 + broadcast22*streamed10 + broadcast23*streamed11
-                acc5_3 = acc5_3 + broadcast20*streamed12 + broadcast21*streamed13 + broadcast22*streamed14 + broadcast23*streamed15
-                acc5_4 = acc5_4 + broadcast20*streamed16 + broadcast21*streamed17 + broadcast22*streamed18 + broadcast23*streamed19
-                acc5_5 = acc5_5 + broadcast20*streamed20 + broadcast21*streamed21 + broadcast22*streamed22 + broadcast23*streamed23
-                acc5_6 = acc5_6 + broadcast20*streamed24 + broadcast21*streamed25 + broadcast22*streamed26 + broadcast23*streamed27
-                acc5_7 = acc5_7 + broadcast20*streamed28 + broadcast21*streamed29 + broadcast22*streamed30 + broadcast23*streamed31
-                acc6_0 = acc6_0 + broadcast24*streamed0 + broadcast25*streamed1 + broadcast26*streamed2 + broadcast27*streamed3
-                acc6_1 = acc6_1 + broadcast24*streamed4 + broadcast25*streamed5 + broadcast26*streamed6 + broadcast27*streamed7
-                acc6_2 = acc6_2 + broadcast24*streamed8 + broadcast25*streamed9 + broadcast26*streamed10 + broadcast27*streamed11
-                acc6_3 = acc6_3 + broadcast24*streamed12 + broadcast25*streamed13 + broadcast26*streamed14 + broadcast27*streamed15
-                acc6_4 = acc6_4 + broadcast24*streamed16 + broadcast25*streamed17 + broadcast26*streamed18 + broadcast27*streamed19
-                acc6_5 = acc6_5 + broadcast24*streamed20 + broadcast25*streamed21 + broadcast26*streamed22 + broadcast27*streamed23
-                acc6_6 = acc6_6 + broadcast24*streamed24 + broadcast25*streamed25 + broadcast26*streamed26 + broadcast27*streamed27
-                acc6_7 = acc6_7 + broadcast24*streamed28 + broadcast25*streamed29 + broadcast26*streamed30 + broadcast27*streamed31
-                acc7_0 = acc7_0 + broadcast28*streamed0 + broadcast29*streamed1 + broadcast30*streamed2 + broadcast31*streamed3
-                acc7_1 = acc7_1 + broadcast28*streamed4 + broadcast29*streamed5 + broadcast30*streamed6 + broadcast31*streamed7
-                acc7_2 = acc7_2 + broadcast28*streamed8 + broadcast29*streamed9 + broadcast30*streamed10 + broadcast31*streamed11
-                acc7_3 = acc7_3 + broadcast28*streamed12 + broadcast29*streamed13 + broadcast30*streamed14 + broadcast31*streamed15
-                acc7_4 = acc7_4 + broadcast28*streamed16 + broadcast29*streamed17 + broadcast30*streamed18 + broadcast31*streamed19
-                acc7_5 = acc7_5 + broadcast28*streamed20 + broadcast29*streamed21 + broadcast30*streamed22 + broadcast31*streamed23
-                acc7_6 = acc7_6 + broadcast28*streamed24 + broadcast29*streamed25 + broadcast30*streamed26 + broadcast31*streamed27
-                acc7_7 = acc7_7 + broadcast28*streamed28 + broadcast29*streamed29 + broadcast30*streamed30 + broadcast31*streamed31
+                streamed1 = grad_output[n, c_out, k, group + 1]
+                streamed2 = grad_output[n, c_out, k, group + 2]
+                streamed3 = grad_output[n, c_out, k, group + 3]
+                streamed4 = grad_output[n, c_out, k, group + 4]
+                streamed5 = grad_output[n, c_out, k, group + 5]
+                streamed6 = grad_output[n, c_out, k, group + 6]
+                streamed7 = grad_output[n, c_out, k, group + 7]
+                acc0_0 = acc0_0 + broadcast0*streamed0
+                acc0_1 = acc0_1 + broadcast0*streamed1
+                acc0_2 = acc0_2 + broadcast0*streamed2
+                acc0_3 = acc0_3 + broadcast0*streamed3
+                acc0_4 = acc0_4 + broadcast0*streamed4
+                acc0_5 = acc0_5 + broadcast0*streamed5
+                acc0_6 = acc0_6 + broadcast0*streamed6
+                acc0_7 = acc0_7 + broadcast0*streamed7
+                acc1_0 = acc1_0 + broadcast1*streamed0
+                acc1_1 = acc1_1 + broadcast1*streamed1
+                acc1_2 = acc1_2 + broadcast1*streamed2
+                acc1_3 = acc1_3 + broadcast1*streamed3
+                acc1_4 = acc1_4 + broadcast1*streamed4
+                acc1_5 = acc1_5 + broadcast1*streamed5
+                acc1_6 = acc1_6 + broadcast1*streamed6
+                acc1_7 = acc1_7 + broadcast1*streamed7
+                acc2_0 = acc2_0 + broadcast2*streamed0
+                acc2_1 = acc2_1 + broadcast2*streamed1
+                acc2_2 = acc2_2 + broadcast2*streamed2
+                acc2_3 = acc2_3 + broadcast2*streamed3
+                acc2_4 = acc2_4 + broadcast2*streamed4
+                acc2_5 = acc2_5 + broadcast2*streamed5
+                acc2_6 = acc2_6 + broadcast2*streamed6
+                acc2_7 = acc2_7 + broadcast2*streamed7
+                acc3_0 = acc3_0 + broadcast3*streamed0
+                acc3_1 = acc3_1 + broadcast3*streamed1
+                acc3_2 = acc3_2 + broadcast3*streamed2
+                acc3_3 = acc3_3 + broadcast3*streamed3
+                acc3_4 = acc3_4 + broadcast3*streamed4
+                acc3_5 = acc3_5 + broadcast3*streamed5
+                acc3_6 = acc3_6 + broadcast3*streamed6
+                acc3_7 = acc3_7 + broadcast3*streamed7
+                acc4_0 = acc4_0 + broadcast4*streamed0
+                acc4_1 = acc4_1 + broadcast4*streamed1
+                acc4_2 = acc4_2 + broadcast4*streamed2
+                acc4_3 = acc4_3 + broadcast4*streamed3
+                acc4_4 = acc4_4 + broadcast4*streamed4
+                acc4_5 = acc4_5 + broadcast4*streamed5
+                acc4_6 = acc4_6 + broadcast4*streamed6
+                acc4_7 = acc4_7 + broadcast4*streamed7
+                acc5_0 = acc5_0 + broadcast5*streamed0
+                acc5_1 = acc5_1 + broadcast5*streamed1
+                acc5_2 = acc5_2 + broadcast5*streamed2
+                acc5_3 = acc5_3 + broadcast5*streamed3
+                acc5_4 = acc5_4 + broadcast5*streamed4
+                acc5_5 = acc5_5 + broadcast5*streamed5
+                acc5_6 = acc5_6 + broadcast5*streamed6
+                acc5_7 = acc5_7 + broadcast5*streamed7
+                acc6_0 = acc6_0 + broadcast6*streamed0
+                acc6_1 = acc6_1 + broadcast6*streamed1
+                acc6_2 = acc6_2 + broadcast6*streamed2
+                acc6_3 = acc6_3 + broadcast6*streamed3
+                acc6_4 = acc6_4 + broadcast6*streamed4
+                acc6_5 = acc6_5 + broadcast6*streamed5
+                acc6_6 = acc6_6 + broadcast6*streamed6
+                acc6_7 = acc6_7 + broadcast6*streamed7
+                acc7_0 = acc7_0 + broadcast7*streamed0
+                acc7_1 = acc7_1 + broadcast7*streamed1
+                acc7_2 = acc7_2 + broadcast7*streamed2
+                acc7_3 = acc7_3 + broadcast7*streamed3
+                acc7_4 = acc7_4 + broadcast7*streamed4
+                acc7_5 = acc7_5 + broadcast7*streamed5
+                acc7_6 = acc7_6 + broadcast7*streamed6
+                acc7_7 = acc7_7 + broadcast7*streamed7
             tile[c_in, group] = acc0_0
             tile[c_in, group + 1] = acc0_1
             tile[c_in, group + 2] = acc0_2
@@ -776,11 +769,8 @@ def pw3_with_relu17_grad_input_block0_narrow(grad_output, k, n, tile, weight):
             tile[c_in + 7, group + 7] = acc7_7
 
 
-pw3_with_relu17_grad_input_block0 = for_this_cpu(pw3_with_relu17_grad_input_block0_wide, pw3_with_relu17_grad_input_block0_narrow)
-
-
 @njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
-def pw3_with_relu17_grad_input(grad_output, weight, fused_x, grad_input):
+def pw3_with_relu17_grad_input_narrow(grad_output, weight, fused_x, grad_input):
     """conv2d: gradient with respect to the input
     dL/dX[n, c_in, k, l] = sum_{c_out=0..C_out - 1, u=0..K_h - 1, v=0..K_w - 1} [s_h | -d_h*u + k + p_h and s_w | -d_w*v + l + p_w and 0 <= (-d_h*u + k + p_h)/s_h and 0 <= (-d_w*v + l + p_w)/s_w and (-d_h*u + k + p_h)/s_h <= H_out - 1 and (-d_w*v + l + p_w)/s_w <= W_out - 1] * (W[c_out, c_in, u, v]*dL/dY[n, c_out, (-d_h*u + k + p_h)/s_h, (-d_w*v + l + p_w)/s_w])
       where H_out = floor((H_in - d_h*(K_h - 1) + 2*p_h - 1)/s_h) + 1
@@ -812,9 +802,12 @@ def pw3_with_relu17_grad_input(grad_output, weight, fused_x, grad_input):
             for c_in in range(64):
                 for l in range(lanes):
                     tile[c_in, l] = 0.0
-            pw3_with_relu17_grad_input_block0(grad_output, k, n, tile, weight)
+            pw3_with_relu17_grad_input_narrow_block0(grad_output, k, n, tile, weight)
             for c_in in range(64):
                 for l in range(8):
                     stored = tile[c_in, l]
                     fused0 = fused_x[n, c_in, k, l]
                     grad_input[n, c_in, k, l] = ((stored) if (fused0 > 0) else (0))
+
+
+pw3_with_relu17_grad_input = for_this_cpu(pw3_with_relu17_grad_input_wide, pw3_with_relu17_grad_input_narrow)

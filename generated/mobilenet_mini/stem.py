@@ -786,8 +786,8 @@ def stem_forward(x, weight, out):
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def stem_grad_input_block0_wide(c_in, grad_output, n, tile, weight_p00):
-    """One row of stem_grad_input's tile, in blocks of 128 local variables."""
+def stem_grad_input_wide_block0(c_in, grad_output, n, tile, weight_p00):
+    """One row of stem_grad_input_wide's tile, in blocks of 128 local variables."""
     wide_vectors()
     for q_k in range(0, 16, 8):
         for group in range(0, 16, 16):
@@ -1308,277 +1308,8 @@ def stem_grad_input_block0_wide(c_in, grad_output, n, tile, weight_p00):
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def stem_grad_input_block0_narrow(c_in, grad_output, n, tile, weight_p00):
-    """One row of stem_grad_input's tile, in blocks of 64 local variables."""
-    wide_vectors()
-    for q_k in range(0, 16, 4):
-        for group in range(0, 16, 16):
-            acc0_0 = tile[q_k, group]
-            acc0_1 = tile[q_k, group + 1]
-            acc0_2 = tile[q_k, group + 2]
-            acc0_3 = tile[q_k, group + 3]
-            acc0_4 = tile[q_k, group + 4]
-            acc0_5 = tile[q_k, group + 5]
-            acc0_6 = tile[q_k, group + 6]
-            acc0_7 = tile[q_k, group + 7]
-            acc0_8 = tile[q_k, group + 8]
-            acc0_9 = tile[q_k, group + 9]
-            acc0_10 = tile[q_k, group + 10]
-            acc0_11 = tile[q_k, group + 11]
-            acc0_12 = tile[q_k, group + 12]
-            acc0_13 = tile[q_k, group + 13]
-            acc0_14 = tile[q_k, group + 14]
-            acc0_15 = tile[q_k, group + 15]
-            acc1_0 = tile[q_k + 1, group]
-            acc1_1 = tile[q_k + 1, group + 1]
-            acc1_2 = tile[q_k + 1, group + 2]
-            acc1_3 = tile[q_k + 1, group + 3]
-            acc1_4 = tile[q_k + 1, group + 4]
-            acc1_5 = tile[q_k + 1, group + 5]
-            acc1_6 = tile[q_k + 1, group + 6]
-            acc1_7 = tile[q_k + 1, group + 7]
-            acc1_8 = tile[q_k + 1, group + 8]
-            acc1_9 = tile[q_k + 1, group + 9]
-            acc1_10 = tile[q_k + 1, group + 10]
-            acc1_11 = tile[q_k + 1, group + 11]
-            acc1_12 = tile[q_k + 1, group + 12]
-            acc1_13 = tile[q_k + 1, group + 13]
-            acc1_14 = tile[q_k + 1, group + 14]
-            acc1_15 = tile[q_k + 1, group + 15]
-            acc2_0 = tile[q_k + 2, group]
-            acc2_1 = tile[q_k + 2, group + 1]
-            acc2_2 = tile[q_k + 2, group + 2]
-            acc2_3 = tile[q_k + 2, group + 3]
-            acc2_4 = tile[q_k + 2, group + 4]
-            acc2_5 = tile[q_k + 2, group + 5]
-            acc2_6 = tile[q_k + 2, group + 6]
-            acc2_7 = tile[q_k + 2, group + 7]
-            acc2_8 = tile[q_k + 2, group + 8]
-            acc2_9 = tile[q_k + 2, group + 9]
-            acc2_10 = tile[q_k + 2, group + 10]
-            acc2_11 = tile[q_k + 2, group + 11]
-            acc2_12 = tile[q_k + 2, group + 12]
-            acc2_13 = tile[q_k + 2, group + 13]
-            acc2_14 = tile[q_k + 2, group + 14]
-            acc2_15 = tile[q_k + 2, group + 15]
-            acc3_0 = tile[q_k + 3, group]
-            acc3_1 = tile[q_k + 3, group + 1]
-            acc3_2 = tile[q_k + 3, group + 2]
-            acc3_3 = tile[q_k + 3, group + 3]
-            acc3_4 = tile[q_k + 3, group + 4]
-            acc3_5 = tile[q_k + 3, group + 5]
-            acc3_6 = tile[q_k + 3, group + 6]
-            acc3_7 = tile[q_k + 3, group + 7]
-            acc3_8 = tile[q_k + 3, group + 8]
-            acc3_9 = tile[q_k + 3, group + 9]
-            acc3_10 = tile[q_k + 3, group + 10]
-            acc3_11 = tile[q_k + 3, group + 11]
-            acc3_12 = tile[q_k + 3, group + 12]
-            acc3_13 = tile[q_k + 3, group + 13]
-            acc3_14 = tile[q_k + 3, group + 14]
-            acc3_15 = tile[q_k + 3, group + 15]
-            for c_out in range(16):
-                broadcast0 = weight_p00[c_out, c_in, 0, 0]
-                streamed0 = grad_output[n, c_out, q_k, group]
-                streamed1 = grad_output[n, c_out, q_k, group + 1]
-                streamed2 = grad_output[n, c_out, q_k, group + 2]
-                streamed3 = grad_output[n, c_out, q_k, group + 3]
-                streamed4 = grad_output[n, c_out, q_k, group + 4]
-                streamed5 = grad_output[n, c_out, q_k, group + 5]
-                streamed6 = grad_output[n, c_out, q_k, group + 6]
-                streamed7 = grad_output[n, c_out, q_k, group + 7]
-                streamed8 = grad_output[n, c_out, q_k, group + 8]
-                streamed9 = grad_output[n, c_out, q_k, group + 9]
-                streamed10 = grad_output[n, c_out, q_k, group + 10]
-                streamed11 = grad_output[n, c_out, q_k, group + 11]
-                streamed12 = grad_output[n, c_out, q_k, group + 12]
-                streamed13 = grad_output[n, c_out, q_k, group + 13]
-                streamed14 = grad_output[n, c_out, q_k, group + 14]
-                streamed15 = grad_output[n, c_out, q_k, group + 15]
-                streamed16 = grad_output[n, c_out, q_k + 1, group]
-                streamed17 = grad_output[n, c_out, q_k + 1, group + 1]
-                streamed18 = grad_output[n, c_out, q_k + 1, group + 2]
-                streamed19 = grad_output[n, c_out, q_k + 1, group + 3]
-                streamed20 = grad_output[n, c_out, q_k + 1, group + 4]
-                streamed21 = grad_output[n, c_out, q_k + 1, group + 5]
-                streamed22 = grad_output[n, c_out, q_k + 1, group + 6]
-                streamed23 = grad_output[n, c_out, q_k + 1, group + 7]
-                streamed24 = grad_output[n, c_out, q_k + 1, group + 8]
-                streamed25 = grad_output[n, c_out, q_k + 1, group + 9]
-                streamed26 = grad_output[n, c_out, q_k + 1, group + 10]
-                streamed27 = grad_output[n, c_out, q_k + 1, group + 11]
-                streamed28 = grad_output[n, c_out, q_k + 1, group + 12]
-                streamed29 = grad_output[n, c_out, q_k + 1, group + 13]
-                streamed30 = grad_output[n, c_out, q_k + 1, group + 14]
-                streamed31 = grad_output[n, c_out, q_k + 1, group + 15]
-                streamed32 = grad_output[n, c_out, q_k + 2, group]
-                streamed33 = grad_output[n, c_out, q_k + 2, group + 1]
-                streamed34 = grad_output[n, c_out, q_k + 2, group + 2]
-                streamed35 = grad_output[n, c_out, q_k + 2, group + 3]
-                streamed36 = grad_output[n, c_out, q_k + 2, group + 4]
-                streamed37 = grad_output[n, c_out, q_k + 2, group + 5]
-                streamed38 = grad_output[n, c_out, q_k + 2, group + 6]
-                streamed39 = grad_output[n, c_out, q_k + 2, group + 7]
-                streamed40 = grad_output[n, c_out, q_k + 2, group + 8]
-                streamed41 = grad_output[n, c_out, q_k + 2, group + 9]
-                streamed42 = grad_output[n, c_out, q_k + 2, group + 10]
-                streamed43 = grad_output[n, c_out, q_k + 2, group + 11]
-                streamed44 = grad_output[n, c_out, q_k + 2, group + 12]
-                streamed45 = grad_output[n, c_out, q_k + 2, group + 13]
-                streamed46 = grad_output[n, c_out, q_k + 2, group + 14]
-                streamed47 = grad_output[n, c_out, q_k + 2, group + 15]
-                streamed48 = grad_output[n, c_out, q_k + 3, group]
-                streamed49 = grad_output[n, c_out, q_k + 3, group + 1]
-                streamed50 = grad_output[n, c_out, q_k + 3, group + 2]
-                streamed51 = grad_output[n, c_out, q_k + 3, group + 3]
-                streamed52 = grad_output[n, c_out, q_k + 3, group + 4]
-                streamed53 = grad_output[n, c_out, q_k + 3, group + 5]
-                streamed54 = grad_output[n, c_out, q_k + 3, group + 6]
-                streamed55 = grad_output[n, c_out, q_k + 3, group + 7]
-                streamed56 = grad_output[n, c_out, q_k + 3, group + 8]
-                streamed57 = grad_output[n, c_out, q_k + 3, group + 9]
-                streamed58 = grad_output[n, c_out, q_k + 3, group + 10]
-                streamed59 = grad_output[n, c_out, q_k + 3, group + 11]
-                streamed60 = grad_output[n, c_out, q_k + 3, group + 12]
-                streamed61 = grad_output[n, c_out, q_k + 3, group + 13]
-                streamed62 = grad_output[n, c_out, q_k + 3, group + 14]
-                streamed63 = grad_output[n, c_out, q_k + 3, group + 15]
-                acc0_0 = acc0_0 + broadcast0*streamed0
-                acc0_1 = acc0_1 + broadcast0*streamed1
-                acc0_2 = acc0_2 + broadcast0*streamed2
-                acc0_3 = acc0_3 + broadcast0*streamed3
-                acc0_4 = acc0_4 + broadcast0*streamed4
-                acc0_5 = acc0_5 + broadcast0*streamed5
-                acc0_6 = acc0_6 + broadcast0*streamed6
-                acc0_7 = acc0_7 + broadcast0*streamed7
-                acc0_8 = acc0_8 + broadcast0*streamed8
-                acc0_9 = acc0_9 + broadcast0*streamed9
-                acc0_10 = acc0_10 + broadcast0*streamed10
-                acc0_11 = acc0_11 + broadcast0*streamed11
-                acc0_12 = acc0_12 + broadcast0*streamed12
-                acc0_13 = acc0_13 + broadcast0*streamed13
-                acc0_14 = acc0_14 + broadcast0*streamed14
-                acc0_15 = acc0_15 + broadcast0*streamed15
-                acc1_0 = acc1_0 + broadcast0*streamed16
-                acc1_1 = acc1_1 + broadcast0*streamed17
-                acc1_2 = acc1_2 + broadcast0*streamed18
-                acc1_3 = acc1_3 + broadcast0*streamed19
-                acc1_4 = acc1_4 + broadcast0*streamed20
-                acc1_5 = acc1_5 + broadcast0*streamed21
-                acc1_6 = acc1_6 + broadcast0*streamed22
-                acc1_7 = acc1_7 + broadcast0*streamed23
-                acc1_8 = acc1_8 + broadcast0*streamed24
-                acc1_9 = acc1_9 + broadcast0*streamed25
-                acc1_10 = acc1_10 + broadcast0*streamed26
-                acc1_11 = acc1_11 + broadcast0*streamed27
-                acc1_12 = acc1_12 + broadcast0*streamed28
-                acc1_13 = acc1_13 + broadcast0*streamed29
-                acc1_14 = acc1_14 + broadcast0*streamed30
-                acc1_15 = acc1_15 + broadcast0*streamed31
-                acc2_0 = acc2_0 + broadcast0*streamed32
-                acc2_1 = acc2_1 + broadcast0*streamed33
-                acc2_2 = acc2_2 + broadcast0*streamed34
-                acc2_3 = acc2_3 + broadcast0*streamed35
-                acc2_4 = acc2_4 + broadcast0*streamed36
-                acc2_5 = acc2_5 + broadcast0*streamed37
-                acc2_6 = acc2_6 + broadcast0*streamed38
-                acc2_7 = acc2_7 + broadcast0*streamed39
-                acc2_8 = acc2_8 + broadcast0*streamed40
-                acc2_9 = acc2_9 + broadcast0*streamed41
-                acc2_10 = acc2_10 + broadcast0*streamed42
-                acc2_11 = acc2_11 + broadcast0*streamed43
-                acc2_12 = acc2_12 + broadcast0*streamed44
-                acc2_13 = acc2_13 + broadcast0*streamed45
-                acc2_14 = acc2_14 + broadcast0*streamed46
-                acc2_15 = acc2_15 + broadcast0*streamed47
-                acc3_0 = acc3_0 + broadcast0*streamed48
-                acc3_1 = acc3_1 + broadcast0*streamed49
-                acc3_2 = acc3_2 + broadcast0*streamed50
-                acc3_3 = acc3_3 + broadcast0*streamed51
-                acc3_4 = acc3_4 + broadcast0*streamed52
-                acc3_5 = acc3_5 + broadcast0*streamed53
-                acc3_6 = acc3_6 + broadcast0*streamed54
-                acc3_7 = acc3_7 + broadcast0*streamed55
-                acc3_8 = acc3_8 + broadcast0*streamed56
-                acc3_9 = acc3_9 + broadcast0*streamed57
-                acc3_10 = acc3_10 + broadcast0*streamed58
-                acc3_11 = acc3_11 + broadcast0*streamed59
-                acc3_12 = acc3_12 + broadcast0*streamed60
-                acc3_13 = acc3_13 + broadcast0*streamed61
-                acc3_14 = acc3_14 + broadcast0*streamed62
-                acc3_15 = acc3_15 + broadcast0*streamed63
-            tile[q_k, group] = acc0_0
-            tile[q_k, group + 1] = acc0_1
-            tile[q_k, group + 2] = acc0_2
-            tile[q_k, group + 3] = acc0_3
-            tile[q_k, group + 4] = acc0_4
-            tile[q_k, group + 5] = acc0_5
-            tile[q_k, group + 6] = acc0_6
-            tile[q_k, group + 7] = acc0_7
-            tile[q_k, group + 8] = acc0_8
-            tile[q_k, group + 9] = acc0_9
-            tile[q_k, group + 10] = acc0_10
-            tile[q_k, group + 11] = acc0_11
-            tile[q_k, group + 12] = acc0_12
-            tile[q_k, group + 13] = acc0_13
-            tile[q_k, group + 14] = acc0_14
-            tile[q_k, group + 15] = acc0_15
-            tile[q_k + 1, group] = acc1_0
-            tile[q_k + 1, group + 1] = acc1_1
-            tile[q_k + 1, group + 2] = acc1_2
-            tile[q_k + 1, group + 3] = acc1_3
-            tile[q_k + 1, group + 4] = acc1_4
-            tile[q_k + 1, group + 5] = acc1_5
-            tile[q_k + 1, group + 6] = acc1_6
-            tile[q_k + 1, group + 7] = acc1_7
-            tile[q_k + 1, group + 8] = acc1_8
-            tile[q_k + 1, group + 9] = acc1_9
-            tile[q_k + 1, group + 10] = acc1_10
-            tile[q_k + 1, group + 11] = acc1_11
-            tile[q_k + 1, group + 12] = acc1_12
-            tile[q_k + 1, group + 13] = acc1_13
-            tile[q_k + 1, group + 14] = acc1_14
-            tile[q_k + 1, group + 15] = acc1_15
-            tile[q_k + 2, group] = acc2_0
-            tile[q_k + 2, group + 1] = acc2_1
-            tile[q_k + 2, group + 2] = acc2_2
-            tile[q_k + 2, group + 3] = acc2_3
-            tile[q_k + 2, group + 4] = acc2_4
-            tile[q_k + 2, group + 5] = acc2_5
-            tile[q_k + 2, group + 6] = acc2_6
-            tile[q_k + 2, group + 7] = acc2_7
-            tile[q_k + 2, group + 8] = acc2_8
-            tile[q_k + 2, group + 9] = acc2_9
-            tile[q_k + 2, group + 10] = acc2_10
-            tile[q_k + 2, group + 11] = acc2_11
-            tile[q_k + 2, group + 12] = acc2_12
-            tile[q_k + 2, group + 13] = acc2_13
-            tile[q_k + 2, group + 14] = acc2_14
-            tile[q_k + 2, group + 15] = acc2_15
-            tile[q_k + 3, group] = acc3_0
-            tile[q_k + 3, group + 1] = acc3_1
-            tile[q_k + 3, group + 2] = acc3_2
-            tile[q_k + 3, group + 3] = acc3_3
-            tile[q_k + 3, group + 4] = acc3_4
-            tile[q_k + 3, group + 5] = acc3_5
-            tile[q_k + 3, group + 6] = acc3_6
-            tile[q_k + 3, group + 7] = acc3_7
-            tile[q_k + 3, group + 8] = acc3_8
-            tile[q_k + 3, group + 9] = acc3_9
-            tile[q_k + 3, group + 10] = acc3_10
-            tile[q_k + 3, group + 11] = acc3_11
-            tile[q_k + 3, group + 12] = acc3_12
-            tile[q_k + 3, group + 13] = acc3_13
-            tile[q_k + 3, group + 14] = acc3_14
-            tile[q_k + 3, group + 15] = acc3_15
-
-
-stem_grad_input_block0 = for_this_cpu(stem_grad_input_block0_wide, stem_grad_input_block0_narrow)
-
-
-@njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def stem_grad_input_block1(grad_output_padded, q_k, tile, weight_p01):
-    """One row of stem_grad_input's tile, in blocks of 48 local variables."""
+def stem_grad_input_wide_block1(grad_output_padded, q_k, tile, weight_p01):
+    """One row of stem_grad_input_wide's tile, in blocks of 48 local variables."""
     wide_vectors()
     for group in range(0, 16, 16):
         acc0_0 = tile[0, group]
@@ -1752,8 +1483,8 @@ def stem_grad_input_block1(grad_output_padded, q_k, tile, weight_p01):
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def stem_grad_input_block2(grad_output_padded, q_k, tile, weight_p10):
-    """One row of stem_grad_input's tile, in blocks of 48 local variables."""
+def stem_grad_input_wide_block2(grad_output_padded, q_k, tile, weight_p10):
+    """One row of stem_grad_input_wide's tile, in blocks of 48 local variables."""
     wide_vectors()
     for group in range(0, 16, 16):
         acc0_0 = tile[0, group]
@@ -1942,8 +1673,8 @@ def stem_grad_input_block2(grad_output_padded, q_k, tile, weight_p10):
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def stem_grad_input_block3(grad_output_padded, q_k, tile, weight_p11):
-    """One row of stem_grad_input's tile, in blocks of 48 local variables."""
+def stem_grad_input_wide_block3(grad_output_padded, q_k, tile, weight_p11):
+    """One row of stem_grad_input_wide's tile, in blocks of 48 local variables."""
     wide_vectors()
     for group in range(0, 16, 16):
         acc0_0 = tile[0, group]
@@ -2118,7 +1849,7 @@ def stem_grad_input_block3(grad_output_padded, q_k, tile, weight_p11):
 
 
 @njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
-def stem_grad_input(grad_output, weight, grad_input):
+def stem_grad_input_wide(grad_output, weight, grad_input):
     """conv2d: gradient with respect to the input
     dL/dX[n, c_in, k, l] = sum_{c_out=0..C_out - 1, u=0..K_h - 1, v=0..K_w - 1} [s_h | -d_h*u + k + p_h and s_w | -d_w*v + l + p_w and 0 <= (-d_h*u + k + p_h)/s_h and 0 <= (-d_w*v + l + p_w)/s_w and (-d_h*u + k + p_h)/s_h <= H_out - 1 and (-d_w*v + l + p_w)/s_w <= W_out - 1] * (W[c_out, c_in, u, v]*dL/dY[n, c_out, (-d_h*u + k + p_h)/s_h, (-d_w*v + l + p_w)/s_w])
       where H_out = floor((H_in - d_h*(K_h - 1) + 2*p_h - 1)/s_h) + 1
@@ -2147,7 +1878,7 @@ def stem_grad_input(grad_output, weight, grad_input):
             for q_k in range(16):
                 for q_l in range(lanes):
                     tile[q_k, q_l] = 0.0
-            stem_grad_input_block0(c_in, grad_output, n, tile, weight_p00)
+            stem_grad_input_wide_block0(c_in, grad_output, n, tile, weight_p00)
             for q_k in range(16):
                 for q_l in range(lanes):
                     grad_input_p00[n, c_in, q_k, q_l] = tile[q_k, q_l]
@@ -2169,7 +1900,7 @@ def stem_grad_input(grad_output, weight, grad_input):
             for c_in in range(3):
                 for q_l in range(lanes):
                     tile[c_in, q_l] = 0.0
-            stem_grad_input_block1(grad_output_padded, q_k, tile, weight_p01)
+            stem_grad_input_wide_block1(grad_output_padded, q_k, tile, weight_p01)
             for c_in in range(3):
                 for q_l in range(16):
                     grad_input_p01[n, c_in, q_k, q_l] = tile[c_in, q_l]
@@ -2191,7 +1922,7 @@ def stem_grad_input(grad_output, weight, grad_input):
             for c_in in range(3):
                 for q_l in range(lanes):
                     tile[c_in, q_l] = 0.0
-            stem_grad_input_block2(grad_output_padded, q_k, tile, weight_p10)
+            stem_grad_input_wide_block2(grad_output_padded, q_k, tile, weight_p10)
             for c_in in range(3):
                 for q_l in range(16):
                     grad_input_p10[n, c_in, q_k, q_l] = tile[c_in, q_l]
@@ -2213,7 +1944,882 @@ def stem_grad_input(grad_output, weight, grad_input):
             for c_in in range(3):
                 for q_l in range(lanes):
                     tile[c_in, q_l] = 0.0
-            stem_grad_input_block3(grad_output_padded, q_k, tile, weight_p11)
+            stem_grad_input_wide_block3(grad_output_padded, q_k, tile, weight_p11)
+            for c_in in range(3):
+                for q_l in range(16):
+                    grad_input_p11[n, c_in, q_k, q_l] = tile[c_in, q_l]
+
+
+@njit(cache=True, fastmath={'contract'}, error_model="numpy")
+def stem_grad_input_narrow_block0(grad_output, n, q_k, tile, weight_p00):
+    """One row of stem_grad_input_narrow's tile, in blocks of 48 local variables."""
+    wide_vectors()
+    for group in range(0, 16, 16):
+        acc0_0 = tile[0, group]
+        acc0_1 = tile[0, group + 1]
+        acc0_2 = tile[0, group + 2]
+        acc0_3 = tile[0, group + 3]
+        acc0_4 = tile[0, group + 4]
+        acc0_5 = tile[0, group + 5]
+        acc0_6 = tile[0, group + 6]
+        acc0_7 = tile[0, group + 7]
+        acc0_8 = tile[0, group + 8]
+        acc0_9 = tile[0, group + 9]
+        acc0_10 = tile[0, group + 10]
+        acc0_11 = tile[0, group + 11]
+        acc0_12 = tile[0, group + 12]
+        acc0_13 = tile[0, group + 13]
+        acc0_14 = tile[0, group + 14]
+        acc0_15 = tile[0, group + 15]
+        acc1_0 = tile[1, group]
+        acc1_1 = tile[1, group + 1]
+        acc1_2 = tile[1, group + 2]
+        acc1_3 = tile[1, group + 3]
+        acc1_4 = tile[1, group + 4]
+        acc1_5 = tile[1, group + 5]
+        acc1_6 = tile[1, group + 6]
+        acc1_7 = tile[1, group + 7]
+        acc1_8 = tile[1, group + 8]
+        acc1_9 = tile[1, group + 9]
+        acc1_10 = tile[1, group + 10]
+        acc1_11 = tile[1, group + 11]
+        acc1_12 = tile[1, group + 12]
+        acc1_13 = tile[1, group + 13]
+        acc1_14 = tile[1, group + 14]
+        acc1_15 = tile[1, group + 15]
+        acc2_0 = tile[2, group]
+        acc2_1 = tile[2, group + 1]
+        acc2_2 = tile[2, group + 2]
+        acc2_3 = tile[2, group + 3]
+        acc2_4 = tile[2, group + 4]
+        acc2_5 = tile[2, group + 5]
+        acc2_6 = tile[2, group + 6]
+        acc2_7 = tile[2, group + 7]
+        acc2_8 = tile[2, group + 8]
+        acc2_9 = tile[2, group + 9]
+        acc2_10 = tile[2, group + 10]
+        acc2_11 = tile[2, group + 11]
+        acc2_12 = tile[2, group + 12]
+        acc2_13 = tile[2, group + 13]
+        acc2_14 = tile[2, group + 14]
+        acc2_15 = tile[2, group + 15]
+        for c_out in range(0, 16, 4):
+            broadcast0 = weight_p00[c_out, 0, 0, 0]
+            broadcast1 = weight_p00[c_out + 1, 0, 0, 0]
+            broadcast2 = weight_p00[c_out + 2, 0, 0, 0]
+            broadcast3 = weight_p00[c_out + 3, 0, 0, 0]
+            broadcast4 = weight_p00[c_out, 1, 0, 0]
+            broadcast5 = weight_p00[c_out + 1, 1, 0, 0]
+            broadcast6 = weight_p00[c_out + 2, 1, 0, 0]
+            broadcast7 = weight_p00[c_out + 3, 1, 0, 0]
+            broadcast8 = weight_p00[c_out, 2, 0, 0]
+            broadcast9 = weight_p00[c_out + 1, 2, 0, 0]
+            broadcast10 = weight_p00[c_out + 2, 2, 0, 0]
+            broadcast11 = weight_p00[c_out + 3, 2, 0, 0]
+            streamed0 = grad_output[n, c_out, q_k, group]
+            streamed1 = grad_output[n, c_out + 1, q_k, group]
+            streamed2 = grad_output[n, c_out + 2, q_k, group]
+            streamed3 = grad_output[n, c_out + 3, q_k, group]
+            streamed4 = grad_output[n, c_out, q_k, group + 1]
+            streamed5 = grad_output[n, c_out + 1, q_k, group + 1]
+            streamed6 = grad_output[n, c_out + 2, q_k, group + 1]
+            streamed7 = grad_output[n, c_out + 3, q_k, group + 1]
+            streamed8 = grad_output[n, c_out, q_k, group + 2]
+            streamed9 = grad_output[n, c_out + 1, q_k, group + 2]
+            streamed10 = grad_output[n, c_out + 2, q_k, group + 2]
+            streamed11 = grad_output[n, c_out + 3, q_k, group + 2]
+            streamed12 = grad_output[n, c_out, q_k, group + 3]
+            streamed13 = grad_output[n, c_out + 1, q_k, group + 3]
+            streamed14 = grad_output[n, c_out + 2, q_k, group + 3]
+            streamed15 = grad_output[n, c_out + 3, q_k, group + 3]
+            streamed16 = grad_output[n, c_out, q_k, group + 4]
+            streamed17 = grad_output[n, c_out + 1, q_k, group + 4]
+            streamed18 = grad_output[n, c_out + 2, q_k, group + 4]
+            streamed19 = grad_output[n, c_out + 3, q_k, group + 4]
+            streamed20 = grad_output[n, c_out, q_k, group + 5]
+            streamed21 = grad_output[n, c_out + 1, q_k, group + 5]
+            streamed22 = grad_output[n, c_out + 2, q_k, group + 5]
+            streamed23 = grad_output[n, c_out + 3, q_k, group + 5]
+            streamed24 = grad_output[n, c_out, q_k, group + 6]
+            streamed25 = grad_output[n, c_out + 1, q_k, group + 6]
+            streamed26 = grad_output[n, c_out + 2, q_k, group + 6]
+            streamed27 = grad_output[n, c_out + 3, q_k, group + 6]
+            streamed28 = grad_output[n, c_out, q_k, group + 7]
+            streamed29 = grad_output[n, c_out + 1, q_k, group + 7]
+            streamed30 = grad_output[n, c_out + 2, q_k, group + 7]
+            streamed31 = grad_output[n, c_out + 3, q_k, group + 7]
+            streamed32 = grad_output[n, c_out, q_k, group + 8]
+            streamed33 = grad_output[n, c_out + 1, q_k, group + 8]
+            streamed34 = grad_output[n, c_out + 2, q_k, group + 8]
+            streamed35 = grad_output[n, c_out + 3, q_k, group + 8]
+            streamed36 = grad_output[n, c_out, q_k, group + 9]
+            streamed37 = grad_output[n, c_out + 1, q_k, group + 9]
+            streamed38 = grad_output[n, c_out + 2, q_k, group + 9]
+            streamed39 = grad_output[n, c_out + 3, q_k, group + 9]
+            streamed40 = grad_output[n, c_out, q_k, group + 10]
+            streamed41 = grad_output[n, c_out + 1, q_k, group + 10]
+            streamed42 = grad_output[n, c_out + 2, q_k, group + 10]
+            streamed43 = grad_output[n, c_out + 3, q_k, group + 10]
+            streamed44 = grad_output[n, c_out, q_k, group + 11]
+            streamed45 = grad_output[n, c_out + 1, q_k, group + 11]
+            streamed46 = grad_output[n, c_out + 2, q_k, group + 11]
+            streamed47 = grad_output[n, c_out + 3, q_k, group + 11]
+            streamed48 = grad_output[n, c_out, q_k, group + 12]
+            streamed49 = grad_output[n, c_out + 1, q_k, group + 12]
+            streamed50 = grad_output[n, c_out + 2, q_k, group + 12]
+            streamed51 = grad_output[n, c_out + 3, q_k, group + 12]
+            streamed52 = grad_output[n, c_out, q_k, group + 13]
+            streamed53 = grad_output[n, c_out + 1, q_k, group + 13]
+            streamed54 = grad_output[n, c_out + 2, q_k, group + 13]
+            streamed55 = grad_output[n, c_out + 3, q_k, group + 13]
+            streamed56 = grad_output[n, c_out, q_k, group + 14]
+            streamed57 = grad_output[n, c_out + 1, q_k, group + 14]
+            streamed58 = grad_output[n, c_out + 2, q_k, group + 14]
+            streamed59 = grad_output[n, c_out + 3, q_k, group + 14]
+            streamed60 = grad_output[n, c_out, q_k, group + 15]
+            streamed61 = grad_output[n, c_out + 1, q_k, group + 15]
+            streamed62 = grad_output[n, c_out + 2, q_k, group + 15]
+            streamed63 = grad_output[n, c_out + 3, q_k, group + 15]
+            acc0_0 = acc0_0 + broadcast0*streamed0 + broadcast1*streamed1 + broadcast2*streamed2 + broadcast3*streamed3
+            acc0_1 = acc0_1 + broadcast0*streamed4 + broadcast1*streamed5 + broadcast2*streamed6 + broadcast3*streamed7
+            acc0_2 = acc0_2 + broadcast0*streamed8 + broadcast1*streamed9 + broadcast2*streamed10 + broadcast3*streamed11
+            acc0_3 = acc0_3 + broadcast0*streamed12 + broadcast1*streamed13 + broadcast2*streamed14 + broadcast3*streamed15
+            acc0_4 = acc0_4 + broadcast0*streamed16 + broadcast1*streamed17 + broadcast2*streamed18 + broadcast3*streamed19
+            acc0_5 = acc0_5 + broadcast0*streamed20 + broadcast1*streamed21 + broadcast2*streamed22 + broadcast3*streamed23
+            acc0_6 = acc0_6 + broadcast0*streamed24 + broadcast1*streamed25 + broadcast2*streamed26 + broadcast3*streamed27
+            acc0_7 = acc0_7 + broadcast0*streamed28 + broadcast1*streamed29 + broadcast2*streamed30 + broadcast3*streamed31
+            acc0_8 = acc0_8 + broadcast0*streamed32 + broadcast1*streamed33 + broadcast2*streamed34 + broadcast3*streamed35
+            acc0_9 = acc0_9 + broadcast0*streamed36 + broadcast1*streamed37 + broadcast2*streamed38 + broadcast3*streamed39
+            acc0_10 = acc0_10 + broadcast0*streamed40 + broadcast1*streamed41 + broadcast2*streamed42 + broadcast3*streamed43
+            acc0_11 = acc0_11 + broadcast0*streamed44 + broadcast1*streamed45 + broadcast2*streamed46 + broadcast3*streamed47
+            acc0_12 = acc0_12 + broadcast0*streamed48 + broadcast1*streamed49 + broadcast2*streamed50 + broadcast3*streamed51
+            acc0_13 = acc0_13 + broadcast0*streamed52 + broadcast1*streamed53 + broadcast2*streamed54 + broadcast3*streamed55
+            acc0_14 = acc0_14 + broadcast0*streamed56 + broadcast1*streamed57 + broadcast2*streamed58 + broadcast3*streamed59
+            acc0_15 = acc0_15 + broadcast0*streamed60 + broadcast1*streamed61 + broadcast2*streamed62 + broadcast3*streamed63
+            acc1_0 = acc1_0 + broadcast4*streamed0 + broadcast5*streamed1 + broadcast6*streamed2 + broadcast7*streamed3
+            acc1_1 = acc1_1 + broadcast4*streamed4 + broadcast5*streamed5 + broadcast6*streamed6 + broadcast7*streamed7
+            acc1_2 = acc1_2 + broadcast4*streamed8 + broadcast5*streamed9 + broadcast6*streamed10 + broadcast7*streamed11
+            acc1_3 = acc1_3 + broadcast4*streamed12 + broadcast5*streamed13 + broadcast6*streamed14 + broadcast7*streamed15
+            acc1_4 = acc1_4 + broadcast4*streamed16 + broadcast5*streamed17 + broadcast6*streamed18 + broadcast7*streamed19
+            acc1_5 = acc1_5 + broadcast4*streamed20 + broadcast5*streamed21 + broadcast6*streamed22 + broadcast7*streamed23
+            acc1_6 = acc1_6 + broadcast4*streamed24 + broadcast5*streamed25 + broadcast6*streamed26 + broadcast7*streamed27
+            acc1_7 = acc1_7 + broadcast4*streamed28 + broadcast5*streamed29 + broadcast6*streamed30 + broadcast7*streamed31
+            acc1_8 = acc1_8 + broadcast4*streamed32 + broadcast5*streamed33 + broadcast6*streamed34 + broadcast7*streamed35
+            acc1_9 = acc1_9 + broadcast4*streamed36 + broadcast5*streamed37 + broadcast6*streamed38 + broadcast7*streamed39
+            acc1_10 = acc1_10 + broadcast4*streamed40 + broadcast5*streamed41 + broadcast6*streamed42 + broadcast7*streamed43
+            acc1_11 = acc1_11 + broadcast4*streamed44 + broadcast5*streamed45 + broadcast6*streamed46 + broadcast7*streamed47
+            acc1_12 = acc1_12 + broadcast4*streamed48 + broadcast5*streamed49 + broadcast6*streamed50 + broadcast7*streamed51
+            acc1_13 = acc1_13 + broadcast4*streamed52 + broadcast5*streamed53 + broadcast6*streamed54 + broadcast7*streamed55
+            acc1_14 = acc1_14 + broadcast4*streamed56 + broadcast5*streamed57 + broadcast6*streamed58 + broadcast7*streamed59
+            acc1_15 = acc1_15 + broadcast4*streamed60 + broadcast5*streamed61 + broadcast6*streamed62 + broadcast7*streamed63
+            acc2_0 = acc2_0 + broadcast8*streamed0 + broadcast9*streamed1 + broadcast10*streamed2 + broadcast11*streamed3
+            acc2_1 = acc2_1 + broadcast8*streamed4 + broadcast9*streamed5 + broadcast10*streamed6 + broadcast11*streamed7
+            acc2_2 = acc2_2 + broadcast8*streamed8 + broadcast9*streamed9 + broadcast10*streamed10 + broadcast11*streamed11
+            acc2_3 = acc2_3 + broadcast8*streamed12 + broadcast9*streamed13 + broadcast10*streamed14 + broadcast11*streamed15
+            acc2_4 = acc2_4 + broadcast8*streamed16 + broadcast9*streamed17 + broadcast10*streamed18 + broadcast11*streamed19
+            acc2_5 = acc2_5 + broadcast8*streamed20 + broadcast9*streamed21 + broadcast10*streamed22 + broadcast11*streamed23
+            acc2_6 = acc2_6 + broadcast8*streamed24 + broadcast9*streamed25 + broadcast10*streamed26 + broadcast11*streamed27
+            acc2_7 = acc2_7 + broadcast8*streamed28 + broadcast9*streamed29 + broadcast10*streamed30 + broadcast11*streamed31
+            acc2_8 = acc2_8 + broadcast8*streamed32 + broadcast9*streamed33 + broadcast10*streamed34 + broadcast11*streamed35
+            acc2_9 = acc2_9 + broadcast8*streamed36 + broadcast9*streamed37 + broadcast10*streamed38 + broadcast11*streamed39
+            acc2_10 = acc2_10 + broadcast8*streamed40 + broadcast9*streamed41 + broadcast10*streamed42 + broadcast11*streamed43
+            acc2_11 = acc2_11 + broadcast8*streamed44 + broadcast9*streamed45 + broadcast10*streamed46 + broadcast11*streamed47
+            acc2_12 = acc2_12 + broadcast8*streamed48 + broadcast9*streamed49 + broadcast10*streamed50 + broadcast11*streamed51
+            acc2_13 = acc2_13 + broadcast8*streamed52 + broadcast9*streamed53 + broadcast10*streamed54 + broadcast11*streamed55
+            acc2_14 = acc2_14 + broadcast8*streamed56 + broadcast9*streamed57 + broadcast10*streamed58 + broadcast11*streamed59
+            acc2_15 = acc2_15 + broadcast8*streamed60 + broadcast9*streamed61 + broadcast10*streamed62 + broadcast11*streamed63
+        tile[0, group] = acc0_0
+        tile[0, group + 1] = acc0_1
+        tile[0, group + 2] = acc0_2
+        tile[0, group + 3] = acc0_3
+        tile[0, group + 4] = acc0_4
+        tile[0, group + 5] = acc0_5
+        tile[0, group + 6] = acc0_6
+        tile[0, group + 7] = acc0_7
+        tile[0, group + 8] = acc0_8
+        tile[0, group + 9] = acc0_9
+        tile[0, group + 10] = acc0_10
+        tile[0, group + 11] = acc0_11
+        tile[0, group + 12] = acc0_12
+        tile[0, group + 13] = acc0_13
+        tile[0, group + 14] = acc0_14
+        tile[0, group + 15] = acc0_15
+        tile[1, group] = acc1_0
+        tile[1, group + 1] = acc1_1
+        tile[1, group + 2] = acc1_2
+        tile[1, group + 3] = acc1_3
+        tile[1, group + 4] = acc1_4
+        tile[1, group + 5] = acc1_5
+        tile[1, group + 6] = acc1_6
+        tile[1, group + 7] = acc1_7
+        tile[1, group + 8] = acc1_8
+        tile[1, group + 9] = acc1_9
+        tile[1, group + 10] = acc1_10
+        tile[1, group + 11] = acc1_11
+        tile[1, group + 12] = acc1_12
+        tile[1, group + 13] = acc1_13
+        tile[1, group + 14] = acc1_14
+        tile[1, group + 15] = acc1_15
+        tile[2, group] = acc2_0
+        tile[2, group + 1] = acc2_1
+        tile[2, group + 2] = acc2_2
+        tile[2, group + 3] = acc2_3
+        tile[2, group + 4] = acc2_4
+        tile[2, group + 5] = acc2_5
+        tile[2, group + 6] = acc2_6
+        tile[2, group + 7] = acc2_7
+        tile[2, group + 8] = acc2_8
+        tile[2, group + 9] = acc2_9
+        tile[2, group + 10] = acc2_10
+        tile[2, group + 11] = acc2_11
+        tile[2, group + 12] = acc2_12
+        tile[2, group + 13] = acc2_13
+        tile[2, group + 14] = acc2_14
+        tile[2, group + 15] = acc2_15
+
+
+@njit(cache=True, fastmath={'contract'}, error_model="numpy")
+def stem_grad_input_narrow_block1(grad_output_padded, q_k, tile, weight_p01):
+    """One row of stem_grad_input_narrow's tile, in blocks of 48 local variables."""
+    wide_vectors()
+    for group in range(0, 16, 16):
+        acc0_0 = tile[0, group]
+        acc0_1 = tile[0, group + 1]
+        acc0_2 = tile[0, group + 2]
+        acc0_3 = tile[0, group + 3]
+        acc0_4 = tile[0, group + 4]
+        acc0_5 = tile[0, group + 5]
+        acc0_6 = tile[0, group + 6]
+        acc0_7 = tile[0, group + 7]
+        acc0_8 = tile[0, group + 8]
+        acc0_9 = tile[0, group + 9]
+        acc0_10 = tile[0, group + 10]
+        acc0_11 = tile[0, group + 11]
+        acc0_12 = tile[0, group + 12]
+        acc0_13 = tile[0, group + 13]
+        acc0_14 = tile[0, group + 14]
+        acc0_15 = tile[0, group + 15]
+        acc1_0 = tile[1, group]
+        acc1_1 = tile[1, group + 1]
+        acc1_2 = tile[1, group + 2]
+        acc1_3 = tile[1, group + 3]
+        acc1_4 = tile[1, group + 4]
+        acc1_5 = tile[1, group + 5]
+        acc1_6 = tile[1, group + 6]
+        acc1_7 = tile[1, group + 7]
+        acc1_8 = tile[1, group + 8]
+        acc1_9 = tile[1, group + 9]
+        acc1_10 = tile[1, group + 10]
+        acc1_11 = tile[1, group + 11]
+        acc1_12 = tile[1, group + 12]
+        acc1_13 = tile[1, group + 13]
+        acc1_14 = tile[1, group + 14]
+        acc1_15 = tile[1, group + 15]
+        acc2_0 = tile[2, group]
+        acc2_1 = tile[2, group + 1]
+        acc2_2 = tile[2, group + 2]
+        acc2_3 = tile[2, group + 3]
+        acc2_4 = tile[2, group + 4]
+        acc2_5 = tile[2, group + 5]
+        acc2_6 = tile[2, group + 6]
+        acc2_7 = tile[2, group + 7]
+        acc2_8 = tile[2, group + 8]
+        acc2_9 = tile[2, group + 9]
+        acc2_10 = tile[2, group + 10]
+        acc2_11 = tile[2, group + 11]
+        acc2_12 = tile[2, group + 12]
+        acc2_13 = tile[2, group + 13]
+        acc2_14 = tile[2, group + 14]
+        acc2_15 = tile[2, group + 15]
+        for c_out in range(16):
+            broadcast0 = weight_p01[c_out, 0, 0, 0]
+            broadcast1 = weight_p01[c_out, 0, 0, 1]
+            broadcast2 = weight_p01[c_out, 1, 0, 0]
+            broadcast3 = weight_p01[c_out, 1, 0, 1]
+            broadcast4 = weight_p01[c_out, 2, 0, 0]
+            broadcast5 = weight_p01[c_out, 2, 0, 1]
+            streamed0 = grad_output_padded[c_out, q_k, group + 1]
+            streamed1 = grad_output_padded[c_out, q_k, group]
+            streamed2 = grad_output_padded[c_out, q_k, group + 2]
+            streamed3 = grad_output_padded[c_out, q_k, group + 3]
+            streamed4 = grad_output_padded[c_out, q_k, group + 4]
+            streamed5 = grad_output_padded[c_out, q_k, group + 5]
+            streamed6 = grad_output_padded[c_out, q_k, group + 6]
+            streamed7 = grad_output_padded[c_out, q_k, group + 7]
+            streamed8 = grad_output_padded[c_out, q_k, group + 8]
+            streamed9 = grad_output_padded[c_out, q_k, group + 9]
+            streamed10 = grad_output_padded[c_out, q_k, group + 10]
+            streamed11 = grad_output_padded[c_out, q_k, group + 11]
+            streamed12 = grad_output_padded[c_out, q_k, group + 12]
+            streamed13 = grad_output_padded[c_out, q_k, group + 13]
+            streamed14 = grad_output_padded[c_out, q_k, group + 14]
+            streamed15 = grad_output_padded[c_out, q_k, group + 15]
+            streamed16 = grad_output_padded[c_out, q_k, group + 16]
+            acc0_0 = acc0_0 + broadcast0*streamed0 + broadcast1*streamed1
+            acc0_1 = acc0_1 + broadcast0*streamed2 + broadcast1*streamed0
+            acc0_2 = acc0_2 + broadcast0*streamed3 + broadcast1*streamed2
+            acc0_3 = acc0_3 + broadcast0*streamed4 + broadcast1*streamed3
+            acc0_4 = acc0_4 + broadcast0*streamed5 + broadcast1*streamed4
+            acc0_5 = acc0_5 + broadcast0*streamed6 + broadcast1*streamed5
+            acc0_6 = acc0_6 + broadcast0*streamed7 + broadcast1*streamed6
+            acc0_7 = acc0_7 + broadcast0*streamed8 + broadcast1*streamed7
+            acc0_8 = acc0_8 + broadcast0*streamed9 + broadcast1*streamed8
+            acc0_9 = acc0_9 + broadcast0*streamed10 + broadcast1*streamed9
+            acc0_10 = acc0_10 + broadcast0*streamed11 + broadcast1*streamed10
+            acc0_11 = acc0_11 + broadcast0*streamed12 + broadcast1*streamed11
+            acc0_12 = acc0_12 + broadcast0*streamed13 + broadcast1*streamed12
+            acc0_13 = acc0_13 + broadcast0*streamed14 + broadcast1*streamed13
+            acc0_14 = acc0_14 + broadcast0*streamed15 + broadcast1*streamed14
+            acc0_15 = acc0_15 + broadcast0*streamed16 + broadcast1*streamed15
+            acc1_0 = acc1_0 + broadcast2*streamed0 + broadcast3*streamed1
+            acc1_1 = acc1_1 + broadcast2*streamed2 + broadcast3*streamed0
+            acc1_2 = acc1_2 + broadcast2*streamed3 + broadcast3*streamed2
+            acc1_3 = acc1_3 + broadcast2*streamed4 + broadcast3*streamed3
+            acc1_4 = acc1_4 + broadcast2*streamed5 + broadcast3*streamed4
+            acc1_5 = acc1_5 + broadcast2*streamed6 + broadcast3*streamed5
+            acc1_6 = acc1_6 + broadcast2*streamed7 + broadcast3*streamed6
+            acc1_7 = acc1_7 + broadcast2*streamed8 + broadcast3*streamed7
+            acc1_8 = acc1_8 + broadcast2*streamed9 + broadcast3*streamed8
+            acc1_9 = acc1_9 + broadcast2*streamed10 + broadcast3*streamed9
+            acc1_10 = acc1_10 + broadcast2*streamed11 + broadcast3*streamed10
+            acc1_11 = acc1_11 + broadcast2*streamed12 + broadcast3*streamed11
+            acc1_12 = acc1_12 + broadcast2*streamed13 + broadcast3*streamed12
+            acc1_13 = acc1_13 + broadcast2*streamed14 + broadcast3*streamed13
+            acc1_14 = acc1_14 + broadcast2*streamed15 + broadcast3*streamed14
+            acc1_15 = acc1_15 + broadcast2*streamed16 + broadcast3*streamed15
+            acc2_0 = acc2_0 + broadcast4*streamed0 + broadcast5*streamed1
+            acc2_1 = acc2_1 + broadcast4*streamed2 + broadcast5*streamed0
+            acc2_2 = acc2_2 + broadcast4*streamed3 + broadcast5*streamed2
+            acc2_3 = acc2_3 + broadcast4*streamed4 + broadcast5*streamed3
+            acc2_4 = acc2_4 + broadcast4*streamed5 + broadcast5*streamed4
+            acc2_5 = acc2_5 + broadcast4*streamed6 + broadcast5*streamed5
+            acc2_6 = acc2_6 + broadcast4*streamed7 + broadcast5*streamed6
+            acc2_7 = acc2_7 + broadcast4*streamed8 + broadcast5*streamed7
+            acc2_8 = acc2_8 + broadcast4*streamed9 + broadcast5*streamed8
+            acc2_9 = acc2_9 + broadcast4*streamed10 + broadcast5*streamed9
+            acc2_10 = acc2_10 + broadcast4*streamed11 + broadcast5*streamed10
+            acc2_11 = acc2_11 + broadcast4*streamed12 + broadcast5*streamed11
+            acc2_12 = acc2_12 + broadcast4*streamed13 + broadcast5*streamed12
+            acc2_13 = acc2_13 + broadcast4*streamed14 + broadcast5*streamed13
+            acc2_14 = acc2_14 + broadcast4*streamed15 + broadcast5*streamed14
+            acc2_15 = acc2_15 + broadcast4*streamed16 + broadcast5*streamed15
+        tile[0, group] = acc0_0
+        tile[0, group + 1] = acc0_1
+        tile[0, group + 2] = acc0_2
+        tile[0, group + 3] = acc0_3
+        tile[0, group + 4] = acc0_4
+        tile[0, group + 5] = acc0_5
+        tile[0, group + 6] = acc0_6
+        tile[0, group + 7] = acc0_7
+        tile[0, group + 8] = acc0_8
+        tile[0, group + 9] = acc0_9
+        tile[0, group + 10] = acc0_10
+        tile[0, group + 11] = acc0_11
+        tile[0, group + 12] = acc0_12
+        tile[0, group + 13] = acc0_13
+        tile[0, group + 14] = acc0_14
+        tile[0, group + 15] = acc0_15
+        tile[1, group] = acc1_0
+        tile[1, group + 1] = acc1_1
+        tile[1, group + 2] = acc1_2
+        tile[1, group + 3] = acc1_3
+        tile[1, group + 4] = acc1_4
+        tile[1, group + 5] = acc1_5
+        tile[1, group + 6] = acc1_6
+        tile[1, group + 7] = acc1_7
+        tile[1, group + 8] = acc1_8
+        tile[1, group + 9] = acc1_9
+        tile[1, group + 10] = acc1_10
+        tile[1, group + 11] = acc1_11
+        tile[1, group + 12] = acc1_12
+        tile[1, group + 13] = acc1_13
+        tile[1, group + 14] = acc1_14
+        tile[1, group + 15] = acc1_15
+        tile[2, group] = acc2_0
+        tile[2, group + 1] = acc2_1
+        tile[2, group + 2] = acc2_2
+        tile[2, group + 3] = acc2_3
+        tile[2, group + 4] = acc2_4
+        tile[2, group + 5] = acc2_5
+        tile[2, group + 6] = acc2_6
+        tile[2, group + 7] = acc2_7
+        tile[2, group + 8] = acc2_8
+        tile[2, group + 9] = acc2_9
+        tile[2, group + 10] = acc2_10
+        tile[2, group + 11] = acc2_11
+        tile[2, group + 12] = acc2_12
+        tile[2, group + 13] = acc2_13
+        tile[2, group + 14] = acc2_14
+        tile[2, group + 15] = acc2_15
+
+
+@njit(cache=True, fastmath={'contract'}, error_model="numpy")
+def stem_grad_input_narrow_block2(grad_output_padded, q_k, tile, weight_p10):
+    """One row of stem_grad_input_narrow's tile, in blocks of 48 local variables."""
+    wide_vectors()
+    for group in range(0, 16, 16):
+        acc0_0 = tile[0, group]
+        acc0_1 = tile[0, group + 1]
+        acc0_2 = tile[0, group + 2]
+        acc0_3 = tile[0, group + 3]
+        acc0_4 = tile[0, group + 4]
+        acc0_5 = tile[0, group + 5]
+        acc0_6 = tile[0, group + 6]
+        acc0_7 = tile[0, group + 7]
+        acc0_8 = tile[0, group + 8]
+        acc0_9 = tile[0, group + 9]
+        acc0_10 = tile[0, group + 10]
+        acc0_11 = tile[0, group + 11]
+        acc0_12 = tile[0, group + 12]
+        acc0_13 = tile[0, group + 13]
+        acc0_14 = tile[0, group + 14]
+        acc0_15 = tile[0, group + 15]
+        acc1_0 = tile[1, group]
+        acc1_1 = tile[1, group + 1]
+        acc1_2 = tile[1, group + 2]
+        acc1_3 = tile[1, group + 3]
+        acc1_4 = tile[1, group + 4]
+        acc1_5 = tile[1, group + 5]
+        acc1_6 = tile[1, group + 6]
+        acc1_7 = tile[1, group + 7]
+        acc1_8 = tile[1, group + 8]
+        acc1_9 = tile[1, group + 9]
+        acc1_10 = tile[1, group + 10]
+        acc1_11 = tile[1, group + 11]
+        acc1_12 = tile[1, group + 12]
+        acc1_13 = tile[1, group + 13]
+        acc1_14 = tile[1, group + 14]
+        acc1_15 = tile[1, group + 15]
+        acc2_0 = tile[2, group]
+        acc2_1 = tile[2, group + 1]
+        acc2_2 = tile[2, group + 2]
+        acc2_3 = tile[2, group + 3]
+        acc2_4 = tile[2, group + 4]
+        acc2_5 = tile[2, group + 5]
+        acc2_6 = tile[2, group + 6]
+        acc2_7 = tile[2, group + 7]
+        acc2_8 = tile[2, group + 8]
+        acc2_9 = tile[2, group + 9]
+        acc2_10 = tile[2, group + 10]
+        acc2_11 = tile[2, group + 11]
+        acc2_12 = tile[2, group + 12]
+        acc2_13 = tile[2, group + 13]
+        acc2_14 = tile[2, group + 14]
+        acc2_15 = tile[2, group + 15]
+        for c_out in range(16):
+            broadcast0 = weight_p10[c_out, 0, 0, 0]
+            broadcast1 = weight_p10[c_out, 0, 1, 0]
+            broadcast2 = weight_p10[c_out, 1, 0, 0]
+            broadcast3 = weight_p10[c_out, 1, 1, 0]
+            broadcast4 = weight_p10[c_out, 2, 0, 0]
+            broadcast5 = weight_p10[c_out, 2, 1, 0]
+            streamed0 = grad_output_padded[c_out, q_k + 1, group]
+            streamed1 = grad_output_padded[c_out, q_k, group]
+            streamed2 = grad_output_padded[c_out, q_k + 1, group + 1]
+            streamed3 = grad_output_padded[c_out, q_k, group + 1]
+            streamed4 = grad_output_padded[c_out, q_k + 1, group + 2]
+            streamed5 = grad_output_padded[c_out, q_k, group + 2]
+            streamed6 = grad_output_padded[c_out, q_k + 1, group + 3]
+            streamed7 = grad_output_padded[c_out, q_k, group + 3]
+            streamed8 = grad_output_padded[c_out, q_k + 1, group + 4]
+            streamed9 = grad_output_padded[c_out, q_k, group + 4]
+            streamed10 = grad_output_padded[c_out, q_k + 1, group + 5]
+            streamed11 = grad_output_padded[c_out, q_k, group + 5]
+            streamed12 = grad_output_padded[c_out, q_k + 1, group + 6]
+            streamed13 = grad_output_padded[c_out, q_k, group + 6]
+            streamed14 = grad_output_padded[c_out, q_k + 1, group + 7]
+            streamed15 = grad_output_padded[c_out, q_k, group + 7]
+            streamed16 = grad_output_padded[c_out, q_k + 1, group + 8]
+            streamed17 = grad_output_padded[c_out, q_k, group + 8]
+            streamed18 = grad_output_padded[c_out, q_k + 1, group + 9]
+            streamed19 = grad_output_padded[c_out, q_k, group + 9]
+            streamed20 = grad_output_padded[c_out, q_k + 1, group + 10]
+            streamed21 = grad_output_padded[c_out, q_k, group + 10]
+            streamed22 = grad_output_padded[c_out, q_k + 1, group + 11]
+            streamed23 = grad_output_padded[c_out, q_k, group + 11]
+            streamed24 = grad_output_padded[c_out, q_k + 1, group + 12]
+            streamed25 = grad_output_padded[c_out, q_k, group + 12]
+            streamed26 = grad_output_padded[c_out, q_k + 1, group + 13]
+            streamed27 = grad_output_padded[c_out, q_k, group + 13]
+            streamed28 = grad_output_padded[c_out, q_k + 1, group + 14]
+            streamed29 = grad_output_padded[c_out, q_k, group + 14]
+            streamed30 = grad_output_padded[c_out, q_k + 1, group + 15]
+            streamed31 = grad_output_padded[c_out, q_k, group + 15]
+            acc0_0 = acc0_0 + broadcast0*streamed0 + broadcast1*streamed1
+            acc0_1 = acc0_1 + broadcast0*streamed2 + broadcast1*streamed3
+            acc0_2 = acc0_2 + broadcast0*streamed4 + broadcast1*streamed5
+            acc0_3 = acc0_3 + broadcast0*streamed6 + broadcast1*streamed7
+            acc0_4 = acc0_4 + broadcast0*streamed8 + broadcast1*streamed9
+            acc0_5 = acc0_5 + broadcast0*streamed10 + broadcast1*streamed11
+            acc0_6 = acc0_6 + broadcast0*streamed12 + broadcast1*streamed13
+            acc0_7 = acc0_7 + broadcast0*streamed14 + broadcast1*streamed15
+            acc0_8 = acc0_8 + broadcast0*streamed16 + broadcast1*streamed17
+            acc0_9 = acc0_9 + broadcast0*streamed18 + broadcast1*streamed19
+            acc0_10 = acc0_10 + broadcast0*streamed20 + broadcast1*streamed21
+            acc0_11 = acc0_11 + broadcast0*streamed22 + broadcast1*streamed23
+            acc0_12 = acc0_12 + broadcast0*streamed24 + broadcast1*streamed25
+            acc0_13 = acc0_13 + broadcast0*streamed26 + broadcast1*streamed27
+            acc0_14 = acc0_14 + broadcast0*streamed28 + broadcast1*streamed29
+            acc0_15 = acc0_15 + broadcast0*streamed30 + broadcast1*streamed31
+            acc1_0 = acc1_0 + broadcast2*streamed0 + broadcast3*streamed1
+            acc1_1 = acc1_1 + broadcast2*streamed2 + broadcast3*streamed3
+            acc1_2 = acc1_2 + broadcast2*streamed4 + broadcast3*streamed5
+            acc1_3 = acc1_3 + broadcast2*streamed6 + broadcast3*streamed7
+            acc1_4 = acc1_4 + broadcast2*streamed8 + broadcast3*streamed9
+            acc1_5 = acc1_5 + broadcast2*streamed10 + broadcast3*streamed11
+            acc1_6 = acc1_6 + broadcast2*streamed12 + broadcast3*streamed13
+            acc1_7 = acc1_7 + broadcast2*streamed14 + broadcast3*streamed15
+            acc1_8 = acc1_8 + broadcast2*streamed16 + broadcast3*streamed17
+            acc1_9 = acc1_9 + broadcast2*streamed18 + broadcast3*streamed19
+            acc1_10 = acc1_10 + broadcast2*streamed20 + broadcast3*streamed21
+            acc1_11 = acc1_11 + broadcast2*streamed22 + broadcast3*streamed23
+            acc1_12 = acc1_12 + broadcast2*streamed24 + broadcast3*streamed25
+            acc1_13 = acc1_13 + broadcast2*streamed26 + broadcast3*streamed27
+            acc1_14 = acc1_14 + broadcast2*streamed28 + broadcast3*streamed29
+            acc1_15 = acc1_15 + broadcast2*streamed30 + broadcast3*streamed31
+            acc2_0 = acc2_0 + broadcast4*streamed0 + broadcast5*streamed1
+            acc2_1 = acc2_1 + broadcast4*streamed2 + broadcast5*streamed3
+            acc2_2 = acc2_2 + broadcast4*streamed4 + broadcast5*streamed5
+            acc2_3 = acc2_3 + broadcast4*streamed6 + broadcast5*streamed7
+            acc2_4 = acc2_4 + broadcast4*streamed8 + broadcast5*streamed9
+            acc2_5 = acc2_5 + broadcast4*streamed10 + broadcast5*streamed11
+            acc2_6 = acc2_6 + broadcast4*streamed12 + broadcast5*streamed13
+            acc2_7 = acc2_7 + broadcast4*streamed14 + broadcast5*streamed15
+            acc2_8 = acc2_8 + broadcast4*streamed16 + broadcast5*streamed17
+            acc2_9 = acc2_9 + broadcast4*streamed18 + broadcast5*streamed19
+            acc2_10 = acc2_10 + broadcast4*streamed20 + broadcast5*streamed21
+            acc2_11 = acc2_11 + broadcast4*streamed22 + broadcast5*streamed23
+            acc2_12 = acc2_12 + broadcast4*streamed24 + broadcast5*streamed25
+            acc2_13 = acc2_13 + broadcast4*streamed26 + broadcast5*streamed27
+            acc2_14 = acc2_14 + broadcast4*streamed28 + broadcast5*streamed29
+            acc2_15 = acc2_15 + broadcast4*streamed30 + broadcast5*streamed31
+        tile[0, group] = acc0_0
+        tile[0, group + 1] = acc0_1
+        tile[0, group + 2] = acc0_2
+        tile[0, group + 3] = acc0_3
+        tile[0, group + 4] = acc0_4
+        tile[0, group + 5] = acc0_5
+        tile[0, group + 6] = acc0_6
+        tile[0, group + 7] = acc0_7
+        tile[0, group + 8] = acc0_8
+        tile[0, group + 9] = acc0_9
+        tile[0, group + 10] = acc0_10
+        tile[0, group + 11] = acc0_11
+        tile[0, group + 12] = acc0_12
+        tile[0, group + 13] = acc0_13
+        tile[0, group + 14] = acc0_14
+        tile[0, group + 15] = acc0_15
+        tile[1, group] = acc1_0
+        tile[1, group + 1] = acc1_1
+        tile[1, group + 2] = acc1_2
+        tile[1, group + 3] = acc1_3
+        tile[1, group + 4] = acc1_4
+        tile[1, group + 5] = acc1_5
+        tile[1, group + 6] = acc1_6
+        tile[1, group + 7] = acc1_7
+        tile[1, group + 8] = acc1_8
+        tile[1, group + 9] = acc1_9
+        tile[1, group + 10] = acc1_10
+        tile[1, group + 11] = acc1_11
+        tile[1, group + 12] = acc1_12
+        tile[1, group + 13] = acc1_13
+        tile[1, group + 14] = acc1_14
+        tile[1, group + 15] = acc1_15
+        tile[2, group] = acc2_0
+        tile[2, group + 1] = acc2_1
+        tile[2, group + 2] = acc2_2
+        tile[2, group + 3] = acc2_3
+        tile[2, group + 4] = acc2_4
+        tile[2, group + 5] = acc2_5
+        tile[2, group + 6] = acc2_6
+        tile[2, group + 7] = acc2_7
+        tile[2, group + 8] = acc2_8
+        tile[2, group + 9] = acc2_9
+        tile[2, group + 10] = acc2_10
+        tile[2, group + 11] = acc2_11
+        tile[2, group + 12] = acc2_12
+        tile[2, group + 13] = acc2_13
+        tile[2, group + 14] = acc2_14
+        tile[2, group + 15] = acc2_15
+
+
+@njit(cache=True, fastmath={'contract'}, error_model="numpy")
+def stem_grad_input_narrow_block3(grad_output_padded, q_k, tile, weight_p11):
+    """One row of stem_grad_input_narrow's tile, in blocks of 48 local variables."""
+    wide_vectors()
+    for group in range(0, 16, 16):
+        acc0_0 = tile[0, group]
+        acc0_1 = tile[0, group + 1]
+        acc0_2 = tile[0, group + 2]
+        acc0_3 = tile[0, group + 3]
+        acc0_4 = tile[0, group + 4]
+        acc0_5 = tile[0, group + 5]
+        acc0_6 = tile[0, group + 6]
+        acc0_7 = tile[0, group + 7]
+        acc0_8 = tile[0, group + 8]
+        acc0_9 = tile[0, group + 9]
+        acc0_10 = tile[0, group + 10]
+        acc0_11 = tile[0, group + 11]
+        acc0_12 = tile[0, group + 12]
+        acc0_13 = tile[0, group + 13]
+        acc0_14 = tile[0, group + 14]
+        acc0_15 = tile[0, group + 15]
+        acc1_0 = tile[1, group]
+        acc1_1 = tile[1, group + 1]
+        acc1_2 = tile[1, group + 2]
+        acc1_3 = tile[1, group + 3]
+        acc1_4 = tile[1, group + 4]
+        acc1_5 = tile[1, group + 5]
+        acc1_6 = tile[1, group + 6]
+        acc1_7 = tile[1, group + 7]
+        acc1_8 = tile[1, group + 8]
+        acc1_9 = tile[1, group + 9]
+        acc1_10 = tile[1, group + 10]
+        acc1_11 = tile[1, group + 11]
+        acc1_12 = tile[1, group + 12]
+        acc1_13 = tile[1, group + 13]
+        acc1_14 = tile[1, group + 14]
+        acc1_15 = tile[1, group + 15]
+        acc2_0 = tile[2, group]
+        acc2_1 = tile[2, group + 1]
+        acc2_2 = tile[2, group + 2]
+        acc2_3 = tile[2, group + 3]
+        acc2_4 = tile[2, group + 4]
+        acc2_5 = tile[2, group + 5]
+        acc2_6 = tile[2, group + 6]
+        acc2_7 = tile[2, group + 7]
+        acc2_8 = tile[2, group + 8]
+        acc2_9 = tile[2, group + 9]
+        acc2_10 = tile[2, group + 10]
+        acc2_11 = tile[2, group + 11]
+        acc2_12 = tile[2, group + 12]
+        acc2_13 = tile[2, group + 13]
+        acc2_14 = tile[2, group + 14]
+        acc2_15 = tile[2, group + 15]
+        for c_out in range(16):
+            for t_u in range(2):
+                broadcast0 = weight_p11[c_out, 0, t_u, 0]
+                broadcast1 = weight_p11[c_out, 0, t_u, 1]
+                broadcast2 = weight_p11[c_out, 1, t_u, 0]
+                broadcast3 = weight_p11[c_out, 1, t_u, 1]
+                broadcast4 = weight_p11[c_out, 2, t_u, 0]
+                broadcast5 = weight_p11[c_out, 2, t_u, 1]
+                streamed0 = grad_output_padded[c_out, q_k - t_u + 1, group + 1]
+                streamed1 = grad_output_padded[c_out, q_k - t_u + 1, group]
+                streamed2 = grad_output_padded[c_out, q_k - t_u + 1, group + 2]
+                streamed3 = grad_output_padded[c_out, q_k - t_u + 1, group + 3]
+                streamed4 = grad_output_padded[c_out, q_k - t_u + 1, group + 4]
+                streamed5 = grad_output_padded[c_out, q_k - t_u + 1, group + 5]
+                streamed6 = grad_output_padded[c_out, q_k - t_u + 1, group + 6]
+                streamed7 = grad_output_padded[c_out, q_k - t_u + 1, group + 7]
+                streamed8 = grad_output_padded[c_out, q_k - t_u + 1, group + 8]
+                streamed9 = grad_output_padded[c_out, q_k - t_u + 1, group + 9]
+                streamed10 = grad_output_padded[c_out, q_k - t_u + 1, group + 10]
+                streamed11 = grad_output_padded[c_out, q_k - t_u + 1, group + 11]
+                streamed12 = grad_output_padded[c_out, q_k - t_u + 1, group + 12]
+                streamed13 = grad_output_padded[c_out, q_k - t_u + 1, group + 13]
+                streamed14 = grad_output_padded[c_out, q_k - t_u + 1, group + 14]
+                streamed15 = grad_output_padded[c_out, q_k - t_u + 1, group + 15]
+                streamed16 = grad_output_padded[c_out, q_k - t_u + 1, group + 16]
+                acc0_0 = acc0_0 + broadcast0*streamed0 + broadcast1*streamed1
+                acc0_1 = acc0_1 + broadcast0*streamed2 + broadcast1*streamed0
+                acc0_2 = acc0_2 + broadcast0*streamed3 + broadcast1*streamed2
+                acc0_3 = acc0_3 + broadcast0*streamed4 + broadcast1*streamed3
+                acc0_4 = acc0_4 + broadcast0*streamed5 + broadcast1*streamed4
+                acc0_5 = acc0_5 + broadcast0*streamed6 + broadcast1*streamed5
+                acc0_6 = acc0_6 + broadcast0*streamed7 + broadcast1*streamed6
+                acc0_7 = acc0_7 + broadcast0*streamed8 + broadcast1*streamed7
+                acc0_8 = acc0_8 + broadcast0*streamed9 + broadcast1*streamed8
+                acc0_9 = acc0_9 + broadcast0*streamed10 + broadcast1*streamed9
+                acc0_10 = acc0_10 + broadcast0*streamed11 + broadcast1*streamed10
+                acc0_11 = acc0_11 + broadcast0*streamed12 + broadcast1*streamed11
+                acc0_12 = acc0_12 + broadcast0*streamed13 + broadcast1*streamed12
+                acc0_13 = acc0_13 + broadcast0*streamed14 + broadcast1*streamed13
+                acc0_14 = acc0_14 + broadcast0*streamed15 + broadcast1*streamed14
+                acc0_15 = acc0_15 + broadcast0*streamed16 + broadcast1*streamed15
+                acc1_0 = acc1_0 + broadcast2*streamed0 + broadcast3*streamed1
+                acc1_1 = acc1_1 + broadcast2*streamed2 + broadcast3*streamed0
+                acc1_2 = acc1_2 + broadcast2*streamed3 + broadcast3*streamed2
+                acc1_3 = acc1_3 + broadcast2*streamed4 + broadcast3*streamed3
+                acc1_4 = acc1_4 + broadcast2*streamed5 + broadcast3*streamed4
+                acc1_5 = acc1_5 + broadcast2*streamed6 + broadcast3*streamed5
+                acc1_6 = acc1_6 + broadcast2*streamed7 + broadcast3*streamed6
+                acc1_7 = acc1_7 + broadcast2*streamed8 + broadcast3*streamed7
+                acc1_8 = acc1_8 + broadcast2*streamed9 + broadcast3*streamed8
+                acc1_9 = acc1_9 + broadcast2*streamed10 + broadcast3*streamed9
+                acc1_10 = acc1_10 + broadcast2*streamed11 + broadcast3*streamed10
+                acc1_11 = acc1_11 + broadcast2*streamed12 + broadcast3*streamed11
+                acc1_12 = acc1_12 + broadcast2*streamed13 + broadcast3*streamed12
+                acc1_13 = acc1_13 + broadcast2*streamed14 + broadcast3*streamed13
+                acc1_14 = acc1_14 + broadcast2*streamed15 + broadcast3*streamed14
+                acc1_15 = acc1_15 + broadcast2*streamed16 + broadcast3*streamed15
+                acc2_0 = acc2_0 + broadcast4*streamed0 + broadcast5*streamed1
+                acc2_1 = acc2_1 + broadcast4*streamed2 + broadcast5*streamed0
+                acc2_2 = acc2_2 + broadcast4*streamed3 + broadcast5*streamed2
+                acc2_3 = acc2_3 + broadcast4*streamed4 + broadcast5*streamed3
+                acc2_4 = acc2_4 + broadcast4*streamed5 + broadcast5*streamed4
+                acc2_5 = acc2_5 + broadcast4*streamed6 + broadcast5*streamed5
+                acc2_6 = acc2_6 + broadcast4*streamed7 + broadcast5*streamed6
+                acc2_7 = acc2_7 + broadcast4*streamed8 + broadcast5*streamed7
+                acc2_8 = acc2_8 + broadcast4*streamed9 + broadcast5*streamed8
+                acc2_9 = acc2_9 + broadcast4*streamed10 + broadcast5*streamed9
+                acc2_10 = acc2_10 + broadcast4*streamed11 + broadcast5*streamed10
+                acc2_11 = acc2_11 + broadcast4*streamed12 + broadcast5*streamed11
+                acc2_12 = acc2_12 + broadcast4*streamed13 + broadcast5*streamed12
+                acc2_13 = acc2_13 + broadcast4*streamed14 + broadcast5*streamed13
+                acc2_14 = acc2_14 + broadcast4*streamed15 + broadcast5*streamed14
+                acc2_15 = acc2_15 + broadcast4*streamed16 + broadcast5*streamed15
+        tile[0, group] = acc0_0
+        tile[0, group + 1] = acc0_1
+        tile[0, group + 2] = acc0_2
+        tile[0, group + 3] = acc0_3
+        tile[0, group + 4] = acc0_4
+        tile[0, group + 5] = acc0_5
+        tile[0, group + 6] = acc0_6
+        tile[0, group + 7] = acc0_7
+        tile[0, group + 8] = acc0_8
+        tile[0, group + 9] = acc0_9
+        tile[0, group + 10] = acc0_10
+        tile[0, group + 11] = acc0_11
+        tile[0, group + 12] = acc0_12
+        tile[0, group + 13] = acc0_13
+        tile[0, group + 14] = acc0_14
+        tile[0, group + 15] = acc0_15
+        tile[1, group] = acc1_0
+        tile[1, group + 1] = acc1_1
+        tile[1, group + 2] = acc1_2
+        tile[1, group + 3] = acc1_3
+        tile[1, group + 4] = acc1_4
+        tile[1, group + 5] = acc1_5
+        tile[1, group + 6] = acc1_6
+        tile[1, group + 7] = acc1_7
+        tile[1, group + 8] = acc1_8
+        tile[1, group + 9] = acc1_9
+        tile[1, group + 10] = acc1_10
+        tile[1, group + 11] = acc1_11
+        tile[1, group + 12] = acc1_12
+        tile[1, group + 13] = acc1_13
+        tile[1, group + 14] = acc1_14
+        tile[1, group + 15] = acc1_15
+        tile[2, group] = acc2_0
+        tile[2, group + 1] = acc2_1
+        tile[2, group + 2] = acc2_2
+        tile[2, group + 3] = acc2_3
+        tile[2, group + 4] = acc2_4
+        tile[2, group + 5] = acc2_5
+        tile[2, group + 6] = acc2_6
+        tile[2, group + 7] = acc2_7
+        tile[2, group + 8] = acc2_8
+        tile[2, group + 9] = acc2_9
+        tile[2, group + 10] = acc2_10
+        tile[2, group + 11] = acc2_11
+        tile[2, group + 12] = acc2_12
+        tile[2, group + 13] = acc2_13
+        tile[2, group + 14] = acc2_14
+        tile[2, group + 15] = acc2_15
+
+
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
+def stem_grad_input_narrow(grad_output, weight, grad_input):
+    """conv2d: gradient with respect to the input
+    dL/dX[n, c_in, k, l] = sum_{c_out=0..C_out - 1, u=0..K_h - 1, v=0..K_w - 1} [s_h | -d_h*u + k + p_h and s_w | -d_w*v + l + p_w and 0 <= (-d_h*u + k + p_h)/s_h and 0 <= (-d_w*v + l + p_w)/s_w and (-d_h*u + k + p_h)/s_h <= H_out - 1 and (-d_w*v + l + p_w)/s_w <= W_out - 1] * (W[c_out, c_in, u, v]*dL/dY[n, c_out, (-d_h*u + k + p_h)/s_h, (-d_w*v + l + p_w)/s_w])
+      where H_out = floor((H_in - d_h*(K_h - 1) + 2*p_h - 1)/s_h) + 1
+      where W_out = floor((W_in - d_w*(K_w - 1) + 2*p_w - 1)/s_w) + 1
+
+    with C_in = 3, C_out = 16, H_in = 32, K_h = 3, K_w = 3, W_in = 32, d_h = 1, d_w = 1, p_h = 1, p_w = 1, s_h = 2, s_w = 2.
+
+    Every size above except the batch N is a constant of this spec. Arrays are C-contiguous and of
+    one float dtype; the caller checks every shape, since numba does not bounds-check.
+    """
+    N = grad_output.shape[0]
+    grad_input_p00 = grad_input[:, :, 0::2, 0::2]
+    weight_p00 = weight[:, :, 1::2, 1::2]
+    grad_input_p01 = grad_input[:, :, 0::2, 1::2]
+    weight_p01 = weight[:, :, 1::2, 0::2]
+    grad_input_p10 = grad_input[:, :, 1::2, 0::2]
+    weight_p10 = weight[:, :, 0::2, 1::2]
+    grad_input_p11 = grad_input[:, :, 1::2, 1::2]
+    weight_p11 = weight[:, :, 0::2, 0::2]
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = grad_input_p00.shape[3]
+    # Each image's rows in parts, one parallel item each,
+    # so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
+        tile = np.empty((3, 16,), dtype=grad_output.dtype)
+        for q_k in range(8*part, 8*part + 8):
+            for c_in in range(3):
+                for q_l in range(lanes):
+                    tile[c_in, q_l] = 0.0
+            stem_grad_input_narrow_block0(grad_output, n, q_k, tile, weight_p00)
+            for c_in in range(3):
+                for q_l in range(16):
+                    grad_input_p00[n, c_in, q_k, q_l] = tile[c_in, q_l]
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = grad_input_p01.shape[3]
+    # Each image's rows in parts, one parallel item each,
+    # so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
+        grad_output_padded = np.zeros((16, 16, 17,), dtype=grad_output.dtype)
+        for a1 in range(16):
+            for a2 in range(16):
+                for a3 in range(16):
+                    grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
+        tile = np.empty((3, 16,), dtype=grad_output.dtype)
+        for q_k in range(8*part, 8*part + 8):
+            for c_in in range(3):
+                for q_l in range(lanes):
+                    tile[c_in, q_l] = 0.0
+            stem_grad_input_narrow_block1(grad_output_padded, q_k, tile, weight_p01)
+            for c_in in range(3):
+                for q_l in range(16):
+                    grad_input_p01[n, c_in, q_k, q_l] = tile[c_in, q_l]
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = grad_input_p10.shape[3]
+    # Each image's rows in parts, one parallel item each,
+    # so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
+        grad_output_padded = np.zeros((16, 17, 16,), dtype=grad_output.dtype)
+        for a1 in range(16):
+            for a2 in range(16):
+                for a3 in range(16):
+                    grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
+        tile = np.empty((3, 16,), dtype=grad_output.dtype)
+        for q_k in range(8*part, 8*part + 8):
+            for c_in in range(3):
+                for q_l in range(lanes):
+                    tile[c_in, q_l] = 0.0
+            stem_grad_input_narrow_block2(grad_output_padded, q_k, tile, weight_p10)
+            for c_in in range(3):
+                for q_l in range(16):
+                    grad_input_p10[n, c_in, q_k, q_l] = tile[c_in, q_l]
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = grad_input_p11.shape[3]
+    # Each image's rows in parts, one parallel item each,
+    # so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
+        grad_output_padded = np.zeros((16, 17, 17,), dtype=grad_output.dtype)
+        for a1 in range(16):
+            for a2 in range(16):
+                for a3 in range(16):
+                    grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
+        tile = np.empty((3, 16,), dtype=grad_output.dtype)
+        for q_k in range(8*part, 8*part + 8):
+            for c_in in range(3):
+                for q_l in range(lanes):
+                    tile[c_in, q_l] = 0.0
+            stem_grad_input_narrow_block3(grad_output_padded, q_k, tile, weight_p11)
             for c_in in range(3):
                 for q_l in range(16):
                     grad_input_p11[n, c_in, q_k, q_l] = tile[c_in, q_l]
@@ -3263,3 +3869,6 @@ def stem_folded_forward(x, weight, bias, out):
             for c_out in range(lanes):
                 for j in range(16):
                     out[n, c_out, i, j] = tile[j, c_out]
+
+
+stem_grad_input = for_this_cpu(stem_grad_input_wide, stem_grad_input_narrow)

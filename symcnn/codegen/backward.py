@@ -41,6 +41,7 @@ from symcnn.codegen.coefficients import invariant_terms
 from symcnn.codegen.kernel_ir import Kernel
 from symcnn.codegen.lower import (ARGUMENT_ORDER, SWITCH, Lowering, batch_symbol, gradient_output, gradient_terms,
                                   kernel_arguments, kernel_name, summation)
+from symcnn.codegen.widths import per_vector_width
 from symcnn.spec import LayerSpec
 from symcnn.symbolic.adjoint import GatherTerm, GradientFormula
 
@@ -55,6 +56,7 @@ def statistic_count(kernel: Kernel) -> int:
     return sum(len(array.names) for array in kernel.precomputed if array.reductions)
 
 
+@per_vector_width
 def backward_kernel(layer: LayerSpec, gradients: list[GradientFormula], values: dict, separate: list[Kernel],
                     prefix: str = "") -> Optional[Kernel]:
     """``<label>_<prefix>backward``: every one of ``gradients`` (a layer's, in one mode) in one kernel, their

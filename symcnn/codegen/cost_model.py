@@ -7,14 +7,19 @@ output channels), vectorized over output columns (the *columns* schedule,
 blocking; or left scalar (the *accumulate* or *gather* form). Each candidate describes itself as a
 :class:`LoopNest` (how many lane loops it enters per image, how long they run, how many tile
 elements and products each iteration updates, what it copies), and :func:`estimate` prices it in
-nanoseconds per image from constants measured on this machine class (2-core AMD EPYC, AVX-512,
-numba 0.6x, one thread: the model compares work per core). The lanes schedule is taken wherever it
-fits (:data:`LANES_FIRST`); elsewhere the cheapest candidate is generated. The constants live here,
-in the code, so that generation is deterministic: regenerating is byte-identical on any machine,
-whatever it would time. ``docs/bench/schedule_costs.py`` times the candidates of a range of layer
-shapes and fits these constants (its timings: ``docs/bench/schedule_costs.json``; its fit:
-``docs/bench/schedule_costs.txt``; summarized in docs/performance.md, "Schedules from shapes");
-no schedule names a spec.
+nanoseconds per image from constants measured on one CPU class (one thread: the model compares work
+per core).
+
+The fastest schedule depends on the vector width: on an AVX-512 CPU the lanes schedule was the
+fastest candidate wherever it fit; on an AVX2 one the columns schedule beat it by 1.1-1.4x on 1 x 1
+and few-channel convolutions. So there are two sets of constants, :data:`WIDE` and :data:`NARROW`,
+and a kernel whose choices differ between them is generated twice, the module calling the one its CPU
+suits (:func:`symcnn.codegen.widths.per_vector_width`, :mod:`symcnn.runtime.vector_width`), as the
+register blocks are. The constants live here, in the code, so that generation is deterministic:
+regenerating is byte-identical on any machine, whatever it would time. ``docs/bench/schedule_costs.py``
+times the candidates of a range of layer shapes and fits the constants of the CPU it runs on (its
+timings and fits: ``docs/bench/schedule_costs*.json`` and ``.txt``; summarized in docs/performance.md,
+"Schedules from shapes"); no schedule names a spec.
 
 Example: LeNet-5's first convolution (1 input channel, 6 output channels, 28 x 28 outputs) has no
 vector of channels; its columns, 28 of them, padded to 32, make two vectors:
@@ -34,45 +39,86 @@ import math
 from contextvars import ContextVar
 from typing import Callable, Iterator, NamedTuple, Optional, Sequence, TypeVar
 
-__all__ = ["LANES_FIRST", "VECTOR", "LoopNest", "vector_nest", "scalar_nest", "spilled", "estimate", "cheapest",
-           "restricted", "recorded"]
+__all__ = ["Constants", "WIDE", "NARROW", "LANES_FIRST", "VECTOR", "LoopNest", "vector_nest", "scalar_nest",
+           "iterations", "spilled", "estimate", "cheapest", "restricted", "recorded", "compared", "comparing", "narrow",
+           "narrowed"]
 
-#: The lanes schedule, wherever it fits, without an estimate: in the calibration it was the fastest
-#: candidate of every kernel it fit (9 of 9; one tie, 8 lanes against columns), so the constants below are
-#: fitted to, and decide among, the columns candidates and the scalar form of the kernels it does not fit.
-LANES_FIRST = True
-
-#: float32 values per vector the lane loops are vectorized to: LLVM's choice for this machine's
-#: ``znver4`` target is 512-bit vectors (``zmm`` multiply-adds in the compiled lane loops), its
-#: remainder vectorized by four, then scalar.
+#: The unit the columns schedule pads its lane loops to (a whole number of vectors, no scalar remainder):
+#: 16 float32, one 512-bit vector or two 256-bit ones, so that one generated kernel suits both widths.
 VECTOR = 16
 
 # --- the constants, in nanoseconds (fitted by docs/bench/schedule_costs.py; see its output) -------
 
-#: A vector schedule's lane loop: entering it (the runtime overlap checks LLVM places before it,
-#: the loop's set-up), per value read before it (a broadcast), per vector iteration and product,
-#: per distinct lane-dependent read in an iteration, per tile element loaded and stored, and a scalar
-#: remainder iteration (lanes beyond the last whole vector) as a fraction of a vector iteration.
-LANE_LOOP = 0.793
-HOISTED = 0.0999
-PRODUCT = 0.356
-STREAMED = 0.246
-TILE = 0.184
-REMAINDER = 0.1
-#: Per vector iteration and broadcast value that does not fit the vector registers (``REGISTERS``,
-#: the tile elements' included) and is read again from the stack.
-SPILLED = 0.712
-REGISTERS = 32
-#: Per element copied into a staging copy, and per output element initialized and stored.
-STAGED = 0.399
-STORED = 0.567
-#: The accumulate form: per row loop entered, per vector iteration of it (an output element loaded,
-#: a product added, stored).
-ROW_LOOP = 0.0
-ROW_ITERATION = 3.27
-#: The gather form: per product (scalar: a window's read and its bounds), per output element.
-GATHER_PRODUCT = 0.428
-GATHER_OUTPUT = 0.0
+
+class Constants(NamedTuple):
+    """One CPU class's constants, in nanoseconds.
+
+    A vector schedule's lane loop: entering it (``lane_loop``: the runtime overlap checks LLVM places
+    before it, the loop's set-up), per value read before it (``hoisted``: a broadcast), per vector
+    iteration and product (``product``), per distinct lane-dependent read in an iteration
+    (``streamed``), per tile element loaded and stored (``tile``), and a scalar remainder iteration
+    (lanes beyond the last whole vector) as a fraction of a vector iteration (``remainder``); per
+    vector iteration and broadcast value that does not fit the ``registers`` (the tile elements'
+    included) and is read again from the stack (``spilled``). Per element copied into a staging copy
+    (``staged``), per output element initialized and stored (``stored``). The accumulate form: per
+    row loop entered and per vector iteration of it (``row_loop``, ``row_iteration``: an output
+    element loaded, a product added, stored). The gather form: per product (``gather_product``: a
+    scalar window read and its bounds) and output element (``gather_output``). ``vector``: float32
+    values per vector; ``first``: the schedules chosen among first, wherever one of them fits (the scalar
+    form, an estimate's extrapolation, only where none does).
+    """
+
+    vector: int
+    registers: int
+    first: tuple[str, ...]
+    lane_loop: float
+    hoisted: float
+    product: float
+    streamed: float
+    tile: float
+    remainder: float
+    spilled: float
+    staged: float
+    stored: float
+    row_loop: float
+    row_iteration: float
+    gather_product: float
+    gather_output: float
+
+
+#: CPUs with 512-bit vectors (AVX-512), fitted on a 2-core AMD EPYC (Zen 4) with numba 0.6x, one
+#: thread (``docs/bench/schedule_costs.txt``): LLVM's choice for its ``znver4`` target is 512-bit
+#: vectors in the lane loops, their remainder vectorized by four, then scalar. There the lanes schedule
+#: was the fastest candidate of every kernel it fit (9 of 9; one tie, 8 lanes against columns), so these
+#: constants decide among the columns candidates and the scalar form of the kernels it does not fit.
+WIDE = Constants(vector=16, registers=32, first=("lanes",), lane_loop=0.793, hoisted=0.0999, product=0.356,
+                 streamed=0.246, tile=0.184, remainder=0.1, spilled=0.712, staged=0.399, stored=0.567,
+                 row_loop=0.0, row_iteration=3.27, gather_product=0.428, gather_output=0.0)
+
+#: CPUs with 256-bit vectors (AVX2: 8 float32 in each of 16 registers), fitted on a 2-core AMD EPYC
+#: (Zen 2), one thread. There the lanes schedule was fastest in 22 of the 33 kernels it fits: the columns
+#: schedule with one product per update beat it on 1 x 1 and few-channel forward passes by 1.1-1.5x, so
+#: both vector schedules are estimated. The scalar form only where neither fits: it was fastest in 4 of
+#: 55 kernels, all of them small (at most 1.4x the vector schedule's time), while an estimate of it
+#: beyond the timed shapes chose it for AlexNet's 11 x 11 stride-4 convolution, 6x slower than the lanes
+#: schedule. Least squares on the timings, then searched for the constants whose choices are fastest
+#: (``docs/bench/schedule_picks.py``; timings and output: ``docs/bench/schedule_costs_avx2.json``,
+#: ``.txt``): over the 39 kernels with a choice to make, the fastest candidate in 29, the picks 1.042x
+#: the fastest (geometric mean, the scalar form's wins included) and 1.80x at worst; 1.048x for each
+#: shape held out of the search.
+NARROW = Constants(vector=8, registers=16, first=("lanes", "columns"), lane_loop=0.0918, hoisted=0.0,
+                   product=0.122, streamed=0.192, tile=0.023, remainder=1.3, spilled=0.249, staged=0.311,
+                   stored=0.398, row_loop=0.0, row_iteration=0.29, gather_product=0.0, gather_output=0.188)
+
+#: The lanes schedule wherever it fits on wide-vector CPUs (:data:`WIDE`); docs and tests read it here.
+LANES_FIRST = WIDE.first == ("lanes",)
+
+#: Which constants :func:`cheapest` decides by: ``WIDE`` for the kernels a generated module calls on
+#: CPUs with 512-bit vectors; ``NARROW`` while a kernel's other variant is lowered (:func:`narrow`).
+_WIDTH: ContextVar[Constants] = ContextVar("vector_width", default=WIDE)
+
+#: Set by :func:`compared`: whether a choice made within it would differ under the other constants.
+_DIFFERS: ContextVar[Optional[list]] = ContextVar("widths_differ", default=None)
 
 
 class LoopNest(NamedTuple):
@@ -119,26 +165,28 @@ def scalar_nest(schedule: str, *, multiply_adds: int, inner: int, stored: int) -
     return LoopNest(schedule, multiply_adds, multiply_adds / max(inner, 1), inner, inner, stored=stored)
 
 
-def _iterations(trips: int) -> float:
+def iterations(trips: int, constants: Constants = WIDE) -> float:
     """A loop of ``trips`` as vector iterations: whole vectors, then the remainder's scalar ones."""
-    return trips // VECTOR + REMAINDER * (trips % VECTOR)
+    return trips // constants.vector + constants.remainder * (trips % constants.vector)
 
 
-def spilled(nest: LoopNest) -> int:
+def spilled(nest: LoopNest, constants: Constants = WIDE) -> int:
     """Broadcast values of ``nest`` beyond the vector registers, with its tile elements."""
-    return max(0, nest.hoisted + nest.updates - REGISTERS)
+    return max(0, nest.hoisted + nest.updates - constants.registers)
 
 
-def estimate(nest: LoopNest) -> float:
-    """Nanoseconds per image the constants above predict for ``nest`` (batch 64, one thread)."""
+def estimate(nest: LoopNest, constants: Constants = WIDE) -> float:
+    """Nanoseconds per image ``constants`` predict for ``nest`` (batch 64, one thread)."""
+    c = constants
     if nest.schedule == "gather":
-        return GATHER_PRODUCT * nest.multiply_adds + GATHER_OUTPUT * nest.stored
+        return c.gather_product * nest.multiply_adds + c.gather_output * nest.stored
+    trips = iterations(nest.trips, c)
     if nest.schedule == "accumulate":
-        return nest.lane_loops * (ROW_LOOP + _iterations(nest.trips) * ROW_ITERATION) + STORED * nest.stored
-    iteration = (PRODUCT * nest.updates * nest.products + STREAMED * nest.streamed + TILE * nest.updates
-                 + SPILLED * spilled(nest))
-    per_loop = LANE_LOOP + HOISTED * nest.hoisted + _iterations(nest.trips) * iteration
-    return nest.lane_loops * per_loop + STAGED * nest.staged + STORED * nest.stored
+        return nest.lane_loops * (c.row_loop + trips * c.row_iteration) + c.stored * nest.stored
+    iteration = (c.product * nest.updates * nest.products + c.streamed * nest.streamed + c.tile * nest.updates
+                 + c.spilled * spilled(nest, c))
+    per_loop = c.lane_loop + c.hoisted * nest.hoisted + trips * iteration
+    return nest.lane_loops * per_loop + c.staged * nest.staged + c.stored * nest.stored
 
 
 Candidate = TypeVar("Candidate")
@@ -176,13 +224,55 @@ def recorded() -> Iterator[list[list[LoopNest]]]:
 
 
 def cheapest(candidates: Sequence[Candidate], nest_of: Callable[[Candidate], LoopNest] = lambda c: c) -> Candidate:
-    """The lanes candidate when there is one (:data:`LANES_FIRST`), else the candidate of least
-    :func:`estimate` (the first of equals), among those :func:`restricted` allows."""
+    """By the constants in force (:data:`WIDE`, or :data:`NARROW` within :func:`narrow`), among the
+    candidates :func:`restricted` allows and, where there are any, in the schedules chosen among first
+    (``first``): the one of least :func:`estimate` (the first of equals)."""
     record = _RECORD.get()
     if record is not None:
         record.append([nest_of(candidate) for candidate in candidates])
     allowed = [candidate for candidate in candidates if _ALLOWED.get()(nest_of(candidate))] or list(candidates)
-    lanes = [candidate for candidate in allowed if nest_of(candidate).schedule == "lanes"]
-    if LANES_FIRST and lanes:
-        return lanes[0]
-    return min(allowed, key=lambda candidate: estimate(nest_of(candidate)))
+    choice = _choice(allowed, nest_of, _WIDTH.get())
+    differs = _DIFFERS.get()
+    if differs is not None and _choice(allowed, nest_of, NARROW if _WIDTH.get() is WIDE else WIDE) is not choice:
+        differs.append(nest_of(choice))
+    return choice
+
+
+def _choice(allowed: Sequence[Candidate], nest_of: Callable[[Candidate], LoopNest], constants: Constants):
+    first = [candidate for candidate in allowed if nest_of(candidate).schedule in constants.first]
+    return min(first or allowed, key=lambda candidate: estimate(nest_of(candidate), constants))
+
+
+@contextlib.contextmanager
+def compared() -> Iterator[list[LoopNest]]:
+    """Within the block, every choice that :data:`NARROW`'s constants would make differently appends
+    the choice made to the list it yields: empty when one kernel suits both vector widths."""
+    differs: list[LoopNest] = []
+    token = _DIFFERS.set(differs)
+    try:
+        yield differs
+    finally:
+        _DIFFERS.reset(token)
+
+
+@contextlib.contextmanager
+def narrow() -> Iterator[None]:
+    """Within the block, choices are made by :data:`NARROW`'s constants (a kernel's variant for CPUs with
+    256-bit vectors), neither compared nor recorded (:func:`recorded` lists each kernel's candidates once,
+    as its first lowering met them)."""
+    tokens = _WIDTH.set(NARROW), _DIFFERS.set(None), _RECORD.set(None)
+    try:
+        yield
+    finally:
+        for variable, token in zip((_WIDTH, _DIFFERS, _RECORD), tokens):
+            variable.reset(token)
+
+
+def comparing() -> bool:
+    """Whether choices are being compared (within :func:`compared`)."""
+    return _DIFFERS.get() is not None
+
+
+def narrowed() -> bool:
+    """Whether choices are being made by :data:`NARROW`'s constants (within :func:`narrow`)."""
+    return _WIDTH.get() is NARROW

@@ -256,6 +256,10 @@ class Kernel:
     phases: tuple["Kernel", ...] = ()
     # "sum" and "accumulate": what each output element is stored as instead of its sum, or None
     epilogue: Optional[Epilogue] = None
+    # the same kernel scheduled for CPUs with 256-bit vectors where their cost model chooses otherwise
+    # (symcnn.codegen.widths), unnamed: the module names both (the variant with this docstring) and calls
+    # the one its CPU suits
+    narrow: Optional["Kernel"] = None
 
     @property
     def parallel(self) -> bool:

@@ -42,6 +42,7 @@ from symcnn.codegen.docstrings import kernel_docstring
 from symcnn.codegen.epilogue import FUSED_INPUT, FusedElementwise, Unfusable, epilogue_at
 from symcnn.codegen.backends.numba_cpu.lanes import lanes_schedule
 from symcnn.codegen.schedule_choice import vector_schedule
+from symcnn.codegen.widths import per_vector_width
 from symcnn.codegen.phases import PhaseSplit, split_phases, without_single_loops
 from symcnn.codegen.taps import one_tap_terms
 from symcnn.codegen.rewrites import (always_holds, fold_bound, for_kernels, padding_conditions,
@@ -339,6 +340,7 @@ def kernel_arguments(lowering: Lowering, expr_terms, outputs: tuple[str, ...], o
 ARGUMENT_ORDER = ("grad_output", "x", "weight", "bias", "targets", "switch")
 
 
+@per_vector_width
 def forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict, what: str = "forward",
                    fused: Optional[FusedElementwise] = None) -> Kernel:
     """The kernel ``<label>_<what>`` that computes ``formula`` (a layer's forward pass, or another formula of
@@ -387,6 +389,7 @@ def gradient_output(gradient: GradientFormula) -> str:
     return ARRAY_NAMES.get(gradient.gradient.role, gradient.gradient.role)
 
 
+@per_vector_width
 def gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, prefix: str = "",
                      fused: Optional[FusedElementwise] = None) -> Kernel:
     """The kernel of ``gradient``, storing each sum through ``fused`` if given (:mod:`symcnn.codegen.epilogue`)."""

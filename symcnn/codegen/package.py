@@ -141,9 +141,10 @@ def render_package(spec: NetworkSpec) -> dict[str, str]:
     for module, kernels in modules.items():
         if module in shared:
             continue
-        imports = import_lines(frozenset().union(*(kernel.imports for kernel in kernels)))
+        rendered, dispatched = per_width(kernels)
+        imports = import_lines(frozenset().union(*(kernel.imports for kernel in rendered)))
         files[f"{module}.py"] = layer_template.render(
-            preamble=_preamble(spec, "layer.py.jinja"), kernels=kernels, imports=imports)
+            preamble=_preamble(spec, "layer.py.jinja"), kernels=rendered, dispatched=dispatched, imports=imports)
     aliases = {kernel.name: original.name for module, first in shared.items()
                for kernel, original in zip(modules[module], modules[first])}
     files["__init__.py"] = environment.get_template("package.py.jinja").render(
@@ -152,6 +153,36 @@ def render_package(spec: NetworkSpec) -> dict[str, str]:
         fused={elementwise: (readers[elementwise].label, kernel.name) for elementwise, kernel in fused.items()},
         forward_fused={elementwise: (fusion.layer, fusion.kernel.name) for elementwise, fusion in forward.items()})
     return files
+
+
+def per_width(kernels: list[Kernel]) -> tuple[list[Kernel], list[str]]:
+    """The kernels a module defines: each of ``kernels``, and in place of one with a variant for CPUs
+    with 256-bit vectors (:mod:`symcnn.codegen.widths`) both, as ``<name>_wide`` and ``<name>_narrow``
+    (the variant takes the kernel's docstring, which a fusion or fold may have retitled); and the names of
+    those, which the module binds to the variant its CPU suits."""
+    rendered, dispatched = [], []
+    for kernel in kernels:
+        if kernel.narrow is None:
+            rendered.append(kernel)
+        else:
+            rendered += [_blocks_of(replace(kernel, name=f"{kernel.name}_wide", narrow=None), wide=True),
+                         _blocks_of(replace(kernel.narrow, name=f"{kernel.name}_narrow", formula=kernel.formula),
+                                    wide=False)]
+            dispatched.append(kernel.name)
+    return rendered, dispatched
+
+
+def _blocks_of(kernel: Kernel, wide: bool) -> Kernel:
+    """``kernel`` with only the register blocks of one vector width
+    (:mod:`symcnn.codegen.backends.numba_cpu.registers`): a kernel of one width's schedule never calls the
+    other's."""
+    def one_width(phase: Kernel) -> Kernel:
+        registers = phase.lanes.registers if phase.lanes is not None else None
+        if registers is None or registers.narrow is None:
+            return phase
+        kept = replace(registers, narrow=None) if wide else registers.narrow
+        return replace(phase, lanes=replace(phase.lanes, registers=kept))
+    return replace(one_width(kernel), phases=tuple(one_width(phase) for phase in kernel.phases))
 
 
 def _fold_table(spec: NetworkSpec) -> dict[str, tuple[str, str, str, str]]:

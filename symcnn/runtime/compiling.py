@@ -210,7 +210,10 @@ def prepare(network, runs: list[Callable], session_of) -> Optional[CompileSummar
     jobs = plan(network, calls)
     if not jobs:
         return CompileSummary()
-    dispatchers = {job.kernel: network._functions[job.kernel] for job in jobs}
+    # a job names its function as its module defines it: ``conv1_forward_narrow`` where the module binds
+    # ``conv1_forward`` to the variant its CPU suits (symcnn.codegen.widths)
+    functions = {network._functions[name].py_func.__name__: network._functions[name] for name in calls}
+    dispatchers = {job.kernel: functions[job.kernel] for job in jobs}
     with session_of(len(jobs)) as session:
         return compile_jobs(network.kernels, jobs, dispatchers, session)
 

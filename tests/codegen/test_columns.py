@@ -139,7 +139,8 @@ def test_random_few_channel_convolutions_in_columns_equal_pytorch(tmp_path_facto
         net = network_for(spec, tmp_path_factory.mktemp("spec"))
     assert kernels["forward"].kind == "columns"
     source = net.kernels.__file__.replace("__init__.py", "conv.py")
-    columns = sum(part.kind == "columns" for kernel in kernels.values() for part in kernel.phases or [kernel])
+    variants = [variant for kernel in kernels.values() for variant in (kernel, kernel.narrow) if variant]  # widths.py
+    columns = sum(part.kind == "columns" for variant in variants for part in variant.phases or [variant])
     assert len(re.findall(r"lanes = ", open(source).read())) == columns  # a strided input gradient's phases too
     rng = np.random.default_rng(0)
     net.load_params(random_params(net, rng))

@@ -224,8 +224,10 @@ def test_every_kernel_docstring_carries_its_formula():
     files = render_package(load_spec("seed004"))
     tree = ast.parse(files["conv1.py"])
     docstrings = {node.name: ast.get_docstring(node) for node in tree.body if isinstance(node, ast.FunctionDef)}
-    kernels = {"conv1_forward", "conv1_grad_input", "conv1_grad_weight", "conv1_grad_bias"}
-    blocks = {f"conv1_{kind}_block0_{width}" for kind in ("forward", "grad_input") for width in ("wide", "narrow")}
+    # the forward pass in a schedule for each vector width (symcnn/codegen/widths.py), each with its own blocks
+    kernels = {"conv1_forward_wide", "conv1_forward_narrow", "conv1_grad_input", "conv1_grad_weight", "conv1_grad_bias"}
+    blocks = {"conv1_forward_wide_block0", "conv1_forward_narrow_block0"}
+    blocks |= {f"conv1_grad_input_block0_{width}" for width in ("wide", "narrow")}
     # the weight gradient's blocks: 3 x 16 values in either size (3 input channels, 3 x 3), one function
     blocks.add("conv1_grad_weight_block0")
     assert set(docstrings) == kernels | blocks

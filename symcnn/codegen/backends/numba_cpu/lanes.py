@@ -143,6 +143,11 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
                                  part_rows=_part_rows([(var, int(sizes[var])) for var in rows]))
     if broadcast_read is None:
         return None
+    # a window read in place (no padding to add) is priced as the copy it once was: the cost model's
+    # constants were fitted to schedules that made it (as the columns schedule's, columns.py)
+    windowed = any(not (index.is_Symbol or index.is_Integer) for index in broadcast.indices)
+    in_place = math.prod(int(size) for index, size in zip(broadcast.indices, shapes[broadcast.base]) if index != image
+                         ) if windowed and broadcast_read is broadcast and image in broadcast.indices else 0
     streamed_read = lane_last(lowering, streamed, shapes[streamed.base], lane, image, stagings)
     printer = lowering.printer.doprint
     store = named_array(lowering, output_name)[tuple(indices)]
@@ -236,22 +241,23 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
             registers=registers,
         ),
         "nest": _lanes_nest(indices, shape, batch_index, [int(sizes[var]) for var in rows], outer_tile, reduction,
-                            int(sizes[lane]), lane_block, blocked, stagings,
+                            int(sizes[lane]), lane_block, blocked, stagings, in_place,
                             int(sizes[tile_vars[0]]) // int(tile_sizes[tile_vars[0]]) / (images.size if images else 1)),
     }
 
 
 def _lanes_nest(indices, shape, batch_index, rows, outer_tile, reduction, lanes: int, lane_block: int,
-                blocked: Blocked, stagings, share: float) -> LoopNest:
+                blocked: Blocked, stagings, in_place: int, share: float) -> LoopNest:
     """The lanes schedule's numbers for the cost model (:mod:`symcnn.codegen.cost_model`), per image;
-    ``share``: the tile's loops run that many times per image (its row blocks, over a block of images)."""
+    ``in_place``: elements of a window read in place, counted as staged; ``share``: the tile's loops run
+    that many times per image (its row blocks, over a block of images)."""
     outputs = math.prod(int(size) for var, size in zip(indices, shape) if var != batch_index)
     products = math.prod(high - low + 1 for _, low, high in reduction)
     trips = lane_block or lanes
     return vector_nest("lanes", multiply_adds=outputs * products, rows=rows, outer=[e for _, e in outer_tile],
                        reduction=[high - low + 1 for _, low, high in reduction], lanes=trips, useful=trips,
                        block=blocked.block, unroll=blocked.unroll, streamed=blocked.streamed,
-                       hoisted=len(blocked.broadcasts), staged=_staged_elements(stagings),
+                       hoisted=len(blocked.broadcasts), staged=_staged_elements(stagings) + in_place,
                        stored=outputs if batch_index is not None else 0, repeats=-(-lanes // trips) * share)
 
 
