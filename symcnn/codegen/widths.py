@@ -8,14 +8,16 @@ ones; where one differs, it is made again by the narrow constants, and the kerne
 suits (:func:`symcnn.runtime.vector_width.for_this_cpu`). Both compute the same formula; which one a
 CPU runs does not depend on the machine that generated them: generation stays deterministic.
 
-Example (suite-lenet's first convolution: 1 input channel, 6 output channels; the lanes schedule on
-CPUs with 512-bit vectors, the columns one, over its output columns, on those with 256-bit ones):
+Example (suite-separable's first 1 x 1 convolution, 32 -> 64 channels at 32 x 32: the lanes schedule,
+over output channels, on CPUs with 512-bit vectors; the columns one, over output columns, on those with
+256-bit ones):
 
     >>> from symcnn.codegen.network import layer_kernels
     >>> from symcnn.spec import load_spec
-    >>> forward = layer_kernels(load_spec("suite-lenet").layers[0])[0]
+    >>> pw1 = next(layer for layer in load_spec("suite-separable").layers if layer.label == "pw1")
+    >>> forward = layer_kernels(pw1)[0]
     >>> forward.kind, forward.narrow.kind, forward.narrow.name
-    ('columns', 'columns', '')
+    ('lanes', 'columns', '')
 """
 
 from __future__ import annotations
