@@ -216,6 +216,7 @@ def measure(options) -> list:
           f"{CALLS} calls; microseconds per image: the least repeat (fitted: on a shared machine other jobs only add "
           f"time), the median, and the model's estimate with the constants of the code")
     directory = Path(options.work or tempfile.mkdtemp(prefix="symcnn-calibration-"))
+    constants = this_cpu()[0]
     directory.mkdir(parents=True, exist_ok=True)
     for shape in [SHAPES[index] for index in options.shapes] if options.shapes else SHAPES:
         layer = layer_of(shape)
@@ -236,7 +237,6 @@ def measure(options) -> list:
                 inputs.append([data[name] for name in kernel.arguments])
             samples = time_candidates(functions, inputs, options.repeat)
             print(f"\n{describe(shape)}, {role}:")
-            constants = this_cpu()[0]
             for nest, times in sorted(zip(nests, samples), key=lambda item: min(item[1])):
                 least, median = (value / BATCH * 1e9 for value in (min(times), statistics.median(times)))
                 records.append((shape, role, nest, least, median))

@@ -45,7 +45,7 @@ from sympy import Indexed, Sum, Symbol
 
 from symcnn.codegen.backends.numba_cpu.lanes import (BATCH_CHUNKS, _chunk_images, _is_bound_of, _register_blocks,
                                                     _row_parts, chunk_loops)
-from symcnn.codegen.backends.numba_cpu.stagings import affine_range, named_array, padded_read
+from symcnn.codegen.backends.numba_cpu.stagings import affine_range, named_array, padded_read, plain_read
 from symcnn.codegen.backends.numba_cpu.registers import _block_size, register_tile
 from symcnn.codegen.cost_model import VECTOR, LoopNest, vector_nest
 from symcnn.codegen.epilogue import epilogue_at
@@ -86,11 +86,6 @@ class ColumnsFit(NamedTuple):
     rows: tuple[tuple[Symbol, int], ...]
     outer: tuple[tuple[Symbol, int], ...]
     reduction: tuple[tuple[Symbol, int, int], ...]
-
-
-def _plain(read: Indexed) -> bool:
-    """Every index of ``read`` a loop variable or a constant: no window, read as it is."""
-    return all(index.is_Symbol or index.is_Integer for index in read.indices)
 
 
 def _affine(index) -> bool:
@@ -157,18 +152,18 @@ def columns_fit(indices, shape, batch, terms: list[GatherTerm], tensors) -> Opti
         if len(indices) < 3 or len(streamed_reads) != 1 or not _unit_step_last(streamed_reads[0], lane):
             return None  # no columns (a dense layer's outputs are the lanes schedule's), or not read as a row
         streamed = streamed_reads[0]
-        if not _plain(next(read for read in factors if read is not streamed)):
+        if not plain_read(next(read for read in factors if read is not streamed)):
             return None  # a window read of the broadcast operand (it is read as it is)
         others = [var for var in indices if var not in (lane, batch_index)]
         rows = tuple((var, sizes[var]) for var in others if streamed.has(var))
         outer = tuple((var, sizes[var]) for var in others if not streamed.has(var))
     image = batch_index if batch_index is not None else batch_loop
-    if any(image not in read.indices and not _plain(read) for read in factors):
+    if any(image not in read.indices and not plain_read(read) for read in factors):
         return None  # an affine read of an operand without a batch axis: no per-image copy to pad
     if not all(_is_bound_of(condition, [(streamed, shapes[streamed.base])]) for condition in product.conditions):
         return None
     for read in factors:  # a read taken as it is must stay inside its operand
-        if _plain(read) and read.base in shapes:
+        if plain_read(read) and read.base in shapes:
             for index, size in zip(read.indices, shapes[read.base]):
                 span = affine_range(index, ranges) if index != image else (0, 0)
                 if span is None or span[0] < 0 or (size.is_Integer and span[1] > int(size) - 1):
@@ -255,7 +250,7 @@ def columns_candidates(lowering, output_name: str, indices, shape, batch, terms,
         # counted: the constants were fitted with it, and without it a width short of whole vectors
         # would rank first (its scalar remainder underpriced: 1.85x slower on LeNet-5's conv1, AVX2).
         staged = sum(math.prod(_staged_shape(read, shapes[read.base], fit.image, ranges)) for read in fit.factors
-                     if not _plain(read) or (read is fit.streamed and width != fit.extent))
+                     if not plain_read(read) or (read is fit.streamed and width != fit.extent))
         for block in _options(fit.outer[-1][1] if fit.outer else 0, MAX_BLOCK):
             for unroll in (unroll for unroll in _unrolls(fit.reduction) if not _reads_backwards(fit, unroll)):
                 hoisted, streamed = _read_counts(fit, block, unroll)

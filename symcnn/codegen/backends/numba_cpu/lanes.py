@@ -43,7 +43,7 @@ from symcnn.codegen.cost_model import LoopNest, vector_nest
 from symcnn.codegen.kernel_ir import Lanes, Loop
 from symcnn.codegen.backends.numba_cpu.product_blocks import batch_unrolled, blocked_by_images, row_block
 from symcnn.codegen.backends.numba_cpu.registers import BROADCAST, _split, _unrolled, register_tile
-from symcnn.codegen.backends.numba_cpu.stagings import in_bounds, lane_last, named_array, padded_read
+from symcnn.codegen.backends.numba_cpu.stagings import in_bounds, lane_last, named_array, padded_read, plain_read
 from symcnn.printing.nodes import FloorDiv, OrderedSum
 
 __all__ = ["lanes_schedule"]
@@ -125,8 +125,7 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
     streamed, broadcast, lane = choice
     if not all(_is_bound_of(c, [(broadcast, shapes[broadcast.base])]) for c in product.conditions):
         return None
-    if broadcast.base not in padded and not product.conditions and any(
-            not (index.is_Symbol or index.is_Integer) for index in broadcast.indices) and not in_bounds(
+    if broadcast.base not in padded and not product.conditions and not plain_read(broadcast) and not in_bounds(
             broadcast, shapes[broadcast.base], ranges, image):
         return None  # an affine read of an operand that is not zero-padded: its bounds are not ours
 
@@ -145,9 +144,9 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
         return None
     # a window read in place (no padding to add) is priced as the copy it once was: the cost model's
     # constants were fitted to schedules that made it (as the columns schedule's, columns.py)
-    windowed = any(not (index.is_Symbol or index.is_Integer) for index in broadcast.indices)
-    in_place = math.prod(int(size) for index, size in zip(broadcast.indices, shapes[broadcast.base]) if index != image
-                         ) if windowed and broadcast_read is broadcast and image in broadcast.indices else 0
+    read_in_place = not plain_read(broadcast) and broadcast_read is broadcast and image in broadcast.indices
+    in_place = math.prod(int(size) for index, size in zip(broadcast.indices, shapes[broadcast.base])
+                         if index != image) if read_in_place else 0
     streamed_read = lane_last(lowering, streamed, shapes[streamed.base], lane, image, stagings)
     printer = lowering.printer.doprint
     store = named_array(lowering, output_name)[tuple(indices)]
