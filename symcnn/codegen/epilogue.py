@@ -23,13 +23,17 @@ from sympy import Expr, Indexed, IndexedBase, Symbol
 
 from symcnn.codegen.kernel_ir import Epilogue
 
-__all__ = ["STORED", "FUSED_INPUT", "FusedElementwise", "Unfusable", "epilogue_at"]
+__all__ = ["STORED", "FUSED_INPUT", "FUSED_OUTPUT", "FusedElementwise", "Unfusable", "epilogue_at"]
 
 #: The name of the sum an epilogue stores through (the template assigns it before the epilogue).
 STORED = Symbol("stored")
 
 #: The argument of a fused kernel that holds E's input (``X_E``).
 FUSED_INPUT = "fused_x"
+
+#: The argument of a fused kernel that holds E's output (``Y_E``), where E's gradient reads that instead
+#: (tanh's ``1 - Y^2``: :mod:`symcnn.symbolic.output_form`).
+FUSED_OUTPUT = "fused_out"
 
 
 class Unfusable(ValueError):
@@ -40,12 +44,14 @@ class Unfusable(ValueError):
 @dataclass(frozen=True)
 class FusedElementwise:
     """E's input gradient (or, fused forward, its output) as a function of the stored sum: ``expression``
-    reads :data:`STORED` and ``base`` (E's input) at ``indices`` (the kernel's output indices) only."""
+    reads :data:`STORED` and ``base`` (E's input, or its output) at ``indices`` (the kernel's output
+    indices) only; the kernel takes ``base`` as its argument ``argument``."""
 
     expression: Expr
     base: IndexedBase
     indices: tuple[Symbol, ...]
     output: str  # the printed name of the kernel's output array, the only array an epilogue stores to
+    argument: str = FUSED_INPUT
 
 
 def epilogue_at(lowering, store: Expr) -> Epilogue | None:

@@ -7,7 +7,8 @@ and reads it at one index: ``dL/dX_E[idx] = f(X_E[idx], dL/dY_E[idx])``. So Q's 
 gradient kernel, a write and a read of an activation-sized array and a launch, is never run: max
 pooling's gradient with the ReLU mask before it, a convolution's input gradient with it, an average
 pool's with tanh's derivative. The fused kernel, ``<Q>_with_<E>_grad_input`` (in a module of its
-own, ``<Q>_with_<E>``), takes E's input as the argument ``fused_x``; the package lists it in
+own, ``<Q>_with_<E>``), takes E's input as the argument ``fused_x`` (or its output as ``fused_out``,
+where E's gradient reads that: tanh's ``1 - Y^2``); the package lists it in
 ``FUSED`` for the runtime. Where Q's schedule cannot store through an epilogue (a kernel in
 phases), the pair is not fused: a choice made from the shapes alone, like every schedule. The
 derivations (``symcnn derive``, reports) keep showing each layer's own formulas; the fused
@@ -28,10 +29,10 @@ import sympy
 from sympy import Indexed, IndexedBase, Sum
 
 from symcnn import registry
-from symcnn.codegen.epilogue import STORED, FusedElementwise, Unfusable
+from symcnn.codegen.epilogue import FUSED_INPUT, FUSED_OUTPUT, STORED, FusedElementwise, Unfusable
 from symcnn.codegen.kernel_ir import Kernel
 from symcnn.codegen.docstrings import kernel_docstring
-from symcnn.codegen.lower import ARRAY_NAMES, gradient_kernel, layer_formula
+from symcnn.codegen.lower import ARRAY_NAMES, computed_gradient, gradient_kernel, layer_formula
 from symcnn.spec import LayerSpec, NetworkSpec
 from symcnn.symbolic.adjoint import GatherTerm, GradientFormula, derive_gradient
 from symcnn.symbolic.functions import MaxOver
@@ -50,8 +51,9 @@ UNFUSED_SCHEDULES = frozenset({"lanes"})
 def elementwise_gradient(layer: LayerSpec) -> Optional[GradientFormula]:
     """``layer``'s input gradient when its op is element-wise, else ``None``: its formula reads one
     operand, its input, and only at the output's own index, sums nothing, and keeps the shape; its
-    input gradient is then terms without sums or conditions that read ``dL/dY`` and ``X`` at that
-    index only (tanh's ``dL/dY - tanh(X)^2 dL/dY``).
+    input gradient (as its kernel computes it, :func:`~symcnn.codegen.lower.computed_gradient`) is then
+    terms without sums or conditions that read ``dL/dY`` and either ``X`` or ``Y`` at that index only
+    (ReLU's ``[X > 0] dL/dY``, tanh's ``dL/dY - Y^2 dL/dY``).
 
     >>> from symcnn.spec import load_spec
     >>> [layer.label for layer in load_spec("seed004").layers if elementwise_gradient(layer)]
@@ -67,13 +69,15 @@ def elementwise_gradient(layer: LayerSpec) -> Optional[GradientFormula]:
             read.base != operand.base or tuple(read.indices) != tuple(formula.indices)
             for read in formula.rhs.atoms(Indexed)):
         return None
-    gradient = derive_gradient(formula, "input")
+    gradient = computed_gradient(formula, "input")
     if any(term.limits or term.conditions for term in gradient.terms):
         return None
     reads = [read for term in gradient.terms for read in term.body.atoms(Indexed)]
-    if any(tuple(read.indices) != tuple(gradient.indices) or read.base not in (operand.base, gradient.grad_output.base)
-           for read in reads):  # dL/dY and X at the element's own index, nothing else (not Y: no kernel passes it)
-        return None
+    if any(tuple(read.indices) != tuple(gradient.indices)
+           or read.base not in (operand.base, formula.output.base, gradient.grad_output.base) for read in reads):
+        return None  # dL/dY and X or Y at the element's own index, nothing else
+    if {operand.base, formula.output.base} <= {read.base for read in reads}:
+        return None  # an epilogue takes one of E's arrays
     return gradient
 
 
@@ -106,25 +110,26 @@ def _composed(elementwise: LayerSpec, gradient: GradientFormula, indices) -> tup
     sum ``dL/dX``. No label: identical pairs (a VGG stage's) give identical kernels, generated once."""
     _, values = layer_formula(elementwise)
     (operand,) = gradient.forward.operands
-    base = IndexedBase("X_E")
+    term = GatherTerm((), (), sympy.Add(*(term.body for term in gradient.terms)))  # tanh's two terms as one
+    read = operand if term.body.has(operand.base) else gradient.forward.output  # X, or Y (tanh's 1 - Y^2)
+    base, argument = (IndexedBase("X_E"), FUSED_INPUT) if read is operand else (IndexedBase("Y_E"), FUSED_OUTPUT)
     at = dict(zip(gradient.indices, indices))
     upstream = gradient.grad_output.base[tuple(indices)]
-    term = GatherTerm((), (), sympy.Add(*(term.body for term in gradient.terms)))  # tanh's two terms as one
-    body = term.body.xreplace(at).xreplace({operand.base: base})
+    body = term.body.xreplace(at).xreplace({read.base: base})
     expression = body.xreplace(values).xreplace({upstream: STORED})
     if expression.has(gradient.grad_output.base):
         raise Unfusable(f"{elementwise.label}: its gradient reads dL/dY elsewhere than at its own index")
     shown = replace(gradient, indices=tuple(indices),
                     gradient=Tensor("grad_input", IndexedBase("dL/dX_E"), gradient.gradient.shape),
                     terms=(replace(term, body=body.xreplace({upstream: IndexedBase("dL/dX")[tuple(indices)]})),))
-    return FusedElementwise(expression, base, tuple(indices), ARRAY_NAMES["grad_input"]), shown
+    return FusedElementwise(expression, base, tuple(indices), ARRAY_NAMES["grad_input"], argument), shown
 
 
 def _lowered(elementwise: LayerSpec, reader: LayerSpec) -> Optional[Kernel]:
     """``reader``'s input-gradient kernel storing ``elementwise``'s input gradient, under the reader's
     kernel name and docstring, or ``None`` where its schedule cannot."""
     formula, values = layer_formula(reader)
-    gradient = derive_gradient(formula, "input")
+    gradient = computed_gradient(formula, "input")
     try:
         fused, _ = _composed(elementwise, elementwise_gradient(elementwise), gradient.indices)
         kernel = gradient_kernel(reader, gradient, values, fused=fused)
@@ -139,9 +144,10 @@ def _named(kernel: Kernel, elementwise: LayerSpec, reader: LayerSpec) -> Kernel:
     gradient, then the element-wise gradient stored through it."""
     element_formula, values = layer_formula(elementwise)
     gradient = elementwise_gradient(elementwise)
-    _, shown = _composed(elementwise, gradient, derive_gradient(layer_formula(reader)[0], "input").indices)
+    fused, shown = _composed(elementwise, gradient, derive_gradient(layer_formula(reader)[0], "input").indices)
+    read = "input X_E" if fused.argument == FUSED_INPUT else "output Y_E"
     doc = (f"{kernel.formula}\n\nFused with the input gradient of the element-wise layer E that this one reads: it "
-           f"stores E's dL/dX\n(E's input X_E read from fused_x), the sum above as E's dL/dY:\n"
+           f"stores E's dL/dX\n(E's {read} read from {fused.argument}), the sum above as E's dL/dY:\n"
            f"{kernel_docstring(element_formula, shown, values)}")
     return replace(kernel, name=f"{fused_module(elementwise, reader)}_grad_input", formula=doc)
 

@@ -33,13 +33,14 @@ from symcnn.registry import array_name
 from symcnn.symbolic import ops
 from symcnn.symbolic.instances import bind_layer
 from symcnn.symbolic.adjoint import GatherTerm, GradientFormula, derive_gradient, lift_conditions, sum_terms
+from symcnn.symbolic.output_form import gradient_from_output
 from symcnn.symbolic.functions import FirstArgmax, MaxOver, reduction_identity, reduction_step
 from symcnn.codegen.kernel_ir import Kernel, Loop, Reduction, Term
 from symcnn.codegen.layout import collapse_image, collapse_rows, image_size, reshape_of
 from symcnn.codegen.invariants import Precomputer, factor_sums
 from symcnn.codegen.coefficients import invariant_terms
 from symcnn.codegen.docstrings import kernel_docstring
-from symcnn.codegen.epilogue import FUSED_INPUT, FusedElementwise, Unfusable, epilogue_at
+from symcnn.codegen.epilogue import FusedElementwise, Unfusable, epilogue_at
 from symcnn.codegen.backends.numba_cpu.lanes import lanes_schedule
 from symcnn.codegen.schedule_choice import vector_schedule
 from symcnn.codegen.widths import per_vector_width
@@ -384,6 +385,14 @@ def gradient_terms(concrete: GradientFormula) -> list[GatherTerm]:
     return terms
 
 
+def computed_gradient(formula: ops.IndexFormula, role: str) -> GradientFormula:
+    """The gradient of ``formula`` with respect to the operand of ``role`` as its kernel computes it: as
+    derived, or, for an element-wise op whose derivative is cheaper from its output (tanh's ``1 - Y^2``),
+    reading the output (:mod:`symcnn.symbolic.output_form`)."""
+    gradient = derive_gradient(formula, role)
+    return gradient_from_output(gradient) or gradient
+
+
 def gradient_output(gradient: GradientFormula) -> str:
     """The array a gradient is written to: ``grad_input``, ``grad_weight``, an add's second input's ``grad_input2``."""
     return ARRAY_NAMES.get(gradient.gradient.role, gradient.gradient.role)
@@ -395,14 +404,16 @@ def gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, p
     """The kernel of ``gradient``, storing each sum through ``fused`` if given (:mod:`symcnn.codegen.epilogue`)."""
     concrete = gradient.substitute(values)
     batch = batch_symbol(gradient.forward)
-    tensors = concrete.operands + (concrete.gradient,)
-    lowering = Lowering(tensors, batch, {SWITCH: "switch"} | ({fused.base: FUSED_INPUT} if fused else {}), fused)
+    reads = {read.base for term in concrete.terms for read in term.body.atoms(Indexed)}
+    output = (concrete.forward.output,) if concrete.forward.output.base in reads else ()  # tanh's 1 - Y^2
+    tensors = concrete.operands + output + (concrete.gradient,)
+    lowering = Lowering(tensors, batch, {SWITCH: "switch"} | ({fused.base: fused.argument} if fused else {}), fused)
     terms = gradient_terms(concrete)
     output_name = gradient_output(gradient)
     precomputer = lowering.precompute_invariants(concrete.indices, concrete.gradient.shape, tensors)
     schedule = precomputer.with_views(summation(lowering, concrete.indices, concrete.gradient.shape, batch,
                                                  invariant_terms(terms, precomputer), output_name, tensors))
-    arguments = kernel_arguments(lowering, terms, (output_name,), ARGUMENT_ORDER, (FUSED_INPUT,) * bool(fused))
+    arguments = kernel_arguments(lowering, terms, (output_name,), ARGUMENT_ORDER, (fused.argument,) if fused else ())
     batch_from = next((a for a in arguments[:-1] if a in ("grad_output", "x")), arguments[0])
     reshaped = "" if fused else reshape_of(lowering, tensors, concrete.indices, concrete.gradient.shape, batch, terms)
     precomputed = precomputer.precomputed()  # printed before the imports are collected

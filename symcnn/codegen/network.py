@@ -16,10 +16,10 @@ from dataclasses import replace
 from symcnn import registry
 from symcnn.codegen.backward import backward_kernel
 from symcnn.codegen.kernel_ir import Kernel
-from symcnn.codegen.lower import forward_kernel, gradient_kernel, kernel_name, layer_formula, loss_kernels
+from symcnn.codegen.lower import (computed_gradient, forward_kernel, gradient_kernel, kernel_name, layer_formula,
+                                  loss_kernels)
 from symcnn.registry import differentiable
 from symcnn.spec import LayerSpec, NetworkSpec
-from symcnn.symbolic.adjoint import derive_gradient
 
 __all__ = ["EVALUATION_PREFIX", "FANOUT_MODULE", "layer_kernels", "fanout_kernels", "network_kernels"]
 
@@ -42,7 +42,7 @@ def layer_kernels(layer: LayerSpec) -> list[Kernel]:
         prefix = EVALUATION_PREFIX if mode == "evaluation" else ""
         formula, values = layer_formula(layer, mode)
         kernels.append(forward_kernel(layer, formula, values, f"{prefix}forward"))
-        gradients = [derive_gradient(formula, tensor.role) for tensor in formula.operands
+        gradients = [computed_gradient(formula, tensor.role) for tensor in formula.operands
                      if differentiable(tensor.role)]
         separate = [gradient_kernel(layer, gradient, values, prefix) for gradient in gradients]
         kernels += separate

@@ -397,6 +397,7 @@ class Network(LayerState):
                 continue
             arrays = self._layer_arrays(layer)
             arrays.update(zip(_input_names(len(layer.inputs)), (values[source] for source in layer.inputs)))
+            arrays["out"] = values[layer.label]  # read by a gradient computed from the output (tanh's 1 - Y^2)
             arrays["grad_output"] = upstream
             arrays.update(saved.get(layer.label, {}))
             together = self._backward_kernel(layer, arrays, training, input_gradient, parameters)
@@ -414,7 +415,7 @@ class Network(LayerState):
                 if layer.label in self._fused:  # the gradient of the element-wise layer before it, in one pass
                     elementwise, kernel = self._fused[layer.label]
                     source = elementwise.inputs[0]
-                    arrays["fused_x"] = values[source]
+                    arrays["fused_x"], arrays["fused_out"] = values[source], values[elementwise.label]
                 arrays[name] = self._buffer(f"{layer.label}.{name}", values[source].shape, self.dtype)
                 if together is None:
                     self._call(kernel, arrays)

@@ -80,6 +80,10 @@ def test_each_schedule_takes_the_epilogue_except_phases(monkeypatch):
     exec(render_package(spec)["__init__.py"], namespace)  # the package's tables (no kernels imported)
     assert namespace["FUSED"]["t2"] == ("pw", "pw_with_t2_grad_input")
     assert set(namespace["FUSED"]) == set(kinds)
+    # tanh's and the sigmoid's gradients read E's output (1 - Y^2, Y (1 - Y)); ReLU's and ELU's its input
+    arguments = namespace["ARGUMENTS"]
+    assert "fused_out" in arguments["pw_with_t2_grad_input"] and "fused_out" in arguments["pool_with_s4_grad_input"]
+    assert "fused_x" in arguments["dw_with_e3_grad_input"] and "fused_x" in arguments["avg_with_r6_grad_input"]
     monkeypatch.setattr(fusion, "UNFUSED_SCHEDULES", frozenset())
     assert fused_kernels(spec)["r1"].kind == "lanes"
 
@@ -121,7 +125,8 @@ def test_fused_kernels_equal_the_unfused_chain(fusing):
         e, q = layers[elementwise], layers[reader]
         arrays = {"grad_output": rng.standard_normal((batch, *q.output_shape)),
                   "x": rng.standard_normal((batch, *q.input_shape)),
-                  "fused_x": rng.standard_normal((batch, *e.input_shape))}
+                  "fused_x": rng.standard_normal((batch, *e.input_shape)),
+                  "fused_out": rng.standard_normal((batch, *e.output_shape))}
         arrays.update({role: value for role, value in _parameters(net, q).items()})
         if "switch" in net.kernels.ARGUMENTS[f"{reader}_grad_input"]:
             arrays["switch"] = rng.integers(0, 4, (batch, *q.output_shape)).astype(np.int8)
@@ -129,7 +134,10 @@ def test_fused_kernels_equal_the_unfused_chain(fusing):
         net.kernel(f"{reader}_grad_input")(*[arrays[a] for a in net.kernels.ARGUMENTS[f"{reader}_grad_input"][:-1]],
                                            unfused)
         chained = np.empty_like(unfused)
-        net.kernel(f"{elementwise}_grad_input")(unfused, arrays["fused_x"], chained)
+        # E's own kernel reads its input (ReLU's mask) or its output (tanh's 1 - Y^2), as the fused one does
+        own = {"grad_output": unfused, "x": arrays["fused_x"], "out": arrays["fused_out"]}
+        own_kernel = f"{elementwise}_grad_input"
+        net.kernel(own_kernel)(*[own[a] for a in net.kernels.ARGUMENTS[own_kernel][:-1]], chained)
         fused = np.empty_like(unfused)
         net.kernel(kernel)(*[arrays[a] for a in net.kernels.ARGUMENTS[kernel][:-1]], fused)
         if e.kind in ("relu", "leaky_relu"):
