@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from typing import Mapping, Optional
 
 import sympy
@@ -40,6 +41,9 @@ __all__ = ["integer_index", "integer_indices", "padding_conditions", "fold_bound
            "shifted_exponential_sum", "exponential_tanh", "bounded_logistic_slope", "for_kernels", "always_holds"]
 
 
+# Cached: a kernel prints the same indices for every lane, block value and unrolled tap (a register
+# block's reads), and sympy.together, which this calls on each, took a third of a package's generation.
+@functools.lru_cache(maxsize=1 << 16)
 def integer_index(expr: Expr) -> Expr:
     """An integer-valued index with rational coefficients as a floor division (exact by its conditions);
     ``floor(a/b)`` and ``ceiling(a/b)`` of an integer ``a`` and a positive integer ``b`` as the floor

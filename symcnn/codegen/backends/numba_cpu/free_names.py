@@ -26,13 +26,19 @@ def free_names(code: Iterable[str], bound: Iterable[str] = ()) -> tuple[str, ...
     >>> free_names(["acc0_0 = acc0_0 + x_padded[c_in, i + u, j]"], {"acc0_0", "c_in", "u", "j"})
     ('i', 'x_padded')
     """
+    # one parse of every distinct text (a block repeats many reads): parsing each apart took seconds a package
+    tree = ast.parse("\n".join(dict.fromkeys(code)))
+    names, outside = [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            names.append(node)
+        elif isinstance(node, ast.Attribute):
+            outside.add(id(node.value))
+        elif isinstance(node, ast.Call):
+            outside.add(id(node.func))
     read: set[str] = set()
     assigned = set(bound)
-    for text in code:
-        tree = ast.parse(text)
-        outside = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
-        outside |= {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Name) and id(node) not in outside:
-                (assigned if isinstance(node.ctx, ast.Store) else read).add(node.id)
+    for node in names:
+        if id(node) not in outside:
+            (assigned if isinstance(node.ctx, ast.Store) else read).add(node.id)
     return tuple(sorted(read - assigned))
