@@ -40,6 +40,10 @@ __all__ = ["gradient_from_output"]
 #: Where the derived and the rewritten gradient must agree (relative 1e-9): both signs, and 0.
 SAMPLE_POINTS = (-2.25, -0.625, 0.0, 0.375, 1.875)
 
+# An element of the input and of the output, as real scalars: the same two for every formula, so that
+# _rewritten's cache serves each op's layers after the first.
+_X, _Y = Dummy("x", real=True), Dummy("y", real=True)
+
 
 def gradient_from_output(gradient: GradientFormula) -> Optional[GradientFormula]:
     """``gradient`` (an element-wise op's, with respect to its input) with every read of the input
@@ -58,7 +62,7 @@ def gradient_from_output(gradient: GradientFormula) -> Optional[GradientFormula]
     if any(read.base == operand.base and read != own_input
            for term in gradient.terms for read in term.body.atoms(Indexed)):
         return None
-    x, y = Dummy("x", real=True), Dummy("y", real=True)
+    x, y = _X, _Y
     function = forward.rhs.xreplace({element: x})
     derived = [term.body.xreplace({own_input: x}) for term in gradient.terms]
     bodies = [_rewritten(function, body, x, y) if body.has(x) else body for body in derived]
