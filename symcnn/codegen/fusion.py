@@ -69,7 +69,7 @@ def elementwise_gradient(layer: LayerSpec) -> Optional[GradientFormula]:
             read.base != operand.base or tuple(read.indices) != tuple(formula.indices)
             for read in formula.rhs.atoms(Indexed)):
         return None
-    gradient = computed_gradient(formula, "input")
+    gradient = computed_gradient(formula, "input", values)
     if any(term.limits or term.conditions for term in gradient.terms):
         return None
     reads = [read for term in gradient.terms for read in term.body.atoms(Indexed)]
@@ -129,7 +129,7 @@ def _lowered(elementwise: LayerSpec, reader: LayerSpec) -> Optional[Kernel]:
     """``reader``'s input-gradient kernel storing ``elementwise``'s input gradient, under the reader's
     kernel name and docstring, or ``None`` where its schedule cannot."""
     formula, values = layer_formula(reader)
-    gradient = computed_gradient(formula, "input")
+    gradient = computed_gradient(formula, "input", values)
     try:
         fused, _ = _composed(elementwise, elementwise_gradient(elementwise), gradient.indices)
         kernel = gradient_kernel(reader, gradient, values, fused=fused)

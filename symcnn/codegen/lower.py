@@ -385,12 +385,12 @@ def gradient_terms(concrete: GradientFormula) -> list[GatherTerm]:
     return terms
 
 
-def computed_gradient(formula: ops.IndexFormula, role: str) -> GradientFormula:
+def computed_gradient(formula: ops.IndexFormula, role: str, values: dict) -> GradientFormula:
     """The gradient of ``formula`` with respect to the operand of ``role`` as its kernel computes it: as
     derived, or, for an element-wise op whose derivative is cheaper from its output (tanh's ``1 - Y^2``),
-    reading the output (:mod:`symcnn.symbolic.output_form`)."""
+    reading the output (:mod:`symcnn.symbolic.output_form`; checked at the layer's settings, ``values``)."""
     gradient = derive_gradient(formula, role)
-    return gradient_from_output(gradient) or gradient
+    return gradient_from_output(gradient, values) or gradient
 
 
 def gradient_output(gradient: GradientFormula) -> str:

@@ -42,7 +42,7 @@ def layer_kernels(layer: LayerSpec) -> list[Kernel]:
         prefix = EVALUATION_PREFIX if mode == "evaluation" else ""
         formula, values = layer_formula(layer, mode)
         kernels.append(forward_kernel(layer, formula, values, f"{prefix}forward"))
-        gradients = [computed_gradient(formula, tensor.role) for tensor in formula.operands
+        gradients = [computed_gradient(formula, tensor.role, values) for tensor in formula.operands
                      if differentiable(tensor.role)]
         separate = [gradient_kernel(layer, gradient, values, prefix) for gradient in gradients]
         kernels += separate

@@ -7,10 +7,12 @@ dL/dY``. PyTorch's ``tanh_backward`` and ``sigmoid_backward`` take the output fo
 
 :func:`gradient_from_output` finds that form from the formula, for any element-wise op ``Y = f(X)``: it
 replaces ``f(X)`` by ``Y`` where it appears, then any ``X`` left by an inverse of ``f`` that SymPy solves
-for, and simplifies. The form is kept only where it reads no ``X``, calls fewer functions (``exp``,
-``tanh``, ...) than the derived one, and equals it at sample points on both sides of 0 (a check of
-SymPy's inverse, which may be a complex branch). ReLU's ``[X > 0] dL/dY`` and ELU's piecewise gradient
-stay as derived: no inverse of theirs passes.
+for, and simplifies. A piecewise op is rewritten branch by branch, its conditions ``X > a`` becoming
+``Y > f(a)``: ELU's gradient is ``dL/dY`` where ``Y > 0``, else ``(Y + alpha) dL/dY``. The form is kept
+only where it reads no ``X``, calls fewer functions (``exp``, ``tanh``, ...) than the derived one, and
+equals it at sample points on both sides of 0 and of each threshold ``a``, at the layer's settings (a
+check of SymPy's inverse, which may be a complex branch, and of the conditions, which hold where ``f``
+increases). ReLU's ``[X > 0] dL/dY`` and LeakyReLU's stay as derived: a mask costs no call either way.
 
 The derivations (``symcnn derive``, the reports) show the gradient as derived; the kernels compute this
 form, and their docstrings show it.
@@ -28,10 +30,10 @@ from __future__ import annotations
 
 import functools
 from dataclasses import replace
-from typing import Optional
+from typing import Mapping, Optional
 
 import sympy
-from sympy import Dummy, Expr, Indexed, Sum
+from sympy import Dummy, Expr, Indexed, Piecewise, Sum
 
 from symcnn.symbolic.adjoint import GradientFormula
 
@@ -45,9 +47,11 @@ SAMPLE_POINTS = (-2.25, -0.625, 0.0, 0.375, 1.875)
 _X, _Y = Dummy("x", real=True), Dummy("y", real=True)
 
 
-def gradient_from_output(gradient: GradientFormula) -> Optional[GradientFormula]:
+def gradient_from_output(gradient: GradientFormula, values: Mapping = {}) -> Optional[GradientFormula]:
     """``gradient`` (an element-wise op's, with respect to its input) with every read of the input
-    ``X`` replaced by reads of the output ``Y``, where that calls fewer functions; else ``None``."""
+    ``X`` replaced by reads of the output ``Y``, where that calls fewer functions; else ``None``. A
+    form is checked at the settings in ``values`` (ELU's ``alpha``; 1.25 for one not given): ELU's
+    holds for a positive ``alpha`` only."""
     forward = gradient.forward
     if gradient.wrt != "input" or len(forward.operands) != 1 or forward.rhs.has(Sum):
         return None
@@ -65,7 +69,10 @@ def gradient_from_output(gradient: GradientFormula) -> Optional[GradientFormula]
     x, y = _X, _Y
     function = forward.rhs.xreplace({element: x})
     derived = [term.body.xreplace({own_input: x}) for term in gradient.terms]
-    bodies = [_rewritten(function, body, x, y) if body.has(x) else body for body in derived]
+    symbols = forward.rhs.free_symbols | gradient.rhs.free_symbols
+    settings = tuple(sorted(((sympy.sympify(key), sympy.sympify(value)) for key, value in values.items()
+                             if sympy.sympify(key) in symbols), key=lambda pair: str(pair[0])))
+    bodies = [_rewritten(function, body, x, y, settings) if body.has(x) else body for body in derived]
     if any(body is None for body in bodies) or sum(map(_calls, bodies)) >= sum(map(_calls, derived)):
         return None
     return replace(gradient, terms=tuple(replace(term, body=body.xreplace({y: own_output}))
@@ -73,20 +80,44 @@ def gradient_from_output(gradient: GradientFormula) -> Optional[GradientFormula]
 
 
 @functools.lru_cache(maxsize=256)
-def _rewritten(function: Expr, body: Expr, x: Dummy, y: Dummy) -> Optional[Expr]:
+def _rewritten(function: Expr, body: Expr, x: Dummy, y: Dummy, settings: tuple) -> Optional[Expr]:
     """``body`` (a function of ``x``) as a function of ``y = function(x)`` alone, calling the fewest
     functions of the forms found, or ``None``. (SymPy's solve and substitutions raise various errors
     on a piecewise function, NaN comparisons among them: no form, then.)"""
+    if isinstance(function, Piecewise):
+        return _branchwise(function, body, x, y, settings)
     try:
         candidates = [body.subs(function, y)]
         if candidates[0].has(x):  # each inverse, simplified as it is and in exponentials (sinh(log(z)))
             substituted = [candidates[0].subs(x, inverse) for inverse in sympy.solve(sympy.Eq(y, function), x)]
             candidates = [sympy.simplify(form) for expr in substituted for form in (expr, expr.rewrite(sympy.exp))]
         found = [sympy.expand(candidate) for candidate in candidates
-                 if not candidate.has(x) and _agree(body, candidate, x, y, function)]
+                 if not candidate.has(x) and _agree(body, candidate, x, y, function, settings)]
     except (NotImplementedError, ValueError, TypeError):
         return None
     return min(found, key=_calls, default=None)
+
+
+def _branchwise(function: Piecewise, body: Expr, x: Dummy, y: Dummy, settings: tuple) -> Optional[Expr]:
+    """A piecewise ``body`` over the conditions of a piecewise ``function`` (ELU's ``X > 0``, then the
+    rest) in ``y``: each branch rewritten by its branch of ``function``, each condition ``X > a`` as
+    ``Y > f(a)`` (true where ``f`` increases; the sample points, ``a``'s neighbours among them, check it)."""
+    if not isinstance(body, Piecewise) or [c for _, c in body.args] != [c for _, c in function.args]:
+        return None
+    branches, thresholds = [], []
+    for (value, condition), (derivative, _) in zip(function.args, body.args):
+        rewritten = _rewritten(value, derivative, x, y, settings) if derivative.has(x) else derivative
+        if condition != sympy.true:
+            if not (isinstance(condition, sympy.core.relational.Relational) and condition.lhs == x
+                    and condition.rhs.is_number):
+                return None
+            thresholds.append(float(condition.rhs))
+            condition = condition.func(y, value.subs(x, condition.rhs))
+        if rewritten is None:
+            return None
+        branches.append((rewritten, condition))
+    candidate = Piecewise(*branches)
+    return candidate if _agree(body, candidate, x, y, function, settings, thresholds) else None
 
 
 def _calls(expr: Expr) -> int:
@@ -94,12 +125,14 @@ def _calls(expr: Expr) -> int:
     return sum(1 for node in sympy.preorder_traversal(expr) if isinstance(node, sympy.Function))
 
 
-def _agree(body: Expr, candidate: Expr, x: Dummy, y: Dummy, function: Expr) -> bool:
-    """Whether ``body`` at ``x`` equals ``candidate`` at ``y = function(x)``, at every sample point
-    (other symbols, the upstream gradient's reads and a slope, set to 1.25)."""
+def _agree(body: Expr, candidate: Expr, x: Dummy, y: Dummy, function: Expr, settings: tuple, thresholds=()) -> bool:
+    """Whether ``body`` at ``x`` equals ``candidate`` at ``y = function(x)``, at every sample point and
+    on either side of each of ``thresholds`` (the ``settings`` given, every other symbol and the
+    upstream gradient's reads set to 1.25)."""
     others = {symbol: sympy.Float(1.25) for symbol in (body.free_symbols | candidate.free_symbols) - {x, y}}
+    others |= dict(settings)
     others |= {read: sympy.Float(1.25) for read in (body.atoms(Indexed) | candidate.atoms(Indexed))}
-    for point in SAMPLE_POINTS:
+    for point in (*SAMPLE_POINTS, *(threshold + side for threshold in thresholds for side in (-0.5, 0.5))):
         value = sympy.Float(point, 30)
         expected = complex(body.xreplace(others).xreplace({x: value}).evalf(30))
         output = function.xreplace(others).xreplace({x: value}).evalf(30)

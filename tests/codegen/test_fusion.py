@@ -80,10 +80,11 @@ def test_each_schedule_takes_the_epilogue_except_phases(monkeypatch):
     exec(render_package(spec)["__init__.py"], namespace)  # the package's tables (no kernels imported)
     assert namespace["FUSED"]["t2"] == ("pw", "pw_with_t2_grad_input")
     assert set(namespace["FUSED"]) == set(kinds)
-    # tanh's and the sigmoid's gradients read E's output (1 - Y^2, Y (1 - Y)); ReLU's and ELU's its input
+    # tanh's, the sigmoid's and ELU's gradients read E's output (1 - Y^2, Y (1 - Y), Y + alpha); ReLU's its input
     arguments = namespace["ARGUMENTS"]
-    assert "fused_out" in arguments["pw_with_t2_grad_input"] and "fused_out" in arguments["pool_with_s4_grad_input"]
-    assert "fused_x" in arguments["dw_with_e3_grad_input"] and "fused_x" in arguments["avg_with_r6_grad_input"]
+    assert {"pw_with_t2_grad_input", "pool_with_s4_grad_input", "dw_with_e3_grad_input", "flat_with_t7_grad_input"} == {
+        kernel for kernel, names in arguments.items() if "fused_out" in names}
+    assert "fused_x" in arguments["avg_with_r6_grad_input"]
     monkeypatch.setattr(fusion, "UNFUSED_SCHEDULES", frozenset())
     assert fused_kernels(spec)["r1"].kind == "lanes"
 

@@ -22,6 +22,7 @@ def _as_function(gradient, read):
     (ops.tanh(), np.tanh),
     (ops.sigmoid(), lambda x: 1 / (1 + np.exp(-x))),
     (ops.tanh(rank=2), np.tanh),
+    (ops.elu(sympy.Float(0.5)), lambda x: np.where(x > 0, x, 0.5 * np.expm1(x))),
 ])
 def test_the_output_form_equals_the_derived_gradient(formula, activation):
     derived = derive_gradient(formula, "input")
@@ -29,7 +30,7 @@ def test_the_output_form_equals_the_derived_gradient(formula, activation):
     assert rewritten is not None
     reads = {read.base for read in rewritten.rhs.atoms(sympy.Indexed)}
     assert reads == {formula.output.base, derived.grad_output.base}  # Y and dL/dY, never X
-    assert not rewritten.rhs.atoms(sympy.Function)  # no exp, no tanh
+    assert not rewritten.rhs.atoms(sympy.exp, sympy.tanh)
     rng = np.random.default_rng(0)
     x, upstream = rng.uniform(-6, 6, 2000), rng.standard_normal(2000)
     from_input = _as_function(derived, formula.operands[0])(x, upstream)
@@ -37,10 +38,18 @@ def test_the_output_form_equals_the_derived_gradient(formula, activation):
     np.testing.assert_allclose(from_output, from_input, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("formula", [ops.relu(), ops.leaky_relu(), ops.elu(), ops.conv2d(), ops.maxpool2d()])
+@pytest.mark.parametrize("formula", [ops.relu(), ops.leaky_relu(), ops.conv2d(), ops.maxpool2d()])
 def test_gradients_that_gain_nothing_from_the_output_stay_as_derived(formula):
-    """ReLU's mask costs no call either way; ELU's inverse is piecewise; a convolution is not element-wise."""
+    """ReLU's mask and LeakyReLU's slope cost no call either way; a convolution is not element-wise."""
     assert gradient_from_output(derive_gradient(formula, "input")) is None
+
+
+def test_a_form_is_checked_at_the_layers_settings():
+    """ELU's ``Y > 0`` for ``X > 0`` and ``(Y + alpha) dL/dY`` hold for a positive alpha only."""
+    derived = derive_gradient(ops.elu(), "input")
+    alpha = next(symbol for symbol in derived.rhs.free_symbols if symbol.name == "alpha")
+    assert gradient_from_output(derived, {alpha: sympy.Float(0.5)}) is not None
+    assert gradient_from_output(derived, {alpha: sympy.Float(-0.5)}) is None
 
 
 def test_an_inverse_right_on_one_side_of_0_only_is_refused():
