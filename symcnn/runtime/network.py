@@ -397,8 +397,7 @@ class Network(LayerState):
                 continue
             arrays = self._layer_arrays(layer)
             arrays.update(zip(_input_names(len(layer.inputs)), (values[source] for source in layer.inputs)))
-            arrays["out"] = values[layer.label]  # read by a gradient computed from the output (tanh's 1 - Y^2)
-            arrays["grad_output"] = upstream
+            arrays["grad_output"], arrays["out"] = upstream, values[layer.label]  # out: tanh's 1 - Y^2 reads it
             arrays.update(saved.get(layer.label, {}))
             together = self._backward_kernel(layer, arrays, training, input_gradient, parameters)
             for role in ("weight", "bias"):
