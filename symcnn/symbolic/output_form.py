@@ -47,7 +47,7 @@ SAMPLE_POINTS = (-2.25, -0.625, 0.0, 0.375, 1.875)
 _X, _Y = Dummy("x", real=True), Dummy("y", real=True)
 
 
-def gradient_from_output(gradient: GradientFormula, values: Mapping = {}) -> Optional[GradientFormula]:
+def gradient_from_output(gradient: GradientFormula, values: Optional[Mapping] = None) -> Optional[GradientFormula]:
     """``gradient`` (an element-wise op's, with respect to its input) with every read of the input
     ``X`` replaced by reads of the output ``Y``, where that calls fewer functions; else ``None``. A
     form is checked at the settings in ``values`` (ELU's ``alpha``; 1.25 for one not given): ELU's
@@ -70,7 +70,7 @@ def gradient_from_output(gradient: GradientFormula, values: Mapping = {}) -> Opt
     function = forward.rhs.xreplace({element: x})
     derived = [term.body.xreplace({own_input: x}) for term in gradient.terms]
     symbols = forward.rhs.free_symbols | gradient.rhs.free_symbols
-    settings = tuple(sorted(((sympy.sympify(key), sympy.sympify(value)) for key, value in values.items()
+    settings = tuple(sorted(((sympy.sympify(key), sympy.sympify(value)) for key, value in (values or {}).items()
                              if sympy.sympify(key) in symbols), key=lambda pair: str(pair[0])))
     bodies = [_rewritten(function, body, x, y, settings) if body.has(x) else body for body in derived]
     if any(body is None for body in bodies) or sum(map(_calls, bodies)) >= sum(map(_calls, derived)):
