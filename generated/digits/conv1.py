@@ -1127,7 +1127,7 @@ def conv1_grad_weight_wide(grad_output, x, grad_weight):
                 for v in range(3):
                     for c_out in range(lanes):
                         tiles[chunk, c_in, u, v, c_out] = tile[c_in, u, v, c_out]
-    for u in prange(3):
+    for u in range(3):
         for v in range(3):
             for c_in in range(1):
                 for c_out in range(16):
@@ -1185,7 +1185,7 @@ def conv1_grad_weight_narrow(grad_output, x, grad_weight):
                     for v in range(3):
                         for j in range(lanes):
                             tiles[chunk, c_out, c_in, u, v, j] = tile[c_out, c_in, u, v, j]
-    for c_out in prange(16):
+    for c_out in range(16):
         for u in range(3):
             for c_in in range(1):
                 for v in range(3):

@@ -144,7 +144,7 @@ def dw1_grad_weight(grad_output, x, grad_weight):
                     for v in range(3):
                         for j in range(lanes):
                             tiles[chunk, c_out, c_in, u, v, j] = tile[c_out, c_in, u, v, j]
-    for c_out in prange(16):
+    for c_out in range(16):
         for u in range(3):
             for c_in in range(1):
                 for v in range(3):

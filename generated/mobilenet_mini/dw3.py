@@ -143,7 +143,7 @@ def dw3_grad_weight(grad_output, x, grad_weight):
                     for v in range(3):
                         for j in range(lanes):
                             tiles[chunk, c_out, c_in, u, v, j] = tile[c_out, c_in, u, v, j]
-    for c_out in prange(64):
+    for c_out in range(64):
         for u in range(3):
             for c_in in range(1):
                 for v in range(3):

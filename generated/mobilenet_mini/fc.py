@@ -348,7 +348,7 @@ def fc_grad_weight(grad_output, x, grad_weight):
         for i in range(10):
             for k in range(lanes):
                 tiles[chunk, i, k] = tile[i, k]
-    for i in prange(10):
+    for i in range(10):
         for k in range(64):
             total = 0.0
             for chunk in range(chunks):

@@ -2439,7 +2439,7 @@ def pw1_grad_weight(grad_output, x, grad_weight):
                 for v in range(1):
                     for c_out in range(lanes):
                         tiles[chunk, c_in, u, v, c_out] = tile[c_in, u, v, c_out]
-    for c_in in prange(16):
+    for c_in in range(16):
         for u in range(1):
             for v in range(1):
                 for c_out in range(32):

@@ -2431,7 +2431,7 @@ def pw3_grad_weight(grad_output, x, grad_weight):
                 for v in range(1):
                     for c_out in range(lanes):
                         tiles[chunk, c_in, u, v, c_out] = tile[c_in, u, v, c_out]
-    for c_in in prange(64):
+    for c_in in range(64):
         for u in range(1):
             for v in range(1):
                 for c_out in range(64):

@@ -3098,7 +3098,7 @@ def stem_grad_weight(grad_output, x, grad_weight):
                 for v in range(3):
                     for c_out in range(lanes):
                         tiles[chunk, c_in, u, v, c_out] = tile[c_in, u, v, c_out]
-    for c_in in prange(3):
+    for c_in in range(3):
         for u in range(3):
             for v in range(3):
                 for c_out in range(16):

@@ -2501,7 +2501,7 @@ def conv2_grad_weight(grad_output, x, grad_weight):
                 for v in range(3):
                     for c_out in range(lanes):
                         tiles[chunk, c_in, u, v, c_out] = tile[c_in, u, v, c_out]
-    for c_in in prange(16):
+    for c_in in range(16):
         for u in range(3):
             for v in range(3):
                 for c_out in range(32):

@@ -10,7 +10,7 @@ import pytest
 import sympy
 
 from symcnn.codegen.network import layer_kernels
-from symcnn.codegen.backends.numba_cpu.lanes import BATCH_CHUNKS
+from symcnn.codegen.backends.numba_cpu.lanes import BATCH_CHUNKS, PARALLEL_SUM_MIN
 from symcnn.codegen.backends.numba_cpu.stagings import affine_range
 from symcnn.runtime.network import Network
 from symcnn.spec import load_spec
@@ -79,6 +79,17 @@ def test_seed004_convolutions_and_dense_gradients_take_the_lanes_schedule():
 def _copy(kernel, name):
     (staging,) = [s for s in kernel.lanes.stagings if s.name == name]
     return staging
+
+
+def test_the_chunks_sum_runs_in_parallel_only_when_it_is_long(tmp_path):
+    """A weight gradient adds its chunks' tiles on one thread unless there are more than PARALLEL_SUM_MIN
+    values to add: seed004's conv2 has 8 x 16 x 32 x 3 x 3 = 36,864, a 64 -> 128 channel 3 x 3 one 589,824."""
+    short = _kernels(load_spec("seed004"), "conv2")["grad_weight"].lanes
+    wide = _kernels(_spec(tmp_path, [{"name": "conv1", "out_channels": 128, "kernel": 3, "padding": 1}], (64, 8, 8)),
+                    "conv1")["grad_weight"].lanes
+    for lanes, values in ((short, 36_864), (wide, 589_824)):
+        assert BATCH_CHUNKS * np.prod([int(extent) for extent in lanes.tile_shape]) == values
+        assert [loop.parallel for loop in lanes.chunk_loops] == [values > PARALLEL_SUM_MIN] + [False] * 3
 
 
 def test_lane_last_copies_read_the_operand_row_by_row():

@@ -57,6 +57,13 @@ MIN_LANES = 8
 #: (and a resumed training run) do not depend on the number of threads.
 BATCH_CHUNKS = 8
 
+#: The chunks' tiles are summed in a parallel loop only when there are more than this many values to add
+#: (``BATCH_CHUNKS`` times a tile's elements). Below it a parallel region costs more than it shares: on
+#: ``seed004``'s weight gradients (3,456 and 36,864 values) the sum on one thread was as fast at batch 64
+#: and 4-5 us faster at batch 1, with identical results, and numba compiled each kernel 2-3 s faster
+#: (a parallel loop is a function of its own, compiled and linked three times: docs/performance.md).
+PARALLEL_SUM_MIN = 2 ** 16
+
 #: Register blocking (:func:`_register_blocks`): up to ``UNROLL`` values of the innermost reduction
 #: loop summed per update, and up to ``BLOCK`` tile elements updated per lane loop (:func:`_block_limit`). A weight
 #: gradient's tile (a whole weight, ``over_batch``) has a short inner axis (the kernel's width) and a long
@@ -393,14 +400,18 @@ def _chunk_sum(lowering, tile_vars):
 
 def chunk_loops(axes: list[tuple[str, int]]) -> tuple[Loop, ...]:
     """The loops of the chunks' sum over the tiles' axes ``(name, extent)``, in the tiles' order (so that
-    it reads them along their rows), in parallel over the first. The axes of one element, which change no
-    address, go after the others but the last (the lane's), so that the parallel one has work to share.
+    it reads them along their rows), in parallel over the first when the sum is long enough
+    (:data:`PARALLEL_SUM_MIN`). The axes of one element, which change no address, go after the others
+    but the last (the lane's), so that the parallel one has work to share.
 
     >>> [(loop.variable, loop.parallel) for loop in chunk_loops([("c_in", 1), ("u", 3), ("c_out", 16)])]
-    [('u', True), ('c_in', False), ('c_out', False)]
+    [('u', False), ('c_in', False), ('c_out', False)]
+    >>> [(loop.variable, loop.parallel) for loop in chunk_loops([("c_in", 64), ("u", 3), ("v", 3), ("c_out", 128)])]
+    [('c_in', True), ('u', False), ('v', False), ('c_out', False)]
     """
     ordered = sorted(axes[:-1], key=lambda axis: axis[1] == 1) + axes[-1:]
-    return tuple(Loop(name, str(extent), position == 0) for position, (name, extent) in enumerate(ordered))
+    parallel = BATCH_CHUNKS * math.prod(extent for _, extent in axes) > PARALLEL_SUM_MIN
+    return tuple(Loop(name, str(extent), parallel and position == 0) for position, (name, extent) in enumerate(ordered))
 
 
 def _chunk_images(lowering, batch) -> tuple[str, str]:
