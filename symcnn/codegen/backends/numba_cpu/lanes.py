@@ -60,7 +60,7 @@ BATCH_CHUNKS = 8
 #: The chunks' tiles are summed in a parallel loop only when there are more than this many values to add
 #: (``BATCH_CHUNKS`` times a tile's elements). Below it a parallel region costs more than it shares: on
 #: ``seed004``'s weight gradients (3,456 and 36,864 values) the sum on one thread was as fast at batch 64
-#: and 4-5 us faster at batch 1, with identical results, and numba compiled each kernel 2-3 s faster
+#: and 3.5-5 us faster at batch 1, with identical results, and numba compiled each kernel 2-3 s faster
 #: (a parallel loop is a function of its own, compiled and linked three times: docs/performance.md).
 PARALLEL_SUM_MIN = 2 ** 16
 
