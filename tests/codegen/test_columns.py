@@ -11,7 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from symcnn.codegen import cost_model
-from symcnn.codegen.backends.numba_cpu.columns import columns_fit
+from symcnn.codegen.backends.numba_cpu import lanes as lanes_module
+from symcnn.codegen.backends.numba_cpu.columns import MAX_OVER_BATCH_TILE, columns_fit
+from symcnn.codegen.backends.numba_cpu.lanes import BATCH_CHUNKS, PARALLEL_SUM_MIN
 from symcnn.codegen.lower import layer_formula
 from symcnn.codegen.network import layer_kernels
 from symcnn.spec import load_spec, spec_from_dict
@@ -73,6 +75,23 @@ def test_a_weight_gradient_sums_its_columns_in_a_fixed_order():
     assert [loop.variable for loop in weight.chunk_sum.loops] == ["chunk", "j"]
     assert weight.chunk_sum.update == "total += tiles[chunk, c_out, c_in, u, v, j]"
     assert weight.lane_extent == "grad_output.shape[3]"
+
+
+def test_a_weight_gradients_column_sums_count_towards_a_parallel_chunk_sum(monkeypatch):
+    """The chunks' sum of a columns weight gradient adds each element's column partial sums too: it runs in
+    parallel once the chunks times the tile's elements, columns included, exceed PARALLEL_SUM_MIN, even
+    when the weight's own elements would stay below it. (A columns tile holds at most MAX_OVER_BATCH_TILE
+    elements, whose chunks' sum stays under the shipped threshold: a lower one shows the count.)"""
+    threshold = 2 ** 14
+    monkeypatch.setattr(lanes_module, "PARALLEL_SUM_MIN", threshold)
+    with cost_model.restricted(_only_columns):
+        long = _kernels(_conv_spec("long", (1, 48, 48), out_channels=6, kernel=5))["grad_weight"].lanes
+        short = _kernels(_conv_spec("short", (1, 12, 12), out_channels=3, kernel=3))["grad_weight"].lanes
+    for lanes, weight, values in ((long, 6 * 5 * 5, 6 * 5 * 5 * 44), (short, 3 * 3 * 3, 3 * 3 * 3 * 10)):
+        assert np.prod([int(extent) for extent in lanes.tile_shape]) == values
+        assert BATCH_CHUNKS * weight < threshold
+        assert [loop.parallel for loop in lanes.chunk_loops] == [BATCH_CHUNKS * values > threshold] + [False] * 3
+    assert BATCH_CHUNKS * MAX_OVER_BATCH_TILE <= PARALLEL_SUM_MIN  # so no shipped columns sum is parallel
 
 
 def test_products_are_the_formulas_term():

@@ -63,7 +63,8 @@ MAX_UNROLL = 8
 MAX_DEEP_UNROLL = 32
 
 #: A weight gradient's tile (the whole gradient times its columns) stays in L1: at most this many
-#: elements (32 KiB of float32); beyond, the lanes or gather form.
+#: elements (32 KiB of float32); beyond, the lanes or gather form. Its chunks' sum, 8 x 8192 values at
+#: most, therefore stays on one thread (lanes.PARALLEL_SUM_MIN).
 MAX_OVER_BATCH_TILE = 8192
 
 
@@ -310,8 +311,10 @@ def _columns_fields(lowering, output_name, indices, shape, batch, fit: ColumnsFi
             chunk_images=_chunk_images(lowering, batch),
             chunk_count=lowering.code(sympy.Min(batch, BATCH_CHUNKS)) if fit.over_batch else "",
             chunk_sum=chunk_sum,
-            # the sum over the chunks and the lane, one output element each, in the tiles' order
-            chunk_loops=chunk_loops([(printer(var), extent) for var, extent in fit.outer]) if fit.over_batch else (),
+            # the sum over the chunks and the lane, one output element each, in the tiles' order (each
+            # element adds fit.extent column partial sums a chunk: they count towards a parallel sum)
+            chunk_loops=(chunk_loops([(printer(var), extent) for var, extent in fit.outer],
+                                     summed_per_element=fit.extent) if fit.over_batch else ()),
             stagings=tuple(stagings),
             rows=row_loops,
             parts=parts,

@@ -398,19 +398,23 @@ def _chunk_sum(lowering, tile_vars):
     return lowering.reduction("total", Sum(tiles, (chunk, 0, chunks - 1)))
 
 
-def chunk_loops(axes: list[tuple[str, int]]) -> tuple[Loop, ...]:
+def chunk_loops(axes: list[tuple[str, int]], summed_per_element: int = 1) -> tuple[Loop, ...]:
     """The loops of the chunks' sum over the tiles' axes ``(name, extent)``, in the tiles' order (so that
     it reads them along their rows), in parallel over the first when the sum is long enough
-    (:data:`PARALLEL_SUM_MIN`). The axes of one element, which change no address, go after the others
-    but the last (the lane's), so that the parallel one has work to share.
+    (:data:`PARALLEL_SUM_MIN` values: the chunks times the axes' extents times ``summed_per_element``,
+    the values each element sums in each chunk besides, e.g. the columns schedule's column partial sums).
+    The axes of one element, which change no address, go after the others but the last (the lane's),
+    so that the parallel one has work to share.
 
     >>> [(loop.variable, loop.parallel) for loop in chunk_loops([("c_in", 1), ("u", 3), ("c_out", 16)])]
     [('u', False), ('c_in', False), ('c_out', False)]
     >>> [(loop.variable, loop.parallel) for loop in chunk_loops([("c_in", 64), ("u", 3), ("v", 3), ("c_out", 128)])]
     [('c_in', True), ('u', False), ('v', False), ('c_out', False)]
+    >>> [loop.parallel for loop in chunk_loops([("c_out", 32), ("u", 3), ("v", 3)], summed_per_element=32)]
+    [True, False, False]
     """
     ordered = sorted(axes[:-1], key=lambda axis: axis[1] == 1) + axes[-1:]
-    parallel = BATCH_CHUNKS * math.prod(extent for _, extent in axes) > PARALLEL_SUM_MIN
+    parallel = BATCH_CHUNKS * math.prod(extent for _, extent in axes) * summed_per_element > PARALLEL_SUM_MIN
     return tuple(Loop(name, str(extent), parallel and position == 0) for position, (name, extent) in enumerate(ordered))
 
 
