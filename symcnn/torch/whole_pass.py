@@ -9,7 +9,8 @@ forward pass (:meth:`Network._forward`) and whose backward is the Network's back
 (:meth:`Network._backward`), run on views of the module's own parameters and buffers: the same kernels
 in the same order on the same arrays, so the logits and every gradient are bit for bit the layer-by-layer
 path's (tests/interop/test_torch_whole_pass.py checks it; where the Network fuses a tanh's or sigmoid's
-gradient into the next layer's kernel, :mod:`symcnn.codegen.fusion`, equal to rounding), and PyTorch sees
+gradient into the next layer's kernel, :mod:`symcnn.codegen.fusion`, or sums three readers' gradients or
+more in one kernel, which autograd adds two at a time, equal to rounding), and PyTorch sees
 one node. Inference (no
 autograd) in evaluation mode folds batch norm into the convolution before it, as ``Network.forward`` does
 (:mod:`symcnn.codegen.folding`): equal to rounding.
