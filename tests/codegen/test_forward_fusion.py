@@ -191,7 +191,8 @@ def test_the_evaluation_pass_runs_the_fused_kernels_and_equals_the_unfused_one(f
     net.eval()
 
 
-@pytest.mark.parametrize("name", ["seed004", "suite-lenet", "suite-batchnorm", "suite-residual"])
+@pytest.mark.parametrize("name", ["seed004", "suite-lenet", "suite-batchnorm",
+                                  pytest.param("suite-residual", marks=pytest.mark.slow)])  # 80 s to compile
 def test_the_evaluation_pass_of_shipped_specs_equals_the_unfused_one_and_pytorch(name):
     torch = pytest.importorskip("torch")
     from symcnn.bench.bench import torch_model

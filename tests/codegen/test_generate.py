@@ -18,16 +18,25 @@ from symcnn.codegen.package import render_package, stale_files
 from symcnn.symbolic import ops
 from symcnn.spec import ARCHITECTURE_SPECS, SHIPPED_SPECS, load_spec, parse_spec, shipped_kernels_dir, spec_from_dict
 
+_RENDERED: dict = {}
 
+
+def rendered(spec):
+    """``render_package(spec)``, rendered once for this module's tests that read it unchanged (rendering
+    every shipped spec takes minutes; three tests compare them)."""
+    if spec.digest() not in _RENDERED:
+        _RENDERED[spec.digest()] = render_package(spec)
+    return _RENDERED[spec.digest()]
 
 
 @pytest.mark.parametrize("name", SHIPPED_SPECS)
 def test_committed_kernels_are_up_to_date(name):
     spec = load_spec(name)
-    assert stale_files(render_package(spec), shipped_kernels_dir() / spec.module_name) == []
+    assert stale_files(rendered(spec), shipped_kernels_dir() / spec.module_name) == []
 
 
-def test_generate_check_passes_on_the_checkout(cli):
+def test_generate_check_passes_on_the_checkout(cli, monkeypatch):
+    monkeypatch.setattr(generate_module, "render_package", rendered)  # the same renders as the test above
     status, out, _ = cli("generate", "--check")
     assert status == 0 and "up to date" in out
 
@@ -221,7 +230,7 @@ def test_malformed_toml_and_missing_files(tmp_path, cli):
 
 
 def test_every_kernel_docstring_carries_its_formula():
-    files = render_package(load_spec("seed004"))
+    files = rendered(load_spec("seed004"))
     tree = ast.parse(files["conv1.py"])
     docstrings = {node.name: ast.get_docstring(node) for node in tree.body if isinstance(node, ast.FunctionDef)}
     # the forward pass in a schedule for each vector width (symcnn/codegen/widths.py), each with its own blocks
@@ -380,6 +389,7 @@ def test_a_float32_max_pooling_kernel_keeps_its_maximum_in_float32():
     np.testing.assert_array_equal(out, x.reshape(2, 16, 16, 2, 16, 2).max(axis=(3, 5)))
 
 
+@pytest.mark.slow  # builds the wheel, rendering every shipped spec (about 2 minutes on 2 cores)
 def test_the_wheel_carries_kernels_regenerated_at_build_time(tmp_path):
     """The build hook renders the shipped specs' kernels (and ships the templates) into the wheel."""
     import subprocess
@@ -397,7 +407,7 @@ def test_the_wheel_carries_kernels_regenerated_at_build_time(tmp_path):
         assert "symcnn/codegen/backends/numba_cpu/templates/layer.py.jinja" in names
         for name in SHIPPED_SPECS:
             spec = load_spec(name)
-            for relative, text in render_package(spec).items():
+            for relative, text in rendered(spec).items():
                 path = f"symcnn/_generated/{spec.module_name}/{relative}"
                 assert path in names
                 assert archive.read(path).decode() == text

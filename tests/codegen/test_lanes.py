@@ -13,7 +13,7 @@ from symcnn.codegen.network import layer_kernels
 from symcnn.codegen.backends.numba_cpu.lanes import BATCH_CHUNKS, PARALLEL_SUM_MIN
 from symcnn.codegen.backends.numba_cpu.stagings import affine_range
 from symcnn.runtime.network import Network
-from symcnn.spec import load_spec
+from symcnn.spec import load_spec, spec_from_dict
 from tests.kernels_helpers import (assert_float64_equals_pytorch, assert_same_gradients_on_one_and_two_threads,
                                    network_for, random_params, toml_of, use_session_cache)
 
@@ -116,23 +116,30 @@ def test_lane_last_copies_read_the_operand_row_by_row():
     assert weight.target == "k, i"
 
 
-def test_copies_in_runs_and_chunks_give_pytorchs_numbers(tmp_path_factory, monkeypatch):
-    """A convolution whose weight is copied in runs of its taps (32 input channels: lanes 288 apart), a
-    1 x 1 convolution's and a dense layer's weights copied in chunks (the dense one's last chunk short:
-    300 features), equal PyTorch in float64."""
-    pytest.importorskip("torch")
-    use_session_cache(monkeypatch, tmp_path_factory)
-    spec = {"name": "runs", "input": [264, 4, 4], "loss": "softmax_cross_entropy", "layers": [
-        {"type": "conv2d", "name": "pw", "out_channels": 32, "kernel": 1}, {"type": "relu"},
-        {"type": "conv2d", "name": "c1", "out_channels": 16, "kernel": 3, "padding": 1}, {"type": "relu"},
-        {"type": "flatten"}, {"type": "dense", "name": "fc1", "out_features": 300}, {"type": "relu"},
-        {"type": "dense", "name": "fc2", "out_features": 16}]}
-    net = network_for(spec, tmp_path_factory.mktemp("runs"))
-    kernels = {label: _kernels(net.spec, label)["forward"] for label in ("c1", "pw", "fc2")}
+#: A convolution whose weight is copied in runs of its taps (32 input channels: lanes 288 apart), a 1 x 1
+#: convolution's and a dense layer's weights copied in chunks (the dense one's last chunk short: 300 features).
+RUNS = {"name": "runs", "input": [264, 4, 4], "loss": "softmax_cross_entropy", "layers": [
+    {"type": "conv2d", "name": "pw", "out_channels": 32, "kernel": 1}, {"type": "relu"},
+    {"type": "conv2d", "name": "c1", "out_channels": 16, "kernel": 3, "padding": 1}, {"type": "relu"},
+    {"type": "flatten"}, {"type": "dense", "name": "fc1", "out_features": 300}, {"type": "relu"},
+    {"type": "dense", "name": "fc2", "out_features": 16}]}
+
+
+def test_weights_are_copied_in_runs_and_chunks():
+    """The copies of RUNS' weights: c1's in runs of its taps, pw's and fc2's in chunks of 8 rows."""
+    kernels = {label: _kernels(spec_from_dict(RUNS), label)["forward"] for label in ("c1", "pw", "fc2")}
     assert [loop.variable for loop in _copy(kernels["c1"], "weight_t").loops] == ["c_in", "c_out", "u", "v"]
     assert [(loop.variable, loop.stop) for loop in _copy(kernels["pw"], "weight_t").loops] == [
         ("c_in_chunk", "264"), ("c_out", "32"), ("c_in", "c_in_chunk + 8"), ("u", "1"), ("v", "1")]
     assert [loop.stop for loop in _copy(kernels["fc2"], "weight_t").loops][-1] == "min(k_chunk + 8, 300)"
+
+
+@pytest.mark.slow  # compiles RUNS' kernels (about 80 s on 2 cores); the copies' loops are checked above
+def test_copies_in_runs_and_chunks_give_pytorchs_numbers(tmp_path_factory, monkeypatch):
+    """RUNS, its weights copied in runs and chunks, equals PyTorch in float64."""
+    pytest.importorskip("torch")
+    use_session_cache(monkeypatch, tmp_path_factory)
+    net = network_for(RUNS, tmp_path_factory.mktemp("runs"))
     rng = np.random.default_rng(5)
     net.load_params(random_params(net, rng))
     assert_float64_equals_pytorch(net, rng, np.array([3, 0, 15, 7, 1]))
@@ -259,26 +266,32 @@ def test_register_blocking_changes_no_sum(tmp_path, monkeypatch):
         assert np.array_equal(grads[name], plain_grads[name]), name
 
 
-def test_row_parts_copy_only_the_rows_they_read(tmp_path):
-    """An image's rows split in two parts, one work item each: each item copies into its zero-padded
-    copy only the input rows its part reads (about half of them), and every loss and gradient still
-    equals PyTorch's in float64 (strided, dilated and 1 x 1 strided windows; the input's gradient too)."""
-    pytest.importorskip("torch")
-    from tests.kernels_helpers import assert_float64_equals_pytorch, network_for
+#: An image's rows split in parts: strided, dilated and 1 x 1 strided windows.
+PARTS = {"name": "parts", "input": [8, 12, 12], "loss": "softmax_cross_entropy", "layers": [
+    {"type": "conv2d", "name": "c1", "out_channels": 8, "kernel": 3, "stride": 2, "padding": 1}, {"type": "relu"},
+    {"type": "conv2d", "name": "c2", "out_channels": 8, "kernel": 3, "dilation": 2, "padding": 1},
+    {"type": "conv2d", "name": "c3", "out_channels": 8, "kernel": 1, "stride": 2},
+    {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 3}]}
 
-    layers = [{"type": "conv2d", "name": "c1", "out_channels": 8, "kernel": 3, "stride": 2, "padding": 1},
-              {"type": "relu"},
-              {"type": "conv2d", "name": "c2", "out_channels": 8, "kernel": 3, "dilation": 2, "padding": 1},
-              {"type": "conv2d", "name": "c3", "out_channels": 8, "kernel": 1, "stride": 2},
-              {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 3}]
-    spec = {"name": "parts", "input": [8, 12, 12], "loss": "softmax_cross_entropy", "layers": layers}
-    net = network_for(spec, tmp_path)
+
+def test_row_parts_copy_only_the_rows_they_read():
+    """An image's rows split in two parts, one work item each: each item copies into its zero-padded
+    copy only the input rows its part reads (about half of them); a 1 x 1 window reads its input in place."""
+    spec = spec_from_dict(PARTS)
     for label, rows in (("c1", "range(max(0, 6*part - 1), min(12, 6*part + 6))"),
                         ("c2", "range(max(0, 2*part - 1), min(6, 2*part + 5))")):
-        (padded,) = [s for s in _kernels(net.spec, label)["forward"].lanes.stagings if s.name == "x_padded"]
+        (padded,) = [s for s in _kernels(spec, label)["forward"].lanes.stagings if s.name == "x_padded"]
         assert f"range({padded.loops[1].start}, {padded.loops[1].stop})" == rows, label
     # c3's 1 x 1 window never leaves its input: no copy, the input read where it is
-    c3 = _kernels(net.spec, "c3")["forward"].lanes
+    c3 = _kernels(spec, "c3")["forward"].lanes
     assert [s.name for s in c3.stagings] == ["weight_t"]
     assert any(read.startswith("x[n, c_in, 2*i") for _, read in c3.registers.reads), c3.registers.reads
+
+
+@pytest.mark.slow  # compiles PARTS' kernels (about 100 s on 2 cores); the parts' rows are checked above
+def test_row_parts_give_pytorchs_numbers(tmp_path_factory, monkeypatch):
+    """Every loss and gradient of PARTS, the input's included, equals PyTorch's in float64."""
+    pytest.importorskip("torch")
+    use_session_cache(monkeypatch, tmp_path_factory)
+    net = network_for(PARTS, tmp_path_factory.mktemp("parts"))
     assert_float64_equals_pytorch(net, np.random.default_rng(5), np.array([0, 2, 1]))
