@@ -245,10 +245,13 @@ def test_register_blocking_changes_no_sum(tmp_path, monkeypatch):
         monkeypatch.setattr(lanes, knob, 1)
     monkeypatch.setattr(lanes, "_block_limit", lambda lane_count: 1)
     monkeypatch.setattr(lanes, "register_tile", lambda *args, **kwargs: None)  # plain lane loops, no register tiles
-    from symcnn.codegen.backends.numba_cpu import product_blocks
+    from symcnn.codegen.backends.numba_cpu import columns, product_blocks
 
     for knob in ("IMAGE_BLOCK", "BATCH_UNROLL", "WIDE_LANES"):
         monkeypatch.setattr(product_blocks, knob, 0 if knob == "WIDE_LANES" else 1)
+    for knob in ("MAX_BLOCK", "MAX_UNROLL", "MAX_DEEP_UNROLL"):  # c1's 3 input channels may take the columns
+        monkeypatch.setattr(columns, knob, 1)
+    monkeypatch.setattr(columns, "register_tile", lambda *args, **kwargs: None)
     plain = network_for({**spec, "name": "plain"}, tmp_path, dtype="float32")
     def source(net, kernel):
         return inspect.getsource(net._functions[kernel].py_func)
