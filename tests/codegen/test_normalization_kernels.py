@@ -49,6 +49,7 @@ def torch():
     return pytest.importorskip("torch")
 
 
+@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
 def test_kernels_equal_the_symbolic_expansion(tmp_path):
     net = network_for(TINY, tmp_path)
     rng = np.random.default_rng(3)
@@ -80,6 +81,7 @@ def torch_pass(torch, net, params, buffers, x, labels, training, torch_dtype):
     return loss.item(), logits.detach().numpy(), grads, state
 
 
+@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
 @pytest.mark.parametrize("dtype, tolerance", [("float64", 1e-10), ("float32", 5e-4)])
 @pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
 def test_kernels_equal_pytorch_in_both_modes(torch, tmp_path, dtype, tolerance, training):
@@ -110,6 +112,7 @@ def test_kernels_equal_pytorch_in_both_modes(torch, tmp_path, dtype, tolerance, 
     assert all(np.array_equal(after[name], net.buffers[name]) for name in after)  # evaluation changes nothing
 
 
+@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
 def test_running_statistics_after_sgd_steps_equal_pytorch(torch, tmp_path):
     net = network_for(SMALL, tmp_path)
     rng = np.random.default_rng(9)
@@ -130,6 +133,7 @@ def test_running_statistics_after_sgd_steps_equal_pytorch(torch, tmp_path):
     np.testing.assert_allclose(net.params["bn1.weight"], model[1].weight.detach().numpy(), rtol=1e-10)
 
 
+@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
 @pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
 def test_kernels_equal_the_numpy_reference(tmp_path, training):
     net = network_for(SMALL, tmp_path)
@@ -147,6 +151,7 @@ def test_kernels_equal_the_numpy_reference(tmp_path, training):
         np.testing.assert_allclose(net.buffers[name], value, rtol=1e-12, err_msg=name)
 
 
+@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
 def test_gradients_equal_central_finite_differences(tmp_path):
     net = network_for(SMALL, tmp_path)
     rng = np.random.default_rng(4)
@@ -202,7 +207,9 @@ def test_per_channel_coefficients_leave_two_multiply_adds_per_element():
 
 def test_layer_norm_statistics_are_computed_once_per_sample():
     """Layer norm's statistics are per sample: arrays over the batch, filled before the output loops,
-    in the forward kernel and in every gradient (the weight gradient's sum over the batch reads them)."""
+    in the forward kernel and in every gradient (the weight gradient's sum over the batch reads them).
+    The layer's backward kernel (every gradient in one pass) fills the input gradient's four once and
+    the weight and bias gradients read them: it adds no statistic of its own."""
     spec = parse_spec(toml_of(SMALL))
     for kernel in layer_kernels(spec.layers[3]):
         assert all(not term.reductions for term in kernel.terms), kernel.name
@@ -212,20 +219,25 @@ def test_layer_norm_statistics_are_computed_once_per_sample():
     statistics = {kernel.name: [name for p in kernel.precomputed if p.reductions for name in p.names]
                   for kernel in layer_kernels(spec.layers[3])}
     assert statistics == {"ln1_forward": ["stat0", "stat1"], "ln1_grad_input": ["stat0", "stat1", "stat2", "stat3"],
-                          "ln1_grad_weight": ["stat0", "stat1"], "ln1_grad_bias": []}
+                          "ln1_grad_weight": ["stat0", "stat1"], "ln1_grad_bias": [],
+                          "ln1_backward": ["stat0", "stat1", "stat2", "stat3"]}
 
 
 def test_evaluation_mode_kernels_read_the_running_statistics():
     spec = parse_spec(toml_of(SMALL))
     names = [kernel.name for kernel in layer_kernels(spec.layers[1])]
-    assert names == ["bn1_forward", "bn1_grad_input", "bn1_grad_weight", "bn1_grad_bias", "bn1_eval_forward",
-                     "bn1_eval_grad_input", "bn1_eval_grad_weight", "bn1_eval_grad_bias"]
+    assert names == ["bn1_forward", "bn1_grad_input", "bn1_grad_weight", "bn1_grad_bias", "bn1_backward",
+                     "bn1_eval_forward", "bn1_eval_grad_input", "bn1_eval_grad_weight", "bn1_eval_grad_bias",
+                     "bn1_eval_backward"]
     evaluation = next(kernel for kernel in layer_kernels(spec.layers[1]) if kernel.name == "bn1_eval_forward")
     assert evaluation.arguments == ("x", "weight", "bias", "running_mean", "running_var", "out")
+    reads_running = {kernel.name: "running_var" in kernel.arguments for kernel in layer_kernels(spec.layers[1])}
+    assert reads_running == {name: "_eval_" in name and not name.endswith("grad_bias") for name in names}
     assert [kernel.name for kernel in layer_kernels(spec.layers[3])] == [
-        "ln1_forward", "ln1_grad_input", "ln1_grad_weight", "ln1_grad_bias"]  # one mode
+        "ln1_forward", "ln1_grad_input", "ln1_grad_weight", "ln1_grad_bias", "ln1_backward"]  # one mode
 
 
+@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
 def test_one_value_per_channel_in_training_mode_is_refused(tmp_path):
     spec = {"name": "one-pixel", "input": [3, 1, 1], "layers": [
         {"type": "batchnorm2d", "name": "bn"}, {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 2}]}
@@ -264,6 +276,7 @@ def test_momentum_bounds_are_accepted():
         assert parse_spec(toml_of(spec)).layers[0].settings["momentum"] == momentum
 
 
+@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
 def test_buffers_are_checked_when_replaced(tmp_path):
     net = network_for(TINY, tmp_path)
     assert sorted(net.buffers) == ["bn1.num_batches_tracked", "bn1.running_mean", "bn1.running_var"]
@@ -279,7 +292,3 @@ def test_buffers_are_checked_when_replaced(tmp_path):
     with pytest.raises(ValueError, match="^training: must be True, False or None"):
         net.forward(np.zeros((2, 2, 2, 2)), training="eval")
     assert net.eval() is net and not net.training and net.train().training
-
-
-# Long runs (numba compiling several specs, or several processes): `pytest -m slow` (pyproject.toml).
-pytestmark = pytest.mark.slow

@@ -38,6 +38,7 @@ def _export(model, input_shape, path):
                           input_names=["x"], output_names=["logits"])
 
 
+@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
 @pytest.mark.parametrize("spec_name", ["digits", "seed004-text", "acts"])
 def test_an_exported_twin_imports_to_the_same_network(spec_name, cli, tmp_path):
     if spec_name == "acts":
@@ -67,6 +68,7 @@ def test_an_exported_twin_imports_to_the_same_network(spec_name, cli, tmp_path):
         np.testing.assert_allclose(grads[name], parameter.grad.numpy(), rtol=1e-8, atol=1e-11, err_msg=name)
 
 
+@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
 def test_an_imported_spec_generates_and_trains(cli, tmp_path):
     _export(torch_model(load_spec("digits"), Network.from_spec("digits").params), (1, 8, 8), tmp_path / "d.onnx")
     assert cli("import", tmp_path / "d.onnx", "-o", tmp_path / "mine.toml")[0] == 0
@@ -131,7 +133,3 @@ def test_a_file_that_is_not_onnx_and_a_dynamic_input_are_refused(cli, tmp_path):
     dynamic = _graph([helper.make_node("Relu", ["x"], ["y"])], {}, input_shape=("N", 1, "H", 4))
     with pytest.raises(ValueError, match=r"input 'x': expected a fixed \(N, C, H, W\) shape, got \['N', 1, 'H', 4\]"):
         convert(dynamic, "dynamic")
-
-
-# Long runs (numba compiling several specs, or several processes): `pytest -m slow` (pyproject.toml).
-pytestmark = pytest.mark.slow
