@@ -29,12 +29,18 @@ def toml_of(spec: dict) -> str:
 
 
 def network_for(spec: dict, directory: Path, dtype: str = "float64", seed: int = 0) -> Network:
-    """Write ``spec`` as TOML, generate its kernels in this process (into the runtime's cache),
-    and load the network from the file as a user would."""
+    """Write ``spec`` as TOML, generate its kernels in this process into the runtime's cache unless
+    they are there, and load the network from the file as a user would.
+
+    The cache entry is named by the spec's and the generator's digests, and the loader checks the
+    package against the spec, so a package already there is this spec's. Generating it again would cost
+    seconds and rewrite its files, which makes numba's cache of them stale for every other process."""
     path = Path(directory) / f"{spec['name']}.toml"
     path.write_text(toml_of(spec), encoding="utf-8")
     loaded = load_spec(path)
-    generate([str(path)], cache_entry(loaded))
+    entry = cache_entry(loaded)
+    if not (entry / loaded.module_name / "__init__.py").is_file():
+        generate([str(path)], entry)
     return Network.from_spec(path, dtype=dtype, seed=seed)
 
 

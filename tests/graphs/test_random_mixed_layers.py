@@ -1,7 +1,8 @@
 """Random small specs mixing document 003's layers with the older ones (hypothesis, tests/graphs/mixed_specs.py),
 in both modes, against PyTorch in float64: the loss, every gradient (the input's included) and batch
 norm's running statistics after the pass. By default the NumPy reference network runs them (nothing
-compiles); on a few, marked slow, the generated kernels do."""
+compiles); on two fixed specs that hold every document-003 layer the generated kernels do, and on a few
+random ones, marked slow."""
 
 from __future__ import annotations
 
@@ -100,13 +101,7 @@ def test_random_specs_the_numpy_reference_equals_pytorch(torch, case):
     assert_equal_passes((loss, grads, reference.buffers), expected)
 
 
-@pytest.mark.slow
-@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(case=mixed_specs(max_layers=4))
-@example(case=SEPARABLE_IN_TRAINING)
-@example(case=GRAPH_IN_EVALUATION)
-def test_random_specs_the_generated_kernels_equal_pytorch(torch, tmp_path_factory, monkeypatch, case):
-    _note_what_it_holds(case)
+def _generated_kernels_equal_pytorch(torch, tmp_path_factory, monkeypatch, case) -> None:
     monkeypatch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
     net = network_for(case.spec, tmp_path_factory.mktemp("spec"))
     params, buffers, x, labels = _values(net.spec, case.batch, seed=11)
@@ -116,3 +111,19 @@ def test_random_specs_the_generated_kernels_equal_pytorch(torch, tmp_path_factor
     masks = net.masks(case.batch) if case.training else None  # the masks that pass drew
     expected = torch_pass(torch, net.spec, params, buffers, x, labels, case.training, masks)
     assert_equal_passes((loss, grads, net.buffers), expected)
+
+
+@pytest.mark.parametrize("case", [SEPARABLE_IN_TRAINING, GRAPH_IN_EVALUATION], ids=lambda case: case.spec["name"])
+def test_document_003s_layers_generated_kernels_equal_pytorch(torch, tmp_path_factory, monkeypatch, case):
+    """The default run's check of the generated kernels of every document-003 layer, in both modes: the two
+    fixed specs hold them all (grouped, depthwise and transposed convolutions, both adaptive pools, batch
+    and layer norm, dropout), with a residual add and a concat."""
+    _generated_kernels_equal_pytorch(torch, tmp_path_factory, monkeypatch, case)
+
+
+@pytest.mark.slow
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=mixed_specs(max_layers=4))
+def test_random_specs_the_generated_kernels_equal_pytorch(torch, tmp_path_factory, monkeypatch, case):
+    _note_what_it_holds(case)
+    _generated_kernels_equal_pytorch(torch, tmp_path_factory, monkeypatch, case)
