@@ -198,10 +198,12 @@ def test_a_copy_of_a_module_with_batch_norm_is_its_own_and_takes_the_whole_pass(
     model = symcnn.torch.from_spec(small_net.spec, dtype="float64")  # batch norm and dropout: a pass changes state
     copied = copy.deepcopy(model)  # its running-statistics operator is shared, its tensors copied
     x = torch.randn(2, *model.spec.input_shape, dtype=torch.float64, requires_grad=True)
-    assert torch.equal(model(x), copied(x)) and _node(copied(x)) == "WholePassBackward"
+    assert torch.equal(model(x), copied(x))
+    logits, copied_logits = model(x), copied(x)  # both at their next mask step: the same masks again
+    assert torch.equal(logits, copied_logits) and _node(copied_logits) == "WholePassBackward"
     with torch.no_grad():
         next(copied.parameters()).add_(1.0)
-    assert not torch.equal(model(x), copied(x))
+    assert not torch.equal(model(x), copied(x))  # the same masks: only the parameter differs
 
 
 def test_where_the_network_fuses_a_tanh_gradient_the_whole_pass_equals_the_layers_to_rounding():
