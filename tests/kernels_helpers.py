@@ -13,6 +13,11 @@ from symcnn.runtime.network import Network
 from symcnn.spec import NetworkSpec, load_spec, spec_toml
 
 
+#: Marks a test that compiles a spec's kernels with numba (20-50 s each in a fresh environment): left out of
+#: the default run, run by `pytest -m slow` (pyproject.toml).
+COMPILES_KERNELS = pytest.mark.slow
+
+
 def use_session_cache(monkeypatch, tmp_path_factory) -> None:
     """Specs generated on demand go to a per-session cache, not the user's (call from an autouse fixture)."""
     monkeypatch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))

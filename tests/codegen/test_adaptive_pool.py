@@ -40,7 +40,7 @@ from symcnn.symbolic.tensors import symbol_array
 from symcnn.symbolic.verify import (elementwise_gradients, exactly_equal, expand_gradient, mismatches,
                                     symbolic_network_gradients)
 from symcnn.views.formula import general_formula
-from tests.kernels_helpers import network_for, random_params, torch_loss_and_grads
+from tests.kernels_helpers import COMPILES_KERNELS, network_for, random_params, torch_loss_and_grads
 
 ADAPTIVE = ("adaptive_avgpool2d", "adaptive_maxpool2d")
 
@@ -217,7 +217,7 @@ def torch():
     return pytest.importorskip("torch")
 
 
-@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
+@COMPILES_KERNELS
 def test_kernels_equal_the_symbolic_expansion(chain64):
     rng = np.random.default_rng(7)
     params = random_params(chain64, rng)
@@ -242,21 +242,21 @@ def _equals_pytorch(net, x, labels, torch_dtype, tolerance):
         np.testing.assert_allclose(grads[key], value, rtol=tolerance, atol=tolerance * scale, err_msg=key)
 
 
-@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
+@COMPILES_KERNELS
 def test_kernels_equal_pytorch_in_float64(torch, chain64):
     chain64.load_params(random_params(chain64, np.random.default_rng(5)))
     x = np.random.default_rng(11).standard_normal((4, *chain64.spec.input_shape))
     _equals_pytorch(chain64, x, np.array([2, 0, 1, 2]), torch.float64, 1e-10)
 
 
-@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
+@COMPILES_KERNELS
 def test_kernels_equal_pytorch_in_float32(torch, tmp_path):
     net = network_for(CHAIN, tmp_path, dtype="float32", seed=3)
     x = np.random.default_rng(11).standard_normal((4, *net.spec.input_shape)).astype(np.float32)
     _equals_pytorch(net, x, np.array([2, 0, 1, 2]), torch.float32, 2e-4)
 
 
-@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
+@COMPILES_KERNELS
 def test_ties_route_to_the_first_maximum_as_in_pytorch(torch, chain64):
     """A constant convolution output: every max window is all ties, and the first element wins."""
     params = random_params(chain64, np.random.default_rng(1))
@@ -268,7 +268,7 @@ def test_ties_route_to_the_first_maximum_as_in_pytorch(torch, chain64):
     assert np.count_nonzero(grads["conv.bias"]) == 2
 
 
-@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
+@COMPILES_KERNELS
 def test_gradients_equal_central_finite_differences(chain64):
     chain64.load_params(random_params(chain64, np.random.default_rng(9)))
     rng = np.random.default_rng(13)
@@ -289,7 +289,7 @@ def test_gradients_equal_central_finite_differences(chain64):
             assert grads[key][index] == pytest.approx((upper - lower) / (2 * step), rel=1e-6, abs=1e-9), (key, index)
 
 
-@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
+@COMPILES_KERNELS
 def test_the_numpy_reference_network_agrees(chain64):
     chain64.load_params(random_params(chain64, np.random.default_rng(4)))
     x = np.random.default_rng(6).standard_normal((3, *chain64.spec.input_shape))
@@ -348,7 +348,7 @@ def adaptive_specs(draw):
     return {"name": f"adaptive-{digest}", "input": [channels, height, width], "layers": layers}
 
 
-@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
+@COMPILES_KERNELS
 @settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(spec=adaptive_specs())
 def test_random_adaptive_specs_equal_pytorch(torch, tmp_path_factory, spec):

@@ -24,7 +24,7 @@ from symcnn.symbolic.derive import LayerConfig, derive
 from symcnn.symbolic.tensors import symbol_array
 from symcnn.symbolic.verify import mismatches, symbolic_network_gradients
 from symcnn.views.formula import general_formula
-from tests.kernels_helpers import network_for, random_params, toml_of, torch_loss_and_grads
+from tests.kernels_helpers import COMPILES_KERNELS, network_for, random_params, toml_of, torch_loss_and_grads
 
 
 @pytest.fixture(autouse=True)
@@ -96,7 +96,7 @@ def test_the_cli_derives_and_prints_the_formula(cli):
 # --- kernels against the symbolic expansion, PyTorch and finite differences ---------------------------
 
 
-@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
+@COMPILES_KERNELS
 def test_kernels_equal_the_symbolic_expansion_with_the_networks_mask(tmp_path):
     net = _network(tmp_path)
     rng = np.random.default_rng(7)
@@ -111,7 +111,7 @@ def test_kernels_equal_the_symbolic_expansion_with_the_networks_mask(tmp_path):
         np.testing.assert_allclose(grads[name], expected[name], rtol=1e-10, atol=1e-12, err_msg=name)
 
 
-@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
+@COMPILES_KERNELS
 @pytest.mark.parametrize("dtype, tolerance", [("float64", 1e-10), ("float32", 2e-5)])
 def test_kernels_equal_pytorch_with_symcnns_mask_and_nn_dropout_in_evaluation(torch, tmp_path, dtype, tolerance):
     net = _network(tmp_path, dtype)
@@ -139,7 +139,7 @@ def test_kernels_equal_pytorch_with_symcnns_mask_and_nn_dropout_in_evaluation(to
                                    rtol=tolerance, atol=tolerance)
 
 
-@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
+@COMPILES_KERNELS
 def test_gradients_equal_central_finite_differences_at_a_fixed_mask(tmp_path):
     net = _network(tmp_path)
     rng = np.random.default_rng(13)
@@ -165,7 +165,7 @@ def test_gradients_equal_central_finite_differences_at_a_fixed_mask(tmp_path):
             assert grads[key][index] == pytest.approx((upper - lower) / (2 * step), rel=1e-6, abs=1e-9), (key, index)
 
 
-@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
+@COMPILES_KERNELS
 def test_the_numpy_reference_equals_the_kernels_with_the_same_masks(tmp_path):
     net = _network(tmp_path)
     rng = np.random.default_rng(9)
@@ -198,7 +198,7 @@ def specs_with_dropout(draw):
     return {"name": f"drop-{digest}", "input": [channels, height, width], "layers": layers}
 
 
-@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
+@COMPILES_KERNELS
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(spec=specs_with_dropout(), training=st.booleans())
 def test_random_specs_with_dropout_equal_pytorch_in_both_modes(torch, tmp_path_factory, spec, training):
@@ -300,7 +300,7 @@ def test_masks_are_the_same_bit_for_bit_with_one_thread_or_two():
     assert digests == [hashlib.sha256(mask.tobytes()).hexdigest()] * 2
 
 
-@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
+@COMPILES_KERNELS
 def test_two_runs_with_the_same_seed_are_the_same_bit_for_bit(tmp_path):
     runs = []
     for _ in range(2):
@@ -319,7 +319,7 @@ def test_two_runs_with_the_same_seed_are_the_same_bit_for_bit(tmp_path):
 # --- modes --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
+@COMPILES_KERNELS
 def test_modes_as_pytorch_evaluation_is_the_identity_and_draws_nothing(tmp_path):
     net = _network(tmp_path)
     assert net.training is True
@@ -346,7 +346,7 @@ def test_modes_as_pytorch_evaluation_is_the_identity_and_draws_nothing(tmp_path)
     assert net.mask_state["step"] == 2
 
 
-@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
+@COMPILES_KERNELS
 def test_the_trainer_evaluates_held_out_data_in_evaluation_mode(tmp_path):
     from symcnn.train_config import TrainConfig
     from symcnn.training.trainer import Trainer
@@ -380,7 +380,7 @@ DIGITS_SPEC = {
 }
 
 
-@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
+@COMPILES_KERNELS
 def test_a_run_with_dropout_resumes_exactly_from_a_mid_epoch_checkpoint(tmp_path):
     from symcnn.train_config import TrainConfig
     from symcnn.training.checkpoint import load_checkpoint

@@ -13,7 +13,7 @@ from symcnn.bench.numpy_network import NumpyNetwork
 from symcnn.codegen.network import layer_kernels
 from symcnn.spec import parse_spec
 from symcnn.symbolic.verify import symbolic_network_gradients
-from tests.kernels_helpers import network_for, random_params, toml_of
+from tests.kernels_helpers import COMPILES_KERNELS, network_for, random_params, toml_of
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +49,7 @@ def torch():
     return pytest.importorskip("torch")
 
 
-@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
+@COMPILES_KERNELS
 def test_kernels_equal_the_symbolic_expansion(tmp_path):
     net = network_for(TINY, tmp_path)
     rng = np.random.default_rng(3)
@@ -81,7 +81,7 @@ def torch_pass(torch, net, params, buffers, x, labels, training, torch_dtype):
     return loss.item(), logits.detach().numpy(), grads, state
 
 
-@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
+@COMPILES_KERNELS
 @pytest.mark.parametrize("dtype, tolerance", [("float64", 1e-10), ("float32", 5e-4)])
 @pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
 def test_kernels_equal_pytorch_in_both_modes(torch, tmp_path, dtype, tolerance, training):
@@ -112,7 +112,7 @@ def test_kernels_equal_pytorch_in_both_modes(torch, tmp_path, dtype, tolerance, 
     assert all(np.array_equal(after[name], net.buffers[name]) for name in after)  # evaluation changes nothing
 
 
-@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
+@COMPILES_KERNELS
 def test_running_statistics_after_sgd_steps_equal_pytorch(torch, tmp_path):
     net = network_for(SMALL, tmp_path)
     rng = np.random.default_rng(9)
@@ -133,7 +133,7 @@ def test_running_statistics_after_sgd_steps_equal_pytorch(torch, tmp_path):
     np.testing.assert_allclose(net.params["bn1.weight"], model[1].weight.detach().numpy(), rtol=1e-10)
 
 
-@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
+@COMPILES_KERNELS
 @pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
 def test_kernels_equal_the_numpy_reference(tmp_path, training):
     net = network_for(SMALL, tmp_path)
@@ -151,7 +151,7 @@ def test_kernels_equal_the_numpy_reference(tmp_path, training):
         np.testing.assert_allclose(net.buffers[name], value, rtol=1e-12, err_msg=name)
 
 
-@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
+@COMPILES_KERNELS
 def test_gradients_equal_central_finite_differences(tmp_path):
     net = network_for(SMALL, tmp_path)
     rng = np.random.default_rng(4)
@@ -237,7 +237,7 @@ def test_evaluation_mode_kernels_read_the_running_statistics():
         "ln1_forward", "ln1_grad_input", "ln1_grad_weight", "ln1_grad_bias", "ln1_backward"]  # one mode
 
 
-@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
+@COMPILES_KERNELS
 def test_one_value_per_channel_in_training_mode_is_refused(tmp_path):
     spec = {"name": "one-pixel", "input": [3, 1, 1], "layers": [
         {"type": "batchnorm2d", "name": "bn"}, {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 2}]}
@@ -276,7 +276,7 @@ def test_momentum_bounds_are_accepted():
         assert parse_spec(toml_of(spec)).layers[0].settings["momentum"] == momentum
 
 
-@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
+@COMPILES_KERNELS
 def test_buffers_are_checked_when_replaced(tmp_path):
     net = network_for(TINY, tmp_path)
     assert sorted(net.buffers) == ["bn1.num_batches_tracked", "bn1.running_mean", "bn1.running_var"]

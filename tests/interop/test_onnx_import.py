@@ -18,7 +18,7 @@ from symcnn.bench.bench import torch_model  # noqa: E402
 from symcnn.onnx.importer import convert  # noqa: E402
 from symcnn.runtime.network import Network  # noqa: E402
 from symcnn.spec import load_spec  # noqa: E402
-from tests.kernels_helpers import toml_of  # noqa: E402
+from tests.kernels_helpers import COMPILES_KERNELS, toml_of  # noqa: E402
 
 ACTIVATIONS = {"name": "acts", "input": [2, 9, 8], "layers": [
     {"type": "conv2d", "name": "conv_a", "out_channels": 4, "kernel": [3, 2], "stride": [2, 1], "padding": [1, 0],
@@ -38,7 +38,7 @@ def _export(model, input_shape, path):
                           input_names=["x"], output_names=["logits"])
 
 
-@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
+@COMPILES_KERNELS
 @pytest.mark.parametrize("spec_name", ["digits", "seed004-text", "acts"])
 def test_an_exported_twin_imports_to_the_same_network(spec_name, cli, tmp_path):
     if spec_name == "acts":
@@ -68,7 +68,7 @@ def test_an_exported_twin_imports_to_the_same_network(spec_name, cli, tmp_path):
         np.testing.assert_allclose(grads[name], parameter.grad.numpy(), rtol=1e-8, atol=1e-11, err_msg=name)
 
 
-@pytest.mark.slow  # numba compiles a spec's kernels (`pytest -m slow`)
+@COMPILES_KERNELS
 def test_an_imported_spec_generates_and_trains(cli, tmp_path):
     _export(torch_model(load_spec("digits"), Network.from_spec("digits").params), (1, 8, 8), tmp_path / "d.onnx")
     assert cli("import", tmp_path / "d.onnx", "-o", tmp_path / "mine.toml")[0] == 0
