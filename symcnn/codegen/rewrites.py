@@ -193,6 +193,8 @@ def exponential_tanh(expr: Expr) -> Expr:
     >>> exponential_tanh(sympy.tanh(z)**2)
     (1 - 2/(exp(2*z) + 1))**2
     """
+    if not expr.has(sympy.tanh):  # a walk, where replace rebuilds: most printed statements hold no tanh
+        return expr
     return expr.replace(sympy.tanh, lambda argument: 1 - 2 / (sympy.exp(2 * argument) + 1))
 
 
@@ -219,6 +221,8 @@ def bounded_logistic_slope(expr: Expr) -> Expr:
                 return rewrite(sympy.Mul(*factors, slope, evaluate=False)) if factors else slope
         return product
 
+    if not expr.has(sympy.exp):  # nothing to rewrite: skip replace's walk over every product
+        return expr
     return expr.replace(lambda node: isinstance(node, sympy.Mul), rewrite)
 
 
