@@ -105,7 +105,7 @@ def test_lane_last_copies_read_the_operand_row_by_row():
     conv3 = _kernels(load_spec("suite-wide"), "conv3")
     weight = _copy(conv3["forward"], "weight_t")  # lanes 128 x 3 x 3 apart: runs of 3 x 3 taps
     assert [loop.variable for loop in weight.loops] == ["c_in", "c_out", "u", "v"]
-    assert weight.target == "c_in, u, v, c_out"
+    assert weight.target == "(c_out) // 32, c_in, u, v, c_out % 32"  # stored in groups of 32 lanes (below)
     weight = _copy(conv3["grad_input"], "weight_t")  # lanes (input channels) 9 apart
     assert [loop.variable for loop in weight.loops] == ["c_out", "u", "v", "c_in"]
     copy = _copy(conv3["grad_weight"], "grad_output_t")  # lanes 64 apart
@@ -267,6 +267,63 @@ def test_register_blocking_changes_no_sum(tmp_path, monkeypatch):
     assert loss == plain_loss
     for name in grads:
         assert np.array_equal(grads[name], plain_grads[name]), name
+
+
+def test_a_streamed_copy_is_stored_in_groups_of_the_register_blocks_lanes():
+    """A register block runs over one group of lanes (32 here) for its whole reduction. Where the lanes
+    make several groups, the streamed operand's copy holds each group's values as one contiguous run,
+    ``[lane // 32, ..., lane % 32]``, and every block reads it there, at each of the group's 32 places;
+    a copy of a single group (seed004's 32 output channels) keeps the lane-last layout."""
+    conv3 = _kernels(load_spec("suite-wide"), "conv3")
+    for kernel, name, shape, target in (
+            ("forward", "weight_t", ("4", "128", "3", "3", "32"), "(c_out) // 32, c_in, u, v, c_out % 32"),
+            ("grad_input", "weight_t", ("4", "128", "3", "3", "32"), "(c_in) // 32, c_out, u, v, c_in % 32"),
+            ("grad_weight", "grad_output_t", ("4", "8", "8", "32"), "(c_out) // 32, i, j, c_out % 32")):
+        copy = _copy(conv3[kernel], name)
+        assert (copy.shape, copy.target) == (shape, target), kernel
+        registers = conv3[kernel].lanes.registers
+        for block in filter(None, (registers, registers.narrow)):
+            streamed = [read for label, read in block.reads if label.startswith("streamed")]
+            assert streamed and all(read.startswith(f"{name}[(group) // 32, ") for read in streamed), kernel
+            assert {int(read.rsplit(", ", 1)[1].removesuffix("]")) for read in streamed} == set(range(32)), kernel
+    one_group = _kernels(load_spec("seed004"), "conv2")["forward"]
+    assert _copy(one_group, "weight_t").target == "c_in, u, v, c_out"
+    assert all("[(group) // " not in read for _, read in one_group.lanes.registers.reads)
+
+
+#: Copies in groups of lanes (two groups of 32): c1's forward weight and its weight gradient's copy of the
+#: output gradient (64 output channels), c2's input gradient's weight (64 input channels).
+GROUPS = {"name": "groups", "input": [3, 3, 3], "loss": "softmax_cross_entropy", "layers": [
+    {"type": "conv2d", "name": "c1", "out_channels": 64, "kernel": 3, "padding": 1},
+    {"type": "conv2d", "name": "c2", "out_channels": 8, "kernel": 3}, {"type": "flatten"},
+    {"type": "dense", "name": "fc", "out_features": 3}]}
+
+
+def test_copies_in_groups_of_lanes_give_pytorchs_numbers(tmp_path_factory, monkeypatch):
+    """GROUPS' three kernels whose register blocks read copies stored in groups of lanes equal PyTorch in
+    float64. Each is called on its own, so that only it compiles (not the whole network's kernels)."""
+    torch = pytest.importorskip("torch")
+    spec = spec_from_dict(GROUPS)
+    for label, kernel, name in (("c1", "forward", "weight_t"), ("c1", "grad_weight", "grad_output_t"),
+                                ("c2", "grad_input", "weight_t")):
+        assert _copy(_kernels(spec, label)[kernel], name).shape[0] == "2", (label, kernel)
+    use_session_cache(monkeypatch, tmp_path_factory)
+    kernels = network_for(GROUPS, tmp_path_factory.mktemp("groups"))._functions
+    rng = np.random.default_rng(7)
+    x, weight1, bias1 = (rng.standard_normal(shape) for shape in ((2, 3, 3, 3), (64, 3, 3, 3), (64,)))
+    out, grad_weight1 = np.empty((2, 64, 3, 3)), np.empty_like(weight1)
+    grad_output1, weight2, grad_output2 = (rng.standard_normal(shape) for shape in ((2, 64, 3, 3), (8, 64, 3, 3),
+                                                                                     (2, 8, 1, 1)))
+    grad_input2 = np.empty((2, 64, 3, 3))
+    kernels["c1_forward"](x, weight1, bias1, out)
+    kernels["c1_grad_weight"](grad_output1, x, grad_weight1)
+    kernels["c2_grad_input"](grad_output2, weight2, grad_input2)
+    t = torch.from_numpy
+    expected = {"forward": torch.nn.functional.conv2d(t(x), t(weight1), t(bias1), padding=1),
+                "grad_weight": torch.nn.grad.conv2d_weight(t(x), weight1.shape, t(grad_output1), padding=1),
+                "grad_input": torch.nn.grad.conv2d_input(grad_input2.shape, t(weight2), t(grad_output2))}
+    for name, value in (("forward", out), ("grad_weight", grad_weight1), ("grad_input", grad_input2)):
+        np.testing.assert_allclose(value, expected[name].numpy(), rtol=1e-12, atol=1e-12, err_msg=name)
 
 
 #: An image's rows split in parts: strided, dilated and 1 x 1 strided windows.

@@ -42,8 +42,9 @@ from symcnn.codegen.epilogue import epilogue_at
 from symcnn.codegen.cost_model import LoopNest, vector_nest
 from symcnn.codegen.kernel_ir import Lanes, Loop
 from symcnn.codegen.backends.numba_cpu.product_blocks import batch_unrolled, blocked_by_images, row_block
-from symcnn.codegen.backends.numba_cpu.registers import BROADCAST, _split, _unrolled, register_tile
-from symcnn.codegen.backends.numba_cpu.stagings import in_bounds, lane_last, named_array, padded_read, plain_read
+from symcnn.codegen.backends.numba_cpu.registers import BROADCAST, _split, _unrolled, lane_group, register_tile
+from symcnn.codegen.backends.numba_cpu.stagings import (in_bounds, lane_last, lanes_in_groups, named_array, padded_read,
+                                                         plain_read)
 from symcnn.printing.nodes import FloorDiv, OrderedSum
 
 __all__ = ["lanes_schedule"]
@@ -201,9 +202,16 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
         *((OVER_BATCH_UNROLL, OVER_BATCH_BLOCK) if over_batch
           else (UNROLL, images.size if images else _block_limit(int(sizes[lane])))))
     # the tile in local variables (registers.py): a per-image kernel's row, or a weight gradient's whole tile
-    # (each image's sums into it in blocks, its outer axes as loops around them)
+    # (each image's sums into it in blocks, its outer axes as loops around them); the streamed operand's
+    # copy, if it has one, in groups of the blocks' lanes when there are several groups (stagings.py)
+    group = lane_group(int(sizes[lane]))
+    copy = next((staging for staging in stagings if staging.name == printer(streamed_read.base)), None)
+    packed = copy is not None and group is not None and int(sizes[lane]) > group
     registers = None if images or lane_block else register_tile(
-        lowering, reduction, outer_tile, (broadcast_read, streamed_read), lane, tile_element, UNROLL, int(sizes[lane]))
+        lowering, reduction, outer_tile, (broadcast_read, streamed_read), lane, tile_element, UNROLL, int(sizes[lane]),
+        packed)
+    if registers is not None and packed:
+        stagings[stagings.index(copy)] = lanes_in_groups(lowering, copy, streamed_read, group)
     batch_unroll = None
     if lane_block and not reduction:  # every image into one tile: several per update (product_blocks.py)
         batch_unroll = batch_unrolled(

@@ -29,6 +29,12 @@ columns are the reduction. Measured on suite-wide's conv3 (128 -> 128 channels, 
 batch 64, 2 threads, interleaved): 12.7 ms in the lanes schedule, 9.5 ms in blocks of 128; the same
 numbers bit for bit.
 
+A block streams its group's lanes of the streamed operand for the whole reduction. Where the lanes make
+several groups and that operand is a copy (a weight with its lane axis last, an image's output gradient),
+the copy is stored in groups (:func:`~symcnn.codegen.backends.numba_cpu.stagings.lanes_in_groups`), so that
+what a block streams is one contiguous run, read as ``weight_t[(group) // 32, c_in, u, 0, 5]``: 1.3x faster
+suite-wide train steps (128 channels, batch 64; docs/performance.md), the same numbers bit for bit.
+
 The template makes each kernel's blocks a function of its own (``<kernel>_block0``, called once per
 tile row): numba's parallel passes copy every statement of a ``prange`` body, which doubled the
 kernels' compile time. The blocks come in two sizes, :data:`WIDE_ACCUMULATORS` values for CPUs with
@@ -54,9 +60,9 @@ from sympy import Symbol
 
 from symcnn.codegen.backends.numba_cpu.free_names import free_names
 from symcnn.codegen.kernel_ir import Loop, Registers
-from symcnn.printing.nodes import OrderedSum
+from symcnn.printing.nodes import FloorDiv, OrderedSum
 
-__all__ = ["register_tile", "GROUP_LANES", "ACCUMULATORS", "WIDE_ACCUMULATORS", "BROADCAST"]
+__all__ = ["register_tile", "lane_group", "GROUP_LANES", "ACCUMULATORS", "WIDE_ACCUMULATORS", "BROADCAST"]
 
 #: Lanes per group, the widest of these that divides the lanes (whole vectors of 8 float32 at least).
 GROUP_LANES = (32, 16, 8)
@@ -77,6 +83,18 @@ WIDE_ACCUMULATORS = 128
 
 BROADCAST = "broadcast"
 STREAMED = "streamed"
+#: The first lane of the group the block's lanes loop is at (a multiple of the group's width).
+GROUP_START = Symbol("group", integer=True, nonnegative=True)
+
+
+def lane_group(lanes: int) -> Optional[int]:
+    """The lanes of one group of the register blocks (:data:`GROUP_LANES`), or ``None`` when none divides
+    ``lanes``.
+
+    >>> lane_group(128), lane_group(48), lane_group(12)
+    (32, 16, None)
+    """
+    return next((size for size in GROUP_LANES if lanes % size == 0), None)
 
 
 def _block_size(extent: int, limit: int) -> int:
@@ -115,17 +133,23 @@ def _unrolled(reduction, unroll: int, printer, deep: bool = False) -> tuple[list
 
 
 def register_tile(lowering, reduction, outer_tile, reads, lane: Symbol, tile_element, unroll: int,
-                  lanes: int) -> Optional[Registers]:
+                  lanes: int, packed: bool = False) -> Optional[Registers]:
     """The register-tiled loops of a kernel's tile (:class:`~symcnn.codegen.kernel_ir.Registers`)
     in blocks of :data:`WIDE_ACCUMULATORS` values, with the same in blocks of :data:`ACCUMULATORS`
     as its ``narrow`` (when that differs), or ``None`` when its lanes are not a whole number of groups.
     ``reduction``: ``(variable, low, high)`` of the summed loops, the innermost unrolled by up to
     ``unroll``; ``outer_tile``: the tile's axes before the lane, ``(variable, extent)``: one of them in
     blocks (:func:`_blocked_axis`), the others plain loops around the blocks (a weight gradient's
-    ``c_in, u, v``); ``reads``: the product's two factors in its order."""
-    group = next((size for size in GROUP_LANES if lanes % size == 0), None)
+    ``c_in, u, v``); ``reads``: the product's two factors in its order; ``packed``: the streamed one
+    (its last index the lane) is of a copy stored in groups of :func:`lane_group` lanes
+    (:func:`~symcnn.codegen.backends.numba_cpu.stagings.lanes_in_groups`), read at its group's index
+    first and the lane's place in the group last."""
+    group = lane_group(lanes)
     if group is None or not outer_tile:
         return None
+    if packed:
+        reads = tuple(read.base[(FloorDiv(GROUP_START, group), *read.indices[:-1], lane - GROUP_START)]
+                      if read.has(lane) else read for read in reads)  # at lane group + l: l, its place
     code = functools.cache(lowering.code)  # each read recurs for every lane, block value and block size
     wide, narrow = (_blocks(lowering, code, reduction, outer_tile, reads, lane, tile_element, unroll, lanes, group,
                             accumulators) for accumulators in (WIDE_ACCUMULATORS, ACCUMULATORS))
@@ -167,7 +191,7 @@ def _blocks(lowering, code, reduction, outer_tile, reads, lane: Symbol, tile_ele
         # block's independent sums with a quarter of the reads.
         unroll = 1
     loops, unrolled = _unrolled(reduction, unroll, printer)
-    group_start = Symbol("group", integer=True, nonnegative=True)
+    group_start = GROUP_START
     names: dict[str, Symbol] = {}  # printed broadcast read -> its name: a window read shared by neighbours once
     streamed: dict[str, Symbol] = {}  # printed read at a lane -> its name: read once, for every value of the block
     loads, updates, stores = [], [], []
@@ -194,7 +218,9 @@ def _blocks(lowering, code, reduction, outer_tile, reads, lane: Symbol, tile_ele
     every_loop = (*outer, group_loop, *loops)
     bound = ({loop.variable for loop in every_loop} | {name for name, _ in named}
              | {statement.split(" = ", 1)[0] for statement in loads})
-    used = [*loads, *updates, *stores, *(read for _, read in named),
+    # the updates read only accumulators and named reads, all bound: parsing them (the longest lines) was
+    # most of this function's time
+    used = [*loads, *stores, *(read for _, read in named),
             *(limit for loop in every_loop for limit in (loop.start, loop.stop))]
     return Registers(outer=outer, group=group_loop, loads=tuple(loads), reduction=tuple(loops), reads=named,
                      updates=tuple(updates), stores=tuple(stores), arguments=free_names(used, bound))

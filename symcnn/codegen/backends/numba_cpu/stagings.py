@@ -17,14 +17,17 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional
 
 import sympy
 from sympy import Expr, Indexed, IndexedBase, Symbol
 
 from symcnn.codegen.kernel_ir import Loop, Staging
+from symcnn.printing.nodes import FloorDiv
 
-__all__ = ["affine_range", "copy_loop_order", "in_bounds", "lane_last", "named_array", "padded_read", "part_window"]
+__all__ = ["affine_range", "copy_loop_order", "in_bounds", "lane_last", "lanes_in_groups", "named_array", "padded_read",
+           "part_window"]
 
 
 def affine_range(expr: Expr, ranges: dict) -> Optional[tuple[int, int]]:
@@ -157,6 +160,32 @@ def lane_last(lowering, read: Indexed, shape, lane, image, stagings) -> Expr:
                             ", ".join(lowering.printer.doprint(index) for index in order), lowering.code(read),
                             per_image=image in read.indices, zeroed=False))
     return base[tuple(order)]
+
+
+def lanes_in_groups(lowering, staging: Staging, read: Indexed, group: int) -> Staging:
+    """``staging``, a lane-last copy (:func:`lane_last`, whose ``read`` it returned), stored instead in
+    groups of ``group`` lanes: its element ``[..., lane]`` at ``[lane // group, ..., lane % group]``, the
+    same values. A register block (:mod:`~symcnn.codegen.backends.numba_cpu.registers`) runs over one group
+    of lanes for the whole reduction; in groups, what it streams is one contiguous run instead of a
+    ``group``-wide column of the copy. Measured on suite-wide's conv3 forward pass (128 -> 128 channels,
+    3 x 3, 8 x 8, batch 64, one thread, interleaved): 1.23-1.39x faster, the same numbers bit for bit.
+
+    >>> from types import SimpleNamespace
+    >>> from sympy import IndexedBase, symbols
+    >>> from symcnn.printing.numba import NumbaPrinter
+    >>> c_in, u, c_out = symbols("c_in u c_out", integer=True, nonnegative=True)
+    >>> copy = Staging("weight_t", ("16", "3", "64"), (), "c_in, u, c_out", "weight[c_out, c_in, u]", False, False)
+    >>> lowering = SimpleNamespace(printer=NumbaPrinter({}))
+    >>> grouped = lanes_in_groups(lowering, copy, IndexedBase("weight_t")[c_in, u, c_out], 32)
+    >>> grouped.shape, grouped.target
+    (('2', '16', '3', '32'), '(c_out) // 32, c_in, u, c_out % 32')
+    """
+    *others, lane = read.indices
+    printer = lowering.printer.doprint
+    lanes = int(staging.shape[-1])
+    return replace(staging, shape=(str(lanes // group), *staging.shape[:-1], str(group)),
+                   target=", ".join([printer(FloorDiv(lane, group)), *(printer(index) for index in others),
+                                     printer(sympy.Mod(lane, group))]))
 
 
 #: From one lane to the next the operand holds this many elements or more (1 KiB of float32): read in the
