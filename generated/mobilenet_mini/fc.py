@@ -88,8 +88,8 @@ def fc_grad_input(grad_output, weight, grad_input):
 def fc_grad_weight_block0(grad_output, n, tile, x):
     """One image's sums into fc_grad_weight's tile, in blocks of 64 local variables."""
     wide_vectors()
-    for i in range(0, 10, 2):
-        for group in range(0, 64, 32):
+    for group in range(0, 64, 32):
+        for i in range(0, 10, 2):
             acc0_0 = tile[i, group]
             acc0_1 = tile[i, group + 1]
             acc0_2 = tile[i, group + 2]

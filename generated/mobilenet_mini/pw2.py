@@ -26,8 +26,8 @@ numba.config.SLP_VECTORIZE = 1
 def pw2_forward_wide_block0(i, n, tile, weight_t, x):
     """One row of pw2_forward_wide's tile, in blocks of 128 local variables."""
     wide_vectors()
-    for j in range(0, 8, 4):
-        for group in range(0, 64, 32):
+    for group in range(0, 64, 32):
+        for j in range(0, 8, 4):
             acc0_0 = tile[j, group]
             acc0_1 = tile[j, group + 1]
             acc0_2 = tile[j, group + 2]
@@ -1514,8 +1514,8 @@ def pw2_grad_weight_block0_wide(grad_output_t, n, tile, x):
     wide_vectors()
     for u in range(1):
         for v in range(1):
-            for c_in in range(0, 32, 4):
-                for group in range(0, 64, 32):
+            for group in range(0, 64, 32):
+                for c_in in range(0, 32, 4):
                     acc0_0 = tile[c_in, u, v, group]
                     acc0_1 = tile[c_in, u, v, group + 1]
                     acc0_2 = tile[c_in, u, v, group + 2]
@@ -2054,8 +2054,8 @@ def pw2_grad_weight_block0_narrow(grad_output_t, n, tile, x):
     wide_vectors()
     for u in range(1):
         for v in range(1):
-            for c_in in range(0, 32, 2):
-                for group in range(0, 64, 32):
+            for group in range(0, 64, 32):
+                for c_in in range(0, 32, 2):
                     acc0_0 = tile[c_in, u, v, group]
                     acc0_1 = tile[c_in, u, v, group + 1]
                     acc0_2 = tile[c_in, u, v, group + 2]
@@ -2445,8 +2445,8 @@ def pw2_grad_weight(grad_output, x, grad_weight):
 def pw2_folded_forward_wide_block0(i, n, tile, weight_t, x):
     """One row of pw2_folded_forward_wide's tile, in blocks of 128 local variables."""
     wide_vectors()
-    for j in range(0, 8, 4):
-        for group in range(0, 64, 32):
+    for group in range(0, 64, 32):
+        for j in range(0, 8, 4):
             acc0_0 = tile[j, group]
             acc0_1 = tile[j, group + 1]
             acc0_2 = tile[j, group + 2]

@@ -26,8 +26,8 @@ numba.config.SLP_VECTORIZE = 1
 def pw3_with_relu20_folded_forward_wide_block0(i, n, tile, weight_t, x):
     """One row of pw3_with_relu20_folded_forward_wide's tile, in blocks of 128 local variables."""
     wide_vectors()
-    for j in range(0, 8, 4):
-        for group in range(0, 64, 32):
+    for group in range(0, 64, 32):
+        for j in range(0, 8, 4):
             acc0_0 = tile[j, group]
             acc0_1 = tile[j, group + 1]
             acc0_2 = tile[j, group + 2]

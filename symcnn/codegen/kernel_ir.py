@@ -119,7 +119,8 @@ class Registers:
     """A kernel's tile (a per-image kernel's row, a weight gradient's whole tile, each image summed into it)
     summed in blocks held in local variables (:mod:`symcnn.codegen.backends.numba_cpu.registers`):
     ``outer`` loops over the tile's blocks,
-    ``group`` over its lanes in groups; each block's values are loaded (``loads``), summed over the
+    ``group`` over its lanes in groups, ``inner`` (if not empty) over the blocks again, inside the group's loop;
+    each block's values are loaded (``loads``), summed over the
     ``reduction`` loops (``reads`` first: the broadcast values and the group's streamed ones, then
     ``updates``) and stored back (``stores``); the template makes the block a function of its own, called
     with ``arguments``: this one on CPUs with 512-bit vectors, ``narrow`` (if any) on the others."""
@@ -133,6 +134,7 @@ class Registers:
     stores: tuple[str, ...]  # printed statements, ``tile[j, group + 3] = acc0_3``
     arguments: tuple[str, ...] = ()  # the names the block reads from its kernel (it is a function of its own)
     narrow: Optional["Registers"] = None  # the same in smaller blocks, for 256-bit vectors (registers.py)
+    inner: tuple[Loop, ...] = ()  # the blocked axis's loop when it runs inside the group's (registers.py)
 
 
 @dataclass(frozen=True)

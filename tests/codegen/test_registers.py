@@ -58,13 +58,36 @@ def test_a_streamed_read_that_moves_with_the_block_takes_one_product_per_update(
     assert shortcut.kind == "phases"
     registers = shortcut.phases[0].lanes.registers
     for block in (registers, registers.narrow):
-        assert [loop.variable for loop in block.outer] == ["q_k"] and [loop.variable for loop in block.reduction] == [
-            "c_out"]
+        assert [loop.variable for loop in (*block.outer, *block.inner)] == ["q_k"]
+        assert [loop.variable for loop in block.reduction] == ["c_out"]
         streamed = [name for name, _ in block.reads if name.startswith("streamed")]
         assert len(streamed) == len(block.updates) and all(update.count("*") == 1 for update in block.updates)
     forward = _kernels("seed004", "conv2")["forward"].lanes.registers
     assert all(update.count("*") == 3 for update in forward.updates)  # the 3 x 3 window's row, unrolled
     assert len([name for name, _ in forward.reads if name.startswith("streamed")]) == 3 * forward.group.step
+
+
+def test_the_groups_loop_runs_outside_the_blocks_where_their_streamed_values_are_the_more():
+    """Consecutive blocks share what the loops keep fixed between them: suite-wide's conv3 forward streams
+    32 lanes of its weight over the whole reduction (3 x 32 values a step against 4 input values), so its
+    group's loop runs outside the blocks of columns; mobilenet-mini's 1 x 1 input gradient in columns
+    broadcasts more weights a step than it streams input columns, and seed004's conv2 forward has a single
+    group of lanes (either order the same loops), so their blocks stay outside."""
+    def counts(block):
+        streamed = sum(name.startswith("streamed") for name, _ in block.reads)
+        return streamed, len(block.reads) - streamed
+
+    forward = _kernels("suite-wide", "conv3")["forward"].lanes.registers
+    for block in (forward, forward.narrow):
+        streamed, broadcast = counts(block)
+        assert streamed > broadcast and block.outer == () and [loop.variable for loop in block.inner] == ["j"]
+    columns = _kernels("mobilenet-mini", "pw2")["grad_input"]
+    assert columns.kind == "columns"
+    for block in (columns.lanes.registers, columns.lanes.registers.narrow):
+        streamed, broadcast = counts(block)
+        assert streamed <= broadcast and block.inner == () and block.outer[-1].variable == "c_in"
+    one_group = _kernels("seed004", "conv2")["forward"].lanes.registers
+    assert one_group.inner == () and one_group.outer[-1].variable == "j"
 
 
 def test_every_update_reads_named_values_only():
@@ -89,7 +112,7 @@ def test_a_block_function_takes_the_names_its_code_reads():
         code = "\n".join([*blocks.loads, *(f"{name} = {read}" for name, read in blocks.reads), *blocks.updates,
                           *blocks.stores])
         read = {node.id for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Name)}
-        loops = {loop.variable for loop in (*blocks.outer, blocks.group, *blocks.reduction)}
+        loops = {loop.variable for loop in (*blocks.outer, blocks.group, *blocks.inner, *blocks.reduction)}
         assigned = {statement.split(" = ", 1)[0] for statement in (*blocks.loads, *blocks.updates)}
         assert read - loops - assigned - {name for name, _ in blocks.reads} <= set(registers.arguments)
         assert "tile" in registers.arguments and not set(registers.arguments) & (loops | assigned)
