@@ -9,9 +9,13 @@ directory, so nothing is compiled here. Each repeat times the before build's ste
 (``mean_seconds``: a 0.3 s rest, one untimed call, the mean of 5 calls), then the after build's; the medians
 of the repeats and their ratio are printed.
 
+With ``--before-unfused``, the before network is the after build's with its training passes' forward
+fusions off (``Network.fuse_with_gradients = False``): a change of the runtime alone, measured on one build.
+
 Usage, from the repository root:
     PYTHONPATH=. python docs/bench/ab_train_step.py --before /tmp/cache-before --after /tmp/cache-after \\
         suite-lenet seed004 --batch 64 --threads 2 --repeat 15
+    PYTHONPATH=. python docs/bench/ab_train_step.py --before /tmp/cache --after /tmp/cache --before-unfused suite-vgg
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from symcnn.runtime.network import Network
 from symcnn.spec import load_spec
 
 
-def network(spec, root: Path, seed: int) -> Network:
+def network(spec, root: Path, seed: int, unfused: bool = False) -> Network:
     """The spec's network on the kernels compiled under ``root``, loaded under the loader's module name (numba's
     cache finds a kernel's module by it), then forgotten so that the other build can take the name."""
     if (root / spec.module_name / "__init__.py").is_file():  # a checkout's generated/ (a shipped spec)
@@ -40,6 +44,8 @@ def network(spec, root: Path, seed: int) -> Network:
         name = f"symcnn_kernels_{entry.name}"
     package = import_package(entry / spec.module_name, name)
     net = Network(spec, package, seed=seed)
+    if unfused:  # before the first step, which loads the kernels it calls
+        net.fuse_with_gradients = False
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, *spec.input_shape)).astype(np.float32)
     net.train_step(x, rng.integers(0, spec.classes, 2), 0.01)  # every kernel of a step loaded now
@@ -56,6 +62,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--before-unfused", action="store_true",
+                        help="the before network's training passes without forward fusions")
     options = parser.parse_args()
     numba.set_num_threads(options.threads)
     print(f"before {options.before}, after {options.after}: batch {options.batch}, {options.threads} threads, "
@@ -64,7 +72,8 @@ def main() -> None:
           f"{'speed-up':>8s}")
     for name in options.specs:
         spec = load_spec(name)
-        nets = [network(spec, root, seed=1) for root in (options.before, options.after)]
+        nets = [network(spec, root, seed=1, unfused=unfused)
+                for root, unfused in ((options.before, options.before_unfused), (options.after, False))]
         nets[1].params = {key: value.copy() for key, value in nets[0].params.items()}
         rng = np.random.default_rng(1)
         x = rng.standard_normal((options.batch, *spec.input_shape)).astype(np.float32)

@@ -39,6 +39,10 @@ MODULES = (
     'pw2_with_relu14',
     'dw3_with_relu17',
     'pw3_with_relu20',
+    'stem_bn_with_relu2',
+    'pw1_bn_with_relu8',
+    'dw2_bn_with_relu11',
+    'pw2_bn_with_relu14',
     'loss',
 )
 
@@ -87,6 +91,9 @@ ALIASES = {
     'pw3_bn_eval_shift': 'pw2_bn_eval_shift',
     'relu20_forward': 'relu14_forward',
     'relu20_grad_input': 'relu14_grad_input',
+    'dw1_bn_with_relu5_forward': 'stem_bn_with_relu2_forward',
+    'dw3_bn_with_relu17_forward': 'pw2_bn_with_relu14_forward',
+    'pw3_bn_with_relu20_forward': 'pw2_bn_with_relu14_forward',
 }
 
 #: Each kernel's array arguments by name, in call order (outputs last).
@@ -108,7 +115,7 @@ ARGUMENTS = {
     'stem_bn_eval_scale': ('weight', 'running_var', 'out', ),
     'stem_bn_eval_shift': ('weight', 'bias', 'running_mean', 'running_var', 'out', ),
     'relu2_forward': ('x', 'out', ),
-    'relu2_grad_input': ('grad_output', 'x', 'grad_input', ),
+    'relu2_grad_input': ('grad_output', 'out', 'grad_input', ),
     'dw1_forward': ('x', 'weight', 'out', ),
     'dw1_grad_input': ('grad_output', 'weight', 'grad_input', ),
     'dw1_grad_weight': ('grad_output', 'x', 'grad_weight', ),
@@ -126,7 +133,7 @@ ARGUMENTS = {
     'dw1_bn_eval_scale': ('weight', 'running_var', 'out', ),
     'dw1_bn_eval_shift': ('weight', 'bias', 'running_mean', 'running_var', 'out', ),
     'relu5_forward': ('x', 'out', ),
-    'relu5_grad_input': ('grad_output', 'x', 'grad_input', ),
+    'relu5_grad_input': ('grad_output', 'out', 'grad_input', ),
     'pw1_forward': ('x', 'weight', 'out', ),
     'pw1_grad_input': ('grad_output', 'weight', 'grad_input', ),
     'pw1_grad_weight': ('grad_output', 'x', 'grad_weight', ),
@@ -144,7 +151,7 @@ ARGUMENTS = {
     'pw1_bn_eval_scale': ('weight', 'running_var', 'out', ),
     'pw1_bn_eval_shift': ('weight', 'bias', 'running_mean', 'running_var', 'out', ),
     'relu8_forward': ('x', 'out', ),
-    'relu8_grad_input': ('grad_output', 'x', 'grad_input', ),
+    'relu8_grad_input': ('grad_output', 'out', 'grad_input', ),
     'dw2_forward': ('x', 'weight', 'out', ),
     'dw2_grad_input': ('grad_output', 'weight', 'grad_input', ),
     'dw2_grad_weight': ('grad_output', 'x', 'grad_weight', ),
@@ -162,7 +169,7 @@ ARGUMENTS = {
     'dw2_bn_eval_scale': ('weight', 'running_var', 'out', ),
     'dw2_bn_eval_shift': ('weight', 'bias', 'running_mean', 'running_var', 'out', ),
     'relu11_forward': ('x', 'out', ),
-    'relu11_grad_input': ('grad_output', 'x', 'grad_input', ),
+    'relu11_grad_input': ('grad_output', 'out', 'grad_input', ),
     'pw2_forward': ('x', 'weight', 'out', ),
     'pw2_grad_input': ('grad_output', 'weight', 'grad_input', ),
     'pw2_grad_weight': ('grad_output', 'x', 'grad_weight', ),
@@ -180,7 +187,7 @@ ARGUMENTS = {
     'pw2_bn_eval_scale': ('weight', 'running_var', 'out', ),
     'pw2_bn_eval_shift': ('weight', 'bias', 'running_mean', 'running_var', 'out', ),
     'relu14_forward': ('x', 'out', ),
-    'relu14_grad_input': ('grad_output', 'x', 'grad_input', ),
+    'relu14_grad_input': ('grad_output', 'out', 'grad_input', ),
     'dw3_forward': ('x', 'weight', 'out', ),
     'dw3_grad_input': ('grad_output', 'weight', 'grad_input', ),
     'dw3_grad_weight': ('grad_output', 'x', 'grad_weight', ),
@@ -198,7 +205,7 @@ ARGUMENTS = {
     'dw3_bn_eval_scale': ('weight', 'running_var', 'out', ),
     'dw3_bn_eval_shift': ('weight', 'bias', 'running_mean', 'running_var', 'out', ),
     'relu17_forward': ('x', 'out', ),
-    'relu17_grad_input': ('grad_output', 'x', 'grad_input', ),
+    'relu17_grad_input': ('grad_output', 'out', 'grad_input', ),
     'pw3_forward': ('x', 'weight', 'out', ),
     'pw3_grad_input': ('grad_output', 'weight', 'grad_input', ),
     'pw3_grad_weight': ('grad_output', 'x', 'grad_weight', ),
@@ -216,7 +223,7 @@ ARGUMENTS = {
     'pw3_bn_eval_scale': ('weight', 'running_var', 'out', ),
     'pw3_bn_eval_shift': ('weight', 'bias', 'running_mean', 'running_var', 'out', ),
     'relu20_forward': ('x', 'out', ),
-    'relu20_grad_input': ('grad_output', 'x', 'grad_input', ),
+    'relu20_grad_input': ('grad_output', 'out', 'grad_input', ),
     'global_avgpool21_forward': ('x', 'out', ),
     'global_avgpool21_grad_input': ('grad_output', 'grad_input', ),
     'flatten22_forward': ('x', 'out', ),
@@ -225,12 +232,12 @@ ARGUMENTS = {
     'fc_grad_input': ('grad_output', 'weight', 'grad_input', ),
     'fc_grad_weight': ('grad_output', 'x', 'grad_weight', ),
     'fc_grad_bias': ('grad_output', 'grad_bias', ),
-    'dw1_with_relu2_grad_input': ('grad_output', 'weight', 'fused_x', 'grad_input', ),
-    'pw1_with_relu5_grad_input': ('grad_output', 'weight', 'fused_x', 'grad_input', ),
-    'pw2_with_relu11_grad_input': ('grad_output', 'weight', 'fused_x', 'grad_input', ),
-    'dw3_with_relu14_grad_input': ('grad_output', 'weight', 'fused_x', 'grad_input', ),
-    'pw3_with_relu17_grad_input': ('grad_output', 'weight', 'fused_x', 'grad_input', ),
-    'global_avgpool21_with_relu20_grad_input': ('grad_output', 'fused_x', 'grad_input', ),
+    'dw1_with_relu2_grad_input': ('grad_output', 'weight', 'fused_out', 'grad_input', ),
+    'pw1_with_relu5_grad_input': ('grad_output', 'weight', 'fused_out', 'grad_input', ),
+    'pw2_with_relu11_grad_input': ('grad_output', 'weight', 'fused_out', 'grad_input', ),
+    'dw3_with_relu14_grad_input': ('grad_output', 'weight', 'fused_out', 'grad_input', ),
+    'pw3_with_relu17_grad_input': ('grad_output', 'weight', 'fused_out', 'grad_input', ),
+    'global_avgpool21_with_relu20_grad_input': ('grad_output', 'fused_out', 'grad_input', ),
     'stem_with_relu2_folded_forward': ('x', 'weight', 'bias', 'out', ),
     'dw1_with_relu5_folded_forward': ('x', 'weight', 'bias', 'out', ),
     'pw1_with_relu8_folded_forward': ('x', 'weight', 'bias', 'out', ),
@@ -238,6 +245,13 @@ ARGUMENTS = {
     'pw2_with_relu14_folded_forward': ('x', 'weight', 'bias', 'out', ),
     'dw3_with_relu17_folded_forward': ('x', 'weight', 'bias', 'out', ),
     'pw3_with_relu20_folded_forward': ('x', 'weight', 'bias', 'out', ),
+    'stem_bn_with_relu2_forward': ('x', 'weight', 'bias', 'out', ),
+    'dw1_bn_with_relu5_forward': ('x', 'weight', 'bias', 'out', ),
+    'pw1_bn_with_relu8_forward': ('x', 'weight', 'bias', 'out', ),
+    'dw2_bn_with_relu11_forward': ('x', 'weight', 'bias', 'out', ),
+    'pw2_bn_with_relu14_forward': ('x', 'weight', 'bias', 'out', ),
+    'dw3_bn_with_relu17_forward': ('x', 'weight', 'bias', 'out', ),
+    'pw3_bn_with_relu20_forward': ('x', 'weight', 'bias', 'out', ),
     'loss_forward': ('x', 'targets', ),
     'loss_grad_input': ('x', 'targets', 'grad_input', ),
 }
@@ -265,8 +279,8 @@ RESHAPES = {
 
 #: Element-wise layers whose input gradient another kernel computes (symcnn.codegen.fusion): the
 #: layer's label -> (the one layer that reads its output, that layer's input-gradient kernel which
-#: stores this layer's input gradient instead, reading this layer's input as ``fused_x``). A runtime
-#: calls that kernel in place of both gradient kernels.
+#: stores this layer's input gradient instead, reading this layer's input as ``fused_x`` or its output
+#: as ``fused_out``). A runtime calls that kernel in place of both gradient kernels.
 FUSED = {
     'relu2': ('dw1', 'dw1_with_relu2_grad_input'),
     'relu5': ('pw1', 'pw1_with_relu5_grad_input'),
@@ -276,10 +290,11 @@ FUSED = {
     'relu20': ('global_avgpool21', 'global_avgpool21_with_relu20_grad_input'),
 }
 
-#: Element-wise layers whose forward pass, in evaluation passes that fold (no gradient follows), another
-#: kernel stores (symcnn.codegen.forward_fusion): the layer's label -> (the layer whose output it alone
-#: reads, that layer's forward kernel storing this layer's output instead, its arguments that layer's;
-#: for a normalization in FOLDS, the folded kernel's). A runtime calls it in place of both forward kernels.
+#: Element-wise layers whose forward pass another kernel stores (symcnn.codegen.forward_fusion): the
+#: layer's label -> (the layer whose output it alone reads, that layer's forward kernel storing this
+#: layer's output instead, its arguments that layer's; for a normalization in FOLDS, the folded kernel's).
+#: A runtime calls it in place of both forward kernels in evaluation passes that fold (no gradient
+#: follows), and in any pass where no gradient kernel reads the skipped output (see ARGUMENTS).
 FORWARD_FUSED = {
     'relu2': ('stem_bn', 'stem_with_relu2_folded_forward'),
     'relu5': ('dw1_bn', 'dw1_with_relu5_folded_forward'),
@@ -288,4 +303,18 @@ FORWARD_FUSED = {
     'relu14': ('pw2_bn', 'pw2_with_relu14_folded_forward'),
     'relu17': ('dw3_bn', 'dw3_with_relu17_folded_forward'),
     'relu20': ('pw3_bn', 'pw3_with_relu20_folded_forward'),
+}
+
+#: Element-wise layers after a layer with a formula for each mode (batch norm) whose forward pass, in
+#: training mode, that layer's training-mode kernel stores (symcnn.codegen.forward_fusion): the layer's
+#: label -> (that layer, its kernel storing this layer's output instead, its arguments that layer's
+#: training forward kernel's). FORWARD_FUSED holds the evaluation-mode one.
+TRAINING_FORWARD_FUSED = {
+    'relu2': ('stem_bn', 'stem_bn_with_relu2_forward'),
+    'relu5': ('dw1_bn', 'dw1_bn_with_relu5_forward'),
+    'relu8': ('pw1_bn', 'pw1_bn_with_relu8_forward'),
+    'relu11': ('dw2_bn', 'dw2_bn_with_relu11_forward'),
+    'relu14': ('pw2_bn', 'pw2_bn_with_relu14_forward'),
+    'relu17': ('dw3_bn', 'dw3_bn_with_relu17_forward'),
+    'relu20': ('pw3_bn', 'pw3_bn_with_relu20_forward'),
 }

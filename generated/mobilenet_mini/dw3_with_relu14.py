@@ -23,7 +23,7 @@ numba.config.SLP_VECTORIZE = 1
 
 
 @njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
-def dw3_with_relu14_grad_input(grad_output, weight, fused_x, grad_input):
+def dw3_with_relu14_grad_input(grad_output, weight, fused_out, grad_input):
     """conv2d: gradient with respect to the input
     dL/dX[n, c, k, l] = sum_{c_out=0..C_out - 1, u=0..K_h - 1, v=0..K_w - 1} [s_h | -d_h*u + k + p_h and s_w | -d_w*v + l + p_w and 0 <= (-d_h*u + k + p_h)/s_h and 0 <= (-d_w*v + l + p_w)/s_w and 0 <= -C_in*floor(64*c_out/C_out)/64 + c and (-d_h*u + k + p_h)/s_h <= H_out - 1 and (-d_w*v + l + p_w)/s_w <= W_out - 1 and -C_in*floor(64*c_out/C_out)/64 + c <= C_in/64 - 1] * (W[c_out, -C_in*floor(64*c_out/C_out)/64 + c, u, v]*dL/dY[n, c_out, (-d_h*u + k + p_h)/s_h, (-d_w*v + l + p_w)/s_w])
       where H_out = floor((H_in - d_h*(K_h - 1) + 2*p_h - 1)/s_h) + 1
@@ -32,9 +32,9 @@ def dw3_with_relu14_grad_input(grad_output, weight, fused_x, grad_input):
     with C_in = 64, C_out = 64, H_in = 8, K_h = 3, K_w = 3, W_in = 8, d_h = 1, d_w = 1, p_h = 1, p_w = 1, s_h = 1, s_w = 1.
 
     Fused with the input gradient of the element-wise layer E that this one reads: it stores E's dL/dX
-    (E's input X_E read from fused_x), the sum above as E's dL/dY:
+    (E's output Y_E read from fused_out), the sum above as E's dL/dY:
     relu: gradient with respect to the input
-    dL/dX_E[n, c, k, l] = [0 < X_E[n, c, k, l]] * dL/dX[n, c, k, l]
+    dL/dX_E[n, c, k, l] = [0 < Y_E[n, c, k, l]] * dL/dX[n, c, k, l]
 
     with C_in = 64, H_in = 8, W_in = 8.
 
@@ -56,5 +56,5 @@ def dw3_with_relu14_grad_input(grad_output, weight, fused_x, grad_input):
             for k in range(8):
                 for l in range(8):
                     stored = grad_input[n, c, k, l]
-                    fused0 = fused_x[n, c, k, l]
+                    fused0 = fused_out[n, c, k, l]
                     grad_input[n, c, k, l] = ((stored) if (fused0 > 0) else (0))

@@ -23,16 +23,16 @@ numba.config.SLP_VECTORIZE = 1
 
 
 @njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
-def global_avgpool21_with_relu20_grad_input(grad_output, fused_x, grad_input):
+def global_avgpool21_with_relu20_grad_input(grad_output, fused_out, grad_input):
     """global_avgpool: gradient with respect to the input
     dL/dX[n, c, k, l] = dL/dY[n, c, 0, 0]/(H_in*W_in)
 
     with C_in = 64, H_in = 8, W_in = 8.
 
     Fused with the input gradient of the element-wise layer E that this one reads: it stores E's dL/dX
-    (E's input X_E read from fused_x), the sum above as E's dL/dY:
+    (E's output Y_E read from fused_out), the sum above as E's dL/dY:
     relu: gradient with respect to the input
-    dL/dX_E[n, c, k, l] = [0 < X_E[n, c, k, l]] * dL/dX[n, c, k, l]
+    dL/dX_E[n, c, k, l] = [0 < Y_E[n, c, k, l]] * dL/dX[n, c, k, l]
 
     with C_in = 64, H_in = 8, W_in = 8.
 
@@ -48,5 +48,5 @@ def global_avgpool21_with_relu20_grad_input(grad_output, fused_x, grad_input):
                     acc += (1/64)*grad_output[n, c, 0, 0]
                     grad_input[n, c, k, l] = acc
                     stored = grad_input[n, c, k, l]
-                    fused0 = fused_x[n, c, k, l]
+                    fused0 = fused_out[n, c, k, l]
                     grad_input[n, c, k, l] = ((stored) if (fused0 > 0) else (0))

@@ -512,7 +512,7 @@ def pw3_with_relu17_grad_input_wide_block0(grad_output, k, n, tile, weight):
 
 
 @njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
-def pw3_with_relu17_grad_input_wide(grad_output, weight, fused_x, grad_input):
+def pw3_with_relu17_grad_input_wide(grad_output, weight, fused_out, grad_input):
     """conv2d: gradient with respect to the input
     dL/dX[n, c_in, k, l] = sum_{c_out=0..C_out - 1, u=0..K_h - 1, v=0..K_w - 1} [s_h | -d_h*u + k + p_h and s_w | -d_w*v + l + p_w and 0 <= (-d_h*u + k + p_h)/s_h and 0 <= (-d_w*v + l + p_w)/s_w and (-d_h*u + k + p_h)/s_h <= H_out - 1 and (-d_w*v + l + p_w)/s_w <= W_out - 1] * (W[c_out, c_in, u, v]*dL/dY[n, c_out, (-d_h*u + k + p_h)/s_h, (-d_w*v + l + p_w)/s_w])
       where H_out = floor((H_in - d_h*(K_h - 1) + 2*p_h - 1)/s_h) + 1
@@ -521,9 +521,9 @@ def pw3_with_relu17_grad_input_wide(grad_output, weight, fused_x, grad_input):
     with C_in = 64, C_out = 64, H_in = 8, K_h = 1, K_w = 1, W_in = 8, d_h = 1, d_w = 1, p_h = 0, p_w = 0, s_h = 1, s_w = 1.
 
     Fused with the input gradient of the element-wise layer E that this one reads: it stores E's dL/dX
-    (E's input X_E read from fused_x), the sum above as E's dL/dY:
+    (E's output Y_E read from fused_out), the sum above as E's dL/dY:
     relu: gradient with respect to the input
-    dL/dX_E[n, c_in, k, l] = [0 < X_E[n, c_in, k, l]] * dL/dX[n, c_in, k, l]
+    dL/dX_E[n, c_in, k, l] = [0 < Y_E[n, c_in, k, l]] * dL/dX[n, c_in, k, l]
 
     with C_in = 64, H_in = 8, W_in = 8.
 
@@ -548,7 +548,7 @@ def pw3_with_relu17_grad_input_wide(grad_output, weight, fused_x, grad_input):
             for c_in in range(64):
                 for l in range(8):
                     stored = tile[c_in, l]
-                    fused0 = fused_x[n, c_in, k, l]
+                    fused0 = fused_out[n, c_in, k, l]
                     grad_input[n, c_in, k, l] = ((stored) if (fused0 > 0) else (0))
 
 
@@ -770,7 +770,7 @@ def pw3_with_relu17_grad_input_narrow_block0(grad_output, k, n, tile, weight):
 
 
 @njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
-def pw3_with_relu17_grad_input_narrow(grad_output, weight, fused_x, grad_input):
+def pw3_with_relu17_grad_input_narrow(grad_output, weight, fused_out, grad_input):
     """conv2d: gradient with respect to the input
     dL/dX[n, c_in, k, l] = sum_{c_out=0..C_out - 1, u=0..K_h - 1, v=0..K_w - 1} [s_h | -d_h*u + k + p_h and s_w | -d_w*v + l + p_w and 0 <= (-d_h*u + k + p_h)/s_h and 0 <= (-d_w*v + l + p_w)/s_w and (-d_h*u + k + p_h)/s_h <= H_out - 1 and (-d_w*v + l + p_w)/s_w <= W_out - 1] * (W[c_out, c_in, u, v]*dL/dY[n, c_out, (-d_h*u + k + p_h)/s_h, (-d_w*v + l + p_w)/s_w])
       where H_out = floor((H_in - d_h*(K_h - 1) + 2*p_h - 1)/s_h) + 1
@@ -779,9 +779,9 @@ def pw3_with_relu17_grad_input_narrow(grad_output, weight, fused_x, grad_input):
     with C_in = 64, C_out = 64, H_in = 8, K_h = 1, K_w = 1, W_in = 8, d_h = 1, d_w = 1, p_h = 0, p_w = 0, s_h = 1, s_w = 1.
 
     Fused with the input gradient of the element-wise layer E that this one reads: it stores E's dL/dX
-    (E's input X_E read from fused_x), the sum above as E's dL/dY:
+    (E's output Y_E read from fused_out), the sum above as E's dL/dY:
     relu: gradient with respect to the input
-    dL/dX_E[n, c_in, k, l] = [0 < X_E[n, c_in, k, l]] * dL/dX[n, c_in, k, l]
+    dL/dX_E[n, c_in, k, l] = [0 < Y_E[n, c_in, k, l]] * dL/dX[n, c_in, k, l]
 
     with C_in = 64, H_in = 8, W_in = 8.
 
@@ -806,7 +806,7 @@ def pw3_with_relu17_grad_input_narrow(grad_output, weight, fused_x, grad_input):
             for c_in in range(64):
                 for l in range(8):
                     stored = tile[c_in, l]
-                    fused0 = fused_x[n, c_in, k, l]
+                    fused0 = fused_out[n, c_in, k, l]
                     grad_input[n, c_in, k, l] = ((stored) if (fused0 > 0) else (0))
 
 

@@ -30,6 +30,8 @@ MODULES = (
     'b2_conv1_with_relu12',
     'b2_add_with_b2_out',
     'b3_conv1_with_relu21',
+    'stem_bn_with_stem_relu',
+    'b2_bn1_with_relu12',
     'loss',
 )
 
@@ -134,6 +136,8 @@ ALIASES = {
     'b3_out_forward': 'relu12_forward',
     'b3_out_grad_input': 'relu12_grad_input',
     'b3_add_with_b3_out_forward': 'b2_add_with_b2_out_forward',
+    'b1_bn1_with_relu5_forward': 'stem_bn_with_stem_relu_forward',
+    'b3_bn1_with_relu21_forward': 'b2_bn1_with_relu12_forward',
 }
 
 #: Each kernel's array arguments by name, in call order (outputs last).
@@ -155,7 +159,7 @@ ARGUMENTS = {
     'stem_bn_eval_scale': ('weight', 'running_var', 'out', ),
     'stem_bn_eval_shift': ('weight', 'bias', 'running_mean', 'running_var', 'out', ),
     'stem_relu_forward': ('x', 'out', ),
-    'stem_relu_grad_input': ('grad_output', 'x', 'grad_input', ),
+    'stem_relu_grad_input': ('grad_output', 'out', 'grad_input', ),
     'b1_conv1_forward': ('x', 'weight', 'out', ),
     'b1_conv1_grad_input': ('grad_output', 'weight', 'grad_input', ),
     'b1_conv1_grad_weight': ('grad_output', 'x', 'grad_weight', ),
@@ -173,7 +177,7 @@ ARGUMENTS = {
     'b1_bn1_eval_scale': ('weight', 'running_var', 'out', ),
     'b1_bn1_eval_shift': ('weight', 'bias', 'running_mean', 'running_var', 'out', ),
     'relu5_forward': ('x', 'out', ),
-    'relu5_grad_input': ('grad_output', 'x', 'grad_input', ),
+    'relu5_grad_input': ('grad_output', 'out', 'grad_input', ),
     'b1_conv2_forward': ('x', 'weight', 'out', ),
     'b1_conv2_grad_input': ('grad_output', 'weight', 'grad_input', ),
     'b1_conv2_grad_weight': ('grad_output', 'x', 'grad_weight', ),
@@ -194,7 +198,7 @@ ARGUMENTS = {
     'b1_add_grad_input': ('grad_output', 'grad_input', ),
     'b1_add_grad_input2': ('grad_output', 'grad_input2', ),
     'b1_out_forward': ('x', 'out', ),
-    'b1_out_grad_input': ('grad_output', 'x', 'grad_input', ),
+    'b1_out_grad_input': ('grad_output', 'out', 'grad_input', ),
     'b2_conv1_forward': ('x', 'weight', 'out', ),
     'b2_conv1_grad_input': ('grad_output', 'weight', 'grad_input', ),
     'b2_conv1_grad_weight': ('grad_output', 'x', 'grad_weight', ),
@@ -212,7 +216,7 @@ ARGUMENTS = {
     'b2_bn1_eval_scale': ('weight', 'running_var', 'out', ),
     'b2_bn1_eval_shift': ('weight', 'bias', 'running_mean', 'running_var', 'out', ),
     'relu12_forward': ('x', 'out', ),
-    'relu12_grad_input': ('grad_output', 'x', 'grad_input', ),
+    'relu12_grad_input': ('grad_output', 'out', 'grad_input', ),
     'b2_conv2_forward': ('x', 'weight', 'out', ),
     'b2_conv2_grad_input': ('grad_output', 'weight', 'grad_input', ),
     'b2_conv2_grad_weight': ('grad_output', 'x', 'grad_weight', ),
@@ -249,7 +253,7 @@ ARGUMENTS = {
     'b2_add_grad_input': ('grad_output', 'grad_input', ),
     'b2_add_grad_input2': ('grad_output', 'grad_input2', ),
     'b2_out_forward': ('x', 'out', ),
-    'b2_out_grad_input': ('grad_output', 'x', 'grad_input', ),
+    'b2_out_grad_input': ('grad_output', 'out', 'grad_input', ),
     'b3_conv1_forward': ('x', 'weight', 'out', ),
     'b3_conv1_grad_input': ('grad_output', 'weight', 'grad_input', ),
     'b3_conv1_grad_weight': ('grad_output', 'x', 'grad_weight', ),
@@ -267,7 +271,7 @@ ARGUMENTS = {
     'b3_bn1_eval_scale': ('weight', 'running_var', 'out', ),
     'b3_bn1_eval_shift': ('weight', 'bias', 'running_mean', 'running_var', 'out', ),
     'relu21_forward': ('x', 'out', ),
-    'relu21_grad_input': ('grad_output', 'x', 'grad_input', ),
+    'relu21_grad_input': ('grad_output', 'out', 'grad_input', ),
     'b3_conv2_forward': ('x', 'weight', 'out', ),
     'b3_conv2_grad_input': ('grad_output', 'weight', 'grad_input', ),
     'b3_conv2_grad_weight': ('grad_output', 'x', 'grad_weight', ),
@@ -288,7 +292,7 @@ ARGUMENTS = {
     'b3_add_grad_input': ('grad_output', 'grad_input', ),
     'b3_add_grad_input2': ('grad_output', 'grad_input2', ),
     'b3_out_forward': ('x', 'out', ),
-    'b3_out_grad_input': ('grad_output', 'x', 'grad_input', ),
+    'b3_out_grad_input': ('grad_output', 'out', 'grad_input', ),
     'global_avgpool26_forward': ('x', 'out', ),
     'global_avgpool26_grad_input': ('grad_output', 'grad_input', ),
     'flatten27_forward': ('x', 'out', ),
@@ -300,7 +304,7 @@ ARGUMENTS = {
     'fanout_stem_relu': ('x', 'x2', 'out', ),
     'fanout_b1_out': ('x', 'x2', 'out', ),
     'fanout_b2_out': ('x', 'x2', 'out', ),
-    'global_avgpool26_with_b3_out_grad_input': ('grad_output', 'fused_x', 'grad_input', ),
+    'global_avgpool26_with_b3_out_grad_input': ('grad_output', 'fused_out', 'grad_input', ),
     'stem_with_stem_relu_folded_forward': ('x', 'weight', 'bias', 'out', ),
     'b1_conv1_with_relu5_folded_forward': ('x', 'weight', 'bias', 'out', ),
     'b1_add_with_b1_out_forward': ('x', 'x2', 'out', ),
@@ -308,6 +312,10 @@ ARGUMENTS = {
     'b2_add_with_b2_out_forward': ('x', 'x2', 'out', ),
     'b3_conv1_with_relu21_folded_forward': ('x', 'weight', 'bias', 'out', ),
     'b3_add_with_b3_out_forward': ('x', 'x2', 'out', ),
+    'stem_bn_with_stem_relu_forward': ('x', 'weight', 'bias', 'out', ),
+    'b1_bn1_with_relu5_forward': ('x', 'weight', 'bias', 'out', ),
+    'b2_bn1_with_relu12_forward': ('x', 'weight', 'bias', 'out', ),
+    'b3_bn1_with_relu21_forward': ('x', 'weight', 'bias', 'out', ),
     'loss_forward': ('x', 'targets', ),
     'loss_grad_input': ('x', 'targets', 'grad_input', ),
 }
@@ -342,16 +350,17 @@ RESHAPES = {
 
 #: Element-wise layers whose input gradient another kernel computes (symcnn.codegen.fusion): the
 #: layer's label -> (the one layer that reads its output, that layer's input-gradient kernel which
-#: stores this layer's input gradient instead, reading this layer's input as ``fused_x``). A runtime
-#: calls that kernel in place of both gradient kernels.
+#: stores this layer's input gradient instead, reading this layer's input as ``fused_x`` or its output
+#: as ``fused_out``). A runtime calls that kernel in place of both gradient kernels.
 FUSED = {
     'b3_out': ('global_avgpool26', 'global_avgpool26_with_b3_out_grad_input'),
 }
 
-#: Element-wise layers whose forward pass, in evaluation passes that fold (no gradient follows), another
-#: kernel stores (symcnn.codegen.forward_fusion): the layer's label -> (the layer whose output it alone
-#: reads, that layer's forward kernel storing this layer's output instead, its arguments that layer's;
-#: for a normalization in FOLDS, the folded kernel's). A runtime calls it in place of both forward kernels.
+#: Element-wise layers whose forward pass another kernel stores (symcnn.codegen.forward_fusion): the
+#: layer's label -> (the layer whose output it alone reads, that layer's forward kernel storing this
+#: layer's output instead, its arguments that layer's; for a normalization in FOLDS, the folded kernel's).
+#: A runtime calls it in place of both forward kernels in evaluation passes that fold (no gradient
+#: follows), and in any pass where no gradient kernel reads the skipped output (see ARGUMENTS).
 FORWARD_FUSED = {
     'stem_relu': ('stem_bn', 'stem_with_stem_relu_folded_forward'),
     'relu5': ('b1_bn1', 'b1_conv1_with_relu5_folded_forward'),
@@ -360,4 +369,15 @@ FORWARD_FUSED = {
     'b2_out': ('b2_add', 'b2_add_with_b2_out_forward'),
     'relu21': ('b3_bn1', 'b3_conv1_with_relu21_folded_forward'),
     'b3_out': ('b3_add', 'b3_add_with_b3_out_forward'),
+}
+
+#: Element-wise layers after a layer with a formula for each mode (batch norm) whose forward pass, in
+#: training mode, that layer's training-mode kernel stores (symcnn.codegen.forward_fusion): the layer's
+#: label -> (that layer, its kernel storing this layer's output instead, its arguments that layer's
+#: training forward kernel's). FORWARD_FUSED holds the evaluation-mode one.
+TRAINING_FORWARD_FUSED = {
+    'stem_relu': ('stem_bn', 'stem_bn_with_stem_relu_forward'),
+    'relu5': ('b1_bn1', 'b1_bn1_with_relu5_forward'),
+    'relu12': ('b2_bn1', 'b2_bn1_with_relu12_forward'),
+    'relu21': ('b3_bn1', 'b3_bn1_with_relu21_forward'),
 }

@@ -26,7 +26,7 @@ ARGUMENTS = {
     'conv1_grad_weight': ('grad_output', 'x', 'grad_weight', ),
     'conv1_grad_bias': ('grad_output', 'grad_bias', ),
     'relu1_forward': ('x', 'out', ),
-    'relu1_grad_input': ('grad_output', 'x', 'grad_input', ),
+    'relu1_grad_input': ('grad_output', 'out', 'grad_input', ),
     'maxpool2d2_forward': ('x', 'out', 'switch', ),
     'maxpool2d2_grad_input': ('grad_output', 'switch', 'grad_input', ),
     'conv2_forward': ('x', 'weight', 'bias', 'out', ),
@@ -39,7 +39,7 @@ ARGUMENTS = {
     'fc1_grad_input': ('grad_output', 'weight', 'grad_input', ),
     'fc1_grad_weight': ('grad_output', 'x', 'grad_weight', ),
     'fc1_grad_bias': ('grad_output', 'grad_bias', ),
-    'maxpool2d2_with_relu1_grad_input': ('grad_output', 'switch', 'fused_x', 'grad_input', ),
+    'maxpool2d2_with_relu1_grad_input': ('grad_output', 'switch', 'fused_out', 'grad_input', ),
     'conv1_with_relu1_forward': ('x', 'weight', 'bias', 'out', ),
     'loss_forward': ('x', 'targets', ),
     'loss_grad_input': ('x', 'targets', 'grad_input', ),
@@ -61,16 +61,24 @@ RESHAPES = {
 
 #: Element-wise layers whose input gradient another kernel computes (symcnn.codegen.fusion): the
 #: layer's label -> (the one layer that reads its output, that layer's input-gradient kernel which
-#: stores this layer's input gradient instead, reading this layer's input as ``fused_x``). A runtime
-#: calls that kernel in place of both gradient kernels.
+#: stores this layer's input gradient instead, reading this layer's input as ``fused_x`` or its output
+#: as ``fused_out``). A runtime calls that kernel in place of both gradient kernels.
 FUSED = {
     'relu1': ('maxpool2d2', 'maxpool2d2_with_relu1_grad_input'),
 }
 
-#: Element-wise layers whose forward pass, in evaluation passes that fold (no gradient follows), another
-#: kernel stores (symcnn.codegen.forward_fusion): the layer's label -> (the layer whose output it alone
-#: reads, that layer's forward kernel storing this layer's output instead, its arguments that layer's;
-#: for a normalization in FOLDS, the folded kernel's). A runtime calls it in place of both forward kernels.
+#: Element-wise layers whose forward pass another kernel stores (symcnn.codegen.forward_fusion): the
+#: layer's label -> (the layer whose output it alone reads, that layer's forward kernel storing this
+#: layer's output instead, its arguments that layer's; for a normalization in FOLDS, the folded kernel's).
+#: A runtime calls it in place of both forward kernels in evaluation passes that fold (no gradient
+#: follows), and in any pass where no gradient kernel reads the skipped output (see ARGUMENTS).
 FORWARD_FUSED = {
     'relu1': ('conv1', 'conv1_with_relu1_forward'),
+}
+
+#: Element-wise layers after a layer with a formula for each mode (batch norm) whose forward pass, in
+#: training mode, that layer's training-mode kernel stores (symcnn.codegen.forward_fusion): the layer's
+#: label -> (that layer, its kernel storing this layer's output instead, its arguments that layer's
+#: training forward kernel's). FORWARD_FUSED holds the evaluation-mode one.
+TRAINING_FORWARD_FUSED = {
 }

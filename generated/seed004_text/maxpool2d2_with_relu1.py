@@ -23,7 +23,7 @@ numba.config.SLP_VECTORIZE = 1
 
 
 @njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
-def maxpool2d2_with_relu1_grad_input(grad_output, switch, fused_x, grad_input):
+def maxpool2d2_with_relu1_grad_input(grad_output, switch, fused_out, grad_input):
     """maxpool2d: gradient with respect to the input
     dL/dX[n, c, k, l] = sum_{u=0..K_h - 1, v=0..K_w - 1} [s_h | k - u and s_w | l - v and 0 <= (k - u)/s_h and 0 <= (l - v)/s_w and (k - u)/s_h <= H_out - 1 and (l - v)/s_w <= W_out - 1] * ([(u, v) = first argmax_{u', v'} X[n, c, k - u + u', l - v + v']]*dL/dY[n, c, (k - u)/s_h, (l - v)/s_w])
       where H_out = floor((H_in - K_h)/s_h) + 1
@@ -32,9 +32,9 @@ def maxpool2d2_with_relu1_grad_input(grad_output, switch, fused_x, grad_input):
     with C_in = 16, H_in = 32, K_h = 2, K_w = 2, W_in = 32, s_h = 2, s_w = 2.
 
     Fused with the input gradient of the element-wise layer E that this one reads: it stores E's dL/dX
-    (E's input X_E read from fused_x), the sum above as E's dL/dY:
+    (E's output Y_E read from fused_out), the sum above as E's dL/dY:
     relu: gradient with respect to the input
-    dL/dX_E[n, c, k, l] = [0 < X_E[n, c, k, l]] * dL/dX[n, c, k, l]
+    dL/dX_E[n, c, k, l] = [0 < Y_E[n, c, k, l]] * dL/dX[n, c, k, l]
 
     with C_in = 16, H_in = 32, W_in = 32.
 
@@ -50,5 +50,5 @@ def maxpool2d2_with_relu1_grad_input(grad_output, switch, fused_x, grad_input):
                     acc += ((1) if (switch[n, c, (k) // 2, (l) // 2] == 2*k + l - 4*((k) // 2) - 2*((l) // 2)) else (0))*grad_output[n, c, (k) // 2, (l) // 2]
                     grad_input[n, c, k, l] = acc
                     stored = grad_input[n, c, k, l]
-                    fused0 = fused_x[n, c, k, l]
+                    fused0 = fused_out[n, c, k, l]
                     grad_input[n, c, k, l] = ((stored) if (fused0 > 0) else (0))

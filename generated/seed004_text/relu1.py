@@ -44,9 +44,9 @@ def relu1_forward(x, out):
 
 
 @njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
-def relu1_grad_input(grad_output, x, grad_input):
+def relu1_grad_input(grad_output, out, grad_input):
     """relu: gradient with respect to the input
-    dL/dX[n, c, i, j] = [0 < X[n, c, i, j]] * dL/dY[n, c, i, j]
+    dL/dX[n, c, i, j] = [0 < Y[n, c, i, j]] * dL/dY[n, c, i, j]
 
     with C_in = 16, H_in = 32, W_in = 32.
 
@@ -54,13 +54,13 @@ def relu1_grad_input(grad_output, x, grad_input):
     one float dtype; the caller checks every shape, since numba does not bounds-check.
     """
     N = grad_output.shape[0]
-    x_rows = x.reshape((x.shape[0], 16384))
+    out_rows = out.reshape((out.shape[0], 16384))
     grad_output_rows = grad_output.reshape((grad_output.shape[0], 16384))
     grad_input_rows = grad_input.reshape((grad_input.shape[0], 16384))
     for n in prange(N):
         for cij in range(16384):
             acc = 0.0
             load0 = grad_output_rows[n, cij]
-            load1 = x_rows[n, cij]
+            load1 = out_rows[n, cij]
             acc += ((load0) if (load1 > 0) else (0))
             grad_input_rows[n, cij] = acc

@@ -8,10 +8,10 @@ and E's own gradient kernel (a write and a read of an activation-sized array) is
 through ``f``: :class:`FusedElementwise` (``f`` with the sum as :data:`STORED`) on the lowering, and
 :func:`epilogue_at`, ``f`` printed at one store of a schedule (its output element). The forward
 counterpart, :mod:`symcnn.codegen.forward_fusion`, stores E's forward pass ``f(stored)`` at the store of
-the layer before it (in evaluation passes): an epilogue that reads nothing but the stored value.
+the layer before it: an epilogue that reads nothing but the stored value.
 
-Example: ReLU's ``[0 < X[n, c, k, l]] * stored`` at the store ``grad_input[n, c, k, l]`` gives
-``Epilogue(loads=(('fused0', 'fused_x[n, c, k, l]'),), value='((stored) if (fused0 > 0) else (0))')``.
+Example: ReLU's ``[0 < Y[n, c, k, l]] * stored`` at the store ``grad_input[n, c, k, l]`` gives
+``Epilogue(loads=(('fused0', 'fused_out[n, c, k, l]'),), value='((stored) if (fused0 > 0) else (0))')``.
 """
 
 from __future__ import annotations

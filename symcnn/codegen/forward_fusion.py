@@ -5,17 +5,21 @@ element-wise layer E alone (ReLU, tanh, ...: :func:`~symcnn.codegen.fusion.eleme
 reads it at one index: ``Y_E[idx] = f(X_E[idx])``. P's forward kernel can then store ``f(value)`` where
 it stored its value (bias included: an epilogue, :mod:`symcnn.codegen.epilogue`, with the value as
 :data:`~symcnn.codegen.epilogue.STORED` and no other read), and E's kernel, a read and a write of an
-activation-sized array and a launch, is not run. P's own output is then never computed: only passes
-whose gradients are not taken may use the fused kernel (a backward pass reads E's input: ReLU's
-``[0 < X]``, and the backward fusion passes it as ``fused_x``), so the runtime runs it in evaluation
-passes that fold (:meth:`symcnn.runtime.network.Network._forward` with ``fold``), with evaluation
-mode's formula of P where its op has one (batch norm's). A batch norm folded into the layer before it
+activation-sized array and a launch, is not run. P's own output is then never computed: the runtime
+runs every fused kernel in evaluation passes that fold (:meth:`symcnn.runtime.network.Network._forward`
+with ``fold``), with evaluation mode's formula of P where its op has one (batch norm's), and in passes
+with gradients those whose skipped output no gradient kernel reads (ReLU's ``[0 < Y]`` reads E's output;
+:func:`symcnn.runtime.evaluation.trainable_fusions`). A batch norm folded into the layer before it
 (:mod:`symcnn.codegen.folding`) and followed by E gives one kernel for all three: the producer's folded
 forward pass storing E's value (``conv1_with_relu1_folded_forward``).
 
 The fused kernel is ``<P>_with_<E>_forward`` in a module of its own, ``<P>_with_<E>``; the package lists
-it in ``FORWARD_FUSED`` for the runtime. Where P's schedule cannot store through an epilogue (a kernel
-in phases: a transposed convolution), the pair is not fused.
+it in ``FORWARD_FUSED`` for the runtime. Where P's op has a formula for each mode (batch norm), that kernel
+is its evaluation one, ``<P>_with_<E>_eval_forward`` (or the folded one), and P's training formula
+storing E's value is ``<P>_with_<E>_forward``, listed in ``TRAINING_FORWARD_FUSED``
+(:func:`training_fused_kernels`): a training pass runs it, batch norm's statistics computed from the
+batch as in its own kernel. Where P's schedule cannot store through an epilogue (a kernel in phases: a
+transposed convolution), the pair is not fused.
 
 Example:
     >>> from symcnn.spec import load_spec
@@ -41,7 +45,7 @@ from symcnn.codegen.kernel_ir import Kernel
 from symcnn.codegen.lower import ARRAY_NAMES, forward_kernel, layer_formula
 from symcnn.spec import LayerSpec, NetworkSpec
 
-__all__ = ["forward_pairs", "forward_module", "ForwardFusion", "forward_fused_kernels"]
+__all__ = ["forward_pairs", "forward_module", "ForwardFusion", "forward_fused_kernels", "training_fused_kernels"]
 
 
 class ForwardFusion(NamedTuple):
@@ -94,7 +98,9 @@ def _producer(layer: LayerSpec, folded: dict[str, str], layers: dict) -> tuple[L
     if layer.label in folded:
         producer = layers[folded[layer.label]]
         return folded_layer(producer), "training", FOLDED_FORWARD, folded_title(producer, layer)
-    return layer, "evaluation" if registry.get(layer.kind).evaluation is not None else "training", "forward", ""
+    if registry.get(layer.kind).evaluation is not None:
+        return layer, "evaluation", "eval_forward", ""
+    return layer, "training", "forward", ""
 
 
 def _lowered(producer: LayerSpec, mode: str, elementwise: LayerSpec) -> Optional[Kernel]:
@@ -134,6 +140,33 @@ def forward_fused_kernels(spec: NetworkSpec, taken: frozenset = frozenset()) -> 
             kernel = titled(lowered[key], title) if title else lowered[key]
             fusions[elementwise.label] = ForwardFusion(layer.label, module,
                                                        _named(kernel, elementwise, f"{module}_{suffix}"))
+    return fusions
+
+
+def training_fused_kernels(spec: NetworkSpec, taken: frozenset = frozenset()) -> dict[str, ForwardFusion]:
+    """For each pair of :func:`forward_pairs` whose P has a formula for each mode (batch norm), by E's label:
+    P's training-mode forward kernel storing E's value, ``<P>_with_<E>_forward`` in the module
+    ``<P>_with_<E>`` (beside the evaluation one, ``_eval_forward``, where P is not folded). A pair whose
+    module name is a layer's label or in ``taken`` is not fused; one whose schedule cannot store through an
+    epilogue neither.
+
+    >>> from symcnn.spec import load_spec
+    >>> {e: (f.layer, f.kernel.name) for e, f in training_fused_kernels(load_spec("suite-batchnorm")).items()}
+    {'relu2': ('bn1', 'bn1_with_relu2_forward'), 'relu6': ('bn2', 'bn2_with_relu6_forward')}
+    """
+    taken = taken | {layer.label.casefold() for layer in spec.layers}
+    fusions: dict[str, ForwardFusion] = {}
+    lowered: dict[str, Optional[Kernel]] = {}
+    for layer, elementwise in forward_pairs(spec):
+        module = forward_module(layer, elementwise)
+        if registry.get(layer.kind).evaluation is None or module.casefold() in taken:
+            continue
+        key = configuration(layer, elementwise)
+        if key not in lowered:
+            lowered[key] = _lowered(layer, "training", elementwise)
+        if lowered[key] is not None:
+            fusions[elementwise.label] = ForwardFusion(layer.label, module,
+                                                       _named(lowered[key], elementwise, f"{module}_forward"))
     return fusions
 
 

@@ -27,7 +27,7 @@ import jinja2
 from symcnn import __version__
 from symcnn.codegen.folding import FOLDED_FORWARD, fold_kernels, folds
 from symcnn.codegen.kernel_ir import Kernel
-from symcnn.codegen.forward_fusion import forward_fused_kernels
+from symcnn.codegen.forward_fusion import forward_fused_kernels, training_fused_kernels
 from symcnn.codegen.fusion import fused_kernels, fused_module, fusion_pairs
 from symcnn.codegen.network import network_kernels
 from symcnn.files import replace_directory
@@ -133,9 +133,10 @@ def render_package(spec: NetworkSpec) -> dict[str, str]:
     for elementwise, reader in fusion_pairs(spec):  # each in a module of its own, before the loss's
         if elementwise.label in fused:
             modules[fused_module(elementwise, reader)] = [fused[elementwise.label]]
-    forward = forward_fused_kernels(spec, frozenset(module.casefold() for module in [*modules, "loss"]))
-    for fusion in forward.values():  # evaluation passes' forward fusions, each in a module of its own
-        modules[fusion.module] = [fusion.kernel]
+    taken = frozenset(module.casefold() for module in [*modules, "loss"])
+    forward, training = forward_fused_kernels(spec, taken), training_fused_kernels(spec, taken)
+    for fusion in [*forward.values(), *training.values()]:  # forward fusions, each pair in a module of its own
+        modules[fusion.module] = [*modules.get(fusion.module, []), fusion.kernel]
     modules["loss"] = loss
     shared = shared_modules(modules)
     for module, kernels in modules.items():
@@ -151,7 +152,9 @@ def render_package(spec: NetworkSpec) -> dict[str, str]:
         preamble=_preamble(spec, "package.py.jinja"), spec=spec, modules=modules,
         distinct=[module for module in modules if module not in shared], aliases=aliases, folds=_fold_table(spec),
         fused={elementwise: (readers[elementwise].label, kernel.name) for elementwise, kernel in fused.items()},
-        forward_fused={elementwise: (fusion.layer, fusion.kernel.name) for elementwise, fusion in forward.items()})
+        forward_fused={elementwise: (fusion.layer, fusion.kernel.name) for elementwise, fusion in forward.items()},
+        training_forward_fused={elementwise: (fusion.layer, fusion.kernel.name)
+                                for elementwise, fusion in training.items()})
     return files
 
 

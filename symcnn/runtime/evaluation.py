@@ -1,12 +1,14 @@
-"""Evaluation passes that fold: several layers' forward passes in one kernel, when no gradient follows.
+"""Forward passes that fold: several layers' forward passes in one kernel.
 
 Two rewrites, each listed in the generated package (packages made before a table have none of it):
 a normalization folded into the layer before it (``FOLDS``, :mod:`symcnn.codegen.folding`), run by
 :func:`folded_forward` on that layer's parameters scaled per output channel; and an element-wise layer's
 forward pass stored by the kernel of the layer whose output it alone reads (``FORWARD_FUSED``,
-:mod:`symcnn.codegen.forward_fusion`): :func:`forward_fusions`. Both skip a layer's output that a
-backward pass would read, so :meth:`symcnn.runtime.network.Network._forward` runs them only in
-evaluation passes with ``fold``.
+:mod:`symcnn.codegen.forward_fusion`): :func:`forward_fusions`. Both skip a layer's output, so
+:meth:`symcnn.runtime.network.Network._forward` runs them all only in evaluation passes with ``fold``.
+A pass with gradients runs the forward fusions that no backward kernel misses the skipped output in
+(:func:`trainable_fusions`: ReLU after a convolution or a batch norm, whose gradient reads ``[Y > 0]``):
+the layer's kernel stores ReLU's output, and its own output, an activation-sized array, is never written.
 
 Example: seed004's ``FORWARD_FUSED = {'relu1': ('conv1', 'conv1_with_relu1_forward')}`` gives
 ``{'conv1': (<relu1's LayerSpec>, 'conv1_with_relu1_forward')}``: at ``conv1``, that kernel writes
@@ -19,9 +21,10 @@ from typing import Optional
 
 import numpy as np
 
+from symcnn import registry
 from symcnn.spec import LayerSpec
 
-__all__ = ["forward_fusions", "folded_forward"]
+__all__ = ["forward_fusions", "trainable_fusions", "folded_forward"]
 
 
 def forward_fusions(kernels, layers: dict[str, LayerSpec]) -> dict[str, tuple[LayerSpec, str]]:
@@ -29,6 +32,54 @@ def forward_fusions(kernels, layers: dict[str, LayerSpec]) -> dict[str, tuple[La
     reads (or, for a folded normalization, of that normalization): (E, the fused kernel)."""
     return {layer: (layers[elementwise], kernel)
             for elementwise, (layer, kernel) in getattr(kernels, "FORWARD_FUSED", {}).items()}
+
+
+def trainable_fusions(kernels, layers: dict[str, LayerSpec],
+                      fusions: dict[str, tuple[LayerSpec, str]]) -> dict[bool, dict[str, tuple[LayerSpec, str]]]:
+    """The forward fusions a pass with gradients may run as well, for training passes (``True``) and
+    evaluation passes (``False``), by the label of the layer P whose output the element-wise layer E reads:
+    ``fusions`` (:func:`forward_fusions`) where P has one forward kernel in both modes (no evaluation
+    kernels, no mask, no fold), and in training passes, for a P with a formula for each mode (batch
+    norm), its training-mode kernel storing E's output (``TRAINING_FORWARD_FUSED``). Each only where the
+    fused kernel writes all that P's own forward kernel writes (a max pool's ``switch``) and no backward
+    kernel reads P's output, which is never written: P's (``out``) and E's (``x``, and ``fused_x`` in the
+    kernel of ``FUSED`` that stores E's input gradient). Decided from the kernels' ``ARGUMENTS``, so
+    that a gradient that reads its input keeps both kernels.
+
+    >>> from symcnn.runtime.loader import load_kernels
+    >>> from symcnn.spec import load_spec
+    >>> layers = {layer.label: layer for layer in load_spec("seed004").layers}
+    >>> kernels = load_kernels(load_spec("seed004"))
+    >>> {label: (e.label, kernel) for label, (e, kernel) in
+    ...  trainable_fusions(kernels, layers, forward_fusions(kernels, layers))[True].items()}
+    {'conv1': ('relu1', 'conv1_with_relu1_forward')}
+    """
+    arguments, folded, stored_by = kernels.ARGUMENTS, getattr(kernels, "FOLDS", {}), getattr(kernels, "FUSED", {})
+    training_kernels = dict(getattr(kernels, "TRAINING_FORWARD_FUSED", {}).values())  # P -> its training one
+
+    def backward_reads(label: str, name: str) -> bool:
+        """Whether a gradient kernel of layer ``label`` (its own, or one of FUSED storing through it) reads ``name``."""
+        own = (names for kernel, names in arguments.items()  # not a fold's scale and shift, which write ``out``
+               if kernel.startswith(f"{label}_") and ("_grad_" in kernel or kernel.endswith("backward")))
+        return any(name in names for names in own)
+
+    chosen: dict[bool, dict[str, tuple[LayerSpec, str]]] = {True: {}, False: {}}
+    for label, (elementwise, kernel) in fusions.items():
+        entry = registry.get(layers[label].kind)
+        if entry.mask_drop is not None:
+            continue
+        if entry.evaluation is not None:  # two modes: the training one's kernel, if the package has it
+            candidates = {True: training_kernels[label]} if label in training_kernels else {}
+        else:
+            candidates = {} if label in folded else {True: kernel, False: kernel}
+        _, reader_kernel = stored_by.get(elementwise.label, (None, None))  # storing E's input gradient
+        if (backward_reads(label, "out") or backward_reads(elementwise.label, "x")
+                or (reader_kernel is not None and "fused_x" in arguments[reader_kernel])):
+            continue
+        for training, fused in candidates.items():
+            if set(arguments[f"{label}_forward"]) <= set(arguments[fused]):
+                chosen[training][label] = (elementwise, fused)
+    return chosen
 
 
 def folded_forward(net, layer: LayerSpec, x: np.ndarray, fold: tuple,

@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import importlib
-import math
 import os
 import time
 from functools import lru_cache
@@ -25,9 +24,9 @@ from typing import Optional, Union
 import numpy as np
 
 from symcnn import registry
-from symcnn.runtime.buffers import counter_names, initial_buffers, update_running_statistics
+from symcnn.runtime.buffers import counter_names, initial_buffers, switch_dtype, update_running_statistics
 from symcnn.runtime.compiling import CompileSummary, first_call, prepare
-from symcnn.runtime.evaluation import folded_forward, forward_fusions
+from symcnn.runtime.evaluation import folded_forward, forward_fusions, trainable_fusions
 from symcnn.runtime.loader import load_kernels
 from symcnn.runtime.progress import CompileProgress
 from symcnn.runtime.state import LayerState, describe_array
@@ -44,14 +43,6 @@ __all__ = ["Network", "switch_dtype"]
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 BACKWARD = "backward"  # <label>_backward: all of a layer's gradients in one kernel (symcnn.codegen.backward)
-
-
-def switch_dtype(layer: LayerSpec) -> np.dtype:
-    """The dtype of a pooling layer's ``switch`` (the argmax offset within the window): the narrowest
-    integer that holds it (measured: the pool's gradient kernel runs about 10x faster reading int8
-    than int64 or int32)."""
-    window = math.prod(layer.settings.get("kernel", layer.input_shape[1:]))  # an adaptive pool's: within the image
-    return np.dtype(np.int8 if window <= 127 else np.int32)
 
 
 @lru_cache(maxsize=None)
@@ -83,6 +74,10 @@ class Network(LayerState):
     from ``seed`` by a counter-based generator (:mod:`symcnn.runtime.masks`) and the count of training
     passes so far, :attr:`mask_state`; in evaluation mode batch norm uses its running statistics and
     dropout passes its input on.
+
+    A pass with gradients runs the forward fusions whose skipped output no gradient reads (a convolution's
+    kernel storing the ReLU after it, :mod:`symcnn.runtime.evaluation`); set :attr:`fuse_with_gradients`
+    to False to run every layer's own forward kernel there, each layer's output an array of its own.
     """
 
     def __init__(self, spec: NetworkSpec, kernels, dtype: str = "float32", seed: int = 0):
@@ -135,6 +130,9 @@ class Network(LayerState):
         self._folds = {producer: (layers[norm], *kernel_names)
                        for norm, (producer, *kernel_names) in getattr(kernels, "FOLDS", {}).items()}
         self._forward_fused = forward_fusions(kernels, layers)  # evaluation passes' (FORWARD_FUSED)
+        self._trainable = trainable_fusions(kernels, layers, self._forward_fused)  # by mode: training or not
+        self.fuse_with_gradients = True
+        self._shapes = {"input": spec.input_shape, **{layer.label: layer.output_shape for layer in spec.layers}}
         for module_name in kernels.MODULES:
             module = importlib.import_module(f"{kernels.__name__}.{module_name}")
             for kernel_name in kernels.ARGUMENTS:
@@ -282,15 +280,16 @@ class Network(LayerState):
         return kernel
 
     def _forward(self, x: np.ndarray, training: bool, fold: bool = False):
-        """The logits, every tensor by label (``"input"``: ``x``; each layer's output), and what the
+        """The logits, every tensor by label (``"input"``: ``x``; each layer's output that is written), and what the
         backward pass reads besides (by layer label: ``{"switch": ...}`` of a max pool, ``{"mask": ...}``
         of a dropout). A training pass draws its masks at the current step, then counts itself. With
         ``fold``, an evaluation pass runs each of the package's folds (``FOLDS``) and forward fusions
         (``FORWARD_FUSED``: an element-wise layer's output stored by the kernel of the layer before it) as
-        one kernel: no gradient can follow it (the outputs of the layers folded or fused into a later
-        layer's kernel are not computed; :mod:`symcnn.runtime.evaluation`)."""
+        one kernel (the outputs of the layers folded or fused into a later layer's kernel are not computed;
+        :mod:`symcnn.runtime.evaluation`); otherwise the fusions whose skipped outputs no gradient reads."""
         batch = x.shape[0]
-        folds, fused = (self._folds, self._forward_fused) if fold and not training else ({}, {})
+        folds, fused = ((self._folds, self._forward_fused) if fold and not training
+                        else ({}, self._trainable[training] if self.fuse_with_gradients else {}))
         values, saved = {"input": x}, {}
         ahead: set[str] = set()  # layers whose output a kernel before theirs computes (a fold, a forward fusion)
         step = self._mask_state["step"]
@@ -396,8 +395,9 @@ class Network(LayerState):
                 sent.setdefault(layer.inputs[0], []).append(upstream)
                 continue
             arrays = self._layer_arrays(layer)
-            arrays.update(zip(_input_names(len(layer.inputs)), (values[source] for source in layer.inputs)))
-            arrays["grad_output"], arrays["out"] = upstream, values[layer.label]  # out: tanh's 1 - Y^2 reads it
+            # A layer whose forward pass a trainable fusion skipped has no output: no gradient kernel reads it
+            arrays.update(zip(_input_names(len(layer.inputs)), (values.get(source) for source in layer.inputs)))
+            arrays["grad_output"], arrays["out"] = upstream, values.get(layer.label)  # out: tanh's 1 - Y^2 reads it
             arrays.update(saved.get(layer.label, {}))
             together = self._backward_kernel(layer, arrays, training, input_gradient, parameters)
             for role in ("weight", "bias"):
@@ -414,8 +414,8 @@ class Network(LayerState):
                 if layer.label in self._fused:  # the gradient of the element-wise layer before it, in one pass
                     elementwise, kernel = self._fused[layer.label]
                     source = elementwise.inputs[0]
-                    arrays["fused_x"], arrays["fused_out"] = values[source], values[elementwise.label]
-                arrays[name] = self._buffer(f"{layer.label}.{name}", values[source].shape, self.dtype)
+                    arrays["fused_x"], arrays["fused_out"] = values.get(source), values[elementwise.label]
+                arrays[name] = self._buffer(f"{layer.label}.{name}", (len(upstream), *self._shapes[source]), self.dtype)
                 if together is None:
                     self._call(kernel, arrays)
                 sent.setdefault(source, []).append(arrays[name])

@@ -9,10 +9,13 @@ dL/dY``. PyTorch's ``tanh_backward`` and ``sigmoid_backward`` take the output fo
 replaces ``f(X)`` by ``Y`` where it appears, then any ``X`` left by an inverse of ``f`` that SymPy solves
 for, and simplifies. A piecewise op is rewritten branch by branch, its conditions ``X > a`` becoming
 ``Y > f(a)``: ELU's gradient is ``dL/dY`` where ``Y > 0``, else ``(Y + alpha) dL/dY``. The form is kept
-only where it reads no ``X``, calls fewer functions (``exp``, ``tanh``, ...) than the derived one, and
+only where it reads no ``X``, calls no more functions (``exp``, ``tanh``, ...) than the derived one, and
 equals it at sample points on both sides of 0 and of each threshold ``a``, at the layer's settings (a
 check of SymPy's inverse, which may be a complex branch, and of the conditions, which hold where ``f``
-increases). ReLU's ``[X > 0] dL/dY`` and LeakyReLU's stay as derived: a mask costs no call either way.
+increases). ReLU's ``[X > 0] dL/dY`` becomes ``[Y > 0] dL/dY`` and LeakyReLU's likewise: the same cost, but
+a gradient that reads no ``X`` lets a training pass store ``Y`` straight from the kernel of the layer
+before (:mod:`symcnn.runtime.evaluation`), so that ``X`` is never written. A form that calls more
+functions than the derived one (a non-monotone op's, whose inverse has several branches) is not kept.
 
 The derivations (``symcnn derive``, the reports) show the gradient as derived; the kernels compute this
 form, and their docstrings show it.
@@ -22,8 +25,8 @@ Example:
     >>> from symcnn.symbolic.adjoint import derive_gradient
     >>> gradient_from_output(derive_gradient(ops.tanh(), "input")).rhs
     -Y[n, c, i, j]**2*dL/dY[n, c, i, j] + dL/dY[n, c, i, j]
-    >>> gradient_from_output(derive_gradient(ops.relu(), "input")) is None
-    True
+    >>> gradient_from_output(derive_gradient(ops.relu(), "input")).rhs
+    Piecewise((dL/dY[n, c, i, j], Y[n, c, i, j] > 0), (0, True))
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ _X, _Y = Dummy("x", real=True), Dummy("y", real=True)
 
 def gradient_from_output(gradient: GradientFormula, values: Optional[Mapping] = None) -> Optional[GradientFormula]:
     """``gradient`` (an element-wise op's, with respect to its input) with every read of the input
-    ``X`` replaced by reads of the output ``Y``, where that calls fewer functions; else ``None``. A
+    ``X`` replaced by reads of the output ``Y``, where that calls no more functions; else ``None``. A
     form is checked at the settings in ``values`` (ELU's ``alpha``; 1.25 for one not given): ELU's
     holds for a positive ``alpha`` only."""
     forward = gradient.forward
@@ -73,7 +76,7 @@ def gradient_from_output(gradient: GradientFormula, values: Optional[Mapping] = 
     settings = tuple(sorted(((sympy.sympify(key), sympy.sympify(value)) for key, value in (values or {}).items()
                              if sympy.sympify(key) in symbols), key=lambda pair: str(pair[0])))
     bodies = [_rewritten(function, body, x, y, settings) if body.has(x) else body for body in derived]
-    if any(body is None for body in bodies) or sum(map(_calls, bodies)) >= sum(map(_calls, derived)):
+    if any(body is None for body in bodies) or sum(map(_calls, bodies)) > sum(map(_calls, derived)):
         return None
     return replace(gradient, terms=tuple(replace(term, body=body.xreplace({y: own_output}))
                                          for term, body in zip(gradient.terms, bodies)))
@@ -121,8 +124,10 @@ def _branchwise(function: Piecewise, body: Expr, x: Dummy, y: Dummy, settings: t
 
 
 def _calls(expr: Expr) -> int:
-    """How many function applications (``exp``, ``tanh``, ``Piecewise``, ...) ``expr`` evaluates."""
-    return sum(1 for node in sympy.preorder_traversal(expr) if isinstance(node, sympy.Function))
+    """How many function applications ``expr`` evaluates: ``exp``, ``tanh``, ``Piecewise``, ..., and powers
+    other than integer ones (a root, ``Y**(2/3)``, is a ``pow`` call; ``Y**2`` is a multiplication)."""
+    return sum(1 for node in sympy.preorder_traversal(expr)
+               if isinstance(node, sympy.Function) or (isinstance(node, sympy.Pow) and not node.exp.is_Integer))
 
 
 def _agree(body: Expr, candidate: Expr, x: Dummy, y: Dummy, function: Expr, settings: tuple, thresholds=()) -> bool:

@@ -1,9 +1,11 @@
 """Fusion across layers, forward: an element-wise layer's forward pass stored by the kernel of the layer it
-reads (symcnn.codegen.forward_fusion), in evaluation passes that fold.
+reads (symcnn.codegen.forward_fusion), in evaluation passes that fold and, where no gradient reads the
+skipped output, in passes with gradients.
 
 Which pairs fuse, read off the formulas; each fused kernel against the unfused chain it replaces (the
 layer's forward kernel, then the element-wise layer's) in float64 and float32; whole evaluation passes
-against the unfused pass and PyTorch's; which kernels run.
+against the unfused pass and PyTorch's; passes with gradients against the same passes unfused; which
+kernels run.
 """
 
 from __future__ import annotations
@@ -84,6 +86,13 @@ def test_each_schedule_takes_the_epilogue_except_phases():
     exec(render_package(spec)["__init__.py"], namespace)  # the package's tables (no kernels imported)
     assert namespace["FORWARD_FUSED"]["r1"] == ("c1", "c1_with_r1_forward")
     assert set(namespace["FORWARD_FUSED"]) == set(fusions)
+    # a batch norm's pair: its evaluation formula's kernel (or the fold's) and, for training passes, its
+    # training formula's, side by side in its module where it is not folded
+    assert namespace["FORWARD_FUSED"]["r8"] == ("bn8", "bn8_with_r8_eval_forward")
+    assert namespace["TRAINING_FORWARD_FUSED"] == {"l2": ("bn2", "bn2_with_l2_forward"),
+                                                   "r8": ("bn8", "bn8_with_r8_forward")}
+    assert namespace["MODULES"].count("bn8_with_r8") == 1 and "bn2_with_l2" in namespace["MODULES"]
+    assert {"bn8_with_r8_forward", "bn8_with_r8_eval_forward"} <= set(namespace["ARGUMENTS"])
 
 
 @pytest.mark.parametrize("layers, expected", [
@@ -182,13 +191,56 @@ def test_the_evaluation_pass_runs_the_fused_kernels_and_equals_the_unfused_one(f
     assert not {"c1_forward", "r1_forward", "c2_folded_forward", "l2_forward", "pool_forward", "l5_forward"} & ran
     assert "r6_forward" in ran  # after the transposed convolution, which runs in phases: not fused
     np.testing.assert_allclose(fused, _unfused(net, x), **_tolerance(net.dtype))
-    # training mode, and evaluation passes whose gradients are taken, run unfused
-    net.train()
-    net.profile = {}
-    net.forward(x)
-    assert not any("_with_" in kernel for kernel in net.profile)
+    # Training mode, and evaluation passes whose gradients are taken, run the fusions whose skipped output no
+    # gradient reads (every gradient here reads E's output); not the folds, nor batch norm's (two modes)
+    # a batch norm's training kernel storing E's output too, in training passes
+    trainable = {"c1_with_r1_forward", "pw_with_e3_forward", "dw_with_s4_forward", "pool_with_l5_forward",
+                 "avg_with_t7_forward", "fc1_with_l9_forward"}
+    normalizations = {"bn2_with_l2_forward", "bn8_with_r8_forward"}
+    assert {kernel for _, kernel in net._trainable[False].values()} == trainable
+    assert {kernel for _, kernel in net._trainable[True].values()} == trainable | normalizations
+    for training in (True, False):
+        net.profile = {}
+        net.loss_and_grads(x, np.array([0, 2, 1]), training=training)
+        ran = set(net.profile)
+        assert {kernel for kernel in ran if "_forward" in kernel and "_with_" in kernel} == (
+            trainable | normalizations if training else trainable)
+        assert not {"c1_forward", "r1_forward", "pool_forward", "l5_forward"} & ran
+        assert {"c2_forward", "r6_forward"} <= ran  # before a batch norm (folded in evaluation only); after phases
+        assert ({"l2_forward", "r8_forward", "bn2_forward"} & ran) == (set() if training else {"l2_forward",
+                                                                                               "r8_forward"})
     net.profile = None
-    net.eval()
+
+
+def test_a_pass_with_gradients_equals_the_one_without_its_forward_fusions(fusing):
+    """The loss, every gradient and the running statistics, with the fusions and with each layer's own forward
+    kernel, in both modes: the same operations (a kernel storing E's value where it stored its own), so equal
+    to rounding."""
+    net, rng = fusing, np.random.default_rng(8)
+    x, labels = rng.standard_normal((3, *net.spec.input_shape)).astype(net.dtype), np.array([2, 0, 1])
+    before = {name: value.copy() for name, value in net.buffers.items()}
+    try:
+        for training in (True, False):
+            results = []
+            for fuse in (True, False):
+                net.buffers = {name: value.copy() for name, value in before.items()}  # the same running statistics
+                net.fuse_with_gradients = fuse
+                loss, grads = net.loss_and_grads(x, labels, training=training)
+                results.append((loss, {name: gradient.copy() for name, gradient in grads.items()},
+                                {name: value.copy() for name, value in net.buffers.items()}))
+            _assert_equal_passes(*results, net.dtype)
+    finally:
+        net.buffers, net.fuse_with_gradients = before, True
+
+
+def _assert_equal_passes(with_fusions: tuple, without: tuple, dtype) -> None:
+    """Two passes' (loss, gradients, buffers), equal to rounding."""
+    (fused_loss, fused, fused_buffers), (loss, unfused, buffers) = with_fusions, without
+    assert fused.keys() == unfused.keys() and fused_loss == pytest.approx(loss, rel=1e-6)
+    for name in unfused:
+        np.testing.assert_allclose(fused[name], unfused[name], err_msg=name, **_tolerance(dtype))
+    for name in buffers:
+        np.testing.assert_allclose(fused_buffers[name], buffers[name], err_msg=name, **_tolerance(dtype))
 
 
 @pytest.mark.parametrize("name", ["seed004", "suite-lenet", "suite-batchnorm",

@@ -80,11 +80,13 @@ def test_each_schedule_takes_the_epilogue_except_phases(monkeypatch):
     exec(render_package(spec)["__init__.py"], namespace)  # the package's tables (no kernels imported)
     assert namespace["FUSED"]["t2"] == ("pw", "pw_with_t2_grad_input")
     assert set(namespace["FUSED"]) == set(kinds)
-    # tanh's, the sigmoid's and ELU's gradients read E's output (1 - Y^2, Y (1 - Y), Y + alpha); ReLU's its input
+    # Every gradient here reads E's output: tanh's, the sigmoid's and ELU's (1 - Y^2, Y (1 - Y), Y + alpha),
+    # and ReLU's mask [Y > 0]
     arguments = namespace["ARGUMENTS"]
-    assert {"pw_with_t2_grad_input", "pool_with_s4_grad_input", "dw_with_e3_grad_input", "flat_with_t7_grad_input"} == {
+    assert {f"{reader}_grad_input" for reader in ("pw_with_t2", "pool_with_s4", "dw_with_e3", "flat_with_t7",
+                                                  "avg_with_r6", "fc2_with_r8")} == {
         kernel for kernel, names in arguments.items() if "fused_out" in names}
-    assert "fused_x" in arguments["avg_with_r6_grad_input"]
+    assert not any("fused_x" in names for names in arguments.values())
     monkeypatch.setattr(fusion, "UNFUSED_SCHEDULES", frozenset())
     assert fused_kernels(spec)["r1"].kind == "lanes"
 

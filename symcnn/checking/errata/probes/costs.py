@@ -22,7 +22,8 @@ expanded formulas at small configurations, and a network's memory, measured on i
 - **activation memory**: at each layer whose output is feature maps (``C_out`` maps of ``H_out ×
   W_out``) of the shipped digits and seed004 networks, the bytes that output occupies in a training
   pass of a :class:`~symcnn.runtime.network.Network` (measured, ``nbytes``; an array that is a view
-  of an earlier one would hold none of its own), which the Network keeps for its backward pass, in
+  of an earlier one would hold none of its own; the pass's forward fusions off, so that each layer's
+  output is an array), which the Network keeps for its backward pass, in
   float32 and float64, batches of 1 and 2. ``sizeof_float`` is C's ``sizeof(float)``, 4 bytes, or
   read as the size of the network's element (``options["sizeof_float"] == "dtype"``).
 
@@ -271,6 +272,9 @@ def _kept_bytes(spec: str, dtype: str) -> dict[tuple[str, int], int]:
     """The bytes each layer's output occupies in a training pass of a Network of ``spec``, by layer
     label and batch size: its own memory (a view of an earlier array, as flatten's, holds none)."""
     network = Network.from_spec(spec, dtype=dtype, seed=0)
+    # Each layer's output as an array of its own, as the claim counts it: with its forward fusions, a
+    # training pass never writes a convolution's output that only the ReLU after it reads.
+    network.fuse_with_gradients = False
     kept = {}
     for batch in _BATCHES:
         images = np.random.default_rng(batch).standard_normal((batch, *network.spec.input_shape)).astype(dtype)
