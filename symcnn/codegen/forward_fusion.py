@@ -19,7 +19,8 @@ is its evaluation one, ``<P>_with_<E>_eval_forward`` (or the folded one), and P'
 storing E's value is ``<P>_with_<E>_forward``, listed in ``TRAINING_FORWARD_FUSED``
 (:func:`training_fused_kernels`): a training pass runs it, batch norm's statistics computed from the
 batch as in its own kernel. Where P's schedule cannot store through an epilogue (a kernel in phases: a
-transposed convolution), the pair is not fused.
+transposed convolution), the pair is not fused; nor is one whose E calls a function (tanh's ``exp``:
+:data:`FUSE_FUNCTION_CALLS`), a cost decision from E's formula.
 
 Example:
     >>> from symcnn.spec import load_spec
@@ -34,7 +35,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import NamedTuple, Optional
 
-from sympy import IndexedBase
+from sympy import Function, IndexedBase, Max, Min, Piecewise
 
 from symcnn import registry
 from symcnn.codegen.docstrings import kernel_docstring
@@ -46,6 +47,27 @@ from symcnn.codegen.lower import ARRAY_NAMES, forward_kernel, layer_formula
 from symcnn.spec import LayerSpec, NetworkSpec
 
 __all__ = ["forward_pairs", "forward_module", "ForwardFusion", "forward_fused_kernels", "training_fused_kernels"]
+
+
+#: Whether to fuse an E whose forward formula calls a function (tanh, the sigmoid, ELU: an ``exp``). Not by
+#: default: in the producer's store loop, a row of a tile (28 columns of suite-lenet's conv1), the vector
+#: ``exp`` leaves a scalar remainder on each row, where E's own kernel runs it along the whole image;
+#: measured slower than the two kernels (suite-lenet's evaluation pass 0.96 ms unfused, 1.09 ms fused;
+#: conv1 -> tanh1 0.43 ms as two kernels, 0.50 ms fused; docs/performance.md). A selection (ReLU's and
+#: LeakyReLU's ``Piecewise``, a ``Max``) costs a compare per element in any loop and is fused. The tests
+#: set it to exercise every epilogue.
+FUSE_FUNCTION_CALLS = False
+
+
+def _calls_a_function(elementwise: LayerSpec) -> bool:
+    """Whether E's forward formula applies a function other than a selection (``Piecewise``, ``Max``, ``Min``).
+
+    >>> from symcnn.spec import load_spec
+    >>> _calls_a_function(load_spec("suite-lenet").layers[1]), _calls_a_function(load_spec("suite-vgg").layers[1])
+    (True, False)
+    """
+    formula, _ = layer_formula(elementwise)
+    return any(not isinstance(call, (Piecewise, Max, Min)) for call in formula.rhs.atoms(Function))
 
 
 class ForwardFusion(NamedTuple):
@@ -105,7 +127,9 @@ def _producer(layer: LayerSpec, folded: dict[str, str], layers: dict) -> tuple[L
 
 def _lowered(producer: LayerSpec, mode: str, elementwise: LayerSpec) -> Optional[Kernel]:
     """``producer``'s forward kernel (in ``mode``) storing ``elementwise``'s forward pass, or ``None``
-    where its schedule cannot."""
+    where its schedule cannot or ``elementwise`` calls a function (:data:`FUSE_FUNCTION_CALLS`)."""
+    if _calls_a_function(elementwise) and not FUSE_FUNCTION_CALLS:
+        return None
     formula, values = layer_formula(producer, mode)
     try:
         return forward_kernel(producer, formula, values, fused=_epilogue(elementwise, formula.indices))
