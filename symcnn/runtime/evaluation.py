@@ -55,7 +55,6 @@ def trainable_fusions(kernels, layers: dict[str, LayerSpec],
     {'conv1': ('relu1', 'conv1_with_relu1_forward')}
     """
     arguments, folded, stored_by = kernels.ARGUMENTS, getattr(kernels, "FOLDS", {}), getattr(kernels, "FUSED", {})
-    training_kernels = dict(getattr(kernels, "TRAINING_FORWARD_FUSED", {}).values())  # P -> its training one
 
     def backward_reads(label: str, name: str) -> bool:
         """Whether a gradient kernel of layer ``label`` (its own, or one of FUSED storing through it) reads ``name``."""
@@ -63,22 +62,22 @@ def trainable_fusions(kernels, layers: dict[str, LayerSpec],
                if kernel.startswith(f"{label}_") and ("_grad_" in kernel or kernel.endswith("backward")))
         return any(name in names for names in own)
 
-    chosen: dict[bool, dict[str, tuple[LayerSpec, str]]] = {True: {}, False: {}}
+    candidates = []  # (the modes, P's label, E, the fused kernel)
     for label, (elementwise, kernel) in fusions.items():
         entry = registry.get(layers[label].kind)
-        if entry.mask_drop is not None:
-            continue
-        if entry.evaluation is not None:  # two modes: the training one's kernel, if the package has it
-            candidates = {True: training_kernels[label]} if label in training_kernels else {}
-        else:
-            candidates = {} if label in folded else {True: kernel, False: kernel}
+        if entry.evaluation is None and entry.mask_drop is None and label not in folded:  # one kernel, both modes
+            candidates.append(((True, False), label, elementwise, kernel))
+    for elementwise, (label, kernel) in getattr(kernels, "TRAINING_FORWARD_FUSED", {}).items():  # two modes
+        candidates.append(((True,), label, layers[elementwise], kernel))
+    chosen: dict[bool, dict[str, tuple[LayerSpec, str]]] = {True: {}, False: {}}
+    for modes, label, elementwise, kernel in candidates:
         _, reader_kernel = stored_by.get(elementwise.label, (None, None))  # storing E's input gradient
         if (backward_reads(label, "out") or backward_reads(elementwise.label, "x")
-                or (reader_kernel is not None and "fused_x" in arguments[reader_kernel])):
+                or (reader_kernel is not None and "fused_x" in arguments[reader_kernel])
+                or not set(arguments[f"{label}_forward"]) <= set(arguments[kernel])):
             continue
-        for training, fused in candidates.items():
-            if set(arguments[f"{label}_forward"]) <= set(arguments[fused]):
-                chosen[training][label] = (elementwise, fused)
+        for training in modes:
+            chosen[training][label] = (elementwise, kernel)
     return chosen
 
 
