@@ -342,6 +342,12 @@ def profile_train_step(net: Network, x, labels, repeat: int) -> dict:
         runs.append(net.profile)
     net.profile = None
     flops = _kernel_flops(net.spec, x.shape[0])
+    # A fused kernel does its layer's multiply-adds: a convolution storing the ReLU after it, a reader's input
+    # gradient storing the gradient of the element-wise layer before it
+    for layer, (_, kernel) in net._trainable[True].items():
+        flops.setdefault(kernel, flops.get(f"{layer}_forward", 0))
+    for reader, (_, kernel) in net._fused.items():
+        flops.setdefault(kernel, flops.get(f"{reader}_grad_input", 0))
     report = {}
     for kernel in runs[0]:
         seconds = statistics.median(run[kernel] for run in runs)

@@ -502,8 +502,8 @@ def test_an_element_wise_kernel_runs_over_each_image_as_one_loop():
     assert gradient.output == "grad_input_rows"
     assert [(loop.variable, loop.stop) for loop in gradient.output_loops] == [("n", "N"), ("cij", "16384")]
     assert dict(gradient.views) == {name + "_rows": f"{name}.reshape(({name}.shape[0], 16384))"
-                                    for name in ("grad_output", "x", "grad_input")}
-    assert forward.output == "out_rows" and gradient.arguments == ("grad_output", "x", "grad_input")
+                                    for name in ("grad_output", "out", "grad_input")}  # [0 < Y]: the output
+    assert forward.output == "out_rows" and gradient.arguments == ("grad_output", "out", "grad_input")
     for label in ("maxpool2d2", "flatten4"):
         assert all(not kernel.views and kernel.output in ("out", "grad_input")
                    for kernel in layer_kernels(layers[label]))
