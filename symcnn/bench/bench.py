@@ -342,20 +342,15 @@ def profile_train_step(net: Network, x, labels, repeat: int) -> dict:
         runs.append(net.profile)
     net.profile = None
     flops = _kernel_flops(net.spec, x.shape[0])
-    # A fused kernel does its layer's multiply-adds: a convolution storing the ReLU after it, a reader's input
-    # gradient storing the gradient of the element-wise layer before it
-    for layer, (_, kernel) in net._trainable[True].items():
-        flops.setdefault(kernel, flops.get(f"{layer}_forward", 0))
-    for reader, (_, kernel) in net._fused.items():
-        flops.setdefault(kernel, flops.get(f"{reader}_grad_input", 0))
-    report = {}
-    for kernel in runs[0]:
-        seconds = statistics.median(run[kernel] for run in runs)
-        report[kernel] = {"ms": 1000 * seconds,
-                          "gflops": flops.get(kernel, 0) / seconds / 1e9 if flops.get(kernel) else None}
-    for kernel in net.reshapes:  # a view of its argument instead of a call: no time to measure
-        report[kernel] = {"ms": 0.0, "gflops": None, "view": True}
-    return report
+    # A fused kernel does its layer's multiply-adds (a convolution's storing the ReLU after it; an input gradient's)
+    fused = [*((f"{layer}_forward", kernel) for layer, (_, kernel) in net._trainable[True].items()),
+             *((f"{reader}_grad_input", kernel) for reader, (_, kernel) in net._fused.items())]
+    flops |= {kernel: flops[own] for own, kernel in fused if own in flops}
+    seconds = {kernel: statistics.median(run[kernel] for run in runs) for kernel in runs[0]}
+    report = {kernel: {"ms": 1000 * spent, "gflops": flops[kernel] / spent / 1e9 if flops.get(kernel) else None}
+              for kernel, spent in seconds.items()}
+    # a view of its argument instead of a call: no time to measure
+    return report | {kernel: {"ms": 0.0, "gflops": None, "view": True} for kernel in net.reshapes}
 
 
 def _kernel_flops(spec: NetworkSpec, batch: int) -> dict:
