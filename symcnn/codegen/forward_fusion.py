@@ -147,13 +147,36 @@ def forward_fused_kernels(spec: NetworkSpec, taken: frozenset = frozenset()) -> 
     """The fused kernel of each pair of :func:`forward_pairs` that fuses, by E's label. Pairs of one
     configuration (a VGG stage's) are lowered once. A pair whose module name is a layer's label or in
     ``taken`` (the other modules, casefolded) is not fused."""
-    layers = {layer.label: layer for layer in spec.layers}
+    layers, folded = {layer.label: layer for layer in spec.layers}, folds(spec)
+    return _fused_kernels(spec, taken, lambda layer: _producer(layer, folded, layers))
+
+
+def training_fused_kernels(spec: NetworkSpec, taken: frozenset = frozenset()) -> dict[str, ForwardFusion]:
+    """For each pair of :func:`forward_pairs` whose P has a formula for each mode (batch norm), by E's label:
+    P's training-mode forward kernel storing E's value, ``<P>_with_<E>_forward`` in the module
+    ``<P>_with_<E>`` (beside the evaluation one, ``_eval_forward``, where P is not folded). Otherwise as
+    :func:`forward_fused_kernels`.
+
+    >>> from symcnn.spec import load_spec
+    >>> {e: (f.layer, f.kernel.name) for e, f in training_fused_kernels(load_spec("suite-batchnorm")).items()}
+    {'relu2': ('bn1', 'bn1_with_relu2_forward'), 'relu6': ('bn2', 'bn2_with_relu6_forward')}
+    """
+    return _fused_kernels(spec, taken, lambda layer: (layer, "training", "forward", "")
+                          if registry.get(layer.kind).evaluation is not None else None)
+
+
+def _fused_kernels(spec: NetworkSpec, taken: frozenset, producer_of) -> dict[str, ForwardFusion]:
+    """The fused kernel of each pair ``(layer, E)`` for which ``producer_of(layer)`` gives (the layer whose
+    kernel it is, its mode, the kernel name's suffix, its docstring title; see :func:`_producer`), not
+    ``None``, by E's label; each configuration lowered once."""
     taken = taken | {layer.label.casefold() for layer in spec.layers}
-    folded = folds(spec)
     fusions: dict[str, ForwardFusion] = {}
     lowered: dict[str, Optional[Kernel]] = {}
     for layer, elementwise in forward_pairs(spec):
-        producer, mode, suffix, title = _producer(layer, folded, layers)
+        chosen = producer_of(layer)
+        if chosen is None:
+            continue
+        producer, mode, suffix, title = chosen
         module = forward_module(producer, elementwise)
         if module.casefold() in taken:
             continue
@@ -164,33 +187,6 @@ def forward_fused_kernels(spec: NetworkSpec, taken: frozenset = frozenset()) -> 
             kernel = titled(lowered[key], title) if title else lowered[key]
             fusions[elementwise.label] = ForwardFusion(layer.label, module,
                                                        _named(kernel, elementwise, f"{module}_{suffix}"))
-    return fusions
-
-
-def training_fused_kernels(spec: NetworkSpec, taken: frozenset = frozenset()) -> dict[str, ForwardFusion]:
-    """For each pair of :func:`forward_pairs` whose P has a formula for each mode (batch norm), by E's label:
-    P's training-mode forward kernel storing E's value, ``<P>_with_<E>_forward`` in the module
-    ``<P>_with_<E>`` (beside the evaluation one, ``_eval_forward``, where P is not folded). A pair whose
-    module name is a layer's label or in ``taken`` is not fused; one whose schedule cannot store through an
-    epilogue neither.
-
-    >>> from symcnn.spec import load_spec
-    >>> {e: (f.layer, f.kernel.name) for e, f in training_fused_kernels(load_spec("suite-batchnorm")).items()}
-    {'relu2': ('bn1', 'bn1_with_relu2_forward'), 'relu6': ('bn2', 'bn2_with_relu6_forward')}
-    """
-    taken = taken | {layer.label.casefold() for layer in spec.layers}
-    fusions: dict[str, ForwardFusion] = {}
-    lowered: dict[str, Optional[Kernel]] = {}
-    for layer, elementwise in forward_pairs(spec):
-        module = forward_module(layer, elementwise)
-        if registry.get(layer.kind).evaluation is None or module.casefold() in taken:
-            continue
-        key = configuration(layer, elementwise)
-        if key not in lowered:
-            lowered[key] = _lowered(layer, "training", elementwise)
-        if lowered[key] is not None:
-            fusions[elementwise.label] = ForwardFusion(layer.label, module,
-                                                       _named(lowered[key], elementwise, f"{module}_forward"))
     return fusions
 
 

@@ -6,7 +6,7 @@ a normalization folded into the layer before it (``FOLDS``, :mod:`symcnn.codegen
 forward pass stored by the kernel of the layer whose output it alone reads (``FORWARD_FUSED``,
 :mod:`symcnn.codegen.forward_fusion`): :func:`forward_fusions`. Both skip a layer's output, so
 :meth:`symcnn.runtime.network.Network._forward` runs them all only in evaluation passes with ``fold``.
-A pass with gradients runs the forward fusions that no backward kernel misses the skipped output in
+A pass with gradients runs the forward fusions whose skipped output no backward kernel reads
 (:func:`trainable_fusions`: ReLU after a convolution or a batch norm, whose gradient reads ``[Y > 0]``):
 the layer's kernel stores ReLU's output, and its own output, an activation-sized array, is never written.
 

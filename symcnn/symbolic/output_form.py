@@ -15,7 +15,7 @@ check of SymPy's inverse, which may be a complex branch, and of the conditions, 
 increases). ReLU's ``[X > 0] dL/dY`` becomes ``[Y > 0] dL/dY`` and LeakyReLU's likewise: the same cost, but
 a gradient that reads no ``X`` lets a training pass store ``Y`` straight from the kernel of the layer
 before (:mod:`symcnn.runtime.evaluation`), so that ``X`` is never written. A form that calls more
-functions than the derived one (a non-monotone op's, whose inverse has several branches) is not kept.
+functions than the derived one is not kept: ``Y = X^3 + X``'s ``3 X^2 + 1`` written in ``Y`` takes roots.
 
 The derivations (``symcnn derive``, the reports) show the gradient as derived; the kernels compute this
 form, and their docstrings show it.
