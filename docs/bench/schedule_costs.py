@@ -35,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import llvmlite.binding
 import numba
 import numpy as np
 
@@ -314,8 +315,13 @@ def _by_kernel(records: list, kernels) -> list[list[tuple[float, str]]]:
 
 
 def this_cpu() -> tuple[cost_model.Constants, str]:
-    """The constants of this CPU's class (the vector width its generated kernels are chosen for), and its name."""
-    return (cost_model.WIDE, "512-bit") if has_wide_vectors() else (cost_model.NARROW, "256-bit")
+    """The constants of this CPU's class, and its name: by its vectors (the variant its generated kernels
+    run) and, with 512-bit ones, by the width LLVM's tuning for it gives lane loops (256 bits but on AMD's)."""
+    if not has_wide_vectors():
+        return cost_model.NARROW, "256-bit"
+    if llvmlite.binding.get_host_cpu_name().startswith("znver"):
+        return cost_model.WIDE, "512-bit"
+    return cost_model.WIDE_256_LOOPS, "512-bit (256-bit lane loops)"
 
 
 def main() -> None:

@@ -12,10 +12,14 @@ per core).
 
 The fastest schedule depends on the vector width: on an AVX-512 CPU the lanes schedule was the
 fastest candidate wherever it fit; on an AVX2 one the columns schedule beat it by 1.1-1.4x on 1 x 1
-and few-channel convolutions. So there are two sets of constants, :data:`WIDE` and :data:`NARROW`,
-and a kernel whose choices differ between them is generated twice, the module calling the one its CPU
-suits (:func:`symcnn.codegen.widths.per_vector_width`, :mod:`symcnn.runtime.vector_width`), as the
-register blocks are. The constants live here, in the code, so that generation is deterministic:
+and few-channel convolutions. So there are sets of constants for each class of CPU, and a kernel whose
+choices differ between the wide and the narrow variant is generated twice, the module calling the one
+its CPU suits (:func:`symcnn.codegen.widths.per_vector_width`, :mod:`symcnn.runtime.vector_width`), as
+the register blocks are. The narrow variant is chosen by :data:`NARROW`'s constants. The wide one runs on
+two classes that LLVM treats differently, :data:`WIDE` (AMD's Zen 4: lane loops in 512-bit vectors, a
+cheap remainder) and :data:`WIDE_256_LOOPS` (Intel's: lane loops in 256-bit vectors, a dear scalar
+remainder), and is chosen by both (:func:`choose`): the candidate whose estimate is nearest each class's
+least where it is farthest from it. The constants live here, in the code, so that generation is deterministic:
 regenerating is byte-identical on any machine, whatever it would time. ``docs/bench/schedule_costs.py``
 times the candidates of a range of layer shapes and fits the constants of the CPU it runs on (its
 timings and fits: ``docs/bench/schedule_costs*.json`` and ``.txt``; summarized in docs/performance.md,
@@ -39,9 +43,9 @@ import math
 from contextvars import ContextVar
 from typing import Callable, Iterator, NamedTuple, Optional, Sequence, TypeVar
 
-__all__ = ["Constants", "WIDE", "NARROW", "LANES_FIRST", "VECTOR", "LoopNest", "vector_nest", "scalar_nest",
-           "iterations", "spilled", "estimate", "cheapest", "restricted", "recorded", "compared", "comparing", "narrow",
-           "narrowed"]
+__all__ = ["Constants", "WIDE", "WIDE_256_LOOPS", "NARROW", "WIDE_CLASSES", "NARROW_CLASSES", "LANES_FIRST", "VECTOR",
+           "LoopNest", "vector_nest", "scalar_nest", "iterations", "spilled", "estimate", "cheapest", "choose",
+           "restricted", "recorded", "compared", "comparing", "narrow", "narrowed"]
 
 #: The unit the columns schedule pads its lane loops to (a whole number of vectors, no scalar remainder):
 #: 16 float32, one 512-bit vector or two 256-bit ones, so that one generated kernel suits both widths.
@@ -110,12 +114,28 @@ NARROW = Constants(vector=8, registers=16, first=("lanes", "columns"), lane_loop
                    product=0.122, streamed=0.192, tile=0.023, remainder=1.3, spilled=0.249, staged=0.311,
                    stored=0.398, row_loop=0.0, row_iteration=0.29, gather_product=0.0, gather_output=0.188)
 
+#: CPUs with 512-bit vectors whose lane loops LLVM vectorizes 256 bits at a time (its tuning for Intel's
+#: AVX-512 cores, ``prefer-vector-width=256``; the register blocks, packed by the SLP vectorizer, still use
+#: 512-bit ones), fitted on a 2-core Intel Xeon (LLVM target ``rocketlake``), one thread
+#: (``docs/bench/schedule_costs_rocketlake.txt``). There a lane loop that does not fill its vectors could
+#: run scalar through and through: LeNet-5's first weight gradient, 28 columns, took 2.5x as long as the
+#: same loop padded to 32, where on the Zen 4 of :data:`WIDE` the 28-column loop was its fastest candidate.
+#: The wide variant runs on both classes, so it is chosen by both (:data:`WIDE_CLASSES`).
+WIDE_256_LOOPS = Constants(vector=8, registers=32, first=("lanes", "columns"), lane_loop=0.305, hoisted=0.253,
+                           product=0.0807, streamed=0.238, tile=0.0114, remainder=1.2, spilled=0.487, staged=0.288,
+                           stored=0.798, row_loop=1.85, row_iteration=0.13, gather_product=0.136, gather_output=0.175)
+
 #: The lanes schedule wherever it fits on wide-vector CPUs (:data:`WIDE`); docs and tests read it here.
 LANES_FIRST = WIDE.first == ("lanes",)
 
-#: Which constants :func:`cheapest` decides by: ``WIDE`` for the kernels a generated module calls on
-#: CPUs with 512-bit vectors; ``NARROW`` while a kernel's other variant is lowered (:func:`narrow`).
-_WIDTH: ContextVar[Constants] = ContextVar("vector_width", default=WIDE)
+#: The CPU classes a kernel variant runs on, whose constants :func:`cheapest` decides by: the wide
+#: variant (called on CPUs with 512-bit vectors) runs on both :data:`WIDE` and :data:`WIDE_256_LOOPS`
+#: CPUs, the narrow one on :data:`NARROW` ones.
+WIDE_CLASSES, NARROW_CLASSES = (WIDE, WIDE_256_LOOPS), (NARROW,)
+
+#: Which classes :func:`cheapest` decides by: ``WIDE_CLASSES`` for the kernels a generated module calls on
+#: CPUs with 512-bit vectors; ``NARROW_CLASSES`` while a kernel's other variant is lowered (:func:`narrow`).
+_WIDTH: ContextVar[tuple[Constants, ...]] = ContextVar("vector_width", default=WIDE_CLASSES)
 
 #: Set by :func:`compared`: whether a choice made within it would differ under the other constants.
 _DIFFERS: ContextVar[Optional[list]] = ContextVar("widths_differ", default=None)
@@ -224,23 +244,36 @@ def recorded() -> Iterator[list[list[LoopNest]]]:
 
 
 def cheapest(candidates: Sequence[Candidate], nest_of: Callable[[Candidate], LoopNest] = lambda c: c) -> Candidate:
-    """By the constants in force (:data:`WIDE`, or :data:`NARROW` within :func:`narrow`), among the
-    candidates :func:`restricted` allows and, where there are any, in the schedules chosen among first
-    (``first``): the one of least :func:`estimate` (the first of equals)."""
+    """By the CPU classes in force (:data:`WIDE_CLASSES`, or :data:`NARROW_CLASSES` within :func:`narrow`),
+    among the candidates :func:`restricted` allows: the one :func:`choose` picks."""
     record = _RECORD.get()
     if record is not None:
         record.append([nest_of(candidate) for candidate in candidates])
     allowed = [candidate for candidate in candidates if _ALLOWED.get()(nest_of(candidate))] or list(candidates)
-    choice = _choice(allowed, nest_of, _WIDTH.get())
+    choice = choose(allowed, nest_of, _WIDTH.get())
     differs = _DIFFERS.get()
-    if differs is not None and _choice(allowed, nest_of, NARROW if _WIDTH.get() is WIDE else WIDE) is not choice:
+    if differs is not None and choose(allowed, nest_of, NARROW_CLASSES if _WIDTH.get() is WIDE_CLASSES
+                                       else WIDE_CLASSES) is not choice:
         differs.append(nest_of(choice))
     return choice
 
 
-def _choice(allowed: Sequence[Candidate], nest_of: Callable[[Candidate], LoopNest], constants: Constants):
-    first = [candidate for candidate in allowed if nest_of(candidate).schedule in constants.first]
-    return min(first or allowed, key=lambda candidate: estimate(nest_of(candidate), constants))
+def choose(allowed: Sequence[Candidate], nest_of: Callable[[Candidate], LoopNest], classes: tuple[Constants, ...]):
+    """The candidate whose estimate is nearest the least in the class where it is farthest (one class: the
+    least estimate; the first of equals). The first class's schedules chosen among first (``first``) are
+    the candidates, where there are any; each class compares only those in its own ``first``, where there
+    are any (a candidate outside them is never its choice)."""
+    candidates = [candidate for candidate in allowed if nest_of(candidate).schedule in classes[0].first] or allowed
+    worst = [0.0] * len(candidates)
+    for constants in classes:
+        own = [nest_of(candidate).schedule in constants.first for candidate in candidates]
+        own = own if any(own) else [True] * len(candidates)
+        estimates = [estimate(nest_of(candidate), constants) for candidate in candidates]
+        least = min(value for value, eligible in zip(estimates, own) if eligible)
+        for position, (value, eligible) in enumerate(zip(estimates, own)):
+            regret = (value / least if least > 0 else value) if eligible else math.inf
+            worst[position] = max(worst[position], regret)
+    return candidates[worst.index(min(worst))]
 
 
 @contextlib.contextmanager
@@ -260,7 +293,7 @@ def narrow() -> Iterator[None]:
     """Within the block, choices are made by :data:`NARROW`'s constants (a kernel's variant for CPUs with
     256-bit vectors), neither compared nor recorded (:func:`recorded` lists each kernel's candidates once,
     as its first lowering met them)."""
-    tokens = _WIDTH.set(NARROW), _DIFFERS.set(None), _RECORD.set(None)
+    tokens = _WIDTH.set(NARROW_CLASSES), _DIFFERS.set(None), _RECORD.set(None)
     try:
         yield
     finally:
@@ -275,4 +308,4 @@ def comparing() -> bool:
 
 def narrowed() -> bool:
     """Whether choices are being made by :data:`NARROW`'s constants (within :func:`narrow`)."""
-    return _WIDTH.get() is NARROW
+    return _WIDTH.get() is NARROW_CLASSES

@@ -60,8 +60,15 @@ def test_lenet_first_convolution_is_vectorized_over_its_columns():
     # the weight is the broadcast operand, read before the lane loop; the bias starts each tile row
     assert lanes.init == "bias[c_out]"
     assert all(read.startswith("weight[") for _, read in lanes.broadcasts)
-    assert conv1["conv1_grad_weight"].kind == "columns"
-    assert conv1["conv1_grad_weight"].lanes.over_batch
+    weight = conv1["conv1_grad_weight"]
+    assert weight.kind == "columns" and weight.lanes.over_batch
+    # its lane, the 28 columns it sums, padded to 32 too: both operands copied, zeros beyond them, so that
+    # the lanes past column 27 add nothing, and only the 28 real columns' partial sums are added at the end
+    assert weight.lanes.tile_shape[-1] == "32"
+    assert weight.lanes.lane_extent == "16*((grad_output.shape[3] + 15) // 16)"
+    assert {(staging.name, staging.shape, staging.zeroed) for staging in weight.lanes.stagings} == {
+        ("x_padded", ("1", "32", "36"), True), ("grad_output_padded", ("6", "28", "32"), True)}
+    assert [(loop.variable, loop.stop) for loop in weight.lanes.chunk_sum.loops] == [("chunk", "chunks"), ("j", "28")]
 
 
 def test_a_weight_gradient_sums_its_columns_in_a_fixed_order():
@@ -87,9 +94,12 @@ def test_a_weight_gradients_column_sums_count_towards_a_parallel_chunk_sum(monke
     with cost_model.restricted(_only_columns):
         long = _kernels(_conv_spec("long", (1, 48, 48), out_channels=6, kernel=5))["grad_weight"].lanes
         short = _kernels(_conv_spec("short", (1, 12, 12), out_channels=3, kernel=3))["grad_weight"].lanes
-    for lanes, weight, values in ((long, 6 * 5 * 5, 6 * 5 * 5 * 44), (short, 3 * 3 * 3, 3 * 3 * 3 * 10)):
-        assert np.prod([int(extent) for extent in lanes.tile_shape]) == values
+    for lanes, weight, columns in ((long, 6 * 5 * 5, 44), (short, 3 * 3 * 3, 10)):
+        # the tile: the weight's elements times its lanes (the summed columns, or more: padded to whole vectors)
+        assert np.prod([int(extent) for extent in lanes.tile_shape[:-1]]) == weight
+        assert int(lanes.tile_shape[-1]) >= columns
         assert BATCH_CHUNKS * weight < threshold
+        values = weight * columns  # the partial sums the chunks' sum adds, per chunk: the real columns' only
         assert [loop.parallel for loop in lanes.chunk_loops] == [BATCH_CHUNKS * values > threshold] + [False] * 3
     assert BATCH_CHUNKS * MAX_OVER_BATCH_TILE <= PARALLEL_SUM_MIN  # so no shipped columns sum is parallel
 
@@ -165,6 +175,23 @@ def test_random_few_channel_convolutions_in_columns_equal_pytorch(tmp_path_facto
     rng = np.random.default_rng(0)
     net.load_params(random_params(net, rng))
     assert_float64_equals_pytorch(net, rng, np.array([1, 2, 0]))
+
+
+def test_a_weight_gradient_padded_to_whole_vectors_equals_pytorch(tmp_path_factory):
+    """A weight gradient whose summed columns (10) are padded to a whole vector (16) with zeros: the
+    gradients equal PyTorch's in float64, the padded lanes adding nothing."""
+    pytest.importorskip("torch")
+    spec = _conv_spec("columns-padded-weight", (1, 12, 12), out_channels=3, kernel=3)
+
+    def padded(nest) -> bool:
+        return nest.schedule == "columns" and nest.trips % cost_model.VECTOR == 0
+    with cost_model.restricted(padded):
+        weight = _kernels(spec)["grad_weight"]
+        net = network_for(spec, tmp_path_factory.mktemp("spec"))
+    assert weight.kind == "columns" and weight.lanes.over_batch and weight.lanes.tile_shape[-1] == "16"
+    rng = np.random.default_rng(3)
+    net.load_params(random_params(net, rng))
+    assert_float64_equals_pytorch(net, rng, np.array([2, 0]))
 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

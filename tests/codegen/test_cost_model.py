@@ -125,3 +125,35 @@ def test_no_columns_candidate_runs_a_read_backwards_in_a_loop():
     assert columns and all(nest.products == 25 for nest in columns)
     assert all(re.search(r"grad_output_padded\[c_out, k \+ \d+, l \+ \d+\]", update)
                for update in grad_input.lanes.updates)
+
+
+def test_the_wide_variant_suits_both_of_its_cpu_classes():
+    """The wide variant runs on CPUs of two classes (WIDE, WIDE_256_LOOPS): the candidate whose estimate is
+    nearest the least in the class where it is farthest. LeNet-5's first weight gradient: WIDE alone prices
+    its 28 columns cheapest, WIDE_256_LOOPS (a dear scalar remainder) the loop padded to 32, and the padded
+    loop, the nearer to each class's least, is chosen; within narrow(), NARROW's least estimate decides."""
+    assert cost_model.WIDE_CLASSES == (cost_model.WIDE, cost_model.WIDE_256_LOOPS)
+    with cost_model.recorded() as choices:
+        layer_kernels(load_spec("suite-lenet").layers[0])
+    weight = next(nests for nests in choices if nests[0].multiply_adds == 6 * 25 * 28 * 28
+                  and nests[0].stored == 0)  # the weight gradient: no output stored per image
+    by_class = {constants: min(weight, key=lambda nest: estimate(nest, constants))
+                for constants in cost_model.WIDE_CLASSES}
+    assert by_class[cost_model.WIDE].trips == 28 and by_class[cost_model.WIDE_256_LOOPS].trips == 32
+    regret = {nest: max(estimate(nest, constants) / estimate(best, constants) for constants, best in by_class.items())
+              for nest in weight}
+    chosen = cheapest(weight)
+    assert chosen.trips == 32 and regret[chosen] == min(regret.values())
+    with cost_model.narrow():
+        vector = [nest for nest in weight if nest.schedule in cost_model.NARROW.first]
+        assert cheapest(weight) == min(vector, key=lambda nest: estimate(nest, cost_model.NARROW))
+
+
+def test_a_class_never_chooses_outside_its_first_schedules():
+    """WIDE_256_LOOPS chooses among the vector schedules wherever one fits: a scalar form however cheap its
+    estimate there is not its choice, and the wide variant takes it only where no vector candidate fits."""
+    columns = _nest()
+    accumulate = scalar_nest("accumulate", multiply_adds=10, inner=28, stored=1)
+    assert estimate(accumulate, cost_model.WIDE_256_LOOPS) < estimate(columns, cost_model.WIDE_256_LOOPS)
+    assert cheapest([accumulate, columns]) == columns
+    assert cheapest([accumulate]) == accumulate

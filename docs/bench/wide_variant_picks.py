@@ -1,0 +1,39 @@
+"""How well the wide variant's choices suit each CPU class it runs on: over each calibration's timings,
+the candidate each kernel gets when chosen by one class's constants alone and by both wide classes
+(:data:`symcnn.codegen.cost_model.WIDE_CLASSES`, as generation chooses), against the fastest timed.
+
+A record for docs/performance.md, not part of the package. Usage, from the repository root:
+    PYTHONPATH=. python docs/bench/wide_variant_picks.py
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import schedule_costs  # noqa: E402  (a script beside this one, not a package)
+
+from symcnn.codegen import cost_model  # noqa: E402
+
+TIMINGS = {"schedule_costs.json": "AMD EPYC Zen 4 (WIDE's)",
+           "schedule_costs_rocketlake.json": "Intel Xeon (WIDE_256_LOOPS')"}
+CHOOSERS = {"WIDE alone": (cost_model.WIDE,), "WIDE_256_LOOPS alone": (cost_model.WIDE_256_LOOPS,),
+            "both (the wide variant)": cost_model.WIDE_CLASSES}
+
+
+def main() -> None:
+    for name, cpu in TIMINGS.items():
+        every = schedule_costs.offered(schedule_costs.load(Path(__file__).resolve().parent / name))
+        kernels = [[record for record in every if record[:2] == key] for key in dict.fromkeys(r[:2] for r in every)]
+        print(f"{name}, timed on {cpu}: {len(kernels)} kernels")
+        for label, classes in CHOOSERS.items():
+            ratios = [cost_model.choose(group, lambda record: record[2], classes)[3] / min(r[3] for r in group)
+                      for group in kernels]
+            print(f"  chosen by {label:24s} the fastest in {sum(ratio == 1 for ratio in ratios):2d}, picks "
+                  f"{statistics.geometric_mean(ratios):.3f}x the fastest (geometric mean), {max(ratios):.2f}x at worst")
+
+
+if __name__ == "__main__":
+    main()
