@@ -4,8 +4,9 @@ of convolution shapes, and fit the model's constants to the times.
 A record for docs/performance.md ("Schedules from shapes"), not part of the package, and never run at
 generation time: the constants it prints are copied into ``symcnn/codegen/cost_model.py`` by hand, so that
 generating kernels stays deterministic on any machine. It fits the constants of the CPU class it runs on:
-``WIDE`` on a CPU with 512-bit vectors (AVX-512), ``NARROW`` on one with 256-bit ones (AVX2), whose
-vector and register counts it uses.
+``WIDE`` on AMD's CPUs with 512-bit vectors (Zen 4: LLVM vectorizes lane loops 512 bits at a time),
+``WIDE_256_LOOPS`` on others with 512-bit vectors (Intel's: 256 bits at a time), ``NARROW`` on those with
+256-bit ones (AVX2), whose vector and register counts it uses.
 
 For each layer shape below and each of its sum kernels (forward, input gradient, weight gradient), the
 candidates the generator chooses among (:func:`symcnn.codegen.cost_model.recorded`: the lanes schedule,
@@ -20,7 +21,8 @@ least squares on the relative error; the remainder weight of least error is kept
 
 Usage, from the repository root (``--save``/``--load``: the timings as JSON, to fit them again):
     PYTHONPATH=. python docs/bench/schedule_costs.py --save timings.json > docs/bench/schedule_costs.txt
-(on AVX2: ``schedule_costs_avx2.json`` and ``.txt``).
+(on AVX2: ``schedule_costs_avx2.json`` and ``.txt``; on an AVX-512 CPU not AMD's, whose constants are
+``WIDE_256_LOOPS``: ``schedule_costs_rocketlake.json`` and ``.txt``).
 """
 
 from __future__ import annotations
