@@ -262,7 +262,12 @@ def choose(allowed: Sequence[Candidate], nest_of: Callable[[Candidate], LoopNest
     """The candidate whose estimate is nearest the least in the class where it is farthest (one class: the
     least estimate; the first of equals). The first class's schedules chosen among first (``first``) are
     the candidates, where there are any; each class compares only those in its own ``first``, where there
-    are any (a candidate outside them is never its choice)."""
+    are any (a candidate outside them is never its choice).
+
+    >>> small, large = (scalar_nest("gather", multiply_adds=products, inner=1, stored=0) for products in (10, 20))
+    >>> choose([large, small], lambda nest: nest, WIDE_CLASSES) is small
+    True
+    """
     candidates = [candidate for candidate in allowed if nest_of(candidate).schedule in classes[0].first] or allowed
     worst = [0.0] * len(candidates)
     for constants in classes:
@@ -271,7 +276,8 @@ def choose(allowed: Sequence[Candidate], nest_of: Callable[[Candidate], LoopNest
         estimates = [estimate(nest_of(candidate), constants) for candidate in candidates]
         least = min(value for value, eligible in zip(estimates, own) if eligible)
         for position, (value, eligible) in enumerate(zip(estimates, own)):
-            regret = (value / least if least > 0 else value) if eligible else math.inf
+            # how many times its class's least; an estimate of 0 (a degenerate fit) is the least or infinitely far
+            regret = (value / least if least > 0 else 1.0 if value <= 0 else math.inf) if eligible else math.inf
             worst[position] = max(worst[position], regret)
     return candidates[worst.index(min(worst))]
 
