@@ -256,7 +256,7 @@ def columns_candidates(lowering, output_name: str, indices, shape, batch, terms,
         # counted: the constants were fitted with it, and without it a width short of whole vectors
         # would rank first (its scalar remainder underpriced: 1.85x slower on LeNet-5's conv1, AVX2).
         staged = sum(math.prod(_staged_shape(read, shapes[read.base], fit.image, ranges)) for read in fit.factors
-                     if not plain_read(read) or (width != fit.extent and (fit.over_batch or read is fit.streamed)))
+                     if not plain_read(read) or _copied_for_width(fit, read, width))
         for block in _options(fit.outer[-1][1] if fit.outer else 0, MAX_BLOCK):
             for unroll in (unroll for unroll in _unrolls(fit.reduction) if not _reads_backwards(fit, unroll)):
                 hoisted, streamed = _read_counts(fit, block, unroll)
@@ -268,6 +268,12 @@ def columns_candidates(lowering, output_name: str, indices, shape, batch, terms,
                 candidates.append((nest, _builder(lowering, output_name, indices, shape, batch, fit, block,
                                                   math.prod(unroll), width, shapes)))
     return candidates
+
+
+def _copied_for_width(fit: ColumnsFit, read: Indexed, width: int) -> bool:
+    """``read`` is copied whole, zeros beyond it, because the lane loop runs past the columns to ``width``:
+    the streamed read's, and in a weight gradient (whose lanes both operands index) both."""
+    return width != fit.extent and (fit.over_batch or read is fit.streamed)
 
 
 def _builder(lowering, output_name, indices, shape, batch, fit: ColumnsFit, block, unroll, width, shapes):
@@ -282,8 +288,7 @@ def _columns_fields(lowering, output_name, indices, shape, batch, fit: ColumnsFi
     stagings: list = []
     ranges = {**fit.ranges, lane: (0, width - 1)}
     reads = tuple(padded_read(lowering, read, shapes[read.base], fit.image, ranges, stagings,
-                              always=width != fit.extent and (fit.over_batch or read is fit.streamed))
-                  for read in fit.factors)
+                              always=_copied_for_width(fit, read, width)) for read in fit.factors)
     tile_vars = [var for var, _ in fit.outer] + [lane]
     tile_element = named_array(lowering, "tile")[tuple(tile_vars)]
     blocked = _register_blocks(lowering, fit.reduction, fit.outer, reads, lane, tile_element, unroll, block, deep=True)
