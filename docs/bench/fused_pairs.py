@@ -77,9 +77,14 @@ def time_pair(before: Network, after: Network, e, q, fused: str, options, rng) -
               "x": rng.standard_normal((options.batch, *q.input_shape)).astype(np.float32),
               "fused_x": rng.standard_normal((options.batch, *e.input_shape)).astype(np.float32),
               "switch": rng.integers(0, 4, (options.batch, *q.output_shape)).astype(np.int8)}
+    # E's output, where its gradient reads that (ReLU's mask, tanh's 1 - Y^2): its forward kernel's
+    arrays["fused_out"] = np.empty_like(arrays["fused_x"])
+    before.kernel(f"{e.label}_forward")(arrays["fused_x"], arrays["fused_out"])
     arrays.update({key.split(".")[-1]: value for key, value in after.params.items() if key.startswith(f"{q.name}.")})
     unfused = f"{q.label}_grad_input"
     q_arguments = [arrays[a] for a in before.kernels.ARGUMENTS[unfused][:-1]]
+    # E's gradient reads its input or its output: the fused kernel's argument of the same role
+    e_read = {"x": "fused_x", "out": "fused_out"}[before.kernels.ARGUMENTS[f"{e.label}_grad_input"][1]]
     fused_arguments = [arrays[a] for a in after.kernels.ARGUMENTS[fused][:-1]]
     middle, chained, out = (np.empty((options.batch, *q.input_shape), np.float32) for _ in range(3))
     q_kernel, e_kernel = before.kernel(unfused), before.kernel(f"{e.label}_grad_input")
@@ -87,7 +92,7 @@ def time_pair(before: Network, after: Network, e, q, fused: str, options, rng) -
 
     def chain():
         q_kernel(*q_arguments, middle)
-        e_kernel(middle, arrays["fused_x"], chained)
+        e_kernel(middle, arrays[e_read], chained)
 
     runs = {"chain": chain, "Q alone": lambda: q_kernel(*q_arguments, middle),
             "fused": lambda: fused_kernel(*fused_arguments, out)}

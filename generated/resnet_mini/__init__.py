@@ -23,6 +23,8 @@ MODULES = (
     'flatten27',
     'fc',
     'fanout',
+    'b1_conv2_with_relu5',
+    'b2_conv2_with_relu12',
     'global_avgpool26_with_b3_out',
     'stem_with_stem_relu',
     'b1_conv1_with_relu5',
@@ -135,6 +137,7 @@ ALIASES = {
     'b3_add_grad_input2': 'b2_add_grad_input2',
     'b3_out_forward': 'relu12_forward',
     'b3_out_grad_input': 'relu12_grad_input',
+    'b3_conv2_with_relu21_grad_input': 'b2_conv2_with_relu12_grad_input',
     'b3_add_with_b3_out_forward': 'b2_add_with_b2_out_forward',
     'b1_bn1_with_relu5_forward': 'stem_bn_with_stem_relu_forward',
     'b3_bn1_with_relu21_forward': 'b2_bn1_with_relu12_forward',
@@ -304,6 +307,9 @@ ARGUMENTS = {
     'fanout_stem_relu': ('x', 'x2', 'out', ),
     'fanout_b1_out': ('x', 'x2', 'out', ),
     'fanout_b2_out': ('x', 'x2', 'out', ),
+    'b1_conv2_with_relu5_grad_input': ('grad_output', 'weight', 'fused_out', 'grad_input', ),
+    'b2_conv2_with_relu12_grad_input': ('grad_output', 'weight', 'fused_out', 'grad_input', ),
+    'b3_conv2_with_relu21_grad_input': ('grad_output', 'weight', 'fused_out', 'grad_input', ),
     'global_avgpool26_with_b3_out_grad_input': ('grad_output', 'fused_out', 'grad_input', ),
     'stem_with_stem_relu_folded_forward': ('x', 'weight', 'bias', 'out', ),
     'b1_conv1_with_relu5_folded_forward': ('x', 'weight', 'bias', 'out', ),
@@ -353,6 +359,9 @@ RESHAPES = {
 #: stores this layer's input gradient instead, reading this layer's input as ``fused_x`` or its output
 #: as ``fused_out``). A runtime calls that kernel in place of both gradient kernels.
 FUSED = {
+    'relu5': ('b1_conv2', 'b1_conv2_with_relu5_grad_input'),
+    'relu12': ('b2_conv2', 'b2_conv2_with_relu12_grad_input'),
+    'relu21': ('b3_conv2', 'b3_conv2_with_relu21_grad_input'),
     'b3_out': ('global_avgpool26', 'global_avgpool26_with_b3_out_grad_input'),
 }
 

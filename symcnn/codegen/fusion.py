@@ -41,13 +41,6 @@ from symcnn.symbolic.ops import Tensor
 __all__ = ["elementwise_gradient", "fusion_pairs", "fused_module", "fused_kernel", "fused_kernels", "configuration"]
 
 
-#: Schedules that can store through an epilogue but are not fused into: the lanes schedule stores its tile
-#: along the channels, so an epilogue there reads E's input across channels in the store loop, measured
-#: slower than the two kernels it would replace (suite-vgg's relu1 -> conv2: 20.5 ms as two kernels, 21.7 ms
-#: fused; docs/performance.md). A cost decision from the shapes (which schedule they get), like any other.
-UNFUSED_SCHEDULES = frozenset({"lanes"})
-
-
 def elementwise_gradient(layer: LayerSpec) -> Optional[GradientFormula]:
     """``layer``'s input gradient when its op is element-wise, else ``None``: its formula reads one
     operand, its input, and only at the output's own index, sums nothing, and keeps the shape; its
@@ -132,10 +125,9 @@ def _lowered(elementwise: LayerSpec, reader: LayerSpec) -> Optional[Kernel]:
     gradient = computed_gradient(formula, "input", values)
     try:
         fused, _ = _composed(elementwise, elementwise_gradient(elementwise), gradient.indices)
-        kernel = gradient_kernel(reader, gradient, values, fused=fused)
+        return gradient_kernel(reader, gradient, values, fused=fused)
     except Unfusable:
         return None
-    return None if kernel.kind in UNFUSED_SCHEDULES else kernel
 
 
 def _named(kernel: Kernel, elementwise: LayerSpec, reader: LayerSpec) -> Kernel:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from symcnn.codegen import fusion
 from symcnn.codegen.fusion import elementwise_gradient, fused_kernels, fusion_pairs
 from symcnn.codegen.package import render_package
 from symcnn.registry import names as op_names
@@ -70,12 +69,12 @@ def test_pairs_of_the_shipped_specs():
     assert pairs["suite-vgg"] == [("relu1", "conv2"), ("relu3", "maxpool2d4"), ("relu6", "maxpool2d7")]
 
 
-def test_each_schedule_takes_the_epilogue_except_phases(monkeypatch):
+def test_each_schedule_takes_the_epilogue_except_phases():
     spec = parse_spec(toml_of(FUSING))
     kinds = {e: kernel.kind for e, kernel in fused_kernels(spec).items()}
-    # l5 is read by the strided convolution, whose input gradient runs in phases (strided views); r1 by a
-    # lanes kernel, which takes an epilogue but is not fused into (measured slower: UNFUSED_SCHEDULES)
-    assert kinds == {"t2": "columns", "e3": "accumulate", "s4": "sum", "r6": "sum", "t7": "sum", "r8": "sum"}
+    # l5 is read by the strided convolution, whose input gradient runs in phases (strided views): not fused
+    assert kinds == {"r1": "lanes", "t2": "columns", "e3": "accumulate", "s4": "sum", "r6": "sum", "t7": "sum",
+                     "r8": "sum"}
     namespace: dict = {}
     exec(render_package(spec)["__init__.py"], namespace)  # the package's tables (no kernels imported)
     assert namespace["FUSED"]["t2"] == ("pw", "pw_with_t2_grad_input")
@@ -83,12 +82,10 @@ def test_each_schedule_takes_the_epilogue_except_phases(monkeypatch):
     # Every gradient here reads E's output: tanh's, the sigmoid's and ELU's (1 - Y^2, Y (1 - Y), Y + alpha),
     # and ReLU's mask [Y > 0]
     arguments = namespace["ARGUMENTS"]
-    assert {f"{reader}_grad_input" for reader in ("pw_with_t2", "pool_with_s4", "dw_with_e3", "flat_with_t7",
-                                                  "avg_with_r6", "fc2_with_r8")} == {
+    assert {f"{reader}_grad_input" for reader in ("c2_with_r1", "pw_with_t2", "pool_with_s4", "dw_with_e3",
+                                                  "flat_with_t7", "avg_with_r6", "fc2_with_r8")} == {
         kernel for kernel, names in arguments.items() if "fused_out" in names}
     assert not any("fused_x" in names for names in arguments.values())
-    monkeypatch.setattr(fusion, "UNFUSED_SCHEDULES", frozenset())
-    assert fused_kernels(spec)["r1"].kind == "lanes"
 
 
 def test_two_readers_are_not_fused():
@@ -113,9 +110,7 @@ def fusing(tmp_path_factory):
     import os
 
     os.environ.setdefault("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
-    with pytest.MonkeyPatch.context() as patch:  # every schedule that can take an epilogue, the lanes one too
-        patch.setattr(fusion, "UNFUSED_SCHEDULES", frozenset())
-        return network_for({**FUSING, "name": "fusing-every-schedule"}, tmp_path_factory.mktemp("fusing"))
+    return network_for({**FUSING, "name": "fusing-every-schedule"}, tmp_path_factory.mktemp("fusing"))  # lanes too
 
 
 def test_fused_kernels_equal_the_unfused_chain(fusing):
