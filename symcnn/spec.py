@@ -57,8 +57,8 @@ LOSSES = ("softmax_cross_entropy",)
 #: Names no layer may take (compared ignoring case, as a case-insensitive file system would): the
 #: loss's module, the network's input, the module of the gradient sums at fan-outs, and the generated
 #: package's own names.
-RESERVED_LABELS = ("loss", "input", "fanout", "spec_name", "spec_digest", "spec_toml", "modules", "arguments",
-                   "reshapes", "fused")
+RESERVED_LABELS = ("loss", "input", "fanout", "spec_name", "spec_digest", "spec_toml", "modules", "aliases",
+                   "arguments", "folds", "reshapes", "fused", "fanout_fused", "forward_fused", "training_forward_fused")
 
 #: Limits, checked before any work starts: a spec within them generates, compiles and runs in a
 #: few GiB; one beyond them is refused in one line naming the limit. (Sizes: registry.MAX_SIZE.)

@@ -307,6 +307,9 @@ ARGUMENTS = {
     'fanout_stem_relu': ('x', 'x2', 'out', ),
     'fanout_b1_out': ('x', 'x2', 'out', ),
     'fanout_b2_out': ('x', 'x2', 'out', ),
+    'fanout_stem_relu_with_stem_relu_grad_input': ('x', 'x2', 'fused_out', 'out', ),
+    'fanout_b1_out_with_b1_out_grad_input': ('x', 'x2', 'fused_out', 'out', ),
+    'fanout_b2_out_with_b2_out_grad_input': ('x', 'x2', 'fused_out', 'out', ),
     'b1_conv2_with_relu5_grad_input': ('grad_output', 'weight', 'fused_out', 'grad_input', ),
     'b2_conv2_with_relu12_grad_input': ('grad_output', 'weight', 'fused_out', 'grad_input', ),
     'b3_conv2_with_relu21_grad_input': ('grad_output', 'weight', 'fused_out', 'grad_input', ),
@@ -363,6 +366,16 @@ FUSED = {
     'relu12': ('b2_conv2', 'b2_conv2_with_relu12_grad_input'),
     'relu21': ('b3_conv2', 'b3_conv2_with_relu21_grad_input'),
     'b3_out': ('global_avgpool26', 'global_avgpool26_with_b3_out_grad_input'),
+}
+
+#: Element-wise layers that several layers read, whose input gradient their fan-out's sum stores
+#: (symcnn.codegen.fusion.fanout_fused_kernels): the layer's label -> that kernel, which takes the
+#: gradients its readers send back (as the layer's fanout_<label> kernel does), then this layer's input as
+#: ``fused_x`` or its output as ``fused_out``. A runtime calls it in place of the sum and the gradient kernel.
+FANOUT_FUSED = {
+    'stem_relu': 'fanout_stem_relu_with_stem_relu_grad_input',
+    'b1_out': 'fanout_b1_out_with_b1_out_grad_input',
+    'b2_out': 'fanout_b2_out_with_b2_out_grad_input',
 }
 
 #: Element-wise layers whose forward pass another kernel stores (symcnn.codegen.forward_fusion): the

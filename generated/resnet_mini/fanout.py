@@ -86,3 +86,96 @@ def fanout_b2_out(x, x2, out):
             acc += x_rows[n, cij]
             acc += x2_rows[n, cij]
             out_rows[n, cij] = acc
+
+
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
+def fanout_stem_relu_with_stem_relu_grad_input(x, x2, fused_out, out):
+    """add: forward pass
+    Y[n, c, i, j] = X1[n, c, i, j] + X2[n, c, i, j]
+
+    with C_in = 16, H_in = 32, W_in = 32.
+
+    Fused with the input gradient of the element-wise layer E these gradients reach: it stores E's dL/dX
+    (E's output Y_E read from fused_out), the sum above as E's dL/dY:
+    relu: gradient with respect to the input
+    dL/dX_E[n, c, i, j] = [0 < Y_E[n, c, i, j]] * dL/dX[n, c, i, j]
+
+    with C_in = 16, H_in = 32, W_in = 32.
+
+    Every size above except the batch N is a constant of this spec. Arrays are C-contiguous and of
+    one float dtype; the caller checks every shape, since numba does not bounds-check.
+    """
+    N = x.shape[0]
+    for n in prange(N):
+        for c in range(16):
+            for i in range(32):
+                for j in range(32):
+                    acc = 0.0
+                    acc += x[n, c, i, j]
+                    acc += x2[n, c, i, j]
+                    out[n, c, i, j] = acc
+                    stored = out[n, c, i, j]
+                    fused0 = fused_out[n, c, i, j]
+                    out[n, c, i, j] = ((stored) if (fused0 > 0) else (0))
+
+
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
+def fanout_b1_out_with_b1_out_grad_input(x, x2, fused_out, out):
+    """add: forward pass
+    Y[n, c, i, j] = X1[n, c, i, j] + X2[n, c, i, j]
+
+    with C_in = 16, H_in = 32, W_in = 32.
+
+    Fused with the input gradient of the element-wise layer E these gradients reach: it stores E's dL/dX
+    (E's output Y_E read from fused_out), the sum above as E's dL/dY:
+    relu: gradient with respect to the input
+    dL/dX_E[n, c, i, j] = [0 < Y_E[n, c, i, j]] * dL/dX[n, c, i, j]
+
+    with C_in = 16, H_in = 32, W_in = 32.
+
+    Every size above except the batch N is a constant of this spec. Arrays are C-contiguous and of
+    one float dtype; the caller checks every shape, since numba does not bounds-check.
+    """
+    N = x.shape[0]
+    for n in prange(N):
+        for c in range(16):
+            for i in range(32):
+                for j in range(32):
+                    acc = 0.0
+                    acc += x[n, c, i, j]
+                    acc += x2[n, c, i, j]
+                    out[n, c, i, j] = acc
+                    stored = out[n, c, i, j]
+                    fused0 = fused_out[n, c, i, j]
+                    out[n, c, i, j] = ((stored) if (fused0 > 0) else (0))
+
+
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
+def fanout_b2_out_with_b2_out_grad_input(x, x2, fused_out, out):
+    """add: forward pass
+    Y[n, c, i, j] = X1[n, c, i, j] + X2[n, c, i, j]
+
+    with C_in = 32, H_in = 16, W_in = 16.
+
+    Fused with the input gradient of the element-wise layer E these gradients reach: it stores E's dL/dX
+    (E's output Y_E read from fused_out), the sum above as E's dL/dY:
+    relu: gradient with respect to the input
+    dL/dX_E[n, c, i, j] = [0 < Y_E[n, c, i, j]] * dL/dX[n, c, i, j]
+
+    with C_in = 32, H_in = 16, W_in = 16.
+
+    Every size above except the batch N is a constant of this spec. Arrays are C-contiguous and of
+    one float dtype; the caller checks every shape, since numba does not bounds-check.
+    """
+    N = x.shape[0]
+    for n in prange(N):
+        for c in range(32):
+            for i in range(16):
+                for j in range(16):
+                    acc = 0.0
+                    acc += x[n, c, i, j]
+                    acc += x2[n, c, i, j]
+                    out[n, c, i, j] = acc
+                    stored = out[n, c, i, j]
+                    fused0 = fused_out[n, c, i, j]
+                    out[n, c, i, j] = ((stored) if (fused0 > 0) else (0))

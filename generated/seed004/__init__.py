@@ -67,6 +67,13 @@ FUSED = {
     'relu1': ('maxpool2d2', 'maxpool2d2_with_relu1_grad_input'),
 }
 
+#: Element-wise layers that several layers read, whose input gradient their fan-out's sum stores
+#: (symcnn.codegen.fusion.fanout_fused_kernels): the layer's label -> that kernel, which takes the
+#: gradients its readers send back (as the layer's fanout_<label> kernel does), then this layer's input as
+#: ``fused_x`` or its output as ``fused_out``. A runtime calls it in place of the sum and the gradient kernel.
+FANOUT_FUSED = {
+}
+
 #: Element-wise layers whose forward pass another kernel stores (symcnn.codegen.forward_fusion): the
 #: layer's label -> (the layer whose output it alone reads, that layer's forward kernel storing this
 #: layer's output instead, its arguments that layer's; for a normalization in FOLDS, the folded kernel's).

@@ -32,13 +32,15 @@ from symcnn import registry
 from symcnn.codegen.epilogue import FUSED_INPUT, FUSED_OUTPUT, STORED, FusedElementwise, Unfusable
 from symcnn.codegen.kernel_ir import Kernel
 from symcnn.codegen.docstrings import kernel_docstring
-from symcnn.codegen.lower import ARRAY_NAMES, computed_gradient, gradient_kernel, layer_formula
+from symcnn.codegen.lower import ARRAY_NAMES, computed_gradient, forward_kernel, gradient_kernel, layer_formula
+from symcnn.codegen.network import FANOUT_MODULE, fanout_join
 from symcnn.spec import LayerSpec, NetworkSpec
 from symcnn.symbolic.adjoint import GatherTerm, GradientFormula, derive_gradient
 from symcnn.symbolic.functions import MaxOver
 from symcnn.symbolic.ops import Tensor
 
-__all__ = ["elementwise_gradient", "fusion_pairs", "fused_module", "fused_kernel", "fused_kernels", "configuration"]
+__all__ = ["elementwise_gradient", "fusion_pairs", "fused_module", "fused_kernel", "fused_kernels", "configuration",
+           "fanout_fused_kernels"]
 
 
 def elementwise_gradient(layer: LayerSpec) -> Optional[GradientFormula]:
@@ -134,14 +136,54 @@ def _named(kernel: Kernel, elementwise: LayerSpec, reader: LayerSpec) -> Kernel:
     """The fused ``kernel`` named for the pair, ``<reader>_with_<elementwise>_grad_input`` (in the
     module ``<reader>_with_<elementwise>``, :func:`fused_module`), its docstring the reader's
     gradient, then the element-wise gradient stored through it."""
-    element_formula, values = layer_formula(elementwise)
-    gradient = elementwise_gradient(elementwise)
-    fused, shown = _composed(elementwise, gradient, derive_gradient(layer_formula(reader)[0], "input").indices)
-    read = "input X_E" if fused.argument == FUSED_INPUT else "output Y_E"
-    doc = (f"{kernel.formula}\n\nFused with the input gradient of the element-wise layer E that this one reads: it "
-           f"stores E's dL/dX\n(E's {read} read from {fused.argument}), the sum above as E's dL/dY:\n"
-           f"{kernel_docstring(element_formula, shown, values)}")
+    indices = derive_gradient(layer_formula(reader)[0], "input").indices
+    doc = _fused_docstring(kernel, elementwise, indices, "the element-wise layer E that this one reads")
     return replace(kernel, name=f"{fused_module(elementwise, reader)}_grad_input", formula=doc)
+
+
+def _fused_docstring(kernel: Kernel, elementwise: LayerSpec, indices, whose: str) -> str:
+    """``kernel``'s docstring, then the input gradient of ``elementwise`` (E, ``whose``) stored through its sum."""
+    element_formula, values = layer_formula(elementwise)
+    fused, shown = _composed(elementwise, elementwise_gradient(elementwise), indices)
+    read = "input X_E" if fused.argument == FUSED_INPUT else "output Y_E"
+    shown_gradient = kernel_docstring(element_formula, shown, values)
+    return (f"{kernel.formula}\n\nFused with the input gradient of {whose}: it stores E's dL/dX\n(E's {read} "
+            f"read from {fused.argument}), the sum above as E's dL/dY:\n{shown_gradient}")
+
+
+def fanout_fused_kernels(spec: NetworkSpec) -> dict[str, Kernel]:
+    """For each element-wise layer E that several layers read (a residual block's ReLU, read by the block
+    and its shortcut), the fan-out's sum of their gradients (:func:`~symcnn.codegen.network.fanout_kernels`)
+    storing E's input gradient, by E's label: that sum is E's ``dL/dY``, read at one index, as a
+    :func:`fusion_pairs` reader's is. The kernel ``fanout_<E>_with_<E>_grad_input`` (in the ``fanout``
+    module) takes the gradients, then E's input or output (``fused_x``, ``fused_out``), then ``out``; E's
+    own gradient kernel and a pass over an activation-sized array are not run. Not where E reads the
+    network's input (its gradient is needed only when asked for), nor where the name is a layer's.
+
+    >>> from symcnn.spec import load_spec
+    >>> kernels = fanout_fused_kernels(load_spec("resnet-mini"))
+    >>> sorted(kernels), kernels["b1_out"].name, kernels["b1_out"].arguments
+    (['b1_out', 'b2_out', 'stem_relu'], 'fanout_b1_out_with_b1_out_grad_input', ('x', 'x2', 'fused_out', 'out'))
+    """
+    layers = {layer.label: layer for layer in spec.layers}
+    labels = {label.casefold() for label in layers}
+    kernels: dict[str, Kernel] = {}
+    for label, readers in spec.consumers().items():
+        elementwise = layers.get(label)
+        name = f"{FANOUT_MODULE}_{label}_with_{label}"
+        if (len(readers) < 2 or elementwise is None or elementwise.inputs[0] == "input"
+                or elementwise_gradient(elementwise) is None or name.casefold() in labels):
+            continue
+        join = fanout_join(label, elementwise.output_shape, len(readers))
+        formula, values = layer_formula(join)
+        try:
+            fused, _ = _composed(elementwise, elementwise_gradient(elementwise), formula.indices)
+            kernel = forward_kernel(join, formula, values, fused=replace(fused, output=ARRAY_NAMES["output"]))
+        except Unfusable:
+            continue
+        doc = _fused_docstring(kernel, elementwise, formula.indices, "the element-wise layer E these gradients reach")
+        kernels[label] = replace(kernel, name=f"{name}_grad_input", formula=doc)
+    return kernels
 
 
 def fused_module(elementwise: LayerSpec, reader: LayerSpec) -> str:

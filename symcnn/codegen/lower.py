@@ -345,10 +345,13 @@ ARGUMENT_ORDER = ("grad_output", "x", "weight", "bias", "targets", "switch")
 def forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict, what: str = "forward",
                    fused: Optional[FusedElementwise] = None) -> Kernel:
     """The kernel ``<label>_<what>`` that computes ``formula`` (a layer's forward pass, or another formula of
-    it), storing each output element through ``fused`` if given (:mod:`symcnn.codegen.forward_fusion`)."""
+    it), storing each output element through ``fused`` if given: E's forward pass, which reads only the
+    stored value (:mod:`symcnn.codegen.forward_fusion`), or E's input gradient, which also reads E's input or
+    output (a fan-out's sum: :func:`symcnn.codegen.fusion.fanout_fused_kernels`), an argument of the kernel."""
     concrete = formula.substitute(values)
     batch = batch_symbol(formula)
-    lowering = Lowering(concrete.tensors, batch, fused=fused)
+    fused_reads = (fused.argument,) if fused is not None and fused.expression.has(fused.base) else ()
+    lowering = Lowering(concrete.tensors, batch, {fused.base: fused.argument} if fused_reads else {}, fused)
     name = kernel_name(layer.label, what)
     loops = _output_loops(lowering, concrete.indices, concrete.output.shape, batch)
     doc = kernel_docstring(formula, None, values)
@@ -361,7 +364,7 @@ def forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict, wh
     precomputer = lowering.precompute_invariants(concrete.indices, concrete.output.shape, concrete.tensors)
     schedule = precomputer.with_views(summation(lowering, concrete.indices, concrete.output.shape, batch,
                                                  invariant_terms(terms, precomputer), "out", concrete.tensors))
-    arguments = kernel_arguments(lowering, terms, ("out",), ARGUMENT_ORDER)
+    arguments = kernel_arguments(lowering, terms, ("out",), ARGUMENT_ORDER, fused_reads)
     reshaped = "" if fused else reshape_of(lowering, concrete.tensors, concrete.indices, concrete.output.shape,
                                            batch, terms)
     precomputed = precomputer.precomputed()  # printed before the imports are collected

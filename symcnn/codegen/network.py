@@ -21,7 +21,7 @@ from symcnn.codegen.lower import (computed_gradient, forward_kernel, gradient_ke
 from symcnn.registry import differentiable
 from symcnn.spec import LayerSpec, NetworkSpec
 
-__all__ = ["EVALUATION_PREFIX", "FANOUT_MODULE", "layer_kernels", "fanout_kernels", "network_kernels"]
+__all__ = ["EVALUATION_PREFIX", "FANOUT_MODULE", "layer_kernels", "fanout_join", "fanout_kernels", "network_kernels"]
 
 
 #: The prefix of an op's evaluation-mode kernels (``bn1_eval_forward``), where its modes differ.
@@ -65,11 +65,15 @@ def fanout_kernels(spec: NetworkSpec) -> list[Kernel]:
     for label, readers in spec.consumers().items():
         if len(readers) < 2:
             continue
-        join = LayerSpec("add", -1, shapes[label], shapes[label], None, {}, (label,) * len(readers),
-                         (shapes[label],) * len(readers))
+        join = fanout_join(label, shapes[label], len(readers))
         formula, values = layer_formula(join)
         kernels.append(replace(forward_kernel(join, formula, values), name=f"{FANOUT_MODULE}_{label}"))
     return kernels
+
+
+def fanout_join(label: str, shape: tuple, readers: int) -> LayerSpec:
+    """The ``add`` of the ``readers`` gradients sent back to tensor ``label`` (of ``shape``): its fan-out's sum."""
+    return LayerSpec("add", -1, shape, shape, None, {}, (label,) * readers, (shape,) * readers)
 
 
 def network_kernels(spec: NetworkSpec) -> dict[str, list[Kernel]]:

@@ -28,8 +28,8 @@ from symcnn import __version__
 from symcnn.codegen.folding import FOLDED_FORWARD, fold_kernels, folds
 from symcnn.codegen.kernel_ir import Kernel
 from symcnn.codegen.forward_fusion import forward_fused_kernels, training_fused_kernels
-from symcnn.codegen.fusion import fused_kernels, fused_module, fusion_pairs
-from symcnn.codegen.network import network_kernels
+from symcnn.codegen.fusion import fanout_fused_kernels, fused_kernels, fused_module, fusion_pairs
+from symcnn.codegen.network import FANOUT_MODULE, network_kernels
 from symcnn.files import replace_directory
 from symcnn.printing.numba import import_lines
 from symcnn.spec import PACKAGE_ROOT, NetworkSpec, load_spec, shipped_kernels_dir
@@ -129,6 +129,9 @@ def render_package(spec: NetworkSpec) -> dict[str, str]:
         modules[module] = [*modules[module], *kernels]
     fused = fused_kernels(spec)
     readers = {elementwise.label: reader for elementwise, reader in fusion_pairs(spec)}
+    fanout_fused = fanout_fused_kernels(spec)  # in the fan-outs' module, after their plain sums
+    if fanout_fused:
+        modules[FANOUT_MODULE] = [*modules[FANOUT_MODULE], *fanout_fused.values()]
     loss = modules.pop("loss")
     for elementwise, reader in fusion_pairs(spec):  # each in a module of its own, before the loss's
         if elementwise.label in fused:
@@ -152,6 +155,7 @@ def render_package(spec: NetworkSpec) -> dict[str, str]:
         preamble=_preamble(spec, "package.py.jinja"), spec=spec, modules=modules,
         distinct=[module for module in modules if module not in shared], aliases=aliases, folds=_fold_table(spec),
         fused={elementwise: (readers[elementwise].label, kernel.name) for elementwise, kernel in fused.items()},
+        fanout_fused={elementwise: kernel.name for elementwise, kernel in fanout_fused.items()},
         forward_fused={elementwise: (fusion.layer, fusion.kernel.name) for elementwise, fusion in forward.items()},
         training_forward_fused={elementwise: (fusion.layer, fusion.kernel.name)
                                 for elementwise, fusion in training.items()})

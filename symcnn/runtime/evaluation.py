@@ -55,6 +55,7 @@ def trainable_fusions(kernels, layers: dict[str, LayerSpec],
     {'conv1': ('relu1', 'conv1_with_relu1_forward')}
     """
     arguments, folded, stored_by = kernels.ARGUMENTS, getattr(kernels, "FOLDS", {}), getattr(kernels, "FUSED", {})
+    fanouts_fused = getattr(kernels, "FANOUT_FUSED", {})
 
     def backward_reads(label: str, name: str) -> bool:
         """Whether a gradient kernel of layer ``label`` (its own, or one of FUSED storing through it) reads ``name``."""
@@ -71,9 +72,10 @@ def trainable_fusions(kernels, layers: dict[str, LayerSpec],
         candidates.append(((True,), label, layers[elementwise], kernel))
     chosen: dict[bool, dict[str, tuple[LayerSpec, str]]] = {True: {}, False: {}}
     for modes, label, elementwise, kernel in candidates:
-        _, reader_kernel = stored_by.get(elementwise.label, (None, None))  # storing E's input gradient
+        # the kernels storing E's input gradient: its reader's (FUSED), or its fan-out's sum (FANOUT_FUSED)
+        storing = [stored_by.get(elementwise.label, (None, None))[1], fanouts_fused.get(elementwise.label)]
         if (backward_reads(label, "out") or backward_reads(elementwise.label, "x")
-                or (reader_kernel is not None and "fused_x" in arguments[reader_kernel])
+                or any(name is not None and "fused_x" in arguments[name] for name in storing)
                 or not set(arguments[f"{label}_forward"]) <= set(arguments[kernel])):
             continue
         for training in modes:

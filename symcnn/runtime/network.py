@@ -27,6 +27,7 @@ from symcnn import registry
 from symcnn.runtime.buffers import counter_names, initial_buffers, switch_dtype, update_running_statistics
 from symcnn.runtime.compiling import CompileSummary, first_call, prepare
 from symcnn.runtime.evaluation import folded_forward, forward_fusions, trainable_fusions
+from symcnn.runtime.fanouts import gradient_sum, input_names
 from symcnn.runtime.loader import load_kernels
 from symcnn.runtime.progress import CompileProgress
 from symcnn.runtime.state import LayerState, describe_array
@@ -43,12 +44,6 @@ __all__ = ["Network", "switch_dtype"]
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 BACKWARD = "backward"  # <label>_backward: all of a layer's gradients in one kernel (symcnn.codegen.backward)
-
-
-@lru_cache(maxsize=None)
-def _input_names(count: int) -> tuple[str, ...]:
-    """The arrays a layer's kernels read its inputs from: ``x``, and an add's or concat's ``x2``, ..."""
-    return tuple(registry.array_name(registry.input_role(number)) for number in range(1, count + 1))
 
 
 @lru_cache(maxsize=None)
@@ -115,6 +110,7 @@ class Network(LayerState):
         layers = {layer.label: layer for layer in spec.layers}
         self._fused = {reader: (layers[elementwise], kernel)
                        for elementwise, (reader, kernel) in getattr(kernels, "FUSED", {}).items()}
+        self._fanout_fused = set(getattr(kernels, "FANOUT_FUSED", {}))  # or by its fan-out's sum (runtime.fanouts)
         self._progress = CompileProgress(f"the {spec.name} kernels for {self.dtype}",  # shown while compiling
                                          label=f"{spec.name} ({self.dtype})")
         self._prepared: set[tuple] = set()  # the kinds of pass whose kernels are compiled (_prepare)
@@ -315,7 +311,7 @@ class Network(LayerState):
                 values[layer.label] = value
                 continue
             arrays = self._layer_arrays(layer)
-            arrays.update(zip(_input_names(len(sources)), sources))  # x, and an add's or concat's x2, ...
+            arrays.update(zip(input_names(len(sources)), sources))  # x, and an add's or concat's x2, ...
             if layer.label in self._masked:
                 arrays["mask"] = self._buffer(f"{layer.label}.mask", value.shape, self.dtype)
                 self._draw(layer, arrays["mask"], step)
@@ -390,13 +386,18 @@ class Network(LayerState):
         for layer in reversed(self.spec.layers):
             if layer.label in fused_into:  # its input gradient is its reader's kernel's (FUSED)
                 continue
-            upstream = self._gradient_sum(layer.label, sent.pop(layer.label))
+            gradients = sent.pop(layer.label)
+            if len(gradients) > 1 and layer.label in self._fanout_fused:  # its fan-out's sum stores its dL/dX
+                fused = {"fused_x": values.get(layer.inputs[0]), "fused_out": values.get(layer.label)}
+                sent.setdefault(layer.inputs[0], []).append(gradient_sum(self, layer.label, gradients, fused))
+                continue
+            upstream = gradient_sum(self, layer.label, gradients)
             if layer.label in self._masked and not training:  # the identity in evaluation mode: passed on
                 sent.setdefault(layer.inputs[0], []).append(upstream)
                 continue
             arrays = self._layer_arrays(layer)
             # A layer whose forward pass a trainable fusion skipped has no output: no gradient kernel reads it
-            arrays.update(zip(_input_names(len(layer.inputs)), (values.get(source) for source in layer.inputs)))
+            arrays.update(zip(input_names(len(layer.inputs)), (values.get(source) for source in layer.inputs)))
             arrays["grad_output"], arrays["out"] = upstream, values.get(layer.label)  # out: tanh's 1 - Y^2 reads it
             arrays.update(saved.get(layer.label, {}))
             together = self._backward_kernel(layer, arrays, training, input_gradient, parameters)
@@ -422,7 +423,7 @@ class Network(LayerState):
             if together is not None:  # every gradient of the layer, its statistics computed once
                 self._call(together, arrays)
         if input_gradient:
-            grads["input"] = self._gradient_sum("input", sent["input"])
+            grads["input"] = gradient_sum(self, "input", sent["input"])
         return grads
 
     def _backward_kernel(self, layer: LayerSpec, arrays: dict, training: bool, input_gradient: bool,
@@ -441,16 +442,6 @@ class Network(LayerState):
     def _gradient_array(self, parameter: np.ndarray) -> np.ndarray:
         """A new array for a parameter's gradient: the caller's own (returned, scaled in place by an update)."""
         return np.empty_like(parameter)
-
-    def _gradient_sum(self, label: str, gradients: list[np.ndarray]) -> np.ndarray:
-        """The gradient of tensor ``label``: the one its reader sent, or the sum of its readers' (the
-        generated ``fanout_<label>`` kernel)."""
-        if len(gradients) == 1:
-            return gradients[0]
-        arrays = dict(zip(_input_names(len(gradients)), gradients))
-        arrays["out"] = self._buffer(f"fanout.{label}", gradients[0].shape, self.dtype)
-        self._call(f"fanout_{label}", arrays)
-        return arrays["out"]
 
     def summary(self, batch: int = 1):
         """The network's :func:`symcnn.network_summary.summary` in its dtype: shapes, parameters,

@@ -17,7 +17,7 @@ import pytest
 from symcnn.codegen import forward_fusion
 from symcnn.codegen.forward_fusion import forward_fused_kernels, forward_pairs, training_fused_kernels
 from symcnn.codegen.package import render_package
-from symcnn.runtime.evaluation import forward_fusions
+from symcnn.runtime.evaluation import forward_fusions, trainable_fusions
 from symcnn.runtime.network import Network, switch_dtype
 from symcnn.spec import load_spec, parse_spec
 
@@ -118,6 +118,28 @@ def test_which_pairs_fuse(layers, expected):
     head = [{"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 2}]
     spec = parse_spec(toml_of({"name": "pairs", "input": [2, 4, 4], "layers": [*layers, *head]}))
     assert _pairs(spec) == expected
+
+
+def test_a_fan_out_sum_that_reads_the_skipped_output_keeps_both_forward_kernels():
+    """A pass with gradients lets c1's kernel store r's output (c1's own never written) only where no
+    backward kernel reads c1's output: a FANOUT_FUSED kernel reading r's input (``fused_x``) does; one
+    reading r's output (``fused_out``, ReLU's) does not."""
+    spec = parse_spec(toml_of({"name": "fan", "input": [1, 4, 4], "layers": [
+        conv_layer("c1", 2), {"type": "relu", "name": "r"}, conv_layer("c2", 2),
+        {"type": "add", "name": "sum", "inputs": ["c2", "r"]}, {"type": "flatten"},
+        {"type": "dense", "name": "fc", "out_features": 2}]}))
+    layers = {layer.label: layer for layer in spec.layers}
+    fusions = {"c1": (layers["r"], "c1_with_r_forward")}
+
+    def kernels(reads: str):
+        return types.SimpleNamespace(FANOUT_FUSED={"r": "fanout_r_with_r_grad_input"}, ARGUMENTS={
+            "c1_forward": ("x", "weight", "bias", "out"), "c1_with_r_forward": ("x", "weight", "bias", "out"),
+            "c1_grad_input": ("grad_output", "weight", "grad_input"),
+            "c1_grad_weight": ("grad_output", "x", "grad_weight"), "r_grad_input": ("grad_output", "out", "grad_input"),
+            "fanout_r_with_r_grad_input": ("x", "x2", reads, "out")})
+
+    assert trainable_fusions(kernels("fused_out"), layers, fusions)[True] == fusions
+    assert trainable_fusions(kernels("fused_x"), layers, fusions) == {True: {}, False: {}}
 
 
 def test_a_package_without_the_table_fuses_nothing():

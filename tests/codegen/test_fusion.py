@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from symcnn.codegen.fusion import elementwise_gradient, fused_kernels, fusion_pairs
+from symcnn.codegen.fusion import elementwise_gradient, fanout_fused_kernels, fused_kernels, fusion_pairs
 from symcnn.codegen.package import render_package
 from symcnn.registry import names as op_names
 from symcnn.spec import LayerSpec, load_spec, parse_spec
 
+from tests.graphs.graph_specs import GRAPH
 from tests.kernels_helpers import (assert_float64_equals_pytorch, conv_layer, network_for, random_params, toml_of,
                                    use_session_cache)
 
@@ -95,6 +96,33 @@ def test_two_readers_are_not_fused():
         {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 2}]}))
     assert [e.label for e, _ in fusion_pairs(spec)] == []  # r: read by c2 and the add
     assert "FUSED = {\n}" in render_package(spec)["__init__.py"]
+
+
+def test_an_activation_read_by_several_layers_is_fused_into_their_gradients_sum():
+    spec = parse_spec(toml_of(GRAPH))  # the stem (a convolution) fans out too: not element-wise
+    kernels = fanout_fused_kernels(spec)
+    assert list(kernels) == ["a"] and kernels["a"].name == "fanout_a_with_a_grad_input"
+    assert kernels["a"].arguments == ("x", "x2", "x3", "fused_out", "out")  # c2's, the add's and the concat's
+    assert "dL/dX_E[n, c, i, j] = [0 < Y_E[n, c, i, j]] * dL/dX[n, c, i, j]" in kernels["a"].formula
+    files = render_package(spec)
+    assert "def fanout_a_with_a_grad_input(x, x2, x3, fused_out, out):" in files["fanout.py"]
+    assert "def fanout_a(x, x2, x3, out):" in files["fanout.py"]  # the plain sum stays, for other runtimes
+    namespace: dict = {}
+    exec(files["__init__.py"], namespace)  # the package's tables (no kernels imported)
+    assert namespace["FANOUT_FUSED"] == {"a": "fanout_a_with_a_grad_input"}
+
+
+def test_what_a_fan_out_does_not_fuse():
+    tail = [{"type": "add", "name": "sum", "inputs": ["c", "r"]}, {"type": "flatten"},
+            {"type": "dense", "name": "fc", "out_features": 2}]
+    on_input = [{"type": "relu", "name": "r"}, conv_layer("c", 2), *tail]  # r reads the network's input
+    assert fanout_fused_kernels(parse_spec(toml_of({"name": "fan", "input": [2, 4, 4], "layers": on_input}))) == {}
+    taken = [conv_layer("c0", 2), {"type": "relu", "name": "r"}, conv_layer("c1", 2),
+             {"type": "relu", "name": "fanout_r_with_r"}, {**tail[0], "inputs": ["fanout_r_with_r", "r"]},
+             *tail[1:]]  # the fused kernel's name would be a layer's kernel's
+    spec = parse_spec(toml_of({"name": "fan", "input": [2, 4, 4], "layers": taken}))
+    assert fanout_fused_kernels(spec) == {}
+    assert "FANOUT_FUSED = {\n}" in render_package(spec)["__init__.py"]
 
 
 def test_a_chain_of_activations_fuses_each_layer_once():

@@ -16,7 +16,8 @@ from symcnn.codegen import package as generate_module
 from symcnn.codegen.network import network_kernels
 from symcnn.codegen.package import render_package, stale_files
 from symcnn.symbolic import ops
-from symcnn.spec import ARCHITECTURE_SPECS, SHIPPED_SPECS, load_spec, parse_spec, shipped_kernels_dir, spec_from_dict
+from symcnn.spec import (ARCHITECTURE_SPECS, RESERVED_LABELS, SHIPPED_SPECS, load_spec, parse_spec, shipped_kernels_dir,
+                         spec_from_dict)
 
 _RENDERED: dict = {}
 
@@ -184,6 +185,21 @@ def test_text_fields_reach_generated_code_only_as_literals(tmp_path):
     assert namespace["SPEC_TOML"] == text
     for source in files.values():
         ast.parse(source)  # every module is valid Python
+
+
+def test_every_name_the_package_defines_is_reserved():
+    """A layer's module is an attribute of the package (its label): one named like a table (``FOLDS``)
+    would replace that table when imported. So every name the package template assigns is reserved."""
+    template = (Path(generate_module.__file__).parent / "backends" / "numba_cpu" / "templates"
+                / "package.py.jinja").read_text()
+    assigned = set(re.findall(r"^([A-Z_]+) = ", template, re.MULTILINE))
+    assert {"FUSED", "FANOUT_FUSED", "FOLDS", "TRAINING_FORWARD_FUSED"} <= assigned
+    assert {name.casefold() for name in assigned} <= set(RESERVED_LABELS)
+    spec = {"name": "shadow", "input": [1, 4, 4], "layers": [{"type": "relu", "name": "Fanout_Fused"},
+                                                              {"type": "flatten"},
+                                                              {"type": "dense", "name": "fc", "out_features": 2}]}
+    with pytest.raises(ValueError, match="'Fanout_Fused' is reserved"):
+        parse_spec(toml_of(spec))
 
 
 @pytest.mark.parametrize("change, message", [

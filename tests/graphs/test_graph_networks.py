@@ -1,7 +1,8 @@
 """Graph specs run on the generated kernels (float64) equal the PyTorch twin and the NumPy reference:
 the example (a residual add, a concat of three, fan-outs of the stem and of ``a``) and a spec whose
 network input fans out, with a dropout in one branch (training mode with the Network's masks, and
-evaluation mode); the gradients equal central differences; the fan-out sums are generated kernels."""
+evaluation mode); the gradients equal central differences; the fan-out sums are generated kernels, and
+where the fanned-out tensor is a ReLU's output, its input gradient is stored by that sum."""
 
 from __future__ import annotations
 
@@ -43,6 +44,27 @@ def test_the_fan_out_sums_are_generated_kernels(networks):
     assert arguments["fanout_stem"] == ("x", "x2", "out") and arguments["fanout_a"] == ("x", "x2", "x3", "out")
     assert "fanout_input" not in arguments and "fanout_c2" not in arguments  # one reader: nothing to sum
     assert networks["graph-input-fanout"].kernels.ARGUMENTS["fanout_input"] == ("x", "x2", "out")
+
+
+def test_a_relu_read_by_three_layers_has_its_gradient_stored_by_their_sum(networks):
+    """``a`` (a ReLU read by c2, the add and the concat): one kernel, the fan-out's sum storing a's input
+    gradient, runs in place of ``fanout_a`` and ``a_grad_input``; the gradients equal theirs bit for bit."""
+    net = networks["graph-example"]
+    assert net.kernels.FANOUT_FUSED == {"a": "fanout_a_with_a_grad_input"}
+    x, labels = _case(net, 4)
+    runs = {}
+    try:
+        for fused in (True, False):
+            net._fanout_fused, net.profile = ({"a"} if fused else set()), {}  # profile: the kernels called
+            runs[fused] = (*net.loss_and_grads(x, labels), set(net.profile))
+    finally:
+        net._fanout_fused, net.profile = {"a"}, None
+    (loss, grads, called), (unfused_loss, unfused, unfused_called) = runs[True], runs[False]
+    assert "fanout_a_with_a_grad_input" in called and not {"fanout_a", "a_grad_input"} & called
+    assert {"fanout_a", "a_grad_input"} <= unfused_called
+    assert loss == unfused_loss and set(grads) == set(unfused)
+    for key, value in unfused.items():
+        np.testing.assert_array_equal(grads[key], value, err_msg=key)
 
 
 def test_the_example_equals_pytorch_and_the_numpy_reference(torch, networks):
