@@ -48,7 +48,7 @@ import onnx
 from onnx import numpy_helper
 
 from symcnn.files import write_bytes, write_text
-from symcnn.spec import NetworkSpec, parse_spec, spec_toml
+from symcnn.spec import RESERVED_LABELS, NetworkSpec, parse_spec, spec_toml
 
 __all__ = ["CONVERTERS", "Imported", "convert", "import_onnx"]
 
@@ -343,7 +343,7 @@ def convert(model, name: str) -> Imported:
     nodes = [node for node in graph.node if node.op_type != "Constant" and node.output[0] not in constants]
     outputs = [value.name for value in graph.output]
     counts: dict[str, int] = {}
-    used_names: set[str] = set()
+    used_names: set[str] = set(RESERVED_LABELS)  # a weight named loss.weight names its layer fc1, not loss
     position = 0
     while position < len(nodes):
         node = nodes[position]

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from symcnn.bench.bench import torch_model  # noqa: E402
 from symcnn.onnx.importer import convert  # noqa: E402
 from symcnn.runtime.network import Network  # noqa: E402
-from symcnn.spec import load_spec  # noqa: E402
+from symcnn.spec import load_spec, parse_spec  # noqa: E402
 from tests.kernels_helpers import COMPILES_KERNELS, toml_of  # noqa: E402
 
 ACTIVATIONS = {"name": "acts", "input": [2, 9, 8], "layers": [
@@ -99,6 +99,17 @@ def test_matmul_add_is_a_dense_layer_and_a_final_softmax_is_the_loss():
     np.testing.assert_array_equal(imported.params["fc1.bias"], bias)
     assert "its final Softmax (probabilities) is the loss's" in imported.spec_text()
     assert imported.spec().classes == 4
+
+
+def test_a_weight_named_like_a_reserved_label_names_its_layer_otherwise():
+    """A layer takes its weight's name (``fc.weight`` -> ``fc``) unless the package reserves it (``Folds``:
+    the generated package's FOLDS table), where the spec would be refused."""
+    model = _graph([helper.make_node("Flatten", ["x"], ["f"], name="flat"),
+                    helper.make_node("Gemm", ["f", "Folds.weight", "Folds.bias"], ["y"], name="fc", transB=1)],
+                   {"Folds.weight": np.ones((4, 6)), "Folds.bias": np.zeros(4)})
+    imported = convert(model, "reserved")
+    assert imported.layers[-1]["name"] == "fc1" and set(imported.params) == {"fc1.weight", "fc1.bias"}
+    assert [layer.label for layer in parse_spec(imported.spec_text()).layers][-1] == "fc1"
 
 
 @pytest.mark.parametrize("nodes, initializers, message", [
