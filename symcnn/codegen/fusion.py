@@ -172,12 +172,15 @@ def fanout_fused_kernels(spec: NetworkSpec) -> dict[str, Kernel]:
         elementwise = layers.get(label)
         name = f"{FANOUT_MODULE}_{label}_with_{label}"
         if (len(readers) < 2 or elementwise is None or elementwise.inputs[0] == "input"
-                or elementwise_gradient(elementwise) is None or name.casefold() in labels):
+                or name.casefold() in labels):
+            continue
+        gradient = elementwise_gradient(elementwise)
+        if gradient is None:
             continue
         join = fanout_join(label, elementwise.output_shape, len(readers))
         formula, values = layer_formula(join)
         try:
-            fused, _ = _composed(elementwise, elementwise_gradient(elementwise), formula.indices)
+            fused, _ = _composed(elementwise, gradient, formula.indices)
             kernel = forward_kernel(join, formula, values, fused=replace(fused, output=ARRAY_NAMES["output"]))
         except Unfusable:
             continue
