@@ -24,6 +24,7 @@ ARGUMENTS = {
     'conv1_grad_input': ('grad_output', 'weight', 'grad_input', ),
     'conv1_grad_weight': ('grad_output', 'x', 'grad_weight', ),
     'conv1_grad_bias': ('grad_output', 'grad_bias', ),
+    'conv1_grad_weight_and_bias': ('grad_output', 'x', 'grad_weight', 'grad_bias', ),
     'relu1_forward': ('x', 'out', ),
     'relu1_grad_input': ('grad_output', 'out', 'grad_input', ),
     'maxpool2d2_forward': ('x', 'out', 'switch', ),

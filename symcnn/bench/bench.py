@@ -365,7 +365,7 @@ def _kernel_flops(spec: NetworkSpec, batch: int) -> dict:
             count = 2 * batch * layer.output_shape[0] * layer.input_shape[0]
         else:
             continue
-        for kernel in ("forward", "grad_input", "grad_weight"):
+        for kernel in ("forward", "grad_input", "grad_weight", "grad_weight_and_bias"):
             flops[f"{layer.label}_{kernel}"] = count
     return flops
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Optional
 
-__all__ = ["Loop", "Reduction", "Term", "Staging", "ImageGroups", "BatchUnroll", "Epilogue", "Registers", "Lanes",
-           "Kernel"]
+__all__ = ["Loop", "Reduction", "Term", "Staging", "ImageGroups", "BatchUnroll", "Epilogue", "Registers", "StagedSum",
+           "Lanes", "Kernel"]
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,34 @@ class Registers:
 
 
 @dataclass(frozen=True)
+class StagedSum:
+    """A second output of a weight gradient summed over the batch: a sum of the operand one of its per-image
+    copies holds, over every axis but the lane (a bias's gradient, ``sum dL/dY``, in the kernel that stages
+    ``dL/dY`` for its weight's: :mod:`symcnn.codegen.parameter_fusion`).
+
+    Each chunk of images adds every image's copy into ``name`` (float64, of ``shape``: the copy's lane
+    axes): for each ``block`` of its lanes, one local sum per lane (``initial``), each updated (``updates``)
+    inside ``loops`` (over the copy's other axes, in its order) and added into ``name`` (``stores``). The
+    chunks' sums are stored in ``sums`` (``sums[chunk, ...] = name[...]`` over ``chunk_loops``, ``index``),
+    then added in order into each element of ``output`` (``reduction``, inside ``store_loops``), ``store``.
+    """
+
+    output: str
+    name: str
+    shape: tuple[str, ...]
+    block: Loop
+    initial: tuple[str, ...]  # printed statements: ``lane_sum0 = 0.0``
+    loops: tuple[Loop, ...]
+    updates: tuple[str, ...]  # printed: ``lane_sum3 += grad_output_t[axis0, axis1, axis2 + 3]``
+    stores: tuple[str, ...]  # printed: ``staged_sum[axis2 + 3] += lane_sum3``
+    chunk_loops: tuple[Loop, ...]
+    index: str  # printed index of ``name`` (and of ``sums`` after the chunk) over ``chunk_loops``
+    store_loops: tuple[Loop, ...]
+    reduction: Reduction  # the chunks' sums of one output element, into ``total``
+    store: str  # printed output element, ``grad_bias[c_out]``
+
+
+@dataclass(frozen=True)
 class Lanes:
     """The lanes schedule of a kernel whose one term is ``broadcast * streamed``.
 
@@ -208,6 +236,8 @@ class Lanes:
     epilogue: Optional[Epilogue] = None
     # per image only: the tile summed in register blocks instead of ``around``/``updates`` (:class:`Registers`)
     registers: Optional[Registers] = None
+    # over_batch in chunks only: a second output summed from a per-image copy (:class:`StagedSum`), or None
+    staged_sum: Optional[StagedSum] = None
 
 
 @dataclass(frozen=True)
@@ -262,6 +292,9 @@ class Kernel:
     # (symcnn.codegen.widths), unnamed: the module names both (the variant with this docstring) and calls
     # the one its CPU suits
     narrow: Optional["Kernel"] = None
+    # the kernel of the same module whose register-block functions this one calls, its blocks being the same
+    # (a weight gradient's, in the kernel that also sums its bias's: symcnn.codegen.parameter_fusion), or ""
+    blocks_of: str = ""
 
     @property
     def parallel(self) -> bool:

@@ -16,6 +16,7 @@ from dataclasses import replace
 from symcnn import registry
 from symcnn.codegen.backward import backward_kernel
 from symcnn.codegen.kernel_ir import Kernel
+from symcnn.codegen.parameter_fusion import weight_and_bias_kernel
 from symcnn.codegen.lower import (computed_gradient, forward_kernel, gradient_kernel, kernel_name, layer_formula,
                                   loss_kernels)
 from symcnn.registry import differentiable
@@ -30,7 +31,9 @@ EVALUATION_PREFIX = "eval_"
 
 def layer_kernels(layer: LayerSpec) -> list[Kernel]:
     """The forward kernel and one kernel per gradient of ``layer``, and where its gradients read the same
-    statistics, one kernel for all of them (``<label>_backward``, :mod:`symcnn.codegen.backward`); for an op
+    statistics, one kernel for all of them (``<label>_backward``, :mod:`symcnn.codegen.backward`); where its bias
+    gradient sums what its weight gradient copies, one for both (``<label>_grad_weight_and_bias``,
+    :mod:`symcnn.codegen.parameter_fusion`); for an op
     whose evaluation mode differs (batch norm), the same again in evaluation mode, named ``<label>_eval_...``.
 
     They depend on the layer's op, shapes and settings only; its label names them (what
@@ -48,6 +51,8 @@ def layer_kernels(layer: LayerSpec) -> list[Kernel]:
         kernels += separate
         backward = backward_kernel(layer, gradients, values, separate, prefix)
         kernels += [backward] if backward is not None else []
+        parameters = weight_and_bias_kernel(layer, gradients, values, separate) if not prefix else None
+        kernels += [parameters] if parameters is not None else []
     return kernels
 
 
@@ -88,7 +93,8 @@ def network_kernels(spec: NetworkSpec) -> dict[str, list[Kernel]]:
         key = repr((layer.kind, layer.input_shapes, layer.output_shape, sorted(layer.settings.items())))
         if key in lowered:
             label, kernels = lowered[key]
-            modules[layer.label] = [replace(kernel, name=kernel_name(layer.label, kernel.name[len(label) + 1:]))
+            modules[layer.label] = [replace(kernel, name=_renamed(kernel.name, label, layer.label),
+                                            blocks_of=_renamed(kernel.blocks_of, label, layer.label))
                                     for kernel in kernels]
         else:
             modules[layer.label] = layer_kernels(layer)
@@ -98,3 +104,8 @@ def network_kernels(spec: NetworkSpec) -> dict[str, list[Kernel]]:
         modules[FANOUT_MODULE] = fanouts
     modules["loss"] = loss_kernels(spec)
     return modules
+
+
+def _renamed(kernel: str, label: str, new_label: str) -> str:
+    """``kernel`` of layer ``label`` (or ""), named for ``new_label``: ``conv1_forward``, ``conv2_forward``."""
+    return kernel and kernel_name(new_label, kernel[len(label) + 1:])

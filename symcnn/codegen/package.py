@@ -172,8 +172,10 @@ def per_width(kernels: list[Kernel]) -> tuple[list[Kernel], list[str]]:
         if kernel.narrow is None:
             rendered.append(kernel)
         else:
-            rendered += [_blocks_of(replace(kernel, name=f"{kernel.name}_wide", narrow=None), wide=True),
-                         _blocks_of(replace(kernel.narrow, name=f"{kernel.name}_narrow", formula=kernel.formula),
+            rendered += [_blocks_of(replace(kernel, name=f"{kernel.name}_wide", narrow=None,
+                                            blocks_of=kernel.blocks_of and f"{kernel.blocks_of}_wide"), wide=True),
+                         _blocks_of(replace(kernel.narrow, name=f"{kernel.name}_narrow", formula=kernel.formula,
+                                            blocks_of=kernel.blocks_of and f"{kernel.blocks_of}_narrow"),
                                     wide=False)]
             dispatched.append(kernel.name)
     return rendered, dispatched

@@ -401,13 +401,16 @@ class Network(LayerState):
             arrays["grad_output"], arrays["out"] = upstream, values.get(layer.label)  # out: tanh's 1 - Y^2 reads it
             arrays.update(saved.get(layer.label, {}))
             together = self._backward_kernel(layer, arrays, training, input_gradient, parameters)
+            both = None if together else self._weight_and_bias_kernel(layer, training, parameters)
             for role in ("weight", "bias"):
                 name = f"{layer.name}.{role}"
                 if role in arrays and (parameters is None or name in parameters):
                     arrays[f"grad_{role}"] = gradient = self._gradient_array(arrays[role])
-                    if together is None:
+                    if together is None and both is None:
                         self._call(self._kernel(layer, f"grad_{role}", training), arrays)
                     grads[name] = gradient
+            if both is not None:  # the bias's gradient summed from the weight gradient's copies of dL/dY
+                self._call(both, arrays)
             for name, source in zip(_gradient_names(len(layer.inputs)), layer.inputs):
                 if source == "input" and not input_gradient:  # training needs none
                     continue
@@ -438,6 +441,12 @@ class Network(LayerState):
         wanted = parameters is None or all(f"{layer.name}.{role}" in parameters for role in ("weight", "bias")
                                            if role in arrays)
         return kernel if wanted else None
+
+    def _weight_and_bias_kernel(self, layer: LayerSpec, training: bool, parameters: Optional[set]) -> Optional[str]:
+        """``<label>_grad_weight_and_bias`` where the package has it and this pass needs both gradients, else None."""
+        kernel = self._kernel(layer, "grad_weight_and_bias", training)
+        wanted = parameters is None or {f"{layer.name}.weight", f"{layer.name}.bias"} <= parameters
+        return kernel if wanted and kernel in self.kernels.ARGUMENTS else None
 
     def _gradient_array(self, parameter: np.ndarray) -> np.ndarray:
         """A new array for a parameter's gradient: the caller's own (returned, scaled in place by an update)."""

@@ -79,6 +79,11 @@ class _PoolNetwork(Network):
         a sum's vectorized order may differ between kernels)."""
         return None
 
+    def _weight_and_bias_kernel(self, *arguments) -> None:
+        """None: the weight's and the bias's gradients each by its own kernel, as the operators compute them (the
+        fused kernel sums the bias's in another order)."""
+        return None
+
     def _draw(self, layer: LayerSpec, mask: np.ndarray, step: int) -> None:
         drop = layer.settings[registry.get(layer.kind).mask_drop]
         draw_mask(mask, self._mask_state["seed"], layer.index, step, drop, self.first_image)

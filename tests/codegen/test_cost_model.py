@@ -46,7 +46,8 @@ def test_a_strided_convolution_keeps_its_schedules():
     """Columns read with a step of two are no vector: its forward pass and weight gradient keep the lanes
     schedule; its input gradient runs by phase (symcnn/codegen/phases.py)."""
     kinds = _conv_kernels(3, 16, 16, 3, padding=1, stride=2)
-    assert kinds == {"forward": "lanes", "grad_input": "phases", "grad_weight": "lanes", "grad_bias": "sum"}
+    assert kinds == {"forward": "lanes", "grad_input": "phases", "grad_weight": "lanes", "grad_bias": "sum",
+                     "grad_weight_and_bias": "lanes"}
 
 
 def _nest(**changes) -> LoopNest:

@@ -253,8 +253,10 @@ def test_every_kernel_docstring_carries_its_formula():
     kernels = {"conv1_forward_wide", "conv1_forward_narrow", "conv1_grad_input", "conv1_grad_weight", "conv1_grad_bias"}
     blocks = {"conv1_forward_wide_block0", "conv1_forward_narrow_block0"}
     blocks |= {f"conv1_grad_input_block0_{width}" for width in ("wide", "narrow")}
-    # the weight gradient's blocks: 3 x 16 values in either size (3 input channels, 3 x 3), one function
+    # the weight gradient's blocks: 3 x 16 values in either size (3 input channels, 3 x 3), one function, which
+    # the kernel of the weight's and the bias's gradients calls too (symcnn/codegen/parameter_fusion.py)
     blocks.add("conv1_grad_weight_block0")
+    kernels.add("conv1_grad_weight_and_bias")
     assert set(docstrings) == kernels | blocks
     assert all(docstrings.values())
     assert "dL/dX[n, c_in, k, l] = sum_{c_out=0..C_out - 1" in docstrings["conv1_grad_input"]

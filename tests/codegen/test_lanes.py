@@ -35,7 +35,8 @@ def test_seed004_convolutions_and_dense_gradients_take_the_lanes_schedule():
     spec = load_spec("seed004")
     conv2 = _kernels(spec, "conv2")
     assert {name: kernel.kind for name, kernel in conv2.items()} == {
-        "forward": "lanes", "grad_input": "lanes", "grad_weight": "lanes", "grad_bias": "sum"}
+        "forward": "lanes", "grad_input": "lanes", "grad_weight": "lanes", "grad_bias": "sum",
+        "grad_weight_and_bias": "lanes"}  # the weight gradient's, its bias's summed from its copy of dL/dY
     forward = conv2["forward"].lanes
     # the weight with its output-channel axis last, the input zero-padded by one pixel each side
     assert [(s.name, s.shape, s.per_image, s.zeroed) for s in forward.stagings] == [
