@@ -113,8 +113,31 @@ def test_lane_last_copies_read_the_operand_row_by_row():
     assert [loop.variable for loop in copy.loops] == ["i", "j", "c_out"]
     weight = _copy(_kernels(load_spec("suite-mlp-head"), "fc1")["forward"], "weight_t")  # 256 x 1352
     assert [(loop.variable, loop.start, loop.stop, loop.step) for loop in weight.loops] == [
-        ("k_chunk", "0", "1352", 8), ("i", "0", "256", 1), ("k", "k_chunk", "k_chunk + 8", 1)]
+        ("k_chunk", "0", "169", 1), ("i", "0", "256", 1), ("k", "8*k_chunk", "8*k_chunk + 8", 1)]
     assert weight.target == "k, i"
+    # 346,112 elements, copied once a call: in parallel over its chunks; a 32 x 16 x 3 x 3 weight's on one thread
+    assert [loop.parallel for loop in weight.loops] == [True, False, False]
+    assert not any(loop.parallel for loop in _copy(conv2["forward"], "weight_t").loops)
+
+
+def test_a_weight_copied_in_parallel_gives_pytorchs_numbers(tmp_path_factory, monkeypatch):
+    """A dense layer of 256 x 256 weights (65,536: the least copied in parallel, PARALLEL_COPY_MIN) and
+    one of 64 x 256 (on one thread): equal to PyTorch in float64 (batches of 1 and 5)."""
+    pytest.importorskip("torch")
+    from symcnn.codegen.backends.numba_cpu.stagings import PARALLEL_COPY_MIN
+
+    monkeypatch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
+    spec = {"name": "parallel-copy", "input": [1, 16, 16], "loss": "softmax_cross_entropy", "layers": [
+        {"type": "flatten"}, {"type": "dense", "name": "fc1", "out_features": 256}, {"type": "relu"},
+        {"type": "dense", "name": "fc2", "out_features": 64}, {"type": "relu"},
+        {"type": "dense", "name": "fc3", "out_features": 3}]}
+    copies = {label: _copy(_kernels(spec_from_dict(spec), label)["forward"], "weight_t") for label in ("fc1", "fc2")}
+    assert 256 * 256 == PARALLEL_COPY_MIN and copies["fc1"].loops[0].parallel and not copies["fc2"].loops[0].parallel
+    net = network_for(spec, tmp_path_factory.mktemp("spec"))
+    rng = np.random.default_rng(6)
+    net.load_params(random_params(net, rng))
+    for labels in (np.array([2]), np.array([0, 1, 2, 1, 0])):
+        assert_float64_equals_pytorch(net, rng, labels)
 
 
 #: A convolution whose weight is copied in runs of its taps (32 input channels: lanes 288 apart), a 1 x 1
@@ -131,8 +154,8 @@ def test_weights_are_copied_in_runs_and_chunks():
     kernels = {label: _kernels(spec_from_dict(RUNS), label)["forward"] for label in ("c1", "pw", "fc2")}
     assert [loop.variable for loop in _copy(kernels["c1"], "weight_t").loops] == ["c_in", "c_out", "u", "v"]
     assert [(loop.variable, loop.stop) for loop in _copy(kernels["pw"], "weight_t").loops] == [
-        ("c_in_chunk", "264"), ("c_out", "32"), ("c_in", "c_in_chunk + 8"), ("u", "1"), ("v", "1")]
-    assert [loop.stop for loop in _copy(kernels["fc2"], "weight_t").loops][-1] == "min(k_chunk + 8, 300)"
+        ("c_in_chunk", "33"), ("c_out", "32"), ("c_in", "8*c_in_chunk + 8"), ("u", "1"), ("v", "1")]
+    assert [loop.stop for loop in _copy(kernels["fc2"], "weight_t").loops][-1] == "min(8*k_chunk + 8, 300)"
 
 
 @pytest.mark.slow  # compiles RUNS' kernels (about 80 s on 2 cores); the copies' loops are checked above

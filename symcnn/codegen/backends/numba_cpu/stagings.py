@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Optional
 
@@ -156,9 +157,13 @@ def lane_last(lowering, read: Indexed, shape, lane, image, stagings) -> Expr:
     loops = tuple(Loop(lowering.printer.doprint(index), lowering.code(sizes[index])) if not isinstance(index, tuple)
                   else _chunk_loop(lowering.printer.doprint(index[1]), int(sizes[index[1]]), index[0])
                   for index in copy_loop_order(order, trailing, stride))
+    per_image = image in read.indices
+    if not per_image and all(sympy.sympify(sizes[index]).is_Integer for index in order) and math.prod(
+            int(sizes[index]) for index in order) >= PARALLEL_COPY_MIN:
+        loops = (replace(loops[0], parallel=True), *loops[1:])  # a large copy made once a call: shared
     stagings.append(Staging(name, tuple(lowering.code(sizes[index]) for index in order), loops,
                             ", ".join(lowering.printer.doprint(index) for index in order), lowering.code(read),
-                            per_image=image in read.indices, zeroed=False))
+                            per_image=per_image, zeroed=False))
     return base[tuple(order)]
 
 
@@ -191,6 +196,10 @@ def lanes_in_groups(lowering, staging: Staging, read: Indexed, group: int) -> St
 #: From one lane to the next the operand holds this many elements or more (1 KiB of float32): read in the
 #: copy's order, each step of the innermost loop touches a new cache line, in few of L1's sets.
 LANE_STRIDE_MIN = 256
+#: A copy of an operand without a batch axis (a weight), made once a call before the parallel loop, is made in
+#: parallel over its outermost loop when it holds at least this many elements: below it a parallel region
+#: costs more than it shares (docs/performance.md, "A bias gradient from the weight gradient's copy").
+PARALLEL_COPY_MIN = 2 ** 16
 #: Each lane's run of contiguous elements read at a time: at least this many (32 bytes of float32).
 RUN_MIN = 8
 #: A run that would leave no outer axis (a matrix) is read in chunks of this many elements.
@@ -240,9 +249,11 @@ def copy_loop_order(order: list, trailing: list, stride) -> list:
 
 
 def _chunk_loop(variable: str, extent: int, role: str) -> Loop:
-    """A loop of :func:`copy_loop_order`'s chunks of ``variable`` (``role``: ``"chunk"``, or ``"in chunk"`` for
-    the loop over one chunk's elements)."""
+    """A loop of :func:`copy_loop_order`'s chunks of ``variable`` (``role``: ``"chunk"``, over the chunks' numbers,
+    a loop of step 1 that may be parallel: numba's ``prange`` takes no step; or ``"in chunk"``, over one chunk's
+    elements)."""
     if role == "chunk":
-        return Loop(f"{variable}_chunk", str(extent), False, "0", CHUNK)
-    stop = f"{variable}_chunk + {CHUNK}" if extent % CHUNK == 0 else f"min({variable}_chunk + {CHUNK}, {extent})"
-    return Loop(variable, stop, False, f"{variable}_chunk")
+        return Loop(f"{variable}_chunk", str(-(-extent // CHUNK)))
+    start = f"{CHUNK}*{variable}_chunk"
+    stop = f"{start} + {CHUNK}" if extent % CHUNK == 0 else f"min({start} + {CHUNK}, {extent})"
+    return Loop(variable, stop, False, start)
