@@ -11,11 +11,15 @@ of the repeats and their ratio are printed.
 
 With ``--before-unfused``, the before network is the after build's with its training passes' forward
 fusions off (``Network.fuse_with_gradients = False``): a change of the runtime alone, measured on one build.
+With ``--before-separate-bias``, the before network computes each weight's and bias's gradients by their own
+kernels where the build has ``<label>_grad_weight_and_bias`` (symcnn.codegen.parameter_fusion): one build too.
 
 Usage, from the repository root:
     PYTHONPATH=. python docs/bench/ab_train_step.py --before /tmp/cache-before --after /tmp/cache-after \\
         suite-lenet seed004 --batch 64 --threads 2 --repeat 15
     PYTHONPATH=. python docs/bench/ab_train_step.py --before /tmp/cache --after /tmp/cache --before-unfused suite-vgg
+    PYTHONPATH=. python docs/bench/ab_train_step.py --before /tmp/cache --after /tmp/cache --before-separate-bias \
+        suite-vgg
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from symcnn.runtime.network import Network
 from symcnn.spec import load_spec
 
 
-def network(spec, root: Path, seed: int, unfused: bool = False) -> Network:
+def network(spec, root: Path, seed: int, unfused: bool = False, separate_bias: bool = False) -> Network:
     """The spec's network on the kernels compiled under ``root``, loaded under the loader's module name (numba's
     cache finds a kernel's module by it), then forgotten so that the other build can take the name."""
     if (root / spec.module_name / "__init__.py").is_file():  # a checkout's generated/ (a shipped spec)
@@ -46,6 +50,8 @@ def network(spec, root: Path, seed: int, unfused: bool = False) -> Network:
     net = Network(spec, package, seed=seed)
     if unfused:  # before the first step, which loads the kernels it calls
         net.fuse_with_gradients = False
+    if separate_bias:  # as the PyTorch module's whole pass does (symcnn.torch.whole_pass)
+        net._weight_and_bias_kernel = lambda *arguments: None
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, *spec.input_shape)).astype(np.float32)
     net.train_step(x, rng.integers(0, spec.classes, 2), 0.01)  # every kernel of a step loaded now
@@ -64,6 +70,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--before-unfused", action="store_true",
                         help="the before network's training passes without forward fusions")
+    parser.add_argument("--before-separate-bias", action="store_true",
+                        help="the before network's weight and bias gradients each by its own kernel")
     options = parser.parse_args()
     numba.set_num_threads(options.threads)
     print(f"before {options.before}, after {options.after}: batch {options.batch}, {options.threads} threads, "
@@ -72,8 +80,9 @@ def main() -> None:
           f"{'speed-up':>8s}")
     for name in options.specs:
         spec = load_spec(name)
-        nets = [network(spec, root, seed=1, unfused=unfused)
-                for root, unfused in ((options.before, options.before_unfused), (options.after, False))]
+        nets = [network(spec, root, seed=1, unfused=unfused, separate_bias=separate)
+                for root, unfused, separate in ((options.before, options.before_unfused, options.before_separate_bias),
+                                                (options.after, False, False))]
         nets[1].params = {key: value.copy() for key, value in nets[0].params.items()}
         rng = np.random.default_rng(1)
         x = rng.standard_normal((options.batch, *spec.input_shape)).astype(np.float32)
