@@ -97,10 +97,10 @@ def _with_staged_sum(kernel: Kernel, weight: GradientFormula, bias: GradientForm
         return None  # not summed in chunks of the batch (a lane-blocked dense weight gradient)
     concrete_weight, concrete_bias = weight.substitute(values), bias.substitute(values)
     batch = batch_symbol(weight.forward)
-    (product,) = gradient_terms(concrete_weight) or [None]
-    (summed,) = gradient_terms(concrete_bias) or [None]
-    if product is None or summed is None or summed.conditions or product.conditions:
-        return None
+    products, sums = gradient_terms(concrete_weight), gradient_terms(concrete_bias)
+    if len(products) != 1 or len(sums) != 1 or products[0].conditions or sums[0].conditions:
+        return None  # not one unconditional product and one unconditional sum
+    (product,), (summed,) = products, sums
     read = summed.body if isinstance(summed.body, Indexed) else None
     streamed = next((factor for factor in sympy.Mul.make_args(product.body)
                      if isinstance(factor, Indexed) and read is not None and factor.base == read.base), None)
@@ -113,7 +113,9 @@ def _with_staged_sum(kernel: Kernel, weight: GradientFormula, bias: GradientForm
     lane, image = lanes_of_weight[0], images[0]
     positions = {index: position for position, index in enumerate(streamed.indices)}
     lane_position, image_position = positions[lane], positions[image]
-    shape = next(tensor.shape for tensor in concrete_bias.operands if tensor.base == read.base)
+    shape = next((tensor.shape for tensor in concrete_bias.operands if tensor.base == read.base), None)
+    if shape is None:
+        return None
     # the bias: its output at the lane's position, every other axis of the operand summed in full
     limits = {var: (low, high) for var, low, high in summed.limits}
     (output_index,) = concrete_bias.indices
@@ -129,8 +131,8 @@ def _with_staged_sum(kernel: Kernel, weight: GradientFormula, bias: GradientForm
     copy = next((staging for staging in lanes.stagings if staging.name == copy_name and staging.per_image), None)
     order = [position for position in range(len(shape)) if position not in (lane_position, image_position)]
     extents = [lowering.code(shape[position]) for position in order] + [lowering.code(shape[lane_position])]
-    if copy is None:
-        return None
+    if copy is None or not all(extent.isdigit() for extent in (*copy.shape, *extents)):
+        return None  # no such copy, or an extent that is not a constant
     if tuple(copy.shape) == tuple(extents):
         group = 0  # the copy's axes in the operand's order, the lane last
     elif (len(copy.shape) == len(extents) + 1 and tuple(copy.shape[1:-1]) == tuple(extents[:-1])
