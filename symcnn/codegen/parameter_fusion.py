@@ -77,16 +77,9 @@ def weight_and_bias_kernel(layer: LayerSpec, gradients: list[GradientFormula], v
            f"copy of each image's dL/dY. The weight's as {weight_kernel.name} computes it:\n"
            f"{weight_kernel.formula}\n\nThe bias's, as {bias_kernel.name} sums it, in another order:\n"
            f"{bias_kernel.formula}")
-    blocks_of = weight_kernel.name if _has_registers(weight_kernel) else ""
+    # its register blocks (if any) are the weight gradient's: called by that kernel's name, not defined again
     return replace(wide, name=kernel_name(layer.label, WEIGHT_AND_BIAS), formula=doc,
-                   arguments=(*weight_kernel.arguments, output), narrow=narrow and replace(narrow, blocks_of=""),
-                   blocks_of=blocks_of)
-
-
-def _has_registers(kernel: Kernel) -> bool:
-    """Whether ``kernel`` (or its narrow variant) calls register-block functions of its own."""
-    return any(variant is not None and variant.lanes is not None and variant.lanes.registers is not None
-               for variant in (kernel, kernel.narrow))
+                   arguments=(*weight_kernel.arguments, output), narrow=narrow, blocks_of=weight_kernel.name)
 
 
 def _with_staged_sum(kernel: Kernel, weight: GradientFormula, bias: GradientFormula, values: dict) -> Optional[Kernel]:

@@ -32,7 +32,7 @@ def test_which_layers_sum_their_bias_gradient_in_their_weight_gradients_kernel(s
         kernel, weight = kernels[name], kernels[f"{label}_grad_weight"]
         assert kernel.arguments == (*weight.arguments, "grad_bias")
         assert kernel.lanes.registers == weight.lanes.registers and kernel.lanes.updates == weight.lanes.updates
-        assert kernel.blocks_of == (weight.name if weight.lanes.registers else "")
+        assert kernel.blocks_of == weight.name
 
 
 def test_the_bias_sum_reads_the_copy_in_its_layout():

@@ -197,8 +197,9 @@ def lanes_in_groups(lowering, staging: Staging, read: Indexed, group: int) -> St
 #: copy's order, each step of the innermost loop touches a new cache line, in few of L1's sets.
 LANE_STRIDE_MIN = 256
 #: A copy of an operand without a batch axis (a weight), made once a call before the parallel loop, is made in
-#: parallel over its outermost loop when it holds at least this many elements: below it a parallel region
-#: costs more than it shares (docs/performance.md, "A bias gradient from the weight gradient's copy").
+#: parallel over its outermost loop when it holds at least this many elements: below it the parallel copy saves
+#: a few microseconds a call, less than the parallel loop costs to compile (about 0.3 s a kernel; docs/performance.md,
+#: "A bias gradient from the weight gradient's copy").
 PARALLEL_COPY_MIN = 2 ** 16
 #: Each lane's run of contiguous elements read at a time: at least this many (32 bytes of float32).
 RUN_MIN = 8
