@@ -37,6 +37,7 @@ from symcnn.train_config import TrainConfig
 # The training layer sits below the runtime (it names Network only in annotations), so
 # Network.fit, a convenience over the Trainer, imports it here, one way.
 from symcnn.training.data import Dataset, load_data
+from symcnn.training.optimizers import sgd_step
 from symcnn.training.trainer import Trainer
 
 __all__ = ["Network", "switch_dtype"]
@@ -146,23 +147,6 @@ class Network(LayerState):
         """
         loaded = load_spec(spec)
         return cls(loaded, load_kernels(loaded), dtype=dtype, seed=seed)
-
-    # --- parameters -----------------------------------------------------------------------
-
-    def _initial_params(self, seed: int) -> dict[str, np.ndarray]:
-        rng = np.random.default_rng(seed)
-        params = {}
-        constants = {f"{layer.name}.{role}": value for layer in self.spec.layers if layer.name
-                     for role, value in registry.get(layer.kind).initial.items()}
-        for name, shape in self.spec.parameter_shapes().items():
-            if name in constants:  # a normalization's scale: 1, as PyTorch starts it
-                params[name] = np.full(shape, constants[name], dtype=self.dtype)
-            elif name.endswith(".bias"):
-                params[name] = np.zeros(shape, dtype=self.dtype)
-            else:
-                fan_in = int(np.prod(shape[1:]))
-                params[name] = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(self.dtype)
-        return params
 
     def _check_input(self, x) -> int:
         if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[0] < 1:
@@ -492,9 +476,13 @@ class Network(LayerState):
                 or not np.isfinite(lr) or lr <= 0):
             raise ValueError(f"lr: must be a positive number, got {lr!r}")
         loss, grads = self.loss_and_grads(x, labels, input_gradient=False)
-        step = self.dtype.type(-lr)
-        for name, parameter in self.params.items():
-            gradient = grads[name]  # this call's own array: scaled in place, no temporary
-            gradient *= step
-            parameter += gradient
+        with kernel_threads():  # a large parameter's update is a parallel pass (symcnn.training.optimizers)
+            for name, parameter in self.params.items():
+                sgd_step(parameter, grads[name], lr)
         return loss
+
+    def optimizer_step(self, optimizer, grads: dict, lr: float) -> None:
+        """``optimizer.step`` (:mod:`symcnn.training.optimizers`) of the parameters from ``grads``, on the CPUs
+        free now, as the passes: a large parameter's update is a parallel pass."""
+        with kernel_threads():
+            optimizer.step(self.params, grads, lr)

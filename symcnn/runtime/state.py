@@ -35,6 +35,22 @@ def describe_array(array) -> str:
 class LayerState:
     """Parameters, buffers, modes and dropout masks of a network (see :class:`~symcnn.runtime.network.Network`)."""
 
+    def _initial_params(self, seed: int) -> dict[str, np.ndarray]:
+        """He-initialized weights from ``seed``, zero biases, and a normalization's scale at the registry's constant."""
+        rng = np.random.default_rng(seed)
+        params = {}
+        constants = {f"{layer.name}.{role}": value for layer in self.spec.layers if layer.name
+                     for role, value in registry.get(layer.kind).initial.items()}
+        for name, shape in self.spec.parameter_shapes().items():
+            if name in constants:  # a normalization's scale: 1, as PyTorch starts it
+                params[name] = np.full(shape, constants[name], dtype=self.dtype)
+            elif name.endswith(".bias"):
+                params[name] = np.zeros(shape, dtype=self.dtype)
+            else:
+                fan_in = int(np.prod(shape[1:]))
+                params[name] = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(self.dtype)
+        return params
+
     @property
     def params(self) -> dict[str, np.ndarray]:
         """The parameters by name. Assigning a dict replaces them, checked at once (names, and

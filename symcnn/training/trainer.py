@@ -80,7 +80,8 @@ class Trainer:
 
     def __init__(self, net: Network, config: TrainConfig):
         # Checked by what the trainer uses (training sits below the runtime and does not import it).
-        if not all(hasattr(net, name) for name in ("spec", "params", "loss_and_grads", "forward", "dtype")):
+        if not all(hasattr(net, name) for name in ("spec", "params", "loss_and_grads", "optimizer_step", "forward",
+                                                   "dtype")):
             raise ValueError(f"net: must be a symcnn Network, got {type(net).__name__}")
         if not isinstance(config, TrainConfig):
             raise ValueError(f"config: must be a TrainConfig, got {type(config).__name__}")
@@ -222,7 +223,7 @@ class Trainer:
                                 f"the loss is {loss} at epoch {state.epoch + 1}, batch {state.step + 1}: "
                                 f"training diverged; lower --lr (now {config.lr})")
                         lr = config.learning_rate(state.epoch * batches + state.step, batches)
-                        self.optimizer.step(self.net.params, grads, lr)
+                        self.net.optimizer_step(self.optimizer, grads, lr)
                         if not all(all_finite(parameter) for parameter in self.net.params.values()):
                             raise TrainingDiverged(
                                 f"the parameters hold NaN or infinite values after epoch {state.epoch + 1}, "
