@@ -273,10 +273,11 @@ def make_optimizer(config, params: dict):
 # cache of them, keyed by this file, is renewed when a formula above changes.
 
 #: The size from which an update runs in the compiled parallel pass (:func:`compiled`); a smaller array's
-#: update is a few microseconds either way, and keeps NumPy's path. Measured (Network.train_step, 2 threads,
-#: medians of 100): with 2^14 or 2^16 alike, with 2^17 seed004's batch-1 step 0.38 ms against 0.34 (its
-#: 81,920-weight dense layer back on NumPy), with 2^19 suite-mlp-head's 1.00 ms against 0.73.
-PARALLEL_MIN = 1 << 14
+#: update keeps NumPy's path, a few microseconds either way. Measured (docs/bench/update_steps.py and a sweep of
+#: this value, Network.train_step, 2 threads): suite-mlp-head's 346,112-weight dense layer compiled, its batch-1
+#: step 0.73-0.75 ms against 0.91; seed004's 81,920-weight one compiled, its batch-1 step 0.33-0.34 ms against
+#: 0.30-0.31 ms on NumPy in place (a parallel region's start costs more than the update of 320 KiB in cache).
+PARALLEL_MIN = 1 << 17
 #: Elements per parallel work item: 16 KiB of float32, contiguous.
 CHUNK = 4096
 
@@ -285,8 +286,8 @@ def compiled(*arrays: np.ndarray) -> bool:
     """Whether ``arrays`` (a parameter, its gradient, its state) take the compiled pass: at least
     :data:`PARALLEL_MIN` elements, C-contiguous, of one float dtype and one shape, and writable."""
     first = arrays[0]
-    return (all(isinstance(array, np.ndarray) for array in arrays)
-            and first.size >= PARALLEL_MIN and first.dtype in (np.float32, np.float64)
+    return (isinstance(first, np.ndarray) and first.size >= PARALLEL_MIN  # the common small case: decided here
+            and all(isinstance(array, np.ndarray) for array in arrays) and first.dtype in (np.float32, np.float64)
             and all(array.dtype == first.dtype and array.shape == first.shape and array.flags.c_contiguous
                     for array in arrays)
             and first.flags.writeable and all(array.flags.writeable for array in arrays[2:]))
@@ -295,6 +296,7 @@ def compiled(*arrays: np.ndarray) -> bool:
 def sgd_step(param: np.ndarray, grad: np.ndarray, lr: float) -> None:
     """Plain SGD in place, ``θ = θ − η g``: :func:`sgd_momentum_update` without momentum or weight decay (its
     velocity is the gradient, and none is kept); in one parallel pass where :func:`compiled` accepts the arrays.
+    ``grad`` is consumed: afterwards it holds ``η g`` or ``g`` (the NumPy path scales it in place, no temporary).
 
     >>> param, grad = np.ones(PARALLEL_MIN, np.float32), np.full(PARALLEL_MIN, 0.5, np.float32)
     >>> sgd_step(param, grad, lr=0.1)
@@ -305,8 +307,9 @@ def sgd_step(param: np.ndarray, grad: np.ndarray, lr: float) -> None:
     if compiled(param, grad):
         scalar = param.dtype.type
         _plain_sgd(param.reshape(-1), grad.reshape(-1), scalar(lr), scalar(0))
-    else:
-        param[...] = sgd_momentum_update(param, grad, 0.0, lr).param
+    else:  # the same numbers as sgd_momentum_update(param, grad, 0.0, lr).param, without its three temporaries
+        grad *= lr
+        param -= grad
 
 
 def sgd_momentum_arrays(param: np.ndarray, grad: np.ndarray, velocity: np.ndarray, lr: float, momentum: float,

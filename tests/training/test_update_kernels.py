@@ -53,7 +53,7 @@ def test_plain_sgd_is_theta_minus_lr_times_the_gradient(dtype):
     np.testing.assert_array_equal(param, expected)
     small, small_grad = _arrays(dtype, 2, shape=(3, 5))  # the NumPy path: the same formula
     expected = small - dtype(0.05) * small_grad
-    sgd_step(small, small_grad, 0.05)
+    sgd_step(small, small_grad, 0.05)  # (small_grad consumed: scaled in place)
     np.testing.assert_array_equal(small, expected)
 
 
@@ -97,10 +97,13 @@ def test_the_optimizers_update_large_and_small_arrays_as_the_formulas(optimizer_
             np.testing.assert_array_equal(ours.state[kind][name], theirs.state[kind][name], err_msg=f"{kind} {name}")
 
 
-def test_a_network_train_step_moves_each_parameter_by_lr_times_its_gradient():
-    """seed004's dense weight (81,920 values) takes the compiled pass, its convolutions NumPy's: both θ − η g."""
+def test_a_network_train_step_moves_each_parameter_by_lr_times_its_gradient(monkeypatch):
+    """seed004's dense weight (81,920 values) takes the compiled pass (from 2^16 here), its convolutions NumPy's:
+    both θ − η g."""
     from symcnn.runtime.network import Network
+    from symcnn.training import optimizers
 
+    monkeypatch.setattr(optimizers, "PARALLEL_MIN", 1 << 16)
     net = Network.from_spec("seed004", seed=2)
     rng = np.random.default_rng(4)
     x, labels = rng.standard_normal((3, *net.spec.input_shape)).astype(np.float32), np.array([1, 0, 7])
