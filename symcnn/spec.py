@@ -58,7 +58,8 @@ LOSSES = ("softmax_cross_entropy",)
 #: loss's module, the network's input, the module of the gradient sums at fan-outs, and the generated
 #: package's own names.
 RESERVED_LABELS = ("loss", "input", "fanout", "spec_name", "spec_digest", "spec_toml", "modules", "aliases",
-                   "arguments", "folds", "reshapes", "fused", "fanout_fused", "forward_fused", "training_forward_fused")
+                   "arguments", "folds", "reshapes", "fused", "fanout_fused", "forward_fused", "training_forward_fused",
+                   "statistics")
 
 #: Limits, checked before any work starts: a spec within them generates, compiles and runs in a
 #: few GiB; one beyond them is refused in one line naming the limit. (Sizes: registry.MAX_SIZE.)

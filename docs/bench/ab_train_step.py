@@ -13,6 +13,8 @@ With ``--before-unfused``, the before network is the after build's with its trai
 fusions off (``Network.fuse_with_gradients = False``): a change of the runtime alone, measured on one build.
 With ``--before-separate-bias``, the before network computes each weight's and bias's gradients by their own
 kernels where the build has ``<label>_grad_weight_and_bias`` (symcnn.codegen.parameter_fusion): one build too.
+With ``--before-recomputed-statistics``, the before network keeps no statistics from its forward passes (its
+backward kernels and running-statistics update compute their own; symcnn.codegen.saved_statistics): one build.
 
 Usage, from the repository root:
     PYTHONPATH=. python docs/bench/ab_train_step.py --before /tmp/cache-before --after /tmp/cache-after \\
@@ -37,7 +39,8 @@ from symcnn.runtime.network import Network
 from symcnn.spec import load_spec
 
 
-def network(spec, root: Path, seed: int, unfused: bool = False, separate_bias: bool = False) -> Network:
+def network(spec, root: Path, seed: int, unfused: bool = False, separate_bias: bool = False,
+            recomputed: bool = False) -> Network:
     """The spec's network on the kernels compiled under ``root``, loaded under the loader's module name (numba's
     cache finds a kernel's module by it), then forgotten so that the other build can take the name."""
     if (root / spec.module_name / "__init__.py").is_file():  # a checkout's generated/ (a shipped spec)
@@ -52,6 +55,8 @@ def network(spec, root: Path, seed: int, unfused: bool = False, separate_bias: b
         net.fuse_with_gradients = False
     if separate_bias:  # as the PyTorch module's whole pass does (symcnn.torch.whole_pass)
         net._weight_and_bias_kernel = lambda *arguments: None
+    if recomputed:  # no statistics kept from the forward pass (symcnn.codegen.saved_statistics)
+        net._saving_kernel = lambda *arguments: None
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, *spec.input_shape)).astype(np.float32)
     net.train_step(x, rng.integers(0, spec.classes, 2), 0.01)  # every kernel of a step loaded now
@@ -72,6 +77,8 @@ def main() -> None:
                         help="the before network's training passes without forward fusions")
     parser.add_argument("--before-separate-bias", action="store_true",
                         help="the before network's weight and bias gradients each by its own kernel")
+    parser.add_argument("--before-recomputed-statistics", action="store_true",
+                        help="the before network's backward passes and running statistics computing their statistics")
     options = parser.parse_args()
     numba.set_num_threads(options.threads)
     print(f"before {options.before}, after {options.after}: batch {options.batch}, {options.threads} threads, "
@@ -80,9 +87,10 @@ def main() -> None:
           f"{'speed-up':>8s}")
     for name in options.specs:
         spec = load_spec(name)
-        nets = [network(spec, root, seed=1, unfused=unfused, separate_bias=separate)
-                for root, unfused, separate in ((options.before, options.before_unfused, options.before_separate_bias),
-                                                (options.after, False, False))]
+        before = (options.before, options.before_unfused, options.before_separate_bias,
+                  options.before_recomputed_statistics)
+        nets = [network(spec, root, seed=1, unfused=unfused, separate_bias=separate, recomputed=recomputed)
+                for root, unfused, separate, recomputed in (before, (options.after, False, False, False))]
         nets[1].params = {key: value.copy() for key, value in nets[0].params.items()}
         rng = np.random.default_rng(1)
         x = rng.standard_normal((options.batch, *spec.input_shape)).astype(np.float32)

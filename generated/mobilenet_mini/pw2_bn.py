@@ -239,6 +239,105 @@ def pw2_bn_backward(grad_output, x, weight, grad_input, grad_weight, grad_bias):
         grad_bias[c] = acc
 
 
+@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'}, error_model="numpy")
+def pw2_bn_forward_saving(x, weight, bias, out, statistics):
+    """batchnorm2d: forward pass
+    Y[n, c, i, j] = beta[c] + (X[n, c, i, j] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))*gamma[c]/sqrt(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in))
+
+    with C_in = 64, H_in = 8, W_in = 8, epsilon = 0.0000100000000000000.
+
+    Keeps its statistics for the backward pass (<label>_backward_saved): `statistics` holds stat0, stat1, coef2, coef3,
+    the last 2 the batch values of running_mean, running_var.
+
+    Every size above except the batch N is a constant of this spec. Arrays are C-contiguous and of
+    one float dtype; the caller checks every shape, since numba does not bounds-check.
+    """
+    N = x.shape[0]
+    x_rows = x.reshape((x.shape[0], 64, 64))
+    stat0 = statistics[0]  # kept for the backward pass
+    for c in prange(64):
+        stat0_acc = 0.0
+        for q in range(N):
+            for kl in range(64):
+                stat0_acc += x_rows[q, c, kl]
+        stat0[c] = stat0_acc
+    stat1 = statistics[1]  # kept for the backward pass
+    for c in prange(64):
+        stat1_acc = 0.0
+        for r in range(N):
+            for uv in range(64):
+                stat1_acc += (x_rows[r, c, uv] - 1/64*stat0[c]/N)**2
+        stat1[c] = stat1_acc
+    coef0 = np.empty((64,), dtype=x.dtype)
+    coef1 = np.empty((64,), dtype=x.dtype)
+    coef2 = statistics[2]  # kept for the backward pass
+    coef3 = statistics[3]  # kept for the backward pass
+    for c in prange(64):
+        coef0[c] = bias[c] - 1/64*weight[c]*stat0[c]/(N*sqrt(1e-05 + (1/64)*stat1[c]/N))
+        coef1[c] = weight[c]/sqrt(1e-05 + (1/64)*stat1[c]/N)
+        coef2[c] = (1/64)*stat0[c]/N
+        coef3[c] = (1/64)*stat1[c]/N
+    for n in prange(N):
+        for c in range(64):
+            for i in range(8):
+                for j in range(8):
+                    acc = 0.0
+                    acc += coef0[c]
+                    acc += x[n, c, i, j]*coef1[c]
+                    out[n, c, i, j] = acc
+
+
+@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'}, error_model="numpy")
+def pw2_bn_backward_saved(grad_output, x, weight, statistics, grad_input, grad_weight, grad_bias):
+    """batchnorm2d: every gradient in one kernel (grad_input, grad_weight, grad_bias), their statistics computed once;
+    each output as its own kernel computes it (<label>_grad_input, ...: its formula there).
+    The forward pass's statistics read from `statistics` (rows as <label>_forward_saving stored them),
+    not computed again.
+
+    Every size above except the batch N is a constant of this spec. Arrays are C-contiguous and of
+    one float dtype; the caller checks every shape, since numba does not bounds-check.
+    """
+    N = grad_output.shape[0]
+    grad_output_rows = grad_output.reshape((grad_output.shape[0], 64, 64))
+    x_rows = x.reshape((x.shape[0], 64, 64))
+    stat0 = np.empty((64,), dtype=grad_output.dtype)
+    stat1 = np.empty((64,), dtype=grad_output.dtype)
+    for c in prange(64):
+        stat0_acc = 0.0
+        stat1_acc = 0.0
+        for n in range(N):
+            for ij in range(64):
+                stat0_acc += grad_output_rows[n, c, ij]
+                stat1_acc += grad_output_rows[n, c, ij]*x_rows[n, c, ij]
+        stat0[c] = stat0_acc
+        stat1[c] = stat1_acc
+    coef0 = np.empty((64,), dtype=grad_output.dtype)
+    coef1 = np.empty((64,), dtype=grad_output.dtype)
+    coef2 = np.empty((64,), dtype=grad_output.dtype)
+    for c in prange(64):
+        coef0[c] = weight[c]/sqrt(1e-05 + (1/64)*statistics[1, c]/N)
+        coef1[c] = -1/64*weight[c]*stat0[c]/(N*sqrt(1e-05 + (1/64)*statistics[1, c]/N)) + (1/4096)*weight[c]*stat1[c]*statistics[0, c]/(N**2*(1e-05 + (1/64)*statistics[1, c]/N)**(3/2)) - 1/262144*weight[c]*stat0[c]*statistics[0, c]**2/(N**3*(1e-05 + (1/64)*statistics[1, c]/N)**(3/2))
+        coef2[c] = -1/64*weight[c]*stat1[c]/(N*(1e-05 + (1/64)*statistics[1, c]/N)**(3/2)) + (1/4096)*weight[c]*stat0[c]*statistics[0, c]/(N**2*(1e-05 + (1/64)*statistics[1, c]/N)**(3/2))
+    for n_p in prange(N):
+        for c in range(64):
+            for i_p in range(8):
+                for j_p in range(8):
+                    acc = 0.0
+                    acc += coef0[c]*grad_output[n_p, c, i_p, j_p]
+                    acc += coef1[c]
+                    acc += x[n_p, c, i_p, j_p]*coef2[c]
+                    grad_input[n_p, c, i_p, j_p] = acc
+    for c in prange(64):
+        acc = 0.0
+        acc += -1/64*stat0[c]*statistics[0, c]/(N*sqrt(1e-05 + (1/64)*statistics[1, c]/N))
+        acc += stat1[c]/sqrt(1e-05 + (1/64)*statistics[1, c]/N)
+        grad_weight[c] = acc
+    for c in prange(64):
+        acc = 0.0
+        acc += stat0[c]
+        grad_bias[c] = acc
+
+
 @njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
 def pw2_bn_eval_forward(x, weight, bias, running_mean, running_var, out):
     """batchnorm2d: forward pass

@@ -71,3 +71,60 @@ def b2_bn1_with_relu12_forward(x, weight, bias, out):
                     out[n, c, i, j] = acc
                     stored = out[n, c, i, j]
                     out[n, c, i, j] = ((stored) if (stored > 0) else (0))
+
+
+@njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'}, error_model="numpy")
+def b2_bn1_with_relu12_forward_saving(x, weight, bias, out, statistics):
+    """batchnorm2d: forward pass
+    Y[n, c, i, j] = beta[c] + (X[n, c, i, j] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))*gamma[c]/sqrt(epsilon + sum_{r=0..N - 1, u=0..H_in - 1, v=0..W_in - 1} (X[r, c, u, v] - sum_{q=0..N - 1, k=0..H_in - 1, l=0..W_in - 1} X[q, c, k, l]/(H_in*N*W_in))**2/(H_in*N*W_in))
+
+    with C_in = 32, H_in = 16, W_in = 16, epsilon = 0.0000100000000000000.
+
+    Keeps its statistics for the backward pass (<label>_backward_saved): `statistics` holds stat0, stat1, coef2, coef3,
+    the last 2 the batch values of running_mean, running_var.
+
+    Fused with the forward pass of the element-wise layer E that alone reads this layer's output:
+    it stores E's Y, its input X the value above:
+    relu: forward pass
+    Y[n, c, i, j] = [0 < X[n, c, i, j]] * X[n, c, i, j]
+
+    with C_in = 32, H_in = 16, W_in = 16.
+
+    Every size above except the batch N is a constant of this spec. Arrays are C-contiguous and of
+    one float dtype; the caller checks every shape, since numba does not bounds-check.
+    """
+    N = x.shape[0]
+    x_rows = x.reshape((x.shape[0], 32, 256))
+    stat0 = statistics[0]  # kept for the backward pass
+    for c in prange(32):
+        stat0_acc = 0.0
+        for q in range(N):
+            for kl in range(256):
+                stat0_acc += x_rows[q, c, kl]
+        stat0[c] = stat0_acc
+    stat1 = statistics[1]  # kept for the backward pass
+    for c in prange(32):
+        stat1_acc = 0.0
+        for r in range(N):
+            for uv in range(256):
+                stat1_acc += (x_rows[r, c, uv] - 1/256*stat0[c]/N)**2
+        stat1[c] = stat1_acc
+    coef0 = np.empty((32,), dtype=x.dtype)
+    coef1 = np.empty((32,), dtype=x.dtype)
+    coef2 = statistics[2]  # kept for the backward pass
+    coef3 = statistics[3]  # kept for the backward pass
+    for c in prange(32):
+        coef0[c] = bias[c] - 1/256*weight[c]*stat0[c]/(N*sqrt(1e-05 + (1/256)*stat1[c]/N))
+        coef1[c] = weight[c]/sqrt(1e-05 + (1/256)*stat1[c]/N)
+        coef2[c] = (1/256)*stat0[c]/N
+        coef3[c] = (1/256)*stat1[c]/N
+    for n in prange(N):
+        for c in range(32):
+            for i in range(16):
+                for j in range(16):
+                    acc = 0.0
+                    acc += coef0[c]
+                    acc += x[n, c, i, j]*coef1[c]
+                    out[n, c, i, j] = acc
+                    stored = out[n, c, i, j]
+                    out[n, c, i, j] = ((stored) if (stored > 0) else (0))

@@ -47,6 +47,12 @@ ARGUMENTS = {
     'loss_grad_input': ('x', 'targets', 'grad_input', ),
 }
 
+#: Training forward kernels that keep their statistics for the backward pass (symcnn.codegen.saved_statistics):
+#: kernel -> (the shape of its `statistics` argument, "N" the batch; the rows of the batch values that buffers
+#: follow, by buffer role). `<label>_backward_saved` reads that argument.
+STATISTICS = {
+}
+
 #: Evaluation mode's folds (symcnn.codegen.folding): normalization -> (the layer before it, which alone
 #: feeds it; the normalization's scale and shift kernels; that layer's forward kernel with a bias). A
 #: forward pass in evaluation mode runs the last on the layer's weight times the scale (along its first

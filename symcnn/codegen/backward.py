@@ -39,16 +39,18 @@ from sympy import Sum
 
 from symcnn.codegen.coefficients import invariant_terms
 from symcnn.codegen.kernel_ir import Kernel
-from symcnn.codegen.lower import (ARGUMENT_ORDER, SWITCH, Lowering, batch_symbol, gradient_output, gradient_terms,
-                                  kernel_arguments, kernel_name, summation)
+from symcnn.codegen.lower import (ARGUMENT_ORDER, STATISTICS, SWITCH, Lowering, batch_symbol, gradient_output,
+                                  gradient_terms, kernel_arguments, kernel_name, summation)
 from symcnn.codegen.widths import per_vector_width
 from symcnn.spec import LayerSpec
 from symcnn.symbolic.adjoint import GatherTerm, GradientFormula
 
-__all__ = ["BACKWARD", "backward_kernel", "statistic_count"]
+__all__ = ["BACKWARD", "SAVED", "backward_kernel", "statistic_count"]
 
 #: What ``<label>_backward`` computes: every gradient of its layer (after the mode's prefix, ``bn1_eval_backward``).
 BACKWARD = "backward"
+#: The suffix of the backward kernel that reads the statistics its forward kernel kept: ``bn1_backward_saved``.
+SAVED = "saved"
 
 
 def statistic_count(kernel: Kernel) -> int:
@@ -58,10 +60,11 @@ def statistic_count(kernel: Kernel) -> int:
 
 @per_vector_width
 def backward_kernel(layer: LayerSpec, gradients: list[GradientFormula], values: dict, separate: list[Kernel],
-                    prefix: str = "") -> Optional[Kernel]:
+                    prefix: str = "", seeds: Optional[tuple] = None) -> Optional[Kernel]:
     """``<label>_<prefix>backward``: every one of ``gradients`` (a layer's, in one mode) in one kernel, their
     statistics computed once; ``None`` where that would compute as many sums over the batch as ``separate``
-    (the gradients' own kernels) together."""
+    (the gradients' own kernels) together. With ``seeds``, ``<label>_backward_saved``: the statistics the
+    forward pass kept read from its ``statistics`` argument (:mod:`symcnn.codegen.saved_statistics`)."""
     if len(gradients) < 2 or not any(statistic_count(kernel) for kernel in separate):
         return None
     concretes = [gradient.substitute(values) for gradient in gradients]
@@ -75,7 +78,12 @@ def backward_kernel(layer: LayerSpec, gradients: list[GradientFormula], values: 
     # an output that is one plain sum last, so that the statistics of the others can hold it
     for concrete, terms, plain in sorted(lowered, key=lambda entry: entry[2] is not None):
         indices, shape, output = concrete.indices, concrete.gradient.shape, gradient_output(concrete)
+        fresh = shared is None
         shared = lowering.precompute_invariants(indices, shape, tensors, shared)
+        if fresh and seeds is not None:
+            statistics = lowering.array(STATISTICS)
+            lowering.names[statistics] = STATISTICS
+            shared.seed(seeds, statistics)
         held = shared.existing(plain) if plain is not None else None
         own_sums += plain is not None and held is None
         terms = [GatherTerm((), (), held)] if held is not None else invariant_terms(terms, shared)
@@ -90,10 +98,16 @@ def backward_kernel(layer: LayerSpec, gradients: list[GradientFormula], values: 
     views.update(shared.views)
     outputs = tuple(gradient_output(concrete) for concrete in concretes)
     arguments = kernel_arguments(lowering, [term for _, terms, _ in lowered for term in terms], outputs, ARGUMENT_ORDER)
+    if seeds is not None and STATISTICS not in arguments:  # read by the coefficients only
+        arguments = (*arguments[:-len(outputs)], STATISTICS, *outputs)
     batch_from = next(name for name in ("grad_output", "x", arguments[0]) if name in arguments)
     doc = (f"{layer.kind}: every gradient in one kernel ({', '.join(outputs)}), their statistics computed once;\n"
            f"each output as its own kernel computes it (<label>_{prefix}{outputs[0]}, ...: its formula there).")
-    return Kernel(kernel_name(layer.label, prefix + BACKWARD), doc, arguments, outputs[0], (), kind="phases",
+    if seeds is not None:
+        doc += ("\nThe forward pass's statistics read from `statistics` (rows as <label>_forward_saving stored them),\n"
+                "not computed again.")
+    name = kernel_name(layer.label, prefix + BACKWARD) + (f"_{SAVED}" if seeds is not None else "")
+    return Kernel(name, doc, arguments, outputs[0], (), kind="phases",
                   phases=tuple(phases), views=tuple(views.items()), precomputed=precomputed,
                   imports=lowering.printer.imports(), batch_from=batch_from)
 

@@ -43,7 +43,7 @@ from symcnn.codegen.epilogue import STORED, FusedElementwise, Unfusable
 from symcnn.codegen.folding import FOLDED_FORWARD, folded_layer, folded_title, folds, titled
 from symcnn.codegen.fusion import configuration, elementwise_gradient
 from symcnn.codegen.kernel_ir import Kernel
-from symcnn.codegen.lower import ARRAY_NAMES, forward_kernel, layer_formula
+from symcnn.codegen.lower import ARRAY_NAMES, SAVING, forward_kernel, layer_formula
 from symcnn.spec import LayerSpec, NetworkSpec
 
 __all__ = ["forward_pairs", "forward_module", "ForwardFusion", "forward_fused_kernels", "training_fused_kernels"]
@@ -72,11 +72,14 @@ def _calls_a_function(elementwise: LayerSpec) -> bool:
 
 class ForwardFusion(NamedTuple):
     """A fused pair's kernel: ``layer``, the label of the layer whose output E reads (P); ``module``, the
-    kernel's module; ``kernel``, P's (or, for a folded normalization, its producer's) forward kernel."""
+    kernel's module; ``kernel``, P's (or, for a folded normalization, its producer's) forward kernel; in
+    training mode, where P's kernel computes statistics, ``saving``: the same kernel keeping them for the
+    backward pass, ``<kernel>_saving`` (:mod:`symcnn.codegen.saved_statistics`)."""
 
     layer: str
     module: str
     kernel: Kernel
+    saving: Optional[Kernel] = None
 
 
 def forward_pairs(spec: NetworkSpec) -> list[tuple[LayerSpec, LayerSpec]]:
@@ -125,14 +128,15 @@ def _producer(layer: LayerSpec, folded: dict[str, str], layers: dict) -> tuple[L
     return layer, "training", "forward", ""
 
 
-def _lowered(producer: LayerSpec, mode: str, elementwise: LayerSpec) -> Optional[Kernel]:
+def _lowered(producer: LayerSpec, mode: str, elementwise: LayerSpec, saving: bool = False) -> Optional[Kernel]:
     """``producer``'s forward kernel (in ``mode``) storing ``elementwise``'s forward pass, or ``None``
-    where its schedule cannot or ``elementwise`` calls a function (:data:`FUSE_FUNCTION_CALLS`)."""
+    where its schedule cannot or ``elementwise`` calls a function (:data:`FUSE_FUNCTION_CALLS`); with
+    ``saving``, the kernel keeping its statistics, or ``None`` where it has none."""
     if _calls_a_function(elementwise) and not FUSE_FUNCTION_CALLS:
         return None
     formula, values = layer_formula(producer, mode)
     try:
-        return forward_kernel(producer, formula, values, fused=_epilogue(elementwise, formula.indices))
+        return forward_kernel(producer, formula, values, fused=_epilogue(elementwise, formula.indices), saving=saving)
     except Unfusable:
         return None
 
@@ -183,10 +187,13 @@ def _fused_kernels(spec: NetworkSpec, taken: frozenset, producer_of) -> dict[str
         key = configuration(producer, elementwise) + mode
         if key not in lowered:
             lowered[key] = _lowered(producer, mode, elementwise)
+            lowered[key + SAVING] = _lowered(producer, mode, elementwise, saving=True) if mode == "training" else None
         if lowered[key] is not None:
             kernel = titled(lowered[key], title) if title else lowered[key]
-            fusions[elementwise.label] = ForwardFusion(layer.label, module,
-                                                       _named(kernel, elementwise, f"{module}_{suffix}"))
+            saving = lowered[key + SAVING]
+            fusions[elementwise.label] = ForwardFusion(
+                layer.label, module, _named(kernel, elementwise, f"{module}_{suffix}"),
+                _named(saving, elementwise, f"{module}_{suffix}_{SAVING}") if saving is not None else None)
     return fusions
 
 

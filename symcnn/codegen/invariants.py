@@ -40,12 +40,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Mapping, NamedTuple, Optional
 
 import sympy
-from sympy import Expr, Indexed, Sum, Symbol
+from sympy import Expr, Indexed, IndexedBase, Sum, Symbol
 
-from symcnn.codegen.kernel_ir import Loop, Reduction
+from symcnn.codegen.kernel_ir import Loop, Reduction, SavedStatistics
 from symcnn.codegen.rewrites import shifted_exponential_sum
 from symcnn.symbolic.adjoint import GatherTerm
 from symcnn.symbolic.functions import MaxOver
@@ -245,6 +245,41 @@ class Precomputer:
             base = self.array(name)
             self.reads[key] = base[tuple(index for index, _ in axes)] if axes else base[0]
         return self.reads[key]
+
+    def kept(self, tracked: Mapping[str, Expr]) -> Optional[tuple[SavedStatistics, tuple]]:
+        """The statistics to keep for the backward pass (:mod:`symcnn.codegen.saved_statistics`): every
+        statistic computed so far, then an array per ``tracked`` value (a buffer's batch value, by its role:
+        batch norm's mean ``stat0[c]/m``), as rows of one array; with the seeds :meth:`seed` takes. ``None``
+        when there is no statistic, or they differ in shape, or an extent is neither a constant nor the batch."""
+        stats = [entry for entry in self.entries if entry.kind == "stat"]
+        if not stats or any(entry.axes != stats[0].axes for entry in stats):
+            return None
+        axes = stats[0].axes
+        extents = [self.code(last + 1) for _, last in axes]  # printed: a constant, or N for the batch
+        if not all(extent.isdigit() or extent == "N" for extent in extents):
+            return None
+        shape = tuple(int(extent) if extent.isdigit() else extent for extent in extents)
+        rows = [entry.name for entry in stats]
+        tracked_rows = []
+        for role, value in tracked.items():
+            read = self.replace(value)
+            if tuple((index, last) for index, last in axes if index in read.free_symbols) != axes:
+                return None
+            rows.append(str(self.coefficient(read, axes).base))
+            tracked_rows.append((role, len(rows) - 1))
+        seeds = tuple((value, key_axes, read, rows.index(str(read.base)))
+                      for (value, key_axes), read in self.reads.items() if str(read.base) in rows[:len(stats)])
+        return SavedStatistics(tuple(rows), shape, tuple(tracked_rows)), seeds
+
+    def seed(self, seeds: tuple, statistics: IndexedBase) -> None:
+        """Read the forward pass's statistics (:meth:`kept`'s ``seeds``) from the rows of ``statistics``
+        instead of computing them: a reduction this Precomputer meets that is one of them, written with
+        any summation indices, becomes ``statistics[row, c]``."""
+        renamed: dict = {}  # the forward kernel's reads -> this kernel's (a variance reads the mean)
+        for value, axes, read, row in seeds:
+            kept = statistics[(row, *(index for index, _ in axes))]
+            self.reads[(value.xreplace(renamed), axes)] = kept
+            renamed[read] = kept
 
     def precomputed(self) -> tuple[Precomputed, ...]:
         """The arrays, in the order they are computed: consecutive ones over the same indices filled in

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 __all__ = ["Loop", "Reduction", "Term", "Staging", "ImageGroups", "BatchUnroll", "Epilogue", "Registers", "StagedSum",
-           "Lanes", "Kernel"]
+           "Lanes", "SavedStatistics", "Kernel"]
 
 
 @dataclass(frozen=True)
@@ -241,6 +241,18 @@ class Lanes:
 
 
 @dataclass(frozen=True)
+class SavedStatistics:
+    """A training-mode forward kernel's statistics kept for its layer's backward pass
+    (:mod:`symcnn.codegen.saved_statistics`): its precomputed arrays ``rows`` (names) are the rows of its
+    ``statistics`` argument, of shape ``(len(rows), *shape)`` (``shape``: constants, ``"N"`` for the batch);
+    ``tracked``: (a buffer's role, the row of the batch value it follows), batch norm's mean and variance."""
+
+    rows: tuple[str, ...]
+    shape: tuple
+    tracked: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
 class Kernel:
     """One generated function, fully printed: the template only lays it out."""
 
@@ -295,6 +307,8 @@ class Kernel:
     # the kernel of the same module whose register-block functions this one calls, its blocks being the same
     # (a weight gradient's, in the kernel that also sums its bias's: symcnn.codegen.parameter_fusion), or ""
     blocks_of: str = ""
+    # a forward kernel that stores its statistics into its ``statistics`` argument for the backward pass, or None
+    statistics: Optional[SavedStatistics] = None
 
     @property
     def parallel(self) -> bool:

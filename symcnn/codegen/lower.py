@@ -343,11 +343,13 @@ ARGUMENT_ORDER = ("grad_output", "x", "weight", "bias", "targets", "switch")
 
 @per_vector_width
 def forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict, what: str = "forward",
-                   fused: Optional[FusedElementwise] = None) -> Kernel:
+                   fused: Optional[FusedElementwise] = None, saving: bool = False) -> Optional[Kernel]:
     """The kernel ``<label>_<what>`` that computes ``formula`` (a layer's forward pass, or another formula of
     it), storing each output element through ``fused`` if given: E's forward pass, which reads only the
     stored value (:mod:`symcnn.codegen.forward_fusion`), or E's input gradient, which also reads E's input or
-    output (a fan-out's sum: :func:`symcnn.codegen.fusion.fanout_fused_kernels`), an argument of the kernel."""
+    output (a fan-out's sum: :func:`symcnn.codegen.fusion.fanout_fused_kernels`), an argument of the kernel.
+    With ``saving``, ``<label>_<what>_saving``, which also stores its statistics for the backward pass
+    (:mod:`symcnn.codegen.saved_statistics`), or ``None`` where it computes none."""
     concrete = formula.substitute(values)
     batch = batch_symbol(formula)
     fused_reads = (fused.argument,) if fused is not None and fused.expression.has(fused.base) else ()
@@ -356,21 +358,45 @@ def forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict, wh
     loops = _output_loops(lowering, concrete.indices, concrete.output.shape, batch)
     doc = kernel_docstring(formula, None, values)
     if isinstance(concrete.rhs, MaxOver):  # max pooling: the window max and its first argmax
+        if saving:
+            return None  # no statistics
         fields = {**window_max(lowering, concrete.rhs),  # printed before the imports are collected
                   "epilogue": epilogue_at(lowering, lowering.array("out")[tuple(concrete.indices)])}
         return Kernel(name, doc, ("x", "out", "switch"), "out", loops, kind="max", switch="switch",
                       imports=lowering.printer.imports(), batch_from="x", **fields)
-    terms = [factor_sums(term) for term in _forward_terms(concrete)]
-    precomputer = lowering.precompute_invariants(concrete.indices, concrete.output.shape, concrete.tensors)
+    terms, precomputer, invariant = forward_invariants(lowering, concrete)
+    kept = precomputer.kept(concrete.statistics) if saving else None
+    if saving and kept is None:
+        return None  # no statistics: decided before the schedule's work
     schedule = precomputer.with_views(summation(lowering, concrete.indices, concrete.output.shape, batch,
-                                                 invariant_terms(terms, precomputer), "out", concrete.tensors))
+                                                 invariant, "out", concrete.tensors))
     arguments = kernel_arguments(lowering, terms, ("out",), ARGUMENT_ORDER, fused_reads)
     reshaped = "" if fused else reshape_of(lowering, concrete.tensors, concrete.indices, concrete.output.shape,
                                            batch, terms)
     precomputed = precomputer.precomputed()  # printed before the imports are collected
     batch_from = "x" if "x" in arguments else arguments[0]  # a formula without a batch: any array
+    if kept is not None:
+        name, arguments = f"{name}_{SAVING}", (*arguments, STATISTICS)
+        doc += (f"\n\nKeeps its statistics for the backward pass (<label>_backward_saved): `statistics` holds "
+                f"{', '.join(kept[0].rows)},\nthe last {len(kept[0].tracked)} the batch values of "
+                f"{', '.join(role for role, _ in kept[0].tracked)}.")
     return Kernel(name, doc, arguments, schedule.pop("output", "out"), imports=lowering.printer.imports(),
-                  batch_from=batch_from, reshape_of=reshaped, precomputed=precomputed, **schedule)
+                  batch_from=batch_from, reshape_of=reshaped, precomputed=precomputed,
+                  statistics=kept[0] if kept is not None else None, **schedule)
+
+
+#: A forward kernel that keeps its statistics for the backward pass: ``<label>_forward_saving``; the argument
+#: it stores them in, which the backward kernel reading them takes (symcnn.codegen.saved_statistics).
+SAVING, STATISTICS = "saving", "statistics"
+
+
+def forward_invariants(lowering: Lowering, concrete: ops.IndexFormula) -> tuple[list, Precomputer, list]:
+    """A forward formula's terms, the :class:`Precomputer` of their invariant reductions, and the terms
+    reading them (how :func:`forward_kernel` lowers them, and :mod:`symcnn.codegen.saved_statistics` finds
+    which statistics its kernel keeps)."""
+    terms = [factor_sums(term) for term in _forward_terms(concrete)]
+    precomputer = lowering.precompute_invariants(concrete.indices, concrete.output.shape, concrete.tensors)
+    return terms, precomputer, invariant_terms(terms, precomputer)
 
 
 SWITCH = IndexedBase("switch")  # max pooling's argmax offsets, which its gradient reads

@@ -17,6 +17,7 @@ from symcnn import registry
 from symcnn.codegen.backward import backward_kernel
 from symcnn.codegen.kernel_ir import Kernel
 from symcnn.codegen.parameter_fusion import weight_and_bias_kernel
+from symcnn.codegen.saved_statistics import saved_kernels
 from symcnn.codegen.lower import (computed_gradient, forward_kernel, gradient_kernel, kernel_name, layer_formula,
                                   loss_kernels)
 from symcnn.registry import differentiable
@@ -33,7 +34,8 @@ def layer_kernels(layer: LayerSpec) -> list[Kernel]:
     """The forward kernel and one kernel per gradient of ``layer``, and where its gradients read the same
     statistics, one kernel for all of them (``<label>_backward``, :mod:`symcnn.codegen.backward`); where its bias
     gradient sums what its weight gradient copies, one for both (``<label>_grad_weight_and_bias``,
-    :mod:`symcnn.codegen.parameter_fusion`); for an op
+    :mod:`symcnn.codegen.parameter_fusion`); where its training forward pass computes statistics, that kernel
+    keeping them and the backward kernel reading them (:mod:`symcnn.codegen.saved_statistics`); for an op
     whose evaluation mode differs (batch norm), the same again in evaluation mode, named ``<label>_eval_...``.
 
     They depend on the layer's op, shapes and settings only; its label names them (what
@@ -53,6 +55,7 @@ def layer_kernels(layer: LayerSpec) -> list[Kernel]:
         kernels += [backward] if backward is not None else []
         parameters = weight_and_bias_kernel(layer, gradients, values, separate) if not prefix else None
         kernels += [parameters] if parameters is not None else []
+        kernels += saved_kernels(layer, gradients, separate) if mode == "training" else []
     return kernels
 
 

@@ -139,7 +139,8 @@ def render_package(spec: NetworkSpec) -> dict[str, str]:
     taken = frozenset(module.casefold() for module in [*modules, "loss"])
     forward, training = forward_fused_kernels(spec, taken), training_fused_kernels(spec, taken)
     for fusion in [*forward.values(), *training.values()]:  # forward fusions, each pair in a module of its own
-        modules[fusion.module] = [*modules.get(fusion.module, []), fusion.kernel]
+        saving = [fusion.saving] if fusion.saving is not None else []  # the kernel keeping its statistics
+        modules[fusion.module] = [*modules.get(fusion.module, []), fusion.kernel, *saving]
     modules["loss"] = loss
     shared = shared_modules(modules)
     for module, kernels in modules.items():

@@ -35,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
 from numba import njit, prange
@@ -100,14 +101,21 @@ def channel_statistics(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, unbiased
 
 
-def update_running_statistics(layer: LayerSpec, x: np.ndarray, buffers: dict) -> None:
+def update_running_statistics(layer: LayerSpec, x: np.ndarray, buffers: dict,
+                              batch_values: Optional[dict] = None) -> None:
     """PyTorch's running-statistics update of a batch-norm layer after a training-mode forward pass on
-    its input ``x (N, C, H, W)`` (see the module's docstring), in place."""
+    its input ``x (N, C, H, W)`` (see the module's docstring), in place; from ``batch_values`` where the
+    forward kernel kept them (``running_mean``: the batch's mean, ``running_var``: its biased variance;
+    :mod:`symcnn.codegen.saved_statistics`), else computed from ``x``."""
     mean_name, var_name = f"{layer.name}.running_mean", f"{layer.name}.running_var"
     if mean_name not in buffers or var_name not in buffers:
         return
     momentum = x.dtype.type(layer.settings["momentum"])
-    mean, unbiased = channel_statistics(x)
+    if batch_values:
+        count = x.size // x.shape[1]  # the values of a channel (N*H*W: more than one in training mode)
+        mean, unbiased = batch_values["running_mean"], batch_values["running_var"] * (count / (count - 1))
+    else:
+        mean, unbiased = channel_statistics(x)
     for name, batch_value in ((mean_name, mean), (var_name, unbiased)):
         running = buffers[name]
         running *= 1 - momentum

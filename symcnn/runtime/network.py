@@ -30,7 +30,7 @@ from symcnn.runtime.evaluation import folded_forward, forward_fusions, trainable
 from symcnn.runtime.fanouts import gradient_sum, input_names
 from symcnn.runtime.loader import load_kernels
 from symcnn.runtime.progress import CompileProgress
-from symcnn.runtime.state import LayerState, describe_array
+from symcnn.runtime.state import LayerState, describe_array, loss_targets
 from symcnn.runtime.threads import kernel_threads
 from symcnn.spec import LayerSpec, NetworkSpec, load_spec
 from symcnn.train_config import TrainConfig
@@ -45,6 +45,9 @@ __all__ = ["Network", "switch_dtype"]
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 BACKWARD = "backward"  # <label>_backward: all of a layer's gradients in one kernel (symcnn.codegen.backward)
+# <kernel>_saving keeps a training forward pass's statistics, <label>_backward_saved reads them
+# (symcnn.codegen.saved_statistics)
+SAVING, SAVED = "saving", "saved"
 
 
 @lru_cache(maxsize=None)
@@ -158,22 +161,7 @@ class Network(LayerState):
         return x.shape[0]
 
     def _targets(self, labels, batch: int, label_smoothing: float = 0.0) -> np.ndarray:
-        """One-hot rows, or with label smoothing ``s`` the rows ``(1 - s) * one_hot + s / classes``
-        (PyTorch's ``CrossEntropyLoss(label_smoothing=s)``). Each row sums to 1, as the generated
-        loss gradient assumes."""
-        if (not isinstance(labels, np.ndarray) or labels.shape != (batch,)
-                or not np.issubdtype(labels.dtype, np.integer)):
-            raise ValueError(f"labels: expected an integer array of shape ({batch},), got {describe_array(labels)}")
-        if labels.min() < 0 or labels.max() >= self.spec.classes:
-            raise ValueError(f"labels: must lie in [0, {self.spec.classes - 1}], "
-                             f"got values from {labels.min()} to {labels.max()}")
-        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
-                or not 0 <= label_smoothing < 1:
-            raise ValueError(f"label_smoothing: must be a number in [0, 1), got {label_smoothing!r}")
-        classes = self.spec.classes
-        targets = np.full((batch, classes), label_smoothing / classes, dtype=self.dtype)
-        targets[np.arange(batch), labels] += 1 - label_smoothing
-        return targets
+        return loss_targets(labels, batch, self.spec.classes, self.dtype, label_smoothing)
 
     # --- passes ---------------------------------------------------------------------------
 
@@ -303,13 +291,21 @@ class Network(LayerState):
             output, kernel = fused.get(layer.label) or (layer, self._kernel(layer, "forward", training))
             ahead.add(output.label)  # with FORWARD_FUSED, E after it: this layer's kernel stores E's output
             arrays["out"] = self._buffer(f"{output.label}.out", (batch, *output.output_shape), self.dtype)
+            kept = self._saving_kernel(kernel) if training else None  # its statistics kept for the backward pass
+            if kept is not None:
+                kernel, (shape, tracked) = kept, self.kernels.STATISTICS[kept]
+                arrays["statistics"] = self._buffer(f"{layer.label}.statistics",
+                                                    tuple(batch if extent == "N" else extent for extent in shape),
+                                                    self.dtype)
+                saved.setdefault(layer.label, {})["statistics"] = arrays["statistics"]
             if "switch" in self.kernels.ARGUMENTS[kernel]:
                 arrays["switch"] = self._buffer(
                     f"{layer.label}.switch", (batch, *layer.output_shape), switch_dtype(layer))
                 saved[layer.label] = {"switch": arrays["switch"]}
             self._call(kernel, arrays)
-            if training and layer.buffer_shapes():
-                update_running_statistics(layer, value, self._buffers)
+            if training and layer.buffer_shapes():  # from the kernel's batch values where it kept them
+                update_running_statistics(layer, value, self._buffers, kept and {
+                    role: arrays["statistics"][row] for role, row in tracked.items()})
             values[output.label] = arrays["out"]
         if training:
             self._mask_state["step"] = step + 1
@@ -419,12 +415,20 @@ class Network(LayerState):
         has it (they read the same statistics), this pass needs all and no ``FUSED`` kernel stores its
         input gradient; else ``None`` (each gradient's own kernel)."""
         kernel = self._kernel(layer, "forward", training).removesuffix("forward") + BACKWARD
+        if "statistics" in arrays and f"{kernel}_{SAVED}" in self.kernels.ARGUMENTS:  # its forward pass's, kept
+            kernel = f"{kernel}_{SAVED}"
         if (kernel not in self.kernels.ARGUMENTS or layer.label in self._fused
                 or ("input" in layer.inputs and not input_gradient)):
             return None
         wanted = parameters is None or all(f"{layer.name}.{role}" in parameters for role in ("weight", "bias")
                                            if role in arrays)
         return kernel if wanted else None
+
+    def _saving_kernel(self, kernel: str) -> Optional[str]:
+        """``<kernel>_saving``, the forward kernel that keeps its statistics for ``<label>_backward_saved``, where the
+        package has it (:mod:`symcnn.codegen.saved_statistics`), else None."""
+        saving = f"{kernel}_{SAVING}"
+        return saving if saving in getattr(self.kernels, "STATISTICS", {}) else None
 
     def _weight_and_bias_kernel(self, layer: LayerSpec, training: bool, parameters: Optional[set]) -> Optional[str]:
         """``<label>_grad_weight_and_bias`` where the package has it and this pass needs both gradients, else None."""

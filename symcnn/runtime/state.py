@@ -21,7 +21,7 @@ from symcnn import registry
 from symcnn.runtime.masks import draw_mask
 from symcnn.spec import LayerSpec
 
-__all__ = ["LayerState", "describe_array"]
+__all__ = ["LayerState", "describe_array", "loss_targets"]
 
 
 def describe_array(array) -> str:
@@ -30,6 +30,28 @@ def describe_array(array) -> str:
         return f"a {type(array).__name__}"
     layout = "" if array.flags.c_contiguous else "non-contiguous "
     return f"a {layout}{array.dtype} array of shape {array.shape}"
+
+
+def loss_targets(labels, batch: int, classes: int, dtype, label_smoothing: float = 0.0) -> np.ndarray:
+    """The loss's target rows of ``labels`` (checked): one-hot rows, or with label smoothing ``s`` the rows
+    ``(1 - s) * one_hot + s / classes`` (PyTorch's ``CrossEntropyLoss(label_smoothing=s)``). Each row sums to
+    1, as the generated loss gradient assumes.
+
+    >>> loss_targets(np.array([2, 0]), 2, 3, np.float32)
+    array([[0., 0., 1.],
+           [1., 0., 0.]], dtype=float32)
+    """
+    if (not isinstance(labels, np.ndarray) or labels.shape != (batch,)
+            or not np.issubdtype(labels.dtype, np.integer)):
+        raise ValueError(f"labels: expected an integer array of shape ({batch},), got {describe_array(labels)}")
+    if labels.min() < 0 or labels.max() >= classes:
+        raise ValueError(f"labels: must lie in [0, {classes - 1}], got values from {labels.min()} to {labels.max()}")
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
+            or not 0 <= label_smoothing < 1:
+        raise ValueError(f"label_smoothing: must be a number in [0, 1), got {label_smoothing!r}")
+    targets = np.full((batch, classes), label_smoothing / classes, dtype=dtype)
+    targets[np.arange(batch), labels] += 1 - label_smoothing
+    return targets
 
 
 class LayerState:

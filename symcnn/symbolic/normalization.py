@@ -58,6 +58,7 @@ def batchnorm2d() -> IndexFormula:
         rhs=_normalized(X[n, c, i, j], mean, variance, gamma[c], beta[c]),
         operands=(Tensor("input", X, _MAP_SHAPE), Tensor("weight", gamma, (C_in,)), Tensor("bias", beta, (C_in,))),
         parameters=dict(_MAP_PARAMETERS),
+        statistics={"running_mean": mean, "running_var": variance},
     )
 
 

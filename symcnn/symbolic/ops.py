@@ -136,6 +136,9 @@ class IndexFormula:
     parameters: Mapping[str, Expr] = field(default_factory=dict)
     # Facts about the inputs, (Sum, value), that gradients may use: one-hot targets sum to 1.
     identities: tuple[tuple[Expr, Expr], ...] = ()
+    # The batch statistics the formula computes that a layer's buffers track, by buffer role: batch norm's
+    # mean and biased variance, which its running_mean and running_var follow (symcnn.runtime.buffers).
+    statistics: Mapping[str, Expr] = field(default_factory=dict)
 
     def equation(self) -> Eq:
         lhs = self.output.base[self.indices] if self.indices else self.output.base
@@ -168,6 +171,7 @@ class IndexFormula:
             operands=tuple(sub_tensor(t) for t in self.operands),
             parameters={role: sub(expr) for role, expr in self.parameters.items()},
             identities=tuple((sub(total), sub(value)) for total, value in self.identities),
+            statistics={role: sub(expr) for role, expr in self.statistics.items()},
         )
 
 

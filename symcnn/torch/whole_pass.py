@@ -79,6 +79,11 @@ class _PoolNetwork(Network):
         a sum's vectorized order may differ between kernels)."""
         return None
 
+    def _saving_kernel(self, *arguments) -> None:
+        """None: each layer's own forward and backward kernels, as the operators call them (a backward kernel reading
+        the forward pass's statistics equals them to rounding, not bit for bit)."""
+        return None
+
     def _weight_and_bias_kernel(self, *arguments) -> None:
         """None: the weight's and the bias's gradients each by its own kernel, as the operators compute them (the
         fused kernel sums the bias's in another order)."""

@@ -220,21 +220,25 @@ def test_layer_norm_statistics_are_computed_once_per_sample():
                   for kernel in layer_kernels(spec.layers[3])}
     assert statistics == {"ln1_forward": ["stat0", "stat1"], "ln1_grad_input": ["stat0", "stat1", "stat2", "stat3"],
                           "ln1_grad_weight": ["stat0", "stat1"], "ln1_grad_bias": [],
-                          "ln1_backward": ["stat0", "stat1", "stat2", "stat3"]}
+                          "ln1_backward": ["stat0", "stat1", "stat2", "stat3"],
+                          # the forward pass's kept, the backward kernel reading them (codegen.saved_statistics)
+                          "ln1_forward_saving": ["stat0", "stat1"], "ln1_backward_saved": ["stat0", "stat1"]}
 
 
 def test_evaluation_mode_kernels_read_the_running_statistics():
     spec = parse_spec(toml_of(SMALL))
     names = [kernel.name for kernel in layer_kernels(spec.layers[1])]
     assert names == ["bn1_forward", "bn1_grad_input", "bn1_grad_weight", "bn1_grad_bias", "bn1_backward",
-                     "bn1_eval_forward", "bn1_eval_grad_input", "bn1_eval_grad_weight", "bn1_eval_grad_bias",
+                     "bn1_forward_saving", "bn1_backward_saved", "bn1_eval_forward", "bn1_eval_grad_input",
+                     "bn1_eval_grad_weight", "bn1_eval_grad_bias",
                      "bn1_eval_backward"]
     evaluation = next(kernel for kernel in layer_kernels(spec.layers[1]) if kernel.name == "bn1_eval_forward")
     assert evaluation.arguments == ("x", "weight", "bias", "running_mean", "running_var", "out")
     reads_running = {kernel.name: "running_var" in kernel.arguments for kernel in layer_kernels(spec.layers[1])}
     assert reads_running == {name: "_eval_" in name and not name.endswith("grad_bias") for name in names}
     assert [kernel.name for kernel in layer_kernels(spec.layers[3])] == [
-        "ln1_forward", "ln1_grad_input", "ln1_grad_weight", "ln1_grad_bias", "ln1_backward"]  # one mode
+        "ln1_forward", "ln1_grad_input", "ln1_grad_weight", "ln1_grad_bias", "ln1_backward", "ln1_forward_saving",
+        "ln1_backward_saved"]  # one mode
 
 
 @COMPILES_KERNELS

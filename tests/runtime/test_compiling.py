@@ -141,10 +141,11 @@ def test_the_dry_run_finds_each_mode_s_kernels_and_types_and_leaves_the_network_
     before = {name: array.copy() for name, array in net.buffers.items()}
     training = record_pass(net, lambda shadow: shadow._loss_and_grads(x, targets, False, True))
     evaluation = record_pass(net, lambda shadow: shadow._forward(x, False))
-    # the batch norms' training kernels storing the ReLU after them (TRAINING_FORWARD_FUSED)
-    assert {"stem_bn_with_stem_relu_forward", "b1_bn1_with_relu5_forward", "stem_forward",
-            "loss_grad_input"} <= set(training)
-    assert not {"stem_bn_forward", "stem_relu_forward"} & set(training)
+    # the batch norms' training kernels storing the ReLU after them (TRAINING_FORWARD_FUSED), keeping their
+    # statistics for the backward kernels that read them (codegen.saved_statistics)
+    assert {"stem_bn_with_stem_relu_forward_saving", "b1_bn1_with_relu5_forward_saving", "stem_bn_backward_saved",
+            "stem_forward", "loss_grad_input"} <= set(training)
+    assert not {"stem_bn_forward", "stem_relu_forward", "stem_bn_with_stem_relu_forward"} & set(training)
     assert "stem_grad_input" not in training  # no input gradient asked for
     assert "stem_bn_eval_forward" in evaluation and "stem_bn_forward" not in evaluation
     (types,) = training["stem_forward"]  # (x, weight, out): no bias before a batch norm
@@ -152,7 +153,7 @@ def test_the_dry_run_finds_each_mode_s_kernels_and_types_and_leaves_the_network_
     assert all(np.array_equal(before[name], net.buffers[name]) for name in before)  # running statistics untouched
     assert net.mask_state == {"seed": 1, "step": 0} and net._workspace == {} and net._called == set()
     jobs = plan(net, training)
-    assert "b1_bn1_with_relu5_forward" not in {job.kernel for job in jobs}  # an identical pair's kernel: one job
+    assert "b1_bn1_with_relu5_forward_saving" not in {job.kernel for job in jobs}  # an identical pair's: one job
     assert len({job.kernel for job in jobs}) == len(jobs)
     assert [job.cost for job in jobs] == sorted((job.cost for job in jobs), reverse=True)  # the costliest first
 
