@@ -250,10 +250,11 @@ class Precomputer:
         """The statistics to keep for the backward pass (:mod:`symcnn.codegen.saved_statistics`): every
         statistic computed so far, then an array per ``tracked`` value (a buffer's batch value, by its role:
         batch norm's mean ``stat0[c]/m``), as rows of one array; with the seeds :meth:`seed` takes. ``None``
-        when there is no statistic, or they differ in shape, or an extent is neither a constant nor the batch."""
+        when there is no statistic, or one of no index, or they differ in shape, or an extent is neither a
+        constant nor the batch."""
         stats = [entry for entry in self.entries if entry.kind == "stat"]
-        if not stats or any(entry.axes != stats[0].axes for entry in stats):
-            return None
+        if not stats or not stats[0].axes or any(entry.axes != stats[0].axes for entry in stats):
+            return None  # none, a single value (not a row of an array), or rows of different shapes
         axes = stats[0].axes
         extents = [self.code(last + 1) for _, last in axes]  # printed: a constant, or N for the batch
         if not all(extent.isdigit() or extent == "N" for extent in extents):
