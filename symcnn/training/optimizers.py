@@ -133,7 +133,7 @@ def adam_coefficients(step: int, lr: float, beta1: float = 0.9, beta2: float = 0
 @register_jitable
 def adam_step(param, grad, exp_avg, exp_avg_sq, c: AdamCoefficients) -> AdamUpdate:
     """One Adam step of each element from its scalars ``c`` (:func:`adam_update`): NumPy arrays or floats, or
-    one element inside a compiled kernel (:mod:`symcnn.training.update_kernels` compiles this function).
+    one element inside a compiled kernel (this module's :func:`adam_arrays` compiles this function).
 
     >>> adam_step(1.0, 0.5, 0.0, 0.0, adam_coefficients(1, lr=0.1)).exp_avg
     0.04999999999999999
