@@ -159,7 +159,8 @@ def _randomized(net: Network, rng) -> Network:
     return net
 
 
-@pytest.fixture(scope="module", params=["float64", "float32"])
+# float64 (tighter tolerances) is slow: this network compiles for about 80 s in each dtype
+@pytest.fixture(scope="module", params=[pytest.param("float64", marks=pytest.mark.slow), "float32"])
 def fusing(request, tmp_path_factory):
     import os
 
@@ -281,8 +282,10 @@ def _assert_equal_passes(with_fusions: tuple, without: tuple, dtype) -> None:
         np.testing.assert_allclose(fused_buffers[name], buffers[name], err_msg=name, **_tolerance(dtype))
 
 
-@pytest.mark.parametrize("name", ["seed004", "digits", "suite-batchnorm",
-                                  pytest.param("suite-residual", marks=pytest.mark.slow)])  # 80 s to compile
+# suite-batchnorm (26 s to compile) and suite-residual (80 s) are slow: the module's own network folds and fuses
+# every kind of pair, batch norm's too
+@pytest.mark.parametrize("name", ["seed004", "digits", pytest.param("suite-batchnorm", marks=pytest.mark.slow),
+                                  pytest.param("suite-residual", marks=pytest.mark.slow)])
 def test_the_evaluation_pass_of_shipped_specs_equals_the_unfused_one_and_pytorch(name):
     torch = pytest.importorskip("torch")
     from symcnn.bench.bench import torch_model
