@@ -218,6 +218,7 @@ def _call(net: Network, kernel: str, arrays: dict, output) -> np.ndarray:
     return arrays["out"]
 
 
+@pytest.mark.slow  # the network's every pass compiled (57 s); the chain test above and the shipped specs' stay
 def test_the_evaluation_pass_runs_the_fused_kernels_and_equals_the_unfused_one(fusing):
     net = fusing
     x = np.random.default_rng(4).standard_normal((3, *net.spec.input_shape)).astype(net.dtype)
@@ -251,6 +252,7 @@ def test_the_evaluation_pass_runs_the_fused_kernels_and_equals_the_unfused_one(f
     net.profile = None
 
 
+@pytest.mark.slow  # as the test above (test_fusion's networks run their trainable fusions against PyTorch)
 def test_a_pass_with_gradients_equals_the_one_without_its_forward_fusions(fusing):
     """The loss, every gradient and the running statistics, with the fusions and with each layer's own forward
     kernel, in both modes: the same operations (a kernel storing E's value where it stored its own), so equal
