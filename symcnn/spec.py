@@ -20,6 +20,7 @@ import math
 import re
 import tomllib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -94,7 +95,7 @@ class LayerSpec:
         if not self.input_shapes:
             object.__setattr__(self, "input_shapes", (tuple(self.input_shape),))
 
-    @property
+    @cached_property  # a pass reads it for every layer, many times (batch 1: it shows); the fields are frozen
     def label(self) -> str:
         """How errors and generated code refer to the layer: its name, or ``kind<index>``."""
         return self.name or f"{self.kind}{self.index}"

@@ -101,6 +101,9 @@ class Network(LayerState):
         self.training = True
         # Layers with a drawn mask (dropout), by label: the identity in evaluation mode.
         self._masked = {layer.label for layer in spec.layers if registry.get(layer.kind).mask_drop is not None}
+        self._input_checks = [(layer, registry.get(layer.kind).check_training_input) for layer in spec.layers
+                              if registry.get(layer.kind).check_training_input is not None]  # a training pass's
+        self._buffered = {layer.label for layer in spec.layers if layer.buffer_shapes()}  # batch norm's running ones
         self.mask_state = {"seed": int(seed) % 2**64, "step": 0}
         self.input_stats = (0.0, 1.0)  # (mean, std) the inputs were standardized with in training
         self.profile: Optional[dict] = None  # set to {} to accumulate seconds per kernel
@@ -114,6 +117,7 @@ class Network(LayerState):
         layers = {layer.label: layer for layer in spec.layers}
         self._fused = {reader: (layers[elementwise], kernel)
                        for elementwise, (reader, kernel) in getattr(kernels, "FUSED", {}).items()}
+        self._fused_into = {elementwise.label for elementwise, _ in self._fused.values()}
         self._fanout_fused = set(getattr(kernels, "FANOUT_FUSED", {}))  # or by its fan-out's sum (runtime.fanouts)
         self._progress = CompileProgress(f"the {spec.name} kernels for {self.dtype}",  # shown while compiling
                                          label=f"{spec.name} ({self.dtype})")
@@ -261,13 +265,11 @@ class Network(LayerState):
         values, saved = {"input": x}, {}
         ahead: set[str] = set()  # layers whose output a kernel before theirs computes (a fold, a forward fusion)
         step = self._mask_state["step"]
-        for layer in self.spec.layers:
-            check = registry.get(layer.kind).check_training_input
-            if training and check is not None:
-                try:
-                    check((batch, *layer.input_shape), layer.settings)
-                except ValueError as error:
-                    raise ValueError(f"{layer.label}: {error}") from None
+        for layer, check in self._input_checks if training else ():
+            try:
+                check((batch, *layer.input_shape), layer.settings)
+            except ValueError as error:
+                raise ValueError(f"{layer.label}: {error}") from None
         for layer in self.spec.layers:
             if layer.label in ahead:
                 continue
@@ -303,7 +305,7 @@ class Network(LayerState):
                     f"{layer.label}.switch", (batch, *layer.output_shape), switch_dtype(layer))
                 saved[layer.label] = {"switch": arrays["switch"]}
             self._call(kernel, arrays)
-            if training and layer.buffer_shapes():  # from the kernel's batch values where it kept them
+            if training and layer.label in self._buffered:  # from the kernel's batch values where it kept them
                 update_running_statistics(layer, value, self._buffers, kept and {
                     role: arrays["statistics"][row] for role, row in tracked.items()})
             values[output.label] = arrays["out"]
@@ -362,9 +364,8 @@ class Network(LayerState):
         grads: dict[str, np.ndarray] = {}
         # The gradients each tensor's readers send back, by label: summed where several read it.
         sent: dict[str, list[np.ndarray]] = {self.spec.layers[-1].label: [upstream]}
-        fused_into = {elementwise.label for elementwise, _ in self._fused.values()}
         for layer in reversed(self.spec.layers):
-            if layer.label in fused_into:  # its input gradient is its reader's kernel's (FUSED)
+            if layer.label in self._fused_into:  # its input gradient is its reader's kernel's (FUSED)
                 continue
             gradients = sent.pop(layer.label)
             if len(gradients) > 1 and layer.label in self._fanout_fused:  # its fan-out's sum stores its dL/dX
@@ -479,8 +480,8 @@ class Network(LayerState):
         if (isinstance(lr, (bool, np.bool_)) or not isinstance(lr, (int, float, np.integer, np.floating))
                 or not np.isfinite(lr) or lr <= 0):
             raise ValueError(f"lr: must be a positive number, got {lr!r}")
-        loss, grads = self.loss_and_grads(x, labels, input_gradient=False)
-        with kernel_threads():  # a large parameter's update is a parallel pass (symcnn.training.optimizers)
+        with kernel_threads():  # one choice of threads for the pass and the update (a large parameter's is parallel)
+            loss, grads = self.loss_and_grads(x, labels, input_gradient=False)
             for name, parameter in self.params.items():
                 sgd_step(parameter, grads[name], lr)
         return loss
