@@ -133,7 +133,7 @@ def record_pass(network, run: Callable) -> dict[str, set[tuple]]:
     shadow._functions = {name: _Recorder(name, calls) for name in network._functions}
     shadow._buffers = {name: array.copy() for name, array in network._buffers.items()}  # running statistics
     shadow._mask_state = dict(network._mask_state)
-    shadow._workspace, shadow._called, shadow.profile = {}, set(), None
+    shadow._workspace, shadow._called, shadow.profile = {}, {}, None  # _called: never the real kernels
     shadow._buffer = lambda purpose, shape, dtype: np.zeros(shape, dtype=dtype)  # zeros: statistics of them are finite
     shadow._draw = lambda layer, mask, step: None  # the mask generator (its own numba kernel) is not a generated kernel
     run(shadow)

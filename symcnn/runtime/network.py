@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib
 import os
 import time
-from functools import lru_cache
 from typing import Optional, Union
 
 import numpy as np
@@ -27,7 +26,8 @@ from symcnn import registry
 from symcnn.runtime.buffers import counter_names, initial_buffers, switch_dtype, update_running_statistics
 from symcnn.runtime.compiling import CompileSummary, first_call, prepare
 from symcnn.runtime.evaluation import folded_forward, forward_fusions, trainable_fusions
-from symcnn.runtime.fanouts import gradient_sum, input_names
+from symcnn.runtime.fanouts import gradient_sum
+from symcnn.runtime.layout import LayerGradients, arguments_getter
 from symcnn.runtime.loader import load_kernels
 from symcnn.runtime.progress import CompileProgress
 from symcnn.runtime.state import LayerState, describe_array, loss_targets
@@ -48,12 +48,6 @@ BACKWARD = "backward"  # <label>_backward: all of a layer's gradients in one ker
 # <kernel>_saving keeps a training forward pass's statistics, <label>_backward_saved reads them
 # (symcnn.codegen.saved_statistics)
 SAVING, SAVED = "saving", "saved"
-
-
-@lru_cache(maxsize=None)
-def _gradient_names(count: int) -> tuple[str, ...]:
-    """The arrays its input gradients are written to: ``grad_input``, ``grad_input2``, ..."""
-    return tuple(f"grad_{registry.input_role(number)}" for number in range(1, count + 1))
 
 
 class Network(LayerState):
@@ -122,7 +116,8 @@ class Network(LayerState):
         self._progress = CompileProgress(f"the {spec.name} kernels for {self.dtype}",  # shown while compiling
                                          label=f"{spec.name} ({self.dtype})")
         self._prepared: set[tuple] = set()  # the kinds of pass whose kernels are compiled (_prepare)
-        self._called: set[str] = set()
+        self._called: dict[str, tuple] = {}  # kernel -> (function, its arguments' getter): called before
+        self._gradients = {layer.index: LayerGradients.of(layer, self._parameter_shapes) for layer in spec.layers}
         # Activations and input gradients, reused from call to call at the same batch size: a
         # fresh multi-megabyte array costs a page fault per 4 KiB on first touch, more than some of
         # the kernels that fill it. Only arrays that never leave the Network are kept here.
@@ -178,6 +173,10 @@ class Network(LayerState):
         return self._functions[kernel_name]
 
     def _call(self, kernel_name: str, arrays: dict):
+        called = self._called.get(kernel_name)
+        if called is not None and self.profile is None:  # the common case, kept cheap (batch 1: it shows)
+            function, arguments_of = called
+            return function(*arguments_of(arrays))
         names = self.kernels.ARGUMENTS[kernel_name]
         source = self.reshapes.get(kernel_name)
         if source is not None:  # a flatten: the output is a view of the argument, no copy
@@ -190,10 +189,9 @@ class Network(LayerState):
             result = function(*arguments)
             self.profile[kernel_name] = self.profile.get(kernel_name, 0.0) + time.perf_counter() - start
             return result
-        if kernel_name in self._called:  # the common case, kept cheap (a dispatcher's signatures are not)
-            return function(*arguments)
-        self._called.add(kernel_name)
-        if not function.signatures:  # not compiled by _prepare (a pass run directly): compiles, or loads numba's cache
+        first = kernel_name not in self._called
+        self._called[kernel_name] = (function, arguments_getter(names))
+        if first and not function.signatures:  # not compiled by _prepare (a pass run directly): compiles or loads
             return first_call(self, kernel_name, function, arguments)
         return function(*arguments)
 
@@ -232,10 +230,8 @@ class Network(LayerState):
         """The layer's parameters and buffers by role (``weight``, ``bias``, ``running_mean``, ...)."""
         names = self._array_names.get(layer.index)
         if names is None:  # worked out once per layer: a pass reads them for every layer (batch 1: it shows)
-            shapes, weight, bias = self._parameter_shapes, f"{layer.name}.weight", f"{layer.name}.bias"
-            roles = () if weight not in shapes else ("weight", "bias") if bias in shapes else ("weight",)
             names = self._array_names[layer.index] = (
-                *((role, f"{layer.name}.{role}", False) for role in roles),
+                *((role, name, False) for role, name, _ in self._gradients[layer.index].parameters),
                 *((name.rsplit(".", 1)[1], name, True) for name in layer.buffer_shapes()))  # read by eval kernels
         params, buffers = self._params, self._buffers
         return {role: buffers[name] if is_buffer else params[name] for role, name, is_buffer in names}
@@ -285,7 +281,7 @@ class Network(LayerState):
                 values[layer.label] = value
                 continue
             arrays = self._layer_arrays(layer)
-            arrays.update(zip(input_names(len(sources)), sources))  # x, and an add's or concat's x2, ...
+            arrays.update(zip(self._gradients[layer.index].input_arrays, sources))  # x, and an add's x2, ...
             if layer.label in self._masked:
                 arrays["mask"] = self._buffer(f"{layer.label}.mask", value.shape, self.dtype)
                 self._draw(layer, arrays["mask"], step)
@@ -376,23 +372,22 @@ class Network(LayerState):
             if layer.label in self._masked and not training:  # the identity in evaluation mode: passed on
                 sent.setdefault(layer.inputs[0], []).append(upstream)
                 continue
-            arrays = self._layer_arrays(layer)
+            arrays, names = self._layer_arrays(layer), self._gradients[layer.index]
             # A layer whose forward pass a trainable fusion skipped has no output: no gradient kernel reads it
-            arrays.update(zip(input_names(len(layer.inputs)), (values.get(source) for source in layer.inputs)))
+            arrays.update(zip(names.input_arrays, (values.get(source) for source in layer.inputs)))
             arrays["grad_output"], arrays["out"] = upstream, values.get(layer.label)  # out: tanh's 1 - Y^2 reads it
             arrays.update(saved.get(layer.label, {}))
             together = self._backward_kernel(layer, arrays, training, input_gradient, parameters)
             both = None if together else self._weight_and_bias_kernel(layer, training, parameters)
-            for role in ("weight", "bias"):
-                name = f"{layer.name}.{role}"
-                if role in arrays and (parameters is None or name in parameters):
-                    arrays[f"grad_{role}"] = gradient = self._gradient_array(arrays[role])
+            for role, name, gradient_name in names.parameters:
+                if parameters is None or name in parameters:
+                    arrays[gradient_name] = gradient = self._gradient_array(arrays[role])
                     if together is None and both is None:
-                        self._call(self._kernel(layer, f"grad_{role}", training), arrays)
+                        self._call(self._kernel(layer, gradient_name, training), arrays)
                     grads[name] = gradient
             if both is not None:  # the bias's gradient summed from the weight gradient's copies of dL/dY
                 self._call(both, arrays)
-            for name, source in zip(_gradient_names(len(layer.inputs)), layer.inputs):
+            for name, source, purpose in names.inputs:
                 if source == "input" and not input_gradient:  # training needs none
                     continue
                 kernel = self._kernel(layer, name, training)
@@ -400,7 +395,7 @@ class Network(LayerState):
                     elementwise, kernel = self._fused[layer.label]
                     source = elementwise.inputs[0]
                     arrays["fused_x"], arrays["fused_out"] = values.get(source), values[elementwise.label]
-                arrays[name] = self._buffer(f"{layer.label}.{name}", (len(upstream), *self._shapes[source]), self.dtype)
+                arrays[name] = self._buffer(purpose, (len(upstream), *self._shapes[source]), self.dtype)
                 if together is None:
                     self._call(kernel, arrays)
                 sent.setdefault(source, []).append(arrays[name])

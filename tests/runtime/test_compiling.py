@@ -151,7 +151,7 @@ def test_the_dry_run_finds_each_mode_s_kernels_and_types_and_leaves_the_network_
     (types,) = training["stem_forward"]  # (x, weight, out): no bias before a batch norm
     assert types == (numba.types.Array(numba.float32, 4, "C"),) * 3
     assert all(np.array_equal(before[name], net.buffers[name]) for name in before)  # running statistics untouched
-    assert net.mask_state == {"seed": 1, "step": 0} and net._workspace == {} and net._called == set()
+    assert net.mask_state == {"seed": 1, "step": 0} and net._workspace == {} and net._called == {}
     jobs = plan(net, training)
     assert "b1_bn1_with_relu5_forward_saving" not in {job.kernel for job in jobs}  # an identical pair's: one job
     assert len({job.kernel for job in jobs}) == len(jobs)
