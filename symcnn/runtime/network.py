@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import os
 import time
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 
@@ -116,7 +116,7 @@ class Network(LayerState):
         self._progress = CompileProgress(f"the {spec.name} kernels for {self.dtype}",  # shown while compiling
                                          label=f"{spec.name} ({self.dtype})")
         self._prepared: set[tuple] = set()  # the kinds of pass whose kernels are compiled (_prepare)
-        self._called: dict[str, tuple] = {}  # kernel -> (function, its arguments' getter): called before
+        self._called: dict[str, Callable] = {}  # kernel called before -> the getter of its arguments
         self._gradients = {layer.index: LayerGradients.of(layer, self._parameter_shapes) for layer in spec.layers}
         # Activations and input gradients, reused from call to call at the same batch size: a
         # fresh multi-megabyte array costs a page fault per 4 KiB on first touch, more than some of
@@ -173,10 +173,9 @@ class Network(LayerState):
         return self._functions[kernel_name]
 
     def _call(self, kernel_name: str, arrays: dict):
-        called = self._called.get(kernel_name)
-        if called is not None and self.profile is None:  # the common case, kept cheap (batch 1: it shows)
-            function, arguments_of = called
-            return function(*arguments_of(arrays))
+        arguments_of = self._called.get(kernel_name)
+        if arguments_of is not None and self.profile is None:  # the common case, kept cheap (batch 1: it shows)
+            return self._functions[kernel_name](*arguments_of(arrays))  # (_functions: a test may swap one)
         names = self.kernels.ARGUMENTS[kernel_name]
         source = self.reshapes.get(kernel_name)
         if source is not None:  # a flatten: the output is a view of the argument, no copy
@@ -190,7 +189,7 @@ class Network(LayerState):
             self.profile[kernel_name] = self.profile.get(kernel_name, 0.0) + time.perf_counter() - start
             return result
         first = kernel_name not in self._called
-        self._called[kernel_name] = (function, arguments_getter(names))
+        self._called[kernel_name] = arguments_getter(names)
         if first and not function.signatures:  # not compiled by _prepare (a pass run directly): compiles or loads
             return first_call(self, kernel_name, function, arguments)
         return function(*arguments)
