@@ -26,7 +26,8 @@ __all__ = ["LayerGradients", "arguments_getter"]
 
 
 class LayerGradients(NamedTuple):
-    """A layer's gradients as its backward pass names them."""
+    """A layer's arrays as the passes name them: its gradients (the backward pass) and its inputs' arguments
+    (both passes)."""
 
     parameters: tuple[tuple[str, str, str], ...]  # (role, PyTorch name, gradient's argument): its weight, bias
     inputs: tuple[tuple[str, str, str], ...]  # (gradient's argument, the input's label, its internal array)
