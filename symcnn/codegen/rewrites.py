@@ -14,8 +14,6 @@ the result with :class:`~symcnn.printing.numba.NumbaPrinter`; the printer itself
   :func:`switch_test`);
 - ``sum_j exp(z_j)`` is computed as ``exp(m) * sum_j exp(z_j - m)`` with ``m = max_j z_j``, so that
   large scores do not overflow (log-sum-exp; :func:`shifted_exponential_sum`);
-- ``tanh(z)`` is computed as ``1 - 2/(exp(2z) + 1)``, one ``exp`` at a quarter of the cost of libm's
-  ``tanh`` (:func:`exponential_tanh`);
 - the logistic's derivative ``exp(a)/(exp(a) + 1)**2`` is computed as ``1/((exp(a) + 1)(exp(-a) + 1))``,
   the same function, which a large ``|a|`` sends to 0 where the first form gives inf/inf
   (:func:`bounded_logistic_slope`).
@@ -38,7 +36,7 @@ from symcnn.printing.nodes import FloorDiv
 from symcnn.symbolic.functions import FirstArgmax, MaxOver
 
 __all__ = ["integer_index", "integer_indices", "padding_conditions", "fold_bound", "window_offset", "switch_test",
-           "shifted_exponential_sum", "exponential_tanh", "bounded_logistic_slope", "for_kernels", "always_holds"]
+           "shifted_exponential_sum", "bounded_logistic_slope", "for_kernels", "always_holds"]
 
 
 # Cached: a kernel prints the same indices for every lane, block value and unrolled tap (a register
@@ -178,26 +176,6 @@ def shifted_exponential_sum(reduction: Expr, peak: Symbol) -> Optional[tuple[Max
     return MaxOver(exponent, *reduction.limits), Sum(sympy.exp(exponent - peak), *reduction.limits)
 
 
-def exponential_tanh(expr: Expr) -> Expr:
-    """Every ``tanh(z)`` of ``expr`` as ``1 - 2/(exp(2z) + 1)``, the same function.
-
-    numba calls libm's ``tanh`` (``tanhf``) once per element, in no vector form (no SVML here): about
-    16 ns an element, where ``exp`` took 3.5-5 (measured in numba on 2^20 float32 and float64 values,
-    one thread), so an element-wise tanh and its gradient ran about 3.5 times faster; the kernels' ``exp``
-    is now arithmetic that LLVM vectorizes (:mod:`symcnn.runtime.vector_math`, 2 ns). No overflow to
-    fear: a large ``2z`` makes ``exp(2z)`` infinite and the value 1; a very negative one makes it 0 and
-    the value -1. Near 0 the error is absolute, about the rounding of 1 (1e-16 in float64, where numba
-    computes ``2*z`` for a float32 ``z`` too), not relative to ``tanh(z)``.
-
-    >>> z = Symbol("z")
-    >>> exponential_tanh(sympy.tanh(z)**2)
-    (1 - 2/(exp(2*z) + 1))**2
-    """
-    if not expr.has(sympy.tanh):  # a walk, where replace rebuilds: most printed statements hold no tanh
-        return expr
-    return expr.replace(sympy.tanh, lambda argument: 1 - 2 / (sympy.exp(2 * argument) + 1))
-
-
 def bounded_logistic_slope(expr: Expr) -> Expr:
     """Every ``exp(a)*(exp(a) + 1)**-2`` of ``expr`` (the sigmoid's derivative, as SymPy differentiates
     ``1/(1 + exp(-x))``) as ``1/((exp(a) + 1)*(exp(-a) + 1))``: the same function (multiply above and
@@ -227,9 +205,10 @@ def bounded_logistic_slope(expr: Expr) -> Expr:
 
 
 def for_kernels(expr: Expr) -> Expr:
-    """The rewrites of a kernel's arithmetic, before printing: :func:`exponential_tanh` and
-    :func:`bounded_logistic_slope`, then :func:`integer_indices`."""
-    return integer_indices(bounded_logistic_slope(exponential_tanh(expr)))
+    """The rewrites of a kernel's arithmetic, before printing: :func:`bounded_logistic_slope`, then
+    :func:`integer_indices`. (``tanh`` is printed as it is, a call of the kernels' vector ``tanh``:
+    :mod:`symcnn.runtime.vector_math`.)"""
+    return integer_indices(bounded_logistic_slope(expr))
 
 
 def fold_bound(condition, bounds: dict, order: list, outer: set) -> bool:

@@ -1,12 +1,10 @@
-"""``exp`` for the generated kernels, in arithmetic that LLVM vectorizes.
+"""``exp`` and ``tanh`` for the generated kernels, in arithmetic that LLVM vectorizes.
 
 Why: numba compiles ``math.exp`` to a call of libm's ``exp`` for each element. There is no vector math
 library in this numba (no SVML), so LLVM cannot vectorize a loop around the call, and an element-wise
 tanh, sigmoid, ELU or softmax runs one element at a time. :func:`exp` here uses only multiplications,
 additions, comparisons and bit moves, so the loop vectorizes like any other arithmetic. Measured on
-300,000 float64 values, one thread, a 2-core Intel Xeon: 1.6 ns an element against libm's 4.2. For tanh
-in a kernel (``1 - 2/(exp(2z) + 1)``, :func:`symcnn.codegen.rewrites.exponential_tanh`) it was 2.0 ns
-against 4.0 (``docs/performance.md``).
+300,000 float64 values, one thread, a 2-core Intel Xeon: 1.6 ns an element against libm's 4.2.
 
 How: ``exp(x) = 2^n * exp(r)`` with ``n`` the integer nearest ``x / ln 2`` and ``r = x - n ln 2`` in
 ``[-ln2/2, ln2/2]``, ``ln 2`` split in two parts (Cody and Waite) so that ``r`` is exact to the last bit.
@@ -18,10 +16,23 @@ infinite anyway; a NaN stays NaN.
 
 Accuracy, float64, against NumPy's ``exp``: at most 1 ulp over 1.65 million arguments from -750 to
 712 (``tests/runtime/test_vector_math.py``; 3 million in a first check); exact at 0, at +-inf and for
-NaN. The kernels compute in float64 what they compute in float64 today; a float32 argument is widened
-first.
+NaN. ``exp`` computes in float64 whatever it is given (a float32 argument is widened first): its callers'
+formulas (ELU's ``exp(x) - 1``, the softmax's sums) lose digits to cancellation that float64 hides.
 
-numba compiles this ``exp`` into each kernel that calls it, and its on-disk cache of a kernel does not
+:func:`tanh` is the one function with a float32 form, because it is the one whose float32 cost showed
+(suite-lenet's ``tanh1_forward`` took as long as its largest convolution, docs/performance.md):
+- a float64 argument (or any but float32): ``1 - 2/(exp(2z) + 1)``, the same function, through :func:`exp`
+  above. No overflow to fear: a large ``2z`` makes ``exp(2z)`` infinite and the value 1; a very negative one
+  makes it 0 and the value -1. Near 0 the error is absolute, about the rounding of 1 (1e-16), not relative.
+- a float32 argument: float32 arithmetic throughout, twice the vector lanes and a shorter polynomial.
+  Below ``|z| = 0.55`` tanh's Taylor polynomial to ``z^19`` (the first term left out is below 6e-9 of
+  ``z``, a tenth of a float32 ulp), so the value stays relative to ``z`` near 0 where ``1 - 2/(e + 1)`` would
+  cancel; from 0.55 (just above ``ln(3)/2``, where tanh is 1/2) ``1 - 2/(exp(2|z|) + 1)`` with a float32
+  ``exp`` (as above with float32 constants, a Taylor polynomial of degree 7: remainder below ``0.35^8 / 8!
+  < 6e-9``), the sign put back. Within 2 float32 ulps of the rounded true value (the tests measure it);
+  NaN stays NaN, +-inf give +-1, -0.0 gives -0.0.
+
+numba compiles these functions into each kernel that calls them, and its on-disk cache of a kernel does not
 notice a change here: the packages generated into the cache directory are keyed by this file too
 (:data:`symcnn.runtime.loader.GENERATOR_SOURCES`); after changing it in a checkout, delete the shipped
 packages' caches (``generated/*/__pycache__``).
@@ -32,15 +43,19 @@ Example:
     True
     >>> exp(-math.inf), exp(1000.0)
     (0.0, inf)
+    >>> tanh(0.5) == 1 - 2 / (exp(1.0) + 1), float(tanh(np.float32(0.5)))
+    (True, 0.46211716532707214)
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
-__all__ = ["exp"]
+__all__ = ["exp", "tanh"]
 
 _LOG2_E = 1.4426950408889634
 # ln 2 split so that n * _LN2_HIGH is exact for the |n| <= 1076 used here: the high part's low 21 bits are zero.
@@ -89,3 +104,99 @@ def exp(x):
     half = power >> 1
     return (polynomial * _float_of((half + _EXPONENT_BIAS) << _MANTISSA_BITS)
             * _float_of((power - half + _EXPONENT_BIAS) << _MANTISSA_BITS))
+
+
+# float32 forms: every constant a float32, so that numba keeps the arithmetic in float32 (a Python float
+# or int next to a float32 makes it float64).
+_F32 = np.float32
+_LOG2_E_32 = _F32(1.4426950408889634)
+# n * _LN2_HIGH_32 is exact for the |n| <= 151 used here: the high part's low 9 bits are zero.
+_LN2_HIGH_32, _LN2_LOW_32 = _F32(0.693145751953125), _F32(1.428606765330187e-06)
+# 1.5 * 2^23, the float32 rounder (see _ROUNDER).
+_ROUNDER_32, _ROUNDER_BITS_32 = _F32(12582912.0), 0x4B400000
+# Beyond these, exp(x) rounds to 0 (below -103.98) or overflows (above 88.73) in float32.
+_LOWEST_32, _HIGHEST_32 = _F32(-104.0), _F32(89.0)
+_EXPONENT_BIAS_32, _MANTISSA_BITS_32 = 127, 23
+_ONE_32, _TWO_32 = _F32(1.0), _F32(2.0)
+_EXP_TAYLOR_32 = tuple(_F32(1 / math.factorial(power)) for power in range(8))
+# tanh(z) = z + z^3 * (c3 + z^2 * (c5 + ...)), the Taylor coefficients of z^3 ... z^19 (tests/runtime/
+# test_vector_math.py checks them against SymPy's series).
+_TANH_TAYLOR_32 = tuple(_F32(numerator / denominator) for numerator, denominator in (
+    (-1, 3), (2, 15), (-17, 315), (62, 2835), (-1382, 155925), (21844, 6081075), (-929569, 638512875),
+    (6404582, 10854718875), (-443861162, 1856156927625)))
+_TANH_SERIES_BELOW_32 = _F32(0.55)
+
+
+@intrinsic
+def _bits_of_32(typingctx, value):
+    """The 32 bits of a float32, as an int32."""
+    def codegen(context, builder, signature, arguments):
+        return builder.bitcast(arguments[0], context.get_value_type(types.int32))
+    return types.int32(types.float32), codegen
+
+
+@intrinsic
+def _float_of_32(typingctx, bits):
+    """The float32 whose bits are the low 32 of an integer."""
+    def codegen(context, builder, signature, arguments):
+        low = builder.trunc(arguments[0], context.get_value_type(types.int32))
+        return builder.bitcast(low, context.get_value_type(types.float32))
+    return types.float32(bits), codegen
+
+
+# fastmath={"contract"} for the float32 forms, as the kernels have it: a fused multiply-add rounds once, so
+# the rounder still rounds to an integer and the remainder stays exact; the polynomials take half the
+# instructions (suite-lenet's tanh1 kernel, 64 images: 0.145 ms without, 0.099 ms with). No reassociation:
+# see exp.
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def _exp_32(x):
+    """e to the power of a float32, in float32 arithmetic (the float64 ``exp``'s steps, float32 constants)."""
+    x = min(max(x, _LOWEST_32), _HIGHEST_32)  # NaN stays NaN
+    shifted = x * _LOG2_E_32 + _ROUNDER_32
+    n = shifted - _ROUNDER_32
+    r = (x - n * _LN2_HIGH_32) - n * _LN2_LOW_32
+    c = _EXP_TAYLOR_32
+    polynomial = c[0] + r * (c[1] + r * (c[2] + r * (c[3] + r * (c[4] + r * (c[5] + r * (c[6] + r * c[7]))))))
+    power = np.int64(_bits_of_32(shifted)) - _ROUNDER_BITS_32  # n, from -150 to 128
+    half = power >> 1
+    return (polynomial * _float_of_32((half + _EXPONENT_BIAS_32) << _MANTISSA_BITS_32)
+            * _float_of_32((power - half + _EXPONENT_BIAS_32) << _MANTISSA_BITS_32))
+
+
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def _tanh_32(z):
+    """tanh of a float32, in float32 arithmetic: the Taylor polynomial near 0, ``1 - 2/(e^2|z| + 1)`` beyond."""
+    square = z * z
+    c = _TANH_TAYLOR_32
+    series = z + z * square * (c[0] + square * (c[1] + square * (c[2] + square * (c[3] + square * (
+        c[4] + square * (c[5] + square * (c[6] + square * (c[7] + square * c[8]))))))))
+    magnitude = abs(z)
+    far = _ONE_32 - _TWO_32 / (_exp_32(magnitude + magnitude) + _ONE_32)
+    # Selections, not returns from branches: LLVM vectorizes a loop over them (and did not over three returns).
+    value = far if z >= 0 else -far  # a NaN z: far is NaN
+    value = series if magnitude < _TANH_SERIES_BELOW_32 else value
+    # Where z^2 underflows (|z| < 2^-75) tanh(z) rounds to z; z also keeps -0.0's sign, which the sum loses.
+    return z if square == 0 else value
+
+
+@njit(cache=True, fastmath=False, error_model="numpy")
+def _tanh_64(z):
+    """tanh through one float64 ``exp``: ``1 - 2/(exp(2z) + 1)``."""
+    return 1 - 2 / (exp(2 * z) + 1)
+
+
+def tanh(z):
+    """The hyperbolic tangent: float32 arithmetic for a float32 ``z``, float64 otherwise (the module's docstring).
+
+    >>> tanh(0.0), tanh(np.float32(-0.0)), tanh(math.inf), tanh(np.float32(-math.inf))
+    (0.0, -0.0, 1.0, -1.0)
+    """
+    return _tanh_32(z) if isinstance(z, np.float32) else _tanh_64(z)
+
+
+@overload(tanh)
+def _tanh_in_kernels(z):
+    """In compiled code, the form for ``z``'s type."""
+    if z == types.float32:
+        return lambda z: _tanh_32(z)
+    return lambda z: _tanh_64(z)
