@@ -28,6 +28,7 @@ MODULES = (
     'fc',
     'dw1_with_relu2',
     'pw1_with_relu5',
+    'dw2_with_relu8',
     'pw2_with_relu11',
     'dw3_with_relu14',
     'pw3_with_relu17',
@@ -257,6 +258,7 @@ ARGUMENTS = {
     'fc_grad_bias': ('grad_output', 'grad_bias', ),
     'dw1_with_relu2_grad_input': ('grad_output', 'weight', 'fused_out', 'grad_input', ),
     'pw1_with_relu5_grad_input': ('grad_output', 'weight', 'fused_out', 'grad_input', ),
+    'dw2_with_relu8_grad_input': ('grad_output', 'weight', 'fused_out', 'grad_input', ),
     'pw2_with_relu11_grad_input': ('grad_output', 'weight', 'fused_out', 'grad_input', ),
     'dw3_with_relu14_grad_input': ('grad_output', 'weight', 'fused_out', 'grad_input', ),
     'pw3_with_relu17_grad_input': ('grad_output', 'weight', 'fused_out', 'grad_input', ),
@@ -334,6 +336,7 @@ RESHAPES = {
 FUSED = {
     'relu2': ('dw1', 'dw1_with_relu2_grad_input'),
     'relu5': ('pw1', 'pw1_with_relu5_grad_input'),
+    'relu8': ('dw2', 'dw2_with_relu8_grad_input'),
     'relu11': ('pw2', 'pw2_with_relu11_grad_input'),
     'relu14': ('dw3', 'dw3_with_relu14_grad_input'),
     'relu17': ('pw3', 'pw3_with_relu17_grad_input'),

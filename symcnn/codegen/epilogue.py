@@ -37,8 +37,8 @@ FUSED_OUTPUT = "fused_out"
 
 
 class Unfusable(ValueError):
-    """A schedule cannot apply an epilogue where it stores (a kernel in phases writes strided views):
-    the pair is not fused, and both kernels run as they are."""
+    """A schedule cannot apply an epilogue where it stores (a weight gradient's sums of chunks store no
+    element of the output): the pair is not fused, and both kernels run as they are."""
 
 
 @dataclass(frozen=True)
@@ -57,17 +57,24 @@ class FusedElementwise:
 def epilogue_at(lowering, store: Expr) -> Epilogue | None:
     """The lowering's epilogue (``None`` if it has none) at ``store``, the output element a schedule
     writes: E's input is read at the store's indices, so that the loads and the store are one element.
+    Where the store is an element of a phase's strided view of the output (a kernel in phases), E's array
+    is read through the same view (``lowering.fused_views``: :func:`symcnn.codegen.lower._fused_views`).
 
-    :class:`Unfusable` when the store is not an element of the output itself (``None``, or a view of
-    it: another layout, whose indices are not the formula's).
+    :class:`Unfusable` when the store is not an element of the output or of such a view (``None``, or
+    another layout of it, whose indices are not the formula's).
     """
     fused: FusedElementwise | None = lowering.fused
     if fused is None:
         return None
-    if not isinstance(store, Indexed) or lowering.printer.array_names.get(store.base, str(store.base)) != fused.output:
-        raise Unfusable(f"the store {store} is not an element of {fused.output}")
+    name = lowering.printer.array_names.get(store.base, str(store.base)) if isinstance(store, Indexed) else None
+    expression = fused.expression
+    if name != fused.output:
+        view = lowering.fused_views.get(name)
+        if view is None:
+            raise Unfusable(f"the store {store} is not an element of {fused.output} or of a view of it")
+        expression = expression.xreplace({fused.base: lowering.array(view)})
     at = dict(zip(fused.indices, store.indices))
-    reads = sorted(fused.expression.atoms(Indexed), key=sympy.default_sort_key)
+    reads = sorted(expression.atoms(Indexed), key=sympy.default_sort_key)
     loads = {read: Symbol(f"fused{position}") for position, read in enumerate(reads)}
     printed = tuple((str(name), lowering.code(read.xreplace(at))) for read, name in loads.items())
-    return Epilogue(printed, lowering.code(fused.expression.xreplace(loads)))
+    return Epilogue(printed, lowering.code(expression.xreplace(loads)))

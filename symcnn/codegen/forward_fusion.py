@@ -18,9 +18,10 @@ it in ``FORWARD_FUSED`` for the runtime. Where P's op has a formula for each mod
 is its evaluation one, ``<P>_with_<E>_eval_forward`` (or the folded one), and P's training formula
 storing E's value is ``<P>_with_<E>_forward``, listed in ``TRAINING_FORWARD_FUSED``
 (:func:`training_fused_kernels`): a training pass runs it, batch norm's statistics computed from the
-batch as in its own kernel. Where P's schedule cannot store through an epilogue (a kernel in phases: a
-transposed convolution), the pair is not fused; nor is one whose E calls a function (tanh's ``exp``:
-:data:`FUSE_FUNCTION_CALLS`), a cost decision from E's formula.
+batch as in its own kernel. A kernel in phases (a transposed convolution) stores E's value into each
+phase's strided view of its output. Where P's schedule cannot store through an epilogue, the pair is not
+fused; nor is one whose E calls a function (tanh's :data:`FUSE_FUNCTION_CALLS`), a cost decision from E's
+formula.
 
 Example:
     >>> from symcnn.spec import load_spec

@@ -9,8 +9,10 @@ pooling's gradient with the ReLU mask before it, a convolution's input gradient 
 pool's with tanh's derivative. The fused kernel, ``<Q>_with_<E>_grad_input`` (in a module of its
 own, ``<Q>_with_<E>``), takes E's input as the argument ``fused_x`` (or its output as ``fused_out``,
 where E's gradient reads that: tanh's ``1 - Y^2``); the package lists it in
-``FUSED`` for the runtime. Where Q's schedule cannot store through an epilogue (a kernel in
-phases), the pair is not fused: a choice made from the shapes alone, like every schedule. The
+``FUSED`` for the runtime. A kernel in phases (a strided convolution's input gradient) stores
+strided views of its output, and reads E's array through the same views. Where Q's schedule cannot
+store through an epilogue, the pair is not fused: a choice made from the shapes alone, like every
+schedule. The
 derivations (``symcnn derive``, reports) keep showing each layer's own formulas; the fused
 kernel's docstring shows the composition.
 

@@ -40,7 +40,7 @@ from symcnn.codegen.layout import collapse_image, collapse_rows, image_size, res
 from symcnn.codegen.invariants import Precomputer, factor_sums
 from symcnn.codegen.coefficients import invariant_terms
 from symcnn.codegen.docstrings import kernel_docstring
-from symcnn.codegen.epilogue import FusedElementwise, Unfusable, epilogue_at
+from symcnn.codegen.epilogue import FusedElementwise, epilogue_at
 from symcnn.codegen.backends.numba_cpu.lanes import lanes_schedule
 from symcnn.codegen.schedule_choice import vector_schedule
 from symcnn.codegen.widths import per_vector_width
@@ -96,6 +96,8 @@ class Lowering:
         # Printed names of strided views (a kernel's phases): not C-contiguous, so never reshaped (layout).
         self.strided: set[str] = set()
         self.fused = fused  # an epilogue at every store (symcnn.codegen.epilogue)
+        # a view of the output a phase stores into -> the same view of the fused array (_fused_views)
+        self.fused_views: dict[str, str] = {}
         # index -> (low, high), inclusive: the indices of the output being printed (always_holds)
         self.ranges: dict[Symbol, tuple[int, int]] = {}
 
@@ -252,8 +254,6 @@ def summation(lowering: Lowering, indices, shape, batch, terms, output_name: str
     # these indices' ranges, for the terms printed below (a phase's own call sets its own)
     lowering.ranges = {index: (0, int(size) - 1) for index, size in zip(indices, shape) if size.is_Integer}
     split = split_phases(lowering.names, indices, shape, terms, tensors, output_name)
-    if split is not None and split.views and lowering.fused is not None:
-        raise Unfusable("a kernel in phases stores strided views of its output")
     if split is not None:
         return _phase_schedules(lowering, split, batch)
     tiled = (len(indices) >= 3 and all(size.is_Integer and size >= MIN_TILE_EXTENT for size in shape[-2:])
@@ -295,7 +295,7 @@ def _phase_schedules(lowering: Lowering, split: PhaseSplit, batch) -> dict:
     if not split.views:
         (phase,) = split.phases
         return summation(lowering, phase.indices, phase.shape, batch, list(phase.terms), phase.output, phase.tensors)
-    phases, views = [], [(view.name, view.printed()) for view in split.views]
+    phases, views = [], [(view.name, view.printed()) for view in split.views] + _fused_views(lowering, split.views)
     for phase in split.phases:
         schedule = lanes_schedule(lowering, phase.output, phase.indices, phase.shape, batch, list(phase.terms),
                                   phase.tensors) if phase.terms else None
@@ -304,12 +304,38 @@ def _phase_schedules(lowering: Lowering, split: PhaseSplit, batch) -> dict:
         if schedule is None and phase.terms:  # a single tap's loop helps only the lanes schedule
             schedule = summation(lowering, phase.indices, phase.shape, batch,
                                   [without_single_loops(term) for term in phase.terms], phase.output, phase.tensors)
-        elif schedule is None:  # no terms: the sum's identity, element by element
-            schedule = {"output_loops": _output_loops(lowering, phase.indices, phase.shape, batch),
-                        **_sum_accumulator(lowering, ACCUMULATOR)}
+        elif schedule is None:  # no terms: the sum's identity, element by element (through the epilogue)
+            loops = _output_loops(lowering, phase.indices, phase.shape, batch)
+            element = lowering.array(phase.output)[tuple(sympy.Symbol(loop.variable) for loop in loops)]
+            schedule = {"output_loops": loops, **_sum_accumulator(lowering, ACCUMULATOR),
+                        "epilogue": epilogue_at(lowering, element)}
         views += schedule.pop("views", ())
         phases.append(Kernel(phase.output, "", (), schedule.pop("output", phase.output), **schedule))
     return {"kind": "phases", "output_loops": (), "phases": tuple(phases), "views": tuple(views)}
+
+
+def _fused_views(lowering: Lowering, views) -> list[tuple[str, str]]:
+    """A fused kernel in phases (:mod:`symcnn.codegen.epilogue`): each view of its output that a phase stores
+    into, recorded in ``lowering.fused_views`` with the same view of the fused array (E's input or output,
+    which has the output's shape), so that the phase's epilogue reads E's element where it stores. The views'
+    ``(name, printed)``, in the order they are defined; none where the epilogue reads no array (a forward
+    fusion's: only the stored value)."""
+    fused = lowering.fused
+    if fused is None:
+        return []
+    reads = fused.expression.has(fused.base)
+    printed = []
+    for view in views:
+        source = fused.argument if view.source == fused.output else lowering.fused_views.get(view.source)
+        if source is None:
+            continue  # a view of another array (a weight's taps)
+        name = (f"{fused.argument}{view.name[len(fused.output):]}" if view.name.startswith(f"{fused.output}_")
+                else f"{fused.argument}_{view.name}")  # grad_input_p01 -> fused_x_p01
+        lowering.fused_views[view.name] = name
+        if reads:
+            lowering.strided.add(name)
+            printed.append((name, view._replace(source=source).printed()))
+    return printed
 
 
 def _sum_accumulator(lowering: Lowering, accumulator: Expr) -> dict:

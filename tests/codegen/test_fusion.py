@@ -2,7 +2,7 @@
 
 Each fused kernel is checked against the unfused chain it replaces (the reader's input-gradient kernel,
 then the element-wise layer's), and whole networks against PyTorch; pairs that must not fuse (two
-readers, a kernel in phases) are not.
+readers) are not.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def _cache(monkeypatch, tmp_path_factory):
 
 #: Every activation before a reader of every schedule: lanes (a convolution over 8 channels), columns
 #: (a 1x1 convolution), accumulate (a depthwise convolution), gather (the pools, global pooling, a dense
-#: layer), and a flatten (a reshape when unfused); the strided convolution's gradient runs in phases.
+#: layer), a flatten (a reshape when unfused), and phases (the strided convolution's input gradient, which
+#: stores strided views of its output).
 FUSING = {
     "name": "fusing",
     "input": [2, 8, 8],
@@ -70,12 +71,11 @@ def test_pairs_of_the_shipped_specs():
     assert pairs["suite-vgg"] == [("relu1", "conv2"), ("relu3", "maxpool2d4"), ("relu6", "maxpool2d7")]
 
 
-def test_each_schedule_takes_the_epilogue_except_phases():
+def test_each_schedule_takes_the_epilogue():
     spec = parse_spec(toml_of(FUSING))
     kinds = {e: kernel.kind for e, kernel in fused_kernels(spec).items()}
-    # l5 is read by the strided convolution, whose input gradient runs in phases (strided views): not fused
-    assert kinds == {"r1": "lanes", "t2": "columns", "e3": "accumulate", "s4": "sum", "r6": "sum", "t7": "sum",
-                     "r8": "sum"}
+    assert kinds == {"r1": "lanes", "t2": "columns", "e3": "accumulate", "s4": "sum", "l5": "phases", "r6": "sum",
+                     "t7": "sum", "r8": "sum"}
     namespace: dict = {}
     exec(render_package(spec)["__init__.py"], namespace)  # the package's tables (no kernels imported)
     assert namespace["FUSED"]["t2"] == ("pw", "pw_with_t2_grad_input")
@@ -84,7 +84,7 @@ def test_each_schedule_takes_the_epilogue_except_phases():
     # and ReLU's mask [Y > 0]
     arguments = namespace["ARGUMENTS"]
     assert {f"{reader}_grad_input" for reader in ("c2_with_r1", "pw_with_t2", "pool_with_s4", "dw_with_e3",
-                                                  "flat_with_t7", "avg_with_r6", "fc2_with_r8")} == {
+                                                  "strided_with_l5", "flat_with_t7", "avg_with_r6", "fc2_with_r8")} == {
         kernel for kernel, names in arguments.items() if "fused_out" in names}
     assert not any("fused_x" in names for names in arguments.values())
 
@@ -144,7 +144,36 @@ def fusing(tmp_path_factory):
 def test_fused_kernels_equal_the_unfused_chain(fusing):
     """Each fused kernel against the reader's input-gradient kernel then the element-wise layer's, on
     random arrays: the same multiplications (ReLU's mask) bit for bit, the others to rounding."""
-    net, rng = fusing, np.random.default_rng(3)
+    _assert_fused_kernels_equal_the_unfused_chain(fusing)
+
+
+#: A 1x1 convolution at stride 2 reads one input element in four: its input gradient's phases but the first
+#: have no term and store 0, through the epilogue too (E's gradient of 0).
+ONE_TAP_STRIDED = {
+    "name": "one-tap-strided",
+    "input": [2, 6, 6],
+    "layers": [
+        conv_layer("c1", 4), {"type": "leaky_relu", "alpha": 0.1, "name": "l1"},
+        {"type": "conv2d", "name": "down", "out_channels": 3, "kernel": 1, "stride": 2},
+        {"type": "flatten", "name": "flat"}, {"type": "dense", "name": "fc", "out_features": 2},
+    ],
+}
+
+
+def test_phases_without_terms_store_through_the_epilogue(tmp_path_factory):
+    spec = parse_spec(toml_of(ONE_TAP_STRIDED))
+    (kernel,) = fused_kernels(spec).values()
+    assert kernel.kind == "phases" and [phase.kind for phase in kernel.phases] == ["columns", "sum", "sum", "sum"]
+    assert not any(phase.terms for phase in kernel.phases[1:])  # nothing to sum: 0, through the epilogue
+    assert all(phase.epilogue is not None for phase in kernel.phases[1:])  # the first: in its columns schedule
+    source = render_package(spec)["down_with_l1.py"]
+    for phase in ("p00", "p01", "p10", "p11"):
+        assert f"fused_out_{phase} = fused_out[" in source and f"fused0 = fused_out_{phase}[" in source
+    _assert_fused_kernels_equal_the_unfused_chain(network_for(ONE_TAP_STRIDED, tmp_path_factory.mktemp("one-tap")))
+
+
+def _assert_fused_kernels_equal_the_unfused_chain(net) -> None:
+    rng = np.random.default_rng(3)
     layers = {layer.label: layer for layer in net.spec.layers}
     batch = 3
     for elementwise, (reader, kernel) in net.kernels.FUSED.items():
