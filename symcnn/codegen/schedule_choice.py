@@ -14,7 +14,7 @@ from typing import Optional
 
 import sympy
 
-from symcnn.codegen.backends.numba_cpu.columns import columns_candidates
+from symcnn.codegen.backends.numba_cpu.columns import MAX_OVER_BATCH_TILE, MAX_OVER_BATCH_TILE_ALONE, columns_candidates
 from symcnn.codegen.backends.numba_cpu.lanes import lanes_schedule
 from symcnn.codegen.cost_model import LoopNest, cheapest, scalar_nest
 
@@ -26,8 +26,10 @@ def vector_schedule(lowering, indices, shape, batch, terms, output_name: str, te
     """The fields of the cheapest vector schedule (lanes or columns, each register blocking of it) by
     the cost model (:mod:`symcnn.codegen.cost_model`), or ``None`` when none fits or the scalar form
     (accumulate when ``tiled``, else gather) is estimated cheaper."""
-    candidates = columns_candidates(lowering, output_name, indices, shape, batch, terms, tensors)
     lanes = lanes_schedule(lowering, output_name, indices, shape, batch, terms, tensors)
+    # a weight gradient's columns tile may leave L1 where the only other form is the scalar one
+    tile_limit = MAX_OVER_BATCH_TILE if lanes is not None else MAX_OVER_BATCH_TILE_ALONE
+    candidates = columns_candidates(lowering, output_name, indices, shape, batch, terms, tensors, tile_limit)
     if lanes is not None:
         nest = lanes.pop("nest")
         candidates.insert(0, (nest, lambda: lanes))

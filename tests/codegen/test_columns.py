@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from symcnn.codegen import cost_model
 from symcnn.codegen.backends.numba_cpu import lanes as lanes_module
-from symcnn.codegen.backends.numba_cpu.columns import MAX_OVER_BATCH_TILE, columns_fit
+from symcnn.codegen.backends.numba_cpu.columns import MAX_OVER_BATCH_TILE, MAX_OVER_BATCH_TILE_ALONE, columns_fit
 from symcnn.codegen.backends.numba_cpu.lanes import BATCH_CHUNKS, PARALLEL_SUM_MIN
 from symcnn.codegen.lower import layer_formula
 from symcnn.codegen.network import layer_kernels
@@ -102,6 +102,31 @@ def test_a_weight_gradients_column_sums_count_towards_a_parallel_chunk_sum(monke
         values = weight * columns  # the partial sums the chunks' sum adds, per chunk: the real columns' only
         assert [loop.parallel for loop in lanes.chunk_loops] == [BATCH_CHUNKS * values > threshold] + [False] * 3
     assert BATCH_CHUNKS * MAX_OVER_BATCH_TILE <= PARALLEL_SUM_MIN  # so no shipped columns sum is parallel
+
+
+def _depthwise_spec(name: str, channels: int, size: int) -> dict:
+    return {"name": name, "input": [channels, size, size], "loss": "softmax_cross_entropy", "layers": [
+        {"type": "conv2d", "name": "dw", "out_channels": channels, "kernel": 3, "padding": 1, "groups": channels,
+         "bias": False},
+        {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 2}]}
+
+
+def test_a_weight_gradient_tile_beyond_l1_where_only_the_scalar_form_is_left(tmp_path_factory, torch):
+    """A depthwise weight gradient has no channels to vectorize over (no lanes schedule): its columns tile
+    may hold up to MAX_OVER_BATCH_TILE_ALONE elements, past L1, rather than leave the kernel to gather's
+    scalar sums. A convolution that the lanes schedule fits keeps the L1 limit."""
+    depthwise = _depthwise_spec("depthwise-wide-tile", 32, 32)  # a tile of 32 x 3 x 3 x 32 = 9,216 elements
+    assert MAX_OVER_BATCH_TILE < 32 * 9 * 32 <= MAX_OVER_BATCH_TILE_ALONE
+    weight = _kernels(depthwise, "dw")["grad_weight"]
+    assert weight.kind == "columns" and weight.lanes.over_batch
+    assert weight.lanes.tile_shape == ("32", "1", "3", "3", "32")
+    # a lanes-schedule convolution whose columns tile would be as large: its columns are not a candidate
+    dense_channels = _kernels(_conv_spec("wide-tile", (32, 32, 32), out_channels=32, kernel=3, padding=1))
+    assert dense_channels["grad_weight"].kind != "columns"
+    # the kernel's values: PyTorch's, in float64, on two images
+    net = network_for(depthwise, tmp_path_factory.mktemp("spec"))
+    net.load_params(random_params(net, np.random.default_rng(2)))
+    assert_float64_equals_pytorch(net, np.random.default_rng(3), np.array([0, 1]))
 
 
 def test_products_are_the_formulas_term():

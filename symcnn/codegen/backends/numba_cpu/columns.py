@@ -57,7 +57,7 @@ from symcnn.codegen.kernel_ir import Lanes, Loop
 from symcnn.printing.nodes import FloorDiv
 from symcnn.symbolic.adjoint import GatherTerm
 
-__all__ = ["ColumnsFit", "columns_fit", "columns_candidates"]
+__all__ = ["ColumnsFit", "columns_fit", "columns_candidates", "MAX_OVER_BATCH_TILE", "MAX_OVER_BATCH_TILE_ALONE"]
 
 #: Register blocks and unrolls tried: at most this many tile rows per lane loop, and products per
 #: update from the innermost reduction loop; when that loop is unrolled whole, the next one too, up to
@@ -70,6 +70,13 @@ MAX_DEEP_UNROLL = 32
 #: elements (32 KiB of float32); beyond, the lanes or gather form. Its chunks' sum, 8 x 8192 values at
 #: most, therefore stays on one thread (lanes.PARALLEL_SUM_MIN).
 MAX_OVER_BATCH_TILE = 8192
+
+#: The limit where the lanes schedule does not fit, so that the alternative is the scalar gather form (a
+#: depthwise convolution's weight gradient: one input channel per output channel, nothing to vectorize
+#: over). A tile past L1 is still far faster than gather's scalar sums: 3x3 depthwise weight gradients,
+#: batch 64, 32x32 maps, 2 threads (docs/performance.md): 32 channels (a tile of 9,216 elements) 0.72 ms
+#: against 2.60; 48 channels (13,824) 1.15 ms against 3.51.
+MAX_OVER_BATCH_TILE_ALONE = 16384
 
 
 class ColumnsFit(NamedTuple):
@@ -106,10 +113,12 @@ def _unit_step_last(read: Indexed, lane: Symbol) -> bool:
             and sympy.expand(last).coeff(lane) == 1 and not (sympy.expand(last) - lane).has(lane))
 
 
-def columns_fit(indices, shape, batch, terms: list[GatherTerm], tensors) -> Optional[ColumnsFit]:
+def columns_fit(indices, shape, batch, terms: list[GatherTerm], tensors,
+                tile_limit: int = MAX_OVER_BATCH_TILE) -> Optional[ColumnsFit]:
     """The columns schedule's view of a kernel, or ``None`` when it does not fit: one product of two
     reads (and at most one constant term), a batch to split, no divisibility condition, every other
-    condition a bound of the streamed read, the columns read with a unit step."""
+    condition a bound of the streamed read, the columns read with a unit step; a weight gradient's tile
+    of at most ``tile_limit`` elements."""
     products = [term for term in terms if term.limits]
     constants = [term for term in terms if not term.limits]
     if len(products) != 1 or len(constants) > 1:
@@ -149,7 +158,7 @@ def columns_fit(indices, shape, batch, terms: list[GatherTerm], tensors) -> Opti
         streamed = next(read for read in factors if read.indices[-1] != lane) if any(
             read.indices[-1] != lane for read in factors) else factors[0]
         rows, outer = (), tuple((var, sizes[var]) for var in indices)
-        if math.prod(sizes.values()) * extent > MAX_OVER_BATCH_TILE:
+        if math.prod(sizes.values()) * extent > tile_limit:
             return None
     else:
         lane, extent = indices[-1], sizes[indices[-1]]
@@ -234,12 +243,13 @@ def _read_counts(fit: ColumnsFit, block: int, unroll: tuple[int, ...]) -> tuple[
     return len(hoisted), len(streamed)
 
 
-def columns_candidates(lowering, output_name: str, indices, shape, batch, terms, tensors) -> list[
-        tuple[LoopNest, Callable[[], dict]]]:
+def columns_candidates(lowering, output_name: str, indices, shape, batch, terms, tensors,
+                       tile_limit: int = MAX_OVER_BATCH_TILE) -> list[tuple[LoopNest, Callable[[], dict]]]:
     """The columns schedule's candidates for this kernel (none when it does not fit): each register
     block, unroll and lane width, as a :class:`~symcnn.codegen.cost_model.LoopNest` and a function that
-    prints its :class:`~symcnn.codegen.kernel_ir.Kernel` fields."""
-    fit = columns_fit(indices, shape, batch, terms, tensors)
+    prints its :class:`~symcnn.codegen.kernel_ir.Kernel` fields; a weight gradient's tile of at most
+    ``tile_limit`` elements (:data:`MAX_OVER_BATCH_TILE`, or :data:`MAX_OVER_BATCH_TILE_ALONE`)."""
+    fit = columns_fit(indices, shape, batch, terms, tensors, tile_limit)
     if fit is None:
         return []
     shapes = {tensor.base: tensor.shape for tensor in tensors}
@@ -247,7 +257,7 @@ def columns_candidates(lowering, output_name: str, indices, shape, batch, terms,
     products = math.prod(high - low + 1 for _, low, high in fit.reduction) * (fit.extent if fit.over_batch else 1)
     widths = [fit.extent]
     padded = -(-fit.extent // VECTOR) * VECTOR  # a whole number of vectors: no scalar remainder
-    if fit.extent % VECTOR and not (fit.over_batch and outputs * padded > MAX_OVER_BATCH_TILE):
+    if fit.extent % VECTOR and not (fit.over_batch and outputs * padded > tile_limit):
         widths.append(padded)
     candidates = []
     for width in widths:
