@@ -17,10 +17,16 @@ from symcnn.runtime import vector_math
 from symcnn.runtime.vector_math import exp, tanh
 
 
-@njit(cache=False)
-def _exp_each(values, out):
-    for index in range(values.shape[0]):
-        out[index] = exp(values[index])
+def _each(function):
+    """A compiled loop storing ``function`` of each element, as a kernel's element-wise loop does."""
+    @njit(cache=False)
+    def each(values, out):
+        for index in range(values.shape[0]):
+            out[index] = function(values[index])
+    return each
+
+
+_exp_each = _each(exp)
 
 
 def _ulps(values: np.ndarray) -> np.ndarray:
@@ -116,10 +122,7 @@ def test_exact_under_a_fast_math_caller(tmp_path):
 # ---- tanh: float32 arithmetic for float32, one float64 exp otherwise ----
 
 
-@njit(cache=False)
-def _tanh_each(values, out):
-    for index in range(values.shape[0]):
-        out[index] = tanh(values[index])
+_tanh_each = _each(tanh)
 
 
 def _float32_ulps(values: np.ndarray) -> np.ndarray:
