@@ -20,8 +20,8 @@ storing E's value is ``<P>_with_<E>_forward``, listed in ``TRAINING_FORWARD_FUSE
 (:func:`training_fused_kernels`): a training pass runs it, batch norm's statistics computed from the
 batch as in its own kernel. A kernel in phases (a transposed convolution) stores E's value into each
 phase's strided view of its output. Where P's schedule cannot store through an epilogue, the pair is not
-fused; nor is one whose E calls a function (tanh's :data:`FUSE_FUNCTION_CALLS`), a cost decision from E's
-formula.
+fused; nor is one whose E calls a function (tanh, the sigmoid, ELU: :data:`FUSE_FUNCTION_CALLS`), a cost
+decision from E's formula.
 
 Example:
     >>> from symcnn.spec import load_spec
@@ -54,7 +54,8 @@ __all__ = ["forward_pairs", "forward_module", "ForwardFusion", "forward_fused_ke
 #: default: in the producer's store loop, a row of a tile (28 columns of suite-lenet's conv1), the vector
 #: ``exp`` leaves a scalar remainder on each row, where E's own kernel runs it along the whole image;
 #: measured slower than the two kernels (suite-lenet's evaluation pass 0.96 ms unfused, 1.09 ms fused;
-#: conv1 -> tanh1 0.43 ms as two kernels, 0.50 ms fused; docs/performance.md). A selection (ReLU's and
+#: conv1 -> tanh1 0.43 ms as two kernels, 0.50 ms fused; with tanh in float32 arithmetic, 0.36 against 0.48:
+#: docs/performance.md). A selection (ReLU's and
 #: LeakyReLU's ``Piecewise``, a ``Max``) costs a compare per element in any loop and is fused. The tests
 #: set it to exercise every epilogue.
 FUSE_FUNCTION_CALLS = False

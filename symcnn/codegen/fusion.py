@@ -12,9 +12,8 @@ where E's gradient reads that: tanh's ``1 - Y^2``); the package lists it in
 ``FUSED`` for the runtime. A kernel in phases (a strided convolution's input gradient) stores
 strided views of its output, and reads E's array through the same views. Where Q's schedule cannot
 store through an epilogue, the pair is not fused: a choice made from the shapes alone, like every
-schedule. The
-derivations (``symcnn derive``, reports) keep showing each layer's own formulas; the fused
-kernel's docstring shows the composition.
+schedule. The derivations (``symcnn derive``, reports) keep showing each layer's own formulas; the
+fused kernel's docstring shows the composition.
 
 Example:
     >>> from symcnn.spec import load_spec
