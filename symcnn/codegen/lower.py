@@ -305,10 +305,9 @@ def _phase_schedules(lowering: Lowering, split: PhaseSplit, batch) -> dict:
             schedule = summation(lowering, phase.indices, phase.shape, batch,
                                   [without_single_loops(term) for term in phase.terms], phase.output, phase.tensors)
         elif schedule is None:  # no terms: the sum's identity, element by element (through the epilogue)
-            loops = _output_loops(lowering, phase.indices, phase.shape, batch)
-            element = lowering.array(phase.output)[tuple(sympy.Symbol(loop.variable) for loop in loops)]
-            schedule = {"output_loops": loops, **_sum_accumulator(lowering, ACCUMULATOR),
-                        "epilogue": epilogue_at(lowering, element)}
+            schedule = {"output_loops": _output_loops(lowering, phase.indices, phase.shape, batch),
+                        **_sum_accumulator(lowering, ACCUMULATOR),
+                        "epilogue": epilogue_at(lowering, lowering.array(phase.output)[tuple(phase.indices)])}
         views += schedule.pop("views", ())
         phases.append(Kernel(phase.output, "", (), schedule.pop("output", phase.output), **schedule))
     return {"kind": "phases", "output_loops": (), "phases": tuple(phases), "views": tuple(views)}
