@@ -4745,14 +4745,20 @@ def b2_conv1_grad_weight(grad_output, x, grad_weight):
                 for v in range(3):
                     for c_out in range(lanes):
                         tiles[chunk, c_in, u, v, c_out] = tile[c_in, u, v, c_out]
+    # The chunks' tiles added 32 lanes at a time, each lane's sum in float64 in the chunks' order
+    # (symcnn.codegen.kernel_ir.ChunkRows: the stores stay within a few pages where the lanes are rows).
     for c_in in range(16):
-        for u in range(3):
-            for v in range(3):
-                for c_out in range(32):
-                    total = 0.0
+        row = np.empty((32,), dtype=np.float64)
+        for lane_block in range(1):
+            for u in range(3):
+                for v in range(3):
+                    for lane in range(32):
+                        row[lane] = 0.0
                     for chunk in range(chunks):
-                        total += tiles[chunk, c_in, u, v, c_out]
-                    grad_weight[c_out, c_in, u, v] = total
+                        for lane in range(32):
+                            row[lane] += tiles[chunk, c_in, u, v, lane + 32*lane_block]
+                    for lane in range(32):
+                        grad_weight[lane + 32*lane_block, c_in, u, v] = row[lane]
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")

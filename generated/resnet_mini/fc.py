@@ -348,12 +348,18 @@ def fc_grad_weight(grad_output, x, grad_weight):
         for i in range(10):
             for k in range(lanes):
                 tiles[chunk, i, k] = tile[i, k]
+    # The chunks' tiles added 32 lanes at a time, each lane's sum in float64 in the chunks' order
+    # (symcnn.codegen.kernel_ir.ChunkRows: the stores stay within a few pages where the lanes are rows).
     for i in range(10):
-        for k in range(32):
-            total = 0.0
+        row = np.empty((32,), dtype=np.float64)
+        for lane_block in range(1):
+            for lane in range(32):
+                row[lane] = 0.0
             for chunk in range(chunks):
-                total += tiles[chunk, i, k]
-            grad_weight[i, k] = total
+                for lane in range(32):
+                    row[lane] += tiles[chunk, i, lane + 32*lane_block]
+            for lane in range(32):
+                grad_weight[i, lane + 32*lane_block] = row[lane]
 
 
 @njit(cache=True, parallel=True, fastmath={'contract', 'nsz', 'reassoc'}, error_model="numpy")

@@ -166,6 +166,25 @@ class StagedSum:
 
 
 @dataclass(frozen=True)
+class ChunkRows:
+    """A weight gradient's chunk tiles summed into its output a block of lanes at a time (the lanes
+    schedule's chunks, :class:`Lanes`): for each value of ``outer`` (the tile's axes but the lane, in the
+    tiles' order, the first the parallel loop) and each of ``blocks`` blocks of ``width`` lanes, the
+    float64 accumulators ``row[lane]`` start at ``initial``, add each chunk's row in the chunks' order
+    (``update``: a vector loop along the tiles' rows) and are stored (``store``). Each element's sum is the
+    one a scalar accumulator per element makes, bit for bit. Where the lane is the output's first axis (a
+    convolution's output channels), the block bounds how many of its rows the stores cross at once, so
+    that their pages stay in the TLB (measured, suite-wide's conv3, 128 lanes: docs/performance.md)."""
+
+    outer: tuple[Loop, ...]
+    width: int
+    blocks: int
+    initial: str  # printed: ``0.0``
+    update: str  # printed: ``row[lane] += tiles[chunk, c_in, u, v, 32*lane_block + lane]``
+    store: str  # printed: ``grad_weight[32*lane_block + lane, c_in, u, v] = row[lane]``
+
+
+@dataclass(frozen=True)
 class Lanes:
     """The lanes schedule of a kernel whose one term is ``broadcast * streamed``.
 
@@ -215,9 +234,12 @@ class Lanes:
     lane_block: int = 0
     block_bounds: tuple[str, str, str] = ("", "", "")
     # over_batch in chunks only: the printed number of chunks (``chunks`` of a small batch are
-    # fewer), and the sum of the chunks' tiles into each output element
+    # fewer), and the sum of the chunks' tiles into each output element: in rows of lanes (:class:`ChunkRows`,
+    # the lanes schedule's), or one element at a time (``chunk_sum``, the columns schedule's, which sums the
+    # lanes too)
     chunk_count: str = ""
     chunk_sum: Optional[Reduction] = None
+    chunk_rows: Optional[ChunkRows] = None
     # over_batch in chunks only: the loops of that sum, in the tiles' own order (the first parallel), so
     # that it reads ``tiles`` along its rows; in the output's order it read one element of each cache
     # line at a time (measured: 3 of the 8 ms of a 128-channel weight gradient)

@@ -86,7 +86,7 @@ def _with_staged_sum(kernel: Kernel, weight: GradientFormula, bias: GradientForm
     """``kernel`` (the weight gradient's, one vector width's) with the bias gradient as its :class:`StagedSum`, or
     ``None``."""
     lanes = kernel.lanes
-    if kernel.kind != "lanes" or lanes is None or not lanes.over_batch or lanes.chunk_sum is None:
+    if kernel.kind != "lanes" or lanes is None or not lanes.over_batch or lanes.chunk_rows is None:
         return None  # not summed in chunks of the batch (a lane-blocked dense weight gradient)
     concrete_weight, concrete_bias = weight.substitute(values), bias.substitute(values)
     batch = batch_symbol(weight.forward)

@@ -54,8 +54,13 @@ def test_seed004_convolutions_and_dense_gradients_take_the_lanes_schedule():
                                   "broadcast2*weight_t[c_in, u, 1, c_out] + broadcast3*weight_t[c_in, u, 2, c_out]")
     weight = conv2["grad_weight"].lanes
     assert weight.over_batch and weight.chunks == BATCH_CHUNKS and weight.chunk_count == f"min({BATCH_CHUNKS}, N)"
-    # the chunks' tiles summed at the end: a Sum over the chunks, printed from its identity and its step
-    assert (weight.chunk_sum.initial, weight.chunk_sum.update) == ("0.0", "total += tiles[chunk, c_in, u, v, c_out]")
+    # the chunks' tiles summed at the end, a block of 32 lanes (its 32 output channels) at a time: a Sum over
+    # the chunks into each lane's accumulator, printed from its identity and its step, then stored
+    rows = weight.chunk_rows
+    assert (rows.width, rows.blocks, [loop.variable for loop in rows.outer]) == (32, 1, ["c_in", "u", "v"])
+    assert (rows.initial, rows.update) == ("0.0", "row[lane] += tiles[chunk, c_in, u, v, lane + 32*lane_block]")
+    assert rows.store == "grad_weight[lane + 32*lane_block, c_in, u, v] = row[lane]"
+    assert weight.chunk_sum is None  # the columns schedule's form
     # the weight gradient: eight pixels j per update, the kernel's three columns v per lane loop,
     # each grad_output_t row loaded once for all three, the 8 + 2 window values read once each
     elements = [f"tile[c_in, u, {v}, c_out]" for v in range(3)]
@@ -73,7 +78,7 @@ def test_seed004_convolutions_and_dense_gradients_take_the_lanes_schedule():
     assert fc1.block_bounds == ("(lanes + 511) // 512", "max(0, 512*block)",
                                 "-lane_start + min(lanes, lane_start + 512)")
     assert fc1.updates[0] == "tile[i, k] = tile[i, k] + broadcast0*x[n, k + lane_start]"
-    assert fc1.chunk_sum is None  # each block's tile is stored as it is
+    assert fc1.chunk_rows is None and fc1.chunk_sum is None  # each block's tile is stored as it is
     assert fc1.store == "grad_weight[i, k + lane_start]"
 
 
@@ -90,7 +95,7 @@ def test_the_chunks_sum_runs_in_parallel_only_when_it_is_long(tmp_path):
                     "conv1")["grad_weight"].lanes
     for lanes, values in ((short, 36_864), (wide, 589_824)):
         assert BATCH_CHUNKS * np.prod([int(extent) for extent in lanes.tile_shape]) == values
-        assert [loop.parallel for loop in lanes.chunk_loops] == [values > PARALLEL_SUM_MIN] + [False] * 3
+        assert [loop.parallel for loop in lanes.chunk_rows.outer] == [values > PARALLEL_SUM_MIN] + [False] * 2
 
 
 def test_lane_last_copies_read_the_operand_row_by_row():
