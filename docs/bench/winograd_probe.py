@@ -137,16 +137,8 @@ def kernel_source(
         "            g[i, j, k] = weight[k, c, i, j]",
     )
     emit(2, f"between = np.empty(({r}, {a}, {K}), dtype=weight.dtype)")
-    two_passes(
-        2,
-        transforms.G,
-        lambda i, j: f"g[{i}, {j}, k]",
-        lambda i, j, value: f"u[{i * a} + {j}, c, k] = {value}",
-        r,
-        a,
-        "k",
-        "between",
-    )
+    two_passes(2, transforms.G, lambda i, j: f"g[{i}, {j}, k]", lambda i, j, value: f"u[{i * a} + {j}, c, k] = {value}",
+               r, a, "k", "between")
     emit(0, "")
 
     emit(0, "@njit(fastmath={'contract'}, error_model='numpy')", "def stage_input(x, first, xp, v, vt):")
@@ -161,16 +153,8 @@ def kernel_source(
         f"i0 = (t % {per_image}) // {tiles_w} * {m}",
         f"j0 = (t % {per_image}) % {tiles_w} * {m}",
     )
-    two_passes(
-        2,
-        transforms.BT,
-        lambda i, j: f"xp[b, i0 + {i}, j0 + {j}, c]",
-        lambda i, j, value: f"v[{i * a} + {j}, t, c] = {value}",
-        a,
-        a,
-        "c",
-        "between",
-    )
+    two_passes(2, transforms.BT, lambda i, j: f"xp[b, i0 + {i}, j0 + {j}, c]",
+               lambda i, j, value: f"v[{i * a} + {j}, t, c] = {value}", a, a, "c", "between")
     if transpose:
         emit(1, f"for e in range({a * a}):", f"    for c in range({C}):", f"        for t in range({tiles}):")
         emit(4, "vt[e, c, t] = v[e, t, c]")
