@@ -180,8 +180,8 @@ class ChunkRows:
     width: int
     blocks: int
     initial: str  # printed: ``0.0``
-    update: str  # printed: ``row[lane] += tiles[chunk, c_in, u, v, 32*lane_block + lane]``
-    store: str  # printed: ``grad_weight[32*lane_block + lane, c_in, u, v] = row[lane]``
+    update: str  # printed: ``row[lane] += tiles[chunk, c_in, u, v, lane + 32*lane_block]``
+    store: str  # printed: ``grad_weight[lane + 32*lane_block, c_in, u, v] = row[lane]``
 
 
 @dataclass(frozen=True)
@@ -240,7 +240,7 @@ class Lanes:
     chunk_count: str = ""
     chunk_sum: Optional[Reduction] = None
     chunk_rows: Optional[ChunkRows] = None
-    # over_batch in chunks only: the loops of that sum, in the tiles' own order (the first parallel), so
+    # the columns schedule's chunk_sum only: the loops of that sum, in the tiles' own order (the first parallel), so
     # that it reads ``tiles`` along its rows; in the output's order it read one element of each cache
     # line at a time (measured: 3 of the 8 ms of a 128-channel weight gradient)
     chunk_loops: tuple[Loop, ...] = ()

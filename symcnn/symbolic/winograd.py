@@ -15,19 +15,19 @@ In a layer, ``G g G^T`` is computed once per filter and ``B^T d B`` once per inp
 the sum over input channels is then ``a^2`` independent matrix products (Lavin and Gray, "Fast
 Algorithms for Convolutional Neural Networks", CVPR 2016).
 
-The matrices come from the Cook-Toom construction (polynomial multiplication by interpolation): the
-product of the polynomials with coefficients ``g`` and ``d``'s reversal is evaluated at ``a - 1`` distinct
-finite points and the point at infinity (its leading coefficient), multiplied pointwise, and the
-needed coefficients interpolated back (Lagrange). For a point ``p``, with ``q`` over the other finite
-points: ``G``'s row is ``(1, p, ..., p^(r-1)) / prod(p - q)``, ``B^T``'s row the coefficients of
-``prod(x - q)``, ``A^T``'s column ``(1, p, ..., p^(m-1))``; the point at infinity takes ``g``'s and
-``y``'s last coefficients, and ``B^T``'s row for it the coefficients of the product over every finite
-point. Exact rationals throughout; :func:`check_1d` and :func:`check_2d` prove each result by expanding it
-against the correlation (:func:`check_2d`: against the registry's ``conv2d`` formula itself).
+The matrices come from the Cook-Toom construction: a product of polynomials computed by evaluating both
+at ``a - 1`` distinct finite points and at infinity (the leading coefficients), multiplying pointwise and
+interpolating back (Lagrange); F(m, r) is that algorithm transposed (Lavin and Gray, section 4). For a
+finite point ``p``, with ``q`` over the other finite points: ``G``'s row is ``(1, p, ..., p^(r-1)) /
+prod(p - q)``, ``B^T``'s row the coefficients of ``prod(x - q)``, ``A^T``'s column ``(1, p, ..., p^(m-1))``;
+for infinity, ``G``'s row and ``A^T``'s column pick the last coefficient, and ``B^T``'s row holds the
+coefficients of the product over every finite point. Exact rationals throughout; :func:`check_1d` and
+:func:`check_2d` prove each result by expanding it against the correlation (:func:`check_2d`: against the
+registry's ``conv2d`` formula itself).
 
-The points set the float error: the larger the points, the larger the transforms' coefficients (F(4, 3)
-with 0, +-1, +-2 has 1/24 to 8; F(6, 3) adds +-1/2 and 1/720 to 32). :data:`DEFAULT_POINTS` are the
-usual order (Lavin and Gray's; also the order that keeps coefficients small).
+The points set the float error: the larger the points, the wider the range of the transforms'
+coefficients (F(4, 3), points 0, +-1, +-2: 1/24 to 8; F(6, 3), adding +-1/2: 1/90 to 32).
+:data:`DEFAULT_POINTS` are the usual order (Lavin and Gray's), which keeps that range small.
 
 Example:
     >>> f23 = minimal_filtering(2, 3)
