@@ -234,6 +234,13 @@ def main() -> None:
     options = parser.parse_args()
     numba.set_num_threads(options.threads)
     N, C, K, H, W = options.shape
+    # checked before compiling: the probe's loops assume whole items, blocks and lane groups
+    per_item = options.images * -(-H // options.m) * -(-W // options.m)
+    if min(N, C, K, H, W, options.m, options.images, options.tiles, options.lanes) < 1:
+        parser.error("--shape, --m, --images, --tiles, --lanes: must be >= 1")
+    if N % options.images or per_item % options.tiles or K % options.lanes:
+        parser.error(f"--images must divide N ({N}), --tiles the tiles of an item ({per_item}), "
+                     f"--lanes the output channels ({K})")
     namespace = {"njit": njit, "prange": prange, "np": np, "wide_vectors": wide_vectors}
     started = time.perf_counter()
     exec(
@@ -273,12 +280,9 @@ def main() -> None:
         f"F({options.m}x{options.m}, 3x3): max |error| {np.abs(out - reference).max():.2e} (outputs up to {scale:.2f})"
     )
 
-    tiles = N // options.images * options.images * (-(-H // options.m)) * (-(-W // options.m))
-    items = N // options.images
     xp = np.zeros(
         (options.images, -(-H // options.m) * options.m + 2, -(-W // options.m) * options.m + 2, C), np.float32
     )
-    per_item = tiles // items
     v, vt = np.empty((a * a, per_item, C), np.float32), np.empty((a * a, C, per_item), np.float32)
     mb = np.empty((a * a, per_item, K), np.float32)
     flops = 2 * N * K * C * 9 * H * W
