@@ -78,7 +78,9 @@ ACCUMULATORS = 64
 #: Measured on seed004's conv2 forward pass (batch 64, one thread): 94 GFLOP/s at 64 values in 256-bit
 #: vectors, 96 at 64 in 512-bit ones, 128-145 at 128 in 512-bit ones; with AVX2 only (numba told
 #: ``NUMBA_CPU_NAME=haswell``), 128 values run at 66 against 92 at 64 (16 vectors: they spill).
-#: A generated kernel carries both blocks and calls the one its CPU suits.
+#: A generated kernel carries both blocks and calls the one its CPU suits. 256 values (16 vectors) made train
+#: steps 1.04-1.16x faster, but numba compiles a block in time quadratic in its accumulators: seed004's cold start
+#: took 36 s against 21 (docs/performance.md, "Register blocks of 16 vectors").
 WIDE_ACCUMULATORS = 128
 
 BROADCAST = "broadcast"
