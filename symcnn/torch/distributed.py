@@ -125,6 +125,11 @@ class DataParallelNetwork:
         for name, value in given.items():
             own[name][...] = value
 
+    def optimizer_step(self, optimizer, grads: dict, lr: float) -> None:
+        """``optimizer.step`` (:mod:`symcnn.training.optimizers`) of the parameters, NumPy views of the module's
+        tensors, in place: every process applies the same averaged gradients to the same parameters."""
+        optimizer.step(self.params, grads, lr)
+
     # --- passes -----------------------------------------------------------------------------
 
     def _rows(self, x: np.ndarray, every_process: bool = True) -> slice:

@@ -46,7 +46,8 @@ from symcnn.train_config import TrainConfig
 if TYPE_CHECKING:
     from symcnn.runtime.network import Network
 
-__all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "save_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT"]
+__all__ = ["NETWORK_INTERFACE", "TrainConfig", "Trainer", "TrainingDiverged", "save_checkpoint", "load_checkpoint",
+           "CHECKPOINT_FORMAT"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -75,13 +76,18 @@ class _State:
     seen: int = 0  # images of the current epoch so far
 
 
+#: What the trainer uses of the network it drives: a :class:`~symcnn.runtime.network.Network`, or the data-parallel
+#: one of ``symcnn train --distributed`` (:class:`symcnn.torch.distributed.DataParallelNetwork`), which must have
+#: each of these too (tests/interop/test_train_distributed_errors.py).
+NETWORK_INTERFACE = ("spec", "params", "loss_and_grads", "optimizer_step", "forward", "dtype")
+
+
 class Trainer:
     """Trains ``net`` with the optimizer of ``config`` on a :class:`~symcnn.training.data.Dataset`."""
 
     def __init__(self, net: Network, config: TrainConfig):
         # Checked by what the trainer uses (training sits below the runtime and does not import it).
-        if not all(hasattr(net, name) for name in ("spec", "params", "loss_and_grads", "optimizer_step", "forward",
-                                                   "dtype")):
+        if not all(hasattr(net, name) for name in NETWORK_INTERFACE):
             raise ValueError(f"net: must be a symcnn Network, got {type(net).__name__}")
         if not isinstance(config, TrainConfig):
             raise ValueError(f"config: must be a TrainConfig, got {type(config).__name__}")
