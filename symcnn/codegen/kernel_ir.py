@@ -127,14 +127,15 @@ class Registers:
 
     outer: tuple[Loop, ...]
     group: Loop
-    loads: tuple[str, ...]  # printed statements, ``acc0_3 = tile[j, group + 3]``
+    loads: tuple[str, ...]  # printed statements, ``acc0_3 = row0[3]``
     reduction: tuple[Loop, ...]
     reads: tuple[tuple[str, str], ...]  # (name, printed read)
     updates: tuple[str, ...]  # printed statements, one per value of the block
-    stores: tuple[str, ...]  # printed statements, ``tile[j, group + 3] = acc0_3``
+    stores: tuple[str, ...]  # printed statements, ``row0[3] = acc0_3``
     arguments: tuple[str, ...] = ()  # the names the block reads from its kernel (it is a function of its own)
     narrow: Optional["Registers"] = None  # the same in smaller blocks, for 256-bit vectors (registers.py)
     inner: tuple[Loop, ...] = ()  # the blocked axis's loop when it runs inside the group's (registers.py)
+    views: tuple[tuple[str, str], ...] = ()  # (name, printed view) loads and stores read: ``row0 = tile[j, group:]``
 
 
 @dataclass(frozen=True)

@@ -312,9 +312,13 @@ def test_a_streamed_copy_is_stored_in_groups_of_the_register_blocks_lanes():
         assert (copy.shape, copy.target) == (shape, target), kernel
         registers = conv3[kernel].lanes.registers
         for block in filter(None, (registers, registers.narrow)):
-            streamed = [read for label, read in block.reads if label.startswith("streamed")]
-            assert streamed and all(read.startswith(f"{name}[(group) // 32, ") for read in streamed), kernel
-            assert {int(read.rsplit(", ", 1)[1].removesuffix("]")) for read in streamed} == set(range(32)), kernel
+            # each streamed row a view of the group's copy (its last axis from 0), read at the lane's place in it
+            views = {label: read for label, read in block.reads if label.startswith("streamed_row")}
+            streamed = [read for label, read in block.reads if re.fullmatch(r"streamed\d+", label)]
+            assert views and all(view.startswith(f"{name}[(group) // 32, ") and view.endswith(", 0:]")
+                                 for view in views.values()), kernel
+            assert all(read.split("[")[0] in views for read in streamed), kernel
+            assert {int(read.split("[")[1].removesuffix("]")) for read in streamed} == set(range(32)), kernel
     one_group = _kernels(load_spec("seed004"), "conv2")["forward"]
     assert _copy(one_group, "weight_t").target == "c_in, u, v, c_out"
     assert all("[(group) // " not in read for _, read in one_group.lanes.registers.reads)

@@ -60,11 +60,11 @@ def test_a_streamed_read_that_moves_with_the_block_takes_one_product_per_update(
     for block in (registers, registers.narrow):
         assert [loop.variable for loop in (*block.outer, *block.inner)] == ["q_k"]
         assert [loop.variable for loop in block.reduction] == ["c_out"]
-        streamed = [name for name, _ in block.reads if name.startswith("streamed")]
+        streamed = [name for name, _ in block.reads if re.fullmatch(r"streamed\d+", name)]
         assert len(streamed) == len(block.updates) and all(update.count("*") == 1 for update in block.updates)
     forward = _kernels("seed004", "conv2")["forward"].lanes.registers
     assert all(update.count("*") == 3 for update in forward.updates)  # the 3 x 3 window's row, unrolled
-    assert len([name for name, _ in forward.reads if name.startswith("streamed")]) == 3 * forward.group.step
+    assert len([name for name, _ in forward.reads if re.fullmatch(r"streamed\d+", name)]) == 3 * forward.group.step
 
 
 def test_the_groups_loop_runs_outside_the_blocks_where_their_streamed_values_are_the_more():
@@ -74,8 +74,8 @@ def test_the_groups_loop_runs_outside_the_blocks_where_their_streamed_values_are
     broadcasts more weights a step than it streams input columns, and seed004's conv2 forward has a single
     group of lanes (either order the same loops), so their blocks stay outside."""
     def counts(block):
-        streamed = sum(name.startswith("streamed") for name, _ in block.reads)
-        return streamed, len(block.reads) - streamed
+        streamed = sum(bool(re.fullmatch(r"streamed\d+", name)) for name, _ in block.reads)
+        return streamed, sum(name.startswith("broadcast") for name, _ in block.reads)
 
     forward = _kernels("suite-wide", "conv3")["forward"].lanes.registers
     for block in (forward, forward.narrow):
@@ -100,8 +100,10 @@ def test_every_update_reads_named_values_only():
             target, value = update.split(" = ", 1)
             assert re.fullmatch(r"acc\d+_\d+", target) and value.startswith(f"{target} + ")
             assert set(re.findall(r"(?:broadcast|streamed)\d+", value)) <= names
-            assert registers.loads[index].startswith(f"{target} = tile[")
-            assert registers.stores[index].endswith(f"= {target}")
+            # through a view of its tile row, at a constant index: row0 = tile[j, group:]; acc0_5 = row0[5]
+            assert re.fullmatch(rf"{target} = row\d+\[\d+\]", registers.loads[index])
+            assert registers.stores[index] == f"{registers.loads[index].split(' = ')[1]} = {target}"
+        assert registers.views and all(re.fullmatch(r"tile\[.*, group:\]", view) for _, view in registers.views)
 
 
 def test_a_block_function_takes_the_names_its_code_reads():
@@ -109,11 +111,12 @@ def test_a_block_function_takes_the_names_its_code_reads():
     do not bind, whichever the block size (one call serves both)."""
     registers = _kernels("suite-lenet", "conv2")["grad_input"].lanes.registers
     for blocks in (registers, registers.narrow):
-        code = "\n".join([*blocks.loads, *(f"{name} = {read}" for name, read in blocks.reads), *blocks.updates,
-                          *blocks.stores])
+        code = "\n".join([*(f"{name} = {view}" for name, view in blocks.views), *blocks.loads,
+                          *(f"{name} = {read}" for name, read in blocks.reads), *blocks.updates, *blocks.stores])
         read = {node.id for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Name)}
         loops = {loop.variable for loop in (*blocks.outer, blocks.group, *blocks.inner, *blocks.reduction)}
-        assigned = {statement.split(" = ", 1)[0] for statement in (*blocks.loads, *blocks.updates)}
+        assigned = {statement.split(" = ", 1)[0] for statement in (*blocks.loads, *blocks.updates)} | {
+            name for name, _ in blocks.views}
         assert read - loops - assigned - {name for name, _ in blocks.reads} <= set(registers.arguments)
         assert "tile" in registers.arguments and not set(registers.arguments) & (loops | assigned)
 
