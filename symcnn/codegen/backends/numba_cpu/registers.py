@@ -7,15 +7,19 @@ local variables, ``acc{b}_{l}``, for the whole reduction, and is loaded and stor
 
     for j in range(0, 16, 2):                       # the tile's outer axis, in blocks
         for group in range(0, 32, 32):              # the lanes, in groups
-            acc0_0 = tile[j, group]                 # ... block x group values
+            row0 = tile[j, group:]                  # each tile row of the block, a view
+            acc0_0 = row0[0]                        # ... block x group values
             for c_in in range(16):                  # the reduction, its innermost loop unrolled
                 for u in range(3):
                     broadcast0 = x_padded[c_in, i + u, j]
-                    streamed0 = weight_t[c_in, u, 0, group]
+                    streamed_row0 = weight_t[c_in, u, 0, group:]
+                    streamed0 = streamed_row0[0]
                     acc0_0 = acc0_0 + broadcast0*streamed0 + ...
-            tile[j, group] = acc0_0                 # ...
+            row0[0] = acc0_0                        # ...
 
-The statements of one lane differ only in the lane (``group + l``): LLVM's SLP vectorizer packs them
+The statements of one lane differ only in the lane (``row0[l]``, ``streamed_row0[l]``: the group's
+rows read through views at constant indices, :func:`_row_view`, which numba compiles in about 40% less
+time than ``tile[j, group + l]``'s index arithmetic): LLVM's SLP vectorizer packs them
 into vector instructions, the accumulators into vector registers (numba leaves it off;
 ``numba.config.SLP_VECTORIZE``, set by the generated modules). It is the same sums in the same order
 for every element (the formula's, as in the lanes schedule): the same numbers bit for bit.
@@ -80,7 +84,7 @@ ACCUMULATORS = 64
 #: ``NUMBA_CPU_NAME=haswell``), 128 values run at 66 against 92 at 64 (16 vectors: they spill).
 #: A generated kernel carries both blocks and calls the one its CPU suits. 256 values (16 vectors) made train
 #: steps 1.04-1.16x faster, but numba compiles a block in time quadratic in its accumulators: seed004's cold start
-#: took 36 s against 21 (docs/performance.md, "Register blocks of 16 vectors").
+#: took 36 s against 21, before the row views (docs/performance.md, "Register blocks of 16 vectors").
 WIDE_ACCUMULATORS = 128
 
 BROADCAST = "broadcast"
