@@ -171,8 +171,8 @@ def register_tile(lowering, reduction, outer_tile, reads, lane: Symbol, tile_ele
 
 def _row_view(code, read, group_start: Symbol) -> Optional[tuple[str, int]]:
     """``read`` as a view of its last axis from the group's first lane, and its constant index in it:
-    ``tile[j + 1, group + 5]`` -> ``("tile[j + 1, group:]", 5)``; a packed copy's ``w[(group)//32, c_in, 5]`` ->
-    ``("w[(group)//32, c_in, 0:]", 5)``; ``None`` when the last index is not the group's start or 0 plus a
+    ``tile[j + 1, group + 5]`` -> ``("tile[j + 1, group:]", 5)``; a packed copy's ``w[(group) // 32, c_in, 5]`` ->
+    ``("w[(group) // 32, c_in, 0:]", 5)``; ``None`` when the last index is not the group's start or 0 plus a
     constant. numba compiles ``row0[5]`` in fewer statements than ``tile[j + 1, group + 5]``, and a block's
     compile time grows with its statements times its accumulators (docs/performance.md, "Register blocks of 16
     vectors": about 40% less, the same machine code's speed).
