@@ -45,7 +45,6 @@ def test_a_batch_that_leaves_a_process_without_an_image_is_refused():
         _check_shares(data, 3, 4)
 
 
-
 def test_the_data_parallel_network_has_what_the_trainer_uses_and_trains(tmp_path):
     """The trainer checks its network for ``NETWORK_INTERFACE``; the data-parallel network of ``symcnn train
     --distributed`` must pass that check and train. (It lacked ``optimizer_step`` once the trainer called it, and the
