@@ -12,7 +12,7 @@ numba's process-wide CPU features (``NUMBA_CPU_FEATURES``), which would have to 
 starts and would change the user's other numba functions. The function is kept out of line
 (``noinline``): inlined into its kernel, it would be compiled under the kernel's attributes. A
 generated kernel carries its blocks in two sizes, and :func:`for_this_cpu` picks the one its CPU
-suits when the module is imported: 128 values (8 of AVX-512's 32 vector registers), or 64 (8 of
+suits when the module is imported: 128 or 256 values (8 or 16 of AVX-512's 32 vector registers), or 64 (8 of
 AVX2's 16; 128 there spill: 66 against 92 GFLOP/s on the same pass, numba told
 ``NUMBA_CPU_NAME=haswell``). Both sum the same products in the same order: the same numbers.
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from symcnn.codegen.backends.numba_cpu import columns, lanes
-from symcnn.codegen.backends.numba_cpu.registers import ACCUMULATORS, WIDE_ACCUMULATORS
+from symcnn.codegen.backends.numba_cpu.registers import ACCUMULATORS, WIDE_ACCUMULATORS, wide_accumulators
 from symcnn.codegen.network import layer_kernels
 from symcnn.runtime.vector_width import WIDE_VECTORS
 from symcnn.spec import load_spec
@@ -32,19 +32,20 @@ def _kernels(spec_name: str, label: str) -> dict:
 def test_per_image_kernels_and_weight_gradients_take_register_tiles():
     conv2 = _kernels("seed004", "conv2")  # lanes: 32 output channels, 16 input channels
     forward, grad_input = conv2["forward"].lanes.registers, conv2["grad_input"].lanes.registers
-    assert forward.group.step == 32 and len(forward.loads) == len(forward.stores) == WIDE_ACCUMULATORS
-    assert grad_input.group.step == 16 and len(grad_input.updates) == WIDE_ACCUMULATORS
+    # wide blocks of 8 rows: 8 x 32 values for a group of 32 lanes, at least WIDE_ACCUMULATORS (8 x 16)
+    assert forward.group.step == 32 and len(forward.loads) == len(forward.stores) == wide_accumulators(32) == 256
+    assert grad_input.group.step == 16 and len(grad_input.updates) == wide_accumulators(16) == WIDE_ACCUMULATORS
     assert len(forward.narrow.updates) == len(grad_input.narrow.loads) == ACCUMULATORS
     assert forward.arguments == forward.narrow.arguments == ("i", "tile", "weight_t", "x_padded")
-    # the weight gradient: each image summed into its whole tile, c_in in blocks (4 x 32 values; 2 x 32),
+    # the weight gradient: each image summed into its whole tile, c_in in blocks (8 x 32 values; 2 x 32),
     # u and v plain loops around them, the image's rows and columns the reduction
     grad_weight = conv2["grad_weight"].lanes.registers
     assert [(loop.variable, loop.stop, loop.step) for loop in grad_weight.outer] == [
-        ("u", "3", 1), ("v", "3", 1), ("c_in", "16", 4)]
+        ("u", "3", 1), ("v", "3", 1), ("c_in", "16", 8)]
     assert grad_weight.narrow.outer[-1].step == 2 and len(grad_weight.narrow.loads) == ACCUMULATORS
     assert [loop.variable for loop in grad_weight.reduction] == ["i", "j"]
     assert grad_weight.arguments == ("grad_output_t", "tile", "x_padded")
-    assert conv2["grad_weight"].lanes.over_batch and len(grad_weight.loads) == WIDE_ACCUMULATORS
+    assert conv2["grad_weight"].lanes.over_batch and len(grad_weight.loads) == wide_accumulators(32)
     lenet = _kernels("suite-lenet", "conv2")  # columns: 14 columns in a vector of 16, 6 input channels
     assert lenet["grad_input"].kind == "columns" and lenet["grad_input"].lanes.registers.group.step == 16
 
@@ -68,16 +69,16 @@ def test_a_streamed_read_that_moves_with_the_block_takes_one_product_per_update(
 
 
 def test_the_groups_loop_runs_outside_the_blocks_where_their_streamed_values_are_the_more():
-    """Consecutive blocks share what the loops keep fixed between them: suite-wide's conv3 forward streams
-    32 lanes of its weight over the whole reduction (3 x 32 values a step against 4 input values), so its
-    group's loop runs outside the blocks of columns; mobilenet-mini's 1 x 1 input gradient in columns
-    broadcasts more weights a step than it streams input columns, and seed004's conv2 forward has a single
-    group of lanes (either order the same loops), so their blocks stay outside."""
+    """Consecutive blocks share what the loops keep fixed between them: suite-wide's conv2 forward (128
+    output channels, 16 x 16 outputs) streams 32 lanes of its weight over the whole reduction (3 x 32 values a
+    step against 10 input values), so its group's loop runs outside the blocks of columns; mobilenet-mini's
+    1 x 1 input gradient in columns broadcasts more weights a step than it streams input columns, and seed004's
+    conv2 forward has a single group of lanes (either order the same loops), so their blocks stay outside."""
     def counts(block):
         streamed = sum(bool(re.fullmatch(r"streamed\d+", name)) for name, _ in block.reads)
         return streamed, sum(name.startswith("broadcast") for name, _ in block.reads)
 
-    forward = _kernels("suite-wide", "conv3")["forward"].lanes.registers
+    forward = _kernels("suite-wide", "conv2")["forward"].lanes.registers
     for block in (forward, forward.narrow):
         streamed, broadcast = counts(block)
         assert streamed > broadcast and block.outer == () and [loop.variable for loop in block.inner] == ["j"]
@@ -124,12 +125,12 @@ def test_a_block_function_takes_the_names_its_code_reads():
 @pytest.mark.slow  # compiles a small spec twice (about a minute on 2 cores)
 def test_register_tiles_change_no_number(tmp_path, monkeypatch):
     """With and without register tiles, every output and gradient is the same bit for bit: lanes
-    convolutions (8 output channels: one group of 8; 7 and 15 rows), columns ones (3 channels), the
-    weight gradients (3 x 3, 2 x 2 and 1 x 1 kernels)."""
+    convolutions (8 output channels: one group of 8; 7 and 15 rows; 32: a wide block of 5 rows of 32 lanes),
+    columns ones (3 channels), the weight gradients (3 x 3, 2 x 2 and 1 x 1 kernels)."""
     layers = [{"type": "conv2d", "name": "c1", "out_channels": 8, "kernel": 3, "padding": 1},
               {"type": "relu"},
               {"type": "conv2d", "name": "c2", "out_channels": 3, "kernel": 3, "padding": 1},
-              {"type": "conv2d", "name": "c3", "out_channels": 16, "kernel": 2, "padding": 0},
+              {"type": "conv2d", "name": "c3", "out_channels": 32, "kernel": 2, "padding": 0},
               {"type": "conv2d", "name": "c4", "out_channels": 8, "kernel": 1},  # a weight gradient in 2 sizes
               {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 5}]
     spec = {"name": "tiled", "input": [3, 7, 16], "loss": "softmax_cross_entropy", "layers": layers}

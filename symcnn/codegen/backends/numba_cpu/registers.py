@@ -41,7 +41,7 @@ suite-wide train steps (128 channels, batch 64; docs/performance.md), the same n
 
 The template makes each kernel's blocks a function of its own (``<kernel>_block0``, called once per
 tile row): numba's parallel passes copy every statement of a ``prange`` body, which doubled the
-kernels' compile time. The blocks come in two sizes, :data:`WIDE_ACCUMULATORS` values for CPUs with
+kernels' compile time. The blocks come in two sizes, :func:`wide_accumulators` values for CPUs with
 512-bit vectors and :data:`ACCUMULATORS` for the others, and the module calls the one its CPU suits
 (:mod:`symcnn.runtime.vector_width`); the same sums either way.
 
@@ -66,7 +66,8 @@ from symcnn.codegen.backends.numba_cpu.free_names import free_names
 from symcnn.codegen.kernel_ir import Loop, Registers
 from symcnn.printing.nodes import FloorDiv, OrderedSum
 
-__all__ = ["register_tile", "lane_group", "GROUP_LANES", "ACCUMULATORS", "WIDE_ACCUMULATORS", "BROADCAST"]
+__all__ = ["register_tile", "lane_group", "GROUP_LANES", "ACCUMULATORS", "WIDE_ACCUMULATORS", "WIDE_BLOCK_ROWS",
+           "wide_accumulators", "BROADCAST"]
 
 #: Lanes per group, the widest of these that divides the lanes (whole vectors of 8 float32 at least).
 GROUP_LANES = (32, 16, 8)
@@ -82,10 +83,31 @@ ACCUMULATORS = 64
 #: Measured on seed004's conv2 forward pass (batch 64, one thread): 94 GFLOP/s at 64 values in 256-bit
 #: vectors, 96 at 64 in 512-bit ones, 128-145 at 128 in 512-bit ones; with AVX2 only (numba told
 #: ``NUMBA_CPU_NAME=haswell``), 128 values run at 66 against 92 at 64 (16 vectors: they spill).
-#: A generated kernel carries both blocks and calls the one its CPU suits. 256 values (16 vectors) made train
-#: steps 1.04-1.16x faster, but numba compiles a block in time quadratic in its accumulators: seed004's cold start
-#: took 36 s against 21, before the row views (docs/performance.md, "Register blocks of 16 vectors").
+#: A generated kernel carries both blocks and calls the one its CPU suits. The least a wide block holds: a group
+#: of 32 lanes takes more (:func:`wide_accumulators`).
 WIDE_ACCUMULATORS = 128
+
+#: Rows (of the tile's blocked axis) in a wide block at least. Each streamed vector of an update serves every row of
+#: the block and each broadcast every vector of its row, so a group of 32 lanes (two 512-bit vectors a row) in 4 rows
+#: loads 6 values for 8 multiply-adds of vectors where 8 rows load 10 for 16. Measured, kernel against kernel
+#: (suite-vgg, suite-wide, suite-dilated; batch 64, 2 threads, interleaved; docs/performance.md, "Wide blocks of 8
+#: rows"): the convolutions' kernels with groups of 32 lanes 1.09-1.33x faster in 8 rows (256 values, 16 of the 32
+#: registers), the same numbers. For groups of 16 lanes, 16 rows (256 values) against 8 changed nothing measurable
+#: (suite-residual's 16-channel block), so they keep 8, and groups of 8 lanes 16 rows of half vectors. numba
+#: compiles a block in time that grows faster than its accumulators (docs/performance.md, "Register blocks of 16
+#: vectors"), so no block is larger than it needs to be.
+WIDE_BLOCK_ROWS = 8
+
+
+def wide_accumulators(group: int) -> int:
+    """Tile values in local variables in a block for CPUs with 512-bit vectors, for a group of ``group`` lanes:
+    :data:`WIDE_BLOCK_ROWS` rows of the group, at least :data:`WIDE_ACCUMULATORS` values.
+
+    >>> wide_accumulators(32), wide_accumulators(16), wide_accumulators(8)
+    (256, 128, 128)
+    """
+    return max(WIDE_ACCUMULATORS, WIDE_BLOCK_ROWS * group)
+
 
 BROADCAST = "broadcast"
 STREAMED = "streamed"
@@ -145,7 +167,7 @@ def _unrolled(reduction, unroll: int, printer, deep: bool = False) -> tuple[list
 def register_tile(lowering, reduction, outer_tile, reads, lane: Symbol, tile_element, unroll: int,
                   lanes: int, packed: bool = False) -> Optional[Registers]:
     """The register-tiled loops of a kernel's tile (:class:`~symcnn.codegen.kernel_ir.Registers`)
-    in blocks of :data:`WIDE_ACCUMULATORS` values, with the same in blocks of :data:`ACCUMULATORS`
+    in blocks of :func:`wide_accumulators` values, with the same in blocks of :data:`ACCUMULATORS`
     as its ``narrow`` (when that differs), or ``None`` when its lanes are not a whole number of groups.
     ``reduction``: ``(variable, low, high)`` of the summed loops, the innermost unrolled by up to
     ``unroll``; ``outer_tile``: the tile's axes before the lane, ``(variable, extent)``: one of them in
@@ -162,7 +184,7 @@ def register_tile(lowering, reduction, outer_tile, reads, lane: Symbol, tile_ele
                       if read.has(lane) else read for read in reads)  # at lane group + l: l, its place
     code = functools.cache(lowering.code)  # each read recurs for every lane, block value and block size
     wide, narrow = (_blocks(lowering, code, reduction, outer_tile, reads, lane, tile_element, unroll, lanes, group,
-                            accumulators) for accumulators in (WIDE_ACCUMULATORS, ACCUMULATORS))
+                            accumulators) for accumulators in (wide_accumulators(group), ACCUMULATORS))
     arguments = tuple(sorted(set(wide.arguments) | set(narrow.arguments)))  # one call for either
     if narrow.updates == wide.updates:
         return replace(wide, arguments=arguments)
