@@ -87,15 +87,15 @@ ACCUMULATORS = 64
 #: of 32 lanes takes more (:func:`wide_accumulators`).
 WIDE_ACCUMULATORS = 128
 
-#: Rows (of the tile's blocked axis) in a wide block at least. Each streamed vector of an update serves every row of
-#: the block and each broadcast every vector of its row, so a group of 32 lanes (two 512-bit vectors a row) in 4 rows
-#: loads 6 values for 8 multiply-adds of vectors where 8 rows load 10 for 16. Measured, kernel against kernel
-#: (suite-vgg, suite-wide, suite-dilated; batch 64, 2 threads, interleaved; docs/performance.md, "Wide blocks of 8
-#: rows"): the convolutions' kernels with groups of 32 lanes 1.09-1.33x faster in 8 rows (256 values, 16 of the 32
-#: registers), the same numbers. For groups of 16 lanes, 16 rows (256 values) against 8 changed nothing measurable
-#: (suite-residual's 16-channel block), so they keep 8, and groups of 8 lanes 16 rows of half vectors. numba
-#: compiles a block in time that grows faster than its accumulators (docs/performance.md, "Register blocks of 16
-#: vectors"), so no block is larger than it needs to be.
+#: Rows (of the tile's blocked axis) in a wide block at least. Each streamed vector of an update serves every row
+#: of the block and each broadcast every vector of its row, so a group of 32 lanes (two 512-bit vectors a row) in
+#: 4 rows loads 6 values for 8 multiply-adds of vectors where 8 rows load 10 for 16. Measured, kernel against
+#: kernel (suite-vgg, suite-wide, suite-dilated; batch 64, 2 threads, interleaved; docs/performance.md, "Wide
+#: register blocks of 8 rows"): the convolutions' kernels with groups of 32 lanes 1.09-1.33x faster in 8 rows
+#: (256 values, 16 of the 32 registers), the same numbers. For groups of 16 lanes, 16 rows (256 values) against 8
+#: changed nothing measurable (suite-residual's 16-channel blocks), so they keep 8, and groups of 8 lanes 16 rows
+#: of half vectors. numba compiles a block in time that grows faster than its accumulators (docs/performance.md,
+#: "Register blocks of 16 vectors"), so no block is larger than it needs to be.
 WIDE_BLOCK_ROWS = 8
 
 
