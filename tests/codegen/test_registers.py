@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import inspect
 import re
 
 import numba
@@ -141,6 +142,8 @@ def test_register_tiles_change_no_number(tmp_path, monkeypatch):
     assert _calls_block(tiled, "c1_forward") and not _calls_block(plain, "c1_forward")
     assert _calls_block(tiled, "c2_forward")  # columns
     assert _calls_block(tiled, "c3_grad_input")
+    module = inspect.getsource(inspect.getmodule(tiled._functions["c3_forward"].py_func))
+    assert "in blocks of 160 local variables" in module  # 5 of the 15 columns x 32 lanes: a wide block of 8 rows
     for weight_gradient in ("c1_grad_weight", "c3_grad_weight", "c4_grad_weight"):
         assert _calls_block(tiled, weight_gradient)
         assert not _calls_block(plain, weight_gradient)
@@ -187,8 +190,6 @@ def _recompiled(function):
 
 
 def _source(net, kernel: str) -> str:
-    import inspect
-
     return inspect.getsource(net._functions[kernel].py_func)
 
 
