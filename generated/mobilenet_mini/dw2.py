@@ -77,8 +77,6 @@ def dw2_grad_input(grad_output, weight, grad_input):
                 for q_k in range(8):
                     for q_l in range(8):
                         grad_input_p00[n, c, q_k, q_l] += grad_output[n, c_out, q_k, q_l]*weight_p00[c_out, c - c_out, 0, 0]
-    for n in prange(N):
-        for c in range(32):
             for q_k in range(8):
                 for q_l in range(8):
                     grad_input_p01[n, c, q_k, q_l] = 0.0
@@ -87,8 +85,6 @@ def dw2_grad_input(grad_output, weight, grad_input):
                     for q_k in range(8):
                         for q_l in range(min(8, t_v + 7)):
                             grad_input_p01[n, c, q_k, q_l] += grad_output[n, c_out, q_k, q_l - t_v + 1]*weight_p01[c_out, c - c_out, 0, t_v]
-    for n in prange(N):
-        for c in range(32):
             for q_k in range(8):
                 for q_l in range(8):
                     grad_input_p10[n, c, q_k, q_l] = 0.0
@@ -97,8 +93,6 @@ def dw2_grad_input(grad_output, weight, grad_input):
                     for q_k in range(min(8, t_u + 7)):
                         for q_l in range(8):
                             grad_input_p10[n, c, q_k, q_l] += grad_output[n, c_out, q_k - t_u + 1, q_l]*weight_p10[c_out, c - c_out, t_u, 0]
-    for n in prange(N):
-        for c in range(32):
             for q_k in range(8):
                 for q_l in range(8):
                     grad_input_p11[n, c, q_k, q_l] = 0.0

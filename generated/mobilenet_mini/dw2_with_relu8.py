@@ -68,8 +68,6 @@ def dw2_with_relu8_grad_input(grad_output, weight, fused_out, grad_input):
                     stored = grad_input_p00[n, c, q_k, q_l]
                     fused0 = fused_out_p00[n, c, q_k, q_l]
                     grad_input_p00[n, c, q_k, q_l] = ((stored) if (fused0 > 0) else (0))
-    for n in prange(N):
-        for c in range(32):
             for q_k in range(8):
                 for q_l in range(8):
                     grad_input_p01[n, c, q_k, q_l] = 0.0
@@ -83,8 +81,6 @@ def dw2_with_relu8_grad_input(grad_output, weight, fused_out, grad_input):
                     stored = grad_input_p01[n, c, q_k, q_l]
                     fused0 = fused_out_p01[n, c, q_k, q_l]
                     grad_input_p01[n, c, q_k, q_l] = ((stored) if (fused0 > 0) else (0))
-    for n in prange(N):
-        for c in range(32):
             for q_k in range(8):
                 for q_l in range(8):
                     grad_input_p10[n, c, q_k, q_l] = 0.0
@@ -98,8 +94,6 @@ def dw2_with_relu8_grad_input(grad_output, weight, fused_out, grad_input):
                     stored = grad_input_p10[n, c, q_k, q_l]
                     fused0 = fused_out_p10[n, c, q_k, q_l]
                     grad_input_p10[n, c, q_k, q_l] = ((stored) if (fused0 > 0) else (0))
-    for n in prange(N):
-        for c in range(32):
             for q_k in range(8):
                 for q_l in range(8):
                     grad_input_p11[n, c, q_k, q_l] = 0.0

@@ -321,6 +321,9 @@ class Kernel:
     # "phases": the kernel in parts run one after another, each a kernel (of any kind) writing a
     # strided view of the output, defined among ``views`` (symcnn.codegen.phases)
     phases: tuple["Kernel", ...] = ()
+    # "phases": how many outer loops (the batch's, the channels') every phase shares, printed once around
+    # them all, so that each image-channel plane is written by every phase while it is in cache
+    shared_loops: int = 0
     # "sum" and "accumulate": what each output element is stored as instead of its sum, or None
     epilogue: Optional[Epilogue] = None
     # the same kernel scheduled for CPUs with 256-bit vectors where their cost model chooses otherwise

@@ -269,9 +269,11 @@ def test_every_kernel_docstring_carries_its_formula():
 def _opaque(value, names):
     """``value`` (a kernel IR object) with every printed string replaced by a fresh name, so that
     what remains of the rendered code is the template's own text. Empty strings stay empty, a
-    kernel's kind stays (the template branches on it), flags and unit steps stay."""
+    kernel's kind and how many loops its phases share stay (the template branches and slices on them, printing
+    neither), flags and unit steps stay."""
     if dataclasses.is_dataclass(value):
-        return dataclasses.replace(value, **{field.name: getattr(value, field.name) if field.name == "kind"
+        return dataclasses.replace(value, **{field.name: getattr(value, field.name)
+                                             if field.name in ("kind", "shared_loops")
                                              else _opaque(getattr(value, field.name), names)
                                              for field in dataclasses.fields(value)})
     if isinstance(value, tuple):
@@ -325,6 +327,7 @@ def test_templates_hold_no_math(monkeypatch):
     assert {kernel.kind for kernel in kernels} == {"lanes", "columns", "accumulate", "sum", "max", "phases"}
     kernels += [kernel for kernel in network_kernels(load_spec("resnet-mini"))["b2_shortcut"] if kernel.phases]
     assert {phase.kind for kernel in kernels for phase in kernel.phases} == {"lanes", "columns", "accumulate", "sum"}
+    assert {kernel.shared_loops for kernel in kernels if kernel.phases} == {0, 2}  # scalar phases in shared loops
     assert {(bool(k.lane_block), k.over_batch, bool(k.parts[0])) for k in lanes} >= {
         (False, False, True), (False, False, False), (False, True, False), (True, True, False)}
     columns = [kernel.lanes for kernel in kernels if kernel.kind == "columns"]

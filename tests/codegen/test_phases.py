@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -247,6 +248,50 @@ def test_phases_do_not_depend_on_the_thread_count(fixed, monkeypatch):
     fixed.load_params(random_params(fixed, rng))
     x = rng.standard_normal((5, *fixed.spec.input_shape))
     assert_same_gradients_on_one_and_two_threads(fixed, x, rng.integers(0, 3, 5))
+
+
+DEPTHWISE_STRIDED = {  # each phase a scalar form: no channels to vectorize over; 7 x 7 maps: phases of 4 and 3 rows
+    "name": "depthwise-strided",
+    "input": [4, 7, 7],
+    "layers": [
+        {"type": "conv2d", "name": "stem", "out_channels": 4, "kernel": 3, "padding": 1},
+        {"type": "relu"},
+        {"type": "conv2d", "name": "dw", "out_channels": 4, "kernel": 3, "stride": 2, "padding": 1, "groups": 4},
+        {"type": "relu"},
+        {"type": "conv2d", "name": "dw1x1", "out_channels": 4, "kernel": 1, "stride": 2, "groups": 4},
+        {"type": "flatten"},
+        {"type": "dense", "name": "fc", "out_features": 3},
+    ],
+}
+
+
+def test_scalar_phases_share_the_image_and_channel_loops(torch, tmp_path):
+    """A stride-2 depthwise convolution's input gradient runs its four phases in one loop over the images and
+    channels (each plane written by every phase while it is in cache), its fused ReLU mask with them; a 1 x 1
+    one's phases, of which three write zeros, too. The values: PyTorch's in float64, finite differences."""
+    net = network_for(DEPTHWISE_STRIDED, tmp_path)
+    # dw's phases are 4 x 4, 4 x 3, 3 x 4 and 3 x 3: only the images and channels shared; dw1x1's all 2 x 2
+    for label, shared in (("dw", ["n", "c"]), ("dw1x1", ["n", "c", "q_k", "q_l"])):
+        grad_input = _kernels(net.spec, label)["grad_input"]
+        assert grad_input.kind == "phases" and len(grad_input.phases) == 4
+        assert {phase.kind for phase in grad_input.phases} <= {"accumulate", "sum"}
+        loops = grad_input.phases[0].output_loops[:grad_input.shared_loops]
+        assert [loop.variable for loop in loops] == shared, label
+    module = Path(net.kernels.__path__[0]) / "dw_with_relu1.py"  # dw's input gradient storing relu1's
+    function = module.read_text().split("def dw_with_relu1_grad_input")[1]
+    assert function.count("prange(") == 1 and function.count("for n in prange(N):") == 1
+    _equal_pytorch(net, 3)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, *net.spec.input_shape))
+    assert_central_differences(net, x, np.array([1, 2]), rng, step=1e-5, samples=3, rel=1e-6, abs=1e-9)
+
+
+def test_phases_with_a_vector_schedule_keep_their_own_loops():
+    """Phases of which one is vectorized (the lanes schedule allocates and stages before its loops) each run
+    their own loops: resnet-mini's strided 1 x 1 shortcut, and its stride-2 3 x 3 convolution."""
+    spec = load_spec("resnet-mini")
+    for label in ("b2_shortcut", "b2_conv1"):
+        assert _kernels(spec, label)["grad_input"].shared_loops == 0
 
 
 def test_a_phase_read_element_by_element_is_not_reshaped(torch, tmp_path):
