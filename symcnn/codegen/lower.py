@@ -44,7 +44,7 @@ from symcnn.codegen.epilogue import FusedElementwise, epilogue_at
 from symcnn.codegen.backends.numba_cpu.lanes import lanes_schedule
 from symcnn.codegen.schedule_choice import vector_schedule
 from symcnn.codegen.widths import per_vector_width
-from symcnn.codegen.phases import PhaseSplit, split_phases, without_single_loops
+from symcnn.codegen.phases import PhaseSplit, shared_loops, split_phases, without_single_loops
 from symcnn.codegen.taps import one_tap_terms
 from symcnn.codegen.rewrites import (always_holds, fold_bound, for_kernels, padding_conditions,
                                      shifted_exponential_sum)
@@ -311,24 +311,8 @@ def _phase_schedules(lowering: Lowering, split: PhaseSplit, batch) -> dict:
         views += schedule.pop("views", ())
         phases.append(Kernel(phase.output, "", (), schedule.pop("output", phase.output), **schedule))
     return {"kind": "phases", "output_loops": (), "phases": tuple(phases), "views": tuple(views),
-            "shared_loops": _shared_loops(phases)}
+            "shared_loops": shared_loops(phases)}
 
-
-def _shared_loops(phases: list[Kernel]) -> int:
-    """How many outer loops the phases can run in together: the loops every phase begins with (an image's, a
-    channel's), where every phase is a scalar form (a vector schedule allocates and stages before its loops).
-    Each phase writes its own elements and reads only the kernel's arguments, so the order they run in within
-    those loops changes no value; run together, the phases write each image-channel plane while it is in cache
-    instead of each writing every plane in turn (measured on ``suite-separable``'s stride-2 depthwise input
-    gradient: 2.76 -> 2.42 ms at batch 64, docs/performance.md)."""
-    if len(phases) < 2 or any(phase.lanes is not None or phase.kind not in ("sum", "accumulate") for phase in phases):
-        return 0
-    shared = 0
-    for loops in zip(*(phase.output_loops for phase in phases)):
-        if any(loop != loops[0] for loop in loops):
-            break
-        shared += 1
-    return shared
 
 
 def _fused_views(lowering: Lowering, views) -> list[tuple[str, str]]:
