@@ -863,7 +863,7 @@ def conv1_grad_input(grad_output, weight, grad_input):
         part = item % 2
         grad_output_padded = np.zeros((16, 10, 10,), dtype=grad_output.dtype)
         for a1 in range(16):
-            for a2 in range(8):
+            for a2 in range(max(0, 4*part - 1), min(8, 4*part + 5)):
                 for a3 in range(8):
                     grad_output_padded[a1, a2 + 1, a3 + 1] = grad_output[n, a1, a2, a3]
         tile = np.empty((1, 8,), dtype=grad_output.dtype)

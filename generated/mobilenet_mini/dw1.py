@@ -43,7 +43,7 @@ def dw1_forward(x, weight, out):
         n = (item) // 2
         part = item % 2
         x_padded = np.zeros((16, 18, 18,), dtype=x.dtype)
-        for a1 in range(16):
+        for a1 in range(max(0, 8*part), min(16, 8*part + 8)):
             for a2 in range(16):
                 for a3 in range(16):
                     x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
@@ -176,7 +176,7 @@ def dw1_folded_forward(x, weight, bias, out):
         n = (item) // 2
         part = item % 2
         x_padded = np.zeros((16, 18, 18,), dtype=x.dtype)
-        for a1 in range(16):
+        for a1 in range(max(0, 8*part), min(16, 8*part + 8)):
             for a2 in range(16):
                 for a3 in range(16):
                     x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]

@@ -1939,7 +1939,7 @@ def stem_grad_input_wide(grad_output, weight, grad_input):
         part = item % 2
         grad_output_padded = np.zeros((16, 16, 17,), dtype=grad_output.dtype)
         for a1 in range(16):
-            for a2 in range(16):
+            for a2 in range(max(0, 8*part), min(16, 8*part + 8)):
                 for a3 in range(16):
                     grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
         tile = np.empty((3, 16,), dtype=grad_output.dtype)
@@ -1961,7 +1961,7 @@ def stem_grad_input_wide(grad_output, weight, grad_input):
         part = item % 2
         grad_output_padded = np.zeros((16, 17, 16,), dtype=grad_output.dtype)
         for a1 in range(16):
-            for a2 in range(16):
+            for a2 in range(max(0, 8*part), min(16, 8*part + 9)):
                 for a3 in range(16):
                     grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
         tile = np.empty((3, 16,), dtype=grad_output.dtype)
@@ -1983,7 +1983,7 @@ def stem_grad_input_wide(grad_output, weight, grad_input):
         part = item % 2
         grad_output_padded = np.zeros((16, 17, 17,), dtype=grad_output.dtype)
         for a1 in range(16):
-            for a2 in range(16):
+            for a2 in range(max(0, 8*part), min(16, 8*part + 9)):
                 for a3 in range(16):
                     grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
         tile = np.empty((3, 16,), dtype=grad_output.dtype)
@@ -2834,7 +2834,7 @@ def stem_grad_input_narrow(grad_output, weight, grad_input):
         part = item % 2
         grad_output_padded = np.zeros((16, 16, 17,), dtype=grad_output.dtype)
         for a1 in range(16):
-            for a2 in range(16):
+            for a2 in range(max(0, 8*part), min(16, 8*part + 8)):
                 for a3 in range(16):
                     grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
         tile = np.empty((3, 16,), dtype=grad_output.dtype)
@@ -2856,7 +2856,7 @@ def stem_grad_input_narrow(grad_output, weight, grad_input):
         part = item % 2
         grad_output_padded = np.zeros((16, 17, 16,), dtype=grad_output.dtype)
         for a1 in range(16):
-            for a2 in range(16):
+            for a2 in range(max(0, 8*part), min(16, 8*part + 9)):
                 for a3 in range(16):
                     grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
         tile = np.empty((3, 16,), dtype=grad_output.dtype)
@@ -2878,7 +2878,7 @@ def stem_grad_input_narrow(grad_output, weight, grad_input):
         part = item % 2
         grad_output_padded = np.zeros((16, 17, 17,), dtype=grad_output.dtype)
         for a1 in range(16):
-            for a2 in range(16):
+            for a2 in range(max(0, 8*part), min(16, 8*part + 9)):
                 for a3 in range(16):
                     grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
         tile = np.empty((3, 16,), dtype=grad_output.dtype)

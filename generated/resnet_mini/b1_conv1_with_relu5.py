@@ -803,7 +803,7 @@ def b1_conv1_with_relu5_folded_forward_narrow(x, weight, bias, out):
         part = item % 2
         x_padded = np.zeros((16, 34, 34,), dtype=x.dtype)
         for a1 in range(16):
-            for a2 in range(32):
+            for a2 in range(max(0, 16*part - 1), min(32, 16*part + 17)):
                 for a3 in range(32):
                     x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
         tile = np.empty((16, 32,), dtype=x.dtype)

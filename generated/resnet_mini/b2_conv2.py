@@ -1208,7 +1208,7 @@ def b2_conv2_forward_narrow(x, weight, out):
         part = item % 2
         x_padded = np.zeros((32, 18, 18,), dtype=x.dtype)
         for a1 in range(32):
-            for a2 in range(16):
+            for a2 in range(max(0, 8*part - 1), min(16, 8*part + 9)):
                 for a3 in range(16):
                     x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
         tile = np.empty((32, 16,), dtype=x.dtype)
@@ -5018,7 +5018,7 @@ def b2_conv2_folded_forward_narrow(x, weight, bias, out):
         part = item % 2
         x_padded = np.zeros((32, 18, 18,), dtype=x.dtype)
         for a1 in range(32):
-            for a2 in range(16):
+            for a2 in range(max(0, 8*part - 1), min(16, 8*part + 9)):
                 for a3 in range(16):
                     x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
         tile = np.empty((32, 16,), dtype=x.dtype)

@@ -788,7 +788,7 @@ def stem_forward_narrow(x, weight, out):
         part = item % 2
         x_padded = np.zeros((3, 34, 34,), dtype=x.dtype)
         for a1 in range(3):
-            for a2 in range(32):
+            for a2 in range(max(0, 16*part - 1), min(32, 16*part + 17)):
                 for a3 in range(32):
                     x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
         tile = np.empty((16, 32,), dtype=x.dtype)
@@ -1317,7 +1317,7 @@ def stem_grad_input(grad_output, weight, grad_input):
         part = item % 2
         grad_output_padded = np.zeros((16, 34, 34,), dtype=grad_output.dtype)
         for a1 in range(16):
-            for a2 in range(32):
+            for a2 in range(max(0, 16*part - 1), min(32, 16*part + 17)):
                 for a3 in range(32):
                     grad_output_padded[a1, a2 + 1, a3 + 1] = grad_output[n, a1, a2, a3]
         tile = np.empty((3, 32,), dtype=grad_output.dtype)
@@ -2390,7 +2390,7 @@ def stem_folded_forward_narrow(x, weight, bias, out):
         part = item % 2
         x_padded = np.zeros((3, 34, 34,), dtype=x.dtype)
         for a1 in range(3):
-            for a2 in range(32):
+            for a2 in range(max(0, 16*part - 1), min(32, 16*part + 17)):
                 for a3 in range(32):
                     x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
         tile = np.empty((16, 32,), dtype=x.dtype)

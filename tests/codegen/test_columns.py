@@ -71,6 +71,27 @@ def test_lenet_first_convolution_is_vectorized_over_its_columns():
     assert [(loop.variable, loop.stop) for loop in weight.lanes.chunk_sum.loops] == [("chunk", "chunks"), ("j", "28")]
 
 
+def test_row_parts_copy_only_what_they_read():
+    """An image's rows split in two parts, one work item each, as in the lanes schedule: each item copies
+    into its zero-padded copy only what its part reads. LeNet-5's first convolution: the input rows of its
+    half of the output rows. A depthwise convolution, whose rows are its channels and its output rows: the
+    channels of its half (each item copied the whole image before)."""
+    (lenet,) = layer_kernels(load_spec("suite-lenet").layers[0])[:1]
+    (copy,) = lenet.lanes.stagings
+    assert [(loop.variable, loop.start, loop.stop) for loop in lenet.lanes.rows] == [("i", "14*part", "14*part + 14")]
+    assert [(loop.start, loop.stop) for loop in copy.loops[1:2]] == [("max(0, 14*part)", "min(32, 14*part + 18)")]
+    depthwise = _kernels(_SEPARABLE_DW1)["forward"]
+    assert depthwise.kind == "columns"
+    (copy,) = depthwise.lanes.stagings
+    assert [(loop.variable, loop.start, loop.stop) for loop in depthwise.lanes.rows[:1]] == [
+        ("c_out", "16*part", "16*part + 16")]
+    assert (copy.loops[0].start, copy.loops[0].stop) == ("max(0, 16*part)", "min(32, 16*part + 16)")
+
+
+#: suite-separable's first depthwise convolution: 32 channels, 32 x 32, 3 x 3, padding 1.
+_SEPARABLE_DW1 = _conv_spec("depthwise", (32, 32, 32), out_channels=32, kernel=3, padding=1, groups=32, bias=False)
+
+
 def test_a_weight_gradient_sums_its_columns_in_a_fixed_order():
     """The lane of a weight gradient is a column axis it sums: each chunk's tile keeps one partial sum
     per column, and the chunks and columns are summed at the end, chunks outer, in order."""

@@ -48,7 +48,7 @@ import sympy
 from sympy import Indexed, Sum, Symbol
 
 from symcnn.codegen.backends.numba_cpu.lanes import (BATCH_CHUNKS, _chunk_images, _is_bound_of, _register_blocks,
-                                                    _row_parts, chunk_loops)
+                                                    _part_rows, _row_parts, chunk_loops)
 from symcnn.codegen.backends.numba_cpu.stagings import affine_range, named_array, padded_read, plain_read
 from symcnn.codegen.backends.numba_cpu.registers import _block_size, register_tile
 from symcnn.codegen.cost_model import VECTOR, LoopNest, vector_nest
@@ -297,8 +297,12 @@ def _columns_fields(lowering, output_name, indices, shape, batch, fit: ColumnsFi
     lane = fit.lane
     stagings: list = []
     ranges = {**fit.ranges, lane: (0, width - 1)}
+    # each work item copies only what its part of the rows reads (as the lanes schedule does): a depthwise
+    # convolution's rows are its channels, so each item copied the whole image for half its channels
+    part_rows = {} if fit.over_batch else _part_rows(list(fit.rows))
     reads = tuple(padded_read(lowering, read, shapes[read.base], fit.image, ranges, stagings,
-                              always=_copied_for_width(fit, read, width)) for read in fit.factors)
+                              always=_copied_for_width(fit, read, width), part_rows=part_rows)
+                  for read in fit.factors)
     tile_vars = [var for var, _ in fit.outer] + [lane]
     tile_element = named_array(lowering, "tile")[tuple(tile_vars)]
     blocked = _register_blocks(lowering, fit.reduction, fit.outer, reads, lane, tile_element, unroll, block, deep=True)
