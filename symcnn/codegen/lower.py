@@ -314,7 +314,6 @@ def _phase_schedules(lowering: Lowering, split: PhaseSplit, batch) -> dict:
             "shared_loops": shared_loops(phases)}
 
 
-
 def _fused_views(lowering: Lowering, views) -> list[tuple[str, str]]:
     """A fused kernel in phases (:mod:`symcnn.codegen.epilogue`): each view of its output that a phase stores
     into, recorded in ``lowering.fused_views`` with the same view of the fused array (E's input or output,
