@@ -36,26 +36,23 @@ def stem_bn_forward(x, weight, bias, out):
     N = x.shape[0]
     x_rows = x.reshape((x.shape[0], 16, 1024))
     stat0 = np.empty((16,), dtype=x.dtype)
+    stat1 = np.empty((16,), dtype=x.dtype)
+    coef0 = np.empty((16,), dtype=x.dtype)
+    coef1 = np.empty((16,), dtype=x.dtype)
     for c in prange(16):
         stat0_acc = 0.0
         for q in range(N):
             for kl in range(1024):
                 stat0_acc += x_rows[q, c, kl]
         stat0[c] = stat0_acc
-    stat1 = np.empty((16,), dtype=x.dtype)
-    for c in prange(16):
         stat1_acc = 0.0
         for r in range(N):
             for uv in range(1024):
                 stat1_acc += (x_rows[r, c, uv] - 1/1024*stat0[c]/N)**2
         stat1[c] = stat1_acc
-    coef0 = np.empty((16,), dtype=x.dtype)
-    coef1 = np.empty((16,), dtype=x.dtype)
-    for c in prange(16):
         coef0[c] = bias[c] - 1/1024*weight[c]*stat0[c]/(N*sqrt(1e-05 + (1/1024)*stat1[c]/N))
         coef1[c] = weight[c]/sqrt(1e-05 + (1/1024)*stat1[c]/N)
-    for n in prange(N):
-        for c in range(16):
+        for n in range(N):
             for i in range(32):
                 for j in range(32):
                     acc = 0.0
@@ -78,16 +75,18 @@ def stem_bn_grad_input(grad_output, x, weight, grad_input):
     x_rows = x.reshape((x.shape[0], 16, 1024))
     grad_output_rows = grad_output.reshape((grad_output.shape[0], 16, 1024))
     stat0 = np.empty((16,), dtype=grad_output.dtype)
+    stat1 = np.empty((16,), dtype=grad_output.dtype)
+    stat2 = np.empty((16,), dtype=grad_output.dtype)
+    stat3 = np.empty((16,), dtype=grad_output.dtype)
+    coef0 = np.empty((16,), dtype=grad_output.dtype)
+    coef1 = np.empty((16,), dtype=grad_output.dtype)
+    coef2 = np.empty((16,), dtype=grad_output.dtype)
     for c in prange(16):
         stat0_acc = 0.0
         for q in range(N):
             for kl in range(1024):
                 stat0_acc += x_rows[q, c, kl]
         stat0[c] = stat0_acc
-    stat1 = np.empty((16,), dtype=grad_output.dtype)
-    stat2 = np.empty((16,), dtype=grad_output.dtype)
-    stat3 = np.empty((16,), dtype=grad_output.dtype)
-    for c in prange(16):
         stat1_acc = 0.0
         stat2_acc = 0.0
         stat3_acc = 0.0
@@ -99,15 +98,10 @@ def stem_bn_grad_input(grad_output, x, weight, grad_input):
         stat1[c] = stat1_acc
         stat2[c] = stat2_acc
         stat3[c] = stat3_acc
-    coef0 = np.empty((16,), dtype=grad_output.dtype)
-    coef1 = np.empty((16,), dtype=grad_output.dtype)
-    coef2 = np.empty((16,), dtype=grad_output.dtype)
-    for c in prange(16):
         coef0[c] = weight[c]/sqrt(1e-05 + (1/1024)*stat1[c]/N)
         coef1[c] = -1/1024*weight[c]*stat2[c]/(N*sqrt(1e-05 + (1/1024)*stat1[c]/N)) + (1/1048576)*weight[c]*stat0[c]*stat3[c]/(N**2*(1e-05 + (1/1024)*stat1[c]/N)**(3/2)) - 1/1073741824*weight[c]*stat0[c]**2*stat2[c]/(N**3*(1e-05 + (1/1024)*stat1[c]/N)**(3/2))
         coef2[c] = -1/1024*weight[c]*stat3[c]/(N*(1e-05 + (1/1024)*stat1[c]/N)**(3/2)) + (1/1048576)*weight[c]*stat0[c]*stat2[c]/(N**2*(1e-05 + (1/1024)*stat1[c]/N)**(3/2))
-    for n_p in prange(N):
-        for c in range(16):
+        for n_p in range(N):
             for i_p in range(32):
                 for j_p in range(32):
                     acc = 0.0
@@ -191,16 +185,18 @@ def stem_bn_backward(grad_output, x, weight, grad_input, grad_weight, grad_bias)
     x_rows = x.reshape((x.shape[0], 16, 1024))
     grad_output_rows = grad_output.reshape((grad_output.shape[0], 16, 1024))
     stat0 = np.empty((16,), dtype=grad_output.dtype)
+    stat1 = np.empty((16,), dtype=grad_output.dtype)
+    stat2 = np.empty((16,), dtype=grad_output.dtype)
+    stat3 = np.empty((16,), dtype=grad_output.dtype)
+    coef0 = np.empty((16,), dtype=grad_output.dtype)
+    coef1 = np.empty((16,), dtype=grad_output.dtype)
+    coef2 = np.empty((16,), dtype=grad_output.dtype)
     for c in prange(16):
         stat0_acc = 0.0
         for q in range(N):
             for kl in range(1024):
                 stat0_acc += x_rows[q, c, kl]
         stat0[c] = stat0_acc
-    stat1 = np.empty((16,), dtype=grad_output.dtype)
-    stat2 = np.empty((16,), dtype=grad_output.dtype)
-    stat3 = np.empty((16,), dtype=grad_output.dtype)
-    for c in prange(16):
         stat1_acc = 0.0
         stat2_acc = 0.0
         stat3_acc = 0.0
@@ -212,15 +208,10 @@ def stem_bn_backward(grad_output, x, weight, grad_input, grad_weight, grad_bias)
         stat1[c] = stat1_acc
         stat2[c] = stat2_acc
         stat3[c] = stat3_acc
-    coef0 = np.empty((16,), dtype=grad_output.dtype)
-    coef1 = np.empty((16,), dtype=grad_output.dtype)
-    coef2 = np.empty((16,), dtype=grad_output.dtype)
-    for c in prange(16):
         coef0[c] = weight[c]/sqrt(1e-05 + (1/1024)*stat1[c]/N)
         coef1[c] = -1/1024*weight[c]*stat2[c]/(N*sqrt(1e-05 + (1/1024)*stat1[c]/N)) + (1/1048576)*weight[c]*stat0[c]*stat3[c]/(N**2*(1e-05 + (1/1024)*stat1[c]/N)**(3/2)) - 1/1073741824*weight[c]*stat0[c]**2*stat2[c]/(N**3*(1e-05 + (1/1024)*stat1[c]/N)**(3/2))
         coef2[c] = -1/1024*weight[c]*stat3[c]/(N*(1e-05 + (1/1024)*stat1[c]/N)**(3/2)) + (1/1048576)*weight[c]*stat0[c]*stat2[c]/(N**2*(1e-05 + (1/1024)*stat1[c]/N)**(3/2))
-    for n_p in prange(N):
-        for c in range(16):
+        for n_p in range(N):
             for i_p in range(32):
                 for j_p in range(32):
                     acc = 0.0
@@ -228,12 +219,10 @@ def stem_bn_backward(grad_output, x, weight, grad_input, grad_weight, grad_bias)
                     acc += coef1[c]
                     acc += x[n_p, c, i_p, j_p]*coef2[c]
                     grad_input[n_p, c, i_p, j_p] = acc
-    for c in prange(16):
         acc = 0.0
         acc += -1/1024*stat0[c]*stat2[c]/(N*sqrt(1e-05 + (1/1024)*stat1[c]/N))
         acc += stat3[c]/sqrt(1e-05 + (1/1024)*stat1[c]/N)
         grad_weight[c] = acc
-    for c in prange(16):
         acc = 0.0
         acc += stat2[c]
         grad_bias[c] = acc
@@ -255,30 +244,27 @@ def stem_bn_forward_saving(x, weight, bias, out, statistics):
     N = x.shape[0]
     x_rows = x.reshape((x.shape[0], 16, 1024))
     stat0 = statistics[0]  # kept for the backward pass
+    stat1 = statistics[1]  # kept for the backward pass
+    coef0 = np.empty((16,), dtype=x.dtype)
+    coef1 = np.empty((16,), dtype=x.dtype)
+    coef2 = statistics[2]  # kept for the backward pass
+    coef3 = statistics[3]  # kept for the backward pass
     for c in prange(16):
         stat0_acc = 0.0
         for q in range(N):
             for kl in range(1024):
                 stat0_acc += x_rows[q, c, kl]
         stat0[c] = stat0_acc
-    stat1 = statistics[1]  # kept for the backward pass
-    for c in prange(16):
         stat1_acc = 0.0
         for r in range(N):
             for uv in range(1024):
                 stat1_acc += (x_rows[r, c, uv] - 1/1024*stat0[c]/N)**2
         stat1[c] = stat1_acc
-    coef0 = np.empty((16,), dtype=x.dtype)
-    coef1 = np.empty((16,), dtype=x.dtype)
-    coef2 = statistics[2]  # kept for the backward pass
-    coef3 = statistics[3]  # kept for the backward pass
-    for c in prange(16):
         coef0[c] = bias[c] - 1/1024*weight[c]*stat0[c]/(N*sqrt(1e-05 + (1/1024)*stat1[c]/N))
         coef1[c] = weight[c]/sqrt(1e-05 + (1/1024)*stat1[c]/N)
         coef2[c] = (1/1024)*stat0[c]/N
         coef3[c] = (1/1024)*stat1[c]/N
-    for n in prange(N):
-        for c in range(16):
+        for n in range(N):
             for i in range(32):
                 for j in range(32):
                     acc = 0.0
@@ -302,6 +288,9 @@ def stem_bn_backward_saved(grad_output, x, weight, statistics, grad_input, grad_
     x_rows = x.reshape((x.shape[0], 16, 1024))
     stat0 = np.empty((16,), dtype=grad_output.dtype)
     stat1 = np.empty((16,), dtype=grad_output.dtype)
+    coef0 = np.empty((16,), dtype=grad_output.dtype)
+    coef1 = np.empty((16,), dtype=grad_output.dtype)
+    coef2 = np.empty((16,), dtype=grad_output.dtype)
     for c in prange(16):
         stat0_acc = 0.0
         stat1_acc = 0.0
@@ -311,15 +300,10 @@ def stem_bn_backward_saved(grad_output, x, weight, statistics, grad_input, grad_
                 stat1_acc += grad_output_rows[n, c, ij]*x_rows[n, c, ij]
         stat0[c] = stat0_acc
         stat1[c] = stat1_acc
-    coef0 = np.empty((16,), dtype=grad_output.dtype)
-    coef1 = np.empty((16,), dtype=grad_output.dtype)
-    coef2 = np.empty((16,), dtype=grad_output.dtype)
-    for c in prange(16):
         coef0[c] = weight[c]/sqrt(1e-05 + (1/1024)*statistics[1, c]/N)
         coef1[c] = -1/1024*weight[c]*stat0[c]/(N*sqrt(1e-05 + (1/1024)*statistics[1, c]/N)) + (1/1048576)*weight[c]*stat1[c]*statistics[0, c]/(N**2*(1e-05 + (1/1024)*statistics[1, c]/N)**(3/2)) - 1/1073741824*weight[c]*stat0[c]*statistics[0, c]**2/(N**3*(1e-05 + (1/1024)*statistics[1, c]/N)**(3/2))
         coef2[c] = -1/1024*weight[c]*stat1[c]/(N*(1e-05 + (1/1024)*statistics[1, c]/N)**(3/2)) + (1/1048576)*weight[c]*stat0[c]*statistics[0, c]/(N**2*(1e-05 + (1/1024)*statistics[1, c]/N)**(3/2))
-    for n_p in prange(N):
-        for c in range(16):
+        for n_p in range(N):
             for i_p in range(32):
                 for j_p in range(32):
                     acc = 0.0
@@ -327,12 +311,10 @@ def stem_bn_backward_saved(grad_output, x, weight, statistics, grad_input, grad_
                     acc += coef1[c]
                     acc += x[n_p, c, i_p, j_p]*coef2[c]
                     grad_input[n_p, c, i_p, j_p] = acc
-    for c in prange(16):
         acc = 0.0
         acc += -1/1024*stat0[c]*statistics[0, c]/(N*sqrt(1e-05 + (1/1024)*statistics[1, c]/N))
         acc += stat1[c]/sqrt(1e-05 + (1/1024)*statistics[1, c]/N)
         grad_weight[c] = acc
-    for c in prange(16):
         acc = 0.0
         acc += stat0[c]
         grad_bias[c] = acc
@@ -354,8 +336,7 @@ def stem_bn_eval_forward(x, weight, bias, running_mean, running_var, out):
     for c in prange(16):
         coef0[c] = bias[c] - weight[c]*running_mean[c]/sqrt(running_var[c] + 1e-05)
         coef1[c] = weight[c]/sqrt(running_var[c] + 1e-05)
-    for n in prange(N):
-        for c in range(16):
+        for n in range(N):
             for i in range(32):
                 for j in range(32):
                     acc = 0.0
@@ -378,8 +359,7 @@ def stem_bn_eval_grad_input(grad_output, weight, running_var, grad_input):
     coef0 = np.empty((16,), dtype=grad_output.dtype)
     for c in prange(16):
         coef0[c] = weight[c]/sqrt(running_var[c] + 1e-05)
-    for n in prange(N):
-        for c in range(16):
+        for n in range(N):
             for i in range(32):
                 for j in range(32):
                     acc = 0.0
@@ -450,11 +430,10 @@ def stem_bn_eval_backward(grad_output, x, weight, running_mean, running_var, gra
     grad_output_rows = grad_output.reshape((grad_output.shape[0], 16, 1024))
     x_rows = x.reshape((x.shape[0], 16, 1024))
     coef0 = np.empty((16,), dtype=grad_output.dtype)
-    for c in prange(16):
-        coef0[c] = weight[c]/sqrt(running_var[c] + 1e-05)
     stat0 = np.empty((16,), dtype=grad_output.dtype)
     stat1 = np.empty((16,), dtype=grad_output.dtype)
     for c in prange(16):
+        coef0[c] = weight[c]/sqrt(running_var[c] + 1e-05)
         stat0_acc = 0.0
         stat1_acc = 0.0
         for n in range(N):
@@ -463,19 +442,16 @@ def stem_bn_eval_backward(grad_output, x, weight, running_mean, running_var, gra
                 stat1_acc += grad_output_rows[n, c, ij]*x_rows[n, c, ij]
         stat0[c] = stat0_acc
         stat1[c] = stat1_acc
-    for n in prange(N):
-        for c in range(16):
+        for n in range(N):
             for i in range(32):
                 for j in range(32):
                     acc = 0.0
                     acc += coef0[c]*grad_output[n, c, i, j]
                     grad_input[n, c, i, j] = acc
-    for c in prange(16):
         acc = 0.0
         acc += -running_mean[c]*stat0[c]/sqrt(running_var[c] + 1e-05)
         acc += stat1[c]/sqrt(running_var[c] + 1e-05)
         grad_weight[c] = acc
-    for c in prange(16):
         acc = 0.0
         acc += stat0[c]
         grad_bias[c] = acc

@@ -43,26 +43,23 @@ def stem_bn_with_stem_relu_forward(x, weight, bias, out):
     N = x.shape[0]
     x_rows = x.reshape((x.shape[0], 16, 1024))
     stat0 = np.empty((16,), dtype=x.dtype)
+    stat1 = np.empty((16,), dtype=x.dtype)
+    coef0 = np.empty((16,), dtype=x.dtype)
+    coef1 = np.empty((16,), dtype=x.dtype)
     for c in prange(16):
         stat0_acc = 0.0
         for q in range(N):
             for kl in range(1024):
                 stat0_acc += x_rows[q, c, kl]
         stat0[c] = stat0_acc
-    stat1 = np.empty((16,), dtype=x.dtype)
-    for c in prange(16):
         stat1_acc = 0.0
         for r in range(N):
             for uv in range(1024):
                 stat1_acc += (x_rows[r, c, uv] - 1/1024*stat0[c]/N)**2
         stat1[c] = stat1_acc
-    coef0 = np.empty((16,), dtype=x.dtype)
-    coef1 = np.empty((16,), dtype=x.dtype)
-    for c in prange(16):
         coef0[c] = bias[c] - 1/1024*weight[c]*stat0[c]/(N*sqrt(1e-05 + (1/1024)*stat1[c]/N))
         coef1[c] = weight[c]/sqrt(1e-05 + (1/1024)*stat1[c]/N)
-    for n in prange(N):
-        for c in range(16):
+        for n in range(N):
             for i in range(32):
                 for j in range(32):
                     acc = 0.0
@@ -96,30 +93,27 @@ def stem_bn_with_stem_relu_forward_saving(x, weight, bias, out, statistics):
     N = x.shape[0]
     x_rows = x.reshape((x.shape[0], 16, 1024))
     stat0 = statistics[0]  # kept for the backward pass
+    stat1 = statistics[1]  # kept for the backward pass
+    coef0 = np.empty((16,), dtype=x.dtype)
+    coef1 = np.empty((16,), dtype=x.dtype)
+    coef2 = statistics[2]  # kept for the backward pass
+    coef3 = statistics[3]  # kept for the backward pass
     for c in prange(16):
         stat0_acc = 0.0
         for q in range(N):
             for kl in range(1024):
                 stat0_acc += x_rows[q, c, kl]
         stat0[c] = stat0_acc
-    stat1 = statistics[1]  # kept for the backward pass
-    for c in prange(16):
         stat1_acc = 0.0
         for r in range(N):
             for uv in range(1024):
                 stat1_acc += (x_rows[r, c, uv] - 1/1024*stat0[c]/N)**2
         stat1[c] = stat1_acc
-    coef0 = np.empty((16,), dtype=x.dtype)
-    coef1 = np.empty((16,), dtype=x.dtype)
-    coef2 = statistics[2]  # kept for the backward pass
-    coef3 = statistics[3]  # kept for the backward pass
-    for c in prange(16):
         coef0[c] = bias[c] - 1/1024*weight[c]*stat0[c]/(N*sqrt(1e-05 + (1/1024)*stat1[c]/N))
         coef1[c] = weight[c]/sqrt(1e-05 + (1/1024)*stat1[c]/N)
         coef2[c] = (1/1024)*stat0[c]/N
         coef3[c] = (1/1024)*stat1[c]/N
-    for n in prange(N):
-        for c in range(16):
+        for n in range(N):
             for i in range(32):
                 for j in range(32):
                     acc = 0.0

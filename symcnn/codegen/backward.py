@@ -38,6 +38,7 @@ from typing import Optional
 from sympy import Sum
 
 from symcnn.codegen.coefficients import invariant_terms
+from symcnn.codegen.invariant_loops import invariants_inside
 from symcnn.codegen.kernel_ir import Kernel
 from symcnn.codegen.lower import (ARGUMENT_ORDER, STATISTICS, SWITCH, Lowering, batch_symbol, gradient_output,
                                   gradient_terms, kernel_arguments, kernel_name, summation)
@@ -107,9 +108,9 @@ def backward_kernel(layer: LayerSpec, gradients: list[GradientFormula], values: 
         doc += ("\nThe forward pass's statistics read from `statistics` (rows as <label>_forward_saving stored them),\n"
                 "not computed again.")
     name = kernel_name(layer.label, prefix + BACKWARD) + (f"_{SAVED}" if seeds is not None else "")
-    return Kernel(name, doc, arguments, outputs[0], (), kind="phases",
-                  phases=tuple(phases), views=tuple(views.items()), precomputed=precomputed,
-                  imports=lowering.printer.imports(), batch_from=batch_from)
+    return invariants_inside(Kernel(name, doc, arguments, outputs[0], (), kind="phases", phases=tuple(phases),
+                                    views=tuple(views.items()), precomputed=precomputed,
+                                    imports=lowering.printer.imports(), batch_from=batch_from))
 
 
 def _plain_sum(terms: list[GatherTerm]) -> Optional[Sum]:

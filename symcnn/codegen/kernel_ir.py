@@ -321,9 +321,16 @@ class Kernel:
     # "phases": the kernel in parts run one after another, each a kernel (of any kind) writing a
     # strided view of the output, defined among ``views`` (symcnn.codegen.phases)
     phases: tuple["Kernel", ...] = ()
-    # "phases": how many outer loops (the batch's, the channels') every phase shares, printed once around
-    # them all, so that each image-channel plane is written by every phase while it is in cache
+    # how many outer loops every output shares, printed once around them all: in "phases", the batch's and the
+    # channels' (symcnn.codegen.phases.shared_loops), so that each image-channel plane is written by every phase
+    # while it is in cache; or the one loop the precomputed arrays are filled in too (``invariants_inside``)
     shared_loops: int = 0
+    # the precomputed arrays filled inside the shared loop, a value at a time, just before the outputs that read
+    # them, not in loops of their own before the outputs' (symcnn.codegen.invariant_loops)
+    invariants_inside: bool = False
+    # "sum": the output element's index, its variables in the output's axis order, where the output loops run in
+    # another (symcnn.codegen.invariant_loops); empty: the output loops' order
+    output_index: tuple[str, ...] = ()
     # "sum" and "accumulate": what each output element is stored as instead of its sum, or None
     epilogue: Optional[Epilogue] = None
     # the same kernel scheduled for CPUs with 256-bit vectors where their cost model chooses otherwise

@@ -38,6 +38,7 @@ from symcnn.symbolic.functions import FirstArgmax, MaxOver, reduction_identity, 
 from symcnn.codegen.kernel_ir import Kernel, Loop, Reduction, Term
 from symcnn.codegen.layout import collapse_image, collapse_rows, image_size, reshape_of
 from symcnn.codegen.invariants import Precomputer, factor_sums
+from symcnn.codegen.invariant_loops import invariants_inside
 from symcnn.codegen.coefficients import invariant_terms
 from symcnn.codegen.docstrings import kernel_docstring
 from symcnn.codegen.epilogue import FusedElementwise, epilogue_at
@@ -406,9 +407,10 @@ def forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict, wh
         doc += (f"\n\nKeeps its statistics for the backward pass (<label>_backward_saved): `statistics` holds "
                 f"{', '.join(kept[0].rows)},\nthe last {len(kept[0].tracked)} the batch values of "
                 f"{', '.join(role for role, _ in kept[0].tracked)}.")
-    return Kernel(name, doc, arguments, schedule.pop("output", "out"), imports=lowering.printer.imports(),
-                  batch_from=batch_from, reshape_of=reshaped, precomputed=precomputed,
-                  statistics=kept[0] if kept is not None else None, **schedule)
+    return invariants_inside(Kernel(name, doc, arguments, schedule.pop("output", "out"),
+                                    imports=lowering.printer.imports(), batch_from=batch_from,
+                                    reshape_of=reshaped, precomputed=precomputed,
+                                    statistics=kept[0] if kept is not None else None, **schedule))
 
 
 #: A forward kernel that keeps its statistics for the backward pass: ``<label>_forward_saving``; the argument
@@ -473,9 +475,9 @@ def gradient_kernel(layer: LayerSpec, gradient: GradientFormula, values: dict, p
     reshaped = "" if fused else reshape_of(lowering, tensors, concrete.indices, concrete.gradient.shape, batch, terms)
     precomputed = precomputer.precomputed()  # printed before the imports are collected
     doc = kernel_docstring(gradient.forward, gradient, values)
-    return Kernel(kernel_name(layer.label, prefix + gradient.gradient.role), doc, arguments,
-                  schedule.pop("output", output_name), imports=lowering.printer.imports(), batch_from=batch_from,
-                  reshape_of=reshaped, precomputed=precomputed, **schedule)
+    return invariants_inside(Kernel(kernel_name(layer.label, prefix + gradient.gradient.role), doc, arguments,
+                                    schedule.pop("output", output_name), imports=lowering.printer.imports(),
+                                    batch_from=batch_from, reshape_of=reshaped, precomputed=precomputed, **schedule))
 
 
 def loss_kernels(spec: NetworkSpec) -> list[Kernel]:

@@ -315,7 +315,8 @@ def test_templates_hold_no_math(monkeypatch):
     (the templates' own code) holds no arithmetic, no comparison, no math function or constant,
     and no number but the loops' 0 and 1. The kernels of seed004, suite-lenet and mobilenet-mini take
     every branch of the template (mobilenet-mini's strided input gradient by phase, some phases in columns),
-    and resnet-mini's strided input gradient runs by phase. A term with a test: no shipped spec keeps
+    and resnet-mini's strided input gradient runs by phase; its first batch norm fills its statistics inside its
+    channel loop. A term with a test: no shipped spec keeps
     one (every linear range condition is folded into its loop's bounds), so mobilenet-mini's strided
     depthwise kernels are lowered once more with folding off, their padding tested per element."""
     kernels = [kernel for name in ("seed004", "suite-lenet", "mobilenet-mini")
@@ -325,9 +326,12 @@ def test_templates_hold_no_math(monkeypatch):
         kernels += network_kernels(load_spec("mobilenet-mini"))["dw2"]
     lanes = [kernel.lanes for kernel in kernels if kernel.kind == "lanes"]
     assert {kernel.kind for kernel in kernels} == {"lanes", "columns", "accumulate", "sum", "max", "phases"}
-    kernels += [kernel for kernel in network_kernels(load_spec("resnet-mini"))["b2_shortcut"] if kernel.phases]
+    resnet = network_kernels(load_spec("resnet-mini"))
+    kernels += [kernel for kernel in resnet["b2_shortcut"] if kernel.phases] + resnet["stem_bn"]
     assert {phase.kind for kernel in kernels for phase in kernel.phases} == {"lanes", "columns", "accumulate", "sum"}
-    assert {kernel.shared_loops for kernel in kernels if kernel.phases} == {0, 2}  # scalar phases in shared loops
+    assert {kernel.shared_loops for kernel in kernels if kernel.phases} == {0, 1, 2}  # scalar phases, statistics
+    # batch norm's statistics in the loop its outputs share, in phases (its gradients) and not (its forward pass)
+    assert {bool(kernel.phases) for kernel in kernels if kernel.invariants_inside} == {False, True}
     assert {(bool(k.lane_block), k.over_batch, bool(k.parts[0])) for k in lanes} >= {
         (False, False, True), (False, False, False), (False, True, False), (True, True, False)}
     columns = [kernel.lanes for kernel in kernels if kernel.kind == "columns"]
