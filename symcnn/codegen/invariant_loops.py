@@ -55,8 +55,9 @@ MIN_RUN = 1024
 def invariants_inside(kernel: Kernel) -> Kernel:
     """``kernel`` with its precomputed arrays filled inside its outputs' outer loop, where they can be
     (see the module's docstring); otherwise ``kernel`` as it is. Its ``narrow`` variant likewise."""
-    if kernel.narrow is not None and invariants_inside(kernel.narrow) is not kernel.narrow:
-        kernel = replace(kernel, narrow=invariants_inside(kernel.narrow))
+    narrow = invariants_inside(kernel.narrow) if kernel.narrow is not None else None
+    if narrow is not kernel.narrow:
+        kernel = replace(kernel, narrow=narrow)
     shared = _shared_loop(kernel)
     if shared is None:
         return kernel
