@@ -254,4 +254,5 @@ def _element_target(lhs, derived: Mapping[str, _Derived]) -> tuple[str, Optional
         if index is not None:
             return key, index
     available = ", ".join(sorted(derived))
-    raise ValueError(f"formula: no derived entry {name} (derived: {available}; entries like y00, dL/dw00)")
+    raise ValueError(f"formula: no derived entry {name} (derived: {available}; entries like y00, dL/dw00, or "
+                     "y_{10,2} where an index has two digits)")

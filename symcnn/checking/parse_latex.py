@@ -47,6 +47,7 @@ from symcnn.checking.latex_scan import (GREEK, UNICODE, braced, claim_lines, des
                                         split_top, tags, where_items)
 from symcnn.checking.sizes import check_constants
 from symcnn.symbolic.functions import MaxOver
+from symcnn.symbolic.tensors import element_name
 
 __all__ = ["parse_latex_claim", "looks_like_latex", "COMPOUND_NAMES"]
 
@@ -283,7 +284,7 @@ class _LatexReader:
             suffix = word_subscript.group(1) if word_subscript else re.sub(r"[\s{}\\]|mathrm|text", "", subscript)
             compound = f"{name}_{suffix}" in self.names or not self._is_tensor(name)
             if self.elements or word_subscript or (len(items) == 1 and indices is None and compound):
-                name += suffix if self.elements else "_" + suffix
+                name += _entry_suffix(items, suffix) if self.elements else "_" + suffix
             else:
                 indices = (indices or []) + items
         start = skip_spaces(text, position)
@@ -408,6 +409,20 @@ class _LatexReader:
         # parse_latex may leave placeholders inside limits (its Sum keeps our symbols): replace again.
         restored = restored.xreplace(replacements)
         return _evaluate(restored)
+
+
+def _entry_suffix(items: list[str], suffix: str) -> str:
+    """An element claim's subscript as the derived entries name it: ``y_{1,2}`` is ``y12``, as ``y_{12}``, and
+    ``x_{1,11,2}`` is ``x_1_11_2`` (an index of 10 or more: :func:`symcnn.symbolic.tensors.element_name`).
+
+    >>> _entry_suffix(["1", " 11", "2"], "1,11,2"), _entry_suffix(["0", "1"], "0,1"), _entry_suffix(["01"], "01")
+    ('_1_11_2', '01', '01')
+    """
+    values = [item.strip() for item in items]
+    if len(values) < 2 or not all(re.fullmatch(r"\d+", value) for value in values):
+        return suffix
+    numbers = [int(value) for value in values]
+    return element_name("", numbers, [2] * len(numbers))
 
 
 def _relation(operator: str, left, right):

@@ -72,6 +72,19 @@ def test_element_claims_against_an_op_use_its_configuration():
     assert not result.correct and "shape 1x1" in result.differences[0].derived
 
 
+def test_entries_with_commas_between_their_indices_are_the_same_entries():
+    """``y_{0,1}`` is ``y_{01}``; on a map of 10 or more rows only commas tell ``y_{10,2}`` from ``y_{1,02}``."""
+    with_commas = r"\frac{\partial L}{\partial w_{0,0}} = a x_{0,0} + b x_{0,1} + c x_{1,0} + d x_{1,1}"
+    assert check(with_commas, "conv_3x3_2x2").correct
+    assert not check(with_commas.replace("x_{1,1}", "x_{1,2}"), "conv_3x3_2x2").correct
+    options = CheckOptions(input_size=12, kernel=1)
+    assert check(r"y_{10,11} = x_{10,11} w_{0,0}", "conv2d", options).correct
+    result = check(r"y_{10,11} = x_{10,1} w_{0,0}", "conv2d", options)
+    assert [(d.entry, d.derived) for d in result.differences] == [("y_10_11", "w00*x_10_11")]
+    with pytest.raises(ValueError, match=r"no derived entry y1011 .*y_\{10,2\} where an index has two digits"):
+        check(r"y_{1011} = x_{1011} w_{00}", "conv2d", options)
+
+
 # --- index-notation claims ---------------------------------------------------------------------------------
 
 
