@@ -45,7 +45,7 @@ from typing import Callable, Iterator, NamedTuple, Optional, Sequence, TypeVar
 
 __all__ = ["Constants", "WIDE", "WIDE_256_LOOPS", "NARROW", "WIDE_CLASSES", "NARROW_CLASSES", "LANES_FIRST", "VECTOR",
            "LoopNest", "vector_nest", "scalar_nest", "iterations", "spilled", "estimate", "cheapest", "choose",
-           "restricted", "recorded", "compared", "comparing", "narrow", "narrowed"]
+           "restricted", "recorded", "compared", "comparing", "narrow", "narrowed", "scalar_only"]
 
 #: The unit the columns schedule pads its lane loops to (a whole number of vectors, no scalar remainder):
 #: 16 float32, one 512-bit vector or two 256-bit ones, so that one generated kernel suits both widths.
@@ -211,7 +211,8 @@ def estimate(nest: LoopNest, constants: Constants = WIDE) -> float:
 
 Candidate = TypeVar("Candidate")
 
-#: Calibration and tests narrow the candidates (:func:`restricted`); generation never does.
+#: Calibration and tests narrow the candidates (:func:`restricted`); generation only for a small batch's
+#: variant (:func:`scalar_only`).
 _ALLOWED: ContextVar[Callable[[LoopNest], bool]] = ContextVar("allowed_schedules", default=lambda nest: True)
 
 
@@ -299,11 +300,27 @@ def narrow() -> Iterator[None]:
     """Within the block, choices are made by :data:`NARROW`'s constants (a kernel's variant for CPUs with
     256-bit vectors), neither compared nor recorded (:func:`recorded` lists each kernel's candidates once,
     as its first lowering met them)."""
-    tokens = _WIDTH.set(NARROW_CLASSES), _DIFFERS.set(None), _RECORD.set(None)
+    with _settings((_WIDTH, NARROW_CLASSES), (_DIFFERS, None), (_RECORD, None)):
+        yield
+
+
+@contextlib.contextmanager
+def scalar_only() -> Iterator[None]:
+    """Within the block, every kernel takes its scalar form (gather or accumulate) where it has one, neither
+    compared nor recorded: a kernel's variant for small batches (:mod:`symcnn.codegen.small_batches`)."""
+    with _settings((_ALLOWED, lambda nest: nest.schedule in ("gather", "accumulate")), (_DIFFERS, None),
+                   (_RECORD, None)):
+        yield
+
+
+@contextlib.contextmanager
+def _settings(*settings: tuple[ContextVar, object]) -> Iterator[None]:
+    """Within the block, each context variable of ``settings`` holds its value."""
+    tokens = [(variable, variable.set(value)) for variable, value in settings]
     try:
         yield
     finally:
-        for variable, token in zip((_WIDTH, _DIFFERS, _RECORD), tokens):
+        for variable, token in reversed(tokens):
             variable.reset(token)
 
 

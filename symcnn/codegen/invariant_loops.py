@@ -38,7 +38,7 @@ from dataclasses import replace
 
 from symcnn.codegen.kernel_ir import Kernel, Loop
 
-__all__ = ["MIN_PARALLEL_ITEMS", "MIN_RUN", "invariants_inside"]
+__all__ = ["MIN_PARALLEL_ITEMS", "MIN_RUN", "invariants_inside", "led_by"]
 
 #: The fewest values of a constant index the loops are shared over: each is one parallel item, and
 #: fewer items than threads would leave threads idle where the batch's loop keeps them busy.
@@ -62,9 +62,9 @@ def invariants_inside(kernel: Kernel) -> Kernel:
     if shared is None:
         return kernel
     if kernel.phases:
-        phases = tuple(_led_by(phase, shared) for phase in kernel.phases)
+        phases = tuple(led_by(phase, shared) for phase in kernel.phases)
         return replace(kernel, phases=phases, shared_loops=1, invariants_inside=True)
-    return replace(_led_by(kernel, shared), shared_loops=1, invariants_inside=True)
+    return replace(led_by(kernel, shared), shared_loops=1, invariants_inside=True)
 
 
 def _shared_loop(kernel: Kernel) -> Loop | None:
@@ -98,7 +98,7 @@ def _run(loops: tuple[Loop, ...], variable: str, stop: str) -> int | None:
     return math.prod(int(loop.stop) for loop in loops[positions[0] + 1:])
 
 
-def _led_by(output: Kernel, first: Loop) -> Kernel:
+def led_by(output: Kernel, first: Loop) -> Kernel:
     """``output`` (a scalar sum form) with its loops reordered to begin with ``first`` (parallel), the rest in
     their order, none parallel; each element stored at its index as before."""
     rest = tuple(replace(loop, parallel=False) for loop in output.output_loops if loop.variable != first.variable)

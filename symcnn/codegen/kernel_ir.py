@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 __all__ = ["Loop", "Reduction", "Term", "Staging", "ImageGroups", "BatchUnroll", "Epilogue", "Registers", "StagedSum",
-           "Lanes", "SavedStatistics", "Kernel"]
+           "Lanes", "SavedStatistics", "SmallBatch", "Kernel"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,15 @@ class ImageGroups:
     size: int
     items: str
     stored: str
+
+
+@dataclass(frozen=True)
+class SmallBatch:
+    """A kernel's variant for small batches (:mod:`symcnn.codegen.small_batches`): ``kernel``, unnamed, for
+    batches of fewer than ``below`` images."""
+
+    below: int
+    kernel: "Kernel"
 
 
 @dataclass(frozen=True)
@@ -342,6 +351,9 @@ class Kernel:
     blocks_of: str = ""
     # a forward kernel that stores its statistics into its ``statistics`` argument for the backward pass, or None
     statistics: Optional[SavedStatistics] = None
+    # the same kernel in the scalar form, its loops led by the features' (parallel), for batches of fewer than
+    # ``below`` images (symcnn.codegen.small_batches): the module names both and calls the one the batch suits
+    small_batch: Optional["SmallBatch"] = None
 
     @property
     def parallel(self) -> bool:

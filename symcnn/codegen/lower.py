@@ -2,18 +2,17 @@
 
 For one layer of a network spec, :func:`symcnn.codegen.network.layer_kernels` takes the op's forward formula and its
 derived gradients (:mod:`symcnn.symbolic.adjoint`), substitutes every shape, stride, padding and dilation
-(all but the batch size, which stays a runtime variable), rewrites what a kernel computes
-differently from what a reader reads, and prints the arithmetic and index maps with
-:class:`~symcnn.printing.numba.NumbaPrinter`. The result, a :class:`Kernel` per function, holds only
-printed strings and loop bounds: the templates lay them out and add no math.
+(all but the batch size, which stays a runtime variable), rewrites what a kernel computes differently from
+what a reader reads, and prints the arithmetic and index maps with :class:`~symcnn.printing.numba.NumbaPrinter`.
+The result, a :class:`Kernel` per function, holds only printed strings and loop bounds: the templates lay them
+out and add no math.
 
 The rewrites before printing (integer indices, padding bounds, the argmax switch, log-sum-exp) are
 :mod:`symcnn.codegen.rewrites`. Each reduction, the kernel's own sum and the ones inside its terms,
-is printed from its node in the formula (``Sum`` or :class:`~symcnn.symbolic.functions.MaxOver`):
-its identity starts the accumulator and its step combines each value into it
-(:func:`~symcnn.symbolic.functions.reduction_identity`, :func:`~symcnn.symbolic.functions.reduction_step`);
-max pooling's scan tests each window value by the formula's tie rule
-(:func:`~symcnn.symbolic.functions.replaces_first_max`).
+is printed from its node in the formula (``Sum`` or :class:`~symcnn.symbolic.functions.MaxOver`): its identity
+starts the accumulator and its step combines each value into it (:func:`~symcnn.symbolic.functions.reduction_identity`,
+:func:`~symcnn.symbolic.functions.reduction_step`); max pooling's scan tests each window value by the formula's tie
+rule (:func:`~symcnn.symbolic.functions.replaces_first_max`).
 
 Example:
     >>> from symcnn.spec import load_spec
@@ -45,10 +44,10 @@ from symcnn.codegen.epilogue import FusedElementwise, epilogue_at
 from symcnn.codegen.backends.numba_cpu.lanes import lanes_schedule
 from symcnn.codegen.schedule_choice import vector_schedule
 from symcnn.codegen.widths import per_vector_width
+from symcnn.codegen.small_batches import per_batch_size
 from symcnn.codegen.phases import PhaseSplit, shared_loops, split_phases, without_single_loops
 from symcnn.codegen.taps import one_tap_terms
-from symcnn.codegen.rewrites import (always_holds, fold_bound, for_kernels, padding_conditions,
-                                     shifted_exponential_sum)
+from symcnn.codegen.rewrites import always_holds, fold_bound, for_kernels, padding_conditions, shifted_exponential_sum
 from symcnn.codegen.window_max import switch_tests, window_max
 from symcnn.printing.nodes import Assign
 from symcnn.printing.numba import NumbaPrinter
@@ -368,6 +367,7 @@ def kernel_arguments(lowering: Lowering, expr_terms, outputs: tuple[str, ...], o
 ARGUMENT_ORDER = ("grad_output", "x", "weight", "bias", "targets", "switch")
 
 
+@per_batch_size
 @per_vector_width
 def forward_kernel(layer: LayerSpec, formula: ops.IndexFormula, values: dict, what: str = "forward",
                    fused: Optional[FusedElementwise] = None, saving: bool = False) -> Optional[Kernel]:

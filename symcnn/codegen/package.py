@@ -20,7 +20,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Mapping, Optional
+from typing import Iterable, Mapping, NamedTuple, Optional
 
 import jinja2
 
@@ -35,7 +35,7 @@ from symcnn.printing.numba import import_lines
 from symcnn.spec import PACKAGE_ROOT, NetworkSpec, load_spec, shipped_kernels_dir
 
 __all__ = ["template_dir", "source_checkout", "generated_dir", "shared_modules", "render_package", "stale_files",
-           "generate"]
+           "generate", "small_batch_forms", "BatchDispatch"]
 
 #: The numba CPU backend's templates, shipped inside the package.
 TEMPLATE_DIR = Path(__file__).resolve().parent / "backends" / "numba_cpu" / "templates"
@@ -146,10 +146,12 @@ def render_package(spec: NetworkSpec) -> dict[str, str]:
     for module, kernels in modules.items():
         if module in shared:
             continue
-        rendered, dispatched = per_width(kernels)
+        forms, by_batch = small_batch_forms(kernels)
+        rendered, dispatched = per_width(forms)
         imports = import_lines(frozenset().union(*(kernel.imports for kernel in rendered)))
         files[f"{module}.py"] = layer_template.render(
-            preamble=_preamble(spec, "layer.py.jinja"), kernels=rendered, dispatched=dispatched, imports=imports)
+            preamble=_preamble(spec, "layer.py.jinja"), kernels=rendered, dispatched=dispatched, by_batch=by_batch,
+            imports=imports)
     aliases = {kernel.name: original.name for module, first in shared.items()
                for kernel, original in zip(modules[module], modules[first])}
     files["__init__.py"] = environment.get_template("package.py.jinja").render(
@@ -161,6 +163,36 @@ def render_package(spec: NetworkSpec) -> dict[str, str]:
         training_forward_fused={elementwise: (fusion.layer, fusion.kernel.name)
                                 for elementwise, fusion in training.items()})
     return files
+
+
+class BatchDispatch(NamedTuple):
+    """A kernel with a variant for small batches, as its module calls it: ``name(arguments)`` calls ``small`` where
+    ``condition`` holds (printed: a batch of fewer than ``below`` images), else ``large``."""
+
+    name: str
+    arguments: tuple[str, ...]
+    below: int
+    condition: str
+    small: str
+    large: str
+
+
+def small_batch_forms(kernels: list[Kernel]) -> tuple[list[Kernel], list[BatchDispatch]]:
+    """The kernels a module defines: each of ``kernels``, and in place of one with a variant for small batches
+    (:mod:`symcnn.codegen.small_batches`) both, as ``<name>_groups`` and ``<name>_rows`` (the variant takes the
+    kernel's docstring); and the functions named for those, which call the one a batch suits."""
+    forms, dispatches = [], []
+    for kernel in kernels:
+        if kernel.small_batch is None:
+            forms.append(kernel)
+            continue
+        groups = replace(kernel, name=f"{kernel.name}_groups", small_batch=None)
+        rows = replace(kernel.small_batch.kernel, name=f"{kernel.name}_rows", formula=kernel.formula)
+        forms += [groups, rows]
+        below = kernel.small_batch.below
+        dispatches.append(BatchDispatch(kernel.name, kernel.arguments, below,
+                                        f"{kernel.batch_from}.shape[0] < {below}", rows.name, groups.name))
+    return forms, dispatches
 
 
 def per_width(kernels: list[Kernel]) -> tuple[list[Kernel], list[str]]:
