@@ -1,4 +1,4 @@
-"""Random small specs mixing document 003's layers with the older ones (hypothesis): grouped and
+"""Random specs mixing document 003's layers with the older ones (hypothesis), small or medium-size: grouped and
 depthwise convolutions, transposed convolutions (stride, dilation, output padding), batch and layer
 normalization, dropout, adaptive pools to sizes that need not divide the input, sigmoid and tanh,
 beside ReLUs, pools and dense layers; sometimes a residual ``add`` or a ``concat`` (a graph); in
@@ -11,8 +11,25 @@ from typing import NamedTuple
 
 from hypothesis import strategies as st
 
-#: The largest height or width and channel count a drawn layer makes (keeps the networks small).
-MAX_SIZE, MAX_CHANNELS = 12, 6
+
+
+class Bounds(NamedTuple):
+    """How large a drawn spec may be: its input's channels and sizes (inclusive ranges), the largest height or
+    width and channel count a layer makes, and the largest convolution kernel."""
+
+    channels: tuple[int, int]
+    sizes: tuple[int, int]
+    max_size: int
+    max_channels: int
+    max_kernel: int
+
+
+#: Small networks, quick to run through the NumPy reference.
+SMALL = Bounds(channels=(2, 4), sizes=(2, 6), max_size=12, max_channels=6, max_kernel=3)
+#: Where the shape-driven schedules engage: 16 channels and more (the lanes schedule, its register blocks, a
+#: dense layer's groups of images), maps past 16 x 16 (the columns schedule, normalizations' statistics inside
+#: their channel loop), kernels to 7 x 7.
+MEDIUM = Bounds(channels=(1, 32), sizes=(6, 34), max_size=40, max_channels=64, max_kernel=7)
 
 #: Layers on maps: a spec takes the first few of a shuffle of these (document 003's twice, as often as
 #: the older ones), so that kinds vary from spec to spec rather than repeat within one.
@@ -34,14 +51,14 @@ class MixedSpec(NamedTuple):
     batch: int
 
 
-def _conv(draw, shape) -> tuple[dict, tuple]:
+def _conv(draw, shape, bounds: Bounds) -> tuple[dict, tuple]:
     channels, height, width = shape
     divisors = [g for g in range(2, channels + 1) if channels % g == 0]
     grouped = bool(divisors) and draw(st.booleans())
     groups = draw(st.sampled_from(divisors)) if grouped else 1  # groups = C: a depthwise convolution
-    out_channels = groups * draw(st.integers(1, max(1, MAX_CHANNELS // groups)))
+    out_channels = groups * draw(st.integers(1, max(1, bounds.max_channels // groups)))
     stride, padding, dilation = draw(st.integers(1, 2)), draw(st.integers(0, 1)), draw(st.integers(1, 2))
-    largest = min(3, (min(height, width) + 2 * padding - 1) // dilation + 1)  # the dilated kernel fits
+    largest = min(bounds.max_kernel, (min(height, width) + 2 * padding - 1) // dilation + 1)  # the dilated kernel fits
     kernel = draw(st.integers(1, largest))
     sizes = tuple((size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1 for size in (height, width))
     table = {"type": "conv2d", "out_channels": out_channels, "kernel": kernel, "stride": stride,
@@ -49,14 +66,14 @@ def _conv(draw, shape) -> tuple[dict, tuple]:
     return table, (out_channels, *sizes)
 
 
-def _conv_transpose(draw, shape) -> tuple[dict, tuple]:
+def _conv_transpose(draw, shape, bounds: Bounds) -> tuple[dict, tuple]:
     _, height, width = shape
     stride, dilation, kernel = draw(st.integers(1, 3)), draw(st.integers(1, 2)), draw(st.integers(1, 3))
     padding = draw(st.integers(0, 1))
     output_padding = draw(st.integers(0, max(stride, dilation) - 1))  # smaller than the stride or the dilation
     sizes = tuple((size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
                   for size in (height, width))
-    if min(sizes) < 1 or max(sizes) > MAX_SIZE:  # empty or too large: a 1x1 transposed convolution instead
+    if min(sizes) < 1 or max(sizes) > bounds.max_size:  # empty or too large: a 1x1 transposed convolution instead
         stride, dilation, kernel, padding, output_padding, sizes = 1, 1, 1, 0, 0, (height, width)
     out_channels = draw(st.integers(1, 3))
     table = {"type": "conv_transpose2d", "out_channels": out_channels, "kernel": kernel, "stride": stride,
@@ -64,13 +81,13 @@ def _conv_transpose(draw, shape) -> tuple[dict, tuple]:
     return table, (out_channels, *sizes)
 
 
-def _map_layer(draw, kind: str, shape) -> tuple[dict, tuple]:
+def _map_layer(draw, kind: str, shape, bounds: Bounds) -> tuple[dict, tuple]:
     """A random layer of ``kind`` on a map of ``shape`` (C, H, W), and its output shape."""
     channels, height, width = shape
     if kind == "conv2d":
-        return _conv(draw, shape)
+        return _conv(draw, shape, bounds)
     if kind == "conv_transpose2d":
-        return _conv_transpose(draw, shape)
+        return _conv_transpose(draw, shape, bounds)
     if kind == "batchnorm2d":
         return {"type": kind, "eps": draw(st.sampled_from([1e-5, 1e-3])),
                 "momentum": draw(st.sampled_from([0.1, 0.5]))}, shape
@@ -94,13 +111,13 @@ def _map_layer(draw, kind: str, shape) -> tuple[dict, tuple]:
     return {"type": "relu"}, shape  # a pool on a map too small for it
 
 
-def _join(draw, tensors: dict, current: str):
+def _join(draw, tensors: dict, current: str, bounds: Bounds):
     """An ``add`` of the current tensor and an earlier one of its shape, or a ``concat`` with one of its
     height and width (channels within bounds); ``None`` when none fits or none is drawn."""
     shape = tensors[current]
     same = sorted(label for label, other in tensors.items() if label != current and other == shape)
     beside = sorted(label for label, other in tensors.items() if label != current and other[1:] == shape[1:]
-                    and other[0] + shape[0] <= MAX_CHANNELS)
+                    and other[0] + shape[0] <= bounds.max_channels)
     choices = ([("add", label) for label in same] + [("concat", label) for label in beside])
     if not choices or draw(st.integers(0, 2)) != 2:  # a join after about one layer in three, where one fits
         return None
@@ -110,20 +127,21 @@ def _join(draw, tensors: dict, current: str):
 
 
 @st.composite
-def mixed_specs(draw, max_layers: int = 6, graphs: bool = True) -> MixedSpec:
-    """A random spec: a convolution and up to ``max_layers - 1`` more layers on maps (named ``l<k>``; with
-    ``graphs``, some followed by a join with an earlier tensor), a flatten, sometimes a hidden dense layer
-    with a layer on its features, and a dense layer to 2 to 4 classes."""
-    tensors = {"input": (draw(st.integers(2, 4)), draw(st.integers(2, 6)), draw(st.integers(2, 6)))}
+def mixed_specs(draw, max_layers: int = 6, graphs: bool = True, bounds: Bounds = SMALL) -> MixedSpec:
+    """A random spec within ``bounds``: a convolution and up to ``max_layers - 1`` more layers on maps (named
+    ``l<k>``; with ``graphs``, some followed by a join with an earlier tensor), a flatten, sometimes a hidden
+    dense layer with a layer on its features, and a dense layer to 2 to 4 classes."""
+    tensors = {"input": (draw(st.integers(*bounds.channels)), draw(st.integers(*bounds.sizes)),
+                         draw(st.integers(*bounds.sizes)))}
     layers, current = [], "input"
     # A convolution first, as networks begin (on 2 to 4 input channels: often grouped), then a shuffle.
     kinds = ["conv2d"] + draw(st.permutations(_MAP_KINDS))[:draw(st.integers(0, max_layers - 1))]
     for index, kind in enumerate(kinds):
-        table, shape = _map_layer(draw, kind, tensors[current])
+        table, shape = _map_layer(draw, kind, tensors[current], bounds)
         label = f"l{index}"
         layers.append({"name": label, **table})  # reads the layer before it (the input, a join)
         tensors[label], current = shape, label
-        joined = _join(draw, tensors, current) if graphs else None
+        joined = _join(draw, tensors, current, bounds) if graphs else None
         if joined is not None:
             table, shape = joined
             label = f"j{index}"

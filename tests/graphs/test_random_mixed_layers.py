@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from symcnn.bench.numpy_network import NumpyNetwork
 from symcnn.bench.torch_twin import torch_model
 from symcnn.spec import parse_spec, spec_toml
-from tests.graphs.mixed_specs import GRAPH_IN_EVALUATION, SEPARABLE_IN_TRAINING, mixed_specs
+from tests.graphs.mixed_specs import GRAPH_IN_EVALUATION, MEDIUM, SEPARABLE_IN_TRAINING, mixed_specs
 from tests.kernels_helpers import network_for
 
 TOLERANCE = 1e-9
@@ -126,4 +126,16 @@ def test_document_003s_layers_generated_kernels_equal_pytorch(torch, tmp_path_fa
 @given(case=mixed_specs(max_layers=4))
 def test_random_specs_the_generated_kernels_equal_pytorch(torch, tmp_path_factory, monkeypatch, case):
     _note_what_it_holds(case)
+    _generated_kernels_equal_pytorch(torch, tmp_path_factory, monkeypatch, case)
+
+
+@pytest.mark.slow
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=mixed_specs(max_layers=5, bounds=MEDIUM))
+def test_random_medium_specs_the_generated_kernels_equal_pytorch(torch, tmp_path_factory, monkeypatch, case):
+    """Up to 64 channels on maps up to 40 x 40, kernels to 7 x 7: the shapes where the generator's schedules
+    (lanes, columns, register blocks, phases, statistics inside the channel loop, a dense layer's two forms) are
+    chosen, unlike the small specs above."""
+    _note_what_it_holds(case)
+    assert {layer.label: layer.output_shape for layer in parse_spec(spec_toml(case.spec)).layers} == case.shapes
     _generated_kernels_equal_pytorch(torch, tmp_path_factory, monkeypatch, case)
