@@ -12,7 +12,6 @@ from typing import NamedTuple
 from hypothesis import strategies as st
 
 
-
 class Bounds(NamedTuple):
     """How large a drawn spec may be: its input's channels and sizes (inclusive ranges), the largest height or
     width and channel count a layer makes, and the largest convolution kernel."""
