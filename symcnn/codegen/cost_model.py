@@ -221,11 +221,8 @@ def restricted(allowed: Callable[[LoopNest], bool]) -> Iterator[None]:
     """Within the block, only candidates whose :class:`LoopNest` ``allowed`` accepts are generated
     (all of them when it accepts none): to time or test one schedule on shapes the model would give
     another. ``with restricted(lambda nest: nest.schedule == "columns"): ...``"""
-    token = _ALLOWED.set(allowed)
-    try:
+    with _settings((_ALLOWED, allowed)):
         yield
-    finally:
-        _ALLOWED.reset(token)
 
 
 #: Calibration lists the candidates each choice was made among (:func:`recorded`).

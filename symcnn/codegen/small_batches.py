@@ -80,7 +80,7 @@ def _rows_form(scalar: Kernel, kernel: Kernel) -> Optional[Kernel]:
     """``scalar`` (``kernel`` lowered in the scalar form) led by its features' loop, unnamed; ``None`` unless it
     is a gather over an output of the batch and one other axis, as ``kernel`` takes it."""
     loops = scalar.output_loops
-    if (scalar.kind != "sum" or scalar.lanes is not None or scalar.phases or len(loops) != 2 or loops[0].stop != "N"
-            or scalar.arguments != kernel.arguments or scalar.output != kernel.output):
+    if (scalar.kind != "sum" or len(loops) != 2 or loops[0].stop != "N" or scalar.arguments != kernel.arguments
+            or scalar.output != kernel.output):
         return None
     return replace(led_by(scalar, replace(loops[1], parallel=True)), name="")
