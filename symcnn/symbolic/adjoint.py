@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, replace
 from typing import Mapping, Optional, Sequence
@@ -63,7 +64,7 @@ class GatherTerm:
     def substitute(self, values: Mapping[Expr, Expr]) -> "GatherTerm":
         limits = tuple((var, low.xreplace(values), high.xreplace(values)) for var, low, high in self.limits)
         conditions = tuple(condition.xreplace(values) for condition in self.conditions)
-        return _tidy(GatherTerm(limits, conditions, self.body.xreplace(values)), {})
+        return _tidied(GatherTerm(limits, conditions, self.body.xreplace(values)))
 
 
 @dataclass(frozen=True)
@@ -338,6 +339,13 @@ def _tidy(term: GatherTerm, index_ranges: Mapping[Symbol, tuple[Expr, Expr]]) ->
     return GatherTerm(tuple(limits), tuple(kept), body)
 
 
+@functools.lru_cache(maxsize=4096)
+def _tidied(term: GatherTerm) -> GatherTerm:
+    """:func:`_tidy` without index ranges, once per term: a layer's lowering substitutes its shapes into the same
+    gradient for each kernel that reads it, and for each vector width."""
+    return _tidy(term, {})
+
+
 def _implied_by_range(condition, index_ranges: Mapping[Symbol, tuple[Expr, Expr]]) -> bool:
     """``small <= large`` that every index in its range satisfies: ``0 <= k`` or ``k <= H_in - 1`` for a
     free index ``k`` whose own range says as much, or a concatenation's ``c <= C_1 + C_2 - 1`` for
@@ -433,8 +441,23 @@ def derive_gradient(forward: IndexFormula, wrt: str, identities: Optional[Sequen
 
     ``identities`` are facts of the inputs used to simplify, as ``(Sum, value)`` pairs (the
     loss uses ``sum_i T[n, i] = 1`` for one-hot targets).
+
+    It reads only the formula's equation, tensors and identities: each distinct one is derived once per
+    process (a network's convolutions share one general formula) and returned with the caller's ``forward``.
     """
-    identities = forward.identities if identities is None else identities
+    identities = tuple(forward.identities if identities is None else identities)
+    derived = _derived(forward.op, forward.output, forward.indices, forward.rhs, forward.operands, wrt, identities)
+    return replace(derived, forward=forward)
+
+
+@functools.lru_cache(maxsize=512)
+def _derived(op: str, output: Tensor, indices: tuple, rhs: Expr, operands: tuple, wrt: str,
+             identities: tuple) -> GradientFormula:
+    forward = IndexFormula(op, output, indices, rhs, operands, identities=identities)
+    return _derive(forward, wrt, identities)
+
+
+def _derive(forward: IndexFormula, wrt: str, identities: tuple) -> GradientFormula:
     target = forward.operand(wrt)
     placeholders = tuple(_index_symbol(f"_t{axis}") for axis in range(len(target.shape)))
     if forward.output.shape:

@@ -250,3 +250,23 @@ def test_json_rebuilds_the_exact_sympy_object_and_evaluates():
     # non-zero entries read dL/dY and W only at integer indices inside their shapes
     reads = point.atoms(sympy.Indexed)
     assert reads and all(all(index.is_Integer and index >= 0 for index in read.indices) for read in reads)
+
+
+def test_a_formula_is_derived_once_and_each_caller_gets_its_own_forward():
+    """The derivation is kept per equation: a second formula object with the same equation (another layer's
+    convolution) reuses it, carrying its own parameters; a different equation is derived anew."""
+    from symcnn.symbolic import adjoint
+
+    adjoint._derived.cache_clear()
+    first = ops.conv2d()
+    second = replace(ops.conv2d(), parameters={**first.parameters, "extra": sympy.Symbol("q")})
+    gradient = derive_gradient(first, "input")
+    again = derive_gradient(second, "input")
+    assert adjoint._derived.cache_info().hits == 1
+    assert gradient.forward is first and again.forward is second and again.terms == gradient.terms
+    strided = first.substitute({first.parameters["stride_h"]: 1, first.parameters["stride_w"]: 1})
+    unstrided = derive_gradient(strided, "input")
+    assert adjoint._derived.cache_info().misses == 2 and unstrided.forward is strided
+    assert unstrided.terms != gradient.terms  # no divisibility condition at stride 1
+    adjoint._derived.cache_clear()
+    assert derive_gradient(strided, "input").terms == unstrided.terms  # the same as derived afresh

@@ -183,8 +183,11 @@ def register_tile(lowering, reduction, outer_tile, reads, lane: Symbol, tile_ele
         reads = tuple(read.base[(FloorDiv(GROUP_START, group), *read.indices[:-1], lane - GROUP_START)]
                       if read.has(lane) else read for read in reads)  # at lane group + l: l, its place
     code = functools.cache(lowering.code)  # each read recurs for every lane, block value and block size
-    wide, narrow = (_blocks(lowering, code, reduction, outer_tile, reads, lane, tile_element, unroll, lanes, group,
-                            accumulators) for accumulators in (wide_accumulators(group), ACCUMULATORS))
+    row_view = functools.cache(lambda read: _row_view(code, read, GROUP_START))  # and so does its view
+    statement = functools.cache(lowering.statement)  # the narrow blocks' first updates are the wide ones'
+    wide, narrow = (_blocks(lowering, code, row_view, statement, reduction, outer_tile, reads, lane, tile_element,
+                            unroll, lanes, group, accumulators)
+                    for accumulators in (wide_accumulators(group), ACCUMULATORS))
     arguments = tuple(sorted(set(wide.arguments) | set(narrow.arguments)))  # one call for either
     if narrow.updates == wide.updates:
         return replace(wide, arguments=arguments)
@@ -205,8 +208,9 @@ def _row_view(code, read, group_start: Symbol) -> Optional[tuple[str, int]]:
     ('tile[j + 1, group:]', 5)
     """
     last = read.indices[-1]
-    constant = last.subs(group_start, 0)
-    start = sympy.expand(last - constant)
+    constant = last.xreplace({group_start: sympy.S.Zero})
+    start = last - constant  # (group + 5) - 5 is group as built; expanded only where it is not
+    start = start if start in (group_start, 0) else sympy.expand(start)
     if not constant.is_Integer or start not in (group_start, 0) or constant < 0:
         return None
     view = code(read.base[(*read.indices[:-1], _SLICE)]).replace(str(_SLICE), f"{code(start)}:")
@@ -226,10 +230,10 @@ def _blocked_axis(outer_tile, block: int) -> int:
     return max(range(len(sizes)), key=lambda position: (sizes[position], position))
 
 
-def _blocks(lowering, code, reduction, outer_tile, reads, lane: Symbol, tile_element, unroll: int, lanes: int,
-            group: int, accumulators: int) -> Registers:
+def _blocks(lowering, code, row_view, statement, reduction, outer_tile, reads, lane: Symbol, tile_element,
+            unroll: int, lanes: int, group: int, accumulators: int) -> Registers:
     """:func:`register_tile`'s loops in blocks of ``accumulators`` values, ``group`` lanes wide (``code``
-    prints an expression)."""
+    prints an expression, ``row_view`` finds a read's :func:`_row_view`, ``statement`` prints an update)."""
     printer = lowering.printer.doprint
     block = accumulators // group
     blocked = _blocked_axis(outer_tile, block)
@@ -253,7 +257,7 @@ def _blocks(lowering, code, reduction, outer_tile, reads, lane: Symbol, tile_ele
 
     def through_view(read, views: dict, prefix: str) -> str:
         """``read`` printed as its row view's element (the view named in ``views``), or as it is."""
-        found = _row_view(code, read, group_start)
+        found = row_view(read)
         if found is None:
             return code(read)
         view, index = found
@@ -279,7 +283,7 @@ def _blocks(lowering, code, reduction, outer_tile, reads, lane: Symbol, tile_ele
                         factors.append(names.setdefault(code(read), Symbol(f"{BROADCAST}{len(names)}")))
                 products.append(sympy.Mul(*factors, evaluate=False))
             # the sum's step once per product, in the formula's order: ((acc + p0) + p1) + ...
-            updates.append(lowering.statement(accumulator, OrderedSum(accumulator, *products)))
+            updates.append(statement(accumulator, OrderedSum(accumulator, *products)))
     # consecutive blocks share their group's streamed values or their block's broadcast ones, whichever the
     # loops keep fixed between them: the group's loop outside when its streamed values are the more (a
     # weight's group of lanes over the whole reduction, 147 KiB in suite-wide's conv3, against 15 KiB of
