@@ -11,6 +11,8 @@ import re
 import numba
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from symcnn.codegen.backends.numba_cpu import columns, lanes
 from symcnn.codegen.backends.numba_cpu.registers import ACCUMULATORS, WIDE_ACCUMULATORS, wide_accumulators
@@ -18,6 +20,9 @@ from symcnn.codegen.network import layer_kernels
 from symcnn.runtime.vector_width import WIDE_VECTORS
 from symcnn.spec import load_spec
 from tests.kernels_helpers import network_for, use_session_cache
+
+#: names a block's factors take: broadcast and streamed values, sorted by the printer as strings (10 before 9)
+_FACTOR_NAMES = ["broadcast0", "broadcast9", "broadcast10", "streamed0", "streamed2", "streamed11", "row0"]
 
 
 @pytest.fixture(autouse=True)
@@ -224,3 +229,20 @@ def _assert_packed(block, arguments, width) -> None:
     assert packed and not scalar, (width, len(packed), len(scalar))
     if WIDE_VECTORS:
         assert all("zmm" in instruction for instruction in packed if "fmadd" in instruction), width
+
+
+@given(products=st.lists(st.lists(st.sampled_from(_FACTOR_NAMES), min_size=1, max_size=3), min_size=1, max_size=4))
+def test_a_blocks_update_is_what_the_printer_prints_for_its_sum(products):
+    """A register block's update is joined from its named factors (no printer: most of the blocks' lowering time);
+    it is the statement SymPy's printer makes of the same ordered sum, factors sorted as the printer sorts them."""
+    from sympy import Mul, Symbol
+
+    from symcnn.codegen.backends.numba_cpu.registers import _update
+    from symcnn.codegen.rewrites import for_kernels
+    from symcnn.printing.nodes import Assign, OrderedSum
+    from symcnn.printing.numba import NumbaPrinter
+
+    accumulator = Symbol("acc1_12")
+    factors = [[Symbol(name) for name in names] for names in products]
+    value = OrderedSum(accumulator, *(Mul(*names, evaluate=False) for names in factors))
+    assert _update(accumulator, factors) == NumbaPrinter({}).doprint(for_kernels(Assign(accumulator, value)))
