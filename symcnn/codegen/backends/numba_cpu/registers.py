@@ -267,12 +267,15 @@ def _blocks(lowering, code, row_view, reduction, outer_tile, reads, lane: Symbol
     streamed: dict[str, Symbol] = {}  # printed read at a lane -> its name: read once, for every value of the block
     row_views: dict[str, str] = {}  # printed view of a tile row -> its name, for the loads and stores
     streamed_views: dict[str, str] = {}  # printed view of a streamed row -> its name, read before the streamed values
+    as_they_are: dict[str, None] = {}  # reads printed as they are, not through a view: what may name an argument
 
     def through_view(read, views: dict, prefix: str) -> str:
         """``read`` printed as its row view's element (the view named in ``views``), or as it is."""
         found = row_view(read)
         if found is None:
-            return code(read)
+            printed = code(read)
+            as_they_are[printed] = None
+            return printed
         view, index = found
         return f"{views.setdefault(view, f'{prefix}{len(views)}')}[{index}]"
 
@@ -313,9 +316,10 @@ def _blocks(lowering, code, row_view, reduction, outer_tile, reads, lane: Symbol
     every_loop = (*outer, group_loop, *inner, *loops)
     bound = ({loop.variable for loop in every_loop} | {name for name, _ in named} | {name for name, _ in views}
              | {statement.split(" = ", 1)[0] for statement in loads})
-    # the updates read only accumulators and named reads, all bound: parsing them (the longest lines) was
-    # most of this function's time
-    used = [*loads, *stores, *(read for _, read in named), *(view for _, view in views),
+    # the updates read only accumulators and named reads, all bound, and the loads and stores accumulators and
+    # elements of bound views or reads as they are: parsing them all (the longest lines, and the most) was most of
+    # this function's time
+    used = [*as_they_are, *(read for _, read in named), *(view for _, view in views),
             *(limit for loop in every_loop for limit in (loop.start, loop.stop))]
     return Registers(outer=outer, group=group_loop, loads=tuple(loads), reduction=tuple(loops), reads=named,
                      updates=tuple(updates), stores=tuple(stores), arguments=free_names(used, bound), inner=inner,
