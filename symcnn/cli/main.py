@@ -194,9 +194,11 @@ def _add_formula(commands) -> None:
                     "form with every condition (divisibility by the stride, range of the solved index).",
     )
     formula.add_argument("op", choices=list(FORMULA_OPS), metavar="OP", help=f"one of {', '.join(FORMULA_OPS)}")
-    formula.add_argument("--wrt", type=operand, default="input", metavar="OPERAND",
+    formula.add_argument("operand", nargs="?", type=operand, default=None, metavar="OPERAND",
                          help="the gradient with respect to this operand (input, weight, bias; an add's or concat's "
                               "input2, ...), or the forward formula (forward); default input")
+    formula.add_argument("--wrt", type=operand, default=None, metavar="OPERAND",
+                         help="the same as OPERAND, as an option (default: input)")
     for option, meta in (("kernel", "K|KhxKw"), ("stride", "S|SHxSW"), ("padding", "P|PHxPW"), ("dilation", "D|DHxDW")):
         formula.add_argument(f"--{option}", type=_size, default=None, metavar=meta,
                              help=f"specialize the {option} and simplify (default: general)")
@@ -305,12 +307,15 @@ def _run_formula(args) -> int:
     from symcnn.views.formula import general_formula
 
     output_format = chosen_format(args)
+    if args.operand and args.wrt and args.operand != args.wrt:
+        raise ValueError(f"wrt: the operand is given twice: {args.operand!r} (OPERAND) and {args.wrt!r} (--wrt)")
+    wrt = args.operand or args.wrt or "input"
     settings = dict(kernel=args.kernel, stride=args.stride, padding=args.padding, dilation=args.dilation)
     if args.standalone:
         from symcnn.report.opformulas import formula_report
 
-        return print_document(formula_report(args.op, args.wrt, **settings), args)
-    view = general_formula(args.op, args.wrt, **settings)
+        return print_document(formula_report(args.op, wrt, **settings), args)
+    view = general_formula(args.op, wrt, **settings)
     print({"text": view.text, "latex": view.latex, "json": view.json}[output_format]())
     return 0
 

@@ -34,12 +34,21 @@ def test_specializing_stride_one_simplifies(cli):
 
 
 @pytest.mark.parametrize("wrt", ["weight", "bias", "forward"])
-def test_every_role_of_conv2d(cli, wrt):
-    status, out, _ = cli("formula", "conv2d", "--wrt", wrt)
+@pytest.mark.parametrize("as_given", [lambda wrt: ["--wrt", wrt], lambda wrt: [wrt]], ids=["--wrt", "positional"])
+def test_every_role_of_conv2d(cli, wrt, as_given):
+    status, out, _ = cli("formula", "conv2d", *as_given(wrt))
     assert status == 0
     first_line = out.splitlines()[1]
     assert first_line.split(" = ")[0] == {"weight": "dL/dW[c_out, c_in, u, v]", "bias": "dL/db[c_out]",
                                           "forward": "Y[n, c_out, i, j]"}[wrt]
+
+
+def test_the_operand_given_both_ways_must_agree(cli):
+    assert cli("formula", "conv2d", "weight", "--wrt", "weight")[0] == 0
+    status, out, err = cli("formula", "conv2d", "weight", "--wrt", "bias")
+    assert (status, out) == (2, "")
+    assert err.strip() == ("symcnn formula: error: --wrt: the operand is given twice: 'weight' (OPERAND) and "
+                           "'bias' (--wrt)")
 
 
 @pytest.mark.parametrize("op", list(FORMULA_OPS))
@@ -78,6 +87,8 @@ def test_json_parameters_name_every_role(cli):
 
 @pytest.mark.parametrize("argv, option", [
     (["formula", "relu", "--wrt", "weight"], "--wrt"),
+    (["formula", "relu", "weight"], "--wrt"),
+    (["formula", "conv2d", "kernel"], "OPERAND"),
     (["formula", "relu", "--stride", "2"], "--stride"),
     (["formula", "conv2d", "--stride", "0"], "--stride"),
     (["formula", "conv2d", "--padding", "-1"], "--padding"),
