@@ -19,7 +19,7 @@ import keyword
 import math
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -90,6 +90,8 @@ class LayerSpec:
     settings: Mapping[str, Any] = field(default_factory=dict)
     inputs: tuple[str, ...] = ()
     input_shapes: tuple[tuple[int, ...], ...] = ()
+    # a convolution of a spec whose [kernels] table asks for Winograd (symcnn.codegen.winograd_kernels)
+    winograd: bool = False
 
     def __post_init__(self):
         if not self.input_shapes:
@@ -131,6 +133,7 @@ class NetworkSpec:
     layers: tuple[LayerSpec, ...]
     source: str = ""  # the canonical TOML text the spec was read from, for hashing
     training: Mapping[str, Any] = field(default_factory=dict)  # recommended settings, [training]
+    kernels: Mapping[str, Any] = field(default_factory=dict)  # how the kernels compute, [kernels]
 
     @property
     def module_name(self) -> str:
@@ -335,7 +338,7 @@ def _shown(value) -> str:
 
 def spec_from_dict(data: Mapping, source: str = "") -> NetworkSpec:
     """Validate a spec given as a dict (the TOML's structure)."""
-    _check_keys(data, ("name", "input", "loss", "layers", "description", "training"), "spec")
+    _check_keys(data, ("name", "input", "loss", "layers", "description", "training", "kernels"), "spec")
     name = data.get("name")
     if not isinstance(name, str) or not _SPEC_NAME.match(name):
         raise _error("spec", "name", f"must start with a letter and hold only letters, digits, _ and - "
@@ -391,8 +394,26 @@ def spec_from_dict(data: Mapping, source: str = "") -> NetworkSpec:
     if layers[-1].kind != "dense":
         raise _error(where, "layers", "the last layer must be a dense layer (the class scores)")
     training = _training(data.get("training", {}), where)
+    kernels = _kernels(data.get("kernels", {}), where)
+    if kernels.get("winograd"):
+        layers = [replace(layer, winograd=True) if layer.kind in WINOGRAD_OPS else layer for layer in layers]
     return NetworkSpec(name, input_shape, loss, tuple(layers), source or repr(sorted(data.items(), key=str)),
-                       training)
+                       training, kernels)
+
+
+#: The ops whose forward kernels ``[kernels] winograd = true`` may compute by Winograd's minimal filtering.
+WINOGRAD_OPS = ("conv2d",)
+
+
+def _kernels(table, where: str) -> dict[str, Any]:
+    """A ``[kernels]`` table: ``winograd`` (true or false, default false): a 3 x 3, stride-1 convolution's forward
+    pass by Winograd's F(4x4, 3x3) where its channels make it pay (not bit for bit the direct sums)."""
+    if not isinstance(table, Mapping):
+        raise _error(where, "kernels", f"must be a table of kernel settings, got {_shown(table)}")
+    _check_keys(table, ("winograd",), f"{where}: kernels")
+    if "winograd" in table and not isinstance(table["winograd"], bool):
+        raise _error(where, "kernels.winograd", f"must be true or false, got {_shown(table['winograd'])}")
+    return dict(table)
 
 
 def parse_spec(text: str) -> NetworkSpec:
@@ -454,7 +475,10 @@ def spec_toml(data: Mapping) -> str:
     type = "flatten"
     <BLANKLINE>
     """
-    lines = [f"{key} = {_toml_value(value)}" for key, value in data.items() if key not in ("layers", "training")]
+    tables = ("layers", "training", "kernels")
+    lines = [f"{key} = {_toml_value(value)}" for key, value in data.items() if key not in tables]
+    if data.get("kernels"):
+        lines += ["", "[kernels]"] + [f"{key} = {_toml_value(value)}" for key, value in data["kernels"].items()]
     for layer in data.get("layers", ()):
         lines += ["", "[[layers]]"] + [f"{key} = {_toml_value(value)}" for key, value in layer.items()]
     return "\n".join(lines) + "\n"

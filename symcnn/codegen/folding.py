@@ -33,7 +33,8 @@ import sympy
 from sympy import Expr, Indexed, Sum
 
 from symcnn import registry
-from symcnn.codegen.lower import forward_kernel, layer_formula
+from symcnn.codegen.lower import layer_formula
+from symcnn.codegen.winograd_kernels import forward_kernel
 from symcnn.spec import LayerSpec, NetworkSpec
 from symcnn.symbolic import ops
 

@@ -44,7 +44,8 @@ from symcnn.codegen.epilogue import STORED, FusedElementwise, Unfusable
 from symcnn.codegen.folding import FOLDED_FORWARD, folded_layer, folded_title, folds, titled
 from symcnn.codegen.fusion import configuration, elementwise_gradient
 from symcnn.codegen.kernel_ir import Kernel
-from symcnn.codegen.lower import ARRAY_NAMES, SAVING, forward_kernel, layer_formula
+from symcnn.codegen.lower import ARRAY_NAMES, SAVING, layer_formula
+from symcnn.codegen.winograd_kernels import forward_kernel
 from symcnn.spec import LayerSpec, NetworkSpec
 
 __all__ = ["forward_pairs", "forward_module", "ForwardFusion", "forward_fused_kernels", "training_fused_kernels"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 __all__ = ["Loop", "Reduction", "Term", "Staging", "ImageGroups", "BatchUnroll", "Epilogue", "Registers", "StagedSum",
-           "Lanes", "SavedStatistics", "SmallBatch", "Kernel"]
+           "Lanes", "SavedStatistics", "SmallBatch", "Separable", "Winograd", "Kernel"]
 
 
 @dataclass(frozen=True)
@@ -92,10 +92,13 @@ class ImageGroups:
 @dataclass(frozen=True)
 class SmallBatch:
     """A kernel's variant for small batches (:mod:`symcnn.codegen.small_batches`): ``kernel``, unnamed, for
-    batches of fewer than ``below`` images."""
+    batches of fewer than ``below`` images. ``forms``: the suffixes the module names the variant and the kernel
+    by, each with what it is (for the docstring of the function that calls the one a batch suits)."""
 
     below: int
     kernel: "Kernel"
+    forms: tuple[tuple[str, str], tuple[str, str]] = (("rows", "parallel over output features"),
+                                                      ("groups", "parallel over groups of images"))
 
 
 @dataclass(frozen=True)
@@ -273,6 +276,63 @@ class Lanes:
 
 
 @dataclass(frozen=True)
+class Separable:
+    """A small 2-D transform ``M d M^T`` of each lane's tile, in two passes of the 1-D transform ``M``
+    (:mod:`symcnn.codegen.backends.numba_cpu.winograd`): for each ``row`` of ``rows``, over the lanes,
+    ``first_reads`` (``p0 = ...``), ``statements`` (``q0 = ...``: ``M`` times the ``p``, printed) and
+    ``first_stores`` into ``between`` (of ``between_shape``); then for each ``column`` of ``columns``, over
+    the lanes, ``second_reads`` from ``between``, ``statements`` again and ``second_stores``."""
+
+    lane: Loop  # the vector loop, its stop a runtime value
+    rows: int
+    columns: int
+    first_reads: tuple[str, ...]  # printed statements, in terms of ``row`` and the lane
+    statements: tuple[str, ...]
+    first_stores: tuple[str, ...]
+    between: str
+    between_shape: tuple[str, ...]
+    second_reads: tuple[str, ...]  # in terms of ``column`` and the lane
+    second_stores: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Winograd:
+    """A 3 x 3, stride-1 convolution's forward pass by Winograd's minimal filtering F(m x m, 3 x 3)
+    (:mod:`symcnn.codegen.backends.numba_cpu.winograd`): ``filter_copy`` and ``filters`` make each input
+    channel's transformed filters (``u``, of ``u_shape``) once a call, in parallel over ``filter_loop``; each work
+    item (``items`` of them, printed) takes ``images`` images: ``copy`` stages them zero-padded, channels last;
+    for each of their tiles (``tile_origin``: printed ``(name, value)`` from ``t``) ``inputs`` transforms a tile
+    of the copy into ``v_tiles`` (of ``v_shape``: position, tile, channel); ``registers`` sums the
+    products of each of the ``positions`` tile positions ``e`` into ``product`` (of ``product_shape``, zeroed);
+    ``outputs`` transforms each tile's products into ``y``, and each output element of the tile inside the
+    output (``store_loops``) is stored as ``value`` (printed from ``y`` and the formula's constant term) through
+    ``epilogue``. ``constants``: ``(name, printed value)``, the transforms' coefficients in the input's dtype."""
+
+    images: int
+    items: str
+    tiles: str  # printed: the tiles of an item's images (those past the batch's end excluded)
+    positions: int
+    filter_loop: Loop
+    filter_copy: Staging
+    filters: Separable
+    u_shape: tuple[str, ...]
+    copy: Staging
+    tile_origin: tuple[tuple[str, str], ...]
+    inputs: Separable
+    v_shape: tuple[str, ...]
+    product_shape: tuple[str, ...]
+    registers: Registers
+    outputs: Separable
+    y_shape: tuple[str, ...]
+    store_loops: tuple[Loop, ...]  # the tile's rows and columns inside the output, then the lanes
+    image: str  # printed statement: the stored tile's image (the formula's index), from the item's and ``slot``
+    store: str  # printed output element
+    value: str  # printed: what it is, before the epilogue
+    constants: tuple[tuple[str, str], ...]
+    epilogue: Optional[Epilogue] = None
+
+
+@dataclass(frozen=True)
 class SavedStatistics:
     """A training-mode forward kernel's statistics kept for its layer's backward pass
     (:mod:`symcnn.codegen.saved_statistics`): its precomputed arrays ``rows`` (names) are the rows of its
@@ -354,6 +414,8 @@ class Kernel:
     # the same kernel in the scalar form, its loops led by the features' (parallel), for batches of fewer than
     # ``below`` images (symcnn.codegen.small_batches): the module names both and calls the one the batch suits
     small_batch: Optional["SmallBatch"] = None
+    # kind "winograd": the convolution by Winograd's minimal filtering (:class:`Winograd`)
+    winograd: Optional[Winograd] = None
 
     @property
     def parallel(self) -> bool:

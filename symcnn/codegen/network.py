@@ -20,6 +20,7 @@ from symcnn.codegen.parameter_fusion import weight_and_bias_kernel
 from symcnn.codegen.saved_statistics import saved_kernels
 from symcnn.codegen.lower import (computed_gradient, forward_kernel, gradient_kernel, kernel_name, layer_formula,
                                   loss_kernels)
+from symcnn.codegen.winograd_kernels import forward_kernel as layer_forward_kernel
 from symcnn.registry import differentiable
 from symcnn.spec import LayerSpec, NetworkSpec
 
@@ -46,7 +47,7 @@ def layer_kernels(layer: LayerSpec) -> list[Kernel]:
     for mode in modes:
         prefix = EVALUATION_PREFIX if mode == "evaluation" else ""
         formula, values = layer_formula(layer, mode)
-        kernels.append(forward_kernel(layer, formula, values, f"{prefix}forward"))
+        kernels.append(layer_forward_kernel(layer, formula, values, f"{prefix}forward"))
         gradients = [computed_gradient(formula, tensor.role, values) for tensor in formula.operands
                      if differentiable(tensor.role)]
         separate = [gradient_kernel(layer, gradient, values, prefix) for gradient in gradients]
@@ -93,7 +94,7 @@ def network_kernels(spec: NetworkSpec) -> dict[str, list[Kernel]]:
     modules: dict[str, list[Kernel]] = {}
     lowered: dict[str, tuple[str, list[Kernel]]] = {}
     for layer in spec.layers:
-        key = repr((layer.kind, layer.input_shapes, layer.output_shape, sorted(layer.settings.items())))
+        key = repr((layer.kind, layer.input_shapes, layer.output_shape, sorted(layer.settings.items()), layer.winograd))
         if key in lowered:
             label, kernels = lowered[key]
             modules[layer.label] = [replace(kernel, name=_renamed(kernel.name, label, layer.label),

@@ -175,6 +175,8 @@ class BatchDispatch(NamedTuple):
     condition: str
     small: str
     large: str
+    small_text: str = "parallel over output features"  # what each is, for the docstring
+    large_text: str = "parallel over groups of images"
 
 
 def small_batch_forms(kernels: list[Kernel]) -> tuple[list[Kernel], list[BatchDispatch]]:
@@ -186,12 +188,14 @@ def small_batch_forms(kernels: list[Kernel]) -> tuple[list[Kernel], list[BatchDi
         if kernel.small_batch is None:
             forms.append(kernel)
             continue
-        groups = replace(kernel, name=f"{kernel.name}_groups", small_batch=None)
-        rows = replace(kernel.small_batch.kernel, name=f"{kernel.name}_rows", formula=kernel.formula)
+        (small_form, small_text), (large_form, large_text) = kernel.small_batch.forms
+        groups = replace(kernel, name=f"{kernel.name}_{large_form}", small_batch=None)
+        rows = replace(kernel.small_batch.kernel, name=f"{kernel.name}_{small_form}", formula=kernel.formula)
         forms += [groups, rows]
         below = kernel.small_batch.below
         dispatches.append(BatchDispatch(kernel.name, kernel.arguments, below,
-                                        f"{kernel.batch_from}.shape[0] < {below}", rows.name, groups.name))
+                                        f"{kernel.batch_from}.shape[0] < {below}", rows.name, groups.name,
+                                        small_text, large_text))
     return forms, dispatches
 
 

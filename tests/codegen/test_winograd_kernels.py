@@ -1,0 +1,141 @@
+"""A convolution's forward pass by Winograd's F(4x4, 3x3) where a spec asks for it
+(symcnn.codegen.winograd_kernels, symcnn.codegen.backends.numba_cpu.winograd): which layers take it, the spec's
+[kernels] table, and its numbers against the direct kernel's and PyTorch's on either side of its small-batch
+threshold, in float64 (equal to rounding) and float32 (within its own tolerance)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from symcnn.codegen.lower import layer_formula
+from symcnn.codegen.network import layer_kernels
+from symcnn.codegen.package import render_package
+from symcnn.codegen.winograd_kernels import forward_kernel
+from symcnn.spec import load_spec, parse_spec, spec_from_dict
+from tests.kernels_helpers import (assert_float64_equals_pytorch, conv_layer, network_for, torch_loss_and_grads,
+                                   use_session_cache)
+
+#: 48 -> 48 channels (C_in C_out / (C_in + C_out) = 24: Winograd pays) on 6 x 6 maps (tiles of 4
+#: past the edge), padding 1 then 0, each with its ReLU fused into the store: 8 images a work item.
+WINOGRAD = {"name": "winograd-small", "input": [48, 6, 6], "kernels": {"winograd": True}, "layers": [
+    conv_layer("conv1", 48),
+    {"type": "relu"},
+    conv_layer("conv2", 48, padding=0),
+    {"type": "flatten"},
+    {"type": "dense", "name": "fc", "out_features": 3},
+]}
+
+
+@pytest.fixture(autouse=True)
+def _session_cache(monkeypatch, tmp_path_factory):
+    use_session_cache(monkeypatch, tmp_path_factory)
+
+
+def _layer(spec, label: str):
+    return next(layer for layer in spec.layers if layer.label == label)
+
+
+def _forward(layer):
+    return forward_kernel(layer, *layer_formula(layer))
+
+
+def test_the_kernels_table_marks_the_convolutions():
+    spec = spec_from_dict(WINOGRAD)
+    assert spec.kernels == {"winograd": True}
+    assert [layer.winograd for layer in spec.layers] == [True, False, True, False, False]
+    assert not any(layer.winograd for layer in load_spec("suite-wide").layers)  # off by default
+
+
+@pytest.mark.parametrize("table, message", [
+    ("[kernels]\nwinograd = 1", "spec 'k': kernels.winograd: must be true or false, got 1"),
+    ("[kernels]\nfast = true", "spec 'k': kernels: fast: unknown key (allowed: winograd)"),
+    ('kernels = "winograd"', "spec 'k': kernels: must be a table of kernel settings, got 'winograd'"),
+])
+def test_a_bad_kernels_table_is_refused_in_one_line(table, message):
+    text = f'name = "k"\ninput = [1, 4, 4]\n{table}\n\n[[layers]]\ntype = "flatten"\n\n[[layers]]\ntype = "dense"\n' \
+           'name = "fc"\nout_features = 2\n'
+    if not table.startswith("["):  # a key before the layers' tables
+        text = f'name = "k"\ninput = [1, 4, 4]\n{table}\n\n[[layers]]\ntype = "flatten"\n\n[[layers]]\n' \
+               'type = "dense"\nname = "fc"\nout_features = 2\n'
+    with pytest.raises(ValueError) as error:
+        parse_spec(text)
+    assert str(error.value) == message
+
+
+def test_a_wide_3x3_convolution_takes_winograd_with_the_direct_kernel_below_two_items():
+    conv3 = replace(_layer(load_spec("suite-wide"), "conv3"), winograd=True)  # 128 -> 128 channels at 8 x 8
+    kernel = _forward(conv3)
+    assert kernel.kind == "winograd" and kernel.name == "conv3_forward"
+    winograd = kernel.winograd
+    assert (winograd.images, winograd.positions, winograd.items) == (8, 36, "(N + 7) // 8")
+    assert kernel.small_batch.below == 16
+    direct = kernel.small_batch.kernel
+    assert direct.kind == "lanes" and direct.name == "" and direct.arguments == kernel.arguments
+    assert _forward(replace(conv3, winograd=False)) == replace(direct, name="conv3_forward")
+    # the transforms printed from F(4, 3)'s matrices, every coefficient a constant in the input's dtype
+    assert dict(winograd.constants) == {"k0": "1/6", "k1": "1/12", "k2": "1/24", "k3": "1/4", "k4": "4", "k5": "2",
+                                         "k6": "5", "k7": "8"}
+    assert winograd.value == "bias[c_out] + y[i - i0, j - j0, c_out]" and winograd.store == "out[n, c_out, i, j]"
+
+
+@pytest.mark.parametrize("settings, why", [
+    ({}, ""),  # 64 -> 64 channels, 3 x 3, stride 1: Winograd
+    ({"stride": 2}, "stride 2"),
+    ({"kernel": 5, "padding": 2}, "a 5 x 5 kernel"),
+    ({"kernel": 1, "padding": 0}, "a 1 x 1 kernel"),
+    ({"dilation": 2, "padding": 2}, "dilation 2"),
+    ({"groups": 2}, "two groups"),
+    ({"out_channels": 16}, "64 -> 16 channels: the transforms outweigh the products"),
+    ({"out_channels": 24}, "64 -> 24: not a whole number of the register blocks' groups of lanes"),
+])
+def test_other_convolutions_keep_the_direct_kernel(settings, why):
+    spec = spec_from_dict({"name": "one", "input": [64, 16, 16], "kernels": {"winograd": True}, "layers": [
+        conv_layer("conv", 64, **settings), {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 2}]})
+    layer = spec.layers[0]
+    kernel = _forward(layer)
+    assert (kernel.kind == "winograd") == (not why), why
+    if why:
+        assert kernel.small_batch is None and kernel == _forward(replace(layer, winograd=False))
+
+
+def test_gradients_and_other_layers_are_unchanged():
+    conv3 = _layer(load_spec("suite-wide"), "conv3")
+    plain, marked = layer_kernels(conv3), layer_kernels(replace(conv3, winograd=True))
+    assert [kernel.kind for kernel in marked][:1] == ["winograd"]
+    assert marked[1:] == plain[1:]
+
+
+def test_its_module_calls_the_form_a_batch_suits():
+    files = render_package(spec_from_dict(WINOGRAD))
+    module = files["conv1_with_relu1.py"]
+    assert "def conv1_with_relu1_forward_winograd(x, weight, bias, out):" in module
+    assert "def conv1_with_relu1_forward_direct(x, weight, bias, out):" in module
+    assert "    if x.shape[0] < 16:\n        conv1_with_relu1_forward_direct(x, weight, bias, out)" in module
+    assert "k0 = x.dtype.type(1/6)" in module  # float32 arithmetic in a float32 kernel
+
+
+@pytest.mark.parametrize("batch", [3, 17])  # the direct kernel; Winograd, its last item one image
+def test_float64_loss_and_gradients_equal_pytorch(tmp_path, batch):
+    pytest.importorskip("torch")
+    net = network_for(WINOGRAD, tmp_path, dtype="float64")
+    rng = np.random.default_rng(batch)
+    assert_float64_equals_pytorch(net, rng, rng.integers(0, 3, batch))
+
+
+def test_float32_logits_within_winograds_tolerance_of_pytorchs_float64(tmp_path):
+    """Winograd's float32 error: a few times the direct sums' (both against float64)."""
+    torch = pytest.importorskip("torch")
+    net = network_for(WINOGRAD, tmp_path, dtype="float32")
+    rng = np.random.default_rng(5)
+    params = {name: (rng.standard_normal(value.shape) * 0.2).astype(np.float32) for name, value in net.params.items()}
+    for name, value in params.items():
+        net.params[name][...] = value
+    x = rng.standard_normal((17, 48, 6, 6)).astype(np.float32)
+    found = net.forward(x, training=False)
+    _, expected, _ = torch_loss_and_grads(net.spec, {k: v.astype(np.float64) for k, v in params.items()},
+                                          x.astype(np.float64), np.zeros(17, dtype=np.int64), torch.float64)
+    scale = np.abs(expected).max()
+    assert np.abs(found - expected).max() <= 2e-5 * scale
