@@ -407,7 +407,8 @@ WINOGRAD_OPS = ("conv2d",)
 
 def _kernels(table, where: str) -> dict[str, Any]:
     """A ``[kernels]`` table: ``winograd`` (true or false, default false): a 3 x 3, stride-1 convolution's forward
-    pass by Winograd's F(4x4, 3x3) where its channels make it pay (not bit for bit the direct sums)."""
+    pass and input gradient by Winograd's F(4x4, 3x3) where its channels make it pay (not bit for bit the direct
+    sums: symcnn.codegen.winograd_kernels)."""
     if not isinstance(table, Mapping):
         raise _error(where, "kernels", f"must be a table of kernel settings, got {_shown(table)}")
     _check_keys(table, ("winograd",), f"{where}: kernels")

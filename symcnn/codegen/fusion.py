@@ -33,8 +33,9 @@ from symcnn import registry
 from symcnn.codegen.epilogue import FUSED_INPUT, FUSED_OUTPUT, STORED, FusedElementwise, Unfusable
 from symcnn.codegen.kernel_ir import Kernel
 from symcnn.codegen.docstrings import kernel_docstring
-from symcnn.codegen.lower import ARRAY_NAMES, computed_gradient, forward_kernel, gradient_kernel, layer_formula
+from symcnn.codegen.lower import ARRAY_NAMES, computed_gradient, forward_kernel, layer_formula
 from symcnn.codegen.network import FANOUT_MODULE, fanout_join
+from symcnn.codegen.winograd_kernels import gradient_kernel
 from symcnn.spec import LayerSpec, NetworkSpec
 from symcnn.symbolic.adjoint import GatherTerm, GradientFormula, derive_gradient
 from symcnn.symbolic.functions import MaxOver

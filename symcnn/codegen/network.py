@@ -18,9 +18,8 @@ from symcnn.codegen.backward import backward_kernel
 from symcnn.codegen.kernel_ir import Kernel
 from symcnn.codegen.parameter_fusion import weight_and_bias_kernel
 from symcnn.codegen.saved_statistics import saved_kernels
-from symcnn.codegen.lower import (computed_gradient, forward_kernel, gradient_kernel, kernel_name, layer_formula,
-                                  loss_kernels)
-from symcnn.codegen.winograd_kernels import forward_kernel as layer_forward_kernel
+from symcnn.codegen.lower import computed_gradient, forward_kernel, kernel_name, layer_formula, loss_kernels
+from symcnn.codegen.winograd_kernels import forward_kernel as layer_forward_kernel, gradient_kernel
 from symcnn.registry import differentiable
 from symcnn.spec import LayerSpec, NetworkSpec
 

@@ -1,4 +1,4 @@
-"""A convolution's forward pass by Winograd's F(4x4, 3x3) where a spec asks for it
+"""A convolution's forward pass and input gradient by Winograd's F(4x4, 3x3) where a spec asks for it
 (symcnn.codegen.winograd_kernels, symcnn.codegen.backends.numba_cpu.winograd): which layers take it, the spec's
 [kernels] table, and its numbers against the direct kernel's and PyTorch's on either side of its small-batch
 threshold, in float64 (equal to rounding) and float32 (within its own tolerance)."""
@@ -18,12 +18,12 @@ from symcnn.spec import load_spec, parse_spec, spec_from_dict
 from tests.kernels_helpers import (assert_float64_equals_pytorch, conv_layer, network_for, torch_loss_and_grads,
                                    use_session_cache)
 
-#: 48 -> 48 channels (C_in C_out / (C_in + C_out) = 24: Winograd pays) on 6 x 6 maps (tiles of 4
-#: past the edge), padding 1 then 0, each with its ReLU fused into the store: 8 images a work item.
-WINOGRAD = {"name": "winograd-small", "input": [48, 6, 6], "kernels": {"winograd": True}, "layers": [
-    conv_layer("conv1", 48),
+#: 32 -> 64 -> 64 channels (the fewest that take Winograd) on 6 x 6 maps (tiles of 4 past the edge), padding 1
+#: then 0, the ReLU between fused into the first's store and into the second's input gradient: 8 images an item.
+WINOGRAD = {"name": "winograd-small", "input": [32, 6, 6], "kernels": {"winograd": True}, "layers": [
+    conv_layer("conv1", 64),
     {"type": "relu"},
-    conv_layer("conv2", 48, padding=0),
+    conv_layer("conv2", 64, padding=0),
     {"type": "flatten"},
     {"type": "dense", "name": "fc", "out_features": 3},
 ]}
@@ -88,11 +88,14 @@ def test_a_wide_3x3_convolution_takes_winograd_with_the_direct_kernel_below_two_
     ({"kernel": 1, "padding": 0}, "a 1 x 1 kernel"),
     ({"dilation": 2, "padding": 2}, "dilation 2"),
     ({"groups": 2}, "two groups"),
-    ({"out_channels": 16}, "64 -> 16 channels: the transforms outweigh the products"),
-    ({"out_channels": 24}, "64 -> 24: not a whole number of the register blocks' groups of lanes"),
+    ({"out_channels": 32}, "64 -> 32 channels: the input's transform outweighs the products"),
+    ({"out_channels": 68}, "64 -> 68: not a whole number of the register blocks' groups of lanes"),
+    ({"input": 16}, "16 -> 64 channels: too short a sum"),
 ])
 def test_other_convolutions_keep_the_direct_kernel(settings, why):
-    spec = spec_from_dict({"name": "one", "input": [64, 16, 16], "kernels": {"winograd": True}, "layers": [
+    settings = dict(settings)
+    channels = settings.pop("input", 64)
+    spec = spec_from_dict({"name": "one", "input": [channels, 16, 16], "kernels": {"winograd": True}, "layers": [
         conv_layer("conv", 64, **settings), {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 2}]})
     layer = spec.layers[0]
     kernel = _forward(layer)
@@ -101,11 +104,20 @@ def test_other_convolutions_keep_the_direct_kernel(settings, why):
         assert kernel.small_batch is None and kernel == _forward(replace(layer, winograd=False))
 
 
-def test_gradients_and_other_layers_are_unchanged():
+def test_the_input_gradient_takes_it_too_its_taps_reversed_and_the_others_stay_direct():
     conv3 = _layer(load_spec("suite-wide"), "conv3")
     plain, marked = layer_kernels(conv3), layer_kernels(replace(conv3, winograd=True))
-    assert [kernel.kind for kernel in marked][:1] == ["winograd"]
-    assert marked[1:] == plain[1:]
+    assert [kernel.name for kernel in marked[:2]] == ["conv3_forward", "conv3_grad_input"]
+    assert [kernel.kind for kernel in marked[:2]] == ["winograd", "winograd"]
+    assert marked[2:] == plain[2:]  # the weight's and the bias's gradients
+    gradient = marked[1].winograd
+    # sum_{c_out, u, v} W[c_out, c_in, 2 - u, 2 - v] dL/dY[n, c_out, k + u - 1, l + v - 1]: the filters transformed
+    # for each c_out over the lanes c_in, the output gradient copied padded by 1
+    assert gradient.filter_copy.source == "weight[c_out, c_in, 2 - u, 2 - v]"
+    assert gradient.filters.lane.stop == "weight.shape[1]"
+    assert (gradient.copy.source, gradient.copy.target) == ("grad_output[8*item + slot, c_out, h, w]",
+                                                             "slot, h + 1, w + 1, c_out")
+    assert gradient.store == "grad_input[n, c_in, k, l]" and marked[1].small_batch.kernel.kind == "lanes"
 
 
 def test_its_module_calls_the_form_a_batch_suits():
@@ -115,6 +127,10 @@ def test_its_module_calls_the_form_a_batch_suits():
     assert "def conv1_with_relu1_forward_direct(x, weight, bias, out):" in module
     assert "    if x.shape[0] < 16:\n        conv1_with_relu1_forward_direct(x, weight, bias, out)" in module
     assert "k0 = x.dtype.type(1/6)" in module  # float32 arithmetic in a float32 kernel
+    # the input gradient of conv2 (padding 0: the output gradient read padded by 2) with relu1's fused into it
+    fused = files["conv2_with_relu1.py"]
+    assert "def conv2_with_relu1_grad_input_winograd(grad_output, weight, fused_out, grad_input):" in fused
+    assert "x_tiles[slot, h + 2, w + 2, c_out] = grad_output[8*item + slot, c_out, h, w]" in fused
 
 
 @pytest.mark.parametrize("batch", [3, 17])  # the direct kernel; Winograd, its last item one image
@@ -133,7 +149,7 @@ def test_float32_logits_within_winograds_tolerance_of_pytorchs_float64(tmp_path)
     params = {name: (rng.standard_normal(value.shape) * 0.2).astype(np.float32) for name, value in net.params.items()}
     for name, value in params.items():
         net.params[name][...] = value
-    x = rng.standard_normal((17, 48, 6, 6)).astype(np.float32)
+    x = rng.standard_normal((17, 32, 6, 6)).astype(np.float32)
     found = net.forward(x, training=False)
     _, expected, _ = torch_loss_and_grads(net.spec, {k: v.astype(np.float64) for k, v in params.items()},
                                           x.astype(np.float64), np.zeros(17, dtype=np.int64), torch.float64)

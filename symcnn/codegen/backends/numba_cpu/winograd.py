@@ -20,8 +20,8 @@ loops are the template's.
 It is not the formula's order of additions: float32 outputs differ from the direct kernel's by several times
 its rounding (max |error| 3.7e-5 against 6.0e-6 on outputs up to 5, PyTorch in float64 the reference:
 docs/performance.md), so a spec opts in, and a batch of fewer than two items' images takes the direct
-kernel (:attr:`~symcnn.codegen.kernel_ir.Kernel.small_batch`). It pays where both channel counts are large:
-the products grow with their product, the transforms with their sum (:data:`MIN_CHANNEL_RATIO`).
+kernel (:attr:`~symcnn.codegen.kernel_ir.Kernel.small_batch`). It pays where the channels are many, the
+output channels above all, over which each input tile's transform is shared (:data:`MIN_LANES`).
 :func:`winograd_schedule` returns ``None`` where the kernel is not such a correlation or would not pay.
 
 Example (``suite-wide``'s conv3, 128 -> 128 channels at 8 x 8, with ``winograd = true``):
@@ -54,7 +54,7 @@ from symcnn.codegen.kernel_ir import Loop, Registers, Separable, Staging, Winogr
 from symcnn.printing.nodes import FloorDiv
 from symcnn.symbolic.winograd import Transforms, minimal_filtering
 
-__all__ = ["winograd_schedule", "Correlation", "correlation", "TILE", "ITEM_TILES", "MIN_CHANNEL_RATIO"]
+__all__ = ["winograd_schedule", "Correlation", "correlation", "TILE", "ITEM_TILES", "MIN_LANES", "MIN_CHANNELS"]
 
 #: Outputs per tile along each axis: F(4 x 4, 3 x 3), 36 products for 16 outputs (144 directly).
 TILE = 4
@@ -64,12 +64,15 @@ TAPS = 3
 #: 16 x 16 (the probe's, docs/bench/winograd_probe.py). Its buffers (36 x tiles x channels) stay within L2.
 ITEM_TILES = 32
 
-#: The least ``C_in * C_out / (C_in + C_out)`` where Winograd is used. The products (36 per tile for each pair of
-#: channels) shrink by 4x; the transforms, which grow with each channel count alone, do not. Measured, each
-#: layer's forward pass with its ReLU against the direct kernel (batch 64, 2 threads, docs/performance.md):
-#: 128 -> 128 channels at 8 x 8 (ratio 64) 1.6x faster, 32 -> 128 at 16 x 16 (25.6) 1.8x, 64 -> 64 at 16 x 16
-#: (32) 1.34x, 32 -> 64 at 16 x 16 (21.3) 1.55x; 32 -> 32 at 32 x 32 (16) 0.88x.
-MIN_CHANNEL_RATIO = 20
+#: Winograd is used for at least this many output channels (the kernel's lanes) and this many channels summed.
+#: The products (36 per tile for each pair of channels) shrink by 4x; the input's copy and transform, made once
+#: per tile and input channel, are shared by every output channel, so they pay only over enough of them.
+#: Measured, each kernel against the direct one (batch 64, 2 threads, docs/performance.md), Winograd's time over
+#: the direct kernel's, channels summed -> output channels: 128 -> 128 at 8 x 8 0.62 (forward), 0.60 (input
+#: gradient); 32 -> 128 at 16 x 16 0.55; 64 -> 128 0.68; 64 -> 64 0.75; 32 -> 64 0.65; 128 -> 64 at 8 x 8 0.57;
+#: but 128 -> 32 at 16 x 16 1.20 (an input gradient) and 32 -> 32 at 32 x 32 1.14.
+MIN_LANES = 64
+MIN_CHANNELS = 32
 
 #: At most this many tiles per image (a 32 x 32 map): the larger were not measured.
 MAX_IMAGE_TILES = 64
@@ -81,9 +84,10 @@ def _transforms() -> Transforms:
 
 
 class Correlation(NamedTuple):
-    """A convolution's forward formula as F(m x m, 3 x 3) takes it: ``output[n, k, i, j] = constant +
-    sum_{c, u, v} weight[k, c, u, v] * image[n, c, i + u + offsets[0], j + v + offsets[1]]``, the image read as
-    zero outside its shape."""
+    """A correlation as F(m x m, 3 x 3) takes it: ``output[n, k, i, j] = constant + sum_{c, u, v} weight *
+    image[n, c, i + u + offsets[0], j + v + offsets[1]]``, ``weight`` a read at ``k``, ``c`` and the taps ``u, v``
+    (``W[k, c, u, v]``; an input gradient's ``W[c, k, 2 - u, 2 - v]``), the image read as zero outside its
+    shape."""
 
     weight: Indexed
     image: Indexed
@@ -96,8 +100,9 @@ class Correlation(NamedTuple):
 
 
 def correlation(indices, shape, batch, terms, tensors) -> Optional[Correlation]:
-    """``terms`` (a forward formula's, over ``indices`` of ``shape``) as a 3 x 3, stride-1, dilation-1
-    correlation of one group, or ``None``."""
+    """``terms`` (over ``indices`` of ``shape``) as a 3 x 3, stride-1, dilation-1 correlation of one group, or
+    ``None``: a forward pass, or the input gradient of one (``W[c_out, c_in, u, v] * dL/dY[n, c_out, k - u + p,
+    l - v + p]``, read with its taps reversed, ``u -> 2 - u``: the same sum reindexed)."""
     if len(indices) != 4 or shape[0] != batch or not all(size.is_Integer for size in shape[1:]):
         return None
     products = [term for term in terms if term.limits]
@@ -109,38 +114,54 @@ def correlation(indices, shape, batch, terms, tensors) -> Optional[Correlation]:
     factors = sympy.Mul.make_args(product.body)
     if len(factors) != 2 or not all(isinstance(factor, Indexed) and factor.base in shapes for factor in factors):
         return None
-    image_index, lane, row, column = indices
     limits = {var: (low, high) for var, low, high in product.limits}
     for weight, image in (factors, factors[::-1]):
-        if len(weight.indices) != 4 or len(image.indices) != 4 or weight.indices[0] != lane:
+        if len(weight.indices) != 4 or len(image.indices) != 4 or tuple(image.indices[:1]) != (indices[0],):
             continue
-        channel, tap_h, tap_w = weight.indices[1:]
-        if (not all(isinstance(var, Symbol) for var in (channel, tap_h, tap_w))
-                or set(limits) != {channel, tap_h, tap_w} or limits[channel][0] != 0
-                or limits[tap_h] != (0, TAPS - 1) or limits[tap_w] != (0, TAPS - 1)):
-            continue
-        offsets = (sympy.expand(image.indices[2] - row - tap_h), sympy.expand(image.indices[3] - column - tap_w))
-        if (tuple(image.indices[:2]) != (image_index, channel) or not all(o.is_Integer and o <= 0 for o in offsets)
-                or not all(size.is_Integer for size in shapes[image.base][1:])
-                or not all(_is_bound_of(c, [(image, shapes[image.base])]) for c in product.conditions)):
-            continue
-        return Correlation(weight, image, constants[0].body if constants else None, channel,
-                           int(limits[channel][1]) + 1, (tap_h, tap_w), (int(offsets[0]), int(offsets[1])),
-                           tuple(int(size) for size in shapes[image.base][1:]))
+        # a tap read backwards (its coefficient -1 in the image's index) is reversed: u -> 2 - u
+        reversed_taps = {var: TAPS - 1 - var for position in (2, 3) for var in image.indices[position].free_symbols
+                         if limits.get(var) == (0, TAPS - 1) and image.indices[position].coeff(var) == -1}
+        form = _forward_correlation(indices, limits, weight.xreplace(reversed_taps), image.xreplace(reversed_taps),
+                                    [c.xreplace(reversed_taps) for c in product.conditions], shapes)
+        if form is not None:
+            return form._replace(constant=constants[0].body if constants else None)
     return None
+
+
+def _forward_correlation(indices, limits, weight: Indexed, image: Indexed, conditions, shapes) -> Optional[Correlation]:
+    """``weight * image`` summed over ``limits`` as ``sum_{c, u, v} weight(lane, c, u, v) * image[n, c, row + u -
+    p_h, column + v - p_w]``, every condition a bound of the image's, or ``None``."""
+    _, lane, row, column = indices
+    channel = image.indices[1]
+    taps = [next((var for var in limits if limits[var] == (0, TAPS - 1)
+                  and sympy.expand(image.indices[position] - axis - var).is_Integer), None)
+            for position, axis in ((2, row), (3, column))]
+    if (not isinstance(channel, Symbol) or None in taps or len(set(limits)) != 3 or set(limits) != {channel, *taps}
+            or limits[channel][0] != 0 or {lane, channel} != set(weight.indices[:2])
+            or not set().union(*(index.free_symbols for index in weight.indices)) <= {lane, channel, *taps}
+            or not all(size.is_Integer for size in shapes[image.base][1:])
+            or not all(_is_bound_of(c, [(image, shapes[image.base])]) for c in conditions)):
+        return None
+    offsets = [int(sympy.expand(image.indices[position] - axis - tap))
+               for position, axis, tap in ((2, row, taps[0]), (3, column, taps[1]))]
+    if any(offset > 0 for offset in offsets):
+        return None
+    return Correlation(weight, image, None, channel, int(limits[channel][1]) + 1, tuple(taps), tuple(offsets),
+                       tuple(int(size) for size in shapes[image.base][1:]))
 
 
 def winograd_schedule(lowering, indices, shape, batch, terms, output_name: str, tensors) -> Optional[dict]:
     """The :class:`~symcnn.codegen.kernel_ir.Kernel` fields of the Winograd schedule, or ``None`` where the
-    kernel is not a correlation it takes (:func:`correlation`) or would not pay (:data:`MIN_CHANNEL_RATIO`,
-    :data:`MAX_IMAGE_TILES`, output channels a whole number of the register blocks' groups)."""
+    kernel is not a correlation it takes (:func:`correlation`) or would not pay (:data:`MIN_LANES`,
+    :data:`MIN_CHANNELS`, :data:`MAX_IMAGE_TILES`, output channels a whole number of the register blocks'
+    groups)."""
     form = correlation(indices, shape, batch, terms, tensors)
     if form is None:
         return None
     lanes, height, width = (int(size) for size in shape[1:])
     channels = form.channels
     group = lane_group(lanes)
-    if group is None or channels * lanes < MIN_CHANNEL_RATIO * (channels + lanes):
+    if group is None or lanes < MIN_LANES or channels < MIN_CHANNELS:
         return None
     transforms = _transforms()
     m, a = transforms.m, transforms.tile
@@ -148,6 +169,10 @@ def winograd_schedule(lowering, indices, shape, batch, terms, output_name: str, 
     per_image = tiles_h * tiles_w
     if per_image > MAX_IMAGE_TILES:
         return None
+    copy_extents = (tiles_h * m + TAPS - 1, tiles_w * m + TAPS - 1)
+    if any(size - 1 - offset >= extent for size, offset, extent in zip(form.image_shape[1:], form.offsets,
+                                                                        copy_extents)):
+        return None  # an image row no output reads would be copied past the tiles (numba does not bounds-check)
     images = max(1, ITEM_TILES // per_image)
     tiles = -(-images * per_image // WIDE_BLOCK_ROWS) * WIDE_BLOCK_ROWS  # whole blocks of the product's rows
     slots = -(-tiles // per_image)  # the copy's images: a padding tile reads zeros
@@ -170,11 +195,12 @@ def winograd_schedule(lowering, indices, shape, batch, terms, output_name: str, 
     filter_copy = Staging("g", (str(TAPS), str(TAPS), str(lanes)),
                           (Loop(code(lane), str(lanes)), Loop(code(tap_h), str(TAPS)), Loop(code(tap_w), str(TAPS))),
                           _index(code, g, tap_h, tap_w, lane), code(form.weight), per_image=False, zeroed=False)
+    weight_lanes = f"{weight_name}.shape[{list(form.weight.indices).index(lane)}]"  # an input gradient's: axis 1
     filters = _separable(
-        code, transforms.G, constants, Loop(code(lane), f"{weight_name}.shape[0]"), TAPS, a,
+        code, transforms.G, constants, Loop(code(lane), weight_lanes), TAPS, a,
         lambda j: g[row, j, lane], between_filters, (TAPS, a, lanes), row, col, lane,
         lambda position: u[FloorDiv(lane, group), position * a + col, channel, sympy.Mod(lane, group)])
-    copy = Staging("x_tiles", (str(slots), str(tiles_h * m + TAPS - 1), str(tiles_w * m + TAPS - 1), str(channels)),
+    copy = Staging("x_tiles", (str(slots), *(str(extent) for extent in copy_extents), str(channels)),
                    (Loop(code(slot), code(sympy.Min(images, batch - first))), Loop(code(channel), str(channels)),
                     Loop(code(h), str(form.image_shape[1])), Loop(code(w), str(form.image_shape[2]))),
                    _index(code, x_tiles, slot, h - form.offsets[0], w - form.offsets[1], channel),
