@@ -10,7 +10,7 @@ from symcnn.bench.bench import torch_model
 from symcnn.codegen.package import generate
 from symcnn.runtime.loader import cache_entry
 from symcnn.runtime.network import Network
-from symcnn.spec import NetworkSpec, load_spec, spec_toml
+from symcnn.spec import LayerSpec, NetworkSpec, load_spec, spec_toml
 
 
 #: Marks a test that compiles a spec's kernels with numba (20-50 s each in a fresh environment): left out of
@@ -21,6 +21,11 @@ COMPILES_KERNELS = pytest.mark.slow
 def use_session_cache(monkeypatch, tmp_path_factory) -> None:
     """Specs generated on demand go to a per-session cache, not the user's (call from an autouse fixture)."""
     monkeypatch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
+
+
+def layer_labelled(spec: NetworkSpec, label: str) -> LayerSpec:
+    """The layer of ``spec`` labelled ``label``."""
+    return next(layer for layer in spec.layers if layer.label == label)
 
 
 def conv_layer(name: str, channels: int, **settings) -> dict:

@@ -10,7 +10,8 @@ from symcnn.codegen.network import layer_kernels
 from symcnn.codegen.package import render_package
 from symcnn.spec import load_spec, spec_from_dict
 from tests.kernels_helpers import (assert_float64_equals_pytorch, assert_same_gradients_on_one_and_two_threads,
-                                   network_for, random_params, torch_loss_and_grads, use_session_cache)
+                                   layer_labelled, network_for, random_params, torch_loss_and_grads,
+                                   use_session_cache)
 
 #: 48 features to 40: the lanes schedule over the 40, the images in groups of 4, its weight copied transposed.
 DENSE = {"name": "small-batches", "input": [2, 4, 6], "layers": [
@@ -26,12 +27,8 @@ def _session_cache(monkeypatch, tmp_path_factory):
     use_session_cache(monkeypatch, tmp_path_factory)
 
 
-def _layer(spec, label: str):
-    return next(layer for layer in spec.layers if layer.label == label)
-
-
 def test_a_dense_forward_in_groups_of_images_takes_a_rows_form_below_two_groups():
-    forward, *gradients = layer_kernels(_layer(spec_from_dict(DENSE), "fc"))
+    forward, *gradients = layer_kernels(layer_labelled(spec_from_dict(DENSE), "fc"))
     assert forward.kind == "lanes" and forward.lanes.images.size == 4
     assert forward.small_batch.below == 8
     rows = forward.small_batch.kernel

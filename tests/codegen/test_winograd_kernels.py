@@ -15,8 +15,8 @@ from symcnn.codegen.network import layer_kernels
 from symcnn.codegen.package import render_package
 from symcnn.codegen.winograd_kernels import forward_kernel
 from symcnn.spec import load_spec, parse_spec, spec_from_dict
-from tests.kernels_helpers import (assert_float64_equals_pytorch, conv_layer, network_for, torch_loss_and_grads,
-                                   use_session_cache)
+from tests.kernels_helpers import (assert_float64_equals_pytorch, conv_layer, layer_labelled, network_for,
+                                   torch_loss_and_grads, use_session_cache)
 
 #: 64 -> 64 channels (the fewest output channels that take Winograd; its input gradient takes it too) on 7 x 7
 #: maps, padding 0 (5 x 5 outputs: tiles of 4 past the edge; the input gradient's 7 x 7 from the output gradient
@@ -33,10 +33,6 @@ WINOGRAD = {"name": "winograd-small", "input": [64, 7, 7], "kernels": {"winograd
 @pytest.fixture(autouse=True)
 def _session_cache(monkeypatch, tmp_path_factory):
     use_session_cache(monkeypatch, tmp_path_factory)
-
-
-def _layer(spec, label: str):
-    return next(layer for layer in spec.layers if layer.label == label)
 
 
 def _forward(layer):
@@ -67,7 +63,7 @@ def test_a_bad_kernels_table_is_refused_in_one_line(table, message):
 
 
 def test_a_wide_3x3_convolution_takes_winograd_with_the_direct_kernel_below_two_items():
-    conv3 = replace(_layer(load_spec("suite-wide"), "conv3"), winograd=True)  # 128 -> 128 channels at 8 x 8
+    conv3 = replace(layer_labelled(load_spec("suite-wide"), "conv3"), winograd=True)  # 128 -> 128 channels at 8 x 8
     kernel = _forward(conv3)
     assert kernel.kind == "winograd" and kernel.name == "conv3_forward"
     winograd = kernel.winograd
@@ -106,7 +102,7 @@ def test_other_convolutions_keep_the_direct_kernel(settings, why):
 
 
 def test_the_input_gradient_takes_it_too_its_taps_reversed_and_the_others_stay_direct():
-    conv3 = _layer(load_spec("suite-wide"), "conv3")
+    conv3 = layer_labelled(load_spec("suite-wide"), "conv3")
     plain, marked = layer_kernels(conv3), layer_kernels(replace(conv3, winograd=True))
     assert [kernel.name for kernel in marked[:2]] == ["conv3_forward", "conv3_grad_input"]
     assert [kernel.kind for kernel in marked[:2]] == ["winograd", "winograd"]
