@@ -476,10 +476,21 @@ def spec_toml(data: Mapping) -> str:
     type = "flatten"
     <BLANKLINE>
     """
-    tables = ("layers", "training", "kernels")
-    lines = [f"{key} = {_toml_value(value)}" for key, value in data.items() if key not in tables]
-    if data.get("kernels"):
-        lines += ["", "[kernels]"] + [f"{key} = {_toml_value(value)}" for key, value in data["kernels"].items()]
+    tables = {key: value for key, value in data.items() if isinstance(value, Mapping)}  # [training], [kernels]
+    lines = [f"{key} = {_toml_value(value)}" for key, value in data.items() if key != "layers" and key not in tables]
+    for key, table in tables.items():
+        lines += ["", f"[{key}]"] + [f"{name} = {_toml_value(value)}" for name, value in table.items()]
     for layer in data.get("layers", ()):
         lines += ["", "[[layers]]"] + [f"{key} = {_toml_value(value)}" for key, value in layer.items()]
     return "\n".join(lines) + "\n"
+
+
+def with_kernels(spec: NetworkSpec, **settings) -> NetworkSpec:
+    """``spec`` (read from TOML) with ``settings`` in its ``[kernels]`` table, validated as any spec.
+
+    >>> with_kernels(load_spec("suite-wide"), winograd=True).kernels
+    {'winograd': True}
+    """
+    data = tomllib.loads(spec.source)
+    data["kernels"] = {**data.get("kernels", {}), **settings}
+    return parse_spec(spec_toml(data))

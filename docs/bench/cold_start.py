@@ -4,7 +4,7 @@ or ``--workers N``), the same in one process (``SYMCNN_COMPILE_WORKERS=0``: what
 the figure before parallel compiling), and a warm first step (numba's cache present).
 
 A record for docs/performance.md ("Cold start"), not part of the package. Each repeat is one
-``symcnn.bench.bench.measure_startup``: whole processes, wall time, the interpreter's start-up
+``symcnn.bench.startup.measure_startup``: whole processes, wall time, the interpreter's start-up
 included, with the machine's 1-minute load average at the start of each. Every repeat is printed,
 then the medians. Nothing is asserted: on a shared machine the figures move with the load.
 
@@ -19,7 +19,7 @@ import argparse
 import os
 import statistics
 
-from symcnn.bench.bench import measure_startup
+from symcnn.bench.startup import measure_startup
 
 COLUMNS = (("generate_s", "generate", "generate"), ("first_step_cold_s", "first_step_cold", "cold, workers"),
            ("generate_and_compile_s", "first_step_cold", "generate + cold"),

@@ -13,31 +13,25 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import platform
-import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 
 from symcnn.bench.numpy_network import NumpyNetwork
 from symcnn.bench.torch_twin import torch_model
+from symcnn.runtime.loader import load_kernels
 from symcnn.runtime.network import Network
-from symcnn.spec import NetworkSpec, load_spec
+from symcnn.spec import NetworkSpec, load_spec, with_kernels
 
 __all__ = ["forward_flops", "torch_model", "torch_passes", "run_benchmark", "BenchResult", "machine_description",
-           "sgemm_gflops",
-           "measure_startup", "format_startup", "load_average", "mean_seconds", "median_seconds", "check_limits",
-           "memory_per_image",
-           "format_profile"]
+           "sgemm_gflops", "mean_seconds", "median_seconds", "check_limits", "memory_per_image", "format_profile"]
 
 
 def forward_flops(spec: NetworkSpec) -> int:
@@ -184,14 +178,20 @@ class BenchResult:
                  "left_out": self.left_out, "profile": self.profile}
 
 
-def _implementations(spec_name: str, include_torch: bool, in_pytorch: bool = True):
+def _implementations(spec_name: str, include_torch: bool, in_pytorch: bool = True, winograd: bool = False):
     """name -> (forward(x), train_step(x, labels)) closures over independent parameter copies, and
     implementation -> why it was left out."""
     net = Network.from_spec(spec_name, seed=0)
     # forward: inference, in evaluation mode (dropout the identity); the train step in training mode
     left_out = {}
-    implementations = {"generated": (lambda x: net.forward(x, training=False),
-                                     lambda x, y: net.train_step(x, y, lr=1e-4))}
+    implementations = {"generated": _passes(net)}
+    if winograd:
+        variant = _winograd_network(net)
+        if variant is None:
+            left_out["winograd"] = ("no layer takes Winograd's F(4x4, 3x3) (3x3 stride-1 convolutions of 64 or more "
+                                    "output channels: docs/kernels.md)")
+        else:
+            implementations["winograd"] = _passes(variant)
     reference = NumpyNetwork(net.spec, {name: value.copy() for name, value in net.params.items()})
     implementations["numpy"] = (reference.forward, lambda x, y: reference.train_step(x, y, lr=1e-4))
     if include_torch:
@@ -203,6 +203,25 @@ def _implementations(spec_name: str, include_torch: bool, in_pytorch: bool = Tru
             except ValueError as error:  # a layer symcnn.torch does not offer yet (batch norm, dropout)
                 left_out["in-pytorch"] = str(error)
     return net, implementations, left_out
+
+
+def _passes(net: Network):
+    """``(forward(x), train_step(x, labels))`` of a generated network: inference in evaluation mode."""
+    return (lambda x: net.forward(x, training=False), lambda x, y: net.train_step(x, y, lr=1e-4))
+
+
+def _winograd_network(net: Network) -> Optional[Network]:
+    """``net``'s spec with ``[kernels] winograd = true``, its parameters copied, or ``None`` where no kernel of
+    it takes Winograd (the same kernels)."""
+    spec = with_kernels(net.spec, winograd=True)
+    package = load_kernels(spec)
+    modules = (importlib.import_module(f"{package.__name__}.{module}") for module in package.MODULES)
+    if not any(name.endswith("_winograd") for module in modules for name in vars(module)):
+        return None
+    variant = Network(spec, package, seed=0)
+    for name, value in net.params.items():
+        variant.params[name][...] = value
+    return variant
 
 
 def _inside_pytorch(net: Network):
@@ -291,10 +310,12 @@ def median_seconds(function: Callable, *arguments, repeat: int = 5) -> float:
 
 def run_benchmark(spec_name: str, batch: int = 64, threads: int = 2, repeat: int = 7,
                   profile: bool = False, include_torch: Optional[bool] = None,
-                  progress: Optional[Callable[[str], None]] = None, in_pytorch: bool = True) -> BenchResult:
+                  progress: Optional[Callable[[str], None]] = None, in_pytorch: bool = True,
+                  winograd: bool = False) -> BenchResult:
     """Measure forward and train-step throughput and batch-1 train-step latency of each implementation.
     ``progress``, when given, is told each phase as it starts (warming up, each repeat, profiling);
-    ``in_pytorch=False`` leaves out the generated kernels run as PyTorch operators."""
+    ``in_pytorch=False`` leaves out the generated kernels run as PyTorch operators; ``winograd`` adds them with
+    the spec's ``[kernels] winograd = true`` (a row of its own, the same parameters)."""
     say = progress or (lambda phase: None)
     check_limits(load_spec(spec_name), batch, threads)  # before any import or allocation
     import numba
@@ -309,7 +330,7 @@ def run_benchmark(spec_name: str, batch: int = 64, threads: int = 2, repeat: int
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     if torch is not None:
         torch.set_num_threads(threads)
-    net, implementations, left_out = _implementations(spec_name, include_torch, in_pytorch)
+    net, implementations, left_out = _implementations(spec_name, include_torch, in_pytorch, winograd)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, *net.spec.input_shape)).astype(np.float32)
     labels = rng.integers(0, net.spec.classes, batch).astype(np.int64)
@@ -410,88 +431,6 @@ def format_profile(profile: dict) -> str:
         not_timed = "a view, not called" if row.get("view") else ""
         rate = f"{row['gflops']:.1f} GFLOP/s" if row["gflops"] else not_timed
         lines.append(f"  {kernel:<28} {row['ms']:>8.2f} ms  {rate}")
-    return "\n".join(lines)
-
-
-# A fresh process: import the runtime, load the kernels from a directory, take one train step; print
-# how many kernels this process compiled and how many it loaded from numba's cache (numba's own counts).
-_FIRST_STEP = """
-import json
-import sys
-from pathlib import Path
-import numpy as np
-from symcnn.runtime.loader import import_package
-from symcnn.runtime.network import Network
-from symcnn.spec import load_spec
-spec = load_spec(sys.argv[1])
-net = Network(spec, import_package(Path(sys.argv[2]) / spec.module_name, "symcnn_startup_kernels"))
-x = np.zeros((int(sys.argv[3]), *spec.input_shape), dtype=np.float32)
-net.train_step(x, np.zeros(len(x), dtype=np.int64))
-kernels = {id(function): function for function in net._functions.values()}.values()
-print(json.dumps({"compiled": sum(bool(kernel.stats.cache_misses) for kernel in kernels),
-                  "loaded": sum(bool(kernel.stats.cache_hits) for kernel in kernels)}))
-"""
-
-
-def load_average() -> Optional[float]:
-    """The machine's 1-minute load average (``/proc/loadavg``), or None where unknown: what else ran."""
-    try:
-        return float(Path("/proc/loadavg").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def measure_startup(spec_name: str, batch: int = 64, one_process: bool = True) -> dict:
-    """Seconds to start from nothing: ``symcnn generate`` into an empty directory, then a new process's
-    first train step twice, cold (every kernel compiled: in worker processes, one per free CPU, as
-    :mod:`symcnn.runtime.compiling` chooses) and warm (numba's cache present); with ``one_process``,
-    also cold with every kernel compiled in the process itself (``SYMCNN_COMPILE_WORKERS=0``, as before
-    parallel compiling), on a copy of the generated package made before anything compiled. Each time is
-    a whole process's wall time, the interpreter's start-up included; ``load_average`` holds the
-    machine's load average at the start of each."""
-    loads = {}
-
-    def seconds(name: str, command: list, environment: Optional[dict] = None) -> tuple[float, str]:
-        loads[name] = load_average()
-        start = time.perf_counter()
-        result = subprocess.run(command, capture_output=True, text=True, env=environment)
-        if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(command[:4])}: {result.stderr.strip()[-500:]}")
-        return time.perf_counter() - start, result.stdout
-
-    with tempfile.TemporaryDirectory() as directory, tempfile.TemporaryDirectory() as copy:
-        generate, _ = seconds("generate", [sys.executable, "-m", "symcnn", "generate", spec_name, "--out", directory])
-        shutil.copytree(directory, copy, dirs_exist_ok=True)  # nothing compiled yet: no numba cache in it
-        step = [sys.executable, "-c", _FIRST_STEP, spec_name, directory, str(batch)]
-        cold, counts = seconds("first_step_cold", step)
-        warm, _ = seconds("first_step_warm", step)
-        startup = {"generate_s": generate, "first_step_cold_s": cold, "first_step_warm_s": warm,
-                   "generate_and_compile_s": generate + cold}
-        if one_process:
-            alone = dict(os.environ, SYMCNN_COMPILE_WORKERS="0")
-            startup["first_step_cold_one_process_s"], _ = seconds(
-                "first_step_cold_one_process", [sys.executable, "-c", _FIRST_STEP, spec_name, copy, str(batch)], alone)
-    cold_counts = json.loads(counts.strip().splitlines()[-1])
-    return {**startup, "cold_kernels": cold_counts["compiled"] + cold_counts["loaded"],
-            "cold_kernels_from_workers": cold_counts["loaded"], "load_average": loads}
-
-
-def format_startup(startup: dict) -> str:
-    loads = startup.get("load_average", {})
-
-    def line(text: str, key: str) -> str:
-        load = loads.get(key.removesuffix("_s"))
-        return f"  {text:<58} {startup[key]:6.1f} s" + (f"   (load average {load:.2f})" if load is not None else "")
-
-    workers = (f"{startup['cold_kernels_from_workers']} of {startup['cold_kernels']} kernels compiled by worker "
-               "processes" if startup.get("cold_kernels_from_workers") else "every kernel compiled in the process")
-    lines = ["start-up (whole processes, wall time):",
-             line("symcnn generate (SymPy derivation and rendering)", "generate_s"),
-             line(f"first train step, cold ({workers})", "first_step_cold_s"),
-             line("generate + cold first step", "generate_and_compile_s")]
-    if "first_step_cold_one_process_s" in startup:
-        lines.append(line("first train step, cold, compiled in one process (before)", "first_step_cold_one_process_s"))
-    lines.append(line("first train step, warm (numba's cache present)", "first_step_warm_s"))
     return "\n".join(lines)
 
 

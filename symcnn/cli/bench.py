@@ -37,6 +37,9 @@ def add_bench(commands, number) -> None:
     bench.add_argument("--profile", action="store_true",
                        help="time each generated kernel of the train step (with --suite: of every spec, the slowest "
                             "against PyTorch shown)")
+    bench.add_argument("--winograd", action="store_true",
+                       help="also the spec's kernels with [kernels] winograd = true (Winograd's F(4x4, 3x3) where a "
+                            "layer takes it), a row of their own, in the same run")
     bench.add_argument("--json", action="store_true", help="machine-readable results")
     bench.add_argument("--startup", action="store_true",
                        help="also time start-up: generate into an empty directory, then a new process's first "
@@ -53,21 +56,25 @@ def run_bench(args) -> int:
     from symcnn.bench import bench
 
     result = bench.run_benchmark(args.spec, batch=args.batch, threads=args.threads, repeat=args.repeat,
-                                 profile=args.profile)
-    startup = bench.measure_startup(args.spec, args.batch) if args.startup else None
+                                 profile=args.profile, winograd=args.winograd)
+    from symcnn.bench.startup import format_startup, measure_startup
+
+    startup = measure_startup(args.spec, args.batch) if args.startup else None
     if args.json:
         data = json.loads(bench.as_json(result))
         if startup:
             data["startup"] = startup
         print(json.dumps(data, indent=2))
     else:
-        print(bench.format_report(result) + ("\n\n" + bench.format_startup(startup) if startup else ""))
+        print(bench.format_report(result) + ("\n\n" + format_startup(startup) if startup else ""))
     return 0
 
 
 def _run_suite(args) -> int:
     if args.startup:
         raise ValueError("--startup: times one spec's start-up (symcnn bench SPEC --startup), not the suite's")
+    if args.winograd:
+        raise ValueError("--winograd: adds a row to one spec's table (symcnn bench SPEC --winograd), not the suite's")
     from symcnn.bench.suite import format_suite, run_suite
 
     suite = run_suite(batch=args.batch, threads=args.threads, repeat=args.repeat, profile=args.profile)

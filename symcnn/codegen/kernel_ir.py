@@ -357,7 +357,7 @@ class Kernel:
     # (the last two output axes, innermost) is zeroed, then every term adds into it, the reduction
     # loops outside, so that the innermost loop runs along a row; "max": window max with argmax;
     # "lanes" and "columns" (vectorized over channels or over columns): see :class:`Lanes`; "phases": see
-    # ``phases``.
+    # ``phases``; "winograd": see :class:`Winograd`.
     kind: str = "sum"
     terms: tuple[Term, ...] = ()
     tile: tuple[Loop, ...] = ()  # the inner output loops of an "accumulate" kernel

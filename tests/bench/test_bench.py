@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from symcnn import Network
-from symcnn.bench.bench import forward_flops
+from symcnn.bench.bench import _winograd_network, forward_flops
 from symcnn.bench.numpy_network import NumpyNetwork
 from symcnn.spec import load_spec
+from tests.kernels_helpers import conv_layer, toml_of, use_session_cache
 
 
 # digits by default; the larger shipped specs (seed004 compiles for about 30 s each) are long runs.
@@ -65,7 +66,7 @@ def test_startup_is_measured_from_an_empty_directory():
     """From an empty directory: generation, a cold first train step (every kernel compiled), then a
     warm one that loads numba's cache, each a whole new process that must succeed. (Timed, never
     asserted on: these machines are shared.)"""
-    from symcnn.bench.bench import format_startup, measure_startup
+    from symcnn.bench.startup import format_startup, measure_startup
 
     startup = measure_startup("digits", batch=4, one_process=False)
     seconds = {"generate_s", "first_step_cold_s", "first_step_warm_s", "generate_and_compile_s"}
@@ -80,7 +81,7 @@ def test_startup_is_measured_from_an_empty_directory():
 
 
 def test_the_startup_report_says_who_compiled_and_the_load_of_each_figure():
-    from symcnn.bench.bench import format_startup
+    from symcnn.bench.startup import format_startup
 
     startup = {"generate_s": 3.3, "first_step_cold_s": 27.0, "first_step_warm_s": 0.8, "generate_and_compile_s": 30.3,
                "first_step_cold_one_process_s": 45.4, "cold_kernels": 17, "cold_kernels_from_workers": 17,
@@ -116,3 +117,24 @@ def test_a_timing_rests_then_wakes_the_threads_with_one_untimed_call(monkeypatch
     calls = bench_module.CALLS_PER_TIMING
     assert clock.rests == [bench_module.SETTLE_SECONDS] and clock.calls == calls + 1
     assert timed == sum(range(2, calls + 2)) / calls
+
+
+def test_bench_adds_a_winograd_row_only_where_a_layer_takes_it(cli, monkeypatch, tmp_path, tmp_path_factory):
+    """``--winograd``: the spec's kernels with ``[kernels] winograd = true`` beside the others, the same
+    parameters; digits' convolutions (16 and 32 output channels) take none, so the row is left out, said why."""
+    monkeypatch.setattr("symcnn.bench.bench.SETTLE_SECONDS", 0.0)
+    use_session_cache(monkeypatch, tmp_path_factory)
+    status, out, err = cli("bench", "digits", "--batch", "4", "--repeat", "1", "--winograd", "--json")
+    assert status == 0, err
+    data = json.loads(out)
+    assert "winograd" not in data["results"] and "no layer takes Winograd" in data["left_out"]["winograd"]
+    status, out, err = cli("bench", "--suite", "--winograd")
+    assert (status, out) == (2, "") and err.count("\n") == 1 and "--winograd" in err
+    path = tmp_path / "wide.toml"  # a 64 -> 64 convolution: its forward pass and input gradient take it
+    path.write_text(toml_of({"name": "wide", "input": [64, 4, 4], "training": {"epochs": 2}, "layers": [
+        conv_layer("conv1", 64), {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 2}]}))
+    net = Network.from_spec(path)
+    variant = _winograd_network(net)  # generated, not compiled: no pass runs
+    assert variant.spec.kernels == {"winograd": True} and variant.spec.training == {"epochs": 2}
+    assert variant.spec.layers[0].winograd and not net.spec.layers[0].winograd
+    assert all(np.array_equal(variant.params[name], value) for name, value in net.params.items())
