@@ -15,8 +15,8 @@ from symcnn.codegen.network import layer_kernels
 from symcnn.codegen.package import render_package
 from symcnn.codegen.winograd_kernels import forward_kernel
 from symcnn.spec import load_spec, parse_spec, spec_from_dict
-from tests.kernels_helpers import (assert_float64_equals_pytorch, conv_layer, layer_labelled, network_for,
-                                   torch_loss_and_grads, use_session_cache)
+from tests.kernels_helpers import (assert_float64_equals_pytorch, assert_same_gradients_on_one_and_two_threads,
+                                   conv_layer, layer_labelled, network_for, torch_loss_and_grads, use_session_cache)
 
 #: 64 -> 64 channels (the fewest output channels that take Winograd; its input gradient takes it too) on 7 x 7
 #: maps, padding 0 (5 x 5 outputs: tiles of 4 past the edge; the input gradient's 7 x 7 from the output gradient
@@ -136,6 +136,13 @@ def test_float64_loss_and_gradients_equal_pytorch(tmp_path, batch):
     net = network_for(WINOGRAD, tmp_path, dtype="float64")
     rng = np.random.default_rng(batch)
     assert_float64_equals_pytorch(net, rng, rng.integers(0, 3, batch))
+
+
+def test_the_same_gradients_bit_for_bit_on_one_and_two_threads(tmp_path):
+    """Each work item sums its own images, and each channel's filters are transformed alone."""
+    net = network_for(WINOGRAD, tmp_path, dtype="float64")
+    rng = np.random.default_rng(7)
+    assert_same_gradients_on_one_and_two_threads(net, rng.standard_normal((17, 64, 7, 7)), rng.integers(0, 3, 17))
 
 
 def test_float32_logits_within_winograds_tolerance_of_pytorchs_float64(tmp_path):
