@@ -491,6 +491,10 @@ def with_kernels(spec: NetworkSpec, **settings) -> NetworkSpec:
     >>> with_kernels(load_spec("suite-wide"), winograd=True).kernels
     {'winograd': True}
     """
-    data = tomllib.loads(spec.source)
+    try:
+        data = tomllib.loads(spec.source)
+    except tomllib.TOMLDecodeError:
+        raise ValueError(f"spec {spec.name!r}: kernels: only a spec read from TOML text takes other kernel settings "
+                         "(load_spec, parse_spec)") from None
     data["kernels"] = {**data.get("kernels", {}), **settings}
     return parse_spec(spec_toml(data))

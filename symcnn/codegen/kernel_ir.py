@@ -300,7 +300,7 @@ class Winograd:
     """A 3 x 3, stride-1 convolution's forward pass by Winograd's minimal filtering F(m x m, 3 x 3)
     (:mod:`symcnn.codegen.backends.numba_cpu.winograd`): ``filter_copy`` and ``filters`` make each input
     channel's transformed filters (``u``, of ``u_shape``) once a call, in parallel over ``filter_loop``; each work
-    item (``items`` of them, printed) takes ``images`` images: ``copy`` stages them zero-padded, channels last;
+    item (the kernel's one output loop) takes ``images`` images: ``copy`` stages them zero-padded, channels last;
     for each of their tiles (``tile_origin``: printed ``(name, value)`` from ``t``) ``inputs`` transforms a tile
     of the copy into ``v_tiles`` (of ``v_shape``: position, tile, channel); ``registers`` sums the
     products of each of the ``positions`` tile positions ``e`` into ``product`` (of ``product_shape``, zeroed);
@@ -309,7 +309,6 @@ class Winograd:
     ``epilogue``. ``constants``: ``(name, printed value)``, the transforms' coefficients in the input's dtype."""
 
     images: int
-    items: str
     tiles: str  # printed: the tiles of an item's images (those past the batch's end excluded)
     positions: int
     filter_loop: Loop

@@ -14,9 +14,10 @@ from symcnn.codegen.lower import layer_formula
 from symcnn.codegen.network import layer_kernels
 from symcnn.codegen.package import render_package
 from symcnn.codegen.winograd_kernels import forward_kernel
-from symcnn.spec import load_spec, parse_spec, spec_from_dict
+from symcnn.spec import load_spec, parse_spec, spec_from_dict, with_kernels
 from tests.kernels_helpers import (assert_float64_equals_pytorch, assert_same_gradients_on_one_and_two_threads,
-                                   conv_layer, layer_labelled, network_for, torch_loss_and_grads, use_session_cache)
+                                   conv_layer, layer_labelled, network_for, toml_of, torch_loss_and_grads,
+                                   use_session_cache)
 
 #: 64 -> 64 channels (the fewest output channels that take Winograd; its input gradient takes it too) on 7 x 7
 #: maps, padding 0 (5 x 5 outputs: tiles of 4 past the edge; the input gradient's 7 x 7 from the output gradient
@@ -52,14 +53,18 @@ def test_the_kernels_table_marks_the_convolutions():
     ('kernels = "winograd"', "spec 'k': kernels: must be a table of kernel settings, got 'winograd'"),
 ])
 def test_a_bad_kernels_table_is_refused_in_one_line(table, message):
-    text = f'name = "k"\ninput = [1, 4, 4]\n{table}\n\n[[layers]]\ntype = "flatten"\n\n[[layers]]\ntype = "dense"\n' \
-           'name = "fc"\nout_features = 2\n'
-    if not table.startswith("["):  # a key before the layers' tables
-        text = f'name = "k"\ninput = [1, 4, 4]\n{table}\n\n[[layers]]\ntype = "flatten"\n\n[[layers]]\n' \
-               'type = "dense"\nname = "fc"\nout_features = 2\n'
+    text = (f'name = "k"\ninput = [1, 4, 4]\n{table}\n\n[[layers]]\ntype = "flatten"\n\n[[layers]]\n'
+            'type = "dense"\nname = "fc"\nout_features = 2\n')
     with pytest.raises(ValueError) as error:
         parse_spec(text)
     assert str(error.value) == message
+
+
+def test_kernel_settings_are_added_to_a_spec_read_from_toml_only():
+    spec = with_kernels(parse_spec(toml_of(WINOGRAD)), winograd=False)
+    assert spec.kernels == {"winograd": False} and not spec.layers[0].winograd
+    with pytest.raises(ValueError, match="^spec 'winograd-small': kernels: only a spec read from TOML text"):
+        with_kernels(spec_from_dict(WINOGRAD), winograd=True)
 
 
 def test_a_wide_3x3_convolution_takes_winograd_with_the_direct_kernel_below_two_items():
@@ -67,7 +72,7 @@ def test_a_wide_3x3_convolution_takes_winograd_with_the_direct_kernel_below_two_
     kernel = _forward(conv3)
     assert kernel.kind == "winograd" and kernel.name == "conv3_forward"
     winograd = kernel.winograd
-    assert (winograd.images, winograd.positions, winograd.items) == (8, 36, "(N + 7) // 8")
+    assert (winograd.images, winograd.positions, kernel.output_loops[0].stop) == (8, 36, "(N + 7) // 8")
     assert kernel.small_batch.below == 16
     direct = kernel.small_batch.kernel
     assert direct.kind == "lanes" and direct.name == "" and direct.arguments == kernel.arguments

@@ -116,7 +116,7 @@ def correlation(indices, shape, batch, terms, tensors) -> Optional[Correlation]:
         return None
     limits = {var: (low, high) for var, low, high in product.limits}
     for weight, image in (factors, factors[::-1]):
-        if len(weight.indices) != 4 or len(image.indices) != 4 or tuple(image.indices[:1]) != (indices[0],):
+        if len(weight.indices) != 4 or len(image.indices) != 4 or image.indices[0] != indices[0]:
             continue
         # a tap read backwards (its coefficient -1 in the image's index) is reversed: u -> 2 - u
         reversed_taps = {var: TAPS - 1 - var for position in (2, 3) for var in image.indices[position].free_symbols
@@ -136,7 +136,7 @@ def _forward_correlation(indices, limits, weight: Indexed, image: Indexed, condi
     taps = [next((var for var in limits if limits[var] == (0, TAPS - 1)
                   and sympy.expand(image.indices[position] - axis - var).is_Integer), None)
             for position, axis in ((2, row), (3, column))]
-    if (not isinstance(channel, Symbol) or None in taps or len(set(limits)) != 3 or set(limits) != {channel, *taps}
+    if (not isinstance(channel, Symbol) or None in taps or set(limits) != {channel, *taps}
             or limits[channel][0] != 0 or {lane, channel} != set(weight.indices[:2])
             or not set().union(*(index.free_symbols for index in weight.indices)) <= {lane, channel, *taps}
             or not all(size.is_Integer for size in shapes[image.base][1:])
@@ -223,10 +223,9 @@ def winograd_schedule(lowering, indices, shape, batch, terms, output_name: str, 
     value = y[out_row - i0, out_column - j0, lane] + (form.constant if form.constant is not None else 0)
     return {
         "kind": "winograd",
-        "output_loops": (Loop(code(item), code(FloorDiv(batch + images - 1, images)), parallel=True),),
+        "output_loops": (Loop(code(item), code(FloorDiv(batch + images - 1, images)), parallel=True),),  # the items
         "winograd": Winograd(
             images=images,
-            items=code(FloorDiv(batch + images - 1, images)),
             tiles=code(per_image * sympy.Min(images, batch - first)),
             positions=a * a,
             filter_loop=Loop(code(channel), str(channels), parallel=True),
