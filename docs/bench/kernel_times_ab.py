@@ -2,7 +2,8 @@
 
 A record for docs/performance.md (session 35's before/afters), not part of the package. The builds are kernel
 caches as for ``ab_train_step.py`` (whose loader this uses); each repeat profiles one step of each build
-(``Network.profile``), and the medians over the repeats are printed, slowest first, with each build's total.
+(``Network.profile``), each build first in every other repeat, and the medians over the repeats are printed side
+by side, the before build's slowest first, with each build's total and the ratio (above 1: the after build faster).
 
 Usage, from the repository root:
     PYTHONPATH=. python docs/bench/kernel_times_ab.py suite-separable --before /tmp/cache-before \\
@@ -42,18 +43,22 @@ def main() -> None:
     x = rng.standard_normal((options.batch, *spec.input_shape)).astype(np.float32)
     labels = rng.integers(0, spec.classes, options.batch)
     times: list[dict[str, list[float]]] = [{}, {}]
-    for _ in range(options.repeat):
-        for position, net in enumerate(nets):
+    for repeat in range(options.repeat):
+        for position in (0, 1) if repeat % 2 == 0 else (1, 0):  # each build first in every other repeat
+            net = nets[position]
             net.profile = {}
             net.train_step(x, labels, 0.001)
             for kernel, seconds in net.profile.items():
                 times[position].setdefault(kernel, []).append(seconds)
             net.profile = None
-    for label, build in zip(("before", "after"), times):
-        medians = {kernel: statistics.median(values) * 1e3 for kernel, values in build.items()}
-        print(f"{label}: total {sum(medians.values()):.2f} ms")
-        for kernel, ms in sorted(medians.items(), key=lambda item: -item[1])[:options.top]:
-            print(f"  {kernel:44s} {ms:.3f}")
+    before, after = ({kernel: statistics.median(values) * 1e3 for kernel, values in build.items()} for build in times)
+    print(f"{options.spec}: total {sum(before.values()):.2f} ms before, {sum(after.values()):.2f} ms after "
+          f"({sum(before.values()) / sum(after.values()):.2f}x)")
+    print(f"  {'kernel (slowest before first)':44s} {'before':>8s} {'after':>8s}  ratio")
+    for kernel in sorted(before, key=lambda name: -before[name])[:options.top]:
+        ms = after.get(kernel)  # none where the after build has no such kernel
+        change = f"{ms:8.3f}  {before[kernel] / ms:.2f}x" if ms else f"{'-':>8s}"
+        print(f"  {kernel:44s} {before[kernel]:8.3f} {change}")
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ numba.config.SLP_VECTORIZE = 1
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def b2_conv1_forward_block0_wide(i, tile, weight_t, x_padded):
-    """One row of b2_conv1_forward's tile, in blocks of 256 local variables."""
+def b2_conv1_forward_wide_block0(i, tile, weight_t, x_padded):
+    """One row of b2_conv1_forward_wide's tile, in blocks of 256 local variables."""
     wide_vectors()
     for j in range(0, 16, 8):
         for group in range(0, 32, 32):
@@ -924,14 +924,58 @@ def b2_conv1_forward_block0_wide(i, tile, weight_t, x_padded):
             row7[31] = acc7_31
 
 
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
+def b2_conv1_forward_wide(x, weight, out):
+    """conv2d: forward pass
+    Y[n, c_out, i, j] = sum_{c_in=0..C_in - 1, u=0..K_h - 1, v=0..K_w - 1} (W[c_out, c_in, u, v]*X[n, c_in, d_h*u + i*s_h - p_h, d_w*v + j*s_w - p_w])
+      X[n, c, h, w] is read as 0 outside 0 <= h <= H_in - 1, 0 <= w <= W_in - 1 (zero padding)
+
+    with C_in = 16, C_out = 32, H_in = 32, K_h = 3, K_w = 3, W_in = 32, d_h = 1, d_w = 1, p_h = 1, p_w = 1, s_h = 2, s_w = 2.
+
+    Every size above except the batch N is a constant of this spec. Arrays are C-contiguous and of
+    one float dtype; the caller checks every shape, since numba does not bounds-check.
+    """
+    N = x.shape[0]
+    weight_t = np.empty((16, 3, 3, 32,), dtype=x.dtype)
+    for c_in in range(16):
+        for u in range(3):
+            for v in range(3):
+                for c_out in range(32):
+                    weight_t[c_in, u, v, c_out] = weight[c_out, c_in, u, v]
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = weight.shape[0]
+    # Each image's rows in parts, one parallel item each,
+    # so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
+        x_padded = np.zeros((16, 33, 33,), dtype=x.dtype)
+        for a1 in range(16):
+            for a2 in range(max(0, 16*part - 1), min(32, 16*part + 16)):
+                for a3 in range(32):
+                    x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
+        tile = np.empty((16, 32,), dtype=x.dtype)
+        for i in range(8*part, 8*part + 8):
+            for j in range(16):
+                for c_out in range(lanes):
+                    tile[j, c_out] = 0.0
+            b2_conv1_forward_wide_block0(i, tile, weight_t, x_padded)
+            for c_out in range(lanes):
+                for j in range(16):
+                    out[n, c_out, i, j] = tile[j, c_out]
+
+
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def b2_conv1_forward_block0_narrow(i, tile, weight_t, x_padded):
-    """One row of b2_conv1_forward's tile, in blocks of 64 local variables."""
+def b2_conv1_forward_narrow_block0(i, tile, weight_t, x_padded):
+    """One row of b2_conv1_forward_narrow's tile, in blocks of 64 local variables."""
     wide_vectors()
-    for j in range(0, 16, 2):
-        for group in range(0, 32, 32):
+    for group in range(0, 32, 16):
+        for j in range(0, 16, 4):
             row0 = tile[j, group:]
             row1 = tile[j + 1, group:]
+            row2 = tile[j + 2, group:]
+            row3 = tile[j + 3, group:]
             acc0_0 = row0[0]
             acc0_1 = row0[1]
             acc0_2 = row0[2]
@@ -948,22 +992,6 @@ def b2_conv1_forward_block0_narrow(i, tile, weight_t, x_padded):
             acc0_13 = row0[13]
             acc0_14 = row0[14]
             acc0_15 = row0[15]
-            acc0_16 = row0[16]
-            acc0_17 = row0[17]
-            acc0_18 = row0[18]
-            acc0_19 = row0[19]
-            acc0_20 = row0[20]
-            acc0_21 = row0[21]
-            acc0_22 = row0[22]
-            acc0_23 = row0[23]
-            acc0_24 = row0[24]
-            acc0_25 = row0[25]
-            acc0_26 = row0[26]
-            acc0_27 = row0[27]
-            acc0_28 = row0[28]
-            acc0_29 = row0[29]
-            acc0_30 = row0[30]
-            acc0_31 = row0[31]
             acc1_0 = row1[0]
             acc1_1 = row1[1]
             acc1_2 = row1[2]
@@ -980,22 +1008,38 @@ def b2_conv1_forward_block0_narrow(i, tile, weight_t, x_padded):
             acc1_13 = row1[13]
             acc1_14 = row1[14]
             acc1_15 = row1[15]
-            acc1_16 = row1[16]
-            acc1_17 = row1[17]
-            acc1_18 = row1[18]
-            acc1_19 = row1[19]
-            acc1_20 = row1[20]
-            acc1_21 = row1[21]
-            acc1_22 = row1[22]
-            acc1_23 = row1[23]
-            acc1_24 = row1[24]
-            acc1_25 = row1[25]
-            acc1_26 = row1[26]
-            acc1_27 = row1[27]
-            acc1_28 = row1[28]
-            acc1_29 = row1[29]
-            acc1_30 = row1[30]
-            acc1_31 = row1[31]
+            acc2_0 = row2[0]
+            acc2_1 = row2[1]
+            acc2_2 = row2[2]
+            acc2_3 = row2[3]
+            acc2_4 = row2[4]
+            acc2_5 = row2[5]
+            acc2_6 = row2[6]
+            acc2_7 = row2[7]
+            acc2_8 = row2[8]
+            acc2_9 = row2[9]
+            acc2_10 = row2[10]
+            acc2_11 = row2[11]
+            acc2_12 = row2[12]
+            acc2_13 = row2[13]
+            acc2_14 = row2[14]
+            acc2_15 = row2[15]
+            acc3_0 = row3[0]
+            acc3_1 = row3[1]
+            acc3_2 = row3[2]
+            acc3_3 = row3[3]
+            acc3_4 = row3[4]
+            acc3_5 = row3[5]
+            acc3_6 = row3[6]
+            acc3_7 = row3[7]
+            acc3_8 = row3[8]
+            acc3_9 = row3[9]
+            acc3_10 = row3[10]
+            acc3_11 = row3[11]
+            acc3_12 = row3[12]
+            acc3_13 = row3[13]
+            acc3_14 = row3[14]
+            acc3_15 = row3[15]
             for c_in in range(16):
                 for u in range(3):
                     broadcast0 = x_padded[c_in, 2*i + u, 2*j]
@@ -1003,9 +1047,13 @@ def b2_conv1_forward_block0_narrow(i, tile, weight_t, x_padded):
                     broadcast2 = x_padded[c_in, 2*i + u, 2*j + 2]
                     broadcast3 = x_padded[c_in, 2*i + u, 2*j + 3]
                     broadcast4 = x_padded[c_in, 2*i + u, 2*j + 4]
-                    streamed_row0 = weight_t[c_in, u, 0, group:]
-                    streamed_row1 = weight_t[c_in, u, 1, group:]
-                    streamed_row2 = weight_t[c_in, u, 2, group:]
+                    broadcast5 = x_padded[c_in, 2*i + u, 2*j + 5]
+                    broadcast6 = x_padded[c_in, 2*i + u, 2*j + 6]
+                    broadcast7 = x_padded[c_in, 2*i + u, 2*j + 7]
+                    broadcast8 = x_padded[c_in, 2*i + u, 2*j + 8]
+                    streamed_row0 = weight_t[(group) // 16, c_in, u, 0, 0:]
+                    streamed_row1 = weight_t[(group) // 16, c_in, u, 1, 0:]
+                    streamed_row2 = weight_t[(group) // 16, c_in, u, 2, 0:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row1[0]
                     streamed2 = streamed_row2[0]
@@ -1054,54 +1102,6 @@ def b2_conv1_forward_block0_narrow(i, tile, weight_t, x_padded):
                     streamed45 = streamed_row0[15]
                     streamed46 = streamed_row1[15]
                     streamed47 = streamed_row2[15]
-                    streamed48 = streamed_row0[16]
-                    streamed49 = streamed_row1[16]
-                    streamed50 = streamed_row2[16]
-                    streamed51 = streamed_row0[17]
-                    streamed52 = streamed_row1[17]
-                    streamed53 = streamed_row2[17]
-                    streamed54 = streamed_row0[18]
-                    streamed55 = streamed_row1[18]
-                    streamed56 = streamed_row2[18]
-                    streamed57 = streamed_row0[19]
-                    streamed58 = streamed_row1[19]
-                    streamed59 = streamed_row2[19]
-                    streamed60 = streamed_row0[20]
-                    streamed61 = streamed_row1[20]
-                    streamed62 = streamed_row2[20]
-                    streamed63 = streamed_row0[21]
-                    streamed64 = streamed_row1[21]
-                    streamed65 = streamed_row2[21]
-                    streamed66 = streamed_row0[22]
-                    streamed67 = streamed_row1[22]
-                    streamed68 = streamed_row2[22]
-                    streamed69 = streamed_row0[23]
-                    streamed70 = streamed_row1[23]
-                    streamed71 = streamed_row2[23]
-                    streamed72 = streamed_row0[24]
-                    streamed73 = streamed_row1[24]
-                    streamed74 = streamed_row2[24]
-                    streamed75 = streamed_row0[25]
-                    streamed76 = streamed_row1[25]
-                    streamed77 = streamed_row2[25]
-                    streamed78 = streamed_row0[26]
-                    streamed79 = streamed_row1[26]
-                    streamed80 = streamed_row2[26]
-                    streamed81 = streamed_row0[27]
-                    streamed82 = streamed_row1[27]
-                    streamed83 = streamed_row2[27]
-                    streamed84 = streamed_row0[28]
-                    streamed85 = streamed_row1[28]
-                    streamed86 = streamed_row2[28]
-                    streamed87 = streamed_row0[29]
-                    streamed88 = streamed_row1[29]
-                    streamed89 = streamed_row2[29]
-                    streamed90 = streamed_row0[30]
-                    streamed91 = streamed_row1[30]
-                    streamed92 = streamed_row2[30]
-                    streamed93 = streamed_row0[31]
-                    streamed94 = streamed_row1[31]
-                    streamed95 = streamed_row2[31]
                     acc0_0 = acc0_0 + broadcast0*streamed0 + broadcast1*streamed1 + broadcast2*streamed2
                     acc0_1 = acc0_1 + broadcast0*streamed3 + broadcast1*streamed4 + broadcast2*streamed5
                     acc0_2 = acc0_2 + broadcast0*streamed6 + broadcast1*streamed7 + broadcast2*streamed8
@@ -1118,22 +1118,6 @@ def b2_conv1_forward_block0_narrow(i, tile, weight_t, x_padded):
                     acc0_13 = acc0_13 + broadcast0*streamed39 + broadcast1*streamed40 + broadcast2*streamed41
                     acc0_14 = acc0_14 + broadcast0*streamed42 + broadcast1*streamed43 + broadcast2*streamed44
                     acc0_15 = acc0_15 + broadcast0*streamed45 + broadcast1*streamed46 + broadcast2*streamed47
-                    acc0_16 = acc0_16 + broadcast0*streamed48 + broadcast1*streamed49 + broadcast2*streamed50
-                    acc0_17 = acc0_17 + broadcast0*streamed51 + broadcast1*streamed52 + broadcast2*streamed53
-                    acc0_18 = acc0_18 + broadcast0*streamed54 + broadcast1*streamed55 + broadcast2*streamed56
-                    acc0_19 = acc0_19 + broadcast0*streamed57 + broadcast1*streamed58 + broadcast2*streamed59
-                    acc0_20 = acc0_20 + broadcast0*streamed60 + broadcast1*streamed61 + broadcast2*streamed62
-                    acc0_21 = acc0_21 + broadcast0*streamed63 + broadcast1*streamed64 + broadcast2*streamed65
-                    acc0_22 = acc0_22 + broadcast0*streamed66 + broadcast1*streamed67 + broadcast2*streamed68
-                    acc0_23 = acc0_23 + broadcast0*streamed69 + broadcast1*streamed70 + broadcast2*streamed71
-                    acc0_24 = acc0_24 + broadcast0*streamed72 + broadcast1*streamed73 + broadcast2*streamed74
-                    acc0_25 = acc0_25 + broadcast0*streamed75 + broadcast1*streamed76 + broadcast2*streamed77
-                    acc0_26 = acc0_26 + broadcast0*streamed78 + broadcast1*streamed79 + broadcast2*streamed80
-                    acc0_27 = acc0_27 + broadcast0*streamed81 + broadcast1*streamed82 + broadcast2*streamed83
-                    acc0_28 = acc0_28 + broadcast0*streamed84 + broadcast1*streamed85 + broadcast2*streamed86
-                    acc0_29 = acc0_29 + broadcast0*streamed87 + broadcast1*streamed88 + broadcast2*streamed89
-                    acc0_30 = acc0_30 + broadcast0*streamed90 + broadcast1*streamed91 + broadcast2*streamed92
-                    acc0_31 = acc0_31 + broadcast0*streamed93 + broadcast1*streamed94 + broadcast2*streamed95
                     acc1_0 = acc1_0 + broadcast2*streamed0 + broadcast3*streamed1 + broadcast4*streamed2
                     acc1_1 = acc1_1 + broadcast2*streamed3 + broadcast3*streamed4 + broadcast4*streamed5
                     acc1_2 = acc1_2 + broadcast2*streamed6 + broadcast3*streamed7 + broadcast4*streamed8
@@ -1150,22 +1134,38 @@ def b2_conv1_forward_block0_narrow(i, tile, weight_t, x_padded):
                     acc1_13 = acc1_13 + broadcast2*streamed39 + broadcast3*streamed40 + broadcast4*streamed41
                     acc1_14 = acc1_14 + broadcast2*streamed42 + broadcast3*streamed43 + broadcast4*streamed44
                     acc1_15 = acc1_15 + broadcast2*streamed45 + broadcast3*streamed46 + broadcast4*streamed47
-                    acc1_16 = acc1_16 + broadcast2*streamed48 + broadcast3*streamed49 + broadcast4*streamed50
-                    acc1_17 = acc1_17 + broadcast2*streamed51 + broadcast3*streamed52 + broadcast4*streamed53
-                    acc1_18 = acc1_18 + broadcast2*streamed54 + broadcast3*streamed55 + broadcast4*streamed56
-                    acc1_19 = acc1_19 + broadcast2*streamed57 + broadcast3*streamed58 + broadcast4*streamed59
-                    acc1_20 = acc1_20 + broadcast2*streamed60 + broadcast3*streamed61 + broadcast4*streamed62
-                    acc1_21 = acc1_21 + broadcast2*streamed63 + broadcast3*streamed64 + broadcast4*streamed65
-                    acc1_22 = acc1_22 + broadcast2*streamed66 + broadcast3*streamed67 + broadcast4*streamed68
-                    acc1_23 = acc1_23 + broadcast2*streamed69 + broadcast3*streamed70 + broadcast4*streamed71
-                    acc1_24 = acc1_24 + broadcast2*streamed72 + broadcast3*streamed73 + broadcast4*streamed74
-                    acc1_25 = acc1_25 + broadcast2*streamed75 + broadcast3*streamed76 + broadcast4*streamed77
-                    acc1_26 = acc1_26 + broadcast2*streamed78 + broadcast3*streamed79 + broadcast4*streamed80
-                    acc1_27 = acc1_27 + broadcast2*streamed81 + broadcast3*streamed82 + broadcast4*streamed83
-                    acc1_28 = acc1_28 + broadcast2*streamed84 + broadcast3*streamed85 + broadcast4*streamed86
-                    acc1_29 = acc1_29 + broadcast2*streamed87 + broadcast3*streamed88 + broadcast4*streamed89
-                    acc1_30 = acc1_30 + broadcast2*streamed90 + broadcast3*streamed91 + broadcast4*streamed92
-                    acc1_31 = acc1_31 + broadcast2*streamed93 + broadcast3*streamed94 + broadcast4*streamed95
+                    acc2_0 = acc2_0 + broadcast4*streamed0 + broadcast5*streamed1 + broadcast6*streamed2
+                    acc2_1 = acc2_1 + broadcast4*streamed3 + broadcast5*streamed4 + broadcast6*streamed5
+                    acc2_2 = acc2_2 + broadcast4*streamed6 + broadcast5*streamed7 + broadcast6*streamed8
+                    acc2_3 = acc2_3 + broadcast4*streamed9 + broadcast5*streamed10 + broadcast6*streamed11
+                    acc2_4 = acc2_4 + broadcast4*streamed12 + broadcast5*streamed13 + broadcast6*streamed14
+                    acc2_5 = acc2_5 + broadcast4*streamed15 + broadcast5*streamed16 + broadcast6*streamed17
+                    acc2_6 = acc2_6 + broadcast4*streamed18 + broadcast5*streamed19 + broadcast6*streamed20
+                    acc2_7 = acc2_7 + broadcast4*streamed21 + broadcast5*streamed22 + broadcast6*streamed23
+                    acc2_8 = acc2_8 + broadcast4*streamed24 + broadcast5*streamed25 + broadcast6*streamed26
+                    acc2_9 = acc2_9 + broadcast4*streamed27 + broadcast5*streamed28 + broadcast6*streamed29
+                    acc2_10 = acc2_10 + broadcast4*streamed30 + broadcast5*streamed31 + broadcast6*streamed32
+                    acc2_11 = acc2_11 + broadcast4*streamed33 + broadcast5*streamed34 + broadcast6*streamed35
+                    acc2_12 = acc2_12 + broadcast4*streamed36 + broadcast5*streamed37 + broadcast6*streamed38
+                    acc2_13 = acc2_13 + broadcast4*streamed39 + broadcast5*streamed40 + broadcast6*streamed41
+                    acc2_14 = acc2_14 + broadcast4*streamed42 + broadcast5*streamed43 + broadcast6*streamed44
+                    acc2_15 = acc2_15 + broadcast4*streamed45 + broadcast5*streamed46 + broadcast6*streamed47
+                    acc3_0 = acc3_0 + broadcast6*streamed0 + broadcast7*streamed1 + broadcast8*streamed2
+                    acc3_1 = acc3_1 + broadcast6*streamed3 + broadcast7*streamed4 + broadcast8*streamed5
+                    acc3_2 = acc3_2 + broadcast6*streamed6 + broadcast7*streamed7 + broadcast8*streamed8
+                    acc3_3 = acc3_3 + broadcast6*streamed9 + broadcast7*streamed10 + broadcast8*streamed11
+                    acc3_4 = acc3_4 + broadcast6*streamed12 + broadcast7*streamed13 + broadcast8*streamed14
+                    acc3_5 = acc3_5 + broadcast6*streamed15 + broadcast7*streamed16 + broadcast8*streamed17
+                    acc3_6 = acc3_6 + broadcast6*streamed18 + broadcast7*streamed19 + broadcast8*streamed20
+                    acc3_7 = acc3_7 + broadcast6*streamed21 + broadcast7*streamed22 + broadcast8*streamed23
+                    acc3_8 = acc3_8 + broadcast6*streamed24 + broadcast7*streamed25 + broadcast8*streamed26
+                    acc3_9 = acc3_9 + broadcast6*streamed27 + broadcast7*streamed28 + broadcast8*streamed29
+                    acc3_10 = acc3_10 + broadcast6*streamed30 + broadcast7*streamed31 + broadcast8*streamed32
+                    acc3_11 = acc3_11 + broadcast6*streamed33 + broadcast7*streamed34 + broadcast8*streamed35
+                    acc3_12 = acc3_12 + broadcast6*streamed36 + broadcast7*streamed37 + broadcast8*streamed38
+                    acc3_13 = acc3_13 + broadcast6*streamed39 + broadcast7*streamed40 + broadcast8*streamed41
+                    acc3_14 = acc3_14 + broadcast6*streamed42 + broadcast7*streamed43 + broadcast8*streamed44
+                    acc3_15 = acc3_15 + broadcast6*streamed45 + broadcast7*streamed46 + broadcast8*streamed47
             row0[0] = acc0_0
             row0[1] = acc0_1
             row0[2] = acc0_2
@@ -1182,22 +1182,6 @@ def b2_conv1_forward_block0_narrow(i, tile, weight_t, x_padded):
             row0[13] = acc0_13
             row0[14] = acc0_14
             row0[15] = acc0_15
-            row0[16] = acc0_16
-            row0[17] = acc0_17
-            row0[18] = acc0_18
-            row0[19] = acc0_19
-            row0[20] = acc0_20
-            row0[21] = acc0_21
-            row0[22] = acc0_22
-            row0[23] = acc0_23
-            row0[24] = acc0_24
-            row0[25] = acc0_25
-            row0[26] = acc0_26
-            row0[27] = acc0_27
-            row0[28] = acc0_28
-            row0[29] = acc0_29
-            row0[30] = acc0_30
-            row0[31] = acc0_31
             row1[0] = acc1_0
             row1[1] = acc1_1
             row1[2] = acc1_2
@@ -1214,29 +1198,42 @@ def b2_conv1_forward_block0_narrow(i, tile, weight_t, x_padded):
             row1[13] = acc1_13
             row1[14] = acc1_14
             row1[15] = acc1_15
-            row1[16] = acc1_16
-            row1[17] = acc1_17
-            row1[18] = acc1_18
-            row1[19] = acc1_19
-            row1[20] = acc1_20
-            row1[21] = acc1_21
-            row1[22] = acc1_22
-            row1[23] = acc1_23
-            row1[24] = acc1_24
-            row1[25] = acc1_25
-            row1[26] = acc1_26
-            row1[27] = acc1_27
-            row1[28] = acc1_28
-            row1[29] = acc1_29
-            row1[30] = acc1_30
-            row1[31] = acc1_31
-
-
-b2_conv1_forward_block0 = for_this_cpu(b2_conv1_forward_block0_wide, b2_conv1_forward_block0_narrow)
+            row2[0] = acc2_0
+            row2[1] = acc2_1
+            row2[2] = acc2_2
+            row2[3] = acc2_3
+            row2[4] = acc2_4
+            row2[5] = acc2_5
+            row2[6] = acc2_6
+            row2[7] = acc2_7
+            row2[8] = acc2_8
+            row2[9] = acc2_9
+            row2[10] = acc2_10
+            row2[11] = acc2_11
+            row2[12] = acc2_12
+            row2[13] = acc2_13
+            row2[14] = acc2_14
+            row2[15] = acc2_15
+            row3[0] = acc3_0
+            row3[1] = acc3_1
+            row3[2] = acc3_2
+            row3[3] = acc3_3
+            row3[4] = acc3_4
+            row3[5] = acc3_5
+            row3[6] = acc3_6
+            row3[7] = acc3_7
+            row3[8] = acc3_8
+            row3[9] = acc3_9
+            row3[10] = acc3_10
+            row3[11] = acc3_11
+            row3[12] = acc3_12
+            row3[13] = acc3_13
+            row3[14] = acc3_14
+            row3[15] = acc3_15
 
 
 @njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
-def b2_conv1_forward(x, weight, out):
+def b2_conv1_forward_narrow(x, weight, out):
     """conv2d: forward pass
     Y[n, c_out, i, j] = sum_{c_in=0..C_in - 1, u=0..K_h - 1, v=0..K_w - 1} (W[c_out, c_in, u, v]*X[n, c_in, d_h*u + i*s_h - p_h, d_w*v + j*s_w - p_w])
       X[n, c, h, w] is read as 0 outside 0 <= h <= H_in - 1, 0 <= w <= W_in - 1 (zero padding)
@@ -1247,12 +1244,12 @@ def b2_conv1_forward(x, weight, out):
     one float dtype; the caller checks every shape, since numba does not bounds-check.
     """
     N = x.shape[0]
-    weight_t = np.empty((16, 3, 3, 32,), dtype=x.dtype)
+    weight_t = np.empty((2, 16, 3, 3, 16,), dtype=x.dtype)
     for c_in in range(16):
         for u in range(3):
             for v in range(3):
                 for c_out in range(32):
-                    weight_t[c_in, u, v, c_out] = weight[c_out, c_in, u, v]
+                    weight_t[(c_out) // 16, c_in, u, v, c_out % 16] = weight[c_out, c_in, u, v]
     # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
     # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
     lanes = weight.shape[0]
@@ -1271,7 +1268,7 @@ def b2_conv1_forward(x, weight, out):
             for j in range(16):
                 for c_out in range(lanes):
                     tile[j, c_out] = 0.0
-            b2_conv1_forward_block0(i, tile, weight_t, x_padded)
+            b2_conv1_forward_narrow_block0(i, tile, weight_t, x_padded)
             for c_out in range(lanes):
                 for j in range(16):
                     out[n, c_out, i, j] = tile[j, c_out]
@@ -5656,8 +5653,8 @@ def b2_conv1_grad_weight(grad_output, x, grad_weight):
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def b2_conv1_folded_forward_block0_wide(i, tile, weight_t, x_padded):
-    """One row of b2_conv1_folded_forward's tile, in blocks of 256 local variables."""
+def b2_conv1_folded_forward_wide_block0(i, tile, weight_t, x_padded):
+    """One row of b2_conv1_folded_forward_wide's tile, in blocks of 256 local variables."""
     wide_vectors()
     for j in range(0, 16, 8):
         for group in range(0, 32, 32):
@@ -6557,14 +6554,58 @@ def b2_conv1_folded_forward_block0_wide(i, tile, weight_t, x_padded):
             row7[31] = acc7_31
 
 
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
+def b2_conv1_folded_forward_wide(x, weight, bias, out):
+    """conv2d: forward pass with a bias, on the parameters folded with the batchnorm2d after it (evaluation mode)
+    Y[n, c_out, i, j] = b[c_out] + sum_{c_in=0..C_in - 1, u=0..K_h - 1, v=0..K_w - 1} (W[c_out, c_in, u, v]*X[n, c_in, d_h*u + i*s_h - p_h, d_w*v + j*s_w - p_w])
+      X[n, c, h, w] is read as 0 outside 0 <= h <= H_in - 1, 0 <= w <= W_in - 1 (zero padding)
+
+    with C_in = 16, C_out = 32, H_in = 32, K_h = 3, K_w = 3, W_in = 32, d_h = 1, d_w = 1, p_h = 1, p_w = 1, s_h = 2, s_w = 2.
+
+    Every size above except the batch N is a constant of this spec. Arrays are C-contiguous and of
+    one float dtype; the caller checks every shape, since numba does not bounds-check.
+    """
+    N = x.shape[0]
+    weight_t = np.empty((16, 3, 3, 32,), dtype=x.dtype)
+    for c_in in range(16):
+        for u in range(3):
+            for v in range(3):
+                for c_out in range(32):
+                    weight_t[c_in, u, v, c_out] = weight[c_out, c_in, u, v]
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = weight.shape[0]
+    # Each image's rows in parts, one parallel item each,
+    # so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
+        x_padded = np.zeros((16, 33, 33,), dtype=x.dtype)
+        for a1 in range(16):
+            for a2 in range(max(0, 16*part - 1), min(32, 16*part + 16)):
+                for a3 in range(32):
+                    x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
+        tile = np.empty((16, 32,), dtype=x.dtype)
+        for i in range(8*part, 8*part + 8):
+            for j in range(16):
+                for c_out in range(lanes):
+                    tile[j, c_out] = bias[c_out]
+            b2_conv1_folded_forward_wide_block0(i, tile, weight_t, x_padded)
+            for c_out in range(lanes):
+                for j in range(16):
+                    out[n, c_out, i, j] = tile[j, c_out]
+
+
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def b2_conv1_folded_forward_block0_narrow(i, tile, weight_t, x_padded):
-    """One row of b2_conv1_folded_forward's tile, in blocks of 64 local variables."""
+def b2_conv1_folded_forward_narrow_block0(i, tile, weight_t, x_padded):
+    """One row of b2_conv1_folded_forward_narrow's tile, in blocks of 64 local variables."""
     wide_vectors()
-    for j in range(0, 16, 2):
-        for group in range(0, 32, 32):
+    for group in range(0, 32, 16):
+        for j in range(0, 16, 4):
             row0 = tile[j, group:]
             row1 = tile[j + 1, group:]
+            row2 = tile[j + 2, group:]
+            row3 = tile[j + 3, group:]
             acc0_0 = row0[0]
             acc0_1 = row0[1]
             acc0_2 = row0[2]
@@ -6581,22 +6622,6 @@ def b2_conv1_folded_forward_block0_narrow(i, tile, weight_t, x_padded):
             acc0_13 = row0[13]
             acc0_14 = row0[14]
             acc0_15 = row0[15]
-            acc0_16 = row0[16]
-            acc0_17 = row0[17]
-            acc0_18 = row0[18]
-            acc0_19 = row0[19]
-            acc0_20 = row0[20]
-            acc0_21 = row0[21]
-            acc0_22 = row0[22]
-            acc0_23 = row0[23]
-            acc0_24 = row0[24]
-            acc0_25 = row0[25]
-            acc0_26 = row0[26]
-            acc0_27 = row0[27]
-            acc0_28 = row0[28]
-            acc0_29 = row0[29]
-            acc0_30 = row0[30]
-            acc0_31 = row0[31]
             acc1_0 = row1[0]
             acc1_1 = row1[1]
             acc1_2 = row1[2]
@@ -6613,22 +6638,38 @@ def b2_conv1_folded_forward_block0_narrow(i, tile, weight_t, x_padded):
             acc1_13 = row1[13]
             acc1_14 = row1[14]
             acc1_15 = row1[15]
-            acc1_16 = row1[16]
-            acc1_17 = row1[17]
-            acc1_18 = row1[18]
-            acc1_19 = row1[19]
-            acc1_20 = row1[20]
-            acc1_21 = row1[21]
-            acc1_22 = row1[22]
-            acc1_23 = row1[23]
-            acc1_24 = row1[24]
-            acc1_25 = row1[25]
-            acc1_26 = row1[26]
-            acc1_27 = row1[27]
-            acc1_28 = row1[28]
-            acc1_29 = row1[29]
-            acc1_30 = row1[30]
-            acc1_31 = row1[31]
+            acc2_0 = row2[0]
+            acc2_1 = row2[1]
+            acc2_2 = row2[2]
+            acc2_3 = row2[3]
+            acc2_4 = row2[4]
+            acc2_5 = row2[5]
+            acc2_6 = row2[6]
+            acc2_7 = row2[7]
+            acc2_8 = row2[8]
+            acc2_9 = row2[9]
+            acc2_10 = row2[10]
+            acc2_11 = row2[11]
+            acc2_12 = row2[12]
+            acc2_13 = row2[13]
+            acc2_14 = row2[14]
+            acc2_15 = row2[15]
+            acc3_0 = row3[0]
+            acc3_1 = row3[1]
+            acc3_2 = row3[2]
+            acc3_3 = row3[3]
+            acc3_4 = row3[4]
+            acc3_5 = row3[5]
+            acc3_6 = row3[6]
+            acc3_7 = row3[7]
+            acc3_8 = row3[8]
+            acc3_9 = row3[9]
+            acc3_10 = row3[10]
+            acc3_11 = row3[11]
+            acc3_12 = row3[12]
+            acc3_13 = row3[13]
+            acc3_14 = row3[14]
+            acc3_15 = row3[15]
             for c_in in range(16):
                 for u in range(3):
                     broadcast0 = x_padded[c_in, 2*i + u, 2*j]
@@ -6636,9 +6677,13 @@ def b2_conv1_folded_forward_block0_narrow(i, tile, weight_t, x_padded):
                     broadcast2 = x_padded[c_in, 2*i + u, 2*j + 2]
                     broadcast3 = x_padded[c_in, 2*i + u, 2*j + 3]
                     broadcast4 = x_padded[c_in, 2*i + u, 2*j + 4]
-                    streamed_row0 = weight_t[c_in, u, 0, group:]
-                    streamed_row1 = weight_t[c_in, u, 1, group:]
-                    streamed_row2 = weight_t[c_in, u, 2, group:]
+                    broadcast5 = x_padded[c_in, 2*i + u, 2*j + 5]
+                    broadcast6 = x_padded[c_in, 2*i + u, 2*j + 6]
+                    broadcast7 = x_padded[c_in, 2*i + u, 2*j + 7]
+                    broadcast8 = x_padded[c_in, 2*i + u, 2*j + 8]
+                    streamed_row0 = weight_t[(group) // 16, c_in, u, 0, 0:]
+                    streamed_row1 = weight_t[(group) // 16, c_in, u, 1, 0:]
+                    streamed_row2 = weight_t[(group) // 16, c_in, u, 2, 0:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row1[0]
                     streamed2 = streamed_row2[0]
@@ -6687,54 +6732,6 @@ def b2_conv1_folded_forward_block0_narrow(i, tile, weight_t, x_padded):
                     streamed45 = streamed_row0[15]
                     streamed46 = streamed_row1[15]
                     streamed47 = streamed_row2[15]
-                    streamed48 = streamed_row0[16]
-                    streamed49 = streamed_row1[16]
-                    streamed50 = streamed_row2[16]
-                    streamed51 = streamed_row0[17]
-                    streamed52 = streamed_row1[17]
-                    streamed53 = streamed_row2[17]
-                    streamed54 = streamed_row0[18]
-                    streamed55 = streamed_row1[18]
-                    streamed56 = streamed_row2[18]
-                    streamed57 = streamed_row0[19]
-                    streamed58 = streamed_row1[19]
-                    streamed59 = streamed_row2[19]
-                    streamed60 = streamed_row0[20]
-                    streamed61 = streamed_row1[20]
-                    streamed62 = streamed_row2[20]
-                    streamed63 = streamed_row0[21]
-                    streamed64 = streamed_row1[21]
-                    streamed65 = streamed_row2[21]
-                    streamed66 = streamed_row0[22]
-                    streamed67 = streamed_row1[22]
-                    streamed68 = streamed_row2[22]
-                    streamed69 = streamed_row0[23]
-                    streamed70 = streamed_row1[23]
-                    streamed71 = streamed_row2[23]
-                    streamed72 = streamed_row0[24]
-                    streamed73 = streamed_row1[24]
-                    streamed74 = streamed_row2[24]
-                    streamed75 = streamed_row0[25]
-                    streamed76 = streamed_row1[25]
-                    streamed77 = streamed_row2[25]
-                    streamed78 = streamed_row0[26]
-                    streamed79 = streamed_row1[26]
-                    streamed80 = streamed_row2[26]
-                    streamed81 = streamed_row0[27]
-                    streamed82 = streamed_row1[27]
-                    streamed83 = streamed_row2[27]
-                    streamed84 = streamed_row0[28]
-                    streamed85 = streamed_row1[28]
-                    streamed86 = streamed_row2[28]
-                    streamed87 = streamed_row0[29]
-                    streamed88 = streamed_row1[29]
-                    streamed89 = streamed_row2[29]
-                    streamed90 = streamed_row0[30]
-                    streamed91 = streamed_row1[30]
-                    streamed92 = streamed_row2[30]
-                    streamed93 = streamed_row0[31]
-                    streamed94 = streamed_row1[31]
-                    streamed95 = streamed_row2[31]
                     acc0_0 = acc0_0 + broadcast0*streamed0 + broadcast1*streamed1 + broadcast2*streamed2
                     acc0_1 = acc0_1 + broadcast0*streamed3 + broadcast1*streamed4 + broadcast2*streamed5
                     acc0_2 = acc0_2 + broadcast0*streamed6 + broadcast1*streamed7 + broadcast2*streamed8
@@ -6751,22 +6748,6 @@ def b2_conv1_folded_forward_block0_narrow(i, tile, weight_t, x_padded):
                     acc0_13 = acc0_13 + broadcast0*streamed39 + broadcast1*streamed40 + broadcast2*streamed41
                     acc0_14 = acc0_14 + broadcast0*streamed42 + broadcast1*streamed43 + broadcast2*streamed44
                     acc0_15 = acc0_15 + broadcast0*streamed45 + broadcast1*streamed46 + broadcast2*streamed47
-                    acc0_16 = acc0_16 + broadcast0*streamed48 + broadcast1*streamed49 + broadcast2*streamed50
-                    acc0_17 = acc0_17 + broadcast0*streamed51 + broadcast1*streamed52 + broadcast2*streamed53
-                    acc0_18 = acc0_18 + broadcast0*streamed54 + broadcast1*streamed55 + broadcast2*streamed56
-                    acc0_19 = acc0_19 + broadcast0*streamed57 + broadcast1*streamed58 + broadcast2*streamed59
-                    acc0_20 = acc0_20 + broadcast0*streamed60 + broadcast1*streamed61 + broadcast2*streamed62
-                    acc0_21 = acc0_21 + broadcast0*streamed63 + broadcast1*streamed64 + broadcast2*streamed65
-                    acc0_22 = acc0_22 + broadcast0*streamed66 + broadcast1*streamed67 + broadcast2*streamed68
-                    acc0_23 = acc0_23 + broadcast0*streamed69 + broadcast1*streamed70 + broadcast2*streamed71
-                    acc0_24 = acc0_24 + broadcast0*streamed72 + broadcast1*streamed73 + broadcast2*streamed74
-                    acc0_25 = acc0_25 + broadcast0*streamed75 + broadcast1*streamed76 + broadcast2*streamed77
-                    acc0_26 = acc0_26 + broadcast0*streamed78 + broadcast1*streamed79 + broadcast2*streamed80
-                    acc0_27 = acc0_27 + broadcast0*streamed81 + broadcast1*streamed82 + broadcast2*streamed83
-                    acc0_28 = acc0_28 + broadcast0*streamed84 + broadcast1*streamed85 + broadcast2*streamed86
-                    acc0_29 = acc0_29 + broadcast0*streamed87 + broadcast1*streamed88 + broadcast2*streamed89
-                    acc0_30 = acc0_30 + broadcast0*streamed90 + broadcast1*streamed91 + broadcast2*streamed92
-                    acc0_31 = acc0_31 + broadcast0*streamed93 + broadcast1*streamed94 + broadcast2*streamed95
                     acc1_0 = acc1_0 + broadcast2*streamed0 + broadcast3*streamed1 + broadcast4*streamed2
                     acc1_1 = acc1_1 + broadcast2*streamed3 + broadcast3*streamed4 + broadcast4*streamed5
                     acc1_2 = acc1_2 + broadcast2*streamed6 + broadcast3*streamed7 + broadcast4*streamed8
@@ -6783,22 +6764,38 @@ def b2_conv1_folded_forward_block0_narrow(i, tile, weight_t, x_padded):
                     acc1_13 = acc1_13 + broadcast2*streamed39 + broadcast3*streamed40 + broadcast4*streamed41
                     acc1_14 = acc1_14 + broadcast2*streamed42 + broadcast3*streamed43 + broadcast4*streamed44
                     acc1_15 = acc1_15 + broadcast2*streamed45 + broadcast3*streamed46 + broadcast4*streamed47
-                    acc1_16 = acc1_16 + broadcast2*streamed48 + broadcast3*streamed49 + broadcast4*streamed50
-                    acc1_17 = acc1_17 + broadcast2*streamed51 + broadcast3*streamed52 + broadcast4*streamed53
-                    acc1_18 = acc1_18 + broadcast2*streamed54 + broadcast3*streamed55 + broadcast4*streamed56
-                    acc1_19 = acc1_19 + broadcast2*streamed57 + broadcast3*streamed58 + broadcast4*streamed59
-                    acc1_20 = acc1_20 + broadcast2*streamed60 + broadcast3*streamed61 + broadcast4*streamed62
-                    acc1_21 = acc1_21 + broadcast2*streamed63 + broadcast3*streamed64 + broadcast4*streamed65
-                    acc1_22 = acc1_22 + broadcast2*streamed66 + broadcast3*streamed67 + broadcast4*streamed68
-                    acc1_23 = acc1_23 + broadcast2*streamed69 + broadcast3*streamed70 + broadcast4*streamed71
-                    acc1_24 = acc1_24 + broadcast2*streamed72 + broadcast3*streamed73 + broadcast4*streamed74
-                    acc1_25 = acc1_25 + broadcast2*streamed75 + broadcast3*streamed76 + broadcast4*streamed77
-                    acc1_26 = acc1_26 + broadcast2*streamed78 + broadcast3*streamed79 + broadcast4*streamed80
-                    acc1_27 = acc1_27 + broadcast2*streamed81 + broadcast3*streamed82 + broadcast4*streamed83
-                    acc1_28 = acc1_28 + broadcast2*streamed84 + broadcast3*streamed85 + broadcast4*streamed86
-                    acc1_29 = acc1_29 + broadcast2*streamed87 + broadcast3*streamed88 + broadcast4*streamed89
-                    acc1_30 = acc1_30 + broadcast2*streamed90 + broadcast3*streamed91 + broadcast4*streamed92
-                    acc1_31 = acc1_31 + broadcast2*streamed93 + broadcast3*streamed94 + broadcast4*streamed95
+                    acc2_0 = acc2_0 + broadcast4*streamed0 + broadcast5*streamed1 + broadcast6*streamed2
+                    acc2_1 = acc2_1 + broadcast4*streamed3 + broadcast5*streamed4 + broadcast6*streamed5
+                    acc2_2 = acc2_2 + broadcast4*streamed6 + broadcast5*streamed7 + broadcast6*streamed8
+                    acc2_3 = acc2_3 + broadcast4*streamed9 + broadcast5*streamed10 + broadcast6*streamed11
+                    acc2_4 = acc2_4 + broadcast4*streamed12 + broadcast5*streamed13 + broadcast6*streamed14
+                    acc2_5 = acc2_5 + broadcast4*streamed15 + broadcast5*streamed16 + broadcast6*streamed17
+                    acc2_6 = acc2_6 + broadcast4*streamed18 + broadcast5*streamed19 + broadcast6*streamed20
+                    acc2_7 = acc2_7 + broadcast4*streamed21 + broadcast5*streamed22 + broadcast6*streamed23
+                    acc2_8 = acc2_8 + broadcast4*streamed24 + broadcast5*streamed25 + broadcast6*streamed26
+                    acc2_9 = acc2_9 + broadcast4*streamed27 + broadcast5*streamed28 + broadcast6*streamed29
+                    acc2_10 = acc2_10 + broadcast4*streamed30 + broadcast5*streamed31 + broadcast6*streamed32
+                    acc2_11 = acc2_11 + broadcast4*streamed33 + broadcast5*streamed34 + broadcast6*streamed35
+                    acc2_12 = acc2_12 + broadcast4*streamed36 + broadcast5*streamed37 + broadcast6*streamed38
+                    acc2_13 = acc2_13 + broadcast4*streamed39 + broadcast5*streamed40 + broadcast6*streamed41
+                    acc2_14 = acc2_14 + broadcast4*streamed42 + broadcast5*streamed43 + broadcast6*streamed44
+                    acc2_15 = acc2_15 + broadcast4*streamed45 + broadcast5*streamed46 + broadcast6*streamed47
+                    acc3_0 = acc3_0 + broadcast6*streamed0 + broadcast7*streamed1 + broadcast8*streamed2
+                    acc3_1 = acc3_1 + broadcast6*streamed3 + broadcast7*streamed4 + broadcast8*streamed5
+                    acc3_2 = acc3_2 + broadcast6*streamed6 + broadcast7*streamed7 + broadcast8*streamed8
+                    acc3_3 = acc3_3 + broadcast6*streamed9 + broadcast7*streamed10 + broadcast8*streamed11
+                    acc3_4 = acc3_4 + broadcast6*streamed12 + broadcast7*streamed13 + broadcast8*streamed14
+                    acc3_5 = acc3_5 + broadcast6*streamed15 + broadcast7*streamed16 + broadcast8*streamed17
+                    acc3_6 = acc3_6 + broadcast6*streamed18 + broadcast7*streamed19 + broadcast8*streamed20
+                    acc3_7 = acc3_7 + broadcast6*streamed21 + broadcast7*streamed22 + broadcast8*streamed23
+                    acc3_8 = acc3_8 + broadcast6*streamed24 + broadcast7*streamed25 + broadcast8*streamed26
+                    acc3_9 = acc3_9 + broadcast6*streamed27 + broadcast7*streamed28 + broadcast8*streamed29
+                    acc3_10 = acc3_10 + broadcast6*streamed30 + broadcast7*streamed31 + broadcast8*streamed32
+                    acc3_11 = acc3_11 + broadcast6*streamed33 + broadcast7*streamed34 + broadcast8*streamed35
+                    acc3_12 = acc3_12 + broadcast6*streamed36 + broadcast7*streamed37 + broadcast8*streamed38
+                    acc3_13 = acc3_13 + broadcast6*streamed39 + broadcast7*streamed40 + broadcast8*streamed41
+                    acc3_14 = acc3_14 + broadcast6*streamed42 + broadcast7*streamed43 + broadcast8*streamed44
+                    acc3_15 = acc3_15 + broadcast6*streamed45 + broadcast7*streamed46 + broadcast8*streamed47
             row0[0] = acc0_0
             row0[1] = acc0_1
             row0[2] = acc0_2
@@ -6815,22 +6812,6 @@ def b2_conv1_folded_forward_block0_narrow(i, tile, weight_t, x_padded):
             row0[13] = acc0_13
             row0[14] = acc0_14
             row0[15] = acc0_15
-            row0[16] = acc0_16
-            row0[17] = acc0_17
-            row0[18] = acc0_18
-            row0[19] = acc0_19
-            row0[20] = acc0_20
-            row0[21] = acc0_21
-            row0[22] = acc0_22
-            row0[23] = acc0_23
-            row0[24] = acc0_24
-            row0[25] = acc0_25
-            row0[26] = acc0_26
-            row0[27] = acc0_27
-            row0[28] = acc0_28
-            row0[29] = acc0_29
-            row0[30] = acc0_30
-            row0[31] = acc0_31
             row1[0] = acc1_0
             row1[1] = acc1_1
             row1[2] = acc1_2
@@ -6847,29 +6828,42 @@ def b2_conv1_folded_forward_block0_narrow(i, tile, weight_t, x_padded):
             row1[13] = acc1_13
             row1[14] = acc1_14
             row1[15] = acc1_15
-            row1[16] = acc1_16
-            row1[17] = acc1_17
-            row1[18] = acc1_18
-            row1[19] = acc1_19
-            row1[20] = acc1_20
-            row1[21] = acc1_21
-            row1[22] = acc1_22
-            row1[23] = acc1_23
-            row1[24] = acc1_24
-            row1[25] = acc1_25
-            row1[26] = acc1_26
-            row1[27] = acc1_27
-            row1[28] = acc1_28
-            row1[29] = acc1_29
-            row1[30] = acc1_30
-            row1[31] = acc1_31
-
-
-b2_conv1_folded_forward_block0 = for_this_cpu(b2_conv1_folded_forward_block0_wide, b2_conv1_folded_forward_block0_narrow)
+            row2[0] = acc2_0
+            row2[1] = acc2_1
+            row2[2] = acc2_2
+            row2[3] = acc2_3
+            row2[4] = acc2_4
+            row2[5] = acc2_5
+            row2[6] = acc2_6
+            row2[7] = acc2_7
+            row2[8] = acc2_8
+            row2[9] = acc2_9
+            row2[10] = acc2_10
+            row2[11] = acc2_11
+            row2[12] = acc2_12
+            row2[13] = acc2_13
+            row2[14] = acc2_14
+            row2[15] = acc2_15
+            row3[0] = acc3_0
+            row3[1] = acc3_1
+            row3[2] = acc3_2
+            row3[3] = acc3_3
+            row3[4] = acc3_4
+            row3[5] = acc3_5
+            row3[6] = acc3_6
+            row3[7] = acc3_7
+            row3[8] = acc3_8
+            row3[9] = acc3_9
+            row3[10] = acc3_10
+            row3[11] = acc3_11
+            row3[12] = acc3_12
+            row3[13] = acc3_13
+            row3[14] = acc3_14
+            row3[15] = acc3_15
 
 
 @njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
-def b2_conv1_folded_forward(x, weight, bias, out):
+def b2_conv1_folded_forward_narrow(x, weight, bias, out):
     """conv2d: forward pass with a bias, on the parameters folded with the batchnorm2d after it (evaluation mode)
     Y[n, c_out, i, j] = b[c_out] + sum_{c_in=0..C_in - 1, u=0..K_h - 1, v=0..K_w - 1} (W[c_out, c_in, u, v]*X[n, c_in, d_h*u + i*s_h - p_h, d_w*v + j*s_w - p_w])
       X[n, c, h, w] is read as 0 outside 0 <= h <= H_in - 1, 0 <= w <= W_in - 1 (zero padding)
@@ -6880,12 +6874,12 @@ def b2_conv1_folded_forward(x, weight, bias, out):
     one float dtype; the caller checks every shape, since numba does not bounds-check.
     """
     N = x.shape[0]
-    weight_t = np.empty((16, 3, 3, 32,), dtype=x.dtype)
+    weight_t = np.empty((2, 16, 3, 3, 16,), dtype=x.dtype)
     for c_in in range(16):
         for u in range(3):
             for v in range(3):
                 for c_out in range(32):
-                    weight_t[c_in, u, v, c_out] = weight[c_out, c_in, u, v]
+                    weight_t[(c_out) // 16, c_in, u, v, c_out % 16] = weight[c_out, c_in, u, v]
     # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
     # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
     lanes = weight.shape[0]
@@ -6904,7 +6898,13 @@ def b2_conv1_folded_forward(x, weight, bias, out):
             for j in range(16):
                 for c_out in range(lanes):
                     tile[j, c_out] = bias[c_out]
-            b2_conv1_folded_forward_block0(i, tile, weight_t, x_padded)
+            b2_conv1_folded_forward_narrow_block0(i, tile, weight_t, x_padded)
             for c_out in range(lanes):
                 for j in range(16):
                     out[n, c_out, i, j] = tile[j, c_out]
+
+
+b2_conv1_forward = for_this_cpu(b2_conv1_forward_wide, b2_conv1_forward_narrow)
+
+
+b2_conv1_folded_forward = for_this_cpu(b2_conv1_folded_forward_wide, b2_conv1_folded_forward_narrow)

@@ -1223,8 +1223,8 @@ def b2_conv2_forward_narrow(x, weight, out):
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def b2_conv2_grad_input_block0_wide(grad_output_padded, k, tile, weight_t):
-    """One row of b2_conv2_grad_input's tile, in blocks of 256 local variables."""
+def b2_conv2_grad_input_wide_block0(grad_output_padded, k, tile, weight_t):
+    """One row of b2_conv2_grad_input_wide's tile, in blocks of 256 local variables."""
     wide_vectors()
     for l in range(0, 16, 8):
         for group in range(0, 32, 32):
@@ -2117,14 +2117,59 @@ def b2_conv2_grad_input_block0_wide(grad_output_padded, k, tile, weight_t):
             row7[31] = acc7_31
 
 
+@njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
+def b2_conv2_grad_input_wide(grad_output, weight, grad_input):
+    """conv2d: gradient with respect to the input
+    dL/dX[n, c_in, k, l] = sum_{c_out=0..C_out - 1, u=0..K_h - 1, v=0..K_w - 1} [s_h | -d_h*u + k + p_h and s_w | -d_w*v + l + p_w and 0 <= (-d_h*u + k + p_h)/s_h and 0 <= (-d_w*v + l + p_w)/s_w and (-d_h*u + k + p_h)/s_h <= H_out - 1 and (-d_w*v + l + p_w)/s_w <= W_out - 1] * (W[c_out, c_in, u, v]*dL/dY[n, c_out, (-d_h*u + k + p_h)/s_h, (-d_w*v + l + p_w)/s_w])
+      where H_out = floor((H_in - d_h*(K_h - 1) + 2*p_h - 1)/s_h) + 1
+      where W_out = floor((W_in - d_w*(K_w - 1) + 2*p_w - 1)/s_w) + 1
+
+    with C_in = 32, C_out = 32, H_in = 16, K_h = 3, K_w = 3, W_in = 16, d_h = 1, d_w = 1, p_h = 1, p_w = 1, s_h = 1, s_w = 1.
+
+    Every size above except the batch N is a constant of this spec. Arrays are C-contiguous and of
+    one float dtype; the caller checks every shape, since numba does not bounds-check.
+    """
+    N = grad_output.shape[0]
+    weight_t = np.empty((32, 3, 3, 32,), dtype=grad_output.dtype)
+    for c_out in range(32):
+        for u in range(3):
+            for v in range(3):
+                for c_in in range(32):
+                    weight_t[c_out, u, v, c_in] = weight[c_out, c_in, u, v]
+    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
+    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    lanes = weight.shape[1]
+    # Each image's rows in parts, one parallel item each,
+    # so that a batch of one keeps every thread busy.
+    for item in prange(2*N):
+        n = (item) // 2
+        part = item % 2
+        grad_output_padded = np.zeros((32, 18, 18,), dtype=grad_output.dtype)
+        for a1 in range(32):
+            for a2 in range(max(0, 8*part - 1), min(16, 8*part + 9)):
+                for a3 in range(16):
+                    grad_output_padded[a1, a2 + 1, a3 + 1] = grad_output[n, a1, a2, a3]
+        tile = np.empty((16, 32,), dtype=grad_output.dtype)
+        for k in range(8*part, 8*part + 8):
+            for l in range(16):
+                for c_in in range(lanes):
+                    tile[l, c_in] = 0.0
+            b2_conv2_grad_input_wide_block0(grad_output_padded, k, tile, weight_t)
+            for c_in in range(lanes):
+                for l in range(16):
+                    grad_input[n, c_in, k, l] = tile[l, c_in]
+
+
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
-def b2_conv2_grad_input_block0_narrow(grad_output_padded, k, tile, weight_t):
-    """One row of b2_conv2_grad_input's tile, in blocks of 64 local variables."""
+def b2_conv2_grad_input_narrow_block0(grad_output_padded, k, tile, weight_t):
+    """One row of b2_conv2_grad_input_narrow's tile, in blocks of 64 local variables."""
     wide_vectors()
-    for l in range(0, 16, 2):
-        for group in range(0, 32, 32):
+    for group in range(0, 32, 16):
+        for l in range(0, 16, 4):
             row0 = tile[l, group:]
             row1 = tile[l + 1, group:]
+            row2 = tile[l + 2, group:]
+            row3 = tile[l + 3, group:]
             acc0_0 = row0[0]
             acc0_1 = row0[1]
             acc0_2 = row0[2]
@@ -2141,22 +2186,6 @@ def b2_conv2_grad_input_block0_narrow(grad_output_padded, k, tile, weight_t):
             acc0_13 = row0[13]
             acc0_14 = row0[14]
             acc0_15 = row0[15]
-            acc0_16 = row0[16]
-            acc0_17 = row0[17]
-            acc0_18 = row0[18]
-            acc0_19 = row0[19]
-            acc0_20 = row0[20]
-            acc0_21 = row0[21]
-            acc0_22 = row0[22]
-            acc0_23 = row0[23]
-            acc0_24 = row0[24]
-            acc0_25 = row0[25]
-            acc0_26 = row0[26]
-            acc0_27 = row0[27]
-            acc0_28 = row0[28]
-            acc0_29 = row0[29]
-            acc0_30 = row0[30]
-            acc0_31 = row0[31]
             acc1_0 = row1[0]
             acc1_1 = row1[1]
             acc1_2 = row1[2]
@@ -2173,31 +2202,49 @@ def b2_conv2_grad_input_block0_narrow(grad_output_padded, k, tile, weight_t):
             acc1_13 = row1[13]
             acc1_14 = row1[14]
             acc1_15 = row1[15]
-            acc1_16 = row1[16]
-            acc1_17 = row1[17]
-            acc1_18 = row1[18]
-            acc1_19 = row1[19]
-            acc1_20 = row1[20]
-            acc1_21 = row1[21]
-            acc1_22 = row1[22]
-            acc1_23 = row1[23]
-            acc1_24 = row1[24]
-            acc1_25 = row1[25]
-            acc1_26 = row1[26]
-            acc1_27 = row1[27]
-            acc1_28 = row1[28]
-            acc1_29 = row1[29]
-            acc1_30 = row1[30]
-            acc1_31 = row1[31]
+            acc2_0 = row2[0]
+            acc2_1 = row2[1]
+            acc2_2 = row2[2]
+            acc2_3 = row2[3]
+            acc2_4 = row2[4]
+            acc2_5 = row2[5]
+            acc2_6 = row2[6]
+            acc2_7 = row2[7]
+            acc2_8 = row2[8]
+            acc2_9 = row2[9]
+            acc2_10 = row2[10]
+            acc2_11 = row2[11]
+            acc2_12 = row2[12]
+            acc2_13 = row2[13]
+            acc2_14 = row2[14]
+            acc2_15 = row2[15]
+            acc3_0 = row3[0]
+            acc3_1 = row3[1]
+            acc3_2 = row3[2]
+            acc3_3 = row3[3]
+            acc3_4 = row3[4]
+            acc3_5 = row3[5]
+            acc3_6 = row3[6]
+            acc3_7 = row3[7]
+            acc3_8 = row3[8]
+            acc3_9 = row3[9]
+            acc3_10 = row3[10]
+            acc3_11 = row3[11]
+            acc3_12 = row3[12]
+            acc3_13 = row3[13]
+            acc3_14 = row3[14]
+            acc3_15 = row3[15]
             for c_out in range(32):
                 for u in range(3):
                     broadcast0 = grad_output_padded[c_out, k - u + 2, l + 2]
                     broadcast1 = grad_output_padded[c_out, k - u + 2, l + 1]
                     broadcast2 = grad_output_padded[c_out, k - u + 2, l]
                     broadcast3 = grad_output_padded[c_out, k - u + 2, l + 3]
-                    streamed_row0 = weight_t[c_out, u, 0, group:]
-                    streamed_row1 = weight_t[c_out, u, 1, group:]
-                    streamed_row2 = weight_t[c_out, u, 2, group:]
+                    broadcast4 = grad_output_padded[c_out, k - u + 2, l + 4]
+                    broadcast5 = grad_output_padded[c_out, k - u + 2, l + 5]
+                    streamed_row0 = weight_t[(group) // 16, c_out, u, 0, 0:]
+                    streamed_row1 = weight_t[(group) // 16, c_out, u, 1, 0:]
+                    streamed_row2 = weight_t[(group) // 16, c_out, u, 2, 0:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row1[0]
                     streamed2 = streamed_row2[0]
@@ -2246,54 +2293,6 @@ def b2_conv2_grad_input_block0_narrow(grad_output_padded, k, tile, weight_t):
                     streamed45 = streamed_row0[15]
                     streamed46 = streamed_row1[15]
                     streamed47 = streamed_row2[15]
-                    streamed48 = streamed_row0[16]
-                    streamed49 = streamed_row1[16]
-                    streamed50 = streamed_row2[16]
-                    streamed51 = streamed_row0[17]
-                    streamed52 = streamed_row1[17]
-                    streamed53 = streamed_row2[17]
-                    streamed54 = streamed_row0[18]
-                    streamed55 = streamed_row1[18]
-                    streamed56 = streamed_row2[18]
-                    streamed57 = streamed_row0[19]
-                    streamed58 = streamed_row1[19]
-                    streamed59 = streamed_row2[19]
-                    streamed60 = streamed_row0[20]
-                    streamed61 = streamed_row1[20]
-                    streamed62 = streamed_row2[20]
-                    streamed63 = streamed_row0[21]
-                    streamed64 = streamed_row1[21]
-                    streamed65 = streamed_row2[21]
-                    streamed66 = streamed_row0[22]
-                    streamed67 = streamed_row1[22]
-                    streamed68 = streamed_row2[22]
-                    streamed69 = streamed_row0[23]
-                    streamed70 = streamed_row1[23]
-                    streamed71 = streamed_row2[23]
-                    streamed72 = streamed_row0[24]
-                    streamed73 = streamed_row1[24]
-                    streamed74 = streamed_row2[24]
-                    streamed75 = streamed_row0[25]
-                    streamed76 = streamed_row1[25]
-                    streamed77 = streamed_row2[25]
-                    streamed78 = streamed_row0[26]
-                    streamed79 = streamed_row1[26]
-                    streamed80 = streamed_row2[26]
-                    streamed81 = streamed_row0[27]
-                    streamed82 = streamed_row1[27]
-                    streamed83 = streamed_row2[27]
-                    streamed84 = streamed_row0[28]
-                    streamed85 = streamed_row1[28]
-                    streamed86 = streamed_row2[28]
-                    streamed87 = streamed_row0[29]
-                    streamed88 = streamed_row1[29]
-                    streamed89 = streamed_row2[29]
-                    streamed90 = streamed_row0[30]
-                    streamed91 = streamed_row1[30]
-                    streamed92 = streamed_row2[30]
-                    streamed93 = streamed_row0[31]
-                    streamed94 = streamed_row1[31]
-                    streamed95 = streamed_row2[31]
                     acc0_0 = acc0_0 + broadcast0*streamed0 + broadcast1*streamed1 + broadcast2*streamed2
                     acc0_1 = acc0_1 + broadcast0*streamed3 + broadcast1*streamed4 + broadcast2*streamed5
                     acc0_2 = acc0_2 + broadcast0*streamed6 + broadcast1*streamed7 + broadcast2*streamed8
@@ -2310,22 +2309,6 @@ def b2_conv2_grad_input_block0_narrow(grad_output_padded, k, tile, weight_t):
                     acc0_13 = acc0_13 + broadcast0*streamed39 + broadcast1*streamed40 + broadcast2*streamed41
                     acc0_14 = acc0_14 + broadcast0*streamed42 + broadcast1*streamed43 + broadcast2*streamed44
                     acc0_15 = acc0_15 + broadcast0*streamed45 + broadcast1*streamed46 + broadcast2*streamed47
-                    acc0_16 = acc0_16 + broadcast0*streamed48 + broadcast1*streamed49 + broadcast2*streamed50
-                    acc0_17 = acc0_17 + broadcast0*streamed51 + broadcast1*streamed52 + broadcast2*streamed53
-                    acc0_18 = acc0_18 + broadcast0*streamed54 + broadcast1*streamed55 + broadcast2*streamed56
-                    acc0_19 = acc0_19 + broadcast0*streamed57 + broadcast1*streamed58 + broadcast2*streamed59
-                    acc0_20 = acc0_20 + broadcast0*streamed60 + broadcast1*streamed61 + broadcast2*streamed62
-                    acc0_21 = acc0_21 + broadcast0*streamed63 + broadcast1*streamed64 + broadcast2*streamed65
-                    acc0_22 = acc0_22 + broadcast0*streamed66 + broadcast1*streamed67 + broadcast2*streamed68
-                    acc0_23 = acc0_23 + broadcast0*streamed69 + broadcast1*streamed70 + broadcast2*streamed71
-                    acc0_24 = acc0_24 + broadcast0*streamed72 + broadcast1*streamed73 + broadcast2*streamed74
-                    acc0_25 = acc0_25 + broadcast0*streamed75 + broadcast1*streamed76 + broadcast2*streamed77
-                    acc0_26 = acc0_26 + broadcast0*streamed78 + broadcast1*streamed79 + broadcast2*streamed80
-                    acc0_27 = acc0_27 + broadcast0*streamed81 + broadcast1*streamed82 + broadcast2*streamed83
-                    acc0_28 = acc0_28 + broadcast0*streamed84 + broadcast1*streamed85 + broadcast2*streamed86
-                    acc0_29 = acc0_29 + broadcast0*streamed87 + broadcast1*streamed88 + broadcast2*streamed89
-                    acc0_30 = acc0_30 + broadcast0*streamed90 + broadcast1*streamed91 + broadcast2*streamed92
-                    acc0_31 = acc0_31 + broadcast0*streamed93 + broadcast1*streamed94 + broadcast2*streamed95
                     acc1_0 = acc1_0 + broadcast3*streamed0 + broadcast0*streamed1 + broadcast1*streamed2
                     acc1_1 = acc1_1 + broadcast3*streamed3 + broadcast0*streamed4 + broadcast1*streamed5
                     acc1_2 = acc1_2 + broadcast3*streamed6 + broadcast0*streamed7 + broadcast1*streamed8
@@ -2342,22 +2325,38 @@ def b2_conv2_grad_input_block0_narrow(grad_output_padded, k, tile, weight_t):
                     acc1_13 = acc1_13 + broadcast3*streamed39 + broadcast0*streamed40 + broadcast1*streamed41
                     acc1_14 = acc1_14 + broadcast3*streamed42 + broadcast0*streamed43 + broadcast1*streamed44
                     acc1_15 = acc1_15 + broadcast3*streamed45 + broadcast0*streamed46 + broadcast1*streamed47
-                    acc1_16 = acc1_16 + broadcast3*streamed48 + broadcast0*streamed49 + broadcast1*streamed50
-                    acc1_17 = acc1_17 + broadcast3*streamed51 + broadcast0*streamed52 + broadcast1*streamed53
-                    acc1_18 = acc1_18 + broadcast3*streamed54 + broadcast0*streamed55 + broadcast1*streamed56
-                    acc1_19 = acc1_19 + broadcast3*streamed57 + broadcast0*streamed58 + broadcast1*streamed59
-                    acc1_20 = acc1_20 + broadcast3*streamed60 + broadcast0*streamed61 + broadcast1*streamed62
-                    acc1_21 = acc1_21 + broadcast3*streamed63 + broadcast0*streamed64 + broadcast1*streamed65
-                    acc1_22 = acc1_22 + broadcast3*streamed66 + broadcast0*streamed67 + broadcast1*streamed68
-                    acc1_23 = acc1_23 + broadcast3*streamed69 + broadcast0*streamed70 + broadcast1*streamed71
-                    acc1_24 = acc1_24 + broadcast3*streamed72 + broadcast0*streamed73 + broadcast1*streamed74
-                    acc1_25 = acc1_25 + broadcast3*streamed75 + broadcast0*streamed76 + broadcast1*streamed77
-                    acc1_26 = acc1_26 + broadcast3*streamed78 + broadcast0*streamed79 + broadcast1*streamed80
-                    acc1_27 = acc1_27 + broadcast3*streamed81 + broadcast0*streamed82 + broadcast1*streamed83
-                    acc1_28 = acc1_28 + broadcast3*streamed84 + broadcast0*streamed85 + broadcast1*streamed86
-                    acc1_29 = acc1_29 + broadcast3*streamed87 + broadcast0*streamed88 + broadcast1*streamed89
-                    acc1_30 = acc1_30 + broadcast3*streamed90 + broadcast0*streamed91 + broadcast1*streamed92
-                    acc1_31 = acc1_31 + broadcast3*streamed93 + broadcast0*streamed94 + broadcast1*streamed95
+                    acc2_0 = acc2_0 + broadcast4*streamed0 + broadcast3*streamed1 + broadcast0*streamed2
+                    acc2_1 = acc2_1 + broadcast4*streamed3 + broadcast3*streamed4 + broadcast0*streamed5
+                    acc2_2 = acc2_2 + broadcast4*streamed6 + broadcast3*streamed7 + broadcast0*streamed8
+                    acc2_3 = acc2_3 + broadcast4*streamed9 + broadcast3*streamed10 + broadcast0*streamed11
+                    acc2_4 = acc2_4 + broadcast4*streamed12 + broadcast3*streamed13 + broadcast0*streamed14
+                    acc2_5 = acc2_5 + broadcast4*streamed15 + broadcast3*streamed16 + broadcast0*streamed17
+                    acc2_6 = acc2_6 + broadcast4*streamed18 + broadcast3*streamed19 + broadcast0*streamed20
+                    acc2_7 = acc2_7 + broadcast4*streamed21 + broadcast3*streamed22 + broadcast0*streamed23
+                    acc2_8 = acc2_8 + broadcast4*streamed24 + broadcast3*streamed25 + broadcast0*streamed26
+                    acc2_9 = acc2_9 + broadcast4*streamed27 + broadcast3*streamed28 + broadcast0*streamed29
+                    acc2_10 = acc2_10 + broadcast4*streamed30 + broadcast3*streamed31 + broadcast0*streamed32
+                    acc2_11 = acc2_11 + broadcast4*streamed33 + broadcast3*streamed34 + broadcast0*streamed35
+                    acc2_12 = acc2_12 + broadcast4*streamed36 + broadcast3*streamed37 + broadcast0*streamed38
+                    acc2_13 = acc2_13 + broadcast4*streamed39 + broadcast3*streamed40 + broadcast0*streamed41
+                    acc2_14 = acc2_14 + broadcast4*streamed42 + broadcast3*streamed43 + broadcast0*streamed44
+                    acc2_15 = acc2_15 + broadcast4*streamed45 + broadcast3*streamed46 + broadcast0*streamed47
+                    acc3_0 = acc3_0 + broadcast5*streamed0 + broadcast4*streamed1 + broadcast3*streamed2
+                    acc3_1 = acc3_1 + broadcast5*streamed3 + broadcast4*streamed4 + broadcast3*streamed5
+                    acc3_2 = acc3_2 + broadcast5*streamed6 + broadcast4*streamed7 + broadcast3*streamed8
+                    acc3_3 = acc3_3 + broadcast5*streamed9 + broadcast4*streamed10 + broadcast3*streamed11
+                    acc3_4 = acc3_4 + broadcast5*streamed12 + broadcast4*streamed13 + broadcast3*streamed14
+                    acc3_5 = acc3_5 + broadcast5*streamed15 + broadcast4*streamed16 + broadcast3*streamed17
+                    acc3_6 = acc3_6 + broadcast5*streamed18 + broadcast4*streamed19 + broadcast3*streamed20
+                    acc3_7 = acc3_7 + broadcast5*streamed21 + broadcast4*streamed22 + broadcast3*streamed23
+                    acc3_8 = acc3_8 + broadcast5*streamed24 + broadcast4*streamed25 + broadcast3*streamed26
+                    acc3_9 = acc3_9 + broadcast5*streamed27 + broadcast4*streamed28 + broadcast3*streamed29
+                    acc3_10 = acc3_10 + broadcast5*streamed30 + broadcast4*streamed31 + broadcast3*streamed32
+                    acc3_11 = acc3_11 + broadcast5*streamed33 + broadcast4*streamed34 + broadcast3*streamed35
+                    acc3_12 = acc3_12 + broadcast5*streamed36 + broadcast4*streamed37 + broadcast3*streamed38
+                    acc3_13 = acc3_13 + broadcast5*streamed39 + broadcast4*streamed40 + broadcast3*streamed41
+                    acc3_14 = acc3_14 + broadcast5*streamed42 + broadcast4*streamed43 + broadcast3*streamed44
+                    acc3_15 = acc3_15 + broadcast5*streamed45 + broadcast4*streamed46 + broadcast3*streamed47
             row0[0] = acc0_0
             row0[1] = acc0_1
             row0[2] = acc0_2
@@ -2374,22 +2373,6 @@ def b2_conv2_grad_input_block0_narrow(grad_output_padded, k, tile, weight_t):
             row0[13] = acc0_13
             row0[14] = acc0_14
             row0[15] = acc0_15
-            row0[16] = acc0_16
-            row0[17] = acc0_17
-            row0[18] = acc0_18
-            row0[19] = acc0_19
-            row0[20] = acc0_20
-            row0[21] = acc0_21
-            row0[22] = acc0_22
-            row0[23] = acc0_23
-            row0[24] = acc0_24
-            row0[25] = acc0_25
-            row0[26] = acc0_26
-            row0[27] = acc0_27
-            row0[28] = acc0_28
-            row0[29] = acc0_29
-            row0[30] = acc0_30
-            row0[31] = acc0_31
             row1[0] = acc1_0
             row1[1] = acc1_1
             row1[2] = acc1_2
@@ -2406,29 +2389,42 @@ def b2_conv2_grad_input_block0_narrow(grad_output_padded, k, tile, weight_t):
             row1[13] = acc1_13
             row1[14] = acc1_14
             row1[15] = acc1_15
-            row1[16] = acc1_16
-            row1[17] = acc1_17
-            row1[18] = acc1_18
-            row1[19] = acc1_19
-            row1[20] = acc1_20
-            row1[21] = acc1_21
-            row1[22] = acc1_22
-            row1[23] = acc1_23
-            row1[24] = acc1_24
-            row1[25] = acc1_25
-            row1[26] = acc1_26
-            row1[27] = acc1_27
-            row1[28] = acc1_28
-            row1[29] = acc1_29
-            row1[30] = acc1_30
-            row1[31] = acc1_31
-
-
-b2_conv2_grad_input_block0 = for_this_cpu(b2_conv2_grad_input_block0_wide, b2_conv2_grad_input_block0_narrow)
+            row2[0] = acc2_0
+            row2[1] = acc2_1
+            row2[2] = acc2_2
+            row2[3] = acc2_3
+            row2[4] = acc2_4
+            row2[5] = acc2_5
+            row2[6] = acc2_6
+            row2[7] = acc2_7
+            row2[8] = acc2_8
+            row2[9] = acc2_9
+            row2[10] = acc2_10
+            row2[11] = acc2_11
+            row2[12] = acc2_12
+            row2[13] = acc2_13
+            row2[14] = acc2_14
+            row2[15] = acc2_15
+            row3[0] = acc3_0
+            row3[1] = acc3_1
+            row3[2] = acc3_2
+            row3[3] = acc3_3
+            row3[4] = acc3_4
+            row3[5] = acc3_5
+            row3[6] = acc3_6
+            row3[7] = acc3_7
+            row3[8] = acc3_8
+            row3[9] = acc3_9
+            row3[10] = acc3_10
+            row3[11] = acc3_11
+            row3[12] = acc3_12
+            row3[13] = acc3_13
+            row3[14] = acc3_14
+            row3[15] = acc3_15
 
 
 @njit(cache=True, parallel=True, fastmath={'contract'}, error_model="numpy")
-def b2_conv2_grad_input(grad_output, weight, grad_input):
+def b2_conv2_grad_input_narrow(grad_output, weight, grad_input):
     """conv2d: gradient with respect to the input
     dL/dX[n, c_in, k, l] = sum_{c_out=0..C_out - 1, u=0..K_h - 1, v=0..K_w - 1} [s_h | -d_h*u + k + p_h and s_w | -d_w*v + l + p_w and 0 <= (-d_h*u + k + p_h)/s_h and 0 <= (-d_w*v + l + p_w)/s_w and (-d_h*u + k + p_h)/s_h <= H_out - 1 and (-d_w*v + l + p_w)/s_w <= W_out - 1] * (W[c_out, c_in, u, v]*dL/dY[n, c_out, (-d_h*u + k + p_h)/s_h, (-d_w*v + l + p_w)/s_w])
       where H_out = floor((H_in - d_h*(K_h - 1) + 2*p_h - 1)/s_h) + 1
@@ -2440,12 +2436,12 @@ def b2_conv2_grad_input(grad_output, weight, grad_input):
     one float dtype; the caller checks every shape, since numba does not bounds-check.
     """
     N = grad_output.shape[0]
-    weight_t = np.empty((32, 3, 3, 32,), dtype=grad_output.dtype)
+    weight_t = np.empty((2, 32, 3, 3, 16,), dtype=grad_output.dtype)
     for c_out in range(32):
         for u in range(3):
             for v in range(3):
                 for c_in in range(32):
-                    weight_t[c_out, u, v, c_in] = weight[c_out, c_in, u, v]
+                    weight_t[(c_in) // 16, c_out, u, v, c_in % 16] = weight[c_out, c_in, u, v]
     # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
     # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
     lanes = weight.shape[1]
@@ -2464,7 +2460,7 @@ def b2_conv2_grad_input(grad_output, weight, grad_input):
             for l in range(16):
                 for c_in in range(lanes):
                     tile[l, c_in] = 0.0
-            b2_conv2_grad_input_block0(grad_output_padded, k, tile, weight_t)
+            b2_conv2_grad_input_narrow_block0(grad_output_padded, k, tile, weight_t)
             for c_in in range(lanes):
                 for l in range(16):
                     grad_input[n, c_in, k, l] = tile[l, c_in]
@@ -5033,6 +5029,9 @@ def b2_conv2_folded_forward_narrow(x, weight, bias, out):
 
 
 b2_conv2_forward = for_this_cpu(b2_conv2_forward_wide, b2_conv2_forward_narrow)
+
+
+b2_conv2_grad_input = for_this_cpu(b2_conv2_grad_input_wide, b2_conv2_grad_input_narrow)
 
 
 b2_conv2_folded_forward = for_this_cpu(b2_conv2_folded_forward_wide, b2_conv2_folded_forward_narrow)

@@ -45,7 +45,7 @@ from typing import Callable, Iterator, NamedTuple, Optional, Sequence, TypeVar
 
 __all__ = ["Constants", "WIDE", "WIDE_256_LOOPS", "NARROW", "WIDE_CLASSES", "NARROW_CLASSES", "LANES_FIRST", "VECTOR",
            "LoopNest", "vector_nest", "scalar_nest", "iterations", "spilled", "estimate", "cheapest", "choose",
-           "restricted", "recorded", "compared", "comparing", "narrow", "narrowed", "scalar_only"]
+           "restricted", "recorded", "compared", "comparing", "differs", "narrow", "narrowed", "scalar_only"]
 
 #: The unit the columns schedule pads its lane loops to (a whole number of vectors, no scalar remainder):
 #: 16 float32, one 512-bit vector or two 256-bit ones, so that one generated kernel suits both widths.
@@ -138,7 +138,7 @@ WIDE_CLASSES, NARROW_CLASSES = (WIDE, WIDE_256_LOOPS), (NARROW,)
 _WIDTH: ContextVar[tuple[Constants, ...]] = ContextVar("vector_width", default=WIDE_CLASSES)
 
 #: Set by :func:`compared`: whether a choice made within it would differ under the other constants.
-_DIFFERS: ContextVar[Optional[list]] = ContextVar("widths_differ", default=None)
+_DIFFERS: ContextVar[Optional[list]] = ContextVar("widths_differ", default=None)  # LoopNests, or what differs
 
 
 class LoopNest(NamedTuple):
@@ -290,6 +290,15 @@ def compared() -> Iterator[list[LoopNest]]:
         yield differs
     finally:
         _DIFFERS.reset(token)
+
+
+def differs(choice: str) -> None:
+    """Within :func:`compared`, note a choice made other than by the estimates (``choice``, what
+    :data:`NARROW`'s constants would take instead) that gives the kernel a variant for 256-bit vectors:
+    the register blocks' group of lanes (:func:`~symcnn.codegen.backends.numba_cpu.registers.register_tile`)."""
+    noted = _DIFFERS.get()
+    if noted is not None:
+        noted.append(choice)
 
 
 @contextlib.contextmanager

@@ -78,8 +78,9 @@ def weight_and_bias_kernel(layer: LayerSpec, gradients: list[GradientFormula], v
            f"{weight_kernel.formula}\n\nThe bias's, as {bias_kernel.name} sums it, in another order:\n"
            f"{bias_kernel.formula}")
     # its register blocks (if any) are the weight gradient's: called by that kernel's name, not defined again
-    return replace(wide, name=kernel_name(layer.label, WEIGHT_AND_BIAS), formula=doc,
-                   arguments=(*weight_kernel.arguments, output), narrow=narrow, blocks_of=weight_kernel.name)
+    arguments = (*weight_kernel.arguments, output)  # the variant for 256-bit vectors (if any) takes the same
+    return replace(wide, name=kernel_name(layer.label, WEIGHT_AND_BIAS), formula=doc, arguments=arguments,
+                   narrow=narrow and replace(narrow, arguments=arguments), blocks_of=weight_kernel.name)
 
 
 def _with_staged_sum(kernel: Kernel, weight: GradientFormula, bias: GradientFormula, values: dict) -> Optional[Kernel]:

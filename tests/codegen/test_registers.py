@@ -15,7 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from symcnn.codegen.backends.numba_cpu import columns, lanes
-from symcnn.codegen.backends.numba_cpu.registers import ACCUMULATORS, WIDE_ACCUMULATORS, wide_accumulators
+from symcnn.codegen.backends.numba_cpu.registers import (ACCUMULATORS, WIDE_ACCUMULATORS, _loads_per_product,
+                                                         wide_accumulators)
 from symcnn.codegen.network import layer_kernels
 from symcnn.runtime.vector_width import WIDE_VECTORS
 from symcnn.spec import load_spec
@@ -97,6 +98,30 @@ def test_the_groups_loop_runs_outside_the_blocks_where_their_streamed_values_are
     assert one_group.inner == () and one_group.outer[-1].variable == "j"
 
 
+def test_narrow_blocks_take_the_group_of_fewest_loads_and_their_copy_is_stored_in_it():
+    """256-bit vectors hold 64 sums in 8 of AVX2's 16 registers. suite-wide's conv3 forward pass (128 -> 128
+    channels, 3 x 3, 8 x 8) loads 12 weight vectors and 4 inputs for 24 multiply-adds a step in blocks of 2
+    columns by 32 lanes, 6 and 6 in 4 columns by 16: its variant for 256-bit vectors takes groups of 16 and
+    stores its weight's copy in groups of 16, where the kernel for 512-bit vectors keeps 32 (the copy, made
+    once a call, serves one of them). Its weight gradient loads as many either way (4 + 2 or 2 + 4 for 8):
+    the widest group, one kernel with blocks of both sizes."""
+    conv3 = _kernels("suite-wide", "conv3")
+    forward = conv3["forward"]
+    wide, narrow = forward.lanes.registers, forward.narrow.lanes.registers
+    assert (wide.group.step, narrow.group.step, narrow.narrow) == (32, 16, None)
+    assert wide.narrow.group.step == 32  # the wide kernel's own narrow blocks, never called where the variant is
+    assert [loop.step for loop in narrow.inner] == [4] and len(narrow.loads) == ACCUMULATORS
+    assert ("streamed_row0", "weight_t[(group) // 16, c_in, u, 0, 0:]") in narrow.reads
+
+    def copy_shape(kernel):
+        return next(staging.shape for staging in kernel.lanes.stagings if staging.name == "weight_t")
+
+    assert copy_shape(forward) == ("4", "128", "3", "3", "32") and copy_shape(forward.narrow)[::4] == ("8", "16")
+    grad_weight = conv3["grad_weight"]
+    assert grad_weight.narrow is None and grad_weight.lanes.registers.narrow.group.step == 32
+    assert _loads_per_product(wide.narrow) == pytest.approx(16 / 24) and _loads_per_product(narrow) == 0.5
+
+
 def test_every_update_reads_named_values_only():
     """Each update adds products of named values (read once per step), in the formula's order, into
     its own accumulator; every accumulator is loaded and stored once."""
@@ -131,12 +156,13 @@ def test_a_block_function_takes_the_names_its_code_reads():
 @pytest.mark.slow  # compiles a small spec twice (about a minute on 2 cores)
 def test_register_tiles_change_no_number(tmp_path, monkeypatch):
     """With and without register tiles, every output and gradient is the same bit for bit: lanes
-    convolutions (8 output channels: one group of 8; 7 and 15 rows; 32: a wide block of 5 rows of 32 lanes),
-    columns ones (3 channels), the weight gradients (3 x 3, 2 x 2 and 1 x 1 kernels)."""
+    convolutions (8 output channels: one group of 8; 7 and 15 rows; 64: wide blocks of 5 rows of 32 lanes),
+    columns ones (3 channels), the weight gradients (3 x 3, 2 x 2 and 1 x 1 kernels); 64 output channels: the
+    forward pass's variant for 256-bit vectors, in groups of 16 lanes (its weight's copy too)."""
     layers = [{"type": "conv2d", "name": "c1", "out_channels": 8, "kernel": 3, "padding": 1},
               {"type": "relu"},
               {"type": "conv2d", "name": "c2", "out_channels": 3, "kernel": 3, "padding": 1},
-              {"type": "conv2d", "name": "c3", "out_channels": 32, "kernel": 2, "padding": 0},
+              {"type": "conv2d", "name": "c3", "out_channels": 64, "kernel": 2, "padding": 0},
               {"type": "conv2d", "name": "c4", "out_channels": 8, "kernel": 1},  # a weight gradient in 2 sizes
               {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 5}]
     spec = {"name": "tiled", "input": [3, 7, 16], "loss": "softmax_cross_entropy", "layers": layers}
@@ -162,6 +188,8 @@ def test_register_tiles_change_no_number(tmp_path, monkeypatch):
     with contextlib.ExitStack() as stack:  # the blocks for 256-bit vectors, whatever this CPU has
         for kernel in ("c1_forward", "c2_forward", "c3_grad_input", "c4_grad_weight"):
             tiled._functions[kernel] = stack.enter_context(_narrow_blocks(tiled._functions[kernel]))
+        # c3's forward pass for 256-bit vectors is a kernel of its own (blocks of 16 lanes, its copy in 16s)
+        tiled._functions["c3_forward"] = tiled._functions["c3_forward"].py_func.__globals__["c3_forward_narrow"]
         _assert_same(tiled, x, labels, logits, loss, grads)
 
 

@@ -15,11 +15,14 @@ from symcnn.runtime.vector_width import WIDE_VECTORS
 from symcnn.spec import spec_from_dict
 from tests.kernels_helpers import assert_float64_equals_pytorch, network_for, use_session_cache
 
-#: A 3-channel stem and a 1 x 1 convolution: where AVX2 timings favour the columns schedule.
+#: A 3-channel stem and a 1 x 1 convolution: where AVX2 timings favour the columns schedule; a 3 x 3 one from 32
+#: to 64 channels, whose register blocks for 256-bit vectors take groups of 16 lanes, its weight's copy in 16s
+#: (registers.py).
 STEM = {"name": "widths", "input": [3, 16, 16], "loss": "softmax_cross_entropy",
         "layers": [{"type": "conv2d", "name": "stem", "out_channels": 16, "kernel": 3, "padding": 1},
                    {"type": "relu"},
                    {"type": "conv2d", "name": "pw", "out_channels": 32, "kernel": 1},
+                   {"type": "conv2d", "name": "wide", "out_channels": 64, "kernel": 3, "padding": 1},
                    {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 3}]}
 
 
@@ -69,7 +72,7 @@ def test_the_module_calls_the_variant_its_cpu_suits_and_both_equal_pytorch(tmp_p
     the loss and every gradient in float64 against PyTorch's."""
     net = network_for(STEM, tmp_path)
     dispatched = [name for name, kernel in net._functions.items() if f"{name}_narrow" in kernel.py_func.__globals__]
-    assert {"stem_forward", "pw_forward"} <= set(dispatched)
+    assert {"stem_forward", "pw_forward", "wide_forward", "wide_grad_input"} <= set(dispatched)
     rng = np.random.default_rng(3)
     for width in ("wide", "narrow"):
         for name in dispatched:

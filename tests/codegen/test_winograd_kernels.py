@@ -126,7 +126,10 @@ def test_its_module_calls_the_form_a_batch_suits():
     files = render_package(spec_from_dict(WINOGRAD))
     module = files["conv1_with_relu1.py"]  # the forward pass, the ReLU after it fused into its store
     assert "def conv1_with_relu1_forward_winograd(x, weight, bias, out):" in module
-    assert "def conv1_with_relu1_forward_direct(x, weight, bias, out):" in module
+    # the direct form, in blocks of 16 lanes for 256-bit vectors: a variant of its own (registers.py)
+    assert "def conv1_with_relu1_forward_direct_wide(x, weight, bias, out):" in module
+    assert ("conv1_with_relu1_forward_direct = for_this_cpu(conv1_with_relu1_forward_direct_wide, "
+            "conv1_with_relu1_forward_direct_narrow)") in module
     assert "    if x.shape[0] < 16:\n        conv1_with_relu1_forward_direct(x, weight, bias, out)" in module
     assert "k0 = x.dtype.type(1/6)" in module  # float32 arithmetic in a float32 kernel
     # the input gradient (padding 0: the output gradient read padded by 2)

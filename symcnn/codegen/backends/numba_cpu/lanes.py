@@ -204,14 +204,12 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
     # the tile in local variables (registers.py): a per-image kernel's row, or a weight gradient's whole tile
     # (each image's sums into it in blocks, its outer axes as loops around them); the streamed operand's
     # copy, if it has one, in groups of the blocks' lanes when there are several groups (stagings.py)
-    group = lane_group(int(sizes[lane]))
     copy = next((staging for staging in stagings if staging.name == printer(streamed_read.base)), None)
-    packed = copy is not None and group is not None and int(sizes[lane]) > group
     registers = None if images or lane_block else register_tile(
         lowering, reduction, outer_tile, (broadcast_read, streamed_read), lane, tile_element, UNROLL, int(sizes[lane]),
-        packed)
-    if registers is not None and packed:
-        stagings[stagings.index(copy)] = lanes_in_groups(lowering, copy, streamed_read, group)
+        copied=copy is not None)
+    if registers is not None and copy is not None and int(sizes[lane]) > registers.group.step:
+        stagings[stagings.index(copy)] = lanes_in_groups(lowering, copy, streamed_read, registers.group.step)
     batch_unroll = None
     if lane_block and not reduction:  # every image into one tile: several per update (product_blocks.py)
         batch_unroll = batch_unrolled(

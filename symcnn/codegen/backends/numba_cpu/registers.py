@@ -56,12 +56,14 @@ Example:
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import replace
 from typing import Optional
 
 import sympy
 from sympy import Symbol
 
+from symcnn.codegen import cost_model
 from symcnn.codegen.backends.numba_cpu.free_names import free_names
 from symcnn.codegen.kernel_ir import Loop, Registers
 from symcnn.printing.nodes import FloorDiv
@@ -111,6 +113,10 @@ def wide_accumulators(group: int) -> int:
 
 BROADCAST = "broadcast"
 STREAMED = "streamed"
+#: A streamed value's name (``streamed12``), not a streamed row view's (``streamed_row0``).
+_STREAMED_VALUE = re.compile(rf"{STREAMED}\d+")
+#: float32 values in a 256-bit vector (AVX2's), which the narrow blocks' loads are counted in.
+NARROW_LANES = 8
 #: A view of a row of the tile (``row0 = tile[j, group:]``) or of a streamed operand, read at constant indices.
 ROW, STREAMED_ROW = "row", "streamed_row"
 #: Where a row view's slice is printed: a symbol no formula holds, replaced by the slice's start.
@@ -165,7 +171,7 @@ def _unrolled(reduction, unroll: int, printer, deep: bool = False) -> tuple[list
 
 
 def register_tile(lowering, reduction, outer_tile, reads, lane: Symbol, tile_element, unroll: int,
-                  lanes: int, packed: bool = False) -> Optional[Registers]:
+                  lanes: int, packed: bool = False, copied: bool = False) -> Optional[Registers]:
     """The register-tiled loops of a kernel's tile (:class:`~symcnn.codegen.kernel_ir.Registers`)
     in blocks of :func:`wide_accumulators` values, with the same in blocks of :data:`ACCUMULATORS`
     as its ``narrow`` (when that differs), or ``None`` when its lanes are not a whole number of groups.
@@ -175,22 +181,59 @@ def register_tile(lowering, reduction, outer_tile, reads, lane: Symbol, tile_ele
     ``c_in, u, v``); ``reads``: the product's two factors in its order; ``packed``: the streamed one
     (its last index the lane) is of a copy stored in groups of :func:`lane_group` lanes
     (:func:`~symcnn.codegen.backends.numba_cpu.stagings.lanes_in_groups`), read at its group's index
-    first and the lane's place in the group last."""
+    first and the lane's place in the group last; ``copied``: the streamed one is a copy the caller stores
+    in groups of the returned blocks' lanes where they make several groups (``packed`` where they do).
+
+    The narrow blocks take the group of :data:`GROUP_LANES` of fewest loads per multiply-add
+    (:func:`_loads_per_product`), the widest of equals. Where that is narrower than the wide blocks' group
+    and the streamed operand is a copy (stored in the wide blocks' groups), the narrow blocks here keep the
+    wide group and the choice is a kernel for 256-bit vectors of its own (:mod:`symcnn.codegen.widths`):
+    lowered again within :func:`symcnn.codegen.cost_model.narrow`, where this returns the narrow blocks
+    alone, its copy in their groups, since a block streaming half of each group's run of a copy stored for
+    the wide ones ran at a fraction of the gain (suite-wide's conv3 forward pass, 2 threads: 1.05x against
+    1.43x; docs/performance.md)."""
     group = lane_group(lanes)
     if group is None or not outer_tile:
         return None
-    if packed:
-        reads = tuple(read.base[(FloorDiv(GROUP_START, group), *read.indices[:-1], lane - GROUP_START)]
-                      if read.has(lane) else read for read in reads)  # at lane group + l: l, its place
     code = functools.cache(lowering.code)  # each read recurs for every lane, block value and block size
     row_view = functools.cache(lambda read: _row_view(code, read, GROUP_START))  # and so does its view
-    wide, narrow = (_blocks(lowering, code, row_view, reduction, outer_tile, reads, lane, tile_element,
-                            unroll, lanes, group, accumulators)
-                    for accumulators in (wide_accumulators(group), ACCUMULATORS))
+
+    def blocks(width: int, accumulators: int) -> Registers:
+        """The blocks in groups of ``width`` lanes, a copy's read in its groups of ``width``."""
+        in_groups = packed or (copied and lanes > width)
+        at = tuple(read.base[(FloorDiv(GROUP_START, width), *read.indices[:-1], lane - GROUP_START)]
+                   if in_groups and read.has(lane) else read for read in reads)  # at lane group + l: l, its place
+        return _blocks(lowering, code, row_view, reduction, outer_tile, at, lane, tile_element, unroll, lanes,
+                       width, accumulators)
+
+    widths = [width for width in GROUP_LANES if width <= group and lanes % width == 0]
+    fewest = min((blocks(width, ACCUMULATORS) for width in (widths if not packed else [group])),
+                 key=_loads_per_product)  # the first of equals: the widest
+    if cost_model.narrowed():  # a kernel's variant for 256-bit vectors: its blocks alone
+        return fewest
+    wide = blocks(group, wide_accumulators(group))
+    narrow = fewest
+    if copied and fewest.group.step != group:  # the copy is stored for the wide blocks: a variant of its own
+        cost_model.differs(f"register blocks of {fewest.group.step} lanes")
+        narrow = blocks(group, ACCUMULATORS)
     arguments = tuple(sorted(set(wide.arguments) | set(narrow.arguments)))  # one call for either
     if narrow.updates == wide.updates:
         return replace(wide, arguments=arguments)
     return replace(wide, arguments=arguments, narrow=replace(narrow, arguments=arguments))
+
+
+def _loads_per_product(registers: Registers) -> float:
+    """The vector loads of one step of ``registers``' reduction per vector multiply-add, in 256-bit vectors
+    (:data:`NARROW_LANES` float32): its streamed values in vectors, each broadcast value a load of its own.
+    A 3 x 3 forward pass's step (one input channel, one kernel row) in blocks of 2 columns by 32 lanes loads
+    12 weight vectors and 4 inputs for 24 multiply-adds (0.67), of 4 columns by 16 lanes 6 and 6 (0.5); a
+    weight gradient's step in 2 input channels by 32 lanes loads 4 and 2 for 8, in 4 by 16 2 and 4 (0.75
+    either way). AVX2's 16 registers hold 8 vectors of sums either way; what they are loaded from (a weight's
+    slice of 147 KiB at 128 input channels and 32 lanes, L2's) is what the fewer loads save."""
+    streamed = sum(1 for name, _ in registers.reads if _STREAMED_VALUE.fullmatch(name))
+    broadcast = sum(1 for name, _ in registers.reads if name.startswith(BROADCAST))
+    products = sum(update.count(" + ") for update in registers.updates)  # 'acc = acc + p0 + p1': one per product
+    return (streamed + NARROW_LANES * broadcast) / products
 
 
 def _row_view(code, read, group_start: Symbol) -> Optional[tuple[str, int]]:
