@@ -43,7 +43,10 @@ The template makes each kernel's blocks a function of its own (``<kernel>_block0
 tile row): numba's parallel passes copy every statement of a ``prange`` body, which doubled the
 kernels' compile time. The blocks come in two sizes, :func:`wide_accumulators` values for CPUs with
 512-bit vectors and :data:`ACCUMULATORS` for the others, and the module calls the one its CPU suits
-(:mod:`symcnn.runtime.vector_width`); the same sums either way.
+(:mod:`symcnn.runtime.vector_width`); the same sums either way. The narrow blocks take the group of lanes
+whose step loads the fewest vectors per multiply-add (:func:`_loads_per_product`), which for a 3 x 3
+forward pass or input gradient is 16 lanes in 4 columns, not 32 in 2 (suite-wide's conv3 forward pass on an
+AVX2 CPU 1.31x faster; docs/performance.md, "Narrow register blocks in the group of fewest loads").
 
 Example:
     >>> from symcnn.codegen.network import layer_kernels
