@@ -209,16 +209,16 @@ def register_tile(lowering, reduction, outer_tile, reads, lane: Symbol, tile_ele
         return _blocks(lowering, code, row_view, reduction, outer_tile, at, lane, tile_element, unroll, lanes,
                        width, accumulators)
 
-    widths = [width for width in GROUP_LANES if width <= group and lanes % width == 0]
-    fewest = min((blocks(width, ACCUMULATORS) for width in (widths if not packed else [group])),
-                 key=_loads_per_product)  # the first of equals: the widest
+    widths = [width for width in GROUP_LANES if width <= group and lanes % width == 0] if not packed else [group]
+    candidates = {width: blocks(width, ACCUMULATORS) for width in widths}  # the widest first
+    fewest = min(candidates.values(), key=_loads_per_product)  # the first of equals: the widest
     if cost_model.narrowed():  # a kernel's variant for 256-bit vectors: its blocks alone
         return fewest
     wide = blocks(group, wide_accumulators(group))
     narrow = fewest
     if copied and fewest.group.step != group:  # the copy is stored for the wide blocks: a variant of its own
         cost_model.differs(f"register blocks of {fewest.group.step} lanes")
-        narrow = blocks(group, ACCUMULATORS)
+        narrow = candidates[group]
     arguments = tuple(sorted(set(wide.arguments) | set(narrow.arguments)))  # one call for either
     if narrow.updates == wide.updates:
         return replace(wide, arguments=arguments)
