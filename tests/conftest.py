@@ -11,6 +11,7 @@ skipped, not failed, where PyTorch is not importable.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -39,6 +40,24 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 def require_torch():
     """The ``torch`` module, or skip the calling test where PyTorch is not importable."""
     return pytest.importorskip("torch")
+
+
+def session_cache_dir(tmp_path_factory) -> Path:
+    """The test session's kernel cache: one directory for all its processes (pytest-xdist's workers share
+    the parent of their own temporary directories), never the user's. A spec that tests in several files
+    compile is then generated once and compiled once per dtype, whichever worker gets to it first:
+    ``tests.kernels_helpers.network_for`` generates under a lock, and numba writes its cache files whole."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "kernel-cache"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kernel_cache(tmp_path_factory):
+    """Every spec a test generates on demand (``SYMCNN_CACHE_DIR``) goes to :func:`session_cache_dir`; a
+    test that needs an empty cache sets its own."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SYMCNN_CACHE_DIR", str(session_cache_dir(tmp_path_factory)))
+        yield
 
 
 @pytest.fixture(scope="session")

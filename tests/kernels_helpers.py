@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +18,6 @@ from symcnn.spec import LayerSpec, NetworkSpec, load_spec, spec_toml
 #: Marks a test that compiles a spec's kernels with numba (20-50 s each in a fresh environment): left out of
 #: the default run, run by `pytest -m slow` (pyproject.toml).
 COMPILES_KERNELS = pytest.mark.slow
-
-
-def use_session_cache(monkeypatch, tmp_path_factory) -> None:
-    """Specs generated on demand go to a per-session cache, not the user's (call from an autouse fixture)."""
-    monkeypatch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
 
 
 def layer_labelled(spec: NetworkSpec, label: str) -> LayerSpec:
@@ -44,14 +41,28 @@ def network_for(spec: dict, directory: Path, dtype: str = "float64", seed: int =
 
     The cache entry is named by the spec's and the generator's digests, and the loader checks the
     package against the spec, so a package already there is this spec's. Generating it again would cost
-    seconds and rewrite its files, which makes numba's cache of them stale for every other process."""
+    seconds and rewrite its files, which makes numba's cache of them stale for every other process: the
+    test session's workers share the cache (tests/conftest.py), so one generates while the others wait."""
     path = Path(directory) / f"{spec['name']}.toml"
     path.write_text(toml_of(spec), encoding="utf-8")
     loaded = load_spec(path)
     entry = cache_entry(loaded)
-    if not (entry / loaded.module_name / "__init__.py").is_file():
-        generate([str(path)], entry)
+    with _locked(entry.parent / f"{entry.name}.lock"):
+        if not (entry / loaded.module_name / "__init__.py").is_file():
+            generate([str(path)], entry)
     return Network.from_spec(path, dtype=dtype, seed=seed)
+
+
+@contextmanager
+def _locked(path: Path):
+    """Hold an exclusive lock on the file ``path`` (made if missing) for the block, across processes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def random_params(net: Network, rng) -> dict:

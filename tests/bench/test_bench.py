@@ -11,7 +11,7 @@ from symcnn import Network
 from symcnn.bench.bench import _winograd_network, forward_flops
 from symcnn.bench.numpy_network import NumpyNetwork
 from symcnn.spec import load_spec
-from tests.kernels_helpers import conv_layer, toml_of, use_session_cache
+from tests.kernels_helpers import conv_layer, toml_of
 
 
 # digits by default; the larger shipped specs (seed004 compiles for about 30 s each) are long runs.
@@ -119,11 +119,10 @@ def test_a_timing_rests_then_wakes_the_threads_with_one_untimed_call(monkeypatch
     assert timed == sum(range(2, calls + 2)) / calls
 
 
-def test_bench_adds_a_winograd_row_only_where_a_layer_takes_it(cli, monkeypatch, tmp_path, tmp_path_factory):
+def test_bench_adds_a_winograd_row_only_where_a_layer_takes_it(cli, monkeypatch, tmp_path):
     """``--winograd``: the spec's kernels with ``[kernels] winograd = true`` beside the others, the same
     parameters; digits' convolutions (16 and 32 output channels) take none, so the row is left out, said why."""
     monkeypatch.setattr("symcnn.bench.bench.SETTLE_SECONDS", 0.0)
-    use_session_cache(monkeypatch, tmp_path_factory)
     status, out, err = cli("bench", "digits", "--batch", "4", "--repeat", "1", "--winograd", "--json")
     assert status == 0, err
     data = json.loads(out)

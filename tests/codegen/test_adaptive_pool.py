@@ -45,12 +45,6 @@ from tests.kernels_helpers import COMPILES_KERNELS, network_for, random_params, 
 ADAPTIVE = ("adaptive_avgpool2d", "adaptive_maxpool2d")
 
 
-@pytest.fixture(autouse=True)
-def kernel_cache(tmp_path_factory, monkeypatch):
-    """Specs generated on demand go to a per-session cache, not the user's."""
-    monkeypatch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
-
-
 def pytorch_windows(size: int, out: int) -> list[range]:
     """PyTorch's adaptive windows, as its CPU kernel computes them (start_index / end_index)."""
     return [range((i * size) // out, ((i + 1) * size + out - 1) // out) for i in range(out)]

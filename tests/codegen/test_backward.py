@@ -17,12 +17,6 @@ from tests.codegen.test_normalization_kernels import SMALL
 from tests.kernels_helpers import network_for, random_params, toml_of
 
 
-@pytest.fixture(autouse=True)
-def kernel_cache(tmp_path_factory, monkeypatch):
-    """Specs generated on demand go to a per-session cache, not the user's."""
-    monkeypatch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
-
-
 def kernels_by_name(layer) -> dict:
     return {kernel.name: kernel for kernel in layer_kernels(layer)}
 
@@ -63,6 +57,12 @@ def test_no_backward_kernel_when_nothing_would_be_shared():
     assert backward_kernel(conv, gradients, values, separate) is None
 
 
+#: test_normalization_kernels.py's network without its first convolution: batch norm first, it reads the input,
+#: so that a pass may need its parameters' gradients but not its input's. One spec for every test here: the
+#: session compiles it once.
+BN_FIRST = {**SMALL, "layers": SMALL["layers"][1:]}
+
+
 def passes(net: Network, x, labels, training: bool, **options):
     """The loss, the gradients and the kernels one pass called (the profile's names)."""
     net.profile = {}
@@ -73,7 +73,7 @@ def passes(net: Network, x, labels, training: bool, **options):
 
 @pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
 def test_the_runtime_calls_it_and_gets_the_separate_kernels_gradients(tmp_path, monkeypatch, training):
-    net = network_for(SMALL, tmp_path)
+    net = network_for(BN_FIRST, tmp_path)
     rng = np.random.default_rng(5)
     net.load_params(random_params(net, rng))
     x, labels = rng.standard_normal((3, 2, 5, 4)), np.array([0, 3, 1])
@@ -93,7 +93,7 @@ def test_the_runtime_calls_it_and_gets_the_separate_kernels_gradients(tmp_path, 
 
 
 def test_a_pass_that_needs_only_some_gradients_calls_their_own_kernels(tmp_path):
-    net = network_for({**SMALL, "layers": SMALL["layers"][1:]}, tmp_path)  # batch norm first: it reads the input
+    net = network_for(BN_FIRST, tmp_path)
     rng = np.random.default_rng(6)
     x, labels = rng.standard_normal((3, 2, 5, 4)), np.array([0, 3, 1])
     _, grads, called = passes(net, x, labels, True, input_gradient=False)

@@ -21,12 +21,6 @@ from tests.kernels_helpers import (assert_float64_equals_pytorch, assert_same_gr
                                    network_for, random_params)
 
 
-@pytest.fixture(autouse=True)
-def kernel_cache(tmp_path_factory, monkeypatch):
-    """Specs generated on demand go to a per-session cache, not the user's."""
-    monkeypatch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
-
-
 def _conv_spec(name, input_shape, **conv):
     return {"name": name, "input": list(input_shape), "loss": "softmax_cross_entropy",
             "layers": [{"type": "conv2d", "name": "conv", **conv}, {"type": "tanh"}, {"type": "flatten"},

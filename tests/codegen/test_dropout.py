@@ -27,12 +27,6 @@ from symcnn.views.formula import general_formula
 from tests.kernels_helpers import COMPILES_KERNELS, network_for, random_params, toml_of, torch_loss_and_grads
 
 
-@pytest.fixture(autouse=True)
-def kernel_cache(tmp_path_factory, monkeypatch):
-    """Specs generated on demand go to a per-session cache, not the user's."""
-    monkeypatch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
-
-
 @pytest.fixture(scope="module")
 def torch():
     return pytest.importorskip("torch")

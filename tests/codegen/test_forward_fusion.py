@@ -21,13 +21,7 @@ from symcnn.runtime.evaluation import forward_fusions, trainable_fusions
 from symcnn.runtime.network import Network, switch_dtype
 from symcnn.spec import load_spec, parse_spec
 
-from tests.kernels_helpers import conv_layer, network_for, toml_of, use_session_cache
-
-
-@pytest.fixture(autouse=True)
-def _cache(monkeypatch, tmp_path_factory):
-    use_session_cache(monkeypatch, tmp_path_factory)
-
+from tests.kernels_helpers import conv_layer, network_for, toml_of
 
 
 #: An element-wise layer after a layer of each schedule: lanes (a convolution over 8 channels, and one
@@ -162,9 +156,6 @@ def _randomized(net: Network, rng) -> Network:
 # float64 (tighter tolerances) is slow: this network compiles for about 80 s in each dtype
 @pytest.fixture(scope="module", params=[pytest.param("float64", marks=pytest.mark.slow), "float32"])
 def fusing(request, tmp_path_factory):
-    import os
-
-    os.environ.setdefault("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
     with pytest.MonkeyPatch.context() as patch:  # every epilogue, a function's too (a name of its own: its cache entry)
         patch.setattr(forward_fusion, "FUSE_FUNCTION_CALLS", True)
         net = network_for({**FUSING, "name": "forward-fusing-every-epilogue"},

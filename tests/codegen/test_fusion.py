@@ -15,14 +15,7 @@ from symcnn.registry import names as op_names
 from symcnn.spec import LayerSpec, load_spec, parse_spec
 
 from tests.graphs.graph_specs import GRAPH
-from tests.kernels_helpers import (assert_float64_equals_pytorch, conv_layer, network_for, random_params, toml_of,
-                                   use_session_cache)
-
-
-@pytest.fixture(autouse=True)
-def _cache(monkeypatch, tmp_path_factory):
-    use_session_cache(monkeypatch, tmp_path_factory)
-
+from tests.kernels_helpers import (assert_float64_equals_pytorch, conv_layer, network_for, random_params, toml_of)
 
 
 #: Every activation before a reader of every schedule: lanes (a convolution over 8 channels), columns
@@ -135,12 +128,10 @@ def test_a_chain_of_activations_fuses_each_layer_once():
 
 @pytest.fixture(scope="module")
 def fusing(tmp_path_factory):
-    import os
-
-    os.environ.setdefault("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
     return network_for({**FUSING, "name": "fusing-every-schedule"}, tmp_path_factory.mktemp("fusing"))  # lanes too
 
 
+@pytest.mark.slow  # compiles the unfused kernels too (about a minute on 2 cores); the fused network vs PyTorch below
 def test_fused_kernels_equal_the_unfused_chain(fusing):
     """Each fused kernel against the reader's input-gradient kernel then the element-wise layer's, on
     random arrays: the same multiplications (ReLU's mask) bit for bit, the others to rounding."""

@@ -65,12 +65,10 @@ SPECS = {spec["name"]: spec for spec in (CONV_UP, GROUPED)}
 
 @pytest.fixture(scope="module")
 def networks(tmp_path_factory):
-    """Each spec's network per dtype, generated once into a cache of this module's own."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.mktemp("kernel-cache")))
-        directory = tmp_path_factory.mktemp("specs")
-        yield {(name, dtype): network_for(spec, directory, dtype) for name, spec in SPECS.items()
-               for dtype in ("float64", "float32")}
+    """Each spec's network per dtype, generated once into the session's cache."""
+    directory = tmp_path_factory.mktemp("specs")
+    return {(name, dtype): network_for(spec, directory, dtype) for name, spec in SPECS.items()
+            for dtype in ("float64", "float32")}
 
 
 def _case(net, seed: int, dtype="float64", batch=3):

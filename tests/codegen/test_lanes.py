@@ -15,7 +15,7 @@ from symcnn.codegen.backends.numba_cpu.stagings import affine_range
 from symcnn.runtime.network import Network
 from symcnn.spec import load_spec, spec_from_dict
 from tests.kernels_helpers import (assert_float64_equals_pytorch, assert_same_gradients_on_one_and_two_threads,
-                                   network_for, random_params, toml_of, use_session_cache)
+                                   network_for, random_params, toml_of)
 
 
 def _spec(directory, layers, input_shape):
@@ -125,13 +125,12 @@ def test_lane_last_copies_read_the_operand_row_by_row():
     assert not any(loop.parallel for loop in _copy(conv2["forward"], "weight_t").loops)
 
 
-def test_a_weight_copied_in_parallel_gives_pytorchs_numbers(tmp_path_factory, monkeypatch):
+def test_a_weight_copied_in_parallel_gives_pytorchs_numbers(tmp_path_factory):
     """A dense layer of 256 x 256 weights (65,536: the least copied in parallel, PARALLEL_COPY_MIN) and
     one of 64 x 256 (on one thread): equal to PyTorch in float64 (batches of 1 and 5)."""
     pytest.importorskip("torch")
     from symcnn.codegen.backends.numba_cpu.stagings import PARALLEL_COPY_MIN
 
-    monkeypatch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
     spec = {"name": "parallel-copy", "input": [1, 16, 16], "loss": "softmax_cross_entropy", "layers": [
         {"type": "flatten"}, {"type": "dense", "name": "fc1", "out_features": 256}, {"type": "relu"},
         {"type": "dense", "name": "fc2", "out_features": 64}, {"type": "relu"},
@@ -164,10 +163,9 @@ def test_weights_are_copied_in_runs_and_chunks():
 
 
 @pytest.mark.slow  # compiles RUNS' kernels (about 80 s on 2 cores); the copies' loops are checked above
-def test_copies_in_runs_and_chunks_give_pytorchs_numbers(tmp_path_factory, monkeypatch):
+def test_copies_in_runs_and_chunks_give_pytorchs_numbers(tmp_path_factory):
     """RUNS, its weights copied in runs and chunks, equals PyTorch in float64."""
     pytest.importorskip("torch")
-    use_session_cache(monkeypatch, tmp_path_factory)
     net = network_for(RUNS, tmp_path_factory.mktemp("runs"))
     rng = np.random.default_rng(5)
     net.load_params(random_params(net, rng))
@@ -332,7 +330,7 @@ GROUPS = {"name": "groups", "input": [3, 3, 3], "loss": "softmax_cross_entropy",
     {"type": "dense", "name": "fc", "out_features": 3}]}
 
 
-def test_copies_in_groups_of_lanes_give_pytorchs_numbers(tmp_path_factory, monkeypatch):
+def test_copies_in_groups_of_lanes_give_pytorchs_numbers(tmp_path_factory):
     """GROUPS' three kernels whose register blocks read copies stored in groups of lanes equal PyTorch in
     float64. Each is called on its own, so that only it compiles (not the whole network's kernels)."""
     torch = pytest.importorskip("torch")
@@ -340,7 +338,6 @@ def test_copies_in_groups_of_lanes_give_pytorchs_numbers(tmp_path_factory, monke
     for label, kernel, name in (("c1", "forward", "weight_t"), ("c1", "grad_weight", "grad_output_t"),
                                 ("c2", "grad_input", "weight_t")):
         assert _copy(_kernels(spec, label)[kernel], name).shape[0] == "2", (label, kernel)
-    use_session_cache(monkeypatch, tmp_path_factory)
     kernels = network_for(GROUPS, tmp_path_factory.mktemp("groups"))._functions
     rng = np.random.default_rng(7)
     x, weight1, bias1 = (rng.standard_normal(shape) for shape in ((2, 3, 3, 3), (64, 3, 3, 3), (64,)))
@@ -382,9 +379,8 @@ def test_row_parts_copy_only_the_rows_they_read():
 
 
 @pytest.mark.slow  # compiles PARTS' kernels (about 100 s on 2 cores); the parts' rows are checked above
-def test_row_parts_give_pytorchs_numbers(tmp_path_factory, monkeypatch):
+def test_row_parts_give_pytorchs_numbers(tmp_path_factory):
     """Every loss and gradient of PARTS, the input's included, equals PyTorch's in float64."""
     pytest.importorskip("torch")
-    use_session_cache(monkeypatch, tmp_path_factory)
     net = network_for(PARTS, tmp_path_factory.mktemp("parts"))
     assert_float64_equals_pytorch(net, np.random.default_rng(5), np.array([0, 2, 1]))

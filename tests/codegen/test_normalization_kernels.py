@@ -16,12 +16,6 @@ from symcnn.symbolic.verify import symbolic_network_gradients
 from tests.kernels_helpers import COMPILES_KERNELS, network_for, random_params, toml_of
 
 
-@pytest.fixture(autouse=True)
-def kernel_cache(tmp_path_factory, monkeypatch):
-    """Specs generated on demand go to a per-session cache, not the user's."""
-    monkeypatch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
-
-
 TINY = {"name": "tiny-norm", "input": [2, 2, 2], "layers": [
     {"type": "batchnorm2d", "name": "bn1"},
     {"type": "relu"},

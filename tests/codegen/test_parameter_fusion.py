@@ -87,14 +87,13 @@ def test_the_networks_gradients_through_it_equal_the_separate_kernels():
             np.testing.assert_array_equal(grads[name], expected, err_msg=name)
 
 
-def test_48_channels_are_summed_in_equal_blocks_and_equal_pytorch(tmp_path_factory, monkeypatch):
+def test_48_channels_are_summed_in_equal_blocks_and_equal_pytorch(tmp_path_factory):
     """48 channels: in blocks of fewer local sums (the copy's groups of 16 lanes); 5 images in 5 chunks of one.
     The float64 gradients through the fused kernel equal PyTorch's (1e-9 relative), and its weight gradient
     the separate kernel's bit for bit."""
     pytest.importorskip("torch")
     from tests.kernels_helpers import assert_float64_equals_pytorch, network_for, random_params
 
-    monkeypatch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
     spec = {"name": "bias-in-blocks", "input": [4, 5, 5], "loss": "softmax_cross_entropy",
             "layers": [{"type": "conv2d", "name": "conv", "out_channels": 48, "kernel": 1},
                        {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 3}]}

@@ -24,12 +24,6 @@ from tests.kernels_helpers import (assert_central_differences, assert_float64_eq
                                    assert_same_gradients_on_one_and_two_threads, network_for, random_params)
 
 
-@pytest.fixture(autouse=True)
-def kernel_cache(tmp_path_factory, monkeypatch):
-    """Specs generated on demand go to a per-session cache, not the user's."""
-    monkeypatch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
-
-
 def _kernels(spec, label):
     layer = next(layer for layer in spec.layers if layer.label == label)
     return {kernel.name.removeprefix(f"{label}_"): kernel for kernel in layer_kernels(layer)}
@@ -227,9 +221,7 @@ FIXED = {  # stride 3 and 2, sizes 8 and 7 (neither divisible), a grouped convol
 
 @pytest.fixture(scope="module")
 def fixed(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.mktemp("kernel-cache")))
-        yield network_for(FIXED, tmp_path_factory.mktemp("spec"))
+    return network_for(FIXED, tmp_path_factory.mktemp("spec"))
 
 
 def test_fixed_strided_spec_takes_the_phases_and_equals_pytorch_and_finite_differences(torch, fixed):

@@ -20,15 +20,10 @@ from symcnn.codegen.backends.numba_cpu.registers import (ACCUMULATORS, WIDE_ACCU
 from symcnn.codegen.network import layer_kernels
 from symcnn.runtime.vector_width import WIDE_VECTORS
 from symcnn.spec import load_spec
-from tests.kernels_helpers import network_for, use_session_cache
+from tests.kernels_helpers import network_for
 
 #: names a block's factors take: broadcast and streamed values, sorted by the printer as strings (10 before 9)
 _FACTOR_NAMES = ["broadcast0", "broadcast9", "broadcast10", "streamed0", "streamed2", "streamed11", "row0"]
-
-
-@pytest.fixture(autouse=True)
-def _session_cache(monkeypatch, tmp_path_factory):
-    use_session_cache(monkeypatch, tmp_path_factory)
 
 
 def _kernels(spec_name: str, label: str) -> dict:

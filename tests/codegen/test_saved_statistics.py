@@ -13,11 +13,6 @@ from symcnn.spec import load_spec, parse_spec
 from tests.kernels_helpers import COMPILES_KERNELS, network_for, random_params, toml_of
 
 
-@pytest.fixture(autouse=True)
-def kernel_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
-
-
 # batch norm (per channel) followed by a ReLU (a fused training forward kernel), then layer norm (per sample)
 SPEC = {"name": "kept-norm", "input": [2, 5, 4], "layers": [
     {"type": "conv2d", "name": "conv1", "out_channels": 3, "kernel": 3, "padding": 1, "bias": False},

@@ -4,14 +4,12 @@ them, how their module calls them, and their numbers against PyTorch's on either
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from symcnn.codegen.network import layer_kernels
 from symcnn.codegen.package import render_package
 from symcnn.spec import load_spec, spec_from_dict
 from tests.kernels_helpers import (assert_float64_equals_pytorch, assert_same_gradients_on_one_and_two_threads,
-                                   layer_labelled, network_for, random_params, torch_loss_and_grads,
-                                   use_session_cache)
+                                   layer_labelled, network_for, random_params, torch_loss_and_grads)
 
 #: 48 features to 40: the lanes schedule over the 40, the images in groups of 4, its weight copied transposed.
 DENSE = {"name": "small-batches", "input": [2, 4, 6], "layers": [
@@ -20,11 +18,6 @@ DENSE = {"name": "small-batches", "input": [2, 4, 6], "layers": [
     {"type": "relu"},
     {"type": "dense", "name": "out", "out_features": 3},
 ]}
-
-
-@pytest.fixture(autouse=True)
-def _session_cache(monkeypatch, tmp_path_factory):
-    use_session_cache(monkeypatch, tmp_path_factory)
 
 
 def test_a_dense_forward_in_groups_of_images_takes_a_rows_form_below_two_groups():

@@ -5,7 +5,6 @@ gradients as PyTorch does."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from symcnn.codegen import cost_model
 from symcnn.codegen.cost_model import NARROW, WIDE, cheapest
@@ -13,7 +12,7 @@ from symcnn.codegen.network import layer_kernels
 from symcnn.codegen.package import per_width
 from symcnn.runtime.vector_width import WIDE_VECTORS
 from symcnn.spec import spec_from_dict
-from tests.kernels_helpers import assert_float64_equals_pytorch, network_for, use_session_cache
+from tests.kernels_helpers import assert_float64_equals_pytorch, network_for
 
 #: A 3-channel stem and a 1 x 1 convolution: where AVX2 timings favour the columns schedule; a 3 x 3 one from 32
 #: to 64 channels, whose register blocks for 256-bit vectors take groups of 16 lanes, its weight's copy in 16s
@@ -24,11 +23,6 @@ STEM = {"name": "widths", "input": [3, 16, 16], "loss": "softmax_cross_entropy",
                    {"type": "conv2d", "name": "pw", "out_channels": 32, "kernel": 1},
                    {"type": "conv2d", "name": "wide", "out_channels": 64, "kernel": 3, "padding": 1},
                    {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 3}]}
-
-
-@pytest.fixture(autouse=True)
-def _session_cache(monkeypatch, tmp_path_factory):
-    use_session_cache(monkeypatch, tmp_path_factory)
 
 
 def _candidates(label: str) -> list:

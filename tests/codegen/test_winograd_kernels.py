@@ -16,8 +16,7 @@ from symcnn.codegen.package import render_package
 from symcnn.codegen.winograd_kernels import forward_kernel
 from symcnn.spec import load_spec, parse_spec, spec_from_dict, with_kernels
 from tests.kernels_helpers import (assert_float64_equals_pytorch, assert_same_gradients_on_one_and_two_threads,
-                                   conv_layer, layer_labelled, network_for, toml_of, torch_loss_and_grads,
-                                   use_session_cache)
+                                   conv_layer, layer_labelled, network_for, toml_of, torch_loss_and_grads)
 
 #: 64 -> 64 channels (the fewest output channels that take Winograd; its input gradient takes it too) on 7 x 7
 #: maps, padding 0 (5 x 5 outputs: tiles of 4 past the edge; the input gradient's 7 x 7 from the output gradient
@@ -29,11 +28,6 @@ WINOGRAD = {"name": "winograd-small", "input": [64, 7, 7], "kernels": {"winograd
     {"type": "flatten"},
     {"type": "dense", "name": "fc", "out_features": 3},
 ]}
-
-
-@pytest.fixture(autouse=True)
-def _session_cache(monkeypatch, tmp_path_factory):
-    use_session_cache(monkeypatch, tmp_path_factory)
 
 
 def _forward(layer):
@@ -153,6 +147,7 @@ def test_the_same_gradients_bit_for_bit_on_one_and_two_threads(tmp_path):
     assert_same_gradients_on_one_and_two_threads(net, rng.standard_normal((17, 64, 7, 7)), rng.integers(0, 3, 17))
 
 
+@pytest.mark.slow  # a float32 compile of its own (about 25 s on 2 cores); the sums are checked in float64 above
 def test_float32_logits_within_winograds_tolerance_of_pytorchs_float64(tmp_path):
     """Winograd's float32 error: a few times the direct sums' (both against float64)."""
     torch = pytest.importorskip("torch")

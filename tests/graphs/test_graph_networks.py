@@ -17,11 +17,9 @@ from tests.kernels_helpers import assert_central_differences, network_for, rando
 
 @pytest.fixture(scope="module")
 def networks(tmp_path_factory):
-    """Each spec's float64 network, generated once into a cache of this module's own."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.mktemp("kernel-cache")))
-        directory = tmp_path_factory.mktemp("specs")
-        yield {spec["name"]: network_for(spec, directory) for spec in (GRAPH, INPUT_FANOUT)}
+    """Each spec's float64 network, generated once into the session's cache."""
+    directory = tmp_path_factory.mktemp("specs")
+    return {spec["name"]: network_for(spec, directory) for spec in (GRAPH, INPUT_FANOUT)}
 
 
 def _case(net, seed: int, batch: int = 3):

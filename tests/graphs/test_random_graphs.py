@@ -48,8 +48,7 @@ def test_random_graphs_validate_and_the_numpy_reference_equals_pytorch(torch, gr
 @pytest.mark.slow
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(graph=graph_specs(max_layers=5))
-def test_random_graphs_kernels_equal_pytorch(torch, tmp_path_factory, monkeypatch, graph):
-    monkeypatch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
+def test_random_graphs_kernels_equal_pytorch(torch, tmp_path_factory, graph):
     net = network_for(graph.spec, tmp_path_factory.mktemp("spec"))
     net.load_params(random_params(net, np.random.default_rng(5)))
     x = np.random.default_rng(6).standard_normal((2, *net.spec.input_shape))

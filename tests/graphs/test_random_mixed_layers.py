@@ -101,8 +101,7 @@ def test_random_specs_the_numpy_reference_equals_pytorch(torch, case):
     assert_equal_passes((loss, grads, reference.buffers), expected)
 
 
-def _generated_kernels_equal_pytorch(torch, tmp_path_factory, monkeypatch, case) -> None:
-    monkeypatch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
+def _generated_kernels_equal_pytorch(torch, tmp_path_factory, case) -> None:
     net = network_for(case.spec, tmp_path_factory.mktemp("spec"))
     params, buffers, x, labels = _values(net.spec, case.batch, seed=11)
     net.load_params(_copies(params))
@@ -114,28 +113,28 @@ def _generated_kernels_equal_pytorch(torch, tmp_path_factory, monkeypatch, case)
 
 
 @pytest.mark.parametrize("case", [SEPARABLE_IN_TRAINING, GRAPH_IN_EVALUATION], ids=lambda case: case.spec["name"])
-def test_document_003s_layers_generated_kernels_equal_pytorch(torch, tmp_path_factory, monkeypatch, case):
+def test_document_003s_layers_generated_kernels_equal_pytorch(torch, tmp_path_factory, case):
     """The default run's check of the generated kernels of every document-003 layer, in both modes: the two
     fixed specs hold them all (grouped, depthwise and transposed convolutions, both adaptive pools, batch
     and layer norm, dropout), with a residual add and a concat."""
-    _generated_kernels_equal_pytorch(torch, tmp_path_factory, monkeypatch, case)
+    _generated_kernels_equal_pytorch(torch, tmp_path_factory, case)
 
 
 @pytest.mark.slow
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=mixed_specs(max_layers=4))
-def test_random_specs_the_generated_kernels_equal_pytorch(torch, tmp_path_factory, monkeypatch, case):
+def test_random_specs_the_generated_kernels_equal_pytorch(torch, tmp_path_factory, case):
     _note_what_it_holds(case)
-    _generated_kernels_equal_pytorch(torch, tmp_path_factory, monkeypatch, case)
+    _generated_kernels_equal_pytorch(torch, tmp_path_factory, case)
 
 
 @pytest.mark.slow
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=mixed_specs(max_layers=5, bounds=MEDIUM))
-def test_random_medium_specs_the_generated_kernels_equal_pytorch(torch, tmp_path_factory, monkeypatch, case):
+def test_random_medium_specs_the_generated_kernels_equal_pytorch(torch, tmp_path_factory, case):
     """Up to 64 channels on maps up to 40 x 40, kernels to 7 x 7: the shapes where the generator's schedules
     (lanes, columns, register blocks, phases, statistics inside the channel loop, a dense layer's two forms) are
     chosen, unlike the small specs above."""
     _note_what_it_holds(case)
     assert {layer.label: layer.output_shape for layer in parse_spec(spec_toml(case.spec)).layers} == case.shapes
-    _generated_kernels_equal_pytorch(torch, tmp_path_factory, monkeypatch, case)
+    _generated_kernels_equal_pytorch(torch, tmp_path_factory, case)

@@ -13,26 +13,18 @@ import symcnn.torch  # noqa: E402
 from symcnn.bench.torch_twin import torch_model  # noqa: E402
 from symcnn.runtime.masks import draw_mask as draw_mask_array  # noqa: E402
 from symcnn.torch.operators import draw_mask, layer_operators, running_statistics_operator  # noqa: E402
+from tests.interop.torch_specs import STATEFUL  # noqa: E402
 from tests.kernels_helpers import network_for  # noqa: E402
 
 F = torch.nn.functional
 
-#: A batch norm of momentum and eps other than PyTorch's defaults (so that a mix-up shows), a dropout.
-SPEC = {"name": "torch-modes", "input": [2, 5, 4], "layers": [
-    {"type": "conv2d", "name": "conv", "out_channels": 3, "kernel": 3, "padding": 1},
-    {"type": "batchnorm2d", "name": "bn", "momentum": 0.3, "eps": 1e-3},
-    {"type": "relu"},
-    {"type": "dropout", "p": 0.4},
-    {"type": "flatten"},
-    {"type": "dense", "name": "fc", "out_features": 3},
-]}
 DROPOUT = "dropout3"
 TOLERANCE = dict(rtol=1e-10, atol=1e-12)
 
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    return network_for(SPEC, tmp_path_factory.mktemp("spec"))
+    return network_for(STATEFUL, tmp_path_factory.mktemp("spec"))
 
 
 def _twin(model, masks: bool = True):

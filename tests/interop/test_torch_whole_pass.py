@@ -14,32 +14,16 @@ torch = pytest.importorskip("torch")
 import symcnn.torch  # noqa: E402
 from symcnn.runtime.network import Network  # noqa: E402
 from tests.graphs.graph_specs import GRAPH  # noqa: E402
+from tests.interop.torch_specs import STATEFUL  # noqa: E402
 from tests.kernels_helpers import network_for  # noqa: E402
 
 F = torch.nn.functional
 
-#: A convolution, a batch norm, a dropout and a dense layer: every kind of state a pass reads or changes.
-SPEC = {"name": "torch-whole-pass", "input": [2, 5, 4], "layers": [
-    {"type": "conv2d", "name": "conv", "out_channels": 3, "kernel": 3, "padding": 1},
-    {"type": "batchnorm2d", "name": "bn", "momentum": 0.3, "eps": 1e-3},
-    {"type": "relu"},
-    {"type": "dropout", "p": 0.4},
-    {"type": "flatten"},
-    {"type": "dense", "name": "fc", "out_features": 3},
-]}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def kernel_cache(tmp_path_factory):
-    """Specs generated on demand go to the test session's cache, not the user's."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
-        yield
 
 
 @pytest.fixture(scope="module")
 def small_net(tmp_path_factory):
-    return network_for(SPEC, tmp_path_factory.mktemp("spec"), seed=2)
+    return network_for(STATEFUL, tmp_path_factory.mktemp("spec"), seed=2)
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +67,15 @@ def _step(model, x, labels, layer_by_layer: bool):
 LARGE = pytest.mark.slow
 
 
-@pytest.mark.parametrize("spec", ["small", "graph", "digits", pytest.param("resnet-mini", marks=LARGE),
-                                  pytest.param("mobilenet-mini", marks=LARGE)])
-# bit for bit, float32 is as strict a check as float64 (each a compile of about 20 s): float64 is slow
-@pytest.mark.parametrize("dtype", [pytest.param("float64", marks=LARGE), "float32"])
+# Bit for bit, either dtype is as strict a check as the other; each is a compile of about 20-40 s. The default run
+# takes the one the session compiles for other tests anyway (tests/conftest.py shares the kernel cache): float64
+# for the small spec and the graph (the module tests here and test_torch_modes.py, test_graph_networks.py and
+# test_torch_graphs.py run them in float64), float32 for digits (the training and README tests).
+@pytest.mark.parametrize("spec, dtype", [
+    *(pytest.param(spec, dtype, marks=() if (dtype == "float32") == (spec == "digits") else LARGE)
+      for spec in ("small", "graph", "digits") for dtype in ("float64", "float32")),
+    *(pytest.param(spec, dtype, marks=LARGE) for spec in ("resnet-mini", "mobilenet-mini")
+      for dtype in ("float64", "float32"))])
 def test_the_whole_pass_equals_the_layer_by_layer_pass_bit_for_bit(spec, dtype, request):
     built = {"small": "small_net", "graph": "graph_net"}
     spec = request.getfixturevalue(built[spec]).spec if spec in built else spec

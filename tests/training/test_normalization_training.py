@@ -26,11 +26,6 @@ SPEC = {"name": "digits-norm", "input": [1, 8, 8], "layers": [
 ]}
 
 
-@pytest.fixture(autouse=True)
-def kernel_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("SYMCNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kernel-cache"))
-
-
 @pytest.fixture(scope="module")
 def digits_data():
     data = load_digits((1, 8, 8)).standardized()
