@@ -82,7 +82,7 @@ def test_the_runtime_calls_it_and_gets_the_separate_kernels_gradients(tmp_path, 
     kept = "_saved" if training else ""  # reading the statistics its forward pass kept (codegen.saved_statistics)
     assert f"bn1_{mode}backward{kept}" in called and f"bn1_{mode}grad_weight" not in called
     assert f"ln2_backward{kept}" in called  # layer norm's kernels are the same in both modes
-    assert not {"ln1_backward", "ln1_backward_saved"} & called  # a fused kernel stores its input gradient and relu2's
+    assert not {"ln1_backward", "ln1_backward_saved"} & called  # a kernel fused with the ReLU's instead
     monkeypatch.setattr(Network, "_backward_kernel", lambda *arguments: None)  # each gradient's own kernel
     separate_loss, separate_grads, separate_called = passes(net, x, labels, training)
     assert not any(name.endswith(("backward", "backward_saved")) for name in separate_called)
