@@ -15,7 +15,7 @@ from symcnn.registry import names as op_names
 from symcnn.spec import LayerSpec, load_spec, parse_spec
 
 from tests.graphs.graph_specs import GRAPH
-from tests.kernels_helpers import (assert_float64_equals_pytorch, conv_layer, network_for, random_params, toml_of)
+from tests.kernels_helpers import assert_float64_equals_pytorch, conv_layer, network_for, random_params, toml_of
 
 
 #: Every activation before a reader of every schedule: lanes (a convolution over 8 channels), columns

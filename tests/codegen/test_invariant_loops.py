@@ -11,7 +11,7 @@ import pytest
 from symcnn.codegen.invariant_loops import MIN_PARALLEL_ITEMS, MIN_RUN, invariants_inside
 from symcnn.codegen.network import layer_kernels
 from symcnn.spec import load_spec, spec_from_dict
-from tests.kernels_helpers import (COMPILES_KERNELS, assert_float64_equals_pytorch, network_for)
+from tests.kernels_helpers import COMPILES_KERNELS, assert_float64_equals_pytorch, network_for
 
 
 def _kernels(spec, label: str) -> dict:

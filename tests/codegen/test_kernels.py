@@ -102,8 +102,8 @@ def torch():
 
 
 # seed004-text is seed004 written in the text format: the default run checks it in float32, which
-# test_torch_modules.py compiles too (the session shares the kernel cache); its float64 twin adds a compile of
-# about 30 s and nothing else
+# test_torch_modules.py compiles too (into numba's cache beside the shipped package); its float64 twin adds a
+# compile of about 30 s and nothing else
 @pytest.mark.parametrize("dtype, tolerance, name", [
     ("float64", 1e-10, "seed004"), ("float32", 2e-4, "seed004"), ("float32", 2e-4, "seed004-text"),
     pytest.param("float64", 1e-10, "seed004-text", marks=COMPILES_KERNELS)])

@@ -7,7 +7,7 @@ import pytest
 from symcnn.codegen.network import layer_kernels
 from symcnn.spec import load_spec, parse_spec
 
-from tests.kernels_helpers import (COMPILES_KERNELS, network_for, random_params, toml_of, torch_loss_and_grads)
+from tests.kernels_helpers import COMPILES_KERNELS, network_for, random_params, toml_of, torch_loss_and_grads
 
 
 def _pool_spec(kind: str, kernel: int, stride: int, size: int) -> dict:

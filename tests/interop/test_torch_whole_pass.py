@@ -71,11 +71,12 @@ LARGE = pytest.mark.slow
 # takes the one the session compiles for other tests anyway (tests/conftest.py shares the kernel cache): float64
 # for the small spec and the graph (the module tests here and test_torch_modes.py, test_graph_networks.py and
 # test_torch_graphs.py run them in float64), float32 for digits (the training and README tests).
+_DEFAULT_DTYPE = {"small": "float64", "graph": "float64", "digits": "float32"}
+
+
 @pytest.mark.parametrize("spec, dtype", [
-    *(pytest.param(spec, dtype, marks=() if (dtype == "float32") == (spec == "digits") else LARGE)
-      for spec in ("small", "graph", "digits") for dtype in ("float64", "float32")),
-    *(pytest.param(spec, dtype, marks=LARGE) for spec in ("resnet-mini", "mobilenet-mini")
-      for dtype in ("float64", "float32"))])
+    pytest.param(spec, dtype, marks=() if _DEFAULT_DTYPE.get(spec) == dtype else LARGE)
+    for spec in ("small", "graph", "digits", "resnet-mini", "mobilenet-mini") for dtype in ("float64", "float32")])
 def test_the_whole_pass_equals_the_layer_by_layer_pass_bit_for_bit(spec, dtype, request):
     built = {"small": "small_net", "graph": "graph_net"}
     spec = request.getfixturevalue(built[spec]).spec if spec in built else spec
