@@ -30,11 +30,14 @@ def run_compile(args) -> int:
     for dtype in dict.fromkeys(args.dtype or ["float32"]):
         net = Network.from_spec(args.spec, dtype=dtype)
         summary = net.compile()
-        kernels = len(summary.loaded) + len(summary.compiled_by_workers) + len(summary.compiled_here)
+        kernels = (len(summary.loaded) + len(summary.compiled_by_workers) + len(summary.compiled_here)
+                   + len(summary.compiled_elsewhere))
         parts = [f"{len(summary.loaded)} loaded from numba's cache"]
         if summary.compiled_by_workers:
             parts.append(f"{len(summary.compiled_by_workers)} compiled by {summary.workers} worker processes")
         if summary.compiled_here or not summary.compiled_by_workers:
             parts.append(f"{len(summary.compiled_here)} compiled in this process")
+        if summary.compiled_elsewhere:
+            parts.append(f"{len(summary.compiled_elsewhere)} compiled by another process at the same time")
         print(f"{net.spec.name} ({dtype}): {kernels} kernels ready in {summary.seconds:.1f} s: {', '.join(parts)}")
     return 0

@@ -22,6 +22,10 @@ without a main guard, or ``python -m symcnn``, would run again), and ``fork`` is
 numba's and OpenMP's threads. A worker that fails (killed, out of memory, an error) hands its
 kernel back; the kernels no worker compiled are compiled here, after one line on stderr.
 
+Processes that start one network at once (the ranks of a data-parallel run, a test session's workers)
+share the work: each kernel is claimed before it is compiled, and one that another process holds is
+loaded from the cache once that process is done (:mod:`symcnn.runtime.claims`).
+
 ``SYMCNN_COMPILE_WORKERS``: unset or empty, one worker per free CPU; ``0`` or ``1``, no workers
 (every kernel compiled in this process, as numba alone would, with the same progress display);
 ``N``, up to N workers whatever the load.
@@ -44,6 +48,7 @@ from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
+from symcnn.runtime.claims import Claims, claim_directory, claim_name
 from symcnn.runtime.progress import Session
 from symcnn.runtime.threads import free_cpus, read_sample
 
@@ -71,13 +76,15 @@ class KernelJob(NamedTuple):
 
 class CompileSummary(NamedTuple):
     """What :func:`prepare` (or :func:`compile_jobs`) did: kernels loaded from numba's cache, compiled by
-    workers (then loaded), compiled here; the workers started; the seconds it took."""
+    workers (then loaded), compiled here; the workers started; the seconds it took; kernels another
+    process was compiling, loaded from the cache once it was done (:mod:`symcnn.runtime.claims`)."""
 
     loaded: tuple[str, ...] = ()
     compiled_by_workers: tuple[str, ...] = ()
     compiled_here: tuple[str, ...] = ()
     workers: int = 0
     seconds: float = 0.0
+    compiled_elsewhere: tuple[str, ...] = ()
 
 
 def worker_count(jobs: int, environment: Optional[str] = None, free: Optional[Callable[[], int]] = None) -> int:
@@ -233,7 +240,9 @@ def first_call(network, kernel: str, function, arguments: list):
 def compile_jobs(package, jobs: list[KernelJob], dispatchers: dict, session: Session,
                  workers: Optional[int] = None) -> CompileSummary:
     """Load the ``jobs`` numba's cache holds; compile the others in ``workers`` processes (default:
-    :func:`worker_count`), loading each here when its worker is done; compile here what no worker did."""
+    :func:`worker_count`), loading each here when its worker is done; compile here what no worker did.
+    A kernel another process is compiling (it holds the kernel's claim) is left for last, then loaded
+    from the cache that process wrote (or compiled here if it has not)."""
     started = time.perf_counter()
     cached = [job for job in jobs if all(is_cached(dispatchers[job.kernel], signature) for signature in job.signatures)]
     to_compile = [job for job in jobs if job not in cached]
@@ -241,17 +250,75 @@ def compile_jobs(package, jobs: list[KernelJob], dispatchers: dict, session: Ses
     location = getattr(package, "__file__", None)
     if count < 2 or location is None or not all(_has_disk_cache(dispatchers[job.kernel]) for job in to_compile):
         count = 0
+    claims = _JobClaims(dispatchers)
     by_workers: list[str] = []
-    left = to_compile
-    if count:  # the cached ones are loaded while the workers compile
-        by_workers, left = _compile_in_workers(package, to_compile, cached, dispatchers, session, count)
-    else:
-        for job in cached:
+    left, elsewhere = to_compile, []
+    try:
+        if count:  # the cached ones are loaded while the workers compile
+            by_workers, left, elsewhere = _compile_in_workers(package, to_compile, cached, dispatchers, session, count,
+                                                              claims)
+        else:
+            for job in cached:
+                _load_or_compile(job, dispatchers[job.kernel], session)
+        here: list[KernelJob] = []
+        for job in left:  # no worker compiled these: numba compiles them here
+            if not claims.take_to_compile(job):
+                elsewhere.append(job)
+                continue
             _load_or_compile(job, dispatchers[job.kernel], session)
-    for job in left:  # no worker compiled these: numba compiles them here
-        _load_or_compile(job, dispatchers[job.kernel], session)
-    return CompileSummary(tuple(job.kernel for job in cached), tuple(by_workers), tuple(job.kernel for job in left),
-                          count, time.perf_counter() - started)
+            claims.release(job)
+            here.append(job)
+        loaded_after_waiting = []
+        for job in elsewhere:
+            label = f"{job.kernel} (in another process)"
+            session.started(label)
+            claims.wait(job)  # once that process is done (or after WAIT_SECONDS: compiled here regardless)
+            session.stopped(label)
+            dispatcher = dispatchers[job.kernel]
+            done = all(is_cached(dispatcher, signature) for signature in job.signatures)
+            _load_or_compile(job, dispatcher, session)
+            claims.release(job)
+            (loaded_after_waiting if done else here).append(job)
+    finally:
+        claims.release_all()  # an error or Ctrl-C: no claim outlives this call
+    return CompileSummary(tuple(job.kernel for job in cached), tuple(by_workers), tuple(job.kernel for job in here),
+                          count, time.perf_counter() - started, tuple(job.kernel for job in loaded_after_waiting))
+
+
+class _JobClaims:
+    """:class:`~symcnn.runtime.claims.Claims` of kernel jobs: each keyed by its module, kernel and
+    signatures, its file beside the kernel's numba cache."""
+
+    def __init__(self, dispatchers: dict):
+        self._claims, self._dispatchers = Claims(), dispatchers
+        self._keys: dict[str, str] = {}
+
+    def _key(self, job: KernelJob) -> tuple[str, Optional[str]]:
+        dispatcher = self._dispatchers[job.kernel]
+        key = claim_name(getattr(dispatcher.py_func, "__module__", "?"), job.kernel, job.signatures)
+        self._keys[job.kernel] = key
+        return key, claim_directory(dispatcher)
+
+    def take_to_compile(self, job: KernelJob) -> bool:
+        """Claim ``job`` if no other process holds it and it is still to compile (another process may
+        have compiled it since this one looked); False leaves it to be waited for, then loaded."""
+        if not self._claims.take(*self._key(job)):
+            return False
+        dispatcher = self._dispatchers[job.kernel]
+        if all(is_cached(dispatcher, signature) for signature in job.signatures):
+            self.release(job)
+            return False
+        return True
+
+    def wait(self, job: KernelJob) -> bool:
+        return self._claims.wait(*self._key(job))
+
+    def release(self, job: KernelJob) -> None:
+        self._claims.release(self._keys.get(job.kernel, ""))
+
+    def release_all(self) -> None:
+        for key in list(self._keys.values()):
+            self._claims.release(key)
 
 
 def _load_or_compile(job: KernelJob, dispatcher, session: Session) -> None:
@@ -271,7 +338,8 @@ class _Worker:
         self.process.stdin.write(first_message)
         self.process.stdin.flush()
 
-    def serve(self, pending: deque, lock: threading.Lock, results: queue.Queue, session: Session) -> None:
+    def serve(self, pending: deque, lock: threading.Lock, results: queue.Queue, session: Session,
+              claims: "_JobClaims") -> None:
         from symcnn.runtime.compile_worker import decode, encode
 
         while True:
@@ -279,6 +347,9 @@ class _Worker:
                 if not pending:
                     break
                 job = pending.popleft()
+            if not claims.take_to_compile(job):  # another process compiles it: loaded (or compiled) at the end
+                results.put((job, _ELSEWHERE))
+                continue
             session.started(job.kernel)
             try:
                 self.process.stdin.write(encode({"kernel": job.kernel, "module": job.module,
@@ -346,11 +417,15 @@ def _environment() -> dict:
     return environment
 
 
+#: A worker thread's answer for a job another process holds the claim of.
+_ELSEWHERE = "claimed by another process"
+
+
 def _compile_in_workers(package, jobs: list[KernelJob], cached: list[KernelJob], dispatchers: dict, session: Session,
-                        count: int) -> tuple[list[str], list[KernelJob]]:
+                        count: int, claims: _JobClaims) -> tuple[list[str], list[KernelJob], list[KernelJob]]:
     """Compile ``jobs`` in ``count`` workers, meanwhile loading the ``cached`` ones here; returns the
-    kernels the workers compiled (loaded here since) and the jobs left to compile here (a worker failed,
-    or could not start)."""
+    kernels the workers compiled (loaded here since), the jobs left to compile here (a worker failed,
+    or could not start) and those another process is compiling."""
     from symcnn.runtime.compile_worker import encode
 
     first = encode({"directory": str(Path(package.__file__).parent), "package": package.__name__,
@@ -359,6 +434,7 @@ def _compile_in_workers(package, jobs: list[KernelJob], cached: list[KernelJob],
     workers, threads, failures = [], [], []
     compiled: list[str] = []
     left: list[KernelJob] = []
+    elsewhere: list[KernelJob] = []
     interrupted = False
     try:
         for _ in range(count):
@@ -367,7 +443,7 @@ def _compile_in_workers(package, jobs: list[KernelJob], cached: list[KernelJob],
             except OSError as error:
                 failures.append(f"could not start: {error}")
         for worker in workers:
-            thread = threading.Thread(target=worker.serve, args=(pending, lock, results, session), daemon=True,
+            thread = threading.Thread(target=worker.serve, args=(pending, lock, results, session, claims), daemon=True,
                                       name="symcnn-compile-worker")
             thread.start()
             threads.append(thread)
@@ -382,10 +458,14 @@ def _compile_in_workers(package, jobs: list[KernelJob], cached: list[KernelJob],
                     break  # every worker stopped: what is still pending is compiled here
                 continue
             answered += 1
-            if error is None:
+            if error is _ELSEWHERE:
+                elsewhere.append(job)
+            elif error is None:
                 _load_or_compile(job, dispatchers[job.kernel], session)  # from the cache the worker wrote
+                claims.release(job)
                 compiled.append(job.kernel)
             else:
+                claims.release(job)
                 session.stopped(job.kernel)
                 failures.append(error)
                 left.append(job)
@@ -404,4 +484,4 @@ def _compile_in_workers(package, jobs: list[KernelJob], cached: list[KernelJob],
     if failures:
         session.note(f"symcnn: compile workers failed on {len(failures)} kernel(s) (the first: {failures[0]}); "
                      f"compiling {len(left)} kernel(s) in this process")
-    return compiled, left
+    return compiled, left, elsewhere

@@ -12,9 +12,12 @@ cache yet, and is imported under a name of its own.
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import numba
@@ -23,6 +26,7 @@ import pytest
 
 from symcnn.codegen.package import generate
 from symcnn.runtime import compiling
+from symcnn.runtime.claims import Claims, claim_directory, claim_name
 from symcnn.runtime.compiling import ENVIRONMENT, plan, prepare, record_pass, worker_count
 from symcnn.runtime.loader import import_package
 from symcnn.runtime.network import Network
@@ -174,3 +178,105 @@ def test_the_worker_count_follows_the_environment_and_refuses_what_is_not_a_coun
     monkeypatch.setenv(ENVIRONMENT, "two")
     with pytest.raises(ValueError, match=f"^{ENVIRONMENT}: must be an integer >= 0"):
         worker_count(4)
+
+
+# --- processes that compile one network at once (symcnn/runtime/claims.py) ------------------------
+
+
+class _WatchedSession:
+    """A progress session that records what it is told and says when a kernel waits for another process."""
+
+    def __init__(self):
+        self.waiting = threading.Event()
+        self.told: list[tuple[str, str]] = []
+
+    def started(self, kernel):
+        self.told.append(("started", kernel))
+        if kernel.endswith("(in another process)"):
+            self.waiting.set()
+
+    def finished(self, kernel):
+        self.told.append(("finished", kernel))
+
+    def stopped(self, kernel):
+        self.told.append(("stopped", kernel))
+
+    def note(self, message):
+        self.told.append(("note", message))
+
+
+def _compile_elsewhere(net: Network, job) -> None:
+    """Compile ``job`` into numba's cache in another process (a compile worker, spoken to directly)."""
+    from symcnn.runtime.compile_worker import decode, encode
+
+    package = net.kernels
+    first = encode({"directory": str(Path(package.__file__).parent), "package": package.__name__,
+                    "modules": list(package.MODULES)})
+    request = encode({"kernel": job.kernel, "module": job.module, "signatures": job.signatures})
+    answer = subprocess.run(compiling.worker_command(), input=first + request, capture_output=True, check=True,
+                            env=compiling._environment(), timeout=300).stdout
+    assert decode(answer.splitlines()[0])["error"] is None
+
+
+def test_a_kernel_another_process_is_compiling_is_left_for_last_then_loaded_from_its_cache(tiny, tmp_path,
+                                                                                           monkeypatch):
+    monkeypatch.setenv(ENVIRONMENT, "0")
+    net = _fresh(tiny, tmp_path / "claimed")
+    x, labels = _batch()
+    jobs = plan(net, record_pass(net, lambda shadow: shadow._loss_and_grads(x, net._targets(labels, 5), True, True)))
+    dispatchers = {job.kernel: net._functions[job.kernel] for job in jobs}
+    claimed = next(job for job in jobs if job.kernel == "fc_grad_weight")
+    other = Claims()  # another process's claim, as far as the flock is concerned: a descriptor of its own
+    key = claim_name(net._functions["fc_grad_weight"].py_func.__module__, claimed.kernel, claimed.signatures)
+    assert other.take(key, claim_directory(dispatchers["fc_grad_weight"]))
+    session, summaries = _WatchedSession(), []
+    thread = threading.Thread(target=lambda: summaries.append(compiling.compile_jobs(net.kernels, jobs, dispatchers,
+                                                                                     session, workers=0)))
+    thread.start()
+    try:
+        assert session.waiting.wait(timeout=120)  # the others are compiled; this one is waited for
+        assert not dispatchers["fc_grad_weight"].signatures
+        _compile_elsewhere(net, claimed)
+    finally:
+        other.release(key)
+        thread.join(timeout=300)
+    summary, = summaries
+    assert summary.compiled_elsewhere == ("fc_grad_weight",)
+    assert set(summary.compiled_here) == TINY_KERNELS - {"fc_grad_weight"}
+    stats = dispatchers["fc_grad_weight"].stats
+    assert stats.cache_hits and not stats.cache_misses  # loaded, not compiled a second time
+    assert session.told.index(("stopped", "fc_grad_weight (in another process)")) < session.told.index(
+        ("finished", "fc_grad_weight"))
+    loss, grads = net.loss_and_grads(x, labels)
+    assert np.isfinite(loss) and set(grads) == {"fc.weight", "fc.bias", "input"}
+
+
+_COMPILE_ONE = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    from symcnn.runtime.loader import import_package
+    from symcnn.runtime.network import Network
+    from symcnn.spec import load_spec
+    spec, directory = load_spec(sys.argv[1]), Path(sys.argv[2])
+    net = Network(spec, import_package(directory, "symcnn_test_compiling_at_once"), dtype="float64")
+    summary = net.compile()._asdict()
+    summary["numba_compiled"] = [name for name, kernel in net._functions.items()
+                                 if name not in net.reshapes and kernel.stats.cache_misses]
+    print(json.dumps(summary))
+""")
+
+
+def test_two_processes_started_at_once_compile_each_kernel_once(tiny, tmp_path):
+    spec, package = tiny
+    shutil.copytree(package, tmp_path / "compile_tiny", ignore=shutil.ignore_patterns("__pycache__"))
+    environment = {**compiling._environment(), ENVIRONMENT: "0"}
+    command = [sys.executable, "-c", _COMPILE_ONE, str(package.parent.parent / "compile_tiny.toml"),
+               str(tmp_path / "compile_tiny")]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, env=environment) for _ in range(2)]
+    summaries = [json.loads(process.communicate(timeout=300)[0]) for process in processes]
+    assert all(process.returncode == 0 for process in processes)
+    compiled = [set(summary["numba_compiled"]) for summary in summaries]  # numba's own count: cache misses
+    assert not compiled[0] & compiled[1] and compiled[0] | compiled[1] == TINY_KERNELS  # each kernel once
+    for summary, mine in zip(summaries, compiled):
+        assert set(summary["compiled_here"]) == mine
+        assert set(summary["compiled_elsewhere"]) | set(summary["loaded"]) == TINY_KERNELS - mine
