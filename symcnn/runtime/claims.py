@@ -86,9 +86,10 @@ class Claims:
             self._held[key] = handle
         return True
 
-    def wait(self, key: str, directory: Optional[str], timeout: float = WAIT_SECONDS, poll: float = 0.05) -> bool:
-        """Claim ``key``, waiting while another process holds it; False after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
+    def wait(self, key: str, directory: Optional[str], timeout: Optional[float] = None, poll: float = 0.05) -> bool:
+        """Claim ``key``, waiting while another process holds it; False after ``timeout`` seconds
+        (default :data:`WAIT_SECONDS`)."""
+        deadline = time.monotonic() + (WAIT_SECONDS if timeout is None else timeout)
         while not self.take(key, directory):
             if time.monotonic() >= deadline:
                 return False

@@ -280,3 +280,24 @@ def test_two_processes_started_at_once_compile_each_kernel_once(tiny, tmp_path):
     for summary, mine in zip(summaries, compiled):
         assert set(summary["compiled_here"]) == mine
         assert set(summary["compiled_elsewhere"]) | set(summary["loaded"]) == TINY_KERNELS - mine
+
+
+def test_a_claim_never_let_go_is_waited_for_at_most_its_time_then_compiled_here(tiny, tmp_path, monkeypatch):
+    """Another process stopped (not dead) while it held a kernel: this one compiles it after the wait."""
+    monkeypatch.setenv(ENVIRONMENT, "0")
+    monkeypatch.setattr("symcnn.runtime.claims.WAIT_SECONDS", 0.5)
+    net = _fresh(tiny, tmp_path / "stopped")
+    x, labels = _batch()
+    jobs = [job for job in plan(net, record_pass(net, lambda shadow: shadow._loss_and_grads(
+        x, net._targets(labels, 5), True, True))) if job.kernel in ("fc_grad_bias", "loss_forward")]
+    dispatchers = {job.kernel: net._functions[job.kernel] for job in jobs}
+    held = next(job for job in jobs if job.kernel == "loss_forward")
+    other = Claims()
+    key = claim_name(dispatchers["loss_forward"].py_func.__module__, held.kernel, held.signatures)
+    assert other.take(key, claim_directory(dispatchers["loss_forward"]))
+    try:
+        summary = compiling.compile_jobs(net.kernels, jobs, dispatchers, _WatchedSession(), workers=0)
+    finally:
+        other.release(key)
+    assert set(summary.compiled_here) == {"fc_grad_bias", "loss_forward"} and summary.compiled_elsewhere == ()
+    assert dispatchers["loss_forward"].stats.cache_misses  # compiled here, after the wait
