@@ -9,8 +9,8 @@ would not share the result do not wait for each other). A kernel another process
 last; by then that process has usually written it to the cache, and it is loaded, or, if it has not
 (it compiled other types, or died: the system drops a dead process's locks), compiled here.
 
-Claims are advisory and never wait while holding another (no deadlock); the files stay, a few bytes
-each, where numba keeps its own. Where no claim can be made (no ``fcntl``: Windows; a cache directory
+Claims are advisory and never wait while holding another (no deadlock); the files stay, empty,
+one per kernel, where numba keeps its own. Where no claim can be made (no ``fcntl``: Windows; a cache directory
 that cannot be written), every claim succeeds and each process compiles what it needs, as numba alone
 would.
 
