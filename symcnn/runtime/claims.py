@@ -102,3 +102,10 @@ class Claims:
             handle = self._held.pop(key, None)
         if handle is not None:
             os.close(handle)  # closing the only descriptor of the file ends its lock
+
+    def release_all(self) -> None:
+        """End every claim this process holds."""
+        with self._lock:
+            keys = list(self._held)
+        for key in keys:
+            self.release(key)

@@ -244,7 +244,7 @@ def compile_jobs(package, jobs: list[KernelJob], dispatchers: dict, session: Ses
     A kernel another process is compiling (it holds the kernel's claim) is left for last, then loaded
     from the cache that process wrote (or compiled here if it has not)."""
     started = time.perf_counter()
-    cached = [job for job in jobs if all(is_cached(dispatchers[job.kernel], signature) for signature in job.signatures)]
+    cached = [job for job in jobs if _all_cached(job, dispatchers[job.kernel])]
     to_compile = [job for job in jobs if job not in cached]
     count = worker_count(len(to_compile)) if workers is None else workers
     location = getattr(package, "__file__", None)
@@ -274,9 +274,8 @@ def compile_jobs(package, jobs: list[KernelJob], dispatchers: dict, session: Ses
             session.started(label)
             claims.wait(job)  # once that process is done (or after WAIT_SECONDS: compiled here regardless)
             session.stopped(label)
-            dispatcher = dispatchers[job.kernel]
-            done = all(is_cached(dispatcher, signature) for signature in job.signatures)
-            _load_or_compile(job, dispatcher, session)
+            done = _all_cached(job, dispatchers[job.kernel])
+            _load_or_compile(job, dispatchers[job.kernel], session)
             claims.release(job)
             (loaded_after_waiting if done else here).append(job)
     finally:
@@ -285,18 +284,21 @@ def compile_jobs(package, jobs: list[KernelJob], dispatchers: dict, session: Ses
                           count, time.perf_counter() - started, tuple(job.kernel for job in loaded_after_waiting))
 
 
+def _all_cached(job: KernelJob, dispatcher) -> bool:
+    """Whether numba's on-disk cache holds every signature of ``job``."""
+    return all(is_cached(dispatcher, signature) for signature in job.signatures)
+
+
 class _JobClaims:
     """:class:`~symcnn.runtime.claims.Claims` of kernel jobs: each keyed by its module, kernel and
     signatures, its file beside the kernel's numba cache."""
 
     def __init__(self, dispatchers: dict):
         self._claims, self._dispatchers = Claims(), dispatchers
-        self._keys: dict[str, str] = {}
 
     def _key(self, job: KernelJob) -> tuple[str, Optional[str]]:
         dispatcher = self._dispatchers[job.kernel]
         key = claim_name(getattr(dispatcher.py_func, "__module__", "?"), job.kernel, job.signatures)
-        self._keys[job.kernel] = key
         return key, claim_directory(dispatcher)
 
     def take_to_compile(self, job: KernelJob) -> bool:
@@ -304,8 +306,7 @@ class _JobClaims:
         have compiled it since this one looked); False leaves it to be waited for, then loaded."""
         if not self._claims.take(*self._key(job)):
             return False
-        dispatcher = self._dispatchers[job.kernel]
-        if all(is_cached(dispatcher, signature) for signature in job.signatures):
+        if _all_cached(job, self._dispatchers[job.kernel]):
             self.release(job)
             return False
         return True
@@ -314,11 +315,10 @@ class _JobClaims:
         return self._claims.wait(*self._key(job))
 
     def release(self, job: KernelJob) -> None:
-        self._claims.release(self._keys.get(job.kernel, ""))
+        self._claims.release(self._key(job)[0])
 
     def release_all(self) -> None:
-        for key in list(self._keys.values()):
-            self._claims.release(key)
+        self._claims.release_all()
 
 
 def _load_or_compile(job: KernelJob, dispatcher, session: Session) -> None:
