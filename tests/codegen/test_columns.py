@@ -86,6 +86,41 @@ def test_row_parts_copy_only_what_they_read():
 _SEPARABLE_DW1 = _conv_spec("depthwise", (32, 32, 32), out_channels=32, kernel=3, padding=1, groups=32, bias=False)
 
 
+#: A 1 x 1 convolution whose channels' rows lie 4 KiB apart (32 x 32 maps): 24 of them start in one of L1's sets.
+_CROWDED = _conv_spec("crowded", (24, 32, 32), out_channels=24, kernel=1)
+
+
+def test_rows_that_would_crowd_l1s_sets_are_read_from_a_copy_a_row_further_apart():
+    """The streamed operand's rows, one per channel, read again for every register block: where the
+    channels' planes lie a multiple of 4 KiB apart they would share one of L1's sets and evict each other,
+    so the operand is copied, with a row more per channel (never read), even where it could be read in
+    place. Few channels, or planes of another size, are read where they are."""
+    with cost_model.restricted(_only_columns):
+        kernels = _kernels(_CROWDED)
+        few = _kernels(_conv_spec("few", (6, 32, 32), out_channels=24, kernel=1))
+        padded = _kernels(_conv_spec("padded", (24, 32, 32), out_channels=8, kernel=3, padding=1))
+    for name, operand in (("forward", "x"), ("grad_input", "grad_output")):
+        lanes = kernels[name].lanes
+        (copy,) = lanes.stagings
+        assert (copy.name, copy.shape, copy.zeroed) == (f"{operand}_padded", ("24", "33", "32"), False), name
+        # each work item copies only its part's rows, as for a zero-padded copy
+        assert (copy.loops[1].start, copy.loops[1].stop) == ("max(0, 16*part)", "min(32, 16*part + 16)"), name
+        assert all(f"{operand}[n," not in read for _, read in lanes.registers.reads), name
+    assert few["forward"].lanes.stagings == ()  # 6 rows: no crowd, read in place
+    (copy,) = padded["forward"].lanes.stagings  # 34 x 34 planes: spread already, no row added
+    assert copy.shape == ("24", "34", "34")
+
+
+def test_a_copy_a_row_further_apart_equals_pytorch(tmp_path_factory):
+    """The crowded convolution's forward pass, input and weight gradients from such copies equal PyTorch's."""
+    pytest.importorskip("torch")
+    with cost_model.restricted(_only_columns):
+        net = network_for(_CROWDED, tmp_path_factory.mktemp("spec"))
+    rng = np.random.default_rng(4)
+    net.load_params(random_params(net, rng))
+    assert_float64_equals_pytorch(net, rng, np.array([1, 0, 2]))
+
+
 def test_a_weight_gradient_sums_its_columns_in_a_fixed_order():
     """The lane of a weight gradient is a column axis it sums: each chunk's tile keeps one partial sum
     per column, and the chunks and columns are summed at the end, chunks outer, in order."""

@@ -301,7 +301,7 @@ def _columns_fields(lowering, output_name, indices, shape, batch, fit: ColumnsFi
     # convolution's rows are its channels, so each item copied the whole image for half its channels
     part_rows = {} if fit.over_batch else _part_rows(list(fit.rows))
     reads = tuple(padded_read(lowering, read, shapes[read.base], fit.image, ranges, stagings,
-                              always=_copied_for_width(fit, read, width), part_rows=part_rows)
+                              always=_copied_for_width(fit, read, width), part_rows=part_rows, spread=True)
                   for read in fit.factors)
     tile_vars = [var for var, _ in fit.outer] + [lane]
     tile_element = named_array(lowering, "tile")[tuple(tile_vars)]

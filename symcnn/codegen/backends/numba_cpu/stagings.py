@@ -3,7 +3,8 @@
 - a *padded* copy of a window's operand (:func:`padded_read`), zero beyond the operand, so that the
   loops read zeros where the formula's conditions would test; a kernel whose work items are parts of an
   image's rows copies only the rows its part reads (:func:`part_window`); a window that never leaves
-  the operand is read in place;
+  the operand is read in place, unless its channels' rows would crowd into one of L1's sets
+  (:func:`crowded`): a copy then holds them a row further apart;
 - a copy with the *lane axis last* (:func:`lane_last`), so that the innermost loop is contiguous.
 
 Each returns the read of the copy that replaces the formula's read; the copy only moves values.
@@ -27,8 +28,8 @@ from sympy import Expr, Indexed, IndexedBase, Symbol
 from symcnn.codegen.kernel_ir import Loop, Staging
 from symcnn.printing.nodes import FloorDiv
 
-__all__ = ["affine_range", "copy_loop_order", "in_bounds", "lane_last", "lanes_in_groups", "named_array", "padded_read",
-           "part_window"]
+__all__ = ["affine_range", "copy_loop_order", "crowded", "crowding", "in_bounds", "lane_last", "lanes_in_groups",
+           "named_array", "padded_read", "part_window"]
 
 
 def affine_range(expr: Expr, ranges: dict) -> Optional[tuple[int, int]]:
@@ -84,17 +85,22 @@ def plain_read(read: Indexed) -> bool:
 
 
 def padded_read(lowering, read: Indexed, shape, image, ranges, stagings, always: bool = False,
-                part_rows: Optional[dict] = None) -> Optional[Expr]:
+                part_rows: Optional[dict] = None, spread: bool = False) -> Optional[Expr]:
     """The read from a zero-padded per-image copy when its indices are affine (or ``always``: a copy
     as wide as ``ranges`` reach, zeros beyond the operand); else ``read``. ``part_rows``
     (:func:`~symcnn.codegen.backends.numba_cpu.lanes._part_rows`): each work item computes only a part
     of the rows, so it copies only the operand's rows that part reads (the rest of its copy is never
     read). A window that stays inside the operand over ``ranges`` (a 1 x 1 or unpadded convolution's
     input) is read where it is: its copy would hold the same values at the same places, and copying
-    them cost 6% of a 1 x 1 convolution's forward pass (32 -> 64 channels, 32 x 32, batch 64)."""
-    if not always and plain_read(read):
-        return read
-    if image in read.indices and in_bounds(read, shape, ranges, image):
+    them cost 6% of a 1 x 1 convolution's forward pass (32 -> 64 channels, 32 x 32, batch 64).
+
+    ``spread``: the kernel reads the operand's channels' rows one after another, again and again (the
+    columns schedule's streamed rows). Where they would crowd into one of L1's sets (:func:`crowded`),
+    the copy gets rows past the operand's (:func:`spread_rows`, never read), and a window inside the
+    operand is copied too: suite-separable's pw1 forward pass (32 -> 64 channels, 32 x 32 maps 4 KiB
+    apart, batch 64, 2 threads) 6.76 -> 3.25 ms with a copy of 33 rows a channel (docs/performance.md)."""
+    in_place = (not always and plain_read(read)) or (image in read.indices and in_bounds(read, shape, ranges, image))
+    if in_place and not (spread and image in read.indices and _crowded_in_place(read, shape, image)):
         return read
     name = f"{lowering.names[read.base]}_padded"
     base = named_array(lowering, name)
@@ -123,10 +129,82 @@ def padded_read(lowering, read: Indexed, shape, image, ranges, stagings, always:
         source.append(variable)
         kept.append((index, int(size)))
     zeroed = any(offset != 0 or extent != size for offset, extent, (_, size) in zip(offsets, extents, kept))
+    if spread:
+        extents = spread_rows(extents)
     stagings.append(Staging(name, tuple(str(extent) for extent in extents), tuple(loops),
                             ", ".join(lowering.code(t) for t in target), lowering.code(read.base[tuple(source)]),
                             per_image=True, zeroed=zeroed))
     return base[tuple(index + offset for (index, _), offset in zip(kept, offsets))]
+
+
+#: L1 data cache: addresses a multiple of ``L1_WAY_BYTES`` apart share one of its sets, of ``L1_WAYS`` lines of
+#: ``LINE_BYTES`` (32 KiB of 8 ways on the x86 CPUs of the last decade; 48 KiB of 12 ways has the same way size).
+L1_WAY_BYTES = 4096
+L1_WAYS = 8
+LINE_BYTES = 64
+#: The element size layouts are planned for: float32's (a float64 kernel's rows lie twice as far apart,
+#: starting in at most as many sets).
+ELEMENT_BYTES = 4
+#: Rows of an axis that all start in one set (a multiple of ``L1_WAY_BYTES`` apart), more than this many times
+#: its ways, crowd each other out of L1. Measured (suite-separable's pw1 forward block, 32 rows of 128 bytes,
+#: batch 64, 2 threads, reading in place from inputs whose planes lie 4096 to 8192 bytes apart): 6.0-6.7 ms
+#: where they all start in one set (4096 and 8192 bytes; 4 times its ways), 3.6 in two sets (6144), 2.9-3.1 in
+#: four or more. Rows of 64 bytes 1 KiB apart (16 x 16 maps, four sets) were not: their copies gained nothing
+#: (pw2, 64 and 128 rows) and cost a third of a small input gradient's time (suite-pointwise's conv4).
+CROWDED = 2.0
+
+
+def crowding(extents) -> float:
+    """How crowded L1's sets get when a kernel reads one row of each value of an axis of an array of
+    ``extents`` (C order, float32), the worst axis: its extent over the lines its rows can take, the ways
+    of the sets they start in.
+
+    >>> crowding([32, 32, 32]), crowding([32, 33, 32]), crowding([64, 16, 16]), crowding([32, 34, 34])
+    (4.0, 0.12890625, 2.0, 0.06640625)
+    """
+    return max((extent / (_sets(extents[axis + 1:]) * L1_WAYS) for axis, extent in enumerate(extents[:-1])),
+               default=0.0)
+
+
+def _sets(inner) -> int:
+    """How many of L1's sets the rows of an axis start in, an array of ``inner`` extents apart."""
+    stride = math.prod(inner) * ELEMENT_BYTES
+    return min(L1_WAY_BYTES // LINE_BYTES, L1_WAY_BYTES // math.gcd(stride, L1_WAY_BYTES))
+
+
+def crowded(extents) -> bool:
+    """An axis of an array of ``extents`` (C order, float32) whose rows all start in one of L1's sets, more
+    than ``CROWDED`` times its ways of them: a 32 x 32 map's rows in 32 channels, 4 KiB apart.
+
+    >>> crowded([32, 32, 32]), crowded([16, 32, 32]), crowded([32, 33, 32]), crowded([128, 16, 16])
+    (True, False, False, False)
+    """
+    return any(_sets(extents[axis + 1:]) == 1 and extent > CROWDED * L1_WAYS
+               for axis, extent in enumerate(extents[:-1]))
+
+
+def spread_rows(extents: list) -> list:
+    """``extents`` (a copy's, C order) with rows added past the second-to-last axis's last, as few as
+    leave the copy least crowded (:func:`crowding`), where it is :func:`crowded`; else ``extents``.
+
+    >>> spread_rows([32, 32, 32]), spread_rows([64, 64, 64]), spread_rows([32, 34, 34])
+    ([32, 33, 32], [64, 65, 64], [32, 34, 34])
+    """
+    if len(extents) < 3 or not crowded(extents):
+        return list(extents)
+    *outer, rows, last = extents
+    # a line of float32 more: every residue of the rows' stride that matters is among these
+    grown = [[*outer, rows + extra, last] for extra in range(LINE_BYTES // ELEMENT_BYTES)]
+    return min(grown, key=crowding)
+
+
+def _crowded_in_place(read: Indexed, shape, image) -> bool:
+    """The operand of ``read``, read in place, is :func:`crowded` and a copy of spread rows would not be."""
+    extents = [size for index, size in zip(read.indices, shape) if index != image]
+    if not all(sympy.sympify(size).is_Integer for size in extents):
+        return False
+    extents = [int(size) for size in extents]
+    return crowded(extents) and not crowded(spread_rows(extents))
 
 
 def part_window(index: Expr, ranges: dict, part_rows: dict) -> Optional[tuple[Expr, Expr]]:
