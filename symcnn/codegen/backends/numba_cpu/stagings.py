@@ -29,7 +29,7 @@ from symcnn.codegen.kernel_ir import Loop, Staging
 from symcnn.printing.nodes import FloorDiv
 
 __all__ = ["affine_range", "copy_loop_order", "crowded", "crowding", "in_bounds", "lane_last", "lanes_in_groups",
-           "named_array", "padded_read", "part_window"]
+           "named_array", "padded_read", "part_window", "spread_rows"]
 
 
 def affine_range(expr: Expr, ranges: dict) -> Optional[tuple[int, int]]:
