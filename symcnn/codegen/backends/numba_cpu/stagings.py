@@ -150,7 +150,7 @@ ELEMENT_BYTES = 4
 #: batch 64, 2 threads, reading in place from inputs whose planes lie 4096 to 8192 bytes apart): 6.0-6.7 ms
 #: where they all start in one set (4096 and 8192 bytes; 4 times its ways), 3.6 in two sets (6144), 2.9-3.1 in
 #: four or more. Rows of 64 bytes 1 KiB apart (16 x 16 maps, four sets) were not: their copies gained nothing
-#: (pw2, 64 and 128 rows) and cost a third of a small input gradient's time (suite-pointwise's conv4).
+#: (pw2, 64 and 128 rows) and made a small input gradient half again as slow (suite-pointwise's conv4).
 CROWDED = 2.0
 
 
