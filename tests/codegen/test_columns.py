@@ -112,7 +112,8 @@ def test_rows_that_would_crowd_l1s_sets_are_read_from_a_copy_a_row_further_apart
 
 
 def test_a_copy_a_row_further_apart_equals_pytorch(tmp_path_factory):
-    """The crowded convolution's forward pass, input and weight gradients from such copies equal PyTorch's."""
+    """The crowded convolution's forward pass and input gradient, read from such copies, and so its loss and
+    every gradient, equal PyTorch's (its weight gradient's tile is past the columns schedule's limit: lanes)."""
     pytest.importorskip("torch")
     with cost_model.restricted(_only_columns):
         net = network_for(_CROWDED, tmp_path_factory.mktemp("spec"))
