@@ -4,8 +4,9 @@ Every measurement is interleaved across the implementations (one repeat of each 
 a noisy neighbour slows all of them alike), each timed call after a short rest (so that no other
 implementation's worker threads are still spinning) and made of a few back-to-back calls (the
 steady state of a training loop), and reported as the median of the repeats, with the ratios to
-PyTorch. FLOP counts are the multiply-adds of the network's convolutions and dense layers,
-times 2; a train step counts three times the forward pass (forward, input and weight gradients).
+PyTorch and their range: the lowest and highest of the ratios repeat by repeat. FLOP counts are
+the multiply-adds of the network's convolutions and dense layers, times 2; a train step counts three
+times the forward pass (forward, input and weight gradients).
 
 Example:
     $ symcnn bench seed004 --batch 64 --threads 2 --repeat 7
@@ -31,7 +32,8 @@ from symcnn.runtime.network import Network
 from symcnn.spec import NetworkSpec, load_spec, with_kernels
 
 __all__ = ["forward_flops", "torch_model", "torch_passes", "run_benchmark", "BenchResult", "machine_description",
-           "sgemm_gflops", "mean_seconds", "median_seconds", "check_limits", "memory_per_image", "format_profile"]
+           "sgemm_gflops", "mean_seconds", "median_seconds", "check_limits", "memory_per_image", "format_profile",
+           "format_range"]
 
 
 def forward_flops(spec: NetworkSpec) -> int:
@@ -146,6 +148,20 @@ class BenchResult:
         values = self.seconds.get(implementation, {}).get(metric)
         return statistics.median(values) if values else None
 
+    def repeat_ratios(self, implementation: str, metric: str) -> list[float]:
+        """``implementation``'s ratios to PyTorch repeat by repeat: PyTorch's seconds over its own in the same
+        interleaved repeat (empty without PyTorch). A noisy neighbour that slows one repeat slows both sides of
+        its ratio, so their range shows how far the machine let the ratio wander, which the ratio of the
+        medians alone does not; that ratio always lies within their range.
+
+        >>> result = BenchResult("net", 64, 2, 3, "cpu", 100.0, 10**6)
+        >>> result.seconds = {"generated": {"forward": [1.0, 1.0, 2.0]}, "pytorch": {"forward": [2.0, 3.0, 2.0]}}
+        >>> result.repeat_ratios("generated", "forward")
+        [2.0, 3.0, 1.0]
+        """
+        ours, theirs = (self.seconds.get(name, {}).get(metric) or [] for name in (implementation, "pytorch"))
+        return [reference / own for own, reference in zip(ours, theirs)]
+
     def as_dict(self) -> dict:
         rows = {}
         for implementation in self.seconds:
@@ -168,13 +184,19 @@ class BenchResult:
                     rows["pytorch"]["train_step_images_per_second"],
                     "train_step_batch1": rows["pytorch"]["train_step_batch1_ms"] / row["train_step_batch1_ms"],
                 }
+        # Each ratio's range over the repeats (repeat_ratios), beside the ratio of the medians above
+        ranges = {implementation: {metric: [min(each), max(each)] for metric in ("forward", "train_step",
+                                                                                 "train_step_batch1")
+                                   for each in [self.repeat_ratios(implementation, metric)]}
+                  for implementation in ratios}
         # What running the kernels inside PyTorch costs over symcnn's own Network (above 0: slower)
         overhead = {metric: self.median("in-pytorch", metric) / self.median("generated", metric) - 1
                     for metric in ("forward", "train_step", "train_step_batch1")} if "in-pytorch" in rows else {}
         return {"spec": self.spec, "batch": self.batch, "threads": self.threads, "repeat": self.repeat,
                  "machine": self.machine, "sgemm_gflops": self.sgemm_gflops,
                  "forward_gflop_per_image": self.forward_flops_per_image / 1e9,
-                 "results": rows, "ratios_to_pytorch": ratios, "in_pytorch_overhead": overhead,
+                 "results": rows, "ratios_to_pytorch": ratios, "ratio_ranges_to_pytorch": ranges,
+                 "in_pytorch_overhead": overhead,
                  "left_out": self.left_out, "profile": self.profile}
 
 
@@ -404,11 +426,15 @@ def format_report(result: BenchResult) -> str:
                      f"{row['train_step_images_per_second']:>12,.0f} {row['train_step_gflops']:>8.1f} "
                      f"{row['train_step_batch1_ms']:>11.2f}")
     if data["ratios_to_pytorch"]:
-        lines += ["", "ratio to PyTorch (above 1: faster than PyTorch)"]
+        lines += ["", "ratio to PyTorch (above 1: faster than PyTorch; in brackets the lowest and highest of the "
+                      "ratios repeat by repeat)"]
         for name, ratio in data["ratios_to_pytorch"].items():
             if name != "pytorch":
-                lines.append(f"{name:<10} forward {ratio['forward']:.2f}x  train step {ratio['train_step']:.2f}x  "
-                             f"batch-1 train step {ratio['train_step_batch1']:.2f}x")
+                spread = data["ratio_ranges_to_pytorch"][name]
+                lines.append(f"{name:<10} " + "  ".join(
+                    f"{title} {ratio[metric]:.2f}x [{format_range(*spread[metric])}]"
+                    for metric, title in (("forward", "forward"), ("train_step", "train step"),
+                                          ("train_step_batch1", "batch-1 train step"))))
     else:
         lines += ["", "PyTorch is not installed: no ratios (pip install torch==2.13.0)"]
     if data["in_pytorch_overhead"]:
@@ -422,6 +448,15 @@ def format_report(result: BenchResult) -> str:
     if result.profile:
         lines += ["", "generated train step, per kernel (median):", format_profile(result.profile)]
     return "\n".join(lines)
+
+
+def format_range(lower: float, upper: float) -> str:
+    """Two ratios as a range, ``1.41-1.66``.
+
+    >>> format_range(1.4123, 1.66)
+    '1.41-1.66'
+    """
+    return f"{lower:.2f}-{upper:.2f}"
 
 
 def format_profile(profile: dict) -> str:

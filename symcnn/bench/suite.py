@@ -5,7 +5,9 @@ Each spec of :data:`symcnn.spec.SUITE_SPECS` is measured as ``symcnn bench SPEC`
 interleaved, medians of the repeats), one spec after the other. The table gives, per spec, the
 generated kernels' forward and train-step throughput and batch-1 train-step latency, PyTorch's, and
 their ratios (above 1: faster than PyTorch); its last row is the geometric mean of each column of
-ratios, the one figure that weighs a 2x win and a 2x loss alike.
+ratios, the one figure that weighs a 2x win and a 2x loss alike. Below it, each ratio's range (the lowest
+and highest of the ratios repeat by repeat), and the measurements under the target, each with how many
+repeats reached it (on a shared machine, one run does not settle a ratio near the target).
 
 Example:
     $ symcnn bench --suite --batch 64 --threads 2 --repeat 5
@@ -18,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Optional, Sequence
 
-from symcnn.bench.bench import BenchResult, check_limits, format_profile, memory_per_image, run_benchmark
+from symcnn.bench.bench import BenchResult, check_limits, format_profile, format_range, memory_per_image, run_benchmark
 from symcnn.spec import SUITE_SPECS, load_spec
 
 __all__ = ["METRICS", "TARGET_RATIO", "SuiteRow", "SuiteResult", "geometric_mean", "run_suite", "format_suite"]
@@ -53,6 +55,7 @@ class SuiteRow(NamedTuple):
     generated: dict  # metric -> images/s, or ms for train_step_batch1
     pytorch: dict
     ratios: dict  # metric -> PyTorch's time / the generated kernels' time (above 1: faster)
+    repeats: dict  # metric -> the ratios repeat by repeat (BenchResult.repeat_ratios), whose range the ratio lies in
 
 
 def suite_row(result: BenchResult) -> SuiteRow:
@@ -66,7 +69,8 @@ def suite_row(result: BenchResult) -> SuiteRow:
                 "train_step_batch1": row["train_step_batch1_ms"]}
 
     return SuiteRow(result.spec, figures(data["results"]["generated"]), figures(data["results"]["pytorch"]),
-                    dict(data["ratios_to_pytorch"]["generated"]))
+                    dict(data["ratios_to_pytorch"]["generated"]),
+                    {metric: result.repeat_ratios("generated", metric) for metric in METRICS})
 
 
 @dataclass
@@ -157,9 +161,19 @@ def format_suite(suite: SuiteResult) -> str:
     means = suite.geometric_means()
     lines.append(f"{'geometric mean':<{width}}" + "".join(f"  {'':>9} {'':>9} {means[metric]:>5.2f}x"
                                                           for metric in METRICS))
+    lines += ["", "each ratio's range: the lowest and highest of the ratios repeat by repeat (each repeat times symcnn "
+                  "and PyTorch back to back)",
+              f"{'spec':<{width}}" + "".join(f"  {_TITLES[metric]:>18}" for metric in METRICS)]
+    lines += [f"{row.spec:<{width}}" + "".join(f"  {_range(row.repeats[metric]) + 'x':>18}" for metric in METRICS)
+              for row in rows]
+    repeats = {row.spec: row.repeats for row in rows}
     below = {}
     for spec, metric, ratio in suite.below_target():
-        below.setdefault(spec, []).append(f"{_TITLES[metric]} {ratio:.2f}x")
+        each = repeats[spec][metric]
+        # how often a single repeat reached the target: on a shared machine, one run does not settle a ratio near it
+        reached = sum(value >= TARGET_RATIO for value in each)
+        below.setdefault(spec, []).append(f"{_TITLES[metric]} {ratio:.2f}x [{_range(each)}; {TARGET_RATIO}x in "
+                                          f"{reached} of {len(each)} repeats]")
     lines += ["", f"under {TARGET_RATIO}x PyTorch's speed (forward or train step): {len(below)} of {len(rows)} specs"
               + (":" if below else "")]
     lines += [f"  {spec:<{width}}  {', '.join(measurements)}" for spec, measurements in below.items()]
@@ -168,6 +182,10 @@ def format_suite(suite: SuiteResult) -> str:
         lines += ["", f"slowest train step against PyTorch's: {slowest.spec}; its kernels (median):",
                   format_profile(slowest.profile)]
     return "\n".join(lines)
+
+
+def _range(ratios: Sequence[float]) -> str:
+    return format_range(min(ratios), max(ratios))
 
 
 #: Decimals of each metric's figures: images/s whole, milliseconds to two places.

@@ -20,7 +20,8 @@ def add_bench(commands, number) -> None:
         help="time the generated kernels against NumPy (im2col + BLAS) and PyTorch, side by side",
         description="Forward and train-step throughput (images/s, GFLOP/s) and batch-1 train-step latency of "
                     "the generated kernels, a NumPy im2col baseline and PyTorch (when installed), interleaved, "
-                    "median of repeats, with the ratios to PyTorch. --suite measures every spec of the "
+                    "median of repeats, with the ratios to PyTorch and their range over the repeats. --suite "
+                    "measures every spec of the "
                     f"benchmark suite ({', '.join(SUITE_SPECS)}) one after the other: one row each, and the "
                     "geometric mean of the ratios.",
     )

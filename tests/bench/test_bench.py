@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -48,12 +49,19 @@ def test_bench_reports_every_implementation_side_by_side(cli, monkeypatch):
     for row in data["results"].values():
         assert row["forward_images_per_second"] > 0 and row["train_step_batch1_ms"] > 0
     assert set(data["ratios_to_pytorch"]["generated"]) == {"forward", "train_step", "train_step_batch1"}
+    for metric, (lowest, highest) in data["ratio_ranges_to_pytorch"]["generated"].items():  # repeat by repeat
+        ratio = data["ratios_to_pytorch"]["generated"][metric]  # the ratio of the medians: within, up to rounding
+        assert 0 < lowest * (1 - 1e-9) <= ratio <= highest * (1 + 1e-9), metric
     # conv1's forward kernel stores the ReLU after it in training passes too: its FLOPs are conv1's
     assert "conv1_forward" not in data["profile"] and data["sgemm_gflops"] > 0
     assert data["profile"]["conv1_with_relu1_forward"]["gflops"] > 0 and "relu1_forward" not in data["profile"]
     assert set(data["in_pytorch_overhead"]) == {"forward", "train_step", "train_step_batch1"}
     status, out, _ = cli("bench", "digits", "--batch", "4", "--repeat", "1")
     assert status == 0 and "ratio to PyTorch" in out and "generated" in out and "in-pytorch: " in out
+    (ratios,) = [line for line in out.splitlines() if line.startswith("generated  forward ")]
+    # one repeat: each ratio's spread is the ratio itself
+    assert re.fullmatch(r"generated  forward (\d+\.\d\d)x \[\1-\1\]  train step (\d+\.\d\d)x \[\2-\2\]  "
+                        r"batch-1 train step (\d+\.\d\d)x \[\3-\3\]", ratios), ratios
 
 
 @pytest.mark.parametrize("option", ["--batch", "--threads", "--repeat"])

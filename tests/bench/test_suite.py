@@ -66,12 +66,15 @@ def test_a_grouped_convolutions_kernels_count_the_flops_of_their_groups():
     assert _kernel_flops(load_spec("suite-separable"), batch=1)["dw1_forward"] == 2 * 32 * 32 * 32 * 9
 
 
-def _fake_result(spec: str, generated: dict, pytorch: dict, profile: dict = None) -> BenchResult:
-    """A benchmark with made-up medians: seconds per call of each metric, three equal repeats."""
+def _fake_result(spec: str, generated: dict, pytorch: dict, profile: dict = None, pytorch_repeats: dict = None
+                 ) -> BenchResult:
+    """A benchmark with made-up medians: seconds per call of each metric, three equal repeats, but for PyTorch's
+    metrics in ``pytorch_repeats`` (metric -> its three repeats)."""
     result = BenchResult(spec, batch=64, threads=2, repeat=3, machine="test machine", sgemm_gflops=100.0,
                          forward_flops_per_image=10**6, profile=profile or {})
     for implementation, seconds in (("generated", generated), ("numpy", pytorch), ("pytorch", pytorch)):
         result.seconds[implementation] = {metric: [value] * 3 for metric, value in seconds.items()}
+    result.seconds["pytorch"] |= pytorch_repeats or {}
     return result
 
 
@@ -82,10 +85,12 @@ def _fake_suite() -> SuiteResult:
     return SuiteResult([
         # 2x, 4x and 1x PyTorch's speed
         _fake_result("fast", {"forward": 0.002, "train_step": 0.0025, "train_step_batch1": 0.002}, PYTORCH),
-        # 0.5x, 1.25x and 4x; its train step the slowest against PyTorch's
+        # 0.5x, 1.25x and 4x; its train step the slowest against PyTorch's, and 1.15x, 1.25x and 1.7x
+        # repeat by repeat (PyTorch's median as above)
         _fake_result("slow", {"forward": 0.008, "train_step": 0.008, "train_step_batch1": 0.0005}, PYTORCH,
                      profile={"conv1_forward": {"ms": 1.5, "gflops": 12.0}, "relu1_forward": {"ms": 0.25,
-                                                                                             "gflops": None}}),
+                                                                                             "gflops": None}},
+                     pytorch_repeats={"train_step": [0.0092, 0.010, 0.0136]}),
     ])
 
 
@@ -94,6 +99,10 @@ def test_rows_and_geometric_means_of_made_up_timings():
     fast, slow = suite.rows()
     assert fast.ratios == pytest.approx({"forward": 2.0, "train_step": 4.0, "train_step_batch1": 1.0})
     assert slow.ratios == pytest.approx({"forward": 0.5, "train_step": 1.25, "train_step_batch1": 4.0})
+    # the ratios repeat by repeat: equal repeats, the ratio each time
+    assert fast.repeats == {"forward": pytest.approx([2.0] * 3), "train_step": pytest.approx([4.0] * 3),
+                            "train_step_batch1": pytest.approx([1.0] * 3)}
+    assert slow.repeats["train_step"] == pytest.approx([1.15, 1.25, 1.7])
     assert fast.generated["forward"] == pytest.approx(64 / 0.002) and slow.pytorch["train_step_batch1"] == 2.0
     assert suite.geometric_means() == pytest.approx({"forward": 1.0, "train_step": 5 ** 0.5, "train_step_batch1": 2.0})
     assert suite.below_target() == [("slow", "forward", pytest.approx(0.5)),
@@ -105,14 +114,21 @@ def test_the_table_has_a_row_per_spec_the_means_and_the_slowest_specs_profile():
     text = format_suite(_fake_suite())
     lines = text.splitlines()
     assert lines[0].startswith("symcnn bench --suite: 2 specs, batch 64, 2 threads, median of 3")
-    (fast,) = [line for line in lines if line.startswith("fast ")]
+    (fast, fast_range) = [line for line in lines if line.startswith("fast ")]  # the table's row, then the range's
     assert fast.split() == ["fast", "32,000", "16,000", "2.00x", "25,600", "6,400", "4.00x", "2.00", "2.00", "1.00x",
                             "100"]
     (means,) = [line for line in lines if line.startswith("geometric mean")]
     assert means.split()[2:] == ["1.00x", "2.24x", "2.00x"]
+    assert lines.index(fast_range) > lines.index(means)
+    assert fast_range.split() == ["fast", "2.00-2.00x", "4.00-4.00x", "1.00-1.00x"]
+    assert "\neach ratio's range: the lowest and highest of the ratios repeat by repeat" in text
+    (slow_range,) = [line for line in lines if line.startswith("slow ")][1:]
+    assert slow_range.split() == ["slow", "0.50-0.50x", "1.15-1.70x", "4.00-4.00x"]
     assert "under 1.5x PyTorch's speed (forward or train step): 1 of 2 specs:\n" in text
     (slow,) = [line for line in lines if line.startswith("  slow ")]
-    assert slow.split() == ["slow", "forward", "0.50x,", "train", "step", "1.25x"]
+    # below the target in every repeat; reaching it in one
+    assert slow.split() == ["slow", "forward", "0.50x", "[0.50-0.50;", "1.5x", "in", "0", "of", "3", "repeats],",
+                            "train", "step", "1.25x", "[1.15-1.70;", "1.5x", "in", "1", "of", "3", "repeats]"]
     assert "slowest train step against PyTorch's: slow" in text
     assert "conv1_forward" in text and "12.0 GFLOP/s" in text
 
@@ -123,6 +139,8 @@ def test_the_json_holds_the_rows_the_means_and_every_specs_benchmark():
     assert data["geometric_mean"]["forward"] == pytest.approx(1.0)
     assert [row["spec"] for row in data["rows"]] == ["fast", "slow"]
     assert data["specs"]["fast"]["ratios_to_pytorch"]["generated"]["train_step"] == pytest.approx(4.0)
+    assert data["specs"]["slow"]["ratio_ranges_to_pytorch"]["generated"]["train_step"] == pytest.approx([1.15, 1.7])
+    assert data["rows"][1]["repeats"]["train_step"] == pytest.approx([1.15, 1.25, 1.7])
     assert [entry["metric"] for entry in data["below_target"]] == ["forward", "train_step"]
 
 
