@@ -185,10 +185,10 @@ class BenchResult:
                     "train_step_batch1": rows["pytorch"]["train_step_batch1_ms"] / row["train_step_batch1_ms"],
                 }
         # Each ratio's range over the repeats (repeat_ratios), beside the ratio of the medians above
-        ranges = {implementation: {metric: [min(each), max(each)] for metric in ("forward", "train_step",
-                                                                                 "train_step_batch1")
-                                   for each in [self.repeat_ratios(implementation, metric)]}
-                  for implementation in ratios}
+        ranges = {}
+        for implementation in ratios:
+            each = {metric: self.repeat_ratios(implementation, metric) for metric in ratios[implementation]}
+            ranges[implementation] = {metric: [min(values), max(values)] for metric, values in each.items()}
         # What running the kernels inside PyTorch costs over symcnn's own Network (above 0: slower)
         overhead = {metric: self.median("in-pytorch", metric) / self.median("generated", metric) - 1
                     for metric in ("forward", "train_step", "train_step_batch1")} if "in-pytorch" in rows else {}
@@ -430,9 +430,9 @@ def format_report(result: BenchResult) -> str:
                       "ratios repeat by repeat)"]
         for name, ratio in data["ratios_to_pytorch"].items():
             if name != "pytorch":
-                spread = data["ratio_ranges_to_pytorch"][name]
+                ranges = data["ratio_ranges_to_pytorch"][name]
                 lines.append(f"{name:<10} " + "  ".join(
-                    f"{title} {ratio[metric]:.2f}x [{format_range(*spread[metric])}]"
+                    f"{title} {ratio[metric]:.2f}x [{format_range(*ranges[metric])}]"
                     for metric, title in (("forward", "forward"), ("train_step", "train step"),
                                           ("train_step_batch1", "batch-1 train step"))))
     else:
