@@ -59,7 +59,7 @@ def test_bench_reports_every_implementation_side_by_side(cli, monkeypatch):
     status, out, _ = cli("bench", "digits", "--batch", "4", "--repeat", "1")
     assert status == 0 and "ratio to PyTorch" in out and "generated" in out and "in-pytorch: " in out
     (ratios,) = [line for line in out.splitlines() if line.startswith("generated  forward ")]
-    # one repeat: each ratio's spread is the ratio itself
+    # one repeat: each ratio's range is the ratio itself
     assert re.fullmatch(r"generated  forward (\d+\.\d\d)x \[\1-\1\]  train step (\d+\.\d\d)x \[\2-\2\]  "
                         r"batch-1 train step (\d+\.\d\d)x \[\3-\3\]", ratios), ratios
 
