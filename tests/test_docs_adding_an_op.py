@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from symcnn import registry
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "adding-an-op.md"
 
 
+@pytest.mark.heavy
 def test_the_adding_an_op_page_runs(capsys):
     blocks = re.findall(r"```python\n(.*?)```", PAGE.read_text(encoding="utf-8"), re.S)
     assert len(blocks) >= 4, "the page lost its code blocks"

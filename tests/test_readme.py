@@ -45,7 +45,10 @@ def symcnn_commands() -> list[tuple[list[str], str]]:
     return commands
 
 
-@pytest.mark.parametrize("source", blocks("python"), ids=lambda source: source.strip().splitlines()[0][:40])
+# a block that runs a network compiles its kernels (about a minute on 2 cores): heavy (pyproject.toml)
+@pytest.mark.parametrize("source", [pytest.param(source, marks=pytest.mark.heavy if "Network" in source else ())
+                                    for source in blocks("python")],
+                         ids=lambda source: source.strip().splitlines()[0][:40])
 def test_each_python_block_runs_on_its_own(source, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(source, "README.md", "exec"), {"__name__": "readme"})  # noqa: S102 (the repository's README)

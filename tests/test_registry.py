@@ -88,6 +88,7 @@ def test_a_registered_op_is_refused_after_unregistering(toy_ops):
         spec_from_dict({"name": "toy", "input": [1, 2, 2], "layers": [{"type": "square"}]})
 
 
+@pytest.mark.heavy
 def test_a_registered_ops_kernels_equal_its_symbolic_expansion(toy_ops, tmp_path):
     spec = {"name": "toy-kernels", "input": [2, 3, 4], "layers": [
         {"type": "conv2d", "name": "conv", "out_channels": 2, "kernel": 2, "padding": 1},

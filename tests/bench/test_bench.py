@@ -70,6 +70,7 @@ def test_bench_refuses_non_positive_counts(cli, option):
     assert status == 2 and out == "" and option in err and err.count("\n") == 1
 
 
+@pytest.mark.heavy
 def test_startup_is_measured_from_an_empty_directory():
     """From an empty directory: generation, a cold first train step (every kernel compiled), then a
     warm one that loads numba's cache, each a whole new process that must succeed. (Timed, never
@@ -127,6 +128,7 @@ def test_a_timing_rests_then_wakes_the_threads_with_one_untimed_call(monkeypatch
     assert timed == sum(range(2, calls + 2)) / calls
 
 
+@pytest.mark.heavy
 def test_bench_adds_a_winograd_row_only_where_a_layer_takes_it(cli, monkeypatch, tmp_path):
     """``--winograd``: the spec's kernels with ``[kernels] winograd = true`` beside the others, the same
     parameters; digits' convolutions (16 and 32 output channels) take none, so the row is left out, said why."""

@@ -2,9 +2,12 @@
 new user can read it: the documents named by title, every name explained before it is used, lines one
 screen wide, and throughput timed as `symcnn bench` times it."""
 
+import pytest
+
 from symcnn.checking.documents import REFERENCE_DOCUMENTS
 
 
+@pytest.mark.heavy
 def test_demo_runs_every_section_and_succeeds(cli):
     status, out, err = cli("demo")
     assert status == 0, err[-2000:]

@@ -71,6 +71,7 @@ def passes(net: Network, x, labels, training: bool, **options):
     return loss, grads, called
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
 def test_the_runtime_calls_it_and_gets_the_separate_kernels_gradients(tmp_path, monkeypatch, training):
     net = network_for(BN_FIRST, tmp_path)
@@ -92,6 +93,7 @@ def test_the_runtime_calls_it_and_gets_the_separate_kernels_gradients(tmp_path, 
         np.testing.assert_allclose(gradient, separate_grads[name], rtol=1e-12, atol=1e-15, err_msg=name)
 
 
+@pytest.mark.heavy
 def test_a_pass_that_needs_only_some_gradients_calls_their_own_kernels(tmp_path):
     net = network_for(BN_FIRST, tmp_path)
     rng = np.random.default_rng(6)

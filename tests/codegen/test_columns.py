@@ -111,6 +111,7 @@ def test_rows_that_would_crowd_l1s_sets_are_read_from_a_copy_a_row_further_apart
     assert copy.shape == ("24", "34", "34")
 
 
+@pytest.mark.heavy
 def test_a_copy_a_row_further_apart_equals_pytorch(tmp_path_factory):
     """The crowded convolution's forward pass and input gradient, read from such copies, and so its loss and
     every gradient, equal PyTorch's (its weight gradient's tile is past the columns schedule's limit: lanes)."""
@@ -162,6 +163,7 @@ def _depthwise_spec(name: str, channels: int, size: int) -> dict:
         {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 2}]}
 
 
+@pytest.mark.heavy
 def test_a_weight_gradient_tile_beyond_l1_where_only_the_scalar_form_is_left(tmp_path_factory, torch):
     """A depthwise weight gradient has no channels to vectorize over (no lanes schedule): its columns tile
     may hold up to MAX_OVER_BATCH_TILE_ALONE elements, past L1, rather than leave the kernel to gather's
@@ -253,6 +255,7 @@ def test_random_few_channel_convolutions_in_columns_equal_pytorch(tmp_path_facto
     assert_float64_equals_pytorch(net, rng, np.array([1, 2, 0]))
 
 
+@pytest.mark.heavy
 def test_a_weight_gradient_padded_to_whole_vectors_equals_pytorch(tmp_path_factory):
     """A weight gradient whose summed columns (10) are padded to a whole vector (16) with zeros: the
     gradients equal PyTorch's in float64, the padded lanes adding nothing."""
@@ -270,6 +273,7 @@ def test_a_weight_gradient_padded_to_whole_vectors_equals_pytorch(tmp_path_facto
     assert_float64_equals_pytorch(net, rng, np.array([2, 0]))
 
 
+@pytest.mark.heavy
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(spec=few_channel_specs(any_groups=True))
 def test_random_few_channel_convolutions_as_the_model_schedules_them_equal_pytorch(tmp_path_factory, spec):
@@ -282,6 +286,7 @@ def test_random_few_channel_convolutions_as_the_model_schedules_them_equal_pytor
     assert_float64_equals_pytorch(net, rng, np.array([0, 1]))
 
 
+@pytest.mark.heavy
 def test_columns_weight_gradients_do_not_depend_on_the_thread_count(monkeypatch, tmp_path):
     """Summed in a fixed number of chunks and columns: the same numbers with 1 or 2 threads, bit for bit."""
     monkeypatch.setenv("SYMCNN_ADAPTIVE_THREADS", "0")  # two threads even on a busy machine

@@ -57,6 +57,7 @@ SPEC = {"name": "folding-net", "input": [3, 8, 8], "layers": [
     *HEAD]}
 
 
+@pytest.mark.heavy
 def test_the_folded_evaluation_pass_equals_the_unfolded_one_and_pytorch(tmp_path):
     torch = pytest.importorskip("torch")
     from symcnn.bench.bench import torch_model

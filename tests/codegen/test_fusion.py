@@ -151,6 +151,7 @@ ONE_TAP_STRIDED = {
 }
 
 
+@pytest.mark.heavy
 def test_phases_without_terms_store_through_the_epilogue(tmp_path_factory):
     spec = parse_spec(toml_of(ONE_TAP_STRIDED))
     (kernel,) = fused_kernels(spec).values()
@@ -196,6 +197,7 @@ def _parameters(net, layer: LayerSpec) -> dict:
     return {name.split(".")[-1]: value for name, value in net.params.items() if name.startswith(f"{layer.name}.")}
 
 
+@pytest.mark.heavy
 def test_fused_networks_equal_pytorch(fusing, torch):
     net = fusing
     net.load_params(random_params(net, np.random.default_rng(5)))

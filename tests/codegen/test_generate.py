@@ -30,7 +30,9 @@ def rendered(spec):
     return _RENDERED[spec.digest()]
 
 
-@pytest.mark.parametrize("name", SHIPPED_SPECS)
+# document 003's two networks render in about 20 s each: heavy (pyproject.toml), CI runs them
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.heavy if name.endswith("-mini") else ())
+                                  for name in SHIPPED_SPECS])
 def test_committed_kernels_are_up_to_date(name):
     spec = load_spec(name)
     assert stale_files(rendered(spec), shipped_kernels_dir() / spec.module_name) == []
@@ -310,6 +312,7 @@ def _template_math(tree: ast.AST) -> list[str]:
     return found
 
 
+@pytest.mark.heavy
 def test_templates_hold_no_math(monkeypatch):
     """The templates lay out loops: rendered with every printed string made opaque, what is left
     (the templates' own code) holds no arithmetic, no comparison, no math function or constant,

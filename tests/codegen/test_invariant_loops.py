@@ -84,6 +84,7 @@ NORMALIZED = {"name": "invariant-loops", "input": [16, 32, 32], "layers": [
 ]}
 
 
+@pytest.mark.heavy
 def test_normalizations_with_their_arrays_inside_equal_pytorch(tmp_path):
     """Batch norm of 16 channels (each kernel with its statistics inside its channel loop; fused with the ReLU
     after it, and not) and layer norm, float64: the loss and every gradient equal PyTorch's, with the

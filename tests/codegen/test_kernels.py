@@ -81,7 +81,17 @@ SMALL_SPECS = [
 ]
 
 
-@pytest.mark.parametrize("spec", SMALL_SPECS, ids=[spec["name"] for spec in SMALL_SPECS])
+#: The small specs whose kernels the default run compiles (10-35 s each on 2 cores); the others', the smooth
+#: activations and a graph, are heavy (pyproject.toml): CI runs them
+_DEFAULT_SMALL_SPECS = ("small-conv", "small-pool")
+
+
+def _heavy_unless_default(name: str):
+    return () if name in _DEFAULT_SMALL_SPECS else pytest.mark.heavy
+
+
+@pytest.mark.parametrize("spec", [pytest.param(spec, id=spec["name"], marks=_heavy_unless_default(spec["name"]))
+                                  for spec in SMALL_SPECS])
 def test_small_spec_kernels_equal_the_symbolic_expansion(spec, tmp_path):
     net = network_for(spec, tmp_path)
     rng = np.random.default_rng(7)
@@ -105,7 +115,8 @@ def torch():
 # test_torch_modules.py compiles too (into numba's cache beside the shipped package); its float64 twin adds a
 # compile of about 30 s and nothing else
 @pytest.mark.parametrize("dtype, tolerance, name", [
-    ("float64", 1e-10, "seed004"), ("float32", 2e-4, "seed004"), ("float32", 2e-4, "seed004-text"),
+    ("float64", 1e-10, "seed004"), ("float32", 2e-4, "seed004"),
+    pytest.param("float32", 2e-4, "seed004-text", marks=pytest.mark.heavy),
     pytest.param("float64", 1e-10, "seed004-text", marks=COMPILES_KERNELS)])
 def test_full_size_networks_equal_pytorch(torch, name, dtype, tolerance):
     net = Network.from_spec(name, dtype=dtype, seed=3)
@@ -130,7 +141,8 @@ _FLOAT32_ALSO = ("small-smooth",)
 
 @pytest.mark.parametrize("spec, dtype, tolerance", [
     pytest.param(spec, dtype, tolerance, id=f"{dtype}-{spec['name']}",
-                 marks=() if dtype == "float64" or spec["name"] in _FLOAT32_ALSO else COMPILES_KERNELS)
+                 marks=_heavy_unless_default(spec["name"]) if dtype == "float64" or spec["name"] in _FLOAT32_ALSO
+                 else COMPILES_KERNELS)
     for dtype, tolerance in (("float64", 1e-10), ("float32", 2e-4)) for spec in SMALL_SPECS])
 def test_small_specs_equal_pytorch(torch, spec, dtype, tolerance, tmp_path):
     net = network_for(spec, tmp_path, dtype=dtype)
@@ -148,8 +160,9 @@ def test_small_specs_equal_pytorch(torch, spec, dtype, tolerance, tmp_path):
         np.testing.assert_allclose(grads[key], value, rtol=tolerance, atol=tolerance * scale, err_msg=key)
 
 
-@pytest.mark.parametrize("name", ["seed004", pytest.param("seed004-text", marks=COMPILES_KERNELS), "small-smooth",
-                                  "small-graph"])  # seed004-text: seed004's layers, its float64 compile slow above
+@pytest.mark.parametrize("name", ["seed004", pytest.param("seed004-text", marks=COMPILES_KERNELS),
+                                  *[pytest.param(name, marks=_heavy_unless_default(name))
+                                    for name in ("small-smooth", "small-graph")]])  # seed004-text: slow above
 def test_full_size_gradients_equal_central_finite_differences(name, tmp_path):
     small = {spec["name"]: spec for spec in SMALL_SPECS}
     net = network_for(small[name], tmp_path) if name in small else Network.from_spec(name, dtype="float64", seed=5)
@@ -189,6 +202,7 @@ def small_specs(draw):
 
 
 # each example a spec compiled (about 25 s on 2 cores)
+@pytest.mark.heavy
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(spec=small_specs())
 def test_random_small_specs_equal_pytorch(torch, tmp_path_factory, spec):
@@ -325,6 +339,7 @@ REPEATED = {
 }
 
 
+@pytest.mark.heavy
 def test_layers_of_one_configuration_share_one_kernel_module_and_still_equal_pytorch(torch, tmp_path):
     from symcnn.codegen.package import render_package
 
@@ -350,6 +365,7 @@ def test_layers_of_one_configuration_share_one_kernel_module_and_still_equal_pyt
         np.testing.assert_allclose(grads[key], value, rtol=1e-9, atol=1e-12, err_msg=key)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
 @pytest.mark.parametrize("dtype, limit", [("float32", 120.0), ("float64", 800.0)])
 def test_saturated_activations_have_pytorchs_finite_gradients(torch, activation, dtype, limit, tmp_path):

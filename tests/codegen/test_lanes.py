@@ -125,6 +125,7 @@ def test_lane_last_copies_read_the_operand_row_by_row():
     assert not any(loop.parallel for loop in _copy(conv2["forward"], "weight_t").loops)
 
 
+@pytest.mark.heavy
 def test_a_weight_copied_in_parallel_gives_pytorchs_numbers(tmp_path_factory):
     """A dense layer of 256 x 256 weights (65,536: the least copied in parallel, PARALLEL_COPY_MIN) and
     one of 64 x 256 (on one thread): equal to PyTorch in float64 (batches of 1 and 5)."""
@@ -330,6 +331,7 @@ GROUPS = {"name": "groups", "input": [3, 3, 3], "loss": "softmax_cross_entropy",
     {"type": "dense", "name": "fc", "out_features": 3}]}
 
 
+@pytest.mark.heavy
 def test_copies_in_groups_of_lanes_give_pytorchs_numbers(tmp_path_factory):
     """GROUPS' three kernels whose register blocks read copies stored in groups of lanes equal PyTorch in
     float64. Each is called on its own, so that only it compiles (not the whole network's kernels)."""

@@ -61,6 +61,7 @@ def test_the_fused_kernel_calls_the_weight_gradients_register_blocks():
     assert "conv2_grad_weight_block0(" in fused and "staged_sum" in fused
 
 
+@pytest.mark.heavy
 def test_the_networks_gradients_through_it_equal_the_separate_kernels():
     """The weight gradient bit for bit (the same kernel); the bias gradient the same sums in another order."""
     net = Network.from_spec("seed004", seed=0)
@@ -87,6 +88,7 @@ def test_the_networks_gradients_through_it_equal_the_separate_kernels():
             np.testing.assert_array_equal(grads[name], expected, err_msg=name)
 
 
+@pytest.mark.heavy
 def test_48_channels_are_summed_in_equal_blocks_and_equal_pytorch(tmp_path_factory):
     """48 channels: in blocks of fewer local sums (the copy's groups of 16 lanes); 5 images in 5 chunks of one.
     The float64 gradients through the fused kernel equal PyTorch's (1e-9 relative), and its weight gradient

@@ -224,6 +224,7 @@ def fixed(tmp_path_factory):
     return network_for(FIXED, tmp_path_factory.mktemp("spec"))
 
 
+@pytest.mark.heavy
 def test_fixed_strided_spec_takes_the_phases_and_equals_pytorch_and_finite_differences(torch, fixed):
     kinds = {label: _kernels(fixed.spec, label) for label in ("up", "down")}
     assert kinds["up"]["forward"].kind == kinds["down"]["grad_input"].kind == "phases"
@@ -234,6 +235,7 @@ def test_fixed_strided_spec_takes_the_phases_and_equals_pytorch_and_finite_diffe
     assert_central_differences(fixed, x, np.array([0, 2]), rng, step=1e-5, samples=3, rel=1e-6, abs=1e-9)
 
 
+@pytest.mark.heavy
 def test_phases_do_not_depend_on_the_thread_count(fixed, monkeypatch):
     monkeypatch.setenv("SYMCNN_ADAPTIVE_THREADS", "0")  # two threads even on a busy machine
     rng = np.random.default_rng(2)
@@ -257,6 +259,7 @@ DEPTHWISE_STRIDED = {  # each phase a scalar form: no channels to vectorize over
 }
 
 
+@pytest.mark.heavy
 def test_scalar_phases_share_the_image_and_channel_loops(torch, tmp_path):
     """A stride-2 depthwise convolution's input gradient runs its four phases in one loop over the images and
     channels (each plane written by every phase while it is in cache), its fused ReLU mask with them; a 1 x 1
@@ -285,6 +288,7 @@ def test_phases_with_a_vector_schedule_keep_their_own_loops():
         assert _kernels(spec, label)["grad_input"].shared_loops == 0
 
 
+@pytest.mark.heavy
 def test_a_phase_read_element_by_element_is_not_reshaped(torch, tmp_path):
     """A 3x3 average pool of stride 2 on 7x7: its input gradient's odd-odd phase takes one tap, an
     element-wise copy into the strided view ``grad_input[:, :, 1::2, 1::2]``, which is not contiguous:

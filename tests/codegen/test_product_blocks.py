@@ -68,6 +68,7 @@ def test_row_block():
     assert row_block([2, 4], 0, 4, 5120) == (0, 0)
 
 
+@pytest.mark.heavy
 def test_blocked_dense_kernels_change_no_sum(torch, tmp_path, monkeypatch):
     """Each image and each weight-gradient element adds the formula's terms in the formula's order,
     blocked or not: the same numbers bit for bit, and PyTorch's up to rounding."""

@@ -227,6 +227,7 @@ def _calls_block(net, kernel: str) -> bool:
     return re.search(rf"\b{kernel}(_wide|_narrow)?_block0(_wide|_narrow)?\(", _source(net, kernel)) is not None
 
 
+@pytest.mark.heavy
 def test_register_tiles_compile_to_vector_multiply_adds(tmp_path):
     """The per-lane statements become packed instructions (numba's SLP vectorizer, switched on by the
     generated modules), no scalar multiply-add left: without SLP each lane is a scalar ``vfmadd...ss``;

@@ -4,6 +4,7 @@ them, how their module calls them, and their numbers against PyTorch's on either
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from symcnn.codegen.network import layer_kernels
 from symcnn.codegen.package import render_package
@@ -55,6 +56,7 @@ def test_the_module_calls_the_form_the_batch_suits():
     assert "_rows" not in files["out.py"]
 
 
+@pytest.mark.heavy
 def test_both_forms_equal_pytorch_on_either_side_of_the_threshold(torch, tmp_path):
     """float64: the loss and every gradient at batches taking the rows form (1, 3, 7) and the groups form (8, 9),
     the evaluation pass's outputs too; each form on 1 and 2 threads bit for bit; the two forms on one batch equal

@@ -41,6 +41,7 @@ def test_rows_beyond_the_last_window_keep_their_range_test():
 
 
 # each a spec compiled (7-10 s): by default one pool of each kind, one with a row beyond its last window
+@pytest.mark.heavy
 @pytest.mark.parametrize("kind, kernel, size", [
     pytest.param(kind, kernel, size, id=f"{kernel}-{size}-{kind}",
                  marks=() if (kind, kernel) in (("maxpool2d", 2), ("avgpool2d", 3)) and size != 6 else COMPILES_KERNELS)

@@ -5,6 +5,7 @@ gradients as PyTorch does."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from symcnn.codegen import cost_model
 from symcnn.codegen.cost_model import NARROW, WIDE, cheapest
@@ -61,6 +62,7 @@ def test_a_kernel_the_widths_schedule_differently_carries_both():
     assert dispatched == ["stem_forward"]
 
 
+@pytest.mark.heavy
 def test_the_module_calls_the_variant_its_cpu_suits_and_both_equal_pytorch(tmp_path):
     """Whichever variant the CPU calls, the other one is checked here too: each width's kernels in turn,
     the loss and every gradient in float64 against PyTorch's."""

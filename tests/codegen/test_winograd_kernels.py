@@ -132,6 +132,7 @@ def test_its_module_calls_the_form_a_batch_suits():
     assert "x_tiles[slot, h + 2, w + 2, c_out] = grad_output[8*item + slot, c_out, h, w]" in gradient
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("batch", [3, 17])  # the direct kernel; Winograd, its last item one image
 def test_float64_loss_and_gradients_equal_pytorch(tmp_path, batch):
     pytest.importorskip("torch")
@@ -140,6 +141,7 @@ def test_float64_loss_and_gradients_equal_pytorch(tmp_path, batch):
     assert_float64_equals_pytorch(net, rng, rng.integers(0, 3, batch))
 
 
+@pytest.mark.heavy
 def test_the_same_gradients_bit_for_bit_on_one_and_two_threads(tmp_path):
     """Each work item sums its own images, and each channel's filters are transformed alone."""
     net = network_for(WINOGRAD, tmp_path, dtype="float64")

@@ -93,6 +93,7 @@ def test_an_input_fan_out_with_dropout_in_one_branch_in_training_mode(torch, net
                            expected["input"])
 
 
+@pytest.mark.heavy
 def test_an_input_fan_out_with_dropout_in_evaluation_mode(torch, networks):
     net = networks["graph-input-fanout"]
     x, _ = _case(net, 3)

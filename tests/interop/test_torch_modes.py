@@ -59,6 +59,7 @@ def test_the_state_dict_holds_the_buffers_by_pytorch_names_and_round_trips(net):
     assert model.bn.num_batches_tracked.dtype == torch.int64 and model.double().bn.num_batches_tracked.item() == 7
 
 
+@pytest.mark.heavy
 def test_k_training_steps_equal_the_twin_and_the_network(net):
     """Training mode: batch statistics, running statistics updated with momentum 0.3 and the unbiased
     variance, the dropout masks of symcnn's generator; losses, every gradient, parameters and buffers after
@@ -135,6 +136,7 @@ def test_batch_norm_in_training_mode_needs_more_than_one_value_per_channel():
     assert bn.eval()(torch.ones(1, 3, 1, 1, dtype=torch.float64)).shape == (1, 3, 1, 1)
 
 
+@pytest.mark.heavy
 def test_a_generated_batch_norm_replaces_nn_batchnorm2d():
     reference = torch.nn.BatchNorm2d(4, momentum=0.1).double()
     generated = symcnn.torch.layer("batchnorm2d", (4, 3, 5), dtype="float64")

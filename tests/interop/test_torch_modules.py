@@ -14,7 +14,7 @@ from symcnn.bench.bench import torch_model  # noqa: E402
 from symcnn.runtime.network import Network  # noqa: E402
 
 
-@pytest.mark.parametrize("spec", ["digits", "seed004-text"])
+@pytest.mark.parametrize("spec", ["digits", pytest.param("seed004-text", marks=pytest.mark.heavy)])
 def test_parameters_are_network_params_and_the_state_dict_round_trips_with_the_twin(spec):
     net = Network.from_spec(spec, dtype="float64", seed=3)
     model = symcnn.torch.from_spec(spec, dtype="float64", seed=3)
@@ -72,6 +72,7 @@ def test_dtype_follows_the_module_and_train_eval_switch_the_mode():
     assert model.train().training is True and all(layer.training for layer in model)
 
 
+@pytest.mark.heavy
 def test_a_generated_convolution_replaces_nn_conv2d_in_any_model():
     torch.manual_seed(0)
     reference = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),

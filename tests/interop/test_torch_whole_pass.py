@@ -75,7 +75,8 @@ _DEFAULT_DTYPE = {"small": "float64", "graph": "float64", "digits": "float32"}
 
 
 @pytest.mark.parametrize("spec, dtype", [
-    pytest.param(spec, dtype, marks=() if _DEFAULT_DTYPE.get(spec) == dtype else LARGE)
+    pytest.param(spec, dtype, marks=(pytest.mark.heavy if spec == "graph" else ()) if _DEFAULT_DTYPE.get(spec) == dtype
+                 else LARGE)
     for spec in ("small", "graph", "digits", "resnet-mini", "mobilenet-mini") for dtype in ("float64", "float32")])
 def test_the_whole_pass_equals_the_layer_by_layer_pass_bit_for_bit(spec, dtype, request):
     built = {"small": "small_net", "graph": "graph_net"}

@@ -119,6 +119,7 @@ def all_pdf(all_latex, tmp_path_factory):
 # --- the committed pages ------------------------------------------------------------------------
 
 
+@pytest.mark.heavy
 def test_committed_derivation_pages_are_up_to_date(everything):
     pages = writer.render_pages(everything, "symcnn report --all --format markdown")
     stale = writer.stale_pages(pages, DOCS)

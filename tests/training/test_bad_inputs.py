@@ -222,6 +222,7 @@ def test_a_bad_dataset_is_refused_before_training(small_data, change, fragments)
     assert all(np.array_equal(before[name], value) for name, value in trainer.net.params.items())
 
 
+@pytest.mark.heavy
 def test_parameters_that_stop_being_finite_stop_the_run(small_data, tmp_path):
     """A finite loss with gradients that overflow (what a NaN-swallowing ReLU allows): the step that
     makes the parameters non-finite stops the run, and the last checkpoint stays the good one."""

@@ -314,6 +314,7 @@ def _torch_loss_and_grads(net, x, labels, label_smoothing):
     return loss.item(), grads
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 0.35])
 def test_label_smoothing_loss_and_gradients_match_torch(torch, label_smoothing):
     net = Network.from_spec("digits", dtype="float64", seed=1)
