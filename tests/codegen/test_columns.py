@@ -236,7 +236,7 @@ def few_channel_specs(draw, any_groups: bool = False):
     return _conv_spec(f"columns-{digest}", (channels, height, width), **conv)
 
 
-@pytest.mark.slow  # six specs compiled (about 100 s on 2 cores); the model-scheduled ones below stay
+@pytest.mark.slow  # six specs compiled (about 100 s on 2 cores); the model-scheduled ones below run in CI (heavy)
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(spec=few_channel_specs())
 def test_random_few_channel_convolutions_in_columns_equal_pytorch(tmp_path_factory, spec):

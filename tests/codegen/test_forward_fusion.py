@@ -210,7 +210,7 @@ def _call(net: Network, kernel: str, arrays: dict, output) -> np.ndarray:
     return arrays["out"]
 
 
-@pytest.mark.slow  # the network's every pass compiled (57 s); the chain test above and the shipped specs' stay
+@pytest.mark.slow  # the network's every pass compiled (57 s); the chain test above (heavy) and the shipped specs' stay
 def test_the_evaluation_pass_runs_the_fused_kernels_and_equals_the_unfused_one(fusing):
     net = fusing
     x = np.random.default_rng(4).standard_normal((3, *net.spec.input_shape)).astype(net.dtype)

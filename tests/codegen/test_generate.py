@@ -38,6 +38,7 @@ def test_committed_kernels_are_up_to_date(name):
     assert stale_files(rendered(spec), shipped_kernels_dir() / spec.module_name) == []
 
 
+@pytest.mark.heavy
 def test_generate_check_passes_on_the_checkout(cli, monkeypatch):
     monkeypatch.setattr(generate_module, "render_package", rendered)  # the same renders as the test above
     status, out, _ = cli("generate", "--check")

@@ -191,7 +191,7 @@ def torch():
     return pytest.importorskip("torch")
 
 
-@pytest.mark.slow  # five specs compiled (about 3.5 minutes on 2 cores); the fixed strided spec below stays
+@pytest.mark.slow  # five specs compiled (about 3.5 minutes on 2 cores); the fixed strided spec below runs in CI (heavy)
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                    HealthCheck.filter_too_much])
 @given(spec=strided_specs().filter(_valid))

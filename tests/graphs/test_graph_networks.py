@@ -77,7 +77,7 @@ def test_the_example_equals_pytorch_and_the_numpy_reference(torch, networks):
     np.testing.assert_allclose(reference.forward(x), expected_logits, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.slow  # a second graph's kernels (about 45 s); the evaluation-mode test below stays in the default run
+@pytest.mark.slow  # a second graph's kernels (about 45 s); the evaluation-mode test below runs in CI (heavy)
 def test_an_input_fan_out_with_dropout_in_one_branch_in_training_mode(torch, networks):
     net = networks["graph-input-fanout"].train()
     x, labels = _case(net, 2, batch=4)

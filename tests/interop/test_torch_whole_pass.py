@@ -63,12 +63,12 @@ def _step(model, x, labels, layer_by_layer: bool):
 
 # The architectures of document 003 compile every kernel of a residual and a depthwise network for each
 # dtype (about 4.5 minutes each on 2 cores): marked slow. The default run keeps the small spec (every kind
-# of state), a small graph (a residual add and a concat) and digits.
+# of state) and digits; CI also runs a small graph (a residual add and a concat: heavy, about 65 s).
 LARGE = pytest.mark.slow
 
 
-# Bit for bit, either dtype is as strict a check as the other; each is a compile of about 20-40 s. The default run
-# takes the one the session compiles for other tests anyway (tests/conftest.py shares the kernel cache): float64
+# Bit for bit, either dtype is as strict a check as the other; each is a compile of about 20-40 s. The default and heavy
+# runs take the one the session compiles for other tests anyway (tests/conftest.py shares the kernel cache): float64
 # for the small spec and the graph (the module tests here and test_torch_modes.py, test_graph_networks.py and
 # test_torch_graphs.py run them in float64), float32 for digits (the training and README tests).
 _DEFAULT_DTYPE = {"small": "float64", "graph": "float64", "digits": "float32"}

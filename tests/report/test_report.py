@@ -2,7 +2,9 @@
 
 Everything shipped is built once (``everything``) and compiled in one latexmk run, with two extra
 reports (a specialized op and a user's network spec) so that every template path and layer kind is
-compiled. Without latexmk the PDF tests skip with the reason; CI installs TeX (.ci/run).
+compiled. Without latexmk the PDF tests skip with the reason; CI installs TeX (.ci/run). Building everything
+takes about two and a half minutes on 2 cores (every page's derivations), so the tests that read it are
+heavy (pyproject.toml): CI runs them; the default run checks single pages and the CLI.
 """
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ def test_committed_derivation_pages_are_up_to_date(everything):
     assert {"op-conv2d.md", "network-seed004-text.md", "network-seed004.md", "network-digits.md"} <= names
 
 
+@pytest.mark.heavy
 def test_index_links_every_page(everything):
     index = (DOCS / "README.md").read_text(encoding="utf-8")
     for page in everything.reports:
@@ -136,6 +139,7 @@ def test_index_links_every_page(everything):
         assert (DOCS / f"{page.name}.md").is_file()
 
 
+@pytest.mark.heavy
 def test_markdown_uses_github_math(everything):
     page = writer.render_markdown(example_report("conv_3x3_2x2"))
     assert "\n$$\n\\begin{aligned}\n" in page and "\n\\end{aligned}\n$$\n" in page
@@ -152,6 +156,7 @@ def test_generation_is_deterministic():
 # --- the math comes from the derivation objects ---------------------------------------------------
 
 
+@pytest.mark.heavy
 def test_worked_examples_show_every_derived_entry(all_latex):
     printers = ReportPrinter(), ReportPrinter().with_settings(fold_short_frac=True)  # equations, matrix cells
     for example in EXAMPLE_LIST:
@@ -182,6 +187,7 @@ def test_softmax_example_display_form_is_exact():
     assert r"\frac{e^{z_{00}}}{D}" in text and "y_{00}" in text
 
 
+@pytest.mark.heavy
 def test_example_statuses_follow_the_comparison(everything, monkeypatch):
     examples = everything.parts[0]
     assert [r.name for r in examples.reports] == [f"example-{e.name}" for e in EXAMPLE_LIST]
@@ -272,6 +278,7 @@ def test_op_report_shows_the_derived_formula_and_its_conditions():
     assert specialized.name == "op-conv2d-stride2-padding1"
 
 
+@pytest.mark.heavy
 def test_op_report_of_every_op_without_python_names(everything):
     text = writer.render_latex(Collection("ops", "ops", "", (everything.parts[1],)))
     for raw in ("MaxOver", "FirstArgmax", "Piecewise", "Iverson(", "KroneckerDelta", "None", "**", "mathbb{1}"):
@@ -313,6 +320,7 @@ def test_network_of_a_users_spec(extras):
 # --- PDF ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.heavy
 @NEEDS_TEX
 def test_every_shipped_report_compiles_to_pdf(all_pdf, everything):
     path, log = all_pdf
@@ -323,6 +331,7 @@ def test_every_shipped_report_compiles_to_pdf(all_pdf, everything):
     assert max(overfull, default=0) < 10, "a line runs off the page"
 
 
+@pytest.mark.heavy
 @NEEDS_TEX
 def test_no_page_ends_with_a_heading(all_pdf, everything):
     if shutil.which("pdftotext") is None:
@@ -341,6 +350,7 @@ def test_no_page_ends_with_a_heading(all_pdf, everything):
             assert not (heading and heading.group(1) in plain), f"page {number} ends with the heading {body[-1]!r}"
 
 
+@pytest.mark.heavy
 @NEEDS_TEX
 def test_pdf_pages_render_to_png(all_pdf, tmp_path):
     path, _ = all_pdf

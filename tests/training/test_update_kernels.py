@@ -98,13 +98,13 @@ def test_the_optimizers_update_large_and_small_arrays_as_the_formulas(optimizer_
 
 
 def test_a_network_train_step_moves_each_parameter_by_lr_times_its_gradient(monkeypatch):
-    """seed004's dense weight (81,920 values) takes the compiled pass (from 2^16 here), its convolutions NumPy's:
-    both θ − η g."""
+    """digits' dense weight (2,560 values) takes the compiled pass (from 2^11 here), its convolution NumPy's:
+    both θ − η g. (digits: the network the default run compiles anyway.)"""
     from symcnn.runtime.network import Network
     from symcnn.training import optimizers
 
-    monkeypatch.setattr(optimizers, "PARALLEL_MIN", 1 << 16)
-    net = Network.from_spec("seed004", seed=2)
+    monkeypatch.setattr(optimizers, "PARALLEL_MIN", 1 << 11)
+    net = Network.from_spec("digits", seed=2)
     rng = np.random.default_rng(4)
     x, labels = rng.standard_normal((3, *net.spec.input_shape)).astype(np.float32), np.array([1, 0, 7])
     _, grads = net.loss_and_grads(x, labels, input_gradient=False)
