@@ -135,8 +135,7 @@ def test_full_size_networks_equal_pytorch(torch, name, dtype, tolerance):
 
 
 # Every small spec in float64; in float32 (a compile of 10-35 s each) the one whose layers (the smooth activations'
-# float32 arithmetic) no other float32 network has (heavy for
-# the smooth activations' spec, as in float64)
+# float32 arithmetic) no other float32 network has. The specs not in _DEFAULT_SMALL_SPECS are heavy in either dtype.
 _FLOAT32_ALSO = ("small-smooth",)
 
 
