@@ -153,9 +153,9 @@ def _randomized(net: Network, rng) -> Network:
     return net
 
 
-# float64 (tighter tolerances) is slow: this network compiles for about 80 s in each dtype
+# this network compiles for about 80 s in each dtype: float64 (tighter tolerances) is slow, float32 heavy
 @pytest.fixture(scope="module", params=[pytest.param("float64", marks=pytest.mark.slow),
-                                              pytest.param("float32", marks=pytest.mark.heavy)])
+                                        pytest.param("float32", marks=pytest.mark.heavy)])
 def fusing(request, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:  # every epilogue, a function's too (a name of its own: its cache entry)
         patch.setattr(forward_fusion, "FUSE_FUNCTION_CALLS", True)
