@@ -22,7 +22,8 @@ least squares on the relative error; the remainder weight of least error is kept
 Usage, from the repository root (``--save``/``--load``: the timings as JSON, to fit them again):
     PYTHONPATH=. python docs/bench/schedule_costs.py --save timings.json > docs/bench/schedule_costs.txt
 (on AVX2: ``schedule_costs_avx2.json`` and ``.txt``; on an AVX-512 CPU not AMD's, whose constants are
-``WIDE_256_LOOPS``: ``schedule_costs_rocketlake.json`` and ``.txt``).
+``WIDE_256_LOOPS``: ``schedule_costs_rocketlake.json`` and ``.txt``; ``schedule_costs_znver4_llvm22.json`` and
+``.txt``: a Zen 4 again with numba 0.68's LLVM 22, session 51, not yet fitted into ``WIDE``).
 """
 
 from __future__ import annotations
