@@ -82,12 +82,15 @@ def worker(implementation: str, spec_name: str, threads: int, timings: int) -> d
     from symcnn.runtime.network import Network
     from symcnn.runtime.threads import read_sample
 
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    net = Network.from_spec(spec_name, seed=0)
     if implementation == "pytorch":
+        # torch imported before numba's threads start: the other way round, PyTorch's passes ran 4-7x slower
+        # (suite-lenet's forward 12-14 ms against 1.8-3.2, a Zen 4, session 51), which inflated its ratios here.
         import torch
 
         torch.set_num_threads(threads)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    net = Network.from_spec(spec_name, seed=0)
+    if implementation == "pytorch":
         forward, step = torch_passes(torch_model(net.spec, {name: value.copy() for name, value in net.params.items()}))
     else:
         def forward(x):
