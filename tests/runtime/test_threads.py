@@ -1,12 +1,15 @@
 """symcnn.runtime.threads: each pass runs on the CPUs that nothing else is running on, never on more
 threads than the user set, and a user's settings are never overridden.
 
-Machines are faked (CPU counts, /proc and cgroup files, a clock): no test here times anything.
+Machines are faked (CPU counts, /proc and cgroup files, a clock): no test here times anything. OpenMP's
+nesting is read in fresh processes (numba starts its threads once per process).
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numba
 import numpy as np
@@ -231,3 +234,52 @@ def test_a_network_pass_runs_on_the_free_cpus_and_gives_the_same_numbers(monkeyp
     assert numba.get_num_threads() == 2
     for name in reference:
         assert np.array_equal(reference[name], adapted[name]), name
+
+
+#: A fresh process: start numba's threads as ``how`` says, then print the threading layer and the active
+#: levels of nested regions in the OpenMP runtime numba's pool is linked to.
+NESTING_PROBE = """
+import ctypes, sys
+import numba
+from symcnn.runtime.threads import kernel_threads
+how = sys.argv[1]
+if how in ("numba", "numba-then-pass"):
+    numba.set_num_threads(1)  # the user's own code starts numba's threads first
+if how in ("pass", "numba-then-pass"):
+    with kernel_threads():  # what every symcnn pass opens
+        pass
+if numba.threading_layer() != "omp":
+    print(numba.threading_layer(), 0)
+    raise SystemExit
+from numba.np.ufunc import omppool
+print("omp", ctypes.CDLL(omppool.__file__).omp_get_max_active_levels())
+"""
+
+
+def nesting_after(how: str, **environment: str) -> int:
+    """The OpenMP active levels after ``how`` in a fresh process (skips where numba's layer is not OpenMP)."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("OMP_")} | environment
+    result = subprocess.run([sys.executable, "-c", NESTING_PROBE, how], capture_output=True, text=True, env=env,
+                            check=True, timeout=120)
+    layer, levels = result.stdout.split()
+    if layer != "omp":
+        pytest.skip(f"numba's threading layer here is {layer}, not OpenMP")
+    return int(levels)
+
+
+def test_a_pass_turns_off_the_openmp_nesting_numba_turned_on():
+    """numba's OpenMP layer turns nesting on for the whole process (so PyTorch, imported later into the same
+    runtime, starts threads inside its ops); a symcnn pass sets one level again, also after the user's own
+    code started numba's threads."""
+    assert nesting_after("numba") > 1  # what a pass undoes: numba's own setting
+    assert nesting_after("pass") == 1
+    assert nesting_after("numba-then-pass") == 1
+
+
+@pytest.mark.parametrize("environment, levels", [({"OMP_MAX_ACTIVE_LEVELS": "3"}, 3), ({"OMP_NESTED": "false"}, 1)])
+def test_the_nesting_the_environment_asks_for_is_kept(environment, levels):
+    assert nesting_after("pass", **environment) == levels
+
+
+def test_nesting_asked_for_without_a_number_is_left_as_numba_set_it():
+    assert nesting_after("pass", OMP_NESTED="true") == nesting_after("numba", OMP_NESTED="true") > 1
