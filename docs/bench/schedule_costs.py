@@ -23,7 +23,11 @@ Usage, from the repository root (``--save``/``--load``: the timings as JSON, to 
     PYTHONPATH=. python docs/bench/schedule_costs.py --save timings.json > docs/bench/schedule_costs.txt
 (on AVX2: ``schedule_costs_avx2.json`` and ``.txt``; on an AVX-512 CPU not AMD's, whose constants are
 ``WIDE_256_LOOPS``: ``schedule_costs_rocketlake.json`` and ``.txt``; ``schedule_costs_znver4_llvm22.json`` and
-``.txt``: a Zen 4 again with numba 0.68's LLVM 22, session 51, not yet fitted into ``WIDE``).
+``.txt``: a Zen 4 again with numba 0.68's LLVM 22, session 51, not yet fitted into ``WIDE``;
+``schedule_costs_znver4_llvm22_forward_all.json`` and ``.txt``: the same machine, session 52, every candidate of
+the forward passes, ``--roles forward --every-candidate --repeat 9``).
+``--roles`` times only some of each shape's kernels; ``--every-candidate`` times every candidate the generator
+chooses among instead of a selection of the columns ones (about twice as many: 25 minutes for the forward passes).
 """
 
 from __future__ import annotations
@@ -226,13 +230,13 @@ def measure(options) -> list:
         layer = layer_of(shape)
         data = arrays(layer, rng)
         for role, make in kernel_makers(layer):
-            if (tuple(shape), role) in done:
+            if (tuple(shape), role) in done or (options.roles and role not in options.roles):
                 continue
             with cost_model.recorded() as choices:
                 make()
             if not choices:
                 continue
-            nests = chosen_candidates(choices[0])
+            nests = choices[0] if options.every_candidate else chosen_candidates(choices[0])
             functions, inputs = [], []
             for nest in nests:
                 with cost_model.restricted(lambda candidate, nest=nest: candidate == nest):
@@ -336,6 +340,10 @@ def main() -> None:
     parser.add_argument("--save", help="write the timings to this JSON file")
     parser.add_argument("--resume", action="store_true", help="keep the kernels timed in --save already")
     parser.add_argument("--load", help="fit the timings of this JSON file instead of timing")
+    parser.add_argument("--roles", nargs="*", choices=("forward", "grad_input", "grad_weight"),
+                        help="time only these kernels of each shape (default: all three)")
+    parser.add_argument("--every-candidate", action="store_true",
+                        help="time every candidate the generator chooses among, not a selection of the columns ones")
     options = parser.parse_args()
     report_fit(load(options.load) if options.load else measure(options), *this_cpu())
 
