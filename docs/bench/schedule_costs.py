@@ -25,7 +25,8 @@ Usage, from the repository root (``--save``/``--load``: the timings as JSON, to 
 ``WIDE_256_LOOPS``: ``schedule_costs_rocketlake.json`` and ``.txt``; ``schedule_costs_znver4_llvm22.json`` and
 ``.txt``: a Zen 4 again with numba 0.68's LLVM 22, session 51, not yet fitted into ``WIDE``;
 ``schedule_costs_znver4_llvm22_forward_all.json`` and ``.txt``: the same machine, session 52, every candidate of
-the forward passes, ``--roles forward --every-candidate --repeat 9``).
+the forward passes, ``--roles forward --every-candidate --repeat 9``; ``..._gradients_all``: the same for the
+input and weight gradients, ``--roles grad_input grad_weight``).
 ``--roles`` times only some of each shape's kernels; ``--every-candidate`` times every candidate the generator
 chooses among instead of a selection of the columns ones (about twice as many: 25 minutes for the forward passes).
 """

@@ -25,7 +25,8 @@ from symcnn.codegen import cost_model  # noqa: E402
 TIMINGS = {"schedule_costs.json": "AMD EPYC Zen 4 (WIDE's)",
            "schedule_costs_rocketlake.json": "Intel Xeon (WIDE_256_LOOPS')",
            "schedule_costs_znver4_llvm22.json": "AMD EPYC Zen 4, numba 0.68 (LLVM 22)",
-           "schedule_costs_znver4_llvm22_forward_all.json": "the same, every candidate of the forward passes"}
+           "schedule_costs_znver4_llvm22_forward_all.json": "the same, every candidate of the forward passes",
+           "schedule_costs_znver4_llvm22_gradients_all.json": "the same, every candidate of the gradients"}
 CHOOSERS = {"WIDE alone": (cost_model.WIDE,), "WIDE_256_LOOPS alone": (cost_model.WIDE_256_LOOPS,),
             "both (the wide variant)": cost_model.WIDE_CLASSES}
 
