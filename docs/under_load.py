@@ -83,8 +83,10 @@ def worker(implementation: str, spec_name: str, threads: int, timings: int) -> d
     from symcnn.runtime.threads import read_sample
 
     if implementation == "pytorch":
-        # torch imported before numba's threads start: the other way round, PyTorch's passes ran 4-7x slower
-        # (suite-lenet's forward 12-14 ms against 1.8-3.2, a Zen 4, session 51), which inflated its ratios here.
+        # torch imported before numba's threads start: the other way round, numba's OpenMP layer had turned nested
+        # regions on in the runtime torch then shares, and PyTorch's passes ran 4-7x slower (suite-lenet's forward
+        # 12-14 ms against 1.8-3.2, a Zen 4, session 51). No symcnn pass runs in this worker to turn it off again
+        # (symcnn.runtime.threads.start_threads).
         import torch
 
         torch.set_num_threads(threads)

@@ -34,6 +34,7 @@ chooses among instead of a selection of the columns ones (about twice as many: 2
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import math
@@ -256,16 +257,21 @@ def measure(options) -> list:
     return records
 
 
+@functools.cache
+def candidates(shape: tuple) -> dict[str, tuple]:
+    """Every candidate the generator chooses among for each sum kernel of the layer ``shape``, by role (none
+    for a kernel without a choice)."""
+    found = {}
+    for role, make in kernel_makers(layer_of(shape)):
+        with cost_model.recorded() as choices:
+            make()
+        found[role] = tuple(choices[0]) if choices else ()
+    return found
+
+
 def offered(records: list) -> list:
     """The timings of candidates the generator still offers (a timing saved by an older generator may not)."""
-    kept = []
-    for shape in dict.fromkeys(record[0] for record in records):
-        for role, make in kernel_makers(layer_of(shape)):
-            with cost_model.recorded() as choices:
-                make()
-            nests = set(choices[0]) if choices else set()
-            kept += [record for record in records if record[:2] == (shape, role) and record[2] in nests]
-    return kept
+    return [record for record in records if record[2] in candidates(tuple(record[0])).get(record[1], ())]
 
 
 SCALAR = ("accumulate", "gather")

@@ -12,7 +12,6 @@ A record for docs/performance.md, not part of the package. Usage, from the repos
 
 from __future__ import annotations
 
-import functools
 import statistics
 import sys
 from pathlib import Path
@@ -31,17 +30,6 @@ CHOOSERS = {"WIDE alone": (cost_model.WIDE,), "WIDE_256_LOOPS alone": (cost_mode
             "both (the wide variant)": cost_model.WIDE_CLASSES}
 
 
-@functools.cache
-def offered(shape: tuple, role: str) -> tuple:
-    """Every candidate the generator chooses among for the kernel ``role`` of the layer ``shape``."""
-    for name, make in schedule_costs.kernel_makers(schedule_costs.layer_of(shape)):
-        if name == role:
-            with cost_model.recorded() as choices:
-                make()
-            return tuple(choices[0]) if choices else ()
-    return ()
-
-
 def main() -> None:
     for name, cpu in TIMINGS.items():
         every = schedule_costs.offered(schedule_costs.load(Path(__file__).resolve().parent / name))
@@ -51,7 +39,7 @@ def main() -> None:
             ratios, untimed = [], 0
             for group in kernels:
                 times = {record[2]: record[3] for record in group}
-                candidates = offered(tuple(group[0][0]), group[0][1]) or tuple(times)
+                candidates = schedule_costs.candidates(tuple(group[0][0]))[group[0][1]] or tuple(times)
                 picked = times.get(cost_model.choose(candidates, lambda nest: nest, classes))
                 if picked is None:
                     untimed += 1
