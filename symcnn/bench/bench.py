@@ -29,28 +29,46 @@ from symcnn.bench.numpy_network import NumpyNetwork
 from symcnn.bench.torch_twin import torch_model
 from symcnn.runtime.loader import load_kernels
 from symcnn.runtime.network import Network
-from symcnn.spec import NetworkSpec, load_spec, with_kernels
+from symcnn.spec import LayerSpec, NetworkSpec, load_spec, with_kernels
 
-__all__ = ["forward_flops", "torch_model", "torch_passes", "run_benchmark", "BenchResult", "machine_description",
-           "sgemm_gflops", "mean_seconds", "median_seconds", "check_limits", "memory_per_image", "format_profile",
-           "format_range"]
+__all__ = ["forward_flops", "train_step_flops", "layer_flops", "torch_model", "torch_passes", "run_benchmark",
+           "BenchResult", "machine_description", "sgemm_gflops", "mean_seconds", "median_seconds", "check_limits",
+           "memory_per_image", "format_profile", "format_range"]
+
+
+def layer_flops(layer: LayerSpec) -> int:
+    """Floating-point operations of one image through ``layer``'s forward pass: 2 per multiply-add of its
+    products (convolutions, transposed convolutions and dense layers; every other layer 0, biases not counted).
+    Its input gradient and its weight gradient each do the same products."""
+    if layer.kind == "conv2d":
+        channels_out, height, width = layer.output_shape
+        kernel_h, kernel_w = layer.settings["kernel"]
+        channels_in = layer.input_shape[0] // layer.settings.get("groups", 1)  # each output reads its group's
+        return 2 * channels_out * height * width * channels_in * kernel_h * kernel_w
+    if layer.kind == "conv_transpose2d":  # each input element times a kernel of every output channel
+        kernel_h, kernel_w = layer.settings["kernel"]
+        return 2 * int(np.prod(layer.input_shape)) * layer.output_shape[0] * kernel_h * kernel_w
+    if layer.kind == "dense":
+        return 2 * layer.output_shape[0] * layer.input_shape[0]
+    return 0
 
 
 def forward_flops(spec: NetworkSpec) -> int:
     """Floating-point operations of one image's forward pass (2 per multiply-add)."""
-    total = 0
-    for layer in spec.layers:
-        if layer.kind == "conv2d":
-            channels_out, height, width = layer.output_shape
-            kernel_h, kernel_w = layer.settings["kernel"]
-            channels_in = layer.input_shape[0] // layer.settings.get("groups", 1)  # each output reads its group's
-            total += 2 * channels_out * height * width * channels_in * kernel_h * kernel_w
-        elif layer.kind == "conv_transpose2d":  # each input element times a kernel of every output channel
-            kernel_h, kernel_w = layer.settings["kernel"]
-            total += 2 * int(np.prod(layer.input_shape)) * layer.output_shape[0] * kernel_h * kernel_w
-        elif layer.kind == "dense":
-            total += 2 * layer.output_shape[0] * layer.input_shape[0]
-    return total
+    return sum(layer_flops(layer) for layer in spec.layers)
+
+
+def train_step_flops(spec: NetworkSpec) -> int:
+    """Floating-point operations of one image's train step: each layer's forward pass, its weight gradient
+    and its input gradient, but for the layers that read the network's input, whose input gradient a train
+    step does not compute (neither symcnn's nor PyTorch's).
+
+    >>> spec = load_spec("seed004")
+    >>> first = layer_flops(spec.layers[0])
+    >>> train_step_flops(spec) == 3 * forward_flops(spec) - first
+    True
+    """
+    return sum(layer_flops(layer) * (2 if "input" in layer.inputs else 3) for layer in spec.layers)
 
 
 #: At most this many threads per logical core: more only oversubscribe the cores, and a huge count
@@ -139,6 +157,7 @@ class BenchResult:
     machine: str
     sgemm_gflops: float
     forward_flops_per_image: int
+    train_step_flops_per_image: int  # train_step_flops: a forward pass, its weight gradients and its input gradients
     # implementation -> metric -> list of seconds
     seconds: dict = field(default_factory=dict)
     profile: dict = field(default_factory=dict)
@@ -154,7 +173,7 @@ class BenchResult:
         its ratio, so their range shows how far the machine let the ratio wander, which the ratio of the
         medians alone does not; that ratio always lies within their range.
 
-        >>> result = BenchResult("net", 64, 2, 3, "cpu", 100.0, 10**6)
+        >>> result = BenchResult("net", 64, 2, 3, "cpu", 100.0, 10**6, 3 * 10**6)
         >>> result.seconds = {"generated": {"forward": [1.0, 1.0, 2.0]}, "pytorch": {"forward": [2.0, 3.0, 2.0]}}
         >>> result.repeat_ratios("generated", "forward")
         [2.0, 3.0, 1.0]
@@ -172,7 +191,7 @@ class BenchResult:
                 "forward_images_per_second": self.batch / forward,
                 "forward_gflops": self.batch * self.forward_flops_per_image / forward / 1e9,
                 "train_step_images_per_second": self.batch / step,
-                "train_step_gflops": 3 * self.batch * self.forward_flops_per_image / step / 1e9,
+                "train_step_gflops": self.batch * self.train_step_flops_per_image / step / 1e9,
                 "train_step_batch1_ms": 1000 * latency,
             }
         ratios = {}
@@ -195,6 +214,7 @@ class BenchResult:
         return {"spec": self.spec, "batch": self.batch, "threads": self.threads, "repeat": self.repeat,
                  "machine": self.machine, "sgemm_gflops": self.sgemm_gflops,
                  "forward_gflop_per_image": self.forward_flops_per_image / 1e9,
+                 "train_step_gflop_per_image": self.train_step_flops_per_image / 1e9,
                  "results": rows, "ratios_to_pytorch": ratios, "ratio_ranges_to_pytorch": ranges,
                  "in_pytorch_overhead": overhead,
                  "left_out": self.left_out, "profile": self.profile}
@@ -361,7 +381,7 @@ def run_benchmark(spec_name: str, batch: int = 64, threads: int = 2, repeat: int
     for forward, step in implementations.values():  # warm-up: compilation, caches, allocator
         forward(x), step(x, labels), step(x1, labels1)
     result = BenchResult(net.spec.name, batch, threads, repeat, machine_description(), sgemm_gflops(),
-                         forward_flops(net.spec), left_out=left_out)
+                         forward_flops(net.spec), train_step_flops(net.spec), left_out=left_out)
     for name in implementations:
         result.seconds[name] = {"forward": [], "train_step": [], "train_step_batch1": []}
     for index in range(repeat):  # interleaved: each repeat times every implementation in turn
@@ -399,17 +419,10 @@ def profile_train_step(net: Network, x, labels, repeat: int) -> dict:
 def _kernel_flops(spec: NetworkSpec, batch: int) -> dict:
     flops = {}
     for layer in spec.layers:
-        if layer.kind == "conv2d":
-            channels_out, height, width = layer.output_shape
-            kernel_h, kernel_w = layer.settings["kernel"]
-            channels_in = layer.input_shape[0] // layer.settings.get("groups", 1)  # each output reads its group's
-            count = 2 * batch * channels_out * height * width * channels_in * kernel_h * kernel_w
-        elif layer.kind == "dense":
-            count = 2 * batch * layer.output_shape[0] * layer.input_shape[0]
-        else:
-            continue
-        for kernel in ("forward", "grad_input", "grad_weight", "grad_weight_and_bias"):
-            flops[f"{layer.label}_{kernel}"] = count
+        count = batch * layer_flops(layer)
+        if count:
+            for kernel in ("forward", "grad_input", "grad_weight", "grad_weight_and_bias"):
+                flops[f"{layer.label}_{kernel}"] = count
     return flops
 
 
@@ -418,8 +431,9 @@ def format_report(result: BenchResult) -> str:
     lines = [f"symcnn bench {result.spec}: batch {result.batch}, {result.threads} threads, median of {result.repeat} "
              f"interleaved repeats",
              f"machine: {result.machine}; measured sgemm (NumPy, 1024^3, float32): {result.sgemm_gflops:.0f} GFLOP/s",
-             f"forward pass: {result.forward_flops_per_image / 1e6:.3g} MFLOP per image "
-             "(convolutions and dense layers; a train step counts 3 times that)", "",
+             f"forward pass: {result.forward_flops_per_image / 1e6:.3g} MFLOP per image, train step "
+             f"{result.train_step_flops_per_image / 1e6:.3g} (the products of convolutions and dense layers; a train "
+             "step's weight and input gradients each do a forward pass's, but no input gradient of the input)", "",
              f"{'':<10} {'forward img/s':>14} {'GFLOP/s':>8} {'train img/s':>12} {'GFLOP/s':>8} {'batch-1 ms':>11}"]
     for name, row in data["results"].items():
         lines.append(f"{name:<10} {row['forward_images_per_second']:>14,.0f} {row['forward_gflops']:>8.1f} "

@@ -6,8 +6,10 @@ interleaved, medians of the repeats), one spec after the other. The table gives,
 generated kernels' forward and train-step throughput and batch-1 train-step latency, PyTorch's, and
 their ratios (above 1: faster than PyTorch); its last row is the geometric mean of each column of
 ratios, the one figure that weighs a 2x win and a 2x loss alike. Below it, each ratio's range (the lowest
-and highest of the ratios repeat by repeat), and the measurements under the target, each with how many
-repeats reached it (on a shared machine, one run does not settle a ratio near the target).
+and highest of the ratios repeat by repeat); each side's rate as a share of the machine's sgemm rate, and the
+ratio symcnn would reach at that rate (where it is already near it, a higher ratio needs fewer
+multiply-adds, not faster loops); and the measurements under the target, each with how many repeats
+reached it (on a shared machine, one run does not settle a ratio near the target).
 
 Example:
     $ symcnn bench --suite --batch 64 --threads 2 --repeat 5
@@ -23,7 +25,8 @@ from typing import Callable, NamedTuple, Optional, Sequence
 from symcnn.bench.bench import BenchResult, check_limits, format_profile, format_range, memory_per_image, run_benchmark
 from symcnn.spec import SUITE_SPECS, load_spec
 
-__all__ = ["METRICS", "TARGET_RATIO", "SuiteRow", "SuiteResult", "geometric_mean", "run_suite", "format_suite"]
+__all__ = ["METRICS", "TARGET_RATIO", "SuiteRow", "SuiteResult", "SgemmShare", "geometric_mean", "sgemm_share",
+           "run_suite", "format_suite"]
 
 #: The three measurements of each spec, as :class:`BenchResult` names them.
 METRICS = ("forward", "train_step", "train_step_batch1")
@@ -56,6 +59,30 @@ class SuiteRow(NamedTuple):
     pytorch: dict
     ratios: dict  # metric -> PyTorch's time / the generated kernels' time (above 1: faster)
     repeats: dict  # metric -> the ratios repeat by repeat (BenchResult.repeat_ratios), whose range the ratio lies in
+
+
+class SgemmShare(NamedTuple):
+    """How near one measurement of a spec runs to the machine's sgemm rate (NumPy's float32 matrix product,
+    measured before the spec): each side's rate, in the products of its convolutions and dense layers per
+    second, over sgemm's; and ``at_sgemm``, the ratio to PyTorch symcnn would reach at sgemm's rate."""
+
+    symcnn: float
+    pytorch: float
+    at_sgemm: float
+
+
+def sgemm_share(result: BenchResult, metric: str) -> SgemmShare:
+    """``metric``'s (forward or train step) :class:`SgemmShare`.
+
+    >>> result = BenchResult("net", 64, 2, 3, "cpu", 200.0, 10**9, 3 * 10**9)
+    >>> result.seconds = {"generated": {"forward": [0.4]}, "pytorch": {"forward": [0.5]}}
+    >>> sgemm_share(result, "forward")  # 160 and 128 GFLOP/s; sgemm's 200 is 1.56x PyTorch's
+    SgemmShare(symcnn=0.8, pytorch=0.64, at_sgemm=1.5625)
+    """
+    per_image = {"forward": result.forward_flops_per_image, "train_step": result.train_step_flops_per_image}[metric]
+    symcnn, pytorch = (result.batch * per_image / result.median(name, metric) / 1e9 / result.sgemm_gflops
+                       for name in ("generated", "pytorch"))
+    return SgemmShare(symcnn, pytorch, 1 / pytorch if pytorch else math.inf)  # inf: a spec without products
 
 
 def suite_row(result: BenchResult) -> SuiteRow:
@@ -92,6 +119,11 @@ class SuiteResult:
         return [(row.spec, metric, row.ratios[metric]) for row in self.rows()
                 for metric in ("forward", "train_step") if row.ratios[metric] < target]
 
+    def sgemm_shares(self) -> dict:
+        """spec -> metric (forward, train step) -> its :class:`SgemmShare`."""
+        return {result.spec: {metric: sgemm_share(result, metric) for metric in ("forward", "train_step")}
+                for result in self.results}
+
     def slowest(self) -> str:
         """The spec whose train step is slowest against PyTorch's (the lowest ratio)."""
         return min(self.rows(), key=lambda row: row.ratios["train_step"]).spec
@@ -103,6 +135,8 @@ class SuiteResult:
                 "sgemm_gflops": [result.sgemm_gflops for result in self.results],
                 "rows": [row._asdict() for row in self.rows()],
                 "geometric_mean": self.geometric_means(),
+                "sgemm_shares": {spec: {metric: share._asdict() for metric, share in shares.items()}
+                                 for spec, shares in self.sgemm_shares().items()},
                 "target_ratio": TARGET_RATIO,
                 "below_target": [{"spec": spec, "metric": metric, "ratio": ratio}
                                  for spec, metric, ratio in self.below_target()],
@@ -166,6 +200,13 @@ def format_suite(suite: SuiteResult) -> str:
               f"{'spec':<{width}}" + "".join(f"  {_TITLES[metric]:>18}" for metric in METRICS)]
     lines += [f"{row.spec:<{width}}" + "".join(f"  {_range(row.repeats[metric]) + 'x':>18}" for metric in METRICS)
               for row in rows]
+    shares = suite.sgemm_shares()
+    lines += ["", "each side's rate as a share of the sgemm measured before its spec (the products of convolutions and "
+                  "dense layers per second), and the ratio symcnn would reach at sgemm's rate",
+              f"{'spec':<{width}}" + "".join(f"  {_TITLES[metric] + ': symcnn':>18} {'PyTorch':>8} {'at sgemm':>9}"
+                                             for metric in ("forward", "train_step"))]
+    lines += [f"{spec:<{width}}" + "".join(f"  {share.symcnn:>18.0%} {share.pytorch:>8.0%} {share.at_sgemm:>8.2f}x"
+                                           for share in by_metric.values()) for spec, by_metric in shares.items()]
     repeats = {row.spec: row.repeats for row in rows}
     below = {}
     for spec, metric, ratio in suite.below_target():
@@ -173,7 +214,8 @@ def format_suite(suite: SuiteResult) -> str:
         # how often a single repeat reached the target: on a shared machine, one run does not settle a ratio near it
         reached = sum(value >= TARGET_RATIO for value in each)
         below.setdefault(spec, []).append(f"{_TITLES[metric]} {ratio:.2f}x [{_range(each)}; {TARGET_RATIO}x in "
-                                          f"{reached} of {len(each)} repeats]")
+                                          f"{reached} of {len(each)} repeats; {shares[spec][metric].at_sgemm:.2f}x at "
+                                          "sgemm's rate]")
     lines += ["", f"under {TARGET_RATIO}x PyTorch's speed (forward or train step): {len(below)} of {len(rows)} specs"
               + (":" if below else "")]
     lines += [f"  {spec:<{width}}  {', '.join(measurements)}" for spec, measurements in below.items()]

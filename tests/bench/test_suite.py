@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from symcnn.bench import suite as suite_module
-from symcnn.bench.bench import BenchResult, _kernel_flops, forward_flops
+from symcnn.bench.bench import BenchResult, _kernel_flops, forward_flops, layer_flops, train_step_flops
 from symcnn.bench.suite import SuiteResult, format_suite, geometric_mean, run_suite
 from symcnn.network_summary import summary
 from symcnn.spec import ARCHITECTURE_SPECS, SHIPPED_SPECS, SPEC_DIR, SUITE_SPECS, load_spec, shipped_kernels_dir
@@ -66,12 +66,24 @@ def test_a_grouped_convolutions_kernels_count_the_flops_of_their_groups():
     assert _kernel_flops(load_spec("suite-separable"), batch=1)["dw1_forward"] == 2 * 32 * 32 * 32 * 9
 
 
+def test_a_train_step_counts_no_input_gradient_for_the_layers_that_read_the_input():
+    """A train step's products: every layer's forward pass and weight gradient, and the input gradient of each
+    layer but those reading the network's input (a graph's and a sequential spec's alike)."""
+    for name in ("suite-residual", "suite-lenet", "seed004"):
+        spec = load_spec(name)
+        readers = [layer for layer in spec.layers if "input" in layer.inputs]
+        assert [layer.label for layer in readers] == [spec.layers[0].label]
+        assert train_step_flops(spec) == 3 * forward_flops(spec) - layer_flops(readers[0]) > 0
+    lenet = load_spec("suite-lenet")  # its first layer: 6 channels of 28 x 28, 5 x 5 taps of one input channel
+    assert layer_flops(lenet.layers[0]) == 2 * 6 * 28 * 28 * 25 and layer_flops(lenet.layers[1]) == 0
+
+
 def _fake_result(spec: str, generated: dict, pytorch: dict, profile: dict = None, pytorch_repeats: dict = None
                  ) -> BenchResult:
     """A benchmark with made-up medians: seconds per call of each metric, three equal repeats, but for PyTorch's
     metrics in ``pytorch_repeats`` (metric -> its three repeats)."""
     result = BenchResult(spec, batch=64, threads=2, repeat=3, machine="test machine", sgemm_gflops=100.0,
-                         forward_flops_per_image=10**6, profile=profile or {})
+                         forward_flops_per_image=10**6, train_step_flops_per_image=3 * 10**6, profile=profile or {})
     for implementation, seconds in (("generated", generated), ("numpy", pytorch), ("pytorch", pytorch)):
         result.seconds[implementation] = {metric: [value] * 3 for metric, value in seconds.items()}
     result.seconds["pytorch"] |= pytorch_repeats or {}
@@ -114,7 +126,8 @@ def test_the_table_has_a_row_per_spec_the_means_and_the_slowest_specs_profile():
     text = format_suite(_fake_suite())
     lines = text.splitlines()
     assert lines[0].startswith("symcnn bench --suite: 2 specs, batch 64, 2 threads, median of 3")
-    (fast, fast_range) = [line for line in lines if line.startswith("fast ")]  # the table's row, then the range's
+    # the table's row, then the range's, then the share of sgemm's rate
+    (fast, fast_range, fast_share) = [line for line in lines if line.startswith("fast ")]
     assert fast.split() == ["fast", "32,000", "16,000", "2.00x", "25,600", "6,400", "4.00x", "2.00", "2.00", "1.00x",
                             "100"]
     (means,) = [line for line in lines if line.startswith("geometric mean")]
@@ -122,13 +135,20 @@ def test_the_table_has_a_row_per_spec_the_means_and_the_slowest_specs_profile():
     assert lines.index(fast_range) > lines.index(means)
     assert fast_range.split() == ["fast", "2.00-2.00x", "4.00-4.00x", "1.00-1.00x"]
     assert "\neach ratio's range: the lowest and highest of the ratios repeat by repeat" in text
-    (slow_range,) = [line for line in lines if line.startswith("slow ")][1:]
+    (slow_range, _) = [line for line in lines if line.startswith("slow ")][1:]
     assert slow_range.split() == ["slow", "0.50-0.50x", "1.15-1.70x", "4.00-4.00x"]
     assert "under 1.5x PyTorch's speed (forward or train step): 1 of 2 specs:\n" in text
     (slow,) = [line for line in lines if line.startswith("  slow ")]
     # below the target in every repeat; reaching it in one
-    assert slow.split() == ["slow", "forward", "0.50x", "[0.50-0.50;", "1.5x", "in", "0", "of", "3", "repeats],",
-                            "train", "step", "1.25x", "[1.15-1.70;", "1.5x", "in", "1", "of", "3", "repeats]"]
+    # with the ratio at sgemm's rate: 100 GFLOP/s over PyTorch's 16 (forward) and 19.2 (train step)
+    assert slow.split() == ["slow", "forward", "0.50x", "[0.50-0.50;", "1.5x", "in", "0", "of", "3", "repeats;",
+                            "6.25x", "at", "sgemm's", "rate],", "train", "step", "1.25x", "[1.15-1.70;", "1.5x", "in",
+                            "1", "of", "3", "repeats;", "5.21x", "at", "sgemm's", "rate]"]
+    # each side's share of sgemm's 100 GFLOP/s: fast's forward 32 GFLOP/s, PyTorch's 16; its train step 76.8
+    # (3 MFLOP an image), PyTorch's 19.2
+    assert "\neach side's rate as a share of the sgemm measured before its spec" in text
+    assert fast_share.split() == ["fast", "32%", "16%", "6.25x", "77%", "19%", "5.21x"]
+    assert lines.index(fast_share) > lines.index(fast_range)
     assert "slowest train step against PyTorch's: slow" in text
     assert "conv1_forward" in text and "12.0 GFLOP/s" in text
 
@@ -142,6 +162,8 @@ def test_the_json_holds_the_rows_the_means_and_every_specs_benchmark():
     assert data["specs"]["slow"]["ratio_ranges_to_pytorch"]["generated"]["train_step"] == pytest.approx([1.15, 1.7])
     assert data["rows"][1]["repeats"]["train_step"] == pytest.approx([1.15, 1.25, 1.7])
     assert [entry["metric"] for entry in data["below_target"]] == ["forward", "train_step"]
+    assert data["sgemm_shares"]["slow"]["train_step"] == pytest.approx({"symcnn": 0.24, "pytorch": 0.192,
+                                                                        "at_sgemm": 1 / 0.192})
 
 
 @pytest.mark.parametrize("values", [[], [1.0, 0.0], [2.0, -1.0]])
