@@ -27,6 +27,7 @@ import numpy as np
 
 from symcnn.bench.numpy_network import NumpyNetwork
 from symcnn.bench.torch_twin import torch_model
+from symcnn.runtime.gradient_flow import tensors_needing_gradients
 from symcnn.runtime.loader import load_kernels
 from symcnn.runtime.network import Network
 from symcnn.spec import LayerSpec, NetworkSpec, load_spec, with_kernels
@@ -59,16 +60,19 @@ def forward_flops(spec: NetworkSpec) -> int:
 
 
 def train_step_flops(spec: NetworkSpec) -> int:
-    """Floating-point operations of one image's train step: each layer's forward pass, its weight gradient
-    and its input gradient, but for the layers that read the network's input, whose input gradient a train
-    step does not compute (neither symcnn's nor PyTorch's).
+    """Floating-point operations of one image's train step: each layer's forward pass, its weight gradient and
+    its input gradient, but where no gradient of its input is needed (the network's input, or a tensor with no
+    parameter before it: :func:`~symcnn.runtime.gradient_flow.tensors_needing_gradients`), which neither
+    symcnn's train step nor PyTorch's computes.
 
     >>> spec = load_spec("seed004")
     >>> first = layer_flops(spec.layers[0])
     >>> train_step_flops(spec) == 3 * forward_flops(spec) - first
     True
     """
-    return sum(layer_flops(layer) * (2 if "input" in layer.inputs else 3) for layer in spec.layers)
+    needed = tensors_needing_gradients(spec, input_gradient=False)
+    return sum(layer_flops(layer) * (3 if any(source in needed for source in layer.inputs) else 2)
+               for layer in spec.layers)
 
 
 #: At most this many threads per logical core: more only oversubscribe the cores, and a huge count

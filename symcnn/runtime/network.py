@@ -27,6 +27,7 @@ from symcnn.runtime.buffers import counter_names, initial_buffers, switch_dtype,
 from symcnn.runtime.compiling import CompileSummary, first_call, prepare
 from symcnn.runtime.evaluation import folded_forward, forward_fusions, trainable_fusions
 from symcnn.runtime.fanouts import gradient_sum
+from symcnn.runtime.gradient_flow import tensors_needing_gradients
 from symcnn.runtime.layout import LayerGradients, arguments_getter
 from symcnn.runtime.loader import load_kernels
 from symcnn.runtime.progress import CompileProgress
@@ -113,6 +114,8 @@ class Network(LayerState):
                        for elementwise, (reader, kernel) in getattr(kernels, "FUSED", {}).items()}
         self._fused_into = {elementwise.label for elementwise, _ in self._fused.values()}
         self._fanout_fused = set(getattr(kernels, "FANOUT_FUSED", {}))  # or by its fan-out's sum (runtime.fanouts)
+        # input_gradient -> the tensors whose gradient a backward pass needs (none before the first parameters)
+        self._needing_gradients = {wanted: tensors_needing_gradients(spec, wanted) for wanted in (False, True)}
         self._progress = CompileProgress(f"the {spec.name} kernels for {self.dtype}",  # shown while compiling
                                          label=f"{spec.name} ({self.dtype})")
         self._prepared: set[tuple] = set()  # the kinds of pass whose kernels are compiled (_prepare)
@@ -359,8 +362,11 @@ class Network(LayerState):
         grads: dict[str, np.ndarray] = {}
         # The gradients each tensor's readers send back, by label: summed where several read it.
         sent: dict[str, list[np.ndarray]] = {self.spec.layers[-1].label: [upstream]}
+        needed = self._needing_gradients[bool(input_gradient)]
         for layer in reversed(self.spec.layers):
             if layer.label in self._fused_into:  # its input gradient is its reader's kernel's (FUSED)
+                continue
+            if layer.label not in needed:  # no parameter before it (a flatten before the first dense layer)
                 continue
             gradients = sent.pop(layer.label)
             if len(gradients) > 1 and layer.label in self._fanout_fused:  # its fan-out's sum stores its dL/dX
@@ -376,7 +382,7 @@ class Network(LayerState):
             arrays.update(zip(names.input_arrays, (values.get(source) for source in layer.inputs)))
             arrays["grad_output"], arrays["out"] = upstream, values.get(layer.label)  # out: tanh's 1 - Y^2 reads it
             arrays.update(saved.get(layer.label, {}))
-            together = self._backward_kernel(layer, arrays, training, input_gradient, parameters)
+            together = self._backward_kernel(layer, arrays, training, needed, parameters)
             both = None if together else self._weight_and_bias_kernel(layer, training, parameters)
             for role, name, gradient_name in names.parameters:
                 if parameters is None or name in parameters:
@@ -387,7 +393,7 @@ class Network(LayerState):
             if both is not None:  # the bias's gradient summed from the weight gradient's copies of dL/dY
                 self._call(both, arrays)
             for name, source, purpose in names.inputs:
-                if source == "input" and not input_gradient:  # training needs none
+                if source not in needed:  # the input's in training, or a layer's with no parameter before it
                     continue
                 kernel = self._kernel(layer, name, training)
                 if layer.label in self._fused:  # the gradient of the element-wise layer before it, in one pass
@@ -404,16 +410,16 @@ class Network(LayerState):
             grads["input"] = gradient_sum(self, "input", sent["input"])
         return grads
 
-    def _backward_kernel(self, layer: LayerSpec, arrays: dict, training: bool, input_gradient: bool,
+    def _backward_kernel(self, layer: LayerSpec, arrays: dict, training: bool, needed: frozenset,
                          parameters: Optional[set]) -> Optional[str]:
         """``<label>_backward`` (or ``_eval_backward``): all of the layer's gradients at once, where the package
-        has it (they read the same statistics), this pass needs all and no ``FUSED`` kernel stores its
-        input gradient; else ``None`` (each gradient's own kernel)."""
+        has it (they read the same statistics), this pass needs all (its input's among the tensors ``needed``)
+        and no ``FUSED`` kernel stores its input gradient; else ``None`` (each gradient's own kernel)."""
         kernel = self._kernel(layer, "forward", training).removesuffix("forward") + BACKWARD
         if "statistics" in arrays and f"{kernel}_{SAVED}" in self.kernels.ARGUMENTS:  # its forward pass's, kept
             kernel = f"{kernel}_{SAVED}"
         if (kernel not in self.kernels.ARGUMENTS or layer.label in self._fused
-                or ("input" in layer.inputs and not input_gradient)):
+                or any(source not in needed for source in layer.inputs)):
             return None
         wanted = parameters is None or all(f"{layer.name}.{role}" in parameters for role in ("weight", "bias")
                                            if role in arrays)
