@@ -11,88 +11,24 @@ from symcnn.bench.bench import forward_flops, layer_flops, train_step_flops
 from symcnn.runtime.gradient_flow import tensors_needing_gradients
 from symcnn.runtime.loader import load_kernels
 from symcnn.runtime.network import Network
-from symcnn.spec import parse_spec
+from symcnn.spec import parse_spec, spec_toml
 
-# A pooling before the first convolution, and a flatten before a dense layer's input
-POOL_FIRST = """
-name = "pool-first"
-input = [1, 8, 8]
-loss = "softmax_cross_entropy"
 
-[[layers]]
-type = "maxpool2d"
-kernel = 2
+def _spec(name: str, input_shape: list, *layers: dict) -> str:
+    """A classifier spec's TOML text: ``layers``, then the softmax cross-entropy."""
+    return spec_toml({"name": name, "input": input_shape, "loss": "softmax_cross_entropy", "layers": list(layers)})
 
-[[layers]]
-type = "conv2d"
-name = "c1"
-out_channels = 4
-kernel = 3
-padding = 1
 
-[[layers]]
-type = "relu"
-
-[[layers]]
-type = "flatten"
-
-[[layers]]
-type = "dense"
-name = "fc"
-out_features = 3
-"""
-
-MLP = """
-name = "mlp-gradient-flow"
-input = [1, 4, 4]
-loss = "softmax_cross_entropy"
-
-[[layers]]
-type = "flatten"
-
-[[layers]]
-type = "dense"
-name = "fc1"
-out_features = 8
-
-[[layers]]
-type = "relu"
-
-[[layers]]
-type = "dense"
-name = "fc2"
-out_features = 3
-"""
-
-RESIDUAL_FROM_INPUT = """
-name = "residual-from-input"
-input = [2, 4, 4]
-loss = "softmax_cross_entropy"
-
-[[layers]]
-type = "relu"
-name = "r0"
-
-[[layers]]
-type = "conv2d"
-name = "c1"
-out_channels = 2
-kernel = 3
-padding = 1
-
-[[layers]]
-type = "add"
-name = "sum"
-inputs = ["r0", "c1"]
-
-[[layers]]
-type = "flatten"
-
-[[layers]]
-type = "dense"
-name = "fc"
-out_features = 3
-"""
+CONV = {"type": "conv2d", "name": "c1", "kernel": 3, "padding": 1}
+# a pooling before the first convolution, and a flatten before a dense layer's input
+POOL_FIRST = _spec("pool-first", [1, 8, 8], {"type": "maxpool2d", "kernel": 2}, CONV | {"out_channels": 4},
+                   {"type": "relu"}, {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 3})
+MLP = _spec("mlp-gradient-flow", [1, 4, 4], {"type": "flatten"}, {"type": "dense", "name": "fc1", "out_features": 8},
+            {"type": "relu"}, {"type": "dense", "name": "fc2", "out_features": 3})
+# a parameter-free branch from the input joining a convolution of it
+RESIDUAL_FROM_INPUT = _spec("residual-from-input", [2, 4, 4], {"type": "relu", "name": "r0"},
+                            CONV | {"out_channels": 2}, {"type": "add", "name": "sum", "inputs": ["r0", "c1"]},
+                            {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 3})
 
 
 def test_no_gradient_is_needed_before_the_first_parameters_unless_the_inputs_is_asked_for():
