@@ -171,6 +171,12 @@ class BenchResult:
         values = self.seconds.get(implementation, {}).get(metric)
         return statistics.median(values) if values else None
 
+    def gflops(self, implementation: str, metric: str) -> float:
+        """``implementation``'s median rate in ``metric`` (``forward`` or ``train_step``): the products of its
+        convolutions and dense layers, in GFLOP/s."""
+        per_image = {"forward": self.forward_flops_per_image, "train_step": self.train_step_flops_per_image}[metric]
+        return self.batch * per_image / self.median(implementation, metric) / 1e9
+
     def repeat_ratios(self, implementation: str, metric: str) -> list[float]:
         """``implementation``'s ratios to PyTorch repeat by repeat: PyTorch's seconds over its own in the same
         interleaved repeat (empty without PyTorch). A noisy neighbour that slows one repeat slows both sides of
@@ -193,9 +199,9 @@ class BenchResult:
             latency = self.median(implementation, "train_step_batch1")
             rows[implementation] = {
                 "forward_images_per_second": self.batch / forward,
-                "forward_gflops": self.batch * self.forward_flops_per_image / forward / 1e9,
+                "forward_gflops": self.gflops(implementation, "forward"),
                 "train_step_images_per_second": self.batch / step,
-                "train_step_gflops": self.batch * self.train_step_flops_per_image / step / 1e9,
+                "train_step_gflops": self.gflops(implementation, "train_step"),
                 "train_step_batch1_ms": 1000 * latency,
             }
         ratios = {}
@@ -437,7 +443,8 @@ def format_report(result: BenchResult) -> str:
              f"machine: {result.machine}; measured sgemm (NumPy, 1024^3, float32): {result.sgemm_gflops:.0f} GFLOP/s",
              f"forward pass: {result.forward_flops_per_image / 1e6:.3g} MFLOP per image, train step "
              f"{result.train_step_flops_per_image / 1e6:.3g} (the products of convolutions and dense layers; a train "
-             "step's weight and input gradients each do a forward pass's, but no input gradient of the input)", "",
+             "step's weight and input gradients each do a forward pass's, but none where no gradient of its input is "
+             "needed)", "",
              f"{'':<10} {'forward img/s':>14} {'GFLOP/s':>8} {'train img/s':>12} {'GFLOP/s':>8} {'batch-1 ms':>11}"]
     for name, row in data["results"].items():
         lines.append(f"{name:<10} {row['forward_images_per_second']:>14,.0f} {row['forward_gflops']:>8.1f} "

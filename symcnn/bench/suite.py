@@ -79,9 +79,7 @@ def sgemm_share(result: BenchResult, metric: str) -> SgemmShare:
     >>> sgemm_share(result, "forward")  # 160 and 128 GFLOP/s; sgemm's 200 is 1.56x PyTorch's
     SgemmShare(symcnn=0.8, pytorch=0.64, at_sgemm=1.5625)
     """
-    per_image = {"forward": result.forward_flops_per_image, "train_step": result.train_step_flops_per_image}[metric]
-    symcnn, pytorch = (result.batch * per_image / result.median(name, metric) / 1e9 / result.sgemm_gflops
-                       for name in ("generated", "pytorch"))
+    symcnn, pytorch = (result.gflops(name, metric) / result.sgemm_gflops for name in ("generated", "pytorch"))
     return SgemmShare(symcnn, pytorch, 1 / pytorch if pytorch else math.inf)  # inf: a spec without products
 
 
