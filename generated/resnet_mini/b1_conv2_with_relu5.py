@@ -788,7 +788,7 @@ def b1_conv2_with_relu5_grad_input(grad_output, weight, fused_out, grad_input):
         grad_output_padded = np.zeros((16, 34, 34,), dtype=grad_output.dtype)
         for a1 in range(16):
             for a2 in range(max(0, 16*part - 1), min(32, 16*part + 17)):
-                for a3 in range(32):
+                for a3 in range(grad_output.shape[3]):
                     grad_output_padded[a1, a2 + 1, a3 + 1] = grad_output[n, a1, a2, a3]
         tile = np.empty((32, 16,), dtype=grad_output.dtype)
         for k in range(16*part, 16*part + 16):

@@ -953,7 +953,7 @@ def b2_conv1_forward_wide(x, weight, out):
         x_padded = np.zeros((16, 33, 33,), dtype=x.dtype)
         for a1 in range(16):
             for a2 in range(max(0, 16*part - 1), min(32, 16*part + 16)):
-                for a3 in range(32):
+                for a3 in range(x.shape[3]):
                     x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
         tile = np.empty((16, 32,), dtype=x.dtype)
         for i in range(8*part, 8*part + 8):
@@ -1261,7 +1261,7 @@ def b2_conv1_forward_narrow(x, weight, out):
         x_padded = np.zeros((16, 33, 33,), dtype=x.dtype)
         for a1 in range(16):
             for a2 in range(max(0, 16*part - 1), min(32, 16*part + 16)):
-                for a3 in range(32):
+                for a3 in range(x.shape[3]):
                     x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
         tile = np.empty((16, 32,), dtype=x.dtype)
         for i in range(8*part, 8*part + 8):
@@ -5622,7 +5622,7 @@ def b2_conv1_grad_weight(grad_output, x, grad_weight):
         for n in range((N*chunk) // chunks, (N*(chunk + 1)) // chunks):
             for a1 in range(16):
                 for a2 in range(32):
-                    for a3 in range(32):
+                    for a3 in range(x.shape[3]):
                         x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
             for i in range(16):
                 for c_out in range(32):
@@ -6583,7 +6583,7 @@ def b2_conv1_folded_forward_wide(x, weight, bias, out):
         x_padded = np.zeros((16, 33, 33,), dtype=x.dtype)
         for a1 in range(16):
             for a2 in range(max(0, 16*part - 1), min(32, 16*part + 16)):
-                for a3 in range(32):
+                for a3 in range(x.shape[3]):
                     x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
         tile = np.empty((16, 32,), dtype=x.dtype)
         for i in range(8*part, 8*part + 8):
@@ -6891,7 +6891,7 @@ def b2_conv1_folded_forward_narrow(x, weight, bias, out):
         x_padded = np.zeros((16, 33, 33,), dtype=x.dtype)
         for a1 in range(16):
             for a2 in range(max(0, 16*part - 1), min(32, 16*part + 16)):
-                for a3 in range(32):
+                for a3 in range(x.shape[3]):
                     x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
         tile = np.empty((16, 32,), dtype=x.dtype)
         for i in range(8*part, 8*part + 8):

@@ -521,7 +521,7 @@ def stem_with_stem_relu_folded_forward_wide(x, weight, bias, out):
         x_padded = np.zeros((3, 34, 34,), dtype=x.dtype)
         for a1 in range(3):
             for a2 in range(max(0, 16*part - 1), min(32, 16*part + 17)):
-                for a3 in range(32):
+                for a3 in range(x.shape[3]):
                     x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
         tile = np.empty((32, 16,), dtype=x.dtype)
         for i in range(16*part, 16*part + 16):
@@ -804,7 +804,7 @@ def stem_with_stem_relu_folded_forward_narrow(x, weight, bias, out):
         x_padded = np.zeros((3, 34, 34,), dtype=x.dtype)
         for a1 in range(3):
             for a2 in range(max(0, 16*part - 1), min(32, 16*part + 17)):
-                for a3 in range(32):
+                for a3 in range(x.shape[3]):
                     x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
         tile = np.empty((16, 32,), dtype=x.dtype)
         for i in range(16*part, 16*part + 16):

@@ -514,7 +514,7 @@ def conv1_forward_wide(x, weight, bias, out):
         x_padded = np.zeros((3, 34, 34,), dtype=x.dtype)
         for a1 in range(3):
             for a2 in range(max(0, 16*part - 1), min(32, 16*part + 17)):
-                for a3 in range(32):
+                for a3 in range(x.shape[3]):
                     x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
         tile = np.empty((32, 16,), dtype=x.dtype)
         for i in range(16*part, 16*part + 16):
@@ -789,7 +789,7 @@ def conv1_forward_narrow(x, weight, bias, out):
         x_padded = np.zeros((3, 34, 34,), dtype=x.dtype)
         for a1 in range(3):
             for a2 in range(max(0, 16*part - 1), min(32, 16*part + 17)):
-                for a3 in range(32):
+                for a3 in range(x.shape[3]):
                     x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
         tile = np.empty((16, 32,), dtype=x.dtype)
         for i in range(16*part, 16*part + 16):
@@ -1318,7 +1318,7 @@ def conv1_grad_input(grad_output, weight, grad_input):
         grad_output_padded = np.zeros((16, 34, 34,), dtype=grad_output.dtype)
         for a1 in range(16):
             for a2 in range(max(0, 16*part - 1), min(32, 16*part + 17)):
-                for a3 in range(32):
+                for a3 in range(grad_output.shape[3]):
                     grad_output_padded[a1, a2 + 1, a3 + 1] = grad_output[n, a1, a2, a3]
         tile = np.empty((3, 32,), dtype=grad_output.dtype)
         for k in range(16*part, 16*part + 16):
@@ -1594,7 +1594,7 @@ def conv1_grad_weight(grad_output, x, grad_weight):
         for n in range((N*chunk) // chunks, (N*(chunk + 1)) // chunks):
             for a1 in range(3):
                 for a2 in range(32):
-                    for a3 in range(32):
+                    for a3 in range(x.shape[3]):
                         x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
             for i in range(32):
                 for c_out in range(16):
@@ -1690,7 +1690,7 @@ def conv1_grad_weight_and_bias(grad_output, x, grad_weight, grad_bias):
         for n in range((N*chunk) // chunks, (N*(chunk + 1)) // chunks):
             for a1 in range(3):
                 for a2 in range(32):
-                    for a3 in range(32):
+                    for a3 in range(x.shape[3]):
                         x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
             for i in range(32):
                 for c_out in range(16):

@@ -125,6 +125,26 @@ def test_lane_last_copies_read_the_operand_row_by_row():
     assert not any(loop.parallel for loop in _copy(conv2["forward"], "weight_t").loops)
 
 
+def test_long_copy_rows_read_their_count_from_the_operand():
+    """A zero-padded copy's innermost loop over a whole row of at least RUNTIME_COUNT_MIN values runs to the
+    operand's extent, read at run time (LLVM vectorizes it; a constant count it leaves scalar); shorter rows,
+    lane-last copies (their rows stored strided) and loops over part of the rows keep their printed count. The
+    count is the same number either way: the kernels' values are checked by the kernel tests of these specs."""
+    conv1 = _kernels(load_spec("seed004"), "conv1")  # 32 x 32 maps
+    stops = {(kernel, copy.name): [(loop.variable, loop.stop) for loop in copy.loops]
+             for kernel in ("forward", "grad_input", "grad_weight") for copy in conv1[kernel].lanes.stagings}
+    assert stops[("forward", "x_padded")] == [("a1", "3"), ("a2", "min(32, 16*part + 17)"), ("a3", "x.shape[3]")]
+    assert stops[("grad_input", "grad_output_padded")][-1] == ("a3", "grad_output.shape[3]")
+    assert stops[("grad_weight", "x_padded")] == [("a1", "3"), ("a2", "32"), ("a3", "x.shape[3]")]
+    assert stops[("grad_weight", "grad_output_t")] == [("i", "32"), ("c_out", "16"), ("j", "32")]
+    assert stops[("forward", "weight_t")][-1] == ("c_out", "16")  # over the lanes
+    conv2 = _kernels(load_spec("seed004"), "conv2")  # 16 x 16 maps: rows of 16, printed
+    assert [loop.stop for loop in _copy(conv2["grad_weight"], "x_padded").loops] == ["16", "16", "16"]
+    assert [loop.stop for loop in _copy(conv2["grad_weight"], "grad_output_t").loops] == ["16", "32", "16"]
+    wide = _kernels(load_spec("suite-wide"), "conv3")  # 8 x 8 maps, the lanes' loop innermost: printed
+    assert [loop.stop for loop in _copy(wide["grad_weight"], "grad_output_t").loops] == ["8", "8", "128"]
+
+
 @pytest.mark.heavy
 def test_a_weight_copied_in_parallel_gives_pytorchs_numbers(tmp_path_factory):
     """A dense layer of 256 x 256 weights (65,536: the least copied in parallel, PARALLEL_COPY_MIN) and
