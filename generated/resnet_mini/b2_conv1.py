@@ -5625,9 +5625,10 @@ def b2_conv1_grad_weight(grad_output, x, grad_weight):
                     for a3 in range(x.shape[3]):
                         x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
             for i in range(16):
-                for c_out in range(32):
-                    for j in range(16):
-                        grad_output_t[i, j, c_out] = grad_output[n, c_out, i, j]
+                for j_chunk in range(2):
+                    for c_out in range(32):
+                        for j in range(8*j_chunk, 8*j_chunk + 8):
+                            grad_output_t[i, j, c_out] = grad_output[n, c_out, i, j]
             b2_conv1_grad_weight_block0(grad_output_t, tile, x_padded)
         # element by element: ``tiles[chunk] = tile`` would have numba compile its shape-mismatch
         # message (string formatting), 4-5 s in every process that compiles a weight gradient

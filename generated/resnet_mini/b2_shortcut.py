@@ -3327,9 +3327,10 @@ def b2_shortcut_grad_weight(grad_output, x, grad_weight):
         grad_output_t = np.empty((16, 16, 32,), dtype=grad_output.dtype)
         for n in range((N*chunk) // chunks, (N*(chunk + 1)) // chunks):
             for i in range(16):
-                for c_out in range(32):
-                    for j in range(16):
-                        grad_output_t[i, j, c_out] = grad_output[n, c_out, i, j]
+                for j_chunk in range(2):
+                    for c_out in range(32):
+                        for j in range(8*j_chunk, 8*j_chunk + 8):
+                            grad_output_t[i, j, c_out] = grad_output[n, c_out, i, j]
             b2_shortcut_grad_weight_block0(grad_output_t, n, tile, x)
         # element by element: ``tiles[chunk] = tile`` would have numba compile its shape-mismatch
         # message (string formatting), 4-5 s in every process that compiles a weight gradient

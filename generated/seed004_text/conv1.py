@@ -1597,9 +1597,10 @@ def conv1_grad_weight(grad_output, x, grad_weight):
                     for a3 in range(x.shape[3]):
                         x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
             for i in range(32):
-                for c_out in range(16):
-                    for j in range(32):
-                        grad_output_t[i, j, c_out] = grad_output[n, c_out, i, j]
+                for j_chunk in range(4):
+                    for c_out in range(16):
+                        for j in range(8*j_chunk, 8*j_chunk + 8):
+                            grad_output_t[i, j, c_out] = grad_output[n, c_out, i, j]
             conv1_grad_weight_block0(grad_output_t, tile, x_padded)
         # element by element: ``tiles[chunk] = tile`` would have numba compile its shape-mismatch
         # message (string formatting), 4-5 s in every process that compiles a weight gradient
@@ -1693,9 +1694,10 @@ def conv1_grad_weight_and_bias(grad_output, x, grad_weight, grad_bias):
                     for a3 in range(x.shape[3]):
                         x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
             for i in range(32):
-                for c_out in range(16):
-                    for j in range(32):
-                        grad_output_t[i, j, c_out] = grad_output[n, c_out, i, j]
+                for j_chunk in range(4):
+                    for c_out in range(16):
+                        for j in range(8*j_chunk, 8*j_chunk + 8):
+                            grad_output_t[i, j, c_out] = grad_output[n, c_out, i, j]
             # grad_bias from the copy just made (in cache), not from memory again
             for axis2 in range(0, 16, 16):
                 lane_sum0 = 0.0

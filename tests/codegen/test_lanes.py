@@ -101,11 +101,14 @@ def test_the_chunks_sum_runs_in_parallel_only_when_it_is_long(tmp_path):
 def test_lane_last_copies_read_the_operand_row_by_row():
     """A copy with the lane axis last, whose operand's lanes lie 256 elements apart or more, is filled a
     run of each lane at a time (contiguous reads, the copy's few rows being written stay in L1), still
-    stored in the copy's own order; a dense layer's weight, a matrix, in chunks of 8 of its rows; copies
-    whose lanes lie close keep the copy's order."""
+    stored in the copy's own order; a run whose first axis is longer than 8 (a map's row of 16), or a dense
+    layer's weight, a matrix, in chunks of 8 of that axis; copies whose lanes lie close keep the copy's
+    order."""
     conv2 = _kernels(load_spec("seed004"), "conv2")
-    copy = _copy(conv2["grad_weight"], "grad_output_t")  # lanes 256 apart, rows of 16
-    assert ([loop.variable for loop in copy.loops], copy.target) == (["i", "c_out", "j"], "i, j, c_out")
+    copy = _copy(conv2["grad_weight"], "grad_output_t")  # lanes 256 apart, rows of 16: in chunks of 8
+    assert ([(loop.variable, loop.start, loop.stop) for loop in copy.loops], copy.target) == (
+        [("i", "0", "16"), ("j_chunk", "0", "2"), ("c_out", "0", "32"), ("j", "8*j_chunk", "8*j_chunk + 8")],
+        "i, j, c_out")
     weight = _copy(conv2["forward"], "weight_t")  # lanes 16 x 3 x 3 = 144 apart
     assert [loop.variable for loop in weight.loops] == ["c_in", "u", "v", "c_out"]
     conv3 = _kernels(load_spec("suite-wide"), "conv3")
@@ -136,11 +139,10 @@ def test_long_copy_rows_read_their_count_from_the_operand():
     assert stops[("forward", "x_padded")] == [("a1", "3"), ("a2", "min(32, 16*part + 17)"), ("a3", "x.shape[3]")]
     assert stops[("grad_input", "grad_output_padded")][-1] == ("a3", "grad_output.shape[3]")
     assert stops[("grad_weight", "x_padded")] == [("a1", "3"), ("a2", "32"), ("a3", "x.shape[3]")]
-    assert stops[("grad_weight", "grad_output_t")] == [("i", "32"), ("c_out", "16"), ("j", "32")]
+    assert stops[("grad_weight", "grad_output_t")][-2:] == [("c_out", "16"), ("j", "8*j_chunk + 8")]
     assert stops[("forward", "weight_t")][-1] == ("c_out", "16")  # over the lanes
     conv2 = _kernels(load_spec("seed004"), "conv2")  # 16 x 16 maps: rows of 16, printed
     assert [loop.stop for loop in _copy(conv2["grad_weight"], "x_padded").loops] == ["16", "16", "16"]
-    assert [loop.stop for loop in _copy(conv2["grad_weight"], "grad_output_t").loops] == ["16", "32", "16"]
     wide = _kernels(load_spec("suite-wide"), "conv3")  # 8 x 8 maps, the lanes' loop innermost: printed
     assert [loop.stop for loop in _copy(wide["grad_weight"], "grad_output_t").loops] == ["8", "8", "128"]
 
