@@ -209,12 +209,12 @@ def _crowded_in_place(read: Indexed, shape, image) -> bool:
     return crowded(extents) and not crowded(spread_rows(extents))
 
 
-#: A copy's innermost loop over a whole axis of at least this many elements has its trip count read from the operand
-#: (:func:`runtime_count`). Measured (a padded per-image copy, float32, batch 64, 2 threads, numba 0.68 on LLVM 22,
-#: Zen 4, the generated modules' LLVM options; constant count's time over runtime count's): 0.37 at 4 columns, 0.65
-#: at 7, 1.03 at 8, 0.76 at 14, 0.73 at 16, 0.80 at 17, 1.95 at 20, 0.90 at 24, 2.47 at 28, 1.86-1.98 at 32, 1.72
-#: at 56, 2.35 at 64, 0.99 at 112. LLVM unrolls a short constant loop whole and packs it into vectors (SLP); a longer
-#: one it leaves scalar, where a runtime count gets it vectorized with alias checks.
+#: A zero-padded copy's innermost loop over a whole row of at least this many elements has its trip count read from
+#: the operand (:func:`runtime_count`). Measured (a padded per-image copy, float32, batch 64, 2 threads, numba 0.68
+#: on LLVM 22, Zen 4, the generated modules' LLVM options; constant count's time over runtime count's): 0.37 at 4
+#: columns, 0.65 at 7, 1.03 at 8, 0.76 at 14, 0.73 at 16, 0.80 at 17, 1.95 at 20, 0.90 at 24, 2.47 at 28, 1.86-1.98
+#: at 32, 1.72 at 56, 2.35 at 64, 0.99 at 112. LLVM unrolls a short constant loop whole and packs it into vectors
+#: (SLP); a longer one it leaves scalar, where a runtime count gets it vectorized with alias checks.
 RUNTIME_COUNT_MIN = 28
 
 
