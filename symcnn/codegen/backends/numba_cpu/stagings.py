@@ -119,10 +119,10 @@ def padded_read(lowering, read: Indexed, shape, image, ranges, stagings, always:
         extents.append(high - low + 1)
         offsets.append(-low)
         window = part_window(index, ranges, part_rows or {})
-        if window is None and axis == len(shape) - 1:  # the innermost, over the whole last axis
-            loops.append(runtime_count(Loop(str(variable), str(size)), lowering.names[read.base], axis))
-        elif window is None:
-            loops.append(Loop(str(variable), str(size)))
+        if window is None:
+            whole = Loop(str(variable), str(size))
+            last = axis == len(shape) - 1  # the innermost loop: its count read at run time where the row is long
+            loops.append(runtime_count(whole, lowering.names[read.base], axis) if last else whole)
         else:
             printer = lowering.printer.doprint
             loops.append(Loop(str(variable), printer(sympy.Min(size, window[1] + 1, evaluate=False)), False,
