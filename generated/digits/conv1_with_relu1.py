@@ -165,6 +165,9 @@ def conv1_with_relu1_forward_block0_wide(i, tile, weight_t, x_padded):
         acc7_15 = row7[15]
         for c_in in range(1):
             for u in range(3):
+                streamed_row0 = weight_t[c_in, u, 0, group:]
+                streamed_row1 = weight_t[c_in, u, 1, group:]
+                streamed_row2 = weight_t[c_in, u, 2, group:]
                 broadcast0 = x_padded[c_in, i + u, 0]
                 broadcast1 = x_padded[c_in, i + u, 1]
                 broadcast2 = x_padded[c_in, i + u, 2]
@@ -175,9 +178,6 @@ def conv1_with_relu1_forward_block0_wide(i, tile, weight_t, x_padded):
                 broadcast7 = x_padded[c_in, i + u, 7]
                 broadcast8 = x_padded[c_in, i + u, 8]
                 broadcast9 = x_padded[c_in, i + u, 9]
-                streamed_row0 = weight_t[c_in, u, 0, group:]
-                streamed_row1 = weight_t[c_in, u, 1, group:]
-                streamed_row2 = weight_t[c_in, u, 2, group:]
                 streamed0 = streamed_row0[0]
                 streamed1 = streamed_row1[0]
                 streamed2 = streamed_row2[0]
@@ -560,15 +560,15 @@ def conv1_with_relu1_forward_block0_narrow(i, tile, weight_t, x_padded):
             acc3_15 = row3[15]
             for c_in in range(1):
                 for u in range(3):
+                    streamed_row0 = weight_t[c_in, u, 0, group:]
+                    streamed_row1 = weight_t[c_in, u, 1, group:]
+                    streamed_row2 = weight_t[c_in, u, 2, group:]
                     broadcast0 = x_padded[c_in, i + u, j]
                     broadcast1 = x_padded[c_in, i + u, j + 1]
                     broadcast2 = x_padded[c_in, i + u, j + 2]
                     broadcast3 = x_padded[c_in, i + u, j + 3]
                     broadcast4 = x_padded[c_in, i + u, j + 4]
                     broadcast5 = x_padded[c_in, i + u, j + 5]
-                    streamed_row0 = weight_t[c_in, u, 0, group:]
-                    streamed_row1 = weight_t[c_in, u, 1, group:]
-                    streamed_row2 = weight_t[c_in, u, 2, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row1[0]
                     streamed2 = streamed_row2[0]

@@ -294,6 +294,7 @@ def pw1_forward_wide_block0(i, n, tile, weight_t, x):
             acc7_31 = row7[31]
             for c_in in range(16):
                 for u in range(1):
+                    streamed_row0 = weight_t[c_in, u, 0, group:]
                     broadcast0 = x[n, c_in, i + u, j]
                     broadcast1 = x[n, c_in, i + u, j + 1]
                     broadcast2 = x[n, c_in, i + u, j + 2]
@@ -302,7 +303,6 @@ def pw1_forward_wide_block0(i, n, tile, weight_t, x):
                     broadcast5 = x[n, c_in, i + u, j + 5]
                     broadcast6 = x[n, c_in, i + u, j + 6]
                     broadcast7 = x[n, c_in, i + u, j + 7]
-                    streamed_row0 = weight_t[c_in, u, 0, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row0[1]
                     streamed2 = streamed_row0[2]
@@ -962,11 +962,11 @@ def pw1_forward_narrow_block0(i, n, tile, weight, x):
             acc3_15 = row3[15]
             for c_in in range(16):
                 for u in range(1):
+                    streamed_row0 = x[n, c_in, i + u, group:]
                     broadcast0 = weight[c_out, c_in, u, 0]
                     broadcast1 = weight[c_out + 1, c_in, u, 0]
                     broadcast2 = weight[c_out + 2, c_in, u, 0]
                     broadcast3 = weight[c_out + 3, c_in, u, 0]
-                    streamed_row0 = x[n, c_in, i + u, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row0[1]
                     streamed2 = streamed_row0[2]
@@ -1287,6 +1287,8 @@ def pw1_grad_input_wide_block0(grad_output, k, n, tile, weight):
             acc7_14 = row7[14]
             acc7_15 = row7[15]
             for c_out in range(0, 32, 2):
+                streamed_row0 = grad_output[n, c_out, k, group:]
+                streamed_row1 = grad_output[n, c_out + 1, k, group:]
                 broadcast0 = weight[c_out, c_in, 0, 0]
                 broadcast1 = weight[c_out + 1, c_in, 0, 0]
                 broadcast2 = weight[c_out, c_in + 1, 0, 0]
@@ -1303,8 +1305,6 @@ def pw1_grad_input_wide_block0(grad_output, k, n, tile, weight):
                 broadcast13 = weight[c_out + 1, c_in + 6, 0, 0]
                 broadcast14 = weight[c_out, c_in + 7, 0, 0]
                 broadcast15 = weight[c_out + 1, c_in + 7, 0, 0]
-                streamed_row0 = grad_output[n, c_out, k, group:]
-                streamed_row1 = grad_output[n, c_out + 1, k, group:]
                 streamed0 = streamed_row0[0]
                 streamed1 = streamed_row1[0]
                 streamed2 = streamed_row0[1]
@@ -1702,11 +1702,11 @@ def pw1_grad_input_narrow_block0(grad_output, k, n, tile, weight):
             acc3_14 = row3[14]
             acc3_15 = row3[15]
             for c_out in range(32):
+                streamed_row0 = grad_output[n, c_out, k, group:]
                 broadcast0 = weight[c_out, c_in, 0, 0]
                 broadcast1 = weight[c_out, c_in + 1, 0, 0]
                 broadcast2 = weight[c_out, c_in + 2, 0, 0]
                 broadcast3 = weight[c_out, c_in + 3, 0, 0]
-                streamed_row0 = grad_output[n, c_out, k, group:]
                 streamed0 = streamed_row0[0]
                 streamed1 = streamed_row0[1]
                 streamed2 = streamed_row0[2]
@@ -2159,6 +2159,10 @@ def pw1_grad_weight_block0_wide(grad_output_t, n, tile, x):
                     acc7_31 = row7[31]
                     for i in range(16):
                         for j in range(0, 16, 4):
+                            streamed_row0 = grad_output_t[i, j, group:]
+                            streamed_row1 = grad_output_t[i, j + 1, group:]
+                            streamed_row2 = grad_output_t[i, j + 2, group:]
+                            streamed_row3 = grad_output_t[i, j + 3, group:]
                             broadcast0 = x[n, c_in, i + u, j + v]
                             broadcast1 = x[n, c_in, i + u, j + v + 1]
                             broadcast2 = x[n, c_in, i + u, j + v + 2]
@@ -2191,10 +2195,6 @@ def pw1_grad_weight_block0_wide(grad_output_t, n, tile, x):
                             broadcast29 = x[n, c_in + 7, i + u, j + v + 1]
                             broadcast30 = x[n, c_in + 7, i + u, j + v + 2]
                             broadcast31 = x[n, c_in + 7, i + u, j + v + 3]
-                            streamed_row0 = grad_output_t[i, j, group:]
-                            streamed_row1 = grad_output_t[i, j + 1, group:]
-                            streamed_row2 = grad_output_t[i, j + 2, group:]
-                            streamed_row3 = grad_output_t[i, j + 3, group:]
                             streamed0 = streamed_row0[0]
                             streamed1 = streamed_row1[0]
                             streamed2 = streamed_row2[0]
@@ -2913,6 +2913,10 @@ def pw1_grad_weight_block0_narrow(grad_output_t, n, tile, x):
                     acc1_31 = row1[31]
                     for i in range(16):
                         for j in range(0, 16, 4):
+                            streamed_row0 = grad_output_t[i, j, group:]
+                            streamed_row1 = grad_output_t[i, j + 1, group:]
+                            streamed_row2 = grad_output_t[i, j + 2, group:]
+                            streamed_row3 = grad_output_t[i, j + 3, group:]
                             broadcast0 = x[n, c_in, i + u, j + v]
                             broadcast1 = x[n, c_in, i + u, j + v + 1]
                             broadcast2 = x[n, c_in, i + u, j + v + 2]
@@ -2921,10 +2925,6 @@ def pw1_grad_weight_block0_narrow(grad_output_t, n, tile, x):
                             broadcast5 = x[n, c_in + 1, i + u, j + v + 1]
                             broadcast6 = x[n, c_in + 1, i + u, j + v + 2]
                             broadcast7 = x[n, c_in + 1, i + u, j + v + 3]
-                            streamed_row0 = grad_output_t[i, j, group:]
-                            streamed_row1 = grad_output_t[i, j + 1, group:]
-                            streamed_row2 = grad_output_t[i, j + 2, group:]
-                            streamed_row3 = grad_output_t[i, j + 3, group:]
                             streamed0 = streamed_row0[0]
                             streamed1 = streamed_row1[0]
                             streamed2 = streamed_row2[0]
@@ -3515,6 +3515,7 @@ def pw1_folded_forward_wide_block0(i, n, tile, weight_t, x):
             acc7_31 = row7[31]
             for c_in in range(16):
                 for u in range(1):
+                    streamed_row0 = weight_t[c_in, u, 0, group:]
                     broadcast0 = x[n, c_in, i + u, j]
                     broadcast1 = x[n, c_in, i + u, j + 1]
                     broadcast2 = x[n, c_in, i + u, j + 2]
@@ -3523,7 +3524,6 @@ def pw1_folded_forward_wide_block0(i, n, tile, weight_t, x):
                     broadcast5 = x[n, c_in, i + u, j + 5]
                     broadcast6 = x[n, c_in, i + u, j + 6]
                     broadcast7 = x[n, c_in, i + u, j + 7]
-                    streamed_row0 = weight_t[c_in, u, 0, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row0[1]
                     streamed2 = streamed_row0[2]
@@ -4183,11 +4183,11 @@ def pw1_folded_forward_narrow_block0(i, n, tile, weight, x):
             acc3_15 = row3[15]
             for c_in in range(16):
                 for u in range(1):
+                    streamed_row0 = x[n, c_in, i + u, group:]
                     broadcast0 = weight[c_out, c_in, u, 0]
                     broadcast1 = weight[c_out + 1, c_in, u, 0]
                     broadcast2 = weight[c_out + 2, c_in, u, 0]
                     broadcast3 = weight[c_out + 3, c_in, u, 0]
-                    streamed_row0 = x[n, c_in, i + u, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row0[1]
                     streamed2 = streamed_row0[2]

@@ -294,6 +294,7 @@ def pw1_with_relu8_folded_forward_wide_block0(i, n, tile, weight_t, x):
             acc7_31 = row7[31]
             for c_in in range(16):
                 for u in range(1):
+                    streamed_row0 = weight_t[c_in, u, 0, group:]
                     broadcast0 = x[n, c_in, i + u, j]
                     broadcast1 = x[n, c_in, i + u, j + 1]
                     broadcast2 = x[n, c_in, i + u, j + 2]
@@ -302,7 +303,6 @@ def pw1_with_relu8_folded_forward_wide_block0(i, n, tile, weight_t, x):
                     broadcast5 = x[n, c_in, i + u, j + 5]
                     broadcast6 = x[n, c_in, i + u, j + 6]
                     broadcast7 = x[n, c_in, i + u, j + 7]
-                    streamed_row0 = weight_t[c_in, u, 0, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row0[1]
                     streamed2 = streamed_row0[2]
@@ -970,11 +970,11 @@ def pw1_with_relu8_folded_forward_narrow_block0(i, n, tile, weight, x):
             acc3_15 = row3[15]
             for c_in in range(16):
                 for u in range(1):
+                    streamed_row0 = x[n, c_in, i + u, group:]
                     broadcast0 = weight[c_out, c_in, u, 0]
                     broadcast1 = weight[c_out + 1, c_in, u, 0]
                     broadcast2 = weight[c_out + 2, c_in, u, 0]
                     broadcast3 = weight[c_out + 3, c_in, u, 0]
-                    streamed_row0 = x[n, c_in, i + u, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row0[1]
                     streamed2 = streamed_row0[2]

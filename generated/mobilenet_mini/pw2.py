@@ -293,6 +293,7 @@ def pw2_forward_wide_block0(i, n, tile, weight_t, x):
         acc7_31 = row7[31]
         for c_in in range(32):
             for u in range(1):
+                streamed_row0 = weight_t[(group) // 32, c_in, u, 0, 0:]
                 broadcast0 = x[n, c_in, i + u, 0]
                 broadcast1 = x[n, c_in, i + u, 1]
                 broadcast2 = x[n, c_in, i + u, 2]
@@ -301,7 +302,6 @@ def pw2_forward_wide_block0(i, n, tile, weight_t, x):
                 broadcast5 = x[n, c_in, i + u, 5]
                 broadcast6 = x[n, c_in, i + u, 6]
                 broadcast7 = x[n, c_in, i + u, 7]
-                streamed_row0 = weight_t[(group) // 32, c_in, u, 0, 0:]
                 streamed0 = streamed_row0[0]
                 streamed1 = streamed_row0[1]
                 streamed2 = streamed_row0[2]
@@ -965,6 +965,7 @@ def pw2_forward_narrow_block0(i, n, tile, weight, x):
             acc7_7 = row7[7]
             for c_in in range(32):
                 for u in range(1):
+                    streamed_row0 = x[n, c_in, i + u, group:]
                     broadcast0 = weight[c_out, c_in, u, 0]
                     broadcast1 = weight[c_out + 1, c_in, u, 0]
                     broadcast2 = weight[c_out + 2, c_in, u, 0]
@@ -973,7 +974,6 @@ def pw2_forward_narrow_block0(i, n, tile, weight, x):
                     broadcast5 = weight[c_out + 5, c_in, u, 0]
                     broadcast6 = weight[c_out + 6, c_in, u, 0]
                     broadcast7 = weight[c_out + 7, c_in, u, 0]
-                    streamed_row0 = x[n, c_in, i + u, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row0[1]
                     streamed2 = streamed_row0[2]
@@ -1294,6 +1294,8 @@ def pw2_grad_input_wide_block0(grad_output, k, n, tile, weight):
             acc15_6 = row15[6]
             acc15_7 = row15[7]
             for c_out in range(0, 64, 2):
+                streamed_row0 = grad_output[n, c_out, k, group:]
+                streamed_row1 = grad_output[n, c_out + 1, k, group:]
                 broadcast0 = weight[c_out, c_in, 0, 0]
                 broadcast1 = weight[c_out + 1, c_in, 0, 0]
                 broadcast2 = weight[c_out, c_in + 1, 0, 0]
@@ -1326,8 +1328,6 @@ def pw2_grad_input_wide_block0(grad_output, k, n, tile, weight):
                 broadcast29 = weight[c_out + 1, c_in + 14, 0, 0]
                 broadcast30 = weight[c_out, c_in + 15, 0, 0]
                 broadcast31 = weight[c_out + 1, c_in + 15, 0, 0]
-                streamed_row0 = grad_output[n, c_out, k, group:]
-                streamed_row1 = grad_output[n, c_out + 1, k, group:]
                 streamed0 = streamed_row0[0]
                 streamed1 = streamed_row1[0]
                 streamed2 = streamed_row0[1]
@@ -1713,6 +1713,7 @@ def pw2_grad_input_narrow_block0(grad_output, k, n, tile, weight):
             acc7_6 = row7[6]
             acc7_7 = row7[7]
             for c_out in range(64):
+                streamed_row0 = grad_output[n, c_out, k, group:]
                 broadcast0 = weight[c_out, c_in, 0, 0]
                 broadcast1 = weight[c_out, c_in + 1, 0, 0]
                 broadcast2 = weight[c_out, c_in + 2, 0, 0]
@@ -1721,7 +1722,6 @@ def pw2_grad_input_narrow_block0(grad_output, k, n, tile, weight):
                 broadcast5 = weight[c_out, c_in + 5, 0, 0]
                 broadcast6 = weight[c_out, c_in + 6, 0, 0]
                 broadcast7 = weight[c_out, c_in + 7, 0, 0]
-                streamed_row0 = grad_output[n, c_out, k, group:]
                 streamed0 = streamed_row0[0]
                 streamed1 = streamed_row0[1]
                 streamed2 = streamed_row0[2]
@@ -2166,6 +2166,10 @@ def pw2_grad_weight_block0_wide(grad_output_t, n, tile, x):
                     acc7_31 = row7[31]
                     for i in range(8):
                         for j in range(0, 8, 4):
+                            streamed_row0 = grad_output_t[(group) // 32, i, j, 0:]
+                            streamed_row1 = grad_output_t[(group) // 32, i, j + 1, 0:]
+                            streamed_row2 = grad_output_t[(group) // 32, i, j + 2, 0:]
+                            streamed_row3 = grad_output_t[(group) // 32, i, j + 3, 0:]
                             broadcast0 = x[n, c_in, i + u, j + v]
                             broadcast1 = x[n, c_in, i + u, j + v + 1]
                             broadcast2 = x[n, c_in, i + u, j + v + 2]
@@ -2198,10 +2202,6 @@ def pw2_grad_weight_block0_wide(grad_output_t, n, tile, x):
                             broadcast29 = x[n, c_in + 7, i + u, j + v + 1]
                             broadcast30 = x[n, c_in + 7, i + u, j + v + 2]
                             broadcast31 = x[n, c_in + 7, i + u, j + v + 3]
-                            streamed_row0 = grad_output_t[(group) // 32, i, j, 0:]
-                            streamed_row1 = grad_output_t[(group) // 32, i, j + 1, 0:]
-                            streamed_row2 = grad_output_t[(group) // 32, i, j + 2, 0:]
-                            streamed_row3 = grad_output_t[(group) // 32, i, j + 3, 0:]
                             streamed0 = streamed_row0[0]
                             streamed1 = streamed_row1[0]
                             streamed2 = streamed_row2[0]
@@ -2920,6 +2920,10 @@ def pw2_grad_weight_block0_narrow(grad_output_t, n, tile, x):
                     acc1_31 = row1[31]
                     for i in range(8):
                         for j in range(0, 8, 4):
+                            streamed_row0 = grad_output_t[(group) // 32, i, j, 0:]
+                            streamed_row1 = grad_output_t[(group) // 32, i, j + 1, 0:]
+                            streamed_row2 = grad_output_t[(group) // 32, i, j + 2, 0:]
+                            streamed_row3 = grad_output_t[(group) // 32, i, j + 3, 0:]
                             broadcast0 = x[n, c_in, i + u, j + v]
                             broadcast1 = x[n, c_in, i + u, j + v + 1]
                             broadcast2 = x[n, c_in, i + u, j + v + 2]
@@ -2928,10 +2932,6 @@ def pw2_grad_weight_block0_narrow(grad_output_t, n, tile, x):
                             broadcast5 = x[n, c_in + 1, i + u, j + v + 1]
                             broadcast6 = x[n, c_in + 1, i + u, j + v + 2]
                             broadcast7 = x[n, c_in + 1, i + u, j + v + 3]
-                            streamed_row0 = grad_output_t[(group) // 32, i, j, 0:]
-                            streamed_row1 = grad_output_t[(group) // 32, i, j + 1, 0:]
-                            streamed_row2 = grad_output_t[(group) // 32, i, j + 2, 0:]
-                            streamed_row3 = grad_output_t[(group) // 32, i, j + 3, 0:]
                             streamed0 = streamed_row0[0]
                             streamed1 = streamed_row1[0]
                             streamed2 = streamed_row2[0]
@@ -3520,6 +3520,7 @@ def pw2_folded_forward_wide_block0(i, n, tile, weight_t, x):
         acc7_31 = row7[31]
         for c_in in range(32):
             for u in range(1):
+                streamed_row0 = weight_t[(group) // 32, c_in, u, 0, 0:]
                 broadcast0 = x[n, c_in, i + u, 0]
                 broadcast1 = x[n, c_in, i + u, 1]
                 broadcast2 = x[n, c_in, i + u, 2]
@@ -3528,7 +3529,6 @@ def pw2_folded_forward_wide_block0(i, n, tile, weight_t, x):
                 broadcast5 = x[n, c_in, i + u, 5]
                 broadcast6 = x[n, c_in, i + u, 6]
                 broadcast7 = x[n, c_in, i + u, 7]
-                streamed_row0 = weight_t[(group) // 32, c_in, u, 0, 0:]
                 streamed0 = streamed_row0[0]
                 streamed1 = streamed_row0[1]
                 streamed2 = streamed_row0[2]
@@ -4192,6 +4192,7 @@ def pw2_folded_forward_narrow_block0(i, n, tile, weight, x):
             acc7_7 = row7[7]
             for c_in in range(32):
                 for u in range(1):
+                    streamed_row0 = x[n, c_in, i + u, group:]
                     broadcast0 = weight[c_out, c_in, u, 0]
                     broadcast1 = weight[c_out + 1, c_in, u, 0]
                     broadcast2 = weight[c_out + 2, c_in, u, 0]
@@ -4200,7 +4201,6 @@ def pw2_folded_forward_narrow_block0(i, n, tile, weight, x):
                     broadcast5 = weight[c_out + 5, c_in, u, 0]
                     broadcast6 = weight[c_out + 6, c_in, u, 0]
                     broadcast7 = weight[c_out + 7, c_in, u, 0]
-                    streamed_row0 = x[n, c_in, i + u, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row0[1]
                     streamed2 = streamed_row0[2]

@@ -173,6 +173,8 @@ def pw3_with_relu17_grad_input_wide_block0(grad_output, k, n, tile, weight):
             acc15_6 = row15[6]
             acc15_7 = row15[7]
             for c_out in range(0, 64, 2):
+                streamed_row0 = grad_output[n, c_out, k, group:]
+                streamed_row1 = grad_output[n, c_out + 1, k, group:]
                 broadcast0 = weight[c_out, c_in, 0, 0]
                 broadcast1 = weight[c_out + 1, c_in, 0, 0]
                 broadcast2 = weight[c_out, c_in + 1, 0, 0]
@@ -205,8 +207,6 @@ def pw3_with_relu17_grad_input_wide_block0(grad_output, k, n, tile, weight):
                 broadcast29 = weight[c_out + 1, c_in + 14, 0, 0]
                 broadcast30 = weight[c_out, c_in + 15, 0, 0]
                 broadcast31 = weight[c_out + 1, c_in + 15, 0, 0]
-                streamed_row0 = grad_output[n, c_out, k, group:]
-                streamed_row1 = grad_output[n, c_out + 1, k, group:]
                 streamed0 = streamed_row0[0]
                 streamed1 = streamed_row1[0]
                 streamed2 = streamed_row0[1]
@@ -601,6 +601,7 @@ def pw3_with_relu17_grad_input_narrow_block0(grad_output, k, n, tile, weight):
             acc7_6 = row7[6]
             acc7_7 = row7[7]
             for c_out in range(64):
+                streamed_row0 = grad_output[n, c_out, k, group:]
                 broadcast0 = weight[c_out, c_in, 0, 0]
                 broadcast1 = weight[c_out, c_in + 1, 0, 0]
                 broadcast2 = weight[c_out, c_in + 2, 0, 0]
@@ -609,7 +610,6 @@ def pw3_with_relu17_grad_input_narrow_block0(grad_output, k, n, tile, weight):
                 broadcast5 = weight[c_out, c_in + 5, 0, 0]
                 broadcast6 = weight[c_out, c_in + 6, 0, 0]
                 broadcast7 = weight[c_out, c_in + 7, 0, 0]
-                streamed_row0 = grad_output[n, c_out, k, group:]
                 streamed0 = streamed_row0[0]
                 streamed1 = streamed_row0[1]
                 streamed2 = streamed_row0[2]

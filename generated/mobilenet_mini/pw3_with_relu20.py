@@ -293,6 +293,7 @@ def pw3_with_relu20_folded_forward_wide_block0(i, n, tile, weight_t, x):
         acc7_31 = row7[31]
         for c_in in range(64):
             for u in range(1):
+                streamed_row0 = weight_t[(group) // 32, c_in, u, 0, 0:]
                 broadcast0 = x[n, c_in, i + u, 0]
                 broadcast1 = x[n, c_in, i + u, 1]
                 broadcast2 = x[n, c_in, i + u, 2]
@@ -301,7 +302,6 @@ def pw3_with_relu20_folded_forward_wide_block0(i, n, tile, weight_t, x):
                 broadcast5 = x[n, c_in, i + u, 5]
                 broadcast6 = x[n, c_in, i + u, 6]
                 broadcast7 = x[n, c_in, i + u, 7]
-                streamed_row0 = weight_t[(group) // 32, c_in, u, 0, 0:]
                 streamed0 = streamed_row0[0]
                 streamed1 = streamed_row0[1]
                 streamed2 = streamed_row0[2]
@@ -973,6 +973,7 @@ def pw3_with_relu20_folded_forward_narrow_block0(i, n, tile, weight, x):
             acc7_7 = row7[7]
             for c_in in range(64):
                 for u in range(1):
+                    streamed_row0 = x[n, c_in, i + u, group:]
                     broadcast0 = weight[c_out, c_in, u, 0]
                     broadcast1 = weight[c_out + 1, c_in, u, 0]
                     broadcast2 = weight[c_out + 2, c_in, u, 0]
@@ -981,7 +982,6 @@ def pw3_with_relu20_folded_forward_narrow_block0(i, n, tile, weight, x):
                     broadcast5 = weight[c_out + 5, c_in, u, 0]
                     broadcast6 = weight[c_out + 6, c_in, u, 0]
                     broadcast7 = weight[c_out + 7, c_in, u, 0]
-                    streamed_row0 = x[n, c_in, i + u, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row0[1]
                     streamed2 = streamed_row0[2]

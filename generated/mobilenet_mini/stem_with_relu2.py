@@ -166,6 +166,9 @@ def stem_with_relu2_folded_forward_block0_wide(i, tile, weight_t, x_padded):
             acc7_15 = row7[15]
             for c_in in range(3):
                 for u in range(3):
+                    streamed_row0 = weight_t[c_in, u, 0, group:]
+                    streamed_row1 = weight_t[c_in, u, 1, group:]
+                    streamed_row2 = weight_t[c_in, u, 2, group:]
                     broadcast0 = x_padded[c_in, 2*i + u, 2*j]
                     broadcast1 = x_padded[c_in, 2*i + u, 2*j + 1]
                     broadcast2 = x_padded[c_in, 2*i + u, 2*j + 2]
@@ -183,9 +186,6 @@ def stem_with_relu2_folded_forward_block0_wide(i, tile, weight_t, x_padded):
                     broadcast14 = x_padded[c_in, 2*i + u, 2*j + 14]
                     broadcast15 = x_padded[c_in, 2*i + u, 2*j + 15]
                     broadcast16 = x_padded[c_in, 2*i + u, 2*j + 16]
-                    streamed_row0 = weight_t[c_in, u, 0, group:]
-                    streamed_row1 = weight_t[c_in, u, 1, group:]
-                    streamed_row2 = weight_t[c_in, u, 2, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row1[0]
                     streamed2 = streamed_row2[0]
@@ -568,6 +568,9 @@ def stem_with_relu2_folded_forward_block0_narrow(i, tile, weight_t, x_padded):
             acc3_15 = row3[15]
             for c_in in range(3):
                 for u in range(3):
+                    streamed_row0 = weight_t[c_in, u, 0, group:]
+                    streamed_row1 = weight_t[c_in, u, 1, group:]
+                    streamed_row2 = weight_t[c_in, u, 2, group:]
                     broadcast0 = x_padded[c_in, 2*i + u, 2*j]
                     broadcast1 = x_padded[c_in, 2*i + u, 2*j + 1]
                     broadcast2 = x_padded[c_in, 2*i + u, 2*j + 2]
@@ -577,9 +580,6 @@ def stem_with_relu2_folded_forward_block0_narrow(i, tile, weight_t, x_padded):
                     broadcast6 = x_padded[c_in, 2*i + u, 2*j + 6]
                     broadcast7 = x_padded[c_in, 2*i + u, 2*j + 7]
                     broadcast8 = x_padded[c_in, 2*i + u, 2*j + 8]
-                    streamed_row0 = weight_t[c_in, u, 0, group:]
-                    streamed_row1 = weight_t[c_in, u, 1, group:]
-                    streamed_row2 = weight_t[c_in, u, 2, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row1[0]
                     streamed2 = streamed_row2[0]

@@ -166,6 +166,9 @@ def b1_conv2_with_relu5_grad_input_block0_wide(grad_output_padded, k, tile, weig
             acc7_15 = row7[15]
             for c_out in range(16):
                 for u in range(3):
+                    streamed_row0 = weight_t[c_out, u, 0, group:]
+                    streamed_row1 = weight_t[c_out, u, 1, group:]
+                    streamed_row2 = weight_t[c_out, u, 2, group:]
                     broadcast0 = grad_output_padded[c_out, k - u + 2, l + 2]
                     broadcast1 = grad_output_padded[c_out, k - u + 2, l + 1]
                     broadcast2 = grad_output_padded[c_out, k - u + 2, l]
@@ -176,9 +179,6 @@ def b1_conv2_with_relu5_grad_input_block0_wide(grad_output_padded, k, tile, weig
                     broadcast7 = grad_output_padded[c_out, k - u + 2, l + 7]
                     broadcast8 = grad_output_padded[c_out, k - u + 2, l + 8]
                     broadcast9 = grad_output_padded[c_out, k - u + 2, l + 9]
-                    streamed_row0 = weight_t[c_out, u, 0, group:]
-                    streamed_row1 = weight_t[c_out, u, 1, group:]
-                    streamed_row2 = weight_t[c_out, u, 2, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row1[0]
                     streamed2 = streamed_row2[0]
@@ -561,15 +561,15 @@ def b1_conv2_with_relu5_grad_input_block0_narrow(grad_output_padded, k, tile, we
             acc3_15 = row3[15]
             for c_out in range(16):
                 for u in range(3):
+                    streamed_row0 = weight_t[c_out, u, 0, group:]
+                    streamed_row1 = weight_t[c_out, u, 1, group:]
+                    streamed_row2 = weight_t[c_out, u, 2, group:]
                     broadcast0 = grad_output_padded[c_out, k - u + 2, l + 2]
                     broadcast1 = grad_output_padded[c_out, k - u + 2, l + 1]
                     broadcast2 = grad_output_padded[c_out, k - u + 2, l]
                     broadcast3 = grad_output_padded[c_out, k - u + 2, l + 3]
                     broadcast4 = grad_output_padded[c_out, k - u + 2, l + 4]
                     broadcast5 = grad_output_padded[c_out, k - u + 2, l + 5]
-                    streamed_row0 = weight_t[c_out, u, 0, group:]
-                    streamed_row1 = weight_t[c_out, u, 1, group:]
-                    streamed_row2 = weight_t[c_out, u, 2, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row1[0]
                     streamed2 = streamed_row2[0]

@@ -294,6 +294,9 @@ def b2_conv1_forward_wide_block0(i, tile, weight_t, x_padded):
             acc7_31 = row7[31]
             for c_in in range(16):
                 for u in range(3):
+                    streamed_row0 = weight_t[c_in, u, 0, group:]
+                    streamed_row1 = weight_t[c_in, u, 1, group:]
+                    streamed_row2 = weight_t[c_in, u, 2, group:]
                     broadcast0 = x_padded[c_in, 2*i + u, 2*j]
                     broadcast1 = x_padded[c_in, 2*i + u, 2*j + 1]
                     broadcast2 = x_padded[c_in, 2*i + u, 2*j + 2]
@@ -311,9 +314,6 @@ def b2_conv1_forward_wide_block0(i, tile, weight_t, x_padded):
                     broadcast14 = x_padded[c_in, 2*i + u, 2*j + 14]
                     broadcast15 = x_padded[c_in, 2*i + u, 2*j + 15]
                     broadcast16 = x_padded[c_in, 2*i + u, 2*j + 16]
-                    streamed_row0 = weight_t[c_in, u, 0, group:]
-                    streamed_row1 = weight_t[c_in, u, 1, group:]
-                    streamed_row2 = weight_t[c_in, u, 2, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row1[0]
                     streamed2 = streamed_row2[0]
@@ -1042,6 +1042,9 @@ def b2_conv1_forward_narrow_block0(i, tile, weight_t, x_padded):
             acc3_15 = row3[15]
             for c_in in range(16):
                 for u in range(3):
+                    streamed_row0 = weight_t[(group) // 16, c_in, u, 0, 0:]
+                    streamed_row1 = weight_t[(group) // 16, c_in, u, 1, 0:]
+                    streamed_row2 = weight_t[(group) // 16, c_in, u, 2, 0:]
                     broadcast0 = x_padded[c_in, 2*i + u, 2*j]
                     broadcast1 = x_padded[c_in, 2*i + u, 2*j + 1]
                     broadcast2 = x_padded[c_in, 2*i + u, 2*j + 2]
@@ -1051,9 +1054,6 @@ def b2_conv1_forward_narrow_block0(i, tile, weight_t, x_padded):
                     broadcast6 = x_padded[c_in, 2*i + u, 2*j + 6]
                     broadcast7 = x_padded[c_in, 2*i + u, 2*j + 7]
                     broadcast8 = x_padded[c_in, 2*i + u, 2*j + 8]
-                    streamed_row0 = weight_t[(group) // 16, c_in, u, 0, 0:]
-                    streamed_row1 = weight_t[(group) // 16, c_in, u, 1, 0:]
-                    streamed_row2 = weight_t[(group) // 16, c_in, u, 2, 0:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row1[0]
                     streamed2 = streamed_row2[0]
@@ -1419,6 +1419,10 @@ def b2_conv1_grad_input_block0_wide(grad_output, n, q_k, tile, weight_p00_t):
             for t_u in range(1):
                 for t_v in range(1):
                     for c_out in range(0, 32, 4):
+                        streamed_row0 = weight_p00_t[c_out, t_u, t_v, group:]
+                        streamed_row1 = weight_p00_t[c_out + 1, t_u, t_v, group:]
+                        streamed_row2 = weight_p00_t[c_out + 2, t_u, t_v, group:]
+                        streamed_row3 = weight_p00_t[c_out + 3, t_u, t_v, group:]
                         broadcast0 = grad_output[n, c_out, q_k - t_u, q_l - t_v]
                         broadcast1 = grad_output[n, c_out + 1, q_k - t_u, q_l - t_v]
                         broadcast2 = grad_output[n, c_out + 2, q_k - t_u, q_l - t_v]
@@ -1451,10 +1455,6 @@ def b2_conv1_grad_input_block0_wide(grad_output, n, q_k, tile, weight_p00_t):
                         broadcast29 = grad_output[n, c_out + 1, q_k - t_u, q_l - t_v + 7]
                         broadcast30 = grad_output[n, c_out + 2, q_k - t_u, q_l - t_v + 7]
                         broadcast31 = grad_output[n, c_out + 3, q_k - t_u, q_l - t_v + 7]
-                        streamed_row0 = weight_p00_t[c_out, t_u, t_v, group:]
-                        streamed_row1 = weight_p00_t[c_out + 1, t_u, t_v, group:]
-                        streamed_row2 = weight_p00_t[c_out + 2, t_u, t_v, group:]
-                        streamed_row3 = weight_p00_t[c_out + 3, t_u, t_v, group:]
                         streamed0 = streamed_row0[0]
                         streamed1 = streamed_row1[0]
                         streamed2 = streamed_row2[0]
@@ -1854,6 +1854,10 @@ def b2_conv1_grad_input_block0_narrow(grad_output, n, q_k, tile, weight_p00_t):
             for t_u in range(1):
                 for t_v in range(1):
                     for c_out in range(0, 32, 4):
+                        streamed_row0 = weight_p00_t[c_out, t_u, t_v, group:]
+                        streamed_row1 = weight_p00_t[c_out + 1, t_u, t_v, group:]
+                        streamed_row2 = weight_p00_t[c_out + 2, t_u, t_v, group:]
+                        streamed_row3 = weight_p00_t[c_out + 3, t_u, t_v, group:]
                         broadcast0 = grad_output[n, c_out, q_k - t_u, q_l - t_v]
                         broadcast1 = grad_output[n, c_out + 1, q_k - t_u, q_l - t_v]
                         broadcast2 = grad_output[n, c_out + 2, q_k - t_u, q_l - t_v]
@@ -1870,10 +1874,6 @@ def b2_conv1_grad_input_block0_narrow(grad_output, n, q_k, tile, weight_p00_t):
                         broadcast13 = grad_output[n, c_out + 1, q_k - t_u, q_l - t_v + 3]
                         broadcast14 = grad_output[n, c_out + 2, q_k - t_u, q_l - t_v + 3]
                         broadcast15 = grad_output[n, c_out + 3, q_k - t_u, q_l - t_v + 3]
-                        streamed_row0 = weight_p00_t[c_out, t_u, t_v, group:]
-                        streamed_row1 = weight_p00_t[c_out + 1, t_u, t_v, group:]
-                        streamed_row2 = weight_p00_t[c_out + 2, t_u, t_v, group:]
-                        streamed_row3 = weight_p00_t[c_out + 3, t_u, t_v, group:]
                         streamed0 = streamed_row0[0]
                         streamed1 = streamed_row1[0]
                         streamed2 = streamed_row2[0]
@@ -2215,6 +2215,8 @@ def b2_conv1_grad_input_block1_wide(grad_output_padded, q_k, tile, weight_p01_t)
             acc7_15 = row7[15]
             for t_u in range(1):
                 for c_out in range(32):
+                    streamed_row0 = weight_p01_t[c_out, t_u, 0, group:]
+                    streamed_row1 = weight_p01_t[c_out, t_u, 1, group:]
                     broadcast0 = grad_output_padded[c_out, q_k - t_u, q_l + 1]
                     broadcast1 = grad_output_padded[c_out, q_k - t_u, q_l]
                     broadcast2 = grad_output_padded[c_out, q_k - t_u, q_l + 2]
@@ -2224,8 +2226,6 @@ def b2_conv1_grad_input_block1_wide(grad_output_padded, q_k, tile, weight_p01_t)
                     broadcast6 = grad_output_padded[c_out, q_k - t_u, q_l + 6]
                     broadcast7 = grad_output_padded[c_out, q_k - t_u, q_l + 7]
                     broadcast8 = grad_output_padded[c_out, q_k - t_u, q_l + 8]
-                    streamed_row0 = weight_p01_t[c_out, t_u, 0, group:]
-                    streamed_row1 = weight_p01_t[c_out, t_u, 1, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row1[0]
                     streamed2 = streamed_row0[1]
@@ -2592,13 +2592,13 @@ def b2_conv1_grad_input_block1_narrow(grad_output_padded, q_k, tile, weight_p01_
             acc3_15 = row3[15]
             for t_u in range(1):
                 for c_out in range(32):
+                    streamed_row0 = weight_p01_t[c_out, t_u, 0, group:]
+                    streamed_row1 = weight_p01_t[c_out, t_u, 1, group:]
                     broadcast0 = grad_output_padded[c_out, q_k - t_u, q_l + 1]
                     broadcast1 = grad_output_padded[c_out, q_k - t_u, q_l]
                     broadcast2 = grad_output_padded[c_out, q_k - t_u, q_l + 2]
                     broadcast3 = grad_output_padded[c_out, q_k - t_u, q_l + 3]
                     broadcast4 = grad_output_padded[c_out, q_k - t_u, q_l + 4]
-                    streamed_row0 = weight_p01_t[c_out, t_u, 0, group:]
-                    streamed_row1 = weight_p01_t[c_out, t_u, 1, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row1[0]
                     streamed2 = streamed_row0[1]
@@ -2908,6 +2908,8 @@ def b2_conv1_grad_input_block2_wide(grad_output_padded, q_k, tile, weight_p10_t)
             acc7_15 = row7[15]
             for t_v in range(1):
                 for c_out in range(32):
+                    streamed_row0 = weight_p10_t[c_out, 0, t_v, group:]
+                    streamed_row1 = weight_p10_t[c_out, 1, t_v, group:]
                     broadcast0 = grad_output_padded[c_out, q_k + 1, q_l - t_v]
                     broadcast1 = grad_output_padded[c_out, q_k, q_l - t_v]
                     broadcast2 = grad_output_padded[c_out, q_k + 1, q_l - t_v + 1]
@@ -2924,8 +2926,6 @@ def b2_conv1_grad_input_block2_wide(grad_output_padded, q_k, tile, weight_p10_t)
                     broadcast13 = grad_output_padded[c_out, q_k, q_l - t_v + 6]
                     broadcast14 = grad_output_padded[c_out, q_k + 1, q_l - t_v + 7]
                     broadcast15 = grad_output_padded[c_out, q_k, q_l - t_v + 7]
-                    streamed_row0 = weight_p10_t[c_out, 0, t_v, group:]
-                    streamed_row1 = weight_p10_t[c_out, 1, t_v, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row1[0]
                     streamed2 = streamed_row0[1]
@@ -3292,6 +3292,8 @@ def b2_conv1_grad_input_block2_narrow(grad_output_padded, q_k, tile, weight_p10_
             acc3_15 = row3[15]
             for t_v in range(1):
                 for c_out in range(32):
+                    streamed_row0 = weight_p10_t[c_out, 0, t_v, group:]
+                    streamed_row1 = weight_p10_t[c_out, 1, t_v, group:]
                     broadcast0 = grad_output_padded[c_out, q_k + 1, q_l - t_v]
                     broadcast1 = grad_output_padded[c_out, q_k, q_l - t_v]
                     broadcast2 = grad_output_padded[c_out, q_k + 1, q_l - t_v + 1]
@@ -3300,8 +3302,6 @@ def b2_conv1_grad_input_block2_narrow(grad_output_padded, q_k, tile, weight_p10_
                     broadcast5 = grad_output_padded[c_out, q_k, q_l - t_v + 2]
                     broadcast6 = grad_output_padded[c_out, q_k + 1, q_l - t_v + 3]
                     broadcast7 = grad_output_padded[c_out, q_k, q_l - t_v + 3]
-                    streamed_row0 = weight_p10_t[c_out, 0, t_v, group:]
-                    streamed_row1 = weight_p10_t[c_out, 1, t_v, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row1[0]
                     streamed2 = streamed_row0[1]
@@ -3611,6 +3611,8 @@ def b2_conv1_grad_input_block3_wide(grad_output_padded, q_k, tile, weight_p11_t)
             acc7_15 = row7[15]
             for c_out in range(32):
                 for t_u in range(2):
+                    streamed_row0 = weight_p11_t[c_out, t_u, 0, group:]
+                    streamed_row1 = weight_p11_t[c_out, t_u, 1, group:]
                     broadcast0 = grad_output_padded[c_out, q_k - t_u + 1, q_l + 1]
                     broadcast1 = grad_output_padded[c_out, q_k - t_u + 1, q_l]
                     broadcast2 = grad_output_padded[c_out, q_k - t_u + 1, q_l + 2]
@@ -3620,8 +3622,6 @@ def b2_conv1_grad_input_block3_wide(grad_output_padded, q_k, tile, weight_p11_t)
                     broadcast6 = grad_output_padded[c_out, q_k - t_u + 1, q_l + 6]
                     broadcast7 = grad_output_padded[c_out, q_k - t_u + 1, q_l + 7]
                     broadcast8 = grad_output_padded[c_out, q_k - t_u + 1, q_l + 8]
-                    streamed_row0 = weight_p11_t[c_out, t_u, 0, group:]
-                    streamed_row1 = weight_p11_t[c_out, t_u, 1, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row1[0]
                     streamed2 = streamed_row0[1]
@@ -3988,13 +3988,13 @@ def b2_conv1_grad_input_block3_narrow(grad_output_padded, q_k, tile, weight_p11_
             acc3_15 = row3[15]
             for c_out in range(32):
                 for t_u in range(2):
+                    streamed_row0 = weight_p11_t[c_out, t_u, 0, group:]
+                    streamed_row1 = weight_p11_t[c_out, t_u, 1, group:]
                     broadcast0 = grad_output_padded[c_out, q_k - t_u + 1, q_l + 1]
                     broadcast1 = grad_output_padded[c_out, q_k - t_u + 1, q_l]
                     broadcast2 = grad_output_padded[c_out, q_k - t_u + 1, q_l + 2]
                     broadcast3 = grad_output_padded[c_out, q_k - t_u + 1, q_l + 3]
                     broadcast4 = grad_output_padded[c_out, q_k - t_u + 1, q_l + 4]
-                    streamed_row0 = weight_p11_t[c_out, t_u, 0, group:]
-                    streamed_row1 = weight_p11_t[c_out, t_u, 1, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row1[0]
                     streamed2 = streamed_row0[1]
@@ -4564,6 +4564,10 @@ def b2_conv1_grad_weight_block0_wide(grad_output_t, tile, x_padded):
                     acc7_31 = row7[31]
                     for i in range(16):
                         for j in range(0, 16, 4):
+                            streamed_row0 = grad_output_t[i, j, group:]
+                            streamed_row1 = grad_output_t[i, j + 1, group:]
+                            streamed_row2 = grad_output_t[i, j + 2, group:]
+                            streamed_row3 = grad_output_t[i, j + 3, group:]
                             broadcast0 = x_padded[c_in, 2*i + u, 2*j + v]
                             broadcast1 = x_padded[c_in, 2*i + u, 2*j + v + 2]
                             broadcast2 = x_padded[c_in, 2*i + u, 2*j + v + 4]
@@ -4596,10 +4600,6 @@ def b2_conv1_grad_weight_block0_wide(grad_output_t, tile, x_padded):
                             broadcast29 = x_padded[c_in + 7, 2*i + u, 2*j + v + 2]
                             broadcast30 = x_padded[c_in + 7, 2*i + u, 2*j + v + 4]
                             broadcast31 = x_padded[c_in + 7, 2*i + u, 2*j + v + 6]
-                            streamed_row0 = grad_output_t[i, j, group:]
-                            streamed_row1 = grad_output_t[i, j + 1, group:]
-                            streamed_row2 = grad_output_t[i, j + 2, group:]
-                            streamed_row3 = grad_output_t[i, j + 3, group:]
                             streamed0 = streamed_row0[0]
                             streamed1 = streamed_row1[0]
                             streamed2 = streamed_row2[0]
@@ -5318,6 +5318,10 @@ def b2_conv1_grad_weight_block0_narrow(grad_output_t, tile, x_padded):
                     acc1_31 = row1[31]
                     for i in range(16):
                         for j in range(0, 16, 4):
+                            streamed_row0 = grad_output_t[i, j, group:]
+                            streamed_row1 = grad_output_t[i, j + 1, group:]
+                            streamed_row2 = grad_output_t[i, j + 2, group:]
+                            streamed_row3 = grad_output_t[i, j + 3, group:]
                             broadcast0 = x_padded[c_in, 2*i + u, 2*j + v]
                             broadcast1 = x_padded[c_in, 2*i + u, 2*j + v + 2]
                             broadcast2 = x_padded[c_in, 2*i + u, 2*j + v + 4]
@@ -5326,10 +5330,6 @@ def b2_conv1_grad_weight_block0_narrow(grad_output_t, tile, x_padded):
                             broadcast5 = x_padded[c_in + 1, 2*i + u, 2*j + v + 2]
                             broadcast6 = x_padded[c_in + 1, 2*i + u, 2*j + v + 4]
                             broadcast7 = x_padded[c_in + 1, 2*i + u, 2*j + v + 6]
-                            streamed_row0 = grad_output_t[i, j, group:]
-                            streamed_row1 = grad_output_t[i, j + 1, group:]
-                            streamed_row2 = grad_output_t[i, j + 2, group:]
-                            streamed_row3 = grad_output_t[i, j + 3, group:]
                             streamed0 = streamed_row0[0]
                             streamed1 = streamed_row1[0]
                             streamed2 = streamed_row2[0]
@@ -5925,6 +5925,9 @@ def b2_conv1_folded_forward_wide_block0(i, tile, weight_t, x_padded):
             acc7_31 = row7[31]
             for c_in in range(16):
                 for u in range(3):
+                    streamed_row0 = weight_t[c_in, u, 0, group:]
+                    streamed_row1 = weight_t[c_in, u, 1, group:]
+                    streamed_row2 = weight_t[c_in, u, 2, group:]
                     broadcast0 = x_padded[c_in, 2*i + u, 2*j]
                     broadcast1 = x_padded[c_in, 2*i + u, 2*j + 1]
                     broadcast2 = x_padded[c_in, 2*i + u, 2*j + 2]
@@ -5942,9 +5945,6 @@ def b2_conv1_folded_forward_wide_block0(i, tile, weight_t, x_padded):
                     broadcast14 = x_padded[c_in, 2*i + u, 2*j + 14]
                     broadcast15 = x_padded[c_in, 2*i + u, 2*j + 15]
                     broadcast16 = x_padded[c_in, 2*i + u, 2*j + 16]
-                    streamed_row0 = weight_t[c_in, u, 0, group:]
-                    streamed_row1 = weight_t[c_in, u, 1, group:]
-                    streamed_row2 = weight_t[c_in, u, 2, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row1[0]
                     streamed2 = streamed_row2[0]
@@ -6673,6 +6673,9 @@ def b2_conv1_folded_forward_narrow_block0(i, tile, weight_t, x_padded):
             acc3_15 = row3[15]
             for c_in in range(16):
                 for u in range(3):
+                    streamed_row0 = weight_t[(group) // 16, c_in, u, 0, 0:]
+                    streamed_row1 = weight_t[(group) // 16, c_in, u, 1, 0:]
+                    streamed_row2 = weight_t[(group) // 16, c_in, u, 2, 0:]
                     broadcast0 = x_padded[c_in, 2*i + u, 2*j]
                     broadcast1 = x_padded[c_in, 2*i + u, 2*j + 1]
                     broadcast2 = x_padded[c_in, 2*i + u, 2*j + 2]
@@ -6682,9 +6685,6 @@ def b2_conv1_folded_forward_narrow_block0(i, tile, weight_t, x_padded):
                     broadcast6 = x_padded[c_in, 2*i + u, 2*j + 6]
                     broadcast7 = x_padded[c_in, 2*i + u, 2*j + 7]
                     broadcast8 = x_padded[c_in, 2*i + u, 2*j + 8]
-                    streamed_row0 = weight_t[(group) // 16, c_in, u, 0, 0:]
-                    streamed_row1 = weight_t[(group) // 16, c_in, u, 1, 0:]
-                    streamed_row2 = weight_t[(group) // 16, c_in, u, 2, 0:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row1[0]
                     streamed2 = streamed_row2[0]

@@ -294,6 +294,9 @@ def b2_conv1_with_relu12_folded_forward_wide_block0(i, tile, weight_t, x_padded)
             acc7_31 = row7[31]
             for c_in in range(16):
                 for u in range(3):
+                    streamed_row0 = weight_t[c_in, u, 0, group:]
+                    streamed_row1 = weight_t[c_in, u, 1, group:]
+                    streamed_row2 = weight_t[c_in, u, 2, group:]
                     broadcast0 = x_padded[c_in, 2*i + u, 2*j]
                     broadcast1 = x_padded[c_in, 2*i + u, 2*j + 1]
                     broadcast2 = x_padded[c_in, 2*i + u, 2*j + 2]
@@ -311,9 +314,6 @@ def b2_conv1_with_relu12_folded_forward_wide_block0(i, tile, weight_t, x_padded)
                     broadcast14 = x_padded[c_in, 2*i + u, 2*j + 14]
                     broadcast15 = x_padded[c_in, 2*i + u, 2*j + 15]
                     broadcast16 = x_padded[c_in, 2*i + u, 2*j + 16]
-                    streamed_row0 = weight_t[c_in, u, 0, group:]
-                    streamed_row1 = weight_t[c_in, u, 1, group:]
-                    streamed_row2 = weight_t[c_in, u, 2, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row1[0]
                     streamed2 = streamed_row2[0]
@@ -1050,6 +1050,9 @@ def b2_conv1_with_relu12_folded_forward_narrow_block0(i, tile, weight_t, x_padde
             acc3_15 = row3[15]
             for c_in in range(16):
                 for u in range(3):
+                    streamed_row0 = weight_t[(group) // 16, c_in, u, 0, 0:]
+                    streamed_row1 = weight_t[(group) // 16, c_in, u, 1, 0:]
+                    streamed_row2 = weight_t[(group) // 16, c_in, u, 2, 0:]
                     broadcast0 = x_padded[c_in, 2*i + u, 2*j]
                     broadcast1 = x_padded[c_in, 2*i + u, 2*j + 1]
                     broadcast2 = x_padded[c_in, 2*i + u, 2*j + 2]
@@ -1059,9 +1062,6 @@ def b2_conv1_with_relu12_folded_forward_narrow_block0(i, tile, weight_t, x_padde
                     broadcast6 = x_padded[c_in, 2*i + u, 2*j + 6]
                     broadcast7 = x_padded[c_in, 2*i + u, 2*j + 7]
                     broadcast8 = x_padded[c_in, 2*i + u, 2*j + 8]
-                    streamed_row0 = weight_t[(group) // 16, c_in, u, 0, 0:]
-                    streamed_row1 = weight_t[(group) // 16, c_in, u, 1, 0:]
-                    streamed_row2 = weight_t[(group) // 16, c_in, u, 2, 0:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row1[0]
                     streamed2 = streamed_row2[0]

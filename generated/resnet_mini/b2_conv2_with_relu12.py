@@ -294,6 +294,9 @@ def b2_conv2_with_relu12_grad_input_wide_block0(grad_output_padded, k, tile, wei
             acc7_31 = row7[31]
             for c_out in range(32):
                 for u in range(3):
+                    streamed_row0 = weight_t[c_out, u, 0, group:]
+                    streamed_row1 = weight_t[c_out, u, 1, group:]
+                    streamed_row2 = weight_t[c_out, u, 2, group:]
                     broadcast0 = grad_output_padded[c_out, k - u + 2, l + 2]
                     broadcast1 = grad_output_padded[c_out, k - u + 2, l + 1]
                     broadcast2 = grad_output_padded[c_out, k - u + 2, l]
@@ -304,9 +307,6 @@ def b2_conv2_with_relu12_grad_input_wide_block0(grad_output_padded, k, tile, wei
                     broadcast7 = grad_output_padded[c_out, k - u + 2, l + 7]
                     broadcast8 = grad_output_padded[c_out, k - u + 2, l + 8]
                     broadcast9 = grad_output_padded[c_out, k - u + 2, l + 9]
-                    streamed_row0 = weight_t[c_out, u, 0, group:]
-                    streamed_row1 = weight_t[c_out, u, 1, group:]
-                    streamed_row2 = weight_t[c_out, u, 2, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row1[0]
                     streamed2 = streamed_row2[0]
@@ -1045,15 +1045,15 @@ def b2_conv2_with_relu12_grad_input_narrow_block0(grad_output_padded, k, tile, w
             acc3_15 = row3[15]
             for c_out in range(32):
                 for u in range(3):
+                    streamed_row0 = weight_t[(group) // 16, c_out, u, 0, 0:]
+                    streamed_row1 = weight_t[(group) // 16, c_out, u, 1, 0:]
+                    streamed_row2 = weight_t[(group) // 16, c_out, u, 2, 0:]
                     broadcast0 = grad_output_padded[c_out, k - u + 2, l + 2]
                     broadcast1 = grad_output_padded[c_out, k - u + 2, l + 1]
                     broadcast2 = grad_output_padded[c_out, k - u + 2, l]
                     broadcast3 = grad_output_padded[c_out, k - u + 2, l + 3]
                     broadcast4 = grad_output_padded[c_out, k - u + 2, l + 4]
                     broadcast5 = grad_output_padded[c_out, k - u + 2, l + 5]
-                    streamed_row0 = weight_t[(group) // 16, c_out, u, 0, 0:]
-                    streamed_row1 = weight_t[(group) // 16, c_out, u, 1, 0:]
-                    streamed_row2 = weight_t[(group) // 16, c_out, u, 2, 0:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row1[0]
                     streamed2 = streamed_row2[0]

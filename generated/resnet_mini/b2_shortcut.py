@@ -294,6 +294,7 @@ def b2_shortcut_forward_block0_wide(i, n, tile, weight_t, x):
             acc7_31 = row7[31]
             for c_in in range(16):
                 for u in range(1):
+                    streamed_row0 = weight_t[c_in, u, 0, group:]
                     broadcast0 = x[n, c_in, 2*i + u, 2*j]
                     broadcast1 = x[n, c_in, 2*i + u, 2*j + 2]
                     broadcast2 = x[n, c_in, 2*i + u, 2*j + 4]
@@ -302,7 +303,6 @@ def b2_shortcut_forward_block0_wide(i, n, tile, weight_t, x):
                     broadcast5 = x[n, c_in, 2*i + u, 2*j + 10]
                     broadcast6 = x[n, c_in, 2*i + u, 2*j + 12]
                     broadcast7 = x[n, c_in, 2*i + u, 2*j + 14]
-                    streamed_row0 = weight_t[c_in, u, 0, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row0[1]
                     streamed2 = streamed_row0[2]
@@ -923,9 +923,9 @@ def b2_shortcut_forward_block0_narrow(i, n, tile, weight_t, x):
             acc1_31 = row1[31]
             for c_in in range(16):
                 for u in range(1):
+                    streamed_row0 = weight_t[c_in, u, 0, group:]
                     broadcast0 = x[n, c_in, 2*i + u, 2*j]
                     broadcast1 = x[n, c_in, 2*i + u, 2*j + 2]
-                    streamed_row0 = weight_t[c_in, u, 0, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row0[1]
                     streamed2 = streamed_row0[2]
@@ -1271,7 +1271,6 @@ def b2_shortcut_grad_input_block0_wide(c_in, grad_output, n, tile, weight):
             acc7_14 = row7[14]
             acc7_15 = row7[15]
             for c_out in range(32):
-                broadcast0 = weight[c_out, c_in, 0, 0]
                 streamed_row0 = grad_output[n, c_out, q_k, group:]
                 streamed_row1 = grad_output[n, c_out, q_k + 1, group:]
                 streamed_row2 = grad_output[n, c_out, q_k + 2, group:]
@@ -1280,6 +1279,7 @@ def b2_shortcut_grad_input_block0_wide(c_in, grad_output, n, tile, weight):
                 streamed_row5 = grad_output[n, c_out, q_k + 5, group:]
                 streamed_row6 = grad_output[n, c_out, q_k + 6, group:]
                 streamed_row7 = grad_output[n, c_out, q_k + 7, group:]
+                broadcast0 = weight[c_out, c_in, 0, 0]
                 streamed0 = streamed_row0[0]
                 streamed1 = streamed_row0[1]
                 streamed2 = streamed_row0[2]
@@ -1741,11 +1741,11 @@ def b2_shortcut_grad_input_block0_narrow(c_in, grad_output, n, tile, weight):
             acc3_14 = row3[14]
             acc3_15 = row3[15]
             for c_out in range(32):
-                broadcast0 = weight[c_out, c_in, 0, 0]
                 streamed_row0 = grad_output[n, c_out, q_k, group:]
                 streamed_row1 = grad_output[n, c_out, q_k + 1, group:]
                 streamed_row2 = grad_output[n, c_out, q_k + 2, group:]
                 streamed_row3 = grad_output[n, c_out, q_k + 3, group:]
+                broadcast0 = weight[c_out, c_in, 0, 0]
                 streamed0 = streamed_row0[0]
                 streamed1 = streamed_row0[1]
                 streamed2 = streamed_row0[2]
@@ -2271,6 +2271,10 @@ def b2_shortcut_grad_weight_block0_wide(grad_output_t, n, tile, x):
                     acc7_31 = row7[31]
                     for i in range(16):
                         for j in range(0, 16, 4):
+                            streamed_row0 = grad_output_t[i, j, group:]
+                            streamed_row1 = grad_output_t[i, j + 1, group:]
+                            streamed_row2 = grad_output_t[i, j + 2, group:]
+                            streamed_row3 = grad_output_t[i, j + 3, group:]
                             broadcast0 = x[n, c_in, 2*i + u, 2*j + v]
                             broadcast1 = x[n, c_in, 2*i + u, 2*j + v + 2]
                             broadcast2 = x[n, c_in, 2*i + u, 2*j + v + 4]
@@ -2303,10 +2307,6 @@ def b2_shortcut_grad_weight_block0_wide(grad_output_t, n, tile, x):
                             broadcast29 = x[n, c_in + 7, 2*i + u, 2*j + v + 2]
                             broadcast30 = x[n, c_in + 7, 2*i + u, 2*j + v + 4]
                             broadcast31 = x[n, c_in + 7, 2*i + u, 2*j + v + 6]
-                            streamed_row0 = grad_output_t[i, j, group:]
-                            streamed_row1 = grad_output_t[i, j + 1, group:]
-                            streamed_row2 = grad_output_t[i, j + 2, group:]
-                            streamed_row3 = grad_output_t[i, j + 3, group:]
                             streamed0 = streamed_row0[0]
                             streamed1 = streamed_row1[0]
                             streamed2 = streamed_row2[0]
@@ -3025,6 +3025,10 @@ def b2_shortcut_grad_weight_block0_narrow(grad_output_t, n, tile, x):
                     acc1_31 = row1[31]
                     for i in range(16):
                         for j in range(0, 16, 4):
+                            streamed_row0 = grad_output_t[i, j, group:]
+                            streamed_row1 = grad_output_t[i, j + 1, group:]
+                            streamed_row2 = grad_output_t[i, j + 2, group:]
+                            streamed_row3 = grad_output_t[i, j + 3, group:]
                             broadcast0 = x[n, c_in, 2*i + u, 2*j + v]
                             broadcast1 = x[n, c_in, 2*i + u, 2*j + v + 2]
                             broadcast2 = x[n, c_in, 2*i + u, 2*j + v + 4]
@@ -3033,10 +3037,6 @@ def b2_shortcut_grad_weight_block0_narrow(grad_output_t, n, tile, x):
                             broadcast5 = x[n, c_in + 1, 2*i + u, 2*j + v + 2]
                             broadcast6 = x[n, c_in + 1, 2*i + u, 2*j + v + 4]
                             broadcast7 = x[n, c_in + 1, 2*i + u, 2*j + v + 6]
-                            streamed_row0 = grad_output_t[i, j, group:]
-                            streamed_row1 = grad_output_t[i, j + 1, group:]
-                            streamed_row2 = grad_output_t[i, j + 2, group:]
-                            streamed_row3 = grad_output_t[i, j + 3, group:]
                             streamed0 = streamed_row0[0]
                             streamed1 = streamed_row1[0]
                             streamed2 = streamed_row2[0]
@@ -3627,6 +3627,7 @@ def b2_shortcut_folded_forward_block0_wide(i, n, tile, weight_t, x):
             acc7_31 = row7[31]
             for c_in in range(16):
                 for u in range(1):
+                    streamed_row0 = weight_t[c_in, u, 0, group:]
                     broadcast0 = x[n, c_in, 2*i + u, 2*j]
                     broadcast1 = x[n, c_in, 2*i + u, 2*j + 2]
                     broadcast2 = x[n, c_in, 2*i + u, 2*j + 4]
@@ -3635,7 +3636,6 @@ def b2_shortcut_folded_forward_block0_wide(i, n, tile, weight_t, x):
                     broadcast5 = x[n, c_in, 2*i + u, 2*j + 10]
                     broadcast6 = x[n, c_in, 2*i + u, 2*j + 12]
                     broadcast7 = x[n, c_in, 2*i + u, 2*j + 14]
-                    streamed_row0 = weight_t[c_in, u, 0, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row0[1]
                     streamed2 = streamed_row0[2]
@@ -4256,9 +4256,9 @@ def b2_shortcut_folded_forward_block0_narrow(i, n, tile, weight_t, x):
             acc1_31 = row1[31]
             for c_in in range(16):
                 for u in range(1):
+                    streamed_row0 = weight_t[c_in, u, 0, group:]
                     broadcast0 = x[n, c_in, 2*i + u, 2*j]
                     broadcast1 = x[n, c_in, 2*i + u, 2*j + 2]
-                    streamed_row0 = weight_t[c_in, u, 0, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row0[1]
                     streamed2 = streamed_row0[2]

@@ -294,6 +294,9 @@ def b3_conv1_with_relu21_folded_forward_wide_block0(i, tile, weight_t, x_padded)
             acc7_31 = row7[31]
             for c_in in range(32):
                 for u in range(3):
+                    streamed_row0 = weight_t[c_in, u, 0, group:]
+                    streamed_row1 = weight_t[c_in, u, 1, group:]
+                    streamed_row2 = weight_t[c_in, u, 2, group:]
                     broadcast0 = x_padded[c_in, i + u, j]
                     broadcast1 = x_padded[c_in, i + u, j + 1]
                     broadcast2 = x_padded[c_in, i + u, j + 2]
@@ -304,9 +307,6 @@ def b3_conv1_with_relu21_folded_forward_wide_block0(i, tile, weight_t, x_padded)
                     broadcast7 = x_padded[c_in, i + u, j + 7]
                     broadcast8 = x_padded[c_in, i + u, j + 8]
                     broadcast9 = x_padded[c_in, i + u, j + 9]
-                    streamed_row0 = weight_t[c_in, u, 0, group:]
-                    streamed_row1 = weight_t[c_in, u, 1, group:]
-                    streamed_row2 = weight_t[c_in, u, 2, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row1[0]
                     streamed2 = streamed_row2[0]

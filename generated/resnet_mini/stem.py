@@ -166,6 +166,9 @@ def stem_forward_wide_block0(i, tile, weight_t, x_padded):
             acc7_15 = row7[15]
             for c_in in range(3):
                 for u in range(3):
+                    streamed_row0 = weight_t[c_in, u, 0, group:]
+                    streamed_row1 = weight_t[c_in, u, 1, group:]
+                    streamed_row2 = weight_t[c_in, u, 2, group:]
                     broadcast0 = x_padded[c_in, i + u, j]
                     broadcast1 = x_padded[c_in, i + u, j + 1]
                     broadcast2 = x_padded[c_in, i + u, j + 2]
@@ -176,9 +179,6 @@ def stem_forward_wide_block0(i, tile, weight_t, x_padded):
                     broadcast7 = x_padded[c_in, i + u, j + 7]
                     broadcast8 = x_padded[c_in, i + u, j + 8]
                     broadcast9 = x_padded[c_in, i + u, j + 9]
-                    streamed_row0 = weight_t[c_in, u, 0, group:]
-                    streamed_row1 = weight_t[c_in, u, 1, group:]
-                    streamed_row2 = weight_t[c_in, u, 2, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row1[0]
                     streamed2 = streamed_row2[0]
@@ -908,6 +908,7 @@ def stem_grad_input_block0_wide(grad_output_padded, k, tile, weight):
         acc2_31 = row2[31]
         for c_out in range(16):
             for u in range(3):
+                streamed_row0 = grad_output_padded[c_out, k - u + 2, group:]
                 broadcast0 = weight[c_out, 0, u, 0]
                 broadcast1 = weight[c_out, 0, u, 1]
                 broadcast2 = weight[c_out, 0, u, 2]
@@ -917,7 +918,6 @@ def stem_grad_input_block0_wide(grad_output_padded, k, tile, weight):
                 broadcast6 = weight[c_out, 2, u, 0]
                 broadcast7 = weight[c_out, 2, u, 1]
                 broadcast8 = weight[c_out, 2, u, 2]
-                streamed_row0 = grad_output_padded[c_out, k - u + 2, group:]
                 streamed0 = streamed_row0[2]
                 streamed1 = streamed_row0[1]
                 streamed2 = streamed_row0[0]
@@ -1187,10 +1187,10 @@ def stem_grad_input_block0_narrow(grad_output_padded, k, tile, weight):
             acc0_31 = row0[31]
             for c_out in range(16):
                 for u in range(3):
+                    streamed_row0 = grad_output_padded[c_out, k - u + 2, group:]
                     broadcast0 = weight[c_out, c_in, u, 0]
                     broadcast1 = weight[c_out, c_in, u, 1]
                     broadcast2 = weight[c_out, c_in, u, 2]
-                    streamed_row0 = grad_output_padded[c_out, k - u + 2, group:]
                     streamed0 = streamed_row0[2]
                     streamed1 = streamed_row0[1]
                     streamed2 = streamed_row0[0]
@@ -1391,16 +1391,16 @@ def stem_grad_weight_block0(grad_output_t, tile, x_padded):
                 acc2_15 = row2[15]
                 for i in range(32):
                     for j in range(0, 32, 4):
+                        streamed_row0 = grad_output_t[i, j, group:]
+                        streamed_row1 = grad_output_t[i, j + 1, group:]
+                        streamed_row2 = grad_output_t[i, j + 2, group:]
+                        streamed_row3 = grad_output_t[i, j + 3, group:]
                         broadcast0 = x_padded[c_in, i + u, j]
                         broadcast1 = x_padded[c_in, i + u, j + 1]
                         broadcast2 = x_padded[c_in, i + u, j + 2]
                         broadcast3 = x_padded[c_in, i + u, j + 3]
                         broadcast4 = x_padded[c_in, i + u, j + 4]
                         broadcast5 = x_padded[c_in, i + u, j + 5]
-                        streamed_row0 = grad_output_t[i, j, group:]
-                        streamed_row1 = grad_output_t[i, j + 1, group:]
-                        streamed_row2 = grad_output_t[i, j + 2, group:]
-                        streamed_row3 = grad_output_t[i, j + 3, group:]
                         streamed0 = streamed_row0[0]
                         streamed1 = streamed_row1[0]
                         streamed2 = streamed_row2[0]
@@ -1769,6 +1769,9 @@ def stem_folded_forward_wide_block0(i, tile, weight_t, x_padded):
             acc7_15 = row7[15]
             for c_in in range(3):
                 for u in range(3):
+                    streamed_row0 = weight_t[c_in, u, 0, group:]
+                    streamed_row1 = weight_t[c_in, u, 1, group:]
+                    streamed_row2 = weight_t[c_in, u, 2, group:]
                     broadcast0 = x_padded[c_in, i + u, j]
                     broadcast1 = x_padded[c_in, i + u, j + 1]
                     broadcast2 = x_padded[c_in, i + u, j + 2]
@@ -1779,9 +1782,6 @@ def stem_folded_forward_wide_block0(i, tile, weight_t, x_padded):
                     broadcast7 = x_padded[c_in, i + u, j + 7]
                     broadcast8 = x_padded[c_in, i + u, j + 8]
                     broadcast9 = x_padded[c_in, i + u, j + 9]
-                    streamed_row0 = weight_t[c_in, u, 0, group:]
-                    streamed_row1 = weight_t[c_in, u, 1, group:]
-                    streamed_row2 = weight_t[c_in, u, 2, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row1[0]
                     streamed2 = streamed_row2[0]

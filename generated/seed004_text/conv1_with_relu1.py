@@ -166,6 +166,9 @@ def conv1_with_relu1_forward_wide_block0(i, tile, weight_t, x_padded):
             acc7_15 = row7[15]
             for c_in in range(3):
                 for u in range(3):
+                    streamed_row0 = weight_t[c_in, u, 0, group:]
+                    streamed_row1 = weight_t[c_in, u, 1, group:]
+                    streamed_row2 = weight_t[c_in, u, 2, group:]
                     broadcast0 = x_padded[c_in, i + u, j]
                     broadcast1 = x_padded[c_in, i + u, j + 1]
                     broadcast2 = x_padded[c_in, i + u, j + 2]
@@ -176,9 +179,6 @@ def conv1_with_relu1_forward_wide_block0(i, tile, weight_t, x_padded):
                     broadcast7 = x_padded[c_in, i + u, j + 7]
                     broadcast8 = x_padded[c_in, i + u, j + 8]
                     broadcast9 = x_padded[c_in, i + u, j + 9]
-                    streamed_row0 = weight_t[c_in, u, 0, group:]
-                    streamed_row1 = weight_t[c_in, u, 1, group:]
-                    streamed_row2 = weight_t[c_in, u, 2, group:]
                     streamed0 = streamed_row0[0]
                     streamed1 = streamed_row1[0]
                     streamed2 = streamed_row2[0]

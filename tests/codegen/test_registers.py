@@ -148,6 +148,18 @@ def test_a_block_function_takes_the_names_its_code_reads():
         assert "tile" in registers.arguments and not set(registers.arguments) & (loops | assigned)
 
 
+def test_a_blocks_streamed_rows_are_sliced_before_any_value_is_read():
+    """numba's slicing branches, and a value loaded before a branch is in another basic block than the
+    multiply-adds, where LLVM cannot fold the load into them: so each block slices its streamed rows first. Lanes
+    blocks (seed004's conv2) and columns ones (LeNet-5's conv2 input gradient), in both sizes."""
+    for registers in (_kernels("seed004", "conv2")["forward"].lanes.registers,
+                      _kernels("suite-lenet", "conv2")["grad_input"].lanes.registers):
+        for blocks in (registers, registers.narrow):
+            names = [name for name, _ in blocks.reads]
+            views = [position for position, name in enumerate(names) if name.startswith("streamed_row")]
+            assert views == list(range(len(views))) and len(views) < len(names), names[:6]
+
+
 @pytest.mark.slow  # compiles a small spec twice (about a minute on 2 cores)
 def test_register_tiles_change_no_number(tmp_path, monkeypatch):
     """With and without register tiles, every output and gradient is the same bit for bit: lanes
@@ -242,6 +254,31 @@ def test_register_tiles_compile_to_vector_multiply_adds(tmp_path):
     for kernel, arguments in (("c1_forward", (1, *forward)), ("c1_grad_weight", tuple(weight_gradient))):
         for width in ("wide", "narrow"):
             _assert_packed(_recompiled(module[f"{kernel}_block0_{width}"]), arguments, width)
+
+
+@pytest.mark.heavy
+def test_a_blocks_broadcast_values_are_loaded_not_shuffled(tmp_path):
+    """A block's broadcast values reach its multiply-adds as loads (``vbroadcastss (mem)``, or ``{1to16}`` in the
+    multiply-add), not as a scalar load and a shuffle (``vbroadcastss %xmm``): LeNet-5's conv2 input gradient
+    (columns, 16 -> 6 channels, 5 x 5), whose 30 weights a step feed one multiply-add each, so that the
+    shuffles were its limit (1.4x slower)."""
+    spec = {"name": "broadcasts", "input": [6, 14, 14], "loss": "softmax_cross_entropy",
+            "layers": [{"type": "conv2d", "name": "c0", "out_channels": 6, "kernel": 1},
+                       {"type": "conv2d", "name": "c1", "out_channels": 16, "kernel": 5},
+                       {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 2}]}
+    net = network_for(spec, tmp_path, dtype="float32")
+    rng = np.random.default_rng(0)
+    net.train_step(rng.standard_normal((2, 6, 14, 14)).astype(np.float32), np.array([0, 1]), 0.01)  # types
+    module = net._functions["c1_grad_input"].py_func.__globals__
+    blocks = [name for name in module if re.fullmatch(r"c1_grad_input_(wide|narrow)_block0", name)]
+    assert len(blocks) == 2, blocks  # the columns schedule, in both sizes
+    for name in blocks:
+        (signature,) = module[name].signatures or [module[name.replace("_narrow", "_wide")].signatures[0]]
+        block = _recompiled(module[name])
+        block.compile(signature)  # numba's cache keeps no assembly
+        assembly = "\n".join(block.inspect_asm().values())
+        assert re.search(r"\bvfmadd\w*ps\s", assembly), name
+        assert not re.search(r"\bvbroadcastss\s+%xmm", assembly), name
 
 
 def _assert_packed(block, arguments, width) -> None:
