@@ -356,7 +356,7 @@ def _blocks(lowering, code, row_view, reduction, outer_tile, reads, lane: Symbol
     outer, inner = (plain, blocks) if lanes > group and len(streamed) > len(names) else ((*plain, *blocks), ())
     group_loop = Loop(printer(group_start), str(lanes), False, "0", group)
     # the streamed rows' views, then the broadcast values, then the streamed values read through them. The views
-    # first: numba's slicing branches (on the view's length), and a value loaded before a branch is in another
+    # first: numba's slicing branches, and a value loaded before a branch is in another
     # basic block than the multiply-adds that use it, where LLVM's instruction selection cannot fold the load
     # into them: a broadcast then takes a scalar load and a shuffle (``vbroadcastss %xmm``) instead of a load
     # (``vbroadcastss (mem)``, or ``{1to16}`` in the multiply-add). Measured on LeNet-5's conv2 input gradient
