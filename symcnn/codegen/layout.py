@@ -11,6 +11,7 @@ import numpy
 import sympy
 from sympy import Indexed, IndexedBase, Symbol
 
+from symcnn.codegen.rewrites import integer_index
 from symcnn.symbolic.adjoint import GatherTerm
 
 if TYPE_CHECKING:  # a lowering's names and printer; lower imports this module
@@ -46,7 +47,8 @@ def reshape_of(lowering: "Lowering", tensors, indices, shape, batch, terms) -> s
     for index, size in zip(read.indices[1:], source_shape[1:]):
         if not index.free_symbols <= set(arguments):
             return ""
-        values = sympy.lambdify(list(arguments), index, modules="numpy")(*arguments.values())
+        # in integers: floor(k/49) evaluated as floor((1/49)*k) in floats is 0 at k = 49
+        values = sympy.lambdify(list(arguments), integer_index(index), modules="numpy")(*arguments.values())
         offset = offset * int(size) + numpy.broadcast_to(numpy.asarray(values, dtype=numpy.int64), offset.shape)
     return lowering.names[read.base] if numpy.array_equal(offset, numpy.arange(offset.size)) else ""
 

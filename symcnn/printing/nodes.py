@@ -58,6 +58,10 @@ class FloorDiv(Expr):
         denominator = printer._print(self.args[1])  # parenthesized as NumbaPrinter does: a // (b*c)
         return f"({printer._print(self.args[0])}) // {denominator if self.args[1].is_Atom else f'({denominator})'}"
 
+    def _numpycode(self, printer):
+        """For ``sympy.lambdify`` on integer arrays: exact, where ``floor(k/49)`` computes ``(1/49)*k`` in floats."""
+        return f"numpy.floor_divide({printer._print(self.args[0])}, {printer._print(self.args[1])})"
+
 
 def is_iverson(expr: Piecewise) -> bool:
     """Whether ``expr`` is ``Piecewise((term, condition), (0, True))``: a term times a condition."""

@@ -495,6 +495,18 @@ def test_only_a_row_major_copy_is_marked_as_a_reshape():
     assert reshapes == {"flatten4_forward", "flatten4_grad_input"}
 
 
+@pytest.mark.parametrize("shape", [(32, 7, 7), (5, 7, 11), (2, 13, 3), (3, 1, 1)])
+def test_a_flatten_of_any_map_is_a_reshape_both_ways(shape):
+    """``floor(k/49)`` of a 7 x 7 map evaluated in floats (``(1/49)*k``) is 0 at k = 49: the check then
+    missed the reshape, and suite-batchnorm's flatten copied its input in every forward pass (0.28 ms)."""
+    from symcnn.codegen.network import layer_kernels
+
+    spec = spec_from_dict({"name": "flat", "input": list(shape), "layers": [
+        {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 2}]})
+    kernels = {kernel.name: kernel.reshape_of for kernel in layer_kernels(spec.layers[0])}
+    assert kernels == {"flatten0_forward": "x", "flatten0_grad_input": "grad_output"}
+
+
 def test_a_sum_over_whole_rows_and_columns_is_one_loop_over_a_view():
     """The bias gradient sums dL/dY over (n, i, j): its (i, j) loops become one loop of 1,024 over a
     reshaped view; reads that do not index (i, j) last, whole, keep their two loops."""
