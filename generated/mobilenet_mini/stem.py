@@ -2807,14 +2807,21 @@ def stem_grad_input_narrow(grad_output, weight, grad_input):
     weight_p10 = weight[:, :, 0::2, 1::2]
     grad_input_p11 = grad_input[:, :, 1::2, 1::2]
     weight_p11 = weight[:, :, 0::2, 0::2]
-    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
-    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
-    lanes = grad_input_p00.shape[3]
+    # Each phase's lane loops' trip count (``lanes``, in the loop) read from an argument, unknown to the
+    # compiler: LLVM then vectorizes them (with alias checks); a constant count it unrolls into scalar code.
     # Each image's rows in parts, one parallel item each,
     # so that a batch of one keeps every thread busy.
+    # Each item computes its rows of every phase, from one copy (symcnn.codegen.phase_items).
     for item in prange(2*N):
         n = (item) // 2
         part = item % 2
+        grad_output_padded = np.zeros((16, 17, 17,), dtype=grad_output.dtype)
+        for a1 in range(16):
+            for a2 in range(max(0, 8*part), max(min(16, 8*part + 8), min(16, 8*part + 9))):
+                for a3 in range(16):
+                    grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
+        # grad_input_p00
+        lanes = grad_input_p00.shape[3]
         tile = np.empty((3, 16,), dtype=grad_output.dtype)
         for q_k in range(8*part, 8*part + 8):
             for c_in in range(3):
@@ -2824,19 +2831,8 @@ def stem_grad_input_narrow(grad_output, weight, grad_input):
             for c_in in range(3):
                 for q_l in range(16):
                     grad_input_p00[n, c_in, q_k, q_l] = tile[c_in, q_l]
-    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
-    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
-    lanes = grad_input_p01.shape[3]
-    # Each image's rows in parts, one parallel item each,
-    # so that a batch of one keeps every thread busy.
-    for item in prange(2*N):
-        n = (item) // 2
-        part = item % 2
-        grad_output_padded = np.zeros((16, 16, 17,), dtype=grad_output.dtype)
-        for a1 in range(16):
-            for a2 in range(max(0, 8*part), min(16, 8*part + 8)):
-                for a3 in range(16):
-                    grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
+        # grad_input_p01
+        lanes = grad_input_p01.shape[3]
         tile = np.empty((3, 16,), dtype=grad_output.dtype)
         for q_k in range(8*part, 8*part + 8):
             for c_in in range(3):
@@ -2846,19 +2842,8 @@ def stem_grad_input_narrow(grad_output, weight, grad_input):
             for c_in in range(3):
                 for q_l in range(16):
                     grad_input_p01[n, c_in, q_k, q_l] = tile[c_in, q_l]
-    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
-    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
-    lanes = grad_input_p10.shape[3]
-    # Each image's rows in parts, one parallel item each,
-    # so that a batch of one keeps every thread busy.
-    for item in prange(2*N):
-        n = (item) // 2
-        part = item % 2
-        grad_output_padded = np.zeros((16, 17, 16,), dtype=grad_output.dtype)
-        for a1 in range(16):
-            for a2 in range(max(0, 8*part), min(16, 8*part + 9)):
-                for a3 in range(16):
-                    grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
+        # grad_input_p10
+        lanes = grad_input_p10.shape[3]
         tile = np.empty((3, 16,), dtype=grad_output.dtype)
         for q_k in range(8*part, 8*part + 8):
             for c_in in range(3):
@@ -2868,19 +2853,8 @@ def stem_grad_input_narrow(grad_output, weight, grad_input):
             for c_in in range(3):
                 for q_l in range(16):
                     grad_input_p10[n, c_in, q_k, q_l] = tile[c_in, q_l]
-    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
-    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
-    lanes = grad_input_p11.shape[3]
-    # Each image's rows in parts, one parallel item each,
-    # so that a batch of one keeps every thread busy.
-    for item in prange(2*N):
-        n = (item) // 2
-        part = item % 2
-        grad_output_padded = np.zeros((16, 17, 17,), dtype=grad_output.dtype)
-        for a1 in range(16):
-            for a2 in range(max(0, 8*part), min(16, 8*part + 9)):
-                for a3 in range(16):
-                    grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
+        # grad_input_p11
+        lanes = grad_input_p11.shape[3]
         tile = np.empty((3, 16,), dtype=grad_output.dtype)
         for q_k in range(8*part, 8*part + 8):
             for c_in in range(3):

@@ -4187,14 +4187,39 @@ def b2_conv1_grad_input(grad_output, weight, grad_input):
             for t_v in range(1):
                 for c_in in range(16):
                     weight_p00_t[c_out, t_u, t_v, c_in] = weight_p00[c_out, c_in, t_u, t_v]
-    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
-    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
-    lanes = weight_p00.shape[1]
+    weight_p01_t = np.empty((32, 1, 2, 16,), dtype=grad_output.dtype)
+    for c_out in range(32):
+        for t_u in range(1):
+            for t_v in range(2):
+                for c_in in range(16):
+                    weight_p01_t[c_out, t_u, t_v, c_in] = weight_p01[c_out, c_in, t_u, t_v]
+    weight_p10_t = np.empty((32, 2, 1, 16,), dtype=grad_output.dtype)
+    for c_out in range(32):
+        for t_u in range(2):
+            for t_v in range(1):
+                for c_in in range(16):
+                    weight_p10_t[c_out, t_u, t_v, c_in] = weight_p10[c_out, c_in, t_u, t_v]
+    weight_p11_t = np.empty((32, 2, 2, 16,), dtype=grad_output.dtype)
+    for c_out in range(32):
+        for t_u in range(2):
+            for t_v in range(2):
+                for c_in in range(16):
+                    weight_p11_t[c_out, t_u, t_v, c_in] = weight_p11[c_out, c_in, t_u, t_v]
+    # Each phase's lane loops' trip count (``lanes``, in the loop) read from an argument, unknown to the
+    # compiler: LLVM then vectorizes them (with alias checks); a constant count it unrolls into scalar code.
     # Each image's rows in parts, one parallel item each,
     # so that a batch of one keeps every thread busy.
+    # Each item computes its rows of every phase, from one copy (symcnn.codegen.phase_items).
     for item in prange(2*N):
         n = (item) // 2
         part = item % 2
+        grad_output_padded = np.zeros((32, 17, 17,), dtype=grad_output.dtype)
+        for a1 in range(32):
+            for a2 in range(max(0, 8*part), max(min(16, 8*part + 8), min(16, 8*part + 9))):
+                for a3 in range(16):
+                    grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
+        # grad_input_p00
+        lanes = weight_p00.shape[1]
         tile = np.empty((16, 16,), dtype=grad_output.dtype)
         for q_k in range(8*part, 8*part + 8):
             for q_l in range(16):
@@ -4204,25 +4229,8 @@ def b2_conv1_grad_input(grad_output, weight, grad_input):
             for c_in in range(lanes):
                 for q_l in range(16):
                     grad_input_p00[n, c_in, q_k, q_l] = tile[q_l, c_in]
-    weight_p01_t = np.empty((32, 1, 2, 16,), dtype=grad_output.dtype)
-    for c_out in range(32):
-        for t_u in range(1):
-            for t_v in range(2):
-                for c_in in range(16):
-                    weight_p01_t[c_out, t_u, t_v, c_in] = weight_p01[c_out, c_in, t_u, t_v]
-    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
-    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
-    lanes = weight_p01.shape[1]
-    # Each image's rows in parts, one parallel item each,
-    # so that a batch of one keeps every thread busy.
-    for item in prange(2*N):
-        n = (item) // 2
-        part = item % 2
-        grad_output_padded = np.zeros((32, 16, 17,), dtype=grad_output.dtype)
-        for a1 in range(32):
-            for a2 in range(max(0, 8*part), min(16, 8*part + 8)):
-                for a3 in range(16):
-                    grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
+        # grad_input_p01
+        lanes = weight_p01.shape[1]
         tile = np.empty((16, 16,), dtype=grad_output.dtype)
         for q_k in range(8*part, 8*part + 8):
             for q_l in range(16):
@@ -4232,25 +4240,8 @@ def b2_conv1_grad_input(grad_output, weight, grad_input):
             for c_in in range(lanes):
                 for q_l in range(16):
                     grad_input_p01[n, c_in, q_k, q_l] = tile[q_l, c_in]
-    weight_p10_t = np.empty((32, 2, 1, 16,), dtype=grad_output.dtype)
-    for c_out in range(32):
-        for t_u in range(2):
-            for t_v in range(1):
-                for c_in in range(16):
-                    weight_p10_t[c_out, t_u, t_v, c_in] = weight_p10[c_out, c_in, t_u, t_v]
-    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
-    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
-    lanes = weight_p10.shape[1]
-    # Each image's rows in parts, one parallel item each,
-    # so that a batch of one keeps every thread busy.
-    for item in prange(2*N):
-        n = (item) // 2
-        part = item % 2
-        grad_output_padded = np.zeros((32, 17, 16,), dtype=grad_output.dtype)
-        for a1 in range(32):
-            for a2 in range(max(0, 8*part), min(16, 8*part + 9)):
-                for a3 in range(16):
-                    grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
+        # grad_input_p10
+        lanes = weight_p10.shape[1]
         tile = np.empty((16, 16,), dtype=grad_output.dtype)
         for q_k in range(8*part, 8*part + 8):
             for q_l in range(16):
@@ -4260,25 +4251,8 @@ def b2_conv1_grad_input(grad_output, weight, grad_input):
             for c_in in range(lanes):
                 for q_l in range(16):
                     grad_input_p10[n, c_in, q_k, q_l] = tile[q_l, c_in]
-    weight_p11_t = np.empty((32, 2, 2, 16,), dtype=grad_output.dtype)
-    for c_out in range(32):
-        for t_u in range(2):
-            for t_v in range(2):
-                for c_in in range(16):
-                    weight_p11_t[c_out, t_u, t_v, c_in] = weight_p11[c_out, c_in, t_u, t_v]
-    # The lane loops' trip count read from an argument, unknown to the compiler: LLVM then
-    # vectorizes them (with alias checks); a constant count it unrolls into scalar code.
-    lanes = weight_p11.shape[1]
-    # Each image's rows in parts, one parallel item each,
-    # so that a batch of one keeps every thread busy.
-    for item in prange(2*N):
-        n = (item) // 2
-        part = item % 2
-        grad_output_padded = np.zeros((32, 17, 17,), dtype=grad_output.dtype)
-        for a1 in range(32):
-            for a2 in range(max(0, 8*part), min(16, 8*part + 9)):
-                for a3 in range(16):
-                    grad_output_padded[a1, a2, a3] = grad_output[n, a1, a2, a3]
+        # grad_input_p11
+        lanes = weight_p11.shape[1]
         tile = np.empty((16, 16,), dtype=grad_output.dtype)
         for q_k in range(8*part, 8*part + 8):
             for q_l in range(16):

@@ -393,6 +393,9 @@ class Kernel:
     # channels' (symcnn.codegen.phases.shared_loops), so that each image-channel plane is written by every phase
     # while it is in cache; or the one loop the precomputed arrays are filled in too (``invariants_inside``)
     shared_loops: int = 0
+    # "phases" of vector kernels over the same work items: the per-image copies they share, each item computing
+    # its rows of every phase in one parallel loop (symcnn.codegen.phase_items); None: a loop per phase
+    one_item: Optional[tuple[Staging, ...]] = None
     # the precomputed arrays filled inside the shared loop, a value at a time, just before the outputs that read
     # them, not in loops of their own before the outputs' (symcnn.codegen.invariant_loops)
     invariants_inside: bool = False

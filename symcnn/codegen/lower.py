@@ -45,6 +45,7 @@ from symcnn.codegen.backends.numba_cpu.lanes import lanes_schedule
 from symcnn.codegen.schedule_choice import vector_schedule
 from symcnn.codegen.widths import per_vector_width
 from symcnn.codegen.small_batches import per_batch_size
+from symcnn.codegen.phase_items import one_item
 from symcnn.codegen.phases import PhaseSplit, shared_loops, split_phases, without_single_loops
 from symcnn.codegen.taps import one_tap_terms
 from symcnn.codegen.rewrites import always_holds, fold_bound, for_kernels, padding_conditions, shifted_exponential_sum
@@ -59,8 +60,7 @@ __all__ = ["Loop", "Term", "Reduction", "Kernel", "forward_kernel", "gradient_ke
 # Array names in generated code, by formula role.
 ARRAY_NAMES = {
     "input": "x", "weight": "weight", "bias": "bias", "output": "out", "target": "targets",
-    "grad_output": "grad_output", "grad_input": "grad_input", "grad_weight": "grad_weight",
-    "grad_bias": "grad_bias",
+    "grad_output": "grad_output", "grad_input": "grad_input", "grad_weight": "grad_weight", "grad_bias": "grad_bias",
 }
 
 
@@ -311,7 +311,7 @@ def _phase_schedules(lowering: Lowering, split: PhaseSplit, batch) -> dict:
         views += schedule.pop("views", ())
         phases.append(Kernel(phase.output, "", (), schedule.pop("output", phase.output), **schedule))
     return {"kind": "phases", "output_loops": (), "phases": tuple(phases), "views": tuple(views),
-            "shared_loops": shared_loops(phases)}
+            "shared_loops": shared_loops(phases), "one_item": one_item(phases)}
 
 
 def _fused_views(lowering: Lowering, views) -> list[tuple[str, str]]:

@@ -281,8 +281,9 @@ def test_scalar_phases_share_the_image_and_channel_loops(torch, tmp_path):
 
 
 def test_phases_with_a_vector_schedule_keep_their_own_loops():
-    """Phases of which one is vectorized (the lanes schedule allocates and stages before its loops) each run
-    their own loops: resnet-mini's strided 1 x 1 shortcut, and its stride-2 3 x 3 convolution."""
+    """Phases of which one is vectorized (the lanes schedule allocates and stages before its loops) share no
+    image and channel loops as scalar phases do: resnet-mini's strided 1 x 1 shortcut, and its stride-2 3 x 3
+    convolution (whose vector phases share one parallel loop instead: tests/codegen/test_phase_items.py)."""
     spec = load_spec("resnet-mini")
     for label in ("b2_shortcut", "b2_conv1"):
         assert _kernels(spec, label)["grad_input"].shared_loops == 0
