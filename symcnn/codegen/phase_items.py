@@ -7,9 +7,10 @@ into a copy of its own, and each phase writes its quarter of ``dL/dX`` across th
 takes the same work items and their copies of an operand differ only in how far they reach, the phases share
 one loop: each item makes one copy, as large as the largest, and computes every phase's rows in turn, while its
 block of ``dL/dX`` is in cache. Measured on ``suite-residual``'s ``b2_conv1_grad_input`` (16 <- 32 channels,
-3 x 3, stride 2, 32 x 32 maps, batch 64, 2 threads; docs/performance.md): 1.40 -> 1.13 ms in a train step; in a
-scratch copy, one loop with a copy per phase was slower than a loop per phase (1.21 against 1.15 ms), so the
-phases share a loop only where they share their copies.
+3 x 3, stride 2, 32 x 32 maps, batch 64, 2 threads; docs/performance.md): 1.40 -> 1.13 ms in a train step; a
+stride-3 one's nine phases 1.33-1.37x; phases that copy nothing (2 x 2, stride 2) 1.02-1.05x. In a scratch copy,
+one loop with a copy per phase was slower than a loop per phase (1.21 against 1.15 ms), so phases whose copies of
+one name cannot merge keep a loop each.
 
 The merged copy places each value where every phase's copy did (the same printed target index) and copies the
 union of the rows the phases' copies hold; each phase reads only the rows its own copy holds (the rows its part
