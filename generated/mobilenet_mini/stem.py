@@ -2809,9 +2809,9 @@ def stem_grad_input_narrow(grad_output, weight, grad_input):
     weight_p11 = weight[:, :, 0::2, 0::2]
     # Each phase's lane loops' trip count (``lanes``, in the loop) read from an argument, unknown to the
     # compiler: LLVM then vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    # Each work item computes its rows of every phase in turn (symcnn.codegen.phase_items).
     # Each image's rows in parts, one parallel item each,
     # so that a batch of one keeps every thread busy.
-    # Each item computes its rows of every phase, from one copy (symcnn.codegen.phase_items).
     for item in prange(2*N):
         n = (item) // 2
         part = item % 2

@@ -4207,9 +4207,9 @@ def b2_conv1_grad_input(grad_output, weight, grad_input):
                     weight_p11_t[c_out, t_u, t_v, c_in] = weight_p11[c_out, c_in, t_u, t_v]
     # Each phase's lane loops' trip count (``lanes``, in the loop) read from an argument, unknown to the
     # compiler: LLVM then vectorizes them (with alias checks); a constant count it unrolls into scalar code.
+    # Each work item computes its rows of every phase in turn (symcnn.codegen.phase_items).
     # Each image's rows in parts, one parallel item each,
     # so that a batch of one keeps every thread busy.
-    # Each item computes its rows of every phase, from one copy (symcnn.codegen.phase_items).
     for item in prange(2*N):
         n = (item) // 2
         part = item % 2
