@@ -7,6 +7,7 @@ import numpy as np
 from numba import njit, prange
 
 from symcnn.runtime.vector_width import for_this_cpu, wide_vectors
+from symcnn.runtime.transpose import block_side, transpose_block
 
 # The lane loops run over 16 or 32 channels. LLVM's loop vectorizer, left to itself, interleaves
 # four vectors per iteration (32 float32), so a 16-channel loop would run entirely in its scalar
@@ -957,13 +958,25 @@ def b2_conv2_with_relu12_grad_input_wide(grad_output, weight, fused_out, grad_in
                 for a3 in range(16):
                     grad_output_padded[a1, a2 + 1, a3 + 1] = grad_output[n, a1, a2, a3]
         tile = np.empty((16, 32,), dtype=grad_output.dtype)
+        tile_t = np.empty((block_side(tile), block_side(tile)), dtype=grad_output.dtype)
         for k in range(8*part, 8*part + 8):
             for l in range(16):
                 for c_in in range(lanes):
                     tile[l, c_in] = 0.0
             b2_conv2_with_relu12_grad_input_wide_block0(grad_output_padded, k, tile, weight_t)
+            side = block_side(tile)
+            whole_rows = 16 - 16 % side
+            whole_lanes = lanes - lanes % side
+            for first_row in range(0, whole_rows, side):
+                for first_lane in range(0, whole_lanes, side):
+                    transpose_block(tile, first_row, first_lane, tile_t)
+                    for c_in in range(first_lane, first_lane + side):
+                        for l in range(first_row, first_row + side):
+                            stored = tile_t[c_in - first_lane, l - first_row]
+                            fused0 = fused_out[n, c_in, k, l]
+                            grad_input[n, c_in, k, l] = ((stored) if (fused0 > 0) else (0))
             for c_in in range(lanes):
-                for l in range(16):
+                for l in range(whole_rows if c_in < whole_lanes else 0, 16):
                     stored = tile[l, c_in]
                     fused0 = fused_out[n, c_in, k, l]
                     grad_input[n, c_in, k, l] = ((stored) if (fused0 > 0) else (0))
@@ -1272,13 +1285,25 @@ def b2_conv2_with_relu12_grad_input_narrow(grad_output, weight, fused_out, grad_
                 for a3 in range(16):
                     grad_output_padded[a1, a2 + 1, a3 + 1] = grad_output[n, a1, a2, a3]
         tile = np.empty((16, 32,), dtype=grad_output.dtype)
+        tile_t = np.empty((block_side(tile), block_side(tile)), dtype=grad_output.dtype)
         for k in range(8*part, 8*part + 8):
             for l in range(16):
                 for c_in in range(lanes):
                     tile[l, c_in] = 0.0
             b2_conv2_with_relu12_grad_input_narrow_block0(grad_output_padded, k, tile, weight_t)
+            side = block_side(tile)
+            whole_rows = 16 - 16 % side
+            whole_lanes = lanes - lanes % side
+            for first_row in range(0, whole_rows, side):
+                for first_lane in range(0, whole_lanes, side):
+                    transpose_block(tile, first_row, first_lane, tile_t)
+                    for c_in in range(first_lane, first_lane + side):
+                        for l in range(first_row, first_row + side):
+                            stored = tile_t[c_in - first_lane, l - first_row]
+                            fused0 = fused_out[n, c_in, k, l]
+                            grad_input[n, c_in, k, l] = ((stored) if (fused0 > 0) else (0))
             for c_in in range(lanes):
-                for l in range(16):
+                for l in range(whole_rows if c_in < whole_lanes else 0, 16):
                     stored = tile[l, c_in]
                     fused0 = fused_out[n, c_in, k, l]
                     grad_input[n, c_in, k, l] = ((stored) if (fused0 > 0) else (0))

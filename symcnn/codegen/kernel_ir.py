@@ -269,6 +269,9 @@ class Lanes:
     stores: tuple[Loop, ...] = ()
     # not over_batch: what each store writes instead of its tile element (:class:`Epilogue`), or None
     epilogue: Optional[Epilogue] = None
+    # per image, one row by the lanes: the tile stored along the output's rows (its last axis) through square
+    # blocks transposed in vector registers (symcnn.runtime.transpose), not element by element across them
+    transposed: bool = False
     # per image only: the tile summed in register blocks instead of ``around``/``updates`` (:class:`Registers`)
     registers: Optional[Registers] = None
     # over_batch in chunks only: a second output summed from a per-image copy (:class:`StagedSum`), or None

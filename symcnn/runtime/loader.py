@@ -46,7 +46,7 @@ __all__ = ["cache_dir", "cache_entry", "generator_digest", "import_package", "pa
 #: formulas, printers, lowering, schedules and templates, and the spec's own reading and shapes), and the
 #: ``exp`` that the kernels call, which numba compiles into each kernel (its cache does not track it).
 GENERATOR_SOURCES = ("codegen", "symbolic", "printing", "registry", "spec.py", "shapes.py", "validation.py",
-                     "runtime/vector_math.py", "runtime/vector_width.py")
+                     "runtime/vector_math.py", "runtime/vector_width.py", "runtime/transpose.py")
 
 
 def cache_dir() -> Path:

@@ -408,3 +408,56 @@ def test_row_parts_give_pytorchs_numbers(tmp_path_factory):
     pytest.importorskip("torch")
     net = network_for(PARTS, tmp_path_factory.mktemp("parts"))
     assert_float64_equals_pytorch(net, np.random.default_rng(5), np.array([0, 2, 1]))
+
+
+#: Lanes kernels whose tiles take transposed blocks with lanes and rows past the last whole block (conv1's 24
+#: channels and conv2's 16 by 20 columns: in float32 one block of 16 and 8 lanes and 4 rows more; in float64 blocks
+#: of 8 and 4 rows more), stored through an epilogue (conv1's ReLU in its forward pass, relu1's mask in conv2's input
+#: gradient), and a 6-channel convolution that keeps its own store.
+TRANSPOSED = {"name": "transposed-stores", "input": [3, 20, 20], "loss": "softmax_cross_entropy", "layers": [
+    {"type": "conv2d", "name": "conv1", "out_channels": 24, "kernel": 3, "padding": 1}, {"type": "relu"},
+    {"type": "conv2d", "name": "conv2", "out_channels": 16, "kernel": 3, "padding": 1}, {"type": "relu"},
+    {"type": "conv2d", "name": "conv3", "out_channels": 6, "kernel": 3, "padding": 1},
+    {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 3}]}
+
+
+def test_a_tile_is_stored_through_transposed_blocks_where_rows_and_lanes_fill_one():
+    """Where the output's last axis is the tile's row and both hold 16 (a float32 block on AVX-512) the tile is
+    stored through transposed blocks; a 6-channel tile, a weight gradient's sum over the batch, a dense layer's
+    input gradient (a tile row per image, the lane its output's last axis) and the phases of a strided input
+    gradient (strided views of the output) are stored as before."""
+    spec = spec_from_dict(TRANSPOSED)
+    kernels = {label: _kernels(spec, label) for label in ("conv1", "conv2", "conv3", "fc")}
+    assert all(kernels[label][kind].lanes.transposed
+               for label, kind in (("conv1", "forward"), ("conv2", "forward"), ("conv2", "grad_input")))
+    assert ("symcnn.runtime.transpose", "transpose_block") in kernels["conv1"]["forward"].imports
+    assert not kernels["conv1"]["grad_weight"].lanes.transposed
+    assert kernels["conv3"]["forward"].kind != "lanes" or not kernels["conv3"]["forward"].lanes.transposed
+    assert not kernels["fc"]["grad_input"].lanes.transposed  # several images a tile (slots), the lane last
+    strided = _kernels(load_spec("resnet-mini"), "b2_conv1")["grad_input"]  # phases storing strided views
+    assert [phase.lanes.transposed for phase in strided.phases] == [False] * 4
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("dtype, tolerance", [("float64", 1e-10), ("float32", 2e-4)])
+def test_transposed_stores_give_pytorchs_numbers_with_their_remainders(tmp_path, dtype, tolerance):
+    """TRANSPOSED equals PyTorch in float64 and in float32 (blocks of 8 and of 16 on AVX-512, the remainder loops
+    included), and its float64 gradients do not depend on the thread count."""
+    torch = pytest.importorskip("torch")
+    from tests.kernels_helpers import torch_loss_and_grads
+
+    net = network_for(TRANSPOSED, tmp_path, dtype=dtype)
+    assert "transpose_block(" in inspect.getsource(net.kernel("conv1_with_relu1_forward").py_func)
+    rng = np.random.default_rng(8)
+    net.load_params({name: value.astype(dtype) for name, value in random_params(net, rng).items()})
+    x = rng.standard_normal((3, *net.spec.input_shape)).astype(dtype)
+    labels = np.array([0, 2, 1])
+    loss, grads = net.loss_and_grads(x, labels)
+    expected_loss, expected_logits, expected = torch_loss_and_grads(
+        net.spec, net.params, x, labels, torch.float64 if dtype == "float64" else torch.float32)
+    assert loss == pytest.approx(expected_loss, rel=tolerance)
+    np.testing.assert_allclose(net.forward(x), expected_logits, rtol=tolerance, atol=tolerance)
+    for key, value in expected.items():
+        np.testing.assert_allclose(grads[key], value, rtol=tolerance, atol=tolerance * np.abs(value).max(), err_msg=key)
+    if dtype == "float64":
+        assert_same_gradients_on_one_and_two_threads(net, x, labels)
