@@ -801,16 +801,22 @@ def b1_conv2_with_relu5_grad_input(grad_output, weight, fused_out, grad_input):
             side = block_side(tile)
             whole_rows = 32 - 32 % side
             whole_lanes = lanes - lanes % side
-            for first_row in range(0, whole_rows, side):
-                for first_lane in range(0, whole_lanes, side):
+            for first_lane in range(0, whole_lanes, side):
+                for first_row in range(0, whole_rows, side):
                     transpose_block(tile, first_row, first_lane, tile_t)
                     for c_in in range(first_lane, first_lane + side):
                         for l in range(first_row, first_row + side):
                             stored = tile_t[c_in - first_lane, l - first_row]
                             fused0 = fused_out[n, c_in, k, l]
                             grad_input[n, c_in, k, l] = ((stored) if (fused0 > 0) else (0))
-            for c_in in range(lanes):
-                for l in range(whole_rows if c_in < whole_lanes else 0, 32):
+            for c_in in range(whole_lanes, lanes):
+                for l in range(32):
                     stored = tile[l, c_in]
                     fused0 = fused_out[n, c_in, k, l]
                     grad_input[n, c_in, k, l] = ((stored) if (fused0 > 0) else (0))
+            if whole_rows < 32:
+                for c_in in range(whole_lanes):
+                    for l in range(whole_rows, 32):
+                        stored = tile[l, c_in]
+                        fused0 = fused_out[n, c_in, k, l]
+                        grad_input[n, c_in, k, l] = ((stored) if (fused0 > 0) else (0))

@@ -967,19 +967,25 @@ def b2_conv2_with_relu12_grad_input_wide(grad_output, weight, fused_out, grad_in
             side = block_side(tile)
             whole_rows = 16 - 16 % side
             whole_lanes = lanes - lanes % side
-            for first_row in range(0, whole_rows, side):
-                for first_lane in range(0, whole_lanes, side):
+            for first_lane in range(0, whole_lanes, side):
+                for first_row in range(0, whole_rows, side):
                     transpose_block(tile, first_row, first_lane, tile_t)
                     for c_in in range(first_lane, first_lane + side):
                         for l in range(first_row, first_row + side):
                             stored = tile_t[c_in - first_lane, l - first_row]
                             fused0 = fused_out[n, c_in, k, l]
                             grad_input[n, c_in, k, l] = ((stored) if (fused0 > 0) else (0))
-            for c_in in range(lanes):
-                for l in range(whole_rows if c_in < whole_lanes else 0, 16):
+            for c_in in range(whole_lanes, lanes):
+                for l in range(16):
                     stored = tile[l, c_in]
                     fused0 = fused_out[n, c_in, k, l]
                     grad_input[n, c_in, k, l] = ((stored) if (fused0 > 0) else (0))
+            if whole_rows < 16:
+                for c_in in range(whole_lanes):
+                    for l in range(whole_rows, 16):
+                        stored = tile[l, c_in]
+                        fused0 = fused_out[n, c_in, k, l]
+                        grad_input[n, c_in, k, l] = ((stored) if (fused0 > 0) else (0))
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
@@ -1294,19 +1300,25 @@ def b2_conv2_with_relu12_grad_input_narrow(grad_output, weight, fused_out, grad_
             side = block_side(tile)
             whole_rows = 16 - 16 % side
             whole_lanes = lanes - lanes % side
-            for first_row in range(0, whole_rows, side):
-                for first_lane in range(0, whole_lanes, side):
+            for first_lane in range(0, whole_lanes, side):
+                for first_row in range(0, whole_rows, side):
                     transpose_block(tile, first_row, first_lane, tile_t)
                     for c_in in range(first_lane, first_lane + side):
                         for l in range(first_row, first_row + side):
                             stored = tile_t[c_in - first_lane, l - first_row]
                             fused0 = fused_out[n, c_in, k, l]
                             grad_input[n, c_in, k, l] = ((stored) if (fused0 > 0) else (0))
-            for c_in in range(lanes):
-                for l in range(whole_rows if c_in < whole_lanes else 0, 16):
+            for c_in in range(whole_lanes, lanes):
+                for l in range(16):
                     stored = tile[l, c_in]
                     fused0 = fused_out[n, c_in, k, l]
                     grad_input[n, c_in, k, l] = ((stored) if (fused0 > 0) else (0))
+            if whole_rows < 16:
+                for c_in in range(whole_lanes):
+                    for l in range(whole_rows, 16):
+                        stored = tile[l, c_in]
+                        fused0 = fused_out[n, c_in, k, l]
+                        grad_input[n, c_in, k, l] = ((stored) if (fused0 > 0) else (0))
 
 
 b2_conv2_with_relu12_grad_input = for_this_cpu(b2_conv2_with_relu12_grad_input_wide, b2_conv2_with_relu12_grad_input_narrow)

@@ -534,17 +534,22 @@ def conv1_with_relu1_forward_wide(x, weight, bias, out):
             side = block_side(tile)
             whole_rows = 32 - 32 % side
             whole_lanes = lanes - lanes % side
-            for first_row in range(0, whole_rows, side):
-                for first_lane in range(0, whole_lanes, side):
+            for first_lane in range(0, whole_lanes, side):
+                for first_row in range(0, whole_rows, side):
                     transpose_block(tile, first_row, first_lane, tile_t)
                     for c_out in range(first_lane, first_lane + side):
                         for j in range(first_row, first_row + side):
                             stored = tile_t[c_out - first_lane, j - first_row]
                             out[n, c_out, i, j] = ((stored) if (stored > 0) else (0))
-            for c_out in range(lanes):
-                for j in range(whole_rows if c_out < whole_lanes else 0, 32):
+            for c_out in range(whole_lanes, lanes):
+                for j in range(32):
                     stored = tile[j, c_out]
                     out[n, c_out, i, j] = ((stored) if (stored > 0) else (0))
+            if whole_rows < 32:
+                for c_out in range(whole_lanes):
+                    for j in range(whole_rows, 32):
+                        stored = tile[j, c_out]
+                        out[n, c_out, i, j] = ((stored) if (stored > 0) else (0))
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
