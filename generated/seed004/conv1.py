@@ -7,7 +7,6 @@ import numpy as np
 from numba import njit, prange
 
 from symcnn.runtime.vector_width import for_this_cpu, wide_vectors
-from symcnn.runtime.transpose import block_side, transpose_block
 
 # The lane loops run over 16 or 32 channels. LLVM's loop vectorizer, left to itself, interleaves
 # four vectors per iteration (32 float32), so a 16-channel loop would run entirely in its scalar
@@ -518,28 +517,14 @@ def conv1_forward_wide(x, weight, bias, out):
                 for a3 in range(x.shape[3]):
                     x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
         tile = np.empty((32, 16,), dtype=x.dtype)
-        tile_t = np.empty((block_side(tile), block_side(tile)), dtype=x.dtype)
         for i in range(16*part, 16*part + 16):
             for j in range(32):
                 for c_out in range(lanes):
                     tile[j, c_out] = bias[c_out]
             conv1_forward_wide_block0(i, tile, weight_t, x_padded)
-            side = block_side(tile)
-            whole_rows = 32 - 32 % side
-            whole_lanes = lanes - lanes % side
-            for first_lane in range(0, whole_lanes, side):
-                for first_row in range(0, whole_rows, side):
-                    transpose_block(tile, first_row, first_lane, tile_t)
-                    for c_out in range(first_lane, first_lane + side):
-                        for j in range(first_row, first_row + side):
-                            out[n, c_out, i, j] = tile_t[c_out - first_lane, j - first_row]
-            for c_out in range(whole_lanes, lanes):
+            for c_out in range(lanes):
                 for j in range(32):
                     out[n, c_out, i, j] = tile[j, c_out]
-            if whole_rows < 32:
-                for c_out in range(whole_lanes):
-                    for j in range(whole_rows, 32):
-                        out[n, c_out, i, j] = tile[j, c_out]
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")

@@ -7,7 +7,6 @@ import numpy as np
 from numba import njit, prange
 
 from symcnn.runtime.vector_width import for_this_cpu, wide_vectors
-from symcnn.runtime.transpose import block_side, transpose_block
 
 # The lane loops run over 16 or 32 channels. LLVM's loop vectorizer, left to itself, interleaves
 # four vectors per iteration (32 float32), so a 16-channel loop would run entirely in its scalar
@@ -950,28 +949,14 @@ def conv2_forward_wide(x, weight, bias, out):
                 for a3 in range(16):
                     x_padded[a1, a2 + 1, a3 + 1] = x[n, a1, a2, a3]
         tile = np.empty((16, 32,), dtype=x.dtype)
-        tile_t = np.empty((block_side(tile), block_side(tile)), dtype=x.dtype)
         for i in range(8*part, 8*part + 8):
             for j in range(16):
                 for c_out in range(lanes):
                     tile[j, c_out] = bias[c_out]
             conv2_forward_wide_block0(i, tile, weight_t, x_padded)
-            side = block_side(tile)
-            whole_rows = 16 - 16 % side
-            whole_lanes = lanes - lanes % side
-            for first_lane in range(0, whole_lanes, side):
-                for first_row in range(0, whole_rows, side):
-                    transpose_block(tile, first_row, first_lane, tile_t)
-                    for c_out in range(first_lane, first_lane + side):
-                        for j in range(first_row, first_row + side):
-                            out[n, c_out, i, j] = tile_t[c_out - first_lane, j - first_row]
-            for c_out in range(whole_lanes, lanes):
+            for c_out in range(lanes):
                 for j in range(16):
                     out[n, c_out, i, j] = tile[j, c_out]
-            if whole_rows < 16:
-                for c_out in range(whole_lanes):
-                    for j in range(whole_rows, 16):
-                        out[n, c_out, i, j] = tile[j, c_out]
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")
@@ -1999,28 +1984,14 @@ def conv2_grad_input(grad_output, weight, grad_input):
                 for a3 in range(16):
                     grad_output_padded[a1, a2 + 1, a3 + 1] = grad_output[n, a1, a2, a3]
         tile = np.empty((16, 16,), dtype=grad_output.dtype)
-        tile_t = np.empty((block_side(tile), block_side(tile)), dtype=grad_output.dtype)
         for k in range(8*part, 8*part + 8):
             for l in range(16):
                 for c_in in range(lanes):
                     tile[l, c_in] = 0.0
             conv2_grad_input_block0(grad_output_padded, k, tile, weight_t)
-            side = block_side(tile)
-            whole_rows = 16 - 16 % side
-            whole_lanes = lanes - lanes % side
-            for first_lane in range(0, whole_lanes, side):
-                for first_row in range(0, whole_rows, side):
-                    transpose_block(tile, first_row, first_lane, tile_t)
-                    for c_in in range(first_lane, first_lane + side):
-                        for l in range(first_row, first_row + side):
-                            grad_input[n, c_in, k, l] = tile_t[c_in - first_lane, l - first_row]
-            for c_in in range(whole_lanes, lanes):
+            for c_in in range(lanes):
                 for l in range(16):
                     grad_input[n, c_in, k, l] = tile[l, c_in]
-            if whole_rows < 16:
-                for c_in in range(whole_lanes):
-                    for l in range(whole_rows, 16):
-                        grad_input[n, c_in, k, l] = tile[l, c_in]
 
 
 @njit(cache=True, fastmath={'contract'}, error_model="numpy")

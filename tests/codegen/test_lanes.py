@@ -422,20 +422,37 @@ TRANSPOSED = {"name": "transposed-stores", "input": [3, 20, 20], "loss": "softma
 
 
 def test_a_tile_is_stored_through_transposed_blocks_where_rows_and_lanes_fill_one():
-    """Where the output's last axis is the tile's row and both hold 16 (a float32 block on AVX-512) the tile is
-    stored through transposed blocks; a 6-channel tile, a weight gradient's sum over the batch, a dense layer's
-    input gradient (a tile row per image, the lane its output's last axis) and the phases of a strided input
-    gradient (strided views of the output) are stored as before."""
+    """Where a tile stores through an epilogue, the output's last axis is the tile's row and both hold 16 (a float32
+    block on AVX-512) it is stored through transposed blocks: conv1's forward pass storing relu1, conv2's storing
+    relu3, conv2's input gradient storing relu1's. The same kernels without an epilogue (a plain copy, which LLVM
+    gathers 16 at a time), a 6-channel tile, a weight gradient's sum over the batch, a dense layer's input gradient
+    (a tile row per image, the lane its output's last axis) and the phases of a strided input gradient (strided
+    views of the output) are stored as before."""
+    from symcnn.codegen.forward_fusion import forward_fused_kernels
+    from symcnn.codegen.fusion import fused_kernels
+
     spec = spec_from_dict(TRANSPOSED)
+    forward, backward = forward_fused_kernels(spec), fused_kernels(spec)
+    fused = [forward["relu1"].kernel, forward["relu3"].kernel, backward["relu1"]]
+    assert [kernel.name for kernel in fused] == [
+        "conv1_with_relu1_forward", "conv2_with_relu3_forward", "conv2_with_relu1_grad_input"]
+    assert all(kernel.lanes.transposed and kernel.lanes.epilogue for kernel in fused)
+    assert ("symcnn.runtime.transpose", "transpose_block") in fused[0].imports
     kernels = {label: _kernels(spec, label) for label in ("conv1", "conv2", "conv3", "fc")}
-    assert all(kernels[label][kind].lanes.transposed
-               for label, kind in (("conv1", "forward"), ("conv2", "forward"), ("conv2", "grad_input")))
-    assert ("symcnn.runtime.transpose", "transpose_block") in kernels["conv1"]["forward"].imports
-    assert not kernels["conv1"]["grad_weight"].lanes.transposed
+    assert not any(kernels[label][kind].lanes.transposed
+                   for label, kind in (("conv1", "forward"), ("conv2", "grad_input"), ("conv1", "grad_weight")))
     assert kernels["conv3"]["forward"].kind != "lanes" or not kernels["conv3"]["forward"].lanes.transposed
     assert not kernels["fc"]["grad_input"].lanes.transposed  # several images a tile (slots), the lane last
-    strided = _kernels(load_spec("resnet-mini"), "b2_conv1")["grad_input"]  # phases storing strided views
-    assert [phase.lanes.transposed for phase in strided.phases] == [False] * 4
+    strided = fused_kernels(spec_from_dict(STRIDED_AFTER_RELU))["relu1"]  # phases of 16 x 16 by 16 lanes, and relu1's mask
+    assert strided.name == "down_with_relu1_grad_input" and [phase.kind for phase in strided.phases] == ["lanes"] * 4
+    assert not any(phase.lanes.transposed for phase in strided.phases)
+
+
+#: A stride-2 convolution after a ReLU: its input gradient's phases (16 rows by 16 lanes each) store relu1's.
+STRIDED_AFTER_RELU = {"name": "strided-after-relu", "input": [16, 32, 32], "layers": [
+    {"type": "conv2d", "name": "stem", "out_channels": 16, "kernel": 3, "padding": 1}, {"type": "relu"},
+    {"type": "conv2d", "name": "down", "out_channels": 32, "kernel": 3, "stride": 2, "padding": 1},
+    {"type": "flatten"}, {"type": "dense", "name": "fc", "out_features": 3}]}
 
 
 @pytest.mark.heavy

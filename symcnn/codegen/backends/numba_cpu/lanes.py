@@ -217,6 +217,8 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
             block: _register_blocks(lowering, reduction, outer_tile, (broadcast_read, streamed_read), lane,
                                     tile_element, unroll, block)[:3],
             batch_loop, batch, broadcast_read, streamed_read, tile_element, outer_tile, OVER_BATCH_BLOCK)
+    # a weight gradient's sums of chunks store no element of the formula's: no epilogue there
+    epilogue = epilogue_at(lowering, None if over_batch else store)
     return {
         "kind": "lanes",
         "output_loops": tuple(Loop(printer(var), lowering.code(sizes[var]), position == 0)
@@ -240,8 +242,7 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
             broadcasts=blocked.broadcasts,
             updates=blocked.updates,
             store=printer(store),
-            # a weight gradient's sums of chunks store no element of the formula's: no epilogue there
-            epilogue=epilogue_at(lowering, None if over_batch else store),
+            epilogue=epilogue,
             lane_block=lane_block,
             block_bounds=block_bounds,
             images=images.groups if images else None,
@@ -249,8 +250,8 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
             row_start=row_start,
             # the lane the output's own last axis (a strided input gradient's phase: its columns): stored along it
             stores=tile if not (over_batch or images) and indices[-1] == lane else (),
-            transposed=_transposed_store(lowering, output_name, over_batch or images or lane_block, indices, tile_vars,
-                                         sizes),
+            transposed=epilogue is not None and _transposed_store(lowering, output_name, over_batch or images or lane_block,
+                                                                  indices, tile_vars, sizes),
             registers=registers,
         ),
         "nest": _lanes_nest(indices, shape, batch_index, [int(sizes[var]) for var in rows], outer_tile, reduction,
@@ -265,11 +266,14 @@ TRANSPOSED_EXTENT = 16
 
 
 def _transposed_store(lowering, output_name: str, whole_batch, indices, tile_vars, sizes) -> bool:
-    """Whether a per-image tile (a row of the output by its lanes, the lane last) is stored through square blocks
-    transposed in vector registers: where the output's last index is the tile's row, both axes hold a block
-    (:data:`TRANSPOSED_EXTENT`) and the output is not a strided view (a phase's, whose rows are stored element
-    by element either way: measured 0.92-0.93x on a stride-2 input gradient). The printed module then imports
-    the transpose."""
+    """Whether a per-image tile (a row of the output by its lanes, the lane last) that stores through an epilogue is
+    stored through square blocks transposed in vector registers: where the output's last index is the tile's row,
+    both axes hold a block (:data:`TRANSPOSED_EXTENT`) and the output is not a strided view (a phase's, whose rows
+    are stored element by element either way: measured 0.92-0.93x on a stride-2 input gradient). Only through an
+    epilogue (a fused ReLU, a ReLU's mask): LLVM vectorizes a plain copy of the tile across its rows with gathers of
+    16 (``vgatherdps``), about as fast as the blocks (0.92-1.10x, measured), and a store through an epilogue with
+    gathers of 8 (``vgatherqps``), where the blocks gained 1.1-1.3x. The printed module then imports the
+    transpose."""
     row = tile_vars[0]
     if whole_batch or output_name in lowering.strided or len(tile_vars) != 2 or indices[-1] != row or min(
             int(sizes[var]) for var in tile_vars) < TRANSPOSED_EXTENT:
