@@ -443,7 +443,7 @@ def test_a_tile_is_stored_through_transposed_blocks_where_rows_and_lanes_fill_on
                    for label, kind in (("conv1", "forward"), ("conv2", "grad_input"), ("conv1", "grad_weight")))
     assert kernels["conv3"]["forward"].kind != "lanes" or not kernels["conv3"]["forward"].lanes.transposed
     assert not kernels["fc"]["grad_input"].lanes.transposed  # several images a tile (slots), the lane last
-    strided = fused_kernels(spec_from_dict(STRIDED_AFTER_RELU))["relu1"]  # phases of 16 x 16 by 16 lanes, and relu1's mask
+    strided = fused_kernels(spec_from_dict(STRIDED_AFTER_RELU))["relu1"]  # phases: 16 x 16 by 16 lanes, relu1's mask
     assert strided.name == "down_with_relu1_grad_input" and [phase.kind for phase in strided.phases] == ["lanes"] * 4
     assert not any(phase.lanes.transposed for phase in strided.phases)
 

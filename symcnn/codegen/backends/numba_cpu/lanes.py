@@ -250,8 +250,8 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
             row_start=row_start,
             # the lane the output's own last axis (a strided input gradient's phase: its columns): stored along it
             stores=tile if not (over_batch or images) and indices[-1] == lane else (),
-            transposed=epilogue is not None and _transposed_store(lowering, output_name, over_batch or images or lane_block,
-                                                                  indices, tile_vars, sizes),
+            transposed=epilogue is not None and _transposed_store(
+                lowering, output_name, over_batch or images or lane_block, indices, tile_vars, sizes),
             registers=registers,
         ),
         "nest": _lanes_nest(indices, shape, batch_index, [int(sizes[var]) for var in rows], outer_tile, reduction,
