@@ -198,6 +198,20 @@ class ChunkRows:
 
 
 @dataclass(frozen=True)
+class TransposedStore:
+    """The printed pieces of a lanes tile's store through transposed blocks (the template's ``transposed_store``):
+    the rows and lanes whole blocks fill, each block's lane and row ranges, the element of ``tile_t`` stored, and
+    the test for rows past the last whole block."""
+
+    whole_rows: str
+    whole_lanes: str
+    lane_range: str
+    row_range: str
+    block_element: str
+    rows_left: str
+
+
+@dataclass(frozen=True)
 class Lanes:
     """The lanes schedule of a kernel whose one term is ``broadcast * streamed``.
 
@@ -271,7 +285,7 @@ class Lanes:
     epilogue: Optional[Epilogue] = None
     # per image, one row by the lanes: the tile stored along the output's rows (its last axis) through square
     # blocks transposed in vector registers (symcnn.runtime.transpose), not element by element across them
-    transposed: bool = False
+    transposed: Optional["TransposedStore"] = None
     # per image only: the tile summed in register blocks instead of ``around``/``updates`` (:class:`Registers`)
     registers: Optional[Registers] = None
     # over_batch in chunks only: a second output summed from a per-image copy (:class:`StagedSum`), or None

@@ -40,7 +40,7 @@ from sympy import Indexed, Sum, Symbol
 from symcnn.symbolic.adjoint import GatherTerm
 from symcnn.codegen.epilogue import epilogue_at
 from symcnn.codegen.cost_model import LoopNest, vector_nest
-from symcnn.codegen.kernel_ir import ChunkRows, Lanes, Loop
+from symcnn.codegen.kernel_ir import ChunkRows, Lanes, Loop, TransposedStore
 from symcnn.codegen.backends.numba_cpu.product_blocks import batch_unrolled, blocked_by_images, row_block
 from symcnn.codegen.backends.numba_cpu.registers import BROADCAST, _split, _unrolled, lane_group, register_tile
 from symcnn.codegen.backends.numba_cpu.stagings import (in_bounds, lane_last, lanes_in_groups, named_array, padded_read,
@@ -250,8 +250,8 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
             row_start=row_start,
             # the lane the output's own last axis (a strided input gradient's phase: its columns): stored along it
             stores=tile if not (over_batch or images) and indices[-1] == lane else (),
-            transposed=epilogue is not None and _transposed_store(
-                lowering, output_name, over_batch or images or lane_block, indices, tile_vars, sizes),
+            transposed=_transposed_store(lowering, output_name, over_batch or images or lane_block, indices, tile_vars,
+                                         sizes) if epilogue is not None else None,
             registers=registers,
         ),
         "nest": _lanes_nest(indices, shape, batch_index, [int(sizes[var]) for var in rows], outer_tile, reduction,
@@ -265,7 +265,7 @@ def lanes_schedule(lowering, output_name: str, indices, shape, batch, terms: lis
 TRANSPOSED_EXTENT = 16
 
 
-def _transposed_store(lowering, output_name: str, whole_batch, indices, tile_vars, sizes) -> bool:
+def _transposed_store(lowering, output_name: str, whole_batch, indices, tile_vars, sizes) -> Optional[TransposedStore]:
     """Whether a per-image tile (a row of the output by its lanes, the lane last) that stores through an epilogue is
     stored through square blocks transposed in vector registers: where the output's last index is the tile's row,
     both axes hold a block (:data:`TRANSPOSED_EXTENT`) and the output is not a strided view (a phase's, whose rows
@@ -277,9 +277,13 @@ def _transposed_store(lowering, output_name: str, whole_batch, indices, tile_var
     row = tile_vars[0]
     if whole_batch or output_name in lowering.strided or len(tile_vars) != 2 or indices[-1] != row or min(
             int(sizes[var]) for var in tile_vars) < TRANSPOSED_EXTENT:
-        return False
+        return None
     lowering.printer.module_imports["symcnn.runtime.transpose"] |= {"block_side", "transpose_block"}
-    return True
+    rows, lane = lowering.code(sizes[row]), lowering.printer.doprint(tile_vars[1])
+    row_name = lowering.printer.doprint(row)
+    return TransposedStore(f"{rows} - {rows} % side", "lanes - lanes % side", "range(first_lane, first_lane + side)",
+                           "range(first_row, first_row + side)", f"tile_t[{lane} - first_lane, {row_name} - first_row]",
+                           f"whole_rows < {rows}")
 
 
 def _lanes_nest(indices, shape, batch_index, rows, outer_tile, reduction, lanes: int, lane_block: int,
