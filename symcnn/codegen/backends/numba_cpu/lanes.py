@@ -266,14 +266,15 @@ TRANSPOSED_EXTENT = 16
 
 
 def _transposed_store(lowering, output_name: str, whole_batch, indices, tile_vars, sizes) -> Optional[TransposedStore]:
-    """Whether a per-image tile (a row of the output by its lanes, the lane last) that stores through an epilogue is
-    stored through square blocks transposed in vector registers: where the output's last index is the tile's row,
+    """The printed pieces of the store through square blocks transposed in vector registers of a per-image tile (a row
+    of the output by its lanes, the lane last) that stores through an epilogue, or ``None`` to keep its own store:
+    blocks where the output's last index is the tile's row,
     both axes hold a block (:data:`TRANSPOSED_EXTENT`) and the output is not a strided view (a phase's, whose rows
     are stored element by element either way: measured 0.92-0.93x on a stride-2 input gradient). Only through an
     epilogue (a fused ReLU, a ReLU's mask): LLVM vectorizes a plain copy of the tile across its rows with gathers of
     16 (``vgatherdps``), about as fast as the blocks (0.92-1.10x, measured), and a store through an epilogue with
     gathers of 8 (``vgatherqps``), where the blocks gained 1.1-1.3x. The printed module then imports the
-    transpose."""
+    transpose; the lane loop's stop is the runtime ``lanes``, as in every per-image lanes tile."""
     row = tile_vars[0]
     if whole_batch or output_name in lowering.strided or len(tile_vars) != 2 or indices[-1] != row or min(
             int(sizes[var]) for var in tile_vars) < TRANSPOSED_EXTENT:
